@@ -1,0 +1,114 @@
+# h2tdb build. Outputs under build/ (release) and build/asan/ (tests, sanitizers).
+#   make            build/h2tdb
+#   make test       build with ASan+UBSan and run every test (T=pattern runs a subset)
+#   make bench      benchmarks against named peers (needs deploy/deps.sh --bench)
+#   make demo       the main job end to end on real data (issue: see README)
+#   make format-check | format | clean | install (PREFIX, DESTDIR)
+#   make fuzz       longer fuzzing of the frame decoder (clang/libFuzzer)
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+CC ?= cc
+ONNX_PROTO ?= /usr/include/onnx/onnx.proto
+
+WARN := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+        -Wno-format-truncation -Wno-error=deprecated-declarations
+BASE_CFLAGS := $(WARN) -D_GNU_SOURCE -g -I. -Ibuild/gen -pthread
+REL_CFLAGS := $(BASE_CFLAGS) -O2
+ASAN_CFLAGS := $(BASE_CFLAGS) -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
+               -fno-sanitize-recover=undefined
+LIBS := -llmdb -lopenblas -lprotobuf-c -luv -lz -lpng -ljpeg -lm -pthread
+
+MODULES := common proto storage extract solver server client
+LIB_SRCS := $(filter-out client/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
+PROTOS := $(wildcard proto/*.proto)
+GEN_SRCS := $(patsubst proto/%.proto,build/gen/proto/%.pb-c.c,$(PROTOS)) build/gen/onnx/onnx.pb-c.c
+GEN_HDRS := $(GEN_SRCS:.c=.h)
+TEST_SRCS := $(wildcard tests/*.c)
+
+REL_OBJS := $(patsubst %.c,build/obj/%.o,$(LIB_SRCS) $(GEN_SRCS))
+ASAN_OBJS := $(patsubst %.c,build/asan/obj/%.o,$(LIB_SRCS) $(GEN_SRCS))
+TEST_OBJS := $(patsubst %.c,build/asan/obj/%.o,$(TEST_SRCS))
+
+.PHONY: all test bench demo format format-check clean install fuzz tests-bin
+.DELETE_ON_ERROR:
+
+all: build/h2tdb
+
+# ---- generated protobuf-c code (never committed) ----
+build/gen/proto/%.pb-c.c build/gen/proto/%.pb-c.h: proto/%.proto
+	@mkdir -p build/gen/proto
+	protoc-c --proto_path=proto --c_out=build/gen/proto $<
+
+build/gen/onnx/onnx.pb-c.c build/gen/onnx/onnx.pb-c.h: $(ONNX_PROTO)
+	@mkdir -p build/gen/onnx
+	protoc-c --proto_path=$(dir $(ONNX_PROTO)) --c_out=build/gen/onnx $(ONNX_PROTO)
+
+# generated code is not held to our warning flags
+GEN_CFLAGS_FILTER = $(filter-out -Werror -Wmissing-prototypes -Wstrict-prototypes,$(1))
+
+build/obj/build/gen/%.o: build/gen/%.c $(GEN_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(call GEN_CFLAGS_FILTER,$(REL_CFLAGS)) -c $< -o $@
+build/asan/obj/build/gen/%.o: build/gen/%.c $(GEN_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(call GEN_CFLAGS_FILTER,$(ASAN_CFLAGS)) -c $< -o $@
+
+build/obj/%.o: %.c $(GEN_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(REL_CFLAGS) -MMD -MP -c $< -o $@
+build/asan/obj/%.o: %.c $(GEN_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_CFLAGS) -MMD -MP -c $< -o $@
+
+build/libh2tdb.a: $(REL_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+build/asan/libh2tdb.a: $(ASAN_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+build/h2tdb: build/obj/client/main.o build/libh2tdb.a
+	$(CC) $(REL_CFLAGS) $^ $(LIBS) -o $@
+build/asan/h2tdb: build/asan/obj/client/main.o build/asan/libh2tdb.a
+	$(CC) $(ASAN_CFLAGS) $^ $(LIBS) -o $@
+build/asan/h2tdb-tests: $(TEST_OBJS) build/asan/libh2tdb.a
+	$(CC) $(ASAN_CFLAGS) $^ $(LIBS) -o $@
+
+tests-bin: build/asan/h2tdb-tests build/asan/h2tdb build/h2tdb
+
+# Tests run the sanitized binaries; the CLI under test is $H2T_BIN.
+test: tests-bin
+	H2T_SRCDIR=$(CURDIR) H2T_BIN=$(CURDIR)/build/asan/h2tdb \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	OPENBLAS_NUM_THREADS=1 ./build/asan/h2tdb-tests $(T)
+
+# ---- benchmarks (release build) ----
+BENCH_SRCS := $(wildcard bench/*.c)
+BENCH_BINS := $(patsubst bench/%.c,build/bench/%,$(BENCH_SRCS))
+build/bench/%: bench/%.c build/libh2tdb.a
+	@mkdir -p build/bench
+	$(CC) $(REL_CFLAGS) $< build/libh2tdb.a $(LIBS) -o $@
+bench: build/h2tdb $(BENCH_BINS)
+	./bench/run.sh
+
+demo: 
+	./deploy/demo.sh
+
+FMT_SRCS = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+format:
+	clang-format -i $(FMT_SRCS)
+format-check:
+	@clang-format --dry-run --Werror $(FMT_SRCS) && echo "format-check: ok"
+
+install: build/h2tdb
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 build/h2tdb $(DESTDIR)$(PREFIX)/bin/h2tdb
+
+fuzz:
+	./tests/fuzz/run.sh 300
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

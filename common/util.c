@@ -1,0 +1,335 @@
+#include "common/util.h"
+
+#include "common/err.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+uint64_t h2t_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+double h2t_now_s(void)
+{
+    return (double)h2t_now_ns() * 1e-9;
+}
+
+uint64_t h2t_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000ull + (uint64_t)ts.tv_nsec / 1000000ull;
+}
+
+/* ---- CRC-32C ---- */
+static uint32_t crc_table[256];
+static int crc_ready;
+
+static void crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        crc_table[i] = c;
+    }
+    __atomic_store_n(&crc_ready, 1, __ATOMIC_RELEASE);
+}
+
+uint32_t h2t_crc32c(uint32_t crc, const void *buf, size_t len)
+{
+    if (!__atomic_load_n(&crc_ready, __ATOMIC_ACQUIRE))
+        crc_init(); /* idempotent: racing threads compute the same table */
+    const uint8_t *p = buf;
+    crc = ~crc;
+    while (len--)
+        crc = crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+    return ~crc;
+}
+
+/* ---- SHA-256 (FIPS 180-4) ---- */
+static const uint32_t K[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+    0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+    0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+    0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+    0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+    0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+    0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+    0xc67178f2};
+
+#define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void sha_block(h2t_sha256 *s, const uint8_t *b)
+{
+    uint32_t w[64];
+    for (int i = 0; i < 16; i++)
+        w[i] = h2t_be32_get(b + 4 * i);
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = s->h[0], bb = s->h[1], c = s->h[2], d = s->h[3], e = s->h[4], f = s->h[5],
+             g = s->h[6], h = s->h[7];
+    for (int i = 0; i < 64; i++) {
+        uint32_t S1 = ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25);
+        uint32_t ch = (e & f) ^ (~e & g);
+        uint32_t t1 = h + S1 + ch + K[i] + w[i];
+        uint32_t S0 = ROR(a, 2) ^ ROR(a, 13) ^ ROR(a, 22);
+        uint32_t mj = (a & bb) ^ (a & c) ^ (bb & c);
+        uint32_t t2 = S0 + mj;
+        h = g;
+        g = f;
+        f = e;
+        e = d + t1;
+        d = c;
+        c = bb;
+        bb = a;
+        a = t1 + t2;
+    }
+    s->h[0] += a;
+    s->h[1] += bb;
+    s->h[2] += c;
+    s->h[3] += d;
+    s->h[4] += e;
+    s->h[5] += f;
+    s->h[6] += g;
+    s->h[7] += h;
+}
+
+void h2t_sha256_init(h2t_sha256 *s)
+{
+    static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    memcpy(s->h, h0, sizeof(h0));
+    s->len = 0;
+    s->nbuf = 0;
+}
+
+void h2t_sha256_update(h2t_sha256 *s, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    s->len += len;
+    while (len) {
+        size_t take = 64 - s->nbuf < len ? 64 - s->nbuf : len;
+        memcpy(s->buf + s->nbuf, p, take);
+        s->nbuf += take;
+        p += take;
+        len -= take;
+        if (s->nbuf == 64) {
+            sha_block(s, s->buf);
+            s->nbuf = 0;
+        }
+    }
+}
+
+void h2t_sha256_final(h2t_sha256 *s, uint8_t out[32])
+{
+    uint64_t bits = s->len * 8;
+    uint8_t pad = 0x80;
+    h2t_sha256_update(s, &pad, 1);
+    pad = 0;
+    while (s->nbuf != 56)
+        h2t_sha256_update(s, &pad, 1);
+    uint8_t lb[8];
+    h2t_be64_put(lb, bits);
+    h2t_sha256_update(s, lb, 8);
+    for (int i = 0; i < 8; i++)
+        h2t_be32_put(out + 4 * i, s->h[i]);
+}
+
+int h2t_sha256_file(const char *path, uint8_t out[32])
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return h2t_err_set(H2T_EIO, "open %s: %s", path, strerror(errno));
+    h2t_sha256 s;
+    h2t_sha256_init(&s);
+    uint8_t buf[1 << 16];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+        h2t_sha256_update(&s, buf, n);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad)
+        return h2t_err_set(H2T_EIO, "read %s: %s", path, strerror(errno));
+    h2t_sha256_final(&s, out);
+    return 0;
+}
+
+void h2t_hex(const uint8_t *in, size_t n, char *out)
+{
+    static const char d[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = d[in[i] >> 4];
+        out[2 * i + 1] = d[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+/* ---- half floats ---- */
+uint16_t h2t_f32_to_f16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u;
+    uint32_t exp = (x >> 23) & 0xffu;
+    uint32_t man = x & 0x7fffffu;
+    if (exp == 0xff) /* inf / nan */
+        return (uint16_t)(sign | 0x7c00u | (man ? 0x200u | (man >> 13) : 0));
+    int e = (int)exp - 127 + 15;
+    if (e >= 31)
+        return (uint16_t)(sign | 0x7c00u);
+    if (e <= 0) {
+        if (e < -10)
+            return (uint16_t)sign;
+        man |= 0x800000u;
+        uint32_t shift = (uint32_t)(14 - e);
+        uint32_t half = man >> shift;
+        uint32_t rem = man & ((1u << shift) - 1);
+        uint32_t mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1)))
+            half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t half = sign | ((uint32_t)e << 10) | (man >> 13);
+    uint32_t rem = man & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (half & 1)))
+        half++; /* may carry into the exponent: that is the correct rounding */
+    return (uint16_t)half;
+}
+
+float h2t_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t man = h & 0x3ffu;
+    uint32_t x;
+    if (exp == 0) {
+        if (man == 0) {
+            x = sign;
+        } else {
+            int e = -1;
+            do {
+                man <<= 1;
+                e++;
+            } while (!(man & 0x400u));
+            x = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ffu) << 13);
+        }
+    } else if (exp == 31) {
+        x = sign | 0x7f800000u | (man << 13);
+    } else {
+        x = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+/* ---- memory ---- */
+void *h2t_aalloc(size_t n, size_t size)
+{
+    if (size && n > ((size_t)-1 - 64) / size)
+        return NULL;
+    size_t bytes = (n * size + 63) & ~(size_t)63;
+    if (!bytes)
+        bytes = 64;
+    void *p = aligned_alloc(64, bytes);
+    if (p)
+        memset(p, 0, bytes);
+    return p;
+}
+
+void h2t_afree(void *p)
+{
+    free(p);
+}
+
+/* ---- progress ---- */
+struct h2t_progress {
+    const char *what, *unit;
+    uint64_t total, done;
+    double t0, last;
+    int on;
+};
+
+h2t_progress *h2t_progress_create(const char *what, uint64_t total, const char *unit)
+{
+    h2t_progress *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->what = what;
+    p->unit = unit;
+    p->total = total;
+    p->t0 = h2t_now_s();
+    p->on = isatty(STDERR_FILENO);
+    return p;
+}
+
+void h2t_progress_force(h2t_progress *p, int on)
+{
+    if (p)
+        p->on = on;
+}
+
+static void draw(h2t_progress *p, double now, int final)
+{
+    double el = now - p->t0;
+    double rate = el > 0 ? (double)p->done / el : 0;
+    char bar[32];
+    int width = 24;
+    int fill = p->total ? (int)((double)width * (double)p->done / (double)p->total) : 0;
+    if (fill > width)
+        fill = width;
+    for (int i = 0; i < width; i++)
+        bar[i] = i < fill ? '#' : '.';
+    bar[width] = '\0';
+    if (p->total) {
+        double eta = rate > 0 ? (double)(p->total - (p->done < p->total ? p->done : p->total)) / rate : 0;
+        fprintf(stderr, "\r%s [%s] %llu/%llu %s  %.1f %s/s  %s %.0fs   ", p->what, bar,
+                (unsigned long long)p->done, (unsigned long long)p->total, p->unit, rate, p->unit,
+                final ? "took" : "ETA", final ? el : eta);
+    } else {
+        fprintf(stderr, "\r%s %llu %s  %.1f %s/s   ", p->what, (unsigned long long)p->done,
+                p->unit, rate, p->unit);
+    }
+    if (final)
+        fputc('\n', stderr);
+    fflush(stderr);
+}
+
+void h2t_progress_update(h2t_progress *p, uint64_t done)
+{
+    if (!p)
+        return;
+    p->done = done;
+    if (!p->on)
+        return;
+    double now = h2t_now_s();
+    if (now - p->last < 0.1)
+        return;
+    p->last = now;
+    draw(p, now, 0);
+}
+
+void h2t_progress_finish(h2t_progress *p)
+{
+    if (p && p->on)
+        draw(p, h2t_now_s(), 1);
+}
+
+void h2t_progress_destroy(h2t_progress *p)
+{
+    free(p);
+}

@@ -1,0 +1,91 @@
+/*
+ * common/util.h - small utilities shared by every module: monotonic time, big-endian
+ * key packing, CRC-32C, SHA-256, IEEE half floats, aligned buffers, and a terminal
+ * progress bar.
+ *
+ *     h2t_progress *p = h2t_progress_create("extract", total, "img");
+ *     for (...) h2t_progress_update(p, done);
+ *     h2t_progress_finish(p);
+ *     h2t_progress_destroy(p);
+ */
+#ifndef H2T_COMMON_UTIL_H
+#define H2T_COMMON_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- time ---- */
+uint64_t h2t_now_ns(void);  /* CLOCK_MONOTONIC nanoseconds */
+double h2t_now_s(void);     /* CLOCK_MONOTONIC seconds */
+uint64_t h2t_wall_ms(void); /* CLOCK_REALTIME milliseconds since the epoch */
+
+/* ---- big-endian packing (store keys, wire frames) ---- */
+static inline void h2t_be16_put(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+static inline void h2t_be32_put(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+static inline void h2t_be64_put(uint8_t *p, uint64_t v)
+{
+    h2t_be32_put(p, (uint32_t)(v >> 32));
+    h2t_be32_put(p + 4, (uint32_t)v);
+}
+static inline uint16_t h2t_be16_get(const uint8_t *p)
+{
+    return (uint16_t)((p[0] << 8) | p[1]);
+}
+static inline uint32_t h2t_be32_get(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+static inline uint64_t h2t_be64_get(const uint8_t *p)
+{
+    return ((uint64_t)h2t_be32_get(p) << 32) | h2t_be32_get(p + 4);
+}
+
+/* ---- checksums and hashes ---- */
+/* CRC-32C (Castagnoli), software table; crc starts at 0 and chains across calls. */
+uint32_t h2t_crc32c(uint32_t crc, const void *buf, size_t len);
+
+typedef struct h2t_sha256 {
+    uint32_t h[8];
+    uint64_t len;
+    uint8_t buf[64];
+    size_t nbuf;
+} h2t_sha256;
+void h2t_sha256_init(h2t_sha256 *s);
+void h2t_sha256_update(h2t_sha256 *s, const void *data, size_t len);
+void h2t_sha256_final(h2t_sha256 *s, uint8_t out[32]);
+/* Hash a whole file. Errors: H2T_EIO (detail names the file). */
+int h2t_sha256_file(const char *path, uint8_t out[32]);
+/* Lower-case hex of n bytes into out (2n+1 bytes). */
+void h2t_hex(const uint8_t *in, size_t n, char *out);
+
+/* ---- IEEE 754 half precision (round to nearest even) ---- */
+uint16_t h2t_f32_to_f16(float f);
+float h2t_f16_to_f32(uint16_t h);
+
+/* ---- memory ---- */
+/* 64-byte aligned, zeroed allocation; NULL on failure or overflow. Free with h2t_afree. */
+void *h2t_aalloc(size_t n, size_t size);
+void h2t_afree(void *p);
+
+/* ---- progress bar: draws on stderr only when stderr is a terminal ---- */
+typedef struct h2t_progress h2t_progress;
+/* what: label; total: units of work (0 = unknown); unit: "img", "step", ... (BORROWED
+ * strings, must outlive the bar). NULL on allocation failure (then the other calls no-op). */
+h2t_progress *h2t_progress_create(const char *what, uint64_t total, const char *unit);
+void h2t_progress_update(h2t_progress *p, uint64_t done); /* redraws at most 10 times/s */
+void h2t_progress_finish(h2t_progress *p);                /* final line + newline */
+void h2t_progress_destroy(h2t_progress *p);
+/* Force drawing on or off regardless of isatty (tests). */
+void h2t_progress_force(h2t_progress *p, int on);
+
+#endif

@@ -1,0 +1,39 @@
+#!/bin/sh
+# Install the Debian packages h2tdb needs. Idempotent: quiet when everything is there.
+#   deploy/deps.sh            build + test dependencies (what `make test` needs)
+#   deploy/deps.sh --demo     also the real data set (Fashion-MNIST) and npm (model fetch)
+#   deploy/deps.sh --bench    also the peers used by `make bench` and conformance scripts
+# Run as root, or as a user with sudo.
+set -eu
+
+BUILD="build-essential pkg-config liblmdb-dev lmdb-utils libopenblas-dev libprotobuf-c-dev
+protobuf-c-compiler libuv1-dev libonnx-dev zlib1g-dev libpng-dev libjpeg62-turbo-dev
+clang libclang-rt-14-dev libonnx-testdata clang-format"
+DEMO="dataset-fashion-mnist nodejs"
+BENCH="r-cran-glmnet python3-sklearn python3-numpy python3-torch python3-torchvision python3-onnx nodejs"
+
+want="$BUILD"
+for a in "$@"; do
+    case "$a" in
+    --demo) want="$want $DEMO" ;;
+    --bench) want="$want $DEMO $BENCH" ;;
+    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+    *) echo "deps.sh: unknown option '$a' (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+missing=""
+for p in $want; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+        missing="$missing $p"
+    fi
+done
+[ -z "$missing" ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+echo "deps.sh: installing:$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >/dev/null
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
