@@ -15,7 +15,6 @@ typedef struct h2t_cmd {
 
 int h2t_cmd_version(int argc, char **argv);
 
-#define H2T_CMD_TABLE                                                                             \
-    {"version", "print the version", h2t_cmd_version},
+#define H2T_CMD_TABLE {"version", "print the version", h2t_cmd_version},
 
 #endif

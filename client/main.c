@@ -8,9 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static const h2t_cmd commands[] = {
-    H2T_CMD_TABLE
-};
+static const h2t_cmd commands[] = {H2T_CMD_TABLE};
 
 static void usage(FILE *f)
 {

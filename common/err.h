@@ -17,26 +17,26 @@
 
 enum {
     H2T_OK = 0,
-    H2T_ENOMEM = -1,      /* out of memory */
-    H2T_EINVAL = -2,      /* invalid argument */
-    H2T_EIO = -3,         /* input/output error (errno in the detail) */
-    H2T_ENOTFOUND = -4,   /* no such item */
-    H2T_EEXIST = -5,      /* already exists */
-    H2T_ECORRUPT = -6,    /* corrupt or truncated data */
-    H2T_EVERSION = -7,    /* unsupported format version */
-    H2T_EUNSUPPORTED = -8,/* unsupported feature (operator, dtype, ...) */
-    H2T_ESTORE = -9,      /* storage engine failure */
-    H2T_EPROTO = -10,     /* protocol error */
-    H2T_ECANCELED = -11,  /* operation cancelled */
-    H2T_ETOOBIG = -12,    /* too large */
-    H2T_EPERM = -13,      /* permission denied */
-    H2T_ESHAPE = -14,     /* shape mismatch */
-    H2T_ENUMERIC = -15,   /* NaN or infinity where a finite number is required */
-    H2T_ESTATE = -16,     /* object in the wrong state for this operation */
-    H2T_ENET = -17,       /* network error */
-    H2T_EAUTH = -18,      /* authentication failed */
-    H2T_EBUSY = -19,      /* resource busy / limit reached */
-    H2T_ETIMEDOUT = -20,  /* timed out */
+    H2T_ENOMEM = -1,       /* out of memory */
+    H2T_EINVAL = -2,       /* invalid argument */
+    H2T_EIO = -3,          /* input/output error (errno in the detail) */
+    H2T_ENOTFOUND = -4,    /* no such item */
+    H2T_EEXIST = -5,       /* already exists */
+    H2T_ECORRUPT = -6,     /* corrupt or truncated data */
+    H2T_EVERSION = -7,     /* unsupported format version */
+    H2T_EUNSUPPORTED = -8, /* unsupported feature (operator, dtype, ...) */
+    H2T_ESTORE = -9,       /* storage engine failure */
+    H2T_EPROTO = -10,      /* protocol error */
+    H2T_ECANCELED = -11,   /* operation cancelled */
+    H2T_ETOOBIG = -12,     /* too large */
+    H2T_EPERM = -13,       /* permission denied */
+    H2T_ESHAPE = -14,      /* shape mismatch */
+    H2T_ENUMERIC = -15,    /* NaN or infinity where a finite number is required */
+    H2T_ESTATE = -16,      /* object in the wrong state for this operation */
+    H2T_ENET = -17,        /* network error */
+    H2T_EAUTH = -18,       /* authentication failed */
+    H2T_EBUSY = -19,       /* resource busy / limit reached */
+    H2T_ETIMEDOUT = -20,   /* timed out */
     H2T_ELAST = -21
 };
 

@@ -55,6 +55,7 @@ TEST(common_err_detail)
     h2t_err_wrap(H2T_ENOTFOUND, "extraction %d", 3);
     ASSERT_STREQ(h2t_err_detail(), "extraction 3: layer conv1");
     char buf[128];
-    ASSERT_STREQ(h2t_err_format(H2T_ENOTFOUND, buf, sizeof buf), "not found: extraction 3: layer conv1");
+    ASSERT_STREQ(h2t_err_format(H2T_ENOTFOUND, buf, sizeof buf),
+                 "not found: extraction 3: layer conv1");
     ASSERT_STREQ(h2t_strerror(-999), "unknown error");
 }
