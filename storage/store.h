@@ -1,0 +1,252 @@
+/*
+ * storage/store.h - the h2tdb feature store: one LMDB environment (one directory) holding
+ * sources, labels, models, extractions, pooled features, per-feature statistics, tasks,
+ * jobs and results. The only place in h2tdb that includes lmdb.h.
+ *
+ * Life cycle (LMDB style): open -> use -> close. Every call returns 0 or a negative H2T_E*
+ * code (common/err.h) with a detail message naming what was wrong (h2t_err_detail()).
+ * Out-parameters are written only on success. A failed write changes nothing.
+ *
+ *     h2t_store *st;
+ *     if (h2t_store_open("feats", H2T_STORE_CREATE, &st) < 0) ...
+ *     uint32_t ext; int reused;
+ *     h2t_store_extraction_begin(st, &spec, &ext, &reused);
+ *     for each batch: h2t_store_features_write(st, ext, first, n, layer_ptrs, first + n);
+ *     h2t_store_extraction_set_state(st, ext, H2T_EXT_DONE);
+ *     h2t_store_close(st);
+ *
+ * Threads: one h2t_store may be shared by any number of threads; each call runs its own
+ * transaction on the calling thread. Readers never block the writer (LMDB MVCC); writers are
+ * serialised. The map grows by itself when full; callers never see MDB_MAP_FULL.
+ *
+ * Crash safety: a feature batch, its statistics and the extraction's progress marker
+ * (samples_done) are committed in one write transaction, so after a crash the marker always
+ * agrees with the features present and a rerun resumes from samples_done.
+ *
+ * Keys are big-endian so cursor order is numeric order. Features are stored in blocks (one
+ * value per written batch per layer, keyed by its first sample) so that LMDB's page overhead
+ * stays small; reads are per sample and hide the blocks.
+ */
+#ifndef H2T_STORAGE_STORE_H
+#define H2T_STORAGE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define H2T_STORE_FORMAT_VERSION 1
+
+typedef struct h2t_store h2t_store;
+
+/* ---- open / close ---- */
+enum {
+    H2T_STORE_CREATE = 1, /* create the directory and store if missing */
+    H2T_STORE_RDONLY = 2, /* read-only environment */
+};
+
+/* Open (or with H2T_STORE_CREATE create) the store in directory dir.
+ * Errors: H2T_ENOTFOUND (no store there and no CREATE), H2T_EPERM (no permission),
+ * H2T_EVERSION (written by another format version: detail gives both), H2T_ECORRUPT (not an
+ * h2tdb store / damaged), H2T_EIO, H2T_ENOMEM. */
+int h2t_store_open(const char *dir, unsigned flags, h2t_store **out);
+/* Close; NULL is a no-op. All readers must have ended. */
+void h2t_store_close(h2t_store *st);
+
+typedef struct h2t_store_meta {
+    uint32_t format_version;
+    uint8_t store_id[16];
+    uint64_t created_ms;
+    uint64_t map_size, used_bytes; /* current map size and bytes in use */
+} h2t_store_meta;
+int h2t_store_meta_get(h2t_store *st, h2t_store_meta *out);
+
+/* ---- sources (datasets) and labels ---- */
+enum { H2T_SPLIT_TRAIN = 0, H2T_SPLIT_TEST = 1 };
+
+typedef struct h2t_source {
+    uint32_t id;        /* assigned by the store */
+    char name[128];     /* e.g. "fashion-mnist" */
+    char uri[1024];     /* e.g. "idx:/usr/share/datasets/fashion-mnist" */
+    uint8_t hash[32];   /* content hash: the same hash reuses the same source */
+    uint32_t n_samples; /* samples are numbered 0..n_samples-1 */
+    uint32_t n_classes;
+    char **class_names; /* n_classes strings; OWNED by the struct */
+    uint32_t *labels;   /* n_samples labels (< n_classes); OWNED; NULL from source_list */
+    uint8_t *split;     /* n_samples H2T_SPLIT_*; OWNED; NULL from source_list */
+} h2t_source;
+
+/* Store a source with all its labels in one transaction, or find the existing one with the
+ * same hash (then *reused = 1 and nothing is written). Errors: H2T_EINVAL (label >= n_classes,
+ * empty name), H2T_ESTORE, H2T_EIO. */
+int h2t_store_source_put(h2t_store *st, const h2t_source *src, uint32_t *id, int *reused);
+/* Errors: H2T_ENOTFOUND. *out is OWNED by the caller: h2t_source_destroy. */
+int h2t_store_source_get(h2t_store *st, uint32_t id, h2t_source **out);
+/* Labels of samples [first, first+n). Errors: H2T_ENOTFOUND (source or sample range). */
+int h2t_store_labels_get(h2t_store *st, uint32_t source, uint32_t first, uint32_t n,
+                         uint32_t *labels, uint8_t *split);
+/* All sources without labels; *out is an OWNED array of OWNED sources:
+ * h2t_source_list_destroy. */
+int h2t_store_source_list(h2t_store *st, h2t_source ***out, size_t *n);
+void h2t_source_destroy(h2t_source *s);
+void h2t_source_list_destroy(h2t_source **v, size_t n);
+
+/* ---- models ---- */
+typedef struct h2t_model_rec {
+    uint32_t id;
+    char name[128];
+    uint8_t sha256[32];      /* of the ONNX file: the same hash reuses the record */
+    uint32_t input_shape[4]; /* N (0 = dynamic), C, H, W */
+    char preprocess[256];    /* e.g. "resize=bilinear scale=-1,1 channels=3" */
+} h2t_model_rec;
+int h2t_store_model_put(h2t_store *st, const h2t_model_rec *m, uint32_t *id, int *reused);
+int h2t_store_model_get(h2t_store *st, uint32_t id, h2t_model_rec *out);
+int h2t_store_model_list(h2t_store *st, h2t_model_rec **out, size_t *n); /* OWNED: free() */
+
+/* ---- extractions ---- */
+enum { H2T_DTYPE_F32 = 0, H2T_DTYPE_F16 = 1 };
+enum { H2T_EXT_RUNNING = 0, H2T_EXT_DONE = 1, H2T_EXT_FAILED = 2 };
+
+typedef struct h2t_layer_info {
+    char name[256];    /* ONNX tensor name (node output) */
+    char op[64];       /* ONNX op type of the producing node */
+    uint32_t rank;     /* rank of the tensor including the batch dimension */
+    uint32_t shape[4]; /* per-sample shape (batch dimension removed), rank-1 entries used */
+    uint32_t dim;      /* pooled feature count */
+    uint64_t offset;   /* start of this layer in the concatenated feature vector */
+} h2t_layer_info;
+
+typedef struct h2t_extraction {
+    uint32_t id;    /* assigned by the store */
+    char name[128]; /* user-given name (unique), or "" */
+    uint32_t source, model;
+    uint32_t target_size;    /* Head2Toe T */
+    uint32_t dtype;          /* H2T_DTYPE_* of the stored features */
+    char config[512];        /* everything else that changes the numbers, human-readable */
+    uint8_t config_hash[32]; /* identity: the same hash reuses the extraction */
+    uint32_t n_samples;      /* planned sample count (the pass covers samples 0..n_samples-1) */
+    uint32_t samples_done;   /* progress marker: samples [0, samples_done) are stored */
+    uint32_t state;          /* H2T_EXT_* */
+    uint64_t created_ms, updated_ms;
+    uint32_t n_layers;
+    h2t_layer_info *layers; /* n_layers entries; OWNED by the struct */
+    uint64_t total_dim;     /* sum of layers[].dim */
+} h2t_extraction;
+
+/* Find the extraction with spec->config_hash, or create it from spec (id, samples_done,
+ * state, timestamps, offsets and total_dim are filled by the store). *reused = 1 when it
+ * existed (its samples_done tells where to resume). Errors: H2T_EINVAL (no layers, dim 0,
+ * more than 65535 layers), H2T_EEXIST (name taken by another config), H2T_ENOTFOUND (source or
+ * model id unknown). */
+int h2t_store_extraction_begin(h2t_store *st, const h2t_extraction *spec, uint32_t *id,
+                               int *reused);
+/* Errors: H2T_ENOTFOUND. OWNED: h2t_extraction_destroy. */
+int h2t_store_extraction_get(h2t_store *st, uint32_t id, h2t_extraction **out);
+/* Resolve "3" (an id) or a name. Errors: H2T_ENOTFOUND naming the argument. */
+int h2t_store_extraction_find(h2t_store *st, const char *id_or_name, uint32_t *id);
+int h2t_store_extraction_list(h2t_store *st, h2t_extraction ***out, size_t *n);
+int h2t_store_extraction_set_state(h2t_store *st, uint32_t id, uint32_t state);
+/* Index of a layer by name. Errors: H2T_ENOTFOUND naming the layer. */
+int h2t_extraction_layer_find(const h2t_extraction *e, const char *name, uint32_t *layer);
+void h2t_extraction_destroy(h2t_extraction *e);
+void h2t_extraction_list_destroy(h2t_extraction **v, size_t n);
+
+/* ---- features ---- */
+/* Write samples [first, first+n) of every layer, merge their statistics, and set
+ * samples_done = first + n, all in one transaction. layers[l] points to n x dim_l floats
+ * (row-major, sample-major), for every layer l of the extraction, in layer-table order. Values
+ * are converted to the extraction's dtype. Errors: H2T_ESTATE (first != samples_done: the
+ * store resumes only from its marker), H2T_EINVAL (n == 0, past n_samples), H2T_ENUMERIC
+ * (NaN/inf: detail names layer and sample), H2T_ENOTFOUND. */
+int h2t_store_features_write(h2t_store *st, uint32_t ext, uint32_t first, uint32_t n,
+                             const float *const *layers);
+
+/* Copy one pooled vector (dim floats) of (layer, sample) into out.
+ * Errors: H2T_ENOTFOUND (extraction, layer or sample not stored: detail says which),
+ * H2T_ESHAPE (dim differs from the layer's). */
+int h2t_store_feature_get(h2t_store *st, uint32_t ext, uint32_t layer, uint32_t sample, float *out,
+                          uint32_t dim);
+
+/* Copy rows of one layer for n samples into out: row i (the vector of samples[i], or of
+ * sample first+i when samples is NULL) goes to out + i*ld (ld >= dim floats). A cursor walk:
+ * fastest when samples are ascending. This is the design-matrix assembly primitive.
+ * Errors: H2T_ENOTFOUND (a sample not stored: detail names it), H2T_EINVAL. */
+int h2t_store_layer_read(h2t_store *st, uint32_t ext, uint32_t layer, const uint32_t *samples,
+                         uint32_t first, uint32_t n, float *out, size_t ld);
+
+/* Zero-copy reads: a reader is a read transaction; views are BORROWED until
+ * h2t_store_reader_end and may be unaligned (memcpy before use as float/uint16). A reader
+ * stays on the thread that began it. */
+typedef struct h2t_store_reader h2t_store_reader;
+int h2t_store_reader_begin(h2t_store *st, h2t_store_reader **out);
+void h2t_store_reader_end(h2t_store_reader *r);
+int h2t_store_reader_feature(h2t_store_reader *r, uint32_t ext, uint32_t layer, uint32_t sample,
+                             const void **data, uint32_t *dim, uint32_t *dtype);
+
+/* ---- statistics (per feature, merged batch by batch; exact for any batch split) ---- */
+typedef struct h2t_layer_stats {
+    uint32_t dim;
+    uint64_t count;                       /* samples merged */
+    double *mean, *m2;                    /* per feature; variance = m2 / count (population) */
+    float *min, *max;                     /* per feature */
+    double norm_mean, norm_min, norm_max; /* L2 norm of the pooled vector over samples */
+} h2t_layer_stats;
+/* OWNED: h2t_layer_stats_destroy. Errors: H2T_ENOTFOUND. */
+int h2t_store_stats_get(h2t_store *st, uint32_t ext, uint32_t layer, h2t_layer_stats **out);
+void h2t_layer_stats_destroy(h2t_layer_stats *s);
+
+/* ---- tasks: a downstream task is labels and sample lists over one extraction ---- */
+typedef struct h2t_task {
+    char name[128];
+    uint32_t extraction;
+    uint32_t n_classes;
+    char **class_names; /* n_classes; OWNED */
+    uint32_t shots;     /* k-shot subset size per class (0 = all) */
+    uint32_t n_train, n_val, n_test;
+    uint32_t *train, *val, *test;                      /* sample ids; OWNED */
+    uint32_t *train_labels, *val_labels, *test_labels; /* task labels < n_classes; OWNED */
+    uint64_t created_ms;
+} h2t_task;
+/* Errors: H2T_EEXIST (name taken and !replace), H2T_EINVAL (no classes, empty train list,
+ * label >= n_classes, sample >= the extraction's n_samples), H2T_ENOTFOUND (extraction). */
+int h2t_store_task_put(h2t_store *st, const h2t_task *t, int replace);
+int h2t_store_task_get(h2t_store *st, const char *name, h2t_task **out);
+int h2t_store_task_list(h2t_store *st, h2t_task ***out, size_t *n); /* lists without arrays */
+int h2t_store_task_delete(h2t_store *st, const char *name);
+void h2t_task_destroy(h2t_task *t);
+void h2t_task_list_destroy(h2t_task **v, size_t n);
+
+/* ---- jobs and results ---- */
+enum {
+    H2T_JOB_QUEUED = 0,
+    H2T_JOB_RUNNING = 1,
+    H2T_JOB_DONE = 2,
+    H2T_JOB_FAILED = 3,
+    H2T_JOB_CANCELLED = 4
+};
+
+typedef struct h2t_job {
+    uint64_t id;
+    uint32_t state;    /* H2T_JOB_* */
+    uint32_t attempts; /* times the job was started */
+    double progress;   /* 0..1 */
+    char stage[64];    /* e.g. "cv fold 3/5" */
+    char error[512];   /* for FAILED */
+    uint64_t created_ms, started_ms, finished_ms;
+    void *spec; /* opaque job spec bytes (the server's encoding); OWNED */
+    size_t spec_len;
+} h2t_job;
+/* New job in state QUEUED with the next id (ids increase, never reused). */
+int h2t_store_job_create(h2t_store *st, const void *spec, size_t spec_len, uint64_t *id);
+int h2t_store_job_get(h2t_store *st, uint64_t id, h2t_job **out);
+/* Update state, attempts, progress, stage, error and timestamps (not the spec). */
+int h2t_store_job_update(h2t_store *st, const h2t_job *j);
+/* Finish a job: its final state, error text and result blob in one transaction, so no job is
+ * ever DONE without its result. result may be NULL for FAILED/CANCELLED. */
+int h2t_store_job_finish(h2t_store *st, uint64_t id, uint32_t state, const char *error,
+                         const void *result, size_t result_len);
+int h2t_store_job_list(h2t_store *st, h2t_job ***out, size_t *n);
+void h2t_job_destroy(h2t_job *j);
+void h2t_job_list_destroy(h2t_job **v, size_t n);
+/* The result blob of a finished job (the solver's encoding); *blob OWNED: free(). */
+int h2t_store_result_get(h2t_store *st, uint64_t id, void **blob, size_t *len);
+
+#endif
