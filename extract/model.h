@@ -1,0 +1,99 @@
+/*
+ * extract/model.h - ONNX models on the CPU: load, check, plan, run.
+ *
+ * A model is parsed with the protobuf-c bindings generated from the system onnx.proto,
+ * checked (every operator supported, shapes inferred with a dynamic batch dimension), and
+ * then executed by an executor planned for a maximum batch size: NCHW float32, convolutions
+ * through im2col / direct 1x1 + OpenBLAS sgemm, depthwise as direct loops, every
+ * intermediate in one preplanned arena whose buffers are reused once dead.
+ *
+ *     h2t_model *m;
+ *     if (h2t_model_load("mobilenet_v2.onnx", &m) < 0) ... h2t_err_detail() names the problem
+ *     h2t_exec *x;
+ *     h2t_exec_create(m, 32, &x);
+ *     h2t_exec_observe(x, tensor_index, 1);   // tensors the caller wants to see
+ *     h2t_exec_run(x, input, n, on_tensor, ctx); // on_tensor called as each observed tensor
+ *                                                // is computed, before its buffer is reused
+ *     h2t_exec_destroy(x);
+ *     h2t_model_destroy(m);
+ *
+ * Threads: a model is immutable after load and may be shared; an executor is used by one
+ * thread at a time. OpenBLAS's thread count is set explicitly with h2t_blas_threads().
+ */
+#ifndef H2T_EXTRACT_MODEL_H
+#define H2T_EXTRACT_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct h2t_model h2t_model;
+typedef struct h2t_exec h2t_exec;
+
+#define H2T_MAX_RANK 6
+
+/* One tensor of the graph: a graph input or a node output (initializers are not listed). */
+typedef struct h2t_tensor_info {
+    const char *name; /* ONNX tensor name; BORROWED from the model */
+    const char *op;   /* op type of the producing node, "" for graph inputs; BORROWED */
+    const char *node; /* name of the producing node ("" when unnamed); BORROWED */
+    int rank;
+    int64_t shape[H2T_MAX_RANK]; /* shape[0] is the batch dimension (-1 = dynamic) */
+    int is_input, is_output;     /* graph input / graph output */
+} h2t_tensor_info;
+
+/* Load and check path. Errors: H2T_EIO (unreadable: names the file), H2T_ECORRUPT (not an
+ * ONNX model / truncated), H2T_EUNSUPPORTED (operator, attribute or data type not supported:
+ * detail names the operator and the node; checked before any work), H2T_ESHAPE (shape
+ * inference failed: names the node), H2T_ENOMEM. */
+int h2t_model_load(const char *path, h2t_model **out);
+/* Same from bytes in memory (BORROWED during the call). */
+int h2t_model_load_mem(const void *buf, size_t len, const char *what, h2t_model **out);
+void h2t_model_destroy(h2t_model *m);
+
+/* The model's single float input: shape (batch dim -1 when dynamic). */
+const h2t_tensor_info *h2t_model_input(const h2t_model *m);
+int h2t_model_n_tensors(const h2t_model *m);
+const h2t_tensor_info *h2t_model_tensor(const h2t_model *m, int i); /* 0 <= i < n_tensors */
+/* Index of a tensor by name, or -1. */
+int h2t_model_tensor_find(const h2t_model *m, const char *name);
+/* Opset of the default domain the model imports. */
+int h2t_model_opset(const h2t_model *m);
+
+/* Plan an executor for batches of up to max_batch samples. Errors: H2T_ENOMEM (detail gives
+ * the bytes the arena needs), H2T_EINVAL. */
+int h2t_exec_create(const h2t_model *m, int max_batch, h2t_exec **out);
+void h2t_exec_destroy(h2t_exec *x);
+/* Mark tensor i as observed (on = 1) or not: observed tensors are passed to the callback of
+ * h2t_exec_run. Graph outputs can always be read after the run with h2t_exec_output. */
+int h2t_exec_observe(h2t_exec *x, int i, int on);
+
+/* Called once per observed tensor per run, as soon as it is computed. data is n x ... in
+ * NCHW order (the tensor's shape with shape[0] = n), BORROWED for the call only. A non-zero
+ * return aborts the run with that code. */
+typedef int (*h2t_tensor_cb)(void *ctx, int tensor, const float *data, const int64_t *shape,
+                             int rank);
+
+/* Run n (1..max_batch) samples: input is n x C x H x W float32 matching the model's input.
+ * Errors: H2T_ESHAPE, H2T_EINVAL, a callback's code. */
+int h2t_exec_run(h2t_exec *x, const float *input, int n, h2t_tensor_cb cb, void *ctx);
+/* After a run: a graph output by index in the graph's output list (BORROWED until the next
+ * run). shape filled with the actual shape. */
+const float *h2t_exec_output(h2t_exec *x, int k, int64_t *shape, int *rank);
+
+/* Run an arbitrary model on arbitrary named inputs and return every graph output (for ONNX's
+ * node tests, whose models may have several inputs of any rank). Inputs are float32 tensors.
+ * Errors as above. */
+typedef struct h2t_tensor {
+    char name[256];
+    int rank;
+    int64_t shape[H2T_MAX_RANK];
+    float *data; /* OWNED by whoever made the struct */
+} h2t_tensor;
+int h2t_model_run_once(const h2t_model *m, const h2t_tensor *inputs, int n_inputs,
+                       h2t_tensor **outputs, int *n_outputs);
+void h2t_tensors_free(h2t_tensor *t, int n);
+
+/* Set OpenBLAS's thread count (0 = leave as is). */
+void h2t_blas_threads(int n);
+
+#endif
