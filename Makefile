@@ -30,7 +30,7 @@ REL_OBJS := $(patsubst %.c,build/obj/%.o,$(LIB_SRCS) $(GEN_SRCS))
 ASAN_OBJS := $(patsubst %.c,build/asan/obj/%.o,$(LIB_SRCS) $(GEN_SRCS))
 TEST_OBJS := $(patsubst %.c,build/asan/obj/%.o,$(TEST_SRCS))
 
-.PHONY: all test bench demo format format-check clean install fuzz tests-bin
+.PHONY: all test bench demo format format-check clean install fuzz tests-bin deps
 .DELETE_ON_ERROR:
 
 all: build/h2tdb
@@ -75,10 +75,15 @@ build/asan/h2tdb: build/asan/obj/client/main.o build/asan/libh2tdb.a
 build/asan/h2tdb-tests: $(TEST_OBJS) build/asan/libh2tdb.a
 	$(CC) $(ASAN_CFLAGS) $^ $(LIBS) -o $@
 
+# make test / demo / bench install what they need first (quiet and fast when all is there)
+deps:
+	@./deploy/deps.sh
+
 tests-bin: build/asan/h2tdb-tests build/asan/h2tdb build/h2tdb
 
 # Tests run the sanitized binaries; the CLI under test is $H2T_BIN.
-test: tests-bin
+test: deps
+	@$(MAKE) --no-print-directory tests-bin
 	H2T_SRCDIR=$(CURDIR) H2T_BIN=$(CURDIR)/build/asan/h2tdb \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	OPENBLAS_NUM_THREADS=1 ./build/asan/h2tdb-tests $(T)

@@ -28,6 +28,8 @@ for p in $want; do
         missing="$missing $p"
     fi
 done
+# Debian's nodejs ships npm separately; NodeSource's nodejs bundles it (and conflicts with it).
+case "$want" in *nodejs*) command -v npm >/dev/null 2>&1 || missing="$missing npm" ;; esac
 [ -z "$missing" ] && exit 0
 
 SUDO=""
