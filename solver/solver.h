@@ -1,0 +1,244 @@
+/*
+ * solver/solver.h - Head2Toe heads over cached features: design-matrix assembly from the store,
+ * softmax regression with none / L2 / group-lasso penalties, Head2Toe feature selection,
+ * k-fold cross-validation, evaluation, and the result record (encode/decode/export).
+ * The only place in h2tdb that includes cblas.h. The solver never logs: it returns codes
+ * (common/err.h, detail in h2t_err_detail()) and reports progress through a callback.
+ *
+ *     h2t_train_spec spec;
+ *     h2t_train_spec_default(&spec, H2T_METHOD_HEAD2TOE);
+ *     spec.seed = 7;
+ *     h2t_result *res = NULL;
+ *     int rc = h2t_solver_run(st, task, &spec, on_progress, ctx, &cancel_flag, &res);
+ *     if (rc == 0) {
+ *         void *blob; size_t len;
+ *         h2t_result_encode(res, &blob, &len);          // -> h2t_store_job_finish(...)
+ *         h2t_result_export(res, "head_dir");           // .npy files + result.json
+ *     }
+ *     h2t_result_destroy(res);
+ *
+ * The method (HEAD2TOE.md):
+ *  - Features: each layer's vector is L2-normalised per example (a zero vector stays zero),
+ *    layers are concatenated. After selection the kept columns of each layer are
+ *    L2-normalised again over that subset; layers with nothing kept drop out. (Since
+ *    normalisation is scale-free this equals normalising the raw kept columns directly: that is
+ *    how a head is applied to new samples.)
+ *  - Loss: mean softmax cross-entropy + penalty, bias never penalised:
+ *      none:  0
+ *      L2:    (lambda / 2) * sum_jc W_jc^2      (sklearn's C = 1 / (lambda * n))
+ *      group: lambda * sum_j ||W_j||_2          (W_j = feature j's row over the classes)
+ *  - linear: the last layer of the task's extraction only (or spec.layers), penalty L2 by
+ *    default. all: every layer, L2. head2toe: group lasso over all layers at lambda, keep
+ *    k = floor(D * keep) features by score, fit an unregularised head on the kept,
+ *    re-normalised features.
+ *
+ * Two optimiser paths, both deterministic (the same job twice gives bit-identical heads on the
+ * same machine and OpenBLAS thread count; every reduction has a fixed order):
+ *  - H2T_OPT_FAST (default): full-batch, OpenBLAS sgemm. Group lasso: FISTA (proximal gradient
+ *    with backtracking on the Lipschitz estimate, group soft-threshold prox, adaptive restart),
+ *    warm-started along a decreasing lambda path from lambda_max. Smooth problems (L2, none,
+ *    the final head): L-BFGS with a backtracking line search. Selection ranking with an exact
+ *    solver: the order in which features enter along the lambda path, then row norm at the
+ *    solution, then (rows still zero) the gradient row norm at the solution
+ *    (H2T_RANK_PATH_ENTRY).
+ *  - H2T_OPT_ADAM: the reference: Glorot-uniform init U(+-sqrt(6/(D+K))) from the seed, zero
+ *    bias, Adam (b1 0.9, b2 0.999, eps 1e-7, Keras form), learning rate with cosine decay to 0
+ *    over exactly `steps`, batch 128 in one seeded order kept for every epoch, each batch's sum
+ *    divided by 128 even for the short last batch. Ranking by s_j = sum_c W_jc^2
+ *    (H2T_RANK_SCORE).
+ *
+ * "Converged" for an unregularised head (the fast path): an unregularised softmax on separable
+ * data has no minimiser, so the final head minimises mean CE + (final_l2 / 2) ||W||^2 with a
+ * tiny final_l2 (default 1e-6; it then has a unique minimiser) and is converged when the
+ * gradient's max-abs entry is <= gtol (default 1e-5). The head records iterations, the final
+ * gradient norm and whether the test was met; hitting max_iter is reported (converged = 0),
+ * never silent. The Adam path runs exactly `steps` steps (the reference's definition) and
+ * reports its final full-batch gradient norm.
+ *
+ * Model selection: k-fold CV on the training samples (task train, then val samples appended),
+ * contiguous folds (fold f = samples [f*n/k, (f+1)*n/k)), over lambda x keep; the best mean
+ * validation accuracy wins (ties: the first in grid order, lambdas descending then keeps
+ * ascending); the head is retrained on all training samples and test accuracy is exact
+ * (correct / total).
+ *
+ * Threads: the functions are reentrant; one job per thread. spec.threads > 0 calls
+ * openblas_set_num_threads (process-wide) before the work; 0 leaves the process setting.
+ */
+#ifndef H2T_SOLVER_SOLVER_H
+#define H2T_SOLVER_SOLVER_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "storage/store.h"
+
+enum { H2T_METHOD_LINEAR = 0, H2T_METHOD_ALL = 1, H2T_METHOD_HEAD2TOE = 2 };
+enum { H2T_PENALTY_NONE = 0, H2T_PENALTY_L2 = 1, H2T_PENALTY_GROUP = 2 };
+enum { H2T_OPT_FAST = 0, H2T_OPT_ADAM = 1 };
+/* How the kept features were ranked (h2t_result.ranking). */
+enum {
+    H2T_RANK_NONE = 0,       /* no selection (linear / all) */
+    H2T_RANK_PATH_ENTRY = 1, /* entry order along the lambda path, then norm, then grad norm */
+    H2T_RANK_SCORE = 2       /* s_j = sum_c W_jc^2 of the selection head (Adam) */
+};
+
+#define H2T_SOLVER_MAX_GRID 32
+
+/* A training job. Fill with h2t_train_spec_default, then override. Plain data; the only
+ * pointer (layers) is BORROWED for the duration of the call. */
+typedef struct h2t_train_spec {
+    uint32_t method;    /* H2T_METHOD_* */
+    uint32_t penalty;   /* linear/all: H2T_PENALTY_* (default L2); head2toe: selection is
+                           always group lasso and the final head unregularised */
+    uint32_t optimizer; /* H2T_OPT_* */
+    uint32_t n_lambdas; /* grid: L2 strength (linear/all) or group-lasso lambda (head2toe) */
+    double lambdas[H2T_SOLVER_MAX_GRID];
+    uint32_t n_keeps; /* head2toe keep fractions, each in (0, 1] */
+    double keeps[H2T_SOLVER_MAX_GRID];
+    uint32_t folds;         /* k of k-fold CV (>= 2; default 5); 1 = no CV (grid must be 1x1) */
+    uint64_t seed;          /* Adam init and batch order */
+    const uint32_t *layers; /* layer indices of the extraction to use, NULL = method default */
+    uint32_t n_layers;      /* entries in layers */
+    double lr;              /* Adam learning rate (default 0.01) */
+    uint32_t steps;         /* Adam steps (default 500) */
+    uint32_t batch;         /* Adam batch (default 128) */
+    uint32_t max_iter;      /* fast path: iteration cap per fit (default 2000) */
+    double gtol;            /* fast path: gradient max-abs stop (default 1e-5) */
+    double final_l2;        /* ridge of "unregularised" heads (default 1e-6), see above */
+    uint32_t path_len;      /* fast path: lambda path points from lambda_max (default 20) */
+    int threads;            /* OpenBLAS threads, 0 = leave as is */
+    uint64_t mem_limit;     /* bytes the design matrix may use, 0 = available memory */
+} h2t_train_spec;
+
+/* Defaults for a method: fast optimiser, 5 folds, seed 0; head2toe: lambdas {1e-4, 1e-5},
+ * keeps {0.01, 0.02, 0.05, 0.1, 0.2}; linear/all: L2, lambdas {1e-2, 1e-3, 1e-4, 1e-5}. */
+void h2t_train_spec_default(h2t_train_spec *s, uint32_t method);
+/* Check a spec. Errors: H2T_EINVAL naming the field (negative/NaN lambda, keep outside
+ * (0, 1], empty or oversized grid, folds, unknown method/penalty/optimizer, steps/batch 0). */
+int h2t_train_spec_check(const h2t_train_spec *s);
+
+/* A feature of the concatenated vector: layer index in the extraction, index in the layer. */
+typedef struct h2t_feature_ref {
+    uint32_t layer, index;
+} h2t_feature_ref;
+
+/* Per-fit convergence record. */
+typedef struct h2t_fit_info {
+    uint32_t iters;     /* iterations (fast) or steps (Adam) */
+    uint32_t converged; /* 1 when the stopping test was met (Adam: always 1 after `steps`) */
+    double grad_norm;   /* final max-abs of the (sub)gradient optimality residual */
+    double objective;   /* final penalised objective */
+} h2t_fit_info;
+
+/* A trained head and everything about how it was chosen. All arrays OWNED by the result. */
+typedef struct h2t_result {
+    uint32_t method, penalty, optimizer, ranking;
+    uint64_t seed;
+    uint32_t n_classes;
+    uint32_t n_train, n_test; /* samples used for the final head and for test */
+    uint64_t total_dim;       /* D: features the method looked at */
+    /* chosen hyperparameters */
+    double lambda, keep;
+    uint32_t n_kept; /* k: columns of the head */
+    /* cross-validation */
+    uint32_t folds;
+    uint32_t n_lambdas, n_keeps;
+    double *lambdas, *keeps; /* the grid */
+    double *cv_acc;          /* n_lambdas x n_keeps mean validation accuracy (row-major) */
+    double *fold_acc;        /* folds: validation accuracy of the chosen cell per fold */
+    double val_acc;          /* best mean validation accuracy (= cv_acc of the chosen cell) */
+    double train_acc, test_acc;
+    uint32_t test_correct;
+    /* the layers the method looked at, and the features kept per layer */
+    uint32_t n_layers;
+    uint32_t *layer_ids;  /* n_layers: extraction layer index */
+    uint32_t *layer_dims; /* n_layers */
+    uint32_t *layer_kept; /* n_layers: kept columns per layer */
+    char **layer_names;   /* n_layers: "" when unknown */
+    /* the head: logits = W x + b, x = kept raw columns, re-normalised per layer */
+    h2t_feature_ref *features; /* n_kept, ascending (layer, index) */
+    float *weights;            /* n_classes x n_kept, row-major */
+    float *bias;               /* n_classes */
+    /* convergence */
+    h2t_fit_info select_fit; /* group-lasso fit of the final selection (head2toe) */
+    h2t_fit_info final_fit;  /* the returned head */
+    uint32_t select_nonzero; /* rows non-zero in the final selection fit */
+    /* timings, seconds */
+    double t_load, t_cv, t_final, t_total;
+} h2t_result;
+
+void h2t_result_destroy(h2t_result *r); /* NULL is a no-op */
+
+/* progress: fraction in [0, 1] and a stage text ("load", "cv fold 2/5", "final", ...).
+ * Called from the solving thread; stage is BORROWED for the call. */
+typedef void (*h2t_solver_progress_fn)(void *ud, double fraction, const char *stage);
+
+/* Train a head for a task read from the store (h2t_store_layer_read of the task's samples
+ * into one aligned buffer). cancel (may be NULL) is polled often; when it becomes non-zero
+ * the call returns H2T_ECANCELED. *out is written only on success, OWNED by the caller.
+ * Errors: H2T_EINVAL (bad spec, one class, empty train or test split, label >= n_classes,
+ * layer index out of range), H2T_ENOTFOUND (extraction or a sample not stored),
+ * H2T_ENUMERIC (NaN/inf in a stored feature: detail names layer and sample), H2T_ETOOBIG
+ * (design matrix larger than memory allows: detail gives the bytes needed), H2T_ENOMEM,
+ * H2T_ECANCELED, store errors. */
+int h2t_solver_run(h2t_store *st, const h2t_task *task, const h2t_train_spec *spec,
+                   h2t_solver_progress_fn progress, void *ud, const atomic_int *cancel,
+                   h2t_result **out);
+
+/* An in-memory task (tests, benchmarks, other front ends). Raw, un-normalised features: the
+ * solver copies and normalises them. All pointers BORROWED for the call. */
+typedef struct h2t_dataset {
+    uint32_t n_train, n_test, n_classes, n_layers;
+    const float *x_train;    /* n_train x D, row-major, D = sum(layer_dims) */
+    const uint32_t *y_train; /* n_train labels < n_classes */
+    const float *x_test;     /* n_test x D (may be NULL when n_test == 0) */
+    const uint32_t *y_test;  /* n_test */
+    const uint32_t *layer_dims;
+    const uint32_t *layer_ids;      /* NULL = 0..n_layers-1 */
+    const char *const *layer_names; /* NULL = unnamed */
+} h2t_dataset;
+
+/* As h2t_solver_run on an in-memory dataset (spec.layers indexes the dataset's layers).
+ * n_test may be 0 (test accuracy then 0). Errors as h2t_solver_run. */
+int h2t_solver_run_data(const h2t_dataset *d, const h2t_train_spec *spec,
+                        h2t_solver_progress_fn progress, void *ud, const atomic_int *cancel,
+                        h2t_result **out);
+
+/* Predict classes for raw samples with a head: x is n x D over the layers of the result
+ * (layer_dims order, the same concatenation the head was trained on). pred OWNED by caller,
+ * n entries. Errors: H2T_EINVAL. */
+int h2t_result_predict(const h2t_result *r, const float *x, uint32_t n, uint32_t *pred);
+
+/* ---- single fits (exposed for tests, benchmarks and the conformance check) ---- */
+
+/* One penalised fit on an already normalised matrix X (n x d, row-major), labels y < k.
+ * W (d x k, row-major: row j = feature j) and b (k) are the start point on entry
+ * (warm start) and the solution on return. penalty/lambda as in the loss above; final_l2
+ * is added as a ridge when penalty is NONE. Fast path only. Returns 0 (check info.converged),
+ * H2T_EINVAL, H2T_ENOMEM, H2T_ECANCELED. */
+int h2t_solver_fit(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
+                   uint32_t penalty, double lambda, const h2t_train_spec *spec, float *W, float *b,
+                   h2t_fit_info *info);
+
+/* Objective value and gradient (G: d x k, gb: k; either may be NULL) of mean CE at (W, b),
+ * double accumulation. Returns the mean CE (without penalty). */
+double h2t_solver_loss_grad(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
+                            const float *W, const float *b, float *G, float *gb);
+
+/* ---- result blob and export ---- */
+
+/* Self-describing binary blob (magic "H2TRES01", named typed fields, CRC-32C trailer);
+ * *blob OWNED: free(). Errors: H2T_ENOMEM. */
+int h2t_result_encode(const h2t_result *r, void **blob, size_t *len);
+/* Errors: H2T_ECORRUPT (bad magic, truncated, checksum, inconsistent sizes: detail says
+ * which), H2T_EVERSION, H2T_ENOMEM. Unknown fields are skipped. */
+int h2t_result_decode(const void *blob, size_t len, h2t_result **out);
+/* Write dir/weights.npy (K x k f32), bias.npy (K f32), features.npy (k x 2 u32: layer, index),
+ * cv_acc.npy (n_lambdas x n_keeps f64), result.json. Creates dir if missing.
+ * Errors: H2T_EIO naming the file. */
+int h2t_result_export(const h2t_result *r, const char *dir);
+/* The JSON description (what result.json holds); OWNED: free(). NULL on ENOMEM. */
+char *h2t_result_json(const h2t_result *r);
+
+#endif
