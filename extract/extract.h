@@ -1,0 +1,233 @@
+/*
+ * extract/extract.h - data sources, preprocessing, Head2Toe pooling and the one-pass
+ * extraction driver: every selected tensor of an ONNX backbone, pooled per HEAD2TOE.md, for
+ * every sample of a dataset, written to the store batch by batch (resumable).
+ *
+ *     h2t_extract_opts o;
+ *     h2t_extract_opts_init(&o);
+ *     o.model_path = "models/mobilenet_v2.onnx";
+ *     o.data_spec = "idx:/usr/share/datasets/fashion-mnist";
+ *     o.n_train = 1000; o.n_test = 2000;      // first 1000 train + first 2000 test images
+ *     h2t_extract_plan *p;
+ *     if (h2t_extract_plan_create(&o, &p) < 0) ... // validates model + data; writes nothing
+ *     h2t_store_open(dir, H2T_STORE_CREATE, &st);
+ *     h2t_extract_result r;
+ *     h2t_extract_plan_run(p, st, &r);            // reuses / resumes / runs the extraction
+ *     h2t_extract_plan_destroy(p);
+ *
+ * Data sources (spec strings):
+ *   idx:DIR       MNIST-style IDX files, gzipped or not (detected by content):
+ *                 train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte,
+ *                 t10k-labels-idx1-ubyte, each optionally ".gz" (also the "train-images.idx3-
+ *                 ubyte" spelling). Train samples first, then test; the split is recorded.
+ *                 Class names: DIR/classes.txt (one per line) if present; else the Fashion-MNIST
+ *                 names when DIR's base name contains "fashion"; else "0".."K-1".
+ *   folder:DIR    one sub-folder per class (class names = folder names, sorted bytewise),
+ *                 *.png / *.jpg / *.jpeg inside (sorted bytewise, other files ignored);
+ *                 every sample is in the train split.
+ *   npy:IMG.npy[,LAB.npy]  uint8 images N x H x W [x C] (NHWC, C = 1, 3 or 4), or float32
+ *                 N x C x H x W used as-is (no resize, no scaling: it must match the model's
+ *                 input shape). Labels: any integer dtype, shape (N,); without labels every
+ *                 sample has label 0 of one class "none". Class names "0".."max label".
+ * Content hash of a source: SHA-256 over the decompressed IDX payloads / the npy files / every
+ * (class, file name, file bytes) of a folder. The same bytes give the same source record.
+ *
+ * Sample selection: h2t_data_select keeps the first n_train train samples and the first
+ * n_test test samples (in source order) and renumbers them 0.. (train first). The selected set
+ * is a source of its own (its name and URI say "[train:N,test:M]", its hash covers the
+ * selection); sample ids in the store are its sample numbers. `limit` instead keeps the
+ * registered source whole and extracts only its first `limit` samples (ids = source ids).
+ *
+ * Preprocessing (uint8 images): bilinear resize to the model's H x W with half-pixel centres
+ * (align_corners = false: src = (dst + 0.5) * in / out - 0.5, clamped to [0, in - 1]; the same
+ * as TF2 tf.image.resize and PyTorch interpolate(align_corners=False) without antialias), no
+ * crop; channels: gray -> replicated to 3 when the model takes 3, RGB -> gray by
+ * 0.299 R + 0.587 G + 0.114 B when it takes 1, alpha dropped; then v in [0, 255] maps linearly
+ * to [lo, hi]. [lo, hi] comes from the ONNX metadata_props key "h2tdb.preprocess"
+ * ("scale=lo,hi"), else [-1, 1]; opts.scale overrides both.
+ *
+ * Pooling (HEAD2TOE.md "Features"; one target size T for every layer; per sample):
+ *   4-D (C x H x W): C >= T: global average -> C. Else n = floor(sqrt(floor(T / C))),
+ *       ph = floor(H / n), pw = floor(W / n); if ph or pw is 0: global average; else average
+ *       windows ph x pw, stride ph x pw, no padding, trailing rows/columns dropped ->
+ *       floor(H/ph) x floor(W/pw) x C features in (H, W, C) order. For H == W this is exactly
+ *       the reference (p = floor(W / n)); for H != W each axis gets its own window so the grid
+ *       stays about n x n (T stays approximate, never multiplied by the aspect ratio).
+ *   3-D (N tokens x C): C >= T: mean over tokens -> C. Else p = floor(N / floor(T / C)); if p
+ *       is 0: mean over tokens (as the 4-D fallback); else 1-D windows of p tokens, stride p,
+ *       trailing tokens dropped -> floor(N / p) x C features in (token, C) order.
+ *   2-D (C): used as is.
+ *
+ * Layer rule (default): every node output of rank 2, 3 or 4 (batch included) except the graph
+ * input and the outputs of ops that only move, copy or describe values (their numbers are
+ * already in the tensor they come from, or are not data): Reshape, Flatten, Identity,
+ * Dropout, Squeeze, Unsqueeze, Transpose, Expand, Cast, Shape, Size, Constant,
+ * ConstantOfShape. With opts.layers_regex
+ * (POSIX extended, matched against the tensor name, unanchored) the regex replaces the op
+ * exclusion list; the rank and graph-input rules still apply.
+ *
+ * The pass: the extraction's identity is SHA-256 of a canonical config string (model file
+ * SHA-256, source hash, sample count, target size, dtype, layer rule, preprocessing). The same
+ * request twice reuses the stored extraction (nothing recomputed); an interrupted one resumes
+ * from its samples_done marker. Each batch: read + preprocess, run the model with the
+ * selected tensors observed, pool each tensor in the executor's callback, write all layers,
+ * statistics and the marker in one store transaction.
+ *
+ * Threads: a plan and a data handle are used by one thread at a time.
+ */
+#ifndef H2T_EXTRACT_EXTRACT_H
+#define H2T_EXTRACT_EXTRACT_H
+
+#include "extract/model.h"
+#include "storage/store.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- data sources ---- */
+typedef struct h2t_data h2t_data;
+
+enum { H2T_PIX_U8 = 0, H2T_PIX_F32 = 1 };
+
+typedef struct h2t_data_info {
+    const char *kind;         /* "idx", "folder", "npy"; static */
+    char name[128];           /* default source name (DIR / file base name [+ selection]) */
+    char uri[1024];           /* the spec [+ "[train:N,test:M]"] */
+    uint8_t hash[32];         /* content hash (covers the selection) */
+    uint32_t n_samples;       /* samples 0..n_samples-1: train first, then test */
+    uint32_t n_train, n_test; /* split sizes */
+    uint32_t n_classes;
+    char **class_names;     /* n_classes strings */
+    const uint32_t *labels; /* n_samples */
+    const uint8_t *split;   /* n_samples H2T_SPLIT_* */
+    int pixel;              /* H2T_PIX_*: uint8 HWC images or float32 CHW tensors */
+    uint32_t c, h, w;       /* sample shape; 0 = varies per sample (folder) */
+} h2t_data_info;
+
+/* One sample as stored: uint8 H x W x C (C = 1, 3 or 4) or float32 C x H x W. */
+typedef struct h2t_image {
+    int pixel;
+    uint32_t c, h, w;
+    const void *data; /* BORROWED: valid until the next h2t_data_read on the handle */
+} h2t_image;
+
+/* Open and validate a source (every file's header, sizes, labels; hashes the content).
+ * Errors: H2T_EINVAL (bad spec: names it), H2T_ENOTFOUND / H2T_EIO (missing or unreadable
+ * file: named), H2T_ECORRUPT (bad IDX/npy magic, header, count, truncated file, labels count
+ * != images count, not a PNG/JPEG: names the file), H2T_EUNSUPPORTED (dtype / layout),
+ * H2T_ETOOBIG, H2T_ENOMEM. *out OWNED: h2t_data_close. */
+int h2t_data_open(const char *spec, h2t_data **out);
+void h2t_data_close(h2t_data *d);
+/* BORROWED: valid until h2t_data_select or h2t_data_close. */
+const h2t_data_info *h2t_data_info_get(const h2t_data *d);
+/* Keep the first n_train train samples and the first n_test test samples (UINT32_MAX = all of
+ * that split), renumbered train first. Errors: H2T_EINVAL (more than the split holds, or
+ * nothing left: the detail gives the split sizes). */
+int h2t_data_select(h2t_data *d, uint32_t n_train, uint32_t n_test);
+/* Read sample i. Errors: H2T_EINVAL (i out of range), H2T_EIO / H2T_ECORRUPT (image file
+ * unreadable or undecodable: named). */
+int h2t_data_read(h2t_data *d, uint32_t i, h2t_image *out);
+
+/* ---- preprocessing ---- */
+typedef struct h2t_prep {
+    uint32_t c, h, w; /* model input per sample */
+    float lo, hi;     /* uint8 0 -> lo, 255 -> hi */
+} h2t_prep;
+
+/* Parse "scale=lo,hi" (also "lo,hi"; whitespace-separated key=value tokens, unknown keys
+ * refused) into p->lo/hi. Errors: H2T_EINVAL naming the text. */
+int h2t_prep_parse(const char *text, h2t_prep *p);
+/* One image into out (c*h*w floats, CHW). Errors: H2T_ESHAPE (float tensor whose shape is not
+ * the model's; channel count that cannot be converted). */
+int h2t_prep_image(const h2t_prep *p, const h2t_image *img, float *out);
+/* "resize=bilinear-halfpixel size=CxHxW scale=lo,hi" into buf. */
+void h2t_prep_describe(const h2t_prep *p, int pixel, char *buf, size_t n);
+/* Value of metadata_props[key] of an ONNX model held in memory; *found = 0 when absent.
+ * Errors: H2T_ECORRUPT (not an ONNX model), H2T_ETOOBIG (value longer than n - 1). */
+int h2t_prep_model_metadata(const void *buf, size_t len, const char *key, char *out, size_t n,
+                            int *found);
+
+/* ---- pooling ---- */
+enum {
+    H2T_POOL_FLAT = 0,  /* 2-D: as is */
+    H2T_POOL_GAP = 1,   /* 4-D: global average over H, W */
+    H2T_POOL_GRID = 2,  /* 4-D: ph x pw windows */
+    H2T_POOL_TMEAN = 3, /* 3-D: mean over tokens */
+    H2T_POOL_TWIN = 4,  /* 3-D: windows of ph tokens */
+};
+
+typedef struct h2t_pool_plan {
+    int kind;         /* H2T_POOL_* */
+    uint32_t c, h, w; /* per-sample input: 4-D C,H,W; 3-D h = tokens, c = C; 2-D c */
+    uint32_t ph, pw;  /* window (GRID, TWIN) */
+    uint32_t oh, ow;  /* output grid (GRID: oh x ow; TWIN: oh token windows) */
+    uint32_t dim;     /* pooled features */
+} h2t_pool_plan;
+
+/* Plan the pooling of a tensor of `rank` (batch included, 2..4) whose shape is shape[0..rank)
+ * (shape[0], the batch, is ignored). Errors: H2T_EUNSUPPORTED (other ranks), H2T_ESHAPE (a
+ * non-positive dimension), H2T_EINVAL (target 0), H2T_ETOOBIG (dim above 2^31). */
+int h2t_pool_plan_make(int rank, const int64_t *shape, uint32_t target, h2t_pool_plan *out);
+/* Pool one sample x (the per-sample tensor, contiguous) into out (dim floats). */
+void h2t_pool_apply(const h2t_pool_plan *p, const float *x, float *out);
+
+/* ---- the layer rule ---- */
+/* 1 when the default rule selects tensor t (see above), else 0. */
+int h2t_layer_rule_default(const h2t_tensor_info *t);
+/* Indices of the selected tensors of m, in graph order. regex NULL = the default rule.
+ * *idx OWNED: free(). Errors: H2T_EINVAL (bad regex: names it), H2T_ENOTFOUND (nothing
+ * selected), H2T_ENOMEM. */
+int h2t_layers_select(const h2t_model *m, const char *regex, int **idx, int *n);
+
+/* ---- the pass ---- */
+typedef struct h2t_extract_opts {
+    const char *model_path;   /* BORROWED */
+    const char *data_spec;    /* BORROWED */
+    const char *name;         /* extraction name, NULL = none; BORROWED */
+    const char *source_name;  /* NULL = the data's default name; BORROWED */
+    const char *layers_regex; /* NULL = the default layer rule; BORROWED */
+    uint32_t target_size;     /* Head2Toe T, default 512 */
+    uint32_t limit;           /* 0 = every sample; else the first `limit` samples */
+    uint32_t n_train, n_test; /* selection (UINT32_MAX = all), see h2t_data_select */
+    int batch;                /* default 32 */
+    int threads;              /* OpenBLAS threads; 0 = leave as is */
+    uint32_t dtype;           /* H2T_DTYPE_* */
+    int has_scale;            /* 1: scale_lo/hi override the model's preprocessing */
+    float scale_lo, scale_hi;
+    int progress; /* 1: progress bar on stderr when it is a terminal */
+    /* Called after each committed batch (done = samples_done); a non-zero return stops the
+     * pass with H2T_ECANCELED (the store stays resumable). May be NULL. */
+    int (*on_batch)(void *ctx, uint32_t done, uint32_t total);
+    void *ctx;
+} h2t_extract_opts;
+
+typedef struct h2t_extract_result {
+    uint32_t extraction, source, model;
+    int reused;            /* 1: the extraction was already complete: nothing computed */
+    uint32_t resumed_from; /* samples_done found at start (0 for a fresh one) */
+    uint32_t n_samples, n_layers, computed;
+    uint64_t total_dim;
+    /* seconds: whole pass, forward (h2t_exec_run minus pooling), read+preprocess, pooling
+     * (inside the executor callbacks), store writes */
+    double t_total, t_forward, t_read, t_pool, t_write;
+    char config[512];
+} h2t_extract_result;
+
+typedef struct h2t_extract_plan h2t_extract_plan;
+
+void h2t_extract_opts_init(h2t_extract_opts *o);
+/* Load and check the model, open and check the data, resolve preprocessing, select layers
+ * and plan their pooling. Writes nothing. Errors: those of h2t_model_load, h2t_data_open,
+ * h2t_layers_select; H2T_ESHAPE (the data cannot feed the model's input); H2T_EINVAL (bad
+ * option: named). *out OWNED: h2t_extract_plan_destroy. */
+int h2t_extract_plan_create(const h2t_extract_opts *o, h2t_extract_plan **out);
+void h2t_extract_plan_destroy(h2t_extract_plan *p);
+/* The layer table the plan will store (BORROWED from the plan) and the total pooled dim. */
+const h2t_layer_info *h2t_extract_plan_layers(const h2t_extract_plan *p, uint32_t *n,
+                                              uint64_t *total_dim);
+/* Register source and model, begin or find the extraction, run what is missing. Errors: the
+ * store's, the executor's, H2T_ECANCELED (on_batch asked to stop), a data read error (the
+ * extraction stays RUNNING and resumable). */
+int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result *res);
+
+#endif

@@ -1,0 +1,171 @@
+/*
+ * extract/pool.c - Head2Toe pooling of one tensor per sample, and the default layer rule.
+ * The rules and the H != W decision are documented in extract/extract.h.
+ */
+#include "common/err.h"
+#include "extract/extract.h"
+
+#include <math.h>
+#include <string.h>
+
+int h2t_pool_plan_make(int rank, const int64_t *shape, uint32_t target, h2t_pool_plan *out)
+{
+    if (target == 0)
+        return h2t_err_set(H2T_EINVAL, "target size 0");
+    if (rank < 2 || rank > 4)
+        return h2t_err_set(H2T_EUNSUPPORTED, "cannot pool a tensor of rank %d (2, 3 or 4 only)",
+                           rank);
+    for (int k = 1; k < rank; k++)
+        if (shape[k] <= 0 || shape[k] > (int64_t)1 << 30)
+            return h2t_err_set(H2T_ESHAPE, "dimension %d is %lld", k, (long long)shape[k]);
+    h2t_pool_plan p;
+    memset(&p, 0, sizeof p);
+    uint64_t dim;
+    if (rank == 2) {
+        p.kind = H2T_POOL_FLAT;
+        p.c = (uint32_t)shape[1];
+        dim = p.c;
+    } else if (rank == 3) {
+        p.h = (uint32_t)shape[1]; /* tokens */
+        p.c = (uint32_t)shape[2];
+        uint32_t per = p.c < target ? target / p.c : 0; /* windows wanted */
+        uint32_t win = per ? p.h / per : 0;
+        if (win == 0) {
+            p.kind = H2T_POOL_TMEAN;
+            dim = p.c;
+        } else {
+            p.kind = H2T_POOL_TWIN;
+            p.ph = win;
+            p.oh = p.h / win;
+            dim = (uint64_t)p.oh * p.c;
+        }
+    } else {
+        p.c = (uint32_t)shape[1];
+        p.h = (uint32_t)shape[2];
+        p.w = (uint32_t)shape[3];
+        uint32_t n = 0;
+        if (p.c < target)
+            n = (uint32_t)floor(sqrt((double)(target / p.c)));
+        /* floor(sqrt) of an integer in double is exact up to 2^52; correct any rounding. */
+        while (n > 0 && (uint64_t)n * n > target / p.c)
+            n--;
+        while (n > 0 && (uint64_t)(n + 1) * (n + 1) <= target / p.c)
+            n++;
+        uint32_t ph = n ? p.h / n : 0, pw = n ? p.w / n : 0;
+        if (ph == 0 || pw == 0) {
+            p.kind = H2T_POOL_GAP;
+            dim = p.c;
+        } else {
+            p.kind = H2T_POOL_GRID;
+            p.ph = ph;
+            p.pw = pw;
+            p.oh = p.h / ph;
+            p.ow = p.w / pw;
+            dim = (uint64_t)p.oh * p.ow * p.c;
+        }
+    }
+    if (dim > (uint64_t)1 << 31)
+        return h2t_err_set(H2T_ETOOBIG, "pooled dimension %llu", (unsigned long long)dim);
+    p.dim = (uint32_t)dim;
+    *out = p;
+    return 0;
+}
+
+/* Sums are in double per window row so that a global average over 112x112 stays exact to
+ * float precision regardless of summation order. */
+void h2t_pool_apply(const h2t_pool_plan *p, const float *x, float *out)
+{
+    switch (p->kind) {
+    case H2T_POOL_FLAT:
+        memcpy(out, x, (size_t)p->c * sizeof(float));
+        break;
+    case H2T_POOL_GAP: {
+        size_t hw = (size_t)p->h * p->w;
+        for (uint32_t c = 0; c < p->c; c++) {
+            const float *s = x + c * hw;
+            double acc = 0;
+            for (size_t i = 0; i < hw; i++)
+                acc += s[i];
+            out[c] = (float)(acc / (double)hw);
+        }
+        break;
+    }
+    case H2T_POOL_GRID: {
+        /* out[(i * ow + j) * C + c] = mean of x[c][i*ph .. i*ph+ph)[j*pw .. j*pw+pw) */
+        double rowacc[4096];
+        double *acc = rowacc;
+        double inv = 1.0 / ((double)p->ph * p->pw);
+        size_t hw = (size_t)p->h * p->w;
+        /* ow <= W; use the stack buffer for any realistic width, else sum cell by cell */
+        int rows = p->ow <= 4096;
+        for (uint32_t c = 0; c < p->c; c++) {
+            const float *s = x + c * hw;
+            for (uint32_t i = 0; i < p->oh; i++) {
+                if (rows) {
+                    for (uint32_t j = 0; j < p->ow; j++)
+                        acc[j] = 0;
+                    for (uint32_t r = i * p->ph; r < (i + 1) * p->ph; r++) {
+                        const float *row = s + (size_t)r * p->w;
+                        for (uint32_t j = 0; j < p->ow; j++) {
+                            const float *q = row + (size_t)j * p->pw;
+                            float sum = 0;
+                            for (uint32_t k = 0; k < p->pw; k++)
+                                sum += q[k];
+                            acc[j] += sum;
+                        }
+                    }
+                    for (uint32_t j = 0; j < p->ow; j++)
+                        out[((size_t)i * p->ow + j) * p->c + c] = (float)(acc[j] * inv);
+                } else {
+                    for (uint32_t j = 0; j < p->ow; j++) {
+                        double a = 0;
+                        for (uint32_t r = i * p->ph; r < (i + 1) * p->ph; r++)
+                            for (uint32_t k = 0; k < p->pw; k++)
+                                a += s[(size_t)r * p->w + (size_t)j * p->pw + k];
+                        out[((size_t)i * p->ow + j) * p->c + c] = (float)(a * inv);
+                    }
+                }
+            }
+        }
+        break;
+    }
+    case H2T_POOL_TMEAN:
+    case H2T_POOL_TWIN: {
+        /* x is tokens x C (token-major); a window of ph tokens averages each channel */
+        uint32_t win = p->kind == H2T_POOL_TMEAN ? p->h : p->ph;
+        uint32_t nw = p->kind == H2T_POOL_TMEAN ? 1 : p->oh;
+        double acc[1024];
+        for (uint32_t i = 0; i < nw; i++) {
+            float *o = out + (size_t)i * p->c;
+            for (uint32_t c0 = 0; c0 < p->c; c0 += 1024) {
+                uint32_t nc = p->c - c0 < 1024 ? p->c - c0 : 1024;
+                for (uint32_t c = 0; c < nc; c++)
+                    acc[c] = 0;
+                for (uint32_t t = i * win; t < (i + 1) * win; t++) {
+                    const float *row = x + (size_t)t * p->c + c0;
+                    for (uint32_t c = 0; c < nc; c++)
+                        acc[c] += row[c];
+                }
+                for (uint32_t c = 0; c < nc; c++)
+                    o[c0 + c] = (float)(acc[c] / win);
+            }
+        }
+        break;
+    }
+    }
+}
+
+static const char *const pure_ops[] = {
+    "Reshape", "Flatten", "Identity", "Dropout", "Squeeze",  "Unsqueeze",       "Transpose",
+    "Expand",  "Cast",    "Shape",    "Size",    "Constant", "ConstantOfShape",
+};
+
+int h2t_layer_rule_default(const h2t_tensor_info *t)
+{
+    if (t->is_input || t->rank < 2 || t->rank > 4)
+        return 0;
+    for (size_t i = 0; i < sizeof pure_ops / sizeof pure_ops[0]; i++)
+        if (!strcmp(t->op, pure_ops[i]))
+            return 0;
+    return 1;
+}
