@@ -41,6 +41,7 @@ typedef struct h2t_store h2t_store;
 enum {
     H2T_STORE_CREATE = 1, /* create the directory and store if missing */
     H2T_STORE_RDONLY = 2, /* read-only environment */
+    H2T_STORE_NOSYNC = 4, /* no fsync per commit: survives a killed process, not a power cut */
 };
 
 /* Open (or with H2T_STORE_CREATE create) the store in directory dir.
@@ -48,8 +49,13 @@ enum {
  * H2T_EVERSION (written by another format version: detail gives both), H2T_ECORRUPT (not an
  * h2tdb store / damaged), H2T_EIO, H2T_ENOMEM. */
 int h2t_store_open(const char *dir, unsigned flags, h2t_store **out);
+/* As h2t_store_open, with the initial map size in bytes for a new store (0 = the default,
+ * 64 MiB); the map still grows by itself. Tests use a small map to exercise growth. */
+int h2t_store_open_map(const char *dir, unsigned flags, uint64_t map_size, h2t_store **out);
 /* Close; NULL is a no-op. All readers must have ended. */
 void h2t_store_close(h2t_store *st);
+/* The directory the store was opened with. BORROWED: valid until h2t_store_close. */
+const char *h2t_store_dir(const h2t_store *st);
 
 typedef struct h2t_store_meta {
     uint32_t format_version;

@@ -1,0 +1,2601 @@
+/*
+ * storage/store.c - the LMDB feature store (contract: storage/store.h).
+ *
+ * Layout on disk: one LMDB environment per directory (data.mdb, lock.mdb), one named database
+ * per table of DESIGN.md. Keys are big-endian; record values are a small length-checked
+ * little-endian encoding (wb_* / rb_*), so a damaged record is H2T_ECORRUPT, never a crash.
+ * Feature blocks and statistics are raw host-order (x86-64: little-endian) arrays.
+ *
+ * Concurrency: every transaction runs while holding st->lock shared; growing the map takes it
+ * exclusively, because mdb_env_set_mapsize needs no live transaction in this process. The
+ * environment is opened with MDB_NOTLS so read transactions are not tied to thread slots.
+ */
+#include "storage/store.h"
+#include "common/err.h"
+#include "common/util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* internal: the transaction ran out of map; st_run grows the map and retries */
+#define ST_MAPFULL (-1000)
+#define ST_DEFAULT_MAP ((uint64_t)64 << 20)
+#define ST_GROW_WAIT_S 30
+
+enum {
+    T_META,
+    T_SOURCES,
+    T_LABELS,
+    T_MODELS,
+    T_EXTRACTIONS,
+    T_FEATURES,
+    T_STATS,
+    T_TASKS,
+    T_JOBS,
+    T_RESULTS,
+    T_COUNT
+};
+static const char *const table_names[T_COUNT] = {"meta",        "sources",  "labels", "models",
+                                                 "extractions", "features", "stats",  "tasks",
+                                                 "jobs",        "results"};
+
+struct h2t_store {
+    MDB_env *env;
+    MDB_dbi dbi[T_COUNT];
+    pthread_rwlock_t lock; /* shared: any transaction; exclusive: map resize */
+    uint64_t map_size;     /* read under lock shared, written under lock exclusive */
+    unsigned flags;
+    char dir[1024];
+};
+
+struct h2t_store_reader {
+    h2t_store *st;
+    MDB_txn *txn;
+    MDB_cursor *cur;
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* error translation                                                                          */
+
+static int st_mdb(const h2t_store *st, int rc, const char *what)
+{
+    int code;
+    switch (rc) {
+    case MDB_MAP_FULL:
+        return ST_MAPFULL;
+    case MDB_NOTFOUND:
+        code = H2T_ENOTFOUND;
+        break;
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INVALID:
+    case MDB_BAD_VALSIZE:
+        code = H2T_ECORRUPT;
+        break;
+    case MDB_VERSION_MISMATCH:
+        code = H2T_EVERSION;
+        break;
+    case MDB_READERS_FULL:
+    case MDB_TXN_FULL:
+    case MDB_CURSOR_FULL:
+        code = H2T_EBUSY;
+        break;
+    case EACCES:
+    case EPERM:
+    case EROFS:
+        code = H2T_EPERM;
+        break;
+    case ENOMEM:
+        code = H2T_ENOMEM;
+        break;
+    case EIO:
+    case ENOSPC:
+        code = H2T_EIO;
+        break;
+    default:
+        code = H2T_ESTORE;
+        break;
+    }
+    return h2t_err_set(code, "store %s: %s: %s", st->dir, what, mdb_strerror(rc));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* record encoding                                                                            */
+
+typedef struct wbuf {
+    uint8_t *p;
+    size_t len, cap;
+    int oom;
+} wbuf;
+
+static void wb_put(wbuf *b, const void *d, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n)
+            cap *= 2;
+        uint8_t *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    if (n)
+        memcpy(b->p + b->len, d, n);
+    b->len += n;
+}
+
+static void wb_u32(wbuf *b, uint32_t v)
+{
+    uint8_t x[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    wb_put(b, x, 4);
+}
+
+static void wb_u64(wbuf *b, uint64_t v)
+{
+    wb_u32(b, (uint32_t)v);
+    wb_u32(b, (uint32_t)(v >> 32));
+}
+
+static void wb_f64(wbuf *b, double d)
+{
+    uint64_t v;
+    memcpy(&v, &d, 8);
+    wb_u64(b, v);
+}
+
+/* a string field of a fixed-size struct array (not necessarily terminated) */
+static void wb_strn(wbuf *b, const char *s, size_t cap)
+{
+    size_t n = s ? strnlen(s, cap) : 0;
+    wb_u32(b, (uint32_t)n);
+    wb_put(b, s, n);
+}
+
+static void wb_blob(wbuf *b, const void *d, size_t n)
+{
+    wb_u64(b, n);
+    wb_put(b, d, n);
+}
+
+typedef struct rbuf {
+    const uint8_t *p;
+    size_t len, off;
+    int bad;
+} rbuf;
+
+static const uint8_t *rb_take(rbuf *b, size_t n)
+{
+    if (b->bad || n > b->len - b->off) {
+        b->bad = 1;
+        return NULL;
+    }
+    const uint8_t *p = b->p + b->off;
+    b->off += n;
+    return p;
+}
+
+static uint32_t rb_u32(rbuf *b)
+{
+    const uint8_t *x = rb_take(b, 4);
+    return x ? (uint32_t)x[0] | (uint32_t)x[1] << 8 | (uint32_t)x[2] << 16 | (uint32_t)x[3] << 24
+             : 0;
+}
+
+static uint64_t rb_u64(rbuf *b)
+{
+    uint64_t lo = rb_u32(b);
+    return lo | (uint64_t)rb_u32(b) << 32;
+}
+
+static double rb_f64(rbuf *b)
+{
+    uint64_t v = rb_u64(b);
+    double d;
+    memcpy(&d, &v, 8);
+    return d;
+}
+
+static void rb_bytes(rbuf *b, void *dst, size_t n)
+{
+    const uint8_t *x = rb_take(b, n);
+    if (x)
+        memcpy(dst, x, n);
+}
+
+/* into a fixed char array of cap bytes (always terminated) */
+static void rb_str(rbuf *b, char *dst, size_t cap)
+{
+    uint32_t n = rb_u32(b);
+    if (n >= cap) {
+        b->bad = 1;
+        dst[0] = '\0';
+        return;
+    }
+    const uint8_t *x = rb_take(b, n);
+    if (!x) {
+        dst[0] = '\0';
+        return;
+    }
+    memcpy(dst, x, n);
+    dst[n] = '\0';
+}
+
+static char *rb_strdup(rbuf *b)
+{
+    uint32_t n = rb_u32(b);
+    const uint8_t *x = rb_take(b, n);
+    if (!x)
+        return NULL;
+    char *s = malloc((size_t)n + 1);
+    if (!s) {
+        b->bad = 2;
+        return NULL;
+    }
+    memcpy(s, x, n);
+    s[n] = '\0';
+    return s;
+}
+
+/* n u32 values into a fresh array (NULL when n == 0) */
+static uint32_t *rb_u32s(rbuf *b, uint32_t n)
+{
+    if (!n)
+        return NULL;
+    if ((size_t)n * 4 > b->len - b->off) {
+        b->bad = 1;
+        return NULL;
+    }
+    uint32_t *v = malloc((size_t)n * 4);
+    if (!v) {
+        b->bad = 2;
+        return NULL;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        v[i] = rb_u32(b);
+    return v;
+}
+
+static void wb_u32s(wbuf *b, const uint32_t *v, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        wb_u32(b, v[i]);
+}
+
+static int rb_done(const h2t_store *st, rbuf *b, const char *table, const char *key)
+{
+    if (b->bad == 2)
+        return h2t_err_set(H2T_ENOMEM, "store %s: decoding %s %s", st->dir, table, key);
+    if (b->bad || b->off != b->len)
+        return h2t_err_set(H2T_ECORRUPT, "store %s: record %s in table %s is damaged", st->dir, key,
+                           table);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* keys                                                                                       */
+
+typedef struct key {
+    uint8_t b[12];
+    MDB_val v;
+} key;
+
+static MDB_val *key_u32(key *k, uint32_t a)
+{
+    h2t_be32_put(k->b, a);
+    k->v.mv_size = 4;
+    k->v.mv_data = k->b;
+    return &k->v;
+}
+
+static MDB_val *key_u64(key *k, uint64_t a)
+{
+    h2t_be64_put(k->b, a);
+    k->v.mv_size = 8;
+    k->v.mv_data = k->b;
+    return &k->v;
+}
+
+static MDB_val *key_u32u32(key *k, uint32_t a, uint32_t b)
+{
+    h2t_be32_put(k->b, a);
+    h2t_be32_put(k->b + 4, b);
+    k->v.mv_size = 8;
+    k->v.mv_data = k->b;
+    return &k->v;
+}
+
+static MDB_val *key_stats(key *k, uint32_t ext, uint16_t layer)
+{
+    h2t_be32_put(k->b, ext);
+    h2t_be16_put(k->b + 4, layer);
+    k->v.mv_size = 6;
+    k->v.mv_data = k->b;
+    return &k->v;
+}
+
+static MDB_val *key_feat(key *k, uint32_t ext, uint16_t layer, uint32_t sample)
+{
+    h2t_be32_put(k->b, ext);
+    h2t_be16_put(k->b + 4, layer);
+    h2t_be32_put(k->b + 6, sample);
+    k->v.mv_size = 10;
+    k->v.mv_data = k->b;
+    return &k->v;
+}
+
+static MDB_val *key_str(key *k, const char *s)
+{
+    k->v.mv_size = strlen(s);
+    k->v.mv_data = (void *)s;
+    return &k->v;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* transactions and map growth                                                                */
+
+static int st_grow(h2t_store *st, uint64_t want)
+{
+    /* exclusive: no transaction of this process may be live while the map moves */
+    double deadline = h2t_now_s() + ST_GROW_WAIT_S;
+    while (pthread_rwlock_trywrlock(&st->lock) != 0) {
+        if (h2t_now_s() > deadline)
+            return h2t_err_set(H2T_EBUSY,
+                               "store %s: the map is full and a reader held for over %d s "
+                               "blocks growing it",
+                               st->dir, ST_GROW_WAIT_S);
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    int rc = 0;
+    if (want == 0 || want > st->map_size) {
+        rc = mdb_env_set_mapsize(st->env, (size_t)want);
+        if (rc == 0) {
+            MDB_envinfo info;
+            mdb_env_info(st->env, &info);
+            st->map_size = info.me_mapsize;
+        }
+    }
+    pthread_rwlock_unlock(&st->lock);
+    return rc ? st_mdb(st, rc, "growing the map") : 0;
+}
+
+typedef int (*st_txn_fn)(h2t_store *st, MDB_txn *txn, void *ctx);
+
+/* Run fn in one transaction (write or read); a write that fills the map is retried with a
+ * map twice as large; fn must therefore have no effect outside the transaction but its ctx
+ * outputs, which it rewrites on every attempt. */
+static int st_run(h2t_store *st, int write, st_txn_fn fn, void *ctx)
+{
+    if (write && (st->flags & H2T_STORE_RDONLY))
+        return h2t_err_set(H2T_EPERM, "store %s was opened read-only", st->dir);
+    for (int attempt = 0;; attempt++) {
+        if (attempt > 40)
+            return h2t_err_set(H2T_ETOOBIG, "store %s: the write does not fit any map size",
+                               st->dir);
+        pthread_rwlock_rdlock(&st->lock);
+        uint64_t size = st->map_size;
+        MDB_txn *txn;
+        int rc = mdb_txn_begin(st->env, NULL, write ? 0 : MDB_RDONLY, &txn);
+        if (rc == MDB_MAP_RESIZED) { /* another process grew the map: adopt its size */
+            pthread_rwlock_unlock(&st->lock);
+            if ((rc = st_grow(st, 0)) < 0)
+                return rc;
+            continue;
+        }
+        if (rc) {
+            pthread_rwlock_unlock(&st->lock);
+            return st_mdb(st, rc, "beginning a transaction");
+        }
+        int r = fn(st, txn, ctx);
+        if (r == 0 && write) {
+            rc = mdb_txn_commit(txn);
+            if (rc)
+                r = st_mdb(st, rc, "committing");
+        } else {
+            mdb_txn_abort(txn);
+        }
+        pthread_rwlock_unlock(&st->lock);
+        if (r == ST_MAPFULL) {
+            if ((r = st_grow(st, size * 2)) < 0)
+                return r;
+            continue;
+        }
+        return r;
+    }
+}
+
+static int st_put(h2t_store *st, MDB_txn *txn, int t, MDB_val *k, const void *d, size_t n,
+                  unsigned flags, const char *what)
+{
+    MDB_val v = {n, (void *)d};
+    int rc = mdb_put(txn, st->dbi[t], k, &v, flags);
+    return rc ? st_mdb(st, rc, what) : 0;
+}
+
+/* next id: one past the last key of a table keyed by u32/u64 ids (ids start at 1) */
+static int st_next_id(h2t_store *st, MDB_txn *txn, int t, uint64_t *id)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, st->dbi[t], &c);
+    if (rc)
+        return st_mdb(st, rc, "opening a cursor");
+    MDB_val k, v;
+    rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+    mdb_cursor_close(c);
+    if (rc == MDB_NOTFOUND) {
+        *id = 1;
+        return 0;
+    }
+    if (rc)
+        return st_mdb(st, rc, "reading the last id");
+    if (k.mv_size == 4)
+        *id = (uint64_t)h2t_be32_get(k.mv_data) + 1;
+    else if (k.mv_size == 8)
+        *id = h2t_be64_get(k.mv_data) + 1;
+    else
+        return h2t_err_set(H2T_ECORRUPT, "store %s: table %s has a key of %zu bytes", st->dir,
+                           table_names[t], k.mv_size);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* open / close / meta                                                                        */
+
+static int open_tables(h2t_store *st, MDB_txn *txn, int create)
+{
+    int rc = mdb_dbi_open(txn, "meta", create ? MDB_CREATE : 0, &st->dbi[T_META]);
+    if (rc == MDB_NOTFOUND)
+        return h2t_err_set(H2T_ECORRUPT,
+                           "%s holds an LMDB environment without a meta table: not an h2tdb "
+                           "store",
+                           st->dir);
+    if (rc)
+        return st_mdb(st, rc, "opening table meta");
+    key k;
+    MDB_val v;
+    rc = mdb_get(txn, st->dbi[T_META], key_str(&k, "format_version"), &v);
+    if (rc == MDB_NOTFOUND && create) {
+        uint8_t id[16];
+        if (getrandom(id, sizeof(id), 0) != (ssize_t)sizeof(id)) {
+            uint64_t t = h2t_now_ns() ^ ((uint64_t)getpid() << 32);
+            for (int i = 0; i < 16; i++)
+                id[i] = (uint8_t)(t >> (8 * (i % 8))) ^ (uint8_t)(i * 37);
+        }
+        uint8_t ver[4], ms[8];
+        h2t_be32_put(ver, H2T_STORE_FORMAT_VERSION);
+        h2t_be64_put(ms, h2t_wall_ms());
+        if ((rc = st_put(st, txn, T_META, key_str(&k, "format_version"), ver, 4, 0,
+                         "writing meta")) < 0 ||
+            (rc = st_put(st, txn, T_META, key_str(&k, "store_id"), id, 16, 0, "writing meta")) <
+                0 ||
+            (rc = st_put(st, txn, T_META, key_str(&k, "created_ms"), ms, 8, 0, "writing meta")) < 0)
+            return rc;
+        rc = mdb_get(txn, st->dbi[T_META], key_str(&k, "format_version"), &v);
+    }
+    if (rc == MDB_NOTFOUND)
+        return h2t_err_set(H2T_ECORRUPT, "%s: meta table has no format_version: not an h2tdb store",
+                           st->dir);
+    if (rc)
+        return st_mdb(st, rc, "reading the format version");
+    if (v.mv_size != 4)
+        return h2t_err_set(H2T_ECORRUPT, "%s: format_version record is damaged", st->dir);
+    uint32_t ver = h2t_be32_get(v.mv_data);
+    if (ver != H2T_STORE_FORMAT_VERSION)
+        return h2t_err_set(H2T_EVERSION,
+                           "store %s has format version %u; this h2tdb reads format version %u",
+                           st->dir, ver, H2T_STORE_FORMAT_VERSION);
+    for (int t = T_META + 1; t < T_COUNT; t++) {
+        rc = mdb_dbi_open(txn, table_names[t], create ? MDB_CREATE : 0, &st->dbi[t]);
+        if (rc == MDB_NOTFOUND)
+            return h2t_err_set(H2T_ECORRUPT, "store %s lacks table %s: damaged", st->dir,
+                               table_names[t]);
+        if (rc)
+            return st_mdb(st, rc, table_names[t]);
+    }
+    return 0;
+}
+
+static int dir_is_empty(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    struct dirent *e;
+    int empty = 1;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            empty = 0;
+            break;
+        }
+    closedir(d);
+    return empty;
+}
+
+int h2t_store_open_map(const char *dir, unsigned flags, uint64_t map_size, h2t_store **out)
+{
+    if (!dir || !dir[0] || !out)
+        return h2t_err_set(H2T_EINVAL, "h2t_store_open: no directory given");
+    if ((flags & H2T_STORE_CREATE) && (flags & H2T_STORE_RDONLY))
+        return h2t_err_set(H2T_EINVAL, "store %s: CREATE and RDONLY together", dir);
+    if (strlen(dir) + 16 > sizeof(((h2t_store *)0)->dir))
+        return h2t_err_set(H2T_EINVAL, "store path too long: %s", dir);
+    char data[1100];
+    snprintf(data, sizeof(data), "%s/data.mdb", dir);
+
+    struct stat sb;
+    int creating = 0;
+    if (stat(dir, &sb) != 0) {
+        if (errno == EACCES)
+            return h2t_err_set(H2T_EPERM, "store %s: %s", dir, strerror(errno));
+        if (errno != ENOENT)
+            return h2t_err_set(H2T_EIO, "store %s: %s", dir, strerror(errno));
+        if (!(flags & H2T_STORE_CREATE))
+            return h2t_err_set(H2T_ENOTFOUND, "no store at %s (no such directory)", dir);
+        if (mkdir(dir, 0755) != 0)
+            return h2t_err_set(errno == EACCES || errno == EROFS ? H2T_EPERM : H2T_EIO,
+                               "creating store directory %s: %s", dir, strerror(errno));
+        creating = 1;
+    } else if (!S_ISDIR(sb.st_mode)) {
+        return h2t_err_set(H2T_ECORRUPT, "%s is not a directory, so not an h2tdb store", dir);
+    } else if (stat(data, &sb) != 0) {
+        if (!(flags & H2T_STORE_CREATE))
+            return h2t_err_set(H2T_ENOTFOUND, "no h2tdb store in %s (no data.mdb)", dir);
+        if (!dir_is_empty(dir))
+            return h2t_err_set(H2T_ECORRUPT,
+                               "%s is not an h2tdb store and not empty: refusing to create a "
+                               "store among other files",
+                               dir);
+        creating = 1;
+    } else if (!S_ISREG(sb.st_mode)) {
+        return h2t_err_set(H2T_ECORRUPT, "%s is not a regular file: not an h2tdb store", data);
+    }
+    if (!(flags & H2T_STORE_RDONLY) &&
+        (access(dir, W_OK) != 0 || (!creating && access(data, W_OK) != 0)))
+        return h2t_err_set(H2T_EPERM, "store %s: no write permission (%s)", dir, strerror(errno));
+    if ((flags & H2T_STORE_RDONLY) && access(data, R_OK) != 0)
+        return h2t_err_set(errno == EACCES ? H2T_EPERM : H2T_EIO, "store %s: %s", data,
+                           strerror(errno));
+
+    h2t_store *st = calloc(1, sizeof(*st));
+    if (!st)
+        return h2t_err_set(H2T_ENOMEM, "store %s", dir);
+    snprintf(st->dir, sizeof(st->dir), "%s", dir);
+    st->flags = flags;
+    int rc = 0, mrc;
+    int have_lock = 0;
+    if (pthread_rwlock_init(&st->lock, NULL) != 0) {
+        free(st);
+        return h2t_err_set(H2T_ENOMEM, "store %s: rwlock", dir);
+    }
+    have_lock = 1;
+    unsigned envflags = MDB_NOTLS | ((flags & H2T_STORE_RDONLY) ? MDB_RDONLY : 0);
+    if (flags & H2T_STORE_NOSYNC)
+        envflags |= MDB_NOSYNC;
+    for (int tries = 0; tries < 2; tries++) {
+        if ((mrc = mdb_env_create(&st->env)) != 0) {
+            rc = st_mdb(st, mrc, "creating the environment");
+            goto fail;
+        }
+        mdb_env_set_maxdbs(st->env, T_COUNT + 2);
+        mdb_env_set_maxreaders(st->env, 510);
+        if (creating || map_size)
+            mdb_env_set_mapsize(st->env, (size_t)(map_size ? map_size : ST_DEFAULT_MAP));
+        mrc = mdb_env_open(st->env, dir, envflags, 0644);
+        if (mrc == 0)
+            break;
+        mdb_env_close(st->env);
+        st->env = NULL;
+        /* a read-only store on a read-only medium: read without the lock file */
+        if ((mrc == EACCES || mrc == EROFS) && (flags & H2T_STORE_RDONLY) &&
+            !(envflags & MDB_NOLOCK)) {
+            envflags |= MDB_NOLOCK;
+            continue;
+        }
+        if (mrc == MDB_INVALID)
+            rc = h2t_err_set(H2T_ECORRUPT, "%s is not an LMDB data file: not an h2tdb store", data);
+        else if (mrc == EACCES || mrc == EROFS || mrc == EPERM)
+            rc = h2t_err_set(H2T_EPERM, "store %s: %s", dir, mdb_strerror(mrc));
+        else
+            rc = st_mdb(st, mrc, "opening the environment");
+        goto fail;
+    }
+    {
+        MDB_envinfo info;
+        MDB_stat ms;
+        mdb_env_info(st->env, &info);
+        mdb_env_stat(st->env, &ms);
+        st->map_size = info.me_mapsize;
+        if (stat(data, &sb) == 0 &&
+            (uint64_t)sb.st_size < ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize) {
+            rc = h2t_err_set(H2T_ECORRUPT,
+                             "%s is truncated: %lld bytes, the store needs at least %llu", data,
+                             (long long)sb.st_size,
+                             (unsigned long long)((uint64_t)info.me_last_pgno + 1) * ms.ms_psize);
+            goto fail;
+        }
+    }
+    if (!(envflags & MDB_NOLOCK)) {
+        int dead;
+        mdb_reader_check(st->env, &dead); /* slots of killed processes */
+    }
+    {
+        MDB_txn *txn;
+        int write = !(flags & H2T_STORE_RDONLY);
+        if ((mrc = mdb_txn_begin(st->env, NULL, write ? 0 : MDB_RDONLY, &txn)) != 0) {
+            rc = st_mdb(st, mrc, "beginning a transaction");
+            goto fail;
+        }
+        if ((rc = open_tables(st, txn, write)) < 0) {
+            mdb_txn_abort(txn);
+            goto fail;
+        }
+        if ((mrc = mdb_txn_commit(txn)) != 0) {
+            rc = st_mdb(st, mrc, "creating the tables");
+            goto fail;
+        }
+    }
+    *out = st;
+    return 0;
+fail:
+    if (st->env)
+        mdb_env_close(st->env);
+    if (have_lock)
+        pthread_rwlock_destroy(&st->lock);
+    free(st);
+    if (creating && (flags & H2T_STORE_CREATE)) {
+        /* leave nothing half-made behind */
+        remove(data);
+        char lk[1100];
+        snprintf(lk, sizeof(lk), "%s/lock.mdb", dir);
+        remove(lk);
+    }
+    return rc;
+}
+
+int h2t_store_open(const char *dir, unsigned flags, h2t_store **out)
+{
+    return h2t_store_open_map(dir, flags, 0, out);
+}
+
+void h2t_store_close(h2t_store *st)
+{
+    if (!st)
+        return;
+    mdb_env_close(st->env);
+    pthread_rwlock_destroy(&st->lock);
+    free(st);
+}
+
+const char *h2t_store_dir(const h2t_store *st)
+{
+    return st->dir;
+}
+
+static int meta_get_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    h2t_store_meta *m = ctx;
+    key k;
+    MDB_val v;
+    int rc;
+    memset(m, 0, sizeof(*m));
+    if ((rc = mdb_get(txn, st->dbi[T_META], key_str(&k, "format_version"), &v)) != 0)
+        return st_mdb(st, rc, "meta format_version");
+    if (v.mv_size != 4)
+        return h2t_err_set(H2T_ECORRUPT, "store %s: meta format_version damaged", st->dir);
+    m->format_version = h2t_be32_get(v.mv_data);
+    if ((rc = mdb_get(txn, st->dbi[T_META], key_str(&k, "store_id"), &v)) != 0)
+        return st_mdb(st, rc, "meta store_id");
+    if (v.mv_size != 16)
+        return h2t_err_set(H2T_ECORRUPT, "store %s: meta store_id damaged", st->dir);
+    memcpy(m->store_id, v.mv_data, 16);
+    if ((rc = mdb_get(txn, st->dbi[T_META], key_str(&k, "created_ms"), &v)) != 0)
+        return st_mdb(st, rc, "meta created_ms");
+    if (v.mv_size != 8)
+        return h2t_err_set(H2T_ECORRUPT, "store %s: meta created_ms damaged", st->dir);
+    m->created_ms = h2t_be64_get(v.mv_data);
+    MDB_envinfo info;
+    MDB_stat ms;
+    mdb_env_info(st->env, &info);
+    mdb_env_stat(st->env, &ms);
+    m->map_size = info.me_mapsize;
+    m->used_bytes = ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize;
+    return 0;
+}
+
+int h2t_store_meta_get(h2t_store *st, h2t_store_meta *out)
+{
+    h2t_store_meta m;
+    int rc = st_run(st, 0, meta_get_fn, &m);
+    if (rc == 0)
+        *out = m;
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* sources and labels                                                                         */
+
+void h2t_source_destroy(h2t_source *s)
+{
+    if (!s)
+        return;
+    if (s->class_names)
+        for (uint32_t i = 0; i < s->n_classes; i++)
+            free(s->class_names[i]);
+    free(s->class_names);
+    free(s->labels);
+    free(s->split);
+    free(s);
+}
+
+void h2t_source_list_destroy(h2t_source **v, size_t n)
+{
+    if (!v)
+        return;
+    for (size_t i = 0; i < n; i++)
+        h2t_source_destroy(v[i]);
+    free(v);
+}
+
+static void source_encode(wbuf *b, const h2t_source *s)
+{
+    wb_strn(b, s->name, sizeof(s->name));
+    wb_strn(b, s->uri, sizeof(s->uri));
+    wb_put(b, s->hash, 32);
+    wb_u32(b, s->n_samples);
+    wb_u32(b, s->n_classes);
+    for (uint32_t i = 0; i < s->n_classes; i++)
+        wb_strn(b, s->class_names ? s->class_names[i] : "", (size_t)-1);
+}
+
+static int source_decode(h2t_store *st, const MDB_val *v, uint32_t id, h2t_source **out)
+{
+    rbuf b = {v->mv_data, v->mv_size, 0, 0};
+    h2t_source *s = calloc(1, sizeof(*s));
+    if (!s)
+        return h2t_err_set(H2T_ENOMEM, "source %u", id);
+    s->id = id;
+    rb_str(&b, s->name, sizeof(s->name));
+    rb_str(&b, s->uri, sizeof(s->uri));
+    rb_bytes(&b, s->hash, 32);
+    s->n_samples = rb_u32(&b);
+    uint32_t nc = rb_u32(&b);
+    if (!b.bad && (size_t)nc * 4 > b.len - b.off)
+        b.bad = 1;
+    if (!b.bad && nc) {
+        s->class_names = calloc(nc, sizeof(char *));
+        if (!s->class_names)
+            b.bad = 2;
+        else
+            s->n_classes = nc;
+    }
+    for (uint32_t i = 0; i < s->n_classes && !b.bad; i++)
+        s->class_names[i] = rb_strdup(&b);
+    char kname[32];
+    snprintf(kname, sizeof(kname), "%u", id);
+    int rc = rb_done(st, &b, "sources", kname);
+    if (rc < 0) {
+        h2t_source_destroy(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+typedef struct source_put_ctx {
+    const h2t_source *src;
+    uint32_t id;
+    int reused;
+} source_put_ctx;
+
+static int source_put_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    source_put_ctx *c = ctx;
+    const h2t_source *s = c->src;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(txn, st->dbi[T_SOURCES], &cur);
+    if (rc)
+        return st_mdb(st, rc, "sources cursor");
+    /* reuse by content hash: the hash follows the two length-prefixed strings */
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        h2t_source *o;
+        if (k.mv_size != 4)
+            continue;
+        int r = source_decode(st, &v, h2t_be32_get(k.mv_data), &o);
+        if (r < 0) {
+            mdb_cursor_close(cur);
+            return r;
+        }
+        int same = !memcmp(o->hash, s->hash, 32);
+        uint32_t oid = o->id;
+        h2t_source_destroy(o);
+        if (same) {
+            mdb_cursor_close(cur);
+            c->id = oid;
+            c->reused = 1;
+            return 0;
+        }
+    }
+    mdb_cursor_close(cur);
+    if (rc != MDB_NOTFOUND)
+        return st_mdb(st, rc, "scanning sources");
+    uint64_t id;
+    if ((rc = st_next_id(st, txn, T_SOURCES, &id)) < 0)
+        return rc;
+    if (id > UINT32_MAX)
+        return h2t_err_set(H2T_ETOOBIG, "store %s: source ids exhausted", st->dir);
+    wbuf b = {0};
+    source_encode(&b, s);
+    key kk;
+    if (b.oom)
+        rc = h2t_err_set(H2T_ENOMEM, "encoding source %s", s->name);
+    else
+        rc =
+            st_put(st, txn, T_SOURCES, key_u32(&kk, (uint32_t)id), b.p, b.len, 0, "writing source");
+    free(b.p);
+    if (rc < 0)
+        return rc;
+    /* labels: keys (id, sample) sort after every existing key, so they can be appended */
+    for (uint32_t i = 0; i < s->n_samples; i++) {
+        uint8_t val[5];
+        h2t_be32_put(val, s->labels[i]);
+        val[4] = s->split ? s->split[i] : H2T_SPLIT_TRAIN;
+        if ((rc = st_put(st, txn, T_LABELS, key_u32u32(&kk, (uint32_t)id, i), val, 5, MDB_APPEND,
+                         "writing labels")) < 0)
+            return rc;
+    }
+    c->id = (uint32_t)id;
+    c->reused = 0;
+    return 0;
+}
+
+int h2t_store_source_put(h2t_store *st, const h2t_source *src, uint32_t *id, int *reused)
+{
+    if (!src || !src->name[0])
+        return h2t_err_set(H2T_EINVAL, "store %s: source without a name", st->dir);
+    if (src->n_samples && !src->labels)
+        return h2t_err_set(H2T_EINVAL, "source %s: %u samples but no labels", src->name,
+                           src->n_samples);
+    if (src->n_classes && !src->class_names)
+        return h2t_err_set(H2T_EINVAL, "source %s: %u classes but no class names", src->name,
+                           src->n_classes);
+    for (uint32_t i = 0; i < src->n_samples; i++) {
+        if (src->labels[i] >= src->n_classes)
+            return h2t_err_set(H2T_EINVAL, "source %s: sample %u has label %u, but only %u classes",
+                               src->name, i, src->labels[i], src->n_classes);
+        if (src->split && src->split[i] > H2T_SPLIT_TEST)
+            return h2t_err_set(H2T_EINVAL, "source %s: sample %u has split %u", src->name, i,
+                               src->split[i]);
+    }
+    source_put_ctx c = {src, 0, 0};
+    int rc = st_run(st, 1, source_put_fn, &c);
+    if (rc == 0) {
+        if (id)
+            *id = c.id;
+        if (reused)
+            *reused = c.reused;
+    }
+    return rc;
+}
+
+typedef struct source_get_ctx {
+    uint32_t id, first, n;
+    int want_labels;
+    h2t_source *out;
+    uint32_t *labels;
+    uint8_t *split;
+} source_get_ctx;
+
+static int source_get_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    source_get_ctx *c = ctx;
+    key k;
+    MDB_val v;
+    int rc = mdb_get(txn, st->dbi[T_SOURCES], key_u32(&k, c->id), &v);
+    if (rc == MDB_NOTFOUND)
+        return h2t_err_set(H2T_ENOTFOUND, "source %u not in store %s", c->id, st->dir);
+    if (rc)
+        return st_mdb(st, rc, "reading a source");
+    h2t_source *s;
+    if ((rc = source_decode(st, &v, c->id, &s)) < 0)
+        return rc;
+    uint32_t first = c->want_labels ? 0 : c->first;
+    uint32_t n = c->want_labels ? s->n_samples : c->n;
+    if ((uint64_t)first + n > s->n_samples) {
+        h2t_source_destroy(s);
+        return h2t_err_set(H2T_ENOTFOUND, "source %u has %u samples; samples %u..%llu asked", c->id,
+                           s->n_samples, first, (unsigned long long)first + n - 1);
+    }
+    uint32_t *lab = c->labels;
+    uint8_t *spl = c->split;
+    if (c->want_labels && n) {
+        lab = s->labels = malloc((size_t)n * 4);
+        spl = s->split = malloc(n);
+        if (!lab || !spl) {
+            h2t_source_destroy(s);
+            return h2t_err_set(H2T_ENOMEM, "labels of source %u", c->id);
+        }
+    }
+    MDB_cursor *cur;
+    if (n && (rc = mdb_cursor_open(txn, st->dbi[T_LABELS], &cur)) != 0) {
+        h2t_source_destroy(s);
+        return st_mdb(st, rc, "labels cursor");
+    }
+    MDB_val kv = *key_u32u32(&k, c->id, first);
+    rc = 0;
+    for (uint32_t i = 0; i < n && rc == 0; i++) {
+        rc = mdb_cursor_get(cur, &kv, &v, i == 0 ? MDB_SET_KEY : MDB_NEXT);
+        if (rc == 0 && (kv.mv_size != 8 || v.mv_size != 5 || h2t_be32_get(kv.mv_data) != c->id ||
+                        h2t_be32_get((uint8_t *)kv.mv_data + 4) != first + i))
+            rc = MDB_NOTFOUND;
+        if (rc == MDB_NOTFOUND) {
+            mdb_cursor_close(cur);
+            h2t_source_destroy(s);
+            return h2t_err_set(H2T_ECORRUPT, "store %s: label of source %u sample %u missing",
+                               st->dir, c->id, first + i);
+        }
+        if (rc == 0) {
+            if (lab)
+                lab[i] = h2t_be32_get(v.mv_data);
+            if (spl)
+                spl[i] = ((uint8_t *)v.mv_data)[4];
+        }
+    }
+    if (n)
+        mdb_cursor_close(cur);
+    if (rc) {
+        h2t_source_destroy(s);
+        return st_mdb(st, rc, "reading labels");
+    }
+    if (c->want_labels)
+        c->out = s;
+    else
+        h2t_source_destroy(s);
+    return 0;
+}
+
+int h2t_store_source_get(h2t_store *st, uint32_t id, h2t_source **out)
+{
+    source_get_ctx c = {id, 0, 0, 1, NULL, NULL, NULL};
+    int rc = st_run(st, 0, source_get_fn, &c);
+    if (rc == 0)
+        *out = c.out;
+    return rc;
+}
+
+int h2t_store_labels_get(h2t_store *st, uint32_t source, uint32_t first, uint32_t n,
+                         uint32_t *labels, uint8_t *split)
+{
+    source_get_ctx c = {source, first, n, 0, NULL, labels, split};
+    return st_run(st, 0, source_get_fn, &c);
+}
+
+typedef struct list_ctx {
+    void **v;
+    size_t n;
+} list_ctx;
+
+static int list_push(list_ctx *l, void *p)
+{
+    if ((l->n & (l->n - 1)) == 0) { /* grow at powers of two */
+        void **nv = realloc(l->v, (l->n ? l->n * 2 : 1) * sizeof(void *));
+        if (!nv)
+            return h2t_err_set(H2T_ENOMEM, "listing");
+        l->v = nv;
+    }
+    l->v[l->n++] = p;
+    return 0;
+}
+
+static int source_list_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    list_ctx *l = ctx;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(txn, st->dbi[T_SOURCES], &cur);
+    if (rc)
+        return st_mdb(st, rc, "sources cursor");
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        h2t_source *s;
+        int r = k.mv_size == 4 ? source_decode(st, &v, h2t_be32_get(k.mv_data), &s)
+                               : h2t_err_set(H2T_ECORRUPT, "store %s: bad source key", st->dir);
+        if (r == 0 && (r = list_push(l, s)) < 0)
+            h2t_source_destroy(s);
+        if (r < 0) {
+            mdb_cursor_close(cur);
+            return r;
+        }
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : st_mdb(st, rc, "listing sources");
+}
+
+int h2t_store_source_list(h2t_store *st, h2t_source ***out, size_t *n)
+{
+    list_ctx l = {0};
+    int rc = st_run(st, 0, source_list_fn, &l);
+    if (rc < 0) {
+        h2t_source_list_destroy((h2t_source **)l.v, l.n);
+        return rc;
+    }
+    *out = (h2t_source **)l.v;
+    *n = l.n;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* models                                                                                     */
+
+static void model_encode(wbuf *b, const h2t_model_rec *m)
+{
+    wb_strn(b, m->name, sizeof(m->name));
+    wb_put(b, m->sha256, 32);
+    for (int i = 0; i < 4; i++)
+        wb_u32(b, m->input_shape[i]);
+    wb_strn(b, m->preprocess, sizeof(m->preprocess));
+}
+
+static int model_decode(h2t_store *st, const MDB_val *v, uint32_t id, h2t_model_rec *m)
+{
+    rbuf b = {v->mv_data, v->mv_size, 0, 0};
+    memset(m, 0, sizeof(*m));
+    m->id = id;
+    rb_str(&b, m->name, sizeof(m->name));
+    rb_bytes(&b, m->sha256, 32);
+    for (int i = 0; i < 4; i++)
+        m->input_shape[i] = rb_u32(&b);
+    rb_str(&b, m->preprocess, sizeof(m->preprocess));
+    char kname[32];
+    snprintf(kname, sizeof(kname), "%u", id);
+    return rb_done(st, &b, "models", kname);
+}
+
+typedef struct model_ctx {
+    const h2t_model_rec *in;
+    uint32_t id;
+    int reused;
+    h2t_model_rec rec;
+    list_ctx list;
+} model_ctx;
+
+static int model_put_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    model_ctx *c = ctx;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(txn, st->dbi[T_MODELS], &cur);
+    if (rc)
+        return st_mdb(st, rc, "models cursor");
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        h2t_model_rec o;
+        int r = model_decode(st, &v, k.mv_size == 4 ? h2t_be32_get(k.mv_data) : 0, &o);
+        if (r < 0) {
+            mdb_cursor_close(cur);
+            return r;
+        }
+        if (!memcmp(o.sha256, c->in->sha256, 32)) {
+            mdb_cursor_close(cur);
+            c->id = o.id;
+            c->reused = 1;
+            return 0;
+        }
+    }
+    mdb_cursor_close(cur);
+    if (rc != MDB_NOTFOUND)
+        return st_mdb(st, rc, "scanning models");
+    uint64_t id;
+    if ((rc = st_next_id(st, txn, T_MODELS, &id)) < 0)
+        return rc;
+    wbuf b = {0};
+    model_encode(&b, c->in);
+    key kk;
+    rc = b.oom ? h2t_err_set(H2T_ENOMEM, "encoding model")
+               : st_put(st, txn, T_MODELS, key_u32(&kk, (uint32_t)id), b.p, b.len, 0,
+                        "writing model");
+    free(b.p);
+    c->id = (uint32_t)id;
+    c->reused = 0;
+    return rc;
+}
+
+int h2t_store_model_put(h2t_store *st, const h2t_model_rec *m, uint32_t *id, int *reused)
+{
+    if (!m || !m->name[0])
+        return h2t_err_set(H2T_EINVAL, "store %s: model without a name", st->dir);
+    model_ctx c = {.in = m};
+    int rc = st_run(st, 1, model_put_fn, &c);
+    if (rc == 0) {
+        if (id)
+            *id = c.id;
+        if (reused)
+            *reused = c.reused;
+    }
+    return rc;
+}
+
+static int model_get_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    model_ctx *c = ctx;
+    key k;
+    MDB_val v;
+    int rc = mdb_get(txn, st->dbi[T_MODELS], key_u32(&k, c->id), &v);
+    if (rc == MDB_NOTFOUND)
+        return h2t_err_set(H2T_ENOTFOUND, "model %u not in store %s", c->id, st->dir);
+    if (rc)
+        return st_mdb(st, rc, "reading a model");
+    return model_decode(st, &v, c->id, &c->rec);
+}
+
+int h2t_store_model_get(h2t_store *st, uint32_t id, h2t_model_rec *out)
+{
+    model_ctx c = {.id = id};
+    int rc = st_run(st, 0, model_get_fn, &c);
+    if (rc == 0)
+        *out = c.rec;
+    return rc;
+}
+
+static int model_list_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    list_ctx *l = ctx;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(txn, st->dbi[T_MODELS], &cur);
+    if (rc)
+        return st_mdb(st, rc, "models cursor");
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        h2t_model_rec *m = malloc(sizeof(*m));
+        int r = m ? model_decode(st, &v, k.mv_size == 4 ? h2t_be32_get(k.mv_data) : 0, m)
+                  : h2t_err_set(H2T_ENOMEM, "listing models");
+        if (r == 0)
+            r = list_push(l, m);
+        if (r < 0) {
+            free(m);
+            mdb_cursor_close(cur);
+            return r;
+        }
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : st_mdb(st, rc, "listing models");
+}
+
+int h2t_store_model_list(h2t_store *st, h2t_model_rec **out, size_t *n)
+{
+    list_ctx l = {0};
+    int rc = st_run(st, 0, model_list_fn, &l);
+    h2t_model_rec *arr = NULL;
+    if (rc == 0 && l.n && !(arr = malloc(l.n * sizeof(*arr))))
+        rc = h2t_err_set(H2T_ENOMEM, "listing models");
+    for (size_t i = 0; i < l.n; i++) {
+        if (arr)
+            arr[i] = *(h2t_model_rec *)l.v[i];
+        free(l.v[i]);
+    }
+    free(l.v);
+    if (rc < 0) {
+        free(arr);
+        return rc;
+    }
+    *out = arr;
+    *n = l.n;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* extractions                                                                                */
+
+void h2t_extraction_destroy(h2t_extraction *e)
+{
+    if (!e)
+        return;
+    free(e->layers);
+    free(e);
+}
+
+void h2t_extraction_list_destroy(h2t_extraction **v, size_t n)
+{
+    if (!v)
+        return;
+    for (size_t i = 0; i < n; i++)
+        h2t_extraction_destroy(v[i]);
+    free(v);
+}
+
+static void ext_encode(wbuf *b, const h2t_extraction *e)
+{
+    wb_strn(b, e->name, sizeof(e->name));
+    wb_u32(b, e->source);
+    wb_u32(b, e->model);
+    wb_u32(b, e->target_size);
+    wb_u32(b, e->dtype);
+    wb_strn(b, e->config, sizeof(e->config));
+    wb_put(b, e->config_hash, 32);
+    wb_u32(b, e->n_samples);
+    wb_u32(b, e->samples_done);
+    wb_u32(b, e->state);
+    wb_u64(b, e->created_ms);
+    wb_u64(b, e->updated_ms);
+    wb_u32(b, e->n_layers);
+    for (uint32_t i = 0; i < e->n_layers; i++) {
+        const h2t_layer_info *l = &e->layers[i];
+        wb_strn(b, l->name, sizeof(l->name));
+        wb_strn(b, l->op, sizeof(l->op));
+        wb_u32(b, l->rank);
+        for (int j = 0; j < 4; j++)
+            wb_u32(b, l->shape[j]);
+        wb_u32(b, l->dim);
+        wb_u64(b, l->offset);
+    }
+    wb_u64(b, e->total_dim);
+}
+
+static int ext_decode(h2t_store *st, const MDB_val *v, uint32_t id, h2t_extraction **out)
+{
+    rbuf b = {v->mv_data, v->mv_size, 0, 0};
+    h2t_extraction *e = calloc(1, sizeof(*e));
+    if (!e)
+        return h2t_err_set(H2T_ENOMEM, "extraction %u", id);
+    e->id = id;
+    rb_str(&b, e->name, sizeof(e->name));
+    e->source = rb_u32(&b);
+    e->model = rb_u32(&b);
+    e->target_size = rb_u32(&b);
+    e->dtype = rb_u32(&b);
+    rb_str(&b, e->config, sizeof(e->config));
+    rb_bytes(&b, e->config_hash, 32);
+    e->n_samples = rb_u32(&b);
+    e->samples_done = rb_u32(&b);
+    e->state = rb_u32(&b);
+    e->created_ms = rb_u64(&b);
+    e->updated_ms = rb_u64(&b);
+    uint32_t nl = rb_u32(&b);
+    if (!b.bad && (nl == 0 || (size_t)nl * 40 > b.len - b.off || e->dtype > H2T_DTYPE_F16))
+        b.bad = 1;
+    if (!b.bad) {
+        e->layers = calloc(nl, sizeof(h2t_layer_info));
+        if (!e->layers)
+            b.bad = 2;
+        else
+            e->n_layers = nl;
+    }
+    for (uint32_t i = 0; i < e->n_layers && !b.bad; i++) {
+        h2t_layer_info *l = &e->layers[i];
+        rb_str(&b, l->name, sizeof(l->name));
+        rb_str(&b, l->op, sizeof(l->op));
+        l->rank = rb_u32(&b);
+        for (int j = 0; j < 4; j++)
+            l->shape[j] = rb_u32(&b);
+        l->dim = rb_u32(&b);
+        l->offset = rb_u64(&b);
+        if (l->dim == 0)
+            b.bad = 1;
+    }
+    e->total_dim = rb_u64(&b);
+    char kname[32];
+    snprintf(kname, sizeof(kname), "%u", id);
+    int rc = rb_done(st, &b, "extractions", kname);
+    if (rc < 0) {
+        h2t_extraction_destroy(e);
+        return rc;
+    }
+    *out = e;
+    return 0;
+}
+
+static int ext_load(h2t_store *st, MDB_txn *txn, uint32_t id, h2t_extraction **out)
+{
+    key k;
+    MDB_val v;
+    int rc = mdb_get(txn, st->dbi[T_EXTRACTIONS], key_u32(&k, id), &v);
+    if (rc == MDB_NOTFOUND)
+        return h2t_err_set(H2T_ENOTFOUND, "extraction %u not in store %s", id, st->dir);
+    if (rc)
+        return st_mdb(st, rc, "reading an extraction");
+    return ext_decode(st, &v, id, out);
+}
+
+static int ext_save(h2t_store *st, MDB_txn *txn, const h2t_extraction *e)
+{
+    wbuf b = {0};
+    ext_encode(&b, e);
+    key k;
+    int rc = b.oom ? h2t_err_set(H2T_ENOMEM, "encoding extraction %u", e->id)
+                   : st_put(st, txn, T_EXTRACTIONS, key_u32(&k, e->id), b.p, b.len, 0,
+                            "writing an extraction");
+    free(b.p);
+    return rc;
+}
+
+/* visit every extraction; fn returns 0 to go on, 1 to stop, < 0 on error */
+typedef int (*ext_visit_fn)(h2t_extraction *e, void *ctx);
+static int ext_scan(h2t_store *st, MDB_txn *txn, ext_visit_fn fn, void *ctx)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(txn, st->dbi[T_EXTRACTIONS], &cur);
+    if (rc)
+        return st_mdb(st, rc, "extractions cursor");
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        h2t_extraction *e;
+        int r = k.mv_size == 4 ? ext_decode(st, &v, h2t_be32_get(k.mv_data), &e)
+                               : h2t_err_set(H2T_ECORRUPT, "store %s: bad extraction key", st->dir);
+        if (r == 0)
+            r = fn(e, ctx);
+        if (r != 0) {
+            mdb_cursor_close(cur);
+            return r < 0 ? r : 0;
+        }
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : st_mdb(st, rc, "scanning extractions");
+}
+
+typedef struct ext_begin_ctx {
+    const h2t_extraction *spec;
+    uint32_t id;
+    int reused;
+    int name_clash;
+    uint32_t clash_id;
+} ext_begin_ctx;
+
+static int ext_begin_visit(h2t_extraction *e, void *ctx)
+{
+    ext_begin_ctx *c = ctx;
+    int stop = 0;
+    if (!memcmp(e->config_hash, c->spec->config_hash, 32)) {
+        c->id = e->id;
+        c->reused = 1;
+        stop = 1;
+    } else if (c->spec->name[0] && !strncmp(e->name, c->spec->name, sizeof(e->name))) {
+        c->name_clash = 1;
+        c->clash_id = e->id;
+    }
+    h2t_extraction_destroy(e);
+    return stop;
+}
+
+static int ext_begin_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    ext_begin_ctx *c = ctx;
+    const h2t_extraction *s = c->spec;
+    c->reused = c->name_clash = 0;
+    int rc = ext_scan(st, txn, ext_begin_visit, c);
+    if (rc < 0 || c->reused)
+        return rc;
+    if (c->name_clash)
+        return h2t_err_set(H2T_EEXIST,
+                           "extraction name '%.128s' is taken by extraction %u (another config)",
+                           s->name, c->clash_id);
+    key k;
+    MDB_val v;
+    rc = mdb_get(txn, st->dbi[T_SOURCES], key_u32(&k, s->source), &v);
+    if (rc == MDB_NOTFOUND)
+        return h2t_err_set(H2T_ENOTFOUND, "extraction: source %u not in store %s", s->source,
+                           st->dir);
+    if (rc)
+        return st_mdb(st, rc, "reading a source");
+    rc = mdb_get(txn, st->dbi[T_MODELS], key_u32(&k, s->model), &v);
+    if (rc == MDB_NOTFOUND)
+        return h2t_err_set(H2T_ENOTFOUND, "extraction: model %u not in store %s", s->model,
+                           st->dir);
+    if (rc)
+        return st_mdb(st, rc, "reading a model");
+    uint64_t id;
+    if ((rc = st_next_id(st, txn, T_EXTRACTIONS, &id)) < 0)
+        return rc;
+    h2t_extraction e = *s;
+    e.id = (uint32_t)id;
+    e.samples_done = 0;
+    e.state = H2T_EXT_RUNNING;
+    e.created_ms = e.updated_ms = h2t_wall_ms();
+    e.layers = malloc((size_t)s->n_layers * sizeof(h2t_layer_info));
+    if (!e.layers)
+        return h2t_err_set(H2T_ENOMEM, "extraction layers");
+    uint64_t off = 0;
+    for (uint32_t i = 0; i < s->n_layers; i++) {
+        e.layers[i] = s->layers[i];
+        e.layers[i].offset = off;
+        off += s->layers[i].dim;
+    }
+    e.total_dim = off;
+    rc = ext_save(st, txn, &e);
+    free(e.layers);
+    c->id = e.id;
+    return rc;
+}
+
+int h2t_store_extraction_begin(h2t_store *st, const h2t_extraction *spec, uint32_t *id, int *reused)
+{
+    if (!spec || !spec->n_layers || !spec->layers)
+        return h2t_err_set(H2T_EINVAL, "extraction: no layers");
+    if (spec->n_layers > 65535)
+        return h2t_err_set(H2T_EINVAL, "extraction: %u layers, at most 65535", spec->n_layers);
+    if (spec->dtype > H2T_DTYPE_F16)
+        return h2t_err_set(H2T_EINVAL, "extraction: unknown dtype %u", spec->dtype);
+    if (!spec->n_samples)
+        return h2t_err_set(H2T_EINVAL, "extraction: n_samples is 0");
+    for (uint32_t i = 0; i < spec->n_layers; i++) {
+        const h2t_layer_info *l = &spec->layers[i];
+        if (!l->dim)
+            return h2t_err_set(H2T_EINVAL, "extraction: layer %u '%.256s' has dim 0", i, l->name);
+        if (!l->name[0] || strnlen(l->name, sizeof(l->name)) == sizeof(l->name))
+            return h2t_err_set(H2T_EINVAL, "extraction: layer %u has an empty or unterminated name",
+                               i);
+        if ((uint64_t)l->dim * 4 * 1 > 0x7fffffffu)
+            return h2t_err_set(H2T_EINVAL, "extraction: layer '%s' dim %u too large", l->name,
+                               l->dim);
+        for (uint32_t j = 0; j < i; j++)
+            if (!strcmp(spec->layers[j].name, l->name))
+                return h2t_err_set(H2T_EINVAL, "extraction: layer name '%s' appears twice",
+                                   l->name);
+    }
+    ext_begin_ctx c = {.spec = spec};
+    int rc = st_run(st, 1, ext_begin_fn, &c);
+    if (rc == 0) {
+        if (id)
+            *id = c.id;
+        if (reused)
+            *reused = c.reused;
+    }
+    return rc;
+}
+
+typedef struct ext_get_ctx {
+    uint32_t id;
+    const char *query;
+    h2t_extraction *out;
+    int found;
+} ext_get_ctx;
+
+static int ext_get_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    ext_get_ctx *c = ctx;
+    return ext_load(st, txn, c->id, &c->out);
+}
+
+int h2t_store_extraction_get(h2t_store *st, uint32_t id, h2t_extraction **out)
+{
+    ext_get_ctx c = {.id = id};
+    int rc = st_run(st, 0, ext_get_fn, &c);
+    if (rc == 0)
+        *out = c.out;
+    return rc;
+}
+
+static int ext_find_visit(h2t_extraction *e, void *ctx)
+{
+    ext_get_ctx *c = ctx;
+    int hit = !strcmp(e->name, c->query);
+    if (hit) {
+        c->id = e->id;
+        c->found = 1;
+    }
+    h2t_extraction_destroy(e);
+    return hit;
+}
+
+static int ext_find_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    ext_get_ctx *c = ctx;
+    c->found = 0;
+    const char *q = c->query;
+    if (q[0] >= '0' && q[0] <= '9' && strspn(q, "0123456789") == strlen(q) && strlen(q) < 11) {
+        unsigned long long v = strtoull(q, NULL, 10);
+        key k;
+        MDB_val val;
+        if (v <= UINT32_MAX &&
+            mdb_get(txn, st->dbi[T_EXTRACTIONS], key_u32(&k, (uint32_t)v), &val) == 0) {
+            c->id = (uint32_t)v;
+            c->found = 1;
+            return 0;
+        }
+    }
+    return ext_scan(st, txn, ext_find_visit, c);
+}
+
+int h2t_store_extraction_find(h2t_store *st, const char *id_or_name, uint32_t *id)
+{
+    if (!id_or_name || !id_or_name[0])
+        return h2t_err_set(H2T_EINVAL, "no extraction named");
+    ext_get_ctx c = {.query = id_or_name};
+    int rc = st_run(st, 0, ext_find_fn, &c);
+    if (rc < 0)
+        return rc;
+    if (!c.found)
+        return h2t_err_set(H2T_ENOTFOUND, "no extraction '%s' (by id or name) in store %s",
+                           id_or_name, st->dir);
+    *id = c.id;
+    return 0;
+}
+
+static int ext_list_visit(h2t_extraction *e, void *ctx)
+{
+    int rc = list_push(ctx, e);
+    if (rc < 0)
+        h2t_extraction_destroy(e);
+    return rc;
+}
+
+static int ext_list_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    return ext_scan(st, txn, ext_list_visit, ctx);
+}
+
+int h2t_store_extraction_list(h2t_store *st, h2t_extraction ***out, size_t *n)
+{
+    list_ctx l = {0};
+    int rc = st_run(st, 0, ext_list_fn, &l);
+    if (rc < 0) {
+        h2t_extraction_list_destroy((h2t_extraction **)l.v, l.n);
+        return rc;
+    }
+    *out = (h2t_extraction **)l.v;
+    *n = l.n;
+    return 0;
+}
+
+typedef struct ext_state_ctx {
+    uint32_t id, state;
+} ext_state_ctx;
+
+static int ext_state_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    ext_state_ctx *c = ctx;
+    h2t_extraction *e;
+    int rc = ext_load(st, txn, c->id, &e);
+    if (rc < 0)
+        return rc;
+    e->state = c->state;
+    e->updated_ms = h2t_wall_ms();
+    rc = ext_save(st, txn, e);
+    h2t_extraction_destroy(e);
+    return rc;
+}
+
+int h2t_store_extraction_set_state(h2t_store *st, uint32_t id, uint32_t state)
+{
+    if (state > H2T_EXT_FAILED)
+        return h2t_err_set(H2T_EINVAL, "extraction %u: unknown state %u", id, state);
+    ext_state_ctx c = {id, state};
+    return st_run(st, 1, ext_state_fn, &c);
+}
+
+int h2t_extraction_layer_find(const h2t_extraction *e, const char *name, uint32_t *layer)
+{
+    for (uint32_t i = 0; i < e->n_layers; i++)
+        if (!strcmp(e->layers[i].name, name)) {
+            *layer = i;
+            return 0;
+        }
+    return h2t_err_set(H2T_ENOTFOUND, "extraction %u has no layer '%s'", e->id, name);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* features and statistics                                                                    */
+
+/* stats value: u32 dim, u32 0, u64 count, f64 norm_sum, norm_min, norm_max, then f64 mean[dim],
+ * f64 m2[dim], f32 min[dim], f32 max[dim] (host order) */
+#define STATS_HDR 40
+static size_t stats_bytes(uint32_t dim)
+{
+    return STATS_HDR + (size_t)dim * 24;
+}
+
+typedef struct feat_write_ctx {
+    uint32_t ext, first, n;
+    const float *const *layers;
+    uint8_t *scratch; /* stats_bytes(max dim) + batch buffers */
+    size_t scratch_len;
+} feat_write_ctx;
+
+static int feat_write_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    feat_write_ctx *c = ctx;
+    h2t_extraction *e;
+    int rc = ext_load(st, txn, c->ext, &e);
+    if (rc < 0)
+        return rc;
+    if (c->first != e->samples_done) {
+        rc = h2t_err_set(H2T_ESTATE,
+                         "extraction %u: the batch starts at sample %u but samples_done is %u "
+                         "(writes resume from the marker)",
+                         c->ext, c->first, e->samples_done);
+        goto out;
+    }
+    if ((uint64_t)c->first + c->n > e->n_samples) {
+        rc = h2t_err_set(H2T_EINVAL, "extraction %u: samples %u..%llu past n_samples %u", c->ext,
+                         c->first, (unsigned long long)c->first + c->n - 1, e->n_samples);
+        goto out;
+    }
+    uint32_t maxdim = 0;
+    for (uint32_t l = 0; l < e->n_layers; l++) {
+        if (!c->layers[l]) {
+            rc = h2t_err_set(H2T_EINVAL, "extraction %u: no data for layer %u '%s'", c->ext, l,
+                             e->layers[l].name);
+            goto out;
+        }
+        if (e->layers[l].dim > maxdim)
+            maxdim = e->layers[l].dim;
+    }
+    size_t need = stats_bytes(maxdim) + (size_t)maxdim * 16;
+    if (need > c->scratch_len) {
+        free(c->scratch);
+        c->scratch = malloc(need);
+        c->scratch_len = c->scratch ? need : 0;
+        if (!c->scratch) {
+            rc = h2t_err_set(H2T_ENOMEM, "feature batch statistics");
+            goto out;
+        }
+    }
+    size_t esize = e->dtype == H2T_DTYPE_F16 ? 2 : 4;
+    for (uint32_t l = 0; l < e->n_layers; l++) {
+        const h2t_layer_info *li = &e->layers[l];
+        const uint32_t dim = li->dim, n = c->n;
+        const float *x = c->layers[l];
+        uint8_t *sv = c->scratch;
+        double *bmean = (double *)(c->scratch + stats_bytes(maxdim));
+        double *bm2 = bmean + maxdim;
+        /* batch pass 1: finiteness, mean, min, max, norms */
+        uint8_t hdr[STATS_HDR];
+        key k;
+        MDB_val v;
+        rc = mdb_get(txn, st->dbi[T_STATS], key_stats(&k, c->ext, (uint16_t)l), &v);
+        if (rc == MDB_NOTFOUND) {
+            memset(sv, 0, stats_bytes(dim));
+            memcpy(sv, &dim, 4);
+            double inf = INFINITY, ninf = -INFINITY;
+            memcpy(sv + 24, &inf, 8);
+            memcpy(sv + 32, &ninf, 8);
+        } else if (rc) {
+            rc = st_mdb(st, rc, "reading statistics");
+            goto out;
+        } else if (v.mv_size != stats_bytes(dim)) {
+            rc = h2t_err_set(H2T_ECORRUPT, "store %s: statistics of extraction %u layer %u damaged",
+                             st->dir, c->ext, l);
+            goto out;
+        } else {
+            memcpy(sv, v.mv_data, v.mv_size); /* copy: the put below may reuse its pages */
+        }
+        memcpy(hdr, sv, STATS_HDR);
+        uint64_t count;
+        double norm_sum, norm_min, norm_max;
+        memcpy(&count, hdr + 8, 8);
+        memcpy(&norm_sum, hdr + 16, 8);
+        memcpy(&norm_min, hdr + 24, 8);
+        memcpy(&norm_max, hdr + 32, 8);
+        double *mean = (double *)(void *)(sv + STATS_HDR); /* sv is malloc-aligned */
+        double *m2 = mean + dim;
+        float *mn = (float *)(m2 + dim);
+        float *mx = mn + dim;
+        for (uint32_t j = 0; j < dim; j++)
+            bmean[j] = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            const float *row = x + (size_t)i * dim;
+            double nrm = 0;
+            for (uint32_t j = 0; j < dim; j++) {
+                float f = row[j];
+                if (!isfinite(f)) {
+                    rc = h2t_err_set(H2T_ENUMERIC,
+                                     "extraction %u layer '%s' sample %u feature %u is %s", c->ext,
+                                     li->name, c->first + i, j, isnan(f) ? "NaN" : "infinite");
+                    goto out;
+                }
+                bmean[j] += f;
+                nrm += (double)f * f;
+                if (count == 0 && i == 0) {
+                    mn[j] = mx[j] = f;
+                } else {
+                    if (f < mn[j])
+                        mn[j] = f;
+                    if (f > mx[j])
+                        mx[j] = f;
+                }
+            }
+            nrm = sqrt(nrm);
+            norm_sum += nrm;
+            if (nrm < norm_min)
+                norm_min = nrm;
+            if (nrm > norm_max)
+                norm_max = nrm;
+        }
+        for (uint32_t j = 0; j < dim; j++) {
+            bmean[j] /= n;
+            bm2[j] = 0;
+        }
+        for (uint32_t i = 0; i < n; i++) {
+            const float *row = x + (size_t)i * dim;
+            for (uint32_t j = 0; j < dim; j++) {
+                double d = row[j] - bmean[j];
+                bm2[j] += d * d;
+            }
+        }
+        /* Chan et al.: merge (count, mean, m2) with the batch's (n, bmean, bm2) */
+        double na = (double)count, nb = (double)n, nt = na + nb;
+        for (uint32_t j = 0; j < dim; j++) {
+            double delta = bmean[j] - mean[j];
+            mean[j] = count ? mean[j] + delta * (nb / nt) : bmean[j];
+            m2[j] = count ? m2[j] + bm2[j] + delta * delta * (na * nb / nt) : bm2[j];
+        }
+        count += n;
+        memcpy(sv + 8, &count, 8);
+        memcpy(sv + 16, &norm_sum, 8);
+        memcpy(sv + 24, &norm_min, 8);
+        memcpy(sv + 32, &norm_max, 8);
+        if ((rc = st_put(st, txn, T_STATS, key_stats(&k, c->ext, (uint16_t)l), sv, stats_bytes(dim),
+                         0, "writing statistics")) < 0)
+            goto out;
+        /* the feature block: n rows, written straight into the map */
+        MDB_val bv = {(size_t)n * dim * esize, NULL};
+        rc = mdb_put(txn, st->dbi[T_FEATURES], key_feat(&k, c->ext, (uint16_t)l, c->first), &bv,
+                     MDB_RESERVE | MDB_NOOVERWRITE);
+        if (rc == MDB_KEYEXIST) {
+            rc = h2t_err_set(H2T_ECORRUPT,
+                             "store %s: extraction %u layer %u already has a block at sample %u "
+                             "beyond samples_done",
+                             st->dir, c->ext, l, c->first);
+            goto out;
+        }
+        if (rc) {
+            rc = st_mdb(st, rc, "writing features");
+            goto out;
+        }
+        if (esize == 4) {
+            memcpy(bv.mv_data, x, bv.mv_size);
+        } else {
+            uint8_t *dst = bv.mv_data;
+            size_t cnt = (size_t)n * dim;
+            for (size_t i = 0; i < cnt; i++) {
+                uint16_t h = h2t_f32_to_f16(x[i]);
+                memcpy(dst + 2 * i, &h, 2);
+            }
+        }
+    }
+    e->samples_done = c->first + c->n;
+    e->updated_ms = h2t_wall_ms();
+    rc = ext_save(st, txn, e);
+out:
+    h2t_extraction_destroy(e);
+    return rc;
+}
+
+int h2t_store_features_write(h2t_store *st, uint32_t ext, uint32_t first, uint32_t n,
+                             const float *const *layers)
+{
+    if (!n)
+        return h2t_err_set(H2T_EINVAL, "extraction %u: empty batch at sample %u", ext, first);
+    if (!layers)
+        return h2t_err_set(H2T_EINVAL, "extraction %u: no layer data", ext);
+    feat_write_ctx c = {ext, first, n, layers, NULL, 0};
+    int rc = st_run(st, 1, feat_write_fn, &c);
+    free(c.scratch);
+    return rc;
+}
+
+/* find the block of (ext, layer) holding sample s: 0 found, 1 not stored, < 0 error */
+static int feat_seek(h2t_store *st, MDB_cursor *cur, uint32_t ext, uint16_t layer, uint32_t s,
+                     size_t rowbytes, uint32_t *bfirst, uint32_t *bn, const uint8_t **data)
+{
+    key kk;
+    MDB_val k = *key_feat(&kk, ext, layer, s), v;
+    int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    int exact = rc == 0 && k.mv_size == 10 && !memcmp(k.mv_data, kk.b, 10);
+    if (!exact) {
+        if (rc == MDB_NOTFOUND)
+            rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+        else if (rc == 0)
+            rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+        if (rc == MDB_NOTFOUND)
+            return 1;
+        if (rc)
+            return st_mdb(st, rc, "reading features");
+        if (k.mv_size != 10 || memcmp(k.mv_data, kk.b, 6))
+            return 1;
+    }
+    uint32_t f = h2t_be32_get((uint8_t *)k.mv_data + 6);
+    if (v.mv_size == 0 || v.mv_size % rowbytes)
+        return h2t_err_set(H2T_ECORRUPT,
+                           "store %s: feature block of extraction %u layer %u at sample %u has "
+                           "%zu bytes, not a multiple of %zu",
+                           st->dir, ext, layer, f, v.mv_size, rowbytes);
+    uint64_t cnt = v.mv_size / rowbytes;
+    if (f > s || (uint64_t)f + cnt <= s)
+        return 1;
+    *bfirst = f;
+    *bn = (uint32_t)cnt;
+    *data = v.mv_data;
+    return 0;
+}
+
+static void row_copy(float *out, const uint8_t *src, uint32_t dim, uint32_t dtype)
+{
+    if (dtype == H2T_DTYPE_F32) {
+        memcpy(out, src, (size_t)dim * 4);
+        return;
+    }
+    for (uint32_t j = 0; j < dim; j++) {
+        uint16_t h;
+        memcpy(&h, src + 2 * j, 2);
+        out[j] = h2t_f16_to_f32(h);
+    }
+}
+
+typedef struct layer_read_ctx {
+    uint32_t ext, layer, first, n, dim;
+    const uint32_t *samples;
+    float *out;
+    size_t ld;
+    int check_dim;
+} layer_read_ctx;
+
+static int layer_check(h2t_store *st, const h2t_extraction *e, uint32_t layer)
+{
+    if (layer >= e->n_layers)
+        return h2t_err_set(H2T_ENOTFOUND, "extraction %u has no layer %u (it has %u) in store %s",
+                           e->id, layer, e->n_layers, st->dir);
+    return 0;
+}
+
+static int layer_read_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    layer_read_ctx *c = ctx;
+    h2t_extraction *e;
+    int rc = ext_load(st, txn, c->ext, &e);
+    if (rc < 0)
+        return rc;
+    if ((rc = layer_check(st, e, c->layer)) < 0)
+        goto out;
+    const h2t_layer_info *li = &e->layers[c->layer];
+    uint32_t dim = li->dim;
+    if (c->check_dim && c->dim != dim) {
+        rc = h2t_err_set(H2T_ESHAPE,
+                         "extraction %u layer '%s' has %u features, the caller asked for %u",
+                         c->ext, li->name, dim, c->dim);
+        goto out;
+    }
+    if (!c->check_dim && c->ld < dim) {
+        rc = h2t_err_set(H2T_EINVAL, "extraction %u layer '%s': ld %zu < dim %u", c->ext, li->name,
+                         c->ld, dim);
+        goto out;
+    }
+    size_t rowbytes = (size_t)dim * (e->dtype == H2T_DTYPE_F16 ? 2 : 4);
+    MDB_cursor *cur;
+    if ((rc = mdb_cursor_open(txn, st->dbi[T_FEATURES], &cur)) != 0) {
+        rc = st_mdb(st, rc, "features cursor");
+        goto out;
+    }
+    uint32_t bf = 0, bn = 0;
+    const uint8_t *bd = NULL;
+    for (uint32_t i = 0; i < c->n; i++) {
+        uint32_t s = c->samples ? c->samples[i] : c->first + i;
+        if (!bd || s < bf || s - bf >= bn) {
+            rc = feat_seek(st, cur, c->ext, (uint16_t)c->layer, s, rowbytes, &bf, &bn, &bd);
+            if (rc == 1)
+                rc = h2t_err_set(H2T_ENOTFOUND,
+                                 "extraction %u layer '%s': sample %u not stored (samples_done "
+                                 "%u)",
+                                 c->ext, li->name, s, e->samples_done);
+            if (rc < 0)
+                break;
+        }
+        row_copy(c->out + (size_t)i * c->ld, bd + (size_t)(s - bf) * rowbytes, dim, e->dtype);
+    }
+    mdb_cursor_close(cur);
+out:
+    h2t_extraction_destroy(e);
+    return rc;
+}
+
+int h2t_store_feature_get(h2t_store *st, uint32_t ext, uint32_t layer, uint32_t sample, float *out,
+                          uint32_t dim)
+{
+    if (!out)
+        return h2t_err_set(H2T_EINVAL, "feature_get: no output buffer");
+    layer_read_ctx c = {ext, layer, sample, 1, dim, NULL, out, dim, 1};
+    return st_run(st, 0, layer_read_fn, &c);
+}
+
+int h2t_store_layer_read(h2t_store *st, uint32_t ext, uint32_t layer, const uint32_t *samples,
+                         uint32_t first, uint32_t n, float *out, size_t ld)
+{
+    if (!out && n)
+        return h2t_err_set(H2T_EINVAL, "layer_read: no output buffer");
+    if (!samples && (uint64_t)first + n > UINT32_MAX)
+        return h2t_err_set(H2T_EINVAL, "layer_read: sample range overflows");
+    layer_read_ctx c = {ext, layer, first, n, 0, samples, out, ld, 0};
+    return st_run(st, 0, layer_read_fn, &c);
+}
+
+int h2t_store_reader_begin(h2t_store *st, h2t_store_reader **out)
+{
+    h2t_store_reader *r = calloc(1, sizeof(*r));
+    if (!r)
+        return h2t_err_set(H2T_ENOMEM, "store reader");
+    r->st = st;
+    for (;;) {
+        pthread_rwlock_rdlock(&st->lock);
+        int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &r->txn);
+        if (rc == MDB_MAP_RESIZED) {
+            pthread_rwlock_unlock(&st->lock);
+            if ((rc = st_grow(st, 0)) < 0) {
+                free(r);
+                return rc;
+            }
+            continue;
+        }
+        if (rc == 0 && (rc = mdb_cursor_open(r->txn, st->dbi[T_FEATURES], &r->cur)) != 0)
+            mdb_txn_abort(r->txn);
+        if (rc) {
+            pthread_rwlock_unlock(&st->lock);
+            free(r);
+            return st_mdb(st, rc, "beginning a reader");
+        }
+        break;
+    }
+    *out = r;
+    return 0;
+}
+
+void h2t_store_reader_end(h2t_store_reader *r)
+{
+    if (!r)
+        return;
+    mdb_cursor_close(r->cur);
+    mdb_txn_abort(r->txn);
+    pthread_rwlock_unlock(&r->st->lock);
+    free(r);
+}
+
+int h2t_store_reader_feature(h2t_store_reader *r, uint32_t ext, uint32_t layer, uint32_t sample,
+                             const void **data, uint32_t *dim, uint32_t *dtype)
+{
+    h2t_store *st = r->st;
+    h2t_extraction *e;
+    int rc = ext_load(st, r->txn, ext, &e);
+    if (rc < 0)
+        return rc;
+    if ((rc = layer_check(st, e, layer)) < 0)
+        goto out;
+    size_t rowbytes = (size_t)e->layers[layer].dim * (e->dtype == H2T_DTYPE_F16 ? 2 : 4);
+    uint32_t bf, bn;
+    const uint8_t *bd;
+    rc = feat_seek(st, r->cur, ext, (uint16_t)layer, sample, rowbytes, &bf, &bn, &bd);
+    if (rc == 1)
+        rc = h2t_err_set(H2T_ENOTFOUND,
+                         "extraction %u layer '%s': sample %u not stored (samples_done %u)", ext,
+                         e->layers[layer].name, sample, e->samples_done);
+    if (rc == 0) {
+        *data = bd + (size_t)(sample - bf) * rowbytes;
+        *dim = e->layers[layer].dim;
+        *dtype = e->dtype;
+    }
+out:
+    h2t_extraction_destroy(e);
+    return rc;
+}
+
+void h2t_layer_stats_destroy(h2t_layer_stats *s)
+{
+    if (!s)
+        return;
+    free(s->mean);
+    free(s->m2);
+    free(s->min);
+    free(s->max);
+    free(s);
+}
+
+typedef struct stats_ctx {
+    uint32_t ext, layer;
+    h2t_layer_stats *out;
+} stats_ctx;
+
+static int stats_get_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    stats_ctx *c = ctx;
+    h2t_extraction *e;
+    int rc = ext_load(st, txn, c->ext, &e);
+    if (rc < 0)
+        return rc;
+    if ((rc = layer_check(st, e, c->layer)) < 0) {
+        h2t_extraction_destroy(e);
+        return rc;
+    }
+    uint32_t dim = e->layers[c->layer].dim;
+    h2t_extraction_destroy(e);
+    h2t_layer_stats *s = calloc(1, sizeof(*s));
+    if (!s)
+        return h2t_err_set(H2T_ENOMEM, "statistics");
+    s->dim = dim;
+    s->mean = calloc(dim, 8);
+    s->m2 = calloc(dim, 8);
+    s->min = calloc(dim, 4);
+    s->max = calloc(dim, 4);
+    if (!s->mean || !s->m2 || !s->min || !s->max) {
+        h2t_layer_stats_destroy(s);
+        return h2t_err_set(H2T_ENOMEM, "statistics");
+    }
+    key k;
+    MDB_val v;
+    rc = mdb_get(txn, st->dbi[T_STATS], key_stats(&k, c->ext, (uint16_t)c->layer), &v);
+    if (rc == MDB_NOTFOUND) { /* nothing written yet: count 0 */
+        c->out = s;
+        return 0;
+    }
+    if (rc == 0 && v.mv_size != stats_bytes(dim))
+        rc = h2t_err_set(H2T_ECORRUPT, "store %s: statistics of extraction %u layer %u damaged",
+                         st->dir, c->ext, c->layer);
+    else if (rc)
+        rc = st_mdb(st, rc, "reading statistics");
+    if (rc < 0) {
+        h2t_layer_stats_destroy(s);
+        return rc;
+    }
+    const uint8_t *p = v.mv_data;
+    double nsum;
+    memcpy(&s->count, p + 8, 8);
+    memcpy(&nsum, p + 16, 8);
+    memcpy(&s->norm_min, p + 24, 8);
+    memcpy(&s->norm_max, p + 32, 8);
+    s->norm_mean = s->count ? nsum / (double)s->count : 0;
+    p += STATS_HDR;
+    memcpy(s->mean, p, (size_t)dim * 8);
+    memcpy(s->m2, p + (size_t)dim * 8, (size_t)dim * 8);
+    memcpy(s->min, p + (size_t)dim * 16, (size_t)dim * 4);
+    memcpy(s->max, p + (size_t)dim * 20, (size_t)dim * 4);
+    c->out = s;
+    return 0;
+}
+
+int h2t_store_stats_get(h2t_store *st, uint32_t ext, uint32_t layer, h2t_layer_stats **out)
+{
+    stats_ctx c = {ext, layer, NULL};
+    int rc = st_run(st, 0, stats_get_fn, &c);
+    if (rc == 0)
+        *out = c.out;
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* tasks                                                                                      */
+
+void h2t_task_destroy(h2t_task *t)
+{
+    if (!t)
+        return;
+    if (t->class_names)
+        for (uint32_t i = 0; i < t->n_classes; i++)
+            free(t->class_names[i]);
+    free(t->class_names);
+    free(t->train);
+    free(t->val);
+    free(t->test);
+    free(t->train_labels);
+    free(t->val_labels);
+    free(t->test_labels);
+    free(t);
+}
+
+void h2t_task_list_destroy(h2t_task **v, size_t n)
+{
+    if (!v)
+        return;
+    for (size_t i = 0; i < n; i++)
+        h2t_task_destroy(v[i]);
+    free(v);
+}
+
+static void task_encode(wbuf *b, const h2t_task *t, uint64_t created)
+{
+    wb_u32(b, t->extraction);
+    wb_u32(b, t->n_classes);
+    for (uint32_t i = 0; i < t->n_classes; i++)
+        wb_strn(b, t->class_names ? t->class_names[i] : "", (size_t)-1);
+    wb_u32(b, t->shots);
+    wb_u64(b, created);
+    wb_u32(b, t->n_train);
+    wb_u32(b, t->n_val);
+    wb_u32(b, t->n_test);
+    wb_u32s(b, t->train, t->n_train);
+    wb_u32s(b, t->train_labels, t->n_train);
+    wb_u32s(b, t->val, t->n_val);
+    wb_u32s(b, t->val_labels, t->n_val);
+    wb_u32s(b, t->test, t->n_test);
+    wb_u32s(b, t->test_labels, t->n_test);
+}
+
+static int task_decode(h2t_store *st, const MDB_val *k, const MDB_val *v, int arrays,
+                       h2t_task **out)
+{
+    rbuf b = {v->mv_data, v->mv_size, 0, 0};
+    h2t_task *t = calloc(1, sizeof(*t));
+    if (!t)
+        return h2t_err_set(H2T_ENOMEM, "task");
+    size_t kn = k->mv_size < sizeof(t->name) - 1 ? k->mv_size : sizeof(t->name) - 1;
+    memcpy(t->name, k->mv_data, kn);
+    t->extraction = rb_u32(&b);
+    uint32_t nc = rb_u32(&b);
+    if (!b.bad && (size_t)nc * 4 > b.len - b.off)
+        b.bad = 1;
+    if (!b.bad && nc) {
+        if (!(t->class_names = calloc(nc, sizeof(char *))))
+            b.bad = 2;
+        else
+            t->n_classes = nc;
+    }
+    for (uint32_t i = 0; i < t->n_classes && !b.bad; i++)
+        t->class_names[i] = rb_strdup(&b);
+    t->shots = rb_u32(&b);
+    t->created_ms = rb_u64(&b);
+    t->n_train = rb_u32(&b);
+    t->n_val = rb_u32(&b);
+    t->n_test = rb_u32(&b);
+    if (arrays) {
+        t->train = rb_u32s(&b, t->n_train);
+        t->train_labels = rb_u32s(&b, t->n_train);
+        t->val = rb_u32s(&b, t->n_val);
+        t->val_labels = rb_u32s(&b, t->n_val);
+        t->test = rb_u32s(&b, t->n_test);
+        t->test_labels = rb_u32s(&b, t->n_test);
+    } else if (!b.bad) {
+        uint64_t skip = 8ull * ((uint64_t)t->n_train + t->n_val + t->n_test);
+        if (skip != b.len - b.off)
+            b.bad = 1;
+        else
+            b.off = b.len;
+    }
+    int rc = rb_done(st, &b, "tasks", t->name);
+    if (rc < 0) {
+        h2t_task_destroy(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
+typedef struct task_ctx {
+    const h2t_task *in;
+    const char *name;
+    int replace;
+    h2t_task *out;
+    list_ctx list;
+} task_ctx;
+
+static int task_check_list(const h2t_task *t, const h2t_extraction *e, const char *what,
+                           const uint32_t *ids, const uint32_t *labels, uint32_t n)
+{
+    if (n && (!ids || !labels))
+        return h2t_err_set(H2T_EINVAL, "task %s: %s list of %u without ids or labels", t->name,
+                           what, n);
+    for (uint32_t i = 0; i < n; i++) {
+        if (ids[i] >= e->n_samples)
+            return h2t_err_set(H2T_EINVAL,
+                               "task %s: %s sample %u is past extraction %u's %u samples", t->name,
+                               what, ids[i], e->id, e->n_samples);
+        if (labels[i] >= t->n_classes)
+            return h2t_err_set(H2T_EINVAL, "task %s: %s sample %u has label %u of %u classes",
+                               t->name, what, ids[i], labels[i], t->n_classes);
+    }
+    return 0;
+}
+
+static int task_put_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    task_ctx *c = ctx;
+    const h2t_task *t = c->in;
+    h2t_extraction *e;
+    int rc = ext_load(st, txn, t->extraction, &e);
+    if (rc < 0)
+        return h2t_err_wrap(rc, "task %s", t->name);
+    if ((rc = task_check_list(t, e, "train", t->train, t->train_labels, t->n_train)) < 0 ||
+        (rc = task_check_list(t, e, "val", t->val, t->val_labels, t->n_val)) < 0 ||
+        (rc = task_check_list(t, e, "test", t->test, t->test_labels, t->n_test)) < 0) {
+        h2t_extraction_destroy(e);
+        return rc;
+    }
+    h2t_extraction_destroy(e);
+    key k;
+    MDB_val v;
+    rc = mdb_get(txn, st->dbi[T_TASKS], key_str(&k, t->name), &v);
+    if (rc == 0 && !c->replace)
+        return h2t_err_set(H2T_EEXIST, "task '%s' already exists in store %s", t->name, st->dir);
+    if (rc && rc != MDB_NOTFOUND)
+        return st_mdb(st, rc, "reading a task");
+    wbuf b = {0};
+    task_encode(&b, t, h2t_wall_ms());
+    rc = b.oom ? h2t_err_set(H2T_ENOMEM, "encoding task %s", t->name)
+               : st_put(st, txn, T_TASKS, key_str(&k, t->name), b.p, b.len, 0, "writing a task");
+    free(b.p);
+    return rc;
+}
+
+int h2t_store_task_put(h2t_store *st, const h2t_task *t, int replace)
+{
+    if (!t || !t->name[0] || strnlen(t->name, sizeof(t->name)) == sizeof(t->name))
+        return h2t_err_set(H2T_EINVAL, "task without a (terminated) name");
+    if (!t->n_classes)
+        return h2t_err_set(H2T_EINVAL, "task %s: no classes", t->name);
+    if (!t->n_train)
+        return h2t_err_set(H2T_EINVAL, "task %s: empty train list", t->name);
+    task_ctx c = {.in = t, .replace = replace};
+    return st_run(st, 1, task_put_fn, &c);
+}
+
+static int task_get_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    task_ctx *c = ctx;
+    key k;
+    MDB_val v;
+    MDB_val *kv = key_str(&k, c->name);
+    int rc = mdb_get(txn, st->dbi[T_TASKS], kv, &v);
+    if (rc == MDB_NOTFOUND)
+        return h2t_err_set(H2T_ENOTFOUND, "no task '%s' in store %s", c->name, st->dir);
+    if (rc)
+        return st_mdb(st, rc, "reading a task");
+    return task_decode(st, kv, &v, 1, &c->out);
+}
+
+int h2t_store_task_get(h2t_store *st, const char *name, h2t_task **out)
+{
+    if (!name || !name[0] || strlen(name) >= sizeof(((h2t_task *)0)->name))
+        return h2t_err_set(H2T_EINVAL, "bad task name");
+    task_ctx c = {.name = name};
+    int rc = st_run(st, 0, task_get_fn, &c);
+    if (rc == 0)
+        *out = c.out;
+    return rc;
+}
+
+static int task_list_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    list_ctx *l = ctx;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(txn, st->dbi[T_TASKS], &cur);
+    if (rc)
+        return st_mdb(st, rc, "tasks cursor");
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        h2t_task *t;
+        int r = task_decode(st, &k, &v, 0, &t);
+        if (r == 0 && (r = list_push(l, t)) < 0)
+            h2t_task_destroy(t);
+        if (r < 0) {
+            mdb_cursor_close(cur);
+            return r;
+        }
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : st_mdb(st, rc, "listing tasks");
+}
+
+int h2t_store_task_list(h2t_store *st, h2t_task ***out, size_t *n)
+{
+    list_ctx l = {0};
+    int rc = st_run(st, 0, task_list_fn, &l);
+    if (rc < 0) {
+        h2t_task_list_destroy((h2t_task **)l.v, l.n);
+        return rc;
+    }
+    *out = (h2t_task **)l.v;
+    *n = l.n;
+    return 0;
+}
+
+static int task_delete_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    task_ctx *c = ctx;
+    key k;
+    int rc = mdb_del(txn, st->dbi[T_TASKS], key_str(&k, c->name), NULL);
+    if (rc == MDB_NOTFOUND)
+        return h2t_err_set(H2T_ENOTFOUND, "no task '%s' in store %s", c->name, st->dir);
+    return rc ? st_mdb(st, rc, "deleting a task") : 0;
+}
+
+int h2t_store_task_delete(h2t_store *st, const char *name)
+{
+    if (!name || !name[0])
+        return h2t_err_set(H2T_EINVAL, "bad task name");
+    task_ctx c = {.name = name};
+    return st_run(st, 1, task_delete_fn, &c);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* jobs and results                                                                           */
+
+void h2t_job_destroy(h2t_job *j)
+{
+    if (!j)
+        return;
+    free(j->spec);
+    free(j);
+}
+
+void h2t_job_list_destroy(h2t_job **v, size_t n)
+{
+    if (!v)
+        return;
+    for (size_t i = 0; i < n; i++)
+        h2t_job_destroy(v[i]);
+    free(v);
+}
+
+static void job_encode(wbuf *b, const h2t_job *j)
+{
+    wb_u32(b, j->state);
+    wb_u32(b, j->attempts);
+    wb_f64(b, j->progress);
+    wb_strn(b, j->stage, sizeof(j->stage));
+    wb_strn(b, j->error, sizeof(j->error));
+    wb_u64(b, j->created_ms);
+    wb_u64(b, j->started_ms);
+    wb_u64(b, j->finished_ms);
+    wb_blob(b, j->spec, j->spec_len);
+}
+
+static int job_decode(h2t_store *st, const MDB_val *v, uint64_t id, h2t_job **out)
+{
+    rbuf b = {v->mv_data, v->mv_size, 0, 0};
+    h2t_job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return h2t_err_set(H2T_ENOMEM, "job");
+    j->id = id;
+    j->state = rb_u32(&b);
+    j->attempts = rb_u32(&b);
+    j->progress = rb_f64(&b);
+    rb_str(&b, j->stage, sizeof(j->stage));
+    rb_str(&b, j->error, sizeof(j->error));
+    j->created_ms = rb_u64(&b);
+    j->started_ms = rb_u64(&b);
+    j->finished_ms = rb_u64(&b);
+    uint64_t n = rb_u64(&b);
+    if (!b.bad && n > b.len - b.off)
+        b.bad = 1;
+    if (!b.bad && n) {
+        if (!(j->spec = malloc(n)))
+            b.bad = 2;
+        else {
+            rb_bytes(&b, j->spec, n);
+            j->spec_len = n;
+        }
+    }
+    char kname[32];
+    snprintf(kname, sizeof(kname), "%llu", (unsigned long long)id);
+    int rc = rb_done(st, &b, "jobs", kname);
+    if (rc < 0) {
+        h2t_job_destroy(j);
+        return rc;
+    }
+    *out = j;
+    return 0;
+}
+
+typedef struct job_ctx {
+    uint64_t id;
+    const void *data;
+    size_t len;
+    const h2t_job *in;
+    uint32_t state;
+    const char *error;
+    h2t_job *out;
+} job_ctx;
+
+static int job_save(h2t_store *st, MDB_txn *txn, const h2t_job *j)
+{
+    wbuf b = {0};
+    job_encode(&b, j);
+    key k;
+    int rc = b.oom ? h2t_err_set(H2T_ENOMEM, "encoding job")
+                   : st_put(st, txn, T_JOBS, key_u64(&k, j->id), b.p, b.len, 0, "writing a job");
+    free(b.p);
+    return rc;
+}
+
+static int job_load(h2t_store *st, MDB_txn *txn, uint64_t id, h2t_job **out)
+{
+    key k;
+    MDB_val v;
+    int rc = mdb_get(txn, st->dbi[T_JOBS], key_u64(&k, id), &v);
+    if (rc == MDB_NOTFOUND)
+        return h2t_err_set(H2T_ENOTFOUND, "no job %llu in store %s", (unsigned long long)id,
+                           st->dir);
+    if (rc)
+        return st_mdb(st, rc, "reading a job");
+    return job_decode(st, &v, id, out);
+}
+
+static int job_create_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    job_ctx *c = ctx;
+    uint64_t id;
+    int rc = st_next_id(st, txn, T_JOBS, &id);
+    if (rc < 0)
+        return rc;
+    h2t_job j = {0};
+    j.id = id;
+    j.state = H2T_JOB_QUEUED;
+    j.created_ms = h2t_wall_ms();
+    j.spec = (void *)c->data;
+    j.spec_len = c->len;
+    c->id = id;
+    return job_save(st, txn, &j);
+}
+
+int h2t_store_job_create(h2t_store *st, const void *spec, size_t spec_len, uint64_t *id)
+{
+    if (spec_len && !spec)
+        return h2t_err_set(H2T_EINVAL, "job spec of %zu bytes without data", spec_len);
+    job_ctx c = {.data = spec, .len = spec_len};
+    int rc = st_run(st, 1, job_create_fn, &c);
+    if (rc == 0 && id)
+        *id = c.id;
+    return rc;
+}
+
+static int job_get_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    job_ctx *c = ctx;
+    return job_load(st, txn, c->id, &c->out);
+}
+
+int h2t_store_job_get(h2t_store *st, uint64_t id, h2t_job **out)
+{
+    job_ctx c = {.id = id};
+    int rc = st_run(st, 0, job_get_fn, &c);
+    if (rc == 0)
+        *out = c.out;
+    return rc;
+}
+
+static int job_update_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    job_ctx *c = ctx;
+    h2t_job *j;
+    int rc = job_load(st, txn, c->in->id, &j);
+    if (rc < 0)
+        return rc;
+    j->state = c->in->state;
+    j->attempts = c->in->attempts;
+    j->progress = c->in->progress;
+    memcpy(j->stage, c->in->stage, sizeof(j->stage));
+    memcpy(j->error, c->in->error, sizeof(j->error));
+    j->created_ms = c->in->created_ms;
+    j->started_ms = c->in->started_ms;
+    j->finished_ms = c->in->finished_ms;
+    rc = job_save(st, txn, j);
+    h2t_job_destroy(j);
+    return rc;
+}
+
+int h2t_store_job_update(h2t_store *st, const h2t_job *j)
+{
+    if (!j || j->state > H2T_JOB_CANCELLED)
+        return h2t_err_set(H2T_EINVAL, "job update: bad state %u", j ? j->state : 0);
+    job_ctx c = {.in = j};
+    return st_run(st, 1, job_update_fn, &c);
+}
+
+static int job_finish_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    job_ctx *c = ctx;
+    h2t_job *j;
+    int rc = job_load(st, txn, c->id, &j);
+    if (rc < 0)
+        return rc;
+    j->state = c->state;
+    snprintf(j->error, sizeof(j->error), "%s", c->error ? c->error : "");
+    j->finished_ms = h2t_wall_ms();
+    if (c->state == H2T_JOB_DONE)
+        j->progress = 1.0;
+    rc = job_save(st, txn, j);
+    h2t_job_destroy(j);
+    key k;
+    if (rc == 0 && c->data)
+        rc = st_put(st, txn, T_RESULTS, key_u64(&k, c->id), c->data, c->len, 0, "writing a result");
+    return rc;
+}
+
+int h2t_store_job_finish(h2t_store *st, uint64_t id, uint32_t state, const char *error,
+                         const void *result, size_t result_len)
+{
+    if (state != H2T_JOB_DONE && state != H2T_JOB_FAILED && state != H2T_JOB_CANCELLED)
+        return h2t_err_set(H2T_EINVAL, "job %llu: finish with non-final state %u",
+                           (unsigned long long)id, state);
+    if (state == H2T_JOB_DONE && !result)
+        return h2t_err_set(H2T_EINVAL, "job %llu: DONE without a result", (unsigned long long)id);
+    job_ctx c = {.id = id, .state = state, .error = error, .data = result, .len = result_len};
+    return st_run(st, 1, job_finish_fn, &c);
+}
+
+static int job_list_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    list_ctx *l = ctx;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(txn, st->dbi[T_JOBS], &cur);
+    if (rc)
+        return st_mdb(st, rc, "jobs cursor");
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        h2t_job *j;
+        int r = k.mv_size == 8 ? job_decode(st, &v, h2t_be64_get(k.mv_data), &j)
+                               : h2t_err_set(H2T_ECORRUPT, "store %s: bad job key", st->dir);
+        if (r == 0 && (r = list_push(l, j)) < 0)
+            h2t_job_destroy(j);
+        if (r < 0) {
+            mdb_cursor_close(cur);
+            return r;
+        }
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : st_mdb(st, rc, "listing jobs");
+}
+
+int h2t_store_job_list(h2t_store *st, h2t_job ***out, size_t *n)
+{
+    list_ctx l = {0};
+    int rc = st_run(st, 0, job_list_fn, &l);
+    if (rc < 0) {
+        h2t_job_list_destroy((h2t_job **)l.v, l.n);
+        return rc;
+    }
+    *out = (h2t_job **)l.v;
+    *n = l.n;
+    return 0;
+}
+
+typedef struct result_ctx {
+    uint64_t id;
+    void *blob;
+    size_t len;
+} result_ctx;
+
+static int result_get_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    result_ctx *c = ctx;
+    key k;
+    MDB_val v;
+    int rc = mdb_get(txn, st->dbi[T_RESULTS], key_u64(&k, c->id), &v);
+    if (rc == MDB_NOTFOUND)
+        return h2t_err_set(H2T_ENOTFOUND, "no result for job %llu in store %s",
+                           (unsigned long long)c->id, st->dir);
+    if (rc)
+        return st_mdb(st, rc, "reading a result");
+    c->blob = malloc(v.mv_size ? v.mv_size : 1);
+    if (!c->blob)
+        return h2t_err_set(H2T_ENOMEM, "result of job %llu", (unsigned long long)c->id);
+    memcpy(c->blob, v.mv_data, v.mv_size);
+    c->len = v.mv_size;
+    return 0;
+}
+
+int h2t_store_result_get(h2t_store *st, uint64_t id, void **blob, size_t *len)
+{
+    result_ctx c = {id, NULL, 0};
+    int rc = st_run(st, 0, result_get_fn, &c);
+    if (rc == 0) {
+        *blob = c.blob;
+        *len = c.len;
+    }
+    return rc;
+}
