@@ -22,8 +22,8 @@ The ONNX graph:
   the dropout's input.
 - no Transpose: kernels are permuted to ONNX layout here; Flatten is emitted only where the
   spatial size is 1x1 (channels_last and channels_first then give the same order).
-- metadata_props: h2tdb.preprocess (what the model expects, see PREPROCESS), h2tdb.classes,
-  h2tdb.source.
+- metadata_props: h2tdb.preprocess (what the model expects, see PREPROCESS),
+  h2tdb.preprocess.reference, h2tdb.classes, h2tdb.source.
 Standard library, numpy and the python3-onnx package only.
 """
 import json
@@ -36,8 +36,12 @@ from onnx import TensorProto, helper, numpy_helper
 OPSET = 13
 # nsfwjs (dist/cjs/core.js, NSFWJS.infer): img.toFloat().div(255), then
 # tf.image.resizeBilinear(..., [224, 224], alignCorners = true). The model was trained on
-# [0,1] inputs (not MobileNetV2's usual [-1,1]), so [0,1] is what we record.
-PREPROCESS = "resize=bilinear scale=0,1 channels=3 align_corners=1"
+# [0,1] inputs (not MobileNetV2's usual [-1,1]), so [0,1] is what we record, in the syntax
+# extract/extract.h h2t_prep_parse reads (it refuses unknown keys: only "scale" goes there);
+# the reference pipeline in full goes to a second, informative key.
+PREPROCESS = "scale=0,1"
+PREPROCESS_REF = ("nsfwjs 4.4.0: RGB uint8 / 255 -> [0,1], tf.image.resizeBilinear to 224x224 "
+                  "with alignCorners=true, NHWC (this file: NCHW)")
 NSFW_CLASSES = "Drawing,Hentai,Neutral,Porn,Sexy"
 
 
@@ -325,6 +329,7 @@ def convert(model_json, blob, source):
     model.ir_version = 7  # opset 13's IR version; keeps older runtimes happy
     model.doc_string = "Converted from %s (Keras %s)" % (source, topo.get("keras_version"))
     helper.set_model_props(model, {"h2tdb.preprocess": PREPROCESS,
+                                   "h2tdb.preprocess.reference": PREPROCESS_REF,
                                    "h2tdb.classes": NSFW_CLASSES,
                                    "h2tdb.source": source})
     onnx.checker.check_model(model)

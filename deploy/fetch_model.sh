@@ -16,7 +16,7 @@ NSFWJS_VERSION=4.4.0
 ORT_VERSION=1.30.0
 # sha256 of the converted file: the conversion is deterministic (same npm tarball, same
 # numpy/onnx code path); a mismatch means the source or the converter changed.
-MOBILENET_SHA256=c68822fdbece13e253c824e40e231fc3960d7b824ab8e7258f121db2e1bf44fe
+MOBILENET_SHA256=9d3b4d51325c873df5c94ddd66e80bbad7ae074444b00b37ff23972716eb882c
 
 want_resnet=0
 want_ort=0
