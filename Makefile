@@ -117,3 +117,14 @@ clean:
 	rm -rf build
 
 -include $(shell find build -name '*.d' 2>/dev/null)
+
+# ---- conformance against ONNX Runtime (tests/conformance/; needs nodejs + npm) ----
+build/conformance/onnx_dump: tests/conformance/onnx_dump.c build/libh2tdb.a
+	@mkdir -p build/conformance
+	$(CC) $(REL_CFLAGS) $< build/libh2tdb.a $(LIBS) -o $@
+conformance: build/conformance/onnx_dump
+	./deploy/deps.sh --bench
+	./deploy/fetch_model.sh --all
+	./tests/conformance/tfjs_compare.sh
+	./tests/conformance/ort_compare.sh mobilenet_v2 resnet18 resnet50
+.PHONY: conformance

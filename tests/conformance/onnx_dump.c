@@ -1,0 +1,168 @@
+/*
+ * tests/conformance/onnx_dump.c - run a model through h2tdb's executor and write every tensor.
+ *
+ * The h2tdb half of tests/conformance/ort_compare.sh: loads MODEL with extract/model.h,
+ * observes every tensor of the graph, runs the N samples of INPUT (raw little-endian float32,
+ * N x C x H x W) as one batch and writes each computed tensor into OUTDIR in the dump format
+ * of tests/conformance/common.py (index.tsv: name TAB d0,d1,... TAB file; one raw float32
+ * file per tensor). Built by `make build/conformance/onnx_dump`.
+ *
+ *     build/conformance/onnx_dump models/resnet18.onnx in.f32 2 /tmp/dump [--threads 1]
+ *
+ * Exit status 0 on success, 1 on any error (the executor's code and detail on stderr).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/err.h"
+#include "extract/model.h"
+
+typedef struct dump_ctx {
+    const h2t_model *m;
+    const char *dir;
+    FILE *index;
+    int n_written;
+    unsigned char *written; /* per tensor: 1 once its file exists */
+} dump_ctx;
+
+static int dump_write(dump_ctx *d, int tensor, const float *data, const int64_t *shape, int rank)
+{
+    char path[4096];
+    size_t count = 1;
+    int rc = 0;
+    FILE *f = NULL;
+    const h2t_tensor_info *ti = h2t_model_tensor(d->m, tensor);
+
+    if (d->written[tensor])
+        return 0;
+    for (int i = 0; i < rank; i++)
+        count *= (size_t)shape[i];
+    snprintf(path, sizeof path, "%s/h%04d.f32", d->dir, tensor);
+    f = fopen(path, "wb");
+    if (!f || fwrite(data, sizeof(float), count, f) != count) {
+        fprintf(stderr, "onnx_dump: %s: %s\n", path, strerror(errno));
+        rc = H2T_EIO;
+        goto out;
+    }
+    fprintf(d->index, "%s\t", ti->name);
+    for (int i = 0; i < rank; i++)
+        fprintf(d->index, "%s%lld", i ? "," : "", (long long)shape[i]);
+    fprintf(d->index, "\th%04d.f32\n", tensor);
+    d->written[tensor] = 1;
+    d->n_written++;
+out:
+    if (f && fclose(f) != 0 && rc == 0)
+        rc = H2T_EIO;
+    return rc;
+}
+
+static int on_tensor(void *ctx, int tensor, const float *data, const int64_t *shape, int rank)
+{
+    return dump_write(ctx, tensor, data, shape, rank);
+}
+
+static float *read_input(const char *path, size_t want)
+{
+    FILE *f = fopen(path, "rb");
+    float *x = NULL;
+
+    if (!f) {
+        fprintf(stderr, "onnx_dump: %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    x = malloc(want * sizeof(float) + 1);
+    if (x && fread(x, sizeof(float), want, f) != want) {
+        fprintf(stderr, "onnx_dump: %s: shorter than %zu floats\n", path, want);
+        free(x);
+        x = NULL;
+    }
+    fclose(f);
+    return x;
+}
+
+int main(int argc, char **argv)
+{
+    h2t_model *m = NULL;
+    h2t_exec *x = NULL;
+    float *input = NULL;
+    dump_ctx d = {0};
+    char path[4096];
+    int rc = 0, n, threads = 1;
+    size_t per = 1;
+    const h2t_tensor_info *in;
+
+    if (argc != 5 && !(argc == 7 && strcmp(argv[5], "--threads") == 0)) {
+        fprintf(stderr, "usage: onnx_dump MODEL.onnx INPUT.f32 N OUTDIR [--threads T]\n");
+        return 2;
+    }
+    n = atoi(argv[3]);
+    if (argc == 7)
+        threads = atoi(argv[6]);
+    h2t_blas_threads(threads);
+    rc = h2t_model_load(argv[1], &m);
+    if (rc < 0)
+        goto out;
+    in = h2t_model_input(m);
+    for (int i = 1; i < in->rank; i++)
+        per *= (size_t)in->shape[i];
+    input = read_input(argv[2], per * (size_t)n);
+    if (!input) {
+        rc = H2T_EIO;
+        goto out;
+    }
+    rc = h2t_exec_create(m, n, &x);
+    if (rc < 0)
+        goto out;
+    d.m = m;
+    d.dir = argv[4];
+    d.written = calloc((size_t)h2t_model_n_tensors(m), 1);
+    if (!d.written) {
+        rc = H2T_ENOMEM;
+        goto out;
+    }
+    for (int i = 0; i < h2t_model_n_tensors(m); i++) {
+        if (!h2t_model_tensor(m, i)->is_input && (rc = h2t_exec_observe(x, i, 1)) < 0)
+            goto out;
+    }
+    if (mkdir(d.dir, 0777) != 0 && errno != EEXIST) {
+        fprintf(stderr, "onnx_dump: %s: %s\n", d.dir, strerror(errno));
+        rc = H2T_EIO;
+        goto out;
+    }
+    snprintf(path, sizeof path, "%s/index.tsv", d.dir);
+    d.index = fopen(path, "w");
+    if (!d.index) {
+        fprintf(stderr, "onnx_dump: %s: %s\n", path, strerror(errno));
+        rc = H2T_EIO;
+        goto out;
+    }
+    rc = h2t_exec_run(x, input, n, on_tensor, &d);
+    if (rc < 0)
+        goto out;
+    /* graph outputs the callback did not deliver (the contract only promises them here) */
+    for (int i = 0, k = 0; i < h2t_model_n_tensors(m); i++) {
+        const h2t_tensor_info *ti = h2t_model_tensor(m, i);
+        int64_t shape[H2T_MAX_RANK];
+        int rank;
+        const float *data;
+        if (!ti->is_output)
+            continue;
+        data = h2t_exec_output(x, k++, shape, &rank);
+        if (data && (rc = dump_write(&d, i, data, shape, rank)) < 0)
+            goto out;
+    }
+    fprintf(stderr, "onnx_dump: %d tensors written to %s\n", d.n_written, d.dir);
+out:
+    if (rc < 0)
+        fprintf(stderr, "onnx_dump: %s: %s (%s)\n", argv[1], h2t_strerror(rc), h2t_err_detail());
+    if (d.index && fclose(d.index) != 0 && rc == 0)
+        rc = H2T_EIO;
+    free(d.written);
+    free(input);
+    h2t_exec_destroy(x);
+    h2t_model_destroy(m);
+    return rc < 0 ? 1 : 0;
+}
