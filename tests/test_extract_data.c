@@ -1,0 +1,497 @@
+/* Data sources (extract/data.c) and preprocessing (extract/preprocess.c) on fixtures written
+ * in the test's temporary directory: IDX (plain and gzip), npy, PNG/JPEG folders, and every
+ * bad-input path. */
+#include "common/err.h"
+#include "common/util.h"
+#include "extract/extract.h"
+#include "tests/test.h"
+
+#include <stdio.h> /* before jpeglib.h, which needs FILE */
+
+#include <jpeglib.h>
+#include <png.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+/* ---- fixture writers ---- */
+
+static void put_file(const char *path, const void *buf, size_t len, int gz)
+{
+    if (gz) {
+        gzFile f = gzopen(path, "wb");
+        ASSERT(f != NULL);
+        ASSERT_EQ(gzwrite(f, buf, (unsigned)len), (long long)len);
+        gzclose(f);
+    } else {
+        FILE *f = fopen(path, "wb");
+        ASSERT(f != NULL);
+        ASSERT_EQ(fwrite(buf, 1, len, f), len);
+        fclose(f);
+    }
+}
+
+/* IDX images n x h x w, pixel (i, y, x) = (i * 16 + y * w + x) & 255 */
+static size_t idx_images(uint8_t *buf, uint32_t n, uint32_t h, uint32_t w, uint32_t base)
+{
+    buf[0] = buf[1] = 0;
+    buf[2] = 8;
+    buf[3] = 3;
+    h2t_be32_put(buf + 4, n);
+    h2t_be32_put(buf + 8, h);
+    h2t_be32_put(buf + 12, w);
+    for (uint32_t i = 0; i < n * h * w; i++)
+        buf[16 + i] = (uint8_t)(((base + i / (h * w)) * 16 + i % (h * w)) & 255);
+    return 16 + (size_t)n * h * w;
+}
+
+static size_t idx_labels(uint8_t *buf, uint32_t n, uint32_t base)
+{
+    buf[0] = buf[1] = 0;
+    buf[2] = 8;
+    buf[3] = 1;
+    h2t_be32_put(buf + 4, n);
+    for (uint32_t i = 0; i < n; i++)
+        buf[8 + i] = (uint8_t)((base + i) % 3);
+    return 8 + n;
+}
+
+/* dir with 5 train and 3 test images of 4 x 3, labels (i % 3) */
+static void make_idx(const char *dir, int gz)
+{
+    mkdir(dir, 0755);
+    uint8_t buf[1024];
+    char p[512];
+    const char *sfx = gz ? ".gz" : "";
+    snprintf(p, sizeof p, "%s/train-images-idx3-ubyte%s", dir, sfx);
+    put_file(p, buf, idx_images(buf, 5, 4, 3, 0), gz);
+    snprintf(p, sizeof p, "%s/train-labels-idx1-ubyte%s", dir, sfx);
+    put_file(p, buf, idx_labels(buf, 5, 0), gz);
+    snprintf(p, sizeof p, "%s/t10k-images-idx3-ubyte%s", dir, sfx);
+    put_file(p, buf, idx_images(buf, 3, 4, 3, 5), gz);
+    snprintf(p, sizeof p, "%s/t10k-labels-idx1-ubyte%s", dir, sfx);
+    put_file(p, buf, idx_labels(buf, 3, 5), gz);
+}
+
+static int open_err(const char *spec, const char *detail_part)
+{
+    h2t_data *d = NULL;
+    int rc = h2t_data_open(spec, &d);
+    if (rc == 0) {
+        h2t_data_close(d);
+        TEST_FAILF("%s opened; expected an error naming \"%s\"", spec, detail_part);
+    }
+    ASSERT(d == NULL);
+    ASSERT_CONTAINS(h2t_err_detail(), detail_part);
+    return rc;
+}
+
+/* ---- idx ---- */
+
+TEST(extract_data_idx_both_splits)
+{
+    make_idx("plain", 0);
+    make_idx("gz", 1);
+    h2t_data *a, *b;
+    ASSERT_OK(h2t_data_open("idx:plain", &a));
+    ASSERT_OK(h2t_data_open("idx:gz", &b));
+    const h2t_data_info *ia = h2t_data_info_get(a), *ib = h2t_data_info_get(b);
+    ASSERT_STREQ(ia->kind, "idx");
+    ASSERT_STREQ(ia->name, "plain");
+    ASSERT_STREQ(ia->uri, "idx:plain");
+    ASSERT_EQ(ia->n_samples, 8);
+    ASSERT_EQ(ia->n_train, 5);
+    ASSERT_EQ(ia->n_test, 3);
+    ASSERT_EQ(ia->h, 4);
+    ASSERT_EQ(ia->w, 3);
+    ASSERT_EQ(ia->c, 1);
+    ASSERT_EQ(ia->n_classes, 3);
+    ASSERT_STREQ(ia->class_names[2], "2");
+    for (uint32_t i = 0; i < 8; i++) {
+        ASSERT_EQ(ia->labels[i], i % 3);
+        ASSERT_EQ(ia->split[i], i < 5 ? H2T_SPLIT_TRAIN : H2T_SPLIT_TEST);
+    }
+    /* the hash covers the decompressed content: gzip or not, the same source */
+    ASSERT(memcmp(ia->hash, ib->hash, 32) == 0);
+    h2t_image im;
+    ASSERT_OK(h2t_data_read(b, 6, &im)); /* test image 1 = global 6 */
+    ASSERT_EQ(im.pixel, H2T_PIX_U8);
+    ASSERT_EQ(im.h, 4);
+    const uint8_t *px = im.data;
+    for (int k = 0; k < 12; k++)
+        ASSERT_EQ(px[k], (6 * 16 + k) & 255);
+    ASSERT_EQ(h2t_data_read(b, 8, &im), H2T_EINVAL);
+    h2t_data_close(a);
+    h2t_data_close(b);
+}
+
+TEST(extract_data_idx_classes_and_selection)
+{
+    make_idx("fashion-mnist", 1);
+    h2t_data *d;
+    ASSERT_OK(h2t_data_open("idx:fashion-mnist/", &d));
+    const h2t_data_info *in = h2t_data_info_get(d);
+    ASSERT_EQ(in->n_classes, 10);
+    ASSERT_STREQ(in->class_names[0], "T-shirt/top");
+    ASSERT_STREQ(in->class_names[9], "Ankle boot");
+    uint8_t full[32];
+    memcpy(full, in->hash, 32);
+    ASSERT_OK(h2t_data_select(d, 2, 1));
+    in = h2t_data_info_get(d);
+    ASSERT_EQ(in->n_samples, 3);
+    ASSERT_STREQ(in->name, "fashion-mnist[train:2,test:1]");
+    ASSERT_CONTAINS(in->uri, "[train:2,test:1]");
+    ASSERT(memcmp(full, in->hash, 32) != 0);
+    ASSERT_EQ(in->labels[2], 5 % 3);
+    ASSERT_EQ(in->split[2], H2T_SPLIT_TEST);
+    h2t_image im;
+    ASSERT_OK(h2t_data_read(d, 2, &im)); /* = source sample 5 (first test image) */
+    ASSERT_EQ(((const uint8_t *)im.data)[0], (5 * 16) & 255);
+    ASSERT_EQ(h2t_data_select(d, 6, 0), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "5 train and 3 test");
+    ASSERT_EQ(h2t_data_select(d, 0, 0), H2T_EINVAL);
+    ASSERT_OK(h2t_data_select(d, UINT32_MAX, 0)); /* train only */
+    ASSERT_EQ(h2t_data_info_get(d)->n_samples, 5);
+    h2t_data_close(d);
+
+    /* classes.txt wins; a label beyond it is refused */
+    make_idx("c", 0);
+    put_file("c/classes.txt", "zero\none\n\ntwo\n", 14, 0);
+    ASSERT_OK(h2t_data_open("idx:c", &d));
+    ASSERT_EQ(h2t_data_info_get(d)->n_classes, 3);
+    ASSERT_STREQ(h2t_data_info_get(d)->class_names[1], "one");
+    h2t_data_close(d);
+    put_file("c/classes.txt", "zero\none\n", 9, 0);
+    ASSERT_EQ(open_err("idx:c", "label 2 but only 2 class names"), H2T_ECORRUPT);
+}
+
+TEST(extract_data_idx_bad_input)
+{
+    uint8_t buf[1024];
+    size_t n;
+    ASSERT_EQ(open_err("idx:nodir", "nodir"), H2T_ENOTFOUND);
+    mkdir("empty", 0755);
+    ASSERT_EQ(open_err("idx:empty", "train-images-idx3-ubyte"), H2T_ENOTFOUND);
+
+    make_idx("m", 0); /* bad magic */
+    n = idx_images(buf, 5, 4, 3, 0);
+    buf[1] = 7;
+    put_file("m/train-images-idx3-ubyte", buf, n, 0);
+    ASSERT_EQ(open_err("idx:m", "m/train-images-idx3-ubyte: bad IDX magic"), H2T_ECORRUPT);
+    n = idx_images(buf, 5, 4, 3, 0);
+    buf[3] = 2; /* 2 dims for images */
+    put_file("m/train-images-idx3-ubyte", buf, n, 0);
+    ASSERT_EQ(open_err("idx:m", "bad IDX magic: 2 dimensions"), H2T_ECORRUPT);
+
+    make_idx("k", 1); /* labels count != images count */
+    n = idx_labels(buf, 4, 0);
+    put_file("k/train-labels-idx1-ubyte.gz", buf, n, 1);
+    ASSERT_EQ(open_err("idx:k", "has 4 labels but"), H2T_ECORRUPT);
+
+    make_idx("t", 0); /* truncated plain file */
+    n = idx_images(buf, 3, 4, 3, 5);
+    put_file("t/t10k-images-idx3-ubyte", buf, n - 5, 0);
+    ASSERT_EQ(open_err("idx:t", "t/t10k-images-idx3-ubyte: truncated"), H2T_ECORRUPT);
+    put_file("t/t10k-images-idx3-ubyte", buf, 10, 0); /* truncated header */
+    ASSERT_EQ(open_err("idx:t", "truncated IDX header"), H2T_ECORRUPT);
+    put_file("t/t10k-images-idx3-ubyte", buf, n, 0);
+    buf[n] = 1; /* more bytes than the count */
+    put_file("t/t10k-images-idx3-ubyte", buf, n + 1, 0);
+    ASSERT_EQ(open_err("idx:t", "bad IDX count"), H2T_ECORRUPT);
+    h2t_be32_put(buf + 4, 0); /* zero count */
+    put_file("t/t10k-images-idx3-ubyte", buf, n, 0);
+    ASSERT_EQ(open_err("idx:t", "bad IDX count"), H2T_ECORRUPT);
+
+    make_idx("g", 1); /* truncated gzip stream */
+    n = idx_images(buf, 5, 4, 3, 0);
+    uint8_t z[2048];
+    uLongf zl = sizeof z;
+    /* a gzip file cut in half: write it whole, read it back, write half */
+    put_file("g/whole.gz", buf, n, 1);
+    FILE *f = fopen("g/whole.gz", "rb");
+    zl = fread(z, 1, sizeof z, f);
+    fclose(f);
+    put_file("g/train-images-idx3-ubyte.gz", z, zl / 2, 0);
+    ASSERT_EQ(open_err("idx:g", "g/train-images-idx3-ubyte.gz"), H2T_ECORRUPT);
+
+    make_idx("l", 0); /* a split with images but no labels */
+    unlink("l/t10k-labels-idx1-ubyte");
+    ASSERT_EQ(open_err("idx:l", "t10k-labels-idx1-ubyte"), H2T_ENOTFOUND);
+
+    ASSERT_EQ(open_err("bogus:x", "expected idx:DIR"), H2T_EINVAL);
+}
+
+/* ---- npy ---- */
+
+static size_t npy_header(uint8_t *buf, const char *descr, const char *shape)
+{
+    char dict[200];
+    int l = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': %s, }",
+                     descr, shape);
+    size_t total = 10 + (size_t)l + 1;
+    size_t pad = (64 - total % 64) % 64;
+    memcpy(buf, "\x93NUMPY\x01\x00", 8);
+    uint16_t hl = (uint16_t)(l + 1 + pad);
+    buf[8] = (uint8_t)hl;
+    buf[9] = (uint8_t)(hl >> 8);
+    memcpy(buf + 10, dict, (size_t)l);
+    memset(buf + 10 + l, ' ', pad);
+    buf[10 + l + pad] = '\n';
+    return 10 + hl;
+}
+
+TEST(extract_data_npy)
+{
+    uint8_t buf[4096];
+    size_t h = npy_header(buf, "|u1", "(4, 2, 3)"); /* 4 gray 2x3 images */
+    for (int i = 0; i < 24; i++)
+        buf[h + i] = (uint8_t)(i * 10);
+    put_file("img.npy", buf, h + 24, 0);
+    h = npy_header(buf, "<i8", "(4,)");
+    int64_t lab[4] = {0, 2, 1, 2};
+    memcpy(buf + h, lab, sizeof lab);
+    put_file("lab.npy", buf, h + sizeof lab, 0);
+    h2t_data *d;
+    ASSERT_OK(h2t_data_open("npy:img.npy,lab.npy", &d));
+    const h2t_data_info *in = h2t_data_info_get(d);
+    ASSERT_EQ(in->n_samples, 4);
+    ASSERT_EQ(in->c, 1);
+    ASSERT_EQ(in->h, 2);
+    ASSERT_EQ(in->w, 3);
+    ASSERT_EQ(in->n_classes, 3);
+    ASSERT_EQ(in->labels[1], 2);
+    ASSERT_STREQ(in->name, "img");
+    h2t_image im;
+    ASSERT_OK(h2t_data_read(d, 2, &im));
+    ASSERT_EQ(((const uint8_t *)im.data)[1], 130);
+    h2t_data_close(d);
+    ASSERT_OK(h2t_data_open("npy:img.npy", &d)); /* no labels: one class "none" */
+    ASSERT_EQ(h2t_data_info_get(d)->n_classes, 1);
+    ASSERT_STREQ(h2t_data_info_get(d)->class_names[0], "none");
+    h2t_data_close(d);
+
+    /* float32 NCHW */
+    h = npy_header(buf, "<f4", "(2, 3, 2, 2)");
+    float v[24];
+    for (int i = 0; i < 24; i++)
+        v[i] = (float)i - 0.5f;
+    memcpy(buf + h, v, sizeof v);
+    put_file("f.npy", buf, h + sizeof v, 0);
+    ASSERT_OK(h2t_data_open("npy:f.npy", &d));
+    ASSERT_EQ(h2t_data_info_get(d)->pixel, H2T_PIX_F32);
+    ASSERT_EQ(h2t_data_info_get(d)->c, 3);
+    ASSERT_OK(h2t_data_read(d, 1, &im));
+    ASSERT_NEAR(((const float *)im.data)[0], 11.5, 0);
+    h2t_data_close(d);
+
+    /* bad input */
+    put_file("trunc.npy", buf, h + sizeof v - 4, 0);
+    ASSERT_EQ(open_err("npy:trunc.npy", "trunc.npy: truncated"), H2T_ECORRUPT);
+    put_file("magic.npy", "NOTNUMPYATALL", 13, 0);
+    ASSERT_EQ(open_err("npy:magic.npy", "magic.npy: not a .npy"), H2T_ECORRUPT);
+    h = npy_header(buf, "<i8", "(3,)");
+    put_file("lab3.npy", buf, h + 24, 0);
+    ASSERT_EQ(open_err("npy:img.npy,lab3.npy", "has 3 labels but img.npy has 4"), H2T_ECORRUPT);
+    h = npy_header(buf, "<i4", "(4,)");
+    int32_t neg[4] = {0, -1, 0, 0};
+    memcpy(buf + h, neg, sizeof neg);
+    put_file("neg.npy", buf, h + sizeof neg, 0);
+    ASSERT_EQ(open_err("npy:img.npy,neg.npy", "out of range"), H2T_ECORRUPT);
+    h = npy_header(buf, "<f8", "(4, 2, 2)");
+    put_file("f8.npy", buf, h + 128, 0);
+    ASSERT_EQ(open_err("npy:f8.npy", "dtype '<f8'"), H2T_EUNSUPPORTED);
+    ASSERT_EQ(open_err("npy:missing.npy", "missing.npy"), H2T_ENOTFOUND);
+}
+
+/* ---- folder ---- */
+
+static void write_png(const char *path, const uint8_t *px, int w, int h, int c)
+{
+    png_image im;
+    memset(&im, 0, sizeof im);
+    im.version = PNG_IMAGE_VERSION;
+    im.width = (png_uint_32)w;
+    im.height = (png_uint_32)h;
+    im.format = c == 1 ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
+    ASSERT(png_image_write_to_file(&im, path, 0, px, 0, NULL));
+}
+
+static void write_jpeg(const char *path, const uint8_t *px, int w, int h)
+{
+    struct jpeg_compress_struct ci;
+    struct jpeg_error_mgr je;
+    ci.err = jpeg_std_error(&je);
+    jpeg_create_compress(&ci);
+    FILE *f = fopen(path, "wb");
+    ASSERT(f != NULL);
+    jpeg_stdio_dest(&ci, f);
+    ci.image_width = (JDIMENSION)w;
+    ci.image_height = (JDIMENSION)h;
+    ci.input_components = 3;
+    ci.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&ci);
+    jpeg_set_quality(&ci, 100, TRUE);
+    jpeg_start_compress(&ci, TRUE);
+    while (ci.next_scanline < ci.image_height) {
+        JSAMPROW row = (JSAMPROW)(px + (size_t)ci.next_scanline * w * 3);
+        jpeg_write_scanlines(&ci, &row, 1);
+    }
+    jpeg_finish_compress(&ci);
+    fclose(f);
+    jpeg_destroy_compress(&ci);
+}
+
+static void make_folder(void)
+{
+    mkdir("imgs", 0755);
+    mkdir("imgs/cat", 0755);
+    mkdir("imgs/ant", 0755);
+    uint8_t g[6] = {0, 50, 100, 150, 200, 250}, rgb[8 * 8 * 3];
+    write_png("imgs/cat/b.png", g, 3, 2, 1);
+    write_png("imgs/cat/a.PNG", g, 2, 3, 1);
+    for (int i = 0; i < 8 * 8 * 3; i++)
+        rgb[i] = (uint8_t)(i % 3 == 0 ? 200 : 40);
+    write_jpeg("imgs/ant/x.jpg", rgb, 8, 8);
+    put_file("imgs/ant/notes.txt", "not an image", 12, 0); /* ignored */
+}
+
+TEST(extract_data_folder)
+{
+    make_folder();
+    h2t_data *d;
+    ASSERT_OK(h2t_data_open("folder:imgs", &d));
+    const h2t_data_info *in = h2t_data_info_get(d);
+    ASSERT_EQ(in->n_classes, 2);
+    ASSERT_STREQ(in->class_names[0], "ant"); /* sorted */
+    ASSERT_STREQ(in->class_names[1], "cat");
+    ASSERT_EQ(in->n_samples, 3);
+    ASSERT_EQ(in->labels[0], 0);
+    ASSERT_EQ(in->labels[1], 1);
+    ASSERT_EQ(in->split[2], H2T_SPLIT_TRAIN);
+    h2t_image im;
+    ASSERT_OK(h2t_data_read(d, 0, &im)); /* the JPEG */
+    ASSERT_EQ(im.c, 3);
+    ASSERT_EQ(im.w, 8);
+    const uint8_t *px = im.data;
+    ASSERT_NEAR(px[0], 200, 4);
+    ASSERT_NEAR(px[1], 40, 4);
+    ASSERT_OK(h2t_data_read(d, 1, &im)); /* cat/a.PNG sorts before cat/b.png (bytewise) */
+    ASSERT_EQ(im.w, 2);
+    ASSERT_EQ(im.h, 3);
+    ASSERT_EQ(im.c, 1);
+    ASSERT_OK(h2t_data_read(d, 2, &im));
+    ASSERT_EQ(im.w, 3);
+    ASSERT_EQ(((const uint8_t *)im.data)[5], 250);
+    uint8_t h1[32];
+    memcpy(h1, in->hash, 32);
+    h2t_data_close(d);
+    /* a changed image changes the hash */
+    uint8_t g[6] = {1, 50, 100, 150, 200, 250};
+    write_png("imgs/cat/b.png", g, 3, 2, 1);
+    ASSERT_OK(h2t_data_open("folder:imgs", &d));
+    ASSERT(memcmp(h1, h2t_data_info_get(d)->hash, 32) != 0);
+    /* an image that disappears after open is named when read */
+    unlink("imgs/cat/b.png");
+    ASSERT_EQ(h2t_data_read(d, 2, &im), H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "imgs/cat/b.png");
+    h2t_data_close(d);
+}
+
+TEST(extract_data_folder_bad_input)
+{
+    make_folder();
+    put_file("imgs/cat/c.png", "garbage, not a png", 18, 0);
+    ASSERT_EQ(open_err("folder:imgs", "imgs/cat/c.png: not a PNG or JPEG"), H2T_ECORRUPT);
+    /* a truncated PNG passes the open check (magic) and is named when decoded */
+    FILE *f = fopen("imgs/cat/b.png", "rb");
+    uint8_t buf[4096];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    put_file("imgs/cat/c.png", buf, n - 12, 0);
+    h2t_data *d;
+    ASSERT_OK(h2t_data_open("folder:imgs", &d));
+    h2t_image im;
+    ASSERT_EQ(h2t_data_read(d, 3, &im), H2T_ECORRUPT);
+    ASSERT_CONTAINS(h2t_err_detail(), "imgs/cat/c.png");
+    h2t_data_close(d);
+    /* a truncated JPEG too */
+    unlink("imgs/cat/c.png");
+    f = fopen("imgs/ant/x.jpg", "rb");
+    n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    put_file("imgs/ant/y.jpg", buf, n / 2, 0);
+    ASSERT_OK(h2t_data_open("folder:imgs", &d));
+    ASSERT_EQ(h2t_data_read(d, 1, &im), H2T_ECORRUPT);
+    ASSERT_CONTAINS(h2t_err_detail(), "imgs/ant/y.jpg");
+    h2t_data_close(d);
+    mkdir("none", 0755);
+    ASSERT_EQ(open_err("folder:none", "no class sub-folders"), H2T_ENOTFOUND);
+    mkdir("none/a", 0755);
+    ASSERT_EQ(open_err("folder:none", "no .png/.jpg/.jpeg images"), H2T_ENOTFOUND);
+    ASSERT_EQ(open_err("folder:missing", "missing"), H2T_ENOTFOUND);
+}
+
+/* ---- preprocessing ---- */
+
+TEST(extract_prep_bilinear_half_pixel)
+{
+    /* 2x2 -> 4x4: source coordinates (o + 0.5) / 2 - 0.5 = -0.25, 0.25, 0.75, 1.25, clamped
+     * to 0, 0.25, 0.75, 1. Row [0, 100] -> 0, 25, 75, 100. */
+    uint8_t px[4] = {0, 100, 200, 40};
+    h2t_image im = {H2T_PIX_U8, 1, 2, 2, px};
+    h2t_prep p = {1, 4, 4, 0, 255};
+    float out[16];
+    ASSERT_OK(h2t_prep_image(&p, &im, out));
+    ASSERT_NEAR(out[0], 0, 1e-4);
+    ASSERT_NEAR(out[1], 25, 1e-4);
+    ASSERT_NEAR(out[2], 75, 1e-4);
+    ASSERT_NEAR(out[3], 100, 1e-4);
+    /* (y, x) = (1, 1): top 25, bottom 200 + (40 - 200) * 0.25 = 160 -> 25 + 135 * 0.25 */
+    ASSERT_NEAR(out[5], 58.75, 1e-4);
+    ASSERT_NEAR(out[15], 40, 1e-4);
+    /* scale to [-1, 1] and replicate gray to 3 channels */
+    h2t_prep p3 = {3, 4, 4, -1, 1};
+    float o3[48];
+    ASSERT_OK(h2t_prep_image(&p3, &im, o3));
+    for (int c = 0; c < 3; c++) {
+        ASSERT_NEAR(o3[c * 16 + 0], -1, 1e-6);
+        ASSERT_NEAR(o3[c * 16 + 5], 58.75 / 127.5 - 1, 1e-5);
+    }
+    /* RGB -> 1 channel by luma; same size: no interpolation */
+    uint8_t rgb[3] = {255, 0, 0};
+    h2t_image ic = {H2T_PIX_U8, 3, 1, 1, rgb};
+    h2t_prep p1 = {1, 1, 1, 0, 1};
+    ASSERT_OK(h2t_prep_image(&p1, &ic, out));
+    ASSERT_NEAR(out[0], 0.299, 1e-6);
+    /* float tensors are used as-is and must match */
+    float f[12];
+    for (int i = 0; i < 12; i++)
+        f[i] = (float)i;
+    h2t_image ifl = {H2T_PIX_F32, 3, 2, 2, f};
+    h2t_prep pf = {3, 2, 2, -1, 1};
+    ASSERT_OK(h2t_prep_image(&pf, &ifl, out));
+    ASSERT_NEAR(out[11], 11, 0);
+    h2t_prep pbad = {3, 4, 4, -1, 1};
+    ASSERT_EQ(h2t_prep_image(&pbad, &ifl, out), H2T_ESHAPE);
+    ASSERT_CONTAINS(h2t_err_detail(), "does not match the model input");
+}
+
+TEST(extract_prep_parse)
+{
+    h2t_prep p = {3, 224, 224, -1, 1};
+    ASSERT_OK(h2t_prep_parse("scale=0,1", &p));
+    ASSERT_NEAR(p.lo, 0, 0);
+    ASSERT_NEAR(p.hi, 1, 0);
+    ASSERT_OK(h2t_prep_parse("resize=bilinear scale=-1,1 channels=3", &p));
+    ASSERT_NEAR(p.lo, -1, 0);
+    ASSERT_OK(h2t_prep_parse("-2.5,2.5", &p));
+    ASSERT_NEAR(p.hi, 2.5, 0);
+    ASSERT_EQ(h2t_prep_parse("scale=1", &p), H2T_EINVAL);
+    ASSERT_EQ(h2t_prep_parse("scale=1,1", &p), H2T_EINVAL);
+    ASSERT_EQ(h2t_prep_parse("scale=a,b", &p), H2T_EINVAL);
+    ASSERT_EQ(h2t_prep_parse("crop=center", &p), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "unknown key 'crop'");
+    ASSERT_EQ(h2t_prep_parse("channels=1", &p), H2T_ESHAPE);
+    ASSERT_EQ(h2t_prep_parse("resize=nearest", &p), H2T_EUNSUPPORTED);
+    ASSERT_NEAR(p.hi, 2.5, 0); /* failures change nothing */
+}
