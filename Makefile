@@ -125,6 +125,7 @@ build/conformance/onnx_dump: tests/conformance/onnx_dump.c build/libh2tdb.a
 conformance: build/conformance/onnx_dump
 	./deploy/deps.sh --bench
 	./deploy/fetch_model.sh --all
+	./tests/conformance/selftest.sh
 	./tests/conformance/tfjs_compare.sh
 	./tests/conformance/ort_compare.sh mobilenet_v2 resnet18 resnet50
 .PHONY: conformance
