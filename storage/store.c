@@ -54,7 +54,10 @@ struct h2t_store {
     MDB_env *env;
     MDB_dbi dbi[T_COUNT];
     pthread_rwlock_t lock; /* shared: any transaction; exclusive: map resize */
-    uint64_t map_size;     /* read under lock shared, written under lock exclusive */
+    pthread_mutex_t gmu;   /* guards growing; new transactions wait while it is set */
+    pthread_cond_t gcv;
+    int growing;
+    uint64_t map_size; /* read under lock shared, written under lock exclusive */
     unsigned flags;
     char dir[1024];
 };
@@ -349,20 +352,48 @@ static MDB_val *key_str(key *k, const char *s)
 /* ------------------------------------------------------------------------------------------ */
 /* transactions and map growth                                                                */
 
+/* transactions (of any store) this thread has open: a thread that already holds the lock
+ * shared must not wait for a pending resize, or it would wait for itself */
+static _Thread_local int tl_held;
+
+static void st_lock_shared(h2t_store *st)
+{
+    if (tl_held == 0) { /* let a pending resize go first, else readers could starve it */
+        pthread_mutex_lock(&st->gmu);
+        while (st->growing)
+            pthread_cond_wait(&st->gcv, &st->gmu);
+        pthread_mutex_unlock(&st->gmu);
+    }
+    pthread_rwlock_rdlock(&st->lock);
+    tl_held++;
+}
+
+static void st_unlock_shared(h2t_store *st)
+{
+    tl_held--;
+    pthread_rwlock_unlock(&st->lock);
+}
+
 static int st_grow(h2t_store *st, uint64_t want)
 {
     /* exclusive: no transaction of this process may be live while the map moves */
-    double deadline = h2t_now_s() + ST_GROW_WAIT_S;
-    while (pthread_rwlock_trywrlock(&st->lock) != 0) {
-        if (h2t_now_s() > deadline)
-            return h2t_err_set(H2T_EBUSY,
-                               "store %s: the map is full and a reader held for over %d s "
-                               "blocks growing it",
-                               st->dir, ST_GROW_WAIT_S);
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
+    pthread_mutex_lock(&st->gmu);
+    st->growing++;
+    pthread_mutex_unlock(&st->gmu);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += ST_GROW_WAIT_S;
+    int rc = pthread_rwlock_timedwrlock(&st->lock, &dl);
+    if (rc != 0) {
+        pthread_mutex_lock(&st->gmu);
+        st->growing--;
+        pthread_cond_broadcast(&st->gcv);
+        pthread_mutex_unlock(&st->gmu);
+        return h2t_err_set(H2T_EBUSY,
+                           "store %s: the map is full and a reader open for over %d s blocks "
+                           "growing it",
+                           st->dir, ST_GROW_WAIT_S);
     }
-    int rc = 0;
     if (want == 0 || want > st->map_size) {
         rc = mdb_env_set_mapsize(st->env, (size_t)want);
         if (rc == 0) {
@@ -372,6 +403,10 @@ static int st_grow(h2t_store *st, uint64_t want)
         }
     }
     pthread_rwlock_unlock(&st->lock);
+    pthread_mutex_lock(&st->gmu);
+    st->growing--;
+    pthread_cond_broadcast(&st->gcv);
+    pthread_mutex_unlock(&st->gmu);
     return rc ? st_mdb(st, rc, "growing the map") : 0;
 }
 
@@ -388,18 +423,18 @@ static int st_run(h2t_store *st, int write, st_txn_fn fn, void *ctx)
         if (attempt > 40)
             return h2t_err_set(H2T_ETOOBIG, "store %s: the write does not fit any map size",
                                st->dir);
-        pthread_rwlock_rdlock(&st->lock);
+        st_lock_shared(st);
         uint64_t size = st->map_size;
         MDB_txn *txn;
         int rc = mdb_txn_begin(st->env, NULL, write ? 0 : MDB_RDONLY, &txn);
         if (rc == MDB_MAP_RESIZED) { /* another process grew the map: adopt its size */
-            pthread_rwlock_unlock(&st->lock);
+            st_unlock_shared(st);
             if ((rc = st_grow(st, 0)) < 0)
                 return rc;
             continue;
         }
         if (rc) {
-            pthread_rwlock_unlock(&st->lock);
+            st_unlock_shared(st);
             return st_mdb(st, rc, "beginning a transaction");
         }
         int r = fn(st, txn, ctx);
@@ -410,7 +445,7 @@ static int st_run(h2t_store *st, int write, st_txn_fn fn, void *ctx)
         } else {
             mdb_txn_abort(txn);
         }
-        pthread_rwlock_unlock(&st->lock);
+        st_unlock_shared(st);
         if (r == ST_MAPFULL) {
             if ((r = st_grow(st, size * 2)) < 0)
                 return r;
@@ -583,6 +618,8 @@ int h2t_store_open_map(const char *dir, unsigned flags, uint64_t map_size, h2t_s
         free(st);
         return h2t_err_set(H2T_ENOMEM, "store %s: rwlock", dir);
     }
+    pthread_mutex_init(&st->gmu, NULL);
+    pthread_cond_init(&st->gcv, NULL);
     have_lock = 1;
     unsigned envflags = MDB_NOTLS | ((flags & H2T_STORE_RDONLY) ? MDB_RDONLY : 0);
     if (flags & H2T_STORE_NOSYNC)
@@ -641,7 +678,7 @@ int h2t_store_open_map(const char *dir, unsigned flags, uint64_t map_size, h2t_s
             rc = st_mdb(st, mrc, "beginning a transaction");
             goto fail;
         }
-        if ((rc = open_tables(st, txn, write)) < 0) {
+        if ((rc = open_tables(st, txn, creating)) < 0) {
             mdb_txn_abort(txn);
             goto fail;
         }
@@ -655,8 +692,11 @@ int h2t_store_open_map(const char *dir, unsigned flags, uint64_t map_size, h2t_s
 fail:
     if (st->env)
         mdb_env_close(st->env);
-    if (have_lock)
+    if (have_lock) {
         pthread_rwlock_destroy(&st->lock);
+        pthread_mutex_destroy(&st->gmu);
+        pthread_cond_destroy(&st->gcv);
+    }
     free(st);
     if (creating && (flags & H2T_STORE_CREATE)) {
         /* leave nothing half-made behind */
@@ -679,6 +719,8 @@ void h2t_store_close(h2t_store *st)
         return;
     mdb_env_close(st->env);
     pthread_rwlock_destroy(&st->lock);
+    pthread_mutex_destroy(&st->gmu);
+    pthread_cond_destroy(&st->gcv);
     free(st);
 }
 
@@ -919,9 +961,10 @@ static int source_get_fn(h2t_store *st, MDB_txn *txn, void *ctx)
     uint32_t first = c->want_labels ? 0 : c->first;
     uint32_t n = c->want_labels ? s->n_samples : c->n;
     if ((uint64_t)first + n > s->n_samples) {
+        uint32_t have = s->n_samples;
         h2t_source_destroy(s);
         return h2t_err_set(H2T_ENOTFOUND, "source %u has %u samples; samples %u..%llu asked", c->id,
-                           s->n_samples, first, (unsigned long long)first + n - 1);
+                           have, first, (unsigned long long)first + n - 1);
     }
     uint32_t *lab = c->labels;
     uint8_t *spl = c->split;
@@ -1933,10 +1976,10 @@ int h2t_store_reader_begin(h2t_store *st, h2t_store_reader **out)
         return h2t_err_set(H2T_ENOMEM, "store reader");
     r->st = st;
     for (;;) {
-        pthread_rwlock_rdlock(&st->lock);
+        st_lock_shared(st);
         int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &r->txn);
         if (rc == MDB_MAP_RESIZED) {
-            pthread_rwlock_unlock(&st->lock);
+            st_unlock_shared(st);
             if ((rc = st_grow(st, 0)) < 0) {
                 free(r);
                 return rc;
@@ -1946,7 +1989,7 @@ int h2t_store_reader_begin(h2t_store *st, h2t_store_reader **out)
         if (rc == 0 && (rc = mdb_cursor_open(r->txn, st->dbi[T_FEATURES], &r->cur)) != 0)
             mdb_txn_abort(r->txn);
         if (rc) {
-            pthread_rwlock_unlock(&st->lock);
+            st_unlock_shared(st);
             free(r);
             return st_mdb(st, rc, "beginning a reader");
         }
@@ -1962,7 +2005,7 @@ void h2t_store_reader_end(h2t_store_reader *r)
         return;
     mdb_cursor_close(r->cur);
     mdb_txn_abort(r->txn);
-    pthread_rwlock_unlock(&r->st->lock);
+    st_unlock_shared(r->st);
     free(r);
 }
 

@@ -1,0 +1,950 @@
+/* tests/test_store.c - the LMDB store: every table round trip, every error path of
+ * storage/store.h, exact statistics, f16, map growth, threads. (Raw LMDB is used only to forge
+ * stores of another version or without our tables.) */
+#include "common/err.h"
+#include "common/util.h"
+#include "storage/store.h"
+#include "tests/test.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint32_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 11);
+}
+static float rndf(void)
+{
+    return (float)(rnd() % 2000001) / 1000000.0f - 1.0f;
+}
+
+/* a store with one source (n samples, 3 classes), one model, one extraction of the given
+ * layer dims */
+typedef struct fixture {
+    h2t_store *st;
+    uint32_t src, model, ext;
+} fixture;
+
+static void fixture_make(fixture *f, const char *dir, uint32_t n, const uint32_t *dims, uint32_t nl,
+                         uint32_t dtype)
+{
+    ASSERT_OK(h2t_store_open(dir, H2T_STORE_CREATE | H2T_STORE_NOSYNC, &f->st));
+    h2t_source s = {0};
+    snprintf(s.name, sizeof(s.name), "toy");
+    snprintf(s.uri, sizeof(s.uri), "npy:/x.npy");
+    s.hash[0] = 7;
+    s.n_samples = n;
+    s.n_classes = 3;
+    char *names[3] = {"cat", "dog", "eel"};
+    s.class_names = names;
+    uint32_t *lab = malloc(n * 4);
+    uint8_t *spl = malloc(n);
+    for (uint32_t i = 0; i < n; i++) {
+        lab[i] = i % 3;
+        spl[i] = i % 5 == 0 ? H2T_SPLIT_TEST : H2T_SPLIT_TRAIN;
+    }
+    s.labels = lab;
+    s.split = spl;
+    int reused = -1;
+    ASSERT_OK(h2t_store_source_put(f->st, &s, &f->src, &reused));
+    ASSERT_EQ(reused, 0);
+    free(lab);
+    free(spl);
+    h2t_model_rec m = {0};
+    snprintf(m.name, sizeof(m.name), "net");
+    m.sha256[0] = 1;
+    m.input_shape[1] = 3;
+    ASSERT_OK(h2t_store_model_put(f->st, &m, &f->model, &reused));
+    h2t_layer_info *L = calloc(nl, sizeof(*L));
+    for (uint32_t i = 0; i < nl; i++) {
+        snprintf(L[i].name, sizeof(L[i].name), "layer%u/out", i);
+        snprintf(L[i].op, sizeof(L[i].op), "Conv");
+        L[i].rank = 4;
+        L[i].shape[0] = dims[i];
+        L[i].shape[1] = 1;
+        L[i].shape[2] = 1;
+        L[i].dim = dims[i];
+    }
+    h2t_extraction e = {0};
+    snprintf(e.name, sizeof(e.name), "toy-net");
+    e.source = f->src;
+    e.model = f->model;
+    e.target_size = 8192;
+    e.dtype = dtype;
+    e.n_samples = n;
+    e.n_layers = nl;
+    e.layers = L;
+    e.config_hash[0] = (uint8_t)(1 + dtype);
+    ASSERT_OK(h2t_store_extraction_begin(f->st, &e, &f->ext, &reused));
+    ASSERT_EQ(reused, 0);
+    free(L);
+}
+
+/* deterministic feature value of (layer, sample, j) */
+static float fval(uint32_t l, uint32_t s, uint32_t j)
+{
+    return (float)(l * 1000 + s) + (float)j / 1024.0f;
+}
+
+static void write_range(fixture *f, const uint32_t *dims, uint32_t nl, uint32_t first, uint32_t n)
+{
+    float **bufs = calloc(nl, sizeof(float *));
+    for (uint32_t l = 0; l < nl; l++) {
+        bufs[l] = malloc((size_t)n * dims[l] * 4);
+        for (uint32_t i = 0; i < n; i++)
+            for (uint32_t j = 0; j < dims[l]; j++)
+                bufs[l][(size_t)i * dims[l] + j] = fval(l, first + i, j);
+    }
+    ASSERT_OK(h2t_store_features_write(f->st, f->ext, first, n, (const float *const *)bufs));
+    for (uint32_t l = 0; l < nl; l++)
+        free(bufs[l]);
+    free(bufs);
+}
+
+TEST(store_open_create_reopen)
+{
+    h2t_store *st;
+    ASSERT_OK(h2t_store_open("db", H2T_STORE_CREATE, &st));
+    h2t_store_meta m1, m2;
+    ASSERT_OK(h2t_store_meta_get(st, &m1));
+    ASSERT_EQ(m1.format_version, H2T_STORE_FORMAT_VERSION);
+    ASSERT(m1.created_ms > 0);
+    ASSERT(m1.map_size >= m1.used_bytes && m1.used_bytes > 0);
+    ASSERT_STREQ(h2t_store_dir(st), "db");
+    h2t_store_close(st);
+    h2t_store_close(NULL);
+    ASSERT_OK(h2t_store_open("db", 0, &st));
+    ASSERT_OK(h2t_store_meta_get(st, &m2));
+    ASSERT(memcmp(m1.store_id, m2.store_id, 16) == 0);
+    ASSERT_EQ(m1.created_ms, m2.created_ms);
+    h2t_store_close(st);
+    ASSERT_OK(h2t_store_open("db", H2T_STORE_RDONLY, &st));
+    h2t_store_close(st);
+    ASSERT_EQ(h2t_store_open("db", H2T_STORE_RDONLY | H2T_STORE_CREATE, &st), H2T_EINVAL);
+}
+
+TEST(store_open_missing)
+{
+    h2t_store *st = NULL;
+    ASSERT_EQ(h2t_store_open("nope", 0, &st), H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "nope");
+    ASSERT(st == NULL);
+    ASSERT_EQ(mkdir("empty", 0755), 0);
+    ASSERT_EQ(h2t_store_open("empty", 0, &st), H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "empty");
+    ASSERT_EQ(h2t_store_open("", H2T_STORE_CREATE, &st), H2T_EINVAL);
+}
+
+TEST(store_open_not_a_store)
+{
+    h2t_store *st = NULL;
+    /* a directory with other files: not created over */
+    ASSERT_EQ(mkdir("docs", 0755), 0);
+    FILE *f = fopen("docs/notes.txt", "w");
+    fputs("hello", f);
+    fclose(f);
+    ASSERT_EQ(h2t_store_open("docs", H2T_STORE_CREATE, &st), H2T_ECORRUPT);
+    ASSERT_CONTAINS(h2t_err_detail(), "docs");
+    ASSERT_EQ(access("docs/data.mdb", F_OK), -1);
+    /* a plain file */
+    ASSERT_EQ(h2t_store_open("docs/notes.txt", H2T_STORE_CREATE, &st), H2T_ECORRUPT);
+    ASSERT_CONTAINS(h2t_err_detail(), "not a directory");
+    /* a data.mdb that is not LMDB */
+    ASSERT_EQ(mkdir("junk", 0755), 0);
+    f = fopen("junk/data.mdb", "w");
+    for (int i = 0; i < 3000; i++)
+        fputs("garbage!", f);
+    fclose(f);
+    ASSERT_EQ(h2t_store_open("junk", 0, &st), H2T_ECORRUPT);
+    ASSERT_CONTAINS(h2t_err_detail(), "junk/data.mdb");
+    ASSERT(st == NULL);
+    /* an LMDB environment that is not ours */
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    ASSERT_EQ(mkdir("other", 0755), 0);
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 4);
+    ASSERT_EQ(mdb_env_open(env, "other", 0, 0644), 0);
+    ASSERT_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, "things", MDB_CREATE, &dbi), 0);
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    ASSERT_EQ(h2t_store_open("other", 0, &st), H2T_ECORRUPT);
+    ASSERT_CONTAINS(h2t_err_detail(), "not an h2tdb store");
+}
+
+TEST(store_open_version_mismatch)
+{
+    h2t_store *st;
+    ASSERT_OK(h2t_store_open("db", H2T_STORE_CREATE, &st));
+    h2t_store_close(st);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    ASSERT_EQ(mdb_env_open(env, "db", 0, 0644), 0);
+    ASSERT_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+    uint8_t ver[4];
+    h2t_be32_put(ver, 99);
+    MDB_val k = {14, "format_version"}, v = {4, ver};
+    ASSERT_EQ(mdb_put(txn, dbi, &k, &v, 0), 0);
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    ASSERT_EQ(h2t_store_open("db", 0, &st), H2T_EVERSION);
+    ASSERT_CONTAINS(h2t_err_detail(), "version 99");
+    char want[64];
+    snprintf(want, sizeof(want), "version %d", H2T_STORE_FORMAT_VERSION);
+    ASSERT_CONTAINS(h2t_err_detail(), want);
+    ASSERT_EQ(h2t_store_open("db", H2T_STORE_CREATE, &st), H2T_EVERSION);
+    ASSERT_EQ(h2t_store_open("db", H2T_STORE_RDONLY, &st), H2T_EVERSION);
+}
+
+TEST(store_open_truncated)
+{
+    uint32_t dims[2] = {256, 64};
+    fixture f;
+    fixture_make(&f, "db", 200, dims, 2, H2T_DTYPE_F32);
+    write_range(&f, dims, 2, 0, 200);
+    h2t_store_close(f.st);
+    struct stat sb;
+    ASSERT_EQ(stat("db/data.mdb", &sb), 0);
+    ASSERT_EQ(truncate("db/data.mdb", sb.st_size / 2), 0);
+    h2t_store *st = NULL;
+    ASSERT_EQ(h2t_store_open("db", 0, &st), H2T_ECORRUPT);
+    ASSERT_CONTAINS(h2t_err_detail(), "truncated");
+    ASSERT_EQ(h2t_store_open("db", H2T_STORE_RDONLY, &st), H2T_ECORRUPT);
+    /* a header page overwritten with junk */
+    ASSERT_EQ(truncate("db/data.mdb", sb.st_size), 0);
+    int fd = open("db/data.mdb", O_WRONLY);
+    char junk[8192];
+    memset(junk, 0x5a, sizeof(junk));
+    ASSERT_EQ(pwrite(fd, junk, sizeof(junk), 0), (long long)sizeof(junk));
+    close(fd);
+    ASSERT_EQ(h2t_store_open("db", 0, &st), H2T_ECORRUPT);
+}
+
+TEST(store_open_no_permission)
+{
+    h2t_store *st;
+    ASSERT_OK(h2t_store_open("db", H2T_STORE_CREATE, &st));
+    h2t_store_close(st);
+    ASSERT_EQ(chmod("db", 0555), 0);
+    ASSERT_EQ(chmod("db/data.mdb", 0444), 0);
+    ASSERT_EQ(chmod(".", 0755), 0);
+    if (geteuid() == 0) {
+        /* root ignores modes: check the path as an unprivileged user in a child */
+        ASSERT_EQ(chmod(test_tmpdir(), 0755), 0);
+        pid_t pid = fork();
+        ASSERT(pid >= 0);
+        if (pid == 0) {
+            if (setgid(65534) != 0 || setuid(65534) != 0)
+                _exit(3);
+            h2t_store *s2 = NULL;
+            int rc = h2t_store_open("db", 0, &s2);
+            if (rc != H2T_EPERM || !strstr(h2t_err_detail(), "db"))
+                _exit(1);
+            if (h2t_store_open("db/sub", H2T_STORE_CREATE, &s2) != H2T_EPERM)
+                _exit(2);
+            _exit(0);
+        }
+        int status;
+        ASSERT_EQ(waitpid(pid, &status, 0), pid);
+        ASSERT(WIFEXITED(status));
+        if (WEXITSTATUS(status) == 3) {
+            fprintf(stderr, "  skipped: running as root and cannot drop to uid 65534\n");
+            return;
+        }
+        ASSERT_EQ(WEXITSTATUS(status), 0);
+    } else {
+        ASSERT_EQ(h2t_store_open("db", 0, &st), H2T_EPERM);
+        ASSERT_CONTAINS(h2t_err_detail(), "db");
+        ASSERT_EQ(h2t_store_open("db/sub", H2T_STORE_CREATE, &st), H2T_EPERM);
+    }
+    chmod("db", 0755);
+}
+
+TEST(store_rdonly_refuses_writes)
+{
+    uint32_t dims[1] = {4};
+    fixture f;
+    fixture_make(&f, "db", 10, dims, 1, H2T_DTYPE_F32);
+    h2t_store_close(f.st);
+    h2t_store *st;
+    ASSERT_OK(h2t_store_open("db", H2T_STORE_RDONLY, &st));
+    float x[4] = {1, 2, 3, 4};
+    const float *p[1] = {x};
+    ASSERT_EQ(h2t_store_features_write(st, f.ext, 0, 1, p), H2T_EPERM);
+    ASSERT_EQ(h2t_store_extraction_set_state(st, f.ext, H2T_EXT_DONE), H2T_EPERM);
+    h2t_extraction *e;
+    ASSERT_OK(h2t_store_extraction_get(st, f.ext, &e));
+    ASSERT_EQ(e->state, H2T_EXT_RUNNING);
+    h2t_extraction_destroy(e);
+    h2t_store_close(st);
+}
+
+TEST(store_sources_roundtrip)
+{
+    uint32_t dims[1] = {4};
+    fixture f;
+    fixture_make(&f, "db", 50, dims, 1, H2T_DTYPE_F32);
+    h2t_source *s;
+    ASSERT_OK(h2t_store_source_get(f.st, f.src, &s));
+    ASSERT_STREQ(s->name, "toy");
+    ASSERT_STREQ(s->uri, "npy:/x.npy");
+    ASSERT_EQ(s->n_samples, 50);
+    ASSERT_EQ(s->n_classes, 3);
+    ASSERT_STREQ(s->class_names[2], "eel");
+    for (uint32_t i = 0; i < 50; i++) {
+        ASSERT_EQ(s->labels[i], i % 3);
+        ASSERT_EQ(s->split[i], i % 5 == 0 ? H2T_SPLIT_TEST : H2T_SPLIT_TRAIN);
+    }
+    /* the same hash reuses */
+    uint32_t id;
+    int reused;
+    ASSERT_OK(h2t_store_source_put(f.st, s, &id, &reused));
+    ASSERT_EQ(reused, 1);
+    ASSERT_EQ(id, f.src);
+    /* another hash: a new id */
+    s->hash[0] = 8;
+    snprintf(s->name, sizeof(s->name), "toy2");
+    ASSERT_OK(h2t_store_source_put(f.st, s, &id, &reused));
+    ASSERT_EQ(reused, 0);
+    ASSERT_EQ(id, f.src + 1);
+    /* labels in a range */
+    uint32_t lab[5];
+    uint8_t spl[5];
+    ASSERT_OK(h2t_store_labels_get(f.st, id, 10, 5, lab, spl));
+    ASSERT_EQ(lab[0], 1);
+    ASSERT_EQ(lab[4], 14 % 3);
+    ASSERT_EQ(spl[0], H2T_SPLIT_TEST);
+    ASSERT_EQ(h2t_store_labels_get(f.st, id, 48, 5, lab, spl), H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "50 samples");
+    ASSERT_EQ(h2t_store_labels_get(f.st, 77, 0, 1, lab, spl), H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "source 77");
+    h2t_source **list;
+    size_t n;
+    ASSERT_OK(h2t_store_source_list(f.st, &list, &n));
+    ASSERT_EQ(n, 2);
+    ASSERT_STREQ(list[1]->name, "toy2");
+    ASSERT(list[0]->labels == NULL);
+    h2t_source_list_destroy(list, n);
+    /* bad input */
+    s->hash[0] = 9;
+    s->labels[3] = 3;
+    ASSERT_EQ(h2t_store_source_put(f.st, s, &id, &reused), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "sample 3");
+    s->labels[3] = 0;
+    s->name[0] = '\0';
+    ASSERT_EQ(h2t_store_source_put(f.st, s, &id, &reused), H2T_EINVAL);
+    ASSERT_EQ(h2t_store_source_get(f.st, 99, &s), H2T_ENOTFOUND);
+    h2t_source_destroy(s);
+    h2t_source_destroy(NULL);
+    h2t_store_close(f.st);
+}
+
+TEST(store_models_roundtrip)
+{
+    h2t_store *st;
+    ASSERT_OK(h2t_store_open("db", H2T_STORE_CREATE, &st));
+    h2t_model_rec m = {0}, g;
+    snprintf(m.name, sizeof(m.name), "resnet18");
+    snprintf(m.preprocess, sizeof(m.preprocess), "scale=0,1");
+    m.sha256[31] = 0xab;
+    m.input_shape[1] = 3;
+    m.input_shape[2] = m.input_shape[3] = 224;
+    uint32_t id, id2;
+    int reused;
+    ASSERT_OK(h2t_store_model_put(st, &m, &id, &reused));
+    ASSERT_EQ(reused, 0);
+    ASSERT_OK(h2t_store_model_put(st, &m, &id2, &reused));
+    ASSERT_EQ(reused, 1);
+    ASSERT_EQ(id, id2);
+    m.sha256[0] = 1;
+    ASSERT_OK(h2t_store_model_put(st, &m, &id2, &reused));
+    ASSERT_EQ(id2, id + 1);
+    ASSERT_OK(h2t_store_model_get(st, id, &g));
+    ASSERT_STREQ(g.name, "resnet18");
+    ASSERT_STREQ(g.preprocess, "scale=0,1");
+    ASSERT_EQ(g.input_shape[3], 224);
+    ASSERT_EQ(g.sha256[31], 0xab);
+    ASSERT_EQ(h2t_store_model_get(st, 42, &g), H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "model 42");
+    h2t_model_rec *list;
+    size_t n;
+    ASSERT_OK(h2t_store_model_list(st, &list, &n));
+    ASSERT_EQ(n, 2);
+    ASSERT_EQ(list[1].sha256[0], 1);
+    free(list);
+    m.name[0] = '\0';
+    ASSERT_EQ(h2t_store_model_put(st, &m, &id, &reused), H2T_EINVAL);
+    h2t_store_close(st);
+}
+
+TEST(store_extractions_roundtrip)
+{
+    uint32_t dims[3] = {16, 1, 300};
+    fixture f;
+    fixture_make(&f, "db", 20, dims, 3, H2T_DTYPE_F32);
+    h2t_extraction *e;
+    ASSERT_OK(h2t_store_extraction_get(f.st, f.ext, &e));
+    ASSERT_STREQ(e->name, "toy-net");
+    ASSERT_EQ(e->n_layers, 3);
+    ASSERT_EQ(e->layers[2].offset, 17);
+    ASSERT_EQ(e->total_dim, 317);
+    ASSERT_STREQ(e->layers[1].name, "layer1/out");
+    ASSERT_STREQ(e->layers[1].op, "Conv");
+    ASSERT_EQ(e->layers[2].shape[0], 300);
+    ASSERT_EQ(e->samples_done, 0);
+    ASSERT_EQ(e->state, H2T_EXT_RUNNING);
+    ASSERT_EQ(e->target_size, 8192);
+    uint32_t l;
+    ASSERT_OK(h2t_extraction_layer_find(e, "layer2/out", &l));
+    ASSERT_EQ(l, 2);
+    ASSERT_EQ(h2t_extraction_layer_find(e, "fc9", &l), H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "fc9");
+    /* same config hash: reused, resume point reported */
+    write_range(&f, dims, 3, 0, 5);
+    uint32_t id;
+    int reused;
+    ASSERT_OK(h2t_store_extraction_begin(f.st, e, &id, &reused));
+    ASSERT_EQ(reused, 1);
+    ASSERT_EQ(id, f.ext);
+    /* same name, other config: EEXIST */
+    e->config_hash[5] = 1;
+    ASSERT_EQ(h2t_store_extraction_begin(f.st, e, &id, &reused), H2T_EEXIST);
+    ASSERT_CONTAINS(h2t_err_detail(), "toy-net");
+    snprintf(e->name, sizeof(e->name), "second");
+    e->source = 55;
+    ASSERT_EQ(h2t_store_extraction_begin(f.st, e, &id, &reused), H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "source 55");
+    e->source = f.src;
+    e->model = 66;
+    ASSERT_EQ(h2t_store_extraction_begin(f.st, e, &id, &reused), H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "model 66");
+    e->model = f.model;
+    e->layers[1].dim = 0;
+    ASSERT_EQ(h2t_store_extraction_begin(f.st, e, &id, &reused), H2T_EINVAL);
+    e->layers[1].dim = 1;
+    snprintf(e->layers[1].name, sizeof(e->layers[1].name), "layer0/out");
+    ASSERT_EQ(h2t_store_extraction_begin(f.st, e, &id, &reused), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "twice");
+    snprintf(e->layers[1].name, sizeof(e->layers[1].name), "x");
+    uint32_t nl = e->n_layers;
+    e->n_layers = 0;
+    ASSERT_EQ(h2t_store_extraction_begin(f.st, e, &id, &reused), H2T_EINVAL);
+    e->n_layers = 70000;
+    ASSERT_EQ(h2t_store_extraction_begin(f.st, e, &id, &reused), H2T_EINVAL);
+    e->n_layers = nl;
+    ASSERT_OK(h2t_store_extraction_begin(f.st, e, &id, &reused));
+    ASSERT_EQ(reused, 0);
+    ASSERT_EQ(id, f.ext + 1);
+    h2t_extraction_destroy(e);
+    /* find by id or name */
+    uint32_t got;
+    ASSERT_OK(h2t_store_extraction_find(f.st, "second", &got));
+    ASSERT_EQ(got, id);
+    ASSERT_OK(h2t_store_extraction_find(f.st, "1", &got));
+    ASSERT_EQ(got, 1);
+    ASSERT_EQ(h2t_store_extraction_find(f.st, "nosuch", &got), H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "nosuch");
+    ASSERT_EQ(h2t_store_extraction_find(f.st, "9", &got), H2T_ENOTFOUND);
+    /* state */
+    ASSERT_OK(h2t_store_extraction_set_state(f.st, f.ext, H2T_EXT_DONE));
+    ASSERT_EQ(h2t_store_extraction_set_state(f.st, f.ext, 9), H2T_EINVAL);
+    ASSERT_EQ(h2t_store_extraction_set_state(f.st, 9, H2T_EXT_DONE), H2T_ENOTFOUND);
+    h2t_extraction **list;
+    size_t n;
+    ASSERT_OK(h2t_store_extraction_list(f.st, &list, &n));
+    ASSERT_EQ(n, 2);
+    ASSERT_EQ(list[0]->state, H2T_EXT_DONE);
+    ASSERT_EQ(list[0]->samples_done, 5);
+    ASSERT_STREQ(list[1]->name, "second");
+    h2t_extraction_list_destroy(list, n);
+    ASSERT_EQ(h2t_store_extraction_get(f.st, 9, &e), H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "extraction 9");
+    h2t_store_close(f.st);
+}
+
+TEST(store_features_roundtrip)
+{
+    uint32_t dims[3] = {1024, 3, 77};
+    fixture f;
+    fixture_make(&f, "db", 100, dims, 3, H2T_DTYPE_F32);
+    /* batches of uneven sizes, including single samples */
+    uint32_t cuts[] = {0, 1, 2, 9, 40, 41, 99, 100};
+    for (size_t c = 0; c + 1 < sizeof(cuts) / sizeof(cuts[0]); c++)
+        write_range(&f, dims, 3, cuts[c], cuts[c + 1] - cuts[c]);
+    float v[1024];
+    for (uint32_t l = 0; l < 3; l++)
+        for (uint32_t s = 0; s < 100; s++) {
+            ASSERT_OK(h2t_store_feature_get(f.st, f.ext, l, s, v, dims[l]));
+            for (uint32_t j = 0; j < dims[l]; j++)
+                if (v[j] != fval(l, s, j))
+                    TEST_FAILF("layer %u sample %u feature %u: %g vs %g", l, s, j, v[j],
+                               fval(l, s, j));
+        }
+    /* layer_read: a range into a wider matrix, and a scattered list */
+    size_t ld = 90;
+    float *m = calloc(100 * ld, 4);
+    ASSERT_OK(h2t_store_layer_read(f.st, f.ext, 2, NULL, 0, 100, m, ld));
+    for (uint32_t s = 0; s < 100; s++) {
+        ASSERT_EQ(m[s * ld + 76], fval(2, s, 76));
+        ASSERT_EQ(m[s * ld + 77], 0);
+    }
+    uint32_t pick[6] = {99, 0, 41, 40, 1, 2};
+    ASSERT_OK(h2t_store_layer_read(f.st, f.ext, 1, pick, 0, 6, m, 3));
+    for (int i = 0; i < 6; i++)
+        ASSERT_EQ(m[i * 3 + 2], fval(1, pick[i], 2));
+    ASSERT_OK(h2t_store_layer_read(f.st, f.ext, 0, NULL, 95, 0, m, 1024));
+    ASSERT_EQ(h2t_store_layer_read(f.st, f.ext, 2, NULL, 0, 2, m, 10), H2T_EINVAL);
+    free(m);
+    /* zero-copy reader */
+    h2t_store_reader *r;
+    ASSERT_OK(h2t_store_reader_begin(f.st, &r));
+    const void *data;
+    uint32_t dim, dtype;
+    ASSERT_OK(h2t_store_reader_feature(r, f.ext, 0, 41, &data, &dim, &dtype));
+    ASSERT_EQ(dim, 1024);
+    ASSERT_EQ(dtype, H2T_DTYPE_F32);
+    memcpy(v, data, 1024 * 4);
+    ASSERT_EQ(v[1000], fval(0, 41, 1000));
+    ASSERT_EQ(h2t_store_reader_feature(r, f.ext, 0, 100, &data, &dim, &dtype), H2T_ENOTFOUND);
+    ASSERT_EQ(h2t_store_reader_feature(r, f.ext, 3, 1, &data, &dim, &dtype), H2T_ENOTFOUND);
+    h2t_store_reader_end(r);
+    h2t_store_reader_end(NULL);
+    h2t_store_close(f.st);
+}
+
+TEST(store_features_errors)
+{
+    uint32_t dims[2] = {8, 4};
+    fixture f;
+    fixture_make(&f, "db", 10, dims, 2, H2T_DTYPE_F32);
+    write_range(&f, dims, 2, 0, 4);
+    h2t_layer_stats *before;
+    ASSERT_OK(h2t_store_stats_get(f.st, f.ext, 0, &before));
+    h2t_store_meta m0, m1;
+    ASSERT_OK(h2t_store_meta_get(f.st, &m0));
+    float a[8 * 3], b[4 * 3];
+    for (int i = 0; i < 24; i++)
+        a[i] = (float)i;
+    for (int i = 0; i < 12; i++)
+        b[i] = (float)-i;
+    const float *p[2] = {a, b};
+    /* resume only from the marker */
+    ASSERT_EQ(h2t_store_features_write(f.st, f.ext, 5, 3, p), H2T_ESTATE);
+    ASSERT_CONTAINS(h2t_err_detail(), "samples_done is 4");
+    ASSERT_EQ(h2t_store_features_write(f.st, f.ext, 0, 3, p), H2T_ESTATE);
+    ASSERT_EQ(h2t_store_features_write(f.st, f.ext, 4, 0, p), H2T_EINVAL);
+    ASSERT_EQ(h2t_store_features_write(f.st, f.ext, 4, 7, p), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "n_samples 10");
+    ASSERT_EQ(h2t_store_features_write(f.st, 42, 0, 1, p), H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "extraction 42");
+    const float *pnull[2] = {a, NULL};
+    ASSERT_EQ(h2t_store_features_write(f.st, f.ext, 4, 3, pnull), H2T_EINVAL);
+    /* NaN in the second layer: nothing of the batch is written, not even layer 0 */
+    b[2 * 4 + 1] = NAN;
+    ASSERT_EQ(h2t_store_features_write(f.st, f.ext, 4, 3, p), H2T_ENUMERIC);
+    ASSERT_CONTAINS(h2t_err_detail(), "layer1/out");
+    ASSERT_CONTAINS(h2t_err_detail(), "sample 6");
+    ASSERT_CONTAINS(h2t_err_detail(), "NaN");
+    b[2 * 4 + 1] = INFINITY;
+    ASSERT_EQ(h2t_store_features_write(f.st, f.ext, 4, 3, p), H2T_ENUMERIC);
+    ASSERT_CONTAINS(h2t_err_detail(), "infinite");
+    h2t_extraction *e;
+    ASSERT_OK(h2t_store_extraction_get(f.st, f.ext, &e));
+    ASSERT_EQ(e->samples_done, 4);
+    h2t_extraction_destroy(e);
+    float v[8];
+    ASSERT_EQ(h2t_store_feature_get(f.st, f.ext, 0, 4, v, 8), H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "sample 4");
+    ASSERT_CONTAINS(h2t_err_detail(), "samples_done 4");
+    h2t_layer_stats *after;
+    ASSERT_OK(h2t_store_stats_get(f.st, f.ext, 0, &after));
+    ASSERT_EQ(after->count, before->count);
+    ASSERT(memcmp(after->mean, before->mean, 8 * 8) == 0);
+    h2t_layer_stats_destroy(after);
+    h2t_layer_stats_destroy(before);
+    ASSERT_OK(h2t_store_meta_get(f.st, &m1));
+    /* wrong vector length, missing layer / extraction */
+    ASSERT_EQ(h2t_store_feature_get(f.st, f.ext, 0, 1, v, 7), H2T_ESHAPE);
+    ASSERT_CONTAINS(h2t_err_detail(), "8 features");
+    ASSERT_EQ(h2t_store_feature_get(f.st, f.ext, 2, 1, v, 8), H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "no layer 2");
+    ASSERT_EQ(h2t_store_feature_get(f.st, 3, 0, 1, v, 8), H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "extraction 3");
+    uint32_t pick[2] = {1, 7};
+    float mm[16];
+    ASSERT_EQ(h2t_store_layer_read(f.st, f.ext, 0, pick, 0, 2, mm, 8), H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "sample 7");
+    ASSERT_EQ(h2t_store_stats_get(f.st, f.ext, 5, &after), H2T_ENOTFOUND);
+    /* the good batch still goes in afterwards */
+    b[2 * 4 + 1] = 0.5f;
+    ASSERT_OK(h2t_store_features_write(f.st, f.ext, 4, 3, p));
+    ASSERT_OK(h2t_store_feature_get(f.st, f.ext, 1, 6, v, 4));
+    ASSERT_EQ(v[1], 0.5f);
+    h2t_store_close(f.st);
+}
+
+/* per-feature statistics merged batch by batch equal a two-pass computation, for any split */
+TEST(store_stats_exact_any_split)
+{
+    enum { N = 300, D = 37 };
+    uint32_t dims[1] = {D};
+    float *x = malloc((size_t)N * D * 4);
+    for (int i = 0; i < N * D; i++) /* a large offset makes naive sum-of-squares fail */
+        x[i] = 1000.0f + rndf() * (float)(1 + i % D);
+    long double mean[D] = {0}, m2[D] = {0}, nsum = 0;
+    float mn[D], mx[D];
+    double nmin = INFINITY, nmax = 0;
+    for (int j = 0; j < D; j++) {
+        mn[j] = INFINITY;
+        mx[j] = -INFINITY;
+    }
+    for (int i = 0; i < N; i++) {
+        long double nr = 0;
+        for (int j = 0; j < D; j++) {
+            float v = x[i * D + j];
+            mean[j] += v;
+            nr += (long double)v * v;
+            if (v < mn[j])
+                mn[j] = v;
+            if (v > mx[j])
+                mx[j] = v;
+        }
+        double n1 = (double)sqrtl(nr);
+        nsum += n1;
+        if (n1 < nmin)
+            nmin = n1;
+        if (n1 > nmax)
+            nmax = n1;
+    }
+    for (int j = 0; j < D; j++)
+        mean[j] /= N;
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < D; j++) {
+            long double d = x[i * D + j] - mean[j];
+            m2[j] += d * d;
+        }
+    for (int split = 0; split < 4; split++) {
+        char dir[32];
+        snprintf(dir, sizeof(dir), "db%d", split);
+        fixture f;
+        fixture_make(&f, dir, N, dims, 1, H2T_DTYPE_F32);
+        uint32_t at = 0;
+        while (at < N) {
+            uint32_t n = split == 0 ? N : split == 1 ? 1 : split == 2 ? 7 : 1 + rnd() % 50;
+            if (n > N - at)
+                n = N - at;
+            const float *p[1] = {x + (size_t)at * D};
+            ASSERT_OK(h2t_store_features_write(f.st, f.ext, at, n, p));
+            at += n;
+        }
+        h2t_layer_stats *s;
+        ASSERT_OK(h2t_store_stats_get(f.st, f.ext, 0, &s));
+        ASSERT_EQ(s->count, N);
+        ASSERT_EQ(s->dim, D);
+        for (int j = 0; j < D; j++) {
+            ASSERT_NEAR(s->mean[j], (double)mean[j], 1e-12 * 1000);
+            ASSERT_NEAR(s->m2[j] / N, (double)(m2[j] / N), 1e-9 * (double)(m2[j] / N));
+            ASSERT_EQ(s->min[j], mn[j]);
+            ASSERT_EQ(s->max[j], mx[j]);
+        }
+        ASSERT_NEAR(s->norm_mean, (double)(nsum / N), 1e-9 * (double)(nsum / N));
+        ASSERT_NEAR(s->norm_min, nmin, 1e-9 * nmin);
+        ASSERT_NEAR(s->norm_max, nmax, 1e-9 * nmax);
+        h2t_layer_stats_destroy(s);
+        h2t_store_close(f.st);
+    }
+    free(x);
+    h2t_layer_stats_destroy(NULL);
+}
+
+TEST(store_stats_empty_layer)
+{
+    uint32_t dims[1] = {5};
+    fixture f;
+    fixture_make(&f, "db", 3, dims, 1, H2T_DTYPE_F32);
+    h2t_layer_stats *s;
+    ASSERT_OK(h2t_store_stats_get(f.st, f.ext, 0, &s));
+    ASSERT_EQ(s->count, 0);
+    ASSERT_EQ(s->dim, 5);
+    h2t_layer_stats_destroy(s);
+    h2t_store_close(f.st);
+}
+
+TEST(store_f16)
+{
+    uint32_t dims[2] = {1000, 3};
+    fixture f;
+    fixture_make(&f, "db", 64, dims, 2, H2T_DTYPE_F16);
+    float *a = malloc(64 * 1000 * 4), b[64 * 3];
+    for (int i = 0; i < 64 * 1000; i++)
+        a[i] = rndf() * 10;
+    for (int i = 0; i < 64 * 3; i++)
+        b[i] = (float)i;
+    const float *p[2] = {a, b};
+    ASSERT_OK(h2t_store_features_write(f.st, f.ext, 0, 32, p));
+    const float *q[2] = {a + 32 * 1000, b + 32 * 3};
+    ASSERT_OK(h2t_store_features_write(f.st, f.ext, 32, 32, q));
+    float *m = malloc(64 * 1000 * 4);
+    ASSERT_OK(h2t_store_layer_read(f.st, f.ext, 0, NULL, 0, 64, m, 1000));
+    for (int i = 0; i < 64 * 1000; i++)
+        if (m[i] != h2t_f16_to_f32(h2t_f32_to_f16(a[i])))
+            TEST_FAILF("element %d: %g stored as %g", i, a[i], m[i]);
+    h2t_store_reader *r;
+    const void *data;
+    uint32_t dim, dtype;
+    ASSERT_OK(h2t_store_reader_begin(f.st, &r));
+    ASSERT_OK(h2t_store_reader_feature(r, f.ext, 1, 40, &data, &dim, &dtype));
+    ASSERT_EQ(dtype, H2T_DTYPE_F16);
+    ASSERT_EQ(dim, 3);
+    uint16_t h;
+    memcpy(&h, (const uint8_t *)data + 4, 2);
+    ASSERT_EQ(h2t_f16_to_f32(h), 40 * 3 + 2);
+    h2t_store_reader_end(r);
+    /* statistics come from the f32 values given */
+    h2t_layer_stats *s;
+    ASSERT_OK(h2t_store_stats_get(f.st, f.ext, 1, &s));
+    ASSERT_EQ(s->max[2], 63 * 3 + 2);
+    h2t_layer_stats_destroy(s);
+    free(a);
+    free(m);
+    h2t_store_close(f.st);
+}
+
+TEST(store_map_grows)
+{
+    uint32_t dims[2] = {512, 512};
+    h2t_store *st;
+    ASSERT_OK(h2t_store_open_map("db", H2T_STORE_CREATE | H2T_STORE_NOSYNC, 256 << 10, &st));
+    h2t_store_meta m0;
+    ASSERT_OK(h2t_store_meta_get(st, &m0));
+    ASSERT_LE(m0.map_size, 256 << 10);
+    h2t_store_close(st);
+    fixture f; /* reopens the small store */
+    fixture_make(&f, "db", 2000, dims, 2, H2T_DTYPE_F32);
+    for (uint32_t at = 0; at < 2000; at += 250)
+        write_range(&f, dims, 2, at, 250); /* 8 MB of features into a 256 KiB map */
+    h2t_store_meta m1;
+    ASSERT_OK(h2t_store_meta_get(f.st, &m1));
+    ASSERT_GT(m1.map_size, 8 << 20);
+    float v[512];
+    ASSERT_OK(h2t_store_feature_get(f.st, f.ext, 1, 1999, v, 512));
+    ASSERT_EQ(v[511], fval(1, 1999, 511));
+    ASSERT_OK(h2t_store_feature_get(f.st, f.ext, 0, 0, v, 512));
+    ASSERT_EQ(v[3], fval(0, 0, 3));
+    h2t_store_close(f.st);
+    /* a second handle on the same store sees the grown map */
+    ASSERT_OK(h2t_store_open("db", H2T_STORE_RDONLY, &st));
+    ASSERT_OK(h2t_store_feature_get(st, 1, 1, 1500, v, 512));
+    ASSERT_EQ(v[0], fval(1, 1500, 0));
+    h2t_store_close(st);
+}
+
+TEST(store_tasks_roundtrip)
+{
+    uint32_t dims[1] = {4};
+    fixture f;
+    fixture_make(&f, "db", 30, dims, 1, H2T_DTYPE_F32);
+    h2t_task t = {0};
+    snprintf(t.name, sizeof(t.name), "animals");
+    t.extraction = f.ext;
+    t.n_classes = 2;
+    char *names[2] = {"fur", "scales"};
+    t.class_names = names;
+    t.shots = 5;
+    uint32_t tr[4] = {0, 1, 2, 3}, trl[4] = {0, 1, 0, 1}, te[2] = {28, 29}, tel[2] = {1, 1};
+    t.n_train = 4;
+    t.train = tr;
+    t.train_labels = trl;
+    t.n_test = 2;
+    t.test = te;
+    t.test_labels = tel;
+    ASSERT_OK(h2t_store_task_put(f.st, &t, 0));
+    ASSERT_EQ(h2t_store_task_put(f.st, &t, 0), H2T_EEXIST);
+    ASSERT_CONTAINS(h2t_err_detail(), "animals");
+    h2t_task *g;
+    ASSERT_OK(h2t_store_task_get(f.st, "animals", &g));
+    ASSERT_EQ(g->extraction, f.ext);
+    ASSERT_EQ(g->n_classes, 2);
+    ASSERT_STREQ(g->class_names[1], "scales");
+    ASSERT_EQ(g->shots, 5);
+    ASSERT_EQ(g->n_train, 4);
+    ASSERT_EQ(g->n_val, 0);
+    ASSERT(g->val == NULL);
+    ASSERT_EQ(g->train_labels[3], 1);
+    ASSERT_EQ(g->test[1], 29);
+    ASSERT(g->created_ms > 0);
+    h2t_task_destroy(g);
+    h2t_task_destroy(NULL);
+    t.shots = 1;
+    ASSERT_OK(h2t_store_task_put(f.st, &t, 1));
+    snprintf(t.name, sizeof(t.name), "b-task");
+    ASSERT_OK(h2t_store_task_put(f.st, &t, 0));
+    h2t_task **list;
+    size_t n;
+    ASSERT_OK(h2t_store_task_list(f.st, &list, &n));
+    ASSERT_EQ(n, 2);
+    ASSERT_STREQ(list[0]->name, "animals");
+    ASSERT_EQ(list[0]->shots, 1);
+    ASSERT(list[0]->train == NULL);
+    ASSERT_EQ(list[0]->n_train, 4);
+    h2t_task_list_destroy(list, n);
+    /* bad input */
+    te[1] = 30;
+    ASSERT_EQ(h2t_store_task_put(f.st, &t, 1), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "sample 30");
+    te[1] = 29;
+    trl[2] = 2;
+    ASSERT_EQ(h2t_store_task_put(f.st, &t, 1), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "label 2");
+    trl[2] = 0;
+    t.extraction = 9;
+    ASSERT_EQ(h2t_store_task_put(f.st, &t, 1), H2T_ENOTFOUND);
+    t.extraction = f.ext;
+    t.n_train = 0;
+    ASSERT_EQ(h2t_store_task_put(f.st, &t, 1), H2T_EINVAL);
+    t.n_train = 4;
+    t.n_classes = 0;
+    ASSERT_EQ(h2t_store_task_put(f.st, &t, 1), H2T_EINVAL);
+    ASSERT_OK(h2t_store_task_delete(f.st, "b-task"));
+    ASSERT_EQ(h2t_store_task_delete(f.st, "b-task"), H2T_ENOTFOUND);
+    ASSERT_EQ(h2t_store_task_get(f.st, "b-task", &g), H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "b-task");
+    h2t_store_close(f.st);
+}
+
+TEST(store_jobs_roundtrip)
+{
+    h2t_store *st;
+    ASSERT_OK(h2t_store_open("db", H2T_STORE_CREATE | H2T_STORE_NOSYNC, &st));
+    uint64_t a, b;
+    ASSERT_OK(h2t_store_job_create(st, "spec-a", 6, &a));
+    ASSERT_OK(h2t_store_job_create(st, NULL, 0, &b));
+    ASSERT_EQ(b, a + 1);
+    h2t_job *j;
+    ASSERT_OK(h2t_store_job_get(st, a, &j));
+    ASSERT_EQ(j->state, H2T_JOB_QUEUED);
+    ASSERT_EQ(j->spec_len, 6);
+    ASSERT(memcmp(j->spec, "spec-a", 6) == 0);
+    ASSERT(j->created_ms > 0);
+    j->state = H2T_JOB_RUNNING;
+    j->attempts = 1;
+    j->progress = 0.25;
+    snprintf(j->stage, sizeof(j->stage), "cv fold 2/5");
+    j->started_ms = 123;
+    ASSERT_OK(h2t_store_job_update(st, j));
+    h2t_job_destroy(j);
+    ASSERT_OK(h2t_store_job_get(st, a, &j));
+    ASSERT_EQ(j->state, H2T_JOB_RUNNING);
+    ASSERT_STREQ(j->stage, "cv fold 2/5");
+    ASSERT_NEAR(j->progress, 0.25, 0);
+    ASSERT_EQ(j->spec_len, 6); /* update keeps the spec */
+    h2t_job_destroy(j);
+    void *blob;
+    size_t len;
+    ASSERT_EQ(h2t_store_result_get(st, a, &blob, &len), H2T_ENOTFOUND);
+    ASSERT_EQ(h2t_store_job_finish(st, a, H2T_JOB_DONE, NULL, NULL, 0), H2T_EINVAL);
+    ASSERT_EQ(h2t_store_job_finish(st, a, H2T_JOB_RUNNING, NULL, "x", 1), H2T_EINVAL);
+    ASSERT_OK(h2t_store_job_finish(st, a, H2T_JOB_DONE, NULL, "result!", 7));
+    ASSERT_OK(h2t_store_result_get(st, a, &blob, &len));
+    ASSERT_EQ(len, 7);
+    ASSERT(memcmp(blob, "result!", 7) == 0);
+    free(blob);
+    ASSERT_OK(h2t_store_job_finish(st, b, H2T_JOB_FAILED, "out of memory", NULL, 0));
+    h2t_job **list;
+    size_t n;
+    ASSERT_OK(h2t_store_job_list(st, &list, &n));
+    ASSERT_EQ(n, 2);
+    ASSERT_EQ(list[0]->state, H2T_JOB_DONE);
+    ASSERT_NEAR(list[0]->progress, 1.0, 0);
+    ASSERT(list[0]->finished_ms > 0);
+    ASSERT_EQ(list[1]->state, H2T_JOB_FAILED);
+    ASSERT_STREQ(list[1]->error, "out of memory");
+    h2t_job_list_destroy(list, n);
+    ASSERT_EQ(h2t_store_job_get(st, 77, &j), H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "job 77");
+    h2t_job jj = {0};
+    jj.id = 77;
+    ASSERT_EQ(h2t_store_job_update(st, &jj), H2T_ENOTFOUND);
+    ASSERT_EQ(h2t_store_job_finish(st, 77, H2T_JOB_CANCELLED, NULL, NULL, 0), H2T_ENOTFOUND);
+    h2t_store_close(st);
+    /* ids are never reused after reopening */
+    ASSERT_OK(h2t_store_open("db", 0, &st));
+    uint64_t c;
+    ASSERT_OK(h2t_store_job_create(st, "z", 1, &c));
+    ASSERT_EQ(c, b + 1);
+    h2t_store_close(st);
+}
+
+/* readers on several threads while one thread writes through map growth */
+typedef struct thr_arg {
+    fixture *f;
+    uint32_t dim;
+    volatile int *stop;
+    int errors, reads;
+} thr_arg;
+
+static void *reader_thread(void *p)
+{
+    thr_arg *a = p;
+    float *v = malloc(a->dim * 4);
+    while (!*a->stop) {
+        h2t_extraction *e;
+        if (h2t_store_extraction_get(a->f->st, a->f->ext, &e) != 0) {
+            a->errors++;
+            break;
+        }
+        uint32_t done = e->samples_done;
+        h2t_extraction_destroy(e);
+        if (!done)
+            continue;
+        uint32_t s = (uint32_t)(a->reads * 7919u) % done;
+        if (h2t_store_feature_get(a->f->st, a->f->ext, 0, s, v, a->dim) != 0 ||
+            v[a->dim - 1] != fval(0, s, a->dim - 1))
+            a->errors++;
+        a->reads++;
+    }
+    free(v);
+    return NULL;
+}
+
+TEST(store_threads_read_while_writing)
+{
+    uint32_t dims[1] = {1024};
+    fixture f;
+    ASSERT_OK(h2t_store_open_map("db", H2T_STORE_CREATE | H2T_STORE_NOSYNC, 256 << 10, &f.st));
+    h2t_store_close(f.st);
+    fixture_make(&f, "db", 1200, dims, 1, H2T_DTYPE_F32);
+    volatile int stop = 0;
+    thr_arg args[3];
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++) {
+        args[i] = (thr_arg){&f, 1024, &stop, 0, 0};
+        ASSERT_EQ(pthread_create(&th[i], NULL, reader_thread, &args[i]), 0);
+    }
+    for (uint32_t at = 0; at < 1200; at += 40)
+        write_range(&f, dims, 1, at, 40);
+    stop = 1;
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        ASSERT_EQ(args[i].errors, 0);
+    }
+    h2t_store_meta m;
+    ASSERT_OK(h2t_store_meta_get(f.st, &m));
+    ASSERT_GT(m.map_size, 4 << 20);
+    h2t_store_close(f.st);
+}
