@@ -1,0 +1,192 @@
+/*
+ * bench/store.c - the feature store against memcpy, in one run.
+ *
+ * 1000 samples x 50 layers x 1024 f32 features (204.8 MB). Prints, as medians of several runs:
+ *   - write throughput of h2t_store_features_write (batches of B samples, default 64, every
+ *     batch one durable transaction) next to a memcpy of the same bytes;
+ *   - throughput of assembling the 1000 x 51200 design matrix with h2t_store_layer_read (one
+ *     cursor walk per layer) next to a memcpy of the same bytes into the same buffer;
+ *   - the store's size on disk (data.mdb) divided by the raw float bytes.
+ * Targets: assembly >= 0.5 of memcpy, size ratio <= 1.05.
+ *
+ *     build/bench/store [batch] [runs]
+ */
+#include "storage/store.h"
+#include "common/err.h"
+#include "common/util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum { NS = 1000, NL = 50, DIM = 1024 };
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(double), cmp_d);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void die(int rc, const char *what)
+{
+    fprintf(stderr, "bench/store: %s: %s: %s\n", what, h2t_strerror(rc), h2t_err_detail());
+    exit(1);
+}
+
+static uint32_t make_store(const char *dir, int dtype, uint32_t batch, float **feat,
+                           double *seconds)
+{
+    h2t_store *st;
+    int rc;
+    if ((rc = h2t_store_open(dir, H2T_STORE_CREATE, &st)) < 0)
+        die(rc, "open");
+    h2t_source src = {0};
+    snprintf(src.name, sizeof(src.name), "bench");
+    h2t_model_rec m = {0};
+    snprintf(m.name, sizeof(m.name), "bench");
+    uint32_t sid, mid, ext;
+    int reused;
+    if ((rc = h2t_store_source_put(st, &src, &sid, &reused)) < 0 ||
+        (rc = h2t_store_model_put(st, &m, &mid, &reused)) < 0)
+        die(rc, "source/model");
+    h2t_layer_info *L = calloc(NL, sizeof(*L));
+    for (int l = 0; l < NL; l++) {
+        snprintf(L[l].name, sizeof(L[l].name), "block%d/out", l);
+        L[l].dim = DIM;
+    }
+    h2t_extraction e = {0};
+    e.source = sid;
+    e.model = mid;
+    e.dtype = (uint32_t)dtype;
+    e.n_samples = NS;
+    e.n_layers = NL;
+    e.layers = L;
+    if ((rc = h2t_store_extraction_begin(st, &e, &ext, &reused)) < 0)
+        die(rc, "extraction");
+    free(L);
+    const float *ptr[NL];
+    double t0 = h2t_now_s();
+    for (uint32_t at = 0; at < NS; at += batch) {
+        uint32_t n = at + batch > NS ? NS - at : batch;
+        for (int l = 0; l < NL; l++)
+            ptr[l] = feat[l] + (size_t)at * DIM;
+        if ((rc = h2t_store_features_write(st, ext, at, n, ptr)) < 0)
+            die(rc, "write");
+    }
+    *seconds = h2t_now_s() - t0;
+    h2t_store_close(st);
+    return ext;
+}
+
+int main(int argc, char **argv)
+{
+    uint32_t batch = argc > 1 ? (uint32_t)atoi(argv[1]) : 64;
+    int runs = argc > 2 ? atoi(argv[2]) : 5;
+    if (batch == 0 || runs < 1 || runs > 50) {
+        fprintf(stderr, "usage: store [batch>0] [runs 1..50]\n");
+        return 2;
+    }
+    const size_t raw = (size_t)NS * NL * DIM * 4;
+    const double mb = (double)raw / 1e6;
+    float *feat[NL];
+    uint64_t x = 88172645463325252ull;
+    for (int l = 0; l < NL; l++) {
+        feat[l] = h2t_aalloc((size_t)NS * DIM, 4);
+        for (size_t i = 0; i < (size_t)NS * DIM; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            feat[l][i] = (float)(x >> 40) / (float)(1 << 24) - 0.5f;
+        }
+    }
+    float *mat = h2t_aalloc((size_t)NS * NL * DIM, 4);
+    float *flat = h2t_aalloc((size_t)NS * NL * DIM, 4);
+    if (!mat || !flat) {
+        fprintf(stderr, "bench/store: out of memory\n");
+        return 1;
+    }
+    memset(flat, 1, raw);
+    char tmpl[] = "/tmp/h2t-bench-store-XXXXXX";
+    char *base = mkdtemp(tmpl);
+    if (!base) {
+        perror("mkdtemp");
+        return 1;
+    }
+    char dir[256], cmd[300];
+    double wr[50], wmc[50], rd[50], rmc[50];
+    struct stat sb;
+    double size_ratio = 0;
+    uint32_t ext = 0;
+    int wruns = runs < 3 ? runs : 3; /* each write run builds a fresh 205 MB store */
+    for (int r = 0; r < wruns; r++) {
+        snprintf(dir, sizeof(dir), "%s/s%d", base, r);
+        ext = make_store(dir, H2T_DTYPE_F32, batch, feat, &wr[r]);
+        double t0 = h2t_now_s();
+        for (int l = 0; l < NL; l++)
+            memcpy(mat + (size_t)l * NS * DIM, feat[l], (size_t)NS * DIM * 4);
+        wmc[r] = h2t_now_s() - t0;
+        char data[300];
+        snprintf(data, sizeof(data), "%s/data.mdb", dir);
+        if (stat(data, &sb) == 0)
+            size_ratio = (double)sb.st_size / (double)raw;
+        if (r + 1 < wruns) {
+            snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+            if (system(cmd) != 0)
+                fprintf(stderr, "bench/store: could not remove %s\n", dir);
+        }
+    }
+    h2t_store *st;
+    int rc = h2t_store_open(dir, H2T_STORE_RDONLY, &st);
+    if (rc < 0)
+        die(rc, "reopen");
+    for (int r = 0; r < runs + 1; r++) { /* run 0 warms the page cache and the mapping */
+        double t0 = h2t_now_s();
+        for (uint32_t l = 0; l < NL; l++)
+            if ((rc = h2t_store_layer_read(st, ext, l, NULL, 0, NS, mat + (size_t)l * DIM,
+                                           (size_t)NL * DIM)) < 0)
+                die(rc, "layer_read");
+        double t1 = h2t_now_s();
+        memcpy(mat, flat, raw);
+        double t2 = h2t_now_s();
+        if (r > 0) {
+            rd[r - 1] = t1 - t0;
+            rmc[r - 1] = t2 - t1;
+        }
+    }
+    /* the assembled matrix must hold the written values */
+    for (int l = 0; l < NL; l += 7) {
+        h2t_store_layer_read(st, ext, (uint32_t)l, NULL, 0, NS, mat + (size_t)l * DIM,
+                             (size_t)NL * DIM);
+        for (int s = 0; s < NS; s += 97)
+            if (memcmp(mat + (size_t)s * NL * DIM + (size_t)l * DIM, feat[l] + (size_t)s * DIM,
+                       DIM * 4)) {
+                fprintf(stderr, "bench/store: assembled matrix differs at layer %d sample %d\n", l,
+                        s);
+                return 1;
+            }
+    }
+    h2t_store_close(st);
+    double w = median(wr, wruns), wm = median(wmc, wruns);
+    double a = median(rd, runs), am = median(rmc, runs);
+    printf("store bench: %d samples x %d layers x %d f32 = %.1f MB, batch %u, medians of %d "
+           "write / %d assembly runs\n",
+           NS, NL, DIM, mb, batch, wruns, runs);
+    printf("  write     %8.1f MB/s   memcpy %8.1f MB/s   ratio %.3f\n", mb / w, mb / wm, wm / w);
+    printf("  assemble  %8.1f MB/s   memcpy %8.1f MB/s   ratio %.3f   (target >= 0.5)\n", mb / a,
+           mb / am, am / a);
+    printf("  size on disk / raw floats: %.4f   (target <= 1.05)\n", size_ratio);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", base);
+    if (system(cmd) != 0)
+        fprintf(stderr, "bench/store: could not remove %s\n", base);
+    for (int l = 0; l < NL; l++)
+        h2t_afree(feat[l]);
+    h2t_afree(mat);
+    h2t_afree(flat);
+    return 0;
+}
