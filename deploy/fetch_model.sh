@@ -5,12 +5,15 @@
 #   deploy/fetch_model.sh --resnet     also models/resnet18.onnx, models/resnet50.onnx
 #   deploy/fetch_model.sh --ort        also onnxruntime-node (the conformance/bench peer)
 #   deploy/fetch_model.sh --all        all of the above
-# npm packages go to $H2T_NPM_CACHE (default models/.npm; models/ is git-ignored). Needs
-# nodejs + npm and /usr/bin/python3 with python3-onnx + numpy (deploy/deps.sh --demo/--bench);
-# --resnet needs python3-torch + python3-torchvision.
+# Models go to $H2T_MODELS_DIR (default models/, git-ignored), npm packages to
+# $H2T_NPM_CACHE (default models/.npm). Needs nodejs + npm and /usr/bin/python3 with
+# python3-onnx + numpy (deploy/deps.sh --demo/--bench); --resnet needs python3-torch +
+# python3-torchvision. onnxruntime-node 1.30.0 loads under Debian's node 20 without its
+# install script (the CPU binding ships in the tarball). npm warns that nsfwjs 4.4.0 wants
+# node 22.13: harmless, only its model files are used here (tfjs runs them under node 20).
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-MODELS="$ROOT/models"
+MODELS="${H2T_MODELS_DIR:-$ROOT/models}"
 NPM_DIR="${H2T_NPM_CACHE:-$MODELS/.npm}"
 NSFWJS_VERSION=4.4.0
 ORT_VERSION=1.30.0
