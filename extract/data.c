@@ -793,8 +793,8 @@ static int folder_open(h2t_data *d, const char *dir)
             char p[4096];
             snprintf(p, sizeof p, "%s/%s", cdir, files[i]);
             hash_tag(&hs, files[i]);
-            uint8_t head[8];
-            size_t got;
+            uint8_t head[8] = {0};
+            size_t got = 0;
             if ((rc = hash_file_into(&hs, p, head, &got)) < 0)
                 break;
             int png = got >= 8 && !memcmp(head, "\x89PNG\r\n\x1a\n", 8);
