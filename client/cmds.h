@@ -14,7 +14,14 @@ typedef struct h2t_cmd {
 } h2t_cmd;
 
 int h2t_cmd_version(int argc, char **argv);
+int h2t_cmd_ls(int argc, char **argv);
+int h2t_cmd_layers(int argc, char **argv);
+int h2t_cmd_dump(int argc, char **argv);
 
-#define H2T_CMD_TABLE {"version", "print the version", h2t_cmd_version},
+#define H2T_CMD_TABLE                                                                              \
+    {"version", "print the version", h2t_cmd_version},                                             \
+        {"ls", "list a store's sources, models, extractions, tasks and jobs", h2t_cmd_ls},         \
+        {"layers", "the layer table of an extraction", h2t_cmd_layers},                            \
+        {"dump", "print one stored feature vector (layer, sample)", h2t_cmd_dump},
 
 #endif
