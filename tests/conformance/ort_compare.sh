@@ -8,6 +8,7 @@
 # 1e-3 of the tensor's largest |ort|, and every tensor ORT computed must be there.
 # One line per tensor, a summary per model; exit 1 on any mismatch.
 #   --ort-only   skip h2tdb (checks the model and the ORT side alone)
+#   H2T_ONNX_DUMP=PATH   use that onnx_dump binary instead of building it
 # `make conformance` runs it on the three models. Needs deploy/fetch_model.sh --all.
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -19,16 +20,16 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --batch) batch=$2; shift 2 ;;
     --ort-only) ort_only=1; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) break ;;
     esac
 done
-[ $# -gt 0 ] || { sed -n '2,13p' "$0" >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,14p' "$0" >&2; exit 2; }
 
 "$ROOT/deploy/fetch_model.sh" --ort >/dev/null
 export NODE_PATH="$NPM_DIR/node_modules"
-DUMP="$ROOT/build/conformance/onnx_dump"
-if [ $ort_only = 0 ]; then
+DUMP="${H2T_ONNX_DUMP:-$ROOT/build/conformance/onnx_dump}"
+if [ $ort_only = 0 ] && [ -z "${H2T_ONNX_DUMP:-}" ]; then
     make -C "$ROOT" --no-print-directory -s build/conformance/onnx_dump
 fi
 tmp=$(mktemp -d)
