@@ -96,4 +96,27 @@ void h2t_tensors_free(h2t_tensor *t, int n);
 /* Set OpenBLAS's thread count (0 = leave as is). */
 void h2t_blas_threads(int n);
 
+/* ---- additions (executor): int64 inputs for ONNX's node tests, the arena size ---- */
+
+/* An int64 tensor (shape inputs such as Reshape's shape or Pad's pads). */
+typedef struct h2t_itensor {
+    char name[256];
+    int rank;
+    int64_t shape[H2T_MAX_RANK];
+    int64_t *data; /* OWNED by whoever made the struct */
+} h2t_itensor;
+
+/* h2t_model_run_once with int64 inputs too; int64 outputs come back converted to float. */
+int h2t_model_run_once_i64(const h2t_model *m, const h2t_tensor *inputs, int n_inputs,
+                           const h2t_itensor *iinputs, int n_iinputs, h2t_tensor **outputs,
+                           int *n_outputs);
+
+/* Decode a serialized ONNX TensorProto (test_data_set_N/input_K.pb) of float32 (into *ft)
+ * or int64/int32 (into *it, *is_i64 = 1). The data is OWNED by the caller (free()).
+ * Errors: H2T_ECORRUPT (not a TensorProto), H2T_EUNSUPPORTED (other types), H2T_ENOMEM. */
+int h2t_tensor_pb_read(const void *buf, size_t len, h2t_tensor *ft, h2t_itensor *it, int *is_i64);
+
+/* Bytes of the executor's arena (every intermediate tensor, dead buffers reused). */
+size_t h2t_exec_arena_bytes(const h2t_exec *x);
+
 #endif

@@ -1,0 +1,323 @@
+/*
+ * extract/ops_conv.c - convolution (im2col / direct 1x1 + OpenBLAS sgemm, depthwise as
+ * direct loops), max/average pooling, Gemm and MatMul. The only file of extract/ that calls
+ * BLAS; h2t_blas_threads sets OpenBLAS's thread count explicitly.
+ */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("O3")
+#endif
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "extract/onnx_graph.h"
+
+#define IN(j) (&k->vs[nd->in[j]])
+#define OUT(j) (&k->vs[nd->out[j]])
+#define HAS(i) ((i) < nd->n_in && nd->in[i] >= 0)
+
+int onnx_k_conv(const onnx_kctx *k, const onnx_node *nd);
+int onnx_k_pool(const onnx_kctx *k, const onnx_node *nd);
+int onnx_k_gemm(const onnx_kctx *k, const onnx_node *nd);
+int onnx_k_matmul(const onnx_kctx *k, const onnx_node *nd);
+size_t onnx_k_conv_scratch(const onnx_node *nd, const onnx_vstate *vs, const onnx_nstate *ns);
+
+void h2t_blas_threads(int n)
+{
+    if (n > 0)
+        openblas_set_num_threads(n);
+}
+
+/* Window geometry with 1-D inputs seen as H = 1. */
+typedef struct geo {
+    int64_t N, C, H, W, M, OH, OW, kh, kw, sh, sw, dh, dw, pt, pl, G;
+} geo;
+
+static void geo_make(const onnx_node *nd, const onnx_vstate *x, const onnx_vstate *y,
+                     const onnx_nstate *ns, geo *g)
+{
+    int sp2 = x->rank == 4;
+    g->N = x->dim[0];
+    g->C = x->dim[1];
+    g->H = sp2 ? x->dim[2] : 1;
+    g->W = x->dim[x->rank - 1];
+    g->M = y->dim[1];
+    g->OH = sp2 ? y->dim[2] : 1;
+    g->OW = y->dim[y->rank - 1];
+    g->kh = ns->a[4];
+    g->kw = ns->a[5];
+    g->sh = nd->p.strides[0];
+    g->sw = nd->p.strides[1];
+    g->dh = nd->p.dil[0];
+    g->dw = nd->p.dil[1];
+    g->pt = ns->a[0];
+    g->pl = ns->a[1];
+    g->G = nd->p.group;
+}
+
+/* Output positions o in [lo, hi) whose input position o*s + off lies in [0, n). */
+static void valid_range(int64_t off, int64_t s, int64_t n, int64_t on, int64_t *lo, int64_t *hi)
+{
+    int64_t a = off >= 0 ? 0 : (-off + s - 1) / s;
+    int64_t b = n - off <= 0 ? 0 : (n - off + s - 1) / s;
+    if (b > on)
+        b = on;
+    if (a > b)
+        a = b;
+    *lo = a;
+    *hi = b;
+}
+
+static int is_depthwise(const geo *g)
+{
+    return g->G == g->C && g->M == g->C && g->G > 1;
+}
+
+static int is_pointwise(const geo *g)
+{
+    return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0 &&
+           g->OH == g->H && g->OW == g->W;
+}
+
+size_t onnx_k_conv_scratch(const onnx_node *nd, const onnx_vstate *vs, const onnx_nstate *ns)
+{
+    geo g;
+    geo_make(nd, &vs[nd->in[0]], &vs[nd->out[0]], ns, &g);
+    if (is_depthwise(&g) || is_pointwise(&g))
+        return 0;
+    return (size_t)((g.C / g.G) * g.kh * g.kw * g.OH * g.OW);
+}
+
+/* col[(c*kh + ki)*kw + kj][oh*OW + ow] = x[c][oh*sh - pt + ki*dh][ow*sw - pl + kj*dw] */
+static void im2col(const float *restrict x, const geo *g, int64_t C, float *restrict col)
+{
+    int64_t OHW = g->OH * g->OW;
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t ki = 0; ki < g->kh; ki++)
+            for (int64_t kj = 0; kj < g->kw; kj++) {
+                float *restrict row = col + ((c * g->kh + ki) * g->kw + kj) * OHW;
+                int64_t oh0, oh1, ow0, ow1;
+                valid_range(ki * g->dh - g->pt, g->sh, g->H, g->OH, &oh0, &oh1);
+                valid_range(kj * g->dw - g->pl, g->sw, g->W, g->OW, &ow0, &ow1);
+                memset(row, 0, (size_t)(oh0 * g->OW) * sizeof(float));
+                for (int64_t oh = oh0; oh < oh1; oh++) {
+                    float *restrict r = row + oh * g->OW;
+                    const float *restrict xr = x +
+                                               (c * g->H + oh * g->sh - g->pt + ki * g->dh) * g->W +
+                                               kj * g->dw - g->pl;
+                    for (int64_t ow = 0; ow < ow0; ow++)
+                        r[ow] = 0.f;
+                    if (g->sw == 1) {
+                        memcpy(r + ow0, xr + ow0, (size_t)(ow1 - ow0) * sizeof(float));
+                    } else {
+                        for (int64_t ow = ow0; ow < ow1; ow++)
+                            r[ow] = xr[ow * g->sw];
+                    }
+                    for (int64_t ow = ow1; ow < g->OW; ow++)
+                        r[ow] = 0.f;
+                }
+                memset(row + oh1 * g->OW, 0, (size_t)((g->OH - oh1) * g->OW) * sizeof(float));
+            }
+}
+
+static void depthwise(const float *restrict x, const float *restrict w, const float *bias,
+                      const geo *g, float *restrict y)
+{
+    int64_t OHW = g->OH * g->OW;
+    for (int64_t n = 0; n < g->N; n++)
+        for (int64_t c = 0; c < g->C; c++) {
+            const float *restrict xp = x + (n * g->C + c) * g->H * g->W;
+            const float *restrict wp = w + c * g->kh * g->kw;
+            float *restrict yp = y + (n * g->C + c) * OHW;
+            const float b = bias ? bias[c] : 0.f;
+            for (int64_t oh = 0; oh < g->OH; oh++) {
+                float *restrict yr = yp + oh * g->OW;
+                for (int64_t ow = 0; ow < g->OW; ow++)
+                    yr[ow] = b;
+                for (int64_t ki = 0; ki < g->kh; ki++) {
+                    int64_t ih = oh * g->sh - g->pt + ki * g->dh;
+                    if (ih < 0 || ih >= g->H)
+                        continue;
+                    const float *restrict xr = xp + ih * g->W;
+                    for (int64_t kj = 0; kj < g->kw; kj++) {
+                        const float wv = wp[ki * g->kw + kj];
+                        int64_t off = kj * g->dw - g->pl, ow0, ow1;
+                        valid_range(off, g->sw, g->W, g->OW, &ow0, &ow1);
+                        const float *restrict xs = xr + off;
+                        if (g->sw == 1) {
+                            for (int64_t ow = ow0; ow < ow1; ow++)
+                                yr[ow] += wv * xs[ow];
+                        } else if (g->sw == 2) {
+                            for (int64_t ow = ow0; ow < ow1; ow++)
+                                yr[ow] += wv * xs[2 * ow];
+                        } else {
+                            for (int64_t ow = ow0; ow < ow1; ow++)
+                                yr[ow] += wv * xs[ow * g->sw];
+                        }
+                    }
+                }
+            }
+        }
+}
+
+int onnx_k_conv(const onnx_kctx *k, const onnx_node *nd)
+{
+    geo g;
+    const onnx_vstate *x = IN(0), *w = IN(1);
+    float *y = OUT(0)->f;
+    const float *bias = HAS(2) ? IN(2)->f : NULL;
+    geo_make(nd, x, OUT(0), k->ns, &g);
+    if (onnx_numel(OUT(0)) == 0)
+        return 0;
+    if (is_depthwise(&g)) {
+        depthwise(x->f, w->f, bias, &g, y);
+        return 0;
+    }
+    int64_t Cg = g.C / g.G, Mg = g.M / g.G, OHW = g.OH * g.OW, K = Cg * g.kh * g.kw;
+    int pw = is_pointwise(&g);
+    if (!pw && (size_t)(K * OHW) > k->scratch_n)
+        return h2t_err_set(H2T_ESTATE, "conv scratch too small");
+    for (int64_t n = 0; n < g.N; n++) {
+        float *yn = y + n * g.M * OHW;
+        for (int64_t m = 0; m < g.M; m++) {
+            float b = bias ? bias[m] : 0.f;
+            float *restrict yr = yn + m * OHW;
+            for (int64_t i = 0; i < OHW; i++)
+                yr[i] = b;
+        }
+        for (int64_t gi = 0; gi < g.G; gi++) {
+            const float *xg = x->f + (n * g.C + gi * Cg) * g.H * g.W;
+            const float *col = xg;
+            if (!pw) {
+                im2col(xg, &g, Cg, k->scratch);
+                col = k->scratch;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)Mg, (int)OHW, (int)K, 1.f,
+                        w->f + gi * Mg * K, (int)K, col, (int)OHW, 1.f, yn + gi * Mg * OHW,
+                        (int)OHW);
+        }
+    }
+    return 0;
+}
+
+int onnx_k_pool(const onnx_kctx *k, const onnx_node *nd)
+{
+    geo g;
+    const onnx_vstate *x = IN(0);
+    geo_make(nd, x, OUT(0), k->ns, &g);
+    int is_max = nd->kind == OP_MAXPOOL, incl = nd->p.count_include_pad;
+    int64_t pb = k->ns->a[2], pr = k->ns->a[3];
+    for (int64_t c = 0; c < g.N * g.C; c++) {
+        const float *xp = x->f + c * g.H * g.W;
+        float *yp = OUT(0)->f + c * g.OH * g.OW;
+        for (int64_t oh = 0; oh < g.OH; oh++)
+            for (int64_t ow = 0; ow < g.OW; ow++) {
+                int64_t h0 = oh * g.sh - g.pt, w0 = ow * g.sw - g.pl;
+                float acc = is_max ? -INFINITY : 0.f;
+                int64_t cnt = 0, cnt_pad = 0;
+                for (int64_t ki = 0; ki < g.kh; ki++) {
+                    int64_t ih = h0 + ki * g.dh;
+                    int hin = ih >= 0 && ih < g.H, hpad = ih >= -g.pt && ih < g.H + pb;
+                    for (int64_t kj = 0; kj < g.kw; kj++) {
+                        int64_t iw = w0 + kj * g.dw;
+                        if (hpad && iw >= -g.pl && iw < g.W + pr)
+                            cnt_pad++;
+                        if (!hin || iw < 0 || iw >= g.W)
+                            continue;
+                        float v = xp[ih * g.W + iw];
+                        if (is_max)
+                            acc = v > acc ? v : acc;
+                        else
+                            acc += v;
+                        cnt++;
+                    }
+                }
+                if (!is_max)
+                    acc = (incl ? cnt_pad : cnt) ? acc / (float)(incl ? cnt_pad : cnt) : 0.f;
+                yp[oh * g.OW + ow] = acc;
+            }
+    }
+    return 0;
+}
+
+int onnx_k_gemm(const onnx_kctx *k, const onnx_node *nd)
+{
+    const onnx_vstate *a = IN(0), *b = IN(1), *o = OUT(0);
+    int ta = nd->p.trans_a, tb = nd->p.trans_b;
+    int64_t M = o->dim[0], N = o->dim[1], K = ta ? a->dim[0] : a->dim[1];
+    float beta = 0.f;
+    if (M * N == 0)
+        return 0;
+    if (HAS(2) && nd->p.beta != 0.f) {
+        const onnx_vstate *c = IN(2);
+        int64_t cm = c->rank == 2 ? c->dim[0] : 1, cn = c->rank >= 1 ? c->dim[c->rank - 1] : 1;
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++)
+                o->f[i * N + j] = c->f[(cm == 1 ? 0 : i) * cn + (cn == 1 ? 0 : j)];
+        beta = nd->p.beta;
+    } else if (K == 0) {
+        memset(o->f, 0, (size_t)(M * N) * sizeof(float));
+    }
+    if (K == 0) {
+        for (int64_t i = 0; i < M * N; i++)
+            o->f[i] *= beta;
+        return 0;
+    }
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                (int)M, (int)N, (int)K, nd->p.alpha, a->f, ta ? (int)M : (int)K, b->f,
+                tb ? (int)K : (int)N, beta, o->f, (int)N);
+    return 0;
+}
+
+int onnx_k_matmul(const onnx_kctx *k, const onnx_node *nd)
+{
+    const onnx_vstate *a = IN(0), *b = IN(1), *o = OUT(0);
+    int a1 = a->rank == 1, b1 = b->rank == 1;
+    int64_t M = a1 ? 1 : a->dim[a->rank - 2], K = a->dim[a->rank - 1];
+    int64_t N = b1 ? 1 : b->dim[b->rank - 1];
+    int ar = a1 ? 0 : a->rank - 2, br = b1 ? 0 : b->rank - 2;
+    int r = ar > br ? ar : br;
+    int64_t bd[H2T_MAX_RANK], sa[H2T_MAX_RANK], sb[H2T_MAX_RANK], nb = 1;
+    int64_t ta = 1, tb = 1;
+    for (int i = r - 1; i >= 0; i--) {
+        int ia = i - (r - ar), ib = i - (r - br);
+        int64_t da = ia >= 0 ? a->dim[ia] : 1, db = ib >= 0 ? b->dim[ib] : 1;
+        bd[i] = da > db ? da : db;
+        sa[i] = da == 1 ? 0 : ta;
+        sb[i] = db == 1 ? 0 : tb;
+        ta *= da;
+        tb *= db;
+        nb *= bd[i];
+    }
+    if (onnx_numel(o) == 0)
+        return 0;
+    if (K == 0) {
+        memset(o->f, 0, (size_t)onnx_numel(o) * sizeof(float));
+        return 0;
+    }
+    if (br == 0 && !a1) {
+        /* weights shared by every batch: one product with the batch folded into M */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(ta * M), (int)N, (int)K, 1.f,
+                    a->f, (int)K, b->f, (int)N, 0.f, o->f, (int)N);
+        return 0;
+    }
+    int64_t idx[H2T_MAX_RANK] = {0};
+    for (int64_t t = 0; t < nb; t++) {
+        int64_t oa = 0, ob = 0;
+        for (int i = 0; i < r; i++) {
+            oa += idx[i] * sa[i];
+            ob += idx[i] * sb[i];
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.f,
+                    a->f + oa * M * K, (int)K, b->f + ob * K * N, (int)N, 0.f, o->f + t * M * N,
+                    (int)N);
+        for (int i = r - 1; i >= 0; i--) {
+            if (++idx[i] < bd[i])
+                break;
+            idx[i] = 0;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,454 @@
+/*
+ * tests/test_onnx.c - the executor's own tests: models written byte by byte with a tiny
+ * protobuf writer (no protobuf library in tests), checked against naive reference loops.
+ * Refusals (unsupported operator named with its node, truncated / non-ONNX files, shape
+ * errors), buffer reuse in the arena, dynamic batch, observed-tensor callbacks, and Conv in
+ * its pointwise / depthwise / grouped / dilated / padded forms.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "extract/model.h"
+#include "tests/test.h"
+
+/* ---------------------------------------------------------------- protobuf writer */
+
+typedef struct pb {
+    unsigned char *b;
+    size_t n, cap;
+} pb;
+
+static void pb_bytes(pb *p, const void *d, size_t n)
+{
+    if (p->n + n > p->cap) {
+        p->cap = (p->n + n) * 2 + 64;
+        p->b = realloc(p->b, p->cap);
+    }
+    memcpy(p->b + p->n, d, n);
+    p->n += n;
+}
+
+static void pb_varint(pb *p, uint64_t v)
+{
+    unsigned char c;
+    do {
+        c = (unsigned char)(v & 0x7f);
+        v >>= 7;
+        if (v)
+            c |= 0x80;
+        pb_bytes(p, &c, 1);
+    } while (v);
+}
+
+static void pb_int(pb *p, int field, int64_t v)
+{
+    pb_varint(p, (uint64_t)field << 3);
+    pb_varint(p, (uint64_t)v);
+}
+
+static void pb_len(pb *p, int field, const void *d, size_t n)
+{
+    pb_varint(p, ((uint64_t)field << 3) | 2);
+    pb_varint(p, n);
+    pb_bytes(p, d, n);
+}
+
+static void pb_str(pb *p, int field, const char *s)
+{
+    pb_len(p, field, s, strlen(s));
+}
+
+static void pb_msg(pb *p, int field, pb *sub)
+{
+    pb_len(p, field, sub->b, sub->n);
+    free(sub->b);
+    memset(sub, 0, sizeof *sub);
+}
+
+/* TensorProto: dims=1, data_type=2, name=8, raw_data=9 */
+static void pb_tensor(pb *p, int field, const char *name, int rank, const int64_t *dims,
+                      const float *data)
+{
+    pb t = {0};
+    int64_t n = 1;
+    for (int i = 0; i < rank; i++) {
+        pb_int(&t, 1, dims[i]);
+        n *= dims[i];
+    }
+    pb_int(&t, 2, 1);
+    pb_str(&t, 8, name);
+    pb_len(&t, 9, data, (size_t)n * 4);
+    pb_msg(p, field, &t);
+}
+
+/* ValueInfoProto name=1 type=2{tensor_type=1{elem_type=1, shape=2{dim=1{value=1|param=2}}}} */
+static void pb_value_info(pb *p, int field, const char *name, int rank, const int64_t *dims)
+{
+    pb shape = {0}, tt = {0}, ty = {0}, vi = {0};
+    for (int i = 0; i < rank; i++) {
+        pb d = {0};
+        if (dims[i] < 0)
+            pb_str(&d, 2, "N");
+        else
+            pb_int(&d, 1, dims[i]);
+        pb_msg(&shape, 1, &d);
+    }
+    pb_int(&tt, 1, 1);
+    pb_msg(&tt, 2, &shape);
+    pb_msg(&ty, 1, &tt);
+    pb_str(&vi, 1, name);
+    pb_msg(&vi, 2, &ty);
+    pb_msg(p, field, &vi);
+}
+
+/* AttributeProto name=1 f=2 i=3 ints=8 type=20 */
+typedef struct attr {
+    const char *name;
+    int type; /* 1 f, 2 i, 7 ints */
+    float f;
+    int64_t i;
+    int n;
+    int64_t ints[8];
+} attr;
+
+/* NodeProto input=1 output=2 name=3 op_type=4 attribute=5 */
+static void pb_node(pb *g, const char *op, const char *name, const char *in0, const char *in1,
+                    const char *in2, const char *out, const attr *attrs, int n_attrs)
+{
+    pb nd = {0};
+    if (in0)
+        pb_str(&nd, 1, in0);
+    if (in1)
+        pb_str(&nd, 1, in1);
+    if (in2)
+        pb_str(&nd, 1, in2);
+    pb_str(&nd, 2, out);
+    pb_str(&nd, 3, name);
+    pb_str(&nd, 4, op);
+    for (int i = 0; i < n_attrs; i++) {
+        pb a = {0};
+        pb_str(&a, 1, attrs[i].name);
+        if (attrs[i].type == 1) {
+            pb_varint(&a, (2 << 3) | 5);
+            pb_bytes(&a, &attrs[i].f, 4);
+        } else if (attrs[i].type == 2) {
+            pb_int(&a, 3, attrs[i].i);
+        } else {
+            for (int k = 0; k < attrs[i].n; k++)
+                pb_int(&a, 8, attrs[i].ints[k]);
+        }
+        pb_int(&a, 20, attrs[i].type);
+        pb_msg(&nd, 5, &a);
+    }
+    pb_msg(g, 1, &nd);
+}
+
+/* ModelProto ir_version=1 graph=7 opset_import=8{version=2} */
+static void pb_model(pb *m, pb *graph, int opset)
+{
+    pb op = {0};
+    pb_int(m, 1, 8);
+    pb_msg(m, 7, graph);
+    pb_int(&op, 2, opset);
+    pb_msg(m, 8, &op);
+}
+
+static float frand(unsigned *s)
+{
+    *s = *s * 1103515245u + 12345u;
+    return (float)((*s >> 8) & 0xffff) / 32768.f - 1.f;
+}
+
+/* ---------------------------------------------------------------- refusals */
+
+static void relu_then(pb *model, const char *op2)
+{
+    pb g = {0};
+    int64_t d[2] = {-1, 4};
+    pb_node(&g, "Relu", "first", "x", NULL, NULL, "r", NULL, 0);
+    pb_node(&g, op2, "mynode", "r", NULL, NULL, "y", NULL, 0);
+    pb_str(&g, 2, "g");
+    pb_value_info(&g, 11, "x", 2, d);
+    pb_value_info(&g, 12, "y", 2, d);
+    pb_model(model, &g, 13);
+}
+
+TEST(onnx_unsupported_op_named)
+{
+    pb m = {0};
+    relu_then(&m, "FancyOp");
+    h2t_model *mod = NULL;
+    ASSERT_EQ(h2t_model_load_mem(m.b, m.n, "fancy.onnx", &mod), H2T_EUNSUPPORTED);
+    ASSERT_CONTAINS(h2t_err_detail(), "FancyOp");
+    ASSERT_CONTAINS(h2t_err_detail(), "mynode");
+    ASSERT_CONTAINS(h2t_err_detail(), "fancy.onnx");
+    ASSERT(mod == NULL);
+    free(m.b);
+}
+
+TEST(onnx_unsupported_attribute_and_dtype)
+{
+    pb g = {0}, m = {0};
+    int64_t d[2] = {1, 4};
+    attr ap = {"mode", 3, 0, 0, 0, {0}};
+    (void)ap;
+    /* MaxPool with storage_order = 1 */
+    attr so[2] = {{"kernel_shape", 7, 0, 0, 2, {1, 1}}, {"storage_order", 2, 0, 1, 0, {0}}};
+    int64_t d4[4] = {1, 1, 2, 2};
+    pb_node(&g, "MaxPool", "pool7", "x", NULL, NULL, "y", so, 2);
+    pb_value_info(&g, 11, "x", 4, d4);
+    pb_value_info(&g, 12, "y", 4, d4);
+    pb_model(&m, &g, 13);
+    h2t_model *mod = NULL;
+    ASSERT_EQ(h2t_model_load_mem(m.b, m.n, "so.onnx", &mod), H2T_EUNSUPPORTED);
+    ASSERT_CONTAINS(h2t_err_detail(), "pool7");
+    ASSERT_CONTAINS(h2t_err_detail(), "storage_order");
+    free(m.b);
+    (void)d;
+}
+
+TEST(onnx_truncated_and_garbage)
+{
+    pb m = {0};
+    relu_then(&m, "Relu");
+    h2t_model *mod = NULL;
+    ASSERT_OK(h2t_model_load_mem(m.b, m.n, "ok.onnx", &mod));
+    h2t_model_destroy(mod);
+    /* every truncation is refused cleanly (most: not a ModelProto; some prefixes parse but
+     * lack the graph or reference undefined tensors) */
+    for (size_t len = 0; len < m.n; len++) {
+        mod = NULL;
+        int rc = h2t_model_load_mem(m.b, len, "cut.onnx", &mod);
+        if (rc == 0) {
+            h2t_model_destroy(mod);
+            continue;
+        }
+        ASSERT(rc == H2T_ECORRUPT || rc == H2T_ESHAPE || rc == H2T_EUNSUPPORTED);
+        ASSERT(mod == NULL);
+    }
+    ASSERT_EQ(h2t_model_load_mem(m.b, m.n / 2, "half.onnx", &mod), H2T_ECORRUPT);
+    ASSERT_CONTAINS(h2t_err_detail(), "half.onnx");
+    /* bit flips never crash */
+    unsigned s = 7;
+    for (int t = 0; t < 300; t++) {
+        unsigned char *c = malloc(m.n);
+        memcpy(c, m.b, m.n);
+        for (int k = 0; k < 3; k++) {
+            s = s * 1103515245u + 12345u;
+            c[(s >> 8) % m.n] ^= (unsigned char)(1u << ((s >> 4) & 7));
+        }
+        mod = NULL;
+        if (h2t_model_load_mem(c, m.n, "flip.onnx", &mod) == 0) {
+            h2t_exec *x = NULL;
+            if (h2t_exec_create(mod, 2, &x) == 0) {
+                float in[64] = {0};
+                h2t_exec_run(x, in, 1, NULL, NULL);
+            }
+            h2t_exec_destroy(x);
+            h2t_model_destroy(mod);
+        }
+        free(c);
+    }
+    const char *txt = "hello, this is not an ONNX file\n";
+    ASSERT_EQ(h2t_model_load_mem(txt, strlen(txt), "txt.onnx", &mod), H2T_ECORRUPT);
+    FILE *f = fopen("bad.onnx", "wb");
+    fwrite(m.b, 1, 10, f);
+    fclose(f);
+    ASSERT_EQ(h2t_model_load("bad.onnx", &mod), H2T_ECORRUPT);
+    ASSERT_EQ(h2t_model_load("missing.onnx", &mod), H2T_EIO);
+    ASSERT_CONTAINS(h2t_err_detail(), "missing.onnx");
+    free(m.b);
+}
+
+TEST(onnx_shape_error_names_node)
+{
+    pb g = {0}, m = {0};
+    int64_t a[2] = {1, 3}, b[2] = {1, 4};
+    float w[4] = {1, 2, 3, 4};
+    pb_tensor(&g, 5, "w", 2, b, w);
+    pb_node(&g, "Add", "adder", "x", "w", NULL, "y", NULL, 0);
+    pb_value_info(&g, 11, "x", 2, a);
+    pb_value_info(&g, 12, "y", 2, a);
+    pb_model(&m, &g, 13);
+    h2t_model *mod = NULL;
+    ASSERT_EQ(h2t_model_load_mem(m.b, m.n, "add.onnx", &mod), H2T_ESHAPE);
+    ASSERT_CONTAINS(h2t_err_detail(), "adder");
+    free(m.b);
+}
+
+/* ---------------------------------------------------------------- arena, batch, observe */
+
+static int n_calls;
+static int count_cb(void *ctx, int tensor, const float *data, const int64_t *shape, int rank)
+{
+    (void)tensor;
+    (void)data;
+    int *seen_batch = ctx;
+    n_calls++;
+    ASSERT_EQ(rank, 2);
+    ASSERT_EQ(shape[0], *seen_batch);
+    return n_calls == 100 ? H2T_ECANCELED : 0;
+}
+
+TEST(onnx_buffer_reuse_and_dynamic_batch)
+{
+    pb g = {0}, m = {0};
+    int64_t d[2] = {-1, 1000};
+    char prev[16] = "x", cur[16];
+    attr la = {"alpha", 1, 0.5f, 0, 0, {0}};
+    for (int i = 0; i < 12; i++) {
+        snprintf(cur, sizeof cur, i == 11 ? "y" : "t%d", i);
+        pb_node(&g, i % 2 ? "LeakyRelu" : "Neg", cur, prev, NULL, NULL, cur, &la, i % 2);
+        snprintf(prev, sizeof prev, "%s", cur);
+    }
+    pb_value_info(&g, 11, "x", 2, d);
+    pb_value_info(&g, 12, "y", 2, d);
+    pb_model(&m, &g, 13);
+    h2t_model *mod;
+    ASSERT_OK(h2t_model_load_mem(m.b, m.n, "chain.onnx", &mod));
+    ASSERT_EQ(h2t_model_input(mod)->shape[0], -1);
+    ASSERT_EQ(h2t_model_n_tensors(mod), 13);
+    int t5 = h2t_model_tensor_find(mod, "t5");
+    ASSERT_GE(t5, 0);
+    ASSERT_STREQ(h2t_model_tensor(mod, t5)->op, "LeakyRelu");
+    ASSERT_EQ(h2t_model_tensor(mod, t5)->shape[0], -1);
+    ASSERT_EQ(h2t_model_tensor(mod, t5)->shape[1], 1000);
+    h2t_exec *x;
+    ASSERT_OK(h2t_exec_create(mod, 8, &x));
+    /* 13 tensors of 8 x 1000 floats; the chain needs two live at a time */
+    ASSERT_LE(h2t_exec_arena_bytes(x), 2 * 8 * 1000 * sizeof(float) + 256);
+    float *in = malloc(8 * 1000 * sizeof(float));
+    unsigned s = 1;
+    for (int i = 0; i < 8000; i++)
+        in[i] = frand(&s);
+    for (int i = 0; i < h2t_model_n_tensors(mod); i++)
+        ASSERT_OK(h2t_exec_observe(x, i, 1));
+    for (int n = 8; n >= 1; n -= 5) {
+        n_calls = 0;
+        ASSERT_OK(h2t_exec_run(x, in, n, count_cb, &n));
+        ASSERT_EQ(n_calls, 13);
+        int64_t shape[H2T_MAX_RANK];
+        int rank;
+        const float *y = h2t_exec_output(x, 0, shape, &rank);
+        ASSERT(y != NULL);
+        ASSERT_EQ(rank, 2);
+        ASSERT_EQ(shape[0], n);
+        for (int i = 0; i < n * 1000; i++) {
+            float v = in[i];
+            for (int k = 0; k < 12; k++)
+                v = k % 2 ? (v >= 0 ? v : 0.5f * v) : -v;
+            ASSERT_NEAR(y[i], v, 1e-6);
+        }
+    }
+    ASSERT_EQ(h2t_exec_run(x, in, 9, NULL, NULL), H2T_EINVAL);
+    /* a callback's code aborts the run */
+    n_calls = 95;
+    int n = 8;
+    ASSERT_EQ(h2t_exec_run(x, in, 8, count_cb, &n), H2T_ECANCELED);
+    free(in);
+    h2t_exec_destroy(x);
+    h2t_model_destroy(mod);
+    h2t_exec_destroy(NULL);
+    h2t_model_destroy(NULL);
+    free(m.b);
+}
+
+/* ---------------------------------------------------------------- Conv vs reference */
+
+typedef struct convcase {
+    int N, C, H, W, M, k, stride, pad, dil, group, bias;
+} convcase;
+
+static void conv_ref(const convcase *c, const float *x, const float *w, const float *b, int OH,
+                     int OW, float *y)
+{
+    int Cg = c->C / c->group, Mg = c->M / c->group;
+    for (int n = 0; n < c->N; n++)
+        for (int m = 0; m < c->M; m++)
+            for (int oh = 0; oh < OH; oh++)
+                for (int ow = 0; ow < OW; ow++) {
+                    double acc = c->bias ? b[m] : 0;
+                    int g = m / Mg;
+                    for (int ci = 0; ci < Cg; ci++)
+                        for (int ki = 0; ki < c->k; ki++)
+                            for (int kj = 0; kj < c->k; kj++) {
+                                int ih = oh * c->stride - c->pad + ki * c->dil;
+                                int iw = ow * c->stride - c->pad + kj * c->dil;
+                                if (ih < 0 || ih >= c->H || iw < 0 || iw >= c->W)
+                                    continue;
+                                acc +=
+                                    (double)x[((n * c->C + g * Cg + ci) * c->H + ih) * c->W + iw] *
+                                    w[((m * Cg + ci) * c->k + ki) * c->k + kj];
+                            }
+                    y[((n * c->M + m) * OH + oh) * OW + ow] = (float)acc;
+                }
+}
+
+TEST(onnx_conv_matches_reference)
+{
+    static const convcase cases[] = {
+        {2, 8, 7, 7, 16, 1, 1, 0, 1, 1, 1},  /* pointwise */
+        {3, 6, 9, 8, 6, 3, 1, 1, 1, 6, 1},   /* depthwise */
+        {2, 6, 9, 9, 6, 3, 2, 1, 1, 6, 0},   /* depthwise stride 2 */
+        {1, 4, 11, 10, 4, 5, 3, 2, 2, 4, 1}, /* depthwise stride 3, dilation 2 */
+        {2, 4, 8, 8, 6, 3, 1, 1, 1, 2, 1},   /* grouped */
+        {2, 3, 10, 9, 5, 3, 2, 0, 2, 1, 1},  /* dilated, strided */
+        {1, 3, 5, 5, 2, 1, 2, 0, 1, 1, 0},   /* strided 1x1 */
+        {2, 6, 6, 6, 12, 3, 1, 1, 1, 6, 1},  /* depthwise multiplier 2 */
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        const convcase *c = &cases[t];
+        int Cg = c->C / c->group;
+        int OH = (c->H + 2 * c->pad - (c->k - 1) * c->dil - 1) / c->stride + 1;
+        int OW = (c->W + 2 * c->pad - (c->k - 1) * c->dil - 1) / c->stride + 1;
+        int nx = c->N * c->C * c->H * c->W, nw = c->M * Cg * c->k * c->k;
+        int ny = c->N * c->M * OH * OW;
+        float *x = malloc((size_t)nx * 4), *w = malloc((size_t)nw * 4), b[64];
+        float *want = malloc((size_t)ny * 4);
+        unsigned s = (unsigned)t + 3;
+        for (int i = 0; i < nx; i++)
+            x[i] = frand(&s);
+        for (int i = 0; i < nw; i++)
+            w[i] = frand(&s);
+        for (int i = 0; i < c->M; i++)
+            b[i] = frand(&s);
+        conv_ref(c, x, w, b, OH, OW, want);
+
+        pb g = {0}, m = {0};
+        int64_t xd[4] = {-1, c->C, c->H, c->W}, wd[4] = {c->M, Cg, c->k, c->k};
+        int64_t yd[4] = {-1, c->M, OH, OW}, bd[1] = {c->M};
+        pb_tensor(&g, 5, "w", 4, wd, w);
+        if (c->bias)
+            pb_tensor(&g, 5, "b", 1, bd, b);
+        attr at[4] = {{"strides", 7, 0, 0, 2, {c->stride, c->stride}},
+                      {"pads", 7, 0, 0, 4, {c->pad, c->pad, c->pad, c->pad}},
+                      {"dilations", 7, 0, 0, 2, {c->dil, c->dil}},
+                      {"group", 2, 0, c->group, 0, {0}}};
+        pb_node(&g, "Conv", "conv", "x", "w", c->bias ? "b" : NULL, "y", at, 4);
+        pb_value_info(&g, 11, "x", 4, xd);
+        pb_value_info(&g, 12, "y", 4, yd);
+        pb_model(&m, &g, 11);
+        h2t_model *mod;
+        h2t_exec *ex;
+        ASSERT_OK(h2t_model_load_mem(m.b, m.n, "conv.onnx", &mod));
+        ASSERT_OK(h2t_exec_create(mod, c->N, &ex));
+        ASSERT_OK(h2t_exec_run(ex, x, c->N, NULL, NULL));
+        int64_t shape[H2T_MAX_RANK];
+        int rank;
+        const float *y = h2t_exec_output(ex, 0, shape, &rank);
+        ASSERT_EQ(rank, 4);
+        ASSERT_EQ(shape[2], OH);
+        ASSERT_EQ(shape[3], OW);
+        for (int i = 0; i < ny; i++)
+            if (fabsf(y[i] - want[i]) > 1e-4f + 1e-4f * fabsf(want[i]))
+                TEST_FAILF("case %zu: y[%d] = %g, want %g", t, i, y[i], want[i]);
+        h2t_exec_destroy(ex);
+        h2t_model_destroy(mod);
+        free(m.b);
+        free(x);
+        free(w);
+        free(want);
+    }
+}

@@ -1,0 +1,244 @@
+/*
+ * tests/test_onnx_conformance.c - ONNX's own operator node tests (Debian libonnx-testdata)
+ * against the executor. Every test directory whose model loads (only supported operators,
+ * attributes and data types) is run on each of its test_data_set_N and compared with the
+ * expected outputs: |got - want| <= 1e-5 + 1e-4 * |want| (NaN matches NaN). Models refused
+ * with H2T_EUNSUPPORTED are counted as skipped; any other load error is a failure.
+ * One line per node test, then "onnx conformance: P passed, F failed, S skipped-unsupported".
+ */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/err.h"
+#include "extract/model.h"
+#include "tests/test.h"
+
+#define NODE_DIR "/usr/share/libonnx-testdata/data/node"
+#define RTOL 1e-4
+#define ATOL 1e-5
+
+static void *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *b = malloc(n > 0 ? (size_t)n : 1);
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    *len = (size_t)n;
+    return b;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sorted entries of dir starting with prefix (caller frees each and the array). */
+static int list_dir(const char *dir, const char *prefix, char ***out)
+{
+    DIR *d = opendir(dir);
+    int n = 0, cap = 64;
+    char **v = malloc((size_t)cap * sizeof *v);
+    if (!d || !v) {
+        if (d)
+            closedir(d);
+        free(v);
+        *out = NULL;
+        return -1;
+    }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, prefix, strlen(prefix)))
+            continue;
+        if (n == cap) {
+            cap *= 2;
+            v = realloc(v, (size_t)cap * sizeof *v);
+        }
+        v[n++] = strdup(e->d_name);
+    }
+    closedir(d);
+    qsort(v, (size_t)n, sizeof *v, cmp_str);
+    *out = v;
+    return n;
+}
+
+static void free_list(char **v, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+typedef struct tset {
+    h2t_tensor f[16];
+    h2t_itensor i[16];
+    int nf, ni;
+} tset;
+
+static void tset_free(tset *t)
+{
+    for (int k = 0; k < t->nf; k++)
+        free(t->f[k].data);
+    for (int k = 0; k < t->ni; k++)
+        free(t->i[k].data);
+    memset(t, 0, sizeof *t);
+}
+
+/* Read prefix_K.pb files of a data set; is_out keeps the order of outputs in f[] (int64
+ * outputs converted to float). Returns 0, or -1 with why filled. */
+static int read_set(const char *dir, const char *prefix, int is_out, tset *t, char *why,
+                    size_t wlen)
+{
+    for (int k = 0; k < 16; k++) {
+        char path[1200];
+        size_t len;
+        snprintf(path, sizeof path, "%s/%s_%d.pb", dir, prefix, k);
+        void *buf = slurp(path, &len);
+        if (!buf)
+            return 0;
+        h2t_tensor ft;
+        h2t_itensor it;
+        int is64 = 0;
+        memset(&ft, 0, sizeof ft);
+        memset(&it, 0, sizeof it);
+        int rc = h2t_tensor_pb_read(buf, len, &ft, &it, &is64);
+        free(buf);
+        if (rc < 0) {
+            snprintf(why, wlen, "%s_%d.pb: %s", prefix, k, h2t_err_detail());
+            return rc;
+        }
+        if (is64 && is_out) {
+            int64_t n = 1;
+            for (int d = 0; d < it.rank; d++)
+                n *= it.shape[d];
+            memcpy(ft.name, it.name, sizeof ft.name);
+            ft.rank = it.rank;
+            memcpy(ft.shape, it.shape, sizeof ft.shape);
+            ft.data = malloc((size_t)(n ? n : 1) * sizeof(float));
+            for (int64_t j = 0; j < n; j++)
+                ft.data[j] = (float)it.data[j];
+            free(it.data);
+            is64 = 0;
+        }
+        if (is64)
+            t->i[t->ni++] = it;
+        else
+            t->f[t->nf++] = ft;
+    }
+    return 0;
+}
+
+/* Run one data set; returns 1 on match, 0 on mismatch/error with why filled. */
+static int run_set(const h2t_model *m, const char *dir, char *why, size_t wlen)
+{
+    tset in, want;
+    memset(&in, 0, sizeof in);
+    memset(&want, 0, sizeof want);
+    h2t_tensor *got = NULL;
+    int ngot = 0, ok = 0;
+    if (read_set(dir, "input", 0, &in, why, wlen) < 0 ||
+        read_set(dir, "output", 1, &want, why, wlen) < 0)
+        goto out;
+    int rc = h2t_model_run_once_i64(m, in.f, in.nf, in.i, in.ni, &got, &ngot);
+    if (rc < 0) {
+        snprintf(why, wlen, "run: %s: %s", h2t_strerror(rc), h2t_err_detail());
+        goto out;
+    }
+    if (ngot != want.nf) {
+        snprintf(why, wlen, "%d outputs, expected %d", ngot, want.nf);
+        goto out;
+    }
+    for (int k = 0; k < ngot; k++) {
+        const h2t_tensor *g = &got[k], *w = &want.f[k];
+        int64_t n = 1;
+        if (g->rank != w->rank) {
+            snprintf(why, wlen, "output %d: rank %d, expected %d", k, g->rank, w->rank);
+            goto out;
+        }
+        for (int d = 0; d < g->rank; d++) {
+            if (g->shape[d] != w->shape[d]) {
+                snprintf(why, wlen, "output %d: dim %d is %lld, expected %lld", k, d,
+                         (long long)g->shape[d], (long long)w->shape[d]);
+                goto out;
+            }
+            n *= g->shape[d];
+        }
+        for (int64_t j = 0; j < n; j++) {
+            double a = g->data[j], b = w->data[j];
+            if (isnan(a) && isnan(b))
+                continue;
+            if (a == b)
+                continue; /* infinities */
+            if (!(fabs(a - b) <= ATOL + RTOL * fabs(b))) {
+                snprintf(why, wlen, "output %d[%lld]: %.8g, expected %.8g", k, (long long)j, a, b);
+                goto out;
+            }
+        }
+    }
+    ok = 1;
+out:
+    h2t_tensors_free(got, ngot);
+    tset_free(&in);
+    tset_free(&want);
+    return ok;
+}
+
+TEST_TIMEOUT(onnx_conformance_node_tests, 240)
+{
+    char **tests;
+    int n = list_dir(NODE_DIR, "test_", &tests);
+    if (n <= 0)
+        TEST_FAILF("no ONNX node tests under %s (install Debian libonnx-testdata)", NODE_DIR);
+    int passed = 0, failed = 0, skipped = 0;
+    for (int t = 0; t < n; t++) {
+        char dir[1024], path[1100], why[600] = "";
+        snprintf(dir, sizeof dir, "%s/%s", NODE_DIR, tests[t]);
+        snprintf(path, sizeof path, "%s/model.onnx", dir);
+        h2t_model *m = NULL;
+        int rc = h2t_model_load(path, &m);
+        if (rc == H2T_EUNSUPPORTED) {
+            skipped++;
+            printf("  skip %s: %s\n", tests[t], h2t_err_detail());
+            continue;
+        }
+        if (rc < 0) {
+            failed++;
+            printf("  FAIL %s: load: %s: %s\n", tests[t], h2t_strerror(rc), h2t_err_detail());
+            continue;
+        }
+        char **sets;
+        int ns = list_dir(dir, "test_data_set_", &sets), ok = ns > 0;
+        if (ns <= 0)
+            snprintf(why, sizeof why, "no data sets");
+        for (int s = 0; s < ns && ok; s++) {
+            char sd[1200];
+            snprintf(sd, sizeof sd, "%s/%s", dir, sets[s]);
+            ok = run_set(m, sd, why, sizeof why);
+        }
+        free_list(sets, ns > 0 ? ns : 0);
+        h2t_model_destroy(m);
+        if (ok) {
+            passed++;
+            printf("  pass %s\n", tests[t]);
+        } else {
+            failed++;
+            printf("  FAIL %s: %s\n", tests[t], why);
+        }
+    }
+    free_list(tests, n);
+    printf("onnx conformance: %d passed, %d failed, %d skipped-unsupported (rtol %g, atol %g)\n",
+           passed, failed, skipped, RTOL, ATOL);
+    fflush(stdout);
+    ASSERT_GT(passed, 100);
+    ASSERT_EQ(failed, 0);
+}
