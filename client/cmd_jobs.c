@@ -1,0 +1,437 @@
+/*
+ * client/cmd_jobs.c - `h2tdb train | job | jobs | cancel | result | predict`: train jobs on
+ * a server, their progress, results and heads.
+ */
+#include "client/client_cli.h"
+#include "client/cmds.h"
+#include "common/err.h"
+#include "solver/solver.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char common_opts[] =
+    "common options: --server ADDR (default $H2T_SERVER or 127.0.0.1:7433), --token-file F\n"
+    "(or $H2T_TOKEN_FILE), --json, --timeout SECONDS\n";
+
+static int usage(const char *text, int code)
+{
+    fprintf(code ? stderr : stdout, "%s\n%s", text, common_opts);
+    return code;
+}
+
+static int parse_job_id(h2t_cli *cli, uint64_t *id)
+{
+    if (cli->npos != 1) {
+        fprintf(stderr, "h2tdb %s: give one job id\n", cli->cmd);
+        return -1;
+    }
+    char *end;
+    unsigned long long v = strtoull(cli->pos[0], &end, 10);
+    if (!*cli->pos[0] || *end || cli->pos[0][0] == '-') {
+        fprintf(stderr, "h2tdb %s: '%s' is not a job id (a number, see h2tdb jobs)\n", cli->cmd,
+                cli->pos[0]);
+        return -1;
+    }
+    *id = v;
+    return 0;
+}
+
+/* "1e-4,1e-5" -> doubles */
+static int parse_list(h2t_cli *cli, const char *v, double *out, size_t cap, size_t *n)
+{
+    *n = 0;
+    if (!v)
+        return -1;
+    const char *p = v;
+    while (*p) {
+        char *end;
+        double x = strtod(p, &end);
+        if (end == p || (*end && *end != ',') || *n == cap) {
+            fprintf(stderr, "h2tdb %s: %s '%s': want up to %zu comma-separated numbers\n", cli->cmd,
+                    cli->arg, v, cap);
+            cli->bad = 1;
+            return -1;
+        }
+        out[(*n)++] = x;
+        p = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
+/* ---------------- progress ---------------- */
+
+typedef struct watch_view {
+    int tty, json;
+    double t0;
+} watch_view;
+
+static void on_job(void *ud, const h2t_msg_job *j)
+{
+    watch_view *w = ud;
+    if (w->json) {
+        h2t_cli_job_print(stdout, j, 1);
+        fputc('\n', stdout);
+        fflush(stdout);
+        return;
+    }
+    if (!w->tty)
+        return;
+    fprintf(stderr, "\r\033[Kjob %" PRIu64 " %-9s %5.1f%%  %s", j->id, h2t_cli_job_state(j->state),
+            100.0 * j->progress, j->stage ? j->stage : "");
+    fflush(stderr);
+}
+
+static int wait_job(h2t_cli *cli, h2t_client *c, uint64_t id)
+{
+    watch_view w = {isatty(2), cli->json, 0};
+    h2t_msg fin;
+    int rc = h2t_client_watch(c, id, on_job, &w, &fin);
+    if (w.tty && !w.json)
+        fputs("\r\033[K", stderr);
+    if (rc < 0)
+        return h2t_cli_fail(cli, rc);
+    int st = fin.u.job.state;
+    if (!cli->json) {
+        h2t_cli_job_print(stdout, &fin.u.job, 0);
+        fputc('\n', stdout);
+    }
+    h2t_msg_free(&fin);
+    return st == 2 ? 0 : 1;
+}
+
+/* ---------------- train ---------------- */
+
+static const char train_usage[] =
+    "usage: h2tdb train --task NAME [--method linear|all|head2toe] [--optimizer fast|adam]\n"
+    "                   [--lambdas L1,L2,..] [--keep F1,F2,..] [--folds K] [--steps N]\n"
+    "                   [--lr X] [--seed S] [--threads N] [--wait]\n\n"
+    "Submit a train job for a task (h2tdb task create) and print its id. --wait follows it\n"
+    "to the end (a live progress line on a terminal) and exits 0 only when it is done.\n"
+    "Defaults: method head2toe, the solver's grids (HEAD2TOE.md), 5 folds, seed 0.\n";
+
+int h2t_cmd_train(int argc, char **argv)
+{
+    h2t_cli cli;
+    h2t_msg req = {.type = H2T_MSG_TRAIN}, rep;
+    h2t_msg_train *t = &req.u.train;
+    double lambdas[H2T_SOLVER_MAX_GRID], keeps[H2T_SOLVER_MAX_GRID];
+    unsigned long long v;
+    int wait = 0;
+    t->method = H2T_PROTO_METHOD_HEAD2TOE;
+    h2t_cli_init(&cli, "train", argc, argv);
+    while (h2t_cli_next(&cli)) {
+        if (h2t_cli_common(&cli))
+            continue;
+        if (h2t_cli_is(&cli, "--task"))
+            t->task = h2t_cli_value(&cli);
+        else if (h2t_cli_is(&cli, "--method")) {
+            const char *m = h2t_cli_value(&cli);
+            if (!m)
+                continue;
+            if (!strcmp(m, "linear"))
+                t->method = H2T_PROTO_METHOD_LINEAR;
+            else if (!strcmp(m, "all"))
+                t->method = H2T_PROTO_METHOD_ALL;
+            else if (!strcmp(m, "head2toe"))
+                t->method = H2T_PROTO_METHOD_HEAD2TOE;
+            else {
+                fprintf(stderr, "h2tdb train: --method '%s': want linear, all or head2toe\n", m);
+                cli.bad = 1;
+            }
+        } else if (h2t_cli_is(&cli, "--optimizer")) {
+            const char *m = h2t_cli_value(&cli);
+            if (!m)
+                continue;
+            if (!strcmp(m, "fast"))
+                t->optimizer = H2T_PROTO_OPT_FAST;
+            else if (!strcmp(m, "adam"))
+                t->optimizer = H2T_PROTO_OPT_ADAM;
+            else {
+                fprintf(stderr, "h2tdb train: --optimizer '%s': want fast or adam\n", m);
+                cli.bad = 1;
+            }
+        } else if (h2t_cli_is(&cli, "--lambdas")) {
+            if (parse_list(&cli, h2t_cli_value(&cli), lambdas, H2T_SOLVER_MAX_GRID,
+                           &t->n_lambdas) == 0)
+                t->lambdas = lambdas;
+        } else if (h2t_cli_is(&cli, "--keep")) {
+            if (parse_list(&cli, h2t_cli_value(&cli), keeps, H2T_SOLVER_MAX_GRID,
+                           &t->n_keep_fractions) == 0)
+                t->keep_fractions = keeps;
+        } else if (h2t_cli_is(&cli, "--folds")) {
+            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
+                t->folds = (uint32_t)(v > 1000 ? 1000 : v);
+        } else if (h2t_cli_is(&cli, "--steps")) {
+            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
+                t->steps = (uint32_t)(v > 100000000 ? 100000000 : v);
+        } else if (h2t_cli_is(&cli, "--threads")) {
+            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
+                t->threads = (uint32_t)(v > 256 ? 257 : v);
+        } else if (h2t_cli_is(&cli, "--seed")) {
+            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
+                t->seed = v;
+        } else if (h2t_cli_is(&cli, "--lr"))
+            h2t_cli_double(&cli, h2t_cli_value(&cli), &t->lr);
+        else if (h2t_cli_is(&cli, "--wait"))
+            wait = 1;
+        else
+            h2t_cli_unknown(&cli);
+    }
+    if (cli.help)
+        return usage(train_usage, 0);
+    if (cli.bad || cli.npos || !t->task) {
+        if (!t->task && !cli.bad)
+            fprintf(stderr, "h2tdb train: --task NAME is required\n");
+        return usage(train_usage, 2);
+    }
+    h2t_client *c = h2t_cli_connect(&cli);
+    if (!c)
+        return 1;
+    int rc = h2t_client_call(c, &req, H2T_MSG_JOB, &rep);
+    if (rc < 0) {
+        h2t_client_close(c);
+        return h2t_cli_fail(&cli, rc);
+    }
+    uint64_t id = rep.u.job.id;
+    if (cli.json && !wait) {
+        h2t_cli_job_print(stdout, &rep.u.job, 1);
+        fputc('\n', stdout);
+    } else if (!cli.json) {
+        printf("job %" PRIu64 " queued\n", id);
+        fflush(stdout);
+    }
+    h2t_msg_free(&rep);
+    int status = wait ? wait_job(&cli, c, id) : 0;
+    h2t_client_close(c);
+    return status;
+}
+
+/* ---------------- job / jobs / cancel ---------------- */
+
+int h2t_cmd_job(int argc, char **argv)
+{
+    static const char text[] = "usage: h2tdb job ID [--watch]\n\n"
+                               "Show a job; --watch follows it until it finishes.\n";
+    h2t_cli cli;
+    int watch = 0;
+    uint64_t id;
+    h2t_cli_init(&cli, "job", argc, argv);
+    while (h2t_cli_next(&cli)) {
+        if (h2t_cli_common(&cli))
+            continue;
+        if (h2t_cli_is(&cli, "--watch"))
+            watch = 1;
+        else
+            h2t_cli_unknown(&cli);
+    }
+    if (cli.help)
+        return usage(text, 0);
+    if (cli.bad || parse_job_id(&cli, &id) < 0)
+        return usage(text, 2);
+    h2t_client *c = h2t_cli_connect(&cli);
+    if (!c)
+        return 1;
+    int status;
+    if (watch) {
+        status = wait_job(&cli, c, id);
+    } else {
+        h2t_msg req = {.type = H2T_MSG_GET_JOB}, rep;
+        req.u.job_ref.job = id;
+        int rc = h2t_client_call(c, &req, H2T_MSG_JOB, &rep);
+        if (rc < 0) {
+            status = h2t_cli_fail(&cli, rc);
+        } else {
+            h2t_cli_job_print(stdout, &rep.u.job, cli.json);
+            fputc('\n', stdout);
+            h2t_msg_free(&rep);
+            status = 0;
+        }
+    }
+    h2t_client_close(c);
+    return status;
+}
+
+int h2t_cmd_jobs(int argc, char **argv)
+{
+    static const char text[] = "usage: h2tdb jobs\n\nList every job of the server's store.\n";
+    h2t_cli cli;
+    h2t_cli_init(&cli, "jobs", argc, argv);
+    while (h2t_cli_next(&cli))
+        if (!h2t_cli_common(&cli))
+            h2t_cli_unknown(&cli);
+    if (cli.help)
+        return usage(text, 0);
+    if (cli.bad || cli.npos)
+        return usage(text, 2);
+    h2t_client *c = h2t_cli_connect(&cli);
+    if (!c)
+        return 1;
+    h2t_msg req = {.type = H2T_MSG_LIST_JOBS}, rep;
+    int rc = h2t_client_call(c, &req, H2T_MSG_JOB_LIST, &rep);
+    h2t_client_close(c);
+    if (rc < 0)
+        return h2t_cli_fail(&cli, rc);
+    if (cli.json)
+        fputc('[', stdout);
+    else
+        printf("%-6s %-9s %6s  %-10s %-8s\n", "id", "state", "done", "task", "method");
+    for (size_t i = 0; i < rep.u.job_list.n; i++) {
+        if (cli.json && i)
+            fputs(",\n ", stdout);
+        h2t_cli_job_print(stdout, &rep.u.job_list.v[i], cli.json);
+        if (!cli.json)
+            fputc('\n', stdout);
+    }
+    if (cli.json)
+        fputs("]\n", stdout);
+    h2t_msg_free(&rep);
+    return 0;
+}
+
+int h2t_cmd_cancel(int argc, char **argv)
+{
+    static const char text[] =
+        "usage: h2tdb cancel ID\n\nCancel a queued or running job (a running solve stops "
+        "within a moment).\n";
+    h2t_cli cli;
+    uint64_t id;
+    h2t_cli_init(&cli, "cancel", argc, argv);
+    while (h2t_cli_next(&cli))
+        if (!h2t_cli_common(&cli))
+            h2t_cli_unknown(&cli);
+    if (cli.help)
+        return usage(text, 0);
+    if (cli.bad || parse_job_id(&cli, &id) < 0)
+        return usage(text, 2);
+    h2t_client *c = h2t_cli_connect(&cli);
+    if (!c)
+        return 1;
+    h2t_msg req = {.type = H2T_MSG_CANCEL_JOB}, rep;
+    req.u.job_ref.job = id;
+    int rc = h2t_client_call(c, &req, H2T_MSG_JOB, &rep);
+    h2t_client_close(c);
+    if (rc < 0)
+        return h2t_cli_fail(&cli, rc);
+    h2t_cli_job_print(stdout, &rep.u.job, cli.json);
+    fputc('\n', stdout);
+    h2t_msg_free(&rep);
+    return 0;
+}
+
+/* ---------------- result / predict ---------------- */
+
+int h2t_cmd_result(int argc, char **argv)
+{
+    static const char text[] =
+        "usage: h2tdb result ID [--export DIR]\n\n"
+        "Show a finished job's result: accuracy, chosen hyperparameters, kept features.\n"
+        "--export DIR writes the head: weights.npy (classes x k), bias.npy, features.npy\n"
+        "(k x 2: layer, index), cv_acc.npy and result.json. --json prints result.json.\n";
+    h2t_cli cli;
+    const char *export_dir = NULL;
+    uint64_t id;
+    h2t_cli_init(&cli, "result", argc, argv);
+    while (h2t_cli_next(&cli)) {
+        if (h2t_cli_common(&cli))
+            continue;
+        if (h2t_cli_is(&cli, "--export"))
+            export_dir = h2t_cli_value(&cli);
+        else
+            h2t_cli_unknown(&cli);
+    }
+    if (cli.help)
+        return usage(text, 0);
+    if (cli.bad || parse_job_id(&cli, &id) < 0)
+        return usage(text, 2);
+    h2t_client *c = h2t_cli_connect(&cli);
+    if (!c)
+        return 1;
+    h2t_msg req = {.type = H2T_MSG_GET_RESULT}, rep;
+    req.u.get_result.job = id;
+    req.u.get_result.include_head = export_dir != NULL;
+    int rc = h2t_client_call(c, &req, H2T_MSG_RESULT, &rep);
+    h2t_client_close(c);
+    if (rc < 0)
+        return h2t_cli_fail(&cli, rc);
+    int status = 0;
+    if (export_dir) {
+        h2t_result *r = NULL;
+        rc = h2t_result_decode(rep.u.result.blob, rep.u.result.blob_len, &r);
+        if (rc == 0)
+            rc = h2t_result_export(r, export_dir);
+        h2t_result_destroy(r);
+        if (rc < 0)
+            status = h2t_cli_fail(&cli, rc);
+        else if (!cli.json)
+            printf("head written to %s/\n", export_dir);
+    }
+    if (cli.json)
+        printf("%s\n", rep.u.result.json);
+    else
+        printf("%s\n", rep.u.result.summary);
+    h2t_msg_free(&rep);
+    return status;
+}
+
+int h2t_cmd_predict(int argc, char **argv)
+{
+    static const char text[] =
+        "usage: h2tdb predict JOB [--samples SEL]\n\n"
+        "Apply a finished job's head to stored samples of its extraction (default: the test\n"
+        "split, SEL as in h2tdb task create) and print one line per sample; accuracy is over\n"
+        "the samples the job's task labels.\n";
+    h2t_cli cli;
+    uint64_t id;
+    h2t_msg req = {.type = H2T_MSG_PREDICT}, rep;
+    h2t_cli_init(&cli, "predict", argc, argv);
+    while (h2t_cli_next(&cli)) {
+        if (h2t_cli_common(&cli))
+            continue;
+        if (h2t_cli_is(&cli, "--samples"))
+            req.u.predict.samples = h2t_cli_value(&cli);
+        else
+            h2t_cli_unknown(&cli);
+    }
+    if (cli.help)
+        return usage(text, 0);
+    if (cli.bad || parse_job_id(&cli, &id) < 0)
+        return usage(text, 2);
+    req.u.predict.job = id;
+    h2t_client *c = h2t_cli_connect(&cli);
+    if (!c)
+        return 1;
+    int rc = h2t_client_call(c, &req, H2T_MSG_PREDICTION, &rep);
+    h2t_client_close(c);
+    if (rc < 0)
+        return h2t_cli_fail(&cli, rc);
+    const h2t_msg_prediction *p = &rep.u.prediction;
+    if (cli.json)
+        printf("{\"accuracy\": %.6f, \"predictions\": [", p->accuracy);
+    for (size_t i = 0; i < p->n_samples; i++) {
+        uint32_t k = p->predicted[i];
+        const char *name = k < p->n_class_names ? p->class_names[k] : "?";
+        uint32_t lab = i < p->n_labels ? p->labels[i] : UINT32_MAX;
+        if (cli.json) {
+            printf("%s{\"sample\": %u, \"class\": %u, \"name\": ", i ? ", " : "", p->samples[i], k);
+            h2t_json_str(stdout, name);
+            if (lab != UINT32_MAX)
+                printf(", \"label\": %u", lab);
+            fputc('}', stdout);
+        } else {
+            printf("%u\t%s", p->samples[i], name);
+            if (lab != UINT32_MAX)
+                printf("\t%s", lab == k ? "ok" : "wrong");
+            fputc('\n', stdout);
+        }
+    }
+    if (cli.json)
+        printf("]}\n");
+    else
+        printf("accuracy %.4f over the labelled samples\n", p->accuracy);
+    h2t_msg_free(&rep);
+    return 0;
+}

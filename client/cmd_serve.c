@@ -1,0 +1,89 @@
+/*
+ * client/cmd_serve.c - `h2tdb serve`: the service over one store, until SIGINT/SIGTERM.
+ */
+#include "client/client_cli.h"
+#include "client/cmds.h"
+#include "common/err.h"
+#include "server/server.h"
+#include "storage/store.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char serve_usage[] =
+    "usage: h2tdb serve --store DIR [--listen ADDR] [--token-file F] [--workers N]\n"
+    "                   [--port-file F] [--max-conns N] [--max-frame BYTES]\n"
+    "                   [--idle-timeout S] [--insecure-bind]\n\n"
+    "Serve the store over TCP (default 127.0.0.1:7433; port 0 picks a free port, written\n"
+    "to --port-file). With --token-file every client must present the file's token\n"
+    "(h2tdb COMMAND --token-file F, or $H2T_TOKEN_FILE). Listening on a non-loopback\n"
+    "address needs a token, or --insecure-bind. Jobs are kept in the store: queued and\n"
+    "interrupted jobs run again after a restart. SIGINT/SIGTERM stop gracefully.\n";
+
+int h2t_cmd_serve(int argc, char **argv)
+{
+    h2t_cli cli;
+    h2t_srv_config cfg;
+    h2t_srv_config_default(&cfg);
+    const char *store_dir = NULL;
+    unsigned long long v;
+    h2t_cli_init(&cli, "serve", argc, argv);
+    while (h2t_cli_next(&cli)) {
+        if (h2t_cli_is(&cli, "--help"))
+            cli.help = 1;
+        else if (h2t_cli_is(&cli, "--store"))
+            store_dir = h2t_cli_value(&cli);
+        else if (h2t_cli_is(&cli, "--listen"))
+            cfg.listen = h2t_cli_value(&cli);
+        else if (h2t_cli_is(&cli, "--token-file"))
+            cfg.token_file = h2t_cli_value(&cli);
+        else if (h2t_cli_is(&cli, "--port-file"))
+            cfg.port_file = h2t_cli_value(&cli);
+        else if (h2t_cli_is(&cli, "--insecure-bind"))
+            cfg.insecure_bind = 1;
+        else if (h2t_cli_is(&cli, "--workers")) {
+            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
+                cfg.workers = (uint32_t)(v > 64 ? 64 : v);
+        } else if (h2t_cli_is(&cli, "--max-conns")) {
+            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
+                cfg.max_conns = (uint32_t)(v > 1000000 ? 1000000 : v);
+        } else if (h2t_cli_is(&cli, "--max-frame")) {
+            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
+                cfg.max_frame = (uint32_t)(v > (1u << 30) ? (1u << 30) : v);
+        } else if (h2t_cli_is(&cli, "--idle-timeout")) {
+            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
+                cfg.idle_timeout_ms = (uint32_t)(v > 86400 ? 86400000 : v * 1000);
+        } else
+            h2t_cli_unknown(&cli);
+    }
+    if (cli.help) {
+        fputs(serve_usage, stdout);
+        return 0;
+    }
+    if (cli.bad || cli.npos) {
+        if (cli.npos)
+            fprintf(stderr, "h2tdb serve: unexpected argument '%s'\n", cli.pos[0]);
+        fputs(serve_usage, stderr);
+        return 2;
+    }
+    if (!store_dir) {
+        fprintf(stderr, "h2tdb serve: --store DIR is required\n%s", serve_usage);
+        return 2;
+    }
+    h2t_store *st = NULL;
+    h2t_srv *srv = NULL;
+    int rc = h2t_store_open(store_dir, H2T_STORE_CREATE, &st);
+    if (rc < 0) {
+        h2t_err_wrap(rc, "store %s: ", store_dir);
+        return h2t_cli_fail(&cli, rc);
+    }
+    if ((rc = h2t_srv_create(&cfg, st, &srv)) < 0) {
+        h2t_cli_fail(&cli, rc);
+        h2t_store_close(st);
+        return 1;
+    }
+    rc = h2t_srv_run(srv);
+    h2t_srv_destroy(srv);
+    h2t_store_close(st);
+    return rc < 0 ? h2t_cli_fail(&cli, rc) : 0;
+}

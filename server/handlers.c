@@ -1,0 +1,768 @@
+/*
+ * server/handlers.c - the dispatch table: one row per request type, and its handler. A
+ * handler reads the request, talks to the store, and encodes its reply into *frame; on
+ * failure it returns a negative code with the detail set (the caller turns it into an Error
+ * reply). Rows marked off_loop run on libuv's thread pool, the others on the loop (only
+ * small, non-blocking work there).
+ */
+#include "server/internal.h"
+
+#include "common/err.h"
+#include "common/util.h"
+
+#include <float.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FEATURE_PAGE_BYTES (8u << 20) /* a features reply stays under this */
+#define PREDICT_MAX_BYTES ((size_t)1 << 30)
+
+static int reply(const h2t_msg *m, uint8_t **frame, size_t *len)
+{
+    return h2t_proto_encode(m, frame, len);
+}
+
+static int find_extraction(h2t_srv *srv, const char *ref, h2t_extraction **out)
+{
+    if (!ref || !*ref)
+        return h2t_err_set(H2T_EINVAL, "no extraction given (an id or a name)");
+    uint32_t id;
+    int rc = h2t_store_extraction_find(srv->st, ref, &id);
+    if (rc < 0)
+        return rc;
+    return h2t_store_extraction_get(srv->st, id, out);
+}
+
+/* ---------------- health ---------------- */
+
+static int h_health(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len)
+{
+    h2t_msg m = {.id = req->id, .type = H2T_MSG_HEALTH};
+    h2t_msg_health *h = &m.u.health;
+    h->version = "h2tdb 0.1.0";
+    h->uptime_ms = h2t_wall_ms() - srv->started_ms;
+    h->connections = srv->n_conns;
+    h2t_srv_jobs_counts(srv, &h->jobs_queued, &h->jobs_running);
+    h->workers = srv->n_workers;
+    h->requests = atomic_load(&srv->requests);
+    return reply(&m, frame, len);
+}
+
+/* ---------------- extractions ---------------- */
+
+static void fill_layers(const h2t_extraction *e, h2t_msg_layer *v)
+{
+    for (uint32_t i = 0; i < e->n_layers; i++) {
+        const h2t_layer_info *L = &e->layers[i];
+        v[i].name = L->name;
+        v[i].op = L->op;
+        v[i].n_shape = L->rank > 1 ? L->rank - 1 : 0;
+        if (v[i].n_shape > 4)
+            v[i].n_shape = 4;
+        v[i].shape = L->shape;
+        v[i].dim = L->dim;
+        v[i].offset = L->offset;
+    }
+}
+
+static void fill_extraction(const h2t_extraction *e, const char *source, const char *model,
+                            h2t_msg_extraction *x)
+{
+    x->id = e->id;
+    x->name = e->name;
+    x->source = source;
+    x->model = model;
+    x->n_samples = e->n_samples;
+    x->samples_done = e->samples_done;
+    x->state = e->state;
+    x->total_dim = e->total_dim;
+    x->target_size = e->target_size;
+    x->dtype = e->dtype;
+    x->config = e->config;
+    x->n_layers = e->n_layers;
+}
+
+static int h_list_extractions(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len)
+{
+    h2t_extraction **ev = NULL;
+    h2t_source **sv = NULL;
+    h2t_model_rec *mv = NULL;
+    size_t ne = 0, ns = 0, nm = 0;
+    h2t_msg_extraction *x = NULL;
+    int rc;
+    if ((rc = h2t_store_extraction_list(srv->st, &ev, &ne)) < 0 ||
+        (rc = h2t_store_source_list(srv->st, &sv, &ns)) < 0 ||
+        (rc = h2t_store_model_list(srv->st, &mv, &nm)) < 0)
+        goto out;
+    x = calloc(ne ? ne : 1, sizeof(*x));
+    if (!x) {
+        rc = h2t_err_set(H2T_ENOMEM, "extraction list");
+        goto out;
+    }
+    for (size_t i = 0; i < ne; i++) {
+        const char *src = "", *model = "";
+        for (size_t k = 0; k < ns; k++)
+            if (sv[k]->id == ev[i]->source)
+                src = sv[k]->name;
+        for (size_t k = 0; k < nm; k++)
+            if (mv[k].id == ev[i]->model)
+                model = mv[k].name;
+        fill_extraction(ev[i], src, model, &x[i]);
+    }
+    h2t_msg m = {.id = req->id, .type = H2T_MSG_EXTRACTION_LIST};
+    m.u.extraction_list.n = ne;
+    m.u.extraction_list.v = x;
+    rc = reply(&m, frame, len);
+out:
+    free(x);
+    h2t_extraction_list_destroy(ev, ne);
+    h2t_source_list_destroy(sv, ns);
+    free(mv);
+    return rc;
+}
+
+static int h_describe(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len)
+{
+    h2t_extraction *e = NULL;
+    h2t_source *src = NULL;
+    h2t_msg_layer *layers = NULL;
+    h2t_model_rec model;
+    memset(&model, 0, sizeof(model));
+    int rc = find_extraction(srv, req->u.ext_ref.extraction, &e);
+    if (rc < 0)
+        goto out;
+    if ((rc = h2t_store_source_get(srv->st, e->source, &src)) < 0)
+        goto out;
+    if (h2t_store_model_get(srv->st, e->model, &model) < 0)
+        h2t_err_clear(); /* an extraction without its model record still describes */
+    layers = calloc(e->n_layers ? e->n_layers : 1, sizeof(*layers));
+    if (!layers) {
+        rc = h2t_err_set(H2T_ENOMEM, "describe");
+        goto out;
+    }
+    fill_layers(e, layers);
+    h2t_msg m = {.id = req->id, .type = H2T_MSG_EXTRACTION};
+    h2t_msg_extraction *x = &m.u.extraction;
+    fill_extraction(e, src->name, model.name, x);
+    x->n_class_names = src->n_classes;
+    x->class_names = (const char *const *)src->class_names;
+    uint32_t lim = e->samples_done < src->n_samples ? e->samples_done : src->n_samples;
+    for (uint32_t i = 0; i < lim; i++) {
+        if (src->split[i] == H2T_SPLIT_TRAIN)
+            x->n_train++;
+        else
+            x->n_test++;
+    }
+    x->n_layer_info = e->n_layers;
+    x->layers = layers;
+    rc = reply(&m, frame, len);
+out:
+    free(layers);
+    h2t_source_destroy(src);
+    h2t_extraction_destroy(e);
+    return rc;
+}
+
+static int h_layers(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len)
+{
+    h2t_extraction *e = NULL;
+    h2t_msg_layer *layers = NULL;
+    int rc = find_extraction(srv, req->u.ext_ref.extraction, &e);
+    if (rc < 0)
+        return rc;
+    layers = calloc(e->n_layers ? e->n_layers : 1, sizeof(*layers));
+    if (!layers) {
+        rc = h2t_err_set(H2T_ENOMEM, "layers");
+        goto out;
+    }
+    fill_layers(e, layers);
+    h2t_msg m = {.id = req->id, .type = H2T_MSG_LAYER_TABLE};
+    m.u.layer_table.extraction = e->id;
+    m.u.layer_table.n_layers = e->n_layers;
+    m.u.layer_table.layers = layers;
+    rc = reply(&m, frame, len);
+out:
+    free(layers);
+    h2t_extraction_destroy(e);
+    return rc;
+}
+
+/* ---------------- statistics and feature slices ---------------- */
+
+static int h_stats(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len)
+{
+    const h2t_msg_stats_req *q = &req->u.stats_req;
+    h2t_extraction *e = NULL;
+    h2t_layer_stats **ls = NULL;
+    h2t_msg_layer_stats *out = NULL;
+    double *var = NULL;
+    uint32_t first = 0, n = 0;
+    int rc = find_extraction(srv, q->extraction, &e);
+    if (rc < 0)
+        return rc;
+    if (q->layer && *q->layer) {
+        if ((rc = h2t_extraction_layer_find(e, q->layer, &first)) < 0)
+            goto out;
+        n = 1;
+    } else {
+        if (q->per_feature) {
+            rc = h2t_err_set(H2T_EINVAL, "per-feature statistics need one layer (--layer NAME)");
+            goto out;
+        }
+        n = e->n_layers;
+    }
+    ls = calloc(n ? n : 1, sizeof(*ls));
+    out = calloc(n ? n : 1, sizeof(*out));
+    if (!ls || !out) {
+        rc = h2t_err_set(H2T_ENOMEM, "stats");
+        goto out;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if ((rc = h2t_store_stats_get(srv->st, e->id, first + i, &ls[i])) < 0)
+            goto out;
+        const h2t_layer_stats *s = ls[i];
+        h2t_msg_layer_stats *o = &out[i];
+        o->layer = e->layers[first + i].name;
+        o->dim = s->dim;
+        o->count = s->count;
+        o->norm_mean = s->norm_mean;
+        o->norm_min = s->norm_min;
+        o->norm_max = s->norm_max;
+        double sm = 0, sv = 0;
+        float mn = s->dim ? FLT_MAX : 0, mx = s->dim ? -FLT_MAX : 0;
+        for (uint32_t j = 0; j < s->dim; j++) {
+            sm += s->mean[j];
+            sv += s->count ? s->m2[j] / (double)s->count : 0;
+            if (s->min[j] < mn)
+                mn = s->min[j];
+            if (s->max[j] > mx)
+                mx = s->max[j];
+        }
+        o->mean_of_means = s->dim ? sm / s->dim : 0;
+        o->mean_of_vars = s->dim ? sv / s->dim : 0;
+        o->min = s->count ? mn : 0;
+        o->max = s->count ? mx : 0;
+        if (q->per_feature) {
+            var = malloc((s->dim ? s->dim : 1) * sizeof(*var));
+            if (!var) {
+                rc = h2t_err_set(H2T_ENOMEM, "stats");
+                goto out;
+            }
+            for (uint32_t j = 0; j < s->dim; j++)
+                var[j] = s->count ? s->m2[j] / (double)s->count : 0;
+            o->n_mean = o->n_var = o->n_fmin = o->n_fmax = s->dim;
+            o->mean = s->mean;
+            o->var = var;
+            o->fmin = s->min;
+            o->fmax = s->max;
+        }
+    }
+    h2t_msg m = {.id = req->id, .type = H2T_MSG_STATS};
+    m.u.stats.extraction = e->id;
+    m.u.stats.n_layers = n;
+    m.u.stats.layers = out;
+    rc = reply(&m, frame, len);
+out:
+    for (uint32_t i = 0; ls && i < n; i++)
+        h2t_layer_stats_destroy(ls[i]);
+    free(ls);
+    free(out);
+    free(var);
+    h2t_extraction_destroy(e);
+    return rc;
+}
+
+static int h_features(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len)
+{
+    const h2t_msg_features_req *q = &req->u.features_req;
+    h2t_extraction *e = NULL;
+    float *vals = NULL;
+    uint32_t *ids = NULL;
+    uint32_t layer;
+    int rc = find_extraction(srv, q->extraction, &e);
+    if (rc < 0)
+        return rc;
+    if ((rc = h2t_extraction_layer_find(e, q->layer, &layer)) < 0)
+        goto out;
+    uint32_t dim = e->layers[layer].dim;
+    uint64_t row_bytes = (uint64_t)dim * 4 + 8;
+    uint64_t cap =
+        FEATURE_PAGE_BYTES < srv->cfg.max_frame ? FEATURE_PAGE_BYTES : srv->cfg.max_frame / 2;
+    uint32_t max_rows = (uint32_t)(cap / row_bytes);
+    if (max_rows == 0)
+        max_rows = 1;
+    if (q->limit && q->limit < max_rows)
+        max_rows = q->limit;
+    uint32_t total, start;
+    if (q->n_samples) {
+        if (q->first >= q->n_samples) {
+            rc = h2t_err_set(H2T_EINVAL, "first %u is past the %zu samples listed", q->first,
+                             q->n_samples);
+            goto out;
+        }
+        start = q->first;
+        total = (uint32_t)q->n_samples;
+    } else {
+        if (q->count == 0) {
+            rc = h2t_err_set(H2T_EINVAL, "features: give a sample count or a sample list");
+            goto out;
+        }
+        if ((uint64_t)q->first + q->count > e->samples_done) {
+            rc = h2t_err_set(
+                H2T_ENOTFOUND, "samples [%u, %" PRIu64 ") of extraction '%s': only %u are stored",
+                q->first, (uint64_t)q->first + q->count, q->extraction, e->samples_done);
+            goto out;
+        }
+        start = q->first;
+        total = q->first + q->count;
+    }
+    uint32_t n = total - start < max_rows ? total - start : max_rows;
+    vals = malloc((size_t)n * dim * sizeof(float) + 1);
+    ids = malloc((size_t)n * sizeof(uint32_t) + 1);
+    if (!vals || !ids) {
+        rc = h2t_err_set(H2T_ENOMEM, "features page of %u rows", n);
+        goto out;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        ids[i] = q->n_samples ? q->samples[start + i] : start + i;
+    rc = h2t_store_layer_read(srv->st, e->id, layer, ids, 0, n, vals, dim);
+    if (rc < 0)
+        goto out;
+    h2t_msg m = {.id = req->id, .type = H2T_MSG_FEATURES};
+    h2t_msg_features *f = &m.u.features;
+    f->layer = layer;
+    f->dim = dim;
+    f->n_samples = n;
+    f->samples = ids;
+    f->n_values = (size_t)n * dim;
+    f->values = vals;
+    f->done = start + n >= total;
+    f->next_first = f->done ? 0 : start + n;
+    rc = reply(&m, frame, len);
+out:
+    free(vals);
+    free(ids);
+    h2t_extraction_destroy(e);
+    return rc;
+}
+
+/* ---------------- tasks ---------------- */
+
+static void fill_task(const h2t_task *t, h2t_msg_task *o)
+{
+    o->name = t->name;
+    o->extraction = t->extraction;
+    o->n_class_names = t->n_classes;
+    o->class_names = (const char *const *)t->class_names;
+    o->shots = t->shots;
+    o->n_train = t->n_train;
+    o->n_val = t->n_val;
+    o->n_test = t->n_test;
+    o->created_ms = t->created_ms;
+}
+
+static int h_create_task(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len)
+{
+    h2t_task *t = NULL;
+    uint32_t *per = NULL;
+    int rc = h2t_srv_task_build(srv->st, &req->u.create_task, &t);
+    if (rc < 0)
+        return rc;
+    if ((rc = h2t_store_task_put(srv->st, t, req->u.create_task.replace)) < 0)
+        goto out;
+    per = calloc(t->n_classes ? t->n_classes : 1, sizeof(*per));
+    if (!per) {
+        rc = h2t_err_set(H2T_ENOMEM, "task");
+        goto out;
+    }
+    for (uint32_t i = 0; i < t->n_train; i++)
+        per[t->train_labels[i]]++;
+    h2t_msg m = {.id = req->id, .type = H2T_MSG_TASK};
+    fill_task(t, &m.u.task);
+    m.u.task.n_train_per_class = t->n_classes;
+    m.u.task.train_per_class = per;
+    rc = reply(&m, frame, len);
+out:
+    free(per);
+    h2t_task_destroy(t);
+    return rc;
+}
+
+static int h_list_tasks(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len)
+{
+    h2t_task **tv = NULL;
+    size_t n = 0;
+    int rc = h2t_store_task_list(srv->st, &tv, &n);
+    if (rc < 0)
+        return rc;
+    h2t_msg_task *v = calloc(n ? n : 1, sizeof(*v));
+    if (!v) {
+        rc = h2t_err_set(H2T_ENOMEM, "task list");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++)
+        fill_task(tv[i], &v[i]);
+    h2t_msg m = {.id = req->id, .type = H2T_MSG_TASK_LIST};
+    m.u.task_list.n = n;
+    m.u.task_list.v = v;
+    rc = reply(&m, frame, len);
+out:
+    free(v);
+    h2t_task_list_destroy(tv, n);
+    return rc;
+}
+
+/* ---------------- jobs ---------------- */
+
+void h2t_srv_job_msg(h2t_srv *srv, const h2t_job *j, h2t_msg_job *out, h2t_msg *spec_msg,
+                     char *stage_buf, size_t stage_len)
+{
+    memset(out, 0, sizeof(*out));
+    out->id = j->id;
+    out->state = (int)j->state;
+    out->attempts = j->attempts;
+    out->progress = j->progress;
+    out->stage = j->stage;
+    out->error = j->error;
+    out->created_ms = j->created_ms;
+    out->started_ms = j->started_ms;
+    out->finished_ms = j->finished_ms;
+    int state;
+    double progress;
+    if (j->state <= H2T_JOB_RUNNING &&
+        h2t_srv_jobs_live(srv, j->id, &state, &progress, stage_buf, stage_len) == 0) {
+        out->state = state;
+        out->progress = progress;
+        out->stage = stage_buf;
+    }
+    if (h2t_srv_job_spec(j, spec_msg) == 0) {
+        out->has_spec = 1;
+        out->spec = spec_msg->u.train;
+    } else {
+        h2t_err_clear();
+    }
+}
+
+int h2t_srv_job_spec(const h2t_job *j, h2t_msg *msg)
+{
+    int rc = h2t_proto_decode(j->spec, j->spec_len, msg);
+    if (rc < 0)
+        return rc;
+    if (msg->type != H2T_MSG_TRAIN) {
+        h2t_msg_free(msg);
+        return h2t_err_set(H2T_ECORRUPT, "job %" PRIu64 ": stored spec is not a train request",
+                           j->id);
+    }
+    return 0;
+}
+
+static int job_reply(h2t_srv *srv, uint64_t req_id, uint64_t id, uint8_t **frame, size_t *len)
+{
+    h2t_job *j = NULL;
+    int rc = h2t_store_job_get(srv->st, id, &j);
+    if (rc < 0)
+        return rc;
+    h2t_msg spec = {0};
+    char stage[64];
+    h2t_msg m = {.id = req_id, .type = H2T_MSG_JOB};
+    h2t_srv_job_msg(srv, j, &m.u.job, &spec, stage, sizeof(stage));
+    rc = reply(&m, frame, len);
+    h2t_msg_free(&spec);
+    h2t_job_destroy(j);
+    return rc;
+}
+
+static int h_train(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len)
+{
+    const h2t_msg_train *t = &req->u.train;
+    h2t_task *task = NULL;
+    uint8_t *spec = NULL;
+    size_t spec_len = 0;
+    uint64_t id = 0;
+    h2t_train_spec ts;
+    if (!t->task || !*t->task)
+        return h2t_err_set(H2T_EINVAL, "train: no task given (--task NAME)");
+    int rc = h2t_store_task_get(srv->st, t->task, &task);
+    if (rc < 0)
+        return h2t_err_wrap(rc, "train: task '%s': ", t->task);
+    h2t_task_destroy(task);
+    if ((rc = h2t_srv_train_spec(t, &ts)) < 0)
+        return rc;
+    h2t_msg sm = {.id = 0, .type = H2T_MSG_TRAIN};
+    sm.u.train = *t;
+    if ((rc = h2t_proto_encode(&sm, &spec, &spec_len)) < 0)
+        return rc;
+    /* the stored spec is the payload without the frame header */
+    rc = h2t_store_job_create(srv->st, spec + 4, spec_len - 4, &id);
+    free(spec);
+    if (rc < 0)
+        return rc;
+    if ((rc = h2t_srv_jobs_enqueue(srv, id)) < 0)
+        return rc;
+    return job_reply(srv, req->id, id, frame, len);
+}
+
+static int h_get_job(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len)
+{
+    return job_reply(srv, req->id, req->u.job_ref.job, frame, len);
+}
+
+static int h_cancel(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len)
+{
+    int rc = h2t_srv_jobs_cancel(srv, req->u.job_ref.job);
+    if (rc < 0)
+        return rc;
+    return job_reply(srv, req->id, req->u.job_ref.job, frame, len);
+}
+
+static int h_list_jobs(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len)
+{
+    h2t_job **jv = NULL;
+    size_t n = 0;
+    int rc = h2t_store_job_list(srv->st, &jv, &n);
+    if (rc < 0)
+        return rc;
+    h2t_msg_job *v = calloc(n ? n : 1, sizeof(*v));
+    h2t_msg *specs = calloc(n ? n : 1, sizeof(*specs));
+    char(*stages)[64] = calloc(n ? n : 1, sizeof(*stages));
+    if (!v || !specs || !stages) {
+        rc = h2t_err_set(H2T_ENOMEM, "job list");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++)
+        h2t_srv_job_msg(srv, jv[i], &v[i], &specs[i], stages[i], sizeof(stages[i]));
+    h2t_msg m = {.id = req->id, .type = H2T_MSG_JOB_LIST};
+    m.u.job_list.n = n;
+    m.u.job_list.v = v;
+    rc = reply(&m, frame, len);
+out:
+    for (size_t i = 0; specs && i < n; i++)
+        h2t_msg_free(&specs[i]);
+    free(specs);
+    free(stages);
+    free(v);
+    h2t_job_list_destroy(jv, n);
+    return rc;
+}
+
+/* ---------------- results ---------------- */
+
+static const char *const method_names[] = {"linear", "all", "head2toe"};
+
+static const char *method_name(uint32_t m)
+{
+    return m < 3 ? method_names[m] : "?";
+}
+
+/* The finished job's decoded result. Errors: H2T_ENOTFOUND, H2T_ESTATE (not DONE). */
+static int load_result(h2t_srv *srv, uint64_t id, h2t_job **job, h2t_result **res, void **blob,
+                       size_t *blob_len)
+{
+    h2t_job *j = NULL;
+    int rc = h2t_store_job_get(srv->st, id, &j);
+    if (rc < 0)
+        return rc;
+    if (j->state != H2T_JOB_DONE) {
+        static const char *const st[] = {"queued", "running", "done", "failed", "cancelled"};
+        rc = h2t_err_set(H2T_ESTATE, "job %" PRIu64 " has no result: it is %s%s%s", id,
+                         j->state < 5 ? st[j->state] : "?", j->error[0] ? ": " : "", j->error);
+        h2t_job_destroy(j);
+        return rc;
+    }
+    if ((rc = h2t_store_result_get(srv->st, id, blob, blob_len)) < 0 ||
+        (rc = h2t_result_decode(*blob, *blob_len, res)) < 0) {
+        free(*blob);
+        *blob = NULL;
+        h2t_job_destroy(j);
+        return rc;
+    }
+    *job = j;
+    return 0;
+}
+
+static int h_get_result(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len)
+{
+    h2t_job *j = NULL;
+    h2t_result *r = NULL;
+    void *blob = NULL;
+    size_t blob_len = 0;
+    char *json = NULL;
+    int rc = load_result(srv, req->u.get_result.job, &j, &r, &blob, &blob_len);
+    if (rc < 0)
+        return rc;
+    char summary[2048];
+    static const char *const opt[] = {"fast", "adam"};
+    snprintf(summary, sizeof(summary),
+             "job %" PRIu64 ": %s (%s optimiser), seed %" PRIu64 "\n"
+             "classes %u, train %u, test %u samples\n"
+             "chosen: lambda %g, keep %g -> %u of %" PRIu64 " features from %u layer(s)\n"
+             "cross-validation: %u folds, best mean accuracy %.4f\n"
+             "test accuracy: %.4f (%u/%u)\n"
+             "final head: %s after %u iterations (gradient %.2e)\n"
+             "time: load %.2fs, cv %.2fs, final %.2fs, total %.2fs",
+             j->id, method_name(r->method), r->optimizer < 2 ? opt[r->optimizer] : "?", r->seed,
+             r->n_classes, r->n_train, r->n_test, r->lambda, r->keep, r->n_kept, r->total_dim,
+             r->n_layers, r->folds, r->val_acc, r->test_acc, r->test_correct, r->n_test,
+             r->final_fit.converged ? "converged" : "NOT converged", r->final_fit.iters,
+             r->final_fit.grad_norm, r->t_load, r->t_cv, r->t_final, r->t_total);
+    json = h2t_result_json(r);
+    if (!json) {
+        rc = h2t_err_set(H2T_ENOMEM, "result json");
+        goto out;
+    }
+    h2t_msg m = {.id = req->id, .type = H2T_MSG_RESULT};
+    h2t_msg_result *o = &m.u.result;
+    o->job = j->id;
+    o->summary = summary;
+    o->val_accuracy = r->val_acc;
+    o->test_accuracy = r->test_acc;
+    o->n_kept = r->n_kept;
+    o->n_classes = r->n_classes;
+    o->json = json;
+    if (req->u.get_result.include_head) {
+        o->blob = blob;
+        o->blob_len = blob_len;
+    }
+    rc = reply(&m, frame, len);
+out:
+    free(json);
+    free(blob);
+    h2t_result_destroy(r);
+    h2t_job_destroy(j);
+    return rc;
+}
+
+static int h_predict(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len)
+{
+    const h2t_msg_predict_req *q = &req->u.predict;
+    h2t_job *j = NULL;
+    h2t_result *r = NULL;
+    void *blob = NULL;
+    size_t blob_len = 0;
+    h2t_msg spec = {0};
+    h2t_task *task = NULL;
+    h2t_extraction *e = NULL;
+    h2t_source *src = NULL;
+    uint32_t *ids = NULL, *pred = NULL, *labels = NULL;
+    uint32_t n = 0;
+    float *x = NULL;
+    int rc = load_result(srv, q->job, &j, &r, &blob, &blob_len);
+    if (rc < 0)
+        return rc;
+    if ((rc = h2t_srv_job_spec(j, &spec)) < 0)
+        goto out;
+    if ((rc = h2t_store_task_get(srv->st, spec.u.train.task, &task)) < 0)
+        goto out;
+    if ((rc = h2t_store_extraction_get(srv->st, task->extraction, &e)) < 0)
+        goto out;
+    if (q->n_ids) {
+        n = (uint32_t)q->n_ids;
+        ids = malloc(n * sizeof(*ids));
+        if (!ids) {
+            rc = h2t_err_set(H2T_ENOMEM, "predict");
+            goto out;
+        }
+        memcpy(ids, q->ids, n * sizeof(*ids));
+    } else {
+        if ((rc = h2t_store_source_get(srv->st, e->source, &src)) < 0)
+            goto out;
+        uint32_t avail = e->samples_done < src->n_samples ? e->samples_done : src->n_samples;
+        if ((rc = h2t_srv_sel_resolve(q->samples && *q->samples ? q->samples : "test", "samples",
+                                      src->split, avail, &ids, &n)) < 0)
+            goto out;
+    }
+    uint64_t D = 0;
+    for (uint32_t l = 0; l < r->n_layers; l++)
+        D += r->layer_dims[l];
+    if (n == 0 || (uint64_t)n * D * sizeof(float) > PREDICT_MAX_BYTES) {
+        rc = h2t_err_set(H2T_EINVAL, "predict: %u samples x %" PRIu64 " features (%s)", n, D,
+                         n ? "more than 1 GiB: ask for fewer samples" : "no samples");
+        goto out;
+    }
+    x = malloc((size_t)n * D * sizeof(float));
+    pred = calloc(n, sizeof(*pred));
+    labels = malloc(n * sizeof(*labels));
+    if (!x || !pred || !labels) {
+        rc = h2t_err_set(H2T_ENOMEM, "predict");
+        goto out;
+    }
+    uint64_t off = 0;
+    for (uint32_t l = 0; l < r->n_layers; l++) {
+        if ((rc = h2t_store_layer_read(srv->st, e->id, r->layer_ids[l], ids, 0, n, x + off, D)) < 0)
+            goto out;
+        off += r->layer_dims[l];
+    }
+    if ((rc = h2t_result_predict(r, x, n, pred)) < 0)
+        goto out;
+    /* the task's label of each sample, when the task lists it */
+    uint32_t labelled = 0, correct = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        labels[i] = UINT32_MAX;
+        const uint32_t *lists[3] = {task->test, task->train, task->val};
+        const uint32_t *lab[3] = {task->test_labels, task->train_labels, task->val_labels};
+        uint32_t cnt[3] = {task->n_test, task->n_train, task->n_val};
+        for (int k = 0; k < 3 && labels[i] == UINT32_MAX; k++)
+            for (uint32_t s = 0; s < cnt[k]; s++)
+                if (lists[k][s] == ids[i]) {
+                    labels[i] = lab[k][s];
+                    break;
+                }
+        if (labels[i] != UINT32_MAX) {
+            labelled++;
+            correct += labels[i] == pred[i];
+        }
+    }
+    h2t_msg m = {.id = req->id, .type = H2T_MSG_PREDICTION};
+    h2t_msg_prediction *p = &m.u.prediction;
+    p->n_samples = p->n_predicted = p->n_labels = n;
+    p->samples = ids;
+    p->predicted = pred;
+    p->labels = labels;
+    p->n_class_names = task->n_classes;
+    p->class_names = (const char *const *)task->class_names;
+    p->accuracy = labelled ? (double)correct / labelled : 0;
+    rc = reply(&m, frame, len);
+out:
+    free(x);
+    free(ids);
+    free(pred);
+    free(labels);
+    h2t_source_destroy(src);
+    h2t_extraction_destroy(e);
+    h2t_task_destroy(task);
+    h2t_msg_free(&spec);
+    free(blob);
+    h2t_result_destroy(r);
+    h2t_job_destroy(j);
+    return rc;
+}
+
+/* ---------------- the table ---------------- */
+
+static const srv_route routes[H2T_MSG_MAX] = {
+    [H2T_MSG_HEALTH_REQ] = {"health", h_health, 0},
+    [H2T_MSG_LIST_EXTRACTIONS] = {"list_extractions", h_list_extractions, 1},
+    [H2T_MSG_DESCRIBE_EXTRACTION] = {"describe_extraction", h_describe, 1},
+    [H2T_MSG_LAYERS_REQ] = {"layers", h_layers, 1},
+    [H2T_MSG_STATS_REQ] = {"stats", h_stats, 1},
+    [H2T_MSG_FEATURES_REQ] = {"features", h_features, 1},
+    [H2T_MSG_CREATE_TASK] = {"create_task", h_create_task, 1},
+    [H2T_MSG_LIST_TASKS] = {"list_tasks", h_list_tasks, 1},
+    [H2T_MSG_TRAIN] = {"train", h_train, 1},
+    [H2T_MSG_GET_JOB] = {"get_job", h_get_job, 0},
+    [H2T_MSG_WATCH_JOB] = {"watch_job", h_get_job, 0}, /* server.c keeps the watch open */
+    [H2T_MSG_CANCEL_JOB] = {"cancel_job", h_cancel, 1},
+    [H2T_MSG_LIST_JOBS] = {"list_jobs", h_list_jobs, 1},
+    [H2T_MSG_GET_RESULT] = {"get_result", h_get_result, 1},
+    [H2T_MSG_PREDICT] = {"predict", h_predict, 1},
+};
+
+const srv_route *h2t_srv_route(int type)
+{
+    if (type <= 0 || type >= H2T_MSG_MAX || !routes[type].fn)
+        return NULL;
+    return &routes[type];
+}

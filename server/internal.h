@@ -1,0 +1,117 @@
+/*
+ * server/internal.h - what the server's files share (not a public contract).
+ *   server.c   the loop: listener, connections, frames, timeouts, watchers, signals
+ *   handlers.c the dispatch table and one handler per request type
+ *   jobs.c     the job queue, worker threads, cancel, progress, restart recovery
+ *   task.c     selections and label maps -> task records
+ */
+#ifndef H2T_SERVER_INTERNAL_H
+#define H2T_SERVER_INTERNAL_H
+
+#include "server/server.h"
+
+#include <pthread.h>
+#include <uv.h>
+
+typedef struct srv_conn srv_conn;
+
+/* one in-memory record per job that is queued or running in this process */
+typedef struct srv_job {
+    uint64_t id;
+    int state;         /* H2T_JOB_QUEUED or H2T_JOB_RUNNING */
+    atomic_int cancel; /* set by cancel or by the server stopping */
+    int user_cancel;   /* cancel came from a client (not the server stopping) */
+    double progress;
+    char stage[64];
+    uint32_t attempts;
+    uint64_t started_ms;
+    uint64_t persisted_ms; /* last progress write to the store */
+    struct srv_job *next;
+} srv_job;
+
+typedef struct srv_watch {
+    srv_conn *conn;
+    uint64_t req_id, job;
+    struct srv_watch *next;
+} srv_watch;
+
+struct h2t_srv {
+    h2t_srv_config cfg;
+    char listen_buf[256];
+    uint8_t token[256];
+    size_t token_len;
+    int has_token;
+    h2t_store *st;
+    h2t_srv_runner_fn runner;
+    void *runner_ud;
+
+    uv_loop_t loop;
+    uv_tcp_t listener;
+    uv_async_t wake;
+    uv_timer_t sweep;
+    uv_signal_t sig_int, sig_term;
+    int port;
+    int loop_init, handles_init;
+    atomic_int stop_requested;
+    int stopping; /* loop side */
+
+    srv_conn *conns;
+    uint32_t n_conns;
+    char rbuf[65536]; /* the loop's one read buffer: read_cb consumes it before returning */
+    srv_watch *watches;
+    uint64_t started_ms;
+    atomic_ullong requests;
+
+    /* jobs: everything below under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    srv_job *jobs;     /* queued and running, in queue order */
+    uint64_t *changed; /* job ids whose watchers need a frame */
+    size_t n_changed, cap_changed;
+    int workers_stop;
+    int loop_gone; /* the async handle is closed: workers must not wake the loop */
+    pthread_t *workers;
+    uint32_t n_workers;
+    uint32_t n_running;
+};
+
+/* ---- server.c ---- */
+/* Send a frame on a connection (frame OWNED by the callee). Loop thread only. */
+void h2t_srv_conn_send(srv_conn *c, uint8_t *frame, size_t len);
+/* Encode an error reply for request id from rc and the thread's detail; NULL on ENOMEM. */
+uint8_t *h2t_srv_error_frame(uint64_t id, int rc, size_t *len);
+/* Encode m into a frame or, if that fails, an error frame. Never NULL unless out of memory. */
+uint8_t *h2t_srv_encode_or_error(const h2t_msg *m, size_t *len);
+
+/* ---- handlers.c ---- */
+typedef int (*srv_handler_fn)(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len);
+typedef struct srv_route {
+    const char *name;
+    srv_handler_fn fn;
+    int off_loop; /* run on the thread pool */
+} srv_route;
+/* The row for a request type, or NULL for a type that is not a request. */
+const srv_route *h2t_srv_route(int type);
+/* Fill a Job message from a stored job overlaid with live progress. Strings in out point into
+ * j and live; out->spec points into spec_msg (decode it with h2t_srv_job_spec; free after). */
+void h2t_srv_job_msg(h2t_srv *srv, const h2t_job *j, h2t_msg_job *out, h2t_msg *spec_msg,
+                     char *stage_buf, size_t stage_len);
+
+/* ---- jobs.c ---- */
+int h2t_srv_jobs_start(h2t_srv *srv); /* recover stored jobs, start workers */
+void h2t_srv_jobs_stop(h2t_srv *srv); /* interrupt, join, running -> QUEUED */
+/* Queue a new job id (already stored as QUEUED). */
+int h2t_srv_jobs_enqueue(h2t_srv *srv, uint64_t id);
+/* Cancel: queued -> CANCELLED now; running -> flag (the worker finishes it CANCELLED).
+ * Errors: H2T_ENOTFOUND, H2T_ESTATE (already finished). */
+int h2t_srv_jobs_cancel(h2t_srv *srv, uint64_t id);
+/* Live progress of a queued/running job; 0 when known, H2T_ENOTFOUND otherwise. */
+int h2t_srv_jobs_live(h2t_srv *srv, uint64_t id, int *state, double *progress, char *stage,
+                      size_t stage_len);
+void h2t_srv_jobs_counts(h2t_srv *srv, uint32_t *queued, uint32_t *running);
+/* Mark a job changed and wake the loop (any thread). */
+void h2t_srv_jobs_changed(h2t_srv *srv, uint64_t id);
+/* Decode a stored job spec (a packed Envelope with a train body). OWNED msg: h2t_msg_free. */
+int h2t_srv_job_spec(const h2t_job *j, h2t_msg *msg);
+
+#endif

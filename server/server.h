@@ -1,0 +1,131 @@
+/*
+ * server/server.h - the h2tdb service: a libuv TCP server over one store, a dispatch table
+ * (one row per request type, proto/proto.h), a persistent job queue run by worker threads,
+ * and the selection syntax that turns a task spec into sample lists. The only place in h2tdb
+ * that includes uv.h.
+ *
+ *     h2t_srv_config cfg;
+ *     h2t_srv_config_default(&cfg);
+ *     cfg.listen = "127.0.0.1:0"; cfg.port_file = "port";   // ephemeral port, written out
+ *     h2t_srv *srv;
+ *     if (h2t_srv_create(&cfg, store, &srv) == 0) {
+ *         h2t_srv_run(srv);        // until SIGINT/SIGTERM or h2t_srv_stop
+ *         h2t_srv_destroy(srv);
+ *     }
+ *
+ * Threads: the event loop runs on the thread that calls h2t_srv_run and never blocks: store
+ * reads and writes for requests run on libuv's thread pool, train jobs on cfg.workers threads
+ * of their own. Progress travels from a worker to the loop through a uv_async, and the loop
+ * pushes it to every watcher of the job.
+ *
+ * Jobs live in the store (storage/store.h jobs table). On start the server queues every
+ * QUEUED job again and re-runs every RUNNING one (a server that was killed: attempts + 1).
+ * A job reaches DONE only through h2t_store_job_finish with its result, once; a worker
+ * checks the stored state before it starts a job, so a finished job never runs again. On a
+ * graceful stop a running job is interrupted (the solver's cancel flag) and put back to
+ * QUEUED, so the next start runs it again.
+ *
+ * Protection: bound to 127.0.0.1 by default; with a token every connection must send Auth
+ * first (constant-time compare) or gets an error and is closed; a non-loopback address
+ * without a token is refused unless cfg.insecure_bind; frame lengths are checked against
+ * cfg.max_frame before anything is allocated; at most cfg.max_conns connections; a
+ * connection idle for cfg.idle_timeout_ms (no request in flight, no watch), or that leaves a
+ * frame or the Auth unfinished for cfg.slow_timeout_ms, is closed; a client that does not
+ * read its replies (more than cfg.max_pending_write bytes queued) is closed.
+ */
+#ifndef H2T_SERVER_SERVER_H
+#define H2T_SERVER_SERVER_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/proto.h"
+#include "solver/solver.h"
+#include "storage/store.h"
+
+#define H2T_SRV_DEFAULT_PORT 7433
+
+/* A job runner: trains the job's head and returns the solver's result blob (*blob OWNED by
+ * the server afterwards, free()). Called on a worker thread. progress(pud, fraction, stage)
+ * may be called any number of times; cancel becomes non-zero when the job is cancelled or the
+ * server stops, and the runner should then return H2T_ECANCELED promptly. Any other negative
+ * code fails the job with h2t_err_detail() as its error text. The default runner is the
+ * solver (h2t_srv_runner_solver). */
+typedef int (*h2t_srv_runner_fn)(void *ud, h2t_store *st, const h2t_task *task,
+                                 const h2t_msg_train *spec, h2t_solver_progress_fn progress,
+                                 void *pud, const atomic_int *cancel, void **blob, size_t *len);
+
+typedef struct h2t_srv_config {
+    const char *listen;       /* "HOST:PORT", "PORT" or "[V6]:PORT"; default "127.0.0.1:7433" */
+    const char *token_file;   /* NULL: no token. BORROWED for h2t_srv_create */
+    const char *port_file;    /* write the bound port here (atomically) once listening */
+    int insecure_bind;        /* allow a non-loopback address without a token */
+    uint32_t workers;         /* job threads (default 1) */
+    uint32_t max_frame;       /* payload limit in bytes (default H2T_PROTO_MAX_FRAME) */
+    uint32_t max_conns;       /* default 4096 */
+    uint32_t idle_timeout_ms; /* default 300000 */
+    uint32_t slow_timeout_ms; /* unfinished frame / missing auth, default 10000 */
+    size_t max_pending_write; /* bytes of replies queued for one client, default 64 MiB */
+    int handle_signals;       /* stop gracefully on SIGINT/SIGTERM (default 1) */
+    h2t_srv_runner_fn runner; /* NULL: h2t_srv_runner_solver */
+    void *runner_ud;
+} h2t_srv_config;
+
+typedef struct h2t_srv h2t_srv;
+
+void h2t_srv_config_default(h2t_srv_config *cfg);
+
+/* Create the server on an open store (BORROWED: must outlive the server): read the token,
+ * bind and listen, write the port file, start the workers, and queue the stored jobs that
+ * are QUEUED or RUNNING. Errors: H2T_EINVAL (bad address or setting, detail names it),
+ * H2T_EPERM (non-loopback without a token), H2T_EIO (token file), H2T_ENET (bind/listen:
+ * detail says why), H2T_ENOMEM, store errors. */
+int h2t_srv_create(const h2t_srv_config *cfg, h2t_store *st, h2t_srv **out);
+/* Run the event loop until a stop; then stop the workers (running jobs back to QUEUED).
+ * Returns 0 or H2T_ENET. */
+int h2t_srv_run(h2t_srv *srv);
+/* Ask a running server to stop; safe from any thread and from a signal handler's thread. */
+void h2t_srv_stop(h2t_srv *srv);
+/* The bound TCP port (useful with port 0). */
+int h2t_srv_port(const h2t_srv *srv);
+/* Free everything; NULL is a no-op. Only after h2t_srv_run returned (or was never called). */
+void h2t_srv_destroy(h2t_srv *srv);
+
+/* The default runner: h2t_solver_run with a spec built from the request, result encoded. */
+int h2t_srv_runner_solver(void *ud, h2t_store *st, const h2t_task *task, const h2t_msg_train *spec,
+                          h2t_solver_progress_fn progress, void *pud, const atomic_int *cancel,
+                          void **blob, size_t *len);
+
+/* Build the solver spec of a train request (defaults where the request leaves 0/empty).
+ * Errors: H2T_EINVAL naming the field (from h2t_train_spec_check or a grid too long). */
+int h2t_srv_train_spec(const h2t_msg_train *req, h2t_train_spec *out);
+
+/* ---- tasks: selections and label maps (server/task.c) ----
+ * SEL, one or more parts joined by '+':
+ *   train | test          every extracted sample of that split, in sample order
+ *   train:N | test:N      the first N samples of the split
+ *   train[A:B]            positions A..B-1 within the split (A or B may be left out)
+ *   ids:LIST              sample ids: "1,5,7-9" (ranges inclusive)
+ *   none                  nothing (test and val only)
+ * Map entries: from = a source class name (exact, then case-insensitive) or numeric id, or
+ * "*" for every class not named; to = the task's class name, or "-" to drop the samples.
+ * Shots K: keep the first K training samples of each task class (selection order). */
+
+/* Resolve sel over the given labels/splits into sample ids (OWNED: free()). what names the
+ * argument in errors ("--train"). Only samples < avail are eligible.
+ * Errors: H2T_EINVAL (syntax, or fewer samples than asked: detail shows the part). */
+int h2t_srv_sel_resolve(const char *sel, const char *what, const uint8_t *split, uint32_t avail,
+                        uint32_t **ids, uint32_t *n);
+
+/* Build a task record from a create request over the store (OWNED: h2t_task_destroy).
+ * Errors: H2T_EINVAL (selection, map, shots: detail names it), H2T_ENOTFOUND (extraction). */
+int h2t_srv_task_build(h2t_store *st, const h2t_msg_task_spec *spec, h2t_task **out);
+
+/* Process one request payload as if it came from an authenticated connection, without a
+ * network: decode, dispatch, run the handler inline, and return every reply frame (a
+ * length-prefixed sequence, OWNED: free()). For the fuzz target and tests. */
+int h2t_srv_handle_payload(h2t_srv *srv, const uint8_t *payload, size_t len, uint8_t **replies,
+                           size_t *replies_len);
+
+#endif

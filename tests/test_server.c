@@ -1,0 +1,699 @@
+/*
+ * tests/test_server.c - the service end to end: a real server on an ephemeral loopback port
+ * (in a thread, or a forked process for the kill test) and the real client library.
+ */
+#include "tests/test.h"
+
+#include "client/client.h"
+#include "common/err.h"
+#include "common/util.h"
+#include "server/server.h"
+#include "storage/store.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define N_SAMPLES 240
+#define N_CLASSES 3
+
+/* A store with one synthetic extraction "ext": 2 layers (8 and 4 features) whose values
+ * depend on the class, 180 train + 60 test samples. */
+static h2t_store *fixture(const char *dir)
+{
+    h2t_store *st = NULL;
+    ASSERT_OK(h2t_store_open(dir, H2T_STORE_CREATE, &st));
+    static char c0[] = "alpha", c1[] = "beta", c2[] = "gamma";
+    char *names[N_CLASSES] = {c0, c1, c2};
+    uint32_t labels[N_SAMPLES];
+    uint8_t split[N_SAMPLES];
+    for (uint32_t i = 0; i < N_SAMPLES; i++) {
+        labels[i] = i % N_CLASSES;
+        split[i] = i < 180 ? H2T_SPLIT_TRAIN : H2T_SPLIT_TEST;
+    }
+    h2t_source src = {0};
+    snprintf(src.name, sizeof(src.name), "synth");
+    snprintf(src.uri, sizeof(src.uri), "synth:");
+    src.hash[0] = 1;
+    src.n_samples = N_SAMPLES;
+    src.n_classes = N_CLASSES;
+    src.class_names = names;
+    src.labels = labels;
+    src.split = split;
+    uint32_t sid, mid, eid;
+    int reused;
+    ASSERT_OK(h2t_store_source_put(st, &src, &sid, &reused));
+    h2t_model_rec m = {0};
+    snprintf(m.name, sizeof(m.name), "toy");
+    m.sha256[0] = 2;
+    ASSERT_OK(h2t_store_model_put(st, &m, &mid, &reused));
+    h2t_layer_info layers[2] = {0};
+    snprintf(layers[0].name, 256, "l1");
+    snprintf(layers[0].op, 64, "Relu");
+    layers[0].rank = 2;
+    layers[0].shape[0] = 8;
+    layers[0].dim = 8;
+    snprintf(layers[1].name, 256, "l2");
+    snprintf(layers[1].op, 64, "Gemm");
+    layers[1].rank = 2;
+    layers[1].shape[0] = 4;
+    layers[1].dim = 4;
+    h2t_extraction e = {0};
+    snprintf(e.name, sizeof(e.name), "ext");
+    e.source = sid;
+    e.model = mid;
+    e.target_size = 512;
+    e.dtype = H2T_DTYPE_F32;
+    snprintf(e.config, sizeof(e.config), "synthetic");
+    e.config_hash[0] = 3;
+    e.n_samples = N_SAMPLES;
+    e.n_layers = 2;
+    e.layers = layers;
+    ASSERT_OK(h2t_store_extraction_begin(st, &e, &eid, &reused));
+    static float f1[N_SAMPLES * 8], f2[N_SAMPLES * 4];
+    uint64_t s = 12345;
+    for (uint32_t i = 0; i < N_SAMPLES; i++) {
+        for (int j = 0; j < 8; j++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            float noise = (float)((s >> 40) & 0xffff) / 65536.0f - 0.5f;
+            f1[i * 8 + j] = noise + (j == (int)labels[i] ? 2.0f : 0.0f);
+        }
+        for (int j = 0; j < 4; j++)
+            f2[i * 4 + j] = (float)((i * 7 + (uint32_t)j) % 5) * 0.1f;
+    }
+    const float *ptrs[2] = {f1, f2};
+    ASSERT_OK(h2t_store_features_write(st, eid, 0, N_SAMPLES, ptrs));
+    ASSERT_OK(h2t_store_extraction_set_state(st, eid, H2T_EXT_DONE));
+    return st;
+}
+
+/* ---- a slow runner for cancel/restart tests: steps x 10 ms, then the solver ---- */
+typedef struct slow_cfg {
+    int steps;
+} slow_cfg;
+
+static int slow_runner(void *ud, h2t_store *st, const h2t_task *task, const h2t_msg_train *spec,
+                       h2t_solver_progress_fn progress, void *pud, const atomic_int *cancel,
+                       void **blob, size_t *len)
+{
+    slow_cfg *c = ud;
+    for (int i = 0; i < c->steps; i++) {
+        if (atomic_load(cancel))
+            return h2t_err_set(H2T_ECANCELED, "cancelled at step %d", i);
+        progress(pud, (double)i / c->steps, "sleeping");
+        usleep(10000);
+    }
+    return h2t_srv_runner_solver(NULL, st, task, spec, progress, pud, cancel, blob, len);
+}
+
+/* ---- a server in a thread ---- */
+typedef struct srv_thread {
+    h2t_store *st;
+    h2t_srv *srv;
+    pthread_t th;
+    char addr[64];
+} srv_thread;
+
+static void *srv_main(void *arg)
+{
+    srv_thread *t = arg;
+    h2t_srv_run(t->srv);
+    return NULL;
+}
+
+static void srv_start(srv_thread *t, h2t_srv_config *cfg)
+{
+    cfg->listen = "127.0.0.1:0";
+    cfg->handle_signals = 0;
+    ASSERT_OK(h2t_srv_create(cfg, t->st, &t->srv));
+    snprintf(t->addr, sizeof(t->addr), "127.0.0.1:%d", h2t_srv_port(t->srv));
+    ASSERT_EQ(pthread_create(&t->th, NULL, srv_main, t), 0);
+}
+
+static void srv_finish(srv_thread *t)
+{
+    h2t_srv_stop(t->srv);
+    pthread_join(t->th, NULL);
+    h2t_srv_destroy(t->srv);
+    h2t_store_close(t->st);
+}
+
+static h2t_client *connect_ok(const srv_thread *t)
+{
+    h2t_client *c = NULL;
+    ASSERT_OK(h2t_client_connect(t->addr, NULL, 20000, &c));
+    return c;
+}
+
+static void create_task(h2t_client *c, const char *name, const char *train, uint32_t shots)
+{
+    h2t_msg req = {.type = H2T_MSG_CREATE_TASK}, rep;
+    req.u.create_task.name = name;
+    req.u.create_task.extraction = "ext";
+    req.u.create_task.train = train;
+    req.u.create_task.test = "test";
+    req.u.create_task.shots = shots;
+    ASSERT_OK(h2t_client_call(c, &req, H2T_MSG_TASK, &rep));
+    h2t_msg_free(&rep);
+}
+
+static uint64_t submit(h2t_client *c, const char *task, int method)
+{
+    static const double lambdas[] = {1e-3};
+    static const double keeps[] = {0.5};
+    h2t_msg req = {.type = H2T_MSG_TRAIN}, rep;
+    req.u.train.task = task;
+    req.u.train.method = method;
+    req.u.train.lambdas = lambdas;
+    req.u.train.n_lambdas = 1;
+    if (method == H2T_PROTO_METHOD_HEAD2TOE) {
+        req.u.train.keep_fractions = keeps;
+        req.u.train.n_keep_fractions = 1;
+    }
+    req.u.train.folds = 2;
+    ASSERT_OK(h2t_client_call(c, &req, H2T_MSG_JOB, &rep));
+    uint64_t id = rep.u.job.id;
+    ASSERT(rep.u.job.state == H2T_JOB_QUEUED || rep.u.job.state == H2T_JOB_RUNNING);
+    h2t_msg_free(&rep);
+    return id;
+}
+
+static int watch_state(h2t_client *c, uint64_t id)
+{
+    h2t_msg fin;
+    ASSERT_OK(h2t_client_watch(c, id, NULL, NULL, &fin));
+    int st = fin.u.job.state;
+    h2t_msg_free(&fin);
+    return st;
+}
+
+TEST(server_every_request)
+{
+    srv_thread t = {.st = fixture("store")};
+    h2t_srv_config cfg;
+    h2t_srv_config_default(&cfg);
+    srv_start(&t, &cfg);
+    h2t_client *c = connect_ok(&t);
+    h2t_msg rep;
+
+    h2t_msg q = {.type = H2T_MSG_HEALTH_REQ};
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_HEALTH, &rep));
+    ASSERT_CONTAINS(rep.u.health.version, "h2tdb");
+    ASSERT_EQ(rep.u.health.workers, 1);
+    h2t_msg_free(&rep);
+
+    q = (h2t_msg){.type = H2T_MSG_LIST_EXTRACTIONS};
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_EXTRACTION_LIST, &rep));
+    ASSERT_EQ(rep.u.extraction_list.n, 1);
+    ASSERT_STREQ(rep.u.extraction_list.v[0].name, "ext");
+    ASSERT_STREQ(rep.u.extraction_list.v[0].source, "synth");
+    ASSERT_STREQ(rep.u.extraction_list.v[0].model, "toy");
+    ASSERT_EQ(rep.u.extraction_list.v[0].total_dim, 12);
+    h2t_msg_free(&rep);
+
+    q = (h2t_msg){.type = H2T_MSG_DESCRIBE_EXTRACTION};
+    q.u.ext_ref.extraction = "ext";
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_EXTRACTION, &rep));
+    ASSERT_EQ(rep.u.extraction.n_train, 180);
+    ASSERT_EQ(rep.u.extraction.n_test, 60);
+    ASSERT_EQ(rep.u.extraction.n_class_names, 3);
+    ASSERT_STREQ(rep.u.extraction.class_names[1], "beta");
+    ASSERT_EQ(rep.u.extraction.n_layer_info, 2);
+    h2t_msg_free(&rep);
+
+    q = (h2t_msg){.type = H2T_MSG_LAYERS_REQ};
+    q.u.ext_ref.extraction = "1";
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_LAYER_TABLE, &rep));
+    ASSERT_EQ(rep.u.layer_table.n_layers, 2);
+    ASSERT_STREQ(rep.u.layer_table.layers[1].name, "l2");
+    ASSERT_EQ(rep.u.layer_table.layers[1].offset, 8);
+    h2t_msg_free(&rep);
+
+    q = (h2t_msg){.type = H2T_MSG_STATS_REQ};
+    q.u.stats_req.extraction = "ext";
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_STATS, &rep));
+    ASSERT_EQ(rep.u.stats.n_layers, 2);
+    ASSERT_EQ(rep.u.stats.layers[0].count, N_SAMPLES);
+    ASSERT_EQ(rep.u.stats.layers[0].n_mean, 0);
+    h2t_msg_free(&rep);
+    q.u.stats_req.layer = "l2";
+    q.u.stats_req.per_feature = 1;
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_STATS, &rep));
+    ASSERT_EQ(rep.u.stats.n_layers, 1);
+    ASSERT_EQ(rep.u.stats.layers[0].n_mean, 4);
+    /* feature 0 of l2: (i*7 % 5) * 0.1 over 240 samples: every residue 48 times -> mean 0.2 */
+    ASSERT_NEAR(rep.u.stats.layers[0].mean[0], 0.2, 1e-6);
+    h2t_msg_free(&rep);
+    q.u.stats_req.layer = "nope";
+    ASSERT_EQ(h2t_client_call(c, &q, H2T_MSG_STATS, &rep), H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "nope");
+
+    /* features, paged */
+    q = (h2t_msg){.type = H2T_MSG_FEATURES_REQ};
+    q.u.features_req.extraction = "ext";
+    q.u.features_req.layer = "l2";
+    q.u.features_req.first = 10;
+    q.u.features_req.count = 25;
+    q.u.features_req.limit = 10;
+    uint32_t seen = 0;
+    for (;;) {
+        ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_FEATURES, &rep));
+        ASSERT_EQ(rep.u.features.dim, 4);
+        for (size_t i = 0; i < rep.u.features.n_samples; i++) {
+            uint32_t smp = rep.u.features.samples[i];
+            ASSERT_EQ(smp, 10 + seen);
+            ASSERT_NEAR(rep.u.features.values[i * 4 + 1], ((smp * 7 + 1) % 5) * 0.1, 1e-6);
+            seen++;
+        }
+        int done = rep.u.features.done;
+        uint32_t next = rep.u.features.next_first;
+        h2t_msg_free(&rep);
+        if (done)
+            break;
+        q.u.features_req.count -= next - q.u.features_req.first;
+        q.u.features_req.first = next;
+    }
+    ASSERT_EQ(seen, 25);
+
+    /* tasks: plain, k-shot, a map file's coarse grouping */
+    create_task(c, "all3", "train:120", 0);
+    create_task(c, "shot", "train", 5);
+    q = (h2t_msg){.type = H2T_MSG_CREATE_TASK};
+    h2t_msg_map_entry map[] = {{"alpha", "first"}, {"*", "rest"}};
+    q.u.create_task.name = "coarse";
+    q.u.create_task.extraction = "ext";
+    q.u.create_task.train = "train[0:90]+ids:200-209";
+    q.u.create_task.test = "test";
+    q.u.create_task.map = map;
+    q.u.create_task.n_map = 2;
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_TASK, &rep));
+    ASSERT_EQ(rep.u.task.n_class_names, 2);
+    ASSERT_EQ(rep.u.task.n_train, 100);
+    ASSERT_EQ(rep.u.task.train_per_class[0], 33); /* 30 alphas in 0..89, 3 in 200..209 */
+    h2t_msg_free(&rep);
+    h2t_msg_map_entry bad[] = {{"delta", "x"}};
+    q.u.create_task.map = bad;
+    q.u.create_task.n_map = 1;
+    q.u.create_task.name = "bad";
+    ASSERT_EQ(h2t_client_call(c, &q, H2T_MSG_TASK, &rep), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "delta");
+    q.u.create_task.n_map = 0;
+    q.u.create_task.train = "train:500";
+    ASSERT_EQ(h2t_client_call(c, &q, H2T_MSG_TASK, &rep), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "train:500");
+
+    q = (h2t_msg){.type = H2T_MSG_LIST_TASKS};
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_TASK_LIST, &rep));
+    ASSERT_EQ(rep.u.task_list.n, 3);
+    h2t_msg_free(&rep);
+
+    /* a train job through the real solver, watched to the end */
+    uint64_t id = submit(c, "all3", H2T_PROTO_METHOD_HEAD2TOE);
+    ASSERT_EQ(watch_state(c, id), H2T_JOB_DONE);
+    q = (h2t_msg){.type = H2T_MSG_GET_JOB};
+    q.u.job_ref.job = id;
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_JOB, &rep));
+    ASSERT_EQ(rep.u.job.state, H2T_JOB_DONE);
+    ASSERT_EQ(rep.u.job.attempts, 1);
+    ASSERT(rep.u.job.has_spec);
+    ASSERT_STREQ(rep.u.job.spec.task, "all3");
+    h2t_msg_free(&rep);
+
+    q = (h2t_msg){.type = H2T_MSG_LIST_JOBS};
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_JOB_LIST, &rep));
+    ASSERT_EQ(rep.u.job_list.n, 1);
+    h2t_msg_free(&rep);
+
+    q = (h2t_msg){.type = H2T_MSG_GET_RESULT};
+    q.u.get_result.job = id;
+    q.u.get_result.include_head = 1;
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_RESULT, &rep));
+    ASSERT_GT(rep.u.result.test_accuracy, 0.9); /* the classes are well separated */
+    ASSERT_GT(rep.u.result.blob_len, 0);
+    ASSERT_CONTAINS(rep.u.result.summary, "test accuracy");
+    h2t_result *r = NULL;
+    ASSERT_OK(h2t_result_decode(rep.u.result.blob, rep.u.result.blob_len, &r));
+    ASSERT_EQ(r->n_classes, 3);
+    h2t_result_destroy(r);
+    h2t_msg_free(&rep);
+
+    q = (h2t_msg){.type = H2T_MSG_PREDICT};
+    q.u.predict.job = id;
+    q.u.predict.samples = "test:30";
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_PREDICTION, &rep));
+    ASSERT_EQ(rep.u.prediction.n_samples, 30);
+    ASSERT_EQ(rep.u.prediction.samples[0], 180);
+    ASSERT_GT(rep.u.prediction.accuracy, 0.9);
+    h2t_msg_free(&rep);
+
+    /* unknown ids and wrong states name what was wrong */
+    q = (h2t_msg){.type = H2T_MSG_GET_JOB};
+    q.u.job_ref.job = 999;
+    ASSERT_EQ(h2t_client_call(c, &q, H2T_MSG_JOB, &rep), H2T_ENOTFOUND);
+    q = (h2t_msg){.type = H2T_MSG_CANCEL_JOB};
+    q.u.job_ref.job = id;
+    ASSERT_EQ(h2t_client_call(c, &q, H2T_MSG_JOB, &rep), H2T_ESTATE);
+    ASSERT_CONTAINS(h2t_err_detail(), "already done");
+    q = (h2t_msg){.type = H2T_MSG_GET_RESULT};
+    q.u.get_result.job = 999;
+    ASSERT_EQ(h2t_client_call(c, &q, H2T_MSG_RESULT, &rep), H2T_ENOTFOUND);
+    q = (h2t_msg){.type = H2T_MSG_TRAIN};
+    q.u.train.task = "missing";
+    ASSERT_EQ(h2t_client_call(c, &q, H2T_MSG_JOB, &rep), H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "missing");
+    q.u.train.task = "all3";
+    double neg = -1;
+    q.u.train.lambdas = &neg;
+    q.u.train.n_lambdas = 1;
+    ASSERT_EQ(h2t_client_call(c, &q, H2T_MSG_JOB, &rep), H2T_EINVAL);
+    q = (h2t_msg){.type = H2T_MSG_DESCRIBE_EXTRACTION};
+    q.u.ext_ref.extraction = "nosuch";
+    ASSERT_EQ(h2t_client_call(c, &q, H2T_MSG_EXTRACTION, &rep), H2T_ENOTFOUND);
+    /* a reply type sent as a request: an error, and the connection stays usable */
+    q = (h2t_msg){.type = H2T_MSG_AUTH_OK};
+    ASSERT_EQ(h2t_client_call(c, &q, H2T_MSG_JOB, &rep), H2T_EPROTO);
+    q = (h2t_msg){.type = H2T_MSG_HEALTH_REQ};
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_HEALTH, &rep));
+    h2t_msg_free(&rep);
+
+    h2t_client_close(c);
+    srv_finish(&t);
+}
+
+TEST(server_cancel_running_job)
+{
+    srv_thread t = {.st = fixture("store")};
+    slow_cfg sc = {.steps = 3000}; /* 30 s unless cancelled */
+    h2t_srv_config cfg;
+    h2t_srv_config_default(&cfg);
+    cfg.runner = slow_runner;
+    cfg.runner_ud = &sc;
+    srv_start(&t, &cfg);
+    h2t_client *c = connect_ok(&t);
+    create_task(c, "t", "train", 0);
+    uint64_t a = submit(c, "t", H2T_PROTO_METHOD_LINEAR);
+    uint64_t b = submit(c, "t", H2T_PROTO_METHOD_LINEAR); /* queued behind a */
+    h2t_msg q = {.type = H2T_MSG_GET_JOB}, rep;
+    q.u.job_ref.job = a;
+    for (int i = 0; i < 500; i++) {
+        ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_JOB, &rep));
+        int st = rep.u.job.state;
+        double p = rep.u.job.progress;
+        h2t_msg_free(&rep);
+        if (st == H2T_JOB_RUNNING && p > 0)
+            break;
+        usleep(10000);
+    }
+    q = (h2t_msg){.type = H2T_MSG_CANCEL_JOB};
+    q.u.job_ref.job = b;
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_JOB, &rep));
+    ASSERT_EQ(rep.u.job.state, H2T_JOB_CANCELLED);
+    h2t_msg_free(&rep);
+    double t0 = h2t_now_s();
+    q.u.job_ref.job = a;
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_JOB, &rep));
+    h2t_msg_free(&rep);
+    ASSERT_EQ(watch_state(c, a), H2T_JOB_CANCELLED);
+    ASSERT_LT(h2t_now_s() - t0, 2.0); /* stopped promptly, not after 30 s */
+    h2t_client_close(c);
+    srv_finish(&t);
+}
+
+TEST(server_token)
+{
+    FILE *f = fopen("token", "w");
+    fputs("s3cret-token\n", f);
+    fclose(f);
+    f = fopen("wrong", "w");
+    fputs("s3cret-tokeN\n", f);
+    fclose(f);
+    srv_thread t = {.st = fixture("store")};
+    h2t_srv_config cfg;
+    h2t_srv_config_default(&cfg);
+    cfg.token_file = "token";
+    srv_start(&t, &cfg);
+    h2t_client *c = NULL;
+    ASSERT_EQ(h2t_client_connect(t.addr, "wrong", 5000, &c), H2T_EAUTH);
+    /* no token: the first request is refused and the connection closed */
+    unsetenv("H2T_TOKEN_FILE");
+    ASSERT_OK(h2t_client_connect(t.addr, NULL, 5000, &c));
+    h2t_msg q = {.type = H2T_MSG_HEALTH_REQ}, rep;
+    ASSERT_EQ(h2t_client_call(c, &q, H2T_MSG_HEALTH, &rep), H2T_EAUTH);
+    ASSERT_EQ(h2t_client_recv(c, &rep), H2T_ENET);
+    h2t_client_close(c);
+    ASSERT_OK(h2t_client_connect(t.addr, "token", 5000, &c));
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_HEALTH, &rep));
+    h2t_msg_free(&rep);
+    h2t_client_close(c);
+    srv_finish(&t);
+
+    /* a non-loopback address needs a token or --insecure-bind */
+    h2t_store *st = NULL;
+    ASSERT_OK(h2t_store_open("store", 0, &st));
+    h2t_srv *srv = NULL;
+    h2t_srv_config_default(&cfg);
+    cfg.listen = "0.0.0.0:0";
+    cfg.handle_signals = 0;
+    ASSERT_EQ(h2t_srv_create(&cfg, st, &srv), H2T_EPERM);
+    ASSERT_CONTAINS(h2t_err_detail(), "0.0.0.0");
+    cfg.insecure_bind = 1;
+    ASSERT_OK(h2t_srv_create(&cfg, st, &srv));
+    h2t_srv_destroy(srv);
+    cfg.listen = "127.0.0.1:99999";
+    ASSERT_EQ(h2t_srv_create(&cfg, st, &srv), H2T_EINVAL);
+    h2t_store_close(st);
+}
+
+/* Send raw bytes; expect an Error frame with code, then the connection closed. */
+static void expect_error_close(const srv_thread *t, const void *bytes, size_t n, int code)
+{
+    h2t_client *c = connect_ok(t);
+    ASSERT_OK(h2t_client_send_raw(c, bytes, n));
+    h2t_msg m;
+    ASSERT_OK(h2t_client_recv(c, &m));
+    ASSERT_EQ(m.type, H2T_MSG_ERROR);
+    ASSERT_EQ(m.u.error.code, code);
+    h2t_msg_free(&m);
+    ASSERT_EQ(h2t_client_recv(c, &m), H2T_ENET);
+    h2t_client_close(c);
+}
+
+TEST(server_bad_frames_and_limits)
+{
+    srv_thread t = {.st = fixture("store")};
+    h2t_srv_config cfg;
+    h2t_srv_config_default(&cfg);
+    cfg.max_frame = 4096;
+    cfg.max_conns = 4;
+    cfg.slow_timeout_ms = 300;
+    cfg.idle_timeout_ms = 600;
+    srv_start(&t, &cfg);
+    /* oversized: refused from the header alone */
+    uint8_t big[4] = {0x7f, 0xff, 0xff, 0xff};
+    expect_error_close(&t, big, 4, H2T_ETOOBIG);
+    /* malformed payload */
+    uint8_t junk[9] = {0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff};
+    expect_error_close(&t, junk, sizeof(junk), H2T_EPROTO);
+    /* empty envelope */
+    uint8_t empty[4] = {0, 0, 0, 0};
+    expect_error_close(&t, empty, 4, H2T_EPROTO);
+    /* truncated: half a frame, then silence: closed after the slow timeout */
+    uint8_t half[6] = {0, 0, 0, 20, 0x08, 0x01};
+    expect_error_close(&t, half, sizeof(half), H2T_ETIMEDOUT);
+    /* idle connections are closed; the server keeps serving others */
+    h2t_client *idle = connect_ok(&t);
+    usleep(1000000);
+    h2t_msg m;
+    ASSERT_OK(h2t_client_recv(idle, &m));
+    ASSERT_EQ(m.u.error.code, H2T_ETIMEDOUT);
+    h2t_msg_free(&m);
+    h2t_client_close(idle);
+    /* connection limit */
+    h2t_client *cs[4];
+    for (int i = 0; i < 4; i++)
+        cs[i] = connect_ok(&t);
+    h2t_client *extra = connect_ok(&t);
+    ASSERT_OK(h2t_client_recv(extra, &m));
+    ASSERT_EQ(m.u.error.code, H2T_EBUSY);
+    h2t_msg_free(&m);
+    h2t_client_close(extra);
+    h2t_msg q = {.type = H2T_MSG_HEALTH_REQ};
+    ASSERT_OK(h2t_client_call(cs[0], &q, H2T_MSG_HEALTH, &m));
+    h2t_msg_free(&m);
+    for (int i = 0; i < 4; i++)
+        h2t_client_close(cs[i]);
+    srv_finish(&t);
+}
+
+typedef struct hammer {
+    const srv_thread *t;
+    int ok;
+} hammer;
+
+static void *hammer_main(void *arg)
+{
+    hammer *h = arg;
+    h2t_client *c = NULL;
+    if (h2t_client_connect(h->t->addr, NULL, 20000, &c) < 0)
+        return NULL;
+    for (int i = 0; i < 200; i++) {
+        h2t_msg q = {.type = (i & 1) ? H2T_MSG_STATS_REQ : H2T_MSG_HEALTH_REQ}, rep;
+        q.u.stats_req.extraction = "ext";
+        q.u.stats_req.layer = (i & 1) ? "l1" : NULL;
+        if (h2t_client_call(c, &q, (i & 1) ? H2T_MSG_STATS : H2T_MSG_HEALTH, &rep) == 0) {
+            h->ok++;
+            h2t_msg_free(&rep);
+        }
+    }
+    h2t_client_close(c);
+    return NULL;
+}
+
+TEST(server_concurrent_clients)
+{
+    srv_thread t = {.st = fixture("store")};
+    h2t_srv_config cfg;
+    h2t_srv_config_default(&cfg);
+    srv_start(&t, &cfg);
+    pthread_t th[8];
+    hammer h[8];
+    for (int i = 0; i < 8; i++) {
+        h[i] = (hammer){&t, 0};
+        pthread_create(&th[i], NULL, hammer_main, &h[i]);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        ASSERT_EQ(h[i].ok, 200);
+    }
+    srv_finish(&t);
+}
+
+/* ---- kill -9 and restart: a server process with the slow runner ---- */
+static pid_t spawn_server(int steps)
+{
+    unlink("port");
+    pid_t pid = fork();
+    if (pid == 0) {
+        h2t_store *st = NULL;
+        if (h2t_store_open("store", 0, &st) < 0)
+            _exit(3);
+        slow_cfg sc = {.steps = steps};
+        h2t_srv_config cfg;
+        h2t_srv_config_default(&cfg);
+        cfg.listen = "127.0.0.1:0";
+        cfg.port_file = "port";
+        cfg.runner = slow_runner;
+        cfg.runner_ud = &sc;
+        h2t_srv *srv = NULL;
+        if (h2t_srv_create(&cfg, st, &srv) < 0)
+            _exit(4);
+        h2t_srv_run(srv);
+        h2t_srv_destroy(srv);
+        h2t_store_close(st);
+        _exit(0);
+    }
+    return pid;
+}
+
+static void port_addr(char *addr, size_t n)
+{
+    int port = 0;
+    for (int i = 0; i < 500 && port == 0; i++) {
+        FILE *f = fopen("port", "r");
+        if (f) {
+            if (fscanf(f, "%d", &port) != 1)
+                port = 0;
+            fclose(f);
+        }
+        if (!port)
+            usleep(10000);
+    }
+    ASSERT_GT(port, 0);
+    snprintf(addr, n, "127.0.0.1:%d", port);
+}
+
+TEST(server_kill_and_restart)
+{
+    h2t_store_close(fixture("store"));
+    pid_t pid = spawn_server(100000); /* job 1 runs "forever" */
+    srv_thread t = {0};
+    port_addr(t.addr, sizeof(t.addr));
+    h2t_client *c = connect_ok(&t);
+    create_task(c, "t", "train", 0);
+    uint64_t ids[3];
+    for (int i = 0; i < 3; i++)
+        ids[i] = submit(c, "t", H2T_PROTO_METHOD_LINEAR);
+    h2t_msg q = {.type = H2T_MSG_GET_JOB}, rep;
+    q.u.job_ref.job = ids[0];
+    int running = 0;
+    for (int i = 0; i < 500 && !running; i++) {
+        ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_JOB, &rep));
+        running = rep.u.job.state == H2T_JOB_RUNNING;
+        h2t_msg_free(&rep);
+        usleep(10000);
+    }
+    ASSERT(running);
+    h2t_client_close(c);
+    kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+
+    pid = spawn_server(5);
+    port_addr(t.addr, sizeof(t.addr));
+    c = connect_ok(&t);
+    for (int i = 0; i < 3; i++)
+        ASSERT_EQ(watch_state(c, ids[i]), H2T_JOB_DONE);
+    q.u.job_ref.job = ids[0];
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_JOB, &rep));
+    ASSERT_EQ(rep.u.job.attempts, 2); /* interrupted once, re-run once */
+    h2t_msg_free(&rep);
+    q.u.job_ref.job = ids[2];
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_JOB, &rep));
+    ASSERT_EQ(rep.u.job.attempts, 1);
+    h2t_msg_free(&rep);
+    h2t_client_close(c);
+    /* graceful stop, then a restart runs nothing again */
+    kill(pid, SIGTERM);
+    waitpid(pid, &status, 0);
+    ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    h2t_store *st = NULL;
+    ASSERT_OK(h2t_store_open("store", 0, &st));
+    for (int i = 0; i < 3; i++) {
+        h2t_job *j = NULL;
+        ASSERT_OK(h2t_store_job_get(st, ids[i], &j));
+        ASSERT_EQ(j->state, H2T_JOB_DONE);
+        h2t_job_destroy(j);
+    }
+    h2t_store_close(st);
+}
+
+TEST(server_selection_syntax)
+{
+    uint8_t split[10] = {0, 0, 1, 0, 1, 0, 0, 1, 0, 0};
+    uint32_t *ids = NULL, n = 0;
+    ASSERT_OK(h2t_srv_sel_resolve("train:3", "--train", split, 10, &ids, &n));
+    ASSERT_EQ(n, 3);
+    ASSERT_EQ(ids[2], 3);
+    free(ids);
+    ASSERT_OK(h2t_srv_sel_resolve("test[1:]+ids:0,8-9", "--test", split, 10, &ids, &n));
+    ASSERT_EQ(n, 5); /* test split is 2, 4, 7: positions 1.. are 4, 7; then 0, 8, 9 */
+    ASSERT_EQ(ids[0], 4);
+    ASSERT_EQ(ids[1], 7);
+    ASSERT_EQ(ids[2], 0);
+    ASSERT_EQ(ids[4], 9);
+    free(ids);
+    ASSERT_OK(h2t_srv_sel_resolve("train", "--train", split, 6, &ids, &n));
+    ASSERT_EQ(n, 4); /* only samples < 6 are eligible */
+    free(ids);
+    ASSERT_EQ(h2t_srv_sel_resolve("train:8", "--train", split, 10, &ids, &n), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "only 7");
+    ASSERT_EQ(h2t_srv_sel_resolve("trian:3", "--train", split, 10, &ids, &n), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "trian:3");
+    ASSERT_EQ(h2t_srv_sel_resolve("ids:3-1", "--train", split, 10, &ids, &n), H2T_EINVAL);
+    ASSERT_EQ(h2t_srv_sel_resolve("ids:12", "--train", split, 10, &ids, &n), H2T_EINVAL);
+    ASSERT_EQ(h2t_srv_sel_resolve("train[5:2]", "--train", split, 10, &ids, &n), H2T_EINVAL);
+    ASSERT_EQ(h2t_srv_sel_resolve("train+", "--train", split, 10, &ids, &n), H2T_EINVAL);
+    ASSERT_EQ(h2t_srv_sel_resolve("", "--train", split, 10, &ids, &n), H2T_EINVAL);
+}
