@@ -697,3 +697,15 @@ TEST(server_selection_syntax)
     ASSERT_EQ(h2t_srv_sel_resolve("train+", "--train", split, 10, &ids, &n), H2T_EINVAL);
     ASSERT_EQ(h2t_srv_sel_resolve("", "--train", split, 10, &ids, &n), H2T_EINVAL);
 }
+
+/* The libFuzzer target (frame reader, decoder, dispatch) for a short while: make fuzz runs
+ * it longer. Builds it with clang on the first run. */
+TEST_TIMEOUT(server_fuzz_frames, 600)
+{
+    char cmd[8192];
+    snprintf(cmd, sizeof(cmd), "%s 20 >fuzz.log 2>&1", test_src_path("tests/fuzz/run.sh"));
+    int rc = system(cmd);
+    if (rc != 0)
+        system("cat fuzz.log >&2");
+    ASSERT_EQ(rc, 0);
+}
