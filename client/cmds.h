@@ -14,14 +14,40 @@ typedef struct h2t_cmd {
 } h2t_cmd;
 
 int h2t_cmd_version(int argc, char **argv);
+int h2t_cmd_extract(int argc, char **argv);
 int h2t_cmd_ls(int argc, char **argv);
 int h2t_cmd_layers(int argc, char **argv);
 int h2t_cmd_dump(int argc, char **argv);
+int h2t_cmd_serve(int argc, char **argv); /* service: client/cmd_serve.c, cmd_jobs.c, cmd_task.c */
+int h2t_cmd_task(int argc, char **argv);
+int h2t_cmd_tasks(int argc, char **argv);
+int h2t_cmd_train(int argc, char **argv);
+int h2t_cmd_job(int argc, char **argv);
+int h2t_cmd_jobs(int argc, char **argv);
+int h2t_cmd_cancel(int argc, char **argv);
+int h2t_cmd_result(int argc, char **argv);
+int h2t_cmd_predict(int argc, char **argv);
+int h2t_cmd_stats(int argc, char **argv);
+int h2t_cmd_report(int argc, char **argv); /* client/cmd_report.c */
 
 #define H2T_CMD_TABLE                                                                              \
     {"version", "print the version", h2t_cmd_version},                                             \
         {"ls", "list a store's sources, models, extractions, tasks and jobs", h2t_cmd_ls},         \
         {"layers", "the layer table of an extraction", h2t_cmd_layers},                            \
-        {"dump", "print one stored feature vector (layer, sample)", h2t_cmd_dump},
+        {"dump", "print one stored feature vector (layer, sample)", h2t_cmd_dump},                 \
+        {"extract", "run a model once over a dataset and store every layer's features",            \
+         h2t_cmd_extract},                                                                         \
+        {"serve", "serve a store over TCP: tasks, train jobs, statistics", h2t_cmd_serve},         \
+        {"task", "create a task (labels and sample lists) on a server", h2t_cmd_task},             \
+        {"tasks", "list the tasks of a server", h2t_cmd_tasks},                                    \
+        {"train", "submit a train job (linear, all, head2toe) [--wait]", h2t_cmd_train},           \
+        {"job", "show or --watch one job", h2t_cmd_job},                                           \
+        {"jobs", "list the jobs of a server", h2t_cmd_jobs},                                       \
+        {"cancel", "cancel a queued or running job", h2t_cmd_cancel},                              \
+        {"result", "a finished job's result; --export DIR writes the head", h2t_cmd_result},       \
+        {"predict", "apply a job's head to stored samples", h2t_cmd_predict},                      \
+        {"stats", "per-layer feature statistics of an extraction", h2t_cmd_stats},                 \
+        {"report", "draw a job's head as SVG: kept features per layer, CV accuracy",               \
+         h2t_cmd_report},
 
 #endif
