@@ -225,7 +225,8 @@ void h2t_extract_plan_destroy(h2t_extract_plan *p);
 /* The layer table the plan will store (BORROWED from the plan) and the total pooled dim. */
 const h2t_layer_info *h2t_extract_plan_layers(const h2t_extract_plan *p, uint32_t *n,
                                               uint64_t *total_dim);
-/* Register source and model, begin or find the extraction, run what is missing. Errors: the
+/* Register source and model, begin or find the extraction, run what is missing. *res is
+ * filled on failure too (ids, samples computed, timings). Errors: the
  * store's, the executor's, H2T_ECANCELED (on_batch asked to stop), a data read error (the
  * extraction stays RUNNING and resumable). */
 int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result *res);

@@ -1,0 +1,230 @@
+/*
+ * client/cmd_extract.c - `h2tdb extract`: one pass of an ONNX backbone over a data source,
+ * every selected layer pooled and stored (extract/extract.h). The model and the data are
+ * checked before the store is opened, so bad input leaves nothing behind.
+ */
+#include "client/cmds.h"
+#include "common/err.h"
+#include "common/util.h"
+#include "extract/extract.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void extract_usage(FILE *f)
+{
+    fprintf(f, "usage: h2tdb extract --store DIR --model M.onnx --data SPEC [options]\n"
+               "\n"
+               "Run the model once over the data and store every selected layer's output, pooled\n"
+               "the Head2Toe way, one feature vector per (layer, sample). The same request again\n"
+               "reuses the stored extraction; an interrupted one resumes where it stopped.\n"
+               "\n"
+               "data SPEC:\n"
+               "  idx:DIR                 MNIST-style IDX files (train-*, t10k-*), gzipped or not\n"
+               "  folder:DIR              one sub-folder per class with PNG/JPEG images\n"
+               "  npy:IMAGES.npy[,LABELS.npy]  uint8 N x H x W [x C], or float32 N x C x H x W\n"
+               "                          used as-is\n"
+               "options:\n"
+               "  --name NAME             name of the extraction (unique in the store)\n"
+               "  --source-name NAME      name of the data source (default: the directory name)\n"
+               "  --target-size T         Head2Toe pooling target per layer (default 512)\n"
+               "  --train N, --test M     only the first N train and first M test samples: a\n"
+               "                          source of its own, numbered train first (e.g. --train\n"
+               "                          1000 --test 2000); 'all' keeps a whole split\n"
+               "  --limit N               only the first N samples of the source (quick subsets)\n"
+               "  --layers REGEX          tensors whose name matches (POSIX extended) instead of\n"
+               "                          the default rule (every node output of rank 2-4 but\n"
+               "                          reshapes/identities)\n"
+               "  --batch B               samples per forward pass and per commit (default 32)\n"
+               "  --threads N             OpenBLAS threads (default: OpenBLAS's own choice)\n"
+               "  --dtype f32|f16         stored feature type (default f32)\n"
+               "  --scale LO,HI           map pixel 0..255 to LO..HI (default: the model's\n"
+               "                          h2tdb.preprocess metadata, else -1,1)\n"
+               "  --no-progress           no progress bar (it is drawn only on a terminal)\n"
+               "  --json                  print the result as JSON\n");
+}
+
+static int parse_u32(const char *s, uint32_t *out, int allow_all)
+{
+    if (allow_all && !strcmp(s, "all")) {
+        *out = UINT32_MAX;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || *end || errno || v >= UINT32_MAX || s[0] == '-')
+        return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static int usage_err(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "h2tdb extract: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, " (h2tdb extract --help)\n");
+    return 2;
+}
+
+static void json_str(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            printf("\\%c", ch);
+        else if (ch < 0x20)
+            printf("\\u%04x", ch);
+        else
+            putchar(ch);
+    }
+    putchar('"');
+}
+
+int h2t_cmd_extract(int argc, char **argv)
+{
+    h2t_extract_opts o;
+    h2t_extract_opts_init(&o);
+    o.progress = 1;
+    const char *store_dir = NULL;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            extract_usage(stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--json")) {
+            json = 1;
+            continue;
+        }
+        if (!strcmp(a, "--no-progress")) {
+            o.progress = 0;
+            continue;
+        }
+        if (i + 1 >= argc)
+            return usage_err("%s needs a value", a);
+        const char *v = argv[++i];
+        uint32_t u;
+        if (!strcmp(a, "--store"))
+            store_dir = v;
+        else if (!strcmp(a, "--model"))
+            o.model_path = v;
+        else if (!strcmp(a, "--data"))
+            o.data_spec = v;
+        else if (!strcmp(a, "--name"))
+            o.name = v;
+        else if (!strcmp(a, "--source-name"))
+            o.source_name = v;
+        else if (!strcmp(a, "--layers"))
+            o.layers_regex = v;
+        else if (!strcmp(a, "--target-size")) {
+            if (parse_u32(v, &o.target_size, 0) < 0 || o.target_size == 0)
+                return usage_err("--target-size '%s': a positive integer", v);
+        } else if (!strcmp(a, "--limit")) {
+            if (parse_u32(v, &o.limit, 0) < 0 || o.limit == 0)
+                return usage_err("--limit '%s': a positive integer", v);
+        } else if (!strcmp(a, "--train")) {
+            if (parse_u32(v, &o.n_train, 1) < 0)
+                return usage_err("--train '%s': a count or 'all'", v);
+        } else if (!strcmp(a, "--test")) {
+            if (parse_u32(v, &o.n_test, 1) < 0)
+                return usage_err("--test '%s': a count or 'all'", v);
+        } else if (!strcmp(a, "--batch")) {
+            if (parse_u32(v, &u, 0) < 0 || u == 0 || u > 4096)
+                return usage_err("--batch '%s': 1..4096", v);
+            o.batch = (int)u;
+        } else if (!strcmp(a, "--threads")) {
+            if (parse_u32(v, &u, 0) < 0 || u > 1024)
+                return usage_err("--threads '%s': 0..1024", v);
+            o.threads = (int)u;
+        } else if (!strcmp(a, "--dtype")) {
+            if (!strcmp(v, "f32"))
+                o.dtype = H2T_DTYPE_F32;
+            else if (!strcmp(v, "f16"))
+                o.dtype = H2T_DTYPE_F16;
+            else
+                return usage_err("--dtype '%s': f32 or f16", v);
+        } else if (!strcmp(a, "--scale")) {
+            h2t_prep pp = {0, 0, 0, 0, 0};
+            if (h2t_prep_parse(v, &pp) < 0)
+                return usage_err("--scale '%s': LO,HI (two different numbers)", v);
+            o.has_scale = 1;
+            o.scale_lo = pp.lo;
+            o.scale_hi = pp.hi;
+        } else
+            return usage_err("unknown option '%s'", a);
+    }
+    if (!store_dir)
+        return usage_err("%s is required", "--store DIR");
+    if (!o.model_path)
+        return usage_err("%s is required", "--model M.onnx");
+    if (!o.data_spec)
+        return usage_err("%s is required", "--data SPEC");
+    if (json)
+        o.progress = 0;
+
+    char eb[1024];
+    h2t_extract_plan *p = NULL;
+    h2t_store *st = NULL;
+    int rc = h2t_extract_plan_create(&o, &p);
+    if (rc < 0) {
+        fprintf(stderr, "h2tdb extract: %s\n", h2t_err_format(rc, eb, sizeof eb));
+        return 1;
+    }
+    if ((rc = h2t_store_open(store_dir, H2T_STORE_CREATE, &st)) < 0) {
+        fprintf(stderr, "h2tdb extract: %s: %s\n", store_dir, h2t_err_format(rc, eb, sizeof eb));
+        h2t_extract_plan_destroy(p);
+        return 1;
+    }
+    uint32_t nl;
+    uint64_t td;
+    h2t_extract_plan_layers(p, &nl, &td);
+    if (!json && isatty(STDERR_FILENO))
+        fprintf(stderr, "h2tdb extract: %u layers, %llu features per sample\n", nl,
+                (unsigned long long)td);
+    h2t_extract_result r;
+    rc = h2t_extract_plan_run(p, st, &r);
+    h2t_store_close(st);
+    h2t_extract_plan_destroy(p);
+    if (rc < 0) {
+        fprintf(stderr, "h2tdb extract: %s\n", h2t_err_format(rc, eb, sizeof eb));
+        if (r.extraction && r.computed + r.resumed_from > 0)
+            fprintf(stderr,
+                    "h2tdb extract: extraction %u holds %u of %u samples; run the same "
+                    "command again to resume\n",
+                    r.extraction, r.resumed_from + r.computed, r.n_samples);
+        return 1;
+    }
+    double rate = r.t_total > 0 ? r.computed / r.t_total : 0;
+    double outside = r.t_total > 0 ? (r.t_total - r.t_forward) / r.t_total : 0;
+    if (json) {
+        printf("{\"extraction\": %u, \"source\": %u, \"model\": %u, \"reused\": %s, "
+               "\"resumed_from\": %u, \"computed\": %u, \"samples\": %u, \"layers\": %u, "
+               "\"total_dim\": %llu, \"seconds\": %.3f, \"images_per_s\": %.2f, "
+               "\"forward_s\": %.3f, \"read_s\": %.3f, \"pool_s\": %.3f, \"write_s\": %.3f, "
+               "\"outside_forward\": %.4f, \"config\": ",
+               r.extraction, r.source, r.model, r.reused ? "true" : "false", r.resumed_from,
+               r.computed, r.n_samples, r.n_layers, (unsigned long long)r.total_dim, r.t_total,
+               rate, r.t_forward, r.t_read, r.t_pool, r.t_write, outside);
+        json_str(r.config);
+        printf("}\n");
+    } else if (r.reused) {
+        printf("extraction %u: already complete (%u samples, %u layers, %llu features); "
+               "nothing to do\n",
+               r.extraction, r.n_samples, r.n_layers, (unsigned long long)r.total_dim);
+    } else {
+        printf("extraction %u: %u samples (%u computed now%s), %u layers, %llu features per "
+               "sample\n",
+               r.extraction, r.n_samples, r.computed, r.resumed_from ? ", resumed" : "", r.n_layers,
+               (unsigned long long)r.total_dim);
+        printf("  %.1f s, %.1f images/s; forward %.1f s, read+preprocess %.2f s, pooling %.2f s, "
+               "store %.2f s (%.1f%% outside the forward pass)\n",
+               r.t_total, rate, r.t_forward, r.t_read, r.t_pool, r.t_write, 100 * outside);
+    }
+    return 0;
+}

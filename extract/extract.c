@@ -1,0 +1,538 @@
+/*
+ * extract/extract.c - the one-pass extraction driver: plan (model + data + preprocessing +
+ * layer table + pooling, nothing written), then register source and model, begin or find the
+ * extraction by its config hash, and run the missing batches, each written with its progress
+ * marker in one store transaction. See extract/extract.h.
+ */
+#include "extract/extract.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define LAYER_RULE_VERSION "v1"
+#define MAX_FILE_BYTES ((size_t)4 << 30)
+
+struct h2t_extract_plan {
+    h2t_extract_opts o;
+    char model_path[1024], name[128], source_name[128], regex[256];
+    uint8_t *model_buf;
+    size_t model_len;
+    uint8_t model_sha[32];
+    h2t_model *m;
+    h2t_data *d;
+    h2t_prep prep;
+    char prep_desc[256];
+    uint32_t n_samples; /* planned: limit applied */
+    uint32_t n_layers;
+    int *tensors;           /* tensor index of each layer */
+    h2t_pool_plan *pools;   /* pooling of each layer */
+    h2t_layer_info *layers; /* the layer table for the store */
+    int *layer_of;          /* tensor index -> layer or -1 */
+    uint64_t total_dim;
+    char config[512];
+    uint8_t config_hash[32];
+};
+
+void h2t_extract_opts_init(h2t_extract_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->target_size = 512;
+    o->n_train = UINT32_MAX;
+    o->n_test = UINT32_MAX;
+    o->batch = 32;
+    o->dtype = H2T_DTYPE_F32;
+}
+
+static int read_file(const char *path, uint8_t **out, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return h2t_err_set(errno == ENOENT ? H2T_ENOTFOUND : H2T_EIO, "open %s: %s", path,
+                           strerror(errno));
+    struct stat sb;
+    int rc = 0;
+    uint8_t *buf = NULL;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        rc = h2t_err_set(H2T_EIO, "%s: not a regular file", path);
+        goto out;
+    }
+    if ((uint64_t)sb.st_size > MAX_FILE_BYTES) {
+        rc = h2t_err_set(H2T_ETOOBIG, "%s: %lld bytes", path, (long long)sb.st_size);
+        goto out;
+    }
+    size_t n = (size_t)sb.st_size;
+    buf = malloc(n ? n : 1);
+    if (!buf) {
+        rc = h2t_err_set(H2T_ENOMEM, "reading %s", path);
+        goto out;
+    }
+    if (fread(buf, 1, n, f) != n) {
+        rc = h2t_err_set(H2T_EIO, "read %s: short read", path);
+        goto out;
+    }
+    *out = buf;
+    *len = n;
+    buf = NULL;
+out:
+    free(buf);
+    fclose(f);
+    return rc;
+}
+
+int h2t_layers_select(const h2t_model *m, const char *regex, int **idx, int *n)
+{
+    regex_t re;
+    if (regex) {
+        int e = regcomp(&re, regex, REG_EXTENDED | REG_NOSUB);
+        if (e) {
+            char msg[128];
+            regerror(e, &re, msg, sizeof msg);
+            return h2t_err_set(H2T_EINVAL, "layer regex '%s': %s", regex, msg);
+        }
+    }
+    int nt = h2t_model_n_tensors(m), k = 0, rc = 0;
+    int *v = malloc(sizeof(int) * (size_t)(nt ? nt : 1));
+    if (!v) {
+        rc = h2t_err_set(H2T_ENOMEM, "layer list");
+        goto out;
+    }
+    for (int i = 0; i < nt; i++) {
+        const h2t_tensor_info *t = h2t_model_tensor(m, i);
+        int sel;
+        if (regex)
+            sel = !t->is_input && t->rank >= 2 && t->rank <= 4 &&
+                  regexec(&re, t->name, 0, NULL, 0) == 0;
+        else
+            sel = h2t_layer_rule_default(t);
+        if (sel)
+            v[k++] = i;
+    }
+    if (k == 0) {
+        free(v);
+        rc = regex ? h2t_err_set(H2T_ENOTFOUND, "no tensor of rank 2-4 matches '%s'", regex)
+                   : h2t_err_set(H2T_ENOTFOUND, "the layer rule selects no tensor");
+        goto out;
+    }
+    *idx = v;
+    *n = k;
+out:
+    if (regex)
+        regfree(&re);
+    return rc;
+}
+
+static const char *base_of(const char *p)
+{
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
+}
+
+static int plan_layers(h2t_extract_plan *p)
+{
+    int *idx, n;
+    int rc = h2t_layers_select(p->m, p->o.layers_regex, &idx, &n);
+    if (rc < 0)
+        return rc;
+    p->tensors = idx;
+    p->n_layers = (uint32_t)n;
+    int nt = h2t_model_n_tensors(p->m);
+    p->pools = calloc((size_t)n, sizeof *p->pools);
+    p->layers = calloc((size_t)n, sizeof *p->layers);
+    p->layer_of = malloc(sizeof(int) * (size_t)nt);
+    if (!p->pools || !p->layers || !p->layer_of)
+        return h2t_err_set(H2T_ENOMEM, "layer table");
+    for (int i = 0; i < nt; i++)
+        p->layer_of[i] = -1;
+    for (int l = 0; l < n; l++) {
+        const h2t_tensor_info *t = h2t_model_tensor(p->m, idx[l]);
+        if ((rc = h2t_pool_plan_make(t->rank, t->shape, p->o.target_size, &p->pools[l])) < 0)
+            return h2t_err_wrap(rc, "tensor '%s' (%s): ", t->name, t->op);
+        h2t_layer_info *li = &p->layers[l];
+        if (strlen(t->name) >= sizeof li->name)
+            return h2t_err_set(H2T_ETOOBIG, "tensor name longer than %zu bytes: %.64s...",
+                               sizeof li->name - 1, t->name);
+        snprintf(li->name, sizeof li->name, "%s", t->name);
+        snprintf(li->op, sizeof li->op, "%s", t->op);
+        li->rank = (uint32_t)t->rank;
+        for (int k = 1; k < t->rank; k++)
+            li->shape[k - 1] = (uint32_t)t->shape[k];
+        li->dim = p->pools[l].dim;
+        li->offset = p->total_dim;
+        p->total_dim += li->dim;
+        p->layer_of[idx[l]] = l;
+    }
+    return 0;
+}
+
+int h2t_extract_plan_create(const h2t_extract_opts *o, h2t_extract_plan **out)
+{
+    if (!o->model_path || !o->data_spec)
+        return h2t_err_set(H2T_EINVAL, "a model and a data source are required");
+    if (o->target_size == 0)
+        return h2t_err_set(H2T_EINVAL, "target size 0");
+    if (o->batch < 1 || o->batch > 4096)
+        return h2t_err_set(H2T_EINVAL, "batch %d (1..4096)", o->batch);
+    if (o->dtype != H2T_DTYPE_F32 && o->dtype != H2T_DTYPE_F16)
+        return h2t_err_set(H2T_EINVAL, "dtype %u", o->dtype);
+    if (o->has_scale && !(o->scale_lo != o->scale_hi))
+        return h2t_err_set(H2T_EINVAL, "scale %g,%g", (double)o->scale_lo, (double)o->scale_hi);
+    h2t_extract_plan *p = calloc(1, sizeof *p);
+    if (!p)
+        return h2t_err_set(H2T_ENOMEM, "plan");
+    int rc;
+    p->o = *o;
+    /* keep copies of the borrowed strings: the plan may outlive the caller's buffers */
+    snprintf(p->model_path, sizeof p->model_path, "%s", o->model_path);
+    p->o.model_path = p->model_path;
+    p->o.data_spec = NULL; /* only used here */
+    if (o->name) {
+        if (strlen(o->name) >= sizeof p->name) {
+            rc = h2t_err_set(H2T_EINVAL, "name longer than %zu bytes", sizeof p->name - 1);
+            goto fail;
+        }
+        snprintf(p->name, sizeof p->name, "%s", o->name);
+        p->o.name = p->name;
+    }
+    if (o->source_name) {
+        snprintf(p->source_name, sizeof p->source_name, "%s", o->source_name);
+        p->o.source_name = p->source_name;
+    }
+    if (o->layers_regex) {
+        if (strlen(o->layers_regex) >= sizeof p->regex) {
+            rc = h2t_err_set(H2T_EINVAL, "layer regex longer than %zu bytes", sizeof p->regex - 1);
+            goto fail;
+        }
+        snprintf(p->regex, sizeof p->regex, "%s", o->layers_regex);
+        p->o.layers_regex = p->regex;
+    }
+
+    /* the model: one read serves the hash, the metadata and the parser */
+    if ((rc = read_file(o->model_path, &p->model_buf, &p->model_len)) < 0)
+        goto fail;
+    h2t_sha256 hs;
+    h2t_sha256_init(&hs);
+    h2t_sha256_update(&hs, p->model_buf, p->model_len);
+    h2t_sha256_final(&hs, p->model_sha);
+    if ((rc = h2t_model_load_mem(p->model_buf, p->model_len, o->model_path, &p->m)) < 0)
+        goto fail;
+    const h2t_tensor_info *in = h2t_model_input(p->m);
+    if (!in || in->rank != 4 || in->shape[1] <= 0 || in->shape[2] <= 0 || in->shape[3] <= 0) {
+        rc = h2t_err_set(H2T_EUNSUPPORTED,
+                         "%s: the model input must be N x C x H x W with fixed C, H, W",
+                         o->model_path);
+        goto fail;
+    }
+    if (in->shape[0] > 0 && in->shape[0] < o->batch) {
+        rc = h2t_err_set(H2T_ESHAPE, "%s: the model takes batches of %lld, --batch is %d",
+                         o->model_path, (long long)in->shape[0], o->batch);
+        goto fail;
+    }
+    p->prep.c = (uint32_t)in->shape[1];
+    p->prep.h = (uint32_t)in->shape[2];
+    p->prep.w = (uint32_t)in->shape[3];
+    p->prep.lo = -1;
+    p->prep.hi = 1;
+    char meta[256];
+    int found;
+    if ((rc = h2t_prep_model_metadata(p->model_buf, p->model_len, "h2tdb.preprocess", meta,
+                                      sizeof meta, &found)) < 0)
+        goto fail;
+    if (found && (rc = h2t_prep_parse(meta, &p->prep)) < 0) {
+        rc = h2t_err_wrap(rc, "%s: metadata h2tdb.preprocess: ", o->model_path);
+        goto fail;
+    }
+    if (o->has_scale) {
+        p->prep.lo = o->scale_lo;
+        p->prep.hi = o->scale_hi;
+    }
+
+    /* the data */
+    if ((rc = h2t_data_open(o->data_spec, &p->d)) < 0)
+        goto fail;
+    if ((o->n_train != UINT32_MAX || o->n_test != UINT32_MAX) &&
+        (rc = h2t_data_select(p->d, o->n_train, o->n_test)) < 0)
+        goto fail;
+    const h2t_data_info *di = h2t_data_info_get(p->d);
+    if (di->pixel == H2T_PIX_F32 &&
+        (di->c != p->prep.c || di->h != p->prep.h || di->w != p->prep.w)) {
+        rc = h2t_err_set(H2T_ESHAPE,
+                         "%s: float32 tensors are %ux%ux%u but the model takes %ux%ux%u "
+                         "(float tensors are used as-is)",
+                         o->data_spec, di->c, di->h, di->w, p->prep.c, p->prep.h, p->prep.w);
+        goto fail;
+    }
+    if (di->pixel == H2T_PIX_U8 && p->prep.c != 1 && p->prep.c != 3) {
+        rc = h2t_err_set(H2T_ESHAPE, "%s: the model takes %u channels; images give 1 or 3",
+                         o->model_path, p->prep.c);
+        goto fail;
+    }
+    p->n_samples = di->n_samples;
+    if (o->limit && o->limit < p->n_samples)
+        p->n_samples = o->limit;
+    h2t_prep_describe(&p->prep, di->pixel, p->prep_desc, sizeof p->prep_desc);
+
+    if ((rc = plan_layers(p)) < 0)
+        goto fail;
+
+    /* identity: everything that changes the numbers */
+    char mh[65], sh[65], full[2048];
+    h2t_hex(p->model_sha, 32, mh);
+    h2t_hex(di->hash, 32, sh);
+    int len = snprintf(full, sizeof full,
+                       "model=%s source=%s samples=%u target=%u dtype=%s layers=%s%s %s", mh, sh,
+                       p->n_samples, o->target_size, o->dtype == H2T_DTYPE_F16 ? "f16" : "f32",
+                       o->layers_regex ? "regex:" : "default-" LAYER_RULE_VERSION,
+                       o->layers_regex ? o->layers_regex : "", p->prep_desc);
+    if (len < 0 || (size_t)len >= sizeof full) {
+        rc = h2t_err_set(H2T_EINVAL, "configuration too long");
+        goto fail;
+    }
+    h2t_sha256_init(&hs);
+    h2t_sha256_update(&hs, full, (size_t)len);
+    h2t_sha256_final(&hs, p->config_hash);
+    /* the stored, human-readable config: short hashes (the full ones are in the records) */
+    snprintf(p->config, sizeof p->config,
+             "model=%.16s source=%.16s samples=%u target=%u dtype=%s layers=%s%s %s", mh, sh,
+             p->n_samples, o->target_size, o->dtype == H2T_DTYPE_F16 ? "f16" : "f32",
+             o->layers_regex ? "regex:" : "default-" LAYER_RULE_VERSION,
+             o->layers_regex ? o->layers_regex : "", p->prep_desc);
+    *out = p;
+    return 0;
+fail:
+    h2t_extract_plan_destroy(p);
+    return rc;
+}
+
+void h2t_extract_plan_destroy(h2t_extract_plan *p)
+{
+    if (!p)
+        return;
+    h2t_data_close(p->d);
+    h2t_model_destroy(p->m);
+    free(p->model_buf);
+    free(p->tensors);
+    free(p->pools);
+    free(p->layers);
+    free(p->layer_of);
+    free(p);
+}
+
+const h2t_layer_info *h2t_extract_plan_layers(const h2t_extract_plan *p, uint32_t *n,
+                                              uint64_t *total_dim)
+{
+    if (n)
+        *n = p->n_layers;
+    if (total_dim)
+        *total_dim = p->total_dim;
+    return p->layers;
+}
+
+/* ---- the pass ---- */
+
+typedef struct run_ctx {
+    h2t_extract_plan *p;
+    float **bufs; /* per layer: batch x dim */
+    uint8_t *seen;
+    int nb;
+    double t_pool;
+} run_ctx;
+
+static int on_tensor(void *vctx, int tensor, const float *data, const int64_t *shape, int rank)
+{
+    run_ctx *c = vctx;
+    h2t_extract_plan *p = c->p;
+    int l = tensor >= 0 && tensor < h2t_model_n_tensors(p->m) ? p->layer_of[tensor] : -1;
+    if (l < 0)
+        return 0;
+    double t0 = h2t_now_s();
+    const h2t_layer_info *li = &p->layers[l];
+    if ((uint32_t)rank != li->rank || shape[0] != c->nb)
+        return h2t_err_set(H2T_ESHAPE, "tensor '%s': rank %d batch %lld, planned rank %u batch %d",
+                           li->name, rank, (long long)shape[0], li->rank, c->nb);
+    size_t per = 1;
+    for (int k = 1; k < rank; k++) {
+        if ((uint32_t)shape[k] != li->shape[k - 1])
+            return h2t_err_set(H2T_ESHAPE, "tensor '%s': dimension %d is %lld, planned %u",
+                               li->name, k, (long long)shape[k], li->shape[k - 1]);
+        per *= (size_t)shape[k];
+    }
+    const h2t_pool_plan *pp = &p->pools[l];
+    for (int s = 0; s < c->nb; s++)
+        h2t_pool_apply(pp, data + (size_t)s * per, c->bufs[l] + (size_t)s * pp->dim);
+    c->seen[l] = 1;
+    c->t_pool += h2t_now_s() - t0;
+    return 0;
+}
+
+int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result *res)
+{
+    const h2t_data_info *di = h2t_data_info_get(p->d);
+    h2t_extract_result r;
+    memset(&r, 0, sizeof r);
+    double t_start = h2t_now_s();
+    snprintf(r.config, sizeof r.config, "%s", p->config);
+    r.n_samples = p->n_samples;
+    r.n_layers = p->n_layers;
+    r.total_dim = p->total_dim;
+
+    h2t_model_rec mr;
+    memset(&mr, 0, sizeof mr);
+    snprintf(mr.name, sizeof mr.name, "%s", base_of(p->model_path));
+    memcpy(mr.sha256, p->model_sha, 32);
+    const h2t_tensor_info *in = h2t_model_input(p->m);
+    mr.input_shape[0] = in->shape[0] > 0 ? (uint32_t)in->shape[0] : 0;
+    mr.input_shape[1] = p->prep.c;
+    mr.input_shape[2] = p->prep.h;
+    mr.input_shape[3] = p->prep.w;
+    snprintf(mr.preprocess, sizeof mr.preprocess, "%s", p->prep_desc);
+    int reused, rc;
+    if ((rc = h2t_store_model_put(st, &mr, &r.model, &reused)) < 0)
+        return rc;
+
+    h2t_source src;
+    memset(&src, 0, sizeof src);
+    snprintf(src.name, sizeof src.name, "%s", p->o.source_name ? p->o.source_name : di->name);
+    snprintf(src.uri, sizeof src.uri, "%s", di->uri);
+    memcpy(src.hash, di->hash, 32);
+    src.n_samples = di->n_samples;
+    src.n_classes = di->n_classes;
+    src.class_names = di->class_names;
+    src.labels = (uint32_t *)di->labels;
+    src.split = (uint8_t *)di->split;
+    if ((rc = h2t_store_source_put(st, &src, &r.source, &reused)) < 0)
+        return rc;
+
+    h2t_extraction spec;
+    memset(&spec, 0, sizeof spec);
+    snprintf(spec.name, sizeof spec.name, "%s", p->o.name ? p->o.name : "");
+    spec.source = r.source;
+    spec.model = r.model;
+    spec.target_size = p->o.target_size;
+    spec.dtype = p->o.dtype;
+    snprintf(spec.config, sizeof spec.config, "%s", p->config);
+    memcpy(spec.config_hash, p->config_hash, 32);
+    spec.n_samples = p->n_samples;
+    spec.n_layers = p->n_layers;
+    spec.layers = p->layers;
+    if ((rc = h2t_store_extraction_begin(st, &spec, &r.extraction, &reused)) < 0)
+        return rc;
+    h2t_extraction *e;
+    if ((rc = h2t_store_extraction_get(st, r.extraction, &e)) < 0)
+        return rc;
+    uint32_t done = e->samples_done, state = e->state;
+    h2t_extraction_destroy(e);
+    r.resumed_from = done;
+    if (done >= p->n_samples) {
+        if (state != H2T_EXT_DONE &&
+            (rc = h2t_store_extraction_set_state(st, r.extraction, H2T_EXT_DONE)) < 0)
+            return rc;
+        r.reused = 1;
+        r.t_total = h2t_now_s() - t_start;
+        *res = r;
+        return 0;
+    }
+    if (state != H2T_EXT_RUNNING &&
+        (rc = h2t_store_extraction_set_state(st, r.extraction, H2T_EXT_RUNNING)) < 0)
+        return rc;
+    if (done)
+        H2T_LOG_INFO("extract", "extraction %u: resuming at sample %u of %u", r.extraction, done,
+                     p->n_samples);
+
+    /* the executor and the batch buffers */
+    int B = p->o.batch;
+    if ((uint32_t)B > p->n_samples)
+        B = (int)p->n_samples;
+    if (p->o.threads > 0)
+        h2t_blas_threads(p->o.threads);
+    h2t_exec *x = NULL;
+    run_ctx c;
+    memset(&c, 0, sizeof c);
+    c.p = p;
+    size_t in_per = (size_t)p->prep.c * p->prep.h * p->prep.w;
+    float *input = malloc(sizeof(float) * in_per * (size_t)B);
+    c.bufs = calloc(p->n_layers, sizeof *c.bufs);
+    c.seen = calloc(p->n_layers, 1);
+    h2t_progress *bar = NULL;
+    if (!input || !c.bufs || !c.seen) {
+        rc = h2t_err_set(H2T_ENOMEM, "batch buffers");
+        goto out;
+    }
+    for (uint32_t l = 0; l < p->n_layers; l++)
+        if (!(c.bufs[l] = malloc(sizeof(float) * p->layers[l].dim * (size_t)B))) {
+            rc = h2t_err_set(H2T_ENOMEM, "batch buffers (%u x %u floats for layer %s)", B,
+                             p->layers[l].dim, p->layers[l].name);
+            goto out;
+        }
+    if ((rc = h2t_exec_create(p->m, B, &x)) < 0)
+        goto out;
+    for (uint32_t l = 0; l < p->n_layers; l++)
+        if ((rc = h2t_exec_observe(x, p->tensors[l], 1)) < 0)
+            goto out;
+    if (p->o.progress)
+        bar = h2t_progress_create("extract", p->n_samples - done, "img");
+
+    uint32_t done0 = done;
+    while (done < p->n_samples) {
+        int nb = p->n_samples - done < (uint32_t)B ? (int)(p->n_samples - done) : B;
+        double t0 = h2t_now_s();
+        for (int s = 0; s < nb; s++) {
+            h2t_image im;
+            if ((rc = h2t_data_read(p->d, done + (uint32_t)s, &im)) < 0 ||
+                (rc = h2t_prep_image(&p->prep, &im, input + (size_t)s * in_per)) < 0) {
+                rc = h2t_err_wrap(rc, "sample %u: ", done + (uint32_t)s);
+                goto out;
+            }
+        }
+        double t1 = h2t_now_s();
+        c.nb = nb;
+        memset(c.seen, 0, p->n_layers);
+        double pool0 = c.t_pool;
+        if ((rc = h2t_exec_run(x, input, nb, on_tensor, &c)) < 0)
+            goto out;
+        double t2 = h2t_now_s();
+        for (uint32_t l = 0; l < p->n_layers; l++)
+            if (!c.seen[l]) {
+                rc = h2t_err_set(H2T_ESTATE, "the executor did not report tensor '%s'",
+                                 p->layers[l].name);
+                goto out;
+            }
+        if ((rc = h2t_store_features_write(st, r.extraction, done, (uint32_t)nb,
+                                           (const float *const *)c.bufs)) < 0)
+            goto out;
+        double t3 = h2t_now_s();
+        r.t_read += t1 - t0;
+        r.t_forward += (t2 - t1) - (c.t_pool - pool0);
+        r.t_write += t3 - t2;
+        done += (uint32_t)nb;
+        r.computed += (uint32_t)nb;
+        h2t_progress_update(bar, done - done0);
+        if (p->o.on_batch && p->o.on_batch(p->o.ctx, done, p->n_samples)) {
+            rc = h2t_err_set(H2T_ECANCELED, "stopped at sample %u of %u (resumable)", done,
+                             p->n_samples);
+            goto out;
+        }
+    }
+    h2t_progress_finish(bar);
+    rc = h2t_store_extraction_set_state(st, r.extraction, H2T_EXT_DONE);
+out:
+    r.t_pool = c.t_pool;
+    r.t_total = h2t_now_s() - t_start;
+    h2t_progress_destroy(bar);
+    h2t_exec_destroy(x);
+    if (c.bufs)
+        for (uint32_t l = 0; l < p->n_layers; l++)
+            free(c.bufs[l]);
+    free(c.bufs);
+    free(c.seen);
+    free(input);
+    if (res)
+        *res = r; /* on failure too: ids and timings say where it stopped */
+    return rc;
+}
