@@ -498,7 +498,7 @@ static int notify(h2t_exec *x, int v, h2t_tensor_cb cb, void *ctx)
 static int exec_forward(h2t_exec *x, h2t_tensor_cb cb, void *ctx)
 {
     const h2t_model *m = x->m;
-    onnx_kctx k = {m, x->vs, NULL, x->scratch, x->scratch_n};
+    onnx_kctx k = {m, x->vs, NULL, x->scratch, x->scratch_n, onnx_blas_threads_get()};
     for (int v = 0; v < m->n_values; v++)
         if (x->root[v] >= 0)
             x->vs[v].f = x->arena + x->off[x->root[v]];

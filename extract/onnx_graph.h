@@ -216,7 +216,14 @@ typedef struct onnx_kctx {
     const onnx_nstate *ns;
     float *scratch;
     size_t scratch_n; /* floats */
+    int threads;      /* for the kernels' own loops (BLAS has its own count) */
 } onnx_kctx;
+
+/* Run fn over [0, n) split in up to `threads` chunks of at least min_chunk items. */
+typedef void (*onnx_par_fn)(void *ctx, int64_t lo, int64_t hi);
+void onnx_par_for(int threads, int64_t n, int64_t min_chunk, onnx_par_fn fn, void *ctx);
+/* OpenBLAS's current thread count (ops_conv.c). */
+int onnx_blas_threads_get(void);
 
 /* Floats of scratch a node needs (with its inferred shapes). */
 size_t onnx_kernel_scratch(const onnx_node *nd, const onnx_vstate *vs, const onnx_nstate *ns);

@@ -30,6 +30,11 @@ void h2t_blas_threads(int n)
         openblas_set_num_threads(n);
 }
 
+int onnx_blas_threads_get(void)
+{
+    return openblas_get_num_threads();
+}
+
 /* Window geometry with 1-D inputs seen as H = 1. */
 typedef struct geo {
     int64_t N, C, H, W, M, OH, OW, kh, kw, sh, sw, dh, dw, pt, pl, G;
@@ -122,44 +127,84 @@ static void im2col(const float *restrict x, const geo *g, int64_t C, float *rest
             }
 }
 
-static void depthwise(const float *restrict x, const float *restrict w, const float *bias,
-                      const geo *g, float *restrict y)
+typedef struct dwjob {
+    const float *x, *w, *bias;
+    const geo *g;
+    float *y;
+} dwjob;
+
+static void depthwise_range(void *ctx, int64_t lo, int64_t hi)
 {
+    const dwjob *j = ctx;
+    const geo *g = j->g;
     int64_t OHW = g->OH * g->OW;
-    for (int64_t n = 0; n < g->N; n++)
-        for (int64_t c = 0; c < g->C; c++) {
-            const float *restrict xp = x + (n * g->C + c) * g->H * g->W;
-            const float *restrict wp = w + c * g->kh * g->kw;
-            float *restrict yp = y + (n * g->C + c) * OHW;
-            const float b = bias ? bias[c] : 0.f;
-            for (int64_t oh = 0; oh < g->OH; oh++) {
-                float *restrict yr = yp + oh * g->OW;
-                for (int64_t ow = 0; ow < g->OW; ow++)
-                    yr[ow] = b;
-                for (int64_t ki = 0; ki < g->kh; ki++) {
-                    int64_t ih = oh * g->sh - g->pt + ki * g->dh;
-                    if (ih < 0 || ih >= g->H)
-                        continue;
-                    const float *restrict xr = xp + ih * g->W;
-                    for (int64_t kj = 0; kj < g->kw; kj++) {
-                        const float wv = wp[ki * g->kw + kj];
-                        int64_t off = kj * g->dw - g->pl, ow0, ow1;
-                        valid_range(off, g->sw, g->W, g->OW, &ow0, &ow1);
-                        const float *restrict xs = xr + off;
-                        if (g->sw == 1) {
-                            for (int64_t ow = ow0; ow < ow1; ow++)
-                                yr[ow] += wv * xs[ow];
-                        } else if (g->sw == 2) {
-                            for (int64_t ow = ow0; ow < ow1; ow++)
-                                yr[ow] += wv * xs[2 * ow];
-                        } else {
-                            for (int64_t ow = ow0; ow < ow1; ow++)
-                                yr[ow] += wv * xs[ow * g->sw];
+    for (int64_t nc = lo; nc < hi; nc++) {
+        int64_t c = nc % g->C;
+        const float *restrict xp = j->x + nc * g->H * g->W;
+        const float *restrict wp = j->w + c * g->kh * g->kw;
+        float *restrict yp = j->y + nc * OHW;
+        const float b = j->bias ? j->bias[c] : 0.f;
+        for (int64_t oh = 0; oh < g->OH; oh++) {
+            float *restrict yr = yp + oh * g->OW;
+            for (int64_t ow = 0; ow < g->OW; ow++)
+                yr[ow] = b;
+            for (int64_t ki = 0; ki < g->kh; ki++) {
+                int64_t ih = oh * g->sh - g->pt + ki * g->dh;
+                if (ih < 0 || ih >= g->H)
+                    continue;
+                const float *restrict xr = xp + ih * g->W;
+                const float *restrict wr = wp + ki * g->kw;
+                if (g->kw == 3 && g->dw == 1 && (g->sw == 1 || g->sw == 2)) {
+                    /* the common 3-tap row: all taps in one pass over the interior */
+                    int64_t a0, a1, b0, b1, lo3, hi3;
+                    valid_range(-g->pl, g->sw, g->W, g->OW, &a0, &a1);
+                    valid_range(2 - g->pl, g->sw, g->W, g->OW, &b0, &b1);
+                    lo3 = a0 > b0 ? a0 : b0;
+                    hi3 = a1 < b1 ? a1 : b1;
+                    const float w0 = wr[0], w1 = wr[1], w2 = wr[2];
+                    const float *restrict xs = xr - g->pl;
+                    if (g->sw == 1) {
+                        for (int64_t ow = lo3; ow < hi3; ow++)
+                            yr[ow] += w0 * xs[ow] + w1 * xs[ow + 1] + w2 * xs[ow + 2];
+                    } else {
+                        for (int64_t ow = lo3; ow < hi3; ow++)
+                            yr[ow] += w0 * xs[2 * ow] + w1 * xs[2 * ow + 1] + w2 * xs[2 * ow + 2];
+                    }
+                    /* borders, tap by tap */
+                    for (int64_t ow = 0; ow < g->OW; ow++) {
+                        if (ow >= lo3 && ow < hi3)
+                            continue;
+                        for (int64_t kj = 0; kj < 3; kj++) {
+                            int64_t iw = ow * g->sw - g->pl + kj;
+                            if (iw >= 0 && iw < g->W)
+                                yr[ow] += wr[kj] * xr[iw];
                         }
+                    }
+                    continue;
+                }
+                for (int64_t kj = 0; kj < g->kw; kj++) {
+                    const float wv = wr[kj];
+                    int64_t off = kj * g->dw - g->pl, ow0, ow1;
+                    valid_range(off, g->sw, g->W, g->OW, &ow0, &ow1);
+                    const float *restrict xs = xr + off;
+                    if (g->sw == 1) {
+                        for (int64_t ow = ow0; ow < ow1; ow++)
+                            yr[ow] += wv * xs[ow];
+                    } else {
+                        for (int64_t ow = ow0; ow < ow1; ow++)
+                            yr[ow] += wv * xs[ow * g->sw];
                     }
                 }
             }
         }
+    }
+}
+
+static void depthwise(int threads, const float *x, const float *w, const float *bias, const geo *g,
+                      float *y)
+{
+    dwjob j = {x, w, bias, g, y};
+    onnx_par_for(threads, g->N * g->C, 1 + 4096 / (g->OH * g->OW + 1), depthwise_range, &j);
 }
 
 int onnx_k_conv(const onnx_kctx *k, const onnx_node *nd)
@@ -172,7 +217,7 @@ int onnx_k_conv(const onnx_kctx *k, const onnx_node *nd)
     if (onnx_numel(OUT(0)) == 0)
         return 0;
     if (is_depthwise(&g)) {
-        depthwise(x->f, w->f, bias, &g, y);
+        depthwise(k->threads, x->f, w->f, bias, &g, y);
         return 0;
     }
     int64_t Cg = g.C / g.G, Mg = g.M / g.G, OHW = g.OH * g.OW, K = Cg * g.kh * g.kw;

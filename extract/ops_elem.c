@@ -8,6 +8,7 @@
 #endif
 
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "common/err.h"
@@ -23,6 +24,62 @@ int onnx_k_pool(const onnx_kctx *k, const onnx_node *nd);
 int onnx_k_gemm(const onnx_kctx *k, const onnx_node *nd);
 int onnx_k_matmul(const onnx_kctx *k, const onnx_node *nd);
 size_t onnx_k_conv_scratch(const onnx_node *nd, const onnx_vstate *vs, const onnx_nstate *ns);
+
+/* ---------------------------------------------------------------- parallel for */
+
+typedef struct par_job {
+    onnx_par_fn fn;
+    void *ctx;
+    int64_t lo, hi;
+} par_job;
+
+static void *par_main(void *arg)
+{
+    par_job *j = arg;
+    j->fn(j->ctx, j->lo, j->hi);
+    return NULL;
+}
+
+/* Threads are started per call: a kernel runs for milliseconds, a thread start costs tens of
+ * microseconds, and there is no pool to own or shut down. */
+void onnx_par_for(int threads, int64_t n, int64_t min_chunk, onnx_par_fn fn, void *ctx)
+{
+    if (threads > 8)
+        threads = 8;
+    if (min_chunk < 1)
+        min_chunk = 1;
+    if (threads > 1 && n / min_chunk < threads)
+        threads = (int)(n / min_chunk);
+    if (threads <= 1) {
+        if (n > 0)
+            fn(ctx, 0, n);
+        return;
+    }
+    pthread_t tid[8];
+    par_job job[8];
+    int started[8] = {0};
+    for (int t = 0; t < threads; t++) {
+        job[t].fn = fn;
+        job[t].ctx = ctx;
+        job[t].lo = n * t / threads;
+        job[t].hi = n * (t + 1) / threads;
+    }
+    for (int t = 1; t < threads; t++)
+        started[t] = pthread_create(&tid[t], NULL, par_main, &job[t]) == 0;
+    fn(ctx, job[0].lo, job[0].hi);
+    for (int t = 1; t < threads; t++) {
+        if (started[t])
+            pthread_join(tid[t], NULL);
+        else
+            fn(ctx, job[t].lo, job[t].hi);
+    }
+}
+
+typedef struct kjob {
+    const onnx_kctx *k;
+    const onnx_node *nd;
+    const void *aux;
+} kjob;
 
 /* ---------------------------------------------------------------- broadcasting */
 
@@ -124,19 +181,37 @@ BIN_INNER(bin_prelu, x < 0 ? x * y : x)
 
 typedef void (*bin_fn)(const float *, int64_t, const float *, int64_t, float *, int64_t);
 
-static void bcast_run(bin_fn f, const bgeom *g, const float *a, const float *b, float *o)
+typedef struct bjob {
+    bin_fn f;
+    const bgeom *g;
+    const float *a, *b;
+    float *o;
+} bjob;
+
+static void bcast_range(void *ctx, int64_t lo, int64_t hi)
 {
+    const bjob *j = ctx;
+    const bgeom *g = j->g;
+    bin_fn f = j->f;
+    const float *a = j->a, *b = j->b;
+    float *o = j->o;
     int r = g->r;
     int64_t idx[H2T_MAX_RANK] = {0};
     int64_t inner = g->d[r - 1];
-    int64_t outer = 1;
-    for (int i = 0; i < r - 1; i++)
-        outer *= g->d[i];
-    for (int64_t t = 0; t < outer; t++) {
+    for (int64_t t = lo, i = r - 2; i >= 0; i--) {
+        idx[i] = t % g->d[i];
+        t /= g->d[i];
+    }
+    for (int64_t t = lo; t < hi; t++) {
         int64_t oa = 0, ob = 0;
         for (int i = 0; i < r - 1; i++) {
             oa += idx[i] * g->sa[i];
             ob += idx[i] * g->sb[i];
+        }
+        if (r == 1) { /* one flat run: split it by element */
+            f(a + (g->sa[0] ? lo : 0), g->sa[0], b + (g->sb[0] ? lo : 0), g->sb[0], o + lo,
+              hi - lo);
+            return;
         }
         f(a + oa, g->sa[r - 1], b + ob, g->sb[r - 1], o + t * inner, inner);
         for (int i = r - 2; i >= 0; i--) {
@@ -145,6 +220,19 @@ static void bcast_run(bin_fn f, const bgeom *g, const float *a, const float *b, 
             idx[i] = 0;
         }
     }
+}
+
+static void bcast_run(int threads, bin_fn f, const bgeom *g, const float *a, const float *b,
+                      float *o)
+{
+    bjob j = {f, g, a, b, o};
+    int64_t outer = 1;
+    for (int i = 0; i < g->r - 1; i++)
+        outer *= g->d[i];
+    if (g->r == 1)
+        onnx_par_for(threads, g->d[0], 1 << 15, bcast_range, &j);
+    else
+        onnx_par_for(threads, outer, (1 << 15) / (g->d[g->r - 1] + 1) + 1, bcast_range, &j);
 }
 
 void onnx_k_binary_i64(int op, const onnx_vstate *a, const onnx_vstate *b, const onnx_vstate *o,
@@ -259,11 +347,22 @@ void onnx_k_slice(const void *in, const onnx_vstate *is, const int64_t *start, c
 
 /* ---------------------------------------------------------------- kernels */
 
-static int k_unary(const onnx_kctx *k, const onnx_node *nd)
+/* Comparisons rather than fminf/fmaxf: those are library calls without -ffast-math, and
+ * these keep NaN (x < lo and x > hi are false for NaN). */
+static inline float clampf(float x, float lo, float hi)
 {
-    const float *restrict x = IN(0)->f;
-    float *restrict y = OUT(0)->f;
-    int64_t n = onnx_numel(OUT(0));
+    x = x < lo ? lo : x;
+    return x > hi ? hi : x;
+}
+
+static void unary_range(void *ctx, int64_t lo, int64_t hi)
+{
+    const kjob *j = ctx;
+    const onnx_kctx *k = j->k;
+    const onnx_node *nd = j->nd;
+    const float *restrict x = IN(0)->f + lo;
+    float *restrict y = OUT(0)->f + lo;
+    int64_t n = hi - lo;
     const float al = nd->p.alpha, be = nd->p.beta;
     switch (nd->kind) {
     case OP_RELU:
@@ -276,11 +375,11 @@ static int k_unary(const onnx_kctx *k, const onnx_node *nd)
         break;
     case OP_HARDSIGMOID:
         for (int64_t i = 0; i < n; i++)
-            y[i] = fmaxf(0.f, fminf(1.f, al * x[i] + be));
+            y[i] = clampf(al * x[i] + be, 0.f, 1.f);
         break;
     case OP_HARDSWISH:
         for (int64_t i = 0; i < n; i++)
-            y[i] = x[i] * fmaxf(0.f, fminf(1.f, x[i] * (1.f / 6.f) + 0.5f));
+            y[i] = x[i] * clampf(x[i] * (1.f / 6.f) + 0.5f, 0.f, 1.f);
         break;
     case OP_SIGMOID:
         for (int64_t i = 0; i < n; i++)
@@ -343,18 +442,24 @@ static int k_unary(const onnx_kctx *k, const onnx_node *nd)
             y[i] = x[i] / (1.f + fabsf(x[i]));
         break;
     case OP_CLIP: {
-        float lo = nd->p.fmin, hi = nd->p.fmax;
+        float cl = nd->p.fmin, ch = nd->p.fmax;
         if (k->m->opset >= 11) {
-            lo = HAS(1) ? IN(1)->f[0] : -INFINITY;
-            hi = HAS(2) ? IN(2)->f[0] : INFINITY;
+            cl = HAS(1) ? IN(1)->f[0] : -INFINITY;
+            ch = HAS(2) ? IN(2)->f[0] : INFINITY;
         }
         for (int64_t i = 0; i < n; i++)
-            y[i] = fminf(fmaxf(x[i], lo), hi);
+            y[i] = clampf(x[i], cl, ch);
         break;
     }
     default:
-        return h2t_err_set(H2T_EUNSUPPORTED, "no kernel");
+        break;
     }
+}
+
+static int k_unary(const onnx_kctx *k, const onnx_node *nd)
+{
+    kjob j = {k, nd, NULL};
+    onnx_par_for(k->threads, onnx_numel(OUT(0)), 1 << 15, unary_range, &j);
     return 0;
 }
 
@@ -370,25 +475,39 @@ static int k_binary(const onnx_kctx *k, const onnx_node *nd)
     if (onnx_numel(OUT(0)) == 0)
         return 0;
     bgeom_make(IN(0), IN(1), OUT(0), &g);
-    bcast_run(f, &g, IN(0)->f, IN(1)->f, OUT(0)->f);
+    bcast_run(k->threads, f, &g, IN(0)->f, IN(1)->f, OUT(0)->f);
     return 0;
 }
 
-static int k_bn(const onnx_kctx *k, const onnx_node *nd)
+static void bn_range(void *ctx, int64_t lo, int64_t hi)
 {
+    const kjob *j = ctx;
+    const onnx_kctx *k = j->k;
+    const onnx_node *nd = j->nd;
     const onnx_vstate *x = IN(0);
-    int64_t N = x->dim[0], C = x->dim[1], S = 1;
+    int64_t C = x->dim[1], S = 1;
     for (int i = 2; i < x->rank; i++)
         S *= x->dim[i];
     const float *sc = IN(1)->f, *bi = IN(2)->f, *mu = IN(3)->f, *var = IN(4)->f;
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t c = 0; c < C; c++) {
+    for (int64_t nc = lo; nc < hi; nc++) {
+        int64_t n = nc / C, c = nc % C;
+        {
             const float a = sc[c] / sqrtf(var[c] + nd->p.eps), b = bi[c] - mu[c] * a;
             const float *restrict xp = x->f + (n * C + c) * S;
             float *restrict yp = OUT(0)->f + (n * C + c) * S;
             for (int64_t i = 0; i < S; i++)
                 yp[i] = xp[i] * a + b;
         }
+    }
+}
+
+static int k_bn(const onnx_kctx *k, const onnx_node *nd)
+{
+    kjob j = {k, nd, NULL};
+    int64_t S = 1;
+    for (int i = 2; i < IN(0)->rank; i++)
+        S *= IN(0)->dim[i];
+    onnx_par_for(k->threads, IN(0)->dim[0] * IN(0)->dim[1], (1 << 15) / (S + 1) + 1, bn_range, &j);
     return 0;
 }
 
@@ -411,7 +530,7 @@ static int k_softmax(const onnx_kctx *k, const onnx_node *nd)
             float *yp = OUT(0)->f + o * len * inner + j;
             float mx = -INFINITY;
             for (int64_t i = 0; i < len; i++)
-                mx = fmaxf(mx, xp[i * inner]);
+                mx = xp[i * inner] > mx ? xp[i * inner] : mx;
             double s = 0;
             for (int64_t i = 0; i < len; i++) {
                 float e = expf(xp[i * inner] - mx);
@@ -441,7 +560,7 @@ static int k_gpool(const onnx_kctx *k, const onnx_node *nd)
         } else {
             float mx = -INFINITY;
             for (int64_t i = 0; i < S; i++)
-                mx = fmaxf(mx, p[i]);
+                mx = p[i] > mx ? p[i] : mx;
             OUT(0)->f[c] = mx;
         }
     }
@@ -482,6 +601,20 @@ static int k_pad(const onnx_kctx *k, const onnx_node *nd)
             off += si * istr[i];
         }
         const float *xp = x->f + off;
+        if (nd->p.mode == 0 && pl >= 0 && W - pl - iw >= 0) {
+            /* constant mode, non-negative pads on the last axis: fill + one copy */
+            if (outside) {
+                for (int64_t j = 0; j < W; j++)
+                    yp[j] = val;
+            } else {
+                for (int64_t j = 0; j < pl; j++)
+                    yp[j] = val;
+                memcpy(yp + pl, xp, (size_t)iw * sizeof(float));
+                for (int64_t j = pl + iw; j < W; j++)
+                    yp[j] = val;
+            }
+            goto next;
+        }
         for (int64_t j = 0; j < W; j++) {
             int64_t sj = j - pl;
             if (outside) {
@@ -496,6 +629,7 @@ static int k_pad(const onnx_kctx *k, const onnx_node *nd)
                 yp[j] = xp[sj < 0 ? 0 : iw - 1];
             }
         }
+    next:
         for (int i = r - 2; i >= 0; i--) {
             if (++idx[i] < o->dim[i])
                 break;

@@ -389,15 +389,18 @@ static void conv_ref(const convcase *c, const float *x, const float *w, const fl
 TEST(onnx_conv_matches_reference)
 {
     static const convcase cases[] = {
-        {2, 8, 7, 7, 16, 1, 1, 0, 1, 1, 1},  /* pointwise */
-        {3, 6, 9, 8, 6, 3, 1, 1, 1, 6, 1},   /* depthwise */
-        {2, 6, 9, 9, 6, 3, 2, 1, 1, 6, 0},   /* depthwise stride 2 */
-        {1, 4, 11, 10, 4, 5, 3, 2, 2, 4, 1}, /* depthwise stride 3, dilation 2 */
-        {2, 4, 8, 8, 6, 3, 1, 1, 1, 2, 1},   /* grouped */
-        {2, 3, 10, 9, 5, 3, 2, 0, 2, 1, 1},  /* dilated, strided */
-        {1, 3, 5, 5, 2, 1, 2, 0, 1, 1, 0},   /* strided 1x1 */
-        {2, 6, 6, 6, 12, 3, 1, 1, 1, 6, 1},  /* depthwise multiplier 2 */
+        {2, 8, 7, 7, 16, 1, 1, 0, 1, 1, 1},     /* pointwise */
+        {3, 6, 9, 8, 6, 3, 1, 1, 1, 6, 1},      /* depthwise */
+        {2, 6, 9, 9, 6, 3, 2, 1, 1, 6, 0},      /* depthwise stride 2 */
+        {1, 4, 11, 10, 4, 5, 3, 2, 2, 4, 1},    /* depthwise stride 3, dilation 2 */
+        {2, 4, 8, 8, 6, 3, 1, 1, 1, 2, 1},      /* grouped */
+        {2, 3, 10, 9, 5, 3, 2, 0, 2, 1, 1},     /* dilated, strided */
+        {1, 3, 5, 5, 2, 1, 2, 0, 1, 1, 0},      /* strided 1x1 */
+        {2, 6, 6, 6, 12, 3, 1, 1, 1, 6, 1},     /* depthwise multiplier 2 */
+        {4, 64, 16, 16, 64, 3, 1, 1, 1, 64, 1}, /* depthwise, split over 2 threads */
+        {4, 64, 17, 17, 64, 3, 2, 1, 1, 64, 1}, /* same, stride 2 */
     };
+    h2t_blas_threads(2); /* the kernels' own loops follow OpenBLAS's count */
     for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
         const convcase *c = &cases[t];
         int Cg = c->C / c->group;
