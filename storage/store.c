@@ -27,11 +27,16 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* internal: the transaction ran out of map; st_run grows the map and retries */
 #define ST_MAPFULL (-1000)
 #define ST_DEFAULT_MAP ((uint64_t)64 << 20)
 #define ST_GROW_WAIT_S 30
+#define ST_STREAM_BYTES ((uint64_t)1 << 20)
+#define ST_MIN_BLOCK ((size_t)128 << 10)
 
 enum {
     T_META,
@@ -1650,7 +1655,58 @@ typedef struct feat_write_ctx {
     const float *const *layers;
     uint8_t *scratch; /* stats_bytes(max dim) + batch buffers */
     size_t scratch_len;
+    uint8_t *merge; /* ST_MIN_BLOCK bytes: the open block being extended */
 } feat_write_ctx;
+
+static int feat_seek(h2t_store *st, MDB_cursor *cur, uint32_t ext, uint16_t layer, uint32_t s,
+                     size_t rowbytes, uint32_t *bfirst, uint32_t *bn, const uint8_t **data);
+
+static void rows_put(uint8_t *dst, const float *x, size_t count, size_t esize)
+{
+    if (esize == 4) {
+        memcpy(dst, x, count * 4);
+        return;
+    }
+    for (size_t i = 0; i < count; i++) {
+        uint16_t h = h2t_f32_to_f16(x[i]);
+        memcpy(dst + 2 * i, &h, 2);
+    }
+}
+
+/* A batch smaller than ST_MIN_BLOCK extends the layer's previous block when that one is also
+ * small: an overflow value wastes up to one page, so tiny blocks would double the size. Returns
+ * 1 when merged, 0 when the caller writes a new block, < 0 on error. */
+static int feat_merge(h2t_store *st, MDB_txn *txn, feat_write_ctx *c, uint16_t l, uint32_t dim,
+                      size_t esize)
+{
+    size_t rowbytes = (size_t)dim * esize, nb = (size_t)c->n * rowbytes;
+    if (c->first == 0 || nb >= ST_MIN_BLOCK)
+        return 0;
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, st->dbi[T_FEATURES], &cur);
+    if (rc)
+        return st_mdb(st, rc, "features cursor");
+    uint32_t pf, pn;
+    const uint8_t *pd;
+    rc = feat_seek(st, cur, c->ext, l, c->first - 1, rowbytes, &pf, &pn, &pd);
+    mdb_cursor_close(cur);
+    if (rc != 0)
+        return rc < 0 ? rc : 0;
+    size_t old = (size_t)pn * rowbytes;
+    if (pf + pn != c->first || old >= ST_MIN_BLOCK)
+        return 0;
+    if (!c->merge && !(c->merge = malloc(ST_MIN_BLOCK)))
+        return h2t_err_set(H2T_ENOMEM, "feature block");
+    memcpy(c->merge, pd, old); /* the put below may move or reuse those pages */
+    key k;
+    MDB_val bv = {old + nb, NULL};
+    rc = mdb_put(txn, st->dbi[T_FEATURES], key_feat(&k, c->ext, l, pf), &bv, MDB_RESERVE);
+    if (rc)
+        return st_mdb(st, rc, "writing features");
+    memcpy(bv.mv_data, c->merge, old);
+    rows_put((uint8_t *)bv.mv_data + old, c->layers[l], (size_t)c->n * dim, esize);
+    return 1;
+}
 
 static int feat_write_fn(h2t_store *st, MDB_txn *txn, void *ctx)
 {
@@ -1789,6 +1845,10 @@ static int feat_write_fn(h2t_store *st, MDB_txn *txn, void *ctx)
                          0, "writing statistics")) < 0)
             goto out;
         /* the feature block: n rows, written straight into the map */
+        if ((rc = feat_merge(st, txn, c, (uint16_t)l, dim, esize)) < 0)
+            goto out;
+        if (rc == 1)
+            continue;
         MDB_val bv = {(size_t)n * dim * esize, NULL};
         rc = mdb_put(txn, st->dbi[T_FEATURES], key_feat(&k, c->ext, (uint16_t)l, c->first), &bv,
                      MDB_RESERVE | MDB_NOOVERWRITE);
@@ -1803,16 +1863,7 @@ static int feat_write_fn(h2t_store *st, MDB_txn *txn, void *ctx)
             rc = st_mdb(st, rc, "writing features");
             goto out;
         }
-        if (esize == 4) {
-            memcpy(bv.mv_data, x, bv.mv_size);
-        } else {
-            uint8_t *dst = bv.mv_data;
-            size_t cnt = (size_t)n * dim;
-            for (size_t i = 0; i < cnt; i++) {
-                uint16_t h = h2t_f32_to_f16(x[i]);
-                memcpy(dst + 2 * i, &h, 2);
-            }
-        }
+        rows_put(bv.mv_data, x, (size_t)n * dim, esize);
     }
     e->samples_done = c->first + c->n;
     e->updated_ms = h2t_wall_ms();
@@ -1829,9 +1880,10 @@ int h2t_store_features_write(h2t_store *st, uint32_t ext, uint32_t first, uint32
         return h2t_err_set(H2T_EINVAL, "extraction %u: empty batch at sample %u", ext, first);
     if (!layers)
         return h2t_err_set(H2T_EINVAL, "extraction %u: no layer data", ext);
-    feat_write_ctx c = {ext, first, n, layers, NULL, 0};
+    feat_write_ctx c = {ext, first, n, layers, NULL, 0, NULL};
     int rc = st_run(st, 1, feat_write_fn, &c);
     free(c.scratch);
+    free(c.merge);
     return rc;
 }
 
@@ -1870,10 +1922,40 @@ static int feat_seek(h2t_store *st, MDB_cursor *cur, uint32_t ext, uint16_t laye
     return 0;
 }
 
-static void row_copy(float *out, const uint8_t *src, uint32_t dim, uint32_t dtype)
+/* Copy with non-temporal stores (SSE2, part of every x86-64): a large design matrix does not
+ * fit any cache, and streaming stores skip reading each destination line before writing it.
+ * The caller issues _mm_sfence() after the last one. */
+static void copy_stream(float *dst, const uint8_t *src, size_t bytes)
+{
+#if defined(__SSE2__)
+    uint8_t *d = (uint8_t *)dst;
+    while (((uintptr_t)d & 15) && bytes >= 4) {
+        memcpy(d, src, 4);
+        d += 4, src += 4, bytes -= 4;
+    }
+    for (; bytes >= 64; d += 64, src += 64, bytes -= 64) {
+        __m128i a0 = _mm_loadu_si128((const __m128i *)(const void *)src);
+        __m128i a1 = _mm_loadu_si128((const __m128i *)(const void *)(src + 16));
+        __m128i a2 = _mm_loadu_si128((const __m128i *)(const void *)(src + 32));
+        __m128i a3 = _mm_loadu_si128((const __m128i *)(const void *)(src + 48));
+        _mm_stream_si128((__m128i *)(void *)d, a0);
+        _mm_stream_si128((__m128i *)(void *)(d + 16), a1);
+        _mm_stream_si128((__m128i *)(void *)(d + 32), a2);
+        _mm_stream_si128((__m128i *)(void *)(d + 48), a3);
+    }
+    memcpy(d, src, bytes);
+#else
+    memcpy(dst, src, bytes);
+#endif
+}
+
+static void row_copy(float *out, const uint8_t *src, uint32_t dim, uint32_t dtype, int stream)
 {
     if (dtype == H2T_DTYPE_F32) {
-        memcpy(out, src, (size_t)dim * 4);
+        if (stream)
+            copy_stream(out, src, (size_t)dim * 4);
+        else
+            memcpy(out, src, (size_t)dim * 4);
         return;
     }
     for (uint32_t j = 0; j < dim; j++) {
@@ -1929,6 +2011,8 @@ static int layer_read_fn(h2t_store *st, MDB_txn *txn, void *ctx)
     }
     uint32_t bf = 0, bn = 0;
     const uint8_t *bd = NULL;
+    /* a copy larger than a cache goes around it */
+    int stream = (uint64_t)c->n * dim * 4 >= ST_STREAM_BYTES;
     for (uint32_t i = 0; i < c->n; i++) {
         uint32_t s = c->samples ? c->samples[i] : c->first + i;
         if (!bd || s < bf || s - bf >= bn) {
@@ -1941,8 +2025,13 @@ static int layer_read_fn(h2t_store *st, MDB_txn *txn, void *ctx)
             if (rc < 0)
                 break;
         }
-        row_copy(c->out + (size_t)i * c->ld, bd + (size_t)(s - bf) * rowbytes, dim, e->dtype);
+        row_copy(c->out + (size_t)i * c->ld, bd + (size_t)(s - bf) * rowbytes, dim, e->dtype,
+                 stream);
     }
+#if defined(__SSE2__)
+    if (stream)
+        _mm_sfence();
+#endif
     mdb_cursor_close(cur);
 out:
     h2t_extraction_destroy(e);

@@ -948,3 +948,31 @@ TEST(store_threads_read_while_writing)
     ASSERT_GT(m.map_size, 4 << 20);
     h2t_store_close(f.st);
 }
+
+/* tiny batches are merged into larger blocks: one overflow page per 4 KB row would double the
+ * store */
+TEST(store_small_batches_stay_compact)
+{
+    uint32_t dims[2] = {1024, 5};
+    fixture f;
+    fixture_make(&f, "db", 1200, dims, 2, H2T_DTYPE_F32);
+    h2t_store_meta m0, m1;
+    ASSERT_OK(h2t_store_meta_get(f.st, &m0));
+    for (uint32_t s = 0; s < 1200; s++)
+        write_range(&f, dims, 2, s, 1);
+    ASSERT_OK(h2t_store_meta_get(f.st, &m1));
+    double raw = 1200.0 * (1024 + 5) * 4;
+    double ratio = (double)(m1.used_bytes - m0.used_bytes) / raw;
+    fprintf(stderr, "  1200 single-sample batches: %.3f bytes per raw byte\n", ratio);
+    ASSERT(ratio < 1.4); /* 2.0 and more without merging */
+    float *m = malloc(400 * 1024 * 4);
+    ASSERT_OK(h2t_store_layer_read(f.st, f.ext, 0, NULL, 0, 400, m, 1024));
+    for (uint32_t s = 0; s < 400; s++)
+        ASSERT_EQ(m[s * 1024 + 1023], fval(0, s, 1023));
+    uint32_t pick[4] = {399, 0, 200, 31};
+    ASSERT_OK(h2t_store_layer_read(f.st, f.ext, 1, pick, 0, 4, m, 5));
+    for (int i = 0; i < 4; i++)
+        ASSERT_EQ(m[i * 5 + 4], fval(1, pick[i], 4));
+    free(m);
+    h2t_store_close(f.st);
+}
