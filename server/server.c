@@ -51,8 +51,10 @@ static uint64_t now_ms(void)
 
 uint8_t *h2t_srv_error_frame(uint64_t id, int rc, size_t *len)
 {
+    /* the code travels as a number: the text is only the detail (the client adds strerror) */
     char text[1024];
-    h2t_err_format(rc, text, sizeof(text));
+    const char *d = h2t_err_detail();
+    snprintf(text, sizeof(text), "%s", *d ? d : h2t_strerror(rc));
     h2t_msg m = {.id = id, .type = H2T_MSG_ERROR};
     m.u.error.code = rc;
     m.u.error.message = text;
