@@ -1,18 +1,21 @@
-// bench/extract_ort.js MODEL.onnx BATCH RUNS THREADS
+// bench/extract_ort.js MODEL.onnx BATCH RUNS THREADS [OPT]
 // The ONNX Runtime side of bench/extract: forward passes of one BATCH x C x H x W batch of
 // seeded uniform noise, intraOpNumThreads = THREADS, interOpNumThreads = 1, sequential
-// execution, graph optimisations "all" (what a user of ORT gets by default). One untimed
+// execution, graph optimisations OPT: "all" (the default, what a user of ORT gets: Conv +
+// BatchNorm + activation fused, so most intermediates never exist) or "disabled" (every node
+// computed as written, every tensor materialised, as an extraction needs them). One untimed
 // warm-up run, then RUNS timed runs. Prints one line of JSON:
 //   {"ips":[images/s of each run], "median":M, "version":"1.30.0"}
 // onnxruntime-node resolves from NODE_PATH (deploy/fetch_model.sh --ort installs it).
 "use strict";
 const ort = require("onnxruntime-node");
 async function main() {
-    const [model, batchS, runsS, threadsS] = process.argv.slice(2);
+    const [model, batchS, runsS, threadsS, optArg] = process.argv.slice(2);
+    const opt = optArg || "all";
     const batch = Number(batchS), runs = Number(runsS), threads = Number(threadsS);
     const sess = await ort.InferenceSession.create(model, {
         intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: "sequential",
-        graphOptimizationLevel: "all",
+        graphOptimizationLevel: opt,
     });
     // the input's C, H, W from the model (dim 0 is the dynamic batch)
     const meta = sess.inputMetadata ? sess.inputMetadata[0] : null;

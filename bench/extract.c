@@ -1,0 +1,310 @@
+/*
+ * bench/extract.c - forward-pass throughput of h2tdb's executor against ONNX Runtime.
+ *
+ * For MobileNetV2 (the nsfwjs conversion) and ResNet-50 (random weights) at 224 x 224, batch
+ * 32: images/s of h2tdb (extract/model.h, OpenBLAS with 2 threads) and of ONNX Runtime
+ * (onnxruntime-node through bench/extract_ort.js, 2 intra-op threads) in the same run,
+ * alternating blocks of runs so that all see the same machine load; the figure is the median
+ * over all timed runs of each, and the ratio h2tdb / ORT. ORT runs twice: with its graph
+ * optimisations (the default: Conv+BatchNorm+activation fused, so those intermediates never
+ * exist) and without (every tensor materialised, which is what an extraction needs since
+ * Head2Toe reads the BatchNorm and activation outputs too).
+ *
+ *     build/bench/extract [--runs R] [--rounds K] [--batch B] [--threads T] [--models a,b]
+ *                         [--no-ort] [--profile]
+ *
+ * Defaults: 4 runs per block, 2 rounds, batch 32, 2 threads, mobilenet_v2,resnet50. Models
+ * are models/NAME.onnx (fetched by deploy/fetch_model.sh --all when missing); run from the
+ * repository root (make bench does). Inputs: seeded uniform noise in [-1, 1] (throughput
+ * does not depend on the values). --profile: instead of the comparison, h2tdb's time per
+ * operator type (every tensor observed, a node's time = the gap between callbacks).
+ *
+ * The full extraction (forward + pooling + store, and the share of time outside the forward
+ * pass) is bench/extract_full.c: it drives extract/extract.h's h2t_extract_plan_run over
+ * Fashion-MNIST and reads h2t_extract_result's t_forward / t_total.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/err.h"
+#include "extract/model.h"
+
+typedef struct bench_opts {
+    int runs, rounds, batch, threads, ort, profile;
+    char models[256];
+} bench_opts;
+
+/* --profile: time per operator type, from the gaps between the executor's per-tensor
+ * callbacks (every tensor observed; a node's time is the gap since the previous tensor). */
+#define PROF_MAX_OPS 64
+typedef struct prof {
+    const h2t_model *m;
+    double last;
+    int n_ops;
+    const char *op[PROF_MAX_OPS];
+    double sec[PROF_MAX_OPS];
+    int count[PROF_MAX_OPS];
+} prof;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static int prof_cb(void *ctx, int tensor, const float *data, const int64_t *shape, int rank)
+{
+    prof *p = ctx;
+    double t = now_s();
+    const char *op = h2t_model_tensor(p->m, tensor)->op;
+    int i = 0;
+
+    (void)data, (void)shape, (void)rank;
+    while (i < p->n_ops && strcmp(p->op[i], op) != 0)
+        i++;
+    if (i == p->n_ops && p->n_ops < PROF_MAX_OPS)
+        p->op[p->n_ops++] = op;
+    if (i < p->n_ops) {
+        p->sec[i] += t - p->last;
+        p->count[i]++;
+    }
+    p->last = t;
+    return 0;
+}
+
+/* Profile o->runs batches by operator type and print the shares. */
+static int profile_model(const char *name, const h2t_model *m, h2t_exec *x, const float *input,
+                         const bench_opts *o)
+{
+    prof p = {.m = m};
+    double total = 0;
+    int rc;
+
+    for (int i = 0; i < h2t_model_n_tensors(m); i++) {
+        if (!h2t_model_tensor(m, i)->is_input && (rc = h2t_exec_observe(x, i, 1)) < 0)
+            return rc;
+    }
+    for (int r = 0; r < o->runs; r++) {
+        double t0 = now_s();
+        p.last = t0;
+        if ((rc = h2t_exec_run(x, input, o->batch, prof_cb, &p)) < 0)
+            return rc;
+        total += now_s() - t0;
+    }
+    for (int i = 0; i < h2t_model_n_tensors(m); i++) {
+        if ((rc = h2t_exec_observe(x, i, 0)) < 0)
+            return rc;
+    }
+    printf("profile %s batch %d (%d runs, %.2f s/batch):", name, o->batch, o->runs,
+           total / o->runs);
+    for (int done = 0; done < p.n_ops; done++) {
+        int best = -1;
+        for (int i = 0; i < p.n_ops; i++) {
+            if (p.count[i] >= 0 && (best < 0 || p.sec[i] > p.sec[best]))
+                best = i;
+        }
+        printf(" %s %.1f%%", p.op[best], 100 * p.sec[best] / total);
+        p.count[best] = -1;
+    }
+    printf("\n");
+    return 0;
+}
+
+/* One block of ONNX Runtime runs in a node child; appends images/s to ips. */
+static int ort_block(const char *model, const char *opt, const bench_opts *o, double *ips, int *n,
+                     char *ver, size_t ver_len)
+{
+    char cmd[1024], line[8192];
+    const char *npm = getenv("H2T_NPM_CACHE");
+    FILE *p;
+    char *s;
+    int rc = 0;
+
+    snprintf(cmd, sizeof cmd,
+             "NODE_PATH='%s/node_modules' node bench/extract_ort.js '%s' %d %d %d %s",
+             npm ? npm : "models/.npm", model, o->batch, o->runs, o->threads, opt);
+    p = popen(cmd, "r");
+    if (!p)
+        return h2t_err_set(H2T_EIO, "cannot start: %s", cmd);
+    if (!fgets(line, sizeof line, p))
+        line[0] = 0;
+    if (pclose(p) != 0 || !(s = strstr(line, "\"ips\":[")))
+        return h2t_err_set(H2T_EIO, "%s failed (deploy/fetch_model.sh --ort installs it)", cmd);
+    s += 7;
+    for (int i = 0; i < o->runs; i++) {
+        char *end;
+        ips[(*n)++] = strtod(s, &end);
+        if (end == s) {
+            rc = h2t_err_set(H2T_ECORRUPT, "extract_ort.js printed: %s", line);
+            break;
+        }
+        s = end + 1;
+    }
+    if ((s = strstr(line, "\"version\":\""))) {
+        snprintf(ver, ver_len, "%.*s", (int)strcspn(s + 11, "\""), s + 11);
+    }
+    return rc;
+}
+
+/* One block of h2tdb runs on an executor that observes nothing (forward pass only). */
+static int h2t_block(h2t_exec *x, const float *input, const bench_opts *o, double *ips, int *n)
+{
+    for (int r = 0; r < o->runs; r++) {
+        double t0 = now_s();
+        int rc = h2t_exec_run(x, input, o->batch, NULL, NULL);
+        if (rc < 0)
+            return rc;
+        ips[(*n)++] = o->batch / (now_s() - t0);
+    }
+    return 0;
+}
+
+static int bench_model(const char *name, const bench_opts *o)
+{
+    char path[512], ver[64] = "?";
+    h2t_model *m = NULL;
+    h2t_exec *x = NULL;
+    float *input = NULL;
+    double *ips_h = NULL, *ips_o = NULL, *ips_n = NULL;
+    int n_h = 0, n_o = 0, n_n = 0, rc;
+    size_t per = 1, total;
+    const h2t_tensor_info *in;
+    FILE *f;
+    uint32_t seed = 12345;
+
+    snprintf(path, sizeof path, "models/%s.onnx", name);
+    if (!(f = fopen(path, "rb"))) {
+        if (system("./deploy/fetch_model.sh --all >&2") != 0)
+            return h2t_err_set(H2T_EIO, "%s missing and deploy/fetch_model.sh --all failed", path);
+    } else {
+        fclose(f);
+    }
+    rc = h2t_model_load(path, &m);
+    if (rc < 0)
+        goto out;
+    in = h2t_model_input(m);
+    for (int i = 1; i < in->rank; i++)
+        per *= (size_t)in->shape[i];
+    total = per * (size_t)o->batch;
+    input = malloc(total * sizeof *input);
+    ips_h = calloc((size_t)(o->runs * o->rounds), sizeof *ips_h);
+    ips_o = calloc((size_t)(o->runs * o->rounds), sizeof *ips_o);
+    ips_n = calloc((size_t)(o->runs * o->rounds), sizeof *ips_n);
+    if (!input || !ips_h || !ips_o || !ips_n) {
+        rc = h2t_err_set(H2T_ENOMEM, "bench buffers for %s", name);
+        goto out;
+    }
+    for (size_t i = 0; i < total; i++) {
+        seed = seed * 1103515245u + 12345u;
+        input[i] = (float)(seed >> 8) / 16777216.0f * 2.0f - 1.0f;
+    }
+    rc = h2t_exec_create(m, o->batch, &x);
+    if (rc < 0)
+        goto out;
+    rc = h2t_exec_run(x, input, o->batch, NULL, NULL); /* warm-up: page in the arena */
+    if (rc < 0)
+        goto out;
+    if (o->profile) {
+        rc = profile_model(name, m, x, input, o);
+        goto out;
+    }
+    for (int k = 0; k < o->rounds; k++) {
+        if (o->ort && (rc = ort_block(path, "all", o, ips_o, &n_o, ver, sizeof ver)) < 0)
+            goto out;
+        if (o->ort && (rc = ort_block(path, "disabled", o, ips_n, &n_n, ver, sizeof ver)) < 0)
+            goto out;
+        if ((rc = h2t_block(x, input, o, ips_h, &n_h)) < 0)
+            goto out;
+    }
+    if (o->ort) {
+        double mh = median(ips_h, n_h), mo = median(ips_o, n_o), mn = median(ips_n, n_n);
+        printf("extract forward %s %ldx%ld batch %d, %d threads each, median of %d runs each "
+               "(min-max):\n"
+               "  h2tdb                          %7.2f img/s (%.2f-%.2f)\n"
+               "  onnxruntime %-6s opt=all      %7.2f img/s (%.2f-%.2f)  ratio h2tdb/ort %.2f\n"
+               "  onnxruntime %-6s opt=disabled %7.2f img/s (%.2f-%.2f)  ratio h2tdb/ort %.2f\n",
+               name, (long)in->shape[2], (long)in->shape[3], o->batch, o->threads, n_h, mh,
+               ips_h[0], ips_h[n_h - 1], ver, mo, ips_o[0], ips_o[n_o - 1], mh / mo, ver, mn,
+               ips_n[0], ips_n[n_n - 1], mh / mn);
+    } else {
+        double mh = median(ips_h, n_h);
+        printf("extract forward %-13s batch %d: h2tdb %.1f img/s (median of %d runs, %d "
+               "threads)\n",
+               name, o->batch, mh, n_h, o->threads);
+    }
+    fflush(stdout);
+out:
+    free(ips_h);
+    free(ips_o);
+    free(ips_n);
+    free(input);
+    h2t_exec_destroy(x);
+    h2t_model_destroy(m);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    bench_opts o = {.runs = 4, .rounds = 2, .batch = 32, .threads = 2, .ort = 1};
+    char *save = NULL;
+
+    snprintf(o.models, sizeof o.models, "mobilenet_v2,resnet50");
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--no-ort") == 0 || strcmp(a, "--profile") == 0) {
+            if (a[2] == 'n')
+                o.ort = 0;
+            else
+                o.profile = 1;
+            continue;
+        }
+        if (!v) {
+            fprintf(stderr, "usage: extract [--runs R] [--rounds K] [--batch B] [--threads T] "
+                            "[--models a,b] [--no-ort] [--profile]\n");
+            return 2;
+        }
+        i++;
+        if (strcmp(a, "--runs") == 0)
+            o.runs = atoi(v);
+        else if (strcmp(a, "--rounds") == 0)
+            o.rounds = atoi(v);
+        else if (strcmp(a, "--batch") == 0)
+            o.batch = atoi(v);
+        else if (strcmp(a, "--threads") == 0)
+            o.threads = atoi(v);
+        else if (strcmp(a, "--models") == 0)
+            snprintf(o.models, sizeof o.models, "%s", v);
+        else {
+            fprintf(stderr, "extract: unknown option %s\n", a);
+            return 2;
+        }
+    }
+    if (o.runs < 1 || o.rounds < 1 || o.batch < 1 || o.threads < 1) {
+        fprintf(stderr, "extract: --runs, --rounds, --batch and --threads must be >= 1\n");
+        return 2;
+    }
+    h2t_blas_threads(o.threads);
+    for (char *name = strtok_r(o.models, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
+        int rc = bench_model(name, &o);
+        if (rc < 0) {
+            fprintf(stderr, "extract: %s: %s (%s)\n", name, h2t_strerror(rc), h2t_err_detail());
+            return 1;
+        }
+    }
+    return 0;
+}
