@@ -3,7 +3,8 @@
  *
  * 1000 samples x 50 layers x 1024 f32 features (204.8 MB). Prints, as medians of several runs:
  *   - write throughput of h2t_store_features_write (batches of B samples, default 64, every
- *     batch one durable transaction) next to a memcpy of the same bytes;
+ *     batch one durable transaction; and again with H2T_STORE_NOSYNC) next to a memcpy of the
+ *     same bytes;
  *   - throughput of assembling the 1000 x 51200 design matrix with h2t_store_layer_read (one
  *     cursor walk per layer) next to a memcpy of the same bytes into the same buffer;
  *   - the store's size on disk (data.mdb) divided by the raw float bytes.
@@ -41,12 +42,12 @@ static void die(int rc, const char *what)
     exit(1);
 }
 
-static uint32_t make_store(const char *dir, int dtype, uint32_t batch, float **feat,
+static uint32_t make_store(const char *dir, unsigned flags, uint32_t batch, float **feat,
                            double *seconds)
 {
     h2t_store *st;
     int rc;
-    if ((rc = h2t_store_open(dir, H2T_STORE_CREATE, &st)) < 0)
+    if ((rc = h2t_store_open(dir, H2T_STORE_CREATE | flags, &st)) < 0)
         die(rc, "open");
     h2t_source src = {0};
     snprintf(src.name, sizeof(src.name), "bench");
@@ -65,7 +66,7 @@ static uint32_t make_store(const char *dir, int dtype, uint32_t batch, float **f
     h2t_extraction e = {0};
     e.source = sid;
     e.model = mid;
-    e.dtype = (uint32_t)dtype;
+    e.dtype = H2T_DTYPE_F32;
     e.n_samples = NS;
     e.n_layers = NL;
     e.layers = L;
@@ -119,14 +120,19 @@ int main(int argc, char **argv)
         return 1;
     }
     char dir[256], cmd[300];
-    double wr[50], wmc[50], rd[50], rmc[50];
+    double wr[50], wns[50], wmc[50], rd[50], rmc[50];
     struct stat sb;
     double size_ratio = 0;
     uint32_t ext = 0;
     int wruns = runs < 3 ? runs : 3; /* each write run builds a fresh 205 MB store */
     for (int r = 0; r < wruns; r++) {
+        snprintf(dir, sizeof(dir), "%s/n%d", base, r); /* without fsync per batch */
+        make_store(dir, H2T_STORE_NOSYNC, batch, feat, &wns[r]);
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "bench/store: could not remove %s\n", dir);
         snprintf(dir, sizeof(dir), "%s/s%d", base, r);
-        ext = make_store(dir, H2T_DTYPE_F32, batch, feat, &wr[r]);
+        ext = make_store(dir, 0, batch, feat, &wr[r]);
         double t0 = h2t_now_s();
         for (int l = 0; l < NL; l++)
             memcpy(mat + (size_t)l * NS * DIM, feat[l], (size_t)NS * DIM * 4);
@@ -172,12 +178,15 @@ int main(int argc, char **argv)
             }
     }
     h2t_store_close(st);
-    double w = median(wr, wruns), wm = median(wmc, wruns);
+    double w = median(wr, wruns), wn = median(wns, wruns), wm = median(wmc, wruns);
     double a = median(rd, runs), am = median(rmc, runs);
     printf("store bench: %d samples x %d layers x %d f32 = %.1f MB, batch %u, medians of %d "
            "write / %d assembly runs\n",
            NS, NL, DIM, mb, batch, wruns, runs);
-    printf("  write     %8.1f MB/s   memcpy %8.1f MB/s   ratio %.3f\n", mb / w, mb / wm, wm / w);
+    printf("  write     %8.1f MB/s   memcpy %8.1f MB/s   ratio %.3f   (fsync per batch)\n", mb / w,
+           mb / wm, wm / w);
+    printf("  write     %8.1f MB/s   memcpy %8.1f MB/s   ratio %.3f   (H2T_STORE_NOSYNC)\n",
+           mb / wn, mb / wm, wm / wn);
     printf("  assemble  %8.1f MB/s   memcpy %8.1f MB/s   ratio %.3f   (target >= 0.5)\n", mb / a,
            mb / am, am / a);
     printf("  size on disk / raw floats: %.4f   (target <= 1.05)\n", size_ratio);

@@ -1789,29 +1789,46 @@ static int feat_write_fn(h2t_store *st, MDB_txn *txn, void *ctx)
         float *mx = mn + dim;
         for (uint32_t j = 0; j < dim; j++)
             bmean[j] = 0;
+        if (count == 0)
+            for (uint32_t j = 0; j < dim; j++) {
+                mn[j] = INFINITY;
+                mx[j] = -INFINITY;
+            }
         for (uint32_t i = 0; i < n; i++) {
             const float *row = x + (size_t)i * dim;
-            double nrm = 0;
-            for (uint32_t j = 0; j < dim; j++) {
-                float f = row[j];
-                if (!isfinite(f)) {
-                    rc = h2t_err_set(H2T_ENUMERIC,
-                                     "extraction %u layer '%s' sample %u feature %u is %s", c->ext,
-                                     li->name, c->first + i, j, isnan(f) ? "NaN" : "infinite");
-                    goto out;
-                }
-                bmean[j] += f;
-                nrm += (double)f * f;
-                if (count == 0 && i == 0) {
-                    mn[j] = mx[j] = f;
-                } else {
-                    if (f < mn[j])
-                        mn[j] = f;
-                    if (f > mx[j])
-                        mx[j] = f;
-                }
+            /* branch-free pass; f * 0 is NaN exactly when f is NaN or infinite */
+            float chk = 0;
+            double q0 = 0, q1 = 0;
+            uint32_t j = 0;
+            for (; j + 1 < dim; j += 2) {
+                float f0 = row[j], f1 = row[j + 1];
+                chk += f0 * 0.0f + f1 * 0.0f;
+                bmean[j] += f0;
+                bmean[j + 1] += f1;
+                q0 += (double)f0 * f0;
+                q1 += (double)f1 * f1;
+                mn[j] = f0 < mn[j] ? f0 : mn[j];
+                mx[j] = f0 > mx[j] ? f0 : mx[j];
+                mn[j + 1] = f1 < mn[j + 1] ? f1 : mn[j + 1];
+                mx[j + 1] = f1 > mx[j + 1] ? f1 : mx[j + 1];
             }
-            nrm = sqrt(nrm);
+            for (; j < dim; j++) {
+                float f = row[j];
+                chk += f * 0.0f;
+                bmean[j] += f;
+                q0 += (double)f * f;
+                mn[j] = f < mn[j] ? f : mn[j];
+                mx[j] = f > mx[j] ? f : mx[j];
+            }
+            if (chk != 0) {
+                for (j = 0; j < dim && isfinite(row[j]); j++)
+                    ;
+                rc = h2t_err_set(
+                    H2T_ENUMERIC, "extraction %u layer '%s' sample %u feature %u is %s", c->ext,
+                    li->name, c->first + i, j, j < dim && isnan(row[j]) ? "NaN" : "infinite");
+                goto out;
+            }
+            double nrm = sqrt(q0 + q1);
             norm_sum += nrm;
             if (nrm < norm_min)
                 norm_min = nrm;
