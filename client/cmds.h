@@ -28,7 +28,8 @@ int h2t_cmd_cancel(int argc, char **argv);
 int h2t_cmd_result(int argc, char **argv);
 int h2t_cmd_predict(int argc, char **argv);
 int h2t_cmd_stats(int argc, char **argv);
-int h2t_cmd_report(int argc, char **argv); /* client/cmd_report.c */
+int h2t_cmd_report(int argc, char **argv);  /* client/cmd_report.c */
+int h2t_cmd_compare(int argc, char **argv); /* client/cmd_compare.c */
 
 #define H2T_CMD_TABLE                                                                              \
     {"version", "print the version", h2t_cmd_version},                                             \
@@ -48,6 +49,8 @@ int h2t_cmd_report(int argc, char **argv); /* client/cmd_report.c */
         {"predict", "apply a job's head to stored samples", h2t_cmd_predict},                      \
         {"stats", "per-layer feature statistics of an extraction", h2t_cmd_stats},                 \
         {"report", "draw a job's head as SVG: kept features per layer, CV accuracy",               \
-         h2t_cmd_report},
+         h2t_cmd_report},                                                                          \
+        {"compare", "finished jobs side by side: accuracy, hyperparameters, kept features",        \
+         h2t_cmd_compare},
 
 #endif
