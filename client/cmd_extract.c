@@ -206,11 +206,12 @@ int h2t_cmd_extract(int argc, char **argv)
         printf("{\"extraction\": %u, \"source\": %u, \"model\": %u, \"reused\": %s, "
                "\"resumed_from\": %u, \"computed\": %u, \"samples\": %u, \"layers\": %u, "
                "\"total_dim\": %llu, \"seconds\": %.3f, \"images_per_s\": %.2f, "
-               "\"forward_s\": %.3f, \"read_s\": %.3f, \"pool_s\": %.3f, \"write_s\": %.3f, "
+               "\"setup_s\": %.3f, \"forward_s\": %.3f, \"read_s\": %.3f, \"pool_s\": %.3f, "
+               "\"write_s\": %.3f, "
                "\"outside_forward\": %.4f, \"config\": ",
                r.extraction, r.source, r.model, r.reused ? "true" : "false", r.resumed_from,
                r.computed, r.n_samples, r.n_layers, (unsigned long long)r.total_dim, r.t_total,
-               rate, r.t_forward, r.t_read, r.t_pool, r.t_write, outside);
+               rate, r.t_setup, r.t_forward, r.t_read, r.t_pool, r.t_write, outside);
         json_str(r.config);
         printf("}\n");
     } else if (r.reused) {
@@ -222,9 +223,10 @@ int h2t_cmd_extract(int argc, char **argv)
                "sample\n",
                r.extraction, r.n_samples, r.computed, r.resumed_from ? ", resumed" : "", r.n_layers,
                (unsigned long long)r.total_dim);
-        printf("  %.1f s, %.1f images/s; forward %.1f s, read+preprocess %.2f s, pooling %.2f s, "
-               "store %.2f s (%.1f%% outside the forward pass)\n",
-               r.t_total, rate, r.t_forward, r.t_read, r.t_pool, r.t_write, 100 * outside);
+        printf("  %.1f s, %.1f images/s; setup %.2f s, forward %.1f s, read+preprocess %.2f s, "
+               "pooling %.2f s, store %.2f s (%.1f%% outside the forward pass)\n",
+               r.t_total, rate, r.t_setup, r.t_forward, r.t_read, r.t_pool, r.t_write,
+               100 * outside);
     }
     return 0;
 }

@@ -10,11 +10,13 @@
 #include "common/util.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define LAYER_RULE_VERSION "v1"
 #define MAX_FILE_BYTES ((size_t)4 << 30)
@@ -336,8 +338,59 @@ const h2t_layer_info *h2t_extract_plan_layers(const h2t_extract_plan *p, uint32_
 
 /* ---- the pass ---- */
 
+typedef struct pool_part {
+    const h2t_pool_plan *pp;
+    const float *data;
+    float *dst;
+    size_t per;
+    int s0, s1;
+} pool_part;
+
+static void *pool_part_run(void *arg)
+{
+    pool_part *j = arg;
+    for (int s = j->s0; s < j->s1; s++)
+        h2t_pool_apply(j->pp, j->data + (size_t)s * j->per, j->dst + (size_t)s * j->pp->dim);
+    return NULL;
+}
+
+#define POOL_MAX_THREADS 16
+#define POOL_MIN_FLOATS (1 << 16) /* below this a thread costs more than it saves */
+
+/* Pool the nb samples of one tensor, split over up to nt threads (sample ranges). A thread
+ * that cannot be started leaves its range to the calling thread. */
+static void pool_batch(const h2t_pool_plan *pp, const float *data, size_t per, int nb, float *dst,
+                       int nt)
+{
+    if (nt > POOL_MAX_THREADS)
+        nt = POOL_MAX_THREADS;
+    if (nt > nb)
+        nt = nb;
+    if (nt < 2 || per * (size_t)nb < POOL_MIN_FLOATS) {
+        pool_part j = {pp, data, dst, per, 0, nb};
+        pool_part_run(&j);
+        return;
+    }
+    pool_part parts[POOL_MAX_THREADS];
+    pthread_t th[POOL_MAX_THREADS];
+    int started[POOL_MAX_THREADS] = {0};
+    for (int t = 0; t < nt; t++) {
+        parts[t] = (pool_part){pp, data, dst, per, nb * t / nt, nb * (t + 1) / nt};
+        if (t > 0)
+            started[t] = pthread_create(&th[t], NULL, pool_part_run, &parts[t]) == 0;
+    }
+    pool_part_run(&parts[0]);
+    for (int t = 1; t < nt; t++) {
+        if (started[t])
+            pthread_join(th[t], NULL);
+        else
+            pool_part_run(&parts[t]);
+    }
+}
+
 typedef struct run_ctx {
     h2t_extract_plan *p;
+    int pool_threads;
     float **bufs; /* per layer: batch x dim */
     uint8_t *seen;
     int nb;
@@ -363,9 +416,7 @@ static int on_tensor(void *vctx, int tensor, const float *data, const int64_t *s
                                li->name, k, (long long)shape[k], li->shape[k - 1]);
         per *= (size_t)shape[k];
     }
-    const h2t_pool_plan *pp = &p->pools[l];
-    for (int s = 0; s < c->nb; s++)
-        h2t_pool_apply(pp, data + (size_t)s * per, c->bufs[l] + (size_t)s * pp->dim);
+    pool_batch(&p->pools[l], data, per, c->nb, c->bufs[l], c->pool_threads);
     c->seen[l] = 1;
     c->t_pool += h2t_now_s() - t0;
     return 0;
@@ -455,6 +506,11 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
     run_ctx c;
     memset(&c, 0, sizeof c);
     c.p = p;
+    c.pool_threads = p->o.threads;
+    if (c.pool_threads <= 0) {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        c.pool_threads = ncpu > 0 ? (int)(ncpu < POOL_MAX_THREADS ? ncpu : POOL_MAX_THREADS) : 1;
+    }
     size_t in_per = (size_t)p->prep.c * p->prep.h * p->prep.w;
     float *input = malloc(sizeof(float) * in_per * (size_t)B);
     c.bufs = calloc(p->n_layers, sizeof *c.bufs);
@@ -479,6 +535,7 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
         bar = h2t_progress_create("extract", p->n_samples - done, "img");
 
     uint32_t done0 = done;
+    r.t_setup = h2t_now_s() - t_start;
     while (done < p->n_samples) {
         int nb = p->n_samples - done < (uint32_t)B ? (int)(p->n_samples - done) : B;
         double t0 = h2t_now_s();

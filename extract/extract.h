@@ -190,9 +190,10 @@ typedef struct h2t_extract_opts {
     uint32_t limit;           /* 0 = every sample; else the first `limit` samples */
     uint32_t n_train, n_test; /* selection (UINT32_MAX = all), see h2t_data_select */
     int batch;                /* default 32 */
-    int threads;              /* OpenBLAS threads; 0 = leave as is */
-    uint32_t dtype;           /* H2T_DTYPE_* */
-    int has_scale;            /* 1: scale_lo/hi override the model's preprocessing */
+    int threads;    /* OpenBLAS and pooling threads; 0 = leave OpenBLAS as is, pool on as many
+                     * threads as CPUs are online */
+    uint32_t dtype; /* H2T_DTYPE_* */
+    int has_scale;  /* 1: scale_lo/hi override the model's preprocessing */
     float scale_lo, scale_hi;
     int progress; /* 1: progress bar on stderr when it is a terminal */
     /* Called after each committed batch (done = samples_done); a non-zero return stops the
@@ -207,9 +208,11 @@ typedef struct h2t_extract_result {
     uint32_t resumed_from; /* samples_done found at start (0 for a fresh one) */
     uint32_t n_samples, n_layers, computed;
     uint64_t total_dim;
-    /* seconds: whole pass, forward (h2t_exec_run minus pooling), read+preprocess, pooling
-     * (inside the executor callbacks), store writes */
-    double t_total, t_forward, t_read, t_pool, t_write;
+    /* seconds: whole pass; setup (store records, executor plan, buffers); forward
+     * (h2t_exec_run minus pooling); read+preprocess; pooling (inside the executor callbacks);
+     * store writes (features, statistics, marker). Plan creation (model load, data open and
+     * hash) comes before and is not counted. */
+    double t_total, t_setup, t_forward, t_read, t_pool, t_write;
     char config[512];
 } h2t_extract_result;
 

@@ -71,64 +71,86 @@ int h2t_pool_plan_make(int rank, const int64_t *shape, uint32_t target, h2t_pool
     return 0;
 }
 
-/* Sums are in double per window row so that a global average over 112x112 stays exact to
- * float precision regardless of summation order. */
+/* Means of the ph x pw windows of one H x W plane (row stride w): the window's rows are first
+ * added element-wise into a column accumulator (independent adds, which the compiler
+ * vectorises without reassociating anything), then each window's columns are summed in
+ * double. Window (i, j) goes to out[(i * ow + j) * ostride]. Deterministic: the order of
+ * additions depends only on the shapes. */
+#define POOL_COLS 4096
+
+/* col[x] += row[x]: GCC's -O2 cost model does not vectorise this loop (unknown trip count),
+ * so it is written with SSE-sized generic vectors (x86-64 baseline, no -march needed). */
+typedef float v4f __attribute__((vector_size(16)));
+static void add_row(float *col, const float *row, uint32_t n)
+{
+    uint32_t x = 0;
+    for (; x + 8 <= n; x += 8) {
+        v4f a0, a1, b0, b1;
+        memcpy(&a0, col + x, 16);
+        memcpy(&a1, col + x + 4, 16);
+        memcpy(&b0, row + x, 16);
+        memcpy(&b1, row + x + 4, 16);
+        a0 += b0;
+        a1 += b1;
+        memcpy(col + x, &a0, 16);
+        memcpy(col + x + 4, &a1, 16);
+    }
+    for (; x < n; x++)
+        col[x] += row[x];
+}
+static void pool_plane(const float *s, uint32_t w, uint32_t ph, uint32_t pw, uint32_t oh,
+                       uint32_t ow, float *out, size_t ostride)
+{
+    float col[POOL_COLS];
+    double inv = 1.0 / ((double)ph * pw);
+    if (pw > POOL_COLS) { /* absurdly wide windows: plain loops */
+        for (uint32_t i = 0; i < oh; i++)
+            for (uint32_t j = 0; j < ow; j++) {
+                double a = 0;
+                for (uint32_t r = i * ph; r < (i + 1) * ph; r++)
+                    for (uint32_t k = 0; k < pw; k++)
+                        a += s[(size_t)r * w + (size_t)j * pw + k];
+                out[((size_t)i * ow + j) * ostride] = (float)(a * inv);
+            }
+        return;
+    }
+    uint32_t per_chunk = POOL_COLS / pw; /* whole windows per pass over the rows */
+    for (uint32_t i = 0; i < oh; i++) {
+        const float *r0 = s + (size_t)i * ph * w;
+        for (uint32_t j0 = 0; j0 < ow; j0 += per_chunk) {
+            uint32_t nj = ow - j0 < per_chunk ? ow - j0 : per_chunk;
+            uint32_t span = nj * pw;
+            const float *c0 = r0 + (size_t)j0 * pw;
+            memcpy(col, c0, span * sizeof(float));
+            for (uint32_t r = 1; r < ph; r++)
+                add_row(col, c0 + (size_t)r * w, span);
+            for (uint32_t j = 0; j < nj; j++) {
+                double a = 0;
+                const float *q = col + (size_t)j * pw;
+                for (uint32_t k = 0; k < pw; k++)
+                    a += q[k];
+                out[((size_t)i * ow + j0 + j) * ostride] = (float)(a * inv);
+            }
+        }
+    }
+}
+
 void h2t_pool_apply(const h2t_pool_plan *p, const float *x, float *out)
 {
+    size_t hw = (size_t)p->h * p->w;
     switch (p->kind) {
     case H2T_POOL_FLAT:
         memcpy(out, x, (size_t)p->c * sizeof(float));
         break;
-    case H2T_POOL_GAP: {
-        size_t hw = (size_t)p->h * p->w;
-        for (uint32_t c = 0; c < p->c; c++) {
-            const float *s = x + c * hw;
-            double acc = 0;
-            for (size_t i = 0; i < hw; i++)
-                acc += s[i];
-            out[c] = (float)(acc / (double)hw);
-        }
+    case H2T_POOL_GAP:
+        for (uint32_t c = 0; c < p->c; c++)
+            pool_plane(x + c * hw, p->w, p->h, p->w, 1, 1, out + c, p->c);
         break;
-    }
-    case H2T_POOL_GRID: {
+    case H2T_POOL_GRID:
         /* out[(i * ow + j) * C + c] = mean of x[c][i*ph .. i*ph+ph)[j*pw .. j*pw+pw) */
-        double rowacc[4096];
-        double *acc = rowacc;
-        double inv = 1.0 / ((double)p->ph * p->pw);
-        size_t hw = (size_t)p->h * p->w;
-        /* ow <= W; use the stack buffer for any realistic width, else sum cell by cell */
-        int rows = p->ow <= 4096;
-        for (uint32_t c = 0; c < p->c; c++) {
-            const float *s = x + c * hw;
-            for (uint32_t i = 0; i < p->oh; i++) {
-                if (rows) {
-                    for (uint32_t j = 0; j < p->ow; j++)
-                        acc[j] = 0;
-                    for (uint32_t r = i * p->ph; r < (i + 1) * p->ph; r++) {
-                        const float *row = s + (size_t)r * p->w;
-                        for (uint32_t j = 0; j < p->ow; j++) {
-                            const float *q = row + (size_t)j * p->pw;
-                            float sum = 0;
-                            for (uint32_t k = 0; k < p->pw; k++)
-                                sum += q[k];
-                            acc[j] += sum;
-                        }
-                    }
-                    for (uint32_t j = 0; j < p->ow; j++)
-                        out[((size_t)i * p->ow + j) * p->c + c] = (float)(acc[j] * inv);
-                } else {
-                    for (uint32_t j = 0; j < p->ow; j++) {
-                        double a = 0;
-                        for (uint32_t r = i * p->ph; r < (i + 1) * p->ph; r++)
-                            for (uint32_t k = 0; k < p->pw; k++)
-                                a += s[(size_t)r * p->w + (size_t)j * p->pw + k];
-                        out[((size_t)i * p->ow + j) * p->c + c] = (float)(a * inv);
-                    }
-                }
-            }
-        }
+        for (uint32_t c = 0; c < p->c; c++)
+            pool_plane(x + c * hw, p->w, p->ph, p->pw, p->oh, p->ow, out + c, p->c);
         break;
-    }
     case H2T_POOL_TMEAN:
     case H2T_POOL_TWIN: {
         /* x is tokens x C (token-major); a window of ph tokens averages each channel */

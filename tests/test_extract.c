@@ -400,6 +400,20 @@ TEST(extract_pass_cancel_and_resume)
     compare_stores("ref", ref.extraction, "st", r.extraction, 30);
 }
 
+TEST(extract_pass_pool_threads_identical)
+{
+    /* batch 512 x 2x8x8 tensors crosses the size where pooling is split over threads */
+    free(make_float_npy("x.npy", "y.npy", 1100));
+    h2t_extract_opts o = tiny_opts("npy:x.npy,y.npy");
+    o.batch = 512;
+    o.threads = 1;
+    h2t_extract_result a, b;
+    ASSERT_OK(run_once("one", &o, &a));
+    o.threads = 3;
+    ASSERT_OK(run_once("three", &o, &b));
+    compare_stores("one", a.extraction, "three", b.extraction, 1100);
+}
+
 static uint32_t samples_done_of(const char *dir)
 {
     h2t_store *st;
