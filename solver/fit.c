@@ -1,0 +1,771 @@
+/*
+ * solver/fit.c - the optimisers: softmax cross-entropy value/gradient on OpenBLAS sgemm,
+ * FISTA for the group lasso, L-BFGS for smooth problems, and the reference Adam.
+ */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/util.h"
+#include "solver/internal.h"
+
+void h2t_solver__logits(const float *X, uint32_t n, uint32_t d, uint32_t k, const float *W,
+                        const float *b, float *Z)
+{
+    for (uint32_t i = 0; i < n; i++)
+        memcpy(Z + (size_t)i * k, b, k * sizeof(float));
+    if (n && d)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)k, (int)d, 1.0f, X,
+                    (int)d, W, (int)k, 1.0f, Z, (int)k);
+}
+
+uint32_t h2t_solver__argmax(const float *Z, uint32_t n, uint32_t k, const uint32_t *y,
+                            uint32_t *pred)
+{
+    uint32_t correct = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const float *z = Z + (size_t)i * k;
+        uint32_t best = 0;
+        for (uint32_t c = 1; c < k; c++)
+            if (z[c] > z[best])
+                best = c;
+        if (pred)
+            pred[i] = best;
+        if (y && y[i] == best)
+            correct++;
+    }
+    return correct;
+}
+
+/* Mean CE of logits Z (n x k). */
+static double ce_value(const float *Z, const uint32_t *y, uint32_t n, uint32_t k)
+{
+    double loss = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const float *z = Z + (size_t)i * k;
+        double m = z[0];
+        for (uint32_t c = 1; c < k; c++)
+            if (z[c] > m)
+                m = z[c];
+        double s = 0;
+        for (uint32_t c = 0; c < k; c++)
+            s += exp((double)z[c] - m);
+        loss += log(s) + m - (double)z[y[i]];
+    }
+    return n ? loss / n : 0;
+}
+
+/* Turn logits Z into R = scale * (softmax(Z) - onehot(y)) in place; gb = column sums of R. */
+static void ce_residual(float *Z, const uint32_t *y, uint32_t n, uint32_t k, double scale,
+                        float *gb)
+{
+    double *acc = gb ? calloc(k, sizeof(double)) : NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        float *z = Z + (size_t)i * k;
+        double m = z[0];
+        for (uint32_t c = 1; c < k; c++)
+            if (z[c] > m)
+                m = z[c];
+        double s = 0;
+        for (uint32_t c = 0; c < k; c++)
+            s += exp((double)z[c] - m);
+        for (uint32_t c = 0; c < k; c++) {
+            double p = exp((double)z[c] - m) / s - (c == y[i] ? 1.0 : 0.0);
+            z[c] = (float)(scale * p);
+            if (acc)
+                acc[c] += z[c];
+        }
+    }
+    if (gb) {
+        for (uint32_t c = 0; c < k; c++)
+            gb[c] = acc ? (float)acc[c] : 0.0f;
+        if (!acc) /* allocation failed: recompute without the buffer, same order per column */
+            for (uint32_t c = 0; c < k; c++) {
+                double a = 0;
+                for (uint32_t i = 0; i < n; i++)
+                    a += Z[(size_t)i * k + c];
+                gb[c] = (float)a;
+            }
+    }
+    free(acc);
+}
+
+/* G = X^T R (d x k). */
+static void grad_from_residual(const float *X, const float *R, uint32_t n, uint32_t d, uint32_t k,
+                               float *G)
+{
+    if (!n) {
+        memset(G, 0, (size_t)d * k * sizeof(float));
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)k, (int)n, 1.0f, X, (int)d, R,
+                (int)k, 0.0f, G, (int)k);
+}
+
+double h2t_solver_loss_grad(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
+                            const float *W, const float *b, float *G, float *gb)
+{
+    float *Z = malloc((size_t)n * k * sizeof(float) + 1);
+    if (!Z)
+        return NAN;
+    h2t_solver__logits(X, n, d, k, W, b, Z);
+    double f = ce_value(Z, y, n, k);
+    if (G || gb) {
+        float *gbt = gb ? gb : malloc(k * sizeof(float));
+        ce_residual(Z, y, n, k, 1.0 / n, gbt);
+        if (G)
+            grad_from_residual(X, Z, n, d, k, G);
+        if (!gb)
+            free(gbt);
+    }
+    free(Z);
+    return f;
+}
+
+int h2t_solver__grad_rownorm(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
+                             const float *W, const float *b, double *out)
+{
+    float *G = malloc((size_t)d * k * sizeof(float) + 1);
+    float *gb = malloc(k * sizeof(float));
+    if (!G || !gb) {
+        free(G);
+        free(gb);
+        return h2t_err_set(H2T_ENOMEM, "gradient buffer (%u x %u)", d, k);
+    }
+    h2t_solver_loss_grad(X, y, n, d, k, W, b, G, gb);
+    for (uint32_t j = 0; j < d; j++) {
+        double s = 0;
+        for (uint32_t c = 0; c < k; c++)
+            s += (double)G[(size_t)j * k + c] * G[(size_t)j * k + c];
+        out[j] = sqrt(s);
+    }
+    free(G);
+    free(gb);
+    return 0;
+}
+
+static double row_norm(const float *w, uint32_t k)
+{
+    double s = 0;
+    for (uint32_t c = 0; c < k; c++)
+        s += (double)w[c] * w[c];
+    return sqrt(s);
+}
+
+static double group_penalty(const float *W, uint32_t d, uint32_t k)
+{
+    double s = 0;
+    for (uint32_t j = 0; j < d; j++)
+        s += row_norm(W + (size_t)j * k, k);
+    return s;
+}
+
+double h2t_solver__kkt_group(const float *G, const float *gb, const float *W, uint32_t d,
+                             uint32_t k, double lambda)
+{
+    double r = 0;
+    for (uint32_t j = 0; j < d; j++) {
+        const float *w = W + (size_t)j * k, *g = G + (size_t)j * k;
+        double nw = row_norm(w, k), v;
+        if (nw > 0) {
+            double s = 0;
+            for (uint32_t c = 0; c < k; c++) {
+                double e = g[c] + lambda * w[c] / nw;
+                s += e * e;
+            }
+            v = sqrt(s);
+        } else {
+            v = row_norm(g, k) - lambda;
+        }
+        if (v > r)
+            r = v;
+    }
+    for (uint32_t c = 0; gb && c < k; c++)
+        if (fabs(gb[c]) > r)
+            r = fabs(gb[c]);
+    return r;
+}
+
+static double dotf(const float *a, const float *b, size_t m)
+{
+    double s = 0;
+    for (size_t i = 0; i < m; i++)
+        s += (double)a[i] * b[i];
+    return s;
+}
+
+static double maxabs(const float *a, size_t m)
+{
+    double r = 0;
+    for (size_t i = 0; i < m; i++)
+        if (fabs(a[i]) > r)
+            r = fabs(a[i]);
+    return r;
+}
+
+/* ---- FISTA for mean CE + lambda * sum_j ||W_j|| ---- */
+
+/* Wn = prox_{t lambda}(Y - t G), bn = Yb - t gb; returns the penalty sum ||Wn_j||. */
+static double prox_step(const float *Y, const float *Yb, const float *G, const float *gb,
+                        uint32_t d, uint32_t k, double t, double lambda, float *Wn, float *bn)
+{
+    double pen = 0;
+    for (uint32_t j = 0; j < d; j++) {
+        const float *y = Y + (size_t)j * k, *g = G + (size_t)j * k;
+        float *w = Wn + (size_t)j * k;
+        double s = 0;
+        for (uint32_t c = 0; c < k; c++) {
+            double v = y[c] - t * g[c];
+            s += v * v;
+        }
+        double nv = sqrt(s), thr = t * lambda;
+        if (nv <= thr) {
+            memset(w, 0, k * sizeof(float));
+        } else {
+            double f = 1.0 - thr / nv;
+            double s2 = 0;
+            for (uint32_t c = 0; c < k; c++) {
+                w[c] = (float)(f * (y[c] - t * g[c]));
+                s2 += (double)w[c] * w[c];
+            }
+            pen += sqrt(s2);
+        }
+    }
+    for (uint32_t c = 0; c < k; c++)
+        bn[c] = (float)(Yb[c] - t * gb[c]);
+    return pen;
+}
+
+/* Upper bound on the Lipschitz constant of the mean CE gradient in (W, b): the softmax
+ * Hessian is <= I/2, so L <= sigma_max([X 1])^2 / (2n); sigma_max by power iteration
+ * (30 rounds, then 5% margin; deterministic start vector). */
+static double lipschitz_bound(const float *X, uint32_t n, uint32_t d)
+{
+    float *v = malloc(((size_t)d + 1) * sizeof(float)), *u = malloc((size_t)n * sizeof(float));
+    if (!v || !u) {
+        free(v);
+        free(u);
+        return 0.5 * ((double)d + 1); /* crude but valid for rows of norm <= sqrt(d) */
+    }
+    for (uint32_t j = 0; j <= d; j++)
+        v[j] = 1.0f;
+    double s2 = 0;
+    for (int it = 0; it < 30; it++) {
+        double nv = sqrt(dotf(v, v, (size_t)d + 1));
+        for (uint32_t j = 0; j <= d; j++)
+            v[j] = (float)(v[j] / nv);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)d, 1.0f, X, (int)d, v, 1, 0.0f, u, 1);
+        for (uint32_t i = 0; i < n; i++)
+            u[i] += v[d];
+        s2 = dotf(u, u, n);
+        cblas_sgemv(CblasRowMajor, CblasTrans, (int)n, (int)d, 1.0f, X, (int)d, u, 1, 0.0f, v, 1);
+        double sb = 0;
+        for (uint32_t i = 0; i < n; i++)
+            sb += u[i];
+        v[d] = (float)sb;
+    }
+    free(v);
+    free(u);
+    return 1.05 * s2 / (2.0 * n) + 1e-12;
+}
+
+int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
+                          double lambda, const h2t_solver_opts *o, float *W, float *b, double *L,
+                          float *Gout, h2t_fit_info *info)
+{
+    size_t dk = (size_t)d * k, nk = (size_t)n * k;
+    int rc = 0;
+    float *Y = malloc(dk * sizeof(float) + 1), *Wn = malloc(dk * sizeof(float) + 1);
+    float *G = malloc(dk * sizeof(float) + 1);
+    float *Zw = malloc(nk * sizeof(float) + 1), *Zy = malloc(nk * sizeof(float) + 1);
+    float *Zn = malloc(nk * sizeof(float) + 1), *R = malloc(nk * sizeof(float) + 1);
+    float *Yb = malloc(k * sizeof(float)), *bn = malloc(k * sizeof(float));
+    float *gb = malloc(k * sizeof(float));
+    if (!Y || !Wn || !G || !Zw || !Zy || !Zn || !R || !Yb || !bn || !gb) {
+        rc = h2t_err_set(H2T_ENOMEM, "group-lasso workspace (%u x %u)", d, k);
+        goto out;
+    }
+    double Lmax = lipschitz_bound(X, n, d);
+    double Lc = (L && *L > 0) ? *L : Lmax * 0.1;
+    if (Lc > Lmax)
+        Lc = Lmax;
+    h2t_solver__logits(X, n, d, k, W, b, Zw);
+    double Fw = ce_value(Zw, y, n, k) + lambda * group_penalty(W, d, k);
+    memcpy(Y, W, dk * sizeof(float));
+    memcpy(Yb, b, k * sizeof(float));
+    memcpy(Zy, Zw, nk * sizeof(float));
+    double t = 1.0, kkt = INFINITY;
+    uint32_t it = 0;
+    int converged = 0;
+    for (it = 0; it < o->max_iter; it++) {
+        if (h2t_solver__cancelled(o)) {
+            rc = h2t_err_set(H2T_ECANCELED, "group-lasso fit cancelled");
+            goto out;
+        }
+        double fY = ce_value(Zy, y, n, k);
+        memcpy(R, Zy, nk * sizeof(float));
+        ce_residual(R, y, n, k, 1.0 / n, gb);
+        grad_from_residual(X, R, n, d, k, G);
+        double fn = 0, pen = 0;
+        Lc = Lc * 0.9 > Lmax * 1e-6 ? Lc * 0.9 : Lmax * 1e-6; /* let the estimate come down */
+        for (int bt = 0; bt < 60; bt++) {
+            pen = prox_step(Y, Yb, G, gb, d, k, 1.0 / Lc, lambda, Wn, bn);
+            h2t_solver__logits(X, n, d, k, Wn, bn, Zn);
+            fn = ce_value(Zn, y, n, k);
+            double lin = 0, sq = 0;
+            for (size_t i = 0; i < dk; i++) {
+                double dv = (double)Wn[i] - Y[i];
+                lin += G[i] * dv;
+                sq += dv * dv;
+            }
+            for (uint32_t c = 0; c < k; c++) {
+                double dv = (double)bn[c] - Yb[c];
+                lin += gb[c] * dv;
+                sq += dv * dv;
+            }
+            /* at Lmax the bound holds in exact arithmetic: accept (float noise) */
+            if (fn <= fY + lin + 0.5 * Lc * sq + 1e-12 * fabs(fY) || Lc >= Lmax)
+                break;
+            Lc = Lc * 2.0 < Lmax ? Lc * 2.0 : Lmax;
+        }
+        double Fn = fn + lambda * pen;
+        /* gradient mapping at Y (cheap optimality proxy) and the restart test */
+        double gm = 0, rs = 0;
+        for (size_t i = 0; i < dk; i++) {
+            double a = fabs(((double)Y[i] - Wn[i]) * Lc);
+            if (a > gm)
+                gm = a;
+            rs += ((double)Y[i] - Wn[i]) * ((double)Wn[i] - W[i]);
+        }
+        for (uint32_t c = 0; c < k; c++) {
+            double a = fabs(((double)Yb[c] - bn[c]) * Lc);
+            if (a > gm)
+                gm = a;
+            rs += ((double)Yb[c] - bn[c]) * ((double)bn[c] - b[c]);
+        }
+        double tn = 0.5 * (1.0 + sqrt(1.0 + 4.0 * t * t));
+        double beta = (t - 1.0) / tn;
+        if (rs > 0 || Fn > Fw) { /* adaptive restart (O'Donoghue & Candes) */
+            beta = 0;
+            tn = 1.0;
+        }
+        for (size_t i = 0; i < dk; i++) {
+            float wn = Wn[i];
+            Y[i] = (float)(wn + beta * ((double)wn - W[i]));
+            W[i] = wn;
+        }
+        for (uint32_t c = 0; c < k; c++) {
+            Yb[c] = (float)(bn[c] + beta * ((double)bn[c] - b[c]));
+            b[c] = bn[c];
+        }
+        for (size_t i = 0; i < nk; i++) {
+            float zn = Zn[i];
+            Zy[i] = (float)(zn + beta * ((double)zn - Zw[i]));
+            Zw[i] = zn;
+        }
+        Fw = Fn;
+        t = tn;
+        double tol = o->kkt_rel * lambda;
+        if (gm <= tol || (it + 1) % 25 == 0) {
+            memcpy(R, Zw, nk * sizeof(float));
+            ce_residual(R, y, n, k, 1.0 / n, gb);
+            grad_from_residual(X, R, n, d, k, G);
+            kkt = h2t_solver__kkt_group(G, gb, W, d, k, lambda);
+            if (kkt <= tol) {
+                converged = 1;
+                it++;
+                break;
+            }
+        }
+    }
+    if (!converged || Gout) { /* the final KKT residual and gradient at the returned point */
+        memcpy(R, Zw, nk * sizeof(float));
+        ce_residual(R, y, n, k, 1.0 / n, gb);
+        grad_from_residual(X, R, n, d, k, G);
+        kkt = h2t_solver__kkt_group(G, gb, W, d, k, lambda);
+        converged = kkt <= o->kkt_rel * lambda;
+        if (Gout)
+            memcpy(Gout, G, dk * sizeof(float));
+    }
+    if (L)
+        *L = Lc;
+    if (info) {
+        info->iters = it;
+        info->converged = (uint32_t)converged;
+        info->grad_norm = kkt;
+        info->objective = Fw;
+    }
+out:
+    free(Y);
+    free(Wn);
+    free(G);
+    free(Zw);
+    free(Zy);
+    free(Zn);
+    free(R);
+    free(Yb);
+    free(bn);
+    free(gb);
+    return rc;
+}
+
+/* ---- L-BFGS for mean CE + (ridge/2)||W||^2 ---- */
+
+#define LBFGS_M 10
+
+/* f and g at theta = [W (d*k), b (k)]. Z: n x k workspace. */
+static double smooth_eval(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
+                          double ridge, const float *th, float *g, float *Z)
+{
+    size_t dk = (size_t)d * k;
+    h2t_solver__logits(X, n, d, k, th, th + dk, Z);
+    double f = ce_value(Z, y, n, k);
+    ce_residual(Z, y, n, k, 1.0 / n, g + dk);
+    grad_from_residual(X, Z, n, d, k, g);
+    if (ridge > 0) {
+        double s = 0;
+        for (size_t i = 0; i < dk; i++) {
+            s += (double)th[i] * th[i];
+            g[i] = (float)(g[i] + ridge * th[i]);
+        }
+        f += 0.5 * ridge * s;
+    }
+    return f;
+}
+
+int h2t_solver__fit_smooth(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
+                           double ridge, const h2t_solver_opts *o, float *W, float *b,
+                           h2t_fit_info *info)
+{
+    size_t dk = (size_t)d * k, m = dk + k;
+    int rc = 0;
+    float *th = malloc(m * sizeof(float)), *g = malloc(m * sizeof(float));
+    float *thn = malloc(m * sizeof(float)), *gn = malloc(m * sizeof(float));
+    float *p = malloc(m * sizeof(float)), *Z = malloc((size_t)n * k * sizeof(float) + 1);
+    float *S = malloc(LBFGS_M * m * sizeof(float)), *Yv = malloc(LBFGS_M * m * sizeof(float));
+    double rho[LBFGS_M], alpha[LBFGS_M];
+    if (!th || !g || !thn || !gn || !p || !Z || !S || !Yv) {
+        rc = h2t_err_set(H2T_ENOMEM, "L-BFGS workspace (%u x %u)", d, k);
+        goto out;
+    }
+    memcpy(th, W, dk * sizeof(float));
+    memcpy(th + dk, b, k * sizeof(float));
+    double f = smooth_eval(X, y, n, d, k, ridge, th, g, Z);
+    double gmax = maxabs(g, m);
+    uint32_t it = 0, hist = 0, head = 0;
+    int converged = gmax <= o->gtol, fails = 0;
+    for (it = 0; it < o->max_iter && !converged; it++) {
+        if (h2t_solver__cancelled(o)) {
+            rc = h2t_err_set(H2T_ECANCELED, "fit cancelled");
+            goto out;
+        }
+        /* two-loop recursion, newest pair first */
+        for (size_t i = 0; i < m; i++)
+            p[i] = -g[i];
+        for (uint32_t h = 0; h < hist; h++) {
+            uint32_t s = (head + LBFGS_M - 1 - h) % LBFGS_M;
+            alpha[s] = rho[s] * dotf(S + s * m, p, m);
+            float a = (float)alpha[s];
+            const float *yv = Yv + s * m;
+            for (size_t i = 0; i < m; i++)
+                p[i] -= a * yv[i];
+        }
+        double gamma;
+        if (hist) {
+            uint32_t s = (head + LBFGS_M - 1) % LBFGS_M;
+            gamma = dotf(S + s * m, Yv + s * m, m) / dotf(Yv + s * m, Yv + s * m, m);
+        } else {
+            gamma = 1.0 / sqrt(dotf(g, g, m));
+        }
+        for (size_t i = 0; i < m; i++)
+            p[i] = (float)(p[i] * gamma);
+        for (uint32_t h = hist; h-- > 0;) {
+            uint32_t s = (head + LBFGS_M - 1 - h) % LBFGS_M;
+            double beta = rho[s] * dotf(Yv + s * m, p, m);
+            float c = (float)(alpha[s] - beta);
+            const float *sv = S + s * m;
+            for (size_t i = 0; i < m; i++)
+                p[i] += c * sv[i];
+        }
+        double gp = dotf(g, p, m);
+        if (!(gp < 0)) { /* not a descent direction: restart from steepest descent */
+            hist = 0;
+            for (size_t i = 0; i < m; i++)
+                p[i] = (float)(-g[i] / sqrt(dotf(g, g, m)));
+            gp = dotf(g, p, m);
+        }
+        double step = 1.0, fn = f;
+        int ok = 0;
+        for (int ls = 0; ls < 40; ls++) {
+            for (size_t i = 0; i < m; i++)
+                thn[i] = (float)(th[i] + step * p[i]);
+            fn = smooth_eval(X, y, n, d, k, ridge, thn, gn, Z);
+            if (fn <= f + 1e-4 * step * gp) {
+                ok = 1;
+                break;
+            }
+            step *= 0.5;
+        }
+        if (!ok) { /* no decrease at float precision: drop the memory once, then stop */
+            if (hist && fails++ == 0) {
+                hist = 0;
+                continue;
+            }
+            break;
+        }
+        fails = 0;
+        float *sv = S + head * m, *yv = Yv + head * m;
+        for (size_t i = 0; i < m; i++) {
+            sv[i] = thn[i] - th[i];
+            yv[i] = gn[i] - g[i];
+        }
+        double sy = dotf(sv, yv, m);
+        if (sy > 1e-12 * dotf(yv, yv, m)) {
+            rho[head] = 1.0 / sy;
+            head = (head + 1) % LBFGS_M;
+            if (hist < LBFGS_M)
+                hist++;
+        }
+        float *tmp = th;
+        th = thn;
+        thn = tmp;
+        tmp = g;
+        g = gn;
+        gn = tmp;
+        f = fn;
+        gmax = maxabs(g, m);
+        converged = gmax <= o->gtol;
+    }
+    memcpy(W, th, dk * sizeof(float));
+    memcpy(b, th + dk, k * sizeof(float));
+    if (info) {
+        info->iters = it;
+        info->converged = (uint32_t)converged;
+        info->grad_norm = gmax;
+        info->objective = f;
+    }
+out:
+    free(th);
+    free(g);
+    free(thn);
+    free(gn);
+    free(p);
+    free(Z);
+    free(S);
+    free(Yv);
+    return rc;
+}
+
+/* ---- the reference Adam ---- */
+
+int h2t_solver__fit_adam(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
+                         uint32_t penalty, double lambda, double lr, uint32_t steps, uint32_t batch,
+                         uint64_t seed, const h2t_solver_opts *o, float *W, float *b,
+                         h2t_fit_info *info)
+{
+    size_t dk = (size_t)d * k;
+    int rc = 0;
+    float *Xb = malloc((size_t)batch * d * sizeof(float) + 1);
+    float *Z = malloc((size_t)batch * k * sizeof(float) + 1);
+    float *G = malloc(dk * sizeof(float) + 1), *gb = malloc(k * sizeof(float));
+    float *mW = calloc(dk + 1, sizeof(float)), *vW = calloc(dk + 1, sizeof(float));
+    float *mb = calloc(k, sizeof(float)), *vb = calloc(k, sizeof(float));
+    uint32_t *perm = malloc((size_t)n * sizeof(uint32_t) + 1), *yb = malloc(batch * 4 + 4);
+    if (!Xb || !Z || !G || !gb || !mW || !vW || !mb || !vb || !perm || !yb) {
+        rc = h2t_err_set(H2T_ENOMEM, "Adam workspace (%u x %u, batch %u)", d, k, batch);
+        goto out;
+    }
+    /* Glorot-uniform init and one batch order, both from the seed */
+    uint64_t rs = seed;
+    double a = sqrt(6.0 / ((double)d + k));
+    for (size_t i = 0; i < dk; i++)
+        W[i] = (float)((2.0 * h2t_solver__rng_unif(&rs) - 1.0) * a);
+    memset(b, 0, k * sizeof(float));
+    for (uint32_t i = 0; i < n; i++)
+        perm[i] = i;
+    for (uint32_t i = n; i > 1; i--) {
+        uint32_t j = (uint32_t)(h2t_solver__rng(&rs) % i);
+        uint32_t tmp = perm[i - 1];
+        perm[i - 1] = perm[j];
+        perm[j] = tmp;
+    }
+    uint32_t nb = (n + batch - 1) / batch;
+    const double b1 = 0.9, b2 = 0.999, eps = 1e-7;
+    double b1t = 1.0, b2t = 1.0;
+    for (uint32_t t = 0; t < steps; t++) {
+        if ((t & 7) == 0 && h2t_solver__cancelled(o)) {
+            rc = h2t_err_set(H2T_ECANCELED, "Adam fit cancelled");
+            goto out;
+        }
+        uint32_t first = (t % nb) * batch, m = n - first < batch ? n - first : batch;
+        for (uint32_t i = 0; i < m; i++) {
+            memcpy(Xb + (size_t)i * d, X + (size_t)perm[first + i] * d, d * sizeof(float));
+            yb[i] = y[perm[first + i]];
+        }
+        h2t_solver__logits(Xb, m, d, k, W, b, Z);
+        ce_residual(Z, yb, m, k, 1.0 / batch, gb); /* the reference divides by 128 always */
+        grad_from_residual(Xb, Z, m, d, k, G);
+        if (penalty == H2T_PENALTY_L2) {
+            for (size_t i = 0; i < dk; i++)
+                G[i] = (float)(G[i] + lambda * W[i]);
+        } else if (penalty == H2T_PENALTY_GROUP) {
+            for (uint32_t j = 0; j < d; j++) {
+                double nw = row_norm(W + (size_t)j * k, k);
+                if (nw > 0)
+                    for (uint32_t c = 0; c < k; c++)
+                        G[(size_t)j * k + c] =
+                            (float)(G[(size_t)j * k + c] + lambda * W[(size_t)j * k + c] / nw);
+            }
+        }
+        double lrt = lr * 0.5 * (1.0 + cos(M_PI * (double)t / steps));
+        b1t *= b1;
+        b2t *= b2;
+        double at = lrt * sqrt(1.0 - b2t) / (1.0 - b1t);
+        for (size_t i = 0; i < dk; i++) {
+            mW[i] = (float)(b1 * mW[i] + (1 - b1) * G[i]);
+            vW[i] = (float)(b2 * vW[i] + (1 - b2) * (double)G[i] * G[i]);
+            W[i] = (float)(W[i] - at * mW[i] / (sqrt((double)vW[i]) + eps));
+        }
+        for (uint32_t c = 0; c < k; c++) {
+            mb[c] = (float)(b1 * mb[c] + (1 - b1) * gb[c]);
+            vb[c] = (float)(b2 * vb[c] + (1 - b2) * (double)gb[c] * gb[c]);
+            b[c] = (float)(b[c] - at * mb[c] / (sqrt((double)vb[c]) + eps));
+        }
+    }
+    if (info) { /* full-batch objective and optimality residual at the end, for the record */
+        double f = h2t_solver_loss_grad(X, y, n, d, k, W, b, G, gb);
+        double r;
+        if (penalty == H2T_PENALTY_GROUP) {
+            f += lambda * group_penalty(W, d, k);
+            r = h2t_solver__kkt_group(G, gb, W, d, k, lambda);
+        } else {
+            if (penalty == H2T_PENALTY_L2) {
+                double s = 0;
+                for (size_t i = 0; i < dk; i++) {
+                    s += (double)W[i] * W[i];
+                    G[i] = (float)(G[i] + lambda * W[i]);
+                }
+                f += 0.5 * lambda * s;
+            }
+            r = maxabs(G, dk);
+            double rb = maxabs(gb, k);
+            r = rb > r ? rb : r;
+        }
+        info->iters = steps;
+        info->converged = 1;
+        info->grad_norm = r;
+        info->objective = f;
+    }
+out:
+    free(Xb);
+    free(Z);
+    free(G);
+    free(gb);
+    free(mW);
+    free(vW);
+    free(mb);
+    free(vb);
+    free(perm);
+    free(yb);
+    return rc;
+}
+
+/* ---- working-set group lasso (strong rules, Tibshirani et al. 2012) ---- */
+
+int h2t_solver__fit_group_ws(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
+                             double lambda, double lambda_prev, const h2t_solver_opts *o, float *W,
+                             float *b, double *L, float *G, h2t_fit_info *info)
+{
+    size_t nk = (size_t)n * k;
+    int rc = 0;
+    uint32_t *set = malloc((size_t)d * sizeof(uint32_t) + 1);
+    uint8_t *in = calloc((size_t)d + 1, 1);
+    float *Z = malloc(nk * sizeof(float) + 1), *gb = malloc(k * sizeof(float));
+    float *Xs = NULL, *Ws = NULL;
+    h2t_fit_info fi = {0};
+    uint32_t total_iters = 0;
+    double fval = 0;
+    if (!set || !in || !Z || !gb) {
+        rc = h2t_err_set(H2T_ENOMEM, "working set (%u features)", d);
+        goto out;
+    }
+    /* the strong set from the gradient at the start point, plus the non-zero rows */
+    if (!(lambda_prev > 0)) {
+        h2t_solver__logits(X, n, d, k, W, b, Z);
+        ce_residual(Z, y, n, k, 1.0 / n, gb);
+        grad_from_residual(X, Z, n, d, k, G);
+        lambda_prev = lambda;
+    }
+    double thr = 2 * lambda - lambda_prev;
+    uint32_t m = 0;
+    for (uint32_t j = 0; j < d; j++)
+        if (row_norm(G + (size_t)j * k, k) >= thr || row_norm(W + (size_t)j * k, k) > 0) {
+            in[j] = 1;
+            set[m++] = j;
+        }
+    for (int round = 0; round < 100; round++) {
+        if (h2t_solver__cancelled(o)) {
+            rc = h2t_err_set(H2T_ECANCELED, "group-lasso fit cancelled");
+            goto out;
+        }
+        free(Xs);
+        free(Ws);
+        Xs = malloc((size_t)n * m * sizeof(float) + 1);
+        Ws = malloc((size_t)m * k * sizeof(float) + 1);
+        if (!Xs || !Ws) {
+            rc = h2t_err_set(H2T_ENOMEM, "working set %u x %u", n, m);
+            goto out;
+        }
+        for (uint32_t i = 0; i < n; i++)
+            for (uint32_t q = 0; q < m; q++)
+                Xs[(size_t)i * m + q] = X[(size_t)i * d + set[q]];
+        for (uint32_t q = 0; q < m; q++)
+            memcpy(Ws + (size_t)q * k, W + (size_t)set[q] * k, k * sizeof(float));
+        if (m) {
+            rc = h2t_solver__fit_group(Xs, y, n, m, k, lambda, o, Ws, b, L, NULL, &fi);
+            if (rc < 0)
+                goto out;
+        } else { /* only the bias: a smooth fit with no features */
+            rc = h2t_solver__fit_smooth(Xs, y, n, 0, k, 0, o, Ws, b, &fi);
+            if (rc < 0)
+                goto out;
+        }
+        total_iters += fi.iters;
+        for (uint32_t q = 0; q < m; q++)
+            memcpy(W + (size_t)set[q] * k, Ws + (size_t)q * k, k * sizeof(float));
+        /* full gradient at the solution; rows outside the set must satisfy KKT */
+        h2t_solver__logits(Xs, n, m, k, Ws, b, Z);
+        fval = ce_value(Z, y, n, k);
+        ce_residual(Z, y, n, k, 1.0 / n, gb);
+        grad_from_residual(X, Z, n, d, k, G);
+        uint32_t added = 0;
+        for (uint32_t j = 0; j < d; j++)
+            if (!in[j] && row_norm(G + (size_t)j * k, k) > lambda * (1 + o->kkt_rel)) {
+                in[j] = 1;
+                added++;
+            }
+        if (!added)
+            break;
+        m = 0;
+        for (uint32_t j = 0; j < d; j++)
+            if (in[j])
+                set[m++] = j;
+    }
+    if (info) {
+        info->iters = total_iters;
+        info->converged = fi.converged;
+        info->grad_norm = h2t_solver__kkt_group(G, gb, W, d, k, lambda);
+        info->converged = info->grad_norm <= o->kkt_rel * lambda;
+        info->objective = fval + lambda * group_penalty(W, d, k);
+    }
+out:
+    free(set);
+    free(in);
+    free(Z);
+    free(gb);
+    free(Xs);
+    free(Ws);
+    return rc;
+}

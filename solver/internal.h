@@ -1,0 +1,87 @@
+/*
+ * solver/internal.h - shared between the solver's own files; not a public contract.
+ * Matrices are row-major floats: X n x d (samples x features), W d x k (row j = feature j),
+ * logits n x k. Every reduction runs in a fixed order (determinism).
+ */
+#ifndef H2T_SOLVER_INTERNAL_H
+#define H2T_SOLVER_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "solver/solver.h"
+
+typedef struct h2t_solver_opts {
+    uint32_t max_iter;
+    double gtol;              /* smooth fits: max-abs gradient stop */
+    double kkt_rel;           /* group fits: KKT residual <= kkt_rel * lambda */
+    double ridge;             /* extra (ridge/2)||W||^2 on smooth fits */
+    const atomic_int *cancel; /* may be NULL */
+} h2t_solver_opts;
+
+static inline int h2t_solver__cancelled(const h2t_solver_opts *o)
+{
+    return o->cancel && atomic_load_explicit(o->cancel, memory_order_relaxed) != 0;
+}
+
+/* Group-lasso fit by FISTA at lambda, warm start in W, b; *L is the Lipschitz estimate
+ * (in/out; <= 0 = unknown). G (d x k, may be NULL) receives the gradient of the mean CE at the
+ * solution. Returns 0, H2T_ENOMEM, H2T_ECANCELED. */
+int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
+                          double lambda, const h2t_solver_opts *o, float *W, float *b, double *L,
+                          float *G, h2t_fit_info *info);
+
+/* The same fit restricted to a working set: the strong-rule set from G (the full gradient at
+ * the start point, d x k; lambda_prev <= 0: computed here), fitted with fit_group, then every
+ * KKT violator outside the set added and refitted until none. On return G is the full
+ * gradient at the solution. */
+int h2t_solver__fit_group_ws(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
+                             double lambda, double lambda_prev, const h2t_solver_opts *o, float *W,
+                             float *b, double *L, float *G, h2t_fit_info *info);
+
+/* Smooth fit (mean CE + (ridge/2)||W||^2) by L-BFGS from W, b. */
+int h2t_solver__fit_smooth(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
+                           double ridge, const h2t_solver_opts *o, float *W, float *b,
+                           h2t_fit_info *info);
+
+/* Reference Adam fit (see solver.h) from a Glorot init drawn from seed; writes W, b. penalty
+ * H2T_PENALTY_*: NONE, L2 ((lambda/2)||W||^2), GROUP (lambda sum ||W_j||, subgradient 0 at a
+ * zero row). */
+int h2t_solver__fit_adam(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
+                         uint32_t penalty, double lambda, double lr, uint32_t steps, uint32_t batch,
+                         uint64_t seed, const h2t_solver_opts *o, float *W, float *b,
+                         h2t_fit_info *info);
+
+/* Logits Z = X W + b (n x k). */
+void h2t_solver__logits(const float *X, uint32_t n, uint32_t d, uint32_t k, const float *W,
+                        const float *b, float *Z);
+/* argmax per row (ties: lowest class); returns number of rows with pred == y (y may be NULL,
+ * then 0). pred may be NULL. */
+uint32_t h2t_solver__argmax(const float *Z, uint32_t n, uint32_t k, const uint32_t *y,
+                            uint32_t *pred);
+
+/* Gradient row norms ||G_j||_2 of the mean CE at (W, b), d entries (double). */
+int h2t_solver__grad_rownorm(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
+                             const float *W, const float *b, double *out);
+
+/* Group-lasso KKT residual at (W, b) given the gradient G, gb: max over rows of
+ * ||G_j + lambda W_j/||W_j|| || (non-zero rows) or max(0, ||G_j|| - lambda) (zero rows), and
+ * |gb_c|. */
+double h2t_solver__kkt_group(const float *G, const float *gb, const float *W, uint32_t d,
+                             uint32_t k, double lambda);
+
+/* Deterministic generator (splitmix64). */
+static inline uint64_t h2t_solver__rng(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+/* Uniform double in [0, 1). */
+static inline double h2t_solver__rng_unif(uint64_t *s)
+{
+    return (double)(h2t_solver__rng(s) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+#endif

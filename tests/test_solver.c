@@ -1,0 +1,522 @@
+/* Solver tests: group-lasso recovery, KKT optimality, determinism, CV, bad input, blobs. */
+#include <stdatomic.h>
+#include <sys/stat.h>
+
+#include "common/err.h"
+#include "common/util.h"
+#include "solver/solver.h"
+#include "tests/test.h"
+
+/* Synthetic task: n samples, L layers of dim dl, K classes; only the features in inf[] carry
+ * the class (mean +-amp by class), everything else is N(0, 1) noise. */
+typedef struct synth {
+    uint32_t n_tr, n_te, L, dl, K, D;
+    float *xtr, *xte;
+    uint32_t *ytr, *yte, *dims;
+} synth;
+
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double gauss(uint64_t *s)
+{
+    double u = ((rng_next(s) >> 11) + 1.0) / 9007199254740993.0;
+    double v = (rng_next(s) >> 11) / 9007199254740992.0;
+    return sqrt(-2 * log(u)) * cos(2 * M_PI * v);
+}
+
+static void synth_make(synth *t, uint32_t n_tr, uint32_t n_te, uint32_t L, uint32_t dl, uint32_t K,
+                       const uint32_t *inf, uint32_t n_inf, double amp, uint64_t seed)
+{
+    t->n_tr = n_tr;
+    t->n_te = n_te;
+    t->L = L;
+    t->dl = dl;
+    t->K = K;
+    t->D = L * dl;
+    t->xtr = malloc((size_t)n_tr * t->D * sizeof(float));
+    t->xte = malloc((size_t)n_te * t->D * sizeof(float) + 4);
+    t->ytr = malloc(n_tr * sizeof(uint32_t));
+    t->yte = malloc(n_te * sizeof(uint32_t) + 4);
+    t->dims = malloc(L * sizeof(uint32_t));
+    for (uint32_t l = 0; l < L; l++)
+        t->dims[l] = dl;
+    uint64_t s = seed;
+    /* class means of the informative features: a fixed random sign pattern per class */
+    float *mu = calloc((size_t)K * t->D, sizeof(float));
+    for (uint32_t q = 0; q < n_inf; q++)
+        for (uint32_t c = 0; c < K && inf[q] < t->D; c++)
+            mu[(size_t)c * t->D + inf[q]] = (float)(amp * cos(2 * M_PI * (c + q) / K));
+    for (uint32_t i = 0; i < n_tr + n_te; i++) {
+        int tr = i < n_tr;
+        uint32_t c = (uint32_t)(rng_next(&s) % K);
+        float *x = tr ? t->xtr + (size_t)i * t->D : t->xte + (size_t)(i - n_tr) * t->D;
+        (tr ? t->ytr : t->yte)[tr ? i : i - n_tr] = c;
+        for (uint32_t j = 0; j < t->D; j++)
+            x[j] = (float)(mu[(size_t)c * t->D + j] + gauss(&s));
+    }
+    free(mu);
+}
+
+static void synth_free(synth *t)
+{
+    free(t->xtr);
+    free(t->xte);
+    free(t->ytr);
+    free(t->yte);
+    free(t->dims);
+}
+
+static h2t_dataset synth_data(const synth *t)
+{
+    h2t_dataset d = {.n_train = t->n_tr,
+                     .n_test = t->n_te,
+                     .n_classes = t->K,
+                     .n_layers = t->L,
+                     .x_train = t->xtr,
+                     .y_train = t->ytr,
+                     .x_test = t->xte,
+                     .y_test = t->yte,
+                     .layer_dims = t->dims};
+    return d;
+}
+
+/* per-layer normalised copy of the train rows (what the solver fits on) */
+static float *normalised(const synth *t)
+{
+    float *X = malloc((size_t)t->n_tr * t->D * sizeof(float));
+    for (uint32_t i = 0; i < t->n_tr; i++)
+        for (uint32_t l = 0; l < t->L; l++) {
+            const float *x = t->xtr + (size_t)i * t->D + l * t->dl;
+            float *o = X + (size_t)i * t->D + l * t->dl;
+            double s = 0;
+            for (uint32_t c = 0; c < t->dl; c++)
+                s += (double)x[c] * x[c];
+            for (uint32_t c = 0; c < t->dl; c++)
+                o[c] = (float)(x[c] / sqrt(s));
+        }
+    return X;
+}
+
+static double lambda_max(const float *X, const uint32_t *y, uint32_t n, uint32_t D, uint32_t K)
+{
+    float *W = calloc((size_t)D * K, sizeof(float)), *b = calloc(K, sizeof(float));
+    float *G = malloc((size_t)D * K * sizeof(float)), *gb = malloc(K * sizeof(float));
+    /* intercept-only bias: log class frequencies (the start of the solver's path) */
+    for (uint32_t c = 0; c < K; c++) {
+        uint32_t cnt = 0;
+        for (uint32_t i = 0; i < n; i++)
+            cnt += y[i] == c;
+        b[c] = (float)log(cnt / (double)n);
+    }
+    h2t_solver_loss_grad(X, y, n, D, K, W, b, G, gb);
+    double m = 0;
+    for (uint32_t j = 0; j < D; j++) {
+        double s = 0;
+        for (uint32_t c = 0; c < K; c++)
+            s += (double)G[(size_t)j * K + c] * G[(size_t)j * K + c];
+        m = sqrt(s) > m ? sqrt(s) : m;
+    }
+    free(W);
+    free(b);
+    free(G);
+    free(gb);
+    return m;
+}
+
+static const uint32_t INF6[] = {3, 57, 60, 120, 121, 199};
+
+TEST(solver_group_lasso_finds_informative_features)
+{
+    synth t;
+    synth_make(&t, 300, 100, 4, 50, 3, INF6, 6, 1.0, 11);
+    float *X = normalised(&t);
+    double lmax = lambda_max(X, t.ytr, t.n_tr, t.D, t.K);
+    /* one exact fit at 0.3 lambda_max: the support is the informative set */
+    float *W = calloc((size_t)t.D * t.K, sizeof(float)), *b = calloc(t.K, sizeof(float));
+    h2t_fit_info fi;
+    ASSERT_OK(
+        h2t_solver_fit(X, t.ytr, t.n_tr, t.D, t.K, H2T_PENALTY_GROUP, 0.3 * lmax, NULL, W, b, &fi));
+    ASSERT_EQ(fi.converged, 1);
+    uint32_t nz = 0, hit = 0;
+    for (uint32_t j = 0; j < t.D; j++) {
+        int on = 0;
+        for (uint32_t c = 0; c < t.K; c++)
+            on |= W[(size_t)j * t.K + c] != 0;
+        nz += on;
+        for (int q = 0; q < 6; q++)
+            hit += on && INF6[q] == j;
+    }
+    ASSERT_EQ(hit, 6);
+    ASSERT_LE(nz, 8);
+    /* head2toe end to end: keep 6 of 200 features -> exactly the informative ones */
+    h2t_train_spec sp;
+    h2t_train_spec_default(&sp, H2T_METHOD_HEAD2TOE);
+    sp.folds = 1;
+    sp.n_lambdas = 1;
+    sp.lambdas[0] = 0.3 * lmax;
+    sp.n_keeps = 1;
+    sp.keeps[0] = 6.0 / 200;
+    h2t_dataset d = synth_data(&t);
+    h2t_result *r = NULL;
+    ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r));
+    ASSERT_EQ(r->n_kept, 6);
+    ASSERT_EQ(r->ranking, H2T_RANK_PATH_ENTRY);
+    for (int q = 0; q < 6; q++) {
+        ASSERT_EQ(r->features[q].layer, INF6[q] / 50);
+        ASSERT_EQ(r->features[q].index, INF6[q] % 50);
+    }
+    /* layer 2 keeps 2 (120, 121), layer 0: 1, layer 1: 2, layer 3: 1 */
+    ASSERT_EQ(r->layer_kept[0], 1);
+    ASSERT_EQ(r->layer_kept[1], 2);
+    ASSERT_EQ(r->layer_kept[2], 2);
+    ASSERT_EQ(r->layer_kept[3], 1);
+    ASSERT_EQ(r->final_fit.converged, 1);
+    ASSERT_GE(r->test_acc, 0.9);
+    h2t_result_destroy(r);
+    free(W);
+    free(b);
+    free(X);
+    synth_free(&t);
+}
+
+/* KKT at the fast path's solution, tolerance 1e-2 * lambda (the solver's stop test):
+ * zero rows ||G_j|| <= lambda (1 + 1e-2); non-zero rows ||G_j + lambda W_j/||W_j|| || <=
+ * 1e-2 lambda; bias gradient |g_c| <= 1e-2 lambda. Gradient recomputed independently. */
+TEST(solver_fast_path_kkt)
+{
+    synth t;
+    synth_make(&t, 200, 10, 3, 40, 4, INF6, 3, 0.7, 5);
+    float *X = normalised(&t);
+    double lmax = lambda_max(X, t.ytr, t.n_tr, t.D, t.K);
+    double lams[] = {0.5 * lmax, 0.1 * lmax, 0.02 * lmax};
+    float *W = calloc((size_t)t.D * t.K, sizeof(float)), *b = calloc(t.K, sizeof(float));
+    float *G = malloc((size_t)t.D * t.K * sizeof(float)), *gb = malloc(t.K * sizeof(float));
+    for (int q = 0; q < 3; q++) {
+        double lam = lams[q];
+        h2t_fit_info fi;
+        ASSERT_OK(
+            h2t_solver_fit(X, t.ytr, t.n_tr, t.D, t.K, H2T_PENALTY_GROUP, lam, NULL, W, b, &fi));
+        ASSERT_EQ(fi.converged, 1);
+        h2t_solver_loss_grad(X, t.ytr, t.n_tr, t.D, t.K, W, b, G, gb);
+        uint32_t nz = 0;
+        for (uint32_t j = 0; j < t.D; j++) {
+            const float *w = W + (size_t)j * t.K, *g = G + (size_t)j * t.K;
+            double nw = 0, ng = 0;
+            for (uint32_t c = 0; c < t.K; c++) {
+                nw += (double)w[c] * w[c];
+                ng += (double)g[c] * g[c];
+            }
+            nw = sqrt(nw);
+            ng = sqrt(ng);
+            if (nw == 0) {
+                ASSERT_LE(ng, lam * (1 + 1e-2));
+            } else {
+                nz++;
+                double e = 0;
+                for (uint32_t c = 0; c < t.K; c++) {
+                    double v = g[c] + lam * w[c] / nw;
+                    e += v * v;
+                }
+                ASSERT_LE(sqrt(e), 1e-2 * lam);
+            }
+        }
+        for (uint32_t c = 0; c < t.K; c++)
+            ASSERT_LE(fabs(gb[c]), 1e-2 * lam);
+        ASSERT_GT(nz, 0);
+        ASSERT_LT(nz, t.D);
+    }
+    free(W);
+    free(b);
+    free(G);
+    free(gb);
+    free(X);
+    synth_free(&t);
+}
+
+/* The smooth fits converge to a small gradient, and the L2 optimum satisfies grad = 0. */
+TEST(solver_l2_fit_converges)
+{
+    synth t;
+    synth_make(&t, 150, 10, 2, 30, 3, INF6, 2, 0.5, 9);
+    float *X = normalised(&t);
+    float *W = calloc((size_t)t.D * t.K, sizeof(float)), *b = calloc(t.K, sizeof(float));
+    float *G = malloc((size_t)t.D * t.K * sizeof(float)), gb[3];
+    h2t_fit_info fi;
+    ASSERT_OK(h2t_solver_fit(X, t.ytr, t.n_tr, t.D, t.K, H2T_PENALTY_L2, 1e-3, NULL, W, b, &fi));
+    ASSERT_EQ(fi.converged, 1);
+    h2t_solver_loss_grad(X, t.ytr, t.n_tr, t.D, t.K, W, b, G, gb);
+    for (uint32_t i = 0; i < t.D * t.K; i++)
+        ASSERT_LE(fabs(G[i] + 1e-3 * W[i]), 2e-5);
+    free(W);
+    free(b);
+    free(G);
+    free(X);
+    synth_free(&t);
+}
+
+static int blob_run(const synth *t, uint32_t method, uint32_t opt, void **blob, size_t *len,
+                    h2t_result **keep)
+{
+    h2t_train_spec sp;
+    h2t_train_spec_default(&sp, method);
+    sp.optimizer = opt;
+    sp.folds = 3;
+    sp.steps = 60;
+    sp.seed = 42;
+    if (method == H2T_METHOD_HEAD2TOE) {
+        sp.n_lambdas = 2;
+        sp.lambdas[0] = 3e-3;
+        sp.lambdas[1] = 1e-3;
+        sp.n_keeps = 2;
+        sp.keeps[0] = 0.05;
+        sp.keeps[1] = 0.2;
+    }
+    h2t_dataset d = synth_data(t);
+    h2t_result *r = NULL;
+    int rc = h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r);
+    if (rc < 0)
+        return rc;
+    r->t_load = r->t_cv = r->t_final = r->t_total = 0; /* timings differ run to run */
+    rc = h2t_result_encode(r, blob, len);
+    if (keep)
+        *keep = r;
+    else
+        h2t_result_destroy(r);
+    return rc;
+}
+
+TEST(solver_deterministic_bit_identical)
+{
+    synth t;
+    synth_make(&t, 120, 40, 3, 30, 3, INF6, 4, 0.8, 3);
+    uint32_t methods[] = {H2T_METHOD_HEAD2TOE, H2T_METHOD_ALL};
+    for (int opt = 0; opt < 2; opt++)
+        for (int m = 0; m < 2; m++) {
+            void *b1 = NULL, *b2 = NULL;
+            size_t l1 = 0, l2 = 0;
+            ASSERT_OK(blob_run(&t, methods[m], (uint32_t)opt, &b1, &l1, NULL));
+            ASSERT_OK(blob_run(&t, methods[m], (uint32_t)opt, &b2, &l2, NULL));
+            ASSERT_EQ(l1, l2);
+            ASSERT(memcmp(b1, b2, l1) == 0);
+            free(b1);
+            free(b2);
+        }
+    synth_free(&t);
+}
+
+TEST(solver_cv_result_consistent)
+{
+    synth t;
+    synth_make(&t, 150, 60, 4, 25, 3, INF6, 5, 0.9, 21);
+    void *blob = NULL;
+    size_t len = 0;
+    h2t_result *r = NULL;
+    ASSERT_OK(blob_run(&t, H2T_METHOD_HEAD2TOE, H2T_OPT_FAST, &blob, &len, &r));
+    ASSERT_EQ(r->n_lambdas, 2);
+    ASSERT_EQ(r->n_keeps, 2);
+    ASSERT_EQ(r->folds, 3);
+    ASSERT(r->lambdas[0] > r->lambdas[1]);
+    /* the chosen cell has the best mean validation accuracy; fold mean matches */
+    double best = 0, m = 0;
+    for (uint32_t c = 0; c < 4; c++)
+        best = r->cv_acc[c] > best ? r->cv_acc[c] : best;
+    ASSERT_NEAR(r->val_acc, best, 1e-12);
+    for (uint32_t f = 0; f < 3; f++)
+        m += r->fold_acc[f];
+    ASSERT_NEAR(m / 3, r->val_acc, 1e-12);
+    ASSERT_EQ(r->n_kept, (uint32_t)floor(100 * r->keep));
+    /* exact test accuracy, and predict() on raw features agrees with it */
+    uint32_t *pred = malloc(t.n_te * sizeof(uint32_t)), corr = 0;
+    ASSERT_OK(h2t_result_predict(r, t.xte, t.n_te, pred));
+    for (uint32_t i = 0; i < t.n_te; i++)
+        corr += pred[i] == t.yte[i];
+    ASSERT_EQ(corr, r->test_correct);
+    ASSERT_NEAR(r->test_acc, (double)corr / t.n_te, 1e-12);
+    ASSERT_EQ(r->final_fit.converged, 1);
+    /* the blob round-trips and re-encodes to the same bytes */
+    h2t_result *r2 = NULL;
+    ASSERT_OK(h2t_result_decode(blob, len, &r2));
+    void *blob2 = NULL;
+    size_t len2 = 0;
+    ASSERT_OK(h2t_result_encode(r2, &blob2, &len2));
+    ASSERT_EQ(len, len2);
+    ASSERT(memcmp(blob, blob2, len) == 0);
+    /* damage is detected */
+    ((uint8_t *)blob2)[len2 / 2] ^= 1;
+    h2t_result *r3 = NULL;
+    ASSERT_EQ(h2t_result_decode(blob2, len2, &r3), H2T_ECORRUPT);
+    ASSERT(r3 == NULL);
+    ASSERT_EQ(h2t_result_decode(blob, 10, &r3), H2T_ECORRUPT);
+    /* export */
+    ASSERT_OK(h2t_result_export(r, "head"));
+    struct stat stw;
+    ASSERT_EQ(stat("head/weights.npy", &stw), 0);
+    ASSERT_EQ((long long)stw.st_size, 128 + 4LL * r->n_classes * r->n_kept);
+    FILE *f = fopen("head/result.json", "r");
+    ASSERT(f != NULL);
+    char js[8192] = {0};
+    ASSERT_GT(fread(js, 1, sizeof(js) - 1, f), 0);
+    fclose(f);
+    ASSERT_CONTAINS(js, "\"method\": \"head2toe\"");
+    ASSERT_CONTAINS(js, "path-entry");
+    free(pred);
+    free(blob);
+    free(blob2);
+    h2t_result_destroy(r);
+    h2t_result_destroy(r2);
+    synth_free(&t);
+}
+
+TEST(solver_adam_head2toe_selects)
+{
+    synth t;
+    synth_make(&t, 256, 60, 4, 50, 3, INF6, 6, 1.0, 11);
+    h2t_train_spec sp;
+    h2t_train_spec_default(&sp, H2T_METHOD_HEAD2TOE);
+    sp.optimizer = H2T_OPT_ADAM;
+    sp.folds = 1;
+    sp.n_lambdas = 1;
+    sp.lambdas[0] = 1e-2;
+    sp.n_keeps = 1;
+    sp.keeps[0] = 6.0 / 200;
+    sp.steps = 300;
+    sp.lr = 0.01;
+    h2t_dataset d = synth_data(&t);
+    h2t_result *r = NULL;
+    ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r));
+    ASSERT_EQ(r->ranking, H2T_RANK_SCORE);
+    ASSERT_EQ(r->final_fit.iters, 300);
+    uint32_t hit = 0;
+    for (uint32_t c = 0; c < r->n_kept; c++)
+        for (int q = 0; q < 6; q++)
+            hit += r->features[c].layer * 50 + r->features[c].index == INF6[q];
+    ASSERT_GE(hit, 5);
+    ASSERT_GE(r->test_acc, 0.85);
+    h2t_result_destroy(r);
+    synth_free(&t);
+}
+
+static void count_progress(void *ud, double frac, const char *stage)
+{
+    double *last = ud;
+    if (frac + 1e-12 < last[0] || !stage[0])
+        last[1] = 1; /* went backwards: flag */
+    last[0] = frac;
+    last[2]++;
+}
+
+TEST(solver_progress_and_cancel)
+{
+    synth t;
+    synth_make(&t, 100, 20, 2, 20, 3, INF6, 2, 0.8, 1);
+    h2t_train_spec sp;
+    h2t_train_spec_default(&sp, H2T_METHOD_HEAD2TOE);
+    h2t_dataset d = synth_data(&t);
+    double pr[3] = {0, 0, 0};
+    h2t_result *r = NULL;
+    ASSERT_OK(h2t_solver_run_data(&d, &sp, count_progress, pr, NULL, &r));
+    ASSERT_NEAR(pr[0], 1.0, 1e-12);
+    ASSERT_EQ(pr[1], 0);
+    ASSERT_GT(pr[2], 10);
+    h2t_result_destroy(r);
+    r = NULL;
+    atomic_int cancel = 1;
+    ASSERT_EQ(h2t_solver_run_data(&d, &sp, NULL, NULL, &cancel, &r), H2T_ECANCELED);
+    ASSERT(r == NULL);
+    synth_free(&t);
+}
+
+TEST(solver_bad_input)
+{
+    synth t;
+    synth_make(&t, 60, 20, 2, 10, 3, INF6, 2, 0.8, 1);
+    h2t_dataset d = synth_data(&t);
+    h2t_train_spec sp;
+    h2t_result *r = NULL;
+    h2t_train_spec_default(&sp, H2T_METHOD_HEAD2TOE);
+    sp.lambdas[1] = -1e-4;
+    ASSERT_EQ(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "lambda");
+    h2t_train_spec_default(&sp, H2T_METHOD_HEAD2TOE);
+    sp.keeps[0] = 0;
+    ASSERT_EQ(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "keep");
+    sp.keeps[0] = 1.5;
+    ASSERT_EQ(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r), H2T_EINVAL);
+    h2t_train_spec_default(&sp, H2T_METHOD_HEAD2TOE);
+    h2t_dataset one = d;
+    uint32_t *y1 = calloc(t.n_tr, sizeof(uint32_t));
+    one.y_train = y1;
+    ASSERT_EQ(h2t_solver_run_data(&one, &sp, NULL, NULL, NULL, &r), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "one class");
+    one = d;
+    one.n_classes = 1;
+    ASSERT_EQ(h2t_solver_run_data(&one, &sp, NULL, NULL, NULL, &r), H2T_EINVAL);
+    one = d;
+    one.n_train = 0;
+    ASSERT_EQ(h2t_solver_run_data(&one, &sp, NULL, NULL, NULL, &r), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "empty train");
+    one = d;
+    one.n_test = 0;
+    ASSERT_EQ(h2t_solver_run_data(&one, &sp, NULL, NULL, NULL, &r), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "empty test");
+    /* NaN in layer 1, train sample 7 */
+    t.xtr[7 * t.D + 10 + 3] = NAN;
+    ASSERT_EQ(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r), H2T_ENUMERIC);
+    ASSERT_CONTAINS(h2t_err_detail(), "layer 1");
+    ASSERT_CONTAINS(h2t_err_detail(), "sample 7");
+    t.xtr[7 * t.D + 13] = 0;
+    t.xte[2 * t.D + 1] = INFINITY;
+    ASSERT_EQ(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r), H2T_ENUMERIC);
+    ASSERT_CONTAINS(h2t_err_detail(), "test sample 2");
+    t.xte[2 * t.D + 1] = 0;
+    /* too big for the allowed memory: the error says how much it needs */
+    sp.mem_limit = 1000;
+    ASSERT_EQ(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r), H2T_ETOOBIG);
+    ASSERT_CONTAINS(h2t_err_detail(), "6400 bytes");
+    sp.mem_limit = 0;
+    uint32_t bad_layer = 5;
+    sp.layers = &bad_layer;
+    sp.n_layers = 1;
+    ASSERT_EQ(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r), H2T_EINVAL);
+    ASSERT(r == NULL);
+    free(y1);
+    synth_free(&t);
+}
+
+TEST(solver_linear_uses_last_layer)
+{
+    synth t;
+    synth_make(&t, 90, 30, 3, 12, 3, INF6, 1, 1.0, 2);
+    h2t_dataset d = synth_data(&t);
+    h2t_train_spec sp;
+    h2t_train_spec_default(&sp, H2T_METHOD_LINEAR);
+    sp.folds = 3;
+    h2t_result *r = NULL;
+    ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r));
+    ASSERT_EQ(r->n_layers, 1);
+    ASSERT_EQ(r->layer_ids[0], 2);
+    ASSERT_EQ(r->n_kept, 12);
+    ASSERT_EQ(r->features[0].layer, 2);
+    ASSERT_EQ(r->n_lambdas, 4);
+    ASSERT_EQ(r->final_fit.converged, 1);
+    uint32_t pred[30], corr = 0;
+    ASSERT_OK(h2t_result_predict(r, t.xte + 24, 0, pred)); /* n = 0 is fine */
+    /* predict takes rows over the result's layers only */
+    float *x = malloc(30 * 12 * sizeof(float));
+    for (uint32_t i = 0; i < 30; i++)
+        memcpy(x + i * 12, t.xte + (size_t)i * t.D + 24, 12 * sizeof(float));
+    ASSERT_OK(h2t_result_predict(r, x, 30, pred));
+    for (uint32_t i = 0; i < 30; i++)
+        corr += pred[i] == t.yte[i];
+    ASSERT_EQ(corr, r->test_correct);
+    free(x);
+    h2t_result_destroy(r);
+    synth_free(&t);
+}
