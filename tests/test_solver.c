@@ -520,3 +520,111 @@ TEST(solver_linear_uses_last_layer)
     h2t_result_destroy(r);
     synth_free(&t);
 }
+
+/* The store front end assembles the same matrix as the in-memory one: identical heads. A
+ * sample that was never written is a clear error. */
+TEST(solver_store_matches_memory)
+{
+    synth t;
+    synth_make(&t, 120, 30, 3, 20, 3, INF6, 4, 0.9, 8);
+    uint32_t N = t.n_tr + t.n_te;
+    h2t_store *st = NULL;
+    ASSERT_OK(h2t_store_open("st", H2T_STORE_CREATE | H2T_STORE_NOSYNC, &st));
+    h2t_source s = {0};
+    snprintf(s.name, sizeof(s.name), "synth");
+    snprintf(s.uri, sizeof(s.uri), "npy:/synth.npy");
+    s.hash[0] = 3;
+    s.n_samples = N + 10;
+    s.n_classes = 3;
+    char *cn[3] = {"a", "b", "c"};
+    s.class_names = cn;
+    uint32_t *lab = calloc(N + 10, 4);
+    uint8_t *spl = calloc(N + 10, 1);
+    for (uint32_t i = 0; i < N; i++)
+        lab[i] = i < t.n_tr ? t.ytr[i] : t.yte[i - t.n_tr];
+    s.labels = lab;
+    s.split = spl;
+    uint32_t src, model, ext;
+    int reused;
+    ASSERT_OK(h2t_store_source_put(st, &s, &src, &reused));
+    h2t_model_rec m = {0};
+    snprintf(m.name, sizeof(m.name), "net");
+    m.sha256[0] = 1;
+    ASSERT_OK(h2t_store_model_put(st, &m, &model, &reused));
+    h2t_layer_info L[3];
+    memset(L, 0, sizeof(L));
+    for (uint32_t l = 0; l < 3; l++) {
+        snprintf(L[l].name, sizeof(L[l].name), "layer%u", l);
+        snprintf(L[l].op, sizeof(L[l].op), "Conv");
+        L[l].rank = 2;
+        L[l].shape[0] = 20;
+        L[l].dim = 20;
+    }
+    h2t_extraction e = {0};
+    e.source = src;
+    e.model = model;
+    e.n_samples = N + 10; /* the last 10 are never written */
+    e.n_layers = 3;
+    e.layers = L;
+    e.config_hash[0] = 9;
+    ASSERT_OK(h2t_store_extraction_begin(st, &e, &ext, &reused));
+    float *buf[3];
+    for (uint32_t l = 0; l < 3; l++) {
+        buf[l] = malloc((size_t)N * 20 * 4);
+        for (uint32_t i = 0; i < N; i++) {
+            const float *x =
+                i < t.n_tr ? t.xtr + (size_t)i * t.D : t.xte + (size_t)(i - t.n_tr) * t.D;
+            memcpy(buf[l] + (size_t)i * 20, x + l * 20, 20 * 4);
+        }
+    }
+    ASSERT_OK(h2t_store_features_write(st, ext, 0, N, (const float *const *)buf));
+    h2t_task task = {0};
+    snprintf(task.name, sizeof(task.name), "t");
+    task.extraction = ext;
+    task.n_classes = 3;
+    task.class_names = cn;
+    uint32_t *tr = malloc(t.n_tr * 4), *te = malloc(t.n_te * 4);
+    for (uint32_t i = 0; i < t.n_tr; i++)
+        tr[i] = i;
+    for (uint32_t i = 0; i < t.n_te; i++)
+        te[i] = t.n_tr + i;
+    task.n_train = t.n_tr;
+    task.train = tr;
+    task.train_labels = t.ytr;
+    task.n_test = t.n_te;
+    task.test = te;
+    task.test_labels = t.yte;
+    h2t_train_spec sp;
+    h2t_train_spec_default(&sp, H2T_METHOD_HEAD2TOE);
+    sp.folds = 3;
+    sp.n_lambdas = 1;
+    sp.lambdas[0] = 2e-3;
+    sp.n_keeps = 2;
+    sp.keeps[0] = 0.05;
+    sp.keeps[1] = 0.1;
+    h2t_result *r1 = NULL, *r2 = NULL;
+    ASSERT_OK(h2t_solver_run(st, &task, &sp, NULL, NULL, NULL, &r1));
+    h2t_dataset d = synth_data(&t);
+    ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r2));
+    ASSERT_EQ(r1->n_kept, r2->n_kept);
+    ASSERT(memcmp(r1->weights, r2->weights, (size_t)r1->n_kept * 3 * 4) == 0);
+    ASSERT(memcmp(r1->features, r2->features, (size_t)r1->n_kept * 8) == 0);
+    ASSERT_EQ(r1->test_correct, r2->test_correct);
+    ASSERT_STREQ(r1->layer_names[1], "layer1");
+    /* a test sample that was never extracted */
+    te[3] = N + 5;
+    h2t_result *r3 = NULL;
+    int rc = h2t_solver_run(st, &task, &sp, NULL, NULL, NULL, &r3);
+    ASSERT_EQ(rc, H2T_ENOTFOUND);
+    ASSERT(r3 == NULL);
+    h2t_result_destroy(r1);
+    h2t_result_destroy(r2);
+    for (uint32_t l = 0; l < 3; l++)
+        free(buf[l]);
+    free(tr);
+    free(te);
+    free(lab);
+    free(spl);
+    h2t_store_close(st);
+    synth_free(&t);
+}
