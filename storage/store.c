@@ -460,12 +460,44 @@ static int st_run(h2t_store *st, int write, st_txn_fn fn, void *ctx)
     }
 }
 
+/* "features (extraction 1, layer 2, sample 64)": the key of table t in words */
+static void key_desc(int t, const MDB_val *k, char *buf, size_t len)
+{
+    const uint8_t *p = k->mv_data;
+    if (t == T_META || t == T_TASKS)
+        snprintf(buf, len, "%s '%.*s'", table_names[t], (int)(k->mv_size < 200 ? k->mv_size : 200),
+                 (const char *)p);
+    else if (t == T_FEATURES && k->mv_size == 10)
+        snprintf(buf, len, "features (extraction %u, layer %u, sample %u)", h2t_be32_get(p),
+                 h2t_be16_get(p + 4), h2t_be32_get(p + 6));
+    else if (t == T_STATS && k->mv_size == 6)
+        snprintf(buf, len, "stats (extraction %u, layer %u)", h2t_be32_get(p), h2t_be16_get(p + 4));
+    else if (t == T_LABELS && k->mv_size == 8)
+        snprintf(buf, len, "labels (source %u, sample %u)", h2t_be32_get(p), h2t_be32_get(p + 4));
+    else if (k->mv_size == 8)
+        snprintf(buf, len, "%s %llu", table_names[t], (unsigned long long)h2t_be64_get(p));
+    else if (k->mv_size == 4)
+        snprintf(buf, len, "%s %u", table_names[t], h2t_be32_get(p));
+    else
+        snprintf(buf, len, "%s (a %zu-byte key)", table_names[t], k->mv_size);
+}
+
+/* translate rc of an operation on one key; the detail names the store, table and key */
+static int st_mdbk(const h2t_store *st, int rc, const char *verb, int t, const MDB_val *k)
+{
+    char what[320];
+    int n = snprintf(what, sizeof(what), "%s ", verb);
+    key_desc(t, k, what + n, sizeof(what) - (size_t)n);
+    return st_mdb(st, rc, what);
+}
+
 static int st_put(h2t_store *st, MDB_txn *txn, int t, MDB_val *k, const void *d, size_t n,
                   unsigned flags, const char *what)
 {
+    (void)what;
     MDB_val v = {n, (void *)d};
     int rc = mdb_put(txn, st->dbi[t], k, &v, flags);
-    return rc ? st_mdb(st, rc, what) : 0;
+    return rc ? st_mdbk(st, rc, "writing", t, k) : 0;
 }
 
 /* next id: one past the last key of a table keyed by u32/u64 ids (ids start at 1) */
@@ -959,7 +991,7 @@ static int source_get_fn(h2t_store *st, MDB_txn *txn, void *ctx)
     if (rc == MDB_NOTFOUND)
         return h2t_err_set(H2T_ENOTFOUND, "source %u not in store %s", c->id, st->dir);
     if (rc)
-        return st_mdb(st, rc, "reading a source");
+        return st_mdbk(st, rc, "reading", T_SOURCES, &k.v);
     h2t_source *s;
     if ((rc = source_decode(st, &v, c->id, &s)) < 0)
         return rc;
@@ -1189,7 +1221,7 @@ static int model_get_fn(h2t_store *st, MDB_txn *txn, void *ctx)
     if (rc == MDB_NOTFOUND)
         return h2t_err_set(H2T_ENOTFOUND, "model %u not in store %s", c->id, st->dir);
     if (rc)
-        return st_mdb(st, rc, "reading a model");
+        return st_mdbk(st, rc, "reading", T_MODELS, &k.v);
     return model_decode(st, &v, c->id, &c->rec);
 }
 
@@ -1358,7 +1390,7 @@ static int ext_load(h2t_store *st, MDB_txn *txn, uint32_t id, h2t_extraction **o
     if (rc == MDB_NOTFOUND)
         return h2t_err_set(H2T_ENOTFOUND, "extraction %u not in store %s", id, st->dir);
     if (rc)
-        return st_mdb(st, rc, "reading an extraction");
+        return st_mdbk(st, rc, "reading", T_EXTRACTIONS, &k.v);
     return ext_decode(st, &v, id, out);
 }
 
@@ -1442,13 +1474,13 @@ static int ext_begin_fn(h2t_store *st, MDB_txn *txn, void *ctx)
         return h2t_err_set(H2T_ENOTFOUND, "extraction: source %u not in store %s", s->source,
                            st->dir);
     if (rc)
-        return st_mdb(st, rc, "reading a source");
+        return st_mdbk(st, rc, "reading", T_SOURCES, &k.v);
     rc = mdb_get(txn, st->dbi[T_MODELS], key_u32(&k, s->model), &v);
     if (rc == MDB_NOTFOUND)
         return h2t_err_set(H2T_ENOTFOUND, "extraction: model %u not in store %s", s->model,
                            st->dir);
     if (rc)
-        return st_mdb(st, rc, "reading a model");
+        return st_mdbk(st, rc, "reading", T_MODELS, &k.v);
     uint64_t id;
     if ((rc = st_next_id(st, txn, T_EXTRACTIONS, &id)) < 0)
         return rc;
@@ -1702,7 +1734,7 @@ static int feat_merge(h2t_store *st, MDB_txn *txn, feat_write_ctx *c, uint16_t l
     MDB_val bv = {old + nb, NULL};
     rc = mdb_put(txn, st->dbi[T_FEATURES], key_feat(&k, c->ext, l, pf), &bv, MDB_RESERVE);
     if (rc)
-        return st_mdb(st, rc, "writing features");
+        return st_mdbk(st, rc, "writing", T_FEATURES, &k.v);
     memcpy(bv.mv_data, c->merge, old);
     rows_put((uint8_t *)bv.mv_data + old, c->layers[l], (size_t)c->n * dim, esize);
     return 1;
@@ -1767,7 +1799,7 @@ static int feat_write_fn(h2t_store *st, MDB_txn *txn, void *ctx)
             memcpy(sv + 24, &inf, 8);
             memcpy(sv + 32, &ninf, 8);
         } else if (rc) {
-            rc = st_mdb(st, rc, "reading statistics");
+            rc = st_mdbk(st, rc, "reading", T_STATS, &k.v);
             goto out;
         } else if (v.mv_size != stats_bytes(dim)) {
             rc = h2t_err_set(H2T_ECORRUPT, "store %s: statistics of extraction %u layer %u damaged",
@@ -1877,7 +1909,7 @@ static int feat_write_fn(h2t_store *st, MDB_txn *txn, void *ctx)
             goto out;
         }
         if (rc) {
-            rc = st_mdb(st, rc, "writing features");
+            rc = st_mdbk(st, rc, "writing", T_FEATURES, &k.v);
             goto out;
         }
         rows_put(bv.mv_data, x, (size_t)n * dim, esize);
@@ -2195,7 +2227,7 @@ static int stats_get_fn(h2t_store *st, MDB_txn *txn, void *ctx)
         rc = h2t_err_set(H2T_ECORRUPT, "store %s: statistics of extraction %u layer %u damaged",
                          st->dir, c->ext, c->layer);
     else if (rc)
-        rc = st_mdb(st, rc, "reading statistics");
+        rc = st_mdbk(st, rc, "reading", T_STATS, &k.v);
     if (rc < 0) {
         h2t_layer_stats_destroy(s);
         return rc;
@@ -2369,7 +2401,7 @@ static int task_put_fn(h2t_store *st, MDB_txn *txn, void *ctx)
     if (rc == 0 && !c->replace)
         return h2t_err_set(H2T_EEXIST, "task '%s' already exists in store %s", t->name, st->dir);
     if (rc && rc != MDB_NOTFOUND)
-        return st_mdb(st, rc, "reading a task");
+        return st_mdbk(st, rc, "reading", T_TASKS, &k.v);
     wbuf b = {0};
     task_encode(&b, t, h2t_wall_ms());
     rc = b.oom ? h2t_err_set(H2T_ENOMEM, "encoding task %s", t->name)
@@ -2400,7 +2432,7 @@ static int task_get_fn(h2t_store *st, MDB_txn *txn, void *ctx)
     if (rc == MDB_NOTFOUND)
         return h2t_err_set(H2T_ENOTFOUND, "no task '%s' in store %s", c->name, st->dir);
     if (rc)
-        return st_mdb(st, rc, "reading a task");
+        return st_mdbk(st, rc, "reading", T_TASKS, &k.v);
     return task_decode(st, kv, &v, 1, &c->out);
 }
 
@@ -2569,7 +2601,7 @@ static int job_load(h2t_store *st, MDB_txn *txn, uint64_t id, h2t_job **out)
         return h2t_err_set(H2T_ENOTFOUND, "no job %llu in store %s", (unsigned long long)id,
                            st->dir);
     if (rc)
-        return st_mdb(st, rc, "reading a job");
+        return st_mdbk(st, rc, "reading", T_JOBS, &k.v);
     return job_decode(st, &v, id, out);
 }
 
@@ -2729,7 +2761,7 @@ static int result_get_fn(h2t_store *st, MDB_txn *txn, void *ctx)
         return h2t_err_set(H2T_ENOTFOUND, "no result for job %llu in store %s",
                            (unsigned long long)c->id, st->dir);
     if (rc)
-        return st_mdb(st, rc, "reading a result");
+        return st_mdbk(st, rc, "reading", T_RESULTS, &k.v);
     c->blob = malloc(v.mv_size ? v.mv_size : 1);
     if (!c->blob)
         return h2t_err_set(H2T_ENOMEM, "result of job %llu", (unsigned long long)c->id);

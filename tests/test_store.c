@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -894,7 +895,7 @@ TEST(store_jobs_roundtrip)
 typedef struct thr_arg {
     fixture *f;
     uint32_t dim;
-    volatile int *stop;
+    atomic_int *stop;
     int errors, reads;
 } thr_arg;
 
@@ -902,7 +903,7 @@ static void *reader_thread(void *p)
 {
     thr_arg *a = p;
     float *v = malloc(a->dim * 4);
-    while (!*a->stop) {
+    while (!atomic_load(a->stop)) {
         h2t_extraction *e;
         if (h2t_store_extraction_get(a->f->st, a->f->ext, &e) != 0) {
             a->errors++;
@@ -929,7 +930,7 @@ TEST(store_threads_read_while_writing)
     ASSERT_OK(h2t_store_open_map("db", H2T_STORE_CREATE | H2T_STORE_NOSYNC, 256 << 10, &f.st));
     h2t_store_close(f.st);
     fixture_make(&f, "db", 1200, dims, 1, H2T_DTYPE_F32);
-    volatile int stop = 0;
+    atomic_int stop = 0;
     thr_arg args[3];
     pthread_t th[3];
     for (int i = 0; i < 3; i++) {
@@ -938,7 +939,7 @@ TEST(store_threads_read_while_writing)
     }
     for (uint32_t at = 0; at < 1200; at += 40)
         write_range(&f, dims, 1, at, 40);
-    stop = 1;
+    atomic_store(&stop, 1);
     for (int i = 0; i < 3; i++) {
         pthread_join(th[i], NULL);
         ASSERT_EQ(args[i].errors, 0);
@@ -975,4 +976,66 @@ TEST(store_small_batches_stay_compact)
         ASSERT_EQ(m[i * 5 + 4], fval(1, pick[i], 4));
     free(m);
     h2t_store_close(f.st);
+}
+
+/* overwrite one value of a table with raw LMDB */
+static void raw_put(const char *dir, const char *table, const void *key, size_t klen,
+                    const void *val, size_t vlen)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    ASSERT_EQ(mdb_env_open(env, dir, 0, 0644), 0);
+    ASSERT_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, table, 0, &dbi), 0);
+    MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
+    ASSERT_EQ(mdb_put(txn, dbi, &k, &v, 0), 0);
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+TEST(store_damaged_records)
+{
+    uint32_t dims[2] = {16, 4};
+    fixture f;
+    fixture_make(&f, "db", 20, dims, 2, H2T_DTYPE_F32);
+    write_range(&f, dims, 2, 0, 10);
+    h2t_store_close(f.st);
+    /* a feature block whose size is not a whole number of rows */
+    uint8_t fk[10];
+    h2t_be32_put(fk, f.ext);
+    h2t_be16_put(fk + 4, 0);
+    h2t_be32_put(fk + 6, 0);
+    raw_put("db", "features", fk, 10, "12345", 5);
+    /* statistics of the wrong size */
+    raw_put("db", "stats", fk, 6, "xyz", 3);
+    h2t_store *st;
+    ASSERT_OK(h2t_store_open("db", 0, &st));
+    float v[16];
+    ASSERT_EQ(h2t_store_feature_get(st, f.ext, 0, 3, v, 16), H2T_ECORRUPT);
+    ASSERT_CONTAINS(h2t_err_detail(), "feature block");
+    ASSERT_OK(h2t_store_feature_get(st, f.ext, 1, 3, v, 4)); /* the other layer is intact */
+    h2t_layer_stats *s;
+    ASSERT_EQ(h2t_store_stats_get(st, f.ext, 0, &s), H2T_ECORRUPT);
+    ASSERT_CONTAINS(h2t_err_detail(), "statistics");
+    h2t_store_close(st);
+    /* a damaged extraction record */
+    uint8_t ek[4];
+    h2t_be32_put(ek, f.ext);
+    raw_put("db", "extractions", ek, 4, "garbage", 7);
+    ASSERT_OK(h2t_store_open("db", 0, &st));
+    h2t_extraction *e;
+    ASSERT_EQ(h2t_store_extraction_get(st, f.ext, &e), H2T_ECORRUPT);
+    ASSERT_CONTAINS(h2t_err_detail(), "extractions");
+    h2t_extraction **list;
+    size_t n;
+    ASSERT_EQ(h2t_store_extraction_list(st, &list, &n), H2T_ECORRUPT);
+    ASSERT_EQ(h2t_store_feature_get(st, f.ext, 1, 3, v, 4), H2T_ECORRUPT);
+    /* other tables still work */
+    h2t_source *src;
+    ASSERT_OK(h2t_store_source_get(st, f.src, &src));
+    h2t_source_destroy(src);
+    h2t_store_close(st);
 }
