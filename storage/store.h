@@ -17,7 +17,10 @@
  *
  * Threads: one h2t_store may be shared by any number of threads; each call runs its own
  * transaction on the calling thread. Readers never block the writer (LMDB MVCC); writers are
- * serialised. The map grows by itself when full; callers never see MDB_MAP_FULL.
+ * serialised. The map grows by itself when full; callers never see MDB_MAP_FULL. Growing
+ * waits until no transaction of this process is live: do not write on a thread that holds a
+ * zero-copy reader (a write that must grow the map then fails with H2T_EBUSY after 30 s).
+ * Any write on a store opened H2T_STORE_RDONLY fails with H2T_EPERM.
  *
  * Crash safety: a feature batch, its statistics and the extraction's progress marker
  * (samples_done) are committed in one write transaction, so after a crash the marker always
@@ -25,7 +28,9 @@
  *
  * Keys are big-endian so cursor order is numeric order. Features are stored in blocks (one
  * value per written batch per layer, keyed by its first sample) so that LMDB's page overhead
- * stays small; reads are per sample and hide the blocks.
+ * stays small; a batch under 128 KiB extends the layer's previous block when that one is also
+ * under 128 KiB (in the same transaction). Reads are per sample and hide the blocks.
+ * Feature and statistics values are in host byte order (x86-64: little-endian).
  */
 #ifndef H2T_STORAGE_STORE_H
 #define H2T_STORAGE_STORE_H
