@@ -49,7 +49,10 @@ enum {
     H2T_STORE_NOSYNC = 4, /* no fsync per commit: survives a killed process, not a power cut */
 };
 
-/* Open (or with H2T_STORE_CREATE create) the store in directory dir.
+/* Open (or with H2T_STORE_CREATE create) the store in directory dir. CREATE makes the
+ * directory (not its parents) or uses an empty one; a non-empty directory without a store is
+ * refused (H2T_ECORRUPT) rather than filled. Open a directory once per process and share the
+ * handle (LMDB's rule: a second handle in the same process breaks the first one's locks).
  * Errors: H2T_ENOTFOUND (no store there and no CREATE), H2T_EPERM (no permission),
  * H2T_EVERSION (written by another format version: detail gives both), H2T_ECORRUPT (not an
  * h2tdb store / damaged), H2T_EIO, H2T_ENOMEM. */
