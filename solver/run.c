@@ -1019,7 +1019,12 @@ int h2t_solver_fit(const float *X, const uint32_t *y, uint32_t n, uint32_t d, ui
         info = &tmp;
     if (penalty == H2T_PENALTY_GROUP) {
         double L = 0;
-        return h2t_solver__fit_group(X, y, n, d, k, lambda, &o, W, b, &L, NULL, info);
+        float *G = malloc((size_t)d * k * sizeof(float));
+        if (!G)
+            return h2t_err_set(H2T_ENOMEM, "gradient %u x %u", d, k);
+        int rc = h2t_solver__fit_group_ws(X, y, n, d, k, lambda, 0, &o, W, b, &L, G, info);
+        free(G);
+        return rc;
     }
     double ridge = penalty == H2T_PENALTY_L2 ? lambda : spec->final_l2;
     return h2t_solver__fit_smooth(X, y, n, d, k, ridge, &o, W, b, info);

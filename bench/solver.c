@@ -1,0 +1,288 @@
+/*
+ * bench/solver.c - the solver against its peers on one synthetic 1000 x 50k problem (the shape
+ * of a real Head2Toe matrix: 50 layers x 1000 features, 10 classes, per-layer L2-normalised),
+ * every figure measured in this run, single-threaded everywhere (OPENBLAS_NUM_THREADS=1 for
+ * h2tdb, numpy and R):
+ *   (a) L2 linear probe: h2tdb L-BFGS vs scikit-learn LogisticRegression(lbfgs), same C
+ *   (b) group lasso along the same 10-point lambda path: h2tdb FISTA + strong rules vs glmnet
+ *       type.multinomial="grouped", objectives computed by the same R code
+ *   (c) the full Head2Toe search: 5 folds x 2 lambdas x 5 keeps + final head
+ *   plus OpenBLAS sgemm's peak (1000^2 x 4096) next to the solver's effective GFLOP/s.
+ *   build/bench/solver [n_train n_test layers dim classes]   (peers need python3-sklearn, glmnet)
+ */
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "common/util.h"
+#include "solver/solver.h"
+
+static uint64_t rng(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double gauss(uint64_t *s)
+{
+    double u = ((rng(s) >> 11) + 1.0) / 9007199254740993.0, v = (rng(s) >> 11) / 9007199254740992.0;
+    return sqrt(-2 * log(u)) * cos(2 * M_PI * v);
+}
+
+static int dump(const char *dir, const char *name, const void *p, size_t bytes)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(p, 1, bytes, f) != bytes || fclose(f) != 0) {
+        fprintf(stderr, "bench solver: cannot write %s\n", path);
+        return -1;
+    }
+    return 0;
+}
+
+static void normalise(float *X, uint32_t n, uint32_t L, uint32_t dl)
+{
+    for (uint32_t i = 0; i < n; i++)
+        for (uint32_t l = 0; l < L; l++) {
+            float *x = X + ((size_t)i * L + l) * dl;
+            double q = 0;
+            for (uint32_t j = 0; j < dl; j++)
+                q += (double)x[j] * x[j];
+            for (uint32_t j = 0; j < dl; j++)
+                x[j] = (float)(x[j] / sqrt(q));
+        }
+}
+
+static double accuracy(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t K,
+                       const float *W, const float *b)
+{
+    float *Z = malloc((size_t)n * K * 4);
+    for (uint32_t i = 0; i < n; i++)
+        memcpy(Z + (size_t)i * K, b, K * 4);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)K, (int)d, 1, X, (int)d, W,
+                (int)K, 1, Z, (int)K);
+    uint32_t c = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t best = 0;
+        for (uint32_t k = 1; k < K; k++)
+            if (Z[(size_t)i * K + k] > Z[(size_t)i * K + best])
+                best = k;
+        c += best == y[i];
+    }
+    free(Z);
+    return (double)c / n;
+}
+
+static double sgemm_peak(void)
+{
+    int m = 1000, k = 4096;
+    float *A = malloc((size_t)m * k * 4), *B = malloc((size_t)k * m * 4),
+          *C = malloc((size_t)m * m * 4);
+    for (size_t i = 0; i < (size_t)m * k; i++) {
+        A[i] = (float)(i % 13) * 0.01f;
+        B[i] = (float)(i % 7) * 0.01f;
+    }
+    double best = 0;
+    for (int r = 0; r < 3; r++) {
+        double t = h2t_now_s();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, m, k, 1, A, k, B, m, 0, C, m);
+        double g = 2.0 * m * m * k / (h2t_now_s() - t) / 1e9;
+        best = g > best ? g : best;
+    }
+    free(A);
+    free(B);
+    free(C);
+    return best;
+}
+
+static int run_peer(const char *cmd, char *line, size_t len)
+{
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    line[0] = 0;
+    char buf[1024];
+    while (fgets(buf, sizeof(buf), p))
+        if (!strncmp(buf, "sklearn ", 8) || !strncmp(buf, "glmnet ", 7))
+            snprintf(line, len, "%s", buf);
+    int st = pclose(p);
+    return st == 0 && line[0] ? 0 : -1;
+}
+
+int main(int argc, char **argv)
+{
+    uint32_t ntr = argc > 1 ? (uint32_t)atoi(argv[1]) : 1000;
+    uint32_t nte = argc > 2 ? (uint32_t)atoi(argv[2]) : 1000;
+    uint32_t L = argc > 3 ? (uint32_t)atoi(argv[3]) : 50;
+    uint32_t dl = argc > 4 ? (uint32_t)atoi(argv[4]) : 1000;
+    uint32_t K = argc > 5 ? (uint32_t)atoi(argv[5]) : 10;
+    uint32_t D = L * dl;
+    setenv("OPENBLAS_NUM_THREADS", "1", 1);
+    setenv("OMP_NUM_THREADS", "1", 1);
+    openblas_set_num_threads(1);
+    printf("bench solver: %u train + %u test samples, %u layers x %u = %u features, %u classes, "
+           "1 thread\n",
+           ntr, nte, L, dl, D, K);
+    /* data: 1 in 50 features carries the class (a random mean per class), the rest noise */
+    float *Xtr = malloc((size_t)ntr * D * 4), *Xte = malloc((size_t)nte * D * 4);
+    float *mu = calloc((size_t)K * D, 4);
+    uint32_t *ytr = malloc(ntr * 4), *yte = malloc(nte * 4);
+    int32_t *yi = malloc((ntr > nte ? ntr : nte) * 4);
+    uint64_t s = 2024;
+    for (uint32_t j = 0; j < D; j += 50)
+        for (uint32_t c = 0; c < K; c++)
+            mu[(size_t)c * D + j] = (float)(0.5 * gauss(&s));
+    for (uint32_t i = 0; i < ntr + nte; i++) {
+        uint32_t c = (uint32_t)(rng(&s) % K);
+        float *x = i < ntr ? Xtr + (size_t)i * D : Xte + (size_t)(i - ntr) * D;
+        (i < ntr ? ytr : yte)[i < ntr ? i : i - ntr] = c;
+        for (uint32_t j = 0; j < D; j++)
+            x[j] = (float)(mu[(size_t)c * D + j] + gauss(&s));
+    }
+    normalise(Xtr, ntr, L, dl);
+    normalise(Xte, nte, L, dl);
+    char dir[] = "/tmp/h2t-bench-solver-XXXXXX";
+    if (!mkdtemp(dir))
+        return 1;
+    for (uint32_t i = 0; i < ntr; i++)
+        yi[i] = (int32_t)ytr[i];
+    if (dump(dir, "Xtr.f32", Xtr, (size_t)ntr * D * 4) || dump(dir, "ytr.i32", yi, ntr * 4))
+        return 1;
+    for (uint32_t i = 0; i < nte; i++)
+        yi[i] = (int32_t)yte[i];
+    if (dump(dir, "Xte.f32", Xte, (size_t)nte * D * 4) || dump(dir, "yte.i32", yi, nte * 4))
+        return 1;
+    double peak = sgemm_peak();
+    printf("OpenBLAS sgemm peak (1000x1000x4096): %.1f GFLOP/s\n", peak);
+    float *W = calloc((size_t)D * K, 4), *b = calloc(K, 4);
+    h2t_train_spec sp;
+    h2t_train_spec_default(&sp, H2T_METHOD_ALL);
+    h2t_fit_info fi;
+    char cmd[8192], line[1024];
+
+    /* (a) L2 probe, lambda = 1 / (C n) */
+    double C = 1.0, lam = 1.0 / (C * ntr);
+    double t0 = h2t_now_s();
+    int rc = h2t_solver_fit(Xtr, ytr, ntr, D, K, H2T_PENALTY_L2, lam, &sp, W, b, &fi);
+    double ta = h2t_now_s() - t0;
+    if (rc < 0) {
+        fprintf(stderr, "fit: %s\n", h2t_err_detail());
+        return 1;
+    }
+    double acc = accuracy(Xte, yte, nte, D, K, W, b);
+    double gf = 4.0 * ntr * D * K * (fi.iters + 1) / ta / 1e9;
+    printf("(a) h2tdb L2 probe (C=%g): %.3f s, %u iters, |grad|max %.2g, test acc %.4f, "
+           ">= %.1f GFLOP/s (%.0f%% of sgemm peak)\n",
+           C, ta, fi.iters, fi.grad_norm, acc, gf, 100 * gf / peak);
+    snprintf(cmd, sizeof(cmd), "/usr/bin/python3 bench/solver_sklearn.py %s %u %u %u %u %g", dir,
+             ntr, nte, D, K, C);
+    if (run_peer(cmd, line, sizeof(line)) == 0) {
+        double ts = 0, as = 0;
+        int it = 0;
+        sscanf(line + 8, "%lf %lf %d", &ts, &as, &it);
+        printf("(a) sklearn lbfgs: %.3f s, %d iters, test acc %.4f -> h2tdb %.1fx faster\n", ts, it,
+               as, ts / ta);
+    } else {
+        printf("(a) sklearn: not run (python3-sklearn missing?)\n");
+    }
+
+    /* (b) group lasso along a 10-point path from lambda_max to 0.05 lambda_max */
+    memset(W, 0, (size_t)D * K * 4);
+    float *G = malloc((size_t)D * K * 4), gb[64];
+    for (uint32_t c = 0; c < K; c++) {
+        uint32_t cnt = 0;
+        for (uint32_t i = 0; i < ntr; i++)
+            cnt += ytr[i] == c;
+        b[c] = (float)log((cnt ? cnt : 0.5) / (double)ntr);
+    }
+    h2t_solver_loss_grad(Xtr, ytr, ntr, D, K, W, b, G, gb);
+    double lmax = 0;
+    for (uint32_t j = 0; j < D; j++) {
+        double q = 0;
+        for (uint32_t c = 0; c < K; c++)
+            q += (double)G[(size_t)j * K + c] * G[(size_t)j * K + c];
+        lmax = sqrt(q) > lmax ? sqrt(q) : lmax;
+    }
+    double path[10];
+    for (int q = 0; q < 10; q++)
+        path[q] = lmax * pow(0.05, (q + 1) / 10.0);
+    if (dump(dir, "path.f64", path, sizeof(path)))
+        return 1;
+    t0 = h2t_now_s();
+    uint32_t iters = 0;
+    for (int q = 0; q < 10; q++) {
+        if ((rc = h2t_solver_fit(Xtr, ytr, ntr, D, K, H2T_PENALTY_GROUP, path[q], &sp, W, b, &fi)) <
+            0) {
+            fprintf(stderr, "fit: %s\n", h2t_err_detail());
+            return 1;
+        }
+        iters += fi.iters;
+    }
+    double tb = h2t_now_s() - t0;
+    printf("(b) h2tdb group lasso path to lambda %.4g (%.2f lambda_max): %.3f s, %u inner iters, "
+           "KKT %.2g (converged %u), objective %.9g\n",
+           path[9], 0.05, tb, iters, fi.grad_norm, fi.converged, fi.objective);
+    if (dump(dir, "W.f32", W, (size_t)D * K * 4) || dump(dir, "b.f32", b, K * 4))
+        return 1;
+    snprintf(cmd, sizeof(cmd), "Rscript bench/solver_glmnet.R %s %u %u %u", dir, ntr, D, K);
+    if (run_peer(cmd, line, sizeof(line)) == 0) {
+        double tg = 0, og = 0, oh = 0;
+        int nzg = 0, nzh = 0;
+        sscanf(line + 7, "%lf %lf %d %lf %d", &tg, &og, &nzg, &oh, &nzh);
+        printf("(b) glmnet grouped: %.3f s, objective %.9g (%d rows) vs h2tdb %.9g (%d rows), "
+               "rel %+.2e -> h2tdb %.1fx faster\n",
+               tg, og, nzg, oh, nzh, (oh - og) / og, tg / tb);
+    } else {
+        printf("(b) glmnet: not run (r-cran-glmnet missing?)\n");
+    }
+
+    /* (c) the whole Head2Toe search */
+    h2t_train_spec hs;
+    h2t_train_spec_default(&hs, H2T_METHOD_HEAD2TOE);
+    uint32_t *dims = malloc(L * 4);
+    for (uint32_t l = 0; l < L; l++)
+        dims[l] = dl;
+    h2t_dataset ds = {.n_train = ntr,
+                      .n_test = nte,
+                      .n_classes = K,
+                      .n_layers = L,
+                      .x_train = Xtr,
+                      .y_train = ytr,
+                      .x_test = Xte,
+                      .y_test = yte,
+                      .layer_dims = dims};
+    h2t_result *r = NULL;
+    t0 = h2t_now_s();
+    if ((rc = h2t_solver_run_data(&ds, &hs, NULL, NULL, NULL, &r)) < 0) {
+        fprintf(stderr, "head2toe: %s\n", h2t_err_detail());
+        return 1;
+    }
+    double tc = h2t_now_s() - t0;
+    printf("(c) h2tdb head2toe 5-fold x %u lambdas x %u keeps + final: %.3f s (cv %.3f, final "
+           "%.3f), lambda %g keep %g, val %.4f test %.4f, final head converged %u (|grad|max "
+           "%.2g, %u iters)\n",
+           hs.n_lambdas, hs.n_keeps, tc, r->t_cv, r->t_final, r->lambda, r->keep, r->val_acc,
+           r->test_acc, r->final_fit.converged, r->final_fit.grad_norm, r->final_fit.iters);
+    h2t_result_destroy(r);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "bench solver: could not remove %s\n", dir);
+    free(Xtr);
+    free(Xte);
+    free(mu);
+    free(ytr);
+    free(yte);
+    free(yi);
+    free(W);
+    free(b);
+    free(G);
+    free(dims);
+    return 0;
+}
