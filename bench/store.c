@@ -42,8 +42,8 @@ static void die(int rc, const char *what)
     exit(1);
 }
 
-static uint32_t make_store(const char *dir, unsigned flags, uint32_t batch, float **feat,
-                           double *seconds)
+static uint32_t make_store(const char *dir, unsigned flags, uint32_t dtype, uint32_t batch,
+                           float **feat, double *seconds)
 {
     h2t_store *st;
     int rc;
@@ -66,7 +66,7 @@ static uint32_t make_store(const char *dir, unsigned flags, uint32_t batch, floa
     h2t_extraction e = {0};
     e.source = sid;
     e.model = mid;
-    e.dtype = H2T_DTYPE_F32;
+    e.dtype = dtype;
     e.n_samples = NS;
     e.n_layers = NL;
     e.layers = L;
@@ -85,6 +85,48 @@ static uint32_t make_store(const char *dir, unsigned flags, uint32_t batch, floa
     *seconds = h2t_now_s() - t0;
     h2t_store_close(st);
     return ext;
+}
+
+/* assemble the design matrix from the store at dir `runs` times (after one warm-up), each
+ * next to a memcpy of the same bytes; check the result against the written values */
+static void assemble(const char *dir, uint32_t ext, float *mat, const float *flat, size_t raw,
+                     int runs, double *rd, double *rmc, float **feat, int f16)
+{
+    h2t_store *st;
+    int rc = h2t_store_open(dir, H2T_STORE_RDONLY, &st);
+    if (rc < 0)
+        die(rc, "reopen");
+    for (int r = 0; r < runs + 1; r++) { /* run 0 warms the page cache and the mapping */
+        double t0 = h2t_now_s();
+        for (uint32_t l = 0; l < NL; l++)
+            if ((rc = h2t_store_layer_read(st, ext, l, NULL, 0, NS, mat + (size_t)l * DIM,
+                                           (size_t)NL * DIM)) < 0)
+                die(rc, "layer_read");
+        double t1 = h2t_now_s();
+        memcpy(mat, flat, raw);
+        double t2 = h2t_now_s();
+        if (r > 0) {
+            rd[r - 1] = t1 - t0;
+            rmc[r - 1] = t2 - t1;
+        }
+    }
+    /* the assembled matrix must hold the written values */
+    for (int l = 0; l < NL; l += 7) {
+        h2t_store_layer_read(st, ext, (uint32_t)l, NULL, 0, NS, mat + (size_t)l * DIM,
+                             (size_t)NL * DIM);
+        for (int s = 0; s < NS; s += 97)
+            for (int j = 0; j < DIM; j++) {
+                float want = feat[l][(size_t)s * DIM + j];
+                if (f16)
+                    want = h2t_f16_to_f32(h2t_f32_to_f16(want));
+                if (mat[(size_t)s * NL * DIM + (size_t)l * DIM + j] == want)
+                    continue;
+                fprintf(stderr, "bench/store: assembled matrix differs at layer %d sample %d\n", l,
+                        s);
+                exit(1);
+            }
+    }
+    h2t_store_close(st);
 }
 
 int main(int argc, char **argv)
@@ -127,12 +169,12 @@ int main(int argc, char **argv)
     int wruns = runs < 3 ? runs : 3; /* each write run builds a fresh 205 MB store */
     for (int r = 0; r < wruns; r++) {
         snprintf(dir, sizeof(dir), "%s/n%d", base, r); /* without fsync per batch */
-        make_store(dir, H2T_STORE_NOSYNC, batch, feat, &wns[r]);
+        make_store(dir, H2T_STORE_NOSYNC, H2T_DTYPE_F32, batch, feat, &wns[r]);
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
         if (system(cmd) != 0)
             fprintf(stderr, "bench/store: could not remove %s\n", dir);
         snprintf(dir, sizeof(dir), "%s/s%d", base, r);
-        ext = make_store(dir, 0, batch, feat, &wr[r]);
+        ext = make_store(dir, 0, H2T_DTYPE_F32, batch, feat, &wr[r]);
         double t0 = h2t_now_s();
         for (int l = 0; l < NL; l++)
             memcpy(mat + (size_t)l * NS * DIM, feat[l], (size_t)NS * DIM * 4);
@@ -147,37 +189,14 @@ int main(int argc, char **argv)
                 fprintf(stderr, "bench/store: could not remove %s\n", dir);
         }
     }
-    h2t_store *st;
-    int rc = h2t_store_open(dir, H2T_STORE_RDONLY, &st);
-    if (rc < 0)
-        die(rc, "reopen");
-    for (int r = 0; r < runs + 1; r++) { /* run 0 warms the page cache and the mapping */
-        double t0 = h2t_now_s();
-        for (uint32_t l = 0; l < NL; l++)
-            if ((rc = h2t_store_layer_read(st, ext, l, NULL, 0, NS, mat + (size_t)l * DIM,
-                                           (size_t)NL * DIM)) < 0)
-                die(rc, "layer_read");
-        double t1 = h2t_now_s();
-        memcpy(mat, flat, raw);
-        double t2 = h2t_now_s();
-        if (r > 0) {
-            rd[r - 1] = t1 - t0;
-            rmc[r - 1] = t2 - t1;
-        }
-    }
-    /* the assembled matrix must hold the written values */
-    for (int l = 0; l < NL; l += 7) {
-        h2t_store_layer_read(st, ext, (uint32_t)l, NULL, 0, NS, mat + (size_t)l * DIM,
-                             (size_t)NL * DIM);
-        for (int s = 0; s < NS; s += 97)
-            if (memcmp(mat + (size_t)s * NL * DIM + (size_t)l * DIM, feat[l] + (size_t)s * DIM,
-                       DIM * 4)) {
-                fprintf(stderr, "bench/store: assembled matrix differs at layer %d sample %d\n", l,
-                        s);
-                return 1;
-            }
-    }
-    h2t_store_close(st);
+    assemble(dir, ext, mat, flat, raw, runs, rd, rmc, feat, 0);
+    /* the same features stored as f16 (converted back to f32 while assembling) */
+    double rd16[50], rmc16[50], t16;
+    snprintf(dir, sizeof(dir), "%s/h", base);
+    uint32_t ext16 = make_store(dir, H2T_STORE_NOSYNC, H2T_DTYPE_F16, batch, feat, &t16);
+    snprintf(cmd, sizeof(cmd), "%s/data.mdb", dir);
+    double size16 = stat(cmd, &sb) == 0 ? (double)sb.st_size / (double)raw : 0;
+    assemble(dir, ext16, mat, flat, raw, runs, rd16, rmc16, feat, 1);
     double w = median(wr, wruns), wn = median(wns, wruns), wm = median(wmc, wruns);
     double a = median(rd, runs), am = median(rmc, runs);
     printf("store bench: %d samples x %d layers x %d f32 = %.1f MB, batch %u, medians of %d "
@@ -190,6 +209,10 @@ int main(int argc, char **argv)
     printf("  assemble  %8.1f MB/s   memcpy %8.1f MB/s   ratio %.3f   (target >= 0.5)\n", mb / a,
            mb / am, am / a);
     printf("  size on disk / raw floats: %.4f   (target <= 1.05)\n", size_ratio);
+    double a16 = median(rd16, runs), am16 = median(rmc16, runs);
+    printf("  f16 store: assemble %8.1f MB/s of f32   memcpy %8.1f MB/s   ratio %.3f;   size / "
+           "raw f32 bytes %.4f\n",
+           mb / a16, mb / am16, am16 / a16, size16);
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", base);
     if (system(cmd) != 0)
         fprintf(stderr, "bench/store: could not remove %s\n", base);

@@ -30,6 +30,10 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define ST_HAVE_F16C_PATH 1
+#endif
 
 /* internal: the transaction ran out of map; st_run grows the map and retries */
 #define ST_MAPFULL (-1000)
@@ -64,6 +68,7 @@ struct h2t_store {
     int growing;
     uint64_t map_size; /* read under lock shared, written under lock exclusive */
     unsigned flags;
+    int f16c; /* the CPU converts half floats (F16C): checked once at open */
     char dir[1024];
 };
 
@@ -529,6 +534,15 @@ static int st_next_id(h2t_store *st, MDB_txn *txn, int t, uint64_t *id)
 /* ------------------------------------------------------------------------------------------ */
 /* open / close / meta                                                                        */
 
+static int cpu_has_f16c(void)
+{
+#ifdef ST_HAVE_F16C_PATH
+    return __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+#else
+    return 0;
+#endif
+}
+
 static int open_tables(h2t_store *st, MDB_txn *txn, int create)
 {
     int rc = mdb_dbi_open(txn, "meta", create ? MDB_CREATE : 0, &st->dbi[T_META]);
@@ -649,6 +663,7 @@ int h2t_store_open_map(const char *dir, unsigned flags, uint64_t map_size, h2t_s
         return h2t_err_set(H2T_ENOMEM, "store %s", dir);
     snprintf(st->dir, sizeof(st->dir), "%s", dir);
     st->flags = flags;
+    st->f16c = cpu_has_f16c() && !getenv("H2T_NO_F16C");
     int rc = 0, mrc;
     int have_lock = 0;
     if (pthread_rwlock_init(&st->lock, NULL) != 0) {
@@ -1693,23 +1708,80 @@ typedef struct feat_write_ctx {
 static int feat_seek(h2t_store *st, MDB_cursor *cur, uint32_t ext, uint16_t layer, uint32_t s,
                      size_t rowbytes, uint32_t *bfirst, uint32_t *bn, const uint8_t **data);
 
-static void rows_put(uint8_t *dst, const float *x, size_t count, size_t esize)
+#ifdef ST_HAVE_F16C_PATH
+/* hardware conversions, chosen at run time (the binary stays generic x86-64); both round to
+ * nearest even exactly as h2t_f32_to_f16 / h2t_f16_to_f32 do */
+__attribute__((target("avx,f16c"))) static void f32_to_f16_hw(uint8_t *dst, const float *x,
+                                                              size_t n)
 {
-    if (esize == 4) {
-        memcpy(dst, x, count * 4);
-        return;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT);
+        _mm_storeu_si128((__m128i *)(void *)(dst + 2 * i), h);
     }
-    for (size_t i = 0; i < count; i++) {
+    for (; i < n; i++) {
         uint16_t h = h2t_f32_to_f16(x[i]);
         memcpy(dst + 2 * i, &h, 2);
     }
+}
+
+__attribute__((target("avx,f16c"))) static void f16_to_f32_hw(float *out, const uint8_t *src,
+                                                              size_t n)
+{
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(src + 2 * j));
+        _mm256_storeu_ps(out + j, _mm256_cvtph_ps(h));
+    }
+    for (; j < n; j++) {
+        uint16_t h;
+        memcpy(&h, src + 2 * j, 2);
+        out[j] = h2t_f16_to_f32(h);
+    }
+}
+#endif
+
+/* Store count floats as esize-byte values. Returns the index of the first value that does not
+ * fit f16 (it would become infinite), or SIZE_MAX when all fit. */
+static size_t rows_put(uint8_t *dst, const float *x, size_t count, size_t esize, int f16c)
+{
+    if (esize == 4) {
+        memcpy(dst, x, count * 4);
+        return SIZE_MAX;
+    }
+#ifdef ST_HAVE_F16C_PATH
+    if (f16c)
+        f32_to_f16_hw(dst, x, count);
+    else
+#endif
+        for (size_t i = 0; i < count; i++) {
+            uint16_t h = h2t_f32_to_f16(x[i]);
+            memcpy(dst + 2 * i, &h, 2);
+        }
+    for (size_t i = 0; i < count; i++) {
+        uint16_t h;
+        memcpy(&h, dst + 2 * i, 2);
+        if ((h & 0x7c00u) == 0x7c00u)
+            return i;
+    }
+    return SIZE_MAX;
+}
+
+static int f16_range_err(const feat_write_ctx *c, const char *layer, uint32_t dim, const float *x,
+                         size_t i)
+{
+    return h2t_err_set(H2T_ENUMERIC,
+                       "extraction %u layer '%s' sample %u feature %u = %g is outside the f16 "
+                       "range (|x| <= 65504) of this f16 extraction",
+                       c->ext, layer, c->first + (uint32_t)(i / dim), (uint32_t)(i % dim),
+                       (double)x[i]);
 }
 
 /* A batch smaller than ST_MIN_BLOCK extends the layer's previous block when that one is also
  * small: an overflow value wastes up to one page, so tiny blocks would double the size. Returns
  * 1 when merged, 0 when the caller writes a new block, < 0 on error. */
 static int feat_merge(h2t_store *st, MDB_txn *txn, feat_write_ctx *c, uint16_t l, uint32_t dim,
-                      size_t esize)
+                      size_t esize, const char *layer_name)
 {
     size_t rowbytes = (size_t)dim * esize, nb = (size_t)c->n * rowbytes;
     if (c->first == 0 || nb >= ST_MIN_BLOCK)
@@ -1736,8 +1808,9 @@ static int feat_merge(h2t_store *st, MDB_txn *txn, feat_write_ctx *c, uint16_t l
     if (rc)
         return st_mdbk(st, rc, "writing", T_FEATURES, &k.v);
     memcpy(bv.mv_data, c->merge, old);
-    rows_put((uint8_t *)bv.mv_data + old, c->layers[l], (size_t)c->n * dim, esize);
-    return 1;
+    size_t bad =
+        rows_put((uint8_t *)bv.mv_data + old, c->layers[l], (size_t)c->n * dim, esize, st->f16c);
+    return bad == SIZE_MAX ? 1 : f16_range_err(c, layer_name, dim, c->layers[l], bad);
 }
 
 static int feat_write_fn(h2t_store *st, MDB_txn *txn, void *ctx)
@@ -1894,7 +1967,7 @@ static int feat_write_fn(h2t_store *st, MDB_txn *txn, void *ctx)
                          0, "writing statistics")) < 0)
             goto out;
         /* the feature block: n rows, written straight into the map */
-        if ((rc = feat_merge(st, txn, c, (uint16_t)l, dim, esize)) < 0)
+        if ((rc = feat_merge(st, txn, c, (uint16_t)l, dim, esize, li->name)) < 0)
             goto out;
         if (rc == 1)
             continue;
@@ -1912,7 +1985,11 @@ static int feat_write_fn(h2t_store *st, MDB_txn *txn, void *ctx)
             rc = st_mdbk(st, rc, "writing", T_FEATURES, &k.v);
             goto out;
         }
-        rows_put(bv.mv_data, x, (size_t)n * dim, esize);
+        size_t bad = rows_put(bv.mv_data, x, (size_t)n * dim, esize, st->f16c);
+        if (bad != SIZE_MAX) {
+            rc = f16_range_err(c, li->name, dim, x, bad);
+            goto out;
+        }
     }
     e->samples_done = c->first + c->n;
     e->updated_ms = h2t_wall_ms();
@@ -1998,7 +2075,8 @@ static void copy_stream(float *dst, const uint8_t *src, size_t bytes)
 #endif
 }
 
-static void row_copy(float *out, const uint8_t *src, uint32_t dim, uint32_t dtype, int stream)
+static void row_copy(float *out, const uint8_t *src, uint32_t dim, uint32_t dtype, int stream,
+                     int f16c)
 {
     if (dtype == H2T_DTYPE_F32) {
         if (stream)
@@ -2007,6 +2085,14 @@ static void row_copy(float *out, const uint8_t *src, uint32_t dim, uint32_t dtyp
             memcpy(out, src, (size_t)dim * 4);
         return;
     }
+#ifdef ST_HAVE_F16C_PATH
+    if (f16c) {
+        f16_to_f32_hw(out, src, dim);
+        return;
+    }
+#else
+    (void)f16c;
+#endif
     for (uint32_t j = 0; j < dim; j++) {
         uint16_t h;
         memcpy(&h, src + 2 * j, 2);
@@ -2075,7 +2161,7 @@ static int layer_read_fn(h2t_store *st, MDB_txn *txn, void *ctx)
                 break;
         }
         row_copy(c->out + (size_t)i * c->ld, bd + (size_t)(s - bf) * rowbytes, dim, e->dtype,
-                 stream);
+                 stream, st->f16c);
     }
 #if defined(__SSE2__)
     if (stream)

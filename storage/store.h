@@ -167,9 +167,11 @@ void h2t_extraction_list_destroy(h2t_extraction **v, size_t n);
 /* Write samples [first, first+n) of every layer, merge their statistics, and set
  * samples_done = first + n, all in one transaction. layers[l] points to n x dim_l floats
  * (row-major, sample-major), for every layer l of the extraction, in layer-table order. Values
- * are converted to the extraction's dtype. Errors: H2T_ESTATE (first != samples_done: the
- * store resumes only from its marker), H2T_EINVAL (n == 0, past n_samples), H2T_ENUMERIC
- * (NaN/inf: detail names layer and sample), H2T_ENOTFOUND. */
+ * are converted to the extraction's dtype (f16: round to nearest even, with the CPU's F16C
+ * instructions when present; H2T_NO_F16C=1 in the environment at open forces the software
+ * path; a value that would overflow f16 is H2T_ENUMERIC). Errors: H2T_ESTATE (first !=
+ * samples_done: the store resumes only from its marker), H2T_EINVAL (n == 0, past n_samples),
+ * H2T_ENUMERIC (NaN/inf: detail names layer and sample), H2T_ENOTFOUND. */
 int h2t_store_features_write(h2t_store *st, uint32_t ext, uint32_t first, uint32_t n,
                              const float *const *layers);
 

@@ -1039,3 +1039,49 @@ TEST(store_damaged_records)
     h2t_source_destroy(src);
     h2t_store_close(st);
 }
+
+/* the F16C hardware path (when the CPU has it) and the software path store the same bits */
+TEST(store_f16_paths_agree)
+{
+    enum { N = 4, D = 37 };
+    float x[N * D];
+    const float edge[] = {0.0f,     -0.0f,    1.0f,    -1.5f,    65504.0f, -65504.0f,
+                          65519.0f, 6.0e-8f,  3.0e-8f, 1.0e-10f, 6.1e-5f,  0.333333f,
+                          2049.0f,  -2051.0f, 1.0e-4f, 12345.67f};
+    for (int i = 0; i < N * D; i++)
+        x[i] = i < (int)(sizeof(edge) / sizeof(edge[0])) ? edge[i] : rndf() * 100.0f;
+    uint32_t dims[1] = {D};
+    float got[2][N * D];
+    for (int path = 0; path < 2; path++) {
+        if (path == 1)
+            setenv("H2T_NO_F16C", "1", 1);
+        char dir[16];
+        snprintf(dir, sizeof(dir), "db%d", path);
+        fixture f;
+        fixture_make(&f, dir, 2 * N, dims, 1, H2T_DTYPE_F16);
+        const float *p[1] = {x};
+        ASSERT_OK(h2t_store_features_write(f.st, f.ext, 0, N, p));
+        ASSERT_OK(h2t_store_layer_read(f.st, f.ext, 0, NULL, 0, N, got[path], D));
+        /* a value that would become infinite in f16 is refused, naming it */
+        float big[D];
+        for (int j = 0; j < D; j++)
+            big[j] = 1.0f;
+        big[5] = 65520.0f;
+        const float *q[1] = {big};
+        ASSERT_EQ(h2t_store_features_write(f.st, f.ext, N, 1, q), H2T_ENUMERIC);
+        ASSERT_CONTAINS(h2t_err_detail(), "feature 5");
+        ASSERT_CONTAINS(h2t_err_detail(), "f16 range");
+        big[5] = -1e9f;
+        ASSERT_EQ(h2t_store_features_write(f.st, f.ext, N, 1, q), H2T_ENUMERIC);
+        big[5] = 65519.0f;
+        ASSERT_OK(h2t_store_features_write(f.st, f.ext, N, 1, q));
+        h2t_store_close(f.st);
+        unsetenv("H2T_NO_F16C");
+    }
+    for (int i = 0; i < N * D; i++) {
+        float want = h2t_f16_to_f32(h2t_f32_to_f16(x[i]));
+        if (memcmp(&got[0][i], &want, 4) || memcmp(&got[1][i], &want, 4))
+            TEST_FAILF("value %d = %g: hardware path %g, software path %g, want %g", i, x[i],
+                       got[0][i], got[1][i], want);
+    }
+}
