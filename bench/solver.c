@@ -124,6 +124,7 @@ int main(int argc, char **argv)
     uint32_t dl = argc > 4 ? (uint32_t)atoi(argv[4]) : 1000;
     uint32_t K = argc > 5 ? (uint32_t)atoi(argv[5]) : 10;
     uint32_t D = L * dl;
+    setvbuf(stdout, NULL, _IOLBF, 0);
     setenv("OPENBLAS_NUM_THREADS", "1", 1);
     setenv("OMP_NUM_THREADS", "1", 1);
     openblas_set_num_threads(1);
