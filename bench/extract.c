@@ -14,7 +14,7 @@
  *                         [--no-ort] [--profile]
  *
  * Defaults: 4 runs per block, 2 rounds, batch 32, 2 threads, mobilenet_v2,resnet50. Models
- * are models/NAME.onnx (fetched by deploy/fetch_model.sh --all when missing); run from the
+ * are models/NAME.onnx (deploy/fetch_model.sh --all runs first: idempotent); run from the
  * repository root (make bench does). Inputs: seeded uniform noise in [-1, 1] (throughput
  * does not depend on the values). --profile: instead of the comparison, h2tdb's time per
  * operator type (every tensor observed, a node's time = the gap between callbacks).
@@ -184,16 +184,9 @@ static int bench_model(const char *name, const bench_opts *o)
     int n_h = 0, n_o = 0, n_n = 0, rc;
     size_t per = 1, total;
     const h2t_tensor_info *in;
-    FILE *f;
     uint32_t seed = 12345;
 
     snprintf(path, sizeof path, "models/%s.onnx", name);
-    if (!(f = fopen(path, "rb"))) {
-        if (system("./deploy/fetch_model.sh --all >&2") != 0)
-            return h2t_err_set(H2T_EIO, "%s missing and deploy/fetch_model.sh --all failed", path);
-    } else {
-        fclose(f);
-    }
     rc = h2t_model_load(path, &m);
     if (rc < 0)
         goto out;
@@ -297,6 +290,12 @@ int main(int argc, char **argv)
     if (o.runs < 1 || o.rounds < 1 || o.batch < 1 || o.threads < 1) {
         fprintf(stderr, "extract: --runs, --rounds, --batch and --threads must be >= 1\n");
         return 2;
+    }
+    /* models and onnxruntime-node; quiet and quick when everything is there */
+    if (system("./deploy/fetch_model.sh --all >/dev/null") != 0) {
+        fprintf(stderr, "extract: deploy/fetch_model.sh --all failed (run from the repository "
+                        "root)\n");
+        return 1;
     }
     h2t_blas_threads(o.threads);
     for (char *name = strtok_r(o.models, ",", &save); name; name = strtok_r(NULL, ",", &save)) {

@@ -13,7 +13,7 @@
  *                              [--threads 2] [--target 512] [--data SPEC]
  *
  * Run from the repository root (make bench does); models/NAME.onnx comes from
- * deploy/fetch_model.sh.
+ * deploy/fetch_model.sh --all, run first (idempotent).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +64,11 @@ int main(int argc, char **argv)
             fprintf(stderr, "extract_full: unknown option %s\n", a);
             return 2;
         }
+    }
+    if (system("./deploy/fetch_model.sh --all >/dev/null") != 0) {
+        fprintf(stderr, "extract_full: deploy/fetch_model.sh --all failed (run from the "
+                        "repository root)\n");
+        return 1;
     }
     snprintf(path, sizeof path, "models/%s.onnx", model);
     o.model_path = path;
