@@ -31,6 +31,7 @@
 #include <emmintrin.h>
 #endif
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define ST_HAVE_F16C_PATH 1
 #endif
@@ -537,7 +538,10 @@ static int st_next_id(h2t_store *st, MDB_txn *txn, int t, uint64_t *id)
 static int cpu_has_f16c(void)
 {
 #ifdef ST_HAVE_F16C_PATH
-    return __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+    /* avx through the compiler (it checks the OS saves the YMM state), f16c from cpuid
+     * (clang's __builtin_cpu_supports does not know "f16c") */
+    unsigned a, b, c, d;
+    return __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
 #else
     return 0;
 #endif
