@@ -1,7 +1,7 @@
 /* tests/test_store_kill.c - crash safety: a writer killed with SIGKILL at random points (map
- * growth included: the store starts with a 256 KiB map) loses
- * nothing committed, and the progress marker (samples_done) always agrees with the features
- * and statistics present; a new writer resumes from the marker. */
+ * growth included: the store starts with a 256 KiB map) loses nothing committed, and the
+ * progress marker (samples_done) always agrees with the features and statistics present; a new
+ * writer resumes from the marker. */
 #include "common/err.h"
 #include "common/util.h"
 #include "storage/store.h"
