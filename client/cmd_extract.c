@@ -38,7 +38,10 @@ static void extract_usage(FILE *f)
                "  --layers REGEX          tensors whose name matches (POSIX extended) instead of\n"
                "                          the default rule (every node output of rank 2-4 but\n"
                "                          reshapes/identities)\n"
-               "  --batch B               samples per forward pass and per commit (default 32)\n"
+               "  --batch B               samples per store transaction (default 32)\n"
+               "  --forward-batch F       samples per forward pass (default 1: batch-independent\n"
+               "                          numbers, pooled while in cache; F > 1 is part of the\n"
+               "                          extraction's identity)\n"
                "  --threads N             OpenBLAS threads (default: OpenBLAS's own choice)\n"
                "  --dtype f32|f16         stored feature type (default f32)\n"
                "  --scale LO,HI           map pixel 0..255 to LO..HI (default: the model's\n"
@@ -138,6 +141,10 @@ int h2t_cmd_extract(int argc, char **argv)
             if (parse_u32(v, &u, 0) < 0 || u == 0 || u > 4096)
                 return usage_err("--batch '%s': 1..4096", v);
             o.batch = (int)u;
+        } else if (!strcmp(a, "--forward-batch")) {
+            if (parse_u32(v, &u, 0) < 0 || u == 0 || u > 4096)
+                return usage_err("--forward-batch '%s': 1..4096", v);
+            o.forward_batch = (int)u;
         } else if (!strcmp(a, "--threads")) {
             if (parse_u32(v, &u, 0) < 0 || u > 1024)
                 return usage_err("--threads '%s': 0..1024", v);

@@ -32,6 +32,7 @@ struct h2t_extract_plan {
     h2t_prep prep;
     char prep_desc[256];
     uint32_t n_samples; /* planned: limit applied */
+    int fb;             /* samples per forward pass */
     uint32_t n_layers;
     int *tensors;           /* tensor index of each layer */
     h2t_pool_plan *pools;   /* pooling of each layer */
@@ -49,6 +50,7 @@ void h2t_extract_opts_init(h2t_extract_opts *o)
     o->n_train = UINT32_MAX;
     o->n_test = UINT32_MAX;
     o->batch = 32;
+    o->forward_batch = 1;
     o->dtype = H2T_DTYPE_F32;
 }
 
@@ -183,6 +185,8 @@ int h2t_extract_plan_create(const h2t_extract_opts *o, h2t_extract_plan **out)
         return h2t_err_set(H2T_EINVAL, "batch %d (1..4096)", o->batch);
     if (o->dtype != H2T_DTYPE_F32 && o->dtype != H2T_DTYPE_F16)
         return h2t_err_set(H2T_EINVAL, "dtype %u", o->dtype);
+    if (o->forward_batch < 0 || o->forward_batch > 4096)
+        return h2t_err_set(H2T_EINVAL, "forward batch %d (1..4096)", o->forward_batch);
     if (o->has_scale && !(o->scale_lo != o->scale_hi))
         return h2t_err_set(H2T_EINVAL, "scale %g,%g", (double)o->scale_lo, (double)o->scale_hi);
     h2t_extract_plan *p = calloc(1, sizeof *p);
@@ -190,6 +194,12 @@ int h2t_extract_plan_create(const h2t_extract_opts *o, h2t_extract_plan **out)
         return h2t_err_set(H2T_ENOMEM, "plan");
     int rc;
     p->o = *o;
+    /* Batched matrix products may differ in the last bits with the batch size, so a forward
+     * batch above 1 is part of the identity, and commits hold whole forward batches so that
+     * forward batches always start at multiples of fb whatever --batch is. */
+    p->fb = o->forward_batch > 0 ? o->forward_batch : 1;
+    if (p->o.batch % p->fb)
+        p->o.batch += p->fb - p->o.batch % p->fb;
     /* keep copies of the borrowed strings: the plan may outlive the caller's buffers */
     snprintf(p->model_path, sizeof p->model_path, "%s", o->model_path);
     p->o.model_path = p->model_path;
@@ -231,9 +241,9 @@ int h2t_extract_plan_create(const h2t_extract_opts *o, h2t_extract_plan **out)
                          o->model_path);
         goto fail;
     }
-    if (in->shape[0] > 0 && in->shape[0] < o->batch) {
-        rc = h2t_err_set(H2T_ESHAPE, "%s: the model takes batches of %lld, --batch is %d",
-                         o->model_path, (long long)in->shape[0], o->batch);
+    if (in->shape[0] > 0 && in->shape[0] < p->fb) {
+        rc = h2t_err_set(H2T_ESHAPE, "%s: the model takes batches of %lld, the forward batch is %d",
+                         o->model_path, (long long)in->shape[0], p->fb);
         goto fail;
     }
     p->prep.c = (uint32_t)in->shape[1];
@@ -284,14 +294,17 @@ int h2t_extract_plan_create(const h2t_extract_opts *o, h2t_extract_plan **out)
         goto fail;
 
     /* identity: everything that changes the numbers */
+    char fbs[32] = "";
+    if (p->fb > 1)
+        snprintf(fbs, sizeof fbs, " forward-batch=%d", p->fb);
     char mh[65], sh[65], full[2048];
     h2t_hex(p->model_sha, 32, mh);
     h2t_hex(di->hash, 32, sh);
     int len = snprintf(full, sizeof full,
-                       "model=%s source=%s samples=%u target=%u dtype=%s layers=%s%s %s", mh, sh,
+                       "model=%s source=%s samples=%u target=%u dtype=%s layers=%s%s %s%s", mh, sh,
                        p->n_samples, o->target_size, o->dtype == H2T_DTYPE_F16 ? "f16" : "f32",
                        o->layers_regex ? "regex:" : "default-" LAYER_RULE_VERSION,
-                       o->layers_regex ? o->layers_regex : "", p->prep_desc);
+                       o->layers_regex ? o->layers_regex : "", p->prep_desc, fbs);
     if (len < 0 || (size_t)len >= sizeof full) {
         rc = h2t_err_set(H2T_EINVAL, "configuration too long");
         goto fail;
@@ -301,10 +314,10 @@ int h2t_extract_plan_create(const h2t_extract_opts *o, h2t_extract_plan **out)
     h2t_sha256_final(&hs, p->config_hash);
     /* the stored, human-readable config: short hashes (the full ones are in the records) */
     snprintf(p->config, sizeof p->config,
-             "model=%.16s source=%.16s samples=%u target=%u dtype=%s layers=%s%s %s", mh, sh,
+             "model=%.16s source=%.16s samples=%u target=%u dtype=%s layers=%s%s %s%s", mh, sh,
              p->n_samples, o->target_size, o->dtype == H2T_DTYPE_F16 ? "f16" : "f32",
              o->layers_regex ? "regex:" : "default-" LAYER_RULE_VERSION,
-             o->layers_regex ? o->layers_regex : "", p->prep_desc);
+             o->layers_regex ? o->layers_regex : "", p->prep_desc, fbs);
     *out = p;
     return 0;
 fail:
@@ -393,7 +406,7 @@ typedef struct run_ctx {
     int pool_threads;
     float **bufs; /* per layer: batch x dim */
     uint8_t *seen;
-    int nb;
+    int nb, row0; /* samples in this forward run, and their first row in bufs */
     double t_pool;
 } run_ctx;
 
@@ -416,7 +429,8 @@ static int on_tensor(void *vctx, int tensor, const float *data, const int64_t *s
                                li->name, k, (long long)shape[k], li->shape[k - 1]);
         per *= (size_t)shape[k];
     }
-    pool_batch(&p->pools[l], data, per, c->nb, c->bufs[l], c->pool_threads);
+    pool_batch(&p->pools[l], data, per, c->nb, c->bufs[l] + (size_t)c->row0 * li->dim,
+               c->pool_threads);
     c->seen[l] = 1;
     c->t_pool += h2t_now_s() - t0;
     return 0;
@@ -526,7 +540,8 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
                              p->layers[l].dim, p->layers[l].name);
             goto out;
         }
-    if ((rc = h2t_exec_create(p->m, B, &x)) < 0)
+    int FB = p->fb < B ? p->fb : B;
+    if ((rc = h2t_exec_create(p->m, FB, &x)) < 0)
         goto out;
     for (uint32_t l = 0; l < p->n_layers; l++)
         if ((rc = h2t_exec_observe(x, p->tensors[l], 1)) < 0)
@@ -548,18 +563,23 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
             }
         }
         double t1 = h2t_now_s();
-        c.nb = nb;
-        memset(c.seen, 0, p->n_layers);
         double pool0 = c.t_pool;
-        if ((rc = h2t_exec_run(x, input, nb, on_tensor, &c)) < 0)
-            goto out;
-        double t2 = h2t_now_s();
-        for (uint32_t l = 0; l < p->n_layers; l++)
-            if (!c.seen[l]) {
-                rc = h2t_err_set(H2T_ESTATE, "the executor did not report tensor '%s'",
-                                 p->layers[l].name);
+        /* forward in sub-batches of FB: each tensor is pooled right after it is computed, and
+         * at a small FB it is still in the cache then (see README, Extraction) */
+        for (int s0 = 0; s0 < nb; s0 += FB) {
+            c.nb = nb - s0 < FB ? nb - s0 : FB;
+            c.row0 = s0;
+            memset(c.seen, 0, p->n_layers);
+            if ((rc = h2t_exec_run(x, input + (size_t)s0 * in_per, c.nb, on_tensor, &c)) < 0)
                 goto out;
-            }
+            for (uint32_t l = 0; l < p->n_layers; l++)
+                if (!c.seen[l]) {
+                    rc = h2t_err_set(H2T_ESTATE, "the executor did not report tensor '%s'",
+                                     p->layers[l].name);
+                    goto out;
+                }
+        }
+        double t2 = h2t_now_s();
         if ((rc = h2t_store_features_write(st, r.extraction, done, (uint32_t)nb,
                                            (const float *const *)c.bufs)) < 0)
             goto out;

@@ -189,7 +189,12 @@ typedef struct h2t_extract_opts {
     uint32_t target_size;     /* Head2Toe T, default 512 */
     uint32_t limit;           /* 0 = every sample; else the first `limit` samples */
     uint32_t n_train, n_test; /* selection (UINT32_MAX = all), see h2t_data_select */
-    int batch;                /* default 32 */
+    int batch;                /* samples per store transaction, default 32 */
+    /* Samples per forward pass, default 1. At 1 every sample is computed alone, so the
+     * features do not depend on any batch setting, and each tensor is pooled while it is still
+     * in the cache. Above 1 (batched GEMMs may then differ in the last bits) it becomes part of
+     * the extraction's identity, and batch is rounded up to a multiple of it. */
+    int forward_batch;
     int threads;    /* OpenBLAS and pooling threads; 0 = leave OpenBLAS as is, pool on as many
                      * threads as CPUs are online */
     uint32_t dtype; /* H2T_DTYPE_* */

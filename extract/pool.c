@@ -98,6 +98,31 @@ static void add_row(float *col, const float *row, uint32_t n)
     for (; x < n; x++)
         col[x] += row[x];
 }
+
+/* Sum of n contiguous floats: 4 vector accumulators (16 lanes) in a fixed order, then the
+ * lanes in double. Deterministic for a given n. */
+static double sum_block(const float *q, size_t n)
+{
+    v4f a0 = {0, 0, 0, 0}, a1 = a0, a2 = a0, a3 = a0;
+    size_t x = 0;
+    for (; x + 16 <= n; x += 16) {
+        v4f b0, b1, b2, b3;
+        memcpy(&b0, q + x, 16);
+        memcpy(&b1, q + x + 4, 16);
+        memcpy(&b2, q + x + 8, 16);
+        memcpy(&b3, q + x + 12, 16);
+        a0 += b0;
+        a1 += b1;
+        a2 += b2;
+        a3 += b3;
+    }
+    double t = 0;
+    for (int k = 0; k < 4; k++)
+        t += (double)a0[k] + (double)a1[k] + (double)a2[k] + (double)a3[k];
+    for (; x < n; x++)
+        t += q[x];
+    return t;
+}
 static void pool_plane(const float *s, uint32_t w, uint32_t ph, uint32_t pw, uint32_t oh,
                        uint32_t ow, float *out, size_t ostride)
 {
@@ -112,6 +137,12 @@ static void pool_plane(const float *s, uint32_t w, uint32_t ph, uint32_t pw, uin
                         a += s[(size_t)r * w + (size_t)j * pw + k];
                 out[((size_t)i * ow + j) * ostride] = (float)(a * inv);
             }
+        return;
+    }
+    if (ow == 1 && pw == w) { /* each window is ph whole rows: one contiguous block */
+        for (uint32_t i = 0; i < oh; i++)
+            out[(size_t)i * ow * ostride] =
+                (float)(sum_block(s + (size_t)i * ph * w, (size_t)ph * w) * inv);
         return;
     }
     uint32_t per_chunk = POOL_COLS / pw; /* whole windows per pass over the rows */

@@ -189,6 +189,22 @@ TEST(extract_pass_hand_computed)
     ASSERT_EQ(r2.n_samples, 5);
     ASSERT_EQ(r2.computed, 5);
     ASSERT_EQ(r2.source, r.source); /* --limit keeps the source whole */
+    /* a forward batch above 1 is part of the identity (batched GEMMs may differ in the last
+     * bits); commits are then whole forward batches (4 rounds up to 6) */
+    o.limit = 0;
+    o.forward_batch = 3;
+    ASSERT_OK(run_once("st", &o, &r2));
+    ASSERT_CONTAINS(r2.config, "forward-batch=3");
+    ASSERT_NE(r2.extraction, r.extraction);
+    ASSERT_OK(h2t_store_open("st", 0, &st));
+    for (uint32_t s = 0; s < 10; s++) {
+        float want[4][8], got[3];
+        hand(x + 64 * s, want[0], want[1], want[2], want[3]);
+        ASSERT_OK(h2t_store_feature_get(st, r2.extraction, 3, s, got, 3));
+        for (int k = 0; k < 3; k++)
+            ASSERT_NEAR(got[k], want[3][k], 1e-5);
+    }
+    h2t_store_close(st);
     free(x);
 }
 
@@ -406,6 +422,7 @@ TEST(extract_pass_pool_threads_identical)
     free(make_float_npy("x.npy", "y.npy", 1100));
     h2t_extract_opts o = tiny_opts("npy:x.npy,y.npy");
     o.batch = 512;
+    o.forward_batch = 512;
     o.threads = 1;
     h2t_extract_result a, b;
     ASSERT_OK(run_once("one", &o, &a));
