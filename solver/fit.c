@@ -769,3 +769,260 @@ out:
     free(Ws);
     return rc;
 }
+
+/* ---- kernel (representer) form of the smooth fit, for n < d ----
+ *
+ * Started from W = X^T A (A = 0 is W = 0), every L-BFGS iterate of mean CE + (ridge/2)||W||^2
+ * stays in the row space of X: the gradient is X^T (R/n + ridge A). So the primal L-BFGS runs
+ * on coefficients A (n x k) with the Gram matrix Gm = X X^T: logits Gm A + b, and every inner
+ * product of the primal <X^T u, X^T v> is <u, Gm v>. Each vector is kept with its image
+ * (Gm u_A, u_b) so a dot product costs O(nk); one evaluation costs two n x n x k products
+ * instead of two n x d x k passes. The primal gradient's max-abs entry (the stop test) needs
+ * X^T (R/n + ridge A), one pass, taken only once the Frobenius norm <g, Gm g> says it can pass;
+ * the returned W = X^T A is then checked against the primal gradient itself and, if that check
+ * fails in float, finished by the primal L-BFGS from there. */
+
+void h2t_solver__gram(const float *X, uint32_t n, uint32_t d, float *Gm)
+{
+    if (!n)
+        return;
+    if (!d) {
+        memset(Gm, 0, (size_t)n * n * sizeof(float));
+        return;
+    }
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int)n, (int)d, 1.0f, X, (int)d, 0.0f, Gm,
+                (int)n);
+    for (uint32_t i = 1; i < n; i++)
+        for (uint32_t j = 0; j < i; j++)
+            Gm[(size_t)i * n + j] = Gm[(size_t)j * n + i];
+}
+
+/* f at th = [A (n*k), b (k)]; writes the images thi = [Gm A, b], the coefficient gradient
+ * g = [R/n + ridge A, colsum(R)/n] and its image gi = [Gm g_A, g_b]. Z: n x k workspace. */
+static double kernel_eval(const float *Gm, const uint32_t *y, uint32_t n, uint32_t k, double ridge,
+                          const float *th, float *thi, float *g, float *gi, float *Z)
+{
+    size_t nk = (size_t)n * k;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)k, (int)n, 1.0f, Gm, (int)n,
+                th, (int)k, 0.0f, thi, (int)k);
+    memcpy(thi + nk, th + nk, k * sizeof(float));
+    for (uint32_t i = 0; i < n; i++)
+        for (uint32_t c = 0; c < k; c++)
+            Z[(size_t)i * k + c] = thi[(size_t)i * k + c] + th[nk + c];
+    double f = ce_value(Z, y, n, k);
+    ce_residual(Z, y, n, k, 1.0 / n, g + nk);
+    for (size_t q = 0; q < nk; q++)
+        g[q] = (float)(Z[q] + ridge * th[q]);
+    if (ridge > 0)
+        f += 0.5 * ridge * dotf(th, thi, nk);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)k, (int)n, 1.0f, Gm, (int)n,
+                g, (int)k, 0.0f, gi, (int)k);
+    memcpy(gi + nk, g + nk, k * sizeof(float));
+    return f;
+}
+
+/* WG (d x 2k) = X^T [A | g_A]: W and the primal gradient's W part in one pass. AG: n x 2k. */
+static void kernel_lift(const float *X, uint32_t n, uint32_t d, uint32_t k, const float *A,
+                        const float *gA, float *AG, float *WG)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        memcpy(AG + (size_t)i * 2 * k, A + (size_t)i * k, k * sizeof(float));
+        memcpy(AG + (size_t)i * 2 * k + k, gA + (size_t)i * k, k * sizeof(float));
+    }
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)(2 * k), (int)n, 1.0f, X,
+                (int)d, AG, (int)(2 * k), 0.0f, WG, (int)(2 * k));
+}
+
+int h2t_solver__fit_smooth_kernel(const float *X, const float *Gram, const uint32_t *y, uint32_t n,
+                                  uint32_t d, uint32_t k, double ridge, const h2t_solver_opts *o,
+                                  float *A, float *W, float *b, h2t_fit_info *info)
+{
+    size_t nk = (size_t)n * k, m = nk + k, dk = (size_t)d * k;
+    int rc = 0;
+    float *Gown = Gram ? NULL : malloc((size_t)n * n * sizeof(float) + 1);
+    const float *Gm = Gram ? Gram : Gown;
+    float *buf = malloc((10 + 4 * LBFGS_M) * m * sizeof(float) + 1);
+    float *Z = malloc(nk * sizeof(float) + 1), *AG = malloc(2 * nk * sizeof(float) + 1);
+    float *WG = malloc(2 * dk * sizeof(float) + 1);
+    double rho[LBFGS_M], alpha[LBFGS_M];
+    if ((!Gram && !Gown) || !buf || !Z || !AG || !WG) {
+        rc = h2t_err_set(H2T_ENOMEM, "kernel L-BFGS workspace (%u samples x %u classes)", n, k);
+        goto out;
+    }
+    if (!Gram)
+        h2t_solver__gram(X, n, d, Gown);
+    float *th = buf, *thi = buf + m, *g = buf + 2 * m, *gi = buf + 3 * m;
+    float *thn = buf + 4 * m, *thni = buf + 5 * m, *gn = buf + 6 * m, *gni = buf + 7 * m;
+    float *p = buf + 8 * m, *pi = buf + 9 * m;
+    float *S = buf + 10 * m, *Si = S + LBFGS_M * m, *Yv = Si + LBFGS_M * m, *Yi = Yv + LBFGS_M * m;
+    memcpy(th, A, nk * sizeof(float));
+    memcpy(th + nk, b, k * sizeof(float));
+    double f = kernel_eval(Gm, y, n, k, ridge, th, thi, g, gi, Z);
+    /* stop test: the primal max-abs gradient. fro = ||X^T g_A||_F bounds it from above; it
+     * cannot pass before fro <= gtol sqrt(dk); past that, lift when fro reaches next_check */
+    double next_check = o->gtol * sqrt((double)dk), gmax = INFINITY;
+    int lifted = 0; /* WG holds the lift of the current th */
+    uint32_t it = 0, hist = 0, head = 0;
+    int converged = 0, fails = 0;
+    for (it = 0;; it++) {
+        double fro = sqrt(fmax(dotf(g, gi, nk), 0)), gbm = maxabs(g + nk, k);
+        lifted = 0;
+        if (fro <= o->gtol && gbm <= o->gtol) {
+            converged = 1;
+        } else if (fro <= next_check && gbm <= o->gtol) {
+            kernel_lift(X, n, d, k, th, g, AG, WG);
+            lifted = 1;
+            gmax = 0;
+            for (size_t q = 0; q < dk; q++) {
+                double a = fabs(WG[(q / k) * 2 * k + k + q % k]);
+                gmax = a > gmax ? a : gmax;
+            }
+            converged = gmax <= o->gtol;
+            next_check = fro * (o->gtol / gmax) * 0.9;
+        }
+        if (converged || it >= o->max_iter)
+            break;
+        if (h2t_solver__cancelled(o)) {
+            rc = h2t_err_set(H2T_ECANCELED, "fit cancelled");
+            goto out;
+        }
+        /* two-loop recursion in the primal metric, images carried alongside */
+        for (size_t i = 0; i < m; i++) {
+            p[i] = -g[i];
+            pi[i] = -gi[i];
+        }
+        for (uint32_t h = 0; h < hist; h++) {
+            uint32_t s = (head + LBFGS_M - 1 - h) % LBFGS_M;
+            alpha[s] = rho[s] * dotf(Si + s * m, p, m);
+            float a = (float)alpha[s];
+            const float *yv = Yv + s * m, *yi = Yi + s * m;
+            for (size_t i = 0; i < m; i++) {
+                p[i] -= a * yv[i];
+                pi[i] -= a * yi[i];
+            }
+        }
+        double gamma;
+        if (hist) {
+            uint32_t s = (head + LBFGS_M - 1) % LBFGS_M;
+            gamma = dotf(Si + s * m, Yv + s * m, m) / dotf(Yi + s * m, Yv + s * m, m);
+        } else {
+            gamma = 1.0 / sqrt(dotf(gi, g, m));
+        }
+        for (size_t i = 0; i < m; i++) {
+            p[i] = (float)(p[i] * gamma);
+            pi[i] = (float)(pi[i] * gamma);
+        }
+        for (uint32_t h = hist; h-- > 0;) {
+            uint32_t s = (head + LBFGS_M - 1 - h) % LBFGS_M;
+            double beta = rho[s] * dotf(Yi + s * m, p, m);
+            float c = (float)(alpha[s] - beta);
+            const float *sv = S + s * m, *si = Si + s * m;
+            for (size_t i = 0; i < m; i++) {
+                p[i] += c * sv[i];
+                pi[i] += c * si[i];
+            }
+        }
+        double gp = dotf(gi, p, m);
+        if (!(gp < 0)) { /* not a descent direction: restart from steepest descent */
+            hist = 0;
+            double ng = sqrt(dotf(gi, g, m));
+            for (size_t i = 0; i < m; i++) {
+                p[i] = (float)(-g[i] / ng);
+                pi[i] = (float)(-gi[i] / ng);
+            }
+            gp = dotf(gi, p, m);
+        }
+        double step = 1.0, fn = f;
+        int ok = 0;
+        for (int ls = 0; ls < 40; ls++) {
+            for (size_t i = 0; i < m; i++)
+                thn[i] = (float)(th[i] + step * p[i]);
+            fn = kernel_eval(Gm, y, n, k, ridge, thn, thni, gn, gni, Z);
+            if (fn <= f + 1e-4 * step * gp) {
+                ok = 1;
+                break;
+            }
+            step *= 0.5;
+        }
+        if (!ok) { /* no decrease at float precision: drop the memory once, then stop */
+            if (hist && fails++ == 0) {
+                hist = 0;
+                continue;
+            }
+            break;
+        }
+        fails = 0;
+        float *sv = S + head * m, *si = Si + head * m, *yv = Yv + head * m, *yi = Yi + head * m;
+        for (size_t i = 0; i < m; i++) {
+            sv[i] = thn[i] - th[i];
+            si[i] = thni[i] - thi[i];
+            yv[i] = gn[i] - g[i];
+            yi[i] = gni[i] - gi[i];
+        }
+        double sy = dotf(si, yv, m);
+        if (sy > 1e-12 * dotf(yi, yv, m)) {
+            rho[head] = 1.0 / sy;
+            head = (head + 1) % LBFGS_M;
+            if (hist < LBFGS_M)
+                hist++;
+        }
+        float *tmp;
+#define SWAP_(u, v) (tmp = u, u = v, v = tmp)
+        SWAP_(th, thn);
+        SWAP_(thi, thni);
+        SWAP_(g, gn);
+        SWAP_(gi, gni);
+#undef SWAP_
+        f = fn;
+    }
+    if (!lifted)
+        kernel_lift(X, n, d, k, th, g, AG, WG);
+    for (uint32_t j = 0; j < d; j++)
+        memcpy(W + (size_t)j * k, WG + (size_t)j * 2 * k, k * sizeof(float));
+    memcpy(A, th, nk * sizeof(float));
+    memcpy(b, th + nk, k * sizeof(float));
+    /* the check on the returned W itself (its own logits, not the Gram's) */
+    uint32_t iters = it;
+    float *Gp = WG; /* reuse: d x k gradient */
+    float gb[256], *gbp = k <= 256 ? gb : malloc(k * sizeof(float));
+    if (!gbp) {
+        rc = h2t_err_set(H2T_ENOMEM, "gradient");
+        goto out;
+    }
+    double fp = h2t_solver_loss_grad(X, y, n, d, k, W, b, Gp, gbp);
+    double pen = 0;
+    for (size_t q = 0; q < dk; q++) {
+        pen += (double)W[q] * W[q];
+        Gp[q] = (float)(Gp[q] + ridge * W[q]);
+    }
+    gmax = maxabs(Gp, dk);
+    double gbm = maxabs(gbp, k);
+    gmax = gbm > gmax ? gbm : gmax;
+    if (gbp != gb)
+        free(gbp);
+    h2t_fit_info pinfo = {.iters = 0,
+                          .converged = gmax <= o->gtol,
+                          .grad_norm = gmax,
+                          .objective = fp + 0.5 * ridge * pen};
+    if (!pinfo.converged && iters < o->max_iter) { /* finish in the primal */
+        h2t_solver_opts po = *o;
+        po.max_iter = o->max_iter - iters;
+        rc = h2t_solver__fit_smooth(X, y, n, d, k, ridge, &po, W, b, &pinfo);
+        if (rc < 0)
+            goto out;
+        memset(A, 0, nk * sizeof(float)); /* W has left the row-space form */
+    }
+    if (info) {
+        info->iters = iters + pinfo.iters;
+        info->converged = pinfo.converged;
+        info->grad_norm = pinfo.grad_norm;
+        info->objective = pinfo.objective;
+    }
+out:
+    free(Gown);
+    free(buf);
+    free(Z);
+    free(AG);
+    free(WG);
+    return rc;
+}

@@ -44,6 +44,18 @@ int h2t_solver__fit_smooth(const float *X, const uint32_t *y, uint32_t n, uint32
                            double ridge, const h2t_solver_opts *o, float *W, float *b,
                            h2t_fit_info *info);
 
+/* Gram matrix Gm = X X^T (n x n, both triangles filled; ssyrk). */
+void h2t_solver__gram(const float *X, uint32_t n, uint32_t d, float *Gm);
+
+/* The smooth fit in kernel form (n < d): the same L-BFGS iterates and objective as fit_smooth
+ * started from W = X^T A, run over the coefficients A (n x k, in/out warm start) with the Gram
+ * matrix (n x n; NULL: computed here from X). Writes W = X^T A (d x k) and b. The returned W is
+ * checked against the primal gradient; when float rounding leaves it above gtol it is finished
+ * by fit_smooth (A is then zeroed: it no longer represents W). */
+int h2t_solver__fit_smooth_kernel(const float *X, const float *Gram, const uint32_t *y, uint32_t n,
+                                  uint32_t d, uint32_t k, double ridge, const h2t_solver_opts *o,
+                                  float *A, float *W, float *b, h2t_fit_info *info);
+
 /* Reference Adam fit (see solver.h) from a Glorot init drawn from seed; writes W, b. penalty
  * H2T_PENALTY_*: NONE, L2 ((lambda/2)||W||^2), GROUP (lambda sum ||W_j||, subgradient 0 at a
  * zero row). */

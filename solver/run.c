@@ -113,6 +113,7 @@ typedef struct job {
     uint32_t *lid;  /* n_layers */
     char **lname;   /* n_layers */
     uint32_t rot;   /* current rotation of the train rows */
+    float *gram;    /* NULL or n_tr x n_tr Gram of the train rows in rotation 0 (kernel form) */
     /* sorted grid */
     uint32_t nl, nk;
     double lambdas[H2T_SOLVER_MAX_GRID], keeps[H2T_SOLVER_MAX_GRID];
@@ -341,7 +342,16 @@ static int fit_on_subset(job *j, const float *X, const uint32_t *y, uint32_t n,
     if (s->optimizer == H2T_OPT_ADAM)
         rc = h2t_solver__fit_adam(Xs, y, n, k, j->K, H2T_PENALTY_NONE, 0, s->lr, s->steps, s->batch,
                                   s->seed, &j->o, h->W, h->b, &h->fit);
-    else
+    else if (n < k) { /* kernel form: the same iterates over n x K coefficients */
+        float *A = calloc((size_t)n * j->K + 1, sizeof(float));
+        if (!A) {
+            rc = h2t_err_set(H2T_ENOMEM, "coefficients %u x %u", n, j->K);
+            goto out;
+        }
+        rc = h2t_solver__fit_smooth_kernel(Xs, NULL, y, n, k, j->K, s->final_l2, &j->o, A, h->W,
+                                           h->b, &h->fit);
+        free(A);
+    } else
         rc = h2t_solver__fit_smooth(Xs, y, n, k, j->K, s->final_l2, &j->o, h->W, h->b, &h->fit);
 out:
     free(Xs);
@@ -359,7 +369,7 @@ static int run_cells(job *j, const float *X, const uint32_t *y, uint32_t n, cons
     size_t DK = (size_t)D * K;
     int rc = 0;
     float *W = calloc(DK + 1, sizeof(float)), *b = calloc(K, sizeof(float));
-    float *G = NULL;
+    float *G = NULL, *A = NULL, *Gf = NULL;
     uint32_t *entry = NULL, *order = NULL;
     rank_key *keys = NULL;
     double *path = NULL;
@@ -449,6 +459,24 @@ static int run_cells(job *j, const float *X, const uint32_t *y, uint32_t n, cons
                 pi++;
                 report(j, (double)++unit / units);
             }
+        } else if (fast && j->gram && n < D) {
+            /* kernel form on this split's Gram: a sub-block of the train Gram (row i here is
+             * train row (i + rot) mod n_tr); A carries the warm start along the lambdas */
+            double ridge = pen == H2T_PENALTY_L2 ? lam[li] : s->final_l2;
+            if (!A) {
+                A = calloc((size_t)n * K + 1, sizeof(float));
+                Gf = malloc((size_t)n * n * sizeof(float) + 1);
+                if (!A || !Gf) {
+                    rc = h2t_err_set(H2T_ENOMEM, "kernel buffers (%u samples)", n);
+                    goto out;
+                }
+                for (uint32_t r = 0; r < n; r++) {
+                    const float *src = j->gram + (size_t)((r + j->rot) % j->n_tr) * j->n_tr;
+                    for (uint32_t c = 0; c < n; c++)
+                        Gf[(size_t)r * n + c] = src[(c + j->rot) % j->n_tr];
+                }
+            }
+            rc = h2t_solver__fit_smooth_kernel(X, Gf, y, n, D, K, ridge, &j->o, A, W, b, &sel);
         } else if (fast) {
             double ridge = pen == H2T_PENALTY_L2 ? lam[li] : s->final_l2;
             rc = h2t_solver__fit_smooth(X, y, n, D, K, ridge, &j->o, W, b, &sel);
@@ -530,6 +558,8 @@ out:
     free(W);
     free(b);
     free(G);
+    free(A);
+    free(Gf);
     free(entry);
     free(order);
     free(keys);
@@ -627,6 +657,15 @@ static int solve(job *j, h2t_result **out)
     r->n_keeps = j->nk;
     r->folds = F;
     uint32_t best = 0;
+    if (!selecting && s->optimizer == H2T_OPT_FAST && j->n_tr < j->D && j->rot == 0) {
+        /* one Gram for every fold and lambda of the smooth methods (kernel form) */
+        j->gram = malloc((size_t)j->n_tr * j->n_tr * sizeof(float));
+        if (!j->gram) {
+            rc = h2t_err_set(H2T_ENOMEM, "Gram matrix %u x %u", j->n_tr, j->n_tr);
+            goto out;
+        }
+        h2t_solver__gram(j->X, j->n_tr, j->D, j->gram);
+    }
     if (F > 1) {
         for (uint32_t f = 0; f < F; f++) {
             uint32_t a = (uint32_t)((uint64_t)f * j->n_tr / F);
@@ -735,6 +774,7 @@ static int check_memory(const h2t_train_spec *s, uint64_t rows, uint64_t D)
 static void job_free(job *j)
 {
     h2t_afree(j->X);
+    free(j->gram);
     free(j->y);
     free(j->ldim);
     free(j->loff);
@@ -1027,5 +1067,16 @@ int h2t_solver_fit(const float *X, const uint32_t *y, uint32_t n, uint32_t d, ui
         return rc;
     }
     double ridge = penalty == H2T_PENALTY_L2 ? lambda : spec->final_l2;
+    int cold = 1;
+    for (size_t q = 0; q < (size_t)d * k && cold; q++)
+        cold = W[q] == 0;
+    if (cold && n < d) { /* from W = 0 the kernel form runs the same iterates, cheaper */
+        float *A = calloc((size_t)n * k + 1, sizeof(float));
+        if (!A)
+            return h2t_err_set(H2T_ENOMEM, "coefficients %u x %u", n, k);
+        int rc = h2t_solver__fit_smooth_kernel(X, NULL, y, n, d, k, ridge, &o, A, W, b, info);
+        free(A);
+        return rc;
+    }
     return h2t_solver__fit_smooth(X, y, n, d, k, ridge, &o, W, b, info);
 }

@@ -4,6 +4,7 @@
 
 #include "common/err.h"
 #include "common/util.h"
+#include "solver/internal.h"
 #include "solver/solver.h"
 #include "tests/test.h"
 
@@ -257,6 +258,78 @@ TEST(solver_l2_fit_converges)
     free(b);
     free(G);
     free(X);
+    synth_free(&t);
+}
+
+/* The kernel form (n < d) reaches the primal L-BFGS's objective and predictions: W = X^T A
+ * with the Gram matrix, same penalised objective within 1e-6 relative, same test classes. */
+TEST(solver_kernel_form_matches_primal)
+{
+    synth t;
+    synth_make(&t, 60, 200, 4, 100, 3, INF6, 6, 0.6, 17);
+    float *X = normalised(&t);
+    float *Xte = malloc((size_t)t.n_te * t.D * sizeof(float));
+    for (uint32_t i = 0; i < t.n_te; i++) /* the test rows, normalised the same way */
+        for (uint32_t l = 0; l < t.L; l++) {
+            const float *x = t.xte + (size_t)i * t.D + l * t.dl;
+            double q = 0;
+            for (uint32_t c = 0; c < t.dl; c++)
+                q += (double)x[c] * x[c];
+            for (uint32_t c = 0; c < t.dl; c++)
+                Xte[(size_t)i * t.D + l * t.dl + c] = (float)(x[c] / sqrt(q));
+        }
+    size_t dk = (size_t)t.D * t.K;
+    const double ridges[] = {1e-2, 1e-4};
+    for (int r = 0; r < 2; r++) {
+        h2t_solver_opts o = {.max_iter = 2000, .gtol = 1e-5, .kkt_rel = 1e-2};
+        float *Wp = calloc(dk, sizeof(float)), *Wk = calloc(dk, sizeof(float));
+        float *A = calloc((size_t)t.n_tr * t.K, sizeof(float));
+        float bp[3] = {0}, bk[3] = {0};
+        h2t_fit_info fp, fk;
+        ASSERT_OK(h2t_solver__fit_smooth(X, t.ytr, t.n_tr, t.D, t.K, ridges[r], &o, Wp, bp, &fp));
+        ASSERT_OK(h2t_solver__fit_smooth_kernel(X, NULL, t.ytr, t.n_tr, t.D, t.K, ridges[r], &o, A,
+                                                Wk, bk, &fk));
+        ASSERT_EQ(fp.converged, 1);
+        ASSERT_EQ(fk.converged, 1);
+        ASSERT_LE(fk.grad_norm, 1e-5);
+        ASSERT_LE(fabs(fk.objective - fp.objective), 1e-6 * fabs(fp.objective));
+        /* the kernel solution itself passed (no primal finish): A still represents W */
+        double an = 0;
+        for (size_t q = 0; q < (size_t)t.n_tr * t.K; q++)
+            an += fabs(A[q]);
+        ASSERT(an > 0);
+        float *Zp = malloc((size_t)t.n_te * t.K * sizeof(float)),
+              *Zk = malloc((size_t)t.n_te * t.K * sizeof(float));
+        uint32_t *pp = malloc(t.n_te * sizeof(uint32_t)), *pk = malloc(t.n_te * sizeof(uint32_t));
+        h2t_solver__logits(Xte, t.n_te, t.D, t.K, Wp, bp, Zp);
+        h2t_solver__logits(Xte, t.n_te, t.D, t.K, Wk, bk, Zk);
+        h2t_solver__argmax(Zp, t.n_te, t.K, NULL, pp);
+        h2t_solver__argmax(Zk, t.n_te, t.K, NULL, pk);
+        for (uint32_t i = 0; i < t.n_te; i++)
+            ASSERT_EQ(pp[i], pk[i]);
+        for (size_t q = 0; q < dk; q++)
+            ASSERT_LE(fabs(Wp[q] - Wk[q]), 1e-3 * (1 + fabs(Wp[q])));
+        free(Zp);
+        free(Zk);
+        free(pp);
+        free(pk);
+        free(Wp);
+        free(Wk);
+        free(A);
+    }
+    /* the public entry point takes the kernel path from W = 0 and meets gtol on the primal */
+    float *W = calloc(dk, sizeof(float)), b[3] = {0};
+    float *G = malloc(dk * sizeof(float)), gb[3];
+    h2t_fit_info fi;
+    ASSERT_OK(h2t_solver_fit(X, t.ytr, t.n_tr, t.D, t.K, H2T_PENALTY_L2, 1e-3, NULL, W, b, &fi));
+    ASSERT_EQ(fi.converged, 1);
+    h2t_solver_loss_grad(X, t.ytr, t.n_tr, t.D, t.K, W, b, G, gb);
+    for (size_t q = 0; q < dk; q++)
+        ASSERT_LE(fabs(G[q] + 1e-3 * W[q]), 1e-5);
+    free(W);
+    free(G);
+    free(X);
+    free(Xte);
     synth_free(&t);
 }
 
