@@ -209,16 +209,19 @@ int h2t_cmd_extract(int argc, char **argv)
     }
     double rate = r.t_total > 0 ? r.computed / r.t_total : 0;
     double outside = r.t_total > 0 ? (r.t_total - r.t_forward) / r.t_total : 0;
+    double cpu_outside = r.cpu_total > 0 ? (r.cpu_total - r.cpu_forward) / r.cpu_total : 0;
     if (json) {
         printf("{\"extraction\": %u, \"source\": %u, \"model\": %u, \"reused\": %s, "
                "\"resumed_from\": %u, \"computed\": %u, \"samples\": %u, \"layers\": %u, "
                "\"total_dim\": %llu, \"seconds\": %.3f, \"images_per_s\": %.2f, "
                "\"setup_s\": %.3f, \"forward_s\": %.3f, \"read_s\": %.3f, \"pool_s\": %.3f, "
                "\"write_s\": %.3f, "
-               "\"outside_forward\": %.4f, \"config\": ",
+               "\"outside_forward\": %.4f, \"cpu_s\": %.3f, \"cpu_forward_s\": %.3f, "
+               "\"cpu_pool_s\": %.3f, \"cpu_outside_forward\": %.4f, \"config\": ",
                r.extraction, r.source, r.model, r.reused ? "true" : "false", r.resumed_from,
                r.computed, r.n_samples, r.n_layers, (unsigned long long)r.total_dim, r.t_total,
-               rate, r.t_setup, r.t_forward, r.t_read, r.t_pool, r.t_write, outside);
+               rate, r.t_setup, r.t_forward, r.t_read, r.t_pool, r.t_write, outside, r.cpu_total,
+               r.cpu_forward, r.cpu_pool, cpu_outside);
         json_str(r.config);
         printf("}\n");
     } else if (r.reused) {
@@ -234,6 +237,9 @@ int h2t_cmd_extract(int argc, char **argv)
                "pooling %.2f s, store %.2f s (%.1f%% outside the forward pass)\n",
                r.t_total, rate, r.t_setup, r.t_forward, r.t_read, r.t_pool, r.t_write,
                100 * outside);
+        printf("  CPU %.1f s: forward %.1f s, pooling %.2f s (%.1f%% outside the forward "
+               "pass)\n",
+               r.cpu_total, r.cpu_forward, r.cpu_pool, 100 * cpu_outside);
     }
     return 0;
 }

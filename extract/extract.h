@@ -218,6 +218,9 @@ typedef struct h2t_extract_result {
      * store writes (features, statistics, marker). Plan creation (model load, data open and
      * hash) comes before and is not counted. */
     double t_total, t_setup, t_forward, t_read, t_pool, t_write;
+    /* process CPU seconds (all threads) of the whole pass, the forward pass and pooling: the
+     * split that a busy machine does not skew */
+    double cpu_total, cpu_forward, cpu_pool;
     char config[512];
 } h2t_extract_result;
 
