@@ -36,6 +36,8 @@ struct h2t_data {
     uint32_t n_all;
     uint32_t *labels_all;
     uint8_t *split_all;
+    uint8_t hash_all[32];     /* content hash of the whole source */
+    size_t name_len, uri_len; /* of the whole source's name and uri */
     /* selection: sample i of the view is sample map[i] of the source (NULL = identity) */
     uint32_t *map;
     uint32_t *labels; /* view labels/split (point at *_all when no selection) */
@@ -1058,6 +1060,9 @@ int h2t_data_open(const char *spec, h2t_data **out)
     }
     if (rc < 0)
         goto fail;
+    memcpy(d->hash_all, d->info.hash, 32);
+    d->name_len = strlen(d->info.name);
+    d->uri_len = strlen(d->info.uri);
     view_reset(d);
     *out = d;
     return 0;
@@ -1139,21 +1144,22 @@ int h2t_data_select(h2t_data *d, uint32_t n_train, uint32_t n_test)
     d->info.split = sp;
     d->info.n_train = want[0];
     d->info.n_test = want[1];
+    /* a selection is relative to the whole source, not to an earlier selection */
+    size_t bl = d->name_len;
+    d->info.name[bl] = '\0';
+    d->info.uri[d->uri_len] = '\0';
+    memcpy(d->info.hash, d->hash_all, 32);
     if (want[0] != have[0] || want[1] != have[1]) {
         char sel[64];
         snprintf(sel, sizeof sel, "[train:%u,test:%u]", want[0], want[1]);
         /* name and uri carry the selection; the hash covers it */
-        size_t bl = strcspn(d->info.name, "[");
-        d->info.name[bl] = '\0';
         if (bl + strlen(sel) < sizeof d->info.name)
             strcat(d->info.name, sel);
-        size_t ul = strcspn(d->info.uri, "[");
-        d->info.uri[ul] = '\0';
         strcat(d->info.uri, sel);
         h2t_sha256 hs;
         h2t_sha256_init(&hs);
         hash_tag(&hs, "h2tdb-select-v1");
-        h2t_sha256_update(&hs, d->info.hash, 32);
+        h2t_sha256_update(&hs, d->hash_all, 32);
         h2t_sha256_update(&hs, sel, strlen(sel));
         h2t_sha256_final(&hs, d->info.hash);
     }

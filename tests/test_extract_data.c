@@ -152,6 +152,15 @@ TEST(extract_data_idx_classes_and_selection)
     ASSERT_EQ(h2t_data_select(d, 0, 0), H2T_EINVAL);
     ASSERT_OK(h2t_data_select(d, UINT32_MAX, 0)); /* train only */
     ASSERT_EQ(h2t_data_info_get(d)->n_samples, 5);
+    ASSERT_STREQ(h2t_data_info_get(d)->name, "fashion-mnist[train:5,test:0]");
+    uint8_t train_only[32];
+    memcpy(train_only, h2t_data_info_get(d)->hash, 32);
+    ASSERT_OK(h2t_data_select(d, UINT32_MAX, UINT32_MAX)); /* back to the whole source */
+    ASSERT(memcmp(full, h2t_data_info_get(d)->hash, 32) == 0);
+    ASSERT_STREQ(h2t_data_info_get(d)->name, "fashion-mnist");
+    ASSERT_OK(h2t_data_select(d, 2, 1)); /* relative to the source, not to the last one */
+    ASSERT_OK(h2t_data_select(d, UINT32_MAX, 0));
+    ASSERT(memcmp(train_only, h2t_data_info_get(d)->hash, 32) == 0);
     h2t_data_close(d);
 
     /* classes.txt wins; a label beyond it is refused */
