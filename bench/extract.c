@@ -13,7 +13,7 @@
  *     build/bench/extract [--runs R] [--rounds K] [--batch B] [--threads T] [--models a,b]
  *                         [--no-ort] [--profile]
  *
- * Defaults: 4 runs per block, 2 rounds, batch 32, 2 threads, mobilenet_v2,resnet50. Models
+ * Defaults: 3 runs per block, 2 rounds, batch 32, 2 threads, mobilenet_v2,resnet50. Models
  * are models/NAME.onnx (deploy/fetch_model.sh --all runs first: idempotent); run from the
  * repository root (make bench does). Inputs: seeded uniform noise in [-1, 1] (throughput
  * does not depend on the values). --profile: instead of the comparison, h2tdb's time per
@@ -253,7 +253,7 @@ out:
 
 int main(int argc, char **argv)
 {
-    bench_opts o = {.runs = 4, .rounds = 2, .batch = 32, .threads = 2, .ort = 1};
+    bench_opts o = {.runs = 3, .rounds = 2, .batch = 32, .threads = 2, .ort = 1};
     char *save = NULL;
 
     snprintf(o.models, sizeof o.models, "mobilenet_v2,resnet50");
