@@ -27,6 +27,7 @@ The ONNX graph:
 Standard library, numpy and the python3-onnx package only.
 """
 import json
+import os
 import sys
 
 import numpy as np
@@ -349,7 +350,6 @@ def main(argv):
     tmp = argv[3] + ".tmp"
     with open(tmp, "wb") as f:
         f.write(model.SerializeToString())
-    import os
     os.replace(tmp, argv[3])
     print("convert_mobilenet: %s: %d nodes, %d initializers" %
           (argv[3], len(model.graph.node), len(model.graph.initializer)))

@@ -48,7 +48,7 @@ for arg in "$@"; do
     fi
     [ -f "$model" ] || { echo "ort_compare: $model: no such file" >&2; exit 2; }
     echo "== $model (batch $batch)"
-    rm -rf "$tmp"/*
+    rm -rf "${tmp:?}"/*
     if [ -f "$img" ]; then
         shape=$(/usr/bin/python3 "$C/make_input.py" "$model" "$tmp/in.f32" --batch "$batch" --image "$img")
     else
