@@ -10,6 +10,7 @@ trap 'rm -rf "$tmp"' EXIT
 /usr/bin/python3 - "$tmp" "$C" <<'PY'
 import sys
 import numpy as np
+sys.dont_write_bytecode = True
 sys.path.insert(0, sys.argv[2])
 from common import write_dump
 t = sys.argv[1]
