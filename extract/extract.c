@@ -352,12 +352,13 @@ const h2t_layer_info *h2t_extract_plan_layers(const h2t_extract_plan *p, uint32_
 
 /* ---- the pass ---- */
 
-/* Process CPU seconds (every thread: BLAS and pooling threads included). On a shared machine
- * the wall-clock split is skewed by waiting; the CPU split is not. */
-static double cpu_s(void)
+/* CPU seconds of the process (every thread: BLAS and pooling threads included), or of the
+ * calling thread. On a shared machine the wall-clock split is skewed by waiting; the CPU
+ * split is not. */
+static double cpu_s(int this_thread)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    clock_gettime(this_thread ? CLOCK_THREAD_CPUTIME_ID : CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -417,7 +418,8 @@ typedef struct run_ctx {
     float **bufs; /* per layer: batch x dim */
     uint8_t *seen;
     int nb, row0;          /* samples in this forward run, and their first row in bufs */
-    double t_pool, c_pool; /* wall and process CPU seconds in pooling */
+    double t_pool, c_pool; /* wall and CPU seconds in pooling */
+    int thread_clock;      /* c_pool from this thread's CPU clock (sample workers) */
 } run_ctx;
 
 static int on_tensor(void *vctx, int tensor, const float *data, const int64_t *shape, int rank)
@@ -427,7 +429,7 @@ static int on_tensor(void *vctx, int tensor, const float *data, const int64_t *s
     int l = tensor >= 0 && tensor < h2t_model_n_tensors(p->m) ? p->layer_of[tensor] : -1;
     if (l < 0)
         return 0;
-    double t0 = h2t_now_s(), c0 = cpu_s();
+    double t0 = h2t_now_s(), c0 = cpu_s(c->thread_clock);
     const h2t_layer_info *li = &p->layers[l];
     if ((uint32_t)rank != li->rank || shape[0] != c->nb)
         return h2t_err_set(H2T_ESHAPE, "tensor '%s': rank %d batch %lld, planned rank %u batch %d",
@@ -443,7 +445,65 @@ static int on_tensor(void *vctx, int tensor, const float *data, const int64_t *s
                c->pool_threads);
     c->seen[l] = 1;
     c->t_pool += h2t_now_s() - t0;
-    c->c_pool += cpu_s() - c0;
+    c->c_pool += cpu_s(c->thread_clock) - c0;
+    return 0;
+}
+
+/* Sample workers (forward batch 1 and several threads): each has its own executor and runs
+ * samples k, k + W, k + 2W, ... of the batch with OpenBLAS on one thread, pooling into its own
+ * rows of the shared batch buffers. Small per-sample GEMMs parallelise badly inside OpenBLAS;
+ * whole samples in parallel do not, and each tensor is pooled while still in this core's
+ * cache. */
+typedef struct worker {
+    run_ctx c;
+    h2t_exec *x;
+    const float *input;
+    size_t in_per;
+    int k, W, nb;
+    int rc;
+    char err[512];
+    pthread_t th;
+} worker;
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    w->rc = 0;
+    for (int s = w->k; s < w->nb && w->rc == 0; s += w->W) {
+        w->c.nb = 1;
+        w->c.row0 = s;
+        memset(w->c.seen, 0, w->c.p->n_layers);
+        w->rc = h2t_exec_run(w->x, w->input + (size_t)s * w->in_per, 1, on_tensor, &w->c);
+        for (uint32_t l = 0; w->rc == 0 && l < w->c.p->n_layers; l++)
+            if (!w->c.seen[l])
+                w->rc = h2t_err_set(H2T_ESTATE, "the executor did not report tensor '%s'",
+                                    w->c.p->layers[l].name);
+    }
+    if (w->rc < 0) /* the detail is thread-local: carry it to the caller */
+        snprintf(w->err, sizeof w->err, "%s", h2t_err_detail());
+    return NULL;
+}
+
+/* Run nb samples on the W workers (worker 0 on the calling thread). */
+static int workers_run(worker *ws, int W, const float *input, int nb)
+{
+    int started[POOL_MAX_THREADS] = {0};
+    for (int k = 0; k < W; k++) {
+        ws[k].input = input;
+        ws[k].nb = nb;
+        if (k > 0)
+            started[k] = pthread_create(&ws[k].th, NULL, worker_main, &ws[k]) == 0;
+    }
+    worker_main(&ws[0]);
+    for (int k = 1; k < W; k++) {
+        if (started[k])
+            pthread_join(ws[k].th, NULL);
+        else
+            worker_main(&ws[k]); /* no thread: do its share here */
+    }
+    for (int k = 0; k < W; k++)
+        if (ws[k].rc < 0)
+            return h2t_err_set(ws[k].rc, "%s", ws[k].err);
     return 0;
 }
 
@@ -452,7 +512,7 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
     const h2t_data_info *di = h2t_data_info_get(p->d);
     h2t_extract_result r;
     memset(&r, 0, sizeof r);
-    double t_start = h2t_now_s(), cpu_start = cpu_s();
+    double t_start = h2t_now_s(), cpu_start = cpu_s(0);
     snprintf(r.config, sizeof r.config, "%s", p->config);
     r.n_samples = p->n_samples;
     r.n_layers = p->n_layers;
@@ -525,17 +585,22 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
     int B = p->o.batch;
     if ((uint32_t)B > p->n_samples)
         B = (int)p->n_samples;
-    if (p->o.threads > 0)
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int nthreads = p->o.threads > 0 ? p->o.threads : (ncpu > 0 ? (int)ncpu : 1);
+    if (nthreads > POOL_MAX_THREADS)
+        nthreads = POOL_MAX_THREADS;
+    int W = p->fb == 1 && nthreads > 1 ? (nthreads < B ? nthreads : B) : 1;
+    worker ws[POOL_MAX_THREADS];
+    memset(ws, 0, sizeof ws);
+    if (W > 1)
+        h2t_blas_threads(1);
+    else if (p->o.threads > 0)
         h2t_blas_threads(p->o.threads);
     h2t_exec *x = NULL;
     run_ctx c;
     memset(&c, 0, sizeof c);
     c.p = p;
-    c.pool_threads = p->o.threads;
-    if (c.pool_threads <= 0) {
-        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-        c.pool_threads = ncpu > 0 ? (int)(ncpu < POOL_MAX_THREADS ? ncpu : POOL_MAX_THREADS) : 1;
-    }
+    c.pool_threads = nthreads;
     size_t in_per = (size_t)p->prep.c * p->prep.h * p->prep.w;
     float *input = malloc(sizeof(float) * in_per * (size_t)B);
     c.bufs = calloc(p->n_layers, sizeof *c.bufs);
@@ -557,6 +622,29 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
     for (uint32_t l = 0; l < p->n_layers; l++)
         if ((rc = h2t_exec_observe(x, p->tensors[l], 1)) < 0)
             goto out;
+    for (int k = 0; k < W; k++) {
+        worker *w = &ws[k];
+        w->c = c;
+        w->c.pool_threads = 1;
+        w->c.thread_clock = 1;
+        w->c.seen = calloc(p->n_layers, 1);
+        w->k = k;
+        w->W = W;
+        w->in_per = in_per;
+        if (!w->c.seen) {
+            rc = h2t_err_set(H2T_ENOMEM, "worker %d", k);
+            goto out;
+        }
+        if (k == 0) {
+            w->x = x; /* the first worker uses the executor made above */
+            continue;
+        }
+        if ((rc = h2t_exec_create(p->m, 1, &w->x)) < 0)
+            goto out;
+        for (uint32_t l = 0; l < p->n_layers; l++)
+            if ((rc = h2t_exec_observe(w->x, p->tensors[l], 1)) < 0)
+                goto out;
+    }
     if (p->o.progress)
         bar = h2t_progress_create("extract", p->n_samples - done, "img");
 
@@ -573,11 +661,27 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
                 goto out;
             }
         }
-        double t1 = h2t_now_s(), cf0 = cpu_s();
+        double t1 = h2t_now_s(), cf0 = cpu_s(0);
         double pool0 = c.t_pool, cpool0 = c.c_pool;
         /* forward in sub-batches of FB: each tensor is pooled right after it is computed, and
          * at a small FB it is still in the cache then (see README, Extraction) */
-        for (int s0 = 0; s0 < nb; s0 += FB) {
+        if (W > 1) {
+            double wp0 = 0, wc0 = 0, wp1 = 0, wc1 = 0;
+            for (int k = 0; k < W; k++) {
+                wp0 += ws[k].c.t_pool;
+                wc0 += ws[k].c.c_pool;
+            }
+            if ((rc = workers_run(ws, W, input, nb)) < 0)
+                goto out;
+            for (int k = 0; k < W; k++) {
+                wp1 += ws[k].c.t_pool;
+                wc1 += ws[k].c.c_pool;
+            }
+            /* wall: the workers pooled side by side; CPU: every worker's pooling */
+            c.t_pool += (wp1 - wp0) / W;
+            c.c_pool += wc1 - wc0;
+        }
+        for (int s0 = 0; W == 1 && s0 < nb; s0 += FB) {
             c.nb = nb - s0 < FB ? nb - s0 : FB;
             c.row0 = s0;
             memset(c.seen, 0, p->n_layers);
@@ -591,7 +695,7 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
                 }
         }
         double t2 = h2t_now_s();
-        r.cpu_forward += (cpu_s() - cf0) - (c.c_pool - cpool0);
+        r.cpu_forward += (cpu_s(0) - cf0) - (c.c_pool - cpool0);
         if ((rc = h2t_store_features_write(st, r.extraction, done, (uint32_t)nb,
                                            (const float *const *)c.bufs)) < 0)
             goto out;
@@ -614,8 +718,13 @@ out:
     r.t_pool = c.t_pool;
     r.cpu_pool = c.c_pool;
     r.t_total = h2t_now_s() - t_start;
-    r.cpu_total = cpu_s() - cpu_start;
+    r.cpu_total = cpu_s(0) - cpu_start;
     h2t_progress_destroy(bar);
+    for (int k = 0; k < W; k++) {
+        free(ws[k].c.seen);
+        if (k > 0)
+            h2t_exec_destroy(ws[k].x);
+    }
     h2t_exec_destroy(x);
     if (c.bufs)
         for (uint32_t l = 0; l < p->n_layers; l++)

@@ -429,6 +429,13 @@ TEST(extract_pass_pool_threads_identical)
     o.threads = 3;
     ASSERT_OK(run_once("three", &o, &b));
     compare_stores("one", a.extraction, "three", b.extraction, 1100);
+    /* forward batch 1: samples spread over 3 workers with an executor each */
+    o.forward_batch = 1;
+    o.batch = 7;
+    ASSERT_OK(run_once("w3", &o, &b));
+    o.threads = 1;
+    ASSERT_OK(run_once("w1", &o, &a));
+    compare_stores("w1", a.extraction, "w3", b.extraction, 1100);
 }
 
 static uint32_t samples_done_of(const char *dir)
