@@ -666,20 +666,21 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
         /* forward in sub-batches of FB: each tensor is pooled right after it is computed, and
          * at a small FB it is still in the cache then (see README, Extraction) */
         if (W > 1) {
-            double wp0 = 0, wc0 = 0, wp1 = 0, wc1 = 0;
+            double wc0 = 0, wc1 = 0;
             for (int k = 0; k < W; k++) {
-                wp0 += ws[k].c.t_pool;
                 wc0 += ws[k].c.c_pool;
             }
             if ((rc = workers_run(ws, W, input, nb)) < 0)
                 goto out;
             for (int k = 0; k < W; k++) {
-                wp1 += ws[k].c.t_pool;
                 wc1 += ws[k].c.c_pool;
             }
-            /* wall: the workers pooled side by side; CPU: every worker's pooling */
-            c.t_pool += (wp1 - wp0) / W;
+            /* CPU: every worker's pooling. Wall: the workers' own pooling clocks also count
+             * the time they waited for a core, so the section's wall time is split in the
+             * CPU proportions instead. */
+            double sec_wall = h2t_now_s() - t1, sec_cpu = cpu_s(0) - cf0;
             c.c_pool += wc1 - wc0;
+            c.t_pool += sec_cpu > 0 ? sec_wall * (wc1 - wc0) / sec_cpu : 0;
         }
         for (int s0 = 0; W == 1 && s0 < nb; s0 += FB) {
             c.nb = nb - s0 < FB ? nb - s0 : FB;

@@ -195,8 +195,11 @@ typedef struct h2t_extract_opts {
      * in the cache. Above 1 (batched GEMMs may then differ in the last bits) it becomes part of
      * the extraction's identity, and batch is rounded up to a multiple of it. */
     int forward_batch;
-    int threads;    /* OpenBLAS and pooling threads; 0 = leave OpenBLAS as is, pool on as many
-                     * threads as CPUs are online */
+    /* Threads, 0 = one per CPU online. At forward_batch 1: that many samples run at once,
+     * each with its own executor and OpenBLAS on one thread (h2t_blas_threads(1), process-
+     * wide). Above 1: OpenBLAS threads (h2t_blas_threads(threads) when > 0) and pooling
+     * threads over the samples of a forward batch. */
+    int threads;
     uint32_t dtype; /* H2T_DTYPE_* */
     int has_scale;  /* 1: scale_lo/hi override the model's preprocessing */
     float scale_lo, scale_hi;
