@@ -116,36 +116,72 @@ static int run_peer(const char *cmd, char *line, size_t len)
     return st == 0 && line[0] ? 0 : -1;
 }
 
+static void usage(void)
+{
+    fprintf(stderr, "usage: build/bench/solver [n_train n_test layers dim classes] [--parts abc] "
+                    "[--no-peers] [--threads T] [--label-noise P] [--signal A] [--every E]\n");
+}
+
 int main(int argc, char **argv)
 {
-    uint32_t ntr = argc > 1 ? (uint32_t)atoi(argv[1]) : 1000;
-    uint32_t nte = argc > 2 ? (uint32_t)atoi(argv[2]) : 1000;
-    uint32_t L = argc > 3 ? (uint32_t)atoi(argv[3]) : 50;
-    uint32_t dl = argc > 4 ? (uint32_t)atoi(argv[4]) : 1000;
-    uint32_t K = argc > 5 ? (uint32_t)atoi(argv[5]) : 10;
+    uint32_t num[5] = {1000, 1000, 50, 1000, 10}, nnum = 0, every = 50;
+    const char *parts = "abc";
+    int peers = 1, threads = 1;
+    double noise = 0.2, amp = 0.5;
+    for (int a = 1; a < argc; a++) {
+        if (!strcmp(argv[a], "--parts") && a + 1 < argc)
+            parts = argv[++a];
+        else if (!strcmp(argv[a], "--no-peers"))
+            peers = 0;
+        else if (!strcmp(argv[a], "--threads") && a + 1 < argc)
+            threads = atoi(argv[++a]);
+        else if (!strcmp(argv[a], "--label-noise") && a + 1 < argc)
+            noise = atof(argv[++a]);
+        else if (!strcmp(argv[a], "--signal") && a + 1 < argc)
+            amp = atof(argv[++a]);
+        else if (!strcmp(argv[a], "--every") && a + 1 < argc)
+            every = (uint32_t)atoi(argv[++a]);
+        else if (argv[a][0] != '-' && nnum < 5)
+            num[nnum++] = (uint32_t)atoi(argv[a]);
+        else {
+            usage();
+            return 2;
+        }
+    }
+    if (threads < 1 || !every) {
+        usage();
+        return 2;
+    }
+    uint32_t ntr = num[0], nte = num[1], L = num[2], dl = num[3], K = num[4];
     uint32_t D = L * dl;
     setvbuf(stdout, NULL, _IOLBF, 0);
-    setenv("OPENBLAS_NUM_THREADS", "1", 1);
-    setenv("OMP_NUM_THREADS", "1", 1);
-    openblas_set_num_threads(1);
-    printf("bench solver: %u train + %u test samples, %u layers x %u = %u features, %u classes, "
-           "1 thread\n",
-           ntr, nte, L, dl, D, K);
-    /* data: 1 in 50 features carries the class (a random mean per class), the rest noise */
+    char tenv[16];
+    snprintf(tenv, sizeof(tenv), "%d", threads);
+    setenv("OPENBLAS_NUM_THREADS", tenv, 1); /* the peers inherit it */
+    setenv("OMP_NUM_THREADS", tenv, 1);
+    setenv("MKL_NUM_THREADS", tenv, 1);
+    openblas_set_num_threads(threads);
+    printf("bench solver: %u train + %u test samples, %u layers x %u = %u features, %u classes; "
+           "1 in %u features informative (class means %g N(0,1), noise N(0,1)), %.0f%% of labels "
+           "replaced by a random class; %d thread(s) for h2tdb and numpy/sklearn "
+           "(OPENBLAS/OMP_NUM_THREADS), glmnet is single-threaded\n",
+           ntr, nte, L, dl, D, K, every, amp, 100 * noise, threads);
     float *Xtr = malloc((size_t)ntr * D * 4), *Xte = malloc((size_t)nte * D * 4);
     float *mu = calloc((size_t)K * D, 4);
     uint32_t *ytr = malloc(ntr * 4), *yte = malloc(nte * 4);
     int32_t *yi = malloc((ntr > nte ? ntr : nte) * 4);
     uint64_t s = 2024;
-    for (uint32_t j = 0; j < D; j += 50)
+    for (uint32_t j = 0; j < D; j += every)
         for (uint32_t c = 0; c < K; c++)
-            mu[(size_t)c * D + j] = (float)(0.5 * gauss(&s));
+            mu[(size_t)c * D + j] = (float)(amp * gauss(&s));
     for (uint32_t i = 0; i < ntr + nte; i++) {
         uint32_t c = (uint32_t)(rng(&s) % K);
         float *x = i < ntr ? Xtr + (size_t)i * D : Xte + (size_t)(i - ntr) * D;
-        (i < ntr ? ytr : yte)[i < ntr ? i : i - ntr] = c;
         for (uint32_t j = 0; j < D; j++)
             x[j] = (float)(mu[(size_t)c * D + j] + gauss(&s));
+        if ((rng(&s) >> 11) * (1.0 / 9007199254740992.0) < noise) /* label noise */
+            c = (uint32_t)(rng(&s) % K);
+        (i < ntr ? ytr : yte)[i < ntr ? i : i - ntr] = c;
     }
     normalise(Xtr, ntr, L, dl);
     normalise(Xte, nte, L, dl);
@@ -168,23 +204,40 @@ int main(int argc, char **argv)
     h2t_fit_info fi;
     char cmd[8192], line[1024];
 
-    /* (a) L2 probe, lambda = 1 / (C n) */
+    double t0 = 0;
+    int rc = 0;
+    float *G = malloc((size_t)D * K * 4), gb[64];
+    if (K > 64) {
+        fprintf(stderr, "bench solver: at most 64 classes\n");
+        return 2;
+    }
+    if (!strchr(parts, 'a'))
+        goto part_b;
+    /* (a) L2 probe, lambda = 1 / (C n). For n < D the solver takes the kernel form: one Gram
+     * X X^T (ssyrk, timed here on its own for the GFLOP/s figure), then n x n x K iterations */
     double C = 1.0, lam = 1.0 / (C * ntr);
-    double t0 = h2t_now_s();
-    int rc = h2t_solver_fit(Xtr, ytr, ntr, D, K, H2T_PENALTY_L2, lam, &sp, W, b, &fi);
+    float *Gm = malloc((size_t)ntr * ntr * 4);
+    t0 = h2t_now_s();
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int)ntr, (int)D, 1.0f, Xtr, (int)D, 0.0f,
+                Gm, (int)ntr);
+    double tgram = h2t_now_s() - t0;
+    free(Gm);
+    t0 = h2t_now_s();
+    rc = h2t_solver_fit(Xtr, ytr, ntr, D, K, H2T_PENALTY_L2, lam, &sp, W, b, &fi);
     double ta = h2t_now_s() - t0;
     if (rc < 0) {
         fprintf(stderr, "fit: %s\n", h2t_err_detail());
         return 1;
     }
     double acc = accuracy(Xte, yte, nte, D, K, W, b);
-    double gf = 4.0 * ntr * D * K * (fi.iters + 1) / ta / 1e9;
-    printf("(a) h2tdb L2 probe (C=%g): %.3f s, %u iters, |grad|max %.2g, test acc %.4f, "
-           ">= %.1f GFLOP/s (%.0f%% of sgemm peak)\n",
-           C, ta, fi.iters, fi.grad_norm, acc, gf, 100 * gf / peak);
+    double gf = (double)ntr * (ntr + 1) * D / tgram / 1e9;
+    printf("(a) h2tdb L2 probe (C=%g): %.3f s, %u iters, |grad|max %.2g, test acc %.4f; its Gram "
+           "X X^T alone (ssyrk) %.3f s = %.1f GFLOP/s (%.0f%% of sgemm peak)\n",
+           C, ta, fi.iters, fi.grad_norm, acc, tgram, gf, 100 * gf / peak);
     snprintf(cmd, sizeof(cmd), "/usr/bin/python3 bench/solver_sklearn.py %s %u %u %u %u %g", dir,
              ntr, nte, D, K, C);
-    if (run_peer(cmd, line, sizeof(line)) == 0) {
+    if (!peers) {
+    } else if (run_peer(cmd, line, sizeof(line)) == 0) {
         double ts = 0, as = 0;
         int it = 0;
         sscanf(line + 8, "%lf %lf %d", &ts, &as, &it);
@@ -194,9 +247,11 @@ int main(int argc, char **argv)
         printf("(a) sklearn: not run (python3-sklearn missing?)\n");
     }
 
+part_b:
+    if (!strchr(parts, 'b'))
+        goto part_c;
     /* (b) group lasso along a 10-point path from lambda_max to 0.05 lambda_max */
     memset(W, 0, (size_t)D * K * 4);
-    float *G = malloc((size_t)D * K * 4), gb[64];
     for (uint32_t c = 0; c < K; c++) {
         uint32_t cnt = 0;
         for (uint32_t i = 0; i < ntr; i++)
@@ -233,7 +288,8 @@ int main(int argc, char **argv)
     if (dump(dir, "W.f32", W, (size_t)D * K * 4) || dump(dir, "b.f32", b, K * 4))
         return 1;
     snprintf(cmd, sizeof(cmd), "Rscript bench/solver_glmnet.R %s %u %u %u", dir, ntr, D, K);
-    if (run_peer(cmd, line, sizeof(line)) == 0) {
+    if (!peers) {
+    } else if (run_peer(cmd, line, sizeof(line)) == 0) {
         double tg = 0, og = 0, oh = 0;
         int nzg = 0, nzh = 0;
         sscanf(line + 7, "%lf %lf %d %lf %d", &tg, &og, &nzg, &oh, &nzh);
@@ -244,6 +300,9 @@ int main(int argc, char **argv)
         printf("(b) glmnet: not run (r-cran-glmnet missing?)\n");
     }
 
+part_c:
+    if (!strchr(parts, 'c'))
+        goto done;
     /* (c) the whole Head2Toe search */
     h2t_train_spec hs;
     h2t_train_spec_default(&hs, H2T_METHOD_HEAD2TOE);
@@ -272,6 +331,8 @@ int main(int argc, char **argv)
            hs.n_lambdas, hs.n_keeps, tc, r->t_cv, r->t_final, r->lambda, r->keep, r->val_acc,
            r->test_acc, r->final_fit.converged, r->final_fit.grad_norm, r->final_fit.iters);
     h2t_result_destroy(r);
+    free(dims);
+done:
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     if (system(cmd) != 0)
         fprintf(stderr, "bench solver: could not remove %s\n", dir);
@@ -284,6 +345,5 @@ int main(int argc, char **argv)
     free(W);
     free(b);
     free(G);
-    free(dims);
     return 0;
 }

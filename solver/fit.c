@@ -207,37 +207,6 @@ static double maxabs(const float *a, size_t m)
 
 /* ---- FISTA for mean CE + lambda * sum_j ||W_j|| ---- */
 
-/* Wn = prox_{t lambda}(Y - t G), bn = Yb - t gb; returns the penalty sum ||Wn_j||. */
-static double prox_step(const float *Y, const float *Yb, const float *G, const float *gb,
-                        uint32_t d, uint32_t k, double t, double lambda, float *Wn, float *bn)
-{
-    double pen = 0;
-    for (uint32_t j = 0; j < d; j++) {
-        const float *y = Y + (size_t)j * k, *g = G + (size_t)j * k;
-        float *w = Wn + (size_t)j * k;
-        double s = 0;
-        for (uint32_t c = 0; c < k; c++) {
-            double v = y[c] - t * g[c];
-            s += v * v;
-        }
-        double nv = sqrt(s), thr = t * lambda;
-        if (nv <= thr) {
-            memset(w, 0, k * sizeof(float));
-        } else {
-            double f = 1.0 - thr / nv;
-            double s2 = 0;
-            for (uint32_t c = 0; c < k; c++) {
-                w[c] = (float)(f * (y[c] - t * g[c]));
-                s2 += (double)w[c] * w[c];
-            }
-            pen += sqrt(s2);
-        }
-    }
-    for (uint32_t c = 0; c < k; c++)
-        bn[c] = (float)(Yb[c] - t * gb[c]);
-    return pen;
-}
-
 /* Upper bound on the Lipschitz constant of the mean CE gradient in (W, b): the softmax
  * Hessian is <= I/2, so L <= sigma_max([X 1])^2 / (2n); sigma_max by power iteration
  * (30 rounds, then 5% margin; deterministic start vector). */
@@ -271,31 +240,166 @@ static double lipschitz_bound(const float *X, uint32_t n, uint32_t d)
     return 1.05 * s2 / (2.0 * n) + 1e-12;
 }
 
+/* FISTA runs in double on the (small) working-set matrix: near a solution at a small lambda
+ * the objective changes per step fall below the rounding of float logits, the backtracking
+ * test then fails on noise, the step collapses to 1/Lmax and the function-value restart fires
+ * at random (measured: fits stalled at 2000 iterations with the KKT residual 1.4x its
+ * tolerance). In double the test is exact and the step follows the local curvature. */
+
+static double ce_value_d(const double *Z, const uint32_t *y, uint32_t n, uint32_t k)
+{
+    double loss = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const double *z = Z + (size_t)i * k;
+        double m = z[0];
+        for (uint32_t c = 1; c < k; c++)
+            if (z[c] > m)
+                m = z[c];
+        double s = 0;
+        for (uint32_t c = 0; c < k; c++)
+            s += exp(z[c] - m);
+        loss += log(s) + m - z[y[i]];
+    }
+    return n ? loss / n : 0;
+}
+
+/* Z -> R = scale * (softmax(Z) - onehot(y)) in place; gb = column sums of R. */
+static void ce_residual_d(double *Z, const uint32_t *y, uint32_t n, uint32_t k, double scale,
+                          double *gb)
+{
+    for (uint32_t c = 0; c < k; c++)
+        gb[c] = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        double *z = Z + (size_t)i * k;
+        double m = z[0];
+        for (uint32_t c = 1; c < k; c++)
+            if (z[c] > m)
+                m = z[c];
+        double s = 0;
+        for (uint32_t c = 0; c < k; c++) {
+            z[c] = exp(z[c] - m);
+            s += z[c];
+        }
+        for (uint32_t c = 0; c < k; c++) {
+            z[c] = scale * (z[c] / s - (c == y[i] ? 1.0 : 0.0));
+            gb[c] += z[c];
+        }
+    }
+}
+
+static void logits_d(const double *X, uint32_t n, uint32_t d, uint32_t k, const double *W,
+                     const double *b, double *Z)
+{
+    for (uint32_t i = 0; i < n; i++)
+        memcpy(Z + (size_t)i * k, b, k * sizeof(double));
+    if (n && d)
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)k, (int)d, 1.0, X,
+                    (int)d, W, (int)k, 1.0, Z, (int)k);
+}
+
+static void grad_d(const double *X, const double *R, uint32_t n, uint32_t d, uint32_t k, double *G)
+{
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)k, (int)n, 1.0, X, (int)d, R,
+                (int)k, 0.0, G, (int)k);
+}
+
+static double row_norm_d(const double *w, uint32_t k)
+{
+    double s = 0;
+    for (uint32_t c = 0; c < k; c++)
+        s += w[c] * w[c];
+    return sqrt(s);
+}
+
+static double kkt_group_d(const double *G, const double *gb, const double *W, uint32_t d,
+                          uint32_t k, double lambda)
+{
+    double r = 0;
+    for (uint32_t j = 0; j < d; j++) {
+        const double *w = W + (size_t)j * k, *g = G + (size_t)j * k;
+        double nw = row_norm_d(w, k), v;
+        if (nw > 0) {
+            double s = 0;
+            for (uint32_t c = 0; c < k; c++) {
+                double e = g[c] + lambda * w[c] / nw;
+                s += e * e;
+            }
+            v = sqrt(s);
+        } else {
+            v = row_norm_d(g, k) - lambda;
+        }
+        if (v > r)
+            r = v;
+    }
+    for (uint32_t c = 0; c < k; c++)
+        if (fabs(gb[c]) > r)
+            r = fabs(gb[c]);
+    return r;
+}
+
+/* Wn = prox_{t lambda}(Y - t G), bn = Yb - t gb; returns the penalty sum ||Wn_j||. */
+static double prox_step_d(const double *Y, const double *Yb, const double *G, const double *gb,
+                          uint32_t d, uint32_t k, double t, double lambda, double *Wn, double *bn)
+{
+    double pen = 0;
+    for (uint32_t j = 0; j < d; j++) {
+        const double *yv = Y + (size_t)j * k, *g = G + (size_t)j * k;
+        double *w = Wn + (size_t)j * k;
+        double s = 0;
+        for (uint32_t c = 0; c < k; c++) {
+            w[c] = yv[c] - t * g[c];
+            s += w[c] * w[c];
+        }
+        double nv = sqrt(s), thr = t * lambda;
+        if (nv <= thr) {
+            for (uint32_t c = 0; c < k; c++)
+                w[c] = 0;
+        } else {
+            double f = 1.0 - thr / nv;
+            for (uint32_t c = 0; c < k; c++)
+                w[c] *= f;
+            pen += f * nv;
+        }
+    }
+    for (uint32_t c = 0; c < k; c++)
+        bn[c] = Yb[c] - t * gb[c];
+    return pen;
+}
+
 int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
-                          double lambda, const h2t_solver_opts *o, float *W, float *b, double *L,
+                          double lambda, const h2t_solver_opts *o, float *Wf, float *bf, double *L,
                           float *Gout, h2t_fit_info *info)
 {
-    size_t dk = (size_t)d * k, nk = (size_t)n * k;
+    size_t dk = (size_t)d * k, nk = (size_t)n * k, nd = (size_t)n * d;
     int rc = 0;
-    float *Y = malloc(dk * sizeof(float) + 1), *Wn = malloc(dk * sizeof(float) + 1);
-    float *G = malloc(dk * sizeof(float) + 1);
-    float *Zw = malloc(nk * sizeof(float) + 1), *Zy = malloc(nk * sizeof(float) + 1);
-    float *Zn = malloc(nk * sizeof(float) + 1), *R = malloc(nk * sizeof(float) + 1);
-    float *Yb = malloc(k * sizeof(float)), *bn = malloc(k * sizeof(float));
-    float *gb = malloc(k * sizeof(float));
-    if (!Y || !Wn || !G || !Zw || !Zy || !Zn || !R || !Yb || !bn || !gb) {
-        rc = h2t_err_set(H2T_ENOMEM, "group-lasso workspace (%u x %u)", d, k);
+    double *Xd = malloc(nd * sizeof(double) + 1);
+    double *buf = malloc((5 * dk + 4 * nk + 5 * k) * sizeof(double) + 1);
+    if (!Xd || !buf) {
+        rc = h2t_err_set(H2T_ENOMEM, "group-lasso workspace (%u x %u)", n, d);
         goto out;
     }
+    double *W = buf, *Y = W + dk, *Wn = Y + dk, *G = Wn + dk, *Gs = G + dk;
+    double *Zw = Gs + dk, *Zy = Zw + nk, *Zn = Zy + nk, *R = Zn + nk;
+    double *b = R + nk, *Yb = b + k, *bn = Yb + k, *gb = bn + k, *gbs = gb + k;
+    (void)Gs;
+    for (size_t q = 0; q < nd; q++)
+        Xd[q] = X[q];
+    for (size_t q = 0; q < dk; q++)
+        W[q] = Wf[q];
+    for (uint32_t c = 0; c < k; c++)
+        b[c] = bf[c];
     double Lmax = lipschitz_bound(X, n, d);
     double Lc = (L && *L > 0) ? *L : Lmax * 0.1;
     if (Lc > Lmax)
         Lc = Lmax;
-    h2t_solver__logits(X, n, d, k, W, b, Zw);
-    double Fw = ce_value(Zw, y, n, k) + lambda * group_penalty(W, d, k);
-    memcpy(Y, W, dk * sizeof(float));
-    memcpy(Yb, b, k * sizeof(float));
-    memcpy(Zy, Zw, nk * sizeof(float));
+    logits_d(Xd, n, d, k, W, b, Zw);
+    double pen0 = 0;
+    for (uint32_t j = 0; j < d; j++)
+        pen0 += row_norm_d(W + (size_t)j * k, k);
+    double Fw = ce_value_d(Zw, y, n, k) + lambda * pen0;
+    memcpy(Y, W, dk * sizeof(double));
+    memcpy(Yb, b, k * sizeof(double));
+    memcpy(Zy, Zw, nk * sizeof(double));
     double t = 1.0, kkt = INFINITY;
     uint32_t it = 0;
     int converged = 0;
@@ -304,29 +408,28 @@ int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_
             rc = h2t_err_set(H2T_ECANCELED, "group-lasso fit cancelled");
             goto out;
         }
-        double fY = ce_value(Zy, y, n, k);
-        memcpy(R, Zy, nk * sizeof(float));
-        ce_residual(R, y, n, k, 1.0 / n, gb);
-        grad_from_residual(X, R, n, d, k, G);
+        double fY = ce_value_d(Zy, y, n, k);
+        memcpy(R, Zy, nk * sizeof(double));
+        ce_residual_d(R, y, n, k, 1.0 / n, gb);
+        grad_d(Xd, R, n, d, k, G);
         double fn = 0, pen = 0;
         Lc = Lc * 0.9 > Lmax * 1e-6 ? Lc * 0.9 : Lmax * 1e-6; /* let the estimate come down */
         for (int bt = 0; bt < 60; bt++) {
-            pen = prox_step(Y, Yb, G, gb, d, k, 1.0 / Lc, lambda, Wn, bn);
-            h2t_solver__logits(X, n, d, k, Wn, bn, Zn);
-            fn = ce_value(Zn, y, n, k);
+            pen = prox_step_d(Y, Yb, G, gb, d, k, 1.0 / Lc, lambda, Wn, bn);
+            logits_d(Xd, n, d, k, Wn, bn, Zn);
+            fn = ce_value_d(Zn, y, n, k);
             double lin = 0, sq = 0;
             for (size_t i = 0; i < dk; i++) {
-                double dv = (double)Wn[i] - Y[i];
+                double dv = Wn[i] - Y[i];
                 lin += G[i] * dv;
                 sq += dv * dv;
             }
             for (uint32_t c = 0; c < k; c++) {
-                double dv = (double)bn[c] - Yb[c];
+                double dv = bn[c] - Yb[c];
                 lin += gb[c] * dv;
                 sq += dv * dv;
             }
-            /* at Lmax the bound holds in exact arithmetic: accept (float noise) */
-            if (fn <= fY + lin + 0.5 * Lc * sq + 1e-12 * fabs(fY) || Lc >= Lmax)
+            if (fn <= fY + lin + 0.5 * Lc * sq + 1e-15 * fabs(fY) || Lc >= Lmax)
                 break;
             Lc = Lc * 2.0 < Lmax ? Lc * 2.0 : Lmax;
         }
@@ -334,16 +437,16 @@ int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_
         /* gradient mapping at Y (cheap optimality proxy) and the restart test */
         double gm = 0, rs = 0;
         for (size_t i = 0; i < dk; i++) {
-            double a = fabs(((double)Y[i] - Wn[i]) * Lc);
+            double a = fabs((Y[i] - Wn[i]) * Lc);
             if (a > gm)
                 gm = a;
-            rs += ((double)Y[i] - Wn[i]) * ((double)Wn[i] - W[i]);
+            rs += (Y[i] - Wn[i]) * (Wn[i] - W[i]);
         }
         for (uint32_t c = 0; c < k; c++) {
-            double a = fabs(((double)Yb[c] - bn[c]) * Lc);
+            double a = fabs((Yb[c] - bn[c]) * Lc);
             if (a > gm)
                 gm = a;
-            rs += ((double)Yb[c] - bn[c]) * ((double)bn[c] - b[c]);
+            rs += (Yb[c] - bn[c]) * (bn[c] - b[c]);
         }
         double tn = 0.5 * (1.0 + sqrt(1.0 + 4.0 * t * t));
         double beta = (t - 1.0) / tn;
@@ -352,27 +455,27 @@ int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_
             tn = 1.0;
         }
         for (size_t i = 0; i < dk; i++) {
-            float wn = Wn[i];
-            Y[i] = (float)(wn + beta * ((double)wn - W[i]));
+            double wn = Wn[i];
+            Y[i] = wn + beta * (wn - W[i]);
             W[i] = wn;
         }
         for (uint32_t c = 0; c < k; c++) {
-            Yb[c] = (float)(bn[c] + beta * ((double)bn[c] - b[c]));
+            Yb[c] = bn[c] + beta * (bn[c] - b[c]);
             b[c] = bn[c];
         }
         for (size_t i = 0; i < nk; i++) {
-            float zn = Zn[i];
-            Zy[i] = (float)(zn + beta * ((double)zn - Zw[i]));
+            double zn = Zn[i];
+            Zy[i] = zn + beta * (zn - Zw[i]);
             Zw[i] = zn;
         }
         Fw = Fn;
         t = tn;
         double tol = o->kkt_rel * lambda;
         if (gm <= tol || (it + 1) % 25 == 0) {
-            memcpy(R, Zw, nk * sizeof(float));
-            ce_residual(R, y, n, k, 1.0 / n, gb);
-            grad_from_residual(X, R, n, d, k, G);
-            kkt = h2t_solver__kkt_group(G, gb, W, d, k, lambda);
+            memcpy(R, Zw, nk * sizeof(double));
+            ce_residual_d(R, y, n, k, 1.0 / n, gbs);
+            grad_d(Xd, R, n, d, k, G);
+            kkt = kkt_group_d(G, gbs, W, d, k, lambda);
             if (kkt <= tol) {
                 converged = 1;
                 it++;
@@ -380,15 +483,27 @@ int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_
             }
         }
     }
-    if (!converged || Gout) { /* the final KKT residual and gradient at the returned point */
-        memcpy(R, Zw, nk * sizeof(float));
-        ce_residual(R, y, n, k, 1.0 / n, gb);
-        grad_from_residual(X, R, n, d, k, G);
-        kkt = h2t_solver__kkt_group(G, gb, W, d, k, lambda);
-        converged = kkt <= o->kkt_rel * lambda;
-        if (Gout)
-            memcpy(Gout, G, dk * sizeof(float));
-    }
+    /* the returned point is the float-rounded W: judge and report it */
+    for (size_t q = 0; q < dk; q++)
+        Wf[q] = (float)W[q];
+    for (uint32_t c = 0; c < k; c++)
+        bf[c] = (float)b[c];
+    for (size_t q = 0; q < dk; q++)
+        W[q] = Wf[q];
+    for (uint32_t c = 0; c < k; c++)
+        b[c] = bf[c];
+    logits_d(Xd, n, d, k, W, b, Zw);
+    double pen = 0;
+    for (uint32_t j = 0; j < d; j++)
+        pen += row_norm_d(W + (size_t)j * k, k);
+    Fw = ce_value_d(Zw, y, n, k) + lambda * pen;
+    ce_residual_d(Zw, y, n, k, 1.0 / n, gb);
+    grad_d(Xd, Zw, n, d, k, G);
+    kkt = kkt_group_d(G, gb, W, d, k, lambda);
+    converged = kkt <= o->kkt_rel * lambda;
+    if (Gout)
+        for (size_t q = 0; q < dk; q++)
+            Gout[q] = (float)G[q];
     if (L)
         *L = Lc;
     if (info) {
@@ -398,16 +513,8 @@ int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_
         info->objective = Fw;
     }
 out:
-    free(Y);
-    free(Wn);
-    free(G);
-    free(Zw);
-    free(Zy);
-    free(Zn);
-    free(R);
-    free(Yb);
-    free(bn);
-    free(gb);
+    free(Xd);
+    free(buf);
     return rc;
 }
 
@@ -672,7 +779,40 @@ out:
     return rc;
 }
 
-/* ---- working-set group lasso (strong rules, Tibshirani et al. 2012) ---- */
+/* ---- working-set group lasso (strong rules, Tibshirani et al. 2012) ----
+ *
+ * The set starts as the non-zero rows plus the zero rows that pass the strong rule
+ * ||G_j|| >= 2 lambda - lambda_prev, but of those only the largest max(nnz, WS_MIN) by ||G_j||
+ * (on noisy data the strong set runs to a third of all features while the solution keeps a few
+ * hundred); after each fit every KKT violator outside the set is a candidate, again at most
+ * max(m, WS_MIN) of them by ||G_j|| per round (the set at most doubles), until none is left.
+ * Each round costs one full pass (X^T R) plus FISTA on the n x m gathered columns. */
+
+#define WS_MIN 32
+
+typedef struct ws_cand {
+    double score;
+    uint32_t j;
+} ws_cand;
+
+static int ws_cand_cmp(const void *pa, const void *pb)
+{
+    const ws_cand *a = pa, *b = pb;
+    if (a->score != b->score)
+        return a->score > b->score ? -1 : 1;
+    return a->j < b->j ? -1 : a->j > b->j;
+}
+
+/* Mark at most cap of the nc candidates (largest score first) in `in`; returns how many. */
+static uint32_t ws_take(ws_cand *c, uint32_t nc, uint32_t cap, uint8_t *in)
+{
+    if (nc > cap)
+        qsort(c, nc, sizeof(*c), ws_cand_cmp);
+    uint32_t t = nc < cap ? nc : cap;
+    for (uint32_t q = 0; q < t; q++)
+        in[c[q].j] = 1;
+    return t;
+}
 
 int h2t_solver__fit_group_ws(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
                              double lambda, double lambda_prev, const h2t_solver_opts *o, float *W,
@@ -684,28 +824,54 @@ int h2t_solver__fit_group_ws(const float *X, const uint32_t *y, uint32_t n, uint
     uint8_t *in = calloc((size_t)d + 1, 1);
     float *Z = malloc(nk * sizeof(float) + 1), *gb = malloc(k * sizeof(float));
     float *Xs = NULL, *Ws = NULL;
+    ws_cand *cand = malloc((size_t)d * sizeof(ws_cand) + 1);
     h2t_fit_info fi = {0};
     uint32_t total_iters = 0;
     double fval = 0;
-    if (!set || !in || !Z || !gb) {
+    if (!set || !in || !Z || !gb || !cand) {
         rc = h2t_err_set(H2T_ENOMEM, "working set (%u features)", d);
         goto out;
     }
-    /* the strong set from the gradient at the start point, plus the non-zero rows */
+    uint32_t m = 0, nc = 0;
+    for (uint32_t j = 0; j < d; j++)
+        if (row_norm(W + (size_t)j * k, k) > 0) {
+            in[j] = 1;
+            set[m++] = j;
+        }
+    /* the gradient at the start point: logits from the non-zero rows only, then one pass */
     if (!(lambda_prev > 0)) {
-        h2t_solver__logits(X, n, d, k, W, b, Z);
+        float *Xn = malloc((size_t)n * m * sizeof(float) + 1);
+        float *Wn = malloc((size_t)m * k * sizeof(float) + 1);
+        if (!Xn || !Wn) {
+            free(Xn);
+            free(Wn);
+            rc = h2t_err_set(H2T_ENOMEM, "working set %u x %u", n, m);
+            goto out;
+        }
+        for (uint32_t i = 0; i < n; i++)
+            for (uint32_t q = 0; q < m; q++)
+                Xn[(size_t)i * m + q] = X[(size_t)i * d + set[q]];
+        for (uint32_t q = 0; q < m; q++)
+            memcpy(Wn + (size_t)q * k, W + (size_t)set[q] * k, k * sizeof(float));
+        h2t_solver__logits(Xn, n, m, k, Wn, b, Z);
+        free(Xn);
+        free(Wn);
         ce_residual(Z, y, n, k, 1.0 / n, gb);
         grad_from_residual(X, Z, n, d, k, G);
         lambda_prev = lambda;
     }
     double thr = 2 * lambda - lambda_prev;
-    uint32_t m = 0;
+    for (uint32_t j = 0; j < d; j++) {
+        double gn = in[j] ? 0 : row_norm(G + (size_t)j * k, k);
+        if (!in[j] && gn >= thr)
+            cand[nc++] = (ws_cand){gn, j};
+    }
+    ws_take(cand, nc, m > WS_MIN ? m : WS_MIN, in);
+    m = 0;
     for (uint32_t j = 0; j < d; j++)
-        if (row_norm(G + (size_t)j * k, k) >= thr || row_norm(W + (size_t)j * k, k) > 0) {
-            in[j] = 1;
+        if (in[j])
             set[m++] = j;
-        }
-    for (int round = 0; round < 100; round++) {
+    for (int round = 0; round < 1000; round++) {
         if (h2t_solver__cancelled(o)) {
             rc = h2t_err_set(H2T_ECANCELED, "group-lasso fit cancelled");
             goto out;
@@ -740,12 +906,13 @@ int h2t_solver__fit_group_ws(const float *X, const uint32_t *y, uint32_t n, uint
         fval = ce_value(Z, y, n, k);
         ce_residual(Z, y, n, k, 1.0 / n, gb);
         grad_from_residual(X, Z, n, d, k, G);
-        uint32_t added = 0;
-        for (uint32_t j = 0; j < d; j++)
-            if (!in[j] && row_norm(G + (size_t)j * k, k) > lambda * (1 + o->kkt_rel)) {
-                in[j] = 1;
-                added++;
-            }
+        nc = 0;
+        for (uint32_t j = 0; j < d; j++) {
+            double gn = in[j] ? 0 : row_norm(G + (size_t)j * k, k);
+            if (!in[j] && gn > lambda * (1 + o->kkt_rel))
+                cand[nc++] = (ws_cand){gn, j};
+        }
+        uint32_t added = ws_take(cand, nc, m > WS_MIN ? m : WS_MIN, in);
         if (!added)
             break;
         m = 0;
@@ -761,6 +928,7 @@ int h2t_solver__fit_group_ws(const float *X, const uint32_t *y, uint32_t n, uint
         info->objective = fval + lambda * group_penalty(W, d, k);
     }
 out:
+    free(cand);
     free(set);
     free(in);
     free(Z);
