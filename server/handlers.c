@@ -742,12 +742,37 @@ out:
 
 /* ---------------- the table ---------------- */
 
+/* A statistics request is small when it covers at most H2T_SRV_LOOP_STATS_MAX features (one
+ * layer, or every layer of a small extraction): a few LMDB reads and a pass over the
+ * features. An unknown extraction or layer is small too (an error reply). */
+int h2t_srv_route_small(h2t_srv *srv, const h2t_msg *req)
+{
+    if (req->type != H2T_MSG_STATS_REQ)
+        return 0;
+    const h2t_msg_stats_req *q = &req->u.stats_req;
+    h2t_extraction *e = NULL;
+    int small = 1;
+    if (find_extraction(srv, q->extraction, &e) < 0) {
+        h2t_err_clear();
+        return 1;
+    }
+    uint32_t layer;
+    if (q->layer && *q->layer)
+        small = h2t_extraction_layer_find(e, q->layer, &layer) < 0 ||
+                e->layers[layer].dim <= H2T_SRV_LOOP_STATS_MAX;
+    else
+        small = e->total_dim <= H2T_SRV_LOOP_STATS_MAX;
+    h2t_err_clear();
+    h2t_extraction_destroy(e);
+    return small;
+}
+
 static const srv_route routes[H2T_MSG_MAX] = {
     [H2T_MSG_HEALTH_REQ] = {"health", h_health, 0},
     [H2T_MSG_LIST_EXTRACTIONS] = {"list_extractions", h_list_extractions, 1},
     [H2T_MSG_DESCRIBE_EXTRACTION] = {"describe_extraction", h_describe, 1},
     [H2T_MSG_LAYERS_REQ] = {"layers", h_layers, 1},
-    [H2T_MSG_STATS_REQ] = {"stats", h_stats, 1},
+    [H2T_MSG_STATS_REQ] = {"stats", h_stats, SRV_OFF_LOOP_IF_BIG},
     [H2T_MSG_FEATURES_REQ] = {"features", h_features, 1},
     [H2T_MSG_CREATE_TASK] = {"create_task", h_create_task, 1},
     [H2T_MSG_LIST_TASKS] = {"list_tasks", h_list_tasks, 1},

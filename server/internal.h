@@ -58,6 +58,10 @@ struct h2t_srv {
     srv_conn *conns;
     uint32_t n_conns;
     char rbuf[65536]; /* the loop's one read buffer: read_cb consumes it before returning */
+    /* replies to the connection being read, written once at the end of its read callback */
+    srv_conn *batch_conn;
+    uint8_t *batch;
+    size_t batch_len, batch_cap;
     srv_watch *watches;
     uint64_t started_ms;
     atomic_ullong requests;
@@ -73,6 +77,7 @@ struct h2t_srv {
     pthread_t *workers;
     uint32_t n_workers;
     uint32_t n_running;
+    uint32_t job_threads; /* BLAS threads per job (resolved from cfg.job_threads) */
 };
 
 /* ---- server.c ---- */
@@ -85,13 +90,16 @@ uint8_t *h2t_srv_encode_or_error(const h2t_msg *m, size_t *len);
 
 /* ---- handlers.c ---- */
 typedef int (*srv_handler_fn)(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len);
+enum { SRV_ON_LOOP = 0, SRV_OFF_LOOP = 1, SRV_OFF_LOOP_IF_BIG = 2 };
 typedef struct srv_route {
     const char *name;
     srv_handler_fn fn;
-    int off_loop; /* run on the thread pool */
+    int off_loop; /* SRV_*: run on the loop, on the thread pool, or decided per request */
 } srv_route;
 /* The row for a request type, or NULL for a type that is not a request. */
 const srv_route *h2t_srv_route(int type);
+/* Whether a request of a SRV_OFF_LOOP_IF_BIG row is small enough for the loop. */
+int h2t_srv_route_small(h2t_srv *srv, const h2t_msg *req);
 /* Fill a Job message from a stored job overlaid with live progress. Strings in out point into
  * j and live; out->spec points into spec_msg (decode it with h2t_srv_job_spec; free after). */
 void h2t_srv_job_msg(h2t_srv *srv, const h2t_job *j, h2t_msg_job *out, h2t_msg *spec_msg,

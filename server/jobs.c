@@ -10,11 +10,15 @@
 #include "common/log.h"
 #include "common/util.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define PROGRESS_PERSIST_MS 500
 
@@ -273,8 +277,12 @@ static void run_job(h2t_srv *srv, srv_job *jb)
         (rc = h2t_store_task_get(srv->st, spec.u.train.task, &task)) == 0) {
         run_ctx ctx = {srv, jb, j};
         jb->persisted_ms = h2t_now_ns() / 1000000u;
-        rc = srv->runner(srv->runner_ud, srv->st, task, &spec.u.train, on_progress, &ctx,
-                         &jb->cancel, &blob, &blob_len);
+        /* the request may ask for fewer BLAS threads than the server's budget, not more */
+        h2t_msg_train tr = spec.u.train;
+        if (tr.threads == 0 || tr.threads > srv->job_threads)
+            tr.threads = srv->job_threads;
+        rc = srv->runner(srv->runner_ud, srv->st, task, &tr, on_progress, &ctx, &jb->cancel, &blob,
+                         &blob_len);
     }
     if (rc < 0)
         h2t_err_format(rc, err, sizeof(err));
@@ -314,6 +322,10 @@ out:
 static void *worker_main(void *arg)
 {
     h2t_srv *srv = arg;
+    /* a job yields to the event loop: lower this thread's priority (Linux: per thread) */
+    if (srv->cfg.job_nice > 0 &&
+        setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), srv->cfg.job_nice) != 0)
+        H2T_LOG_WARN("jobs", "cannot lower the job thread's priority: %s", strerror(errno));
     pthread_mutex_lock(&srv->mu);
     for (;;) {
         srv_job *jb = NULL;
@@ -370,12 +382,19 @@ int h2t_srv_jobs_start(h2t_srv *srv)
                      queued, rerun);
     if (srv->cfg.workers == 0)
         return 0;
+    srv->job_threads = srv->cfg.job_threads;
+    if (srv->job_threads == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        long per = cpus > 1 ? (cpus - 1) / (long)srv->cfg.workers : 1;
+        srv->job_threads = per < 1 ? 1 : (uint32_t)per;
+    }
     srv->workers = calloc(srv->cfg.workers, sizeof(*srv->workers));
     if (!srv->workers)
         return h2t_err_set(H2T_ENOMEM, "workers");
     for (uint32_t i = 0; i < srv->cfg.workers; i++) {
         if (pthread_create(&srv->workers[i], NULL, worker_main, srv) != 0)
             return h2t_err_set(H2T_ENOMEM, "cannot start worker thread %u", i);
+        pthread_setname_np(srv->workers[i], "h2t-job");
         srv->n_workers++;
     }
     return 0;

@@ -28,6 +28,8 @@ struct srv_conn {
     uint64_t opened_ms, last_ms, frame_ms, drain_ms;
 };
 
+#define SRV_BATCH_MAX 65536 /* replies up to this size are gathered per read callback */
+
 typedef struct srv_write {
     uv_write_t req;
     uint8_t *frame;
@@ -107,6 +109,10 @@ static void conn_close(srv_conn *c)
         return;
     h2t_srv *srv = c->srv;
     c->closing = 1;
+    if (srv->batch_conn == c) {
+        srv->batch_conn = NULL;
+        srv->batch_len = 0;
+    }
     watches_drop_conn(srv, c);
     if (c->prev)
         c->prev->next = c->next;
@@ -126,24 +132,48 @@ static void on_write(uv_write_t *req, int status)
     free(w);
 }
 
-void h2t_srv_conn_send(srv_conn *c, uint8_t *frame, size_t len)
+/* Write len bytes at p; buf (OWNED, may be p's allocation or NULL) is freed once written.
+ * Tries a direct write first (no request, no callback); what the socket does not take now is
+ * queued with uv_write, after anything queued before. */
+static void conn_write(srv_conn *c, uint8_t *buf, const uint8_t *p, size_t len)
 {
-    if (!frame)
-        return;
     if (c->closing) {
-        free(frame);
+        free(buf);
         return;
     }
-    srv_write *w = malloc(sizeof(*w));
-    if (!w) {
-        free(frame);
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)len);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (n == (int)len) {
+        free(buf);
+        return;
+    }
+    if (n < 0 && n != UV_EAGAIN) {
+        free(buf);
         conn_close(c);
         return;
     }
-    w->frame = frame;
-    uv_buf_t b = uv_buf_init((char *)frame, (unsigned)len);
+    size_t done = n > 0 ? (size_t)n : 0;
+    srv_write *w = malloc(sizeof(*w));
+    if (!w) {
+        free(buf);
+        conn_close(c);
+        return;
+    }
+    if (!buf) { /* the bytes are borrowed (the batch buffer): keep a copy */
+        buf = malloc(len - done);
+        if (!buf) {
+            free(w);
+            conn_close(c);
+            return;
+        }
+        memcpy(buf, p + done, len - done);
+        p = buf;
+        done = 0;
+    }
+    w->frame = buf;
+    b = uv_buf_init((char *)p + done, (unsigned)(len - done));
     if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) {
-        free(frame);
+        free(buf);
         free(w);
         conn_close(c);
         return;
@@ -152,6 +182,54 @@ void h2t_srv_conn_send(srv_conn *c, uint8_t *frame, size_t len)
         H2T_LOG_WARN("server", "closing a client that does not read its replies");
         conn_close(c);
     }
+}
+
+/* Write the replies gathered while reading a connection, in one write. */
+static void batch_flush(h2t_srv *srv)
+{
+    srv_conn *c = srv->batch_conn;
+    srv->batch_conn = NULL;
+    if (c && srv->batch_len)
+        conn_write(c, NULL, srv->batch, srv->batch_len);
+    srv->batch_len = 0;
+    if (srv->batch_cap > SRV_BATCH_MAX) { /* a big reply grew it: give the memory back */
+        free(srv->batch);
+        srv->batch = NULL;
+        srv->batch_cap = 0;
+    }
+}
+
+void h2t_srv_conn_send(srv_conn *c, uint8_t *frame, size_t len)
+{
+    if (!frame)
+        return;
+    if (c->closing) {
+        free(frame);
+        return;
+    }
+    h2t_srv *srv = c->srv;
+    if (srv->batch_conn == c && len <= SRV_BATCH_MAX) {
+        if (srv->batch_len + len > srv->batch_cap) {
+            size_t cap = srv->batch_cap ? srv->batch_cap : 4096;
+            while (cap < srv->batch_len + len)
+                cap *= 2;
+            uint8_t *nb = realloc(srv->batch, cap);
+            if (!nb) {
+                free(frame);
+                conn_close(c);
+                return;
+            }
+            srv->batch = nb;
+            srv->batch_cap = cap;
+        }
+        memcpy(srv->batch + srv->batch_len, frame, len);
+        srv->batch_len += len;
+        free(frame);
+        return;
+    }
+    if (srv->batch_conn == c) /* a big reply: what came before goes first */
+        batch_flush(srv);
+    conn_write(c, frame, frame, len);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -169,6 +247,8 @@ static void conn_fail(srv_conn *c, uint64_t id, int rc)
         return;
     size_t len = 0;
     uint8_t *f = h2t_srv_error_frame(id, rc, &len);
+    if (c->srv->batch_conn == c) /* the replies so far, then the error, then the shutdown */
+        batch_flush(c->srv);
     h2t_srv_conn_send(c, f, len);
     if (c->closing)
         return;
@@ -340,7 +420,8 @@ static void handle_frame(srv_conn *c, const uint8_t *payload, uint32_t plen)
         h2t_msg_free(&m);
         return;
     }
-    if (!r->off_loop) {
+    if (r->off_loop == SRV_ON_LOOP ||
+        (r->off_loop == SRV_OFF_LOOP_IF_BIG && h2t_srv_route_small(srv, &m))) {
         uint8_t *f = NULL;
         size_t len = 0;
         rc = r->fn(srv, &m, &f, &len);
@@ -389,8 +470,20 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     c->last_ms = t;
     const uint8_t *p = (const uint8_t *)buf->base;
     size_t n = (size_t)nread;
+    h2t_srv *srv = c->srv;
+    srv->batch_conn = c;
     while (n > 0 && !c->closing && !c->draining) {
         int was_partial = h2t_proto_reader_partial(&c->rd);
+        if (!was_partial && n >= 4) { /* a whole frame in the buffer: no copy */
+            uint32_t flen = h2t_be32_get(p);
+            if (flen <= c->rd.max && n - 4 >= flen) {
+                c->frame_ms = t;
+                handle_frame(c, p + 4, flen);
+                p += 4 + (size_t)flen;
+                n -= 4 + (size_t)flen;
+                continue;
+            }
+        }
         size_t used;
         const uint8_t *payload;
         uint32_t plen;
@@ -407,6 +500,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (rc == 1)
             handle_frame(c, payload, plen);
     }
+    if (srv->batch_conn == c)
+        batch_flush(srv);
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -541,6 +636,7 @@ void h2t_srv_config_default(h2t_srv_config *cfg)
     cfg->slow_timeout_ms = 10000;
     cfg->max_pending_write = (size_t)64 << 20;
     cfg->handle_signals = 1;
+    cfg->job_nice = 10;
 }
 
 static int parse_listen(const char *s, struct sockaddr_storage *ss, int *loopback)
@@ -754,6 +850,7 @@ void h2t_srv_destroy(h2t_srv *srv)
         free(w);
     }
     free(srv->changed);
+    free(srv->batch);
     pthread_mutex_destroy(&srv->mu);
     pthread_cond_destroy(&srv->cv);
     free(srv);

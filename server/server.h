@@ -13,10 +13,15 @@
  *         h2t_srv_destroy(srv);
  *     }
  *
- * Threads: the event loop runs on the thread that calls h2t_srv_run and never blocks: store
- * reads and writes for requests run on libuv's thread pool, train jobs on cfg.workers threads
- * of their own. Progress travels from a worker to the loop through a uv_async, and the loop
- * pushes it to every watcher of the job.
+ * Threads: the event loop runs on the thread that calls h2t_srv_run and never blocks: small
+ * store reads (health, job state, statistics of up to H2T_SRV_LOOP_STATS_MAX features: LMDB
+ * reads of memory-mapped pages, a few microseconds) run on the loop; larger reads and every
+ * store write run on libuv's thread pool; train jobs run on cfg.workers threads of their own
+ * (named "h2t-job"), at a lower priority (cfg.job_nice) and with at most cfg.job_threads BLAS
+ * threads each (by default the CPUs less one shared by the workers, at least 1: on 2 CPUs and
+ * 1 worker a job uses 1 thread), so that the loop keeps a core while a job runs. A train
+ * request's own thread count may lower that, never raise it. Progress travels from a worker
+ * to the loop through a uv_async, and the loop pushes it to every watcher of the job.
  *
  * Jobs live in the store (storage/store.h jobs table). On start the server queues every
  * QUEUED job again and re-runs every RUNNING one (a server that was killed: attempts + 1).
@@ -45,6 +50,8 @@
 #include "storage/store.h"
 
 #define H2T_SRV_DEFAULT_PORT 7433
+/* statistics requests over at most this many features are answered on the event loop */
+#define H2T_SRV_LOOP_STATS_MAX 16384u
 
 /* A job runner: trains the job's head and returns the solver's result blob (*blob OWNED by
  * the server afterwards, free()). Called on a worker thread. progress(pud, fraction, stage)
@@ -70,6 +77,8 @@ typedef struct h2t_srv_config {
     int handle_signals;       /* stop gracefully on SIGINT/SIGTERM (default 1) */
     h2t_srv_runner_fn runner; /* NULL: h2t_srv_runner_solver */
     void *runner_ud;
+    uint32_t job_threads; /* BLAS threads per job; 0 (default): max(1, (CPUs - 1) / workers) */
+    int job_nice;         /* nice value of the job threads (default 10; 0 = unchanged) */
 } h2t_srv_config;
 
 typedef struct h2t_srv h2t_srv;

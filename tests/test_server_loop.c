@@ -1,0 +1,328 @@
+/*
+ * tests/test_server_loop.c - the server's fast paths: requests pipelined in one write
+ * (answered on the loop, replies gathered per read callback and written in order, a big reply
+ * among small ones, a broken frame after good ones), statistics served on the loop or the
+ * thread pool by size, and the job threads' BLAS budget and priority.
+ */
+#include "tests/test.h"
+
+#include "client/client.h"
+#include "common/err.h"
+#include "common/util.h"
+#include "server/server.h"
+#include "storage/store.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define N 40
+#define BIG 4096 /* per-feature stats of this layer: a reply over 64 KiB */
+
+/* "ext": N samples (30 train, 10 test), 2 classes, layers "small" (8) and "big" (BIG). */
+static h2t_store *fixture(const char *dir)
+{
+    h2t_store *st = NULL;
+    ASSERT_OK(h2t_store_open(dir, H2T_STORE_CREATE, &st));
+    static char c0[] = "a", c1[] = "b";
+    char *names[2] = {c0, c1};
+    uint32_t labels[N];
+    uint8_t split[N];
+    for (uint32_t i = 0; i < N; i++) {
+        labels[i] = i % 2;
+        split[i] = i < 30 ? H2T_SPLIT_TRAIN : H2T_SPLIT_TEST;
+    }
+    h2t_source src = {0};
+    snprintf(src.name, sizeof(src.name), "synth");
+    src.n_samples = N;
+    src.n_classes = 2;
+    src.class_names = names;
+    src.labels = labels;
+    src.split = split;
+    uint32_t sid, mid, eid;
+    int reused;
+    ASSERT_OK(h2t_store_source_put(st, &src, &sid, &reused));
+    h2t_model_rec m = {0};
+    snprintf(m.name, sizeof(m.name), "toy");
+    ASSERT_OK(h2t_store_model_put(st, &m, &mid, &reused));
+    h2t_layer_info L[2] = {0};
+    snprintf(L[0].name, sizeof(L[0].name), "small");
+    L[0].rank = 2;
+    L[0].shape[0] = L[0].dim = 8;
+    snprintf(L[1].name, sizeof(L[1].name), "big");
+    L[1].rank = 2;
+    L[1].shape[0] = L[1].dim = BIG;
+    h2t_extraction e = {0};
+    snprintf(e.name, sizeof(e.name), "ext");
+    e.source = sid;
+    e.model = mid;
+    e.n_samples = N;
+    e.n_layers = 2;
+    e.layers = L;
+    ASSERT_OK(h2t_store_extraction_begin(st, &e, &eid, &reused));
+    float *f0 = malloc(N * 8 * sizeof(float)), *f1 = malloc((size_t)N * BIG * sizeof(float));
+    ASSERT(f0 && f1);
+    for (uint32_t i = 0; i < N * 8; i++)
+        f0[i] = (float)(i % 13) - labels[i / 8];
+    for (uint32_t i = 0; i < N * BIG; i++)
+        f1[i] = (float)(i % 7) * 0.5f;
+    const float *ptrs[2] = {f0, f1};
+    ASSERT_OK(h2t_store_features_write(st, eid, 0, N, ptrs));
+    free(f0);
+    free(f1);
+    return st;
+}
+
+typedef struct srv_thread {
+    h2t_store *st;
+    h2t_srv *srv;
+    pthread_t th;
+    char addr[64];
+} srv_thread;
+
+static void *srv_main(void *arg)
+{
+    srv_thread *t = arg;
+    h2t_srv_run(t->srv);
+    return NULL;
+}
+
+static void srv_start(srv_thread *t, h2t_srv_config *cfg)
+{
+    static int n_stores;
+    char dir[32];
+    snprintf(dir, sizeof(dir), "st%d", n_stores++);
+    t->st = fixture(dir);
+    cfg->listen = "127.0.0.1:0";
+    cfg->handle_signals = 0;
+    ASSERT_OK(h2t_srv_create(cfg, t->st, &t->srv));
+    snprintf(t->addr, sizeof(t->addr), "127.0.0.1:%d", h2t_srv_port(t->srv));
+    ASSERT_EQ(pthread_create(&t->th, NULL, srv_main, t), 0);
+}
+
+static void srv_finish(srv_thread *t)
+{
+    h2t_srv_stop(t->srv);
+    pthread_join(t->th, NULL);
+    h2t_srv_destroy(t->srv);
+    h2t_store_close(t->st);
+}
+
+/* Append the frame of m to buf. */
+static void put(uint8_t **buf, size_t *len, const h2t_msg *m)
+{
+    uint8_t *f;
+    size_t fl;
+    ASSERT_OK(h2t_proto_encode(m, &f, &fl));
+    *buf = realloc(*buf, *len + fl);
+    ASSERT(*buf);
+    memcpy(*buf + *len, f, fl);
+    *len += fl;
+    free(f);
+}
+
+static h2t_msg stats_req(uint64_t id, const char *layer, int per_feature)
+{
+    h2t_msg m = {.id = id, .type = H2T_MSG_STATS_REQ};
+    m.u.stats_req.extraction = "ext";
+    m.u.stats_req.layer = layer;
+    m.u.stats_req.per_feature = per_feature;
+    return m;
+}
+
+TEST(server_pipelined_replies_in_order)
+{
+    srv_thread t = {0};
+    h2t_srv_config cfg;
+    h2t_srv_config_default(&cfg);
+    srv_start(&t, &cfg);
+    h2t_client *c = NULL;
+    ASSERT_OK(h2t_client_connect(t.addr, NULL, 20000, &c));
+    /* twice: 10 requests in one write, all answered on the loop, a >64 KiB reply in the
+     * middle; then an unknown layer (an error reply, the connection stays) */
+    for (int round = 0; round < 2; round++) {
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        for (uint64_t id = 1; id <= 10; id++) {
+            h2t_msg m;
+            if (id % 3 == 1)
+                m = (h2t_msg){.id = id, .type = H2T_MSG_HEALTH_REQ};
+            else if (id == 5)
+                m = stats_req(id, "big", 1);
+            else
+                m = stats_req(id, id % 3 == 2 ? "small" : "", 0);
+            put(&buf, &len, &m);
+        }
+        h2t_msg bad = stats_req(11, "nope", 0);
+        put(&buf, &len, &bad);
+        ASSERT_OK(h2t_client_send_raw(c, buf, len));
+        free(buf);
+        for (uint64_t id = 1; id <= 11; id++) {
+            h2t_msg r;
+            ASSERT_OK(h2t_client_recv(c, &r));
+            ASSERT_EQ(r.id, id);
+            if (id == 11) {
+                ASSERT_EQ(r.type, H2T_MSG_ERROR);
+                ASSERT_EQ(r.u.error.code, H2T_ENOTFOUND);
+                ASSERT_CONTAINS(r.u.error.message, "nope");
+            } else if (id % 3 == 1) {
+                ASSERT_EQ(r.type, H2T_MSG_HEALTH);
+            } else {
+                ASSERT_EQ(r.type, H2T_MSG_STATS);
+                const h2t_msg_layer_stats *s = &r.u.stats.layers[0];
+                if (id == 5) {
+                    ASSERT_EQ(r.u.stats.n_layers, 1);
+                    ASSERT_EQ(s->dim, BIG);
+                    ASSERT_EQ(s->n_mean, BIG);
+                    ASSERT_EQ(s->n_fmax, BIG);
+                    ASSERT_NEAR(s->mean[0], 1.4375, 1e-9); /* (sample % 7) / 2 over 40 */
+                    ASSERT_EQ(s->count, N);
+                } else if (id % 3 == 2) {
+                    ASSERT_EQ(r.u.stats.n_layers, 1);
+                    ASSERT_EQ(s->dim, 8);
+                    ASSERT_EQ(s->n_mean, 0);
+                } else {
+                    ASSERT_EQ(r.u.stats.n_layers, 2);
+                    ASSERT_EQ(r.u.stats.layers[1].dim, BIG);
+                }
+            }
+            h2t_msg_free(&r);
+        }
+    }
+    h2t_client_close(c);
+    srv_finish(&t);
+}
+
+TEST(server_pipelined_then_broken_frame)
+{
+    srv_thread t = {0};
+    h2t_srv_config cfg;
+    h2t_srv_config_default(&cfg);
+    srv_start(&t, &cfg);
+    h2t_client *c = NULL;
+    ASSERT_OK(h2t_client_connect(t.addr, NULL, 20000, &c));
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    h2t_msg h1 = {.id = 1, .type = H2T_MSG_HEALTH_REQ};
+    h2t_msg s2 = stats_req(2, "small", 1);
+    put(&buf, &len, &h1);
+    put(&buf, &len, &s2);
+    static const uint8_t junk[] = {0, 0, 0, 3, 0xff, 0xff, 0xff}; /* not an Envelope */
+    buf = realloc(buf, len + sizeof(junk));
+    memcpy(buf + len, junk, sizeof(junk));
+    len += sizeof(junk);
+    h2t_msg h3 = {.id = 3, .type = H2T_MSG_HEALTH_REQ}; /* after the broken frame: ignored */
+    put(&buf, &len, &h3);
+    ASSERT_OK(h2t_client_send_raw(c, buf, len));
+    free(buf);
+    h2t_msg r;
+    ASSERT_OK(h2t_client_recv(c, &r));
+    ASSERT_EQ(r.id, 1);
+    ASSERT_EQ(r.type, H2T_MSG_HEALTH);
+    h2t_msg_free(&r);
+    ASSERT_OK(h2t_client_recv(c, &r));
+    ASSERT_EQ(r.id, 2);
+    ASSERT_EQ(r.type, H2T_MSG_STATS);
+    ASSERT_EQ(r.u.stats.layers[0].n_var, 8);
+    h2t_msg_free(&r);
+    ASSERT_OK(h2t_client_recv(c, &r));
+    ASSERT_EQ(r.type, H2T_MSG_ERROR);
+    ASSERT_EQ(r.u.error.code, H2T_EPROTO);
+    h2t_msg_free(&r);
+    ASSERT_EQ(h2t_client_recv(c, &r), H2T_ENET); /* closed after the error */
+    h2t_client_close(c);
+
+    /* another client is not disturbed */
+    ASSERT_OK(h2t_client_connect(t.addr, NULL, 20000, &c));
+    h2t_msg q = {.type = H2T_MSG_HEALTH_REQ};
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_HEALTH, &r));
+    h2t_msg_free(&r);
+    h2t_client_close(c);
+    srv_finish(&t);
+}
+
+/* ---- the job threads: BLAS budget and priority ---- */
+typedef struct seen {
+    pthread_mutex_t mu;
+    uint32_t threads[4];
+    int nice[4];
+    int n;
+} seen;
+
+static int record_runner(void *ud, h2t_store *st, const h2t_task *task, const h2t_msg_train *spec,
+                         h2t_solver_progress_fn progress, void *pud, const atomic_int *cancel,
+                         void **blob, size_t *len)
+{
+    (void)st, (void)task, (void)progress, (void)pud, (void)cancel, (void)blob, (void)len;
+    seen *s = ud;
+    errno = 0;
+    int nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+    pthread_mutex_lock(&s->mu);
+    if (s->n < 4) {
+        s->threads[s->n] = spec->threads;
+        s->nice[s->n] = nice;
+        s->n++;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return h2t_err_set(H2T_EINVAL, "recorded");
+}
+
+static void train_and_wait(h2t_client *c, uint32_t threads)
+{
+    h2t_msg q = {.type = H2T_MSG_TRAIN}, r;
+    q.u.train.task = "t";
+    q.u.train.method = H2T_PROTO_METHOD_LINEAR;
+    q.u.train.threads = threads;
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_JOB, &r));
+    uint64_t id = r.u.job.id;
+    h2t_msg_free(&r);
+    ASSERT_OK(h2t_client_watch(c, id, NULL, NULL, &r));
+    ASSERT_EQ(r.u.job.state, H2T_JOB_FAILED);
+    ASSERT_CONTAINS(r.u.job.error, "recorded");
+    h2t_msg_free(&r);
+}
+
+static void job_threads_case(uint32_t cfg_threads, uint32_t workers, uint32_t expect_budget)
+{
+    seen s = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    srv_thread t = {0};
+    h2t_srv_config cfg;
+    h2t_srv_config_default(&cfg);
+    cfg.runner = record_runner;
+    cfg.runner_ud = &s;
+    cfg.job_threads = cfg_threads;
+    cfg.workers = workers;
+    srv_start(&t, &cfg);
+    h2t_client *c = NULL;
+    ASSERT_OK(h2t_client_connect(t.addr, NULL, 20000, &c));
+    h2t_msg q = {.type = H2T_MSG_CREATE_TASK}, r;
+    q.u.create_task.name = "t";
+    q.u.create_task.extraction = "ext";
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_TASK, &r));
+    h2t_msg_free(&r);
+    train_and_wait(c, 0);   /* the server's budget */
+    train_and_wait(c, 1);   /* fewer: kept */
+    train_and_wait(c, 200); /* more: capped */
+    h2t_client_close(c);
+    srv_finish(&t);
+    ASSERT_EQ(s.n, 3);
+    ASSERT_EQ(s.threads[0], expect_budget);
+    ASSERT_EQ(s.threads[1], 1);
+    ASSERT_EQ(s.threads[2], expect_budget);
+    for (int i = 0; i < 3; i++)
+        ASSERT_GE(s.nice[i], 10);
+}
+
+TEST(server_job_threads_and_priority)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    uint32_t auto1 = cpus - 1 >= 1 ? (uint32_t)(cpus - 1) : 1;
+    uint32_t auto2 = (cpus - 1) / 2 >= 1 ? (uint32_t)((cpus - 1) / 2) : 1;
+    job_threads_case(0, 1, auto1);
+    job_threads_case(0, 2, auto2);
+    job_threads_case(3, 1, 3);
+}
