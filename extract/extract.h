@@ -62,18 +62,22 @@
  * input and the outputs of ops that only move, copy or describe values (their numbers are
  * already in the tensor they come from, or are not data): Reshape, Flatten, Identity,
  * Dropout, Squeeze, Unsqueeze, Transpose, Expand, Cast, Shape, Size, Constant,
- * ConstantOfShape. With opts.layers_regex
- * (POSIX extended, matched against the tensor name, unanchored) the regex replaces the op
- * exclusion list; the rank and graph-input rules still apply.
+ * ConstantOfShape. With opts.layers_regex (POSIX extended, matched against the tensor name,
+ * unanchored) the regex replaces the op exclusion list; the rank and graph-input rules still
+ * apply.
  *
  * The pass: the extraction's identity is SHA-256 of a canonical config string (model file
- * SHA-256, source hash, sample count, target size, dtype, layer rule, preprocessing). The same
- * request twice reuses the stored extraction (nothing recomputed); an interrupted one resumes
- * from its samples_done marker. Each batch: read + preprocess, run the model with the
- * selected tensors observed, pool each tensor in the executor's callback, write all layers,
- * statistics and the marker in one store transaction.
+ * SHA-256, source hash, sample count, target size, dtype, layer rule, preprocessing, and the
+ * forward batch when above 1). The same request twice reuses the stored extraction (nothing
+ * recomputed); an interrupted one resumes from its samples_done marker. Each batch (one store
+ * transaction): read + preprocess, run the model with the selected tensors observed (by
+ * default one sample per forward pass, opts.threads samples at a time, each on its own
+ * executor), pool each tensor in the executor's callback, then write all layers, statistics
+ * and the marker together. Features are bitwise the same for any batch or thread setting at
+ * forward batch 1.
  *
- * Threads: a plan and a data handle are used by one thread at a time.
+ * Threads: a plan and a data handle are used by one thread at a time; the pass starts and
+ * joins its own worker threads.
  */
 #ifndef H2T_EXTRACT_EXTRACT_H
 #define H2T_EXTRACT_EXTRACT_H
