@@ -971,6 +971,15 @@ int h2t_solver_run(h2t_store *st, const h2t_task *task, const h2t_train_spec *sp
         dims[l] = e->layers[l].dim;
         names[l] = e->layers[l].name;
     }
+    h2t_train_spec probe_spec;
+    uint32_t probe_layer;
+    if (spec->method == H2T_METHOD_LINEAR && !spec->n_layers) {
+        probe_layer = h2t_solver_probe_layer(e); /* the pre-logits, not the model's logits */
+        probe_spec = *spec;
+        probe_spec.layers = &probe_layer;
+        probe_spec.n_layers = 1;
+        j.spec = &probe_spec;
+    }
     if ((rc = job_layers(&j, e->n_layers, dims, NULL, names)) < 0)
         goto out;
     j.n_tr = task->n_train + task->n_val;

@@ -186,6 +186,11 @@ int h2t_solver_run(h2t_store *st, const h2t_task *task, const h2t_train_spec *sp
                    h2t_solver_progress_fn progress, void *ud, const atomic_int *cancel,
                    h2t_result **out);
 
+/* The layer a linear probe reads when spec.layers is NULL: the backbone's pooled
+ * representation (the last global-pooling output, or last map pooled to 1x1: a CNN's
+ * pre-logits), else the extraction's last layer. */
+uint32_t h2t_solver_probe_layer(const h2t_extraction *e);
+
 /* An in-memory task (tests, benchmarks, other front ends). Raw, un-normalised features: the
  * solver copies and normalises them. All pointers BORROWED for the call. */
 typedef struct h2t_dataset {
