@@ -344,15 +344,18 @@ static atomic_int loop_done;
 static void *srv_main(void *arg)
 {
     loop_tid = (pid_t)syscall(SYS_gettid);
+    /* libuv's pool threads start from this thread and inherit the name */
+    pthread_setname_np(pthread_self(), "h2t-loop");
     h2t_srv_run(arg);
     atomic_store(&loop_done, 1);
     return NULL;
 }
 
-/* CPU seconds of this process's threads: the event loop, the job worker(s) (named "h2t-job"
- * by the server), and the rest (libuv's thread pool, BLAS threads, main). */
+/* CPU seconds of this process's threads: the event loop, libuv's thread pool (started by the
+ * loop thread, so named "h2t-loop" too), the job worker(s) (named "h2t-job" by the server),
+ * and the rest (OpenBLAS's threads, main). */
 typedef struct thread_cpu {
-    double loop, job, other;
+    double loop, pool, job, other;
 } thread_cpu;
 
 static void threads_cpu(thread_cpu *t)
@@ -386,6 +389,8 @@ static void threads_cpu(thread_cpu *t)
         double s = (double)(ut + stt) / (double)hz;
         if (atoi(e->d_name) == loop_tid)
             t->loop += s;
+        else if (!strncmp(open + 1, "h2t-loop", 8))
+            t->pool += s;
         else if (!strncmp(open + 1, "h2t-job", 7))
             t->job += s;
         else
@@ -560,6 +565,7 @@ static int one_run(const char *self, int port, double secs, int depth, h2t_clien
             r->job_ran = job_state(c, job, &progress) == H2T_JOB_RUNNING;
             r->cpu.loop = t1.loop - t0.loop;
             r->cpu.job = t1.job - t0.job;
+            r->cpu.pool = t1.pool - t0.pool;
             r->cpu.other = t1.other - t0.other;
             r->rps = r->n / r->el;
             r->p50 = p50 / 1e6;
@@ -661,7 +667,7 @@ int main(int argc, char **argv)
            sysconf(_SC_NPROCESSORS_ONLN));
     if (threads)
         printf("  (request asks for %u BLAS thread(s))\n", threads);
-    double rps[MAX_RUNS], p50[MAX_RUNS], p99[MAX_RUNS], hp99[MAX_RUNS];
+    double rps[MAX_RUNS], p50[MAX_RUNS], p99[MAX_RUNS], hp99[MAX_RUNS], us[MAX_RUNS], gus[MAX_RUNS];
     uint64_t job = 0;
     int ok = 0;
     for (int i = 0; i < runs; i++) {
@@ -677,9 +683,11 @@ int main(int argc, char **argv)
                r.job_ran ? "" : "   (the job was NOT running at the end)");
         if (r.bad)
             printf("         %zu replies were not stats/health (errors)\n", r.bad);
-        printf("         CPU s in the window: server loop %.2f, job worker %.2f, other server "
-               "threads %.2f, load generator %.2f\n",
-               r.cpu.loop, r.cpu.job, r.cpu.other, r.gen_cpu);
+        printf("         CPU s in the window: server loop %.2f, thread pool %.2f, job worker "
+               "%.2f, other server threads (BLAS) %.2f, load generator %.2f; loop+pool %.1f us "
+               "per request\n",
+               r.cpu.loop, r.cpu.pool, r.cpu.job, r.cpu.other, r.gen_cpu,
+               r.n ? (r.cpu.loop + r.cpu.pool) / r.n * 1e6 : 0);
         printf("         idle: %d connections held, server counts %u open; health p50 %.3f ms "
                "p99 %.3f ms meanwhile\n",
                r.held, r.counted, r.hp50, r.hp99);
@@ -687,12 +695,15 @@ int main(int argc, char **argv)
         p50[ok] = r.p50;
         p99[ok] = r.p99;
         hp99[ok] = r.hp99;
+        us[ok] = r.n ? (r.cpu.loop + r.cpu.pool) / r.n * 1e6 : 0;
+        gus[ok] = r.n ? r.gen_cpu / r.n * 1e6 : 0;
         ok++;
     }
     if (ok)
         printf("  median of %d: %.0f req/s   p50 %.3f ms   p99 %.3f ms; idle health p99 %.3f "
-               "ms\n",
-               ok, median(rps, ok), median(p50, ok), median(p99, ok), median(hp99, ok));
+               "ms; server CPU (loop+pool) %.1f us/request, load generator %.1f us/request\n",
+               ok, median(rps, ok), median(p50, ok), median(p99, ok), median(hp99, ok),
+               median(us, ok), median(gus, ok));
     uint64_t t_cancel = h2t_now_ns();
     if (job)
         cancel_job(c, job);
