@@ -14,8 +14,11 @@
 void h2t_solver__logits(const float *X, uint32_t n, uint32_t d, uint32_t k, const float *W,
                         const float *b, float *Z)
 {
-    for (uint32_t i = 0; i < n; i++)
-        memcpy(Z + (size_t)i * k, b, k * sizeof(float));
+    if (b)
+        for (uint32_t i = 0; i < n; i++)
+            memcpy(Z + (size_t)i * k, b, k * sizeof(float));
+    else
+        memset(Z, 0, (size_t)n * k * sizeof(float));
     if (n && d)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)k, (int)d, 1.0f, X,
                     (int)d, W, (int)k, 1.0f, Z, (int)k);
@@ -287,20 +290,42 @@ static void ce_residual_d(double *Z, const uint32_t *y, uint32_t n, uint32_t k, 
     }
 }
 
-static void logits_d(const double *X, uint32_t n, uint32_t d, uint32_t k, const double *W,
-                     const double *b, double *Z)
+/* Z (double) = X Wd + b with one float sgemm (Wt, Zt: float scratch d x k, n x k). */
+static void logits_mixed(const float *X, uint32_t n, uint32_t d, uint32_t k, const double *Wd,
+                         const double *b, float *Wt, float *Zt, double *Z)
 {
+    for (size_t q = 0; q < (size_t)d * k; q++)
+        Wt[q] = (float)Wd[q];
+    h2t_solver__logits(X, n, d, k, Wt, NULL, Zt);
     for (uint32_t i = 0; i < n; i++)
-        memcpy(Z + (size_t)i * k, b, k * sizeof(double));
-    if (n && d)
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)k, (int)d, 1.0, X,
-                    (int)d, W, (int)k, 1.0, Z, (int)k);
+        for (uint32_t c = 0; c < k; c++)
+            Z[(size_t)i * k + c] = Zt[(size_t)i * k + c] + b[c];
 }
 
-static void grad_d(const double *X, const double *R, uint32_t n, uint32_t d, uint32_t k, double *G)
+/* Zn = Zy + X (Wn - Y) + (bn - Yb): the change in float (it is small near a solution, so its
+ * rounding is too), the logits themselves in double, so objective differences stay exact to
+ * far below the float rounding of Z. */
+static void logits_step(const float *X, uint32_t n, uint32_t d, uint32_t k, const double *Wn,
+                        const double *Y, const double *bn, const double *Yb, const double *Zy,
+                        float *Wt, float *Zt, double *Zn)
 {
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)k, (int)n, 1.0, X, (int)d, R,
-                (int)k, 0.0, G, (int)k);
+    for (size_t q = 0; q < (size_t)d * k; q++)
+        Wt[q] = (float)(Wn[q] - Y[q]);
+    h2t_solver__logits(X, n, d, k, Wt, NULL, Zt);
+    for (uint32_t i = 0; i < n; i++)
+        for (uint32_t c = 0; c < k; c++)
+            Zn[(size_t)i * k + c] = Zy[(size_t)i * k + c] + Zt[(size_t)i * k + c] + (bn[c] - Yb[c]);
+}
+
+/* G (double, d x k) = X^T R through one float sgemm (Rt: n x k, Gt: d x k float scratch). */
+static void grad_mixed(const float *X, const double *R, uint32_t n, uint32_t d, uint32_t k,
+                       float *Rt, float *Gt, double *G)
+{
+    for (size_t q = 0; q < (size_t)n * k; q++)
+        Rt[q] = (float)R[q];
+    grad_from_residual(X, Rt, n, d, k, Gt);
+    for (size_t q = 0; q < (size_t)d * k; q++)
+        G[q] = Gt[q];
 }
 
 static double row_norm_d(const double *w, uint32_t k)
@@ -370,20 +395,19 @@ int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_
                           double lambda, const h2t_solver_opts *o, float *Wf, float *bf, double *L,
                           float *Gout, h2t_fit_info *info)
 {
-    size_t dk = (size_t)d * k, nk = (size_t)n * k, nd = (size_t)n * d;
+    size_t dk = (size_t)d * k, nk = (size_t)n * k;
     int rc = 0;
-    double *Xd = malloc(nd * sizeof(double) + 1);
     double *buf = malloc((5 * dk + 4 * nk + 5 * k) * sizeof(double) + 1);
-    if (!Xd || !buf) {
+    float *fbuf = malloc((dk + 2 * nk) * sizeof(float) + 1);
+    if (!fbuf || !buf) {
         rc = h2t_err_set(H2T_ENOMEM, "group-lasso workspace (%u x %u)", n, d);
         goto out;
     }
     double *W = buf, *Y = W + dk, *Wn = Y + dk, *G = Wn + dk, *Gs = G + dk;
     double *Zw = Gs + dk, *Zy = Zw + nk, *Zn = Zy + nk, *R = Zn + nk;
     double *b = R + nk, *Yb = b + k, *bn = Yb + k, *gb = bn + k, *gbs = gb + k;
+    float *Wt = fbuf, *Zt = Wt + dk, *Rt = Zt + nk;
     (void)Gs;
-    for (size_t q = 0; q < nd; q++)
-        Xd[q] = X[q];
     for (size_t q = 0; q < dk; q++)
         W[q] = Wf[q];
     for (uint32_t c = 0; c < k; c++)
@@ -392,7 +416,7 @@ int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_
     double Lc = (L && *L > 0) ? *L : Lmax * 0.1;
     if (Lc > Lmax)
         Lc = Lmax;
-    logits_d(Xd, n, d, k, W, b, Zw);
+    logits_mixed(X, n, d, k, W, b, Wt, Zt, Zw);
     double pen0 = 0;
     for (uint32_t j = 0; j < d; j++)
         pen0 += row_norm_d(W + (size_t)j * k, k);
@@ -411,12 +435,12 @@ int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_
         double fY = ce_value_d(Zy, y, n, k);
         memcpy(R, Zy, nk * sizeof(double));
         ce_residual_d(R, y, n, k, 1.0 / n, gb);
-        grad_d(Xd, R, n, d, k, G);
+        grad_mixed(X, R, n, d, k, Rt, Wt, G);
         double fn = 0, pen = 0;
         Lc = Lc * 0.9 > Lmax * 1e-6 ? Lc * 0.9 : Lmax * 1e-6; /* let the estimate come down */
         for (int bt = 0; bt < 60; bt++) {
             pen = prox_step_d(Y, Yb, G, gb, d, k, 1.0 / Lc, lambda, Wn, bn);
-            logits_d(Xd, n, d, k, Wn, bn, Zn);
+            logits_step(X, n, d, k, Wn, Y, bn, Yb, Zy, Wt, Zt, Zn);
             fn = ce_value_d(Zn, y, n, k);
             double lin = 0, sq = 0;
             for (size_t i = 0; i < dk; i++) {
@@ -474,7 +498,7 @@ int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_
         if (gm <= tol || (it + 1) % 25 == 0) {
             memcpy(R, Zw, nk * sizeof(double));
             ce_residual_d(R, y, n, k, 1.0 / n, gbs);
-            grad_d(Xd, R, n, d, k, G);
+            grad_mixed(X, R, n, d, k, Rt, Wt, G);
             kkt = kkt_group_d(G, gbs, W, d, k, lambda);
             if (kkt <= tol) {
                 converged = 1;
@@ -492,13 +516,13 @@ int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_
         W[q] = Wf[q];
     for (uint32_t c = 0; c < k; c++)
         b[c] = bf[c];
-    logits_d(Xd, n, d, k, W, b, Zw);
+    logits_mixed(X, n, d, k, W, b, Wt, Zt, Zw);
     double pen = 0;
     for (uint32_t j = 0; j < d; j++)
         pen += row_norm_d(W + (size_t)j * k, k);
     Fw = ce_value_d(Zw, y, n, k) + lambda * pen;
     ce_residual_d(Zw, y, n, k, 1.0 / n, gb);
-    grad_d(Xd, Zw, n, d, k, G);
+    grad_mixed(X, Zw, n, d, k, Rt, Wt, G);
     kkt = kkt_group_d(G, gb, W, d, k, lambda);
     converged = kkt <= o->kkt_rel * lambda;
     if (Gout)
@@ -513,7 +537,7 @@ int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_
         info->objective = Fw;
     }
 out:
-    free(Xd);
+    free(fbuf);
     free(buf);
     return rc;
 }
