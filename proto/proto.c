@@ -495,6 +495,35 @@ out:
     return rc;
 }
 
+int h2t_proto_reframe(uint64_t id, const uint8_t *frame0, size_t len0, uint8_t **frame, size_t *len)
+{
+    /* an Envelope packed with id 0 starts with its body's tag (field >= 2), never field 1 */
+    if (len0 < 4 || h2t_be32_get(frame0) != len0 - 4 || (len0 > 4 && (frame0[4] >> 3) == 1))
+        return h2t_err_set(H2T_EINVAL, "reframe: not a frame of an Envelope with id 0");
+    uint8_t key[11];
+    size_t k = 0;
+    if (id) {
+        key[k++] = 0x08; /* field 1, varint */
+        for (uint64_t v = id; k < sizeof(key); v >>= 7) {
+            key[k++] = (uint8_t)((v & 0x7f) | (v >= 0x80 ? 0x80 : 0));
+            if (v < 0x80)
+                break;
+        }
+    }
+    size_t n = len0 - 4 + k;
+    if (n > 0xffffffffu)
+        return h2t_err_set(H2T_ETOOBIG, "reframe: a payload of %zu bytes", n);
+    uint8_t *buf = malloc(n + 4);
+    if (!buf)
+        return h2t_err_set(H2T_ENOMEM, "frame of %zu bytes", n + 4);
+    h2t_be32_put(buf, (uint32_t)n);
+    memcpy(buf + 4, key, k);
+    memcpy(buf + 4 + k, frame0 + 4, len0 - 4);
+    *frame = buf;
+    *len = n + 4;
+    return 0;
+}
+
 /* ======================= decode: protobuf-c -> C ======================= */
 
 typedef struct decoded {

@@ -302,6 +302,14 @@ typedef struct h2t_msg {
  * H2T_ENOMEM. */
 int h2t_proto_encode(const h2t_msg *m, uint8_t **frame, size_t *len);
 
+/* The frame of a message for request id, from the frame of the same message encoded with id 0
+ * (a reply cached once and sent to many requests): the id field goes in front of the body, as
+ * h2t_proto_encode writes it, so the result equals encoding the message with that id.
+ * *frame OWNED (free()). Errors: H2T_EINVAL (frame0 is not a frame with id 0), H2T_ETOOBIG,
+ * H2T_ENOMEM. */
+int h2t_proto_reframe(uint64_t id, const uint8_t *frame0, size_t len0, uint8_t **frame,
+                      size_t *len);
+
 /* Decode one payload (without its 4-byte header) into *out, which OWNS its contents until
  * h2t_msg_free. Errors: H2T_EPROTO (malformed bytes, empty envelope, unknown body type: the
  * detail says which), H2T_ENOMEM. On error *out is zeroed and needs no free. */

@@ -192,17 +192,15 @@ out:
 
 /* ---------------- statistics and feature slices ---------------- */
 
-static int h_stats(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len)
+/* The Stats reply to q over extraction e (BORROWED), for request id. */
+static int stats_encode(h2t_srv *srv, const h2t_extraction *e, const h2t_msg_stats_req *q,
+                        uint64_t id, uint8_t **frame, size_t *len)
 {
-    const h2t_msg_stats_req *q = &req->u.stats_req;
-    h2t_extraction *e = NULL;
     h2t_layer_stats **ls = NULL;
     h2t_msg_layer_stats *out = NULL;
     double *var = NULL;
     uint32_t first = 0, n = 0;
-    int rc = find_extraction(srv, q->extraction, &e);
-    if (rc < 0)
-        return rc;
+    int rc = 0;
     if (q->layer && *q->layer) {
         if ((rc = h2t_extraction_layer_find(e, q->layer, &first)) < 0)
             goto out;
@@ -260,7 +258,7 @@ static int h_stats(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *le
             o->fmax = s->max;
         }
     }
-    h2t_msg m = {.id = req->id, .type = H2T_MSG_STATS};
+    h2t_msg m = {.id = id, .type = H2T_MSG_STATS};
     m.u.stats.extraction = e->id;
     m.u.stats.n_layers = n;
     m.u.stats.layers = out;
@@ -271,8 +269,88 @@ out:
     free(ls);
     free(out);
     free(var);
+    return rc;
+}
+
+static int h_stats(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len)
+{
+    h2t_extraction *e = NULL;
+    int rc = find_extraction(srv, req->u.stats_req.extraction, &e);
+    if (rc < 0)
+        return rc;
+    rc = stats_encode(srv, e, &req->u.stats_req, req->id, frame, len);
     h2t_extraction_destroy(e);
     return rc;
+}
+
+/* Statistics on the loop: requests over at most H2T_SRV_LOOP_STATS_MAX features, answered
+ * from a small cache of encoded replies. A cached reply is valid while the extraction's
+ * samples_done and updated_ms are unchanged: the store writes statistics only together with
+ * a feature batch, which moves both in the same transaction. */
+int h2t_srv_stats_on_loop(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len)
+{
+    const h2t_msg_stats_req *q = &req->u.stats_req;
+    h2t_extraction *e = NULL;
+    uint8_t *f0 = NULL;
+    size_t len0 = 0;
+    int rc = find_extraction(srv, q->extraction, &e);
+    if (rc < 0)
+        goto fail; /* an error reply is small */
+    uint32_t layer = UINT32_MAX;
+    uint64_t features = e->total_dim;
+    if (q->layer && *q->layer) {
+        if ((rc = h2t_extraction_layer_find(e, q->layer, &layer)) < 0)
+            goto fail;
+        features = e->layers[layer].dim;
+    }
+    if (features > H2T_SRV_LOOP_STATS_MAX) {
+        h2t_extraction_destroy(e);
+        return 0;
+    }
+    int pf = q->per_feature != 0;
+    srv_stats_entry *hit = NULL;
+    for (int i = 0; i < SRV_STATS_CACHE && !hit; i++) {
+        srv_stats_entry *c = &srv->stats_cache[i];
+        if (c->frame && c->ext == e->id && c->layer == layer && c->per_feature == pf &&
+            c->samples_done == e->samples_done && c->updated_ms == e->updated_ms)
+            hit = c;
+    }
+    if (!hit) {
+        if ((rc = stats_encode(srv, e, q, 0, &f0, &len0)) < 0)
+            goto fail;
+        if (len0 <= SRV_STATS_CACHE_BYTES) {
+            hit = &srv->stats_cache[srv->stats_next++ % SRV_STATS_CACHE];
+            free(hit->frame);
+            *hit = (srv_stats_entry){.ext = e->id,
+                                     .layer = layer,
+                                     .per_feature = pf,
+                                     .samples_done = e->samples_done,
+                                     .updated_ms = e->updated_ms,
+                                     .frame = f0,
+                                     .len = len0};
+            f0 = NULL;
+        }
+    }
+    rc = hit ? h2t_proto_reframe(req->id, hit->frame, hit->len, frame, len)
+             : h2t_proto_reframe(req->id, f0, len0, frame, len);
+    if (rc < 0)
+        goto fail;
+    free(f0);
+    h2t_extraction_destroy(e);
+    return 1;
+fail:
+    free(f0);
+    h2t_extraction_destroy(e);
+    *frame = h2t_srv_error_frame(req->id, rc, len);
+    return 1;
+}
+
+void h2t_srv_stats_cache_free(h2t_srv *srv)
+{
+    for (int i = 0; i < SRV_STATS_CACHE; i++) {
+        free(srv->stats_cache[i].frame);
+        srv->stats_cache[i].frame = NULL;
+    }
 }
 
 static int h_features(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len)
@@ -742,37 +820,12 @@ out:
 
 /* ---------------- the table ---------------- */
 
-/* A statistics request is small when it covers at most H2T_SRV_LOOP_STATS_MAX features (one
- * layer, or every layer of a small extraction): a few LMDB reads and a pass over the
- * features. An unknown extraction or layer is small too (an error reply). */
-int h2t_srv_route_small(h2t_srv *srv, const h2t_msg *req)
-{
-    if (req->type != H2T_MSG_STATS_REQ)
-        return 0;
-    const h2t_msg_stats_req *q = &req->u.stats_req;
-    h2t_extraction *e = NULL;
-    int small = 1;
-    if (find_extraction(srv, q->extraction, &e) < 0) {
-        h2t_err_clear();
-        return 1;
-    }
-    uint32_t layer;
-    if (q->layer && *q->layer)
-        small = h2t_extraction_layer_find(e, q->layer, &layer) < 0 ||
-                e->layers[layer].dim <= H2T_SRV_LOOP_STATS_MAX;
-    else
-        small = e->total_dim <= H2T_SRV_LOOP_STATS_MAX;
-    h2t_err_clear();
-    h2t_extraction_destroy(e);
-    return small;
-}
-
 static const srv_route routes[H2T_MSG_MAX] = {
     [H2T_MSG_HEALTH_REQ] = {"health", h_health, 0},
     [H2T_MSG_LIST_EXTRACTIONS] = {"list_extractions", h_list_extractions, 1},
     [H2T_MSG_DESCRIBE_EXTRACTION] = {"describe_extraction", h_describe, 1},
     [H2T_MSG_LAYERS_REQ] = {"layers", h_layers, 1},
-    [H2T_MSG_STATS_REQ] = {"stats", h_stats, SRV_OFF_LOOP_IF_BIG},
+    [H2T_MSG_STATS_REQ] = {"stats", h_stats, SRV_OFF_LOOP_IF_BIG}, /* stats_on_loop */
     [H2T_MSG_FEATURES_REQ] = {"features", h_features, 1},
     [H2T_MSG_CREATE_TASK] = {"create_task", h_create_task, 1},
     [H2T_MSG_LIST_TASKS] = {"list_tasks", h_list_tasks, 1},

@@ -15,6 +15,19 @@
 
 typedef struct srv_conn srv_conn;
 
+#define SRV_STATS_CACHE 16                 /* encoded statistics replies kept by the loop */
+#define SRV_STATS_CACHE_BYTES (256u << 10) /* larger replies are not kept */
+
+/* a statistics reply encoded with request id 0, and what it is valid for */
+typedef struct srv_stats_entry {
+    uint32_t ext, layer; /* layer UINT32_MAX: every layer */
+    int per_feature;
+    uint32_t samples_done;
+    uint64_t updated_ms;
+    uint8_t *frame; /* OWNED; NULL: an empty slot */
+    size_t len;
+} srv_stats_entry;
+
 /* one in-memory record per job that is queued or running in this process */
 typedef struct srv_job {
     uint64_t id;
@@ -62,6 +75,8 @@ struct h2t_srv {
     srv_conn *batch_conn;
     uint8_t *batch;
     size_t batch_len, batch_cap;
+    srv_stats_entry stats_cache[SRV_STATS_CACHE]; /* loop thread only */
+    unsigned stats_next;
     srv_watch *watches;
     uint64_t started_ms;
     atomic_ullong requests;
@@ -98,8 +113,10 @@ typedef struct srv_route {
 } srv_route;
 /* The row for a request type, or NULL for a type that is not a request. */
 const srv_route *h2t_srv_route(int type);
-/* Whether a request of a SRV_OFF_LOOP_IF_BIG row is small enough for the loop. */
-int h2t_srv_route_small(h2t_srv *srv, const h2t_msg *req);
+/* A statistics request on the loop: 1 with *frame set (the reply, or an error reply) when it
+ * was small enough, 0 when it belongs on the thread pool. Loop thread only (the cache). */
+int h2t_srv_stats_on_loop(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len);
+void h2t_srv_stats_cache_free(h2t_srv *srv);
 /* Fill a Job message from a stored job overlaid with live progress. Strings in out point into
  * j and live; out->spec points into spec_msg (decode it with h2t_srv_job_spec; free after). */
 void h2t_srv_job_msg(h2t_srv *srv, const h2t_job *j, h2t_msg_job *out, h2t_msg *spec_msg,

@@ -420,8 +420,15 @@ static void handle_frame(srv_conn *c, const uint8_t *payload, uint32_t plen)
         h2t_msg_free(&m);
         return;
     }
-    if (r->off_loop == SRV_ON_LOOP ||
-        (r->off_loop == SRV_OFF_LOOP_IF_BIG && h2t_srv_route_small(srv, &m))) {
+    if (r->off_loop == SRV_OFF_LOOP_IF_BIG) { /* statistics: the loop unless big */
+        uint8_t *f = NULL;
+        size_t len = 0;
+        if (h2t_srv_stats_on_loop(srv, &m, &f, &len)) {
+            h2t_srv_conn_send(c, f, len);
+            h2t_msg_free(&m);
+            return;
+        }
+    } else if (r->off_loop == SRV_ON_LOOP) {
         uint8_t *f = NULL;
         size_t len = 0;
         rc = r->fn(srv, &m, &f, &len);
@@ -851,6 +858,7 @@ void h2t_srv_destroy(h2t_srv *srv)
     }
     free(srv->changed);
     free(srv->batch);
+    h2t_srv_stats_cache_free(srv);
     pthread_mutex_destroy(&srv->mu);
     pthread_cond_destroy(&srv->cv);
     free(srv);

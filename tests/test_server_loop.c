@@ -13,6 +13,7 @@
 #include "storage/store.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,8 +24,24 @@
 #define N 40
 #define BIG 4096 /* per-feature stats of this layer: a reply over 64 KiB */
 
+/* Samples [first, first + n) of "ext": small[s][j] = (s * 8 + j) % 13 - label,
+ * big[s][j] = ((s * BIG + j) % 7) / 2. */
+static void write_samples(h2t_store *st, uint32_t eid, uint32_t first, uint32_t n)
+{
+    float *f0 = malloc(n * 8 * sizeof(float)), *f1 = malloc((size_t)n * BIG * sizeof(float));
+    ASSERT(f0 && f1);
+    for (uint32_t i = 0; i < n * 8; i++)
+        f0[i] = (float)((first * 8 + i) % 13) - (float)((first + i / 8) % 2);
+    for (uint32_t i = 0; i < n * BIG; i++)
+        f1[i] = (float)(((size_t)first * BIG + i) % 7) * 0.5f;
+    const float *ptrs[2] = {f0, f1};
+    ASSERT_OK(h2t_store_features_write(st, eid, first, n, ptrs));
+    free(f0);
+    free(f1);
+}
+
 /* "ext": N samples (30 train, 10 test), 2 classes, layers "small" (8) and "big" (BIG). */
-static h2t_store *fixture(const char *dir)
+static h2t_store *fixture(const char *dir, uint32_t written)
 {
     h2t_store *st = NULL;
     ASSERT_OK(h2t_store_open(dir, H2T_STORE_CREATE, &st));
@@ -64,20 +81,13 @@ static h2t_store *fixture(const char *dir)
     e.n_layers = 2;
     e.layers = L;
     ASSERT_OK(h2t_store_extraction_begin(st, &e, &eid, &reused));
-    float *f0 = malloc(N * 8 * sizeof(float)), *f1 = malloc((size_t)N * BIG * sizeof(float));
-    ASSERT(f0 && f1);
-    for (uint32_t i = 0; i < N * 8; i++)
-        f0[i] = (float)(i % 13) - labels[i / 8];
-    for (uint32_t i = 0; i < N * BIG; i++)
-        f1[i] = (float)(i % 7) * 0.5f;
-    const float *ptrs[2] = {f0, f1};
-    ASSERT_OK(h2t_store_features_write(st, eid, 0, N, ptrs));
-    free(f0);
-    free(f1);
+    if (written)
+        write_samples(st, eid, 0, written);
     return st;
 }
 
 typedef struct srv_thread {
+    uint32_t written; /* samples stored before the server starts (0: all N) */
     h2t_store *st;
     h2t_srv *srv;
     pthread_t th;
@@ -96,7 +106,7 @@ static void srv_start(srv_thread *t, h2t_srv_config *cfg)
     static int n_stores;
     char dir[32];
     snprintf(dir, sizeof(dir), "st%d", n_stores++);
-    t->st = fixture(dir);
+    t->st = fixture(dir, t->written ? t->written : N);
     cfg->listen = "127.0.0.1:0";
     cfg->handle_signals = 0;
     ASSERT_OK(h2t_srv_create(cfg, t->st, &t->srv));
@@ -325,4 +335,101 @@ TEST(server_job_threads_and_priority)
     job_threads_case(0, 1, auto1);
     job_threads_case(0, 2, auto2);
     job_threads_case(3, 1, 3);
+}
+
+TEST(server_proto_reframe)
+{
+    h2t_msg m = {.type = H2T_MSG_HEALTH};
+    m.u.health.version = "v";
+    m.u.health.connections = 3;
+    uint8_t *f0, *f, *g;
+    size_t l0, l, lg;
+    ASSERT_OK(h2t_proto_encode(&m, &f0, &l0));
+    static const uint64_t ids[] = {0, 1, 127, 128, 300, 1ull << 40, UINT64_MAX};
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        m.id = ids[i];
+        ASSERT_OK(h2t_proto_encode(&m, &g, &lg));
+        ASSERT_OK(h2t_proto_reframe(ids[i], f0, l0, &f, &l));
+        ASSERT_EQ(l, lg);
+        ASSERT(memcmp(f, g, l) == 0);
+        h2t_msg d;
+        ASSERT_OK(h2t_proto_decode(f + 4, l - 4, &d));
+        ASSERT_EQ(d.id, ids[i]);
+        ASSERT_EQ(d.u.health.connections, 3);
+        h2t_msg_free(&d);
+        free(g);
+        if (i == 4) { /* a frame that has an id already is refused */
+            ASSERT_EQ(h2t_proto_reframe(5, f, l, &g, &lg), H2T_EINVAL);
+        }
+        free(f);
+    }
+    ASSERT_EQ(h2t_proto_reframe(1, f0, l0 - 1, &f, &l), H2T_EINVAL); /* length mismatch */
+    free(f0);
+}
+
+static h2t_msg stats_call(h2t_client *c, const char *layer, int per_feature)
+{
+    h2t_msg q = stats_req(0, layer, per_feature), r;
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_STATS, &r));
+    return r;
+}
+
+TEST(server_stats_cache_follows_writes)
+{
+    srv_thread t = {.written = N / 2};
+    h2t_srv_config cfg;
+    h2t_srv_config_default(&cfg);
+    srv_start(&t, &cfg);
+    h2t_client *c = NULL;
+    ASSERT_OK(h2t_client_connect(t.addr, NULL, 20000, &c));
+    /* twice each (the second from the cache), per layer, every layer, per feature */
+    double mean_half = 0;
+    for (int k = 0; k < 2; k++) {
+        h2t_msg r = stats_call(c, "small", 0);
+        ASSERT_EQ(r.u.stats.layers[0].count, N / 2);
+        if (k == 0)
+            mean_half = r.u.stats.layers[0].mean_of_means;
+        ASSERT_NEAR(r.u.stats.layers[0].mean_of_means, mean_half, 0);
+        h2t_msg_free(&r);
+        r = stats_call(c, "", 0);
+        ASSERT_EQ(r.u.stats.n_layers, 2);
+        ASSERT_EQ(r.u.stats.layers[1].count, N / 2);
+        h2t_msg_free(&r);
+        r = stats_call(c, "small", 1);
+        ASSERT_EQ(r.u.stats.layers[0].n_mean, 8);
+        h2t_msg_free(&r);
+    }
+    /* the store changes under the running server: the next replies follow */
+    uint32_t eid;
+    ASSERT_OK(h2t_store_extraction_find(t.st, "ext", &eid));
+    write_samples(t.st, eid, N / 2, N / 2);
+    h2t_layer_stats *ls;
+    ASSERT_OK(h2t_store_stats_get(t.st, eid, 0, &ls));
+    double want = 0, want0 = ls->mean[0];
+    for (uint32_t j = 0; j < 8; j++)
+        want += ls->mean[j] / 8;
+    h2t_layer_stats_destroy(ls);
+    ASSERT(fabs(want - mean_half) > 1e-6);
+    for (int k = 0; k < 2; k++) {
+        h2t_msg r = stats_call(c, "small", 0);
+        ASSERT_EQ(r.u.stats.layers[0].count, N);
+        ASSERT_NEAR(r.u.stats.layers[0].mean_of_means, want, 1e-12);
+        h2t_msg_free(&r);
+        r = stats_call(c, "", 0);
+        ASSERT_EQ(r.u.stats.layers[1].count, N);
+        h2t_msg_free(&r);
+        r = stats_call(c, "small", 1);
+        ASSERT_EQ(r.u.stats.layers[0].count, N);
+        ASSERT_NEAR(r.u.stats.layers[0].mean[0], want0, 0);
+        h2t_msg_free(&r);
+    }
+    /* unknown names are error replies from the loop path too */
+    h2t_msg q = stats_req(0, "nope", 0), r;
+    ASSERT_EQ(h2t_client_call(c, &q, H2T_MSG_STATS, &r), H2T_ENOTFOUND);
+    q.u.stats_req.extraction = "nope";
+    ASSERT_EQ(h2t_client_call(c, &q, H2T_MSG_STATS, &r), H2T_ENOTFOUND);
+    q = stats_req(0, "", 1); /* per feature over every layer */
+    ASSERT_EQ(h2t_client_call(c, &q, H2T_MSG_STATS, &r), H2T_EINVAL);
+    h2t_client_close(c);
+    srv_finish(&t);
 }
