@@ -47,7 +47,8 @@ static void extract_usage(FILE *f)
                "                          above 1, OpenBLAS threads and pooling threads\n"
                "  --dtype f32|f16         stored feature type (default f32)\n"
                "  --scale LO,HI           map pixel 0..255 to LO..HI (default: the model's\n"
-               "                          h2tdb.preprocess metadata, else -1,1)\n"
+               "                          h2tdb.preprocess metadata, else -1,1); every option\n"
+               "                          also takes --opt=VALUE, e.g. --scale=-1,1\n"
                "  --no-progress           no progress bar (it is drawn only on a terminal)\n"
                "  --json                  print the result as JSON\n");
 }
@@ -111,9 +112,19 @@ int h2t_cmd_extract(int argc, char **argv)
             o.progress = 0;
             continue;
         }
-        if (i + 1 >= argc)
+        char name[64];
+        const char *v;
+        const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
+        if (eq && (size_t)(eq - a) < sizeof(name)) { /* --opt=value (also for negative numbers) */
+            memcpy(name, a, (size_t)(eq - a));
+            name[eq - a] = '\0';
+            a = name;
+            v = eq + 1;
+        } else if (i + 1 >= argc) {
             return usage_err("%s needs a value", a);
-        const char *v = argv[++i];
+        } else {
+            v = argv[++i];
+        }
         uint32_t u;
         if (!strcmp(a, "--store"))
             store_dir = v;
