@@ -19,6 +19,7 @@
 
 #include "common/err.h"
 #include "common/util.h"
+#include "solver/internal.h" /* h2t_solver__gram, timed on its own */
 #include "solver/solver.h"
 
 static uint64_t rng(uint64_t *s)
@@ -47,17 +48,77 @@ static int dump(const char *dir, const char *name, const void *p, size_t bytes)
     return 0;
 }
 
-static void normalise(float *X, uint32_t n, uint32_t L, uint32_t dl)
+/* per-layer L2 normalisation of each row (a zero block stays zero) */
+static void normalise(float *X, uint32_t n, uint32_t L, const uint32_t *dims, uint32_t D)
 {
-    for (uint32_t i = 0; i < n; i++)
-        for (uint32_t l = 0; l < L; l++) {
-            float *x = X + ((size_t)i * L + l) * dl;
+    for (uint32_t i = 0; i < n; i++) {
+        float *x = X + (size_t)i * D;
+        for (uint32_t l = 0; l < L; x += dims[l], l++) {
             double q = 0;
-            for (uint32_t j = 0; j < dl; j++)
+            for (uint32_t j = 0; j < dims[l]; j++)
                 q += (double)x[j] * x[j];
-            for (uint32_t j = 0; j < dl; j++)
+            for (uint32_t j = 0; q > 0 && j < dims[l]; j++)
                 x[j] = (float)(x[j] / sqrt(q));
         }
+    }
+}
+
+/* Real features: the first ntr train-split and nte test-split samples of an extraction in a
+ * store opened read-only; every layer; labels from the extraction's source. */
+static int load_store(const char *dir, uint32_t ext, uint32_t ntr, uint32_t nte, float **Xtr,
+                      float **Xte, uint32_t **ytr, uint32_t **yte, uint32_t *L, uint32_t **dims,
+                      uint32_t *D, uint32_t *K)
+{
+    h2t_store *st = NULL;
+    h2t_extraction *e = NULL;
+    h2t_source *src = NULL;
+    uint32_t *str = malloc(ntr * 4 + 4), *ste = malloc(nte * 4 + 4);
+    int rc = h2t_store_open(dir, H2T_STORE_RDONLY, &st);
+    if (rc < 0 || (rc = h2t_store_extraction_get(st, ext, &e)) < 0 ||
+        (rc = h2t_store_source_get(st, e->source, &src)) < 0)
+        goto out;
+    uint32_t a = 0, b = 0;
+    for (uint32_t i = 0; i < e->samples_done && i < src->n_samples; i++) {
+        if (src->split[i] == H2T_SPLIT_TRAIN && a < ntr)
+            str[a++] = i;
+        else if (src->split[i] == H2T_SPLIT_TEST && b < nte)
+            ste[b++] = i;
+    }
+    if (a < ntr || b < nte) {
+        rc = h2t_err_set(H2T_EINVAL, "extraction %u has %u train / %u test samples stored", ext, a,
+                         b);
+        goto out;
+    }
+    *L = e->n_layers;
+    *D = (uint32_t)e->total_dim;
+    *K = src->n_classes;
+    *dims = malloc(e->n_layers * 4);
+    *Xtr = malloc((size_t)ntr * *D * 4);
+    *Xte = malloc((size_t)nte * *D * 4);
+    *ytr = malloc(ntr * 4);
+    *yte = malloc(nte * 4);
+    uint64_t off = 0;
+    for (uint32_t l = 0; l < e->n_layers && rc == 0; l++) {
+        (*dims)[l] = e->layers[l].dim;
+        rc = h2t_store_layer_read(st, ext, l, str, 0, ntr, *Xtr + off, *D);
+        if (rc == 0)
+            rc = h2t_store_layer_read(st, ext, l, ste, 0, nte, *Xte + off, *D);
+        off += e->layers[l].dim;
+    }
+    for (uint32_t i = 0; i < ntr; i++)
+        (*ytr)[i] = src->labels[str[i]];
+    for (uint32_t i = 0; i < nte; i++)
+        (*yte)[i] = src->labels[ste[i]];
+out:
+    if (rc < 0)
+        fprintf(stderr, "bench solver: store %s: %s: %s\n", dir, h2t_strerror(rc),
+                h2t_err_detail());
+    h2t_source_destroy(src);
+    h2t_extraction_destroy(e);
+    h2t_store_close(st);
+    free(str);
+    free(ste);
+    return rc;
 }
 
 static double accuracy(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t K,
@@ -119,18 +180,24 @@ static int run_peer(const char *cmd, char *line, size_t len)
 static void usage(void)
 {
     fprintf(stderr, "usage: build/bench/solver [n_train n_test layers dim classes] [--parts abc] "
-                    "[--no-peers] [--threads T] [--label-noise P] [--signal A] [--every E]\n");
+                    "[--no-peers] [--threads T] [--label-noise P] [--signal A] [--every E] "
+                    "[--store DIR [--extraction ID]]\n");
 }
 
 int main(int argc, char **argv)
 {
     uint32_t num[5] = {1000, 1000, 50, 1000, 10}, nnum = 0, every = 50;
-    const char *parts = "abc";
+    const char *parts = "abc", *store = NULL;
+    uint32_t ext = 1;
     int peers = 1, threads = 1;
     double noise = 0.2, amp = 0.5;
     for (int a = 1; a < argc; a++) {
         if (!strcmp(argv[a], "--parts") && a + 1 < argc)
             parts = argv[++a];
+        else if (!strcmp(argv[a], "--store") && a + 1 < argc)
+            store = argv[++a];
+        else if (!strcmp(argv[a], "--extraction") && a + 1 < argc)
+            ext = (uint32_t)atoi(argv[++a]);
         else if (!strcmp(argv[a], "--no-peers"))
             peers = 0;
         else if (!strcmp(argv[a], "--threads") && a + 1 < argc)
@@ -152,6 +219,8 @@ int main(int argc, char **argv)
         usage();
         return 2;
     }
+    if (store && nnum < 2)
+        num[1] = 2000; /* the demo protocol: 1000 train, 2000 test */
     uint32_t ntr = num[0], nte = num[1], L = num[2], dl = num[3], K = num[4];
     uint32_t D = L * dl;
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -161,30 +230,46 @@ int main(int argc, char **argv)
     setenv("OMP_NUM_THREADS", tenv, 1);
     setenv("MKL_NUM_THREADS", tenv, 1);
     openblas_set_num_threads(threads);
-    printf("bench solver: %u train + %u test samples, %u layers x %u = %u features, %u classes; "
-           "1 in %u features informative (class means %g N(0,1), noise N(0,1)), %.0f%% of labels "
-           "replaced by a random class; %d thread(s) for h2tdb and numpy/sklearn "
-           "(OPENBLAS/OMP_NUM_THREADS), glmnet is single-threaded\n",
-           ntr, nte, L, dl, D, K, every, amp, 100 * noise, threads);
-    float *Xtr = malloc((size_t)ntr * D * 4), *Xte = malloc((size_t)nte * D * 4);
-    float *mu = calloc((size_t)K * D, 4);
-    uint32_t *ytr = malloc(ntr * 4), *yte = malloc(nte * 4);
-    int32_t *yi = malloc((ntr > nte ? ntr : nte) * 4);
-    uint64_t s = 2024;
-    for (uint32_t j = 0; j < D; j += every)
-        for (uint32_t c = 0; c < K; c++)
-            mu[(size_t)c * D + j] = (float)(amp * gauss(&s));
-    for (uint32_t i = 0; i < ntr + nte; i++) {
-        uint32_t c = (uint32_t)(rng(&s) % K);
-        float *x = i < ntr ? Xtr + (size_t)i * D : Xte + (size_t)(i - ntr) * D;
-        for (uint32_t j = 0; j < D; j++)
-            x[j] = (float)(mu[(size_t)c * D + j] + gauss(&s));
-        if ((rng(&s) >> 11) * (1.0 / 9007199254740992.0) < noise) /* label noise */
-            c = (uint32_t)(rng(&s) % K);
-        (i < ntr ? ytr : yte)[i < ntr ? i : i - ntr] = c;
+    float *Xtr = NULL, *Xte = NULL, *mu = NULL;
+    uint32_t *ytr = NULL, *yte = NULL, *dims = NULL;
+    if (store) {
+        if (load_store(store, ext, ntr, nte, &Xtr, &Xte, &ytr, &yte, &L, &dims, &D, &K) < 0)
+            return 1;
+        printf("bench solver: real features, store %s extraction %u (read-only): %u train + %u "
+               "test samples, %u layers, %u features, %u classes; %d thread(s) for h2tdb and "
+               "numpy/sklearn (OPENBLAS/OMP_NUM_THREADS), glmnet is single-threaded\n",
+               store, ext, ntr, nte, L, D, K, threads);
+    } else {
+        printf("bench solver: %u train + %u test samples, %u layers x %u = %u features, %u "
+               "classes; 1 in %u features informative (class means %g N(0,1), noise N(0,1)), "
+               "%.0f%% of labels replaced by a random class; %d thread(s) for h2tdb and "
+               "numpy/sklearn (OPENBLAS/OMP_NUM_THREADS), glmnet is single-threaded\n",
+               ntr, nte, L, dl, D, K, every, amp, 100 * noise, threads);
+        Xtr = malloc((size_t)ntr * D * 4);
+        Xte = malloc((size_t)nte * D * 4);
+        mu = calloc((size_t)K * D, 4);
+        ytr = malloc(ntr * 4);
+        yte = malloc(nte * 4);
+        dims = malloc(L * 4);
+        for (uint32_t l = 0; l < L; l++)
+            dims[l] = dl;
+        uint64_t s = 2024;
+        for (uint32_t j = 0; j < D; j += every)
+            for (uint32_t c = 0; c < K; c++)
+                mu[(size_t)c * D + j] = (float)(amp * gauss(&s));
+        for (uint32_t i = 0; i < ntr + nte; i++) {
+            uint32_t c = (uint32_t)(rng(&s) % K);
+            float *x = i < ntr ? Xtr + (size_t)i * D : Xte + (size_t)(i - ntr) * D;
+            for (uint32_t j = 0; j < D; j++)
+                x[j] = (float)(mu[(size_t)c * D + j] + gauss(&s));
+            if ((rng(&s) >> 11) * (1.0 / 9007199254740992.0) < noise) /* label noise */
+                c = (uint32_t)(rng(&s) % K);
+            (i < ntr ? ytr : yte)[i < ntr ? i : i - ntr] = c;
+        }
     }
-    normalise(Xtr, ntr, L, dl);
-    normalise(Xte, nte, L, dl);
+    int32_t *yi = malloc((ntr > nte ? ntr : nte) * 4);
+    normalise(Xtr, ntr, L, dims, D);
+    normalise(Xte, nte, L, dims, D);
     char dir[] = "/tmp/h2t-bench-solver-XXXXXX";
     if (!mkdtemp(dir))
         return 1;
@@ -214,12 +299,12 @@ int main(int argc, char **argv)
     if (!strchr(parts, 'a'))
         goto part_b;
     /* (a) L2 probe, lambda = 1 / (C n). For n < D the solver takes the kernel form: one Gram
-     * X X^T (ssyrk, timed here on its own for the GFLOP/s figure), then n x n x K iterations */
+     * X X^T (dsyrk over column blocks, timed here on its own for the GFLOP/s figure), then n x n x
+     * K iterations */
     double C = 1.0, lam = 1.0 / (C * ntr);
-    float *Gm = malloc((size_t)ntr * ntr * 4);
+    double *Gm = malloc((size_t)ntr * ntr * 8);
     t0 = h2t_now_s();
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int)ntr, (int)D, 1.0f, Xtr, (int)D, 0.0f,
-                Gm, (int)ntr);
+    h2t_solver__gram(Xtr, ntr, D, Gm);
     double tgram = h2t_now_s() - t0;
     free(Gm);
     t0 = h2t_now_s();
@@ -232,7 +317,7 @@ int main(int argc, char **argv)
     double acc = accuracy(Xte, yte, nte, D, K, W, b);
     double gf = (double)ntr * (ntr + 1) * D / tgram / 1e9;
     printf("(a) h2tdb L2 probe (C=%g): %.3f s, %u iters, |grad|max %.2g, test acc %.4f; its Gram "
-           "X X^T alone (ssyrk) %.3f s = %.1f GFLOP/s (%.0f%% of sgemm peak)\n",
+           "X X^T alone (dsyrk blocks) %.3f s = %.1f GFLOP/s (%.0f%% of sgemm peak)\n",
            C, ta, fi.iters, fi.grad_norm, acc, tgram, gf, 100 * gf / peak);
     snprintf(cmd, sizeof(cmd), "/usr/bin/python3 bench/solver_sklearn.py %s %u %u %u %u %g", dir,
              ntr, nte, D, K, C);
@@ -306,9 +391,6 @@ part_c:
     /* (c) the whole Head2Toe search */
     h2t_train_spec hs;
     h2t_train_spec_default(&hs, H2T_METHOD_HEAD2TOE);
-    uint32_t *dims = malloc(L * 4);
-    for (uint32_t l = 0; l < L; l++)
-        dims[l] = dl;
     h2t_dataset ds = {.n_train = ntr,
                       .n_test = nte,
                       .n_classes = K,
@@ -331,7 +413,6 @@ part_c:
            hs.n_lambdas, hs.n_keeps, tc, r->t_cv, r->t_final, r->lambda, r->keep, r->val_acc,
            r->test_acc, r->final_fit.converged, r->final_fit.grad_norm, r->final_fit.iters);
     h2t_result_destroy(r);
-    free(dims);
 done:
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     if (system(cmd) != 0)
@@ -345,5 +426,6 @@ done:
     free(W);
     free(b);
     free(G);
+    free(dims);
     return 0;
 }

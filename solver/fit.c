@@ -199,6 +199,23 @@ static double dotf(const float *a, const float *b, size_t m)
     return s;
 }
 
+static double dotd(const double *a, const double *b, size_t m)
+{
+    double s = 0;
+    for (size_t i = 0; i < m; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+static double maxabs_d(const double *a, size_t m)
+{
+    double r = 0;
+    for (size_t i = 0; i < m; i++)
+        if (fabs(a[i]) > r)
+            r = fabs(a[i]);
+    return r;
+}
+
 static double maxabs(const float *a, size_t m)
 {
     double r = 0;
@@ -974,81 +991,95 @@ out:
  * the returned W = X^T A is then checked against the primal gradient itself and, if that check
  * fails in float, finished by the primal L-BFGS from there. */
 
-void h2t_solver__gram(const float *X, uint32_t n, uint32_t d, float *Gm)
+int h2t_solver__gram(const float *X, uint32_t n, uint32_t d, double *Gm)
 {
     if (!n)
-        return;
-    if (!d) {
-        memset(Gm, 0, (size_t)n * n * sizeof(float));
-        return;
+        return 0;
+    memset(Gm, 0, (size_t)n * n * sizeof(double));
+    uint32_t bs = 2048;
+    double *Xb = malloc((size_t)n * bs * sizeof(double));
+    if (!Xb)
+        return h2t_err_set(H2T_ENOMEM, "Gram block %u x %u", n, bs);
+    for (uint32_t j0 = 0; j0 < d; j0 += bs) {
+        uint32_t w = d - j0 < bs ? d - j0 : bs;
+        for (uint32_t i = 0; i < n; i++)
+            for (uint32_t c = 0; c < w; c++)
+                Xb[(size_t)i * w + c] = X[(size_t)i * d + j0 + c];
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int)n, (int)w, 1.0, Xb, (int)w, 1.0,
+                    Gm, (int)n);
     }
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int)n, (int)d, 1.0f, X, (int)d, 0.0f, Gm,
-                (int)n);
+    free(Xb);
     for (uint32_t i = 1; i < n; i++)
         for (uint32_t j = 0; j < i; j++)
             Gm[(size_t)i * n + j] = Gm[(size_t)j * n + i];
+    return 0;
 }
 
 /* f at th = [A (n*k), b (k)]; writes the images thi = [Gm A, b], the coefficient gradient
  * g = [R/n + ridge A, colsum(R)/n] and its image gi = [Gm g_A, g_b]. Z: n x k workspace. */
-static double kernel_eval(const float *Gm, const uint32_t *y, uint32_t n, uint32_t k, double ridge,
-                          const float *th, float *thi, float *g, float *gi, float *Z)
+static double kernel_eval(const double *Gm, const uint32_t *y, uint32_t n, uint32_t k, double ridge,
+                          const double *th, double *thi, double *g, double *gi, double *Z)
 {
     size_t nk = (size_t)n * k;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)k, (int)n, 1.0f, Gm, (int)n,
-                th, (int)k, 0.0f, thi, (int)k);
-    memcpy(thi + nk, th + nk, k * sizeof(float));
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)k, (int)n, 1.0, Gm, (int)n,
+                th, (int)k, 0.0, thi, (int)k);
+    memcpy(thi + nk, th + nk, k * sizeof(double));
     for (uint32_t i = 0; i < n; i++)
         for (uint32_t c = 0; c < k; c++)
             Z[(size_t)i * k + c] = thi[(size_t)i * k + c] + th[nk + c];
-    double f = ce_value(Z, y, n, k);
-    ce_residual(Z, y, n, k, 1.0 / n, g + nk);
+    double f = ce_value_d(Z, y, n, k);
+    ce_residual_d(Z, y, n, k, 1.0 / n, g + nk);
     for (size_t q = 0; q < nk; q++)
-        g[q] = (float)(Z[q] + ridge * th[q]);
+        g[q] = Z[q] + ridge * th[q];
     if (ridge > 0)
-        f += 0.5 * ridge * dotf(th, thi, nk);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)k, (int)n, 1.0f, Gm, (int)n,
-                g, (int)k, 0.0f, gi, (int)k);
-    memcpy(gi + nk, g + nk, k * sizeof(float));
+        f += 0.5 * ridge * dotd(th, thi, nk);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)k, (int)n, 1.0, Gm, (int)n,
+                g, (int)k, 0.0, gi, (int)k);
+    memcpy(gi + nk, g + nk, k * sizeof(double));
     return f;
 }
 
 /* WG (d x 2k) = X^T [A | g_A]: W and the primal gradient's W part in one pass. AG: n x 2k. */
-static void kernel_lift(const float *X, uint32_t n, uint32_t d, uint32_t k, const float *A,
-                        const float *gA, float *AG, float *WG)
+static void kernel_lift(const float *X, uint32_t n, uint32_t d, uint32_t k, const double *A,
+                        const double *gA, float *AG, float *WG)
 {
-    for (uint32_t i = 0; i < n; i++) {
-        memcpy(AG + (size_t)i * 2 * k, A + (size_t)i * k, k * sizeof(float));
-        memcpy(AG + (size_t)i * 2 * k + k, gA + (size_t)i * k, k * sizeof(float));
-    }
+    for (uint32_t i = 0; i < n; i++)
+        for (uint32_t c = 0; c < k; c++) {
+            AG[(size_t)i * 2 * k + c] = (float)A[(size_t)i * k + c];
+            AG[(size_t)i * 2 * k + k + c] = (float)gA[(size_t)i * k + c];
+        }
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)(2 * k), (int)n, 1.0f, X,
                 (int)d, AG, (int)(2 * k), 0.0f, WG, (int)(2 * k));
 }
 
-int h2t_solver__fit_smooth_kernel(const float *X, const float *Gram, const uint32_t *y, uint32_t n,
+int h2t_solver__fit_smooth_kernel(const float *X, const double *Gram, const uint32_t *y, uint32_t n,
                                   uint32_t d, uint32_t k, double ridge, const h2t_solver_opts *o,
                                   float *A, float *W, float *b, h2t_fit_info *info)
 {
     size_t nk = (size_t)n * k, m = nk + k, dk = (size_t)d * k;
     int rc = 0;
-    float *Gown = Gram ? NULL : malloc((size_t)n * n * sizeof(float) + 1);
-    const float *Gm = Gram ? Gram : Gown;
-    float *buf = malloc((10 + 4 * LBFGS_M) * m * sizeof(float) + 1);
-    float *Z = malloc(nk * sizeof(float) + 1), *AG = malloc(2 * nk * sizeof(float) + 1);
-    float *WG = malloc(2 * dk * sizeof(float) + 1);
+    /* in double: at float logits the Armijo test fails on rounding long before max|grad| reaches
+     * gtol on real features (measured: stalled, then 1700 primal iterations, 8e-5 at the cap) */
+    double *Gown = Gram ? NULL : malloc((size_t)n * n * sizeof(double) + 1);
+    const double *Gm = Gram ? Gram : Gown;
+    double *buf = malloc((10 + 4 * LBFGS_M) * m * sizeof(double) + 1);
+    double *Z = malloc(nk * sizeof(double) + 1);
+    float *AG = malloc(2 * nk * sizeof(float) + 1), *WG = malloc(2 * dk * sizeof(float) + 1);
     double rho[LBFGS_M], alpha[LBFGS_M];
     if ((!Gram && !Gown) || !buf || !Z || !AG || !WG) {
         rc = h2t_err_set(H2T_ENOMEM, "kernel L-BFGS workspace (%u samples x %u classes)", n, k);
         goto out;
     }
-    if (!Gram)
-        h2t_solver__gram(X, n, d, Gown);
-    float *th = buf, *thi = buf + m, *g = buf + 2 * m, *gi = buf + 3 * m;
-    float *thn = buf + 4 * m, *thni = buf + 5 * m, *gn = buf + 6 * m, *gni = buf + 7 * m;
-    float *p = buf + 8 * m, *pi = buf + 9 * m;
-    float *S = buf + 10 * m, *Si = S + LBFGS_M * m, *Yv = Si + LBFGS_M * m, *Yi = Yv + LBFGS_M * m;
-    memcpy(th, A, nk * sizeof(float));
-    memcpy(th + nk, b, k * sizeof(float));
+    if (!Gram && (rc = h2t_solver__gram(X, n, d, Gown)) < 0)
+        goto out;
+    double *th = buf, *thi = buf + m, *g = buf + 2 * m, *gi = buf + 3 * m;
+    double *thn = buf + 4 * m, *thni = buf + 5 * m, *gn = buf + 6 * m, *gni = buf + 7 * m;
+    double *p = buf + 8 * m, *pi = buf + 9 * m;
+    double *S = buf + 10 * m, *Si = S + LBFGS_M * m, *Yv = Si + LBFGS_M * m, *Yi = Yv + LBFGS_M * m;
+    for (size_t q = 0; q < nk; q++)
+        th[q] = A[q];
+    for (uint32_t c = 0; c < k; c++)
+        th[nk + c] = b[c];
     double f = kernel_eval(Gm, y, n, k, ridge, th, thi, g, gi, Z);
     /* stop test: the primal max-abs gradient. fro = ||X^T g_A||_F bounds it from above; it
      * cannot pass before fro <= gtol sqrt(dk); past that, lift when fro reaches next_check */
@@ -1057,7 +1088,7 @@ int h2t_solver__fit_smooth_kernel(const float *X, const float *Gram, const uint3
     uint32_t it = 0, hist = 0, head = 0;
     int converged = 0, fails = 0;
     for (it = 0;; it++) {
-        double fro = sqrt(fmax(dotf(g, gi, nk), 0)), gbm = maxabs(g + nk, k);
+        double fro = sqrt(fmax(dotd(g, gi, nk), 0)), gbm = maxabs_d(g + nk, k);
         lifted = 0;
         if (fro <= o->gtol && gbm <= o->gtol) {
             converged = 1;
@@ -1085,9 +1116,9 @@ int h2t_solver__fit_smooth_kernel(const float *X, const float *Gram, const uint3
         }
         for (uint32_t h = 0; h < hist; h++) {
             uint32_t s = (head + LBFGS_M - 1 - h) % LBFGS_M;
-            alpha[s] = rho[s] * dotf(Si + s * m, p, m);
-            float a = (float)alpha[s];
-            const float *yv = Yv + s * m, *yi = Yi + s * m;
+            alpha[s] = rho[s] * dotd(Si + s * m, p, m);
+            double a = alpha[s];
+            const double *yv = Yv + s * m, *yi = Yi + s * m;
             for (size_t i = 0; i < m; i++) {
                 p[i] -= a * yv[i];
                 pi[i] -= a * yi[i];
@@ -1096,39 +1127,39 @@ int h2t_solver__fit_smooth_kernel(const float *X, const float *Gram, const uint3
         double gamma;
         if (hist) {
             uint32_t s = (head + LBFGS_M - 1) % LBFGS_M;
-            gamma = dotf(Si + s * m, Yv + s * m, m) / dotf(Yi + s * m, Yv + s * m, m);
+            gamma = dotd(Si + s * m, Yv + s * m, m) / dotd(Yi + s * m, Yv + s * m, m);
         } else {
-            gamma = 1.0 / sqrt(dotf(gi, g, m));
+            gamma = 1.0 / sqrt(dotd(gi, g, m));
         }
         for (size_t i = 0; i < m; i++) {
-            p[i] = (float)(p[i] * gamma);
-            pi[i] = (float)(pi[i] * gamma);
+            p[i] *= gamma;
+            pi[i] *= gamma;
         }
         for (uint32_t h = hist; h-- > 0;) {
             uint32_t s = (head + LBFGS_M - 1 - h) % LBFGS_M;
-            double beta = rho[s] * dotf(Yi + s * m, p, m);
-            float c = (float)(alpha[s] - beta);
-            const float *sv = S + s * m, *si = Si + s * m;
+            double beta = rho[s] * dotd(Yi + s * m, p, m);
+            double c = alpha[s] - beta;
+            const double *sv = S + s * m, *si = Si + s * m;
             for (size_t i = 0; i < m; i++) {
                 p[i] += c * sv[i];
                 pi[i] += c * si[i];
             }
         }
-        double gp = dotf(gi, p, m);
+        double gp = dotd(gi, p, m);
         if (!(gp < 0)) { /* not a descent direction: restart from steepest descent */
             hist = 0;
-            double ng = sqrt(dotf(gi, g, m));
+            double ng = sqrt(dotd(gi, g, m));
             for (size_t i = 0; i < m; i++) {
-                p[i] = (float)(-g[i] / ng);
-                pi[i] = (float)(-gi[i] / ng);
+                p[i] = -g[i] / ng;
+                pi[i] = -gi[i] / ng;
             }
-            gp = dotf(gi, p, m);
+            gp = dotd(gi, p, m);
         }
         double step = 1.0, fn = f;
         int ok = 0;
         for (int ls = 0; ls < 40; ls++) {
             for (size_t i = 0; i < m; i++)
-                thn[i] = (float)(th[i] + step * p[i]);
+                thn[i] = th[i] + step * p[i];
             fn = kernel_eval(Gm, y, n, k, ridge, thn, thni, gn, gni, Z);
             if (fn <= f + 1e-4 * step * gp) {
                 ok = 1;
@@ -1144,21 +1175,21 @@ int h2t_solver__fit_smooth_kernel(const float *X, const float *Gram, const uint3
             break;
         }
         fails = 0;
-        float *sv = S + head * m, *si = Si + head * m, *yv = Yv + head * m, *yi = Yi + head * m;
+        double *sv = S + head * m, *si = Si + head * m, *yv = Yv + head * m, *yi = Yi + head * m;
         for (size_t i = 0; i < m; i++) {
             sv[i] = thn[i] - th[i];
             si[i] = thni[i] - thi[i];
             yv[i] = gn[i] - g[i];
             yi[i] = gni[i] - gi[i];
         }
-        double sy = dotf(si, yv, m);
-        if (sy > 1e-12 * dotf(yi, yv, m)) {
+        double sy = dotd(si, yv, m);
+        if (sy > 1e-12 * dotd(yi, yv, m)) {
             rho[head] = 1.0 / sy;
             head = (head + 1) % LBFGS_M;
             if (hist < LBFGS_M)
                 hist++;
         }
-        float *tmp;
+        double *tmp;
 #define SWAP_(u, v) (tmp = u, u = v, v = tmp)
         SWAP_(th, thn);
         SWAP_(thi, thni);
@@ -1171,8 +1202,10 @@ int h2t_solver__fit_smooth_kernel(const float *X, const float *Gram, const uint3
         kernel_lift(X, n, d, k, th, g, AG, WG);
     for (uint32_t j = 0; j < d; j++)
         memcpy(W + (size_t)j * k, WG + (size_t)j * 2 * k, k * sizeof(float));
-    memcpy(A, th, nk * sizeof(float));
-    memcpy(b, th + nk, k * sizeof(float));
+    for (size_t q = 0; q < nk; q++)
+        A[q] = (float)th[q];
+    for (uint32_t c = 0; c < k; c++)
+        b[c] = (float)th[nk + c];
     /* the check on the returned W itself (its own logits, not the Gram's) */
     uint32_t iters = it;
     float *Gp = WG; /* reuse: d x k gradient */

@@ -44,15 +44,17 @@ int h2t_solver__fit_smooth(const float *X, const uint32_t *y, uint32_t n, uint32
                            double ridge, const h2t_solver_opts *o, float *W, float *b,
                            h2t_fit_info *info);
 
-/* Gram matrix Gm = X X^T (n x n, both triangles filled; ssyrk). */
-void h2t_solver__gram(const float *X, uint32_t n, uint32_t d, float *Gm);
+/* Gram matrix Gm = X X^T (n x n, both triangles filled) in double: dsyrk over column blocks
+ * converted to double (a float Gram's rounding, ~1e-4 on the diagonal of 161 unit layers,
+ * moves the kernel optimum off the primal one). Returns 0 or H2T_ENOMEM. */
+int h2t_solver__gram(const float *X, uint32_t n, uint32_t d, double *Gm);
 
 /* The smooth fit in kernel form (n < d): the same L-BFGS iterates and objective as fit_smooth
  * started from W = X^T A, run over the coefficients A (n x k, in/out warm start) with the Gram
  * matrix (n x n; NULL: computed here from X). Writes W = X^T A (d x k) and b. The returned W is
  * checked against the primal gradient; when float rounding leaves it above gtol it is finished
  * by fit_smooth (A is then zeroed: it no longer represents W). */
-int h2t_solver__fit_smooth_kernel(const float *X, const float *Gram, const uint32_t *y, uint32_t n,
+int h2t_solver__fit_smooth_kernel(const float *X, const double *Gram, const uint32_t *y, uint32_t n,
                                   uint32_t d, uint32_t k, double ridge, const h2t_solver_opts *o,
                                   float *A, float *W, float *b, h2t_fit_info *info);
 

@@ -113,7 +113,7 @@ typedef struct job {
     uint32_t *lid;  /* n_layers */
     char **lname;   /* n_layers */
     uint32_t rot;   /* current rotation of the train rows */
-    float *gram;    /* NULL or n_tr x n_tr Gram of the train rows in rotation 0 (kernel form) */
+    double *gram;   /* NULL or n_tr x n_tr Gram of the train rows in rotation 0 (kernel form) */
     /* sorted grid */
     uint32_t nl, nk;
     double lambdas[H2T_SOLVER_MAX_GRID], keeps[H2T_SOLVER_MAX_GRID];
@@ -369,7 +369,8 @@ static int run_cells(job *j, const float *X, const uint32_t *y, uint32_t n, cons
     size_t DK = (size_t)D * K;
     int rc = 0;
     float *W = calloc(DK + 1, sizeof(float)), *b = calloc(K, sizeof(float));
-    float *G = NULL, *A = NULL, *Gf = NULL;
+    float *G = NULL, *A = NULL;
+    double *Gf = NULL;
     uint32_t *entry = NULL, *order = NULL;
     rank_key *keys = NULL;
     double *path = NULL;
@@ -465,13 +466,13 @@ static int run_cells(job *j, const float *X, const uint32_t *y, uint32_t n, cons
             double ridge = pen == H2T_PENALTY_L2 ? lam[li] : s->final_l2;
             if (!A) {
                 A = calloc((size_t)n * K + 1, sizeof(float));
-                Gf = malloc((size_t)n * n * sizeof(float) + 1);
+                Gf = malloc((size_t)n * n * sizeof(double) + 1);
                 if (!A || !Gf) {
                     rc = h2t_err_set(H2T_ENOMEM, "kernel buffers (%u samples)", n);
                     goto out;
                 }
                 for (uint32_t r = 0; r < n; r++) {
-                    const float *src = j->gram + (size_t)((r + j->rot) % j->n_tr) * j->n_tr;
+                    const double *src = j->gram + (size_t)((r + j->rot) % j->n_tr) * j->n_tr;
                     for (uint32_t c = 0; c < n; c++)
                         Gf[(size_t)r * n + c] = src[(c + j->rot) % j->n_tr];
                 }
@@ -659,12 +660,13 @@ static int solve(job *j, h2t_result **out)
     uint32_t best = 0;
     if (!selecting && s->optimizer == H2T_OPT_FAST && j->n_tr < j->D && j->rot == 0) {
         /* one Gram for every fold and lambda of the smooth methods (kernel form) */
-        j->gram = malloc((size_t)j->n_tr * j->n_tr * sizeof(float));
+        j->gram = malloc((size_t)j->n_tr * j->n_tr * sizeof(double));
         if (!j->gram) {
             rc = h2t_err_set(H2T_ENOMEM, "Gram matrix %u x %u", j->n_tr, j->n_tr);
             goto out;
         }
-        h2t_solver__gram(j->X, j->n_tr, j->D, j->gram);
+        if ((rc = h2t_solver__gram(j->X, j->n_tr, j->D, j->gram)) < 0)
+            goto out;
     }
     if (F > 1) {
         for (uint32_t f = 0; f < F; f++) {
