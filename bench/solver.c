@@ -358,14 +358,14 @@ part_b:
         return 1;
     t0 = h2t_now_s();
     uint32_t iters = 0;
-    for (int q = 0; q < 10; q++) {
-        if ((rc = h2t_solver_fit(Xtr, ytr, ntr, D, K, H2T_PENALTY_GROUP, path[q], &sp, W, b, &fi)) <
-            0) {
-            fprintf(stderr, "fit: %s\n", h2t_err_detail());
-            return 1;
-        }
-        iters += fi.iters;
+    h2t_fit_info pinfo[10];
+    if ((rc = h2t_solver_fit_path(Xtr, ytr, ntr, D, K, path, 10, &sp, W, b, pinfo)) < 0) {
+        fprintf(stderr, "fit: %s\n", h2t_err_detail());
+        return 1;
     }
+    for (int q = 0; q < 10; q++)
+        iters += pinfo[q].iters;
+    fi = pinfo[9];
     double tb = h2t_now_s() - t0;
     printf("(b) h2tdb group lasso path to lambda %.4g (%.2f lambda_max): %.3f s, %u inner iters, "
            "KKT %.2g (converged %u), objective %.9g\n",

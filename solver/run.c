@@ -1091,3 +1091,45 @@ int h2t_solver_fit(const float *X, const uint32_t *y, uint32_t n, uint32_t d, ui
     }
     return h2t_solver__fit_smooth(X, y, n, d, k, ridge, &o, W, b, info);
 }
+
+int h2t_solver_fit_path(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
+                        const double *lambdas, uint32_t n_lambdas, const h2t_train_spec *spec,
+                        float *W, float *b, h2t_fit_info *info)
+{
+    if (!X || !y || !W || !b || !n || !d || k < 2 || !lambdas || !n_lambdas)
+        return h2t_err_set(H2T_EINVAL, "fit path: empty problem (%u x %u, %u classes, %u lambdas)",
+                           n, d, k, n_lambdas);
+    for (uint32_t q = 0; q < n_lambdas; q++)
+        if (!(lambdas[q] >= 0) || !isfinite(lambdas[q]) || (q && lambdas[q] > lambdas[q - 1]))
+            return h2t_err_set(H2T_EINVAL, "fit path: lambdas[%u] = %g (finite, >= 0, descending)",
+                               q, lambdas[q]);
+    for (uint32_t i = 0; i < n; i++)
+        if (y[i] >= k)
+            return h2t_err_set(H2T_EINVAL, "fit path: label %u of sample %u >= %u", y[i], i, k);
+    h2t_train_spec def;
+    if (!spec) {
+        h2t_train_spec_default(&def, H2T_METHOD_ALL);
+        spec = &def;
+    }
+    h2t_solver_opts o = {.max_iter = spec->max_iter ? spec->max_iter : 2000,
+                         .gtol = spec->gtol > 0 ? spec->gtol : 1e-5,
+                         .kkt_rel = 1e-2,
+                         .ridge = 0,
+                         .cancel = NULL};
+    if (spec->threads > 0)
+        openblas_set_num_threads(spec->threads);
+    float *G = malloc((size_t)d * k * sizeof(float));
+    if (!G)
+        return h2t_err_set(H2T_ENOMEM, "gradient %u x %u", d, k);
+    double L = 0;
+    int rc = 0;
+    for (uint32_t q = 0; q < n_lambdas && rc == 0; q++) {
+        h2t_fit_info fi;
+        rc = h2t_solver__fit_group_ws(X, y, n, d, k, lambdas[q], q ? lambdas[q - 1] : 0, &o, W, b,
+                                      &L, G, &fi);
+        if (info)
+            info[q] = fi;
+    }
+    free(G);
+    return rc;
+}

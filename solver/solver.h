@@ -226,6 +226,16 @@ int h2t_solver_fit(const float *X, const uint32_t *y, uint32_t n, uint32_t d, ui
                    uint32_t penalty, double lambda, const h2t_train_spec *spec, float *W, float *b,
                    h2t_fit_info *info);
 
+/* A warm-started group-lasso path: h2t_solver_fit at each of lambdas[0..n_lambdas) (descending),
+ * the full gradient at each solution carried to the next point's strong rule, so a point
+ * costs one pass over X when no KKT violator turns up (separate h2t_solver_fit calls cost
+ * two). W, b: the start point on entry, the last point's solution on return; info (may be
+ * NULL) gets n_lambdas records. Errors as h2t_solver_fit (H2T_EINVAL also for lambdas not
+ * descending). */
+int h2t_solver_fit_path(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
+                        const double *lambdas, uint32_t n_lambdas, const h2t_train_spec *spec,
+                        float *W, float *b, h2t_fit_info *info);
+
 /* Objective value and gradient (G: d x k, gb: k; either may be NULL) of mean CE at (W, b),
  * double accumulation. Returns the mean CE (without penalty). */
 double h2t_solver_loss_grad(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,

@@ -261,6 +261,37 @@ TEST(solver_l2_fit_converges)
     synth_free(&t);
 }
 
+/* The path entry point: the same solutions as one h2t_solver_fit per lambda (objective within
+ * the KKT tolerance's reach), KKT-converged at every point; lambdas must descend. */
+TEST(solver_fit_path_matches_single_fits)
+{
+    synth t;
+    synth_make(&t, 200, 10, 3, 40, 4, INF6, 3, 0.7, 5);
+    float *X = normalised(&t);
+    double lmax = lambda_max(X, t.ytr, t.n_tr, t.D, t.K);
+    double lams[] = {0.5 * lmax, 0.1 * lmax, 0.02 * lmax};
+    size_t dk = (size_t)t.D * t.K;
+    float *W1 = calloc(dk, sizeof(float)), *W2 = calloc(dk, sizeof(float));
+    float b1[4] = {0}, b2[4] = {0};
+    h2t_fit_info one, path[3];
+    for (int q = 0; q < 3; q++)
+        ASSERT_OK(h2t_solver_fit(X, t.ytr, t.n_tr, t.D, t.K, H2T_PENALTY_GROUP, lams[q], NULL, W1,
+                                 b1, &one));
+    ASSERT_OK(h2t_solver_fit_path(X, t.ytr, t.n_tr, t.D, t.K, lams, 3, NULL, W2, b2, path));
+    for (int q = 0; q < 3; q++) {
+        ASSERT_EQ(path[q].converged, 1);
+        ASSERT_LE(path[q].grad_norm, 1e-2 * lams[q]);
+    }
+    ASSERT_LE(fabs(path[2].objective - one.objective), 1e-4 * one.objective);
+    double bad[] = {0.1 * lmax, 0.5 * lmax};
+    ASSERT_EQ(h2t_solver_fit_path(X, t.ytr, t.n_tr, t.D, t.K, bad, 2, NULL, W2, b2, NULL),
+              H2T_EINVAL);
+    free(W1);
+    free(W2);
+    free(X);
+    synth_free(&t);
+}
+
 /* The kernel form (n < d) reaches the primal L-BFGS's objective and predictions: W = X^T A
  * with the Gram matrix, same penalised objective within 1e-6 relative, same test classes. */
 TEST(solver_kernel_form_matches_primal)
