@@ -17,8 +17,8 @@ static const char compare_help[] =
     "\n"
     "Finished train jobs side by side: task, method, test and mean CV validation accuracy,\n"
     "the chosen lambda and keep fraction, features kept of all looked at, how the kept\n"
-    "features spread over depth (quarters of the layer list, input side first: Q1/Q2/Q3/Q4),\n"
-    "and the job's wall time.\n";
+    "features spread over depth (quarters of the layer list, input side first: Q1/Q2/Q3/Q4;\n"
+    "the layer's name for a one-layer probe), and the job's wall time.\n";
 
 static const char *method_name(uint32_t m)
 {
@@ -105,13 +105,17 @@ int h2t_cmd_compare(int argc, char **argv)
         } else {
             char kept[32], qs[48], keep[16];
             snprintf(kept, sizeof(kept), "%u/%" PRIu64, r->n_kept, r->total_dim);
-            snprintf(qs, sizeof(qs), "%" PRIu64 "/%" PRIu64 "/%" PRIu64 "/%" PRIu64, q[0], q[1],
-                     q[2], q[3]);
+            if (r->n_layers == 1) /* one layer (a probe): its name says more than quarters */
+                snprintf(qs, sizeof(qs), "%s",
+                         r->layer_names && r->layer_names[0] ? r->layer_names[0] : "one layer");
+            else
+                snprintf(qs, sizeof(qs), "%" PRIu64 "/%" PRIu64 "/%" PRIu64 "/%" PRIu64, q[0], q[1],
+                         q[2], q[3]);
             if (r->method == H2T_METHOD_HEAD2TOE)
                 snprintf(keep, sizeof(keep), "%g", r->keep);
             else
                 snprintf(keep, sizeof(keep), "-");
-            printf("%-5" PRIu64 " %-16.16s %-9s %7.2f %7.2f %8g %6s %15s %-23s %6.1fs\n", ids[i],
+            printf("%-5" PRIu64 " %-16.16s %-9s %7.2f %7.2f %8g %6s %15s %-23.23s %6.1fs\n", ids[i],
                    task, method_name(r->method), 100 * r->test_acc, 100 * r->val_acc, r->lambda,
                    keep, kept, qs, secs);
         }
