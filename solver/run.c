@@ -342,7 +342,7 @@ static int fit_on_subset(job *j, const float *X, const uint32_t *y, uint32_t n,
     if (s->optimizer == H2T_OPT_ADAM)
         rc = h2t_solver__fit_adam(Xs, y, n, k, j->K, H2T_PENALTY_NONE, 0, s->lr, s->steps, s->batch,
                                   s->seed, &j->o, h->W, h->b, &h->fit);
-    else if (n < k) { /* kernel form: the same iterates over n x K coefficients */
+    else if (2ull * n <= k) { /* kernel form: the same iterates over n x K coefficients */
         float *A = calloc((size_t)n * j->K + 1, sizeof(float));
         if (!A) {
             rc = h2t_err_set(H2T_ENOMEM, "coefficients %u x %u", n, j->K);
@@ -658,8 +658,9 @@ static int solve(job *j, h2t_result **out)
     r->n_keeps = j->nk;
     r->folds = F;
     uint32_t best = 0;
-    if (!selecting && s->optimizer == H2T_OPT_FAST && j->n_tr < j->D && j->rot == 0) {
-        /* one Gram for every fold and lambda of the smooth methods (kernel form) */
+    if (!selecting && s->optimizer == H2T_OPT_FAST && 2ull * j->n_tr <= j->D && j->rot == 0) {
+        /* one Gram for every fold and lambda of the smooth methods (kernel form); n <= D/2
+         * keeps it (n^2 doubles) no larger than the design matrix */
         j->gram = malloc((size_t)j->n_tr * j->n_tr * sizeof(double));
         if (!j->gram) {
             rc = h2t_err_set(H2T_ENOMEM, "Gram matrix %u x %u", j->n_tr, j->n_tr);
@@ -1081,7 +1082,8 @@ int h2t_solver_fit(const float *X, const uint32_t *y, uint32_t n, uint32_t d, ui
     int cold = 1;
     for (size_t q = 0; q < (size_t)d * k && cold; q++)
         cold = W[q] == 0;
-    if (cold && n < d) { /* from W = 0 the kernel form runs the same iterates, cheaper */
+    if (cold && 2ull * n <= d) { /* from W = 0 the kernel form: same iterates, cheaper; its
+                                  * Gram (n^2 doubles) no larger than X */
         float *A = calloc((size_t)n * k + 1, sizeof(float));
         if (!A)
             return h2t_err_set(H2T_ENOMEM, "coefficients %u x %u", n, k);

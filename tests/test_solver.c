@@ -364,6 +364,43 @@ TEST(solver_kernel_form_matches_primal)
     synth_free(&t);
 }
 
+/* method "all" with n <= D/2 takes the kernel form through the job's Gram (fold sub-blocks,
+ * warm starts along the lambdas): deterministic, and the returned head is stationary for the
+ * chosen lambda on the primal gradient. */
+TEST(solver_all_kernel_job)
+{
+    synth t;
+    synth_make(&t, 60, 30, 4, 100, 3, INF6, 6, 0.6, 23);
+    h2t_train_spec sp;
+    h2t_train_spec_default(&sp, H2T_METHOD_ALL);
+    sp.folds = 3;
+    h2t_dataset d = synth_data(&t);
+    h2t_result *r1 = NULL, *r2 = NULL;
+    ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r1));
+    ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r2));
+    ASSERT_EQ(r1->n_kept, t.D);
+    ASSERT(memcmp(r1->weights, r2->weights, (size_t)t.D * t.K * sizeof(float)) == 0);
+    ASSERT(memcmp(r1->cv_acc, r2->cv_acc, r1->n_lambdas * sizeof(double)) == 0);
+    ASSERT_EQ(r1->final_fit.converged, 1);
+    float *X = normalised(&t);
+    size_t dk = (size_t)t.D * t.K;
+    float *W = malloc(dk * sizeof(float)), *G = malloc(dk * sizeof(float)), gb[3];
+    for (uint32_t j = 0; j < t.D; j++) /* result weights are K x k */
+        for (uint32_t c = 0; c < t.K; c++)
+            W[(size_t)j * t.K + c] = r1->weights[(size_t)c * t.D + j];
+    h2t_solver_loss_grad(X, t.ytr, t.n_tr, t.D, t.K, W, r1->bias, G, gb);
+    for (size_t q = 0; q < dk; q++)
+        ASSERT_LE(fabs(G[q] + r1->lambda * W[q]), 2e-5);
+    for (uint32_t c = 0; c < t.K; c++)
+        ASSERT_LE(fabs(gb[c]), 2e-5);
+    free(W);
+    free(G);
+    free(X);
+    h2t_result_destroy(r1);
+    h2t_result_destroy(r2);
+    synth_free(&t);
+}
+
 static int blob_run(const synth *t, uint32_t method, uint32_t opt, void **blob, size_t *len,
                     h2t_result **keep)
 {
