@@ -283,6 +283,35 @@ static double ce_value_d(const double *Z, const uint32_t *y, uint32_t n, uint32_
     return n ? loss / n : 0;
 }
 
+/* Mean CE of Z and, in the same exp pass, R = scale * (softmax(Z) - onehot(y)) with
+ * gb = column sums of R (R may be Z). The same arithmetic as ce_value_d + ce_residual_d. */
+static double ce_value_residual_d(const double *Z, double *R, const uint32_t *y, uint32_t n,
+                                  uint32_t k, double scale, double *gb)
+{
+    double loss = 0;
+    for (uint32_t c = 0; c < k; c++)
+        gb[c] = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const double *z = Z + (size_t)i * k;
+        double *r = R + (size_t)i * k;
+        double m = z[0], zy = z[y[i]];
+        for (uint32_t c = 1; c < k; c++)
+            if (z[c] > m)
+                m = z[c];
+        double s = 0;
+        for (uint32_t c = 0; c < k; c++) {
+            r[c] = exp(z[c] - m);
+            s += r[c];
+        }
+        loss += log(s) + m - zy;
+        for (uint32_t c = 0; c < k; c++) {
+            r[c] = scale * (r[c] / s - (c == y[i] ? 1.0 : 0.0));
+            gb[c] += r[c];
+        }
+    }
+    return n ? loss / n : 0;
+}
+
 /* Z -> R = scale * (softmax(Z) - onehot(y)) in place; gb = column sums of R. */
 static void ce_residual_d(double *Z, const uint32_t *y, uint32_t n, uint32_t k, double scale,
                           double *gb)
@@ -449,9 +478,7 @@ int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_
             rc = h2t_err_set(H2T_ECANCELED, "group-lasso fit cancelled");
             goto out;
         }
-        double fY = ce_value_d(Zy, y, n, k);
-        memcpy(R, Zy, nk * sizeof(double));
-        ce_residual_d(R, y, n, k, 1.0 / n, gb);
+        double fY = ce_value_residual_d(Zy, R, y, n, k, 1.0 / n, gb);
         grad_mixed(X, R, n, d, k, Rt, Wt, G);
         double fn = 0, pen = 0;
         Lc = Lc * 0.9 > Lmax * 1e-6 ? Lc * 0.9 : Lmax * 1e-6; /* let the estimate come down */
@@ -537,8 +564,7 @@ int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_
     double pen = 0;
     for (uint32_t j = 0; j < d; j++)
         pen += row_norm_d(W + (size_t)j * k, k);
-    Fw = ce_value_d(Zw, y, n, k) + lambda * pen;
-    ce_residual_d(Zw, y, n, k, 1.0 / n, gb);
+    Fw = ce_value_residual_d(Zw, Zw, y, n, k, 1.0 / n, gb) + lambda * pen;
     grad_mixed(X, Zw, n, d, k, Rt, Wt, G);
     kkt = kkt_group_d(G, gb, W, d, k, lambda);
     converged = kkt <= o->kkt_rel * lambda;
@@ -1027,8 +1053,7 @@ static double kernel_eval(const double *Gm, const uint32_t *y, uint32_t n, uint3
     for (uint32_t i = 0; i < n; i++)
         for (uint32_t c = 0; c < k; c++)
             Z[(size_t)i * k + c] = thi[(size_t)i * k + c] + th[nk + c];
-    double f = ce_value_d(Z, y, n, k);
-    ce_residual_d(Z, y, n, k, 1.0 / n, g + nk);
+    double f = ce_value_residual_d(Z, Z, y, n, k, 1.0 / n, g + nk);
     for (size_t q = 0; q < nk; q++)
         g[q] = Z[q] + ridge * th[q];
     if (ridge > 0)
