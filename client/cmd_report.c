@@ -14,7 +14,7 @@
 #include <string.h>
 
 static const char report_help[] =
-    "usage: h2tdb report [--server ADDR | --store DIR] JOB [-o FILE.svg] [--title TEXT]\n"
+    "usage: h2tdb report [--server ADDR | --store DIR] JOB [--out FILE.svg] [--title TEXT]\n"
     "\n"
     "Draw a finished train job as an SVG picture: the features the head kept per layer, in\n"
     "depth order (which depths Head2Toe chose), and the mean cross-validation accuracy\n"
@@ -23,7 +23,7 @@ static const char report_help[] =
     "  --server ADDR    ask a running `h2tdb serve` (default $H2T_SERVER or 127.0.0.1:7433)\n"
     "  --store DIR      read the result straight from a store instead (no server needed)\n"
     "  --token-file F   token for a server that requires one\n"
-    "  -o, --out FILE   where to write (default job-JOB.svg); written whole or not at all\n"
+    "  --out FILE       where to write (default job-JOB.svg); written whole or not at all\n"
     "  --title TEXT     the picture's title (default \"h2tdb job JOB\")\n";
 
 int h2t_cmd_report(int argc, char **argv)
@@ -34,7 +34,7 @@ int h2t_cmd_report(int argc, char **argv)
     while (h2t_cli_next(&cli)) {
         if (h2t_cli_is(&cli, "--store"))
             store_dir = h2t_cli_value(&cli);
-        else if (h2t_cli_is(&cli, "--out") || h2t_cli_is(&cli, "-o"))
+        else if (h2t_cli_is(&cli, "--out"))
             out = h2t_cli_value(&cli);
         else if (h2t_cli_is(&cli, "--title"))
             title = h2t_cli_value(&cli);

@@ -115,7 +115,7 @@ say "results (test split: $TEST images)"
 # shellcheck disable=SC2086
 "$H2T" compare $JOBS | tee "$DIR/results.txt"
 
-"$H2T" report "$H2T_JOB" -o "$DIR/head2toe.svg" \
+"$H2T" report "$H2T_JOB" --out "$DIR/head2toe.svg" \
     --title "Head2Toe on Fashion-MNIST ($TRAIN train images), MobileNetV2 features"
 
 kill $SERVER_PID
