@@ -11,9 +11,10 @@
 #     head2toe heads through the client, prints the results table, draws the head2toe head
 #     (demo/head2toe.svg), stops the server
 #
-# A second run reuses the stored extraction (no backbone pass) and the finished jobs' store.
+# A second run reuses the stored extraction (no backbone pass) and the finished jobs (the same
+# task and method on the same store), so it only prints; RETRAIN=1 trains every head again.
 # Environment: H2T_DEMO_DIR (default ./demo), TRAIN (1000), TEST (2000), T (512),
-# THREADS (2), KEEP_STORE=0 to start from an empty store.
+# THREADS (2), KEEP_STORE=0 to start from an empty store, RETRAIN=1.
 set -eu
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -37,7 +38,7 @@ say "backbone: MobileNetV2 (nsfwjs 4.4.0) -> ONNX"
 MODEL=$ROOT/models/mobilenet_v2.onnx
 
 mkdir -p "$DIR"
-STORE=$DIR/store
+STORE=$DIR/store-$TRAIN-$TEST-$T # one store per protocol, so its tasks and jobs stay comparable
 [ "${KEEP_STORE:-1}" = 0 ] && rm -rf "$STORE"
 
 say "extraction: every layer of MobileNetV2 over Fashion-MNIST ($TRAIN train + $TEST test images, T=$T)"
@@ -92,9 +93,21 @@ submit() { # task method -> job id on stdout
     "$H2T" train --task "$1" --method "$2" --threads "$THREADS" |
         sed -n 's/^job \([0-9][0-9]*\) queued.*/\1/p'
 }
+finished() { # task method -> id of a finished job of an earlier run, or nothing
+    "$H2T" jobs | awk -v t="$1" -v m="$2" '$2 == "done" && $4 == t && $5 == m { id = $1 }
+        END { if (id) print id }'
+}
 JOBS=""
 for tm in fmnist10:linear fmnist10:all fmnist10:head2toe fmnist-coarse:linear \
           fmnist-coarse:head2toe fmnist10-100:linear fmnist10-100:head2toe; do
+    id=""
+    [ "${RETRAIN:-0}" = 1 ] || id=$(finished "${tm%%:*}" "${tm#*:}")
+    if [ -n "$id" ]; then
+        echo "job $id: ${tm#*:} on ${tm%%:*} finished in an earlier run: reused"
+        JOBS="$JOBS $id"
+        [ "$tm" = fmnist10:head2toe ] && H2T_JOB=$id
+        continue
+    fi
     id=$(submit "${tm%%:*}" "${tm#*:}")
     if [ -z "$id" ]; then
         echo "demo: submitting ${tm#*:} on ${tm%%:*} failed; server log: $DIR/server.log" >&2
