@@ -1086,9 +1086,15 @@ int h2t_store_labels_get(h2t_store *st, uint32_t source, uint32_t first, uint32_
     return st_run(st, 0, source_get_fn, &c);
 }
 
+/* Listing a table: one cursor walk decoding every record into a new object. */
 typedef struct list_ctx {
     void **v;
     size_t n;
+    int table;        /* T_* */
+    const char *what; /* "sources", ... for error texts */
+    /* Decode the record (k, v) into a new object, OWNED by the list on success. */
+    int (*decode)(h2t_store *st, const MDB_val *k, const MDB_val *v, void **out);
+    void (*destroy)(void *obj);
 } list_ctx;
 
 static int list_push(list_ctx *l, void *p)
@@ -1103,34 +1109,48 @@ static int list_push(list_ctx *l, void *p)
     return 0;
 }
 
-static int source_list_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+static int list_fn(h2t_store *st, MDB_txn *txn, void *ctx)
 {
     list_ctx *l = ctx;
     MDB_cursor *cur;
     MDB_val k, v;
-    int rc = mdb_cursor_open(txn, st->dbi[T_SOURCES], &cur);
+    int rc = mdb_cursor_open(txn, st->dbi[l->table], &cur);
     if (rc)
-        return st_mdb(st, rc, "sources cursor");
+        return st_mdb(st, rc, l->what);
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        h2t_source *s;
-        int r = k.mv_size == 4 ? source_decode(st, &v, h2t_be32_get(k.mv_data), &s)
-                               : h2t_err_set(H2T_ECORRUPT, "store %s: bad source key", st->dir);
-        if (r == 0 && (r = list_push(l, s)) < 0)
-            h2t_source_destroy(s);
+        void *obj;
+        int r = l->decode(st, &k, &v, &obj);
+        if (r == 0 && (r = list_push(l, obj)) < 0)
+            l->destroy(obj);
         if (r < 0) {
             mdb_cursor_close(cur);
             return r;
         }
     }
     mdb_cursor_close(cur);
-    return rc == MDB_NOTFOUND ? 0 : st_mdb(st, rc, "listing sources");
+    return rc == MDB_NOTFOUND ? 0 : st_mdb(st, rc, l->what);
+}
+
+static int source_list_decode(h2t_store *st, const MDB_val *k, const MDB_val *v, void **out)
+{
+    if (k->mv_size != 4)
+        return h2t_err_set(H2T_ECORRUPT, "store %s: bad source key", st->dir);
+    return source_decode(st, v, h2t_be32_get(k->mv_data), (h2t_source **)out);
+}
+
+static void source_list_destroy(void *s)
+{
+    h2t_source_destroy(s);
 }
 
 int h2t_store_source_list(h2t_store *st, h2t_source ***out, size_t *n)
 {
-    list_ctx l = {0};
-    int rc = st_run(st, 0, source_list_fn, &l);
+    list_ctx l = {.table = T_SOURCES,
+                  .what = "listing sources",
+                  .decode = source_list_decode,
+                  .destroy = source_list_destroy};
+    int rc = st_run(st, 0, list_fn, &l);
     if (rc < 0) {
         h2t_source_list_destroy((h2t_source **)l.v, l.n);
         return rc;
@@ -1253,35 +1273,24 @@ int h2t_store_model_get(h2t_store *st, uint32_t id, h2t_model_rec *out)
     return rc;
 }
 
-static int model_list_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+static int model_list_decode(h2t_store *st, const MDB_val *k, const MDB_val *v, void **out)
 {
-    list_ctx *l = ctx;
-    MDB_cursor *cur;
-    MDB_val k, v;
-    int rc = mdb_cursor_open(txn, st->dbi[T_MODELS], &cur);
-    if (rc)
-        return st_mdb(st, rc, "models cursor");
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        h2t_model_rec *m = malloc(sizeof(*m));
-        int r = m ? model_decode(st, &v, k.mv_size == 4 ? h2t_be32_get(k.mv_data) : 0, m)
-                  : h2t_err_set(H2T_ENOMEM, "listing models");
-        if (r == 0)
-            r = list_push(l, m);
-        if (r < 0) {
-            free(m);
-            mdb_cursor_close(cur);
-            return r;
-        }
-    }
-    mdb_cursor_close(cur);
-    return rc == MDB_NOTFOUND ? 0 : st_mdb(st, rc, "listing models");
+    h2t_model_rec *m = malloc(sizeof(*m));
+    if (!m)
+        return h2t_err_set(H2T_ENOMEM, "listing models");
+    int r = model_decode(st, v, k->mv_size == 4 ? h2t_be32_get(k->mv_data) : 0, m);
+    if (r < 0)
+        free(m);
+    else
+        *out = m;
+    return r;
 }
 
 int h2t_store_model_list(h2t_store *st, h2t_model_rec **out, size_t *n)
 {
-    list_ctx l = {0};
-    int rc = st_run(st, 0, model_list_fn, &l);
+    list_ctx l = {
+        .table = T_MODELS, .what = "listing models", .decode = model_list_decode, .destroy = free};
+    int rc = st_run(st, 0, list_fn, &l);
     h2t_model_rec *arr = NULL;
     if (rc == 0 && l.n && !(arr = malloc(l.n * sizeof(*arr))))
         rc = h2t_err_set(H2T_ENOMEM, "listing models");
@@ -2537,33 +2546,23 @@ int h2t_store_task_get(h2t_store *st, const char *name, h2t_task **out)
     return rc;
 }
 
-static int task_list_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+static int task_list_decode(h2t_store *st, const MDB_val *k, const MDB_val *v, void **out)
 {
-    list_ctx *l = ctx;
-    MDB_cursor *cur;
-    MDB_val k, v;
-    int rc = mdb_cursor_open(txn, st->dbi[T_TASKS], &cur);
-    if (rc)
-        return st_mdb(st, rc, "tasks cursor");
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        h2t_task *t;
-        int r = task_decode(st, &k, &v, 0, &t);
-        if (r == 0 && (r = list_push(l, t)) < 0)
-            h2t_task_destroy(t);
-        if (r < 0) {
-            mdb_cursor_close(cur);
-            return r;
-        }
-    }
-    mdb_cursor_close(cur);
-    return rc == MDB_NOTFOUND ? 0 : st_mdb(st, rc, "listing tasks");
+    return task_decode(st, k, v, 0, (h2t_task **)out);
+}
+
+static void task_list_destroy(void *t)
+{
+    h2t_task_destroy(t);
 }
 
 int h2t_store_task_list(h2t_store *st, h2t_task ***out, size_t *n)
 {
-    list_ctx l = {0};
-    int rc = st_run(st, 0, task_list_fn, &l);
+    list_ctx l = {.table = T_TASKS,
+                  .what = "listing tasks",
+                  .decode = task_list_decode,
+                  .destroy = task_list_destroy};
+    int rc = st_run(st, 0, list_fn, &l);
     if (rc < 0) {
         h2t_task_list_destroy((h2t_task **)l.v, l.n);
         return rc;
@@ -2798,34 +2797,25 @@ int h2t_store_job_finish(h2t_store *st, uint64_t id, uint32_t state, const char 
     return st_run(st, 1, job_finish_fn, &c);
 }
 
-static int job_list_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+static int job_list_decode(h2t_store *st, const MDB_val *k, const MDB_val *v, void **out)
 {
-    list_ctx *l = ctx;
-    MDB_cursor *cur;
-    MDB_val k, v;
-    int rc = mdb_cursor_open(txn, st->dbi[T_JOBS], &cur);
-    if (rc)
-        return st_mdb(st, rc, "jobs cursor");
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        h2t_job *j;
-        int r = k.mv_size == 8 ? job_decode(st, &v, h2t_be64_get(k.mv_data), &j)
-                               : h2t_err_set(H2T_ECORRUPT, "store %s: bad job key", st->dir);
-        if (r == 0 && (r = list_push(l, j)) < 0)
-            h2t_job_destroy(j);
-        if (r < 0) {
-            mdb_cursor_close(cur);
-            return r;
-        }
-    }
-    mdb_cursor_close(cur);
-    return rc == MDB_NOTFOUND ? 0 : st_mdb(st, rc, "listing jobs");
+    if (k->mv_size != 8)
+        return h2t_err_set(H2T_ECORRUPT, "store %s: bad job key", st->dir);
+    return job_decode(st, v, h2t_be64_get(k->mv_data), (h2t_job **)out);
+}
+
+static void job_list_destroy(void *j)
+{
+    h2t_job_destroy(j);
 }
 
 int h2t_store_job_list(h2t_store *st, h2t_job ***out, size_t *n)
 {
-    list_ctx l = {0};
-    int rc = st_run(st, 0, job_list_fn, &l);
+    list_ctx l = {.table = T_JOBS,
+                  .what = "listing jobs",
+                  .decode = job_list_decode,
+                  .destroy = job_list_destroy};
+    int rc = st_run(st, 0, list_fn, &l);
     if (rc < 0) {
         h2t_job_list_destroy((h2t_job **)l.v, l.n);
         return rc;
