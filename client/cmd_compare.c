@@ -20,11 +20,6 @@ static const char compare_help[] =
     "features spread over depth (quarters of the layer list, input side first: Q1/Q2/Q3/Q4;\n"
     "the layer's name for a one-layer probe), and the job's wall time.\n";
 
-static const char *method_name(uint32_t m)
-{
-    return m == H2T_METHOD_LINEAR ? "linear" : m == H2T_METHOD_ALL ? "all" : "head2toe";
-}
-
 /* Kept features per quarter of the layer list (depth order). */
 static void quarters(const h2t_result *r, uint64_t q[4])
 {
@@ -100,8 +95,8 @@ int h2t_cmd_compare(int argc, char **argv)
             printf(", \"method\": \"%s\", \"test_acc\": %.6f, \"val_acc\": %.6f, \"lambda\": %g, "
                    "\"keep\": %g, \"kept\": %u, \"dim\": %" PRIu64 ", \"kept_quarters\": [%" PRIu64
                    ", %" PRIu64 ", %" PRIu64 ", %" PRIu64 "], \"seconds\": %.2f}",
-                   method_name(r->method), r->test_acc, r->val_acc, r->lambda, r->keep, r->n_kept,
-                   r->total_dim, q[0], q[1], q[2], q[3], secs);
+                   h2t_cli_method_name((int)r->method), r->test_acc, r->val_acc, r->lambda, r->keep,
+                   r->n_kept, r->total_dim, q[0], q[1], q[2], q[3], secs);
         } else {
             char kept[32], qs[48], keep[16];
             snprintf(kept, sizeof(kept), "%u/%" PRIu64, r->n_kept, r->total_dim);
@@ -116,8 +111,8 @@ int h2t_cmd_compare(int argc, char **argv)
             else
                 snprintf(keep, sizeof(keep), "-");
             printf("%-5" PRIu64 " %-16.16s %-9s %7.2f %7.2f %8g %6s %15s %-23.23s %6.1fs\n", ids[i],
-                   task, method_name(r->method), 100 * r->test_acc, 100 * r->val_acc, r->lambda,
-                   keep, kept, qs, secs);
+                   task, h2t_cli_method_name((int)r->method), 100 * r->test_acc, 100 * r->val_acc,
+                   r->lambda, keep, kept, qs, secs);
         }
         h2t_result_destroy(r);
         h2t_msg_free(&jrep);
