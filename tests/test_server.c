@@ -12,6 +12,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -708,4 +709,83 @@ TEST_TIMEOUT(server_fuzz_frames, 600)
     if (rc != 0)
         system("cat fuzz.log >&2");
     ASSERT_EQ(rc, 0);
+}
+
+/* Run the h2tdb binary under test ($H2T_BIN) with a shell command line; its stdout+stderr
+ * into out (NUL-terminated), its exit status returned. */
+static int run_cli(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int run_cli(char *out, size_t n, const char *fmt, ...)
+{
+    char args[1024], cmd[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof(args), fmt, ap);
+    va_end(ap);
+    const char *bin = getenv("H2T_BIN");
+    ASSERT(bin != NULL);
+    snprintf(cmd, sizeof(cmd), "%s %s 2>&1", bin, args);
+    FILE *p = popen(cmd, "r");
+    ASSERT(p != NULL);
+    size_t got = fread(out, 1, n - 1, p);
+    out[got] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The demo's two result commands through the real binary: compare (the table) and report
+ * (the SVG), from the server and straight from the store; bad ids name the job. */
+TEST_TIMEOUT(server_cli_compare_and_report, 120)
+{
+    srv_thread t = {.st = fixture("store")};
+    h2t_srv_config cfg;
+    h2t_srv_config_default(&cfg);
+    srv_start(&t, &cfg);
+    h2t_client *c = connect_ok(&t);
+    create_task(c, "t3", "train", 0);
+    uint64_t lin = submit(c, "t3", H2T_PROTO_METHOD_LINEAR);
+    uint64_t h2t = submit(c, "t3", H2T_PROTO_METHOD_HEAD2TOE);
+    ASSERT_EQ(watch_state(c, lin), H2T_JOB_DONE);
+    ASSERT_EQ(watch_state(c, h2t), H2T_JOB_DONE);
+    h2t_client_close(c);
+
+    static char out[16384];
+    ASSERT_EQ(run_cli(out, sizeof(out), "compare --server %s %llu %llu", t.addr,
+                      (unsigned long long)lin, (unsigned long long)h2t),
+              0);
+    ASSERT_CONTAINS(out, "test%");
+    ASSERT_CONTAINS(out, "linear");
+    ASSERT_CONTAINS(out, "head2toe");
+    ASSERT_CONTAINS(out, "/12 "); /* kept of all 12 features looked at by head2toe */
+    ASSERT_EQ(run_cli(out, sizeof(out), "compare --server %s %llu --json", t.addr,
+                      (unsigned long long)h2t),
+              0);
+    ASSERT_CONTAINS(out, "\"method\": \"head2toe\"");
+    ASSERT_CONTAINS(out, "\"dim\": 12");
+
+    ASSERT_EQ(run_cli(out, sizeof(out), "report --server %s %llu --out r.svg --title T1", t.addr,
+                      (unsigned long long)h2t),
+              0);
+    ASSERT_CONTAINS(out, "wrote r.svg");
+    FILE *f = fopen("r.svg", "r");
+    ASSERT(f != NULL);
+    size_t n = fread(out, 1, sizeof(out) - 1, f);
+    out[n] = '\0';
+    fclose(f);
+    ASSERT_CONTAINS(out, "<svg");
+    ASSERT_CONTAINS(out, ">T1</text>");
+    ASSERT_CONTAINS(out, "l1: "); /* the layer bars carry their names */
+    /* straight from the store (read-only, while the server holds it) */
+    ASSERT_EQ(
+        run_cli(out, sizeof(out), "report --store store %llu --out s.svg", (unsigned long long)h2t),
+        0);
+    ASSERT(access("s.svg", F_OK) == 0);
+
+    /* errors name the bad input, exit non-zero, leave no file behind */
+    ASSERT_EQ(run_cli(out, sizeof(out), "compare --server %s 999", t.addr), 1);
+    ASSERT_CONTAINS(out, "999");
+    ASSERT_EQ(run_cli(out, sizeof(out), "report --store store 999 --out bad.svg"), 1);
+    ASSERT_CONTAINS(out, "999");
+    ASSERT(access("bad.svg", F_OK) != 0);
+    ASSERT_EQ(run_cli(out, sizeof(out), "compare --server %s", t.addr), 2);
+    srv_finish(&t);
 }
