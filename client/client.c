@@ -38,36 +38,14 @@ const char *h2t_client_default_addr(void)
 static int parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *sl)
 {
     char host[256];
-    const char *port_s;
-    int v6 = 0;
+    long port;
+    int v6;
     memset(ss, 0, sizeof(*ss));
-    if (s[0] == '[') {
-        const char *e = strchr(s, ']');
-        if (!e || e[1] != ':' || (size_t)(e - s - 1) >= sizeof(host))
-            return h2t_err_set(H2T_EINVAL, "server address '%s': want [V6]:PORT", s);
-        memcpy(host, s + 1, (size_t)(e - s - 1));
-        host[e - s - 1] = 0;
-        port_s = e + 2;
-        v6 = 1;
-    } else {
-        const char *colon = strrchr(s, ':');
-        if (!colon) {
-            snprintf(host, sizeof(host), "127.0.0.1");
-            port_s = s;
-        } else {
-            if ((size_t)(colon - s) >= sizeof(host))
-                return h2t_err_set(H2T_EINVAL, "server address '%s' is too long", s);
-            memcpy(host, s, (size_t)(colon - s));
-            host[colon - s] = 0;
-            port_s = colon + 1;
-        }
-    }
-    char *end;
-    long port = strtol(port_s, &end, 10);
-    if (!*port_s || *end || port <= 0 || port > 65535)
-        return h2t_err_set(H2T_EINVAL, "server address '%s': bad port '%s'", s, port_s);
-    if (!strcmp(host, "localhost"))
-        snprintf(host, sizeof(host), "127.0.0.1");
+    int rc = h2t_addr_split(s, "server address", host, sizeof(host), &port, &v6);
+    if (rc < 0)
+        return rc;
+    if (port == 0)
+        return h2t_err_set(H2T_EINVAL, "server address '%s': port 0 (want the server's port)", s);
     if (v6) {
         struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
         a->sin6_family = AF_INET6;

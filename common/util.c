@@ -254,6 +254,43 @@ void h2t_afree(void *p)
     free(p);
 }
 
+/* ---- addresses ---- */
+int h2t_addr_split(const char *s, const char *what, char *host, size_t hostlen, long *port, int *v6)
+{
+    const char *port_s;
+    *v6 = 0;
+    if (s[0] == '[') {
+        const char *e = strchr(s, ']');
+        if (!e || e[1] != ':' || (size_t)(e - s - 1) >= hostlen)
+            return h2t_err_set(H2T_EINVAL, "%s '%s': want [V6]:PORT", what, s);
+        memcpy(host, s + 1, (size_t)(e - s - 1));
+        host[e - s - 1] = 0;
+        port_s = e + 2;
+        *v6 = 1;
+    } else {
+        const char *colon = strrchr(s, ':');
+        if (!colon) {
+            snprintf(host, hostlen, "127.0.0.1");
+            port_s = s;
+        } else {
+            if ((size_t)(colon - s) >= hostlen)
+                return h2t_err_set(H2T_EINVAL, "%s '%s' is too long", what, s);
+            memcpy(host, s, (size_t)(colon - s));
+            host[colon - s] = 0;
+            port_s = colon + 1;
+        }
+    }
+    char *end;
+    errno = 0;
+    long p = strtol(port_s, &end, 10);
+    if (!*port_s || *end || errno || p < 0 || p > 65535)
+        return h2t_err_set(H2T_EINVAL, "%s '%s': bad port '%s'", what, s, port_s);
+    if (!strcmp(host, "localhost"))
+        snprintf(host, hostlen, "127.0.0.1");
+    *port = p;
+    return 0;
+}
+
 /* ---- progress ---- */
 struct h2t_progress {
     const char *what, *unit;

@@ -77,6 +77,13 @@ float h2t_f16_to_f32(uint16_t h);
 void *h2t_aalloc(size_t n, size_t size);
 void h2t_afree(void *p);
 
+/* ---- addresses ---- */
+/* Split "HOST:PORT", "PORT" (host 127.0.0.1) or "[V6]:PORT" into host (hostlen bytes) and
+ * port (0..65535); "localhost" becomes 127.0.0.1. what names the address in errors ("server
+ * address", "listen address"). Errors: H2T_EINVAL naming the address and the bad part. */
+int h2t_addr_split(const char *s, const char *what, char *host, size_t hostlen, long *port,
+                   int *v6);
+
 /* ---- progress bar: draws on stderr only when stderr is a terminal ---- */
 typedef struct h2t_progress h2t_progress;
 /* what: label; total: units of work (0 = unknown); unit: "img", "step", ... (BORROWED

@@ -649,38 +649,13 @@ void h2t_srv_config_default(h2t_srv_config *cfg)
 static int parse_listen(const char *s, struct sockaddr_storage *ss, int *loopback)
 {
     char host[256];
-    const char *port_s;
-    int v6 = 0;
-    if (s[0] == '[') {
-        const char *e = strchr(s, ']');
-        if (!e || e[1] != ':' || (size_t)(e - s - 1) >= sizeof(host))
-            return h2t_err_set(H2T_EINVAL, "listen address '%s': want [V6]:PORT", s);
-        memcpy(host, s + 1, (size_t)(e - s - 1));
-        host[e - s - 1] = 0;
-        port_s = e + 2;
-        v6 = 1;
-    } else {
-        const char *colon = strrchr(s, ':');
-        if (!colon) {
-            snprintf(host, sizeof(host), "127.0.0.1");
-            port_s = s;
-        } else {
-            if ((size_t)(colon - s) >= sizeof(host))
-                return h2t_err_set(H2T_EINVAL, "listen address '%s' is too long", s);
-            memcpy(host, s, (size_t)(colon - s));
-            host[colon - s] = 0;
-            port_s = colon + 1;
-        }
-    }
-    char *end;
-    errno = 0;
-    long port = strtol(port_s, &end, 10);
-    if (!*port_s || *end || errno || port < 0 || port > 65535)
-        return h2t_err_set(H2T_EINVAL, "listen address '%s': bad port '%s'", s, port_s);
-    if (!strcmp(host, "localhost"))
-        snprintf(host, sizeof(host), "127.0.0.1");
-    int rc = v6 ? uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss)
-                : uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss);
+    long port;
+    int v6;
+    int rc = h2t_addr_split(s, "listen address", host, sizeof(host), &port, &v6);
+    if (rc < 0)
+        return rc;
+    rc = v6 ? uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss)
+            : uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss);
     if (rc < 0)
         return h2t_err_set(H2T_EINVAL, "listen address '%s': bad host '%s'", s, host);
     if (v6)

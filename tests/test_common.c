@@ -59,3 +59,31 @@ TEST(common_err_detail)
                  "not found: extraction 3: layer conv1");
     ASSERT_STREQ(h2t_strerror(-999), "unknown error");
 }
+
+TEST(common_addr_split)
+{
+    char host[64];
+    long port;
+    int v6;
+    ASSERT_OK(h2t_addr_split("10.1.2.3:7433", "a", host, sizeof host, &port, &v6));
+    ASSERT_STREQ(host, "10.1.2.3");
+    ASSERT_EQ(port, 7433);
+    ASSERT_EQ(v6, 0);
+    ASSERT_OK(h2t_addr_split("8080", "a", host, sizeof host, &port, &v6));
+    ASSERT_STREQ(host, "127.0.0.1");
+    ASSERT_EQ(port, 8080);
+    ASSERT_OK(h2t_addr_split("localhost:0", "a", host, sizeof host, &port, &v6));
+    ASSERT_STREQ(host, "127.0.0.1");
+    ASSERT_EQ(port, 0);
+    ASSERT_OK(h2t_addr_split("[::1]:9", "a", host, sizeof host, &port, &v6));
+    ASSERT_STREQ(host, "::1");
+    ASSERT_EQ(v6, 1);
+    ASSERT_EQ(h2t_addr_split("h:70000", "listen address", host, sizeof host, &port, &v6),
+              H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "listen address 'h:70000': bad port '70000'");
+    ASSERT_EQ(h2t_addr_split("[::1]9", "a", host, sizeof host, &port, &v6), H2T_EINVAL);
+    ASSERT_EQ(h2t_addr_split("h:", "a", host, sizeof host, &port, &v6), H2T_EINVAL);
+    char tiny[4];
+    ASSERT_EQ(h2t_addr_split("longhost:1", "a", tiny, sizeof tiny, &port, &v6), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "too long");
+}
