@@ -9,6 +9,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char serve_usage[] =
     "usage: h2tdb serve --store DIR [--listen ADDR] [--token-file F] [--workers N]\n"
@@ -72,7 +73,14 @@ int h2t_cmd_serve(int argc, char **argv)
     }
     h2t_store *st = NULL;
     h2t_srv *srv = NULL;
-    int rc = h2t_store_open(store_dir, H2T_STORE_CREATE, &st);
+    /* An empty store may be served (extractions can be written into it later), but a serve
+     * that fails to start must not leave a new store behind. */
+    int created = 0;
+    int rc = h2t_store_open(store_dir, 0, &st);
+    if (rc == H2T_ENOTFOUND) {
+        created = access(store_dir, F_OK) != 0 ? 2 : 1; /* 2: the directory is ours too */
+        rc = h2t_store_open(store_dir, H2T_STORE_CREATE, &st);
+    }
     if (rc < 0) {
         h2t_err_wrap(rc, "store %s: ", store_dir);
         return h2t_cli_fail(&cli, rc);
@@ -80,6 +88,15 @@ int h2t_cmd_serve(int argc, char **argv)
     if ((rc = h2t_srv_create(&cfg, st, &srv)) < 0) {
         h2t_cli_fail(&cli, rc);
         h2t_store_close(st);
+        if (created) {
+            char p[4096];
+            snprintf(p, sizeof(p), "%s/data.mdb", store_dir);
+            remove(p);
+            snprintf(p, sizeof(p), "%s/lock.mdb", store_dir);
+            remove(p);
+            if (created == 2)
+                rmdir(store_dir);
+        }
         return 1;
     }
     rc = h2t_srv_run(srv);

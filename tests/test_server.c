@@ -787,5 +787,9 @@ TEST_TIMEOUT(server_cli_compare_and_report, 120)
     ASSERT_CONTAINS(out, "999");
     ASSERT(access("bad.svg", F_OK) != 0);
     ASSERT_EQ(run_cli(out, sizeof(out), "compare --server %s", t.addr), 2);
+    /* a serve that cannot start leaves no new store behind */
+    ASSERT_EQ(run_cli(out, sizeof(out), "serve --store fresh --listen 127.0.0.1:99999"), 1);
+    ASSERT_CONTAINS(out, "bad port '99999'");
+    ASSERT(access("fresh", F_OK) != 0);
     srv_finish(&t);
 }
