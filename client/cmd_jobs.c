@@ -85,6 +85,25 @@ static void on_job(void *ud, const h2t_msg_job *j)
     fflush(stderr);
 }
 
+/* The current option's value as an index into names (its enum value); an unknown word is an
+ * error naming the option and every accepted word. */
+static void parse_choice(h2t_cli *cli, const char *const *names, int n, int *out)
+{
+    const char *v = h2t_cli_value(cli);
+    if (!v)
+        return;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(v, names[i])) {
+            *out = i;
+            return;
+        }
+    fprintf(stderr, "h2tdb %s: %s '%s': want", cli->cmd, cli->arg, v);
+    for (int i = 0; i < n; i++)
+        fprintf(stderr, "%s %s", i == 0 ? "" : i == n - 1 ? " or" : ",", names[i]);
+    fputc('\n', stderr);
+    cli->bad = 1;
+}
+
 static int wait_job(h2t_cli *cli, h2t_client *c, uint64_t id)
 {
     watch_view w = {isatty(2), cli->json, 0};
@@ -129,31 +148,11 @@ int h2t_cmd_train(int argc, char **argv)
         if (h2t_cli_is(&cli, "--task"))
             t->task = h2t_cli_value(&cli);
         else if (h2t_cli_is(&cli, "--method")) {
-            const char *m = h2t_cli_value(&cli);
-            if (!m)
-                continue;
-            if (!strcmp(m, "linear"))
-                t->method = H2T_PROTO_METHOD_LINEAR;
-            else if (!strcmp(m, "all"))
-                t->method = H2T_PROTO_METHOD_ALL;
-            else if (!strcmp(m, "head2toe"))
-                t->method = H2T_PROTO_METHOD_HEAD2TOE;
-            else {
-                fprintf(stderr, "h2tdb train: --method '%s': want linear, all or head2toe\n", m);
-                cli.bad = 1;
-            }
+            static const char *const methods[] = {"linear", "all", "head2toe"};
+            parse_choice(&cli, methods, 3, &t->method); /* the solver's numbering */
         } else if (h2t_cli_is(&cli, "--optimizer")) {
-            const char *m = h2t_cli_value(&cli);
-            if (!m)
-                continue;
-            if (!strcmp(m, "fast"))
-                t->optimizer = H2T_PROTO_OPT_FAST;
-            else if (!strcmp(m, "adam"))
-                t->optimizer = H2T_PROTO_OPT_ADAM;
-            else {
-                fprintf(stderr, "h2tdb train: --optimizer '%s': want fast or adam\n", m);
-                cli.bad = 1;
-            }
+            static const char *const opts[] = {"fast", "adam"};
+            parse_choice(&cli, opts, 2, &t->optimizer);
         } else if (h2t_cli_is(&cli, "--lambdas")) {
             if (parse_list(&cli, h2t_cli_value(&cli), lambdas, H2T_SOLVER_MAX_GRID,
                            &t->n_lambdas) == 0)
