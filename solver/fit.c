@@ -161,46 +161,59 @@ int h2t_solver__grad_rownorm(const float *X, const uint32_t *y, uint32_t n, uint
     return 0;
 }
 
-static double row_norm(const float *w, uint32_t k)
-{
-    double s = 0;
-    for (uint32_t c = 0; c < k; c++)
-        s += (double)w[c] * w[c];
-    return sqrt(s);
-}
+/* The group norm of a row and the KKT residual of the group-lasso optimality conditions, for
+ * float (the FISTA paths) and double (the kernel-form L-BFGS path) alike: one body, two types.
+ * Residual: max over rows j of ||g_j + lambda w_j / ||w_j|||| when w_j != 0, else
+ * ||g_j|| - lambda, and of |gb_c| (the unpenalised bias); 0 at an exact solution. */
+#define H2T_DEFINE_GROUP_KKT(SFX, T)                                                               \
+    static double row_norm_##SFX(const T *w, uint32_t k)                                           \
+    {                                                                                              \
+        double s = 0;                                                                              \
+        for (uint32_t c = 0; c < k; c++)                                                           \
+            s += (double)w[c] * w[c];                                                              \
+        return sqrt(s);                                                                            \
+    }                                                                                              \
+    static double kkt_group_##SFX(const T *G, const T *gb, const T *W, uint32_t d, uint32_t k,     \
+                                  double lambda)                                                   \
+    {                                                                                              \
+        double r = 0;                                                                              \
+        for (uint32_t j = 0; j < d; j++) {                                                         \
+            const T *w = W + (size_t)j * k, *g = G + (size_t)j * k;                                \
+            double nw = row_norm_##SFX(w, k), v;                                                   \
+            if (nw > 0) {                                                                          \
+                double s = 0;                                                                      \
+                for (uint32_t c = 0; c < k; c++) {                                                 \
+                    double e = g[c] + lambda * w[c] / nw;                                          \
+                    s += e * e;                                                                    \
+                }                                                                                  \
+                v = sqrt(s);                                                                       \
+            } else {                                                                               \
+                v = row_norm_##SFX(g, k) - lambda;                                                 \
+            }                                                                                      \
+            if (v > r)                                                                             \
+                r = v;                                                                             \
+        }                                                                                          \
+        for (uint32_t c = 0; gb && c < k; c++)                                                     \
+            if (fabs(gb[c]) > r)                                                                   \
+                r = fabs(gb[c]);                                                                   \
+        return r;                                                                                  \
+    }
+
+H2T_DEFINE_GROUP_KKT(f, float)
+H2T_DEFINE_GROUP_KKT(d, double)
 
 static double group_penalty(const float *W, uint32_t d, uint32_t k)
 {
     double s = 0;
     for (uint32_t j = 0; j < d; j++)
-        s += row_norm(W + (size_t)j * k, k);
+        s += row_norm_f(W + (size_t)j * k, k);
     return s;
 }
 
 double h2t_solver__kkt_group(const float *G, const float *gb, const float *W, uint32_t d,
                              uint32_t k, double lambda)
 {
-    double r = 0;
-    for (uint32_t j = 0; j < d; j++) {
-        const float *w = W + (size_t)j * k, *g = G + (size_t)j * k;
-        double nw = row_norm(w, k), v;
-        if (nw > 0) {
-            double s = 0;
-            for (uint32_t c = 0; c < k; c++) {
-                double e = g[c] + lambda * w[c] / nw;
-                s += e * e;
-            }
-            v = sqrt(s);
-        } else {
-            v = row_norm(g, k) - lambda;
-        }
-        if (v > r)
-            r = v;
-    }
-    for (uint32_t c = 0; gb && c < k; c++)
-        if (fabs(gb[c]) > r)
-            r = fabs(gb[c]);
-    return r;
+    return kkt_group_f(G, gb, W, d, k, lambda);
 }
 
 static double dotf(const float *a, const float *b, size_t m)
@@ -384,40 +397,6 @@ static void grad_mixed(const float *X, const double *R, uint32_t n, uint32_t d, 
     grad_from_residual(X, Rt, n, d, k, Gt);
     for (size_t q = 0; q < (size_t)d * k; q++)
         G[q] = Gt[q];
-}
-
-static double row_norm_d(const double *w, uint32_t k)
-{
-    double s = 0;
-    for (uint32_t c = 0; c < k; c++)
-        s += w[c] * w[c];
-    return sqrt(s);
-}
-
-static double kkt_group_d(const double *G, const double *gb, const double *W, uint32_t d,
-                          uint32_t k, double lambda)
-{
-    double r = 0;
-    for (uint32_t j = 0; j < d; j++) {
-        const double *w = W + (size_t)j * k, *g = G + (size_t)j * k;
-        double nw = row_norm_d(w, k), v;
-        if (nw > 0) {
-            double s = 0;
-            for (uint32_t c = 0; c < k; c++) {
-                double e = g[c] + lambda * w[c] / nw;
-                s += e * e;
-            }
-            v = sqrt(s);
-        } else {
-            v = row_norm_d(g, k) - lambda;
-        }
-        if (v > r)
-            r = v;
-    }
-    for (uint32_t c = 0; c < k; c++)
-        if (fabs(gb[c]) > r)
-            r = fabs(gb[c]);
-    return r;
 }
 
 /* Wn = prox_{t lambda}(Y - t G), bn = Yb - t gb; returns the penalty sum ||Wn_j||. */
@@ -798,7 +777,7 @@ int h2t_solver__fit_adam(const float *X, const uint32_t *y, uint32_t n, uint32_t
                 G[i] = (float)(G[i] + lambda * W[i]);
         } else if (penalty == H2T_PENALTY_GROUP) {
             for (uint32_t j = 0; j < d; j++) {
-                double nw = row_norm(W + (size_t)j * k, k);
+                double nw = row_norm_f(W + (size_t)j * k, k);
                 if (nw > 0)
                     for (uint32_t c = 0; c < k; c++)
                         G[(size_t)j * k + c] =
@@ -913,7 +892,7 @@ int h2t_solver__fit_group_ws(const float *X, const uint32_t *y, uint32_t n, uint
     }
     uint32_t m = 0, nc = 0;
     for (uint32_t j = 0; j < d; j++)
-        if (row_norm(W + (size_t)j * k, k) > 0) {
+        if (row_norm_f(W + (size_t)j * k, k) > 0) {
             in[j] = 1;
             set[m++] = j;
         }
@@ -941,7 +920,7 @@ int h2t_solver__fit_group_ws(const float *X, const uint32_t *y, uint32_t n, uint
     }
     double thr = 2 * lambda - lambda_prev;
     for (uint32_t j = 0; j < d; j++) {
-        double gn = in[j] ? 0 : row_norm(G + (size_t)j * k, k);
+        double gn = in[j] ? 0 : row_norm_f(G + (size_t)j * k, k);
         if (!in[j] && gn >= thr)
             cand[nc++] = (ws_cand){gn, j};
     }
@@ -987,7 +966,7 @@ int h2t_solver__fit_group_ws(const float *X, const uint32_t *y, uint32_t n, uint
         grad_from_residual(X, Z, n, d, k, G);
         nc = 0;
         for (uint32_t j = 0; j < d; j++) {
-            double gn = in[j] ? 0 : row_norm(G + (size_t)j * k, k);
+            double gn = in[j] ? 0 : row_norm_f(G + (size_t)j * k, k);
             if (!in[j] && gn > lambda * (1 + o->kkt_rel))
                 cand[nc++] = (ws_cand){gn, j};
         }
