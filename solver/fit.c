@@ -576,26 +576,212 @@ out:
     return rc;
 }
 
-/* ---- L-BFGS for mean CE + (ridge/2)||W||^2 ---- */
+/* ---- L-BFGS for mean CE + (ridge/2)||W||^2: one engine, two forms ----
+ *
+ * The memory holds the last LBFGS_M pairs s = th' - th, y = g' - g. In the primal form the
+ * variables are th = [W (d*k), b (k)] and the inner product is the plain one. In the kernel
+ * form th = [A (n*k), b (k)] with W = X^T A, and the inner product is the primal one,
+ * <u, v> = u^T K v on the A part (K = X X^T, the Gram matrix): every vector then travels with
+ * its image under K (thi, gi, si, yi, pi) so the recursion never forms W. In the primal form
+ * the images are the vectors themselves (the image pointers alias them). Iterates are double:
+ * at float precision the Armijo test fails on rounding long before max|grad| reaches gtol on
+ * real features (measured: stalled, then 1700 primal iterations, 8e-5 at the cap). */
 
 #define LBFGS_M 10
 
-/* f and g at theta = [W (d*k), b (k)]. Z: n x k workspace. */
-static double smooth_eval(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
-                          double ridge, const float *th, float *g, float *Z)
+/* f at th; writes the gradient g and, in the kernel form, the images thi and gi. */
+typedef double (*lbfgs_eval_fn)(void *ctx, const double *th, double *thi, double *g, double *gi);
+
+typedef struct lbfgs {
+    size_t m;
+    int kernel;          /* images are separate vectors */
+    uint32_t hist, head; /* pairs held; the slot the next pair goes to */
+    int dropped;         /* the memory was dropped after a failed line search */
+    double f;            /* objective at th */
+    double rho[LBFGS_M], alpha[LBFGS_M];
+    double *th, *thi, *g, *gi, *thn, *thni, *gn, *gni, *p, *pi;
+    double *S, *Si, *Yv, *Yi; /* LBFGS_M x m each */
+    double *buf;
+    lbfgs_eval_fn eval;
+    void *ctx;
+} lbfgs;
+
+static int lbfgs_init(lbfgs *L, size_t m, int kernel, lbfgs_eval_fn eval, void *ctx)
 {
-    size_t dk = (size_t)d * k;
-    h2t_solver__logits(X, n, d, k, th, th + dk, Z);
-    double f = ce_value(Z, y, n, k);
-    ce_residual(Z, y, n, k, 1.0 / n, g + dk);
-    grad_from_residual(X, Z, n, d, k, g);
-    if (ridge > 0) {
+    size_t nv = kernel ? 10 + 4 * LBFGS_M : 5 + 2 * LBFGS_M;
+    memset(L, 0, sizeof *L);
+    L->m = m;
+    L->kernel = kernel;
+    L->eval = eval;
+    L->ctx = ctx;
+    if (!(L->buf = malloc(nv * m * sizeof(double) + 1)))
+        return h2t_err_set(H2T_ENOMEM, "L-BFGS memory (%zu variables)", m);
+    double *v = L->buf;
+    L->th = v, L->g = v + m, L->thn = v + 2 * m, L->gn = v + 3 * m, L->p = v + 4 * m;
+    L->S = v + 5 * m, L->Yv = L->S + LBFGS_M * m;
+    if (kernel) {
+        v = L->Yv + LBFGS_M * m;
+        L->thi = v, L->gi = v + m, L->thni = v + 2 * m, L->gni = v + 3 * m, L->pi = v + 4 * m;
+        L->Si = v + 5 * m, L->Yi = L->Si + LBFGS_M * m;
+    } else {
+        L->thi = L->th, L->gi = L->g, L->thni = L->thn, L->gni = L->gn, L->pi = L->p;
+        L->Si = L->S, L->Yi = L->Yv;
+    }
+    return 0;
+}
+
+/* Evaluate at the start point the caller has written into L->th. */
+static void lbfgs_start(lbfgs *L)
+{
+    L->f = L->eval(L->ctx, L->th, L->thi, L->g, L->gi);
+}
+
+/* p (and its image) = -H g by the two-loop recursion, newest pair first; returns the
+ * directional derivative <g, p>. Not a descent direction: restart from steepest descent. */
+static double lbfgs_direction(lbfgs *L)
+{
+    size_t m = L->m;
+    double *p = L->p, *pi = L->pi;
+    for (size_t i = 0; i < m; i++) {
+        p[i] = -L->g[i];
+        pi[i] = -L->gi[i]; /* the same store in the primal form */
+    }
+    for (uint32_t h = 0; h < L->hist; h++) {
+        uint32_t s = (L->head + LBFGS_M - 1 - h) % LBFGS_M;
+        double a = L->alpha[s] = L->rho[s] * dotd(L->Si + s * m, p, m);
+        const double *yv = L->Yv + s * m, *yi = L->Yi + s * m;
+        for (size_t i = 0; i < m; i++)
+            p[i] -= a * yv[i];
+        for (size_t i = 0; L->kernel && i < m; i++)
+            pi[i] -= a * yi[i];
+    }
+    double gamma;
+    if (L->hist) {
+        uint32_t s = (L->head + LBFGS_M - 1) % LBFGS_M;
+        gamma = dotd(L->Si + s * m, L->Yv + s * m, m) / dotd(L->Yi + s * m, L->Yv + s * m, m);
+    } else {
+        gamma = 1.0 / sqrt(dotd(L->gi, L->g, m));
+    }
+    for (size_t i = 0; i < m; i++)
+        p[i] *= gamma;
+    for (size_t i = 0; L->kernel && i < m; i++)
+        pi[i] *= gamma;
+    for (uint32_t h = L->hist; h-- > 0;) {
+        uint32_t s = (L->head + LBFGS_M - 1 - h) % LBFGS_M;
+        double c = L->alpha[s] - L->rho[s] * dotd(L->Yi + s * m, p, m);
+        const double *sv = L->S + s * m, *si = L->Si + s * m;
+        for (size_t i = 0; i < m; i++)
+            p[i] += c * sv[i];
+        for (size_t i = 0; L->kernel && i < m; i++)
+            pi[i] += c * si[i];
+    }
+    double gp = dotd(L->gi, p, m);
+    if (!(gp < 0)) {
+        L->hist = 0;
+        double ng = sqrt(dotd(L->gi, L->g, m));
+        for (size_t i = 0; i < m; i++) {
+            p[i] = -L->g[i] / ng;
+            pi[i] = -L->gi[i] / ng;
+        }
+        gp = dotd(L->gi, p, m);
+    }
+    return gp;
+}
+
+/* One iteration: direction, backtracking Armijo line search, memory update. Returns 1 when it
+ * moved, 0 when no step decreases f even after dropping the memory once (at float precision
+ * of the model's logits: the caller stops). */
+static int lbfgs_iterate(lbfgs *L)
+{
+    size_t m = L->m;
+    double fn = L->f;
+    for (;;) {
+        double gp = lbfgs_direction(L), step = 1.0;
+        int ok = 0;
+        for (int ls = 0; ls < 40 && !ok; ls++, step *= 0.5) {
+            for (size_t i = 0; i < m; i++)
+                L->thn[i] = L->th[i] + step * L->p[i];
+            fn = L->eval(L->ctx, L->thn, L->thni, L->gn, L->gni);
+            ok = fn <= L->f + 1e-4 * step * gp;
+        }
+        if (!ok) {
+            if (L->hist && !L->dropped) { /* drop the memory once, then give up */
+                L->hist = 0;
+                L->dropped = 1;
+                continue;
+            }
+            return 0;
+        }
+        L->dropped = 0;
+        break;
+    }
+    double *sv = L->S + L->head * m, *si = L->Si + L->head * m;
+    double *yv = L->Yv + L->head * m, *yi = L->Yi + L->head * m;
+    for (size_t i = 0; i < m; i++) {
+        sv[i] = L->thn[i] - L->th[i];
+        yv[i] = L->gn[i] - L->g[i];
+    }
+    for (size_t i = 0; L->kernel && i < m; i++) {
+        si[i] = L->thni[i] - L->thi[i];
+        yi[i] = L->gni[i] - L->gi[i];
+    }
+    double sy = dotd(si, yv, m);
+    if (sy > 1e-12 * dotd(yi, yv, m)) {
+        L->rho[L->head] = 1.0 / sy;
+        L->head = (L->head + 1) % LBFGS_M;
+        if (L->hist < LBFGS_M)
+            L->hist++;
+    }
+    double *t;
+#define SWAP_(u, v) (t = L->u, L->u = L->v, L->v = t)
+    SWAP_(th, thn);
+    SWAP_(g, gn);
+    if (L->kernel) {
+        SWAP_(thi, thni);
+        SWAP_(gi, gni);
+    } else {
+        L->thi = L->th, L->gi = L->g, L->thni = L->thn, L->gni = L->gn;
+    }
+#undef SWAP_
+    L->f = fn;
+    return 1;
+}
+
+static void lbfgs_free(lbfgs *L)
+{
+    free(L->buf);
+    L->buf = NULL;
+}
+
+/* The primal form: f and g at th = [W (d*k), b (k)], the model in float (sgemm logits). */
+typedef struct smooth_ctx {
+    const float *X;
+    const uint32_t *y;
+    uint32_t n, d, k;
+    double ridge;
+    float *thf, *gf, *Z; /* (d*k + k), (d*k + k), n x k */
+} smooth_ctx;
+
+static double smooth_eval(void *vc, const double *th, double *thi, double *g, double *gi)
+{
+    smooth_ctx *c = vc;
+    size_t dk = (size_t)c->d * c->k, m = dk + c->k;
+    (void)thi, (void)gi; /* the primal form has no images */
+    for (size_t i = 0; i < m; i++)
+        c->thf[i] = (float)th[i];
+    h2t_solver__logits(c->X, c->n, c->d, c->k, c->thf, c->thf + dk, c->Z);
+    double f = ce_value(c->Z, c->y, c->n, c->k);
+    ce_residual(c->Z, c->y, c->n, c->k, 1.0 / c->n, c->gf + dk);
+    grad_from_residual(c->X, c->Z, c->n, c->d, c->k, c->gf);
+    for (size_t i = 0; i < m; i++)
+        g[i] = c->gf[i];
+    if (c->ridge > 0) {
         double s = 0;
         for (size_t i = 0; i < dk; i++) {
-            s += (double)th[i] * th[i];
-            g[i] = (float)(g[i] + ridge * th[i]);
+            s += th[i] * th[i];
+            g[i] += c->ridge * th[i];
         }
-        f += 0.5 * ridge * s;
+        f += 0.5 * c->ridge * s;
     }
     return f;
 }
@@ -606,120 +792,55 @@ int h2t_solver__fit_smooth(const float *X, const uint32_t *y, uint32_t n, uint32
 {
     size_t dk = (size_t)d * k, m = dk + k;
     int rc = 0;
-    float *th = malloc(m * sizeof(float)), *g = malloc(m * sizeof(float));
-    float *thn = malloc(m * sizeof(float)), *gn = malloc(m * sizeof(float));
-    float *p = malloc(m * sizeof(float)), *Z = malloc((size_t)n * k * sizeof(float) + 1);
-    float *S = malloc(LBFGS_M * m * sizeof(float)), *Yv = malloc(LBFGS_M * m * sizeof(float));
-    double rho[LBFGS_M], alpha[LBFGS_M];
-    if (!th || !g || !thn || !gn || !p || !Z || !S || !Yv) {
+    smooth_ctx c = {X,
+                    y,
+                    n,
+                    d,
+                    k,
+                    ridge,
+                    malloc(m * sizeof(float)),
+                    malloc(m * sizeof(float)),
+                    malloc((size_t)n * k * sizeof(float) + 1)};
+    lbfgs L = {0};
+    if (!c.thf || !c.gf || !c.Z) {
         rc = h2t_err_set(H2T_ENOMEM, "L-BFGS workspace (%u x %u)", d, k);
         goto out;
     }
-    memcpy(th, W, dk * sizeof(float));
-    memcpy(th + dk, b, k * sizeof(float));
-    double f = smooth_eval(X, y, n, d, k, ridge, th, g, Z);
-    double gmax = maxabs(g, m);
-    uint32_t it = 0, hist = 0, head = 0;
-    int converged = gmax <= o->gtol, fails = 0;
+    if ((rc = lbfgs_init(&L, m, 0, smooth_eval, &c)) < 0)
+        goto out;
+    for (size_t q = 0; q < dk; q++)
+        L.th[q] = W[q];
+    for (uint32_t q = 0; q < k; q++)
+        L.th[dk + q] = b[q];
+    lbfgs_start(&L);
+    double gmax = maxabs_d(L.g, m);
+    uint32_t it;
+    int converged = gmax <= o->gtol;
     for (it = 0; it < o->max_iter && !converged; it++) {
         if (h2t_solver__cancelled(o)) {
             rc = h2t_err_set(H2T_ECANCELED, "fit cancelled");
             goto out;
         }
-        /* two-loop recursion, newest pair first */
-        for (size_t i = 0; i < m; i++)
-            p[i] = -g[i];
-        for (uint32_t h = 0; h < hist; h++) {
-            uint32_t s = (head + LBFGS_M - 1 - h) % LBFGS_M;
-            alpha[s] = rho[s] * dotf(S + s * m, p, m);
-            float a = (float)alpha[s];
-            const float *yv = Yv + s * m;
-            for (size_t i = 0; i < m; i++)
-                p[i] -= a * yv[i];
-        }
-        double gamma;
-        if (hist) {
-            uint32_t s = (head + LBFGS_M - 1) % LBFGS_M;
-            gamma = dotf(S + s * m, Yv + s * m, m) / dotf(Yv + s * m, Yv + s * m, m);
-        } else {
-            gamma = 1.0 / sqrt(dotf(g, g, m));
-        }
-        for (size_t i = 0; i < m; i++)
-            p[i] = (float)(p[i] * gamma);
-        for (uint32_t h = hist; h-- > 0;) {
-            uint32_t s = (head + LBFGS_M - 1 - h) % LBFGS_M;
-            double beta = rho[s] * dotf(Yv + s * m, p, m);
-            float c = (float)(alpha[s] - beta);
-            const float *sv = S + s * m;
-            for (size_t i = 0; i < m; i++)
-                p[i] += c * sv[i];
-        }
-        double gp = dotf(g, p, m);
-        if (!(gp < 0)) { /* not a descent direction: restart from steepest descent */
-            hist = 0;
-            for (size_t i = 0; i < m; i++)
-                p[i] = (float)(-g[i] / sqrt(dotf(g, g, m)));
-            gp = dotf(g, p, m);
-        }
-        double step = 1.0, fn = f;
-        int ok = 0;
-        for (int ls = 0; ls < 40; ls++) {
-            for (size_t i = 0; i < m; i++)
-                thn[i] = (float)(th[i] + step * p[i]);
-            fn = smooth_eval(X, y, n, d, k, ridge, thn, gn, Z);
-            if (fn <= f + 1e-4 * step * gp) {
-                ok = 1;
-                break;
-            }
-            step *= 0.5;
-        }
-        if (!ok) { /* no decrease at float precision: drop the memory once, then stop */
-            if (hist && fails++ == 0) {
-                hist = 0;
-                continue;
-            }
+        if (!lbfgs_iterate(&L))
             break;
-        }
-        fails = 0;
-        float *sv = S + head * m, *yv = Yv + head * m;
-        for (size_t i = 0; i < m; i++) {
-            sv[i] = thn[i] - th[i];
-            yv[i] = gn[i] - g[i];
-        }
-        double sy = dotf(sv, yv, m);
-        if (sy > 1e-12 * dotf(yv, yv, m)) {
-            rho[head] = 1.0 / sy;
-            head = (head + 1) % LBFGS_M;
-            if (hist < LBFGS_M)
-                hist++;
-        }
-        float *tmp = th;
-        th = thn;
-        thn = tmp;
-        tmp = g;
-        g = gn;
-        gn = tmp;
-        f = fn;
-        gmax = maxabs(g, m);
+        gmax = maxabs_d(L.g, m);
         converged = gmax <= o->gtol;
     }
-    memcpy(W, th, dk * sizeof(float));
-    memcpy(b, th + dk, k * sizeof(float));
+    for (size_t q = 0; q < dk; q++)
+        W[q] = (float)L.th[q];
+    for (uint32_t q = 0; q < k; q++)
+        b[q] = (float)L.th[dk + q];
     if (info) {
         info->iters = it;
         info->converged = (uint32_t)converged;
         info->grad_norm = gmax;
-        info->objective = f;
+        info->objective = L.f;
     }
 out:
-    free(th);
-    free(g);
-    free(thn);
-    free(gn);
-    free(p);
-    free(Z);
-    free(S);
-    free(Yv);
+    lbfgs_free(&L);
+    free(c.thf);
+    free(c.gf);
+    free(c.Z);
     return rc;
 }
 
@@ -1034,9 +1155,20 @@ int h2t_solver__gram(const float *X, uint32_t n, uint32_t d, double *Gm)
 
 /* f at th = [A (n*k), b (k)]; writes the images thi = [Gm A, b], the coefficient gradient
  * g = [R/n + ridge A, colsum(R)/n] and its image gi = [Gm g_A, g_b]. Z: n x k workspace. */
-static double kernel_eval(const double *Gm, const uint32_t *y, uint32_t n, uint32_t k, double ridge,
-                          const double *th, double *thi, double *g, double *gi, double *Z)
+typedef struct kernel_ctx {
+    const double *Gm;
+    const uint32_t *y;
+    uint32_t n, k;
+    double ridge;
+    double *Z;
+} kernel_ctx;
+
+static double kernel_eval(void *vc, const double *th, double *thi, double *g, double *gi)
 {
+    const kernel_ctx *kc = vc;
+    const double *Gm = kc->Gm, ridge = kc->ridge;
+    uint32_t n = kc->n, k = kc->k;
+    double *Z = kc->Z;
     size_t nk = (size_t)n * k;
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)k, (int)n, 1.0, Gm, (int)n,
                 th, (int)k, 0.0, thi, (int)k);
@@ -1044,7 +1176,7 @@ static double kernel_eval(const double *Gm, const uint32_t *y, uint32_t n, uint3
     for (uint32_t i = 0; i < n; i++)
         for (uint32_t c = 0; c < k; c++)
             Z[(size_t)i * k + c] = thi[(size_t)i * k + c] + th[nk + c];
-    double f = ce_value_residual_d(Z, Z, y, n, k, 1.0 / n, g + nk);
+    double f = ce_value_residual_d(Z, Z, kc->y, n, k, 1.0 / n, g + nk);
     for (size_t q = 0; q < nk; q++)
         g[q] = Z[q] + ridge * th[q];
     if (ridge > 0)
@@ -1074,42 +1206,35 @@ int h2t_solver__fit_smooth_kernel(const float *X, const double *Gram, const uint
 {
     size_t nk = (size_t)n * k, m = nk + k, dk = (size_t)d * k;
     int rc = 0;
-    /* in double: at float logits the Armijo test fails on rounding long before max|grad| reaches
-     * gtol on real features (measured: stalled, then 1700 primal iterations, 8e-5 at the cap) */
     double *Gown = Gram ? NULL : malloc((size_t)n * n * sizeof(double) + 1);
-    const double *Gm = Gram ? Gram : Gown;
-    double *buf = malloc((10 + 4 * LBFGS_M) * m * sizeof(double) + 1);
-    double *Z = malloc(nk * sizeof(double) + 1);
+    kernel_ctx c = {Gram ? Gram : Gown, y, n, k, ridge, malloc(nk * sizeof(double) + 1)};
     float *AG = malloc(2 * nk * sizeof(float) + 1), *WG = malloc(2 * dk * sizeof(float) + 1);
-    double rho[LBFGS_M], alpha[LBFGS_M];
-    if ((!Gram && !Gown) || !buf || !Z || !AG || !WG) {
+    lbfgs L = {0};
+    if ((!Gram && !Gown) || !c.Z || !AG || !WG) {
         rc = h2t_err_set(H2T_ENOMEM, "kernel L-BFGS workspace (%u samples x %u classes)", n, k);
         goto out;
     }
-    if (!Gram && (rc = h2t_solver__gram(X, n, d, Gown)) < 0)
+    if ((!Gram && (rc = h2t_solver__gram(X, n, d, Gown)) < 0) ||
+        (rc = lbfgs_init(&L, m, 1, kernel_eval, &c)) < 0)
         goto out;
-    double *th = buf, *thi = buf + m, *g = buf + 2 * m, *gi = buf + 3 * m;
-    double *thn = buf + 4 * m, *thni = buf + 5 * m, *gn = buf + 6 * m, *gni = buf + 7 * m;
-    double *p = buf + 8 * m, *pi = buf + 9 * m;
-    double *S = buf + 10 * m, *Si = S + LBFGS_M * m, *Yv = Si + LBFGS_M * m, *Yi = Yv + LBFGS_M * m;
     for (size_t q = 0; q < nk; q++)
-        th[q] = A[q];
-    for (uint32_t c = 0; c < k; c++)
-        th[nk + c] = b[c];
-    double f = kernel_eval(Gm, y, n, k, ridge, th, thi, g, gi, Z);
+        L.th[q] = A[q];
+    for (uint32_t q = 0; q < k; q++)
+        L.th[nk + q] = b[q];
+    lbfgs_start(&L);
     /* stop test: the primal max-abs gradient. fro = ||X^T g_A||_F bounds it from above; it
      * cannot pass before fro <= gtol sqrt(dk); past that, lift when fro reaches next_check */
     double next_check = o->gtol * sqrt((double)dk), gmax = INFINITY;
     int lifted = 0; /* WG holds the lift of the current th */
-    uint32_t it = 0, hist = 0, head = 0;
-    int converged = 0, fails = 0;
+    uint32_t it;
+    int converged = 0;
     for (it = 0;; it++) {
-        double fro = sqrt(fmax(dotd(g, gi, nk), 0)), gbm = maxabs_d(g + nk, k);
+        double fro = sqrt(fmax(dotd(L.g, L.gi, nk), 0)), gbm = maxabs_d(L.g + nk, k);
         lifted = 0;
         if (fro <= o->gtol && gbm <= o->gtol) {
             converged = 1;
         } else if (fro <= next_check && gbm <= o->gtol) {
-            kernel_lift(X, n, d, k, th, g, AG, WG);
+            kernel_lift(X, n, d, k, L.th, L.g, AG, WG);
             lifted = 1;
             gmax = 0;
             for (size_t q = 0; q < dk; q++) {
@@ -1125,103 +1250,17 @@ int h2t_solver__fit_smooth_kernel(const float *X, const double *Gram, const uint
             rc = h2t_err_set(H2T_ECANCELED, "fit cancelled");
             goto out;
         }
-        /* two-loop recursion in the primal metric, images carried alongside */
-        for (size_t i = 0; i < m; i++) {
-            p[i] = -g[i];
-            pi[i] = -gi[i];
-        }
-        for (uint32_t h = 0; h < hist; h++) {
-            uint32_t s = (head + LBFGS_M - 1 - h) % LBFGS_M;
-            alpha[s] = rho[s] * dotd(Si + s * m, p, m);
-            double a = alpha[s];
-            const double *yv = Yv + s * m, *yi = Yi + s * m;
-            for (size_t i = 0; i < m; i++) {
-                p[i] -= a * yv[i];
-                pi[i] -= a * yi[i];
-            }
-        }
-        double gamma;
-        if (hist) {
-            uint32_t s = (head + LBFGS_M - 1) % LBFGS_M;
-            gamma = dotd(Si + s * m, Yv + s * m, m) / dotd(Yi + s * m, Yv + s * m, m);
-        } else {
-            gamma = 1.0 / sqrt(dotd(gi, g, m));
-        }
-        for (size_t i = 0; i < m; i++) {
-            p[i] *= gamma;
-            pi[i] *= gamma;
-        }
-        for (uint32_t h = hist; h-- > 0;) {
-            uint32_t s = (head + LBFGS_M - 1 - h) % LBFGS_M;
-            double beta = rho[s] * dotd(Yi + s * m, p, m);
-            double c = alpha[s] - beta;
-            const double *sv = S + s * m, *si = Si + s * m;
-            for (size_t i = 0; i < m; i++) {
-                p[i] += c * sv[i];
-                pi[i] += c * si[i];
-            }
-        }
-        double gp = dotd(gi, p, m);
-        if (!(gp < 0)) { /* not a descent direction: restart from steepest descent */
-            hist = 0;
-            double ng = sqrt(dotd(gi, g, m));
-            for (size_t i = 0; i < m; i++) {
-                p[i] = -g[i] / ng;
-                pi[i] = -gi[i] / ng;
-            }
-            gp = dotd(gi, p, m);
-        }
-        double step = 1.0, fn = f;
-        int ok = 0;
-        for (int ls = 0; ls < 40; ls++) {
-            for (size_t i = 0; i < m; i++)
-                thn[i] = th[i] + step * p[i];
-            fn = kernel_eval(Gm, y, n, k, ridge, thn, thni, gn, gni, Z);
-            if (fn <= f + 1e-4 * step * gp) {
-                ok = 1;
-                break;
-            }
-            step *= 0.5;
-        }
-        if (!ok) { /* no decrease at float precision: drop the memory once, then stop */
-            if (hist && fails++ == 0) {
-                hist = 0;
-                continue;
-            }
+        if (!lbfgs_iterate(&L))
             break;
-        }
-        fails = 0;
-        double *sv = S + head * m, *si = Si + head * m, *yv = Yv + head * m, *yi = Yi + head * m;
-        for (size_t i = 0; i < m; i++) {
-            sv[i] = thn[i] - th[i];
-            si[i] = thni[i] - thi[i];
-            yv[i] = gn[i] - g[i];
-            yi[i] = gni[i] - gi[i];
-        }
-        double sy = dotd(si, yv, m);
-        if (sy > 1e-12 * dotd(yi, yv, m)) {
-            rho[head] = 1.0 / sy;
-            head = (head + 1) % LBFGS_M;
-            if (hist < LBFGS_M)
-                hist++;
-        }
-        double *tmp;
-#define SWAP_(u, v) (tmp = u, u = v, v = tmp)
-        SWAP_(th, thn);
-        SWAP_(thi, thni);
-        SWAP_(g, gn);
-        SWAP_(gi, gni);
-#undef SWAP_
-        f = fn;
     }
     if (!lifted)
-        kernel_lift(X, n, d, k, th, g, AG, WG);
+        kernel_lift(X, n, d, k, L.th, L.g, AG, WG);
     for (uint32_t j = 0; j < d; j++)
         memcpy(W + (size_t)j * k, WG + (size_t)j * 2 * k, k * sizeof(float));
     for (size_t q = 0; q < nk; q++)
-        A[q] = (float)th[q];
-    for (uint32_t c = 0; c < k; c++)
-        b[c] = (float)th[nk + c];
+        A[q] = (float)L.th[q];
+    for (uint32_t q = 0; q < k; q++)
+        b[q] = (float)L.th[nk + q];
     /* the check on the returned W itself (its own logits, not the Gram's) */
     uint32_t iters = it;
     float *Gp = WG; /* reuse: d x k gradient */
@@ -1260,9 +1299,9 @@ int h2t_solver__fit_smooth_kernel(const float *X, const double *Gram, const uint
         info->objective = pinfo.objective;
     }
 out:
+    lbfgs_free(&L);
     free(Gown);
-    free(buf);
-    free(Z);
+    free(c.Z);
     free(AG);
     free(WG);
     return rc;
