@@ -22,20 +22,6 @@
 #include "solver/internal.h" /* h2t_solver__gram, timed on its own */
 #include "solver/solver.h"
 
-static uint64_t rng(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double gauss(uint64_t *s)
-{
-    double u = ((rng(s) >> 11) + 1.0) / 9007199254740993.0, v = (rng(s) >> 11) / 9007199254740992.0;
-    return sqrt(-2 * log(u)) * cos(2 * M_PI * v);
-}
-
 static int dump(const char *dir, const char *name, const void *p, size_t bytes)
 {
     char path[4096];
@@ -256,14 +242,14 @@ int main(int argc, char **argv)
         uint64_t s = 2024;
         for (uint32_t j = 0; j < D; j += every)
             for (uint32_t c = 0; c < K; c++)
-                mu[(size_t)c * D + j] = (float)(amp * gauss(&s));
+                mu[(size_t)c * D + j] = (float)(amp * h2t_rng_gauss(&s));
         for (uint32_t i = 0; i < ntr + nte; i++) {
-            uint32_t c = (uint32_t)(rng(&s) % K);
+            uint32_t c = (uint32_t)(h2t_rng_next(&s) % K);
             float *x = i < ntr ? Xtr + (size_t)i * D : Xte + (size_t)(i - ntr) * D;
             for (uint32_t j = 0; j < D; j++)
-                x[j] = (float)(mu[(size_t)c * D + j] + gauss(&s));
-            if ((rng(&s) >> 11) * (1.0 / 9007199254740992.0) < noise) /* label noise */
-                c = (uint32_t)(rng(&s) % K);
+                x[j] = (float)(mu[(size_t)c * D + j] + h2t_rng_gauss(&s));
+            if ((h2t_rng_next(&s) >> 11) * (1.0 / 9007199254740992.0) < noise) /* label noise */
+                c = (uint32_t)(h2t_rng_next(&s) % K);
             (i < ntr ? ytr : yte)[i < ntr ? i : i - ntr] = c;
         }
     }

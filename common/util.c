@@ -22,6 +22,13 @@ double h2t_now_s(void)
     return (double)h2t_now_ns() * 1e-9;
 }
 
+double h2t_rng_gauss(uint64_t *s)
+{
+    double u = ((h2t_rng_next(s) >> 11) + 1.0) / 9007199254740993.0; /* (0, 1]: log(u) finite */
+    double v = (h2t_rng_next(s) >> 11) / 9007199254740992.0;
+    return sqrt(-2 * log(u)) * cos(2 * M_PI * v);
+}
+
 uint64_t h2t_wall_ms(void)
 {
     struct timespec ts;

@@ -1,7 +1,7 @@
 /*
  * common/util.h - small utilities shared by every module: monotonic time, big-endian
- * key packing, CRC-32C, SHA-256, IEEE half floats, aligned buffers, and a terminal
- * progress bar.
+ * key packing, deterministic random numbers, CRC-32C, SHA-256, IEEE half floats, aligned
+ * buffers, and a terminal progress bar.
  *
  *     h2t_progress *p = h2t_progress_create("extract", total, "img");
  *     for (...) h2t_progress_update(p, done);
@@ -49,6 +49,22 @@ static inline uint64_t h2t_be64_get(const uint8_t *p)
 {
     return ((uint64_t)h2t_be32_get(p) << 32) | h2t_be32_get(p + 4);
 }
+
+/* ---- deterministic random numbers (splitmix64): seeds, shuffles, synthetic data ---- */
+static inline uint64_t h2t_rng_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+/* Uniform double in [0, 1). */
+static inline double h2t_rng_unif(uint64_t *s)
+{
+    return (double)(h2t_rng_next(s) >> 11) * (1.0 / 9007199254740992.0);
+}
+/* Standard normal (Box-Muller, one of the pair; two draws of the generator). */
+double h2t_rng_gauss(uint64_t *s);
 
 /* ---- checksums and hashes ---- */
 /* CRC-32C (Castagnoli), software table; crc starts at 0 and chains across calls. */

@@ -867,12 +867,12 @@ int h2t_solver__fit_adam(const float *X, const uint32_t *y, uint32_t n, uint32_t
     uint64_t rs = seed;
     double a = sqrt(6.0 / ((double)d + k));
     for (size_t i = 0; i < dk; i++)
-        W[i] = (float)((2.0 * h2t_solver__rng_unif(&rs) - 1.0) * a);
+        W[i] = (float)((2.0 * h2t_rng_unif(&rs) - 1.0) * a);
     memset(b, 0, k * sizeof(float));
     for (uint32_t i = 0; i < n; i++)
         perm[i] = i;
     for (uint32_t i = n; i > 1; i--) {
-        uint32_t j = (uint32_t)(h2t_solver__rng(&rs) % i);
+        uint32_t j = (uint32_t)(h2t_rng_next(&rs) % i);
         uint32_t tmp = perm[i - 1];
         perm[i - 1] = perm[j];
         perm[j] = tmp;

@@ -84,18 +84,4 @@ int h2t_solver__grad_rownorm(const float *X, const uint32_t *y, uint32_t n, uint
 double h2t_solver__kkt_group(const float *G, const float *gb, const float *W, uint32_t d,
                              uint32_t k, double lambda);
 
-/* Deterministic generator (splitmix64). */
-static inline uint64_t h2t_solver__rng(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-/* Uniform double in [0, 1). */
-static inline double h2t_solver__rng_unif(uint64_t *s)
-{
-    return (double)(h2t_solver__rng(s) >> 11) * (1.0 / 9007199254740992.0);
-}
-
 #endif

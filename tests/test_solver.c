@@ -16,21 +16,6 @@ typedef struct synth {
     uint32_t *ytr, *yte, *dims;
 } synth;
 
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double gauss(uint64_t *s)
-{
-    double u = ((rng_next(s) >> 11) + 1.0) / 9007199254740993.0;
-    double v = (rng_next(s) >> 11) / 9007199254740992.0;
-    return sqrt(-2 * log(u)) * cos(2 * M_PI * v);
-}
-
 static void synth_make(synth *t, uint32_t n_tr, uint32_t n_te, uint32_t L, uint32_t dl, uint32_t K,
                        const uint32_t *inf, uint32_t n_inf, double amp, uint64_t seed)
 {
@@ -55,11 +40,11 @@ static void synth_make(synth *t, uint32_t n_tr, uint32_t n_te, uint32_t L, uint3
             mu[(size_t)c * t->D + inf[q]] = (float)(amp * cos(2 * M_PI * (c + q) / K));
     for (uint32_t i = 0; i < n_tr + n_te; i++) {
         int tr = i < n_tr;
-        uint32_t c = (uint32_t)(rng_next(&s) % K);
+        uint32_t c = (uint32_t)(h2t_rng_next(&s) % K);
         float *x = tr ? t->xtr + (size_t)i * t->D : t->xte + (size_t)(i - n_tr) * t->D;
         (tr ? t->ytr : t->yte)[tr ? i : i - n_tr] = c;
         for (uint32_t j = 0; j < t->D; j++)
-            x[j] = (float)(mu[(size_t)c * t->D + j] + gauss(&s));
+            x[j] = (float)(mu[(size_t)c * t->D + j] + h2t_rng_gauss(&s));
     }
     free(mu);
 }

@@ -18,20 +18,6 @@
 #include "common/util.h"
 #include "solver/solver.h"
 
-static uint64_t rng(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double gauss(uint64_t *s)
-{
-    double u = ((rng(s) >> 11) + 1.0) / 9007199254740993.0, v = (rng(s) >> 11) / 9007199254740992.0;
-    return sqrt(-2 * log(u)) * cos(2 * M_PI * v);
-}
-
 static int dump(const char *dir, const char *name, const void *p, size_t bytes)
 {
     char path[4096];
@@ -63,12 +49,12 @@ int main(int argc, char **argv)
     uint64_t s = seed;
     for (uint32_t j = 0; j < d; j += 7) /* every 7th feature carries the class */
         for (uint32_t c = 0; c < K; c++)
-            mu[(size_t)c * d + j] = (float)(0.6 * gauss(&s));
+            mu[(size_t)c * d + j] = (float)(0.6 * h2t_rng_gauss(&s));
     for (uint32_t i = 0; i < n; i++) {
-        y[i] = (uint32_t)(rng(&s) % K);
+        y[i] = (uint32_t)(h2t_rng_next(&s) % K);
         yi[i] = (int32_t)y[i];
         for (uint32_t j = 0; j < d; j++)
-            X[(size_t)i * d + j] = (float)(mu[(size_t)y[i] * d + j] + gauss(&s));
+            X[(size_t)i * d + j] = (float)(mu[(size_t)y[i] * d + j] + h2t_rng_gauss(&s));
         for (uint32_t l = 0; l < L; l++) {
             float *x = X + (size_t)i * d + l * dl;
             double q = 0;
