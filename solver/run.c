@@ -1043,6 +1043,29 @@ out:
     return rc;
 }
 
+/* What h2t_solver_fit and h2t_solver_fit_path share: every label below k, the spec (NULL:
+ * *specp becomes def, the defaults), the optimiser options it gives, OpenBLAS's thread count. */
+static int fit_prepare(const char *what, const uint32_t *y, uint32_t n, uint32_t k,
+                       const h2t_train_spec **specp, h2t_train_spec *def, h2t_solver_opts *o)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (y[i] >= k)
+            return h2t_err_set(H2T_EINVAL, "%s: label %u of sample %u >= %u", what, y[i], i, k);
+    if (!*specp) {
+        h2t_train_spec_default(def, H2T_METHOD_ALL);
+        *specp = def;
+    }
+    const h2t_train_spec *spec = *specp;
+    *o = (h2t_solver_opts){.max_iter = spec->max_iter ? spec->max_iter : 2000,
+                           .gtol = spec->gtol > 0 ? spec->gtol : 1e-5,
+                           .kkt_rel = 1e-2,
+                           .ridge = 0,
+                           .cancel = NULL};
+    if (spec->threads > 0)
+        openblas_set_num_threads(spec->threads);
+    return 0;
+}
+
 int h2t_solver_fit(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
                    uint32_t penalty, double lambda, const h2t_train_spec *spec, float *W, float *b,
                    h2t_fit_info *info)
@@ -1051,21 +1074,11 @@ int h2t_solver_fit(const float *X, const uint32_t *y, uint32_t n, uint32_t d, ui
         return h2t_err_set(H2T_EINVAL, "fit: empty problem (%u x %u, %u classes)", n, d, k);
     if (penalty > H2T_PENALTY_GROUP || !(lambda >= 0) || !isfinite(lambda))
         return h2t_err_set(H2T_EINVAL, "fit: penalty %u lambda %g", penalty, lambda);
-    for (uint32_t i = 0; i < n; i++)
-        if (y[i] >= k)
-            return h2t_err_set(H2T_EINVAL, "fit: label %u of sample %u >= %u", y[i], i, k);
+    h2t_solver_opts o;
     h2t_train_spec def;
-    if (!spec) {
-        h2t_train_spec_default(&def, H2T_METHOD_ALL);
-        spec = &def;
-    }
-    h2t_solver_opts o = {.max_iter = spec->max_iter ? spec->max_iter : 2000,
-                         .gtol = spec->gtol > 0 ? spec->gtol : 1e-5,
-                         .kkt_rel = 1e-2,
-                         .ridge = 0,
-                         .cancel = NULL};
-    if (spec->threads > 0)
-        openblas_set_num_threads(spec->threads);
+    int prc = fit_prepare("fit", y, n, k, &spec, &def, &o);
+    if (prc < 0)
+        return prc;
     h2t_fit_info tmp;
     if (!info)
         info = &tmp;
@@ -1105,21 +1118,11 @@ int h2t_solver_fit_path(const float *X, const uint32_t *y, uint32_t n, uint32_t 
         if (!(lambdas[q] >= 0) || !isfinite(lambdas[q]) || (q && lambdas[q] > lambdas[q - 1]))
             return h2t_err_set(H2T_EINVAL, "fit path: lambdas[%u] = %g (finite, >= 0, descending)",
                                q, lambdas[q]);
-    for (uint32_t i = 0; i < n; i++)
-        if (y[i] >= k)
-            return h2t_err_set(H2T_EINVAL, "fit path: label %u of sample %u >= %u", y[i], i, k);
+    h2t_solver_opts o;
     h2t_train_spec def;
-    if (!spec) {
-        h2t_train_spec_default(&def, H2T_METHOD_ALL);
-        spec = &def;
-    }
-    h2t_solver_opts o = {.max_iter = spec->max_iter ? spec->max_iter : 2000,
-                         .gtol = spec->gtol > 0 ? spec->gtol : 1e-5,
-                         .kkt_rel = 1e-2,
-                         .ridge = 0,
-                         .cancel = NULL};
-    if (spec->threads > 0)
-        openblas_set_num_threads(spec->threads);
+    int prc = fit_prepare("fit path", y, n, k, &spec, &def, &o);
+    if (prc < 0)
+        return prc;
     float *G = malloc((size_t)d * k * sizeof(float));
     if (!G)
         return h2t_err_set(H2T_ENOMEM, "gradient %u x %u", d, k);
