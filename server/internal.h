@@ -80,6 +80,7 @@ struct h2t_srv {
     srv_watch *watches;
     uint64_t started_ms;
     atomic_ullong requests;
+    unsigned activity; /* loop thread only: reads, accepts, pool replies (h2t_srv_run spins) */
 
     /* jobs: everything below under mu */
     pthread_mutex_t mu;

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -326,6 +327,11 @@ static void *worker_main(void *arg)
     if (srv->cfg.job_nice > 0 &&
         setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), srv->cfg.job_nice) != 0)
         H2T_LOG_WARN("jobs", "cannot lower the job thread's priority: %s", strerror(errno));
+#ifdef SCHED_IDLE
+    struct sched_param sp = {.sched_priority = 0};
+    if (srv->cfg.job_idle && pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp) != 0)
+        H2T_LOG_WARN("jobs", "cannot put the job thread under SCHED_IDLE");
+#endif
     pthread_mutex_lock(&srv->mu);
     for (;;) {
         srv_job *jb = NULL;

@@ -355,6 +355,7 @@ static void work_done(uv_work_t *req, int status)
     (void)status;
     srv_work *w = (srv_work *)req;
     srv_conn *c = w->conn;
+    c->srv->activity++;
     c->in_flight--;
     c->last_ms = now_ms();
     h2t_srv_conn_send(c, w->frame, w->len); /* frees when closing */
@@ -469,6 +470,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     srv_conn *c = s->data;
+    c->srv->activity++;
     if (nread < 0) {
         conn_close(c);
         return;
@@ -514,6 +516,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 static void on_connection(uv_stream_t *server, int status)
 {
     h2t_srv *srv = server->data;
+    srv->activity++;
     if (status < 0 || srv->stopping)
         return;
     srv_conn *c = calloc(1, sizeof(*c));
@@ -644,6 +647,8 @@ void h2t_srv_config_default(h2t_srv_config *cfg)
     cfg->max_pending_write = (size_t)64 << 20;
     cfg->handle_signals = 1;
     cfg->job_nice = 10;
+    cfg->job_idle = 1;
+    cfg->spin_us = 50;
 }
 
 static int parse_listen(const char *s, struct sockaddr_storage *ss, int *loopback)
@@ -814,7 +819,24 @@ int h2t_srv_port(const h2t_srv *srv)
 
 int h2t_srv_run(h2t_srv *srv)
 {
-    uv_run(&srv->loop, UV_RUN_DEFAULT);
+    /* poll without sleeping while events keep coming (the activity count moves), sleep in
+     * epoll once none came for spin_us: under load the loop is never woken up, and so never
+     * moved by the kernel's wake-up placement (server.h, Threads) */
+    uint64_t spin_ns = (uint64_t)srv->cfg.spin_us * 1000u, last = h2t_now_ns();
+    unsigned seen = srv->activity;
+    int alive = 1;
+    while (alive) {
+        if (spin_ns == 0 || h2t_now_ns() - last > spin_ns) {
+            alive = uv_run(&srv->loop, UV_RUN_ONCE);
+            last = h2t_now_ns();
+        } else {
+            alive = uv_run(&srv->loop, UV_RUN_NOWAIT);
+        }
+        if (srv->activity != seen) {
+            seen = srv->activity;
+            last = h2t_now_ns();
+        }
+    }
     h2t_srv_jobs_stop(srv);
     H2T_LOG_INFO("server", "stopped");
     return 0;

@@ -22,6 +22,13 @@
  * 1 worker a job uses 1 thread), so that the loop keeps a core while a job runs. A train
  * request's own thread count may lower that, never raise it. Progress travels from a worker
  * to the loop through a uv_async, and the loop pushes it to every watcher of the job.
+ * Where the kernel puts the threads matters as much as their priority: a worker thread runs
+ * under SCHED_IDLE (cfg.job_idle), so a CPU that runs only a job counts as idle when the
+ * kernel places a woken thread (Linux select_idle_sibling); with nice 10 alone the loop and
+ * its clients were woken onto one CPU while the job kept the other. And the loop polls for
+ * cfg.spin_us after its last event before it sleeps in epoll: under load it never sleeps, so
+ * it is never woken, and a wake-up never moves it onto its clients' CPU (README: Service).
+ * (OpenBLAS's own threads, used when cfg.job_threads > 1, keep the normal policy.)
  *
  * Jobs live in the store (storage/store.h jobs table). On start the server queues every
  * QUEUED job again and re-runs every RUNNING one (a server that was killed: attempts + 1).
@@ -79,6 +86,9 @@ typedef struct h2t_srv_config {
     void *runner_ud;
     uint32_t job_threads; /* BLAS threads per job; 0 (default): max(1, (CPUs - 1) / workers) */
     int job_nice;         /* nice value of the job threads (default 10; 0 = unchanged) */
+    int job_idle;         /* job threads under SCHED_IDLE (default 1): see "Threads" above */
+    uint32_t spin_us;     /* the loop polls this long after its last event before it sleeps
+                             (default 50; 0 = sleep at once) */
 } h2t_srv_config;
 
 typedef struct h2t_srv h2t_srv;
