@@ -172,8 +172,25 @@ typedef struct h2t_pool_plan {
  * (shape[0], the batch, is ignored). Errors: H2T_EUNSUPPORTED (other ranks), H2T_ESHAPE (a
  * non-positive dimension), H2T_EINVAL (target 0), H2T_ETOOBIG (dim above 2^31). */
 int h2t_pool_plan_make(int rank, const int64_t *shape, uint32_t target, h2t_pool_plan *out);
-/* Pool one sample x (the per-sample tensor, contiguous) into out (dim floats). */
+/* Pool one sample x (the per-sample tensor, contiguous) into out (dim floats), with the
+ * fastest kernels this CPU runs (h2t_pool_isa_best). The sums have one fixed order (see
+ * extract/pool.c), so every kernel set gives bitwise the same features. */
 void h2t_pool_apply(const h2t_pool_plan *p, const float *x, float *out);
+
+/* Kernel sets: the x86-64 baseline (SSE2) and AVX (runtime-checked). */
+enum { H2T_POOL_ISA_GENERIC = 0, H2T_POOL_ISA_AVX = 1 };
+/* The best kernel set this CPU (and OS) runs. */
+int h2t_pool_isa_best(void);
+/* h2t_pool_apply with a chosen kernel set (for tests and benchmarks); a set the CPU lacks
+ * falls back to the generic one. */
+void h2t_pool_apply_isa(const h2t_pool_plan *p, const float *x, float *out, int isa);
+/* Pool only channels [c0, c1) of a 4-D sample (GAP or GRID plans): x is the whole sample
+ * (C x H x W; only those channels are read), out the whole dim-float vector (only those
+ * channels' features are written). Pooling every channel range of a partition gives exactly
+ * h2t_pool_apply's vector: this is what a producer can call while a range is still in the
+ * cache. Other kinds take only [0, C). Errors: H2T_EINVAL (bad range: named). */
+int h2t_pool_apply_channels(const h2t_pool_plan *p, const float *x, uint32_t c0, uint32_t c1,
+                            float *out);
 
 /* ---- the layer rule ---- */
 /* 1 when the default rule selects tensor t (see above), else 0. */

@@ -71,64 +71,209 @@ int h2t_pool_plan_make(int rank, const int64_t *shape, uint32_t target, h2t_pool
     return 0;
 }
 
-/* Means of the ph x pw windows of one H x W plane (row stride w): the window's rows are first
- * added element-wise into a column accumulator (independent adds, which the compiler
- * vectorises without reassociating anything), then each window's columns are summed in
- * double. Window (i, j) goes to out[(i * ow + j) * ostride]. Deterministic: the order of
- * additions depends only on the shapes. */
+/* ---- the kernels ----
+ *
+ * Every sum has one fixed order that depends only on the shapes, so that the features are
+ * bitwise the same on every x86-64 CPU:
+ *  - a block of n contiguous floats (a whole plane, or whole rows): 16 float lanes, lane l
+ *    adding x[l], x[16 + l], x[32 + l], ... in turn; then t = sum over k = 0..3 of
+ *    (double)lane[k] + lane[4 + k] + lane[8 + k] + lane[12 + k] (in that order, in double);
+ *    then the n % 16 trailing floats added to t one by one;
+ *  - a ph x pw window of a wider plane (pw <= 4096): each column summed over the window's rows in
+ * float, top to bottom; then the pw column sums added left to right in double from 0.
+ *  - windows wider than 4096 columns: every value added in double, row by row.
+ * A window's mean is (float)(sum * (1.0 / (ph * pw))).
+ *
+ * The two vector kernels (block sums, column sums) exist with 8-float vectors, compiled with
+ * __attribute__((target("avx"))), and with 4-float vectors for the x86-64 baseline (SSE2);
+ * the rest is shared. The AVX set is chosen at run time with __builtin_cpu_supports("avx").
+ * Element-wise adds only (no reassociation: -ffp-contract is off in ISO C mode and nothing
+ * multiplies before adding): both sets compute the same float operations on the same lanes in
+ * the same order, so the results are identical (tests/test_extract_pool_isa.c checks it on odd
+ * shapes and remainders). */
 #define POOL_COLS 4096
+#define POOL_INLINE static inline __attribute__((always_inline))
 
-/* col[x] += row[x]: GCC's -O2 cost model does not vectorise this loop (unknown trip count),
- * so it is written with SSE-sized generic vectors (x86-64 baseline, no -march needed). */
-typedef float v4f __attribute__((vector_size(16)));
-static void add_row(float *col, const float *row, uint32_t n)
-{
-    uint32_t x = 0;
-    for (; x + 8 <= n; x += 8) {
-        v4f a0, a1, b0, b1;
-        memcpy(&a0, col + x, 16);
-        memcpy(&a1, col + x + 4, 16);
-        memcpy(&b0, row + x, 16);
-        memcpy(&b1, row + x + 4, 16);
-        a0 += b0;
-        a1 += b1;
-        memcpy(col + x, &a0, 16);
-        memcpy(col + x + 4, &a1, 16);
-    }
-    for (; x < n; x++)
-        col[x] += row[x];
-}
+typedef float v8f __attribute__((vector_size(32)));
 
-/* Sum of n contiguous floats: 4 vector accumulators (16 lanes) in a fixed order, then the
- * lanes in double. Deterministic for a given n. */
-static double sum_block(const float *q, size_t n)
+/* unaligned loads and stores (GCC lets a vector of floats alias floats) */
+typedef float v8fu __attribute__((vector_size(32), aligned(4)));
+#define LD8(p) (*(const v8fu *)(const void *)(p))
+#define ST8(p, v) (*(v8fu *)(void *)(p) = (v))
+
+/* Sum of n contiguous floats in the block order above. Lanes 0-7 are a, 8-15 are b. */
+POOL_INLINE double k_sum_block8(const float *q, size_t n)
 {
-    v4f a0 = {0, 0, 0, 0}, a1 = a0, a2 = a0, a3 = a0;
+    v8f a = {0, 0, 0, 0, 0, 0, 0, 0}, b = a;
     size_t x = 0;
     for (; x + 16 <= n; x += 16) {
-        v4f b0, b1, b2, b3;
-        memcpy(&b0, q + x, 16);
-        memcpy(&b1, q + x + 4, 16);
-        memcpy(&b2, q + x + 8, 16);
-        memcpy(&b3, q + x + 12, 16);
-        a0 += b0;
-        a1 += b1;
-        a2 += b2;
-        a3 += b3;
+        a += LD8(q + x);
+        b += LD8(q + x + 8);
     }
     double t = 0;
     for (int k = 0; k < 4; k++)
-        t += (double)a0[k] + (double)a1[k] + (double)a2[k] + (double)a3[k];
+        t += (double)a[k] + (double)a[4 + k] + (double)b[k] + (double)b[4 + k];
     for (; x < n; x++)
         t += q[x];
     return t;
 }
-static void pool_plane(const float *s, uint32_t w, uint32_t ph, uint32_t pw, uint32_t oh,
-                       uint32_t ow, float *out, size_t ostride)
+
+/* col[x] = r[x] + r[w + x] + ... + r[(ph - 1) w + x] for x < span, each column top to bottom in
+ * float. Four vectors (32 columns) stay in registers over all ph rows, so each row segment is
+ * read once and col written once. */
+POOL_INLINE void k_col_sums8(const float *r, size_t w, uint32_t ph, uint32_t span, float *col)
 {
-    float col[POOL_COLS];
+    uint32_t x = 0;
+    for (; x + 32 <= span; x += 32) {
+        const float *q = r + x;
+        v8f c0 = LD8(q), c1 = LD8(q + 8), c2 = LD8(q + 16), c3 = LD8(q + 24);
+        for (uint32_t y = 1; y < ph; y++) {
+            q += w;
+            c0 += LD8(q);
+            c1 += LD8(q + 8);
+            c2 += LD8(q + 16);
+            c3 += LD8(q + 24);
+        }
+        ST8(col + x, c0);
+        ST8(col + x + 8, c1);
+        ST8(col + x + 16, c2);
+        ST8(col + x + 24, c3);
+    }
+    for (; x + 8 <= span; x += 8) {
+        const float *q = r + x;
+        v8f c0 = LD8(q);
+        for (uint32_t y = 1; y < ph; y++) {
+            q += w;
+            c0 += LD8(q);
+        }
+        ST8(col + x, c0);
+    }
+    for (; x < span; x++) {
+        const float *q = r + x;
+        float c0 = *q;
+        for (uint32_t y = 1; y < ph; y++) {
+            q += w;
+            c0 += *q;
+        }
+        col[x] = c0;
+    }
+}
+
+/* The same two kernels on 4-float vectors for the x86-64 baseline (GCC spills 8-float vectors
+ * to the stack where the target has no 8-float registers): lanes 0-3 in a0, 4-7 in a1, 8-11 in
+ * b0, 12-15 in b1; columns x..x+7 in c0, c1. Same lanes, same order, same results. */
+typedef float v4f __attribute__((vector_size(16)));
+typedef float v4fu __attribute__((vector_size(16), aligned(4)));
+#define LD4(p) (*(const v4fu *)(const void *)(p))
+#define ST4(p, v) (*(v4fu *)(void *)(p) = (v))
+
+POOL_INLINE double k_sum_block4(const float *q, size_t n)
+{
+    v4f a0 = {0, 0, 0, 0}, a1 = a0, b0 = a0, b1 = a0;
+    size_t x = 0;
+    for (; x + 16 <= n; x += 16) {
+        a0 += LD4(q + x);
+        a1 += LD4(q + x + 4);
+        b0 += LD4(q + x + 8);
+        b1 += LD4(q + x + 12);
+    }
+    double t = 0;
+    for (int k = 0; k < 4; k++)
+        t += (double)a0[k] + (double)a1[k] + (double)b0[k] + (double)b1[k];
+    for (; x < n; x++)
+        t += q[x];
+    return t;
+}
+
+POOL_INLINE void k_col_sums4(const float *r, size_t w, uint32_t ph, uint32_t span, float *col)
+{
+    uint32_t x = 0;
+    for (; x + 16 <= span; x += 16) {
+        const float *q = r + x;
+        v4f c0 = LD4(q), c1 = LD4(q + 4), c2 = LD4(q + 8), c3 = LD4(q + 12);
+        for (uint32_t y = 1; y < ph; y++) {
+            q += w;
+            c0 += LD4(q);
+            c1 += LD4(q + 4);
+            c2 += LD4(q + 8);
+            c3 += LD4(q + 12);
+        }
+        ST4(col + x, c0);
+        ST4(col + x + 4, c1);
+        ST4(col + x + 8, c2);
+        ST4(col + x + 12, c3);
+    }
+    for (; x + 4 <= span; x += 4) {
+        const float *q = r + x;
+        v4f c0 = LD4(q);
+        for (uint32_t y = 1; y < ph; y++) {
+            q += w;
+            c0 += LD4(q);
+        }
+        ST4(col + x, c0);
+    }
+    for (; x < span; x++) {
+        const float *q = r + x;
+        float c0 = *q;
+        for (uint32_t y = 1; y < ph; y++) {
+            q += w;
+            c0 += *q;
+        }
+        col[x] = c0;
+    }
+}
+
+/* wide: 1 = the 8-float kernels (AVX), 0 = the 4-float ones; a constant after inlining */
+POOL_INLINE double k_sum_block(const float *q, size_t n, int wide)
+{
+    return wide ? k_sum_block8(q, n) : k_sum_block4(q, n);
+}
+
+POOL_INLINE void k_col_sums(const float *r, size_t w, uint32_t ph, uint32_t span, float *col,
+                            int wide)
+{
+    if (wide)
+        k_col_sums8(r, w, ph, span, col);
+    else
+        k_col_sums4(r, w, ph, span, col);
+}
+
+/* Window sums of nj windows of pw columns each (col[j * pw .. j * pw + pw), left to right in
+ * double), four windows at a time so that four independent chains overlap. */
+POOL_INLINE void k_win_sums(const float *col, uint32_t pw, uint32_t nj, double inv, float *out,
+                            size_t ostride)
+{
+    uint32_t j = 0;
+    for (; j + 4 <= nj; j += 4) {
+        const float *q = col + (size_t)j * pw;
+        double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        for (uint32_t k = 0; k < pw; k++) {
+            a0 += q[k];
+            a1 += q[pw + k];
+            a2 += q[2 * (size_t)pw + k];
+            a3 += q[3 * (size_t)pw + k];
+        }
+        out[(size_t)j * ostride] = (float)(a0 * inv);
+        out[(size_t)(j + 1) * ostride] = (float)(a1 * inv);
+        out[(size_t)(j + 2) * ostride] = (float)(a2 * inv);
+        out[(size_t)(j + 3) * ostride] = (float)(a3 * inv);
+    }
+    for (; j < nj; j++) {
+        const float *q = col + (size_t)j * pw;
+        double a = 0;
+        for (uint32_t k = 0; k < pw; k++)
+            a += q[k];
+        out[(size_t)j * ostride] = (float)(a * inv);
+    }
+}
+
+/* Means of the ph x pw windows of one H x W plane (row stride w), in the orders above. Window
+ * (i, j) goes to out[(i * ow + j) * ostride]. */
+POOL_INLINE void k_pool_plane(const float *s, uint32_t w, uint32_t ph, uint32_t pw, uint32_t oh,
+                              uint32_t ow, float *out, size_t ostride, int wide)
+{
     double inv = 1.0 / ((double)ph * pw);
-    if (pw > POOL_COLS) { /* absurdly wide windows: plain loops */
+    if (pw > POOL_COLS) { /* absurdly wide windows: plain loops, every value in double */
         for (uint32_t i = 0; i < oh; i++)
             for (uint32_t j = 0; j < ow; j++) {
                 double a = 0;
@@ -141,71 +286,135 @@ static void pool_plane(const float *s, uint32_t w, uint32_t ph, uint32_t pw, uin
     }
     if (ow == 1 && pw == w) { /* each window is ph whole rows: one contiguous block */
         for (uint32_t i = 0; i < oh; i++)
-            out[(size_t)i * ow * ostride] =
-                (float)(sum_block(s + (size_t)i * ph * w, (size_t)ph * w) * inv);
+            out[(size_t)i * ostride] =
+                (float)(k_sum_block(s + (size_t)i * ph * w, (size_t)ph * w, wide) * inv);
         return;
     }
+    float col[POOL_COLS];
     uint32_t per_chunk = POOL_COLS / pw; /* whole windows per pass over the rows */
     for (uint32_t i = 0; i < oh; i++) {
         const float *r0 = s + (size_t)i * ph * w;
         for (uint32_t j0 = 0; j0 < ow; j0 += per_chunk) {
             uint32_t nj = ow - j0 < per_chunk ? ow - j0 : per_chunk;
-            uint32_t span = nj * pw;
-            const float *c0 = r0 + (size_t)j0 * pw;
-            memcpy(col, c0, span * sizeof(float));
-            for (uint32_t r = 1; r < ph; r++)
-                add_row(col, c0 + (size_t)r * w, span);
-            for (uint32_t j = 0; j < nj; j++) {
-                double a = 0;
-                const float *q = col + (size_t)j * pw;
-                for (uint32_t k = 0; k < pw; k++)
-                    a += q[k];
-                out[((size_t)i * ow + j0 + j) * ostride] = (float)(a * inv);
-            }
+            k_col_sums(r0 + (size_t)j0 * pw, w, ph, nj * pw, col, wide);
+            k_win_sums(col, pw, nj, inv, out + ((size_t)i * ow + j0) * ostride, ostride);
         }
     }
 }
 
-void h2t_pool_apply(const h2t_pool_plan *p, const float *x, float *out)
+/* Channels [c0, c1) of a 4-D sample (GAP or GRID): out[(i * ow + j) * C + c]. */
+POOL_INLINE void k_pool_channels(const h2t_pool_plan *p, const float *x, uint32_t c0, uint32_t c1,
+                                 float *out, int wide)
 {
     size_t hw = (size_t)p->h * p->w;
+    if (p->kind == H2T_POOL_GAP) {
+        for (uint32_t c = c0; c < c1; c++)
+            k_pool_plane(x + c * hw, p->w, p->h, p->w, 1, 1, out + c, p->c, wide);
+        return;
+    }
+    for (uint32_t c = c0; c < c1; c++)
+        k_pool_plane(x + c * hw, p->w, p->ph, p->pw, p->oh, p->ow, out + c, p->c, wide);
+}
+
+static void pool_channels_generic(const h2t_pool_plan *p, const float *x, uint32_t c0, uint32_t c1,
+                                  float *out)
+{
+    k_pool_channels(p, x, c0, c1, out, 0);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define POOL_HAVE_AVX 1
+__attribute__((target("avx"))) static void pool_channels_avx(const h2t_pool_plan *p, const float *x,
+                                                             uint32_t c0, uint32_t c1, float *out)
+{
+    k_pool_channels(p, x, c0, c1, out, 1);
+}
+#endif
+
+int h2t_pool_isa_best(void)
+{
+#ifdef POOL_HAVE_AVX
+    if (__builtin_cpu_supports("avx"))
+        return H2T_POOL_ISA_AVX;
+#endif
+    return H2T_POOL_ISA_GENERIC;
+}
+
+static void pool_channels(const h2t_pool_plan *p, const float *x, uint32_t c0, uint32_t c1,
+                          float *out, int isa)
+{
+#ifdef POOL_HAVE_AVX
+    if (isa == H2T_POOL_ISA_AVX && __builtin_cpu_supports("avx")) {
+        pool_channels_avx(p, x, c0, c1, out);
+        return;
+    }
+#else
+    (void)isa;
+#endif
+    pool_channels_generic(p, x, c0, c1, out);
+}
+
+/* 3-D tokens (token-major): a window of win tokens averages each channel, in double, tokens in
+ * order. */
+static void pool_tokens(const h2t_pool_plan *p, const float *x, float *out)
+{
+    uint32_t win = p->kind == H2T_POOL_TMEAN ? p->h : p->ph;
+    uint32_t nw = p->kind == H2T_POOL_TMEAN ? 1 : p->oh;
+    double acc[1024];
+    for (uint32_t i = 0; i < nw; i++) {
+        float *o = out + (size_t)i * p->c;
+        for (uint32_t c0 = 0; c0 < p->c; c0 += 1024) {
+            uint32_t nc = p->c - c0 < 1024 ? p->c - c0 : 1024;
+            for (uint32_t c = 0; c < nc; c++)
+                acc[c] = 0;
+            for (uint32_t t = i * win; t < (i + 1) * win; t++) {
+                const float *row = x + (size_t)t * p->c + c0;
+                for (uint32_t c = 0; c < nc; c++)
+                    acc[c] += row[c];
+            }
+            for (uint32_t c = 0; c < nc; c++)
+                o[c0 + c] = (float)(acc[c] / win);
+        }
+    }
+}
+
+void h2t_pool_apply_isa(const h2t_pool_plan *p, const float *x, float *out, int isa)
+{
     switch (p->kind) {
     case H2T_POOL_FLAT:
         memcpy(out, x, (size_t)p->c * sizeof(float));
         break;
     case H2T_POOL_GAP:
-        for (uint32_t c = 0; c < p->c; c++)
-            pool_plane(x + c * hw, p->w, p->h, p->w, 1, 1, out + c, p->c);
-        break;
     case H2T_POOL_GRID:
-        /* out[(i * ow + j) * C + c] = mean of x[c][i*ph .. i*ph+ph)[j*pw .. j*pw+pw) */
-        for (uint32_t c = 0; c < p->c; c++)
-            pool_plane(x + c * hw, p->w, p->ph, p->pw, p->oh, p->ow, out + c, p->c);
+        pool_channels(p, x, 0, p->c, out, isa);
         break;
     case H2T_POOL_TMEAN:
-    case H2T_POOL_TWIN: {
-        /* x is tokens x C (token-major); a window of ph tokens averages each channel */
-        uint32_t win = p->kind == H2T_POOL_TMEAN ? p->h : p->ph;
-        uint32_t nw = p->kind == H2T_POOL_TMEAN ? 1 : p->oh;
-        double acc[1024];
-        for (uint32_t i = 0; i < nw; i++) {
-            float *o = out + (size_t)i * p->c;
-            for (uint32_t c0 = 0; c0 < p->c; c0 += 1024) {
-                uint32_t nc = p->c - c0 < 1024 ? p->c - c0 : 1024;
-                for (uint32_t c = 0; c < nc; c++)
-                    acc[c] = 0;
-                for (uint32_t t = i * win; t < (i + 1) * win; t++) {
-                    const float *row = x + (size_t)t * p->c + c0;
-                    for (uint32_t c = 0; c < nc; c++)
-                        acc[c] += row[c];
-                }
-                for (uint32_t c = 0; c < nc; c++)
-                    o[c0 + c] = (float)(acc[c] / win);
-            }
-        }
+    case H2T_POOL_TWIN:
+        pool_tokens(p, x, out);
         break;
     }
+}
+
+void h2t_pool_apply(const h2t_pool_plan *p, const float *x, float *out)
+{
+    h2t_pool_apply_isa(p, x, out, h2t_pool_isa_best());
+}
+
+int h2t_pool_apply_channels(const h2t_pool_plan *p, const float *x, uint32_t c0, uint32_t c1,
+                            float *out)
+{
+    if (c0 > c1 || c1 > p->c)
+        return h2t_err_set(H2T_EINVAL, "channels [%u, %u) of a tensor of %u", c0, c1, p->c);
+    if (p->kind != H2T_POOL_GAP && p->kind != H2T_POOL_GRID) {
+        if (c0 != 0 || c1 != p->c)
+            return h2t_err_set(H2T_EINVAL,
+                               "only 4-D tensors pool by channel range (kind %d: [0, %u) only)",
+                               p->kind, p->c);
+        h2t_pool_apply(p, x, out);
+        return 0;
     }
+    pool_channels(p, x, c0, c1, out, h2t_pool_isa_best());
+    return 0;
 }
 
 static const char *const pure_ops[] = {

@@ -1,0 +1,234 @@
+/* The pooling kernels of extract/pool.c: the AVX and the generic (SSE2) kernel sets give
+ * bitwise the same features, both equal a plain scalar reference written from the documented
+ * summation order (which is also the order of every earlier h2tdb, so stored extractions keep
+ * their values), and pooling by channel ranges gives exactly the whole-tensor vector. Shapes
+ * cover odd sizes, every vector remainder (block sums: n % 16; column sums: span % 32, % 16,
+ * % 8, % 4), dropped rows and columns, 1-wide windows and the block path (windows of whole
+ * rows). */
+#include "common/err.h"
+#include "extract/extract.h"
+#include "tests/test.h"
+
+#include <math.h>
+#include <string.h>
+
+/* The documented order, one float operation at a time. */
+static double ref_block(const float *q, size_t n)
+{
+    float lane[16] = {0};
+    size_t x = 0;
+    for (; x + 16 <= n; x += 16)
+        for (int l = 0; l < 16; l++)
+            lane[l] += q[x + (size_t)l];
+    double t = 0;
+    for (int k = 0; k < 4; k++)
+        t += (double)lane[k] + (double)lane[4 + k] + (double)lane[8 + k] + (double)lane[12 + k];
+    for (; x < n; x++)
+        t += q[x];
+    return t;
+}
+
+static void ref_pool4(const h2t_pool_plan *p, const float *x, float *out)
+{
+    size_t hw = (size_t)p->h * p->w;
+    uint32_t ph = p->kind == H2T_POOL_GAP ? p->h : p->ph;
+    uint32_t pw = p->kind == H2T_POOL_GAP ? p->w : p->pw;
+    uint32_t oh = p->kind == H2T_POOL_GAP ? 1 : p->oh;
+    uint32_t ow = p->kind == H2T_POOL_GAP ? 1 : p->ow;
+    double inv = 1.0 / ((double)ph * pw);
+    for (uint32_t c = 0; c < p->c; c++) {
+        const float *s = x + c * hw;
+        for (uint32_t i = 0; i < oh; i++)
+            for (uint32_t j = 0; j < ow; j++) {
+                double a = 0;
+                if (pw > 4096) {
+                    for (uint32_t r = i * ph; r < (i + 1) * ph; r++)
+                        for (uint32_t k = 0; k < pw; k++)
+                            a += s[(size_t)r * p->w + (size_t)j * pw + k];
+                } else if (ow == 1 && pw == p->w) {
+                    a = ref_block(s + (size_t)i * ph * p->w, (size_t)ph * p->w);
+                } else {
+                    for (uint32_t k = 0; k < pw; k++) {
+                        const float *q = s + (size_t)i * ph * p->w + (size_t)j * pw + k;
+                        float col = q[0];
+                        for (uint32_t y = 1; y < ph; y++)
+                            col += q[(size_t)y * p->w];
+                        a += col;
+                    }
+                }
+                out[((size_t)i * ow + j) * p->c + c] = (float)(a * inv);
+            }
+    }
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* Values whose sums depend on the order even in double: +-2^60, +-1 and +-2^-40 times a
+ * random mantissa (huge values that cancel, and small ones that vanish next to them or
+ * survive, depending on when they are added), and plain values in [-1, 1]. */
+static void fill(float *x, size_t n, uint64_t seed)
+{
+    uint64_t s = seed * 2654435761u + 1;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t r = rng_next(&s);
+        double m = 1 + (double)((r >> 20) & 7) / 8, sign = (r >> 40) & 1 ? -1 : 1;
+        switch (r % 4) {
+        case 0:
+            x[i] = (float)(sign * m * 1152921504606846976.0); /* 2^60 */
+            break;
+        case 1:
+            x[i] = (float)(sign * m);
+            break;
+        case 2:
+            x[i] = (float)(sign * m * 9.094947017729282e-13); /* 2^-40 */
+            break;
+        default:
+            x[i] = (float)((double)(r >> 11) / 4503599627370496.0 - 1);
+        }
+    }
+}
+
+/* generic vs AVX vs reference vs channel ranges on one shape; 0 when all agree bitwise */
+static int check_shape_x(uint32_t c, uint32_t h, uint32_t w, uint32_t t, uint64_t seed,
+                         const float *given)
+{
+    int64_t shape[4] = {1, c, h, w};
+    h2t_pool_plan p;
+    ASSERT_OK(h2t_pool_plan_make(4, shape, t, &p));
+    size_t n = (size_t)c * h * w;
+    float *x = malloc(sizeof(float) * n), *g = malloc(sizeof(float) * p.dim);
+    float *a = malloc(sizeof(float) * p.dim), *r = malloc(sizeof(float) * p.dim);
+    float *k = malloc(sizeof(float) * p.dim), *d = malloc(sizeof(float) * p.dim);
+    ASSERT(x && g && a && r && k && d);
+    if (given)
+        memcpy(x, given, sizeof(float) * n);
+    else
+        fill(x, n, seed);
+    h2t_pool_apply_isa(&p, x, g, H2T_POOL_ISA_GENERIC);
+    h2t_pool_apply_isa(&p, x, a, H2T_POOL_ISA_AVX);
+    h2t_pool_apply(&p, x, d);
+    ref_pool4(&p, x, r);
+    /* channel ranges of uneven sizes, in a shuffled order */
+    uint64_t s = seed + 7;
+    memset(k, 0xff, sizeof(float) * p.dim);
+    uint32_t c0 = 0;
+    while (c0 < c) {
+        uint32_t len = 1 + (uint32_t)(rng_next(&s) % 5);
+        uint32_t c1 = c0 + len < c ? c0 + len : c;
+        ASSERT_OK(h2t_pool_apply_channels(&p, x, c0, c1, k));
+        c0 = c1;
+    }
+    int bad = memcmp(g, a, sizeof(float) * p.dim) != 0 || memcmp(g, r, sizeof(float) * p.dim) ||
+              memcmp(g, k, sizeof(float) * p.dim) || memcmp(g, d, sizeof(float) * p.dim);
+    if (bad)
+        fprintf(stderr,
+                "shape %ux%ux%u T=%u (kind %d, %ux%u windows): generic/avx/ref/ranges/"
+                "default differ\n",
+                c, h, w, t, p.kind, p.ph, p.pw);
+    free(x);
+    free(g);
+    free(a);
+    free(r);
+    free(k);
+    free(d);
+    return bad;
+}
+
+static int check_shape(uint32_t c, uint32_t h, uint32_t w, uint32_t t, uint64_t seed)
+{
+    return check_shape_x(c, h, w, t, seed, NULL);
+}
+
+TEST(extract_pool_isa_identical_odd_shapes)
+{
+    static const uint32_t shapes[][4] = {
+        /* C, H, W, T */
+        {3, 7, 7, 8},      {5, 13, 29, 80}, {2, 57, 57, 8}, {3, 113, 113, 48},  {1, 112, 112, 16},
+        {4, 112, 112, 64}, {2, 56, 56, 48}, {7, 14, 14, 7}, {9, 28, 28, 144},   {1, 225, 225, 3},
+        {2, 30, 70, 50},   {1, 9, 100, 4},  {1, 33, 67, 2}, {3, 17, 49, 12},    {16, 7, 7, 16},
+        {5, 15, 15, 5},    {40, 1, 1, 40},  {6, 3, 47, 6},  {2, 96, 96, 72},    {1, 64, 200, 9},
+        {1, 5, 4100, 1},   {1, 2, 8200, 4}, {2, 31, 31, 2}, {3, 11, 37, 3 * 9}, {1, 40, 40, 1600},
+    };
+    int bad = 0;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        bad += check_shape(shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3], i + 1);
+    ASSERT_EQ(bad, 0);
+}
+
+TEST(extract_pool_isa_identical_random_shapes)
+{
+    uint64_t s = 12345;
+    int bad = 0;
+    for (int i = 0; i < 60; i++) {
+        uint32_t c = 1 + (uint32_t)(rng_next(&s) % 9);
+        uint32_t h = 1 + (uint32_t)(rng_next(&s) % 90);
+        uint32_t w = 1 + (uint32_t)(rng_next(&s) % 90);
+        uint32_t t = c * (1 + (uint32_t)(rng_next(&s) % 40));
+        if (rng_next(&s) % 8 == 0)
+            t = c; /* C >= T: global average */
+        bad += check_shape(c, h, w, t, (uint64_t)i + 100);
+    }
+    ASSERT_EQ(bad, 0);
+}
+
+TEST(extract_pool_isa_best_and_ranges_errors)
+{
+    int isa = h2t_pool_isa_best();
+    ASSERT(isa == H2T_POOL_ISA_GENERIC || isa == H2T_POOL_ISA_AVX);
+    int64_t s4[4] = {1, 4, 6, 6};
+    h2t_pool_plan p;
+    ASSERT_OK(h2t_pool_plan_make(4, s4, 16, &p));
+    float x[4 * 36] = {0}, o[64];
+    ASSERT_EQ(h2t_pool_apply_channels(&p, x, 3, 2, o), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "[3, 2)");
+    ASSERT_EQ(h2t_pool_apply_channels(&p, x, 0, 5, o), H2T_EINVAL);
+    ASSERT_OK(h2t_pool_apply_channels(&p, x, 2, 2, o)); /* empty range: nothing to do */
+    /* tokens and 2-D take only the whole range */
+    int64_t s3[3] = {1, 10, 4};
+    ASSERT_OK(h2t_pool_plan_make(3, s3, 8, &p));
+    float tk[40], to[8];
+    for (int i = 0; i < 40; i++)
+        tk[i] = (float)i;
+    ASSERT_EQ(h2t_pool_apply_channels(&p, tk, 0, 2, to), H2T_EINVAL);
+    ASSERT_OK(h2t_pool_apply_channels(&p, tk, 0, 4, to));
+    float want[8];
+    h2t_pool_apply(&p, tk, want);
+    ASSERT_EQ(memcmp(to, want, sizeof want), 0);
+}
+
+/* Three values whose sum depends on the order of additions even in double (2^60, -2^60, 1:
+ * 1 survives only when the two large ones cancel first), placed at random in a zero plane,
+ * so that each lane, each row of a column sum and each step of the double sums is probed. */
+TEST(extract_pool_isa_order_probe)
+{
+    static const uint32_t shapes[][4] = {
+        {1, 4, 4, 1},  {1, 7, 7, 1},  {1, 9, 9, 1},   {2, 5, 13, 2},
+        {1, 8, 8, 4},  {1, 6, 40, 4}, {1, 12, 66, 4}, {1, 3, 100, 1},
+        {1, 9, 33, 9}, {1, 4, 70, 2}, {1, 16, 16, 1}, {1, 20, 34, 4},
+    };
+    uint64_t s = 99;
+    int bad = 0;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        size_t n = (size_t)shapes[i][0] * shapes[i][1] * shapes[i][2];
+        float *x = calloc(n, sizeof(float));
+        ASSERT(x);
+        for (int trial = 0; trial < 300; trial++) {
+            size_t a = rng_next(&s) % n, b = rng_next(&s) % n, c = rng_next(&s) % n;
+            if (a == b || b == c || a == c)
+                continue;
+            x[a] = 1152921504606846976.0f;
+            x[b] = -1152921504606846976.0f;
+            x[c] = 1;
+            bad += check_shape_x(shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3], 0, x);
+            x[a] = x[b] = x[c] = 0;
+        }
+        free(x);
+    }
+    ASSERT_EQ(bad, 0);
+}
