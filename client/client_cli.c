@@ -190,8 +190,9 @@ void h2t_cli_job_print(FILE *f, const h2t_msg_job *j, int json)
         h2t_json_str(f, j->error);
         fprintf(f,
                 ", \"created_ms\": %" PRIu64 ", \"started_ms\": %" PRIu64
-                ", \"finished_ms\": %" PRIu64 "}",
-                j->created_ms, j->started_ms, j->finished_ms);
+                ", \"finished_ms\": %" PRIu64 "%s}",
+                j->created_ms, j->started_ms, j->finished_ms,
+                j->reused ? ", \"reused\": true" : "");
         return;
     }
     fprintf(f, "%-6" PRIu64 " %-9s %5.1f%%  %-10s %-8s attempts %u", j->id,

@@ -11,8 +11,10 @@
 #     head2toe heads through the client, prints the results table, draws the head2toe head
 #     (demo/head2toe.svg), stops the server
 #
-# A second run reuses the stored extraction (no backbone pass) and the finished jobs (the same
-# task and method on the same store), so it only prints; RETRAIN=1 trains every head again.
+# A second run reuses the stored extraction (no backbone pass) and the finished jobs: the server
+# answers a submit whose spec (task and its samples, extraction, method, every option) equals a
+# finished job's with that job, so the run only prints; RETRAIN=1 submits with --retrain and
+# trains every head again.
 # Environment: H2T_DEMO_DIR (default ./demo), TRAIN (1000), TEST (2000), T (512),
 # THREADS (2), KEEP_STORE=0 to start from an empty store, RETRAIN=1.
 set -eu
@@ -89,31 +91,27 @@ MAP
 "$H2T" tasks
 
 say "training (5-fold cross-validation on the training samples; then the test split)"
-submit() { # task method -> job id on stdout
-    "$H2T" train --task "$1" --method "$2" --threads "$THREADS" |
-        sed -n 's/^job \([0-9][0-9]*\) queued.*/\1/p'
-}
-finished() { # task method -> id of a finished job of an earlier run, or nothing
-    "$H2T" jobs | awk -v t="$1" -v m="$2" '$2 == "done" && $4 == t && $5 == m { id = $1 }
-        END { if (id) print id }'
+RETRAIN_FLAG=""
+[ "${RETRAIN:-0}" = 1 ] && RETRAIN_FLAG=--retrain
+submit() { # task method -> "ID queued" or "ID reused" (the server's answer) on stdout
+    # shellcheck disable=SC2086
+    "$H2T" train --task "$1" --method "$2" --threads "$THREADS" $RETRAIN_FLAG |
+        sed -n 's/^job \([0-9][0-9]*\) \(queued\|reused\).*/\1 \2/p'
 }
 JOBS=""
 for tm in fmnist10:linear fmnist10:all fmnist10:head2toe fmnist-coarse:linear \
           fmnist-coarse:head2toe fmnist10-100:linear fmnist10-100:head2toe; do
-    id=""
-    [ "${RETRAIN:-0}" = 1 ] || id=$(finished "${tm%%:*}" "${tm#*:}")
-    if [ -n "$id" ]; then
-        echo "job $id: ${tm#*:} on ${tm%%:*} finished in an earlier run: reused"
-        JOBS="$JOBS $id"
-        [ "$tm" = fmnist10:head2toe ] && H2T_JOB=$id
-        continue
-    fi
-    id=$(submit "${tm%%:*}" "${tm#*:}")
+    out=$(submit "${tm%%:*}" "${tm#*:}")
+    id=${out%% *}
     if [ -z "$id" ]; then
         echo "demo: submitting ${tm#*:} on ${tm%%:*} failed; server log: $DIR/server.log" >&2
         exit 1
     fi
-    echo "job $id: ${tm#*:} on ${tm%%:*} queued"
+    if [ "${out#* }" = reused ]; then
+        echo "job $id: ${tm#*:} on ${tm%%:*} finished earlier with the same spec: reused"
+    else
+        echo "job $id: ${tm#*:} on ${tm%%:*} queued"
+    fi
     JOBS="$JOBS $id"
     [ "$tm" = fmnist10:head2toe ] && H2T_JOB=$id
 done

@@ -152,6 +152,8 @@ static H2tdb__TrainRequest *enc_train(allocs *a, const h2t_msg_train *t)
     m->lr = t->lr;
     m->seed = t->seed;
     m->threads = t->threads;
+    m->retrain = t->retrain != 0;
+    m->inputs_digest = t->inputs_digest;
     return m;
 }
 
@@ -172,6 +174,7 @@ static H2tdb__Job *enc_job(allocs *a, const h2t_msg_job *j)
     m->finished_ms = j->finished_ms;
     if (j->has_spec && !(m->spec = enc_train(a, &j->spec)))
         return NULL;
+    m->reused = j->reused != 0;
     return m;
 }
 
@@ -242,6 +245,10 @@ static int enc_body(allocs *a, const h2t_msg *msg, H2tdb__Envelope *env)
         h->jobs_running = u->health.jobs_running;
         h->workers = u->health.workers;
         h->requests = u->health.requests;
+        h->design_loads = u->health.design_loads;
+        h->design_hits = u->health.design_hits;
+        h->design_bytes = u->health.design_bytes;
+        h->designs = u->health.designs;
         break;
     }
     case H2T_MSG_LIST_EXTRACTIONS:
@@ -599,6 +606,8 @@ static void dec_train(const H2tdb__TrainRequest *m, h2t_msg_train *t)
     t->lr = m->lr;
     t->seed = m->seed;
     t->threads = m->threads;
+    t->retrain = m->retrain;
+    t->inputs_digest = m->inputs_digest;
 }
 
 static void dec_job(const H2tdb__Job *m, h2t_msg_job *j)
@@ -615,6 +624,7 @@ static void dec_job(const H2tdb__Job *m, h2t_msg_job *j)
     j->has_spec = m->spec != NULL;
     if (m->spec)
         dec_train(m->spec, &j->spec);
+    j->reused = m->reused;
 }
 
 static void dec_layer_stats(const H2tdb__LayerStats *m, h2t_msg_layer_stats *s)
@@ -667,6 +677,10 @@ static int dec_body(allocs *a, const H2tdb__Envelope *env, h2t_msg *msg)
         u->health.jobs_running = h->jobs_running;
         u->health.workers = h->workers;
         u->health.requests = h->requests;
+        u->health.design_loads = h->design_loads;
+        u->health.design_hits = h->design_hits;
+        u->health.design_bytes = h->design_bytes;
+        u->health.designs = h->designs;
         break;
     }
     case H2TDB__ENVELOPE__BODY_EXTRACTION_LIST: {

@@ -91,6 +91,8 @@ typedef struct h2t_msg_health {
     uint64_t uptime_ms;
     uint32_t connections, jobs_queued, jobs_running, workers;
     uint64_t requests;
+    uint64_t design_loads, design_hits, design_bytes;
+    uint32_t designs;
 } h2t_msg_health;
 
 typedef struct h2t_msg_layer {
@@ -211,6 +213,8 @@ typedef struct h2t_msg_train {
     double lr;
     uint64_t seed;
     uint32_t threads;
+    int retrain;            /* train again even when a finished job has this spec */
+    uint64_t inputs_digest; /* server-filled in stored specs: task + extraction identity */
 } h2t_msg_train;
 
 typedef struct h2t_msg_job {
@@ -222,6 +226,7 @@ typedef struct h2t_msg_job {
     uint64_t created_ms, started_ms, finished_ms;
     int has_spec;
     h2t_msg_train spec;
+    int reused; /* a submit's reply: an earlier finished job with the same spec */
 } h2t_msg_job;
 
 typedef struct h2t_msg_job_ref { /* get, watch, cancel */

@@ -48,6 +48,12 @@ static int h_health(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *l
     h2t_srv_jobs_counts(srv, &h->jobs_queued, &h->jobs_running);
     h->workers = srv->n_workers;
     h->requests = atomic_load(&srv->requests);
+    h2t_design_cache_stats ds;
+    h2t_design_cache_stats_get(srv->design, &ds);
+    h->design_loads = ds.loads;
+    h->design_hits = ds.hits;
+    h->design_bytes = ds.bytes;
+    h->designs = ds.entries;
     return reply(&m, frame, len);
 }
 
@@ -537,7 +543,8 @@ int h2t_srv_job_spec(const h2t_job *j, h2t_msg *msg)
     return 0;
 }
 
-static int job_reply(h2t_srv *srv, uint64_t req_id, uint64_t id, uint8_t **frame, size_t *len)
+static int job_reply_ex(h2t_srv *srv, uint64_t req_id, uint64_t id, int reused, uint8_t **frame,
+                        size_t *len)
 {
     h2t_job *j = NULL;
     int rc = h2t_store_job_get(srv->st, id, &j);
@@ -547,10 +554,122 @@ static int job_reply(h2t_srv *srv, uint64_t req_id, uint64_t id, uint8_t **frame
     char stage[64];
     h2t_msg m = {.id = req_id, .type = H2T_MSG_JOB};
     h2t_srv_job_msg(srv, j, &m.u.job, &spec, stage, sizeof(stage));
+    m.u.job.reused = reused;
     rc = reply(&m, frame, len);
     h2t_msg_free(&spec);
     h2t_job_destroy(j);
     return rc;
+}
+
+static int job_reply(h2t_srv *srv, uint64_t req_id, uint64_t id, uint8_t **frame, size_t *len)
+{
+    return job_reply_ex(srv, req_id, id, 0, frame, len);
+}
+
+/* ---- reuse of finished jobs ----
+ * A submit whose spec equals a finished (DONE) job's is answered with that job (reused = 1)
+ * unless it asks to retrain. Equal means: the same task name, the same inputs digest (the
+ * task's content and the extraction's identity, so a task replaced with other samples, or
+ * an extraction made again from another config, does not match), and every option equal
+ * after the server resolved the defaults (the solver spec of h2t_srv_train_spec, the
+ * request's thread count included): --lambdas 1e-4,1e-5 is the head2toe default grid. */
+
+static void digest_u32(h2t_sha256 *h, uint32_t v)
+{
+    uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+    h2t_sha256_update(h, b, 4);
+}
+
+static void digest_u32s(h2t_sha256 *h, const uint32_t *v, uint32_t n)
+{
+    digest_u32(h, n);
+    for (uint32_t i = 0; i < n; i++)
+        digest_u32(h, v[i]);
+}
+
+/* The first 8 bytes of SHA-256 over the task's content and its extraction's identity. */
+static int inputs_digest(h2t_srv *srv, const h2t_task *t, uint64_t *out)
+{
+    h2t_extraction *e = NULL;
+    int rc = h2t_store_extraction_get(srv->st, t->extraction, &e);
+    if (rc < 0)
+        return rc;
+    h2t_sha256 h;
+    h2t_sha256_init(&h);
+    h2t_sha256_update(&h, "h2tdb inputs 1", 14);
+    digest_u32(&h, e->id);
+    h2t_sha256_update(&h, e->config_hash, sizeof(e->config_hash));
+    digest_u32(&h, t->n_classes);
+    for (uint32_t c = 0; c < t->n_classes; c++) {
+        size_t n = strlen(t->class_names[c]);
+        digest_u32(&h, (uint32_t)n);
+        h2t_sha256_update(&h, t->class_names[c], n);
+    }
+    digest_u32(&h, t->shots);
+    digest_u32s(&h, t->train, t->n_train);
+    digest_u32s(&h, t->train_labels, t->n_train);
+    digest_u32s(&h, t->val, t->n_val);
+    digest_u32s(&h, t->val_labels, t->n_val);
+    digest_u32s(&h, t->test, t->n_test);
+    digest_u32s(&h, t->test_labels, t->n_test);
+    uint8_t d[32];
+    h2t_sha256_final(&h, d);
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | d[i];
+    *out = v;
+    h2t_extraction_destroy(e);
+    return 0;
+}
+
+static int same_doubles(const double *a, const double *b, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (a[i] != b[i])
+            return 0;
+    return 1;
+}
+
+/* Every option of two resolved solver specs (field by field: no padding compared). */
+static int same_spec(const h2t_train_spec *a, const h2t_train_spec *b)
+{
+    return a->method == b->method && a->penalty == b->penalty && a->optimizer == b->optimizer &&
+           a->n_lambdas == b->n_lambdas && same_doubles(a->lambdas, b->lambdas, a->n_lambdas) &&
+           a->n_keeps == b->n_keeps && same_doubles(a->keeps, b->keeps, a->n_keeps) &&
+           a->folds == b->folds && a->seed == b->seed && a->n_layers == b->n_layers &&
+           a->lr == b->lr && a->steps == b->steps && a->batch == b->batch &&
+           a->max_iter == b->max_iter && a->gtol == b->gtol && a->final_l2 == b->final_l2 &&
+           a->path_len == b->path_len && a->threads == b->threads && a->mem_limit == b->mem_limit;
+}
+
+/* The newest DONE job with the same task, inputs digest and resolved spec, or 0. */
+static int find_reusable(h2t_srv *srv, const h2t_msg_train *t, const h2t_train_spec *ts,
+                         uint64_t digest, uint64_t *found)
+{
+    h2t_job **jv = NULL;
+    size_t n = 0;
+    int rc = h2t_store_job_list(srv->st, &jv, &n);
+    if (rc < 0)
+        return rc;
+    *found = 0;
+    for (size_t i = n; i-- > 0 && !*found;) {
+        if (jv[i]->state != H2T_JOB_DONE)
+            continue;
+        h2t_msg m;
+        h2t_train_spec js;
+        if (h2t_srv_job_spec(jv[i], &m) < 0) {
+            h2t_err_clear();
+            continue;
+        }
+        const h2t_msg_train *o = &m.u.train;
+        if (o->inputs_digest == digest && o->task && !strcmp(o->task, t->task) &&
+            h2t_srv_train_spec(o, &js) == 0 && same_spec(&js, ts))
+            *found = jv[i]->id;
+        h2t_err_clear();
+        h2t_msg_free(&m);
+    }
+    h2t_job_list_destroy(jv, n);
+    return 0;
 }
 
 static int h_train(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len)
@@ -563,14 +682,26 @@ static int h_train(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *le
     h2t_train_spec ts;
     if (!t->task || !*t->task)
         return h2t_err_set(H2T_EINVAL, "train: no task given (--task NAME)");
+    uint64_t digest = 0, prev = 0;
     int rc = h2t_store_task_get(srv->st, t->task, &task);
     if (rc < 0)
         return h2t_err_wrap(rc, "train: task '%s': ", t->task);
+    rc = inputs_digest(srv, task, &digest);
     h2t_task_destroy(task);
+    if (rc < 0)
+        return h2t_err_wrap(rc, "train: task '%s': ", t->task);
     if ((rc = h2t_srv_train_spec(t, &ts)) < 0)
         return rc;
+    if (!t->retrain) {
+        if ((rc = find_reusable(srv, t, &ts, digest, &prev)) < 0)
+            return rc;
+        if (prev)
+            return job_reply_ex(srv, req->id, prev, 1, frame, len);
+    }
     h2t_msg sm = {.id = 0, .type = H2T_MSG_TRAIN};
     sm.u.train = *t;
+    sm.u.train.retrain = 0; /* a request's wish, not part of the job */
+    sm.u.train.inputs_digest = digest;
     if ((rc = h2t_proto_encode(&sm, &spec, &spec_len)) < 0)
         return rc;
     /* the stored spec is the payload without the frame header */

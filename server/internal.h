@@ -57,6 +57,7 @@ struct h2t_srv {
     h2t_store *st;
     h2t_srv_runner_fn runner;
     void *runner_ud;
+    h2t_design_cache *design; /* shared by the default runner's jobs */
 
     uv_loop_t loop;
     uv_tcp_t listener;

@@ -69,13 +69,12 @@ int h2t_srv_runner_solver(void *ud, h2t_store *st, const h2t_task *task, const h
                           h2t_solver_progress_fn progress, void *pud, const atomic_int *cancel,
                           void **blob, size_t *len)
 {
-    (void)ud;
     h2t_train_spec ts;
     h2t_result *r = NULL;
     int rc = h2t_srv_train_spec(spec, &ts);
     if (rc < 0)
         return rc;
-    if ((rc = h2t_solver_run(st, task, &ts, progress, pud, cancel, &r)) < 0)
+    if ((rc = h2t_solver_run_cached(ud, st, task, &ts, progress, pud, cancel, &r)) < 0)
         return rc;
     rc = h2t_result_encode(r, blob, len);
     h2t_result_destroy(r);

@@ -649,6 +649,7 @@ void h2t_srv_config_default(h2t_srv_config *cfg)
     cfg->job_nice = 10;
     cfg->job_idle = 1;
     cfg->spin_us = 50;
+    cfg->design_cache_bytes = (uint64_t)1 << 30;
 }
 
 static int parse_listen(const char *s, struct sockaddr_storage *ss, int *loopback)
@@ -743,6 +744,12 @@ int h2t_srv_create(const h2t_srv_config *cfg, h2t_store *st, h2t_srv **out)
     srv->st = st;
     srv->runner = cfg->runner ? cfg->runner : h2t_srv_runner_solver;
     srv->runner_ud = cfg->runner_ud;
+    if ((rc = h2t_design_cache_create(cfg->design_cache_bytes, &srv->design)) < 0) {
+        free(srv);
+        return rc;
+    }
+    if (!cfg->runner)
+        srv->runner_ud = srv->design;
     srv->started_ms = h2t_wall_ms();
     pthread_mutex_init(&srv->mu, NULL);
     pthread_cond_init(&srv->cv, NULL);
@@ -806,6 +813,7 @@ int h2t_srv_create(const h2t_srv_config *cfg, h2t_store *st, h2t_srv **out)
 fail:
     h2t_srv_jobs_stop(srv);
     loop_teardown(srv);
+    h2t_design_cache_destroy(srv->design);
     pthread_mutex_destroy(&srv->mu);
     pthread_cond_destroy(&srv->cv);
     free(srv);
@@ -856,6 +864,7 @@ void h2t_srv_destroy(h2t_srv *srv)
     free(srv->changed);
     free(srv->batch);
     h2t_srv_stats_cache_free(srv);
+    h2t_design_cache_destroy(srv->design);
     pthread_mutex_destroy(&srv->mu);
     pthread_cond_destroy(&srv->cv);
     free(srv);

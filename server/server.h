@@ -89,6 +89,9 @@ typedef struct h2t_srv_config {
     int job_idle;         /* job threads under SCHED_IDLE (default 1): see "Threads" above */
     uint32_t spin_us;     /* the loop polls this long after its last event before it sleeps
                              (default 50; 0 = sleep at once) */
+    uint64_t design_cache_bytes; /* design matrices kept for later jobs when no job uses them
+                                    (solver.h h2t_design_cache; default 1 GiB; 0 = freed when
+                                    the last job using one ends) */
 } h2t_srv_config;
 
 typedef struct h2t_srv h2t_srv;
@@ -111,7 +114,9 @@ int h2t_srv_port(const h2t_srv *srv);
 /* Free everything; NULL is a no-op. Only after h2t_srv_run returned (or was never called). */
 void h2t_srv_destroy(h2t_srv *srv);
 
-/* The default runner: h2t_solver_run with a spec built from the request, result encoded. */
+/* The default runner: h2t_solver_run with a spec built from the request, result encoded.
+ * ud: NULL, or an h2t_design_cache (the server passes its own) to share design matrices
+ * between jobs (h2t_solver_run_cached). */
 int h2t_srv_runner_solver(void *ud, h2t_store *st, const h2t_task *task, const h2t_msg_train *spec,
                           h2t_solver_progress_fn progress, void *pud, const atomic_int *cancel,
                           void **blob, size_t *len);

@@ -256,4 +256,47 @@ int h2t_result_export(const h2t_result *r, const char *dir);
 /* The JSON description (what result.json holds); OWNED: free(). NULL on ENOMEM. */
 char *h2t_result_json(const h2t_result *r);
 
+/* ---- shared design matrices (solver/design_cache.c) ----
+ * Jobs that read the same extraction share one loaded design matrix: a cache of raw
+ * (un-normalised) matrices keyed by everything their numbers depend on (extraction id and
+ * version (samples_done, updated_ms), the task's sample list in order: train, val, test,
+ * and the layers). A job reads the matrix from the store once (the first job; a job asking
+ * for the same key meanwhile waits for that read instead of reading again), then every job
+ * runs through h2t_solver_run_data on it: it copies and normalises the layers it uses into its
+ * own working matrix (the cross-validation rotates rows in place), the same numbers as
+ * h2t_solver_run, so the same result. An entry is immutable once loaded and referenced while a
+ * job copies from it; unreferenced entries are kept, least recently used evicted first, while
+ * the cache holds at most `budget` bytes (0: freed when the last job releases it). A linear
+ * probe is served by an entry that holds its layer among others. All functions are
+ * thread-safe.
+ *
+ *     h2t_design_cache *dc;
+ *     h2t_design_cache_create(1ull << 30, &dc);          // keep up to 1 GiB
+ *     h2t_solver_run_cached(dc, st, task, &spec, NULL, NULL, NULL, &res);   // reads the store
+ *     h2t_solver_run_cached(dc, st, task, &spec2, NULL, NULL, NULL, &res2); // does not
+ *     h2t_design_cache_destroy(dc);
+ */
+typedef struct h2t_design_cache h2t_design_cache;
+
+typedef struct h2t_design_cache_stats {
+    uint64_t loads;   /* matrices read from the store */
+    uint64_t hits;    /* jobs that ran on a matrix already read (or being read) */
+    uint64_t bytes;   /* held now */
+    uint32_t entries; /* held now */
+    uint32_t in_use;  /* entries referenced by a job now */
+} h2t_design_cache_stats;
+
+/* Errors: H2T_ENOMEM. OWNED: h2t_design_cache_destroy (only when no job uses it). */
+int h2t_design_cache_create(uint64_t budget, h2t_design_cache **out);
+void h2t_design_cache_destroy(h2t_design_cache *c); /* NULL is a no-op */
+void h2t_design_cache_stats_get(h2t_design_cache *c, h2t_design_cache_stats *s);
+
+/* As h2t_solver_run, through the cache (c NULL: h2t_solver_run). The result's t_load counts
+ * reading the matrix (or waiting for another job's read) plus the job's own copy. When the
+ * matrix and a working copy would not fit in memory together (spec.mem_limit, else available
+ * memory) the job reads for itself as h2t_solver_run does. Errors as h2t_solver_run. */
+int h2t_solver_run_cached(h2t_design_cache *c, h2t_store *st, const h2t_task *task,
+                          const h2t_train_spec *spec, h2t_solver_progress_fn progress, void *ud,
+                          const atomic_int *cancel, h2t_result **out);
+
 #endif
