@@ -6,8 +6,10 @@
  * a temporary folder, with the model's default layer rule (every selected tensor pooled to
  * --target features and written), and prints images/s of the whole pass and the share of time
  * spent outside the forward pass (read + preprocess, pooling, store), from the pass's own
- * timers (h2t_extract_result t_total, t_forward, t_read, t_pool, t_write). The forward-only
- * peer comparison is bench/extract.c.
+ * timers (h2t_extract_result t_total, t_forward, t_read, t_pool, t_write), then the same split
+ * in process CPU milliseconds per image (cpu_forward, cpu_pool, cpu_read, cpu_write, and the
+ * rest: setup, thread starts), which a busy machine does not skew. The forward-only peer
+ * comparison is bench/extract.c.
  *
  *     build/bench/extract_full [--model mobilenet_v2] [--limit 320] [--batch 32]
  *                              [--threads 2] [--target 512] [--data SPEC]
@@ -87,6 +89,9 @@ int main(int argc, char **argv)
         goto out;
     {
         double outside = res.t_total - res.t_forward;
+        double n = res.computed ? res.computed : 1;
+        double other =
+            res.cpu_total - res.cpu_forward - res.cpu_pool - res.cpu_read - res.cpu_write;
         printf("extract full    %-13s %u samples of %s, batch %d, %d threads, %u layers, "
                "%llu features/sample: %.1f img/s; forward %.1f%%, outside the forward pass "
                "%.1f%% (read+preprocess %.1f%%, pooling %.1f%%, store %.1f%%)\n",
@@ -95,6 +100,14 @@ int main(int argc, char **argv)
                100 * res.t_forward / res.t_total, 100 * outside / res.t_total,
                100 * res.t_read / res.t_total, 100 * res.t_pool / res.t_total,
                100 * res.t_write / res.t_total);
+        /* the CPU split, which a busy machine does not skew */
+        printf("extract full    %-13s CPU ms/image: forward %.2f, outside %.3f (pooling %.3f, "
+               "read+preprocess %.3f, store %.3f, other %.3f); outside the forward pass %.1f%% "
+               "of the CPU\n",
+               model, 1e3 * res.cpu_forward / n, 1e3 * (res.cpu_total - res.cpu_forward) / n,
+               1e3 * res.cpu_pool / n, 1e3 * res.cpu_read / n, 1e3 * res.cpu_write / n,
+               1e3 * other / n,
+               res.cpu_total > 0 ? 100 * (res.cpu_total - res.cpu_forward) / res.cpu_total : 0);
     }
 out:
     if (rc < 0)

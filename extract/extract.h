@@ -243,8 +243,13 @@ typedef struct h2t_extract_result {
      * hash) comes before and is not counted. */
     double t_total, t_setup, t_forward, t_read, t_pool, t_write;
     /* process CPU seconds (all threads) of the whole pass, the forward pass and pooling: the
-     * split that a busy machine does not skew */
+     * split that a busy machine does not skew. Pooling's share of each forward run's CPU time
+     * is its share of the run's wall time (CPU-time clocks are system calls, too dear to read
+     * around each of the 161 callbacks per image); forward = the runs' CPU minus pooling. */
     double cpu_total, cpu_forward, cpu_pool;
+    /* process CPU seconds of read + preprocess and of the store writes (features, statistics,
+     * progress marker) */
+    double cpu_read, cpu_write;
     char config[512];
 } h2t_extract_result;
 

@@ -138,8 +138,9 @@ int h2t_prep_image(const h2t_prep *p, const h2t_image *img, float *out)
     float *src = malloc(sizeof(float) * ipix * planes);
     uint32_t *x0 = malloc(sizeof(uint32_t) * p->w * 2), *y0 = malloc(sizeof(uint32_t) * p->h * 2);
     float *fx = malloc(sizeof(float) * p->w), *fy = malloc(sizeof(float) * p->h);
+    float *hr = malloc(sizeof(float) * img->h * p->w);
     int rc = 0;
-    if (!src || !x0 || !y0 || !fx || !fy) {
+    if (!src || !x0 || !y0 || !fx || !fy || !hr) {
         rc = h2t_err_set(H2T_ENOMEM, "preprocessing");
         goto out;
     }
@@ -161,17 +162,24 @@ int h2t_prep_image(const h2t_prep *p, const h2t_image *img, float *out)
     axis_weights(img->w, p->w, x0, x1, fx);
     axis_weights(img->h, p->h, y0, y1, fy);
     float a = (p->hi - p->lo) / 255.0f, b = p->lo;
+    /* Separable: each source row is interpolated along x once (hr, img->h x p->w), then each
+     * output row mixes two of those rows. The same float expressions as the direct
+     * four-pixel form (top/bot, then (top + (bot - top) * wy) * a + b), so bitwise the same
+     * values, with contiguous vectorisable loops instead of four gathers per pixel. */
     for (uint32_t c = 0; c < planes; c++) {
         const float *s = src + c * ipix;
         float *o = out + c * plane;
+        for (uint32_t y = 0; y < img->h; y++) {
+            const float *r = s + (size_t)y * img->w;
+            float *h = hr + (size_t)y * p->w;
+            for (uint32_t x = 0; x < p->w; x++)
+                h[x] = r[x0[x]] + (r[x1[x]] - r[x0[x]]) * fx[x];
+        }
         for (uint32_t y = 0; y < p->h; y++) {
-            const float *r0 = s + (size_t)y0[y] * img->w, *r1 = s + (size_t)y1[y] * img->w;
-            float wy = fy[y];
-            for (uint32_t x = 0; x < p->w; x++) {
-                float top = r0[x0[x]] + (r0[x1[x]] - r0[x0[x]]) * fx[x];
-                float bot = r1[x0[x]] + (r1[x1[x]] - r1[x0[x]]) * fx[x];
-                o[(size_t)y * p->w + x] = (top + (bot - top) * wy) * a + b;
-            }
+            const float *top = hr + (size_t)y0[y] * p->w, *bot = hr + (size_t)y1[y] * p->w;
+            float wy = fy[y], *oy = o + (size_t)y * p->w;
+            for (uint32_t x = 0; x < p->w; x++)
+                oy[x] = (top[x] + (bot[x] - top[x]) * wy) * a + b;
         }
     }
     if (planes == 1)
@@ -183,6 +191,7 @@ out:
     free(y0);
     free(fx);
     free(fy);
+    free(hr);
     return rc;
 }
 
