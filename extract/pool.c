@@ -100,6 +100,10 @@ typedef float v8f __attribute__((vector_size(32)));
 typedef float v8fu __attribute__((vector_size(32), aligned(4)));
 #define LD8(p) (*(const v8fu *)(const void *)(p))
 #define ST8(p, v) (*(v8fu *)(void *)(p) = (v))
+typedef float v4f __attribute__((vector_size(16)));
+typedef float v4fu __attribute__((vector_size(16), aligned(4)));
+#define LD4(p) (*(const v4fu *)(const void *)(p))
+#define ST4(p, v) (*(v4fu *)(void *)(p) = (v))
 
 /* Sum of n contiguous floats in the block order above. Lanes 0-7 are a, 8-15 are b. */
 POOL_INLINE double k_sum_block8(const float *q, size_t n)
@@ -118,55 +122,9 @@ POOL_INLINE double k_sum_block8(const float *q, size_t n)
     return t;
 }
 
-/* col[x] = r[x] + r[w + x] + ... + r[(ph - 1) w + x] for x < span, each column top to bottom in
- * float. Four vectors (32 columns) stay in registers over all ph rows, so each row segment is
- * read once and col written once. */
-POOL_INLINE void k_col_sums8(const float *r, size_t w, uint32_t ph, uint32_t span, float *col)
-{
-    uint32_t x = 0;
-    for (; x + 32 <= span; x += 32) {
-        const float *q = r + x;
-        v8f c0 = LD8(q), c1 = LD8(q + 8), c2 = LD8(q + 16), c3 = LD8(q + 24);
-        for (uint32_t y = 1; y < ph; y++) {
-            q += w;
-            c0 += LD8(q);
-            c1 += LD8(q + 8);
-            c2 += LD8(q + 16);
-            c3 += LD8(q + 24);
-        }
-        ST8(col + x, c0);
-        ST8(col + x + 8, c1);
-        ST8(col + x + 16, c2);
-        ST8(col + x + 24, c3);
-    }
-    for (; x + 8 <= span; x += 8) {
-        const float *q = r + x;
-        v8f c0 = LD8(q);
-        for (uint32_t y = 1; y < ph; y++) {
-            q += w;
-            c0 += LD8(q);
-        }
-        ST8(col + x, c0);
-    }
-    for (; x < span; x++) {
-        const float *q = r + x;
-        float c0 = *q;
-        for (uint32_t y = 1; y < ph; y++) {
-            q += w;
-            c0 += *q;
-        }
-        col[x] = c0;
-    }
-}
-
 /* The same two kernels on 4-float vectors for the x86-64 baseline (GCC spills 8-float vectors
  * to the stack where the target has no 8-float registers): lanes 0-3 in a0, 4-7 in a1, 8-11 in
- * b0, 12-15 in b1; columns x..x+7 in c0, c1. Same lanes, same order, same results. */
-typedef float v4f __attribute__((vector_size(16)));
-typedef float v4fu __attribute__((vector_size(16), aligned(4)));
-#define LD4(p) (*(const v4fu *)(const void *)(p))
-#define ST4(p, v) (*(v4fu *)(void *)(p) = (v))
-
+ * b0, 12-15 in b1; columns x..x+15 in c0..c3. Same lanes, same order, same results. */
 POOL_INLINE double k_sum_block4(const float *q, size_t n)
 {
     v4f a0 = {0, 0, 0, 0}, a1 = a0, b0 = a0, b1 = a0;
@@ -202,6 +160,67 @@ POOL_INLINE void k_col_sums4(const float *r, size_t w, uint32_t ph, uint32_t spa
         ST4(col + x + 4, c1);
         ST4(col + x + 8, c2);
         ST4(col + x + 12, c3);
+    }
+    for (; x + 4 <= span; x += 4) {
+        const float *q = r + x;
+        v4f c0 = LD4(q);
+        for (uint32_t y = 1; y < ph; y++) {
+            q += w;
+            c0 += LD4(q);
+        }
+        ST4(col + x, c0);
+    }
+    for (; x < span; x++) {
+        const float *q = r + x;
+        float c0 = *q;
+        for (uint32_t y = 1; y < ph; y++) {
+            q += w;
+            c0 += *q;
+        }
+        col[x] = c0;
+    }
+}
+
+/* col[x] = r[x] + r[w + x] + ... + r[(ph - 1) w + x] for x < span, each column top to bottom in
+ * float. Four vectors (32 columns) stay in registers over all ph rows, so each row segment is
+ * read once and col written once; then 16, 8 and 4 columns, then single ones. */
+POOL_INLINE void k_col_sums8(const float *r, size_t w, uint32_t ph, uint32_t span, float *col)
+{
+    uint32_t x = 0;
+    for (; x + 32 <= span; x += 32) {
+        const float *q = r + x;
+        v8f c0 = LD8(q), c1 = LD8(q + 8), c2 = LD8(q + 16), c3 = LD8(q + 24);
+        for (uint32_t y = 1; y < ph; y++) {
+            q += w;
+            c0 += LD8(q);
+            c1 += LD8(q + 8);
+            c2 += LD8(q + 16);
+            c3 += LD8(q + 24);
+        }
+        ST8(col + x, c0);
+        ST8(col + x + 8, c1);
+        ST8(col + x + 16, c2);
+        ST8(col + x + 24, c3);
+    }
+    for (; x + 16 <= span; x += 16) {
+        const float *q = r + x;
+        v8f c0 = LD8(q), c1 = LD8(q + 8);
+        for (uint32_t y = 1; y < ph; y++) {
+            q += w;
+            c0 += LD8(q);
+            c1 += LD8(q + 8);
+        }
+        ST8(col + x, c0);
+        ST8(col + x + 8, c1);
+    }
+    for (; x + 8 <= span; x += 8) {
+        const float *q = r + x;
+        v8f c0 = LD8(q);
+        for (uint32_t y = 1; y < ph; y++) {
+            q += w;
+            c0 += LD8(q);
+        }
+        ST8(col + x, c0);
     }
     for (; x + 4 <= span; x += 4) {
         const float *q = r + x;
@@ -269,6 +288,101 @@ POOL_INLINE void k_win_sums(const float *col, uint32_t pw, uint32_t nj, double i
 
 /* Means of the ph x pw windows of one H x W plane (row stride w), in the orders above. Window
  * (i, j) goes to out[(i * ow + j) * ostride]. */
+/* The block sums of several planes at once (planes q, q + stride, ...: same n): each plane
+ * keeps its own 16 lanes and its own order, so each result is k_sum_block's, but the planes'
+ * chains are independent and overlap (one plane's 16 lanes are only two 8-float or four
+ * 4-float dependency chains, which leaves the adder waiting on its latency). AVX: 4 planes
+ * (8 accumulators); baseline: 2 planes (8 accumulators). */
+#define FIN8(t, a, b)                                                                              \
+    do {                                                                                           \
+        for (int k_ = 0; k_ < 4; k_++)                                                             \
+            t += (double)a[k_] + (double)a[4 + k_] + (double)b[k_] + (double)b[4 + k_];            \
+    } while (0)
+#define FIN4(t, a0, a1, b0, b1)                                                                    \
+    do {                                                                                           \
+        for (int k_ = 0; k_ < 4; k_++)                                                             \
+            t += (double)a0[k_] + (double)a1[k_] + (double)b0[k_] + (double)b1[k_];                \
+    } while (0)
+
+POOL_INLINE void k_sum_blocks8x4(const float *q, size_t stride, size_t n, double *t)
+{
+    v8f z = {0, 0, 0, 0, 0, 0, 0, 0};
+    v8f a0 = z, b0 = z, a1 = z, b1 = z, a2 = z, b2 = z, a3 = z, b3 = z;
+    const float *q0 = q, *q1 = q + stride, *q2 = q + 2 * stride, *q3 = q + 3 * stride;
+    size_t x = 0;
+    for (; x + 16 <= n; x += 16) {
+        a0 += LD8(q0 + x);
+        b0 += LD8(q0 + x + 8);
+        a1 += LD8(q1 + x);
+        b1 += LD8(q1 + x + 8);
+        a2 += LD8(q2 + x);
+        b2 += LD8(q2 + x + 8);
+        a3 += LD8(q3 + x);
+        b3 += LD8(q3 + x + 8);
+    }
+    double t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+    FIN8(t0, a0, b0);
+    FIN8(t1, a1, b1);
+    FIN8(t2, a2, b2);
+    FIN8(t3, a3, b3);
+    for (size_t y = x; y < n; y++) {
+        t0 += q0[y];
+        t1 += q1[y];
+        t2 += q2[y];
+        t3 += q3[y];
+    }
+    t[0] = t0;
+    t[1] = t1;
+    t[2] = t2;
+    t[3] = t3;
+}
+
+POOL_INLINE void k_sum_blocks4x2(const float *q, size_t stride, size_t n, double *t)
+{
+    v4f z = {0, 0, 0, 0};
+    v4f a0 = z, a1 = z, b0 = z, b1 = z, c0 = z, c1 = z, d0 = z, d1 = z;
+    const float *p = q, *r = q + stride;
+    size_t x = 0;
+    for (; x + 16 <= n; x += 16) {
+        a0 += LD4(p + x);
+        a1 += LD4(p + x + 4);
+        b0 += LD4(p + x + 8);
+        b1 += LD4(p + x + 12);
+        c0 += LD4(r + x);
+        c1 += LD4(r + x + 4);
+        d0 += LD4(r + x + 8);
+        d1 += LD4(r + x + 12);
+    }
+    double t0 = 0, t1 = 0;
+    FIN4(t0, a0, a1, b0, b1);
+    FIN4(t1, c0, c1, d0, d1);
+    for (size_t y = x; y < n; y++) {
+        t0 += p[y];
+        t1 += r[y];
+    }
+    t[0] = t0;
+    t[1] = t1;
+}
+
+/* Channels [c0, c1) whose every output is the block sum of the first n floats of its plane
+ * (GAP, and grids of one window of whole rows), scaled by inv, into out[c]. */
+POOL_INLINE void k_block_channels(const float *x, size_t hw, size_t n, double inv, uint32_t c0,
+                                  uint32_t c1, float *out, int wide)
+{
+    uint32_t g = wide ? 4 : 2, c = c0;
+    double t[4];
+    for (; c + g <= c1; c += g) {
+        if (wide)
+            k_sum_blocks8x4(x + c * hw, hw, n, t);
+        else
+            k_sum_blocks4x2(x + c * hw, hw, n, t);
+        for (uint32_t k = 0; k < g; k++)
+            out[c + k] = (float)(t[k] * inv);
+    }
+    for (; c < c1; c++)
+        out[c] = (float)(k_sum_block(x + c * hw, n, wide) * inv);
+}
+
 POOL_INLINE void k_pool_plane(const float *s, uint32_t w, uint32_t ph, uint32_t pw, uint32_t oh,
                               uint32_t ow, float *out, size_t ostride, int wide)
 {
@@ -307,6 +421,13 @@ POOL_INLINE void k_pool_channels(const h2t_pool_plan *p, const float *x, uint32_
                                  float *out, int wide)
 {
     size_t hw = (size_t)p->h * p->w;
+    uint32_t ph = p->kind == H2T_POOL_GAP ? p->h : p->ph;
+    uint32_t pw = p->kind == H2T_POOL_GAP ? p->w : p->pw;
+    if (pw <= POOL_COLS && pw == p->w && (p->kind == H2T_POOL_GAP || p->oh == 1)) {
+        /* one window of whole rows per channel: k_pool_plane's block path, planes together */
+        k_block_channels(x, hw, (size_t)ph * p->w, 1.0 / ((double)ph * pw), c0, c1, out, wide);
+        return;
+    }
     if (p->kind == H2T_POOL_GAP) {
         for (uint32_t c = c0; c < c1; c++)
             k_pool_plane(x + c * hw, p->w, p->h, p->w, 1, 1, out + c, p->c, wide);
