@@ -11,11 +11,19 @@
  * threads during the load window (event loop, job worker, the rest) and the load
  * generator's own, so one sees where the 2 cores went.
  *
+ * Before the load, the start of two train jobs on the same task through this server: the
+ * time from submit until a job reaches its first cross-validation stage (its design matrix
+ * read from the store, or shared: solver.h h2t_design_cache), each cancelled there.
+ *
  * Usage: build/bench/server [SECONDS] [--runs R] [--depth D] [--threads T]
+ *                           [--store DIR --task NAME] [--start-only]
  *   SECONDS   load window per run (default 5)
  *   --runs    runs (each a fresh load process; the median is printed), default 3
  *   --depth   requests in flight per connection (default 1: request, wait, next)
  *   --threads the train job's BLAS threads (default 0: the server's choice)
+ *   --store   measure the job start on an existing store's task instead of the synthetic
+ *             store (the server writes its jobs there: use a copy); implies --start-only
+ *   --start-only  only the job start, no load runs
  */
 #include "server/server.h"
 #include "client/client.h"
@@ -488,6 +496,7 @@ static uint64_t start_job(h2t_client *c, uint32_t threads)
     q.u.train.task = "t";
     q.u.train.method = H2T_PROTO_METHOD_HEAD2TOE;
     q.u.train.threads = threads;
+    q.u.train.retrain = 1; /* a new job even when an earlier run's finished */
     int rc = h2t_client_call(c, &q, H2T_MSG_JOB, &rep);
     if (rc < 0)
         die("train", rc);
@@ -506,6 +515,68 @@ static void cancel_job(h2t_client *c, uint64_t job)
     q.u.job_ref.job = job;
     if (h2t_client_call(c, &q, H2T_MSG_JOB, &rep) == 0)
         h2t_msg_free(&rep);
+}
+
+/* Seconds from submitting a head2toe job (seed) on task until its first cross-validation
+ * stage, polled every millisecond; the job is then cancelled and waited for. */
+static double job_start_s(h2t_client *c, const char *task, uint64_t seed)
+{
+    h2t_msg q = {.type = H2T_MSG_TRAIN}, rep;
+    q.u.train.task = task;
+    q.u.train.method = H2T_PROTO_METHOD_HEAD2TOE;
+    q.u.train.seed = seed;
+    q.u.train.retrain = 1;
+    double t0 = h2t_now_s(), t = -1;
+    int rc = h2t_client_call(c, &q, H2T_MSG_JOB, &rep);
+    if (rc < 0)
+        die("train", rc);
+    uint64_t job = rep.u.job.id;
+    h2t_msg_free(&rep);
+    for (;;) {
+        h2t_msg g = {.type = H2T_MSG_GET_JOB};
+        g.u.job_ref.job = job;
+        if ((rc = h2t_client_call(c, &g, H2T_MSG_JOB, &rep)) < 0)
+            die("get job", rc);
+        int st = rep.u.job.state;
+        int cv = rep.u.job.stage && !strncmp(rep.u.job.stage, "cv", 2);
+        if (st > H2T_JOB_RUNNING) {
+            fprintf(stderr, "bench/server: job %llu ended before its cross-validation: %s\n",
+                    (unsigned long long)job, rep.u.job.error ? rep.u.job.error : "");
+            exit(1);
+        }
+        h2t_msg_free(&rep);
+        if (cv) {
+            t = h2t_now_s() - t0;
+            break;
+        }
+        usleep(1000);
+    }
+    cancel_job(c, job);
+    int st;
+    double progress;
+    while ((st = job_state(c, job, &progress)) <= H2T_JOB_RUNNING)
+        usleep(2000);
+    return t;
+}
+
+static void measure_job_start(h2t_client *c, const char *task)
+{
+    h2t_msg hq = {.type = H2T_MSG_HEALTH_REQ}, h0, h1;
+    int rc = h2t_client_call(c, &hq, H2T_MSG_HEALTH, &h0);
+    if (rc < 0)
+        die("health", rc);
+    double a = job_start_s(c, task, 101);
+    double b = job_start_s(c, task, 102);
+    if ((rc = h2t_client_call(c, &hq, H2T_MSG_HEALTH, &h1)) < 0)
+        die("health", rc);
+    printf("job start (submit -> first cross-validation stage) on task %s: first job %.3f s, "
+           "second job %.3f s (%.1fx); design matrices read %llu, shared %llu, held %.1f MB\n",
+           task, a, b, b > 0 ? a / b : 0,
+           (unsigned long long)(h1.u.health.design_loads - h0.u.health.design_loads),
+           (unsigned long long)(h1.u.health.design_hits - h0.u.health.design_hits),
+           h1.u.health.design_bytes / 1e6);
+    h2t_msg_free(&h0);
+    h2t_msg_free(&h1);
 }
 
 typedef struct run_result {
@@ -602,10 +673,17 @@ int main(int argc, char **argv)
     if (argc == 5 && !strcmp(argv[1], "--load"))
         return load_main(atoi(argv[2]), atof(argv[3]), atoi(argv[4]));
     double secs = 5;
-    int runs = 3, depth = 1;
+    int runs = 3, depth = 1, start_only = 0;
     uint32_t threads = 0;
+    const char *store_dir = NULL, *task = "t";
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--runs") && i + 1 < argc)
+        if (!strcmp(argv[i], "--store") && i + 1 < argc)
+            store_dir = argv[++i];
+        else if (!strcmp(argv[i], "--task") && i + 1 < argc)
+            task = argv[++i];
+        else if (!strcmp(argv[i], "--start-only"))
+            start_only = 1;
+        else if (!strcmp(argv[i], "--runs") && i + 1 < argc)
             runs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--depth") && i + 1 < argc)
             depth = atoi(argv[++i]);
@@ -614,7 +692,10 @@ int main(int argc, char **argv)
         else if (argv[i][0] != '-')
             secs = atof(argv[i]);
         else {
-            fprintf(stderr, "usage: %s [SECONDS] [--runs R] [--depth D] [--threads T]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [SECONDS] [--runs R] [--depth D] [--threads T] [--store DIR "
+                    "--task NAME] [--start-only]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -635,7 +716,16 @@ int main(int argc, char **argv)
     char dir[] = "/tmp/h2t-bench-server-XXXXXX";
     if (!mkdtemp(dir))
         return 1;
-    h2t_store *st = make_store(dir, 4000);
+    if (store_dir)
+        start_only = 1;
+    h2t_store *st = NULL;
+    if (store_dir) {
+        int orc = h2t_store_open(store_dir, 0, &st);
+        if (orc < 0)
+            die("store", orc);
+    } else {
+        st = make_store(dir, 4000);
+    }
     h2t_srv_config cfg;
     h2t_srv_config_default(&cfg);
     cfg.listen = "127.0.0.1:0";
@@ -653,18 +743,24 @@ int main(int argc, char **argv)
     h2t_client *c;
     if ((rc = h2t_client_connect(addr, NULL, 60000, &c)) < 0)
         die("connect", rc);
-    h2t_msg q = {.type = H2T_MSG_CREATE_TASK}, rep;
-    q.u.create_task.name = "t";
-    q.u.create_task.extraction = "ext";
-    if ((rc = h2t_client_call(c, &q, H2T_MSG_TASK, &rep)) < 0)
-        die("task", rc);
-    h2t_msg_free(&rep);
+    if (!store_dir) {
+        h2t_msg q = {.type = H2T_MSG_CREATE_TASK}, rep;
+        q.u.create_task.name = "t";
+        q.u.create_task.extraction = "ext";
+        if ((rc = h2t_client_call(c, &q, H2T_MSG_TASK, &rep)) < 0)
+            die("task", rc);
+        h2t_msg_free(&rep);
+    }
+    measure_job_start(c, task);
+    if (start_only)
+        runs = 0;
 
-    printf("server load: server process (store, h2t_srv, head2toe job: 3000 train x 1536 "
-           "features, BLAS threads %s) + load process (%d connections x depth %d, stats(l1, "
-           "512 features) / health alternating), %g s x %d runs, %ld CPUs online\n",
-           threads ? "from the request" : "server's choice", N_CONNS, depth, secs, runs,
-           sysconf(_SC_NPROCESSORS_ONLN));
+    if (runs)
+        printf("server load: server process (store, h2t_srv, head2toe job: 3000 train x 1536 "
+               "features, BLAS threads %s) + load process (%d connections x depth %d, stats(l1, "
+               "512 features) / health alternating), %g s x %d runs, %ld CPUs online\n",
+               threads ? "from the request" : "server's choice", N_CONNS, depth, secs, runs,
+               sysconf(_SC_NPROCESSORS_ONLN));
     if (threads)
         printf("  (request asks for %u BLAS thread(s))\n", threads);
     double rps[MAX_RUNS], p50[MAX_RUNS], p99[MAX_RUNS], hp99[MAX_RUNS], us[MAX_RUNS], gus[MAX_RUNS];
@@ -712,7 +808,7 @@ int main(int argc, char **argv)
     while (!atomic_load(&loop_done) && h2t_now_ns() - t_cancel < 30000000000ull)
         usleep(10000);
     char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    snprintf(cmd, sizeof(cmd), store_dir ? "rmdir %s" : "rm -rf %s", dir);
     if (!atomic_load(&loop_done)) {
         /* bounded: do not wait for a solve that ignores its cancel flag */
         printf("  note: the train job did not stop within 30 s of its cancel; exiting\n");

@@ -1,10 +1,10 @@
 /*
  * solver/design_cache.c - assembled design matrices shared by the jobs that read them
- * (solver.h, "Shared design matrices"). An entry is the raw (not normalised) matrix of one
- * extraction over one sample list (train + val, then test) and a set of layers, read from the
- * store exactly as h2t_solver_run reads it; a job runs on it through h2t_solver_run_data,
- * which copies and normalises the layers it uses: the same numbers as h2t_solver_run, so the
- * same result. Entries are immutable once loaded; a job holds a reference while it copies.
+ * (solver.h, "Shared design matrices"). An entry is the matrix of one extraction over one
+ * sample list (train + val, then test) and a set of layers, read from the store, checked and
+ * normalised exactly as h2t_solver_run does it; a job runs on it through
+ * h2t_solver_run_normalised, which copies the layers it uses: the numbers of h2t_solver_run,
+ * so its result. Entries are immutable once loaded; a job holds a reference while it copies.
  */
 #include <math.h>
 #include <pthread.h>
@@ -32,7 +32,7 @@ typedef struct dc_entry {
     char **names;
     /* the matrix */
     uint32_t D;
-    float *X; /* (n_tr + n_te) x D raw features, h2t_aalloc; immutable once READY */
+    float *X; /* (n_tr + n_te) x D, normalised per layer, h2t_aalloc; immutable once READY */
     uint64_t bytes;
     int state, refs;
     uint64_t last_used;
@@ -182,7 +182,8 @@ static uint64_t mem_available(void)
 static int entry_load(dc_entry *e, h2t_store *st, const atomic_int *cancel)
 {
     uint32_t N = e->n_tr + e->n_te, off = 0;
-    e->X = h2t_aalloc((size_t)N * e->D, sizeof(float));
+    /* not zeroed: the layer reads write every element (h2t_afree is free()) */
+    e->X = aligned_alloc(64, ((size_t)N * e->D * sizeof(float) + 63) & ~(size_t)63);
     if (!e->X)
         return h2t_err_set(H2T_ENOMEM, "design matrix %u x %u (%llu bytes)", N, e->D,
                            (unsigned long long)N * e->D * 4);
@@ -200,6 +201,19 @@ static int entry_load(dc_entry *e, h2t_store *st, const atomic_int *cancel)
                                        "%s in layer %u (%s) feature %u of %s sample %u",
                                        isnan(x[k]) ? "NaN" : "infinity", e->lids[l], e->names[l], k,
                                        i < e->n_tr ? "train" : "test", e->samples[i]);
+        }
+        /* normalised here once, exactly as h2t_solver_run does it (per row and layer block,
+         * double accumulation): jobs copy the blocks and do not normalise again */
+        for (uint32_t i = 0; i < N; i++) {
+            float *x = e->X + (size_t)i * e->D + off;
+            double s = 0;
+            for (uint32_t k = 0; k < e->dims[l]; k++)
+                s += (double)x[k] * x[k];
+            if (s > 0) {
+                double inv = 1.0 / sqrt(s);
+                for (uint32_t k = 0; k < e->dims[l]; k++)
+                    x[k] = (float)(x[k] * inv);
+            }
         }
         off += e->dims[l];
     }
@@ -429,7 +443,7 @@ int h2t_solver_run_cached(h2t_design_cache *c, h2t_store *st, const h2t_task *ta
                      .layer_ids = e->lids,
                      .layer_names = (const char *const *)e->names};
     double t1 = h2t_now_s();
-    rc = h2t_solver_run_data(&d, &s, progress, ud, cancel, out);
+    rc = h2t_solver_run_normalised(&d, &s, progress, ud, cancel, out);
     if (rc == 0) { /* the job's load time includes reading (or waiting for) the matrix */
         (*out)->t_load += t1 - t0;
         (*out)->t_total += t1 - t0;

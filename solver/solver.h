@@ -210,6 +210,14 @@ int h2t_solver_run_data(const h2t_dataset *d, const h2t_train_spec *spec,
                         h2t_solver_progress_fn progress, void *ud, const atomic_int *cancel,
                         h2t_result **out);
 
+/* As h2t_solver_run_data on rows that are already finite and L2-normalised per layer the way
+ * the solver normalises them (solver/design_cache.c keeps such matrices): the chosen layers
+ * are copied as they are, so the result equals h2t_solver_run's on the same samples. Errors
+ * as h2t_solver_run_data. */
+int h2t_solver_run_normalised(const h2t_dataset *d, const h2t_train_spec *spec,
+                              h2t_solver_progress_fn progress, void *ud, const atomic_int *cancel,
+                              h2t_result **out);
+
 /* Predict classes for raw samples with a head: x is n x D over the layers of the result
  * (layer_dims order, the same concatenation the head was trained on). pred OWNED by caller,
  * n entries. Errors: H2T_EINVAL. */
@@ -257,17 +265,17 @@ int h2t_result_export(const h2t_result *r, const char *dir);
 char *h2t_result_json(const h2t_result *r);
 
 /* ---- shared design matrices (solver/design_cache.c) ----
- * Jobs that read the same extraction share one loaded design matrix: a cache of raw
- * (un-normalised) matrices keyed by everything their numbers depend on (extraction id and
+ * Jobs that read the same extraction share one loaded design matrix: a cache of assembled,
+ * checked and normalised matrices keyed by everything their numbers depend on (extraction id and
  * version (samples_done, updated_ms), the task's sample list in order: train, val, test,
  * and the layers). A job reads the matrix from the store once (the first job; a job asking
  * for the same key meanwhile waits for that read instead of reading again), then every job
- * runs through h2t_solver_run_data on it: it copies and normalises the layers it uses into its
- * own working matrix (the cross-validation rotates rows in place), the same numbers as
- * h2t_solver_run, so the same result. An entry is immutable once loaded and referenced while a
- * job copies from it; unreferenced entries are kept, least recently used evicted first, while
- * the cache holds at most `budget` bytes (0: freed when the last job releases it). A linear
- * probe is served by an entry that holds its layer among others. All functions are
+ * runs through h2t_solver_run_normalised on it: it copies the layers it uses into its own
+ * working matrix (the cross-validation rotates rows in place: a copy per job is the price),
+ * the same numbers as h2t_solver_run, so the same result. An entry is immutable once loaded and
+ * referenced while a job copies from it; unreferenced entries are kept, least recently used evicted
+ * first, while the cache holds at most `budget` bytes (0: freed when the last job releases it). A
+ * linear probe is served by an entry that holds its layer among others. All functions are
  * thread-safe.
  *
  *     h2t_design_cache *dc;
