@@ -203,14 +203,30 @@ TEST(extract_pool_isa_best_and_ranges_errors)
 }
 
 /* Three values whose sum depends on the order of additions even in double (2^60, -2^60, 1:
- * 1 survives only when the two large ones cancel first), placed at random in a zero plane,
- * so that each lane, each row of a column sum and each step of the double sums is probed. */
+ * 1 survives only when the two large ones cancel first), placed at random in one zero
+ * plane, so that each lane, each row of a column sum and each step of the double sums is
+ * probed. */
 TEST(extract_pool_isa_order_probe)
 {
     static const uint32_t shapes[][4] = {
-        {1, 4, 4, 1},  {1, 7, 7, 1},  {1, 9, 9, 1},   {2, 5, 13, 2},
-        {1, 8, 8, 4},  {1, 6, 40, 4}, {1, 12, 66, 4}, {1, 3, 100, 1},
-        {1, 9, 33, 9}, {1, 4, 70, 2}, {1, 16, 16, 1}, {1, 20, 34, 4},
+        {1, 4, 4, 1},
+        {1, 7, 7, 1},
+        {1, 9, 9, 1},
+        {2, 5, 13, 2},
+        {1, 8, 8, 4},
+        {1, 6, 40, 4},
+        {1, 12, 66, 4},
+        {1, 3, 100, 1},
+        {1, 9, 33, 9},
+        {1, 4, 70, 2},
+        {1, 16, 16, 1},
+        {1, 20, 34, 4},
+        /* several planes: the kernels that sum 2 or 4 planes at once */
+        {5, 4, 4, 1},
+        {6, 7, 7, 2},
+        {9, 9, 9, 3},
+        {4, 16, 16, 1},
+        {7, 5, 13, 7},
     };
     uint64_t s = 99;
     int bad = 0;
@@ -219,7 +235,10 @@ TEST(extract_pool_isa_order_probe)
         float *x = calloc(n, sizeof(float));
         ASSERT(x);
         for (int trial = 0; trial < 300; trial++) {
-            size_t a = rng_next(&s) % n, b = rng_next(&s) % n, c = rng_next(&s) % n;
+            size_t hw = (size_t)shapes[i][1] * shapes[i][2];
+            size_t base = (size_t)(rng_next(&s) % shapes[i][0]) * hw; /* all in one plane */
+            size_t a = base + rng_next(&s) % hw, b = base + rng_next(&s) % hw;
+            size_t c = base + rng_next(&s) % hw;
             if (a == b || b == c || a == c)
                 continue;
             x[a] = 1152921504606846976.0f;
