@@ -1,9 +1,26 @@
 /*
  * extract/exec.c - the public model/executor API of model.h: load (parse + check + a first
- * shape inference), the arena plan (one buffer, dead tensors' space reused, views such as
- * Reshape/Flatten aliasing their input), and the run loop calling the ops*.c kernels.
+ * shape inference), the fusion and arena plan, and the run loop calling the ops*.c kernels.
+ *
+ * Plan: chains of adjacent nodes [Pad ->] Conv [-> BatchNormalization] [-> Add] [-> Relu |
+ * Clip] run as one step (onnx_fuse, ops_conv.c); a chain's intermediate tensor that nobody
+ * outside the chain needs (not observed, not a graph output, one reader) is never
+ * materialised, and when the Conv and BN outputs are both elided the BN is folded into the
+ * conv weights. The fusion is decided from the observed set: h2t_exec_observe marks the plan
+ * stale and the next run replans. One arena holds every materialised tensor, dead buffers
+ * reused, views (Reshape/Flatten/...) aliasing their input.
+ *
+ * Threads: with T = OpenBLAS's thread count > 1 and a batch of n >= 2 samples, the batch is
+ * split into T slices of samples run by a persistent pool (the caller's thread is slice 0),
+ * OpenBLAS on one thread inside, one barrier after each step (plus one after each step whose
+ * tensors are observed: the callbacks run on the caller's thread with the whole batch). A
+ * sample's result does not depend on T or on the slices. Graphs that mix samples (a Reshape
+ * folding the batch, Softmax over axis 0, ...) run unsplit with OpenBLAS on T threads.
  */
 #include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,11 +28,37 @@
 
 #include "common/err.h"
 #include "common/util.h"
+#include "extract/kern.h"
 #include "extract/model.h"
 #include "extract/onnx_graph.h"
 
 #define MAX_MODEL_BYTES ((size_t)2 << 30)
 #define ALIGN_FLOATS 16
+#define MAX_SPLIT 16
+#define BAR_SPIN 4000
+
+/* A barrier that also ORs a flag over the threads (so that all see the same abort). */
+typedef struct xbar {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int n, count, acc, res;
+    unsigned gen;
+    atomic_uint agen;
+} xbar;
+
+/* One slice of the batch: its own shapes (n samples from lo) and scratch. */
+typedef struct slice {
+    onnx_vstate *vs;
+    onnx_nstate *ns;
+    float *scratch;
+    size_t scratch_n;
+    int lo, n;
+    int inferred_n; /* the batch its shapes are inferred for, -1 none */
+    int rc;
+    char err[512];
+    struct h2t_exec *owner; /* for the pool thread of this slice */
+    int idx;
+} slice;
 
 struct h2t_exec {
     const h2t_model *m;
@@ -32,6 +75,27 @@ struct h2t_exec {
     size_t scratch_n;
     unsigned char *observed; /* per info index */
     int fixed_shapes;        /* run_once executor: inputs given explicitly */
+    int stale;               /* the observed set changed: replan before the next run */
+    int *uses;               /* value -> readers (node inputs + graph outputs) */
+    int n_fz;
+    onnx_fuse *fz; /* chains */
+    int *chain_of; /* node -> chain index, -1 */
+    /* the split pool */
+    int n_slices; /* slices of the current run (1: unsplit) */
+    slice sl[MAX_SPLIT];
+    pthread_t th[MAX_SPLIT];
+    int n_th; /* pool threads started (slices 1..n_th) */
+    pthread_mutex_t pmu;
+    pthread_cond_t pcv;
+    unsigned job_gen;
+    int quit, pool_init;
+    xbar bar;
+    h2t_tensor_cb job_cb;
+    void *job_ctx;
+    int job_samples;        /* 1: nothing observed, slices run sample by sample */
+    const float *job_input; /* the caller's input (sample mode reads it, not the arena copy,
+                             * whose space the outputs may reuse) */
+    struct h2t_exec *sub[MAX_SPLIT]; /* per slice: a batch-1 executor (sample mode) */
 };
 
 /* ------------------------------------------------------------------ model */
@@ -268,6 +332,230 @@ int h2t_model_opset(const h2t_model *m)
     return m->opset;
 }
 
+/* ------------------------------------------------------------------ fusion plan */
+
+static int value_observed(const h2t_exec *x, int v)
+{
+    int t = x->m->value_info[v];
+    return t >= 0 && x->observed[t];
+}
+
+/* Whether a chain stage's output must be materialised. */
+static int value_needed(const h2t_exec *x, int v)
+{
+    return x->uses[v] != 1 || value_observed(x, v);
+}
+
+static int is_const_f32(const h2t_model *m, int v)
+{
+    return v >= 0 && m->values[v].kind == ONNX_VAL_CONST && m->values[v].dtype == ONNX_DT_F32;
+}
+
+static int same_shape(const onnx_vstate *a, const onnx_vstate *b)
+{
+    if (a->rank != b->rank)
+        return 0;
+    for (int i = 0; i < a->rank; i++)
+        if (a->dim[i] != b->dim[i])
+            return 0;
+    return 1;
+}
+
+static void fz_clear(h2t_exec *x)
+{
+    for (int c = 0; c < x->n_fz; c++) {
+        free(x->fz[c].fw);
+        free(x->fz[c].fb);
+        free(x->fz[c].bn_a);
+        free(x->fz[c].bn_b);
+    }
+    free(x->fz);
+    x->fz = NULL;
+    x->n_fz = 0;
+    if (x->chain_of)
+        for (int i = 0; i < x->m->n_nodes; i++)
+            x->chain_of[i] = -1;
+}
+
+/* A Pad before node conv that can become conv padding: constant 0, spatial only. */
+static int pad_foldable(const h2t_exec *x, int p, int conv)
+{
+    const h2t_model *m = x->m;
+    if (p < 0)
+        return 0;
+    const onnx_node *pd = &m->nodes[p];
+    if (pd->kind != OP_PAD || pd->out[0] != m->nodes[conv].in[0] || pd->p.mode != 0 ||
+        value_needed(x, pd->out[0]) || x->vs[pd->in[0]].rank != 4)
+        return 0;
+    float val = pd->p.value;
+    if (m->opset >= 11) {
+        if (pd->n_in > 2 && pd->in[2] >= 0) {
+            if (!is_const_f32(m, pd->in[2]) || m->values[pd->in[2]].count != 1)
+                return 0;
+            val = ((const float *)m->values[pd->in[2]].cdata)[0];
+        } else {
+            val = 0.f;
+        }
+    }
+    const onnx_nstate *ns = &x->ns[p];
+    if (val != 0.f || ns->a[0] || ns->a[1] || ns->b[0] || ns->b[1])
+        return 0;
+    for (int i = 2; i < 4; i++)
+        if (ns->a[i] < 0 || ns->b[i] < 0)
+            return 0;
+    return 1;
+}
+
+/* The chain starting at Conv node i (into *f); 0 when there is none. */
+static int chain_find(const h2t_exec *x, int i, onnx_fuse *f)
+{
+    const h2t_model *m = x->m;
+    const onnx_node *cv = &m->nodes[i];
+    memset(f, 0, sizeof *f);
+    f->pad = f->bn = f->add = f->act = -1;
+    f->v_conv = f->v_bn = f->v_add = f->v_act = -1;
+    f->conv = i;
+    f->first = f->last = i;
+    f->x = cv->in[0];
+    if (cv->kind != OP_CONV || x->vs[cv->in[0]].rank != 4 || x->vs[cv->out[0]].rank != 4)
+        return 0;
+    if (pad_foldable(x, i - 1, i)) {
+        f->pad = i - 1;
+        f->first = i - 1;
+        f->x = m->nodes[i - 1].in[0];
+    }
+    int cur = cv->out[0], j = i + 1;
+    int64_t M = x->vs[cur].dim[1];
+    if (j < m->n_nodes && m->nodes[j].kind == OP_BN && m->nodes[j].in[0] == cur &&
+        x->vs[cur].dim[1] == M) {
+        const onnx_node *bn = &m->nodes[j];
+        int ok = 1;
+        for (int k = 1; k < 5; k++)
+            ok = ok && is_const_f32(m, bn->in[k]) && m->values[bn->in[k]].count == M;
+        if (ok) {
+            f->bn = j++;
+            cur = bn->out[0];
+        }
+    }
+    if (j < m->n_nodes && m->nodes[j].kind == OP_ADD) {
+        const onnx_node *ad = &m->nodes[j];
+        int other = ad->in[0] == cur ? ad->in[1] : ad->in[1] == cur ? ad->in[0] : -1;
+        if (other >= 0 && other != cur && x->root[other] >= 0 &&
+            same_shape(&x->vs[other], &x->vs[cur]) && same_shape(&x->vs[ad->out[0]], &x->vs[cur])) {
+            f->add = j++;
+            f->add_other = other;
+            cur = ad->out[0];
+        }
+    }
+    if (j < m->n_nodes && (m->nodes[j].kind == OP_RELU || m->nodes[j].kind == OP_CLIP) &&
+        m->nodes[j].in[0] == cur) {
+        const onnx_node *ac = &m->nodes[j];
+        int ok = 1;
+        f->act_kind = ac->kind == OP_RELU ? H2T_ACT_RELU : H2T_ACT_CLIP;
+        f->act_lo = ac->p.fmin;
+        f->act_hi = ac->p.fmax;
+        if (ac->kind == OP_CLIP && m->opset >= 11) {
+            f->act_lo = -INFINITY;
+            f->act_hi = INFINITY;
+            for (int k = 1; k < 3 && ok; k++) {
+                if (k >= ac->n_in || ac->in[k] < 0)
+                    continue;
+                ok = is_const_f32(m, ac->in[k]) && m->values[ac->in[k]].count == 1;
+                if (ok)
+                    *(k == 1 ? &f->act_lo : &f->act_hi) =
+                        ((const float *)m->values[ac->in[k]].cdata)[0];
+            }
+        }
+        if (ok) {
+            f->act = j++;
+            cur = ac->out[0];
+        }
+    }
+    f->last = j - 1;
+    f->v_out = cur;
+    if (f->last == i && f->pad < 0)
+        return 0;
+    /* a stage inside the chain is materialised only when someone else needs it */
+    f->v_conv = cv->out[0] == cur || value_needed(x, cv->out[0]) ? cv->out[0] : -1;
+    if (f->bn >= 0) {
+        int v = m->nodes[f->bn].out[0];
+        f->v_bn = v == cur || value_needed(x, v) ? v : -1;
+    }
+    if (f->add >= 0) {
+        int v = m->nodes[f->add].out[0];
+        f->v_add = v == cur || value_needed(x, v) ? v : -1;
+    }
+    if (f->act >= 0)
+        f->v_act = cur;
+    return 1;
+}
+
+/* BN scale/shift (the BN kernel's arithmetic) and, when neither the Conv nor the BN output
+ * is materialised, the BN folded into the weights. */
+static int chain_weights(const h2t_exec *x, onnx_fuse *f)
+{
+    const h2t_model *m = x->m;
+    if (f->bn < 0)
+        return 0;
+    const onnx_node *bn = &m->nodes[f->bn], *cv = &m->nodes[f->conv];
+    int64_t M = x->vs[cv->out[0]].dim[1];
+    const float *sc = m->values[bn->in[1]].cdata, *bi = m->values[bn->in[2]].cdata,
+                *mu = m->values[bn->in[3]].cdata, *var = m->values[bn->in[4]].cdata;
+    f->bn_a = malloc((size_t)M * sizeof(float));
+    f->bn_b = malloc((size_t)M * sizeof(float));
+    if (!f->bn_a || !f->bn_b)
+        return h2t_err_set(H2T_ENOMEM, "fused BN of node '%s'", bn->name);
+    for (int64_t c = 0; c < M; c++) {
+        f->bn_a[c] = sc[c] / sqrtf(var[c] + bn->p.eps);
+        f->bn_b[c] = bi[c] - mu[c] * f->bn_a[c];
+    }
+    int hb = cv->n_in > 2 && cv->in[2] >= 0;
+    if (f->v_conv >= 0 || f->v_bn >= 0 || !is_const_f32(m, cv->in[1]) ||
+        (hb && !is_const_f32(m, cv->in[2])))
+        return 0;
+    int64_t nw = m->values[cv->in[1]].count, K = nw / M;
+    if (K * M != nw)
+        return 0;
+    const float *w = m->values[cv->in[1]].cdata, *b = hb ? m->values[cv->in[2]].cdata : NULL;
+    f->fw = malloc((size_t)nw * sizeof(float));
+    f->fb = malloc((size_t)M * sizeof(float));
+    if (!f->fw || !f->fb)
+        return h2t_err_set(H2T_ENOMEM, "folded weights of node '%s'", cv->name);
+    for (int64_t c = 0; c < M; c++) {
+        for (int64_t k = 0; k < K; k++)
+            f->fw[c * K + k] = w[c * K + k] * f->bn_a[c];
+        f->fb[c] = (b ? b[c] : 0.f) * f->bn_a[c] + f->bn_b[c];
+    }
+    return 0;
+}
+
+/* Decide the chains for the current observed set (shapes in x->vs, roots set). */
+static int fuse_plan(h2t_exec *x)
+{
+    const h2t_model *m = x->m;
+    fz_clear(x);
+    x->fz = calloc((size_t)m->n_nodes + 1, sizeof *x->fz);
+    if (!x->fz)
+        return h2t_err_set(H2T_ENOMEM, "executor fusion plan");
+    for (int i = 0; i < m->n_nodes; i++) {
+        const onnx_node *nd = &m->nodes[i];
+        if (nd->kind != OP_CONV || onnx_node_is_static(m, nd) || x->chain_of[i] >= 0)
+            continue;
+        onnx_fuse f;
+        if (!chain_find(x, i, &f))
+            continue;
+        x->fz[x->n_fz] = f;
+        int rc = chain_weights(x, &x->fz[x->n_fz]);
+        x->n_fz++;
+        if (rc < 0)
+            return rc;
+        for (int j = f.first; j <= f.last; j++)
+            x->chain_of[j] = x->n_fz - 1;
+        i = f.last;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ plan */
 
 typedef struct block {
@@ -314,13 +602,41 @@ static size_t round_up(int64_t n)
     return ((size_t)(n > 0 ? n : 1) + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
 }
 
-/* Plan buffers for the current shapes in x->vs (already inferred). */
+static int node_runs(const h2t_model *m, const onnx_node *nd)
+{
+    return nd->kind != OP_CONSTANT && !onnx_node_is_static(m, nd);
+}
+
+/* The step (node range) node i belongs to. */
+static void step_of(const h2t_exec *x, int i, int *first, int *last)
+{
+    int c = x->chain_of[i];
+    *first = c >= 0 ? x->fz[c].first : i;
+    *last = c >= 0 ? x->fz[c].last : i;
+}
+
+static size_t step_scratch(const h2t_exec *x, int i, const onnx_vstate *vs, const onnx_nstate *ns)
+{
+    int c = x->chain_of[i];
+    if (c < 0)
+        return onnx_kernel_scratch(&x->m->nodes[i], vs, &ns[i]);
+    const onnx_fuse *f = &x->fz[c];
+    return onnx_k_conv_fused_scratch(x->m, f, vs, &ns[f->conv], f->pad >= 0 ? &ns[f->pad] : NULL);
+}
+
+/* Plan chains and buffers for the current shapes in x->vs (already inferred). */
 static int exec_plan(h2t_exec *x)
 {
     const h2t_model *m = x->m;
     int rc = 0, nv = m->n_values;
     int *last = malloc(((size_t)nv + 1) * sizeof(int));
     block *live = malloc(((size_t)nv + 1) * sizeof(block));
+    free(x->root);
+    free(x->off);
+    free(x->cap);
+    h2t_afree(x->arena);
+    h2t_afree(x->scratch);
+    x->arena = x->scratch = NULL;
     x->root = malloc(((size_t)nv + 1) * sizeof(int));
     x->off = calloc((size_t)nv + 1, sizeof(size_t));
     x->cap = calloc((size_t)nv + 1, sizeof(int64_t));
@@ -335,16 +651,34 @@ static int exec_plan(h2t_exec *x)
     }
     for (int i = 0; i < m->n_nodes; i++) {
         const onnx_node *nd = &m->nodes[i];
-        if (nd->kind == OP_CONSTANT || onnx_node_is_static(m, nd))
-            continue;
-        if (onnx_op_is_view(nd) && x->root[nd->in[0]] >= 0)
+        if (node_runs(m, nd) && onnx_op_is_view(nd) && x->root[nd->in[0]] >= 0)
             x->root[nd->out[0]] = x->root[nd->in[0]];
+    }
+    if ((rc = fuse_plan(x)) < 0)
+        goto out;
+    for (int c = 0; c < x->n_fz; c++) {
+        const onnx_fuse *f = &x->fz[c];
+        if (f->pad >= 0)
+            x->root[m->nodes[f->pad].out[0]] = -1;
+        if (f->v_conv < 0)
+            x->root[m->nodes[f->conv].out[0]] = -1;
+        if (f->bn >= 0 && f->v_bn < 0)
+            x->root[m->nodes[f->bn].out[0]] = -1;
+        if (f->add >= 0 && f->v_add < 0)
+            x->root[m->nodes[f->add].out[0]] = -1;
+    }
+    for (int i = 0; i < m->n_nodes; i++) {
+        const onnx_node *nd = &m->nodes[i];
+        int s0, s1;
+        if (!node_runs(m, nd))
+            continue;
+        step_of(x, i, &s0, &s1);
         for (int k = 0; k < nd->n_in; k++)
-            if (nd->in[k] >= 0 && x->root[nd->in[k]] >= 0)
-                last[x->root[nd->in[k]]] = i;
+            if (nd->in[k] >= 0 && x->root[nd->in[k]] >= 0 && last[x->root[nd->in[k]]] < s1)
+                last[x->root[nd->in[k]]] = s1;
         for (int k = 0; k < nd->n_out; k++)
-            if (x->root[nd->out[k]] >= 0 && last[x->root[nd->out[k]]] < i)
-                last[x->root[nd->out[k]]] = i;
+            if (x->root[nd->out[k]] >= 0 && last[x->root[nd->out[k]]] < s1)
+                last[x->root[nd->out[k]]] = s1;
     }
     for (int k = 0; k < m->n_outputs; k++)
         if (x->root[m->outputs[k]] >= 0)
@@ -365,33 +699,42 @@ static int exec_plan(h2t_exec *x)
             live_remove(live, &n_live, x->off[v]);
     }
     for (int i = 0; i < m->n_nodes; i++) {
-        const onnx_node *nd = &m->nodes[i];
-        if (nd->kind == OP_CONSTANT || onnx_node_is_static(m, nd))
+        int s0, s1;
+        if (!node_runs(m, &m->nodes[i]))
             continue;
-        size_t s = onnx_kernel_scratch(nd, x->vs, &x->ns[i]);
+        step_of(x, i, &s0, &s1);
+        size_t s = step_scratch(x, i, x->vs, x->ns);
         if (s > scratch)
             scratch = s;
-        for (int k = 0; k < nd->n_out; k++) {
-            int v = nd->out[k];
-            if (x->root[v] != v)
-                continue;
-            size_t len = round_up(x->cap[v]);
-            x->off[v] = place(live, n_live, len);
-            live_insert(live, &n_live, x->off[v], len);
-            if (x->off[v] + len > top)
-                top = x->off[v] + len;
-        }
-        /* free what dies here (after the outputs are placed: kernels are not in-place) */
-        for (int k = 0; k < nd->n_in + nd->n_out; k++) {
-            int v = k < nd->n_in ? nd->in[k] : nd->out[k - nd->n_in];
-            if (v < 0 || x->root[v] < 0)
-                continue;
-            int r = x->root[v];
-            if (last[r] == i) {
-                live_remove(live, &n_live, x->off[r]);
-                last[r] = -2; /* freed once */
+        /* every output of the step placed at once (kernels are not in-place) */
+        for (int j = s0; j <= s1; j++) {
+            const onnx_node *nd = &m->nodes[j];
+            for (int k = 0; k < nd->n_out; k++) {
+                int v = nd->out[k];
+                if (x->root[v] != v)
+                    continue;
+                size_t len = round_up(x->cap[v]);
+                x->off[v] = place(live, n_live, len);
+                live_insert(live, &n_live, x->off[v], len);
+                if (x->off[v] + len > top)
+                    top = x->off[v] + len;
             }
         }
+        /* then free what dies in this step */
+        for (int j = s0; j <= s1; j++) {
+            const onnx_node *nd = &m->nodes[j];
+            for (int k = 0; k < nd->n_in + nd->n_out; k++) {
+                int v = k < nd->n_in ? nd->in[k] : nd->out[k - nd->n_in];
+                if (v < 0 || x->root[v] < 0)
+                    continue;
+                int r = x->root[v];
+                if (last[r] == s1) {
+                    live_remove(live, &n_live, x->off[r]);
+                    last[r] = -2; /* freed once */
+                }
+            }
+        }
+        i = s1;
     }
     x->arena_n = top;
     x->scratch_n = scratch;
@@ -400,9 +743,393 @@ static int exec_plan(h2t_exec *x)
     if (!x->arena || !x->scratch)
         rc = h2t_err_set(H2T_ENOMEM, "executor arena of %zu bytes + scratch %zu bytes",
                          top * sizeof(float), scratch * sizeof(float));
+    for (int v = 0; v < nv; v++)
+        if (is_runtime_f32(m, v))
+            x->vs[v].f = NULL;
+    x->stale = 0;
 out:
     free(last);
     free(live);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ barrier and pool */
+
+static void xbar_init(xbar *b, int n)
+{
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->cv, NULL);
+    b->n = n;
+    b->count = b->acc = b->res = 0;
+    b->gen = 0;
+    atomic_store(&b->agen, 0);
+}
+
+static void xbar_fini(xbar *b)
+{
+    pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->cv);
+}
+
+/* Wait for all b->n threads; returns the OR of their flags. Spins briefly (a step takes
+ * about as long on every slice), then sleeps. */
+static int xbar_wait(xbar *b, int flag)
+{
+    pthread_mutex_lock(&b->mu);
+    unsigned g = b->gen;
+    b->acc |= flag;
+    if (++b->count == b->n) {
+        b->res = b->acc;
+        b->acc = 0;
+        b->count = 0;
+        b->gen++;
+        atomic_store_explicit(&b->agen, b->gen, memory_order_release);
+        pthread_cond_broadcast(&b->cv);
+        int r = b->res;
+        pthread_mutex_unlock(&b->mu);
+        return r;
+    }
+    pthread_mutex_unlock(&b->mu);
+    for (int i = 0; i < BAR_SPIN; i++) {
+        if (atomic_load_explicit(&b->agen, memory_order_acquire) != g)
+            break;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+    pthread_mutex_lock(&b->mu);
+    while (b->gen == g)
+        pthread_cond_wait(&b->cv, &b->mu);
+    int r = b->res;
+    pthread_mutex_unlock(&b->mu);
+    return r;
+}
+
+static int notify(h2t_exec *x, int v, h2t_tensor_cb cb, void *ctx)
+{
+    int t = x->m->value_info[v];
+    if (!cb || t < 0 || !x->observed[t] || !x->vs[v].f)
+        return 0;
+    return cb(ctx, t, x->vs[v].f, x->vs[v].dim, x->vs[v].rank);
+}
+
+/* Whether a step [s0, s1] reports a tensor to cb. */
+static int step_notifies(const h2t_exec *x, int s0, int s1, h2t_tensor_cb cb)
+{
+    if (!cb)
+        return 0;
+    for (int j = s0; j <= s1; j++) {
+        const onnx_node *nd = &x->m->nodes[j];
+        for (int o = 0; o < nd->n_out; o++)
+            if (value_observed(x, nd->out[o]) && x->root[nd->out[o]] >= 0)
+                return 1;
+    }
+    return 0;
+}
+
+/* Run one step on the values of vs (the whole batch or one slice). */
+static int step_run(const h2t_exec *x, onnx_kctx *k, onnx_vstate *vs, onnx_nstate *ns, int s0)
+{
+    const h2t_model *m = x->m;
+    int c = x->chain_of[s0];
+    if (c >= 0) {
+        const onnx_fuse *f = &x->fz[c];
+        int rc = onnx_k_conv_fused(k, f, &ns[f->conv], f->pad >= 0 ? &ns[f->pad] : NULL);
+        if (rc < 0)
+            return h2t_err_wrap(rc, "node '%s' (%s): ", m->nodes[f->conv].name,
+                                m->nodes[f->conv].op);
+        return 0;
+    }
+    const onnx_node *nd = &m->nodes[s0];
+    if (onnx_op_is_view(nd)) {
+        if (x->root[nd->out[0]] != x->root[nd->in[0]] || x->root[nd->in[0]] < 0)
+            memcpy(vs[nd->out[0]].f, vs[nd->in[0]].f,
+                   (size_t)onnx_numel(&vs[nd->out[0]]) * sizeof(float));
+        return 0;
+    }
+    k->ns = &ns[s0];
+    int rc = onnx_kernel_run(k, nd);
+    if (rc < 0)
+        return h2t_err_wrap(rc, "node '%s' (%s): ", nd->name, nd->op);
+    return 0;
+}
+
+/* The forward pass of slice t (t = 0 on the caller's thread, which also reports tensors).
+ * Unsplit (x->n_slices == 1): slice 0 is the whole batch on x->vs. */
+static int exec_slice(h2t_exec *x, int t, h2t_tensor_cb cb, void *ctx)
+{
+    const h2t_model *m = x->m;
+    int split = x->n_slices > 1;
+    slice *sl = &x->sl[t];
+    onnx_vstate *vs = split ? sl->vs : x->vs;
+    onnx_nstate *ns = split ? sl->ns : x->ns;
+    onnx_kctx k = {m,
+                   vs,
+                   NULL,
+                   split ? sl->scratch : x->scratch,
+                   split ? sl->scratch_n : x->scratch_n,
+                   split ? 1 : onnx_blas_threads_get()};
+    int rc = 0;
+    if (t == 0)
+        for (int j = 0; j < m->n_inputs && rc == 0; j++)
+            rc = notify(x, m->inputs[j], cb, ctx);
+    if (split && xbar_wait(&x->bar, rc != 0))
+        return rc ? rc : H2T_ECANCELED;
+    if (rc)
+        return rc;
+    for (int i = 0; i < m->n_nodes; i++) {
+        int s0, s1;
+        if (!node_runs(m, &m->nodes[i]))
+            continue;
+        step_of(x, i, &s0, &s1);
+        i = s1;
+        if (!split || sl->n > 0)
+            rc = step_run(x, &k, vs, ns, s0);
+        if (split && rc < 0) {
+            sl->rc = rc;
+            snprintf(sl->err, sizeof sl->err, "%s", h2t_err_detail());
+        }
+        if (split && xbar_wait(&x->bar, rc != 0))
+            return rc ? rc : H2T_ECANCELED;
+        if (rc)
+            return rc;
+        if (!step_notifies(x, s0, s1, cb))
+            continue;
+        if (t == 0)
+            for (int j = s0; j <= s1 && rc == 0; j++)
+                for (int o = 0; o < m->nodes[j].n_out && rc == 0; o++)
+                    rc = notify(x, m->nodes[j].out[o], cb, ctx);
+        if (split && xbar_wait(&x->bar, rc != 0))
+            return rc ? rc : H2T_ECANCELED;
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int exec_run_unsplit(h2t_exec *x, const float *input, int n);
+
+/* Sample mode: slice t's samples one at a time through its own batch-1 executor (all of one
+ * sample's tensors stay in cache), graph outputs copied into the batch's output tensors. */
+static int exec_samples(h2t_exec *x, int t)
+{
+    const h2t_model *m = x->m;
+    slice *sl = &x->sl[t];
+    int rc = 0;
+    if (!x->sub[t] && (rc = h2t_exec_create(m, 1, &x->sub[t])) < 0)
+        goto out;
+    h2t_exec *sx = x->sub[t];
+    int vin = m->inputs[0];
+    int64_t in_per = onnx_numel(&x->vs[vin]) / x->cur_batch;
+    for (int s = sl->lo; s < sl->lo + sl->n && rc == 0; s++) {
+        rc = exec_run_unsplit(sx, x->job_input + in_per * s, 1);
+        for (int k = 0; k < m->n_outputs && rc == 0; k++) {
+            int v = m->outputs[k];
+            if (!is_runtime_f32(m, v) || !x->vs[v].f || !sx->vs[v].f)
+                continue;
+            int64_t per = onnx_numel(&sx->vs[v]);
+            memcpy(x->vs[v].f + per * s, sx->vs[v].f, (size_t)per * sizeof(float));
+        }
+    }
+out:
+    if (rc < 0) {
+        sl->rc = rc;
+        snprintf(sl->err, sizeof sl->err, "%s", h2t_err_detail());
+    }
+    return rc;
+}
+
+static void *pool_main(void *arg)
+{
+    slice *sl = arg;
+    h2t_exec *x = sl->owner;
+    int t = sl->idx;
+    unsigned seen = 0;
+    for (;;) {
+        pthread_mutex_lock(&x->pmu);
+        while (x->job_gen == seen && !x->quit)
+            pthread_cond_wait(&x->pcv, &x->pmu);
+        seen = x->job_gen;
+        int quit = x->quit;
+        pthread_mutex_unlock(&x->pmu);
+        if (quit)
+            return NULL;
+        if (t < x->n_slices) {
+            x->sl[t].rc = 0;
+            if (x->job_samples)
+                exec_samples(x, t);
+            else
+                exec_slice(x, t, x->job_cb, x->job_ctx);
+            xbar_wait(&x->bar, 0); /* the run's end */
+        }
+    }
+}
+
+static void pool_stop(h2t_exec *x)
+{
+    if (!x->pool_init)
+        return;
+    pthread_mutex_lock(&x->pmu);
+    x->quit = 1;
+    pthread_cond_broadcast(&x->pcv);
+    pthread_mutex_unlock(&x->pmu);
+    for (int t = 1; t <= x->n_th; t++)
+        pthread_join(x->th[t], NULL);
+    pthread_mutex_destroy(&x->pmu);
+    pthread_cond_destroy(&x->pcv);
+    xbar_fini(&x->bar);
+    x->pool_init = 0;
+}
+
+/* Whether the graph keeps samples apart: every float tensor is n x (the same dims) at batch n
+ * and at the slice's batch, no Softmax/Transpose across axis 0. */
+static int split_ok(const h2t_exec *x, const onnx_vstate *vs, int n, int ns_n)
+{
+    const h2t_model *m = x->m;
+    for (int v = 0; v < m->n_values; v++) {
+        if (!is_runtime_f32(m, v) || x->vs[v].rank < 0)
+            continue;
+        const onnx_vstate *a = &x->vs[v], *b = &vs[v];
+        if (a->rank < 1 || a->rank != b->rank || a->dim[0] != n || b->dim[0] != ns_n)
+            return 0;
+        for (int i = 1; i < a->rank; i++)
+            if (a->dim[i] != b->dim[i])
+                return 0;
+    }
+    for (int i = 0; i < m->n_nodes; i++) {
+        const onnx_node *nd = &m->nodes[i];
+        if (!node_runs(m, nd))
+            continue;
+        if ((nd->kind == OP_SOFTMAX || nd->kind == OP_LOGSOFTMAX) && x->ns[i].a[0] == 0)
+            return 0;
+        if (nd->kind == OP_TRANSPOSE && x->ns[i].a[0] != 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* Prepare T slices of the batch of n (shapes inferred per slice size, scratch, the pool).
+ * Returns the number of slices (1: run unsplit). */
+static int split_prepare(h2t_exec *x, int n, int T)
+{
+    const h2t_model *m = x->m;
+    if (T > MAX_SPLIT)
+        T = MAX_SPLIT;
+    if (T > n)
+        T = n;
+    if (T < 2 || x->fixed_shapes)
+        return 1;
+    for (int t = 0; t < T; t++) {
+        slice *sl = &x->sl[t];
+        int lo = (int)((int64_t)n * t / T), hi = (int)((int64_t)n * (t + 1) / T);
+        sl->lo = lo;
+        sl->n = hi - lo;
+        if (!sl->vs) {
+            if (state_alloc(m, &sl->vs, &sl->ns) < 0)
+                return 1;
+            sl->inferred_n = -1;
+        }
+        if (sl->inferred_n != sl->n) {
+            sl->inferred_n = -1;
+            set_input_shapes(m, sl->vs, sl->n, 1);
+            if (onnx_infer(m, sl->vs, sl->ns) < 0 || !split_ok(x, sl->vs, n, sl->n)) {
+                h2t_err_clear();
+                return 1;
+            }
+            sl->inferred_n = sl->n;
+            size_t s = 0;
+            for (int i = 0; i < m->n_nodes; i++) {
+                int s0, s1;
+                if (!node_runs(m, &m->nodes[i]))
+                    continue;
+                step_of(x, i, &s0, &s1);
+                size_t q = step_scratch(x, i, sl->vs, sl->ns);
+                s = q > s ? q : s;
+                i = s1;
+            }
+            if (s > sl->scratch_n || !sl->scratch) {
+                h2t_afree(sl->scratch);
+                sl->scratch_n = s;
+                sl->scratch = h2t_aalloc(s ? s : 1, sizeof(float));
+                if (!sl->scratch) {
+                    sl->scratch_n = 0;
+                    sl->inferred_n = -1;
+                    return 1;
+                }
+            }
+        }
+        /* this slice's view of every materialised tensor */
+        for (int v = 0; v < m->n_values; v++) {
+            if (!is_runtime_f32(m, v))
+                continue;
+            if (x->root[v] < 0) {
+                sl->vs[v].f = NULL;
+                continue;
+            }
+            int64_t per = n ? onnx_numel(&x->vs[v]) / n : 0;
+            sl->vs[v].f = x->arena + x->off[x->root[v]] + (size_t)(per * lo);
+        }
+    }
+    if (!x->pool_init) {
+        pthread_mutex_init(&x->pmu, NULL);
+        pthread_cond_init(&x->pcv, NULL);
+        x->pool_init = 1;
+        x->n_th = 0;
+        x->bar.n = 0;
+    }
+    while (x->n_th < T - 1) {
+        int t = x->n_th + 1;
+        x->sl[t].owner = x;
+        x->sl[t].idx = t;
+        if (pthread_create(&x->th[t], NULL, pool_main, &x->sl[t]) != 0)
+            break;
+        x->n_th++;
+    }
+    if (x->n_th < T - 1)
+        T = x->n_th + 1;
+    if (T < 2)
+        return 1;
+    if (x->bar.n != T) {
+        if (x->bar.n)
+            xbar_fini(&x->bar);
+        xbar_init(&x->bar, T);
+    }
+    return T;
+}
+
+static int exec_forward(h2t_exec *x, const float *input, h2t_tensor_cb cb, void *ctx)
+{
+    const h2t_model *m = x->m;
+    for (int v = 0; v < m->n_values; v++)
+        if (x->root[v] >= 0)
+            x->vs[v].f = x->arena + x->off[x->root[v]];
+    int T = onnx_blas_threads_get();
+    x->n_slices = split_prepare(x, x->cur_batch > 0 ? x->cur_batch : 1, T);
+    if (x->n_slices == 1)
+        return exec_slice(x, 0, cb, ctx);
+    h2t_blas_threads(1);
+    x->job_cb = cb;
+    x->job_ctx = ctx;
+    x->job_input = input;
+    x->job_samples = input != NULL;
+    for (int i = 0; i < m->n_info && x->job_samples; i++)
+        if (cb && x->observed[i])
+            x->job_samples = 0;
+    pthread_mutex_lock(&x->pmu);
+    x->job_gen++;
+    pthread_cond_broadcast(&x->pcv);
+    pthread_mutex_unlock(&x->pmu);
+    x->sl[0].rc = 0;
+    int rc = x->job_samples ? exec_samples(x, 0) : exec_slice(x, 0, cb, ctx);
+    xbar_wait(&x->bar, 0); /* every slice done */
+    h2t_blas_threads(T);
+    if (rc == H2T_ECANCELED || rc == 0) {
+        for (int t = 0; t < x->n_slices; t++)
+            if (x->sl[t].rc < 0) {
+                rc = h2t_err_set(x->sl[t].rc, "%s", x->sl[t].err);
+                break;
+            }
+    }
     return rc;
 }
 
@@ -413,12 +1140,27 @@ static h2t_exec *exec_new(const h2t_model *m)
         return NULL;
     x->m = m;
     x->observed = calloc((size_t)m->n_info + 1, 1);
-    if (!x->observed || state_alloc(m, &x->vs, &x->ns) < 0) {
+    x->uses = calloc((size_t)m->n_values + 1, sizeof(int));
+    x->chain_of = malloc(((size_t)m->n_nodes + 1) * sizeof(int));
+    if (!x->observed || !x->uses || !x->chain_of || state_alloc(m, &x->vs, &x->ns) < 0) {
         free(x->observed);
+        free(x->uses);
+        free(x->chain_of);
         state_free(m, x->vs, x->ns);
         free(x);
         return NULL;
     }
+    for (int i = 0; i < m->n_nodes; i++) {
+        const onnx_node *nd = &m->nodes[i];
+        x->chain_of[i] = -1;
+        if (!node_runs(m, nd))
+            continue;
+        for (int k = 0; k < nd->n_in; k++)
+            if (nd->in[k] >= 0)
+                x->uses[nd->in[k]]++;
+    }
+    for (int k = 0; k < m->n_outputs; k++)
+        x->uses[m->outputs[k]]++;
     return x;
 }
 
@@ -426,6 +1168,14 @@ void h2t_exec_destroy(h2t_exec *x)
 {
     if (!x)
         return;
+    pool_stop(x);
+    for (int t = 0; t < MAX_SPLIT; t++) {
+        h2t_exec_destroy(x->sub[t]);
+        if (x->sl[t].vs)
+            state_free(x->m, x->sl[t].vs, x->sl[t].ns);
+        h2t_afree(x->sl[t].scratch);
+    }
+    fz_clear(x);
     state_free(x->m, x->vs, x->ns);
     free(x->root);
     free(x->off);
@@ -433,7 +1183,23 @@ void h2t_exec_destroy(h2t_exec *x)
     h2t_afree(x->arena);
     h2t_afree(x->scratch);
     free(x->observed);
+    free(x->uses);
+    free(x->chain_of);
     free(x);
+}
+
+/* Infer at max_batch and plan (again: the observed set changed). */
+static int exec_replan(h2t_exec *x)
+{
+    int rc;
+    set_input_shapes(x->m, x->vs, x->max_batch, 1);
+    x->cur_batch = -1;
+    if ((rc = onnx_infer(x->m, x->vs, x->ns)) < 0)
+        return rc;
+    x->cur_batch = x->max_batch;
+    for (int t = 0; t < MAX_SPLIT; t++)
+        x->sl[t].inferred_n = -1; /* scratch sizes follow the chains */
+    return exec_plan(x);
 }
 
 int h2t_exec_create(const h2t_model *m, int max_batch, h2t_exec **out)
@@ -460,10 +1226,7 @@ int h2t_exec_create(const h2t_model *m, int max_batch, h2t_exec **out)
                          in->name);
         goto fail;
     }
-    if ((rc = onnx_infer(m, x->vs, x->ns)) < 0)
-        goto fail;
-    x->cur_batch = max_batch;
-    if ((rc = exec_plan(x)) < 0)
+    if ((rc = exec_replan(x)) < 0)
         goto fail;
     *out = x;
     return 0;
@@ -476,6 +1239,8 @@ int h2t_exec_observe(h2t_exec *x, int i, int on)
 {
     if (!x || i < 0 || i >= x->m->n_info)
         return h2t_err_set(H2T_EINVAL, "exec_observe: tensor %d out of range", i);
+    if (x->observed[i] != (on ? 1 : 0))
+        x->stale = 1;
     x->observed[i] = on ? 1 : 0;
     return 0;
 }
@@ -485,56 +1250,13 @@ size_t h2t_exec_arena_bytes(const h2t_exec *x)
     return x->arena_n * sizeof(float);
 }
 
-/* ------------------------------------------------------------------ run */
-
-static int notify(h2t_exec *x, int v, h2t_tensor_cb cb, void *ctx)
-{
-    int t = x->m->value_info[v];
-    if (!cb || t < 0 || !x->observed[t] || !x->vs[v].f)
-        return 0;
-    return cb(ctx, t, x->vs[v].f, x->vs[v].dim, x->vs[v].rank);
-}
-
-static int exec_forward(h2t_exec *x, h2t_tensor_cb cb, void *ctx)
-{
-    const h2t_model *m = x->m;
-    onnx_kctx k = {m, x->vs, NULL, x->scratch, x->scratch_n, onnx_blas_threads_get()};
-    for (int v = 0; v < m->n_values; v++)
-        if (x->root[v] >= 0)
-            x->vs[v].f = x->arena + x->off[x->root[v]];
-    for (int j = 0; j < m->n_inputs; j++) {
-        int rc = notify(x, m->inputs[j], cb, ctx);
-        if (rc)
-            return rc;
-    }
-    for (int i = 0; i < m->n_nodes; i++) {
-        const onnx_node *nd = &m->nodes[i];
-        if (nd->kind == OP_CONSTANT || onnx_node_is_static(m, nd))
-            continue;
-        int rc = 0;
-        if (onnx_op_is_view(nd)) {
-            if (x->root[nd->out[0]] != x->root[nd->in[0]] || x->root[nd->in[0]] < 0)
-                memcpy(x->vs[nd->out[0]].f, x->vs[nd->in[0]].f,
-                       (size_t)onnx_numel(&x->vs[nd->out[0]]) * sizeof(float));
-        } else {
-            k.ns = &x->ns[i];
-            rc = onnx_kernel_run(&k, nd);
-            if (rc < 0)
-                return h2t_err_wrap(rc, "node '%s' (%s): ", nd->name, nd->op);
-        }
-        for (int o = 0; o < nd->n_out; o++)
-            if ((rc = notify(x, nd->out[o], cb, ctx)) != 0)
-                return rc;
-    }
-    return 0;
-}
-
-int h2t_exec_run(h2t_exec *x, const float *input, int n, h2t_tensor_cb cb, void *ctx)
+/* Shapes for batch n (replanned first when the observed set changed) and the input copied. */
+static int exec_prepare(h2t_exec *x, const float *input, int n)
 {
     const h2t_model *m = x->m;
     int rc;
-    if (!input || n < 1 || n > x->max_batch || x->fixed_shapes)
-        return h2t_err_set(H2T_EINVAL, "exec_run: batch %d (max %d)", n, x->max_batch);
+    if (x->stale && (rc = exec_replan(x)) < 0)
+        return rc;
     if (n != x->cur_batch) {
         set_input_shapes(m, x->vs, n, 1);
         x->cur_batch = -1;
@@ -549,7 +1271,30 @@ int h2t_exec_run(h2t_exec *x, const float *input, int n, h2t_tensor_cb cb, void 
     }
     int vin = m->inputs[0];
     memcpy(x->arena + x->off[vin], input, (size_t)onnx_numel(&x->vs[vin]) * sizeof(float));
-    return exec_forward(x, cb, ctx);
+    return 0;
+}
+
+/* A sample-mode sub-executor's run: never split, nothing observed. */
+static int exec_run_unsplit(h2t_exec *x, const float *input, int n)
+{
+    int rc = exec_prepare(x, input, n);
+    if (rc < 0)
+        return rc;
+    for (int v = 0; v < x->m->n_values; v++)
+        if (x->root[v] >= 0)
+            x->vs[v].f = x->arena + x->off[x->root[v]];
+    x->n_slices = 1;
+    return exec_slice(x, 0, NULL, NULL);
+}
+
+int h2t_exec_run(h2t_exec *x, const float *input, int n, h2t_tensor_cb cb, void *ctx)
+{
+    if (!input || n < 1 || n > x->max_batch || x->fixed_shapes)
+        return h2t_err_set(H2T_EINVAL, "exec_run: batch %d (max %d)", n, x->max_batch);
+    int rc = exec_prepare(x, input, n);
+    if (rc < 0)
+        return rc;
+    return exec_forward(x, input, cb, ctx);
 }
 
 const float *h2t_exec_output(h2t_exec *x, int k, int64_t *shape, int *rank)
@@ -665,7 +1410,7 @@ int h2t_model_run_once_i64(const h2t_model *m, const h2t_tensor *inputs, int n_i
         if (src[k] && x->root[v] >= 0)
             memcpy(x->arena + x->off[v], src[k], (size_t)onnx_numel(&x->vs[v]) * sizeof(float));
     }
-    if ((rc = exec_forward(x, NULL, NULL)) < 0)
+    if ((rc = exec_forward(x, NULL, NULL, NULL)) < 0)
         goto out;
     outs = calloc((size_t)m->n_outputs + 1, sizeof *outs);
     if (!outs) {

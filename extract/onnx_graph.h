@@ -225,6 +225,34 @@ void onnx_par_for(int threads, int64_t n, int64_t min_chunk, onnx_par_fn fn, voi
 /* OpenBLAS's current thread count (ops_conv.c). */
 int onnx_blas_threads_get(void);
 
+/* A chain of adjacent nodes run as one step (exec.c plans it, ops_conv.c runs it):
+ * [Pad ->] Conv [-> BatchNormalization] [-> Add] [-> Relu | Clip]. Each stage's output value
+ * is written when it is needed outside the chain (observed, a graph output, read by another
+ * node) and elided (never materialised, value -1 here) otherwise; the last stage's output is
+ * always written. A folded Pad (constant 0, spatial) becomes extra conv padding. When the Conv
+ * output is elided, BatchNormalization is folded into the conv's weights and bias (fw, fb);
+ * otherwise it runs as y * bn_a + bn_b per channel, the arithmetic of the BN kernel. */
+typedef struct onnx_fuse {
+    int first, last;                /* node range [first, last] of the chain */
+    int pad, conv, bn, add, act;    /* node indices, -1 when absent */
+    int x;                          /* the conv's input value (the Pad's input when folded) */
+    int add_other;                  /* the Add's other input value */
+    int v_conv, v_bn, v_add, v_act; /* stage outputs to write, -1 when elided or absent */
+    int v_out;                      /* the chain's output value */
+    int act_kind;                   /* H2T_ACT_* of kern.h */
+    float act_lo, act_hi;
+    float *fw, *fb;     /* folded weights (M x K) and bias (M), OWNED; NULL when unfolded */
+    float *bn_a, *bn_b; /* BN scale and shift per channel, OWNED; NULL without BN */
+} onnx_fuse;
+
+/* Run a chain on the values of k->vs (the Pad's folded amounts from k->m's node states in
+ * pad_ns, NULL without Pad). */
+int onnx_k_conv_fused(const onnx_kctx *k, const onnx_fuse *f, const onnx_nstate *conv_ns,
+                      const onnx_nstate *pad_ns);
+/* Floats of scratch the chain's conv needs (im2col with the folded padding). */
+size_t onnx_k_conv_fused_scratch(const h2t_model *m, const onnx_fuse *f, const onnx_vstate *vs,
+                                 const onnx_nstate *conv_ns, const onnx_nstate *pad_ns);
+
 /* Floats of scratch a node needs (with its inferred shapes). */
 size_t onnx_kernel_scratch(const onnx_node *nd, const onnx_vstate *vs, const onnx_nstate *ns);
 int onnx_kernel_run(const onnx_kctx *k, const onnx_node *nd);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "common/err.h"
+#include "extract/kern.h"
 #include "extract/onnx_graph.h"
 
 #define IN(j) (&k->vs[nd->in[j]])
@@ -200,11 +201,33 @@ static void depthwise_range(void *ctx, int64_t lo, int64_t hi)
     }
 }
 
+static int is_dw3x3(const geo *g)
+{
+    return g->kh == 3 && g->kw == 3 && g->dh == 1 && g->dw == 1 && (g->sh == 1 || g->sh == 2) &&
+           (g->sw == 1 || g->sw == 2);
+}
+
+/* The vectorised 3x3 planes of kern.h. */
+static void dw3x3_range(void *ctx, int64_t lo, int64_t hi)
+{
+    const dwjob *j = ctx;
+    const geo *g = j->g;
+    h2t_dw_geo dg = {g->H, g->W, g->OH, g->OW, g->sh, g->sw, g->pt, g->pl};
+    int isa = h2t_kern_isa();
+    for (int64_t nc = lo; nc < hi; nc++) {
+        int64_t c = nc % g->C;
+        h2t_kern_dw3x3_isa(isa, j->x + nc * g->H * g->W, &dg, j->w + c * 9,
+                           j->bias ? j->bias[c] : 0.f, H2T_ACT_NONE, 0.f, 0.f,
+                           j->y + nc * g->OH * g->OW);
+    }
+}
+
 static void depthwise(int threads, const float *x, const float *w, const float *bias, const geo *g,
                       float *y)
 {
     dwjob j = {x, w, bias, g, y};
-    onnx_par_for(threads, g->N * g->C, 1 + 4096 / (g->OH * g->OW + 1), depthwise_range, &j);
+    onnx_par_for(threads, g->N * g->C, 1 + 4096 / (g->OH * g->OW + 1),
+                 is_dw3x3(g) ? dw3x3_range : depthwise_range, &j);
 }
 
 int onnx_k_conv(const onnx_kctx *k, const onnx_node *nd)
@@ -244,6 +267,174 @@ int onnx_k_conv(const onnx_kctx *k, const onnx_node *nd)
                         (int)OHW);
         }
     }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ fused chains */
+
+/* Where a chain's stages write: NULL for an elided stage. */
+typedef struct fout {
+    const onnx_fuse *f;
+    float *acc; /* the conv's result: the Conv output, or the chain output when elided */
+    float *ybn, *yadd, *yfinal;
+    const float *res; /* the Add's other input */
+    int bn_left;      /* BN still to apply (not folded into the weights) */
+} fout;
+
+/* The stages after the conv over len floats at element offset off of channel m. Each stage
+ * writes its own output when kept, else the chain's output (in place after the first). */
+static void epilogue(const fout *o, int64_t m, int64_t off, int64_t len)
+{
+    const onnx_fuse *f = o->f;
+    float *src = o->acc + off;
+    if (o->bn_left) {
+        float *d = (o->ybn ? o->ybn : o->yfinal) + off;
+        const float a = f->bn_a[m], b = f->bn_b[m];
+        for (int64_t i = 0; i < len; i++)
+            d[i] = src[i] * a + b;
+        src = d;
+    }
+    if (f->add >= 0) {
+        float *d = (o->yadd ? o->yadd : o->yfinal) + off;
+        const float *r = o->res + off;
+        for (int64_t i = 0; i < len; i++)
+            d[i] = src[i] + r[i];
+        src = d;
+    }
+    if (f->act >= 0) {
+        h2t_kern_act(src, len, f->act_kind, f->act_lo, f->act_hi, o->yfinal + off);
+        src = o->yfinal + off;
+    }
+}
+
+static int has_epilogue(const fout *o)
+{
+    return o->bn_left || o->f->add >= 0 || o->f->act >= 0;
+}
+
+typedef struct fdwjob {
+    const fout *o;
+    const float *x, *w, *bias;
+    const geo *g;
+    int direct_act; /* the activation goes into the kernel's store (nothing else left) */
+} fdwjob;
+
+static void fused_dw_range(void *ctx, int64_t lo, int64_t hi)
+{
+    const fdwjob *j = ctx;
+    const geo *g = j->g;
+    const onnx_fuse *f = j->o->f;
+    h2t_dw_geo dg = {g->H, g->W, g->OH, g->OW, g->sh, g->sw, g->pt, g->pl};
+    int64_t OHW = g->OH * g->OW;
+    int isa = h2t_kern_isa();
+    for (int64_t nc = lo; nc < hi; nc++) {
+        int64_t c = nc % g->C;
+        float b = j->bias ? j->bias[c] : 0.f;
+        if (j->direct_act) {
+            h2t_kern_dw3x3_isa(isa, j->x + nc * g->H * g->W, &dg, j->w + c * 9, b, f->act_kind,
+                               f->act_lo, f->act_hi, j->o->yfinal + nc * OHW);
+            continue;
+        }
+        h2t_kern_dw3x3_isa(isa, j->x + nc * g->H * g->W, &dg, j->w + c * 9, b, H2T_ACT_NONE, 0.f,
+                           0.f, j->o->acc + nc * OHW);
+        if (has_epilogue(j->o))
+            epilogue(j->o, c, nc * OHW, OHW);
+    }
+}
+
+static void fused_geo(const h2t_model *m, const onnx_vstate *vs, const onnx_fuse *f,
+                      const onnx_nstate *cns, const onnx_nstate *pns, geo *g)
+{
+    const onnx_node *nd = &m->nodes[f->conv];
+    geo_make(nd, &vs[f->x], &vs[nd->out[0]], cns, g);
+    if (pns) {
+        g->pt += pns->a[2];
+        g->pl += pns->a[3];
+    }
+}
+
+size_t onnx_k_conv_fused_scratch(const h2t_model *m, const onnx_fuse *f, const onnx_vstate *vs,
+                                 const onnx_nstate *conv_ns, const onnx_nstate *pad_ns)
+{
+    geo g;
+    fused_geo(m, vs, f, conv_ns, pad_ns, &g);
+    if (is_depthwise(&g) || is_pointwise(&g))
+        return 0;
+    return (size_t)((g.C / g.G) * g.kh * g.kw * g.OH * g.OW);
+}
+
+int onnx_k_conv_fused(const onnx_kctx *k, const onnx_fuse *f, const onnx_nstate *cns,
+                      const onnx_nstate *pns)
+{
+    const onnx_node *nd = &k->m->nodes[f->conv];
+    const onnx_vstate *x = &k->vs[f->x];
+    geo g;
+    fused_geo(k->m, k->vs, f, cns, pns, &g);
+    if (g.N * g.M * g.OH * g.OW == 0)
+        return 0;
+    const float *w = f->fw ? f->fw : k->vs[nd->in[1]].f;
+    const float *bias = f->fw ? f->fb : HAS(2) ? IN(2)->f : NULL;
+    fout o = {f, NULL, NULL, NULL, k->vs[f->v_out].f, NULL, f->bn >= 0 && !f->fw};
+    o.acc = f->v_conv >= 0 ? k->vs[f->v_conv].f : o.yfinal;
+    o.ybn = f->v_bn >= 0 ? k->vs[f->v_bn].f : NULL;
+    o.yadd = f->v_add >= 0 ? k->vs[f->v_add].f : NULL;
+    o.res = f->add >= 0 ? k->vs[f->add_other].f : NULL;
+    int64_t OHW = g.OH * g.OW;
+    if (is_depthwise(&g) && is_dw3x3(&g)) {
+        fdwjob j = {&o, x->f, w, bias, &g, 0};
+        j.direct_act = !o.bn_left && f->add < 0 && f->act >= 0 && o.acc == o.yfinal;
+        onnx_par_for(k->threads, g.N * g.C, 1 + 4096 / (OHW + 1), fused_dw_range, &j);
+        return 0;
+    }
+    if (is_depthwise(&g)) {
+        depthwise(k->threads, x->f, w, bias, &g, o.acc);
+    } else {
+        int64_t Cg = g.C / g.G, Mg = g.M / g.G, K = Cg * g.kh * g.kw;
+        int pw = is_pointwise(&g);
+        if (!pw && (size_t)(K * OHW) > k->scratch_n)
+            return h2t_err_set(H2T_ESTATE, "conv scratch too small");
+        /* column tiles whose output (M x nb) stays in L2 for the stages after the conv */
+        int64_t nb = OHW;
+        if (g.G == 1 && has_epilogue(&o)) {
+            nb = (32768 / g.M) / 16 * 16;
+            if (nb < 64)
+                nb = 64;
+            if (nb > OHW)
+                nb = OHW;
+        }
+        for (int64_t n = 0; n < g.N; n++) {
+            float *yn = o.acc + n * g.M * OHW;
+            for (int64_t gi = 0; gi < g.G; gi++) {
+                const float *xg = x->f + (n * g.C + gi * Cg) * g.H * g.W;
+                const float *col = xg;
+                if (!pw) {
+                    im2col(xg, &g, Cg, k->scratch);
+                    col = k->scratch;
+                }
+                for (int64_t c0 = 0; c0 < OHW; c0 += nb) {
+                    int64_t cn = OHW - c0 < nb ? OHW - c0 : nb;
+                    for (int64_t mm = gi * Mg; mm < (gi + 1) * Mg; mm++) {
+                        float b = bias ? bias[mm] : 0.f, *yr = yn + mm * OHW + c0;
+                        for (int64_t i = 0; i < cn; i++)
+                            yr[i] = b;
+                    }
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)Mg, (int)cn, (int)K,
+                                1.f, w + gi * Mg * K, (int)K, col + c0, (int)OHW, 1.f,
+                                yn + gi * Mg * OHW + c0, (int)OHW);
+                    if (g.G == 1 && has_epilogue(&o))
+                        for (int64_t mm = 0; mm < g.M; mm++)
+                            epilogue(&o, mm, (n * g.M + mm) * OHW + c0, cn);
+                }
+            }
+            if (g.G > 1 && has_epilogue(&o))
+                for (int64_t mm = 0; mm < g.M; mm++)
+                    epilogue(&o, mm, (n * g.M + mm) * OHW, OHW);
+        }
+        return 0;
+    }
+    if (has_epilogue(&o))
+        for (int64_t nc = 0; nc < g.N * g.M; nc++)
+            epilogue(&o, nc % g.M, nc * OHW, OHW);
     return 0;
 }
 

@@ -5,6 +5,7 @@
  * errors), buffer reuse in the arena, dynamic batch, observed-tensor callbacks, and Conv in
  * its pointwise / depthwise / grouped / dilated / padded forms.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -454,4 +455,202 @@ TEST(onnx_conv_matches_reference)
         free(w);
         free(want);
     }
+}
+
+/* ---------------------------------------------------------------- fused chains */
+
+/* Every observed tensor of a run, copied (by tensor index). */
+typedef struct grab {
+    float *t[32];
+    int64_t n[32];
+} grab;
+
+static int grab_cb(void *ctx, int tensor, const float *data, const int64_t *shape, int rank)
+{
+    grab *g = ctx;
+    int64_t n = 1;
+    for (int i = 0; i < rank; i++)
+        n *= shape[i];
+    if (tensor >= 32)
+        return H2T_EINVAL;
+    free(g->t[tensor]);
+    g->t[tensor] = malloc((size_t)n * sizeof(float));
+    memcpy(g->t[tensor], data, (size_t)n * sizeof(float));
+    g->n[tensor] = n;
+    return 0;
+}
+
+static void grab_free(grab *g)
+{
+    for (int i = 0; i < 32; i++)
+        free(g->t[i]);
+    memset(g, 0, sizeof *g);
+}
+
+#define FC 8 /* channels */
+#define FH 9 /* input side */
+#define FO 4 /* side after the stride-2 depthwise: (9 + 1 - 3) / 2 + 1 */
+#define FN 5 /* batch */
+
+static void bn_ref(const float *x, const float *p, int n, int c, int hw, float *y)
+{
+    /* p: gamma, beta, mean, var (c each), the default eps 1e-5: the BN kernel's arithmetic */
+    for (int i = 0; i < n * c; i++) {
+        int ch = i % c;
+        float a = p[ch] / sqrtf(p[3 * c + ch] + 1e-5f), b = p[c + ch] - p[2 * c + ch] * a;
+        for (int k = 0; k < hw; k++)
+            y[i * hw + k] = x[i * hw + k] * a + b;
+    }
+}
+
+/* Pad(right/bottom 1) -> depthwise 3x3 s2 -> BN -> Clip(0, 6) -> 1x1 conv -> BN -> Add(the
+ * clip) -> Relu, opset 10 (attribute forms). Reference tensors computed here. */
+TEST(onnx_fused_chains_observed_or_not)
+{
+    unsigned s = 11;
+    float wd[FC * 9], bd[FC], wp[FC * FC], bnp[2][4 * FC];
+    for (int i = 0; i < FC * 9; i++)
+        wd[i] = frand(&s);
+    for (int i = 0; i < FC; i++)
+        bd[i] = frand(&s);
+    for (int i = 0; i < FC * FC; i++)
+        wp[i] = frand(&s);
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < FC; i++) {
+            bnp[k][i] = 1.f + 0.5f * frand(&s);
+            bnp[k][FC + i] = frand(&s);
+            bnp[k][2 * FC + i] = 0.3f * frand(&s);
+            bnp[k][3 * FC + i] = 0.5f + 0.4f * frand(&s);
+        }
+    pb g = {0}, m = {0};
+    int64_t xd[4] = {-1, FC, FH, FH}, yd[4] = {-1, FC, FO, FO}, dwd[4] = {FC, 1, 3, 3};
+    int64_t pwd[4] = {FC, FC, 1, 1}, cd[1] = {FC};
+    const char *bnn[2][4] = {{"g0", "b0", "m0", "v0"}, {"g1", "b1", "m1", "v1"}};
+    pb_tensor(&g, 5, "wd", 4, dwd, wd);
+    pb_tensor(&g, 5, "bd", 1, cd, bd);
+    pb_tensor(&g, 5, "wp", 4, pwd, wp);
+    for (int k = 0; k < 2; k++)
+        for (int j = 0; j < 4; j++)
+            pb_tensor(&g, 5, bnn[k][j], 1, cd, bnp[k] + j * FC);
+    attr pa[1] = {{"pads", 7, 0, 0, 8, {0, 0, 0, 0, 0, 0, 1, 1}}};
+    attr da[3] = {{"strides", 7, 0, 0, 2, {2, 2}},
+                  {"group", 2, 0, FC, 0, {0}},
+                  {"kernel_shape", 7, 0, 0, 2, {3, 3}}};
+    attr ca[2] = {{"min", 1, 0.f, 0, 0, {0}}, {"max", 1, 6.f, 0, 0, {0}}};
+    pb_node(&g, "Pad", "pad", "x", NULL, NULL, "xp", pa, 1);
+    pb_node(&g, "Conv", "dw", "xp", "wd", "bd", "c1", da, 3);
+    /* BN takes 5 inputs: written by hand below */
+    for (int k = 0; k < 2; k++) {
+        pb nd = {0};
+        pb_str(&nd, 1, k ? "c2" : "c1");
+        for (int j = 0; j < 4; j++)
+            pb_str(&nd, 1, bnn[k][j]);
+        pb_str(&nd, 2, k ? "n2" : "n1");
+        pb_str(&nd, 3, k ? "bn2" : "bn1");
+        pb_str(&nd, 4, "BatchNormalization");
+        if (k == 0) {
+            pb_msg(&g, 1, &nd);
+            pb_node(&g, "Clip", "clip", "n1", NULL, NULL, "r1", ca, 2);
+            pb_node(&g, "Conv", "pw", "r1", "wp", NULL, "c2", NULL, 0);
+        } else {
+            pb_msg(&g, 1, &nd);
+        }
+    }
+    pb_node(&g, "Add", "add", "n2", "r1", NULL, "a2", NULL, 0);
+    pb_node(&g, "Relu", "relu", "a2", NULL, NULL, "y", NULL, 0);
+    pb_value_info(&g, 11, "x", 4, xd);
+    pb_value_info(&g, 12, "y", 4, yd);
+    pb_model(&m, &g, 10);
+
+    /* reference */
+    const int nx = FN * FC * FH * FH, ny = FN * FC * FO * FO;
+    float *x = malloc(nx * sizeof *x), *ref[8];
+    for (int i = 0; i < nx; i++)
+        x[i] = 2.f * frand(&s);
+    for (int i = 0; i < 8; i++)
+        ref[i] = calloc(ny, sizeof(float));
+    convcase dc = {FN, FC, FH + 1, FH + 1, FC, 3, 2, 0, 1, FC, 1};
+    float *xp = calloc((size_t)FN * FC * (FH + 1) * (FH + 1), sizeof(float));
+    for (int i = 0; i < FN * FC; i++)
+        for (int h = 0; h < FH; h++)
+            memcpy(xp + (i * (FH + 1) + h) * (FH + 1), x + (i * FH + h) * FH, FH * sizeof(float));
+    conv_ref(&dc, xp, wd, bd, FO, FO, ref[0]);       /* c1 */
+    bn_ref(ref[0], bnp[0], FN, FC, FO * FO, ref[1]); /* n1 */
+    for (int i = 0; i < ny; i++)                     /* r1 */
+        ref[2][i] = ref[1][i] < 0.f ? 0.f : ref[1][i] > 6.f ? 6.f : ref[1][i];
+    convcase pc = {FN, FC, FO, FO, FC, 1, 1, 0, 1, 1, 0};
+    conv_ref(&pc, ref[2], wp, NULL, FO, FO, ref[3]); /* c2 */
+    bn_ref(ref[3], bnp[1], FN, FC, FO * FO, ref[4]); /* n2 */
+    for (int i = 0; i < ny; i++) {
+        ref[5][i] = ref[4][i] + ref[2][i];             /* a2 */
+        ref[6][i] = ref[5][i] > 0.f ? ref[5][i] : 0.f; /* y */
+    }
+    const char *names[7] = {"c1", "n1", "r1", "c2", "n2", "a2", "y"};
+
+    h2t_model *mod;
+    ASSERT_OK(h2t_model_load_mem(m.b, m.n, "chain.onnx", &mod));
+    int idx[7];
+    for (int i = 0; i < 7; i++)
+        ASSERT_GE(idx[i] = h2t_model_tensor_find(mod, names[i]), 0);
+    grab first = {0};
+    /* every tensor observed: each one exact, on 1 thread and split over 2 (bitwise equal) */
+    for (int threads = 1; threads <= 2; threads++) {
+        h2t_exec *ex;
+        grab got = {0};
+        h2t_blas_threads(threads);
+        ASSERT_OK(h2t_exec_create(mod, FN, &ex));
+        for (int i = 0; i < h2t_model_n_tensors(mod); i++)
+            ASSERT_OK(h2t_exec_observe(ex, i, 1));
+        ASSERT_OK(h2t_exec_run(ex, x, FN, grab_cb, &got));
+        for (int i = 0; i < 7; i++) {
+            const float *t = got.t[idx[i]];
+            ASSERT(t != NULL);
+            ASSERT_EQ(got.n[idx[i]], ny);
+            for (int j = 0; j < ny; j++)
+                if (fabsf(t[j] - ref[i][j]) > 1e-4f * (1.f + fabsf(ref[i][j])))
+                    TEST_FAILF("threads %d tensor %s [%d] = %g, want %g", threads, names[i], j,
+                               t[j], ref[i][j]);
+            if (threads == 2 && memcmp(t, first.t[idx[i]], ny * sizeof(float)) != 0)
+                TEST_FAILF("tensor %s differs between 1 and 2 threads", names[i]);
+        }
+        if (threads == 1)
+            first = got;
+        else
+            grab_free(&got);
+        /* nothing observed: the chains fold BN into the weights and keep no intermediate */
+        size_t full = h2t_exec_arena_bytes(ex);
+        for (int i = 0; i < h2t_model_n_tensors(mod); i++)
+            ASSERT_OK(h2t_exec_observe(ex, i, 0));
+        for (int n = FN; n >= 1; n -= 3) {
+            ASSERT_OK(h2t_exec_run(ex, x, n, NULL, NULL));
+            int64_t shape[H2T_MAX_RANK];
+            int rank;
+            const float *y = h2t_exec_output(ex, 0, shape, &rank);
+            ASSERT(y != NULL);
+            ASSERT_EQ(shape[0], n);
+            for (int j = 0; j < n * FC * FO * FO; j++)
+                if (fabsf(y[j] - ref[6][j]) > 1e-4f * (1.f + fabsf(ref[6][j])))
+                    TEST_FAILF("threads %d batch %d unobserved y[%d] = %g, want %g", threads, n, j,
+                               y[j], ref[6][j]);
+        }
+        ASSERT_LT(h2t_exec_arena_bytes(ex), full);
+        /* one tensor inside a chain observed again: it is materialised again */
+        grab part = {0};
+        ASSERT_OK(h2t_exec_observe(ex, idx[4], 1));
+        ASSERT_OK(h2t_exec_run(ex, x, FN, grab_cb, &part));
+        ASSERT(part.t[idx[4]] != NULL && part.t[idx[1]] == NULL);
+        for (int j = 0; j < ny; j++) /* upstream, BN was folded: not bitwise */
+            if (fabsf(part.t[idx[4]][j] - ref[4][j]) > 1e-4f * (1.f + fabsf(ref[4][j])))
+                TEST_FAILF("threads %d n2 alone [%d] = %g, want %g", threads, j, part.t[idx[4]][j],
+                           ref[4][j]);
+        grab_free(&part);
+        h2t_exec_destroy(ex);
+    }
+    grab_free(&first);
+    h2t_model_destroy(mod);
+    for (int i = 0; i < 8; i++)
+        free(ref[i]);
+    free(x);
+    free(xp);
+    free(m.b);
 }

@@ -1,0 +1,47 @@
+/*
+ * extract/kern.h - hand-vectorised compute kernels of the executor (not a public contract:
+ * extract/ops*.c and the tests include it).
+ *
+ * Each kernel has a portable C version (*_ref, always built, the reference of the tests) and
+ * an AVX+FMA version compiled with __attribute__((target("avx,fma"))) whatever the build's
+ * -march; the plain name dispatches at run time on the CPU (h2t_kern_isa), so results depend
+ * on the CPU only, never on thread counts or batch splits.
+ *
+ *     h2t_dw_geo g = {H, W, OH, OW, sh, sw, pt, pl};
+ *     h2t_kern_dw3x3(x, &g, w9, bias, H2T_ACT_CLIP, 0.f, 6.f, y); // one channel plane
+ */
+#ifndef H2T_EXTRACT_KERN_H
+#define H2T_EXTRACT_KERN_H
+
+#include <stdint.h>
+
+/* Activation applied by a kernel's output pass. */
+enum { H2T_ACT_NONE = 0, H2T_ACT_RELU = 1, H2T_ACT_CLIP = 2 };
+
+/* Instruction sets: 0 portable C, 1 AVX+FMA. */
+enum { H2T_ISA_C = 0, H2T_ISA_AVX_FMA = 1 };
+/* The best instruction set this CPU runs (H2T_ISA_*). */
+int h2t_kern_isa(void);
+
+/* One channel plane of a 3x3 depthwise convolution, dilation 1, strides sh, sw in {1, 2}:
+ * y[oh][ow] = act(bias + sum_{i,j} w9[3i + j] * x[oh*sh - pt + i][ow*sw - pl + j]) with
+ * out-of-range x taken as 0. act: H2T_ACT_NONE, H2T_ACT_RELU (x > 0 ? x : 0) or H2T_ACT_CLIP
+ * (min(max(x, lo), hi), NaN kept). x is H x W, y is OH x OW, both BORROWED. */
+typedef struct h2t_dw_geo {
+    int64_t H, W, OH, OW, sh, sw, pt, pl;
+} h2t_dw_geo;
+void h2t_kern_dw3x3_ref(const float *x, const h2t_dw_geo *g, const float *w9, float bias, int act,
+                        float lo, float hi, float *y);
+void h2t_kern_dw3x3_avx(const float *x, const h2t_dw_geo *g, const float *w9, float bias, int act,
+                        float lo, float hi, float *y);
+/* isa: H2T_ISA_* (the AVX path falls back to C when the CPU lacks it). */
+void h2t_kern_dw3x3_isa(int isa, const float *x, const h2t_dw_geo *g, const float *w9, float bias,
+                        int act, float lo, float hi, float *y);
+void h2t_kern_dw3x3(const float *x, const h2t_dw_geo *g, const float *w9, float bias, int act,
+                    float lo, float hi, float *y);
+
+/* y[i] = act(x[i]) for n floats (x == y allowed): the same arithmetic as the Relu / Clip
+ * kernels of ops_elem.c, so a fused pass gives bitwise the unfused tensor. */
+void h2t_kern_act(const float *x, int64_t n, int act, float lo, float hi, float *y);
+
+#endif
