@@ -16,7 +16,7 @@
  * read from the store, or shared: solver.h h2t_design_cache), each cancelled there.
  *
  * Usage: build/bench/server [SECONDS] [--runs R] [--depth D] [--threads T]
- *                           [--store DIR --task NAME] [--start-only]
+ *                           [--store DIR --task NAME] [--start-only] [--spin US] [--no-idle]
  *   SECONDS   load window per run (default 5)
  *   --runs    runs (each a fresh load process; the median is printed), default 3
  *   --depth   requests in flight per connection (default 1: request, wait, next)
@@ -24,6 +24,8 @@
  *   --store   measure the job start on an existing store's task instead of the synthetic
  *             store (the server writes its jobs there: use a copy); implies --start-only
  *   --start-only  only the job start, no load runs
+ *   --spin US     the server's h2t_srv_config.spin_us (default: the server's default)
+ *   --no-idle     job threads niced only, not SCHED_IDLE (h2t_srv_config.job_idle = 0)
  */
 #include "server/server.h"
 #include "client/client.h"
@@ -686,7 +688,7 @@ int main(int argc, char **argv)
     if (argc == 5 && !strcmp(argv[1], "--load"))
         return load_main(atoi(argv[2]), atof(argv[3]), atoi(argv[4]));
     double secs = 5;
-    int runs = 3, depth = 1, start_only = 0;
+    int runs = 3, depth = 1, start_only = 0, spin_us = -1, job_idle = 1;
     uint32_t threads = 0;
     const char *store_dir = NULL, *task = "t";
     for (int i = 1; i < argc; i++) {
@@ -696,6 +698,10 @@ int main(int argc, char **argv)
             task = argv[++i];
         else if (!strcmp(argv[i], "--start-only"))
             start_only = 1;
+        else if (!strcmp(argv[i], "--spin") && i + 1 < argc)
+            spin_us = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--no-idle"))
+            job_idle = 0;
         else if (!strcmp(argv[i], "--runs") && i + 1 < argc)
             runs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--depth") && i + 1 < argc)
@@ -707,7 +713,7 @@ int main(int argc, char **argv)
         else {
             fprintf(stderr,
                     "usage: %s [SECONDS] [--runs R] [--depth D] [--threads T] [--store DIR "
-                    "--task NAME] [--start-only]\n",
+                    "--task NAME] [--start-only] [--spin US] [--no-idle]\n",
                     argv[0]);
             return 2;
         }
@@ -744,6 +750,9 @@ int main(int argc, char **argv)
     h2t_srv_config_default(&cfg);
     cfg.listen = "127.0.0.1:0";
     cfg.handle_signals = 0;
+    if (spin_us >= 0)
+        cfg.spin_us = (uint32_t)spin_us;
+    cfg.job_idle = job_idle;
     bench_runner br;
     if ((rc = h2t_design_cache_create(cfg.design_cache_bytes, &br.dc)) < 0)
         die("design cache", rc);
