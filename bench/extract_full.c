@@ -12,7 +12,10 @@
  * comparison is bench/extract.c.
  *
  *     build/bench/extract_full [--model mobilenet_v2] [--limit 320] [--batch 32]
- *                              [--threads 2] [--target 512] [--data SPEC]
+ *                              [--threads 2] [--target 512] [--data SPEC] [--pool-only REPS]
+ *
+ * --pool-only REPS: no pass; pooling alone on the model's selected tensor shapes, written and
+ * pooled as the pass does and in ~32 KiB channel chunks (see pool_only below).
  *
  * Run from the repository root (make bench does); models/NAME.onnx comes from
  * deploy/fetch_model.sh --all, run first (idempotent).
@@ -20,10 +23,163 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/err.h"
 #include "extract/extract.h"
 #include "storage/store.h"
+
+/* ---- --pool-only: pooling alone on the model's own tensor shapes ----
+ *
+ * Every selected tensor gets its own buffer; per image each buffer is written (memcpy of a
+ * repeated 4 KiB pattern, standing in for the kernel that produces it) and then pooled, in
+ * graph order. Three ways, each timed with the thread's CPU clock around one whole image:
+ *   after:   write the whole tensor, then pool it (what the pass does: the executor calls
+ *            back once per tensor), with the AVX and the generic kernels;
+ *   chunked: write about 32 KiB of whole channels, pool those channels at once
+ *            (h2t_pool_apply_channels), next chunk: what a producer could do while the
+ *            chunk is still in L1/L2;
+ *   write:   the chunked writes alone, subtracted from chunked.
+ * Minimum and median over the repetitions, in ms per image. */
+typedef struct pool_sim {
+    uint32_t n;
+    h2t_pool_plan *pp;
+    size_t *per;
+    float **buf, **out;
+    float tab[1024]; /* the values written, repeated */
+} pool_sim;
+
+static double thread_cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* x[k] = tab[k % 1024] for k in [a, b): memcpy speed, like a kernel's stores */
+static void fill(const pool_sim *ps, float *x, size_t a, size_t b)
+{
+    while (a < b) {
+        size_t off = a & 1023, len = 1024 - off < b - a ? 1024 - off : b - a;
+        memcpy(x + a, ps->tab + off, len * sizeof(float));
+        a += len;
+    }
+}
+
+/* one image: mode 0 after (isa), 1 chunked, 2 chunked writes only */
+static void pool_sim_image(const pool_sim *ps, int mode, int isa)
+{
+    for (uint32_t l = 0; l < ps->n; l++) {
+        const h2t_pool_plan *p = &ps->pp[l];
+        float *x = ps->buf[l];
+        int four = p->kind == H2T_POOL_GAP || p->kind == H2T_POOL_GRID;
+        if (mode == 0 || !four) {
+            fill(ps, x, 0, ps->per[l]);
+            if (mode != 2)
+                h2t_pool_apply_isa(p, x, ps->out[l], isa);
+            continue;
+        }
+        size_t hw = ps->per[l] / p->c;
+        uint32_t nc = hw < 8192 ? (uint32_t)(8192 / hw) : 1;
+        for (uint32_t c0 = 0; c0 < p->c; c0 += nc) {
+            uint32_t c1 = p->c - c0 < nc ? p->c : c0 + nc;
+            fill(ps, x, c0 * hw, c1 * hw);
+            if (mode == 1)
+                h2t_pool_apply_channels(p, x, c0, c1, ps->out[l]);
+        }
+    }
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* reps rounds of the four ways in turn (so that a busy moment hits all four alike); per way
+ * the minimum and the median over the rounds */
+static void pool_sim_time(const pool_sim *ps, int reps, double mn[4], double md[4])
+{
+    static const int modes[4] = {0, 0, 1, 2},
+                     isas[4] = {H2T_POOL_ISA_AVX, H2T_POOL_ISA_GENERIC, 0, 0};
+    double t[4][64];
+    if (reps > 64)
+        reps = 64;
+    for (int k = 0; k < 4; k++)
+        pool_sim_image(ps, modes[k], isas[k]); /* warm-up */
+    for (int r = 0; r < reps; r++)
+        for (int k = 0; k < 4; k++) {
+            double c0 = thread_cpu_s();
+            pool_sim_image(ps, modes[k], isas[k]);
+            t[k][r] = thread_cpu_s() - c0;
+        }
+    for (int k = 0; k < 4; k++) {
+        qsort(t[k], (size_t)reps, sizeof t[k][0], cmp_double);
+        mn[k] = 1e3 * t[k][0];
+        md[k] = 1e3 * t[k][reps / 2];
+    }
+}
+
+static int pool_only(h2t_extract_plan *plan, const char *model, uint32_t target, int reps)
+{
+    uint32_t n = 0;
+    uint64_t total = 0;
+    const h2t_layer_info *li = h2t_extract_plan_layers(plan, &n, &total);
+    pool_sim ps = {n,
+                   calloc(n, sizeof(h2t_pool_plan)),
+                   calloc(n, sizeof(size_t)),
+                   calloc(n, sizeof(float *)),
+                   calloc(n, sizeof(float *)),
+                   {0}};
+    for (int k = 0; k < 1024; k++)
+        ps.tab[k] = (float)((k * 37) % 1024) * 0.002f - 1.0f;
+    int rc = 0;
+    size_t floats = 0;
+    if (!ps.pp || !ps.per || !ps.buf || !ps.out) {
+        rc = h2t_err_set(H2T_ENOMEM, "pool-only buffers");
+        goto out;
+    }
+    for (uint32_t l = 0; l < n; l++) {
+        int64_t shape[4] = {1, 1, 1, 1};
+        for (uint32_t k = 1; k < li[l].rank; k++)
+            shape[k] = li[l].shape[k - 1];
+        if ((rc = h2t_pool_plan_make((int)li[l].rank, shape, target, &ps.pp[l])) < 0)
+            goto out;
+        ps.per[l] = 1;
+        for (uint32_t k = 1; k < li[l].rank; k++)
+            ps.per[l] *= li[l].shape[k - 1];
+        floats += ps.per[l];
+        ps.buf[l] = malloc(sizeof(float) * ps.per[l]);
+        ps.out[l] = malloc(sizeof(float) * ps.pp[l].dim);
+        if (!ps.buf[l] || !ps.out[l]) {
+            rc = h2t_err_set(H2T_ENOMEM, "pool-only buffers");
+            goto out;
+        }
+    }
+    double mn[4], md[4];
+    pool_sim_time(&ps, reps, mn, md);
+    /* the writes are timed with the pooling; subtract the same writes done alone */
+    printf("pool only       %-13s %u tensors, %zu floats (%.1f MB) per image, T=%u, best kernels "
+           "%s, %d rounds, thread CPU ms/image min / median:\n"
+           "  write + pool after the whole tensor: AVX %.3f / %.3f, generic %.3f / %.3f\n"
+           "  write + pool per ~32 KiB channel chunk (AVX): %.3f / %.3f\n"
+           "  the writes alone: %.3f / %.3f\n"
+           "  pooling = minus the writes (mins): after the tensor AVX %.3f, generic %.3f; per "
+           "chunk %.3f\n",
+           model, n, floats, 4e-6 * (double)floats, target,
+           h2t_pool_isa_best() == H2T_POOL_ISA_AVX ? "AVX" : "generic", reps, mn[0], md[0], mn[1],
+           md[1], mn[2], md[2], mn[3], md[3], mn[0] - mn[3], mn[1] - mn[3], mn[2] - mn[3]);
+out:
+    for (uint32_t l = 0; l < n && ps.buf && ps.out; l++) {
+        free(ps.buf[l]);
+        free(ps.out[l]);
+    }
+    free(ps.pp);
+    free(ps.per);
+    free(ps.buf);
+    free(ps.out);
+    return rc;
+}
 
 int main(int argc, char **argv)
 {
@@ -34,7 +190,7 @@ int main(int argc, char **argv)
     h2t_extract_plan *plan = NULL;
     h2t_extract_result res;
     h2t_store *st = NULL;
-    int rc = 0, made = 0;
+    int rc = 0, made = 0, pool_reps = 0;
     uint32_t n_layers = 0;
     uint64_t total_dim = 0;
 
@@ -45,6 +201,14 @@ int main(int argc, char **argv)
     o.progress = 0;
     for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--pool-only") == 0) {
+            pool_reps = v ? atoi(v) : 0;
+            if (pool_reps < 1) {
+                fprintf(stderr, "extract_full: --pool-only REPS (1..64)\n");
+                return 2;
+            }
+            continue;
+        }
         if (!v) {
             fprintf(stderr, "usage: extract_full [--model NAME] [--limit N] [--batch B] "
                             "[--threads T] [--target T] [--data SPEC]\n");
@@ -83,6 +247,10 @@ int main(int argc, char **argv)
     if ((rc = h2t_extract_plan_create(&o, &plan)) < 0)
         goto out;
     h2t_extract_plan_layers(plan, &n_layers, &total_dim);
+    if (pool_reps) {
+        rc = pool_only(plan, model, o.target_size, pool_reps);
+        goto out;
+    }
     if ((rc = h2t_store_open(dir, H2T_STORE_CREATE, &st)) < 0)
         goto out;
     if ((rc = h2t_extract_plan_run(plan, st, &res)) < 0)
