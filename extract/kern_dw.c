@@ -172,6 +172,71 @@ H2T_AVX static inline __m256 dw8(const float *const *rows, const int *wi, int nr
     return acc;
 }
 
+/* Lanes whose column base + lane lies in [0, W) (sign bit set), for masked loads. */
+H2T_AVX static inline __m256i col_mask(int64_t base, int64_t W, __m256 lanes)
+{
+    __m256 fi = _mm256_add_ps(_mm256_set1_ps((float)base), lanes);
+    __m256 ok = _mm256_and_ps(_mm256_cmp_ps(fi, _mm256_setzero_ps(), _CMP_GE_OQ),
+                              _mm256_cmp_ps(fi, _mm256_set1_ps((float)W), _CMP_LT_OQ));
+    return _mm256_castps_si256(ok);
+}
+
+/* One masked tap row: 3 taps of row p (unshifted) at columns base + j, masks m[j] (stride 1)
+ * or m[j], m1[j] over 16 columns deinterleaved (stride 2). */
+H2T_AVX static inline __m256 tap_row_masked(const float *p, int64_t base, int sw, const __m256i *m,
+                                            const __m256i *m1, __m256 w0, __m256 w1, __m256 w2,
+                                            __m256 acc)
+{
+    const __m256 wj[3] = {w0, w1, w2};
+    for (int j = 0; j < 3; j++) {
+        __m256 v;
+        if (sw == 1) {
+            v = _mm256_maskload_ps(p + base + j, m[j]);
+        } else {
+            __m256 a = _mm256_maskload_ps(p + base + j, m[j]);
+            __m256 b = _mm256_maskload_ps(p + base + j + 8, m1[j]);
+            __m256 t0 = _mm256_permute2f128_ps(a, b, 0x20), t1 = _mm256_permute2f128_ps(a, b, 0x31);
+            v = _mm256_shuffle_ps(t0, t1, 0x88);
+        }
+        acc = _mm256_fmadd_ps(wj[j], v, acc);
+    }
+    return acc;
+}
+
+/* The columns ow..ow+7 of every output row where some tap falls outside the row (or the row
+ * ends): masked loads (masked-off lanes are neither read nor faulted) are the zero padding;
+ * the masks depend on the column only, so they are made once for all rows. */
+H2T_AVX static void dw_masked_cols(const float *x, const h2t_dw_geo *g, const __m256 *w, __m256 vb,
+                                   int act, __m256 vlo, __m256 vhi, int64_t ow, __m256 lanes,
+                                   float *y)
+{
+    const int sw = (int)g->sw;
+    const int64_t base = ow * sw - g->pl;
+    __m256i m[3], m1[3];
+    for (int j = 0; j < 3; j++) {
+        m[j] = col_mask(base + j, g->W, lanes);
+        m1[j] = col_mask(base + j + 8, g->W, lanes);
+    }
+    const int full = ow + 8 <= g->OW;
+    const __m256i keep =
+        _mm256_castps_si256(_mm256_cmp_ps(lanes, _mm256_set1_ps((float)(g->OW - ow)), _CMP_LT_OQ));
+    for (int64_t oh = 0; oh < g->OH; oh++) {
+        int64_t ih0 = oh * g->sh - g->pt;
+        __m256 a0 = vb, a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps();
+        if (ih0 >= 0 && ih0 < g->H)
+            a0 = tap_row_masked(x + ih0 * g->W, base, sw, m, m1, w[0], w[1], w[2], a0);
+        if (ih0 + 1 >= 0 && ih0 + 1 < g->H)
+            a1 = tap_row_masked(x + (ih0 + 1) * g->W, base, sw, m, m1, w[3], w[4], w[5], a1);
+        if (ih0 + 2 >= 0 && ih0 + 2 < g->H)
+            a2 = tap_row_masked(x + (ih0 + 2) * g->W, base, sw, m, m1, w[6], w[7], w[8], a2);
+        __m256 acc = act8(_mm256_add_ps(_mm256_add_ps(a0, a1), a2), act, vlo, vhi);
+        if (full)
+            _mm256_storeu_ps(y + oh * g->OW + ow, acc);
+        else
+            _mm256_maskstore_ps(y + oh * g->OW + ow, keep, acc);
+    }
+}
+
 H2T_AVX void h2t_kern_dw3x3_avx(const float *x, const h2t_dw_geo *g, const float *w9, float bias,
                                 int act, float lo, float hi, float *y)
 {
@@ -183,9 +248,19 @@ H2T_AVX void h2t_kern_dw3x3_avx(const float *x, const h2t_dw_geo *g, const float
     dw_cols(g, &c0, &c1);
     const int sw = (int)g->sw;
     const __m256 vb = _mm256_set1_ps(bias), vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+    const __m256 lanes = _mm256_setr_ps(0.f, 1.f, 2.f, 3.f, 4.f, 5.f, 6.f, 7.f);
     __m256 w[9];
     for (int i = 0; i < 9; i++)
         w[i] = _mm256_set1_ps(w9[i]);
+    /* column blocks of 8 from 0: interior ones unmasked row by row, the others masked */
+    int64_t i0 = (c0 + 7) / 8 * 8, i1 = i0; /* interior blocks [i0, i1) */
+    while (i1 + 8 <= c1)
+        i1 += 8;
+    for (int64_t ow = 0; ow < g->OW; ow += 8)
+        if (ow < i0 || ow >= i1)
+            dw_masked_cols(x, g, w, vb, act, vlo, vhi, ow, lanes, y);
+    if (i1 <= i0)
+        return;
     for (int64_t oh = 0; oh < g->OH; oh++) {
         float *yr = y + oh * g->OW;
         int64_t ih0 = oh * g->sh - g->pt;
@@ -196,59 +271,41 @@ H2T_AVX void h2t_kern_dw3x3_avx(const float *x, const h2t_dw_geo *g, const float
                 rows[nr] = x + (ih0 + i) * g->W - g->pl;
                 wi[nr++] = 3 * i;
             }
-        for (int64_t ow = 0; ow < c0; ow++)
-            yr[ow] = act1(dw_point(x, g, w9, bias, oh, ow), act, lo, hi);
-        int64_t ow = c0;
-        if (c1 - c0 >= 8) {
-            if (nr == 3 && sw == 1) {
-                const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2];
-                for (;; ow += 8) {
-                    if (ow + 8 > c1)
-                        ow = c1 - 8; /* the last vector overlaps: same lanes, same values */
-                    __m256 acc = vb;
-                    acc = _mm256_fmadd_ps(w[0], _mm256_loadu_ps(r0 + ow), acc);
-                    acc = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(r0 + ow + 1), acc);
-                    acc = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(r0 + ow + 2), acc);
-                    acc = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(r1 + ow), acc);
-                    acc = _mm256_fmadd_ps(w[4], _mm256_loadu_ps(r1 + ow + 1), acc);
-                    acc = _mm256_fmadd_ps(w[5], _mm256_loadu_ps(r1 + ow + 2), acc);
-                    acc = _mm256_fmadd_ps(w[6], _mm256_loadu_ps(r2 + ow), acc);
-                    acc = _mm256_fmadd_ps(w[7], _mm256_loadu_ps(r2 + ow + 1), acc);
-                    acc = _mm256_fmadd_ps(w[8], _mm256_loadu_ps(r2 + ow + 2), acc);
-                    _mm256_storeu_ps(yr + ow, act8(acc, act, vlo, vhi));
-                    if (ow + 8 >= c1)
-                        break;
-                }
-            } else {
-                for (;; ow += 8) {
-                    if (ow + 8 > c1)
-                        ow = c1 - 8;
-                    __m256 acc = dw8(rows, wi, nr, ow, sw, w, vb);
-                    _mm256_storeu_ps(yr + ow, act8(acc, act, vlo, vhi));
-                    if (ow + 8 >= c1)
-                        break;
-                }
+        if (nr == 3 && sw == 1) {
+            for (int64_t ow = i0; ow < i1; ow += 8) {
+                const float *r0 = rows[0] + ow, *r1 = rows[1] + ow, *r2 = rows[2] + ow;
+                /* three row chains, summed: shorter dependency chains than one of 9 */
+                __m256 a0 = _mm256_fmadd_ps(w[0], _mm256_loadu_ps(r0), vb);
+                __m256 a1 = _mm256_mul_ps(w[3], _mm256_loadu_ps(r1));
+                __m256 a2 = _mm256_mul_ps(w[6], _mm256_loadu_ps(r2));
+                a0 = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(r0 + 1), a0);
+                a1 = _mm256_fmadd_ps(w[4], _mm256_loadu_ps(r1 + 1), a1);
+                a2 = _mm256_fmadd_ps(w[7], _mm256_loadu_ps(r2 + 1), a2);
+                a0 = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(r0 + 2), a0);
+                a1 = _mm256_fmadd_ps(w[5], _mm256_loadu_ps(r1 + 2), a1);
+                a2 = _mm256_fmadd_ps(w[8], _mm256_loadu_ps(r2 + 2), a2);
+                __m256 acc = _mm256_add_ps(_mm256_add_ps(a0, a1), a2);
+                _mm256_storeu_ps(yr + ow, act8(acc, act, vlo, vhi));
             }
-            ow = c1;
         } else if (nr == 3) {
-            const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2];
-            for (; ow < c1; ow++) {
-                int64_t s = ow * sw;
-                float acc = bias;
-                acc += w9[0] * r0[s];
-                acc += w9[1] * r0[s + 1];
-                acc += w9[2] * r0[s + 2];
-                acc += w9[3] * r1[s];
-                acc += w9[4] * r1[s + 1];
-                acc += w9[5] * r1[s + 2];
-                acc += w9[6] * r2[s];
-                acc += w9[7] * r2[s + 1];
-                acc += w9[8] * r2[s + 2];
-                yr[ow] = act1(acc, act, lo, hi);
+            for (int64_t ow = i0; ow < i1; ow += 8) {
+                const float *r0 = rows[0] + 2 * ow, *r1 = rows[1] + 2 * ow, *r2 = rows[2] + 2 * ow;
+                __m256 a0 = _mm256_fmadd_ps(w[0], ld_even(r0), vb);
+                __m256 a1 = _mm256_mul_ps(w[3], ld_even(r1));
+                __m256 a2 = _mm256_mul_ps(w[6], ld_even(r2));
+                a0 = _mm256_fmadd_ps(w[1], ld_odd(r0), a0);
+                a1 = _mm256_fmadd_ps(w[4], ld_odd(r1), a1);
+                a2 = _mm256_fmadd_ps(w[7], ld_odd(r2), a2);
+                a0 = _mm256_fmadd_ps(w[2], ld_odd(r0 + 1), a0);
+                a1 = _mm256_fmadd_ps(w[5], ld_odd(r1 + 1), a1);
+                a2 = _mm256_fmadd_ps(w[8], ld_odd(r2 + 1), a2);
+                __m256 acc = _mm256_add_ps(_mm256_add_ps(a0, a1), a2);
+                _mm256_storeu_ps(yr + ow, act8(acc, act, vlo, vhi));
             }
+        } else {
+            for (int64_t ow = i0; ow < i1; ow += 8)
+                _mm256_storeu_ps(yr + ow, act8(dw8(rows, wi, nr, ow, sw, w, vb), act, vlo, vhi));
         }
-        for (; ow < g->OW; ow++)
-            yr[ow] = act1(dw_point(x, g, w9, bias, oh, ow), act, lo, hi);
     }
 }
 #else
