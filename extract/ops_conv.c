@@ -277,39 +277,74 @@ typedef struct fout {
     const onnx_fuse *f;
     float *acc; /* the conv's result: the Conv output, or the chain output when elided */
     float *ybn, *yadd, *yfinal;
-    const float *res; /* the Add's other input */
-    int bn_left;      /* BN still to apply (not folded into the weights) */
+    const float *res;  /* the Add's other input */
+    const float *bias; /* per channel, still to add to acc (the GEMM ran with beta 0); NULL */
+    int bn_left;       /* BN still to apply (not folded into the weights) */
+    int keep_conv;     /* acc is the materialised Conv output: the bias goes into it */
 } fout;
 
 /* The stages after the conv over len floats at element offset off of channel m. Each stage
- * writes its own output when kept, else the chain's output (in place after the first). */
+ * writes its own output when kept, else the chain's output (in place after the first). The
+ * conv bias is added by the first stage that reads acc, with the arithmetic of separate
+ * passes ((acc + bias) rounded first). */
 static void epilogue(const fout *o, int64_t m, int64_t off, int64_t len)
 {
     const onnx_fuse *f = o->f;
     float *src = o->acc + off;
+    const float bv = o->bias ? o->bias[m] : 0.f;
+    int hb = o->bias != NULL;
+    if (hb && (o->keep_conv || (!o->bn_left && f->add < 0 && f->act < 0))) {
+        for (int64_t i = 0; i < len; i++)
+            src[i] = src[i] + bv;
+        hb = 0;
+    }
     if (o->bn_left) {
         float *d = (o->ybn ? o->ybn : o->yfinal) + off;
         const float a = f->bn_a[m], b = f->bn_b[m];
-        for (int64_t i = 0; i < len; i++)
-            d[i] = src[i] * a + b;
+        if (hb)
+            for (int64_t i = 0; i < len; i++)
+                d[i] = (src[i] + bv) * a + b;
+        else
+            for (int64_t i = 0; i < len; i++)
+                d[i] = src[i] * a + b;
+        hb = 0;
         src = d;
     }
     if (f->add >= 0) {
         float *d = (o->yadd ? o->yadd : o->yfinal) + off;
         const float *r = o->res + off;
-        for (int64_t i = 0; i < len; i++)
-            d[i] = src[i] + r[i];
+        if (hb)
+            for (int64_t i = 0; i < len; i++)
+                d[i] = (src[i] + bv) + r[i];
+        else
+            for (int64_t i = 0; i < len; i++)
+                d[i] = src[i] + r[i];
+        hb = 0;
         src = d;
     }
     if (f->act >= 0) {
-        h2t_kern_act(src, len, f->act_kind, f->act_lo, f->act_hi, o->yfinal + off);
-        src = o->yfinal + off;
+        float *d = o->yfinal + off;
+        if (hb && f->act_kind == H2T_ACT_RELU) {
+            for (int64_t i = 0; i < len; i++) {
+                float v = src[i] + bv;
+                d[i] = v > 0.f ? v : 0.f;
+            }
+        } else if (hb && f->act_kind == H2T_ACT_CLIP) {
+            const float lo = f->act_lo, hi = f->act_hi;
+            for (int64_t i = 0; i < len; i++) {
+                float v = src[i] + bv;
+                v = v < lo ? lo : v;
+                d[i] = v > hi ? hi : v;
+            }
+        } else {
+            h2t_kern_act(src, len, f->act_kind, f->act_lo, f->act_hi, d);
+        }
     }
 }
 
 static int has_epilogue(const fout *o)
 {
-    return o->bn_left || o->f->add >= 0 || o->f->act >= 0;
+    return o->bias || o->bn_left || o->f->add >= 0 || o->f->act >= 0;
 }
 
 typedef struct fdwjob {
@@ -374,7 +409,7 @@ int onnx_k_conv_fused(const onnx_kctx *k, const onnx_fuse *f, const onnx_nstate 
         return 0;
     const float *w = f->fw ? f->fw : k->vs[nd->in[1]].f;
     const float *bias = f->fw ? f->fb : HAS(2) ? IN(2)->f : NULL;
-    fout o = {f, NULL, NULL, NULL, k->vs[f->v_out].f, NULL, f->bn >= 0 && !f->fw};
+    fout o = {f, NULL, NULL, NULL, k->vs[f->v_out].f, NULL, NULL, f->bn >= 0 && !f->fw, 0};
     o.acc = f->v_conv >= 0 ? k->vs[f->v_conv].f : o.yfinal;
     o.ybn = f->v_bn >= 0 ? k->vs[f->v_bn].f : NULL;
     o.yadd = f->v_add >= 0 ? k->vs[f->v_add].f : NULL;
@@ -393,10 +428,13 @@ int onnx_k_conv_fused(const onnx_kctx *k, const onnx_fuse *f, const onnx_nstate 
         int pw = is_pointwise(&g);
         if (!pw && (size_t)(K * OHW) > k->scratch_n)
             return h2t_err_set(H2T_ESTATE, "conv scratch too small");
+        /* the GEMM writes with beta 0; the bias comes with the first pass over the tile */
+        o.bias = bias;
+        o.keep_conv = f->v_conv >= 0;
         /* column tiles whose output (M x nb) stays in L2 for the stages after the conv */
         int64_t nb = OHW;
         if (g.G == 1 && has_epilogue(&o)) {
-            nb = (32768 / g.M) / 16 * 16;
+            nb = (65536 / g.M) / 16 * 16;
             if (nb < 64)
                 nb = 64;
             if (nb > OHW)
@@ -413,13 +451,8 @@ int onnx_k_conv_fused(const onnx_kctx *k, const onnx_fuse *f, const onnx_nstate 
                 }
                 for (int64_t c0 = 0; c0 < OHW; c0 += nb) {
                     int64_t cn = OHW - c0 < nb ? OHW - c0 : nb;
-                    for (int64_t mm = gi * Mg; mm < (gi + 1) * Mg; mm++) {
-                        float b = bias ? bias[mm] : 0.f, *yr = yn + mm * OHW + c0;
-                        for (int64_t i = 0; i < cn; i++)
-                            yr[i] = b;
-                    }
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)Mg, (int)cn, (int)K,
-                                1.f, w + gi * Mg * K, (int)K, col + c0, (int)OHW, 1.f,
+                                1.f, w + gi * Mg * K, (int)K, col + c0, (int)OHW, 0.f,
                                 yn + gi * Mg * OHW + c0, (int)OHW);
                     if (g.G == 1 && has_epilogue(&o))
                         for (int64_t mm = 0; mm < g.M; mm++)
