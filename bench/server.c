@@ -17,6 +17,7 @@
  *
  * Usage: build/bench/server [SECONDS] [--runs R] [--depth D] [--threads T]
  *                           [--store DIR --task NAME] [--start-only] [--spin US] [--no-idle]
+ *                           [--same-session]
  *   SECONDS   load window per run (default 5)
  *   --runs    runs (each a fresh load process; the median is printed), default 3
  *   --depth   requests in flight per connection (default 1: request, wait, next)
@@ -26,6 +27,8 @@
  *   --start-only  only the job start, no load runs
  *   --spin US     the server's h2t_srv_config.spin_us (default: the server's default)
  *   --no-idle     job threads niced only, not SCHED_IDLE (h2t_srv_config.job_idle = 0)
+ *   --same-session  the load generator in this process's session (before 28 Nov: see
+ *                 one_run) instead of a session of its own
  */
 #include "server/server.h"
 #include "client/client.h"
@@ -604,8 +607,8 @@ typedef struct run_result {
 } run_result;
 
 /* One run: exec the load generator, read its two lines. */
-static int one_run(const char *self, int port, double secs, int depth, h2t_client *c, uint64_t job,
-                   run_result *r)
+static int one_run(const char *self, int port, double secs, int depth, int own_session,
+                   h2t_client *c, uint64_t job, run_result *r)
 {
     int fds[2];
     if (pipe(fds) != 0)
@@ -627,7 +630,15 @@ static int one_run(const char *self, int port, double secs, int depth, h2t_clien
                     a_depth,           NULL};
     pid_t pid;
     extern char **environ;
-    int e = posix_spawnp(&pid, "timeout", &fa, NULL, args, environ); /* bounded in time */
+    /* the generator in a session of its own, as a real client is: with the kernel's autogroup
+     * scheduling (on here) the server and the generator in one session shared one group's
+     * CPU share against the other sessions on the machine */
+    posix_spawnattr_t at;
+    posix_spawnattr_init(&at);
+    if (own_session)
+        posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID);
+    int e = posix_spawnp(&pid, "timeout", &fa, &at, args, environ); /* bounded in time */
+    posix_spawnattr_destroy(&at);
     posix_spawn_file_actions_destroy(&fa);
     if (e != 0) {
         close(fds[0]);
@@ -688,7 +699,7 @@ int main(int argc, char **argv)
     if (argc == 5 && !strcmp(argv[1], "--load"))
         return load_main(atoi(argv[2]), atof(argv[3]), atoi(argv[4]));
     double secs = 5;
-    int runs = 3, depth = 1, start_only = 0, spin_us = -1, job_idle = 1;
+    int runs = 3, depth = 1, start_only = 0, spin_us = -1, job_idle = 1, own_session = 1;
     uint32_t threads = 0;
     const char *store_dir = NULL, *task = "t";
     for (int i = 1; i < argc; i++) {
@@ -702,6 +713,8 @@ int main(int argc, char **argv)
             spin_us = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--no-idle"))
             job_idle = 0;
+        else if (!strcmp(argv[i], "--same-session"))
+            own_session = 0;
         else if (!strcmp(argv[i], "--runs") && i + 1 < argc)
             runs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--depth") && i + 1 < argc)
@@ -713,7 +726,7 @@ int main(int argc, char **argv)
         else {
             fprintf(stderr,
                     "usage: %s [SECONDS] [--runs R] [--depth D] [--threads T] [--store DIR "
-                    "--task NAME] [--start-only] [--spin US] [--no-idle]\n",
+                    "--task NAME] [--start-only] [--spin US] [--no-idle] [--same-session]\n",
                     argv[0]);
             return 2;
         }
@@ -800,7 +813,7 @@ int main(int argc, char **argv)
         if (!job || job_state(c, job, &progress) != H2T_JOB_RUNNING)
             job = start_job(c, threads);
         run_result r;
-        if (one_run(self, port, secs, depth, c, job, &r) < 0)
+        if (one_run(self, port, secs, depth, own_session, c, job, &r) < 0)
             break;
         printf("  run %d: %zu requests in %.2f s -> %.0f req/s   p50 %.3f ms   p99 %.3f ms   "
                "max %.3f ms%s\n",
