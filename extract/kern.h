@@ -44,4 +44,30 @@ void h2t_kern_dw3x3(const float *x, const h2t_dw_geo *g, const float *w9, float 
  * kernels of ops_elem.c, so a fused pass gives bitwise the unfused tensor. */
 void h2t_kern_act(const float *x, int64_t n, int act, float lo, float hi, float *y);
 
+/* The stages after a convolution, in one pass over n floats of one channel:
+ *     v = src[i] (+ bias)      -> conv_out[i]   (when conv_out)
+ *     v = v * bn_a + bn_b      -> bn_out[i]     (when has_bn; bn_out when kept)
+ *     v = v + res[i]           -> add_out[i]    (when res; add_out when kept)
+ *     v = act(v)
+ *     out[i] = v
+ * Each stage rounds as the separate kernels do (no fused multiply-add), so the kept tensors
+ * are bitwise those of the unfused graph, on both instruction sets. Pointers may be equal
+ * (same index read before written); all BORROWED. */
+typedef struct h2t_epi {
+    int has_bias;
+    float bias;
+    float *conv_out;
+    int has_bn;
+    float bn_a, bn_b;
+    float *bn_out;
+    const float *res;
+    float *add_out;
+    int act;
+    float lo, hi;
+    float *out;
+} h2t_epi;
+void h2t_kern_epilogue_ref(const float *src, int64_t n, const h2t_epi *e);
+void h2t_kern_epilogue_avx(const float *src, int64_t n, const h2t_epi *e);
+void h2t_kern_epilogue_isa(int isa, const float *src, int64_t n, const h2t_epi *e);
+
 #endif

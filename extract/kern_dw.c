@@ -54,6 +54,31 @@ void h2t_kern_act(const float *x, int64_t n, int act, float lo, float hi, float 
     }
 }
 
+static inline float epi1(float v, const h2t_epi *e, int64_t i)
+{
+    if (e->has_bias)
+        v = v + e->bias;
+    if (e->conv_out)
+        e->conv_out[i] = v;
+    if (e->has_bn) {
+        v = v * e->bn_a + e->bn_b;
+        if (e->bn_out)
+            e->bn_out[i] = v;
+    }
+    if (e->res) {
+        v = v + e->res[i];
+        if (e->add_out)
+            e->add_out[i] = v;
+    }
+    return act1(v, e->act, e->lo, e->hi);
+}
+
+void h2t_kern_epilogue_ref(const float *src, int64_t n, const h2t_epi *e)
+{
+    for (int64_t i = 0; i < n; i++)
+        e->out[i] = epi1(src[i], e, i);
+}
+
 /* One output point with every bound checked. */
 static inline float dw_point(const float *x, const h2t_dw_geo *g, const float *w9, float bias,
                              int64_t oh, int64_t ow)
@@ -308,13 +333,54 @@ H2T_AVX void h2t_kern_dw3x3_avx(const float *x, const h2t_dw_geo *g, const float
         }
     }
 }
+H2T_AVX void h2t_kern_epilogue_avx(const float *src, int64_t n, const h2t_epi *e)
+{
+    const __m256 vb = _mm256_set1_ps(e->bias), va = _mm256_set1_ps(e->bn_a),
+                 vc = _mm256_set1_ps(e->bn_b), vlo = _mm256_set1_ps(e->lo),
+                 vhi = _mm256_set1_ps(e->hi);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(src + i);
+        if (e->has_bias)
+            v = _mm256_add_ps(v, vb);
+        if (e->conv_out)
+            _mm256_storeu_ps(e->conv_out + i, v);
+        if (e->has_bn) {
+            v = _mm256_add_ps(_mm256_mul_ps(v, va), vc);
+            if (e->bn_out)
+                _mm256_storeu_ps(e->bn_out + i, v);
+        }
+        if (e->res) {
+            v = _mm256_add_ps(v, _mm256_loadu_ps(e->res + i));
+            if (e->add_out)
+                _mm256_storeu_ps(e->add_out + i, v);
+        }
+        _mm256_storeu_ps(e->out + i, act8(v, e->act, vlo, vhi));
+    }
+    for (; i < n; i++)
+        e->out[i] = epi1(src[i], e, i);
+}
+
 #else
 void h2t_kern_dw3x3_avx(const float *x, const h2t_dw_geo *g, const float *w9, float bias, int act,
                         float lo, float hi, float *y)
 {
     h2t_kern_dw3x3_ref(x, g, w9, bias, act, lo, hi, y);
 }
+
+void h2t_kern_epilogue_avx(const float *src, int64_t n, const h2t_epi *e)
+{
+    h2t_kern_epilogue_ref(src, n, e);
+}
 #endif
+
+void h2t_kern_epilogue_isa(int isa, const float *src, int64_t n, const h2t_epi *e)
+{
+    if (isa == H2T_ISA_AVX_FMA && h2t_kern_isa() == H2T_ISA_AVX_FMA)
+        h2t_kern_epilogue_avx(src, n, e);
+    else
+        h2t_kern_epilogue_ref(src, n, e);
+}
 
 void h2t_kern_dw3x3_isa(int isa, const float *x, const h2t_dw_geo *g, const float *w9, float bias,
                         int act, float lo, float hi, float *y)

@@ -281,65 +281,38 @@ typedef struct fout {
     const float *bias; /* per channel, still to add to acc (the GEMM ran with beta 0); NULL */
     int bn_left;       /* BN still to apply (not folded into the weights) */
     int keep_conv;     /* acc is the materialised Conv output: the bias goes into it */
+    int isa;           /* H2T_ISA_* for the epilogue */
 } fout;
 
-/* The stages after the conv over len floats at element offset off of channel m. Each stage
- * writes its own output when kept, else the chain's output (in place after the first). The
- * conv bias is added by the first stage that reads acc, with the arithmetic of separate
- * passes ((acc + bias) rounded first). */
+/* The stages after the conv over len floats at element offset off of channel m, in one pass
+ * (kern.h): each kept stage output written, the chain's output last. */
 static void epilogue(const fout *o, int64_t m, int64_t off, int64_t len)
 {
     const onnx_fuse *f = o->f;
-    float *src = o->acc + off;
-    const float bv = o->bias ? o->bias[m] : 0.f;
-    int hb = o->bias != NULL;
-    if (hb && (o->keep_conv || (!o->bn_left && f->add < 0 && f->act < 0))) {
-        for (int64_t i = 0; i < len; i++)
-            src[i] = src[i] + bv;
-        hb = 0;
-    }
+    h2t_epi e;
+    memset(&e, 0, sizeof e);
+    e.has_bias = o->bias != NULL;
+    e.bias = o->bias ? o->bias[m] : 0.f;
+    e.out = o->yfinal + off;
+    int final_bn = o->bn_left && f->add < 0 && f->act < 0, final_add = f->add >= 0 && f->act < 0;
+    if (o->keep_conv && e.has_bias)
+        e.conv_out = o->acc + off;
     if (o->bn_left) {
-        float *d = (o->ybn ? o->ybn : o->yfinal) + off;
-        const float a = f->bn_a[m], b = f->bn_b[m];
-        if (hb)
-            for (int64_t i = 0; i < len; i++)
-                d[i] = (src[i] + bv) * a + b;
-        else
-            for (int64_t i = 0; i < len; i++)
-                d[i] = src[i] * a + b;
-        hb = 0;
-        src = d;
+        e.has_bn = 1;
+        e.bn_a = f->bn_a[m];
+        e.bn_b = f->bn_b[m];
+        e.bn_out = o->ybn && !final_bn ? o->ybn + off : NULL;
     }
     if (f->add >= 0) {
-        float *d = (o->yadd ? o->yadd : o->yfinal) + off;
-        const float *r = o->res + off;
-        if (hb)
-            for (int64_t i = 0; i < len; i++)
-                d[i] = (src[i] + bv) + r[i];
-        else
-            for (int64_t i = 0; i < len; i++)
-                d[i] = src[i] + r[i];
-        hb = 0;
-        src = d;
+        e.res = o->res + off;
+        e.add_out = o->yadd && !final_add ? o->yadd + off : NULL;
     }
     if (f->act >= 0) {
-        float *d = o->yfinal + off;
-        if (hb && f->act_kind == H2T_ACT_RELU) {
-            for (int64_t i = 0; i < len; i++) {
-                float v = src[i] + bv;
-                d[i] = v > 0.f ? v : 0.f;
-            }
-        } else if (hb && f->act_kind == H2T_ACT_CLIP) {
-            const float lo = f->act_lo, hi = f->act_hi;
-            for (int64_t i = 0; i < len; i++) {
-                float v = src[i] + bv;
-                v = v < lo ? lo : v;
-                d[i] = v > hi ? hi : v;
-            }
-        } else {
-            h2t_kern_act(src, len, f->act_kind, f->act_lo, f->act_hi, d);
-        }
+        e.act = f->act_kind;
+        e.lo = f->act_lo;
+        e.hi = f->act_hi;
     }
+    h2t_kern_epilogue_isa(o->isa, o->acc + off, len, &e);
 }
 
 static int has_epilogue(const fout *o)
@@ -409,7 +382,8 @@ int onnx_k_conv_fused(const onnx_kctx *k, const onnx_fuse *f, const onnx_nstate 
         return 0;
     const float *w = f->fw ? f->fw : k->vs[nd->in[1]].f;
     const float *bias = f->fw ? f->fb : HAS(2) ? IN(2)->f : NULL;
-    fout o = {f, NULL, NULL, NULL, k->vs[f->v_out].f, NULL, NULL, f->bn >= 0 && !f->fw, 0};
+    fout o = {f, NULL,          NULL, NULL, k->vs[f->v_out].f, NULL, NULL, f->bn >= 0 && !f->fw,
+              0, h2t_kern_isa()};
     o.acc = f->v_conv >= 0 ? k->vs[f->v_conv].f : o.yfinal;
     o.ybn = f->v_bn >= 0 ? k->vs[f->v_bn].f : NULL;
     o.yadd = f->v_add >= 0 ? k->vs[f->v_add].f : NULL;

@@ -115,3 +115,62 @@ TEST(kern_dw3x3_activation_edges)
     h2t_kern_act(v, 4, H2T_ACT_CLIP, 0.f, 6.f, o);
     ASSERT(isnan(o[0]) && o[1] == 0.f && o[2] == 2.f && o[3] == 6.f);
 }
+
+TEST(kern_epilogue_both_isas_bitwise_and_stagewise)
+{
+    /* every stage combination, odd lengths: AVX and C bitwise equal, and each stage equal to
+     * the separate passes of the unfused kernels */
+    enum { N = 45 };
+    unsigned s = 3;
+    float src[N], res[N];
+    for (int i = 0; i < N; i++) {
+        src[i] = krand(&s) * 4.f;
+        res[i] = krand(&s);
+    }
+    src[7] = NAN;
+    for (int combo = 0; combo < 32; combo++) {
+        for (int n = 0; n <= N; n += 11) {
+            float out[2][N], conv[2][N], bn[2][N], add[2][N];
+            for (int isa = 0; isa < 2; isa++) {
+                h2t_epi e = {0};
+                e.has_bias = combo & 1;
+                e.bias = 0.25f;
+                e.conv_out = combo & 1 ? conv[isa] : NULL;
+                e.has_bn = (combo >> 1) & 1;
+                e.bn_a = 1.5f;
+                e.bn_b = -0.75f;
+                e.bn_out = bn[isa];
+                e.res = (combo >> 2) & 1 ? res : NULL;
+                e.add_out = add[isa];
+                e.act = (combo >> 3) % 3;
+                e.lo = -1.f;
+                e.hi = 2.f;
+                e.out = out[isa];
+                h2t_kern_epilogue_isa(isa, src, n, &e);
+            }
+            ASSERT(memcmp(out[0], out[1], (size_t)n * sizeof(float)) == 0);
+            for (int i = 0; i < n; i++) {
+                if (i == 7)
+                    continue;
+                float v = src[i];
+                if (combo & 1) {
+                    v = v + 0.25f;
+                    ASSERT(conv[0][i] == v && conv[1][i] == v);
+                }
+                if ((combo >> 1) & 1) {
+                    v = v * 1.5f + -0.75f;
+                    ASSERT(bn[0][i] == v && bn[1][i] == v);
+                }
+                if ((combo >> 2) & 1) {
+                    v = v + res[i];
+                    ASSERT(add[0][i] == v && add[1][i] == v);
+                }
+                float want = v;
+                h2t_kern_act(&v, 1, (combo >> 3) % 3, -1.f, 2.f, &want);
+                ASSERT(out[0][i] == want);
+            }
+            if (n > 7 && (combo >> 3) % 3 != H2T_ACT_RELU)
+                ASSERT(isnan(out[0][7]));
+        }
+    }
+}
