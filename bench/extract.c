@@ -11,13 +11,15 @@
  * Head2Toe reads the BatchNorm and activation outputs too).
  *
  *     build/bench/extract [--runs R] [--rounds K] [--batch B] [--threads T] [--models a,b]
- *                         [--no-ort] [--profile]
+ *                         [--no-ort] [--profile] [--observe]
  *
  * Defaults: 3 runs per block, 2 rounds, batch 32, 2 threads, mobilenet_v2,resnet50. Models
  * are models/NAME.onnx (deploy/fetch_model.sh --all runs first: idempotent); run from the
  * repository root (make bench does). Inputs: seeded uniform noise in [-1, 1] (throughput
  * does not depend on the values). --profile: instead of the comparison, h2tdb's time per
  * operator type (every tensor observed, a node's time = the gap between callbacks).
+ * --observe: h2tdb observes every tensor (a no-op callback), as an extraction does: no
+ * intermediate is elided or folded, so the fair peer is ORT opt=disabled.
  *
  * The full extraction (forward + pooling + store, and the share of time outside the forward
  * pass) is bench/extract_full.c: it drives extract/extract.h's h2t_extract_plan_run over
@@ -32,7 +34,7 @@
 #include "extract/model.h"
 
 typedef struct bench_opts {
-    int runs, rounds, batch, threads, ort, profile;
+    int runs, rounds, batch, threads, ort, profile, observe;
     char models[256];
 } bench_opts;
 
@@ -161,12 +163,19 @@ static int ort_block(const char *model, const char *opt, const bench_opts *o, do
     return rc;
 }
 
-/* One block of h2tdb runs on an executor that observes nothing (forward pass only). */
+static int noop_cb(void *ctx, int tensor, const float *data, const int64_t *shape, int rank)
+{
+    (void)ctx, (void)tensor, (void)data, (void)shape, (void)rank;
+    return 0;
+}
+
+/* One block of h2tdb runs on an executor that observes nothing (forward pass only), or every
+ * tensor with --observe. */
 static int h2t_block(h2t_exec *x, const float *input, const bench_opts *o, double *ips, int *n)
 {
     for (int r = 0; r < o->runs; r++) {
         double t0 = now_s();
-        int rc = h2t_exec_run(x, input, o->batch, NULL, NULL);
+        int rc = h2t_exec_run(x, input, o->batch, o->observe ? noop_cb : NULL, NULL);
         if (rc < 0)
             return rc;
         ips[(*n)++] = o->batch / (now_s() - t0);
@@ -209,6 +218,10 @@ static int bench_model(const char *name, const bench_opts *o)
     rc = h2t_exec_create(m, o->batch, &x);
     if (rc < 0)
         goto out;
+    for (int i = 0; o->observe && i < h2t_model_n_tensors(m); i++) {
+        if ((rc = h2t_exec_observe(x, i, 1)) < 0)
+            goto out;
+    }
     rc = h2t_exec_run(x, input, o->batch, NULL, NULL); /* warm-up: page in the arena */
     if (rc < 0)
         goto out;
@@ -227,18 +240,19 @@ static int bench_model(const char *name, const bench_opts *o)
     if (o->ort) {
         double mh = median(ips_h, n_h), mo = median(ips_o, n_o), mn = median(ips_n, n_n);
         printf("extract forward %s %ldx%ld batch %d, %d threads each, median of %d runs each "
-               "(min-max):\n"
+               "(min-max)%s:\n"
                "  h2tdb                          %7.2f img/s (%.2f-%.2f)\n"
                "  onnxruntime %-6s opt=all      %7.2f img/s (%.2f-%.2f)  ratio h2tdb/ort %.2f\n"
                "  onnxruntime %-6s opt=disabled %7.2f img/s (%.2f-%.2f)  ratio h2tdb/ort %.2f\n",
-               name, (long)in->shape[2], (long)in->shape[3], o->batch, o->threads, n_h, mh,
-               ips_h[0], ips_h[n_h - 1], ver, mo, ips_o[0], ips_o[n_o - 1], mh / mo, ver, mn,
-               ips_n[0], ips_n[n_n - 1], mh / mn);
+               name, (long)in->shape[2], (long)in->shape[3], o->batch, o->threads, n_h,
+               o->observe ? ", h2tdb observing every tensor" : "", mh, ips_h[0], ips_h[n_h - 1],
+               ver, mo, ips_o[0], ips_o[n_o - 1], mh / mo, ver, mn, ips_n[0], ips_n[n_n - 1],
+               mh / mn);
     } else {
         double mh = median(ips_h, n_h);
         printf("extract forward %-13s batch %d: h2tdb %.1f img/s (median of %d runs, %d "
-               "threads)\n",
-               name, o->batch, mh, n_h, o->threads);
+               "threads%s)\n",
+               name, o->batch, mh, n_h, o->threads, o->observe ? ", every tensor observed" : "");
     }
     fflush(stdout);
 out:
@@ -259,16 +273,19 @@ int main(int argc, char **argv)
     snprintf(o.models, sizeof o.models, "mobilenet_v2,resnet50");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--no-ort") == 0 || strcmp(a, "--profile") == 0) {
+        if (strcmp(a, "--no-ort") == 0 || strcmp(a, "--profile") == 0 ||
+            strcmp(a, "--observe") == 0) {
             if (a[2] == 'n')
                 o.ort = 0;
-            else
+            else if (a[2] == 'p')
                 o.profile = 1;
+            else
+                o.observe = 1;
             continue;
         }
         if (!v) {
             fprintf(stderr, "usage: extract [--runs R] [--rounds K] [--batch B] [--threads T] "
-                            "[--models a,b] [--no-ort] [--profile]\n");
+                            "[--models a,b] [--no-ort] [--profile] [--observe]\n");
             return 2;
         }
         i++;
