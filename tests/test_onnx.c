@@ -654,3 +654,100 @@ TEST(onnx_fused_chains_observed_or_not)
     free(xp);
     free(m.b);
 }
+
+/* ---------------------------------------------------------------- the batch split */
+
+static int abort_at;
+static int abort_cb(void *ctx, int tensor, const float *data, const int64_t *shape, int rank)
+{
+    (void)ctx, (void)tensor, (void)data, (void)shape, (void)rank;
+    return ++n_calls == abort_at ? H2T_ECANCELED : 0;
+}
+
+/* Split over 2 threads with every tensor observed: a callback's code stops every slice at the
+ * same step (no hang), and the executor runs again afterwards with the right values. */
+TEST(onnx_split_callback_abort_and_rerun)
+{
+    pb g = {0}, m = {0};
+    int64_t d[2] = {-1, 300};
+    char prev[16] = "x", cur[16];
+    attr la = {"alpha", 1, 0.5f, 0, 0, {0}};
+    for (int i = 0; i < 8; i++) {
+        snprintf(cur, sizeof cur, i == 7 ? "y" : "t%d", i);
+        pb_node(&g, i % 2 ? "LeakyRelu" : "Neg", cur, prev, NULL, NULL, cur, &la, i % 2);
+        snprintf(prev, sizeof prev, "%s", cur);
+    }
+    pb_value_info(&g, 11, "x", 2, d);
+    pb_value_info(&g, 12, "y", 2, d);
+    pb_model(&m, &g, 13);
+    h2t_model *mod;
+    h2t_exec *x;
+    ASSERT_OK(h2t_model_load_mem(m.b, m.n, "chain.onnx", &mod));
+    h2t_blas_threads(2);
+    ASSERT_OK(h2t_exec_create(mod, 6, &x));
+    for (int i = 0; i < h2t_model_n_tensors(mod); i++)
+        ASSERT_OK(h2t_exec_observe(x, i, 1));
+    float in[6 * 300];
+    unsigned s = 5;
+    for (int i = 0; i < 6 * 300; i++)
+        in[i] = frand(&s);
+    for (abort_at = 1; abort_at <= 9; abort_at += 4) {
+        n_calls = 0;
+        ASSERT_EQ(h2t_exec_run(x, in, 6, abort_cb, NULL), H2T_ECANCELED);
+        ASSERT_EQ(n_calls, abort_at);
+    }
+    abort_at = -1;
+    n_calls = 0;
+    ASSERT_OK(h2t_exec_run(x, in, 6, abort_cb, NULL));
+    ASSERT_EQ(n_calls, 9);
+    const float *y = h2t_exec_output(x, 0, NULL, NULL);
+    for (int i = 0; i < 6 * 300; i++) {
+        float v = in[i];
+        for (int k = 0; k < 8; k++)
+            v = k % 2 ? (v >= 0 ? v : 0.5f * v) : -v;
+        ASSERT_NEAR(y[i], v, 1e-6);
+    }
+    h2t_exec_destroy(x);
+    h2t_model_destroy(mod);
+    free(m.b);
+}
+
+/* A graph that mixes samples (Softmax over the batch axis) is not split: the same values on 2
+ * threads as the definition, observed or not. */
+TEST(onnx_split_refused_when_samples_mix)
+{
+    pb g = {0}, m = {0};
+    int64_t d[2] = {-1, 5};
+    attr ax = {"axis", 2, 0, 0, 0, {0}};
+    pb_node(&g, "Softmax", "sm", "x", NULL, NULL, "y", &ax, 1);
+    pb_value_info(&g, 11, "x", 2, d);
+    pb_value_info(&g, 12, "y", 2, d);
+    pb_model(&m, &g, 13);
+    h2t_model *mod;
+    h2t_exec *x;
+    ASSERT_OK(h2t_model_load_mem(m.b, m.n, "softmax0.onnx", &mod));
+    h2t_blas_threads(2);
+    ASSERT_OK(h2t_exec_create(mod, 4, &x));
+    float in[20];
+    unsigned s = 9;
+    for (int i = 0; i < 20; i++)
+        in[i] = 3.f * frand(&s);
+    for (int observe = 0; observe < 2; observe++) {
+        for (int i = 0; i < h2t_model_n_tensors(mod); i++)
+            ASSERT_OK(h2t_exec_observe(x, i, observe));
+        n_calls = 0;
+        abort_at = -1;
+        ASSERT_OK(h2t_exec_run(x, in, 4, abort_cb, NULL));
+        const float *y = h2t_exec_output(x, 0, NULL, NULL);
+        for (int c = 0; c < 5; c++) {
+            double sum = 0;
+            for (int n = 0; n < 4; n++)
+                sum += exp(in[n * 5 + c]);
+            for (int n = 0; n < 4; n++)
+                ASSERT_NEAR(y[n * 5 + c], exp(in[n * 5 + c]) / sum, 1e-5);
+        }
+    }
+    h2t_exec_destroy(x);
+    h2t_model_destroy(mod);
+    free(m.b);
+}
