@@ -19,6 +19,10 @@
  *
  * Threads: a model is immutable after load and may be shared; an executor is used by one
  * thread at a time. OpenBLAS's thread count is set explicitly with h2t_blas_threads().
+ * With a count T > 1 and a batch of 2 or more, an executor splits the batch over T threads of
+ * its own (OpenBLAS at 1 thread during that run); callbacks still run on the caller's thread.
+ * The observed set shapes the plan: a Conv/BN/activation intermediate nobody observes is not
+ * materialised (and BN may be folded into the conv); observed tensors are exact.
  */
 #ifndef H2T_EXTRACT_MODEL_H
 #define H2T_EXTRACT_MODEL_H
