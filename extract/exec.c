@@ -93,6 +93,7 @@ struct h2t_exec {
     h2t_tensor_cb job_cb;
     void *job_ctx;
     int job_samples;        /* 1: nothing observed, slices run sample by sample */
+    atomic_int next_sample; /* sample mode: the next sample to take */
     const float *job_input; /* the caller's input (sample mode reads it, not the arena copy,
                              * whose space the outputs may reuse) */
     struct h2t_exec *sub[MAX_SPLIT]; /* per slice: a batch-1 executor (sample mode) */
@@ -909,8 +910,8 @@ static int exec_slice(h2t_exec *x, int t, h2t_tensor_cb cb, void *ctx)
 
 static int exec_run_unsplit(h2t_exec *x, const float *input, int n);
 
-/* Sample mode: slice t's samples one at a time through its own batch-1 executor (all of one
- * sample's tensors stay in cache), graph outputs copied into the batch's output tensors. */
+/* Sample mode: thread t runs samples one at a time through its own batch-1 executor (all of
+ * one sample's tensors stay in cache), graph outputs copied into the batch's output tensors. */
 static int exec_samples(h2t_exec *x, int t)
 {
     const h2t_model *m = x->m;
@@ -921,7 +922,12 @@ static int exec_samples(h2t_exec *x, int t)
     h2t_exec *sx = x->sub[t];
     int vin = m->inputs[0];
     int64_t in_per = onnx_numel(&x->vs[vin]) / x->cur_batch;
-    for (int s = sl->lo; s < sl->lo + sl->n && rc == 0; s++) {
+    /* samples taken one at a time from a shared counter: a thread slowed down by other load
+     * takes fewer (a sample's result does not depend on which thread runs it) */
+    for (;;) {
+        int s = atomic_fetch_add(&x->next_sample, 1);
+        if (s >= x->cur_batch || rc != 0)
+            break;
         rc = exec_run_unsplit(sx, x->job_input + in_per * s, 1);
         for (int k = 0; k < m->n_outputs && rc == 0; k++) {
             int v = m->outputs[k];
@@ -1112,6 +1118,7 @@ static int exec_forward(h2t_exec *x, const float *input, h2t_tensor_cb cb, void 
     x->job_ctx = ctx;
     x->job_input = input;
     x->job_samples = input != NULL;
+    atomic_store(&x->next_sample, 0);
     for (int i = 0; i < m->n_info && x->job_samples; i++)
         if (cb && x->observed[i])
             x->job_samples = 0;
