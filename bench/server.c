@@ -17,7 +17,7 @@
  *
  * Usage: build/bench/server [SECONDS] [--runs R] [--depth D] [--threads T]
  *                           [--store DIR --task NAME] [--start-only] [--spin US] [--no-idle]
- *                           [--same-session]
+ *                           [--same-session] [--gen-spin US]
  *   SECONDS   load window per run (default 5)
  *   --runs    runs (each a fresh load process; the median is printed), default 3
  *   --depth   requests in flight per connection (default 1: request, wait, next)
@@ -29,6 +29,8 @@
  *   --no-idle     job threads niced only, not SCHED_IDLE (h2t_srv_config.job_idle = 0)
  *   --same-session  the load generator in this process's session (before 28 Nov: see
  *                 one_run) instead of a session of its own
+ *   --gen-spin US the generator polls this long after a reply before sleeping (default 50;
+ *                 0: sleep at once, as before 28 Nov; see load_run)
  */
 #include "server/server.h"
 #include "client/client.h"
@@ -102,6 +104,7 @@ typedef struct load {
     uint64_t *lat;
     size_t n_lat, n_bad;
     uint64_t deadline_ns;
+    unsigned activity; /* replies read: the spin loop's sign of life */
 } load;
 
 static load L;
@@ -194,6 +197,7 @@ static void on_lread(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
     (void)b;
     lconn *c = s->data;
+    L.activity++;
     if (nread < 0) {
         fprintf(stderr, "bench/server: a load connection closed: %s\n", uv_strerror((int)nread));
         exit(1);
@@ -257,7 +261,29 @@ static double cpu_self_s(void)
 /* Prints two lines on stdout for the server process:
  *   load REQUESTS SECONDS P50_NS P99_NS MAX_NS BAD CPU_S
  *   idle HELD SERVER_COUNT P50_NS P99_NS */
-static int load_main(int port, double secs, int depth)
+/* Run the generator's loop, polling for spin_us after the last reply before sleeping in
+ * epoll (the server's h2t_srv_run does the same): a client that sleeps between replies pays a
+ * wake-up per reply, which on this VM made the generator, not the server, the limit. */
+static void load_run(uv_loop_t *loop, uint32_t spin_us)
+{
+    uint64_t spin_ns = (uint64_t)spin_us * 1000u, last = h2t_now_ns();
+    unsigned seen = L.activity;
+    int alive = 1;
+    while (alive) {
+        if (spin_ns == 0 || h2t_now_ns() - last > spin_ns) {
+            alive = uv_run(loop, UV_RUN_ONCE);
+            last = h2t_now_ns();
+        } else {
+            alive = uv_run(loop, UV_RUN_NOWAIT);
+        }
+        if (L.activity != seen) {
+            seen = L.activity;
+            last = h2t_now_ns();
+        }
+    }
+}
+
+static int load_main(int port, double secs, int depth, uint32_t spin_us)
 {
     raise_nofile();
     h2t_log_set_level(H2T_LOG_LWARN);
@@ -290,7 +316,7 @@ static int load_main(int port, double secs, int depth)
         uv_tcp_nodelay(&lc[i].tcp, 1);
         uv_tcp_connect(&lc[i].creq, &lc[i].tcp, (const struct sockaddr *)&sa, on_lconnect);
     }
-    uv_run(&loop, UV_RUN_DEFAULT);
+    load_run(&loop, spin_us);
     double el = h2t_now_s() - t0;
     double cpu = cpu_self_s() - cpu0;
     qsort(L.lat, L.n_lat, sizeof(*L.lat), cmp_u64);
@@ -608,7 +634,7 @@ typedef struct run_result {
 
 /* One run: exec the load generator, read its two lines. */
 static int one_run(const char *self, int port, double secs, int depth, int own_session,
-                   h2t_client *c, uint64_t job, run_result *r)
+                   int gen_spin, h2t_client *c, uint64_t job, run_result *r)
 {
     int fds[2];
     if (pipe(fds) != 0)
@@ -617,6 +643,8 @@ static int one_run(const char *self, int port, double secs, int depth, int own_s
     snprintf(a_port, sizeof(a_port), "%d", port);
     snprintf(a_secs, sizeof(a_secs), "%g", secs);
     snprintf(a_depth, sizeof(a_depth), "%d", depth);
+    char a_spin[16];
+    snprintf(a_spin, sizeof(a_spin), "%d", gen_spin);
     /* posix_spawn, not fork: OpenBLAS's fork handler would wait for the running job's BLAS
      * threads */
     posix_spawn_file_actions_t fa;
@@ -627,7 +655,7 @@ static int one_run(const char *self, int port, double secs, int depth, int own_s
     char secs_cap[32];
     snprintf(secs_cap, sizeof(secs_cap), "%d", (int)secs + 60);
     char *args[] = {(char *)"timeout", secs_cap, (char *)self, (char *)"--load", a_port, a_secs,
-                    a_depth,           NULL};
+                    a_depth,           a_spin,   NULL};
     pid_t pid;
     extern char **environ;
     /* the generator in a session of its own, as a real client is: with the kernel's autogroup
@@ -696,10 +724,11 @@ static double median(double *v, int n)
 
 int main(int argc, char **argv)
 {
-    if (argc == 5 && !strcmp(argv[1], "--load"))
-        return load_main(atoi(argv[2]), atof(argv[3]), atoi(argv[4]));
+    if (argc == 6 && !strcmp(argv[1], "--load"))
+        return load_main(atoi(argv[2]), atof(argv[3]), atoi(argv[4]), (uint32_t)atoi(argv[5]));
     double secs = 5;
-    int runs = 3, depth = 1, start_only = 0, spin_us = -1, job_idle = 1, own_session = 1;
+    int runs = 3, depth = 1, start_only = 0, spin_us = -1, job_idle = 1, own_session = 1,
+        gen_spin = 50;
     uint32_t threads = 0;
     const char *store_dir = NULL, *task = "t";
     for (int i = 1; i < argc; i++) {
@@ -715,6 +744,8 @@ int main(int argc, char **argv)
             job_idle = 0;
         else if (!strcmp(argv[i], "--same-session"))
             own_session = 0;
+        else if (!strcmp(argv[i], "--gen-spin") && i + 1 < argc)
+            gen_spin = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--runs") && i + 1 < argc)
             runs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--depth") && i + 1 < argc)
@@ -726,7 +757,8 @@ int main(int argc, char **argv)
         else {
             fprintf(stderr,
                     "usage: %s [SECONDS] [--runs R] [--depth D] [--threads T] [--store DIR "
-                    "--task NAME] [--start-only] [--spin US] [--no-idle] [--same-session]\n",
+                    "--task NAME] [--start-only] [--spin US] [--no-idle] [--same-session] "
+                    "[--gen-spin US]\n",
                     argv[0]);
             return 2;
         }
@@ -813,7 +845,7 @@ int main(int argc, char **argv)
         if (!job || job_state(c, job, &progress) != H2T_JOB_RUNNING)
             job = start_job(c, threads);
         run_result r;
-        if (one_run(self, port, secs, depth, own_session, c, job, &r) < 0)
+        if (one_run(self, port, secs, depth, own_session, gen_spin, c, job, &r) < 0)
             break;
         printf("  run %d: %zu requests in %.2f s -> %.0f req/s   p50 %.3f ms   p99 %.3f ms   "
                "max %.3f ms%s\n",
