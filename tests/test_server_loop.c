@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -260,6 +261,7 @@ typedef struct seen {
     pthread_mutex_t mu;
     uint32_t threads[4];
     int nice[4];
+    int policy[4];
     int n;
 } seen;
 
@@ -275,6 +277,7 @@ static int record_runner(void *ud, h2t_store *st, const h2t_task *task, const h2
     if (s->n < 4) {
         s->threads[s->n] = spec->threads;
         s->nice[s->n] = nice;
+        s->policy[s->n] = sched_getscheduler(0); /* Linux: the calling thread */
         s->n++;
     }
     pthread_mutex_unlock(&s->mu);
@@ -323,8 +326,10 @@ static void job_threads_case(uint32_t cfg_threads, uint32_t workers, uint32_t ex
     ASSERT_EQ(s.threads[0], expect_budget);
     ASSERT_EQ(s.threads[1], 1);
     ASSERT_EQ(s.threads[2], expect_budget);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 3; i++) {
         ASSERT_GE(s.nice[i], 10);
+        ASSERT_EQ(s.policy[i], SCHED_IDLE); /* the loop's wake-ups preempt it (server.h) */
+    }
 }
 
 TEST(server_job_threads_and_priority)
