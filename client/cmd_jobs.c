@@ -1,6 +1,7 @@
 /*
  * client/cmd_jobs.c - `h2tdb train | job | jobs | cancel | result | predict`: train jobs on
- * a server, their progress, results and heads.
+ * a server, their progress, results and heads. `train` gets back the finished job with the
+ * very same spec when there is one (the server decides: TrainRequest.retrain, Job.reused).
  */
 #include "client/client_cli.h"
 #include "client/cmds.h"
@@ -127,10 +128,13 @@ static int wait_job(h2t_cli *cli, h2t_client *c, uint64_t id)
 static const char train_usage[] =
     "usage: h2tdb train --task NAME [--method linear|all|head2toe] [--optimizer fast|adam]\n"
     "                   [--lambdas L1,L2,..] [--keep F1,F2,..] [--folds K] [--steps N]\n"
-    "                   [--lr X] [--seed S] [--threads N] [--wait]\n\n"
-    "Submit a train job for a task (h2tdb task create) and print its id. --wait follows it\n"
-    "to the end (a live progress line on a terminal) and exits 0 only when it is done.\n"
-    "Defaults: method head2toe, the solver's grids (HEAD2TOE.md), 5 folds, seed 0.\n";
+    "                   [--lr X] [--seed S] [--threads N] [--retrain] [--wait]\n\n"
+    "Submit a train job for a task (h2tdb task create) and print its id. When a finished job\n"
+    "has the very same spec (task and its samples, extraction, method and every option after\n"
+    "defaults), the server answers with that job instead (\"reused\"); --retrain trains again.\n"
+    "--wait follows the job to the end (a live progress line on a terminal) and exits 0 only\n"
+    "when it is done. Defaults: method head2toe, the solver's grids (HEAD2TOE.md), 5 folds,\n"
+    "seed 0.\n";
 
 int h2t_cmd_train(int argc, char **argv)
 {
@@ -175,6 +179,8 @@ int h2t_cmd_train(int argc, char **argv)
                 t->seed = v;
         } else if (h2t_cli_is(&cli, "--lr"))
             h2t_cli_double(&cli, h2t_cli_value(&cli), &t->lr);
+        else if (h2t_cli_is(&cli, "--retrain"))
+            t->retrain = 1;
         else if (h2t_cli_is(&cli, "--wait"))
             wait = 1;
         else
@@ -196,15 +202,20 @@ int h2t_cmd_train(int argc, char **argv)
         return h2t_cli_fail(&cli, rc);
     }
     uint64_t id = rep.u.job.id;
-    if (cli.json && !wait) {
+    int reused = rep.u.job.reused;
+    if (cli.json && (!wait || reused)) {
         h2t_cli_job_print(stdout, &rep.u.job, 1);
         fputc('\n', stdout);
+    } else if (!cli.json && reused) {
+        printf("job %" PRIu64 " reused: it finished with the same spec (--retrain trains again)\n",
+               id);
     } else if (!cli.json) {
         printf("job %" PRIu64 " queued\n", id);
         fflush(stdout);
     }
     h2t_msg_free(&rep);
-    int status = wait ? wait_job(&cli, c, id) : 0;
+    /* a reused job is finished: --wait has nothing to follow */
+    int status = wait && !reused ? wait_job(&cli, c, id) : 0;
     h2t_client_close(c);
     return status;
 }

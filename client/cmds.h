@@ -22,7 +22,6 @@ int h2t_cmd_serve(int argc, char **argv); /* service: client/cmd_serve.c, cmd_jo
 int h2t_cmd_task(int argc, char **argv);
 int h2t_cmd_tasks(int argc, char **argv);
 int h2t_cmd_train(int argc, char **argv);
-int h2t_cmd_train_submit(int argc, char **argv); /* client/cmd_train.c: the `train` row */
 int h2t_cmd_job(int argc, char **argv);
 int h2t_cmd_jobs(int argc, char **argv);
 int h2t_cmd_cancel(int argc, char **argv);
@@ -42,7 +41,7 @@ int h2t_cmd_compare(int argc, char **argv); /* client/cmd_compare.c */
         {"serve", "serve a store over TCP: tasks, train jobs, statistics", h2t_cmd_serve},         \
         {"task", "create a task (labels and sample lists) on a server", h2t_cmd_task},             \
         {"tasks", "list the tasks of a server", h2t_cmd_tasks},                                    \
-        {"train", "submit a train job (linear, all, head2toe) [--wait]", h2t_cmd_train_submit},    \
+        {"train", "submit a train job (linear, all, head2toe) [--wait]", h2t_cmd_train},           \
         {"job", "show or --watch one job", h2t_cmd_job},                                           \
         {"jobs", "list the jobs of a server", h2t_cmd_jobs},                                       \
         {"cancel", "cancel a queued or running job", h2t_cmd_cancel},                              \
