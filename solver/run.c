@@ -870,11 +870,17 @@ static int check_finite(const job *j, const float *x, uint32_t l, uint32_t sampl
     return 0;
 }
 
-int h2t_solver_run_data(const h2t_dataset *d, const h2t_train_spec *spec,
-                        h2t_solver_progress_fn progress, void *ud, const atomic_int *cancel,
-                        h2t_result **out)
+/* The job on an in-memory dataset. normalised = 0: every value is checked finite and each
+ * layer block L2-normalised per row, as HEAD2TOE.md says; normalised = 1 (the design cache's
+ * entries, checked and normalised once when loaded): the rows are copied as they are.
+ * normalise_rows works per row and layer block, so a block copied from a wider matrix keeps
+ * its bits and both ways give the same result. */
+static int run_dataset(const h2t_dataset *d, const h2t_train_spec *spec, int normalised,
+                       h2t_solver_progress_fn progress, void *ud, const atomic_int *cancel,
+                       h2t_result **out)
 {
     job j;
+    uint64_t *soff = NULL;
     int rc = h2t_train_spec_check(spec);
     if (rc < 0)
         return rc;
@@ -898,92 +904,20 @@ int h2t_solver_run_data(const h2t_dataset *d, const h2t_train_spec *spec,
     j.n_tr = d->n_train;
     j.n_te = d->n_test;
     j.K = d->n_classes;
-    if ((rc = check_memory(spec, (uint64_t)j.n_tr + j.n_te, j.D)) < 0)
-        goto out;
-    j.X = h2t_aalloc((size_t)(j.n_tr + j.n_te) * j.D, sizeof(float));
-    j.y = malloc(((size_t)j.n_tr + j.n_te) * sizeof(uint32_t));
-    if (!j.X || !j.y) {
-        rc = h2t_err_set(H2T_ENOMEM, "design matrix (%u x %u)", j.n_tr + j.n_te, j.D);
-        goto out;
-    }
-    /* copy the chosen layers' columns (source offsets from the dataset's layer order) */
-    for (uint32_t l = 0; l < j.n_layers; l++) {
-        uint64_t soff = 0;
-        uint32_t src = 0;
-        for (src = 0; src < d->n_layers; src++) {
-            if ((d->layer_ids ? d->layer_ids[src] : src) == j.lid[l])
-                break;
-            soff += d->layer_dims[src];
-        }
-        for (uint32_t i = 0; i < j.n_tr + j.n_te; i++) {
-            int tr = i < j.n_tr;
-            uint32_t si = tr ? i : i - j.n_tr;
-            const float *x = (tr ? d->x_train : d->x_test) + (size_t)si * Dfull + soff;
-            if ((rc = check_finite(&j, x, l, si, tr ? "train" : "test")) < 0)
-                goto out;
-            memcpy(j.X + (size_t)i * j.D + j.loff[l], x, j.ldim[l] * sizeof(float));
-        }
-    }
-    memcpy(j.y, d->y_train, j.n_tr * sizeof(uint32_t));
-    memcpy(j.y + j.n_tr, d->y_test, j.n_te * sizeof(uint32_t));
-    normalise_rows(&j, j.X, j.n_tr + j.n_te);
-    double t1 = h2t_now_s();
-    if ((rc = solve(&j, out)) < 0)
-        goto out;
-    (*out)->t_load = t1 - t0;
-    (*out)->t_total += t1 - t0;
-out:
-    job_free(&j);
-    return rc;
-}
-
-/* Additive (solver/design_cache.c): the job on a dataset whose rows are already finite and
- * L2-normalised per layer exactly as h2t_solver_run normalises them (normalise_rows works per
- * row and layer block, so a block copied from a wider matrix keeps its bits): only the chosen
- * layers' columns are copied into the job's working matrix, no check and no normalising again,
- * so the result is h2t_solver_run's. */
-int h2t_solver_run_normalised(const h2t_dataset *d, const h2t_train_spec *spec,
-                              h2t_solver_progress_fn progress, void *ud, const atomic_int *cancel,
-                              h2t_result **out)
-{
-    job j;
-    int rc = h2t_train_spec_check(spec);
-    if (rc < 0)
-        return rc;
-    if (!d || !out || !d->x_train || !d->y_train || !d->x_test || !d->y_test || !d->n_train ||
-        !d->n_test)
-        return h2t_err_set(H2T_EINVAL, "no dataset, output, train or test split");
-    if (d->n_classes < 2)
-        return h2t_err_set(H2T_EINVAL, "task has %u class(es), needs at least 2", d->n_classes);
-    job_init(&j, spec, progress, ud, cancel);
-    double t0 = h2t_now_s();
-    uint64_t Dfull = 0;
-    if ((rc = check_labels(d->y_train, d->n_train, d->n_classes, "train")) < 0 ||
-        (rc = check_labels(d->y_test, d->n_test, d->n_classes, "test")) < 0 ||
-        (rc = job_layers(&j, d->n_layers, d->layer_dims, d->layer_ids, d->layer_names)) < 0)
-        goto out;
-    for (uint32_t l = 0; l < d->n_layers; l++)
-        Dfull += d->layer_dims[l];
-    j.n_tr = d->n_train;
-    j.n_te = d->n_test;
-    j.K = d->n_classes;
     uint32_t N = j.n_tr + j.n_te;
     if ((rc = check_memory(spec, N, j.D)) < 0)
         goto out;
     /* not zeroed (h2t_aalloc would): the copy below writes every element; free() as h2t_afree */
     j.X = aligned_alloc(64, ((size_t)N * j.D * sizeof(float) + 63) & ~(size_t)63);
     j.y = malloc((size_t)N * sizeof(uint32_t));
-    if (!j.X || !j.y) {
+    soff = malloc((size_t)j.n_layers * sizeof(uint64_t) + 1);
+    if (!j.X || !j.y || !soff) {
         rc = h2t_err_set(H2T_ENOMEM, "design matrix (%u x %u)", N, j.D);
         goto out;
     }
-    /* the source offset of each chosen layer; every layer in order is one copy per row */
-    uint64_t *soff = malloc((size_t)j.n_layers * sizeof(uint64_t) + 1);
-    if (!soff) {
-        rc = h2t_err_set(H2T_ENOMEM, "layer offsets");
-        goto out;
-    }
-    int whole = j.n_layers == d->n_layers;
+    /* the source offset of each chosen layer (from the dataset's layer order); all layers in
+     * order and nothing to check: one copy per row */
+    int whole = normalised && j.n_layers == d->n_layers;
     for (uint32_t l = 0; l < j.n_layers; l++) {
         uint32_t src = 0;
         soff[l] = 0;
@@ -992,25 +926,47 @@ int h2t_solver_run_normalised(const h2t_dataset *d, const h2t_train_spec *spec,
         whole &= src == l;
     }
     for (uint32_t i = 0; i < N; i++) {
-        const float *x =
-            i < j.n_tr ? d->x_train + (size_t)i * Dfull : d->x_test + (size_t)(i - j.n_tr) * Dfull;
-        if (whole)
+        int tr = i < j.n_tr;
+        uint32_t si = tr ? i : i - j.n_tr;
+        const float *x = (tr ? d->x_train : d->x_test) + (size_t)si * Dfull;
+        if (whole) {
             memcpy(j.X + (size_t)i * j.D, x, (size_t)j.D * sizeof(float));
-        else
-            for (uint32_t l = 0; l < j.n_layers; l++)
-                memcpy(j.X + (size_t)i * j.D + j.loff[l], x + soff[l], j.ldim[l] * sizeof(float));
+            continue;
+        }
+        for (uint32_t l = 0; l < j.n_layers; l++) {
+            if (!normalised &&
+                (rc = check_finite(&j, x + soff[l], l, si, tr ? "train" : "test")) < 0)
+                goto out;
+            memcpy(j.X + (size_t)i * j.D + j.loff[l], x + soff[l], j.ldim[l] * sizeof(float));
+        }
     }
-    free(soff);
     memcpy(j.y, d->y_train, j.n_tr * sizeof(uint32_t));
     memcpy(j.y + j.n_tr, d->y_test, j.n_te * sizeof(uint32_t));
+    if (!normalised)
+        normalise_rows(&j, j.X, N);
     double t1 = h2t_now_s();
     if ((rc = solve(&j, out)) < 0)
         goto out;
     (*out)->t_load = t1 - t0;
     (*out)->t_total += t1 - t0;
 out:
+    free(soff);
     job_free(&j);
     return rc;
+}
+
+int h2t_solver_run_data(const h2t_dataset *d, const h2t_train_spec *spec,
+                        h2t_solver_progress_fn progress, void *ud, const atomic_int *cancel,
+                        h2t_result **out)
+{
+    return run_dataset(d, spec, 0, progress, ud, cancel, out);
+}
+
+int h2t_solver_run_normalised(const h2t_dataset *d, const h2t_train_spec *spec,
+                              h2t_solver_progress_fn progress, void *ud, const atomic_int *cancel,
+                              h2t_result **out)
+{
+    return run_dataset(d, spec, 1, progress, ud, cancel, out);
 }
 
 int h2t_solver_run(h2t_store *st, const h2t_task *task, const h2t_train_spec *spec,
