@@ -16,6 +16,7 @@
 
 #include "common/err.h"
 #include "common/util.h"
+#include "solver/internal.h"
 #include "solver/solver.h"
 
 enum { DC_LOADING = 0, DC_READY = 1, DC_FAILED = 2 };
@@ -352,15 +353,8 @@ int h2t_solver_run_cached(h2t_design_cache *c, h2t_store *st, const h2t_task *ta
     int rc = h2t_train_spec_check(spec);
     if (rc < 0)
         return rc;
-    if (!st || !task || !out)
-        return h2t_err_set(H2T_EINVAL, "no store, task or output");
-    if (task->n_classes < 2)
-        return h2t_err_set(H2T_EINVAL, "task %s has %u class(es), needs at least 2", task->name,
-                           task->n_classes);
-    if (task->n_train + task->n_val == 0)
-        return h2t_err_set(H2T_EINVAL, "task %s: empty train split", task->name);
-    if (!task->n_test)
-        return h2t_err_set(H2T_EINVAL, "task %s: empty test split", task->name);
+    if ((rc = h2t_solver__task_check(st, task, out)) < 0)
+        return rc;
     double t0 = h2t_now_s();
     if (progress)
         progress(ud, 0, "load");
@@ -399,14 +393,7 @@ int h2t_solver_run_cached(h2t_design_cache *c, h2t_store *st, const h2t_task *ta
                 want[n_want++] = l;
                 break;
             }
-    memcpy(samples, task->train, task->n_train * sizeof(uint32_t));
-    if (task->n_val)
-        memcpy(samples + task->n_train, task->val, task->n_val * sizeof(uint32_t));
-    memcpy(samples + n_tr, task->test, n_te * sizeof(uint32_t));
-    memcpy(y, task->train_labels, task->n_train * sizeof(uint32_t));
-    if (task->n_val)
-        memcpy(y + task->n_train, task->val_labels, task->n_val * sizeof(uint32_t));
-    memcpy(y + n_tr, task->test_labels, n_te * sizeof(uint32_t));
+    h2t_solver__task_lists(task, samples, y);
     uint64_t need_bytes = 0;
     for (uint32_t l = 0; l < n_want; l++)
         need_bytes += (uint64_t)N * x->layers[want[l]].dim * sizeof(float);

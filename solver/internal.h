@@ -84,4 +84,10 @@ int h2t_solver__grad_rownorm(const float *X, const uint32_t *y, uint32_t n, uint
 double h2t_solver__kkt_group(const float *G, const float *gb, const float *W, uint32_t d,
                              uint32_t k, double lambda);
 
+/* What a job on a stored task checks first (store, task, output; two classes; train and test
+ * not empty), and its sample ids and labels in job order: train, then val, then test (each
+ * array n_train + n_val + n_test long). For h2t_solver_run and the design cache alike. */
+int h2t_solver__task_check(const h2t_store *st, const h2t_task *task, h2t_result **out);
+void h2t_solver__task_lists(const h2t_task *task, uint32_t *samples, uint32_t *y);
+
 #endif

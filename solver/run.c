@@ -969,6 +969,33 @@ int h2t_solver_run_normalised(const h2t_dataset *d, const h2t_train_spec *spec,
     return run_dataset(d, spec, 1, progress, ud, cancel, out);
 }
 
+int h2t_solver__task_check(const h2t_store *st, const h2t_task *task, h2t_result **out)
+{
+    if (!st || !task || !out)
+        return h2t_err_set(H2T_EINVAL, "no store, task or output");
+    if (task->n_classes < 2)
+        return h2t_err_set(H2T_EINVAL, "task %s has %u class(es), needs at least 2", task->name,
+                           task->n_classes);
+    if (task->n_train + task->n_val == 0)
+        return h2t_err_set(H2T_EINVAL, "task %s: empty train split", task->name);
+    if (!task->n_test)
+        return h2t_err_set(H2T_EINVAL, "task %s: empty test split", task->name);
+    return 0;
+}
+
+void h2t_solver__task_lists(const h2t_task *task, uint32_t *samples, uint32_t *y)
+{
+    uint32_t n_tr = task->n_train + task->n_val;
+    memcpy(samples, task->train, task->n_train * sizeof(uint32_t));
+    if (task->n_val)
+        memcpy(samples + task->n_train, task->val, task->n_val * sizeof(uint32_t));
+    memcpy(samples + n_tr, task->test, task->n_test * sizeof(uint32_t));
+    memcpy(y, task->train_labels, task->n_train * sizeof(uint32_t));
+    if (task->n_val)
+        memcpy(y + task->n_train, task->val_labels, task->n_val * sizeof(uint32_t));
+    memcpy(y + n_tr, task->test_labels, task->n_test * sizeof(uint32_t));
+}
+
 int h2t_solver_run(h2t_store *st, const h2t_task *task, const h2t_train_spec *spec,
                    h2t_solver_progress_fn progress, void *ud, const atomic_int *cancel,
                    h2t_result **out)
@@ -980,15 +1007,8 @@ int h2t_solver_run(h2t_store *st, const h2t_task *task, const h2t_train_spec *sp
     int rc = h2t_train_spec_check(spec);
     if (rc < 0)
         return rc;
-    if (!st || !task || !out)
-        return h2t_err_set(H2T_EINVAL, "no store, task or output");
-    if (task->n_classes < 2)
-        return h2t_err_set(H2T_EINVAL, "task %s has %u class(es), needs at least 2", task->name,
-                           task->n_classes);
-    if (task->n_train + task->n_val == 0)
-        return h2t_err_set(H2T_EINVAL, "task %s: empty train split", task->name);
-    if (!task->n_test)
-        return h2t_err_set(H2T_EINVAL, "task %s: empty test split", task->name);
+    if ((rc = h2t_solver__task_check(st, task, out)) < 0)
+        return rc;
     job_init(&j, spec, progress, ud, cancel);
     double t0 = h2t_now_s();
     snprintf(j.stage, sizeof(j.stage), "load");
@@ -1029,14 +1049,7 @@ int h2t_solver_run(h2t_store *st, const h2t_task *task, const h2t_train_spec *sp
         rc = h2t_err_set(H2T_ENOMEM, "sample lists");
         goto out;
     }
-    memcpy(samples, task->train, task->n_train * sizeof(uint32_t));
-    if (task->n_val)
-        memcpy(samples + task->n_train, task->val, task->n_val * sizeof(uint32_t));
-    memcpy(samples + j.n_tr, task->test, j.n_te * sizeof(uint32_t));
-    memcpy(j.y, task->train_labels, task->n_train * sizeof(uint32_t));
-    if (task->n_val)
-        memcpy(j.y + task->n_train, task->val_labels, task->n_val * sizeof(uint32_t));
-    memcpy(j.y + j.n_tr, task->test_labels, j.n_te * sizeof(uint32_t));
+    h2t_solver__task_lists(task, samples, j.y);
     if ((rc = check_labels(j.y, j.n_tr, j.K, "train")) < 0 ||
         (rc = check_labels(j.y + j.n_tr, j.n_te, j.K, "test")) < 0)
         goto out;
