@@ -42,23 +42,27 @@ uint32_t h2t_solver__argmax(const float *Z, uint32_t n, uint32_t k, const uint32
     return correct;
 }
 
-/* Mean CE of logits Z (n x k). */
-static double ce_value(const float *Z, const uint32_t *y, uint32_t n, uint32_t k)
-{
-    double loss = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        const float *z = Z + (size_t)i * k;
-        double m = z[0];
-        for (uint32_t c = 1; c < k; c++)
-            if (z[c] > m)
-                m = z[c];
-        double s = 0;
-        for (uint32_t c = 0; c < k; c++)
-            s += exp((double)z[c] - m);
-        loss += log(s) + m - (double)z[y[i]];
+/* Mean CE of logits Z (n x k), for float (the model's logits) and double (FISTA's) alike:
+ * one body, two types. */
+#define H2T_DEFINE_CE_VALUE(SFX, T)                                                                \
+    static double ce_value##SFX(const T *Z, const uint32_t *y, uint32_t n, uint32_t k)             \
+    {                                                                                              \
+        double loss = 0;                                                                           \
+        for (uint32_t i = 0; i < n; i++) {                                                         \
+            const T *z = Z + (size_t)i * k;                                                        \
+            double m = z[0];                                                                       \
+            for (uint32_t c = 1; c < k; c++)                                                       \
+                if (z[c] > m)                                                                      \
+                    m = z[c];                                                                      \
+            double s = 0;                                                                          \
+            for (uint32_t c = 0; c < k; c++)                                                       \
+                s += exp((double)z[c] - m);                                                        \
+            loss += log(s) + m - (double)z[y[i]];                                                  \
+        }                                                                                          \
+        return n ? loss / n : 0;                                                                   \
     }
-    return n ? loss / n : 0;
-}
+H2T_DEFINE_CE_VALUE(, float)
+H2T_DEFINE_CE_VALUE(_d, double)
 
 /* Turn logits Z into R = scale * (softmax(Z) - onehot(y)) in place; gb = column sums of R. */
 static void ce_residual(float *Z, const uint32_t *y, uint32_t n, uint32_t k, double scale,
@@ -291,25 +295,8 @@ static double lipschitz_bound(const float *X, uint32_t n, uint32_t d)
  * at random (measured: fits stalled at 2000 iterations with the KKT residual 1.4x its
  * tolerance). In double the test is exact and the step follows the local curvature. */
 
-static double ce_value_d(const double *Z, const uint32_t *y, uint32_t n, uint32_t k)
-{
-    double loss = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        const double *z = Z + (size_t)i * k;
-        double m = z[0];
-        for (uint32_t c = 1; c < k; c++)
-            if (z[c] > m)
-                m = z[c];
-        double s = 0;
-        for (uint32_t c = 0; c < k; c++)
-            s += exp(z[c] - m);
-        loss += log(s) + m - z[y[i]];
-    }
-    return n ? loss / n : 0;
-}
-
 /* Mean CE of Z and, in the same exp pass, R = scale * (softmax(Z) - onehot(y)) with
- * gb = column sums of R (R may be Z). The same arithmetic as ce_value_d + ce_residual_d. */
+ * gb = column sums of R (R may be Z: then Z becomes its residual in place). */
 static double ce_value_residual_d(const double *Z, double *R, const uint32_t *y, uint32_t n,
                                   uint32_t k, double scale, double *gb)
 {
@@ -335,30 +322,6 @@ static double ce_value_residual_d(const double *Z, double *R, const uint32_t *y,
         }
     }
     return n ? loss / n : 0;
-}
-
-/* Z -> R = scale * (softmax(Z) - onehot(y)) in place; gb = column sums of R. */
-static void ce_residual_d(double *Z, const uint32_t *y, uint32_t n, uint32_t k, double scale,
-                          double *gb)
-{
-    for (uint32_t c = 0; c < k; c++)
-        gb[c] = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        double *z = Z + (size_t)i * k;
-        double m = z[0];
-        for (uint32_t c = 1; c < k; c++)
-            if (z[c] > m)
-                m = z[c];
-        double s = 0;
-        for (uint32_t c = 0; c < k; c++) {
-            z[c] = exp(z[c] - m);
-            s += z[c];
-        }
-        for (uint32_t c = 0; c < k; c++) {
-            z[c] = scale * (z[c] / s - (c == y[i] ? 1.0 : 0.0));
-            gb[c] += z[c];
-        }
-    }
 }
 
 /* Z (double) = X Wd + b with one float sgemm (Wt, Zt: float scratch d x k, n x k). */
@@ -532,7 +495,7 @@ int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_
         double tol = o->kkt_rel * lambda;
         if (gm <= tol || (it + 1) % 25 == 0) {
             memcpy(R, Zw, nk * sizeof(double));
-            ce_residual_d(R, y, n, k, 1.0 / n, gbs);
+            (void)ce_value_residual_d(R, R, y, n, k, 1.0 / n, gbs);
             grad_mixed(X, R, n, d, k, Rt, Wt, G);
             kkt = kkt_group_d(G, gbs, W, d, k, lambda);
             if (kkt <= tol) {
