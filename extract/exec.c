@@ -828,6 +828,16 @@ static int step_notifies(const h2t_exec *x, int s0, int s1, h2t_tensor_cb cb)
     return 0;
 }
 
+/* Whether the chain of step s0 reported value v by ranges (see ops_conv.c range_values). */
+static int chain_reports(const h2t_exec *x, int s0, int v)
+{
+    int c = x->chain_of[s0];
+    if (c < 0 || x->vs[v].rank != 4)
+        return 0;
+    const onnx_fuse *f = &x->fz[c];
+    return v == f->v_conv || v == f->v_bn || v == f->v_add || v == f->v_act || v == f->v_out;
+}
+
 /* Run one step on the values of vs (the whole batch or one slice). */
 static int step_run(const h2t_exec *x, onnx_kctx *k, onnx_vstate *vs, onnx_nstate *ns, int s0)
 {
@@ -857,19 +867,25 @@ static int step_run(const h2t_exec *x, onnx_kctx *k, onnx_vstate *vs, onnx_nstat
 
 /* The forward pass of slice t (t = 0 on the caller's thread, which also reports tensors).
  * Unsplit (x->n_slices == 1): slice 0 is the whole batch on x->vs. */
-static int exec_slice(h2t_exec *x, int t, h2t_tensor_cb cb, void *ctx)
+static int exec_slice(h2t_exec *x, int t, h2t_tensor_cb cb, h2t_tensor_range_cb rcb, void *ctx)
 {
     const h2t_model *m = x->m;
     int split = x->n_slices > 1;
     slice *sl = &x->sl[t];
     onnx_vstate *vs = split ? sl->vs : x->vs;
     onnx_nstate *ns = split ? sl->ns : x->ns;
+    int reported = 0, rerr = 0;
     onnx_kctx k = {m,
                    vs,
                    NULL,
                    split ? sl->scratch : x->scratch,
                    split ? sl->scratch_n : x->scratch_n,
-                   split ? 1 : onnx_blas_threads_get()};
+                   split ? 1 : onnx_blas_threads_get(),
+                   split ? NULL : rcb,
+                   ctx,
+                   x->observed,
+                   &reported,
+                   &rerr};
     int rc = 0;
     if (t == 0)
         for (int j = 0; j < m->n_inputs && rc == 0; j++)
@@ -884,6 +900,7 @@ static int exec_slice(h2t_exec *x, int t, h2t_tensor_cb cb, void *ctx)
             continue;
         step_of(x, i, &s0, &s1);
         i = s1;
+        reported = 0;
         if (!split || sl->n > 0)
             rc = step_run(x, &k, vs, ns, s0);
         if (split && rc < 0) {
@@ -899,7 +916,8 @@ static int exec_slice(h2t_exec *x, int t, h2t_tensor_cb cb, void *ctx)
         if (t == 0)
             for (int j = s0; j <= s1 && rc == 0; j++)
                 for (int o = 0; o < m->nodes[j].n_out && rc == 0; o++)
-                    rc = notify(x, m->nodes[j].out[o], cb, ctx);
+                    if (!reported || !chain_reports(x, s0, m->nodes[j].out[o]))
+                        rc = notify(x, m->nodes[j].out[o], cb, ctx);
         if (split && xbar_wait(&x->bar, rc != 0))
             return rc ? rc : H2T_ECANCELED;
         if (rc)
@@ -965,7 +983,7 @@ static void *pool_main(void *arg)
             if (x->job_samples)
                 exec_samples(x, t);
             else
-                exec_slice(x, t, x->job_cb, x->job_ctx);
+                exec_slice(x, t, x->job_cb, NULL, x->job_ctx);
             xbar_wait(&x->bar, 0); /* the run's end */
         }
     }
@@ -1103,7 +1121,8 @@ static int split_prepare(h2t_exec *x, int n, int T)
     return T;
 }
 
-static int exec_forward(h2t_exec *x, const float *input, h2t_tensor_cb cb, void *ctx)
+static int exec_forward(h2t_exec *x, const float *input, h2t_tensor_cb cb, h2t_tensor_range_cb rcb,
+                        void *ctx)
 {
     const h2t_model *m = x->m;
     for (int v = 0; v < m->n_values; v++)
@@ -1112,7 +1131,7 @@ static int exec_forward(h2t_exec *x, const float *input, h2t_tensor_cb cb, void 
     int T = onnx_blas_threads_get();
     x->n_slices = split_prepare(x, x->cur_batch > 0 ? x->cur_batch : 1, T);
     if (x->n_slices == 1)
-        return exec_slice(x, 0, cb, ctx);
+        return exec_slice(x, 0, cb, rcb, ctx);
     h2t_blas_threads(1);
     x->job_cb = cb;
     x->job_ctx = ctx;
@@ -1127,7 +1146,7 @@ static int exec_forward(h2t_exec *x, const float *input, h2t_tensor_cb cb, void 
     pthread_cond_broadcast(&x->pcv);
     pthread_mutex_unlock(&x->pmu);
     x->sl[0].rc = 0;
-    int rc = x->job_samples ? exec_samples(x, 0) : exec_slice(x, 0, cb, ctx);
+    int rc = x->job_samples ? exec_samples(x, 0) : exec_slice(x, 0, cb, NULL, ctx);
     xbar_wait(&x->bar, 0); /* every slice done */
     h2t_blas_threads(T);
     if (rc == H2T_ECANCELED || rc == 0) {
@@ -1291,7 +1310,7 @@ static int exec_run_unsplit(h2t_exec *x, const float *input, int n)
         if (x->root[v] >= 0)
             x->vs[v].f = x->arena + x->off[x->root[v]];
     x->n_slices = 1;
-    return exec_slice(x, 0, NULL, NULL);
+    return exec_slice(x, 0, NULL, NULL, NULL);
 }
 
 int h2t_exec_run(h2t_exec *x, const float *input, int n, h2t_tensor_cb cb, void *ctx)
@@ -1301,7 +1320,18 @@ int h2t_exec_run(h2t_exec *x, const float *input, int n, h2t_tensor_cb cb, void 
     int rc = exec_prepare(x, input, n);
     if (rc < 0)
         return rc;
-    return exec_forward(x, input, cb, ctx);
+    return exec_forward(x, input, cb, NULL, ctx);
+}
+
+int h2t_exec_run_ranges(h2t_exec *x, const float *input, int n, h2t_tensor_cb cb,
+                        h2t_tensor_range_cb range_cb, void *ctx)
+{
+    if (!input || n < 1 || n > x->max_batch || x->fixed_shapes)
+        return h2t_err_set(H2T_EINVAL, "exec_run: batch %d (max %d)", n, x->max_batch);
+    int rc = exec_prepare(x, input, n);
+    if (rc < 0)
+        return rc;
+    return exec_forward(x, input, cb, range_cb, ctx);
 }
 
 const float *h2t_exec_output(h2t_exec *x, int k, int64_t *shape, int *rank)
@@ -1417,7 +1447,7 @@ int h2t_model_run_once_i64(const h2t_model *m, const h2t_tensor *inputs, int n_i
         if (src[k] && x->root[v] >= 0)
             memcpy(x->arena + x->off[v], src[k], (size_t)onnx_numel(&x->vs[v]) * sizeof(float));
     }
-    if ((rc = exec_forward(x, NULL, NULL, NULL)) < 0)
+    if ((rc = exec_forward(x, NULL, NULL, NULL, NULL)) < 0)
         goto out;
     outs = calloc((size_t)m->n_outputs + 1, sizeof *outs);
     if (!outs) {

@@ -421,6 +421,7 @@ typedef struct run_ctx {
     double t_pool, c_pool; /* wall and CPU seconds in pooling */
     double t_pool_run;     /* wall seconds in pooling during the current forward run */
     int thread_clock;      /* c_pool from this thread's CPU clock (sample workers) */
+    void **states;         /* per layer: streaming pooling state (h2t_pool_stream), lazy */
 } run_ctx;
 
 static int on_tensor(void *vctx, int tensor, const float *data, const int64_t *shape, int rank)
@@ -449,6 +450,51 @@ static int on_tensor(void *vctx, int tensor, const float *data, const int64_t *s
     return 0;
 }
 
+/* A piece of a tensor as a fused conv chain writes it (h2t_exec_run_ranges, forward batch 1):
+ * pooled at once, while it is still in the cache. The streaming pooling adds every value in
+ * the order of whole-tensor pooling, so the features are bitwise the same. */
+static int on_range(void *vctx, int tensor, const float *data, const int64_t *shape, int rank,
+                    int sample, int c0, int c1, int64_t off, int64_t len)
+{
+    run_ctx *c = vctx;
+    h2t_extract_plan *p = c->p;
+    int l = tensor >= 0 && tensor < h2t_model_n_tensors(p->m) ? p->layer_of[tensor] : -1;
+    if (l < 0)
+        return 0;
+    double t0 = h2t_now_s();
+    const h2t_layer_info *li = &p->layers[l];
+    const h2t_pool_plan *pp = &p->pools[l];
+    if (rank != 4 || li->rank != 4 || shape[0] != c->nb || sample < 0 || sample >= c->nb ||
+        (uint32_t)shape[1] != li->shape[0] || (uint32_t)shape[2] != li->shape[1] ||
+        (uint32_t)shape[3] != li->shape[2])
+        return h2t_err_set(H2T_ESHAPE,
+                           "tensor '%s': a piece of a tensor of rank %d, batch %lld, "
+                           "not its planned shape",
+                           li->name, rank, (long long)shape[0]);
+    size_t hw = (size_t)shape[2] * (size_t)shape[3], per = (size_t)shape[1] * hw;
+    const float *xs = data + (size_t)sample * per;
+    float *out = c->bufs[l] + (size_t)(c->row0 + sample) * li->dim;
+    int last = (uint32_t)c1 == pp->c && (size_t)(off + len) == hw;
+    int rc = 0;
+    if (off == 0 && (size_t)len == hw) {
+        rc = h2t_pool_apply_channels(pp, xs, (uint32_t)c0, (uint32_t)c1, out);
+    } else if (h2t_pool_stream_bytes(pp) == 0) {
+        if (last) /* whole planes only: the pieces come in order, this one is the last */
+            h2t_pool_apply(pp, xs, out);
+    } else {
+        if (!c->states[l] && !(c->states[l] = malloc(h2t_pool_stream_bytes(pp))))
+            return h2t_err_set(H2T_ENOMEM, "pooling state of layer %s", li->name);
+        rc = h2t_pool_stream(pp, c->states[l], xs, (uint32_t)c0, (uint32_t)c1, (size_t)off,
+                             (size_t)len, out);
+    }
+    if (rc < 0)
+        return h2t_err_wrap(rc, "tensor '%s': ", li->name);
+    if (last)
+        c->seen[l] = 1;
+    c->t_pool_run += h2t_now_s() - t0;
+    return 0;
+}
+
 /* Run one forward pass with the pooling callbacks, and split its CPU time: a CPU-time clock
  * costs a system call (about 0.9 us on the development VM, 322 calls per MobileNetV2 image
  * when read around every callback), a wall clock 30 ns. So the callbacks read only the wall
@@ -458,7 +504,9 @@ static int run_forward(run_ctx *c, h2t_exec *x, const float *input, int n)
 {
     double w0 = h2t_now_s(), c0 = cpu_s(c->thread_clock);
     c->t_pool_run = 0;
-    int rc = h2t_exec_run(x, input, n, on_tensor, c);
+    /* forward batch 1: the fused chains report their outputs piece by piece */
+    int rc = n == 1 && c->states ? h2t_exec_run_ranges(x, input, n, on_tensor, on_range, c)
+                                 : h2t_exec_run(x, input, n, on_tensor, c);
     double dw = h2t_now_s() - w0, dc = cpu_s(c->thread_clock) - c0;
     double share = dw > 0 ? c->t_pool_run / dw : 0;
     c->t_pool += c->t_pool_run;
@@ -622,8 +670,9 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
     float *input = malloc(sizeof(float) * in_per * (size_t)B);
     c.bufs = calloc(p->n_layers, sizeof *c.bufs);
     c.seen = calloc(p->n_layers, 1);
+    c.states = calloc(p->n_layers, sizeof *c.states);
     h2t_progress *bar = NULL;
-    if (!input || !c.bufs || !c.seen) {
+    if (!input || !c.bufs || !c.seen || !c.states) {
         rc = h2t_err_set(H2T_ENOMEM, "batch buffers");
         goto out;
     }
@@ -645,10 +694,11 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
         w->c.pool_threads = 1;
         w->c.thread_clock = 1;
         w->c.seen = calloc(p->n_layers, 1);
+        w->c.states = k == 0 ? c.states : calloc(p->n_layers, sizeof *c.states);
         w->k = k;
         w->W = W;
         w->in_per = in_per;
-        if (!w->c.seen) {
+        if (!w->c.seen || !w->c.states) {
             rc = h2t_err_set(H2T_ENOMEM, "worker %d", k);
             goto out;
         }
@@ -742,9 +792,18 @@ out:
     h2t_progress_destroy(bar);
     for (int k = 0; k < W; k++) {
         free(ws[k].c.seen);
+        if (k > 0 && ws[k].c.states) {
+            for (uint32_t l = 0; l < p->n_layers; l++)
+                free(ws[k].c.states[l]);
+            free(ws[k].c.states);
+        }
         if (k > 0)
             h2t_exec_destroy(ws[k].x);
     }
+    if (c.states)
+        for (uint32_t l = 0; l < p->n_layers; l++)
+            free(c.states[l]);
+    free(c.states);
     h2t_exec_destroy(x);
     if (c.bufs)
         for (uint32_t l = 0; l < p->n_layers; l++)

@@ -192,6 +192,23 @@ void h2t_pool_apply_isa(const h2t_pool_plan *p, const float *x, float *out, int 
 int h2t_pool_apply_channels(const h2t_pool_plan *p, const float *x, uint32_t c0, uint32_t c1,
                             float *out);
 
+/* Streaming: pool a 4-D sample whose channels arrive in spans of their planes (a producer's
+ * output tiles), while each span is still in the cache. Per channel, the spans must come in
+ * order and be contiguous, from value 0 of the plane to its end ((off, len) within each
+ * channel's H x W plane, the same for every channel of [c0, c1)); channels are independent,
+ * so their spans may interleave. state: h2t_pool_stream_bytes(p) bytes (8-byte aligned),
+ * caller-OWNED, no initialisation needed (a channel's state starts at its value 0). A span of
+ * whole planes (off 0, len H x W) is h2t_pool_apply_channels and needs no state. The features
+ * are bitwise h2t_pool_apply's: every value is added in the same order (tested).
+ * h2t_pool_stream_bytes: 0 when the plan pools whole planes only (not GAP/GRID, or W above
+ * 4096). Errors: H2T_EINVAL (bad range, or a partial span for such a plan). */
+size_t h2t_pool_stream_bytes(const h2t_pool_plan *p);
+int h2t_pool_stream(const h2t_pool_plan *p, void *state, const float *x, uint32_t c0, uint32_t c1,
+                    size_t off, size_t len, float *out);
+/* The same with a chosen kernel set (H2T_POOL_ISA_*), for tests. */
+int h2t_pool_stream_isa(const h2t_pool_plan *p, void *state, const float *x, uint32_t c0,
+                        uint32_t c1, size_t off, size_t len, float *out, int isa);
+
 /* ---- the layer rule ---- */
 /* 1 when the default rule selects tensor t (see above), else 0. */
 int h2t_layer_rule_default(const h2t_tensor_info *t);

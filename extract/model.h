@@ -80,6 +80,20 @@ typedef int (*h2t_tensor_cb)(void *ctx, int tensor, const float *data, const int
 /* Run n (1..max_batch) samples: input is n x C x H x W float32 matching the model's input.
  * Errors: H2T_ESHAPE, H2T_EINVAL, a callback's code. */
 int h2t_exec_run(h2t_exec *x, const float *input, int n, h2t_tensor_cb cb, void *ctx);
+/* Range reporting, for consumers that want each piece while it is still in the cache: an
+ * observed 4-D tensor written by a fused conv chain (tiled GEMM or 3x3 depthwise) is reported
+ * by range_cb piece by piece as the chain's last pass writes it: channels [c0, c1) of sample
+ * `sample`, values [off, off + len) of each of those channels' H x W planes (data is the whole
+ * tensor, shape its shape; only that piece is final). For each channel the pieces come in
+ * order, contiguous, from value 0 to the plane's end; channels may interleave; on a kernel
+ * running several threads, range_cb may be called concurrently for disjoint pieces. Every
+ * other observed tensor goes to cb whole, as with h2t_exec_run. Only in unsplit runs (batch
+ * 1, or BLAS at one thread); a split run reports everything to cb. A non-zero return of
+ * either aborts the run with that code. */
+typedef int (*h2t_tensor_range_cb)(void *ctx, int tensor, const float *data, const int64_t *shape,
+                                   int rank, int sample, int c0, int c1, int64_t off, int64_t len);
+int h2t_exec_run_ranges(h2t_exec *x, const float *input, int n, h2t_tensor_cb cb,
+                        h2t_tensor_range_cb range_cb, void *ctx);
 /* After a run: a graph output by index in the graph's output list (BORROWED until the next
  * run). shape filled with the actual shape. */
 const float *h2t_exec_output(h2t_exec *x, int k, int64_t *shape, int *rank);

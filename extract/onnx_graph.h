@@ -217,6 +217,13 @@ typedef struct onnx_kctx {
     float *scratch;
     size_t scratch_n; /* floats */
     int threads;      /* for the kernels' own loops (BLAS has its own count) */
+    /* range reporting (h2t_exec_run_ranges): NULL rcb = none. A fused chain that reports its
+     * observed outputs by ranges sets *reported = 1; a callback's first error goes to *rerr. */
+    h2t_tensor_range_cb rcb;
+    void *rctx;
+    const unsigned char *observed; /* per info index */
+    int *reported;
+    int *rerr;
 } onnx_kctx;
 
 /* Run fn over [0, n) split in up to `threads` chunks of at least min_chunk items. */

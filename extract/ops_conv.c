@@ -282,7 +282,53 @@ typedef struct fout {
     int bn_left;       /* BN still to apply (not folded into the weights) */
     int keep_conv;     /* acc is the materialised Conv output: the bias goes into it */
     int isa;           /* H2T_ISA_* for the epilogue */
+    /* range reporting: the chain's observed 4-D outputs (values), none when k->rcb is NULL */
+    const onnx_kctx *k;
+    int rv[5], nrv;
 } fout;
+
+/* The chain's observed 4-D stage outputs, for range reporting. */
+static void range_values(const onnx_kctx *k, const onnx_fuse *f, fout *o)
+{
+    int cand[5] = {f->v_conv, f->v_bn, f->v_add, f->v_act, f->v_out};
+    o->k = k;
+    o->nrv = 0;
+    if (!k->rcb || !k->observed)
+        return;
+    for (int i = 0; i < 5; i++) {
+        int v = cand[i], dup = 0;
+        if (v < 0 || k->vs[v].rank != 4 || !k->vs[v].f)
+            continue;
+        int t = k->m->value_info[v];
+        if (t < 0 || !k->observed[t])
+            continue;
+        for (int j = 0; j < o->nrv; j++)
+            dup |= o->rv[j] == v;
+        if (!dup)
+            o->rv[o->nrv++] = v;
+    }
+}
+
+/* Report channels [c0, c1) of sample n, plane values [off, off + len), of every observed
+ * output; the first error is kept in *rerr and stops further reports. */
+static void range_report(const fout *o, int64_t n, int64_t c0, int64_t c1, int64_t off, int64_t len)
+{
+    const onnx_kctx *k = o->k;
+    for (int i = 0; i < o->nrv && *k->rerr == 0; i++) {
+        const onnx_vstate *v = &k->vs[o->rv[i]];
+        int rc = k->rcb(k->rctx, k->m->value_info[o->rv[i]], v->f, v->dim, v->rank, (int)n, (int)c0,
+                        (int)c1, off, len);
+        if (rc != 0)
+            *k->rerr = rc;
+    }
+}
+
+/* Channels per report: about 32 KiB of values over all reported outputs. */
+static int64_t range_group(const fout *o, int64_t len)
+{
+    int64_t g = 8192 / (len * (o->nrv > 0 ? o->nrv : 1));
+    return g < 1 ? 1 : g;
+}
 
 /* The stages after the conv over len floats at element offset off of channel m, in one pass
  * (kern.h): each kept stage output written, the chain's output last. */
@@ -335,18 +381,25 @@ static void fused_dw_range(void *ctx, int64_t lo, int64_t hi)
     h2t_dw_geo dg = {g->H, g->W, g->OH, g->OW, g->sh, g->sw, g->pt, g->pl};
     int64_t OHW = g->OH * g->OW;
     int isa = h2t_kern_isa();
+    int64_t grp = range_group(j->o, OHW), g0 = lo;
     for (int64_t nc = lo; nc < hi; nc++) {
         int64_t c = nc % g->C;
         float b = j->bias ? j->bias[c] : 0.f;
         if (j->direct_act) {
             h2t_kern_dw3x3_isa(isa, j->x + nc * g->H * g->W, &dg, j->w + c * 9, b, f->act_kind,
                                f->act_lo, f->act_hi, j->o->yfinal + nc * OHW);
-            continue;
+        } else {
+            h2t_kern_dw3x3_isa(isa, j->x + nc * g->H * g->W, &dg, j->w + c * 9, b, H2T_ACT_NONE,
+                               0.f, 0.f, j->o->acc + nc * OHW);
+            if (has_epilogue(j->o))
+                epilogue(j->o, c, nc * OHW, OHW);
         }
-        h2t_kern_dw3x3_isa(isa, j->x + nc * g->H * g->W, &dg, j->w + c * 9, b, H2T_ACT_NONE, 0.f,
-                           0.f, j->o->acc + nc * OHW);
-        if (has_epilogue(j->o))
-            epilogue(j->o, c, nc * OHW, OHW);
+        /* report the channels done so far: a group, a sample's last channel, the range's end */
+        if (j->o->nrv > 0 && (nc + 1 - g0 >= grp || (nc + 1) % g->C == 0 || nc + 1 == hi)) {
+            int64_t smp = g0 / g->C;
+            range_report(j->o, smp, g0 - smp * g->C, nc + 1 - smp * g->C, 0, OHW);
+            g0 = nc + 1;
+        }
     }
 }
 
@@ -382,18 +435,22 @@ int onnx_k_conv_fused(const onnx_kctx *k, const onnx_fuse *f, const onnx_nstate 
         return 0;
     const float *w = f->fw ? f->fw : k->vs[nd->in[1]].f;
     const float *bias = f->fw ? f->fb : HAS(2) ? IN(2)->f : NULL;
-    fout o = {f, NULL,          NULL, NULL, k->vs[f->v_out].f, NULL, NULL, f->bn >= 0 && !f->fw,
-              0, h2t_kern_isa()};
+    fout o = {
+        f, NULL, NULL, NULL, k->vs[f->v_out].f, NULL, NULL, f->bn >= 0 && !f->fw, 0, h2t_kern_isa(),
+        k, {0},  0};
     o.acc = f->v_conv >= 0 ? k->vs[f->v_conv].f : o.yfinal;
     o.ybn = f->v_bn >= 0 ? k->vs[f->v_bn].f : NULL;
     o.yadd = f->v_add >= 0 ? k->vs[f->v_add].f : NULL;
     o.res = f->add >= 0 ? k->vs[f->add_other].f : NULL;
+    range_values(k, f, &o);
     int64_t OHW = g.OH * g.OW;
     if (is_depthwise(&g) && is_dw3x3(&g)) {
         fdwjob j = {&o, x->f, w, bias, &g, 0};
         j.direct_act = !o.bn_left && f->add < 0 && f->act >= 0 && o.acc == o.yfinal;
         onnx_par_for(k->threads, g.N * g.C, 1 + 4096 / (OHW + 1), fused_dw_range, &j);
-        return 0;
+        if (o.nrv > 0)
+            *k->reported = 1;
+        return o.nrv > 0 ? *k->rerr : 0;
     }
     if (is_depthwise(&g)) {
         depthwise(k->threads, x->f, w, bias, &g, o.acc);
@@ -428,16 +485,25 @@ int onnx_k_conv_fused(const onnx_kctx *k, const onnx_fuse *f, const onnx_nstate 
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)Mg, (int)cn, (int)K,
                                 1.f, w + gi * Mg * K, (int)K, col + c0, (int)OHW, 0.f,
                                 yn + gi * Mg * OHW + c0, (int)OHW);
-                    if (g.G == 1 && has_epilogue(&o))
-                        for (int64_t mm = 0; mm < g.M; mm++)
+                    if (g.G == 1 && has_epilogue(&o)) {
+                        int64_t grp = range_group(&o, cn), m0 = 0;
+                        for (int64_t mm = 0; mm < g.M; mm++) {
                             epilogue(&o, mm, (n * g.M + mm) * OHW + c0, cn);
+                            if (o.nrv > 0 && (mm + 1 - m0 >= grp || mm + 1 == g.M)) {
+                                range_report(&o, n, m0, mm + 1, c0, cn);
+                                m0 = mm + 1;
+                            }
+                        }
+                    }
                 }
             }
             if (g.G > 1 && has_epilogue(&o))
                 for (int64_t mm = 0; mm < g.M; mm++)
                     epilogue(&o, mm, (n * g.M + mm) * OHW, OHW);
         }
-        return 0;
+        if (o.nrv > 0 && g.G == 1 && has_epilogue(&o))
+            *k->reported = 1;
+        return o.nrv > 0 ? *k->rerr : 0;
     }
     if (has_epilogue(&o))
         for (int64_t nc = 0; nc < g.N * g.M; nc++)

@@ -475,6 +475,192 @@ static void pool_channels(const h2t_pool_plan *p, const float *x, uint32_t c0, u
     pool_channels_generic(p, x, c0, c1, out);
 }
 
+/* ---- streaming: channels fed in spans of their planes ----
+ *
+ * Per channel, a state of STREAM_HDR doubles then floats: block mode (pw == w, one window of
+ * ph whole rows per band: k_pool_plane's block path and GAP) keeps the band's 16 lanes and its
+ * double sum t; column mode keeps the ow * pw column sums of the current window band. Each
+ * value is added with the same float or double operation, in the same order, as the whole-
+ * plane kernels, so the features are bitwise theirs. */
+#define STREAM_HDR 2 /* doubles: t, and a flag (lanes reduced into t) */
+
+static int stream_block(const h2t_pool_plan *p)
+{
+    return p->kind == H2T_POOL_GAP || p->pw == p->w;
+}
+
+size_t h2t_pool_stream_bytes(const h2t_pool_plan *p)
+{
+    if ((p->kind != H2T_POOL_GAP && p->kind != H2T_POOL_GRID) || p->w > POOL_COLS)
+        return 0;
+    size_t fl = stream_block(p) ? 16 : (size_t)p->ow * p->pw;
+    return (size_t)p->c * (STREAM_HDR * sizeof(double) + (fl + 1) / 2 * 2 * sizeof(float));
+}
+
+/* lanes[k & 15] += x[k] for k in [a, b), lane order of k_sum_block (element-wise adds). */
+POOL_INLINE void k_lanes_add(float *lanes, const float *x, size_t a, size_t b, int wide)
+{
+    size_t k = a;
+    for (; k < b && (k & 15); k++)
+        lanes[k & 15] += x[k];
+    if (k + 16 <= b) {
+        if (wide) {
+            v8f l0 = LD8(lanes), l1 = LD8(lanes + 8);
+            for (; k + 16 <= b; k += 16) {
+                l0 += LD8(x + k);
+                l1 += LD8(x + k + 8);
+            }
+            ST8(lanes, l0);
+            ST8(lanes + 8, l1);
+        } else {
+            v4f l0 = LD4(lanes), l1 = LD4(lanes + 4), l2 = LD4(lanes + 8), l3 = LD4(lanes + 12);
+            for (; k + 16 <= b; k += 16) {
+                l0 += LD4(x + k);
+                l1 += LD4(x + k + 4);
+                l2 += LD4(x + k + 8);
+                l3 += LD4(x + k + 12);
+            }
+            ST4(lanes, l0);
+            ST4(lanes + 4, l1);
+            ST4(lanes + 8, l2);
+            ST4(lanes + 12, l3);
+        }
+    }
+    for (; k < b; k++)
+        lanes[k & 15] += x[k];
+}
+
+/* col[j] = x[j] (first) or col[j] + x[j] for j < n (element-wise). */
+POOL_INLINE void k_col_add(float *col, const float *x, size_t n, int first, int wide)
+{
+    if (first) {
+        memcpy(col, x, n * sizeof(float));
+        return;
+    }
+    size_t j = 0;
+    if (wide)
+        for (; j + 8 <= n; j += 8)
+            ST8(col + j, LD8(col + j) + LD8(x + j));
+    for (; j + 4 <= n; j += 4)
+        ST4(col + j, LD4(col + j) + LD4(x + j));
+    for (; j < n; j++)
+        col[j] += x[j];
+}
+
+/* Values [off, off + len) of channel c's plane (plane = the channel's first value). */
+POOL_INLINE void k_stream_channel(const h2t_pool_plan *p, unsigned char *st, const float *plane,
+                                  size_t off, size_t len, uint32_t c, float *out, int wide)
+{
+    double *hdr = (double *)(void *)st;
+    float *f = (float *)(void *)(hdr + STREAM_HDR);
+    size_t w = p->w, end = off + len;
+    uint32_t ph = p->kind == H2T_POOL_GAP ? p->h : p->ph;
+    uint32_t pw = p->kind == H2T_POOL_GAP ? p->w : p->pw;
+    uint32_t oh = p->kind == H2T_POOL_GAP ? 1 : p->oh, ow = p->kind == H2T_POOL_GAP ? 1 : p->ow;
+    double inv = 1.0 / ((double)ph * pw);
+    if (stream_block(p)) {
+        size_t n = (size_t)ph * w, n16 = n / 16 * 16;
+        for (size_t pos = off; pos < end;) {
+            size_t band = pos / n;
+            if (band >= oh)
+                break;
+            size_t base = band * n, a = pos - base, b = end - base < n ? end - base : n;
+            if (a == 0) {
+                memset(f, 0, 16 * sizeof(float));
+                hdr[0] = 0;
+                hdr[1] = 0;
+            }
+            const float *q = plane + base;
+            if (a < n16)
+                k_lanes_add(f, q, a, b < n16 ? b : n16, wide);
+            if (b >= n16 && hdr[1] == 0) {
+                double t = 0;
+                for (int k = 0; k < 4; k++)
+                    t += (double)f[k] + (double)f[4 + k] + (double)f[8 + k] + (double)f[12 + k];
+                hdr[0] = t;
+                hdr[1] = 1;
+            }
+            if (b > n16) {
+                double t = hdr[0];
+                for (size_t k = a > n16 ? a : n16; k < b; k++)
+                    t += q[k];
+                hdr[0] = t;
+            }
+            if (b == n)
+                out[band * p->c + c] = (float)(hdr[0] * inv);
+            pos = base + b;
+        }
+        return;
+    }
+    size_t span = (size_t)ow * pw;
+    for (size_t pos = off; pos < end;) {
+        size_t r = pos / w;
+        if (r >= (size_t)oh * ph)
+            break;
+        size_t x0 = pos - r * w, x1 = end - r * w < w ? end - r * w : w;
+        if (x0 < span) {
+            size_t e = x1 < span ? x1 : span;
+            k_col_add(f + x0, plane + r * w + x0, e - x0, r % ph == 0, wide);
+            if (e == span && r % ph == ph - 1)
+                k_win_sums(f, pw, ow, inv, out + (r / ph) * ow * p->c + c, p->c);
+        }
+        pos = r * w + x1;
+    }
+}
+
+POOL_INLINE void k_stream(const h2t_pool_plan *p, void *state, const float *x, uint32_t c0,
+                          uint32_t c1, size_t off, size_t len, float *out, int wide)
+{
+    size_t per = h2t_pool_stream_bytes(p) / p->c, hw = (size_t)p->h * p->w;
+    for (uint32_t c = c0; c < c1; c++)
+        k_stream_channel(p, (unsigned char *)state + c * per, x + c * hw, off, len, c, out, wide);
+}
+
+static void stream_generic(const h2t_pool_plan *p, void *state, const float *x, uint32_t c0,
+                           uint32_t c1, size_t off, size_t len, float *out)
+{
+    k_stream(p, state, x, c0, c1, off, len, out, 0);
+}
+
+#ifdef POOL_HAVE_AVX
+__attribute__((target("avx"))) static void stream_avx(const h2t_pool_plan *p, void *state,
+                                                      const float *x, uint32_t c0, uint32_t c1,
+                                                      size_t off, size_t len, float *out)
+{
+    k_stream(p, state, x, c0, c1, off, len, out, 1);
+}
+#endif
+
+int h2t_pool_stream_isa(const h2t_pool_plan *p, void *state, const float *x, uint32_t c0,
+                        uint32_t c1, size_t off, size_t len, float *out, int isa)
+{
+    size_t hw = (size_t)p->h * p->w;
+    if (c0 > c1 || c1 > p->c || off > hw || len > hw - off)
+        return h2t_err_set(H2T_EINVAL, "channels [%u, %u) values [%zu, %zu) of a %u x %zu sample",
+                           c0, c1, off, off + len, p->c, hw);
+    if (off == 0 && len == hw && (p->kind == H2T_POOL_GAP || p->kind == H2T_POOL_GRID)) {
+        pool_channels(p, x, c0, c1, out, isa);
+        return 0;
+    }
+    if (h2t_pool_stream_bytes(p) == 0 || !state)
+        return h2t_err_set(H2T_EINVAL, "this plan (kind %d, width %u) pools whole planes only",
+                           p->kind, p->w);
+#ifdef POOL_HAVE_AVX
+    if (isa == H2T_POOL_ISA_AVX && __builtin_cpu_supports("avx")) {
+        stream_avx(p, state, x, c0, c1, off, len, out);
+        return 0;
+    }
+#endif
+    stream_generic(p, state, x, c0, c1, off, len, out);
+    return 0;
+}
+
+int h2t_pool_stream(const h2t_pool_plan *p, void *state, const float *x, uint32_t c0, uint32_t c1,
+                    size_t off, size_t len, float *out)
+{
+    return h2t_pool_stream_isa(p, state, x, c0, c1, off, len, out, h2t_pool_isa_best());
+}
+
 /* 3-D tokens (token-major): a window of win tokens averages each channel, in double, tokens in
  * order. */
 static void pool_tokens(const h2t_pool_plan *p, const float *x, float *out)

@@ -126,6 +126,32 @@ static int check_shape_x(uint32_t c, uint32_t h, uint32_t w, uint32_t t, uint64_
     }
     int bad = memcmp(g, a, sizeof(float) * p.dim) != 0 || memcmp(g, r, sizeof(float) * p.dim) ||
               memcmp(g, k, sizeof(float) * p.dim) || memcmp(g, d, sizeof(float) * p.dim);
+    /* streaming, as a tiled producer feeds it: spans of random lengths (the same for every
+     * channel of a tile), tile after tile, channel groups of random sizes inside each tile */
+    size_t sb = h2t_pool_stream_bytes(&p), hw = (size_t)h * w;
+    for (int isa = 0; isa < 2 && sb > 0; isa++) {
+        void *state = malloc(sb);
+        ASSERT(state);
+        memset(state, 0x7f, sb); /* garbage: a channel's state starts at its value 0 */
+        memset(k, 0xff, sizeof(float) * p.dim);
+        for (size_t off = 0; off < hw;) {
+            size_t len = 1 + (size_t)(rng_next(&s) % (rng_next(&s) % 2 ? 40 : 3 * hw / 2 + 1));
+            if (len > hw - off)
+                len = hw - off;
+            for (uint32_t q0 = 0; q0 < c;) {
+                uint32_t q1 = q0 + 1 + (uint32_t)(rng_next(&s) % 4);
+                q1 = q1 < c ? q1 : c;
+                ASSERT_OK(h2t_pool_stream_isa(&p, state, x, q0, q1, off, len, k, isa));
+                q0 = q1;
+            }
+            off += len;
+        }
+        if (memcmp(g, k, sizeof(float) * p.dim)) {
+            fprintf(stderr, "streaming (isa %d) differs: ", isa);
+            bad = 1;
+        }
+        free(state);
+    }
     if (bad)
         fprintf(stderr,
                 "shape %ux%ux%u T=%u (kind %d, %ux%u windows): generic/avx/ref/ranges/"

@@ -751,3 +751,135 @@ TEST(onnx_split_refused_when_samples_mix)
     h2t_model_destroy(mod);
     free(m.b);
 }
+
+/* ---------------------------------------------------------------- range reporting */
+
+/* Pieces of each tensor reassembled, with the order rules of h2t_exec_run_ranges checked:
+ * per channel, contiguous pieces from value 0 to the plane's end. */
+typedef struct rgrab {
+    grab whole;           /* tensors reported whole */
+    float *t[32];         /* reassembled from pieces */
+    int64_t next[32][64]; /* per channel of sample 0: the next value expected */
+    int pieces[32], bad;
+} rgrab;
+
+static int rgrab_cb(void *ctx, int tensor, const float *data, const int64_t *shape, int rank,
+                    int sample, int c0, int c1, int64_t off, int64_t len)
+{
+    rgrab *g = ctx;
+    if (tensor >= 32 || rank != 4 || shape[1] > 64 || sample != 0 || c0 < 0 || c1 > shape[1] ||
+        c0 >= c1 || len <= 0)
+        return H2T_EINVAL;
+    int64_t hw = shape[2] * shape[3];
+    if (!g->t[tensor])
+        g->t[tensor] = calloc((size_t)(shape[1] * hw), sizeof(float));
+    for (int c = c0; c < c1; c++) {
+        if (g->next[tensor][c] != off || off + len > hw)
+            g->bad++;
+        g->next[tensor][c] = off + len;
+        memcpy(g->t[tensor] + c * hw + off, data + c * hw + off, (size_t)len * sizeof(float));
+    }
+    g->pieces[tensor]++;
+    return 0;
+}
+
+static int abort_range_cb(void *ctx, int tensor, const float *data, const int64_t *shape, int rank,
+                          int sample, int c0, int c1, int64_t off, int64_t len)
+{
+    (void)ctx, (void)tensor, (void)data, (void)shape, (void)rank, (void)sample, (void)c0, (void)c1,
+        (void)off, (void)len;
+    return ++n_calls == 3 ? H2T_ECANCELED : 0;
+}
+
+/* Conv 1x1 (4 -> 64, bias) -> BN -> Clip on 40 x 40 (a tiled GEMM: 1024 + 576 columns), then
+ * a 3x3 depthwise (pad 1) -> Relu: every observed 4-D chain output comes in pieces that
+ * reassemble to h2t_exec_run's tensors bitwise; a callback's error stops the run. */
+TEST(onnx_exec_run_ranges_pieces)
+{
+    enum { CI = 4, CM = 64, S = 40 };
+    unsigned s = 5;
+    float w1[CM * CI], b1[CM], wd[CM * 9], bnp[4 * CM];
+    for (int i = 0; i < CM * CI; i++)
+        w1[i] = frand(&s);
+    for (int i = 0; i < CM; i++)
+        b1[i] = frand(&s);
+    for (int i = 0; i < CM * 9; i++)
+        wd[i] = frand(&s);
+    for (int i = 0; i < CM; i++) {
+        bnp[i] = 1.f + 0.5f * frand(&s);
+        bnp[CM + i] = frand(&s);
+        bnp[2 * CM + i] = 0.3f * frand(&s);
+        bnp[3 * CM + i] = 0.5f + 0.4f * frand(&s);
+    }
+    pb g = {0}, m = {0};
+    int64_t xd[4] = {-1, CI, S, S}, yd[4] = {-1, CM, S, S}, w1d[4] = {CM, CI, 1, 1};
+    int64_t wdd[4] = {CM, 1, 3, 3}, cd[1] = {CM};
+    pb_tensor(&g, 5, "w1", 4, w1d, w1);
+    pb_tensor(&g, 5, "b1", 1, cd, b1);
+    pb_tensor(&g, 5, "wd", 4, wdd, wd);
+    const char *bnn[4] = {"g", "b", "m", "v"};
+    for (int j = 0; j < 4; j++)
+        pb_tensor(&g, 5, bnn[j], 1, cd, bnp + j * CM);
+    attr ca[2] = {{"min", 1, 0.f, 0, 0, {0}}, {"max", 1, 6.f, 0, 0, {0}}};
+    attr da[3] = {{"pads", 7, 0, 0, 4, {1, 1, 1, 1}},
+                  {"group", 2, 0, CM, 0, {0}},
+                  {"kernel_shape", 7, 0, 0, 2, {3, 3}}};
+    pb_node(&g, "Conv", "pw", "x", "w1", "b1", "c1", NULL, 0);
+    pb nd = {0};
+    pb_str(&nd, 1, "c1");
+    for (int j = 0; j < 4; j++)
+        pb_str(&nd, 1, bnn[j]);
+    pb_str(&nd, 2, "n1");
+    pb_str(&nd, 3, "bn");
+    pb_str(&nd, 4, "BatchNormalization");
+    pb_msg(&g, 1, &nd);
+    pb_node(&g, "Clip", "clip", "n1", NULL, NULL, "r1", ca, 2);
+    pb_node(&g, "Conv", "dw", "r1", "wd", NULL, "c2", da, 3);
+    pb_node(&g, "Relu", "relu", "c2", NULL, NULL, "y", NULL, 0);
+    pb_value_info(&g, 11, "x", 4, xd);
+    pb_value_info(&g, 12, "y", 4, yd);
+    pb_model(&m, &g, 10);
+    h2t_model *mod;
+    ASSERT_OK(h2t_model_load_mem(m.b, m.n, "ranges.onnx", &mod));
+    float *x = malloc(sizeof(float) * CI * S * S);
+    for (int i = 0; i < CI * S * S; i++)
+        x[i] = 2.f * frand(&s);
+    h2t_blas_threads(1);
+    h2t_exec *ex;
+    ASSERT_OK(h2t_exec_create(mod, 1, &ex));
+    for (int i = 0; i < h2t_model_n_tensors(mod); i++)
+        ASSERT_OK(h2t_exec_observe(ex, i, 1));
+    grab want = {0};
+    ASSERT_OK(h2t_exec_run(ex, x, 1, grab_cb, &want));
+    rgrab *got = calloc(1, sizeof *got);
+    ASSERT(got);
+    ASSERT_OK(h2t_exec_run_ranges(ex, x, 1, grab_cb, rgrab_cb, got));
+    ASSERT_EQ(got->bad, 0);
+    const char *names[5] = {"c1", "n1", "r1", "c2", "y"};
+    int by_pieces = 0;
+    for (int i = 0; i < 5; i++) {
+        int t = h2t_model_tensor_find(mod, names[i]);
+        ASSERT(t >= 0 && t < 32 && want.t[t] != NULL);
+        const float *have = got->t[t];
+        if (!have || got->whole.t[t])
+            TEST_FAILF("tensor %s: not reported by pieces only", names[i]);
+        for (int c = 0; c < CM; c++)
+            ASSERT_EQ(got->next[t][c], S * S);
+        if (memcmp(have, want.t[t], sizeof(float) * CM * S * S) != 0)
+            TEST_FAILF("tensor %s: the pieces differ from the whole tensor", names[i]);
+        by_pieces += got->pieces[t] > 1;
+    }
+    ASSERT_EQ(by_pieces, 5);
+    /* a range callback's error aborts the run */
+    n_calls = 0;
+    ASSERT_EQ(h2t_exec_run_ranges(ex, x, 1, NULL, abort_range_cb, NULL), H2T_ECANCELED);
+    ASSERT_EQ(n_calls, 3);
+    for (int i = 0; i < 32; i++)
+        free(got->t[i]);
+    grab_free(&want);
+    free(got);
+    free(x);
+    h2t_exec_destroy(ex);
+    h2t_model_destroy(mod);
+    free(m.b);
+}
