@@ -547,6 +547,65 @@ POOL_INLINE void k_col_add(float *col, const float *x, size_t n, int first, int 
         col[j] += x[j];
 }
 
+/* col[x] (+)= q[x] + q[w + x] + ... over nr rows, one row at a time in order (first: col
+ * starts at row 0), for x < span; the column sums stay in registers over the rows. */
+POOL_INLINE void k_col_acc(float *col, const float *q, size_t w, size_t nr, size_t span, int first,
+                           int wide)
+{
+    size_t x = 0, r0 = first ? 1 : 0;
+    if (wide) {
+        for (; x + 32 <= span; x += 32) {
+            const float *b = first ? q + x : col + x;
+            v8f c0 = LD8(b), c1 = LD8(b + 8), c2 = LD8(b + 16), c3 = LD8(b + 24);
+            for (size_t y = r0; y < nr; y++) {
+                const float *r = q + y * w + x;
+                c0 += LD8(r);
+                c1 += LD8(r + 8);
+                c2 += LD8(r + 16);
+                c3 += LD8(r + 24);
+            }
+            ST8(col + x, c0);
+            ST8(col + x + 8, c1);
+            ST8(col + x + 16, c2);
+            ST8(col + x + 24, c3);
+        }
+        for (; x + 8 <= span; x += 8) {
+            v8f c0 = LD8(first ? q + x : col + x);
+            for (size_t y = r0; y < nr; y++)
+                c0 += LD8(q + y * w + x);
+            ST8(col + x, c0);
+        }
+    } else {
+        for (; x + 16 <= span; x += 16) {
+            const float *b = first ? q + x : col + x;
+            v4f c0 = LD4(b), c1 = LD4(b + 4), c2 = LD4(b + 8), c3 = LD4(b + 12);
+            for (size_t y = r0; y < nr; y++) {
+                const float *r = q + y * w + x;
+                c0 += LD4(r);
+                c1 += LD4(r + 4);
+                c2 += LD4(r + 8);
+                c3 += LD4(r + 12);
+            }
+            ST4(col + x, c0);
+            ST4(col + x + 4, c1);
+            ST4(col + x + 8, c2);
+            ST4(col + x + 12, c3);
+        }
+    }
+    for (; x + 4 <= span; x += 4) {
+        v4f c0 = LD4(first ? q + x : col + x);
+        for (size_t y = r0; y < nr; y++)
+            c0 += LD4(q + y * w + x);
+        ST4(col + x, c0);
+    }
+    for (; x < span; x++) {
+        float c0 = first ? q[x] : col[x];
+        for (size_t y = r0; y < nr; y++)
+            c0 += q[y * w + x];
+        col[x] = c0;
+    }
+}
+
 /* Values [off, off + len) of channel c's plane (plane = the channel's first value). */
 POOL_INLINE void k_stream_channel(const h2t_pool_plan *p, unsigned char *st, const float *plane,
                                   size_t off, size_t len, uint32_t c, float *out, int wide)
@@ -598,6 +657,15 @@ POOL_INLINE void k_stream_channel(const h2t_pool_plan *p, unsigned char *st, con
         if (r >= (size_t)oh * ph)
             break;
         size_t x0 = pos - r * w, x1 = end - r * w < w ? end - r * w : w;
+        if (x0 == 0 && x1 == w) { /* whole rows up to the band's end: rows together */
+            size_t band_end = (r / ph + 1) * ph, nr = (end - pos) / w;
+            nr = nr < band_end - r ? nr : band_end - r;
+            k_col_acc(f, plane + r * w, w, nr, span, r % ph == 0, wide);
+            if (r + nr == band_end)
+                k_win_sums(f, pw, ow, inv, out + (r / ph) * ow * p->c + c, p->c);
+            pos = (r + nr) * w;
+            continue;
+        }
         if (x0 < span) {
             size_t e = x1 < span ? x1 : span;
             k_col_add(f + x0, plane + r * w + x0, e - x0, r % ph == 0, wide);
