@@ -530,6 +530,42 @@ POOL_INLINE void k_lanes_add(float *lanes, const float *x, size_t a, size_t b, i
         lanes[k & 15] += x[k];
 }
 
+/* k_lanes_add on 4 channels at once (lanes l[i], values q[i]): their 8 dependency chains
+ * overlap (one channel's 16 lanes are only 2 chains of 8-float adds). AVX only. */
+POOL_INLINE void k_lanes_add4(float *const *l, const float *const *q, size_t a, size_t b)
+{
+    size_t k = a;
+    for (; k < b && (k & 15); k++)
+        for (int i = 0; i < 4; i++)
+            l[i][k & 15] += q[i][k];
+    if (k + 16 <= b) {
+        v8f a0 = LD8(l[0]), b0 = LD8(l[0] + 8), a1 = LD8(l[1]), b1 = LD8(l[1] + 8);
+        v8f a2 = LD8(l[2]), b2 = LD8(l[2] + 8), a3 = LD8(l[3]), b3 = LD8(l[3] + 8);
+        const float *q0 = q[0], *q1 = q[1], *q2 = q[2], *q3 = q[3];
+        for (; k + 16 <= b; k += 16) {
+            a0 += LD8(q0 + k);
+            b0 += LD8(q0 + k + 8);
+            a1 += LD8(q1 + k);
+            b1 += LD8(q1 + k + 8);
+            a2 += LD8(q2 + k);
+            b2 += LD8(q2 + k + 8);
+            a3 += LD8(q3 + k);
+            b3 += LD8(q3 + k + 8);
+        }
+        ST8(l[0], a0);
+        ST8(l[0] + 8, b0);
+        ST8(l[1], a1);
+        ST8(l[1] + 8, b1);
+        ST8(l[2], a2);
+        ST8(l[2] + 8, b2);
+        ST8(l[3], a3);
+        ST8(l[3] + 8, b3);
+    }
+    for (; k < b; k++)
+        for (int i = 0; i < 4; i++)
+            l[i][k & 15] += q[i][k];
+}
+
 /* col[j] = x[j] (first) or col[j] + x[j] for j < n (element-wise). */
 POOL_INLINE void k_col_add(float *col, const float *x, size_t n, int first, int wide)
 {
@@ -617,40 +653,6 @@ POOL_INLINE void k_stream_channel(const h2t_pool_plan *p, unsigned char *st, con
     uint32_t pw = p->kind == H2T_POOL_GAP ? p->w : p->pw;
     uint32_t oh = p->kind == H2T_POOL_GAP ? 1 : p->oh, ow = p->kind == H2T_POOL_GAP ? 1 : p->ow;
     double inv = 1.0 / ((double)ph * pw);
-    if (stream_block(p)) {
-        size_t n = (size_t)ph * w, n16 = n / 16 * 16;
-        for (size_t pos = off; pos < end;) {
-            size_t band = pos / n;
-            if (band >= oh)
-                break;
-            size_t base = band * n, a = pos - base, b = end - base < n ? end - base : n;
-            if (a == 0) {
-                memset(f, 0, 16 * sizeof(float));
-                hdr[0] = 0;
-                hdr[1] = 0;
-            }
-            const float *q = plane + base;
-            if (a < n16)
-                k_lanes_add(f, q, a, b < n16 ? b : n16, wide);
-            if (b >= n16 && hdr[1] == 0) {
-                double t = 0;
-                for (int k = 0; k < 4; k++)
-                    t += (double)f[k] + (double)f[4 + k] + (double)f[8 + k] + (double)f[12 + k];
-                hdr[0] = t;
-                hdr[1] = 1;
-            }
-            if (b > n16) {
-                double t = hdr[0];
-                for (size_t k = a > n16 ? a : n16; k < b; k++)
-                    t += q[k];
-                hdr[0] = t;
-            }
-            if (b == n)
-                out[band * p->c + c] = (float)(hdr[0] * inv);
-            pos = base + b;
-        }
-        return;
-    }
     size_t span = (size_t)ow * pw;
     for (size_t pos = off; pos < end;) {
         size_t r = pos / w;
@@ -676,10 +678,78 @@ POOL_INLINE void k_stream_channel(const h2t_pool_plan *p, unsigned char *st, con
     }
 }
 
+/* Block mode (one window of ph whole rows per band), channels [c0, c1) with the same piece:
+ * per channel, each band's 16 lanes, then t in double, then the tail, as k_sum_block. */
+POOL_INLINE void k_stream_block(const h2t_pool_plan *p, unsigned char *state, size_t per,
+                                const float *x, uint32_t c0, uint32_t c1, size_t off, size_t len,
+                                float *out, int wide)
+{
+    size_t w = p->w, hw = (size_t)p->h * p->w, end = off + len;
+    uint32_t ph = p->kind == H2T_POOL_GAP ? p->h : p->ph;
+    uint32_t pw = p->kind == H2T_POOL_GAP ? p->w : p->pw;
+    uint32_t oh = p->kind == H2T_POOL_GAP ? 1 : p->oh;
+    double inv = 1.0 / ((double)ph * pw);
+    size_t n = (size_t)ph * w, n16 = n / 16 * 16;
+    for (size_t pos = off; pos < end;) {
+        size_t band = pos / n;
+        if (band >= oh)
+            break;
+        size_t base = band * n, a = pos - base, b = end - base < n ? end - base : n;
+        size_t lb = b < n16 ? b : n16;
+        for (uint32_t c = c0; c < c1; c++) {
+            double *hdr = (double *)(void *)(state + c * per);
+            if (a == 0) {
+                memset(hdr + STREAM_HDR, 0, 16 * sizeof(float));
+                hdr[0] = 0;
+                hdr[1] = 0;
+            }
+        }
+        uint32_t c = c0;
+        if (wide && a < n16)
+            for (; c + 4 <= c1; c += 4) {
+                float *l[4];
+                const float *q[4];
+                for (int i = 0; i < 4; i++) {
+                    l[i] =
+                        (float *)(void *)((double *)(void *)(state + (c + i) * per) + STREAM_HDR);
+                    q[i] = x + (c + i) * hw + base;
+                }
+                k_lanes_add4(l, q, a, lb);
+            }
+        for (; c < c1 && a < n16; c++)
+            k_lanes_add((float *)(void *)((double *)(void *)(state + c * per) + STREAM_HDR),
+                        x + c * hw + base, a, lb, wide);
+        for (c = c0; c < c1; c++) {
+            double *hdr = (double *)(void *)(state + c * per);
+            const float *f = (const float *)(hdr + STREAM_HDR), *q = x + c * hw + base;
+            if (b >= n16 && hdr[1] == 0) {
+                double t = 0;
+                for (int k = 0; k < 4; k++)
+                    t += (double)f[k] + (double)f[4 + k] + (double)f[8 + k] + (double)f[12 + k];
+                hdr[0] = t;
+                hdr[1] = 1;
+            }
+            if (b > n16) {
+                double t = hdr[0];
+                for (size_t k = a > n16 ? a : n16; k < b; k++)
+                    t += q[k];
+                hdr[0] = t;
+            }
+            if (b == n)
+                out[band * p->c + c] = (float)(hdr[0] * inv);
+        }
+        pos = base + b;
+    }
+}
+
 POOL_INLINE void k_stream(const h2t_pool_plan *p, void *state, const float *x, uint32_t c0,
                           uint32_t c1, size_t off, size_t len, float *out, int wide)
 {
     size_t per = h2t_pool_stream_bytes(p) / p->c, hw = (size_t)p->h * p->w;
+    if (stream_block(p)) {
+        k_stream_block(p, state, per, x, c0, c1, off, len, out, wide);
+        return;
+    }
     for (uint32_t c = c0; c < c1; c++)
         k_stream_channel(p, (unsigned char *)state + c * per, x + c * hw, off, len, c, out, wide);
 }

@@ -139,7 +139,7 @@ static int check_shape_x(uint32_t c, uint32_t h, uint32_t w, uint32_t t, uint64_
             if (len > hw - off)
                 len = hw - off;
             for (uint32_t q0 = 0; q0 < c;) {
-                uint32_t q1 = q0 + 1 + (uint32_t)(rng_next(&s) % 4);
+                uint32_t q1 = q0 + 1 + (uint32_t)(rng_next(&s) % 6);
                 q1 = q1 < c ? q1 : c;
                 ASSERT_OK(h2t_pool_stream_isa(&p, state, x, q0, q1, off, len, k, isa));
                 q0 = q1;
