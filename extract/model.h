@@ -85,11 +85,11 @@ int h2t_exec_run(h2t_exec *x, const float *input, int n, h2t_tensor_cb cb, void 
  * by range_cb piece by piece as the chain's last pass writes it: channels [c0, c1) of sample
  * `sample`, values [off, off + len) of each of those channels' H x W planes (data is the whole
  * tensor, shape its shape; only that piece is final). For each channel the pieces come in
- * order, contiguous, from value 0 to the plane's end; channels may interleave; on a kernel
- * running several threads, range_cb may be called concurrently for disjoint pieces. Every
- * other observed tensor goes to cb whole, as with h2t_exec_run. Only in unsplit runs (batch
- * 1, or BLAS at one thread); a split run reports everything to cb. A non-zero return of
- * either aborts the run with that code. */
+ * order, contiguous, from value 0 to the plane's end; channels may interleave. range_cb runs on
+ * the caller's thread, one call at a time (a depthwise chain whose kernel runs on several
+ * threads reports whole instead). Every other observed tensor goes to cb whole, as with
+ * h2t_exec_run. Only in unsplit runs (batch 1, or BLAS at one thread); a split run reports
+ * everything to cb. A non-zero return of either aborts the run with that code. */
 typedef int (*h2t_tensor_range_cb)(void *ctx, int tensor, const float *data, const int64_t *shape,
                                    int rank, int sample, int c0, int c1, int64_t off, int64_t len);
 int h2t_exec_run_ranges(h2t_exec *x, const float *input, int n, h2t_tensor_cb cb,

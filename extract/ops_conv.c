@@ -448,6 +448,8 @@ int onnx_k_conv_fused(const onnx_kctx *k, const onnx_fuse *f, const onnx_nstate 
     if (is_depthwise(&g) && is_dw3x3(&g)) {
         fdwjob j = {&o, x->f, w, bias, &g, 0};
         j.direct_act = !o.bn_left && f->add < 0 && f->act >= 0 && o.acc == o.yfinal;
+        if (k->threads > 1)
+            o.nrv = 0; /* ranges are reported from the caller's thread only: whole tensors */
         onnx_par_for(k->threads, g.N * g.C, 1 + 4096 / (OHW + 1), fused_dw_range, &j);
         if (o.nrv > 0)
             *k->reported = 1;

@@ -870,12 +870,33 @@ TEST(onnx_exec_run_ranges_pieces)
         by_pieces += got->pieces[t] > 1;
     }
     ASSERT_EQ(by_pieces, 5);
+    /* kernels on 2 threads: the depthwise chain reports whole tensors, the GEMM chain pieces */
+    h2t_blas_threads(2);
+    rgrab *two = calloc(1, sizeof *two);
+    ASSERT(two);
+    ASSERT_OK(h2t_exec_run_ranges(ex, x, 1, grab_cb, rgrab_cb, two));
+    h2t_blas_threads(1);
+    ASSERT_EQ(two->bad, 0);
+    for (int i = 0; i < 5; i++) {
+        int t = h2t_model_tensor_find(mod, names[i]);
+        const float *have = i < 3 ? two->t[t] : two->whole.t[t];
+        if (!have || (i < 3 ? two->whole.t[t] != NULL : two->t[t] != NULL))
+            TEST_FAILF("2 threads: tensor %s not reported %s", names[i],
+                       i < 3 ? "by pieces" : "whole");
+        if (memcmp(have, want.t[t], sizeof(float) * CM * S * S) != 0)
+            TEST_FAILF("2 threads: tensor %s differs", names[i]);
+    }
+    for (int i = 0; i < 32; i++)
+        free(two->t[i]);
+    grab_free(&two->whole);
+    free(two);
     /* a range callback's error aborts the run */
     n_calls = 0;
     ASSERT_EQ(h2t_exec_run_ranges(ex, x, 1, NULL, abort_range_cb, NULL), H2T_ECANCELED);
     ASSERT_EQ(n_calls, 3);
     for (int i = 0; i < 32; i++)
         free(got->t[i]);
+    grab_free(&got->whole);
     grab_free(&want);
     free(got);
     free(x);
