@@ -431,6 +431,8 @@ typedef struct run_ctx {
     uint8_t *seen;
     int nb, row0;          /* samples in this forward run, and their first row in bufs */
     double t_pool, c_pool; /* wall and CPU seconds in pooling */
+    double t_run;          /* wall seconds in forward runs (not thread_clock: the caller splits
+                            * the runs' CPU by t_pool / t_run) */
     uint64_t ticks_pool;   /* ticks (pool_ticks) in pooling during the current forward run */
     int thread_clock;      /* c_pool from this thread's CPU clock (sample workers) */
     void **states;         /* per layer: streaming pooling state (h2t_pool_stream), lazy */
@@ -507,25 +509,30 @@ static int on_range(void *vctx, int tensor, const float *data, const int64_t *sh
     return 0;
 }
 
-/* Run one forward pass with the pooling callbacks, and split its CPU time: a CPU-time clock
+/* Run one forward pass with the pooling callbacks, and split its time: a CPU-time clock
  * costs a system call (about 0.9 us on the development VM, and there are up to ~900 callbacks
  * per MobileNetV2 image), a wall clock 30 ns, the time-stamp counter ~10 ns. So the callbacks
- * read only pool_ticks, and the run's wall and CPU time (this thread's for sample workers,
- * else the process's) are split in proportion to the ticks spent in the callbacks. */
+ * read only pool_ticks, and the run's wall time (and a sample worker's CPU time) is split in
+ * proportion to the ticks spent in the callbacks. */
 static int run_forward(run_ctx *c, h2t_exec *x, const float *input, int n)
 {
-    double w0 = h2t_now_s(), c0 = cpu_s(c->thread_clock);
+    double w0 = h2t_now_s(), c0 = c->thread_clock ? cpu_s(1) : 0;
     c->ticks_pool = 0;
     uint64_t k0 = pool_ticks();
     /* forward batch 1: the fused chains report their outputs piece by piece */
     int rc = n == 1 && c->states ? h2t_exec_run_ranges(x, input, n, on_tensor, on_range, c)
                                  : h2t_exec_run(x, input, n, on_tensor, c);
     uint64_t k1 = pool_ticks();
-    double dw = h2t_now_s() - w0, dc = cpu_s(c->thread_clock) - c0;
+    double dw = h2t_now_s() - w0;
     double share = k1 > k0 ? (double)c->ticks_pool / (double)(k1 - k0) : 0;
     share = share < 1 ? share : 1;
     c->t_pool += dw * share;
-    c->c_pool += dc * share;
+    c->t_run += dw;
+    /* a sample worker's own CPU clock; otherwise the process's CPU clock also counts the
+     * calling thread's store writes, which overlap the runs, so the caller splits the
+     * forward threads' CPU (process minus calling thread) by t_pool / t_run instead */
+    if (c->thread_clock)
+        c->c_pool += (cpu_s(1) - c0) * share;
     return rc;
 }
 
@@ -584,6 +591,68 @@ static int workers_run(worker *ws, int W, const float *input, int nb)
     for (int k = 0; k < W; k++)
         if (ws[k].rc < 0)
             return h2t_err_set(ws[k].rc, "%s", ws[k].err);
+    return 0;
+}
+
+/* The forward pass of one batch (every sample pooled into bufs), on its own thread so that
+ * the calling thread meanwhile commits the previous batch and reads the next one. */
+typedef struct fwd_job {
+    h2t_extract_plan *p;
+    run_ctx *c; /* W == 1 */
+    worker *ws; /* W > 1 */
+    int W, FB;
+    h2t_exec *x; /* W == 1 */
+    const float *input;
+    size_t in_per;
+    float **bufs; /* per layer: the batch's rows */
+    int nb;
+    int rc;
+    char err[512];
+    double wall; /* seconds this batch's forward pass took */
+    pthread_t th;
+} fwd_job;
+
+static void *fwd_main(void *arg)
+{
+    fwd_job *j = arg;
+    double t0 = h2t_now_s();
+    int rc = 0;
+    if (j->W > 1) {
+        for (int k = 0; k < j->W; k++)
+            j->ws[k].c.bufs = j->bufs;
+        rc = workers_run(j->ws, j->W, j->input, j->nb);
+    }
+    /* forward in sub-batches of FB: each tensor is pooled right after it is computed, and at a
+     * small FB it is still in the cache then (see README, Extraction) */
+    for (int s0 = 0; j->W == 1 && rc == 0 && s0 < j->nb; s0 += j->FB) {
+        run_ctx *c = j->c;
+        c->bufs = j->bufs;
+        c->nb = j->nb - s0 < j->FB ? j->nb - s0 : j->FB;
+        c->row0 = s0;
+        memset(c->seen, 0, j->p->n_layers);
+        rc = run_forward(c, j->x, j->input + (size_t)s0 * j->in_per, c->nb);
+        for (uint32_t l = 0; rc == 0 && l < j->p->n_layers; l++)
+            if (!c->seen[l])
+                rc = h2t_err_set(H2T_ESTATE, "the executor did not report tensor '%s'",
+                                 j->p->layers[l].name);
+    }
+    j->rc = rc;
+    if (rc < 0) /* the detail is thread-local: carry it to the caller */
+        snprintf(j->err, sizeof j->err, "%s", h2t_err_detail());
+    j->wall = h2t_now_s() - t0;
+    return NULL;
+}
+
+/* Read and preprocess samples first .. first + nb - 1 into input. */
+static int read_batch(h2t_extract_plan *p, uint32_t first, int nb, float *input, size_t in_per)
+{
+    for (int s = 0; s < nb; s++) {
+        h2t_image im;
+        int rc;
+        if ((rc = h2t_data_read(p->d, first + (uint32_t)s, &im)) < 0 ||
+            (rc = h2t_prep_image(&p->prep, &im, input + (size_t)s * in_per)) < 0)
+            return h2t_err_wrap(rc, "sample %u: ", first + (uint32_t)s);
+    }
     return 0;
 }
 
@@ -682,21 +751,30 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
     c.p = p;
     c.pool_threads = nthreads;
     size_t in_per = (size_t)p->prep.c * p->prep.h * p->prep.w;
-    float *input = malloc(sizeof(float) * in_per * (size_t)B);
-    c.bufs = calloc(p->n_layers, sizeof *c.bufs);
+    /* double buffers: batch b's rows are written to the store while batch b + 1 is computed
+     * into the other buffer, and batch b + 2 is read into the input batch b has finished */
+    float *input[2] = {NULL, NULL};
+    float **bufs[2] = {NULL, NULL};
+    input[0] = malloc(sizeof(float) * in_per * (size_t)B);
+    input[1] = malloc(sizeof(float) * in_per * (size_t)B);
+    bufs[0] = calloc(p->n_layers, sizeof *bufs[0]);
+    bufs[1] = calloc(p->n_layers, sizeof *bufs[1]);
+    c.bufs = bufs[0];
     c.seen = calloc(p->n_layers, 1);
     c.states = calloc(p->n_layers, sizeof *c.states);
     h2t_progress *bar = NULL;
-    if (!input || !c.bufs || !c.seen || !c.states) {
+    double t_loop = 0, fwd_wall = 0;
+    if (!input[0] || !input[1] || !bufs[0] || !bufs[1] || !c.seen || !c.states) {
         rc = h2t_err_set(H2T_ENOMEM, "batch buffers");
         goto out;
     }
-    for (uint32_t l = 0; l < p->n_layers; l++)
-        if (!(c.bufs[l] = malloc(sizeof(float) * p->layers[l].dim * (size_t)B))) {
-            rc = h2t_err_set(H2T_ENOMEM, "batch buffers (%u x %u floats for layer %s)", B,
-                             p->layers[l].dim, p->layers[l].name);
-            goto out;
-        }
+    for (int i = 0; i < 2; i++)
+        for (uint32_t l = 0; l < p->n_layers; l++)
+            if (!(bufs[i][l] = malloc(sizeof(float) * p->layers[l].dim * (size_t)B))) {
+                rc = h2t_err_set(H2T_ENOMEM, "batch buffers (%u x %u floats for layer %s)", B,
+                                 p->layers[l].dim, p->layers[l].name);
+                goto out;
+            }
     int FB = p->fb < B ? p->fb : B;
     if ((rc = h2t_exec_create(p->m, FB, &x)) < 0)
         goto out;
@@ -732,70 +810,127 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
 
     uint32_t done0 = done;
     r.t_setup = h2t_now_s() - t_start;
-    while (done < p->n_samples) {
-        int nb = p->n_samples - done < (uint32_t)B ? (int)(p->n_samples - done) : B;
-        double t0 = h2t_now_s(), cr0 = cpu_s(0);
-        for (int s = 0; s < nb; s++) {
-            h2t_image im;
-            if ((rc = h2t_data_read(p->d, done + (uint32_t)s, &im)) < 0 ||
-                (rc = h2t_prep_image(&p->prep, &im, input + (size_t)s * in_per)) < 0) {
-                rc = h2t_err_wrap(rc, "sample %u: ", done + (uint32_t)s);
-                goto out;
-            }
-        }
-        double t1 = h2t_now_s(), cf0 = cpu_s(0);
-        double pool0 = c.t_pool, cpool0 = c.c_pool;
-        /* forward in sub-batches of FB: each tensor is pooled right after it is computed, and
-         * at a small FB it is still in the cache then (see README, Extraction) */
-        if (W > 1) {
-            double wc0 = 0, wc1 = 0;
-            for (int k = 0; k < W; k++) {
-                wc0 += ws[k].c.c_pool;
-            }
-            if ((rc = workers_run(ws, W, input, nb)) < 0)
-                goto out;
-            for (int k = 0; k < W; k++) {
-                wc1 += ws[k].c.c_pool;
-            }
-            /* CPU: every worker's pooling. Wall: the workers' own pooling clocks also count
-             * the time they waited for a core, so the section's wall time is split in the
-             * CPU proportions instead. */
-            double sec_wall = h2t_now_s() - t1, sec_cpu = cpu_s(0) - cf0;
-            c.c_pool += wc1 - wc0;
-            c.t_pool += sec_cpu > 0 ? sec_wall * (wc1 - wc0) / sec_cpu : 0;
-        }
-        for (int s0 = 0; W == 1 && s0 < nb; s0 += FB) {
-            c.nb = nb - s0 < FB ? nb - s0 : FB;
-            c.row0 = s0;
-            memset(c.seen, 0, p->n_layers);
-            if ((rc = run_forward(&c, x, input + (size_t)s0 * in_per, c.nb)) < 0)
-                goto out;
-            for (uint32_t l = 0; l < p->n_layers; l++)
-                if (!c.seen[l]) {
-                    rc = h2t_err_set(H2T_ESTATE, "the executor did not report tensor '%s'",
-                                     p->layers[l].name);
-                    goto out;
-                }
-        }
-        double t2 = h2t_now_s(), cf1 = cpu_s(0);
-        r.cpu_read += cf0 - cr0;
-        r.cpu_forward += (cf1 - cf0) - (c.c_pool - cpool0);
-        if ((rc = h2t_store_features_write(st, r.extraction, done, (uint32_t)nb,
-                                           (const float *const *)c.bufs)) < 0)
+    t_loop = h2t_now_s();
+    /* The pipeline, all store calls on this thread, batches committed strictly in order:
+     * round i starts the forward pass of batch i on its own thread, then commits batch i - 1
+     * (one transaction: features, statistics, marker; on_batch after it) and reads batch
+     * i + 1, then joins. An error stops the pass after the round it happens in, the earliest
+     * batch's error reported (a write of batch i - 1 before the forward of batch i); a read
+     * error of batch i + 1 is reported after batch i is committed, as a serial pass would. */
+    int cur = 0, have_in = 0, in_nb = 0, have_prev = 0, prev_nb = 0, rrc = 0;
+    uint32_t next = done, in_first = 0, prev_first = 0;
+    char rerr[512] = "";
+    {
+        int nb = p->n_samples - next < (uint32_t)B ? (int)(p->n_samples - next) : B;
+        double t0 = h2t_now_s(), c0 = cpu_s(1);
+        if ((rc = read_batch(p, next, nb, input[cur], in_per)) < 0)
             goto out;
-        double t3 = h2t_now_s();
-        r.cpu_write += cpu_s(0) - cf1;
-        r.t_read += t1 - t0;
-        r.t_forward += (t2 - t1) - (c.t_pool - pool0);
-        r.t_write += t3 - t2;
-        done += (uint32_t)nb;
-        r.computed += (uint32_t)nb;
-        h2t_progress_update(bar, done - done0);
-        if (p->o.on_batch && p->o.on_batch(p->o.ctx, done, p->n_samples)) {
+        r.t_read += h2t_now_s() - t0;
+        r.cpu_read += cpu_s(1) - c0;
+        have_in = 1;
+        in_first = next;
+        in_nb = nb;
+        next += (uint32_t)nb;
+    }
+    while (have_in || have_prev) {
+        fwd_job job;
+        memset(&job, 0, sizeof job);
+        int started = 0;
+        double cs0 = cpu_s(0), pool0 = c.t_pool, run0 = c.t_run, wc0 = 0;
+        for (int k = 0; k < W; k++)
+            wc0 += ws[k].c.c_pool;
+        if (have_in) {
+            job = (fwd_job){.p = p,
+                            .c = &c,
+                            .ws = ws,
+                            .W = W,
+                            .FB = FB,
+                            .x = x,
+                            .input = input[cur],
+                            .in_per = in_per,
+                            .bufs = bufs[cur],
+                            .nb = in_nb};
+            started = pthread_create(&job.th, NULL, fwd_main, &job) == 0;
+            if (!started)
+                fwd_main(&job); /* no thread: the forward pass first, then the write */
+        }
+        /* this thread's CPU from here to the join is store, read and bookkeeping, not
+         * forward */
+        double ct0 = cpu_s(1);
+        int wrc = 0, stop = 0;
+        if (have_prev) {
+            double t0 = h2t_now_s(), c0 = cpu_s(1);
+            wrc = h2t_store_features_write(st, r.extraction, prev_first, (uint32_t)prev_nb,
+                                           (const float *const *)bufs[cur ^ 1]);
+            r.t_write += h2t_now_s() - t0;
+            r.cpu_write += cpu_s(1) - c0;
+            if (wrc == 0) {
+                done += (uint32_t)prev_nb;
+                r.computed += (uint32_t)prev_nb;
+                h2t_progress_update(bar, done - done0);
+                stop = p->o.on_batch && p->o.on_batch(p->o.ctx, done, p->n_samples);
+            }
+        }
+        int nb_next = 0;
+        if (!wrc && !stop && have_in && next < p->n_samples) {
+            nb_next = p->n_samples - next < (uint32_t)B ? (int)(p->n_samples - next) : B;
+            double t0 = h2t_now_s(), c0 = cpu_s(1);
+            if ((rrc = read_batch(p, next, nb_next, input[cur ^ 1], in_per)) < 0)
+                snprintf(rerr, sizeof rerr, "%s", h2t_err_detail());
+            r.t_read += h2t_now_s() - t0;
+            r.cpu_read += cpu_s(1) - c0;
+        }
+        double ct1 = cpu_s(1);
+        if (started)
+            pthread_join(job.th, NULL);
+        if (have_in) {
+            /* the forward threads' CPU: the process's minus this thread's */
+            double fcpu = (cpu_s(0) - cs0) - (ct1 - ct0), pcpu;
+            if (W > 1) {
+                double wc1 = 0;
+                for (int k = 0; k < W; k++)
+                    wc1 += ws[k].c.c_pool;
+                pcpu = wc1 - wc0;
+                /* wall: the workers' own pooling clocks also count the time they waited for
+                 * a core, so the batch's forward wall time is split in CPU proportions */
+                c.t_pool += fcpu > 0 ? job.wall * pcpu / fcpu : 0;
+            } else {
+                double dr = c.t_run - run0;
+                pcpu = dr > 0 ? fcpu * (c.t_pool - pool0) / dr : 0;
+            }
+            pcpu = pcpu < fcpu ? pcpu : fcpu;
+            c.c_pool += pcpu;
+            r.cpu_forward += fcpu - pcpu;
+            r.t_forward += job.wall - (c.t_pool - pool0);
+            fwd_wall += job.wall;
+        }
+        if (wrc < 0) {
+            rc = wrc;
+            goto out;
+        }
+        if (stop) {
             rc = h2t_err_set(H2T_ECANCELED, "stopped at sample %u of %u (resumable)", done,
                              p->n_samples);
             goto out;
         }
+        if (have_in && job.rc < 0) {
+            rc = h2t_err_set(job.rc, "%s", job.err);
+            goto out;
+        }
+        have_prev = have_in;
+        prev_first = in_first;
+        prev_nb = in_nb;
+        have_in = nb_next > 0 && rrc == 0;
+        if (have_in) {
+            in_first = next;
+            in_nb = nb_next;
+            next += (uint32_t)nb_next;
+        }
+        cur ^= 1;
+    }
+    if (rrc < 0) {
+        rc = h2t_err_set(rrc, "%s", rerr);
+        goto out;
     }
     h2t_progress_finish(bar);
     rc = h2t_store_extraction_set_state(st, r.extraction, H2T_EXT_DONE);
@@ -803,6 +938,10 @@ out:
     r.t_pool = c.t_pool;
     r.cpu_pool = c.c_pool;
     r.t_total = h2t_now_s() - t_start;
+    if (t_loop > 0) {
+        r.t_exposed = h2t_now_s() - t_loop - fwd_wall;
+        r.t_exposed = r.t_exposed > 0 ? r.t_exposed : 0;
+    }
     r.cpu_total = cpu_s(0) - cpu_start;
     h2t_progress_destroy(bar);
     for (int k = 0; k < W; k++) {
@@ -820,12 +959,14 @@ out:
             free(c.states[l]);
     free(c.states);
     h2t_exec_destroy(x);
-    if (c.bufs)
-        for (uint32_t l = 0; l < p->n_layers; l++)
-            free(c.bufs[l]);
-    free(c.bufs);
+    for (int i = 0; i < 2; i++) {
+        if (bufs[i])
+            for (uint32_t l = 0; l < p->n_layers; l++)
+                free(bufs[i][l]);
+        free(bufs[i]);
+        free(input[i]);
+    }
     free(c.seen);
-    free(input);
     if (res)
         *res = r; /* on failure too: ids and timings say where it stopped */
     return rc;

@@ -73,11 +73,15 @@
  * transaction): read + preprocess, run the model with the selected tensors observed (by
  * default one sample per forward pass, opts.threads samples at a time, each on its own
  * executor), pool each tensor in the executor's callback, then write all layers, statistics
- * and the marker together. Features are bitwise the same for any batch or thread setting at
- * forward batch 1.
+ * and the marker together. Batches are pipelined (two buffers of pooled rows and of input):
+ * the calling thread commits batch b and reads batch b + 2 while batch b + 1 runs on the
+ * forward threads; commits stay strictly in batch order, one transaction each, every store
+ * call on the calling thread. Features are bitwise the same for any batch or thread setting
+ * at forward batch 1.
  *
  * Threads: a plan and a data handle are used by one thread at a time; the pass starts and
- * joins its own worker threads.
+ * joins its own forward and worker threads (the data handle and the store are used only by
+ * the calling thread).
  */
 #ifndef H2T_EXTRACT_EXTRACT_H
 #define H2T_EXTRACT_EXTRACT_H
@@ -242,8 +246,10 @@ typedef struct h2t_extract_opts {
     int has_scale;  /* 1: scale_lo/hi override the model's preprocessing */
     float scale_lo, scale_hi;
     int progress; /* 1: progress bar on stderr when it is a terminal */
-    /* Called after each committed batch (done = samples_done); a non-zero return stops the
-     * pass with H2T_ECANCELED (the store stays resumable). May be NULL. */
+    /* Called after each committed batch (done = samples_done), on the calling thread while
+     * the next batch's forward pass runs; a non-zero return stops the pass with H2T_ECANCELED
+     * (that forward pass is finished and its rows dropped; the store stays resumable at
+     * done). May be NULL. */
     int (*on_batch)(void *ctx, uint32_t done, uint32_t total);
     void *ctx;
 } h2t_extract_opts;
@@ -257,15 +263,23 @@ typedef struct h2t_extract_result {
     /* seconds: whole pass; setup (store records, executor plan, buffers); forward
      * (h2t_exec_run minus pooling); read+preprocess; pooling (inside the executor callbacks);
      * store writes (features, statistics, marker). Plan creation (model load, data open and
-     * hash) comes before and is not counted. */
-    double t_total, t_setup, t_forward, t_read, t_pool, t_write;
+     * hash) comes before and is not counted. The pass is a pipeline: the store write of batch
+     * b and the read of batch b + 2 run on the calling thread while batch b + 1's forward pass
+     * (and pooling) runs on others, so t_read and t_write overlap t_forward + t_pool and the
+     * parts do not add up to t_total; t_exposed is the wall time of the batch loop in which no
+     * forward pass ran (the first batch's read, the last batch's write, and any round whose
+     * write + read outlasted its forward pass). t_total is about t_setup + t_forward + t_pool
+     * + t_exposed. */
+    double t_total, t_setup, t_forward, t_read, t_pool, t_write, t_exposed;
     /* process CPU seconds (all threads) of the whole pass, the forward pass and pooling: the
      * split that a busy machine does not skew. Pooling's share of each forward run's CPU time
      * is its share of the run's wall time (CPU-time clocks are system calls, too dear to read
      * around each of the 161 callbacks per image); forward = the runs' CPU minus pooling. */
     double cpu_total, cpu_forward, cpu_pool;
-    /* process CPU seconds of read + preprocess and of the store writes (features, statistics,
-     * progress marker) */
+    /* CPU seconds of read + preprocess and of the store writes (features, statistics,
+     * progress marker): the calling thread's CPU clock around them. cpu_forward and cpu_pool
+     * count only the forward threads (the process's CPU during each round minus the calling
+     * thread's), so the overlapped writes are never counted as forward CPU. */
     double cpu_read, cpu_write;
     char config[512];
 } h2t_extract_result;
