@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <regex.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -536,17 +537,22 @@ static int run_forward(run_ctx *c, h2t_exec *x, const float *input, int n)
     return rc;
 }
 
-/* Sample workers (forward batch 1 and several threads): each has its own executor and runs
- * samples k, k + W, k + 2W, ... of the batch with OpenBLAS on one thread, pooling into its own
- * rows of the shared batch buffers. Small per-sample GEMMs parallelise badly inside OpenBLAS;
- * whole samples in parallel do not, and each tensor is pooled while still in this core's
- * cache. */
+/* Sample workers (forward batch 1 and several threads): each has its own executor and takes
+ * the batch's samples one at a time from a shared counter, with OpenBLAS on one thread,
+ * pooling into the sample's rows of the shared batch buffers. Small per-sample GEMMs
+ * parallelise badly inside OpenBLAS; whole samples in parallel do not, and each tensor is
+ * pooled while still in this core's cache. Taking samples as they come (not k, k + W, ...)
+ * keeps the workers finishing together when a core is shared (with the store writes that
+ * overlap the forward pass, or another process); a sample's features do not depend on
+ * which worker computes it. */
 typedef struct worker {
     run_ctx c;
     h2t_exec *x;
     const float *input;
     size_t in_per;
     int k, W, nb;
+    atomic_int *next; /* the batch's next sample to take */
+    atomic_int *stop; /* set by a worker that failed: the others stop taking samples */
     int rc;
     char err[512];
     pthread_t th;
@@ -556,7 +562,10 @@ static void *worker_main(void *arg)
 {
     worker *w = arg;
     w->rc = 0;
-    for (int s = w->k; s < w->nb && w->rc == 0; s += w->W) {
+    while (w->rc == 0 && !atomic_load(w->stop)) {
+        int s = atomic_fetch_add(w->next, 1);
+        if (s >= w->nb)
+            break;
         w->c.nb = 1;
         w->c.row0 = s;
         memset(w->c.seen, 0, w->c.p->n_layers);
@@ -566,8 +575,10 @@ static void *worker_main(void *arg)
                 w->rc = h2t_err_set(H2T_ESTATE, "the executor did not report tensor '%s'",
                                     w->c.p->layers[l].name);
     }
-    if (w->rc < 0) /* the detail is thread-local: carry it to the caller */
+    if (w->rc < 0) { /* the detail is thread-local: carry it to the caller */
+        atomic_store(w->stop, 1);
         snprintf(w->err, sizeof w->err, "%s", h2t_err_detail());
+    }
     return NULL;
 }
 
@@ -575,9 +586,14 @@ static void *worker_main(void *arg)
 static int workers_run(worker *ws, int W, const float *input, int nb)
 {
     int started[POOL_MAX_THREADS] = {0};
+    atomic_int next, stop;
+    atomic_init(&next, 0);
+    atomic_init(&stop, 0);
     for (int k = 0; k < W; k++) {
         ws[k].input = input;
         ws[k].nb = nb;
+        ws[k].next = &next;
+        ws[k].stop = &stop;
         if (k > 0)
             started[k] = pthread_create(&ws[k].th, NULL, worker_main, &ws[k]) == 0;
     }
