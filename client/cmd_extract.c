@@ -228,13 +228,13 @@ int h2t_cmd_extract(int argc, char **argv)
                "\"resumed_from\": %u, \"computed\": %u, \"samples\": %u, \"layers\": %u, "
                "\"total_dim\": %llu, \"seconds\": %.3f, \"images_per_s\": %.2f, "
                "\"setup_s\": %.3f, \"forward_s\": %.3f, \"read_s\": %.3f, \"pool_s\": %.3f, "
-               "\"write_s\": %.3f, "
+               "\"write_s\": %.3f, \"exposed_s\": %.3f, "
                "\"outside_forward\": %.4f, \"cpu_s\": %.3f, \"cpu_forward_s\": %.3f, "
                "\"cpu_pool_s\": %.3f, \"cpu_outside_forward\": %.4f, \"config\": ",
                r.extraction, r.source, r.model, r.reused ? "true" : "false", r.resumed_from,
                r.computed, r.n_samples, r.n_layers, (unsigned long long)r.total_dim, r.t_total,
-               rate, r.t_setup, r.t_forward, r.t_read, r.t_pool, r.t_write, outside, r.cpu_total,
-               r.cpu_forward, r.cpu_pool, cpu_outside);
+               rate, r.t_setup, r.t_forward, r.t_read, r.t_pool, r.t_write, r.t_exposed, outside,
+               r.cpu_total, r.cpu_forward, r.cpu_pool, cpu_outside);
         json_str(r.config);
         printf("}\n");
     } else if (r.reused) {
@@ -246,9 +246,10 @@ int h2t_cmd_extract(int argc, char **argv)
                "sample\n",
                r.extraction, r.n_samples, r.computed, r.resumed_from ? ", resumed" : "", r.n_layers,
                (unsigned long long)r.total_dim);
-        printf("  %.1f s, %.1f images/s; setup %.2f s, forward %.1f s, read+preprocess %.2f s, "
-               "pooling %.2f s, store %.2f s (%.1f%% outside the forward pass)\n",
-               r.t_total, rate, r.t_setup, r.t_forward, r.t_read, r.t_pool, r.t_write,
+        printf("  %.1f s, %.1f images/s; setup %.2f s, forward %.1f s, pooling %.2f s; "
+               "read+preprocess %.2f s and store %.2f s beside the forward pass, %.2f s of it "
+               "not overlapped (%.1f%% outside the forward pass)\n",
+               r.t_total, rate, r.t_setup, r.t_forward, r.t_pool, r.t_read, r.t_write, r.t_exposed,
                100 * outside);
         printf("  CPU %.1f s: forward %.1f s, pooling %.2f s (%.1f%% outside the forward "
                "pass)\n",
