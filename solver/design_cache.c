@@ -165,20 +165,6 @@ static int entry_matches(const dc_entry *e, const h2t_extraction *x, const uint3
     return 1;
 }
 
-static uint64_t mem_available(void)
-{
-    FILE *f = fopen("/proc/meminfo", "r");
-    char line[256];
-    unsigned long long kb = 0;
-    if (f) {
-        while (fgets(line, sizeof(line), f))
-            if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
-                break;
-        fclose(f);
-    }
-    return kb ? (uint64_t)kb * 1024 : UINT64_MAX;
-}
-
 /* Read the entry's layers from the store (outside the lock: nobody reads X until READY). */
 static int entry_load(dc_entry *e, h2t_store *st, const atomic_int *cancel)
 {
@@ -397,7 +383,7 @@ int h2t_solver_run_cached(h2t_design_cache *c, h2t_store *st, const h2t_task *ta
     uint64_t need_bytes = 0;
     for (uint32_t l = 0; l < n_want; l++)
         need_bytes += (uint64_t)N * x->layers[want[l]].dim * sizeof(float);
-    uint64_t avail = spec->mem_limit ? spec->mem_limit : mem_available();
+    uint64_t avail = spec->mem_limit ? spec->mem_limit : h2t_solver__mem_available();
     if (need_bytes > avail / 2) {
         /* no room for a shared matrix and the job's working copy: load for this job only */
         h2t_extraction_destroy(x);

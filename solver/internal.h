@@ -90,4 +90,8 @@ double h2t_solver__kkt_group(const float *G, const float *gb, const float *W, ui
 int h2t_solver__task_check(const h2t_store *st, const h2t_task *task, h2t_result **out);
 void h2t_solver__task_lists(const h2t_task *task, uint32_t *samples, uint32_t *y);
 
+/* Bytes of memory available now (MemAvailable, else free pages; UINT64_MAX when unknown): the
+ * budget a design matrix is checked against when the spec gives no mem_limit. */
+uint64_t h2t_solver__mem_available(void);
+
 #endif

@@ -744,7 +744,7 @@ out:
 
 /* ---- memory ---- */
 
-static uint64_t mem_available(void)
+uint64_t h2t_solver__mem_available(void)
 {
     FILE *f = fopen("/proc/meminfo", "r");
     char line[256];
@@ -764,7 +764,7 @@ static uint64_t mem_available(void)
 static int check_memory(const h2t_train_spec *s, uint64_t rows, uint64_t D)
 {
     uint64_t need = rows * D * sizeof(float);
-    uint64_t avail = s->mem_limit ? s->mem_limit : mem_available();
+    uint64_t avail = s->mem_limit ? s->mem_limit : h2t_solver__mem_available();
     if (D > UINT32_MAX || need / sizeof(float) / (rows ? rows : 1) != D || need > avail)
         return h2t_err_set(H2T_ETOOBIG,
                            "design matrix %llu samples x %llu features needs %llu bytes, "
