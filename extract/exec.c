@@ -588,6 +588,16 @@ static void live_insert(block *live, int *n_live, size_t off, size_t len)
     (*n_live)++;
 }
 
+/* Place a buffer of len floats in the lowest gap, mark it live, raise the arena's top. */
+static size_t live_alloc(block *live, int *n_live, size_t len, size_t *top)
+{
+    size_t off = place(live, *n_live, len);
+    live_insert(live, n_live, off, len);
+    if (off + len > *top)
+        *top = off + len;
+    return off;
+}
+
 static void live_remove(block *live, int *n_live, size_t off)
 {
     for (int i = 0; i < *n_live; i++)
@@ -691,11 +701,7 @@ static int exec_plan(h2t_exec *x)
         int v = m->inputs[k];
         if (x->root[v] != v)
             continue;
-        size_t len = round_up(x->cap[v]);
-        x->off[v] = place(live, n_live, len);
-        live_insert(live, &n_live, x->off[v], len);
-        if (x->off[v] + len > top)
-            top = x->off[v] + len;
+        x->off[v] = live_alloc(live, &n_live, round_up(x->cap[v]), &top);
         if (last[v] < 0)
             live_remove(live, &n_live, x->off[v]);
     }
@@ -714,11 +720,7 @@ static int exec_plan(h2t_exec *x)
                 int v = nd->out[k];
                 if (x->root[v] != v)
                     continue;
-                size_t len = round_up(x->cap[v]);
-                x->off[v] = place(live, n_live, len);
-                live_insert(live, &n_live, x->off[v], len);
-                if (x->off[v] + len > top)
-                    top = x->off[v] + len;
+                x->off[v] = live_alloc(live, &n_live, round_up(x->cap[v]), &top);
             }
         }
         /* then free what dies in this step */
