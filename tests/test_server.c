@@ -2,6 +2,7 @@
  * tests/test_server.c - the service end to end: a real server on an ephemeral loopback port
  * (in a thread, or a forked process for the kill test) and the real client library.
  */
+#include "tests/srv_thread.h"
 #include "tests/test.h"
 
 #include "client/client.h"
@@ -109,39 +110,7 @@ static int slow_runner(void *ud, h2t_store *st, const h2t_task *task, const h2t_
     return h2t_srv_runner_solver(NULL, st, task, spec, progress, pud, cancel, blob, len);
 }
 
-/* ---- a server in a thread ---- */
-typedef struct srv_thread {
-    h2t_store *st;
-    h2t_srv *srv;
-    pthread_t th;
-    char addr[64];
-} srv_thread;
-
-static void *srv_main(void *arg)
-{
-    srv_thread *t = arg;
-    h2t_srv_run(t->srv);
-    return NULL;
-}
-
-static void srv_start(srv_thread *t, h2t_srv_config *cfg)
-{
-    cfg->listen = "127.0.0.1:0";
-    cfg->handle_signals = 0;
-    ASSERT_OK(h2t_srv_create(cfg, t->st, &t->srv));
-    snprintf(t->addr, sizeof(t->addr), "127.0.0.1:%d", h2t_srv_port(t->srv));
-    ASSERT_EQ(pthread_create(&t->th, NULL, srv_main, t), 0);
-}
-
-static void srv_finish(srv_thread *t)
-{
-    h2t_srv_stop(t->srv);
-    pthread_join(t->th, NULL);
-    h2t_srv_destroy(t->srv);
-    h2t_store_close(t->st);
-}
-
-static h2t_client *connect_ok(const srv_thread *t)
+static h2t_client *connect_ok(const test_srv *t)
 {
     h2t_client *c = NULL;
     ASSERT_OK(h2t_client_connect(t->addr, NULL, 20000, &c));
@@ -192,10 +161,10 @@ static int watch_state(h2t_client *c, uint64_t id)
 
 TEST(server_every_request)
 {
-    srv_thread t = {.st = fixture("store")};
+    test_srv t = {.st = fixture("store")};
     h2t_srv_config cfg;
     h2t_srv_config_default(&cfg);
-    srv_start(&t, &cfg);
+    test_srv_start(&t, &cfg);
     h2t_client *c = connect_ok(&t);
     h2t_msg rep;
 
@@ -380,18 +349,18 @@ TEST(server_every_request)
     h2t_msg_free(&rep);
 
     h2t_client_close(c);
-    srv_finish(&t);
+    test_srv_finish(&t);
 }
 
 TEST(server_cancel_running_job)
 {
-    srv_thread t = {.st = fixture("store")};
+    test_srv t = {.st = fixture("store")};
     slow_cfg sc = {.steps = 3000}; /* 30 s unless cancelled */
     h2t_srv_config cfg;
     h2t_srv_config_default(&cfg);
     cfg.runner = slow_runner;
     cfg.runner_ud = &sc;
-    srv_start(&t, &cfg);
+    test_srv_start(&t, &cfg);
     h2t_client *c = connect_ok(&t);
     create_task(c, "t", "train", 0);
     uint64_t a = submit(c, "t", H2T_PROTO_METHOD_LINEAR);
@@ -419,7 +388,7 @@ TEST(server_cancel_running_job)
     ASSERT_EQ(watch_state(c, a), H2T_JOB_CANCELLED);
     ASSERT_LT(h2t_now_s() - t0, 2.0); /* stopped promptly, not after 30 s */
     h2t_client_close(c);
-    srv_finish(&t);
+    test_srv_finish(&t);
 }
 
 TEST(server_token)
@@ -430,11 +399,11 @@ TEST(server_token)
     f = fopen("wrong", "w");
     fputs("s3cret-tokeN\n", f);
     fclose(f);
-    srv_thread t = {.st = fixture("store")};
+    test_srv t = {.st = fixture("store")};
     h2t_srv_config cfg;
     h2t_srv_config_default(&cfg);
     cfg.token_file = "token";
-    srv_start(&t, &cfg);
+    test_srv_start(&t, &cfg);
     h2t_client *c = NULL;
     ASSERT_EQ(h2t_client_connect(t.addr, "wrong", 5000, &c), H2T_EAUTH);
     /* no token: the first request is refused and the connection closed */
@@ -448,7 +417,7 @@ TEST(server_token)
     ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_HEALTH, &rep));
     h2t_msg_free(&rep);
     h2t_client_close(c);
-    srv_finish(&t);
+    test_srv_finish(&t);
 
     /* a non-loopback address needs a token or --insecure-bind */
     h2t_store *st = NULL;
@@ -468,7 +437,7 @@ TEST(server_token)
 }
 
 /* Send raw bytes; expect an Error frame with code, then the connection closed. */
-static void expect_error_close(const srv_thread *t, const void *bytes, size_t n, int code)
+static void expect_error_close(const test_srv *t, const void *bytes, size_t n, int code)
 {
     h2t_client *c = connect_ok(t);
     ASSERT_OK(h2t_client_send_raw(c, bytes, n));
@@ -483,14 +452,14 @@ static void expect_error_close(const srv_thread *t, const void *bytes, size_t n,
 
 TEST(server_bad_frames_and_limits)
 {
-    srv_thread t = {.st = fixture("store")};
+    test_srv t = {.st = fixture("store")};
     h2t_srv_config cfg;
     h2t_srv_config_default(&cfg);
     cfg.max_frame = 4096;
     cfg.max_conns = 4;
     cfg.slow_timeout_ms = 300;
     cfg.idle_timeout_ms = 600;
-    srv_start(&t, &cfg);
+    test_srv_start(&t, &cfg);
     /* oversized: refused from the header alone */
     uint8_t big[4] = {0x7f, 0xff, 0xff, 0xff};
     expect_error_close(&t, big, 4, H2T_ETOOBIG);
@@ -525,11 +494,11 @@ TEST(server_bad_frames_and_limits)
     h2t_msg_free(&m);
     for (int i = 0; i < 4; i++)
         h2t_client_close(cs[i]);
-    srv_finish(&t);
+    test_srv_finish(&t);
 }
 
 typedef struct hammer {
-    const srv_thread *t;
+    const test_srv *t;
     int ok;
 } hammer;
 
@@ -554,10 +523,10 @@ static void *hammer_main(void *arg)
 
 TEST(server_concurrent_clients)
 {
-    srv_thread t = {.st = fixture("store")};
+    test_srv t = {.st = fixture("store")};
     h2t_srv_config cfg;
     h2t_srv_config_default(&cfg);
-    srv_start(&t, &cfg);
+    test_srv_start(&t, &cfg);
     pthread_t th[8];
     hammer h[8];
     for (int i = 0; i < 8; i++) {
@@ -568,7 +537,7 @@ TEST(server_concurrent_clients)
         pthread_join(th[i], NULL);
         ASSERT_EQ(h[i].ok, 200);
     }
-    srv_finish(&t);
+    test_srv_finish(&t);
 }
 
 /* ---- kill -9 and restart: a server process with the slow runner ---- */
@@ -619,7 +588,7 @@ TEST(server_kill_and_restart)
 {
     h2t_store_close(fixture("store"));
     pid_t pid = spawn_server(100000); /* job 1 runs "forever" */
-    srv_thread t = {0};
+    test_srv t = {0};
     port_addr(t.addr, sizeof(t.addr));
     h2t_client *c = connect_ok(&t);
     create_task(c, "t", "train", 0);
@@ -736,10 +705,10 @@ static int run_cli(char *out, size_t n, const char *fmt, ...)
  * (the SVG), from the server and straight from the store; bad ids name the job. */
 TEST_TIMEOUT(server_cli_compare_and_report, 120)
 {
-    srv_thread t = {.st = fixture("store")};
+    test_srv t = {.st = fixture("store")};
     h2t_srv_config cfg;
     h2t_srv_config_default(&cfg);
-    srv_start(&t, &cfg);
+    test_srv_start(&t, &cfg);
     h2t_client *c = connect_ok(&t);
     create_task(c, "t3", "train", 0);
     uint64_t lin = submit(c, "t3", H2T_PROTO_METHOD_LINEAR);
@@ -791,5 +760,5 @@ TEST_TIMEOUT(server_cli_compare_and_report, 120)
     ASSERT_EQ(run_cli(out, sizeof(out), "serve --store fresh --listen 127.0.0.1:99999"), 1);
     ASSERT_CONTAINS(out, "bad port '99999'");
     ASSERT(access("fresh", F_OK) != 0);
-    srv_finish(&t);
+    test_srv_finish(&t);
 }

@@ -3,6 +3,7 @@
  * h2t_design_cache, used by the server's default runner) and the reuse of finished jobs whose
  * spec a submit repeats (TrainRequest.retrain, Job.reused), through a real server and client.
  */
+#include "tests/srv_thread.h"
 #include "tests/test.h"
 
 #include "client/client.h"
@@ -282,19 +283,6 @@ TEST(server_design_cache_concurrent_jobs)
 
 /* ---- through the server ---- */
 
-typedef struct srv_thread {
-    h2t_store *st;
-    h2t_srv *srv;
-    pthread_t th;
-    char addr[64];
-} srv_thread;
-
-static void *srv_main(void *arg)
-{
-    h2t_srv_run(((srv_thread *)arg)->srv);
-    return NULL;
-}
-
 /* a runner that fails seed 13 and sleeps (until cancelled) on seed 14, else the solver */
 static int test_runner(void *ud, h2t_store *st, const h2t_task *task, const h2t_msg_train *spec,
                        h2t_solver_progress_fn progress, void *pud, const atomic_int *cancel,
@@ -311,26 +299,14 @@ static int test_runner(void *ud, h2t_store *st, const h2t_task *task, const h2t_
     return h2t_srv_runner_solver(ud, st, task, spec, progress, pud, cancel, blob, len);
 }
 
-static void start(srv_thread *t, int custom)
+static void start(test_srv *t, int custom)
 {
     t->st = fixture();
     h2t_srv_config cfg;
     h2t_srv_config_default(&cfg);
-    cfg.listen = "127.0.0.1:0";
-    cfg.handle_signals = 0;
     if (custom)
         cfg.runner = test_runner;
-    ASSERT_OK(h2t_srv_create(&cfg, t->st, &t->srv));
-    snprintf(t->addr, sizeof(t->addr), "127.0.0.1:%d", h2t_srv_port(t->srv));
-    ASSERT_EQ(pthread_create(&t->th, NULL, srv_main, t), 0);
-}
-
-static void finish(srv_thread *t)
-{
-    h2t_srv_stop(t->srv);
-    pthread_join(t->th, NULL);
-    h2t_srv_destroy(t->srv);
-    h2t_store_close(t->st);
+    test_srv_start(t, &cfg);
 }
 
 static void create_task(h2t_client *c, const char *name, const char *train, int replace)
@@ -395,7 +371,7 @@ static void health(h2t_client *c, h2t_msg_health *out)
 
 TEST(server_reuse_identical_spec_only)
 {
-    srv_thread t = {0};
+    test_srv t = {0};
     start(&t, 1);
     h2t_client *c = NULL;
     ASSERT_OK(h2t_client_connect(t.addr, NULL, 20000, &c));
@@ -457,12 +433,12 @@ TEST(server_reuse_identical_spec_only)
     ASSERT_EQ(submit(c, &base, &reused), again);
     ASSERT_EQ(reused, 1);
     h2t_client_close(c);
-    finish(&t);
+    test_srv_finish(&t);
 }
 
 TEST(server_reuse_not_failed_or_cancelled)
 {
-    srv_thread t = {0};
+    test_srv t = {0};
     start(&t, 1);
     h2t_client *c = NULL;
     ASSERT_OK(h2t_client_connect(t.addr, NULL, 20000, &c));
@@ -500,12 +476,12 @@ TEST(server_reuse_not_failed_or_cancelled)
     h2t_msg_free(&rep);
     ASSERT_EQ(watch(c, s3), H2T_JOB_CANCELLED);
     h2t_client_close(c);
-    finish(&t);
+    test_srv_finish(&t);
 }
 
 TEST(server_jobs_share_one_design_matrix)
 {
-    srv_thread t = {0};
+    test_srv t = {0};
     start(&t, 0); /* the default runner: the server's cache */
     h2t_client *c = NULL;
     ASSERT_OK(h2t_client_connect(t.addr, NULL, 20000, &c));
@@ -524,7 +500,7 @@ TEST(server_jobs_share_one_design_matrix)
     ASSERT_EQ(h.designs, 1);
     ASSERT_EQ(h.design_bytes, (uint64_t)NS * 28 * sizeof(float));
     h2t_client_close(c);
-    finish(&t);
+    test_srv_finish(&t);
 }
 
 /* ---- the command line ---- */
@@ -550,7 +526,7 @@ static int run_cli(char *out, size_t n, const char *fmt, ...)
 
 TEST_TIMEOUT(server_cli_train_reused_and_retrain, 120)
 {
-    srv_thread t = {0};
+    test_srv t = {0};
     start(&t, 0);
     h2t_client *c = NULL;
     ASSERT_OK(h2t_client_connect(t.addr, NULL, 20000, &c));
@@ -571,5 +547,5 @@ TEST_TIMEOUT(server_cli_train_reused_and_retrain, 120)
     ASSERT(sscanf(out, "job %llu queued", &id) == 1 && id != first);
     ASSERT_EQ(run_cli(out, sizeof(out), "train --server %s %s --seed 3", t.addr, opts), 0);
     ASSERT(strstr(out, "queued"));
-    finish(&t);
+    test_srv_finish(&t);
 }

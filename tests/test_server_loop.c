@@ -4,6 +4,7 @@
  * among small ones, a broken frame after good ones), statistics served on the loop or the
  * thread pool by size, and the job threads' BLAS budget and priority.
  */
+#include "tests/srv_thread.h"
 #include "tests/test.h"
 
 #include "client/client.h"
@@ -87,40 +88,14 @@ static h2t_store *fixture(const char *dir, uint32_t written)
     return st;
 }
 
-typedef struct srv_thread {
-    uint32_t written; /* samples stored before the server starts (0: all N) */
-    h2t_store *st;
-    h2t_srv *srv;
-    pthread_t th;
-    char addr[64];
-} srv_thread;
-
-static void *srv_main(void *arg)
-{
-    srv_thread *t = arg;
-    h2t_srv_run(t->srv);
-    return NULL;
-}
-
-static void srv_start(srv_thread *t, h2t_srv_config *cfg)
+/* A server on a fresh fixture store holding the first `written` samples (0: all N). */
+static void loop_start(test_srv *t, uint32_t written, h2t_srv_config *cfg)
 {
     static int n_stores;
     char dir[32];
     snprintf(dir, sizeof(dir), "st%d", n_stores++);
-    t->st = fixture(dir, t->written ? t->written : N);
-    cfg->listen = "127.0.0.1:0";
-    cfg->handle_signals = 0;
-    ASSERT_OK(h2t_srv_create(cfg, t->st, &t->srv));
-    snprintf(t->addr, sizeof(t->addr), "127.0.0.1:%d", h2t_srv_port(t->srv));
-    ASSERT_EQ(pthread_create(&t->th, NULL, srv_main, t), 0);
-}
-
-static void srv_finish(srv_thread *t)
-{
-    h2t_srv_stop(t->srv);
-    pthread_join(t->th, NULL);
-    h2t_srv_destroy(t->srv);
-    h2t_store_close(t->st);
+    t->st = fixture(dir, written ? written : N);
+    test_srv_start(t, cfg);
 }
 
 /* Append the frame of m to buf. */
@@ -147,10 +122,10 @@ static h2t_msg stats_req(uint64_t id, const char *layer, int per_feature)
 
 TEST(server_pipelined_replies_in_order)
 {
-    srv_thread t = {0};
+    test_srv t = {0};
     h2t_srv_config cfg;
     h2t_srv_config_default(&cfg);
-    srv_start(&t, &cfg);
+    loop_start(&t, 0, &cfg);
     h2t_client *c = NULL;
     ASSERT_OK(h2t_client_connect(t.addr, NULL, 20000, &c));
     /* twice: 10 requests in one write, all answered on the loop, a >64 KiB reply in the
@@ -205,15 +180,15 @@ TEST(server_pipelined_replies_in_order)
         }
     }
     h2t_client_close(c);
-    srv_finish(&t);
+    test_srv_finish(&t);
 }
 
 TEST(server_pipelined_then_broken_frame)
 {
-    srv_thread t = {0};
+    test_srv t = {0};
     h2t_srv_config cfg;
     h2t_srv_config_default(&cfg);
-    srv_start(&t, &cfg);
+    loop_start(&t, 0, &cfg);
     h2t_client *c = NULL;
     ASSERT_OK(h2t_client_connect(t.addr, NULL, 20000, &c));
     uint8_t *buf = NULL;
@@ -253,7 +228,7 @@ TEST(server_pipelined_then_broken_frame)
     ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_HEALTH, &r));
     h2t_msg_free(&r);
     h2t_client_close(c);
-    srv_finish(&t);
+    test_srv_finish(&t);
 }
 
 /* ---- the job threads: BLAS budget and priority ---- */
@@ -302,14 +277,14 @@ static void train_and_wait(h2t_client *c, uint32_t threads)
 static void job_threads_case(uint32_t cfg_threads, uint32_t workers, uint32_t expect_budget)
 {
     seen s = {.mu = PTHREAD_MUTEX_INITIALIZER};
-    srv_thread t = {0};
+    test_srv t = {0};
     h2t_srv_config cfg;
     h2t_srv_config_default(&cfg);
     cfg.runner = record_runner;
     cfg.runner_ud = &s;
     cfg.job_threads = cfg_threads;
     cfg.workers = workers;
-    srv_start(&t, &cfg);
+    loop_start(&t, 0, &cfg);
     h2t_client *c = NULL;
     ASSERT_OK(h2t_client_connect(t.addr, NULL, 20000, &c));
     h2t_msg q = {.type = H2T_MSG_CREATE_TASK}, r;
@@ -321,7 +296,7 @@ static void job_threads_case(uint32_t cfg_threads, uint32_t workers, uint32_t ex
     train_and_wait(c, 1);   /* fewer: kept */
     train_and_wait(c, 200); /* more: capped */
     h2t_client_close(c);
-    srv_finish(&t);
+    test_srv_finish(&t);
     ASSERT_EQ(s.n, 3);
     ASSERT_EQ(s.threads[0], expect_budget);
     ASSERT_EQ(s.threads[1], 1);
@@ -381,10 +356,10 @@ static h2t_msg stats_call(h2t_client *c, const char *layer, int per_feature)
 
 TEST(server_stats_cache_follows_writes)
 {
-    srv_thread t = {.written = N / 2};
+    test_srv t = {0};
     h2t_srv_config cfg;
     h2t_srv_config_default(&cfg);
-    srv_start(&t, &cfg);
+    loop_start(&t, N / 2, &cfg);
     h2t_client *c = NULL;
     ASSERT_OK(h2t_client_connect(t.addr, NULL, 20000, &c));
     /* twice each (the second from the cache), per layer, every layer, per feature */
@@ -436,5 +411,5 @@ TEST(server_stats_cache_follows_writes)
     q = stats_req(0, "", 1); /* per feature over every layer */
     ASSERT_EQ(h2t_client_call(c, &q, H2T_MSG_STATS, &r), H2T_EINVAL);
     h2t_client_close(c);
-    srv_finish(&t);
+    test_srv_finish(&t);
 }
