@@ -14,12 +14,21 @@
 static const char serve_usage[] =
     "usage: h2tdb serve --store DIR [--listen ADDR] [--token-file F] [--workers N]\n"
     "                   [--port-file F] [--max-conns N] [--max-frame BYTES]\n"
-    "                   [--idle-timeout S] [--insecure-bind]\n\n"
+    "                   [--idle-timeout S] [--insecure-bind] [--job-priority P]\n"
+    "                   [--design-cache-mb N] [--spin-us N]\n\n"
     "Serve the store over TCP (default 127.0.0.1:7433; port 0 picks a free port, written\n"
     "to --port-file). With --token-file every client must present the file's token\n"
     "(h2tdb COMMAND --token-file F, or $H2T_TOKEN_FILE). Listening on a non-loopback\n"
     "address needs a token, or --insecure-bind. Jobs are kept in the store: queued and\n"
-    "interrupted jobs run again after a restart. SIGINT/SIGTERM stop gracefully.\n";
+    "interrupted jobs run again after a restart. SIGINT/SIGTERM stop gracefully.\n\n"
+    "Trade-offs between requests and train jobs:\n"
+    "  --job-priority idle|low|normal  jobs run under SCHED_IDLE at nice 10 (idle, the\n"
+    "                 default: requests first, jobs get what is left), at nice 10 (low), or\n"
+    "                 as the server (normal: jobs keep their share beside other programs)\n"
+    "  --design-cache-mb N  design matrices kept in memory for later jobs on the same\n"
+    "                 extraction when no job uses them (default 1024; 0: freed at once)\n"
+    "  --spin-us N    the event loop polls this long after its last event before it sleeps\n"
+    "                 (default 50; 0: never polls, least CPU when lightly loaded)\n";
 
 int h2t_cmd_serve(int argc, char **argv)
 {
@@ -54,6 +63,25 @@ int h2t_cmd_serve(int argc, char **argv)
         } else if (h2t_cli_is(&cli, "--idle-timeout")) {
             if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
                 cfg.idle_timeout_ms = (uint32_t)(v > 86400 ? 86400000 : v * 1000);
+        } else if (h2t_cli_is(&cli, "--job-priority")) {
+            static const char *const prio[] = {"idle", "low", "normal"};
+            const char *p = h2t_cli_value(&cli);
+            int k = 0;
+            while (p && k < 3 && strcmp(p, prio[k]) != 0)
+                k++;
+            if (p && k == 3) {
+                fprintf(stderr, "h2tdb serve: --job-priority '%s': want idle, low or normal\n", p);
+                cli.bad = 1;
+            } else if (p) {
+                cfg.job_idle = k == 0;
+                cfg.job_nice = k == 2 ? 0 : 10;
+            }
+        } else if (h2t_cli_is(&cli, "--design-cache-mb")) {
+            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
+                cfg.design_cache_bytes = (uint64_t)(v > (1ull << 24) ? (1ull << 24) : v) << 20;
+        } else if (h2t_cli_is(&cli, "--spin-us")) {
+            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
+                cfg.spin_us = (uint32_t)(v > 100000 ? 100000 : v);
         } else
             h2t_cli_unknown(&cli);
     }

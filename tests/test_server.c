@@ -760,5 +760,10 @@ TEST_TIMEOUT(server_cli_compare_and_report, 120)
     ASSERT_EQ(run_cli(out, sizeof(out), "serve --store fresh --listen 127.0.0.1:99999"), 1);
     ASSERT_CONTAINS(out, "bad port '99999'");
     ASSERT(access("fresh", F_OK) != 0);
+    ASSERT_EQ(run_cli(out, sizeof(out), "serve --store fresh --job-priority urgent"), 2);
+    ASSERT_CONTAINS(out, "--job-priority 'urgent': want idle, low or normal");
+    ASSERT(access("fresh", F_OK) != 0);
+    ASSERT_EQ(run_cli(out, sizeof(out), "serve --help"), 0);
+    ASSERT_CONTAINS(out, "--design-cache-mb N");
     test_srv_finish(&t);
 }
