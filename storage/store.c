@@ -2775,8 +2775,10 @@ static int job_finish_fn(h2t_store *st, MDB_txn *txn, void *ctx)
     j->state = c->state;
     snprintf(j->error, sizeof(j->error), "%s", c->error ? c->error : "");
     j->finished_ms = h2t_wall_ms();
-    if (c->state == H2T_JOB_DONE)
+    if (c->state == H2T_JOB_DONE) { /* no stage left (the last one saved may be any) */
         j->progress = 1.0;
+        j->stage[0] = '\0';
+    }
     rc = job_save(st, txn, j);
     h2t_job_destroy(j);
     key k;

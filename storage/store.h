@@ -256,7 +256,8 @@ int h2t_store_job_get(h2t_store *st, uint64_t id, h2t_job **out);
 /* Update state, attempts, progress, stage, error and timestamps (not the spec). */
 int h2t_store_job_update(h2t_store *st, const h2t_job *j);
 /* Finish a job: its final state, error text and result blob in one transaction, so no job is
- * ever DONE without its result. result may be NULL for FAILED/CANCELLED. */
+ * ever DONE without its result. result may be NULL for FAILED/CANCELLED. DONE sets progress 1
+ * and clears the stage; FAILED/CANCELLED keep the last stage saved (where it stopped). */
 int h2t_store_job_finish(h2t_store *st, uint64_t id, uint32_t state, const char *error,
                          const void *result, size_t result_len);
 int h2t_store_job_list(h2t_store *st, h2t_job ***out, size_t *n);

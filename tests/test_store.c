@@ -872,6 +872,7 @@ TEST(store_jobs_roundtrip)
     ASSERT_EQ(n, 2);
     ASSERT_EQ(list[0]->state, H2T_JOB_DONE);
     ASSERT_NEAR(list[0]->progress, 1.0, 0);
+    ASSERT_STREQ(list[0]->stage, ""); /* done: the last running stage does not stay */
     ASSERT(list[0]->finished_ms > 0);
     ASSERT_EQ(list[1]->state, H2T_JOB_FAILED);
     ASSERT_STREQ(list[1]->error, "out of memory");
