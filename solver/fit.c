@@ -956,6 +956,17 @@ static uint32_t ws_take(ws_cand *c, uint32_t nc, uint32_t cap, uint8_t *in)
     return t;
 }
 
+/* The working set's columns of X (n x m) and rows of W (m x k), set[0..m) ascending. */
+static void ws_gather(const float *X, const float *W, const uint32_t *set, uint32_t n, uint32_t d,
+                      uint32_t m, uint32_t k, float *Xs, float *Ws)
+{
+    for (uint32_t i = 0; i < n; i++)
+        for (uint32_t q = 0; q < m; q++)
+            Xs[(size_t)i * m + q] = X[(size_t)i * d + set[q]];
+    for (uint32_t q = 0; q < m; q++)
+        memcpy(Ws + (size_t)q * k, W + (size_t)set[q] * k, k * sizeof(float));
+}
+
 int h2t_solver__fit_group_ws(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
                              double lambda, double lambda_prev, const h2t_solver_opts *o, float *W,
                              float *b, double *L, float *G, h2t_fit_info *info)
@@ -990,11 +1001,7 @@ int h2t_solver__fit_group_ws(const float *X, const uint32_t *y, uint32_t n, uint
             rc = h2t_err_set(H2T_ENOMEM, "working set %u x %u", n, m);
             goto out;
         }
-        for (uint32_t i = 0; i < n; i++)
-            for (uint32_t q = 0; q < m; q++)
-                Xn[(size_t)i * m + q] = X[(size_t)i * d + set[q]];
-        for (uint32_t q = 0; q < m; q++)
-            memcpy(Wn + (size_t)q * k, W + (size_t)set[q] * k, k * sizeof(float));
+        ws_gather(X, W, set, n, d, m, k, Xn, Wn);
         h2t_solver__logits(Xn, n, m, k, Wn, b, Z);
         free(Xn);
         free(Wn);
@@ -1026,11 +1033,7 @@ int h2t_solver__fit_group_ws(const float *X, const uint32_t *y, uint32_t n, uint
             rc = h2t_err_set(H2T_ENOMEM, "working set %u x %u", n, m);
             goto out;
         }
-        for (uint32_t i = 0; i < n; i++)
-            for (uint32_t q = 0; q < m; q++)
-                Xs[(size_t)i * m + q] = X[(size_t)i * d + set[q]];
-        for (uint32_t q = 0; q < m; q++)
-            memcpy(Ws + (size_t)q * k, W + (size_t)set[q] * k, k * sizeof(float));
+        ws_gather(X, W, set, n, d, m, k, Xs, Ws);
         if (m) {
             rc = h2t_solver__fit_group(Xs, y, n, m, k, lambda, o, Ws, b, L, NULL, &fi);
             if (rc < 0)
