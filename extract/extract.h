@@ -181,6 +181,12 @@ int h2t_pool_plan_make(int rank, const int64_t *shape, uint32_t target, h2t_pool
  * extract/pool.c), so every kernel set gives bitwise the same features. */
 void h2t_pool_apply(const h2t_pool_plan *p, const float *x, float *out);
 
+/* The version of the pooling kernels' summation order (extract/pool.c). Any change that
+ * alters a single feature bit of h2t_pool_apply / h2t_pool_stream must bump it: it enters the
+ * extraction's identity (the config string says "pool=...-oN" when N > 1), so a store never
+ * mixes features of two orders in one extraction. */
+#define H2T_POOL_ORDER 1
+
 /* Kernel sets: the x86-64 baseline (SSE2) and AVX (runtime-checked). */
 enum { H2T_POOL_ISA_GENERIC = 0, H2T_POOL_ISA_AVX = 1 };
 /* The best kernel set this CPU (and OS) runs. */
@@ -246,6 +252,11 @@ typedef struct h2t_extract_opts {
     int has_scale;  /* 1: scale_lo/hi override the model's preprocessing */
     float scale_lo, scale_hi;
     int progress; /* 1: progress bar on stderr when it is a terminal */
+    /* 1: pool every layer from its own tensor. 0 (default): a layer that is an affine
+     * function of other selected layers (BatchNormalization, Add of same-shaped tensors, a
+     * zero Pad whose windows match its input's) gets its features from theirs, and its
+     * tensor is never observed (see extract.c, "Derived layers"). Part of the identity. */
+    int pool_direct;
     /* Called after each committed batch (done = samples_done), on the calling thread while
      * the next batch's forward pass runs; a non-zero return stops the pass with H2T_ECANCELED
      * (that forward pass is finished and its rows dropped; the store stays resumable at
