@@ -49,6 +49,11 @@ static void extract_usage(FILE *f)
                "  --scale LO,HI           map pixel 0..255 to LO..HI (default: the model's\n"
                "                          h2tdb.preprocess metadata, else -1,1); every option\n"
                "                          also takes --opt=VALUE, e.g. --scale=-1,1\n"
+               "  --pool-direct           pool every layer from its own tensor; by default a\n"
+               "                          BatchNormalization, same-shape Add or zero Pad layer\n"
+               "                          gets its features from its inputs' (equal up to float\n"
+               "                          rounding, and faster; a different extraction\n"
+               "                          identity: 'pool=derived' in its config)\n"
                "  --no-progress           no progress bar (it is drawn only on a terminal)\n"
                "  --json                  print the result as JSON\n");
 }
@@ -110,6 +115,10 @@ int h2t_cmd_extract(int argc, char **argv)
         }
         if (!strcmp(a, "--no-progress")) {
             o.progress = 0;
+            continue;
+        }
+        if (!strcmp(a, "--pool-direct")) {
+            o.pool_direct = 1;
             continue;
         }
         char name[64];
@@ -226,15 +235,16 @@ int h2t_cmd_extract(int argc, char **argv)
     if (json) {
         printf("{\"extraction\": %u, \"source\": %u, \"model\": %u, \"reused\": %s, "
                "\"resumed_from\": %u, \"computed\": %u, \"samples\": %u, \"layers\": %u, "
+               "\"derived_layers\": %u, "
                "\"total_dim\": %llu, \"seconds\": %.3f, \"images_per_s\": %.2f, "
                "\"setup_s\": %.3f, \"forward_s\": %.3f, \"read_s\": %.3f, \"pool_s\": %.3f, "
                "\"write_s\": %.3f, \"exposed_s\": %.3f, "
                "\"outside_forward\": %.4f, \"cpu_s\": %.3f, \"cpu_forward_s\": %.3f, "
                "\"cpu_pool_s\": %.3f, \"cpu_outside_forward\": %.4f, \"config\": ",
                r.extraction, r.source, r.model, r.reused ? "true" : "false", r.resumed_from,
-               r.computed, r.n_samples, r.n_layers, (unsigned long long)r.total_dim, r.t_total,
-               rate, r.t_setup, r.t_forward, r.t_read, r.t_pool, r.t_write, r.t_exposed, outside,
-               r.cpu_total, r.cpu_forward, r.cpu_pool, cpu_outside);
+               r.computed, r.n_samples, r.n_layers, r.n_derived, (unsigned long long)r.total_dim,
+               r.t_total, rate, r.t_setup, r.t_forward, r.t_read, r.t_pool, r.t_write, r.t_exposed,
+               outside, r.cpu_total, r.cpu_forward, r.cpu_pool, cpu_outside);
         json_str(r.config);
         printf("}\n");
     } else if (r.reused) {
@@ -242,10 +252,10 @@ int h2t_cmd_extract(int argc, char **argv)
                "nothing to do\n",
                r.extraction, r.n_samples, r.n_layers, (unsigned long long)r.total_dim);
     } else {
-        printf("extraction %u: %u samples (%u computed now%s), %u layers, %llu features per "
-               "sample\n",
+        printf("extraction %u: %u samples (%u computed now%s), %u layers (%u from their "
+               "inputs' features), %llu features per sample\n",
                r.extraction, r.n_samples, r.computed, r.resumed_from ? ", resumed" : "", r.n_layers,
-               (unsigned long long)r.total_dim);
+               r.n_derived, (unsigned long long)r.total_dim);
         printf("  %.1f s, %.1f images/s; setup %.2f s, forward %.1f s, pooling %.2f s; "
                "read+preprocess %.2f s and store %.2f s beside the forward pass, %.2f s of it "
                "not overlapped (%.1f%% outside the forward pass)\n",

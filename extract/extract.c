@@ -23,6 +23,25 @@
 #define LAYER_RULE_VERSION "v1"
 #define MAX_FILE_BYTES ((size_t)4 << 30)
 
+/* Derived layers. Head2Toe pooling averages within channels, so a layer that is affine in
+ * other selected layers, channel by channel, has features affine in theirs: a
+ * BatchNormalization output's window averages are a[c] * (its input's) + b[c]; an Add of two
+ * same-shaped tensors has the sum of their features; a zero Pad of the spatial axes whose
+ * windows cover the same input cells (the same grid, nothing padded before) has its input's
+ * features, and a globally averaged one has them times (H W of the input) / (H W of the
+ * output). Such a layer is never observed (so the executor need not write its tensor: BN
+ * stays in the conv chain's registers, the Pad folds into the next conv's padding) and its
+ * features are computed from its sources' pooled features, in double, once the sample's
+ * forward pass is done. The numbers differ from pooling the tensor itself only by float
+ * rounding (the tensor's own elements are rounded before they are summed; tested against
+ * opts.pool_direct), and the identity says "pool=derived". */
+typedef struct derive {
+    int kind;      /* H2T_LIN_*: NONE = pooled from the layer's own tensor */
+    int src[2];    /* source layers (earlier in the table) */
+    double *a, *b; /* AFFINE, per channel, OWNED */
+    double scale;  /* PAD */
+} derive;
+
 struct h2t_extract_plan {
     h2t_extract_opts o;
     char model_path[1024], name[128], source_name[128], regex[256];
@@ -40,6 +59,8 @@ struct h2t_extract_plan {
     h2t_pool_plan *pools;   /* pooling of each layer */
     h2t_layer_info *layers; /* the layer table for the store */
     int *layer_of;          /* tensor index -> layer or -1 */
+    derive *der;            /* per layer: how a derived layer follows from others */
+    uint32_t n_derived;
     uint64_t total_dim;
     char config[512];
     uint8_t config_hash[32];
@@ -140,6 +161,97 @@ static const char *base_of(const char *p)
     return s ? s + 1 : p;
 }
 
+static int same_pool(const h2t_pool_plan *a, const h2t_pool_plan *b)
+{
+    return a->kind == b->kind && a->c == b->c && a->h == b->h && a->w == b->w && a->ph == b->ph &&
+           a->pw == b->pw && a->oh == b->oh && a->ow == b->ow && a->dim == b->dim;
+}
+
+/* One average over each whole channel plane: GAP, or a 1 x 1 grid whose window is the plane. */
+static int whole_plane(const h2t_pool_plan *p)
+{
+    return p->kind == H2T_POOL_GAP ||
+           (p->kind == H2T_POOL_GRID && p->oh == 1 && p->ow == 1 && p->ph == p->h && p->pw == p->w);
+}
+
+/* Which layers follow from earlier layers (see "Derived layers" above). */
+static int plan_derived(h2t_extract_plan *p)
+{
+    if (!(p->der = calloc(p->n_layers, sizeof *p->der)))
+        return h2t_err_set(H2T_ENOMEM, "layer table");
+    for (uint32_t l = 0; l < p->n_layers; l++) {
+        h2t_tensor_lin lin;
+        int rc = h2t_model_tensor_lin(p->m, p->tensors[l], &lin);
+        if (rc < 0)
+            return rc;
+        derive *d = &p->der[l];
+        const h2t_pool_plan *y = &p->pools[l];
+        int s0 = lin.src[0] >= 0 ? p->layer_of[lin.src[0]] : -1;
+        int s1 = lin.src[1] >= 0 ? p->layer_of[lin.src[1]] : -1;
+        const h2t_pool_plan *x0 = s0 >= 0 && (uint32_t)s0 < l ? &p->pools[s0] : NULL;
+        const h2t_pool_plan *x1 = s1 >= 0 && (uint32_t)s1 < l ? &p->pools[s1] : NULL;
+        int grid4 = y->kind == H2T_POOL_GAP || y->kind == H2T_POOL_GRID;
+        if (lin.kind == H2T_LIN_AFFINE && x0 && grid4 && same_pool(x0, y) &&
+            lin.channels == (int64_t)y->c) {
+            d->kind = H2T_LIN_AFFINE;
+            d->a = lin.a;
+            d->b = lin.b;
+            lin.a = lin.b = NULL;
+        } else if (lin.kind == H2T_LIN_SUM && x0 && x1 && same_pool(x0, y) && same_pool(x1, y)) {
+            d->kind = H2T_LIN_SUM;
+        } else if (lin.kind == H2T_LIN_PAD && x0 && x0->c == y->c) {
+            if (y->kind == H2T_POOL_GRID && x0->kind == H2T_POOL_GRID && x0->ph == y->ph &&
+                x0->pw == y->pw && x0->oh == y->oh && x0->ow == y->ow && lin.pads[0] == 0 &&
+                lin.pads[1] == 0) {
+                d->kind = H2T_LIN_PAD; /* the same cells: oh * ph <= the input's H */
+                d->scale = 1;
+            } else if (whole_plane(y) && whole_plane(x0)) {
+                d->kind = H2T_LIN_PAD;
+                d->scale = (double)x0->h * x0->w / ((double)y->h * y->w);
+            }
+        }
+        h2t_tensor_lin_free(&lin);
+        if (d->kind != H2T_LIN_NONE) {
+            d->src[0] = s0;
+            d->src[1] = s1;
+            p->n_derived++;
+        }
+    }
+    return 0;
+}
+
+/* The derived layers' features of rows row0 .. row0 + nb - 1 of bufs, in layer order (a
+ * source is always an earlier layer, computed or derived before). */
+static void derive_rows(const h2t_extract_plan *p, float **bufs, int row0, int nb, uint8_t *seen)
+{
+    for (uint32_t l = 0; p->n_derived && l < p->n_layers; l++) {
+        const derive *d = &p->der[l];
+        if (d->kind == H2T_LIN_NONE)
+            continue;
+        size_t dim = p->layers[l].dim;
+        uint32_t C = p->pools[l].c;
+        for (int s = row0; s < row0 + nb; s++) {
+            float *y = bufs[l] + (size_t)s * dim;
+            const float *x0 = bufs[d->src[0]] + (size_t)s * dim;
+            if (d->kind == H2T_LIN_AFFINE) {
+                for (size_t f = 0; f < dim; f++) /* (H, W, C) order: channel f % C */
+                    y[f] = (float)(d->a[f % C] * (double)x0[f] + d->b[f % C]);
+            } else if (d->kind == H2T_LIN_SUM) {
+                const float *x1 = bufs[d->src[1]] + (size_t)s * dim;
+                for (size_t f = 0; f < dim; f++)
+                    y[f] = (float)((double)x0[f] + (double)x1[f]);
+            } else if (d->scale == 1) {
+                memcpy(y, x0, sizeof(float) * dim);
+            } else {
+                for (size_t f = 0; f < dim; f++)
+                    y[f] = (float)(d->scale * (double)x0[f]);
+            }
+        }
+        if (seen)
+            seen[l] = 1;
+    }
+}
+
 static int plan_layers(h2t_extract_plan *p)
 {
     int *idx, n;
@@ -174,7 +286,7 @@ static int plan_layers(h2t_extract_plan *p)
         p->total_dim += li->dim;
         p->layer_of[idx[l]] = l;
     }
-    return 0;
+    return p->o.pool_direct ? 0 : plan_derived(p);
 }
 
 int h2t_extract_plan_create(const h2t_extract_opts *o, h2t_extract_plan **out)
@@ -296,9 +408,18 @@ int h2t_extract_plan_create(const h2t_extract_opts *o, h2t_extract_plan **out)
         goto fail;
 
     /* identity: everything that changes the numbers */
-    char fbs[32] = "";
+    char fbs[64] = "";
     if (p->fb > 1)
         snprintf(fbs, sizeof fbs, " forward-batch=%d", p->fb);
+    /* the pooling: nothing for the first order with every layer pooled from its tensor (the
+     * identity of stores made before derived layers existed) */
+    if (p->n_derived || H2T_POOL_ORDER > 1) {
+        size_t fl = strlen(fbs);
+        snprintf(fbs + fl, sizeof fbs - fl, " pool=%s", p->n_derived ? "derived" : "direct");
+        fl = strlen(fbs);
+        if (H2T_POOL_ORDER > 1)
+            snprintf(fbs + fl, sizeof fbs - fl, "-o%d", H2T_POOL_ORDER);
+    }
     char mh[65], sh[65], full[2048];
     h2t_hex(p->model_sha, 32, mh);
     h2t_hex(di->hash, 32, sh);
@@ -338,6 +459,11 @@ void h2t_extract_plan_destroy(h2t_extract_plan *p)
     free(p->pools);
     free(p->layers);
     free(p->layer_of);
+    for (uint32_t l = 0; p->der && l < p->n_layers; l++) {
+        free(p->der[l].a);
+        free(p->der[l].b);
+    }
+    free(p->der);
     free(p);
 }
 
@@ -524,6 +650,12 @@ static int run_forward(run_ctx *c, h2t_exec *x, const float *input, int n)
     int rc = n == 1 && c->states ? h2t_exec_run_ranges(x, input, n, on_tensor, on_range, c)
                                  : h2t_exec_run(x, input, n, on_tensor, c);
     uint64_t k1 = pool_ticks();
+    if (rc == 0 && c->p->n_derived) { /* counted as pooling */
+        derive_rows(c->p, c->bufs, c->row0, n, c->seen);
+        uint64_t k2 = pool_ticks();
+        c->ticks_pool += k2 - k1;
+        k1 = k2;
+    }
     double dw = h2t_now_s() - w0;
     double share = k1 > k0 ? (double)c->ticks_pool / (double)(k1 - k0) : 0;
     share = share < 1 ? share : 1;
@@ -659,6 +791,18 @@ static void *fwd_main(void *arg)
     return NULL;
 }
 
+/* Observe every layer's tensor but the derived layers'. */
+static int observe_layers(const h2t_extract_plan *p, h2t_exec *x)
+{
+    for (uint32_t l = 0; l < p->n_layers; l++) {
+        int rc;
+        if ((!p->der || p->der[l].kind == H2T_LIN_NONE) &&
+            (rc = h2t_exec_observe(x, p->tensors[l], 1)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
 /* Read and preprocess samples first .. first + nb - 1 into input. */
 static int read_batch(h2t_extract_plan *p, uint32_t first, int nb, float *input, size_t in_per)
 {
@@ -681,6 +825,7 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
     snprintf(r.config, sizeof r.config, "%s", p->config);
     r.n_samples = p->n_samples;
     r.n_layers = p->n_layers;
+    r.n_derived = p->n_derived;
     r.total_dim = p->total_dim;
 
     h2t_model_rec mr;
@@ -794,9 +939,8 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
     int FB = p->fb < B ? p->fb : B;
     if ((rc = h2t_exec_create(p->m, FB, &x)) < 0)
         goto out;
-    for (uint32_t l = 0; l < p->n_layers; l++)
-        if ((rc = h2t_exec_observe(x, p->tensors[l], 1)) < 0)
-            goto out;
+    if ((rc = observe_layers(p, x)) < 0)
+        goto out;
     for (int k = 0; k < W; k++) {
         worker *w = &ws[k];
         w->c = c;
@@ -817,9 +961,8 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
         }
         if ((rc = h2t_exec_create(p->m, 1, &w->x)) < 0)
             goto out;
-        for (uint32_t l = 0; l < p->n_layers; l++)
-            if ((rc = h2t_exec_observe(w->x, p->tensors[l], 1)) < 0)
-                goto out;
+        if ((rc = observe_layers(p, w->x)) < 0)
+            goto out;
     }
     if (p->o.progress)
         bar = h2t_progress_create("extract", p->n_samples - done, "img");

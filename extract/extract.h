@@ -68,7 +68,8 @@
  *
  * The pass: the extraction's identity is SHA-256 of a canonical config string (model file
  * SHA-256, source hash, sample count, target size, dtype, layer rule, preprocessing, and the
- * forward batch when above 1). The same request twice reuses the stored extraction (nothing
+ * forward batch when above 1, and "pool=derived" when derived layers are in use, see
+ * opts.pool_direct). The same request twice reuses the stored extraction (nothing
  * recomputed); an interrupted one resumes from its samples_done marker. Each batch (one store
  * transaction): read + preprocess, run the model with the selected tensors observed (by
  * default one sample per forward pass, opts.threads samples at a time, each on its own
@@ -270,6 +271,7 @@ typedef struct h2t_extract_result {
     int reused;            /* 1: the extraction was already complete: nothing computed */
     uint32_t resumed_from; /* samples_done found at start (0 for a fresh one) */
     uint32_t n_samples, n_layers, computed;
+    uint32_t n_derived; /* layers whose features follow from other layers' (opts.pool_direct) */
     uint64_t total_dim;
     /* seconds: whole pass; setup (store records, executor plan, buffers); forward
      * (h2t_exec_run minus pooling); read+preprocess; pooling (inside the executor callbacks);

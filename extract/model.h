@@ -137,4 +137,28 @@ int h2t_tensor_pb_read(const void *buf, size_t len, h2t_tensor *ft, h2t_itensor 
 /* Bytes of the executor's arena (every intermediate tensor, dead buffers reused). */
 size_t h2t_exec_arena_bytes(const h2t_exec *x);
 
+/* ---- additions (extraction): node outputs that are affine in other tensors ---- */
+
+/* How a node output y (a rank-4 N x C x H x W tensor unless said) follows from other tensors
+ * of the table, channel by channel, so that averages within a channel carry through:
+ *   H2T_LIN_AFFINE  BatchNormalization: y[c] = a[c] x[c] + b[c], x = src[0] (a, b in double:
+ *                   a = scale / sqrt(var + eps), b = bias - mean a)
+ *   H2T_LIN_SUM     Add of two tensors of y's shape (no broadcasting): y = src[0] + src[1]
+ *                   (any rank)
+ *   H2T_LIN_PAD     constant-0 Pad of the spatial axes only: y = x = src[0] shifted by
+ *                   pads[0] rows and pads[1] columns, pads[2] rows and pads[3] columns of
+ *                   zeros after
+ * Decided from the model alone (constants, attributes); anything else is H2T_LIN_NONE. */
+enum { H2T_LIN_NONE = 0, H2T_LIN_AFFINE = 1, H2T_LIN_SUM = 2, H2T_LIN_PAD = 3 };
+typedef struct h2t_tensor_lin {
+    int kind;         /* H2T_LIN_* */
+    int src[2];       /* tensor indices (-1 when unused) */
+    int64_t channels; /* C */
+    double *a, *b;    /* AFFINE: C coefficients each, OWNED (h2t_tensor_lin_free) */
+    int64_t pads[4];  /* PAD: top, left, bottom, right */
+} h2t_tensor_lin;
+/* Fill *out for tensor i (0 <= i < n_tensors). Errors: H2T_EINVAL (bad index), H2T_ENOMEM. */
+int h2t_model_tensor_lin(const h2t_model *m, int i, h2t_tensor_lin *out);
+void h2t_tensor_lin_free(h2t_tensor_lin *l); /* NULL is a no-op; frees a and b */
+
 #endif

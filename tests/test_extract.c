@@ -691,3 +691,193 @@ TEST(extract_pass_pipeline_time_split)
         ASSERT(r.t_setup + r.t_forward + r.t_pool + r.t_exposed <= r.t_total + 0.005);
     }
 }
+
+/* ---- derived layers (tests/data/extract_affine.onnx, made by make_extract_affine.py) ---- */
+
+static h2t_extract_opts affine_opts(void)
+{
+    h2t_extract_opts o;
+    h2t_extract_opts_init(&o);
+    o.model_path = test_src_path("tests/data/extract_affine.onnx");
+    o.data_spec = "npy:x.npy,y.npy";
+    o.target_size = 16;
+    o.batch = 6;
+    return o;
+}
+
+static int layer_index(const h2t_extraction *e, const char *name)
+{
+    for (uint32_t l = 0; l < e->n_layers; l++)
+        if (!strcmp(e->layers[l].name, name))
+            return (int)l;
+    return -1;
+}
+
+TEST(extract_lin_model_relations)
+{
+    h2t_model *m;
+    ASSERT_OK(h2t_model_load(test_src_path("tests/data/extract_affine.onnx"), &m));
+    struct {
+        const char *name;
+        int kind;
+        const char *src0, *src1;
+    } want[] = {{"c1", H2T_LIN_NONE, NULL, NULL},   {"b1", H2T_LIN_AFFINE, "c1", NULL},
+                {"r1", H2T_LIN_NONE, NULL, NULL},   {"p1", H2T_LIN_PAD, "r1", NULL},
+                {"b2", H2T_LIN_AFFINE, "d1", NULL}, {"a1", H2T_LIN_SUM, "b2", "b3"},
+                {"p2", H2T_LIN_PAD, "r1", NULL},    {"a2", H2T_LIN_SUM, "a1", "c2"},
+                {"q", H2T_LIN_NONE, NULL, NULL},    {"hp", H2T_LIN_PAD, "h", NULL},
+                {"g", H2T_LIN_NONE, NULL, NULL},    {"fc", H2T_LIN_NONE, NULL, NULL}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        int t = h2t_model_tensor_find(m, want[i].name);
+        ASSERT(t >= 0);
+        h2t_tensor_lin lin;
+        ASSERT_OK(h2t_model_tensor_lin(m, t, &lin));
+        if (lin.kind != want[i].kind)
+            TEST_FAILF("%s: kind %d, want %d", want[i].name, lin.kind, want[i].kind);
+        if (want[i].src0)
+            ASSERT_EQ(lin.src[0], h2t_model_tensor_find(m, want[i].src0));
+        if (want[i].src1)
+            ASSERT_EQ(lin.src[1], h2t_model_tensor_find(m, want[i].src1));
+        if (lin.kind == H2T_LIN_AFFINE) {
+            ASSERT_EQ(lin.channels, 4);
+            for (int c = 0; c < 4; c++) /* scale in [0.5, 2], var in [0.2, 3] */
+                ASSERT(lin.a[c] > 0.28 && lin.a[c] < 4.48);
+        }
+        if (!strcmp(want[i].name, "p2")) {
+            for (int k = 0; k < 4; k++)
+                ASSERT_EQ(lin.pads[k], 1);
+        }
+        h2t_tensor_lin_free(&lin);
+    }
+    h2t_tensor_lin lin;
+    ASSERT_EQ(h2t_model_tensor_lin(m, 1000, &lin), H2T_EINVAL);
+    h2t_model_destroy(m);
+}
+
+/* Features of layer l of an extraction, n samples. OWNED. */
+static float *layer_all(h2t_store *st, uint32_t e, uint32_t l, uint32_t dim, uint32_t n)
+{
+    float *f = malloc(sizeof(float) * dim * n);
+    if (h2t_store_layer_read(st, e, l, NULL, 0, n, f, dim) < 0) {
+        free(f);
+        return NULL;
+    }
+    return f;
+}
+
+TEST(extract_derived_layers_match_direct_pooling)
+{
+    free(make_float_npy("x.npy", "y.npy", 20));
+    h2t_extract_opts o = affine_opts();
+    h2t_extract_result rd, rp;
+    ASSERT_OK(run_once("st", &o, &rd));
+    /* b1, p1, b2, b3, a1, a2 and hp; p2 (other windows), q (a broadcast constant) are not */
+    ASSERT_EQ(rd.n_derived, 7);
+    ASSERT_CONTAINS(rd.config, " pool=derived");
+    o.pool_direct = 1;
+    ASSERT_OK(run_once("st", &o, &rp));
+    ASSERT_EQ(rp.n_derived, 0);
+    ASSERT_NE(rp.extraction, rd.extraction); /* another identity */
+    ASSERT(strstr(rp.config, "pool=") == NULL);
+
+    h2t_store *st;
+    ASSERT_OK(h2t_store_open("st", 0, &st));
+    h2t_extraction *e;
+    ASSERT_OK(h2t_store_extraction_get(st, rd.extraction, &e));
+    h2t_model *m;
+    ASSERT_OK(h2t_model_load(o.model_path, &m));
+    const char *derived[] = {"b1", "p1", "b2", "b3", "a1", "a2", "hp"};
+    for (uint32_t l = 0; l < e->n_layers; l++) {
+        uint32_t dim = e->layers[l].dim;
+        float *fd = layer_all(st, rd.extraction, l, dim, 20);
+        float *fp = layer_all(st, rp.extraction, l, dim, 20);
+        ASSERT(fd && fp);
+        int is_derived = 0;
+        for (size_t k = 0; k < sizeof derived / sizeof derived[0]; k++)
+            is_derived |= !strcmp(e->layers[l].name, derived[k]);
+        double big = 0, worst = 0;
+        for (size_t i = 0; i < (size_t)dim * 20; i++) {
+            big = fabs(fp[i]) > big ? fabs(fp[i]) : big;
+            double d = fabs((double)fd[i] - fp[i]);
+            worst = d > worst ? d : worst;
+        }
+        if (!is_derived && memcmp(fd, fp, sizeof(float) * dim * 20) != 0)
+            TEST_FAILF("layer %s is pooled from its tensor in both, yet differs",
+                       e->layers[l].name);
+        if (worst > 4e-7 * (big > 1 ? big : 1))
+            TEST_FAILF("layer %s: derived and pooled differ by %g (largest value %g)",
+                       e->layers[l].name, worst, big);
+        free(fd);
+        free(fp);
+    }
+    /* the derivations themselves, bitwise: b1 = a c1 + b per channel, hp = h * 16 / 36, p1 = r1 */
+    int lc1 = layer_index(e, "c1"), lb1 = layer_index(e, "b1"), lr1 = layer_index(e, "r1"),
+        lp1 = layer_index(e, "p1"), lh = layer_index(e, "h"), lhp = layer_index(e, "hp"),
+        la1 = layer_index(e, "a1"), lb2 = layer_index(e, "b2"), lb3 = layer_index(e, "b3");
+    ASSERT(lc1 >= 0 && lb1 >= 0 && lr1 >= 0 && lp1 >= 0 && lh >= 0 && lhp >= 0 && la1 >= 0);
+    ASSERT_EQ(e->layers[lb1].dim, 16); /* 2 x 2 windows x 4 channels */
+    ASSERT_EQ(e->layers[lhp].dim, 16); /* 16 channels, each averaged whole */
+    h2t_tensor_lin lin;
+    ASSERT_OK(h2t_model_tensor_lin(m, h2t_model_tensor_find(m, "b1"), &lin));
+    float *c1 = layer_all(st, rd.extraction, (uint32_t)lc1, 16, 20),
+          *b1 = layer_all(st, rd.extraction, (uint32_t)lb1, 16, 20),
+          *r1 = layer_all(st, rd.extraction, (uint32_t)lr1, 16, 20),
+          *p1 = layer_all(st, rd.extraction, (uint32_t)lp1, 16, 20),
+          *h = layer_all(st, rd.extraction, (uint32_t)lh, 16, 20),
+          *hp = layer_all(st, rd.extraction, (uint32_t)lhp, 16, 20),
+          *a1 = layer_all(st, rd.extraction, (uint32_t)la1, 16, 20),
+          *b2 = layer_all(st, rd.extraction, (uint32_t)lb2, 16, 20),
+          *b3 = layer_all(st, rd.extraction, (uint32_t)lb3, 16, 20);
+    for (size_t i = 0; i < 16 * 20; i++) {
+        size_t c = i % 4; /* (H, W, C) order */
+        ASSERT_EQ((double)b1[i], (double)(float)(lin.a[c] * (double)c1[i] + lin.b[c]));
+        ASSERT_EQ((double)p1[i], (double)r1[i]);
+        ASSERT_EQ((double)hp[i], (double)(float)(16.0 / 36.0 * (double)h[i]));
+        ASSERT_EQ((double)a1[i], (double)(float)((double)b2[i] + (double)b3[i]));
+    }
+    h2t_tensor_lin_free(&lin);
+    free(c1), free(b1), free(r1), free(p1), free(h), free(hp), free(a1), free(b2), free(b3);
+    h2t_model_destroy(m);
+    h2t_extraction_destroy(e);
+    h2t_store_close(st);
+}
+
+TEST(extract_derived_layers_threads_and_resume)
+{
+    free(make_float_npy("x.npy", "y.npy", 40));
+    h2t_extract_opts o = affine_opts();
+    o.threads = 1;
+    h2t_extract_result a, b;
+    ASSERT_OK(run_once("one", &o, &a));
+    o.threads = 3; /* the same batch: the statistics are merged batch by batch */
+    ASSERT_OK(run_once("three", &o, &b));
+    compare_stores("one", a.extraction, "three", b.extraction, 40);
+    /* stopped after two batches and resumed: the same features */
+    int calls = 0;
+    o.on_batch = stop_after_two;
+    o.ctx = &calls;
+    ASSERT_EQ(run_once("cut", &o, &b), H2T_ECANCELED);
+    o.on_batch = NULL;
+    ASSERT_OK(run_once("cut", &o, &b));
+    ASSERT_EQ(b.resumed_from, 12);
+    compare_stores("one", a.extraction, "cut", b.extraction, 40);
+}
+
+TEST(extract_derived_layers_need_their_sources)
+{
+    /* b1 alone: its source c1 is not a layer, so b1 is pooled from its own tensor and the
+     * identity is the direct one; with c1 selected too it is derived */
+    free(make_float_npy("x.npy", "y.npy", 6));
+    h2t_extract_opts o = affine_opts();
+    o.layers_regex = "^b1$";
+    h2t_extract_result r;
+    ASSERT_OK(run_once("st", &o, &r));
+    ASSERT_EQ(r.n_layers, 1);
+    ASSERT_EQ(r.n_derived, 0);
+    ASSERT(strstr(r.config, "pool=") == NULL);
+    o.layers_regex = "^(c1|b1)$";
+    ASSERT_OK(run_once("st", &o, &r));
+    ASSERT_EQ(r.n_layers, 2);
+    ASSERT_EQ(r.n_derived, 1);
+    ASSERT_CONTAINS(r.config, "pool=derived");
+}
