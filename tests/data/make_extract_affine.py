@@ -25,11 +25,14 @@ input x: N x 1 x 8 x 8 (dynamic batch); at T = 16 a 4-channel 8 x 8 map pools to
 Weights from a fixed generator; metadata h2tdb.preprocess = "scale=0,1". The same bytes every
 run.
 """
+import os
 import sys
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_extract_tiny  # noqa: E402  (save: the shared graph wrapper)
 
 
 def main(out):
@@ -82,16 +85,7 @@ def main(out):
         helper.make_node("Gemm", ["flat", t("fc_w", rng.uniform(-1, 1, (16, 3))),
                                   t("fc_b", rng.uniform(-1, 1, 3))], ["fc"], name="fc"),
     ]
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])
-    y = helper.make_tensor_value_info("fc", TensorProto.FLOAT, ["N", 3])
-    g = helper.make_graph(nodes, "extract_affine", [x], [y], inits)
-    m = helper.make_model(g, producer_name="h2tdb-tests",
-                          opset_imports=[helper.make_opsetid("", 13)])
-    m.ir_version = 7
-    helper.set_model_props(m, {"h2tdb.preprocess": "scale=0,1"})
-    onnx.checker.check_model(m)
-    with open(out, "wb") as f:
-        f.write(m.SerializeToString())
+    make_extract_tiny.save(nodes, inits, "extract_affine", out)
 
 
 if __name__ == "__main__":

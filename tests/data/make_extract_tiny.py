@@ -32,9 +32,15 @@ def main(out):
         helper.make_node("Flatten", ["gap"], ["flat"], name="flat", axis=1),
         helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["fc"], name="fc"),
     ]
+    save(nodes, inits, "extract_tiny", out)
+
+
+def save(nodes, inits, name, out):
+    """The graph x (N x 1 x 8 x 8) -> fc (N x 3) at opset 13 with h2tdb.preprocess scale=0,1,
+    checked and written to out (also used by make_extract_affine.py)."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])
     y = helper.make_tensor_value_info("fc", TensorProto.FLOAT, ["N", 3])
-    g = helper.make_graph(nodes, "extract_tiny", [x], [y], inits)
+    g = helper.make_graph(nodes, name, [x], [y], inits)
     m = helper.make_model(g, producer_name="h2tdb-tests",
                           opset_imports=[helper.make_opsetid("", 13)])
     m.ir_version = 7
