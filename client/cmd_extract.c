@@ -240,11 +240,13 @@ int h2t_cmd_extract(int argc, char **argv)
                "\"setup_s\": %.3f, \"forward_s\": %.3f, \"read_s\": %.3f, \"pool_s\": %.3f, "
                "\"write_s\": %.3f, \"exposed_s\": %.3f, "
                "\"outside_forward\": %.4f, \"cpu_s\": %.3f, \"cpu_forward_s\": %.3f, "
-               "\"cpu_pool_s\": %.3f, \"cpu_outside_forward\": %.4f, \"config\": ",
+               "\"cpu_pool_s\": %.3f, \"cpu_read_s\": %.3f, \"cpu_write_s\": %.3f, "
+               "\"cpu_outside_forward\": %.4f, \"config\": ",
                r.extraction, r.source, r.model, r.reused ? "true" : "false", r.resumed_from,
                r.computed, r.n_samples, r.n_layers, r.n_derived, (unsigned long long)r.total_dim,
                r.t_total, rate, r.t_setup, r.t_forward, r.t_read, r.t_pool, r.t_write, r.t_exposed,
-               outside, r.cpu_total, r.cpu_forward, r.cpu_pool, cpu_outside);
+               outside, r.cpu_total, r.cpu_forward, r.cpu_pool, r.cpu_read, r.cpu_write,
+               cpu_outside);
         json_str(r.config);
         printf("}\n");
     } else if (r.reused) {
