@@ -1,7 +1,7 @@
 /*
  * common/util.h - small utilities shared by every module: monotonic time, big-endian
- * key packing, deterministic random numbers, CRC-32C, SHA-256, IEEE half floats, aligned
- * buffers, and a terminal progress bar.
+ * key packing, deterministic random numbers, CRC-32C, SHA-256 (common/sha256.c), IEEE half
+ * floats, aligned buffers, and a terminal progress bar.
  *
  *     h2t_progress *p = h2t_progress_create("extract", total, "img");
  *     for (...) h2t_progress_update(p, done);
@@ -76,11 +76,21 @@ typedef struct h2t_sha256 {
     uint8_t buf[64];
     size_t nbuf;
 } h2t_sha256;
+/* Streaming SHA-256 (common/sha256.c). update and final run the fastest compression this CPU
+ * has (h2t_sha256_isa_best); every ISA gives the same digest. Any alignment, any split. */
 void h2t_sha256_init(h2t_sha256 *s);
 void h2t_sha256_update(h2t_sha256 *s, const void *data, size_t len);
 void h2t_sha256_final(h2t_sha256 *s, uint8_t out[32]);
 /* Hash a whole file. Errors: H2T_EIO (detail names the file). */
 int h2t_sha256_file(const char *path, uint8_t out[32]);
+/* The compression functions, for tests and benchmarks: portable C, and the x86 SHA extensions
+ * (chosen from CPUID at run time; the build's -march stays baseline). Asking for SHA-NI on a
+ * CPU without it runs the C one. A state may mix ISAs between calls. */
+enum { H2T_SHA256_ISA_C = 0, H2T_SHA256_ISA_SHANI = 1 };
+int h2t_sha256_isa_best(void);
+const char *h2t_sha256_isa_name(int isa); /* "c", "sha-ni" (static string) */
+void h2t_sha256_update_isa(h2t_sha256 *s, const void *data, size_t len, int isa);
+void h2t_sha256_final_isa(h2t_sha256 *s, uint8_t out[32], int isa);
 /* Lower-case hex of n bytes into out (2n+1 bytes). */
 void h2t_hex(const uint8_t *in, size_t n, char *out);
 

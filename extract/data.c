@@ -42,8 +42,9 @@ struct h2t_data {
     uint32_t *map;
     uint32_t *labels; /* view labels/split (point at *_all when no selection) */
     uint8_t *split;
-    /* idx: images of each split in memory (n x h x w x c bytes) */
-    uint8_t *idx_img[2];
+    /* idx: the files of each split in memory; idx_img points at the pixels (n x h x w x c) */
+    uint8_t *idx_buf[2];
+    const uint8_t *idx_img[2];
     uint32_t idx_n[2];
     /* npy: the mapped image file */
     void *map_base;
@@ -57,57 +58,182 @@ struct h2t_data {
 
 /* ---------------------------------------------------------------- helpers */
 
-static int read_whole_gz(const char *path, uint8_t **out, size_t *len)
+/* Whole-file reads of IDX and label files. A file that starts with the gzip magic is
+ * inflated, any other file is taken as it is (what zlib's gzread does). The gzip trailer's
+ * size presizes the output, inflate writes straight into it OUT_CHUNK bytes at a time, and hs
+ * (when not NULL) hashes each piece while it is still in cache, so the bytes are touched once.
+ * Several gzip members are read one after the other; after the last one, bytes that do not
+ * start another member are ignored (gzread again). */
+enum { IN_CHUNK = 1 << 18, OUT_CHUNK = 1 << 19 };
+
+/* Read until buf holds n bytes or the file ends; *got = bytes read. */
+static int read_full(int fd, const char *path, uint8_t *buf, size_t n, size_t *got)
 {
-    /* gzread reads plain files transparently; gzipped ones are detected by their magic */
-    gzFile f = gzopen(path, "rb");
-    if (!f)
+    size_t k = 0;
+    while (k < n) {
+        ssize_t r = read(fd, buf + k, n - k);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return h2t_err_set(H2T_EIO, "%s: %s", path, strerror(errno));
+        if (r == 0)
+            break;
+        k += (size_t)r;
+    }
+    *got = k;
+    return 0;
+}
+
+/* Make room for need bytes (doubling); H2T_ETOOBIG past MAX_PAYLOAD. */
+static int out_reserve(const char *path, uint8_t **buf, size_t *cap, uint64_t need)
+{
+    if (need <= *cap)
+        return 0;
+    if (need > MAX_PAYLOAD)
+        return h2t_err_set(H2T_ETOOBIG, "%s: more than %llu bytes", path,
+                           (unsigned long long)MAX_PAYLOAD);
+    uint64_t nc = *cap ? *cap : 1 << 20;
+    while (nc < need)
+        nc *= 2;
+    if (nc > MAX_PAYLOAD)
+        nc = MAX_PAYLOAD;
+    uint8_t *nb = realloc(*buf, (size_t)nc);
+    if (!nb)
+        return h2t_err_set(H2T_ENOMEM, "reading %s: %llu bytes", path, (unsigned long long)nc);
+    *buf = nb;
+    *cap = (size_t)nc;
+    return 0;
+}
+
+/* The gzip file's ISIZE (uncompressed size mod 2^32 of its last member) when it is a plausible
+ * size for this file, else 0: only a first guess of the output size. */
+static size_t gz_size_hint(int fd, const struct stat *sb)
+{
+    uint8_t t[4];
+    if (!S_ISREG(sb->st_mode) || sb->st_size < 18 || pread(fd, t, 4, sb->st_size - 4) != 4)
+        return 0;
+    uint64_t isize =
+        (uint64_t)t[0] | (uint64_t)t[1] << 8 | (uint64_t)t[2] << 16 | (uint64_t)t[3] << 24;
+    /* deflate expands at most 1032:1 */
+    return isize <= MAX_PAYLOAD && isize <= (uint64_t)sb->st_size * 1032 ? (size_t)isize : 0;
+}
+
+static int gunzip_fd(int fd, const char *path, uint8_t *in, size_t have, h2t_sha256 *hs,
+                     uint8_t **buf, size_t *cap, size_t *len)
+{
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    if (inflateInit2(&zs, 15 + 16) != Z_OK) /* gzip only */
+        return h2t_err_set(H2T_ENOMEM, "inflating %s", path);
+    int rc = 0, eof = have < IN_CHUNK;
+    size_t n = 0;
+    zs.next_in = in;
+    zs.avail_in = (uInt)have;
+    for (;;) {
+        if (zs.avail_in == 0) {
+            if (!eof && (rc = read_full(fd, path, in, IN_CHUNK, &have)) < 0)
+                break;
+            if (eof || have == 0) {
+                rc = h2t_err_set(H2T_ECORRUPT,
+                                 "%s: truncated or corrupt gzip data (unexpected end of file)",
+                                 path);
+                break;
+            }
+            eof = have < IN_CHUNK;
+            zs.next_in = in;
+            zs.avail_in = (uInt)have;
+        }
+        if (n == *cap && (rc = out_reserve(path, buf, cap, (uint64_t)n + 1)) < 0)
+            break;
+        size_t room = *cap - n < OUT_CHUNK ? *cap - n : OUT_CHUNK;
+        zs.next_out = *buf + n;
+        zs.avail_out = (uInt)room;
+        int zr = inflate(&zs, Z_NO_FLUSH);
+        size_t made = room - zs.avail_out;
+        if (hs && made)
+            h2t_sha256_update(hs, *buf + n, made);
+        n += made;
+        if (zr == Z_STREAM_END) {
+            /* another member follows when the next two bytes are the magic */
+            if (zs.avail_in < 2 && !eof) {
+                size_t keep = zs.avail_in;
+                memmove(in, zs.next_in, keep);
+                if ((rc = read_full(fd, path, in + keep, IN_CHUNK - keep, &have)) < 0)
+                    break;
+                eof = have < IN_CHUNK - keep;
+                zs.next_in = in;
+                zs.avail_in = (uInt)(keep + have);
+            }
+            if (zs.avail_in < 2 || zs.next_in[0] != 0x1f || zs.next_in[1] != 0x8b)
+                break;
+            inflateReset(&zs);
+            continue;
+        }
+        if (zr == Z_MEM_ERROR) {
+            rc = h2t_err_set(H2T_ENOMEM, "inflating %s", path);
+            break;
+        }
+        if (zr != Z_OK && zr != Z_BUF_ERROR) { /* Z_DATA_ERROR, Z_NEED_DICT, Z_STREAM_ERROR */
+            rc = h2t_err_set(H2T_ECORRUPT, "%s: %s", path,
+                             zs.msg ? zs.msg : "corrupt compressed data");
+            break;
+        }
+    }
+    inflateEnd(&zs);
+    *len = n;
+    return rc;
+}
+
+/* *out (OWNED, len bytes) = the file, inflated when gzipped; hs: see above. */
+static int read_source(const char *path, h2t_sha256 *hs, uint8_t **out, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
         return h2t_err_set(errno == ENOENT ? H2T_ENOTFOUND : H2T_EIO, "open %s: %s", path,
-                           errno ? strerror(errno) : "out of memory");
-    size_t cap = 1 << 20, n = 0;
-    uint8_t *buf = malloc(cap);
+                           strerror(errno));
+    uint8_t *in = malloc(IN_CHUNK), *buf = NULL;
+    size_t cap = 0, n = 0, have = 0;
     int rc = 0;
-    if (!buf) {
+    struct stat sb;
+    if (!in) {
         rc = h2t_err_set(H2T_ENOMEM, "reading %s", path);
         goto out;
     }
-    for (;;) {
-        if (n == cap) {
-            if (cap >= MAX_PAYLOAD) {
-                rc = h2t_err_set(H2T_ETOOBIG, "%s: more than %llu bytes", path,
-                                 (unsigned long long)MAX_PAYLOAD);
-                goto out;
-            }
-            uint8_t *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                rc = h2t_err_set(H2T_ENOMEM, "reading %s", path);
-                goto out;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        size_t want = cap - n > (1u << 30) ? (1u << 30) : cap - n;
-        int got = gzread(f, buf + n, (unsigned)want);
-        if (got < 0) {
-            int zerr;
-            const char *msg = gzerror(f, &zerr);
-            rc = h2t_err_set(zerr == Z_ERRNO ? H2T_EIO : H2T_ECORRUPT, "%s: %s", path,
-                             zerr == Z_ERRNO ? strerror(errno) : msg);
-            goto out;
-        }
-        if (got == 0)
-            break;
-        n += (size_t)got;
-    }
-    /* gzread returns 0 at a truncated gzip stream too: gzerror says so */
-    int zerr;
-    const char *msg = gzerror(f, &zerr);
-    if (zerr != Z_OK && zerr != Z_STREAM_END) {
-        rc = h2t_err_set(H2T_ECORRUPT, "%s: truncated or corrupt gzip data (%s)", path, msg);
+    if (fstat(fd, &sb) != 0) {
+        rc = h2t_err_set(H2T_EIO, "%s: %s", path, strerror(errno));
         goto out;
     }
+    if ((rc = read_full(fd, path, in, IN_CHUNK, &have)) < 0)
+        goto out;
+    if (have >= 2 && in[0] == 0x1f && in[1] == 0x8b) {
+        size_t hint = gz_size_hint(fd, &sb);
+        if ((rc = out_reserve(path, &buf, &cap, hint ? hint : 1)) < 0)
+            goto out;
+        rc = gunzip_fd(fd, path, in, have, hs, &buf, &cap, &n);
+        goto out;
+    }
+    /* as it is: the first chunk, then straight into the buffer (one spare byte sees EOF) */
+    uint64_t want = S_ISREG(sb.st_mode) ? (uint64_t)sb.st_size + 1 : 1;
+    if ((rc = out_reserve(path, &buf, &cap, want > have ? want : have + 1)) < 0)
+        goto out;
+    memcpy(buf, in, have);
+    n = have;
+    if (hs)
+        h2t_sha256_update(hs, buf, n);
+    for (int eof = have < IN_CHUNK; !eof;) {
+        if (n == cap && (rc = out_reserve(path, &buf, &cap, (uint64_t)n + 1)) < 0)
+            goto out;
+        size_t room = cap - n < OUT_CHUNK ? cap - n : OUT_CHUNK, got;
+        if ((rc = read_full(fd, path, buf + n, room, &got)) < 0)
+            goto out;
+        if (hs && got)
+            h2t_sha256_update(hs, buf + n, got);
+        n += got;
+        eof = got < room;
+    }
 out:
-    gzclose(f);
+    free(in);
+    close(fd);
     if (rc < 0) {
         free(buf);
         return rc;
@@ -318,13 +444,15 @@ static int idx_open(h2t_data *d, const char *dir)
         size_t il, ll, ioff, loff;
         uint32_t idims[4], ldims[4];
         int ind, lnd;
-        if ((rc = read_whole_gz(ip, &ib, &il)) < 0)
+        /* the hash covers tag, image file, label file: both are hashed as they are read */
+        hash_tag(&hs, s ? "test" : "train");
+        if ((rc = read_source(ip, &hs, &ib, &il)) < 0)
             goto out;
         if ((rc = idx_parse(ip, ib, il, 3, idims, &ind, &ioff)) < 0) {
             free(ib);
             goto out;
         }
-        if ((rc = read_whole_gz(lp, &lb, &ll)) < 0) {
+        if ((rc = read_source(lp, &hs, &lb, &ll)) < 0) {
             free(ib);
             goto out;
         }
@@ -351,12 +479,8 @@ static int idx_open(h2t_data *d, const char *dir)
         h = idims[1];
         w = idims[2];
         c = sc;
-        hash_tag(&hs, s ? "test" : "train");
-        h2t_sha256_update(&hs, ib, il);
-        h2t_sha256_update(&hs, lb, ll);
-        /* keep only the pixels: move them to the start of the buffer */
-        memmove(ib, ib + ioff, il - ioff);
-        d->idx_img[s] = ib;
+        d->idx_buf[s] = ib;
+        d->idx_img[s] = ib + ioff;
         d->idx_n[s] = idims[0];
         lab[s] = malloc(sizeof(uint32_t) * ldims[0]);
         if (!lab[s]) {
@@ -613,8 +737,8 @@ static int npy_open(h2t_data *d, const char *arg)
     if (lab[0]) {
         uint8_t *lb;
         size_t ll;
-        /* read_whole_gz reads plain files as they are */
-        if ((rc = read_whole_gz(lab, &lb, &ll)) < 0)
+        /* read_source reads plain files as they are */
+        if ((rc = read_source(lab, NULL, &lb, &ll)) < 0)
             return rc;
         npy_hdr lh;
         size_t lbytes;
@@ -1083,8 +1207,8 @@ void h2t_data_close(h2t_data *d)
     free(d->map);
     free(d->labels);
     free(d->split);
-    free(d->idx_img[0]);
-    free(d->idx_img[1]);
+    free(d->idx_buf[0]);
+    free(d->idx_buf[1]);
     if (d->map_base)
         munmap(d->map_base, d->map_len);
     if (d->paths)
