@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <jpeglib.h>
 #include <png.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -411,6 +412,42 @@ static const char *const fashion_names[] = {"T-shirt/top", "Trouser",   "Pullove
                                             "Coat",        "Sandal",    "Shirt",    "Sneaker",
                                             "Bag",         "Ankle boot"};
 
+/* One split's image and label files, read and parsed; hs (when not NULL) hashes them while
+ * they are read. On failure rc < 0, err holds the detail (the reader may be another thread:
+ * the detail is thread-local) and nothing is kept. */
+typedef struct idx_split {
+    char ip[1200], lp[1200];
+    h2t_sha256 *hs;
+    uint8_t *ib, *lb;
+    size_t il, ll, ioff, loff;
+    uint32_t idims[4], ldims[4];
+    int ind, rc;
+    char err[1024];
+} idx_split;
+
+static void *idx_split_read(void *arg)
+{
+    idx_split *sp = arg;
+    int lnd;
+    if ((sp->rc = read_source(sp->ip, sp->hs, &sp->ib, &sp->il)) < 0 ||
+        (sp->rc = idx_parse(sp->ip, sp->ib, sp->il, 3, sp->idims, &sp->ind, &sp->ioff)) < 0 ||
+        (sp->rc = read_source(sp->lp, sp->hs, &sp->lb, &sp->ll)) < 0 ||
+        (sp->rc = idx_parse(sp->lp, sp->lb, sp->ll, 1, sp->ldims, &lnd, &sp->loff)) < 0)
+        goto fail;
+    if (sp->ldims[0] != sp->idims[0]) {
+        sp->rc = h2t_err_set(H2T_ECORRUPT, "idx: %s has %u labels but %s has %u images", sp->lp,
+                             sp->ldims[0], sp->ip, sp->idims[0]);
+        goto fail;
+    }
+    return NULL;
+fail:
+    snprintf(sp->err, sizeof sp->err, "%s", h2t_err_detail());
+    free(sp->ib);
+    free(sp->lb);
+    sp->ib = sp->lb = NULL;
+    return NULL;
+}
+
 static int idx_open(h2t_data *d, const char *dir)
 {
     static const char *const names[2][2][3] = {
@@ -426,71 +463,82 @@ static int idx_open(h2t_data *d, const char *dir)
     h2t_sha256_init(&hs);
     hash_tag(&hs, "h2tdb-idx-v1");
     uint32_t *lab[2] = {NULL, NULL};
-    int rc = 0, present = 0;
+    int rc = 0, present = 0, has[2], missing[2];
     uint32_t h = 0, w = 0, c = 0;
+    idx_split *sp = calloc(2, sizeof *sp);
+    if (!sp)
+        return h2t_err_set(H2T_ENOMEM, "idx %s", dir);
     for (int s = 0; s < 2; s++) {
-        char ip[1200], lp[1200];
-        int hi = idx_find(dir, names[s][0], ip, sizeof ip);
-        int hl = idx_find(dir, names[s][1], lp, sizeof lp);
-        if (!hi && !hl)
+        int hi = idx_find(dir, names[s][0], sp[s].ip, sizeof sp[s].ip);
+        int hl = idx_find(dir, names[s][1], sp[s].lp, sizeof sp[s].lp);
+        has[s] = hi && hl;
+        missing[s] = hi != hl;
+        if (hi != hl)
+            snprintf(sp[s].err, sizeof sp[s].err, "idx: %s has %s but no %s", dir,
+                     hi ? sp[s].ip : sp[s].lp, hi ? names[s][1][0] : names[s][0][0]);
+    }
+    /* The test split is read on a second thread while this one reads the train split and
+     * hashes it as it comes; the test split is hashed after it. The errors are reported in
+     * the order of a sequential read: the train split's first. */
+    pthread_t th;
+    int threaded = 0;
+    if (missing[0]) {
+        rc = h2t_err_set(H2T_ENOTFOUND, "%s", sp[0].err);
+        goto out;
+    }
+    if (has[0] && has[1])
+        threaded = pthread_create(&th, NULL, idx_split_read, &sp[1]) == 0;
+    if (has[0]) {
+        hash_tag(&hs, "train");
+        sp[0].hs = &hs;
+        idx_split_read(&sp[0]);
+    }
+    if (has[1] && !threaded) {
+        if (!has[0]) { /* nothing to overlap: hash it while reading */
+            hash_tag(&hs, "test");
+            sp[1].hs = &hs;
+        }
+        idx_split_read(&sp[1]);
+    }
+    if (threaded)
+        pthread_join(th, NULL);
+    if (has[1] && !sp[1].hs && sp[1].rc == 0) {
+        hash_tag(&hs, "test");
+        h2t_sha256_update(&hs, sp[1].ib, sp[1].il);
+        h2t_sha256_update(&hs, sp[1].lb, sp[1].ll);
+    }
+    for (int s = 0; s < 2; s++) {
+        if (missing[s]) {
+            rc = h2t_err_set(H2T_ENOTFOUND, "%s", sp[s].err);
+            goto out;
+        }
+        if (!has[s])
             continue;
-        if (!hi || !hl) {
-            rc = h2t_err_set(H2T_ENOTFOUND, "idx: %s has %s but no %s", dir, hi ? ip : lp,
-                             hi ? names[s][1][0] : names[s][0][0]);
+        if (sp[s].rc < 0) {
+            rc = h2t_err_set(sp[s].rc, "%s", sp[s].err);
             goto out;
         }
         present++;
-        uint8_t *ib = NULL, *lb = NULL;
-        size_t il, ll, ioff, loff;
-        uint32_t idims[4], ldims[4];
-        int ind, lnd;
-        /* the hash covers tag, image file, label file: both are hashed as they are read */
-        hash_tag(&hs, s ? "test" : "train");
-        if ((rc = read_source(ip, &hs, &ib, &il)) < 0)
-            goto out;
-        if ((rc = idx_parse(ip, ib, il, 3, idims, &ind, &ioff)) < 0) {
-            free(ib);
+        uint32_t sc = sp[s].ind == 4 ? sp[s].idims[3] : 1;
+        if (c && (sp[s].idims[1] != h || sp[s].idims[2] != w || sc != c)) {
+            rc = h2t_err_set(H2T_ECORRUPT, "idx: %s images are %ux%ux%u, train images %ux%ux%u",
+                             sp[s].ip, sp[s].idims[1], sp[s].idims[2], sc, h, w, c);
             goto out;
         }
-        if ((rc = read_source(lp, &hs, &lb, &ll)) < 0) {
-            free(ib);
-            goto out;
-        }
-        if ((rc = idx_parse(lp, lb, ll, 1, ldims, &lnd, &loff)) < 0) {
-            free(ib);
-            free(lb);
-            goto out;
-        }
-        if (ldims[0] != idims[0]) {
-            rc = h2t_err_set(H2T_ECORRUPT, "idx: %s has %u labels but %s has %u images", lp,
-                             ldims[0], ip, idims[0]);
-            free(ib);
-            free(lb);
-            goto out;
-        }
-        uint32_t sc = ind == 4 ? idims[3] : 1;
-        if (c && (idims[1] != h || idims[2] != w || sc != c)) {
-            rc = h2t_err_set(H2T_ECORRUPT, "idx: %s images are %ux%ux%u, train images %ux%ux%u", ip,
-                             idims[1], idims[2], sc, h, w, c);
-            free(ib);
-            free(lb);
-            goto out;
-        }
-        h = idims[1];
-        w = idims[2];
+        h = sp[s].idims[1];
+        w = sp[s].idims[2];
         c = sc;
-        d->idx_buf[s] = ib;
-        d->idx_img[s] = ib + ioff;
-        d->idx_n[s] = idims[0];
-        lab[s] = malloc(sizeof(uint32_t) * ldims[0]);
+        d->idx_buf[s] = sp[s].ib;
+        d->idx_img[s] = sp[s].ib + sp[s].ioff;
+        d->idx_n[s] = sp[s].idims[0];
+        sp[s].ib = NULL;
+        lab[s] = malloc(sizeof(uint32_t) * sp[s].ldims[0]);
         if (!lab[s]) {
-            free(lb);
-            rc = h2t_err_set(H2T_ENOMEM, "labels of %s", lp);
+            rc = h2t_err_set(H2T_ENOMEM, "labels of %s", sp[s].lp);
             goto out;
         }
-        for (uint32_t i = 0; i < ldims[0]; i++)
-            lab[s][i] = lb[loff + i];
-        free(lb);
+        for (uint32_t i = 0; i < sp[s].ldims[0]; i++)
+            lab[s][i] = sp[s].lb[sp[s].loff + i];
     }
     if (!present) {
         rc = h2t_err_set(H2T_ENOTFOUND,
@@ -550,6 +598,11 @@ static int idx_open(h2t_data *d, const char *dir)
     }
     rc = labels_check(d, dir);
 out:
+    for (int s = 0; s < 2; s++) {
+        free(sp[s].ib);
+        free(sp[s].lb);
+    }
+    free(sp);
     free(lab[0]);
     free(lab[1]);
     return rc;

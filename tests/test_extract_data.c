@@ -600,6 +600,48 @@ TEST(extract_data_hash_fashion_mnist)
     h2t_data_close(d);
 }
 
+TEST(extract_data_idx_splits_read_together)
+{
+    /* The test split is read on a second thread: its errors keep their code and detail, and
+     * the train split's error comes first, as in a sequential read. */
+    uint8_t buf[1024];
+    size_t n = idx_images(buf, 3, 4, 3, 5);
+    make_idx("e", 1);
+    put_file("e/t10k-images-idx3-ubyte.gz", buf, n - 5, 1); /* test images truncated */
+    ASSERT_EQ(open_err("idx:e", "e/t10k-images-idx3-ubyte.gz: truncated"), H2T_ECORRUPT);
+    put_file("e/train-labels-idx1-ubyte.gz", "\x00\x00\x08\x05", 4, 1); /* train too */
+    ASSERT_EQ(open_err("idx:e", "e/train-labels-idx1-ubyte.gz: bad IDX magic"), H2T_ECORRUPT);
+    /* test images of another size than the train images */
+    make_idx("s", 0);
+    n = idx_images(buf, 3, 3, 4, 5);
+    put_file("s/t10k-images-idx3-ubyte", buf, n, 0);
+    ASSERT_EQ(open_err("idx:s", "s/t10k-images-idx3-ubyte images are 3x4x1, train images 4x3x1"),
+              H2T_ECORRUPT);
+    /* a test split alone (no train files): read on this thread, hashed as before */
+    make_idx("o", 0);
+    unlink("o/train-images-idx3-ubyte");
+    unlink("o/train-labels-idx1-ubyte");
+    h2t_data *d;
+    ASSERT_OK(h2t_data_open("idx:o", &d));
+    const h2t_data_info *in = h2t_data_info_get(d);
+    ASSERT_EQ(in->n_train, 0);
+    ASSERT_EQ(in->n_test, 3);
+    ASSERT_EQ(in->split[0], H2T_SPLIT_TEST);
+    char hex[65];
+    h2t_hex(in->hash, 32, hex);
+    ASSERT_STREQ(hex, "93b630979300b63151b5116f3d4eb646f3117cca7c997670aa8d539a5aa8972d");
+    h2t_image im;
+    ASSERT_OK(h2t_data_read(d, 2, &im));
+    ASSERT_EQ(((const uint8_t *)im.data)[0], (7 * 16) & 255);
+    h2t_data_close(d);
+    /* both splits: the test samples follow the train samples */
+    make_idx("b", 1);
+    ASSERT_OK(h2t_data_open("idx:b", &d));
+    ASSERT_OK(h2t_data_read(d, 5, &im));
+    ASSERT_EQ(((const uint8_t *)im.data)[3], (5 * 16 + 3) & 255);
+    h2t_data_close(d);
+}
+
 TEST(extract_data_reader_bad_gzip)
 {
     uint8_t *img, *lab;
