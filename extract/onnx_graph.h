@@ -260,6 +260,14 @@ int onnx_k_conv_fused(const onnx_kctx *k, const onnx_fuse *f, const onnx_nstate 
 size_t onnx_k_conv_fused_scratch(const h2t_model *m, const onnx_fuse *f, const onnx_vstate *vs,
                                  const onnx_nstate *conv_ns, const onnx_nstate *pad_ns);
 
+/* The kernels of ops_conv.c that onnx_kernel_run (ops_elem.c) dispatches to: Conv (unfused),
+ * MaxPool/AveragePool, Gemm, MatMul, and the Conv's scratch in floats. */
+int onnx_k_conv(const onnx_kctx *k, const onnx_node *nd);
+int onnx_k_pool(const onnx_kctx *k, const onnx_node *nd);
+int onnx_k_gemm(const onnx_kctx *k, const onnx_node *nd);
+int onnx_k_matmul(const onnx_kctx *k, const onnx_node *nd);
+size_t onnx_k_conv_scratch(const onnx_node *nd, const onnx_vstate *vs, const onnx_nstate *ns);
+
 /* Floats of scratch a node needs (with its inferred shapes). */
 size_t onnx_kernel_scratch(const onnx_node *nd, const onnx_vstate *vs, const onnx_nstate *ns);
 int onnx_kernel_run(const onnx_kctx *k, const onnx_node *nd);

@@ -19,12 +19,6 @@
 #define OUT(j) (&k->vs[nd->out[j]])
 #define HAS(i) ((i) < nd->n_in && nd->in[i] >= 0)
 
-int onnx_k_conv(const onnx_kctx *k, const onnx_node *nd);
-int onnx_k_pool(const onnx_kctx *k, const onnx_node *nd);
-int onnx_k_gemm(const onnx_kctx *k, const onnx_node *nd);
-int onnx_k_matmul(const onnx_kctx *k, const onnx_node *nd);
-size_t onnx_k_conv_scratch(const onnx_node *nd, const onnx_vstate *vs, const onnx_nstate *ns);
-
 void h2t_blas_threads(int n)
 {
     if (n > 0)
