@@ -85,7 +85,8 @@ static int read_full(int fd, const char *path, uint8_t *buf, size_t n, size_t *g
     return 0;
 }
 
-/* Make room for need bytes (doubling); H2T_ETOOBIG past MAX_PAYLOAD. */
+/* Make room for need bytes: the first time exactly (the expected size), then doubling;
+ * H2T_ETOOBIG past MAX_PAYLOAD. */
 static int out_reserve(const char *path, uint8_t **buf, size_t *cap, uint64_t need)
 {
     if (need <= *cap)
@@ -93,7 +94,7 @@ static int out_reserve(const char *path, uint8_t **buf, size_t *cap, uint64_t ne
     if (need > MAX_PAYLOAD)
         return h2t_err_set(H2T_ETOOBIG, "%s: more than %llu bytes", path,
                            (unsigned long long)MAX_PAYLOAD);
-    uint64_t nc = *cap ? *cap : 1 << 20;
+    uint64_t nc = *cap ? *cap : need;
     while (nc < need)
         nc *= 2;
     if (nc > MAX_PAYLOAD)
@@ -144,8 +145,8 @@ static int gunzip_fd(int fd, const char *path, uint8_t *in, size_t have, h2t_sha
             zs.next_in = in;
             zs.avail_in = (uInt)have;
         }
-        if (n == *cap && (rc = out_reserve(path, buf, cap, (uint64_t)n + 1)) < 0)
-            break;
+        /* room 0 when the buffer is full: what is left may be the trailer alone, which
+         * inflate reads without output; it asks for room with Z_BUF_ERROR (no progress) */
         size_t room = *cap - n < OUT_CHUNK ? *cap - n : OUT_CHUNK;
         zs.next_out = *buf + n;
         zs.avail_out = (uInt)room;
@@ -170,11 +171,20 @@ static int gunzip_fd(int fd, const char *path, uint8_t *in, size_t have, h2t_sha
             inflateReset(&zs);
             continue;
         }
+        if (zr == Z_BUF_ERROR && room == 0) {
+            if ((rc = out_reserve(path, buf, cap, (uint64_t)n + 1)) < 0)
+                break;
+            continue;
+        }
         if (zr == Z_MEM_ERROR) {
             rc = h2t_err_set(H2T_ENOMEM, "inflating %s", path);
             break;
         }
-        if (zr != Z_OK && zr != Z_BUF_ERROR) { /* Z_DATA_ERROR, Z_NEED_DICT, Z_STREAM_ERROR */
+        if (zr == Z_BUF_ERROR) { /* no progress with input and room: never expected */
+            rc = h2t_err_set(H2T_ECORRUPT, "%s: inflate made no progress", path);
+            break;
+        }
+        if (zr != Z_OK) { /* Z_DATA_ERROR, Z_NEED_DICT, Z_STREAM_ERROR */
             rc = h2t_err_set(H2T_ECORRUPT, "%s: %s", path,
                              zs.msg ? zs.msg : "corrupt compressed data");
             break;
@@ -208,7 +218,7 @@ static int read_source(const char *path, h2t_sha256 *hs, uint8_t **out, size_t *
         goto out;
     if (have >= 2 && in[0] == 0x1f && in[1] == 0x8b) {
         size_t hint = gz_size_hint(fd, &sb);
-        if ((rc = out_reserve(path, &buf, &cap, hint ? hint : 1)) < 0)
+        if ((rc = out_reserve(path, &buf, &cap, hint ? hint : 1 << 20)) < 0)
             goto out;
         rc = gunzip_fd(fd, path, in, have, hs, &buf, &cap, &n);
         goto out;
