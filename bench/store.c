@@ -11,6 +11,16 @@
  * Targets: assembly >= 0.5 of memcpy, size ratio <= 1.05.
  *
  *     build/bench/store [batch] [runs]
+ *     build/bench/store mnv2 [samples] [runs]
+ *
+ * mnv2: the extraction pass's store writes alone. One extraction with MobileNetV2's 161
+ * pooled layer widths (those of `h2tdb layers` for models/mobilenet_v2.onnx at T 512; 69,749
+ * features per sample), `samples` (default 3000) written in batches of 32, each batch one
+ * durable h2t_store_features_write as the pass does. Per run: the calling thread's CPU
+ * milliseconds per image inside the writes (what bench/extract_full calls "store"), the wall
+ * milliseconds per image, a memcpy of the same feature bytes in the same run, and the store's
+ * size / raw float bytes; medians over the runs (default 3), then the layers read back and
+ * compared with what was written.
  */
 #include "storage/store.h"
 #include "common/err.h"
@@ -20,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { NS = 1000, NL = 50, DIM = 1024 };
@@ -129,8 +140,181 @@ static void assemble(const char *dir, uint32_t ext, float *mat, const float *fla
     h2t_store_close(st);
 }
 
+/* MobileNetV2's pooled widths, layer-table order (h2tdb layers, T 512) */
+static const uint16_t mnv2_dims[] = {
+    507, 512, 512, 512, 512, 512, 512, 400,  400,  384,  384,  384, 384, 384, 384, 384, 384, 384,
+    144, 144, 144, 144, 144, 144, 384, 384,  384,  144,  144,  144, 144, 144, 144, 144, 512, 512,
+    192, 192, 192, 192, 192, 192, 512, 512,  512,  192,  192,  192, 192, 192, 192, 512, 512, 512,
+    192, 192, 192, 192, 192, 192, 192, 256,  256,  384,  384,  384, 384, 384, 384, 256, 256, 256,
+    384, 384, 384, 384, 384, 384, 256, 256,  256,  384,  384,  384, 384, 384, 384, 256, 256, 256,
+    384, 384, 384, 384, 384, 384, 384, 384,  576,  576,  576,  576, 576, 576, 384, 384, 384, 576,
+    576, 576, 576, 576, 576, 384, 384, 384,  576,  576,  576,  576, 576, 576, 576, 160, 160, 960,
+    960, 960, 960, 960, 960, 160, 160, 160,  960,  960,  960,  960, 960, 960, 160, 160, 160, 960,
+    960, 960, 960, 960, 960, 320, 320, 1280, 1280, 1280, 1280, 256, 256, 128, 128, 5,   5};
+enum { MNV2_NL = sizeof(mnv2_dims) / sizeof(mnv2_dims[0]), MNV2_BATCH = 32 };
+
+static double thread_cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* one fresh store in dir: ns samples written in batches of 32; per image CPU and wall ms of the
+ * writes, a memcpy of the same bytes (ms per image), size / raw; then every layer read back */
+static void mnv2_run(const char *dir, uint32_t ns, float **feat, double *cpu, double *wall,
+                     double *mc, double *size_ratio, double *read_mbs, float *back)
+{
+    h2t_store *st;
+    int rc;
+    if ((rc = h2t_store_open(dir, H2T_STORE_CREATE, &st)) < 0)
+        die(rc, "open");
+    h2t_source src = {0};
+    snprintf(src.name, sizeof(src.name), "bench-mnv2");
+    h2t_model_rec m = {0};
+    snprintf(m.name, sizeof(m.name), "bench-mnv2");
+    uint32_t sid, mid, ext;
+    int reused;
+    if ((rc = h2t_store_source_put(st, &src, &sid, &reused)) < 0 ||
+        (rc = h2t_store_model_put(st, &m, &mid, &reused)) < 0)
+        die(rc, "source/model");
+    h2t_layer_info *L = calloc(MNV2_NL, sizeof(*L));
+    uint64_t total = 0;
+    for (int l = 0; l < MNV2_NL; l++) {
+        snprintf(L[l].name, sizeof(L[l].name), "layer%d", l);
+        L[l].dim = mnv2_dims[l];
+        total += mnv2_dims[l];
+    }
+    h2t_extraction e = {0};
+    e.source = sid;
+    e.model = mid;
+    e.dtype = H2T_DTYPE_F32;
+    e.n_samples = ns;
+    e.n_layers = MNV2_NL;
+    e.layers = L;
+    if ((rc = h2t_store_extraction_begin(st, &e, &ext, &reused)) < 0)
+        die(rc, "extraction");
+    free(L);
+    /* the batch's values change from batch to batch (the statistics see new numbers): the
+     * buffers hold 2 batches, used alternately */
+    const float *ptr[MNV2_NL];
+    double c = 0, w = 0;
+    for (uint32_t at = 0; at < ns; at += MNV2_BATCH) {
+        uint32_t n = at + MNV2_BATCH > ns ? ns - at : MNV2_BATCH;
+        for (int l = 0; l < MNV2_NL; l++)
+            ptr[l] = feat[l] + (size_t)((at / MNV2_BATCH) & 1) * MNV2_BATCH * mnv2_dims[l];
+        double c0 = thread_cpu_s(), w0 = h2t_now_s();
+        if ((rc = h2t_store_features_write(st, ext, at, n, ptr)) < 0)
+            die(rc, "write");
+        c += thread_cpu_s() - c0;
+        w += h2t_now_s() - w0;
+    }
+    /* memcpy of the same bytes, from the same buffers */
+    double m0 = h2t_now_s();
+    size_t off = 0;
+    for (uint32_t at = 0; at < ns; at += MNV2_BATCH) {
+        uint32_t n = at + MNV2_BATCH > ns ? ns - at : MNV2_BATCH;
+        off = 0;
+        for (int l = 0; l < MNV2_NL; l++) {
+            size_t b = (size_t)n * mnv2_dims[l] * 4;
+            memcpy((uint8_t *)back + off,
+                   feat[l] + (size_t)((at / MNV2_BATCH) & 1) * MNV2_BATCH * mnv2_dims[l], b);
+            off += b;
+        }
+    }
+    *mc = 1e3 * (h2t_now_s() - m0) / ns;
+    *cpu = 1e3 * c / ns;
+    *wall = 1e3 * w / ns;
+    h2t_store_close(st);
+    struct stat sb;
+    char data[300];
+    snprintf(data, sizeof(data), "%s/data.mdb", dir);
+    *size_ratio = stat(data, &sb) == 0 ? (double)sb.st_size / ((double)ns * total * 4) : 0;
+    /* read back from a fresh handle: every layer, every sample, bit for bit; the reads are
+     * timed (the pages are in the page cache: they were just written) */
+    if ((rc = h2t_store_open(dir, H2T_STORE_RDONLY, &st)) < 0)
+        die(rc, "reopen");
+    double rt = 0;
+    for (int l = 0; l < MNV2_NL; l++) {
+        uint32_t d = mnv2_dims[l];
+        double r0 = h2t_now_s();
+        if ((rc = h2t_store_layer_read(st, ext, (uint32_t)l, NULL, 0, ns, back, d)) < 0)
+            die(rc, "layer_read");
+        rt += h2t_now_s() - r0;
+        for (uint32_t s = 0; s < ns; s++) {
+            const float *want = feat[l] + (size_t)((s / MNV2_BATCH) & 1) * MNV2_BATCH * d +
+                                (size_t)(s % MNV2_BATCH) * d;
+            if (memcmp(back + (size_t)s * d, want, (size_t)d * 4) != 0) {
+                fprintf(stderr, "bench/store: mnv2 layer %d sample %u reads back different\n", l,
+                        s);
+                exit(1);
+            }
+        }
+    }
+    *read_mbs = (double)ns * total * 4 / 1e6 / rt;
+    h2t_store_close(st);
+}
+
+static int mnv2_main(uint32_t ns, int runs)
+{
+    float *feat[MNV2_NL];
+    uint64_t x = 88172645463325252ull;
+    for (int l = 0; l < MNV2_NL; l++) {
+        size_t cnt = (size_t)2 * MNV2_BATCH * mnv2_dims[l];
+        feat[l] = h2t_aalloc(cnt, 4);
+        for (size_t i = 0; i < cnt; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            feat[l][i] = (float)(x >> 40) / (float)(1 << 22); /* like pooled ReLU outputs */
+        }
+    }
+    float *back =
+        h2t_aalloc((size_t)ns * 1280 > (size_t)MNV2_BATCH * 69749 ? (size_t)ns * 1280
+                                                                  : (size_t)MNV2_BATCH * 69749,
+                   4);
+    char tmpl[] = "/tmp/h2t-bench-store-XXXXXX";
+    char *base = mkdtemp(tmpl);
+    if (!base || !back) {
+        fprintf(stderr, "bench/store: mkdtemp or out of memory\n");
+        return 1;
+    }
+    double cpu[50], wall[50], mc[50], rd[50], size = 0;
+    char dir[256], cmd[300];
+    for (int r = 0; r < runs; r++) {
+        snprintf(dir, sizeof(dir), "%s/m%d", base, r);
+        mnv2_run(dir, ns, feat, &cpu[r], &wall[r], &mc[r], &size, &rd[r], back);
+        printf("  run %d: write CPU %.3f ms/image, wall %.3f ms/image, memcpy %.3f ms/image, "
+               "size / raw %.4f, layer reads %.0f MB/s\n",
+               r + 1, cpu[r], wall[r], mc[r], size, rd[r]);
+        fflush(stdout);
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "bench/store: could not remove %s\n", dir);
+    }
+    printf("store mnv2: %u samples x %d layers (69749 f32 features), batch %d, medians of %d: "
+           "write CPU %.3f ms/image, wall %.3f ms/image, memcpy of the bytes %.3f ms/image, "
+           "size / raw %.4f; every layer read back (%.0f MB/s) bit-exact\n",
+           ns, MNV2_NL, MNV2_BATCH, runs, median(cpu, runs), median(wall, runs), median(mc, runs),
+           size, median(rd, runs));
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", base);
+    if (system(cmd) != 0)
+        fprintf(stderr, "bench/store: could not remove %s\n", base);
+    for (int l = 0; l < MNV2_NL; l++)
+        h2t_afree(feat[l]);
+    h2t_afree(back);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "mnv2") == 0) {
+        long ns = argc > 2 ? atol(argv[2]) : 3000;
+        int runs = argc > 3 ? atoi(argv[3]) : 3;
+        if (ns < 1 || ns > 1000000 || runs < 1 || runs > 50) {
+            fprintf(stderr, "usage: store mnv2 [samples 1..1000000] [runs 1..50]\n");
+            return 2;
+        }
+        return mnv2_main((uint32_t)ns, runs);
+    }
     uint32_t batch = argc > 1 ? (uint32_t)atoi(argv[1]) : 64;
     int runs = argc > 2 ? atoi(argv[2]) : 5;
     if (batch == 0 || runs < 1 || runs > 50) {

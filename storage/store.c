@@ -473,6 +473,9 @@ static void key_desc(int t, const MDB_val *k, char *buf, size_t len)
     if (t == T_META || t == T_TASKS)
         snprintf(buf, len, "%s '%.*s'", table_names[t], (int)(k->mv_size < 200 ? k->mv_size : 200),
                  (const char *)p);
+    else if (t == T_FEATURES && k->mv_size == 10 && h2t_be16_get(p + 4) == 0xFFFFu)
+        snprintf(buf, len, "features (extraction %u, all layers, sample %u)", h2t_be32_get(p),
+                 h2t_be32_get(p + 6));
     else if (t == T_FEATURES && k->mv_size == 10)
         snprintf(buf, len, "features (extraction %u, layer %u, sample %u)", h2t_be32_get(p),
                  h2t_be16_get(p + 4), h2t_be32_get(p + 6));
@@ -586,10 +589,11 @@ static int open_tables(h2t_store *st, MDB_txn *txn, int create)
     if (v.mv_size != 4)
         return h2t_err_set(H2T_ECORRUPT, "%s: format_version record is damaged", st->dir);
     uint32_t ver = h2t_be32_get(v.mv_data);
-    if (ver != H2T_STORE_FORMAT_VERSION)
+    if (ver < H2T_STORE_FORMAT_OLDEST || ver > H2T_STORE_FORMAT_VERSION)
         return h2t_err_set(H2T_EVERSION,
-                           "store %s has format version %u; this h2tdb reads format version %u",
-                           st->dir, ver, H2T_STORE_FORMAT_VERSION);
+                           "store %s has format version %u; this h2tdb reads format versions %u "
+                           "to %u",
+                           st->dir, ver, H2T_STORE_FORMAT_OLDEST, H2T_STORE_FORMAT_VERSION);
     for (int t = T_META + 1; t < T_COUNT; t++) {
         rc = mdb_dbi_open(txn, table_names[t], create ? MDB_CREATE : 0, &st->dbi[t]);
         if (rc == MDB_NOTFOUND)
@@ -1710,12 +1714,19 @@ static size_t stats_bytes(uint32_t dim)
     return STATS_HDR + (size_t)dim * 24;
 }
 
+/* Feature blocks. Format 2 writes one packed block per batch: key (ext, ST_PACKED, first), value
+ * n samples of every layer, layer after layer (layer l's n rows start at n * offset_l values),
+ * so a batch is one LMDB value: no overflow page half-used per layer and nothing rewritten.
+ * Format 1 stores (still read) hold one block per layer: key (ext, layer, first), n rows. */
+#define ST_PACKED 0xFFFFu
+
 typedef struct feat_write_ctx {
     uint32_t ext, first, n;
     const float *const *layers;
-    uint8_t *scratch; /* stats_bytes(max dim) + batch buffers */
+    uint8_t *scratch; /* every layer's statistics value, then 2n row accumulators */
     size_t scratch_len;
-    uint8_t *merge; /* ST_MIN_BLOCK bytes: the open block being extended */
+    uint8_t *merge; /* the previous small packed block, copied before it is replaced */
+    size_t merge_len;
 } feat_write_ctx;
 
 static int feat_seek(h2t_store *st, MDB_cursor *cur, uint32_t ext, uint16_t layer, uint32_t s,
@@ -1790,40 +1801,229 @@ static int f16_range_err(const feat_write_ctx *c, const char *layer, uint32_t di
                        (double)x[i]);
 }
 
-/* A batch smaller than ST_MIN_BLOCK extends the layer's previous block when that one is also
- * small: an overflow value wastes up to one page, so tiny blocks would double the size. Returns
- * 1 when merged, 0 when the caller writes a new block, < 0 on error. */
-static int feat_merge(h2t_store *st, MDB_txn *txn, feat_write_ctx *c, uint16_t l, uint32_t dim,
-                      size_t esize, const char *layer_name)
+/* One feature column j of the batch (the scalar definition): the batch sum row by row, each
+ * row's squared value into the row's accumulator for even or odd features, min/max; then the
+ * batch's squared deviations row by row and Chan et al.'s merge with (count, mean, m2). */
+static int stats_col(const float *x, uint32_t n, uint32_t dim, uint32_t j, uint64_t count,
+                     double *mean, double *m2, float *mn, float *mx, double *q)
 {
-    size_t rowbytes = (size_t)dim * esize, nb = (size_t)c->n * rowbytes;
-    if (c->first == 0 || nb >= ST_MIN_BLOCK)
-        return 0;
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(txn, st->dbi[T_FEATURES], &cur);
-    if (rc)
-        return st_mdb(st, rc, "features cursor");
-    uint32_t pf, pn;
-    const uint8_t *pd;
-    rc = feat_seek(st, cur, c->ext, l, c->first - 1, rowbytes, &pf, &pn, &pd);
-    mdb_cursor_close(cur);
-    if (rc != 0)
-        return rc < 0 ? rc : 0;
-    size_t old = (size_t)pn * rowbytes;
-    if (pf + pn != c->first || old >= ST_MIN_BLOCK)
-        return 0;
-    if (!c->merge && !(c->merge = malloc(ST_MIN_BLOCK)))
-        return h2t_err_set(H2T_ENOMEM, "feature block");
-    memcpy(c->merge, pd, old); /* the put below may move or reuse those pages */
+    double s = 0, bm2 = 0;
+    float lo = count ? mn[j] : INFINITY, hi = count ? mx[j] : -INFINITY, chk = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        float f = x[(size_t)i * dim + j];
+        chk += f * 0.0f;
+        s += f;
+        q[2 * i + (j & 1)] += (double)f * f;
+        lo = f < lo ? f : lo;
+        hi = f > hi ? f : hi;
+    }
+    double bm = s / n;
+    for (uint32_t i = 0; i < n; i++) {
+        double d = x[(size_t)i * dim + j] - bm;
+        bm2 += d * d;
+    }
+    double na = (double)count, nb = (double)n, nt = na + nb;
+    double delta = bm - mean[j];
+    mean[j] = count ? mean[j] + delta * (nb / nt) : bm;
+    m2[j] = count ? m2[j] + bm2 + delta * delta * (na * nb / nt) : bm2;
+    mn[j] = lo;
+    mx[j] = hi;
+    return chk != 0;
+}
+
+#if defined(__SSE2__)
+/* Columns j..j+3 with SSE2, the same operations in the same order per column as stats_col (the
+ * row accumulators q take even features in lane 0 and odd ones in lane 1), so the results are
+ * bitwise those of the scalar definition. */
+static int stats_col4(const float *x, uint32_t n, uint32_t dim, uint32_t j, uint64_t count,
+                      double *mean, double *m2, float *mn, float *mx, double *q)
+{
+    const __m128 zero = _mm_setzero_ps();
+    __m128d s0 = _mm_setzero_pd(), s1 = _mm_setzero_pd();
+    __m128 lo = count ? _mm_loadu_ps(mn + j) : _mm_set1_ps(INFINITY);
+    __m128 hi = count ? _mm_loadu_ps(mx + j) : _mm_set1_ps(-INFINITY);
+    __m128 chk = zero;
+    const float *p = x + j;
+    for (uint32_t i = 0; i < n; i++, p += dim) {
+        __m128 f = _mm_loadu_ps(p);
+        __m128d f0 = _mm_cvtps_pd(f), f1 = _mm_cvtps_pd(_mm_movehl_ps(f, f));
+        chk = _mm_add_ps(chk, _mm_mul_ps(f, zero));
+        s0 = _mm_add_pd(s0, f0);
+        s1 = _mm_add_pd(s1, f1);
+        __m128d qi = _mm_loadu_pd(q + 2 * i);
+        qi = _mm_add_pd(qi, _mm_mul_pd(f0, f0));
+        qi = _mm_add_pd(qi, _mm_mul_pd(f1, f1));
+        _mm_storeu_pd(q + 2 * i, qi);
+        lo = _mm_min_ps(f, lo); /* f < lo ? f : lo */
+        hi = _mm_max_ps(f, hi); /* f > hi ? f : hi */
+    }
+    const __m128d nv = _mm_set1_pd((double)n);
+    __m128d bm0 = _mm_div_pd(s0, nv), bm1 = _mm_div_pd(s1, nv);
+    __m128d v0 = _mm_setzero_pd(), v1 = _mm_setzero_pd();
+    p = x + j;
+    for (uint32_t i = 0; i < n; i++, p += dim) {
+        __m128 f = _mm_loadu_ps(p);
+        __m128d d0 = _mm_sub_pd(_mm_cvtps_pd(f), bm0);
+        __m128d d1 = _mm_sub_pd(_mm_cvtps_pd(_mm_movehl_ps(f, f)), bm1);
+        v0 = _mm_add_pd(v0, _mm_mul_pd(d0, d0));
+        v1 = _mm_add_pd(v1, _mm_mul_pd(d1, d1));
+    }
+    if (count) {
+        double na = (double)count, nb = (double)n, nt = na + nb;
+        const __m128d wm = _mm_set1_pd(nb / nt), wv = _mm_set1_pd(na * nb / nt);
+        __m128d a0 = _mm_loadu_pd(mean + j), a1 = _mm_loadu_pd(mean + j + 2);
+        __m128d e0 = _mm_sub_pd(bm0, a0), e1 = _mm_sub_pd(bm1, a1);
+        _mm_storeu_pd(mean + j, _mm_add_pd(a0, _mm_mul_pd(e0, wm)));
+        _mm_storeu_pd(mean + j + 2, _mm_add_pd(a1, _mm_mul_pd(e1, wm)));
+        __m128d m0 = _mm_add_pd(_mm_loadu_pd(m2 + j), v0);
+        __m128d m1 = _mm_add_pd(_mm_loadu_pd(m2 + j + 2), v1);
+        _mm_storeu_pd(m2 + j, _mm_add_pd(m0, _mm_mul_pd(_mm_mul_pd(e0, e0), wv)));
+        _mm_storeu_pd(m2 + j + 2, _mm_add_pd(m1, _mm_mul_pd(_mm_mul_pd(e1, e1), wv)));
+    } else {
+        _mm_storeu_pd(mean + j, bm0);
+        _mm_storeu_pd(mean + j + 2, bm1);
+        _mm_storeu_pd(m2 + j, v0);
+        _mm_storeu_pd(m2 + j + 2, v1);
+    }
+    _mm_storeu_ps(mn + j, lo);
+    _mm_storeu_ps(mx + j, hi);
+    return _mm_movemask_ps(_mm_cmpunord_ps(chk, chk)) != 0;
+}
+#endif
+
+/* Merge the batch x (n rows of dim) into the statistics value sv (header, mean, m2, min, max;
+ * sv 8-byte aligned). q: 2n doubles of scratch. Returns 1 when a value is NaN or infinite (sv
+ * is then meaningless), else 0. Every number is bitwise the scalar definition's (stats_col and
+ * the row norms in row order), whatever the vector width. */
+static int stats_merge(uint8_t *sv, const float *x, uint32_t n, uint32_t dim, double *q)
+{
+    uint64_t count;
+    double norm_sum, norm_min, norm_max;
+    memcpy(&count, sv + 8, 8);
+    memcpy(&norm_sum, sv + 16, 8);
+    memcpy(&norm_min, sv + 24, 8);
+    memcpy(&norm_max, sv + 32, 8);
+    double *mean = (double *)(void *)(sv + STATS_HDR);
+    double *m2 = mean + dim;
+    float *mn = (float *)(m2 + dim);
+    float *mx = mn + dim;
+    memset(q, 0, sizeof(double) * 2 * n);
+    int bad = 0;
+    uint32_t j = 0;
+#if defined(__SSE2__)
+    for (; j + 4 <= dim; j += 4)
+        bad |= stats_col4(x, n, dim, j, count, mean, m2, mn, mx, q);
+#endif
+    for (; j < dim; j++)
+        bad |= stats_col(x, n, dim, j, count, mean, m2, mn, mx, q);
+    if (bad)
+        return 1;
+    for (uint32_t i = 0; i < n; i++) {
+        double nrm = sqrt(q[2 * i] + q[2 * i + 1]);
+        norm_sum += nrm;
+        if (nrm < norm_min)
+            norm_min = nrm;
+        if (nrm > norm_max)
+            norm_max = nrm;
+    }
+    count += n;
+    memcpy(sv + 8, &count, 8);
+    memcpy(sv + 16, &norm_sum, 8);
+    memcpy(sv + 24, &norm_min, 8);
+    memcpy(sv + 32, &norm_max, 8);
+    return 0;
+}
+
+/* Load (or start) the statistics of layer l into sv. */
+static int stats_load(h2t_store *st, MDB_txn *txn, uint32_t ext, uint32_t l, uint32_t dim,
+                      uint8_t *sv)
+{
     key k;
-    MDB_val bv = {old + nb, NULL};
-    rc = mdb_put(txn, st->dbi[T_FEATURES], key_feat(&k, c->ext, l, pf), &bv, MDB_RESERVE);
+    MDB_val v;
+    int rc = mdb_get(txn, st->dbi[T_STATS], key_stats(&k, ext, (uint16_t)l), &v);
+    if (rc == MDB_NOTFOUND) {
+        memset(sv, 0, stats_bytes(dim));
+        memcpy(sv, &dim, 4);
+        double inf = INFINITY, ninf = -INFINITY;
+        memcpy(sv + 24, &inf, 8);
+        memcpy(sv + 32, &ninf, 8);
+        return 0;
+    }
+    if (rc)
+        return st_mdbk(st, rc, "reading", T_STATS, &k.v);
+    if (v.mv_size != stats_bytes(dim))
+        return h2t_err_set(H2T_ECORRUPT, "store %s: statistics of extraction %u layer %u damaged",
+                           st->dir, ext, l);
+    memcpy(sv, v.mv_data, v.mv_size);
+    return 0;
+}
+
+/* Reserve the batch's packed block of rowbytes per sample: a new block at c->first, or, when
+ * both are under ST_MIN_BLOCK (an overflow value wastes up to a page, so tiny blocks would
+ * swell the store), the previous packed block extended by this batch. *old = the samples the
+ * block already held (0 for a new block; their bytes are then in c->merge). The caller fills
+ * the block before any other update in the transaction (LMDB's MDB_RESERVE rule). */
+static int feat_block_reserve(h2t_store *st, MDB_txn *txn, feat_write_ctx *c, size_t rowbytes,
+                              uint8_t **block, uint32_t *old)
+{
+    size_t nb = (size_t)c->n * rowbytes;
+    uint32_t at = c->first, pn = 0;
+    key k;
+    if (c->first > 0 && nb < ST_MIN_BLOCK) {
+        MDB_cursor *cur;
+        int rc = mdb_cursor_open(txn, st->dbi[T_FEATURES], &cur);
+        if (rc)
+            return st_mdb(st, rc, "features cursor");
+        uint32_t pf, cnt;
+        const uint8_t *pd;
+        rc = feat_seek(st, cur, c->ext, ST_PACKED, c->first - 1, rowbytes, &pf, &cnt, &pd);
+        if (rc == 0 && pf + cnt == c->first && (size_t)cnt * rowbytes < ST_MIN_BLOCK) {
+            size_t ob = (size_t)cnt * rowbytes;
+            if (ob > c->merge_len) {
+                free(c->merge);
+                c->merge_len = 0;
+                if (!(c->merge = malloc(ST_MIN_BLOCK))) {
+                    mdb_cursor_close(cur);
+                    return h2t_err_set(H2T_ENOMEM, "feature block");
+                }
+                c->merge_len = ST_MIN_BLOCK;
+            }
+            memcpy(c->merge, pd, ob); /* the put below replaces that value */
+            at = pf;
+            pn = cnt;
+        }
+        mdb_cursor_close(cur);
+        if (rc < 0)
+            return rc;
+    }
+    MDB_val bv = {(size_t)pn * rowbytes + nb, NULL};
+    int rc = mdb_put(txn, st->dbi[T_FEATURES], key_feat(&k, c->ext, ST_PACKED, at), &bv,
+                     pn ? MDB_RESERVE : MDB_RESERVE | MDB_NOOVERWRITE);
+    if (rc == MDB_KEYEXIST)
+        return h2t_err_set(H2T_ECORRUPT,
+                           "store %s: extraction %u already has a feature block at sample %u "
+                           "beyond samples_done",
+                           st->dir, c->ext, c->first);
     if (rc)
         return st_mdbk(st, rc, "writing", T_FEATURES, &k.v);
-    memcpy(bv.mv_data, c->merge, old);
-    size_t bad =
-        rows_put((uint8_t *)bv.mv_data + old, c->layers[l], (size_t)c->n * dim, esize, st->f16c);
-    return bad == SIZE_MAX ? 1 : f16_range_err(c, layer_name, dim, c->layers[l], bad);
+    *block = bv.mv_data;
+    *old = pn;
+    return 0;
+}
+
+/* The first non-finite value of layer l in the batch, as an error (row order, then feature). */
+static int feat_nonfinite(const feat_write_ctx *c, const h2t_layer_info *li, const float *x)
+{
+    for (uint32_t i = 0; i < c->n; i++)
+        for (uint32_t j = 0; j < li->dim; j++) {
+            float f = x[(size_t)i * li->dim + j];
+            if (!isfinite(f))
+                return h2t_err_set(H2T_ENUMERIC,
+                                   "extraction %u layer '%s' sample %u feature %u is %s", c->ext,
+                                   li->name, c->first + i, j, isnan(f) ? "NaN" : "infinite");
+        }
+    return h2t_err_set(H2T_ENUMERIC, "extraction %u layer '%s': a non-finite value", c->ext,
+                       li->name);
 }
 
 static int feat_write_fn(h2t_store *st, MDB_txn *txn, void *ctx)
@@ -1845,17 +2045,18 @@ static int feat_write_fn(h2t_store *st, MDB_txn *txn, void *ctx)
                          c->first, (unsigned long long)c->first + c->n - 1, e->n_samples);
         goto out;
     }
-    uint32_t maxdim = 0;
+    uint64_t total = 0;
+    size_t sbytes = 0;
     for (uint32_t l = 0; l < e->n_layers; l++) {
         if (!c->layers[l]) {
             rc = h2t_err_set(H2T_EINVAL, "extraction %u: no data for layer %u '%s'", c->ext, l,
                              e->layers[l].name);
             goto out;
         }
-        if (e->layers[l].dim > maxdim)
-            maxdim = e->layers[l].dim;
+        total += e->layers[l].dim;
+        sbytes += stats_bytes(e->layers[l].dim);
     }
-    size_t need = stats_bytes(maxdim) + (size_t)maxdim * 16;
+    size_t need = sbytes + sizeof(double) * 2 * c->n;
     if (need > c->scratch_len) {
         free(c->scratch);
         c->scratch = malloc(need);
@@ -1865,144 +2066,62 @@ static int feat_write_fn(h2t_store *st, MDB_txn *txn, void *ctx)
             goto out;
         }
     }
-    size_t esize = e->dtype == H2T_DTYPE_F16 ? 2 : 4;
+    double *q = (double *)(void *)(c->scratch + sbytes);
+    const size_t esize = e->dtype == H2T_DTYPE_F16 ? 2 : 4;
+    uint8_t *block = NULL;
+    uint32_t old = 0;
+    if ((rc = feat_block_reserve(st, txn, c, (size_t)total * esize, &block, &old)) < 0)
+        goto out;
+    /* layer by layer while its values are in the cache: statistics into the scratch, rows into
+     * the block (only reads in between: the block is filled before the next update) */
+    const size_t rows = (size_t)old + c->n;
+    size_t off = 0, so = 0;
     for (uint32_t l = 0; l < e->n_layers; l++) {
         const h2t_layer_info *li = &e->layers[l];
-        const uint32_t dim = li->dim, n = c->n;
         const float *x = c->layers[l];
-        uint8_t *sv = c->scratch;
-        double *bmean = (double *)(c->scratch + stats_bytes(maxdim));
-        double *bm2 = bmean + maxdim;
-        /* batch pass 1: finiteness, mean, min, max, norms */
-        uint8_t hdr[STATS_HDR];
+        uint8_t *sv = c->scratch + so;
+        if ((rc = stats_load(st, txn, c->ext, l, li->dim, sv)) < 0)
+            goto out;
+        if (stats_merge(sv, x, c->n, li->dim, q)) {
+            rc = feat_nonfinite(c, li, x);
+            goto out;
+        }
+        uint8_t *dst = block + rows * off * esize;
+        if (old)
+            memcpy(dst, c->merge + (size_t)old * off * esize, (size_t)old * li->dim * esize);
+        size_t bad = rows_put(dst + (size_t)old * li->dim * esize, x, (size_t)c->n * li->dim, esize,
+                              st->f16c);
+        if (bad != SIZE_MAX) {
+            rc = f16_range_err(c, li->name, li->dim, x, bad);
+            goto out;
+        }
+        off += li->dim;
+        so += stats_bytes(li->dim);
+    }
+    so = 0;
+    for (uint32_t l = 0; l < e->n_layers; l++) {
         key k;
-        MDB_val v;
-        rc = mdb_get(txn, st->dbi[T_STATS], key_stats(&k, c->ext, (uint16_t)l), &v);
-        if (rc == MDB_NOTFOUND) {
-            memset(sv, 0, stats_bytes(dim));
-            memcpy(sv, &dim, 4);
-            double inf = INFINITY, ninf = -INFINITY;
-            memcpy(sv + 24, &inf, 8);
-            memcpy(sv + 32, &ninf, 8);
-        } else if (rc) {
-            rc = st_mdbk(st, rc, "reading", T_STATS, &k.v);
-            goto out;
-        } else if (v.mv_size != stats_bytes(dim)) {
-            rc = h2t_err_set(H2T_ECORRUPT, "store %s: statistics of extraction %u layer %u damaged",
-                             st->dir, c->ext, l);
-            goto out;
-        } else {
-            memcpy(sv, v.mv_data, v.mv_size); /* copy: the put below may reuse its pages */
-        }
-        memcpy(hdr, sv, STATS_HDR);
-        uint64_t count;
-        double norm_sum, norm_min, norm_max;
-        memcpy(&count, hdr + 8, 8);
-        memcpy(&norm_sum, hdr + 16, 8);
-        memcpy(&norm_min, hdr + 24, 8);
-        memcpy(&norm_max, hdr + 32, 8);
-        double *mean = (double *)(void *)(sv + STATS_HDR); /* sv is malloc-aligned */
-        double *m2 = mean + dim;
-        float *mn = (float *)(m2 + dim);
-        float *mx = mn + dim;
-        for (uint32_t j = 0; j < dim; j++)
-            bmean[j] = 0;
-        if (count == 0)
-            for (uint32_t j = 0; j < dim; j++) {
-                mn[j] = INFINITY;
-                mx[j] = -INFINITY;
-            }
-        for (uint32_t i = 0; i < n; i++) {
-            const float *row = x + (size_t)i * dim;
-            /* branch-free pass; f * 0 is NaN exactly when f is NaN or infinite */
-            float chk = 0;
-            double q0 = 0, q1 = 0;
-            uint32_t j = 0;
-            for (; j + 1 < dim; j += 2) {
-                float f0 = row[j], f1 = row[j + 1];
-                chk += f0 * 0.0f + f1 * 0.0f;
-                bmean[j] += f0;
-                bmean[j + 1] += f1;
-                q0 += (double)f0 * f0;
-                q1 += (double)f1 * f1;
-                mn[j] = f0 < mn[j] ? f0 : mn[j];
-                mx[j] = f0 > mx[j] ? f0 : mx[j];
-                mn[j + 1] = f1 < mn[j + 1] ? f1 : mn[j + 1];
-                mx[j + 1] = f1 > mx[j + 1] ? f1 : mx[j + 1];
-            }
-            for (; j < dim; j++) {
-                float f = row[j];
-                chk += f * 0.0f;
-                bmean[j] += f;
-                q0 += (double)f * f;
-                mn[j] = f < mn[j] ? f : mn[j];
-                mx[j] = f > mx[j] ? f : mx[j];
-            }
-            if (chk != 0) {
-                for (j = 0; j < dim && isfinite(row[j]); j++)
-                    ;
-                rc = h2t_err_set(
-                    H2T_ENUMERIC, "extraction %u layer '%s' sample %u feature %u is %s", c->ext,
-                    li->name, c->first + i, j, j < dim && isnan(row[j]) ? "NaN" : "infinite");
-                goto out;
-            }
-            double nrm = sqrt(q0 + q1);
-            norm_sum += nrm;
-            if (nrm < norm_min)
-                norm_min = nrm;
-            if (nrm > norm_max)
-                norm_max = nrm;
-        }
-        for (uint32_t j = 0; j < dim; j++) {
-            bmean[j] /= n;
-            bm2[j] = 0;
-        }
-        for (uint32_t i = 0; i < n; i++) {
-            const float *row = x + (size_t)i * dim;
-            for (uint32_t j = 0; j < dim; j++) {
-                double d = row[j] - bmean[j];
-                bm2[j] += d * d;
-            }
-        }
-        /* Chan et al.: merge (count, mean, m2) with the batch's (n, bmean, bm2) */
-        double na = (double)count, nb = (double)n, nt = na + nb;
-        for (uint32_t j = 0; j < dim; j++) {
-            double delta = bmean[j] - mean[j];
-            mean[j] = count ? mean[j] + delta * (nb / nt) : bmean[j];
-            m2[j] = count ? m2[j] + bm2[j] + delta * delta * (na * nb / nt) : bm2[j];
-        }
-        count += n;
-        memcpy(sv + 8, &count, 8);
-        memcpy(sv + 16, &norm_sum, 8);
-        memcpy(sv + 24, &norm_min, 8);
-        memcpy(sv + 32, &norm_max, 8);
-        if ((rc = st_put(st, txn, T_STATS, key_stats(&k, c->ext, (uint16_t)l), sv, stats_bytes(dim),
+        size_t sb = stats_bytes(e->layers[l].dim);
+        if ((rc = st_put(st, txn, T_STATS, key_stats(&k, c->ext, (uint16_t)l), c->scratch + so, sb,
                          0, "writing statistics")) < 0)
             goto out;
-        /* the feature block: n rows, written straight into the map */
-        if ((rc = feat_merge(st, txn, c, (uint16_t)l, dim, esize, li->name)) < 0)
-            goto out;
-        if (rc == 1)
-            continue;
-        MDB_val bv = {(size_t)n * dim * esize, NULL};
-        rc = mdb_put(txn, st->dbi[T_FEATURES], key_feat(&k, c->ext, (uint16_t)l, c->first), &bv,
-                     MDB_RESERVE | MDB_NOOVERWRITE);
-        if (rc == MDB_KEYEXIST) {
-            rc = h2t_err_set(H2T_ECORRUPT,
-                             "store %s: extraction %u layer %u already has a block at sample %u "
-                             "beyond samples_done",
-                             st->dir, c->ext, l, c->first);
-            goto out;
+        so += sb;
+    }
+    /* packed blocks are format 2: a format 1 store is upgraded with its first one */
+    {
+        key k;
+        MDB_val v;
+        rc = mdb_get(txn, st->dbi[T_META], key_str(&k, "format_version"), &v);
+        if (rc == 0 && v.mv_size == 4 && h2t_be32_get(v.mv_data) < H2T_STORE_FORMAT_VERSION) {
+            uint8_t ver[4];
+            h2t_be32_put(ver, H2T_STORE_FORMAT_VERSION);
+            rc = st_put(st, txn, T_META, key_str(&k, "format_version"), ver, 4, 0,
+                        "upgrading the format version");
+        } else if (rc) {
+            rc = st_mdb(st, rc, "reading the format version");
         }
-        if (rc) {
-            rc = st_mdbk(st, rc, "writing", T_FEATURES, &k.v);
+        if (rc < 0)
             goto out;
-        }
-        size_t bad = rows_put(bv.mv_data, x, (size_t)n * dim, esize, st->f16c);
-        if (bad != SIZE_MAX) {
-            rc = f16_range_err(c, li->name, dim, x, bad);
-            goto out;
-        }
     }
     e->samples_done = c->first + c->n;
     e->updated_ms = h2t_wall_ms();
@@ -2019,14 +2138,14 @@ int h2t_store_features_write(h2t_store *st, uint32_t ext, uint32_t first, uint32
         return h2t_err_set(H2T_EINVAL, "extraction %u: empty batch at sample %u", ext, first);
     if (!layers)
         return h2t_err_set(H2T_EINVAL, "extraction %u: no layer data", ext);
-    feat_write_ctx c = {ext, first, n, layers, NULL, 0, NULL};
+    feat_write_ctx c = {ext, first, n, layers, NULL, 0, NULL, 0};
     int rc = st_run(st, 1, feat_write_fn, &c);
     free(c.scratch);
     free(c.merge);
     return rc;
 }
 
-/* find the block of (ext, layer) holding sample s: 0 found, 1 not stored, < 0 error */
+/* find the block under key (ext, layer) holding sample s: 0 found, 1 not stored, < 0 error */
 static int feat_seek(h2t_store *st, MDB_cursor *cur, uint32_t ext, uint16_t layer, uint32_t s,
                      size_t rowbytes, uint32_t *bfirst, uint32_t *bn, const uint8_t **data)
 {
@@ -2047,17 +2166,68 @@ static int feat_seek(h2t_store *st, MDB_cursor *cur, uint32_t ext, uint16_t laye
             return 1;
     }
     uint32_t f = h2t_be32_get((uint8_t *)k.mv_data + 6);
-    if (v.mv_size == 0 || v.mv_size % rowbytes)
+    if (v.mv_size == 0 || v.mv_size % rowbytes) {
+        char what[48];
+        if (layer == ST_PACKED)
+            snprintf(what, sizeof(what), "packed feature block");
+        else
+            snprintf(what, sizeof(what), "feature block of layer %u", layer);
         return h2t_err_set(H2T_ECORRUPT,
-                           "store %s: feature block of extraction %u layer %u at sample %u has "
-                           "%zu bytes, not a multiple of %zu",
-                           st->dir, ext, layer, f, v.mv_size, rowbytes);
+                           "store %s: %s of extraction %u at sample %u has %zu bytes, not a "
+                           "multiple of %zu",
+                           st->dir, what, ext, f, v.mv_size, rowbytes);
+    }
     uint64_t cnt = v.mv_size / rowbytes;
     if (f > s || (uint64_t)f + cnt <= s)
         return 1;
     *bfirst = f;
     *bn = (uint32_t)cnt;
     *data = v.mv_data;
+    return 0;
+}
+
+/* where one layer's rows are: its own blocks (format 1) or its part of the packed ones */
+typedef struct feat_loc {
+    uint32_t ext;
+    uint16_t layer;
+    size_t rowbytes;  /* dim * esize: one row of this layer */
+    size_t packbytes; /* total_dim * esize: one sample of a packed block */
+    size_t offbytes;  /* offset * esize: the layer's start in a packed sample */
+} feat_loc;
+
+static void feat_loc_init(const h2t_extraction *e, uint32_t layer, feat_loc *fl)
+{
+    size_t esize = e->dtype == H2T_DTYPE_F16 ? 2 : 4;
+    uint64_t off = 0, total = 0;
+    for (uint32_t l = 0; l < e->n_layers; l++) {
+        if (l == layer)
+            off = total;
+        total += e->layers[l].dim;
+    }
+    fl->ext = e->id;
+    fl->layer = (uint16_t)layer;
+    fl->rowbytes = (size_t)e->layers[layer].dim * esize;
+    fl->packbytes = (size_t)total * esize;
+    fl->offbytes = (size_t)off * esize;
+}
+
+/* the block holding sample s of the layer: *rows = its first row of the layer */
+static int feat_find(h2t_store *st, MDB_cursor *cur, const feat_loc *fl, uint32_t s,
+                     uint32_t *bfirst, uint32_t *bn, const uint8_t **rows)
+{
+    uint32_t f, cnt;
+    const uint8_t *d;
+    int rc = feat_seek(st, cur, fl->ext, ST_PACKED, s, fl->packbytes, &f, &cnt, &d);
+    if (rc == 0) {
+        d += (size_t)cnt * fl->offbytes;
+    } else if (rc == 1) { /* a format 1 block */
+        rc = feat_seek(st, cur, fl->ext, fl->layer, s, fl->rowbytes, &f, &cnt, &d);
+    }
+    if (rc != 0)
+        return rc;
+    *bfirst = f;
+    *bn = cnt;
+    *rows = d;
     return 0;
 }
 
@@ -2152,6 +2322,8 @@ static int layer_read_fn(h2t_store *st, MDB_txn *txn, void *ctx)
         goto out;
     }
     size_t rowbytes = (size_t)dim * (e->dtype == H2T_DTYPE_F16 ? 2 : 4);
+    feat_loc fl;
+    feat_loc_init(e, c->layer, &fl);
     MDB_cursor *cur;
     if ((rc = mdb_cursor_open(txn, st->dbi[T_FEATURES], &cur)) != 0) {
         rc = st_mdb(st, rc, "features cursor");
@@ -2164,7 +2336,7 @@ static int layer_read_fn(h2t_store *st, MDB_txn *txn, void *ctx)
     for (uint32_t i = 0; i < c->n; i++) {
         uint32_t s = c->samples ? c->samples[i] : c->first + i;
         if (!bd || s < bf || s - bf >= bn) {
-            rc = feat_seek(st, cur, c->ext, (uint16_t)c->layer, s, rowbytes, &bf, &bn, &bd);
+            rc = feat_find(st, cur, &fl, s, &bf, &bn, &bd);
             if (rc == 1)
                 rc = h2t_err_set(H2T_ENOTFOUND,
                                  "extraction %u layer '%s': sample %u not stored (samples_done "
@@ -2256,16 +2428,17 @@ int h2t_store_reader_feature(h2t_store_reader *r, uint32_t ext, uint32_t layer, 
         return rc;
     if ((rc = layer_check(st, e, layer)) < 0)
         goto out;
-    size_t rowbytes = (size_t)e->layers[layer].dim * (e->dtype == H2T_DTYPE_F16 ? 2 : 4);
+    feat_loc fl;
+    feat_loc_init(e, layer, &fl);
     uint32_t bf, bn;
     const uint8_t *bd;
-    rc = feat_seek(st, r->cur, ext, (uint16_t)layer, sample, rowbytes, &bf, &bn, &bd);
+    rc = feat_find(st, r->cur, &fl, sample, &bf, &bn, &bd);
     if (rc == 1)
         rc = h2t_err_set(H2T_ENOTFOUND,
                          "extraction %u layer '%s': sample %u not stored (samples_done %u)", ext,
                          e->layers[layer].name, sample, e->samples_done);
     if (rc == 0) {
-        *data = bd + (size_t)(sample - bf) * rowbytes;
+        *data = bd + (size_t)(sample - bf) * fl.rowbytes;
         *dim = e->layers[layer].dim;
         *dtype = e->dtype;
     }

@@ -26,11 +26,13 @@
  * (samples_done) are committed in one write transaction, so after a crash the marker always
  * agrees with the features present and a rerun resumes from samples_done.
  *
- * Keys are big-endian so cursor order is numeric order. Features are stored in blocks (one
- * value per written batch per layer, keyed by its first sample) so that LMDB's page overhead
- * stays small; a batch under 128 KiB extends the layer's previous block when that one is also
- * under 128 KiB (in the same transaction). Reads are per sample and hide the blocks.
- * Feature and statistics values are in host byte order (x86-64: little-endian).
+ * Keys are big-endian so cursor order is numeric order. Features are stored in blocks keyed by
+ * their first sample: format 2 writes one packed block per batch holding every layer's rows,
+ * layer after layer (one LMDB value per batch: nothing is rewritten and at most one page is
+ * left part-empty per batch); a batch under 128 KiB extends the previous block when that one is
+ * also under 128 KiB (in the same transaction). Format 1 stores (one block per layer and
+ * batch) are still read. Reads are per sample and hide the blocks. Feature and statistics
+ * values are in host byte order (x86-64: little-endian).
  */
 #ifndef H2T_STORAGE_STORE_H
 #define H2T_STORAGE_STORE_H
@@ -38,7 +40,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define H2T_STORE_FORMAT_VERSION 1
+/* The format this build writes, and the oldest it reads. Format 2 stores a batch's features of
+ * every layer as one packed block; a format 1 store (one block per layer and batch) is read as
+ * it is and becomes format 2 with its first feature write (older builds then refuse it with
+ * H2T_EVERSION instead of missing the packed blocks). */
+#define H2T_STORE_FORMAT_VERSION 2
+#define H2T_STORE_FORMAT_OLDEST 1
 
 typedef struct h2t_store h2t_store;
 
@@ -54,7 +61,8 @@ enum {
  * refused (H2T_ECORRUPT) rather than filled. Open a directory once per process and share the
  * handle (LMDB's rule: a second handle in the same process breaks the first one's locks).
  * Errors: H2T_ENOTFOUND (no store there and no CREATE), H2T_EPERM (no permission),
- * H2T_EVERSION (written by another format version: detail gives both), H2T_ECORRUPT (not an
+ * H2T_EVERSION (a format outside H2T_STORE_FORMAT_OLDEST..H2T_STORE_FORMAT_VERSION: the
+ * detail gives the store's and the range this build reads), H2T_ECORRUPT (not an
  * h2tdb store / damaged), H2T_EIO, H2T_ENOMEM. */
 int h2t_store_open(const char *dir, unsigned flags, h2t_store **out);
 /* As h2t_store_open, with the initial map size in bytes for a new store (0 = the default,
@@ -164,8 +172,9 @@ void h2t_extraction_destroy(h2t_extraction *e);
 void h2t_extraction_list_destroy(h2t_extraction **v, size_t n);
 
 /* ---- features ---- */
-/* Write samples [first, first+n) of every layer, merge their statistics, and set
- * samples_done = first + n, all in one transaction. layers[l] points to n x dim_l floats
+/* Write samples [first, first+n) of every layer (one packed block), merge their statistics,
+ * and set samples_done = first + n, all in one transaction; a format 1 store becomes format 2
+ * in that transaction. layers[l] points to n x dim_l floats
  * (row-major, sample-major), for every layer l of the extraction, in layer-table order. Values
  * are converted to the extraction's dtype (f16: round to nearest even, with the CPU's F16C
  * instructions when present; H2T_NO_F16C=1 in the environment at open forces the software

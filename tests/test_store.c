@@ -206,7 +206,8 @@ TEST(store_open_version_mismatch)
     ASSERT_EQ(h2t_store_open("db", 0, &st), H2T_EVERSION);
     ASSERT_CONTAINS(h2t_err_detail(), "version 99");
     char want[64];
-    snprintf(want, sizeof(want), "version %d", H2T_STORE_FORMAT_VERSION);
+    snprintf(want, sizeof(want), "versions %d to %d", H2T_STORE_FORMAT_OLDEST,
+             H2T_STORE_FORMAT_VERSION);
     ASSERT_CONTAINS(h2t_err_detail(), want);
     ASSERT_EQ(h2t_store_open("db", H2T_STORE_CREATE, &st), H2T_EVERSION);
     ASSERT_EQ(h2t_store_open("db", H2T_STORE_RDONLY, &st), H2T_EVERSION);
@@ -1004,20 +1005,22 @@ TEST(store_damaged_records)
     fixture_make(&f, "db", 20, dims, 2, H2T_DTYPE_F32);
     write_range(&f, dims, 2, 0, 10);
     h2t_store_close(f.st);
-    /* a feature block whose size is not a whole number of rows */
+    /* a packed feature block whose size is not a whole number of samples: every layer's
+     * rows are in it */
     uint8_t fk[10];
     h2t_be32_put(fk, f.ext);
-    h2t_be16_put(fk + 4, 0);
+    h2t_be16_put(fk + 4, 0xFFFF);
     h2t_be32_put(fk + 6, 0);
     raw_put("db", "features", fk, 10, "12345", 5);
     /* statistics of the wrong size */
+    h2t_be16_put(fk + 4, 0);
     raw_put("db", "stats", fk, 6, "xyz", 3);
     h2t_store *st;
     ASSERT_OK(h2t_store_open("db", 0, &st));
     float v[16];
     ASSERT_EQ(h2t_store_feature_get(st, f.ext, 0, 3, v, 16), H2T_ECORRUPT);
-    ASSERT_CONTAINS(h2t_err_detail(), "feature block");
-    ASSERT_OK(h2t_store_feature_get(st, f.ext, 1, 3, v, 4)); /* the other layer is intact */
+    ASSERT_CONTAINS(h2t_err_detail(), "packed feature block");
+    ASSERT_EQ(h2t_store_feature_get(st, f.ext, 1, 3, v, 4), H2T_ECORRUPT);
     h2t_layer_stats *s;
     ASSERT_EQ(h2t_store_stats_get(st, f.ext, 0, &s), H2T_ECORRUPT);
     ASSERT_CONTAINS(h2t_err_detail(), "statistics");
@@ -1085,4 +1088,306 @@ TEST(store_f16_paths_agree)
             TEST_FAILF("value %d = %g: hardware path %g, software path %g, want %g", i, x[i],
                        got[0][i], got[1][i], want);
     }
+}
+
+/* The statistics as the format 1 writer computed them, kept here as the definition: per
+ * batch, pass 1 (sums, min/max, each row's squared norm with even features in q0 and odd ones
+ * in q1), pass 2 (squared deviations from the batch mean), then Chan et al.'s merge. */
+typedef struct ref_stats {
+    uint64_t count;
+    double norm_sum, norm_min, norm_max;
+    double *mean, *m2;
+    float *mn, *mx;
+} ref_stats;
+
+static void ref_merge(ref_stats *r, const float *x, uint32_t n, uint32_t dim)
+{
+    double *bmean = calloc(dim, 8), *bm2 = calloc(dim, 8);
+    if (r->count == 0)
+        for (uint32_t j = 0; j < dim; j++) {
+            r->mn[j] = INFINITY;
+            r->mx[j] = -INFINITY;
+        }
+    for (uint32_t i = 0; i < n; i++) {
+        const float *row = x + (size_t)i * dim;
+        double q0 = 0, q1 = 0;
+        uint32_t j = 0;
+        for (; j + 1 < dim; j += 2) {
+            float f0 = row[j], f1 = row[j + 1];
+            bmean[j] += f0;
+            bmean[j + 1] += f1;
+            q0 += (double)f0 * f0;
+            q1 += (double)f1 * f1;
+            r->mn[j] = f0 < r->mn[j] ? f0 : r->mn[j];
+            r->mx[j] = f0 > r->mx[j] ? f0 : r->mx[j];
+            r->mn[j + 1] = f1 < r->mn[j + 1] ? f1 : r->mn[j + 1];
+            r->mx[j + 1] = f1 > r->mx[j + 1] ? f1 : r->mx[j + 1];
+        }
+        for (; j < dim; j++) {
+            float f = row[j];
+            bmean[j] += f;
+            q0 += (double)f * f;
+            r->mn[j] = f < r->mn[j] ? f : r->mn[j];
+            r->mx[j] = f > r->mx[j] ? f : r->mx[j];
+        }
+        double nrm = sqrt(q0 + q1);
+        r->norm_sum += nrm;
+        if (nrm < r->norm_min)
+            r->norm_min = nrm;
+        if (nrm > r->norm_max)
+            r->norm_max = nrm;
+    }
+    for (uint32_t j = 0; j < dim; j++)
+        bmean[j] /= n;
+    for (uint32_t i = 0; i < n; i++)
+        for (uint32_t j = 0; j < dim; j++) {
+            double d = x[(size_t)i * dim + j] - bmean[j];
+            bm2[j] += d * d;
+        }
+    double na = (double)r->count, nb = (double)n, nt = na + nb;
+    for (uint32_t j = 0; j < dim; j++) {
+        double delta = bmean[j] - r->mean[j];
+        r->mean[j] = r->count ? r->mean[j] + delta * (nb / nt) : bmean[j];
+        r->m2[j] = r->count ? r->m2[j] + bm2[j] + delta * delta * (na * nb / nt) : bm2[j];
+    }
+    r->count += n;
+    free(bmean);
+    free(bm2);
+}
+
+/* the store's statistics are bitwise those of the definition above (the vectorised merge
+ * changes no rounding), for widths around the vector width, signed zeros, ties and magnitudes
+ * far apart, over uneven batches */
+TEST(store_stats_bitwise_definition)
+{
+    enum { N = 157, NL = 10 };
+    const uint32_t dims[NL] = {1, 2, 3, 4, 5, 7, 8, 9, 37, 130};
+    float *x[NL];
+    ref_stats r[NL];
+    for (uint32_t l = 0; l < NL; l++) {
+        x[l] = malloc((size_t)N * dims[l] * 4);
+        for (uint32_t i = 0; i < N * dims[l]; i++) {
+            /* exponents 2^-30..2^30 or 2^-2..2^2: sums and squares round, so a reordering
+             * shows */
+            uint32_t k = rnd() % 16, span = l % 2 ? 5 : 61;
+            x[l][i] = k == 0   ? 0.0f
+                      : k == 1 ? -0.0f
+                      : k == 2 ? 3.0f /* ties */
+                      : k == 3 ? 1000.0f + rndf()
+                               : ldexpf(rndf(), (int)(rnd() % span) - (int)(span / 2));
+        }
+        r[l] = (ref_stats){0,
+                           0,
+                           INFINITY,
+                           -INFINITY,
+                           calloc(dims[l], 8),
+                           calloc(dims[l], 8),
+                           calloc(dims[l], 4),
+                           calloc(dims[l], 4)};
+    }
+    fixture f;
+    fixture_make(&f, "db", N, dims, NL, H2T_DTYPE_F32);
+    for (uint32_t at = 0; at < N;) {
+        uint32_t n = 1 + rnd() % 40;
+        if (n > N - at)
+            n = N - at;
+        const float *p[NL];
+        for (uint32_t l = 0; l < NL; l++) {
+            p[l] = x[l] + (size_t)at * dims[l];
+            ref_merge(&r[l], p[l], n, dims[l]);
+        }
+        ASSERT_OK(h2t_store_features_write(f.st, f.ext, at, n, p));
+        at += n;
+        for (uint32_t l = 0; l < NL; l++) {
+            h2t_layer_stats *s;
+            ASSERT_OK(h2t_store_stats_get(f.st, f.ext, l, &s));
+            ASSERT_EQ(s->count, r[l].count);
+            double nm = r[l].norm_sum / (double)r[l].count;
+            if (memcmp(s->mean, r[l].mean, 8 * dims[l]) || memcmp(s->m2, r[l].m2, 8 * dims[l]) ||
+                memcmp(s->min, r[l].mn, 4 * dims[l]) || memcmp(s->max, r[l].mx, 4 * dims[l]) ||
+                memcmp(&s->norm_mean, &nm, 8) || memcmp(&s->norm_min, &r[l].norm_min, 8) ||
+                memcmp(&s->norm_max, &r[l].norm_max, 8))
+                TEST_FAILF("layer %u (dim %u) after sample %u: statistics differ from the "
+                           "definition",
+                           l, dims[l], at);
+            h2t_layer_stats_destroy(s);
+        }
+    }
+    h2t_store_close(f.st);
+    for (uint32_t l = 0; l < NL; l++) {
+        free(x[l]);
+        free(r[l].mean);
+        free(r[l].m2);
+        free(r[l].mn);
+        free(r[l].mx);
+    }
+}
+
+/* Turn a format 2 store into what a format 1 build wrote: every packed block becomes one block
+ * per layer (layer `whole` gets a single block over all samples, as format 1 merged small
+ * blocks), and the format version becomes 1. */
+static void to_format1(const char *dir, uint32_t ext, const uint32_t *dims, uint32_t nl,
+                       uint32_t whole)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi feat, meta;
+    MDB_cursor *cur;
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    ASSERT_EQ(mdb_env_open(env, dir, 0, 0644), 0);
+    ASSERT_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, "features", 0, &feat), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    uint32_t total = 0;
+    for (uint32_t l = 0; l < nl; l++)
+        total += dims[l];
+    /* collect the packed blocks first (puts would move the cursor's pages) */
+    enum { MAXB = 64 };
+    uint32_t first[MAXB], cnt[MAXB], nb = 0, all = 0;
+    uint8_t *copy[MAXB];
+    ASSERT_EQ(mdb_cursor_open(txn, feat, &cur), 0);
+    MDB_val k, v;
+    for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        ASSERT_EQ(k.mv_size, 10);
+        ASSERT_EQ(h2t_be32_get(k.mv_data), ext);
+        ASSERT_EQ(h2t_be16_get((uint8_t *)k.mv_data + 4), 0xFFFF); /* only packed blocks */
+        ASSERT(nb < MAXB);
+        first[nb] = h2t_be32_get((uint8_t *)k.mv_data + 6);
+        ASSERT_EQ(v.mv_size % ((size_t)total * 4), 0);
+        cnt[nb] = (uint32_t)(v.mv_size / ((size_t)total * 4));
+        ASSERT_EQ(first[nb], all);
+        copy[nb] = malloc(v.mv_size);
+        memcpy(copy[nb], v.mv_data, v.mv_size);
+        all += cnt[nb++];
+    }
+    mdb_cursor_close(cur);
+    uint8_t key[10];
+    h2t_be32_put(key, ext);
+    float *whole_rows = malloc((size_t)all * dims[whole] * 4);
+    for (uint32_t b = 0; b < nb; b++) {
+        h2t_be16_put(key + 4, 0xFFFF);
+        h2t_be32_put(key + 6, first[b]);
+        k = (MDB_val){10, key};
+        ASSERT_EQ(mdb_del(txn, feat, &k, NULL), 0);
+        size_t off = 0;
+        for (uint32_t l = 0; l < nl; l++) {
+            const uint8_t *rows = copy[b] + (size_t)cnt[b] * off * 4;
+            size_t bytes = (size_t)cnt[b] * dims[l] * 4;
+            off += dims[l];
+            if (l == whole) {
+                memcpy(whole_rows + (size_t)first[b] * dims[l], rows, bytes);
+                continue;
+            }
+            h2t_be16_put(key + 4, (uint16_t)l);
+            k = (MDB_val){10, key};
+            v = (MDB_val){bytes, (void *)rows};
+            ASSERT_EQ(mdb_put(txn, feat, &k, &v, MDB_NOOVERWRITE), 0);
+        }
+        free(copy[b]);
+    }
+    h2t_be16_put(key + 4, (uint16_t)whole);
+    h2t_be32_put(key + 6, 0);
+    k = (MDB_val){10, key};
+    v = (MDB_val){(size_t)all * dims[whole] * 4, whole_rows};
+    ASSERT_EQ(mdb_put(txn, feat, &k, &v, MDB_NOOVERWRITE), 0);
+    free(whole_rows);
+    uint8_t ver[4];
+    h2t_be32_put(ver, 1);
+    k = (MDB_val){14, "format_version"};
+    v = (MDB_val){4, ver};
+    ASSERT_EQ(mdb_put(txn, meta, &k, &v, 0), 0);
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+/* every layer, every sample, through all three read paths, against fval */
+static void check_all(h2t_store *st, uint32_t ext, const uint32_t *dims, uint32_t nl, uint32_t n)
+{
+    float *m = malloc((size_t)n * 1024 * 4);
+    h2t_store_reader *r;
+    ASSERT_OK(h2t_store_reader_begin(st, &r));
+    for (uint32_t l = 0; l < nl; l++) {
+        ASSERT_OK(h2t_store_layer_read(st, ext, l, NULL, 0, n, m, dims[l]));
+        for (uint32_t s = 0; s < n; s++)
+            for (uint32_t j = 0; j < dims[l]; j++)
+                if (m[(size_t)s * dims[l] + j] != fval(l, s, j))
+                    TEST_FAILF("layer %u sample %u feature %u: %g vs %g", l, s, j,
+                               m[(size_t)s * dims[l] + j], fval(l, s, j));
+        uint32_t pick[3] = {n - 1, 0, n / 2};
+        ASSERT_OK(h2t_store_layer_read(st, ext, l, pick, 0, 3, m, dims[l]));
+        for (int i = 0; i < 3; i++)
+            ASSERT_EQ(m[(size_t)i * dims[l] + dims[l] - 1], fval(l, pick[i], dims[l] - 1));
+        const void *data;
+        uint32_t dim, dtype;
+        ASSERT_OK(h2t_store_reader_feature(r, ext, l, n - 1, &data, &dim, &dtype));
+        ASSERT_EQ(dim, dims[l]);
+        float last;
+        memcpy(&last, (const float *)data + dim - 1, 4);
+        ASSERT_EQ(last, fval(l, n - 1, dim - 1));
+        ASSERT_EQ(h2t_store_reader_feature(r, ext, l, n, &data, &dim, &dtype), H2T_ENOTFOUND);
+    }
+    h2t_store_reader_end(r);
+    free(m);
+}
+
+/* A format 1 store (one block per layer, as the previous build wrote) reads bit-exact,
+ * read-only opening leaves it format 1, the first feature write resumes it with packed blocks
+ * and makes it format 2, and both kinds of blocks then read together. */
+TEST(store_format1_reads_and_resumes)
+{
+    const uint32_t dims[4] = {300, 7, 1024, 5};
+    fixture f;
+    fixture_make(&f, "db", 100, dims, 4, H2T_DTYPE_F32);
+    uint32_t cuts[] = {0, 10, 40, 41, 70};
+    for (size_t c = 0; c + 1 < sizeof(cuts) / sizeof(cuts[0]); c++)
+        write_range(&f, dims, 4, cuts[c], cuts[c + 1] - cuts[c]);
+    h2t_layer_stats *before;
+    ASSERT_OK(h2t_store_stats_get(f.st, f.ext, 2, &before));
+    h2t_store_meta meta;
+    ASSERT_OK(h2t_store_meta_get(f.st, &meta));
+    ASSERT_EQ(meta.format_version, 2);
+    h2t_store_close(f.st);
+    to_format1("db", f.ext, dims, 4, 1);
+
+    h2t_store *st;
+    ASSERT_OK(h2t_store_open("db", H2T_STORE_RDONLY, &st));
+    ASSERT_OK(h2t_store_meta_get(st, &meta));
+    ASSERT_EQ(meta.format_version, 1);
+    check_all(st, f.ext, dims, 4, 70);
+    h2t_store_close(st);
+
+    ASSERT_OK(h2t_store_open("db", 0, &st));
+    ASSERT_OK(h2t_store_meta_get(st, &meta));
+    ASSERT_EQ(meta.format_version, 1); /* opening for writing changes nothing */
+    f.st = st;
+    write_range(&f, dims, 4, 70, 3);
+    write_range(&f, dims, 4, 73, 27);
+    ASSERT_OK(h2t_store_meta_get(st, &meta));
+    ASSERT_EQ(meta.format_version, 2);
+    check_all(st, f.ext, dims, 4, 100);
+    h2t_layer_stats *after;
+    ASSERT_OK(h2t_store_stats_get(st, f.ext, 2, &after));
+    ASSERT_EQ(after->count, 100);
+    ASSERT_EQ(before->count, 70);
+    ASSERT_EQ(after->min[5], fval(2, 0, 5));
+    ASSERT_EQ(after->max[5], fval(2, 99, 5));
+    h2t_layer_stats_destroy(before);
+    h2t_layer_stats_destroy(after);
+    h2t_store_close(st);
+
+    /* a damaged format 1 block is named as such */
+    uint8_t fk[10];
+    h2t_be32_put(fk, f.ext);
+    h2t_be16_put(fk + 4, 0);
+    h2t_be32_put(fk + 6, 0);
+    raw_put("db", "features", fk, 10, "12345", 5);
+    ASSERT_OK(h2t_store_open("db", 0, &st));
+    float v[300];
+    ASSERT_EQ(h2t_store_feature_get(st, f.ext, 0, 3, v, 300), H2T_ECORRUPT);
+    ASSERT_CONTAINS(h2t_err_detail(), "feature block of layer 0");
+    ASSERT_OK(h2t_store_feature_get(st, f.ext, 0, 80, v, 300)); /* a packed one */
+    ASSERT_EQ(v[299], fval(0, 80, 299));
+    h2t_store_close(st);
 }
