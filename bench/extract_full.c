@@ -15,7 +15,10 @@
  *                              [--threads 2] [--target 512] [--data SPEC] [--pool-only REPS]
  *
  * --pool-only REPS: no pass; pooling alone on the model's selected tensor shapes, written and
- * pooled as the pass does and in ~32 KiB channel chunks (see pool_only below).
+ * pooled after each whole tensor and in ~32 KiB channel chunks, then the pieces of one real
+ * forward pass replayed as the pass pools them (every layer observed, and only the Conv and
+ * Clip outputs that the pass pools when the other layers derive theirs; see pool_only and
+ * pool_in_pass below).
  *
  * Run from the repository root (make bench does); models/NAME.onnx comes from
  * deploy/fetch_model.sh --all, run first (idempotent).
@@ -120,7 +123,232 @@ static void pool_sim_time(const pool_sim *ps, int reps, double mn[4], double md[
     }
 }
 
-static int pool_only(h2t_extract_plan *plan, const char *model, uint32_t target, int reps)
+/* ---- --pool-only, in the pass: the pieces of one real forward pass, replayed ----
+ *
+ * One forward pass at batch 1 (h2t_exec_run_ranges, as the pass runs it) records every call
+ * the executor makes for the observed tensors: a piece (channels [c0, c1), plane values
+ * [off, off + len)) of a fused conv chain's output, or a whole tensor. The replay writes each
+ * piece (fill, as the chain's epilogue would) and pools it at once exactly as extract.c's
+ * on_range / on_tensor do (h2t_pool_apply_channels for whole planes, h2t_pool_stream for
+ * partial ones, h2t_pool_apply for whole tensors), so the kernels see the pass's shapes,
+ * piece sizes and cache state; the same writes alone are subtracted. Two sets: every layer
+ * observed (pool_direct = 1), and only the Conv and Clip outputs (the layers the pass pools
+ * from their own tensors when the others derive their features). */
+typedef struct rec_call {
+    uint32_t layer, c0, c1, whole;
+    size_t off, len;
+} rec_call;
+
+typedef struct rec {
+    const int *layer_of; /* per model tensor: layer index or -1 */
+    rec_call *v;
+    size_t n, cap;
+} rec;
+
+static int rec_push(rec *r, rec_call c)
+{
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? 2 * r->cap : 1024;
+        rec_call *v = realloc(r->v, cap * sizeof *v);
+        if (!v)
+            return h2t_err_set(H2T_ENOMEM, "pool-only call record");
+        r->v = v;
+        r->cap = cap;
+    }
+    r->v[r->n++] = c;
+    return 0;
+}
+
+static int rec_tensor(void *ctx, int tensor, const float *data, const int64_t *shape, int rank)
+{
+    rec *r = ctx;
+    (void)data, (void)shape, (void)rank;
+    if (r->layer_of[tensor] < 0)
+        return 0;
+    rec_call c = {(uint32_t)r->layer_of[tensor], 0, 0, 1, 0, 0};
+    return rec_push(r, c);
+}
+
+static int rec_range(void *ctx, int tensor, const float *data, const int64_t *shape, int rank,
+                     int sample, int c0, int c1, int64_t off, int64_t len)
+{
+    rec *r = ctx;
+    (void)data, (void)shape, (void)rank, (void)sample;
+    if (r->layer_of[tensor] < 0)
+        return 0;
+    rec_call c = {
+        (uint32_t)r->layer_of[tensor], (uint32_t)c0, (uint32_t)c1, 0, (size_t)off, (size_t)len};
+    return rec_push(r, c);
+}
+
+/* Record the calls of one forward pass observing the layers whose op is in ops (NULL: all). */
+static int rec_pass(const char *model_path, const h2t_layer_info *li, uint32_t nl,
+                    const char *const *ops, rec *r, uint32_t *n_obs)
+{
+    h2t_model *m = NULL;
+    h2t_exec *x = NULL;
+    int *layer_of = NULL, rc;
+    float *in = NULL;
+    *n_obs = 0;
+    if ((rc = h2t_model_load(model_path, &m)) < 0 || (rc = h2t_exec_create(m, 1, &x)) < 0)
+        goto out;
+    int nt = h2t_model_n_tensors(m);
+    if (!(layer_of = malloc(sizeof(int) * (size_t)nt))) {
+        rc = h2t_err_set(H2T_ENOMEM, "pool-only");
+        goto out;
+    }
+    for (int t = 0; t < nt; t++)
+        layer_of[t] = -1;
+    for (uint32_t l = 0; l < nl; l++) {
+        int keep = !ops;
+        for (int k = 0; ops && ops[k]; k++)
+            keep |= !strcmp(li[l].op, ops[k]);
+        int t = h2t_model_tensor_find(m, li[l].name);
+        if (!keep || t < 0)
+            continue;
+        layer_of[t] = (int)l;
+        (*n_obs)++;
+        if ((rc = h2t_exec_observe(x, t, 1)) < 0)
+            goto out;
+    }
+    const h2t_tensor_info *ti = h2t_model_input(m);
+    size_t n = 1;
+    for (int k = 1; k < ti->rank; k++)
+        n *= (size_t)ti->shape[k];
+    if (!(in = malloc(sizeof(float) * n))) {
+        rc = h2t_err_set(H2T_ENOMEM, "pool-only input");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++)
+        in[i] = (float)((i * 37) % 255) / 127.5f - 1.0f;
+    r->layer_of = layer_of;
+    h2t_blas_threads(1);
+    rc = h2t_exec_run_ranges(x, in, 1, rec_tensor, rec_range, r);
+out:
+    free(in);
+    free(layer_of);
+    r->layer_of = NULL;
+    h2t_exec_destroy(x);
+    h2t_model_destroy(m);
+    return rc;
+}
+
+/* One replay of the recorded calls (pool 0: the writes alone), as extract.c pools them. All
+ * tensors share the buffer x (as the executor's arena reuses its buffers: the values are
+ * never read again after their piece is pooled). */
+static void rec_replay(const pool_sim *ps, const rec *r, void **states, float *x, int pool)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        const rec_call *c = &r->v[i];
+        const h2t_pool_plan *p = &ps->pp[c->layer];
+        float *out = ps->out[c->layer];
+        if (c->whole) {
+            fill(ps, x, 0, ps->per[c->layer]);
+            if (pool)
+                h2t_pool_apply(p, x, out);
+            continue;
+        }
+        size_t hw = (size_t)p->h * p->w;
+        if (c->off == 0 && c->len == hw) {
+            fill(ps, x, c->c0 * hw, c->c1 * hw);
+        } else {
+            for (uint32_t ch = c->c0; ch < c->c1; ch++)
+                fill(ps, x, ch * hw + c->off, ch * hw + c->off + c->len);
+        }
+        if (!pool)
+            continue;
+        if (c->off == 0 && c->len == hw)
+            h2t_pool_apply_channels(p, x, c->c0, c->c1, out);
+        else if (!states[c->layer])
+            h2t_pool_apply(p, x, out); /* whole planes only (never on MobileNetV2) */
+        else
+            h2t_pool_stream(p, states[c->layer], x, c->c0, c->c1, c->off, c->len, out);
+    }
+}
+
+/* reps rounds of (pool, writes alone) on the recorded pass; min and median ms per image of
+ * each; *floats the values pooled per image, *calls the calls */
+static int rec_time(const pool_sim *ps, const rec *r, int reps, double mn[2], double md[2],
+                    size_t *floats)
+{
+    void **states = calloc(ps->n, sizeof(void *));
+    size_t max = 0;
+    for (uint32_t l = 0; l < ps->n; l++)
+        max = ps->per[l] > max ? ps->per[l] : max;
+    float *x = malloc(sizeof(float) * max);
+    double t[2][64];
+    int rc = 0;
+    if (!states || !x) {
+        free(states);
+        free(x);
+        return h2t_err_set(H2T_ENOMEM, "pool-only states");
+    }
+    *floats = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        const rec_call *c = &r->v[i];
+        const h2t_pool_plan *p = &ps->pp[c->layer];
+        *floats += c->whole ? ps->per[c->layer] : (size_t)(c->c1 - c->c0) * c->len;
+        size_t sb = h2t_pool_stream_bytes(p);
+        if (!c->whole && sb && !states[c->layer] && !(states[c->layer] = malloc(sb))) {
+            rc = h2t_err_set(H2T_ENOMEM, "pool-only states");
+            goto out;
+        }
+    }
+    if (reps > 64)
+        reps = 64;
+    rec_replay(ps, r, states, x, 1);
+    rec_replay(ps, r, states, x, 0);
+    for (int k = 0; k < reps; k++)
+        for (int pool = 1; pool >= 0; pool--) {
+            double c0 = thread_cpu_s();
+            rec_replay(ps, r, states, x, pool);
+            t[1 - pool][k] = thread_cpu_s() - c0;
+        }
+    for (int k = 0; k < 2; k++) {
+        qsort(t[k], (size_t)reps, sizeof t[k][0], cmp_double);
+        mn[k] = 1e3 * t[k][0];
+        md[k] = 1e3 * t[k][reps / 2];
+    }
+out:
+    for (uint32_t l = 0; l < ps->n; l++)
+        free(states[l]);
+    free(states);
+    free(x);
+    return rc;
+}
+
+static int pool_in_pass(const pool_sim *ps, const h2t_layer_info *li, const char *model_path,
+                        int reps)
+{
+    static const char *const direct[] = {"Conv", "Clip", NULL};
+    for (int set = 0; set < 2; set++) {
+        rec r = {NULL, NULL, 0, 0};
+        uint32_t n_obs = 0;
+        size_t floats = 0, whole = 0;
+        double mn[2], md[2];
+        int rc = rec_pass(model_path, li, ps->n, set ? direct : NULL, &r, &n_obs);
+        if (rc == 0)
+            rc = rec_time(ps, &r, reps, mn, md, &floats);
+        for (size_t i = 0; i < r.n; i++)
+            whole += r.v[i].whole ||
+                     (r.v[i].off == 0 &&
+                      r.v[i].len == (size_t)ps->pp[r.v[i].layer].h * ps->pp[r.v[i].layer].w);
+        free(r.v);
+        if (rc < 0)
+            return rc;
+        double pool = mn[0] - mn[1];
+        printf("  in the pass, %s (%u tensors, %.2f M floats, %zu calls, %zu of whole planes): "
+               "write + pool %.3f / %.3f, writes %.3f / %.3f; pooling %.3f ms/image "
+               "(%.1f G floats/s)\n",
+               set ? "Conv and Clip outputs" : "every layer", n_obs, 1e-6 * (double)floats, r.n,
+               whole, mn[0], md[0], mn[1], md[1], pool,
+               pool > 0 ? 1e-6 * (double)floats / pool : 0.0);
+    }
+    return 0;
+}
+
+static int pool_only(h2t_extract_plan *plan, const char *model, const char *model_path,
+                     uint32_t target, int reps)
 {
     uint32_t n = 0;
     uint64_t total = 0;
@@ -169,6 +397,7 @@ static int pool_only(h2t_extract_plan *plan, const char *model, uint32_t target,
            model, n, floats, 4e-6 * (double)floats, target,
            h2t_pool_isa_best() == H2T_POOL_ISA_AVX ? "AVX" : "generic", reps, mn[0], md[0], mn[1],
            md[1], mn[2], md[2], mn[3], md[3], mn[0] - mn[3], mn[1] - mn[3], mn[2] - mn[3]);
+    rc = pool_in_pass(&ps, li, model_path, reps);
 out:
     for (uint32_t l = 0; l < n && ps.buf && ps.out; l++) {
         free(ps.buf[l]);
@@ -248,7 +477,7 @@ int main(int argc, char **argv)
         goto out;
     h2t_extract_plan_layers(plan, &n_layers, &total_dim);
     if (pool_reps) {
-        rc = pool_only(plan, model, o.target_size, pool_reps);
+        rc = pool_only(plan, model, path, o.target_size, pool_reps);
         goto out;
     }
     if ((rc = h2t_store_open(dir, H2T_STORE_CREATE, &st)) < 0)

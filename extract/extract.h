@@ -186,7 +186,7 @@ void h2t_pool_apply(const h2t_pool_plan *p, const float *x, float *out);
  * alters a single feature bit of h2t_pool_apply / h2t_pool_stream must bump it: it enters the
  * extraction's identity (the config string says "pool=...-oN" when N > 1), so a store never
  * mixes features of two orders in one extraction. */
-#define H2T_POOL_ORDER 1
+#define H2T_POOL_ORDER 2
 
 /* Kernel sets: the x86-64 baseline (SSE2) and AVX (runtime-checked). */
 enum { H2T_POOL_ISA_GENERIC = 0, H2T_POOL_ISA_AVX = 1 };

@@ -73,560 +73,214 @@ int h2t_pool_plan_make(int rank, const int64_t *shape, uint32_t target, h2t_pool
 
 /* ---- the kernels ----
  *
- * Every sum has one fixed order that depends only on the shapes, so that the features are
- * bitwise the same on every x86-64 CPU:
- *  - a block of n contiguous floats (a whole plane, or whole rows): 16 float lanes, lane l
- *    adding x[l], x[16 + l], x[32 + l], ... in turn; then t = sum over k = 0..3 of
- *    (double)lane[k] + lane[4 + k] + lane[8 + k] + lane[12 + k] (in that order, in double);
- *    then the n % 16 trailing floats added to t one by one;
- *  - a ph x pw window of a wider plane (pw <= 4096): each column summed over the window's rows in
- * float, top to bottom; then the pw column sums added left to right in double from 0.
- *  - windows wider than 4096 columns: every value added in double, row by row.
- * A window's mean is (float)(sum * (1.0 / (ph * pw))).
+ * Every sum has one fixed order that depends only on the shapes (order 2, H2T_POOL_ORDER), so
+ * that the features are bitwise the same on every x86-64 CPU, with either kernel set, whole
+ * or streamed in any pieces:
+ *  - a window that is one contiguous block of n floats (GAP: a whole plane; GRID with one
+ *    window per band of rows, pw == W: ph whole rows) has L = 64 float lanes when n >= 1024,
+ *    else L = 16: lane l adds x[l], x[L + l], x[2L + l], ... (every k < n with k % L == l) in
+ *    turn, from +0. The lanes are then converted to double and reduced as a tree: group g is
+ *    lanes 4g..4g+3 (L / 4 groups); groups 2i and 2i + 1 are added element-wise, level by
+ *    level, until one group s is left; t = (s0 + s1) + (s2 + s3).
+ *  - a ph x pw window of a wider plane (pw < W, pw <= 4096): each column summed over the
+ *    window's rows in float, top to bottom; then the pw column sums in double in four lanes
+ *    (lane e adds columns e, 4 + e, 8 + e, ... below pw - pw % 4, from 0),
+ *    t = (d0 + d1) + (d2 + d3), and the last pw % 4 column sums added to t left to right.
+ *  - windows wider than 4096 columns (and narrower than the plane): every value added in
+ *    double, row by row.
+ * A window's mean is (float)(t * (1.0 / (ph * pw))).
  *
- * The two vector kernels (block sums, column sums) exist with 8-float vectors, compiled with
- * __attribute__((target("avx"))), and with 4-float vectors for the x86-64 baseline (SSE2);
- * the rest is shared. The AVX set is chosen at run time with __builtin_cpu_supports("avx").
- * Element-wise adds only (no reassociation: -ffp-contract is off in ISO C mode and nothing
- * multiplies before adding): both sets compute the same float operations on the same lanes in
- * the same order, so the results are identical (tests/test_extract_pool_isa.c checks it on odd
- * shapes and remainders). */
+ * Why this order: its chains of dependent adds are short or many side by side, so the adders
+ * run at their throughput on cache-resident pieces. Order 1 (h2tdb up to 2026-11-28) had 16
+ * lanes per block (two 8-float chains per plane) and reduced lanes and columns one double at a
+ * time; bench/extract_full --pool-only measures both. The error is that of float sums of at
+ * most ceil(n / L) (blocks) or ph (columns) values, then double: no larger than order 1's
+ * (n / 16 values per lane); tests/test_extract_pool_isa.c measures it against long double.
+ *
+ * Two kernel sets: 8-float vectors compiled with __attribute__((target("avx"))), chosen at run
+ * time (__builtin_cpu_supports), and 4-float vectors for the x86-64 baseline (SSE2). Only
+ * element-wise adds (no reassociation: -ffp-contract is off in ISO C mode and nothing
+ * multiplies before adding), so both compute the same float and double operations on the same
+ * values in the same order. Partial vectors are zero-padded: adding +0 leaves a lane as it
+ * was (a lane starts at +0, and a round-to-nearest sum is -0 only when both terms are), so
+ * where a piece starts or ends changes no bit. Where a whole 8-float load stays inside the
+ * sample, the padding is a mask over the load (the masked values are never used, whatever they
+ * are); elsewhere the values are copied one by one. tests/test_extract_pool_isa.c checks all
+ * of this against a scalar reference of the order on odd shapes, remainders and random
+ * pieces. */
 #define POOL_COLS 4096
+#define POOL_BIG 1024 /* blocks of at least this many floats: 64 lanes, else 16 */
 #define POOL_INLINE static inline __attribute__((always_inline))
 
+static size_t block_lanes(size_t n)
+{
+    return n >= POOL_BIG ? 64 : 16;
+}
+
 typedef float v8f __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
+typedef double v4d __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
 
 /* unaligned loads and stores (GCC lets a vector of floats alias floats) */
 typedef float v8fu __attribute__((vector_size(32), aligned(4)));
+typedef float v4fu __attribute__((vector_size(16), aligned(4)));
+typedef int32_t v8iu __attribute__((vector_size(32), aligned(4)));
 #define LD8(p) (*(const v8fu *)(const void *)(p))
 #define ST8(p, v) (*(v8fu *)(void *)(p) = (v))
-typedef float v4f __attribute__((vector_size(16)));
-typedef float v4fu __attribute__((vector_size(16), aligned(4)));
 #define LD4(p) (*(const v4fu *)(const void *)(p))
 #define ST4(p, v) (*(v4fu *)(void *)(p) = (v))
 
-/* Sum of n contiguous floats in the block order above. Lanes 0-7 are a, 8-15 are b. */
-POOL_INLINE double k_sum_block8(const float *q, size_t n)
+/* ---- the baseline set (4-float vectors) ----
+ * Block lanes live in memory (the lanes array); partial vectors go through a zeroed copy. */
+
+/* lanes[k % L] += x[k] for k in [a, b); 64 lanes take two passes over whole 64-blocks (lanes
+ * 0-31, then 32-63), eight 4-float registers each. */
+static void gen_lanes_add(float *lanes, size_t L, const float *x, size_t a, size_t b)
 {
-    v8f a = {0, 0, 0, 0, 0, 0, 0, 0}, b = a;
-    size_t x = 0;
-    for (; x + 16 <= n; x += 16) {
-        a += LD8(q + x);
-        b += LD8(q + x + 8);
+    size_t k = a, m = L - 1;
+    if ((k & 3) && k < b) {
+        size_t k0 = k & ~(size_t)3, e = k0 + 4 < b ? k0 + 4 : b;
+        float t[4] = {0, 0, 0, 0};
+        for (size_t i = k; i < e; i++)
+            t[i - k0] = x[i];
+        ST4(lanes + (k0 & m), LD4(lanes + (k0 & m)) + LD4(t));
+        k = e;
     }
-    double t = 0;
-    for (int k = 0; k < 4; k++)
-        t += (double)a[k] + (double)a[4 + k] + (double)b[k] + (double)b[4 + k];
-    for (; x < n; x++)
-        t += q[x];
-    return t;
+    for (; k + 4 <= b && (k & m); k += 4)
+        ST4(lanes + (k & m), LD4(lanes + (k & m)) + LD4(x + k));
+    if (k + L <= b) {
+        size_t k1 = k + (b - k) / L * L;
+        for (size_t h = 0; h < L; h += 32) {
+            float *l = lanes + h;
+            if (L == 16) {
+                v4f a0 = LD4(l), a1 = LD4(l + 4), a2 = LD4(l + 8), a3 = LD4(l + 12);
+                for (size_t j = k; j < k1; j += 16) {
+                    a0 += LD4(x + j);
+                    a1 += LD4(x + j + 4);
+                    a2 += LD4(x + j + 8);
+                    a3 += LD4(x + j + 12);
+                }
+                ST4(l, a0);
+                ST4(l + 4, a1);
+                ST4(l + 8, a2);
+                ST4(l + 12, a3);
+                break;
+            }
+            v4f a0 = LD4(l), a1 = LD4(l + 4), a2 = LD4(l + 8), a3 = LD4(l + 12);
+            v4f a4 = LD4(l + 16), a5 = LD4(l + 20), a6 = LD4(l + 24), a7 = LD4(l + 28);
+            for (size_t j = k + h; j < k1; j += 64) {
+                const float *q = x + j;
+                a0 += LD4(q);
+                a1 += LD4(q + 4);
+                a2 += LD4(q + 8);
+                a3 += LD4(q + 12);
+                a4 += LD4(q + 16);
+                a5 += LD4(q + 20);
+                a6 += LD4(q + 24);
+                a7 += LD4(q + 28);
+            }
+            ST4(l, a0);
+            ST4(l + 4, a1);
+            ST4(l + 8, a2);
+            ST4(l + 12, a3);
+            ST4(l + 16, a4);
+            ST4(l + 20, a5);
+            ST4(l + 24, a6);
+            ST4(l + 28, a7);
+        }
+        k = k1;
+    }
+    for (; k + 4 <= b; k += 4)
+        ST4(lanes + (k & m), LD4(lanes + (k & m)) + LD4(x + k));
+    if (k < b) {
+        float t[4] = {0, 0, 0, 0};
+        for (size_t i = k; i < b; i++)
+            t[i - k] = x[i];
+        ST4(lanes + (k & m), LD4(lanes + (k & m)) + LD4(t));
+    }
 }
 
-/* The same two kernels on 4-float vectors for the x86-64 baseline (GCC spills 8-float vectors
- * to the stack where the target has no 8-float registers): lanes 0-3 in a0, 4-7 in a1, 8-11 in
- * b0, 12-15 in b1; columns x..x+15 in c0..c3. Same lanes, same order, same results. */
-POOL_INLINE double k_sum_block4(const float *q, size_t n)
+/* the lanes' double tree, one double at a time */
+static double gen_reduce(const float *lanes, size_t L)
 {
-    v4f a0 = {0, 0, 0, 0}, a1 = a0, b0 = a0, b1 = a0;
-    size_t x = 0;
-    for (; x + 16 <= n; x += 16) {
-        a0 += LD4(q + x);
-        a1 += LD4(q + x + 4);
-        b0 += LD4(q + x + 8);
-        b1 += LD4(q + x + 12);
-    }
-    double t = 0;
-    for (int k = 0; k < 4; k++)
-        t += (double)a0[k] + (double)a1[k] + (double)b0[k] + (double)b1[k];
-    for (; x < n; x++)
-        t += q[x];
-    return t;
+    double d[64];
+    for (size_t i = 0; i < L; i++)
+        d[i] = lanes[i];
+    for (size_t n = L / 4; n > 1; n /= 2)
+        for (size_t i = 0; i < n / 2; i++)
+            for (size_t e = 0; e < 4; e++)
+                d[4 * i + e] = d[8 * i + e] + d[8 * i + 4 + e];
+    return (d[0] + d[1]) + (d[2] + d[3]);
 }
 
-POOL_INLINE void k_col_sums4(const float *r, size_t w, uint32_t ph, uint32_t span, float *col)
+/* Block windows of channels [c0, c1): band i of channel c is the n floats at x + c * hw +
+ * i * n; its mean goes to out[i * ostride + c]. (end: the sample's end, for the AVX set.) */
+static void gen_block_channels(const float *x, size_t hw, size_t n, uint32_t bands, double inv,
+                               uint32_t c0, uint32_t c1, float *out, size_t ostride,
+                               const float *end)
 {
-    uint32_t x = 0;
-    for (; x + 16 <= span; x += 16) {
-        const float *q = r + x;
-        v4f c0 = LD4(q), c1 = LD4(q + 4), c2 = LD4(q + 8), c3 = LD4(q + 12);
-        for (uint32_t y = 1; y < ph; y++) {
-            q += w;
-            c0 += LD4(q);
-            c1 += LD4(q + 4);
-            c2 += LD4(q + 8);
-            c3 += LD4(q + 12);
+    size_t L = block_lanes(n);
+    float lanes[64];
+    (void)end;
+    for (uint32_t i = 0; i < bands; i++)
+        for (uint32_t c = c0; c < c1; c++) {
+            memset(lanes, 0, sizeof lanes);
+            gen_lanes_add(lanes, L, x + c * hw + (size_t)i * n, 0, n);
+            out[(size_t)i * ostride + c] = (float)(gen_reduce(lanes, L) * inv);
+        }
+}
+
+/* Streamed blocks: the same piece [a, b) of the band at x + c * hw for channels [c0, c1),
+ * lanes at lanes + c * per (zeroed first when a is the band's start). */
+static void gen_stream_lanes(float *lanes, size_t per, size_t L, const float *x, size_t hw,
+                             uint32_t c0, uint32_t c1, size_t a, size_t b, const float *end)
+{
+    v4f z = {0, 0, 0, 0};
+    (void)end;
+    for (uint32_t c = c0; c < c1; c++) {
+        if (a == 0) /* a band's first values: its lanes start at +0 */
+            for (size_t k = 0; k < L; k += 4)
+                ST4(lanes + c * per + k, z);
+        gen_lanes_add(lanes + c * per, L, x + c * hw, a, b);
+    }
+}
+
+static void gen_stream_reduce(const float *lanes, size_t per, size_t L, uint32_t c0, uint32_t c1,
+                              double inv, float *out)
+{
+    for (uint32_t c = c0; c < c1; c++)
+        out[c] = (float)(gen_reduce(lanes + c * per, L) * inv);
+}
+
+/* col[x] (+)= q[x] + q[w + x] + ... over nr rows, top to bottom in float (first: col starts
+ * at row 0), for x < span: strips of 32 columns in registers, then 4, then single ones. */
+static void gen_col_acc(float *col, const float *q, size_t w, size_t nr, size_t span, int first)
+{
+    size_t x = 0, r0 = first ? 1 : 0;
+    for (; x + 32 <= span; x += 32) {
+        const float *b = first ? q + x : col + x;
+        v4f c0 = LD4(b), c1 = LD4(b + 4), c2 = LD4(b + 8), c3 = LD4(b + 12);
+        v4f c4 = LD4(b + 16), c5 = LD4(b + 20), c6 = LD4(b + 24), c7 = LD4(b + 28);
+        for (size_t y = r0; y < nr; y++) {
+            const float *r = q + y * w + x;
+            c0 += LD4(r);
+            c1 += LD4(r + 4);
+            c2 += LD4(r + 8);
+            c3 += LD4(r + 12);
+            c4 += LD4(r + 16);
+            c5 += LD4(r + 20);
+            c6 += LD4(r + 24);
+            c7 += LD4(r + 28);
         }
         ST4(col + x, c0);
         ST4(col + x + 4, c1);
         ST4(col + x + 8, c2);
         ST4(col + x + 12, c3);
-    }
-    for (; x + 4 <= span; x += 4) {
-        const float *q = r + x;
-        v4f c0 = LD4(q);
-        for (uint32_t y = 1; y < ph; y++) {
-            q += w;
-            c0 += LD4(q);
-        }
-        ST4(col + x, c0);
-    }
-    for (; x < span; x++) {
-        const float *q = r + x;
-        float c0 = *q;
-        for (uint32_t y = 1; y < ph; y++) {
-            q += w;
-            c0 += *q;
-        }
-        col[x] = c0;
-    }
-}
-
-/* col[x] = r[x] + r[w + x] + ... + r[(ph - 1) w + x] for x < span, each column top to bottom in
- * float. Four vectors (32 columns) stay in registers over all ph rows, so each row segment is
- * read once and col written once; then 16, 8 and 4 columns, then single ones. */
-POOL_INLINE void k_col_sums8(const float *r, size_t w, uint32_t ph, uint32_t span, float *col)
-{
-    uint32_t x = 0;
-    for (; x + 32 <= span; x += 32) {
-        const float *q = r + x;
-        v8f c0 = LD8(q), c1 = LD8(q + 8), c2 = LD8(q + 16), c3 = LD8(q + 24);
-        for (uint32_t y = 1; y < ph; y++) {
-            q += w;
-            c0 += LD8(q);
-            c1 += LD8(q + 8);
-            c2 += LD8(q + 16);
-            c3 += LD8(q + 24);
-        }
-        ST8(col + x, c0);
-        ST8(col + x + 8, c1);
-        ST8(col + x + 16, c2);
-        ST8(col + x + 24, c3);
-    }
-    for (; x + 16 <= span; x += 16) {
-        const float *q = r + x;
-        v8f c0 = LD8(q), c1 = LD8(q + 8);
-        for (uint32_t y = 1; y < ph; y++) {
-            q += w;
-            c0 += LD8(q);
-            c1 += LD8(q + 8);
-        }
-        ST8(col + x, c0);
-        ST8(col + x + 8, c1);
-    }
-    for (; x + 8 <= span; x += 8) {
-        const float *q = r + x;
-        v8f c0 = LD8(q);
-        for (uint32_t y = 1; y < ph; y++) {
-            q += w;
-            c0 += LD8(q);
-        }
-        ST8(col + x, c0);
-    }
-    for (; x + 4 <= span; x += 4) {
-        const float *q = r + x;
-        v4f c0 = LD4(q);
-        for (uint32_t y = 1; y < ph; y++) {
-            q += w;
-            c0 += LD4(q);
-        }
-        ST4(col + x, c0);
-    }
-    for (; x < span; x++) {
-        const float *q = r + x;
-        float c0 = *q;
-        for (uint32_t y = 1; y < ph; y++) {
-            q += w;
-            c0 += *q;
-        }
-        col[x] = c0;
-    }
-}
-
-/* wide: 1 = the 8-float kernels (AVX), 0 = the 4-float ones; a constant after inlining */
-POOL_INLINE double k_sum_block(const float *q, size_t n, int wide)
-{
-    return wide ? k_sum_block8(q, n) : k_sum_block4(q, n);
-}
-
-POOL_INLINE void k_col_sums(const float *r, size_t w, uint32_t ph, uint32_t span, float *col,
-                            int wide)
-{
-    if (wide)
-        k_col_sums8(r, w, ph, span, col);
-    else
-        k_col_sums4(r, w, ph, span, col);
-}
-
-/* Window sums of nj windows of pw columns each (col[j * pw .. j * pw + pw), left to right in
- * double), four windows at a time so that four independent chains overlap. */
-POOL_INLINE void k_win_sums(const float *col, uint32_t pw, uint32_t nj, double inv, float *out,
-                            size_t ostride)
-{
-    uint32_t j = 0;
-    for (; j + 4 <= nj; j += 4) {
-        const float *q = col + (size_t)j * pw;
-        double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        for (uint32_t k = 0; k < pw; k++) {
-            a0 += q[k];
-            a1 += q[pw + k];
-            a2 += q[2 * (size_t)pw + k];
-            a3 += q[3 * (size_t)pw + k];
-        }
-        out[(size_t)j * ostride] = (float)(a0 * inv);
-        out[(size_t)(j + 1) * ostride] = (float)(a1 * inv);
-        out[(size_t)(j + 2) * ostride] = (float)(a2 * inv);
-        out[(size_t)(j + 3) * ostride] = (float)(a3 * inv);
-    }
-    for (; j < nj; j++) {
-        const float *q = col + (size_t)j * pw;
-        double a = 0;
-        for (uint32_t k = 0; k < pw; k++)
-            a += q[k];
-        out[(size_t)j * ostride] = (float)(a * inv);
-    }
-}
-
-/* Means of the ph x pw windows of one H x W plane (row stride w), in the orders above. Window
- * (i, j) goes to out[(i * ow + j) * ostride]. */
-/* The block sums of several planes at once (planes q, q + stride, ...: same n): each plane
- * keeps its own 16 lanes and its own order, so each result is k_sum_block's, but the planes'
- * chains are independent and overlap (one plane's 16 lanes are only two 8-float or four
- * 4-float dependency chains, which leaves the adder waiting on its latency). AVX: 4 planes
- * (8 accumulators); baseline: 2 planes (8 accumulators). */
-#define FIN8(t, a, b)                                                                              \
-    do {                                                                                           \
-        for (int k_ = 0; k_ < 4; k_++)                                                             \
-            t += (double)a[k_] + (double)a[4 + k_] + (double)b[k_] + (double)b[4 + k_];            \
-    } while (0)
-#define FIN4(t, a0, a1, b0, b1)                                                                    \
-    do {                                                                                           \
-        for (int k_ = 0; k_ < 4; k_++)                                                             \
-            t += (double)a0[k_] + (double)a1[k_] + (double)b0[k_] + (double)b1[k_];                \
-    } while (0)
-
-POOL_INLINE void k_sum_blocks8x4(const float *q, size_t stride, size_t n, double *t)
-{
-    v8f z = {0, 0, 0, 0, 0, 0, 0, 0};
-    v8f a0 = z, b0 = z, a1 = z, b1 = z, a2 = z, b2 = z, a3 = z, b3 = z;
-    const float *q0 = q, *q1 = q + stride, *q2 = q + 2 * stride, *q3 = q + 3 * stride;
-    size_t x = 0;
-    for (; x + 16 <= n; x += 16) {
-        a0 += LD8(q0 + x);
-        b0 += LD8(q0 + x + 8);
-        a1 += LD8(q1 + x);
-        b1 += LD8(q1 + x + 8);
-        a2 += LD8(q2 + x);
-        b2 += LD8(q2 + x + 8);
-        a3 += LD8(q3 + x);
-        b3 += LD8(q3 + x + 8);
-    }
-    double t0 = 0, t1 = 0, t2 = 0, t3 = 0;
-    FIN8(t0, a0, b0);
-    FIN8(t1, a1, b1);
-    FIN8(t2, a2, b2);
-    FIN8(t3, a3, b3);
-    for (size_t y = x; y < n; y++) {
-        t0 += q0[y];
-        t1 += q1[y];
-        t2 += q2[y];
-        t3 += q3[y];
-    }
-    t[0] = t0;
-    t[1] = t1;
-    t[2] = t2;
-    t[3] = t3;
-}
-
-POOL_INLINE void k_sum_blocks4x2(const float *q, size_t stride, size_t n, double *t)
-{
-    v4f z = {0, 0, 0, 0};
-    v4f a0 = z, a1 = z, b0 = z, b1 = z, c0 = z, c1 = z, d0 = z, d1 = z;
-    const float *p = q, *r = q + stride;
-    size_t x = 0;
-    for (; x + 16 <= n; x += 16) {
-        a0 += LD4(p + x);
-        a1 += LD4(p + x + 4);
-        b0 += LD4(p + x + 8);
-        b1 += LD4(p + x + 12);
-        c0 += LD4(r + x);
-        c1 += LD4(r + x + 4);
-        d0 += LD4(r + x + 8);
-        d1 += LD4(r + x + 12);
-    }
-    double t0 = 0, t1 = 0;
-    FIN4(t0, a0, a1, b0, b1);
-    FIN4(t1, c0, c1, d0, d1);
-    for (size_t y = x; y < n; y++) {
-        t0 += p[y];
-        t1 += r[y];
-    }
-    t[0] = t0;
-    t[1] = t1;
-}
-
-/* Channels [c0, c1) whose every output is the block sum of the first n floats of its plane
- * (GAP, and grids of one window of whole rows), scaled by inv, into out[c]. */
-POOL_INLINE void k_block_channels(const float *x, size_t hw, size_t n, double inv, uint32_t c0,
-                                  uint32_t c1, float *out, int wide)
-{
-    uint32_t g = wide ? 4 : 2, c = c0;
-    double t[4];
-    for (; c + g <= c1; c += g) {
-        if (wide)
-            k_sum_blocks8x4(x + c * hw, hw, n, t);
-        else
-            k_sum_blocks4x2(x + c * hw, hw, n, t);
-        for (uint32_t k = 0; k < g; k++)
-            out[c + k] = (float)(t[k] * inv);
-    }
-    for (; c < c1; c++)
-        out[c] = (float)(k_sum_block(x + c * hw, n, wide) * inv);
-}
-
-POOL_INLINE void k_pool_plane(const float *s, uint32_t w, uint32_t ph, uint32_t pw, uint32_t oh,
-                              uint32_t ow, float *out, size_t ostride, int wide)
-{
-    double inv = 1.0 / ((double)ph * pw);
-    if (pw > POOL_COLS) { /* absurdly wide windows: plain loops, every value in double */
-        for (uint32_t i = 0; i < oh; i++)
-            for (uint32_t j = 0; j < ow; j++) {
-                double a = 0;
-                for (uint32_t r = i * ph; r < (i + 1) * ph; r++)
-                    for (uint32_t k = 0; k < pw; k++)
-                        a += s[(size_t)r * w + (size_t)j * pw + k];
-                out[((size_t)i * ow + j) * ostride] = (float)(a * inv);
-            }
-        return;
-    }
-    if (ow == 1 && pw == w) { /* each window is ph whole rows: one contiguous block */
-        for (uint32_t i = 0; i < oh; i++)
-            out[(size_t)i * ostride] =
-                (float)(k_sum_block(s + (size_t)i * ph * w, (size_t)ph * w, wide) * inv);
-        return;
-    }
-    float col[POOL_COLS];
-    uint32_t per_chunk = POOL_COLS / pw; /* whole windows per pass over the rows */
-    for (uint32_t i = 0; i < oh; i++) {
-        const float *r0 = s + (size_t)i * ph * w;
-        for (uint32_t j0 = 0; j0 < ow; j0 += per_chunk) {
-            uint32_t nj = ow - j0 < per_chunk ? ow - j0 : per_chunk;
-            k_col_sums(r0 + (size_t)j0 * pw, w, ph, nj * pw, col, wide);
-            k_win_sums(col, pw, nj, inv, out + ((size_t)i * ow + j0) * ostride, ostride);
-        }
-    }
-}
-
-/* Channels [c0, c1) of a 4-D sample (GAP or GRID): out[(i * ow + j) * C + c]. */
-POOL_INLINE void k_pool_channels(const h2t_pool_plan *p, const float *x, uint32_t c0, uint32_t c1,
-                                 float *out, int wide)
-{
-    size_t hw = (size_t)p->h * p->w;
-    uint32_t ph = p->kind == H2T_POOL_GAP ? p->h : p->ph;
-    uint32_t pw = p->kind == H2T_POOL_GAP ? p->w : p->pw;
-    if (pw <= POOL_COLS && pw == p->w && (p->kind == H2T_POOL_GAP || p->oh == 1)) {
-        /* one window of whole rows per channel: k_pool_plane's block path, planes together */
-        k_block_channels(x, hw, (size_t)ph * p->w, 1.0 / ((double)ph * pw), c0, c1, out, wide);
-        return;
-    }
-    if (p->kind == H2T_POOL_GAP) {
-        for (uint32_t c = c0; c < c1; c++)
-            k_pool_plane(x + c * hw, p->w, p->h, p->w, 1, 1, out + c, p->c, wide);
-        return;
-    }
-    for (uint32_t c = c0; c < c1; c++)
-        k_pool_plane(x + c * hw, p->w, p->ph, p->pw, p->oh, p->ow, out + c, p->c, wide);
-}
-
-static void pool_channels_generic(const h2t_pool_plan *p, const float *x, uint32_t c0, uint32_t c1,
-                                  float *out)
-{
-    k_pool_channels(p, x, c0, c1, out, 0);
-}
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define POOL_HAVE_AVX 1
-__attribute__((target("avx"))) static void pool_channels_avx(const h2t_pool_plan *p, const float *x,
-                                                             uint32_t c0, uint32_t c1, float *out)
-{
-    k_pool_channels(p, x, c0, c1, out, 1);
-}
-#endif
-
-int h2t_pool_isa_best(void)
-{
-#ifdef POOL_HAVE_AVX
-    if (__builtin_cpu_supports("avx"))
-        return H2T_POOL_ISA_AVX;
-#endif
-    return H2T_POOL_ISA_GENERIC;
-}
-
-static void pool_channels(const h2t_pool_plan *p, const float *x, uint32_t c0, uint32_t c1,
-                          float *out, int isa)
-{
-#ifdef POOL_HAVE_AVX
-    if (isa == H2T_POOL_ISA_AVX && __builtin_cpu_supports("avx")) {
-        pool_channels_avx(p, x, c0, c1, out);
-        return;
-    }
-#else
-    (void)isa;
-#endif
-    pool_channels_generic(p, x, c0, c1, out);
-}
-
-/* ---- streaming: channels fed in spans of their planes ----
- *
- * Per channel, a state of STREAM_HDR doubles then floats: block mode (pw == w, one window of
- * ph whole rows per band: k_pool_plane's block path and GAP) keeps the band's 16 lanes and its
- * double sum t; column mode keeps the ow * pw column sums of the current window band. Each
- * value is added with the same float or double operation, in the same order, as the whole-
- * plane kernels, so the features are bitwise theirs. */
-#define STREAM_HDR 2 /* doubles: t, and a flag (lanes reduced into t) */
-
-static int stream_block(const h2t_pool_plan *p)
-{
-    return p->kind == H2T_POOL_GAP || p->pw == p->w;
-}
-
-size_t h2t_pool_stream_bytes(const h2t_pool_plan *p)
-{
-    if ((p->kind != H2T_POOL_GAP && p->kind != H2T_POOL_GRID) || p->w > POOL_COLS)
-        return 0;
-    size_t fl = stream_block(p) ? 16 : (size_t)p->ow * p->pw;
-    return (size_t)p->c * (STREAM_HDR * sizeof(double) + (fl + 1) / 2 * 2 * sizeof(float));
-}
-
-/* lanes[k & 15] += x[k] for k in [a, b), lane order of k_sum_block (element-wise adds). */
-POOL_INLINE void k_lanes_add(float *lanes, const float *x, size_t a, size_t b, int wide)
-{
-    size_t k = a;
-    for (; k < b && (k & 15); k++)
-        lanes[k & 15] += x[k];
-    if (k + 16 <= b) {
-        if (wide) {
-            v8f l0 = LD8(lanes), l1 = LD8(lanes + 8);
-            for (; k + 16 <= b; k += 16) {
-                l0 += LD8(x + k);
-                l1 += LD8(x + k + 8);
-            }
-            ST8(lanes, l0);
-            ST8(lanes + 8, l1);
-        } else {
-            v4f l0 = LD4(lanes), l1 = LD4(lanes + 4), l2 = LD4(lanes + 8), l3 = LD4(lanes + 12);
-            for (; k + 16 <= b; k += 16) {
-                l0 += LD4(x + k);
-                l1 += LD4(x + k + 4);
-                l2 += LD4(x + k + 8);
-                l3 += LD4(x + k + 12);
-            }
-            ST4(lanes, l0);
-            ST4(lanes + 4, l1);
-            ST4(lanes + 8, l2);
-            ST4(lanes + 12, l3);
-        }
-    }
-    for (; k < b; k++)
-        lanes[k & 15] += x[k];
-}
-
-/* k_lanes_add on 4 channels at once (lanes l[i], values q[i]): their 8 dependency chains
- * overlap (one channel's 16 lanes are only 2 chains of 8-float adds). AVX only. */
-POOL_INLINE void k_lanes_add4(float *const *l, const float *const *q, size_t a, size_t b)
-{
-    size_t k = a;
-    for (; k < b && (k & 15); k++)
-        for (int i = 0; i < 4; i++)
-            l[i][k & 15] += q[i][k];
-    if (k + 16 <= b) {
-        v8f a0 = LD8(l[0]), b0 = LD8(l[0] + 8), a1 = LD8(l[1]), b1 = LD8(l[1] + 8);
-        v8f a2 = LD8(l[2]), b2 = LD8(l[2] + 8), a3 = LD8(l[3]), b3 = LD8(l[3] + 8);
-        const float *q0 = q[0], *q1 = q[1], *q2 = q[2], *q3 = q[3];
-        for (; k + 16 <= b; k += 16) {
-            a0 += LD8(q0 + k);
-            b0 += LD8(q0 + k + 8);
-            a1 += LD8(q1 + k);
-            b1 += LD8(q1 + k + 8);
-            a2 += LD8(q2 + k);
-            b2 += LD8(q2 + k + 8);
-            a3 += LD8(q3 + k);
-            b3 += LD8(q3 + k + 8);
-        }
-        ST8(l[0], a0);
-        ST8(l[0] + 8, b0);
-        ST8(l[1], a1);
-        ST8(l[1] + 8, b1);
-        ST8(l[2], a2);
-        ST8(l[2] + 8, b2);
-        ST8(l[3], a3);
-        ST8(l[3] + 8, b3);
-    }
-    for (; k < b; k++)
-        for (int i = 0; i < 4; i++)
-            l[i][k & 15] += q[i][k];
-}
-
-/* col[j] = x[j] (first) or col[j] + x[j] for j < n (element-wise). */
-POOL_INLINE void k_col_add(float *col, const float *x, size_t n, int first, int wide)
-{
-    if (first) {
-        memcpy(col, x, n * sizeof(float));
-        return;
-    }
-    size_t j = 0;
-    if (wide)
-        for (; j + 8 <= n; j += 8)
-            ST8(col + j, LD8(col + j) + LD8(x + j));
-    for (; j + 4 <= n; j += 4)
-        ST4(col + j, LD4(col + j) + LD4(x + j));
-    for (; j < n; j++)
-        col[j] += x[j];
-}
-
-/* col[x] (+)= q[x] + q[w + x] + ... over nr rows, one row at a time in order (first: col
- * starts at row 0), for x < span; the column sums stay in registers over the rows. */
-POOL_INLINE void k_col_acc(float *col, const float *q, size_t w, size_t nr, size_t span, int first,
-                           int wide)
-{
-    size_t x = 0, r0 = first ? 1 : 0;
-    if (wide) {
-        for (; x + 32 <= span; x += 32) {
-            const float *b = first ? q + x : col + x;
-            v8f c0 = LD8(b), c1 = LD8(b + 8), c2 = LD8(b + 16), c3 = LD8(b + 24);
-            for (size_t y = r0; y < nr; y++) {
-                const float *r = q + y * w + x;
-                c0 += LD8(r);
-                c1 += LD8(r + 8);
-                c2 += LD8(r + 16);
-                c3 += LD8(r + 24);
-            }
-            ST8(col + x, c0);
-            ST8(col + x + 8, c1);
-            ST8(col + x + 16, c2);
-            ST8(col + x + 24, c3);
-        }
-        for (; x + 8 <= span; x += 8) {
-            v8f c0 = LD8(first ? q + x : col + x);
-            for (size_t y = r0; y < nr; y++)
-                c0 += LD8(q + y * w + x);
-            ST8(col + x, c0);
-        }
-    } else {
-        for (; x + 16 <= span; x += 16) {
-            const float *b = first ? q + x : col + x;
-            v4f c0 = LD4(b), c1 = LD4(b + 4), c2 = LD4(b + 8), c3 = LD4(b + 12);
-            for (size_t y = r0; y < nr; y++) {
-                const float *r = q + y * w + x;
-                c0 += LD4(r);
-                c1 += LD4(r + 4);
-                c2 += LD4(r + 8);
-                c3 += LD4(r + 12);
-            }
-            ST4(col + x, c0);
-            ST4(col + x + 4, c1);
-            ST4(col + x + 8, c2);
-            ST4(col + x + 12, c3);
-        }
+        ST4(col + x + 16, c4);
+        ST4(col + x + 20, c5);
+        ST4(col + x + 24, c6);
+        ST4(col + x + 28, c7);
     }
     for (; x + 4 <= span; x += 4) {
         v4f c0 = LD4(first ? q + x : col + x);
@@ -642,132 +296,771 @@ POOL_INLINE void k_col_acc(float *col, const float *q, size_t w, size_t nr, size
     }
 }
 
-/* Values [off, off + len) of channel c's plane (plane = the channel's first value). */
-POOL_INLINE void k_stream_channel(const h2t_pool_plan *p, unsigned char *st, const float *plane,
-                                  size_t off, size_t len, uint32_t c, float *out, int wide)
+/* col[j] = x[j] (first) or col[j] + x[j], j < n */
+static void gen_col_add(float *col, const float *x, size_t n, int first)
 {
-    double *hdr = (double *)(void *)st;
-    float *f = (float *)(void *)(hdr + STREAM_HDR);
-    size_t w = p->w, end = off + len;
-    uint32_t ph = p->kind == H2T_POOL_GAP ? p->h : p->ph;
-    uint32_t pw = p->kind == H2T_POOL_GAP ? p->w : p->pw;
-    uint32_t oh = p->kind == H2T_POOL_GAP ? 1 : p->oh, ow = p->kind == H2T_POOL_GAP ? 1 : p->ow;
+    if (first) {
+        memcpy(col, x, n * sizeof(float));
+        return;
+    }
+    size_t j = 0;
+    for (; j + 4 <= n; j += 4)
+        ST4(col + j, LD4(col + j) + LD4(x + j));
+    for (; j < n; j++)
+        col[j] += x[j];
+}
+
+/* the means of nj windows of pw column sums each (col[j * pw .. j * pw + pw)) into
+ * out[j * ostride] */
+static void gen_win_sums(const float *col, uint32_t pw, uint32_t nj, double inv, float *out,
+                         size_t ostride)
+{
+    uint32_t p4 = pw / 4 * 4;
+    for (uint32_t j = 0; j < nj; j++) {
+        const float *q = col + (size_t)j * pw;
+        double d[4] = {0, 0, 0, 0};
+        for (uint32_t k = 0; k < p4; k += 4)
+            for (uint32_t e = 0; e < 4; e++)
+                d[e] += q[k + e];
+        double t = (d[0] + d[1]) + (d[2] + d[3]);
+        for (uint32_t k = p4; k < pw; k++)
+            t += q[k];
+        out[(size_t)j * ostride] = (float)(t * inv);
+    }
+}
+
+/* column windows of channels [c0, c1), as avx_col_rows, avx_col_part and avx_col_wins */
+static void gen_col_rows(float *st, size_t per, const float *x, size_t hw, uint32_t c0, uint32_t c1,
+                         size_t roff, size_t w, size_t nr, size_t span, int first)
+{
+    for (uint32_t c = c0; c < c1; c++)
+        gen_col_acc(st + c * per, x + c * hw + roff, w, nr, span, first);
+}
+
+static void gen_col_part(float *st, size_t per, const float *x, size_t hw, uint32_t c0, uint32_t c1,
+                         size_t roff, size_t x0, size_t n, int first)
+{
+    for (uint32_t c = c0; c < c1; c++)
+        gen_col_add(st + c * per + x0, x + c * hw + roff, n, first);
+}
+
+static void gen_col_wins(const float *st, size_t per, uint32_t c0, uint32_t c1, uint32_t pw,
+                         uint32_t ow, double inv, float *out, size_t ostride)
+{
+    for (uint32_t c = c0; c < c1; c++)
+        gen_win_sums(st + c * per, pw, ow, inv, out + c, ostride);
+}
+
+/* Column windows of whole planes, channels [c0, c1): plane c at x + c * hw (row stride w),
+ * window (i, j) into out[(i * ow + j) * ostride + c]; span = ow * pw <= POOL_COLS. */
+static void gen_col_channels(const float *x, size_t hw, size_t w, uint32_t ph, uint32_t pw,
+                             uint32_t oh, uint32_t ow, uint32_t c0, uint32_t c1, float *out,
+                             size_t ostride, const float *end)
+{
+    float col[POOL_COLS];
+    double inv = 1.0 / ((double)ph * pw);
+    (void)end;
+    for (uint32_t c = c0; c < c1; c++)
+        for (uint32_t i = 0; i < oh; i++) {
+            gen_col_acc(col, x + c * hw + (size_t)i * ph * w, w, ph, (size_t)ow * pw, 1);
+            gen_win_sums(col, pw, ow, inv, out + (size_t)i * ow * ostride + c, ostride);
+        }
+}
+
+/* ---- the AVX set (8-float vectors) ---- */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define POOL_HAVE_AVX 1
+#include <immintrin.h>
+
+#define AVX_FN __attribute__((target("avx"))) static
+#define AVX_INLINE static inline __attribute__((always_inline, target("avx")))
+
+/* a window of 8 ints over this table is a mask of the first e lanes (at 16 - e) or of lanes
+ * s and up (at 8 - s) */
+static const int32_t pool_mask[24] = {0,  0,  0,  0,  0, 0, 0, 0, -1, -1, -1, -1,
+                                      -1, -1, -1, -1, 0, 0, 0, 0, 0,  0,  0,  0};
+#define LD8I(p) (*(const v8iu *)(const void *)(p))
+
+/* p[i] for s <= i < e, +0 in the other lanes. p[0..8) is loaded whole where it ends before
+ * end (the sample's end), else the values are copied one by one. */
+AVX_INLINE v8f a_part(const float *p, size_t s, size_t e, const float *end)
+{
+    if (end - p >= 8)
+        return (v8f)((v8i)LD8(p) & LD8I(pool_mask + 16 - e) & LD8I(pool_mask + 8 - s));
+    float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (size_t i = s; i < e; i++)
+        t[i] = p[i];
+    return LD8(t);
+}
+
+AVX_INLINE v4d a_cvlo(v8f a)
+{
+    return (v4d)_mm256_cvtps_pd(_mm256_castps256_ps128((__m256)a));
+}
+
+AVX_INLINE v4d a_cvhi(v8f a)
+{
+    return (v4d)_mm256_cvtps_pd(_mm256_extractf128_ps((__m256)a, 1));
+}
+
+AVX_INLINE double a_hsum(v4d s)
+{
+    return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+/* the double trees of 16 lanes (a, b) and of 64 (a0..a7) */
+AVX_INLINE double a_red16(v8f a, v8f b)
+{
+    return a_hsum((a_cvlo(a) + a_cvhi(a)) + (a_cvlo(b) + a_cvhi(b)));
+}
+
+AVX_INLINE double a_red64(v8f a0, v8f a1, v8f a2, v8f a3, v8f a4, v8f a5, v8f a6, v8f a7)
+{
+    v4d h0 = a_cvlo(a0) + a_cvhi(a0), h1 = a_cvlo(a1) + a_cvhi(a1);
+    v4d h2 = a_cvlo(a2) + a_cvhi(a2), h3 = a_cvlo(a3) + a_cvhi(a3);
+    v4d h4 = a_cvlo(a4) + a_cvhi(a4), h5 = a_cvlo(a5) + a_cvhi(a5);
+    v4d h6 = a_cvlo(a6) + a_cvhi(a6), h7 = a_cvlo(a7) + a_cvhi(a7);
+    return a_hsum(((h0 + h1) + (h2 + h3)) + ((h4 + h5) + (h6 + h7)));
+}
+
+AVX_INLINE double a_reduce(const float *l, size_t L)
+{
+    if (L == 16)
+        return a_red16(LD8(l), LD8(l + 8));
+    return a_red64(LD8(l), LD8(l + 8), LD8(l + 16), LD8(l + 24), LD8(l + 32), LD8(l + 40),
+                   LD8(l + 48), LD8(l + 56));
+}
+
+/* the last r (< 16) values of a 16-lane block at p into a (lanes 0-7) and b (8-15) */
+#define A_TAIL16(a, b, p, r, end)                                                                  \
+    do {                                                                                           \
+        if ((r) >= 8) {                                                                            \
+            a += LD8(p);                                                                           \
+            if ((r) > 8)                                                                           \
+                b += a_part((p) + 8, 0, (r)-8, end);                                               \
+        } else if ((r) > 0) {                                                                      \
+            a += a_part(p, 0, r, end);                                                             \
+        }                                                                                          \
+    } while (0)
+
+/* one block of n < 1024 floats (16 lanes) */
+AVX_INLINE double a_block16(const float *q, size_t n, const float *end)
+{
+    v8f a = {0, 0, 0, 0, 0, 0, 0, 0}, b = a;
+    size_t n16 = n / 16 * 16;
+    for (size_t k = 0; k < n16; k += 16) {
+        a += LD8(q + k);
+        b += LD8(q + k + 8);
+    }
+    A_TAIL16(a, b, q + n16, n - n16, end);
+    return a_red16(a, b);
+}
+
+/* four blocks of n < 1024 floats, stride hw, their means into o[0..4): eight chains */
+AVX_INLINE void a_blocks16x4(const float *q, size_t hw, size_t n, const float *end, double inv,
+                             float *o)
+{
+    v8f z = {0, 0, 0, 0, 0, 0, 0, 0};
+    v8f a0 = z, b0 = z, a1 = z, b1 = z, a2 = z, b2 = z, a3 = z, b3 = z;
+    const float *q0 = q, *q1 = q + hw, *q2 = q + 2 * hw, *q3 = q + 3 * hw;
+    size_t n16 = n / 16 * 16, r = n - n16;
+    for (size_t k = 0; k < n16; k += 16) {
+        a0 += LD8(q0 + k);
+        b0 += LD8(q0 + k + 8);
+        a1 += LD8(q1 + k);
+        b1 += LD8(q1 + k + 8);
+        a2 += LD8(q2 + k);
+        b2 += LD8(q2 + k + 8);
+        a3 += LD8(q3 + k);
+        b3 += LD8(q3 + k + 8);
+    }
+    A_TAIL16(a0, b0, q0 + n16, r, end);
+    A_TAIL16(a1, b1, q1 + n16, r, end);
+    A_TAIL16(a2, b2, q2 + n16, r, end);
+    A_TAIL16(a3, b3, q3 + n16, r, end);
+    v4d t = {a_red16(a0, b0), a_red16(a1, b1), a_red16(a2, b2), a_red16(a3, b3)};
+    v4d iv = {inv, inv, inv, inv};
+    _mm_storeu_ps(o, _mm256_cvtpd_ps((__m256d)(t * iv)));
+}
+
+/* one block of n >= 1024 floats (64 lanes: eight chains) */
+AVX_INLINE double a_block64(const float *q, size_t n, const float *end)
+{
+    v8f a0 = {0, 0, 0, 0, 0, 0, 0, 0}, a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0;
+    v8f a7 = a0;
+    size_t n64 = n / 64 * 64, r = n - n64;
+    for (size_t k = 0; k < n64; k += 64) {
+        const float *p = q + k;
+        a0 += LD8(p);
+        a1 += LD8(p + 8);
+        a2 += LD8(p + 16);
+        a3 += LD8(p + 24);
+        a4 += LD8(p + 32);
+        a5 += LD8(p + 40);
+        a6 += LD8(p + 48);
+        a7 += LD8(p + 56);
+    }
+    const float *p = q + n64;
+#define A_T64(acc, o)                                                                              \
+    do {                                                                                           \
+        if ((o) + 8 <= r)                                                                          \
+            acc += LD8(p + (o));                                                                   \
+        else if ((o) < r)                                                                          \
+            acc += a_part(p + (o), 0, r - (o), end);                                               \
+    } while (0)
+    A_T64(a0, 0);
+    A_T64(a1, 8);
+    A_T64(a2, 16);
+    A_T64(a3, 24);
+    A_T64(a4, 32);
+    A_T64(a5, 40);
+    A_T64(a6, 48);
+    A_T64(a7, 56);
+#undef A_T64
+    return a_red64(a0, a1, a2, a3, a4, a5, a6, a7);
+}
+
+AVX_FN void avx_block_channels(const float *x, size_t hw, size_t n, uint32_t bands, double inv,
+                               uint32_t c0, uint32_t c1, float *out, size_t ostride,
+                               const float *end)
+{
+    for (uint32_t i = 0; i < bands; i++) {
+        const float *xb = x + (size_t)i * n;
+        float *o = out + (size_t)i * ostride;
+        uint32_t c = c0;
+        if (n < POOL_BIG) {
+            for (; c + 4 <= c1; c += 4)
+                a_blocks16x4(xb + c * hw, hw, n, end, inv, o + c);
+            for (; c < c1; c++)
+                o[c] = (float)(a_block16(xb + c * hw, n, end) * inv);
+        } else {
+            for (; c < c1; c++)
+                o[c] = (float)(a_block64(xb + c * hw, n, end) * inv);
+        }
+    }
+}
+
+#define A_RMW(l, v) ST8(l, LD8(l) + (v))
+
+/* lanes[k % L] += x[k] for k in [a, b), a < b: the partial vectors at either end padded, the
+ * vectors before the first whole L-block and after the last one added in memory, the whole
+ * L-blocks with the lanes in registers. */
+AVX_INLINE void a_lanes_add(float *lanes, size_t L, const float *x, size_t a, size_t b,
+                            const float *end)
+{
+    size_t k = a, m = L - 1;
+    if (k & 7) {
+        size_t k0 = k & ~(size_t)7, e = k0 + 8 < b ? k0 + 8 : b;
+        A_RMW(lanes + (k0 & m), a_part(x + k0, k - k0, e - k0, end));
+        k = e;
+    }
+    for (; k + 8 <= b && (k & m); k += 8)
+        A_RMW(lanes + (k & m), LD8(x + k));
+    if (k + L <= b) {
+        if (L == 64) {
+            v8f a0 = LD8(lanes), a1 = LD8(lanes + 8), a2 = LD8(lanes + 16), a3 = LD8(lanes + 24);
+            v8f a4 = LD8(lanes + 32), a5 = LD8(lanes + 40), a6 = LD8(lanes + 48);
+            v8f a7 = LD8(lanes + 56);
+            for (; k + 64 <= b; k += 64) {
+                const float *q = x + k;
+                a0 += LD8(q);
+                a1 += LD8(q + 8);
+                a2 += LD8(q + 16);
+                a3 += LD8(q + 24);
+                a4 += LD8(q + 32);
+                a5 += LD8(q + 40);
+                a6 += LD8(q + 48);
+                a7 += LD8(q + 56);
+            }
+            ST8(lanes, a0);
+            ST8(lanes + 8, a1);
+            ST8(lanes + 16, a2);
+            ST8(lanes + 24, a3);
+            ST8(lanes + 32, a4);
+            ST8(lanes + 40, a5);
+            ST8(lanes + 48, a6);
+            ST8(lanes + 56, a7);
+        } else {
+            v8f a0 = LD8(lanes), a1 = LD8(lanes + 8);
+            for (; k + 16 <= b; k += 16) {
+                a0 += LD8(x + k);
+                a1 += LD8(x + k + 8);
+            }
+            ST8(lanes, a0);
+            ST8(lanes + 8, a1);
+        }
+    }
+    for (; k + 8 <= b; k += 8)
+        A_RMW(lanes + (k & m), LD8(x + k));
+    if (k < b)
+        A_RMW(lanes + (k & m), a_part(x + k, 0, b - k, end));
+}
+
+/* 16 lanes of four channels (lanes l, l + per, ..., values q, q + hw, ...) over [a, b): the
+ * whole 16-blocks with eight chains */
+AVX_INLINE void a_lanes16_add4(float *l, size_t per, const float *q, size_t hw, size_t a, size_t b,
+                               const float *end)
+{
+    size_t h = (a + 15) & ~(size_t)15;
+    h = h < b ? h : b;
+    size_t e = h + (b - h) / 16 * 16;
+    if (a < h)
+        for (int i = 0; i < 4; i++)
+            a_lanes_add(l + i * per, 16, q + i * hw, a, h, end);
+    if (h < e) {
+        float *l0 = l, *l1 = l + per, *l2 = l + 2 * per, *l3 = l + 3 * per;
+        const float *q0 = q, *q1 = q + hw, *q2 = q + 2 * hw, *q3 = q + 3 * hw;
+        v8f a0 = LD8(l0), b0 = LD8(l0 + 8), a1 = LD8(l1), b1 = LD8(l1 + 8);
+        v8f a2 = LD8(l2), b2 = LD8(l2 + 8), a3 = LD8(l3), b3 = LD8(l3 + 8);
+        for (size_t k = h; k < e; k += 16) {
+            a0 += LD8(q0 + k);
+            b0 += LD8(q0 + k + 8);
+            a1 += LD8(q1 + k);
+            b1 += LD8(q1 + k + 8);
+            a2 += LD8(q2 + k);
+            b2 += LD8(q2 + k + 8);
+            a3 += LD8(q3 + k);
+            b3 += LD8(q3 + k + 8);
+        }
+        ST8(l0, a0);
+        ST8(l0 + 8, b0);
+        ST8(l1, a1);
+        ST8(l1 + 8, b1);
+        ST8(l2, a2);
+        ST8(l2 + 8, b2);
+        ST8(l3, a3);
+        ST8(l3 + 8, b3);
+    }
+    if (e < b)
+        for (int i = 0; i < 4; i++)
+            a_lanes_add(l + i * per, 16, q + i * hw, e, b, end);
+}
+
+/* 64 lanes of four channels over [a, b): the whole 64-blocks in four passes of 16 lanes
+ * (lanes 16j..16j + 15 of the four channels in eight registers), as a_lanes16_add4 */
+AVX_INLINE void a_lanes64_add4(float *l, size_t per, const float *q, size_t hw, size_t a, size_t b,
+                               const float *end)
+{
+    size_t h = (a + 63) & ~(size_t)63;
+    h = h < b ? h : b;
+    size_t e = h + (b - h) / 64 * 64;
+    if (a < h)
+        for (int i = 0; i < 4; i++)
+            a_lanes_add(l + i * per, 64, q + i * hw, a, h, end);
+    for (size_t j = 0; h < e && j < 64; j += 16) {
+        float *l0 = l + j, *l1 = l0 + per, *l2 = l0 + 2 * per, *l3 = l0 + 3 * per;
+        const float *q0 = q + j, *q1 = q0 + hw, *q2 = q0 + 2 * hw, *q3 = q0 + 3 * hw;
+        v8f a0 = LD8(l0), b0 = LD8(l0 + 8), a1 = LD8(l1), b1 = LD8(l1 + 8);
+        v8f a2 = LD8(l2), b2 = LD8(l2 + 8), a3 = LD8(l3), b3 = LD8(l3 + 8);
+        for (size_t k = h; k < e; k += 64) {
+            a0 += LD8(q0 + k);
+            b0 += LD8(q0 + k + 8);
+            a1 += LD8(q1 + k);
+            b1 += LD8(q1 + k + 8);
+            a2 += LD8(q2 + k);
+            b2 += LD8(q2 + k + 8);
+            a3 += LD8(q3 + k);
+            b3 += LD8(q3 + k + 8);
+        }
+        ST8(l0, a0);
+        ST8(l0 + 8, b0);
+        ST8(l1, a1);
+        ST8(l1 + 8, b1);
+        ST8(l2, a2);
+        ST8(l2 + 8, b2);
+        ST8(l3, a3);
+        ST8(l3 + 8, b3);
+    }
+    if (e < b)
+        for (int i = 0; i < 4; i++)
+            a_lanes_add(l + i * per, 64, q + i * hw, e, b, end);
+}
+
+AVX_FN void avx_stream_lanes(float *lanes, size_t per, size_t L, const float *x, size_t hw,
+                             uint32_t c0, uint32_t c1, size_t a, size_t b, const float *end)
+{
+    uint32_t c = c0;
+    v8f z = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (a == 0) /* a band's first values: its lanes start at +0 (stores the loads can forward) */
+        for (c = c0; c < c1; c++) { /* written out: GCC makes a loop a call to memset */
+            float *l = lanes + c * per;
+            ST8(l, z);
+            ST8(l + 8, z);
+            if (L == 64) {
+                ST8(l + 16, z);
+                ST8(l + 24, z);
+                ST8(l + 32, z);
+                ST8(l + 40, z);
+                ST8(l + 48, z);
+                ST8(l + 56, z);
+            }
+        }
+    c = c0;
+    if (L == 16)
+        for (; c + 4 <= c1; c += 4)
+            a_lanes16_add4(lanes + c * per, per, x + c * hw, hw, a, b, end);
+    else
+        for (; c + 4 <= c1; c += 4)
+            a_lanes64_add4(lanes + c * per, per, x + c * hw, hw, a, b, end);
+    for (; c < c1; c++)
+        a_lanes_add(lanes + c * per, L, x + c * hw, a, b, end);
+}
+
+AVX_FN void avx_stream_reduce(const float *lanes, size_t per, size_t L, uint32_t c0, uint32_t c1,
+                              double inv, float *out)
+{
+    for (uint32_t c = c0; c < c1; c++)
+        out[c] = (float)(a_reduce(lanes + c * per, L) * inv);
+}
+
+/* nv (1..8, a constant after inlining) 8-column vectors of nr rows (row stride w) added into
+ * col, top to bottom (first: col starts at row 0 of q): nv chains, the rows read once */
+AVX_INLINE void a_strip(float *col, const float *q, size_t w, size_t nr, int first, const int nv)
+{
+    const float *b = first ? q : col;
+    v8f z = {0, 0, 0, 0, 0, 0, 0, 0};
+    v8f c0 = z, c1 = z, c2 = z, c3 = z, c4 = z, c5 = z, c6 = z, c7 = z;
+#define A_ST_ALL(OP)                                                                               \
+    do {                                                                                           \
+        OP(c0, 0);                                                                                 \
+        if (nv > 1)                                                                                \
+            OP(c1, 8);                                                                             \
+        if (nv > 2)                                                                                \
+            OP(c2, 16);                                                                            \
+        if (nv > 3)                                                                                \
+            OP(c3, 24);                                                                            \
+        if (nv > 4)                                                                                \
+            OP(c4, 32);                                                                            \
+        if (nv > 5)                                                                                \
+            OP(c5, 40);                                                                            \
+        if (nv > 6)                                                                                \
+            OP(c6, 48);                                                                            \
+        if (nv > 7)                                                                                \
+            OP(c7, 56);                                                                            \
+    } while (0)
+#define A_ST_INIT(c, o) c = LD8(b + (o))
+#define A_ST_ADD(c, o) c += LD8(r + (o))
+#define A_ST_STORE(c, o) ST8(col + (o), c)
+    A_ST_ALL(A_ST_INIT);
+    for (size_t y = first ? 1 : 0; y < nr; y++) {
+        const float *r = q + y * w;
+        A_ST_ALL(A_ST_ADD);
+    }
+    A_ST_ALL(A_ST_STORE);
+#undef A_ST_INIT
+#undef A_ST_ADD
+#undef A_ST_STORE
+#undef A_ST_ALL
+}
+
+/* col[x] (+)= the nr rows' values, x < span: the whole 8-column vectors in strips of nearly
+ * equal width (at most 8 vectors: 112 columns are two strips of 7, not 8 + 6, so that every
+ * strip has enough chains), then 4 columns, then single ones */
+AVX_INLINE void a_col_acc(float *col, const float *q, size_t w, size_t nr, size_t span, int first)
+{
+    size_t nv = span / 8, ns = (nv + 7) / 8, x = 0;
+    for (size_t s = 0; s < ns; s++) {
+        size_t v = nv / ns + (s < nv % ns);
+        switch (v) {
+        case 1:
+            a_strip(col + x, q + x, w, nr, first, 1);
+            break;
+        case 2:
+            a_strip(col + x, q + x, w, nr, first, 2);
+            break;
+        case 3:
+            a_strip(col + x, q + x, w, nr, first, 3);
+            break;
+        case 4:
+            a_strip(col + x, q + x, w, nr, first, 4);
+            break;
+        case 5:
+            a_strip(col + x, q + x, w, nr, first, 5);
+            break;
+        case 6:
+            a_strip(col + x, q + x, w, nr, first, 6);
+            break;
+        case 7:
+            a_strip(col + x, q + x, w, nr, first, 7);
+            break;
+        default:
+            a_strip(col + x, q + x, w, nr, first, 8);
+        }
+        x += 8 * v;
+    }
+    if (x + 4 <= span) {
+        v4f c0 = LD4(first ? q + x : col + x);
+        for (size_t y = first ? 1 : 0; y < nr; y++)
+            c0 += LD4(q + y * w + x);
+        ST4(col + x, c0);
+        x += 4;
+    }
+    for (; x < span; x++) {
+        float c0 = first ? q[x] : col[x];
+        for (size_t y = first ? 1 : 0; y < nr; y++)
+            c0 += q[y * w + x];
+        col[x] = c0;
+    }
+}
+
+AVX_INLINE void a_col_add(float *col, const float *x, size_t n, int first)
+{
+    if (first) {
+        memcpy(col, x, n * sizeof(float));
+        return;
+    }
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        ST8(col + j, LD8(col + j) + LD8(x + j));
+    for (; j + 4 <= n; j += 4)
+        ST4(col + j, LD4(col + j) + LD4(x + j));
+    for (; j < n; j++)
+        col[j] += x[j];
+}
+
+AVX_INLINE v4d a_cv4(const float *p)
+{
+    return (v4d)_mm256_cvtps_pd(_mm_loadu_ps(p));
+}
+
+/* window sums as gen_win_sums, two windows at a time */
+AVX_INLINE void a_win_sums(const float *col, uint32_t pw, uint32_t nj, double inv, float *out,
+                           size_t ostride)
+{
+    uint32_t p4 = pw / 4 * 4, j = 0;
+    for (; j + 2 <= nj; j += 2) {
+        const float *q0 = col + (size_t)j * pw, *q1 = q0 + pw;
+        v4d d0 = {0, 0, 0, 0}, d1 = d0;
+        for (uint32_t k = 0; k < p4; k += 4) {
+            d0 += a_cv4(q0 + k);
+            d1 += a_cv4(q1 + k);
+        }
+        double t0 = a_hsum(d0), t1 = a_hsum(d1);
+        for (uint32_t k = p4; k < pw; k++) {
+            t0 += q0[k];
+            t1 += q1[k];
+        }
+        out[(size_t)j * ostride] = (float)(t0 * inv);
+        out[(size_t)(j + 1) * ostride] = (float)(t1 * inv);
+    }
+    for (; j < nj; j++) {
+        const float *q0 = col + (size_t)j * pw;
+        v4d d0 = {0, 0, 0, 0};
+        for (uint32_t k = 0; k < p4; k += 4)
+            d0 += a_cv4(q0 + k);
+        double t0 = a_hsum(d0);
+        for (uint32_t k = p4; k < pw; k++)
+            t0 += q0[k];
+        out[(size_t)j * ostride] = (float)(t0 * inv);
+    }
+}
+
+/* Column windows, channels [c0, c1) (column sums at st + c * per, plane c at x + c * hw): nr
+ * whole rows from value roff into the column sums (a_col_acc); n values of one row from value
+ * roff into columns [x0, x0 + n) (a_col_add); the window means of a finished band of column
+ * sums into out + c (a_win_sums). */
+AVX_FN void avx_col_rows(float *st, size_t per, const float *x, size_t hw, uint32_t c0, uint32_t c1,
+                         size_t roff, size_t w, size_t nr, size_t span, int first)
+{
+    for (uint32_t c = c0; c < c1; c++)
+        a_col_acc(st + c * per, x + c * hw + roff, w, nr, span, first);
+}
+
+AVX_FN void avx_col_part(float *st, size_t per, const float *x, size_t hw, uint32_t c0, uint32_t c1,
+                         size_t roff, size_t x0, size_t n, int first)
+{
+    for (uint32_t c = c0; c < c1; c++)
+        a_col_add(st + c * per + x0, x + c * hw + roff, n, first);
+}
+
+AVX_FN void avx_col_wins(const float *st, size_t per, uint32_t c0, uint32_t c1, uint32_t pw,
+                         uint32_t ow, double inv, float *out, size_t ostride)
+{
+    for (uint32_t c = c0; c < c1; c++)
+        a_win_sums(st + c * per, pw, ow, inv, out + c, ostride);
+}
+
+AVX_FN void avx_col_channels(const float *x, size_t hw, size_t w, uint32_t ph, uint32_t pw,
+                             uint32_t oh, uint32_t ow, uint32_t c0, uint32_t c1, float *out,
+                             size_t ostride, const float *end)
+{
+    float col[POOL_COLS] __attribute__((aligned(32)));
+    double inv = 1.0 / ((double)ph * pw);
+    (void)end;
+    for (uint32_t c = c0; c < c1; c++)
+        for (uint32_t i = 0; i < oh; i++) {
+            a_col_acc(col, x + c * hw + (size_t)i * ph * w, w, ph, (size_t)ow * pw, 1);
+            a_win_sums(col, pw, ow, inv, out + (size_t)i * ow * ostride + c, ostride);
+        }
+}
+#else
+#define avx_block_channels gen_block_channels
+#define avx_stream_lanes gen_stream_lanes
+#define avx_stream_reduce gen_stream_reduce
+#define avx_col_rows gen_col_rows
+#define avx_col_part gen_col_part
+#define avx_col_wins gen_col_wins
+#define avx_col_channels gen_col_channels
+#endif
+
+int h2t_pool_isa_best(void)
+{
+#ifdef POOL_HAVE_AVX
+    if (__builtin_cpu_supports("avx"))
+        return H2T_POOL_ISA_AVX;
+#endif
+    return H2T_POOL_ISA_GENERIC;
+}
+
+/* 1: the AVX set (asked for, and this CPU runs it) */
+static int use_avx(int isa)
+{
+#ifdef POOL_HAVE_AVX
+    return isa == H2T_POOL_ISA_AVX && __builtin_cpu_supports("avx");
+#else
+    (void)isa;
+    return 0;
+#endif
+}
+
+/* block windows: GAP, or a grid of one window per band of whole rows */
+static int plan_block(const h2t_pool_plan *p)
+{
+    return p->kind == H2T_POOL_GAP || p->pw == p->w;
+}
+
+/* Channels [c0, c1) of a 4-D sample (GAP or GRID): out[(i * ow + j) * C + c]. */
+static void pool_channels(const h2t_pool_plan *p, const float *x, uint32_t c0, uint32_t c1,
+                          float *out, int isa)
+{
+    size_t hw = (size_t)p->h * p->w;
+    const float *end = x + (size_t)p->c * hw;
+    int wide = use_avx(isa);
+    if (plan_block(p)) {
+        int gap = p->kind == H2T_POOL_GAP;
+        size_t n = gap ? hw : (size_t)p->ph * p->w;
+        uint32_t bands = gap ? 1 : p->oh;
+        double inv = gap ? 1.0 / (double)hw : 1.0 / ((double)p->ph * p->pw);
+        (wide ? avx_block_channels : gen_block_channels)(x, hw, n, bands, inv, c0, c1, out, p->c,
+                                                         end);
+        return;
+    }
+    if (p->pw <= POOL_COLS && (size_t)p->ow * p->pw <= POOL_COLS) {
+        (wide ? avx_col_channels : gen_col_channels)(x, hw, p->w, p->ph, p->pw, p->oh, p->ow, c0,
+                                                     c1, out, p->c, end);
+        return;
+    }
+    /* very wide planes: column windows in chunks of whole windows, or the plain double sums of
+     * windows wider than POOL_COLS */
+    double inv = 1.0 / ((double)p->ph * p->pw);
+    float colv[POOL_COLS], *col = p->pw <= POOL_COLS ? colv : NULL;
+    for (uint32_t c = c0; c < c1; c++)
+        for (uint32_t i = 0; i < p->oh; i++) {
+            const float *r0 = x + c * hw + (size_t)i * p->ph * p->w;
+            float *o = out + (size_t)i * p->ow * p->c + c;
+            if (!col) {
+                for (uint32_t j = 0; j < p->ow; j++) {
+                    double a = 0;
+                    for (uint32_t r = 0; r < p->ph; r++)
+                        for (uint32_t k = 0; k < p->pw; k++)
+                            a += r0[(size_t)r * p->w + (size_t)j * p->pw + k];
+                    o[(size_t)j * p->c] = (float)(a * inv);
+                }
+                continue;
+            }
+            uint32_t per_chunk = POOL_COLS / p->pw;
+            for (uint32_t j0 = 0; j0 < p->ow; j0 += per_chunk) {
+                uint32_t nj = p->ow - j0 < per_chunk ? p->ow - j0 : per_chunk;
+                (wide ? avx_col_rows : gen_col_rows)(col, 0, r0 + (size_t)j0 * p->pw, 0, 0, 1, 0,
+                                                     p->w, p->ph, (size_t)nj * p->pw, 1);
+                (wide ? avx_col_wins : gen_col_wins)(col, 0, 0, 1, p->pw, nj, inv,
+                                                     o + (size_t)j0 * p->c, p->c);
+            }
+        }
+}
+
+/* ---- streaming: channels fed in spans of their planes ----
+ *
+ * Per channel, a state of floats: block windows keep the current band's L lanes (zeroed at
+ * the band's first value, reduced at its last); column windows keep the ow * pw column sums
+ * of the current window band. Each value is added with the same float operation, to the same
+ * lane or column, in the same order, as the whole-plane kernels, so the features are bitwise
+ * theirs. */
+static size_t stream_floats(const h2t_pool_plan *p)
+{
+    if (plan_block(p))
+        return block_lanes(p->kind == H2T_POOL_GAP ? (size_t)p->h * p->w : (size_t)p->ph * p->w);
+    return ((size_t)p->ow * p->pw + 1) / 2 * 2; /* even: 8-byte aligned channels */
+}
+
+size_t h2t_pool_stream_bytes(const h2t_pool_plan *p)
+{
+    if ((p->kind != H2T_POOL_GAP && p->kind != H2T_POOL_GRID) || p->w > POOL_COLS)
+        return 0;
+    return (size_t)p->c * stream_floats(p) * sizeof(float);
+}
+
+/* Block windows: values [off, off + len) of channels [c0, c1). */
+static void stream_block(const h2t_pool_plan *p, float *state, const float *x, uint32_t c0,
+                         uint32_t c1, size_t off, size_t len, float *out, int wide)
+{
+    size_t hw = (size_t)p->h * p->w, end = off + len, per = stream_floats(p);
+    int gap = p->kind == H2T_POOL_GAP;
+    size_t n = gap ? hw : (size_t)p->ph * p->w, L = block_lanes(n);
+    uint32_t oh = gap ? 1 : p->oh;
+    double inv = gap ? 1.0 / (double)hw : 1.0 / ((double)p->ph * p->pw);
+    const float *xend = x + (size_t)p->c * hw;
+    for (size_t pos = off; pos < end;) {
+        size_t band = pos / n;
+        if (band >= oh)
+            break;
+        size_t base = band * n, a = pos - base, b = end - base < n ? end - base : n;
+        (wide ? avx_stream_lanes : gen_stream_lanes)(state, per, L, x + base, hw, c0, c1, a, b,
+                                                     xend);
+        if (b == n)
+            (wide ? avx_stream_reduce : gen_stream_reduce)(state, per, L, c0, c1, inv,
+                                                           out + band * p->c);
+        pos = base + b;
+    }
+}
+
+/* Column windows: values [off, off + len) of channels [c0, c1). The piece's rows and bands
+ * are the same for every channel, so each segment (whole rows, or part of a row) is one call
+ * over the channels. */
+static void stream_cols(const h2t_pool_plan *p, float *state, const float *x, uint32_t c0,
+                        uint32_t c1, size_t off, size_t len, float *out, int wide)
+{
+    size_t w = p->w, hw = (size_t)p->h * w, end = off + len, per = stream_floats(p);
+    uint32_t ph = p->ph, pw = p->pw, oh = p->oh, ow = p->ow;
     double inv = 1.0 / ((double)ph * pw);
     size_t span = (size_t)ow * pw;
     for (size_t pos = off; pos < end;) {
         size_t r = pos / w;
         if (r >= (size_t)oh * ph)
             break;
-        size_t x0 = pos - r * w, x1 = end - r * w < w ? end - r * w : w;
+        size_t x0 = pos - r * w, x1 = end - r * w < w ? end - r * w : w, band = r / ph;
+        int first = r == band * ph, done = 0;
         if (x0 == 0 && x1 == w) { /* whole rows up to the band's end: rows together */
-            size_t band_end = (r / ph + 1) * ph, nr = (end - pos) / w;
+            size_t band_end = (band + 1) * ph, nr = (end - pos) / w;
             nr = nr < band_end - r ? nr : band_end - r;
-            k_col_acc(f, plane + r * w, w, nr, span, r % ph == 0, wide);
-            if (r + nr == band_end)
-                k_win_sums(f, pw, ow, inv, out + (r / ph) * ow * p->c + c, p->c);
+            (wide ? avx_col_rows : gen_col_rows)(state, per, x, hw, c0, c1, r * w, w, nr, span,
+                                                 first);
+            done = r + nr == band_end;
             pos = (r + nr) * w;
-            continue;
+        } else {
+            if (x0 < span) {
+                size_t e = x1 < span ? x1 : span;
+                (wide ? avx_col_part : gen_col_part)(state, per, x, hw, c0, c1, r * w + x0, x0,
+                                                     e - x0, first);
+                done = e == span && r == band * ph + ph - 1;
+            }
+            pos = r * w + x1;
         }
-        if (x0 < span) {
-            size_t e = x1 < span ? x1 : span;
-            k_col_add(f + x0, plane + r * w + x0, e - x0, r % ph == 0, wide);
-            if (e == span && r % ph == ph - 1)
-                k_win_sums(f, pw, ow, inv, out + (r / ph) * ow * p->c + c, p->c);
-        }
-        pos = r * w + x1;
+        if (done)
+            (wide ? avx_col_wins : gen_col_wins)(state, per, c0, c1, pw, ow, inv,
+                                                 out + band * ow * p->c, p->c);
     }
 }
-
-/* Block mode (one window of ph whole rows per band), channels [c0, c1) with the same piece:
- * per channel, each band's 16 lanes, then t in double, then the tail, as k_sum_block. */
-POOL_INLINE void k_stream_block(const h2t_pool_plan *p, unsigned char *state, size_t per,
-                                const float *x, uint32_t c0, uint32_t c1, size_t off, size_t len,
-                                float *out, int wide)
-{
-    size_t w = p->w, hw = (size_t)p->h * p->w, end = off + len;
-    uint32_t ph = p->kind == H2T_POOL_GAP ? p->h : p->ph;
-    uint32_t pw = p->kind == H2T_POOL_GAP ? p->w : p->pw;
-    uint32_t oh = p->kind == H2T_POOL_GAP ? 1 : p->oh;
-    double inv = 1.0 / ((double)ph * pw);
-    size_t n = (size_t)ph * w, n16 = n / 16 * 16;
-    for (size_t pos = off; pos < end;) {
-        size_t band = pos / n;
-        if (band >= oh)
-            break;
-        size_t base = band * n, a = pos - base, b = end - base < n ? end - base : n;
-        size_t lb = b < n16 ? b : n16;
-        for (uint32_t c = c0; c < c1; c++) {
-            double *hdr = (double *)(void *)(state + c * per);
-            if (a == 0) {
-                memset(hdr + STREAM_HDR, 0, 16 * sizeof(float));
-                hdr[0] = 0;
-                hdr[1] = 0;
-            }
-        }
-        uint32_t c = c0;
-        if (wide && a < n16)
-            for (; c + 4 <= c1; c += 4) {
-                float *l[4];
-                const float *q[4];
-                for (int i = 0; i < 4; i++) {
-                    l[i] =
-                        (float *)(void *)((double *)(void *)(state + (c + i) * per) + STREAM_HDR);
-                    q[i] = x + (c + i) * hw + base;
-                }
-                k_lanes_add4(l, q, a, lb);
-            }
-        for (; c < c1 && a < n16; c++)
-            k_lanes_add((float *)(void *)((double *)(void *)(state + c * per) + STREAM_HDR),
-                        x + c * hw + base, a, lb, wide);
-        for (c = c0; c < c1; c++) {
-            double *hdr = (double *)(void *)(state + c * per);
-            const float *f = (const float *)(hdr + STREAM_HDR), *q = x + c * hw + base;
-            if (b >= n16 && hdr[1] == 0) {
-                double t = 0;
-                for (int k = 0; k < 4; k++)
-                    t += (double)f[k] + (double)f[4 + k] + (double)f[8 + k] + (double)f[12 + k];
-                hdr[0] = t;
-                hdr[1] = 1;
-            }
-            if (b > n16) {
-                double t = hdr[0];
-                for (size_t k = a > n16 ? a : n16; k < b; k++)
-                    t += q[k];
-                hdr[0] = t;
-            }
-            if (b == n)
-                out[band * p->c + c] = (float)(hdr[0] * inv);
-        }
-        pos = base + b;
-    }
-}
-
-POOL_INLINE void k_stream(const h2t_pool_plan *p, void *state, const float *x, uint32_t c0,
-                          uint32_t c1, size_t off, size_t len, float *out, int wide)
-{
-    size_t per = h2t_pool_stream_bytes(p) / p->c, hw = (size_t)p->h * p->w;
-    if (stream_block(p)) {
-        k_stream_block(p, state, per, x, c0, c1, off, len, out, wide);
-        return;
-    }
-    for (uint32_t c = c0; c < c1; c++)
-        k_stream_channel(p, (unsigned char *)state + c * per, x + c * hw, off, len, c, out, wide);
-}
-
-static void stream_generic(const h2t_pool_plan *p, void *state, const float *x, uint32_t c0,
-                           uint32_t c1, size_t off, size_t len, float *out)
-{
-    k_stream(p, state, x, c0, c1, off, len, out, 0);
-}
-
-#ifdef POOL_HAVE_AVX
-__attribute__((target("avx"))) static void stream_avx(const h2t_pool_plan *p, void *state,
-                                                      const float *x, uint32_t c0, uint32_t c1,
-                                                      size_t off, size_t len, float *out)
-{
-    k_stream(p, state, x, c0, c1, off, len, out, 1);
-}
-#endif
 
 int h2t_pool_stream_isa(const h2t_pool_plan *p, void *state, const float *x, uint32_t c0,
                         uint32_t c1, size_t off, size_t len, float *out, int isa)
@@ -783,13 +1076,12 @@ int h2t_pool_stream_isa(const h2t_pool_plan *p, void *state, const float *x, uin
     if (h2t_pool_stream_bytes(p) == 0 || !state)
         return h2t_err_set(H2T_EINVAL, "this plan (kind %d, width %u) pools whole planes only",
                            p->kind, p->w);
-#ifdef POOL_HAVE_AVX
-    if (isa == H2T_POOL_ISA_AVX && __builtin_cpu_supports("avx")) {
-        stream_avx(p, state, x, c0, c1, off, len, out);
+    int wide = use_avx(isa);
+    if (plan_block(p)) {
+        stream_block(p, state, x, c0, c1, off, len, out, wide);
         return 0;
     }
-#endif
-    stream_generic(p, state, x, c0, c1, off, len, out);
+    stream_cols(p, state, x, c0, c1, off, len, out, wide);
     return 0;
 }
 
