@@ -603,77 +603,40 @@ AVX_INLINE void a_lanes16_add4(float *l, size_t per, const float *q, size_t hw, 
 {
     size_t h = (a + 15) & ~(size_t)15;
     h = h < b ? h : b;
-    size_t e = h + (b - h) / 16 * 16;
     if (a < h)
         for (int i = 0; i < 4; i++)
             a_lanes_add(l + i * per, 16, q + i * hw, a, h, end);
-    if (h < e) {
-        float *l0 = l, *l1 = l + per, *l2 = l + 2 * per, *l3 = l + 3 * per;
-        const float *q0 = q, *q1 = q + hw, *q2 = q + 2 * hw, *q3 = q + 3 * hw;
-        v8f a0 = LD8(l0), b0 = LD8(l0 + 8), a1 = LD8(l1), b1 = LD8(l1 + 8);
-        v8f a2 = LD8(l2), b2 = LD8(l2 + 8), a3 = LD8(l3), b3 = LD8(l3 + 8);
-        for (size_t k = h; k < e; k += 16) {
-            a0 += LD8(q0 + k);
-            b0 += LD8(q0 + k + 8);
-            a1 += LD8(q1 + k);
-            b1 += LD8(q1 + k + 8);
-            a2 += LD8(q2 + k);
-            b2 += LD8(q2 + k + 8);
-            a3 += LD8(q3 + k);
-            b3 += LD8(q3 + k + 8);
-        }
-        ST8(l0, a0);
-        ST8(l0 + 8, b0);
-        ST8(l1, a1);
-        ST8(l1 + 8, b1);
-        ST8(l2, a2);
-        ST8(l2 + 8, b2);
-        ST8(l3, a3);
-        ST8(l3 + 8, b3);
+    if (h == b)
+        return;
+    size_t e = h + (b - h) / 16 * 16, r = b - e;
+    float *l0 = l, *l1 = l + per, *l2 = l + 2 * per, *l3 = l + 3 * per;
+    const float *q0 = q, *q1 = q + hw, *q2 = q + 2 * hw, *q3 = q + 3 * hw;
+    v8f a0 = LD8(l0), b0 = LD8(l0 + 8), a1 = LD8(l1), b1 = LD8(l1 + 8);
+    v8f a2 = LD8(l2), b2 = LD8(l2 + 8), a3 = LD8(l3), b3 = LD8(l3 + 8);
+    for (size_t k = h; k < e; k += 16) {
+        a0 += LD8(q0 + k);
+        b0 += LD8(q0 + k + 8);
+        a1 += LD8(q1 + k);
+        b1 += LD8(q1 + k + 8);
+        a2 += LD8(q2 + k);
+        b2 += LD8(q2 + k + 8);
+        a3 += LD8(q3 + k);
+        b3 += LD8(q3 + k + 8);
     }
-    if (e < b)
-        for (int i = 0; i < 4; i++)
-            a_lanes_add(l + i * per, 16, q + i * hw, e, b, end);
-}
-
-/* 64 lanes of four channels over [a, b): the whole 64-blocks in four passes of 16 lanes
- * (lanes 16j..16j + 15 of the four channels in eight registers), as a_lanes16_add4 */
-AVX_INLINE void a_lanes64_add4(float *l, size_t per, const float *q, size_t hw, size_t a, size_t b,
-                               const float *end)
-{
-    size_t h = (a + 63) & ~(size_t)63;
-    h = h < b ? h : b;
-    size_t e = h + (b - h) / 64 * 64;
-    if (a < h)
-        for (int i = 0; i < 4; i++)
-            a_lanes_add(l + i * per, 64, q + i * hw, a, h, end);
-    for (size_t j = 0; h < e && j < 64; j += 16) {
-        float *l0 = l + j, *l1 = l0 + per, *l2 = l0 + 2 * per, *l3 = l0 + 3 * per;
-        const float *q0 = q + j, *q1 = q0 + hw, *q2 = q0 + 2 * hw, *q3 = q0 + 3 * hw;
-        v8f a0 = LD8(l0), b0 = LD8(l0 + 8), a1 = LD8(l1), b1 = LD8(l1 + 8);
-        v8f a2 = LD8(l2), b2 = LD8(l2 + 8), a3 = LD8(l3), b3 = LD8(l3 + 8);
-        for (size_t k = h; k < e; k += 64) {
-            a0 += LD8(q0 + k);
-            b0 += LD8(q0 + k + 8);
-            a1 += LD8(q1 + k);
-            b1 += LD8(q1 + k + 8);
-            a2 += LD8(q2 + k);
-            b2 += LD8(q2 + k + 8);
-            a3 += LD8(q3 + k);
-            b3 += LD8(q3 + k + 8);
-        }
-        ST8(l0, a0);
-        ST8(l0 + 8, b0);
-        ST8(l1, a1);
-        ST8(l1 + 8, b1);
-        ST8(l2, a2);
-        ST8(l2 + 8, b2);
-        ST8(l3, a3);
-        ST8(l3 + 8, b3);
+    if (r) { /* the last values, lanes 0..r-1 (e is a multiple of 16) */
+        A_TAIL16(a0, b0, q0 + e, r, end);
+        A_TAIL16(a1, b1, q1 + e, r, end);
+        A_TAIL16(a2, b2, q2 + e, r, end);
+        A_TAIL16(a3, b3, q3 + e, r, end);
     }
-    if (e < b)
-        for (int i = 0; i < 4; i++)
-            a_lanes_add(l + i * per, 64, q + i * hw, e, b, end);
+    ST8(l0, a0);
+    ST8(l0 + 8, b0);
+    ST8(l1, a1);
+    ST8(l1 + 8, b1);
+    ST8(l2, a2);
+    ST8(l2 + 8, b2);
+    ST8(l3, a3);
+    ST8(l3 + 8, b3);
 }
 
 AVX_FN void avx_stream_lanes(float *lanes, size_t per, size_t L, const float *x, size_t hw,
@@ -699,9 +662,6 @@ AVX_FN void avx_stream_lanes(float *lanes, size_t per, size_t L, const float *x,
     if (L == 16)
         for (; c + 4 <= c1; c += 4)
             a_lanes16_add4(lanes + c * per, per, x + c * hw, hw, a, b, end);
-    else
-        for (; c + 4 <= c1; c += 4)
-            a_lanes64_add4(lanes + c * per, per, x + c * hw, hw, a, b, end);
     for (; c < c1; c++)
         a_lanes_add(lanes + c * per, L, x + c * hw, a, b, end);
 }
@@ -709,7 +669,15 @@ AVX_FN void avx_stream_lanes(float *lanes, size_t per, size_t L, const float *x,
 AVX_FN void avx_stream_reduce(const float *lanes, size_t per, size_t L, uint32_t c0, uint32_t c1,
                               double inv, float *out)
 {
-    for (uint32_t c = c0; c < c1; c++)
+    uint32_t c = c0;
+    v4d iv = {inv, inv, inv, inv};
+    for (; c + 4 <= c1; c += 4) {
+        const float *l = lanes + c * per;
+        v4d t = {a_reduce(l, L), a_reduce(l + per, L), a_reduce(l + 2 * per, L),
+                 a_reduce(l + 3 * per, L)};
+        _mm_storeu_ps(out + c, _mm256_cvtpd_ps((__m256d)(t * iv)));
+    }
+    for (; c < c1; c++)
         out[c] = (float)(a_reduce(lanes + c * per, L) * inv);
 }
 
