@@ -103,11 +103,10 @@ int h2t_pool_plan_make(int rank, const int64_t *shape, uint32_t target, h2t_pool
  * multiplies before adding), so both compute the same float and double operations on the same
  * values in the same order. Partial vectors are zero-padded: adding +0 leaves a lane as it
  * was (a lane starts at +0, and a round-to-nearest sum is -0 only when both terms are), so
- * where a piece starts or ends changes no bit. Where a whole 8-float load stays inside the
- * sample, the padding is a mask over the load (the masked values are never used, whatever they
- * are); elsewhere the values are copied one by one. tests/test_extract_pool_isa.c checks all
- * of this against a scalar reference of the order on odd shapes, remainders and random
- * pieces. */
+ * where a piece starts or ends changes no bit. The AVX set pads with masked loads
+ * (vmaskmovps: only the piece's values are read), the baseline copies the values into a zeroed
+ * vector. tests/test_extract_pool_isa.c checks all of this against a scalar reference of the
+ * order on odd shapes, remainders and random pieces. */
 #define POOL_COLS 4096
 #define POOL_BIG 1024 /* blocks of at least this many floats: 64 lanes, else 16 */
 #define POOL_INLINE static inline __attribute__((always_inline))
@@ -215,14 +214,12 @@ static double gen_reduce(const float *lanes, size_t L)
 }
 
 /* Block windows of channels [c0, c1): band i of channel c is the n floats at x + c * hw +
- * i * n; its mean goes to out[i * ostride + c]. (end: the sample's end, for the AVX set.) */
+ * i * n; its mean goes to out[i * ostride + c]. */
 static void gen_block_channels(const float *x, size_t hw, size_t n, uint32_t bands, double inv,
-                               uint32_t c0, uint32_t c1, float *out, size_t ostride,
-                               const float *end)
+                               uint32_t c0, uint32_t c1, float *out, size_t ostride)
 {
     size_t L = block_lanes(n);
     float lanes[64];
-    (void)end;
     for (uint32_t i = 0; i < bands; i++)
         for (uint32_t c = c0; c < c1; c++) {
             memset(lanes, 0, sizeof lanes);
@@ -234,10 +231,9 @@ static void gen_block_channels(const float *x, size_t hw, size_t n, uint32_t ban
 /* Streamed blocks: the same piece [a, b) of the band at x + c * hw for channels [c0, c1),
  * lanes at lanes + c * per (zeroed first when a is the band's start). */
 static void gen_stream_lanes(float *lanes, size_t per, size_t L, const float *x, size_t hw,
-                             uint32_t c0, uint32_t c1, size_t a, size_t b, const float *end)
+                             uint32_t c0, uint32_t c1, size_t a, size_t b)
 {
     v4f z = {0, 0, 0, 0};
-    (void)end;
     for (uint32_t c = c0; c < c1; c++) {
         if (a == 0) /* a band's first values: its lanes start at +0 */
             for (size_t k = 0; k < L; k += 4)
@@ -355,11 +351,10 @@ static void gen_col_wins(const float *st, size_t per, uint32_t c0, uint32_t c1, 
  * window (i, j) into out[(i * ow + j) * ostride + c]; span = ow * pw <= POOL_COLS. */
 static void gen_col_channels(const float *x, size_t hw, size_t w, uint32_t ph, uint32_t pw,
                              uint32_t oh, uint32_t ow, uint32_t c0, uint32_t c1, float *out,
-                             size_t ostride, const float *end)
+                             size_t ostride)
 {
     float col[POOL_COLS];
     double inv = 1.0 / ((double)ph * pw);
-    (void)end;
     for (uint32_t c = c0; c < c1; c++)
         for (uint32_t i = 0; i < oh; i++) {
             gen_col_acc(col, x + c * hw + (size_t)i * ph * w, w, ph, (size_t)ow * pw, 1);
@@ -381,16 +376,12 @@ static const int32_t pool_mask[24] = {0,  0,  0,  0,  0, 0, 0, 0, -1, -1, -1, -1
                                       -1, -1, -1, -1, 0, 0, 0, 0, 0,  0,  0,  0};
 #define LD8I(p) (*(const v8iu *)(const void *)(p))
 
-/* p[i] for s <= i < e, +0 in the other lanes. p[0..8) is loaded whole where it ends before
- * end (the sample's end), else the values are copied one by one. */
-AVX_INLINE v8f a_part(const float *p, size_t s, size_t e, const float *end)
+/* p[i] for s <= i < e, +0 in the other lanes: a masked load (vmaskmovps reads only the lanes
+ * of the mask, so nothing outside the piece is touched) */
+AVX_INLINE v8f a_part(const float *p, size_t s, size_t e)
 {
-    if (end - p >= 8)
-        return (v8f)((v8i)LD8(p) & LD8I(pool_mask + 16 - e) & LD8I(pool_mask + 8 - s));
-    float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (size_t i = s; i < e; i++)
-        t[i] = p[i];
-    return LD8(t);
+    v8i m = LD8I(pool_mask + 16 - e) & LD8I(pool_mask + 8 - s);
+    return (v8f)_mm256_maskload_ps(p, (__m256i)m);
 }
 
 AVX_INLINE v4d a_cvlo(v8f a)
@@ -432,19 +423,19 @@ AVX_INLINE double a_reduce(const float *l, size_t L)
 }
 
 /* the last r (< 16) values of a 16-lane block at p into a (lanes 0-7) and b (8-15) */
-#define A_TAIL16(a, b, p, r, end)                                                                  \
+#define A_TAIL16(a, b, p, r)                                                                       \
     do {                                                                                           \
         if ((r) >= 8) {                                                                            \
             a += LD8(p);                                                                           \
             if ((r) > 8)                                                                           \
-                b += a_part((p) + 8, 0, (r)-8, end);                                               \
+                b += a_part((p) + 8, 0, (r)-8);                                                    \
         } else if ((r) > 0) {                                                                      \
-            a += a_part(p, 0, r, end);                                                             \
+            a += a_part(p, 0, r);                                                                  \
         }                                                                                          \
     } while (0)
 
 /* one block of n < 1024 floats (16 lanes) */
-AVX_INLINE double a_block16(const float *q, size_t n, const float *end)
+AVX_INLINE double a_block16(const float *q, size_t n)
 {
     v8f a = {0, 0, 0, 0, 0, 0, 0, 0}, b = a;
     size_t n16 = n / 16 * 16;
@@ -452,13 +443,12 @@ AVX_INLINE double a_block16(const float *q, size_t n, const float *end)
         a += LD8(q + k);
         b += LD8(q + k + 8);
     }
-    A_TAIL16(a, b, q + n16, n - n16, end);
+    A_TAIL16(a, b, q + n16, n - n16);
     return a_red16(a, b);
 }
 
 /* four blocks of n < 1024 floats, stride hw, their means into o[0..4): eight chains */
-AVX_INLINE void a_blocks16x4(const float *q, size_t hw, size_t n, const float *end, double inv,
-                             float *o)
+AVX_INLINE void a_blocks16x4(const float *q, size_t hw, size_t n, double inv, float *o)
 {
     v8f z = {0, 0, 0, 0, 0, 0, 0, 0};
     v8f a0 = z, b0 = z, a1 = z, b1 = z, a2 = z, b2 = z, a3 = z, b3 = z;
@@ -474,17 +464,17 @@ AVX_INLINE void a_blocks16x4(const float *q, size_t hw, size_t n, const float *e
         a3 += LD8(q3 + k);
         b3 += LD8(q3 + k + 8);
     }
-    A_TAIL16(a0, b0, q0 + n16, r, end);
-    A_TAIL16(a1, b1, q1 + n16, r, end);
-    A_TAIL16(a2, b2, q2 + n16, r, end);
-    A_TAIL16(a3, b3, q3 + n16, r, end);
+    A_TAIL16(a0, b0, q0 + n16, r);
+    A_TAIL16(a1, b1, q1 + n16, r);
+    A_TAIL16(a2, b2, q2 + n16, r);
+    A_TAIL16(a3, b3, q3 + n16, r);
     v4d t = {a_red16(a0, b0), a_red16(a1, b1), a_red16(a2, b2), a_red16(a3, b3)};
     v4d iv = {inv, inv, inv, inv};
     _mm_storeu_ps(o, _mm256_cvtpd_ps((__m256d)(t * iv)));
 }
 
 /* one block of n >= 1024 floats (64 lanes: eight chains) */
-AVX_INLINE double a_block64(const float *q, size_t n, const float *end)
+AVX_INLINE double a_block64(const float *q, size_t n)
 {
     v8f a0 = {0, 0, 0, 0, 0, 0, 0, 0}, a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0;
     v8f a7 = a0;
@@ -506,7 +496,7 @@ AVX_INLINE double a_block64(const float *q, size_t n, const float *end)
         if ((o) + 8 <= r)                                                                          \
             acc += LD8(p + (o));                                                                   \
         else if ((o) < r)                                                                          \
-            acc += a_part(p + (o), 0, r - (o), end);                                               \
+            acc += a_part(p + (o), 0, r - (o));                                                    \
     } while (0)
     A_T64(a0, 0);
     A_T64(a1, 8);
@@ -521,8 +511,7 @@ AVX_INLINE double a_block64(const float *q, size_t n, const float *end)
 }
 
 AVX_FN void avx_block_channels(const float *x, size_t hw, size_t n, uint32_t bands, double inv,
-                               uint32_t c0, uint32_t c1, float *out, size_t ostride,
-                               const float *end)
+                               uint32_t c0, uint32_t c1, float *out, size_t ostride)
 {
     for (uint32_t i = 0; i < bands; i++) {
         const float *xb = x + (size_t)i * n;
@@ -530,12 +519,12 @@ AVX_FN void avx_block_channels(const float *x, size_t hw, size_t n, uint32_t ban
         uint32_t c = c0;
         if (n < POOL_BIG) {
             for (; c + 4 <= c1; c += 4)
-                a_blocks16x4(xb + c * hw, hw, n, end, inv, o + c);
+                a_blocks16x4(xb + c * hw, hw, n, inv, o + c);
             for (; c < c1; c++)
-                o[c] = (float)(a_block16(xb + c * hw, n, end) * inv);
+                o[c] = (float)(a_block16(xb + c * hw, n) * inv);
         } else {
             for (; c < c1; c++)
-                o[c] = (float)(a_block64(xb + c * hw, n, end) * inv);
+                o[c] = (float)(a_block64(xb + c * hw, n) * inv);
         }
     }
 }
@@ -545,13 +534,12 @@ AVX_FN void avx_block_channels(const float *x, size_t hw, size_t n, uint32_t ban
 /* lanes[k % L] += x[k] for k in [a, b), a < b: the partial vectors at either end padded, the
  * vectors before the first whole L-block and after the last one added in memory, the whole
  * L-blocks with the lanes in registers. */
-AVX_INLINE void a_lanes_add(float *lanes, size_t L, const float *x, size_t a, size_t b,
-                            const float *end)
+AVX_INLINE void a_lanes_add(float *lanes, size_t L, const float *x, size_t a, size_t b)
 {
     size_t k = a, m = L - 1;
     if (k & 7) {
         size_t k0 = k & ~(size_t)7, e = k0 + 8 < b ? k0 + 8 : b;
-        A_RMW(lanes + (k0 & m), a_part(x + k0, k - k0, e - k0, end));
+        A_RMW(lanes + (k0 & m), a_part(x + k0, k - k0, e - k0));
         k = e;
     }
     for (; k + 8 <= b && (k & m); k += 8)
@@ -593,19 +581,18 @@ AVX_INLINE void a_lanes_add(float *lanes, size_t L, const float *x, size_t a, si
     for (; k + 8 <= b; k += 8)
         A_RMW(lanes + (k & m), LD8(x + k));
     if (k < b)
-        A_RMW(lanes + (k & m), a_part(x + k, 0, b - k, end));
+        A_RMW(lanes + (k & m), a_part(x + k, 0, b - k));
 }
 
 /* 16 lanes of four channels (lanes l, l + per, ..., values q, q + hw, ...) over [a, b): the
  * whole 16-blocks with eight chains */
-AVX_INLINE void a_lanes16_add4(float *l, size_t per, const float *q, size_t hw, size_t a, size_t b,
-                               const float *end)
+AVX_INLINE void a_lanes16_add4(float *l, size_t per, const float *q, size_t hw, size_t a, size_t b)
 {
     size_t h = (a + 15) & ~(size_t)15;
     h = h < b ? h : b;
     if (a < h)
         for (int i = 0; i < 4; i++)
-            a_lanes_add(l + i * per, 16, q + i * hw, a, h, end);
+            a_lanes_add(l + i * per, 16, q + i * hw, a, h);
     if (h == b)
         return;
     size_t e = h + (b - h) / 16 * 16, r = b - e;
@@ -624,10 +611,10 @@ AVX_INLINE void a_lanes16_add4(float *l, size_t per, const float *q, size_t hw, 
         b3 += LD8(q3 + k + 8);
     }
     if (r) { /* the last values, lanes 0..r-1 (e is a multiple of 16) */
-        A_TAIL16(a0, b0, q0 + e, r, end);
-        A_TAIL16(a1, b1, q1 + e, r, end);
-        A_TAIL16(a2, b2, q2 + e, r, end);
-        A_TAIL16(a3, b3, q3 + e, r, end);
+        A_TAIL16(a0, b0, q0 + e, r);
+        A_TAIL16(a1, b1, q1 + e, r);
+        A_TAIL16(a2, b2, q2 + e, r);
+        A_TAIL16(a3, b3, q3 + e, r);
     }
     ST8(l0, a0);
     ST8(l0 + 8, b0);
@@ -640,7 +627,7 @@ AVX_INLINE void a_lanes16_add4(float *l, size_t per, const float *q, size_t hw, 
 }
 
 AVX_FN void avx_stream_lanes(float *lanes, size_t per, size_t L, const float *x, size_t hw,
-                             uint32_t c0, uint32_t c1, size_t a, size_t b, const float *end)
+                             uint32_t c0, uint32_t c1, size_t a, size_t b)
 {
     uint32_t c = c0;
     v8f z = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -661,9 +648,9 @@ AVX_FN void avx_stream_lanes(float *lanes, size_t per, size_t L, const float *x,
     c = c0;
     if (L == 16)
         for (; c + 4 <= c1; c += 4)
-            a_lanes16_add4(lanes + c * per, per, x + c * hw, hw, a, b, end);
+            a_lanes16_add4(lanes + c * per, per, x + c * hw, hw, a, b);
     for (; c < c1; c++)
-        a_lanes_add(lanes + c * per, L, x + c * hw, a, b, end);
+        a_lanes_add(lanes + c * per, L, x + c * hw, a, b);
 }
 
 AVX_FN void avx_stream_reduce(const float *lanes, size_t per, size_t L, uint32_t c0, uint32_t c1,
@@ -850,11 +837,10 @@ AVX_FN void avx_col_wins(const float *st, size_t per, uint32_t c0, uint32_t c1, 
 
 AVX_FN void avx_col_channels(const float *x, size_t hw, size_t w, uint32_t ph, uint32_t pw,
                              uint32_t oh, uint32_t ow, uint32_t c0, uint32_t c1, float *out,
-                             size_t ostride, const float *end)
+                             size_t ostride)
 {
     float col[POOL_COLS] __attribute__((aligned(32)));
     double inv = 1.0 / ((double)ph * pw);
-    (void)end;
     for (uint32_t c = c0; c < c1; c++)
         for (uint32_t i = 0; i < oh; i++) {
             a_col_acc(col, x + c * hw + (size_t)i * ph * w, w, ph, (size_t)ow * pw, 1);
@@ -902,20 +888,18 @@ static void pool_channels(const h2t_pool_plan *p, const float *x, uint32_t c0, u
                           float *out, int isa)
 {
     size_t hw = (size_t)p->h * p->w;
-    const float *end = x + (size_t)p->c * hw;
     int wide = use_avx(isa);
     if (plan_block(p)) {
         int gap = p->kind == H2T_POOL_GAP;
         size_t n = gap ? hw : (size_t)p->ph * p->w;
         uint32_t bands = gap ? 1 : p->oh;
         double inv = gap ? 1.0 / (double)hw : 1.0 / ((double)p->ph * p->pw);
-        (wide ? avx_block_channels : gen_block_channels)(x, hw, n, bands, inv, c0, c1, out, p->c,
-                                                         end);
+        (wide ? avx_block_channels : gen_block_channels)(x, hw, n, bands, inv, c0, c1, out, p->c);
         return;
     }
     if (p->pw <= POOL_COLS && (size_t)p->ow * p->pw <= POOL_COLS) {
         (wide ? avx_col_channels : gen_col_channels)(x, hw, p->w, p->ph, p->pw, p->oh, p->ow, c0,
-                                                     c1, out, p->c, end);
+                                                     c1, out, p->c);
         return;
     }
     /* very wide planes: column windows in chunks of whole windows, or the plain double sums of
@@ -977,14 +961,12 @@ static void stream_block(const h2t_pool_plan *p, float *state, const float *x, u
     size_t n = gap ? hw : (size_t)p->ph * p->w, L = block_lanes(n);
     uint32_t oh = gap ? 1 : p->oh;
     double inv = gap ? 1.0 / (double)hw : 1.0 / ((double)p->ph * p->pw);
-    const float *xend = x + (size_t)p->c * hw;
     for (size_t pos = off; pos < end;) {
         size_t band = pos / n;
         if (band >= oh)
             break;
         size_t base = band * n, a = pos - base, b = end - base < n ? end - base : n;
-        (wide ? avx_stream_lanes : gen_stream_lanes)(state, per, L, x + base, hw, c0, c1, a, b,
-                                                     xend);
+        (wide ? avx_stream_lanes : gen_stream_lanes)(state, per, L, x + base, hw, c0, c1, a, b);
         if (b == n)
             (wide ? avx_stream_reduce : gen_stream_reduce)(state, per, L, c0, c1, inv,
                                                            out + band * p->c);
