@@ -8,6 +8,11 @@
 #include <math.h>
 #include <string.h>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#define POOL_HAVE_AVX 1
+#include <immintrin.h>
+#endif
+
 int h2t_pool_plan_make(int rank, const int64_t *shape, uint32_t target, h2t_pool_plan *out)
 {
     if (target == 0)
@@ -109,7 +114,6 @@ int h2t_pool_plan_make(int rank, const int64_t *shape, uint32_t target, h2t_pool
  * order on odd shapes, remainders and random pieces. */
 #define POOL_COLS 4096
 #define POOL_BIG 1024 /* blocks of at least this many floats: 64 lanes, else 16 */
-#define POOL_INLINE static inline __attribute__((always_inline))
 
 static size_t block_lanes(size_t n)
 {
@@ -363,10 +367,7 @@ static void gen_col_channels(const float *x, size_t hw, size_t w, uint32_t ph, u
 }
 
 /* ---- the AVX set (8-float vectors) ---- */
-#if defined(__x86_64__) && defined(__GNUC__)
-#define POOL_HAVE_AVX 1
-#include <immintrin.h>
-
+#ifdef POOL_HAVE_AVX
 #define AVX_FN __attribute__((target("avx"))) static
 #define AVX_INLINE static inline __attribute__((always_inline, target("avx")))
 
