@@ -135,21 +135,16 @@ typedef int32_t v8iu __attribute__((vector_size(32), aligned(4)));
 #define ST4(p, v) (*(v4fu *)(void *)(p) = (v))
 
 /* ---- the baseline set (4-float vectors) ----
- * Block lanes live in memory (the lanes array); partial vectors go through a zeroed copy. */
+ * Block lanes live in memory (the lanes array); the values of partial vectors are added one by
+ * one to their lanes (the same adds as a zero-padded vector). */
 
 /* lanes[k % L] += x[k] for k in [a, b); 64 lanes take two passes over whole 64-blocks (lanes
  * 0-31, then 32-63), eight 4-float registers each. */
 static void gen_lanes_add(float *lanes, size_t L, const float *x, size_t a, size_t b)
 {
     size_t k = a, m = L - 1;
-    if ((k & 3) && k < b) {
-        size_t k0 = k & ~(size_t)3, e = k0 + 4 < b ? k0 + 4 : b;
-        float t[4] = {0, 0, 0, 0};
-        for (size_t i = k; i < e; i++)
-            t[i - k0] = x[i];
-        ST4(lanes + (k0 & m), LD4(lanes + (k0 & m)) + LD4(t));
-        k = e;
-    }
+    for (; (k & 3) && k < b; k++) /* the same float add a zero-padded vector makes */
+        lanes[k & m] += x[k];
     for (; k + 4 <= b && (k & m); k += 4)
         ST4(lanes + (k & m), LD4(lanes + (k & m)) + LD4(x + k));
     if (k + L <= b) {
@@ -196,16 +191,12 @@ static void gen_lanes_add(float *lanes, size_t L, const float *x, size_t a, size
     }
     for (; k + 4 <= b; k += 4)
         ST4(lanes + (k & m), LD4(lanes + (k & m)) + LD4(x + k));
-    if (k < b) {
-        float t[4] = {0, 0, 0, 0};
-        for (size_t i = k; i < b; i++)
-            t[i - k] = x[i];
-        ST4(lanes + (k & m), LD4(lanes + (k & m)) + LD4(t));
-    }
+    for (; k < b; k++)
+        lanes[k & m] += x[k];
 }
 
-/* the lanes' double tree, one double at a time */
-static double gen_reduce(const float *lanes, size_t L)
+/* the lanes' double tree, one double at a time (L a constant after inlining) */
+static inline __attribute__((always_inline)) double gen_tree(const float *lanes, const size_t L)
 {
     double d[64];
     for (size_t i = 0; i < L; i++)
@@ -217,6 +208,39 @@ static double gen_reduce(const float *lanes, size_t L)
     return (d[0] + d[1]) + (d[2] + d[3]);
 }
 
+static double gen_reduce(const float *lanes, size_t L)
+{
+    return L == 16 ? gen_tree(lanes, 16) : gen_tree(lanes, 64);
+}
+
+/* v[0..r) and +0 above (r < 4), built in registers (a copy through memory would stall the
+ * vector load behind the scalar stores) */
+static inline __attribute__((always_inline)) v4f gen_part(const float *v, size_t r)
+{
+    v4f t = {v[0], r > 1 ? v[1] : 0.f, r > 2 ? v[2] : 0.f, 0.f};
+    return t;
+}
+
+/* one block of n < 1024 floats (16 lanes in four registers) */
+static inline __attribute__((always_inline)) double gen_block16(const float *p, size_t n)
+{
+    v4f z = {0, 0, 0, 0};
+    v4f a[4] = {z, z, z, z};
+    size_t n16 = n / 16 * 16, r = n - n16;
+    for (size_t k = 0; k < n16; k += 16) {
+        a[0] += LD4(p + k);
+        a[1] += LD4(p + k + 4);
+        a[2] += LD4(p + k + 8);
+        a[3] += LD4(p + k + 12);
+    }
+    for (size_t g = 0; g < 4 && 4 * g < r; g++)
+        a[g] += 4 * g + 4 <= r ? LD4(p + n16 + 4 * g) : gen_part(p + n16 + 4 * g, r - 4 * g);
+    double s[4];
+    for (int e = 0; e < 4; e++)
+        s[e] = ((double)a[0][e] + (double)a[1][e]) + ((double)a[2][e] + (double)a[3][e]);
+    return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
 /* Block windows of channels [c0, c1): band i of channel c is the n floats at x + c * hw +
  * i * n; its mean goes to out[i * ostride + c]. */
 static void gen_block_channels(const float *x, size_t hw, size_t n, uint32_t bands, double inv,
@@ -224,12 +248,20 @@ static void gen_block_channels(const float *x, size_t hw, size_t n, uint32_t ban
 {
     size_t L = block_lanes(n);
     float lanes[64];
-    for (uint32_t i = 0; i < bands; i++)
-        for (uint32_t c = c0; c < c1; c++) {
-            memset(lanes, 0, sizeof lanes);
+    for (uint32_t i = 0; i < bands; i++) {
+        uint32_t c = c0;
+        /* 16 lanes: in registers, two planes at once (eight chains, as in the AVX set) */
+        for (; L == 16 && c + 2 <= c1; c += 2) {
+            const float *p = x + c * hw + (size_t)i * n;
+            out[(size_t)i * ostride + c] = (float)(gen_block16(p, n) * inv);
+            out[(size_t)i * ostride + c + 1] = (float)(gen_block16(p + hw, n) * inv);
+        }
+        for (; c < c1; c++) {
+            memset(lanes, 0, 64 * sizeof(float));
             gen_lanes_add(lanes, L, x + c * hw + (size_t)i * n, 0, n);
             out[(size_t)i * ostride + c] = (float)(gen_reduce(lanes, L) * inv);
         }
+    }
 }
 
 /* Streamed blocks: the same piece [a, b) of the band at x + c * hw for channels [c0, c1),
