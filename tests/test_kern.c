@@ -174,3 +174,121 @@ TEST(kern_epilogue_both_isas_bitwise_and_stagewise)
         }
     }
 }
+
+/* The sums order (kern.h): a reference written from its definition, for one plane. */
+static void winsum_def(const float *x, const h2t_winsum *s, int64_t H, double *acc)
+{
+    for (int64_t r = 0; r < H && r < s->oh * s->ph; r++)
+        for (int64_t j = 0; j < s->ow; j++) {
+            float l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (int64_t k = 0; k < (s->pw + 7) / 8 * 8; k++)
+                l[k % 8] += k < s->pw ? x[r * s->W + j * s->pw + k] : 0.f;
+            double t = (((double)l[0] + l[1]) + ((double)l[2] + l[3])) +
+                       (((double)l[4] + l[5]) + ((double)l[6] + l[7]));
+            acc[(r / s->ph) * s->ow + j] += t;
+        }
+}
+
+TEST(kern_winsum_both_isas_bitwise_any_row_split)
+{
+    /* planes of the MobileNetV2 widths and odd ones, windows with remainders, values of
+     * mixed magnitude (and -0.f: a masked lane must add +0.f on both sets) */
+    const int64_t shapes[][5] = {{112, 112, 28, 28, 4}, {112, 112, 22, 22, 5}, {56, 56, 56, 56, 1},
+                                 {7, 7, 7, 7, 1},       {14, 14, 7, 7, 2},     {13, 11, 3, 5, 2},
+                                 {9, 9, 4, 4, 2},       {5, 17, 5, 1, 1},      {3, 30, 1, 9, 3}};
+    unsigned sd = 11;
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        int64_t H = shapes[t][0], W = shapes[t][1], ph = shapes[t][2], pw = shapes[t][3],
+                n = shapes[t][4];
+        int64_t oh = H / ph < n ? H / ph : n, ow = W / pw < n ? W / pw : n;
+        float *x = malloc(sizeof(float) * (size_t)(H * W));
+        for (int64_t i = 0; i < H * W; i++)
+            x[i] = krand(&sd) * (i % 3 ? 1.f : 1e4f);
+        x[0] = -0.f;
+        double want[25] = {0}, got[2][25];
+        h2t_winsum s = {W, ph, pw, oh, ow, want};
+        winsum_def(x, &s, H, want);
+        for (int isa = 0; isa < 2; isa++) {
+            memset(got[isa], 0, sizeof got[isa]);
+            s.acc = got[isa];
+            /* rows in uneven groups: the sums do not depend on how the rows come */
+            for (int64_t r0 = 0; r0 < H;) {
+                int64_t nr = 1 + (r0 * 7 + t) % 5;
+                nr = nr < H - r0 ? nr : H - r0;
+                h2t_kern_winsum_isa(isa, x + r0 * W, r0, nr, &s);
+                r0 += nr;
+            }
+            if (memcmp(got[isa], want, sizeof want) != 0)
+                TEST_FAILF("shape %zu isa %d: sums differ from the definition", t, isa);
+        }
+        free(x);
+    }
+}
+
+TEST(kern_epilogue_sums_equal_winsum_of_written_planes)
+{
+    /* a fused epilogue that sums while it writes gives bitwise the sums of the planes it
+     * wrote, on both sets, with any stage combination, called over groups of whole rows */
+    enum { H = 13, W = 19 };
+    unsigned sd = 5;
+    float src[H * W], res[H * W];
+    for (int i = 0; i < H * W; i++) {
+        src[i] = krand(&sd) * 4.f;
+        res[i] = krand(&sd);
+    }
+    for (int combo = 0; combo < 32; combo++) {
+        float out[2][H * W], conv[2][H * W], bn[H * W], add[H * W];
+        double sc[2][6], so[2][6], wc[6] = {0}, wo[6] = {0};
+        for (int isa = 0; isa < 2; isa++) {
+            memset(sc[isa], 0, sizeof sc[isa]);
+            memset(so[isa], 0, sizeof so[isa]);
+            h2t_winsum s1 = {W, 4, 6, 3, 2, sc[isa]}, s2 = {W, 4, 6, 3, 2, so[isa]};
+            for (int r0 = 0; r0 < H; r0 += 5) {
+                int nr = H - r0 < 5 ? H - r0 : 5;
+                h2t_epi e = {0};
+                int o = r0 * W;
+                e.has_bias = combo & 1;
+                e.bias = 0.25f;
+                e.conv_out = conv[isa] + o;
+                e.has_bn = (combo >> 1) & 1;
+                e.bn_a = 1.5f;
+                e.bn_b = -0.75f;
+                e.bn_out = bn + o;
+                e.res = (combo >> 2) & 1 ? res + o : NULL;
+                e.add_out = add + o;
+                e.act = (combo >> 3) % 3;
+                e.lo = -1.f;
+                e.hi = 2.f;
+                e.out = out[isa] + o;
+                e.sum_conv = &s1;
+                e.sum_out = &s2;
+                e.row0 = r0;
+                h2t_kern_epilogue_isa(isa, src + o, nr * W, &e);
+            }
+        }
+        ASSERT(memcmp(out[0], out[1], sizeof out[0]) == 0);
+        ASSERT(memcmp(conv[0], conv[1], sizeof conv[0]) == 0);
+        h2t_winsum w1 = {W, 4, 6, 3, 2, wc}, w2 = {W, 4, 6, 3, 2, wo};
+        winsum_def(conv[0], &w1, H, wc);
+        winsum_def(out[0], &w2, H, wo);
+        for (int isa = 0; isa < 2; isa++) {
+            ASSERT(memcmp(sc[isa], wc, sizeof wc) == 0);
+            ASSERT(memcmp(so[isa], wo, sizeof wo) == 0);
+        }
+        /* and the values are those of the plain epilogue */
+        float plain[H * W];
+        h2t_epi e = {0};
+        e.has_bias = combo & 1;
+        e.bias = 0.25f;
+        e.has_bn = (combo >> 1) & 1;
+        e.bn_a = 1.5f;
+        e.bn_b = -0.75f;
+        e.res = (combo >> 2) & 1 ? res : NULL;
+        e.act = (combo >> 3) % 3;
+        e.lo = -1.f;
+        e.hi = 2.f;
+        e.out = plain;
+        h2t_kern_epilogue_isa(0, src, H * W, &e);
+        ASSERT(memcmp(plain, out[0], sizeof plain) == 0);
+    }
+}
