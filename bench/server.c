@@ -38,6 +38,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "storage/store.h"
+#include "tests/fixture.h"
 
 #include <dirent.h>
 #include <pthread.h>
@@ -438,72 +439,28 @@ static void threads_cpu(thread_cpu *t)
     closedir(d);
 }
 
+static float store_value(void *ctx, uint32_t l, uint32_t i, uint32_t j, uint32_t label)
+{
+    (void)i;
+    return fixture_lcg_unit(ctx) + (j == label * (l + 1) ? 0.3f : 0.0f);
+}
+
 /* A store with one extraction: n samples, 3 layers of 512 features, 10 classes. */
 static h2t_store *make_store(const char *dir, uint32_t n)
 {
-    h2t_store *st;
-    int rc = h2t_store_open(dir, H2T_STORE_CREATE, &st);
+    static const h2t_layer_info layers[3] = {
+        {.name = "l0", .rank = 2, .shape = {512}, .dim = 512},
+        {.name = "l1", .rank = 2, .shape = {512}, .dim = 512},
+        {.name = "l2", .rank = 2, .shape = {512}, .dim = 512},
+    };
+    uint64_t s = 1;
+    fixture_spec sp = {.samples = {.n = n, .classes = 10, .train = n * 3 / 4},
+                       FIXTURE_LAYERS(layers),
+                       .features = {.written = n, .value = store_value, .ctx = &s}};
+    h2t_store *st = NULL;
+    int rc = fixture_store_build(dir, H2T_STORE_CREATE, &sp, &st, NULL);
     if (rc < 0)
         die("store", rc);
-    char *names[10];
-    char nb[10][8];
-    uint32_t *labels = malloc(n * sizeof(*labels));
-    uint8_t *split = malloc(n);
-    for (int k = 0; k < 10; k++) {
-        snprintf(nb[k], sizeof(nb[k]), "c%d", k);
-        names[k] = nb[k];
-    }
-    for (uint32_t i = 0; i < n; i++) {
-        labels[i] = i % 10;
-        split[i] = i < n * 3 / 4 ? H2T_SPLIT_TRAIN : H2T_SPLIT_TEST;
-    }
-    h2t_source src = {0};
-    snprintf(src.name, sizeof(src.name), "synth");
-    src.n_samples = n;
-    src.n_classes = 10;
-    src.class_names = names;
-    src.labels = labels;
-    src.split = split;
-    uint32_t sid, mid, eid;
-    int reused;
-    h2t_model_rec m = {0};
-    snprintf(m.name, sizeof(m.name), "toy");
-    h2t_layer_info Ls[3] = {0};
-    for (int l = 0; l < 3; l++) {
-        snprintf(Ls[l].name, sizeof(Ls[l].name), "l%d", l);
-        Ls[l].rank = 2;
-        Ls[l].shape[0] = 512;
-        Ls[l].dim = 512;
-    }
-    h2t_extraction e = {0};
-    snprintf(e.name, sizeof(e.name), "ext");
-    e.n_samples = n;
-    e.n_layers = 3;
-    e.layers = Ls;
-    if ((rc = h2t_store_source_put(st, &src, &sid, &reused)) < 0 ||
-        (rc = h2t_store_model_put(st, &m, &mid, &reused)) < 0)
-        die("fixture", rc);
-    e.source = sid;
-    e.model = mid;
-    if ((rc = h2t_store_extraction_begin(st, &e, &eid, &reused)) < 0)
-        die("fixture", rc);
-    float *f[3];
-    uint64_t s = 1;
-    for (int l = 0; l < 3; l++) {
-        f[l] = malloc((size_t)n * 512 * sizeof(float));
-        for (size_t i = 0; i < (size_t)n * 512; i++) {
-            s = s * 6364136223846793005ull + 1442695040888963407ull;
-            f[l][i] = (float)((s >> 40) & 0xffff) / 65536.0f +
-                      ((i % 512) == labels[i / 512] * (uint32_t)(l + 1) ? 0.3f : 0.0f);
-        }
-    }
-    const float *ptrs[3] = {f[0], f[1], f[2]};
-    if ((rc = h2t_store_features_write(st, eid, 0, n, ptrs)) < 0)
-        die("features", rc);
-    for (int l = 0; l < 3; l++)
-        free(f[l]);
-    free(labels);
-    free(split);
     return st;
 }
 
@@ -793,8 +750,6 @@ int main(int argc, char **argv)
     }
     h2t_srv_config cfg;
     h2t_srv_config_default(&cfg);
-    cfg.listen = "127.0.0.1:0";
-    cfg.handle_signals = 0;
     if (spin_us >= 0)
         cfg.spin_us = (uint32_t)spin_us;
     cfg.job_idle = job_idle;
@@ -804,15 +759,12 @@ int main(int argc, char **argv)
     atomic_init(&br.plain, 0);
     cfg.runner = bench_run;
     cfg.runner_ud = &br;
-    h2t_srv *srv;
-    rc = h2t_srv_create(&cfg, st, &srv);
-    if (rc < 0)
-        die("server", rc);
+    h2t_srv *srv = NULL;
     pthread_t th;
-    pthread_create(&th, NULL, srv_main, srv);
-    int port = h2t_srv_port(srv);
     char addr[64];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    if ((rc = fixture_srv_start(&cfg, st, srv_main, &th, &srv, addr, sizeof(addr))) < 0)
+        die("server", rc);
+    int port = h2t_srv_port(srv);
 
     h2t_client *c;
     if ((rc = h2t_client_connect(addr, NULL, 60000, &c)) < 0)

@@ -2,22 +2,18 @@
 #include "tests/srv_thread.h"
 
 #include "common/err.h"
+#include "tests/fixture.h"
 #include "tests/test.h"
 
 static void *srv_main(void *arg)
 {
-    test_srv *t = arg;
-    h2t_srv_run(t->srv);
+    h2t_srv_run(arg);
     return NULL;
 }
 
 void test_srv_start(test_srv *t, h2t_srv_config *cfg)
 {
-    cfg->listen = "127.0.0.1:0";
-    cfg->handle_signals = 0;
-    ASSERT_OK(h2t_srv_create(cfg, t->st, &t->srv));
-    snprintf(t->addr, sizeof(t->addr), "127.0.0.1:%d", h2t_srv_port(t->srv));
-    ASSERT_EQ(pthread_create(&t->th, NULL, srv_main, t), 0);
+    ASSERT_OK(fixture_srv_start(cfg, t->st, srv_main, &t->th, &t->srv, t->addr, sizeof(t->addr)));
 }
 
 void test_srv_finish(test_srv *t)

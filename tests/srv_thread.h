@@ -3,7 +3,7 @@
  * port, for the service tests (test_server*.c).
  *
  *     test_srv t = {0};
- *     t.st = a_fixture_store();            // OWNED by t from here on
+ *     t.st = a_fixture_store();            // OWNED by t from here on (tests/fixture.h)
  *     h2t_srv_config cfg;
  *     h2t_srv_config_default(&cfg);
  *     test_srv_start(&t, &cfg);            // t.addr = "127.0.0.1:PORT"
@@ -25,8 +25,8 @@ typedef struct test_srv {
     char addr[64];
 } test_srv;
 
-/* cfg->listen becomes 127.0.0.1:0 and signal handling off; the server runs on a new thread.
- * A failure fails the test. */
+/* fixture_srv_start (tests/fixture.h): cfg->listen becomes 127.0.0.1:0 and signal handling
+ * off; the server runs on a new thread. A failure fails the test. */
 void test_srv_start(test_srv *t, h2t_srv_config *cfg);
 void test_srv_finish(test_srv *t);
 

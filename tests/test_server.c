@@ -2,6 +2,7 @@
  * tests/test_server.c - the service end to end: a real server on an ephemeral loopback port
  * (in a thread, or a forked process for the kill test) and the real client library.
  */
+#include "tests/fixture.h"
 #include "tests/srv_thread.h"
 #include "tests/test.h"
 
@@ -23,71 +24,29 @@
 
 /* A store with one synthetic extraction "ext": 2 layers (8 and 4 features) whose values
  * depend on the class, 180 train + 60 test samples. */
+static float fixture_value(void *ctx, uint32_t l, uint32_t i, uint32_t j, uint32_t label)
+{
+    if (l == 0)
+        return fixture_lcg_unit(ctx) - 0.5f + (j == label ? 2.0f : 0.0f);
+    return (float)((i * 7 + j) % 5) * 0.1f;
+}
+
 static h2t_store *fixture(const char *dir)
 {
-    h2t_store *st = NULL;
-    ASSERT_OK(h2t_store_open(dir, H2T_STORE_CREATE, &st));
-    static char c0[] = "alpha", c1[] = "beta", c2[] = "gamma";
-    char *names[N_CLASSES] = {c0, c1, c2};
-    uint32_t labels[N_SAMPLES];
-    uint8_t split[N_SAMPLES];
-    for (uint32_t i = 0; i < N_SAMPLES; i++) {
-        labels[i] = i % N_CLASSES;
-        split[i] = i < 180 ? H2T_SPLIT_TRAIN : H2T_SPLIT_TEST;
-    }
-    h2t_source src = {0};
-    snprintf(src.name, sizeof(src.name), "synth");
-    snprintf(src.uri, sizeof(src.uri), "synth:");
-    src.hash[0] = 1;
-    src.n_samples = N_SAMPLES;
-    src.n_classes = N_CLASSES;
-    src.class_names = names;
-    src.labels = labels;
-    src.split = split;
-    uint32_t sid, mid, eid;
-    int reused;
-    ASSERT_OK(h2t_store_source_put(st, &src, &sid, &reused));
-    h2t_model_rec m = {0};
-    snprintf(m.name, sizeof(m.name), "toy");
-    m.sha256[0] = 2;
-    ASSERT_OK(h2t_store_model_put(st, &m, &mid, &reused));
-    h2t_layer_info layers[2] = {0};
-    snprintf(layers[0].name, 256, "l1");
-    snprintf(layers[0].op, 64, "Relu");
-    layers[0].rank = 2;
-    layers[0].shape[0] = 8;
-    layers[0].dim = 8;
-    snprintf(layers[1].name, 256, "l2");
-    snprintf(layers[1].op, 64, "Gemm");
-    layers[1].rank = 2;
-    layers[1].shape[0] = 4;
-    layers[1].dim = 4;
-    h2t_extraction e = {0};
-    snprintf(e.name, sizeof(e.name), "ext");
-    e.source = sid;
-    e.model = mid;
-    e.target_size = 512;
-    e.dtype = H2T_DTYPE_F32;
-    snprintf(e.config, sizeof(e.config), "synthetic");
-    e.config_hash[0] = 3;
-    e.n_samples = N_SAMPLES;
-    e.n_layers = 2;
-    e.layers = layers;
-    ASSERT_OK(h2t_store_extraction_begin(st, &e, &eid, &reused));
-    static float f1[N_SAMPLES * 8], f2[N_SAMPLES * 4];
+    static const char *const names[N_CLASSES] = {"alpha", "beta", "gamma"};
+    static const h2t_layer_info layers[2] = {
+        {.name = "l1", .op = "Relu", .rank = 2, .shape = {8}, .dim = 8},
+        {.name = "l2", .op = "Gemm", .rank = 2, .shape = {4}, .dim = 4},
+    };
     uint64_t s = 12345;
-    for (uint32_t i = 0; i < N_SAMPLES; i++) {
-        for (int j = 0; j < 8; j++) {
-            s = s * 6364136223846793005ull + 1442695040888963407ull;
-            float noise = (float)((s >> 40) & 0xffff) / 65536.0f - 0.5f;
-            f1[i * 8 + j] = noise + (j == (int)labels[i] ? 2.0f : 0.0f);
-        }
-        for (int j = 0; j < 4; j++)
-            f2[i * 4 + j] = (float)((i * 7 + (uint32_t)j) % 5) * 0.1f;
-    }
-    const float *ptrs[2] = {f1, f2};
-    ASSERT_OK(h2t_store_features_write(st, eid, 0, N_SAMPLES, ptrs));
-    ASSERT_OK(h2t_store_extraction_set_state(st, eid, H2T_EXT_DONE));
+    fixture_spec sp = {.source = {.uri = "synth:", .hash = 1, .class_names = names},
+                       .model = {.hash = 2},
+                       .ext = {.config = "synthetic", .hash = 3, .target_size = 512, .done = 1},
+                       .samples = {.n = N_SAMPLES, .classes = N_CLASSES, .train = 180},
+                       FIXTURE_LAYERS(layers),
+                       .features = {.written = N_SAMPLES, .value = fixture_value, .ctx = &s}};
+    h2t_store *st = NULL;
+    ASSERT_OK(fixture_store_build(dir, H2T_STORE_CREATE, &sp, &st, NULL));
     return st;
 }
 

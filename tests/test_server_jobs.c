@@ -3,6 +3,7 @@
  * h2t_design_cache, used by the server's default runner) and the reuse of finished jobs whose
  * spec a submit repeats (TrainRequest.retrain, Job.reused), through a real server and client.
  */
+#include "tests/fixture.h"
 #include "tests/srv_thread.h"
 #include "tests/test.h"
 
@@ -23,62 +24,28 @@
 
 /* One extraction "ext": 3 layers (16, 8, 4 features; class signal in the first two),
  * 240 train + 60 test samples. */
+static float fixture_value(void *ctx, uint32_t l, uint32_t i, uint32_t j, uint32_t label)
+{
+    (void)i;
+    return fixture_lcg_unit(ctx) - 0.5f + (l < 2 && j == label * (l + 1) ? 1.5f : 0.f);
+}
+
 static h2t_store *fixture(void)
 {
-    h2t_store *st = NULL;
-    ASSERT_OK(h2t_store_open("store", H2T_STORE_CREATE, &st));
-    static char c0[] = "a", c1[] = "b", c2[] = "c";
-    char *names[NC] = {c0, c1, c2};
-    uint32_t labels[NS];
-    uint8_t split[NS];
-    for (uint32_t i = 0; i < NS; i++) {
-        labels[i] = i % NC;
-        split[i] = i < 240 ? H2T_SPLIT_TRAIN : H2T_SPLIT_TEST;
-    }
-    h2t_source src = {0};
-    snprintf(src.name, sizeof(src.name), "synth");
-    src.hash[0] = 1;
-    src.n_samples = NS;
-    src.n_classes = NC;
-    src.class_names = names;
-    src.labels = labels;
-    src.split = split;
-    uint32_t sid, mid, eid;
-    int reused;
-    ASSERT_OK(h2t_store_source_put(st, &src, &sid, &reused));
-    h2t_model_rec m = {0};
-    snprintf(m.name, sizeof(m.name), "toy");
-    ASSERT_OK(h2t_store_model_put(st, &m, &mid, &reused));
-    static const uint32_t dims[3] = {16, 8, 4};
-    h2t_layer_info layers[3] = {0};
-    for (int l = 0; l < 3; l++) {
-        snprintf(layers[l].name, sizeof(layers[l].name), "l%d", l);
-        snprintf(layers[l].op, sizeof(layers[l].op), "Relu");
-        layers[l].rank = 2;
-        layers[l].shape[0] = dims[l];
-        layers[l].dim = dims[l];
-    }
-    h2t_extraction e = {0};
-    snprintf(e.name, sizeof(e.name), "ext");
-    e.source = sid;
-    e.model = mid;
-    e.config_hash[0] = 7;
-    e.n_samples = NS;
-    e.n_layers = 3;
-    e.layers = layers;
-    ASSERT_OK(h2t_store_extraction_begin(st, &e, &eid, &reused));
-    static float f[3][NS * 16];
+    static const char *const names[NC] = {"a", "b", "c"};
+    static const h2t_layer_info layers[3] = {
+        {.name = "l0", .op = "Relu", .rank = 2, .shape = {16}, .dim = 16},
+        {.name = "l1", .op = "Relu", .rank = 2, .shape = {8}, .dim = 8},
+        {.name = "l2", .op = "Relu", .rank = 2, .shape = {4}, .dim = 4},
+    };
     uint64_t s = 99;
-    for (int l = 0; l < 3; l++)
-        for (uint32_t i = 0; i < NS; i++)
-            for (uint32_t j = 0; j < dims[l]; j++) {
-                s = s * 6364136223846793005ull + 1442695040888963407ull;
-                float noise = (float)((s >> 40) & 0xffff) / 65536.0f - 0.5f;
-                f[l][i * dims[l] + j] = noise + (l < 2 && j == labels[i] * (l + 1) ? 1.5f : 0.f);
-            }
-    const float *ptrs[3] = {f[0], f[1], f[2]};
-    ASSERT_OK(h2t_store_features_write(st, eid, 0, NS, ptrs));
-    ASSERT_OK(h2t_store_extraction_set_state(st, eid, H2T_EXT_DONE));
+    fixture_spec sp = {.source = {.hash = 1, .class_names = names},
+                       .ext = {.hash = 7, .done = 1},
+                       .samples = {.n = NS, .classes = NC, .train = 240},
+                       FIXTURE_LAYERS(layers),
+                       .features = {.written = NS, .value = fixture_value, .ctx = &s}};
+    h2t_store *st = NULL;
+    ASSERT_OK(fixture_store_build("store", H2T_STORE_CREATE, &sp, &st, NULL));
     return st;
 }
 

@@ -4,6 +4,7 @@
  * among small ones, a broken frame after good ones), statistics served on the loop or the
  * thread pool by size, and the job threads' BLAS budget and priority.
  */
+#include "tests/fixture.h"
 #include "tests/srv_thread.h"
 #include "tests/test.h"
 
@@ -26,65 +27,39 @@
 #define N 40
 #define BIG 4096 /* per-feature stats of this layer: a reply over 64 KiB */
 
-/* Samples [first, first + n) of "ext": small[s][j] = (s * 8 + j) % 13 - label,
- * big[s][j] = ((s * BIG + j) % 7) / 2. */
-static void write_samples(h2t_store *st, uint32_t eid, uint32_t first, uint32_t n)
+/* "ext": N samples (30 train, 10 test), 2 classes, layers "small" (8) and "big" (BIG):
+ * small[s][j] = (s * 8 + j) % 13 - label, big[s][j] = ((s * BIG + j) % 7) / 2. */
+static float loop_value(void *ctx, uint32_t l, uint32_t s, uint32_t j, uint32_t label)
 {
-    float *f0 = malloc(n * 8 * sizeof(float)), *f1 = malloc((size_t)n * BIG * sizeof(float));
-    ASSERT(f0 && f1);
-    for (uint32_t i = 0; i < n * 8; i++)
-        f0[i] = (float)((first * 8 + i) % 13) - (float)((first + i / 8) % 2);
-    for (uint32_t i = 0; i < n * BIG; i++)
-        f1[i] = (float)(((size_t)first * BIG + i) % 7) * 0.5f;
-    const float *ptrs[2] = {f0, f1};
-    ASSERT_OK(h2t_store_features_write(st, eid, first, n, ptrs));
-    free(f0);
-    free(f1);
+    (void)ctx;
+    if (l == 0)
+        return (float)((s * 8 + j) % 13) - (float)label;
+    return (float)(((size_t)s * BIG + j) % 7) * 0.5f;
 }
 
-/* "ext": N samples (30 train, 10 test), 2 classes, layers "small" (8) and "big" (BIG). */
+static const h2t_layer_info loop_layers[2] = {
+    {.name = "small", .rank = 2, .shape = {8}, .dim = 8},
+    {.name = "big", .rank = 2, .shape = {BIG}, .dim = BIG},
+};
+static const char *const loop_names[2] = {"a", "b"};
+static const fixture_spec loop_spec = {.source = {.class_names = loop_names},
+                                       .samples = {.n = N, .classes = 2, .train = 30},
+                                       FIXTURE_LAYERS(loop_layers),
+                                       .features = {.value = loop_value}};
+
+/* Samples [first, first + n) of "ext". */
+static void write_samples(h2t_store *st, uint32_t eid, uint32_t first, uint32_t n)
+{
+    ASSERT_OK(fixture_features_write(st, eid, &loop_spec, first, n));
+}
+
+/* The fixture store in dir with the first `written` samples. */
 static h2t_store *fixture(const char *dir, uint32_t written)
 {
+    fixture_spec sp = loop_spec;
+    sp.features.written = written;
     h2t_store *st = NULL;
-    ASSERT_OK(h2t_store_open(dir, H2T_STORE_CREATE, &st));
-    static char c0[] = "a", c1[] = "b";
-    char *names[2] = {c0, c1};
-    uint32_t labels[N];
-    uint8_t split[N];
-    for (uint32_t i = 0; i < N; i++) {
-        labels[i] = i % 2;
-        split[i] = i < 30 ? H2T_SPLIT_TRAIN : H2T_SPLIT_TEST;
-    }
-    h2t_source src = {0};
-    snprintf(src.name, sizeof(src.name), "synth");
-    src.n_samples = N;
-    src.n_classes = 2;
-    src.class_names = names;
-    src.labels = labels;
-    src.split = split;
-    uint32_t sid, mid, eid;
-    int reused;
-    ASSERT_OK(h2t_store_source_put(st, &src, &sid, &reused));
-    h2t_model_rec m = {0};
-    snprintf(m.name, sizeof(m.name), "toy");
-    ASSERT_OK(h2t_store_model_put(st, &m, &mid, &reused));
-    h2t_layer_info L[2] = {0};
-    snprintf(L[0].name, sizeof(L[0].name), "small");
-    L[0].rank = 2;
-    L[0].shape[0] = L[0].dim = 8;
-    snprintf(L[1].name, sizeof(L[1].name), "big");
-    L[1].rank = 2;
-    L[1].shape[0] = L[1].dim = BIG;
-    h2t_extraction e = {0};
-    snprintf(e.name, sizeof(e.name), "ext");
-    e.source = sid;
-    e.model = mid;
-    e.n_samples = N;
-    e.n_layers = 2;
-    e.layers = L;
-    ASSERT_OK(h2t_store_extraction_begin(st, &e, &eid, &reused));
-    if (written)
-        write_samples(st, eid, 0, written);
+    ASSERT_OK(fixture_store_build(dir, H2T_STORE_CREATE, &sp, &st, NULL));
     return st;
 }
 

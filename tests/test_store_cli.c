@@ -3,6 +3,7 @@
 #include "common/err.h"
 #include "common/util.h"
 #include "storage/store.h"
+#include "tests/fixture.h"
 #include "tests/test.h"
 
 #include <sys/wait.h>
@@ -34,59 +35,31 @@ static float cval(uint32_t l, uint32_t s, uint32_t j)
     return (float)l * 100.0f + (float)s + (float)j * 0.125f;
 }
 
+static float cval_fn(void *ctx, uint32_t l, uint32_t s, uint32_t j, uint32_t label)
+{
+    (void)ctx;
+    (void)label;
+    return cval(l, s, j);
+}
+
 static void build_store(void)
 {
+    static const char *const cn[2] = {"circle", "square \"q\""};
+    static const h2t_layer_info L[2] = {
+        {.name = "conv1/relu:0", .op = "Relu", .rank = 4, .shape = {16, 32, 32}, .dim = 10},
+        {.name = "logits", .op = "Gemm", .rank = 2, .shape = {2}, .dim = 2},
+    };
+    /* labels 0 1 0 1 0 1, all train; 4 of the 6 samples written */
+    fixture_spec sp = {
+        .source = {.name = "shapes", .uri = "folder:/data/shapes", .class_names = cn},
+        .model = {.name = "tinynet", .input_shape = {0, 3, 32, 32}},
+        .ext = {.name = "shapes-tiny", .dtype = H2T_DTYPE_F32},
+        .samples = {.n = 6, .classes = 2, .train = 6},
+        FIXTURE_LAYERS(L),
+        .features = {.written = 4, .value = cval_fn}};
     h2t_store *st;
-    ASSERT_OK(h2t_store_open("db", H2T_STORE_CREATE | H2T_STORE_NOSYNC, &st));
-    h2t_source s = {0};
-    snprintf(s.name, sizeof(s.name), "shapes");
-    snprintf(s.uri, sizeof(s.uri), "folder:/data/shapes");
-    s.n_samples = 6;
-    s.n_classes = 2;
-    char *cn[2] = {"circle", "square \"q\""};
-    s.class_names = cn;
-    uint32_t lab[6] = {0, 1, 0, 1, 0, 1};
-    s.labels = lab;
-    uint32_t sid, mid, ext;
-    int reused;
-    ASSERT_OK(h2t_store_source_put(st, &s, &sid, &reused));
-    h2t_model_rec m = {0};
-    snprintf(m.name, sizeof(m.name), "tinynet");
-    m.input_shape[1] = 3;
-    m.input_shape[2] = m.input_shape[3] = 32;
-    ASSERT_OK(h2t_store_model_put(st, &m, &mid, &reused));
-    h2t_layer_info L[2];
-    memset(L, 0, sizeof(L));
-    snprintf(L[0].name, sizeof(L[0].name), "conv1/relu:0");
-    snprintf(L[0].op, sizeof(L[0].op), "Relu");
-    L[0].rank = 4;
-    L[0].shape[0] = 16;
-    L[0].shape[1] = 32;
-    L[0].shape[2] = 32;
-    L[0].dim = 10;
-    snprintf(L[1].name, sizeof(L[1].name), "logits");
-    snprintf(L[1].op, sizeof(L[1].op), "Gemm");
-    L[1].rank = 2;
-    L[1].shape[0] = 2;
-    L[1].dim = 2;
-    h2t_extraction e = {0};
-    snprintf(e.name, sizeof(e.name), "shapes-tiny");
-    e.source = sid;
-    e.model = mid;
-    e.n_samples = 6;
-    e.n_layers = 2;
-    e.layers = L;
-    e.dtype = H2T_DTYPE_F32;
-    ASSERT_OK(h2t_store_extraction_begin(st, &e, &ext, &reused));
-    float a[4 * 10], b[4 * 2];
-    for (uint32_t i = 0; i < 4; i++) {
-        for (uint32_t j = 0; j < 10; j++)
-            a[i * 10 + j] = cval(0, i, j);
-        for (uint32_t j = 0; j < 2; j++)
-            b[i * 2 + j] = cval(1, i, j);
-    }
-    const float *p[2] = {a, b};
-    ASSERT_OK(h2t_store_features_write(st, ext, 0, 4, p));
+    uint32_t ext;
+    ASSERT_OK(fixture_store_build("db", H2T_STORE_CREATE | H2T_STORE_NOSYNC, &sp, &st, &ext));
     h2t_task t = {0};
     snprintf(t.name, sizeof(t.name), "circles-vs-squares");
     t.extraction = ext;

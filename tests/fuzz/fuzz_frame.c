@@ -9,6 +9,7 @@
 #include "proto/proto.h"
 #include "server/server.h"
 #include "storage/store.h"
+#include "tests/fixture.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,48 +22,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static h2t_srv *srv;
 static h2t_store *st;
 
-static void fixture(void)
+static float fixture_value(void *ctx, uint32_t l, uint32_t i, uint32_t j, uint32_t label)
 {
-    static char c0[] = "a", c1[] = "b";
-    char *names[2] = {c0, c1};
-    uint32_t labels[8];
-    uint8_t split[8];
-    float f[8 * 3];
-    for (int i = 0; i < 8; i++) {
-        labels[i] = (uint32_t)(i & 1);
-        split[i] = i < 6 ? 0 : 1;
-        for (int j = 0; j < 3; j++)
-            f[i * 3 + j] = (float)(i * 3 + j);
-    }
-    h2t_source src = {0};
-    snprintf(src.name, sizeof(src.name), "s");
-    src.n_samples = 8;
-    src.n_classes = 2;
-    src.class_names = names;
-    src.labels = labels;
-    src.split = split;
-    uint32_t sid, mid, eid;
-    int reused;
-    h2t_model_rec m = {0};
-    snprintf(m.name, sizeof(m.name), "m");
-    h2t_layer_info L = {0};
-    snprintf(L.name, sizeof(L.name), "l");
-    L.rank = 2;
-    L.shape[0] = 3;
-    L.dim = 3;
-    h2t_extraction e = {0};
-    snprintf(e.name, sizeof(e.name), "ext");
-    e.n_samples = 8;
-    e.n_layers = 1;
-    e.layers = &L;
-    const float *ptrs[1] = {f};
-    if (h2t_store_source_put(st, &src, &sid, &reused) < 0 ||
-        h2t_store_model_put(st, &m, &mid, &reused) < 0)
-        abort();
-    e.source = sid;
-    e.model = mid;
-    if (h2t_store_extraction_begin(st, &e, &eid, &reused) < 0 ||
-        h2t_store_features_write(st, eid, 0, 8, ptrs) < 0)
+    (void)ctx;
+    (void)l;
+    (void)label;
+    return (float)(i * 3 + j);
+}
+
+/* "ext": 8 samples (6 train), 2 classes, one layer "l" of 3 features; a task "t" on it. */
+static void fixture(const char *dir)
+{
+    static const char *const names[2] = {"a", "b"};
+    static const h2t_layer_info L[] = {{.name = "l", .rank = 2, .shape = {3}, .dim = 3}};
+    fixture_spec sp = {.source = {.name = "s", .class_names = names},
+                       .model = {.name = "m"},
+                       .samples = {.n = 8, .classes = 2, .train = 6},
+                       FIXTURE_LAYERS(L),
+                       .features = {.written = 8, .value = fixture_value}};
+    if (fixture_store_build(dir, H2T_STORE_CREATE, &sp, &st, NULL) < 0)
         abort();
     h2t_msg_task_spec spec = {.name = "t", .extraction = "ext", .train = "train"};
     h2t_task *t = NULL;
@@ -79,16 +57,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     char dir[4096];
     const char *base = getenv("H2T_FUZZ_DIR"); /* run.sh removes it afterwards */
     snprintf(dir, sizeof(dir), "%s/store", base ? base : "/tmp/h2t-fuzz");
-    if (h2t_store_open(dir, H2T_STORE_CREATE, &st) < 0)
-        abort();
-    fixture();
+    fixture(dir);
     h2t_srv_config cfg;
     h2t_srv_config_default(&cfg);
-    cfg.listen = "127.0.0.1:0";
     cfg.workers = 0; /* jobs are queued and stored, never run: the fuzzer stays fast */
-    cfg.handle_signals = 0;
     cfg.max_frame = 1u << 20;
-    if (h2t_srv_create(&cfg, st, &srv) < 0)
+    if (fixture_srv_start(&cfg, st, NULL, NULL, &srv, NULL, 0) < 0)
         abort();
     return 0;
 }
