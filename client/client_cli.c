@@ -145,6 +145,16 @@ h2t_client *h2t_cli_connect(h2t_cli *c)
     return cl;
 }
 
+int h2t_cli_request(h2t_cli *c, h2t_msg *req, int want, h2t_msg *rep)
+{
+    h2t_client *cl = h2t_cli_connect(c);
+    if (!cl)
+        return 1;
+    int rc = h2t_client_call(cl, req, want, rep);
+    h2t_client_close(cl);
+    return rc < 0 ? h2t_cli_fail(c, rc) : 0;
+}
+
 void h2t_json_str(FILE *f, const char *s)
 {
     fputc('"', f);
@@ -203,4 +213,22 @@ void h2t_cli_job_print(FILE *f, const h2t_msg_job *j, int json)
         fprintf(f, "  error: %s", j->error);
     if (j->finished_ms > j->started_ms && j->started_ms)
         fprintf(f, "  %.1fs", (double)(j->finished_ms - j->started_ms) / 1000.0);
+}
+
+void h2t_cli_list_print(FILE *f, const void *v, size_t n, size_t size, const char *header,
+                        h2t_cli_item_fn item, int json)
+{
+    if (json)
+        fputc('[', f);
+    else if (header)
+        fputs(header, f);
+    for (size_t i = 0; i < n; i++) {
+        if (json && i)
+            fputs(",\n ", f);
+        item(f, (const char *)v + i * size, json);
+        if (!json)
+            fputc('\n', f);
+    }
+    if (json)
+        fputs("]\n", f);
 }

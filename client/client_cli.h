@@ -1,7 +1,8 @@
 /*
- * client/client_cli.h - what the service commands (cmd_serve.c, cmd_jobs.c, cmd_task.c)
- * share: option parsing, connecting with --server/--token-file, JSON string output, and the
- * printing of jobs. Not a public contract.
+ * client/client_cli.h - what the service commands (cmd_serve.c, cmd_jobs.c, cmd_task.c,
+ * cmd_compare.c, cmd_report.c) share: option parsing, connecting with --server/--token-file,
+ * one request and its reply, JSON string output, the printing of jobs and of lists. Not a
+ * public contract.
  *
  *     h2t_cli cli;
  *     h2t_cli_init(&cli, "jobs", argc, argv);
@@ -9,6 +10,12 @@
  *         if (h2t_cli_common(&cli)) continue;      // --server, --token-file, --json, --help
  *         if (h2t_cli_is(&cli, "--limit")) limit = h2t_cli_value(&cli); ...
  *     }
+ *     h2t_msg req = {.type = H2T_MSG_LIST_JOBS}, rep;
+ *     if (h2t_cli_request(&cli, &req, H2T_MSG_JOB_LIST, &rep))
+ *         return 1;                                 // the error is printed
+ *     h2t_cli_list_print(stdout, rep.u.job_list.v, rep.u.job_list.n, sizeof(h2t_msg_job),
+ *                        header, job_item, cli.json);
+ *     h2t_msg_free(&rep);
  */
 #ifndef H2T_CLIENT_CLIENT_CLI_H
 #define H2T_CLIENT_CLIENT_CLI_H
@@ -51,6 +58,10 @@ int h2t_cli_double(h2t_cli *c, const char *v, double *out);
 h2t_client *h2t_cli_connect(h2t_cli *c);
 /* Print "h2tdb CMD: strerror: detail" to stderr; returns 1 (the exit status). */
 int h2t_cli_fail(const h2t_cli *c, int rc);
+/* One request on a connection of its own: connect as the options say, send req (BORROWED),
+ * wait for the reply of type want, close. 0 with *rep OWNED by the caller (h2t_msg_free);
+ * 1 (the exit status) with the error printed as h2t_cli_fail does and nothing in *rep. */
+int h2t_cli_request(h2t_cli *c, h2t_msg *req, int want, h2t_msg *rep);
 
 /* JSON string with quotes and escapes. */
 void h2t_json_str(FILE *f, const char *s);
@@ -58,5 +69,13 @@ void h2t_json_str(FILE *f, const char *s);
 void h2t_cli_job_print(FILE *f, const h2t_msg_job *j, int json);
 const char *h2t_cli_job_state(int state);
 const char *h2t_cli_method_name(int method);
+
+/* Prints one list item (BORROWED): a line's text without its newline, or a JSON value. */
+typedef void (*h2t_cli_item_fn)(FILE *f, const void *item, int json);
+/* Print the n items of size bytes each at v (BORROWED): with json a JSON array, one item a
+ * line ("[a,\n b]\n", "[]\n" when empty); otherwise header (NULL: none) and then each item
+ * on a line of its own. */
+void h2t_cli_list_print(FILE *f, const void *v, size_t n, size_t size, const char *header,
+                        h2t_cli_item_fn item, int json);
 
 #endif

@@ -41,6 +41,17 @@ static int parse_job_id(h2t_cli *cli, uint64_t *id)
     return 0;
 }
 
+/* After the options of a command on one job: the exit status when it stops here (--help: 0;
+ * a bad option or job id: 2, with the usage), or -1 to go on with the job id in *id. */
+static int job_args_end(h2t_cli *cli, const char *text, uint64_t *id)
+{
+    if (cli->help)
+        return usage(text, 0);
+    if (cli->bad || parse_job_id(cli, id) < 0)
+        return usage(text, 2);
+    return -1;
+}
+
 /* "1e-4,1e-5" -> doubles */
 static int parse_list(h2t_cli *cli, const char *v, double *out, size_t cap, size_t *n)
 {
@@ -222,6 +233,18 @@ int h2t_cmd_train(int argc, char **argv)
 
 /* ---------------- job / jobs / cancel ---------------- */
 
+/* Send req, whose reply is a job, and print that job; the exit status. */
+static int job_reply(h2t_cli *cli, h2t_msg *req)
+{
+    h2t_msg rep;
+    if (h2t_cli_request(cli, req, H2T_MSG_JOB, &rep))
+        return 1;
+    h2t_cli_job_print(stdout, &rep.u.job, cli->json);
+    fputc('\n', stdout);
+    h2t_msg_free(&rep);
+    return 0;
+}
+
 int h2t_cmd_job(int argc, char **argv)
 {
     static const char text[] = "usage: h2tdb job ID [--watch]\n\n"
@@ -238,31 +261,26 @@ int h2t_cmd_job(int argc, char **argv)
         else
             h2t_cli_unknown(&cli);
     }
-    if (cli.help)
-        return usage(text, 0);
-    if (cli.bad || parse_job_id(&cli, &id) < 0)
-        return usage(text, 2);
-    h2t_client *c = h2t_cli_connect(&cli);
-    if (!c)
-        return 1;
-    int status;
+    int status = job_args_end(&cli, text, &id);
+    if (status >= 0)
+        return status;
     if (watch) {
+        h2t_client *c = h2t_cli_connect(&cli);
+        if (!c)
+            return 1;
         status = wait_job(&cli, c, id);
-    } else {
-        h2t_msg req = {.type = H2T_MSG_GET_JOB}, rep;
-        req.u.job_ref.job = id;
-        int rc = h2t_client_call(c, &req, H2T_MSG_JOB, &rep);
-        if (rc < 0) {
-            status = h2t_cli_fail(&cli, rc);
-        } else {
-            h2t_cli_job_print(stdout, &rep.u.job, cli.json);
-            fputc('\n', stdout);
-            h2t_msg_free(&rep);
-            status = 0;
-        }
+        h2t_client_close(c);
+        return status;
     }
-    h2t_client_close(c);
-    return status;
+    h2t_msg req = {.type = H2T_MSG_GET_JOB};
+    req.u.job_ref.job = id;
+    return job_reply(&cli, &req);
+}
+
+/* h2t_cli_list_print's item printer for jobs */
+static void job_item(FILE *f, const void *job, int json)
+{
+    h2t_cli_job_print(f, job, json);
 }
 
 int h2t_cmd_jobs(int argc, char **argv)
@@ -277,27 +295,13 @@ int h2t_cmd_jobs(int argc, char **argv)
         return usage(text, 0);
     if (cli.bad || cli.npos)
         return usage(text, 2);
-    h2t_client *c = h2t_cli_connect(&cli);
-    if (!c)
-        return 1;
     h2t_msg req = {.type = H2T_MSG_LIST_JOBS}, rep;
-    int rc = h2t_client_call(c, &req, H2T_MSG_JOB_LIST, &rep);
-    h2t_client_close(c);
-    if (rc < 0)
-        return h2t_cli_fail(&cli, rc);
-    if (cli.json)
-        fputc('[', stdout);
-    else
-        printf("%-6s %-9s %6s  %-10s %-8s\n", "id", "state", "done", "task", "method");
-    for (size_t i = 0; i < rep.u.job_list.n; i++) {
-        if (cli.json && i)
-            fputs(",\n ", stdout);
-        h2t_cli_job_print(stdout, &rep.u.job_list.v[i], cli.json);
-        if (!cli.json)
-            fputc('\n', stdout);
-    }
-    if (cli.json)
-        fputs("]\n", stdout);
+    if (h2t_cli_request(&cli, &req, H2T_MSG_JOB_LIST, &rep))
+        return 1;
+    /* the columns of h2t_cli_job_print's line */
+    static const char header[] = "id     state       done  task       method  \n";
+    h2t_cli_list_print(stdout, rep.u.job_list.v, rep.u.job_list.n, sizeof(h2t_msg_job), header,
+                       job_item, cli.json);
     h2t_msg_free(&rep);
     return 0;
 }
@@ -313,23 +317,12 @@ int h2t_cmd_cancel(int argc, char **argv)
     while (h2t_cli_next(&cli))
         if (!h2t_cli_common(&cli))
             h2t_cli_unknown(&cli);
-    if (cli.help)
-        return usage(text, 0);
-    if (cli.bad || parse_job_id(&cli, &id) < 0)
-        return usage(text, 2);
-    h2t_client *c = h2t_cli_connect(&cli);
-    if (!c)
-        return 1;
-    h2t_msg req = {.type = H2T_MSG_CANCEL_JOB}, rep;
+    int status = job_args_end(&cli, text, &id);
+    if (status >= 0)
+        return status;
+    h2t_msg req = {.type = H2T_MSG_CANCEL_JOB};
     req.u.job_ref.job = id;
-    int rc = h2t_client_call(c, &req, H2T_MSG_JOB, &rep);
-    h2t_client_close(c);
-    if (rc < 0)
-        return h2t_cli_fail(&cli, rc);
-    h2t_cli_job_print(stdout, &rep.u.job, cli.json);
-    fputc('\n', stdout);
-    h2t_msg_free(&rep);
-    return 0;
+    return job_reply(&cli, &req);
 }
 
 /* ---------------- result / predict ---------------- */
@@ -353,24 +346,18 @@ int h2t_cmd_result(int argc, char **argv)
         else
             h2t_cli_unknown(&cli);
     }
-    if (cli.help)
-        return usage(text, 0);
-    if (cli.bad || parse_job_id(&cli, &id) < 0)
-        return usage(text, 2);
-    h2t_client *c = h2t_cli_connect(&cli);
-    if (!c)
-        return 1;
+    int status = job_args_end(&cli, text, &id);
+    if (status >= 0)
+        return status;
     h2t_msg req = {.type = H2T_MSG_GET_RESULT}, rep;
     req.u.get_result.job = id;
     req.u.get_result.include_head = export_dir != NULL;
-    int rc = h2t_client_call(c, &req, H2T_MSG_RESULT, &rep);
-    h2t_client_close(c);
-    if (rc < 0)
-        return h2t_cli_fail(&cli, rc);
-    int status = 0;
+    if (h2t_cli_request(&cli, &req, H2T_MSG_RESULT, &rep))
+        return 1;
+    status = 0;
     if (export_dir) {
         h2t_result *r = NULL;
-        rc = h2t_result_decode(rep.u.result.blob, rep.u.result.blob_len, &r);
+        int rc = h2t_result_decode(rep.u.result.blob, rep.u.result.blob_len, &r);
         if (rc == 0)
             rc = h2t_result_export(r, export_dir);
         h2t_result_destroy(r);
@@ -406,18 +393,12 @@ int h2t_cmd_predict(int argc, char **argv)
         else
             h2t_cli_unknown(&cli);
     }
-    if (cli.help)
-        return usage(text, 0);
-    if (cli.bad || parse_job_id(&cli, &id) < 0)
-        return usage(text, 2);
+    int status = job_args_end(&cli, text, &id);
+    if (status >= 0)
+        return status;
     req.u.predict.job = id;
-    h2t_client *c = h2t_cli_connect(&cli);
-    if (!c)
+    if (h2t_cli_request(&cli, &req, H2T_MSG_PREDICTION, &rep))
         return 1;
-    int rc = h2t_client_call(c, &req, H2T_MSG_PREDICTION, &rep);
-    h2t_client_close(c);
-    if (rc < 0)
-        return h2t_cli_fail(&cli, rc);
     const h2t_msg_prediction *p = &rep.u.prediction;
     if (cli.json)
         printf("{\"accuracy\": %.6f, \"predictions\": [", p->accuracy);

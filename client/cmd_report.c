@@ -70,16 +70,11 @@ int h2t_cmd_report(int argc, char **argv)
         if (rc)
             return h2t_cli_fail(&cli, rc);
     } else {
-        h2t_client *c = h2t_cli_connect(&cli);
-        if (!c)
-            return 1;
         h2t_msg req = {.type = H2T_MSG_GET_RESULT};
         req.u.get_result.job = job;
         req.u.get_result.include_head = 1;
-        rc = h2t_client_call(c, &req, H2T_MSG_RESULT, &rep);
-        h2t_client_close(c);
-        if (rc)
-            return h2t_cli_fail(&cli, rc);
+        if (h2t_cli_request(&cli, &req, H2T_MSG_RESULT, &rep))
+            return 1;
         have_rep = 1;
         blob = (void *)rep.u.result.blob;
         len = rep.u.result.blob_len;

@@ -118,36 +118,38 @@ static int map_file_read(const char *path, map_file *m)
     return rc;
 }
 
-static void task_print(const h2t_msg_task *t, int json)
+/* A task as one line or a JSON object (h2t_cli_item_fn: item is an h2t_msg_task). */
+static void task_print(FILE *f, const void *item, int json)
 {
+    const h2t_msg_task *t = item;
     if (json) {
-        printf("{\"name\": ");
-        h2t_json_str(stdout, t->name);
-        printf(", \"extraction\": %u, \"classes\": [", t->extraction);
+        fprintf(f, "{\"name\": ");
+        h2t_json_str(f, t->name);
+        fprintf(f, ", \"extraction\": %u, \"classes\": [", t->extraction);
         for (size_t i = 0; i < t->n_class_names; i++) {
             if (i)
-                printf(", ");
-            h2t_json_str(stdout, t->class_names[i]);
+                fprintf(f, ", ");
+            h2t_json_str(f, t->class_names[i]);
         }
-        printf("], \"shots\": %u, \"n_train\": %u, \"n_val\": %u, \"n_test\": %u", t->shots,
-               t->n_train, t->n_val, t->n_test);
+        fprintf(f, "], \"shots\": %u, \"n_train\": %u, \"n_val\": %u, \"n_test\": %u", t->shots,
+                t->n_train, t->n_val, t->n_test);
         if (t->n_train_per_class) {
-            printf(", \"train_per_class\": [");
+            fprintf(f, ", \"train_per_class\": [");
             for (size_t i = 0; i < t->n_train_per_class; i++)
-                printf("%s%u", i ? ", " : "", t->train_per_class[i]);
-            printf("]");
+                fprintf(f, "%s%u", i ? ", " : "", t->train_per_class[i]);
+            fprintf(f, "]");
         }
-        printf("}");
+        fprintf(f, "}");
         return;
     }
-    printf("%-20s extraction %-4u classes %-3zu train %-6u val %-5u test %-6u", t->name,
-           t->extraction, t->n_class_names, t->n_train, t->n_val, t->n_test);
+    fprintf(f, "%-20s extraction %-4u classes %-3zu train %-6u val %-5u test %-6u", t->name,
+            t->extraction, t->n_class_names, t->n_train, t->n_val, t->n_test);
     if (t->shots)
-        printf(" shots %u", t->shots);
-    printf("  [");
+        fprintf(f, " shots %u", t->shots);
+    fprintf(f, "  [");
     for (size_t i = 0; i < t->n_class_names && i < 12; i++)
-        printf("%s%s", i ? ", " : "", t->class_names[i]);
-    printf("%s]", t->n_class_names > 12 ? ", ..." : "");
+        fprintf(f, "%s%s", i ? ", " : "", t->class_names[i]);
+    fprintf(f, "%s]", t->n_class_names > 12 ? ", ..." : "");
 }
 
 int h2t_cmd_task(int argc, char **argv)
@@ -208,17 +210,11 @@ int h2t_cmd_task(int argc, char **argv)
         s->map = mf.v;
         s->n_map = mf.n;
     }
-    h2t_client *c = h2t_cli_connect(&cli);
-    if (!c) {
-        map_file_free(&mf);
-        return 1;
-    }
-    rc = h2t_client_call(c, &req, H2T_MSG_TASK, &rep);
-    h2t_client_close(c);
+    int status = h2t_cli_request(&cli, &req, H2T_MSG_TASK, &rep);
     map_file_free(&mf);
-    if (rc < 0)
-        return h2t_cli_fail(&cli, rc);
-    task_print(&rep.u.task, cli.json);
+    if (status)
+        return status;
+    task_print(stdout, &rep.u.task, cli.json);
     fputc('\n', stdout);
     if (!cli.json && rep.u.task.n_train_per_class) {
         printf("train samples per class:");
@@ -247,25 +243,11 @@ int h2t_cmd_tasks(int argc, char **argv)
         fputs(text, stderr);
         return 2;
     }
-    h2t_client *c = h2t_cli_connect(&cli);
-    if (!c)
-        return 1;
     h2t_msg req = {.type = H2T_MSG_LIST_TASKS}, rep;
-    int rc = h2t_client_call(c, &req, H2T_MSG_TASK_LIST, &rep);
-    h2t_client_close(c);
-    if (rc < 0)
-        return h2t_cli_fail(&cli, rc);
-    if (cli.json)
-        fputc('[', stdout);
-    for (size_t i = 0; i < rep.u.task_list.n; i++) {
-        if (cli.json && i)
-            fputs(",\n ", stdout);
-        task_print(&rep.u.task_list.v[i], cli.json);
-        if (!cli.json)
-            fputc('\n', stdout);
-    }
-    if (cli.json)
-        fputs("]\n", stdout);
+    if (h2t_cli_request(&cli, &req, H2T_MSG_TASK_LIST, &rep))
+        return 1;
+    h2t_cli_list_print(stdout, rep.u.task_list.v, rep.u.task_list.n, sizeof(h2t_msg_task), NULL,
+                       task_print, cli.json);
     h2t_msg_free(&rep);
     return 0;
 }
@@ -302,13 +284,8 @@ int h2t_cmd_stats(int argc, char **argv)
         return 2;
     }
     req.u.stats_req.extraction = cli.pos[0];
-    h2t_client *c = h2t_cli_connect(&cli);
-    if (!c)
+    if (h2t_cli_request(&cli, &req, H2T_MSG_STATS, &rep))
         return 1;
-    int rc = h2t_client_call(c, &req, H2T_MSG_STATS, &rep);
-    h2t_client_close(c);
-    if (rc < 0)
-        return h2t_cli_fail(&cli, rc);
     const h2t_msg_stats *s = &rep.u.stats;
     if (cli.json)
         printf("{\"extraction\": %u, \"layers\": [", s->extraction);
