@@ -74,7 +74,6 @@ struct h2t_exec {
     float *scratch;
     size_t scratch_n;
     unsigned char *observed; /* per info index */
-    h2t_exec_sums **sums;    /* per info index: h2t_exec_window_sums, NULL none */
     int fixed_shapes;        /* run_once executor: inputs given explicitly */
     int stale;               /* the observed set changed: replan before the next run */
     int *uses;               /* value -> readers (node inputs + graph outputs) */
@@ -888,8 +887,7 @@ static int exec_slice(h2t_exec *x, int t, h2t_tensor_cb cb, h2t_tensor_range_cb 
                    ctx,
                    x->observed,
                    &reported,
-                   &rerr,
-                   split ? NULL : x->sums};
+                   &rerr};
     int rc = 0;
     if (t == 0)
         for (int j = 0; j < m->n_inputs && rc == 0; j++)
@@ -1170,13 +1168,10 @@ static h2t_exec *exec_new(const h2t_model *m)
         return NULL;
     x->m = m;
     x->observed = calloc((size_t)m->n_info + 1, 1);
-    x->sums = calloc((size_t)m->n_info + 1, sizeof *x->sums);
     x->uses = calloc((size_t)m->n_values + 1, sizeof(int));
     x->chain_of = malloc(((size_t)m->n_nodes + 1) * sizeof(int));
-    if (!x->observed || !x->sums || !x->uses || !x->chain_of ||
-        state_alloc(m, &x->vs, &x->ns) < 0) {
+    if (!x->observed || !x->uses || !x->chain_of || state_alloc(m, &x->vs, &x->ns) < 0) {
         free(x->observed);
-        free(x->sums);
         free(x->uses);
         free(x->chain_of);
         state_free(m, x->vs, x->ns);
@@ -1216,7 +1211,6 @@ void h2t_exec_destroy(h2t_exec *x)
     h2t_afree(x->arena);
     h2t_afree(x->scratch);
     free(x->observed);
-    free(x->sums);
     free(x->uses);
     free(x->chain_of);
     free(x);
@@ -1276,22 +1270,6 @@ int h2t_exec_observe(h2t_exec *x, int i, int on)
     if (x->observed[i] != (on ? 1 : 0))
         x->stale = 1;
     x->observed[i] = on ? 1 : 0;
-    return 0;
-}
-
-int h2t_exec_window_sums(h2t_exec *x, int i, h2t_exec_sums *s)
-{
-    if (!x || i < 0 || i >= x->m->n_info)
-        return h2t_err_set(H2T_EINVAL, "exec_window_sums: tensor %d out of range", i);
-    const h2t_tensor_info *t = &x->m->info[i];
-    if (s && (t->rank != 4 || s->ph < 1 || s->pw < 1 || s->oh < 1 || s->ow < 1 || !s->acc ||
-              s->oh * s->ph > t->shape[2] || s->ow * s->pw > t->shape[3]))
-        return h2t_err_set(H2T_EINVAL,
-                           "exec_window_sums: tensor '%s': %lldx%lld windows of "
-                           "%lldx%lld do not fit it",
-                           t->name, s ? (long long)s->oh : 0, s ? (long long)s->ow : 0,
-                           s ? (long long)s->ph : 0, s ? (long long)s->pw : 0);
-    x->sums[i] = s;
     return 0;
 }
 

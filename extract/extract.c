@@ -8,7 +8,6 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "extract/kern.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -62,9 +61,6 @@ struct h2t_extract_plan {
     int *layer_of;          /* tensor index -> layer or -1 */
     derive *der;            /* per layer: how a derived layer follows from others */
     uint32_t n_derived;
-    uint8_t *summed; /* per layer: pooled by window sums (see "Window sums") */
-    uint32_t n_summed;
-    int isa; /* h2t_kern_isa() */
     uint64_t total_dim;
     char config[512];
     uint8_t config_hash[32];
@@ -224,67 +220,6 @@ static int plan_derived(h2t_extract_plan *p)
     return 0;
 }
 
-/* Window sums. Unless opts.pool_direct, every 4-D layer pooled from its own tensor (global or
- * grid windows) is pooled in the sums order of extract/kern.h: a fused conv chain's output
- * pass adds the values of its observed outputs into the windows while they are still in
- * registers (h2t_exec_window_sums; forward batch 1), so pooling never reads those tensors
- * again; a tensor produced any other way is summed from its data by h2t_kern_winsum, which
- * gives the same bits. Features = window sum / (ph pw). The identity says "-s1". */
-static int plan_summed(h2t_extract_plan *p)
-{
-    if (!(p->summed = calloc(p->n_layers, 1)))
-        return h2t_err_set(H2T_ENOMEM, "layer table");
-    p->isa = h2t_kern_isa();
-    for (uint32_t l = 0; l < p->n_layers; l++) {
-        const h2t_pool_plan *pp = &p->pools[l];
-        if ((pp->kind == H2T_POOL_GAP || pp->kind == H2T_POOL_GRID) &&
-            (!p->der || p->der[l].kind == H2T_LIN_NONE)) {
-            p->summed[l] = 1;
-            p->n_summed++;
-        }
-    }
-    return 0;
-}
-
-static h2t_exec_sums sums_geometry(const h2t_pool_plan *pp)
-{
-    h2t_exec_sums s;
-    memset(&s, 0, sizeof s);
-    if (pp->kind == H2T_POOL_GAP) {
-        s.ph = pp->h;
-        s.pw = pp->w;
-        s.oh = s.ow = 1;
-    } else {
-        s.ph = pp->ph;
-        s.pw = pp->pw;
-        s.oh = pp->oh;
-        s.ow = pp->ow;
-    }
-    return s;
-}
-
-/* One sample's features from its window sums (C x oh x ow) into out ((H, W, C) order). */
-static void sums_finish(const h2t_pool_plan *pp, const h2t_exec_sums *s, float *out)
-{
-    int64_t nw = s->oh * s->ow;
-    double inv = (double)s->ph * (double)s->pw;
-    for (uint32_t c = 0; c < pp->c; c++)
-        for (int64_t w = 0; w < nw; w++)
-            out[w * pp->c + c] = (float)(s->acc[c * nw + w] / inv);
-}
-
-/* One sample x (C x H x W) summed from its data into s->acc (zeroed here). */
-static void sums_from_data(const h2t_extract_plan *p, const h2t_pool_plan *pp, h2t_exec_sums *s,
-                           const float *x)
-{
-    int64_t nw = s->oh * s->ow, hw = (int64_t)pp->h * pp->w;
-    memset(s->acc, 0, sizeof(double) * (size_t)(pp->c * nw));
-    for (uint32_t c = 0; c < pp->c; c++) {
-        h2t_winsum ws = {pp->w, s->ph, s->pw, s->oh, s->ow, s->acc + c * nw};
-        h2t_kern_winsum_isa(p->isa, x + c * hw, 0, pp->h, &ws);
-    }
-}
-
 /* The derived layers' features of rows row0 .. row0 + nb - 1 of bufs, in layer order (a
  * source is always an earlier layer, computed or derived before). */
 static void derive_rows(const h2t_extract_plan *p, float **bufs, int row0, int nb, uint8_t *seen)
@@ -351,11 +286,7 @@ static int plan_layers(h2t_extract_plan *p)
         p->total_dim += li->dim;
         p->layer_of[idx[l]] = l;
     }
-    if (p->o.pool_direct)
-        return 0;
-    if ((rc = plan_derived(p)) < 0)
-        return rc;
-    return plan_summed(p);
+    return p->o.pool_direct ? 0 : plan_derived(p);
 }
 
 int h2t_extract_plan_create(const h2t_extract_opts *o, h2t_extract_plan **out)
@@ -482,15 +413,12 @@ int h2t_extract_plan_create(const h2t_extract_opts *o, h2t_extract_plan **out)
         snprintf(fbs, sizeof fbs, " forward-batch=%d", p->fb);
     /* the pooling: nothing for the first order with every layer pooled from its tensor (the
      * identity of stores made before derived layers existed) */
-    if (p->n_derived || p->n_summed || H2T_POOL_ORDER > 1) {
+    if (p->n_derived || H2T_POOL_ORDER > 1) {
         size_t fl = strlen(fbs);
         snprintf(fbs + fl, sizeof fbs - fl, " pool=%s", p->n_derived ? "derived" : "direct");
         fl = strlen(fbs);
         if (H2T_POOL_ORDER > 1)
             snprintf(fbs + fl, sizeof fbs - fl, "-o%d", H2T_POOL_ORDER);
-        fl = strlen(fbs);
-        if (p->n_summed)
-            snprintf(fbs + fl, sizeof fbs - fl, "-s%d", H2T_KERN_SUM_ORDER);
     }
     char mh[65], sh[65], full[2048];
     h2t_hex(p->model_sha, 32, mh);
@@ -536,7 +464,6 @@ void h2t_extract_plan_destroy(h2t_extract_plan *p)
         free(p->der[l].b);
     }
     free(p->der);
-    free(p->summed);
     free(p);
 }
 
@@ -636,49 +563,7 @@ typedef struct run_ctx {
     uint64_t ticks_pool;   /* ticks (pool_ticks) in pooling during the current forward run */
     int thread_clock;      /* c_pool from this thread's CPU clock (sample workers) */
     void **states;         /* per layer: streaming pooling state (h2t_pool_stream), lazy */
-    h2t_exec_sums *sums;   /* per layer: window sums (acc NULL: the layer is not summed) */
 } run_ctx;
-
-/* Window sums for the summed layers of c, registered with its executor x. */
-static int sums_attach(const h2t_extract_plan *p, run_ctx *c, h2t_exec *x)
-{
-    if (!p->n_summed)
-        return 0;
-    if (!(c->sums = calloc(p->n_layers, sizeof *c->sums)))
-        return h2t_err_set(H2T_ENOMEM, "window sums");
-    for (uint32_t l = 0; l < p->n_layers; l++) {
-        if (!p->summed[l])
-            continue;
-        h2t_exec_sums *s = &c->sums[l];
-        *s = sums_geometry(&p->pools[l]);
-        if (!(s->acc = calloc((size_t)(p->pools[l].c * s->oh * s->ow), sizeof(double))))
-            return h2t_err_set(H2T_ENOMEM, "window sums of layer %s", p->layers[l].name);
-        int rc = h2t_exec_window_sums(x, p->tensors[l], s);
-        if (rc < 0)
-            return rc;
-    }
-    return 0;
-}
-
-static void sums_detach(const h2t_extract_plan *p, run_ctx *c)
-{
-    for (uint32_t l = 0; c->sums && l < p->n_layers; l++)
-        free(c->sums[l].acc);
-    free(c->sums);
-    c->sums = NULL;
-}
-
-/* Before a run: every summed layer's sums zeroed and not summed. */
-static void sums_reset(const h2t_extract_plan *p, run_ctx *c)
-{
-    for (uint32_t l = 0; c->sums && l < p->n_layers; l++) {
-        h2t_exec_sums *s = &c->sums[l];
-        if (!s->acc)
-            continue;
-        memset(s->acc, 0, sizeof(double) * (size_t)(p->pools[l].c * s->oh * s->ow));
-        s->summed = 0;
-    }
-}
 
 static int on_tensor(void *vctx, int tensor, const float *data, const int64_t *shape, int rank)
 {
@@ -699,17 +584,8 @@ static int on_tensor(void *vctx, int tensor, const float *data, const int64_t *s
                                li->name, k, (long long)shape[k], li->shape[k - 1]);
         per *= (size_t)shape[k];
     }
-    if (c->sums && c->sums[l].acc) { /* window sums: the executor's, or from the data */
-        h2t_exec_sums *s = &c->sums[l];
-        for (int i = 0; i < c->nb; i++) {
-            if (!(s->summed && c->nb == 1))
-                sums_from_data(p, &p->pools[l], s, data + (size_t)i * per);
-            sums_finish(&p->pools[l], s, c->bufs[l] + (size_t)(c->row0 + i) * li->dim);
-        }
-    } else {
-        pool_batch(&p->pools[l], data, per, c->nb, c->bufs[l] + (size_t)c->row0 * li->dim,
-                   c->pool_threads);
-    }
+    pool_batch(&p->pools[l], data, per, c->nb, c->bufs[l] + (size_t)c->row0 * li->dim,
+               c->pool_threads);
     c->seen[l] = 1;
     c->ticks_pool += pool_ticks() - t0;
     return 0;
@@ -741,13 +617,7 @@ static int on_range(void *vctx, int tensor, const float *data, const int64_t *sh
     float *out = c->bufs[l] + (size_t)(c->row0 + sample) * li->dim;
     int last = (uint32_t)c1 == pp->c && (size_t)(off + len) == hw;
     int rc = 0;
-    if (c->sums && c->sums[l].acc) { /* window sums: nothing to read until the end */
-        if (last) {
-            if (!c->sums[l].summed)
-                sums_from_data(p, pp, &c->sums[l], xs);
-            sums_finish(pp, &c->sums[l], out);
-        }
-    } else if (off == 0 && (size_t)len == hw) {
+    if (off == 0 && (size_t)len == hw) {
         rc = h2t_pool_apply_channels(pp, xs, (uint32_t)c0, (uint32_t)c1, out);
     } else if (h2t_pool_stream_bytes(pp) == 0) {
         if (last) /* whole planes only: the pieces come in order, this one is the last */
@@ -776,7 +646,6 @@ static int run_forward(run_ctx *c, h2t_exec *x, const float *input, int n)
     double w0 = h2t_now_s(), c0 = c->thread_clock ? cpu_s(1) : 0;
     c->ticks_pool = 0;
     uint64_t k0 = pool_ticks();
-    sums_reset(c->p, c);
     /* forward batch 1: the fused chains report their outputs piece by piece */
     int rc = n == 1 && c->states ? h2t_exec_run_ranges(x, input, n, on_tensor, on_range, c)
                                  : h2t_exec_run(x, input, n, on_tensor, c);
@@ -1095,14 +964,6 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
         if ((rc = observe_layers(p, w->x)) < 0)
             goto out;
     }
-    /* window sums: each forward context with its own, registered with its executor */
-    if (W > 1) {
-        for (int k = 0; k < W; k++)
-            if ((rc = sums_attach(p, &ws[k].c, ws[k].x)) < 0)
-                goto out;
-    } else if ((rc = sums_attach(p, &c, x)) < 0) {
-        goto out;
-    }
     if (p->o.progress)
         bar = h2t_progress_create("extract", p->n_samples - done, "img");
 
@@ -1242,9 +1103,7 @@ out:
     }
     r.cpu_total = cpu_s(0) - cpu_start;
     h2t_progress_destroy(bar);
-    sums_detach(p, &c);
     for (int k = 0; k < W; k++) {
-        sums_detach(p, &ws[k].c);
         free(ws[k].c.seen);
         if (k > 0 && ws[k].c.states) {
             for (uint32_t l = 0; l < p->n_layers; l++)

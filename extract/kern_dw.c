@@ -452,83 +452,72 @@ H2T_AVX void h2t_kern_winsum_avx(const float *x, int64_t r0, int64_t nr, const h
     }
 }
 
-H2T_AVX static void epilogue_shifted(const float *src, int64_t off, int64_t n, const h2t_epi *e);
+/* 8 values of the epilogue at index i (lanes in mask m when masked): the output vector, the
+ * conv stage's values in *cv; stores only the lanes in m. */
+H2T_AVX static inline __m256 epi8(const float *src, int64_t i, const h2t_epi *e, int masked,
+                                  __m256i m, __m256 *cv)
+{
+    const __m256 vlo = _mm256_set1_ps(e->lo), vhi = _mm256_set1_ps(e->hi);
+    __m256 v = masked ? _mm256_maskload_ps(src + i, m) : _mm256_loadu_ps(src + i);
+    if (e->has_bias)
+        v = _mm256_add_ps(v, _mm256_set1_ps(e->bias));
+    *cv = v;
+#define EPI_ST(p, x)                                                                               \
+    (masked ? _mm256_maskstore_ps((p) + i, m, (x)) : _mm256_storeu_ps((p) + i, (x)))
+    if (e->conv_out)
+        EPI_ST(e->conv_out, v);
+    if (e->has_bn) {
+        v = _mm256_add_ps(_mm256_mul_ps(v, _mm256_set1_ps(e->bn_a)), _mm256_set1_ps(e->bn_b));
+        if (e->bn_out)
+            EPI_ST(e->bn_out, v);
+    }
+    if (e->res) {
+        v = _mm256_add_ps(v,
+                          masked ? _mm256_maskload_ps(e->res + i, m) : _mm256_loadu_ps(e->res + i));
+        if (e->add_out)
+            EPI_ST(e->add_out, v);
+    }
+    v = act8(v, e->act, vlo, vhi);
+    EPI_ST(e->out, v);
+#undef EPI_ST
+    return v;
+}
 
-/* 8 values of the epilogue at index I (lanes in mask m when MASKED): the output in OV, the
- * conv stage's values in CV; stores only the lanes in m. Everything it reads from e is in
- * locals first: a store through a float pointer could otherwise alias e's fields and force a
- * reload of each after every store. */
-#define EPI8(I, MASKED, CV, OV)                                                                    \
-    do {                                                                                           \
-        __m256 v_ = (MASKED) ? _mm256_maskload_ps(src + (I), m) : _mm256_loadu_ps(src + (I));      \
-        if (has_bias)                                                                              \
-            v_ = _mm256_add_ps(v_, vb);                                                            \
-        CV = v_;                                                                                   \
-        if (conv_out)                                                                              \
-            EPI_ST(conv_out + (I), MASKED, v_);                                                    \
-        if (has_bn) {                                                                              \
-            v_ = _mm256_add_ps(_mm256_mul_ps(v_, va), vc);                                         \
-            if (bn_out)                                                                            \
-                EPI_ST(bn_out + (I), MASKED, v_);                                                  \
-        }                                                                                          \
-        if (res) {                                                                                 \
-            v_ = _mm256_add_ps(v_, (MASKED) ? _mm256_maskload_ps(res + (I), m)                     \
-                                            : _mm256_loadu_ps(res + (I)));                         \
-            if (add_out)                                                                           \
-                EPI_ST(add_out + (I), MASKED, v_);                                                 \
-        }                                                                                          \
-        OV = act8(v_, act, vlo, vhi);                                                              \
-        EPI_ST(out + (I), MASKED, OV);                                                             \
-    } while (0)
-#define EPI_ST(P, MASKED, X)                                                                       \
-    ((MASKED) ? _mm256_maskstore_ps((P), m, (X)) : _mm256_storeu_ps((P), (X)))
+H2T_AVX static void epilogue_shifted(const float *src, int64_t off, int64_t n, const h2t_epi *e);
 
 H2T_AVX static void epilogue_sums_avx(const float *src, int64_t n, const h2t_epi *e)
 {
     const h2t_winsum *s = e->sum_conv ? e->sum_conv : e->sum_out;
-    const int has_bias = e->has_bias, has_bn = e->has_bn, act = e->act;
-    const __m256 vb = _mm256_set1_ps(e->bias), va = _mm256_set1_ps(e->bn_a),
-                 vc = _mm256_set1_ps(e->bn_b), vlo = _mm256_set1_ps(e->lo),
-                 vhi = _mm256_set1_ps(e->hi);
-    float *const conv_out = e->conv_out, *const bn_out = e->bn_out, *const add_out = e->add_out,
-                 *const out = e->out;
-    const float *const res = e->res;
-    double *const acc_c = e->sum_conv ? e->sum_conv->acc : NULL, *const acc_o =
-                                                                     e->sum_out ? e->sum_out->acc
-                                                                                : NULL;
-    const int64_t W = s->W, ph = s->ph, pw = s->pw, oh = s->oh, ow = s->ow, row0 = e->row0;
-    const int64_t full = pw / 8 * 8;
-    const __m256i m = lane_mask(pw - full);
-    const __m256 mf = _mm256_castsi256_ps(m);
-    for (int64_t base = 0; base < n; base += W) {
-        int64_t r = row0 + base / W, c = 0;
-        if (r < oh * ph) {
-            int64_t wi = (r / ph) * ow;
-            for (int64_t j = 0; j < ow; j++, c += pw) {
+    int64_t full = s->pw / 8 * 8;
+    __m256i m = lane_mask(s->pw - full);
+    for (int64_t base = 0; base < n; base += s->W) {
+        int64_t r = e->row0 + base / s->W, c = 0;
+        if (r < s->oh * s->ph) {
+            int64_t wi = (r / s->ph) * s->ow;
+            for (int64_t j = 0; j < s->ow; j++, c += s->pw) {
                 __m256 lc = _mm256_setzero_ps(), lo = _mm256_setzero_ps(), cv, ov;
                 int64_t i0 = base + c;
                 for (int64_t k = 0; k < full; k += 8) {
-                    EPI8(i0 + k, 0, cv, ov);
+                    ov = epi8(src, i0 + k, e, 0, m, &cv);
                     lc = _mm256_add_ps(lc, cv);
                     lo = _mm256_add_ps(lo, ov);
                 }
-                if (full < pw) { /* unused lanes add +0.f, as the portable code */
-                    EPI8(i0 + full, 1, cv, ov);
+                if (full < s->pw) { /* unused lanes add +0.f, as the portable code */
+                    __m256 mf = _mm256_castsi256_ps(m);
+                    ov = epi8(src, i0 + full, e, 1, m, &cv);
                     lc = _mm256_add_ps(lc, _mm256_and_ps(cv, mf));
                     lo = _mm256_add_ps(lo, _mm256_and_ps(ov, mf));
                 }
-                if (acc_c)
-                    acc_c[wi + j] += lanes_tree8(lc);
-                if (acc_o)
-                    acc_o[wi + j] += lanes_tree8(lo);
+                if (e->sum_conv)
+                    e->sum_conv->acc[wi + j] += lanes_tree8(lc);
+                if (e->sum_out)
+                    e->sum_out->acc[wi + j] += lanes_tree8(lo);
             }
         }
-        if (c < W)
-            epilogue_shifted(src, base + c, W - c, e);
+        if (c < s->W)
+            epilogue_shifted(src, base + c, s->W - c, e);
     }
 }
-#undef EPI8
-#undef EPI_ST
 
 H2T_AVX void h2t_kern_epilogue_avx(const float *src, int64_t n, const h2t_epi *e)
 {

@@ -94,22 +94,6 @@ typedef int (*h2t_tensor_range_cb)(void *ctx, int tensor, const float *data, con
                                    int rank, int sample, int c0, int c1, int64_t off, int64_t len);
 int h2t_exec_run_ranges(h2t_exec *x, const float *input, int n, h2t_tensor_cb cb,
                         h2t_tensor_range_cb range_cb, void *ctx);
-/* Window sums (for consumers that pool, in range runs of one sample): for an observed 4-D
- * tensor written by the output pass of a fused conv chain, the executor adds each channel's
- * values into windows while it writes them, in the sums order of extract/kern.h (version
- * H2T_KERN_SUM_ORDER; h2t_kern_winsum gives the same bits from the written tensor), and sets
- * summed = 1 before the tensor's first range report. Where the tensor is produced another way
- * (another op, a batch above 1, a chain without an output pass) summed stays 0 and acc is
- * untouched: the consumer sums the data itself. The caller zeroes acc and summed before each
- * run. s is BORROWED until unset (NULL). */
-typedef struct h2t_exec_sums {
-    int64_t ph, pw, oh, ow; /* windows of each H x W plane: oh x ow of ph x pw from (0, 0) */
-    double *acc;            /* C x oh x ow, channel after channel; the executor adds to it */
-    int summed;
-} h2t_exec_sums;
-/* Errors: H2T_EINVAL (bad index; a window grid that does not fit the tensor's plane). */
-int h2t_exec_window_sums(h2t_exec *x, int i, h2t_exec_sums *s);
-
 /* After a run: a graph output by index in the graph's output list (BORROWED until the next
  * run). shape filled with the actual shape. */
 const float *h2t_exec_output(h2t_exec *x, int k, int64_t *shape, int *rank);

@@ -224,7 +224,6 @@ typedef struct onnx_kctx {
     const unsigned char *observed; /* per info index */
     int *reported;
     int *rerr;
-    h2t_exec_sums *const *sums; /* per info index: window sums wanted (NULL: none) */
 } onnx_kctx;
 
 /* Run fn over [0, n) split in up to `threads` chunks of at least min_chunk items. */

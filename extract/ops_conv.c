@@ -279,38 +279,7 @@ typedef struct fout {
     /* range reporting: the chain's observed 4-D outputs (values), none when k->rcb is NULL */
     const onnx_kctx *k;
     int rv[5], nrv;
-    /* window sums of the conv stage and of the chain output (h2t_exec_window_sums), NULL
-     * none; OW, OHW: the output plane */
-    h2t_exec_sums *sc, *so;
-    int64_t OW, OHW;
 } fout;
-
-static h2t_exec_sums *sums_of(const onnx_kctx *k, int v)
-{
-    int t = v >= 0 ? k->m->value_info[v] : -1;
-    return t >= 0 ? k->sums[t] : NULL;
-}
-
-/* Window sums for this run: one sample, range reporting, an output pass over every value
- * (the caller knows which path has one). Marks the tensors summed. */
-static void sums_plan(const onnx_kctx *k, const onnx_fuse *f, const geo *g, fout *o)
-{
-    o->sc = o->so = NULL;
-    o->OW = g->OW;
-    o->OHW = g->OH * g->OW;
-    if (!k->sums || !k->rcb || g->N != 1)
-        return;
-    o->sc = sums_of(k, f->v_conv);
-    o->so = f->v_out != f->v_conv ? sums_of(k, f->v_out) : NULL;
-    if (o->sc && o->so &&
-        (o->sc->ph != o->so->ph || o->sc->pw != o->so->pw || o->sc->oh != o->so->oh ||
-         o->sc->ow != o->so->ow))
-        o->so = NULL; /* one run structure per pass: the other is summed by its consumer */
-    if (o->sc)
-        o->sc->summed = 1;
-    if (o->so)
-        o->so->summed = 1;
-}
 
 /* The chain's observed 4-D stage outputs, for range reporting. */
 static void range_values(const onnx_kctx *k, const onnx_fuse *f, fout *o)
@@ -383,21 +352,6 @@ static void epilogue(const fout *o, int64_t m, int64_t off, int64_t len)
         e.act = f->act_kind;
         e.lo = f->act_lo;
         e.hi = f->act_hi;
-    }
-    h2t_winsum wc, wo;
-    if (o->sc || o->so) { /* one sample: off is within channel m's plane, at a row start */
-        const h2t_exec_sums *s = o->sc ? o->sc : o->so;
-        wc = (h2t_winsum){o->OW, s->ph, s->pw, s->oh, s->ow, NULL};
-        wo = wc;
-        e.row0 = (off % o->OHW) / o->OW;
-        if (o->sc) {
-            wc.acc = o->sc->acc + m * s->oh * s->ow;
-            e.sum_conv = &wc;
-        }
-        if (o->so) {
-            wo.acc = o->so->acc + m * s->oh * s->ow;
-            e.sum_out = &wo;
-        }
     }
     h2t_kern_epilogue_isa(o->isa, o->acc + off, len, &e);
 }
@@ -476,36 +430,18 @@ int onnx_k_conv_fused(const onnx_kctx *k, const onnx_fuse *f, const onnx_nstate 
         return 0;
     const float *w = f->fw ? f->fw : k->vs[nd->in[1]].f;
     const float *bias = f->fw ? f->fb : HAS(2) ? IN(2)->f : NULL;
-    fout o = {f,
-              NULL,
-              NULL,
-              NULL,
-              k->vs[f->v_out].f,
-              NULL,
-              NULL,
-              f->bn >= 0 && !f->fw,
-              0,
-              h2t_kern_isa(),
-              k,
-              {0},
-              0,
-              NULL,
-              NULL,
-              0,
-              0};
+    fout o = {
+        f, NULL, NULL, NULL, k->vs[f->v_out].f, NULL, NULL, f->bn >= 0 && !f->fw, 0, h2t_kern_isa(),
+        k, {0},  0};
     o.acc = f->v_conv >= 0 ? k->vs[f->v_conv].f : o.yfinal;
     o.ybn = f->v_bn >= 0 ? k->vs[f->v_bn].f : NULL;
     o.yadd = f->v_add >= 0 ? k->vs[f->v_add].f : NULL;
     o.res = f->add >= 0 ? k->vs[f->add_other].f : NULL;
     range_values(k, f, &o);
     int64_t OHW = g.OH * g.OW;
-    o.OW = g.OW;
-    o.OHW = OHW;
     if (is_depthwise(&g) && is_dw3x3(&g)) {
         fdwjob j = {&o, x->f, w, bias, &g, 0};
         j.direct_act = !o.bn_left && f->add < 0 && f->act >= 0 && o.acc == o.yfinal;
-        if (!j.direct_act && has_epilogue(&o)) /* the epilogue passes over whole planes */
-            sums_plan(k, f, &g, &o);
         if (k->threads > 1)
             o.nrv = 0; /* ranges are reported from the caller's thread only: whole tensors */
         onnx_par_for(k->threads, g.N * g.C, 1 + 4096 / (OHW + 1), fused_dw_range, &j);
@@ -515,8 +451,6 @@ int onnx_k_conv_fused(const onnx_kctx *k, const onnx_fuse *f, const onnx_nstate 
     }
     if (is_depthwise(&g)) {
         depthwise(k->threads, x->f, w, bias, &g, o.acc);
-        if (has_epilogue(&o)) /* then whole planes below */
-            sums_plan(k, f, &g, &o);
     } else {
         int64_t Cg = g.C / g.G, Mg = g.M / g.G, K = Cg * g.kh * g.kw;
         int pw = is_pointwise(&g);
@@ -527,16 +461,12 @@ int onnx_k_conv_fused(const onnx_kctx *k, const onnx_fuse *f, const onnx_nstate 
         o.keep_conv = f->v_conv >= 0;
         /* column tiles whose output (M x nb) stays in L2 for the stages after the conv */
         int64_t nb = OHW;
-        if (has_epilogue(&o))
-            sums_plan(k, f, &g, &o);
         if (g.G == 1 && has_epilogue(&o)) {
             nb = (65536 / g.M) / 16 * 16;
             if (nb < 64)
                 nb = 64;
             if (nb > OHW)
                 nb = OHW;
-            if (o.sc || o.so) /* window sums: tiles of whole output rows */
-                nb = nb < g.OW ? g.OW : nb / g.OW * g.OW;
         }
         for (int64_t n = 0; n < g.N; n++) {
             float *yn = o.acc + n * g.M * OHW;
