@@ -53,26 +53,6 @@ void h2t_kern_act(const float *x, int64_t n, int act, float lo, float hi, float 
  * Each stage rounds as the separate kernels do (no fused multiply-add), so the kept tensors
  * are bitwise those of the unfused graph, on both instruction sets. Pointers may be equal
  * (same index read before written); all BORROWED. */
-/* Window sums of channel planes, for the Head2Toe pooling of a producer's output while the
- * values are in registers (the "sums order", version H2T_KERN_SUM_ORDER): the plane (W wide)
- * has oh x ow windows of ph x pw from (0, 0); rows and columns past them are not summed. Row
- * by row in plane order, each window's run of pw values of that row is summed in 8 float lanes
- * (value k of the run into lane k % 8, from 0.f; a last partial group adds 0.f to its unused
- * lanes), the lanes are added in double as ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)),
- * and that is added to the window's double acc[i * ow + j]. Both instruction sets give
- * bitwise the same sums, and a producer that sums while it writes gives bitwise what
- * h2t_kern_winsum gives over the written plane. */
-#define H2T_KERN_SUM_ORDER 1
-typedef struct h2t_winsum {
-    int64_t W;              /* plane width */
-    int64_t ph, pw, oh, ow; /* windows */
-    double *acc;            /* oh x ow, added to; BORROWED */
-} h2t_winsum;
-/* Add rows [r0, r0 + nr) of a plane (x points to row r0, nr x W floats) into s->acc. */
-void h2t_kern_winsum_ref(const float *x, int64_t r0, int64_t nr, const h2t_winsum *s);
-void h2t_kern_winsum_avx(const float *x, int64_t r0, int64_t nr, const h2t_winsum *s);
-void h2t_kern_winsum_isa(int isa, const float *x, int64_t r0, int64_t nr, const h2t_winsum *s);
-
 typedef struct h2t_epi {
     int has_bias;
     float bias;
@@ -85,11 +65,6 @@ typedef struct h2t_epi {
     int act;
     float lo, hi;
     float *out;
-    /* Window sums (NULL = none): the conv stage's values (after the bias) into sum_conv, the
-     * final values into sum_out, in the sums order above. With either set, src covers whole
-     * rows of the plane (n a multiple of the W of the sums), starting at plane row row0. */
-    const h2t_winsum *sum_conv, *sum_out;
-    int64_t row0;
 } h2t_epi;
 void h2t_kern_epilogue_ref(const float *src, int64_t n, const h2t_epi *e);
 void h2t_kern_epilogue_avx(const float *src, int64_t n, const h2t_epi *e);

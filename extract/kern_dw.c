@@ -73,89 +73,8 @@ static inline float epi1(float v, const h2t_epi *e, int64_t i)
     return act1(v, e->act, e->lo, e->hi);
 }
 
-/* The sums order's lane tree (kern.h). */
-static inline double lanes_tree(const float *l)
-{
-    return (((double)l[0] + l[1]) + ((double)l[2] + l[3])) +
-           (((double)l[4] + l[5]) + ((double)l[6] + l[7]));
-}
-
-void h2t_kern_winsum_ref(const float *x, int64_t r0, int64_t nr, const h2t_winsum *s)
-{
-    for (int64_t rr = 0; rr < nr; rr++) {
-        int64_t r = r0 + rr;
-        if (r >= s->oh * s->ph)
-            break;
-        const float *xr = x + rr * s->W;
-        double *acc = s->acc + (r / s->ph) * s->ow;
-        for (int64_t j = 0; j < s->ow; j++) {
-            float l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-            for (int64_t k = 0; k < s->pw; k += 8)
-                for (int q = 0; q < 8; q++)
-                    l[q] += k + q < s->pw ? xr[j * s->pw + k + q] : 0.f;
-            acc[j] += lanes_tree(l);
-        }
-    }
-}
-
-/* The epilogue of one value (epi1) that also gives the conv stage's value. */
-static inline float epi2(float v, const h2t_epi *e, int64_t i, float *cv)
-{
-    if (e->has_bias)
-        v = v + e->bias;
-    *cv = v;
-    if (e->conv_out)
-        e->conv_out[i] = v;
-    if (e->has_bn) {
-        v = v * e->bn_a + e->bn_b;
-        if (e->bn_out)
-            e->bn_out[i] = v;
-    }
-    if (e->res) {
-        v = v + e->res[i];
-        if (e->add_out)
-            e->add_out[i] = v;
-    }
-    return act1(v, e->act, e->lo, e->hi);
-}
-
-/* With window sums: row by row, each window's run in the sums order. */
-static void epilogue_sums_ref(const float *src, int64_t n, const h2t_epi *e)
-{
-    const h2t_winsum *s = e->sum_conv ? e->sum_conv : e->sum_out;
-    for (int64_t base = 0; base < n; base += s->W) {
-        int64_t r = e->row0 + base / s->W, c = 0;
-        if (r < s->oh * s->ph) {
-            int64_t wi = (r / s->ph) * s->ow;
-            for (int64_t j = 0; j < s->ow; j++, c += s->pw) {
-                float lc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, lo[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-                for (int64_t k = 0; k < s->pw; k += 8)
-                    for (int q = 0; q < 8; q++) {
-                        float cv = 0.f, ov = 0.f;
-                        if (k + q < s->pw) {
-                            int64_t i = base + c + k + q;
-                            ov = e->out[i] = epi2(src[i], e, i, &cv);
-                        }
-                        lc[q] += cv;
-                        lo[q] += ov;
-                    }
-                if (e->sum_conv)
-                    e->sum_conv->acc[wi + j] += lanes_tree(lc);
-                if (e->sum_out)
-                    e->sum_out->acc[wi + j] += lanes_tree(lo);
-            }
-        }
-        for (; c < s->W; c++)
-            e->out[base + c] = epi1(src[base + c], e, base + c);
-    }
-}
-
 void h2t_kern_epilogue_ref(const float *src, int64_t n, const h2t_epi *e)
 {
-    if (e->sum_conv || e->sum_out) {
-        epilogue_sums_ref(src, n, e);
-        return;
-    }
     for (int64_t i = 0; i < n; i++)
         e->out[i] = epi1(src[i], e, i);
 }
@@ -414,117 +333,8 @@ H2T_AVX void h2t_kern_dw3x3_avx(const float *x, const h2t_dw_geo *g, const float
         }
     }
 }
-/* Lanes k < m of 8 set. */
-H2T_AVX static inline __m256i lane_mask(int64_t m)
-{
-    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    __m128i lo = _mm_cmpgt_epi32(_mm_set1_epi32((int)m), _mm256_castsi256_si128(idx));
-    __m128i hi = _mm_cmpgt_epi32(_mm_set1_epi32((int)m), _mm256_extractf128_si256(idx, 1));
-    return _mm256_insertf128_si256(_mm256_castsi128_si256(lo), hi, 1);
-}
-
-H2T_AVX static inline double lanes_tree8(__m256 v)
-{
-    float l[8];
-    _mm256_storeu_ps(l, v);
-    return lanes_tree(l);
-}
-
-H2T_AVX void h2t_kern_winsum_avx(const float *x, int64_t r0, int64_t nr, const h2t_winsum *s)
-{
-    int64_t full = s->pw / 8 * 8;
-    __m256i m = lane_mask(s->pw - full);
-    for (int64_t rr = 0; rr < nr; rr++) {
-        int64_t r = r0 + rr;
-        if (r >= s->oh * s->ph)
-            break;
-        const float *xr = x + rr * s->W;
-        double *acc = s->acc + (r / s->ph) * s->ow;
-        for (int64_t j = 0; j < s->ow; j++) {
-            const float *p = xr + j * s->pw;
-            __m256 l = _mm256_setzero_ps();
-            for (int64_t k = 0; k < full; k += 8)
-                l = _mm256_add_ps(l, _mm256_loadu_ps(p + k));
-            if (full < s->pw) /* masked lanes load as +0.f */
-                l = _mm256_add_ps(l, _mm256_maskload_ps(p + full, m));
-            acc[j] += lanes_tree8(l);
-        }
-    }
-}
-
-/* 8 values of the epilogue at index i (lanes in mask m when masked): the output vector, the
- * conv stage's values in *cv; stores only the lanes in m. */
-H2T_AVX static inline __m256 epi8(const float *src, int64_t i, const h2t_epi *e, int masked,
-                                  __m256i m, __m256 *cv)
-{
-    const __m256 vlo = _mm256_set1_ps(e->lo), vhi = _mm256_set1_ps(e->hi);
-    __m256 v = masked ? _mm256_maskload_ps(src + i, m) : _mm256_loadu_ps(src + i);
-    if (e->has_bias)
-        v = _mm256_add_ps(v, _mm256_set1_ps(e->bias));
-    *cv = v;
-#define EPI_ST(p, x)                                                                               \
-    (masked ? _mm256_maskstore_ps((p) + i, m, (x)) : _mm256_storeu_ps((p) + i, (x)))
-    if (e->conv_out)
-        EPI_ST(e->conv_out, v);
-    if (e->has_bn) {
-        v = _mm256_add_ps(_mm256_mul_ps(v, _mm256_set1_ps(e->bn_a)), _mm256_set1_ps(e->bn_b));
-        if (e->bn_out)
-            EPI_ST(e->bn_out, v);
-    }
-    if (e->res) {
-        v = _mm256_add_ps(v,
-                          masked ? _mm256_maskload_ps(e->res + i, m) : _mm256_loadu_ps(e->res + i));
-        if (e->add_out)
-            EPI_ST(e->add_out, v);
-    }
-    v = act8(v, e->act, vlo, vhi);
-    EPI_ST(e->out, v);
-#undef EPI_ST
-    return v;
-}
-
-H2T_AVX static void epilogue_shifted(const float *src, int64_t off, int64_t n, const h2t_epi *e);
-
-H2T_AVX static void epilogue_sums_avx(const float *src, int64_t n, const h2t_epi *e)
-{
-    const h2t_winsum *s = e->sum_conv ? e->sum_conv : e->sum_out;
-    int64_t full = s->pw / 8 * 8;
-    __m256i m = lane_mask(s->pw - full);
-    for (int64_t base = 0; base < n; base += s->W) {
-        int64_t r = e->row0 + base / s->W, c = 0;
-        if (r < s->oh * s->ph) {
-            int64_t wi = (r / s->ph) * s->ow;
-            for (int64_t j = 0; j < s->ow; j++, c += s->pw) {
-                __m256 lc = _mm256_setzero_ps(), lo = _mm256_setzero_ps(), cv, ov;
-                int64_t i0 = base + c;
-                for (int64_t k = 0; k < full; k += 8) {
-                    ov = epi8(src, i0 + k, e, 0, m, &cv);
-                    lc = _mm256_add_ps(lc, cv);
-                    lo = _mm256_add_ps(lo, ov);
-                }
-                if (full < s->pw) { /* unused lanes add +0.f, as the portable code */
-                    __m256 mf = _mm256_castsi256_ps(m);
-                    ov = epi8(src, i0 + full, e, 1, m, &cv);
-                    lc = _mm256_add_ps(lc, _mm256_and_ps(cv, mf));
-                    lo = _mm256_add_ps(lo, _mm256_and_ps(ov, mf));
-                }
-                if (e->sum_conv)
-                    e->sum_conv->acc[wi + j] += lanes_tree8(lc);
-                if (e->sum_out)
-                    e->sum_out->acc[wi + j] += lanes_tree8(lo);
-            }
-        }
-        if (c < s->W)
-            epilogue_shifted(src, base + c, s->W - c, e);
-    }
-}
-
 H2T_AVX void h2t_kern_epilogue_avx(const float *src, int64_t n, const h2t_epi *e)
 {
-    if (e->sum_conv || e->sum_out) {
-        epilogue_sums_avx(src, n, e);
-        return;
-    }
     const __m256 vb = _mm256_set1_ps(e->bias), va = _mm256_set1_ps(e->bn_a),
                  vc = _mm256_set1_ps(e->bn_b), vlo = _mm256_set1_ps(e->lo),
                  vhi = _mm256_set1_ps(e->hi);
@@ -551,25 +361,7 @@ H2T_AVX void h2t_kern_epilogue_avx(const float *src, int64_t n, const h2t_epi *e
         e->out[i] = epi1(src[i], e, i);
 }
 
-/* The plain epilogue over [off, off + n) of e's arrays. */
-H2T_AVX static void epilogue_shifted(const float *src, int64_t off, int64_t n, const h2t_epi *e)
-{
-    h2t_epi e2 = *e;
-    e2.sum_conv = e2.sum_out = NULL;
-    e2.conv_out = e->conv_out ? e->conv_out + off : NULL;
-    e2.bn_out = e->bn_out ? e->bn_out + off : NULL;
-    e2.res = e->res ? e->res + off : NULL;
-    e2.add_out = e->add_out ? e->add_out + off : NULL;
-    e2.out = e->out + off;
-    h2t_kern_epilogue_avx(src + off, n, &e2);
-}
-
 #else
-void h2t_kern_winsum_avx(const float *x, int64_t r0, int64_t nr, const h2t_winsum *s)
-{
-    h2t_kern_winsum_ref(x, r0, nr, s);
-}
-
 void h2t_kern_dw3x3_avx(const float *x, const h2t_dw_geo *g, const float *w9, float bias, int act,
                         float lo, float hi, float *y)
 {
@@ -588,14 +380,6 @@ void h2t_kern_epilogue_isa(int isa, const float *src, int64_t n, const h2t_epi *
         h2t_kern_epilogue_avx(src, n, e);
     else
         h2t_kern_epilogue_ref(src, n, e);
-}
-
-void h2t_kern_winsum_isa(int isa, const float *x, int64_t r0, int64_t nr, const h2t_winsum *s)
-{
-    if (isa == H2T_ISA_AVX_FMA && h2t_kern_isa() == H2T_ISA_AVX_FMA)
-        h2t_kern_winsum_avx(x, r0, nr, s);
-    else
-        h2t_kern_winsum_ref(x, r0, nr, s);
 }
 
 void h2t_kern_dw3x3_isa(int isa, const float *x, const h2t_dw_geo *g, const float *w9, float bias,
