@@ -565,25 +565,39 @@ typedef struct run_ctx {
     void **states;         /* per layer: streaming pooling state (h2t_pool_stream), lazy */
 } run_ctx;
 
-static int on_tensor(void *vctx, int tensor, const float *data, const int64_t *shape, int rank)
+/* The layer of a reported tensor (*l = -1: not a layer), its shape checked against the plan
+ * (batch c->nb), and its floats per sample. H2T_ESHAPE names the tensor. */
+static int reported_layer(const run_ctx *c, int tensor, const int64_t *shape, int rank, int *l,
+                          size_t *per)
 {
-    run_ctx *c = vctx;
-    h2t_extract_plan *p = c->p;
-    int l = tensor >= 0 && tensor < h2t_model_n_tensors(p->m) ? p->layer_of[tensor] : -1;
-    if (l < 0)
+    const h2t_extract_plan *p = c->p;
+    *l = tensor >= 0 && tensor < h2t_model_n_tensors(p->m) ? p->layer_of[tensor] : -1;
+    if (*l < 0)
         return 0;
-    uint64_t t0 = pool_ticks();
-    const h2t_layer_info *li = &p->layers[l];
+    const h2t_layer_info *li = &p->layers[*l];
     if ((uint32_t)rank != li->rank || shape[0] != c->nb)
         return h2t_err_set(H2T_ESHAPE, "tensor '%s': rank %d batch %lld, planned rank %u batch %d",
                            li->name, rank, (long long)shape[0], li->rank, c->nb);
-    size_t per = 1;
+    *per = 1;
     for (int k = 1; k < rank; k++) {
         if ((uint32_t)shape[k] != li->shape[k - 1])
             return h2t_err_set(H2T_ESHAPE, "tensor '%s': dimension %d is %lld, planned %u",
                                li->name, k, (long long)shape[k], li->shape[k - 1]);
-        per *= (size_t)shape[k];
+        *per *= (size_t)shape[k];
     }
+    return 0;
+}
+
+static int on_tensor(void *vctx, int tensor, const float *data, const int64_t *shape, int rank)
+{
+    run_ctx *c = vctx;
+    h2t_extract_plan *p = c->p;
+    uint64_t t0 = pool_ticks();
+    int l, rc;
+    size_t per;
+    if ((rc = reported_layer(c, tensor, shape, rank, &l, &per)) < 0 || l < 0)
+        return rc;
+    const h2t_layer_info *li = &p->layers[l];
     pool_batch(&p->pools[l], data, per, c->nb, c->bufs[l] + (size_t)c->row0 * li->dim,
                c->pool_threads);
     c->seen[l] = 1;
@@ -599,24 +613,20 @@ static int on_range(void *vctx, int tensor, const float *data, const int64_t *sh
 {
     run_ctx *c = vctx;
     h2t_extract_plan *p = c->p;
-    int l = tensor >= 0 && tensor < h2t_model_n_tensors(p->m) ? p->layer_of[tensor] : -1;
-    if (l < 0)
-        return 0;
     uint64_t t0 = pool_ticks();
+    int l, rc;
+    size_t per;
+    if ((rc = reported_layer(c, tensor, shape, rank, &l, &per)) < 0 || l < 0)
+        return rc;
     const h2t_layer_info *li = &p->layers[l];
     const h2t_pool_plan *pp = &p->pools[l];
-    if (rank != 4 || li->rank != 4 || shape[0] != c->nb || sample < 0 || sample >= c->nb ||
-        (uint32_t)shape[1] != li->shape[0] || (uint32_t)shape[2] != li->shape[1] ||
-        (uint32_t)shape[3] != li->shape[2])
-        return h2t_err_set(H2T_ESHAPE,
-                           "tensor '%s': a piece of a tensor of rank %d, batch %lld, "
-                           "not its planned shape",
-                           li->name, rank, (long long)shape[0]);
-    size_t hw = (size_t)shape[2] * (size_t)shape[3], per = (size_t)shape[1] * hw;
+    if (rank != 4 || sample < 0 || sample >= c->nb)
+        return h2t_err_set(H2T_ESHAPE, "tensor '%s': a piece of sample %d of a rank-%d tensor",
+                           li->name, sample, rank);
+    size_t hw = (size_t)shape[2] * (size_t)shape[3];
     const float *xs = data + (size_t)sample * per;
     float *out = c->bufs[l] + (size_t)(c->row0 + sample) * li->dim;
     int last = (uint32_t)c1 == pp->c && (size_t)(off + len) == hw;
-    int rc = 0;
     if (off == 0 && (size_t)len == hw) {
         rc = h2t_pool_apply_channels(pp, xs, (uint32_t)c0, (uint32_t)c1, out);
     } else if (h2t_pool_stream_bytes(pp) == 0) {
