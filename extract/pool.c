@@ -288,6 +288,45 @@ static void gen_stream_reduce(const float *lanes, size_t per, size_t L, uint32_t
         out[c] = (float)(gen_reduce(lanes + c * per, L) * inv);
 }
 
+/* The shared tails of both sets' column sums (inlined, so compiled with each set's
+ * instructions). col[x] (+)= the nr rows' values for x in [x, span), as in gen_col_acc: 4-float
+ * vectors (one at most when one4, a constant), then single columns. */
+static inline __attribute__((always_inline)) void col_acc_tail(float *col, const float *q, size_t w,
+                                                               size_t nr, size_t x, size_t span,
+                                                               int first, const int one4)
+{
+    for (; x + 4 <= span; x += 4) {
+        v4f c0 = LD4(first ? q + x : col + x);
+        for (size_t y = first ? 1 : 0; y < nr; y++)
+            c0 += LD4(q + y * w + x);
+        ST4(col + x, c0);
+        if (one4) {
+            x += 4;
+            break;
+        }
+    }
+    for (; x < span; x++) {
+        float c0 = first ? q[x] : col[x];
+        for (size_t y = first ? 1 : 0; y < nr; y++)
+            c0 += q[y * w + x];
+        col[x] = c0;
+    }
+}
+
+/* col[j] = x[j] (first) or col[j] + x[j] for j in [j, n); first: from j = 0 */
+static inline __attribute__((always_inline)) void col_add_tail(float *col, const float *x, size_t j,
+                                                               size_t n, int first)
+{
+    if (first) {
+        memcpy(col, x, n * sizeof(float));
+        return;
+    }
+    for (; j + 4 <= n; j += 4)
+        ST4(col + j, LD4(col + j) + LD4(x + j));
+    for (; j < n; j++)
+        col[j] += x[j];
+}
+
 /* col[x] (+)= q[x] + q[w + x] + ... over nr rows, top to bottom in float (first: col starts
  * at row 0), for x < span: strips of 32 columns in registers, then 4, then single ones. */
 static void gen_col_acc(float *col, const float *q, size_t w, size_t nr, size_t span, int first)
@@ -317,32 +356,13 @@ static void gen_col_acc(float *col, const float *q, size_t w, size_t nr, size_t 
         ST4(col + x + 24, c6);
         ST4(col + x + 28, c7);
     }
-    for (; x + 4 <= span; x += 4) {
-        v4f c0 = LD4(first ? q + x : col + x);
-        for (size_t y = r0; y < nr; y++)
-            c0 += LD4(q + y * w + x);
-        ST4(col + x, c0);
-    }
-    for (; x < span; x++) {
-        float c0 = first ? q[x] : col[x];
-        for (size_t y = r0; y < nr; y++)
-            c0 += q[y * w + x];
-        col[x] = c0;
-    }
+    col_acc_tail(col, q, w, nr, x, span, first, 0);
 }
 
 /* col[j] = x[j] (first) or col[j] + x[j], j < n */
 static void gen_col_add(float *col, const float *x, size_t n, int first)
 {
-    if (first) {
-        memcpy(col, x, n * sizeof(float));
-        return;
-    }
-    size_t j = 0;
-    for (; j + 4 <= n; j += 4)
-        ST4(col + j, LD4(col + j) + LD4(x + j));
-    for (; j < n; j++)
-        col[j] += x[j];
+    col_add_tail(col, x, 0, n, first);
 }
 
 /* the means of nj windows of pw column sums each (col[j * pw .. j * pw + pw)) into
@@ -364,42 +384,59 @@ static void gen_win_sums(const float *col, uint32_t pw, uint32_t nj, double inv,
     }
 }
 
-/* column windows of channels [c0, c1), as avx_col_rows, avx_col_part and avx_col_wins */
-static void gen_col_rows(float *st, size_t per, const float *x, size_t hw, uint32_t c0, uint32_t c1,
-                         size_t roff, size_t w, size_t nr, size_t span, int first)
-{
-    for (uint32_t c = c0; c < c1; c++)
-        gen_col_acc(st + c * per, x + c * hw + roff, w, nr, span, first);
-}
+/* The column-window drivers, written once for both sets: PFX names them (PFX_col_rows, ...),
+ * ATTR is their storage class and target, ACC, ADD and WINS are the set's leaves (as
+ * gen_col_acc, gen_col_add and gen_win_sums; the AVX ones always inline), ALIGN the alignment
+ * of col_channels' column sums.
+ * Column windows, channels [c0, c1) (column sums at st + c * per, plane c at x + c * hw):
+ *  - col_rows: nr whole rows from value roff into the column sums (ACC);
+ *  - col_part: n values of one row from value roff into columns [x0, x0 + n) (ADD);
+ *  - col_wins: the window means of a finished band of column sums into out + c (WINS);
+ *  - col_channels: whole planes (row stride w), window (i, j) into
+ *    out[(i * ow + j) * ostride + c]; span = ow * pw <= POOL_COLS.
+ * The drivers start on a 64-byte boundary, so that where their loops fall does not move with
+ * the code before them (that alone made the streamed part-row pieces up to ~1.4x slower on
+ * one set or the other, on the same instructions). */
+#define POOL_ALIGN64 __attribute__((aligned(64)))
+#define POOL_DEFINE_COL_DRIVERS(PFX, ATTR, ACC, ADD, WINS, ALIGN)                                  \
+    ATTR POOL_ALIGN64 void PFX##_col_rows(float *st, size_t per, const float *x, size_t hw,        \
+                                          uint32_t c0, uint32_t c1, size_t roff, size_t w,         \
+                                          size_t nr, size_t span, int first)                       \
+    {                                                                                              \
+        for (uint32_t c = c0; c < c1; c++)                                                         \
+            ACC(st + c * per, x + c * hw + roff, w, nr, span, first);                              \
+    }                                                                                              \
+                                                                                                   \
+    ATTR POOL_ALIGN64 void PFX##_col_part(float *st, size_t per, const float *x, size_t hw,        \
+                                          uint32_t c0, uint32_t c1, size_t roff, size_t x0,        \
+                                          size_t n, int first)                                     \
+    {                                                                                              \
+        for (uint32_t c = c0; c < c1; c++)                                                         \
+            ADD(st + c * per + x0, x + c * hw + roff, n, first);                                   \
+    }                                                                                              \
+                                                                                                   \
+    ATTR POOL_ALIGN64 void PFX##_col_wins(const float *st, size_t per, uint32_t c0, uint32_t c1,   \
+                                          uint32_t pw, uint32_t ow, double inv, float *out,        \
+                                          size_t ostride)                                          \
+    {                                                                                              \
+        for (uint32_t c = c0; c < c1; c++)                                                         \
+            WINS(st + c * per, pw, ow, inv, out + c, ostride);                                     \
+    }                                                                                              \
+                                                                                                   \
+    ATTR POOL_ALIGN64 void PFX##_col_channels(const float *x, size_t hw, size_t w, uint32_t ph,    \
+                                              uint32_t pw, uint32_t oh, uint32_t ow, uint32_t c0,  \
+                                              uint32_t c1, float *out, size_t ostride)             \
+    {                                                                                              \
+        float col[POOL_COLS] __attribute__((aligned(ALIGN)));                                      \
+        double inv = 1.0 / ((double)ph * pw);                                                      \
+        for (uint32_t c = c0; c < c1; c++)                                                         \
+            for (uint32_t i = 0; i < oh; i++) {                                                    \
+                ACC(col, x + c * hw + (size_t)i * ph * w, w, ph, (size_t)ow * pw, 1);              \
+                WINS(col, pw, ow, inv, out + (size_t)i * ow * ostride + c, ostride);               \
+            }                                                                                      \
+    }
 
-static void gen_col_part(float *st, size_t per, const float *x, size_t hw, uint32_t c0, uint32_t c1,
-                         size_t roff, size_t x0, size_t n, int first)
-{
-    for (uint32_t c = c0; c < c1; c++)
-        gen_col_add(st + c * per + x0, x + c * hw + roff, n, first);
-}
-
-static void gen_col_wins(const float *st, size_t per, uint32_t c0, uint32_t c1, uint32_t pw,
-                         uint32_t ow, double inv, float *out, size_t ostride)
-{
-    for (uint32_t c = c0; c < c1; c++)
-        gen_win_sums(st + c * per, pw, ow, inv, out + c, ostride);
-}
-
-/* Column windows of whole planes, channels [c0, c1): plane c at x + c * hw (row stride w),
- * window (i, j) into out[(i * ow + j) * ostride + c]; span = ow * pw <= POOL_COLS. */
-static void gen_col_channels(const float *x, size_t hw, size_t w, uint32_t ph, uint32_t pw,
-                             uint32_t oh, uint32_t ow, uint32_t c0, uint32_t c1, float *out,
-                             size_t ostride)
-{
-    float col[POOL_COLS];
-    double inv = 1.0 / ((double)ph * pw);
-    for (uint32_t c = c0; c < c1; c++)
-        for (uint32_t i = 0; i < oh; i++) {
-            gen_col_acc(col, x + c * hw + (size_t)i * ph * w, w, ph, (size_t)ow * pw, 1);
-            gen_win_sums(col, pw, ow, inv, out + (size_t)i * ow * ostride + c, ostride);
-        }
-}
+POOL_DEFINE_COL_DRIVERS(gen, static, gen_col_acc, gen_col_add, gen_win_sums, 4)
 
 /* ---- the AVX set (8-float vectors) ---- */
 #ifdef POOL_HAVE_AVX
@@ -779,34 +816,15 @@ AVX_INLINE void a_col_acc(float *col, const float *q, size_t w, size_t nr, size_
         }
         x += 8 * v;
     }
-    if (x + 4 <= span) {
-        v4f c0 = LD4(first ? q + x : col + x);
-        for (size_t y = first ? 1 : 0; y < nr; y++)
-            c0 += LD4(q + y * w + x);
-        ST4(col + x, c0);
-        x += 4;
-    }
-    for (; x < span; x++) {
-        float c0 = first ? q[x] : col[x];
-        for (size_t y = first ? 1 : 0; y < nr; y++)
-            c0 += q[y * w + x];
-        col[x] = c0;
-    }
+    col_acc_tail(col, q, w, nr, x, span, first, 1);
 }
 
 AVX_INLINE void a_col_add(float *col, const float *x, size_t n, int first)
 {
-    if (first) {
-        memcpy(col, x, n * sizeof(float));
-        return;
-    }
     size_t j = 0;
-    for (; j + 8 <= n; j += 8)
+    for (; !first && j + 8 <= n; j += 8)
         ST8(col + j, LD8(col + j) + LD8(x + j));
-    for (; j + 4 <= n; j += 4)
-        ST4(col + j, LD4(col + j) + LD4(x + j));
-    for (; j < n; j++)
-        col[j] += x[j];
+    col_add_tail(col, x, j, n, first);
 }
 
 AVX_INLINE v4d a_cv4(const float *p)
@@ -846,43 +864,7 @@ AVX_INLINE void a_win_sums(const float *col, uint32_t pw, uint32_t nj, double in
     }
 }
 
-/* Column windows, channels [c0, c1) (column sums at st + c * per, plane c at x + c * hw): nr
- * whole rows from value roff into the column sums (a_col_acc); n values of one row from value
- * roff into columns [x0, x0 + n) (a_col_add); the window means of a finished band of column
- * sums into out + c (a_win_sums). */
-AVX_FN void avx_col_rows(float *st, size_t per, const float *x, size_t hw, uint32_t c0, uint32_t c1,
-                         size_t roff, size_t w, size_t nr, size_t span, int first)
-{
-    for (uint32_t c = c0; c < c1; c++)
-        a_col_acc(st + c * per, x + c * hw + roff, w, nr, span, first);
-}
-
-AVX_FN void avx_col_part(float *st, size_t per, const float *x, size_t hw, uint32_t c0, uint32_t c1,
-                         size_t roff, size_t x0, size_t n, int first)
-{
-    for (uint32_t c = c0; c < c1; c++)
-        a_col_add(st + c * per + x0, x + c * hw + roff, n, first);
-}
-
-AVX_FN void avx_col_wins(const float *st, size_t per, uint32_t c0, uint32_t c1, uint32_t pw,
-                         uint32_t ow, double inv, float *out, size_t ostride)
-{
-    for (uint32_t c = c0; c < c1; c++)
-        a_win_sums(st + c * per, pw, ow, inv, out + c, ostride);
-}
-
-AVX_FN void avx_col_channels(const float *x, size_t hw, size_t w, uint32_t ph, uint32_t pw,
-                             uint32_t oh, uint32_t ow, uint32_t c0, uint32_t c1, float *out,
-                             size_t ostride)
-{
-    float col[POOL_COLS] __attribute__((aligned(32)));
-    double inv = 1.0 / ((double)ph * pw);
-    for (uint32_t c = c0; c < c1; c++)
-        for (uint32_t i = 0; i < oh; i++) {
-            a_col_acc(col, x + c * hw + (size_t)i * ph * w, w, ph, (size_t)ow * pw, 1);
-            a_win_sums(col, pw, ow, inv, out + (size_t)i * ow * ostride + c, ostride);
-        }
-}
+POOL_DEFINE_COL_DRIVERS(avx, AVX_FN, a_col_acc, a_col_add, a_win_sums, 32)
 #else
 #define avx_block_channels gen_block_channels
 #define avx_stream_lanes gen_stream_lanes
