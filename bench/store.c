@@ -55,6 +55,32 @@ static void die(int rc, const char *what)
     exit(1);
 }
 
+/* A source and a model named name and an extraction of ns samples over the nl layers L
+ * (BORROWED) in st: the extraction's id. */
+static uint32_t bench_extraction(h2t_store *st, const char *name, uint32_t dtype, uint32_t ns,
+                                 h2t_layer_info *L, uint32_t nl)
+{
+    h2t_source src = {0};
+    snprintf(src.name, sizeof(src.name), "%s", name);
+    h2t_model_rec m = {0};
+    snprintf(m.name, sizeof(m.name), "%s", name);
+    uint32_t sid, mid, ext;
+    int reused, rc;
+    if ((rc = h2t_store_source_put(st, &src, &sid, &reused)) < 0 ||
+        (rc = h2t_store_model_put(st, &m, &mid, &reused)) < 0)
+        die(rc, "source/model");
+    h2t_extraction e = {0};
+    e.source = sid;
+    e.model = mid;
+    e.dtype = dtype;
+    e.n_samples = ns;
+    e.n_layers = nl;
+    e.layers = L;
+    if ((rc = h2t_store_extraction_begin(st, &e, &ext, &reused)) < 0)
+        die(rc, "extraction");
+    return ext;
+}
+
 static uint32_t make_store(const char *dir, unsigned flags, uint32_t dtype, uint32_t batch,
                            float **feat, double *seconds)
 {
@@ -62,29 +88,12 @@ static uint32_t make_store(const char *dir, unsigned flags, uint32_t dtype, uint
     int rc;
     if ((rc = h2t_store_open(dir, H2T_STORE_CREATE | flags, &st)) < 0)
         die(rc, "open");
-    h2t_source src = {0};
-    snprintf(src.name, sizeof(src.name), "bench");
-    h2t_model_rec m = {0};
-    snprintf(m.name, sizeof(m.name), "bench");
-    uint32_t sid, mid, ext;
-    int reused;
-    if ((rc = h2t_store_source_put(st, &src, &sid, &reused)) < 0 ||
-        (rc = h2t_store_model_put(st, &m, &mid, &reused)) < 0)
-        die(rc, "source/model");
     h2t_layer_info *L = calloc(NL, sizeof(*L));
     for (int l = 0; l < NL; l++) {
         snprintf(L[l].name, sizeof(L[l].name), "block%d/out", l);
         L[l].dim = DIM;
     }
-    h2t_extraction e = {0};
-    e.source = sid;
-    e.model = mid;
-    e.dtype = dtype;
-    e.n_samples = NS;
-    e.n_layers = NL;
-    e.layers = L;
-    if ((rc = h2t_store_extraction_begin(st, &e, &ext, &reused)) < 0)
-        die(rc, "extraction");
+    uint32_t ext = bench_extraction(st, "bench", dtype, NS, L, NL);
     free(L);
     const float *ptr[NL];
     double t0 = h2t_now_s();
@@ -179,15 +188,6 @@ static void mnv2_run(const char *dir, uint32_t ns, float **feat, double *cpu, do
     int rc;
     if ((rc = h2t_store_open(dir, H2T_STORE_CREATE, &st)) < 0)
         die(rc, "open");
-    h2t_source src = {0};
-    snprintf(src.name, sizeof(src.name), "bench-mnv2");
-    h2t_model_rec m = {0};
-    snprintf(m.name, sizeof(m.name), "bench-mnv2");
-    uint32_t sid, mid, ext;
-    int reused;
-    if ((rc = h2t_store_source_put(st, &src, &sid, &reused)) < 0 ||
-        (rc = h2t_store_model_put(st, &m, &mid, &reused)) < 0)
-        die(rc, "source/model");
     h2t_layer_info *L = calloc(MNV2_NL, sizeof(*L));
     uint64_t total = 0;
     for (int l = 0; l < MNV2_NL; l++) {
@@ -195,15 +195,7 @@ static void mnv2_run(const char *dir, uint32_t ns, float **feat, double *cpu, do
         L[l].dim = mnv2_dims[l];
         total += mnv2_dims[l];
     }
-    h2t_extraction e = {0};
-    e.source = sid;
-    e.model = mid;
-    e.dtype = H2T_DTYPE_F32;
-    e.n_samples = ns;
-    e.n_layers = MNV2_NL;
-    e.layers = L;
-    if ((rc = h2t_store_extraction_begin(st, &e, &ext, &reused)) < 0)
-        die(rc, "extraction");
+    uint32_t ext = bench_extraction(st, "bench-mnv2", H2T_DTYPE_F32, ns, L, MNV2_NL);
     free(L);
     /* the batch's values change from batch to batch (the statistics see new numbers): the
      * buffers hold 2 batches, used alternately */
