@@ -19,8 +19,8 @@ ASAN_CFLAGS := $(BASE_CFLAGS) -O1 -fsanitize=address,undefined -fno-omit-frame-p
                -fno-sanitize-recover=undefined
 LIBS := -llmdb -lopenblas -lprotobuf-c -luv -lz -lpng -ljpeg -lm -pthread
 
-MODULES := common proto storage extract solver server client
-LIB_SRCS := $(filter-out client/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
+MODULES := common proto storage extract solver server client cli
+LIB_SRCS := $(filter-out cli/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
 PROTOS := $(wildcard proto/*.proto)
 GEN_SRCS := $(patsubst proto/%.proto,build/gen/proto/%.pb-c.c,$(PROTOS)) build/gen/onnx/onnx.pb-c.c
 GEN_HDRS := $(GEN_SRCS:.c=.h)
@@ -68,9 +68,9 @@ build/asan/libh2tdb.a: $(ASAN_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-build/h2tdb: build/obj/client/main.o build/libh2tdb.a
+build/h2tdb: build/obj/cli/main.o build/libh2tdb.a
 	$(CC) $(REL_CFLAGS) $^ $(LIBS) -o $@
-build/asan/h2tdb: build/asan/obj/client/main.o build/asan/libh2tdb.a
+build/asan/h2tdb: build/asan/obj/cli/main.o build/asan/libh2tdb.a
 	$(CC) $(ASAN_CFLAGS) $^ $(LIBS) -o $@
 build/asan/h2tdb-tests: $(TEST_OBJS) build/asan/libh2tdb.a
 	$(CC) $(ASAN_CFLAGS) $^ $(LIBS) -o $@

@@ -1,4 +1,4 @@
-#include "client/report.h"
+#include "cli/report.h"
 #include "common/err.h"
 #include "tests/test.h"
 

@@ -1,5 +1,5 @@
 /*
- * client/client_cli.h - what the service commands (cmd_serve.c, cmd_jobs.c, cmd_task.c,
+ * cli/cli.h - what the service commands (cmd_serve.c, cmd_jobs.c, cmd_task.c,
  * cmd_compare.c, cmd_report.c) share: option parsing, connecting with --server/--token-file,
  * one request and its reply, JSON string output, the printing of jobs and of lists. Not a
  * public contract.
@@ -17,8 +17,8 @@
  *                        header, job_item, cli.json);
  *     h2t_msg_free(&rep);
  */
-#ifndef H2T_CLIENT_CLIENT_CLI_H
-#define H2T_CLIENT_CLIENT_CLI_H
+#ifndef H2T_CLI_CLI_H
+#define H2T_CLI_CLI_H
 
 #include <stdio.h>
 

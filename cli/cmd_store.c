@@ -1,11 +1,11 @@
 /*
- * client/cmd_store.c - commands that read a store directly (no server):
+ * cli/cmd_store.c - commands that read a store directly (no server):
  *   h2tdb ls     --store DIR [--json]                    sources, models, extractions, tasks, jobs
  *   h2tdb layers --store DIR EXTRACTION [--json]         name, op, shape, pooled dim, offset
  *   h2tdb dump   --store DIR EXTRACTION --layer NAME --sample I [--raw | --json]
  * The store is opened read-only, so these work while an extraction is being written.
  */
-#include "client/cmds.h"
+#include "cli/cmds.h"
 #include "common/err.h"
 #include "common/util.h"
 #include "storage/store.h"

@@ -1,11 +1,11 @@
 /*
- * client/cmds.h - the command table of the h2tdb command line.
+ * cli/cmds.h - the command table of the h2tdb command line.
  * A command is int run(int argc, char **argv) with argv[0] = the command name; it returns
  * the process exit status (0 ok, 1 failure, 2 usage error) and prints errors to stderr as
  * "h2tdb CMD: what was wrong". Add a row to H2T_CMD_TABLE for each new command.
  */
-#ifndef H2T_CLIENT_CMDS_H
-#define H2T_CLIENT_CMDS_H
+#ifndef H2T_CLI_CMDS_H
+#define H2T_CLI_CMDS_H
 
 typedef struct h2t_cmd {
     const char *name;
@@ -18,7 +18,7 @@ int h2t_cmd_extract(int argc, char **argv);
 int h2t_cmd_ls(int argc, char **argv);
 int h2t_cmd_layers(int argc, char **argv);
 int h2t_cmd_dump(int argc, char **argv);
-int h2t_cmd_serve(int argc, char **argv); /* service: client/cmd_serve.c, cmd_jobs.c, cmd_task.c */
+int h2t_cmd_serve(int argc, char **argv); /* service: cli/cmd_serve.c, cmd_jobs.c, cmd_task.c */
 int h2t_cmd_task(int argc, char **argv);
 int h2t_cmd_tasks(int argc, char **argv);
 int h2t_cmd_train(int argc, char **argv);
@@ -28,8 +28,8 @@ int h2t_cmd_cancel(int argc, char **argv);
 int h2t_cmd_result(int argc, char **argv);
 int h2t_cmd_predict(int argc, char **argv);
 int h2t_cmd_stats(int argc, char **argv);
-int h2t_cmd_report(int argc, char **argv);  /* client/cmd_report.c */
-int h2t_cmd_compare(int argc, char **argv); /* client/cmd_compare.c */
+int h2t_cmd_report(int argc, char **argv);  /* cli/cmd_report.c */
+int h2t_cmd_compare(int argc, char **argv); /* cli/cmd_compare.c */
 
 #define H2T_CMD_TABLE                                                                              \
     {"version", "print the version", h2t_cmd_version},                                             \

@@ -1,9 +1,9 @@
 /*
- * client/cmd_task.c - `h2tdb task create | tasks | stats`: downstream tasks over an
+ * cli/cmd_task.c - `h2tdb task create | tasks | stats`: downstream tasks over an
  * extraction and per-layer feature statistics, through a server.
  */
-#include "client/client_cli.h"
-#include "client/cmds.h"
+#include "cli/cli.h"
+#include "cli/cmds.h"
 #include "common/err.h"
 
 #include <ctype.h>

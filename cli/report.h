@@ -1,13 +1,13 @@
 /*
- * client/report.h - a picture of a trained head: which depths Head2Toe kept features from, and
+ * cli/report.h - a picture of a trained head: which depths Head2Toe kept features from, and
  * how validation accuracy moved with the keep fraction during the search. Plain SVG, no
  * dependencies; any browser shows it.
  *
  *     h2t_result *r;  // h2t_result_decode(blob, len, &r)
  *     h2t_report_svg(r, "job 3: head2toe on fmnist-10", "job3.svg");
  */
-#ifndef H2T_CLIENT_REPORT_H
-#define H2T_CLIENT_REPORT_H
+#ifndef H2T_CLI_REPORT_H
+#define H2T_CLI_REPORT_H
 
 #include <stdio.h>
 

@@ -1,4 +1,4 @@
-#include "client/cmds.h"
+#include "cli/cmds.h"
 
 #include <stdio.h>
 

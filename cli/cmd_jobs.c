@@ -1,10 +1,10 @@
 /*
- * client/cmd_jobs.c - `h2tdb train | job | jobs | cancel | result | predict`: train jobs on
+ * cli/cmd_jobs.c - `h2tdb train | job | jobs | cancel | result | predict`: train jobs on
  * a server, their progress, results and heads. `train` gets back the finished job with the
  * very same spec when there is one (the server decides: TrainRequest.retrain, Job.reused).
  */
-#include "client/client_cli.h"
-#include "client/cmds.h"
+#include "cli/cli.h"
+#include "cli/cmds.h"
 #include "common/err.h"
 #include "solver/solver.h"
 

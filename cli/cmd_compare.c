@@ -1,9 +1,9 @@
 /*
- * client/cmd_compare.c - `h2tdb compare JOB...`: finished jobs side by side (task, method,
+ * cli/cmd_compare.c - `h2tdb compare JOB...`: finished jobs side by side (task, method,
  * accuracy, chosen hyperparameters, features kept and where, time): the table the demo prints.
  */
-#include "client/client_cli.h"
-#include "client/cmds.h"
+#include "cli/cli.h"
+#include "cli/cmds.h"
 #include "common/err.h"
 #include "solver/solver.h"
 

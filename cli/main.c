@@ -1,8 +1,8 @@
 /*
- * client/main.c - the h2tdb command line: a table of commands, one row each.
- * Each command lives in client/cmd_*.c and is declared in client/cmds.h.
+ * cli/main.c - the h2tdb command line: a table of commands, one row each.
+ * Each command lives in cli/cmd_*.c and is declared in cli/cmds.h.
  */
-#include "client/cmds.h"
+#include "cli/cmds.h"
 #include "common/err.h"
 
 #include <stdio.h>

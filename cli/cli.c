@@ -1,7 +1,7 @@
 /*
- * client/client_cli.c - option parsing and printing shared by the service commands.
+ * cli/cli.c - option parsing and printing shared by the service commands.
  */
-#include "client/client_cli.h"
+#include "cli/cli.h"
 
 #include "common/err.h"
 

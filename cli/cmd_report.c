@@ -1,11 +1,11 @@
 /*
- * client/cmd_report.c - `h2tdb report JOB`: an SVG of a finished job's head (kept features
+ * cli/cmd_report.c - `h2tdb report JOB`: an SVG of a finished job's head (kept features
  * per layer, validation accuracy against keep fraction), from the server or straight from a
  * store.
  */
-#include "client/client_cli.h"
-#include "client/cmds.h"
-#include "client/report.h"
+#include "cli/cli.h"
+#include "cli/cmds.h"
+#include "cli/report.h"
 #include "common/err.h"
 #include "storage/store.h"
 

@@ -1,9 +1,9 @@
 /*
- * client/cmd_extract.c - `h2tdb extract`: one pass of an ONNX backbone over a data source,
+ * cli/cmd_extract.c - `h2tdb extract`: one pass of an ONNX backbone over a data source,
  * every selected layer pooled and stored (extract/extract.h). The model and the data are
  * checked before the store is opened, so bad input leaves nothing behind.
  */
-#include "client/cmds.h"
+#include "cli/cmds.h"
 #include "common/err.h"
 #include "common/util.h"
 #include "extract/extract.h"

@@ -1,8 +1,8 @@
 /*
- * client/cmd_serve.c - `h2tdb serve`: the service over one store, until SIGINT/SIGTERM.
+ * cli/cmd_serve.c - `h2tdb serve`: the service over one store, until SIGINT/SIGTERM.
  */
-#include "client/client_cli.h"
-#include "client/cmds.h"
+#include "cli/cli.h"
+#include "cli/cmds.h"
 #include "common/err.h"
 #include "server/server.h"
 #include "storage/store.h"
