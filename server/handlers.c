@@ -20,9 +20,35 @@
 #define FEATURE_PAGE_BYTES (8u << 20) /* a features reply stays under this */
 #define PREDICT_MAX_BYTES ((size_t)1 << 30)
 
+/* ---------------- replies ---------------- */
+
 static int reply(const h2t_msg *m, uint8_t **frame, size_t *len)
 {
     return h2t_proto_encode(m, frame, len);
+}
+
+uint8_t *h2t_srv_error_frame(uint64_t id, int rc, size_t *len)
+{
+    /* the code travels as a number: the text is only the detail (the client adds strerror) */
+    char text[1024];
+    const char *d = h2t_err_detail();
+    snprintf(text, sizeof(text), "%s", *d ? d : h2t_strerror(rc));
+    h2t_msg m = {.id = id, .type = H2T_MSG_ERROR};
+    m.u.error.code = rc;
+    m.u.error.message = text;
+    uint8_t *f = NULL;
+    if (h2t_proto_encode(&m, &f, len) < 0)
+        return NULL;
+    return f;
+}
+
+uint8_t *h2t_srv_encode_or_error(const h2t_msg *m, size_t *len)
+{
+    uint8_t *f = NULL;
+    int rc = h2t_proto_encode(m, &f, len);
+    if (rc < 0)
+        return h2t_srv_error_frame(m->id, rc, len);
+    return f;
 }
 
 static int find_extraction(h2t_srv *srv, const char *ref, h2t_extraction **out)
@@ -528,19 +554,6 @@ void h2t_srv_job_msg(h2t_srv *srv, const h2t_job *j, h2t_msg_job *out, h2t_msg *
     } else {
         h2t_err_clear();
     }
-}
-
-int h2t_srv_job_spec(const h2t_job *j, h2t_msg *msg)
-{
-    int rc = h2t_proto_decode(j->spec, j->spec_len, msg);
-    if (rc < 0)
-        return rc;
-    if (msg->type != H2T_MSG_TRAIN) {
-        h2t_msg_free(msg);
-        return h2t_err_set(H2T_ECORRUPT, "job %" PRIu64 ": stored spec is not a train request",
-                           j->id);
-    }
-    return 0;
 }
 
 static int job_reply_ex(h2t_srv *srv, uint64_t req_id, uint64_t id, int reused, uint8_t **frame,

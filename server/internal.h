@@ -1,9 +1,13 @@
 /*
  * server/internal.h - what the server's files share (not a public contract).
  *   server.c   the loop: listener, connections, frames, timeouts, watchers, signals
- *   handlers.c the dispatch table and one handler per request type
- *   jobs.c     the job queue, worker threads, cancel, progress, restart recovery
+ *   handlers.c the dispatch table, one handler per request type, and the reply encoders
+ *   jobs.c     the job queue, worker threads, cancel, progress, restart recovery, and the
+ *              stored job spec's decoder
  *   task.c     selections and label maps -> task records
+ * Calls go one way: server.c -> handlers.c -> jobs.c and task.c (server.c also starts and
+ * stops jobs.c). handlers.c never calls into server.c, jobs.c and task.c into neither: a
+ * function that two files need lives in the lower one.
  */
 #ifndef H2T_SERVER_INTERNAL_H
 #define H2T_SERVER_INTERNAL_H
@@ -100,12 +104,12 @@ struct h2t_srv {
 /* ---- server.c ---- */
 /* Send a frame on a connection (frame OWNED by the callee). Loop thread only. */
 void h2t_srv_conn_send(srv_conn *c, uint8_t *frame, size_t len);
+
+/* ---- handlers.c ---- */
 /* Encode an error reply for request id from rc and the thread's detail; NULL on ENOMEM. */
 uint8_t *h2t_srv_error_frame(uint64_t id, int rc, size_t *len);
 /* Encode m into a frame or, if that fails, an error frame. Never NULL unless out of memory. */
 uint8_t *h2t_srv_encode_or_error(const h2t_msg *m, size_t *len);
-
-/* ---- handlers.c ---- */
 typedef int (*srv_handler_fn)(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len);
 enum { SRV_ON_LOOP = 0, SRV_OFF_LOOP = 1, SRV_OFF_LOOP_IF_BIG = 2 };
 typedef struct srv_route {

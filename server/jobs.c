@@ -31,6 +31,19 @@ typedef struct run_ctx {
 
 /* ---------------- spec ---------------- */
 
+int h2t_srv_job_spec(const h2t_job *j, h2t_msg *msg)
+{
+    int rc = h2t_proto_decode(j->spec, j->spec_len, msg);
+    if (rc < 0)
+        return rc;
+    if (msg->type != H2T_MSG_TRAIN) {
+        h2t_msg_free(msg);
+        return h2t_err_set(H2T_ECORRUPT, "job %" PRIu64 ": stored spec is not a train request",
+                           j->id);
+    }
+    return 0;
+}
+
 int h2t_srv_train_spec(const h2t_msg_train *q, h2t_train_spec *s)
 {
     if (q->method < 0 || q->method > H2T_METHOD_HEAD2TOE)

@@ -49,32 +49,6 @@ static uint64_t now_ms(void)
     return h2t_now_ns() / 1000000u;
 }
 
-/* ---------------- replies ---------------- */
-
-uint8_t *h2t_srv_error_frame(uint64_t id, int rc, size_t *len)
-{
-    /* the code travels as a number: the text is only the detail (the client adds strerror) */
-    char text[1024];
-    const char *d = h2t_err_detail();
-    snprintf(text, sizeof(text), "%s", *d ? d : h2t_strerror(rc));
-    h2t_msg m = {.id = id, .type = H2T_MSG_ERROR};
-    m.u.error.code = rc;
-    m.u.error.message = text;
-    uint8_t *f = NULL;
-    if (h2t_proto_encode(&m, &f, len) < 0)
-        return NULL;
-    return f;
-}
-
-uint8_t *h2t_srv_encode_or_error(const h2t_msg *m, size_t *len)
-{
-    uint8_t *f = NULL;
-    int rc = h2t_proto_encode(m, &f, len);
-    if (rc < 0)
-        return h2t_srv_error_frame(m->id, rc, len);
-    return f;
-}
-
 static void conn_unref(srv_conn *c)
 {
     if (--c->refs == 0) {
