@@ -15,12 +15,14 @@ static const char serve_usage[] =
     "usage: h2tdb serve --store DIR [--listen ADDR] [--token-file F] [--workers N]\n"
     "                   [--port-file F] [--max-conns N] [--max-frame BYTES]\n"
     "                   [--idle-timeout S] [--insecure-bind] [--job-priority P]\n"
-    "                   [--design-cache-mb N] [--spin-us N]\n\n"
+    "                   [--design-cache-mb N] [--spin-us N] [--max-selection N]\n\n"
     "Serve the store over TCP (default 127.0.0.1:7433; port 0 picks a free port, written\n"
     "to --port-file). With --token-file every client must present the file's token\n"
     "(h2tdb COMMAND --token-file F, or $H2T_TOKEN_FILE). Listening on a non-loopback\n"
     "address needs a token, or --insecure-bind. Jobs are kept in the store: queued and\n"
-    "interrupted jobs run again after a restart. SIGINT/SIGTERM stop gracefully.\n\n"
+    "interrupted jobs run again after a restart. SIGINT/SIGTERM stop gracefully.\n"
+    "  --max-selection N  sample ids one selection (a task's list, predict's samples)\n"
+    "                 may expand to (default 16777216, 1..1073741824)\n\n"
     "Trade-offs between requests and train jobs:\n"
     "  --job-priority idle|low|normal  jobs run under SCHED_IDLE at nice 10 (idle, the\n"
     "                 default: requests first, jobs get what is left), at nice 10 (low), or\n"
@@ -79,6 +81,17 @@ int h2t_cmd_serve(int argc, char **argv)
         } else if (h2t_cli_is(&cli, "--design-cache-mb")) {
             if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
                 cfg.design_cache_bytes = (uint64_t)(v > (1ull << 24) ? (1ull << 24) : v) << 20;
+        } else if (h2t_cli_is(&cli, "--max-selection")) {
+            const char *s = h2t_cli_value(&cli);
+            if (s && h2t_cli_u64(&cli, s, &v) == 0) {
+                if (v < 1 || v > H2T_SRV_SEL_MAX_LIMIT) {
+                    fprintf(stderr, "h2tdb serve: --max-selection %s: want 1..%u\n", s,
+                            H2T_SRV_SEL_MAX_LIMIT);
+                    cli.bad = 1;
+                } else {
+                    cfg.max_selection = (uint32_t)v;
+                }
+            }
         } else if (h2t_cli_is(&cli, "--spin-us")) {
             if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
                 cfg.spin_us = (uint32_t)(v > 100000 ? 100000 : v);

@@ -478,7 +478,7 @@ static int h_create_task(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size
 {
     h2t_task *t = NULL;
     uint32_t *per = NULL;
-    int rc = h2t_srv_task_build(srv->st, &req->u.create_task, &t);
+    int rc = h2t_srv_task_build(srv->st, &req->u.create_task, srv->cfg.max_selection, &t);
     if (rc < 0)
         return rc;
     if ((rc = h2t_store_task_put(srv->st, t, req->u.create_task.replace)) < 0)
@@ -893,7 +893,7 @@ static int h_predict(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *
             goto out;
         uint32_t avail = e->samples_done < src->n_samples ? e->samples_done : src->n_samples;
         if ((rc = h2t_srv_sel_resolve(q->samples && *q->samples ? q->samples : "test", "samples",
-                                      src->split, avail, &ids, &n)) < 0)
+                                      src->split, avail, srv->cfg.max_selection, &ids, &n)) < 0)
             goto out;
     }
     uint64_t D = 0;

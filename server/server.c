@@ -624,6 +624,7 @@ void h2t_srv_config_default(h2t_srv_config *cfg)
     cfg->job_idle = 1;
     cfg->spin_us = 50;
     cfg->design_cache_bytes = (uint64_t)1 << 30;
+    cfg->max_selection = H2T_SRV_SEL_MAX_DEFAULT;
 }
 
 static int parse_listen(const char *s, struct sockaddr_storage *ss, int *loopback)
@@ -715,6 +716,14 @@ int h2t_srv_create(const h2t_srv_config *cfg, h2t_store *st, h2t_srv **out)
         srv->cfg.slow_timeout_ms = 10000;
     if (!srv->cfg.max_pending_write)
         srv->cfg.max_pending_write = (size_t)64 << 20;
+    if (!srv->cfg.max_selection)
+        srv->cfg.max_selection = H2T_SRV_SEL_MAX_DEFAULT;
+    if (srv->cfg.max_selection > H2T_SRV_SEL_MAX_LIMIT) {
+        uint32_t v = srv->cfg.max_selection;
+        free(srv);
+        return h2t_err_set(H2T_EINVAL, "max selection %u: at most %u ids", v,
+                           H2T_SRV_SEL_MAX_LIMIT);
+    }
     srv->st = st;
     srv->runner = cfg->runner ? cfg->runner : h2t_srv_runner_solver;
     srv->runner_ud = cfg->runner_ud;

@@ -57,6 +57,10 @@
 #include "storage/store.h"
 
 #define H2T_SRV_DEFAULT_PORT 7433
+/* selections (task lists, predict samples) expand to at most cfg.max_selection ids each:
+ * the default, and the most a server accepts (4 bytes an id: 64 MiB and 4 GiB a list) */
+#define H2T_SRV_SEL_MAX_DEFAULT (1u << 24)
+#define H2T_SRV_SEL_MAX_LIMIT (1u << 30)
 /* statistics requests over at most this many features are answered on the event loop */
 #define H2T_SRV_LOOP_STATS_MAX 16384u
 
@@ -84,11 +88,13 @@ typedef struct h2t_srv_config {
     int handle_signals;       /* stop gracefully on SIGINT/SIGTERM (default 1) */
     h2t_srv_runner_fn runner; /* NULL: h2t_srv_runner_solver */
     void *runner_ud;
-    uint32_t job_threads; /* BLAS threads per job; 0 (default): max(1, (CPUs - 1) / workers) */
-    int job_nice;         /* nice value of the job threads (default 10; 0 = unchanged) */
-    int job_idle;         /* job threads under SCHED_IDLE (default 1): see "Threads" above */
-    uint32_t spin_us;     /* the loop polls this long after its last event before it sleeps
-                             (default 50; 0 = sleep at once) */
+    uint32_t job_threads;   /* BLAS threads per job; 0 (default): max(1, (CPUs - 1) / workers) */
+    int job_nice;           /* nice value of the job threads (default 10; 0 = unchanged) */
+    int job_idle;           /* job threads under SCHED_IDLE (default 1): see "Threads" above */
+    uint32_t spin_us;       /* the loop polls this long after its last event before it sleeps
+                               (default 50; 0 = sleep at once) */
+    uint32_t max_selection; /* ids one selection may expand to (default
+                               H2T_SRV_SEL_MAX_DEFAULT, at most H2T_SRV_SEL_MAX_LIMIT) */
     uint64_t design_cache_bytes; /* design matrices kept for later jobs when no job uses them
                                     (solver.h h2t_design_cache; default 1 GiB; 0 = freed when
                                     the last job using one ends) */
@@ -137,14 +143,19 @@ int h2t_srv_train_spec(const h2t_msg_train *req, h2t_train_spec *out);
  * Shots K: keep the first K training samples of each task class (selection order). */
 
 /* Resolve sel over the given labels/splits into sample ids (OWNED: free()). what names the
- * argument in errors ("--train"). Only samples < avail are eligible.
- * Errors: H2T_EINVAL (syntax, or fewer samples than asked: detail shows the part). */
+ * argument in errors ("--train"). Only samples < avail are eligible. At most max_ids ids (0 or
+ * more than H2T_SRV_SEL_MAX_LIMIT: H2T_SRV_SEL_MAX_LIMIT); a sample listed twice counts twice.
+ * Errors: H2T_EINVAL (syntax, or fewer samples than asked: detail shows the part),
+ * H2T_ETOOBIG (more than max_ids: detail names the cap and the serve option that sets it). */
 int h2t_srv_sel_resolve(const char *sel, const char *what, const uint8_t *split, uint32_t avail,
-                        uint32_t **ids, uint32_t *n);
+                        uint32_t max_ids, uint32_t **ids, uint32_t *n);
 
-/* Build a task record from a create request over the store (OWNED: h2t_task_destroy).
- * Errors: H2T_EINVAL (selection, map, shots: detail names it), H2T_ENOTFOUND (extraction). */
-int h2t_srv_task_build(h2t_store *st, const h2t_msg_task_spec *spec, h2t_task **out);
+/* Build a task record from a create request over the store (OWNED: h2t_task_destroy); each
+ * list expands to at most max_ids ids (as h2t_srv_sel_resolve).
+ * Errors: H2T_EINVAL (selection, map, shots: detail names it), H2T_ETOOBIG (a list past
+ * max_ids), H2T_ENOTFOUND (extraction). */
+int h2t_srv_task_build(h2t_store *st, const h2t_msg_task_spec *spec, uint32_t max_ids,
+                       h2t_task **out);
 
 /* Process one request payload as if it came from an authenticated connection, without a
  * network: decode, dispatch, run the handler inline, and return every reply frame (a

@@ -15,15 +15,25 @@
 #include <string.h>
 #include <strings.h>
 
+/* The ids of one selection: at most max entries (the server's cap, at most
+ * H2T_SRV_SEL_MAX_LIMIT), so the sizes below never overflow. */
 typedef struct idvec {
     uint32_t *v;
-    uint32_t n, cap;
+    size_t n, cap, max;
+    const char *what, *sel; /* for the error past the cap */
 } idvec;
 
 static int idvec_push(idvec *a, uint32_t x)
 {
     if (a->n == a->cap) {
-        uint32_t cap = a->cap ? 2 * a->cap : 256;
+        if (a->n >= a->max)
+            return h2t_err_set(H2T_ETOOBIG,
+                               "%s '%.64s%s' selects more than %zu samples (the server's limit; "
+                               "start it with h2tdb serve --max-selection N to change it)",
+                               a->what, a->sel, strlen(a->sel) > 64 ? "..." : "", a->max);
+        size_t cap = a->cap ? 2 * a->cap : 256;
+        if (cap > a->max)
+            cap = a->max;
         uint32_t *nv = realloc(a->v, cap * sizeof(*nv));
         if (!nv)
             return h2t_err_set(H2T_ENOMEM, "selection");
@@ -74,9 +84,11 @@ static int sel_part(const char *part, const char *what, const uint8_t *split, ui
                 return h2t_err_set(H2T_EINVAL,
                                    "%s '%s': sample %lld is not stored (samples 0..%u are)", what,
                                    part, b, avail ? avail - 1 : 0);
-            for (long long x = a; x <= b; x++)
-                if (idvec_push(out, (uint32_t)x) < 0)
-                    return H2T_ENOMEM;
+            for (long long x = a; x <= b; x++) {
+                int rc = idvec_push(out, (uint32_t)x);
+                if (rc < 0)
+                    return rc;
+            }
             if (*p == ',')
                 p++;
             else if (*p)
@@ -123,8 +135,9 @@ static int sel_part(const char *part, const char *what, const uint8_t *split, ui
     for (uint32_t i = 0; i < avail && (b < 0 || pos < b); i++) {
         if (split[i] != sp)
             continue;
-        if (pos >= a && idvec_push(out, i) < 0)
-            return H2T_ENOMEM;
+        int rc = pos >= a ? idvec_push(out, i) : 0;
+        if (rc < 0)
+            return rc;
         pos++;
     }
     if (b >= 0 && pos < b)
@@ -136,9 +149,11 @@ static int sel_part(const char *part, const char *what, const uint8_t *split, ui
 }
 
 int h2t_srv_sel_resolve(const char *sel, const char *what, const uint8_t *split, uint32_t avail,
-                        uint32_t **ids, uint32_t *n)
+                        uint32_t max_ids, uint32_t **ids, uint32_t *n)
 {
-    idvec out = {0};
+    if (max_ids == 0 || max_ids > H2T_SRV_SEL_MAX_LIMIT)
+        max_ids = H2T_SRV_SEL_MAX_LIMIT;
+    idvec out = {.max = max_ids, .what = what, .sel = sel ? sel : ""};
     char part[256];
     int rc = 0;
     const char *p = sel ? sel : "";
@@ -163,7 +178,7 @@ int h2t_srv_sel_resolve(const char *sel, const char *what, const uint8_t *split,
         }
     }
     *ids = out.v ? out.v : malloc(1);
-    *n = out.n;
+    *n = (uint32_t)out.n;
     if (!*ids)
         return h2t_err_set(H2T_ENOMEM, "selection");
     return 0;
@@ -302,7 +317,8 @@ static int apply_map(const uint32_t *ids, uint32_t n, const h2t_source *src, con
     return 0;
 }
 
-int h2t_srv_task_build(h2t_store *st, const h2t_msg_task_spec *spec, h2t_task **out)
+int h2t_srv_task_build(h2t_store *st, const h2t_msg_task_spec *spec, uint32_t max_ids,
+                       h2t_task **out)
 {
     h2t_extraction *e = NULL;
     h2t_source *src = NULL;
@@ -342,7 +358,7 @@ int h2t_srv_task_build(h2t_store *st, const h2t_msg_task_spec *spec, h2t_task **
     uint32_t **labs[3] = {&t->train_labels, &t->test_labels, &t->val_labels};
     uint32_t *counts[3] = {&t->n_train, &t->n_test, &t->n_val};
     for (int k = 0; k < 3; k++) {
-        if ((rc = h2t_srv_sel_resolve(sels[k], what[k], src->split, avail, &ids, &n)) < 0)
+        if ((rc = h2t_srv_sel_resolve(sels[k], what[k], src->split, avail, max_ids, &ids, &n)) < 0)
             goto out;
         rc = apply_map(ids, n, src, cls, lists[k], labs[k], counts[k]);
         free(ids);

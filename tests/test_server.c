@@ -602,29 +602,80 @@ TEST(server_selection_syntax)
 {
     uint8_t split[10] = {0, 0, 1, 0, 1, 0, 0, 1, 0, 0};
     uint32_t *ids = NULL, n = 0;
-    ASSERT_OK(h2t_srv_sel_resolve("train:3", "--train", split, 10, &ids, &n));
+    ASSERT_OK(h2t_srv_sel_resolve("train:3", "--train", split, 10, 0, &ids, &n));
     ASSERT_EQ(n, 3);
     ASSERT_EQ(ids[2], 3);
     free(ids);
-    ASSERT_OK(h2t_srv_sel_resolve("test[1:]+ids:0,8-9", "--test", split, 10, &ids, &n));
+    ASSERT_OK(h2t_srv_sel_resolve("test[1:]+ids:0,8-9", "--test", split, 10, 0, &ids, &n));
     ASSERT_EQ(n, 5); /* test split is 2, 4, 7: positions 1.. are 4, 7; then 0, 8, 9 */
     ASSERT_EQ(ids[0], 4);
     ASSERT_EQ(ids[1], 7);
     ASSERT_EQ(ids[2], 0);
     ASSERT_EQ(ids[4], 9);
     free(ids);
-    ASSERT_OK(h2t_srv_sel_resolve("train", "--train", split, 6, &ids, &n));
+    ASSERT_OK(h2t_srv_sel_resolve("train", "--train", split, 6, 0, &ids, &n));
     ASSERT_EQ(n, 4); /* only samples < 6 are eligible */
     free(ids);
-    ASSERT_EQ(h2t_srv_sel_resolve("train:8", "--train", split, 10, &ids, &n), H2T_EINVAL);
+    ASSERT_EQ(h2t_srv_sel_resolve("train:8", "--train", split, 10, 0, &ids, &n), H2T_EINVAL);
     ASSERT_CONTAINS(h2t_err_detail(), "only 7");
-    ASSERT_EQ(h2t_srv_sel_resolve("trian:3", "--train", split, 10, &ids, &n), H2T_EINVAL);
+    ASSERT_EQ(h2t_srv_sel_resolve("trian:3", "--train", split, 10, 0, &ids, &n), H2T_EINVAL);
     ASSERT_CONTAINS(h2t_err_detail(), "trian:3");
-    ASSERT_EQ(h2t_srv_sel_resolve("ids:3-1", "--train", split, 10, &ids, &n), H2T_EINVAL);
-    ASSERT_EQ(h2t_srv_sel_resolve("ids:12", "--train", split, 10, &ids, &n), H2T_EINVAL);
-    ASSERT_EQ(h2t_srv_sel_resolve("train[5:2]", "--train", split, 10, &ids, &n), H2T_EINVAL);
-    ASSERT_EQ(h2t_srv_sel_resolve("train+", "--train", split, 10, &ids, &n), H2T_EINVAL);
-    ASSERT_EQ(h2t_srv_sel_resolve("", "--train", split, 10, &ids, &n), H2T_EINVAL);
+    ASSERT_EQ(h2t_srv_sel_resolve("ids:3-1", "--train", split, 10, 0, &ids, &n), H2T_EINVAL);
+    ASSERT_EQ(h2t_srv_sel_resolve("ids:12", "--train", split, 10, 0, &ids, &n), H2T_EINVAL);
+    ASSERT_EQ(h2t_srv_sel_resolve("train[5:2]", "--train", split, 10, 0, &ids, &n), H2T_EINVAL);
+    ASSERT_EQ(h2t_srv_sel_resolve("train+", "--train", split, 10, 0, &ids, &n), H2T_EINVAL);
+    ASSERT_EQ(h2t_srv_sel_resolve("", "--train", split, 10, 0, &ids, &n), H2T_EINVAL);
+}
+
+/* A selection that repeats ranges expands past the server's cap: an error naming the cap and
+ * the option, not a 32-bit capacity overflow (realloc to 0, then a double free). */
+TEST(server_selection_cap)
+{
+    uint8_t split[10] = {0};
+    uint32_t *ids = NULL, n = 0;
+    ASSERT_OK(h2t_srv_sel_resolve("ids:0-9,0-9", "--train", split, 10, 20, &ids, &n));
+    ASSERT_EQ(n, 20);
+    free(ids);
+    ASSERT_EQ(h2t_srv_sel_resolve("ids:0-9,0-9,0", "--train", split, 10, 20, &ids, &n),
+              H2T_ETOOBIG);
+    ASSERT_CONTAINS(h2t_err_detail(), "more than 20 samples");
+    ASSERT_CONTAINS(h2t_err_detail(), "--max-selection");
+
+    /* through the server: a create_task request of a few KB asking for millions of ids */
+    test_srv t = {.st = fixture("store")};
+    h2t_srv_config cfg;
+    h2t_srv_config_default(&cfg);
+    cfg.max_selection = 100000;
+    test_srv_start(&t, &cfg);
+    h2t_client *c = connect_ok(&t);
+    size_t cap = 64 * 1024;
+    char *sel = malloc(cap);
+    size_t len = 0;
+    while (len + 16 < cap)
+        len += (size_t)snprintf(sel + len, cap - len, "ids:0-%u+", N_SAMPLES - 1);
+    sel[len - 1] = 0;
+    h2t_msg req = {.type = H2T_MSG_CREATE_TASK}, rep;
+    req.u.create_task.name = "huge";
+    req.u.create_task.extraction = "ext";
+    req.u.create_task.train = sel;
+    ASSERT_EQ(h2t_client_call(c, &req, H2T_MSG_TASK, &rep), H2T_ETOOBIG);
+    ASSERT_CONTAINS(h2t_err_detail(), "more than 100000 samples");
+    free(sel);
+    /* the connection and the server are fine */
+    create_task(c, "small", "ids:0-9,0-9", 0);
+    h2t_client_close(c);
+    test_srv_finish(&t);
+
+    /* a cap past the limit is refused at start */
+    h2t_store *st = NULL;
+    ASSERT_OK(h2t_store_open("store", 0, &st));
+    h2t_srv *srv = NULL;
+    h2t_srv_config_default(&cfg);
+    cfg.listen = "127.0.0.1:0";
+    cfg.handle_signals = 0;
+    cfg.max_selection = H2T_SRV_SEL_MAX_LIMIT + 1u;
+    ASSERT_EQ(h2t_srv_create(&cfg, st, &srv), H2T_EINVAL);
+    h2t_store_close(st);
 }
 
 /* The libFuzzer target (frame reader, decoder, dispatch) for a short while: make fuzz runs

@@ -57,7 +57,7 @@ static h2t_task *make_task(h2t_store *st, const char *train)
     sp.train = train;
     sp.test = "test";
     h2t_task *t = NULL;
-    ASSERT_OK(h2t_srv_task_build(st, &sp, &t));
+    ASSERT_OK(h2t_srv_task_build(st, &sp, 0, &t));
     return t;
 }
 

@@ -44,7 +44,7 @@ static void fixture(const char *dir)
         abort();
     h2t_msg_task_spec spec = {.name = "t", .extraction = "ext", .train = "train"};
     h2t_task *t = NULL;
-    if (h2t_srv_task_build(st, &spec, &t) < 0 || h2t_store_task_put(st, t, 0) < 0)
+    if (h2t_srv_task_build(st, &spec, 0, &t) < 0 || h2t_store_task_put(st, t, 0) < 0)
         abort();
     h2t_task_destroy(t);
 }
