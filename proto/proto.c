@@ -958,7 +958,7 @@ int h2t_proto_reader_feed(h2t_proto_reader *r, const uint8_t *data, size_t n, si
         r->buf = NULL;
         r->done = 0;
         r->hdr_have = 0;
-        r->len = r->have = 0;
+        r->len = r->have = r->cap = 0;
     }
     while (r->hdr_have < 4) {
         if (off == n)
@@ -971,14 +971,23 @@ int h2t_proto_reader_feed(h2t_proto_reader *r, const uint8_t *data, size_t n, si
                 return h2t_err_set(H2T_ETOOBIG, "frame of %u bytes exceeds the limit of %u", r->len,
                                    r->max);
             r->have = 0;
-            r->buf = malloc(r->len ? r->len : 1);
-            if (!r->buf)
-                return h2t_err_set(H2T_ENOMEM, "frame of %u bytes", r->len);
         }
     }
     size_t take = n - off;
     if (take > r->len - r->have)
         take = r->len - r->have;
+    if (r->have + take > r->cap || !r->buf) { /* grow with what arrived, doubling */
+        uint32_t need = r->have + (uint32_t)take, cap = r->cap > 2048 ? r->cap : 2048;
+        while (cap < need)
+            cap = cap > UINT32_MAX / 2 ? UINT32_MAX : 2 * cap;
+        if (cap > r->len)
+            cap = r->len > need ? r->len : need;
+        uint8_t *nb = realloc(r->buf, cap ? cap : 1);
+        if (!nb)
+            return h2t_err_set(H2T_ENOMEM, "frame of %u bytes", r->len);
+        r->buf = nb;
+        r->cap = cap;
+    }
     if (take)
         memcpy(r->buf + r->have, data + off, take);
     r->have += (uint32_t)take;

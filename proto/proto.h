@@ -326,14 +326,16 @@ void h2t_msg_free(h2t_msg *m);
 /* "stats_req", "job", ... ("unknown" for anything else). Static text. */
 const char *h2t_msg_type_name(int type);
 
-/* Incremental frame reader: feed bytes as they arrive, get whole payloads. The payload buffer
- * is allocated only after the header was checked against max. */
+/* Incremental frame reader: feed bytes as they arrive, get whole payloads. The header is
+ * checked against max first, and the payload buffer grows with the bytes that arrived (at
+ * most twice those, never what the header merely announces), so a peer holds only as much
+ * memory as it sent. max may be changed between frames (the server raises it after Auth). */
 typedef struct h2t_proto_reader {
     uint32_t max;      /* payload limit */
     uint8_t hdr[4];    /* length header being read */
     uint32_t hdr_have; /* header bytes so far */
-    uint8_t *buf;      /* payload being read (OWNED) */
-    uint32_t len, have;
+    uint8_t *buf;      /* payload being read (OWNED); cap bytes allocated */
+    uint32_t len, have, cap;
     int done; /* a complete payload is in buf (returned by the last feed) */
 } h2t_proto_reader;
 

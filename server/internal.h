@@ -75,7 +75,9 @@ struct h2t_srv {
 
     srv_conn *conns;
     uint32_t n_conns;
-    char rbuf[65536]; /* the loop's one read buffer: read_cb consumes it before returning */
+    uint32_t n_unauth;   /* connections waiting for Auth (a token is set) */
+    uint32_t n_draining; /* connections closing after an error reply */
+    char rbuf[65536];    /* the loop's one read buffer: read_cb consumes it before returning */
     /* replies to the connection being read, written once at the end of its read callback */
     srv_conn *batch_conn;
     uint8_t *batch;

@@ -21,6 +21,7 @@ struct srv_conn {
     srv_conn *prev, *next;
     h2t_proto_reader rd;
     int authed;
+    int unauth;   /* counted in srv->n_unauth: a token is needed and Auth has not come yet */
     int closing;  /* uv_close called */
     int draining; /* error sent, shutting down */
     int refs;     /* 1 for the handle + 1 per request on the thread pool */
@@ -95,6 +96,12 @@ static void conn_close(srv_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     srv->n_conns--;
+    if (c->draining)
+        srv->n_draining--;
+    if (c->unauth) {
+        c->unauth = 0;
+        srv->n_unauth--;
+    }
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
 
@@ -227,8 +234,10 @@ static void conn_fail(srv_conn *c, uint64_t id, int rc)
     if (c->closing)
         return;
     c->draining = 1;
+    c->srv->n_draining++;
     c->drain_ms = now_ms();
     uv_read_stop((uv_stream_t *)&c->tcp);
+    h2t_proto_reader_free(&c->rd); /* nothing more is read: give its buffer back now */
     uv_shutdown_t *sd = malloc(sizeof(*sd));
     if (!sd) {
         conn_close(c);
@@ -366,6 +375,11 @@ static void handle_frame(srv_conn *c, const uint8_t *payload, uint32_t plen)
             conn_fail(c, m.id, h2t_err_set(H2T_EAUTH, "wrong token"));
         } else {
             c->authed = 1;
+            if (c->unauth) {
+                c->unauth = 0;
+                srv->n_unauth--;
+            }
+            c->rd.max = srv->cfg.max_frame; /* the next frame may be a big request */
             h2t_msg ok = {.id = m.id, .type = H2T_MSG_AUTH_OK};
             size_t len = 0;
             uint8_t *f = h2t_srv_encode_or_error(&ok, &len);
@@ -487,6 +501,17 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         batch_flush(srv);
 }
 
+/* The connection open longest that has not authenticated and is not closing, other than
+ * except; NULL when there is none. The list is newest first. */
+static srv_conn *oldest_unauth(h2t_srv *srv, const srv_conn *except)
+{
+    srv_conn *old = NULL;
+    for (srv_conn *c = srv->conns; c; c = c->next)
+        if (c != except && c->unauth && !c->draining && !c->closing)
+            old = c;
+    return old;
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     h2t_srv *srv = server->data;
@@ -498,7 +523,11 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     c->srv = srv;
     c->refs = 1;
-    h2t_proto_reader_init(&c->rd, srv->cfg.max_frame);
+    c->authed = !srv->has_token;
+    /* before Auth only a small frame is read: the Auth itself */
+    h2t_proto_reader_init(&c->rd, c->authed || srv->cfg.max_frame < H2T_SRV_AUTH_FRAME_MAX
+                                      ? srv->cfg.max_frame
+                                      : H2T_SRV_AUTH_FRAME_MAX);
     uv_tcp_init(&srv->loop, &c->tcp);
     c->tcp.data = c;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
@@ -511,14 +540,31 @@ static void on_connection(uv_stream_t *server, int status)
         srv->conns->prev = c;
     srv->conns = c;
     srv->n_conns++;
+    if (!c->authed) {
+        c->unauth = 1;
+        srv->n_unauth++;
+    }
     uv_tcp_nodelay(&c->tcp, 1);
     H2T_LOG_DEBUG("server", "connection %u accepted", srv->n_conns);
-    if (srv->n_conns > srv->cfg.max_conns) {
+    /* Connections that have not authenticated yield their slots: past either limit the
+     * oldest of them is closed, so idle sockets cannot lock out clients with the token. */
+    while (srv->n_unauth > srv->cfg.max_unauth_conns ||
+           srv->n_conns - srv->n_draining > srv->cfg.max_conns) {
+        srv_conn *old = oldest_unauth(srv, c);
+        if (!old)
+            break;
+        conn_fail(old, 0,
+                  h2t_err_set(H2T_EBUSY,
+                              "closed: too many connections without auth (limits: %u without "
+                              "auth, %u in all)",
+                              srv->cfg.max_unauth_conns, srv->cfg.max_conns));
+    }
+    if (srv->n_conns - srv->n_draining > srv->cfg.max_conns ||
+        srv->n_unauth > srv->cfg.max_unauth_conns) {
         conn_fail(c, 0,
                   h2t_err_set(H2T_EBUSY, "too many connections (limit %u)", srv->cfg.max_conns));
         return;
     }
-    c->authed = !srv->has_token;
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
@@ -616,6 +662,7 @@ void h2t_srv_config_default(h2t_srv_config *cfg)
     cfg->workers = 1;
     cfg->max_frame = H2T_PROTO_MAX_FRAME;
     cfg->max_conns = 4096;
+    cfg->max_unauth_conns = 64;
     cfg->idle_timeout_ms = 300000;
     cfg->slow_timeout_ms = 10000;
     cfg->max_pending_write = (size_t)64 << 20;
@@ -710,6 +757,8 @@ int h2t_srv_create(const h2t_srv_config *cfg, h2t_store *st, h2t_srv **out)
         srv->cfg.max_frame = H2T_PROTO_MAX_FRAME;
     if (!srv->cfg.max_conns)
         srv->cfg.max_conns = 4096;
+    if (!srv->cfg.max_unauth_conns)
+        srv->cfg.max_unauth_conns = 64;
     if (!srv->cfg.idle_timeout_ms)
         srv->cfg.idle_timeout_ms = 300000;
     if (!srv->cfg.slow_timeout_ms)

@@ -40,7 +40,10 @@
  * Protection: bound to 127.0.0.1 by default; with a token every connection must send Auth
  * first (constant-time compare) or gets an error and is closed; a non-loopback address
  * without a token is refused unless cfg.insecure_bind; frame lengths are checked against
- * cfg.max_frame before anything is allocated; at most cfg.max_conns connections; a
+ * cfg.max_frame (before Auth: H2T_SRV_AUTH_FRAME_MAX) and a frame's buffer grows only with
+ * the bytes that arrived; at most cfg.max_conns connections, of which at most
+ * cfg.max_unauth_conns wait for Auth (a new connection past either limit closes the oldest
+ * unauthenticated one, so idle sockets cannot lock out clients with the token); a
  * connection idle for cfg.idle_timeout_ms (no request in flight, no watch), or that leaves a
  * frame or the Auth unfinished for cfg.slow_timeout_ms, is closed; a client that does not
  * read its replies (more than cfg.max_pending_write bytes queued) is closed.
@@ -61,6 +64,10 @@
  * the default, and the most a server accepts (4 bytes an id: 64 MiB and 4 GiB a list) */
 #define H2T_SRV_SEL_MAX_DEFAULT (1u << 24)
 #define H2T_SRV_SEL_MAX_LIMIT (1u << 30)
+/* With a token, a frame read before Auth is at most this long (an Auth frame is far
+ * shorter): unauthenticated connections together hold at most
+ * cfg.max_unauth_conns x H2T_SRV_AUTH_FRAME_MAX bytes of frames (256 KiB by default). */
+#define H2T_SRV_AUTH_FRAME_MAX 4096u
 /* statistics requests over at most this many features are answered on the event loop */
 #define H2T_SRV_LOOP_STATS_MAX 16384u
 
@@ -75,18 +82,20 @@ typedef int (*h2t_srv_runner_fn)(void *ud, h2t_store *st, const h2t_task *task,
                                  void *pud, const atomic_int *cancel, void **blob, size_t *len);
 
 typedef struct h2t_srv_config {
-    const char *listen;       /* "HOST:PORT", "PORT" or "[V6]:PORT"; default "127.0.0.1:7433" */
-    const char *token_file;   /* NULL: no token. BORROWED for h2t_srv_create */
-    const char *port_file;    /* write the bound port here (atomically) once listening */
-    int insecure_bind;        /* allow a non-loopback address without a token */
-    uint32_t workers;         /* job threads (default 1) */
-    uint32_t max_frame;       /* payload limit in bytes (default H2T_PROTO_MAX_FRAME) */
-    uint32_t max_conns;       /* default 4096 */
-    uint32_t idle_timeout_ms; /* default 300000 */
-    uint32_t slow_timeout_ms; /* unfinished frame / missing auth, default 10000 */
-    size_t max_pending_write; /* bytes of replies queued for one client, default 64 MiB */
-    int handle_signals;       /* stop gracefully on SIGINT/SIGTERM (default 1) */
-    h2t_srv_runner_fn runner; /* NULL: h2t_srv_runner_solver */
+    const char *listen;        /* "HOST:PORT", "PORT" or "[V6]:PORT"; default "127.0.0.1:7433" */
+    const char *token_file;    /* NULL: no token. BORROWED for h2t_srv_create */
+    const char *port_file;     /* write the bound port here (atomically) once listening */
+    int insecure_bind;         /* allow a non-loopback address without a token */
+    uint32_t workers;          /* job threads (default 1) */
+    uint32_t max_frame;        /* payload limit in bytes (default H2T_PROTO_MAX_FRAME) */
+    uint32_t max_conns;        /* default 4096 */
+    uint32_t max_unauth_conns; /* connections that have not sent Auth yet (with a token), default
+                                  64: past it the oldest of them is closed */
+    uint32_t idle_timeout_ms;  /* default 300000 */
+    uint32_t slow_timeout_ms;  /* unfinished frame / missing auth, default 10000 */
+    size_t max_pending_write;  /* bytes of replies queued for one client, default 64 MiB */
+    int handle_signals;        /* stop gracefully on SIGINT/SIGTERM (default 1) */
+    h2t_srv_runner_fn runner;  /* NULL: h2t_srv_runner_solver */
     void *runner_ud;
     uint32_t job_threads;   /* BLAS threads per job; 0 (default): max(1, (CPUs - 1) / workers) */
     int job_nice;           /* nice value of the job threads (default 10; 0 = unchanged) */

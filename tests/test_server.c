@@ -12,10 +12,12 @@
 #include "server/server.h"
 #include "storage/store.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -453,6 +455,87 @@ TEST(server_bad_frames_and_limits)
     h2t_msg_free(&m);
     for (int i = 0; i < 4; i++)
         h2t_client_close(cs[i]);
+    test_srv_finish(&t);
+}
+
+/* The frame reader allocates as bytes arrive, not what a header announces. */
+TEST(server_frame_reader_grows_with_data)
+{
+    h2t_proto_reader rd;
+    h2t_proto_reader_init(&rd, 16u << 20);
+    uint8_t hdr[14] = {0x00, 0xff, 0xff, 0xf0}; /* 16 MiB - 16 announced, 10 bytes sent */
+    size_t used = 0;
+    const uint8_t *payload = NULL;
+    uint32_t plen = 0;
+    ASSERT_EQ(h2t_proto_reader_feed(&rd, hdr, sizeof(hdr), &used, &payload, &plen), 0);
+    ASSERT_EQ(used, sizeof(hdr));
+    ASSERT_LE(malloc_usable_size(rd.buf), 64 * 1024);
+    /* the rest in pieces: the payload arrives whole, byte for byte */
+    uint32_t len = 0xfffff0;
+    uint8_t *chunk = malloc(1 << 16);
+    for (int i = 0; i < (1 << 16); i++)
+        chunk[i] = (uint8_t)i;
+    uint32_t sent = 10;
+    int rc = 0;
+    while (rc == 0) {
+        size_t n = len - sent < (1u << 16) ? len - sent : (1u << 16);
+        rc = h2t_proto_reader_feed(&rd, chunk, n, &used, &payload, &plen);
+        ASSERT(rc >= 0);
+        ASSERT_EQ(used, n);
+        sent += (uint32_t)n;
+        if (rc == 0) /* never more than twice what arrived */
+            ASSERT_LE(malloc_usable_size(rd.buf), 2 * (size_t)sent + 64 * 1024);
+    }
+    ASSERT_EQ(plen, len);
+    ASSERT_EQ(payload[10], 0);
+    ASSERT_EQ(payload[len - 1], (uint8_t)((len - 10 - 1) % (1u << 16)));
+    free(chunk);
+    h2t_proto_reader_free(&rd);
+}
+
+/* With a token, connections that have not authenticated can neither hold much memory (a
+ * frame before auth is at most H2T_SRV_AUTH_FRAME_MAX bytes) nor fill the connection slots:
+ * past cfg.max_unauth_conns the oldest unauthenticated one is closed, and a real client
+ * still gets in while idle unauthenticated sockets sit on every slot. */
+TEST(server_unauthenticated_budget)
+{
+    FILE *f = fopen("token", "w");
+    fputs("s3cret-token-0123456789\n", f);
+    fclose(f);
+    chmod("token", 0600);
+    test_srv t = {.st = fixture("store")};
+    h2t_srv_config cfg;
+    h2t_srv_config_default(&cfg);
+    cfg.token_file = "token";
+    cfg.max_conns = 8;
+    cfg.max_unauth_conns = 4;
+
+    test_srv_start(&t, &cfg);
+    unsetenv("H2T_TOKEN_FILE");
+    /* a big frame before auth is refused from its header */
+    uint8_t big[4] = {0x00, 0x10, 0x00, 0x00};
+    expect_error_close(&t, big, 4, H2T_ETOOBIG);
+    /* idle unauthenticated sockets on every slot, each with a frame started */
+    h2t_client *idle[8];
+    uint8_t part[6] = {0, 0, 0x0f, 0xff, 0x0a, 0x01};
+    for (int i = 0; i < 8; i++) {
+        ASSERT_OK(h2t_client_connect(t.addr, NULL, 5000, &idle[i]));
+        ASSERT_OK(h2t_client_send_raw(idle[i], part, sizeof(part)));
+    }
+    usleep(100000);
+    h2t_client *c = NULL;
+    ASSERT_OK(h2t_client_connect(t.addr, "token", 5000, &c));
+    h2t_msg q = {.type = H2T_MSG_HEALTH_REQ}, m;
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_HEALTH, &m));
+    h2t_msg_free(&m);
+    h2t_client_close(c);
+    /* the oldest unauthenticated ones were told why */
+    ASSERT_OK(h2t_client_recv(idle[0], &m));
+    ASSERT_EQ(m.type, H2T_MSG_ERROR);
+    ASSERT_EQ(m.u.error.code, H2T_EBUSY);
+    h2t_msg_free(&m);
+    for (int i = 0; i < 8; i++)
+        h2t_client_close(idle[i]);
     test_srv_finish(&t);
 }
 
