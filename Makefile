@@ -2,7 +2,7 @@
 #   make            build/h2tdb
 #   make test       build with ASan+UBSan and run every test (T=pattern runs a subset)
 #   make bench      benchmarks against named peers (needs deploy/deps.sh --bench)
-#   make demo       the main job end to end on real data (issue: see README)
+#   make demo       the main job end to end on real data (docs/deployment.md)
 #   make format-check | format | clean | install (PREFIX, DESTDIR)
 #   make fuzz       longer fuzzing of the frame decoder (clang/libFuzzer)
 

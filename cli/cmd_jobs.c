@@ -144,7 +144,7 @@ static const char train_usage[] =
     "has the very same spec (task and its samples, extraction, method and every option after\n"
     "defaults), the server answers with that job instead (\"reused\"); --retrain trains again.\n"
     "--wait follows the job to the end (a live progress line on a terminal) and exits 0 only\n"
-    "when it is done. Defaults: method head2toe, the solver's grids (HEAD2TOE.md), 5 folds,\n"
+    "when it is done. Defaults: method head2toe, the solver's grids (docs/head2toe.md), 5 folds,\n"
     "seed 0.\n";
 
 int h2t_cmd_train(int argc, char **argv)

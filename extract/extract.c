@@ -781,7 +781,7 @@ static void *fwd_main(void *arg)
         rc = workers_run(j->ws, j->W, j->input, j->nb);
     }
     /* forward in sub-batches of FB: each tensor is pooled right after it is computed, and at a
-     * small FB it is still in the cache then (see README, Extraction) */
+     * small FB it is still in the cache then (docs/extraction.md) */
     for (int s0 = 0; j->W == 1 && rc == 0 && s0 < j->nb; s0 += j->FB) {
         run_ctx *c = j->c;
         c->bufs = j->bufs;

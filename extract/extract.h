@@ -1,6 +1,6 @@
 /*
  * extract/extract.h - data sources, preprocessing, Head2Toe pooling and the one-pass
- * extraction driver: every selected tensor of an ONNX backbone, pooled per HEAD2TOE.md, for
+ * extraction driver: every selected tensor of an ONNX backbone, pooled per docs/head2toe.md, for
  * every sample of a dataset, written to the store batch by batch (resumable).
  *
  *     h2t_extract_opts o;
@@ -46,7 +46,7 @@
  * to [lo, hi]. [lo, hi] comes from the ONNX metadata_props key "h2tdb.preprocess"
  * ("scale=lo,hi"), else [-1, 1]; opts.scale overrides both.
  *
- * Pooling (HEAD2TOE.md "Features"; one target size T for every layer; per sample):
+ * Pooling (docs/head2toe.md, "Features"; one target size T for every layer; per sample):
  *   4-D (C x H x W): C >= T: global average -> C. Else n = floor(sqrt(floor(T / C))),
  *       ph = floor(H / n), pw = floor(W / n); if ph or pw is 0: global average; else average
  *       windows ph x pw, stride ph x pw, no padding, trailing rows/columns dropped ->

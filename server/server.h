@@ -27,7 +27,7 @@
  * kernel places a woken thread (Linux select_idle_sibling); with nice 10 alone the loop and
  * its clients were woken onto one CPU while the job kept the other. And the loop polls for
  * cfg.spin_us after its last event before it sleeps in epoll: under load it never sleeps, so
- * it is never woken, and a wake-up never moves it onto its clients' CPU (README: Service).
+ * it is never woken, and a wake-up never moves it onto its clients' CPU (docs/service.md).
  * (OpenBLAS's own threads, used when cfg.job_threads > 1, keep the normal policy.)
  *
  * Jobs live in the store (storage/store.h jobs table). On start the server queues every

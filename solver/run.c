@@ -871,7 +871,7 @@ static int check_finite(const job *j, const float *x, uint32_t l, uint32_t sampl
 }
 
 /* The job on an in-memory dataset. normalised = 0: every value is checked finite and each
- * layer block L2-normalised per row, as HEAD2TOE.md says; normalised = 1 (the design cache's
+ * layer block L2-normalised per row, as docs/head2toe.md says; normalised = 1 (the design cache's
  * entries, checked and normalised once when loaded): the rows are copied as they are.
  * normalise_rows works per row and layer block, so a block copied from a wider matrix keeps
  * its bits and both ways give the same result. */

@@ -17,7 +17,7 @@
  *     }
  *     h2t_result_destroy(res);
  *
- * The method (HEAD2TOE.md):
+ * The method (docs/head2toe.md):
  *  - Features: each layer's vector is L2-normalised per example (a zero vector stays zero),
  *    layers are concatenated. After selection the kept columns of each layer are
  *    L2-normalised again over that subset; layers with nothing kept drop out. (Since

@@ -2,7 +2,7 @@
  * storage/store.c - the LMDB feature store (contract: storage/store.h).
  *
  * Layout on disk: one LMDB environment per directory (data.mdb, lock.mdb), one named database
- * per table of DESIGN.md. Keys are big-endian; record values are a small length-checked
+ * per table of docs/storage.md. Keys are big-endian; record values are a small length-checked
  * little-endian encoding (wb_* / rb_*), so a damaged record is H2T_ECORRUPT, never a crash.
  * Feature blocks and statistics are raw host-order (x86-64: little-endian) arrays.
  *

@@ -13,7 +13,7 @@ static h2t_pool_plan plan4(int64_t c, int64_t h, int64_t w, uint32_t t)
 
 TEST(extract_pool_paper_example)
 {
-    /* HEAD2TOE.md: 60x60x64 at T=8192 -> n = 11, p = 5 -> 12 x 12 x 64 = 9216 */
+    /* docs/head2toe.md: 60x60x64 at T=8192 -> n = 11, p = 5 -> 12 x 12 x 64 = 9216 */
     h2t_pool_plan p = plan4(64, 60, 60, 8192);
     ASSERT_EQ(p.kind, H2T_POOL_GRID);
     ASSERT_EQ(p.ph, 5);
