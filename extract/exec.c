@@ -180,7 +180,7 @@ static int model_describe(h2t_model *m)
     }
     for (int i = 0; i < m->n_nodes; i++) {
         const onnx_node *nd = &m->nodes[i];
-        if (nd->kind == OP_CONSTANT)
+        if ((nd->def->flags & ONNX_OPF_CONST))
             continue;
         for (int k = 0; k < nd->n_out; k++) {
             int v = nd->out[k];
@@ -385,7 +385,7 @@ static int pad_foldable(const h2t_exec *x, int p, int conv)
     if (p < 0)
         return 0;
     const onnx_node *pd = &m->nodes[p];
-    if (pd->kind != OP_PAD || pd->out[0] != m->nodes[conv].in[0] || pd->p.mode != 0 ||
+    if (!onnx_op_is(pd, "Pad") || pd->out[0] != m->nodes[conv].in[0] || pd->p.mode != 0 ||
         value_needed(x, pd->out[0]) || x->vs[pd->in[0]].rank != 4)
         return 0;
     float val = pd->p.value;
@@ -418,7 +418,7 @@ static int chain_find(const h2t_exec *x, int i, onnx_fuse *f)
     f->conv = i;
     f->first = f->last = i;
     f->x = cv->in[0];
-    if (cv->kind != OP_CONV || x->vs[cv->in[0]].rank != 4 || x->vs[cv->out[0]].rank != 4)
+    if (!onnx_op_is(cv, "Conv") || x->vs[cv->in[0]].rank != 4 || x->vs[cv->out[0]].rank != 4)
         return 0;
     if (pad_foldable(x, i - 1, i)) {
         f->pad = i - 1;
@@ -427,8 +427,8 @@ static int chain_find(const h2t_exec *x, int i, onnx_fuse *f)
     }
     int cur = cv->out[0], j = i + 1;
     int64_t M = x->vs[cur].dim[1];
-    if (j < m->n_nodes && m->nodes[j].kind == OP_BN && m->nodes[j].in[0] == cur &&
-        x->vs[cur].dim[1] == M) {
+    if (j < m->n_nodes && onnx_op_is(&m->nodes[j], "BatchNormalization") &&
+        m->nodes[j].in[0] == cur && x->vs[cur].dim[1] == M) {
         const onnx_node *bn = &m->nodes[j];
         int ok = 1;
         for (int k = 1; k < 5; k++)
@@ -438,7 +438,7 @@ static int chain_find(const h2t_exec *x, int i, onnx_fuse *f)
             cur = bn->out[0];
         }
     }
-    if (j < m->n_nodes && m->nodes[j].kind == OP_ADD) {
+    if (j < m->n_nodes && onnx_op_is(&m->nodes[j], "Add")) {
         const onnx_node *ad = &m->nodes[j];
         int other = ad->in[0] == cur ? ad->in[1] : ad->in[1] == cur ? ad->in[0] : -1;
         if (other >= 0 && other != cur && x->root[other] >= 0 &&
@@ -448,14 +448,14 @@ static int chain_find(const h2t_exec *x, int i, onnx_fuse *f)
             cur = ad->out[0];
         }
     }
-    if (j < m->n_nodes && (m->nodes[j].kind == OP_RELU || m->nodes[j].kind == OP_CLIP) &&
+    if (j < m->n_nodes && (onnx_op_is(&m->nodes[j], "Relu") || onnx_op_is(&m->nodes[j], "Clip")) &&
         m->nodes[j].in[0] == cur) {
         const onnx_node *ac = &m->nodes[j];
         int ok = 1;
-        f->act_kind = ac->kind == OP_RELU ? H2T_ACT_RELU : H2T_ACT_CLIP;
+        f->act_kind = onnx_op_is(ac, "Relu") ? H2T_ACT_RELU : H2T_ACT_CLIP;
         f->act_lo = ac->p.fmin;
         f->act_hi = ac->p.fmax;
-        if (ac->kind == OP_CLIP && m->opset >= 11) {
+        if (onnx_op_is(ac, "Clip") && m->opset >= 11) {
             f->act_lo = -INFINITY;
             f->act_hi = INFINITY;
             for (int k = 1; k < 3 && ok; k++) {
@@ -540,7 +540,7 @@ static int fuse_plan(h2t_exec *x)
         return h2t_err_set(H2T_ENOMEM, "executor fusion plan");
     for (int i = 0; i < m->n_nodes; i++) {
         const onnx_node *nd = &m->nodes[i];
-        if (nd->kind != OP_CONV || onnx_node_is_static(m, nd) || x->chain_of[i] >= 0)
+        if (!onnx_op_is(nd, "Conv") || onnx_node_is_static(m, nd) || x->chain_of[i] >= 0)
             continue;
         onnx_fuse f;
         if (!chain_find(x, i, &f))
@@ -615,7 +615,7 @@ static size_t round_up(int64_t n)
 
 static int node_runs(const h2t_model *m, const onnx_node *nd)
 {
-    return nd->kind != OP_CONSTANT && !onnx_node_is_static(m, nd);
+    return !(nd->def->flags & ONNX_OPF_CONST) && !onnx_node_is_static(m, nd);
 }
 
 /* The step (node range) node i belongs to. */
@@ -1026,9 +1026,7 @@ static int split_ok(const h2t_exec *x, const onnx_vstate *vs, int n, int ns_n)
         const onnx_node *nd = &m->nodes[i];
         if (!node_runs(m, nd))
             continue;
-        if ((nd->kind == OP_SOFTMAX || nd->kind == OP_LOGSOFTMAX) && x->ns[i].a[0] == 0)
-            return 0;
-        if (nd->kind == OP_TRANSPOSE && x->ns[i].a[0] != 0)
+        if (nd->def->mixes_batch && nd->def->mixes_batch(nd, &x->ns[i]))
             return 0;
     }
     return 1;

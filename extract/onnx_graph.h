@@ -3,8 +3,9 @@
  * contract: only extract/onnx_*.c, exec*.c and ops*.c include it).
  *
  * onnx_load.c turns the protobuf ModelProto into this plain graph (the only file that touches
- * protobuf-c); onnx_infer.c checks every node (operator, attributes, data types) and infers
- * shapes for concrete input shapes; exec.c plans the arena and runs the ops_*.c kernels.
+ * protobuf-c); onnx_ops.c checks every node (operator, attributes, data types) and infers
+ * shapes for concrete input shapes through the operator table (below: "the operator table",
+ * with how to add an operator); exec.c plans the arena and runs the ops_*.c kernels.
  *
  * Values are every tensor name of the graph: graph inputs, initializers (and Constant node
  * outputs, folded into constants at load), node outputs. Two element types exist: float32
@@ -62,62 +63,6 @@ typedef struct onnx_value {
     int producer;                /* node index for ONNX_VAL_NODE, else -1 */
 } onnx_value;
 
-/* Operator kinds (the op table of onnx_infer.c is in this order). */
-enum {
-    OP_CONSTANT,
-    OP_CONV,
-    OP_BN,
-    OP_RELU,
-    OP_LEAKYRELU,
-    OP_CLIP,
-    OP_HARDSIGMOID,
-    OP_HARDSWISH,
-    OP_SIGMOID,
-    OP_TANH,
-    OP_ABS,
-    OP_NEG,
-    OP_EXP,
-    OP_LOG,
-    OP_SQRT,
-    OP_RECIPROCAL,
-    OP_FLOOR,
-    OP_CEIL,
-    OP_ERF,
-    OP_ELU,
-    OP_SELU,
-    OP_SOFTPLUS,
-    OP_SOFTSIGN,
-    OP_ADD,
-    OP_SUB,
-    OP_MUL,
-    OP_DIV,
-    OP_POW,
-    OP_PRELU,
-    OP_MAXPOOL,
-    OP_AVGPOOL,
-    OP_GAP,
-    OP_GMP,
-    OP_PAD,
-    OP_CONCAT,
-    OP_FLATTEN,
-    OP_RESHAPE,
-    OP_GEMM,
-    OP_MATMUL,
-    OP_SOFTMAX,
-    OP_LOGSOFTMAX,
-    OP_IDENTITY,
-    OP_DROPOUT,
-    OP_TRANSPOSE,
-    OP_SHAPE,
-    OP_GATHER,
-    OP_UNSQUEEZE,
-    OP_SQUEEZE,
-    OP_REDUCEMEAN,
-    OP_CAST,
-    OP_SLICE,
-    OP_COUNT
-};
-
 /* Parameters parsed from attributes at check time (the fields an op uses). */
 typedef struct onnx_params {
     int64_t kernel[2], strides[2], dil[2], pads[4]; /* Conv, pools: H then W */
@@ -139,9 +84,9 @@ typedef struct onnx_params {
 } onnx_params;
 
 typedef struct onnx_node {
-    char *name; /* OWNED; "" when the model leaves it unnamed */
-    char *op;   /* OWNED */
-    int kind;   /* index in the op table (onnx_infer.c), -1 before check */
+    char *name;                   /* OWNED; "" when the model leaves it unnamed */
+    char *op;                     /* OWNED */
+    const struct onnx_opdef *def; /* the operator's table entry; NULL before onnx_check */
     int n_in, n_out;
     int *in, *out; /* value indices; -1 for an omitted optional input */
     int n_attr;
@@ -187,17 +132,19 @@ typedef struct onnx_vstate {
 int onnx_model_parse(const void *buf, size_t len, const char *what, h2t_model *m);
 void onnx_model_free(h2t_model *m);
 
-/* ---- onnx_infer.c ---- */
-/* Check every node: known operator, supported attributes and data types; fill nd->kind and
- * nd->p. H2T_EUNSUPPORTED naming the op and node. */
+/* ---- onnx_ops.c: the operator registry, checks and shape inference ---- */
+/* Check every node: known operator, input/output counts, attributes and data types; fill
+ * nd->def and nd->p. H2T_EUNSUPPORTED naming the op and node. */
 int onnx_check(h2t_model *m);
 /* Infer shapes for all values given the runtime inputs' shapes (vs[inputs[k]].rank/dim set by
  * the caller, and .ival for int64 inputs). Constants are filled here. H2T_ESHAPE naming the
  * node, H2T_EUNSUPPORTED (an int64 value that would depend on float data), H2T_ENOMEM. */
 int onnx_infer(const h2t_model *m, onnx_vstate *vs, onnx_nstate *ns);
 void onnx_state_clear(const h2t_model *m, onnx_vstate *vs);
-/* Whether a node's op is a pure view (Reshape, Flatten, Identity, ...: output = input bytes). */
+/* Whether a node's op is a pure view (table flag ONNX_OPF_VIEW: output = input 0's bytes). */
 int onnx_op_is_view(const onnx_node *nd);
+/* Whether a node's op is the named one (the fusion planner's chain patterns). */
+int onnx_op_is(const onnx_node *nd, const char *name);
 /* Whether a node is evaluated during inference (its outputs are int64). */
 int onnx_node_is_static(const h2t_model *m, const onnx_node *nd);
 
@@ -226,7 +173,7 @@ typedef struct onnx_kctx {
     int *rerr;
 } onnx_kctx;
 
-/* Run fn over [0, n) split in up to `threads` chunks of at least min_chunk items. */
+/* Run fn over [0, n) split in up to `threads` chunks of at least min_chunk items (par.c). */
 typedef void (*onnx_par_fn)(void *ctx, int64_t lo, int64_t hi);
 void onnx_par_for(int threads, int64_t n, int64_t min_chunk, onnx_par_fn fn, void *ctx);
 /* OpenBLAS's current thread count (ops_conv.c). */
@@ -260,28 +207,134 @@ int onnx_k_conv_fused(const onnx_kctx *k, const onnx_fuse *f, const onnx_nstate 
 size_t onnx_k_conv_fused_scratch(const h2t_model *m, const onnx_fuse *f, const onnx_vstate *vs,
                                  const onnx_nstate *conv_ns, const onnx_nstate *pad_ns);
 
-/* The kernels of ops_conv.c that onnx_kernel_run (ops_elem.c) dispatches to: Conv (unfused),
- * MaxPool/AveragePool, Gemm, MatMul, and the Conv's scratch in floats. */
-int onnx_k_conv(const onnx_kctx *k, const onnx_node *nd);
-int onnx_k_pool(const onnx_kctx *k, const onnx_node *nd);
-int onnx_k_gemm(const onnx_kctx *k, const onnx_node *nd);
-int onnx_k_matmul(const onnx_kctx *k, const onnx_node *nd);
-size_t onnx_k_conv_scratch(const onnx_node *nd, const onnx_vstate *vs, const onnx_nstate *ns);
+/* ---- the operator table ----
+ *
+ * Everything the executor knows about one operator is one onnx_opdef entry: its checks, its
+ * attribute parsing, its shape inference, its static evaluation and its kernel. Entries live
+ * next to their kernels in table fragments, one per ops_*.c file:
+ *
+ *     const onnx_opdef onnx_ops_elem[] = {...};
+ *     const int onnx_ops_elem_n = sizeof onnx_ops_elem / sizeof onnx_ops_elem[0];
+ *
+ * and onnx_ops.c's registry lists the fragments (ONNX_OP_FRAGMENTS there, which also declares
+ * them); a new ops_*.c file adds its one line to that list.
+ *
+ * How to add an operator: write its functions in an ops_*.c file and add one entry to that
+ * file's fragment. For example an element-wise float op with one attribute:
+ *
+ *     static int parse_celu(const h2t_model *m, onnx_node *nd)
+ *     {
+ *         (void)m;
+ *         nd->p.alpha = onnx_attr_f(nd, "alpha", 1.f);
+ *         return 0;
+ *     }
+ *     static int k_celu(const onnx_kctx *k, const onnx_node *nd)
+ *     {
+ *         const float *x = IN(0)->f;
+ *         float *y = OUT(0)->f, a = nd->p.alpha;
+ *         for (int64_t i = 0, n = onnx_numel(OUT(0)); i < n; i++)
+ *             y[i] = x[i] > 0.f ? x[i] : a * expm1f(x[i] / a);
+ *         return 0;
+ *     }
+ *
+ *     {"Celu", .min_in = 1, .max_in = 1, .max_out = 1, .dt = ONNX_DTR_FLOAT,
+ *      .parse = parse_celu, .infer = onnx_infer_same, .run = k_celu},
+ *
+ * What the executor does with an entry:
+ *  - onnx_check (once, at load): finds the entry by name (H2T_EUNSUPPORTED when none), checks
+ * min_in..max_in inputs with inputs 0..min_in-1 present, 1..max_out outputs, input data types by dt
+ * and param_in, then calls parse, which validates attributes into nd->p (H2T_EUNSUPPORTED /
+ * H2T_ECORRUPT naming the node, via onnx_unsup / h2t_err_set).
+ *  - onnx_infer (per input shape): calls infer, which sets the outputs' shapes (onnx_set_shape)
+ *    and may resolve per-node amounts into ns (pads, axes, ...); then, when the outputs are
+ *    int64 (static), eval computes their values into vs[out].ival from the inputs' ival.
+ *  - exec (per run): run computes the float outputs (OUT(k)->f) from the inputs; scratch says
+ *    how many floats of scratch run needs (k->scratch). Views (ONNX_OPF_VIEW) have no kernel:
+ *    the output shares the input's buffer.
+ */
+
+/* Data-type rules (onnx_opdef.dt). Inputs marked in param_in are int64 whatever the rule. */
+enum {
+    ONNX_DTR_FLOAT = 1, /* float32 inputs, float32 output */
+    ONNX_DTR_SAME,      /* every input and the output have input 0's type (float32 or int64) */
+    ONNX_DTR_SHAPE,     /* any input type, int64 output */
+    ONNX_DTR_CAST       /* output type from the 'to' attribute (nd->p.to) */
+};
+
+/* Flags (onnx_opdef.flags). */
+enum {
+    ONNX_OPF_VIEW = 1,       /* output 0 is input 0's bytes (Reshape, Identity, ...): no kernel */
+    ONNX_OPF_CONST = 2,      /* folded into a constant at load (Constant): never checked or run */
+    ONNX_OPF_READS_SHAPE = 4 /* reads only its inputs' shapes (Shape): static from any input */
+};
+
+typedef struct onnx_opdef {
+    const char *name;   /* ONNX op_type (domain ai.onnx) */
+    int min_in, max_in; /* input count bounds (omitted optional inputs count) */
+    int max_out;        /* at most this many outputs (at least 1); parse may refuse extra ones */
+    unsigned param_in;  /* bit k set: input k is an int64 parameter (shape, axes, pads, ...) */
+    int dt;             /* ONNX_DTR_* */
+    unsigned flags;     /* ONNX_OPF_* */
+    int sub;            /* the op's own variant code, for kernels shared by several ops */
+    /* Attributes into nd->p (NULL: none read). */
+    int (*parse)(const h2t_model *m, onnx_node *nd);
+    /* Output shapes from the input shapes (and static inputs' ival); fills ns. */
+    int (*infer)(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs, onnx_nstate *ns);
+    /* int64 outputs from known inputs (after infer, outputs' shapes set). NULL: the op refuses
+     * int64 data. */
+    int (*eval)(const onnx_node *nd, onnx_vstate *vs, const onnx_nstate *ns);
+    /* The float kernel (NULL for views and ops whose outputs are always static). */
+    int (*run)(const onnx_kctx *k, const onnx_node *nd);
+    /* Floats of scratch run needs (NULL: none). */
+    size_t (*scratch)(const onnx_node *nd, const onnx_vstate *vs, const onnx_nstate *ns);
+    /* Whether the node, with these resolved amounts, mixes samples across axis 0 where every
+     * shape would allow splitting the batch (Softmax over axis 0, ...). NULL: never. */
+    int (*mixes_batch)(const onnx_node *nd, const onnx_nstate *ns);
+} onnx_opdef;
+
+/* The entry for an op_type, NULL when unsupported. */
+const onnx_opdef *onnx_op_find(const char *name);
+/* Every entry of every fragment, i in [0, onnx_op_count()) (the table's own tests). */
+int onnx_op_count(void);
+const onnx_opdef *onnx_op_at(int i);
 
 /* Floats of scratch a node needs (with its inferred shapes). */
 size_t onnx_kernel_scratch(const onnx_node *nd, const onnx_vstate *vs, const onnx_nstate *ns);
+/* Run a node's kernel (not for views or static nodes). */
 int onnx_kernel_run(const onnx_kctx *k, const onnx_node *nd);
 
-/* Element-size-generic data movement, shared by float kernels and int64 evaluation. */
-void onnx_k_gather(const void *data, int64_t outer, int64_t axis_n, int64_t inner,
-                   const int64_t *idx, int64_t n_idx, void *out, size_t esz);
-void onnx_k_transpose(const void *in, const int64_t *idim, int rank, const int64_t *perm, void *out,
-                      size_t esz);
-/* start/step per axis (ns->a / ns->b of a Slice node), out shape os. */
-void onnx_k_slice(const void *in, const onnx_vstate *is, const int64_t *start, const int64_t *step,
-                  const onnx_vstate *os, void *out, size_t esz);
-/* out[i] = a[bcast i] op b[bcast i] for int64 (op: OP_ADD..OP_DIV). */
-void onnx_k_binary_i64(int op, const onnx_vstate *a, const onnx_vstate *b, const onnx_vstate *o,
-                       const int64_t *pa, const int64_t *pb, int64_t *po);
+/* ---- helpers for the ops_*.c files (onnx_ops.c) ---- */
+
+/* Inputs and outputs in shape inference (a vs in scope) and in kernels (a k in scope). */
+#define VIN(j) (&vs[nd->in[j]])
+#define VOUT(j) (&vs[nd->out[j]])
+#define IN(j) (&k->vs[nd->in[j]])
+#define OUT(j) (&k->vs[nd->out[j]])
+#define HAS(j) ((j) < nd->n_in && nd->in[j] >= 0)
+
+const onnx_attr *onnx_attr_get(const onnx_node *nd, const char *name);
+int64_t onnx_attr_i(const onnx_node *nd, const char *name, int64_t def);
+float onnx_attr_f(const onnx_node *nd, const char *name, float def);
+const char *onnx_attr_s(const onnx_node *nd, const char *name, const char *def);
+/* ints attribute into out (max n); returns the count, -1 when absent, -2 when too long. */
+int onnx_attr_ints(const onnx_node *nd, const char *name, int64_t *out, int max);
+/* H2T_EUNSUPPORTED "operator OP (node 'NAME'): <msg><what>". */
+int onnx_unsup(const onnx_node *nd, const char *msg, const char *what);
+/* H2T_ESHAPE "node 'NAME' (OP): <fmt with a, b>" (fmt takes two long long at most). */
+int onnx_shape_err(const onnx_node *nd, const char *fmt, long long a, long long b);
+/* axis in [-rank, rank) into [0, rank); -1 when out of range. */
+int onnx_norm_axis(int64_t axis, int rank, int64_t *out);
+void onnx_set_shape(onnx_vstate *o, int rank, const int64_t *dim);
+/* (Re)allocate o->ival for o's shape. */
+int onnx_alloc_ival(onnx_vstate *o);
+/* int64 parameter input k as a flat list; -1 when absent, H2T_EUNSUPPORTED when not known
+ * before run. */
+int onnx_param_list(const onnx_node *nd, const onnx_vstate *vs, int k, const int64_t **out,
+                    int64_t *n);
+/* Numpy-style broadcast of a and b into o's shape. H2T_ESHAPE naming the node. */
+int onnx_bcast_shape(const onnx_node *nd, const onnx_vstate *a, const onnx_vstate *b,
+                     onnx_vstate *o);
+/* infer for ops whose output has input 0's shape. */
+int onnx_infer_same(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs, onnx_nstate *ns);
 
 #endif

@@ -143,19 +143,12 @@ int h2t_model_tensor_lin(const h2t_model *m, int tensor, h2t_tensor_lin *out)
         return 0;
     const h2t_tensor_info *y = h2t_model_tensor(m, tensor);
     int rc = 0;
-    switch (nd->kind) {
-    case OP_BN:
+    if (onnx_op_is(nd, "BatchNormalization"))
         rc = nd->n_in >= 5 ? lin_bn(m, nd, y, out) : 0;
-        break;
-    case OP_ADD:
+    else if (onnx_op_is(nd, "Add"))
         rc = nd->n_in == 2 ? lin_add(m, nd, y, out) : 0;
-        break;
-    case OP_PAD:
+    else if (onnx_op_is(nd, "Pad"))
         rc = lin_pad(m, nd, y, out);
-        break;
-    default:
-        break;
-    }
     if (rc <= 0) {
         h2t_tensor_lin_free(out);
         memset(out, 0, sizeof *out);

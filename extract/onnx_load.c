@@ -373,7 +373,7 @@ static int graph_copy(h2t_model *m, const Onnx__GraphProto *g, const char *what)
     for (size_t i = 0; i < g->n_node; i++) {
         const Onnx__NodeProto *np = g->node[i];
         onnx_node *nd = &m->nodes[m->n_nodes++];
-        nd->kind = -1;
+        nd->def = NULL;
         nd->name = dupstr(np->name);
         nd->op = dupstr(np->op_type);
         nd->in = calloc(np->n_input + 1, sizeof(int));

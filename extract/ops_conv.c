@@ -1,7 +1,8 @@
 /*
  * extract/ops_conv.c - convolution (im2col / direct 1x1 + OpenBLAS sgemm, depthwise as
- * direct loops), max/average pooling, Gemm and MatMul. The only file of extract/ that calls
- * BLAS; h2t_blas_threads sets OpenBLAS's thread count explicitly.
+ * direct loops), max/average pooling, Gemm and MatMul, the fused conv chains of exec.c, and
+ * these operators' checks, shape inference and table fragment (onnx_ops_conv). The only file
+ * of extract/ that calls BLAS; h2t_blas_threads sets OpenBLAS's thread count explicitly.
  */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("O3")
@@ -15,9 +16,8 @@
 #include "extract/kern.h"
 #include "extract/onnx_graph.h"
 
-#define IN(j) (&k->vs[nd->in[j]])
-#define OUT(j) (&k->vs[nd->out[j]])
-#define HAS(i) ((i) < nd->n_in && nd->in[i] >= 0)
+/* Variants of the shared window kernel (onnx_opdef.sub). */
+enum { W_CONV, W_MAXPOOL, W_AVGPOOL };
 
 void h2t_blas_threads(int n)
 {
@@ -81,7 +81,7 @@ static int is_pointwise(const geo *g)
            g->OH == g->H && g->OW == g->W;
 }
 
-size_t onnx_k_conv_scratch(const onnx_node *nd, const onnx_vstate *vs, const onnx_nstate *ns)
+static size_t k_conv_scratch(const onnx_node *nd, const onnx_vstate *vs, const onnx_nstate *ns)
 {
     geo g;
     geo_make(nd, &vs[nd->in[0]], &vs[nd->out[0]], ns, &g);
@@ -224,7 +224,7 @@ static void depthwise(int threads, const float *x, const float *w, const float *
                  is_dw3x3(g) ? dw3x3_range : depthwise_range, &j);
 }
 
-int onnx_k_conv(const onnx_kctx *k, const onnx_node *nd)
+static int k_conv(const onnx_kctx *k, const onnx_node *nd)
 {
     geo g;
     const onnx_vstate *x = IN(0), *w = IN(1);
@@ -508,12 +508,12 @@ int onnx_k_conv_fused(const onnx_kctx *k, const onnx_fuse *f, const onnx_nstate 
     return 0;
 }
 
-int onnx_k_pool(const onnx_kctx *k, const onnx_node *nd)
+static int k_pool(const onnx_kctx *k, const onnx_node *nd)
 {
     geo g;
     const onnx_vstate *x = IN(0);
     geo_make(nd, x, OUT(0), k->ns, &g);
-    int is_max = nd->kind == OP_MAXPOOL, incl = nd->p.count_include_pad;
+    int is_max = nd->def->sub == W_MAXPOOL, incl = nd->p.count_include_pad;
     int64_t pb = k->ns->a[2], pr = k->ns->a[3];
     for (int64_t c = 0; c < g.N * g.C; c++) {
         const float *xp = x->f + c * g.H * g.W;
@@ -548,7 +548,7 @@ int onnx_k_pool(const onnx_kctx *k, const onnx_node *nd)
     return 0;
 }
 
-int onnx_k_gemm(const onnx_kctx *k, const onnx_node *nd)
+static int k_gemm(const onnx_kctx *k, const onnx_node *nd)
 {
     const onnx_vstate *a = IN(0), *b = IN(1), *o = OUT(0);
     int ta = nd->p.trans_a, tb = nd->p.trans_b;
@@ -577,7 +577,7 @@ int onnx_k_gemm(const onnx_kctx *k, const onnx_node *nd)
     return 0;
 }
 
-int onnx_k_matmul(const onnx_kctx *k, const onnx_node *nd)
+static int k_matmul(const onnx_kctx *k, const onnx_node *nd)
 {
     const onnx_vstate *a = IN(0), *b = IN(1), *o = OUT(0);
     int a1 = a->rank == 1, b1 = b->rank == 1;
@@ -627,3 +627,260 @@ int onnx_k_matmul(const onnx_kctx *k, const onnx_node *nd)
     }
     return 0;
 }
+
+/* ---------------------------------------------------------------- checks and shapes */
+
+/* Conv / pool attributes: kernel_shape (pools, or Conv when given), strides, pads,
+ * dilations, auto_pad. Spatial dims 1 or 2 (1-D is run as 2-D with H = 1). */
+static int parse_window(onnx_node *nd, int is_conv)
+{
+    onnx_params *p = &nd->p;
+    int64_t k[4], s[4], d[4], pads[8];
+    int nk = onnx_attr_ints(nd, "kernel_shape", k, 4);
+    if (nk == -2 || nk == 3 || nk == 4)
+        return onnx_unsup(nd, "only 1-D and 2-D windows are supported", NULL);
+    if (nk < 0 && !is_conv)
+        return h2t_err_set(H2T_ECORRUPT, "node '%s' (%s): kernel_shape missing", nd->name, nd->op);
+    if (nk == 0)
+        return h2t_err_set(H2T_ECORRUPT, "node '%s' (%s): empty kernel_shape", nd->name, nd->op);
+    p->spatial = nk > 0 ? nk : 0; /* 0: from the weights at inference */
+    p->kernel[0] = p->kernel[1] = 1;
+    p->strides[0] = p->strides[1] = 1;
+    p->dil[0] = p->dil[1] = 1;
+    memset(p->pads, 0, sizeof p->pads);
+    if (nk == 1)
+        p->kernel[1] = k[0];
+    else if (nk == 2)
+        p->kernel[0] = k[0], p->kernel[1] = k[1];
+    int ns = onnx_attr_ints(nd, "strides", s, 4);
+    int nd2 = onnx_attr_ints(nd, "dilations", d, 4);
+    int np = onnx_attr_ints(nd, "pads", pads, 8);
+    if (ns == -2 || ns > 2 || nd2 == -2 || nd2 > 2 || np == -2 || np > 4 || np == 3 || np == 1)
+        return onnx_unsup(nd, "only 1-D and 2-D windows are supported", NULL);
+    if (ns == 1)
+        p->strides[1] = s[0];
+    else if (ns == 2)
+        p->strides[0] = s[0], p->strides[1] = s[1];
+    if (nd2 == 1)
+        p->dil[1] = d[0];
+    else if (nd2 == 2)
+        p->dil[0] = d[0], p->dil[1] = d[1];
+    if (np == 2)
+        p->pads[1] = pads[0], p->pads[3] = pads[1];
+    else if (np == 4)
+        p->pads[0] = pads[0], p->pads[1] = pads[1], p->pads[2] = pads[2], p->pads[3] = pads[3];
+    p->has_ints = np > 0 ? np / 2 : 0; /* spatial count implied by pads */
+    for (int i = 0; i < 2; i++)
+        if (p->kernel[i] < 1 || p->strides[i] < 1 || p->dil[i] < 1 || p->pads[i] < 0 ||
+            p->pads[i + 2] < 0)
+            return h2t_err_set(H2T_ECORRUPT, "node '%s' (%s): bad kernel/stride/dilation/pad",
+                               nd->name, nd->op);
+    const char *ap = onnx_attr_s(nd, "auto_pad", "NOTSET");
+    if (!strcmp(ap, "NOTSET") || !ap[0])
+        p->auto_pad = 0;
+    else if (!strcmp(ap, "SAME_UPPER"))
+        p->auto_pad = 1;
+    else if (!strcmp(ap, "SAME_LOWER"))
+        p->auto_pad = 2;
+    else if (!strcmp(ap, "VALID"))
+        p->auto_pad = 3;
+    else
+        return onnx_unsup(nd, "auto_pad=", ap);
+    p->ceil_mode = (int)onnx_attr_i(nd, "ceil_mode", 0);
+    p->count_include_pad = (int)onnx_attr_i(nd, "count_include_pad", 0);
+    p->group = onnx_attr_i(nd, "group", 1);
+    if (p->group < 1)
+        return h2t_err_set(H2T_ECORRUPT, "node '%s' (%s): group %lld", nd->name, nd->op,
+                           (long long)p->group);
+    return 0;
+}
+
+/* Output size of a window op for one spatial dim; pads resolved into pb/pe. */
+static int window_dim(const onnx_node *nd, int64_t in, int64_t k, int64_t s, int64_t dil,
+                      int64_t *pb, int64_t *pe, int64_t *out)
+{
+    const onnx_params *p = &nd->p;
+    int64_t ek = (k - 1) * dil + 1;
+    if (p->auto_pad == 1 || p->auto_pad == 2) {
+        int64_t o = (in + s - 1) / s;
+        int64_t total = (o - 1) * s + ek - in;
+        if (total < 0)
+            total = 0;
+        *pb = p->auto_pad == 1 ? total / 2 : total - total / 2;
+        *pe = total - *pb;
+        *out = o;
+        return 0;
+    }
+    if (p->auto_pad == 3)
+        *pb = *pe = 0;
+    int64_t span = in + *pb + *pe - ek;
+    if (span < 0)
+        return onnx_shape_err(nd, "window %lld larger than the padded input %lld", (long long)ek,
+                              (long long)(in + *pb + *pe));
+    int64_t o = p->ceil_mode ? (span + s - 1) / s + 1 : span / s + 1;
+    /* ceil mode: the last window must start inside the input or left padding */
+    if (p->ceil_mode && (o - 1) * s >= in + *pb)
+        o--;
+    *out = o;
+    return 0;
+}
+
+static int infer_window(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs, onnx_nstate *ns)
+{
+    (void)m;
+    const onnx_params *p = &nd->p;
+    const onnx_vstate *x = VIN(0);
+    if (x->rank != 3 && x->rank != 4)
+        return x->rank == 5 ? h2t_err_set(H2T_EUNSUPPORTED,
+                                          "operator %s (node '%s'): 3-D windows are not supported",
+                                          nd->op, nd->name)
+                            : onnx_shape_err(nd, "input rank %lld (expected 3 or 4)", x->rank, 0);
+    int sp = x->rank - 2;
+    if (p->spatial && p->spatial != sp)
+        return onnx_shape_err(nd, "kernel has %lld spatial dims, input %lld", p->spatial, sp);
+    int64_t H = sp == 2 ? x->dim[2] : 1, W = x->dim[x->rank - 1];
+    int64_t kh = p->kernel[0], kw = p->kernel[1], C = x->dim[1], M = C;
+    if (nd->def->sub == W_CONV) {
+        const onnx_vstate *w = VIN(1);
+        if (w->rank != x->rank)
+            return onnx_shape_err(nd, "weight rank %lld vs input rank %lld", w->rank, x->rank);
+        M = w->dim[0];
+        if (w->dim[1] * p->group != C || M % p->group)
+            return onnx_shape_err(nd, "weights for %lld input channels, input has %lld",
+                                  (long long)(w->dim[1] * p->group), (long long)C);
+        kh = sp == 2 ? w->dim[2] : 1;
+        kw = w->dim[w->rank - 1];
+        if (p->spatial && (kh != p->kernel[0] || kw != p->kernel[1]))
+            return onnx_shape_err(nd, "kernel_shape disagrees with the weights (%lld x %lld)", kh,
+                                  kw);
+        if (HAS(2) && (VIN(2)->rank != 1 || VIN(2)->dim[0] != M))
+            return onnx_shape_err(nd, "bias of %lld for %lld output channels",
+                                  VIN(2)->rank == 1 ? VIN(2)->dim[0] : -1, M);
+    }
+    int64_t pads[4];
+    memcpy(pads, p->pads, sizeof pads);
+    int64_t oh, ow;
+    int rc = window_dim(nd, H, kh, p->strides[0], p->dil[0], &pads[0], &pads[2], &oh);
+    if (rc == 0)
+        rc = window_dim(nd, W, kw, p->strides[1], p->dil[1], &pads[1], &pads[3], &ow);
+    if (rc < 0)
+        return rc;
+    if (sp == 1 && (pads[0] || pads[2]))
+        pads[0] = pads[2] = 0;
+    int64_t d[4] = {x->dim[0], M, oh, ow};
+    if (sp == 1)
+        d[2] = ow;
+    onnx_set_shape(VOUT(0), x->rank, d);
+    /* resolved: pads t,l,b,r; kernel h,w */
+    ns->a[0] = pads[0], ns->a[1] = pads[1], ns->a[2] = pads[2], ns->a[3] = pads[3];
+    ns->a[4] = kh, ns->a[5] = kw;
+    return 0;
+}
+
+static int infer_matmul(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs, onnx_nstate *ns)
+{
+    (void)m;
+    (void)ns;
+    onnx_vstate a = *VIN(0), b = *VIN(1);
+    if (a.rank < 1 || b.rank < 1)
+        return onnx_shape_err(nd, "scalar operand", 0, 0);
+    int a1 = a.rank == 1, b1 = b.rank == 1;
+    if (a1) {
+        a.rank = 2, a.dim[1] = a.dim[0], a.dim[0] = 1;
+    }
+    if (b1) {
+        b.rank = 2, b.dim[1] = 1;
+    }
+    if (a.dim[a.rank - 1] != b.dim[b.rank - 2])
+        return onnx_shape_err(nd, "inner dimensions %lld and %lld", a.dim[a.rank - 1],
+                              b.dim[b.rank - 2]);
+    onnx_vstate ba = a, bb = b, o;
+    ba.rank -= 2;
+    bb.rank -= 2;
+    int rc = onnx_bcast_shape(nd, &ba, &bb, &o);
+    if (rc < 0)
+        return rc;
+    int r = o.rank;
+    if (!a1)
+        o.dim[r++] = a.dim[a.rank - 2];
+    if (!b1)
+        o.dim[r++] = b.dim[b.rank - 1];
+    if (r > H2T_MAX_RANK)
+        return onnx_shape_err(nd, "rank %lld", r, 0);
+    onnx_set_shape(VOUT(0), r, o.dim);
+    return 0;
+}
+
+static int parse_conv(const h2t_model *m, onnx_node *nd)
+{
+    (void)m;
+    return parse_window(nd, 1);
+}
+
+static int parse_maxpool(const h2t_model *m, onnx_node *nd)
+{
+    (void)m;
+    if (nd->n_out > 1)
+        return onnx_unsup(nd, "the Indices output is not supported", NULL);
+    if (onnx_attr_i(nd, "storage_order", 0) != 0)
+        return onnx_unsup(nd, "storage_order=1 is not supported", NULL);
+    return parse_window(nd, 0);
+}
+
+static int parse_avgpool(const h2t_model *m, onnx_node *nd)
+{
+    (void)m;
+    if (onnx_attr_get(nd, "dilations"))
+        return onnx_unsup(nd, "dilations are not supported", NULL);
+    return parse_window(nd, 0);
+}
+
+static int parse_gemm(const h2t_model *m, onnx_node *nd)
+{
+    (void)m;
+    onnx_params *p = &nd->p;
+    p->alpha = onnx_attr_f(nd, "alpha", 1.f);
+    p->beta = onnx_attr_f(nd, "beta", 1.f);
+    p->trans_a = (int)onnx_attr_i(nd, "transA", 0);
+    p->trans_b = (int)onnx_attr_i(nd, "transB", 0);
+    return 0;
+}
+
+static int infer_gemm(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs, onnx_nstate *ns)
+{
+    (void)m;
+    (void)ns;
+    const onnx_params *p = &nd->p;
+    const onnx_vstate *x = VIN(0), *b = VIN(1);
+    if (x->rank != 2 || b->rank != 2)
+        return onnx_shape_err(nd, "ranks %lld and %lld (expected 2)", x->rank, b->rank);
+    int64_t M = p->trans_a ? x->dim[1] : x->dim[0], K = p->trans_a ? x->dim[0] : x->dim[1];
+    int64_t K2 = p->trans_b ? b->dim[1] : b->dim[0], N = p->trans_b ? b->dim[0] : b->dim[1];
+    if (K != K2)
+        return onnx_shape_err(nd, "inner dimensions %lld and %lld", K, K2);
+    int64_t d[2] = {M, N};
+    onnx_set_shape(VOUT(0), 2, d);
+    if (HAS(2)) {
+        onnx_vstate t;
+        if (onnx_bcast_shape(nd, VOUT(0), VIN(2), &t) < 0 || t.rank != 2 || t.dim[0] != M ||
+            t.dim[1] != N)
+            return onnx_shape_err(nd, "C does not broadcast to %lld x %lld", M, N);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- table */
+
+const onnx_opdef onnx_ops_conv[] = {
+    {"Conv", .min_in = 2, .max_in = 3, .max_out = 1, .dt = ONNX_DTR_FLOAT, .sub = W_CONV,
+     .parse = parse_conv, .infer = infer_window, .run = k_conv, .scratch = k_conv_scratch},
+    {"MaxPool", .min_in = 1, .max_in = 1, .max_out = 2, .dt = ONNX_DTR_FLOAT, .sub = W_MAXPOOL,
+     .parse = parse_maxpool, .infer = infer_window, .run = k_pool},
+    {"AveragePool", .min_in = 1, .max_in = 1, .max_out = 1, .dt = ONNX_DTR_FLOAT, .sub = W_AVGPOOL,
+     .parse = parse_avgpool, .infer = infer_window, .run = k_pool},
+    {"Gemm", .min_in = 2, .max_in = 3, .max_out = 1, .dt = ONNX_DTR_FLOAT, .parse = parse_gemm,
+     .infer = infer_gemm, .run = k_gemm},
+    {"MatMul", .min_in = 2, .max_in = 2, .max_out = 1, .dt = ONNX_DTR_FLOAT, .infer = infer_matmul,
+     .run = k_matmul},
+};
+const int onnx_ops_conv_n = sizeof onnx_ops_conv / sizeof onnx_ops_conv[0];

@@ -1,72 +1,44 @@
 /*
- * extract/ops_elem.c - element-wise, normalisation, reduction and data-movement kernels, and
- * the kernel dispatch (onnx_kernel_run). Convolutions, pools and matrix products are in
- * ops_conv.c. Every kernel reads shapes from the inferred state; none allocates.
+ * extract/ops_elem.c - element-wise (activations, broadcasting arithmetic), normalisation,
+ * softmax and reduction operators: kernels, checks, shape inference and their table fragment
+ * (onnx_ops_elem). Every kernel reads shapes from the inferred state; none allocates.
  */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("O3")
 #endif
 
 #include <math.h>
-#include <pthread.h>
 #include <string.h>
 
 #include "common/err.h"
 #include "extract/onnx_graph.h"
 
-#define IN(j) (&k->vs[nd->in[j]])
-#define OUT(j) (&k->vs[nd->out[j]])
-#define HAS(i) ((i) < nd->n_in && nd->in[i] >= 0)
-
-/* ---------------------------------------------------------------- parallel for */
-
-typedef struct par_job {
-    onnx_par_fn fn;
-    void *ctx;
-    int64_t lo, hi;
-} par_job;
-
-static void *par_main(void *arg)
-{
-    par_job *j = arg;
-    j->fn(j->ctx, j->lo, j->hi);
-    return NULL;
-}
-
-/* Threads are started per call: a kernel runs for milliseconds, a thread start costs tens of
- * microseconds, and there is no pool to own or shut down. */
-void onnx_par_for(int threads, int64_t n, int64_t min_chunk, onnx_par_fn fn, void *ctx)
-{
-    if (threads > 8)
-        threads = 8;
-    if (min_chunk < 1)
-        min_chunk = 1;
-    if (threads > 1 && n / min_chunk < threads)
-        threads = (int)(n / min_chunk);
-    if (threads <= 1) {
-        if (n > 0)
-            fn(ctx, 0, n);
-        return;
-    }
-    pthread_t tid[8];
-    par_job job[8];
-    int started[8] = {0};
-    for (int t = 0; t < threads; t++) {
-        job[t].fn = fn;
-        job[t].ctx = ctx;
-        job[t].lo = n * t / threads;
-        job[t].hi = n * (t + 1) / threads;
-    }
-    for (int t = 1; t < threads; t++)
-        started[t] = pthread_create(&tid[t], NULL, par_main, &job[t]) == 0;
-    fn(ctx, job[0].lo, job[0].hi);
-    for (int t = 1; t < threads; t++) {
-        if (started[t])
-            pthread_join(tid[t], NULL);
-        else
-            fn(ctx, job[t].lo, job[t].hi);
-    }
-}
+/* Variants of the shared kernels (onnx_opdef.sub). */
+enum {
+    U_RELU,
+    U_LEAKYRELU,
+    U_HARDSIGMOID,
+    U_HARDSWISH,
+    U_SIGMOID,
+    U_TANH,
+    U_ABS,
+    U_NEG,
+    U_EXP,
+    U_LOG,
+    U_SQRT,
+    U_RECIPROCAL,
+    U_FLOOR,
+    U_CEIL,
+    U_ERF,
+    U_ELU,
+    U_SELU,
+    U_SOFTPLUS,
+    U_SOFTSIGN,
+    U_CLIP
+};
+enum { B_ADD, B_SUB, B_MUL, B_DIV, B_POW, B_PRELU };
+enum { S_SOFTMAX, S_LOGSOFTMAX };
+enum { G_AVG, G_MAX };
 
 typedef struct kjob {
     const onnx_kctx *k;
@@ -228,7 +200,8 @@ static void bcast_run(int threads, bin_fn f, const bgeom *g, const float *a, con
         onnx_par_for(threads, outer, (1 << 15) / (g->d[g->r - 1] + 1) + 1, bcast_range, &j);
 }
 
-void onnx_k_binary_i64(int op, const onnx_vstate *a, const onnx_vstate *b, const onnx_vstate *o,
+/* out[i] = a[bcast i] op b[bcast i] for int64 (op: B_ADD..B_DIV). */
+static void binary_i64(int op, const onnx_vstate *a, const onnx_vstate *b, const onnx_vstate *o,
                        const int64_t *pa, const int64_t *pb, int64_t *po)
 {
     int r = o->rank;
@@ -247,91 +220,9 @@ void onnx_k_binary_i64(int op, const onnx_vstate *a, const onnx_vstate *b, const
             }
         }
         int64_t x = pa[ia], y = pb[ib];
-        po[t] = op == OP_ADD ? x + y : op == OP_SUB ? x - y : op == OP_MUL ? x * y : x / y;
+        po[t] = op == B_ADD ? x + y : op == B_SUB ? x - y : op == B_MUL ? x * y : x / y;
         for (int i = r - 1; i >= 0; i--) {
             if (++idx[i] < o->dim[i])
-                break;
-            idx[i] = 0;
-        }
-    }
-}
-
-/* ---------------------------------------------------------------- data movement */
-
-void onnx_k_gather(const void *data, int64_t outer, int64_t axis_n, int64_t inner,
-                   const int64_t *idx, int64_t n_idx, void *out, size_t esz)
-{
-    const char *d = data;
-    char *o = out;
-    size_t blk = (size_t)inner * esz;
-    for (int64_t i = 0; i < outer; i++)
-        for (int64_t j = 0; j < n_idx; j++) {
-            int64_t ix = idx[j] < 0 ? idx[j] + axis_n : idx[j];
-            memcpy(o + ((size_t)(i * n_idx + j)) * blk, d + ((size_t)(i * axis_n + ix)) * blk, blk);
-        }
-}
-
-void onnx_k_transpose(const void *in, const int64_t *idim, int rank, const int64_t *perm, void *out,
-                      size_t esz)
-{
-    int64_t istr[H2T_MAX_RANK] = {0}, odim[H2T_MAX_RANK] = {0}, ostr_in[H2T_MAX_RANK] = {0};
-    int64_t s = 1, n = 1;
-    for (int i = rank - 1; i >= 0; i--) {
-        istr[i] = s;
-        s *= idim[i];
-    }
-    for (int i = 0; i < rank; i++) {
-        odim[i] = idim[perm[i]];
-        ostr_in[i] = istr[perm[i]]; /* input stride of output axis i */
-        n *= odim[i];
-    }
-    if (n == 0)
-        return;
-    const char *src = in;
-    char *dst = out;
-    int64_t idx[H2T_MAX_RANK] = {0};
-    int64_t inner = rank ? odim[rank - 1] : 1, inner_s = rank ? ostr_in[rank - 1] : 1;
-    for (int64_t t = 0; t < n; t += inner) {
-        int64_t off = 0;
-        for (int i = 0; i < rank - 1; i++)
-            off += idx[i] * ostr_in[i];
-        if (esz == 4) {
-            const float *sf = (const float *)src + off;
-            float *df = (float *)dst + t;
-            for (int64_t j = 0; j < inner; j++)
-                df[j] = sf[j * inner_s];
-        } else {
-            for (int64_t j = 0; j < inner; j++)
-                memcpy(dst + (size_t)(t + j) * esz, src + (size_t)(off + j * inner_s) * esz, esz);
-        }
-        for (int i = rank - 2; i >= 0; i--) {
-            if (++idx[i] < odim[i])
-                break;
-            idx[i] = 0;
-        }
-    }
-}
-
-void onnx_k_slice(const void *in, const onnx_vstate *is, const int64_t *start, const int64_t *step,
-                  const onnx_vstate *os, void *out, size_t esz)
-{
-    int r = is->rank;
-    int64_t n = onnx_numel(os), istr[H2T_MAX_RANK], s = 1, idx[H2T_MAX_RANK] = {0};
-    if (n == 0)
-        return;
-    for (int i = r - 1; i >= 0; i--) {
-        istr[i] = s;
-        s *= is->dim[i];
-    }
-    const char *src = in;
-    char *dst = out;
-    for (int64_t t = 0; t < n; t++) {
-        int64_t off = 0;
-        for (int i = 0; i < r; i++)
-            off += (start[i] + idx[i] * step[i]) * istr[i];
-        memcpy(dst + (size_t)t * esz, src + (size_t)off * esz, esz);
-        for (int i = r - 1; i >= 0; i--) {
-            if (++idx[i] < os->dim[i])
                 break;
             idx[i] = 0;
         }
@@ -357,84 +248,84 @@ static void unary_range(void *ctx, int64_t lo, int64_t hi)
     float *restrict y = OUT(0)->f + lo;
     int64_t n = hi - lo;
     const float al = nd->p.alpha, be = nd->p.beta;
-    switch (nd->kind) {
-    case OP_RELU:
+    switch (nd->def->sub) {
+    case U_RELU:
         for (int64_t i = 0; i < n; i++)
             y[i] = x[i] > 0.f ? x[i] : 0.f;
         break;
-    case OP_LEAKYRELU:
+    case U_LEAKYRELU:
         for (int64_t i = 0; i < n; i++)
             y[i] = x[i] >= 0.f ? x[i] : al * x[i];
         break;
-    case OP_HARDSIGMOID:
+    case U_HARDSIGMOID:
         for (int64_t i = 0; i < n; i++)
             y[i] = clampf(al * x[i] + be, 0.f, 1.f);
         break;
-    case OP_HARDSWISH:
+    case U_HARDSWISH:
         for (int64_t i = 0; i < n; i++)
             y[i] = x[i] * clampf(x[i] * (1.f / 6.f) + 0.5f, 0.f, 1.f);
         break;
-    case OP_SIGMOID:
+    case U_SIGMOID:
         for (int64_t i = 0; i < n; i++)
             y[i] = 1.f / (1.f + expf(-x[i]));
         break;
-    case OP_TANH:
+    case U_TANH:
         for (int64_t i = 0; i < n; i++)
             y[i] = tanhf(x[i]);
         break;
-    case OP_ABS:
+    case U_ABS:
         for (int64_t i = 0; i < n; i++)
             y[i] = fabsf(x[i]);
         break;
-    case OP_NEG:
+    case U_NEG:
         for (int64_t i = 0; i < n; i++)
             y[i] = -x[i];
         break;
-    case OP_EXP:
+    case U_EXP:
         for (int64_t i = 0; i < n; i++)
             y[i] = expf(x[i]);
         break;
-    case OP_LOG:
+    case U_LOG:
         for (int64_t i = 0; i < n; i++)
             y[i] = logf(x[i]);
         break;
-    case OP_SQRT:
+    case U_SQRT:
         for (int64_t i = 0; i < n; i++)
             y[i] = sqrtf(x[i]);
         break;
-    case OP_RECIPROCAL:
+    case U_RECIPROCAL:
         for (int64_t i = 0; i < n; i++)
             y[i] = 1.f / x[i];
         break;
-    case OP_FLOOR:
+    case U_FLOOR:
         for (int64_t i = 0; i < n; i++)
             y[i] = floorf(x[i]);
         break;
-    case OP_CEIL:
+    case U_CEIL:
         for (int64_t i = 0; i < n; i++)
             y[i] = ceilf(x[i]);
         break;
-    case OP_ERF:
+    case U_ERF:
         for (int64_t i = 0; i < n; i++)
             y[i] = erff(x[i]);
         break;
-    case OP_ELU:
+    case U_ELU:
         for (int64_t i = 0; i < n; i++)
             y[i] = x[i] >= 0.f ? x[i] : al * (expf(x[i]) - 1.f);
         break;
-    case OP_SELU:
+    case U_SELU:
         for (int64_t i = 0; i < n; i++)
             y[i] = x[i] > 0.f ? be * x[i] : be * (al * expf(x[i]) - al);
         break;
-    case OP_SOFTPLUS:
+    case U_SOFTPLUS:
         for (int64_t i = 0; i < n; i++)
             y[i] = x[i] > 20.f ? x[i] : log1pf(expf(x[i]));
         break;
-    case OP_SOFTSIGN:
+    case U_SOFTSIGN:
         for (int64_t i = 0; i < n; i++)
             y[i] = x[i] / (1.f + fabsf(x[i]));
         break;
-    case OP_CLIP: {
+    case U_CLIP: {
         float cl = nd->p.fmin, ch = nd->p.fmax;
         if (k->m->opset >= 11) {
             cl = HAS(1) ? IN(1)->f[0] : -INFINITY;
@@ -459,12 +350,8 @@ static int k_unary(const onnx_kctx *k, const onnx_node *nd)
 static int k_binary(const onnx_kctx *k, const onnx_node *nd)
 {
     bgeom g;
-    bin_fn f = nd->kind == OP_ADD   ? bin_add
-               : nd->kind == OP_SUB ? bin_sub
-               : nd->kind == OP_MUL ? bin_mul
-               : nd->kind == OP_DIV ? bin_div
-               : nd->kind == OP_POW ? bin_pow
-                                    : bin_prelu;
+    static const bin_fn fns[] = {bin_add, bin_sub, bin_mul, bin_div, bin_pow, bin_prelu};
+    bin_fn f = fns[nd->def->sub];
     if (onnx_numel(OUT(0)) == 0)
         return 0;
     bgeom_make(IN(0), IN(1), OUT(0), &g);
@@ -516,7 +403,7 @@ static int k_softmax(const onnx_kctx *k, const onnx_node *nd)
         else
             inner *= x->dim[i];
     }
-    int logsm = nd->kind == OP_LOGSOFTMAX;
+    int logsm = nd->def->sub == S_LOGSOFTMAX;
     for (int64_t o = 0; o < outer; o++)
         for (int64_t j = 0; j < inner; j++) {
             const float *xp = x->f + o * len * inner + j;
@@ -545,7 +432,7 @@ static int k_gpool(const onnx_kctx *k, const onnx_node *nd)
         S *= x->dim[i];
     for (int64_t c = 0; c < NC; c++) {
         const float *restrict p = x->f + c * S;
-        if (nd->kind == OP_GAP) {
+        if (nd->def->sub == G_AVG) {
             float s = 0.f;
             for (int64_t i = 0; i < S; i++)
                 s += p[i];
@@ -556,98 +443,6 @@ static int k_gpool(const onnx_kctx *k, const onnx_node *nd)
                 mx = p[i] > mx ? p[i] : mx;
             OUT(0)->f[c] = mx;
         }
-    }
-    return 0;
-}
-
-static int k_pad(const onnx_kctx *k, const onnx_node *nd)
-{
-    const onnx_vstate *x = IN(0), *o = OUT(0);
-    int r = x->rank;
-    const int64_t *pb = k->ns->a;
-    float val = nd->p.value;
-    if (k->m->opset >= 11)
-        val = HAS(2) ? IN(2)->f[0] : 0.f;
-    int64_t n = onnx_numel(o);
-    if (n == 0)
-        return 0;
-    int64_t istr[H2T_MAX_RANK], s = 1;
-    for (int i = r - 1; i >= 0; i--) {
-        istr[i] = s;
-        s *= x->dim[i];
-    }
-    int64_t W = r ? o->dim[r - 1] : 1, rows = n / W, idx[H2T_MAX_RANK] = {0};
-    int64_t iw = r ? x->dim[r - 1] : 1, pl = r ? pb[r - 1] : 0;
-    for (int64_t t = 0; t < rows; t++) {
-        float *restrict yp = o->f + t * W;
-        int64_t off = 0, outside = 0;
-        for (int i = 0; i < r - 1; i++) {
-            int64_t si = idx[i] - pb[i], D = x->dim[i];
-            if (si < 0 || si >= D) {
-                if (nd->p.mode == 0)
-                    outside = 1;
-                else if (nd->p.mode == 1)
-                    si = si < 0 ? -si : 2 * (D - 1) - si;
-                else
-                    si = si < 0 ? 0 : D - 1;
-            }
-            off += si * istr[i];
-        }
-        const float *xp = x->f + off;
-        if (nd->p.mode == 0 && pl >= 0 && W - pl - iw >= 0) {
-            /* constant mode, non-negative pads on the last axis: fill + one copy */
-            if (outside) {
-                for (int64_t j = 0; j < W; j++)
-                    yp[j] = val;
-            } else {
-                for (int64_t j = 0; j < pl; j++)
-                    yp[j] = val;
-                memcpy(yp + pl, xp, (size_t)iw * sizeof(float));
-                for (int64_t j = pl + iw; j < W; j++)
-                    yp[j] = val;
-            }
-            goto next;
-        }
-        for (int64_t j = 0; j < W; j++) {
-            int64_t sj = j - pl;
-            if (outside) {
-                yp[j] = val;
-            } else if (sj >= 0 && sj < iw) {
-                yp[j] = xp[sj];
-            } else if (nd->p.mode == 0) {
-                yp[j] = val;
-            } else if (nd->p.mode == 1) {
-                yp[j] = xp[sj < 0 ? -sj : 2 * (iw - 1) - sj];
-            } else {
-                yp[j] = xp[sj < 0 ? 0 : iw - 1];
-            }
-        }
-    next:
-        for (int i = r - 2; i >= 0; i--) {
-            if (++idx[i] < o->dim[i])
-                break;
-            idx[i] = 0;
-        }
-    }
-    return 0;
-}
-
-static int k_concat(const onnx_kctx *k, const onnx_node *nd)
-{
-    const onnx_vstate *o = OUT(0);
-    int64_t axis = k->ns->a[0], outer = 1, inner = 1, off = 0;
-    for (int i = 0; i < axis; i++)
-        outer *= o->dim[i];
-    for (int i = (int)axis + 1; i < o->rank; i++)
-        inner *= o->dim[i];
-    for (int j = 0; j < nd->n_in; j++) {
-        const onnx_vstate *x = IN(j);
-        int64_t blk = x->dim[axis] * inner;
-        if (blk)
-            for (int64_t i = 0; i < outer; i++)
-                memcpy(o->f + i * o->dim[axis] * inner + off, x->f + i * blk,
-                       (size_t)blk * sizeof(float));
-        off += blk;
     }
     return 0;
 }
@@ -702,67 +497,238 @@ static int k_reducemean(const onnx_kctx *k, const onnx_node *nd)
     return 0;
 }
 
-size_t onnx_kernel_scratch(const onnx_node *nd, const onnx_vstate *vs, const onnx_nstate *ns)
+/* ---------------------------------------------------------------- checks and shapes */
+
+static int parse_leakyrelu(const h2t_model *m, onnx_node *nd)
 {
-    if (nd->kind == OP_CONV)
-        return onnx_k_conv_scratch(nd, vs, ns);
+    (void)m;
+    nd->p.alpha = onnx_attr_f(nd, "alpha", 0.01f);
     return 0;
 }
 
-int onnx_kernel_run(const onnx_kctx *k, const onnx_node *nd)
+static int parse_elu(const h2t_model *m, onnx_node *nd)
 {
-    switch (nd->kind) {
-    case OP_CONV:
-        return onnx_k_conv(k, nd);
-    case OP_MAXPOOL:
-    case OP_AVGPOOL:
-        return onnx_k_pool(k, nd);
-    case OP_GEMM:
-        return onnx_k_gemm(k, nd);
-    case OP_MATMUL:
-        return onnx_k_matmul(k, nd);
-    case OP_BN:
-        return k_bn(k, nd);
-    case OP_ADD:
-    case OP_SUB:
-    case OP_MUL:
-    case OP_DIV:
-    case OP_POW:
-    case OP_PRELU:
-        return k_binary(k, nd);
-    case OP_SOFTMAX:
-    case OP_LOGSOFTMAX:
-        return k_softmax(k, nd);
-    case OP_GAP:
-    case OP_GMP:
-        return k_gpool(k, nd);
-    case OP_PAD:
-        return k_pad(k, nd);
-    case OP_CONCAT:
-        return k_concat(k, nd);
-    case OP_REDUCEMEAN:
-        return k_reducemean(k, nd);
-    case OP_TRANSPOSE:
-        onnx_k_transpose(IN(0)->f, IN(0)->dim, IN(0)->rank, k->ns->a, OUT(0)->f, 4);
-        return 0;
-    case OP_GATHER:
-        onnx_k_gather(IN(0)->f, k->ns->a[0], k->ns->a[1], k->ns->a[2], IN(1)->ival,
-                      onnx_numel(IN(1)), OUT(0)->f, 4);
-        return 0;
-    case OP_SLICE:
-        onnx_k_slice(IN(0)->f, IN(0), k->ns->a, k->ns->b, OUT(0), OUT(0)->f, 4);
-        return 0;
-    case OP_CAST: {
-        int64_t n = onnx_numel(OUT(0));
-        if (IN(0)->ival) {
-            for (int64_t i = 0; i < n; i++)
-                OUT(0)->f[i] = (float)IN(0)->ival[i];
-        } else if (n) {
-            memcpy(OUT(0)->f, IN(0)->f, (size_t)n * sizeof(float));
-        }
-        return 0;
-    }
-    default:
-        return k_unary(k, nd);
-    }
+    (void)m;
+    nd->p.alpha = onnx_attr_f(nd, "alpha", 1.f);
+    return 0;
 }
+
+static int parse_selu(const h2t_model *m, onnx_node *nd)
+{
+    (void)m;
+    nd->p.alpha = onnx_attr_f(nd, "alpha", 1.67326319217681884765625f);
+    nd->p.beta = onnx_attr_f(nd, "gamma", 1.05070102214813232421875f);
+    return 0;
+}
+
+static int parse_hardsigmoid(const h2t_model *m, onnx_node *nd)
+{
+    (void)m;
+    nd->p.alpha = onnx_attr_f(nd, "alpha", 0.2f);
+    nd->p.beta = onnx_attr_f(nd, "beta", 0.5f);
+    return 0;
+}
+
+static int parse_clip(const h2t_model *m, onnx_node *nd)
+{
+    (void)m;
+    nd->p.fmin = onnx_attr_f(nd, "min", -INFINITY);
+    nd->p.fmax = onnx_attr_f(nd, "max", INFINITY);
+    return 0;
+}
+
+static int infer_clip(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs, onnx_nstate *ns)
+{
+    for (int j = 1; j < 3; j++)
+        if (HAS(j) && onnx_numel(VIN(j)) != 1)
+            return onnx_shape_err(nd, "min/max of %lld elements", onnx_numel(VIN(j)), 0);
+    return onnx_infer_same(m, nd, vs, ns);
+}
+
+static int infer_bcast(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs, onnx_nstate *ns)
+{
+    (void)m;
+    (void)ns;
+    return onnx_bcast_shape(nd, VIN(0), VIN(1), VOUT(0));
+}
+
+static int eval_binary(const onnx_node *nd, onnx_vstate *vs, const onnx_nstate *ns)
+{
+    (void)ns;
+    for (int64_t i = 0; nd->def->sub == B_DIV && i < onnx_numel(VIN(1)); i++)
+        if (VIN(1)->ival[i] == 0)
+            return onnx_shape_err(nd, "int64 division by zero", 0, 0);
+    binary_i64(nd->def->sub, VIN(0), VIN(1), VOUT(0), VIN(0)->ival, VIN(1)->ival, VOUT(0)->ival);
+    return 0;
+}
+
+static int infer_prelu(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs, onnx_nstate *ns)
+{
+    (void)m;
+    (void)ns;
+    const onnx_vstate *x = VIN(0);
+    onnx_vstate *o = VOUT(0);
+    int rc = onnx_bcast_shape(nd, x, VIN(1), o);
+    if (rc == 0 && (o->rank != x->rank || onnx_numel(o) != onnx_numel(x)))
+        return onnx_shape_err(nd, "slope does not broadcast to the input", 0, 0);
+    return rc;
+}
+
+static int parse_bn(const h2t_model *m, onnx_node *nd)
+{
+    (void)m;
+    if (nd->n_out > 1 || onnx_attr_i(nd, "training_mode", 0) != 0)
+        return onnx_unsup(nd, "training mode is not supported", NULL);
+    if (onnx_attr_i(nd, "spatial", 1) != 1)
+        return onnx_unsup(nd, "spatial=0 is not supported", NULL);
+    nd->p.eps = onnx_attr_f(nd, "epsilon", 1e-5f);
+    return 0;
+}
+
+static int infer_bn(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs, onnx_nstate *ns)
+{
+    const onnx_vstate *x = VIN(0);
+    if (x->rank < 2)
+        return onnx_shape_err(nd, "input rank %lld", x->rank, 0);
+    for (int j = 1; j < 5; j++)
+        if (onnx_numel(VIN(j)) != x->dim[1])
+            return onnx_shape_err(nd, "parameter of %lld for %lld channels", onnx_numel(VIN(j)),
+                                  x->dim[1]);
+    return onnx_infer_same(m, nd, vs, ns);
+}
+
+static int parse_softmax(const h2t_model *m, onnx_node *nd)
+{
+    nd->p.axis = onnx_attr_i(nd, "axis", m->opset >= 13 ? -1 : 1);
+    return 0;
+}
+
+static int infer_softmax(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs, onnx_nstate *ns)
+{
+    const onnx_vstate *x = VIN(0);
+    if (onnx_norm_axis(nd->p.axis, x->rank, &ns->a[0]) < 0)
+        return onnx_shape_err(nd, "axis %lld for rank %lld", nd->p.axis, x->rank);
+    return onnx_infer_same(m, nd, vs, ns);
+}
+
+static int softmax_mixes_batch(const onnx_node *nd, const onnx_nstate *ns)
+{
+    (void)nd;
+    return ns->a[0] == 0;
+}
+
+static int infer_gpool(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs, onnx_nstate *ns)
+{
+    (void)m;
+    (void)ns;
+    const onnx_vstate *x = VIN(0);
+    if (x->rank < 3)
+        return onnx_shape_err(nd, "input rank %lld", x->rank, 0);
+    int64_t d[H2T_MAX_RANK];
+    for (int i = 0; i < x->rank; i++)
+        d[i] = i < 2 ? x->dim[i] : 1;
+    onnx_set_shape(VOUT(0), x->rank, d);
+    return 0;
+}
+
+static int parse_reducemean(const h2t_model *m, onnx_node *nd)
+{
+    (void)m;
+    onnx_params *p = &nd->p;
+    p->n_ints = onnx_attr_ints(nd, "axes", p->ints, 2 * H2T_MAX_RANK);
+    if (p->n_ints == -2)
+        return onnx_unsup(nd, "too many axes", NULL);
+    p->has_ints = p->n_ints >= 0;
+    if (p->n_ints < 0)
+        p->n_ints = 0;
+    p->keepdims = (int)onnx_attr_i(nd, "keepdims", 1);
+    if (onnx_attr_i(nd, "noop_with_empty_axes", 0))
+        return onnx_unsup(nd, "noop_with_empty_axes is not supported", NULL);
+    return 0;
+}
+
+static int infer_reducemean(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs,
+                            onnx_nstate *ns)
+{
+    (void)m;
+    const onnx_params *p = &nd->p;
+    const onnx_vstate *x = VIN(0);
+    int mark[H2T_MAX_RANK] = {0};
+    for (int i = 0; i < p->n_ints; i++) {
+        int64_t a;
+        if (onnx_norm_axis(p->ints[i], x->rank, &a) < 0)
+            return onnx_shape_err(nd, "axis %lld for rank %lld", p->ints[i], x->rank);
+        mark[a] = 1;
+    }
+    int64_t d[H2T_MAX_RANK];
+    int r = 0;
+    for (int i = 0; i < x->rank; i++) {
+        int red = !p->has_ints || p->n_ints == 0 || mark[i];
+        ns->a[i] = red;
+        if (!red)
+            d[r++] = x->dim[i];
+        else if (p->keepdims)
+            d[r++] = 1;
+    }
+    onnx_set_shape(VOUT(0), r, d);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- table */
+
+#define UNARY(NAME, SUB, PARSE)                                                                    \
+    {                                                                                              \
+        NAME, .min_in = 1, .max_in = 1, .max_out = 1, .dt = ONNX_DTR_FLOAT, .sub = SUB,            \
+              .parse = PARSE, .infer = onnx_infer_same, .run = k_unary                             \
+    }
+
+const onnx_opdef onnx_ops_elem[] = {
+    UNARY("Relu", U_RELU, NULL),
+    UNARY("LeakyRelu", U_LEAKYRELU, parse_leakyrelu),
+    UNARY("HardSigmoid", U_HARDSIGMOID, parse_hardsigmoid),
+    UNARY("HardSwish", U_HARDSWISH, NULL),
+    UNARY("Sigmoid", U_SIGMOID, NULL),
+    UNARY("Tanh", U_TANH, NULL),
+    UNARY("Abs", U_ABS, NULL),
+    UNARY("Neg", U_NEG, NULL),
+    UNARY("Exp", U_EXP, NULL),
+    UNARY("Log", U_LOG, NULL),
+    UNARY("Sqrt", U_SQRT, NULL),
+    UNARY("Reciprocal", U_RECIPROCAL, NULL),
+    UNARY("Floor", U_FLOOR, NULL),
+    UNARY("Ceil", U_CEIL, NULL),
+    UNARY("Erf", U_ERF, NULL),
+    UNARY("Elu", U_ELU, parse_elu),
+    UNARY("Selu", U_SELU, parse_selu),
+    UNARY("Softplus", U_SOFTPLUS, NULL),
+    UNARY("Softsign", U_SOFTSIGN, NULL),
+    {"Clip", .min_in = 1, .max_in = 3, .max_out = 1, .dt = ONNX_DTR_FLOAT, .sub = U_CLIP,
+     .parse = parse_clip, .infer = infer_clip, .run = k_unary},
+    {"Add", .min_in = 2, .max_in = 2, .max_out = 1, .dt = ONNX_DTR_SAME, .sub = B_ADD,
+     .infer = infer_bcast, .eval = eval_binary, .run = k_binary},
+    {"Sub", .min_in = 2, .max_in = 2, .max_out = 1, .dt = ONNX_DTR_SAME, .sub = B_SUB,
+     .infer = infer_bcast, .eval = eval_binary, .run = k_binary},
+    {"Mul", .min_in = 2, .max_in = 2, .max_out = 1, .dt = ONNX_DTR_SAME, .sub = B_MUL,
+     .infer = infer_bcast, .eval = eval_binary, .run = k_binary},
+    {"Div", .min_in = 2, .max_in = 2, .max_out = 1, .dt = ONNX_DTR_SAME, .sub = B_DIV,
+     .infer = infer_bcast, .eval = eval_binary, .run = k_binary},
+    {"Pow", .min_in = 2, .max_in = 2, .max_out = 1, .dt = ONNX_DTR_FLOAT, .sub = B_POW,
+     .infer = infer_bcast, .run = k_binary},
+    {"PRelu", .min_in = 2, .max_in = 2, .max_out = 1, .dt = ONNX_DTR_FLOAT, .sub = B_PRELU,
+     .infer = infer_prelu, .run = k_binary},
+    {"BatchNormalization", .min_in = 5, .max_in = 5, .max_out = 5, .dt = ONNX_DTR_FLOAT,
+     .parse = parse_bn, .infer = infer_bn, .run = k_bn},
+    {"Softmax", .min_in = 1, .max_in = 1, .max_out = 1, .dt = ONNX_DTR_FLOAT, .sub = S_SOFTMAX,
+     .parse = parse_softmax, .infer = infer_softmax, .run = k_softmax,
+     .mixes_batch = softmax_mixes_batch},
+    {"LogSoftmax", .min_in = 1, .max_in = 1, .max_out = 1, .dt = ONNX_DTR_FLOAT,
+     .sub = S_LOGSOFTMAX, .parse = parse_softmax, .infer = infer_softmax, .run = k_softmax,
+     .mixes_batch = softmax_mixes_batch},
+    {"GlobalAveragePool", .min_in = 1, .max_in = 1, .max_out = 1, .dt = ONNX_DTR_FLOAT,
+     .sub = G_AVG, .infer = infer_gpool, .run = k_gpool},
+    {"GlobalMaxPool", .min_in = 1, .max_in = 1, .max_out = 1, .dt = ONNX_DTR_FLOAT, .sub = G_MAX,
+     .infer = infer_gpool, .run = k_gpool},
+    {"ReduceMean", .min_in = 1, .max_in = 1, .max_out = 1, .dt = ONNX_DTR_FLOAT,
+     .parse = parse_reducemean, .infer = infer_reducemean, .run = k_reducemean},
+};
+const int onnx_ops_elem_n = sizeof onnx_ops_elem / sizeof onnx_ops_elem[0];
