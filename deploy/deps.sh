@@ -8,7 +8,8 @@ set -eu
 
 BUILD="build-essential pkg-config liblmdb-dev lmdb-utils libopenblas-dev libprotobuf-c-dev
 protobuf-c-compiler libuv1-dev libonnx-dev zlib1g-dev libpng-dev libjpeg62-turbo-dev
-clang libclang-rt-14-dev libonnx-testdata clang-format"
+clang libclang-rt-14-dev libonnx-testdata clang-format
+protobuf-compiler python3-protobuf python3-numpy python3-pip python3-venv"
 DEMO="dataset-fashion-mnist nodejs"
 BENCH="r-cran-glmnet python3-sklearn python3-numpy python3-torch python3-torchvision python3-onnx nodejs"
 

@@ -1,0 +1,143 @@
+/*
+ * tests/test_python.c - the Python client (python/h2tdb) against a real server: a synthetic
+ * store and a server with a token in this process, then /usr/bin/python3 (or $H2T_PYTHON)
+ * running python/tests/test_client.py from the source tree (the protocol module generated at
+ * import by protoc), and the documented install (pip into a venv that sees Debian's
+ * python3-protobuf and python3-numpy, offline) used from outside the tree.
+ *
+ * The server's runner is the solver, except for tasks whose name starts with "slow": those
+ * report progress every 10 ms for up to 30 s first (stage "sleeping"), so that the Python
+ * tests can watch progress and cancel a running job.
+ */
+#include "tests/fixture.h"
+#include "tests/srv_thread.h"
+#include "tests/test.h"
+
+#include "common/err.h"
+#include "server/server.h"
+#include "storage/store.h"
+
+#include <errno.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define N_SAMPLES 240
+#define N_CLASSES 3
+
+/* Layer l1 (8 features) carries the class, layer l2 (4) does not. 180 train, 60 test. */
+static float fixture_value(void *ctx, uint32_t l, uint32_t i, uint32_t j, uint32_t label)
+{
+    if (l == 0)
+        return fixture_lcg_unit(ctx) - 0.5f + (j == label ? 2.0f : 0.0f);
+    return (float)((i * 7 + j) % 5) * 0.1f;
+}
+
+static h2t_store *fixture(void)
+{
+    static const char *const names[N_CLASSES] = {"alpha", "beta", "gamma"};
+    static const h2t_layer_info layers[2] = {
+        {.name = "l1", .op = "Relu", .rank = 2, .shape = {8}, .dim = 8},
+        {.name = "l2", .op = "Gemm", .rank = 2, .shape = {4}, .dim = 4},
+    };
+    uint64_t s = 12345;
+    fixture_spec sp = {.source = {.uri = "synth:", .hash = 1, .class_names = names},
+                       .model = {.hash = 2},
+                       .ext = {.config = "synthetic", .hash = 3, .target_size = 512, .done = 1},
+                       .samples = {.n = N_SAMPLES, .classes = N_CLASSES, .train = 180},
+                       FIXTURE_LAYERS(layers),
+                       .features = {.written = N_SAMPLES, .value = fixture_value, .ctx = &s}};
+    h2t_store *st = NULL;
+    ASSERT_OK(fixture_store_build("store", H2T_STORE_CREATE, &sp, &st, NULL));
+    return st;
+}
+
+static int py_runner(void *ud, h2t_store *st, const h2t_task *task, const h2t_msg_train *spec,
+                     h2t_solver_progress_fn progress, void *pud, const atomic_int *cancel,
+                     void **blob, size_t *len)
+{
+    (void)ud;
+    if (!strncmp(task->name, "slow", 4)) {
+        for (int i = 0; i < 3000; i++) {
+            if (atomic_load(cancel))
+                return h2t_err_set(H2T_ECANCELED, "cancelled at step %d", i);
+            progress(pud, (double)i / 3000, "sleeping");
+            usleep(10000);
+        }
+    }
+    return h2t_srv_runner_solver(NULL, st, task, spec, progress, pud, cancel, blob, len);
+}
+
+static void start(test_srv *t)
+{
+    FILE *f = fopen("token", "w");
+    ASSERT(f);
+    fputs("py-s3cret\n", f);
+    fclose(f);
+    t->st = fixture();
+    h2t_srv_config cfg;
+    h2t_srv_config_default(&cfg);
+    cfg.token_file = "token";
+    cfg.runner = py_runner;
+    test_srv_start(t, &cfg);
+}
+
+static const char *python(void)
+{
+    const char *p = getenv("H2T_PYTHON");
+    return p && *p ? p : "/usr/bin/python3";
+}
+
+/* Run /bin/sh -c script with the server's address and token file in the environment
+ * (H2TDB_TEST_ADDR, H2TDB_TEST_TOKEN_FILE, PY = the interpreter, SRC = the source tree);
+ * returns its exit status. */
+static int run_sh(const test_srv *t, const char *script)
+{
+    char tok[4096];
+    snprintf(tok, sizeof(tok), "%s/token", test_tmpdir());
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        setenv("H2TDB_TEST_ADDR", t->addr, 1);
+        setenv("H2TDB_TEST_TOKEN_FILE", tok, 1);
+        setenv("PY", python(), 1);
+        setenv("SRC", test_src_path(""), 1);
+        setenv("PYTHONDONTWRITEBYTECODE", "1", 1); /* nothing written into the source tree */
+        unsetenv("H2T_TOKEN_FILE");
+        unsetenv("H2T_SERVER");
+        unsetenv("PYTHONPATH");
+        execl("/bin/sh", "sh", "-c", script, (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+TEST_TIMEOUT(python_client, 120)
+{
+    test_srv t = {0};
+    start(&t);
+    int rc = run_sh(&t, "cd \"$SRC/python\" && PYTHONPATH=\"$SRC/python\" \"$PY\" "
+                        "tests/test_client.py 2>&1");
+    ASSERT_EQ(rc, 0);
+    test_srv_finish(&t);
+}
+
+TEST_TIMEOUT(python_client_install, 120)
+{
+    test_srv t = {0};
+    start(&t);
+    /* a copy of the package and the .proto, laid out as in the repository, installed
+     * offline into a venv that sees the system's packages, then used from elsewhere */
+    int rc = run_sh(&t, "set -e; mkdir -p src/python; cp -r \"$SRC/proto\" src/; "
+                        "cp -r \"$SRC/python/setup.py\" \"$SRC/python/h2tdb\" src/python/; "
+                        "\"$PY\" -m venv --system-site-packages --without-pip venv; "
+                        "venv/bin/python -m pip install -q --no-index --no-cache-dir "
+                        "./src/python 2>&1; "
+                        "rm -rf src; cd /; "
+                        "\"$OLDPWD/venv/bin/python\" \"$SRC/python/tests/installed.py\" 2>&1");
+    ASSERT_EQ(rc, 0);
+    test_srv_finish(&t);
+}
