@@ -37,7 +37,7 @@ static void extract_usage(FILE *f)
                "  --limit N               only the first N samples of the source (quick subsets)\n"
                "  --layers REGEX          tensors whose name matches (POSIX extended) instead of\n"
                "                          the default rule (every node output of rank 2-4 but\n"
-               "                          reshapes/identities)\n"
+               "                          reshapes/identities, attention weights and heads)\n"
                "  --batch B               samples per store transaction (default 32)\n"
                "  --forward-batch F       samples per forward pass (default 1: batch-independent\n"
                "                          numbers, pooled while in cache; F > 1 is part of the\n"
@@ -49,6 +49,14 @@ static void extract_usage(FILE *f)
                "  --scale LO,HI           map pixel 0..255 to LO..HI (default: the model's\n"
                "                          h2tdb.preprocess metadata, else -1,1); every option\n"
                "                          also takes --opt=VALUE, e.g. --scale=-1,1\n"
+               "  --cls pool|only|apart   the class token of token tensors: pooled with the\n"
+               "                          others (default), its features only, or its features\n"
+               "                          then the others pooled (only tensors computed from a\n"
+               "                          Concat that prepends a learned token have one)\n"
+               "  --cls-token auto|first  auto (default): that detection; first: token 0 of\n"
+               "                          every token tensor is a class token\n"
+               "  --plan                  print the layers that would be stored (form, pooling,\n"
+               "                          features) and the tensors passed over, and stop\n"
                "  --pool-direct           pool every layer from its own tensor; by default a\n"
                "                          BatchNormalization, same-shape Add or zero Pad layer\n"
                "                          gets its features from its inputs' (equal up to float\n"
@@ -96,13 +104,64 @@ static void json_str(const char *s)
     putchar('"');
 }
 
+/* The tensors the layer rule passed over, one line per reason with up to `names` names
+ * (all when names is 0), on stderr. */
+static void print_skipped(const h2t_extract_plan *p, int names)
+{
+    int n;
+    const h2t_layer_skip *sk = h2t_extract_plan_skipped(p, &n);
+    const h2t_model *m = h2t_extract_plan_model(p);
+    if (n)
+        fprintf(stderr, "h2tdb extract: %d tensor%s passed over:\n", n, n == 1 ? "" : "s");
+    for (int i = 0; i < n; i++) {
+        int first = 1, count = 0;
+        for (int k = 0; k < i && first; k++)
+            first = strcmp(sk[k].why, sk[i].why) != 0;
+        if (!first)
+            continue;
+        for (int k = i; k < n; k++)
+            count += !strcmp(sk[k].why, sk[i].why);
+        fprintf(stderr, "  %d: %s:", count, sk[i].why);
+        for (int k = i, shown = 0; k < n; k++) {
+            if (strcmp(sk[k].why, sk[i].why))
+                continue;
+            if (names && shown == names) {
+                fprintf(stderr, " ...");
+                break;
+            }
+            fprintf(stderr, " %s", h2t_model_tensor(m, sk[k].tensor)->name);
+            shown++;
+        }
+        fputc('\n', stderr);
+    }
+}
+
+static void print_plan(const h2t_extract_plan *p)
+{
+    uint32_t n;
+    uint64_t td;
+    const h2t_layer_info *li = h2t_extract_plan_layers(p, &n, &td);
+    printf("%u layers, %llu features per sample\n", n, (unsigned long long)td);
+    printf("%5s  %-40s %-20s %-16s %-52s %8s\n", "#", "NAME", "OP", "SHAPE", "POOLING", "DIM");
+    for (uint32_t l = 0; l < n; l++) {
+        char shape[64] = "", pool[128];
+        for (uint32_t k = 0, at = 0; k + 1 < li[l].rank && k < 4 && at < sizeof shape; k++)
+            at += (uint32_t)snprintf(shape + at, sizeof shape - at, "%s%u", k ? "x" : "",
+                                     li[l].shape[k]);
+        h2t_extract_plan_describe(p, l, pool, sizeof pool);
+        printf("%5u  %-40s %-20s %-16s %-52s %8u\n", l, li[l].name, li[l].op, shape, pool,
+               li[l].dim);
+    }
+    print_skipped(p, 0);
+}
+
 int h2t_cmd_extract(int argc, char **argv)
 {
     h2t_extract_opts o;
     h2t_extract_opts_init(&o);
     o.progress = 1;
     const char *store_dir = NULL;
-    int json = 0;
+    int json = 0, plan_only = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -119,6 +178,10 @@ int h2t_cmd_extract(int argc, char **argv)
         }
         if (!strcmp(a, "--pool-direct")) {
             o.pool_direct = 1;
+            continue;
+        }
+        if (!strcmp(a, "--plan")) {
+            plan_only = 1;
             continue;
         }
         char name[64];
@@ -171,6 +234,19 @@ int h2t_cmd_extract(int argc, char **argv)
             if (parse_u32(v, &u, 0) < 0 || u > 1024)
                 return usage_err("--threads '%s': 0..1024", v);
             o.threads = (int)u;
+        } else if (!strcmp(a, "--cls")) {
+            if (!strcmp(v, "pool"))
+                o.cls = H2T_CLS_POOL;
+            else if (!strcmp(v, "only"))
+                o.cls = H2T_CLS_ONLY;
+            else if (!strcmp(v, "apart"))
+                o.cls = H2T_CLS_APART;
+            else
+                return usage_err("--cls '%s': pool, only or apart", v);
+        } else if (!strcmp(a, "--cls-token")) {
+            if (strcmp(v, "auto") && strcmp(v, "first"))
+                return usage_err("--cls-token '%s': auto or first", v);
+            o.cls_first = !strcmp(v, "first");
         } else if (!strcmp(a, "--dtype")) {
             if (!strcmp(v, "f32"))
                 o.dtype = H2T_DTYPE_F32;
@@ -188,7 +264,7 @@ int h2t_cmd_extract(int argc, char **argv)
         } else
             return usage_err("unknown option '%s'", a);
     }
-    if (!store_dir)
+    if (!store_dir && !plan_only)
         return usage_err("%s is required", "--store DIR");
     if (!o.model_path)
         return usage_err("%s is required", "--model M.onnx");
@@ -205,6 +281,13 @@ int h2t_cmd_extract(int argc, char **argv)
         fprintf(stderr, "h2tdb extract: %s\n", h2t_err_format(rc, eb, sizeof eb));
         return 1;
     }
+    if (plan_only) {
+        print_plan(p);
+        h2t_extract_plan_destroy(p);
+        return 0;
+    }
+    if (!json)
+        print_skipped(p, 3);
     if ((rc = h2t_store_open(store_dir, H2T_STORE_CREATE, &st)) < 0) {
         fprintf(stderr, "h2tdb extract: %s: %s\n", store_dir, h2t_err_format(rc, eb, sizeof eb));
         h2t_extract_plan_destroy(p);

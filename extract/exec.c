@@ -221,15 +221,31 @@ static int model_describe(h2t_model *m)
         varied = onnx_infer(m, v2, ns2) == 0;
         h2t_err_clear();
     }
+    int64_t b1 = varied ? v1[m->inputs[m->main_input]].dim[0] : 0;
+    int64_t b2 = varied ? v2[m->inputs[m->main_input]].dim[0] : 0;
     for (int t = 0; t < m->n_info; t++) {
         int v = m->info_value[t];
         h2t_tensor_info *ti = &m->info[t];
         ti->rank = v1[v].rank;
+        int nvar = 0, axis = -1;
         for (int i = 0; i < ti->rank; i++) {
             ti->shape[i] = v1[v].dim[i];
-            if (varied && v2[v].rank == ti->rank && v2[v].dim[i] != v1[v].dim[i])
+            if (varied && v2[v].rank == ti->rank && v2[v].dim[i] != v1[v].dim[i]) {
                 ti->shape[i] = -1;
+                nvar++;
+                if (v1[v].dim[i] == b1 && v2[v].dim[i] == b2)
+                    axis = i;
+            }
         }
+        /* the batch axis (model.h): the one axis that grows exactly with the batch */
+        if (!varied || ti->is_input)
+            ti->batch_axis = 0;
+        else if (v2[v].rank != ti->rank)
+            ti->batch_axis = H2T_BATCH_FOLDED;
+        else if (nvar == 0)
+            ti->batch_axis = H2T_BATCH_NONE;
+        else
+            ti->batch_axis = nvar == 1 && axis >= 0 ? axis : H2T_BATCH_FOLDED;
     }
 out:
     state_free(m, v1, ns);

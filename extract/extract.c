@@ -21,6 +21,9 @@
 #include <unistd.h>
 
 #define LAYER_RULE_VERSION "v1"
+/* The forms rule (batch axis, channel axis, class tokens, attention; the reference's 3-D
+ * window): named in the identity of every extraction it changes (see plan_layers). */
+#define FORMS_RULE_VERSION "v1"
 #define MAX_FILE_BYTES ((size_t)4 << 30)
 
 /* Derived layers. Head2Toe pooling averages within channels, so a layer that is affine in
@@ -60,6 +63,9 @@ struct h2t_extract_plan {
     h2t_layer_info *layers; /* the layer table for the store */
     int *layer_of;          /* tensor index -> layer or -1 */
     derive *der;            /* per layer: how a derived layer follows from others */
+    int *bax;               /* per layer: the tensor's batch axis */
+    h2t_layer_sel sel;      /* the layer rule's choice (forms, passed-over tensors) */
+    int forms_tag;          /* 1: the identity names the forms rule and the class-token mode */
     uint32_t n_derived;
     uint64_t total_dim;
     char config[512];
@@ -113,8 +119,39 @@ out:
     return rc;
 }
 
-int h2t_layers_select(const h2t_model *m, const char *regex, int **idx, int *n)
+/* Ops whose output only moves, copies or describes values (the v1 rule's exclusions). */
+static int pure_op(const char *op)
 {
+    static const char *const ops[] = {
+        "Reshape", "Flatten", "Identity", "Dropout", "Squeeze",  "Unsqueeze",       "Transpose",
+        "Expand",  "Cast",    "Shape",    "Size",    "Constant", "ConstantOfShape", NULL,
+    };
+    for (const char *const *o = ops; *o; o++)
+        if (!strcmp(op, *o))
+            return 1;
+    return 0;
+}
+
+int h2t_layer_rule_default(const h2t_tensor_info *t)
+{
+    return !t->is_input && t->rank >= 2 && t->rank <= 4 && !pure_op(t->op);
+}
+
+void h2t_layer_sel_free(h2t_layer_sel *s)
+{
+    free(s->idx);
+    free(s->forms);
+    free(s->skip);
+    memset(s, 0, sizeof *s);
+}
+
+/* The default rule (extract.h "Layer rule"): a computed tensor is taken when a sample can be
+ * read from it; a pure op's output is taken only when its input could not be read (the
+ * first readable view of data whose batch was folded). covered[t]: t's numbers are in a
+ * selected layer, a graph input or constants. */
+int h2t_layers_choose(const h2t_model *m, const char *regex, h2t_layer_sel *out)
+{
+    memset(out, 0, sizeof *out);
     regex_t re;
     if (regex) {
         int e = regcomp(&re, regex, REG_EXTENDED | REG_NOSUB);
@@ -124,34 +161,92 @@ int h2t_layers_select(const h2t_model *m, const char *regex, int **idx, int *n)
             return h2t_err_set(H2T_EINVAL, "layer regex '%s': %s", regex, msg);
         }
     }
-    int nt = h2t_model_n_tensors(m), k = 0, rc = 0;
-    int *v = malloc(sizeof(int) * (size_t)(nt ? nt : 1));
-    if (!v) {
+    int nt = h2t_model_n_tensors(m), rc = 0;
+    size_t cap = (size_t)(nt ? nt : 1);
+    h2t_tensor_form *forms = malloc(sizeof *forms * cap);
+    uint8_t *covered = calloc(cap, 1);
+    out->idx = malloc(sizeof(int) * cap);
+    out->forms = malloc(sizeof *out->forms * cap);
+    out->skip = malloc(sizeof *out->skip * cap);
+    if (!forms || !covered || !out->idx || !out->forms || !out->skip) {
         rc = h2t_err_set(H2T_ENOMEM, "layer list");
         goto out;
     }
+    if ((rc = h2t_model_tensor_forms(m, forms)) < 0)
+        goto out;
     for (int i = 0; i < nt; i++) {
         const h2t_tensor_info *t = h2t_model_tensor(m, i);
-        int sel;
-        if (regex)
-            sel = !t->is_input && t->rank >= 2 && t->rank <= 4 &&
-                  regexec(&re, t->name, 0, NULL, 0) == 0;
-        else
-            sel = h2t_layer_rule_default(t);
-        if (sel)
-            v[k++] = i;
+        const h2t_tensor_form *f = &forms[i];
+        int in_range = t->rank < 0 || (t->rank >= 2 && t->rank <= 4);
+        int sel = 0;
+        const char *why = NULL;
+        if (t->is_input) {
+            covered[i] = 1;
+            continue;
+        }
+        if (regex) {
+            if (regexec(&re, t->name, 0, NULL, 0) != 0 || !in_range)
+                continue;
+            sel = f->form != H2T_FORM_NONE;
+            why = f->why;
+        } else if (pure_op(t->op)) {
+            int src = h2t_model_tensor_src(m, i);
+            covered[i] = src < 0 || covered[src];
+            if (covered[i] || f->form == H2T_FORM_NONE || f->form == H2T_FORM_ATTN ||
+                f->form == H2T_FORM_HEADS)
+                continue;
+            sel = 1; /* the first readable view of a folded tensor */
+        } else if (f->form == H2T_FORM_ATTN) {
+            covered[i] = 1;
+            why = "attention weights: left out by default (--layers selects them)";
+        } else if (f->form == H2T_FORM_HEADS) {
+            why = "attention heads apart (q, k, v, scores, per-head values): left out by default "
+                  "(--layers selects them)";
+        } else if (f->form == H2T_FORM_NONE) {
+            why = in_range ? f->why : NULL;
+        } else {
+            sel = 1;
+        }
+        if (sel) {
+            covered[i] = 1;
+            out->forms[out->n] = *f;
+            out->idx[out->n++] = i;
+        } else if (why) {
+            out->skip[out->n_skip].tensor = i;
+            out->skip[out->n_skip++].why = why;
+        }
     }
-    if (k == 0) {
-        free(v);
-        rc = regex ? h2t_err_set(H2T_ENOTFOUND, "no tensor of rank 2-4 matches '%s'", regex)
-                   : h2t_err_set(H2T_ENOTFOUND, "the layer rule selects no tensor");
-        goto out;
+    if (out->n == 0) {
+        const char *first = out->n_skip ? out->skip[0].why : "";
+        const char *name = out->n_skip ? h2t_model_tensor(m, out->skip[0].tensor)->name : "";
+        rc = regex ? h2t_err_set(H2T_ENOTFOUND,
+                                 "no tensor of rank 2-4 that can be pooled matches '%s' (%d passed "
+                                 "over%s%s%s%s)",
+                                 regex, out->n_skip, out->n_skip ? ", e.g. '" : "", name,
+                                 out->n_skip ? "': " : "", first)
+                   : h2t_err_set(H2T_ENOTFOUND,
+                                 "the layer rule selects no tensor (%d passed over%s%s%s%s)",
+                                 out->n_skip, out->n_skip ? ", e.g. '" : "", name,
+                                 out->n_skip ? "': " : "", first);
     }
-    *idx = v;
-    *n = k;
 out:
+    free(forms);
+    free(covered);
     if (regex)
         regfree(&re);
+    return rc;
+}
+
+int h2t_layers_select(const h2t_model *m, const char *regex, int **idx, int *n)
+{
+    h2t_layer_sel s;
+    int rc = h2t_layers_choose(m, regex, &s);
+    if (rc == 0) {
+        *idx = s.idx;
+        *n = s.n;
+        s.idx = NULL;
+    }
+    h2t_layer_sel_free(&s);
     return rc;
 }
 
@@ -164,7 +259,8 @@ static const char *base_of(const char *p)
 static int same_pool(const h2t_pool_plan *a, const h2t_pool_plan *b)
 {
     return a->kind == b->kind && a->c == b->c && a->h == b->h && a->w == b->w && a->ph == b->ph &&
-           a->pw == b->pw && a->oh == b->oh && a->ow == b->ow && a->dim == b->dim;
+           a->pw == b->pw && a->oh == b->oh && a->ow == b->ow && a->dim == b->dim &&
+           a->form == b->form && a->cls == b->cls && a->t0 == b->t0 && a->lead == b->lead;
 }
 
 /* One average over each whole channel plane: GAP, or a 1 x 1 grid whose window is the plane. */
@@ -190,7 +286,8 @@ static int plan_derived(h2t_extract_plan *p)
         int s1 = lin.src[1] >= 0 ? p->layer_of[lin.src[1]] : -1;
         const h2t_pool_plan *x0 = s0 >= 0 && (uint32_t)s0 < l ? &p->pools[s0] : NULL;
         const h2t_pool_plan *x1 = s1 >= 0 && (uint32_t)s1 < l ? &p->pools[s1] : NULL;
-        int grid4 = y->kind == H2T_POOL_GAP || y->kind == H2T_POOL_GRID;
+        int grid4 = (y->kind == H2T_POOL_GAP || y->kind == H2T_POOL_GRID) &&
+                    y->form == H2T_FORM_NCHW;
         if (lin.kind == H2T_LIN_AFFINE && x0 && grid4 && same_pool(x0, y) &&
             lin.channels == (int64_t)y->c) {
             d->kind = H2T_LIN_AFFINE;
@@ -199,7 +296,8 @@ static int plan_derived(h2t_extract_plan *p)
             lin.a = lin.b = NULL;
         } else if (lin.kind == H2T_LIN_SUM && x0 && x1 && same_pool(x0, y) && same_pool(x1, y)) {
             d->kind = H2T_LIN_SUM;
-        } else if (lin.kind == H2T_LIN_PAD && x0 && x0->c == y->c) {
+        } else if (lin.kind == H2T_LIN_PAD && x0 && x0->c == y->c && grid4 &&
+                   x0->form == H2T_FORM_NCHW) {
             if (y->kind == H2T_POOL_GRID && x0->kind == H2T_POOL_GRID && x0->ph == y->ph &&
                 x0->pw == y->pw && x0->oh == y->oh && x0->ow == y->ow && lin.pads[0] == 0 &&
                 lin.pads[1] == 0) {
@@ -252,25 +350,67 @@ static void derive_rows(const h2t_extract_plan *p, float **bufs, int row0, int n
     }
 }
 
+/* Whether the v1 rule (one form per rank, batch first, the integer 3-D window) would take
+ * the same tensors and pool them the same way: then the identity stays v1's. */
+static int same_as_v1(const h2t_extract_plan *p)
+{
+    int nt = h2t_model_n_tensors(p->m);
+    uint32_t l = 0;
+    for (int i = 0; i < nt; i++) {
+        const h2t_tensor_info *t = h2t_model_tensor(p->m, i);
+        int v1 = p->o.layers_regex ? !t->is_input && t->rank >= 2 && t->rank <= 4
+                                   : h2t_layer_rule_default(t);
+        if (v1 && p->o.layers_regex) {
+            regex_t re;
+            if (regcomp(&re, p->o.layers_regex, REG_EXTENDED | REG_NOSUB) != 0)
+                return 0;
+            v1 = regexec(&re, t->name, 0, NULL, 0) == 0;
+            regfree(&re);
+        }
+        if (!v1)
+            continue;
+        if (l >= p->n_layers || p->tensors[l] != i)
+            return 0;
+        int f = p->pools[l].form;
+        if (f != H2T_FORM_FLAT && f != H2T_FORM_NCHW)
+            return 0;
+        l++;
+    }
+    return l == p->n_layers;
+}
+
 static int plan_layers(h2t_extract_plan *p)
 {
-    int *idx, n;
-    int rc = h2t_layers_select(p->m, p->o.layers_regex, &idx, &n);
+    int rc = h2t_layers_choose(p->m, p->o.layers_regex, &p->sel);
     if (rc < 0)
         return rc;
-    p->tensors = idx;
+    int n = p->sel.n;
+    p->tensors = p->sel.idx;
+    p->sel.idx = NULL;
     p->n_layers = (uint32_t)n;
     int nt = h2t_model_n_tensors(p->m);
     p->pools = calloc((size_t)n, sizeof *p->pools);
     p->layers = calloc((size_t)n, sizeof *p->layers);
+    p->bax = calloc((size_t)n, sizeof *p->bax);
     p->layer_of = malloc(sizeof(int) * (size_t)nt);
-    if (!p->pools || !p->layers || !p->layer_of)
+    if (!p->pools || !p->layers || !p->bax || !p->layer_of)
         return h2t_err_set(H2T_ENOMEM, "layer table");
     for (int i = 0; i < nt; i++)
         p->layer_of[i] = -1;
+    int n_cls = 0;
     for (int l = 0; l < n; l++) {
-        const h2t_tensor_info *t = h2t_model_tensor(p->m, idx[l]);
-        if ((rc = h2t_pool_plan_make(t->rank, t->shape, p->o.target_size, &p->pools[l])) < 0)
+        const h2t_tensor_info *t = h2t_model_tensor(p->m, p->tensors[l]);
+        const h2t_tensor_form *f = &p->sel.forms[l];
+        int tokens = f->form == H2T_FORM_NLC || f->form == H2T_FORM_LNC;
+        int cls = tokens && (f->cls || p->o.cls_first) ? p->o.cls : H2T_CLS_POOL;
+        n_cls += tokens && (f->cls || p->o.cls_first);
+        uint32_t dims[3] = {0, 0, 0};
+        int k = 0;
+        p->bax[l] = t->batch_axis;
+        for (int a = 0; a < t->rank && k < 3; a++)
+            if (a != t->batch_axis)
+                dims[k++] = t->shape[a] > 0 && t->shape[a] <= UINT32_MAX ? (uint32_t)t->shape[a] : 0;
+        if ((rc = h2t_pool_plan_form(f->form, dims, p->o.target_size, cls, &p->pools[l])) < 0)
             return h2t_err_wrap(rc, "tensor '%s' (%s): ", t->name, t->op);
         h2t_layer_info *li = &p->layers[l];
         if (strlen(t->name) >= sizeof li->name)
@@ -279,13 +419,20 @@ static int plan_layers(h2t_extract_plan *p)
         snprintf(li->name, sizeof li->name, "%s", t->name);
         snprintf(li->op, sizeof li->op, "%s", t->op);
         li->rank = (uint32_t)t->rank;
-        for (int k = 1; k < t->rank; k++)
-            li->shape[k - 1] = (uint32_t)t->shape[k];
+        for (int a = 0; a < k; a++)
+            li->shape[a] = dims[a];
         li->dim = p->pools[l].dim;
         li->offset = p->total_dim;
         p->total_dim += li->dim;
-        p->layer_of[idx[l]] = l;
+        p->layer_of[p->tensors[l]] = l;
     }
+    if (p->o.cls != H2T_CLS_POOL && n_cls == 0)
+        return h2t_err_set(H2T_EINVAL,
+                           "%s: --cls %s: no selected token tensor carries a class token (none "
+                           "is computed from a Concat that prepends a learned token); "
+                           "--cls-token first treats token 0 of every token tensor as one",
+                           p->o.model_path, p->o.cls == H2T_CLS_ONLY ? "only" : "apart");
+    p->forms_tag = !same_as_v1(p) || p->o.cls != H2T_CLS_POOL || p->o.cls_first;
     return p->o.pool_direct ? 0 : plan_derived(p);
 }
 
@@ -301,6 +448,8 @@ int h2t_extract_plan_create(const h2t_extract_opts *o, h2t_extract_plan **out)
         return h2t_err_set(H2T_EINVAL, "dtype %u", o->dtype);
     if (o->forward_batch < 0 || o->forward_batch > 4096)
         return h2t_err_set(H2T_EINVAL, "forward batch %d (1..4096)", o->forward_batch);
+    if (o->cls != H2T_CLS_POOL && o->cls != H2T_CLS_ONLY && o->cls != H2T_CLS_APART)
+        return h2t_err_set(H2T_EINVAL, "class-token mode %d", o->cls);
     if (o->has_scale && !(o->scale_lo != o->scale_hi))
         return h2t_err_set(H2T_EINVAL, "scale %g,%g", (double)o->scale_lo, (double)o->scale_hi);
     h2t_extract_plan *p = calloc(1, sizeof *p);
@@ -408,7 +557,7 @@ int h2t_extract_plan_create(const h2t_extract_opts *o, h2t_extract_plan **out)
         goto fail;
 
     /* identity: everything that changes the numbers */
-    char fbs[64] = "";
+    char fbs[128] = "";
     if (p->fb > 1)
         snprintf(fbs, sizeof fbs, " forward-batch=%d", p->fb);
     /* the pooling: nothing for the first order with every layer pooled from its tensor (the
@@ -419,6 +568,13 @@ int h2t_extract_plan_create(const h2t_extract_opts *o, h2t_extract_plan **out)
         fl = strlen(fbs);
         if (H2T_POOL_ORDER > 1)
             snprintf(fbs + fl, sizeof fbs - fl, "-o%d", H2T_POOL_ORDER);
+    }
+    /* the forms rule and the class-token mode: only where they change what v1 did */
+    if (p->forms_tag) {
+        static const char *const cls_names[] = {"pool", "only", "apart"};
+        size_t fl = strlen(fbs);
+        snprintf(fbs + fl, sizeof fbs - fl, " forms=%s cls=%s%s", FORMS_RULE_VERSION,
+                 cls_names[p->o.cls], p->o.cls_first ? "-first" : "");
     }
     char mh[65], sh[65], full[2048];
     h2t_hex(p->model_sha, 32, mh);
@@ -459,6 +615,8 @@ void h2t_extract_plan_destroy(h2t_extract_plan *p)
     free(p->pools);
     free(p->layers);
     free(p->layer_of);
+    free(p->bax);
+    h2t_layer_sel_free(&p->sel);
     for (uint32_t l = 0; p->der && l < p->n_layers; l++) {
         free(p->der[l].a);
         free(p->der[l].b);
@@ -477,6 +635,55 @@ const h2t_layer_info *h2t_extract_plan_layers(const h2t_extract_plan *p, uint32_
     return p->layers;
 }
 
+void h2t_extract_plan_describe(const h2t_extract_plan *p, uint32_t l, char *buf, size_t n)
+{
+    if (!n)
+        return;
+    buf[0] = '\0';
+    if (l >= p->n_layers)
+        return;
+    const h2t_pool_plan *q = &p->pools[l];
+    const char *fn = h2t_form_name(q->form);
+    switch (q->kind) {
+    case H2T_POOL_FLAT:
+        snprintf(buf, n, "%s, as is -> %u", fn, q->c);
+        break;
+    case H2T_POOL_GAP:
+        snprintf(buf, n, "%s, mean -> %u", fn, q->dim);
+        break;
+    case H2T_POOL_GRID:
+        snprintf(buf, n, "%s, %ux%u windows -> %ux%ux%u", fn, q->ph, q->pw, q->oh, q->ow, q->c);
+        break;
+    case H2T_POOL_CLS:
+        snprintf(buf, n, "%s, class token only -> %u", fn, q->c);
+        break;
+    case H2T_POOL_TMEAN:
+        if (q->lead)
+            snprintf(buf, n, "%s, class token + mean of %u -> %u + %u", fn, q->h - 1, q->c, q->c);
+        else
+            snprintf(buf, n, "%s, mean -> %u", fn, q->c);
+        break;
+    default:
+        if (q->lead)
+            snprintf(buf, n, "%s, class token + %u-token windows of %u -> %u + %ux%u", fn, q->ph,
+                     q->h - 1, q->c, q->oh, q->c);
+        else
+            snprintf(buf, n, "%s, %u-token windows -> %ux%u", fn, q->ph, q->oh, q->c);
+        break;
+    }
+}
+
+const h2t_layer_skip *h2t_extract_plan_skipped(const h2t_extract_plan *p, int *n)
+{
+    *n = p->sel.n_skip;
+    return p->sel.skip;
+}
+
+const h2t_model *h2t_extract_plan_model(const h2t_extract_plan *p)
+{
+    return p->m;
+}
+
 /* ---- the pass ---- */
 
 /* CPU seconds of the process (every thread: BLAS and pooling threads included), or of the
@@ -493,7 +700,7 @@ typedef struct pool_part {
     const h2t_pool_plan *pp;
     const float *data;
     float *dst;
-    size_t per;
+    int nb;
     int s0, s1;
 } pool_part;
 
@@ -501,7 +708,7 @@ static void *pool_part_run(void *arg)
 {
     pool_part *j = arg;
     for (int s = j->s0; s < j->s1; s++)
-        h2t_pool_apply(j->pp, j->data + (size_t)s * j->per, j->dst + (size_t)s * j->pp->dim);
+        h2t_pool_apply_sample(j->pp, j->data, j->nb, s, j->dst + (size_t)s * j->pp->dim);
     return NULL;
 }
 
@@ -510,15 +717,14 @@ static void *pool_part_run(void *arg)
 
 /* Pool the nb samples of one tensor, split over up to nt threads (sample ranges). A thread
  * that cannot be started leaves its range to the calling thread. */
-static void pool_batch(const h2t_pool_plan *pp, const float *data, size_t per, int nb, float *dst,
-                       int nt)
+static void pool_batch(const h2t_pool_plan *pp, const float *data, int nb, float *dst, int nt)
 {
     if (nt > POOL_MAX_THREADS)
         nt = POOL_MAX_THREADS;
     if (nt > nb)
         nt = nb;
-    if (nt < 2 || per * (size_t)nb < POOL_MIN_FLOATS) {
-        pool_part j = {pp, data, dst, per, 0, nb};
+    if (nt < 2 || h2t_pool_sample_floats(pp) * (size_t)nb < POOL_MIN_FLOATS) {
+        pool_part j = {pp, data, dst, nb, 0, nb};
         pool_part_run(&j);
         return;
     }
@@ -526,7 +732,7 @@ static void pool_batch(const h2t_pool_plan *pp, const float *data, size_t per, i
     pthread_t th[POOL_MAX_THREADS];
     int started[POOL_MAX_THREADS] = {0};
     for (int t = 0; t < nt; t++) {
-        parts[t] = (pool_part){pp, data, dst, per, nb * t / nt, nb * (t + 1) / nt};
+        parts[t] = (pool_part){pp, data, dst, nb, nb * t / nt, nb * (t + 1) / nt};
         if (t > 0)
             started[t] = pthread_create(&th[t], NULL, pool_part_run, &parts[t]) == 0;
     }
@@ -575,15 +781,20 @@ static int reported_layer(const run_ctx *c, int tensor, const int64_t *shape, in
     if (*l < 0)
         return 0;
     const h2t_layer_info *li = &p->layers[*l];
-    if ((uint32_t)rank != li->rank || shape[0] != c->nb)
-        return h2t_err_set(H2T_ESHAPE, "tensor '%s': rank %d batch %lld, planned rank %u batch %d",
-                           li->name, rank, (long long)shape[0], li->rank, c->nb);
+    int ba = p->bax[*l];
+    if ((uint32_t)rank != li->rank || shape[ba] != c->nb)
+        return h2t_err_set(H2T_ESHAPE,
+                           "tensor '%s': rank %d batch %lld (axis %d), planned rank %u batch %d",
+                           li->name, rank, (long long)shape[ba], ba, li->rank, c->nb);
     *per = 1;
-    for (int k = 1; k < rank; k++) {
-        if ((uint32_t)shape[k] != li->shape[k - 1])
+    for (int k = 0, j = 0; k < rank; k++) {
+        if (k == ba)
+            continue;
+        if ((uint32_t)shape[k] != li->shape[j])
             return h2t_err_set(H2T_ESHAPE, "tensor '%s': dimension %d is %lld, planned %u",
-                               li->name, k, (long long)shape[k], li->shape[k - 1]);
+                               li->name, k, (long long)shape[k], li->shape[j]);
         *per *= (size_t)shape[k];
+        j++;
     }
     return 0;
 }
@@ -598,7 +809,8 @@ static int on_tensor(void *vctx, int tensor, const float *data, const int64_t *s
     if ((rc = reported_layer(c, tensor, shape, rank, &l, &per)) < 0 || l < 0)
         return rc;
     const h2t_layer_info *li = &p->layers[l];
-    pool_batch(&p->pools[l], data, per, c->nb, c->bufs[l] + (size_t)c->row0 * li->dim,
+    (void)per;
+    pool_batch(&p->pools[l], data, c->nb, c->bufs[l] + (size_t)c->row0 * li->dim,
                c->pool_threads);
     c->seen[l] = 1;
     c->ticks_pool += pool_ticks() - t0;
@@ -620,7 +832,7 @@ static int on_range(void *vctx, int tensor, const float *data, const int64_t *sh
         return rc;
     const h2t_layer_info *li = &p->layers[l];
     const h2t_pool_plan *pp = &p->pools[l];
-    if (rank != 4 || sample < 0 || sample >= c->nb)
+    if (rank != 4 || sample < 0 || sample >= c->nb || pp->form != H2T_FORM_NCHW)
         return h2t_err_set(H2T_ESHAPE, "tensor '%s': a piece of sample %d of a rank-%d tensor",
                            li->name, sample, rank);
     size_t hw = (size_t)shape[2] * (size_t)shape[3];

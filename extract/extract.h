@@ -161,22 +161,49 @@ enum {
     H2T_POOL_FLAT = 0,  /* 2-D: as is */
     H2T_POOL_GAP = 1,   /* 4-D: global average over H, W */
     H2T_POOL_GRID = 2,  /* 4-D: ph x pw windows */
-    H2T_POOL_TMEAN = 3, /* 3-D: mean over tokens */
-    H2T_POOL_TWIN = 4,  /* 3-D: windows of ph tokens */
+    H2T_POOL_TMEAN = 3, /* 3-D: mean over tokens [t0, h) */
+    H2T_POOL_TWIN = 4,  /* 3-D: windows of ph tokens from t0 */
+    H2T_POOL_CLS = 5,   /* 3-D: the class token (token 0) only */
+};
+
+/* How token 0 of a token tensor that carries a class token is pooled (the reference's
+ * cls_token_pool: normal, only_cls, nopool_cls). */
+enum {
+    H2T_CLS_POOL = 0,  /* pooled with the other tokens */
+    H2T_CLS_ONLY = 1,  /* its C values are the features; the other tokens are dropped */
+    H2T_CLS_APART = 2, /* its C values first, then the 3-D rule over tokens 1..L-1 */
 };
 
 typedef struct h2t_pool_plan {
     int kind;         /* H2T_POOL_* */
-    uint32_t c, h, w; /* per-sample input: 4-D C,H,W; 3-D h = tokens, c = C; 2-D c */
+    uint32_t c, h, w; /* per-sample: 4-D C, H, W; 3-D h = tokens, c = channels; 2-D c */
     uint32_t ph, pw;  /* window (GRID, TWIN) */
     uint32_t oh, ow;  /* output grid (GRID: oh x ow; TWIN: oh token windows) */
     uint32_t dim;     /* pooled features */
+    int form;         /* H2T_FORM_* (model.h): the order of the axes in memory */
+    int cls;          /* H2T_CLS_* (token forms) */
+    uint32_t t0;      /* first pooled token (1 when the class token is kept apart) */
+    uint32_t lead;    /* 1: the features start with the class token's C values */
 } h2t_pool_plan;
 
-/* Plan the pooling of a tensor of `rank` (batch included, 2..4) whose shape is shape[0..rank)
- * (shape[0], the batch, is ignored). Errors: H2T_EUNSUPPORTED (other ranks), H2T_ESHAPE (a
- * non-positive dimension), H2T_EINVAL (target 0), H2T_ETOOBIG (dim above 2^31). */
+/* Plan the pooling of a tensor of form `form` (H2T_FORM_*, not NONE) whose per-sample dims
+ * are dims[], in the tensor's axis order with the batch axis removed: FLAT: C; NLC and LNC:
+ * L, C; NCL: C, L; NCHW: C, H, W; NHWC: H, W, C; ATTN: heads, Lq, Lk (pooled as an NCHW map
+ * with one channel per head). cls: H2T_CLS_*, other than POOL only for NLC / LNC (the caller
+ * decides whether token 0 is a class token). Errors: H2T_EUNSUPPORTED (form NONE or unknown),
+ * H2T_EINVAL (target 0, a class-token mode for another form), H2T_ESHAPE (a zero dimension),
+ * H2T_ETOOBIG (dim above 2^31). */
+int h2t_pool_plan_form(int form, const uint32_t *dims, uint32_t target, int cls,
+                       h2t_pool_plan *out);
+/* The same by rank alone, batch first: 2-D FLAT, 3-D NLC, 4-D NCHW, class token pooled.
+ * shape[0..rank) with shape[0], the batch, ignored. Errors: H2T_EUNSUPPORTED (other ranks),
+ * H2T_ESHAPE (a non-positive dimension), H2T_EINVAL (target 0), H2T_ETOOBIG. */
 int h2t_pool_plan_make(int rank, const int64_t *shape, uint32_t target, h2t_pool_plan *out);
+/* Floats of one sample (the per-sample tensor's element count). */
+size_t h2t_pool_sample_floats(const h2t_pool_plan *p);
+/* Pool sample s of a whole tensor of nb samples (data as the executor reports it: batch first,
+ * or L x nb x C for an LNC plan). */
+void h2t_pool_apply_sample(const h2t_pool_plan *p, const float *data, int nb, int s, float *out);
 /* Pool one sample x (the per-sample tensor, contiguous) into out (dim floats), with the
  * fastest kernels this CPU runs (h2t_pool_isa_best). The sums have one fixed order (see
  * extract/pool.c), so every kernel set gives bitwise the same features. */
@@ -221,11 +248,30 @@ int h2t_pool_stream_isa(const h2t_pool_plan *p, void *state, const float *x, uin
                         uint32_t c1, size_t off, size_t len, float *out, int isa);
 
 /* ---- the layer rule ---- */
-/* 1 when the default rule selects tensor t (see above), else 0. */
+/* 1 when the first layer rule ("default-v1": rank 2..4, not the graph input, not a pure op;
+ * forms not looked at) selects tensor t, else 0. The identity of an extraction whose layers
+ * and pooling are the same under both rules stays that of v1 (see "The pass"). */
 int h2t_layer_rule_default(const h2t_tensor_info *t);
-/* Indices of the selected tensors of m, in graph order. regex NULL = the default rule.
- * *idx OWNED: free(). Errors: H2T_EINVAL (bad regex: names it), H2T_ENOTFOUND (nothing
- * selected), H2T_ENOMEM. */
+
+/* The layers the rule takes and the tensors it passes over with a reason. */
+typedef struct h2t_layer_skip {
+    int tensor;      /* tensor index */
+    const char *why; /* static text */
+} h2t_layer_skip;
+typedef struct h2t_layer_sel {
+    int n;                  /* selected tensors */
+    int *idx;               /* their indices, graph order; OWNED */
+    h2t_tensor_form *forms; /* their forms; OWNED */
+    int n_skip;
+    h2t_layer_skip *skip; /* OWNED */
+} h2t_layer_sel;
+/* Apply the layer rule (regex NULL = the default rule; see "Layer rule" above) to m. Every
+ * out field is OWNED: h2t_layer_sel_free (also after an error). Errors: H2T_EINVAL (bad
+ * regex: names it), H2T_ENOTFOUND (nothing selected: the detail counts the tensors passed
+ * over and gives the first reason), H2T_ENOMEM. */
+int h2t_layers_choose(const h2t_model *m, const char *regex, h2t_layer_sel *out);
+void h2t_layer_sel_free(h2t_layer_sel *s);
+/* Indices of the selected tensors only (h2t_layers_choose). *idx OWNED: free(). */
 int h2t_layers_select(const h2t_model *m, const char *regex, int **idx, int *n);
 
 /* ---- the pass ---- */
@@ -258,6 +304,14 @@ typedef struct h2t_extract_opts {
      * zero Pad whose windows match its input's) gets its features from theirs, and its
      * tensor is never observed (see extract.c, "Derived layers"). Part of the identity. */
     int pool_direct;
+    /* H2T_CLS_*: how the class token of token tensors is pooled (default POOL). Part of the
+     * identity when the model has token tensors. Another mode with no class token found is
+     * an error (H2T_EINVAL) unless cls_first. */
+    int cls;
+    /* 1: token 0 of every batch-first or sequence-first token tensor is a class token
+     * (the reference's behaviour), instead of only the tensors downstream of a Concat that
+     * prepends a learned token (model.h, h2t_tensor_form.cls). Part of the identity. */
+    int cls_first;
     /* Called after each committed batch (done = samples_done), on the calling thread while
      * the next batch's forward pass runs; a non-zero return stops the pass with H2T_ECANCELED
      * (that forward pass is finished and its rows dropped; the store stays resumable at
@@ -309,6 +363,13 @@ void h2t_extract_plan_destroy(h2t_extract_plan *p);
 /* The layer table the plan will store (BORROWED from the plan) and the total pooled dim. */
 const h2t_layer_info *h2t_extract_plan_layers(const h2t_extract_plan *p, uint32_t *n,
                                               uint64_t *total_dim);
+/* How layer l (< n) is pooled, as text: "tokens 197x768 cls-apart win 19 -> 10x768",
+ * written into buf (always NUL-terminated). */
+void h2t_extract_plan_describe(const h2t_extract_plan *p, uint32_t l, char *buf, size_t n);
+/* The tensors the layer rule passed over (with the reason), BORROWED from the plan; names
+ * through h2t_extract_plan_model. */
+const h2t_layer_skip *h2t_extract_plan_skipped(const h2t_extract_plan *p, int *n);
+const h2t_model *h2t_extract_plan_model(const h2t_extract_plan *p);
 /* Register source and model, begin or find the extraction, run what is missing. *res is
  * filled on failure too (ids, samples computed, timings). Errors: the
  * store's, the executor's, H2T_ECANCELED (on_batch asked to stop), a data read error (the

@@ -41,9 +41,20 @@ typedef struct h2t_tensor_info {
     const char *op;   /* op type of the producing node, "" for graph inputs; BORROWED */
     const char *node; /* name of the producing node ("" when unnamed); BORROWED */
     int rank;
-    int64_t shape[H2T_MAX_RANK]; /* shape[0] is the batch dimension (-1 = dynamic) */
+    int64_t shape[H2T_MAX_RANK]; /* inferred at load; -1 = a dim that follows the batch */
     int is_input, is_output;     /* graph input / graph output */
+    /* The axis that carries the batch: shapes are inferred at two batch sizes (b and b + 1),
+     * and the batch axis is the one axis whose size is the batch in both while every other
+     * axis keeps its size (0 for an N x ... tensor, 1 for a sequence-first L x N x C one).
+     * H2T_BATCH_FOLDED: the batch is folded into a larger axis or spread over several (an
+     * N*heads x L x d tensor, (L*N) x C), so no axis is one sample. H2T_BATCH_NONE: nothing
+     * follows the batch (a tensor computed from constants). 0 for the graph input, and for
+     * every tensor when the second inference is impossible (a model with its batch size
+     * written into its reshapes): then the batch is assumed first. */
+    int batch_axis;
 } h2t_tensor_info;
+
+enum { H2T_BATCH_FOLDED = -1, H2T_BATCH_NONE = -2 };
 
 /* Load and check path. Errors: H2T_EIO (unreadable: names the file), H2T_ECORRUPT (not an
  * ONNX model / truncated), H2T_EUNSUPPORTED (operator, attribute or data type not supported:
@@ -160,5 +171,54 @@ typedef struct h2t_tensor_lin {
 /* Fill *out for tensor i (0 <= i < n_tensors). Errors: H2T_EINVAL (bad index), H2T_ENOMEM. */
 int h2t_model_tensor_lin(const h2t_model *m, int i, h2t_tensor_lin *out);
 void h2t_tensor_lin_free(h2t_tensor_lin *l); /* NULL is a no-op; frees a and b */
+
+/* ---- additions (extraction): which axes of a node output are tokens, space, channels ---- */
+
+/* The form of a tensor for the Head2Toe pooling, decided from the graph alone (the batch axis,
+ * the producing op and the ops upstream); extract/onnx_form.c and docs/extraction.md give the
+ * rules:
+ *   H2T_FORM_FLAT  N x C (batch axis 0)
+ *   H2T_FORM_NLC   N x L x C tokens, batch first (channels last: the default for 3-D)
+ *   H2T_FORM_LNC   L x N x C tokens, sequence first (batch axis 1)
+ *   H2T_FORM_NCL   N x C x L, channels first (a 1-D convolution's output)
+ *   H2T_FORM_NCHW  N x C x H x W feature map (the default for 4-D)
+ *   H2T_FORM_NHWC  N x H x W x C, channels last (a per-position Linear or LayerNormalization
+ *                  of a map, as Swin and ConvNeXt blocks compute)
+ *   H2T_FORM_ATTN  N x heads x Lq x Lk attention weights (Softmax over the last axis of a 4-D
+ *                  tensor with the heads apart or, failing that evidence, that is not a
+ *                  channels-last map)
+ *   H2T_FORM_HEADS N x heads x L x d or N x heads x Lq x Lk: the other tensors of attention
+ *                  with the heads apart (q, k, v, scores, per-head values), from the Reshape
+ *                  that splits a token tensor's channels into heads to the one that merges
+ *                  them back
+ *   H2T_FORM_NONE  no sample can be read from it: `why` says why (batch folded into another
+ *                  axis, no batch axis, rank outside 2..4, shapes unknown at load)
+ * cls: 1 when token 0 of an NLC / LNC tensor is a class token: the tensor is computed from the
+ * output of a Concat along the token axis whose first input is a learned constant of one token
+ * (possibly expanded or tiled to the batch), and has that Concat's token count. */
+enum {
+    H2T_FORM_NONE = 0,
+    H2T_FORM_FLAT = 1,
+    H2T_FORM_NLC = 2,
+    H2T_FORM_LNC = 3,
+    H2T_FORM_NCL = 4,
+    H2T_FORM_NCHW = 5,
+    H2T_FORM_NHWC = 6,
+    H2T_FORM_ATTN = 7,
+    H2T_FORM_HEADS = 8,
+};
+typedef struct h2t_tensor_form {
+    int form;        /* H2T_FORM_* */
+    int cls;         /* 1: token 0 is a class token (NLC, LNC) */
+    const char *why; /* H2T_FORM_NONE: static text; else "" */
+} h2t_tensor_form;
+/* The forms of every tensor of m: out has h2t_model_n_tensors(m) entries (caller-OWNED).
+ * Errors: H2T_ENOMEM. */
+int h2t_model_tensor_forms(const h2t_model *m, h2t_tensor_form *out);
+/* The tensor index of input 0 of the node that produces tensor i, or -1 (a graph input, a
+ * constant input). */
+int h2t_model_tensor_src(const h2t_model *m, int i);
+/* Short name of a form ("tokens", "tokens-seq-first", ...), static. */
+const char *h2t_form_name(int form);
 
 #endif

@@ -1,6 +1,6 @@
 /*
- * extract/pool.c - Head2Toe pooling of one tensor per sample, and the default layer rule.
- * The rules and the H != W decision are documented in extract/extract.h.
+ * extract/pool.c - Head2Toe pooling of one tensor per sample (4-D maps in either axis order, 3-D
+ * tokens with their class-token modes, 2-D vectors); the rules are in extract/extract.h.
  */
 #include "common/err.h"
 #include "extract/extract.h"
@@ -13,6 +13,120 @@
 #include <immintrin.h>
 #endif
 
+/* The 4-D grid of HEAD2TOE.md "Features" over a C x H x W sample (whichever axis order). */
+static void plan_grid(h2t_pool_plan *p, uint32_t target, uint64_t *dim)
+{
+    uint32_t n = 0;
+    if (p->c < target)
+        n = (uint32_t)floor(sqrt((double)(target / p->c)));
+    /* floor(sqrt) of an integer in double is exact up to 2^52; correct any rounding. */
+    while (n > 0 && (uint64_t)n * n > target / p->c)
+        n--;
+    while (n > 0 && (uint64_t)(n + 1) * (n + 1) <= target / p->c)
+        n++;
+    uint32_t ph = n ? p->h / n : 0, pw = n ? p->w / n : 0;
+    if (ph == 0 || pw == 0) {
+        p->kind = H2T_POOL_GAP;
+        *dim = p->c;
+    } else {
+        p->kind = H2T_POOL_GRID;
+        p->ph = ph;
+        p->pw = pw;
+        p->oh = p->h / ph;
+        p->ow = p->w / pw;
+        *dim = (uint64_t)p->oh * p->ow * p->c;
+    }
+}
+
+/* The 3-D rule over tokens [t0, h) of h tokens of C channels, after `lead` class-token
+ * features. The window is the reference's int(L / (T / C)), T / C a true quotient: computed
+ * with the same two double divisions, so it is the reference's window also where rounding
+ * puts it one below floor(L * C / T) (L = 256, C = 93, T = 256 gives 92). */
+static void plan_tokens(h2t_pool_plan *p, uint32_t target, uint64_t *dim)
+{
+    uint32_t n = p->h - p->t0;
+    uint64_t win = p->c < target ? (uint64_t)((double)n / ((double)target / (double)p->c)) : 0;
+    uint64_t lead = p->lead ? p->c : 0;
+    if (n == 0) {
+        p->kind = H2T_POOL_CLS;
+        *dim = p->c;
+    } else if (win == 0) {
+        p->kind = H2T_POOL_TMEAN;
+        *dim = lead + p->c;
+    } else {
+        p->kind = H2T_POOL_TWIN;
+        p->ph = (uint32_t)win;
+        p->oh = n / p->ph;
+        *dim = lead + (uint64_t)p->oh * p->c;
+    }
+}
+
+int h2t_pool_plan_form(int form, const uint32_t *dims, uint32_t target, int cls,
+                       h2t_pool_plan *out)
+{
+    if (target == 0)
+        return h2t_err_set(H2T_EINVAL, "target size 0");
+    int n;
+    switch (form) {
+    case H2T_FORM_FLAT:
+        n = 1;
+        break;
+    case H2T_FORM_NLC:
+    case H2T_FORM_LNC:
+    case H2T_FORM_NCL:
+        n = 2;
+        break;
+    case H2T_FORM_NCHW:
+    case H2T_FORM_NHWC:
+    case H2T_FORM_ATTN:
+    case H2T_FORM_HEADS:
+        n = 3;
+        break;
+    default:
+        return h2t_err_set(H2T_EUNSUPPORTED, "cannot pool a tensor of form %d (%s)", form,
+                           h2t_form_name(form));
+    }
+    int tokens = form == H2T_FORM_NLC || form == H2T_FORM_LNC;
+    if (cls != H2T_CLS_POOL && cls != H2T_CLS_ONLY && cls != H2T_CLS_APART)
+        return h2t_err_set(H2T_EINVAL, "class-token mode %d", cls);
+    if (cls != H2T_CLS_POOL && !tokens)
+        return h2t_err_set(H2T_EINVAL, "a class-token mode for a %s tensor (tokens only)",
+                           h2t_form_name(form));
+    for (int k = 0; k < n; k++)
+        if (dims[k] == 0 || dims[k] > (uint32_t)1 << 30)
+            return h2t_err_set(H2T_ESHAPE, "per-sample dimension %d is %u", k, dims[k]);
+    h2t_pool_plan p;
+    memset(&p, 0, sizeof p);
+    p.form = form;
+    p.cls = cls;
+    uint64_t dim = 0;
+    if (form == H2T_FORM_FLAT) {
+        p.kind = H2T_POOL_FLAT;
+        p.c = dims[0];
+        dim = p.c;
+    } else if (n == 2) {
+        p.h = form == H2T_FORM_NCL ? dims[1] : dims[0]; /* tokens */
+        p.c = form == H2T_FORM_NCL ? dims[0] : dims[1];
+        if (cls == H2T_CLS_ONLY) {
+            p.kind = H2T_POOL_CLS;
+            dim = p.c;
+        } else {
+            p.t0 = p.lead = cls == H2T_CLS_APART;
+            plan_tokens(&p, target, &dim);
+        }
+    } else {
+        p.c = form == H2T_FORM_NHWC ? dims[2] : dims[0];
+        p.h = form == H2T_FORM_NHWC ? dims[0] : dims[1];
+        p.w = form == H2T_FORM_NHWC ? dims[1] : dims[2];
+        plan_grid(&p, target, &dim);
+    }
+    if (dim > (uint64_t)1 << 31)
+        return h2t_err_set(H2T_ETOOBIG, "pooled dimension %llu", (unsigned long long)dim);
+    p.dim = (uint32_t)dim;
+    *out = p;
+    return 0;
+}
+
 int h2t_pool_plan_make(int rank, const int64_t *shape, uint32_t target, h2t_pool_plan *out)
 {
     if (target == 0)
@@ -20,60 +134,14 @@ int h2t_pool_plan_make(int rank, const int64_t *shape, uint32_t target, h2t_pool
     if (rank < 2 || rank > 4)
         return h2t_err_set(H2T_EUNSUPPORTED, "cannot pool a tensor of rank %d (2, 3 or 4 only)",
                            rank);
-    for (int k = 1; k < rank; k++)
+    uint32_t dims[3];
+    for (int k = 1; k < rank; k++) {
         if (shape[k] <= 0 || shape[k] > (int64_t)1 << 30)
             return h2t_err_set(H2T_ESHAPE, "dimension %d is %lld", k, (long long)shape[k]);
-    h2t_pool_plan p;
-    memset(&p, 0, sizeof p);
-    uint64_t dim;
-    if (rank == 2) {
-        p.kind = H2T_POOL_FLAT;
-        p.c = (uint32_t)shape[1];
-        dim = p.c;
-    } else if (rank == 3) {
-        p.h = (uint32_t)shape[1]; /* tokens */
-        p.c = (uint32_t)shape[2];
-        uint32_t per = p.c < target ? target / p.c : 0; /* windows wanted */
-        uint32_t win = per ? p.h / per : 0;
-        if (win == 0) {
-            p.kind = H2T_POOL_TMEAN;
-            dim = p.c;
-        } else {
-            p.kind = H2T_POOL_TWIN;
-            p.ph = win;
-            p.oh = p.h / win;
-            dim = (uint64_t)p.oh * p.c;
-        }
-    } else {
-        p.c = (uint32_t)shape[1];
-        p.h = (uint32_t)shape[2];
-        p.w = (uint32_t)shape[3];
-        uint32_t n = 0;
-        if (p.c < target)
-            n = (uint32_t)floor(sqrt((double)(target / p.c)));
-        /* floor(sqrt) of an integer in double is exact up to 2^52; correct any rounding. */
-        while (n > 0 && (uint64_t)n * n > target / p.c)
-            n--;
-        while (n > 0 && (uint64_t)(n + 1) * (n + 1) <= target / p.c)
-            n++;
-        uint32_t ph = n ? p.h / n : 0, pw = n ? p.w / n : 0;
-        if (ph == 0 || pw == 0) {
-            p.kind = H2T_POOL_GAP;
-            dim = p.c;
-        } else {
-            p.kind = H2T_POOL_GRID;
-            p.ph = ph;
-            p.pw = pw;
-            p.oh = p.h / ph;
-            p.ow = p.w / pw;
-            dim = (uint64_t)p.oh * p.ow * p.c;
-        }
+        dims[k - 1] = (uint32_t)shape[k];
     }
-    if (dim > (uint64_t)1 << 31)
-        return h2t_err_set(H2T_ETOOBIG, "pooled dimension %llu", (unsigned long long)dim);
-    p.dim = (uint32_t)dim;
-    *out = p;
-    return 0;
+    static const int by_rank[5] = {0, 0, H2T_FORM_FLAT, H2T_FORM_NLC, H2T_FORM_NCHW};
+    return h2t_pool_plan_form(by_rank[rank], dims, target, H2T_CLS_POOL, out);
 }
 
 /* ---- the kernels ----
@@ -965,7 +1033,8 @@ static size_t stream_floats(const h2t_pool_plan *p)
 
 size_t h2t_pool_stream_bytes(const h2t_pool_plan *p)
 {
-    if ((p->kind != H2T_POOL_GAP && p->kind != H2T_POOL_GRID) || p->w > POOL_COLS)
+    if ((p->kind != H2T_POOL_GAP && p->kind != H2T_POOL_GRID) || p->w > POOL_COLS ||
+        p->form == H2T_FORM_NHWC)
         return 0;
     return (size_t)p->c * stream_floats(p) * sizeof(float);
 }
@@ -1037,6 +1106,8 @@ int h2t_pool_stream_isa(const h2t_pool_plan *p, void *state, const float *x, uin
     if (c0 > c1 || c1 > p->c || off > hw || len > hw - off)
         return h2t_err_set(H2T_EINVAL, "channels [%u, %u) values [%zu, %zu) of a %u x %zu sample",
                            c0, c1, off, off + len, p->c, hw);
+    if (p->form == H2T_FORM_NHWC)
+        return h2t_err_set(H2T_EINVAL, "a channels-last plan pools whole samples only");
     if (off == 0 && len == hw && (p->kind == H2T_POOL_GAP || p->kind == H2T_POOL_GRID)) {
         pool_channels(p, x, c0, c1, out, isa);
         return 0;
@@ -1059,11 +1130,19 @@ int h2t_pool_stream(const h2t_pool_plan *p, void *state, const float *x, uint32_
     return h2t_pool_stream_isa(p, state, x, c0, c1, off, len, out, h2t_pool_isa_best());
 }
 
-/* 3-D tokens (token-major): a window of win tokens averages each channel, in double, tokens in
- * order. */
-static void pool_tokens(const h2t_pool_plan *p, const float *x, float *out)
+/* 3-D tokens: token t's channel c is x[t * ts + c * cs]. A window of win tokens averages each
+ * channel in double, tokens in order, from +0; the class token (lead) is copied first. */
+static void pool_tokens(const h2t_pool_plan *p, const float *x, size_t ts, size_t cs, float *out)
 {
-    uint32_t win = p->kind == H2T_POOL_TMEAN ? p->h : p->ph;
+    if (p->kind == H2T_POOL_CLS || p->lead) {
+        for (uint32_t c = 0; c < p->c; c++)
+            out[c] = x[(size_t)c * cs];
+        if (p->kind == H2T_POOL_CLS)
+            return;
+        out += p->c;
+    }
+    uint32_t n = p->h - p->t0;
+    uint32_t win = p->kind == H2T_POOL_TMEAN ? n : p->ph;
     uint32_t nw = p->kind == H2T_POOL_TMEAN ? 1 : p->oh;
     double acc[1024];
     for (uint32_t i = 0; i < nw; i++) {
@@ -1072,15 +1151,47 @@ static void pool_tokens(const h2t_pool_plan *p, const float *x, float *out)
             uint32_t nc = p->c - c0 < 1024 ? p->c - c0 : 1024;
             for (uint32_t c = 0; c < nc; c++)
                 acc[c] = 0;
-            for (uint32_t t = i * win; t < (i + 1) * win; t++) {
-                const float *row = x + (size_t)t * p->c + c0;
-                for (uint32_t c = 0; c < nc; c++)
-                    acc[c] += row[c];
+            for (uint32_t t = p->t0 + i * win; t < p->t0 + (i + 1) * win; t++) {
+                const float *row = x + (size_t)t * ts + (size_t)c0 * cs;
+                if (cs == 1)
+                    for (uint32_t c = 0; c < nc; c++)
+                        acc[c] += row[c];
+                else
+                    for (uint32_t c = 0; c < nc; c++)
+                        acc[c] += row[(size_t)c * cs];
             }
             for (uint32_t c = 0; c < nc; c++)
                 o[c0 + c] = (float)(acc[c] / win);
         }
     }
+}
+
+/* 4-D channels last (H x W x C): each window's channels summed in double, rows top to bottom,
+ * each row left to right; features in (H, W, C) order as the NCHW kernels write them. */
+static void pool_nhwc(const h2t_pool_plan *p, const float *x, float *out)
+{
+    uint32_t ph = p->kind == H2T_POOL_GAP ? p->h : p->ph;
+    uint32_t pw = p->kind == H2T_POOL_GAP ? p->w : p->pw;
+    uint32_t oh = p->kind == H2T_POOL_GAP ? 1 : p->oh;
+    uint32_t ow = p->kind == H2T_POOL_GAP ? 1 : p->ow;
+    double inv = 1.0 / ((double)ph * pw), acc[1024];
+    for (uint32_t i = 0; i < oh; i++)
+        for (uint32_t j = 0; j < ow; j++) {
+            float *o = out + ((size_t)i * ow + j) * p->c;
+            for (uint32_t c0 = 0; c0 < p->c; c0 += 1024) {
+                uint32_t nc = p->c - c0 < 1024 ? p->c - c0 : 1024;
+                for (uint32_t c = 0; c < nc; c++)
+                    acc[c] = 0;
+                for (uint32_t r = i * ph; r < (i + 1) * ph; r++)
+                    for (uint32_t q = j * pw; q < (j + 1) * pw; q++) {
+                        const float *v = x + ((size_t)r * p->w + q) * p->c + c0;
+                        for (uint32_t c = 0; c < nc; c++)
+                            acc[c] += v[c];
+                    }
+                for (uint32_t c = 0; c < nc; c++)
+                    o[c0 + c] = (float)(acc[c] * inv);
+            }
+        }
 }
 
 void h2t_pool_apply_isa(const h2t_pool_plan *p, const float *x, float *out, int isa)
@@ -1091,12 +1202,40 @@ void h2t_pool_apply_isa(const h2t_pool_plan *p, const float *x, float *out, int 
         break;
     case H2T_POOL_GAP:
     case H2T_POOL_GRID:
-        pool_channels(p, x, 0, p->c, out, isa);
+        if (p->form == H2T_FORM_NHWC)
+            pool_nhwc(p, x, out);
+        else
+            pool_channels(p, x, 0, p->c, out, isa);
         break;
     case H2T_POOL_TMEAN:
     case H2T_POOL_TWIN:
-        pool_tokens(p, x, out);
+    case H2T_POOL_CLS:
+        if (p->form == H2T_FORM_NCL)
+            pool_tokens(p, x, 1, p->h, out);
+        else
+            pool_tokens(p, x, p->c, 1, out);
         break;
+    }
+}
+
+void h2t_pool_apply_sample(const h2t_pool_plan *p, const float *data, int nb, int s, float *out)
+{
+    if (p->form == H2T_FORM_LNC) /* token t of sample s: row t * nb + s */
+        pool_tokens(p, data + (size_t)s * p->c, (size_t)nb * p->c, 1, out);
+    else
+        h2t_pool_apply(p, data + (size_t)s * h2t_pool_sample_floats(p), out);
+}
+
+size_t h2t_pool_sample_floats(const h2t_pool_plan *p)
+{
+    switch (p->kind) {
+    case H2T_POOL_FLAT:
+        return p->c;
+    case H2T_POOL_GAP:
+    case H2T_POOL_GRID:
+        return (size_t)p->c * p->h * p->w;
+    default:
+        return (size_t)p->c * p->h;
     }
 }
 
@@ -1110,7 +1249,7 @@ int h2t_pool_apply_channels(const h2t_pool_plan *p, const float *x, uint32_t c0,
 {
     if (c0 > c1 || c1 > p->c)
         return h2t_err_set(H2T_EINVAL, "channels [%u, %u) of a tensor of %u", c0, c1, p->c);
-    if (p->kind != H2T_POOL_GAP && p->kind != H2T_POOL_GRID) {
+    if ((p->kind != H2T_POOL_GAP && p->kind != H2T_POOL_GRID) || p->form == H2T_FORM_NHWC) {
         if (c0 != 0 || c1 != p->c)
             return h2t_err_set(H2T_EINVAL,
                                "only 4-D tensors pool by channel range (kind %d: [0, %u) only)",
@@ -1120,19 +1259,4 @@ int h2t_pool_apply_channels(const h2t_pool_plan *p, const float *x, uint32_t c0,
     }
     pool_channels(p, x, c0, c1, out, h2t_pool_isa_best());
     return 0;
-}
-
-static const char *const pure_ops[] = {
-    "Reshape", "Flatten", "Identity", "Dropout", "Squeeze",  "Unsqueeze",       "Transpose",
-    "Expand",  "Cast",    "Shape",    "Size",    "Constant", "ConstantOfShape",
-};
-
-int h2t_layer_rule_default(const h2t_tensor_info *t)
-{
-    if (t->is_input || t->rank < 2 || t->rank > 4)
-        return 0;
-    for (size_t i = 0; i < sizeof pure_ops / sizeof pure_ops[0]; i++)
-        if (!strcmp(t->op, pure_ops[i]))
-            return 0;
-    return 1;
 }
