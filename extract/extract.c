@@ -286,8 +286,8 @@ static int plan_derived(h2t_extract_plan *p)
         int s1 = lin.src[1] >= 0 ? p->layer_of[lin.src[1]] : -1;
         const h2t_pool_plan *x0 = s0 >= 0 && (uint32_t)s0 < l ? &p->pools[s0] : NULL;
         const h2t_pool_plan *x1 = s1 >= 0 && (uint32_t)s1 < l ? &p->pools[s1] : NULL;
-        int grid4 = (y->kind == H2T_POOL_GAP || y->kind == H2T_POOL_GRID) &&
-                    y->form == H2T_FORM_NCHW;
+        int grid4 =
+            (y->kind == H2T_POOL_GAP || y->kind == H2T_POOL_GRID) && y->form == H2T_FORM_NCHW;
         if (lin.kind == H2T_LIN_AFFINE && x0 && grid4 && same_pool(x0, y) &&
             lin.channels == (int64_t)y->c) {
             d->kind = H2T_LIN_AFFINE;
@@ -409,7 +409,8 @@ static int plan_layers(h2t_extract_plan *p)
         p->bax[l] = t->batch_axis;
         for (int a = 0; a < t->rank && k < 3; a++)
             if (a != t->batch_axis)
-                dims[k++] = t->shape[a] > 0 && t->shape[a] <= UINT32_MAX ? (uint32_t)t->shape[a] : 0;
+                dims[k++] =
+                    t->shape[a] > 0 && t->shape[a] <= UINT32_MAX ? (uint32_t)t->shape[a] : 0;
         if ((rc = h2t_pool_plan_form(f->form, dims, p->o.target_size, cls, &p->pools[l])) < 0)
             return h2t_err_wrap(rc, "tensor '%s' (%s): ", t->name, t->op);
         h2t_layer_info *li = &p->layers[l];
@@ -810,8 +811,7 @@ static int on_tensor(void *vctx, int tensor, const float *data, const int64_t *s
         return rc;
     const h2t_layer_info *li = &p->layers[l];
     (void)per;
-    pool_batch(&p->pools[l], data, c->nb, c->bufs[l] + (size_t)c->row0 * li->dim,
-               c->pool_threads);
+    pool_batch(&p->pools[l], data, c->nb, c->bufs[l] + (size_t)c->row0 * li->dim, c->pool_threads);
     c->seen[l] = 1;
     c->ticks_pool += pool_ticks() - t0;
     return 0;

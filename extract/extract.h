@@ -53,29 +53,43 @@
  *       floor(H/ph) x floor(W/pw) x C features in (H, W, C) order. For H == W this is exactly
  *       the reference (p = floor(W / n)); for H != W each axis gets its own window so the grid
  *       stays about n x n (T stays approximate, never multiplied by the aspect ratio).
- *   3-D (N tokens x C): C >= T: mean over tokens -> C. Else p = floor(N / floor(T / C)); if p
- *       is 0: mean over tokens (as the 4-D fallback); else 1-D windows of p tokens, stride p,
- *       trailing tokens dropped -> floor(N / p) x C features in (token, C) order.
+ *   3-D (L tokens x C): C >= T: mean over tokens -> C. Else p = int(L / (T / C)), T / C a true
+ *       quotient in double (the reference code's arithmetic; the 4-D rule's T / C is an
+ *       integer quotient); if p is 0: mean over tokens (as the 4-D fallback); else 1-D
+ *       windows of p tokens, stride p, trailing tokens dropped -> floor(L / p) x C features in
+ *       (token, C) order. A tensor whose token 0 is a class token (h2t_tensor_form.cls) follows
+ *       opts.cls: POOL as above; ONLY: token 0's C values; APART: token 0's C values, then the
+ *       rule over tokens 1..L-1.
  *   2-D (C): used as is.
+ * The axes come from the tensor's form (model.h): sequence-first L x N x C tensors are pooled
+ * as N x L x C; N x C x L ones (channels first) as tokens along L; channels-last maps
+ * N x H x W x C with the 4-D rule over H, W; attention weights and heads (when asked for) as
+ * NCHW maps with one channel per head.
  *
- * Layer rule (default): every node output of rank 2, 3 or 4 (batch included) except the graph
- * input and the outputs of ops that only move, copy or describe values (their numbers are
- * already in the tensor they come from, or are not data): Reshape, Flatten, Identity,
- * Dropout, Squeeze, Unsqueeze, Transpose, Expand, Cast, Shape, Size, Constant,
- * ConstantOfShape. With opts.layers_regex (POSIX extended, matched against the tensor name,
- * unanchored) the regex replaces the op exclusion list; the rank and graph-input rules still
- * apply.
+ * Layer rule (default, h2t_layers_choose): every node output of rank 2, 3 or 4 (batch
+ * included) whose form is not NONE (a sample can be read from it), except the graph input,
+ * attention weights and heads apart (q, k, v, scores, per-head values), and the outputs of ops
+ * that only move, copy or describe values (their numbers are already in the tensor they come
+ * from, or are not data): Reshape, Flatten, Identity, Dropout, Squeeze, Unsqueeze, Transpose,
+ * Expand, Cast, Shape, Size, Constant, ConstantOfShape. Such a view IS taken when the data it
+ * comes from was in no readable tensor (batch folded, heads apart): the first view with a
+ * batch axis of, e.g., the attention output of torch's MultiheadAttention. Tensors of rank
+ * 2..4 that are not taken for a reason other than being a view are listed (passed over, with
+ * the reason). With opts.layers_regex (POSIX extended, matched against the tensor name,
+ * unanchored) the regex replaces the op and attention exclusions; the rank, form and
+ * graph-input rules still apply.
  *
  * The pass: the extraction's identity is SHA-256 of a canonical config string (model file
  * SHA-256, source hash, sample count, target size, dtype, layer rule, preprocessing, and the
  * forward batch when above 1, and "pool=derived" when derived layers are in use, see
- * opts.pool_direct). The same request twice reuses the stored extraction (nothing
- * recomputed); an interrupted one resumes from its samples_done marker. Each batch (one store
- * transaction): read + preprocess, run the model with the selected tensors observed (by
- * default one sample per forward pass, opts.threads samples at a time, each on its own
- * executor), pool each tensor in the executor's callback, then write all layers, statistics
- * and the marker together. Batches are pipelined (two buffers of pooled rows and of input):
- * the calling thread commits batch b and reads batch b + 2 while batch b + 1 runs on the
+ * opts.pool_direct, and "forms=v1 cls=MODE" when the layers or their pooling differ from the
+ * first layer rule's: token tensors, other axis orders, a class-token mode). The same request twice
+ * reuses the stored extraction (nothing recomputed); an interrupted one resumes from its
+ * samples_done marker. Each batch (one store transaction): read + preprocess, run the model with
+ * the selected tensors observed (by default one sample per forward pass, opts.threads samples at a
+ * time, each on its own executor), pool each tensor in the executor's callback, then write all
+ * layers, statistics and the marker together. Batches are pipelined (two buffers of pooled rows and
+ * of input): the calling thread commits batch b and reads batch b + 2 while batch b + 1 runs on the
  * forward threads; commits stay strictly in batch order, one transaction each, every store
  * call on the calling thread. Features are bitwise the same for any batch or thread setting
  * at forward batch 1.

@@ -42,10 +42,22 @@ static int op_in(const char *op, const char *const *list)
 }
 
 static const char *const chw_ops[] = {
-    "Conv",          "ConvTranspose",        "BatchNormalization", "InstanceNormalization",
-    "GroupNormalization", "MaxPool",         "AveragePool",        "GlobalAveragePool",
-    "GlobalMaxPool", "LpPool",               "GlobalLpPool",       "DepthToSpace",
-    "SpaceToDepth",  "LRN",                  "MaxUnpool",          NULL,
+    "Conv",
+    "ConvTranspose",
+    "BatchNormalization",
+    "InstanceNormalization",
+    "GroupNormalization",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "LpPool",
+    "GlobalLpPool",
+    "DepthToSpace",
+    "SpaceToDepth",
+    "LRN",
+    "MaxUnpool",
+    NULL,
 };
 
 static const char *const view_ops[] = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", NULL};
@@ -87,7 +99,7 @@ static int is_const(const h2t_model *m, int v)
  * (the learned class token expanded to the batch). */
 static int const_data(const h2t_model *m, int v, int depth)
 {
-    static const char *const copy_ops[] = {"Expand",  "Tile", "Reshape",   "Unsqueeze", "Squeeze",
+    static const char *const copy_ops[] = {"Expand",   "Tile", "Reshape",   "Unsqueeze", "Squeeze",
                                            "Identity", "Cast", "Transpose", NULL};
     if (v < 0 || v >= m->n_values || depth > 16)
         return 0;

@@ -61,8 +61,7 @@ static void plan_tokens(h2t_pool_plan *p, uint32_t target, uint64_t *dim)
     }
 }
 
-int h2t_pool_plan_form(int form, const uint32_t *dims, uint32_t target, int cls,
-                       h2t_pool_plan *out)
+int h2t_pool_plan_form(int form, const uint32_t *dims, uint32_t target, int cls, h2t_pool_plan *out)
 {
     if (target == 0)
         return h2t_err_set(H2T_EINVAL, "target size 0");

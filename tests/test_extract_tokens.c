@@ -13,8 +13,8 @@
 
 /* x[t * ts + c * cs]: the 3-D rule over tokens [t0, L) (window from the reference formula,
  * computed in double as int(n / (T / C))), after the class token's C values when lead. */
-static uint32_t ref_tokens(const float *x, uint32_t L, uint32_t C, size_t ts, size_t cs,
-                           uint32_t T, int mode, float *out)
+static uint32_t ref_tokens(const float *x, uint32_t L, uint32_t C, size_t ts, size_t cs, uint32_t T,
+                           int mode, float *out)
 {
     uint32_t k = 0;
     if (mode != H2T_CLS_POOL)
@@ -644,9 +644,8 @@ TEST(extract_tokens_cli)
     out[k] = '\0';
     ASSERT_EQ(WEXITSTATUS(pclose(p)), 2);
     ASSERT_CONTAINS(out, "pool, only or apart");
-    snprintf(cmd, sizeof cmd,
-             "%s extract --model %s --data npy:x.npy,y.npy --cls only --plan 2>&1", bin,
-             tokens_model());
+    snprintf(cmd, sizeof cmd, "%s extract --model %s --data npy:x.npy,y.npy --cls only --plan 2>&1",
+             bin, tokens_model());
     p = popen(cmd, "r");
     k = fread(out, 1, sizeof out - 1, p);
     out[k] = '\0';
