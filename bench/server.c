@@ -482,8 +482,8 @@ static uint64_t start_job(h2t_client *c, uint32_t threads)
 {
     h2t_msg q = {.type = H2T_MSG_TRAIN}, rep;
     q.u.train.task = "t";
-    q.u.train.method = H2T_PROTO_METHOD_HEAD2TOE;
-    q.u.train.threads = threads;
+    q.u.train.spec.method = H2T_METHOD_HEAD2TOE;
+    q.u.train.spec.threads = threads;
     q.u.train.retrain = 1; /* a new job even when an earlier run's finished */
     int rc = h2t_client_call(c, &q, H2T_MSG_JOB, &rep);
     if (rc < 0)
@@ -511,8 +511,8 @@ static double job_start_s(h2t_client *c, const char *task, uint64_t seed)
 {
     h2t_msg q = {.type = H2T_MSG_TRAIN}, rep;
     q.u.train.task = task;
-    q.u.train.method = H2T_PROTO_METHOD_HEAD2TOE;
-    q.u.train.seed = seed;
+    q.u.train.spec.method = H2T_METHOD_HEAD2TOE;
+    q.u.train.spec.seed = seed;
     q.u.train.retrain = 1;
     double t0 = h2t_now_s(), t = -1;
     int rc = h2t_client_call(c, &q, H2T_MSG_JOB, &rep);
@@ -555,7 +555,7 @@ typedef struct bench_runner {
     atomic_int plain;
 } bench_runner;
 
-static int bench_run(void *ud, h2t_store *st, const h2t_task *task, const h2t_msg_train *spec,
+static int bench_run(void *ud, h2t_store *st, const h2t_task *task, const h2t_train_spec *spec,
                      h2t_solver_progress_fn progress, void *pud, const atomic_int *cancel,
                      void **blob, size_t *len)
 {

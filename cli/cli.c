@@ -186,7 +186,7 @@ const char *h2t_cli_method_name(int method)
 void h2t_cli_job_print(FILE *f, const h2t_msg_job *j, int json)
 {
     const char *task = j->has_spec ? j->spec.task : "";
-    const char *method = j->has_spec ? h2t_cli_method_name(j->spec.method) : "";
+    const char *method = j->has_spec ? h2t_cli_method_name(j->spec.spec.method) : "";
     if (json) {
         fprintf(f, "{\"id\": %" PRIu64 ", \"state\": ", j->id);
         h2t_json_str(f, h2t_cli_job_state(j->state));

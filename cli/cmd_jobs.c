@@ -53,7 +53,7 @@ static int job_args_end(h2t_cli *cli, const char *text, uint64_t *id)
 }
 
 /* "1e-4,1e-5" -> doubles */
-static int parse_list(h2t_cli *cli, const char *v, double *out, size_t cap, size_t *n)
+static int parse_list(h2t_cli *cli, const char *v, double *out, uint32_t cap, uint32_t *n)
 {
     *n = 0;
     if (!v)
@@ -63,7 +63,7 @@ static int parse_list(h2t_cli *cli, const char *v, double *out, size_t cap, size
         char *end;
         double x = strtod(p, &end);
         if (end == p || (*end && *end != ',') || *n == cap) {
-            fprintf(stderr, "h2tdb %s: %s '%s': want up to %zu comma-separated numbers\n", cli->cmd,
+            fprintf(stderr, "h2tdb %s: %s '%s': want up to %u comma-separated numbers\n", cli->cmd,
                     cli->arg, v, cap);
             cli->bad = 1;
             return -1;
@@ -99,18 +99,18 @@ static void on_job(void *ud, const h2t_msg_job *j)
 
 /* The current option's value as an index into names (its enum value); an unknown word is an
  * error naming the option and every accepted word. */
-static void parse_choice(h2t_cli *cli, const char *const *names, int n, int *out)
+static void parse_choice(h2t_cli *cli, const char *const *names, uint32_t n, uint32_t *out)
 {
     const char *v = h2t_cli_value(cli);
     if (!v)
         return;
-    for (int i = 0; i < n; i++)
+    for (uint32_t i = 0; i < n; i++)
         if (!strcmp(v, names[i])) {
             *out = i;
             return;
         }
     fprintf(stderr, "h2tdb %s: %s '%s': want", cli->cmd, cli->arg, v);
-    for (int i = 0; i < n; i++)
+    for (uint32_t i = 0; i < n; i++)
         fprintf(stderr, "%s %s", i == 0 ? "" : i == n - 1 ? " or" : ",", names[i]);
     fputc('\n', stderr);
     cli->bad = 1;
@@ -152,10 +152,10 @@ int h2t_cmd_train(int argc, char **argv)
     h2t_cli cli;
     h2t_msg req = {.type = H2T_MSG_TRAIN}, rep;
     h2t_msg_train *t = &req.u.train;
-    double lambdas[H2T_SOLVER_MAX_GRID], keeps[H2T_SOLVER_MAX_GRID];
+    h2t_train_spec *sp = &t->spec; /* a request: 0 = the method's default */
     unsigned long long v;
     int wait = 0;
-    t->method = H2T_PROTO_METHOD_HEAD2TOE;
+    sp->method = H2T_METHOD_HEAD2TOE;
     h2t_cli_init(&cli, "train", argc, argv);
     while (h2t_cli_next(&cli)) {
         if (h2t_cli_common(&cli))
@@ -164,32 +164,28 @@ int h2t_cmd_train(int argc, char **argv)
             t->task = h2t_cli_value(&cli);
         else if (h2t_cli_is(&cli, "--method")) {
             static const char *const methods[] = {"linear", "all", "head2toe"};
-            parse_choice(&cli, methods, 3, &t->method); /* the solver's numbering */
+            parse_choice(&cli, methods, 3, &sp->method); /* the solver's numbering */
         } else if (h2t_cli_is(&cli, "--optimizer")) {
             static const char *const opts[] = {"fast", "adam"};
-            parse_choice(&cli, opts, 2, &t->optimizer);
-        } else if (h2t_cli_is(&cli, "--lambdas")) {
-            if (parse_list(&cli, h2t_cli_value(&cli), lambdas, H2T_SOLVER_MAX_GRID,
-                           &t->n_lambdas) == 0)
-                t->lambdas = lambdas;
-        } else if (h2t_cli_is(&cli, "--keep")) {
-            if (parse_list(&cli, h2t_cli_value(&cli), keeps, H2T_SOLVER_MAX_GRID,
-                           &t->n_keep_fractions) == 0)
-                t->keep_fractions = keeps;
-        } else if (h2t_cli_is(&cli, "--folds")) {
+            parse_choice(&cli, opts, 2, &sp->optimizer);
+        } else if (h2t_cli_is(&cli, "--lambdas"))
+            parse_list(&cli, h2t_cli_value(&cli), sp->lambdas, H2T_SPEC_MAX_GRID, &sp->n_lambdas);
+        else if (h2t_cli_is(&cli, "--keep"))
+            parse_list(&cli, h2t_cli_value(&cli), sp->keeps, H2T_SPEC_MAX_GRID, &sp->n_keeps);
+        else if (h2t_cli_is(&cli, "--folds")) {
             if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
-                t->folds = (uint32_t)(v > 1000 ? 1000 : v);
+                sp->folds = (uint32_t)(v > 1000 ? 1000 : v);
         } else if (h2t_cli_is(&cli, "--steps")) {
             if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
-                t->steps = (uint32_t)(v > 100000000 ? 100000000 : v);
+                sp->steps = (uint32_t)(v > 100000000 ? 100000000 : v);
         } else if (h2t_cli_is(&cli, "--threads")) {
             if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
-                t->threads = (uint32_t)(v > 256 ? 257 : v);
+                sp->threads = (uint32_t)(v > 256 ? 257 : v);
         } else if (h2t_cli_is(&cli, "--seed")) {
             if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
-                t->seed = v;
+                sp->seed = v;
         } else if (h2t_cli_is(&cli, "--lr"))
-            h2t_cli_double(&cli, h2t_cli_value(&cli), &t->lr);
+            h2t_cli_double(&cli, h2t_cli_value(&cli), &sp->lr);
         else if (h2t_cli_is(&cli, "--retrain"))
             t->retrain = 1;
         else if (h2t_cli_is(&cli, "--wait"))

@@ -22,6 +22,7 @@ typedef struct allocs {
     void **p;
     size_t n, cap;
     int failed;
+    int err; /* a code other than H2T_ENOMEM that made it fail (detail set) */
 } allocs;
 
 static void *al_calloc(allocs *a, size_t n, size_t size)
@@ -134,6 +135,139 @@ static H2tdb__Task *enc_task(allocs *a, const h2t_msg_task *t)
     return m;
 }
 
+/* ---- the train spec <-> TrainRequest, row by row (common/train_spec.h) ---- */
+
+/* The TrainRequest field of a row, or NULL when the row has no wire name or the field is
+ * missing or of another type (h2t_proto_train_spec_check says which). */
+static const ProtobufCFieldDescriptor *spec_wire_field(const h2t_spec_field *f)
+{
+    if (!f->wire)
+        return NULL;
+    const ProtobufCFieldDescriptor *d =
+        protobuf_c_message_descriptor_get_field_by_name(&h2tdb__train_request__descriptor, f->wire);
+    if (!d)
+        return NULL;
+    int repeated = d->label == PROTOBUF_C_LABEL_REPEATED;
+    switch (f->type) {
+    case H2T_SPEC_U32:
+        return !repeated && (d->type == PROTOBUF_C_TYPE_UINT32 || d->type == PROTOBUF_C_TYPE_ENUM)
+                   ? d
+                   : NULL;
+    case H2T_SPEC_U64:
+        return !repeated &&
+                       (d->type == PROTOBUF_C_TYPE_UINT64 || d->type == PROTOBUF_C_TYPE_FIXED64)
+                   ? d
+                   : NULL;
+    case H2T_SPEC_F64:
+        return !repeated && d->type == PROTOBUF_C_TYPE_DOUBLE ? d : NULL;
+    case H2T_SPEC_GRID:
+        return repeated && d->type == PROTOBUF_C_TYPE_DOUBLE ? d : NULL;
+    case H2T_SPEC_LIST:
+        return repeated && d->type == PROTOBUF_C_TYPE_UINT32 ? d : NULL;
+    default:
+        return NULL;
+    }
+}
+
+int h2t_proto_train_spec_check(void)
+{
+    for (size_t i = 0; i < h2t_train_spec_n_fields; i++) {
+        const h2t_spec_field *f = &h2t_train_spec_fields[i];
+        if (f->wire && !spec_wire_field(f))
+            return h2t_err_set(H2T_EPROTO,
+                               "train spec member %s: no TrainRequest.%s of a matching type",
+                               f->name, f->wire);
+    }
+    const ProtobufCMessageDescriptor *md = &h2tdb__train_request__descriptor;
+    for (unsigned k = 0; k < md->n_fields; k++) {
+        const char *name = md->fields[k].name;
+        if (!strcmp(name, "task") || !strcmp(name, "retrain") || !strcmp(name, "inputs_digest"))
+            continue;
+        size_t i = 0;
+        while (i < h2t_train_spec_n_fields &&
+               !(h2t_train_spec_fields[i].wire && !strcmp(h2t_train_spec_fields[i].wire, name)))
+            i++;
+        if (i == h2t_train_spec_n_fields)
+            return h2t_err_set(H2T_EPROTO,
+                               "TrainRequest.%s: no member of h2t_train_spec carries it "
+                               "(common/train_spec.c)",
+                               name);
+    }
+    return 0;
+}
+
+/* Point m's fields at s's members (BORROWED by m). Errors: H2T_EPROTO (a row that does not
+ * match its field), H2T_EINVAL (a grid count over its capacity). */
+static int spec_to_wire(const h2t_train_spec *s, H2tdb__TrainRequest *m)
+{
+    for (size_t i = 0; i < h2t_train_spec_n_fields; i++) {
+        const h2t_spec_field *f = &h2t_train_spec_fields[i];
+        if (!f->wire)
+            continue;
+        const ProtobufCFieldDescriptor *d = spec_wire_field(f);
+        if (!d)
+            return h2t_proto_train_spec_check();
+        const char *src = (const char *)s + f->off;
+        char *dst = (char *)m + d->offset;
+        if (f->type == H2T_SPEC_GRID || f->type == H2T_SPEC_LIST) {
+            uint32_t n;
+            memcpy(&n, (const char *)s + f->count_off, sizeof(n));
+            if (f->type == H2T_SPEC_GRID && n > H2T_SPEC_MAX_GRID)
+                return h2t_err_set(H2T_EINVAL, "train spec %s: %u values, at most %d", f->name, n,
+                                   H2T_SPEC_MAX_GRID);
+            size_t count = n;
+            const void *p = f->type == H2T_SPEC_GRID ? (const void *)src : NULL;
+            if (f->type == H2T_SPEC_LIST)
+                memcpy(&p, src, sizeof(p));
+            if (!p)
+                count = 0;
+            memcpy((char *)m + d->quantifier_offset, &count, sizeof(count));
+            memcpy(dst, &p, sizeof(p)); /* protobuf-c's pointer, never written through */
+        } else {
+            memcpy(dst, src, f->size); /* uint32 / enum (int), 64-bit: the same sizes */
+        }
+    }
+    return 0;
+}
+
+/* Copy m's fields into s's members (members without a wire field are left as they are).
+ * Errors: H2T_EPROTO (a grid longer than its capacity, or a row that does not match). */
+static int spec_from_wire(const H2tdb__TrainRequest *m, h2t_train_spec *s)
+{
+    for (size_t i = 0; i < h2t_train_spec_n_fields; i++) {
+        const h2t_spec_field *f = &h2t_train_spec_fields[i];
+        if (!f->wire)
+            continue;
+        const ProtobufCFieldDescriptor *d = spec_wire_field(f);
+        if (!d)
+            return h2t_proto_train_spec_check();
+        const char *src = (const char *)m + d->offset;
+        char *dst = (char *)s + f->off;
+        if (f->type == H2T_SPEC_GRID || f->type == H2T_SPEC_LIST) {
+            size_t count;
+            const void *p;
+            memcpy(&count, (const char *)m + d->quantifier_offset, sizeof(count));
+            memcpy(&p, src, sizeof(p));
+            if (f->type == H2T_SPEC_GRID && count > H2T_SPEC_MAX_GRID)
+                return h2t_err_set(H2T_EPROTO, "TrainRequest.%s: %zu values, at most %d", f->wire,
+                                   count, H2T_SPEC_MAX_GRID);
+            if (count > UINT32_MAX)
+                return h2t_err_set(H2T_EPROTO, "TrainRequest.%s: %zu values", f->wire, count);
+            uint32_t n = (uint32_t)count;
+            memcpy((char *)s + f->count_off, &n, sizeof(n));
+            if (f->type == H2T_SPEC_GRID) {
+                if (n)
+                    memcpy(dst, p, n * sizeof(double));
+            } else {
+                memcpy(dst, &p, sizeof(p)); /* points into the decoded message */
+            }
+        } else {
+            memcpy(dst, src, f->size);
+        }
+    }
+    return 0;
+}
+
 static H2tdb__TrainRequest *enc_train(allocs *a, const h2t_msg_train *t)
 {
     H2tdb__TrainRequest *m = al_calloc(a, 1, sizeof(*m));
@@ -141,17 +275,12 @@ static H2tdb__TrainRequest *enc_train(allocs *a, const h2t_msg_train *t)
         return NULL;
     h2tdb__train_request__init(m);
     m->task = S(t->task);
-    m->method = (H2tdb__Method)t->method;
-    m->optimizer = (H2tdb__Optimizer)t->optimizer;
-    m->n_lambdas = t->n_lambdas;
-    m->lambdas = MUT(double, t->lambdas);
-    m->n_keep_fractions = t->n_keep_fractions;
-    m->keep_fractions = MUT(double, t->keep_fractions);
-    m->folds = t->folds;
-    m->steps = t->steps;
-    m->lr = t->lr;
-    m->seed = t->seed;
-    m->threads = t->threads;
+    int rc = spec_to_wire(&t->spec, m);
+    if (rc < 0) {
+        a->failed = 1;
+        a->err = rc;
+        return NULL;
+    }
     m->retrain = t->retrain != 0;
     m->inputs_digest = t->inputs_digest;
     return m;
@@ -475,6 +604,8 @@ int h2t_proto_encode(const h2t_msg *m, uint8_t **frame, size_t *len)
     uint8_t *buf = NULL;
     env.id = m->id;
     int rc = enc_body(&a, m, &env);
+    if (a.err)
+        rc = a.err;
     if (rc < 0)
         goto out;
     if (a.failed) {
@@ -592,25 +723,16 @@ static void dec_task(const H2tdb__Task *m, h2t_msg_task *t)
     t->train_per_class = m->train_per_class;
 }
 
-static void dec_train(const H2tdb__TrainRequest *m, h2t_msg_train *t)
+static int dec_train(const H2tdb__TrainRequest *m, h2t_msg_train *t)
 {
+    memset(t, 0, sizeof(*t));
     t->task = m->task;
-    t->method = (int)m->method;
-    t->optimizer = (int)m->optimizer;
-    t->n_lambdas = m->n_lambdas;
-    t->lambdas = m->lambdas;
-    t->n_keep_fractions = m->n_keep_fractions;
-    t->keep_fractions = m->keep_fractions;
-    t->folds = m->folds;
-    t->steps = m->steps;
-    t->lr = m->lr;
-    t->seed = m->seed;
-    t->threads = m->threads;
     t->retrain = m->retrain;
     t->inputs_digest = m->inputs_digest;
+    return spec_from_wire(m, &t->spec);
 }
 
-static void dec_job(const H2tdb__Job *m, h2t_msg_job *j)
+static int dec_job(const H2tdb__Job *m, h2t_msg_job *j)
 {
     j->id = m->id;
     j->state = (int)m->state;
@@ -622,9 +744,10 @@ static void dec_job(const H2tdb__Job *m, h2t_msg_job *j)
     j->started_ms = m->started_ms;
     j->finished_ms = m->finished_ms;
     j->has_spec = m->spec != NULL;
-    if (m->spec)
-        dec_train(m->spec, &j->spec);
     j->reused = m->reused;
+    if (m->spec)
+        return dec_train(m->spec, &j->spec);
+    return 0;
 }
 
 static void dec_layer_stats(const H2tdb__LayerStats *m, h2t_msg_layer_stats *s)
@@ -652,6 +775,7 @@ static void dec_layer_stats(const H2tdb__LayerStats *m, h2t_msg_layer_stats *s)
 static int dec_body(allocs *a, const H2tdb__Envelope *env, h2t_msg *msg)
 {
     __typeof__(msg->u) *u = &msg->u;
+    int rc;
     msg->type = (int)env->body_case;
     switch (env->body_case) {
     case H2TDB__ENVELOPE__BODY_ERROR:
@@ -788,8 +912,7 @@ static int dec_body(allocs *a, const H2tdb__Envelope *env, h2t_msg *msg)
         break;
     }
     case H2TDB__ENVELOPE__BODY_TRAIN:
-        dec_train(env->train, &u->train);
-        break;
+        return dec_train(env->train, &u->train);
     case H2TDB__ENVELOPE__BODY_GET_JOB:
         u->job_ref.job = env->get_job->job;
         break;
@@ -800,15 +923,15 @@ static int dec_body(allocs *a, const H2tdb__Envelope *env, h2t_msg *msg)
         u->job_ref.job = env->cancel_job->job;
         break;
     case H2TDB__ENVELOPE__BODY_JOB:
-        dec_job(env->job, &u->job);
-        break;
+        return dec_job(env->job, &u->job);
     case H2TDB__ENVELOPE__BODY_JOB_LIST: {
         size_t n = env->job_list->n_jobs;
         h2t_msg_job *v = al_calloc(a, n, sizeof(*v));
         if (!v)
             return H2T_ENOMEM;
         for (size_t i = 0; i < n; i++)
-            dec_job(env->job_list->jobs[i], &v[i]);
+            if ((rc = dec_job(env->job_list->jobs[i], &v[i])) < 0)
+                return rc;
         u->job_list.n = n;
         u->job_list.v = v;
         break;

@@ -34,6 +34,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/train_spec.h"
+
 #define H2T_PROTO_MAX_FRAME (16u << 20) /* default frame limit (payload bytes) */
 
 /* Message types: the Envelope oneof field numbers of h2tdb.proto. */
@@ -71,10 +73,6 @@ enum {
     H2T_MSG_PREDICTION = 31,
     H2T_MSG_MAX = 32
 };
-
-/* Train methods and optimisers (h2tdb.Method / h2tdb.Optimizer): the numbers of solver.h. */
-enum { H2T_PROTO_METHOD_LINEAR = 0, H2T_PROTO_METHOD_ALL = 1, H2T_PROTO_METHOD_HEAD2TOE = 2 };
-enum { H2T_PROTO_OPT_FAST = 0, H2T_PROTO_OPT_ADAM = 1 };
 
 typedef struct h2t_msg_error {
     int32_t code; /* negative H2T_E* */
@@ -201,18 +199,14 @@ typedef struct h2t_msg_task_list {
     const h2t_msg_task *v;
 } h2t_msg_task_list;
 
+/* A train request. spec is a request spec (common/train_spec.h: 0 or an empty grid = the
+ * method's default); only its members with a wire name travel (h2t_train_spec_fields), the
+ * others decode as 0. Method and optimizer numbers are H2T_METHOD_* and H2T_OPT_* (h2tdb.Method
+ * and h2tdb.Optimizer have the same). A grid of more than H2T_SPEC_MAX_GRID values does not
+ * decode (H2T_EPROTO naming the field). */
 typedef struct h2t_msg_train {
     const char *task;
-    int method;    /* H2T_PROTO_METHOD_* */
-    int optimizer; /* H2T_PROTO_OPT_* */
-    size_t n_lambdas;
-    const double *lambdas;
-    size_t n_keep_fractions;
-    const double *keep_fractions;
-    uint32_t folds, steps;
-    double lr;
-    uint64_t seed;
-    uint32_t threads;
+    h2t_train_spec spec;
     int retrain;            /* train again even when a finished job has this spec */
     uint64_t inputs_digest; /* server-filled in stored specs: task + extraction identity */
 } h2t_msg_train;
@@ -322,6 +316,13 @@ int h2t_proto_decode(const uint8_t *payload, size_t len, h2t_msg *out);
 
 /* Release what a decoded message owns and zero it. A zeroed message is a no-op. */
 void h2t_msg_free(h2t_msg *m);
+
+/* Check the wire side of h2t_train_spec_fields against h2tdb.TrainRequest: every row with a
+ * wire name names a TrainRequest field of a matching type (U32: uint32 or enum, U64: uint64 or
+ * fixed64, F64: double, GRID: repeated double, LIST: repeated uint32), and every TrainRequest
+ * field is a row's or one of task, retrain, inputs_digest. Errors: H2T_EPROTO naming the
+ * field. */
+int h2t_proto_train_spec_check(void);
 
 /* "stats_req", "job", ... ("unknown" for anything else). Static text. */
 const char *h2t_msg_type_name(int type);

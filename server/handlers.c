@@ -584,8 +584,9 @@ static int job_reply(h2t_srv *srv, uint64_t req_id, uint64_t id, uint8_t **frame
  * unless it asks to retrain. Equal means: the same task name, the same inputs digest (the
  * task's content and the extraction's identity, so a task replaced with other samples, or
  * an extraction made again from another config, does not match), and every option equal
- * after the server resolved the defaults (the solver spec of h2t_srv_train_spec, the
- * request's thread count included): --lambdas 1e-4,1e-5 is the head2toe default grid. */
+ * after the server resolved the defaults (h2t_train_spec_equal over every member of the
+ * h2t_train_spec_resolve of both, the request's thread count included): --lambdas 1e-4,1e-5
+ * is the head2toe default grid. */
 
 static void digest_u32(h2t_sha256 *h, uint32_t v)
 {
@@ -635,26 +636,6 @@ static int inputs_digest(h2t_srv *srv, const h2t_task *t, uint64_t *out)
     return 0;
 }
 
-static int same_doubles(const double *a, const double *b, uint32_t n)
-{
-    for (uint32_t i = 0; i < n; i++)
-        if (a[i] != b[i])
-            return 0;
-    return 1;
-}
-
-/* Every option of two resolved solver specs (field by field: no padding compared). */
-static int same_spec(const h2t_train_spec *a, const h2t_train_spec *b)
-{
-    return a->method == b->method && a->penalty == b->penalty && a->optimizer == b->optimizer &&
-           a->n_lambdas == b->n_lambdas && same_doubles(a->lambdas, b->lambdas, a->n_lambdas) &&
-           a->n_keeps == b->n_keeps && same_doubles(a->keeps, b->keeps, a->n_keeps) &&
-           a->folds == b->folds && a->seed == b->seed && a->n_layers == b->n_layers &&
-           a->lr == b->lr && a->steps == b->steps && a->batch == b->batch &&
-           a->max_iter == b->max_iter && a->gtol == b->gtol && a->final_l2 == b->final_l2 &&
-           a->path_len == b->path_len && a->threads == b->threads && a->mem_limit == b->mem_limit;
-}
-
 /* The newest DONE job with the same task, inputs digest and resolved spec, or 0. */
 static int find_reusable(h2t_srv *srv, const h2t_msg_train *t, const h2t_train_spec *ts,
                          uint64_t digest, uint64_t *found)
@@ -676,7 +657,7 @@ static int find_reusable(h2t_srv *srv, const h2t_msg_train *t, const h2t_train_s
         }
         const h2t_msg_train *o = &m.u.train;
         if (o->inputs_digest == digest && o->task && !strcmp(o->task, t->task) &&
-            h2t_srv_train_spec(o, &js) == 0 && same_spec(&js, ts))
+            h2t_train_spec_resolve(&o->spec, &js) == 0 && h2t_train_spec_equal(&js, ts))
             *found = jv[i]->id;
         h2t_err_clear();
         h2t_msg_free(&m);
@@ -703,7 +684,7 @@ static int h_train(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *le
     h2t_task_destroy(task);
     if (rc < 0)
         return h2t_err_wrap(rc, "train: task '%s': ", t->task);
-    if ((rc = h2t_srv_train_spec(t, &ts)) < 0)
+    if ((rc = h2t_train_spec_resolve(&t->spec, &ts)) < 0)
         return rc;
     if (!t->retrain) {
         if ((rc = find_reusable(srv, t, &ts, digest, &prev)) < 0)

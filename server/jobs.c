@@ -44,50 +44,13 @@ int h2t_srv_job_spec(const h2t_job *j, h2t_msg *msg)
     return 0;
 }
 
-int h2t_srv_train_spec(const h2t_msg_train *q, h2t_train_spec *s)
-{
-    if (q->method < 0 || q->method > H2T_METHOD_HEAD2TOE)
-        return h2t_err_set(H2T_EINVAL, "method %d: want linear, all or head2toe", q->method);
-    if (q->optimizer != H2T_OPT_FAST && q->optimizer != H2T_OPT_ADAM)
-        return h2t_err_set(H2T_EINVAL, "optimizer %d: want fast or adam", q->optimizer);
-    h2t_train_spec_default(s, (uint32_t)q->method);
-    s->optimizer = (uint32_t)q->optimizer;
-    if (q->n_lambdas > H2T_SOLVER_MAX_GRID || q->n_keep_fractions > H2T_SOLVER_MAX_GRID)
-        return h2t_err_set(H2T_EINVAL, "grid too long: %zu lambdas, %zu keep fractions (max %d)",
-                           q->n_lambdas, q->n_keep_fractions, H2T_SOLVER_MAX_GRID);
-    if (q->n_lambdas) {
-        s->n_lambdas = (uint32_t)q->n_lambdas;
-        memcpy(s->lambdas, q->lambdas, q->n_lambdas * sizeof(double));
-    }
-    if (q->n_keep_fractions) {
-        s->n_keeps = (uint32_t)q->n_keep_fractions;
-        memcpy(s->keeps, q->keep_fractions, q->n_keep_fractions * sizeof(double));
-    }
-    if (q->folds)
-        s->folds = q->folds;
-    if (q->steps)
-        s->steps = q->steps;
-    if (!(q->lr >= 0) || !isfinite(q->lr))
-        return h2t_err_set(H2T_EINVAL, "learning rate %g: want a positive number", q->lr);
-    if (q->lr > 0)
-        s->lr = q->lr;
-    s->seed = q->seed;
-    if (q->threads > 256)
-        return h2t_err_set(H2T_EINVAL, "threads %u: want at most 256", q->threads);
-    s->threads = (int)q->threads;
-    return h2t_train_spec_check(s);
-}
-
-int h2t_srv_runner_solver(void *ud, h2t_store *st, const h2t_task *task, const h2t_msg_train *spec,
+int h2t_srv_runner_solver(void *ud, h2t_store *st, const h2t_task *task, const h2t_train_spec *spec,
                           h2t_solver_progress_fn progress, void *pud, const atomic_int *cancel,
                           void **blob, size_t *len)
 {
-    h2t_train_spec ts;
     h2t_result *r = NULL;
-    int rc = h2t_srv_train_spec(spec, &ts);
+    int rc = h2t_solver_run_cached(ud, st, task, spec, progress, pud, cancel, &r);
     if (rc < 0)
-        return rc;
-    if ((rc = h2t_solver_run_cached(ud, st, task, &ts, progress, pud, cancel, &r)) < 0)
         return rc;
     rc = h2t_result_encode(r, blob, len);
     h2t_result_destroy(r);
@@ -286,15 +249,16 @@ static void run_job(h2t_srv *srv, srv_job *jb)
     H2T_LOG_INFO("jobs", "job %" PRIu64 ": started (attempt %u)", jb->id, j->attempts);
 
     h2t_err_clear();
+    h2t_train_spec ts;
     if ((rc = h2t_srv_job_spec(j, &spec)) == 0 &&
+        (rc = h2t_train_spec_resolve(&spec.u.train.spec, &ts)) == 0 &&
         (rc = h2t_store_task_get(srv->st, spec.u.train.task, &task)) == 0) {
         run_ctx ctx = {srv, jb, j};
         jb->persisted_ms = h2t_now_ns() / 1000000u;
         /* the request may ask for fewer BLAS threads than the server's budget, not more */
-        h2t_msg_train tr = spec.u.train;
-        if (tr.threads == 0 || tr.threads > srv->job_threads)
-            tr.threads = srv->job_threads;
-        rc = srv->runner(srv->runner_ud, srv->st, task, &tr, on_progress, &ctx, &jb->cancel, &blob,
+        if (ts.threads == 0 || ts.threads > srv->job_threads)
+            ts.threads = srv->job_threads;
+        rc = srv->runner(srv->runner_ud, srv->st, task, &ts, on_progress, &ctx, &jb->cancel, &blob,
                          &blob_len);
     }
     if (rc < 0)

@@ -72,13 +72,15 @@
 #define H2T_SRV_LOOP_STATS_MAX 16384u
 
 /* A job runner: trains the job's head and returns the solver's result blob (*blob OWNED by
- * the server afterwards, free()). Called on a worker thread. progress(pud, fraction, stage)
+ * the server afterwards, free()). Called on a worker thread with the job's resolved spec
+ * (h2t_train_spec_resolve of the stored request; threads capped at the server's budget,
+ * BORROWED for the call). progress(pud, fraction, stage)
  * may be called any number of times; cancel becomes non-zero when the job is cancelled or the
  * server stops, and the runner should then return H2T_ECANCELED promptly. Any other negative
  * code fails the job with h2t_err_detail() as its error text. The default runner is the
  * solver (h2t_srv_runner_solver). */
 typedef int (*h2t_srv_runner_fn)(void *ud, h2t_store *st, const h2t_task *task,
-                                 const h2t_msg_train *spec, h2t_solver_progress_fn progress,
+                                 const h2t_train_spec *spec, h2t_solver_progress_fn progress,
                                  void *pud, const atomic_int *cancel, void **blob, size_t *len);
 
 typedef struct h2t_srv_config {
@@ -129,16 +131,12 @@ int h2t_srv_port(const h2t_srv *srv);
 /* Free everything; NULL is a no-op. Only after h2t_srv_run returned (or was never called). */
 void h2t_srv_destroy(h2t_srv *srv);
 
-/* The default runner: h2t_solver_run with a spec built from the request, result encoded.
+/* The default runner: h2t_solver_run_cached with the spec, result encoded.
  * ud: NULL, or an h2t_design_cache (the server passes its own) to share design matrices
- * between jobs (h2t_solver_run_cached). */
-int h2t_srv_runner_solver(void *ud, h2t_store *st, const h2t_task *task, const h2t_msg_train *spec,
+ * between jobs. */
+int h2t_srv_runner_solver(void *ud, h2t_store *st, const h2t_task *task, const h2t_train_spec *spec,
                           h2t_solver_progress_fn progress, void *pud, const atomic_int *cancel,
                           void **blob, size_t *len);
-
-/* Build the solver spec of a train request (defaults where the request leaves 0/empty).
- * Errors: H2T_EINVAL naming the field (from h2t_train_spec_check or a grid too long). */
-int h2t_srv_train_spec(const h2t_msg_train *req, h2t_train_spec *out);
 
 /* ---- tasks: selections and label maps (server/task.c) ----
  * SEL, one or more parts joined by '+':

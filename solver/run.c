@@ -57,17 +57,17 @@ int h2t_train_spec_check(const h2t_train_spec *s)
         return h2t_err_set(H2T_EINVAL, "unknown penalty %u", s->penalty);
     if (s->optimizer > H2T_OPT_ADAM)
         return h2t_err_set(H2T_EINVAL, "unknown optimizer %u", s->optimizer);
-    if (s->n_lambdas < 1 || s->n_lambdas > H2T_SOLVER_MAX_GRID)
+    if (s->n_lambdas < 1 || s->n_lambdas > H2T_SPEC_MAX_GRID)
         return h2t_err_set(H2T_EINVAL, "lambda grid has %u values (1..%d)", s->n_lambdas,
-                           H2T_SOLVER_MAX_GRID);
+                           H2T_SPEC_MAX_GRID);
     for (uint32_t i = 0; i < s->n_lambdas; i++)
         if (!(s->lambdas[i] >= 0) || !isfinite(s->lambdas[i]))
             return h2t_err_set(H2T_EINVAL, "lambda %g (lambdas[%u]) must be finite and >= 0",
                                s->lambdas[i], i);
     if (s->method == H2T_METHOD_HEAD2TOE) {
-        if (s->n_keeps < 1 || s->n_keeps > H2T_SOLVER_MAX_GRID)
+        if (s->n_keeps < 1 || s->n_keeps > H2T_SPEC_MAX_GRID)
             return h2t_err_set(H2T_EINVAL, "keep grid has %u values (1..%d)", s->n_keeps,
-                               H2T_SOLVER_MAX_GRID);
+                               H2T_SPEC_MAX_GRID);
         for (uint32_t i = 0; i < s->n_keeps; i++)
             if (!(s->keeps[i] > 0 && s->keeps[i] <= 1))
                 return h2t_err_set(H2T_EINVAL, "keep fraction %g (keeps[%u]) outside (0, 1]",
@@ -82,8 +82,6 @@ int h2t_train_spec_check(const h2t_train_spec *s)
     if (s->optimizer == H2T_OPT_ADAM) {
         if (!s->steps || !s->batch)
             return h2t_err_set(H2T_EINVAL, "Adam needs steps > 0 and batch > 0");
-        if (!(s->lr > 0) || !isfinite(s->lr))
-            return h2t_err_set(H2T_EINVAL, "learning rate %g must be > 0", s->lr);
     } else {
         if (!s->max_iter)
             return h2t_err_set(H2T_EINVAL, "max_iter 0");
@@ -94,7 +92,46 @@ int h2t_train_spec_check(const h2t_train_spec *s)
         return h2t_err_set(H2T_EINVAL, "final_l2 %g must be finite and >= 0", s->final_l2);
     if (s->n_layers && !s->layers)
         return h2t_err_set(H2T_EINVAL, "n_layers %u but no layer list", s->n_layers);
+    if (!(s->lr > 0) || !isfinite(s->lr))
+        return h2t_err_set(H2T_EINVAL, "learning rate %g must be > 0", s->lr);
+    if (s->threads > 256)
+        return h2t_err_set(H2T_EINVAL, "threads %u: at most 256", s->threads);
     return 0;
+}
+
+int h2t_train_spec_resolve(const h2t_train_spec *req, h2t_train_spec *out)
+{
+    if (req->method > H2T_METHOD_HEAD2TOE)
+        return h2t_err_set(H2T_EINVAL, "method %u: want linear, all or head2toe", req->method);
+    h2t_train_spec_default(out, req->method);
+    for (size_t i = 0; i < h2t_train_spec_n_fields; i++) {
+        const h2t_spec_field *f = &h2t_train_spec_fields[i];
+        const char *src = (const char *)req + f->off;
+        char *dst = (char *)out + f->off;
+        switch (f->type) {
+        case H2T_SPEC_U32:
+        case H2T_SPEC_U64:
+        case H2T_SPEC_F64: { /* set when any bit is (a NaN or -0.0 reaches the check) */
+            static const char zero[8];
+            if (memcmp(src, zero, f->size))
+                memcpy(dst, src, f->size);
+            break;
+        }
+        case H2T_SPEC_GRID:
+        case H2T_SPEC_LIST: {
+            uint32_t n;
+            memcpy(&n, (const char *)req + f->count_off, sizeof(n));
+            if (n) {
+                memcpy((char *)out + f->count_off, &n, sizeof(n));
+                memcpy(dst, src, f->size); /* the grid, or the list's pointer */
+            }
+            break;
+        }
+        default: /* H2T_SPEC_COUNT: with its array */
+            break;
+        }
+    }
+    return h2t_train_spec_check(out);
 }
 
 /* ---- the job ---- */
@@ -116,7 +153,7 @@ typedef struct job {
     double *gram;   /* NULL or n_tr x n_tr Gram of the train rows in rotation 0 (kernel form) */
     /* sorted grid */
     uint32_t nl, nk;
-    double lambdas[H2T_SOLVER_MAX_GRID], keeps[H2T_SOLVER_MAX_GRID];
+    double lambdas[H2T_SPEC_MAX_GRID], keeps[H2T_SPEC_MAX_GRID];
     double pbase, pspan; /* progress window of the current stage */
     char stage[64];
 } job;
@@ -800,7 +837,7 @@ static int job_init(job *j, const h2t_train_spec *s, h2t_solver_progress_fn prog
     j->o.kkt_rel = 1e-2;
     j->o.cancel = cancel;
     if (s->threads > 0)
-        openblas_set_num_threads(s->threads);
+        openblas_set_num_threads((int)s->threads);
     return 0;
 }
 
@@ -1107,7 +1144,7 @@ static int fit_prepare(const char *what, const uint32_t *y, uint32_t n, uint32_t
                            .ridge = 0,
                            .cancel = NULL};
     if (spec->threads > 0)
-        openblas_set_num_threads(spec->threads);
+        openblas_set_num_threads((int)spec->threads);
     return 0;
 }
 

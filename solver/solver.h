@@ -71,11 +71,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/train_spec.h"
 #include "storage/store.h"
 
-enum { H2T_METHOD_LINEAR = 0, H2T_METHOD_ALL = 1, H2T_METHOD_HEAD2TOE = 2 };
-enum { H2T_PENALTY_NONE = 0, H2T_PENALTY_L2 = 1, H2T_PENALTY_GROUP = 2 };
-enum { H2T_OPT_FAST = 0, H2T_OPT_ADAM = 1 };
 /* How the kept features were ranked (h2t_result.ranking). */
 enum {
     H2T_RANK_NONE = 0,       /* no selection (linear / all) */
@@ -83,40 +81,22 @@ enum {
     H2T_RANK_SCORE = 2       /* s_j = sum_c W_jc^2 of the selection head (Adam) */
 };
 
-#define H2T_SOLVER_MAX_GRID 32
-
-/* A training job. Fill with h2t_train_spec_default, then override. Plain data; the only
- * pointer (layers) is BORROWED for the duration of the call. */
-typedef struct h2t_train_spec {
-    uint32_t method;    /* H2T_METHOD_* */
-    uint32_t penalty;   /* linear/all: H2T_PENALTY_* (default L2); head2toe: selection is
-                           always group lasso and the final head unregularised */
-    uint32_t optimizer; /* H2T_OPT_* */
-    uint32_t n_lambdas; /* grid: L2 strength (linear/all) or group-lasso lambda (head2toe) */
-    double lambdas[H2T_SOLVER_MAX_GRID];
-    uint32_t n_keeps; /* head2toe keep fractions, each in (0, 1] */
-    double keeps[H2T_SOLVER_MAX_GRID];
-    uint32_t folds;         /* k of k-fold CV (>= 2; default 5); 1 = no CV (grid must be 1x1) */
-    uint64_t seed;          /* Adam init and batch order */
-    const uint32_t *layers; /* layer indices of the extraction to use, NULL = method default */
-    uint32_t n_layers;      /* entries in layers */
-    double lr;              /* Adam learning rate (default 0.01) */
-    uint32_t steps;         /* Adam steps (default 500) */
-    uint32_t batch;         /* Adam batch (default 128) */
-    uint32_t max_iter;      /* fast path: iteration cap per fit (default 2000) */
-    double gtol;            /* fast path: gradient max-abs stop (default 1e-5) */
-    double final_l2;        /* ridge of "unregularised" heads (default 1e-6), see above */
-    uint32_t path_len;      /* fast path: lambda path points from lambda_max (default 20) */
-    int threads;            /* OpenBLAS threads, 0 = leave as is */
-    uint64_t mem_limit;     /* bytes the design matrix may use, 0 = available memory */
-} h2t_train_spec;
+/* The spec of a job: h2t_train_spec in common/train_spec.h (one struct for the solver, the
+ * wire and the job reuse test). */
 
 /* Defaults for a method: fast optimiser, 5 folds, seed 0; head2toe: lambdas {1e-4, 1e-5},
  * keeps {0.01, 0.02, 0.05, 0.1, 0.2}; linear/all: L2, lambdas {1e-2, 1e-3, 1e-4, 1e-5}. */
 void h2t_train_spec_default(h2t_train_spec *s, uint32_t method);
 /* Check a spec. Errors: H2T_EINVAL naming the field (negative/NaN lambda, keep outside
- * (0, 1], empty or oversized grid, folds, unknown method/penalty/optimizer, steps/batch 0). */
+ * (0, 1], empty or oversized grid, folds, unknown method/penalty/optimizer, steps/batch 0,
+ * learning rate not > 0, more than 256 threads). */
 int h2t_train_spec_check(const h2t_train_spec *s);
+/* The solver spec of a request (a train request's h2t_msg_train.spec): the method's defaults
+ * (h2t_train_spec_default of req->method), then every member the request sets (non-zero; a
+ * grid or list with values) in place of the default, then h2t_train_spec_check. A member
+ * whose zero is a value of its own (penalty NONE) cannot be asked for this way. req and out
+ * may not overlap; out->layers BORROWS req->layers. Errors: H2T_EINVAL naming the field. */
+int h2t_train_spec_resolve(const h2t_train_spec *req, h2t_train_spec *out);
 
 /* A feature of the concatenated vector: layer index in the extraction, index in the layer. */
 typedef struct h2t_feature_ref {

@@ -51,7 +51,7 @@ static h2t_store *fixture(void)
     return st;
 }
 
-static int py_runner(void *ud, h2t_store *st, const h2t_task *task, const h2t_msg_train *spec,
+static int py_runner(void *ud, h2t_store *st, const h2t_task *task, const h2t_train_spec *spec,
                      h2t_solver_progress_fn progress, void *pud, const atomic_int *cancel,
                      void **blob, size_t *len)
 {

@@ -57,7 +57,7 @@ typedef struct slow_cfg {
     int steps;
 } slow_cfg;
 
-static int slow_runner(void *ud, h2t_store *st, const h2t_task *task, const h2t_msg_train *spec,
+static int slow_runner(void *ud, h2t_store *st, const h2t_task *task, const h2t_train_spec *spec,
                        h2t_solver_progress_fn progress, void *pud, const atomic_int *cancel,
                        void **blob, size_t *len)
 {
@@ -92,18 +92,16 @@ static void create_task(h2t_client *c, const char *name, const char *train, uint
 
 static uint64_t submit(h2t_client *c, const char *task, int method)
 {
-    static const double lambdas[] = {1e-3};
-    static const double keeps[] = {0.5};
     h2t_msg req = {.type = H2T_MSG_TRAIN}, rep;
     req.u.train.task = task;
-    req.u.train.method = method;
-    req.u.train.lambdas = lambdas;
-    req.u.train.n_lambdas = 1;
-    if (method == H2T_PROTO_METHOD_HEAD2TOE) {
-        req.u.train.keep_fractions = keeps;
-        req.u.train.n_keep_fractions = 1;
+    req.u.train.spec.method = (uint32_t)method;
+    req.u.train.spec.lambdas[0] = 1e-3;
+    req.u.train.spec.n_lambdas = 1;
+    if (method == H2T_METHOD_HEAD2TOE) {
+        req.u.train.spec.keeps[0] = 0.5;
+        req.u.train.spec.n_keeps = 1;
     }
-    req.u.train.folds = 2;
+    req.u.train.spec.folds = 2;
     ASSERT_OK(h2t_client_call(c, &req, H2T_MSG_JOB, &rep));
     uint64_t id = rep.u.job.id;
     ASSERT(rep.u.job.state == H2T_JOB_QUEUED || rep.u.job.state == H2T_JOB_RUNNING);
@@ -241,7 +239,7 @@ TEST(server_every_request)
     h2t_msg_free(&rep);
 
     /* a train job through the real solver, watched to the end */
-    uint64_t id = submit(c, "all3", H2T_PROTO_METHOD_HEAD2TOE);
+    uint64_t id = submit(c, "all3", H2T_METHOD_HEAD2TOE);
     ASSERT_EQ(watch_state(c, id), H2T_JOB_DONE);
     q = (h2t_msg){.type = H2T_MSG_GET_JOB};
     q.u.job_ref.job = id;
@@ -295,9 +293,8 @@ TEST(server_every_request)
     ASSERT_EQ(h2t_client_call(c, &q, H2T_MSG_JOB, &rep), H2T_ENOTFOUND);
     ASSERT_CONTAINS(h2t_err_detail(), "missing");
     q.u.train.task = "all3";
-    double neg = -1;
-    q.u.train.lambdas = &neg;
-    q.u.train.n_lambdas = 1;
+    q.u.train.spec.lambdas[0] = -1;
+    q.u.train.spec.n_lambdas = 1;
     ASSERT_EQ(h2t_client_call(c, &q, H2T_MSG_JOB, &rep), H2T_EINVAL);
     q = (h2t_msg){.type = H2T_MSG_DESCRIBE_EXTRACTION};
     q.u.ext_ref.extraction = "nosuch";
@@ -324,8 +321,8 @@ TEST(server_cancel_running_job)
     test_srv_start(&t, &cfg);
     h2t_client *c = connect_ok(&t);
     create_task(c, "t", "train", 0);
-    uint64_t a = submit(c, "t", H2T_PROTO_METHOD_LINEAR);
-    uint64_t b = submit(c, "t", H2T_PROTO_METHOD_LINEAR); /* queued behind a */
+    uint64_t a = submit(c, "t", H2T_METHOD_LINEAR);
+    uint64_t b = submit(c, "t", H2T_METHOD_LINEAR); /* queued behind a */
     h2t_msg q = {.type = H2T_MSG_GET_JOB}, rep;
     q.u.job_ref.job = a;
     for (int i = 0; i < 500; i++) {
@@ -636,7 +633,7 @@ TEST(server_kill_and_restart)
     create_task(c, "t", "train", 0);
     uint64_t ids[3];
     for (int i = 0; i < 3; i++)
-        ids[i] = submit(c, "t", H2T_PROTO_METHOD_LINEAR);
+        ids[i] = submit(c, "t", H2T_METHOD_LINEAR);
     h2t_msg q = {.type = H2T_MSG_GET_JOB}, rep;
     q.u.job_ref.job = ids[0];
     int running = 0;
@@ -804,8 +801,8 @@ TEST_TIMEOUT(server_cli_compare_and_report, 120)
     test_srv_start(&t, &cfg);
     h2t_client *c = connect_ok(&t);
     create_task(c, "t3", "train", 0);
-    uint64_t lin = submit(c, "t3", H2T_PROTO_METHOD_LINEAR);
-    uint64_t h2t = submit(c, "t3", H2T_PROTO_METHOD_HEAD2TOE);
+    uint64_t lin = submit(c, "t3", H2T_METHOD_LINEAR);
+    uint64_t h2t = submit(c, "t3", H2T_METHOD_HEAD2TOE);
     ASSERT_EQ(watch_state(c, lin), H2T_JOB_DONE);
     ASSERT_EQ(watch_state(c, h2t), H2T_JOB_DONE);
     h2t_client_close(c);
@@ -858,5 +855,68 @@ TEST_TIMEOUT(server_cli_compare_and_report, 120)
     ASSERT(access("fresh", F_OK) != 0);
     ASSERT_EQ(run_cli(out, sizeof(out), "serve --help"), 0);
     ASSERT_CONTAINS(out, "--design-cache-mb N");
+    test_srv_finish(&t);
+}
+
+/* `h2tdb train`'s options reach the stored job spec (the command line -> the wire -> the
+ * store -> the wire); a bad option names itself and sends nothing. */
+TEST(server_cli_train_options)
+{
+    test_srv t = {.st = fixture("store")};
+    h2t_srv_config cfg;
+    h2t_srv_config_default(&cfg);
+    cfg.workers = 0; /* the job stays queued: only its spec is looked at */
+    test_srv_start(&t, &cfg);
+    h2t_client *c = connect_ok(&t);
+    create_task(c, "t3", "train", 0);
+
+    static char out[4096];
+    ASSERT_EQ(run_cli(out, sizeof(out),
+                      "train --server %s --task t3 --method all --optimizer adam "
+                      "--lambdas 1e-3,2e-4 --keep 0.5,0.75,1 --folds 3 --steps 7 --lr 0.02 "
+                      "--seed 9 --threads 2",
+                      t.addr),
+              0);
+    unsigned long long id = 0;
+    ASSERT_EQ(sscanf(out, "job %llu queued", &id), 1);
+    h2t_msg q = {.type = H2T_MSG_GET_JOB}, rep;
+    q.u.job_ref.job = id;
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_JOB, &rep));
+    ASSERT_EQ(rep.u.job.has_spec, 1);
+    const h2t_msg_train *s = &rep.u.job.spec;
+    ASSERT_STREQ(s->task, "t3");
+    ASSERT_EQ(s->spec.method, H2T_METHOD_ALL);
+    ASSERT_EQ(s->spec.optimizer, H2T_OPT_ADAM);
+    ASSERT_EQ(s->spec.n_lambdas, 2);
+    ASSERT(s->spec.lambdas[0] == 1e-3 && s->spec.lambdas[1] == 2e-4);
+    ASSERT_EQ(s->spec.n_keeps, 3);
+    ASSERT(s->spec.keeps[0] == 0.5 && s->spec.keeps[1] == 0.75 && s->spec.keeps[2] == 1);
+    ASSERT_EQ(s->spec.folds, 3);
+    ASSERT_EQ(s->spec.steps, 7);
+    ASSERT(s->spec.lr == 0.02);
+    ASSERT_EQ(s->spec.seed, 9);
+    ASSERT_EQ(s->spec.threads, 2);
+    ASSERT_EQ(s->retrain, 0);
+    ASSERT(s->inputs_digest != 0); /* the server's */
+    h2t_msg_free(&rep);
+
+    /* --json prints the job */
+    ASSERT_EQ(
+        run_cli(out, sizeof(out), "train --server %s --task t3 --method linear --json", t.addr), 0);
+    ASSERT_CONTAINS(out, "\"task\": \"t3\", \"method\": \"linear\"");
+
+    ASSERT_EQ(run_cli(out, sizeof(out), "train --server %s --task t3 --method knn", t.addr), 2);
+    ASSERT_CONTAINS(out, "--method 'knn': want linear, all or head2toe");
+    ASSERT_EQ(
+        run_cli(out, sizeof(out),
+                "train --server %s --task t3 --lambdas "
+                "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,"
+                "30,31,32,33",
+                t.addr),
+        2);
+    ASSERT_CONTAINS(out, "want up to 32 comma-separated numbers");
+    ASSERT_EQ(run_cli(out, sizeof(out), "train --server %s --task t3 --lr -1", t.addr), 1);
+    ASSERT_CONTAINS(out, "learning rate -1");
+    h2t_client_close(c);
     test_srv_finish(&t);
 }

@@ -251,7 +251,7 @@ TEST(server_design_cache_concurrent_jobs)
 /* ---- through the server ---- */
 
 /* a runner that fails seed 13 and sleeps (until cancelled) on seed 14, else the solver */
-static int test_runner(void *ud, h2t_store *st, const h2t_task *task, const h2t_msg_train *spec,
+static int test_runner(void *ud, h2t_store *st, const h2t_task *task, const h2t_train_spec *spec,
                        h2t_solver_progress_fn progress, void *pud, const atomic_int *cancel,
                        void **blob, size_t *len)
 {
@@ -288,19 +288,17 @@ static void create_task(h2t_client *c, const char *name, const char *train, int 
     h2t_msg_free(&rep);
 }
 
-static const double g_lam[] = {1e-3}, g_lam2[] = {1e-2}, g_keep[] = {0.5}, g_keep2[] = {0.25};
-
 /* A small head2toe request; the caller changes one field. */
 static h2t_msg_train base_train(void)
 {
     h2t_msg_train t = {0};
     t.task = "t";
-    t.method = H2T_PROTO_METHOD_HEAD2TOE;
-    t.lambdas = g_lam;
-    t.n_lambdas = 1;
-    t.keep_fractions = g_keep;
-    t.n_keep_fractions = 1;
-    t.folds = 2;
+    t.spec.method = H2T_METHOD_HEAD2TOE;
+    t.spec.lambdas[0] = 1e-3;
+    t.spec.n_lambdas = 1;
+    t.spec.keeps[0] = 0.5;
+    t.spec.n_keeps = 1;
+    t.spec.folds = 2;
     return t;
 }
 
@@ -354,25 +352,25 @@ TEST(server_reuse_identical_spec_only)
     ASSERT_EQ(reused, 1);
     /* defaults spelled out are the same spec: steps and lr are the defaults (500, 0.01) */
     h2t_msg_train same = base;
-    same.steps = 500;
-    same.lr = 0.01;
+    same.spec.steps = 500;
+    same.spec.lr = 0.01;
     ASSERT_EQ(submit(c, &same, &reused), first);
     ASSERT_EQ(reused, 1);
     /* every differing option is a new job */
     h2t_msg_train v[11];
     for (int i = 0; i < 11; i++)
         v[i] = base;
-    v[0].method = H2T_PROTO_METHOD_ALL;
-    v[1].optimizer = H2T_PROTO_OPT_ADAM;
-    v[2].lambdas = g_lam2;
-    v[3].keep_fractions = g_keep2;
-    v[4].folds = 3;
-    v[5].steps = 50;
-    v[6].lr = 0.05;
-    v[7].seed = 1;
-    v[8].threads = 1;
+    v[0].spec.method = H2T_METHOD_ALL;
+    v[1].spec.optimizer = H2T_OPT_ADAM;
+    v[2].spec.lambdas[0] = 1e-2;
+    v[3].spec.keeps[0] = 0.25;
+    v[4].spec.folds = 3;
+    v[5].spec.steps = 50;
+    v[6].spec.lr = 0.05;
+    v[7].spec.seed = 1;
+    v[8].spec.threads = 1;
     v[9].task = "t2";
-    v[10].n_keep_fractions = 0; /* the default keep grid */
+    v[10].spec.n_keeps = 0; /* the default keep grid */
     uint64_t ids[11];
     for (int i = 0; i < 11; i++) {
         ids[i] = submit(c, &v[i], &reused);
@@ -412,7 +410,7 @@ TEST(server_reuse_not_failed_or_cancelled)
     create_task(c, "t", "train", 0);
     int reused;
     h2t_msg_train bad = base_train();
-    bad.seed = 13;
+    bad.spec.seed = 13;
     uint64_t f1 = submit(c, &bad, &reused);
     ASSERT_EQ(watch(c, f1), H2T_JOB_FAILED);
     uint64_t f2 = submit(c, &bad, &reused);
@@ -420,7 +418,7 @@ TEST(server_reuse_not_failed_or_cancelled)
     ASSERT_NE(f2, f1);
     ASSERT_EQ(watch(c, f2), H2T_JOB_FAILED);
     h2t_msg_train slow = base_train();
-    slow.seed = 14;
+    slow.spec.seed = 14;
     uint64_t s1 = submit(c, &slow, &reused);
     /* while it runs, the same spec is not "finished": a new (queued) job */
     uint64_t s2 = submit(c, &slow, &reused);
@@ -455,7 +453,7 @@ TEST(server_jobs_share_one_design_matrix)
     create_task(c, "t", "train", 0);
     int reused;
     h2t_msg_train a = base_train(), b = base_train();
-    b.seed = 5; /* another job on the same matrix */
+    b.spec.seed = 5; /* another job on the same matrix */
     uint64_t ja = submit(c, &a, &reused);
     uint64_t jb = submit(c, &b, &reused);
     ASSERT_EQ(watch(c, ja), H2T_JOB_DONE);

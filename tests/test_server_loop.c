@@ -215,7 +215,7 @@ typedef struct seen {
     int n;
 } seen;
 
-static int record_runner(void *ud, h2t_store *st, const h2t_task *task, const h2t_msg_train *spec,
+static int record_runner(void *ud, h2t_store *st, const h2t_task *task, const h2t_train_spec *spec,
                          h2t_solver_progress_fn progress, void *pud, const atomic_int *cancel,
                          void **blob, size_t *len)
 {
@@ -238,8 +238,8 @@ static void train_and_wait(h2t_client *c, uint32_t threads)
 {
     h2t_msg q = {.type = H2T_MSG_TRAIN}, r;
     q.u.train.task = "t";
-    q.u.train.method = H2T_PROTO_METHOD_LINEAR;
-    q.u.train.threads = threads;
+    q.u.train.spec.method = H2T_METHOD_LINEAR;
+    q.u.train.spec.threads = threads;
     ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_JOB, &r));
     uint64_t id = r.u.job.id;
     h2t_msg_free(&r);
