@@ -27,10 +27,10 @@
  *   --start-only  only the job start, no load runs
  *   --spin US     the server's h2t_srv_config.spin_us (default: the server's default)
  *   --no-idle     job threads niced only, not SCHED_IDLE (h2t_srv_config.job_idle = 0)
- *   --same-session  the load generator in this process's session (before 28 Nov: see
- *                 one_run) instead of a session of its own
+ *   --same-session  the load generator in this process's session instead of a session of
+ *                 its own (see one_run)
  *   --gen-spin US the generator polls this long after a reply before sleeping (default 50;
- *                 0: sleep at once, as before 28 Nov; see load_run)
+ *                 0: sleep at once; see load_run)
  */
 #include "server/server.h"
 #include "client/client.h"
@@ -548,8 +548,7 @@ static double job_start_s(h2t_client *c, const char *task, uint64_t seed)
 }
 
 /* The server's runner here: the default solver runner, through the bench's design cache or,
- * while `plain` is set, without it (h2t_solver_run: every job reads its own matrix, the
- * service before the cache) */
+ * while `plain` is set, without it (h2t_solver_run: every job reads its own matrix) */
 typedef struct bench_runner {
     h2t_design_cache *dc;
     atomic_int plain;

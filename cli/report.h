@@ -3,8 +3,13 @@
  * how validation accuracy moved with the keep fraction during the search. Plain SVG, no
  * dependencies; any browser shows it.
  *
- *     h2t_result *r;  // h2t_result_decode(blob, len, &r)
- *     h2t_report_svg(r, "job 3: head2toe on fmnist-10", "job3.svg");
+ *     const void *blob = NULL; // a finished job's result, as stored
+ *     size_t len = 0;
+ *     h2t_result *r;
+ *     if (h2t_result_decode(blob, len, &r) == 0) {
+ *         h2t_report_svg(r, "job 3: head2toe on fmnist-10", "job3.svg");
+ *         h2t_result_destroy(r);
+ *     }
  */
 #ifndef H2T_CLI_REPORT_H
 #define H2T_CLI_REPORT_H

@@ -4,7 +4,8 @@
  * client object.
  *
  *     h2t_client *c;
- *     if (h2t_client_connect("127.0.0.1:7433", NULL, 5000, &c) < 0) ...
+ *     if (h2t_client_connect("127.0.0.1:7433", NULL, 5000, &c) < 0)
+ *         return; // h2t_err_detail() says why
  *     h2t_msg req = {.type = H2T_MSG_HEALTH_REQ}, rep;
  *     if (h2t_client_call(c, &req, H2T_MSG_HEALTH, &rep) == 0) {
  *         printf("%s\n", rep.u.health.version);

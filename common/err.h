@@ -5,9 +5,14 @@
  * failure. The code says what kind of failure; the detail string (thread-local, set with
  * h2t_err_set at the point of failure) says *what* was wrong: which file, node, key, field.
  *
- *     int rc = h2t_store_open(dir, 0, &st);
- *     if (rc < 0)
+ *     #include "storage/store.h"
+ *     h2t_store *st;
+ *     int rc = h2t_store_open("feats", 0, &st);
+ *     if (rc < 0) {
  *         fprintf(stderr, "h2tdb: %s: %s\n", h2t_strerror(rc), h2t_err_detail());
+ *         return;
+ *     }
+ *     h2t_store_close(st);
  *
  * Library codes (MDB_*, UV_*, protobuf-c failures) are translated to these at the edge of
  * the module that calls the library.

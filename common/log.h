@@ -1,6 +1,7 @@
 /*
  * common/log.h - one-line logging to stderr: "time LEVEL module: message".
  *
+ *     const char *addr = "127.0.0.1:7433";
  *     H2T_LOG_INFO("server", "listening on %s", addr);
  *
  * The level is checked before any formatting. storage/ and solver/ never log: they return

@@ -3,8 +3,10 @@
  * key packing, deterministic random numbers, CRC-32C, SHA-256 (common/sha256.c), IEEE half
  * floats, aligned buffers, and a terminal progress bar.
  *
+ *     uint64_t total = 3000;
  *     h2t_progress *p = h2t_progress_create("extract", total, "img");
- *     for (...) h2t_progress_update(p, done);
+ *     for (uint64_t done = 1; done <= total; done++)
+ *         h2t_progress_update(p, done); // after each image; redraws at most 10 times a second
  *     h2t_progress_finish(p);
  *     h2t_progress_destroy(p);
  */

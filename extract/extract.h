@@ -7,12 +7,17 @@
  *     h2t_extract_opts_init(&o);
  *     o.model_path = "models/mobilenet_v2.onnx";
  *     o.data_spec = "idx:/usr/share/datasets/fashion-mnist";
- *     o.n_train = 1000; o.n_test = 2000;      // first 1000 train + first 2000 test images
+ *     o.n_train = 1000; // the first 1000 train and the first 2000 test images
+ *     o.n_test = 2000;
  *     h2t_extract_plan *p;
- *     if (h2t_extract_plan_create(&o, &p) < 0) ... // validates model + data; writes nothing
- *     h2t_store_open(dir, H2T_STORE_CREATE, &st);
- *     h2t_extract_result r;
- *     h2t_extract_plan_run(p, st, &r);            // reuses / resumes / runs the extraction
+ *     if (h2t_extract_plan_create(&o, &p) < 0) // checks model and data; writes nothing
+ *         return;
+ *     h2t_store *st;
+ *     if (h2t_store_open("feats", H2T_STORE_CREATE, &st) == 0) {
+ *         h2t_extract_result r;
+ *         h2t_extract_plan_run(p, st, &r); // reuses, resumes or runs the extraction
+ *         h2t_store_close(st);
+ *     }
  *     h2t_extract_plan_destroy(p);
  *
  * Data sources (spec strings):

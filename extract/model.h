@@ -7,14 +7,17 @@
  * through im2col / direct 1x1 + OpenBLAS sgemm, depthwise as direct loops, every
  * intermediate in one preplanned arena whose buffers are reused once dead.
  *
+ *     int on_tensor(void *ctx, int tensor, const float *data, const int64_t *shape, int rank);
  *     h2t_model *m;
- *     if (h2t_model_load("mobilenet_v2.onnx", &m) < 0) ... h2t_err_detail() names the problem
+ *     if (h2t_model_load("mobilenet_v2.onnx", &m) < 0)
+ *         return; // h2t_err_detail() names the file, operator or node
  *     h2t_exec *x;
- *     h2t_exec_create(m, 32, &x);
- *     h2t_exec_observe(x, tensor_index, 1);   // tensors the caller wants to see
- *     h2t_exec_run(x, input, n, on_tensor, ctx); // on_tensor called as each observed tensor
- *                                                // is computed, before its buffer is reused
- *     h2t_exec_destroy(x);
+ *     if (h2t_exec_create(m, 32, &x) == 0) {
+ *         static float input[32 * 3 * 224 * 224]; // n x C x H x W
+ *         h2t_exec_observe(x, h2t_model_tensor_find(m, "Conv1"), 1); // tensors to see
+ *         h2t_exec_run(x, input, 32, on_tensor, NULL); // on_tensor gets each observed tensor as
+ *         h2t_exec_destroy(x);                         // it is computed
+ *     }
  *     h2t_model_destroy(m);
  *
  * Threads: a model is immutable after load and may be shared; an executor is used by one

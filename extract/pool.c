@@ -163,14 +163,11 @@ int h2t_pool_plan_make(int rank, const int64_t *shape, uint32_t target, h2t_pool
  * A window's mean is (float)(t * (1.0 / (ph * pw))).
  *
  * Why this order: its chains of dependent adds are short or many side by side, so the adders
- * keep up with the loads even for one plane at a time. Order 1 (h2tdb up to 2026-11-28) had 16
- * lanes per block (two 8-float chains per plane) and reduced lanes and columns one double at a
- * time; on the pieces of a MobileNetV2 pass the kernels here take about 1 / 1.35 of its time
- * and about 1.35x the time of merely reading every value once (bench/extract_full
- * --pool-only, an order-1 build beside this one), so what is left is mostly the loads from L2.
- * The error is that of float sums of at most ceil(n / L) (blocks) or ph (columns) values, then
- * double: no larger than order 1's (n / 16 values per lane); tests/test_extract_pool_isa.c
- * measures it against long double.
+ * keep up with the loads even for one plane at a time. On the pieces of a MobileNetV2 pass the
+ * kernels take about 1.35x the time of merely reading every value once (bench/extract_full
+ * --pool-only), so what is left is mostly the loads from L2. The error is that of float sums
+ * of at most ceil(n / L) (blocks) or ph (columns) values, then double;
+ * tests/test_extract_pool_isa.c measures it against long double.
  *
  * Two kernel sets: 8-float vectors compiled with __attribute__((target("avx"))), chosen at run
  * time (__builtin_cpu_supports), and 4-float vectors for the x86-64 baseline (SSE2). Only
@@ -462,8 +459,8 @@ static void gen_win_sums(const float *col, uint32_t pw, uint32_t nj, double inv,
  *  - col_channels: whole planes (row stride w), window (i, j) into
  *    out[(i * ow + j) * ostride + c]; span = ow * pw <= POOL_COLS.
  * The drivers start on a 64-byte boundary, so that where their loops fall does not move with
- * the code before them (that alone made the streamed part-row pieces up to ~1.4x slower on
- * one set or the other, on the same instructions). */
+ * the code placed before them (placement alone changes the streamed part-row pieces' time by
+ * up to 1.4x on the same instructions). */
 #define POOL_ALIGN64 __attribute__((aligned(64)))
 #define POOL_DEFINE_COL_DRIVERS(PFX, ATTR, ACC, ADD, WINS, ALIGN)                                  \
     ATTR POOL_ALIGN64 void PFX##_col_rows(float *st, size_t per, const float *x, size_t hw,        \

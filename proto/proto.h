@@ -7,19 +7,36 @@
  * (request id + one body). The reader checks the length against its limit before it
  * allocates anything.
  *
+ *     int fd = 3; // a connected socket
  *     h2t_msg req = {.id = 7, .type = H2T_MSG_STATS_REQ};
  *     req.u.stats_req.extraction = "mnv2";
- *     uint8_t *frame; size_t len;
- *     if (h2t_proto_encode(&req, &frame, &len) == 0) { write(fd, frame, len); free(frame); }
+ *     uint8_t *frame;
+ *     size_t len;
+ *     if (h2t_proto_encode(&req, &frame, &len) == 0) {
+ *         if (write(fd, frame, len) < 0)
+ *             perror("write");
+ *         free(frame);
+ *     }
  *
- *     h2t_proto_reader rd; h2t_proto_reader_init(&rd, H2T_PROTO_MAX_FRAME);
+ *     uint8_t bytes[4096];
+ *     ssize_t n = read(fd, bytes, sizeof bytes);
+ *     const uint8_t *buf = bytes;
+ *     h2t_proto_reader rd;
+ *     h2t_proto_reader_init(&rd, H2T_PROTO_MAX_FRAME);
  *     while (n > 0) {
- *         size_t used; const uint8_t *payload; uint32_t plen;
- *         int rc = h2t_proto_reader_feed(&rd, buf, n, &used, &payload, &plen);
- *         if (rc < 0) break;                         // oversized frame: reply + close
- *         buf += used; n -= used;
- *         if (rc == 1) { h2t_msg m; if (h2t_proto_decode(payload, plen, &m) == 0) {...
- *                        h2t_msg_free(&m); } }
+ *         size_t used;
+ *         const uint8_t *payload;
+ *         uint32_t plen;
+ *         int rc = h2t_proto_reader_feed(&rd, buf, (size_t)n, &used, &payload, &plen);
+ *         if (rc < 0)
+ *             break; // an oversized frame: reply with an error and close
+ *         buf += used;
+ *         n -= (ssize_t)used;
+ *         h2t_msg m;
+ *         if (rc == 1 && h2t_proto_decode(payload, plen, &m) == 0) {
+ *             // ... handle m ...
+ *             h2t_msg_free(&m);
+ *         }
  *     }
  *     h2t_proto_reader_free(&rd);
  *

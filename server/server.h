@@ -4,14 +4,19 @@
  * and the selection syntax that turns a task spec into sample lists. The only place in h2tdb
  * that includes uv.h.
  *
+ *     h2t_store *store;
+ *     if (h2t_store_open("feats", 0, &store) < 0)
+ *         return;
  *     h2t_srv_config cfg;
  *     h2t_srv_config_default(&cfg);
- *     cfg.listen = "127.0.0.1:0"; cfg.port_file = "port";   // ephemeral port, written out
+ *     cfg.listen = "127.0.0.1:0"; // an ephemeral port,
+ *     cfg.port_file = "port";     // written here once listening
  *     h2t_srv *srv;
  *     if (h2t_srv_create(&cfg, store, &srv) == 0) {
- *         h2t_srv_run(srv);        // until SIGINT/SIGTERM or h2t_srv_stop
+ *         h2t_srv_run(srv); // until SIGINT/SIGTERM or h2t_srv_stop
  *         h2t_srv_destroy(srv);
  *     }
+ *     h2t_store_close(store);
  *
  * Threads: the event loop runs on the thread that calls h2t_srv_run and never blocks: small
  * store reads (health, job state, statistics of up to H2T_SRV_LOOP_STATS_MAX features: LMDB
@@ -25,7 +30,7 @@
  * Where the kernel puts the threads matters as much as their priority: a worker thread runs
  * under SCHED_IDLE (cfg.job_idle), so a CPU that runs only a job counts as idle when the
  * kernel places a woken thread (Linux select_idle_sibling); with nice 10 alone the loop and
- * its clients were woken onto one CPU while the job kept the other. And the loop polls for
+ * its clients are woken onto one CPU while the job keeps the other. And the loop polls for
  * cfg.spin_us after its last event before it sleeps in epoll: under load it never sleeps, so
  * it is never woken, and a wake-up never moves it onto its clients' CPU (docs/service.md).
  * (OpenBLAS's own threads, used when cfg.job_threads > 1, keep the normal policy.)

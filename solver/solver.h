@@ -5,17 +5,27 @@
  * The only place in h2tdb that includes cblas.h. The solver never logs: it returns codes
  * (common/err.h, detail in h2t_err_detail()) and reports progress through a callback.
  *
- *     h2t_train_spec spec;
- *     h2t_train_spec_default(&spec, H2T_METHOD_HEAD2TOE);
- *     spec.seed = 7;
- *     h2t_result *res = NULL;
- *     int rc = h2t_solver_run(st, task, &spec, on_progress, ctx, &cancel_flag, &res);
- *     if (rc == 0) {
- *         void *blob; size_t len;
- *         h2t_result_encode(res, &blob, &len);          // -> h2t_store_job_finish(...)
- *         h2t_result_export(res, "head_dir");           // .npy files + result.json
+ *     h2t_store *st;
+ *     h2t_task *task;
+ *     if (h2t_store_open("feats", H2T_STORE_RDONLY, &st) < 0)
+ *         return;
+ *     if (h2t_store_task_get(st, "fmnist10", &task) == 0) {
+ *         h2t_train_spec spec;
+ *         h2t_train_spec_default(&spec, H2T_METHOD_HEAD2TOE);
+ *         spec.seed = 7;
+ *         atomic_int cancel = 0; // another thread sets it to 1 to stop the job
+ *         h2t_result *res = NULL;
+ *         if (h2t_solver_run(st, task, &spec, NULL, NULL, &cancel, &res) == 0) {
+ *             void *blob;
+ *             size_t len;
+ *             if (h2t_result_encode(res, &blob, &len) == 0) // what h2t_store_job_finish stores
+ *                 free(blob);
+ *             h2t_result_export(res, "head_dir"); // .npy files + result.json
+ *         }
+ *         h2t_result_destroy(res);
+ *         h2t_task_destroy(task);
  *     }
- *     h2t_result_destroy(res);
+ *     h2t_store_close(st);
  *
  * The method (docs/head2toe.md):
  *  - Features: each layer's vector is L2-normalised per example (a zero vector stays zero),

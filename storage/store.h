@@ -8,11 +8,28 @@
  * Out-parameters are written only on success. A failed write changes nothing.
  *
  *     h2t_store *st;
- *     if (h2t_store_open("feats", H2T_STORE_CREATE, &st) < 0) ...
- *     uint32_t ext; int reused;
- *     h2t_store_extraction_begin(st, &spec, &ext, &reused);
- *     for each batch: h2t_store_features_write(st, ext, first, n, layer_ptrs, first + n);
- *     h2t_store_extraction_set_state(st, ext, H2T_EXT_DONE);
+ *     if (h2t_store_open("feats", H2T_STORE_CREATE, &st) < 0)
+ *         return; // h2t_err_detail() says why
+ *     uint32_t src, model, ext;
+ *     int reused;
+ *     h2t_source s = {.name = "toy", .n_samples = 2, .n_classes = 1,
+ *                     .class_names = (char *[]){"all"}, .labels = (uint32_t[]){0, 0},
+ *                     .split = (uint8_t[]){H2T_SPLIT_TRAIN, H2T_SPLIT_TEST}};
+ *     h2t_model_rec m = {.name = "net.onnx", .input_shape = {0, 3, 224, 224}};
+ *     h2t_layer_info layer = {.name = "conv1", .op = "Conv", .rank = 4, .shape = {8, 2, 2},
+ *                             .dim = 8};
+ *     h2t_extraction spec = {.name = "toy", .target_size = 8, .n_samples = 2, .n_layers = 1,
+ *                            .layers = &layer}; // + config_hash: the extraction's identity
+ *     float rows[2 * 8] = {0};                  // 2 samples x 8 features of the one layer
+ *     const float *layers[1] = {rows};
+ *     if (h2t_store_source_put(st, &s, &src, &reused) == 0 &&
+ *         h2t_store_model_put(st, &m, &model, &reused) == 0) {
+ *         spec.source = src;
+ *         spec.model = model;
+ *         if (h2t_store_extraction_begin(st, &spec, &ext, &reused) == 0 && // reused: resume
+ *             h2t_store_features_write(st, ext, 0, 2, layers) == 0) // rows, statistics, marker
+ *             h2t_store_extraction_set_state(st, ext, H2T_EXT_DONE);
+ *     }
  *     h2t_store_close(st);
  *
  * Threads: one h2t_store may be shared by any number of threads; each call runs its own
@@ -233,11 +250,16 @@ typedef struct h2t_task {
 /* Errors: H2T_EEXIST (name taken and !replace), H2T_EINVAL (no classes, empty train list,
  * label >= n_classes, sample >= the extraction's n_samples), H2T_ENOTFOUND (extraction). */
 int h2t_store_task_put(h2t_store *st, const h2t_task *t, int replace);
+/* The task with its sample lists. Errors: H2T_EINVAL (empty or over-long name), H2T_ENOTFOUND
+ * (naming the task), H2T_ECORRUPT (a damaged record). *out OWNED: h2t_task_destroy. */
 int h2t_store_task_get(h2t_store *st, const char *name, h2t_task **out);
-int h2t_store_task_list(h2t_store *st, h2t_task ***out, size_t *n); /* lists without arrays */
+/* Every task, without the sample and label arrays (NULL). *out is an OWNED array of OWNED
+ * tasks: h2t_task_list_destroy. Errors: H2T_ECORRUPT, H2T_ESTORE. */
+int h2t_store_task_list(h2t_store *st, h2t_task ***out, size_t *n);
+/* Errors: H2T_EINVAL (empty name), H2T_ENOTFOUND (naming the task), H2T_EPERM (read-only). */
 int h2t_store_task_delete(h2t_store *st, const char *name);
-void h2t_task_destroy(h2t_task *t);
-void h2t_task_list_destroy(h2t_task **v, size_t n);
+void h2t_task_destroy(h2t_task *t);                 /* NULL is a no-op */
+void h2t_task_list_destroy(h2t_task **v, size_t n); /* NULL is a no-op */
 
 /* ---- jobs and results ---- */
 enum {

@@ -2,6 +2,11 @@
 #include "common/util.h"
 #include "tests/test.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 TEST(common_crc32c_known_vector)
 {
     /* RFC 3720 B.4: 32 bytes of zeros -> 0x8a9136aa; "123456789" -> 0xe3069283 */
@@ -224,4 +229,34 @@ TEST(common_addr_split)
     char tiny[4];
     ASSERT_EQ(h2t_addr_split("longhost:1", "a", tiny, sizeof tiny, &port, &v6), H2T_EINVAL);
     ASSERT_CONTAINS(h2t_err_detail(), "too long");
+}
+
+/* Every public header's usage example compiles (tests/header_examples.sh), and the check
+ * fails on an example that does not: a header whose example calls a function with one
+ * argument too many, as an out-of-date example would. */
+TEST_TIMEOUT(common_header_examples, 300)
+{
+    char cmd[8192];
+    snprintf(cmd, sizeof(cmd), "sh %s >examples.log 2>&1",
+             test_src_path("tests/header_examples.sh"));
+    int rc = system(cmd);
+    if (rc != 0)
+        ASSERT_EQ(system("cat examples.log >&2"), 0);
+    ASSERT_EQ(rc, 0);
+
+    char cwd[4096];
+    ASSERT(getcwd(cwd, sizeof(cwd)) != NULL);
+    FILE *f = fopen("stale.h", "w");
+    ASSERT(f != NULL);
+    fputs("/*\n * stale.h - a header whose example no longer matches the function.\n *\n"
+          " *     int r = stale_add(1, 2, 3);\n *\n */\n"
+          "int stale_add(int a, int b);\n",
+          f);
+    ASSERT_EQ(fclose(f), 0);
+    snprintf(cmd, sizeof(cmd), "sh %s %s/stale.h >stale.log 2>&1",
+             test_src_path("tests/header_examples.sh"), cwd);
+    rc = system(cmd);
+    ASSERT(rc != -1 && WIFEXITED(rc));
+    ASSERT_EQ(WEXITSTATUS(rc), 1);
+    ASSERT_EQ(system("grep -q 'the example in .*stale.h does not compile' stale.log"), 0);
 }
