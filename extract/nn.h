@@ -1,0 +1,72 @@
+/*
+ * extract/nn.h - the executor's numeric kernels on plain float arrays (not a public contract:
+ * extract/ops*.c and the tests include it): vectorisable exp / erf, GELU, row softmax, layer /
+ * group / instance normalisation and reductions. The ops_*.c table entries call these with the
+ * shapes of the graph; the tests call them directly.
+ *
+ * Every kernel splits its work by output rows (onnx_par_for) and each output element is
+ * computed by one thread in a fixed order, so results are bitwise the same for any thread
+ * count. The hot loops are compiled twice (portable and AVX+FMA, chosen at run time by
+ * h2t_kern_isa); without floating-point contraction (-std=c11) and with explicit 8-lane
+ * partial sums both give bitwise the same results.
+ *
+ *     float y[4];
+ *     const float x[4] = {1, 2, 3, 4};
+ *     h2t_nn_softmax_rows(1, x, 1, 4, 0, y); // y = softmax(x)
+ */
+#ifndef H2T_EXTRACT_NN_H
+#define H2T_EXTRACT_NN_H
+
+#include <stdint.h>
+
+/* e^x for n floats: within 2 ulp of expf for x in [-87.3, 88.7]; 0 below, +inf above, NaN
+ * kept. x == y allowed. */
+void h2t_nn_exp(const float *x, int64_t n, float *y);
+/* erf(x) for n floats, within 2 ulp (relative 2.4e-7) of the exact value; NaN kept. */
+void h2t_nn_erf(int threads, const float *x, int64_t n, float *y);
+/* GELU: approximate 0: 0.5 x (1 + erf(x / sqrt 2)); 1 (tanh form): 0.5 x (1 + tanh(sqrt(2/pi)
+ * (x + 0.044715 x^3))). x == y allowed. */
+void h2t_nn_gelu(int threads, const float *x, int64_t n, int approximate, float *y);
+
+/* Softmax (log_softmax when is_log) over each of `rows` contiguous rows of `len` floats. */
+void h2t_nn_softmax_rows(int threads, const float *x, int64_t rows, int64_t len, int is_log,
+                         float *y);
+/* Softmax over the middle axis of an outer x len x inner array (inner > 1: not contiguous). */
+void h2t_nn_softmax_strided(int threads, const float *x, int64_t outer, int64_t len, int64_t inner,
+                            int is_log, float *y);
+
+/* Layer normalisation of `rows` rows of `cols` floats: y = (x - mean) / sqrt(var + eps) *
+ * scale + bias, mean and (biased) variance per row accumulated in double. scale and bias
+ * have cols floats; bias may be NULL. mean / inv_std (rows floats each) receive the row's
+ * mean and 1/sqrt(var + eps) when not NULL. */
+void h2t_nn_layernorm(int threads, const float *x, int64_t rows, int64_t cols, const float *scale,
+                      const float *bias, float eps, float *y, float *mean, float *inv_std);
+
+/* Group normalisation of an N x C x S array in G groups of C/G channels (G divides C): each
+ * (sample, group) block of C/G x S floats is normalised by its mean and variance, then
+ * y = v * scale[c] + bias[c] with per_group = 0, or scale[g] / bias[g] with per_group = 1.
+ * Instance normalisation is G = C. */
+void h2t_nn_groupnorm(int threads, const float *x, int64_t N, int64_t C, int64_t S, int64_t G,
+                      const float *scale, const float *bias, int per_group, float eps, float *y);
+
+/* Reductions. */
+enum {
+    H2T_NN_RSUM,
+    H2T_NN_RMEAN,
+    H2T_NN_RMAX,
+    H2T_NN_RMIN,
+    H2T_NN_RPROD,
+    H2T_NN_RL1,
+    H2T_NN_RL2,
+    H2T_NN_RSUMSQ,
+    H2T_NN_RLOGSUM,
+    H2T_NN_RLOGSUMEXP
+};
+/* Reduce x (rank dims) over the axes with red[i] != 0 into y (the kept axes in order, numel
+ * = product of kept dims). Sums accumulate in double in the row-major order of the reduced
+ * axes. An empty reduction gives the op's identity (0, 1, -inf for Max, +inf for Min; Mean
+ * of nothing is NaN). Max / Min propagate NaN. */
+void h2t_nn_reduce(int threads, int op, const float *x, int rank, const int64_t *dim,
+                   const int *red, float *y);
+
+#endif

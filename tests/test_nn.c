@@ -1,0 +1,367 @@
+/*
+ * tests/test_nn.c - the numeric kernels of extract/nn.h against double-precision references
+ * written out here, hand-computed values, and bitwise equality across thread counts.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "extract/nn.h"
+#include "tests/test.h"
+
+static uint64_t rng_state = 88172645463325252ull;
+static float frand(float lo, float hi)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return lo + (hi - lo) * (float)((rng_state >> 40) * (1.0 / 16777216.0));
+}
+
+static float *falloc(int64_t n)
+{
+    float *p = malloc((size_t)(n ? n : 1) * sizeof(float));
+    ASSERT(p);
+    return p;
+}
+
+static double rel(double got, double want)
+{
+    double d = fabs(got - want);
+    return want == 0 ? d : d / fabs(want);
+}
+
+TEST(nn_exp_accuracy_and_edges)
+{
+    int64_t n = 2000001;
+    float *x = falloc(n), *y = falloc(n);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = -87.f + 175.5f * (float)i / (float)(n - 1);
+    h2t_nn_exp(x, n, y);
+    double worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double r = rel(y[i], exp((double)x[i]));
+        worst = r > worst ? r : worst;
+    }
+    if (worst > 2.5e-7)
+        TEST_FAILF("exp max relative error %g", worst);
+    float e[6] = {-100.f, 100.f, NAN, 0.f, -INFINITY, INFINITY}, f[6];
+    h2t_nn_exp(e, 6, f);
+    ASSERT(f[0] == 0.f && isinf(f[1]) && f[1] > 0 && isnan(f[2]) && f[3] == 1.f && f[4] == 0.f &&
+           isinf(f[5]));
+    free(x);
+    free(y);
+}
+
+TEST(nn_erf_accuracy_and_edges)
+{
+    int64_t n = 1600001;
+    float *x = falloc(n + 8), *y = falloc(n + 8);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = -8.f + 16.f * (float)i / (float)(n - 1);
+    const float extra[8] = {1e-30f, -1e-20f, 1e-7f, 3e-4f, 0.921875f, 0.9218749f, 3.9f, 0.f};
+    memcpy(x + n, extra, sizeof extra);
+    h2t_nn_erf(2, x, n + 8, y);
+    double worst = 0;
+    for (int64_t i = 0; i < n + 8; i++) {
+        double r = rel(y[i], erf((double)x[i]));
+        worst = r > worst ? r : worst;
+    }
+    if (worst > 2.4e-7)
+        TEST_FAILF("erf max relative error %g", worst);
+    float e[4] = {NAN, INFINITY, -INFINITY, -0.f}, f[4];
+    h2t_nn_erf(1, e, 4, f);
+    ASSERT(isnan(f[0]) && f[1] == 1.f && f[2] == -1.f && f[3] == 0.f);
+    free(x);
+    free(y);
+}
+
+TEST(nn_gelu_both_forms)
+{
+    int64_t n = 100003;
+    float *x = falloc(n), *y = falloc(n), *y2 = falloc(n);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = frand(-9.f, 9.f);
+    for (int approx = 0; approx < 2; approx++) {
+        h2t_nn_gelu(1, x, n, approx, y);
+        h2t_nn_gelu(3, x, n, approx, y2);
+        ASSERT(!memcmp(y, y2, (size_t)n * sizeof(float)));
+        for (int64_t i = 0; i < n; i++) {
+            double v = x[i];
+            double want = approx ? 0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)))
+                                 : 0.5 * v * (1 + erf(v / sqrt(2.)));
+            if (fabs(y[i] - want) > 1e-6 * (1 + fabs(want)))
+                TEST_FAILF("gelu(%g) approx=%d: %g vs %g", v, approx, y[i], want);
+        }
+    }
+    /* hand-computed: gelu(1) = 0.5 (1 + erf(0.7071)) = 0.8413447; tanh form 0.8411920 */
+    float one = 1.f, g0, g1;
+    h2t_nn_gelu(1, &one, 1, 0, &g0);
+    h2t_nn_gelu(1, &one, 1, 1, &g1);
+    ASSERT(fabsf(g0 - 0.8413447f) < 1e-6f && fabsf(g1 - 0.8411920f) < 1e-6f);
+    free(x);
+    free(y);
+    free(y2);
+}
+
+static void softmax_ref(const float *x, int64_t len, int64_t inner, int is_log, double *y)
+{
+    double mx = -INFINITY, s = 0;
+    for (int64_t i = 0; i < len; i++)
+        mx = x[i * inner] > mx ? x[i * inner] : mx;
+    for (int64_t i = 0; i < len; i++)
+        s += exp(x[i * inner] - mx);
+    for (int64_t i = 0; i < len; i++)
+        y[i] = is_log ? x[i * inner] - mx - log(s) : exp(x[i * inner] - mx) / s;
+}
+
+TEST(nn_softmax_rows_and_strided)
+{
+    const int64_t lens[4] = {1, 7, 197, 1000};
+    for (int li = 0; li < 4; li++)
+        for (int is_log = 0; is_log < 2; is_log++) {
+            int64_t len = lens[li], rows = 13, n = rows * len;
+            float *x = falloc(n), *y = falloc(n), *y2 = falloc(n), *t = falloc(n), *ts = falloc(n);
+            double *ref = malloc((size_t)len * sizeof(double));
+            for (int64_t i = 0; i < n; i++)
+                x[i] = frand(-30.f, 30.f);
+            h2t_nn_softmax_rows(1, x, rows, len, is_log, y);
+            h2t_nn_softmax_rows(4, x, rows, len, is_log, y2);
+            ASSERT(!memcmp(y, y2, (size_t)n * sizeof(float)));
+            for (int64_t r = 0; r < rows; r++) {
+                softmax_ref(x + r * len, len, 1, is_log, ref);
+                for (int64_t i = 0; i < len; i++)
+                    if (fabs(y[r * len + i] - ref[i]) > 1e-6 * (1 + fabs(ref[i])))
+                        TEST_FAILF("len %lld log %d row %lld [%lld]: %g vs %g", (long long)len,
+                                   is_log, (long long)r, (long long)i, y[r * len + i], ref[i]);
+            }
+            /* the same data laid out len x rows: softmax over axis 0 of a 1 x len x rows */
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t i = 0; i < len; i++)
+                    t[i * rows + r] = x[r * len + i];
+            h2t_nn_softmax_strided(2, t, 1, len, rows, is_log, ts);
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t i = 0; i < len; i++)
+                    if (fabsf(ts[i * rows + r] - y[r * len + i]) >
+                        1e-6f * (1 + fabsf(y[r * len + i])))
+                        TEST_FAILF("strided len %lld [%lld,%lld]: %g vs %g", (long long)len,
+                                   (long long)r, (long long)i, ts[i * rows + r], y[r * len + i]);
+            free(x);
+            free(y);
+            free(y2);
+            free(t);
+            free(ts);
+            free(ref);
+        }
+    /* hand-computed: softmax(1, 2, 3) = (0.0900306, 0.2447285, 0.6652410) */
+    const float x3[3] = {1, 2, 3};
+    float y3[3];
+    h2t_nn_softmax_rows(1, x3, 1, 3, 0, y3);
+    ASSERT(fabsf(y3[0] - 0.0900306f) < 1e-7f && fabsf(y3[1] - 0.2447285f) < 1e-7f &&
+           fabsf(y3[2] - 0.6652410f) < 1e-7f);
+}
+
+TEST(nn_layernorm_matches_reference)
+{
+    /* hand-computed: (1,2,3,4): mean 2.5, var 1.25, y = (x - 2.5) / sqrt(1.25) */
+    const float x4[4] = {1, 2, 3, 4}, one[4] = {1, 1, 1, 1}, zero[4] = {0};
+    float y4[4], m, iv;
+    h2t_nn_layernorm(1, x4, 1, 4, one, zero, 0.f, y4, &m, &iv);
+    ASSERT(fabsf(y4[0] + 1.3416408f) < 1e-6f && fabsf(y4[1] + 0.4472136f) < 1e-6f &&
+           fabsf(y4[3] - 1.3416408f) < 1e-6f && m == 2.5f && fabsf(iv - 0.8944272f) < 1e-6f);
+    int64_t rows = 37, cols = 768, n = rows * cols;
+    float *x = falloc(n), *y = falloc(n), *y2 = falloc(n), *sc = falloc(cols), *bi = falloc(cols);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = frand(-4.f, 6.f);
+    for (int64_t i = 0; i < cols; i++)
+        sc[i] = frand(0.5f, 2.f), bi[i] = frand(-1.f, 1.f);
+    h2t_nn_layernorm(1, x, rows, cols, sc, bi, 1e-5f, y, NULL, NULL);
+    h2t_nn_layernorm(3, x, rows, cols, sc, bi, 1e-5f, y2, NULL, NULL);
+    ASSERT(!memcmp(y, y2, (size_t)n * sizeof(float)));
+    for (int64_t r = 0; r < rows; r++) {
+        double s = 0, v = 0;
+        for (int64_t i = 0; i < cols; i++)
+            s += x[r * cols + i];
+        s /= (double)cols;
+        for (int64_t i = 0; i < cols; i++)
+            v += (x[r * cols + i] - s) * (x[r * cols + i] - s);
+        v /= (double)cols;
+        for (int64_t i = 0; i < cols; i++) {
+            double want = (x[r * cols + i] - s) / sqrt(v + 1e-5) * sc[i] + bi[i];
+            if (fabs(y[r * cols + i] - want) > 2e-6 * (1 + fabs(want)))
+                TEST_FAILF("row %lld col %lld: %g vs %g", (long long)r, (long long)i,
+                           y[r * cols + i], want);
+        }
+    }
+    h2t_nn_layernorm(1, x, rows, cols, sc, NULL, 1e-5f, y2, NULL, NULL);
+    for (int64_t i = 0; i < n; i++)
+        ASSERT(fabsf(y2[i] + bi[i % cols] - y[i]) < 1e-5f * (1 + fabsf(y[i])));
+    free(x);
+    free(y);
+    free(y2);
+    free(sc);
+    free(bi);
+}
+
+TEST(nn_groupnorm_per_channel_and_per_group)
+{
+    int64_t N = 3, C = 6, S = 10, G = 2, Cg = C / G, n = N * C * S;
+    float *x = falloc(n), *y = falloc(n), *y2 = falloc(n);
+    float sc[6], bi[6];
+    for (int64_t i = 0; i < n; i++)
+        x[i] = frand(-2.f, 3.f);
+    for (int i = 0; i < 6; i++)
+        sc[i] = frand(0.5f, 1.5f), bi[i] = frand(-1.f, 1.f);
+    for (int per_group = 0; per_group < 2; per_group++) {
+        h2t_nn_groupnorm(1, x, N, C, S, G, sc, bi, per_group, 1e-3f, y);
+        h2t_nn_groupnorm(4, x, N, C, S, G, sc, bi, per_group, 1e-3f, y2);
+        ASSERT(!memcmp(y, y2, (size_t)n * sizeof(float)));
+        for (int64_t b = 0; b < N; b++)
+            for (int64_t g = 0; g < G; g++) {
+                const float *xp = x + (b * C + g * Cg) * S;
+                double s = 0, v = 0;
+                for (int64_t i = 0; i < Cg * S; i++)
+                    s += xp[i];
+                s /= (double)(Cg * S);
+                for (int64_t i = 0; i < Cg * S; i++)
+                    v += (xp[i] - s) * (xp[i] - s);
+                v /= (double)(Cg * S);
+                for (int64_t c = 0; c < Cg; c++)
+                    for (int64_t i = 0; i < S; i++) {
+                        int64_t ci = per_group ? g : g * Cg + c;
+                        double want = (xp[c * S + i] - s) / sqrt(v + 1e-3) * sc[ci] + bi[ci];
+                        float got = y[(b * C + g * Cg + c) * S + i];
+                        if (fabs(got - want) > 2e-6 * (1 + fabs(want)))
+                            TEST_FAILF("per_group %d n %lld g %lld: %g vs %g", per_group,
+                                       (long long)b, (long long)g, got, want);
+                    }
+            }
+    }
+    /* instance normalisation (G = C), hand-computed: channel (1, 3) -> (-1, 1) with eps 0 */
+    const float xi[4] = {1, 3, 10, 10}, s1[2] = {1, 2}, b1[2] = {0, 5};
+    float yi[4];
+    h2t_nn_groupnorm(1, xi, 1, 2, 2, 2, s1, b1, 0, 0.f, yi);
+    ASSERT(fabsf(yi[0] + 1.f) < 1e-6f && fabsf(yi[1] - 1.f) < 1e-6f && isnan(yi[2]));
+    h2t_nn_groupnorm(1, xi, 1, 2, 2, 2, s1, b1, 0, 1e-5f, yi);
+    ASSERT(yi[2] == 5.f && yi[3] == 5.f);
+    free(x);
+    free(y);
+    free(y2);
+}
+
+/* Naive reduction in double: one pass over x, each element into its output's accumulator. */
+static void reduce_ref(int op, const float *x, int rank, const int64_t *dim, const int *red,
+                       double *acc, int64_t *cnt, int64_t on)
+{
+    for (int64_t o = 0; o < on; o++) {
+        acc[o] = op == H2T_NN_RPROD  ? 1
+                 : op == H2T_NN_RMAX ? -INFINITY
+                 : op == H2T_NN_RMIN ? INFINITY
+                                     : 0;
+        cnt[o] = 0;
+    }
+    int64_t n = 1;
+    for (int i = 0; i < rank; i++)
+        n *= dim[i];
+    for (int64_t t = 0; t < n; t++) {
+        int64_t r = t, o = 0, mul = 1;
+        for (int i = rank - 1; i >= 0; i--) {
+            int64_t idx = r % dim[i];
+            r /= dim[i];
+            if (!red[i]) {
+                o += idx * mul;
+                mul *= dim[i];
+            }
+        }
+        double v = x[t];
+        cnt[o]++;
+        switch (op) {
+        case H2T_NN_RMAX:
+            acc[o] = v > acc[o] ? v : acc[o];
+            break;
+        case H2T_NN_RMIN:
+            acc[o] = v < acc[o] ? v : acc[o];
+            break;
+        case H2T_NN_RPROD:
+            acc[o] *= v;
+            break;
+        case H2T_NN_RL1:
+            acc[o] += fabs(v);
+            break;
+        case H2T_NN_RL2:
+        case H2T_NN_RSUMSQ:
+            acc[o] += v * v;
+            break;
+        case H2T_NN_RLOGSUMEXP:
+            acc[o] += exp(v);
+            break;
+        default:
+            acc[o] += v;
+        }
+    }
+    for (int64_t o = 0; o < on; o++) {
+        if (op == H2T_NN_RMEAN)
+            acc[o] /= (double)cnt[o];
+        else if (op == H2T_NN_RL2)
+            acc[o] = sqrt(acc[o]);
+        else if (op == H2T_NN_RLOGSUM || op == H2T_NN_RLOGSUMEXP)
+            acc[o] = log(acc[o]);
+    }
+}
+
+TEST(nn_reduce_every_op_and_axis_pattern)
+{
+    const int64_t dim[4] = {3, 1, 5, 300};
+    int64_t n = 3 * 5 * 300;
+    float *x = falloc(n), *y = falloc(n), *y2 = falloc(n);
+    double *acc = malloc((size_t)n * sizeof(double));
+    int64_t *cnt = malloc((size_t)n * sizeof(int64_t));
+    ASSERT(acc && cnt);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = frand(0.5f, 1.5f);
+    for (int op = H2T_NN_RSUM; op <= H2T_NN_RLOGSUMEXP; op++)
+        for (int mask = 0; mask < 16; mask++) {
+            int red[4];
+            int64_t on = 1;
+            for (int i = 0; i < 4; i++) {
+                red[i] = (mask >> i) & 1;
+                on *= red[i] ? 1 : dim[i];
+            }
+            h2t_nn_reduce(1, op, x, 4, dim, red, y);
+            h2t_nn_reduce(3, op, x, 4, dim, red, y2);
+            ASSERT(!memcmp(y, y2, (size_t)on * sizeof(float)));
+            reduce_ref(op, x, 4, dim, red, acc, cnt, on);
+            for (int64_t o = 0; o < on; o++) {
+                double want = (float)acc[o]; /* Prod may underflow */
+                if (rel(y[o], want) > 1e-6 && !(isinf(want) && y[o] == (float)want))
+                    TEST_FAILF("op %d mask %d out %lld: %g vs %g", op, mask, (long long)o, y[o],
+                               want);
+            }
+        }
+    /* empty reductions and NaN */
+    const int64_t d0[2] = {2, 0};
+    const int r1[2] = {0, 1};
+    h2t_nn_reduce(1, H2T_NN_RSUM, x, 2, d0, r1, y);
+    ASSERT(y[0] == 0.f && y[1] == 0.f);
+    h2t_nn_reduce(1, H2T_NN_RMAX, x, 2, d0, r1, y);
+    ASSERT(isinf(y[0]) && y[0] < 0);
+    const float xn[4] = {1, NAN, 3, 2};
+    const int64_t d1[1] = {4};
+    const int r2[1] = {1};
+    h2t_nn_reduce(1, H2T_NN_RMAX, xn, 1, d1, r2, y);
+    ASSERT(isnan(y[0]));
+    /* hand-computed: ReduceL2 of (3, 4) is 5, ReduceMean over axis 0 of [[1, 2], [3, 5]] */
+    const float x34[2] = {3, 4}, x22[4] = {1, 2, 3, 5};
+    const int64_t d2[1] = {2}, d22[2] = {2, 2};
+    const int r22[2] = {1, 0};
+    h2t_nn_reduce(1, H2T_NN_RL2, x34, 1, d2, r2, y);
+    ASSERT(y[0] == 5.f);
+    h2t_nn_reduce(1, H2T_NN_RMEAN, x22, 2, d22, r22, y);
+    ASSERT(y[0] == 2.f && y[1] == 3.5f);
+    free(acc);
+    free(cnt);
+    free(x);
+    free(y);
+    free(y2);
+}
