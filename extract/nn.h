@@ -17,7 +17,10 @@
 #ifndef H2T_EXTRACT_NN_H
 #define H2T_EXTRACT_NN_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+#include "extract/model.h"
 
 /* e^x for n floats: within 2 ulp of expf for x in [-87.3, 88.7]; 0 below, +inf above, NaN
  * kept. x == y allowed. */
@@ -62,11 +65,50 @@ enum {
     H2T_NN_RLOGSUM,
     H2T_NN_RLOGSUMEXP
 };
-/* Reduce x (rank dims) over the axes with red[i] != 0 into y (the kept axes in order, numel
- * = product of kept dims). Sums accumulate in double in the row-major order of the reduced
- * axes. An empty reduction gives the op's identity (0, 1, -inf for Max, +inf for Min; Mean
+/* Reduce x (rank <= H2T_MAX_RANK dims) over the axes with red[i] != 0 into y (the kept axes in
+ * order, numel = product of kept dims). Sums accumulate in double in the row-major order of the
+ * reduced axes. An empty reduction gives the op's identity (0, 1, -inf for Max, +inf for Min; Mean
  * of nothing is NaN). Max / Min propagate NaN. */
 void h2t_nn_reduce(int threads, int op, const float *x, int rank, const int64_t *dim,
                    const int *red, float *y);
+
+/* y = x with its axes permuted: y's axis i is x's axis perm[i] (rank <= H2T_MAX_RANK). */
+void h2t_nn_permute(const float *x, int rank, const int64_t *dim, const int *perm, float *y);
+int64_t h2t_nn_numel(int rank, const int64_t *dim);
+
+/* nb row-major products C_i = op(A_i) op(B_i) (M x N, inner K), A_i = a + i * sa, ... with
+ * op the transpose when ta / tb. Batches are split over threads when the products are small
+ * (OpenBLAS on one thread inside), else run in order with OpenBLAS's own threads; both give
+ * the same bits. Implemented in ops_conv.c, the file that calls BLAS. */
+void h2t_nn_sgemm_batched(int threads, int64_t nb, int ta, int tb, int64_t M, int64_t N, int64_t K,
+                          const float *a, int64_t sa, int64_t lda, const float *b, int64_t sb,
+                          int64_t ldb, float *c, int64_t sc, int64_t ldc);
+
+/* Einsum: an equation of one or two operands planned for concrete shapes (einsum.c). */
+#define H2T_NN_EIN_MAXR H2T_MAX_RANK
+typedef struct h2t_nn_einsum {
+    int n_in;
+    int64_t nb, M, N, K;
+    int a_mode, b_mode, c_mode; /* 0 in place, 1 in place transposed, 2 permuted via scratch */
+    int a_rank, b_rank, c_rank, out_rank;
+    int64_t a_dim[H2T_NN_EIN_MAXR], b_dim[H2T_NN_EIN_MAXR], c_dim[H2T_NN_EIN_MAXR];
+    int a_perm[H2T_NN_EIN_MAXR], b_perm[H2T_NN_EIN_MAXR], c_perm[H2T_NN_EIN_MAXR];
+    int64_t out_dim[H2T_NN_EIN_MAXR];
+    int red[H2T_NN_EIN_MAXR]; /* one operand: the summed axes */
+    int c_identity;           /* one operand: the kept axes are already in output order */
+} h2t_nn_einsum;
+/* Check an equation's form for n_in operands without shapes: H2T_EUNSUPPORTED (diagonals,
+ * labels summed within one of two operands, more than two operands) or H2T_ECORRUPT, the
+ * detail naming the equation. */
+int h2t_nn_einsum_check(const char *eq, int n_in);
+/* Plan for operand ranks and dims (dims[k] has rank[k] entries): the output shape in
+ * p->out_rank / out_dim. Errors as h2t_nn_einsum_check, plus H2T_ESHAPE (sizes disagree). */
+int h2t_nn_einsum_plan(const char *eq, int n_in, const int *rank, const int64_t *const *dims,
+                       h2t_nn_einsum *p);
+/* Floats of scratch h2t_nn_einsum_run needs. */
+size_t h2t_nn_einsum_scratch(const h2t_nn_einsum *p);
+/* y = einsum(a[, b]) as planned; scratch of h2t_nn_einsum_scratch floats. */
+void h2t_nn_einsum_run(int threads, const h2t_nn_einsum *p, const float *a, const float *b,
+                       float *y, float *scratch);
 
 #endif

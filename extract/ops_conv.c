@@ -14,6 +14,7 @@
 
 #include "common/err.h"
 #include "extract/kern.h"
+#include "extract/nn.h"
 #include "extract/onnx_graph.h"
 
 /* Variants of the shared window kernel (onnx_opdef.sub). */
@@ -884,3 +885,51 @@ const onnx_opdef onnx_ops_conv[] = {
      .run = k_matmul},
 };
 const int onnx_ops_conv_n = sizeof onnx_ops_conv / sizeof onnx_ops_conv[0];
+
+/* ---------------------------------------------------------------- batched products */
+
+typedef struct gb_job {
+    int ta, tb;
+    int64_t M, N, K, sa, lda, sb, ldb, sc, ldc;
+    const float *a, *b;
+    float *c;
+} gb_job;
+
+static void gb_range(void *ctx, int64_t lo, int64_t hi)
+{
+    const gb_job *j = ctx;
+    for (int64_t i = lo; i < hi; i++)
+        cblas_sgemm(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans,
+                    j->tb ? CblasTrans : CblasNoTrans, (int)j->M, (int)j->N, (int)j->K, 1.f,
+                    j->a + i * j->sa, (int)j->lda, j->b + i * j->sb, (int)j->ldb, 0.f,
+                    j->c + i * j->sc, (int)j->ldc);
+}
+
+/* Products under this many multiply-adds run one per thread rather than each on all threads:
+ * OpenBLAS's own split of a small product costs more in synchronisation than it gains. */
+#define GB_SMALL (1 << 24)
+
+void h2t_nn_sgemm_batched(int threads, int64_t nb, int ta, int tb, int64_t M, int64_t N, int64_t K,
+                          const float *a, int64_t sa, int64_t lda, const float *b, int64_t sb,
+                          int64_t ldb, float *c, int64_t sc, int64_t ldc)
+{
+    if (nb <= 0 || M == 0 || N == 0)
+        return;
+    if (K == 0) {
+        for (int64_t i = 0; i < nb; i++)
+            for (int64_t r = 0; r < M; r++)
+                memset(c + i * sc + r * ldc, 0, (size_t)N * sizeof(float));
+        return;
+    }
+    gb_job j = {ta, tb, M, N, K, sa, lda, sb, ldb, sc, ldc, a, b, c};
+    int bt = onnx_blas_threads_get();
+    if (threads > 1 && nb > 1 && M * N * K < GB_SMALL) {
+        if (bt > 1)
+            h2t_blas_threads(1);
+        onnx_par_for(threads, nb, 1, gb_range, &j);
+        if (bt > 1)
+            h2t_blas_threads(bt);
+    } else {
+        gb_range(&j, 0, nb);
+    }
+}

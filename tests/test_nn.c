@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/err.h"
 #include "extract/nn.h"
 #include "tests/test.h"
 
@@ -364,4 +365,144 @@ TEST(nn_reduce_every_op_and_axis_pattern)
     free(x);
     free(y);
     free(y2);
+}
+
+/* Naive einsum over explicit letter labels: every assignment of every label. */
+static void einsum_ref(const char *eq, int n_in, const float *const *x, const int64_t *const *dims,
+                       double *y, int64_t yn)
+{
+    char terms[3][16];
+    int nt = 0, len = 0;
+    for (const char *c = eq;; c++) {
+        if (*c == ',' || *c == '-' || !*c) {
+            terms[nt][len] = 0;
+            nt++;
+            len = 0;
+            if (*c == '-')
+                c++;
+            if (!*c)
+                break;
+            continue;
+        }
+        terms[nt][len++] = *c;
+    }
+    int64_t size[128] = {0};
+    char labs[16];
+    int nl = 0;
+    for (int t = 0; t < n_in; t++)
+        for (int i = 0; terms[t][i]; i++) {
+            size[(int)terms[t][i]] = dims[t][i];
+            if (!strchr(labs, terms[t][i]) || !nl) {
+                labs[nl++] = terms[t][i];
+                labs[nl] = 0;
+            }
+        }
+    for (int64_t i = 0; i < yn; i++)
+        y[i] = 0;
+    int64_t total = 1;
+    for (int i = 0; i < nl; i++)
+        total *= size[(int)labs[i]];
+    for (int64_t t = 0; t < total; t++) {
+        int64_t v[128] = {0}, r = t;
+        for (int i = nl - 1; i >= 0; i--) {
+            v[(int)labs[i]] = r % size[(int)labs[i]];
+            r /= size[(int)labs[i]];
+        }
+        double prod = 1;
+        for (int k = 0; k < n_in; k++) {
+            int64_t off = 0;
+            for (int i = 0; terms[k][i]; i++)
+                off = off * dims[k][i] + v[(int)terms[k][i]];
+            prod *= x[k][off];
+        }
+        int64_t off = 0;
+        for (int i = 0; terms[n_in][i]; i++)
+            off = off * size[(int)terms[n_in][i]] + v[(int)terms[n_in][i]];
+        y[off] += prod;
+    }
+}
+
+typedef struct ein_case {
+    const char *eq, *ref; /* ref: the same with explicit letters (NULL: eq) */
+    int n_in, ra, rb;
+    int64_t da[4], db[4];
+    int mode_a, mode_b, mode_c; /* expected plan modes, -1 unchecked */
+} ein_case;
+
+TEST(nn_einsum_matches_naive)
+{
+    const ein_case cs[] = {
+        {"bij,bjk->bik", NULL, 2, 3, 3, {2, 3, 4}, {2, 4, 5}, 0, 0, 0},
+        {"bhqd,bhkd->bhqk", NULL, 2, 4, 4, {2, 3, 5, 4}, {2, 3, 6, 4}, 0, 1, 0},
+        {"bhqk,bhkd->bhqd", NULL, 2, 4, 4, {2, 3, 5, 6}, {2, 3, 6, 4}, 0, 0, 0},
+        {"...ij,...jk->...ik", "abij,abjk->abik", 2, 4, 4, {2, 3, 4, 5}, {2, 3, 5, 6}, 0, 0, 0},
+        {"...ij,jk->...ik", "aij,jk->aik", 2, 3, 2, {2, 3, 4}, {4, 5}, 0, 0, 0},
+        {"ij,jk", "ij,jk->ik", 2, 2, 2, {3, 4}, {4, 5}, 0, 0, 0},
+        {"bji,bjk->bik", NULL, 2, 3, 3, {2, 4, 3}, {2, 4, 5}, 1, 0, 0},
+        {"bij,bkj->bki", NULL, 2, 3, 3, {2, 3, 4}, {2, 5, 4}, 0, 1, 1},
+        {"ibj,bjk->bik", NULL, 2, 3, 3, {3, 2, 4}, {2, 4, 5}, 2, 0, 0},
+        {"bij,bjk->ibk", NULL, 2, 3, 3, {2, 3, 4}, {2, 4, 5}, 0, 0, 2},
+        {"bij,bjk->bik", NULL, 2, 3, 3, {1, 3, 4}, {5, 4, 2}, -1, -1, -1},
+        {"i,i->", NULL, 2, 1, 1, {7}, {7}, -1, -1, -1},
+        {"ij->ji", NULL, 1, 2, 0, {3, 4}, {0}, -1, -1, -1},
+        {"ij->i", NULL, 1, 2, 0, {3, 4}, {0}, -1, -1, -1},
+        {"ijk->", NULL, 1, 3, 0, {3, 4, 2}, {0}, -1, -1, -1},
+        {"ijk->kj", NULL, 1, 3, 0, {3, 4, 2}, {0}, -1, -1, -1},
+    };
+    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+        const ein_case *e = &cs[c];
+        int rank[2] = {e->ra, e->rb};
+        const int64_t *dims[2] = {e->da, e->db};
+        h2t_nn_einsum p;
+        ASSERT_OK(h2t_nn_einsum_plan(e->eq, e->n_in, rank, dims, &p));
+        if (e->mode_a >= 0 &&
+            (p.a_mode != e->mode_a || p.b_mode != e->mode_b || p.c_mode != e->mode_c))
+            TEST_FAILF("%s: modes %d %d %d", e->eq, p.a_mode, p.b_mode, p.c_mode);
+        int64_t na = h2t_nn_numel(e->ra, e->da), nb = h2t_nn_numel(e->rb, e->db);
+        int64_t ny = h2t_nn_numel(p.out_rank, p.out_dim);
+        float *a = falloc(na), *b = falloc(nb), *y = falloc(ny), *y2 = falloc(ny);
+        float *s = falloc((int64_t)h2t_nn_einsum_scratch(&p));
+        double *ref = malloc((size_t)ny * sizeof(double));
+        for (int64_t i = 0; i < na; i++)
+            a[i] = frand(-1.f, 1.f);
+        for (int64_t i = 0; i < nb; i++)
+            b[i] = frand(-1.f, 1.f);
+        h2t_nn_einsum_run(1, &p, a, b, y, s);
+        h2t_nn_einsum_run(3, &p, a, b, y2, s);
+        ASSERT(!memcmp(y, y2, (size_t)ny * sizeof(float)));
+        const float *xs[2] = {a, b};
+        /* broadcast case: expand A's size-1 batch for the reference */
+        int64_t dae[4];
+        memcpy(dae, e->da, sizeof dae);
+        float *ae = NULL;
+        if (c == 10) {
+            dae[0] = 5;
+            ae = falloc(5 * 12);
+            for (int i = 0; i < 5; i++)
+                memcpy(ae + i * 12, a, 12 * sizeof(float));
+            xs[0] = ae;
+        }
+        const int64_t *rdims[2] = {dae, e->db};
+        einsum_ref(e->ref ? e->ref : e->eq, e->n_in, xs, rdims, ref, ny);
+        for (int64_t i = 0; i < ny; i++)
+            if (fabs(y[i] - ref[i]) > 1e-5 * (1 + fabs(ref[i])))
+                TEST_FAILF("%s [%lld]: %g vs %g", e->eq, (long long)i, y[i], ref[i]);
+        free(a);
+        free(b);
+        free(y);
+        free(y2);
+        free(s);
+        free(ref);
+        free(ae);
+    }
+    /* refused, naming the equation */
+    ASSERT_EQ(h2t_nn_einsum_check("ii->i", 1), H2T_EUNSUPPORTED);
+    ASSERT(strstr(h2t_err_detail(), "'ii->i'"));
+    ASSERT_EQ(h2t_nn_einsum_check("ij,jk->i", 2), H2T_EUNSUPPORTED);
+    ASSERT_EQ(h2t_nn_einsum_check("ij,jk,kl->il", 3), H2T_EUNSUPPORTED);
+    ASSERT_EQ(h2t_nn_einsum_check("i1,1k->ik", 2), H2T_ECORRUPT);
+    int r2[2] = {2, 2};
+    const int64_t d1[2] = {3, 4}, d2[2] = {5, 6}, *dd[2] = {d1, d2};
+    h2t_nn_einsum p;
+    ASSERT_EQ(h2t_nn_einsum_plan("ij,jk->ik", 2, r2, dd, &p), H2T_ESHAPE);
 }
