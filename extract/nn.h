@@ -111,4 +111,40 @@ size_t h2t_nn_einsum_scratch(const h2t_nn_einsum *p);
 void h2t_nn_einsum_run(int threads, const h2t_nn_einsum *p, const float *a, const float *b,
                        float *y, float *scratch);
 
+/* Resize of the last two axes (nn_spatial.c): outer planes of H x W into OH x OW. */
+enum { /* coordinate transformation modes: output coordinate x -> input coordinate */
+       H2T_NN_RC_HALF_PIXEL,         /* (x + 0.5) / s - 0.5 */
+       H2T_NN_RC_PYTORCH_HALF_PIXEL, /* the same, 0 when the output length is 1 */
+       H2T_NN_RC_ALIGN_CORNERS,      /* x (in - 1) / (out - 1), 0 when out is 1 */
+       H2T_NN_RC_ASYMMETRIC,         /* x / s */
+       H2T_NN_RC_TF_HALF_PIXEL_NN    /* (x + 0.5) / s */
+};
+enum { /* nearest-pixel rounding */
+       H2T_NN_RN_ROUND_PREFER_FLOOR,
+       H2T_NN_RN_ROUND_PREFER_CEIL,
+       H2T_NN_RN_FLOOR,
+       H2T_NN_RN_CEIL,
+       H2T_NN_RN_SIMPLE /* opset < 11: ceil when downsampling, floor otherwise */
+};
+typedef struct h2t_nn_resize {
+    int linear;      /* 0 nearest, 1 (bi)linear */
+    int coord;       /* H2T_NN_RC_* */
+    int nearest;     /* H2T_NN_RN_* */
+    double scale[2]; /* s of the H and W transforms: the given scales, or out / in from sizes */
+} h2t_nn_resize;
+void h2t_nn_resize2d(int threads, const h2t_nn_resize *r, const float *x, int64_t outer, int64_t H,
+                     int64_t W, int64_t OH, int64_t OW, float *y);
+
+/* 2-D transposed convolution (nn_spatial.c; 1-D as H = 1): x N x C x H x W, w C x M/G x kh x
+ * kw, optional bias M, y N x M x OH x OW with OH = sh (H - 1) + (kh - 1) dh + 1 - pt - pb +
+ * output padding (the caller's inferred shape). Per sample and group one product W_g^T X_g into
+ * the scratch columns, then col2im adds every column into y in a fixed order. */
+typedef struct h2t_nn_convt {
+    int64_t N, C, H, W, M, OH, OW, kh, kw, sh, sw, dh, dw, pt, pl, G;
+} h2t_nn_convt;
+/* Floats of scratch (M/G x kh x kw x H x W). */
+size_t h2t_nn_convt_scratch(const h2t_nn_convt *g);
+void h2t_nn_convt_run(int threads, const h2t_nn_convt *g, const float *x, const float *w,
+                      const float *bias, float *y, float *scratch);
+
 #endif

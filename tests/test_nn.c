@@ -506,3 +506,96 @@ TEST(nn_einsum_matches_naive)
     h2t_nn_einsum p;
     ASSERT_EQ(h2t_nn_einsum_plan("ij,jk->ik", 2, r2, dd, &p), H2T_ESHAPE);
 }
+
+TEST(nn_resize_hand_computed)
+{
+    const float x[4] = {1, 2, 3, 4};
+    float y[16];
+    h2t_nn_resize r = {1, H2T_NN_RC_HALF_PIXEL, 0, {2., 2.}};
+    h2t_nn_resize2d(1, &r, x, 1, 2, 2, 4, 4, y);
+    const float want[8] = {1, 1.25f, 1.75f, 2, 1.5f, 1.75f, 2.25f, 2.5f};
+    for (int i = 0; i < 8; i++)
+        if (fabsf(y[i] - want[i]) > 1e-6f)
+            TEST_FAILF("bilinear half_pixel [%d]: %g vs %g", i, y[i], want[i]);
+    ASSERT(y[15] == 4.f && y[12] == 3.f);
+    /* align_corners: x (in - 1) / (out - 1): row 0 is 1, 4/3, 5/3, 2 */
+    r.coord = H2T_NN_RC_ALIGN_CORNERS;
+    h2t_nn_resize2d(2, &r, x, 1, 2, 2, 4, 4, y);
+    ASSERT(fabsf(y[1] - 4.f / 3.f) < 1e-6f && fabsf(y[2] - 5.f / 3.f) < 1e-6f && y[3] == 2.f);
+    /* nearest asymmetric floor, 2x: each input pixel a 2 x 2 block */
+    h2t_nn_resize n = {0, H2T_NN_RC_ASYMMETRIC, H2T_NN_RN_FLOOR, {2., 2.}};
+    h2t_nn_resize2d(1, &n, x, 1, 2, 2, 4, 4, y);
+    const float wn[16] = {1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4};
+    ASSERT(!memcmp(y, wn, sizeof wn));
+    /* round_prefer_floor vs ceil at exactly .5: 1 x 4 -> 1 x 2 asymmetric scale 2/3... */
+    const float x4[4] = {10, 20, 30, 40};
+    float y2[2];
+    h2t_nn_resize h = {0, H2T_NN_RC_ASYMMETRIC, H2T_NN_RN_ROUND_PREFER_FLOOR, {1., 0.8}};
+    h2t_nn_resize2d(1, &h, x4, 1, 1, 4, 1, 2, y2); /* x = 0, 1.25 -> 0, 1 */
+    ASSERT(y2[0] == 10.f && y2[1] == 20.f);
+    h.scale[1] = 2. / 3.; /* x = 0, 1.5 -> floor 1 / ceil 2 */
+    h2t_nn_resize2d(1, &h, x4, 1, 1, 4, 1, 2, y2);
+    ASSERT(y2[1] == 20.f);
+    h.nearest = H2T_NN_RN_ROUND_PREFER_CEIL;
+    h2t_nn_resize2d(1, &h, x4, 1, 1, 4, 1, 2, y2);
+    ASSERT(y2[1] == 30.f);
+}
+
+TEST(nn_convt_matches_direct)
+{
+    const h2t_nn_convt gs[] = {
+        {2, 4, 5, 6, 6, 0, 0, 3, 3, 2, 2, 1, 1, 1, 1, 2},
+        {1, 3, 4, 4, 2, 0, 0, 2, 3, 1, 3, 2, 1, 0, 2, 1},
+        {1, 2, 1, 7, 3, 0, 0, 1, 4, 1, 2, 1, 2, 0, 0, 1},
+    };
+    for (size_t t = 0; t < sizeof gs / sizeof gs[0]; t++) {
+        h2t_nn_convt g = gs[t];
+        int64_t ph = 1, pw = (int64_t)t; /* output padding at the end */
+        g.OH = g.sh * (g.H - 1) + (g.kh - 1) * g.dh + 1 - 2 * g.pt + ph;
+        g.OW = g.sw * (g.W - 1) + (g.kw - 1) * g.dw + 1 - 2 * g.pl + pw;
+        int64_t Cg = g.C / g.G, Mg = g.M / g.G;
+        int64_t nx = g.N * g.C * g.H * g.W, nw = g.C * Mg * g.kh * g.kw,
+                ny = g.N * g.M * g.OH * g.OW;
+        float *x = falloc(nx), *w = falloc(nw), *b = falloc(g.M), *y = falloc(ny), *y2 = falloc(ny),
+              *s = falloc((int64_t)h2t_nn_convt_scratch(&g));
+        double *ref = calloc((size_t)ny, sizeof(double));
+        for (int64_t i = 0; i < nx; i++)
+            x[i] = frand(-1.f, 1.f);
+        for (int64_t i = 0; i < nw; i++)
+            w[i] = frand(-1.f, 1.f);
+        for (int64_t i = 0; i < g.M; i++)
+            b[i] = frand(-1.f, 1.f);
+        h2t_nn_convt_run(1, &g, x, w, b, y, s);
+        h2t_nn_convt_run(3, &g, x, w, b, y2, s);
+        ASSERT(!memcmp(y, y2, (size_t)ny * sizeof(float)));
+        for (int64_t n = 0; n < g.N; n++)
+            for (int64_t m = 0; m < g.M; m++) {
+                int64_t gi = m / Mg, mm = m % Mg;
+                for (int64_t i = 0; i < g.OH * g.OW; i++)
+                    ref[(n * g.M + m) * g.OH * g.OW + i] = b[m];
+                for (int64_t c = gi * Cg; c < (gi + 1) * Cg; c++)
+                    for (int64_t ih = 0; ih < g.H; ih++)
+                        for (int64_t iw = 0; iw < g.W; iw++)
+                            for (int64_t i = 0; i < g.kh; i++)
+                                for (int64_t j = 0; j < g.kw; j++) {
+                                    int64_t oh = ih * g.sh - g.pt + i * g.dh;
+                                    int64_t ow = iw * g.sw - g.pl + j * g.dw;
+                                    if (oh < 0 || oh >= g.OH || ow < 0 || ow >= g.OW)
+                                        continue;
+                                    ref[((n * g.M + m) * g.OH + oh) * g.OW + ow] +=
+                                        (double)x[((n * g.C + c) * g.H + ih) * g.W + iw] *
+                                        w[((c * Mg + mm) * g.kh + i) * g.kw + j];
+                                }
+            }
+        for (int64_t i = 0; i < ny; i++)
+            if (fabs(y[i] - ref[i]) > 1e-5 * (1 + fabs(ref[i])))
+                TEST_FAILF("case %zu [%lld]: %g vs %g", t, (long long)i, y[i], ref[i]);
+        free(x);
+        free(w);
+        free(b);
+        free(y);
+        free(y2);
+        free(s);
+        free(ref);
+    }
+}
