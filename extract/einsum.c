@@ -243,6 +243,9 @@ int h2t_nn_einsum_plan(const char *eq, int n_in, const int *rank, const int64_t 
                                    id < ELL_BASE ? id : '.', (long long)size[id], (long long)d);
         }
     p->out_rank = out.n;
+    p->keeps_axis0 = out.n > 0;
+    for (int j = 0; j < n_in; j++)
+        p->keeps_axis0 &= in[j].n > 0 && out.n > 0 && in[j].id[0] == out.id[0];
     for (int i = 0; i < out.n; i++)
         p->out_dim[i] = size[out.id[i]];
     if (n_in == 1) {

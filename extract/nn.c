@@ -194,9 +194,9 @@ NN_DUAL(softmax_row, (const float *x, int64_t len, int is_log, float *y), (x, le
     }
     float s = ((s8[0] + s8[4]) + (s8[1] + s8[5])) + ((s8[2] + s8[6]) + (s8[3] + s8[7]));
     if (is_log) {
-        float sub = mx + logf(s);
+        float ls = logf(s); /* (x - max) first: exact where x is near max */
         for (i = 0; i < len; i++)
-            y[i] = x[i] - sub;
+            y[i] = (x[i] - mx) - ls;
     } else {
         float inv = 1.f / s;
         for (i = 0; i < len; i++)
@@ -244,9 +244,9 @@ static void sm_strided(void *ctx, int64_t lo, int64_t hi)
                 yp[i * inner] = e;
                 s += e;
             }
-            float sub = mx + logf(s), inv = 1.f / s;
+            float ls = logf(s), inv = 1.f / s;
             for (int64_t i = 0; i < len; i++)
-                yp[i * inner] = j->is_log ? xp[i * inner] - sub : yp[i * inner] * inv;
+                yp[i * inner] = j->is_log ? (xp[i * inner] - mx) - ls : yp[i * inner] * inv;
         }
 }
 

@@ -96,6 +96,7 @@ typedef struct h2t_nn_einsum {
     int64_t out_dim[H2T_NN_EIN_MAXR];
     int red[H2T_NN_EIN_MAXR]; /* one operand: the summed axes */
     int c_identity;           /* one operand: the kept axes are already in output order */
+    int keeps_axis0;          /* every operand's first axis is the output's first axis */
 } h2t_nn_einsum;
 /* Check an equation's form for n_in operands without shapes: H2T_EUNSUPPORTED (diagonals,
  * labels summed within one of two operands, more than two operands) or H2T_ECORRUPT, the

@@ -20,6 +20,7 @@
 #define ONNX_OP_FRAGMENTS(X)                                                                       \
     X(onnx_ops_conv, onnx_ops_conv_n)                                                              \
     X(onnx_ops_elem, onnx_ops_elem_n)                                                              \
+    X(onnx_ops_nn, onnx_ops_nn_n)                                                                  \
     X(onnx_ops_shape, onnx_ops_shape_n)
 
 #define DECLARE(tab, n)                                                                            \
@@ -204,8 +205,8 @@ int onnx_node_is_static(const h2t_model *m, const onnx_node *nd)
 
 int onnx_check(h2t_model *m)
 {
-    if (m->opset < 1 || m->opset > 18)
-        return h2t_err_set(H2T_EUNSUPPORTED, "opset %d (supported: 1 to 18)", m->opset);
+    if (m->opset < 1 || m->opset > 20)
+        return h2t_err_set(H2T_EUNSUPPORTED, "opset %d (supported: 1 to 20)", m->opset);
     for (int i = 0; i < m->n_nodes; i++) {
         onnx_node *nd = &m->nodes[i];
         const onnx_opdef *od = onnx_op_find(nd->op);
@@ -334,11 +335,12 @@ int onnx_infer(const h2t_model *m, onnx_vstate *vs, onnx_nstate *ns)
             if (nd->in[k] >= 0 && vs[nd->in[k]].rank < 0)
                 return h2t_err_set(H2T_ESHAPE, "node '%s' (%s): shape of input '%s' unknown",
                                    nd->name, nd->op, m->values[nd->in[k]].name);
+        for (int k = 1; k < nd->n_out; k++) /* unknown unless the op infers them */
+            if (nd->out[k] >= 0)
+                vs[nd->out[k]].rank = -1;
         int rc = infer_node(m, nd, vs, &ns[i]);
         if (rc < 0)
             return rc;
-        for (int k = 1; k < nd->n_out; k++)
-            vs[nd->out[k]].rank = -1;
     }
     return 0;
 }

@@ -1,7 +1,8 @@
 /*
- * extract/ops_elem.c - element-wise (activations, broadcasting arithmetic), normalisation,
- * softmax and reduction operators: kernels, checks, shape inference and their table fragment
- * (onnx_ops_elem). Every kernel reads shapes from the inferred state; none allocates.
+ * extract/ops_elem.c - element-wise (activations, broadcasting arithmetic), batch
+ * normalisation, softmax and global pooling operators: kernels, checks, shape inference and their
+ * table fragment (onnx_ops_elem). Every kernel reads shapes from the inferred state; none
+ * allocates.
  */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("O3")
@@ -11,6 +12,7 @@
 #include <string.h>
 
 #include "common/err.h"
+#include "extract/nn.h"
 #include "extract/onnx_graph.h"
 
 /* Variants of the shared kernels (onnx_opdef.sub). */
@@ -306,8 +308,7 @@ static void unary_range(void *ctx, int64_t lo, int64_t hi)
             y[i] = ceilf(x[i]);
         break;
     case U_ERF:
-        for (int64_t i = 0; i < n; i++)
-            y[i] = erff(x[i]);
+        h2t_nn_erf(1, x, n, y);
         break;
     case U_ELU:
         for (int64_t i = 0; i < n; i++)
@@ -404,23 +405,10 @@ static int k_softmax(const onnx_kctx *k, const onnx_node *nd)
             inner *= x->dim[i];
     }
     int logsm = nd->def->sub == S_LOGSOFTMAX;
-    for (int64_t o = 0; o < outer; o++)
-        for (int64_t j = 0; j < inner; j++) {
-            const float *xp = x->f + o * len * inner + j;
-            float *yp = OUT(0)->f + o * len * inner + j;
-            float mx = -INFINITY;
-            for (int64_t i = 0; i < len; i++)
-                mx = xp[i * inner] > mx ? xp[i * inner] : mx;
-            double s = 0;
-            for (int64_t i = 0; i < len; i++) {
-                float e = expf(xp[i * inner] - mx);
-                yp[i * inner] = e;
-                s += e;
-            }
-            float ls = (float)log(s), inv = (float)(1.0 / s);
-            for (int64_t i = 0; i < len; i++)
-                yp[i * inner] = logsm ? xp[i * inner] - mx - ls : yp[i * inner] * inv;
-        }
+    if (inner == 1)
+        h2t_nn_softmax_rows(k->threads, x->f, outer, len, logsm, OUT(0)->f);
+    else
+        h2t_nn_softmax_strided(k->threads, x->f, outer, len, inner, logsm, OUT(0)->f);
     return 0;
 }
 
@@ -444,56 +432,6 @@ static int k_gpool(const onnx_kctx *k, const onnx_node *nd)
             OUT(0)->f[c] = mx;
         }
     }
-    return 0;
-}
-
-static int k_reducemean(const onnx_kctx *k, const onnx_node *nd)
-{
-    const onnx_vstate *x = IN(0);
-    int r = x->rank;
-    int64_t n = onnx_numel(x), on = onnx_numel(OUT(0));
-    /* output strides per input axis (0 on reduced axes) */
-    int64_t ostr[H2T_MAX_RANK], s = 1, idx[H2T_MAX_RANK] = {0}, cnt = 1;
-    for (int i = r - 1; i >= 0; i--) {
-        if (k->ns->a[i]) {
-            ostr[i] = 0;
-            cnt *= x->dim[i];
-        } else {
-            ostr[i] = s;
-            s *= x->dim[i];
-        }
-    }
-    float *y = OUT(0)->f;
-    for (int64_t i = 0; i < on; i++)
-        y[i] = 0.f;
-    if (r == 0) {
-        y[0] = x->f[0];
-        return 0;
-    }
-    int64_t inner = x->dim[r - 1];
-    for (int64_t t = 0; t < n; t += inner) {
-        int64_t oo = 0;
-        for (int i = 0; i < r - 1; i++)
-            oo += idx[i] * ostr[i];
-        const float *xp = x->f + t;
-        if (ostr[r - 1] == 0) {
-            float acc = 0.f;
-            for (int64_t j = 0; j < inner; j++)
-                acc += xp[j];
-            y[oo] += acc;
-        } else {
-            for (int64_t j = 0; j < inner; j++)
-                y[oo + j] += xp[j];
-        }
-        for (int i = r - 2; i >= 0; i--) {
-            if (++idx[i] < x->dim[i])
-                break;
-            idx[i] = 0;
-        }
-    }
-    float inv = cnt ? 1.f / (float)cnt : NAN;
-    for (int64_t i = 0; i < on; i++)
-        y[i] *= inv;
     return 0;
 }
 
@@ -631,49 +569,6 @@ static int infer_gpool(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs,
     return 0;
 }
 
-static int parse_reducemean(const h2t_model *m, onnx_node *nd)
-{
-    (void)m;
-    onnx_params *p = &nd->p;
-    p->n_ints = onnx_attr_ints(nd, "axes", p->ints, 2 * H2T_MAX_RANK);
-    if (p->n_ints == -2)
-        return onnx_unsup(nd, "too many axes", NULL);
-    p->has_ints = p->n_ints >= 0;
-    if (p->n_ints < 0)
-        p->n_ints = 0;
-    p->keepdims = (int)onnx_attr_i(nd, "keepdims", 1);
-    if (onnx_attr_i(nd, "noop_with_empty_axes", 0))
-        return onnx_unsup(nd, "noop_with_empty_axes is not supported", NULL);
-    return 0;
-}
-
-static int infer_reducemean(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs,
-                            onnx_nstate *ns)
-{
-    (void)m;
-    const onnx_params *p = &nd->p;
-    const onnx_vstate *x = VIN(0);
-    int mark[H2T_MAX_RANK] = {0};
-    for (int i = 0; i < p->n_ints; i++) {
-        int64_t a;
-        if (onnx_norm_axis(p->ints[i], x->rank, &a) < 0)
-            return onnx_shape_err(nd, "axis %lld for rank %lld", p->ints[i], x->rank);
-        mark[a] = 1;
-    }
-    int64_t d[H2T_MAX_RANK];
-    int r = 0;
-    for (int i = 0; i < x->rank; i++) {
-        int red = !p->has_ints || p->n_ints == 0 || mark[i];
-        ns->a[i] = red;
-        if (!red)
-            d[r++] = x->dim[i];
-        else if (p->keepdims)
-            d[r++] = 1;
-    }
-    onnx_set_shape(VOUT(0), r, d);
-    return 0;
-}
-
 /* ---------------------------------------------------------------- table */
 
 #define UNARY(NAME, SUB, PARSE)                                                                    \
@@ -728,7 +623,5 @@ const onnx_opdef onnx_ops_elem[] = {
      .sub = G_AVG, .infer = infer_gpool, .run = k_gpool},
     {"GlobalMaxPool", .min_in = 1, .max_in = 1, .max_out = 1, .dt = ONNX_DTR_FLOAT, .sub = G_MAX,
      .infer = infer_gpool, .run = k_gpool},
-    {"ReduceMean", .min_in = 1, .max_in = 1, .max_out = 1, .dt = ONNX_DTR_FLOAT,
-     .parse = parse_reducemean, .infer = infer_reducemean, .run = k_reducemean},
 };
 const int onnx_ops_elem_n = sizeof onnx_ops_elem / sizeof onnx_ops_elem[0];
