@@ -27,8 +27,9 @@
  * overrides); a request (the wire, h2t_msg_train.spec) leaves a member 0 (a grid or list
  * empty) for "the method's default", and h2t_train_spec_resolve turns it into a solver spec.
  *
+ *     #include "solver/solver.h"
  *     h2t_train_spec a, b;
- *     h2t_train_spec_default(&a, H2T_METHOD_HEAD2TOE);   // solver/solver.h
+ *     h2t_train_spec_default(&a, H2T_METHOD_HEAD2TOE);
  *     b = a;
  *     b.seed = 7;
  *     int same = h2t_train_spec_equal(&a, &b);           // 0
