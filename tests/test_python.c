@@ -7,7 +7,9 @@
  *
  * The server's runner is the solver, except for tasks whose name starts with "slow": those
  * report progress every 10 ms for up to 30 s first (stage "sleeping"), so that the Python
- * tests can watch progress and cancel a running job.
+ * tests can watch progress and cancel a running job; and tasks named "fail*", whose jobs
+ * fail with an error naming the task. The server's frame limit is 64 KiB (PY_MAX_FRAME), so
+ * that a request can exceed it.
  */
 #include "tests/fixture.h"
 #include "tests/srv_thread.h"
@@ -23,6 +25,7 @@
 
 #define N_SAMPLES 240
 #define N_CLASSES 3
+#define PY_MAX_FRAME 65536
 
 /* Layer l1 (8 features) carries the class, layer l2 (4) does not. 180 train, 60 test. */
 static float fixture_value(void *ctx, uint32_t l, uint32_t i, uint32_t j, uint32_t label)
@@ -56,6 +59,8 @@ static int py_runner(void *ud, h2t_store *st, const h2t_task *task, const h2t_tr
                      void **blob, size_t *len)
 {
     (void)ud;
+    if (!strncmp(task->name, "fail", 4))
+        return h2t_err_set(H2T_EINVAL, "task %s fails on purpose", task->name);
     if (!strncmp(task->name, "slow", 4)) {
         for (int i = 0; i < 3000; i++) {
             if (atomic_load(cancel))
@@ -78,6 +83,7 @@ static void start(test_srv *t)
     h2t_srv_config_default(&cfg);
     cfg.token_file = "token";
     cfg.runner = py_runner;
+    cfg.max_frame = PY_MAX_FRAME;
     test_srv_start(t, &cfg);
 }
 
@@ -100,6 +106,9 @@ static int run_sh(const test_srv *t, const char *script)
     if (pid == 0) {
         setenv("H2TDB_TEST_ADDR", t->addr, 1);
         setenv("H2TDB_TEST_TOKEN_FILE", tok, 1);
+        char max[32];
+        snprintf(max, sizeof(max), "%d", PY_MAX_FRAME);
+        setenv("H2TDB_TEST_MAX_FRAME", max, 1);
         setenv("PY", python(), 1);
         setenv("SRC", test_src_path(""), 1);
         setenv("PYTHONDONTWRITEBYTECODE", "1", 1); /* nothing written into the source tree */

@@ -21,10 +21,17 @@ from .errors import (Error, NoMemory, InvalidArgument, IOFailure, NotFound, Exis
 from .head import Head
 
 __version__ = "0.1.0"
+__all__ = ["pb", "Client", "Record", "DEFAULT_ADDR", "FINAL_STATES", "Head", "Error", "NoMemory",
+           "InvalidArgument", "IOFailure", "NotFound", "Exists", "Corrupt", "VersionMismatch",
+           "Unsupported", "StoreFailure", "ProtocolError", "Cancelled", "TooBig",
+           "PermissionDenied", "ShapeMismatch", "NumericError", "StateError", "NetworkError",
+           "AuthError", "Busy", "Timeout", "JobFailed"]
 
 # the .proto's enums and their values (JobState.Name(job.state), JOB_DONE, METHOD_HEAD2TOE, ...)
 for _name, _enum in pb.DESCRIPTOR.enum_types_by_name.items():
     globals()[_name] = getattr(pb, _name)
     for _v in _enum.values:
         globals()[_v.name] = _v.number
+        __all__.append(_v.name)
+    __all__.append(_name)
 del _name, _enum, _v

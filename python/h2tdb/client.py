@@ -257,6 +257,7 @@ class Client:
         if len(payload) > 0xFFFFFFFF:
             raise errors.TooBig("request of %d bytes" % len(payload))
         try:
+            self._sock.settimeout(self.timeout)  # a watch may have left it unbounded
             self._sock.sendall(struct.pack(">I", len(payload)) + payload)
         except socket.timeout:
             raise self._lost(errors.Timeout("send to %s: no progress within %gs" % (

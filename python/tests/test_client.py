@@ -2,7 +2,9 @@
 `make test` (H2TDB_TEST_ADDR, H2TDB_TEST_TOKEN_FILE). The server's store holds one extraction
 "ext": 240 samples of 3 classes (alpha, beta, gamma; 180 train, 60 test), layers l1 (8
 features, which carry the class) and l2 (4). Tasks named slow* train slowly (progress every
-10 ms for 30 s, stage "sleeping") so that a watch sees progress and a cancel lands mid-run."""
+10 ms for 30 s, stage "sleeping") so that a watch sees progress and a cancel lands mid-run;
+jobs of tasks named fail* fail. The server reads frames of at most H2TDB_TEST_MAX_FRAME
+bytes (64 KiB), so a request can exceed it."""
 import os
 import socket
 import struct
@@ -18,6 +20,7 @@ from h2tdb import head as headmod
 
 ADDR = os.environ.get("H2TDB_TEST_ADDR")
 TOKEN_FILE = os.environ.get("H2TDB_TEST_TOKEN_FILE")
+SERVER_MAX_FRAME = int(os.environ.get("H2TDB_TEST_MAX_FRAME", "0"))  # the server's limit
 
 
 def connect(**kw):
@@ -264,6 +267,39 @@ class ClientTest(unittest.TestCase):
                 w.watch(j.id, timeout=0.3)
         self.assertEqual(self.c.cancel(j.id).id, j.id)
         self.assertEqual(self.c.watch(j.id, timeout=10).state, h2tdb.JOB_CANCELLED)
+
+    def test_failed_job(self):
+        self.c.create_task("fail1", "ext", train="train", test="test", replace=True)
+        with self.assertRaises(h2tdb.JobFailed) as cm:
+            self.c.train("fail1", method="linear", wait=True)
+        e = cm.exception
+        self.assertEqual(e.job.state, h2tdb.JOB_FAILED)
+        self.assertIn("fail1 fails on purpose", e.job.error)
+        self.assertIn("fail1 fails on purpose", e.message)
+        self.assertIn(str(e.job.id), e.message)
+        self.assertEqual(self.c.job(e.job.id).state, h2tdb.JOB_FAILED)
+        with self.assertRaises(h2tdb.StateError):
+            self.c.result(e.job.id)
+        j = self.c.train("fail1", method="all", wait=False)  # without wait: no exception
+        self.assertEqual(self.c.watch(j.id, timeout=30).state, h2tdb.JOB_FAILED)
+
+    def test_server_frame_limit(self):
+        self.assertEqual(SERVER_MAX_FRAME, 65536)
+        # every reply so far came through; the server's pages stay under half its limit
+        f = self.c.features("ext", "l1", page=0)
+        self.assertEqual(f.values.shape, (240, 8))
+        # a request over the server's limit: its error, then the connection is closed
+        with connect() as c:
+            with self.assertRaises(h2tdb.TooBig) as cm:
+                c.predict(self.job.id, samples=[1] * SERVER_MAX_FRAME)
+            self.assertEqual(cm.exception.code, -12)
+            self.assertIn(str(SERVER_MAX_FRAME), cm.exception.message)
+            with self.assertRaises(h2tdb.NetworkError):
+                c.health()
+        # just under it: answered
+        ids = [7] * ((SERVER_MAX_FRAME - 64) // 1)
+        p = self.c.predict(self.job.id, samples=ids)
+        self.assertEqual(p.samples.size, len(ids))
 
     def test_errors(self):
         for call in (self.c.job, self.c.cancel, self.c.result, self.c.predict, self.c.watch):
