@@ -5,6 +5,7 @@ features, which carry the class) and l2 (4). Tasks named slow* train slowly (pro
 10 ms for 30 s, stage "sleeping") so that a watch sees progress and a cancel lands mid-run;
 jobs of tasks named fail* fail. The server reads frames of at most H2TDB_TEST_MAX_FRAME
 bytes (64 KiB), so a request can exceed it."""
+import json
 import os
 import socket
 import struct
@@ -113,6 +114,13 @@ class ClientTest(unittest.TestCase):
         t = self.c.create_task("shots", "ext", train="train", test="test[0:30]", shots=5,
                                replace=True)
         self.assertEqual((t.shots, t.n_train, t.n_test), (5, 15, 30))
+        t = self.c.create_task("pairs", "ext", train="train", test="test",  # map as pairs
+                               map=[("alpha", "ab"), ("beta", "ab"), ("gamma", "g")],
+                               replace=True)
+        self.assertEqual(t.class_names, ["ab", "g"])
+        self.assertEqual(t.train_per_class.tolist(), [120, 60])
+        d = t.to_dict()  # plain Python values, JSON-ready
+        self.assertEqual(json.loads(json.dumps(d))["class_names"], ["ab", "g"])
         names = [x.name for x in self.c.tasks()]
         for n in ("t", "two", "shots"):
             self.assertIn(n, names)
