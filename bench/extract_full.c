@@ -28,6 +28,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/cpu.h"
 #include "common/err.h"
 #include "extract/extract.h"
 #include "storage/store.h"
@@ -290,7 +291,7 @@ static void read_once(const float *x, size_t hw, uint32_t c0, uint32_t c1, size_
                       float *out)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (__builtin_cpu_supports("avx")) {
+    if (h2t_cpu_has(H2T_CPU_AVX)) {
         read_once_avx(x, hw, c0, c1, off, len, out);
         return;
     }

@@ -4,6 +4,7 @@
  * the build's -march and chosen at run time from CPUID. Both compute the same function; the
  * update/final logic around them (buffering, padding) is shared.
  */
+#include "common/cpu.h"
 #include "common/err.h"
 #include "common/util.h"
 
@@ -14,7 +15,6 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #define H2T_SHA_X86 1
-#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -79,17 +79,6 @@ static void blocks_c(uint32_t st[8], const uint8_t *p, size_t nblocks)
 /* ---- x86 SHA extensions ---- */
 
 #ifdef H2T_SHA_X86
-static int cpu_has_shani(void)
-{
-    unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_SSSE3) || !(c & bit_SSE4_1))
-        return 0;
-    if (__get_cpuid_max(0, NULL) < 7)
-        return 0;
-    __cpuid_count(7, 0, a, b, c, d);
-    return (b >> 29) & 1; /* CPUID.(EAX=7,ECX=0):EBX.SHA[bit 29] */
-}
-
 /* Four rounds (i = 0..15 of the 16 groups): mc holds W[4i..4i+3]; the schedule for group i+1
  * (mn) finishes here and msg1 starts the one for group i+3 (mp), the Intel SHA-NI order. */
 #define QR(i, mc, mn, mp)                                                                          \
@@ -149,22 +138,14 @@ __attribute__((target("sha,sse4.1"))) static void blocks_shani(uint32_t st[8], c
 
 /* ---- dispatch ---- */
 
-/* The CPU's answer, cached (0 = not asked yet, else 1 + the best ISA): a property of the
- * machine, computed the same by racing threads, not mutable state. */
-static int isa_cache;
-
+/* common/cpu.h caches the CPU's answer */
 int h2t_sha256_isa_best(void)
 {
-    int v = __atomic_load_n(&isa_cache, __ATOMIC_RELAXED);
-    if (!v) {
 #ifdef H2T_SHA_X86
-        v = 1 + (cpu_has_shani() ? H2T_SHA256_ISA_SHANI : H2T_SHA256_ISA_C);
-#else
-        v = 1 + H2T_SHA256_ISA_C;
+    if (h2t_cpu_has(H2T_CPU_SHA | H2T_CPU_SSSE3 | H2T_CPU_SSE41))
+        return H2T_SHA256_ISA_SHANI;
 #endif
-        __atomic_store_n(&isa_cache, v, __ATOMIC_RELAXED);
-    }
-    return v - 1;
+    return H2T_SHA256_ISA_C;
 }
 
 const char *h2t_sha256_isa_name(int isa)

@@ -15,16 +15,12 @@
 
 #include <immintrin.h>
 
+#include "common/cpu.h"
 #include "extract/kern.h"
 
 int h2t_kern_isa(void)
 {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx") && __builtin_cpu_supports("fma"))
-        return H2T_ISA_AVX_FMA;
-#endif
-    return H2T_ISA_C;
+    return h2t_cpu_has(H2T_CPU_AVX | H2T_CPU_FMA) ? H2T_ISA_AVX_FMA : H2T_ISA_C;
 }
 
 static inline float act1(float v, int act, float lo, float hi)

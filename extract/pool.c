@@ -2,6 +2,7 @@
  * extract/pool.c - Head2Toe pooling of one tensor per sample (4-D maps in either axis order, 3-D
  * tokens with their class-token modes, 2-D vectors); the rules are in extract/extract.h.
  */
+#include "common/cpu.h"
 #include "common/err.h"
 #include "extract/extract.h"
 
@@ -170,7 +171,7 @@ int h2t_pool_plan_make(int rank, const int64_t *shape, uint32_t target, h2t_pool
  * tests/test_extract_pool_isa.c measures it against long double.
  *
  * Two kernel sets: 8-float vectors compiled with __attribute__((target("avx"))), chosen at run
- * time (__builtin_cpu_supports), and 4-float vectors for the x86-64 baseline (SSE2). Only
+ * time (h2t_cpu_has, common/cpu.h), and 4-float vectors for the x86-64 baseline (SSE2). Only
  * element-wise adds (no reassociation: -ffp-contract is off in ISO C mode and nothing
  * multiplies before adding), so both compute the same float and double operations on the same
  * values in the same order. Partial vectors are zero-padded: adding +0 leaves a lane as it
@@ -942,7 +943,7 @@ POOL_DEFINE_COL_DRIVERS(avx, AVX_FN, a_col_acc, a_col_add, a_win_sums, 32)
 int h2t_pool_isa_best(void)
 {
 #ifdef POOL_HAVE_AVX
-    if (__builtin_cpu_supports("avx"))
+    if (h2t_cpu_has(H2T_CPU_AVX))
         return H2T_POOL_ISA_AVX;
 #endif
     return H2T_POOL_ISA_GENERIC;
@@ -952,7 +953,7 @@ int h2t_pool_isa_best(void)
 static int use_avx(int isa)
 {
 #ifdef POOL_HAVE_AVX
-    return isa == H2T_POOL_ISA_AVX && __builtin_cpu_supports("avx");
+    return isa == H2T_POOL_ISA_AVX && h2t_cpu_has(H2T_CPU_AVX);
 #else
     (void)isa;
     return 0;

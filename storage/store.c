@@ -11,6 +11,7 @@
  * environment is opened with MDB_NOTLS so read transactions are not tied to thread slots.
  */
 #include "storage/store.h"
+#include "common/cpu.h"
 #include "common/err.h"
 #include "common/util.h"
 
@@ -31,7 +32,6 @@
 #include <emmintrin.h>
 #endif
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <cpuid.h>
 #include <immintrin.h>
 #define ST_HAVE_F16C_PATH 1
 #endif
@@ -541,10 +541,7 @@ static int st_next_id(h2t_store *st, MDB_txn *txn, int t, uint64_t *id)
 static int cpu_has_f16c(void)
 {
 #ifdef ST_HAVE_F16C_PATH
-    /* avx through the compiler (it checks the OS saves the YMM state), f16c from cpuid
-     * (clang's __builtin_cpu_supports does not know "f16c") */
-    unsigned a, b, c, d;
-    return __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+    return h2t_cpu_has(H2T_CPU_AVX | H2T_CPU_F16C);
 #else
     return 0;
 #endif

@@ -1,5 +1,8 @@
+#include "common/cpu.h"
 #include "common/err.h"
 #include "common/util.h"
+#include "extract/extract.h"
+#include "extract/kern.h"
 #include "tests/test.h"
 
 #include <stdio.h>
@@ -259,4 +262,69 @@ TEST_TIMEOUT(common_header_examples, 300)
     ASSERT(rc != -1 && WIFEXITED(rc));
     ASSERT_EQ(WEXITSTATUS(rc), 1);
     ASSERT_EQ(system("grep -q 'the example in .*stale.h does not compile' stale.log"), 0);
+}
+
+/* The one CPU probe: its answer is consistent (a feature that needs another comes with it),
+ * agrees with the compiler's own probe where both know the feature, and H2T_CPU_MAX lowers it
+ * for every module that dispatches on it (pooling, kernels, SHA-256). */
+TEST(common_cpu_probe_and_limit)
+{
+    unsigned f = h2t_cpu_features();
+    ASSERT_EQ(h2t_cpu_has(0), 1);
+    ASSERT_EQ(h2t_cpu_has(f), 1);
+    if (f & (H2T_CPU_AVX2 | H2T_CPU_FMA | H2T_CPU_F16C | H2T_CPU_AVX512F))
+        ASSERT(f & H2T_CPU_AVX);
+    if (f & H2T_CPU_SHA)
+        ASSERT((f & (H2T_CPU_SSSE3 | H2T_CPU_SSE41)) == (H2T_CPU_SSSE3 | H2T_CPU_SSE41));
+#if defined(__x86_64__) && defined(__GNUC__)
+    ASSERT(f & H2T_CPU_SSE2);
+    if (!getenv("H2T_CPU_MAX")) {
+        __builtin_cpu_init();
+        ASSERT_EQ(h2t_cpu_has(H2T_CPU_AVX), __builtin_cpu_supports("avx") ? 1 : 0);
+        ASSERT_EQ(h2t_cpu_has(H2T_CPU_AVX2), __builtin_cpu_supports("avx2") ? 1 : 0);
+        ASSERT_EQ(h2t_cpu_has(H2T_CPU_FMA), __builtin_cpu_supports("fma") ? 1 : 0);
+        ASSERT_EQ(h2t_cpu_has(H2T_CPU_AVX512F), __builtin_cpu_supports("avx512f") ? 1 : 0);
+    }
+#endif
+    char names[128];
+    h2t_cpu_describe(names, sizeof names);
+    if (f & H2T_CPU_SSE2)
+        ASSERT(strncmp(names, "sse2", 4) == 0);
+    char tiny[6];
+    h2t_cpu_describe(tiny, sizeof tiny); /* truncated, still a string */
+    ASSERT(strlen(tiny) < sizeof tiny);
+
+    /* the limits: each a subset of the full answer, each level within the next */
+    const char *levels[] = {"sse2", "sse4", "avx", "avx2", "avx512"};
+    unsigned prev = 0;
+    for (int i = 0; i < 5; i++) {
+        ASSERT_EQ(setenv("H2T_CPU_MAX", levels[i], 1), 0);
+        h2t_cpu_reset();
+        unsigned g = h2t_cpu_features();
+        ASSERT_EQ(g & ~f, 0u);
+        ASSERT_EQ(prev & ~g, 0u);
+        prev = g;
+    }
+    ASSERT_EQ(prev, f); /* avx512: no limit */
+
+    ASSERT_EQ(setenv("H2T_CPU_MAX", "sse2", 1), 0);
+    h2t_cpu_reset();
+    ASSERT_EQ(h2t_cpu_features() & ~(unsigned)H2T_CPU_SSE2, 0u);
+    ASSERT_EQ(h2t_pool_isa_best(), H2T_POOL_ISA_GENERIC);
+    ASSERT_EQ(h2t_kern_isa(), H2T_ISA_C);
+    ASSERT_EQ(h2t_sha256_isa_best(), H2T_SHA256_ISA_C);
+
+    ASSERT_EQ(setenv("H2T_CPU_MAX", "avx", 1), 0);
+    h2t_cpu_reset();
+    ASSERT_EQ(h2t_cpu_has(H2T_CPU_AVX2) + h2t_cpu_has(H2T_CPU_FMA), 0);
+    ASSERT_EQ(h2t_kern_isa(), H2T_ISA_C); /* the depthwise kernels need FMA */
+    ASSERT_EQ(h2t_pool_isa_best(), (f & H2T_CPU_AVX) ? H2T_POOL_ISA_AVX : H2T_POOL_ISA_GENERIC);
+
+    ASSERT_EQ(setenv("H2T_CPU_MAX", "pentium", 1), 0); /* unknown: ignored (with a warning) */
+    h2t_cpu_reset();
+    ASSERT_EQ(h2t_cpu_features(), f);
+
+    ASSERT_EQ(unsetenv("H2T_CPU_MAX"), 0);
+    h2t_cpu_reset();
+    ASSERT_EQ(h2t_cpu_features(), f);
 }
