@@ -10,7 +10,6 @@ import os
 import socket
 import struct
 import sys
-import threading
 import time
 import unittest
 
@@ -257,17 +256,19 @@ class ClientTest(unittest.TestCase):
         with self.assertRaises(h2tdb.StateError) as cm:
             self.c.result(job.id)
         self.assertIn(str(job.id), cm.exception.message)
-        # train(wait=True) on a job that gets cancelled raises Cancelled
-        timer = threading.Timer(0.3, lambda: connect().cancel(self.c.jobs()[-1].id))
+        # train(wait=True) on a job that gets cancelled while it runs raises Cancelled
         calls = []
-        timer.start()
-        with self.assertRaises(h2tdb.Cancelled):
-            other2 = connect()
-            other2.train("slow", method="linear", lambdas=[1e-2], folds=2, wait=True,
-                         progress=calls.append, timeout=30)
-        timer.join()
-        other2.close()
-        self.assertTrue(calls)
+        with connect() as canceller:
+            def cancel_when_sleeping(j):
+                calls.append(j)
+                if j.stage == "sleeping" and [c.stage for c in calls].count("sleeping") == 1:
+                    canceller.cancel(j.id)
+
+            with self.assertRaises(h2tdb.Cancelled) as cm:
+                self.c.train("slow", method="linear", lambdas=[1e-2], folds=2, wait=True,
+                             progress=cancel_when_sleeping, timeout=30)
+        self.assertIn(str(calls[-1].id), cm.exception.message)
+        self.assertEqual(calls[-1].state, h2tdb.JOB_CANCELLED)
         # a watch with a deadline shorter than the job
         j = self.c.train("slow", method="linear", lambdas=[1e-4], folds=2)
         with self.assertRaises(h2tdb.Timeout):
