@@ -610,6 +610,13 @@ static int k_matmul(const onnx_kctx *k, const onnx_node *nd)
                     a->f, (int)K, b->f, (int)N, 0.f, o->f, (int)N);
         return 0;
     }
+    if ((ta == nb || ta == 1) && (tb == nb || tb == 1)) {
+        /* each operand batched like the output or shared (attention's N x heads products):
+         * uniform strides, one batched call */
+        h2t_nn_sgemm_batched(k->threads, nb, 0, 0, M, N, K, a->f, ta == 1 ? 0 : M * K, K, b->f,
+                             tb == 1 ? 0 : K * N, N, o->f, M * N, N);
+        return 0;
+    }
     int64_t idx[H2T_MAX_RANK] = {0};
     for (int64_t t = 0; t < nb; t++) {
         int64_t oa = 0, ob = 0;

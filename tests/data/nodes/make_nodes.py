@@ -186,3 +186,10 @@ save("test_nn_logsoftmax13_axis1", 13, "LogSoftmax", x, [np.log(softmax(xd, 1))]
 save("test_nn_softmax11_axis1", 11, "Softmax", x,
      [softmax(xd.reshape(2, -1), 1).reshape(x.shape)], attrs={"axis": 1})
 save("test_nn_size", 13, "Size", x, [np.array(x.size, np.int64)])
+
+# MatMul: batched like the output, shared, mixed broadcasting (the second operand a constant)
+for i, (sa, sb) in enumerate([((2, 3, 5, 4), (2, 3, 4, 6)), ((1, 4, 5, 4), (1, 4, 4, 6)),
+                              ((2, 3, 5, 4), (4, 6)), ((5, 4), (2, 3, 4, 6)),
+                              ((1, 3, 5, 4), (2, 1, 4, 6)), ((2, 3, 5, 4), (1, 3, 4, 6))]):
+    x, w = f32(*sa), f32(*sb)
+    save(f"test_nn_matmul_{i}", 13, "MatMul", x, [np.matmul(x.astype(np.float64), w)], [("w", w)])
