@@ -322,7 +322,12 @@ class Client:
             if env.id != rid and not (env.id == 0 and body == "error"):
                 continue
             if body == "error":
-                raise errors.from_code(env.error.code, env.error.message)
+                e = errors.from_code(env.error.code, env.error.message)
+                # the server closes the connection after these: a refused token, or a frame
+                # it could not take (answered with id 0: oversized, undecodable)
+                if env.id == 0 or isinstance(e, errors.AuthError):
+                    self.close()
+                raise e
             return env, body
 
     def _call(self, body, msg, want, timeout=...):

@@ -303,6 +303,7 @@ class ClientTest(unittest.TestCase):
                 c.predict(self.job.id, samples=[1] * SERVER_MAX_FRAME)
             self.assertEqual(cm.exception.code, -12)
             self.assertIn(str(SERVER_MAX_FRAME), cm.exception.message)
+            self.assertTrue(c.closed)
             with self.assertRaises(h2tdb.NetworkError):
                 c.health()
         # just under it: answered
@@ -354,6 +355,7 @@ class ClientTest(unittest.TestCase):
         with self.assertRaises(h2tdb.AuthError) as cm:
             c.health()
         self.assertIn("token", cm.exception.message)
+        self.assertTrue(c.closed)
         with self.assertRaises(h2tdb.NetworkError):
             c.health()
         c.close()
