@@ -35,19 +35,59 @@ def _crc_table():
 _CRC_TABLE = _crc_table()
 
 
-def crc32c(data, crc=0):
-    """CRC-32C (Castagnoli), as common/util.c h2t_crc32c."""
+_CRC_NP = np.array(_CRC_TABLE, dtype=np.uint32)
+_CRC_MIN_SPLIT = 1 << 16  # below this, the byte loop
+
+
+def _crc_bytes(state, data):
+    """The raw register (no inversions) after data, from state: the byte loop."""
     t = _CRC_TABLE
-    crc ^= 0xFFFFFFFF
     for b in data:
-        crc = t[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
+        state = t[(state ^ b) & 0xFF] ^ (state >> 8)
+    return state
+
+
+def crc32c(data, crc=0):
+    """CRC-32C (Castagnoli), as common/util.c h2t_crc32c, continuing from crc.
+
+    Above 64 KiB the data is cut into K equal chunks whose registers (each started at 0)
+    are computed side by side with numpy, together with the images of the 32 unit registers
+    under L zero bytes: that is the linear map A that carries a register over a chunk, so
+    the whole register is the fold r = A r ^ chunk_i, and the tail goes through the loop.
+    """
+    data = memoryview(bytes(data)) if not isinstance(data, (bytes, bytearray)) else data
+    n = len(data)
+    state = crc ^ 0xFFFFFFFF
+    if n < _CRC_MIN_SPLIT:
+        return _crc_bytes(state, data) ^ 0xFFFFFFFF
+    k = min(16384, n // 256)
+    length = n // k
+    cols_in = np.zeros((length, k + 32), dtype=np.uint8)  # byte j of every chunk: one row
+    cols_in[:, :k] = np.frombuffer(data, dtype=np.uint8, count=k * length).reshape(k, length).T
+    reg = np.zeros(k + 32, dtype=np.uint32)
+    reg[k:] = np.uint32(1) << np.arange(32, dtype=np.uint32)  # unit registers, zero bytes
+    t = _CRC_NP
+    for j in range(length):
+        reg = t[(reg ^ cols_in[j]) & 0xFF] ^ (reg >> 8)
+    cols = reg[k:]  # A e_b for each bit b
+    # A as four byte tables: A r = T0[r & 255] ^ T1[(r >> 8) & 255] ^ ...
+    tables = []
+    for byte in range(4):
+        tb = np.zeros(256, dtype=np.uint32)
+        for bit in range(8):
+            step = 1 << bit
+            tb[step:2 * step] = tb[:step] ^ cols[8 * byte + bit]
+        tables.append(tb.tolist())
+    t0, t1, t2, t3 = tables
+    for c in reg[:k].tolist():
+        state = (t0[state & 0xFF] ^ t1[(state >> 8) & 0xFF] ^ t2[(state >> 16) & 0xFF] ^
+                 t3[state >> 24] ^ c)
+    return _crc_bytes(state, data[k * length:]) ^ 0xFFFFFFFF
 
 
 def decode_fields(blob, verify=True):
     """The blob's fields as {name: numpy array or list of str}. Raises Corrupt (bad magic,
-    truncated, checksum) or VersionMismatch. verify=False skips the CRC (pure Python: about
-    5 MB/s)."""
+    truncated, checksum) or VersionMismatch. verify=False skips the CRC."""
     blob = bytes(blob)
     n = len(blob)
     if n < 20 or blob[:6] != MAGIC:

@@ -468,6 +468,13 @@ class ClientTest(unittest.TestCase):
         with self.assertRaises(h2tdb.VersionMismatch):
             headmod.decode_fields(b"H2TRES02" + blob[8:])
         self.assertEqual(headmod.crc32c(b"123456789"), 0xE3069283)  # the CRC-32C check value
+        # the chunked numpy path equals the byte loop, at and around its split sizes
+        rng = np.random.default_rng(5)
+        for n in (65535, 65536, 65537, 300007):
+            data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+            loop = headmod._crc_bytes(0xFFFFFFFF, data) ^ 0xFFFFFFFF
+            self.assertEqual(headmod.crc32c(data), loop, n)
+            self.assertEqual(headmod.crc32c(data[n // 3:], headmod.crc32c(data[:n // 3])), loop)
 
 
 if __name__ == "__main__":
