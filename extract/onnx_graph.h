@@ -2,10 +2,11 @@
  * extract/onnx_graph.h - the executor's internal view of an ONNX model (not a public
  * contract: only extract/onnx_*.c, exec*.c and ops*.c include it).
  *
- * onnx_load.c turns the protobuf ModelProto into this plain graph (the only file that touches
- * protobuf-c); onnx_ops.c checks every node (operator, attributes, data types) and infers
- * shapes for concrete input shapes through the operator table (below: "the operator table",
- * with how to add an operator); exec.c plans the arena and runs the ops_*.c kernels.
+ * onnx_load.c turns the protobuf ModelProto into this plain graph (it and onnx_prune.c, which
+ * cuts a ModelProto to what some tensors need, are the files that touch protobuf-c); onnx_ops.c
+ * checks every node (operator, attributes, data types) and infers shapes for concrete input shapes
+ * through the operator table (below: "the operator table", with how to add an operator); exec.c
+ * plans the arena and runs the ops_*.c kernels.
  *
  * Values are every tensor name of the graph: graph inputs, initializers (and Constant node
  * outputs, folded into constants at load), node outputs. Two element types exist: float32
