@@ -10,6 +10,7 @@ import os
 import socket
 import struct
 import sys
+import threading
 import time
 import unittest
 
@@ -413,6 +414,46 @@ class ClientTest(unittest.TestCase):
         self.assertTrue(c.closed)
         with self.assertRaises(h2tdb.NetworkError):
             c.health()
+
+    def test_threads_share_a_client(self):
+        # calls from several threads on one connection each get their own reply
+        errs, got = [], {}
+
+        def work(i):
+            try:
+                for _ in range(10):
+                    got.setdefault(i, []).append(self.c.job(self.job.id).id)
+                    self.assertEqual(self.c.layers("ext")[i % 2].name, ["l1", "l2"][i % 2])
+            except Exception as e:  # reported below: assertions in threads do not fail a test
+                errs.append(e)
+
+        ts = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual(errs, [])
+        self.assertEqual(got, {i: [self.job.id] * 10 for i in range(4)})
+
+    def test_addresses(self):
+        split = h2tdb.client._split_addr
+        self.assertEqual(split("10.0.0.1:7433"), ("10.0.0.1", 7433))
+        self.assertEqual(split("7433"), ("127.0.0.1", 7433))
+        self.assertEqual(split("[::1]:9000"), ("::1", 9000))
+        self.assertEqual(split(":9000"), ("127.0.0.1", 9000))
+        for bad in ("[::1]9000", "host:", "host:0", "[::1"):
+            with self.assertRaises(h2tdb.InvalidArgument):
+                split(bad)
+        old = os.environ.get("H2T_SERVER")
+        os.environ["H2T_SERVER"] = ADDR  # the default address, as the command line
+        try:
+            with h2tdb.Client(token_file=TOKEN_FILE, timeout=10) as c:
+                self.assertEqual(c.addr, ADDR)
+                self.assertTrue(c.health().version)
+        finally:
+            os.environ.pop("H2T_SERVER")
+            if old is not None:
+                os.environ["H2T_SERVER"] = old
 
     def test_context_manager(self):
         with connect() as c:
