@@ -3,6 +3,7 @@
 #   make test       build with ASan+UBSan and run every test (T=pattern runs a subset)
 #   make bench      benchmarks against named peers (needs deploy/deps.sh --bench)
 #   make demo       the main job end to end on real data (docs/deployment.md)
+#   make conformance  the executor against ONNX Runtime and tfjs, and the model zoo (ZOO=...)
 #   make format-check | format | clean | install (PREFIX, DESTDIR)
 #   make fuzz       longer fuzzing of the frame decoder (clang/libFuzzer)
 
@@ -122,10 +123,19 @@ clean:
 build/conformance/onnx_dump: tests/conformance/onnx_dump.c build/libh2tdb.a
 	@mkdir -p build/conformance
 	$(CC) $(REL_CFLAGS) $< build/libh2tdb.a $(LIBS) -o $@
+# The zoo (deploy/export_zoo.py): ZOO="vit_b_16 swin_t" for a subset; conformance-zoo runs
+# only that part. The table lists every model, PASS/FAIL or why h2tdb cannot run it yet.
+ZOO ?=
 conformance: build/conformance/onnx_dump
 	./deploy/deps.sh --bench
 	./deploy/fetch_model.sh --all
 	./tests/conformance/selftest.sh
 	./tests/conformance/tfjs_compare.sh
 	./tests/conformance/ort_compare.sh mobilenet_v2 resnet18 resnet50
-.PHONY: conformance
+	@$(MAKE) --no-print-directory conformance-zoo
+conformance-zoo: build/conformance/onnx_dump
+	./deploy/deps.sh --bench
+	./deploy/fetch_model.sh --ort
+	/usr/bin/python3 deploy/export_zoo.py $(ZOO)
+	./tests/conformance/ort_compare.sh --layers --table $(if $(ZOO),$(addprefix zoo:,$(ZOO)),zoo)
+.PHONY: conformance conformance-zoo

@@ -8,6 +8,13 @@
  * file per tensor). Built by `make build/conformance/onnx_dump`.
  *
  *     build/conformance/onnx_dump models/resnet18.onnx in.f32 2 /tmp/dump [--threads 1]
+ *                                 [--layers]
+ *
+ * By default every tensor of the graph is observed. With --layers only the tensors of the
+ * default layer rule (h2t_layers_select, what `h2tdb extract` pools and stores) are observed,
+ * as an extraction runs the executor, plus the graph outputs. Either way OUTDIR/layers.tsv
+ * lists the layer rule's tensors (name TAB op TAB rank), so a comparison can tell them apart
+ * and check that each of them was delivered.
  *
  * Exit status 0 on success, 1 on any error (the executor's code and detail on stderr).
  */
@@ -18,6 +25,7 @@
 #include <sys/stat.h>
 
 #include "common/err.h"
+#include "extract/extract.h"
 #include "extract/model.h"
 
 typedef struct dump_ctx {
@@ -90,19 +98,33 @@ int main(int argc, char **argv)
     float *input = NULL;
     dump_ctx d = {0};
     char path[4096];
-    int rc = 0, n, threads = 1;
+    int rc = 0, n, threads = 1, layers_only = 0, n_layers = 0;
+    int *layers = NULL;
     size_t per = 1;
     const h2t_tensor_info *in;
+    FILE *lf = NULL;
 
-    if (argc != 5 && !(argc == 7 && strcmp(argv[5], "--threads") == 0)) {
-        fprintf(stderr, "usage: onnx_dump MODEL.onnx INPUT.f32 N OUTDIR [--threads T]\n");
+    for (int i = 5; i < argc; i++) {
+        if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--layers") == 0)
+            layers_only = 1;
+        else
+            argc = 0; /* usage */
+    }
+    if (argc < 5) {
+        fprintf(stderr,
+                "usage: onnx_dump MODEL.onnx INPUT.f32 N OUTDIR [--threads T] [--layers]\n");
         return 2;
     }
     n = atoi(argv[3]);
-    if (argc == 7)
-        threads = atoi(argv[6]);
     h2t_blas_threads(threads);
     rc = h2t_model_load(argv[1], &m);
+    if (rc < 0)
+        goto out;
+    rc = h2t_layers_select(m, NULL, &layers, &n_layers);
+    if (rc == H2T_ENOTFOUND)
+        rc = 0; /* no layer: every tensor or only the outputs are dumped */
     if (rc < 0)
         goto out;
     in = h2t_model_input(m);
@@ -123,15 +145,37 @@ int main(int argc, char **argv)
         rc = H2T_ENOMEM;
         goto out;
     }
-    for (int i = 0; i < h2t_model_n_tensors(m); i++) {
-        if (!h2t_model_tensor(m, i)->is_input && (rc = h2t_exec_observe(x, i, 1)) < 0)
-            goto out;
+    if (layers_only) {
+        for (int k = 0; k < n_layers; k++)
+            if ((rc = h2t_exec_observe(x, layers[k], 1)) < 0)
+                goto out;
+    } else {
+        for (int i = 0; i < h2t_model_n_tensors(m); i++)
+            if (!h2t_model_tensor(m, i)->is_input && (rc = h2t_exec_observe(x, i, 1)) < 0)
+                goto out;
     }
     if (mkdir(d.dir, 0777) != 0 && errno != EEXIST) {
         fprintf(stderr, "onnx_dump: %s: %s\n", d.dir, strerror(errno));
         rc = H2T_EIO;
         goto out;
     }
+    snprintf(path, sizeof path, "%s/layers.tsv", d.dir);
+    lf = fopen(path, "w");
+    if (!lf) {
+        fprintf(stderr, "onnx_dump: %s: %s\n", path, strerror(errno));
+        rc = H2T_EIO;
+        goto out;
+    }
+    for (int k = 0; k < n_layers; k++) {
+        const h2t_tensor_info *ti = h2t_model_tensor(m, layers[k]);
+        fprintf(lf, "%s\t%s\t%d\n", ti->name, ti->op, ti->rank);
+    }
+    if (fclose(lf) != 0) {
+        lf = NULL;
+        rc = H2T_EIO;
+        goto out;
+    }
+    lf = NULL;
     snprintf(path, sizeof path, "%s/index.tsv", d.dir);
     d.index = fopen(path, "w");
     if (!d.index) {
@@ -154,12 +198,16 @@ int main(int argc, char **argv)
         if (data && (rc = dump_write(&d, i, data, shape, rank)) < 0)
             goto out;
     }
-    fprintf(stderr, "onnx_dump: %d tensors written to %s\n", d.n_written, d.dir);
+    fprintf(stderr, "onnx_dump: %d tensors written to %s (%d of the layer rule)\n", d.n_written,
+            d.dir, n_layers);
 out:
     if (rc < 0)
         fprintf(stderr, "onnx_dump: %s: %s (%s)\n", argv[1], h2t_strerror(rc), h2t_err_detail());
     if (d.index && fclose(d.index) != 0 && rc == 0)
         rc = H2T_EIO;
+    if (lf)
+        fclose(lf);
+    free(layers);
     free(d.written);
     free(input);
     h2t_exec_destroy(x);

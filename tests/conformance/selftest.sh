@@ -2,7 +2,9 @@
 # tests/conformance/selftest.sh: the comparison itself can fail. Builds small dumps with
 # common.py and checks compare.py's verdicts: equal -> PASS, an error of 0.9e-3 of the
 # largest magnitude -> PASS, 2e-3 -> FAIL, a shape change -> FAIL, a missing tensor -> FAIL
-# with --require-all, a NaN -> FAIL. Fast, no models needed.
+# with --require-all, a NaN -> FAIL; with --got-only (a dump of the layer rule's tensors
+# against a full reference): a subset -> PASS, a tensor the reference lacks -> FAIL, a
+# layer listed in layers.tsv but not dumped -> FAIL. Fast, no models needed.
 set -eu
 C=$(cd "$(dirname "$0")" && pwd)
 tmp=$(mktemp -d)
@@ -27,6 +29,12 @@ bad = a.copy(); bad[0, 0, 0, 0] += 2e-3 * big; w("big", bad, b)
 w("shape", a.reshape(2, 3, 16), b)
 nan = b.copy(); nan[1, 1] = np.nan; w("nan", a, nan)
 write_dump(t + "/missing", [("conv", a)])
+write_dump(t + "/subset", [("fc", b)])
+write_dump(t + "/extra", [("fc", b), ("other", b)])
+write_dump(t + "/nolayer", [("fc", b)])
+for name, layers in (("subset", "fc"), ("extra", "fc"), ("nolayer", "fc conv")):
+    with open(t + "/" + name + "/layers.tsv", "w") as f:
+        f.writelines("%s\tGemm\t2\n" % n for n in layers.split())
 PY
 check() { # check EXPECTED_RC NAME [ARGS]
     want=$1; name=$2; shift 2
@@ -37,7 +45,7 @@ check() { # check EXPECTED_RC NAME [ARGS]
         cat "$tmp/out" >&2
         exit 1
     fi
-    echo "selftest: $name: $(tail -1 "$tmp/out" | sed 's/.*: //') as expected"
+    echo "selftest: $name${*:+ $*}: $(grep "tolerance" "$tmp/out" | sed "s/.*: //") as expected"
 }
 check 0 same
 check 0 small
@@ -46,4 +54,7 @@ check 1 shape
 check 1 nan
 check 0 missing
 check 1 missing --require-all
+check 0 subset --got-only
+check 1 extra --got-only
+check 1 nolayer --got-only
 echo "selftest: ok"
