@@ -1,11 +1,15 @@
 /*
  * bench/extract.c - forward-pass throughput of h2tdb's executor against ONNX Runtime.
  *
- * For MobileNetV2 (the nsfwjs conversion) and ResNet-50 (random weights) at 224 x 224, batch
- * 32: images/s of h2tdb (extract/model.h, OpenBLAS with 2 threads) and of ONNX Runtime
- * (onnxruntime-node through bench/extract_ort.js, 2 intra-op threads) in the same run,
- * alternating blocks of runs so that all see the same machine load; the figure is the median
- * over all timed runs of each, and the ratio h2tdb / ORT. ORT runs twice: with its graph
+ * For MobileNetV2 (the nsfwjs conversion), ResNet-50 (random weights) and ViT-B/16 (the zoo's
+ * vit_b_16 at opset 17, deploy/export_zoo.py) at 224 x 224, batch 32: images/s of h2tdb
+ * (extract/model.h, OpenBLAS with 2 threads) and of ONNX Runtime (onnxruntime-node through
+ * bench/extract_ort.js, 2 intra-op threads) in the same run, alternating blocks of runs so
+ * that all see the same machine load; each side first runs until two consecutive runs agree
+ * within 3% (at most 10 warm-up runs, counted in the output); the figure is the median over
+ * all timed runs of each with their range, and the ratio h2tdb / ORT. The CPU model and the
+ * load average are printed first. A model the executor cannot run yet (an operator missing)
+ * gets ONNX Runtime's figures alone and the reason. ORT runs twice: with its graph
  * optimisations (the default: Conv+BatchNorm+activation fused, so those intermediates never
  * exist) and without (every tensor materialised, which is what an extraction needs since
  * Head2Toe reads the BatchNorm and activation outputs too).
@@ -13,9 +17,11 @@
  *     build/bench/extract [--runs R] [--rounds K] [--batch B] [--threads T] [--models a,b]
  *                         [--no-ort] [--profile] [--observe]
  *
- * Defaults: 3 runs per block, 2 rounds, batch 32, 2 threads, mobilenet_v2,resnet50. Models
- * are models/NAME.onnx (deploy/fetch_model.sh --all runs first: idempotent); run from the
- * repository root (make bench does). Inputs: seeded uniform noise in [-1, 1] (throughput
+ * Defaults: 3 runs per block, 2 rounds, batch 32, 2 threads, mobilenet_v2,resnet50,vit_b_16.
+ * Model names as bench/bench_model.h resolves them (models/NAME.onnx from
+ * deploy/fetch_model.sh --all, run first: idempotent; zoo names such as vit_b_16 or
+ * swin_t-opset13 from models/zoo/, exported when missing); run from the repository root
+ * (make bench does). Inputs: seeded uniform noise in [-1, 1] (throughput
  * does not depend on the values). --profile: instead of the comparison, h2tdb's time per
  * operator type (every tensor observed, a node's time = the gap between callbacks).
  * --observe: h2tdb observes every tensor (a no-op callback), as an extraction does: no
@@ -30,6 +36,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/bench_model.h"
 #include "common/err.h"
 #include "extract/model.h"
 
@@ -129,7 +136,7 @@ static int profile_model(const char *name, const h2t_model *m, h2t_exec *x, cons
 
 /* One block of ONNX Runtime runs in a node child; appends images/s to ips. */
 static int ort_block(const char *model, const char *opt, const bench_opts *o, double *ips, int *n,
-                     char *ver, size_t ver_len)
+                     char *ver, size_t ver_len, int *warm)
 {
     char cmd[1024], line[8192];
     const char *npm = getenv("H2T_NPM_CACHE");
@@ -157,6 +164,8 @@ static int ort_block(const char *model, const char *opt, const bench_opts *o, do
         }
         s = end + 1;
     }
+    if ((s = strstr(line, "\"warmup\":")))
+        *warm = atoi(s + 9);
     if ((s = strstr(line, "\"version\":\""))) {
         snprintf(ver, ver_len, "%.*s", (int)strcspn(s + 11, "\""), s + 11);
     }
@@ -183,76 +192,121 @@ static int h2t_block(h2t_exec *x, const float *input, const bench_opts *o, doubl
     return 0;
 }
 
+/* Runs until two consecutive runs agree within 3% (at least 2, at most 10 runs); returns the
+ * number of runs or an error. The first run also pages in the arena. */
+static int h2t_warmup(h2t_exec *x, const float *input, const bench_opts *o)
+{
+    double prev = 0;
+    for (int k = 1; k <= 10; k++) {
+        double t0 = now_s(), t;
+        int rc = h2t_exec_run(x, input, o->batch, o->observe ? noop_cb : NULL, NULL);
+        if (rc < 0)
+            return rc;
+        t = now_s() - t0;
+        if (k >= 2 && t < prev * 1.03 && prev < t * 1.03)
+            return k;
+        prev = t;
+    }
+    return 10;
+}
+
 static int bench_model(const char *name, const bench_opts *o)
 {
-    char path[512], ver[64] = "?";
+    char path[512], ver[64] = "?", why[512] = "";
     h2t_model *m = NULL;
     h2t_exec *x = NULL;
     float *input = NULL;
     double *ips_h = NULL, *ips_o = NULL, *ips_n = NULL;
-    int n_h = 0, n_o = 0, n_n = 0, rc;
+    int n_h = 0, n_o = 0, n_n = 0, rc, warm = 0, warm_o = 0, warm_n = 0;
     size_t per = 1, total;
     const h2t_tensor_info *in;
     uint32_t seed = 12345;
 
-    snprintf(path, sizeof path, "models/%s.onnx", name);
-    rc = h2t_model_load(path, &m);
+    rc = bench_model_path(name, path, sizeof path);
     if (rc < 0)
         goto out;
-    in = h2t_model_input(m);
-    for (int i = 1; i < in->rank; i++)
-        per *= (size_t)in->shape[i];
-    total = per * (size_t)o->batch;
-    input = malloc(total * sizeof *input);
+    rc = h2t_model_load(path, &m);
+    if (rc == H2T_EUNSUPPORTED && o->ort && !o->profile) {
+        /* ONNX Runtime's figures alone, and why h2tdb has none */
+        snprintf(why, sizeof why, "%s", h2t_err_detail());
+        rc = 0;
+    } else if (rc < 0) {
+        goto out;
+    }
     ips_h = calloc((size_t)(o->runs * o->rounds), sizeof *ips_h);
     ips_o = calloc((size_t)(o->runs * o->rounds), sizeof *ips_o);
     ips_n = calloc((size_t)(o->runs * o->rounds), sizeof *ips_n);
-    if (!input || !ips_h || !ips_o || !ips_n) {
+    if (!ips_h || !ips_o || !ips_n) {
         rc = h2t_err_set(H2T_ENOMEM, "bench buffers for %s", name);
         goto out;
     }
-    for (size_t i = 0; i < total; i++) {
-        seed = seed * 1103515245u + 12345u;
-        input[i] = (float)(seed >> 8) / 16777216.0f * 2.0f - 1.0f;
-    }
-    rc = h2t_exec_create(m, o->batch, &x);
-    if (rc < 0)
-        goto out;
-    for (int i = 0; o->observe && i < h2t_model_n_tensors(m); i++) {
-        if ((rc = h2t_exec_observe(x, i, 1)) < 0)
+    if (m) {
+        in = h2t_model_input(m);
+        for (int i = 1; i < in->rank; i++)
+            per *= (size_t)in->shape[i];
+        total = per * (size_t)o->batch;
+        input = malloc(total * sizeof *input);
+        if (!input) {
+            rc = h2t_err_set(H2T_ENOMEM, "bench input for %s", name);
             goto out;
-    }
-    rc = h2t_exec_run(x, input, o->batch, NULL, NULL); /* warm-up: page in the arena */
-    if (rc < 0)
-        goto out;
-    if (o->profile) {
-        rc = profile_model(name, m, x, input, o);
-        goto out;
+        }
+        for (size_t i = 0; i < total; i++) {
+            seed = seed * 1103515245u + 12345u;
+            input[i] = (float)(seed >> 8) / 16777216.0f * 2.0f - 1.0f;
+        }
+        rc = h2t_exec_create(m, o->batch, &x);
+        if (rc < 0)
+            goto out;
+        for (int i = 0; o->observe && i < h2t_model_n_tensors(m); i++) {
+            if ((rc = h2t_exec_observe(x, i, 1)) < 0)
+                goto out;
+        }
+        if (o->profile) {
+            rc = h2t_exec_run(x, input, o->batch, NULL, NULL); /* page in the arena */
+            if (rc >= 0)
+                rc = profile_model(name, m, x, input, o);
+            goto out;
+        }
+        if ((rc = h2t_warmup(x, input, o)) < 0)
+            goto out;
+        warm = rc;
     }
     for (int k = 0; k < o->rounds; k++) {
-        if (o->ort && (rc = ort_block(path, "all", o, ips_o, &n_o, ver, sizeof ver)) < 0)
+        if (o->ort && (rc = ort_block(path, "all", o, ips_o, &n_o, ver, sizeof ver, &warm_o)) < 0)
             goto out;
-        if (o->ort && (rc = ort_block(path, "disabled", o, ips_n, &n_n, ver, sizeof ver)) < 0)
+        if (o->ort &&
+            (rc = ort_block(path, "disabled", o, ips_n, &n_n, ver, sizeof ver, &warm_n)) < 0)
             goto out;
-        if ((rc = h2t_block(x, input, o, ips_h, &n_h)) < 0)
+        if (x && (rc = h2t_block(x, input, o, ips_h, &n_h)) < 0)
             goto out;
     }
     if (o->ort) {
-        double mh = median(ips_h, n_h), mo = median(ips_o, n_o), mn = median(ips_n, n_n);
-        printf("extract forward %s %ldx%ld batch %d, %d threads each, median of %d runs each "
-               "(min-max)%s:\n"
-               "  h2tdb                          %7.2f img/s (%.2f-%.2f)\n"
-               "  onnxruntime %-6s opt=all      %7.2f img/s (%.2f-%.2f)  ratio h2tdb/ort %.2f\n"
-               "  onnxruntime %-6s opt=disabled %7.2f img/s (%.2f-%.2f)  ratio h2tdb/ort %.2f\n",
-               name, (long)in->shape[2], (long)in->shape[3], o->batch, o->threads, n_h,
-               o->observe ? ", h2tdb observing every tensor" : "", mh, ips_h[0], ips_h[n_h - 1],
-               ver, mo, ips_o[0], ips_o[n_o - 1], mh / mo, ver, mn, ips_n[0], ips_n[n_n - 1],
-               mh / mn);
+        double mh = x ? median(ips_h, n_h) : 0, mo = median(ips_o, n_o), mn = median(ips_n, n_n);
+        printf("extract forward %s (%s) batch %d, %d threads each, median of %d runs each "
+               "(min-max)%s:\n",
+               name, path, o->batch, o->threads, n_o,
+               o->observe ? ", h2tdb observing every tensor" : "");
+        if (x)
+            printf("  h2tdb                          %7.2f img/s (%.2f-%.2f)  after %d warm-up "
+                   "runs\n",
+                   mh, ips_h[0], ips_h[n_h - 1], warm);
+        else
+            printf("  h2tdb                          cannot run it yet: %s\n", why);
+        printf("  onnxruntime %-6s opt=all      %7.2f img/s (%.2f-%.2f)  after %d warm-up runs",
+               ver, mo, ips_o[0], ips_o[n_o - 1], warm_o);
+        if (x)
+            printf("  ratio h2tdb/ort %.2f", mh / mo);
+        printf("\n  onnxruntime %-6s opt=disabled %7.2f img/s (%.2f-%.2f)  after %d warm-up runs",
+               ver, mn, ips_n[0], ips_n[n_n - 1], warm_n);
+        if (x)
+            printf("  ratio h2tdb/ort %.2f", mh / mn);
+        printf("\n");
     } else {
         double mh = median(ips_h, n_h);
-        printf("extract forward %-13s batch %d: h2tdb %.1f img/s (median of %d runs, %d "
-               "threads%s)\n",
-               name, o->batch, mh, n_h, o->threads, o->observe ? ", every tensor observed" : "");
+        printf("extract forward %-13s batch %d: h2tdb %.1f img/s (%.1f-%.1f, median of %d runs "
+               "after %d warm-up, %d threads%s)\n",
+               name, o->batch, mh, ips_h[0], ips_h[n_h - 1], n_h, warm, o->threads,
+               o->observe ? ", every tensor observed" : "");
     }
     fflush(stdout);
 out:
@@ -268,9 +322,9 @@ out:
 int main(int argc, char **argv)
 {
     bench_opts o = {.runs = 3, .rounds = 2, .batch = 32, .threads = 2, .ort = 1};
-    char *save = NULL;
+    char *save = NULL, cpu[256];
 
-    snprintf(o.models, sizeof o.models, "mobilenet_v2,resnet50");
+    snprintf(o.models, sizeof o.models, "mobilenet_v2,resnet50,vit_b_16");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--no-ort") == 0 || strcmp(a, "--profile") == 0 ||
@@ -314,6 +368,8 @@ int main(int argc, char **argv)
                         "root)\n");
         return 1;
     }
+    bench_cpu_model(cpu, sizeof cpu);
+    printf("cpu: %s; load average %.2f at the start\n", cpu, bench_loadavg());
     h2t_blas_threads(o.threads);
     for (char *name = strtok_r(o.models, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
         int rc = bench_model(name, &o);
