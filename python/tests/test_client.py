@@ -7,9 +7,12 @@ jobs of tasks named fail* fail. The server reads frames of at most H2TDB_TEST_MA
 bytes (64 KiB), so a request can exceed it."""
 import json
 import os
+import shutil
 import socket
 import struct
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -208,6 +211,28 @@ class ClientTest(unittest.TestCase):
         bare = self.c.result(job.id, head=False)
         self.assertIsNone(bare.head)
         self.assertEqual(bare.n_kept, res.n_kept)
+
+    @unittest.skipUnless(os.environ.get("H2T_BIN"), "needs the h2tdb binary (make test)")
+    def test_head_equals_cli_export(self):
+        # the C decoder's export of the same head (h2tdb result --export) holds the same arrays
+        out = tempfile.mkdtemp(prefix="h2tdb-export-")
+        try:
+            env = dict(os.environ, H2T_SERVER=ADDR, H2T_TOKEN_FILE=TOKEN_FILE)
+            run = subprocess.run([os.environ["H2T_BIN"], "result", str(self.job.id),
+                                  "--export", out], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True, timeout=60)
+            self.assertEqual(run.returncode, 0, run.stdout)
+            res = self.c.result(self.job.id)
+            h = res.head
+            for name, arr in (("weights", h.weights), ("bias", h.bias),
+                              ("features", h.features), ("cv_acc", h.cv_acc)):
+                ref = np.load(os.path.join(out, name + ".npy"))
+                self.assertEqual(ref.dtype, arr.dtype, name)
+                np.testing.assert_array_equal(ref, arr, name)
+            with open(os.path.join(out, "result.json")) as f:
+                self.assertEqual(json.load(f), res.info)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
 
     def test_linear_jobs_reuse(self):
         a = self.c.train("t", method="linear", lambdas=[1e-3], folds=2, wait=True)
