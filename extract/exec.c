@@ -101,10 +101,12 @@ struct h2t_exec {
 
 /* ------------------------------------------------------------------ model */
 
-static int is_runtime_f32(const h2t_model *m, int v)
+/* A value computed per run in the arena: float32, or bool from run-time data (as float 0/1). */
+static int is_runtime(const h2t_model *m, int v)
 {
     const onnx_value *val = &m->values[v];
-    return val->dtype == ONNX_DT_F32 && (val->kind == ONNX_VAL_INPUT || val->kind == ONNX_VAL_NODE);
+    return (val->dtype == ONNX_DT_F32 || val->dtype == ONNX_DT_BOOL) && !val->is_static &&
+           (val->kind == ONNX_VAL_INPUT || val->kind == ONNX_VAL_NODE);
 }
 
 static int state_alloc(const h2t_model *m, onnx_vstate **vs, onnx_nstate **ns)
@@ -172,6 +174,8 @@ static int model_describe(h2t_model *m)
         t->op = "";
         t->node = "";
         t->is_input = 1;
+        t->dtype = m->values[v].dtype;
+        t->is_static = m->values[v].is_static;
         t->rank = m->values[v].rank;
         for (int i = 0; i < t->rank; i++)
             t->shape[i] = m->values[v].shape[i];
@@ -190,6 +194,8 @@ static int model_describe(h2t_model *m)
             t->name = m->values[v].name;
             t->op = nd->op;
             t->node = nd->name;
+            t->dtype = m->values[v].dtype;
+            t->is_static = m->values[v].is_static;
             t->rank = -1;
             m->info_value[m->n_info] = v;
             m->value_info[v] = m->n_info++;
@@ -672,7 +678,7 @@ static int exec_plan(h2t_exec *x)
         goto out;
     }
     for (int v = 0; v < nv; v++) {
-        x->root[v] = is_runtime_f32(m, v) ? v : -1;
+        x->root[v] = is_runtime(m, v) ? v : -1;
         last[v] = -1;
         x->cap[v] = x->vs[v].rank >= 0 ? onnx_numel(&x->vs[v]) : 0;
     }
@@ -763,7 +769,7 @@ static int exec_plan(h2t_exec *x)
         rc = h2t_err_set(H2T_ENOMEM, "executor arena of %zu bytes + scratch %zu bytes",
                          top * sizeof(float), scratch * sizeof(float));
     for (int v = 0; v < nv; v++)
-        if (is_runtime_f32(m, v))
+        if (is_runtime(m, v))
             x->vs[v].f = NULL;
     x->stale = 0;
 out:
@@ -967,7 +973,7 @@ static int exec_samples(h2t_exec *x, int t)
         rc = exec_run_unsplit(sx, x->job_input + in_per * s, 1);
         for (int k = 0; k < m->n_outputs && rc == 0; k++) {
             int v = m->outputs[k];
-            if (!is_runtime_f32(m, v) || !x->vs[v].f || !sx->vs[v].f)
+            if (!is_runtime(m, v) || !x->vs[v].f || !sx->vs[v].f)
                 continue;
             int64_t per = onnx_numel(&sx->vs[v]);
             memcpy(x->vs[v].f + per * s, sx->vs[v].f, (size_t)per * sizeof(float));
@@ -1029,7 +1035,7 @@ static int split_ok(const h2t_exec *x, const onnx_vstate *vs, int n, int ns_n)
 {
     const h2t_model *m = x->m;
     for (int v = 0; v < m->n_values; v++) {
-        if (!is_runtime_f32(m, v) || x->vs[v].rank < 0)
+        if (!is_runtime(m, v) || x->vs[v].rank < 0)
             continue;
         const onnx_vstate *a = &x->vs[v], *b = &vs[v];
         if (a->rank < 1 || a->rank != b->rank || a->dim[0] != n || b->dim[0] != ns_n)
@@ -1100,7 +1106,7 @@ static int split_prepare(h2t_exec *x, int n, int T)
         }
         /* this slice's view of every materialised tensor */
         for (int v = 0; v < m->n_values; v++) {
-            if (!is_runtime_f32(m, v))
+            if (!is_runtime(m, v))
                 continue;
             if (x->root[v] < 0) {
                 sl->vs[v].f = NULL;
@@ -1249,6 +1255,19 @@ int h2t_exec_create(const h2t_model *m, int max_batch, h2t_exec **out)
     int rc;
     if (!m || max_batch < 1 || !out)
         return h2t_err_set(H2T_EINVAL, "exec_create: max_batch %d", max_batch);
+    for (int k = 0; k < m->n_inputs; k++) {
+        const onnx_value *v = &m->values[m->inputs[k]];
+        if (v->dtype != ONNX_DT_F32)
+            return h2t_err_set(H2T_EUNSUPPORTED,
+                               "model input '%s' is %s data: the executor runs models whose one "
+                               "input is float32 data (N x C x H x W images), not token ids or "
+                               "other integer inputs",
+                               v->name,
+                               v->dtype == ONNX_DT_I64    ? "int64"
+                               : v->dtype == ONNX_DT_I32  ? "int32"
+                               : v->dtype == ONNX_DT_BOOL ? "bool"
+                                                          : "non-float");
+    }
     if (m->n_inputs != 1 || m->main_input != 0)
         return h2t_err_set(H2T_EINVAL,
                            "exec_create: the model has %d runtime inputs (one float input "
@@ -1281,6 +1300,11 @@ int h2t_exec_observe(h2t_exec *x, int i, int on)
 {
     if (!x || i < 0 || i >= x->m->n_info)
         return h2t_err_set(H2T_EINVAL, "exec_observe: tensor %d out of range", i);
+    if (on && !is_runtime(x->m, x->m->info_value[i]))
+        return h2t_err_set(H2T_EINVAL,
+                           "exec_observe: tensor '%s' (%s) is computed before the run from shapes "
+                           "and constants only, or is not float data: it is never reported",
+                           x->m->info[i].name, x->m->info[i].op[0] ? x->m->info[i].op : "input");
     if (x->observed[i] != (on ? 1 : 0))
         x->stale = 1;
     x->observed[i] = on ? 1 : 0;
@@ -1412,7 +1436,7 @@ int h2t_model_run_once_i64(const h2t_model *m, const h2t_tensor *inputs, int n_i
             s->rank = t->rank;
             memcpy(s->dim, t->shape, sizeof s->dim);
             src[k] = t->data;
-        } else if (v->dtype == ONNX_DT_I64) {
+        } else if (onnx_dt_is_int(v->dtype)) {
             for (int j = 0; j < n_iinputs && !found; j++)
                 if (!strcmp(iinputs[j].name, v->name)) {
                     found = 1, ipos = j;
@@ -1482,7 +1506,7 @@ int h2t_model_run_once_i64(const h2t_model *m, const h2t_tensor *inputs, int n_i
             rc = h2t_err_set(H2T_ENOMEM, "output '%s'", m->values[v].name);
             goto out;
         }
-        if (m->values[v].dtype == ONNX_DT_I64) {
+        if (s->ival) {
             for (int64_t i = 0; i < n; i++)
                 outs[k].data[i] = (float)s->ival[i];
         } else if (n) {

@@ -180,8 +180,8 @@ int h2t_layers_choose(const h2t_model *m, const char *regex, h2t_layer_sel *out)
         int in_range = t->rank < 0 || (t->rank >= 2 && t->rank <= 4);
         int sel = 0;
         const char *why = NULL;
-        if (t->is_input) {
-            covered[i] = 1;
+        if (t->is_input || t->is_static || t->dtype != 1) {
+            covered[i] = 1; /* the input, data computed before the run, masks */
             continue;
         }
         if (regex) {
@@ -498,6 +498,16 @@ int h2t_extract_plan_create(const h2t_extract_opts *o, h2t_extract_plan **out)
     h2t_sha256_final(&hs, p->model_sha);
     if ((rc = h2t_model_load_mem(p->model_buf, p->model_len, o->model_path, &p->m)) < 0)
         goto fail;
+    for (int i = 0; i < h2t_model_n_tensors(p->m); i++) {
+        const h2t_tensor_info *t = h2t_model_tensor(p->m, i);
+        if (t->is_input && t->dtype != 1) {
+            rc = h2t_err_set(H2T_EUNSUPPORTED,
+                             "%s: model input '%s' is not float32 data (ONNX type %d): h2tdb "
+                             "extract feeds one float32 image tensor N x C x H x W",
+                             o->model_path, t->name, t->dtype);
+            goto fail;
+        }
+    }
     const h2t_tensor_info *in = h2t_model_input(p->m);
     if (!in || in->rank != 4 || in->shape[1] <= 0 || in->shape[2] <= 0 || in->shape[3] <= 0) {
         rc = h2t_err_set(H2T_EUNSUPPORTED,

@@ -55,6 +55,9 @@ typedef struct h2t_tensor_info {
      * every tensor when the second inference is impossible (a model with its batch size
      * written into its reshapes): then the batch is assumed first. */
     int batch_axis;
+    int dtype;     /* ONNX element type: 1 float32, 6 int32, 7 int64, 9 bool */
+    int is_static; /* computed before the run from shapes and constants only (the same for
+                      every input): never reported to h2t_exec_run's callbacks */
 } h2t_tensor_info;
 
 enum { H2T_BATCH_FOLDED = -1, H2T_BATCH_NONE = -2 };
@@ -138,14 +141,16 @@ typedef struct h2t_itensor {
     int64_t *data; /* OWNED by whoever made the struct */
 } h2t_itensor;
 
-/* h2t_model_run_once with int64 inputs too; int64 outputs come back converted to float. */
+/* h2t_model_run_once with integer and bool inputs too (iinputs: int64, int32 or bool graph
+ * inputs, held as int64); integer and bool outputs come back converted to float. */
 int h2t_model_run_once_i64(const h2t_model *m, const h2t_tensor *inputs, int n_inputs,
                            const h2t_itensor *iinputs, int n_iinputs, h2t_tensor **outputs,
                            int *n_outputs);
 
 /* Decode a serialized ONNX TensorProto (test_data_set_N/input_K.pb) of float32 (into *ft)
- * or int64/int32 (into *it, *is_i64 = 1). The data is OWNED by the caller (free()).
- * Errors: H2T_ECORRUPT (not a TensorProto), H2T_EUNSUPPORTED (other types), H2T_ENOMEM. */
+ * or int64/int32/bool (into *it as int64, bools 0/1, *is_i64 = 1). The data is OWNED by the caller
+ * (free()). Errors: H2T_ECORRUPT (not a TensorProto), H2T_EUNSUPPORTED (other types), H2T_ENOMEM.
+ */
 int h2t_tensor_pb_read(const void *buf, size_t len, h2t_tensor *ft, h2t_itensor *it, int *is_i64);
 
 /* Bytes of the executor's arena (every intermediate tensor, dead buffers reused). */

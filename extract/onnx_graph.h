@@ -9,10 +9,18 @@
  * plans the arena and runs the ops_*.c kernels.
  *
  * Values are every tensor name of the graph: graph inputs, initializers (and Constant node
- * outputs, folded into constants at load), node outputs. Two element types exist: float32
- * (computed at run time, or constant) and int64. int64 values are "static": they are computed
- * during shape inference (Shape, Gather, Concat, ... over shapes and constants), never by a
- * kernel, so shapes never depend on the float data.
+ * outputs, folded into constants at load), node outputs. Element types: float32, int32, int64
+ * and bool. A value is "static" when it is known before the run: constants, integer and bool
+ * graph inputs (given with their values), and the outputs of every node whose inputs are all
+ * static (or that reads only shapes, like Shape). Static values are computed during shape
+ * inference for the concrete input shapes - integers and bools by the op's eval into
+ * onnx_vstate.ival (int32 and bool held as int64: int32 wrapped, bool 0/1), floats by the op's
+ * own kernel into onnx_vstate.fown - so shape arithmetic and anything computed from shapes
+ * only (attention masks, position tables) never runs per batch. The rest are "run-time" values
+ * in the arena: float32, or bool computed from run-time data (Less, Equal, Not, ... over
+ * float tensors), held as float 0/1. A run-time integer tensor is refused at check, naming the
+ * node: integers exist for shape arithmetic and indices, which a vision backbone computes from
+ * shapes and constants.
  *
  *     onnx_graph g = ...;                // onnx_graph_parse (onnx_load.c)
  *     onnx_check(m);                     // every node supported, params parsed
@@ -27,7 +35,23 @@
 
 #include "extract/model.h"
 
-enum { ONNX_DT_F32 = 1, ONNX_DT_I64 = 7, ONNX_DT_NONTENSOR = 1000 };
+/* The newest opset of the default domain the operators are checked against. */
+#define ONNX_OPSET_MAX 20
+
+/* Element types (ONNX's TensorProto.DataType codes). */
+enum {
+    ONNX_DT_F32 = 1,
+    ONNX_DT_I32 = 6,
+    ONNX_DT_I64 = 7,
+    ONNX_DT_BOOL = 9,
+    ONNX_DT_NONTENSOR = 1000
+};
+
+/* Whether dt is held as int64 values when static (int32, int64, bool). */
+static inline int onnx_dt_is_int(int dt)
+{
+    return dt == ONNX_DT_I32 || dt == ONNX_DT_I64 || dt == ONNX_DT_BOOL;
+}
 
 enum { ONNX_VAL_INPUT = 1, ONNX_VAL_CONST = 2, ONNX_VAL_NODE = 3 };
 
@@ -59,9 +83,10 @@ typedef struct onnx_value {
     int dtype;  /* ONNX_DT_*, or the raw ONNX data type when unsupported (refused at check) */
     int rank;   /* declared rank (-1 unknown) */
     int64_t shape[H2T_MAX_RANK]; /* declared dims; -1 = symbolic / unknown */
-    void *cdata;                 /* constants: float or int64 data, OWNED */
-    int64_t count;               /* constants: element count */
-    int producer;                /* node index for ONNX_VAL_NODE, else -1 */
+    void *cdata;   /* constants: float, or int64 for the integer and bool types; OWNED */
+    int64_t count; /* constants: element count */
+    int producer;  /* node index for ONNX_VAL_NODE, else -1 */
+    int is_static; /* known before the run (set by onnx_check; see the top of this file) */
 } onnx_value;
 
 /* Parameters parsed from attributes at check time (the fields an op uses). */
@@ -122,8 +147,9 @@ typedef struct onnx_nstate {
 typedef struct onnx_vstate {
     int rank; /* -1 unknown */
     int64_t dim[H2T_MAX_RANK];
-    int64_t *ival; /* static int64 values (OWNED by the state) */
-    float *f;      /* float data: constant, arena or caller buffer (BORROWED) */
+    int64_t *ival; /* static integer and bool values (OWNED by the state) */
+    float *f;      /* float data: constant, static (fown or an input's), arena or caller buffer */
+    float *fown;   /* static float values computed during inference (OWNED by the state) */
 } onnx_vstate;
 
 /* ---- onnx_load.c ---- */
@@ -146,7 +172,7 @@ void onnx_state_clear(const h2t_model *m, onnx_vstate *vs);
 int onnx_op_is_view(const onnx_node *nd);
 /* Whether a node's op is the named one (the fusion planner's chain patterns). */
 int onnx_op_is(const onnx_node *nd, const char *name);
-/* Whether a node is evaluated during inference (its outputs are int64). */
+/* Whether a node is evaluated during inference (its outputs are static). */
 int onnx_node_is_static(const h2t_model *m, const onnx_node *nd);
 
 static inline int64_t onnx_numel(const onnx_vstate *v)
@@ -242,24 +268,39 @@ size_t onnx_k_conv_fused_scratch(const h2t_model *m, const onnx_fuse *f, const o
  *      .parse = parse_celu, .infer = onnx_infer_same, .run = k_celu},
  *
  * What the executor does with an entry:
- *  - onnx_check (once, at load): finds the entry by name (H2T_EUNSUPPORTED when none), checks
- * min_in..max_in inputs with inputs 0..min_in-1 present, 1..max_out outputs, input data types by dt
- * and param_in, then calls parse, which validates attributes into nd->p (H2T_EUNSUPPORTED /
- * H2T_ECORRUPT naming the node, via onnx_unsup / h2t_err_set).
+ *  - onnx_check (once, at load): finds the entry by name (every unsupported op of the model is
+ *    listed in one H2T_EUNSUPPORTED), checks min_in..max_in inputs with inputs 0..min_in-1
+ *    present and 1..max_out outputs, calls parse, which validates attributes into nd->p
+ *    (H2T_EUNSUPPORTED / H2T_ECORRUPT naming the node, via onnx_unsup / h2t_err_set), then
+ *    checks the data types by dt, types and param_in, and decides whether the node is static.
  *  - onnx_infer (per input shape): calls infer, which sets the outputs' shapes (onnx_set_shape)
- *    and may resolve per-node amounts into ns (pads, axes, ...); then, when the outputs are
- *    int64 (static), eval computes their values into vs[out].ival from the inputs' ival.
+ *    and may resolve per-node amounts into ns (pads, axes, ...); then, for a static node, eval
+ *    computes integer and bool outputs into ival, and run computes float outputs into fown.
  *  - exec (per run): run computes the float outputs (OUT(k)->f) from the inputs; scratch says
  *    how many floats of scratch run needs (k->scratch). Views (ONNX_OPF_VIEW) have no kernel:
  *    the output shares the input's buffer.
  */
 
-/* Data-type rules (onnx_opdef.dt). Inputs marked in param_in are int64 whatever the rule. */
+/* Data-type rules (onnx_opdef.dt). Inputs marked in param_in are int32 or int64 whatever the
+ * rule. "Data inputs" are the others. */
 enum {
-    ONNX_DTR_FLOAT = 1, /* float32 inputs, float32 output */
-    ONNX_DTR_SAME,      /* every input and the output have input 0's type (float32 or int64) */
+    ONNX_DTR_FLOAT = 1, /* float32 data inputs, float32 output */
+    ONNX_DTR_SAME,      /* data inputs and the output have input 0's type, one of .types */
     ONNX_DTR_SHAPE,     /* any input type, int64 output */
-    ONNX_DTR_CAST       /* output type from the 'to' attribute (nd->p.to) */
+    ONNX_DTR_CAST,      /* input 0 of any type in .types; output type nd->p.to (set by parse) */
+    ONNX_DTR_CMP,       /* data inputs have input 0's type, one of .types; bool output */
+    ONNX_DTR_WHERE      /* input 0 bool, inputs 1.. and the output input 1's type (.types) */
+};
+
+/* Type sets (onnx_opdef.types; 0 = every type of the four). */
+enum {
+    ONNX_TY_F32 = 1,
+    ONNX_TY_I32 = 2,
+    ONNX_TY_I64 = 4,
+    ONNX_TY_BOOL = 8,
+    ONNX_TY_INT = ONNX_TY_I32 | ONNX_TY_I64,
+    ONNX_TY_NUM = ONNX_TY_F32 | ONNX_TY_INT,
+    ONNX_TY_ALL = ONNX_TY_NUM | ONNX_TY_BOOL
 };
 
 /* Flags (onnx_opdef.flags). */
@@ -273,18 +314,23 @@ typedef struct onnx_opdef {
     const char *name;   /* ONNX op_type (domain ai.onnx) */
     int min_in, max_in; /* input count bounds (omitted optional inputs count) */
     int max_out;        /* at most this many outputs (at least 1); parse may refuse extra ones */
-    unsigned param_in;  /* bit k set: input k is an int64 parameter (shape, axes, pads, ...) */
+    unsigned param_in;  /* bit k set: input k is an integer parameter (shape, axes, pads, ...) */
     int dt;             /* ONNX_DTR_* */
+    unsigned types;     /* ONNX_TY_* the rule's "one of" allows (0: ONNX_TY_ALL) */
     unsigned flags;     /* ONNX_OPF_* */
     int sub;            /* the op's own variant code, for kernels shared by several ops */
     /* Attributes into nd->p (NULL: none read). */
     int (*parse)(const h2t_model *m, onnx_node *nd);
     /* Output shapes from the input shapes (and static inputs' ival); fills ns. */
     int (*infer)(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs, onnx_nstate *ns);
-    /* int64 outputs from known inputs (after infer, outputs' shapes set). NULL: the op refuses
-     * int64 data. */
+    /* Static integer / bool outputs into VOUT(k)->ival (allocated for the outputs' shapes)
+     * from static inputs: VIN(k)->ival for integer and bool inputs, VIN(k)->f for float ones
+     * (onnx_get reads either). NULL: the op never makes integer or bool values. */
     int (*eval)(const onnx_node *nd, onnx_vstate *vs, const onnx_nstate *ns);
-    /* The float kernel (NULL for views and ops whose outputs are always static). */
+    /* The float kernel: OUT(k)->f from IN(k)->f, or ->ival for static integer and bool inputs
+     * (onnx_get). Runs per batch for run-time nodes, and once during inference for static
+     * nodes with float outputs (constant folding for the input's shape); a run-time bool output
+     * is written as float 0/1. NULL for views. */
     int (*run)(const onnx_kctx *k, const onnx_node *nd);
     /* Floats of scratch run needs (NULL: none). */
     size_t (*scratch)(const onnx_node *nd, const onnx_vstate *vs, const onnx_nstate *ns);
@@ -305,6 +351,13 @@ size_t onnx_kernel_scratch(const onnx_node *nd, const onnx_vstate *vs, const onn
 int onnx_kernel_run(const onnx_kctx *k, const onnx_node *nd);
 
 /* ---- helpers for the ops_*.c files (onnx_ops.c) ---- */
+
+/* Element i of a value as a double: from ival (static integer or bool) or f (float, or a
+ * run-time bool as 0/1). */
+static inline double onnx_get(const onnx_vstate *v, int64_t i)
+{
+    return v->ival ? (double)v->ival[i] : (double)v->f[i];
+}
 
 /* Inputs and outputs in shape inference (a vs in scope) and in kernels (a k in scope). */
 #define VIN(j) (&vs[nd->in[j]])
@@ -335,6 +388,31 @@ int onnx_param_list(const onnx_node *nd, const onnx_vstate *vs, int k, const int
 /* Numpy-style broadcast of a and b into o's shape. H2T_ESHAPE naming the node. */
 int onnx_bcast_shape(const onnx_node *nd, const onnx_vstate *a, const onnx_vstate *b,
                      onnx_vstate *o);
+/* Multidirectional broadcast of inputs in[0..n) (n <= 3) into o's shape. H2T_ESHAPE. */
+int onnx_bcast_shape_n(const onnx_node *nd, const onnx_vstate *const *in, int n, onnx_vstate *o);
+/* A walk over o's elements in order with each input's element offset (broadcast inputs
+ * repeat): init, then off[k] is input k's offset for the current element; next advances. */
+typedef struct onnx_bwalk {
+    int r, n;
+    int64_t d[H2T_MAX_RANK], st[3][H2T_MAX_RANK], idx[H2T_MAX_RANK], off[3];
+} onnx_bwalk;
+void onnx_bwalk_init(onnx_bwalk *w, const onnx_vstate *o, const onnx_vstate *const *in, int n);
+static inline void onnx_bwalk_next(onnx_bwalk *w)
+{
+    for (int i = w->r - 1; i >= 0; i--) {
+        for (int k = 0; k < w->n; k++)
+            w->off[k] += w->st[k][i];
+        if (++w->idx[i] < w->d[i])
+            return;
+        for (int k = 0; k < w->n; k++)
+            w->off[k] -= w->st[k][i] * w->d[i];
+        w->idx[i] = 0;
+    }
+}
+/* A scalar input k known before the run (static) into *x; H2T_EUNSUPPORTED naming the node
+ * when it is computed at run time, H2T_ESHAPE when it is not one element. */
+int onnx_static_scalar(const h2t_model *m, const onnx_node *nd, const onnx_vstate *vs, int k,
+                       double *x);
 /* infer for ops whose output has input 0's shape. */
 int onnx_infer_same(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs, onnx_nstate *ns);
 

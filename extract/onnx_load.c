@@ -71,15 +71,26 @@ static char *dupstr(const char *s)
 /* ---- tensors ---- */
 
 /* Copy a TensorProto's data into v (dtype, rank, shape, cdata, count). Types other than
- * float / int64 / int32 keep their ONNX dtype with no data (refused if a node uses them). */
+ * float / int32 / int64 / bool keep their ONNX dtype with no data (refused if a node uses
+ * them). */
 static int tensor_copy(const Onnx__TensorProto *t, onnx_value *v, const char *what)
 {
     const char *nm = t->name ? t->name : "";
     if (t->n_dims > H2T_MAX_RANK)
         return h2t_err_set(H2T_EUNSUPPORTED, "%s: tensor '%s' has rank %zu (max %d)", what, nm,
                            t->n_dims, H2T_MAX_RANK);
-    if (t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL)
-        return h2t_err_set(H2T_EUNSUPPORTED, "%s: tensor '%s' uses external data", what, nm);
+    if (t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL) {
+        const char *loc = "";
+        for (size_t i = 0; i < t->n_external_data; i++)
+            if (t->external_data[i]->key && !strcmp(t->external_data[i]->key, "location"))
+                loc = t->external_data[i]->value ? t->external_data[i]->value : "";
+        return h2t_err_set(H2T_EUNSUPPORTED,
+                           "%s: tensor '%s' keeps its data in an external file ('%s'); h2tdb "
+                           "reads one self-contained .onnx file: save the model with its weights "
+                           "inside (onnx.save_model(m, path, save_as_external_data=False), "
+                           "possible below 2 GB)",
+                           what, nm, loc);
+    }
     if (t->segment)
         return h2t_err_set(H2T_EUNSUPPORTED, "%s: tensor '%s' is segmented", what, nm);
     int64_t count = 1;
@@ -114,20 +125,26 @@ static int tensor_copy(const Onnx__TensorProto *t, onnx_value *v, const char *wh
                 memcpy(d, t->float_data, (size_t)count * 4);
         }
     } else if (t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__INT64 ||
-               t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__INT32) {
+               t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__INT32 ||
+               t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__BOOL) {
+        /* held as int64 (onnx_graph.h); raw data is 8, 4 or 1 byte(s) per element, the
+         * non-raw form int64_data or int32_data (bool too) */
         int is64 = t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__INT64;
-        v->dtype = ONNX_DT_I64;
+        int isb = t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__BOOL;
+        size_t esz = is64 ? 8 : isb ? 1 : 4;
         int64_t *d = malloc((size_t)(count ? count : 1) * sizeof(int64_t));
         if (!d)
             return h2t_err_set(H2T_ENOMEM, "%s: tensor '%s'", what, nm);
         v->cdata = d;
         if (t->has_raw_data) {
-            if (raw != (size_t)count * (is64 ? 8 : 4))
-                return h2t_err_set(H2T_ECORRUPT, "%s: tensor '%s': %zu raw bytes for %lld ints",
-                                   what, nm, raw, (long long)count);
+            if (raw != (size_t)count * esz)
+                return h2t_err_set(H2T_ECORRUPT, "%s: tensor '%s': %zu raw bytes for %lld %s", what,
+                                   nm, raw, (long long)count, isb ? "bools" : "ints");
             for (int64_t i = 0; i < count; i++) {
                 if (is64) {
                     memcpy(&d[i], t->raw_data.data + 8 * i, 8);
+                } else if (isb) {
+                    d[i] = t->raw_data.data[i] != 0;
                 } else {
                     int32_t x;
                     memcpy(&x, t->raw_data.data + 4 * i, 4);
@@ -145,7 +162,7 @@ static int tensor_copy(const Onnx__TensorProto *t, onnx_value *v, const char *wh
                 return h2t_err_set(H2T_ECORRUPT, "%s: tensor '%s': %zu ints for %lld elements",
                                    what, nm, t->n_int32_data, (long long)count);
             for (int64_t i = 0; i < count; i++)
-                d[i] = t->int32_data[i];
+                d[i] = isb ? t->int32_data[i] != 0 : t->int32_data[i];
         }
     }
     return 0;
@@ -505,12 +522,12 @@ int h2t_tensor_pb_read(const void *buf, size_t len, h2t_tensor *ft, h2t_itensor 
         return h2t_err_set(H2T_ECORRUPT, "not a TensorProto (protobuf parse failed)");
     if ((rc = tensor_copy(t, &v, "tensor")) < 0)
         goto out;
-    if (v.dtype != ONNX_DT_F32 && v.dtype != ONNX_DT_I64) {
+    if (v.dtype != ONNX_DT_F32 && !onnx_dt_is_int(v.dtype)) {
         rc = h2t_err_set(H2T_EUNSUPPORTED, "tensor '%s': data type %d", t->name ? t->name : "",
                          v.dtype);
         goto out;
     }
-    *is_i64 = v.dtype == ONNX_DT_I64;
+    *is_i64 = onnx_dt_is_int(v.dtype);
     char *name = *is_i64 ? it->name : ft->name;
     int *rank = *is_i64 ? &it->rank : &ft->rank;
     int64_t *shape = *is_i64 ? it->shape : ft->shape;

@@ -21,7 +21,9 @@
     X(onnx_ops_conv, onnx_ops_conv_n)                                                              \
     X(onnx_ops_elem, onnx_ops_elem_n)                                                              \
     X(onnx_ops_nn, onnx_ops_nn_n)                                                                  \
-    X(onnx_ops_shape, onnx_ops_shape_n)
+    X(onnx_ops_shape, onnx_ops_shape_n)                                                            \
+    X(onnx_ops_logic, onnx_ops_logic_n)                                                            \
+    X(onnx_ops_tensor, onnx_ops_tensor_n)
 
 #define DECLARE(tab, n)                                                                            \
     extern const onnx_opdef tab[];                                                                 \
@@ -177,6 +179,52 @@ int onnx_bcast_shape(const onnx_node *nd, const onnx_vstate *a, const onnx_vstat
     return 0;
 }
 
+int onnx_bcast_shape_n(const onnx_node *nd, const onnx_vstate *const *in, int n, onnx_vstate *o)
+{
+    onnx_vstate t = *in[0];
+    for (int k = 1; k < n; k++) {
+        int rc = onnx_bcast_shape(nd, &t, in[k], o);
+        if (rc < 0)
+            return rc;
+        t = *o;
+    }
+    onnx_set_shape(o, t.rank, t.dim);
+    return 0;
+}
+
+void onnx_bwalk_init(onnx_bwalk *w, const onnx_vstate *o, const onnx_vstate *const *in, int n)
+{
+    memset(w, 0, sizeof *w);
+    w->r = o->rank;
+    w->n = n;
+    for (int i = 0; i < o->rank; i++)
+        w->d[i] = o->dim[i];
+    for (int k = 0; k < n; k++) {
+        int64_t s = 1;
+        for (int i = o->rank - 1; i >= 0; i--) {
+            int j = i - (o->rank - in[k]->rank);
+            int64_t dk = j >= 0 ? in[k]->dim[j] : 1;
+            w->st[k][i] = dk == 1 ? 0 : s;
+            s *= dk;
+        }
+    }
+}
+
+int onnx_static_scalar(const h2t_model *m, const onnx_node *nd, const onnx_vstate *vs, int k,
+                       double *x)
+{
+    if (!HAS(k) || !m->values[nd->in[k]].is_static)
+        return h2t_err_set(H2T_EUNSUPPORTED,
+                           "operator %s (node '%s'): input %d must be known before the run "
+                           "(computed from shapes and constants)",
+                           nd->op, nd->name, k);
+    if (onnx_numel(VIN(k)) != 1)
+        return onnx_shape_err(nd, "input %lld has %lld elements, expected one", k,
+                              onnx_numel(VIN(k)));
+    *x = onnx_get(VIN(k), 0);
+    return 0;
+}
+
 int onnx_infer_same(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs, onnx_nstate *ns)
 {
     (void)m;
@@ -200,20 +248,147 @@ static const char *dtype_name(int dt)
 
 int onnx_node_is_static(const h2t_model *m, const onnx_node *nd)
 {
-    return nd->n_out > 0 && m->values[nd->out[0]].dtype == ONNX_DT_I64;
+    return nd->n_out > 0 && m->values[nd->out[0]].is_static;
+}
+
+static unsigned ty_bit(int dt)
+{
+    return dt == ONNX_DT_F32    ? ONNX_TY_F32
+           : dt == ONNX_DT_I32  ? ONNX_TY_I32
+           : dt == ONNX_DT_I64  ? ONNX_TY_I64
+           : dt == ONNX_DT_BOOL ? ONNX_TY_BOOL
+                                : 0;
+}
+
+/* "float32, int64" for a type set. */
+static const char *ty_names(unsigned t, char *buf, size_t n)
+{
+    static const int dts[] = {ONNX_DT_F32, ONNX_DT_I32, ONNX_DT_I64, ONNX_DT_BOOL};
+    buf[0] = 0;
+    for (size_t i = 0; i < sizeof dts / sizeof dts[0]; i++)
+        if (t & ty_bit(dts[i]))
+            snprintf(buf + strlen(buf), n - strlen(buf), "%s%s", buf[0] ? ", " : "",
+                     dtype_name(dts[i]));
+    return buf;
+}
+
+static int bad_type(const onnx_node *nd, const onnx_value *v, unsigned allowed)
+{
+    char b[80];
+    if (!ty_bit(v->dtype))
+        return h2t_err_set(H2T_EUNSUPPORTED,
+                           "operator %s (node '%s'): input '%s' has data type %s (supported: "
+                           "float32, int32, int64, bool)",
+                           nd->op, nd->name, v->name, dtype_name(v->dtype));
+    return h2t_err_set(H2T_EUNSUPPORTED, "operator %s (node '%s'): input '%s' is %s, expected %s",
+                       nd->op, nd->name, v->name, dtype_name(v->dtype),
+                       ty_names(allowed, b, sizeof b));
+}
+
+/* Input and output data types of a checked node: the output type into *odt. */
+static int check_types(const h2t_model *m, const onnx_node *nd, int *odt)
+{
+    const onnx_opdef *od = nd->def;
+    unsigned allowed = od->types ? od->types : ONNX_TY_ALL;
+    int ref = od->dt == ONNX_DTR_WHERE ? 1 : 0; /* the input the others follow */
+    int rdt = ref < nd->n_in && nd->in[ref] >= 0 ? m->values[nd->in[ref]].dtype : ONNX_DT_F32;
+    for (int k = 0; k < nd->n_in; k++) {
+        if (nd->in[k] < 0)
+            continue;
+        const onnx_value *v = &m->values[nd->in[k]];
+        unsigned want;
+        if (k < 32 && (od->param_in >> k & 1))
+            want = ONNX_TY_INT;
+        else if (od->dt == ONNX_DTR_FLOAT)
+            want = ONNX_TY_F32;
+        else if (od->dt == ONNX_DTR_SHAPE)
+            want = ONNX_TY_ALL;
+        else if (od->dt == ONNX_DTR_CAST)
+            want = k == 0 ? allowed : ONNX_TY_ALL;
+        else if (od->dt == ONNX_DTR_WHERE && k == 0)
+            want = ONNX_TY_BOOL;
+        else if (k == ref)
+            want = allowed;
+        else
+            want = ty_bit(rdt);
+        if (!(ty_bit(v->dtype) & want))
+            return bad_type(nd, v, want);
+    }
+    switch (od->dt) {
+    case ONNX_DTR_FLOAT:
+        *odt = ONNX_DT_F32;
+        break;
+    case ONNX_DTR_SHAPE:
+        *odt = ONNX_DT_I64;
+        break;
+    case ONNX_DTR_CAST:
+        *odt = nd->p.to;
+        break;
+    case ONNX_DTR_CMP:
+        *odt = ONNX_DT_BOOL;
+        break;
+    default:
+        *odt = rdt;
+        break;
+    }
+    return 0;
+}
+
+/* Every node's entry, or H2T_EUNSUPPORTED listing every unsupported operator type with its
+ * node count, first node and the model's opset. */
+static int check_known(h2t_model *m)
+{
+    int n_bad = 0, n_types = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        m->nodes[i].def = onnx_op_find(m->nodes[i].op);
+        n_bad += !m->nodes[i].def;
+    }
+    if (!n_bad)
+        return 0;
+    char msg[1024];
+    size_t len = 0;
+    msg[0] = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const onnx_node *nd = &m->nodes[i];
+        int first = 1, count = 0;
+        if (nd->def)
+            continue;
+        for (int j = 0; j < m->n_nodes; j++) {
+            if (m->nodes[j].def || strcmp(m->nodes[j].op, nd->op))
+                continue;
+            first = first && j >= i;
+            count++;
+        }
+        if (!first)
+            continue;
+        n_types++;
+        if (len < sizeof msg - 1)
+            len +=
+                (size_t)snprintf(msg + len, sizeof msg - len, "%s%s (%d node%s, first '%s')",
+                                 len ? ", " : "", nd->op, count, count == 1 ? "" : "s", nd->name);
+    }
+    return h2t_err_set(H2T_EUNSUPPORTED, "%d unsupported operator%s at opset %d: %s", n_types,
+                       n_types == 1 ? "" : "s", m->opset, msg);
 }
 
 int onnx_check(h2t_model *m)
 {
-    if (m->opset < 1 || m->opset > 20)
-        return h2t_err_set(H2T_EUNSUPPORTED, "opset %d (supported: 1 to 20)", m->opset);
+    if (m->opset < 1 || m->opset > ONNX_OPSET_MAX)
+        return h2t_err_set(H2T_EUNSUPPORTED,
+                           "opset %d of the default domain (supported: 1 to %d); export the model "
+                           "with opset %d or lower",
+                           m->opset, ONNX_OPSET_MAX, ONNX_OPSET_MAX);
+    int rc = check_known(m);
+    if (rc < 0)
+        return rc;
+    for (int v = 0; v < m->n_values; v++) {
+        onnx_value *val = &m->values[v];
+        val->is_static = val->kind == ONNX_VAL_CONST ||
+                         (val->kind == ONNX_VAL_INPUT && val->dtype != ONNX_DT_F32);
+    }
     for (int i = 0; i < m->n_nodes; i++) {
         onnx_node *nd = &m->nodes[i];
-        const onnx_opdef *od = onnx_op_find(nd->op);
-        nd->def = od;
-        if (!od)
-            return h2t_err_set(H2T_EUNSUPPORTED, "operator %s (node '%s') is not supported", nd->op,
-                               nd->name);
+        const onnx_opdef *od = nd->def;
         if (od->flags & ONNX_OPF_CONST)
             continue;
         if (nd->n_in < od->min_in || nd->n_in > od->max_in || nd->n_out < 1 ||
@@ -230,43 +405,37 @@ int onnx_check(h2t_model *m)
             return onnx_unsup(nd, "legacy attribute (consumed_inputs / broadcast)", NULL);
         nd->p.alpha = 1.f;
         nd->p.beta = 1.f;
-        int rc = od->parse ? od->parse(m, nd) : 0;
-        if (rc < 0)
+        if ((rc = od->parse ? od->parse(m, nd) : 0) < 0)
             return rc;
-        /* data types */
-        int dt0 = m->values[nd->in[0]].dtype;
-        for (int k = 0; k < nd->n_in; k++) {
-            if (nd->in[k] < 0)
-                continue;
-            const onnx_value *v = &m->values[nd->in[k]];
-            int want = k < 32 && (od->param_in >> k & 1) ? ONNX_DT_I64
-                       : od->dt == ONNX_DTR_FLOAT        ? ONNX_DT_F32
-                       : od->dt == ONNX_DTR_SAME         ? dt0
-                                                         : v->dtype;
-            if (v->dtype != ONNX_DT_F32 && v->dtype != ONNX_DT_I64)
-                return h2t_err_set(H2T_EUNSUPPORTED,
-                                   "operator %s (node '%s'): input '%s' has data type %s "
-                                   "(supported: float32, int64 shapes)",
-                                   nd->op, nd->name, v->name, dtype_name(v->dtype));
-            if (v->dtype != want)
-                return h2t_err_set(H2T_EUNSUPPORTED,
-                                   "operator %s (node '%s'): input '%s' is %s, expected %s", nd->op,
-                                   nd->name, v->name, dtype_name(v->dtype), dtype_name(want));
-        }
-        int odt = od->dt == ONNX_DTR_SHAPE  ? ONNX_DT_I64
-                  : od->dt == ONNX_DTR_CAST ? nd->p.to
-                  : od->dt == ONNX_DTR_SAME ? dt0
-                                            : ONNX_DT_F32;
-        if (od->dt == ONNX_DTR_CAST && dt0 == ONNX_DT_F32 && odt == ONNX_DT_I64)
-            return onnx_unsup(nd, "float to int64 casts are not supported", NULL);
-        if (odt == ONNX_DT_I64 && !od->eval)
-            return onnx_unsup(nd, "int64 data is not supported", NULL);
-        for (int k = 0; k < nd->n_out; k++)
+        int odt = ONNX_DT_F32;
+        if ((rc = check_types(m, nd, &odt)) < 0)
+            return rc;
+        /* static: every input known before the run (or only shapes read) */
+        int is_static = 1, runtime_in = -1;
+        for (int k = 0; k < nd->n_in; k++)
+            if (nd->in[k] >= 0 && !m->values[nd->in[k]].is_static &&
+                !(od->flags & ONNX_OPF_READS_SHAPE)) {
+                is_static = 0;
+                runtime_in = runtime_in < 0 ? nd->in[k] : runtime_in;
+            }
+        if (!is_static && onnx_dt_is_int(odt) && odt != ONNX_DT_BOOL)
+            return h2t_err_set(H2T_EUNSUPPORTED,
+                               "operator %s (node '%s'): its %s output depends on '%s', which is "
+                               "computed at run time (integer tensors are supported when computed "
+                               "from shapes and constants only)",
+                               nd->op, nd->name, dtype_name(odt), m->values[runtime_in].name);
+        if (is_static && onnx_dt_is_int(odt) && !od->eval)
+            return onnx_unsup(nd, dtype_name(odt), " data is not supported");
+        if ((!is_static || !onnx_dt_is_int(odt)) && !od->run && !(od->flags & ONNX_OPF_VIEW))
+            return onnx_unsup(nd, dtype_name(odt), " data computed at run time is not supported");
+        for (int k = 0; k < nd->n_out; k++) {
             m->values[nd->out[k]].dtype = odt;
+            m->values[nd->out[k]].is_static = is_static;
+        }
     }
     for (int i = 0; i < m->n_outputs; i++) {
         const onnx_value *v = &m->values[m->outputs[i]];
-        if (v->dtype != ONNX_DT_F32 && v->dtype != ONNX_DT_I64)
+        if (!ty_bit(v->dtype))
             return h2t_err_set(H2T_EUNSUPPORTED, "graph output '%s' has data type %s", v->name,
                                dtype_name(v->dtype));
     }
@@ -275,26 +444,60 @@ int onnx_check(h2t_model *m)
 
 /* ---------------------------------------------------------------- shape inference */
 
-static int infer_node(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs, onnx_nstate *ns)
+/* Outputs of a static node: integer and bool ones by eval, float ones by the op's kernel (a
+ * view's output shares its input's values). */
+static int fold_node(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs,
+                     const onnx_nstate *ns)
 {
     const onnx_opdef *od = nd->def;
+    int dt = m->values[nd->out[0]].dtype, rc = 0;
+    if (onnx_dt_is_int(dt)) {
+        for (int k = 0; k < nd->n_out; k++)
+            if ((rc = onnx_alloc_ival(VOUT(k))) < 0)
+                return rc;
+        if ((rc = od->eval(nd, vs, ns)) < 0)
+            return rc;
+        for (int k = 0; k < nd->n_out; k++) {
+            onnx_vstate *o = VOUT(k);
+            for (int64_t i = 0, n = onnx_numel(o); i < n; i++)
+                o->ival[i] = dt == ONNX_DT_BOOL  ? o->ival[i] != 0
+                             : dt == ONNX_DT_I32 ? (int64_t)(int32_t)(uint32_t)o->ival[i]
+                                                 : o->ival[i];
+        }
+        return 0;
+    }
+    if (od->flags & ONNX_OPF_VIEW) {
+        VOUT(0)->f = VIN(0)->f;
+        return 0;
+    }
+    for (int k = 0; k < nd->n_out; k++) {
+        onnx_vstate *o = VOUT(k);
+        int64_t n = onnx_numel(o);
+        free(o->fown);
+        o->fown = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+        if (!o->fown)
+            return h2t_err_set(H2T_ENOMEM, "node '%s' (%s): %lld floats", nd->name, nd->op,
+                               (long long)n);
+        o->f = o->fown;
+    }
+    size_t sn = onnx_kernel_scratch(nd, vs, ns);
+    float *scratch = sn ? malloc(sn * sizeof(float)) : NULL;
+    if (sn && !scratch)
+        return h2t_err_set(H2T_ENOMEM, "node '%s' (%s): scratch", nd->name, nd->op);
+    onnx_kctx k = {.m = m, .vs = vs, .ns = ns, .scratch = scratch, .scratch_n = sn, .threads = 1};
+    rc = od->run(&k, nd);
+    free(scratch);
+    return rc;
+}
+
+static int infer_node(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs, onnx_nstate *ns)
+{
     if (VIN(0)->rank < 0)
         return onnx_shape_err(nd, "input shape unknown", 0, 0);
-    int rc = od->infer(m, nd, vs, ns);
+    int rc = nd->def->infer(m, nd, vs, ns);
     if (rc < 0)
         return rc;
-    if (onnx_node_is_static(m, nd)) {
-        for (int k = 0; k < nd->n_in; k++)
-            if (HAS(k) && !VIN(k)->ival && !(od->flags & ONNX_OPF_READS_SHAPE))
-                return h2t_err_set(H2T_EUNSUPPORTED,
-                                   "operator %s (node '%s'): int64 input '%s' is not known before "
-                                   "run",
-                                   nd->op, nd->name, m->values[nd->in[k]].name);
-        if ((rc = onnx_alloc_ival(VOUT(0))) < 0)
-            return rc;
-        return od->eval(nd, vs, ns);
-    }
-    return 0;
+    return onnx_node_is_static(m, nd) ? fold_node(m, nd, vs, ns) : 0;
 }
 
 void onnx_state_clear(const h2t_model *m, onnx_vstate *vs)
@@ -302,6 +505,8 @@ void onnx_state_clear(const h2t_model *m, onnx_vstate *vs)
     for (int i = 0; i < m->n_values; i++) {
         free(vs[i].ival);
         vs[i].ival = NULL;
+        free(vs[i].fown);
+        vs[i].fown = NULL;
     }
 }
 
@@ -313,12 +518,16 @@ int onnx_infer(const h2t_model *m, onnx_vstate *vs, onnx_nstate *ns)
             continue;
         free(vs[i].ival);
         vs[i].ival = NULL;
+        free(vs[i].fown);
+        vs[i].fown = NULL;
         vs[i].rank = -1;
+        if (v->is_static)
+            vs[i].f = NULL;
         if (v->kind == ONNX_VAL_CONST) {
             onnx_set_shape(&vs[i], v->rank, v->shape);
             if (v->dtype == ONNX_DT_F32) {
                 vs[i].f = v->cdata;
-            } else if (v->dtype == ONNX_DT_I64) {
+            } else if (onnx_dt_is_int(v->dtype)) {
                 int rc = onnx_alloc_ival(&vs[i]);
                 if (rc < 0)
                     return rc;
@@ -339,8 +548,15 @@ int onnx_infer(const h2t_model *m, onnx_vstate *vs, onnx_nstate *ns)
             if (nd->out[k] >= 0)
                 vs[nd->out[k]].rank = -1;
         int rc = infer_node(m, nd, vs, &ns[i]);
+        if (rc == H2T_ESHAPE)
+            return h2t_err_wrap(rc, "shape of tensor '%s' not inferred",
+                                m->values[nd->out[0]].name);
         if (rc < 0)
             return rc;
+        for (int k = 1; k < nd->n_out; k++)
+            if (vs[nd->out[k]].rank < 0 && m->values[nd->out[k]].name[0])
+                return h2t_err_set(H2T_ESHAPE, "node '%s' (%s): shape of output '%s' not inferred",
+                                   nd->name, nd->op, m->values[nd->out[k]].name);
     }
     return 0;
 }

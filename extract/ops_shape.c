@@ -211,14 +211,20 @@ static int k_slice(const onnx_kctx *k, const onnx_node *nd)
     return 0;
 }
 
+/* Cast into float: from static integers / bools, or from float data (copied; into bool: 0/1). */
 static int k_cast(const onnx_kctx *k, const onnx_node *nd)
 {
     int64_t n = onnx_numel(OUT(0));
-    if (IN(0)->ival) {
+    const onnx_vstate *x = IN(0);
+    float *y = OUT(0)->f;
+    if (x->ival) {
         for (int64_t i = 0; i < n; i++)
-            OUT(0)->f[i] = (float)IN(0)->ival[i];
+            y[i] = (float)x->ival[i];
+    } else if (nd->p.to == ONNX_DT_BOOL) {
+        for (int64_t i = 0; i < n; i++)
+            y[i] = x->f[i] != 0.f;
     } else if (n) {
-        memcpy(OUT(0)->f, IN(0)->f, (size_t)n * sizeof(float));
+        memcpy(y, x->f, (size_t)n * sizeof(float));
     }
     return 0;
 }
@@ -322,10 +328,10 @@ static int parse_cast(const h2t_model *m, onnx_node *nd)
     (void)m;
     onnx_params *p = &nd->p;
     p->to = (int)onnx_attr_i(nd, "to", 0);
-    if (p->to != ONNX_DT_F32 && p->to != ONNX_DT_I64) {
+    if (p->to != ONNX_DT_F32 && !onnx_dt_is_int(p->to)) {
         char b[32];
         snprintf(b, sizeof b, "%d", p->to);
-        return onnx_unsup(nd, "target type ", b);
+        return onnx_unsup(nd, "target type (supported: float32, int32, int64, bool) ", b);
     }
     return 0;
 }
@@ -653,6 +659,27 @@ static int infer_gather(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs
 
 /* ---------------------------------------------------------------- static evaluation */
 
+/* Cast into int32 / int64 / bool (fold_node wraps int32 and makes bools 0/1): floats truncate
+ * toward zero; NaN and floats beyond int64 give INT64_MIN (x86's conversion result). */
+static int eval_cast(const onnx_node *nd, onnx_vstate *vs, const onnx_nstate *ns)
+{
+    (void)ns;
+    const onnx_vstate *x = VIN(0);
+    int64_t *y = VOUT(0)->ival;
+    for (int64_t i = 0, n = onnx_numel(VOUT(0)); i < n; i++) {
+        if (x->ival) {
+            y[i] = x->ival[i];
+        } else {
+            float f = x->f[i];
+            if (nd->p.to == ONNX_DT_BOOL)
+                y[i] = f != 0.f;
+            else
+                y[i] = f > -9.2e18f && f < 9.2e18f ? (int64_t)f : INT64_MIN;
+        }
+    }
+    return 0;
+}
+
 static int eval_shape(const onnx_node *nd, onnx_vstate *vs, const onnx_nstate *ns)
 {
     onnx_vstate *o = VOUT(0);
@@ -735,7 +762,7 @@ const onnx_opdef onnx_ops_shape[] = {
     {"Squeeze", .min_in = 1, .max_in = 2, .max_out = 1, .param_in = 1u << 1, .dt = ONNX_DTR_SAME,
      .flags = ONNX_OPF_VIEW, .parse = parse_axes, .infer = infer_squeeze, .eval = eval_copy},
     {"Cast", .min_in = 1, .max_in = 1, .max_out = 1, .dt = ONNX_DTR_CAST, .parse = parse_cast,
-     .infer = onnx_infer_same, .eval = eval_copy, .run = k_cast},
+     .infer = onnx_infer_same, .eval = eval_cast, .run = k_cast},
     {"Slice", .min_in = 1, .max_in = 5, .max_out = 1, .param_in = 0x1eu, .dt = ONNX_DTR_SAME,
      .parse = parse_slice, .infer = infer_slice, .eval = eval_slice, .run = k_slice},
 };
