@@ -79,18 +79,29 @@ static void move_slice(const void *in, const onnx_vstate *is, const int64_t *sta
     int64_t n = onnx_numel(os), istr[H2T_MAX_RANK], s = 1, idx[H2T_MAX_RANK] = {0};
     if (n == 0)
         return;
+    if (r == 0) {
+        memcpy(out, in, esz);
+        return;
+    }
     for (int i = r - 1; i >= 0; i--) {
         istr[i] = s;
         s *= is->dim[i];
     }
     const char *src = in;
     char *dst = out;
-    for (int64_t t = 0; t < n; t++) {
-        int64_t off = 0;
-        for (int i = 0; i < r; i++)
+    /* one row of the last axis at a time: a single copy when its step is 1 */
+    int64_t w = os->dim[r - 1], ls = step[r - 1];
+    for (int64_t t = 0; t < n; t += w) {
+        int64_t off = start[r - 1];
+        for (int i = 0; i < r - 1; i++)
             off += (start[i] + idx[i] * step[i]) * istr[i];
-        memcpy(dst + (size_t)t * esz, src + (size_t)off * esz, esz);
-        for (int i = r - 1; i >= 0; i--) {
+        if (ls == 1) {
+            memcpy(dst + (size_t)t * esz, src + (size_t)off * esz, (size_t)w * esz);
+        } else {
+            for (int64_t j = 0; j < w; j++)
+                memcpy(dst + (size_t)(t + j) * esz, src + (size_t)(off + j * ls) * esz, esz);
+        }
+        for (int i = r - 2; i >= 0; i--) {
             if (++idx[i] < os->dim[i])
                 break;
             idx[i] = 0;
