@@ -1300,11 +1300,6 @@ int h2t_exec_observe(h2t_exec *x, int i, int on)
 {
     if (!x || i < 0 || i >= x->m->n_info)
         return h2t_err_set(H2T_EINVAL, "exec_observe: tensor %d out of range", i);
-    if (on && !is_runtime(x->m, x->m->info_value[i]))
-        return h2t_err_set(H2T_EINVAL,
-                           "exec_observe: tensor '%s' (%s) is computed before the run from shapes "
-                           "and constants only, or is not float data: it is never reported",
-                           x->m->info[i].name, x->m->info[i].op[0] ? x->m->info[i].op : "input");
     if (x->observed[i] != (on ? 1 : 0))
         x->stale = 1;
     x->observed[i] = on ? 1 : 0;

