@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/blas.h"
 #include "common/err.h"
 #include "common/util.h"
 #include "solver/internal.h" /* h2t_solver__gram, timed on its own */
@@ -215,7 +216,7 @@ int main(int argc, char **argv)
     setenv("OPENBLAS_NUM_THREADS", tenv, 1); /* the peers inherit it */
     setenv("OMP_NUM_THREADS", tenv, 1);
     setenv("MKL_NUM_THREADS", tenv, 1);
-    openblas_set_num_threads(threads);
+    h2t_blas_threads(threads);
     float *Xtr = NULL, *Xte = NULL, *mu = NULL;
     uint32_t *ytr = NULL, *yte = NULL, *dims = NULL;
     if (store) {

@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "common/blas.h"
 #include "common/err.h"
 #include "common/util.h"
 #include "extract/kern.h"
@@ -904,7 +905,7 @@ static int exec_slice(h2t_exec *x, int t, h2t_tensor_cb cb, h2t_tensor_range_cb 
                    NULL,
                    split ? sl->scratch : x->scratch,
                    split ? sl->scratch_n : x->scratch_n,
-                   split ? 1 : onnx_blas_threads_get(),
+                   split ? 1 : h2t_blas_threads_get(),
                    split ? NULL : rcb,
                    ctx,
                    x->observed,
@@ -1150,7 +1151,7 @@ static int exec_forward(h2t_exec *x, const float *input, h2t_tensor_cb cb, h2t_t
     for (int v = 0; v < m->n_values; v++)
         if (x->root[v] >= 0)
             x->vs[v].f = x->arena + x->off[x->root[v]];
-    int T = onnx_blas_threads_get();
+    int T = h2t_blas_threads_get();
     x->n_slices = split_prepare(x, x->cur_batch > 0 ? x->cur_batch : 1, T);
     if (x->n_slices == 1)
         return exec_slice(x, 0, cb, rcb, ctx);

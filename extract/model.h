@@ -21,7 +21,8 @@
  *     h2t_model_destroy(m);
  *
  * Threads: a model is immutable after load and may be shared; an executor is used by one
- * thread at a time. OpenBLAS's thread count is set explicitly with h2t_blas_threads().
+ * thread at a time. OpenBLAS's thread count is set explicitly with h2t_blas_threads()
+ * (common/blas.h).
  * With a count T > 1 and a batch of 2 or more, an executor splits the batch over T threads of
  * its own (OpenBLAS at 1 thread during that run); callbacks still run on the caller's thread.
  * The observed set shapes the plan: a Conv/BN/activation intermediate nobody observes is not
@@ -32,6 +33,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "common/blas.h" /* h2t_blas_threads */
 
 typedef struct h2t_model h2t_model;
 typedef struct h2t_exec h2t_exec;
@@ -127,9 +130,6 @@ typedef struct h2t_tensor {
 int h2t_model_run_once(const h2t_model *m, const h2t_tensor *inputs, int n_inputs,
                        h2t_tensor **outputs, int *n_outputs);
 void h2t_tensors_free(h2t_tensor *t, int n);
-
-/* Set OpenBLAS's thread count (0 = leave as is). */
-void h2t_blas_threads(int n);
 
 /* ---- additions (executor): int64 inputs for ONNX's node tests, the arena size ---- */
 

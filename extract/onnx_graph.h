@@ -203,8 +203,6 @@ typedef struct onnx_kctx {
 /* Run fn over [0, n) split in up to `threads` chunks of at least min_chunk items (par.c). */
 typedef void (*onnx_par_fn)(void *ctx, int64_t lo, int64_t hi);
 void onnx_par_for(int threads, int64_t n, int64_t min_chunk, onnx_par_fn fn, void *ctx);
-/* OpenBLAS's current thread count (ops_conv.c). */
-int onnx_blas_threads_get(void);
 
 /* A chain of adjacent nodes run as one step (exec.c plans it, ops_conv.c runs it):
  * [Pad ->] Conv [-> BatchNormalization] [-> Add] [-> Relu | Clip]. Each stage's output value

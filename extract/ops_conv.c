@@ -2,7 +2,7 @@
  * extract/ops_conv.c - convolution (im2col / direct 1x1 + OpenBLAS sgemm, depthwise as
  * direct loops), max/average pooling, Gemm and MatMul, the fused conv chains of exec.c, and
  * these operators' checks, shape inference and table fragment (onnx_ops_conv). The only file
- * of extract/ that calls BLAS; h2t_blas_threads sets OpenBLAS's thread count explicitly.
+ * of extract/ that calls BLAS; OpenBLAS's thread count is set through common/blas.h.
  */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("O3")
@@ -12,6 +12,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "common/blas.h"
 #include "common/err.h"
 #include "extract/kern.h"
 #include "extract/nn.h"
@@ -19,17 +20,6 @@
 
 /* Variants of the shared window kernel (onnx_opdef.sub). */
 enum { W_CONV, W_MAXPOOL, W_AVGPOOL };
-
-void h2t_blas_threads(int n)
-{
-    if (n > 0)
-        openblas_set_num_threads(n);
-}
-
-int onnx_blas_threads_get(void)
-{
-    return openblas_get_num_threads();
-}
 
 /* Window geometry with 1-D inputs seen as H = 1. */
 typedef struct geo {
@@ -929,7 +919,7 @@ void h2t_nn_sgemm_batched(int threads, int64_t nb, int ta, int tb, int64_t M, in
         return;
     }
     gb_job j = {ta, tb, M, N, K, sa, lda, sb, ldb, sc, ldc, a, b, c};
-    int bt = onnx_blas_threads_get();
+    int bt = h2t_blas_threads_get();
     if (threads > 1 && nb > 1 && M * N * K < GB_SMALL) {
         if (bt > 1)
             h2t_blas_threads(1);

@@ -3,13 +3,13 @@
  * per-layer normalisation, the methods (linear / all / head2toe) on both optimiser paths,
  * contiguous k-fold cross-validation over lambda x keep, the final head and its evaluation.
  */
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "common/blas.h"
 #include "common/err.h"
 #include "common/util.h"
 #include "solver/internal.h"
@@ -837,7 +837,7 @@ static int job_init(job *j, const h2t_train_spec *s, h2t_solver_progress_fn prog
     j->o.kkt_rel = 1e-2;
     j->o.cancel = cancel;
     if (s->threads > 0)
-        openblas_set_num_threads((int)s->threads);
+        h2t_blas_threads((int)s->threads);
     return 0;
 }
 
@@ -1144,7 +1144,7 @@ static int fit_prepare(const char *what, const uint32_t *y, uint32_t n, uint32_t
                            .ridge = 0,
                            .cancel = NULL};
     if (spec->threads > 0)
-        openblas_set_num_threads((int)spec->threads);
+        h2t_blas_threads((int)spec->threads);
     return 0;
 }
 

@@ -2,7 +2,8 @@
  * solver/solver.h - Head2Toe heads over cached features: design-matrix assembly from the store,
  * softmax regression with none / L2 / group-lasso penalties, Head2Toe feature selection,
  * k-fold cross-validation, evaluation, and the result record (encode/decode/export).
- * The only place in h2tdb that includes cblas.h. The solver never logs: it returns codes
+ * Its BLAS calls are in solver/fit.c (the executor's are in extract/ops_conv.c; OpenBLAS's
+ * thread count is set only through common/blas.h). The solver never logs: it returns codes
  * (common/err.h, detail in h2t_err_detail()) and reports progress through a callback.
  *
  *     h2t_store *st;
@@ -71,8 +72,8 @@
  * ascending); the head is retrained on all training samples and test accuracy is exact
  * (correct / total).
  *
- * Threads: the functions are reentrant; one job per thread. spec.threads > 0 calls
- * openblas_set_num_threads (process-wide) before the work; 0 leaves the process setting.
+ * Threads: the functions are reentrant; one job per thread. spec.threads > 0 sets OpenBLAS's
+ * thread count (h2t_blas_threads, process-wide) before the work; 0 leaves the process setting.
  */
 #ifndef H2T_SOLVER_SOLVER_H
 #define H2T_SOLVER_SOLVER_H

@@ -1,3 +1,4 @@
+#include "common/blas.h"
 #include "common/cpu.h"
 #include "common/err.h"
 #include "common/util.h"
@@ -327,4 +328,35 @@ TEST(common_cpu_probe_and_limit)
     ASSERT_EQ(unsetenv("H2T_CPU_MAX"), 0);
     h2t_cpu_reset();
     ASSERT_EQ(h2t_cpu_features(), f);
+}
+
+/* OpenBLAS's thread count has one owner: common/blas.c sets and reads it, and no other source
+ * file calls openblas_set_num_threads. */
+TEST(common_blas_threads_one_owner)
+{
+    int before = h2t_blas_threads_get();
+    ASSERT_GE(before, 1);
+    h2t_blas_threads(2);
+    ASSERT_EQ(h2t_blas_threads_get(), 2);
+    h2t_blas_threads(0); /* leaves it */
+    ASSERT_EQ(h2t_blas_threads_get(), 2);
+    h2t_blas_threads(1);
+    ASSERT_EQ(h2t_blas_threads_get(), 1);
+    h2t_blas_threads(before);
+
+    char cmd[8192], cwd[4096];
+    ASSERT(getcwd(cwd, sizeof(cwd)) != NULL);
+    snprintf(cmd, sizeof(cmd),
+             "cd %s && grep -rln --include='*.c' --include='*.h' 'openblas_set_num_threads *(' "
+             "common extract solver server client cli storage proto bench tests 2>/dev/null | "
+             "grep -v '^common/blas.c$' >%s/others.txt; true",
+             test_src_path(""), cwd);
+    ASSERT_EQ(system(cmd), 0);
+    FILE *f = fopen("others.txt", "r");
+    ASSERT(f != NULL);
+    char line[512] = "";
+    int found = fgets(line, sizeof line, f) != NULL;
+    fclose(f);
+    if (found)
+        TEST_FAILF("openblas_set_num_threads outside common/blas.c: %s", line);
 }

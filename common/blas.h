@@ -1,0 +1,22 @@
+/*
+ * common/blas.h - the one owner of OpenBLAS's thread count. OpenBLAS keeps a single
+ * process-wide count; every part of h2tdb that changes it (the extraction driver, the
+ * executor's batch split, the solver, the benchmarks) does so through these two functions,
+ * and no other file calls openblas_set_num_threads.
+ *
+ *     int before = h2t_blas_threads_get();
+ *     h2t_blas_threads(1); // one BLAS thread inside each sample of a split run
+ *     // ... the products ...
+ *     h2t_blas_threads(before); // restored
+ *
+ * Threads: the count is process-wide; every thread's next BLAS call sees a change.
+ */
+#ifndef H2T_COMMON_BLAS_H
+#define H2T_COMMON_BLAS_H
+
+/* Set OpenBLAS's thread count to n; n <= 0 leaves it as it is. */
+void h2t_blas_threads(int n);
+/* OpenBLAS's thread count now (at least 1). */
+int h2t_blas_threads_get(void);
+
+#endif
