@@ -313,6 +313,7 @@ typedef struct onnx_opdef {
     int min_in, max_in; /* input count bounds (omitted optional inputs count) */
     int max_out;        /* at most this many outputs (at least 1); parse may refuse extra ones */
     unsigned param_in;  /* bit k set: input k is an integer parameter (shape, axes, pads, ...) */
+    unsigned bool_in;   /* bit k set: input k is a bool parameter (Dropout's training_mode) */
     int dt;             /* ONNX_DTR_* */
     unsigned types;     /* ONNX_TY_* the rule's "one of" allows (0: ONNX_TY_ALL) */
     unsigned flags;     /* ONNX_OPF_* */

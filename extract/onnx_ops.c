@@ -299,6 +299,8 @@ static int check_types(const h2t_model *m, const onnx_node *nd, int *odt)
         unsigned want;
         if (k < 32 && (od->param_in >> k & 1))
             want = ONNX_TY_INT;
+        else if (k < 32 && (od->bool_in >> k & 1))
+            want = ONNX_TY_BOOL;
         else if (od->dt == ONNX_DTR_FLOAT)
             want = ONNX_TY_F32;
         else if (od->dt == ONNX_DTR_SHAPE)

@@ -316,13 +316,37 @@ static int parse_pad(const h2t_model *m, onnx_node *nd)
     return 0;
 }
 
+/* Whether value v is read by a node or is a graph output. */
+static int value_used(const h2t_model *m, int v)
+{
+    for (int i = 0; i < m->n_outputs; i++)
+        if (m->outputs[i] == v)
+            return 1;
+    for (int i = 0; i < m->n_nodes; i++)
+        for (int k = 0; k < m->nodes[i].n_in; k++)
+            if (m->nodes[i].in[k] == v)
+                return 1;
+    return 0;
+}
+
 static int parse_dropout(const h2t_model *m, onnx_node *nd)
 {
-    (void)m;
-    if (nd->n_out > 1)
+    /* a mask output nothing reads (torch exports name it anyway) is dropped from the node */
+    if (nd->n_out > 1 && nd->out[1] >= 0 && value_used(m, nd->out[1]))
         return onnx_unsup(nd, "the mask output is not supported", NULL);
-    if (nd->n_in > 2 && nd->in[2] >= 0)
-        return onnx_unsup(nd, "the training_mode input is not supported", NULL);
+    nd->n_out = 1;
+    /* training_mode: a constant; true is the identity too when the ratio is a constant 0 */
+    if (nd->n_in > 2 && nd->in[2] >= 0) {
+        const onnx_value *t = &m->values[nd->in[2]], *r = NULL;
+        if (t->kind != ONNX_VAL_CONST || t->count != 1)
+            return onnx_unsup(nd, "a training_mode input that is not a constant", NULL);
+        if (nd->n_in > 1 && nd->in[1] >= 0)
+            r = &m->values[nd->in[1]];
+        if (((const int64_t *)t->cdata)[0] &&
+            (!r || r->kind != ONNX_VAL_CONST || r->dtype != ONNX_DT_F32 || r->count != 1 ||
+             ((const float *)r->cdata)[0] != 0.f))
+            return onnx_unsup(nd, "training mode with a ratio other than a constant 0", NULL);
+    }
     return 0;
 }
 
@@ -759,7 +783,7 @@ const onnx_opdef onnx_ops_shape[] = {
      .flags = ONNX_OPF_VIEW, .parse = parse_reshape, .infer = infer_reshape, .eval = eval_copy},
     {"Identity", .min_in = 1, .max_in = 1, .max_out = 1, .dt = ONNX_DTR_SAME,
      .flags = ONNX_OPF_VIEW, .infer = onnx_infer_same, .eval = eval_copy},
-    {"Dropout", .min_in = 1, .max_in = 3, .max_out = 2, .dt = ONNX_DTR_FLOAT,
+    {"Dropout", .min_in = 1, .max_in = 3, .max_out = 2, .bool_in = 1u << 2, .dt = ONNX_DTR_FLOAT,
      .flags = ONNX_OPF_VIEW, .parse = parse_dropout, .infer = onnx_infer_same},
     {"Transpose", .min_in = 1, .max_in = 1, .max_out = 1, .dt = ONNX_DTR_SAME,
      .parse = parse_transpose, .infer = infer_transpose, .eval = eval_transpose, .run = k_transpose,

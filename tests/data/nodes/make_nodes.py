@@ -193,3 +193,22 @@ for i, (sa, sb) in enumerate([((2, 3, 5, 4), (2, 3, 4, 6)), ((1, 4, 5, 4), (1, 4
                               ((1, 3, 5, 4), (2, 1, 4, 6)), ((2, 3, 5, 4), (1, 3, 4, 6))]):
     x, w = f32(*sa), f32(*sb)
     save(f"test_nn_matmul_{i}", 13, "MatMul", x, [np.matmul(x.astype(np.float64), w)], [("w", w)])
+
+# Dropout as torch exports it in attention: training_mode a constant true, ratio a constant 0,
+# the mask output named but read by nothing (dropped by the executor)
+x = f32(2, 3, 4)
+d = os.path.join(HERE, "test_nn_dropout_training_ratio0")
+shutil.rmtree(d, ignore_errors=True)
+os.makedirs(os.path.join(d, "test_data_set_0"))
+nodes = [helper.make_node("Dropout", ["x", "r", "t"], ["y0", "mask"])]
+g = helper.make_graph(nodes, "dropout", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                      [helper.make_tensor_value_info("y0", TensorProto.FLOAT, x.shape)],
+                      [numpy_helper.from_array(np.array(0, np.float32), "r"),
+                       numpy_helper.from_array(np.array(True), "t")])
+m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+m.ir_version = 8
+onnx.save(m, os.path.join(d, "model.onnx"))
+with open(os.path.join(d, "test_data_set_0", "input_0.pb"), "wb") as f:
+    f.write(numpy_helper.from_array(x, "x").SerializeToString())
+with open(os.path.join(d, "test_data_set_0", "output_0.pb"), "wb") as f:
+    f.write(numpy_helper.from_array(x, "y0").SerializeToString())
