@@ -10,7 +10,8 @@
  *     build/conformance/onnx_dump models/resnet18.onnx in.f32 2 /tmp/dump [--threads 1]
  *                                 [--layers]
  *
- * By default every tensor of the graph is observed. With --layers only the tensors of the
+ * By default every tensor of the graph is observed (but those computed before the run from
+ * shapes and constants, which are never reported). With --layers only the tensors of the
  * default layer rule (h2t_layers_select, what `h2tdb extract` pools and stores) are observed,
  * as an extraction runs the executor, plus the graph outputs. Either way OUTDIR/layers.tsv
  * lists the layer rule's tensors (name TAB op TAB rank), so a comparison can tell them apart
@@ -151,7 +152,8 @@ int main(int argc, char **argv)
                 goto out;
     } else {
         for (int i = 0; i < h2t_model_n_tensors(m); i++)
-            if (!h2t_model_tensor(m, i)->is_input && (rc = h2t_exec_observe(x, i, 1)) < 0)
+            if (!h2t_model_tensor(m, i)->is_input && !h2t_model_tensor(m, i)->is_static &&
+                (rc = h2t_exec_observe(x, i, 1)) < 0)
                 goto out;
     }
     if (mkdir(d.dir, 0777) != 0 && errno != EEXIST) {
