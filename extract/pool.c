@@ -14,7 +14,8 @@
 #include <immintrin.h>
 #endif
 
-/* The 4-D grid of HEAD2TOE.md "Features" over a C x H x W sample (whichever axis order). */
+/* The 4-D grid of the pooling rule (docs/head2toe.md) over a C x H x W sample (whichever axis
+ * order). */
 static void plan_grid(h2t_pool_plan *p, uint32_t target, uint64_t *dim)
 {
     uint32_t n = 0;

@@ -360,3 +360,25 @@ TEST(common_blas_threads_one_owner)
     if (found)
         TEST_FAILF("openblas_set_num_threads outside common/blas.c: %s", line);
 }
+
+/* The repository is self-contained: no file but docs/history.md points at documents outside
+ * it (the design, method and style notes it grew from are written into docs/). */
+TEST(common_no_references_outside_the_repository)
+{
+    char cmd[8192], cwd[4096];
+    ASSERT(getcwd(cwd, sizeof(cwd)) != NULL);
+    /* the pattern is written so that it does not match this file */
+    snprintf(cmd, sizeof(cmd),
+             "cd %s && grep -rnE '(\\.\\./|/work/)shared/|(DESIGN|HEAD2TOE|STYLE)[.]md' "
+             "--exclude-dir=build --exclude-dir=.git --exclude-dir=models --exclude-dir=demo "
+             "--exclude-dir=node_modules --exclude=history.md . >%s/refs.txt; true",
+             test_src_path(""), cwd);
+    ASSERT_EQ(system(cmd), 0);
+    FILE *f = fopen("refs.txt", "r");
+    ASSERT(f != NULL);
+    char line[1024] = "";
+    int found = fgets(line, sizeof line, f) != NULL;
+    fclose(f);
+    if (found)
+        TEST_FAILF("a reference outside the repository: %s", line);
+}
