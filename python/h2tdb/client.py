@@ -230,6 +230,9 @@ class Client:
     def closed(self):
         return self._sock is None
 
+    def __repr__(self):
+        return "<h2tdb.Client %s %s>" % (self.addr, "closed" if self.closed else "open")
+
     def __enter__(self):
         return self
 

@@ -189,6 +189,10 @@ class Head:
         self.metrics["n_classes"] = k
         self.metrics["n_kept"] = n_kept
 
+    def __repr__(self):
+        return "<h2tdb.Head %d classes x %d kept features from %d layers>" % (
+            self.n_classes, self.n_kept, len(self.layer_names))
+
     @property
     def n_classes(self):
         return self.weights.shape[0]

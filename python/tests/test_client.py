@@ -156,6 +156,8 @@ class ClientTest(unittest.TestCase):
         self.assertIn("head2toe", res.summary)
         self.assertEqual(res.info["method"], "head2toe")
         self.assertEqual(h.weights.shape, (3, res.n_kept))
+        self.assertEqual(repr(h), "<h2tdb.Head 3 classes x %d kept features from 2 layers>"
+                         % res.n_kept)
         self.assertEqual(h.weights.dtype, np.float32)
         self.assertEqual(h.bias.shape, (3,))
         self.assertEqual(h.features.shape, (res.n_kept, 2))
@@ -483,6 +485,7 @@ class ClientTest(unittest.TestCase):
     def test_context_manager(self):
         with connect() as c:
             self.assertFalse(c.closed)
+            self.assertEqual(repr(c), "<h2tdb.Client %s open>" % ADDR)
             self.assertTrue(c.health().version)
         self.assertTrue(c.closed)
         with self.assertRaises(h2tdb.NetworkError):
