@@ -197,3 +197,9 @@ TEST(onnx_integer_input_refused_for_the_executor)
     ASSERT(strstr(h2t_err_detail(), "'ids'") && strstr(h2t_err_detail(), "int64"));
     h2t_model_destroy(m);
 }
+
+TEST(onnx_training_dropout_refused_unless_ratio_0)
+{
+    const char *parts[] = {"Dropout", "'drop'", "training mode", "ratio"};
+    load_refused("dropout_training.onnx", H2T_EUNSUPPORTED, parts, 4);
+}

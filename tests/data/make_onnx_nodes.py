@@ -231,6 +231,15 @@ def main(root):
 
 
 
+    # Dropout as torch exports it in training mode (ratio 0, training_mode true, the mask
+    # output read by nothing): the identity
+    xd = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    write(root, "dropout_training_ratio0",
+          [helper.make_node("Dropout", ["x", "ratio", "train"], ["d", "mask"]),
+           helper.make_node("Relu", ["d"], ["y"])],
+          [("x", F, xd)], [("y", F, np.maximum(xd, 0))],
+          [const("ratio", np.array(0.0, np.float32)), const("train", np.array(True))], opset=13)
+
 
 def bad_models(root):
     """Models the executor refuses, each with a message test (tests/test_onnx_ops.c)."""
@@ -272,6 +281,11 @@ def bad_models(root):
     emb = numpy_helper.from_array(np.ones((100, 8), np.float32), "emb")
     save("int_input", [helper.make_node("Gather", ["emb", "ids"], ["y"], name="embed")], [ids],
          [y], [emb])
+    # training-mode Dropout that drops (random)
+    save("dropout_training", [
+        helper.make_node("Dropout", ["x", "ratio", "train"], ["y"], name="drop")], [x], [y],
+        [numpy_helper.from_array(np.array(0.1, np.float32), "ratio"),
+         numpy_helper.from_array(np.array(True), "train")])
     # a reshape whose target cannot hold the tensor: the error names the tensor and node
     save("bad_reshape", [helper.make_node("Reshape", ["x", "s"], ["y"], name="flatten_wrong")],
          [x], [y], [numpy_helper.from_array(np.array([-1, 5], np.int64), "s")])
