@@ -4,17 +4,18 @@
  * one request and its reply, JSON string output, the printing of jobs and of lists. Not a
  * public contract.
  *
+ *     void job_item(FILE *f, const void *item, int json); // prints one h2t_msg_job
+ *     char *argv[] = {"jobs", "--json", NULL};           // the command's own arguments
  *     h2t_cli cli;
- *     h2t_cli_init(&cli, "jobs", argc, argv);
- *     while (h2t_cli_next(&cli)) {
- *         if (h2t_cli_common(&cli)) continue;      // --server, --token-file, --json, --help
- *         if (h2t_cli_is(&cli, "--limit")) limit = h2t_cli_value(&cli); ...
- *     }
+ *     h2t_cli_init(&cli, "jobs", 2, argv);
+ *     while (h2t_cli_next(&cli))
+ *         if (!h2t_cli_common(&cli)) // --server, --token-file, --json, --timeout, --help
+ *             h2t_cli_unknown(&cli);
  *     h2t_msg req = {.type = H2T_MSG_LIST_JOBS}, rep;
- *     if (h2t_cli_request(&cli, &req, H2T_MSG_JOB_LIST, &rep))
- *         return 1;                                 // the error is printed
- *     h2t_cli_list_print(stdout, rep.u.job_list.v, rep.u.job_list.n, sizeof(h2t_msg_job),
- *                        header, job_item, cli.json);
+ *     if (cli.bad || h2t_cli_request(&cli, &req, H2T_MSG_JOB_LIST, &rep))
+ *         return; // the error is printed: exit status 1
+ *     h2t_cli_list_print(stdout, rep.u.job_list.v, rep.u.job_list.n, sizeof(h2t_msg_job), NULL,
+ *                        job_item, cli.json);
  *     h2t_msg_free(&rep);
  */
 #ifndef H2T_CLI_CLI_H

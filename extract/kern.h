@@ -7,8 +7,9 @@
  * -march; the plain name dispatches at run time on the CPU (h2t_kern_isa), so results depend
  * on the CPU only, never on thread counts or batch splits.
  *
- *     h2t_dw_geo g = {H, W, OH, OW, sh, sw, pt, pl};
- *     h2t_kern_dw3x3(x, &g, w9, bias, H2T_ACT_CLIP, 0.f, 6.f, y); // one channel plane
+ *     float x[16 * 16], y[16 * 16], w9[9] = {0}; // one channel plane in and out
+ *     h2t_dw_geo g = {.H = 16, .W = 16, .OH = 16, .OW = 16, .sh = 1, .sw = 1, .pt = 1, .pl = 1};
+ *     h2t_kern_dw3x3(x, &g, w9, 0.f, H2T_ACT_CLIP, 0.f, 6.f, y); // 3x3, stride 1, ReLU6
  */
 #ifndef H2T_EXTRACT_KERN_H
 #define H2T_EXTRACT_KERN_H

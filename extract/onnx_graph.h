@@ -22,10 +22,22 @@
  * node: integers exist for shape arithmetic and indices, which a vision backbone computes from
  * shapes and constants.
  *
- *     onnx_graph g = ...;                // onnx_graph_parse (onnx_load.c)
- *     onnx_check(m);                     // every node supported, params parsed
- *     onnx_state st;                     // per executor
- *     onnx_infer(m, shapes, ivals, &st); // shapes + static int64 values for this input
+ *     h2t_model m = {0};
+ *     const void *bytes = NULL; // the ONNX file's bytes
+ *     size_t len = 0;
+ *     if (onnx_model_parse(bytes, len, "model.onnx", &m) == 0 && // the plain graph (onnx_load.c)
+ *         onnx_check(&m) == 0) {                               // every node supported, parsed
+ *         onnx_vstate *vs = calloc(m.n_values, sizeof *vs);    // per executor: value shapes and
+ *         onnx_nstate *ns = calloc(m.n_nodes, sizeof *ns);     // static int64 values, node state
+ *         if (vs && ns && onnx_infer(&m, vs, ns) == 0) {       // for the input shape in vs
+ *             // ... plan and run ...
+ *         }
+ *         if (vs)
+ *             onnx_state_clear(&m, vs);
+ *         free(vs);
+ *         free(ns);
+ *     }
+ *     onnx_model_free(&m);
  */
 #ifndef H2T_EXTRACT_ONNX_GRAPH_H
 #define H2T_EXTRACT_ONNX_GRAPH_H

@@ -4,11 +4,11 @@
 #
 #   tests/header_examples.sh [HEADER...]
 #
-# Default: every tracked *.h outside tests/ whose leading comment does not say "not a public
-# contract" (module-internal headers are skipped unless named).
+# Default: every tracked *.h outside tests/.
 #
 # The example is the first run of lines in the header's leading comment that are indented by
-# at least four spaces after " * " (blank " *" lines may sit inside the run). Its "#include"
+# at least four spaces after " * " and follow a blank " *" line (blank lines may sit inside the
+# run; an indented continuation of a sentence is not an example). Its "#include"
 # lines go to the top of a C file; the rest becomes the body of a function placed after
 # #include "HEADER"; the file is compiled with $CC -fsyntax-only and the project's warnings as
 # errors (unused variables excepted). Headers without such a block are skipped; a header
@@ -36,14 +36,11 @@ for h in "$@"; do
     awk 'NR == 1 && !/^\/\*/ { exit } { print } /\*\// { exit }' "$h" >"$TMP/comment"
     # the first run of example lines, without the " * " prefix (4 leading spaces kept off)
     awk '
-        /^ \*     / { started = 1; sub(/^ \*     /, ""); print; next }
-        /^ \*$/      { if (started) { print ""; } next }
-                     { if (started) exit }
+        /^ \*     / { if (!started && !blank) { blank = 0; next }
+                      started = 1; sub(/^ \*     /, ""); print; next }
+        /^ \*$/      { blank = 1; if (started) print ""; next }
+                     { blank = 0; if (started) exit }
     ' "$TMP/comment" >"$TMP/example"
-    if [ $named = 0 ] && tr '\n' ' ' <"$TMP/comment" | sed 's/ \* */ /g' | tr -s ' ' |
-        grep -qi 'not a public contract'; then
-        continue
-    fi
     if ! grep -q '[^[:space:]]' "$TMP/example"; then
         if [ $named = 1 ]; then
             echo "header_examples: $h: no usage example in its leading comment" >&2

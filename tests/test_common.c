@@ -235,7 +235,7 @@ TEST(common_addr_split)
     ASSERT_CONTAINS(h2t_err_detail(), "too long");
 }
 
-/* Every public header's usage example compiles (tests/header_examples.sh), and the check
+/* Every header's usage example compiles (tests/header_examples.sh), and the check
  * fails on an example that does not: a header whose example calls a function with one
  * argument too many, as an out-of-date example would. */
 TEST_TIMEOUT(common_header_examples, 300)
