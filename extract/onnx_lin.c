@@ -86,8 +86,8 @@ static int lin_pad(const h2t_model *m, const onnx_node *nd, const h2t_tensor_inf
                    h2t_tensor_lin *out)
 {
     int x = tensor_of(m, nd->in[0]);
-    if (x < 0 || y->rank != 4 || nd->p.mode != 0)
-        return 0;
+    if (x < 0 || y->rank != 4 || nd->p.mode != 0 || (nd->n_in > 3 && nd->in[3] >= 0))
+        return 0; /* (with an axes input the pads list is per listed axis) */
     const h2t_tensor_info *xi = h2t_model_tensor(m, x);
     if (xi->rank != 4 || xi->shape[1] != y->shape[1] || xi->shape[1] <= 0)
         return 0;

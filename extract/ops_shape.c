@@ -313,6 +313,9 @@ static int parse_pad(const h2t_model *m, onnx_node *nd)
     } else if (nd->n_in < 2 || nd->in[1] < 0) {
         return h2t_err_set(H2T_ECORRUPT, "node '%s' (Pad): pads input missing", nd->name);
     }
+    if (nd->n_in > 3 && nd->in[3] >= 0 && m->opset < 18)
+        return h2t_err_set(H2T_ECORRUPT, "node '%s' (Pad): an axes input at opset %d", nd->name,
+                           m->opset);
     return 0;
 }
 
@@ -403,6 +406,29 @@ static int infer_pad(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs, o
             return rc;
         if (HAS(2) && onnx_numel(VIN(2)) != 1)
             return onnx_shape_err(nd, "constant_value has %lld elements", onnx_numel(VIN(2)), 0);
+    }
+    int64_t full[2 * H2T_MAX_RANK];
+    if (m->opset >= 18 && HAS(3)) {
+        /* axes (opset 18): pads holds the begins then the ends of those axes only */
+        const int64_t *ax;
+        int64_t na;
+        int rc = onnx_param_list(nd, vs, 3, &ax, &na);
+        if (rc < 0)
+            return rc;
+        if (np != 2 * na || na > r)
+            return onnx_shape_err(nd, "%lld pads for %lld axes", np, na);
+        int seen[H2T_MAX_RANK] = {0};
+        memset(full, 0, sizeof full);
+        for (int i = 0; i < na; i++) {
+            int64_t a;
+            if (onnx_norm_axis(ax[i], r, &a) < 0 || seen[a])
+                return onnx_shape_err(nd, "bad axis %lld for rank %lld", ax[i], r);
+            seen[a] = 1;
+            full[a] = pads[i];
+            full[a + r] = pads[i + na];
+        }
+        pads = full;
+        np = 2 * r;
     }
     if (np != 2 * r)
         return onnx_shape_err(nd, "%lld pads for rank %lld", np, r);
@@ -773,8 +799,8 @@ static int eval_transpose(const onnx_node *nd, onnx_vstate *vs, const onnx_nstat
 
 const onnx_opdef onnx_ops_shape[] = {
     {"Constant", .max_out = 1, .flags = ONNX_OPF_CONST},
-    {"Pad", .min_in = 1, .max_in = 3, .max_out = 1, .param_in = 1u << 1, .dt = ONNX_DTR_FLOAT,
-     .parse = parse_pad, .infer = infer_pad, .run = k_pad},
+    {"Pad", .min_in = 1, .max_in = 4, .max_out = 1, .param_in = 1u << 1 | 1u << 3,
+     .dt = ONNX_DTR_FLOAT, .parse = parse_pad, .infer = infer_pad, .run = k_pad},
     {"Concat", .min_in = 1, .max_in = 64, .max_out = 1, .dt = ONNX_DTR_SAME, .parse = parse_concat,
      .infer = infer_concat, .eval = eval_concat, .run = k_concat},
     {"Flatten", .min_in = 1, .max_in = 1, .max_out = 1, .dt = ONNX_DTR_SAME, .flags = ONNX_OPF_VIEW,

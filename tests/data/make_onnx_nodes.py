@@ -240,6 +240,15 @@ def main(root):
           [("x", F, xd)], [("y", F, np.maximum(xd, 0))],
           [const("ratio", np.array(0.0, np.float32)), const("train", np.array(True))], opset=13)
 
+    # Pad with axes (opset 18): only the named axes (one negative) are padded
+    xp = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    write(root, "pad_axes_opset18",
+          [helper.make_node("Pad", ["x", "pads", "cv", "axes"], ["y"], mode="constant")],
+          [("x", F, xp)],
+          [("y", F, np.pad(xp, ((0, 0), (1, 0), (2, 3)), constant_values=np.float32(0.5)))],
+          [const("pads", np.array([1, 2, 0, 3], np.int64)), const("cv", np.array(0.5, np.float32)),
+           const("axes", np.array([1, -1], np.int64))], opset=18)
+
 
 def bad_models(root):
     """Models the executor refuses, each with a message test (tests/test_onnx_ops.c)."""
