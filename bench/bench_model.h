@@ -12,6 +12,8 @@
  * exists (deploy/fetch_model.sh: mobilenet_v2, resnet18, resnet50), else the zoo's
  * models/zoo/NAME.onnx for "ARCH-opsetK" or models/zoo/ARCH-opset17.onnx for a bare ARCH,
  * exported first by deploy/export_zoo.py when missing (idempotent; needs python3-torch).
+ * ONNX Runtime, the peer, runs in a node child (bench/extract_ort.js, onnxruntime-node from
+ * deploy/fetch_model.sh --ort): bench_ort_runs.
  */
 #ifndef H2T_BENCH_BENCH_MODEL_H
 #define H2T_BENCH_BENCH_MODEL_H
@@ -88,6 +90,48 @@ static inline double bench_loadavg(void)
     if (f)
         fclose(f);
     return l;
+}
+
+/* runs timed ONNX Runtime runs of model (bench/extract_ort.js in a node child: batch, threads
+ * intra-op threads, graph optimisation opt "all" or "disabled", warm-up until steady) and
+ * appends their images/s to ips[*n...]; ver gets ORT's version, *warm the warm-up runs.
+ * Errors: H2T_EIO (node or onnxruntime-node missing: deploy/fetch_model.sh --ort),
+ * H2T_ECORRUPT (unexpected output). */
+static inline int bench_ort_runs(const char *model, const char *opt, int batch, int runs,
+                                 int threads, double *ips, int *n, char *ver, size_t ver_len,
+                                 int *warm)
+{
+    char cmd[1024], line[8192];
+    const char *npm = getenv("H2T_NPM_CACHE");
+    FILE *p;
+    char *s;
+    int rc = 0;
+
+    snprintf(cmd, sizeof cmd,
+             "NODE_PATH='%s/node_modules' node bench/extract_ort.js '%s' %d %d %d %s",
+             npm ? npm : "models/.npm", model, batch, runs, threads, opt);
+    p = popen(cmd, "r");
+    if (!p)
+        return h2t_err_set(H2T_EIO, "cannot start: %s", cmd);
+    if (!fgets(line, sizeof line, p))
+        line[0] = 0;
+    if (pclose(p) != 0 || !(s = strstr(line, "\"ips\":[")))
+        return h2t_err_set(H2T_EIO, "%s failed (deploy/fetch_model.sh --ort installs it)", cmd);
+    s += 7;
+    for (int i = 0; i < runs; i++) {
+        char *end;
+        ips[(*n)++] = strtod(s, &end);
+        if (end == s) {
+            rc = h2t_err_set(H2T_ECORRUPT, "extract_ort.js printed: %s", line);
+            break;
+        }
+        s = end + 1;
+    }
+    if ((s = strstr(line, "\"warmup\":")))
+        *warm = atoi(s + 9);
+    if ((s = strstr(line, "\"version\":\"")))
+        snprintf(ver, ver_len, "%.*s", (int)strcspn(s + 11, "\""), s + 11);
+    return rc;
 }
 
 #endif

@@ -134,44 +134,6 @@ static int profile_model(const char *name, const h2t_model *m, h2t_exec *x, cons
     return 0;
 }
 
-/* One block of ONNX Runtime runs in a node child; appends images/s to ips. */
-static int ort_block(const char *model, const char *opt, const bench_opts *o, double *ips, int *n,
-                     char *ver, size_t ver_len, int *warm)
-{
-    char cmd[1024], line[8192];
-    const char *npm = getenv("H2T_NPM_CACHE");
-    FILE *p;
-    char *s;
-    int rc = 0;
-
-    snprintf(cmd, sizeof cmd,
-             "NODE_PATH='%s/node_modules' node bench/extract_ort.js '%s' %d %d %d %s",
-             npm ? npm : "models/.npm", model, o->batch, o->runs, o->threads, opt);
-    p = popen(cmd, "r");
-    if (!p)
-        return h2t_err_set(H2T_EIO, "cannot start: %s", cmd);
-    if (!fgets(line, sizeof line, p))
-        line[0] = 0;
-    if (pclose(p) != 0 || !(s = strstr(line, "\"ips\":[")))
-        return h2t_err_set(H2T_EIO, "%s failed (deploy/fetch_model.sh --ort installs it)", cmd);
-    s += 7;
-    for (int i = 0; i < o->runs; i++) {
-        char *end;
-        ips[(*n)++] = strtod(s, &end);
-        if (end == s) {
-            rc = h2t_err_set(H2T_ECORRUPT, "extract_ort.js printed: %s", line);
-            break;
-        }
-        s = end + 1;
-    }
-    if ((s = strstr(line, "\"warmup\":")))
-        *warm = atoi(s + 9);
-    if ((s = strstr(line, "\"version\":\""))) {
-        snprintf(ver, ver_len, "%.*s", (int)strcspn(s + 11, "\""), s + 11);
-    }
-    return rc;
-}
-
 static int noop_cb(void *ctx, int tensor, const float *data, const int64_t *shape, int rank)
 {
     (void)ctx, (void)tensor, (void)data, (void)shape, (void)rank;
@@ -272,10 +234,11 @@ static int bench_model(const char *name, const bench_opts *o)
         warm = rc;
     }
     for (int k = 0; k < o->rounds; k++) {
-        if (o->ort && (rc = ort_block(path, "all", o, ips_o, &n_o, ver, sizeof ver, &warm_o)) < 0)
+        if (o->ort && (rc = bench_ort_runs(path, "all", o->batch, o->runs, o->threads, ips_o, &n_o,
+                                           ver, sizeof ver, &warm_o)) < 0)
             goto out;
-        if (o->ort &&
-            (rc = ort_block(path, "disabled", o, ips_n, &n_n, ver, sizeof ver, &warm_n)) < 0)
+        if (o->ort && (rc = bench_ort_runs(path, "disabled", o->batch, o->runs, o->threads, ips_n,
+                                           &n_n, ver, sizeof ver, &warm_n)) < 0)
             goto out;
         if (x && (rc = h2t_block(x, input, o, ips_h, &n_h)) < 0)
             goto out;

@@ -13,6 +13,15 @@
  *
  *     build/bench/extract_full [--model mobilenet_v2] [--limit 320] [--batch 32]
  *                              [--threads 2] [--target 512] [--data SPEC] [--pool-only REPS]
+ *                              [--ort] [--rounds K]
+ *
+ * --ort: the whole pass against ONNX Runtime computing the same tensors: a copy of the model
+ * whose graph outputs are the layer rule's tensors (tests/conformance/expose_all.py --only),
+ * run by bench/extract_ort.js with the same batch and threads, with graph optimisations (all)
+ * and without (disabled). ORT only computes them (no pooling, no store); h2tdb's figure is the
+ * whole pass. One untimed warm-up pass, then K rounds (default 3) of one pass (a fresh store
+ * each) and 3 ORT runs of each kind; medians with their range, the CPU model and the load
+ * average. Zoo models (vit_b_16, swin_t-opset13, ...) as bench/bench_model.h names them.
  *
  * --pool-only REPS: no pass; pooling alone on the model's selected tensor shapes, written and
  * pooled after each whole tensor and in ~32 KiB channel chunks, then the pieces of one real
@@ -28,6 +37,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/bench_model.h"
 #include "common/cpu.h"
 #include "common/err.h"
 #include "extract/extract.h"
@@ -491,16 +501,54 @@ out:
     return rc;
 }
 
+/* median of v[0..n) (sorted in place: v[0] and v[n - 1] are then the range) */
+static double median_of(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* The layer rule's tensor names into dir/layers.txt and a copy of the model with them as graph
+ * outputs into dir/exposed.onnx, for ONNX Runtime to compute what the pass pools. */
+static int expose_layers(h2t_extract_plan *plan, const char *model_path, const char *dir,
+                         char *exposed, size_t n)
+{
+    char names[600], cmd[2048];
+    uint32_t n_layers = 0;
+    uint64_t total = 0;
+    const h2t_layer_info *li = h2t_extract_plan_layers(plan, &n_layers, &total);
+    FILE *f;
+
+    snprintf(names, sizeof names, "%s/layers.txt", dir);
+    snprintf(exposed, n, "%s/exposed.onnx", dir);
+    f = fopen(names, "w");
+    if (!f)
+        return h2t_err_set(H2T_EIO, "%s", names);
+    for (uint32_t l = 0; l < n_layers; l++)
+        fprintf(f, "%s\n", li[l].name);
+    if (fclose(f) != 0)
+        return h2t_err_set(H2T_EIO, "%s", names);
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/python3 tests/conformance/expose_all.py '%s' '%s' --only '%s'", model_path,
+             exposed, names);
+    if (system(cmd) != 0)
+        return h2t_err_set(H2T_EIO, "%s failed", cmd);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *model = "mobilenet_v2";
     const char *data = "idx:/usr/share/datasets/fashion-mnist";
-    char path[512], dir[] = "/tmp/h2t-bench-extract-XXXXXX", cmd[600];
+    char path[512], dir[] = "/tmp/h2t-bench-extract-XXXXXX", cmd[600], sub[600];
+    char exposed[600], ver[64] = "?", cpu[256];
     h2t_extract_opts o;
     h2t_extract_plan *plan = NULL;
     h2t_extract_result res;
     h2t_store *st = NULL;
-    int rc = 0, made = 0, pool_reps = 0;
+    int rc = 0, made = 0, pool_reps = 0, ort = 0, rounds = 0, passes;
+    int n_pass = 0, n_all = 0, n_dis = 0, warm_all = 0, warm_dis = 0;
+    double ips_pass[64], ips_all[192], ips_dis[192];
     uint32_t n_layers = 0;
     uint64_t total_dim = 0;
 
@@ -511,6 +559,11 @@ int main(int argc, char **argv)
     o.progress = 0;
     for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--ort") == 0) {
+            ort = 1;
+            i--;
+            continue;
+        }
         if (strcmp(a, "--pool-only") == 0) {
             pool_reps = v ? atoi(v) : 0;
             if (pool_reps < 1) {
@@ -521,7 +574,8 @@ int main(int argc, char **argv)
         }
         if (!v) {
             fprintf(stderr, "usage: extract_full [--model NAME] [--limit N] [--batch B] "
-                            "[--threads T] [--target T] [--data SPEC]\n");
+                            "[--threads T] [--target T] [--data SPEC] [--pool-only REPS] "
+                            "[--ort] [--rounds K]\n");
             return 2;
         }
         if (strcmp(a, "--model") == 0)
@@ -536,17 +590,27 @@ int main(int argc, char **argv)
             o.target_size = (uint32_t)atol(v);
         else if (strcmp(a, "--data") == 0)
             data = v;
+        else if (strcmp(a, "--rounds") == 0)
+            rounds = atoi(v);
         else {
             fprintf(stderr, "extract_full: unknown option %s\n", a);
             return 2;
         }
     }
+    if (rounds < 0 || rounds > 64) {
+        fprintf(stderr, "extract_full: --rounds 1..64\n");
+        return 2;
+    }
+    if (rounds == 0)
+        rounds = ort ? 3 : 1;
+    passes = ort ? rounds + 1 : rounds; /* with --ort the first pass is a warm-up */
     if (system("./deploy/fetch_model.sh --all >/dev/null") != 0) {
         fprintf(stderr, "extract_full: deploy/fetch_model.sh --all failed (run from the "
                         "repository root)\n");
         return 1;
     }
-    snprintf(path, sizeof path, "models/%s.onnx", model);
+    if ((rc = bench_model_path(model, path, sizeof path)) < 0)
+        goto out;
     o.model_path = path;
     o.data_spec = data;
     if (!mkdtemp(dir)) {
@@ -561,10 +625,36 @@ int main(int argc, char **argv)
         rc = pool_only(plan, model, path, o.target_size, pool_reps);
         goto out;
     }
-    if ((rc = h2t_store_open(dir, H2T_STORE_CREATE, &st)) < 0)
-        goto out;
-    if ((rc = h2t_extract_plan_run(plan, st, &res)) < 0)
-        goto out;
+    if (ort) {
+        bench_cpu_model(cpu, sizeof cpu);
+        printf("cpu: %s; load average %.2f at the start\n", cpu, bench_loadavg());
+        if ((rc = expose_layers(plan, path, dir, exposed, sizeof exposed)) < 0)
+            goto out;
+    }
+    for (int r = 0; r < passes; r++) {
+        /* a fresh plan and store per pass: the same request into one store would be reused */
+        if (r > 0) {
+            h2t_extract_plan_destroy(plan);
+            plan = NULL;
+            if ((rc = h2t_extract_plan_create(&o, &plan)) < 0)
+                goto out;
+        }
+        snprintf(sub, sizeof sub, "%s/store%d", dir, r);
+        if ((rc = h2t_store_open(sub, H2T_STORE_CREATE, &st)) < 0)
+            goto out;
+        if ((rc = h2t_extract_plan_run(plan, st, &res)) < 0)
+            goto out;
+        h2t_store_close(st);
+        st = NULL;
+        if (ort && r == 0)
+            continue;
+        ips_pass[n_pass++] = res.computed / res.t_total;
+        if (ort && ((rc = bench_ort_runs(exposed, "all", o.batch, 3, o.threads, ips_all, &n_all,
+                                         ver, sizeof ver, &warm_all)) < 0 ||
+                    (rc = bench_ort_runs(exposed, "disabled", o.batch, 3, o.threads, ips_dis,
+                                         &n_dis, ver, sizeof ver, &warm_dis)) < 0))
+            goto out;
+    }
     {
         double outside = res.t_total - res.t_forward;
         double n = res.computed ? res.computed : 1;
@@ -586,6 +676,20 @@ int main(int argc, char **argv)
                1e3 * res.cpu_pool / n, 1e3 * res.cpu_read / n, 1e3 * res.cpu_write / n,
                1e3 * other / n,
                res.cpu_total > 0 ? 100 * (res.cpu_total - res.cpu_forward) / res.cpu_total : 0);
+    }
+    if (ort) {
+        double mp = median_of(ips_pass, n_pass), ma = median_of(ips_all, n_all);
+        double md = median_of(ips_dis, n_dis);
+        printf("extract full vs ORT %s (%s), %u layer tensors, batch %d, %d threads each, "
+               "medians (min-max) of %d passes after a warm-up pass and of %d ORT runs:\n"
+               "  h2tdb whole pass (forward, pooling, store)    %7.2f img/s (%.2f-%.2f)\n"
+               "  onnxruntime %-6s the same tensors, opt=all      %7.2f img/s (%.2f-%.2f) after "
+               "%d warm-up runs  ratio h2tdb/ort %.2f\n"
+               "  onnxruntime %-6s the same tensors, opt=disabled %7.2f img/s (%.2f-%.2f) after "
+               "%d warm-up runs  ratio h2tdb/ort %.2f\n",
+               model, path, n_layers, o.batch, o.threads, n_pass, n_all, mp, ips_pass[0],
+               ips_pass[n_pass - 1], ver, ma, ips_all[0], ips_all[n_all - 1], warm_all, mp / ma,
+               ver, md, ips_dis[0], ips_dis[n_dis - 1], warm_dis, mp / md);
     }
 out:
     if (rc < 0)
