@@ -235,6 +235,7 @@ static int model_describe(h2t_model *m)
         h2t_tensor_info *ti = &m->info[t];
         ti->rank = v1[v].rank;
         int nvar = 0, axis = -1;
+        ti->batch_fold = 0;
         for (int i = 0; i < ti->rank; i++) {
             ti->shape[i] = v1[v].dim[i];
             if (varied && v2[v].rank == ti->rank && v2[v].dim[i] != v1[v].dim[i]) {
@@ -242,8 +243,12 @@ static int model_describe(h2t_model *m)
                 nvar++;
                 if (v1[v].dim[i] == b1 && v2[v].dim[i] == b2)
                     axis = i;
+                else if (b1 > 0 && v1[v].dim[i] % b1 == 0 && v2[v].dim[i] == v1[v].dim[i] / b1 * b2)
+                    ti->batch_fold = v1[v].dim[i] / b1;
             }
         }
+        if (nvar != 1 || axis >= 0)
+            ti->batch_fold = 0;
         /* the batch axis (model.h): the one axis that grows exactly with the batch */
         if (!varied || ti->is_input)
             ti->batch_axis = 0;

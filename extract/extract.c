@@ -358,6 +358,8 @@ static int same_as_v1(const h2t_extract_plan *p)
     uint32_t l = 0;
     for (int i = 0; i < nt; i++) {
         const h2t_tensor_info *t = h2t_model_tensor(p->m, i);
+        if (t->is_static || t->dtype != 1)
+            continue; /* never data: neither rule takes it */
         int v1 = p->o.layers_regex ? !t->is_input && t->rank >= 2 && t->rank <= 4
                                    : h2t_layer_rule_default(t);
         if (v1 && p->o.layers_regex) {
@@ -407,7 +409,11 @@ static int plan_layers(h2t_extract_plan *p)
         uint32_t dims[3] = {0, 0, 0};
         int k = 0;
         p->bax[l] = t->batch_axis;
-        for (int a = 0; a < t->rank && k < 3; a++)
+        int folded = t->batch_axis == H2T_BATCH_FOLDED; /* N*heads x Lq x Lk: heads x Lq x Lk */
+        if (folded)
+            dims[k++] =
+                t->batch_fold > 0 && t->batch_fold <= UINT32_MAX ? (uint32_t)t->batch_fold : 0;
+        for (int a = folded; a < t->rank && k < 3; a++)
             if (a != t->batch_axis)
                 dims[k++] =
                     t->shape[a] > 0 && t->shape[a] <= UINT32_MAX ? (uint32_t)t->shape[a] : 0;
@@ -419,7 +425,7 @@ static int plan_layers(h2t_extract_plan *p)
                                sizeof li->name - 1, t->name);
         snprintf(li->name, sizeof li->name, "%s", t->name);
         snprintf(li->op, sizeof li->op, "%s", t->op);
-        li->rank = (uint32_t)t->rank;
+        li->rank = (uint32_t)(t->rank + folded); /* with the batch */
         for (int a = 0; a < k; a++)
             li->shape[a] = dims[a];
         li->dim = p->pools[l].dim;
@@ -792,13 +798,16 @@ static int reported_layer(const run_ctx *c, int tensor, const int64_t *shape, in
     if (*l < 0)
         return 0;
     const h2t_layer_info *li = &p->layers[*l];
-    int ba = p->bax[*l];
-    if ((uint32_t)rank != li->rank || shape[ba] != c->nb)
+    int ba = p->bax[*l], folded = ba == H2T_BATCH_FOLDED;
+    int64_t nb = folded ? (int64_t)c->nb * li->shape[0] : c->nb; /* N*heads x Lq x Lk */
+    if (folded)
+        ba = 0;
+    if ((uint32_t)(rank + folded) != li->rank || shape[ba] != nb)
         return h2t_err_set(H2T_ESHAPE,
-                           "tensor '%s': rank %d batch %lld (axis %d), planned rank %u batch %d",
-                           li->name, rank, (long long)shape[ba], ba, li->rank, c->nb);
-    *per = 1;
-    for (int k = 0, j = 0; k < rank; k++) {
+                           "tensor '%s': rank %d batch %lld (axis %d), planned rank %u batch %lld",
+                           li->name, rank, (long long)shape[ba], ba, li->rank, (long long)nb);
+    *per = folded ? li->shape[0] : 1;
+    for (int k = 0, j = folded; k < rank; k++) {
         if (k == ba)
             continue;
         if ((uint32_t)shape[k] != li->shape[j])

@@ -61,6 +61,10 @@ typedef struct h2t_tensor_info {
     int dtype;     /* ONNX element type: 1 float32, 6 int32, 7 int64, 9 bool */
     int is_static; /* computed before the run from shapes and constants only (the same for
                       every input): never reported to h2t_exec_run's callbacks */
+    /* H2T_BATCH_FOLDED with one axis that grows with the batch, as k x batch: k (that axis is
+     * the one whose shape is -1; whether the batch is its outer or inner factor is the
+     * graph's to say, see h2t_model_tensor_forms); else 0. */
+    int64_t batch_fold;
 } h2t_tensor_info;
 
 enum { H2T_BATCH_FOLDED = -1, H2T_BATCH_NONE = -2 };
@@ -194,7 +198,9 @@ void h2t_tensor_lin_free(h2t_tensor_lin *l); /* NULL is a no-op; frees a and b *
  *                  of a map, as Swin and ConvNeXt blocks compute)
  *   H2T_FORM_ATTN  N x heads x Lq x Lk attention weights (Softmax over the last axis of a 4-D
  *                  tensor with the heads apart or, failing that evidence, that is not a
- *                  channels-last map)
+ *                  channels-last map); also N*heads x Lq x Lk with the batch folded in as the
+ *                  outer factor of axis 0 (batch_axis H2T_BATCH_FOLDED, batch_fold = heads),
+ *                  as torch's MultiheadAttention computes them: read as N x heads x Lq x Lk
  *   H2T_FORM_HEADS N x heads x L x d or N x heads x Lq x Lk: the other tensors of attention
  *                  with the heads apart (q, k, v, scores, per-head values), from the Reshape
  *                  that splits a token tensor's channels into heads to the one that merges

@@ -210,13 +210,78 @@ static int node_split(const h2t_model *m, const onnx_node *nd, const int *cax, c
     return 0;
 }
 
-/* Softmax over the last axis of its 4-D input. */
-static int softmax_last(const h2t_model *m, const onnx_node *nd)
+/* Softmax over the last axis of its input of the given rank. */
+static int softmax_last(const h2t_model *m, const onnx_node *nd, int rank)
 {
     if (strcmp(nd->op, "Softmax"))
         return 0;
     int64_t a = attr_int(nd, "axis", m->opset >= 13 ? -1 : 1);
-    return a == -1 || a == 3;
+    return a == -1 || a == rank - 1;
+}
+
+/* The axis of node nd's output 0 into which the batch is folded as its outermost factor (an
+ * N*heads axis: sample s's values are a contiguous run of that axis), or -1. It starts at a
+ * Reshape that keeps every axis before the input's batch axis and folds the batch axis with
+ * the ones after it; Transpose moves it; element-wise ops, Softmax across another axis and
+ * MatMul with it among the batch axes keep it. */
+static int node_outer(const h2t_model *m, const onnx_node *nd, const int *outer)
+{
+    static const char *const keep_ops[] = {
+        "Add",  "Sub", "Mul", "Div",   "Pow",  "Erf",     "Relu",     "Sigmoid", "Tanh",   "Exp",
+        "Sqrt", "Neg", "Abs", "Where", "Cast", "Dropout", "Identity", "Softmax", "MatMul", NULL,
+    };
+    int yt = m->value_info[nd->out[0]];
+    if (yt < 0)
+        return -1;
+    const h2t_tensor_info *yi = &m->info[yt];
+    if (yi->batch_axis != H2T_BATCH_FOLDED || yi->batch_fold <= 0)
+        return -1;
+    int k = -1;
+    for (int a = 0; a < yi->rank; a++)
+        if (yi->shape[a] < 0)
+            k = a;
+    int x = nd->n_in > 0 ? nd->in[0] : -1;
+    int xt = x >= 0 ? m->value_info[x] : -1;
+    if (k < 0 || xt < 0)
+        return -1;
+    const h2t_tensor_info *xi = &m->info[xt];
+    if (!strcmp(nd->op, "Reshape")) {
+        if (xi->batch_axis != k)
+            return -1;
+        for (int a = 0; a < k; a++)
+            if (yi->shape[a] != xi->shape[a])
+                return -1;
+        return k;
+    }
+    if (!strcmp(nd->op, "Transpose")) {
+        const onnx_attr *p = attr_of(nd, "perm");
+        if (outer[x] < 0 || xi->rank != yi->rank)
+            return -1;
+        int64_t from =
+            p && p->type == ONNX_AT_IS && p->n == yi->rank ? p->ints[k] : yi->rank - 1 - k;
+        return from == outer[x] ? k : -1;
+    }
+    if (!op_in(nd->op, keep_ops))
+        return -1;
+    if (!strcmp(nd->op, "Softmax")) {
+        int64_t a = attr_int(nd, "axis", m->opset >= 13 ? -1 : 1);
+        if (m->opset < 13 || (a < 0 ? a + yi->rank : a) == k)
+            return -1;
+    }
+    if (!strcmp(nd->op, "MatMul") && k >= yi->rank - 2 &&
+        !(k == yi->rank - 2 && is_const(m, nd->in[1])))
+        return -1;
+    int seen = 0;
+    for (int i = 0; i < nd->n_in; i++) {
+        int v = nd->in[i];
+        if (v < 0 || is_const(m, v))
+            continue;
+        const int64_t *vd;
+        if (value_rank(m, v, &vd) != yi->rank || outer[v] != k)
+            return -1;
+        seen = 1;
+    }
+    return seen ? k : -1;
 }
 
 const char *h2t_form_name(int form)
@@ -248,15 +313,17 @@ int h2t_model_tensor_forms(const h2t_model *m, h2t_tensor_form *out)
     int nv = m->n_values;
     int *cax = malloc(sizeof(int) * (size_t)(nv ? nv : 1));
     uint8_t *split = calloc((size_t)(nv ? nv : 1), 1);
+    int *outer = malloc(sizeof(int) * (size_t)(nv ? nv : 1));
     int64_t *cls_len = calloc((size_t)(nv ? nv : 1), sizeof(int64_t)); /* 0 none, -1 mixed */
-    if (!cax || !cls_len || !split) {
+    if (!cax || !cls_len || !split || !outer) {
         free(cax);
         free(split);
+        free(outer);
         free(cls_len);
         return h2t_err_set(H2T_ENOMEM, "tensor forms of %d values", nv);
     }
     for (int v = 0; v < nv; v++)
-        cax[v] = CAX_UNKNOWN;
+        cax[v] = outer[v] = CAX_UNKNOWN;
     for (int k = 0; k < m->n_inputs; k++) {
         const int64_t *d;
         if (value_rank(m, m->inputs[k], &d) == 4)
@@ -269,6 +336,7 @@ int h2t_model_tensor_forms(const h2t_model *m, h2t_tensor_form *out)
         int y = nd->out[0];
         cax[y] = node_cax(m, nd, cax);
         split[y] = (uint8_t)node_split(m, nd, cax, split);
+        outer[y] = node_outer(m, nd, outer);
         /* class tokens: carried from the inputs, or started by a Concat */
         int64_t L = 0;
         for (int k = 0; k < nd->n_in; k++) {
@@ -311,8 +379,16 @@ int h2t_model_tensor_forms(const h2t_model *m, h2t_tensor_form *out)
             f->why = "rank outside 2..4";
             continue;
         }
+        const onnx_node *pn = m->values[v].kind == ONNX_VAL_NODE && m->values[v].producer >= 0
+                                  ? &m->nodes[m->values[v].producer]
+                                  : NULL;
         if (ba == H2T_BATCH_FOLDED) {
-            f->why = "batch folded into another axis (no axis is one sample)";
+            /* attention weights of N*heads x Lq x Lk (torch's MultiheadAttention): sample s
+             * is a contiguous heads x Lq x Lk block */
+            if (r == 3 && outer[v] == 0 && pn && softmax_last(m, pn, 3))
+                f->form = H2T_FORM_ATTN;
+            else
+                f->why = "batch folded into another axis (no axis is one sample)";
             continue;
         }
         if (ba == H2T_BATCH_NONE) {
@@ -321,7 +397,7 @@ int h2t_model_tensor_forms(const h2t_model *m, h2t_tensor_form *out)
         }
         if (split[v] && r == 4 && ba == 0) {
             const onnx_node *nd = &m->nodes[m->values[v].producer];
-            f->form = softmax_last(m, nd) ? H2T_FORM_ATTN : H2T_FORM_HEADS;
+            f->form = softmax_last(m, nd, 4) ? H2T_FORM_ATTN : H2T_FORM_HEADS;
         } else if (split[v]) {
             f->why = "attention heads apart (read where they are merged back)";
         } else if (r == 2) {
@@ -348,7 +424,7 @@ int h2t_model_tensor_forms(const h2t_model *m, h2t_tensor_form *out)
                 f->why = "batch not on axis 0 of a 4-D tensor";
             else if (cax[v] == 3 && !ti->is_input)
                 f->form = H2T_FORM_NHWC;
-            else if (nd && softmax_last(m, nd))
+            else if (nd && softmax_last(m, nd, 4))
                 f->form = H2T_FORM_ATTN;
             else if (cax[v] == 2)
                 f->why = "channels on axis 2 of a 4-D tensor (neither NCHW nor NHWC)";
@@ -358,6 +434,7 @@ int h2t_model_tensor_forms(const h2t_model *m, h2t_tensor_form *out)
     }
     free(cax);
     free(split);
+    free(outer);
     free(cls_len);
     return 0;
 }

@@ -661,3 +661,76 @@ TEST(extract_tokens_cli)
     ASSERT_EQ(WEXITSTATUS(pclose(p)), 0);
     ASSERT_CONTAINS(out, "tokens-seq-first, class token only -> 5");
 }
+
+/* extract_mha.onnx: attention as torch's MultiheadAttention exports it */
+TEST(extract_tokens_mha)
+{
+    h2t_model *m;
+    ASSERT_OK(h2t_model_load(test_src_path("tests/data/extract_mha.onnx"), &m));
+    const h2t_tensor_info *a = h2t_model_tensor(m, h2t_model_tensor_find(m, "attn"));
+    ASSERT_EQ(a->batch_axis, H2T_BATCH_FOLDED);
+    ASSERT_EQ(a->batch_fold, 2); /* N*2 x 16 x 16 */
+    ASSERT_EQ(form_of(m, "attn"), H2T_FORM_ATTN);
+    ASSERT_EQ(form_of(m, "scores"), H2T_FORM_NONE); /* folded, not attention weights */
+    /* 16N x 4 grows as 16 x N too, but the batch is its inner factor: never read */
+    ASSERT_EQ(h2t_model_tensor(m, h2t_model_tensor_find(m, "ctxf"))->batch_fold, 16);
+    ASSERT_EQ(form_of(m, "ctxf"), H2T_FORM_NONE);
+    ASSERT_EQ(form_of(m, "proj"), H2T_FORM_NONE);
+    h2t_layer_sel s;
+    ASSERT_OK(h2t_layers_choose(m, NULL, &s));
+    const char *names[] = {"patch", "qkv", "qkvb", "q", "k", "v", "out", "res", "pooled", "fc"};
+    ASSERT_EQ(s.n, 10);
+    for (int l = 0; l < s.n; l++)
+        ASSERT_STREQ(h2t_model_tensor(m, s.idx[l])->name, names[l]);
+    ASSERT_EQ(s.forms[6].form, H2T_FORM_LNC); /* the attention output, after out_proj */
+    h2t_layer_sel_free(&s);
+    h2t_model_destroy(m);
+
+    /* --layers attn: N*2 x 16 x 16 read as N x 2 x 16 x 16, pooled as a 2-channel map */
+    const int n = 3;
+    float *x = write_samples(n);
+    capture c;
+    capture_all(test_src_path("tests/data/extract_mha.onnx"), x, n, &c, &m);
+    h2t_extract_opts o;
+    h2t_extract_opts_init(&o);
+    o.model_path = test_src_path("tests/data/extract_mha.onnx");
+    o.data_spec = "npy:x.npy,y.npy";
+    o.target_size = 12;
+    o.layers_regex = "^(attn|out)$";
+    h2t_extract_result r;
+    for (int fb = 1; fb <= 3; fb += 2) {
+        o.forward_batch = fb;
+        ASSERT_OK(extract_once("st", &o, &r));
+        ASSERT_EQ(r.n_layers, 2);
+        h2t_store *st;
+        ASSERT_OK(h2t_store_open("st", 0, &st));
+        h2t_extraction *e;
+        ASSERT_OK(h2t_store_extraction_get(st, r.extraction, &e));
+        ASSERT_STREQ(e->layers[0].name, "attn");
+        ASSERT_EQ(e->layers[0].rank, 4);
+        ASSERT_EQ(e->layers[0].shape[0], 2);
+        ASSERT_EQ(e->layers[0].shape[1], 16);
+        ASSERT_EQ(e->layers[0].dim, 8); /* T/C = 6: n = 2, 8 x 8 windows */
+        const float *att = c.data[h2t_model_tensor_find(m, "attn")];
+        for (int smp = 0; smp < n; smp++) {
+            float got[8], want[8];
+            ASSERT_EQ(ref_map(att + (size_t)smp * 2 * 256, 2, 16, 16, 256, 16, 1, 12, want), 8);
+            ASSERT_OK(h2t_store_feature_get(st, r.extraction, 0, (uint32_t)smp, got, 8));
+            for (int k = 0; k < 8; k++)
+                ASSERT_NEAR(got[k], want[k], 1e-6);
+            /* the attention output, sequence first */
+            float go[16], wo[16];
+            uint32_t d[3] = {16, 4, 0};
+            ASSERT_EQ(ref_layer(&c, "out", H2T_FORM_LNC, d, n, smp, 12, H2T_CLS_POOL, wo), 12);
+            ASSERT_OK(h2t_store_feature_get(st, r.extraction, 1, (uint32_t)smp, go, 12));
+            for (int k = 0; k < 12; k++)
+                ASSERT_NEAR(go[k], wo[k], 1e-5);
+        }
+        h2t_extraction_destroy(e);
+        h2t_store_close(st);
+    }
+    for (int i = 0; i < 32; i++)
+        free(c.data[i]);
+    h2t_model_destroy(m);
+    free(x);
+}

@@ -39,6 +39,24 @@ extract_cls.onnx, input x: 1 x 1 x 8 x 8 (batch fixed at 1), opset 13:
   emb   = Add(cat, pos (17 x 4))                      1 x 17 x 4   tokens with a class token
   h     = MatMul(emb, 4 x 6)                          1 x 17 x 6   tokens with a class token
   head  = Gather(h, 0, axis=1)                        1 x 6
+extract_mha.onnx, input x: N x 1 x 8 x 8 (dynamic batch), opset 13: attention as torch's
+MultiheadAttention exports it (sequence first, the batch folded with the heads):
+  patch = Conv(x, 4 filters 2x2, stride 2); seq = Reshape(patch, [0, 4, 16])
+  tok   = Transpose(seq, [0, 2, 1])                   N x 16 x 4
+  sf    = Transpose(tok, [1, 0, 2])                   16 x N x 4     (view)
+  qkv   = MatMul(sf, 4 x 12); qkvb = Add(qkv, bias)   16 x N x 12    tokens, sequence first
+  q, k, v = Slice(qkvb, channels 0:4, 4:8, 8:12)      16 x N x 4     (parts of qkvb)
+  qf    = Reshape(q, [16, -1, 2]); qb = Transpose(qf, [1, 0, 2])      N*2 x 16 x 2
+  kf    = Reshape(k, [16, -1, 2]); kb = Transpose(kf, [1, 2, 0])      N*2 x 2 x 16
+  vf    = Reshape(v, [16, -1, 2]); vb = Transpose(vf, [1, 0, 2])      N*2 x 16 x 2
+  scores = MatMul(qb, kb)                             N*2 x 16 x 16  batch folded
+  attn  = Softmax(scores, axis=-1)                    N*2 x 16 x 16  attention weights
+  ctx   = MatMul(attn, vb)                            N*2 x 16 x 2   batch folded
+  ctxt  = Transpose(ctx, [1, 0, 2]); ctxf = Reshape(ctxt, [-1, 4])    16N x 4 (batch inner)
+  proj  = MatMul(ctxf, 4 x 4)                         16N x 4        batch folded
+  out   = Reshape(proj, [16, -1, 4])                  16 x N x 4     tokens, sequence first
+  outb  = Transpose(out, [1, 0, 2]); res = Add(tok, outb)             N x 16 x 4
+  pooled = ReduceMean(res, axes=[1], keepdims=0); fc = Gemm(pooled, 4 x 3)
 Weights are seeded random numbers: the same bytes every run.
 """
 import os
@@ -144,7 +162,57 @@ def cls(path):
     save(nodes, inits, "extract_cls", [x], [y], path)
 
 
+def mha(path):
+    r = np.random.RandomState(13)
+    w = lambda *s: (r.standard_normal(s) * 0.5).astype(np.float32)
+    i64 = lambda v: np.array(v, np.int64)
+    inits = [
+        const("wp", w(4, 1, 2, 2)), const("bp", w(4)),
+        const("seq_shape", i64([0, 4, 16])),
+        const("win", w(4, 12)), const("bin", w(12)),
+        const("ax", i64([2])),
+        const("s0", i64([0])), const("s4", i64([4])), const("s8", i64([8])), const("s12", i64([12])),
+        const("heads_shape", i64([16, -1, 2])),
+        const("merge_shape", i64([-1, 4])),
+        const("wo", w(4, 4)),
+        const("out_shape", i64([16, -1, 4])),
+        const("wf", w(4, 3)),
+    ]
+    nodes = [
+        node("Conv", ["x", "wp", "bp"], "patch", strides=[2, 2]),
+        node("Reshape", ["patch", "seq_shape"], "seq"),
+        node("Transpose", ["seq"], "tok", perm=[0, 2, 1]),
+        node("Transpose", ["tok"], "sf", perm=[1, 0, 2]),
+        node("MatMul", ["sf", "win"], "qkv"),
+        node("Add", ["qkv", "bin"], "qkvb"),
+        node("Slice", ["qkvb", "s0", "s4", "ax"], "q"),
+        node("Slice", ["qkvb", "s4", "s8", "ax"], "k"),
+        node("Slice", ["qkvb", "s8", "s12", "ax"], "v"),
+        node("Reshape", ["q", "heads_shape"], "qf"),
+        node("Transpose", ["qf"], "qb", perm=[1, 0, 2]),
+        node("Reshape", ["k", "heads_shape"], "kf"),
+        node("Transpose", ["kf"], "kb", perm=[1, 2, 0]),
+        node("Reshape", ["v", "heads_shape"], "vf"),
+        node("Transpose", ["vf"], "vb", perm=[1, 0, 2]),
+        node("MatMul", ["qb", "kb"], "scores"),
+        node("Softmax", ["scores"], "attn", axis=-1),
+        node("MatMul", ["attn", "vb"], "ctx"),
+        node("Transpose", ["ctx"], "ctxt", perm=[1, 0, 2]),
+        node("Reshape", ["ctxt", "merge_shape"], "ctxf"),
+        node("MatMul", ["ctxf", "wo"], "proj"),
+        node("Reshape", ["proj", "out_shape"], "out"),
+        node("Transpose", ["out"], "outb", perm=[1, 0, 2]),
+        node("Add", ["tok", "outb"], "res"),
+        node("ReduceMean", ["res"], "pooled", axes=[1], keepdims=0),
+        node("Gemm", ["pooled", "wf"], "fc"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])
+    y = helper.make_tensor_value_info("fc", TensorProto.FLOAT, ["N", 3])
+    save(nodes, inits, "extract_mha", [x], [y], path)
+
+
 if __name__ == "__main__":
     d = sys.argv[1] if len(sys.argv) > 1 else "tests/data"
     tokens(os.path.join(d, "extract_tokens.onnx"))
     cls(os.path.join(d, "extract_cls.onnx"))
+    mha(os.path.join(d, "extract_mha.onnx"))
