@@ -5,7 +5,10 @@
  *
  * Life cycle (LMDB style): open -> use -> close. Every call returns 0 or a negative H2T_E*
  * code (common/err.h) with a detail message naming what was wrong (h2t_err_detail()).
- * Out-parameters are written only on success. A failed write changes nothing.
+ * Out-parameters are written only on success. A failed write changes nothing. Besides the
+ * codes each function lists, any call may fail with H2T_ESTORE or H2T_EIO (the storage
+ * engine), H2T_ECORRUPT (a damaged record) or H2T_ENOMEM, and any write on a read-only store
+ * with H2T_EPERM.
  *
  *     h2t_store *st;
  *     if (h2t_store_open("feats", H2T_STORE_CREATE, &st) < 0)
@@ -96,6 +99,7 @@ typedef struct h2t_store_meta {
     uint64_t created_ms;
     uint64_t map_size, used_bytes; /* current map size and bytes in use */
 } h2t_store_meta;
+/* The store's meta record and its map use. No errors of its own. */
 int h2t_store_meta_get(h2t_store *st, h2t_store_meta *out);
 
 /* ---- sources (datasets) and labels ---- */
@@ -136,7 +140,10 @@ typedef struct h2t_model_rec {
     uint32_t input_shape[4]; /* N (0 = dynamic), C, H, W */
     char preprocess[256];    /* e.g. "resize=bilinear scale=-1,1 channels=3" */
 } h2t_model_rec;
+/* Store a model record, or find the one with the same sha256 (*reused = 1, nothing written).
+ * Errors: H2T_EINVAL (no name). */
 int h2t_store_model_put(h2t_store *st, const h2t_model_rec *m, uint32_t *id, int *reused);
+/* Errors: H2T_ENOTFOUND (naming the id). */
 int h2t_store_model_get(h2t_store *st, uint32_t id, h2t_model_rec *out);
 int h2t_store_model_list(h2t_store *st, h2t_model_rec **out, size_t *n); /* OWNED: free() */
 
@@ -281,20 +288,26 @@ typedef struct h2t_job {
     void *spec; /* opaque job spec bytes (the server's encoding); OWNED */
     size_t spec_len;
 } h2t_job;
-/* New job in state QUEUED with the next id (ids increase, never reused). */
+/* New job in state QUEUED with the next id (ids increase, never reused); spec (BORROWED) is
+ * copied. Errors: H2T_EINVAL (spec_len > 0 with spec NULL). */
 int h2t_store_job_create(h2t_store *st, const void *spec, size_t spec_len, uint64_t *id);
+/* Errors: H2T_ENOTFOUND (naming the job). *out OWNED: h2t_job_destroy. */
 int h2t_store_job_get(h2t_store *st, uint64_t id, h2t_job **out);
-/* Update state, attempts, progress, stage, error and timestamps (not the spec). */
+/* Update state, attempts, progress, stage, error and timestamps (not the spec).
+ * Errors: H2T_EINVAL (a state outside H2T_JOB_*), H2T_ENOTFOUND. */
 int h2t_store_job_update(h2t_store *st, const h2t_job *j);
 /* Finish a job: its final state, error text and result blob in one transaction, so no job is
  * ever DONE without its result. result may be NULL for FAILED/CANCELLED. DONE sets progress 1
- * and clears the stage; FAILED/CANCELLED keep the last stage saved (where it stopped). */
+ * and clears the stage; FAILED/CANCELLED keep the last stage saved (where it stopped).
+ * Errors: H2T_EINVAL (a state that is not final, DONE without a result), H2T_ENOTFOUND. */
 int h2t_store_job_finish(h2t_store *st, uint64_t id, uint32_t state, const char *error,
                          const void *result, size_t result_len);
+/* Every job, spec included. *out is an OWNED array of OWNED jobs: h2t_job_list_destroy. */
 int h2t_store_job_list(h2t_store *st, h2t_job ***out, size_t *n);
-void h2t_job_destroy(h2t_job *j);
-void h2t_job_list_destroy(h2t_job **v, size_t n);
-/* The result blob of a finished job (the solver's encoding); *blob OWNED: free(). */
+void h2t_job_destroy(h2t_job *j);                 /* NULL is a no-op */
+void h2t_job_list_destroy(h2t_job **v, size_t n); /* NULL is a no-op */
+/* The result blob of a finished job (the solver's encoding); *blob OWNED: free().
+ * Errors: H2T_ENOTFOUND (no result stored for the job). */
 int h2t_store_result_get(h2t_store *st, uint64_t id, void **blob, size_t *len);
 
 #endif
