@@ -124,6 +124,7 @@ typedef struct onnx_params {
 typedef struct onnx_node {
     char *name;                   /* OWNED; "" when the model leaves it unnamed */
     char *op;                     /* OWNED */
+    char *domain;                 /* OWNED; NULL for the default domain (ai.onnx) */
     const struct onnx_opdef *def; /* the operator's table entry; NULL before onnx_check */
     int n_in, n_out;
     int *in, *out; /* value indices; -1 for an omitted optional input */

@@ -213,6 +213,7 @@ void onnx_model_free(h2t_model *m)
         onnx_node *nd = &m->nodes[i];
         free(nd->name);
         free(nd->op);
+        free(nd->domain);
         free(nd->in);
         free(nd->out);
         for (int a = 0; a < nd->n_attr; a++) {
@@ -401,9 +402,12 @@ static int graph_copy(h2t_model *m, const Onnx__GraphProto *g, const char *what)
             goto out;
         }
         if (np->domain && np->domain[0] && strcmp(np->domain, "ai.onnx")) {
-            rc = h2t_err_set(H2T_EUNSUPPORTED, "%s: operator %s of domain '%s' (node '%s')", what,
-                             nd->op, np->domain, nd->name);
-            goto out;
+            /* another domain's operator: listed with the unsupported ones by onnx_check */
+            nd->domain = dupstr(np->domain);
+            if (!nd->domain) {
+                rc = h2t_err_set(H2T_ENOMEM, "%s: node", what);
+                goto out;
+            }
         }
         nd->n_in = (int)np->n_input;
         for (size_t k = 0; k < np->n_input; k++) {

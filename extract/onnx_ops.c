@@ -342,8 +342,9 @@ static int check_known(h2t_model *m)
 {
     int n_bad = 0, n_types = 0;
     for (int i = 0; i < m->n_nodes; i++) {
-        m->nodes[i].def = onnx_op_find(m->nodes[i].op);
-        n_bad += !m->nodes[i].def;
+        onnx_node *nd = &m->nodes[i];
+        nd->def = nd->domain ? NULL : onnx_op_find(nd->op);
+        n_bad += !nd->def;
     }
     if (!n_bad)
         return 0;
@@ -356,7 +357,9 @@ static int check_known(h2t_model *m)
         if (nd->def)
             continue;
         for (int j = 0; j < m->n_nodes; j++) {
-            if (m->nodes[j].def || strcmp(m->nodes[j].op, nd->op))
+            const onnx_node *o = &m->nodes[j];
+            if (o->def || strcmp(o->op, nd->op) ||
+                strcmp(o->domain ? o->domain : "", nd->domain ? nd->domain : ""))
                 continue;
             first = first && j >= i;
             count++;
@@ -364,10 +367,14 @@ static int check_known(h2t_model *m)
         if (!first)
             continue;
         n_types++;
+        char where[64] = "";
+        if (!nd->name[0])
+            snprintf(where, sizeof where, " (node #%d, unnamed)", i);
         if (len < sizeof msg - 1)
-            len +=
-                (size_t)snprintf(msg + len, sizeof msg - len, "%s%s (%d node%s, first '%s')",
-                                 len ? ", " : "", nd->op, count, count == 1 ? "" : "s", nd->name);
+            len += (size_t)snprintf(msg + len, sizeof msg - len,
+                                    "%s%s%s%s (%d node%s, first '%s'%s)", len ? ", " : "",
+                                    nd->domain ? nd->domain : "", nd->domain ? "::" : "", nd->op,
+                                    count, count == 1 ? "" : "s", nd->name, where);
     }
     return h2t_err_set(H2T_EUNSUPPORTED, "%d unsupported operator%s at opset %d: %s", n_types,
                        n_types == 1 ? "" : "s", m->opset, msg);

@@ -269,7 +269,8 @@ def bad_models(root):
         helper.make_node("Relu", ["x"], ["r"], name="relu"),
         helper.make_node("FancyNorm", ["r"], ["a"], name="fancy1"),
         helper.make_node("FancyNorm", ["a"], ["b"], name="fancy2"),
-        helper.make_node("Swoosh", ["b"], ["y"], name="swoosh"),
+        helper.make_node("Swoosh", ["b"], ["c"], name="swoosh"),
+        helper.make_node("QuickGelu", ["c"], ["y"], name="qg", domain="com.microsoft"),
     ], [x], [y])
     # an integer tensor computed from the float data
     save("runtime_int", [
