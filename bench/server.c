@@ -615,8 +615,8 @@ static int one_run(const char *self, int port, double secs, int depth, int own_s
     pid_t pid;
     extern char **environ;
     /* the generator in a session of its own, as a real client is: with the kernel's autogroup
-     * scheduling (on here) the server and the generator in one session shared one group's
-     * CPU share against the other sessions on the machine */
+     * scheduling (on here) a server and generator in one session share one group's CPU
+     * share against the other sessions on the machine */
     posix_spawnattr_t at;
     posix_spawnattr_init(&at);
     if (own_session)

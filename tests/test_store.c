@@ -1332,7 +1332,7 @@ static void check_all(h2t_store *st, uint32_t ext, const uint32_t *dims, uint32_
     free(m);
 }
 
-/* A format 1 store (one block per layer, as the previous build wrote) reads bit-exact,
+/* A format 1 store (one block per layer and batch, as older builds write) reads bit-exact,
  * read-only opening leaves it format 1, the first feature write resumes it with packed blocks
  * and makes it format 2, and both kinds of blocks then read together. */
 TEST(store_format1_reads_and_resumes)
