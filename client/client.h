@@ -42,10 +42,14 @@ void h2t_client_close(h2t_client *c);
  * of type want. *resp OWNED: h2t_msg_free. Errors: the server's code (detail = its message),
  * H2T_EPROTO (unexpected reply), H2T_ENET (connection lost), H2T_ETIMEDOUT. */
 int h2t_client_call(h2t_client *c, h2t_msg *req, int want, h2t_msg *resp);
-/* The two halves of a call, for watches (several replies to one request) and pipelining. */
+/* The two halves of a call, for watches (several replies to one request) and pipelining.
+ * send assigns req's id. Errors: H2T_ENET (connection lost), H2T_ETIMEDOUT, H2T_EINVAL (a
+ * message that does not encode), H2T_ENOMEM. */
 int h2t_client_send(h2t_client *c, h2t_msg *req);
-/* The next frame from the server (any id). An Error frame is returned as a message (type
- * H2T_MSG_ERROR), not as a failure. */
+/* The next frame from the server (any id); *resp OWNED: h2t_msg_free. An Error frame is
+ * returned as a message (type H2T_MSG_ERROR), not as a failure. Errors: H2T_ENET (connection
+ * lost or closed), H2T_ETIMEDOUT, H2T_ETOOBIG (a frame over the limit), H2T_EPROTO (a payload
+ * that does not decode), H2T_ENOMEM. */
 int h2t_client_recv(h2t_client *c, h2t_msg *resp);
 /* Raw bytes (tests: broken frames). Errors: H2T_ENET. */
 int h2t_client_send_raw(h2t_client *c, const void *buf, size_t len);
