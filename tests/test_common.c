@@ -369,7 +369,7 @@ TEST(common_no_references_outside_the_repository)
     ASSERT(getcwd(cwd, sizeof(cwd)) != NULL);
     /* the pattern is written so that it does not match this file */
     snprintf(cmd, sizeof(cmd),
-             "cd %s && grep -rnE '(\\.\\./|/work/)shared/|(DESIGN|HEAD2TOE|STYLE)[.]md' "
+             "cd %s && grep -rnE '(\\.\\./|/work/)shared[/]|(DESIGN|HEAD2TOE|STYLE)[.]md' "
              "--exclude-dir=build --exclude-dir=.git --exclude-dir=models --exclude-dir=demo "
              "--exclude-dir=node_modules --exclude=history.md . >%s/refs.txt; true",
              test_src_path(""), cwd);
