@@ -6,7 +6,9 @@
  * expected tensor must come out with the same shape and within 1e-4 of its largest |value|,
  * and every tensor of the default layer rule must be one of the expected ones (or a view of
  * one). Tensors the executor computes at load from shapes and constants are never reported
- * and are counted apart. Any load error fails. */
+ * and are counted apart. Any load error fails. vit_tiny_extract_vs_ort extracts both models
+ * (every class-token mode) and checks each stored layer against ONNX Runtime's tensor pooled
+ * by a straight-loop 3-D rule here, batch-first and sequence-first. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -288,4 +290,176 @@ TEST(vit_tiny_expect_format)
         free(v);
     }
     expect_free(&e);
+}
+
+/* ---- the extraction of the tiny ViT against ONNX Runtime's tensors, pooled here ---- */
+
+static void npy_write(const char *path, const char *descr, const char *shape, const void *data,
+                      size_t bytes)
+{
+    char dict[200];
+    int l = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': %s, }",
+                     descr, shape);
+    size_t total = 10 + (size_t)l + 1, pad = (64 - total % 64) % 64;
+    uint16_t hl = (uint16_t)(l + 1 + pad);
+    FILE *f = fopen(path, "wb");
+    ASSERT(f);
+    fwrite("\x93NUMPY\x01\x00", 1, 8, f);
+    fputc(hl & 255, f);
+    fputc(hl >> 8, f);
+    fwrite(dict, 1, (size_t)l, f);
+    for (size_t i = 0; i < pad; i++)
+        fputc(' ', f);
+    fputc('\n', f);
+    fwrite(data, 1, bytes, f);
+    fclose(f);
+}
+
+/* The 3-D rule on tokens x[t * ts + c] (t < L), with the class-token mode, in double: the
+ * reference's window int(n / (T / C)). */
+static uint32_t pool_tokens_ref(const float *x, uint32_t L, uint32_t C, size_t ts, uint32_t T,
+                                int mode, float *out)
+{
+    uint32_t k = 0, t0 = mode == H2T_CLS_APART, n = L - t0, win = n, nw = 1;
+    if (mode != H2T_CLS_POOL)
+        for (uint32_t c = 0; c < C; c++)
+            out[k++] = x[c];
+    if (mode == H2T_CLS_ONLY)
+        return k;
+    if (C < T && (uint32_t)((double)n / ((double)T / C)) > 0) {
+        win = (uint32_t)((double)n / ((double)T / C));
+        nw = n / win;
+    }
+    for (uint32_t i = 0; i < nw; i++)
+        for (uint32_t c = 0; c < C; c++) {
+            double a = 0;
+            for (uint32_t t = t0 + i * win; t < t0 + (i + 1) * win; t++)
+                a += x[t * ts + c];
+            out[k++] = (float)(a / win);
+        }
+    return k;
+}
+
+/* Every stored layer of an extraction of vit_tiny-opsetK at T = 40 with class-token mode
+ * `mode` equals ONNX Runtime's tensor (or the tensor a view moves) pooled by the rule above,
+ * within TOL of the tensor's largest value. The batch axis is where ORT's tensor has the
+ * batch (2) and the stored per-sample shape has the rest. */
+static void check_vit_extract(int opset, int mode)
+{
+    char model_rel[64], expect_rel[64], shape[64];
+    expect_file e;
+    snprintf(model_rel, sizeof model_rel, "tests/data/vit_tiny-opset%d.onnx", opset);
+    snprintf(expect_rel, sizeof expect_rel, "tests/data/vit_tiny-opset%d.expect", opset);
+    ASSERT_OK(expect_read(test_src_path(expect_rel), &e));
+    expect_tensor *in = &e.t[0];
+    int nb = (int)in->shape[0];
+    snprintf(shape, sizeof shape, "(%d, 3, 16, 16)", nb);
+    npy_write("x.npy", "<f4", shape, in->data, in->count * sizeof(float));
+    int32_t lab[16] = {0};
+    snprintf(shape, sizeof shape, "(%d,)", nb);
+    npy_write("y.npy", "<i4", shape, lab, sizeof(int32_t) * (size_t)nb);
+
+    h2t_extract_opts o;
+    h2t_extract_opts_init(&o);
+    o.model_path = test_src_path(model_rel);
+    o.data_spec = "npy:x.npy,y.npy";
+    o.target_size = 40;
+    o.cls = mode;
+    h2t_extract_plan *p;
+    ASSERT_OK(h2t_extract_plan_create(&o, &p));
+    const h2t_model *m = h2t_extract_plan_model(p);
+    h2t_store *st;
+    h2t_extract_result r;
+    ASSERT_OK(h2t_store_open("st", H2T_STORE_CREATE | H2T_STORE_NOSYNC, &st));
+    ASSERT_OK(h2t_extract_plan_run(p, st, &r));
+    h2t_extraction *x;
+    ASSERT_OK(h2t_store_extraction_get(st, r.extraction, &x));
+    int n_tokens = 0, n_seq_first = 0;
+    for (uint32_t l = 0; l < x->n_layers; l++) {
+        const h2t_layer_info *li = &x->layers[l];
+        int src = h2t_model_tensor_find(m, li->name);
+        while (src >= 0 && !expect_find(&e, h2t_model_tensor(m, src)->name) &&
+               is_move(h2t_model_tensor(m, src)->op) &&
+               strcmp(h2t_model_tensor(m, src)->op, "Transpose"))
+            src = h2t_model_tensor_src(m, src); /* a view: the same values in the same order */
+        expect_tensor *t = src >= 0 ? expect_find(&e, h2t_model_tensor(m, src)->name) : NULL;
+        if (!t)
+            TEST_FAILF("layer %s: no expected tensor", li->name);
+        /* the batch axis: where ORT's tensor has nb and otherwise the stored per-sample shape;
+         * a view's (ORT has the tensor it moves) is the axis the model's shapes vary on */
+        int ba = -1;
+        size_t per = 1;
+        for (uint32_t k = 0; k + 1 < li->rank; k++)
+            per *= li->shape[k];
+        ASSERT_EQ(t->count, per * (size_t)nb);
+        if (!strcmp(t->name, li->name)) {
+            ASSERT_EQ(t->rank, (int)li->rank);
+            for (int a = 0; a < t->rank && ba < 0; a++) {
+                int ok = t->shape[a] == nb;
+                for (int k = 0, j = 0; k < t->rank && ok; k++)
+                    if (k != a)
+                        ok = t->shape[k] == (int64_t)li->shape[j++];
+                ba = ok ? a : -1;
+            }
+        } else {
+            const h2t_tensor_info *ti = h2t_model_tensor(m, h2t_model_tensor_find(m, li->name));
+            for (int a = 0; a < ti->rank; a++)
+                if (ti->shape[a] < 0)
+                    ba = a;
+        }
+        ASSERT(ba >= 0);
+        double scale = 0;
+        for (size_t i = 0; i < t->count; i++)
+            scale = fabs(t->data[i]) > scale ? fabs(t->data[i]) : scale;
+        for (int s = 0; s < nb; s++) {
+            float want[256], got[256];
+            uint32_t dim;
+            if (li->rank == 2) {
+                dim = li->shape[0];
+                memcpy(want, t->data + (size_t)s * dim, sizeof(float) * dim);
+            } else if (li->rank == 3) {
+                uint32_t L = li->shape[0], C = li->shape[1];
+                const float *xs = ba == 0 ? t->data + (size_t)s * L * C : t->data + (size_t)s * C;
+                dim = pool_tokens_ref(xs, L, C, ba == 0 ? C : (size_t)nb * C, 40,
+                                      L == 5 ? mode : H2T_CLS_POOL, want);
+                n_tokens += s == 0;
+                n_seq_first += s == 0 && ba == 1;
+            } else { /* the patch embedding, 16 x 2 x 2: C < T, n = 1, one 2 x 2 window */
+                ASSERT_EQ(li->rank, 4);
+                uint32_t C = li->shape[0], hw = li->shape[1] * li->shape[2];
+                dim = C;
+                for (uint32_t c = 0; c < C; c++) {
+                    double a = 0;
+                    for (uint32_t i = 0; i < hw; i++)
+                        a += t->data[((size_t)s * C + c) * hw + i];
+                    want[c] = (float)(a / hw);
+                }
+            }
+            ASSERT_EQ(dim, li->dim);
+            ASSERT(dim <= 256);
+            ASSERT_OK(h2t_store_feature_get(st, r.extraction, l, (uint32_t)s, got, dim));
+            for (uint32_t k = 0; k < dim; k++)
+                if (!(fabs((double)got[k] - want[k]) <= TOL * scale))
+                    TEST_FAILF("opset %d cls %d layer %s sample %d feature %u: %g, ORT pooled %g",
+                               opset, mode, li->name, s, k, (double)got[k], (double)want[k]);
+        }
+    }
+    printf("  vit_tiny-opset%d cls mode %d: %u layers (%d token tensors, %d sequence first), "
+           "%llu features\n",
+           opset, mode, x->n_layers, n_tokens, n_seq_first, (unsigned long long)x->total_dim);
+    ASSERT_GT(n_tokens, 10);
+    ASSERT_GT(n_seq_first, 3);
+    h2t_extraction_destroy(x);
+    h2t_store_close(st);
+    h2t_extract_plan_destroy(p);
+    expect_free(&e);
+}
+
+TEST(vit_tiny_extract_vs_ort)
+{
+    for (int opset = 13; opset <= 17; opset += 4)
+        for (int mode = H2T_CLS_POOL; mode <= H2T_CLS_APART; mode++) {
+            check_vit_extract(opset, mode);
+            ASSERT_EQ(system("rm -rf st"), 0);
+        }
 }
