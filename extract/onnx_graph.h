@@ -162,7 +162,8 @@ typedef struct onnx_vstate {
     int64_t dim[H2T_MAX_RANK];
     int64_t *ival; /* static integer and bool values (OWNED by the state) */
     float *f;      /* float data: constant, static (fown or an input's), arena or caller buffer */
-    float *fown;   /* static float values computed during inference (OWNED by the state) */
+    float *fown;   /* static values computed during inference as floats, and the float copy
+                      of static integer / bool values (OWNED by the state) */
 } onnx_vstate;
 
 /* ---- onnx_load.c ---- */

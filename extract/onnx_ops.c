@@ -453,6 +453,21 @@ int onnx_check(h2t_model *m)
 
 /* ---------------------------------------------------------------- shape inference */
 
+/* The float copy of a static integer / bool value (f = fown), for the kernels of run-time
+ * nodes that read it as data (Where, Concat, ... next to a run-time bool). */
+static int float_shadow(onnx_vstate *v)
+{
+    int64_t n = onnx_numel(v);
+    free(v->fown);
+    v->fown = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    if (!v->fown)
+        return h2t_err_set(H2T_ENOMEM, "%lld floats", (long long)n);
+    for (int64_t i = 0; i < n; i++)
+        v->fown[i] = (float)v->ival[i];
+    v->f = v->fown;
+    return 0;
+}
+
 /* Outputs of a static node: integer and bool ones by eval, float ones by the op's kernel (a
  * view's output shares its input's values). */
 static int fold_node(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs,
@@ -472,6 +487,8 @@ static int fold_node(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs,
                 o->ival[i] = dt == ONNX_DT_BOOL  ? o->ival[i] != 0
                              : dt == ONNX_DT_I32 ? (int64_t)(int32_t)(uint32_t)o->ival[i]
                                                  : o->ival[i];
+            if ((rc = float_shadow(o)) < 0)
+                return rc;
         }
         return 0;
     }
@@ -523,8 +540,14 @@ int onnx_infer(const h2t_model *m, onnx_vstate *vs, onnx_nstate *ns)
 {
     for (int i = 0; i < m->n_values; i++) {
         const onnx_value *v = &m->values[i];
-        if (v->kind == ONNX_VAL_INPUT)
+        if (v->kind == ONNX_VAL_INPUT) {
+            if (vs[i].ival && onnx_dt_is_int(v->dtype)) {
+                int rc = float_shadow(&vs[i]);
+                if (rc < 0)
+                    return rc;
+            }
             continue;
+        }
         free(vs[i].ival);
         vs[i].ival = NULL;
         free(vs[i].fown);
@@ -542,6 +565,8 @@ int onnx_infer(const h2t_model *m, onnx_vstate *vs, onnx_nstate *ns)
                     return rc;
                 if (v->count)
                     memcpy(vs[i].ival, v->cdata, (size_t)v->count * 8);
+                if ((rc = float_shadow(&vs[i])) < 0)
+                    return rc;
             }
         }
     }

@@ -150,6 +150,25 @@ def main(root):
           [("y", F, (w * (xb != 0).astype(np.float32)).astype(np.float32)),
            ("y_eq0", B, (xb <= 0) & (xb >= 0))], inits, opset=16)
 
+    # run-time bools next to static ones: Where picking a constant bool or a run-time one,
+    # Concat of a run-time bool and a constant one, Where over an int64 constant cast to float
+    nodes = [
+        helper.make_node("Less", ["x", "zerof"], ["neg"]),
+        helper.make_node("Greater", ["x", "onef"], ["big"]),
+        helper.make_node("Where", ["neg", "tpat", "big"], ["pick"]),
+        helper.make_node("Concat", ["pick", "tpat"], ["cat"], axis=0),
+        helper.make_node("Cast", ["ints"], ["intsf"], to=F),
+        helper.make_node("Where", ["big", "intsf", "x"], ["y"]),
+    ]
+    tpat = np.array([[True, False, True, False], [False, False, True, True]])
+    ints = np.array([[1, 2, 3, 4], [5, 6, 7, 8]], np.int64)
+    inits = [const("zerof", np.array(0.0, np.float32)), const("onef", np.array(1.0, np.float32)),
+             const("tpat", tpat), const("ints", ints)]
+    pick = np.where(xb < 0, tpat, xb > 1)
+    write(root, "runtime_bool_with_static", nodes, [("x", F, xb)],
+          [("cat", B, np.concatenate([pick, tpat], 0)),
+           ("y", F, np.where(xb > 1, ints.astype(np.float32), xb))], inits, opset=16, dyn=False)
+
     # Cast between float32, int32, int64 and bool in every direction, from an int32 input
     # (static) and from constants; int32 arithmetic wraps
     iv = np.array([[-3, 0, 7], [2147483647, -2147483648, 1]], np.int32)
