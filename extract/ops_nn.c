@@ -256,7 +256,7 @@ static int parse_einsum(const h2t_model *m, onnx_node *nd)
     if (!eq)
         return h2t_err_set(H2T_ECORRUPT, "node '%s' (Einsum): equation missing", nd->name);
     int rc = h2t_nn_einsum_check(eq, nd->n_in);
-    return rc < 0 ? h2t_err_wrap(rc, "operator Einsum (node '%s'): ", nd->name) : 0;
+    return rc < 0 ? h2t_err_wrap(rc, "operator Einsum (node '%s')", nd->name) : 0;
 }
 
 static int einsum_plan(const onnx_node *nd, const onnx_vstate *vs, h2t_nn_einsum *p)
@@ -268,7 +268,7 @@ static int einsum_plan(const onnx_node *nd, const onnx_vstate *vs, h2t_nn_einsum
         dims[j] = vs[nd->in[j]].dim;
     }
     int rc = h2t_nn_einsum_plan(einsum_eq(nd), nd->n_in, rank, dims, p);
-    return rc < 0 ? h2t_err_wrap(rc, "operator Einsum (node '%s'): ", nd->name) : 0;
+    return rc < 0 ? h2t_err_wrap(rc, "operator Einsum (node '%s')", nd->name) : 0;
 }
 
 static int infer_einsum(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs, onnx_nstate *ns)
@@ -645,7 +645,7 @@ const onnx_opdef onnx_ops_nn[] = {
     REDUCE("ReduceSumSquare", H2T_NN_RSUMSQ),
     REDUCE("ReduceLogSum", H2T_NN_RLOGSUM),
     REDUCE("ReduceLogSumExp", H2T_NN_RLOGSUMEXP),
-    {"Einsum", .min_in = 1, .max_in = 2, .max_out = 1, .dt = ONNX_DTR_FLOAT, .parse = parse_einsum,
+    {"Einsum", .min_in = 1, .max_in = 64, .max_out = 1, .dt = ONNX_DTR_FLOAT, .parse = parse_einsum,
      .infer = infer_einsum, .run = k_einsum, .scratch = scratch_einsum,
      .mixes_batch = einsum_mixes},
     {"Resize", .min_in = 1, .max_in = 4, .max_out = 1, .param_in = 8, .dt = ONNX_DTR_FLOAT,

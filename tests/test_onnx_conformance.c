@@ -382,3 +382,34 @@ TEST_TIMEOUT(onnx_conformance_own_node_tests, 120)
     ASSERT_EQ(failed, 0);
     ASSERT_EQ(skipped, 0);
 }
+
+/* tests/data/refused (written by tests/data/nodes/make_nodes.py): models the numeric operators
+ * refuse at load, each with H2T_EUNSUPPORTED and a detail naming what (expect.tsv). */
+TEST(onnx_numeric_ops_refuse_clearly)
+{
+    char path[1200], line[512];
+    snprintf(path, sizeof path, "%s", test_src_path("tests/data/refused/expect.tsv"));
+    FILE *f = fopen(path, "r");
+    ASSERT(f);
+    int n = 0;
+    while (fgets(line, sizeof line, f)) {
+        char *tab = strchr(line, '\t');
+        if (!tab)
+            continue;
+        *tab = 0;
+        tab[strcspn(tab + 1, "\n") + 1] = 0;
+        char model[700];
+        snprintf(model, sizeof model, "tests/data/refused/%s", line);
+        h2t_model *m = NULL;
+        int rc = h2t_model_load(test_src_path(model), &m);
+        if (rc != H2T_EUNSUPPORTED || !strstr(h2t_err_detail(), tab + 1)) {
+            fclose(f);
+            h2t_model_destroy(m);
+            TEST_FAILF("%s: %d (%s), expected unsupported naming \"%s\"", line, rc,
+                       h2t_err_detail(), tab + 1);
+        }
+        n++;
+    }
+    fclose(f);
+    ASSERT_GE(n, 8);
+}

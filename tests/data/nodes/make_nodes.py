@@ -212,3 +212,46 @@ with open(os.path.join(d, "test_data_set_0", "input_0.pb"), "wb") as f:
     f.write(numpy_helper.from_array(x, "x").SerializeToString())
 with open(os.path.join(d, "test_data_set_0", "output_0.pb"), "wb") as f:
     f.write(numpy_helper.from_array(x, "y0").SerializeToString())
+
+# Models the executor must refuse, naming what it refuses: tests/data/refused/NAME.onnx, and
+# tests/data/refused/expect.tsv (file TAB a substring of the error detail)
+RD = os.path.join(os.path.dirname(HERE), "refused")
+shutil.rmtree(RD, ignore_errors=True)
+os.makedirs(RD)
+expect = []
+
+
+def refused(name, opset, op, inits, attrs, want, inputs=None, n_out=1):
+    in_names = inputs if inputs is not None else ["x"] + [n for n, _ in inits]
+    outs = ["y"] + [f"y{k}" for k in range(1, n_out)]
+    node = helper.make_node(op, in_names, outs, **(attrs or {}))
+    g = helper.make_graph([node], name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                          [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs],
+                          [numpy_helper.from_array(a, n) for n, a in inits])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    onnx.save(m, os.path.join(RD, name + ".onnx"))
+    expect.append(f"{name}.onnx\t{want}")
+
+
+w = f32(1, 2, 4, 4)
+refused("einsum_diagonal", 12, "Einsum", [("w", w)], {"equation": "bcii,bcij->bcj"},
+        "'bcii,bcij->bcj': a label repeated")
+refused("einsum_three_operands", 12, "Einsum", [("w", w), ("v", w)],
+        {"equation": "abcd,abcd,abcd->abcd"}, "only one or two operands")
+refused("resize_cubic", 13, "Resize", [("roi", empty), ("scales", np.array([1, 1, 2, 2], np.float32))],
+        {"mode": "cubic"}, "mode=cubic", inputs=["x", "roi", "scales"])
+refused("resize_crop", 13, "Resize", [("roi", empty), ("scales", np.array([1, 1, 2, 2], np.float32))],
+        {"coordinate_transformation_mode": "tf_crop_and_resize"}, "tf_crop_and_resize",
+        inputs=["x", "roi", "scales"])
+refused("resize_scaled_channels", 13, "Resize",
+        [("roi", empty), ("scales", np.array([1, 2, 2, 2], np.float32))], {}, "resizing axis 1",
+        inputs=["x", "roi", "scales"])
+refused("gelu_bad_approximate", 20, "Gelu", [], {"approximate": "fast"}, "approximate=fast")
+refused("dropout_training_ratio", 13, "Dropout",
+        [("r", np.array(0.5, np.float32)), ("t", np.array(True))], {},
+        "training mode with a ratio other than a constant 0")
+refused("convtranspose_3d", 11, "ConvTranspose", [("w", f32(2, 1, 3, 3, 3))],
+        {"kernel_shape": [3, 3, 3]}, "only 1-D and 2-D transposed convolutions")
+with open(os.path.join(RD, "expect.tsv"), "w") as f:
+    f.write("\n".join(expect) + "\n")
