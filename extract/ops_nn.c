@@ -2,8 +2,9 @@
  * extract/ops_nn.c - the numeric operators of real-world exports and transformers: their
  * checks, shape inference and table fragment (onnx_ops_nn); the kernels are nn.h's.
  *
- *  - LayerNormalization (opset 17): axis, epsilon; the optional Mean and InvStdDev outputs
- *    are computed (X's leading dims, 1 from axis on). stash_type is accepted whatever its
+ *  - LayerNormalization (opset 17): axis, epsilon, scale and bias of the normalised shape or
+ *    broadcasting to it; the optional Mean and InvStdDev outputs are computed (X's leading
+ *    dims, 1 from axis on). stash_type is accepted whatever its
  *    value: statistics always accumulate in double.
  *  - Gelu (opset 20): approximate "none" or "tanh".
  *  - InstanceNormalization; GroupNormalization: num_groups, scale and bias of num_groups
@@ -49,6 +50,19 @@ static void ln_geo(const onnx_vstate *x, int64_t axis, int64_t *rows, int64_t *c
         *(i < axis ? rows : cols) *= x->dim[i];
 }
 
+/* Whether p (scale or bias) broadcasts to x's axes from axis on (right-aligned). */
+static int ln_broadcasts(const onnx_vstate *p, const onnx_vstate *x, int64_t axis)
+{
+    if (p->rank > x->rank - axis)
+        return 0;
+    for (int i = 0; i < p->rank; i++) {
+        int64_t d = p->dim[p->rank - 1 - i], xd = x->dim[x->rank - 1 - i];
+        if (d != 1 && d != xd)
+            return 0;
+    }
+    return 1;
+}
+
 static int infer_layernorm(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs,
                            onnx_nstate *ns)
 {
@@ -58,8 +72,10 @@ static int infer_layernorm(const h2t_model *m, const onnx_node *nd, onnx_vstate 
     int64_t rows, cols;
     ln_geo(x, ns->a[0], &rows, &cols);
     for (int k = 1; k < 3; k++)
-        if (HAS(k) && onnx_numel(VIN(k)) != cols)
-            return onnx_shape_err(nd, "scale or bias of %lld values for %lld normalised",
+        if (HAS(k) && !ln_broadcasts(VIN(k), x, ns->a[0]))
+            return onnx_shape_err(nd,
+                                  "scale or bias of %lld values does not broadcast to the %lld "
+                                  "normalised",
                                   onnx_numel(VIN(k)), cols);
     onnx_infer_same(m, nd, vs, ns);
     int64_t d[H2T_MAX_RANK];
@@ -71,14 +87,49 @@ static int infer_layernorm(const h2t_model *m, const onnx_node *nd, onnx_vstate 
     return 0;
 }
 
-static int k_layernorm(const onnx_kctx *k, const onnx_node *nd)
+/* Scale and bias broadcast to the normalised shape go to scratch (cols floats each). */
+static size_t scratch_layernorm(const onnx_node *nd, const onnx_vstate *vs, const onnx_nstate *ns)
 {
     int64_t rows, cols;
-    ln_geo(IN(0), k->ns->a[0], &rows, &cols);
+    ln_geo(VIN(0), ns->a[0], &rows, &cols);
+    return (size_t)(2 * cols);
+}
+
+/* p broadcast over x's axes from axis on into out (cols floats), or p itself when it has them
+ * all. */
+static const float *ln_param(const onnx_vstate *p, const onnx_vstate *x, int64_t axis, int64_t cols,
+                             float *out)
+{
+    if (onnx_numel(p) == cols)
+        return p->f;
+    int r = x->rank - (int)axis;
+    int64_t idx[H2T_MAX_RANK] = {0};
+    for (int64_t t = 0; t < cols; t++) {
+        int64_t off = 0, mul = 1;
+        for (int i = 0; i < p->rank; i++) {
+            int64_t d = p->dim[p->rank - 1 - i];
+            off += (d == 1 ? 0 : idx[r - 1 - i]) * mul;
+            mul *= d;
+        }
+        out[t] = p->f[off];
+        for (int i = r - 1; i >= 0; i--) {
+            if (++idx[i] < x->dim[axis + i])
+                break;
+            idx[i] = 0;
+        }
+    }
+    return out;
+}
+
+static int k_layernorm(const onnx_kctx *k, const onnx_node *nd)
+{
+    int64_t rows, cols, axis = k->ns->a[0];
+    ln_geo(IN(0), axis, &rows, &cols);
     float *mean = nd->n_out > 1 && nd->out[1] >= 0 ? OUT(1)->f : NULL;
     float *inv = nd->n_out > 2 && nd->out[2] >= 0 ? OUT(2)->f : NULL;
-    h2t_nn_layernorm(k->threads, IN(0)->f, rows, cols, IN(1)->f, HAS(2) ? IN(2)->f : NULL,
-                     nd->p.eps, OUT(0)->f, mean, inv);
+    const float *sc = ln_param(IN(1), IN(0), axis, cols, k->scratch);
+    const float *bi = HAS(2) ? ln_param(IN(2), IN(0), axis, cols, k->scratch + cols) : NULL;
+    h2t_nn_layernorm(k->threads, IN(0)->f, rows, cols, sc, bi, nd->p.eps, OUT(0)->f, mean, inv);
     return 0;
 }
 
@@ -628,7 +679,7 @@ static int eval_size(const onnx_node *nd, onnx_vstate *vs, const onnx_nstate *ns
 const onnx_opdef onnx_ops_nn[] = {
     {"LayerNormalization", .min_in = 2, .max_in = 3, .max_out = 3, .dt = ONNX_DTR_FLOAT,
      .parse = parse_layernorm, .infer = infer_layernorm, .run = k_layernorm,
-     .mixes_batch = axis0_mixes},
+     .scratch = scratch_layernorm, .mixes_batch = axis0_mixes},
     {"Gelu", .min_in = 1, .max_in = 1, .max_out = 1, .dt = ONNX_DTR_FLOAT, .parse = parse_gelu,
      .infer = onnx_infer_same, .run = k_gelu},
     {"InstanceNormalization", .min_in = 3, .max_in = 3, .max_out = 1, .dt = ONNX_DTR_FLOAT,

@@ -413,3 +413,47 @@ TEST(onnx_numeric_ops_refuse_clearly)
     fclose(f);
     ASSERT_GE(n, 8);
 }
+
+/* The dynamic-batch node tests through an executor of batch 4 on 2 threads, where the batch
+ * may be split into slices: operators that mix the samples of axis 0 (LayerNormalization over
+ * axis 0, an Einsum moving axis 0) must keep it whole, the others may split; the outputs are
+ * the expected ones either way. */
+TEST(onnx_numeric_ops_batch_split)
+{
+    const char *names[] = {"test_nn_layernorm_axis0_mixes", "test_nn_einsum_moves_axis0",
+                           "test_nn_layernorm_dynamic_batch"};
+    for (int t = 0; t < 3; t++) {
+        char dir[1024], path[1100], why[256] = "";
+        snprintf(dir, sizeof dir, "%s/%s", test_src_path("tests/data/nodes"), names[t]);
+        snprintf(path, sizeof path, "%s/model.onnx", dir);
+        h2t_model *m = NULL;
+        h2t_exec *x = NULL;
+        tset in, want;
+        memset(&in, 0, sizeof in);
+        memset(&want, 0, sizeof want);
+        ASSERT_OK(h2t_model_load(path, &m));
+        snprintf(path, sizeof path, "%s/test_data_set_0", dir);
+        ASSERT(read_set(path, "input", 0, &in, why, sizeof why) == 0);
+        ASSERT(read_set(path, "output", 1, &want, why, sizeof why) == 0);
+        ASSERT_EQ(in.f[0].shape[0], 4);
+        h2t_blas_threads(2);
+        ASSERT_OK(h2t_exec_create(m, 4, &x));
+        ASSERT_OK(h2t_exec_run(x, in.f[0].data, 4, NULL, NULL));
+        int64_t shape[8];
+        int rank = 0;
+        const float *y = h2t_exec_output(x, 0, shape, &rank);
+        ASSERT(y && rank == want.f[0].rank);
+        int64_t n = 1;
+        for (int d = 0; d < rank; d++)
+            n *= shape[d];
+        for (int64_t j = 0; j < n; j++)
+            if (!(fabs(y[j] - want.f[0].data[j]) <= ATOL + RTOL * fabs(want.f[0].data[j])))
+                TEST_FAILF("%s [%lld]: %g, expected %g", names[t], (long long)j, y[j],
+                           want.f[0].data[j]);
+        h2t_blas_threads(1);
+        h2t_exec_destroy(x);
+        h2t_model_destroy(m);
+        tset_free(&in);
+        tset_free(&want);
+    }
+}

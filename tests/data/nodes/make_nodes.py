@@ -19,16 +19,19 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 rng = np.random.default_rng(7)
 
 
-def save(name, opset, op, x, outs, inits=(), attrs=None, inputs=None, extra_nodes=()):
-    """One node op(inputs) -> outputs; x: the float graph input; inits: (name, array)."""
+def save(name, opset, op, x, outs, inits=(), attrs=None, inputs=None, extra_nodes=(), dyn=False):
+    """One node op(inputs) -> outputs; x: the float graph input; inits: (name, array); dyn:
+    the input's and outputs' first axis symbolic (a batch the executor may split)."""
     d = os.path.join(HERE, name)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(os.path.join(d, "test_data_set_0"))
     in_names = inputs if inputs is not None else ["x"] + [n for n, _ in inits]
     node = helper.make_node(op, in_names, [f"y{k}" for k in range(len(outs))], **(attrs or {}))
-    ginputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)]
+    def shp(a):
+        return ["N"] + list(a.shape[1:]) if dyn else a.shape
+    ginputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, shp(x))]
     gouts = [helper.make_tensor_value_info(f"y{k}", TensorProto.INT64 if o.dtype == np.int64
-                                           else TensorProto.FLOAT, o.shape)
+                                           else TensorProto.FLOAT, shp(o))
              for k, o in enumerate(outs)]
     g = helper.make_graph(list(extra_nodes) + [node], name, ginputs, gouts,
                           [numpy_helper.from_array(a, n) for n, a in inits])
@@ -212,6 +215,21 @@ with open(os.path.join(d, "test_data_set_0", "input_0.pb"), "wb") as f:
     f.write(numpy_helper.from_array(x, "x").SerializeToString())
 with open(os.path.join(d, "test_data_set_0", "output_0.pb"), "wb") as f:
     f.write(numpy_helper.from_array(x, "y0").SerializeToString())
+
+# Operators that mix the samples of axis 0 while keeping its size (so the executor must not
+# split the batch over threads): LayerNormalization over axis 0, Einsum moving axis 0
+x = f32(4, 3, 5, lo=-2, hi=3)
+s, b = f32(3, 1, lo=0.5, hi=1.5), f32(5)
+y, _, _ = _layer_normalization(x.astype(np.float64), s, b, axis=0)
+save("test_nn_layernorm_axis0_mixes", 17, "LayerNormalization", x, [y], [("s", s), ("b", b)],
+     attrs={"axis": 0}, dyn=True)
+x = f32(4, 4, 3)
+save("test_nn_einsum_moves_axis0", 12, "Einsum", x, [np.einsum("bij->ibj", x.astype(np.float64))],
+     attrs={"equation": "bij->ibj"}, dyn=True)
+x = f32(4, 3, 5, lo=-2, hi=3)
+y, _, _ = _layer_normalization(x.astype(np.float64), np.ones(5), 0.0, axis=-1)
+save("test_nn_layernorm_dynamic_batch", 17, "LayerNormalization", x, [y],
+     [("s", np.ones(5, np.float32))], dyn=True)
 
 # Models the executor must refuse, naming what it refuses: tests/data/refused/NAME.onnx, and
 # tests/data/refused/expect.tsv (file TAB a substring of the error detail)
