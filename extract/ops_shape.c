@@ -714,8 +714,22 @@ static int infer_gather(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs
             return onnx_shape_err(nd, "index %lld out of range for %lld", ix->ival[i],
                                   x->dim[axis]);
     onnx_set_shape(VOUT(0), orank, d);
-    ns->a[0] = outer, ns->a[1] = x->dim[axis], ns->a[2] = inner;
+    ns->a[0] = outer, ns->a[1] = x->dim[axis], ns->a[2] = inner, ns->a[3] = axis;
     return 0;
+}
+
+/* Gathering along the batch axis picks samples; slicing it with a start or a step other than
+ * the whole batch forward moves them (the shapes alone may not show it: a reversed batch). */
+static int gather_mixes_batch(const onnx_node *nd, const onnx_nstate *ns)
+{
+    (void)nd;
+    return ns->a[3] == 0;
+}
+
+static int slice_mixes_batch(const onnx_node *nd, const onnx_nstate *ns)
+{
+    (void)nd;
+    return ns->a[0] != 0 || ns->b[0] != 1;
 }
 
 /* ---------------------------------------------------------------- static evaluation */
@@ -817,7 +831,8 @@ const onnx_opdef onnx_ops_shape[] = {
     {"Shape", .min_in = 1, .max_in = 1, .max_out = 1, .dt = ONNX_DTR_SHAPE,
      .flags = ONNX_OPF_READS_SHAPE, .parse = parse_shape, .infer = infer_shape, .eval = eval_shape},
     {"Gather", .min_in = 2, .max_in = 2, .max_out = 1, .param_in = 1u << 1, .dt = ONNX_DTR_SAME,
-     .parse = parse_axis, .infer = infer_gather, .eval = eval_gather, .run = k_gather},
+     .parse = parse_axis, .infer = infer_gather, .eval = eval_gather, .run = k_gather,
+     .mixes_batch = gather_mixes_batch},
     {"Unsqueeze", .min_in = 1, .max_in = 2, .max_out = 1, .param_in = 1u << 1, .dt = ONNX_DTR_SAME,
      .flags = ONNX_OPF_VIEW, .parse = parse_axes, .infer = infer_unsqueeze, .eval = eval_copy},
     {"Squeeze", .min_in = 1, .max_in = 2, .max_out = 1, .param_in = 1u << 1, .dt = ONNX_DTR_SAME,
@@ -825,6 +840,7 @@ const onnx_opdef onnx_ops_shape[] = {
     {"Cast", .min_in = 1, .max_in = 1, .max_out = 1, .dt = ONNX_DTR_CAST, .parse = parse_cast,
      .infer = onnx_infer_same, .eval = eval_cast, .run = k_cast},
     {"Slice", .min_in = 1, .max_in = 5, .max_out = 1, .param_in = 0x1eu, .dt = ONNX_DTR_SAME,
-     .parse = parse_slice, .infer = infer_slice, .eval = eval_slice, .run = k_slice},
+     .parse = parse_slice, .infer = infer_slice, .eval = eval_slice, .run = k_slice,
+     .mixes_batch = slice_mixes_batch},
 };
 const int onnx_ops_shape_n = sizeof onnx_ops_shape / sizeof onnx_ops_shape[0];

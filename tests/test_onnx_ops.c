@@ -203,3 +203,47 @@ TEST(onnx_training_dropout_refused_unless_ratio_0)
     const char *parts[] = {"Dropout", "'drop'", "training mode", "ratio"};
     load_refused("dropout_training.onnx", H2T_EUNSUPPORTED, parts, 4);
 }
+
+static int copy_y(void *ctx, int tensor, const float *data, const int64_t *shape, int rank)
+{
+    (void)tensor;
+    (void)rank;
+    memcpy(ctx, data, (size_t)(shape[0] * shape[1]) * sizeof(float));
+    return 0;
+}
+
+/* A Slice that reverses the batch keeps every shape batch-first; the executor must still not
+ * split the batch over threads (each slice would be reversed alone). */
+TEST(onnx_batch_reversed_never_split)
+{
+    h2t_model *m = NULL;
+    ASSERT_EQ(h2t_model_load(
+                  test_src_path("tests/data/nodes/test_opt_batch_axis_reversed/model.onnx"), &m),
+              0);
+    h2t_exec *x = NULL;
+    ASSERT_EQ(h2t_exec_create(m, 4, &x), 0);
+    float in[12], got[12];
+    for (int i = 0; i < 12; i++)
+        in[i] = (float)i;
+    h2t_blas_threads(2);
+    for (int observed = 0; observed <= 1; observed++) {
+        int y = tensor_named(m, "y");
+        ASSERT_EQ(h2t_exec_observe(x, y, observed), 0);
+        memset(got, 0, sizeof got);
+        ASSERT_EQ(h2t_exec_run(x, in, 4, observed ? copy_y : NULL, got), 0);
+        if (!observed) {
+            int64_t shape[H2T_MAX_RANK];
+            int rank;
+            const float *o = h2t_exec_output(x, 0, shape, &rank);
+            ASSERT(o != NULL);
+            memcpy(got, o, sizeof got);
+        }
+        for (int i = 0; i < 12; i++)
+            if (got[i] != in[(3 - i / 3) * 3 + i % 3])
+                TEST_FAILF("observed=%d: y[%d] = %g, expected %g", observed, i, got[i],
+                           in[(3 - i / 3) * 3 + i % 3]);
+    }
+    h2t_blas_threads(1);
+    h2t_exec_destroy(x);
+    h2t_model_destroy(m);
+}

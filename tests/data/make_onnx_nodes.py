@@ -268,6 +268,16 @@ def main(root):
           [const("pads", np.array([1, 2, 0, 3], np.int64)), const("cv", np.array(0.5, np.float32)),
            const("axes", np.array([1, -1], np.int64))], opset=18)
 
+    # samples moved along the batch axis (a reversed batch): the shapes stay batch-first, but
+    # a batch split over threads would reverse each slice alone (tests/test_onnx_ops.c runs it
+    # split; here, one run)
+    xs = rng.standard_normal((4, 3)).astype(np.float32)
+    write(root, "batch_axis_reversed",
+          [helper.make_node("Slice", ["x", "st", "en", "ax", "step"], ["y"])],
+          [("x", F, xs)], [("y", F, xs[::-1])],
+          [const("st", np.array([-1], np.int64)), const("en", np.array([-(2 ** 62)], np.int64)),
+           const("ax", np.array([0], np.int64)), const("step", np.array([-1], np.int64))],
+          opset=13)
 
 def bad_models(root):
     """Models the executor refuses, each with a message test (tests/test_onnx_ops.c)."""
