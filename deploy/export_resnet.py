@@ -73,10 +73,10 @@ def randomise_bn(model, gen, relative_jitter=False, natural=False):
     calibration passes, so dropout and stochastic depth stay off (deploy/export_zoo.py uses
     this for every architecture). relative_jitter: the mean's jitter is N(0, 0.05) times the
     channel's measured standard deviation instead of absolute, so a channel of small variance
-    is not shifted by many of its deviations (its activations would grow layer after layer:
-    EfficientNet reaches 1e4 with the absolute jitter). natural: calibrate on
-    calibration_images(natural=True): with noise alone a photo gives EfficientNet-B0
-    activations of 500 where noise gives 15. Returns the number of BatchNorm2d modules."""
+    is not shifted by many of its deviations (its activations would grow layer after layer,
+    into the thousands in EfficientNet-B0). natural: calibrate on
+    calibration_images(natural=True), so that a photo's activations stay of the order of
+    noise's (with noise alone they grow tens of times larger in EfficientNet-B0). Returns the number of BatchNorm2d modules."""
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     if not bns:
         return 0

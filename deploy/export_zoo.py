@@ -20,7 +20,10 @@ Parameters torchvision initialises to a constant would make parts of the network
 zero classifier of ViT and Swin, a zero class token), so each of them is redrawn: constants
 other than zero become U[0.5, 1.5], zero vectors N(0, 0.1), zero matrices N(0, 1/fan_in).
 BatchNorm then gets deploy/export_resnet.py's treatment (random affine part, running
-statistics measured on seeded random images and jittered), so no BatchNorm is an identity.
+statistics measured on seeded images and jittered), here with the statistics measured on
+noise and on crops of python3-sklearn's two photos and a jitter relative to each channel's
+deviation (randomise_bn's natural and relative_jitter), so that no BatchNorm is an identity
+and a photo's activations stay of the order of noise's.
 BatchNormalization nodes are kept (TrainingMode.PRESERVE, model in eval mode); otherwise
 the exporter's defaults (constant folding on), as a user's own export would have them.
 
