@@ -13,10 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The public tensor index of value v, or -1 (a constant, or not in the table). */
+/* The public tensor index of value v, or -1 (a constant, a value known before the run, which
+ * is never reported, or not in the table). */
 static int tensor_of(const h2t_model *m, int v)
 {
-    return v >= 0 && v < m->n_values ? m->value_info[v] : -1;
+    return v >= 0 && v < m->n_values && !m->values[v].is_static ? m->value_info[v] : -1;
 }
 
 static const float *const_f32(const h2t_model *m, int v, int64_t count)

@@ -247,3 +247,18 @@ TEST(onnx_batch_reversed_never_split)
     h2t_exec_destroy(x);
     h2t_model_destroy(m);
 }
+
+/* An Add of a run-time tensor and one known before the run is no derived layer: the static
+ * tensor is never reported, so its average could not be carried. */
+TEST(onnx_static_operand_not_derived)
+{
+    h2t_model *m = NULL;
+    ASSERT_EQ(h2t_model_load(
+                  test_src_path("tests/data/nodes/test_opt_add_full_shape_static/model.onnx"), &m),
+              0);
+    h2t_tensor_lin lin;
+    ASSERT_EQ(h2t_model_tensor_lin(m, tensor_named(m, "y"), &lin), 0);
+    ASSERT_EQ(lin.kind, H2T_LIN_NONE);
+    h2t_tensor_lin_free(&lin);
+    h2t_model_destroy(m);
+}

@@ -278,6 +278,16 @@ def main(root):
           [const("st", np.array([-1], np.int64)), const("en", np.array([-(2 ** 62)], np.int64)),
            const("ax", np.array([0], np.int64)), const("step", np.array([-1], np.int64))],
           opset=13)
+    # a tensor of the input's full shape computed from its shape only (ConstantOfShape of
+    # Shape), added to the input: folded before the run, so the sum is no derived layer
+    write(root, "add_full_shape_static",
+          [helper.make_node("Shape", ["x"], ["s"]),
+           helper.make_node("ConstantOfShape", ["s"], ["ones"],
+                            value=helper.make_tensor("v", F, [1], [1.0])),
+           helper.make_node("Relu", ["x"], ["r"]),
+           helper.make_node("Add", ["r", "ones"], ["y"])],
+          [("x", F, x4)], [("y", F, np.maximum(x4, 0) + 1)], opset=13)
+
 
 def bad_models(root):
     """Models the executor refuses, each with a message test (tests/test_onnx_ops.c)."""
