@@ -262,3 +262,17 @@ TEST(onnx_static_operand_not_derived)
     h2t_tensor_lin_free(&lin);
     h2t_model_destroy(m);
 }
+
+/* h2tdb extract says why a model with an integer input cannot be extracted, before it looks
+ * at the data. */
+TEST(onnx_extract_refuses_integer_input)
+{
+    h2t_extract_opts o;
+    h2t_extract_opts_init(&o);
+    o.model_path = test_src_path("tests/data/onnx_bad/int_input.onnx");
+    o.data_spec = "npy:none.npy,none_labels.npy";
+    h2t_extract_plan *p = NULL;
+    ASSERT_EQ(h2t_extract_plan_create(&o, &p), H2T_EUNSUPPORTED);
+    ASSERT(strstr(h2t_err_detail(), "'ids'") && strstr(h2t_err_detail(), "float32 image"));
+    ASSERT(p == NULL);
+}
