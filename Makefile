@@ -20,7 +20,7 @@ ASAN_CFLAGS := $(BASE_CFLAGS) -O1 -fsanitize=address,undefined -fno-omit-frame-p
                -fno-sanitize-recover=undefined
 LIBS := -llmdb -lopenblas -lprotobuf-c -luv -lz -lpng -ljpeg -lm -pthread
 
-MODULES := common proto storage extract solver server client cli
+MODULES := common proto storage extract solver classify server client cli
 LIB_SRCS := $(filter-out cli/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
 PROTOS := $(wildcard proto/*.proto)
 GEN_SRCS := $(patsubst proto/%.proto,build/gen/proto/%.pb-c.c,$(PROTOS)) build/gen/onnx/onnx.pb-c.c

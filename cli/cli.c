@@ -43,7 +43,9 @@ int h2t_cli_next(h2t_cli *c)
             c->inline_val = NULL;
             return 1;
         }
-        if (c->npos < (int)(sizeof(c->pos) / sizeof(c->pos[0]))) {
+        if (c->all_pos) {
+            c->all_pos[c->n_all_pos++] = a;
+        } else if (c->npos < (int)(sizeof(c->pos) / sizeof(c->pos[0]))) {
             c->pos[c->npos++] = a;
         } else {
             fprintf(stderr, "h2tdb %s: too many arguments at '%s'\n", c->cmd, a);

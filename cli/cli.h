@@ -38,6 +38,10 @@ typedef struct h2t_cli {
     int timeout_ms;
     const char *pos[8]; /* positional arguments */
     int npos;
+    /* Set by a command that takes any number of positional arguments (files): an array of at
+     * least argc entries (caller-OWNED) that receives them all instead of pos. */
+    const char **all_pos;
+    int n_all_pos;
 } h2t_cli;
 
 void h2t_cli_init(h2t_cli *c, const char *cmd, int argc, char **argv);

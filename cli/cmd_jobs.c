@@ -407,6 +407,12 @@ int h2t_cmd_predict(int argc, char **argv)
             h2t_json_str(stdout, name);
             if (lab != UINT32_MAX)
                 printf(", \"label\": %u", lab);
+            if (p->n_probs == p->n_samples * p->n_class_names && p->n_class_names) {
+                printf(", \"probs\": [");
+                for (size_t q = 0; q < p->n_class_names; q++)
+                    printf("%s%.9g", q ? ", " : "", (double)p->probs[i * p->n_class_names + q]);
+                fputc(']', stdout);
+            }
             fputc('}', stdout);
         } else {
             printf("%u\t%s", p->samples[i], name);

@@ -27,6 +27,7 @@ int h2t_cmd_jobs(int argc, char **argv);
 int h2t_cmd_cancel(int argc, char **argv);
 int h2t_cmd_result(int argc, char **argv);
 int h2t_cmd_predict(int argc, char **argv);
+int h2t_cmd_classify(int argc, char **argv); /* cli/cmd_classify.c */
 int h2t_cmd_stats(int argc, char **argv);
 int h2t_cmd_report(int argc, char **argv);  /* cli/cmd_report.c */
 int h2t_cmd_compare(int argc, char **argv); /* cli/cmd_compare.c */
@@ -47,6 +48,8 @@ int h2t_cmd_compare(int argc, char **argv); /* cli/cmd_compare.c */
         {"cancel", "cancel a queued or running job", h2t_cmd_cancel},                              \
         {"result", "a finished job's result; --export DIR writes the head", h2t_cmd_result},       \
         {"predict", "apply a job's head to stored samples", h2t_cmd_predict},                      \
+        {"classify", "apply a job's head to new images (only the backbone part it needs)",         \
+         h2t_cmd_classify},                                                                        \
         {"stats", "per-layer feature statistics of an extraction", h2t_cmd_stats},                 \
         {"report", "draw a job's head as SVG: kept features per layer, CV accuracy",               \
          h2t_cmd_report},                                                                          \

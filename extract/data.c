@@ -1206,6 +1206,30 @@ static int folder_read(h2t_data *d, uint32_t src, h2t_image *out)
     return rc;
 }
 
+int h2t_image_decode(const void *buf, size_t len, const char *what, h2t_image *out,
+                     uint8_t **pixels)
+{
+    const uint8_t *b = buf;
+    *pixels = NULL;
+    int png = len >= 8 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8);
+    int jpg = len >= 3 && b[0] == 0xff && b[1] == 0xd8;
+    if (!png && !jpg)
+        return h2t_err_set(H2T_ECORRUPT, "image %s: not a PNG or JPEG (%zu bytes)", what, len);
+    FILE *f = fmemopen((void *)buf, len, "rb");
+    if (!f)
+        return h2t_err_set(H2T_ENOMEM, "image %s: %s", what, strerror(errno));
+    h2t_data d;
+    memset(&d, 0, sizeof d);
+    int rc = png ? decode_png(&d, f, what, out) : decode_jpeg(&d, f, what, out);
+    fclose(f);
+    if (rc < 0) {
+        free(d.pix);
+        return rc;
+    }
+    *pixels = d.pix;
+    return 0;
+}
+
 /* ---------------------------------------------------------------- public */
 
 static void view_reset(h2t_data *d)

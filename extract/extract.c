@@ -381,6 +381,27 @@ static int same_as_v1(const h2t_extract_plan *p)
     return l == p->n_layers;
 }
 
+int h2t_layer_pool_plan(const h2t_tensor_info *t, const h2t_tensor_form *f, uint32_t target,
+                        int cls_mode, int cls_first, h2t_pool_plan *out, uint32_t dims[3],
+                        int *n_dims)
+{
+    int tokens = f->form == H2T_FORM_NLC || f->form == H2T_FORM_LNC;
+    int cls = tokens && (f->cls || cls_first) ? cls_mode : H2T_CLS_POOL;
+    int k = 0;
+    dims[0] = dims[1] = dims[2] = 0;
+    int folded = t->batch_axis == H2T_BATCH_FOLDED; /* N*heads x Lq x Lk: heads x Lq x Lk */
+    if (folded)
+        dims[k++] = t->batch_fold > 0 && t->batch_fold <= UINT32_MAX ? (uint32_t)t->batch_fold : 0;
+    for (int a = folded; a < t->rank && k < 3; a++)
+        if (a != t->batch_axis)
+            dims[k++] = t->shape[a] > 0 && t->shape[a] <= UINT32_MAX ? (uint32_t)t->shape[a] : 0;
+    *n_dims = k;
+    int rc = h2t_pool_plan_form(f->form, dims, target, cls, out);
+    if (rc < 0)
+        return h2t_err_wrap(rc, "tensor '%s' (%s): ", t->name, t->op);
+    return 0;
+}
+
 static int plan_layers(h2t_extract_plan *p)
 {
     int rc = h2t_layers_choose(p->m, p->o.layers_regex, &p->sel);
@@ -404,28 +425,20 @@ static int plan_layers(h2t_extract_plan *p)
         const h2t_tensor_info *t = h2t_model_tensor(p->m, p->tensors[l]);
         const h2t_tensor_form *f = &p->sel.forms[l];
         int tokens = f->form == H2T_FORM_NLC || f->form == H2T_FORM_LNC;
-        int cls = tokens && (f->cls || p->o.cls_first) ? p->o.cls : H2T_CLS_POOL;
         n_cls += tokens && (f->cls || p->o.cls_first);
-        uint32_t dims[3] = {0, 0, 0};
-        int k = 0;
+        uint32_t dims[3];
+        int k;
         p->bax[l] = t->batch_axis;
-        int folded = t->batch_axis == H2T_BATCH_FOLDED; /* N*heads x Lq x Lk: heads x Lq x Lk */
-        if (folded)
-            dims[k++] =
-                t->batch_fold > 0 && t->batch_fold <= UINT32_MAX ? (uint32_t)t->batch_fold : 0;
-        for (int a = folded; a < t->rank && k < 3; a++)
-            if (a != t->batch_axis)
-                dims[k++] =
-                    t->shape[a] > 0 && t->shape[a] <= UINT32_MAX ? (uint32_t)t->shape[a] : 0;
-        if ((rc = h2t_pool_plan_form(f->form, dims, p->o.target_size, cls, &p->pools[l])) < 0)
-            return h2t_err_wrap(rc, "tensor '%s' (%s): ", t->name, t->op);
+        if ((rc = h2t_layer_pool_plan(t, f, p->o.target_size, p->o.cls, p->o.cls_first,
+                                      &p->pools[l], dims, &k)) < 0)
+            return rc;
         h2t_layer_info *li = &p->layers[l];
         if (strlen(t->name) >= sizeof li->name)
             return h2t_err_set(H2T_ETOOBIG, "tensor name longer than %zu bytes: %.64s...",
                                sizeof li->name - 1, t->name);
         snprintf(li->name, sizeof li->name, "%s", t->name);
         snprintf(li->op, sizeof li->op, "%s", t->op);
-        li->rank = (uint32_t)(t->rank + folded); /* with the batch */
+        li->rank = (uint32_t)(t->rank + (t->batch_axis == H2T_BATCH_FOLDED)); /* with the batch */
         for (int a = 0; a < k; a++)
             li->shape[a] = dims[a];
         li->dim = p->pools[l].dim;

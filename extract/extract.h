@@ -156,6 +156,14 @@ int h2t_data_select(h2t_data *d, uint32_t n_train, uint32_t n_test);
  * unreadable or undecodable: named). */
 int h2t_data_read(h2t_data *d, uint32_t i, h2t_image *out);
 
+/* Decode one PNG or JPEG image held in memory (buf, len BORROWED; what names it in errors) with
+ * the decoders of folder sources (gray or RGB, 8 bits, alpha dropped). out->data points into
+ * *pixels, OWNED by the caller (free(); NULL on failure). Errors: H2T_ECORRUPT (neither PNG
+ * nor JPEG, or a broken or truncated image: names it), H2T_EUNSUPPORTED (CMYK, a size above
+ * 65535), H2T_ENOMEM. */
+int h2t_image_decode(const void *buf, size_t len, const char *what, h2t_image *out,
+                     uint8_t **pixels);
+
 /* ---- preprocessing ---- */
 typedef struct h2t_prep {
     uint32_t c, h, w; /* model input per sample */
@@ -265,6 +273,16 @@ int h2t_pool_stream(const h2t_pool_plan *p, void *state, const float *x, uint32_
 /* The same with a chosen kernel set (H2T_POOL_ISA_*), for tests. */
 int h2t_pool_stream_isa(const h2t_pool_plan *p, void *state, const float *x, uint32_t c0,
                         uint32_t c1, size_t off, size_t len, float *out, int isa);
+
+/* The pooling the extraction plans for tensor t of a model whose form is f (h2t_model_tensor_forms
+ * of the whole model), at target size `target`, class-token mode cls_mode (H2T_CLS_*, used for a
+ * token tensor whose token 0 is a class token, or every token tensor when cls_first): the one
+ * function behind every extraction's layer table, and what applies a head to new images with
+ * the extraction's pooling. dims[0..*n_dims) get the per-sample dims (batch axis removed, as
+ * h2t_layer_info.shape). Errors as h2t_pool_plan_form, the detail naming the tensor. */
+int h2t_layer_pool_plan(const h2t_tensor_info *t, const h2t_tensor_form *f, uint32_t target,
+                        int cls_mode, int cls_first, h2t_pool_plan *out, uint32_t dims[3],
+                        int *n_dims);
 
 /* ---- the layer rule ---- */
 /* 1 when the first layer rule ("default-v1": rank 2..4, not the graph input, not a pure op;

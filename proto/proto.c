@@ -14,6 +14,8 @@
 #include <string.h>
 
 _Static_assert((int)H2T_MSG_PREDICTION == (int)H2TDB__ENVELOPE__BODY_PREDICTION, "oneof numbers");
+_Static_assert((int)H2T_MSG_CLASSIFICATION == (int)H2TDB__ENVELOPE__BODY_CLASSIFICATION,
+               "oneof numbers");
 _Static_assert((int)H2T_MSG_ERROR == (int)H2TDB__ENVELOPE__BODY_ERROR, "oneof numbers");
 _Static_assert((int)H2T_MSG_JOB == (int)H2TDB__ENVELOPE__BODY_JOB, "oneof numbers");
 
@@ -588,6 +590,44 @@ static int enc_body(allocs *a, const h2t_msg *msg, H2tdb__Envelope *env)
         p->n_class_names = u->prediction.n_class_names;
         p->class_names = MUT(char *, u->prediction.class_names);
         p->accuracy = u->prediction.accuracy;
+        p->n_probs = u->prediction.n_probs;
+        p->probs = MUT(float, u->prediction.probs);
+        break;
+    }
+    case H2T_MSG_CLASSIFY: {
+        ONE(classify, H2tdb__ClassifyRequest, h2tdb__classify_request__init);
+        H2tdb__ClassifyRequest *p = env->classify;
+        const h2t_msg_classify_req *q = &u->classify;
+        p->job = q->job;
+        if (q->n_images) {
+            ProtobufCBinaryData *im = al_calloc(a, q->n_images, sizeof(*im));
+            if (!im)
+                return H2T_ENOMEM;
+            for (size_t i = 0; i < q->n_images; i++) {
+                im[i].data = MUT(uint8_t, q->images[i]);
+                im[i].len = q->image_lens[i];
+            }
+            p->n_images = q->n_images;
+            p->images = im;
+        }
+        p->n_names = q->n_names;
+        p->names = MUT(char *, q->names);
+        break;
+    }
+    case H2T_MSG_CLASSIFICATION: {
+        ONE(classification, H2tdb__Classification, h2tdb__classification__init);
+        H2tdb__Classification *p = env->classification;
+        const h2t_msg_classification *q = &u->classification;
+        p->job = q->job;
+        p->n_classes = q->n_classes;
+        p->n_class_names = q->n_class_names;
+        p->class_names = MUT(char *, q->class_names);
+        p->n_probs = q->n_probs;
+        p->probs = MUT(float, q->probs);
+        p->n_predicted = q->n_images;
+        p->predicted = MUT(uint32_t, q->predicted);
+        p->macs = q->macs;
+        p->macs_needed = q->macs_needed;
         break;
     }
     default:
@@ -970,6 +1010,44 @@ static int dec_body(allocs *a, const H2tdb__Envelope *env, h2t_msg *msg)
         u->prediction.n_class_names = p->n_class_names;
         u->prediction.class_names = (const char *const *)p->class_names;
         u->prediction.accuracy = p->accuracy;
+        u->prediction.n_probs = p->n_probs;
+        u->prediction.probs = p->probs;
+        break;
+    }
+    case H2TDB__ENVELOPE__BODY_CLASSIFY: {
+        const H2tdb__ClassifyRequest *p = env->classify;
+        h2t_msg_classify_req *q = &u->classify;
+        q->job = p->job;
+        if (p->n_images) {
+            const uint8_t **im = al_calloc(a, p->n_images, sizeof(*im));
+            size_t *lens = al_calloc(a, p->n_images, sizeof(*lens));
+            if (!im || !lens)
+                return H2T_ENOMEM;
+            for (size_t i = 0; i < p->n_images; i++) {
+                im[i] = p->images[i].data;
+                lens[i] = p->images[i].len;
+            }
+            q->images = im;
+            q->image_lens = lens;
+        }
+        q->n_images = p->n_images;
+        q->n_names = p->n_names;
+        q->names = (const char *const *)p->names;
+        break;
+    }
+    case H2TDB__ENVELOPE__BODY_CLASSIFICATION: {
+        const H2tdb__Classification *p = env->classification;
+        h2t_msg_classification *q = &u->classification;
+        q->job = p->job;
+        q->n_classes = p->n_classes;
+        q->n_class_names = p->n_class_names;
+        q->class_names = (const char *const *)p->class_names;
+        q->n_probs = p->n_probs;
+        q->probs = p->probs;
+        q->n_images = p->n_predicted;
+        q->predicted = p->predicted;
+        q->macs = p->macs;
+        q->macs_needed = p->macs_needed;
         break;
     }
     case H2TDB__ENVELOPE__BODY__NOT_SET:
@@ -1057,6 +1135,8 @@ const char *h2t_msg_type_name(int type)
         [H2T_MSG_RESULT] = "result",
         [H2T_MSG_PREDICT] = "predict",
         [H2T_MSG_PREDICTION] = "prediction",
+        [H2T_MSG_CLASSIFY] = "classify",
+        [H2T_MSG_CLASSIFICATION] = "classification",
     };
     if (type <= 0 || type >= H2T_MSG_MAX || !names[type])
         return "unknown";

@@ -88,7 +88,9 @@ enum {
     H2T_MSG_RESULT = 29,
     H2T_MSG_PREDICT = 30,
     H2T_MSG_PREDICTION = 31,
-    H2T_MSG_MAX = 32
+    H2T_MSG_CLASSIFY = 32,
+    H2T_MSG_CLASSIFICATION = 33,
+    H2T_MSG_MAX = 34
 };
 
 typedef struct h2t_msg_error {
@@ -281,7 +283,32 @@ typedef struct h2t_msg_prediction {
     size_t n_class_names;
     const char *const *class_names;
     double accuracy;
+    size_t n_probs; /* n_samples x n_class_names, or 0 */
+    const float *probs;
 } h2t_msg_prediction;
+
+/* A head applied to encoded images (PNG / JPEG bytes); names (n_names == 0 or n_images) name
+ * them in errors. */
+typedef struct h2t_msg_classify_req {
+    uint64_t job;
+    size_t n_images;
+    const uint8_t *const *images;
+    const size_t *image_lens;
+    size_t n_names;
+    const char *const *names;
+} h2t_msg_classify_req;
+
+typedef struct h2t_msg_classification {
+    uint64_t job;
+    uint32_t n_classes;
+    size_t n_class_names;
+    const char *const *class_names;
+    size_t n_probs; /* n_images x n_classes */
+    const float *probs;
+    size_t n_images; /* entries of predicted */
+    const uint32_t *predicted;
+    double macs, macs_needed;
+} h2t_msg_classification;
 
 typedef struct h2t_msg {
     uint64_t id; /* request id, echoed by every reply */
@@ -309,6 +336,8 @@ typedef struct h2t_msg {
         h2t_msg_result result;
         h2t_msg_predict_req predict;
         h2t_msg_prediction prediction;
+        h2t_msg_classify_req classify;
+        h2t_msg_classification classification;
     } u;
     void *owned_; /* decode only: what h2t_msg_free releases */
 } h2t_msg;

@@ -851,7 +851,7 @@ static int h_predict(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *
     h2t_source *src = NULL;
     uint32_t *ids = NULL, *pred = NULL, *labels = NULL;
     uint32_t n = 0;
-    float *x = NULL;
+    float *x = NULL, *probs = NULL;
     int rc = load_result(srv, q->job, &j, &r, &blob, &blob_len);
     if (rc < 0)
         return rc;
@@ -888,7 +888,8 @@ static int h_predict(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *
     x = malloc((size_t)n * D * sizeof(float));
     pred = calloc(n, sizeof(*pred));
     labels = malloc(n * sizeof(*labels));
-    if (!x || !pred || !labels) {
+    probs = malloc((size_t)n * r->n_classes * sizeof(*probs));
+    if (!x || !pred || !labels || !probs) {
         rc = h2t_err_set(H2T_ENOMEM, "predict");
         goto out;
     }
@@ -898,7 +899,7 @@ static int h_predict(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *
             goto out;
         off += r->layer_dims[l];
     }
-    if ((rc = h2t_result_predict(r, x, n, pred)) < 0)
+    if ((rc = h2t_result_proba(r, x, n, pred, probs)) < 0)
         goto out;
     /* the task's label of each sample, when the task lists it */
     uint32_t labelled = 0, correct = 0;
@@ -927,8 +928,11 @@ static int h_predict(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *
     p->n_class_names = task->n_classes;
     p->class_names = (const char *const *)task->class_names;
     p->accuracy = labelled ? (double)correct / labelled : 0;
+    p->n_probs = (size_t)n * r->n_classes;
+    p->probs = probs;
     rc = reply(&m, frame, len);
 out:
+    free(probs);
     free(x);
     free(ids);
     free(pred);

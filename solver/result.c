@@ -45,48 +45,80 @@ void h2t_result_destroy(h2t_result *r)
     free(r);
 }
 
-int h2t_result_predict(const h2t_result *r, const float *x, uint32_t n, uint32_t *pred)
+/* Logits (double) of one raw sample xi (D floats over the result's layers): the kept columns of
+ * each layer L2-normalised over that subset (a zero subset stays zero), then W x + b. xs holds
+ * n_kept floats of scratch. */
+static void head_logits(const h2t_result *r, const float *xi, float *xs, double *z)
 {
-    if (!r || (!x && n) || (!pred && n))
+    uint64_t off = 0;
+    uint32_t c = 0;
+    for (uint32_t l = 0; l < r->n_layers; l++) {
+        uint32_t c0 = c;
+        double s = 0;
+        for (uint32_t q = 0; q < r->layer_kept[l]; q++, c++) {
+            xs[c] = xi[off + r->features[c].index];
+            s += (double)xs[c] * xs[c];
+        }
+        if (s > 0)
+            for (uint32_t q = c0; q < c; q++)
+                xs[q] = (float)(xs[q] / sqrt(s));
+        off += r->layer_dims[l];
+    }
+    for (uint32_t k = 0; k < r->n_classes; k++) {
+        double v = r->bias[k];
+        const float *w = r->weights + (size_t)k * r->n_kept;
+        for (uint32_t q = 0; q < r->n_kept; q++)
+            v += (double)w[q] * xs[q];
+        z[k] = v;
+    }
+}
+
+static int head_apply(const h2t_result *r, const float *x, uint32_t n, uint32_t *pred, float *prob)
+{
+    if (!r || (!x && n) || (!pred && !prob && n))
         return h2t_err_set(H2T_EINVAL, "predict: no result, input or output");
     uint64_t D = 0;
     for (uint32_t l = 0; l < r->n_layers; l++)
         D += r->layer_dims[l];
     float *xs = malloc((size_t)r->n_kept * sizeof(float) + 1);
-    if (!xs)
+    double *z = malloc((size_t)r->n_classes * sizeof(double) + 1);
+    if (!xs || !z) {
+        free(xs);
+        free(z);
         return h2t_err_set(H2T_ENOMEM, "predict buffer");
+    }
     for (uint32_t i = 0; i < n; i++) {
-        const float *xi = x + (size_t)i * D;
-        uint64_t off = 0;
-        uint32_t c = 0;
-        for (uint32_t l = 0; l < r->n_layers; l++) {
-            uint32_t c0 = c;
-            double s = 0;
-            for (uint32_t q = 0; q < r->layer_kept[l]; q++, c++) {
-                xs[c] = xi[off + r->features[c].index];
-                s += (double)xs[c] * xs[c];
-            }
-            if (s > 0)
-                for (uint32_t q = c0; q < c; q++)
-                    xs[q] = (float)(xs[q] / sqrt(s));
-            off += r->layer_dims[l];
-        }
+        head_logits(r, x + (size_t)i * D, xs, z);
         uint32_t best = 0;
         double bz = -INFINITY;
-        for (uint32_t k = 0; k < r->n_classes; k++) {
-            double z = r->bias[k];
-            const float *w = r->weights + (size_t)k * r->n_kept;
-            for (uint32_t q = 0; q < r->n_kept; q++)
-                z += (double)w[q] * xs[q];
-            if (z > bz) {
-                bz = z;
+        for (uint32_t k = 0; k < r->n_classes; k++)
+            if (z[k] > bz) {
+                bz = z[k];
                 best = k;
             }
+        if (pred)
+            pred[i] = best;
+        if (prob) {
+            double sum = 0;
+            for (uint32_t k = 0; k < r->n_classes; k++)
+                sum += exp(z[k] - bz);
+            for (uint32_t k = 0; k < r->n_classes; k++)
+                prob[(size_t)i * r->n_classes + k] = (float)(exp(z[k] - bz) / sum);
         }
-        pred[i] = best;
     }
     free(xs);
+    free(z);
     return 0;
+}
+
+int h2t_result_predict(const h2t_result *r, const float *x, uint32_t n, uint32_t *pred)
+{
+    return head_apply(r, x, n, pred, NULL);
+}
+
+int h2t_result_proba(const h2t_result *r, const float *x, uint32_t n, uint32_t *pred, float *prob)
+{
+    return head_apply(r, x, n, pred, prob);
 }
 
 /* ---- blob writer ---- */

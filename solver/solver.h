@@ -213,6 +213,11 @@ int h2t_solver_run_normalised(const h2t_dataset *d, const h2t_train_spec *spec,
  * (layer_dims order, the same concatenation the head was trained on). pred OWNED by caller,
  * n entries. Errors: H2T_EINVAL. */
 int h2t_result_predict(const h2t_result *r, const float *x, uint32_t n, uint32_t *pred);
+/* As h2t_result_predict, with the class probabilities too: prob (n x n_classes, row-major,
+ * caller-OWNED; may be NULL, and so may pred) gets softmax(W x + b) computed in double. The
+ * same normalisation and arithmetic as h2t_result_predict, so pred is the arg max of prob's
+ * row (the first on ties). Errors: H2T_EINVAL, H2T_ENOMEM. */
+int h2t_result_proba(const h2t_result *r, const float *x, uint32_t n, uint32_t *pred, float *prob);
 
 /* ---- single fits (exposed for tests, benchmarks and the conformance check) ---- */
 

@@ -1,0 +1,362 @@
+/* A finished job's head on new images (classify/classify.h, h2tdb classify) on
+ * tests/data/extract_tiny.onnx: the probabilities of images the store holds equal those of the
+ * stored features through the solver's head (what h2tdb predict computes) for linear, all and
+ * head2toe heads; only the needed part of the backbone runs; the bad inputs fail with the input
+ * named and nothing written. */
+#include "classify/classify.h"
+#include "common/err.h"
+#include "proto/proto.h"
+#include "solver/solver.h"
+#include "tests/test.h"
+
+#include <png.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define N_IMG 12
+
+static uint32_t lcg(uint32_t *s)
+{
+    *s = *s * 1664525u + 1013904223u;
+    return *s >> 8;
+}
+
+/* Gray 10 x 12 PNG number i (resized to the model's 8 x 8 by the preprocessing). */
+static void write_png(const char *path, uint32_t i)
+{
+    uint8_t px[120];
+    uint32_t s = 99 + i;
+    for (int k = 0; k < 120; k++)
+        px[k] = (uint8_t)((lcg(&s) & 127) + (i % 3) * 60);
+    png_image im;
+    memset(&im, 0, sizeof im);
+    im.version = PNG_IMAGE_VERSION;
+    im.width = 12;
+    im.height = 10;
+    im.format = PNG_FORMAT_GRAY;
+    ASSERT(png_image_write_to_file(&im, path, 0, px, 0, NULL));
+}
+
+static const char *img_path(uint32_t i, char *buf, size_t n)
+{
+    snprintf(buf, n, "imgs/c%u/%02u.png", i % 3, i);
+    return buf;
+}
+
+/* Images in three class folders, extracted with T = 8 into store "st" (conv 8, relu 8, gap 2,
+ * fc 3 features); a task over it (train: samples 0..7, test: 8..11). Returns the extraction. */
+static uint32_t build_store(void)
+{
+    ASSERT_EQ(mkdir("imgs", 0755), 0);
+    char p[64];
+    for (int c = 0; c < 3; c++) {
+        snprintf(p, sizeof p, "imgs/c%d", c);
+        ASSERT_EQ(mkdir(p, 0755), 0);
+    }
+    for (uint32_t i = 0; i < N_IMG; i++)
+        write_png(img_path(i, p, sizeof p), i);
+    h2t_extract_opts o;
+    h2t_extract_opts_init(&o);
+    o.model_path = test_src_path("tests/data/extract_tiny.onnx");
+    o.data_spec = "folder:imgs";
+    o.target_size = 8;
+    o.batch = 4;
+    h2t_extract_plan *plan;
+    ASSERT_OK(h2t_extract_plan_create(&o, &plan));
+    h2t_store *st;
+    ASSERT_OK(h2t_store_open("st", H2T_STORE_CREATE | H2T_STORE_NOSYNC, &st));
+    h2t_extract_result r;
+    ASSERT_OK(h2t_extract_plan_run(plan, st, &r));
+    h2t_extract_plan_destroy(plan);
+    h2t_source *src;
+    ASSERT_OK(h2t_store_source_get(st, r.source, &src));
+    h2t_task t = {.extraction = r.extraction, .n_classes = src->n_classes};
+    snprintf(t.name, sizeof t.name, "t");
+    t.class_names = src->class_names;
+    uint32_t train[8], test[4], ltrain[8], ltest[4];
+    for (uint32_t i = 0; i < N_IMG; i++) {
+        if (i < 8) {
+            train[i] = i;
+            ltrain[i] = src->labels[i];
+        } else {
+            test[i - 8] = i;
+            ltest[i - 8] = src->labels[i];
+        }
+    }
+    t.n_train = 8;
+    t.train = train;
+    t.train_labels = ltrain;
+    t.n_test = 4;
+    t.test = test;
+    t.test_labels = ltest;
+    ASSERT_OK(h2t_store_task_put(st, &t, 0));
+    h2t_source_destroy(src);
+    h2t_store_close(st);
+    return r.extraction;
+}
+
+/* A job of `method` on task t: solved, stored DONE with its result (as the server does). With
+ * rename_layer, the head's first layer is renamed (a head for another model). */
+static uint64_t add_job(uint32_t method, int finish, int rename_layer)
+{
+    h2t_store *st;
+    ASSERT_OK(h2t_store_open("st", H2T_STORE_NOSYNC, &st));
+    h2t_task *task;
+    ASSERT_OK(h2t_store_task_get(st, "t", &task));
+    h2t_msg m = {.type = H2T_MSG_TRAIN};
+    m.u.train.task = "t";
+    h2t_train_spec_default(&m.u.train.spec, method);
+    m.u.train.spec.folds = 2;
+    m.u.train.spec.n_lambdas = 1;
+    m.u.train.spec.lambdas[0] = 1e-3;
+    if (method == H2T_METHOD_HEAD2TOE) {
+        m.u.train.spec.n_keeps = 1;
+        m.u.train.spec.keeps[0] = 0.4;
+    }
+    uint8_t *frame;
+    size_t len;
+    ASSERT_OK(h2t_proto_encode(&m, &frame, &len));
+    uint64_t id;
+    ASSERT_OK(h2t_store_job_create(st, frame + 4, len - 4, &id));
+    free(frame);
+    if (finish) {
+        h2t_result *r = NULL;
+        ASSERT_OK(h2t_solver_run(st, task, &m.u.train.spec, NULL, NULL, NULL, &r));
+        if (rename_layer) {
+            free(r->layer_names[0]);
+            r->layer_names[0] = strdup("other_model_layer");
+        }
+        void *blob;
+        size_t blen;
+        ASSERT_OK(h2t_result_encode(r, &blob, &blen));
+        ASSERT_OK(h2t_store_job_finish(st, id, H2T_JOB_DONE, NULL, blob, blen));
+        free(blob);
+        h2t_result_destroy(r);
+    }
+    h2t_task_destroy(task);
+    h2t_store_close(st);
+    return id;
+}
+
+/* The probabilities predict computes for sample i: the stored features through the head. */
+static void stored_proba(h2t_store *st, uint32_t ext, const h2t_result *r, uint32_t i, float *prob)
+{
+    uint64_t D = 0;
+    for (uint32_t l = 0; l < r->n_layers; l++)
+        D += r->layer_dims[l];
+    float *x = calloc(D, sizeof(float));
+    uint64_t off = 0;
+    for (uint32_t l = 0; l < r->n_layers; l++) {
+        ASSERT_OK(h2t_store_layer_read(st, ext, r->layer_ids[l], &i, 0, 1, x + off, D));
+        off += r->layer_dims[l];
+    }
+    ASSERT_OK(h2t_result_proba(r, x, 1, NULL, prob));
+    free(x);
+}
+
+static h2t_classifier *open_job(uint64_t job, const char *model, int *rc)
+{
+    h2t_store *st;
+    ASSERT_OK(h2t_store_open("st", H2T_STORE_RDONLY, &st));
+    h2t_classifier_opts o;
+    h2t_classifier_opts_init(&o);
+    o.model_path = model ? model : test_src_path("tests/data/extract_tiny.onnx");
+    h2t_classifier *c = NULL;
+    *rc = h2t_classifier_open(st, job, &o, &c);
+    h2t_store_close(st);
+    return c;
+}
+
+static void read_file(const char *path, uint8_t **buf, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    ASSERT(f);
+    *buf = malloc(1 << 16);
+    *len = fread(*buf, 1, 1 << 16, f);
+    fclose(f);
+}
+
+TEST_TIMEOUT(classify_equals_predict_every_method, 120)
+{
+    uint32_t ext = build_store();
+    const uint32_t methods[3] = {H2T_METHOD_LINEAR, H2T_METHOD_ALL, H2T_METHOD_HEAD2TOE};
+    for (int mi = 0; mi < 3; mi++) {
+        uint64_t job = add_job(methods[mi], 1, 0);
+        int rc;
+        h2t_classifier *c = open_job(job, NULL, &rc);
+        ASSERT_OK(rc);
+        const h2t_classifier_info *ci = h2t_classifier_info_get(c);
+        ASSERT_EQ(ci->n_classes, 3);
+        ASSERT_STREQ(ci->class_names[2], "c2");
+        /* the tiny model's MACs: conv 2 x 64, fc 2 x 3 */
+        ASSERT(fabs(ci->macs - 134) < 1e-9);
+        if (methods[mi] == H2T_METHOD_LINEAR) /* the gap layer: the fc product never runs */
+            ASSERT(fabs(ci->macs_needed - 128) < 1e-9);
+        if (methods[mi] == H2T_METHOD_ALL)
+            ASSERT(fabs(ci->macs_needed - 134) < 1e-9);
+        ASSERT(ci->macs_needed <= ci->macs);
+        h2t_store *st;
+        ASSERT_OK(h2t_store_open("st", H2T_STORE_RDONLY, &st));
+        void *blob;
+        size_t blen;
+        h2t_result *r;
+        ASSERT_OK(h2t_store_result_get(st, job, &blob, &blen));
+        ASSERT_OK(h2t_result_decode(blob, blen, &r));
+        free(blob);
+        double worst = 0;
+        for (uint32_t i = 0; i < N_IMG; i++) {
+            char p[64];
+            uint8_t *buf;
+            size_t len;
+            read_file(img_path(i, p, sizeof p), &buf, &len);
+            float got[3], want[3];
+            ASSERT_OK(h2t_classifier_run_encoded(c, buf, len, p, got));
+            free(buf);
+            /* the folder source's order: class folders, then file names */
+            stored_proba(st, ext, r, (i % 3) * (N_IMG / 3) + i / 3, want);
+            for (int k = 0; k < 3; k++) {
+                double d = fabs((double)got[k] - want[k]);
+                worst = d > worst ? d : worst;
+            }
+        }
+        if (worst > 1e-5)
+            TEST_FAILF("method %u: classify and predict differ by %g", methods[mi], worst);
+        h2t_result_destroy(r);
+        h2t_store_close(st);
+        h2t_classifier_close(c);
+    }
+}
+
+/* Any size the preprocessing can resize is taken; a float tensor of another shape, an image
+ * that does not decode, more pixels than the limit are refused naming the image. */
+TEST(classify_bad_images_named)
+{
+    build_store();
+    uint64_t job = add_job(H2T_METHOD_ALL, 1, 0);
+    int rc;
+    h2t_classifier *c = open_job(job, NULL, &rc);
+    ASSERT_OK(rc);
+    float prob[3];
+    ASSERT_EQ(h2t_classifier_run_encoded(c, "GIF89a....", 10, "cat.gif", prob), H2T_ECORRUPT);
+    ASSERT_CONTAINS(h2t_err_detail(), "cat.gif");
+    uint8_t png[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'}; /* a header and nothing */
+    ASSERT_EQ(h2t_classifier_run_encoded(c, png, sizeof png, "cut.png", prob), H2T_ECORRUPT);
+    ASSERT_CONTAINS(h2t_err_detail(), "cut.png");
+    float t[16] = {0};
+    h2t_image img = {.pixel = H2T_PIX_F32, .c = 1, .h = 4, .w = 4, .data = t};
+    ASSERT_EQ(h2t_classifier_run(c, &img, "tensor 7", prob), H2T_ESHAPE);
+    ASSERT_CONTAINS(h2t_err_detail(), "tensor 7");
+    uint8_t px[3 * 40 * 50];
+    memset(px, 100, sizeof px);
+    h2t_image big = {.pixel = H2T_PIX_U8, .c = 3, .h = 40, .w = 50, .data = px};
+    ASSERT_OK(h2t_classifier_run(c, &big, "rgb 50x40", prob)); /* RGB, another size: resized */
+    ASSERT(fabs(prob[0] + prob[1] + prob[2] - 1) < 1e-6);
+    h2t_classifier_close(c);
+    h2t_store *st;
+    ASSERT_OK(h2t_store_open("st", H2T_STORE_RDONLY, &st));
+    h2t_classifier_opts o;
+    h2t_classifier_opts_init(&o);
+    o.model_path = test_src_path("tests/data/extract_tiny.onnx");
+    o.max_pixels = 1000;
+    ASSERT_OK(h2t_classifier_open(st, job, &o, &c));
+    h2t_store_close(st);
+    ASSERT_EQ(h2t_classifier_run(c, &big, "rgb 50x40", prob), H2T_ETOOBIG);
+    ASSERT_CONTAINS(h2t_err_detail(), "rgb 50x40");
+    h2t_classifier_close(c);
+}
+
+/* An unfinished job, a model file that is not the extraction's, a head whose layers are not
+ * the extraction's: refused with the input named. */
+TEST(classify_bad_job_model_head)
+{
+    build_store();
+    uint64_t queued = add_job(H2T_METHOD_LINEAR, 0, 0);
+    uint64_t other = add_job(H2T_METHOD_LINEAR, 1, 1);
+    uint64_t good = add_job(H2T_METHOD_LINEAR, 1, 0);
+    int rc;
+    ASSERT(open_job(queued, NULL, &rc) == NULL);
+    ASSERT_EQ(rc, H2T_ESTATE);
+    ASSERT_CONTAINS(h2t_err_detail(), "not finished");
+    ASSERT(open_job(99, NULL, &rc) == NULL);
+    ASSERT_EQ(rc, H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "job 99");
+    ASSERT(open_job(other, NULL, &rc) == NULL);
+    ASSERT_EQ(rc, H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "another model");
+    const char *affine = test_src_path("tests/data/extract_affine.onnx");
+    ASSERT(open_job(good, affine, &rc) == NULL);
+    ASSERT_EQ(rc, H2T_ESTATE);
+    ASSERT_CONTAINS(h2t_err_detail(), "extract_affine.onnx");
+    ASSERT_CONTAINS(h2t_err_detail(), "changed");
+    ASSERT(open_job(good, "no/such.onnx", &rc) == NULL);
+    ASSERT_EQ(rc, H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "no/such.onnx");
+}
+
+static int run_cli(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int run_cli(char *out, size_t n, const char *fmt, ...)
+{
+    char args[1024], cmd[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof(args), fmt, ap);
+    va_end(ap);
+    const char *bin = getenv("H2T_BIN");
+    ASSERT(bin != NULL);
+    snprintf(cmd, sizeof(cmd), "%s %s", bin, args);
+    FILE *p = popen(cmd, "r");
+    ASSERT(p);
+    size_t got = fread(out, 1, n - 1, p);
+    out[got] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The command: files and folders, --json with every probability, the top K, the compute
+ * report; a bad file fails naming it; the store's files are not touched. */
+TEST_TIMEOUT(classify_cli, 120)
+{
+    build_store();
+    uint64_t job = add_job(H2T_METHOD_HEAD2TOE, 1, 0);
+    const char *model = test_src_path("tests/data/extract_tiny.onnx");
+    struct stat before, after;
+    ASSERT_EQ(stat("st/data.mdb", &before), 0);
+    char out[16384];
+    ASSERT_EQ(run_cli(out, sizeof out,
+                      "classify --store st --job %llu --model %s imgs/c1/01.png imgs/c2 --top 2 "
+                      "2>&1",
+                      (unsigned long long)job, model),
+              0);
+    ASSERT_CONTAINS(out, "MMACs per image");
+    ASSERT_CONTAINS(out, "imgs/c1/01.png\tc");
+    ASSERT_CONTAINS(out, "imgs/c2/11.png\tc");
+    ASSERT_EQ(run_cli(out, sizeof out, "classify --store st --job %llu --model %s --json imgs",
+                      (unsigned long long)job, model),
+              0);
+    ASSERT_CONTAINS(out, "\"compute_fraction\": ");
+    ASSERT_CONTAINS(out, "\"input\": \"imgs/c0/09.png\"");
+    ASSERT_CONTAINS(out, "\"probs\": [");
+    ASSERT_EQ(run_cli(out, sizeof out,
+                      "classify --store st --job %llu --model %s --data "
+                      "folder:imgs --json",
+                      (unsigned long long)job, model),
+              0);
+    ASSERT_CONTAINS(out, "\"input\": \"sample 11\"");
+    FILE *f = fopen("bad.png", "wb");
+    fputs("not an image", f);
+    fclose(f);
+    ASSERT_EQ(run_cli(out, sizeof out, "classify --store st --job %llu --model %s bad.png 2>&1",
+                      (unsigned long long)job, model),
+              1);
+    ASSERT_CONTAINS(out, "bad.png");
+    ASSERT_EQ(run_cli(out, sizeof out, "classify --store st --job %llu imgs 2>&1",
+                      (unsigned long long)job),
+              1);
+    ASSERT_CONTAINS(out, "models/extract_tiny.onnx");
+    ASSERT_EQ(run_cli(out, sizeof out, "classify --store st imgs 2>&1"), 2);
+    ASSERT_EQ(stat("st/data.mdb", &after), 0);
+    ASSERT_EQ(before.st_size, after.st_size);
+    ASSERT_EQ(before.st_mtime, after.st_mtime);
+}
