@@ -15,14 +15,19 @@ static const char serve_usage[] =
     "usage: h2tdb serve --store DIR [--listen ADDR] [--token-file F] [--workers N]\n"
     "                   [--port-file F] [--max-conns N] [--max-frame BYTES]\n"
     "                   [--idle-timeout S] [--insecure-bind] [--job-priority P]\n"
-    "                   [--design-cache-mb N] [--spin-us N] [--max-selection N]\n\n"
+    "                   [--design-cache-mb N] [--spin-us N] [--max-selection N]\n"
+    "                   [--models DIR] [--classify-max-images N] [--classify-max-bytes N]\n\n"
     "Serve the store over TCP (default 127.0.0.1:7433; port 0 picks a free port, written\n"
     "to --port-file). With --token-file every client must present the file's token\n"
     "(h2tdb COMMAND --token-file F, or $H2T_TOKEN_FILE). Listening on a non-loopback\n"
     "address needs a token, or --insecure-bind. Jobs are kept in the store: queued and\n"
     "interrupted jobs run again after a restart. SIGINT/SIGTERM stop gracefully.\n"
     "  --max-selection N  sample ids one selection (a task's list, predict's samples)\n"
-    "                 may expand to (default 16777216, 1..1073741824)\n\n"
+    "                 may expand to (default 16777216, 1..1073741824)\n"
+    "  --models DIR   where classify requests find the extractions' ONNX files, by their\n"
+    "                 stored names (default models)\n"
+    "  --classify-max-images N, --classify-max-bytes N  images and bytes of encoded images\n"
+    "                 one classify request may carry (default 64 and 8388608)\n\n"
     "Trade-offs between requests and train jobs:\n"
     "  --job-priority idle|low|normal  jobs run under SCHED_IDLE at nice 10 (idle, the\n"
     "                 default: requests first, jobs get what is left), at nice 10 (low), or\n"
@@ -92,6 +97,14 @@ int h2t_cmd_serve(int argc, char **argv)
                     cfg.max_selection = (uint32_t)v;
                 }
             }
+        } else if (h2t_cli_is(&cli, "--models")) {
+            cfg.models_dir = h2t_cli_value(&cli);
+        } else if (h2t_cli_is(&cli, "--classify-max-images")) {
+            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
+                cfg.classify_max_images = (uint32_t)(v > 1000000 ? 1000000 : v);
+        } else if (h2t_cli_is(&cli, "--classify-max-bytes")) {
+            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
+                cfg.classify_max_bytes = v;
         } else if (h2t_cli_is(&cli, "--spin-us")) {
             if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
                 cfg.spin_us = (uint32_t)(v > 100000 ? 100000 : v);

@@ -300,3 +300,16 @@ int h2t_client_fd(const h2t_client *c)
 {
     return c->fd;
 }
+
+int h2t_client_classify(h2t_client *c, uint64_t job, const uint8_t *const *images,
+                        const size_t *lens, const char *const *names, size_t n, h2t_msg *resp)
+{
+    h2t_msg req = {.type = H2T_MSG_CLASSIFY};
+    req.u.classify.job = job;
+    req.u.classify.n_images = n;
+    req.u.classify.images = images;
+    req.u.classify.image_lens = lens;
+    req.u.classify.n_names = names ? n : 0;
+    req.u.classify.names = names;
+    return h2t_client_call(c, &req, H2T_MSG_CLASSIFICATION, resp);
+}

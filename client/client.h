@@ -62,4 +62,14 @@ int h2t_client_fd(const h2t_client *c);
 typedef void (*h2t_client_job_cb)(void *ud, const h2t_msg_job *job);
 int h2t_client_watch(h2t_client *c, uint64_t job, h2t_client_job_cb cb, void *ud, h2t_msg *final);
 
+/* Classify n encoded images (the bytes of PNG or JPEG files; images[i] of lens[i] bytes,
+ * BORROWED) with finished job `job`'s head on the server: the server runs the part of the
+ * backbone the head needs and answers n x classes probabilities in
+ * resp->u.classification (OWNED: h2t_msg_free). names (NULL or n strings) name the images in
+ * the server's errors. Errors as h2t_client_call; the server's H2T_ETOOBIG names the cap a
+ * request went over (images or bytes), H2T_ECORRUPT an image that does not decode,
+ * H2T_ESTATE a job that is not finished or a model file that changed. */
+int h2t_client_classify(h2t_client *c, uint64_t job, const uint8_t *const *images,
+                        const size_t *lens, const char *const *names, size_t n, h2t_msg *resp);
+
 #endif

@@ -965,6 +965,7 @@ static const srv_route routes[H2T_MSG_MAX] = {
     [H2T_MSG_LIST_JOBS] = {"list_jobs", h_list_jobs, 1},
     [H2T_MSG_GET_RESULT] = {"get_result", h_get_result, 1},
     [H2T_MSG_PREDICT] = {"predict", h_predict, 1},
+    [H2T_MSG_CLASSIFY] = {"classify", h2t_srv_classify, 1},
 };
 
 const srv_route *h2t_srv_route(int type)

@@ -52,6 +52,8 @@ typedef struct srv_watch {
     struct srv_watch *next;
 } srv_watch;
 
+typedef struct srv_cls_cache srv_cls_cache;
+
 struct h2t_srv {
     h2t_srv_config cfg;
     char listen_buf[256];
@@ -62,6 +64,7 @@ struct h2t_srv {
     h2t_srv_runner_fn runner;
     void *runner_ud;
     h2t_design_cache *design; /* shared by the default runner's jobs */
+    srv_cls_cache *cls;       /* classifiers kept for classify requests (classify.c) */
 
     uv_loop_t loop;
     uv_tcp_t listener;
@@ -129,6 +132,13 @@ void h2t_srv_stats_cache_free(h2t_srv *srv);
  * j and live; out->spec points into spec_msg (decode it with h2t_srv_job_spec; free after). */
 void h2t_srv_job_msg(h2t_srv *srv, const h2t_job *j, h2t_msg_job *out, h2t_msg *spec_msg,
                      char *stage_buf, size_t stage_len);
+
+/* ---- classify.c ---- */
+/* The classifier cache (at most cap kept). Errors: H2T_ENOMEM. */
+int h2t_srv_cls_cache_create(uint32_t cap, srv_cls_cache **out);
+void h2t_srv_cls_cache_destroy(srv_cls_cache *k); /* NULL is a no-op */
+/* The classify request's handler (thread pool). */
+int h2t_srv_classify(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len);
 
 /* ---- jobs.c ---- */
 int h2t_srv_jobs_start(h2t_srv *srv); /* recover stored jobs, start workers */

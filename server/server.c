@@ -672,6 +672,10 @@ void h2t_srv_config_default(h2t_srv_config *cfg)
     cfg->spin_us = 50;
     cfg->design_cache_bytes = (uint64_t)1 << 30;
     cfg->max_selection = H2T_SRV_SEL_MAX_DEFAULT;
+    cfg->models_dir = "models";
+    cfg->classify_max_images = 64;
+    cfg->classify_max_bytes = (uint64_t)8 << 20;
+    cfg->classify_cache = 4;
 }
 
 static int parse_listen(const char *s, struct sockaddr_storage *ss, int *loopback)
@@ -780,6 +784,11 @@ int h2t_srv_create(const h2t_srv_config *cfg, h2t_store *st, h2t_srv **out)
         free(srv);
         return rc;
     }
+    if ((rc = h2t_srv_cls_cache_create(cfg->classify_cache, &srv->cls)) < 0) {
+        h2t_design_cache_destroy(srv->design);
+        free(srv);
+        return rc;
+    }
     if (!cfg->runner)
         srv->runner_ud = srv->design;
     srv->started_ms = h2t_wall_ms();
@@ -846,6 +855,7 @@ fail:
     h2t_srv_jobs_stop(srv);
     loop_teardown(srv);
     h2t_design_cache_destroy(srv->design);
+    h2t_srv_cls_cache_destroy(srv->cls);
     pthread_mutex_destroy(&srv->mu);
     pthread_cond_destroy(&srv->cv);
     free(srv);
@@ -897,6 +907,7 @@ void h2t_srv_destroy(h2t_srv *srv)
     free(srv->batch);
     h2t_srv_stats_cache_free(srv);
     h2t_design_cache_destroy(srv->design);
+    h2t_srv_cls_cache_destroy(srv->cls);
     pthread_mutex_destroy(&srv->mu);
     pthread_cond_destroy(&srv->cv);
     free(srv);

@@ -114,6 +114,14 @@ typedef struct h2t_srv_config {
     uint64_t design_cache_bytes; /* design matrices kept for later jobs when no job uses them
                                     (solver.h h2t_design_cache; default 1 GiB; 0 = freed when
                                     the last job using one ends) */
+    /* classify requests (server/classify.c): the directory holding the extractions' ONNX
+     * files by their stored names (default "models"), at most classify_max_images images
+     * (default 64) and classify_max_bytes bytes of encoded images (default 8 MiB) per request,
+     * and classify_cache classifiers kept for the next request (default 4; 0 = none kept) */
+    const char *models_dir;
+    uint32_t classify_max_images;
+    uint32_t classify_cache;
+    uint64_t classify_max_bytes;
 } h2t_srv_config;
 
 typedef struct h2t_srv h2t_srv;

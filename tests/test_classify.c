@@ -4,9 +4,11 @@
  * head2toe heads; only the needed part of the backbone runs; the bad inputs fail with the input
  * named and nothing written. */
 #include "classify/classify.h"
+#include "client/client.h"
 #include "common/err.h"
 #include "proto/proto.h"
 #include "solver/solver.h"
+#include "tests/srv_thread.h"
 #include "tests/test.h"
 
 #include <png.h>
@@ -97,7 +99,8 @@ static uint32_t build_store(void)
     return r.extraction;
 }
 
-/* A job of `method` on task t: solved, stored DONE with its result (as the server does). With
+/* A job of `method` on task t: with finish 1 solved and stored DONE with its result (as the
+ * server does), 0 left queued, -1 stored FAILED. With
  * rename_layer, the head's first layer is renamed (a head for another model). */
 static uint64_t add_job(uint32_t method, int finish, int rename_layer)
 {
@@ -121,7 +124,9 @@ static uint64_t add_job(uint32_t method, int finish, int rename_layer)
     uint64_t id;
     ASSERT_OK(h2t_store_job_create(st, frame + 4, len - 4, &id));
     free(frame);
-    if (finish) {
+    if (finish < 0)
+        ASSERT_OK(h2t_store_job_finish(st, id, H2T_JOB_FAILED, "stopped on purpose", NULL, 0));
+    if (finish > 0) {
         h2t_result *r = NULL;
         ASSERT_OK(h2t_solver_run(st, task, &m.u.train.spec, NULL, NULL, NULL, &r));
         if (rename_layer) {
@@ -359,4 +364,82 @@ TEST_TIMEOUT(classify_cli, 120)
     ASSERT_EQ(stat("st/data.mdb", &after), 0);
     ASSERT_EQ(before.st_size, after.st_size);
     ASSERT_EQ(before.st_mtime, after.st_mtime);
+}
+
+/* The classify request: the probabilities of the store-direct classifier, the classifier kept
+ * for the next request, the caps on images and bytes named, a bad image named, the command's
+ * --server path. */
+TEST_TIMEOUT(classify_service, 120)
+{
+    build_store();
+    uint64_t job = add_job(H2T_METHOD_ALL, 1, 0);
+    /* (before the server: one store handle per process; failed: the server runs queued jobs) */
+    uint64_t failed = add_job(H2T_METHOD_LINEAR, -1, 0);
+    int rc;
+    h2t_classifier *local = open_job(job, NULL, &rc);
+    ASSERT_OK(rc);
+    test_srv t = {0};
+    ASSERT_OK(h2t_store_open("st", H2T_STORE_NOSYNC, &t.st));
+    h2t_srv_config cfg;
+    h2t_srv_config_default(&cfg);
+    cfg.models_dir = test_src_path("tests/data");
+    cfg.classify_max_images = 4;
+    cfg.classify_max_bytes = 4096;
+    test_srv_start(&t, &cfg);
+    h2t_client *c = NULL;
+    ASSERT_OK(h2t_client_connect(t.addr, NULL, 20000, &c));
+    uint8_t *img[5];
+    size_t lens[5];
+    char paths[5][64];
+    const char *names[5];
+    for (int i = 0; i < 5; i++) {
+        read_file(img_path((uint32_t)i, paths[i], sizeof paths[i]), &img[i], &lens[i]);
+        names[i] = paths[i];
+    }
+    for (int round = 0; round < 2; round++) { /* the second is served by the kept classifier */
+        h2t_msg rep;
+        ASSERT_OK(h2t_client_classify(c, job, (const uint8_t *const *)img, lens, names, 4, &rep));
+        const h2t_msg_classification *a = &rep.u.classification;
+        ASSERT_EQ(a->n_classes, 3);
+        ASSERT_EQ(a->n_probs, 12);
+        ASSERT_STREQ(a->class_names[1], "c1");
+        ASSERT(a->macs_needed > 0 && a->macs_needed <= a->macs);
+        for (int i = 0; i < 4; i++) {
+            float want[3];
+            ASSERT_OK(h2t_classifier_run_encoded(local, img[i], lens[i], names[i], want));
+            for (int k = 0; k < 3; k++)
+                ASSERT(a->probs[i * 3 + k] == want[k]);
+            ASSERT(a->predicted[i] < 3);
+        }
+        h2t_msg_free(&rep);
+    }
+    h2t_msg rep;
+    ASSERT_EQ(h2t_client_classify(c, job, (const uint8_t *const *)img, lens, names, 5, &rep),
+              H2T_ETOOBIG);
+    ASSERT_CONTAINS(h2t_err_detail(), "at most 4");
+    uint8_t *big = calloc(5000, 1);
+    memcpy(big, img[0], lens[0]);
+    size_t big_len = 5000;
+    const uint8_t *one[1] = {big};
+    ASSERT_EQ(h2t_client_classify(c, job, one, &big_len, NULL, 1, &rep), H2T_ETOOBIG);
+    ASSERT_CONTAINS(h2t_err_detail(), "at most 4096");
+    const uint8_t *bad[2] = {img[0], (const uint8_t *)"not an image"};
+    size_t bad_len[2] = {lens[0], 12};
+    const char *bad_names[2] = {"ok.png", "broken.png"};
+    ASSERT_EQ(h2t_client_classify(c, job, bad, bad_len, bad_names, 2, &rep), H2T_ECORRUPT);
+    ASSERT_CONTAINS(h2t_err_detail(), "broken.png");
+    ASSERT_EQ(h2t_client_classify(c, failed, one, lens, NULL, 1, &rep), H2T_ESTATE);
+    ASSERT_CONTAINS(h2t_err_detail(), "not finished");
+    h2t_client_close(c);
+    char out[8192];
+    ASSERT_EQ(run_cli(out, sizeof out, "classify --server %s --job %llu --json imgs/c0", t.addr,
+                      (unsigned long long)job),
+              0);
+    ASSERT_CONTAINS(out, "\"input\": \"imgs/c0/00.png\"");
+    ASSERT_CONTAINS(out, "\"compute_fraction\": 1.000000");
+    free(big);
+    for (int i = 0; i < 5; i++)
+        free(img[i]);
+    h2t_classifier_close(local);
+    test_srv_finish(&t);
 }

@@ -7,19 +7,22 @@ cd "$(dirname "$0")/../.."
 secs=${1:-20}
 out=build/fuzz
 mkdir -p "$out/corpus"
-make -s build/gen/proto/h2tdb.pb-c.c build/gen/proto/h2tdb.pb-c.h >/dev/null
-srcs="$(ls common/*.c proto/*.c storage/*.c solver/*.c server/*.c) build/gen/proto/h2tdb.pb-c.c tests/fuzz/fuzz_frame.c"
+make -s build/gen/proto/h2tdb.pb-c.c build/gen/proto/h2tdb.pb-c.h build/gen/onnx/onnx.pb-c.c \
+    build/gen/onnx/onnx.pb-c.h >/dev/null
+# the server's classify requests reach the extraction's executor (classify/, extract/)
+srcs="$(ls common/*.c proto/*.c storage/*.c extract/*.c solver/*.c classify/*.c server/*.c)
+      build/gen/proto/h2tdb.pb-c.c build/gen/onnx/onnx.pb-c.c tests/fuzz/fuzz_frame.c"
 bin=$out/fuzz_frame
 rebuild=0
 [ -x "$bin" ] || rebuild=1
-for s in $srcs common/*.h proto/*.h storage/*.h solver/*.h server/*.h; do
+for s in $srcs common/*.h proto/*.h storage/*.h extract/*.h solver/*.h classify/*.h server/*.h; do
     [ "$s" -nt "$bin" ] && rebuild=1
 done
 if [ $rebuild = 1 ]; then
     clang -std=c11 -D_GNU_SOURCE -g -O1 -I. -Ibuild/gen -pthread \
         -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
         -Wno-deprecated-declarations $srcs \
-        -llmdb -lopenblas -lprotobuf-c -luv -lm -o "$bin.tmp"
+        -llmdb -lopenblas -lprotobuf-c -luv -lz -lpng -ljpeg -lm -o "$bin.tmp"
     mv "$bin.tmp" "$bin"
 fi
 # seeds: health, stats of extraction "1", list jobs, get job 1
