@@ -105,11 +105,14 @@ int h2t_classifier_run_encoded(h2t_classifier *c, const void *buf, size_t len, c
  * output "probabilities" (N x n_classes). The pruned backbone; per kept layer its pooling as
  * standard operators (GlobalAveragePool / AveragePool with the layer's window, Transpose to the
  * (H, W, C) order, Flatten), Gather of the kept indices, the per-layer L2 re-normalisation
- * (ReduceL2, Max with the smallest normal float so a zero subset stays zero, Div), Concat, Gemm,
+ * (the sum of squares as a MatMul with ones, Sqrt, Add of the smallest normal float so a zero
+ * subset stays zero, Div), Concat, Gemm,
  * Softmax. Metadata props: h2tdb.classes (JSON array), h2tdb.preprocess (scale=lo,hi),
  * h2tdb.preprocess_full, h2tdb.extraction (the identity text), h2tdb.job, h2tdb.task,
  * h2tdb.model_sha256. Errors: H2T_EUNSUPPORTED (a layer whose pooling has no export yet: token
  * forms; names the layer), H2T_EIO (naming the file; nothing is left at path), H2T_ENOMEM. */
 int h2t_classifier_export_onnx(const h2t_classifier *c, const char *path);
+/* The same ONNX model's bytes in memory: *out OWNED (free()). Errors as above but H2T_EIO. */
+int h2t_classifier_onnx(const h2t_classifier *c, void **out, size_t *len);
 
 #endif

@@ -68,6 +68,11 @@ int h2t_cli_fail(const h2t_cli *c, int rc);
  * 1 (the exit status) with the error printed as h2t_cli_fail does and nothing in *rep. */
 int h2t_cli_request(h2t_cli *c, h2t_msg *req, int want, h2t_msg *rep);
 
+/* h2tdb result J --export-onnx FILE --store DIR (cmd_classify.c): the job's classifier from
+ * the store (read only) and the model file, written as ONNX; the status to exit with. */
+int h2t_cli_export_onnx(h2t_cli *c, const char *store, uint64_t job, const char *model,
+                        const char *models, const char *path);
+
 /* JSON string with quotes and escapes. */
 void h2t_json_str(FILE *f, const char *s);
 /* Print a job as one line (human) or a JSON object. */

@@ -298,6 +298,44 @@ out:
     return rc < 0 ? h2t_cli_fail(cli, rc) : 0;
 }
 
+int h2t_cli_export_onnx(h2t_cli *cli, const char *store, uint64_t job, const char *model,
+                        const char *models, const char *path)
+{
+    h2t_store *st = NULL;
+    h2t_classifier *c = NULL;
+    int rc = h2t_store_open(store, H2T_STORE_RDONLY, &st);
+    if (rc < 0)
+        return h2t_cli_fail(cli, rc);
+    h2t_classifier_opts opts;
+    h2t_classifier_opts_init(&opts);
+    opts.model_path = model;
+    opts.models_dir = models;
+    rc = h2t_classifier_open(st, job, &opts, &c);
+    h2t_store_close(st);
+    if (rc == 0)
+        rc = h2t_classifier_export_onnx(c, path);
+    if (rc < 0) {
+        h2t_classifier_close(c);
+        return h2t_cli_fail(cli, rc);
+    }
+    const h2t_classifier_info *ci = h2t_classifier_info_get(c);
+    double frac = ci->macs > 0 ? ci->macs_needed / ci->macs : 1;
+    if (cli->json) {
+        printf("{\"job\": %" PRIu64 ", \"onnx\": ", job);
+        h2t_json_str(stdout, path);
+        printf(", \"classes\": %u, \"layers\": %u, \"features\": %u, \"macs\": %.0f, "
+               "\"macs_needed\": %.0f, \"compute_fraction\": %.6f}\n",
+               ci->n_classes, ci->n_layers, ci->n_kept, ci->macs, ci->macs_needed, frac);
+    } else {
+        printf("classifier of job %" PRIu64 " written to %s: input %ux%ux%u (scale %g..%g), "
+               "%u classes, %u features of %u layer(s), %.3g of %.3g MMACs per image (%.1f%%)\n",
+               job, path, ci->c, ci->h, ci->w, (double)ci->lo, (double)ci->hi, ci->n_classes,
+               ci->n_kept, ci->n_layers, ci->macs_needed / 1e6, ci->macs / 1e6, 100 * frac);
+    }
+    h2t_classifier_close(c);
+    return 0;
+}
+
 static int classify_remote(h2t_cli *cli, uint64_t job, const file_list *files, uint32_t top)
 {
     h2t_msg req = {.type = H2T_MSG_CLASSIFY}, rep;

@@ -326,12 +326,17 @@ int h2t_cmd_cancel(int argc, char **argv)
 int h2t_cmd_result(int argc, char **argv)
 {
     static const char text[] =
-        "usage: h2tdb result ID [--export DIR]\n\n"
+        "usage: h2tdb result ID [--export DIR]\n"
+        "       h2tdb result ID --export-onnx FILE --store DIR [--model FILE] [--models DIR]\n\n"
         "Show a finished job's result: accuracy, chosen hyperparameters, kept features.\n"
         "--export DIR writes the head: weights.npy (classes x k), bias.npy, features.npy\n"
-        "(k x 2: layer, index), cv_acc.npy and result.json. --json prints result.json.\n";
+        "(k x 2: layer, index), cv_acc.npy and result.json. --json prints result.json.\n"
+        "--export-onnx FILE writes one ONNX classifier (image tensor in, class probabilities\n"
+        "out: the backbone part the head needs, the pooling, re-normalisation and head as\n"
+        "standard operators), read from the store directly (--store DIR, only read) and the\n"
+        "extraction's model file (--model FILE, default --models DIR/<stored name>, models).\n";
     h2t_cli cli;
-    const char *export_dir = NULL;
+    const char *export_dir = NULL, *onnx = NULL, *store = NULL, *model = NULL, *models = NULL;
     uint64_t id;
     h2t_cli_init(&cli, "result", argc, argv);
     while (h2t_cli_next(&cli)) {
@@ -339,12 +344,30 @@ int h2t_cmd_result(int argc, char **argv)
             continue;
         if (h2t_cli_is(&cli, "--export"))
             export_dir = h2t_cli_value(&cli);
+        else if (h2t_cli_is(&cli, "--export-onnx"))
+            onnx = h2t_cli_value(&cli);
+        else if (h2t_cli_is(&cli, "--store"))
+            store = h2t_cli_value(&cli);
+        else if (h2t_cli_is(&cli, "--model"))
+            model = h2t_cli_value(&cli);
+        else if (h2t_cli_is(&cli, "--models"))
+            models = h2t_cli_value(&cli);
         else
             h2t_cli_unknown(&cli);
     }
     int status = job_args_end(&cli, text, &id);
     if (status >= 0)
         return status;
+    if (onnx || store) {
+        if (!onnx || !store || export_dir || cli.server) {
+            fprintf(stderr,
+                    "h2tdb result: --export-onnx FILE goes with --store DIR (and not with "
+                    "--export or --server)\n%s",
+                    text);
+            return 2;
+        }
+        return h2t_cli_export_onnx(&cli, store, id, model, models, onnx);
+    }
     h2t_msg req = {.type = H2T_MSG_GET_RESULT}, rep;
     req.u.get_result.job = id;
     req.u.get_result.include_head = export_dir != NULL;

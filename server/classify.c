@@ -119,7 +119,8 @@ int h2t_srv_classify(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *
         bytes += q->image_lens[i];
     if (bytes > cfg->classify_max_bytes)
         return h2t_err_set(H2T_ETOOBIG,
-                           "classify: %" PRIu64 " bytes of images, the server takes at most %" PRIu64
+                           "classify: %" PRIu64
+                           " bytes of images, the server takes at most %" PRIu64
                            " per request (serve --classify-max-bytes)",
                            bytes, cfg->classify_max_bytes);
     h2t_classifier *c = cache_take(srv->cls, q->job);

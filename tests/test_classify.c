@@ -443,3 +443,83 @@ TEST_TIMEOUT(classify_service, 120)
     h2t_classifier_close(local);
     test_srv_finish(&t);
 }
+
+/* The exported ONNX classifier, run by h2tdb's own executor, gives the probabilities of
+ * h2tdb classify (and so of predict) for linear, all and head2toe heads; metadata present;
+ * written by h2tdb result --export-onnx too. */
+TEST_TIMEOUT(classify_export_onnx_runs, 120)
+{
+    build_store();
+    const uint32_t methods[3] = {H2T_METHOD_LINEAR, H2T_METHOD_ALL, H2T_METHOD_HEAD2TOE};
+    uint64_t jobs[3];
+    for (int mi = 0; mi < 3; mi++)
+        jobs[mi] = add_job(methods[mi], 1, 0);
+    for (int mi = 0; mi < 3; mi++) {
+        int rc;
+        h2t_classifier *c = open_job(jobs[mi], NULL, &rc);
+        ASSERT_OK(rc);
+        const h2t_classifier_info *ci = h2t_classifier_info_get(c);
+        ASSERT_OK(h2t_classifier_export_onnx(c, "head.onnx"));
+        ASSERT(access("head.onnx.tmp", F_OK) != 0);
+        h2t_model *m;
+        ASSERT_OK(h2t_model_load("head.onnx", &m));
+        const h2t_tensor_info *in = h2t_model_input(m);
+        h2t_prep prep = {.c = ci->c, .h = ci->h, .w = ci->w, .lo = ci->lo, .hi = ci->hi};
+        double worst = 0;
+        for (uint32_t i = 0; i < N_IMG; i++) {
+            char p[64];
+            uint8_t *buf, *pix;
+            size_t len;
+            read_file(img_path(i, p, sizeof p), &buf, &len);
+            float want[3];
+            ASSERT_OK(h2t_classifier_run_encoded(c, buf, len, p, want));
+            h2t_image img;
+            ASSERT_OK(h2t_image_decode(buf, len, p, &img, &pix));
+            h2t_tensor t = {.rank = 4, .shape = {1, ci->c, ci->h, ci->w}};
+            snprintf(t.name, sizeof t.name, "%s", in->name);
+            t.data = malloc(sizeof(float) * ci->c * ci->h * ci->w);
+            ASSERT_OK(h2t_prep_image(&prep, &img, t.data));
+            h2t_tensor *outs = NULL;
+            int n_out = 0;
+            ASSERT_OK(h2t_model_run_once(m, &t, 1, &outs, &n_out));
+            ASSERT_EQ(n_out, 1);
+            ASSERT_STREQ(outs[0].name, "probabilities");
+            ASSERT_EQ(outs[0].shape[1], 3);
+            for (int k = 0; k < 3; k++) {
+                double d = fabs((double)outs[0].data[k] - want[k]);
+                worst = d > worst ? d : worst;
+            }
+            h2t_tensors_free(outs, n_out);
+            free(t.data);
+            free(pix);
+            free(buf);
+        }
+        if (worst > 1e-5)
+            TEST_FAILF("method %u: the exported model and classify differ by %g", methods[mi],
+                       worst);
+        h2t_model_destroy(m);
+        uint8_t *bytes;
+        size_t len;
+        read_file("head.onnx", &bytes, &len);
+        char val[512];
+        int found;
+        ASSERT_OK(h2t_prep_model_metadata(bytes, len, "h2tdb.classes", val, sizeof val, &found));
+        ASSERT(found);
+        ASSERT_STREQ(val, "[\"c0\",\"c1\",\"c2\"]");
+        ASSERT_OK(h2t_prep_model_metadata(bytes, len, "h2tdb.preprocess", val, sizeof val, &found));
+        ASSERT_STREQ(val, "scale=0,1");
+        ASSERT_OK(h2t_prep_model_metadata(bytes, len, "h2tdb.extraction", val, sizeof val, &found));
+        ASSERT_CONTAINS(val, "target=8");
+        free(bytes);
+        h2t_classifier_close(c);
+    }
+    char out[4096];
+    ASSERT_EQ(run_cli(out, sizeof out, "result %llu --export-onnx cli.onnx --store st --model %s",
+                      (unsigned long long)jobs[2], test_src_path("tests/data/extract_tiny.onnx")),
+              0);
+    ASSERT_CONTAINS(out, "written to cli.onnx");
+    ASSERT(access("cli.onnx", F_OK) == 0);
+    ASSERT_EQ(run_cli(out, sizeof out, "result 99 --export-onnx x.onnx --store st 2>&1"), 1);
+    ASSERT_CONTAINS(out, "job 99");
+    ASSERT(access("x.onnx", F_OK) != 0);
+}
