@@ -128,7 +128,9 @@ enum { /* nearest-pixel rounding */
        H2T_NN_RN_SIMPLE /* opset < 11: ceil when downsampling, floor otherwise */
 };
 typedef struct h2t_nn_resize {
-    int linear;      /* 0 nearest, 1 (bi)linear */
+    int linear;      /* 0 nearest, 1 (bi)linear, 2 (bi)cubic */
+    float cubic_a;   /* cubic: the kernel's a (ONNX cubic_coeff_a, -0.75 by default) */
+    int exclude;     /* cubic: taps outside the input get weight 0, the rest renormalised */
     int coord;       /* H2T_NN_RC_* */
     int nearest;     /* H2T_NN_RN_* */
     double scale[2]; /* s of the H and W transforms: the given scales, or out / in from sizes */

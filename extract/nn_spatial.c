@@ -1,6 +1,6 @@
 /*
- * extract/nn_spatial.c - the spatial kernels of nn.h: Resize of the last two axes (nearest and
- * linear, the ONNX coordinate transformation and rounding modes) and the transposed
+ * extract/nn_spatial.c - the spatial kernels of nn.h: Resize of the last two axes (nearest,
+ * linear and cubic, the ONNX coordinate transformation and rounding modes) and the transposed
  * convolution as a product plus col2im. Coordinates are computed in double.
  */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -67,6 +67,30 @@ static void taps(double v, int64_t in, int64_t *i0, int64_t *i1, float *w1)
     *w1 = (float)(v - (double)*i0);
 }
 
+/* Cubic taps i0 - 1 .. i0 + 2 (clamped to the input) and their weights (Keys' kernel with
+ * parameter a; exclude: taps outside the input weigh 0 and the rest are renormalised). */
+static void cubic_taps(double v, int64_t in, float a, int exclude, int64_t *idx, float *w)
+{
+    double f = floor(v), t = v - f;
+    double d[4] = {t + 1., t, 1. - t, 2. - t}, sum = 0.;
+    for (int k = 0; k < 4; k++) {
+        double x = d[k], c;
+        if (x <= 1.)
+            c = ((a + 2.) * x - (a + 3.)) * x * x + 1.;
+        else
+            c = ((a * x - 5. * a) * x + 8. * a) * x - 4. * a;
+        int64_t i = (int64_t)f - 1 + k;
+        if (exclude && (i < 0 || i >= in))
+            c = 0.;
+        idx[k] = i < 0 ? 0 : i >= in ? in - 1 : i;
+        w[k] = (float)c;
+        sum += c;
+    }
+    if (exclude && sum != 0.)
+        for (int k = 0; k < 4; k++)
+            w[k] = (float)(w[k] / sum);
+}
+
 typedef struct rs_job {
     const h2t_nn_resize *r;
     const float *x;
@@ -88,6 +112,24 @@ static void rs_rows(void *ctx, int64_t lo, int64_t hi)
             for (int64_t ow = 0; ow < j->OW; ow++) {
                 double vx = to_input(r->coord, (double)ow, r->scale[1], j->W, j->OW);
                 yp[ow] = row[nearest(r->nearest, vx, r->scale[1], j->W)];
+            }
+            continue;
+        }
+        if (r->linear == 2) {
+            int64_t iy[4], ix[4];
+            float wy4[4], wx4[4];
+            cubic_taps(vy, j->H, r->cubic_a, r->exclude, iy, wy4);
+            for (int64_t ow = 0; ow < j->OW; ow++) {
+                cubic_taps(to_input(r->coord, (double)ow, r->scale[1], j->W, j->OW), j->W,
+                           r->cubic_a, r->exclude, ix, wx4);
+                float acc = 0.f;
+                for (int a = 0; a < 4; a++) {
+                    const float *row = xp + iy[a] * j->W;
+                    float h = row[ix[0]] * wx4[0] + row[ix[1]] * wx4[1] + row[ix[2]] * wx4[2] +
+                              row[ix[3]] * wx4[3];
+                    acc += h * wy4[a];
+                }
+                yp[ow] = acc;
             }
             continue;
         }

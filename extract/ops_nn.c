@@ -14,12 +14,12 @@
  *    noop_with_empty_axes (no axes: the input unchanged).
  *  - Einsum: one or two operands as batched products (einsum.c), other forms refused naming the
  *    equation.
- *  - Resize (opset 10 and 11+) and Upsample (7, 9): nearest and linear over the last two
- *    axes, the leading axes unscaled; the coordinate transformation modes half_pixel,
- *    pytorch_half_pixel, align_corners, asymmetric, tf_half_pixel_for_nn and the nearest
- *    modes round_prefer_floor / ceil, floor, ceil. Opset 10 and Upsample use asymmetric
- *    coordinates with the "simple" rounding of those opsets (floor, ceil when downsampling).
- *    Scales must be constants (or sizes known before run).
+ *  - Resize (opset 10 and 11+) and Upsample (7, 9): nearest and linear (and cubic from opset
+ *    11: cubic_coeff_a, exclude_outside) over the last two axes, the leading axes unscaled; the
+ * coordinate transformation modes half_pixel, pytorch_half_pixel, align_corners, asymmetric,
+ * tf_half_pixel_for_nn and the nearest modes round_prefer_floor / ceil, floor, ceil. Opset 10 and
+ * Upsample use asymmetric coordinates with the "simple" rounding of those opsets (floor, ceil when
+ * downsampling). Scales must be constants (or sizes known before run).
  *  - ConvTranspose: 1-D and 2-D, groups, strides, pads, dilations, auto_pad, output_padding,
  *    output_shape.
  *  - Size: the element count, an int64 scalar known before run (like Shape).
@@ -370,8 +370,11 @@ static int parse_resize(const h2t_model *m, onnx_node *nd)
         p->mode = 0;
     else if (!strcmp(mode, "linear") || !strcmp(mode, "bilinear"))
         p->mode = 1;
+    else if (!strcmp(mode, "cubic") && nd->def->sub == R_RESIZE && m->opset >= 11)
+        p->mode = 2;
     else
         return onnx_unsup(nd, "mode=", mode);
+    p->alpha = onnx_attr_f(nd, "cubic_coeff_a", -0.75f);
     p->ints[0] = H2T_NN_RC_ASYMMETRIC;
     p->ints[1] = H2T_NN_RN_SIMPLE;
     if (nd->def->sub == R_UPSAMPLE) {
@@ -404,8 +407,9 @@ static int parse_resize(const h2t_model *m, onnx_node *nd)
         return onnx_unsup(nd, "coordinate_transformation_mode=", c);
     if (p->ints[1] < 0)
         return onnx_unsup(nd, "nearest_mode=", n);
-    if (onnx_attr_i(nd, "exclude_outside", 0))
-        return onnx_unsup(nd, "exclude_outside=1 is not supported", NULL);
+    p->keepdims = (int)onnx_attr_i(nd, "exclude_outside", 0); /* cubic only */
+    if (p->keepdims && p->mode != 2)
+        return onnx_unsup(nd, "exclude_outside=1 with mode=", mode);
     if (onnx_attr_i(nd, "antialias", 0))
         return onnx_unsup(nd, "antialias=1 is not supported", NULL);
     if (onnx_attr_get(nd, "axes"))
@@ -486,7 +490,8 @@ static int k_resize(const onnx_kctx *k, const onnx_node *nd)
 {
     const onnx_vstate *x = IN(0);
     int r = x->rank;
-    h2t_nn_resize rs = {nd->p.mode, (int)nd->p.ints[0], (int)nd->p.ints[1], {0., 0.}};
+    h2t_nn_resize rs = {nd->p.mode,         nd->p.alpha,        nd->p.keepdims,
+                        (int)nd->p.ints[0], (int)nd->p.ints[1], {0., 0.}};
     memcpy(&rs.scale[0], &k->ns->b[0], sizeof(double));
     memcpy(&rs.scale[1], &k->ns->b[1], sizeof(double));
     int64_t outer = 1;

@@ -511,7 +511,7 @@ TEST(nn_resize_hand_computed)
 {
     const float x[4] = {1, 2, 3, 4};
     float y[16];
-    h2t_nn_resize r = {1, H2T_NN_RC_HALF_PIXEL, 0, {2., 2.}};
+    h2t_nn_resize r = {1, 0.f, 0, H2T_NN_RC_HALF_PIXEL, 0, {2., 2.}};
     h2t_nn_resize2d(1, &r, x, 1, 2, 2, 4, 4, y);
     const float want[8] = {1, 1.25f, 1.75f, 2, 1.5f, 1.75f, 2.25f, 2.5f};
     for (int i = 0; i < 8; i++)
@@ -523,14 +523,14 @@ TEST(nn_resize_hand_computed)
     h2t_nn_resize2d(2, &r, x, 1, 2, 2, 4, 4, y);
     ASSERT(fabsf(y[1] - 4.f / 3.f) < 1e-6f && fabsf(y[2] - 5.f / 3.f) < 1e-6f && y[3] == 2.f);
     /* nearest asymmetric floor, 2x: each input pixel a 2 x 2 block */
-    h2t_nn_resize n = {0, H2T_NN_RC_ASYMMETRIC, H2T_NN_RN_FLOOR, {2., 2.}};
+    h2t_nn_resize n = {0, 0.f, 0, H2T_NN_RC_ASYMMETRIC, H2T_NN_RN_FLOOR, {2., 2.}};
     h2t_nn_resize2d(1, &n, x, 1, 2, 2, 4, 4, y);
     const float wn[16] = {1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4};
     ASSERT(!memcmp(y, wn, sizeof wn));
     /* round_prefer_floor vs ceil at exactly .5: 1 x 4 -> 1 x 2 asymmetric scale 2/3... */
     const float x4[4] = {10, 20, 30, 40};
     float y2[2];
-    h2t_nn_resize h = {0, H2T_NN_RC_ASYMMETRIC, H2T_NN_RN_ROUND_PREFER_FLOOR, {1., 0.8}};
+    h2t_nn_resize h = {0, 0.f, 0, H2T_NN_RC_ASYMMETRIC, H2T_NN_RN_ROUND_PREFER_FLOOR, {1., 0.8}};
     h2t_nn_resize2d(1, &h, x4, 1, 1, 4, 1, 2, y2); /* x = 0, 1.25 -> 0, 1 */
     ASSERT(y2[0] == 10.f && y2[1] == 20.f);
     h.scale[1] = 2. / 3.; /* x = 0, 1.5 -> floor 1 / ceil 2 */

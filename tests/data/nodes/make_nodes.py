@@ -116,6 +116,17 @@ for name, mode, coord, near, scales in [
         attrs["nearest_mode"] = near
     save(f"test_nn_resize_{name}", 13, "Resize", x, [want], [("roi", empty), ("scales", sc)],
          attrs=attrs, inputs=["x", "roi", "scales"])
+from onnx.backend.test.case.node.resize import cubic_coeffs  # noqa: E402
+for name, coord, a, excl, scales in [
+        ("cubic_half_pixel_up", "half_pixel", -0.75, 0, [1, 1, 2, 1.5]),
+        ("cubic_align_corners", "align_corners", -0.75, 0, [1, 1, 1.5, 2]),
+        ("cubic_a05_exclude_down", "half_pixel", -0.5, 1, [1, 1, 0.75, 0.6])]:
+    sc = np.array(scales, np.float32)
+    want = interpolate_nd(xd, lambda r: cubic_coeffs(r, A=a), scale_factors=sc,
+                          coordinate_transformation_mode=coord, exclude_outside=bool(excl))
+    save(f"test_nn_resize_{name}", 13, "Resize", x, [want], [("roi", empty), ("scales", sc)],
+         attrs={"mode": "cubic", "coordinate_transformation_mode": coord, "cubic_coeff_a": a,
+                "exclude_outside": excl}, inputs=["x", "roi", "scales"])
 sizes = np.array([2, 3, 7, 3], np.int64)
 want = interpolate_nd(xd, linear_coeffs, output_size=sizes, coordinate_transformation_mode="half_pixel")
 save("test_nn_resize_linear_sizes", 13, "Resize", x, [want], [("sizes", sizes)],
@@ -257,8 +268,8 @@ refused("einsum_diagonal", 12, "Einsum", [("w", w)], {"equation": "bcii,bcij->bc
         "'bcii,bcij->bcj': a label repeated")
 refused("einsum_three_operands", 12, "Einsum", [("w", w), ("v", w)],
         {"equation": "abcd,abcd,abcd->abcd"}, "only one or two operands")
-refused("resize_cubic", 13, "Resize", [("roi", empty), ("scales", np.array([1, 1, 2, 2], np.float32))],
-        {"mode": "cubic"}, "mode=cubic", inputs=["x", "roi", "scales"])
+refused("resize_cubic_opset10", 10, "Resize", [("scales", np.array([1, 1, 2, 2], np.float32))],
+        {"mode": "cubic"}, "mode=cubic")
 refused("resize_crop", 13, "Resize", [("roi", empty), ("scales", np.array([1, 1, 2, 2], np.float32))],
         {"coordinate_transformation_mode": "tf_crop_and_resize"}, "tf_crop_and_resize",
         inputs=["x", "roi", "scales"])
