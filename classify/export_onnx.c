@@ -4,19 +4,19 @@
  * standard operators, written with the protobuf-c ONNX bindings.
  *
  * Per kept layer s (tensor T, its plan from the extraction):
- *   GAP  (N x C x H x W):  GlobalAveragePool(T) -> Flatten(axis 1)              N x C
- *   GRID (N x C x H x W):  AveragePool(T, kernel = strides = ph x pw, no padding: the trailing
- *                          rows / columns drop out as in the extraction) -> Transpose(0, 2, 3, 1)
- *                          -> Flatten(axis 1)                                 N x (oh ow C), (H, W, C)
- *   FLAT (N x C):          Flatten(axis 1)                                    N x C
- *   then Gather(axis 1, the kept indices)                                     N x k_s
+ *   GAP  (N x C x H x W): GlobalAveragePool(T) -> Flatten(axis 1): N x C
+ *   GRID (N x C x H x W): AveragePool(T, kernel = strides = ph x pw, no padding: the trailing
+ *                         rows / columns drop out as in the extraction) -> Transpose(0, 2, 3, 1)
+ *                         -> Flatten(axis 1): N x (oh ow C), in the (H, W, C) order
+ *   FLAT (N x C):         Flatten(axis 1): N x C
+ *   then Gather(axis 1, the kept indices): N x k_s,
  *   and the re-normalisation x / (||x|| + FLT_MIN): the squares summed by a MatMul with a
  *   column of ones, Sqrt, Add, Div. A zero subset stays zero (0 / FLT_MIN), as in the solver;
  *   any norm above 2^-102 absorbs FLT_MIN (2^-126) exactly, so other subsets are divided by
  *   their norm. These ops mean the same in every opset, unlike ReduceL2 (its axes became an
  *   input at opset 18), and h2tdb's executor runs them all.
- * Then Concat(axis 1) of the layers -> Gemm(W, b, transB) -> Softmax(axis 1) = "probabilities".
- * The graph's only output is "probabilities"; the kept tensors stay as intermediates.
+ * Then Concat(axis 1) of the layers -> Gemm(W, b, transB) -> Softmax(axis 1) = "probabilities",
+ * the graph's only output; the kept tensors stay as intermediates.
  */
 #include "classify/internal.h"
 
@@ -457,9 +457,10 @@ int h2t_classifier_onnx(const h2t_classifier *c, void **out, size_t *out_len)
         prop(a, "h2tdb.classes", classes_json(a, ci)),
         prop(a, "h2tdb.preprocess", ar_fmt(a, "scale=%.9g,%.9g", (double)ci->lo, (double)ci->hi)),
         prop(a, "h2tdb.preprocess_full",
-             ar_fmt(a, "%s; input N x %u x %u x %u float32 (NCHW); gray images replicated to "
-                       "3 channels or RGB to gray by 0.299 R + 0.587 G + 0.114 B as the model "
-                       "takes",
+             ar_fmt(a,
+                    "%s; input N x %u x %u x %u float32 (NCHW); gray images replicated to "
+                    "3 channels or RGB to gray by 0.299 R + 0.587 G + 0.114 B as the model "
+                    "takes",
                     ci->preprocess, ci->c, ci->h, ci->w)),
         prop(a, "h2tdb.extraction", ar_fmt(a, "%u: %s", ci->extraction, ci->config)),
         prop(a, "h2tdb.job",
@@ -467,8 +468,8 @@ int h2t_classifier_onnx(const h2t_classifier *c, void **out, size_t *out_len)
                     method_name(ci->method), ci->n_kept, ci->n_layers, r->test_acc)),
         prop(a, "h2tdb.task", ar_fmt(a, "%s", ci->task)),
         prop(a, "h2tdb.model_sha256", ar_fmt(a, "%s", sha)),
-        prop(a, "h2tdb.output", ar_fmt(a, "probabilities: N x %u softmax over h2tdb.classes",
-                                       r->n_classes)),
+        prop(a, "h2tdb.output",
+             ar_fmt(a, "probabilities: N x %u softmax over h2tdb.classes", r->n_classes)),
     };
     for (int i = 0; i < 8; i++) {
         if (!mine[i])
