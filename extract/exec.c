@@ -228,6 +228,9 @@ static int model_describe(h2t_model *m)
         varied = onnx_infer(m, v2, ns2) == 0;
         h2t_err_clear();
     }
+    int64_t bin = m->main_input >= 0 && v1[m->inputs[m->main_input]].rank > 0
+                      ? v1[m->inputs[m->main_input]].dim[0]
+                      : 0;
     int64_t b1 = varied ? v1[m->inputs[m->main_input]].dim[0] : 0;
     int64_t b2 = varied ? v2[m->inputs[m->main_input]].dim[0] : 0;
     for (int t = 0; t < m->n_info; t++) {
@@ -249,10 +252,18 @@ static int model_describe(h2t_model *m)
         }
         if (nvar != 1 || axis >= 0)
             ti->batch_fold = 0;
-        /* the batch axis (model.h): the one axis that grows exactly with the batch */
-        if (!varied || ti->is_input)
+        /* the batch axis (model.h): the one axis that grows exactly with the batch; without
+         * the second inference, the first axis of the batch's size */
+        if (ti->is_input || (!varied && ti->rank >= 1 && v1[v].dim[0] == bin)) {
             ti->batch_axis = 0;
-        else if (v2[v].rank != ti->rank)
+        } else if (!varied) {
+            ti->batch_axis = H2T_BATCH_FOLDED;
+            for (int i = ti->rank - 1; i >= 0; i--)
+                if (v1[v].dim[i] == bin)
+                    ti->batch_axis = i;
+            if (bin <= 0 || ti->rank < 1)
+                ti->batch_axis = 0;
+        } else if (v2[v].rank != ti->rank)
             ti->batch_axis = H2T_BATCH_FOLDED;
         else if (nvar == 0)
             ti->batch_axis = H2T_BATCH_NONE;

@@ -54,9 +54,11 @@ typedef struct h2t_tensor_info {
      * axis keeps its size (0 for an N x ... tensor, 1 for a sequence-first L x N x C one).
      * H2T_BATCH_FOLDED: the batch is folded into a larger axis or spread over several (an
      * N*heads x L x d tensor, (L*N) x C), so no axis is one sample. H2T_BATCH_NONE: nothing
-     * follows the batch (a tensor computed from constants). 0 for the graph input, and for
-     * every tensor when the second inference is impossible (a model with its batch size
-     * written into its reshapes): then the batch is assumed first. */
+     * follows the batch (a tensor computed from constants). 0 for the graph input. When the
+     * second inference is impossible (a model exported with a fixed batch, its size written
+     * into its reshapes), the batch axis is axis 0 when it has the input's batch size, else
+     * the first axis of that size, else H2T_BATCH_FOLDED (a 1 x 197 x 768 tensor: 0; 197 x 1
+     * x 768: 1; 197 x 768 or 12 x 197 x 197 at batch 1: folded). */
     int batch_axis;
     int dtype;     /* ONNX element type: 1 float32, 6 int32, 7 int64, 9 bool */
     int is_static; /* computed before the run from shapes and constants only (the same for

@@ -323,10 +323,14 @@ TEST(extract_tokens_forms_and_rule)
     /* the class token: downstream of the Concat that prepends a learned token */
     ASSERT_OK(h2t_model_load(cls_model(), &m));
     ASSERT_OK(h2t_layers_choose(m, NULL, &s));
-    const char *names[] = {"patch", "cat", "emb", "h", "head"};
-    const int cls[] = {0, 1, 1, 1, 0};
-    ASSERT_EQ(s.n, 5);
-    for (int l = 0; l < 5; l++) {
+    /* the batch is fixed (1), so there is no second inference: the batch axis is the first
+     * of the batch's size, and sfm (17 x 1 x 5) is sequence first */
+    ASSERT_EQ(h2t_model_tensor(m, h2t_model_tensor_find(m, "sfm"))->batch_axis, 1);
+    const char *names[] = {"patch", "cat", "emb", "h", "head", "sfm"};
+    const int cls[] = {0, 1, 1, 1, 0, 1};
+    ASSERT_EQ(s.n, 6);
+    ASSERT_EQ(s.forms[5].form, H2T_FORM_LNC);
+    for (int l = 0; l < 6; l++) {
         ASSERT_STREQ(h2t_model_tensor(m, s.idx[l])->name, names[l]);
         ASSERT_EQ(s.forms[l].cls, cls[l]);
     }
@@ -527,32 +531,35 @@ TEST(extract_tokens_cls_pass)
     /* 17 tokens x 4 at T = 24: p = int(17 / 6) = 2 -> 8 windows (16 tokens); apart: 16 tokens
      * after the class token, 8 windows; x 6 channels: p = int(17 / 4) = 4 -> 4 windows; the
      * patch map 4 x 4 x 4: n = 2, 2 x 2 windows */
-    const uint32_t dims[3][4] = {{16, 32, 24, 6}, {16, 4, 6, 6}, {16, 4 + 32, 6 + 24, 6}};
+    const uint32_t dims[3][5] = {
+        {16, 32, 24, 6, 25}, {16, 4, 6, 6, 5}, {16, 4 + 32, 6 + 24, 6, 5 + 25}};
     for (int mode = 0; mode < 3; mode++) {
         o.cls = mode;
         ASSERT_OK(extract_once("st", &o, &r));
         ids[mode] = r.extraction;
         static const char *const tag[] = {"cls=pool", "cls=only", "cls=apart"};
         ASSERT_CONTAINS(r.config, tag[mode]);
-        const want_layer w[4] = {
+        const want_layer w[5] = {
             {"patch", H2T_FORM_NCHW, {4, 4, 4}, dims[mode][0]},
             {"emb", H2T_FORM_NLC, {17, 4}, dims[mode][1]},
             {"h", H2T_FORM_NLC, {17, 6}, dims[mode][2]},
             {"head", H2T_FORM_FLAT, {6, 0, 0}, dims[mode][3]},
+            {"sfm", H2T_FORM_LNC, {17, 5}, dims[mode][4]}, /* p = int(17 / 4.8) = 3 */
         };
         /* cat has emb's features (emb = cat + pos: not a same-shape sum of layers) */
         h2t_store *st;
         ASSERT_OK(h2t_store_open("st", 0, &st));
         h2t_extraction *e;
         ASSERT_OK(h2t_store_extraction_get(st, r.extraction, &e));
-        ASSERT_EQ(e->n_layers, 5);
+        ASSERT_EQ(e->n_layers, 6);
         for (int s = 0; s < n; s++)
-            for (int l = 0, k = 0; l < 5; l++) {
+            for (int l = 0, k = 0; l < 6; l++) {
                 if (l == 1)
                     continue; /* cat: checked through emb's rule */
                 const want_layer *wl = &w[k++];
                 float got[64], want[64];
-                int modes = wl->form == H2T_FORM_NLC ? mode : H2T_CLS_POOL;
+                int tok = wl->form == H2T_FORM_NLC || wl->form == H2T_FORM_LNC;
+                int modes = tok ? mode : H2T_CLS_POOL;
                 ASSERT_EQ(ref_layer(&c[s], wl->name, wl->form, wl->dims, 1, 0, 24, modes, want),
                           wl->dim);
                 ASSERT_STREQ(e->layers[l].name, wl->name);

@@ -39,6 +39,9 @@ extract_cls.onnx, input x: 1 x 1 x 8 x 8 (batch fixed at 1), opset 13:
   emb   = Add(cat, pos (17 x 4))                      1 x 17 x 4   tokens with a class token
   h     = MatMul(emb, 4 x 6)                          1 x 17 x 6   tokens with a class token
   head  = Gather(h, 0, axis=1)                        1 x 6
+  hs    = Transpose(h, [1, 0, 2]); sfm = MatMul(hs, 6 x 5)   17 x 1 x 5: sequence first, found
+                                                      without a second batch size (the fixed
+                                                      batch's axis)
 extract_mha.onnx, input x: N x 1 x 8 x 8 (dynamic batch), opset 13: attention as torch's
 MultiheadAttention exports it (sequence first, the batch folded with the heads):
   patch = Conv(x, 4 filters 2x2, stride 2); seq = Reshape(patch, [0, 4, 16])
@@ -156,10 +159,14 @@ def cls(path):
         node("Add", ["cat", "pos"], "emb"),
         node("MatMul", ["emb", "w1"], "h"),
         node("Gather", ["h", "zero"], "head", axis=1),
+        node("Transpose", ["h"], "hs", perm=[1, 0, 2]),
+        node("MatMul", ["hs", "w2"], "sfm"),
     ]
+    inits.append(const("w2", w(6, 5)))
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])
     y = helper.make_tensor_value_info("head", TensorProto.FLOAT, [1, 6])
-    save(nodes, inits, "extract_cls", [x], [y], path)
+    y2 = helper.make_tensor_value_info("sfm", TensorProto.FLOAT, [17, 1, 5])
+    save(nodes, inits, "extract_cls", [x], [y, y2], path)
 
 
 def mha(path):
