@@ -9,17 +9,21 @@
  * report progress every 10 ms for up to 30 s first (stage "sleeping"), so that the Python
  * tests can watch progress and cancel a running job; and tasks named "fail*", whose jobs
  * fail with an error naming the task. The server's frame limit is 64 KiB (PY_MAX_FRAME), so
- * that a request can exceed it.
+ * that a request can exceed it. python_client_classify serves a store extracted from PNG
+ * images with tests/data/extract_tiny.onnx and runs python/tests/test_classify.py.
  */
 #include "tests/fixture.h"
 #include "tests/srv_thread.h"
 #include "tests/test.h"
 
 #include "common/err.h"
+#include "extract/extract.h"
 #include "server/server.h"
 #include "storage/store.h"
 
 #include <errno.h>
+#include <png.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -72,25 +76,86 @@ static int py_runner(void *ud, h2t_store *st, const h2t_task *task, const h2t_tr
     return h2t_srv_runner_solver(NULL, st, task, spec, progress, pud, cancel, blob, len);
 }
 
-static void start(test_srv *t)
+/* A server with a token and py_runner on st (the synthetic store when NULL); more (may be
+ * NULL) sets more of the configuration before the start. */
+static void start_with(test_srv *t, h2t_store *st, void (*more)(h2t_srv_config *))
 {
     FILE *f = fopen("token", "w");
     ASSERT(f);
     fputs("py-s3cret\n", f);
     fclose(f);
-    t->st = fixture();
+    t->st = st ? st : fixture();
     h2t_srv_config cfg;
     h2t_srv_config_default(&cfg);
     cfg.token_file = "token";
     cfg.runner = py_runner;
     cfg.max_frame = PY_MAX_FRAME;
+    if (more)
+        more(&cfg);
     test_srv_start(t, &cfg);
+}
+
+static void start(test_srv *t)
+{
+    start_with(t, NULL, NULL);
+}
+
+/* classify: the model found in the source tree's tests/data, at most 8 images a request */
+static void classify_cfg(h2t_srv_config *cfg)
+{
+    cfg->models_dir = test_src_path("tests/data");
+    cfg->classify_max_images = 8;
 }
 
 static const char *python(void)
 {
     const char *p = getenv("H2T_PYTHON");
     return p && *p ? p : "/usr/bin/python3";
+}
+
+/* Gray 12 x 10 PNG number i of class i % 3 (a class-dependent brightness plus noise) at
+ * imgs/cK/NN.png: the folder source numbers the samples by class folder, then file name. */
+static void write_png(uint32_t i)
+{
+    uint8_t px[120];
+    uint64_t s = 7 + i;
+    for (int k = 0; k < 120; k++)
+        px[k] = (uint8_t)(fixture_lcg_unit(&s) * 100.0f + (float)(i % 3) * 70.0f);
+    char path[64];
+    snprintf(path, sizeof(path), "imgs/c%u", i % 3);
+    if (i < 3)
+        ASSERT_EQ(mkdir(path, 0755), 0);
+    snprintf(path, sizeof(path), "imgs/c%u/%02u.png", i % 3, i);
+    png_image im;
+    memset(&im, 0, sizeof(im));
+    im.version = PNG_IMAGE_VERSION;
+    im.width = 12;
+    im.height = 10;
+    im.format = PNG_FORMAT_GRAY;
+    ASSERT(png_image_write_to_file(&im, path, 0, px, 0, NULL));
+}
+
+/* 12 such images extracted with tests/data/extract_tiny.onnx at T = 8 into store "st" (layers
+ * conv 8, relu 8, gap 2, fc 3), so that the server can classify new images with the model. */
+static h2t_store *image_store(void)
+{
+    ASSERT_EQ(mkdir("imgs", 0755), 0);
+    for (uint32_t i = 0; i < 12; i++)
+        write_png(i);
+    h2t_extract_opts o;
+    h2t_extract_opts_init(&o);
+    o.model_path = test_src_path("tests/data/extract_tiny.onnx");
+    o.data_spec = "folder:imgs";
+    o.name = "imgs";
+    o.target_size = 8;
+    h2t_extract_plan *plan = NULL;
+    ASSERT_OK(h2t_extract_plan_create(&o, &plan));
+    h2t_store *st = NULL;
+    ASSERT_OK(h2t_store_open("st", H2T_STORE_CREATE | H2T_STORE_NOSYNC, &st));
+    h2t_extract_result r;
+    ASSERT_OK(h2t_extract_plan_run(plan, st, &r));
+    h2t_extract_plan_destroy(plan);
+    return st;
 }
 
 /* Run /bin/sh -c script with the server's address and token file in the environment
@@ -109,6 +174,9 @@ static int run_sh(const test_srv *t, const char *script)
         char max[32];
         snprintf(max, sizeof(max), "%d", PY_MAX_FRAME);
         setenv("H2TDB_TEST_MAX_FRAME", max, 1);
+        char imgs[4096];
+        snprintf(imgs, sizeof(imgs), "%s/imgs", test_tmpdir());
+        setenv("H2TDB_TEST_IMAGES", imgs, 1);
         setenv("PY", python(), 1);
         setenv("SRC", test_src_path(""), 1);
         setenv("PYTHONDONTWRITEBYTECODE", "1", 1); /* nothing written into the source tree */
@@ -147,6 +215,16 @@ TEST_TIMEOUT(python_client_install, 120)
                         "./src/python 2>&1; "
                         "rm -rf src; cd /; "
                         "\"$OLDPWD/venv/bin/python\" \"$SRC/python/tests/installed.py\" 2>&1");
+    ASSERT_EQ(rc, 0);
+    test_srv_finish(&t);
+}
+
+TEST_TIMEOUT(python_client_classify, 120)
+{
+    test_srv t = {0};
+    start_with(&t, image_store(), classify_cfg);
+    int rc = run_sh(&t, "cd \"$SRC/python\" && PYTHONPATH=\"$SRC/python\" \"$PY\" "
+                        "tests/test_classify.py 2>&1");
     ASSERT_EQ(rc, 0);
     test_srv_finish(&t);
 }

@@ -495,4 +495,41 @@ class Client:
             req.samples = samples
         elif samples is not None:
             req.ids.extend(np.asarray(samples, dtype=np.uint64).tolist())
-        return record(self._call("predict", req, "prediction"))
+        out = record(self._call("predict", req, "prediction"))
+        if out.probs.size:
+            out.probs = out.probs.reshape(out.samples.size, -1)
+        return out
+
+    def classify(self, job, images, names=None):
+        """Apply a finished job's head to new images on the server (it runs the part of the
+        job's backbone the head needs; nothing is stored). images: each the bytes of a PNG or
+        JPEG file, or a path to one (read here; its path names it in errors). names: one per
+        image for the server's error messages (default: the paths, else empty). Returns a
+        Record of h2tdb.Classification: probs (images x n_classes, float32), predicted
+        (uint32), class_names, and macs / macs_needed, the multiply-accumulates per image of
+        the whole backbone and of the part the head needs."""
+        req = pb.ClassifyRequest(job=int(job))
+        given = list(names) if names is not None else None
+        auto = []
+        for img in images:
+            if isinstance(img, (bytes, bytearray, memoryview)):
+                req.images.append(bytes(img))
+                auto.append("")
+            else:
+                path = os.fspath(img)
+                try:
+                    with open(path, "rb") as f:
+                        req.images.append(f.read())
+                except OSError as e:
+                    raise errors.IOFailure("image %s: %s" % (path, e.strerror or e)) from None
+                auto.append(str(path))
+        if given is not None and len(given) != len(req.images):
+            raise errors.InvalidArgument("%d names for %d images" % (len(given),
+                                                                     len(req.images)))
+        labels = given if given is not None else auto
+        if any(labels):
+            req.names.extend(str(n) for n in labels)
+        out = record(self._call("classify", req, "classification"))
+        if out.n_classes:
+            out.probs = out.probs.reshape(-1, out.n_classes)
+        return out
