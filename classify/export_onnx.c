@@ -332,8 +332,7 @@ static char *classes_json(arena *a, const h2t_classifier_info *ci)
 
 static const char *method_name(uint32_t m)
 {
-    static const char *const names[] = {"linear", "all", "head2toe"};
-    return m < 3 ? names[m] : "?";
+    return h2t_method_name(m);
 }
 
 static int write_atomic(const char *path, const uint8_t *buf, size_t len)
@@ -363,6 +362,11 @@ static int write_atomic(const char *path, const uint8_t *buf, size_t len)
 int h2t_classifier_onnx(const h2t_classifier *c, void **out, size_t *out_len)
 {
     const char *path = "(in memory)";
+    if (c->r->method == H2T_METHOD_KNN)
+        return h2t_err_set(H2T_EINVAL,
+                           "export: a knn head votes with its %u stored training "
+                           "rows; only linear heads (W x + b) export to ONNX",
+                           c->r->n_protos);
     Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, c->pruned_len, c->pruned);
     if (!m || !m->graph)
         return h2t_err_set(H2T_ECORRUPT, "export: the pruned model does not parse");

@@ -4,6 +4,7 @@
 #include "cli/cli.h"
 
 #include "common/err.h"
+#include "common/train_spec.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -181,8 +182,7 @@ const char *h2t_cli_job_state(int state)
 
 const char *h2t_cli_method_name(int method)
 {
-    static const char *const names[] = {"linear", "all", "head2toe"};
-    return method >= 0 && method < 3 ? names[method] : "unknown";
+    return method >= 0 ? h2t_method_name((uint32_t)method) : "unknown";
 }
 
 void h2t_cli_job_print(FILE *f, const h2t_msg_job *j, int json)

@@ -57,8 +57,8 @@ int h2t_cmd_compare(int argc, char **argv)
     if (cli.json)
         printf("[");
     else
-        printf("%-5s %-16s %-9s %7s %7s %8s %6s %15s %-23s %7s\n", "job", "task", "method", "test%",
-               "val%", "lambda", "keep", "kept/D", "kept Q1/Q2/Q3/Q4", "time");
+        printf("%-5s %-16s %-13s %7s %7s %8s %6s %15s %-23s %7s\n", "job", "task", "method",
+               "test%", "val%", "lambda", "keep", "kept/D", "kept Q1/Q2/Q3/Q4", "time");
     for (int i = 0; i < cli.npos; i++) {
         h2t_msg jreq = {.type = H2T_MSG_GET_JOB}, jrep, rreq = {.type = H2T_MSG_GET_RESULT}, rrep;
         jreq.u.job_ref.job = ids[i];
@@ -89,14 +89,17 @@ int h2t_cmd_compare(int argc, char **argv)
                           : r->t_total;
         uint64_t q[4];
         quarters(r, q);
+        char method[24]; /* auto's results name the method it chose */
+        snprintf(method, sizeof(method), "%s%s", r->n_auto ? "auto:" : "",
+                 h2t_cli_method_name((int)r->method));
         if (cli.json) {
             printf("%s{\"job\": %" PRIu64 ", \"task\": ", i ? ", " : "", ids[i]);
             h2t_json_str(stdout, task);
             printf(", \"method\": \"%s\", \"test_acc\": %.6f, \"val_acc\": %.6f, \"lambda\": %g, "
                    "\"keep\": %g, \"kept\": %u, \"dim\": %" PRIu64 ", \"kept_quarters\": [%" PRIu64
                    ", %" PRIu64 ", %" PRIu64 ", %" PRIu64 "], \"seconds\": %.2f}",
-                   h2t_cli_method_name((int)r->method), r->test_acc, r->val_acc, r->lambda, r->keep,
-                   r->n_kept, r->total_dim, q[0], q[1], q[2], q[3], secs);
+                   method, r->test_acc, r->val_acc, r->lambda, r->keep, r->n_kept, r->total_dim,
+                   q[0], q[1], q[2], q[3], secs);
         } else {
             char kept[32], qs[48], keep[16];
             snprintf(kept, sizeof(kept), "%u/%" PRIu64, r->n_kept, r->total_dim);
@@ -110,9 +113,9 @@ int h2t_cmd_compare(int argc, char **argv)
                 snprintf(keep, sizeof(keep), "%g", r->keep);
             else
                 snprintf(keep, sizeof(keep), "-");
-            printf("%-5" PRIu64 " %-16.16s %-9s %7.2f %7.2f %8g %6s %15s %-23.23s %6.1fs\n", ids[i],
-                   task, h2t_cli_method_name((int)r->method), 100 * r->test_acc, 100 * r->val_acc,
-                   r->lambda, keep, kept, qs, secs);
+            printf("%-5" PRIu64 " %-16.16s %-13s %7.2f %7.2f %8g %6s %15s %-23.23s %6.1fs\n",
+                   ids[i], task, method, 100 * r->test_acc, 100 * r->val_acc, r->lambda, keep, kept,
+                   qs, secs);
         }
         h2t_result_destroy(r);
         h2t_msg_free(&jrep);

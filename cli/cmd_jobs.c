@@ -116,6 +116,31 @@ static void parse_choice(h2t_cli *cli, const char *const *names, uint32_t n, uin
     cli->bad = 1;
 }
 
+/* "linear,knn,..." -> bit (1 << method) each; auto itself is not a candidate. */
+static int parse_methods(h2t_cli *cli, const char *list, uint32_t *mask)
+{
+    char buf[256];
+    snprintf(buf, sizeof(buf), "%s", list);
+    *mask = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        uint32_t m;
+        if (h2t_method_parse(tok, &m) < 0 || m == H2T_METHOD_AUTO) {
+            fprintf(stderr,
+                    "h2tdb %s: %s: '%s' is not a candidate (linear, all, head2toe, knn, ncm, "
+                    "layer)\n",
+                    cli->cmd, cli->arg, tok);
+            return -1;
+        }
+        *mask |= 1u << m;
+    }
+    if (!*mask) {
+        fprintf(stderr, "h2tdb %s: %s: no method listed\n", cli->cmd, cli->arg);
+        return -1;
+    }
+    return 0;
+}
+
 static int wait_job(h2t_cli *cli, h2t_client *c, uint64_t id)
 {
     watch_view w = {isatty(2), cli->json, 0};
@@ -137,9 +162,17 @@ static int wait_job(h2t_cli *cli, h2t_client *c, uint64_t id)
 /* ---------------- train ---------------- */
 
 static const char train_usage[] =
-    "usage: h2tdb train --task NAME [--method linear|all|head2toe] [--optimizer fast|adam]\n"
-    "                   [--lambdas L1,L2,..] [--keep F1,F2,..] [--folds K] [--steps N]\n"
-    "                   [--lr X] [--seed S] [--threads N] [--retrain] [--wait]\n\n"
+    "usage: h2tdb train --task NAME [--method METHOD] [--optimizer fast|adam]\n"
+    "                   [--lambdas L1,L2,..] [--keep F1,F2,..] [--k K1,K2,..] [--folds K]\n"
+    "                   [--fold-kind stratified|contiguous] [--cv-repeats R] [--one-se]\n"
+    "                   [--auto-methods M1,M2,..] [--steps N] [--lr X] [--seed S]\n"
+    "                   [--threads N] [--retrain] [--wait]\n\n"
+    "METHOD: head2toe (default), linear, all, knn, ncm, layer or auto (docs/solver.md).\n"
+    "--k: the knn grid of k (default 1,3,5,10,20). --fold-kind: stratified (default: every fold\n"
+    "keeps the class proportions, seeded by --seed) or contiguous (blocks in task order).\n"
+    "--cv-repeats: stratified CV repeated with other fold seeds (default 3 below 500 training\n"
+    "samples, else 1). --one-se: the simplest grid cell within one standard error of the best.\n"
+    "--auto-methods: auto's candidates (default all six).\n\n"
     "Submit a train job for a task (h2tdb task create) and print its id. When a finished job\n"
     "has the very same spec (task and its samples, extraction, method and every option after\n"
     "defaults), the server answers with that job instead (\"reused\"); --retrain trains again.\n"
@@ -154,7 +187,7 @@ int h2t_cmd_train(int argc, char **argv)
     h2t_msg_train *t = &req.u.train;
     h2t_train_spec *sp = &t->spec; /* a request: 0 = the method's default */
     unsigned long long v;
-    int wait = 0;
+    int wait = 0, ks_given = 0;
     sp->method = H2T_METHOD_HEAD2TOE;
     h2t_cli_init(&cli, "train", argc, argv);
     while (h2t_cli_next(&cli)) {
@@ -163,8 +196,10 @@ int h2t_cmd_train(int argc, char **argv)
         if (h2t_cli_is(&cli, "--task"))
             t->task = h2t_cli_value(&cli);
         else if (h2t_cli_is(&cli, "--method")) {
-            static const char *const methods[] = {"linear", "all", "head2toe"};
-            parse_choice(&cli, methods, 3, &sp->method); /* the solver's numbering */
+            const char *methods[H2T_METHOD_COUNT];
+            for (uint32_t m = 0; m < H2T_METHOD_COUNT; m++)
+                methods[m] = h2t_method_name(m);
+            parse_choice(&cli, methods, H2T_METHOD_COUNT, &sp->method); /* the solver's numbering */
         } else if (h2t_cli_is(&cli, "--optimizer")) {
             static const char *const opts[] = {"fast", "adam"};
             parse_choice(&cli, opts, 2, &sp->optimizer);
@@ -172,7 +207,24 @@ int h2t_cmd_train(int argc, char **argv)
             parse_list(&cli, h2t_cli_value(&cli), sp->lambdas, H2T_SPEC_MAX_GRID, &sp->n_lambdas);
         else if (h2t_cli_is(&cli, "--keep"))
             parse_list(&cli, h2t_cli_value(&cli), sp->keeps, H2T_SPEC_MAX_GRID, &sp->n_keeps);
-        else if (h2t_cli_is(&cli, "--folds")) {
+        else if (h2t_cli_is(&cli, "--k")) {
+            parse_list(&cli, h2t_cli_value(&cli), sp->lambdas, H2T_SPEC_MAX_GRID, &sp->n_lambdas);
+            ks_given = 1;
+        } else if (h2t_cli_is(&cli, "--fold-kind")) {
+            static const char *const kinds[] = {"stratified", "contiguous"};
+            uint32_t k = 0;
+            parse_choice(&cli, kinds, 2, &k);
+            sp->fold_kind = k + H2T_FOLDS_STRATIFIED;
+        } else if (h2t_cli_is(&cli, "--cv-repeats")) {
+            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
+                sp->cv_repeats = (uint32_t)(v > 1000 ? 1000 : v);
+        } else if (h2t_cli_is(&cli, "--one-se"))
+            sp->one_se = 1;
+        else if (h2t_cli_is(&cli, "--auto-methods")) {
+            const char *list = h2t_cli_value(&cli);
+            if (list && parse_methods(&cli, list, &sp->auto_methods) < 0)
+                cli.bad = 1;
+        } else if (h2t_cli_is(&cli, "--folds")) {
             if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
                 sp->folds = (uint32_t)(v > 1000 ? 1000 : v);
         } else if (h2t_cli_is(&cli, "--steps")) {
@@ -195,6 +247,10 @@ int h2t_cmd_train(int argc, char **argv)
     }
     if (cli.help)
         return usage(train_usage, 0);
+    if (ks_given && sp->method != H2T_METHOD_KNN) {
+        fprintf(stderr, "h2tdb train: --k is the knn grid: it needs --method knn\n");
+        return usage(train_usage, 2);
+    }
     if (cli.bad || cli.npos || !t->task) {
         if (!t->task && !cli.bad)
             fprintf(stderr, "h2tdb train: --task NAME is required\n");

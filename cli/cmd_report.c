@@ -93,12 +93,30 @@ int h2t_cmd_report(int argc, char **argv)
     snprintf(def_out, sizeof(def_out), "job-%llu.svg", job);
     snprintf(def_title, sizeof(def_title), "h2tdb job %llu", job);
     rc = h2t_report_svg(r, title ? title : def_title, out ? out : def_out);
-    h2t_result_destroy(r);
-    if (rc)
+    if (rc) {
+        h2t_result_destroy(r);
         return h2t_cli_fail(&cli, rc);
-    if (cli.json)
-        printf("{\"job\": %llu, \"svg\": \"%s\"}\n", job, out ? out : def_out);
-    else
+    }
+    if (cli.json) {
+        printf("{\"job\": %llu, \"svg\": \"%s\"", job, out ? out : def_out);
+        if (r->n_curve) {
+            printf(", \"layer_curve\": [");
+            for (uint32_t i = 0; i < r->n_curve; i++)
+                printf("%s{\"layer\": %u, \"cv_acc\": %.6f}", i ? ", " : "", r->curve_layers[i],
+                       r->curve_acc[i]);
+            printf("]");
+        }
+        printf("}\n");
+    } else {
+        if (r->n_curve) { /* which depth transfers best, as text too */
+            printf("probe CV accuracy per layer (%u folds x %u repeats):\n", r->folds,
+                   r->cv_repeats);
+            for (uint32_t i = 0; i < r->n_curve; i++)
+                printf("  layer %4u  %6.2f%%%s\n", r->curve_layers[i], 100 * r->curve_acc[i],
+                       r->n_layers && r->curve_layers[i] == r->layer_ids[0] ? "  <- chosen" : "");
+        }
         printf("wrote %s\n", out ? out : def_out);
+    }
+    h2t_result_destroy(r);
     return 0;
 }

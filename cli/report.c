@@ -35,7 +35,7 @@ static void put_text(FILE *f, const char *s)
 
 static const char *method_name(uint32_t m)
 {
-    return m == H2T_METHOD_LINEAR ? "linear" : m == H2T_METHOD_ALL ? "all" : "head2toe";
+    return h2t_method_name(m);
 }
 
 /* Round v up to a "nice" axis maximum (1, 2, 5 x 10^k). */
@@ -99,6 +99,48 @@ static void panel_layers(FILE *f, const h2t_result *r, double x0, double y0, dou
             "<text transform='translate(%.1f,%.1f) rotate(-90)' class='ax'>kept features"
             "</text>\n",
             x0 - 44, y0 + h / 2);
+}
+
+/* Panel 1 of a layer result: each layer's probe CV accuracy, layers in depth order; the chosen
+ * layer drawn dark. */
+static void panel_curve(FILE *f, const h2t_result *r, double x0, double y0, double w, double h)
+{
+    double lo = 1, hi = 0;
+    for (uint32_t i = 0; i < r->n_curve; i++) {
+        lo = fmin(lo, r->curve_acc[i]);
+        hi = fmax(hi, r->curve_acc[i]);
+    }
+    lo = fmax(0, floor(lo * 20 - 0.5) / 20);
+    hi = fmin(1, ceil(hi * 20 + 0.5) / 20);
+    if (hi <= lo)
+        hi = lo + 0.05;
+    fprintf(f,
+            "<text x='%.1f' y='%.1f' class='h'>CV accuracy of a linear probe on each layer (input "
+            "side left): the best is layer %u</text>\n",
+            x0, y0 - 12, r->n_layers ? r->layer_ids[0] : 0);
+    fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' class='frame'/>\n", x0, y0, w,
+            h);
+    for (int t = 0; t <= 4; t++) {
+        double v = lo + (hi - lo) * t / 4.0, yy = y0 + h - h * t / 4.0;
+        fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' class='grid'/>", x0, yy, x0 + w,
+                yy);
+        fprintf(f, "<text x='%.1f' y='%.1f' class='yt'>%.1f%%</text>\n", x0 - 6, yy + 4, 100 * v);
+    }
+    double bw = w / r->n_curve;
+    for (uint32_t i = 0; i < r->n_curve; i++) {
+        double bh = h * (r->curve_acc[i] - lo) / (hi - lo);
+        int chosen = r->n_layers && r->curve_layers[i] == r->layer_ids[0];
+        fprintf(f,
+                "<rect x='%.2f' y='%.2f' width='%.2f' height='%.2f' class='bar'%s><title>layer %u: "
+                "%.2f%%</title></rect>\n",
+                x0 + i * bw + bw * 0.1, y0 + h - bh, bw * 0.8 > 0.5 ? bw * 0.8 : 0.5, bh,
+                chosen ? " style='fill:#c44e52'" : "", r->curve_layers[i], 100 * r->curve_acc[i]);
+    }
+    uint32_t step = r->n_curve > 12 ? (r->n_curve + 11) / 12 : 1;
+    for (uint32_t i = 0; i < r->n_curve; i += step)
+        fprintf(f, "<text x='%.1f' y='%.1f' class='xc'>%u</text>\n", x0 + (i + 0.5) * bw,
+                y0 + h + 16, r->curve_layers[i]);
+    fprintf(f, "<text x='%.1f' y='%.1f' class='xc'>layer</text>\n", x0 + w / 2, y0 + h + 34);
 }
 
 /* Panel 2: mean CV validation accuracy against keep fraction, one line per lambda. */
@@ -204,7 +246,16 @@ int h2t_report_svg_write(const h2t_result *r, const char *title, FILE *f)
             "validation %.2f%%; lambda %g; keep %g; %u classes; %u train samples</text>\n",
             method_name(r->method), 100 * r->test_acc, r->test_correct, r->n_test, 100 * r->val_acc,
             r->lambda, r->keep, r->n_classes, r->n_train);
-    panel_layers(f, r, 80, 95, 880, 250);
+    if (r->n_auto) {
+        fputs("<text x='20' y='68' class='s'>auto chose it by CV among:", f);
+        for (uint32_t q = 0; q < r->n_auto; q++)
+            fprintf(f, " %s %.2f%%", method_name(r->auto_methods[q]), 100 * r->auto_acc[q]);
+        fputs("</text>\n", f);
+    }
+    if (r->n_curve)
+        panel_curve(f, r, 80, 95, 880, 250);
+    else
+        panel_layers(f, r, 80, 95, 880, 250);
     panel_cv(f, r, 80, 470, 880, 190);
     fputs("</svg>\n", f);
     return ferror(f) ? h2t_err_set(H2T_EIO, "write failed: %s", strerror(errno)) : 0;

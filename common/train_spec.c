@@ -41,7 +41,29 @@ const h2t_spec_field h2t_train_spec_fields[] = {
     ROW(path_len, NULL, H2T_SPEC_U32),
     ROW(threads, "threads", H2T_SPEC_U32),
     ROW(mem_limit, NULL, H2T_SPEC_U64),
+    ROW(fold_kind, "fold_kind", H2T_SPEC_U32),
+    ROW(cv_repeats, "cv_repeats", H2T_SPEC_U32),
+    ROW(one_se, "one_se", H2T_SPEC_U32),
+    ROW(auto_methods, "auto_methods", H2T_SPEC_U32),
 };
+
+static const char *const method_names[H2T_METHOD_COUNT] = {"linear", "all",   "head2toe", "knn",
+                                                           "ncm",    "layer", "auto"};
+
+const char *h2t_method_name(uint32_t method)
+{
+    return method < H2T_METHOD_COUNT ? method_names[method] : "unknown";
+}
+
+int h2t_method_parse(const char *s, uint32_t *method)
+{
+    for (uint32_t m = 0; s && m < H2T_METHOD_COUNT; m++)
+        if (!strcmp(s, method_names[m])) {
+            *method = m;
+            return 0;
+        }
+    return -1;
+}
 
 const size_t h2t_train_spec_n_fields =
     sizeof(h2t_train_spec_fields) / sizeof(h2t_train_spec_fields[0]);

@@ -41,7 +41,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { H2T_METHOD_LINEAR = 0, H2T_METHOD_ALL = 1, H2T_METHOD_HEAD2TOE = 2 };
+/* Methods (docs/solver.md). The numbers are the wire's h2tdb.Method. */
+enum {
+    H2T_METHOD_LINEAR = 0,   /* L2 probe on the backbone's pooled representation */
+    H2T_METHOD_ALL = 1,      /* L2 head on every layer */
+    H2T_METHOD_HEAD2TOE = 2, /* group-lasso selection over every layer, then a head */
+    H2T_METHOD_KNN = 3,      /* k nearest training rows by cosine (the probe layer) */
+    H2T_METHOD_NCM = 4,      /* nearest class mean by cosine (every layer) */
+    H2T_METHOD_LAYER = 5,    /* an L2 probe per layer, the best layer by CV */
+    H2T_METHOD_AUTO = 6,     /* CV chooses among the six methods above */
+    H2T_METHOD_COUNT = 7
+};
+/* How the training samples are split into CV folds (h2t_train_spec.fold_kind). */
+enum {
+    H2T_FOLDS_STRATIFIED = 1, /* each class dealt over the folds in a seeded order (default) */
+    H2T_FOLDS_CONTIGUOUS = 2  /* fold f = samples [f n / k, (f + 1) n / k) in task order */
+};
 enum { H2T_PENALTY_NONE = 0, H2T_PENALTY_L2 = 1, H2T_PENALTY_GROUP = 2 };
 enum { H2T_OPT_FAST = 0, H2T_OPT_ADAM = 1 };
 
@@ -71,7 +86,19 @@ typedef struct h2t_train_spec {
     uint32_t path_len;      /* fast path: lambda path points from lambda_max (default 20) */
     uint32_t threads;       /* OpenBLAS threads, 0 = leave as is (at most 256) */
     uint64_t mem_limit;     /* bytes the design matrix may use, 0 = available memory */
+    uint32_t fold_kind;     /* H2T_FOLDS_* (default stratified) */
+    uint32_t cv_repeats;    /* CV repeated with other fold seeds, averaged; 0 = 3 when the
+                               training set has fewer than 500 samples, else 1 (stratified
+                               folds only: contiguous folds are the same every time) */
+    uint32_t one_se;        /* 1: the simplest cell within one standard error of the best */
+    uint32_t auto_methods;  /* auto: bit (1 << H2T_METHOD_*) per candidate; 0 = all six */
 } h2t_train_spec;
+
+/* The method's name ("linear", "all", "head2toe", "knn", "ncm", "layer", "auto"); "unknown"
+ * for a number out of range. Static storage. */
+const char *h2t_method_name(uint32_t method);
+/* The method named s (the names above); -1 when s names none. */
+int h2t_method_parse(const char *s, uint32_t *method);
 
 /* Member types of the table. */
 enum {

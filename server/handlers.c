@@ -753,11 +753,9 @@ out:
 
 /* ---------------- results ---------------- */
 
-static const char *const method_names[] = {"linear", "all", "head2toe"};
-
 static const char *method_name(uint32_t m)
 {
-    return m < 3 ? method_names[m] : "?";
+    return h2t_method_name(m);
 }
 
 /* The finished job's decoded result. Errors: H2T_ENOTFOUND, H2T_ESTATE (not DONE). */
@@ -811,6 +809,22 @@ static int h_get_result(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_
              r->n_layers, r->folds, r->val_acc, r->test_acc, r->test_correct, r->n_test,
              r->final_fit.converged ? "converged" : "NOT converged", r->final_fit.iters,
              r->final_fit.grad_norm, r->t_load, r->t_cv, r->t_final, r->t_total);
+    /* what the newer methods chose */
+    size_t sl = strlen(summary);
+    if (r->method == H2T_METHOD_KNN)
+        snprintf(summary + sl, sizeof(summary) - sl, "\nknn: k %u over %u training rows", r->knn_k,
+                 r->n_protos);
+    else if (r->method == H2T_METHOD_LAYER && r->n_layers)
+        snprintf(summary + sl, sizeof(summary) - sl, "\nlayer: the best probe is layer %u (%s)",
+                 r->layer_ids[0], r->layer_names[0]);
+    sl = strlen(summary);
+    if (r->n_auto) {
+        sl += (size_t)snprintf(summary + sl, sizeof(summary) - sl,
+                               "\nauto chose %s; CV:", method_name(r->method));
+        for (uint32_t q = 0; q < r->n_auto && sl < sizeof(summary); q++)
+            sl += (size_t)snprintf(summary + sl, sizeof(summary) - sl, " %s %.4f+-%.4f",
+                                   method_name(r->auto_methods[q]), r->auto_acc[q], r->auto_se[q]);
+    }
     json = h2t_result_json(r);
     if (!json) {
         rc = h2t_err_set(H2T_ENOMEM, "result json");

@@ -349,9 +349,8 @@ int h2t_solver_run_cached(h2t_design_cache *c, h2t_store *st, const h2t_task *ta
     uint32_t n_tr = task->n_train + task->n_val, n_te = task->n_test, N = n_tr + n_te;
     /* the layers the job reads (as h2t_solver_run picks them) and the ones an entry loads:
      * every layer for every-layer methods, only the listed ones otherwise */
-    uint32_t n_need = spec->n_layers                      ? spec->n_layers
-                      : spec->method == H2T_METHOD_LINEAR ? 1
-                                                          : x->n_layers;
+    int probe_only = spec->method == H2T_METHOD_LINEAR || spec->method == H2T_METHOD_KNN;
+    uint32_t n_need = spec->n_layers ? spec->n_layers : probe_only ? 1 : x->n_layers;
     need = malloc((size_t)n_need * sizeof(uint32_t) + 1);
     pos = malloc((size_t)n_need * sizeof(uint32_t) + 1);
     want = malloc(((size_t)n_need + x->n_layers) * sizeof(uint32_t) + 1);
@@ -362,9 +361,7 @@ int h2t_solver_run_cached(h2t_design_cache *c, h2t_store *st, const h2t_task *ta
         goto out;
     }
     for (uint32_t l = 0; l < n_need; l++) {
-        need[l] = spec->n_layers                      ? spec->layers[l]
-                  : spec->method == H2T_METHOD_LINEAR ? h2t_solver_probe_layer(x)
-                                                      : l;
+        need[l] = spec->n_layers ? spec->layers[l] : probe_only ? h2t_solver_probe_layer(x) : l;
         if (need[l] >= x->n_layers) {
             rc = h2t_err_set(H2T_EINVAL, "layer index %u out of range (%u layers)", need[l],
                              x->n_layers);
@@ -415,6 +412,11 @@ int h2t_solver_run_cached(h2t_design_cache *c, h2t_store *st, const h2t_task *ta
                      .layer_dims = e->dims,
                      .layer_ids = e->lids,
                      .layer_names = (const char *const *)e->names};
+    int probe_at = entry_layer(e, h2t_solver_probe_layer(x));
+    if (probe_at >= 0) {
+        d.has_probe = 1;
+        d.probe = (uint32_t)probe_at;
+    }
     double t1 = h2t_now_s();
     rc = h2t_solver_run_normalised(&d, &s, progress, ud, cancel, out);
     if (rc == 0) { /* the job's load time includes reading (or waiting for) the matrix */

@@ -24,6 +24,14 @@ void h2t_solver__logits(const float *X, uint32_t n, uint32_t d, uint32_t k, cons
                     (int)d, W, (int)k, 1.0f, Z, (int)k);
 }
 
+void h2t_solver__sim(const float *A, uint32_t na, const float *B, uint32_t nb, uint32_t d, float *S)
+{
+    memset(S, 0, (size_t)na * nb * sizeof(float));
+    if (na && nb && d)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)na, (int)nb, (int)d, 1.0f, A,
+                    (int)d, B, (int)d, 0.0f, S, (int)nb);
+}
+
 uint32_t h2t_solver__argmax(const float *Z, uint32_t n, uint32_t k, const uint32_t *y,
                             uint32_t *pred)
 {

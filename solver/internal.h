@@ -69,6 +69,41 @@ int h2t_solver__fit_adam(const float *X, const uint32_t *y, uint32_t n, uint32_t
 /* Logits Z = X W + b (n x k). */
 void h2t_solver__logits(const float *X, uint32_t n, uint32_t d, uint32_t k, const float *W,
                         const float *b, float *Z);
+/* S (na x nb) = A B^T: A na x d, B nb x d, row-major (sgemm). */
+void h2t_solver__sim(const float *A, uint32_t na, const float *B, uint32_t nb, uint32_t d,
+                     float *S);
+
+/* k-nearest-neighbour votes by cosine similarity of the query rows Q (nq x d) to the
+ * prototypes P (np x d, labels py < K): for each of the nks values in ks (each >= 1; a k above
+ * np counts np neighbours), pred[q * nq + i] is the class most frequent among query i's k most
+ * similar prototypes (similarity ties: the lower prototype index first); a tie of votes goes
+ * to the class with the larger summed similarity, then the lower class. A zero row has
+ * similarity 0 to everything. share (may be NULL; only with nks == 1): nq x K, each class's
+ * share of query i's votes. Returns 0 or H2T_ENOMEM. solver/knn.c. */
+int h2t_solver__knn(const float *Q, uint32_t nq, const float *P, const uint32_t *py, uint32_t np,
+                    uint32_t d, uint32_t K, const uint32_t *ks, uint32_t nks, uint32_t *pred,
+                    float *share);
+
+/* CV folds of n train rows with labels y < K: R repeats of F folds, repeat r's fold f being
+ * rows perm[r n + bnd[r (F + 1) + f] ..  r n + bnd[r (F + 1) + f + 1]) (task-order indices,
+ * ascending inside a fold). H2T_FOLDS_STRATIFIED: per repeat each class's rows are shuffled
+ * by a generator seeded from (seed, r), the classes laid one after another, and the t-th row
+ * of that sequence goes to fold t mod F: each class's count per fold differs by at most one
+ * across folds, and so do the fold sizes. H2T_FOLDS_CONTIGUOUS: bnd only (R = 1, perm
+ * untouched): fold f = [f n / F, (f + 1) n / F). perm: R x n; bnd: R x (F + 1). Returns 0 or
+ * H2T_ENOMEM. */
+int h2t_solver__folds(const uint32_t *y, uint32_t n, uint32_t K, uint32_t F, uint32_t R,
+                      uint32_t kind, uint64_t seed, uint32_t *perm, uint32_t *bnd);
+
+/* Choose a cell from a CV table acc (nf splits x nl * nk cells, row-major by split; cell
+ * li * nk + ki): writes each cell's mean and standard error (sample sd / sqrt(nf)); returns the
+ * best mean (ties: the lowest index), or with one_se the first cell in simplicity order whose
+ * mean is >= best mean - best's SE. Simplicity order: cell index order (lambdas descending,
+ * the most regularised first), or keep-major (keep_major: keep ascending, then lambda
+ * descending: head2toe's fewest features first). */
+uint32_t h2t_solver__choose(const double *acc, uint32_t nf, uint32_t nl, uint32_t nk,
+                            int keep_major, int one_se, double *mean, double *se);
+
 /* argmax per row (ties: lowest class); returns number of rows with pred == y (y may be NULL,
  * then 0). pred may be NULL. */
 uint32_t h2t_solver__argmax(const float *Z, uint32_t n, uint32_t k, const uint32_t *y,

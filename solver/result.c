@@ -19,6 +19,7 @@
 
 #include "common/err.h"
 #include "common/util.h"
+#include "solver/internal.h"
 #include "solver/solver.h"
 
 #define BLOB_MAGIC "H2TRES01"
@@ -42,6 +43,14 @@ void h2t_result_destroy(h2t_result *r)
     free(r->features);
     free(r->weights);
     free(r->bias);
+    free(r->cv_se);
+    free(r->protos);
+    free(r->proto_labels);
+    free(r->curve_layers);
+    free(r->curve_acc);
+    free(r->auto_methods);
+    free(r->auto_acc);
+    free(r->auto_se);
     free(r);
 }
 
@@ -73,6 +82,47 @@ static void head_logits(const h2t_result *r, const float *xi, float *xs, double 
     }
 }
 
+/* knn: every row's kept columns normalised as head_logits does, then the vote of the stored
+ * training rows (h2t_solver__knn, as the job's own evaluation); prob: each class's share of
+ * the k votes. */
+static int knn_apply(const h2t_result *r, const float *x, uint32_t n, uint64_t D, uint32_t *pred,
+                     float *prob)
+{
+    float *xs = calloc((size_t)r->n_kept * n + 1, sizeof(float));
+    uint32_t *pv = pred ? pred : malloc((size_t)n * sizeof(uint32_t) + 1);
+    if (!xs || !pv) {
+        free(xs);
+        if (pv != pred)
+            free(pv);
+        return h2t_err_set(H2T_ENOMEM, "predict buffer");
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * D;
+        float *xr = xs + (size_t)i * r->n_kept;
+        uint64_t off = 0;
+        uint32_t c = 0;
+        for (uint32_t l = 0; l < r->n_layers; l++) {
+            uint32_t c0 = c;
+            double s = 0;
+            for (uint32_t q = 0; q < r->layer_kept[l]; q++, c++) {
+                xr[c] = xi[off + r->features[c].index];
+                s += (double)xr[c] * xr[c];
+            }
+            if (s > 0)
+                for (uint32_t q = c0; q < c; q++)
+                    xr[q] = (float)(xr[q] / sqrt(s));
+            off += r->layer_dims[l];
+        }
+    }
+    uint32_t k = r->knn_k ? r->knn_k : 1;
+    int rc = h2t_solver__knn(xs, n, r->protos, r->proto_labels, r->n_protos, r->n_kept,
+                             r->n_classes, &k, 1, pv, prob);
+    free(xs);
+    if (pv != pred)
+        free(pv);
+    return rc;
+}
+
 static int head_apply(const h2t_result *r, const float *x, uint32_t n, uint32_t *pred, float *prob)
 {
     if (!r || (!x && n) || (!pred && !prob && n))
@@ -80,6 +130,8 @@ static int head_apply(const h2t_result *r, const float *x, uint32_t n, uint32_t 
     uint64_t D = 0;
     for (uint32_t l = 0; l < r->n_layers; l++)
         D += r->layer_dims[l];
+    if (r->method == H2T_METHOD_KNN && r->protos && r->n_protos)
+        return knn_apply(r, x, n, D, pred, prob);
     float *xs = malloc((size_t)r->n_kept * sizeof(float) + 1);
     double *z = malloc((size_t)r->n_classes * sizeof(double) + 1);
     if (!xs || !z) {
@@ -270,6 +322,27 @@ int h2t_result_encode(const h2t_result *r, void **blob, size_t *len)
     fone(&w, "select_nonzero", r->select_nonzero);
     double t[4] = {r->t_load, r->t_cv, r->t_final, r->t_total};
     ff64(&w, "timings", t, 4);
+    /* fields added with the knn, ncm, layer and auto methods and the CV options; a reader
+     * without them skips them, a result without them decodes with their defaults */
+    fone(&w, "fold_kind", r->fold_kind);
+    fone(&w, "cv_repeats", r->cv_repeats);
+    fone(&w, "one_se", r->one_se);
+    if (r->cv_se)
+        ff64(&w, "cv_se", r->cv_se, (uint64_t)r->n_lambdas * r->n_keeps);
+    if (r->protos) {
+        fone(&w, "knn_k", r->knn_k);
+        ff32(&w, "protos", r->protos, (uint64_t)r->n_protos * r->n_kept);
+        fu32(&w, "proto_labels", r->proto_labels, r->n_protos);
+    }
+    if (r->n_curve) {
+        fu32(&w, "curve_layers", r->curve_layers, r->n_curve);
+        ff64(&w, "curve_acc", r->curve_acc, r->n_curve);
+    }
+    if (r->n_auto) {
+        fu32(&w, "auto_methods", r->auto_methods, r->n_auto);
+        ff64(&w, "auto_acc", r->auto_acc, r->n_auto);
+        ff64(&w, "auto_se", r->auto_se, r->n_auto);
+    }
     if (!w.oom) {
         for (int i = 0; i < 4; i++)
             w.p[12 + i] = (uint8_t)(w.nfields >> (8 * i));
@@ -353,6 +426,116 @@ static int get_f64(const field *fs, uint32_t nf, const char *name, double *v, ui
 static void *dup_arr(uint64_t n, size_t size)
 {
     return malloc(n * size + 1);
+}
+
+/* The field name of type/count when present; NULL when absent (not an error). A present
+ * field of another type or count is H2T_ECORRUPT (*rc). */
+static const field *opt_field(const field *fs, uint32_t nf, const char *name, char type,
+                              uint64_t count, int check_count, int *rc)
+{
+    for (uint32_t i = 0; i < nf; i++)
+        if (!strcmp(fs[i].name, name)) {
+            const field *f = find(fs, nf, name, type, count, check_count);
+            if (!f)
+                *rc = H2T_ECORRUPT;
+            return f;
+        }
+    return NULL;
+}
+
+static int opt_u32s(const field *f, uint64_t n, uint32_t **dst)
+{
+    *dst = malloc(n * 4 + 1);
+    if (!*dst)
+        return h2t_err_set(H2T_ENOMEM, "decode");
+    for (uint64_t i = 0; i < n; i++)
+        (*dst)[i] = ru32(f->data + 4 * i);
+    return 0;
+}
+
+static int opt_f64s(const field *f, uint64_t n, double **dst)
+{
+    *dst = malloc(n * 8 + 1);
+    if (!*dst)
+        return h2t_err_set(H2T_ENOMEM, "decode");
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t b = ru64(f->data + 8 * i);
+        memcpy(&(*dst)[i], &b, 8);
+    }
+    return 0;
+}
+
+/* The fields a result may lack (written before they existed): model selection, knn's rows,
+ * the layer curve, the auto table. */
+static int decode_optional(const field *fs, uint32_t nf, h2t_result *r)
+{
+    int rc = 0;
+    const field *f;
+    r->fold_kind = H2T_FOLDS_CONTIGUOUS; /* the only kind before the field */
+    r->cv_repeats = r->folds > 1 ? 1 : 0;
+    if ((f = opt_field(fs, nf, "fold_kind", 'u', 1, 1, &rc)))
+        r->fold_kind = ru32(f->data);
+    if ((f = opt_field(fs, nf, "cv_repeats", 'u', 1, 1, &rc)))
+        r->cv_repeats = ru32(f->data);
+    if ((f = opt_field(fs, nf, "one_se", 'u', 1, 1, &rc)))
+        r->one_se = ru32(f->data);
+    uint64_t cells = (uint64_t)r->n_lambdas * r->n_keeps;
+    if ((f = opt_field(fs, nf, "cv_se", 'd', cells, 1, &rc)) &&
+        (rc = opt_f64s(f, cells, &r->cv_se)) < 0)
+        return rc;
+    if ((f = opt_field(fs, nf, "knn_k", 'u', 1, 1, &rc)))
+        r->knn_k = ru32(f->data);
+    const field *pl = opt_field(fs, nf, "proto_labels", 'u', 0, 0, &rc);
+    if (rc < 0)
+        return rc;
+    if (pl) {
+        if (pl->count > UINT32_MAX)
+            return h2t_err_set(H2T_ECORRUPT, "result field proto_labels: %llu rows",
+                               (unsigned long long)pl->count);
+        r->n_protos = (uint32_t)pl->count;
+        if (!(f = find(fs, nf, "protos", 'f', (uint64_t)r->n_protos * r->n_kept, 1)))
+            return H2T_ECORRUPT;
+        if ((rc = opt_u32s(pl, r->n_protos, &r->proto_labels)) < 0)
+            return rc;
+        for (uint32_t i = 0; i < r->n_protos; i++)
+            if (r->proto_labels[i] >= r->n_classes)
+                return h2t_err_set(H2T_ECORRUPT, "result knn row %u: label %u of %u classes", i,
+                                   r->proto_labels[i], r->n_classes);
+        r->protos = malloc((size_t)r->n_protos * r->n_kept * 4 + 1);
+        if (!r->protos)
+            return h2t_err_set(H2T_ENOMEM, "decode");
+        for (uint64_t i = 0; i < f->count; i++) {
+            uint32_t b = ru32(f->data + 4 * i);
+            memcpy(&r->protos[i], &b, 4);
+        }
+    }
+    if ((f = opt_field(fs, nf, "curve_layers", 'u', 0, 0, &rc))) {
+        if (f->count > 1u << 20)
+            return h2t_err_set(H2T_ECORRUPT, "result layer curve too long");
+        r->n_curve = (uint32_t)f->count;
+        if ((rc = opt_u32s(f, r->n_curve, &r->curve_layers)) < 0)
+            return rc;
+        if (!(f = find(fs, nf, "curve_acc", 'd', r->n_curve, 1)))
+            return H2T_ECORRUPT;
+        if ((rc = opt_f64s(f, r->n_curve, &r->curve_acc)) < 0)
+            return rc;
+    }
+    if ((f = opt_field(fs, nf, "auto_methods", 'u', 0, 0, &rc))) {
+        if (f->count > 64)
+            return h2t_err_set(H2T_ECORRUPT, "result auto table: %llu methods",
+                               (unsigned long long)f->count);
+        r->n_auto = (uint32_t)f->count;
+        if ((rc = opt_u32s(f, r->n_auto, &r->auto_methods)) < 0)
+            return rc;
+        const field *a = find(fs, nf, "auto_acc", 'd', r->n_auto, 1);
+        const field *e = a ? find(fs, nf, "auto_se", 'd', r->n_auto, 1) : NULL;
+        if (!a || !e)
+            return H2T_ECORRUPT;
+        if ((rc = opt_f64s(a, r->n_auto, &r->auto_acc)) < 0 ||
+            (rc = opt_f64s(e, r->n_auto, &r->auto_se)) < 0)
+            return rc;
+    }
+    return rc;
 }
 
 int h2t_result_decode(const void *blob, size_t len, h2t_result **out)
@@ -547,6 +730,8 @@ int h2t_result_decode(const void *blob, size_t len, h2t_result **out)
         uint32_t b = ru32(f->data + 4 * i);
         memcpy(&r->bias[i], &b, 4);
     }
+    if ((rc = decode_optional(fs, nf, r)) < 0)
+        goto out;
     *out = r;
     r = NULL;
 out:
@@ -628,7 +813,6 @@ static void sjfit(sbuf *s, const char *name, const h2t_fit_info *f)
 
 char *h2t_result_json(const h2t_result *r)
 {
-    static const char *methods[] = {"linear", "all", "head2toe"};
     static const char *pens[] = {"none", "l2", "group"};
     static const char *opts[] = {"fast", "adam"};
     static const char *ranks[] = {"none", "path-entry-then-norm-then-gradient-norm",
@@ -638,7 +822,7 @@ char *h2t_result_json(const h2t_result *r)
         return NULL;
     sprint(&s, "{\n  \"format\": \"h2tdb-result-1\",\n");
     sprint(&s, "  \"method\": \"%s\",\n  \"penalty\": \"%s\",\n  \"optimizer\": \"%s\",\n",
-           methods[r->method % 3], pens[r->penalty % 3], opts[r->optimizer % 2]);
+           h2t_method_name(r->method), pens[r->penalty % 3], opts[r->optimizer % 2]);
     sprint(&s, "  \"ranking\": \"%s\",\n  \"seed\": %llu,\n", ranks[r->ranking % 3],
            (unsigned long long)r->seed);
     sprint(&s, "  \"n_classes\": %u,\n  \"n_train\": %u,\n  \"n_test\": %u,\n", r->n_classes,
@@ -679,7 +863,43 @@ char *h2t_result_json(const h2t_result *r)
         }
         sprint(&s, "]");
     }
-    sprint(&s, "],\n  \"layers\": [\n");
+    sprint(&s, "],\n  \"cv_se\": [");
+    for (uint32_t i = 0; r->cv_se && i < r->n_lambdas; i++) {
+        sprint(&s, "%s[", i ? ", " : "");
+        for (uint32_t q = 0; q < r->n_keeps; q++) {
+            sprint(&s, q ? ", " : "");
+            sjnum(&s, r->cv_se[(size_t)i * r->n_keeps + q]);
+        }
+        sprint(&s, "]");
+    }
+    sprint(&s, "],\n  \"fold_kind\": \"%s\",\n  \"cv_repeats\": %u,\n  \"one_se\": %s,\n",
+           r->fold_kind == H2T_FOLDS_STRATIFIED ? "stratified" : "contiguous", r->cv_repeats,
+           r->one_se ? "true" : "false");
+    if (r->method == H2T_METHOD_KNN)
+        sprint(&s, "  \"knn_k\": %u,\n  \"knn_rows\": %u,\n", r->knn_k, r->n_protos);
+    if (r->n_curve) {
+        sprint(&s, "  \"layer_curve\": [");
+        for (uint32_t i = 0; i < r->n_curve; i++) {
+            sprint(&s, "%s{\"layer\": %u, \"cv_acc\": ", i ? ", " : "", r->curve_layers[i]);
+            sjnum(&s, r->curve_acc[i]);
+            sprint(&s, "}");
+        }
+        sprint(&s, "],\n");
+    }
+    if (r->n_auto) {
+        sprint(&s, "  \"auto\": {\"chosen\": \"%s\", \"candidates\": [",
+               h2t_method_name(r->method));
+        for (uint32_t i = 0; i < r->n_auto; i++) {
+            sprint(&s, "%s{\"method\": \"%s\", \"cv_acc\": ", i ? ", " : "",
+                   h2t_method_name(r->auto_methods[i]));
+            sjnum(&s, r->auto_acc[i]);
+            sprint(&s, ", \"cv_se\": ");
+            sjnum(&s, r->auto_se[i]);
+            sprint(&s, "}");
+        }
+        sprint(&s, "]},\n");
+    }
+    sprint(&s, "  \"layers\": [\n");
     for (uint32_t l = 0; l < r->n_layers; l++) {
         sprint(&s, "    {\"id\": %u, \"name\": ", r->layer_ids[l]);
         sjstr(&s, r->layer_names && r->layer_names[l] ? r->layer_names[l] : "");
@@ -696,9 +916,17 @@ char *h2t_result_json(const h2t_result *r)
     sprint(&s, "  \"files\": {\"weights\": \"weights.npy (n_classes x n_kept f32)\", \"bias\": "
                "\"bias.npy\", \"features\": \"features.npy (n_kept x 2 u32: layer, index)\", "
                "\"cv_acc\": \"cv_acc.npy (n_lambdas x n_keeps f64)\"},\n");
-    sprint(&s, "  \"apply\": \"per layer: take the kept raw columns, L2-normalise them over the "
-               "kept subset (zero stays zero), concatenate in features order; logits = W x + "
-               "b\"\n}\n");
+    if (r->method == H2T_METHOD_KNN)
+        sprint(&s, "  \"apply\": \"per layer: take the kept raw columns, L2-normalise them over "
+                   "the kept subset (zero stays zero), concatenate in features order; the knn_k "
+                   "rows of knn_rows.npy with the largest cosine similarity vote with their "
+                   "labels (knn_labels.npy); a tie of votes goes to the larger summed "
+                   "similarity, then the lower class. weights.npy holds the normalised class "
+                   "means\"\n}\n");
+    else
+        sprint(&s, "  \"apply\": \"per layer: take the kept raw columns, L2-normalise them over "
+                   "the kept subset (zero stays zero), concatenate in features order; logits = W "
+                   "x + b\"\n}\n");
     if (s.oom) {
         free(s.p);
         return NULL;
@@ -768,6 +996,16 @@ int h2t_result_export(const h2t_result *r, const char *dir)
     if ((rc = write_npy(dir, "cv_acc.npy", "<f8", shape, r->cv_acc,
                         (size_t)r->n_lambdas * r->n_keeps * 8)) < 0)
         goto out;
+    if (r->protos && r->n_protos) {
+        snprintf(shape, sizeof(shape), "(%u, %u)", r->n_protos, r->n_kept);
+        if ((rc = write_npy(dir, "knn_rows.npy", "<f4", shape, r->protos,
+                            (size_t)r->n_protos * r->n_kept * 4)) < 0)
+            goto out;
+        snprintf(shape, sizeof(shape), "(%u,)", r->n_protos);
+        if ((rc = write_npy(dir, "knn_labels.npy", "<u4", shape, r->proto_labels,
+                            (size_t)r->n_protos * 4)) < 0)
+            goto out;
+    }
     char path[4096];
     snprintf(path, sizeof(path), "%s/result.json", dir);
     FILE *f = fopen(path, "w");

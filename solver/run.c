@@ -1,7 +1,8 @@
 /*
  * solver/run.c - a training job: spec checks, design-matrix assembly (store or memory),
- * per-layer normalisation, the methods (linear / all / head2toe) on both optimiser paths,
- * contiguous k-fold cross-validation over lambda x keep, the final head and its evaluation.
+ * per-layer normalisation, the methods (linear / all / head2toe on both optimiser paths, knn,
+ * ncm, layer, auto), stratified or contiguous k-fold cross-validation (repeated, one-SE rule)
+ * over the method's grid, the final head and its evaluation.
  */
 #include <math.h>
 #include <stdio.h>
@@ -29,7 +30,22 @@ void h2t_train_spec_default(h2t_train_spec *s, uint32_t method)
     s->gtol = 1e-5;
     s->final_l2 = 1e-6;
     s->path_len = 20;
-    if (method == H2T_METHOD_HEAD2TOE) {
+    s->fold_kind = H2T_FOLDS_STRATIFIED;
+    if (method == H2T_METHOD_KNN) {
+        s->penalty = H2T_PENALTY_NONE;
+        static const double ks[] = {1, 3, 5, 10, 20};
+        s->n_lambdas = 5;
+        memcpy(s->lambdas, ks, sizeof(ks));
+        s->n_keeps = 1;
+        s->keeps[0] = 1.0;
+    } else if (method == H2T_METHOD_NCM || method == H2T_METHOD_AUTO) {
+        /* no grid of their own (auto runs each candidate with that method's defaults) */
+        s->penalty = H2T_PENALTY_NONE;
+        s->n_lambdas = 1;
+        s->lambdas[0] = 0;
+        s->n_keeps = 1;
+        s->keeps[0] = 1.0;
+    } else if (method == H2T_METHOD_HEAD2TOE) {
         s->penalty = H2T_PENALTY_GROUP;
         s->n_lambdas = 2;
         s->lambdas[0] = 1e-4;
@@ -51,8 +67,31 @@ int h2t_train_spec_check(const h2t_train_spec *s)
 {
     if (!s)
         return h2t_err_set(H2T_EINVAL, "no train spec");
-    if (s->method > H2T_METHOD_HEAD2TOE)
+    if (s->method >= H2T_METHOD_COUNT)
         return h2t_err_set(H2T_EINVAL, "unknown method %u", s->method);
+    if (s->fold_kind != H2T_FOLDS_STRATIFIED && s->fold_kind != H2T_FOLDS_CONTIGUOUS)
+        return h2t_err_set(H2T_EINVAL, "fold_kind %u: 1 stratified or 2 contiguous", s->fold_kind);
+    if (s->cv_repeats > 20)
+        return h2t_err_set(H2T_EINVAL, "cv_repeats %u: at most 20", s->cv_repeats);
+    if (s->cv_repeats > 1 && s->fold_kind == H2T_FOLDS_CONTIGUOUS)
+        return h2t_err_set(H2T_EINVAL,
+                           "cv_repeats %u with contiguous folds: they are the same "
+                           "folds every time (repeats need stratified folds)",
+                           s->cv_repeats);
+    if (s->one_se > 1)
+        return h2t_err_set(H2T_EINVAL, "one_se %u: 0 or 1", s->one_se);
+    if (s->auto_methods & ~((1u << H2T_METHOD_AUTO) - 1))
+        return h2t_err_set(H2T_EINVAL, "auto_methods 0x%x: bits 0..5 (linear .. layer) only",
+                           s->auto_methods);
+    if (s->method == H2T_METHOD_KNN)
+        for (uint32_t i = 0; i < s->n_lambdas && i < H2T_SPEC_MAX_GRID; i++)
+            if (!(s->lambdas[i] >= 1 && s->lambdas[i] <= 1000000 &&
+                  s->lambdas[i] == floor(s->lambdas[i])))
+                return h2t_err_set(H2T_EINVAL, "knn k %g (lambdas[%u]) must be a whole number >= 1",
+                                   s->lambdas[i], i);
+    if ((s->method == H2T_METHOD_LAYER || s->method == H2T_METHOD_AUTO) && s->folds < 2)
+        return h2t_err_set(H2T_EINVAL, "method %s chooses by cross-validation: folds %u (>= 2)",
+                           h2t_method_name(s->method), s->folds);
     if (s->penalty > H2T_PENALTY_GROUP)
         return h2t_err_set(H2T_EINVAL, "unknown penalty %u", s->penalty);
     if (s->optimizer > H2T_OPT_ADAM)
@@ -101,8 +140,10 @@ int h2t_train_spec_check(const h2t_train_spec *s)
 
 int h2t_train_spec_resolve(const h2t_train_spec *req, h2t_train_spec *out)
 {
-    if (req->method > H2T_METHOD_HEAD2TOE)
-        return h2t_err_set(H2T_EINVAL, "method %u: want linear, all or head2toe", req->method);
+    if (req->method >= H2T_METHOD_COUNT)
+        return h2t_err_set(H2T_EINVAL,
+                           "method %u: want linear, all, head2toe, knn, ncm, layer or auto",
+                           req->method);
     h2t_train_spec_default(out, req->method);
     for (size_t i = 0; i < h2t_train_spec_n_fields; i++) {
         const h2t_spec_field *f = &h2t_train_spec_fields[i];
@@ -150,7 +191,10 @@ typedef struct job {
     uint32_t *lid;  /* n_layers */
     char **lname;   /* n_layers */
     uint32_t rot;   /* current rotation of the train rows */
-    double *gram;   /* NULL or n_tr x n_tr Gram of the train rows in rotation 0 (kernel form) */
+    double *gram;   /* NULL or n_tr x n_tr Gram of the train rows in task order (kernel form) */
+    const uint32_t *perm; /* NULL or the CV repeat's order: train row i (before rotation) is task
+                             row perm[i] */
+    uint32_t probe;       /* the job's layer a linear probe (and knn) reads within auto */
     /* sorted grid */
     uint32_t nl, nk;
     double lambdas[H2T_SPEC_MAX_GRID], keeps[H2T_SPEC_MAX_GRID];
@@ -166,10 +210,16 @@ typedef struct head {
     float *b;       /* K */
     h2t_fit_info fit, sel;
     uint32_t sel_nonzero;
+    /* knn: np prototypes (np x k rows, normalised) with labels, and k */
+    float *P;
+    uint32_t *py;
+    uint32_t np, knn_k;
 } head;
 
 static void head_free(head *h)
 {
+    free(h->P);
+    free(h->py);
     free(h->cols);
     free(h->W);
     free(h->b);
@@ -261,6 +311,13 @@ static void reverse_rows(float *X, uint32_t *y, uint32_t D, uint32_t a, uint32_t
     }
 }
 
+/* The task-order index of train row r as the rows lie now (repeat order, then rotation). */
+static uint32_t task_row(const job *j, uint32_t r)
+{
+    uint32_t q = (r + j->rot) % j->n_tr;
+    return j->perm ? j->perm[q] : q;
+}
+
 static int rotate_to(job *j, uint32_t target)
 {
     uint32_t n = j->n_tr, r = (target + n - j->rot) % n;
@@ -293,6 +350,19 @@ static int head_correct(const job *j, const head *h, const float *X, const uint3
             return h2t_err_set(H2T_ENOMEM, "eval buffer");
         gather_renorm(j, X, n, h->cols, h->k, Xs);
         Xu = Xs;
+    }
+    if (h->P) { /* knn */
+        uint32_t *pred = malloc((size_t)n * sizeof(uint32_t));
+        int rc =
+            pred ? h2t_solver__knn(Xu, n, h->P, h->py, h->np, h->k, j->K, &h->knn_k, 1, pred, NULL)
+                 : h2t_err_set(H2T_ENOMEM, "predictions");
+        uint32_t c = 0;
+        for (uint32_t i = 0; rc == 0 && i < n; i++)
+            c += pred[i] == y[i];
+        *correct = c;
+        free(pred);
+        free(Xs);
+        return rc;
     }
     float *Z = malloc((size_t)n * j->K * sizeof(float));
     if (!Z) {
@@ -509,9 +579,9 @@ static int run_cells(job *j, const float *X, const uint32_t *y, uint32_t n, cons
                     goto out;
                 }
                 for (uint32_t r = 0; r < n; r++) {
-                    const double *src = j->gram + (size_t)((r + j->rot) % j->n_tr) * j->n_tr;
+                    const double *src = j->gram + (size_t)task_row(j, r) * j->n_tr;
                     for (uint32_t c = 0; c < n; c++)
-                        Gf[(size_t)r * n + c] = src[(c + j->rot) % j->n_tr];
+                        Gf[(size_t)r * n + c] = src[task_row(j, c)];
                 }
             }
             rc = h2t_solver__fit_smooth_kernel(X, Gf, y, n, D, K, ridge, &j->o, A, W, b, &sel);
@@ -609,7 +679,10 @@ static int fill_result(job *j, head *h, h2t_result *r)
 {
     const uint32_t K = j->K;
     r->method = j->spec->method;
-    r->penalty = j->spec->method == H2T_METHOD_HEAD2TOE ? H2T_PENALTY_GROUP : j->spec->penalty;
+    r->penalty = j->spec->method == H2T_METHOD_HEAD2TOE ? H2T_PENALTY_GROUP
+                 : j->spec->method == H2T_METHOD_KNN || j->spec->method == H2T_METHOD_NCM
+                     ? H2T_PENALTY_NONE
+                     : j->spec->penalty;
     r->optimizer = j->spec->optimizer;
     r->ranking = j->spec->method != H2T_METHOD_HEAD2TOE ? H2T_RANK_NONE
                  : j->spec->optimizer == H2T_OPT_FAST   ? H2T_RANK_PATH_ENTRY
@@ -647,110 +720,430 @@ static int fill_result(job *j, head *h, h2t_result *r)
             r->weights[(size_t)q * h->k + c] = h->W[(size_t)c * K + q];
     }
     memcpy(r->bias, h->b, K * sizeof(float));
+    if (h->P) { /* knn: the rows it votes with (all columns: cols is 0..D-1) */
+        r->protos = malloc((size_t)h->np * h->k * sizeof(float) + 1);
+        r->proto_labels = malloc((size_t)h->np * sizeof(uint32_t) + 1);
+        if (!r->protos || !r->proto_labels)
+            return h2t_err_set(H2T_ENOMEM, "knn rows");
+        memcpy(r->protos, h->P, (size_t)h->np * h->k * sizeof(float));
+        memcpy(r->proto_labels, h->py, (size_t)h->np * sizeof(uint32_t));
+        r->n_protos = h->np;
+        r->knn_k = h->knn_k;
+    }
     r->final_fit = h->fit;
     r->select_fit = h->sel;
     r->select_nonzero = h->sel_nonzero;
     return 0;
 }
 
-/* The job on an assembled, normalised matrix. */
-static int solve(job *j, h2t_result **out)
+/* ---- cross-validation folds ---- */
+
+/* The folds of a job: R repeats of F folds over the n_tr train rows. A repeat's folds are
+ * contiguous blocks [bnd[f], bnd[f + 1]) of the rows in that repeat's order (perm; NULL: task
+ * order, the contiguous kind). */
+typedef struct cvplan {
+    uint32_t F, R, n;
+    uint32_t *perm; /* R x n: position -> task row; NULL for contiguous folds */
+    uint32_t *bnd;  /* R x (F + 1) */
+} cvplan;
+
+static void plan_free(cvplan *p)
+{
+    free(p->perm);
+    free(p->bnd);
+    memset(p, 0, sizeof(*p));
+}
+
+static uint64_t splitmix(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+int h2t_solver__folds(const uint32_t *y, uint32_t n, uint32_t K, uint32_t F, uint32_t R,
+                      uint32_t kind, uint64_t seed, uint32_t *perm, uint32_t *bnd)
+{
+    if (kind == H2T_FOLDS_CONTIGUOUS) {
+        for (uint32_t f = 0; f <= F; f++)
+            bnd[f] = (uint32_t)((uint64_t)f * n / F);
+        return 0;
+    }
+    uint32_t *seq = malloc((size_t)n * sizeof(uint32_t) + 1);
+    uint32_t *fold = malloc((size_t)n * sizeof(uint32_t) + 1);
+    uint32_t *start = calloc((size_t)K + 1, sizeof(uint32_t));
+    if (!seq || !fold || !start) {
+        free(seq);
+        free(fold);
+        free(start);
+        return h2t_err_set(H2T_ENOMEM, "folds");
+    }
+    for (uint32_t i = 0; i < n; i++)
+        start[y[i] + 1]++;
+    for (uint32_t c = 0; c < K; c++)
+        start[c + 1] += start[c];
+    for (uint32_t r = 0; r < R; r++) {
+        uint64_t st = seed ^ (0xD1B54A32D192ED03ull * (r + 1));
+        uint32_t *fill = fold; /* per class write position, reused below */
+        memcpy(fill, start, (size_t)K * sizeof(uint32_t));
+        for (uint32_t i = 0; i < n; i++)
+            seq[fill[y[i]]++] = i;
+        for (uint32_t c = 0; c < K; c++) /* Fisher-Yates within the class */
+            for (uint32_t a = start[c + 1] - start[c]; a > 1; a--) {
+                uint32_t b = (uint32_t)(splitmix(&st) % a), t = seq[start[c] + a - 1];
+                seq[start[c] + a - 1] = seq[start[c] + b];
+                seq[start[c] + b] = t;
+            }
+        for (uint32_t t = 0; t < n; t++)
+            fold[seq[t]] = t % F;
+        uint32_t *pr = perm + (size_t)r * n, *br = bnd + (size_t)r * (F + 1), w = 0;
+        for (uint32_t f = 0; f < F; f++) {
+            br[f] = w;
+            for (uint32_t i = 0; i < n; i++)
+                if (fold[i] == f)
+                    pr[w++] = i;
+        }
+        br[F] = w;
+    }
+    free(seq);
+    free(fold);
+    free(start);
+    return 0;
+}
+
+static int plan_make(const job *j, cvplan *p)
 {
     const h2t_train_spec *s = j->spec;
-    double t0 = h2t_now_s();
-    int rc = 0;
-    h2t_result *r = calloc(1, sizeof(*r));
-    double *acc = NULL, *fa = NULL;
-    head fin = {0};
-    if (!r)
-        return h2t_err_set(H2T_ENOMEM, "result");
-    /* the grid, sorted: lambdas descending (the path order), keeps ascending */
+    uint32_t n = j->n_tr, F = s->folds;
+    memset(p, 0, sizeof(*p));
+    p->F = F;
+    p->n = n;
+    int strat = s->fold_kind != H2T_FOLDS_CONTIGUOUS && F > 1;
+    p->R = !strat ? 1 : s->cv_repeats ? s->cv_repeats : n < 500 ? 3 : 1;
+    p->bnd = malloc((size_t)p->R * (F + 1) * sizeof(uint32_t));
+    if (strat)
+        p->perm = malloc((size_t)p->R * n * sizeof(uint32_t));
+    if (!p->bnd || (strat && !p->perm))
+        return h2t_err_set(H2T_ENOMEM, "folds");
+    if (F < 2)
+        return 0;
+    return h2t_solver__folds(j->y, n, j->K, F, p->R,
+                             strat ? H2T_FOLDS_STRATIFIED : H2T_FOLDS_CONTIGUOUS, s->seed, p->perm,
+                             p->bnd);
+}
+
+/* Reorder the train rows (X and y): the row now at position i is the one at p[i] before
+ * (inverse = 0), or the inverse of that move (inverse = 1). Cycle by cycle, one row buffer. */
+static int permute_rows(job *j, const uint32_t *p, int inverse)
+{
+    uint32_t n = j->n_tr, D = j->D;
+    float *tmp = malloc((size_t)D * sizeof(float) + 1);
+    uint32_t *q = malloc((size_t)n * sizeof(uint32_t));
+    uint8_t *seen = calloc(n, 1);
+    if (!tmp || !q || !seen) {
+        free(tmp);
+        free(q);
+        free(seen);
+        return h2t_err_set(H2T_ENOMEM, "row buffer");
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (inverse)
+            q[p[i]] = i;
+        else
+            q[i] = p[i];
+    }
+    for (uint32_t s0 = 0; s0 < n; s0++) {
+        if (seen[s0] || q[s0] == s0)
+            continue;
+        memcpy(tmp, j->X + (size_t)s0 * D, D * sizeof(float));
+        uint32_t ty = j->y[s0], cur = s0;
+        for (;;) {
+            seen[cur] = 1;
+            uint32_t nx = q[cur];
+            if (nx == s0) {
+                memcpy(j->X + (size_t)cur * D, tmp, D * sizeof(float));
+                j->y[cur] = ty;
+                break;
+            }
+            memcpy(j->X + (size_t)cur * D, j->X + (size_t)nx * D, D * sizeof(float));
+            j->y[cur] = j->y[nx];
+            cur = nx;
+        }
+    }
+    free(tmp);
+    free(q);
+    free(seen);
+    return 0;
+}
+
+/* ---- the methods' cells ---- */
+
+/* ncm: class means of the rows (double), each scaled to unit length (an absent class stays
+ * zero): a linear head W = means, b = 0. Every row has the same norm (sqrt of its non-zero
+ * layers), so argmax <x, mu_c / |mu_c|> is the cosine-nearest class mean. */
+static int ncm_head(job *j, const float *X, const uint32_t *y, uint32_t n, head *h)
+{
+    const uint32_t D = j->D, K = j->K;
+    double *m = calloc((size_t)D * K + 1, sizeof(double));
+    h->k = D;
+    h->cols = malloc((size_t)D * sizeof(uint32_t) + 1);
+    h->W = malloc((size_t)D * K * sizeof(float) + 1);
+    h->b = calloc(K, sizeof(float));
+    if (!m || !h->cols || !h->W || !h->b) {
+        free(m);
+        return h2t_err_set(H2T_ENOMEM, "class means %u x %u", K, D);
+    }
+    for (uint32_t q = 0; q < D; q++)
+        h->cols[q] = q;
+    for (uint32_t i = 0; i < n; i++) {
+        const float *x = X + (size_t)i * D;
+        for (uint32_t q = 0; q < D; q++)
+            m[(size_t)q * K + y[i]] += x[q];
+    }
+    for (uint32_t c = 0; c < K; c++) {
+        double s = 0;
+        for (uint32_t q = 0; q < D; q++)
+            s += m[(size_t)q * K + c] * m[(size_t)q * K + c];
+        double inv = s > 0 ? 1.0 / sqrt(s) : 0;
+        for (uint32_t q = 0; q < D; q++)
+            h->W[(size_t)q * K + c] = (float)(m[(size_t)q * K + c] * inv);
+    }
+    free(m);
+    h->fit.converged = 1;
+    return 0;
+}
+
+/* knn over the lambdas axis (k values): the validation rows voted by the training rows at
+ * every k at once; the final head keeps the rows (and the class means as W, for export). */
+static int knn_cells(job *j, const float *X, const uint32_t *y, uint32_t n, const float *Xva,
+                     const uint32_t *yva, uint32_t nva, const double *lam, uint32_t nl, double *acc,
+                     head *final)
+{
+    uint32_t ks[H2T_SPEC_MAX_GRID];
+    for (uint32_t q = 0; q < nl; q++)
+        ks[q] = (uint32_t)lam[q];
+    if (final) {
+        int rc = ncm_head(j, X, y, n, final);
+        if (rc < 0)
+            return rc;
+        final->P = malloc((size_t)n * j->D * sizeof(float) + 1);
+        final->py = malloc((size_t)n * sizeof(uint32_t) + 1);
+        if (!final->P || !final->py)
+            return h2t_err_set(H2T_ENOMEM, "knn rows %u x %u", n, j->D);
+        memcpy(final->P, X, (size_t)n * j->D * sizeof(float));
+        memcpy(final->py, y, (size_t)n * sizeof(uint32_t));
+        final->np = n;
+        final->knn_k = ks[0];
+        return 0;
+    }
+    uint32_t *pred = malloc((size_t)nl * nva * sizeof(uint32_t) + 1);
+    if (!pred)
+        return h2t_err_set(H2T_ENOMEM, "knn votes");
+    int rc = h2t_solver__knn(Xva, nva, X, y, n, j->D, j->K, ks, nl, pred, NULL);
+    for (uint32_t q = 0; rc == 0 && q < nl; q++) {
+        uint32_t c = 0;
+        for (uint32_t i = 0; i < nva; i++)
+            c += pred[(size_t)q * nva + i] == yva[i];
+        acc[q] = (double)c / nva;
+    }
+    free(pred);
+    return rc;
+}
+
+/* Every cell of the job's method on one split (Xva NULL: the final head at the one cell). */
+static int method_cells(job *j, const float *X, const uint32_t *y, uint32_t n, const float *Xva,
+                        const uint32_t *yva, uint32_t nva, const double *lam, uint32_t nl,
+                        const double *kp, uint32_t nk, double *acc, head *final)
+{
+    switch (j->spec->method) {
+    case H2T_METHOD_KNN:
+        return knn_cells(j, X, y, n, Xva, yva, nva, lam, nl, acc, final);
+    case H2T_METHOD_NCM: {
+        head h = {0};
+        int rc = ncm_head(j, X, y, n, &h);
+        uint32_t corr = 0;
+        if (rc == 0 && Xva && (rc = head_correct(j, &h, Xva, yva, nva, &corr)) == 0)
+            acc[0] = (double)corr / nva;
+        if (rc == 0 && final) {
+            *final = h;
+            return 0;
+        }
+        head_free(&h);
+        return rc;
+    }
+    default:
+        return run_cells(j, X, y, n, Xva, yva, nva, lam, nl, kp, nk, acc, final);
+    }
+}
+
+/* The job's grid from its spec, sorted: lambdas (knn: k) descending, keeps ascending. */
+static void job_grid(job *j)
+{
+    const h2t_train_spec *s = j->spec;
     int selecting = s->method == H2T_METHOD_HEAD2TOE;
-    int nopen = !selecting && s->penalty == H2T_PENALTY_NONE;
-    j->nl = nopen ? 1 : s->n_lambdas;
+    int nopen = (s->method == H2T_METHOD_LINEAR || s->method == H2T_METHOD_ALL ||
+                 s->method == H2T_METHOD_LAYER) &&
+                s->penalty == H2T_PENALTY_NONE;
+    j->nl = nopen || s->method == H2T_METHOD_NCM ? 1 : s->n_lambdas;
     j->nk = selecting ? s->n_keeps : 1;
     for (uint32_t i = 0; i < j->nl; i++)
-        j->lambdas[i] = nopen ? 0 : s->lambdas[i];
+        j->lambdas[i] = nopen || s->method == H2T_METHOD_NCM ? 0 : s->lambdas[i];
     for (uint32_t i = 0; i < j->nk; i++)
         j->keeps[i] = selecting ? s->keeps[i] : 1.0;
     qsort(j->lambdas, j->nl, sizeof(double), dbl_desc);
     qsort(j->keeps, j->nk, sizeof(double), dbl_asc);
-    uint32_t F = s->folds, cells = j->nl * j->nk;
-    if (F > 1 && j->n_tr / F < 1) {
-        rc = h2t_err_set(H2T_EINVAL, "%u training samples cannot make %u folds", j->n_tr, F);
-        goto out;
+}
+
+/* The CV table of a job's grid. */
+typedef struct cvtab {
+    uint32_t cells, nf; /* nf = R x F validation splits */
+    double *acc;        /* nf x cells */
+    double *mean, *se;  /* cells */
+    uint32_t best;      /* the chosen cell */
+} cvtab;
+
+static void tab_free(cvtab *t)
+{
+    free(t->acc);
+    free(t->mean);
+    free(t->se);
+    memset(t, 0, sizeof(*t));
+}
+
+/* Run the CV of the job's method over its grid on the plan's folds and choose a cell: the best
+ * mean (ties: the first in grid order), or with one_se the simplest cell whose mean is within
+ * one standard error (of the best cell, over the R x F splits) of the best. Simplest: the
+ * first in grid order (lambdas descending = most regularised; knn: the largest k), for
+ * head2toe the smallest keep first, then the largest lambda. */
+static int cv_run(job *j, const cvplan *p, double pbase, double pspan, cvtab *t)
+{
+    uint32_t n = j->n_tr, F = p->F, R = p->R;
+    int rc = 0;
+    job_grid(j);
+    memset(t, 0, sizeof(*t));
+    t->cells = j->nl * j->nk;
+    t->nf = F > 1 ? R * F : 0;
+    t->acc = calloc((size_t)t->nf * t->cells + 1, sizeof(double));
+    t->mean = calloc(t->cells, sizeof(double));
+    t->se = calloc(t->cells, sizeof(double));
+    if (!t->acc || !t->mean || !t->se)
+        return h2t_err_set(H2T_ENOMEM, "grid");
+    if (F < 2)
+        return 0;
+    for (uint32_t r = 0; r < R; r++) {
+        if (p->perm) {
+            if ((rc = permute_rows(j, p->perm + (size_t)r * n, 0)) < 0)
+                return rc;
+            j->perm = p->perm + (size_t)r * n;
+        }
+        for (uint32_t f = 0; f < F; f++) {
+            uint32_t a = p->bnd[(size_t)r * (F + 1) + f], e = p->bnd[(size_t)r * (F + 1) + f + 1];
+            if (R > 1)
+                snprintf(j->stage, sizeof(j->stage), "cv repeat %u/%u fold %u/%u", r + 1, R, f + 1,
+                         F);
+            else
+                snprintf(j->stage, sizeof(j->stage), "cv fold %u/%u", f + 1, F);
+            j->pbase = pbase + pspan * (r * F + f) / (R * F);
+            j->pspan = pspan / (R * F);
+            report(j, 0);
+            /* rotate so that fold f's validation block [a, e) is last */
+            if ((rc = rotate_to(j, e % n)) < 0)
+                return rc;
+            uint32_t ntr = n - (e - a);
+            if (ntr == 0 || e == a)
+                return h2t_err_set(H2T_EINVAL, "fold %u of %u training samples is %s", f + 1, n,
+                                   e == a ? "empty" : "all of them");
+            rc = method_cells(j, j->X, j->y, ntr, j->X + (size_t)ntr * j->D, j->y + ntr, e - a,
+                              j->lambdas, j->nl, j->keeps, j->nk,
+                              t->acc + (size_t)(r * F + f) * t->cells, NULL);
+            if (rc < 0)
+                return rc;
+        }
+        if ((rc = rotate_to(j, 0)) < 0)
+            return rc;
+        if (p->perm) {
+            if ((rc = permute_rows(j, p->perm + (size_t)r * n, 1)) < 0)
+                return rc;
+            j->perm = NULL;
+        }
     }
-    acc = calloc((size_t)F * cells, sizeof(double));
-    fa = calloc(F, sizeof(double));
-    r->cv_acc = calloc(cells, sizeof(double));
+    t->best =
+        h2t_solver__choose(t->acc, t->nf, j->nl, j->nk, j->spec->method == H2T_METHOD_HEAD2TOE,
+                           j->spec->one_se, t->mean, t->se);
+    return 0;
+}
+
+uint32_t h2t_solver__choose(const double *acc, uint32_t nf, uint32_t nl, uint32_t nk,
+                            int keep_major, int one_se, double *mean, double *se)
+{
+    uint32_t cells = nl * nk, best = 0;
+    for (uint32_t c = 0; c < cells; c++) {
+        double m = 0, v = 0;
+        for (uint32_t f = 0; f < nf; f++)
+            m += acc[(size_t)f * cells + c];
+        m = nf ? m / nf : 0;
+        for (uint32_t f = 0; f < nf; f++) {
+            double d = acc[(size_t)f * cells + c] - m;
+            v += d * d;
+        }
+        mean[c] = m;
+        se[c] = nf > 1 ? sqrt(v / (nf - 1) / nf) : 0;
+        if (m > mean[best])
+            best = c;
+    }
+    if (one_se) {
+        double floor_acc = mean[best] - se[best];
+        for (uint32_t q = 0; q < cells; q++) {
+            uint32_t c = keep_major ? (q % nl) * nk + q / nl : q;
+            if (mean[c] >= floor_acc)
+                return c;
+        }
+    }
+    return best;
+}
+
+/* The final head of a job at its table's chosen cell, trained on every train row, evaluated,
+ * and written into r (grid, CV table, head). */
+static int finish(job *j, const cvplan *p, const cvtab *t, h2t_result *r)
+{
+    int rc = 0;
+    head fin = {0};
+    uint32_t F = p->F, R = p->R;
+    r->cv_acc = calloc(t->cells, sizeof(double));
+    r->cv_se = calloc(t->cells, sizeof(double));
+    r->fold_acc = calloc(F, sizeof(double));
     r->lambdas = malloc(j->nl * sizeof(double));
     r->keeps = malloc(j->nk * sizeof(double));
-    if (!acc || !fa || !r->cv_acc || !r->lambdas || !r->keeps) {
-        rc = h2t_err_set(H2T_ENOMEM, "grid");
-        goto out;
-    }
+    if (!r->cv_acc || !r->cv_se || !r->fold_acc || !r->lambdas || !r->keeps)
+        return h2t_err_set(H2T_ENOMEM, "grid");
     memcpy(r->lambdas, j->lambdas, j->nl * sizeof(double));
     memcpy(r->keeps, j->keeps, j->nk * sizeof(double));
+    memcpy(r->cv_acc, t->mean, t->cells * sizeof(double));
+    memcpy(r->cv_se, t->se, t->cells * sizeof(double));
     r->n_lambdas = j->nl;
     r->n_keeps = j->nk;
     r->folds = F;
-    uint32_t best = 0;
-    if (!selecting && s->optimizer == H2T_OPT_FAST && 2ull * j->n_tr <= j->D && j->rot == 0) {
-        /* one Gram for every fold and lambda of the smooth methods (kernel form); n <= D/2
-         * keeps it (n^2 doubles) no larger than the design matrix */
-        j->gram = malloc((size_t)j->n_tr * j->n_tr * sizeof(double));
-        if (!j->gram) {
-            rc = h2t_err_set(H2T_ENOMEM, "Gram matrix %u x %u", j->n_tr, j->n_tr);
-            goto out;
-        }
-        if ((rc = h2t_solver__gram(j->X, j->n_tr, j->D, j->gram)) < 0)
-            goto out;
-    }
-    if (F > 1) {
+    r->fold_kind = j->spec->fold_kind;
+    r->cv_repeats = F > 1 ? R : 0;
+    r->one_se = j->spec->one_se;
+    if (t->nf) {
         for (uint32_t f = 0; f < F; f++) {
-            uint32_t a = (uint32_t)((uint64_t)f * j->n_tr / F);
-            uint32_t e = (uint32_t)((uint64_t)(f + 1) * j->n_tr / F);
-            snprintf(j->stage, sizeof(j->stage), "cv fold %u/%u", f + 1, F);
-            j->pbase = 0.9 * f / F;
-            j->pspan = 0.9 / F;
-            report(j, 0);
-            /* rotate so that fold f's validation block [a, e) is last */
-            if ((rc = rotate_to(j, e % j->n_tr)) < 0)
-                goto out;
-            uint32_t ntr = j->n_tr - (e - a);
-            if (ntr == 0) {
-                rc = h2t_err_set(H2T_EINVAL, "fold %u leaves no training samples", f + 1);
-                goto out;
-            }
-            rc = run_cells(j, j->X, j->y, ntr, j->X + (size_t)ntr * j->D, j->y + ntr, e - a,
-                           j->lambdas, j->nl, j->keeps, j->nk, acc + (size_t)f * cells, NULL);
-            if (rc < 0)
-                goto out;
-        }
-        if ((rc = rotate_to(j, 0)) < 0)
-            goto out;
-        for (uint32_t c = 0; c < cells; c++) {
             double m = 0;
-            for (uint32_t f = 0; f < F; f++)
-                m += acc[(size_t)f * cells + c];
-            r->cv_acc[c] = m / F;
-            if (r->cv_acc[c] > r->cv_acc[best])
-                best = c;
+            for (uint32_t q = 0; q < R; q++)
+                m += t->acc[(size_t)(q * F + f) * t->cells + t->best];
+            r->fold_acc[f] = m / R;
         }
-        for (uint32_t f = 0; f < F; f++)
-            fa[f] = acc[(size_t)f * cells + best];
-        r->val_acc = r->cv_acc[best];
+        r->val_acc = t->mean[t->best];
     }
-    r->fold_acc = fa;
-    fa = NULL;
-    double t1 = h2t_now_s();
-    r->lambda = j->lambdas[best / j->nk];
-    r->keep = j->keeps[best % j->nk];
+    r->lambda = j->lambdas[t->best / j->nk];
+    r->keep = j->keeps[t->best % j->nk];
     snprintf(j->stage, sizeof(j->stage), "final");
     j->pbase = F > 1 ? 0.9 : 0;
     j->pspan = 1 - j->pbase;
     report(j, 0);
-    rc = run_cells(j, j->X, j->y, j->n_tr, NULL, NULL, 0, &r->lambda, 1, &r->keep, 1, NULL, &fin);
+    rc =
+        method_cells(j, j->X, j->y, j->n_tr, NULL, NULL, 0, &r->lambda, 1, &r->keep, 1, NULL, &fin);
     if (rc < 0)
         goto out;
     uint32_t corr = 0;
@@ -762,19 +1155,247 @@ static int solve(job *j, h2t_result **out)
         goto out;
     r->test_correct = corr;
     r->test_acc = j->n_te ? (double)corr / j->n_te : 0;
-    if ((rc = fill_result(j, &fin, r)) < 0)
+    rc = fill_result(j, &fin, r);
+out:
+    head_free(&fin);
+    return rc;
+}
+
+/* A job over some of j's layers (idx: positions in j's layer table) with its own spec: the
+ * columns of every row copied, in j's row order (task order: no CV under way). */
+static int subjob(const job *j, const uint32_t *idx, uint32_t nl, const h2t_train_spec *spec,
+                  job *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->spec = spec;
+    out->o = j->o;
+    out->progress = j->progress;
+    out->ud = j->ud;
+    out->n_tr = j->n_tr;
+    out->n_te = j->n_te;
+    out->K = j->K;
+    out->n_layers = nl;
+    out->ldim = malloc(nl * sizeof(uint32_t));
+    out->loff = malloc((nl + 1) * sizeof(uint32_t));
+    out->lid = malloc(nl * sizeof(uint32_t));
+    out->lname = calloc(nl, sizeof(char *));
+    uint32_t N = j->n_tr + j->n_te;
+    out->y = malloc((size_t)N * sizeof(uint32_t));
+    if (!out->ldim || !out->loff || !out->lid || !out->lname || !out->y)
+        return h2t_err_set(H2T_ENOMEM, "layer table");
+    memcpy(out->y, j->y, (size_t)N * sizeof(uint32_t));
+    uint32_t off = 0;
+    for (uint32_t l = 0; l < nl; l++) {
+        out->ldim[l] = j->ldim[idx[l]];
+        out->lid[l] = j->lid[idx[l]];
+        out->loff[l] = off;
+        off += out->ldim[l];
+        if (!(out->lname[l] = strdup(j->lname[idx[l]] ? j->lname[idx[l]] : "")))
+            return h2t_err_set(H2T_ENOMEM, "layer table");
+    }
+    out->loff[nl] = off;
+    out->D = off;
+    out->X = h2t_aalloc((size_t)N * off, sizeof(float));
+    if (!out->X)
+        return h2t_err_set(H2T_ENOMEM, "design matrix %u x %u", N, off);
+    for (uint32_t i = 0; i < N; i++)
+        for (uint32_t l = 0; l < nl; l++)
+            memcpy(out->X + (size_t)i * off + out->loff[l],
+                   j->X + (size_t)i * j->D + j->loff[idx[l]], out->ldim[l] * sizeof(float));
+    return 0;
+}
+
+static void job_free(job *j);
+
+/* The smooth methods' Gram matrix of the train rows, when the kernel form pays (n <= D/2 keeps
+ * it, n^2 doubles, no larger than the design matrix): one for every fold and lambda. */
+static int job_gram(job *j)
+{
+    const h2t_train_spec *s = j->spec;
+    int smooth = s->method == H2T_METHOD_LINEAR || s->method == H2T_METHOD_ALL ||
+                 s->method == H2T_METHOD_LAYER;
+    if (j->gram || !smooth || s->optimizer != H2T_OPT_FAST || 2ull * j->n_tr > j->D)
+        return 0;
+    j->gram = malloc((size_t)j->n_tr * j->n_tr * sizeof(double));
+    if (!j->gram)
+        return h2t_err_set(H2T_ENOMEM, "Gram matrix %u x %u", j->n_tr, j->n_tr);
+    return h2t_solver__gram(j->X, j->n_tr, j->D, j->gram);
+}
+
+/* One candidate's CV on the plan: the job itself (every-layer methods) or a sub-job of the
+ * probe layer (linear, knn), its table in *t and its job in *sj (sj->X NULL: j itself). For
+ * layer: every layer's probe, the best layer's job and table, the curve in r. */
+static int candidate_cv(job *j, const cvplan *p, const h2t_train_spec *spec, double pbase,
+                        double pspan, job *sj, cvtab *t, h2t_result *r)
+{
+    int rc = 0;
+    memset(sj, 0, sizeof(*sj));
+    memset(t, 0, sizeof(*t));
+    if (spec->method == H2T_METHOD_LINEAR || spec->method == H2T_METHOD_KNN) {
+        if ((rc = subjob(j, &j->probe, 1, spec, sj)) < 0 || (rc = job_gram(sj)) < 0)
+            return rc;
+        return cv_run(sj, p, pbase, pspan, t);
+    }
+    if (spec->method != H2T_METHOD_LAYER) {
+        const h2t_train_spec *keep = j->spec;
+        j->spec = spec;
+        rc = job_gram(j);
+        if (rc == 0)
+            rc = cv_run(j, p, pbase, pspan, t);
+        j->spec = keep;
+        return rc;
+    }
+    /* layer: an L2 probe per layer on the same folds; the curve is each layer's best cell */
+    free(r->curve_layers);
+    free(r->curve_acc);
+    r->n_curve = 0;
+    r->curve_layers = malloc(j->n_layers * sizeof(uint32_t));
+    r->curve_acc = malloc(j->n_layers * sizeof(double));
+    if (!r->curve_layers || !r->curve_acc)
+        return h2t_err_set(H2T_ENOMEM, "layer curve");
+    double best_acc = -1;
+    for (uint32_t l = 0; l < j->n_layers; l++) {
+        job lj;
+        cvtab lt;
+        double span = pspan / j->n_layers;
+        if ((rc = subjob(j, &l, 1, spec, &lj)) < 0 || (rc = job_gram(&lj)) < 0 ||
+            (rc = cv_run(&lj, p, pbase + span * l, span, &lt)) < 0) {
+            job_free(&lj);
+            tab_free(&lt);
+            return rc;
+        }
+        r->curve_layers[l] = j->lid[l];
+        r->curve_acc[l] = lt.mean[lt.best];
+        r->n_curve = l + 1;
+        if (lt.mean[lt.best] > best_acc) { /* ties: the shallower layer */
+            best_acc = lt.mean[lt.best];
+            job_free(sj);
+            tab_free(t);
+            *sj = lj;
+            *t = lt;
+        } else {
+            job_free(&lj);
+            tab_free(&lt);
+        }
+    }
+    return 0;
+}
+
+/* The spec auto runs candidate m with: that method's defaults, and auto's shared options. */
+static void candidate_spec(const h2t_train_spec *s, uint32_t m, h2t_train_spec *c)
+{
+    h2t_train_spec_default(c, m);
+    c->optimizer = s->optimizer;
+    c->folds = s->folds;
+    c->seed = s->seed;
+    c->steps = s->steps;
+    c->lr = s->lr;
+    c->batch = s->batch;
+    c->max_iter = s->max_iter;
+    c->gtol = s->gtol;
+    c->final_l2 = s->final_l2;
+    c->path_len = s->path_len;
+    c->threads = s->threads;
+    c->mem_limit = s->mem_limit;
+    c->fold_kind = s->fold_kind;
+    c->cv_repeats = s->cv_repeats;
+    c->one_se = s->one_se;
+}
+
+/* The job on an assembled, normalised matrix. */
+static int solve(job *j, h2t_result **out)
+{
+    const h2t_train_spec *s = j->spec;
+    double t0 = h2t_now_s();
+    int rc = 0;
+    cvplan plan = {0};
+    cvtab tab = {0};
+    job sj = {0};
+    h2t_train_spec cs[H2T_METHOD_AUTO];
+    h2t_result *r = calloc(1, sizeof(*r));
+    if (!r)
+        return h2t_err_set(H2T_ENOMEM, "result");
+    uint32_t F = s->folds;
+    if (F > 1 && j->n_tr / F < 1) {
+        rc = h2t_err_set(H2T_EINVAL, "%u training samples cannot make %u folds", j->n_tr, F);
+        goto out;
+    }
+    if ((rc = plan_make(j, &plan)) < 0)
+        goto out;
+    job *win = j; /* the job whose head is returned */
+    if (s->method == H2T_METHOD_AUTO) {
+        uint32_t mask = s->auto_methods ? s->auto_methods : (1u << H2T_METHOD_AUTO) - 1, nc = 0;
+        for (uint32_t m = 0; m < H2T_METHOD_AUTO; m++)
+            nc += (mask >> m) & 1;
+        r->auto_methods = malloc(nc * sizeof(uint32_t));
+        r->auto_acc = malloc(nc * sizeof(double));
+        r->auto_se = malloc(nc * sizeof(double));
+        if (!r->auto_methods || !r->auto_acc || !r->auto_se) {
+            rc = h2t_err_set(H2T_ENOMEM, "auto table");
+            goto out;
+        }
+        double best_acc = -1;
+        for (uint32_t m = 0, q = 0; m < H2T_METHOD_AUTO; m++) {
+            if (!((mask >> m) & 1))
+                continue;
+            job cj;
+            cvtab ct;
+            candidate_spec(s, m, &cs[m]);
+            rc = candidate_cv(j, &plan, &cs[m], 0.9 * q / nc, 0.9 / nc, &cj, &ct, r);
+            if (rc < 0) {
+                job_free(&cj);
+                tab_free(&ct);
+                goto out;
+            }
+            r->auto_methods[q] = m;
+            r->auto_acc[q] = ct.mean[ct.best];
+            r->auto_se[q] = ct.se[ct.best];
+            r->n_auto = ++q;
+            if (ct.mean[ct.best] > best_acc) { /* ties: the first in method order */
+                best_acc = ct.mean[ct.best];
+                job_free(&sj);
+                tab_free(&tab);
+                sj = cj;
+                tab = ct;
+                j->spec = &cs[m]; /* j runs the winner when it is an every-layer method */
+            } else {
+                job_free(&cj);
+                tab_free(&ct);
+            }
+        }
+        if (j->spec->method != H2T_METHOD_LAYER) { /* the curve of a candidate that lost */
+            free(r->curve_layers);
+            free(r->curve_acc);
+            r->curve_layers = NULL;
+            r->curve_acc = NULL;
+            r->n_curve = 0;
+        }
+        win = sj.X ? &sj : j;
+        win->spec = j->spec;
+        job_grid(win);
+    } else if (s->method == H2T_METHOD_LAYER) {
+        if ((rc = candidate_cv(j, &plan, s, 0, 0.9, &sj, &tab, r)) < 0)
+            goto out;
+        win = &sj;
+    } else {
+        if ((rc = job_gram(j)) < 0 || (rc = cv_run(j, &plan, 0, 0.9, &tab)) < 0)
+            goto out;
+    }
+    double t1 = h2t_now_s();
+    if ((rc = finish(win, &plan, &tab, r)) < 0)
         goto out;
     double t2 = h2t_now_s();
     r->t_cv = t1 - t0;
     r->t_final = t2 - t1;
     r->t_total = t2 - t0;
-    report(j, 1);
+    report(win, 1);
     *out = r;
     r = NULL;
 out:
-    head_free(&fin);
-    free(acc);
-    free(fa);
+    j->spec = s;
+    job_free(&sj);
+    tab_free(&tab);
+    plan_free(&plan);
     h2t_result_destroy(r);
     return rc;
 }
@@ -846,7 +1467,8 @@ static int job_layers(job *j, uint32_t n_avail, const uint32_t *avail_dims,
                       const uint32_t *avail_ids, const char *const *avail_names)
 {
     const h2t_train_spec *s = j->spec;
-    uint32_t nl = s->n_layers ? s->n_layers : s->method == H2T_METHOD_LINEAR ? 1 : n_avail;
+    int probe_only = s->method == H2T_METHOD_LINEAR || s->method == H2T_METHOD_KNN;
+    uint32_t nl = s->n_layers ? s->n_layers : probe_only ? 1 : n_avail;
     if (!n_avail)
         return h2t_err_set(H2T_EINVAL, "no layers");
     j->n_layers = nl;
@@ -858,9 +1480,7 @@ static int job_layers(job *j, uint32_t n_avail, const uint32_t *avail_dims,
         return h2t_err_set(H2T_ENOMEM, "layer table");
     uint64_t off = 0;
     for (uint32_t l = 0; l < nl; l++) {
-        uint32_t src = s->n_layers                      ? s->layers[l]
-                       : s->method == H2T_METHOD_LINEAR ? n_avail - 1
-                                                        : l;
+        uint32_t src = s->n_layers ? s->layers[l] : probe_only ? n_avail - 1 : l;
         if (src >= n_avail)
             return h2t_err_set(H2T_EINVAL, "layer index %u out of range (%u layers)", src, n_avail);
         for (uint32_t q = 0; q < l; q++)
@@ -878,6 +1498,30 @@ static int job_layers(job *j, uint32_t n_avail, const uint32_t *avail_dims,
     }
     j->loff[nl] = (uint32_t)off;
     j->D = (uint32_t)off;
+    return 0;
+}
+
+/* The job's probe layer (auto's linear and knn candidates): the position of the layer with id
+ * lid among the job's layers, else the last one. */
+static void job_probe(job *j, uint32_t lid)
+{
+    j->probe = j->n_layers - 1;
+    for (uint32_t l = 0; l < j->n_layers; l++)
+        if (j->lid[l] == lid)
+            j->probe = l;
+}
+
+/* knn keeps its training rows in the result: refused above H2T_KNN_MAX_BYTES, before any
+ * copy. */
+static int check_knn_size(const h2t_train_spec *s, uint32_t n_tr, uint32_t D)
+{
+    uint64_t bytes = (uint64_t)n_tr * D * sizeof(float);
+    if (s->method == H2T_METHOD_KNN && bytes > H2T_KNN_MAX_BYTES)
+        return h2t_err_set(H2T_EINVAL,
+                           "knn keeps its %u training rows of %u features in the result: %llu "
+                           "bytes, above %llu; choose fewer or smaller layers",
+                           n_tr, D, (unsigned long long)bytes,
+                           (unsigned long long)H2T_KNN_MAX_BYTES);
     return 0;
 }
 
@@ -936,13 +1580,15 @@ static int run_dataset(const h2t_dataset *d, const h2t_train_spec *spec, int nor
         (rc = check_labels(d->y_test, d->n_test, d->n_classes, "test")) < 0 ||
         (rc = job_layers(&j, d->n_layers, d->layer_dims, d->layer_ids, d->layer_names)) < 0)
         goto out;
+    uint32_t pl = d->has_probe && d->probe < d->n_layers ? d->probe : d->n_layers - 1;
+    job_probe(&j, d->layer_ids ? d->layer_ids[pl] : pl);
     for (uint32_t l = 0; l < d->n_layers; l++)
         Dfull += d->layer_dims[l];
     j.n_tr = d->n_train;
     j.n_te = d->n_test;
     j.K = d->n_classes;
     uint32_t N = j.n_tr + j.n_te;
-    if ((rc = check_memory(spec, N, j.D)) < 0)
+    if ((rc = check_memory(spec, N, j.D)) < 0 || (rc = check_knn_size(spec, j.n_tr, j.D)) < 0)
         goto out;
     /* not zeroed (h2t_aalloc would): the copy below writes every element; free() as h2t_afree */
     j.X = aligned_alloc(64, ((size_t)N * j.D * sizeof(float) + 63) & ~(size_t)63);
@@ -1065,7 +1711,7 @@ int h2t_solver_run(h2t_store *st, const h2t_task *task, const h2t_train_spec *sp
     }
     h2t_train_spec probe_spec;
     uint32_t probe_layer;
-    if (spec->method == H2T_METHOD_LINEAR && !spec->n_layers) {
+    if ((spec->method == H2T_METHOD_LINEAR || spec->method == H2T_METHOD_KNN) && !spec->n_layers) {
         probe_layer = h2t_solver_probe_layer(e); /* the pre-logits, not the model's logits */
         probe_spec = *spec;
         probe_spec.layers = &probe_layer;
@@ -1074,11 +1720,12 @@ int h2t_solver_run(h2t_store *st, const h2t_task *task, const h2t_train_spec *sp
     }
     if ((rc = job_layers(&j, e->n_layers, dims, NULL, names)) < 0)
         goto out;
+    job_probe(&j, h2t_solver_probe_layer(e));
     j.n_tr = task->n_train + task->n_val;
     j.n_te = task->n_test;
     j.K = task->n_classes;
     uint32_t N = j.n_tr + j.n_te;
-    if ((rc = check_memory(spec, N, j.D)) < 0)
+    if ((rc = check_memory(spec, N, j.D)) < 0 || (rc = check_knn_size(spec, j.n_tr, j.D)) < 0)
         goto out;
     j.y = malloc((size_t)N * sizeof(uint32_t));
     samples = malloc((size_t)N * sizeof(uint32_t));

@@ -67,10 +67,13 @@
  * reports its final full-batch gradient norm.
  *
  * Model selection: k-fold CV on the training samples (task train, then val samples appended),
- * contiguous folds (fold f = samples [f*n/k, (f+1)*n/k)), over lambda x keep; the best mean
- * validation accuracy wins (ties: the first in grid order, lambdas descending then keeps
- * ascending); the head is retrained on all training samples and test accuracy is exact
- * (correct / total).
+ * stratified folds by default (each class dealt over the folds in an order seeded by
+ * spec.seed; H2T_FOLDS_CONTIGUOUS: fold f = samples [f*n/k, (f+1)*n/k)), repeated with other
+ * fold seeds when the task is small (spec.cv_repeats), over the method's grid (lambda x keep;
+ * knn: k); the best mean validation accuracy wins (ties: the first in grid order, lambdas
+ * descending then keeps ascending), or with spec.one_se the simplest cell within one standard
+ * error of the best; the head is retrained on all training samples and test accuracy is exact
+ * (correct / total). knn, ncm, layer and auto: docs/solver.md.
  *
  * Threads: the functions are reentrant; one job per thread. spec.threads > 0 sets OpenBLAS's
  * thread count (h2t_blas_threads, process-wide) before the work; 0 leaves the process setting.
@@ -157,6 +160,26 @@ typedef struct h2t_result {
     uint32_t select_nonzero; /* rows non-zero in the final selection fit */
     /* timings, seconds */
     double t_load, t_cv, t_final, t_total;
+    /* model selection as run (docs/solver.md) */
+    uint32_t fold_kind;  /* H2T_FOLDS_* */
+    uint32_t cv_repeats; /* repeats of the k-fold CV actually run */
+    uint32_t one_se;     /* 1: the chosen cell is the simplest within one SE of the best */
+    double *cv_se;       /* n_lambdas x n_keeps: standard error of cv_acc over folds x repeats
+                            (NULL in results written before it existed) */
+    /* knn: k, and the training rows it votes with (n_protos x n_kept, each layer's block
+     * L2-normalised, the same columns as features) and their labels */
+    uint32_t knn_k, n_protos;
+    float *protos;
+    uint32_t *proto_labels;
+    /* layer: each layer's probe CV accuracy (its best lambda), in layer order */
+    uint32_t n_curve;
+    uint32_t *curve_layers; /* extraction layer ids */
+    double *curve_acc;      /* n_curve */
+    /* auto: the candidate methods and their CV accuracy (best cell) and its standard error;
+     * method above is the winner */
+    uint32_t n_auto;
+    uint32_t *auto_methods; /* H2T_METHOD_* */
+    double *auto_acc, *auto_se;
 } h2t_result;
 
 void h2t_result_destroy(h2t_result *r); /* NULL is a no-op */
@@ -193,7 +216,13 @@ typedef struct h2t_dataset {
     const uint32_t *layer_dims;
     const uint32_t *layer_ids;      /* NULL = 0..n_layers-1 */
     const char *const *layer_names; /* NULL = unnamed */
+    uint32_t has_probe; /* 1: probe is the layer (index into these layers) that linear and knn
+                           read by default and auto's linear and knn candidates use; 0: the last */
+    uint32_t probe;
 } h2t_dataset;
+
+/* The most a knn result may keep of its training rows (n_train x features x 4 bytes). */
+#define H2T_KNN_MAX_BYTES (64ull << 20)
 
 /* As h2t_solver_run on an in-memory dataset (spec.layers indexes the dataset's layers).
  * n_test may be 0 (test accuracy then 0). Errors as h2t_solver_run. */
@@ -216,7 +245,9 @@ int h2t_result_predict(const h2t_result *r, const float *x, uint32_t n, uint32_t
 /* As h2t_result_predict, with the class probabilities too: prob (n x n_classes, row-major,
  * caller-OWNED; may be NULL, and so may pred) gets softmax(W x + b) computed in double. The
  * same normalisation and arithmetic as h2t_result_predict, so pred is the arg max of prob's
- * row (the first on ties). Errors: H2T_EINVAL, H2T_ENOMEM. */
+ * row (the first on ties). A knn result (method H2T_METHOD_KNN) votes instead: pred is the
+ * vote of its stored rows (docs/solver.md) and prob each class's share of the k votes.
+ * Errors: H2T_EINVAL, H2T_ENOMEM. */
 int h2t_result_proba(const h2t_result *r, const float *x, uint32_t n, uint32_t *pred, float *prob);
 
 /* ---- single fits (exposed for tests, benchmarks and the conformance check) ---- */

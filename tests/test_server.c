@@ -858,6 +858,85 @@ TEST_TIMEOUT(server_cli_compare_and_report, 120)
     test_srv_finish(&t);
 }
 
+/* The methods over the same cache through the real binary and the server: train --wait,
+ * result, predict (the head's own layers read back from the store), compare and report. */
+TEST_TIMEOUT(server_cli_new_methods, 120)
+{
+    test_srv t = {.st = fixture("store")};
+    h2t_srv_config cfg;
+    h2t_srv_config_default(&cfg);
+    test_srv_start(&t, &cfg);
+    h2t_client *c = connect_ok(&t);
+    create_task(c, "t3", "train", 0);
+    static char out[16384];
+    static const char *const methods[] = {"knn", "ncm", "layer", "auto"};
+    unsigned long long ids[4];
+    for (int m = 0; m < 4; m++) {
+        ASSERT_EQ(run_cli(out, sizeof(out),
+                          "train --server %s --task t3 --method %s --folds 3 --wait --json", t.addr,
+                          methods[m]),
+                  0);
+        const char *p = strstr(out, "\"id\": ");
+        ASSERT(p != NULL);
+        ASSERT_EQ(sscanf(p, "\"id\": %llu", &ids[m]), 1);
+        h2t_msg q = {.type = H2T_MSG_GET_RESULT}, rep;
+        q.u.get_result.job = ids[m];
+        q.u.get_result.include_head = 1;
+        ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_RESULT, &rep));
+        double test_acc = rep.u.result.test_accuracy;
+        /* the classes are well separated in l1; knn reads the probe layer (l2: no signal) */
+        ASSERT(m == 0 || test_acc > 0.9);
+        h2t_result *r = NULL;
+        ASSERT_OK(h2t_result_decode(rep.u.result.blob, rep.u.result.blob_len, &r));
+        if (m == 0) {
+            ASSERT_EQ(r->method, H2T_METHOD_KNN);
+            ASSERT_EQ(r->n_protos, 180);
+            ASSERT_EQ(r->n_layers, 1);
+            ASSERT_EQ(r->layer_ids[0], 1);
+            ASSERT_CONTAINS(rep.u.result.summary, "knn: k ");
+        } else if (m == 1) {
+            ASSERT_EQ(r->method, H2T_METHOD_NCM);
+        } else if (m == 2) {
+            ASSERT_EQ(r->method, H2T_METHOD_LAYER);
+            ASSERT_EQ(r->n_curve, 2);
+            ASSERT_CONTAINS(rep.u.result.json, "\"layer_curve\"");
+        } else {
+            ASSERT_EQ(r->n_auto, 6);
+            ASSERT_CONTAINS(rep.u.result.summary, "auto chose ");
+            ASSERT_CONTAINS(rep.u.result.json, "\"auto\": {\"chosen\"");
+        }
+        ASSERT_EQ(r->fold_kind, H2T_FOLDS_STRATIFIED);
+        ASSERT_EQ(r->cv_repeats, 3); /* 180 training samples: repeated */
+        h2t_result_destroy(r);
+        h2t_msg_free(&rep);
+        /* predict on the test split agrees with the job's test accuracy */
+        q = (h2t_msg){.type = H2T_MSG_PREDICT};
+        q.u.predict.job = ids[m];
+        q.u.predict.samples = "test";
+        ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_PREDICTION, &rep));
+        ASSERT_NEAR(rep.u.prediction.accuracy, test_acc, 1e-9);
+        h2t_msg_free(&rep);
+    }
+    h2t_client_close(c);
+    ASSERT_EQ(run_cli(out, sizeof(out), "compare --server %s %llu %llu %llu %llu", t.addr, ids[0],
+                      ids[1], ids[2], ids[3]),
+              0);
+    ASSERT_CONTAINS(out, "knn");
+    ASSERT_CONTAINS(out, "ncm");
+    ASSERT_CONTAINS(out, "layer");
+    ASSERT_CONTAINS(out, "auto:");
+    ASSERT_EQ(run_cli(out, sizeof(out), "report --server %s %llu --out l.svg", t.addr, ids[2]), 0);
+    ASSERT_CONTAINS(out, "probe CV accuracy per layer");
+    ASSERT_CONTAINS(out, "<- chosen");
+    FILE *f = fopen("l.svg", "r");
+    ASSERT(f != NULL);
+    size_t n = fread(out, 1, sizeof(out) - 1, f);
+    out[n] = '\0';
+    fclose(f);
+    ASSERT_CONTAINS(out, "CV accuracy of a linear probe on each layer");
+    test_srv_finish(&t);
+}
+
 /* `h2tdb train`'s options reach the stored job spec (the command line -> the wire -> the
  * store -> the wire); a bad option names itself and sends nothing. */
 TEST(server_cli_train_options)
@@ -905,8 +984,50 @@ TEST(server_cli_train_options)
         run_cli(out, sizeof(out), "train --server %s --task t3 --method linear --json", t.addr), 0);
     ASSERT_CONTAINS(out, "\"task\": \"t3\", \"method\": \"linear\"");
 
-    ASSERT_EQ(run_cli(out, sizeof(out), "train --server %s --task t3 --method knn", t.addr), 2);
-    ASSERT_CONTAINS(out, "--method 'knn': want linear, all or head2toe");
+    /* the new methods and the CV options reach the stored spec too */
+    ASSERT_EQ(run_cli(out, sizeof(out),
+                      "train --server %s --task t3 --method knn --k 1,5 --fold-kind contiguous "
+                      "--one-se",
+                      t.addr),
+              0);
+    ASSERT_EQ(sscanf(out, "job %llu queued", &id), 1);
+    q.u.job_ref.job = id;
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_JOB, &rep));
+    ASSERT_EQ(rep.u.job.spec.spec.method, H2T_METHOD_KNN);
+    ASSERT_EQ(rep.u.job.spec.spec.n_lambdas, 2);
+    ASSERT(rep.u.job.spec.spec.lambdas[0] == 1 && rep.u.job.spec.spec.lambdas[1] == 5);
+    ASSERT_EQ(rep.u.job.spec.spec.fold_kind, H2T_FOLDS_CONTIGUOUS);
+    ASSERT_EQ(rep.u.job.spec.spec.one_se, 1);
+    h2t_msg_free(&rep);
+    ASSERT_EQ(run_cli(out, sizeof(out),
+                      "train --server %s --task t3 --method auto --auto-methods linear,ncm,layer "
+                      "--cv-repeats 2 --fold-kind stratified",
+                      t.addr),
+              0);
+    ASSERT_EQ(sscanf(out, "job %llu queued", &id), 1);
+    q.u.job_ref.job = id;
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_JOB, &rep));
+    ASSERT_EQ(rep.u.job.spec.spec.method, H2T_METHOD_AUTO);
+    ASSERT_EQ(rep.u.job.spec.spec.auto_methods,
+              (1u << H2T_METHOD_LINEAR) | (1u << H2T_METHOD_NCM) | (1u << H2T_METHOD_LAYER));
+    ASSERT_EQ(rep.u.job.spec.spec.cv_repeats, 2);
+    ASSERT_EQ(rep.u.job.spec.spec.fold_kind, H2T_FOLDS_STRATIFIED);
+    h2t_msg_free(&rep);
+    /* a spec the solver refuses is refused at submit, naming the option */
+    ASSERT_EQ(run_cli(out, sizeof(out),
+                      "train --server %s --task t3 --fold-kind contiguous --cv-repeats 3", t.addr),
+              1);
+    ASSERT_CONTAINS(out, "cv_repeats 3 with contiguous folds");
+
+    ASSERT_EQ(run_cli(out, sizeof(out), "train --server %s --task t3 --method svm", t.addr), 2);
+    ASSERT_CONTAINS(out, "--method 'svm': want linear, all, head2toe, knn, ncm, layer or auto");
+    ASSERT_EQ(run_cli(out, sizeof(out), "train --server %s --task t3 --k 3", t.addr), 2);
+    ASSERT_CONTAINS(out, "--k is the knn grid: it needs --method knn");
+    ASSERT_EQ(run_cli(out, sizeof(out),
+                      "train --server %s --task t3 --method auto --auto-methods linear,svm",
+                      t.addr),
+              2);
+    ASSERT_CONTAINS(out, "'svm' is not a candidate");
     ASSERT_EQ(
         run_cli(out, sizeof(out),
                 "train --server %s --task t3 --lambdas "
