@@ -360,6 +360,24 @@ TEST(solver_heads_knn_separable)
     ASSERT_OK(h2t_result_decode(b, len, &r2));
     ASSERT_EQ(r2->n_protos, 60);
     ASSERT_EQ(predict_correct(&t, r2), r->test_correct);
+    /* probabilities: each class's share of the k votes, the vote itself as pred */
+    uint32_t pp[3], pq[3];
+    float prob[3 * 3];
+    float *x3 = malloc(3 * 12 * sizeof(float));
+    memcpy(x3, t.xte, 3 * 12 * sizeof(float));
+    ASSERT_OK(h2t_result_proba(r2, x3, 3, pp, prob));
+    ASSERT_OK(h2t_result_predict(r2, x3, 3, pq));
+    for (uint32_t i = 0; i < 3; i++) {
+        ASSERT_EQ(pp[i], pq[i]);
+        float sum = 0;
+        for (uint32_t c = 0; c < 3; c++) {
+            sum += prob[i * 3 + c];
+            ASSERT(prob[i * 3 + c] <= prob[i * 3 + pp[i]]);
+            ASSERT_NEAR(prob[i * 3 + c] * r2->knn_k, round(prob[i * 3 + c] * r2->knn_k), 1e-5);
+        }
+        ASSERT_NEAR(sum, 1, 1e-6);
+    }
+    free(x3);
     char *js = h2t_result_json(r2);
     ASSERT_CONTAINS(js, "\"method\": \"knn\"");
     ASSERT_CONTAINS(js, "\"knn_rows\": 60");
