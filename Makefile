@@ -126,12 +126,16 @@ build/conformance/onnx_dump: tests/conformance/onnx_dump.c build/libh2tdb.a
 # The zoo (deploy/export_zoo.py): ZOO="vit_b_16 swin_t" for a subset; conformance-zoo runs
 # only that part. The table lists every model, PASS/FAIL or why h2tdb cannot run it yet.
 ZOO ?=
-conformance: build/conformance/onnx_dump
+build/conformance/classify_input: tests/conformance/classify_input.c build/libh2tdb.a
+	@mkdir -p build/conformance
+	$(CC) $(REL_CFLAGS) $< build/libh2tdb.a $(LIBS) -o $@
+conformance: build/conformance/onnx_dump build/conformance/classify_input
 	./deploy/deps.sh --bench
 	./deploy/fetch_model.sh --all
 	./tests/conformance/selftest.sh
 	./tests/conformance/tfjs_compare.sh
 	./tests/conformance/ort_compare.sh mobilenet_v2 resnet18 resnet50
+	./tests/conformance/classify_ort.sh
 	@$(MAKE) --no-print-directory conformance-zoo
 conformance-zoo: build/conformance/onnx_dump
 	./deploy/deps.sh --bench

@@ -112,6 +112,9 @@ int h2t_classifier_run_encoded(h2t_classifier *c, const void *buf, size_t len, c
  * h2tdb.model_sha256. Errors: H2T_EUNSUPPORTED (a layer whose pooling has no export yet: token
  * forms; names the layer), H2T_EIO (naming the file; nothing is left at path), H2T_ENOMEM. */
 int h2t_classifier_export_onnx(const h2t_classifier *c, const char *path);
+/* Write len bytes to path atomically (path.tmp, fsync, rename; nothing left at path.tmp on
+ * failure), as h2t_classifier_export_onnx does. Errors: H2T_EIO naming the file. */
+int h2t_classify_write_file(const char *path, const void *bytes, size_t len);
 /* The same ONNX model's bytes in memory: *out OWNED (free()). Errors as above but H2T_EIO. */
 int h2t_classifier_onnx(const h2t_classifier *c, void **out, size_t *len);
 

@@ -335,7 +335,7 @@ static const char *method_name(uint32_t m)
     return h2t_method_name(m);
 }
 
-static int write_atomic(const char *path, const uint8_t *buf, size_t len)
+int h2t_classify_write_file(const char *path, const void *buf, size_t len)
 {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -520,7 +520,7 @@ int h2t_classifier_export_onnx(const h2t_classifier *c, const char *path)
     size_t len = 0;
     int rc = h2t_classifier_onnx(c, &bytes, &len);
     if (rc == 0)
-        rc = write_atomic(path, bytes, len);
+        rc = h2t_classify_write_file(path, bytes, len);
     free(bytes);
     return rc;
 }

@@ -3,6 +3,7 @@
  * a server, their progress, results and heads. `train` gets back the finished job with the
  * very same spec when there is one (the server decides: TrainRequest.retrain, Job.reused).
  */
+#include "classify/classify.h"
 #include "cli/cli.h"
 #include "cli/cmds.h"
 #include "common/err.h"
@@ -383,13 +384,14 @@ int h2t_cmd_result(int argc, char **argv)
 {
     static const char text[] =
         "usage: h2tdb result ID [--export DIR]\n"
-        "       h2tdb result ID --export-onnx FILE --store DIR [--model FILE] [--models DIR]\n\n"
+        "       h2tdb result ID --export-onnx FILE [--store DIR [--model FILE] [--models DIR]]\n\n"
         "Show a finished job's result: accuracy, chosen hyperparameters, kept features.\n"
         "--export DIR writes the head: weights.npy (classes x k), bias.npy, features.npy\n"
         "(k x 2: layer, index), cv_acc.npy and result.json. --json prints result.json.\n"
         "--export-onnx FILE writes one ONNX classifier (image tensor in, class probabilities\n"
         "out: the backbone part the head needs, the pooling, re-normalisation and head as\n"
-        "standard operators), read from the store directly (--store DIR, only read) and the\n"
+        "standard operators), built by the server (which finds the model file under its\n"
+        "--models DIR), or with --store DIR from the store directly (only read) and the\n"
         "extraction's model file (--model FILE, default --models DIR/<stored name>, models).\n";
     h2t_cli cli;
     const char *export_dir = NULL, *onnx = NULL, *store = NULL, *model = NULL, *models = NULL;
@@ -414,11 +416,11 @@ int h2t_cmd_result(int argc, char **argv)
     int status = job_args_end(&cli, text, &id);
     if (status >= 0)
         return status;
-    if (onnx || store) {
+    if (store || model || models) {
         if (!onnx || !store || export_dir || cli.server) {
             fprintf(stderr,
-                    "h2tdb result: --export-onnx FILE goes with --store DIR (and not with "
-                    "--export or --server)\n%s",
+                    "h2tdb result: --store, --model and --models go with --export-onnx FILE "
+                    "(and not with --export or --server)\n%s",
                     text);
             return 2;
         }
@@ -427,9 +429,19 @@ int h2t_cmd_result(int argc, char **argv)
     h2t_msg req = {.type = H2T_MSG_GET_RESULT}, rep;
     req.u.get_result.job = id;
     req.u.get_result.include_head = export_dir != NULL;
+    req.u.get_result.include_onnx = onnx != NULL;
     if (h2t_cli_request(&cli, &req, H2T_MSG_RESULT, &rep))
         return 1;
     status = 0;
+    if (onnx) {
+        int rc = rep.u.result.onnx_len
+                     ? h2t_classify_write_file(onnx, rep.u.result.onnx, rep.u.result.onnx_len)
+                     : h2t_err_set(H2T_EPROTO, "the server sent no ONNX classifier");
+        if (rc < 0)
+            status = h2t_cli_fail(&cli, rc);
+        else if (!cli.json)
+            printf("classifier written to %s (%zu bytes)\n", onnx, rep.u.result.onnx_len);
+    }
     if (export_dir) {
         h2t_result *r = NULL;
         int rc = h2t_result_decode(rep.u.result.blob, rep.u.result.blob_len, &r);

@@ -554,6 +554,7 @@ static int enc_body(allocs *a, const h2t_msg *msg, H2tdb__Envelope *env)
         ONE(get_result, H2tdb__GetResultRequest, h2tdb__get_result_request__init);
         env->get_result->job = u->get_result.job;
         env->get_result->include_head = u->get_result.include_head != 0;
+        env->get_result->include_onnx = u->get_result.include_onnx != 0;
         break;
     case H2T_MSG_RESULT: {
         ONE(result, H2tdb__Result, h2tdb__result__init);
@@ -567,6 +568,8 @@ static int enc_body(allocs *a, const h2t_msg *msg, H2tdb__Envelope *env)
         r->blob.data = MUT(uint8_t, u->result.blob);
         r->blob.len = u->result.blob_len;
         r->json = S(u->result.json);
+        r->onnx.data = MUT(uint8_t, u->result.onnx);
+        r->onnx.len = u->result.onnx_len;
         break;
     }
     case H2T_MSG_PREDICT: {
@@ -979,6 +982,7 @@ static int dec_body(allocs *a, const H2tdb__Envelope *env, h2t_msg *msg)
     case H2TDB__ENVELOPE__BODY_GET_RESULT:
         u->get_result.job = env->get_result->job;
         u->get_result.include_head = env->get_result->include_head;
+        u->get_result.include_onnx = env->get_result->include_onnx;
         break;
     case H2TDB__ENVELOPE__BODY_RESULT: {
         const H2tdb__Result *r = env->result;
@@ -991,6 +995,8 @@ static int dec_body(allocs *a, const H2tdb__Envelope *env, h2t_msg *msg)
         u->result.blob = r->blob.data;
         u->result.blob_len = r->blob.len;
         u->result.json = r->json;
+        u->result.onnx = r->onnx.data;
+        u->result.onnx_len = r->onnx.len;
         break;
     }
     case H2TDB__ENVELOPE__BODY_PREDICT:

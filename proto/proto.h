@@ -254,6 +254,7 @@ typedef struct h2t_msg_job_list {
 typedef struct h2t_msg_result_req {
     uint64_t job;
     int include_head;
+    int include_onnx;
 } h2t_msg_result_req;
 
 typedef struct h2t_msg_result {
@@ -264,6 +265,8 @@ typedef struct h2t_msg_result {
     const uint8_t *blob;
     size_t blob_len;
     const char *json;
+    const uint8_t *onnx; /* the ONNX classifier (include_onnx) */
+    size_t onnx_len;
 } h2t_msg_result;
 
 typedef struct h2t_msg_predict_req {

@@ -100,6 +100,28 @@ static void cache_give(srv_cls_cache *k, uint64_t job, h2t_classifier *c)
     h2t_classifier_close(drop);
 }
 
+/* A classifier of job: an idle cached one, or a new one. */
+static int classifier_get(h2t_srv *srv, uint64_t job, h2t_classifier **out)
+{
+    if ((*out = cache_take(srv->cls, job)))
+        return 0;
+    h2t_classifier_opts o;
+    h2t_classifier_opts_init(&o);
+    o.models_dir = srv->cfg.models_dir;
+    return h2t_classifier_open(srv->st, job, &o, out);
+}
+
+int h2t_srv_classifier_onnx(h2t_srv *srv, uint64_t job, void **out, size_t *len)
+{
+    h2t_classifier *c = NULL;
+    int rc = classifier_get(srv, job, &c);
+    if (rc < 0)
+        return rc;
+    rc = h2t_classifier_onnx(c, out, len);
+    cache_give(srv->cls, job, c);
+    return rc;
+}
+
 int h2t_srv_classify(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len)
 {
     const h2t_msg_classify_req *q = &req->u.classify;
@@ -123,15 +145,10 @@ int h2t_srv_classify(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *
                            " bytes of images, the server takes at most %" PRIu64
                            " per request (serve --classify-max-bytes)",
                            bytes, cfg->classify_max_bytes);
-    h2t_classifier *c = cache_take(srv->cls, q->job);
-    int rc = 0;
-    if (!c) {
-        h2t_classifier_opts o;
-        h2t_classifier_opts_init(&o);
-        o.models_dir = cfg->models_dir;
-        if ((rc = h2t_classifier_open(srv->st, q->job, &o, &c)) < 0)
-            return rc;
-    }
+    h2t_classifier *c = NULL;
+    int rc = classifier_get(srv, q->job, &c);
+    if (rc < 0)
+        return rc;
     const h2t_classifier_info *ci = h2t_classifier_info_get(c);
     uint32_t K = ci->n_classes;
     float *probs = malloc(q->n_images * K * sizeof *probs);

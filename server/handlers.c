@@ -791,6 +791,7 @@ static int h_get_result(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_
     void *blob = NULL;
     size_t blob_len = 0;
     char *json = NULL;
+    void *onnx = NULL;
     int rc = load_result(srv, req->u.get_result.job, &j, &r, &blob, &blob_len);
     if (rc < 0)
         return rc;
@@ -843,8 +844,14 @@ static int h_get_result(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_
         o->blob = blob;
         o->blob_len = blob_len;
     }
+    if (req->u.get_result.include_onnx) {
+        if ((rc = h2t_srv_classifier_onnx(srv, j->id, &onnx, &o->onnx_len)) < 0)
+            goto out;
+        o->onnx = onnx;
+    }
     rc = reply(&m, frame, len);
 out:
+    free(onnx);
     free(json);
     free(blob);
     h2t_result_destroy(r);

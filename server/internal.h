@@ -137,6 +137,9 @@ void h2t_srv_job_msg(h2t_srv *srv, const h2t_job *j, h2t_msg_job *out, h2t_msg *
 /* The classifier cache (at most cap kept). Errors: H2T_ENOMEM. */
 int h2t_srv_cls_cache_create(uint32_t cap, srv_cls_cache **out);
 void h2t_srv_cls_cache_destroy(srv_cls_cache *k); /* NULL is a no-op */
+/* The ONNX classifier of finished job `job` (h2t_classifier_onnx through the cache); *out
+ * OWNED (free()). Thread pool. Errors: h2t_classifier_open's, the export's. */
+int h2t_srv_classifier_onnx(h2t_srv *srv, uint64_t job, void **out, size_t *len);
 /* The classify request's handler (thread pool). */
 int h2t_srv_classify(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *len);
 

@@ -437,6 +437,24 @@ TEST_TIMEOUT(classify_service, 120)
               0);
     ASSERT_CONTAINS(out, "\"input\": \"imgs/c0/00.png\"");
     ASSERT_CONTAINS(out, "\"compute_fraction\": 1.000000");
+    /* the ONNX classifier built by the server is the store-direct one, byte for byte */
+    ASSERT_EQ(run_cli(out, sizeof out, "result %llu --export-onnx srv.onnx --server %s",
+                      (unsigned long long)job, t.addr),
+              0);
+    ASSERT_CONTAINS(out, "written to srv.onnx");
+    ASSERT_OK(h2t_classifier_export_onnx(local, "local.onnx"));
+    uint8_t *a, *b;
+    size_t alen, blen;
+    read_file("srv.onnx", &a, &alen);
+    read_file("local.onnx", &b, &blen);
+    ASSERT_EQ(alen, blen);
+    ASSERT(memcmp(a, b, alen) == 0);
+    free(a);
+    free(b);
+    ASSERT_EQ(run_cli(out, sizeof out, "result %llu --export-onnx f.onnx --server %s 2>&1",
+                      (unsigned long long)failed, t.addr),
+              1);
+    ASSERT(access("f.onnx", F_OK) != 0);
     free(big);
     for (int i = 0; i < 5; i++)
         free(img[i]);

@@ -1,0 +1,31 @@
+#!/usr/bin/python3
+"""classify_compare.py PREDICT.json ORT.f32 METHOD: the exported classifier's probabilities
+(ONNX Runtime, N x classes float32) against `h2tdb predict --json` on the same samples: every
+predicted class must be equal and every probability within 1e-4. Prints one line; exit 1 when
+either fails."""
+import json
+import sys
+
+import numpy as np
+
+
+def main(pred_path, ort_path, method):
+    with open(pred_path) as f:
+        pred = json.load(f)["predictions"]
+    want = np.array([p["probs"] for p in pred], dtype=np.float64)
+    classes = np.array([p["class"] for p in pred])
+    got = np.fromfile(ort_path, dtype="<f4").astype(np.float64)
+    if got.size != want.size:
+        print(f"{method}: ORT gave {got.size} probabilities, predict {want.size}")
+        return 1
+    got = got.reshape(want.shape)
+    diff = float(np.max(np.abs(got - want)))
+    same = int(np.sum(np.argmax(got, axis=1) == classes))
+    ok = diff <= 1e-4 and same == len(classes)
+    print(f"{method}: {len(classes)} samples, predictions equal {same}/{len(classes)}, "
+          f"max |p_ort - p_predict| {diff:.2e} {'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:4]))
