@@ -109,8 +109,9 @@ int h2t_classifier_run_encoded(h2t_classifier *c, const void *buf, size_t len, c
  * subset stays zero, Div), Concat, Gemm,
  * Softmax. Metadata props: h2tdb.classes (JSON array), h2tdb.preprocess (scale=lo,hi),
  * h2tdb.preprocess_full, h2tdb.extraction (the identity text), h2tdb.job, h2tdb.task,
- * h2tdb.model_sha256. Errors: H2T_EUNSUPPORTED (a layer whose pooling has no export yet: token
- * forms; names the layer), H2T_EIO (naming the file; nothing is left at path), H2T_ENOMEM. */
+ * h2tdb.model_sha256. Errors: H2T_EUNSUPPORTED (a knn head, whose vote over stored rows has no
+ * ONNX form here; a layer whose pooling has no export yet: token forms, named), H2T_EIO (naming the
+ * file; nothing is left at path), H2T_ENOMEM. */
 int h2t_classifier_export_onnx(const h2t_classifier *c, const char *path);
 /* Write len bytes to path atomically (path.tmp, fsync, rename; nothing left at path.tmp on
  * failure), as h2t_classifier_export_onnx does. Errors: H2T_EIO naming the file. */

@@ -362,6 +362,11 @@ int h2t_classify_write_file(const char *path, const void *buf, size_t len)
 int h2t_classifier_onnx(const h2t_classifier *c, void **out, size_t *out_len)
 {
     const char *path = "(in memory)";
+    if (c->r->protos || c->r->method == H2T_METHOD_KNN)
+        return h2t_err_set(H2T_EUNSUPPORTED,
+                           "export: job %" PRIu64 " is a knn head (a vote of %u stored training "
+                           "rows), not a linear one: it has no ONNX form here",
+                           c->info.job, c->r->n_protos);
     if (c->r->method == H2T_METHOD_KNN)
         return h2t_err_set(H2T_EINVAL,
                            "export: a knn head votes with its %u stored training "

@@ -113,7 +113,7 @@ static uint64_t add_job(uint32_t method, int finish, int rename_layer)
     h2t_train_spec_default(&m.u.train.spec, method);
     m.u.train.spec.folds = 2;
     m.u.train.spec.n_lambdas = 1;
-    m.u.train.spec.lambdas[0] = 1e-3;
+    m.u.train.spec.lambdas[0] = method == H2T_METHOD_KNN ? 3 : 1e-3; /* knn: k */
     if (method == H2T_METHOD_HEAD2TOE) {
         m.u.train.spec.n_keeps = 1;
         m.u.train.spec.keeps[0] = 0.4;
@@ -537,6 +537,23 @@ TEST_TIMEOUT(classify_export_onnx_runs, 120)
               0);
     ASSERT_CONTAINS(out, "written to cli.onnx");
     ASSERT(access("cli.onnx", F_OK) == 0);
+    /* a knn head classifies (the solver's vote shares) but has no ONNX form */
+    uint64_t knn = add_job(H2T_METHOD_KNN, 1, 0);
+    int rc;
+    h2t_classifier *c = open_job(knn, NULL, &rc);
+    ASSERT_OK(rc);
+    float prob[3];
+    uint8_t *buf;
+    size_t len;
+    char p[64];
+    read_file(img_path(0, p, sizeof p), &buf, &len);
+    ASSERT_OK(h2t_classifier_run_encoded(c, buf, len, p, prob));
+    free(buf);
+    ASSERT(fabs(prob[0] + prob[1] + prob[2] - 1) < 1e-6);
+    ASSERT_EQ(h2t_classifier_export_onnx(c, "knn.onnx"), H2T_EUNSUPPORTED);
+    ASSERT_CONTAINS(h2t_err_detail(), "knn");
+    ASSERT(access("knn.onnx", F_OK) != 0);
+    h2t_classifier_close(c);
     ASSERT_EQ(run_cli(out, sizeof out, "result 99 --export-onnx x.onnx --store st 2>&1"), 1);
     ASSERT_CONTAINS(out, "job 99");
     ASSERT(access("x.onnx", F_OK) != 0);
