@@ -11,7 +11,8 @@
  *    values (one per group) before opset 21, of C values (one per channel) from 21.
  *  - ReduceSum / Mean / Max / Min / Prod / L1 / L2 / SumSquare / LogSum / LogSumExp: axes as
  *    an attribute before opset 18 (ReduceSum: before 13) and as an int64 input after; keepdims;
- *    noop_with_empty_axes (no axes: the input unchanged).
+ *    noop_with_empty_axes (no axes: the input unchanged). Integer data known before the run
+ *    (shape arithmetic) for Sum, Mean, Max, Min, Prod, L1 and SumSquare, in int64.
  *  - Einsum: one or two operands as batched products (einsum.c), other forms refused naming the
  *    equation.
  *  - Resize (opset 10 and 11+) and Upsample (7, 9): nearest and linear (and cubic from opset
@@ -284,6 +285,65 @@ static int k_reduce(const onnx_kctx *k, const onnx_node *nd)
     for (int i = 0; i < x->rank; i++)
         red[i] = (int)k->ns->a[i];
     h2t_nn_reduce(k->threads, nd->def->sub, x->f, x->rank, x->dim, red, OUT(0)->f);
+    return 0;
+}
+
+/* Integer reductions of values known before the run (shape arithmetic: ReduceProd of a Shape,
+ * ...), in int64 over every element in order; Mean truncates like C's division. */
+static int eval_reduce(const onnx_node *nd, onnx_vstate *vs, const onnx_nstate *ns)
+{
+    const onnx_vstate *x = VIN(0);
+    onnx_vstate *o = VOUT(0);
+    int op = nd->def->sub;
+    int64_t on = onnx_numel(o), n = onnx_numel(x);
+    if (ns->b[0]) {
+        if (n)
+            memcpy(o->ival, x->ival, (size_t)n * sizeof(int64_t));
+        return 0;
+    }
+    if (op != H2T_NN_RSUM && op != H2T_NN_RMEAN && op != H2T_NN_RMAX && op != H2T_NN_RMIN &&
+        op != H2T_NN_RPROD && op != H2T_NN_RL1 && op != H2T_NN_RSUMSQ)
+        return onnx_unsup(nd, "integer data is not supported by this reduction", NULL);
+    int64_t cnt = on ? n / on : 0;
+    for (int64_t i = 0; i < on; i++)
+        o->ival[i] = op == H2T_NN_RPROD  ? 1
+                     : op == H2T_NN_RMAX ? INT64_MIN
+                     : op == H2T_NN_RMIN ? INT64_MAX
+                                         : 0;
+    for (int64_t t = 0; t < n; t++) {
+        int64_t r = t, oi = 0, mul = 1, v = x->ival[t];
+        for (int i = x->rank - 1; i >= 0; i--) {
+            int64_t idx = r % x->dim[i];
+            r /= x->dim[i];
+            if (!ns->a[i]) {
+                oi += idx * mul;
+                mul *= x->dim[i];
+            }
+        }
+        int64_t *a = &o->ival[oi];
+        switch (op) {
+        case H2T_NN_RMAX:
+            *a = v > *a ? v : *a;
+            break;
+        case H2T_NN_RMIN:
+            *a = v < *a ? v : *a;
+            break;
+        case H2T_NN_RPROD:
+            *a *= v;
+            break;
+        case H2T_NN_RL1:
+            *a += v < 0 ? -v : v;
+            break;
+        case H2T_NN_RSUMSQ:
+            *a += v * v;
+            break;
+        default:
+            *a += v;
+        }
+    }
+    if (op == H2T_NN_RMEAN)
+        for (int64_t i = 0; i < on; i++)
+            o->ival[i] = cnt ? o->ival[i] / cnt : 0;
     return 0;
 }
 
@@ -676,9 +736,9 @@ static int eval_size(const onnx_node *nd, onnx_vstate *vs, const onnx_nstate *ns
 
 #define REDUCE(NAME, SUB)                                                                          \
     {                                                                                              \
-        NAME, .min_in = 1, .max_in = 2, .max_out = 1, .param_in = 2, .dt = ONNX_DTR_FLOAT,         \
-              .sub = SUB, .parse = parse_reduce, .infer = infer_reduce, .run = k_reduce,           \
-              .mixes_batch = reduce_mixes                                                          \
+        NAME, .min_in = 1, .max_in = 2, .max_out = 1, .param_in = 2, .dt = ONNX_DTR_SAME,          \
+              .types = ONNX_TY_NUM, .sub = SUB, .parse = parse_reduce, .infer = infer_reduce,      \
+              .eval = eval_reduce, .run = k_reduce, .mixes_batch = reduce_mixes                    \
     }
 
 const onnx_opdef onnx_ops_nn[] = {

@@ -227,6 +227,16 @@ with open(os.path.join(d, "test_data_set_0", "input_0.pb"), "wb") as f:
 with open(os.path.join(d, "test_data_set_0", "output_0.pb"), "wb") as f:
     f.write(numpy_helper.from_array(x, "y0").SerializeToString())
 
+# Integer reductions of shapes (ReduceProd of a Shape, as exports flatten with)
+x = f32(2, 3, 4)
+save("test_nn_reduceprod_of_shape", 13, "ReduceProd", x, [np.array([12], np.int64)],
+     attrs={"axes": [0], "keepdims": 1}, inputs=["s"],
+     extra_nodes=[helper.make_node("Shape", ["x"], ["s1"]),
+                  helper.make_node("Slice", ["s1", "one", "three"], ["s"])],
+     inits=[("one", np.array([1], np.int64)), ("three", np.array([3], np.int64))])
+save("test_nn_reducemax_of_shape", 18, "ReduceMax", x, [np.array(4, np.int64)],
+     attrs={"keepdims": 0}, inputs=["s"], extra_nodes=[helper.make_node("Shape", ["x"], ["s"])])
+
 # Operators that mix the samples of axis 0 while keeping its size (so the executor must not
 # split the batch over threads): LayerNormalization over axis 0, Einsum moving axis 0
 x = f32(4, 3, 5, lo=-2, hi=3)
