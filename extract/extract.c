@@ -354,31 +354,27 @@ static void derive_rows(const h2t_extract_plan *p, float **bufs, int row0, int n
  * the same tensors and pool them the same way: then the identity stays v1's. */
 static int same_as_v1(const h2t_extract_plan *p)
 {
-    int nt = h2t_model_n_tensors(p->m);
+    int nt = h2t_model_n_tensors(p->m), same = 1;
     uint32_t l = 0;
-    for (int i = 0; i < nt; i++) {
+    regex_t re;
+    if (p->o.layers_regex && regcomp(&re, p->o.layers_regex, REG_EXTENDED | REG_NOSUB) != 0)
+        return 0;
+    for (int i = 0; i < nt && same; i++) {
         const h2t_tensor_info *t = h2t_model_tensor(p->m, i);
         if (t->is_static || t->dtype != 1)
             continue; /* never data: neither rule takes it */
-        int v1 = p->o.layers_regex ? !t->is_input && t->rank >= 2 && t->rank <= 4
+        int v1 = p->o.layers_regex ? !t->is_input && t->rank >= 2 && t->rank <= 4 &&
+                                         regexec(&re, t->name, 0, NULL, 0) == 0
                                    : h2t_layer_rule_default(t);
-        if (v1 && p->o.layers_regex) {
-            regex_t re;
-            if (regcomp(&re, p->o.layers_regex, REG_EXTENDED | REG_NOSUB) != 0)
-                return 0;
-            v1 = regexec(&re, t->name, 0, NULL, 0) == 0;
-            regfree(&re);
-        }
         if (!v1)
             continue;
-        if (l >= p->n_layers || p->tensors[l] != i)
-            return 0;
-        int f = p->pools[l].form;
-        if (f != H2T_FORM_FLAT && f != H2T_FORM_NCHW)
-            return 0;
+        int f = l < p->n_layers ? p->pools[l].form : H2T_FORM_NONE;
+        same = l < p->n_layers && p->tensors[l] == i && (f == H2T_FORM_FLAT || f == H2T_FORM_NCHW);
         l++;
     }
-    return l == p->n_layers;
+    if (p->o.layers_regex)
+        regfree(&re);
+    return same && l == p->n_layers;
 }
 
 int h2t_layer_pool_plan(const h2t_tensor_info *t, const h2t_tensor_form *f, uint32_t target,

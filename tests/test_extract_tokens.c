@@ -607,7 +607,37 @@ TEST(extract_tokens_v1_identity_kept)
     ASSERT_CONTAINS(r.config, "layers=default-v1");
     ASSERT(strstr(r.config, "forms=") == NULL);
     ASSERT(strstr(r.config, "cls=") == NULL);
-    /* --cls on it: no class token */
+    /* with --layers too */
+    o.layers_regex = "^(conv|fc)$";
+    ASSERT_OK(h2t_extract_plan_create(&o, &p));
+    ASSERT_OK(h2t_store_open("st", H2T_STORE_CREATE | H2T_STORE_NOSYNC, &st));
+    ASSERT_OK(h2t_extract_plan_run(p, st, &r));
+    h2t_store_close(st);
+    h2t_extract_plan_destroy(p);
+    ASSERT_EQ(r.n_layers, 2);
+    ASSERT_CONTAINS(r.config, "layers=regex:^(conv|fc)$");
+    ASSERT(strstr(r.config, "forms=") == NULL);
+    /* a token tensor named by --layers is pooled by the forms rule: named in the identity */
+    o.model_path = tokens_model();
+    o.target_size = 12;
+    o.layers_regex = "^(patch|h)$";
+    ASSERT_OK(h2t_extract_plan_create(&o, &p));
+    ASSERT_OK(h2t_store_open("st", H2T_STORE_CREATE | H2T_STORE_NOSYNC, &st));
+    ASSERT_OK(h2t_extract_plan_run(p, st, &r));
+    h2t_store_close(st);
+    h2t_extract_plan_destroy(p);
+    ASSERT_CONTAINS(r.config, "forms=v1 cls=pool");
+    o.layers_regex = "^patch$";
+    ASSERT_OK(h2t_extract_plan_create(&o, &p));
+    ASSERT_OK(h2t_store_open("st", H2T_STORE_CREATE | H2T_STORE_NOSYNC, &st));
+    ASSERT_OK(h2t_extract_plan_run(p, st, &r));
+    h2t_store_close(st);
+    h2t_extract_plan_destroy(p);
+    ASSERT(strstr(r.config, "forms=") == NULL);
+    /* --cls on a model without a class token */
+    o.model_path = test_src_path("tests/data/extract_tiny.onnx");
+    o.target_size = 8;
+    o.layers_regex = NULL;
     o.cls = H2T_CLS_APART;
     ASSERT_EQ(h2t_extract_plan_create(&o, &p), H2T_EINVAL);
 }
