@@ -51,6 +51,44 @@ static void move_transpose(const void *in, const int64_t *idim, int rank, const 
     char *dst = out;
     int64_t idx[H2T_MAX_RANK] = {0};
     int64_t inner = rank ? odim[rank - 1] : 1, inner_s = rank ? ostr_in[rank - 1] : 1;
+    int q = -1; /* the output axis that is contiguous in the input */
+    for (int i = 0; i < rank - 1; i++)
+        if (ostr_in[i] == 1 && odim[i] > 1)
+            q = i;
+    if (esz == 4 && inner_s != 1 && q >= 0) {
+        /* a 2-D transpose between output axes q and the last per outer index, in 16 x 16
+         * tiles: the tile's input lines stay in cache while the output is written in rows */
+        int64_t ostr[H2T_MAX_RANK], os = 1, A = odim[q], B = inner;
+        for (int i = rank - 1; i >= 0; i--) {
+            ostr[i] = os;
+            os *= odim[i];
+        }
+        const float *sf = in;
+        float *df = out;
+        for (int64_t t = 0; t < n; t += A * B) {
+            int64_t ioff = 0, ooff = 0;
+            for (int i = 0; i < rank - 1; i++)
+                if (i != q) {
+                    ioff += idx[i] * ostr_in[i];
+                    ooff += idx[i] * ostr[i];
+                }
+            for (int64_t a0 = 0; a0 < A; a0 += 16)
+                for (int64_t b0 = 0; b0 < B; b0 += 16) {
+                    int64_t a1 = a0 + 16 < A ? a0 + 16 : A, b1 = b0 + 16 < B ? b0 + 16 : B;
+                    for (int64_t a = a0; a < a1; a++)
+                        for (int64_t b = b0; b < b1; b++)
+                            df[ooff + a * ostr[q] + b] = sf[ioff + a + b * inner_s];
+                }
+            for (int i = rank - 2; i >= 0; i--) {
+                if (i == q)
+                    continue;
+                if (++idx[i] < odim[i])
+                    break;
+                idx[i] = 0;
+            }
+        }
+        return;
+    }
     for (int64_t t = 0; t < n; t += inner) {
         int64_t off = 0;
         for (int i = 0; i < rank - 1; i++)

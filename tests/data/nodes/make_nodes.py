@@ -237,6 +237,13 @@ save("test_nn_reduceprod_of_shape", 13, "ReduceProd", x, [np.array([12], np.int6
 save("test_nn_reducemax_of_shape", 18, "ReduceMax", x, [np.array(4, np.int64)],
      attrs={"keepdims": 0}, inputs=["s"], extra_nodes=[helper.make_node("Shape", ["x"], ["s"])])
 
+# Transposes through the tiled path (the input's last axis moved inward), ragged tiles
+for i, (shape, perm) in enumerate([((2, 37, 70), (0, 2, 1)), ((3, 5, 33, 20), (0, 3, 1, 2)),
+                                   ((2, 19, 3, 17), (0, 3, 2, 1)), ((4, 6, 5), (2, 0, 1))]):
+    x = f32(*shape)
+    save(f"test_nn_transpose_{i}", 13, "Transpose", x, [np.transpose(x, perm)],
+         attrs={"perm": list(perm)})
+
 # Operators that mix the samples of axis 0 while keeping its size (so the executor must not
 # split the batch over threads): LayerNormalization over axis 0, Einsum moving axis 0
 x = f32(4, 3, 5, lo=-2, hi=3)
