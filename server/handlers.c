@@ -801,13 +801,15 @@ static int h_get_result(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_
              "job %" PRIu64 ": %s (%s optimiser), seed %" PRIu64 "\n"
              "classes %u, train %u, test %u samples\n"
              "chosen: lambda %g, keep %g -> %u of %" PRIu64 " features from %u layer(s)\n"
-             "cross-validation: %u folds, best mean accuracy %.4f\n"
+             "cross-validation: %u %s folds x %u repeat(s)%s, best mean accuracy %.4f\n"
              "test accuracy: %.4f (%u/%u)\n"
              "final head: %s after %u iterations (gradient %.2e)\n"
              "time: load %.2fs, cv %.2fs, final %.2fs, total %.2fs",
              j->id, method_name(r->method), r->optimizer < 2 ? opt[r->optimizer] : "?", r->seed,
              r->n_classes, r->n_train, r->n_test, r->lambda, r->keep, r->n_kept, r->total_dim,
-             r->n_layers, r->folds, r->val_acc, r->test_acc, r->test_correct, r->n_test,
+             r->n_layers, r->folds,
+             r->fold_kind == H2T_FOLDS_STRATIFIED ? "stratified" : "contiguous", r->cv_repeats,
+             r->one_se ? ", one-SE rule" : "", r->val_acc, r->test_acc, r->test_correct, r->n_test,
              r->final_fit.converged ? "converged" : "NOT converged", r->final_fit.iters,
              r->final_fit.grad_norm, r->t_load, r->t_cv, r->t_final, r->t_total);
     /* what the newer methods chose */

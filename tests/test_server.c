@@ -907,6 +907,7 @@ TEST_TIMEOUT(server_cli_new_methods, 120)
         }
         ASSERT_EQ(r->fold_kind, H2T_FOLDS_STRATIFIED);
         ASSERT_EQ(r->cv_repeats, 3); /* 180 training samples: repeated */
+        ASSERT_CONTAINS(rep.u.result.summary, "3 stratified folds x 3 repeat(s)");
         h2t_result_destroy(r);
         h2t_msg_free(&rep);
         /* predict on the test split agrees with the job's test accuracy */
