@@ -3,6 +3,7 @@
 #   make test       build with ASan+UBSan and run every test (T=pattern runs a subset)
 #   make bench      benchmarks against named peers (needs deploy/deps.sh --bench)
 #   make demo       the main job end to end on real data (docs/deployment.md)
+#   make eval       the evaluation suite, a subset of its tasks (docs/eval.md); eval-full: all
 #   make conformance  the executor against ONNX Runtime and tfjs, and the model zoo (ZOO=...)
 #   make format-check | format | clean | install (PREFIX, DESTDIR)
 #   make fuzz       longer fuzzing of the frame decoder (clang/libFuzzer)
@@ -31,7 +32,7 @@ REL_OBJS := $(patsubst %.c,build/obj/%.o,$(LIB_SRCS) $(GEN_SRCS))
 ASAN_OBJS := $(patsubst %.c,build/asan/obj/%.o,$(LIB_SRCS) $(GEN_SRCS))
 TEST_OBJS := $(patsubst %.c,build/asan/obj/%.o,$(TEST_SRCS))
 
-.PHONY: all test bench demo format format-check clean install fuzz tests-bin deps
+.PHONY: all test bench demo eval eval-full format format-check clean install fuzz tests-bin deps
 .DELETE_ON_ERROR:
 
 all: build/h2tdb
@@ -100,6 +101,11 @@ bench: build/h2tdb $(BENCH_BINS)
 
 demo: 
 	./deploy/demo.sh
+
+eval:
+	./deploy/eval.sh
+eval-full:
+	EVAL=full ./deploy/eval.sh
 
 FMT_SRCS = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 format:

@@ -3,6 +3,7 @@
 #   deploy/deps.sh            build + test dependencies (what `make test` needs)
 #   deploy/deps.sh --demo     also the real data set (Fashion-MNIST) and npm (model fetch)
 #   deploy/deps.sh --bench    also the peers used by `make bench` and conformance scripts
+#   deploy/deps.sh --eval     also what `make eval` needs: --demo's, PIL, the glyph fonts
 # Run as root, or as a user with sudo.
 set -eu
 
@@ -11,6 +12,7 @@ protobuf-c-compiler libuv1-dev libonnx-dev zlib1g-dev libpng-dev libjpeg62-turbo
 clang libclang-rt-14-dev libonnx-testdata clang-format
 protobuf-compiler python3-protobuf python3-numpy python3-pip python3-venv"
 DEMO="dataset-fashion-mnist nodejs"
+EVAL="python3-pil fonts-dejavu-core fonts-liberation fonts-freefont-ttf"
 BENCH="r-cran-glmnet python3-sklearn python3-numpy python3-torch python3-torchvision python3-onnx nodejs"
 
 want="$BUILD"
@@ -18,7 +20,8 @@ for a in "$@"; do
     case "$a" in
     --demo) want="$want $DEMO" ;;
     --bench) want="$want $DEMO $BENCH" ;;
-    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+    --eval) want="$want $DEMO $EVAL" ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
     *) echo "deps.sh: unknown option '$a' (try --help)" >&2; exit 2 ;;
     esac
 done

@@ -1,0 +1,211 @@
+#!/usr/bin/python3
+"""The evaluation suite's driver (make eval; deploy/eval.sh runs it after the data).
+
+    PYTHONPATH=python /usr/bin/python3 deploy/eval/run.py --data DIR --out DIR
+        [--datasets a,b] [--tasks t1,t2] [--methods m1,m2] [--h2tdb BIN] [--model FILE]
+        [--target-size T] [--threads N] [--retrain]
+
+For each data set under --data (deploy/eval/gen.py's OUT: NAME/tasks.json): one extraction
+into the store OUT/store (`h2tdb extract`, which does nothing when the same extraction is
+complete), then `h2tdb serve` on that store, every task created through the Python client,
+every method trained on every task (the server answers a job whose spec equals a finished
+job's with that job, so a rerun trains only what changed), and the results written:
+OUT/results.md (table + summary + CV-chosen hyperparameters), OUT/results.csv,
+OUT/results.svg (chart); the table is printed.
+
+The methods are every value of the wire's Method enum (proto/h2tdb.proto, which lists every
+method the server runs), in enum order, unless --methods names some.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import report  # noqa: E402
+
+
+def die(msg):
+    sys.stderr.write("eval: %s\n" % msg)
+    sys.exit(1)
+
+
+def all_methods():
+    import h2tdb
+    vals = sorted(h2tdb.pb.Method.DESCRIPTOR.values, key=lambda v: v.number)
+    return [v.name.split("_", 1)[1].lower() for v in vals]
+
+
+PARAM_KEYS = ["lambda", "keep", "k", "layer", "layer_name", "chosen_method", "winner"]
+
+
+def params_text(info):
+    """The CV-chosen hyperparameters of a result's JSON, as 'key value' pairs: lambda and keep
+    when their grids had a choice, and the keys other methods report (k, layer, winner)."""
+    out = []
+    for k in PARAM_KEYS:
+        if k not in info or info[k] is None:
+            continue
+        if k == "lambda" and len(info.get("lambdas") or []) < 2:
+            continue
+        if k == "keep" and len(info.get("keeps") or []) < 2:
+            continue
+        v = info[k]
+        out.append("%s %s" % (k, ("%g" % v) if isinstance(v, float) else v))
+    return ", ".join(out)
+
+
+def parse_args(argv):
+    opts = {"--data": None, "--out": None, "--datasets": "", "--tasks": "", "--methods": "",
+            "--h2tdb": "build/h2tdb", "--model": "models/mobilenet_v2.onnx",
+            "--target-size": "512", "--threads": "2"}
+    flags = {"--retrain": False}
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("-h", "--help"):
+            sys.stdout.write(__doc__)
+            sys.exit(0)
+        if a in flags:
+            flags[a] = True
+            i += 1
+        elif a in opts:
+            if i + 1 >= len(argv):
+                die("%s needs a value" % a)
+            opts[a] = argv[i + 1]
+            i += 2
+        else:
+            die("unknown argument '%s' (try --help)" % a)
+    if not opts["--data"] or not opts["--out"]:
+        die("--data DIR and --out DIR are required")
+    return opts, flags
+
+
+def load_datasets(data, want):
+    out = []
+    names = sorted(os.listdir(data)) if os.path.isdir(data) else []
+    for nm in names:
+        tj = os.path.join(data, nm, "tasks.json")
+        if not os.path.isfile(tj) or (want and nm not in want):
+            continue
+        with open(tj) as f:
+            out.append(json.load(f))
+    missing = [w for w in want if w not in [d["name"] for d in out]]
+    if missing:
+        die("no data set %s under %s (deploy/eval/gen.py writes them)" % (", ".join(missing), data))
+    if not out:
+        die("no data sets under %s (deploy/eval/gen.py writes them)" % data)
+    return out
+
+
+def extract(opts, ds, store):
+    cmd = [opts["--h2tdb"], "extract", "--store", store, "--model", opts["--model"],
+           "--data", ds["source"], "--name", "eval-" + ds["name"], "--source-name", ds["name"],
+           "--target-size", opts["--target-size"], "--threads", opts["--threads"]]
+    if "split" in ds:
+        cmd += ["--train", str(ds["split"][0]), "--test", str(ds["split"][1])]
+    t0 = time.time()
+    print("extract %s: %s" % (ds["name"], ds["source"]), flush=True)
+    rc = subprocess.call(cmd)
+    if rc != 0:
+        die("extraction of %s failed (exit %d): %s" % (ds["name"], rc, " ".join(cmd)))
+    return time.time() - t0
+
+
+def start_server(opts, store, out):
+    portfile = os.path.join(out, "port")
+    if os.path.exists(portfile):
+        os.unlink(portfile)
+    log = open(os.path.join(out, "server.log"), "w")
+    p = subprocess.Popen([opts["--h2tdb"], "serve", "--store", store, "--listen", "127.0.0.1:0",
+                          "--port-file", portfile, "--workers", "1"], stderr=log, stdout=log)
+    for _ in range(300):
+        if os.path.exists(portfile) and os.path.getsize(portfile) > 0:
+            with open(portfile) as f:
+                return p, "127.0.0.1:" + f.read().strip()
+        if p.poll() is not None:
+            break
+        time.sleep(0.1)
+    p.kill()
+    die("the server did not start; its log: %s" % log.name)
+
+
+def main(argv):
+    opts, flags = parse_args(argv)
+    import h2tdb
+    out = os.path.abspath(opts["--out"])
+    os.makedirs(out, exist_ok=True)
+    store = os.path.join(out, "store")
+    want_ds = [s for s in opts["--datasets"].split(",") if s]
+    want_tasks = [s for s in opts["--tasks"].split(",") if s]
+    methods = [s for s in opts["--methods"].split(",") if s] or all_methods()
+    datasets = load_datasets(opts["--data"], want_ds)
+    t_start = time.time()
+    t_extract = 0.0
+    for ds in datasets:
+        if want_tasks and not any(t["name"] in want_tasks for t in ds["tasks"]):
+            continue
+        t_extract += extract(opts, ds, store)
+    server, addr = start_server(opts, store, out)
+    rows = []
+    try:
+        with h2tdb.Client(addr, timeout=600) as c:
+            submitted = []
+            for ds in datasets:
+                for t in ds["tasks"]:
+                    if want_tasks and t["name"] not in want_tasks:
+                        continue
+                    spec = {"replace": True}
+                    if t.get("map"):
+                        spec["map"] = t["map"]
+                    if t.get("shots"):
+                        spec["shots"] = t["shots"]
+                    c.create_task(t["name"], "eval-" + ds["name"], train=t["train"],
+                                  test=t["test"], **spec)
+                    for m in methods:
+                        job = c.train(t["name"], method=m, threads=int(opts["--threads"]),
+                                      retrain=flags["--retrain"])
+                        submitted.append((ds["name"], t["name"], m, job))
+                        print("job %d: %s on %s %s" % (job.id, m, t["name"],
+                                                       "reused" if job.reused else "queued"),
+                              flush=True)
+            for dsn, tn, m, job in submitted:
+                t0 = time.time()
+                final = c.watch(job.id)
+                if final.state != h2tdb.pb.JOB_DONE:
+                    die("job %d (%s on %s) ended %s: %s; server log: %s/server.log"
+                        % (job.id, m, tn, h2tdb.pb.JobState.Name(final.state), final.error, out))
+                res = c.result(job.id, head=False)
+                info = res.info
+                secs = (info.get("timings_s") or {}).get("total")
+                rows.append({"dataset": dsn, "task": tn, "method": m,
+                             "test_acc": res.test_accuracy, "cv_acc": res.val_accuracy,
+                             "params": params_text(info), "job": job.id, "seconds": secs})
+                print("job %d: %s on %s: test %.2f%% (CV %.2f%%, %s)%s"
+                      % (job.id, m, tn, 100 * res.test_accuracy, 100 * res.val_accuracy,
+                         params_text(info) or "no grid",
+                         "" if secs is None else " in %.1f s" % secs), flush=True)
+    finally:
+        server.terminate()
+        server.wait()
+    title = "h2tdb evaluation suite: test accuracy per task and method (%s)" % os.path.basename(
+        opts["--model"])
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(report.markdown(rows))
+    with open(os.path.join(out, "results.csv"), "w") as f:
+        f.write(report.csv_text(rows))
+    with open(os.path.join(out, "results.svg"), "w") as f:
+        f.write(report.svg(rows, title))
+    print()
+    print(report.markdown(rows))
+    train_s = sum(r["seconds"] or 0 for r in rows)
+    print("eval: %d tasks x %d methods in %.0f s (extraction %.0f s; training time of the jobs "
+          "%.0f s, reused jobs included); results in %s/results.{md,csv,svg}"
+          % (len(set(r["task"] for r in rows)), len(methods), time.time() - t_start, t_extract,
+             train_s, out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,134 @@
+#!/usr/bin/python3
+"""Checks of the evaluation suite's pure parts (tests/test_eval.c runs this in make test):
+the generators' sample-id selections and class maps, and the results table, CV-choice
+count, CSV and SVG. Needs only the standard library (gen.py imports PIL when it renders)."""
+import csv
+import io
+import os
+import sys
+import xml.etree.ElementTree as ET
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gen  # noqa: E402
+import report  # noqa: E402
+
+FAILS = []
+
+
+def check(cond, what):
+    if not cond:
+        FAILS.append(what)
+        print("FAIL: " + what)
+
+
+def ids_of(sel):
+    """Sample ids of an 'ids:' selection (the server's syntax: ranges inclusive)."""
+    assert sel.startswith("ids:")
+    out = []
+    for part in sel[4:].split(","):
+        a, _, b = part.partition("-")
+        out.extend(range(int(a), int(b or a) + 1))
+    return out
+
+
+def test_id_list():
+    check(gen.id_list([5, 0, 1, 2, 7, 8]) == "ids:0-2,5,7-8", "id_list runs")
+    check(gen.id_list([3]) == "ids:3", "id_list single")
+    check(ids_of(gen.id_list([9, 4, 5, 6])) == [4, 5, 6, 9], "id_list round trip")
+
+
+def test_folder_order():
+    # bytewise: upper case before lower case, '-' (0x2d) before digits, "p10" before "p2"
+    classes = ["p2-a", "p10-a", "b", "B", "p2-a", "p-z", "b"]
+    sid = gen.folder_order(classes)
+    names = sorted(set(classes), key=lambda s: s.encode())
+    check(names == ["B", "b", "p-z", "p10-a", "p2-a"], "bytewise class order %s" % names)
+    # sample numbers within a class keep their order (NNNNN.png sorts numerically)
+    check(sid[3] == 0, "B is the first class: sample 3 -> id 0: %s" % sid)
+    check(sid[2] == 1 and sid[6] == 2, "b's samples 2, 6 -> ids 1, 2: %s" % sid)
+    check(sid[5] == 3 and sid[1] == 4, "p-z then p10-a: %s" % sid)
+    check(sid[0] == 5 and sid[4] == 6, "p2-a last, in sample order: %s" % sid)
+    check(sorted(sid) == list(range(len(classes))), "a permutation: %s" % sid)
+
+
+def test_attr_tasks():
+    classes = ["p1-o0", "p0-o1", "p1-o1", "p0-o0", "p1-o0"]
+    tasks = gen.attr_tasks("toy", classes, 3, [("pos", 0, lambda v: "x" + v[1:], "pos"),
+                                                ("ori", 1, lambda v: "o" + v[1:], "ori")])
+    check([t["name"] for t in tasks] == ["toy-pos", "toy-ori"], "task names")
+    sid = gen.folder_order(classes)
+    check(ids_of(tasks[0]["train"]) == sorted(sid[:3]), "train = the first 3 sample numbers")
+    check(ids_of(tasks[0]["test"]) == sorted(sid[3:]), "test = the rest")
+    check(tasks[0]["map"] == {"p0-o0": "x0", "p0-o1": "x0", "p1-o0": "x1", "p1-o1": "x1"},
+          "map onto the first part: %s" % tasks[0]["map"])
+    check(tasks[1]["map"]["p1-o1"] == "o1" and tasks[1]["n_classes"] == 2, "map onto the second")
+
+
+ROWS = [
+    {"task": "a", "method": "linear", "test_acc": 0.50, "cv_acc": 0.60, "params": "lambda 0.1"},
+    {"task": "a", "method": "all", "test_acc": 0.70, "cv_acc": 0.65, "params": "lambda 0.01"},
+    {"task": "a", "method": "head2toe", "test_acc": 0.60, "cv_acc": 0.62, "params": "keep 0.1"},
+    {"task": "a", "method": "auto", "test_acc": 0.70, "cv_acc": 0.99, "params": "winner all"},
+    {"task": "b", "method": "linear", "test_acc": 0.80, "cv_acc": 0.90, "params": ""},
+    {"task": "b", "method": "all", "test_acc": 0.90, "cv_acc": 0.85, "params": ""},
+    {"task": "b", "method": "head2toe", "test_acc": 0.85, "cv_acc": 0.80, "params": ""},
+    {"task": "b", "method": "auto", "test_acc": 0.80, "cv_acc": 0.90, "params": ""},
+]
+
+
+def test_cv_choice():
+    ch = report.cv_choice(ROWS)
+    # a: CV picks all (0.65; auto is a CV choice itself and not a candidate) = test-best
+    # b: CV picks linear (0.90), test-best is all (0.90): a miss losing 10 points
+    check([(c[0], c[1], c[4]) for c in ch] == [("a", "all", True), ("b", "linear", False)],
+          "cv choice %s" % ch)
+    check(abs(ch[1][5] - 10.0) < 1e-9, "regret in points %s" % ch[1][5])
+    tie = [{"task": "t", "method": "x", "test_acc": 0.5, "cv_acc": 0.7},
+           {"task": "t", "method": "y", "test_acc": 0.9, "cv_acc": 0.7}]
+    check(report.cv_choice(tie)[0][1] == "x", "CV ties go to the first method")
+
+
+def test_means_and_summary():
+    m = report.means(ROWS)
+    check(abs(m["all"] - 0.80) < 1e-12 and abs(m["head2toe"] - 0.725) < 1e-12, "means %s" % m)
+    part = ROWS + [{"task": "c", "method": "linear", "test_acc": 1.0, "cv_acc": 1.0}]
+    check("all" not in report.means(part), "no mean for a method missing a task")
+    s = report.summary(ROWS)
+    check(s[0].startswith("CV choice among methods = test-best method on 1 of 2 tasks"),
+          "summary line %s" % s[0])
+    check("head2toe 72.50 vs all layers 80.00 (-7.50 points)" in s[1], "h2t vs all %s" % s[1])
+
+
+def test_markdown_csv():
+    md = report.markdown(ROWS)
+    lines = md.splitlines()
+    check(lines[0] == "| task | linear | all | head2toe | auto | CV pick |", lines[0])
+    check(lines[2] == "| a | 50.00 | **70.00** | 60.00 | **70.00** | all |", lines[2])
+    check(lines[3] == "| b | 80.00 | **90.00** | 85.00 | 80.00 | linear (-10.00) |", lines[3])
+    check(lines[4].startswith("| **suite mean** | 65.00 | **80.00** | 72.50 | 75.00 |"), lines[4])
+    check("| a | lambda 0.1 (60.00) | lambda 0.01 (65.00) | keep 0.1 (62.00) |" in md,
+          "hyperparameter table")
+    rows = list(csv.reader(io.StringIO(report.csv_text(ROWS))))
+    check(rows[0][:4] == ["dataset", "task", "method", "test_acc"] and len(rows) == 9,
+          "csv %s" % rows[:2])
+    check(rows[2][2] == "all" and rows[2][3] == "0.700000", "csv row %s" % rows[2])
+
+
+def test_svg():
+    s = report.svg(ROWS, "t <&> 'x'")
+    root = ET.fromstring(s)  # well-formed, the title escaped
+    ns = "{http://www.w3.org/2000/svg}"
+    bars = [r for r in root.iter(ns + "rect") if r.find(ns + "title") is not None]
+    # 2 tasks + the suite mean, 4 methods each
+    check(len(bars) == 12, "bars %d" % len(bars))
+    hs = {b.find(ns + "title").text: float(b.get("height")) for b in bars}
+    check(abs(hs["a, all: 70.00%"] - 0.7 * 360) < 0.06, "bar height %s" % hs)
+    check(abs(hs["suite mean, head2toe: 72.50%"] - 0.725 * 360) < 0.06, "mean bar %s" % hs)
+
+
+if __name__ == "__main__":
+    for name, fn in sorted(globals().items()):
+        if name.startswith("test_") and callable(fn):
+            fn()
+    print("eval tests: %s" % ("%d failed" % len(FAILS) if FAILS else "ok"))
+    sys.exit(1 if FAILS else 0)
