@@ -35,7 +35,7 @@ import sys
 
 import numpy as np
 
-GEN_VERSION = 1
+GEN_VERSION = 2
 SEEDS = {"shapes": 101, "count": 102, "glyphs": 103}
 
 # (family label, Debian package, file) of the glyph typefaces; all regular weights.
@@ -66,18 +66,29 @@ def die(msg):
     sys.exit(1)
 
 
+PART_MAX = 200  # characters of one '+'-joined part (the server takes parts under 256)
+
+
 def id_list(ids):
-    """'ids:' selection of sorted sample ids, runs written as ranges (inclusive)."""
-    parts = []
+    """Selection of sorted sample ids: 'ids:' parts joined by '+', runs written as ranges
+    (inclusive), each part at most PART_MAX characters."""
+    runs = []
     ids = sorted(ids)
     i = 0
     while i < len(ids):
         j = i
         while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
             j += 1
-        parts.append(str(ids[i]) if i == j else "%d-%d" % (ids[i], ids[j]))
+        runs.append(str(ids[i]) if i == j else "%d-%d" % (ids[i], ids[j]))
         i = j + 1
-    return "ids:" + ",".join(parts)
+    parts, cur = [], ""
+    for r in runs:
+        if cur and len(cur) + 1 + len(r) > PART_MAX:
+            parts.append(cur)
+            cur = ""
+        cur = r if not cur else cur + "," + r
+    parts.append(cur)
+    return "+".join("ids:" + p for p in parts)
 
 
 def folder_order(classes):

@@ -11,7 +11,9 @@ complete), then `h2tdb serve` on that store, every task created through the Pyth
 every method trained on every task (the server answers a job whose spec equals a finished
 job's with that job, so a rerun trains only what changed), and the results written:
 OUT/results.md (table + summary + CV-chosen hyperparameters), OUT/results.csv,
-OUT/results.svg (chart); the table is printed.
+OUT/results.svg (chart), rewritten after each job; the table is printed at the end. Jobs
+are submitted method by method (every task's linear job first), and a job left queued or
+running in the store by an interrupted run is cancelled first.
 
 The methods are every value of the wire's Method enum (proto/h2tdb.proto, which lists every
 method the server runs), in enum order, unless --methods names some.
@@ -131,6 +133,18 @@ def start_server(opts, store, out):
     die("the server did not start; its log: %s" % log.name)
 
 
+def write_results(out, rows, opts):
+    """OUT/results.{md,csv,svg} from the rows so far (each written whole, then renamed)."""
+    title = "h2tdb evaluation suite: test accuracy per task and method (%s)" % os.path.basename(
+        opts["--model"])
+    for name, text in (("results.md", report.markdown(rows)), ("results.csv",
+                       report.csv_text(rows)), ("results.svg", report.svg(rows, title))):
+        path = os.path.join(out, name)
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+
+
 def main(argv):
     opts, flags = parse_args(argv)
     import h2tdb
@@ -151,7 +165,13 @@ def main(argv):
     rows = []
     try:
         with h2tdb.Client(addr, timeout=600) as c:
-            submitted = []
+            # the store is the suite's own: a job still queued or running was left by an
+            # interrupted run, and would otherwise train beside its resubmitted twin
+            for j in c.jobs():
+                if j.state in (h2tdb.pb.JOB_QUEUED, h2tdb.pb.JOB_RUNNING):
+                    c.cancel(j.id)
+                    print("job %d: left by an earlier run, cancelled" % j.id)
+            tasks = []
             for ds in datasets:
                 for t in ds["tasks"]:
                     if want_tasks and t["name"] not in want_tasks:
@@ -163,13 +183,17 @@ def main(argv):
                         spec["shots"] = t["shots"]
                     c.create_task(t["name"], "eval-" + ds["name"], train=t["train"],
                                   test=t["test"], **spec)
-                    for m in methods:
-                        job = c.train(t["name"], method=m, threads=int(opts["--threads"]),
-                                      retrain=flags["--retrain"])
-                        submitted.append((ds["name"], t["name"], m, job))
-                        print("job %d: %s on %s %s" % (job.id, m, t["name"],
-                                                       "reused" if job.reused else "queued"),
-                              flush=True)
+                    tasks.append((ds["name"], t["name"]))
+            # method by method, so that the quicker methods' columns are complete first
+            submitted = []
+            for m in methods:
+                for dsn, tn in tasks:
+                    job = c.train(tn, method=m, threads=int(opts["--threads"]),
+                                  retrain=flags["--retrain"])
+                    submitted.append((dsn, tn, m, job))
+                    print("job %d: %s on %s %s" % (job.id, m, tn,
+                                                   "reused" if job.reused else "queued"),
+                          flush=True)
             for dsn, tn, m, job in submitted:
                 t0 = time.time()
                 final = c.watch(job.id)
@@ -186,17 +210,10 @@ def main(argv):
                       % (job.id, m, tn, 100 * res.test_accuracy, 100 * res.val_accuracy,
                          params_text(info) or "no grid",
                          "" if secs is None else " in %.1f s" % secs), flush=True)
+                write_results(out, rows, opts)
     finally:
         server.terminate()
         server.wait()
-    title = "h2tdb evaluation suite: test accuracy per task and method (%s)" % os.path.basename(
-        opts["--model"])
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(report.markdown(rows))
-    with open(os.path.join(out, "results.csv"), "w") as f:
-        f.write(report.csv_text(rows))
-    with open(os.path.join(out, "results.svg"), "w") as f:
-        f.write(report.svg(rows, title))
     print()
     print(report.markdown(rows))
     train_s = sum(r["seconds"] or 0 for r in rows)

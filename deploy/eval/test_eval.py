@@ -22,12 +22,14 @@ def check(cond, what):
 
 
 def ids_of(sel):
-    """Sample ids of an 'ids:' selection (the server's syntax: ranges inclusive)."""
-    assert sel.startswith("ids:")
+    """Sample ids of an 'ids:' selection (the server's syntax: parts joined by '+', ranges
+    inclusive)."""
     out = []
-    for part in sel[4:].split(","):
-        a, _, b = part.partition("-")
-        out.extend(range(int(a), int(b or a) + 1))
+    for part in sel.split("+"):
+        assert part.startswith("ids:") and len(part) < 256, part
+        for r in part[4:].split(","):
+            a, _, b = r.partition("-")
+            out.extend(range(int(a), int(b or a) + 1))
     return out
 
 
@@ -35,6 +37,10 @@ def test_id_list():
     check(gen.id_list([5, 0, 1, 2, 7, 8]) == "ids:0-2,5,7-8", "id_list runs")
     check(gen.id_list([3]) == "ids:3", "id_list single")
     check(ids_of(gen.id_list([9, 4, 5, 6])) == [4, 5, 6, 9], "id_list round trip")
+    many = list(range(0, 6000, 2))  # no runs: 3000 single ids, far over one part's limit
+    sel = gen.id_list(many)
+    check(sel.count("+ids:") > 10 and ids_of(sel) == many, "id_list split into parts")
+    check(all(len(p) <= gen.PART_MAX + 4 for p in sel.split("+")), "parts under the limit")
 
 
 def test_folder_order():
