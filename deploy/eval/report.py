@@ -117,6 +117,22 @@ def summary(rows):
                      "(mean loss %.2f points, worst %.2f on %s)"
                      % (hits, len(ch), sum(c[5] for c in ch) / len(ch),
                         max(c[5] for c in ch), max(ch, key=lambda c: c[5])[0]))
+    tasks, methods, by = index(rows)
+    if "auto" in methods:
+        n = close = below = 0
+        for t in tasks:
+            if (t, "auto") not in by:
+                continue
+            others = [by[(t, m)]["test_acc"] for m in methods
+                      if m not in META and (t, m) in by]
+            if not others:
+                continue
+            n += 1
+            a = by[(t, "auto")]["test_acc"]
+            close += a >= max(others) - 0.01 - 1e-12
+            below += (t, "linear") in by and a < by[(t, "linear")]["test_acc"] - 1e-12
+        lines.append("auto within 1 point of the test-best method on %d of %d tasks; below "
+                     "linear on %d" % (close, n, below))
     mean = means(rows)
     if "head2toe" in mean and "all" in mean:
         d = 100.0 * (mean["head2toe"] - mean["all"])

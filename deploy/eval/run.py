@@ -3,7 +3,7 @@
 
     PYTHONPATH=python /usr/bin/python3 deploy/eval/run.py --data DIR --out DIR
         [--datasets a,b] [--tasks t1,t2] [--methods m1,m2] [--h2tdb BIN] [--model FILE]
-        [--target-size T] [--threads N] [--retrain]
+        [--target-size T] [--threads N] [--retrain] [--store DIR] [--train-opt F=V ...]
 
 For each data set under --data (deploy/eval/gen.py's OUT: NAME/tasks.json): one extraction
 into the store OUT/store (`h2tdb extract`, which does nothing when the same extraction is
@@ -15,11 +15,16 @@ OUT/results.svg (chart), rewritten after each job; the table is printed at the e
 are submitted method by method (every task's linear job first), and a job left queued or
 running in the store by an interrupted run is cancelled first.
 
+--store DIR (default OUT/store) lets runs with other train options share the extractions;
+--train-opt FIELD=VALUE sets a TrainRequest field of every job (fold_kind=2, one_se=1,
+cv_repeats=3, folds=10: the CV variants whose choice the table's CV-pick line measures).
+
 The methods are every value of the wire's Method enum (proto/h2tdb.proto, which lists every
 method the server runs), in enum order, unless --methods names some.
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -39,29 +44,31 @@ def all_methods():
     return [v.name.split("_", 1)[1].lower() for v in vals]
 
 
-PARAM_KEYS = ["lambda", "keep", "k", "layer", "layer_name", "chosen_method", "winner"]
-
-
 def params_text(info):
-    """The CV-chosen hyperparameters of a result's JSON, as 'key value' pairs: lambda and keep
-    when their grids had a choice, and the keys other methods report (k, layer, winner)."""
+    """The CV-chosen hyperparameters of a result's JSON: lambda and keep when their grids had
+    a choice, knn's k, the layer probe's layer, and for auto the method it chose (then that
+    method's own choices)."""
     out = []
-    for k in PARAM_KEYS:
-        if k not in info or info[k] is None:
-            continue
-        if k == "lambda" and len(info.get("lambdas") or []) < 2:
-            continue
-        if k == "keep" and len(info.get("keeps") or []) < 2:
-            continue
-        v = info[k]
-        out.append("%s %s" % (k, ("%g" % v) if isinstance(v, float) else v))
+    if info.get("auto"):
+        out.append("chose %s" % info["auto"].get("chosen"))
+    if len(info.get("lambdas") or []) > 1 and info.get("lambda") is not None:
+        out.append("lambda %g" % info["lambda"])
+    if len(info.get("keeps") or []) > 1 and info.get("keep") is not None:
+        out.append("keep %g" % info["keep"])
+    if info.get("knn_k"):
+        out.append("k %d" % info["knn_k"])
+    if info.get("method") == "layer":
+        kept = [ly.get("name") for ly in info.get("layers") or [] if ly.get("kept")]
+        if len(kept) == 1:
+            out.append("layer %s" % kept[0])
     return ", ".join(out)
 
 
 def parse_args(argv):
     opts = {"--data": None, "--out": None, "--datasets": "", "--tasks": "", "--methods": "",
             "--h2tdb": "build/h2tdb", "--model": "models/mobilenet_v2.onnx",
-            "--target-size": "512", "--threads": "2"}
+            "--target-size": "512", "--threads": "2", "--store": None}
+    train_opts = {}
     flags = {"--retrain": False}
     i = 0
     while i < len(argv):
@@ -72,6 +79,13 @@ def parse_args(argv):
         if a in flags:
             flags[a] = True
             i += 1
+        elif a == "--train-opt":
+            k, eq, v = (argv[i + 1] if i + 1 < len(argv) else "").partition("=")
+            if not eq or not k:
+                die("--train-opt wants FIELD=VALUE (a TrainRequest field), got '%s'"
+                    % (argv[i + 1] if i + 1 < len(argv) else ""))
+            train_opts[k] = v
+            i += 2
         elif a in opts:
             if i + 1 >= len(argv):
                 die("%s needs a value" % a)
@@ -81,7 +95,15 @@ def parse_args(argv):
             die("unknown argument '%s' (try --help)" % a)
     if not opts["--data"] or not opts["--out"]:
         die("--data DIR and --out DIR are required")
-    return opts, flags
+    for k, v in train_opts.items():
+        try:
+            train_opts[k] = int(v)
+        except ValueError:
+            try:
+                train_opts[k] = float(v)
+            except ValueError:
+                pass
+    return opts, flags, train_opts
 
 
 def load_datasets(data, want):
@@ -146,11 +168,11 @@ def write_results(out, rows, opts):
 
 
 def main(argv):
-    opts, flags = parse_args(argv)
+    opts, flags, train_opts = parse_args(argv)
     import h2tdb
     out = os.path.abspath(opts["--out"])
     os.makedirs(out, exist_ok=True)
-    store = os.path.join(out, "store")
+    store = os.path.abspath(opts["--store"]) if opts["--store"] else os.path.join(out, "store")
     want_ds = [s for s in opts["--datasets"].split(",") if s]
     want_tasks = [s for s in opts["--tasks"].split(",") if s]
     methods = [s for s in opts["--methods"].split(",") if s] or all_methods()
@@ -162,6 +184,8 @@ def main(argv):
             continue
         t_extract += extract(opts, ds, store)
     server, addr = start_server(opts, store, out)
+    # SIGTERM stops the server too (through the finally below)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rows = []
     try:
         with h2tdb.Client(addr, timeout=600) as c:
@@ -189,7 +213,7 @@ def main(argv):
             for m in methods:
                 for dsn, tn in tasks:
                     job = c.train(tn, method=m, threads=int(opts["--threads"]),
-                                  retrain=flags["--retrain"])
+                                  retrain=flags["--retrain"], **train_opts)
                     submitted.append((dsn, tn, m, job))
                     print("job %d: %s on %s %s" % (job.id, m, tn,
                                                    "reused" if job.reused else "queued"),

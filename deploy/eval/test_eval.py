@@ -102,7 +102,10 @@ def test_means_and_summary():
     s = report.summary(ROWS)
     check(s[0].startswith("CV choice among methods = test-best method on 1 of 2 tasks"),
           "summary line %s" % s[0])
-    check("head2toe 72.50 vs all layers 80.00 (-7.50 points)" in s[1], "h2t vs all %s" % s[1])
+    # auto: a 70 = best 70 (close); b 80 vs best 90 (not close) and = linear 80 (not below)
+    check(s[1] == "auto within 1 point of the test-best method on 1 of 2 tasks; below linear "
+          "on 0", "auto line %s" % s[1])
+    check("head2toe 72.50 vs all layers 80.00 (-7.50 points)" in s[2], "h2t vs all %s" % s[2])
 
 
 def test_markdown_csv():
