@@ -113,9 +113,26 @@ format:
 format-check:
 	@clang-format --dry-run --Werror $(FMT_SRCS) && echo "format-check: ok"
 
-install: build/h2tdb
-	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 build/h2tdb $(DESTDIR)$(PREFIX)/bin/h2tdb
+# The installed headers are the module contracts; each includes only others of this set and
+# the C library (tests/install_check.sh compiles and links a program against them).
+PUB_HDRS := $(wildcard common/*.h) storage/store.h extract/extract.h extract/model.h \
+            solver/solver.h client/client.h proto/proto.h
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+H2T_VERSION := $(shell sed -n 's/^#define H2T_VERSION "\(.*\)"/\1/p' cli/cmd_version.c)
+install: build/h2tdb build/libh2tdb.a
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig
+	install -m 0755 build/h2tdb $(DESTDIR)$(BINDIR)/h2tdb
+	install -m 0644 build/libh2tdb.a $(DESTDIR)$(LIBDIR)/libh2tdb.a
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)/h2tdb' '' \
+	  'Name: h2tdb' 'Description: feature-cache database and Head2Toe heads (static library)' \
+	  'Version: $(H2T_VERSION)' 'Cflags: -I$${includedir} -pthread' \
+	  'Libs: -L$${libdir} -lh2tdb $(LIBS)' >$(DESTDIR)$(LIBDIR)/pkgconfig/h2tdb.pc
+	chmod 0644 $(DESTDIR)$(LIBDIR)/pkgconfig/h2tdb.pc
+	for h in $(PUB_HDRS); do \
+	  install -d $(DESTDIR)$(INCLUDEDIR)/h2tdb/$$(dirname $$h) && \
+	  install -m 0644 $$h $(DESTDIR)$(INCLUDEDIR)/h2tdb/$$h || exit 1; done
 
 fuzz:
 	./tests/fuzz/run.sh 300

@@ -265,6 +265,23 @@ TEST_TIMEOUT(common_header_examples, 300)
     ASSERT_EQ(system("grep -q 'the example in .*stale.h does not compile' stale.log"), 0);
 }
 
+/* make install with PREFIX and DESTDIR (tests/install_check.sh): the binary, the library, the
+ * pkg-config file and the public headers land under DESTDIR/PREFIX, and a program including
+ * every installed header builds with `pkg-config --cflags --libs h2tdb` alone and runs. */
+TEST_TIMEOUT(common_install, 300)
+{
+    char cwd[4096], cmd[8192];
+    ASSERT(getcwd(cwd, sizeof(cwd)) != NULL);
+    snprintf(cmd, sizeof(cmd), "sh %s %s >install.log 2>&1",
+             test_src_path("tests/install_check.sh"), cwd);
+    int rc = system(cmd);
+    if (rc != 0)
+        ASSERT_EQ(system("cat install.log >&2"), 0);
+    ASSERT_EQ(rc, 0);
+    ASSERT_EQ(system("grep -q 'install_check: ok' install.log"), 0);
+    ASSERT_EQ(access("dest/opt/h2t/lib/pkgconfig/h2tdb.pc", F_OK), 0);
+}
+
 /* The one CPU probe: its answer is consistent (a feature that needs another comes with it),
  * agrees with the compiler's own probe where both know the feature, and H2T_CPU_MAX lowers it
  * for every module that dispatches on it (pooling, kernels, SHA-256). */
