@@ -61,6 +61,7 @@ struct h2t_srv {
     size_t token_len;
     int has_token;
     h2t_store *st;
+    int service_locked; /* this server holds the store's service lock (one server a store) */
     h2t_srv_runner_fn runner;
     void *runner_ud;
     h2t_design_cache *design; /* shared by the default runner's jobs */

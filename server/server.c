@@ -796,6 +796,10 @@ int h2t_srv_create(const h2t_srv_config *cfg, h2t_store *st, h2t_srv **out)
     pthread_cond_init(&srv->cv, NULL);
     signal(SIGPIPE, SIG_IGN); /* a client that went away is a write error, not a signal */
 
+    /* one service per store: a second one would run the first one's jobs again */
+    if ((rc = h2t_store_service_lock(st)) < 0)
+        goto fail;
+    srv->service_locked = 1;
     if (cfg->token_file && (rc = read_token(srv, cfg->token_file)) < 0)
         goto fail;
     struct sockaddr_storage ss;
@@ -854,6 +858,8 @@ int h2t_srv_create(const h2t_srv_config *cfg, h2t_store *st, h2t_srv **out)
 fail:
     h2t_srv_jobs_stop(srv);
     loop_teardown(srv);
+    if (srv->service_locked)
+        h2t_store_service_unlock(st);
     h2t_design_cache_destroy(srv->design);
     h2t_srv_cls_cache_destroy(srv->cls);
     pthread_mutex_destroy(&srv->mu);
@@ -908,6 +914,8 @@ void h2t_srv_destroy(h2t_srv *srv)
     h2t_srv_stats_cache_free(srv);
     h2t_design_cache_destroy(srv->design);
     h2t_srv_cls_cache_destroy(srv->cls);
+    if (srv->service_locked)
+        h2t_store_service_unlock(srv->st);
     pthread_mutex_destroy(&srv->mu);
     pthread_cond_destroy(&srv->cv);
     free(srv);

@@ -35,6 +35,10 @@
  * it is never woken, and a wake-up never moves it onto its clients' CPU (docs/service.md).
  * (OpenBLAS's own threads, used when cfg.job_threads > 1, keep the normal policy.)
  *
+ * One server a store: h2t_srv_create takes the store's service lock (storage/store.h,
+ * DIR/serve.lock) and fails with H2T_EBUSY naming the pid of the server that holds it; the
+ * lock is released by h2t_srv_destroy, or by the kernel when the process dies.
+ *
  * Jobs live in the store (storage/store.h jobs table). On start the server queues every
  * QUEUED job again and re-runs every RUNNING one (a server that was killed: attempts + 1).
  * A job reaches DONE only through h2t_store_job_finish with its result, once; a worker
@@ -130,7 +134,8 @@ void h2t_srv_config_default(h2t_srv_config *cfg);
 
 /* Create the server on an open store (BORROWED: must outlive the server): read the token,
  * bind and listen, write the port file, start the workers, and queue the stored jobs that
- * are QUEUED or RUNNING. Errors: H2T_EINVAL (bad address or setting, detail names it),
+ * are QUEUED or RUNNING. Errors: H2T_EBUSY (another server holds the store: the detail
+ * names its pid), H2T_EINVAL (bad address or setting, detail names it),
  * H2T_EPERM (non-loopback without a token), H2T_EIO (token file), H2T_ENET (bind/listen:
  * detail says why), H2T_ENOMEM, store errors. */
 int h2t_srv_create(const h2t_srv_config *cfg, h2t_store *st, h2t_srv **out);

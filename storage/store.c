@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -69,7 +70,8 @@ struct h2t_store {
     int growing;
     uint64_t map_size; /* read under lock shared, written under lock exclusive */
     unsigned flags;
-    int f16c; /* the CPU converts half floats (F16C): checked once at open */
+    int f16c;       /* the CPU converts half floats (F16C): checked once at open */
+    int service_fd; /* DIR/serve.lock while h2t_store_service_lock holds it, else -1 */
     char dir[1024];
 };
 
@@ -668,6 +670,7 @@ int h2t_store_open_map(const char *dir, unsigned flags, uint64_t map_size, h2t_s
         return h2t_err_set(H2T_ENOMEM, "store %s", dir);
     snprintf(st->dir, sizeof(st->dir), "%s", dir);
     st->flags = flags;
+    st->service_fd = -1;
     st->f16c = cpu_has_f16c() && !getenv("H2T_NO_F16C");
     int rc = 0, mrc;
     int have_lock = 0;
@@ -770,10 +773,67 @@ int h2t_store_open(const char *dir, unsigned flags, h2t_store **out)
     return h2t_store_open_map(dir, flags, 0, out);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* the service lock: DIR/serve.lock, flock'ed by the one process that serves (or compacts)     */
+
+int h2t_store_service_lock(h2t_store *st)
+{
+    char path[1100];
+    snprintf(path, sizeof(path), "%s/" H2T_STORE_SERVICE_LOCK, st->dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return h2t_err_set(errno == EACCES || errno == EROFS ? H2T_EPERM : H2T_EIO,
+                           "store %s: lock file %s: %s", st->dir, path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char buf[32] = {0};
+        ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+        close(fd);
+        long pid = n > 0 ? strtol(buf, NULL, 10) : 0;
+        if (e != EWOULDBLOCK)
+            return h2t_err_set(H2T_EIO, "store %s: lock %s: %s", st->dir, path, strerror(e));
+        if (pid > 0)
+            return h2t_err_set(H2T_EBUSY,
+                               "store %s is in use by process %ld (it holds %s): stop that "
+                               "server first",
+                               st->dir, pid, path);
+        return h2t_err_set(H2T_EBUSY, "store %s is in use by another process (it holds %s)",
+                           st->dir, path);
+    }
+    /* ours: a file left by a process that died holds no lock and is simply taken over */
+    char buf[32];
+    int len = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, buf, (size_t)len, 0) != len) {
+        int e = errno;
+        close(fd);
+        return h2t_err_set(H2T_EIO, "store %s: write %s: %s", st->dir, path, strerror(e));
+    }
+    if (st->service_fd >= 0) { /* a second lock on the same handle: keep the first */
+        close(fd);
+        return h2t_err_set(H2T_EBUSY, "store %s: the service lock is already held", st->dir);
+    }
+    st->service_fd = fd;
+    return 0;
+}
+
+void h2t_store_service_unlock(h2t_store *st)
+{
+    if (!st || st->service_fd < 0)
+        return;
+    /* the file stays (unlinking a lock file races with a process about to lock it); empty,
+     * it names no holder */
+    if (ftruncate(st->service_fd, 0) != 0) {
+        /* nothing to do: the lock goes with the close below */
+    }
+    close(st->service_fd);
+    st->service_fd = -1;
+}
+
 void h2t_store_close(h2t_store *st)
 {
     if (!st)
         return;
+    h2t_store_service_unlock(st);
     mdb_env_close(st->env);
     pthread_rwlock_destroy(&st->lock);
     pthread_mutex_destroy(&st->gmu);

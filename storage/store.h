@@ -93,6 +93,17 @@ void h2t_store_close(h2t_store *st);
 /* The directory the store was opened with. BORROWED: valid until h2t_store_close. */
 const char *h2t_store_dir(const h2t_store *st);
 
+/* The service lock: the one process that serves a store (or compacts it) holds an exclusive
+ * flock on DIR/serve.lock, a file holding its pid, until h2t_store_service_unlock or
+ * h2t_store_close. The kernel drops the lock when the process dies, so a lock file left by a
+ * killed server is taken over without a check of its pid. Other writers (extract, task
+ * commands) do not take it. Errors: H2T_EBUSY (another process, or this handle, holds it:
+ * the detail names the holder's pid and the file), H2T_EPERM, H2T_EIO. */
+#define H2T_STORE_SERVICE_LOCK "serve.lock"
+int h2t_store_service_lock(h2t_store *st);
+/* Release the lock if this handle holds it (the file stays, empty); otherwise a no-op. */
+void h2t_store_service_unlock(h2t_store *st);
+
 typedef struct h2t_store_meta {
     uint32_t format_version;
     uint8_t store_id[16];

@@ -536,6 +536,59 @@ TEST(server_unauthenticated_budget)
     test_srv_finish(&t);
 }
 
+/* One server a store: a second one refuses, naming the holder's pid, and never touches the
+ * first one's jobs; a lock file left by a dead server is taken over. */
+TEST(server_one_per_store)
+{
+    test_srv t = {.st = fixture("store")};
+    h2t_srv_config cfg;
+    h2t_srv_config_default(&cfg);
+    test_srv_start(&t, &cfg);
+    h2t_srv *second = NULL;
+    h2t_srv_config c2;
+    h2t_srv_config_default(&c2);
+    c2.listen = "127.0.0.1:0";
+    c2.handle_signals = 0;
+    ASSERT_EQ(h2t_srv_create(&c2, t.st, &second), H2T_EBUSY);
+    char want[64];
+    snprintf(want, sizeof(want), "process %ld", (long)getpid());
+    ASSERT_CONTAINS(h2t_err_detail(), want);
+    ASSERT_CONTAINS(h2t_err_detail(), "serve.lock");
+    /* from another process too (a forked child opens its own handle) */
+    pid_t pid = fork();
+    if (pid == 0) {
+        h2t_store *st2 = NULL;
+        h2t_srv *s2 = NULL;
+        int rc = h2t_store_open("store", 0, &st2);
+        if (rc == 0)
+            rc = h2t_srv_create(&c2, st2, &s2);
+        _exit(rc == H2T_EBUSY && strstr(h2t_err_detail(), want) ? 0 : 1);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    h2t_client *c = connect_ok(&t);
+    h2t_msg q = {.type = H2T_MSG_HEALTH_REQ}, m;
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_HEALTH, &m));
+    h2t_msg_free(&m);
+    h2t_client_close(c);
+    test_srv_finish(&t);
+
+    /* stale: the file names a process that is gone and holds no lock */
+    FILE *f = fopen("store/serve.lock", "w");
+    fputs("999999999\n", f);
+    fclose(f);
+    t = (test_srv){.st = NULL};
+    ASSERT_OK(h2t_store_open("store", 0, &t.st));
+    test_srv_start(&t, &cfg);
+    char buf[32] = {0};
+    f = fopen("store/serve.lock", "r");
+    ASSERT(fgets(buf, sizeof(buf), f) != NULL);
+    fclose(f);
+    ASSERT_EQ(strtol(buf, NULL, 10), (long)getpid());
+    test_srv_finish(&t);
+}
+
 typedef struct hammer {
     const test_srv *t;
     int ok;
