@@ -1090,7 +1090,7 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
     snprintf(mr.preprocess, sizeof mr.preprocess, "%s", p->prep_desc);
     int reused, rc;
     if ((rc = h2t_store_model_put(st, &mr, &r.model, &reused)) < 0)
-        return rc;
+        goto early;
 
     h2t_source src;
     memset(&src, 0, sizeof src);
@@ -1103,7 +1103,7 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
     src.labels = (uint32_t *)di->labels;
     src.split = (uint8_t *)di->split;
     if ((rc = h2t_store_source_put(st, &src, &r.source, &reused)) < 0)
-        return rc;
+        goto early;
 
     h2t_extraction spec;
     memset(&spec, 0, sizeof spec);
@@ -1118,17 +1118,17 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
     spec.n_layers = p->n_layers;
     spec.layers = p->layers;
     if ((rc = h2t_store_extraction_begin(st, &spec, &r.extraction, &reused)) < 0)
-        return rc;
+        goto early;
     h2t_extraction *e;
     if ((rc = h2t_store_extraction_get(st, r.extraction, &e)) < 0)
-        return rc;
+        goto early;
     uint32_t done = e->samples_done, state = e->state;
     h2t_extraction_destroy(e);
     r.resumed_from = done;
     if (done >= p->n_samples) {
         if (state != H2T_EXT_DONE &&
             (rc = h2t_store_extraction_set_state(st, r.extraction, H2T_EXT_DONE)) < 0)
-            return rc;
+            goto early;
         r.reused = 1;
         r.t_total = h2t_now_s() - t_start;
         *res = r;
@@ -1136,7 +1136,7 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
     }
     if (state != H2T_EXT_RUNNING &&
         (rc = h2t_store_extraction_set_state(st, r.extraction, H2T_EXT_RUNNING)) < 0)
-        return rc;
+        goto early;
     if (done)
         H2T_LOG_INFO("extract", "extraction %u: resuming at sample %u of %u", r.extraction, done,
                      p->n_samples);
@@ -1378,5 +1378,10 @@ out:
     free(c.seen);
     if (res)
         *res = r; /* on failure too: ids and timings say where it stopped */
+    return rc;
+early: /* failed before the pass: the records made so far, nothing computed */
+    r.t_total = h2t_now_s() - t_start;
+    if (res)
+        *res = r;
     return rc;
 }

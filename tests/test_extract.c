@@ -605,6 +605,28 @@ static void write_gray_png(const char *path, uint32_t i)
  * pass still commits batch k, then reports the read error with the file named; the store
  * holds exactly the batches before it and resumes to the uninterrupted result. Both forward
  * modes: sample workers (threads 2) and one forward thread (threads 1, forward batch 2). */
+/* An error before the pass (here a store opened read-only refuses the model record) still
+ * fills the result: no stale bytes read as "holds N of M samples". */
+TEST(extract_pass_result_filled_on_early_error)
+{
+    free(make_float_npy("x.npy", "y.npy", 8));
+    h2t_extract_opts o = tiny_opts("npy:x.npy,y.npy");
+    h2t_extract_result r;
+    ASSERT_OK(run_once("st", &o, &r)); /* a store to open read-only */
+    h2t_extract_plan *p;
+    ASSERT_OK(h2t_extract_plan_create(&o, &p));
+    h2t_store *st;
+    ASSERT_OK(h2t_store_open("st", H2T_STORE_RDONLY, &st));
+    memset(&r, 0xab, sizeof r);
+    ASSERT_EQ(h2t_extract_plan_run(p, st, &r), H2T_EPERM);
+    ASSERT_EQ(r.extraction, 0);
+    ASSERT_EQ(r.computed, 0);
+    ASSERT_EQ(r.resumed_from, 0);
+    ASSERT_EQ(r.n_samples, 8);
+    h2t_store_close(st);
+    h2t_extract_plan_destroy(p);
+}
+
 TEST(extract_pass_pipeline_read_error)
 {
     ASSERT_EQ(mkdir("imgs", 0755), 0);
