@@ -28,6 +28,7 @@ static const char *const texts[] = {
     [18] = "authentication failed",
     [19] = "busy",
     [20] = "timed out",
+    [21] = "no space left on device",
 };
 
 const char *h2t_strerror(int rc)

@@ -42,7 +42,8 @@ enum {
     H2T_EAUTH = -18,       /* authentication failed */
     H2T_EBUSY = -19,       /* resource busy / limit reached */
     H2T_ETIMEDOUT = -20,   /* timed out */
-    H2T_ELAST = -21
+    H2T_ENOSPC = -21,      /* no space left on device (the detail names the store or file) */
+    H2T_ELAST = -22
 };
 
 /* Static text for a code ("unknown error" for anything not listed). Thread-safe. */

@@ -27,6 +27,7 @@
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 #if defined(__SSE2__)
@@ -115,10 +116,27 @@ static int st_mdb(const h2t_store *st, int rc, const char *what)
     case ENOMEM:
         code = H2T_ENOMEM;
         break;
-    case EIO:
     case ENOSPC:
+    case EDQUOT:
+        return h2t_err_set(H2T_ENOSPC, "store %s: %s: no space left on device (%s)", st->dir, what,
+                           mdb_strerror(rc));
+    case EIO: {
+        /* LMDB reports a short write as EIO: on a (nearly) full file system that is a full
+         * disk, and says so */
+        struct statvfs fs;
+        if (statvfs(st->dir, &fs) == 0) {
+            uint64_t free_b = (uint64_t)fs.f_bavail * fs.f_frsize;
+            uint64_t size_b = (uint64_t)fs.f_blocks * fs.f_frsize;
+            if (free_b < ((uint64_t)16 << 20) || free_b < size_b / 100)
+                return h2t_err_set(H2T_ENOSPC,
+                                   "store %s: %s: no space left on device (%llu KiB free of "
+                                   "%llu KiB)",
+                                   st->dir, what, (unsigned long long)(free_b >> 10),
+                                   (unsigned long long)(size_b >> 10));
+        }
         code = H2T_EIO;
         break;
+    }
     default:
         code = H2T_ESTORE;
         break;

@@ -8,7 +8,9 @@
  * Out-parameters are written only on success. A failed write changes nothing. Besides the
  * codes each function lists, any call may fail with H2T_ESTORE or H2T_EIO (the storage
  * engine), H2T_ECORRUPT (a damaged record) or H2T_ENOMEM, and any write on a read-only store
- * with H2T_EPERM.
+ * with H2T_EPERM. Any write may fail with H2T_ENOSPC when the file system is full (the detail
+ * names the store; LMDB's short write, EIO, on a nearly full file system counts as full);
+ * after space is freed the same write succeeds.
  *
  *     h2t_store *st;
  *     if (h2t_store_open("feats", H2T_STORE_CREATE, &st) < 0)
