@@ -309,15 +309,28 @@ static int read_classes_file(h2t_data *d, const char *path, int *found)
         return errno == ENOENT ? 0 : h2t_err_set(H2T_EIO, "open %s: %s", path, strerror(errno));
     char **v = NULL;
     uint32_t n = 0, cap = 0;
-    char line[512];
+    char line[H2T_CLASS_NAME_MAX + 8];
     int rc = 0;
+    uint32_t lineno = 0;
     while (fgets(line, sizeof line, f)) {
         size_t l = strlen(line);
+        lineno++;
+        int whole = (l > 0 && line[l - 1] == '\n') || feof(f);
         while (l > 0 && (line[l - 1] == '\n' || line[l - 1] == '\r' || line[l - 1] == ' ' ||
                          line[l - 1] == '\t'))
             line[--l] = '\0';
+        if (!whole || l > H2T_CLASS_NAME_MAX) { /* never split one name into two classes */
+            rc = h2t_err_set(H2T_ECORRUPT, "%s line %u: a class name longer than %d bytes", path,
+                             lineno, H2T_CLASS_NAME_MAX);
+            break;
+        }
         if (!l)
             continue;
+        if (n == H2T_DATA_CLASSES_MAX) {
+            rc = h2t_err_set(H2T_ECORRUPT, "%s line %u: more than %u class names", path, lineno,
+                             H2T_DATA_CLASSES_MAX);
+            break;
+        }
         if (n == cap) {
             cap = cap ? cap * 2 : 16;
             char **nv = realloc(v, cap * sizeof *v);
@@ -349,9 +362,15 @@ static int read_classes_file(h2t_data *d, const char *path, int *found)
 static int labels_check(h2t_data *d, const char *what)
 {
     uint32_t maxl = 0;
-    for (uint32_t i = 0; i < d->n_all; i++)
+    for (uint32_t i = 0; i < d->n_all; i++) {
+        if (d->labels_all[i] >= H2T_DATA_CLASSES_MAX) /* one bad label, not a million classes */
+            return h2t_err_set(H2T_ECORRUPT,
+                               "%s: label %u of sample %u: labels must be below %u (the most "
+                               "classes a source may have): a damaged labels file?",
+                               what, d->labels_all[i], i, H2T_DATA_CLASSES_MAX);
         if (d->labels_all[i] > maxl)
             maxl = d->labels_all[i];
+    }
     if (d->info.class_names) {
         if (maxl >= d->info.n_classes)
             return h2t_err_set(H2T_ECORRUPT, "%s: label %u but only %u class names", what, maxl,

@@ -115,6 +115,13 @@
 /* ---- data sources ---- */
 typedef struct h2t_data h2t_data;
 
+/* Limits on what a source may declare, checked when it is opened (H2T_ECORRUPT naming the
+ * file, line or sample): a class name in classes.txt is at most H2T_CLASS_NAME_MAX bytes (a
+ * longer line is an error, never two classes), and labels are below H2T_DATA_CLASSES_MAX (one
+ * damaged label must not make millions of classes). */
+#define H2T_CLASS_NAME_MAX 510
+#define H2T_DATA_CLASSES_MAX 65536u
+
 enum { H2T_PIX_U8 = 0, H2T_PIX_F32 = 1 };
 
 typedef struct h2t_data_info {

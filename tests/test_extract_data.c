@@ -172,6 +172,25 @@ TEST(extract_data_idx_classes_and_selection)
     h2t_data_close(d);
     put_file("c/classes.txt", "zero\none\n", 9, 0);
     ASSERT_EQ(open_err("idx:c", "label 2 but only 2 class names"), H2T_ECORRUPT);
+    /* a name over 510 bytes is refused naming the line, never split into two classes */
+    char big[1200];
+    size_t bl = (size_t)snprintf(big, sizeof big, "zero\n");
+    memset(big + bl, 'x', 600);
+    bl += 600;
+    bl += (size_t)snprintf(big + bl, sizeof big - bl, "\ntwo\n");
+    put_file("c/classes.txt", big, bl, 0);
+    ASSERT_EQ(open_err("idx:c", "line 2"), H2T_ECORRUPT);
+    ASSERT_CONTAINS(h2t_err_detail(), "510 bytes");
+    /* 510 bytes is fine */
+    bl = (size_t)snprintf(big, sizeof big, "zero\n");
+    memset(big + bl, 'y', 510);
+    bl += 510;
+    bl += (size_t)snprintf(big + bl, sizeof big - bl, "\ntwo\n");
+    put_file("c/classes.txt", big, bl, 0);
+    ASSERT_OK(h2t_data_open("idx:c", &d));
+    ASSERT_EQ(h2t_data_info_get(d)->n_classes, 3);
+    ASSERT_EQ(strlen(h2t_data_info_get(d)->class_names[1]), 510);
+    h2t_data_close(d);
 }
 
 TEST(extract_data_idx_bad_input)
@@ -306,6 +325,11 @@ TEST(extract_data_npy)
     memcpy(buf + h, neg, sizeof neg);
     put_file("neg.npy", buf, h + sizeof neg, 0);
     ASSERT_EQ(open_err("npy:img.npy,neg.npy", "out of range"), H2T_ECORRUPT);
+    int32_t big[4] = {0, 1, 16000000, 0}; /* one bad label: an error, not 16M classes */
+    memcpy(buf + h, big, sizeof big);
+    put_file("big.npy", buf, h + sizeof big, 0);
+    ASSERT_EQ(open_err("npy:img.npy,big.npy", "label 16000000 of sample 2"), H2T_ECORRUPT);
+    ASSERT_CONTAINS(h2t_err_detail(), "below 65536");
     h = npy_header(buf, "<f8", "(4, 2, 2)");
     put_file("f8.npy", buf, h + 128, 0);
     ASSERT_EQ(open_err("npy:f8.npy", "dtype '<f8'"), H2T_EUNSUPPORTED);
