@@ -40,6 +40,10 @@ typedef struct h2t_model h2t_model;
 typedef struct h2t_exec h2t_exec;
 
 #define H2T_MAX_RANK 6
+/* The most elements one tensor may have (a declared initializer, or a shape inferred at load):
+ * past it a model is refused (H2T_ECORRUPT / H2T_ESHAPE naming the tensor or node), so no
+ * element count overflows 64 bits */
+#define H2T_ONNX_MAX_ELEMS ((int64_t)1 << 40)
 
 /* One tensor of the graph: a graph input or a node output (initializers are not listed). */
 typedef struct h2t_tensor_info {

@@ -96,7 +96,7 @@ static int tensor_copy(const Onnx__TensorProto *t, onnx_value *v, const char *wh
     int64_t count = 1;
     v->rank = (int)t->n_dims;
     for (size_t i = 0; i < t->n_dims; i++) {
-        if (t->dims[i] < 0 || (t->dims[i] > 0 && count > ((int64_t)1 << 40) / t->dims[i]))
+        if (t->dims[i] < 0 || (t->dims[i] > 0 && count > H2T_ONNX_MAX_ELEMS / t->dims[i]))
             return h2t_err_set(H2T_ECORRUPT, "%s: tensor '%s' has a bad dimension %lld", what, nm,
                                (long long)t->dims[i]);
         v->shape[i] = t->dims[i];
@@ -105,6 +105,30 @@ static int tensor_copy(const Onnx__TensorProto *t, onnx_value *v, const char *wh
     v->count = count;
     v->dtype = t->data_type;
     size_t raw = t->has_raw_data ? t->raw_data.len : 0;
+    /* the data present must match the declared dimensions before anything is allocated
+     * from them: a few bytes must not ask for terabytes */
+    size_t have = 0, esz = 0;
+    if (t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) {
+        esz = 4;
+        have = t->has_raw_data ? raw / 4 : t->n_float_data;
+    } else if (t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__INT64) {
+        esz = 8;
+        have = t->has_raw_data ? raw / 8 : t->n_int64_data;
+    } else if (t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__INT32) {
+        esz = 4;
+        have = t->has_raw_data ? raw / 4 : t->n_int32_data;
+    } else if (t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__BOOL) {
+        esz = 1;
+        have = t->has_raw_data ? raw : t->n_int32_data;
+    }
+    if (esz && (have != (size_t)count || (t->has_raw_data && raw != (size_t)count * esz))) {
+        if (t->has_raw_data)
+            return h2t_err_set(H2T_ECORRUPT,
+                               "%s: tensor '%s': %zu raw bytes for %lld elements of %zu bytes",
+                               what, nm, raw, (long long)count, esz);
+        return h2t_err_set(H2T_ECORRUPT, "%s: tensor '%s': %zu values for %lld elements", what, nm,
+                           have, (long long)count);
+    }
     if (t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) {
         v->dtype = ONNX_DT_F32;
         float *d = malloc((size_t)(count ? count : 1) * sizeof(float));
@@ -131,7 +155,6 @@ static int tensor_copy(const Onnx__TensorProto *t, onnx_value *v, const char *wh
          * non-raw form int64_data or int32_data (bool too) */
         int is64 = t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__INT64;
         int isb = t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__BOOL;
-        size_t esz = is64 ? 8 : isb ? 1 : 4;
         int64_t *d = malloc((size_t)(count ? count : 1) * sizeof(int64_t));
         if (!d)
             return h2t_err_set(H2T_ENOMEM, "%s: tensor '%s'", what, nm);

@@ -591,6 +591,18 @@ int onnx_infer(const h2t_model *m, onnx_vstate *vs, onnx_nstate *ns)
             if (vs[nd->out[k]].rank < 0 && m->values[nd->out[k]].name[0])
                 return h2t_err_set(H2T_ESHAPE, "node '%s' (%s): shape of output '%s' not inferred",
                                    nd->name, nd->op, m->values[nd->out[k]].name);
+        /* no tensor past H2T_ONNX_MAX_ELEMS: later element counts cannot overflow */
+        for (int k = 0; k < nd->n_out; k++) {
+            const onnx_vstate *o = nd->out[k] >= 0 ? &vs[nd->out[k]] : NULL;
+            int64_t n = 1;
+            for (int d = 0; o && d < o->rank; d++)
+                if (o->dim[d] > 0 &&
+                    (__builtin_mul_overflow(n, o->dim[d], &n) || n > H2T_ONNX_MAX_ELEMS))
+                    return h2t_err_set(H2T_ESHAPE,
+                                       "node '%s' (%s): output '%s' has more than %lld elements",
+                                       nd->name, nd->op, m->values[nd->out[k]].name,
+                                       (long long)H2T_ONNX_MAX_ELEMS);
+        }
     }
     return 0;
 }

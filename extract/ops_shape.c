@@ -516,8 +516,9 @@ static int infer_reshape(const h2t_model *m, const onnx_node *nd, onnx_vstate *v
             neg = i;
         } else if (d[i] < 0) {
             return onnx_shape_err(nd, "bad target dimension %lld", d[i], 0);
-        } else {
-            known *= d[i];
+        } else if (__builtin_mul_overflow(known, d[i], &known) || known > H2T_ONNX_MAX_ELEMS) {
+            return onnx_shape_err(nd, "target shape of more than %lld elements (dimension %lld)",
+                                  H2T_ONNX_MAX_ELEMS, i);
         }
     }
     if (neg >= 0) {

@@ -263,6 +263,56 @@ TEST(onnx_truncated_and_garbage)
     free(m.b);
 }
 
+/* A tensor declaring 2^39 elements with 16 bytes of data: refused from the data length, before
+ * anything is allocated from the declared dimensions (a 300-byte file asked for 4 TiB). */
+TEST(onnx_declared_dims_checked_before_allocation)
+{
+    static const int64_t dims[2] = {(int64_t)1 << 20, (int64_t)1 << 19};
+    for (int dt = 0; dt < 2; dt++) {
+        pb g = {0}, m = {0}, t = {0};
+        for (int i = 0; i < 2; i++)
+            pb_int(&t, 1, dims[i]);
+        pb_int(&t, 2, dt == 0 ? 1 : 7); /* FLOAT, INT64 */
+        pb_str(&t, 8, "w");
+        float four[4] = {1, 2, 3, 4};
+        pb_len(&t, 9, four, sizeof four);
+        pb_msg(&g, 5, &t);
+        int64_t a[2] = {1, 4};
+        pb_node(&g, "Relu", "r", "x", NULL, NULL, "y", NULL, 0);
+        pb_value_info(&g, 11, "x", 2, a);
+        pb_value_info(&g, 12, "y", 2, a);
+        pb_model(&m, &g, 13);
+        h2t_model *mod = NULL;
+        ASSERT_EQ(h2t_model_load_mem(m.b, m.n, "big.onnx", &mod), H2T_ECORRUPT);
+        ASSERT_CONTAINS(h2t_err_detail(), "'w'");
+        ASSERT_CONTAINS(h2t_err_detail(), "16 raw bytes");
+        free(m.b);
+    }
+}
+
+/* Reshape to a target whose product overflows 64 bits: a shape error naming the node, not
+ * signed overflow (UBSan) caught later by chance. */
+TEST(onnx_reshape_product_overflow)
+{
+    pb g = {0}, m = {0}, t = {0};
+    int64_t target[3] = {(int64_t)1 << 40, (int64_t)1 << 40, 4};
+    int64_t three = 3;
+    pb_int(&t, 1, three);
+    pb_int(&t, 2, 7); /* INT64 */
+    pb_str(&t, 8, "shape");
+    pb_len(&t, 9, target, sizeof target);
+    pb_msg(&g, 5, &t);
+    int64_t a[2] = {1, 4}, b[3] = {1, 1, 4};
+    pb_node(&g, "Reshape", "reshaper", "x", "shape", NULL, "y", NULL, 0);
+    pb_value_info(&g, 11, "x", 2, a);
+    pb_value_info(&g, 12, "y", 3, b);
+    pb_model(&m, &g, 13);
+    h2t_model *mod = NULL;
+    ASSERT_EQ(h2t_model_load_mem(m.b, m.n, "reshape.onnx", &mod), H2T_ESHAPE);
+    ASSERT_CONTAINS(h2t_err_detail(), "reshaper");
+    free(m.b);
+}
+
 TEST(onnx_shape_error_names_node)
 {
     pb g = {0}, m = {0};
