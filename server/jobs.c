@@ -347,7 +347,11 @@ int h2t_srv_jobs_start(h2t_srv *srv)
     uint32_t queued = 0, rerun = 0;
     pthread_mutex_lock(&srv->mu);
     for (size_t i = 0; i < n && rc == 0; i++) {
-        if (jv[i]->state == H2T_JOB_QUEUED || jv[i]->state == H2T_JOB_RUNNING) {
+        if (jv[i]->damaged) /* listed as failed; the others still run */
+            H2T_LOG_WARN("jobs", "job %llu: %s; left as failed (h2tdb rm job %llu removes it)",
+                         (unsigned long long)jv[i]->id, jv[i]->error,
+                         (unsigned long long)jv[i]->id);
+        else if (jv[i]->state == H2T_JOB_QUEUED || jv[i]->state == H2T_JOB_RUNNING) {
             rc = append_locked(srv, jv[i]->id);
             if (jv[i]->state == H2T_JOB_RUNNING)
                 rerun++;

@@ -3051,7 +3051,21 @@ static int job_list_decode(h2t_store *st, const MDB_val *k, const MDB_val *v, vo
 {
     if (k->mv_size != 8)
         return h2t_err_set(H2T_ECORRUPT, "store %s: bad job key", st->dir);
-    return job_decode(st, v, h2t_be64_get(k->mv_data), (h2t_job **)out);
+    uint64_t id = h2t_be64_get(k->mv_data);
+    int rc = job_decode(st, v, id, (h2t_job **)out);
+    if (rc != H2T_ECORRUPT)
+        return rc;
+    /* one damaged record must not hide the others (nor stop a server's start): it is listed
+     * as a failed job marked damaged, with the reason */
+    h2t_job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return h2t_err_set(H2T_ENOMEM, "job");
+    j->id = id;
+    j->state = H2T_JOB_FAILED;
+    j->damaged = 1;
+    snprintf(j->error, sizeof(j->error), "damaged record: %s", h2t_err_detail());
+    *out = j;
+    return 0;
 }
 
 static void job_list_destroy(void *j)

@@ -300,6 +300,8 @@ typedef struct h2t_job {
     uint64_t created_ms, started_ms, finished_ms;
     void *spec; /* opaque job spec bytes (the server's encoding); OWNED */
     size_t spec_len;
+    int damaged; /* from h2t_store_job_list only: the record failed its checks; the job is
+                    FAILED with the reason in error and nothing else filled */
 } h2t_job;
 /* New job in state QUEUED with the next id (ids increase, never reused); spec (BORROWED) is
  * copied. Errors: H2T_EINVAL (spec_len > 0 with spec NULL). */
@@ -315,7 +317,9 @@ int h2t_store_job_update(h2t_store *st, const h2t_job *j);
  * Errors: H2T_EINVAL (a state that is not final, DONE without a result), H2T_ENOTFOUND. */
 int h2t_store_job_finish(h2t_store *st, uint64_t id, uint32_t state, const char *error,
                          const void *result, size_t result_len);
-/* Every job, spec included. *out is an OWNED array of OWNED jobs: h2t_job_list_destroy. */
+/* Every job in id order, spec included. *out is an OWNED array of OWNED jobs:
+ * h2t_job_list_destroy. A damaged record does not fail the list: it is listed with damaged = 1
+ * (see h2t_job); h2t_store_job_get on it is H2T_ECORRUPT. */
 int h2t_store_job_list(h2t_store *st, h2t_job ***out, size_t *n);
 void h2t_job_destroy(h2t_job *j);                 /* NULL is a no-op */
 void h2t_job_list_destroy(h2t_job **v, size_t n); /* NULL is a no-op */

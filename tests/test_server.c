@@ -12,6 +12,7 @@
 #include "server/server.h"
 #include "storage/store.h"
 
+#include <lmdb.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
@@ -586,6 +587,49 @@ TEST(server_one_per_store)
     ASSERT(fgets(buf, sizeof(buf), f) != NULL);
     fclose(f);
     ASSERT_EQ(strtol(buf, NULL, 10), (long)getpid());
+    test_srv_finish(&t);
+}
+
+/* A damaged job record does not stop the server from starting: the job is listed as failed
+ * with the reason, and the other jobs run. */
+TEST(server_starts_with_a_damaged_job)
+{
+    h2t_store *st = fixture("store");
+    uint64_t bad = 0;
+    ASSERT_OK(h2t_store_job_create(st, "x", 1, &bad));
+    h2t_store_close(st);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    ASSERT_EQ(mdb_env_open(env, "store", 0, 0644), 0);
+    ASSERT_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, "jobs", 0, &dbi), 0);
+    uint8_t key[8];
+    h2t_be64_put(key, bad);
+    MDB_val k = {8, key}, v = {7, "garbage"};
+    ASSERT_EQ(mdb_put(txn, dbi, &k, &v, 0), 0);
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+
+    test_srv t = {0};
+    ASSERT_OK(h2t_store_open("store", 0, &t.st));
+    h2t_srv_config cfg;
+    h2t_srv_config_default(&cfg);
+    test_srv_start(&t, &cfg);
+    h2t_client *c = connect_ok(&t);
+    create_task(c, "t", "train", 0);
+    uint64_t good = submit(c, "t", H2T_METHOD_LINEAR);
+    ASSERT_EQ(watch_state(c, good), H2T_JOB_DONE);
+    h2t_msg q = {.type = H2T_MSG_LIST_JOBS}, m;
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_JOB_LIST, &m));
+    ASSERT_EQ(m.u.job_list.n, 2);
+    ASSERT_EQ(m.u.job_list.v[0].id, bad);
+    ASSERT_EQ(m.u.job_list.v[0].state, H2T_JOB_FAILED);
+    ASSERT_CONTAINS(m.u.job_list.v[0].error, "damaged record");
+    h2t_msg_free(&m);
+    h2t_client_close(c);
     test_srv_finish(&t);
 }
 
