@@ -220,20 +220,6 @@ int h2t_client_watch(h2t_client *c, uint64_t job, h2t_client_job_cb cb, void *ud
     }
 }
 
-static int read_token_file(const char *path, uint8_t *tok, size_t cap, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return h2t_err_set(H2T_EIO, "token file %s: %s", path, strerror(errno));
-    size_t n = fread(tok, 1, cap, f);
-    fclose(f);
-    while (n > 0 &&
-           (tok[n - 1] == '\n' || tok[n - 1] == '\r' || tok[n - 1] == ' ' || tok[n - 1] == '\t'))
-        n--;
-    *len = n;
-    return 0;
-}
-
 int h2t_client_connect(const char *addr, const char *token_file, int timeout_ms, h2t_client **out)
 {
     struct sockaddr_storage ss;
@@ -268,7 +254,7 @@ int h2t_client_connect(const char *addr, const char *token_file, int timeout_ms,
     if (token_file) {
         uint8_t tok[512];
         size_t tlen = 0;
-        if ((rc = read_token_file(token_file, tok, sizeof(tok), &tlen)) < 0)
+        if ((rc = h2t_token_read(token_file, tok, sizeof(tok), &tlen)) < 0)
             goto fail;
         h2t_msg req = {.type = H2T_MSG_AUTH}, rep;
         req.u.auth.token = tok;

@@ -3,10 +3,12 @@
 #include "common/err.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -264,4 +266,51 @@ void h2t_progress_finish(h2t_progress *p)
 void h2t_progress_destroy(h2t_progress *p)
 {
     free(p);
+}
+
+int h2t_token_read(const char *path, uint8_t *tok, size_t cap, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return h2t_err_set(H2T_EIO, "token file %s: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        int e = errno;
+        close(fd);
+        return h2t_err_set(H2T_EIO, "token file %s: %s", path, strerror(e));
+    }
+    if (sb.st_mode & 077) {
+        close(fd);
+        return h2t_err_set(H2T_EPERM,
+                           "token file %s may be read by others (mode %04o): chmod 600 %s", path,
+                           (unsigned)(sb.st_mode & 07777), path);
+    }
+    size_t n = 0;
+    while (n < cap) {
+        ssize_t r = read(fd, tok + n, cap - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            int e = errno;
+            close(fd);
+            return h2t_err_set(H2T_EIO, "token file %s: %s", path, strerror(e));
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    while (n > 0 &&
+           (tok[n - 1] == '\n' || tok[n - 1] == '\r' || tok[n - 1] == ' ' || tok[n - 1] == '\t'))
+        n--;
+    if (n > H2T_TOKEN_MAX || n >= cap)
+        return h2t_err_set(H2T_EINVAL, "token file %s: token longer than %d bytes", path,
+                           H2T_TOKEN_MAX);
+    if (n < H2T_TOKEN_MIN)
+        return h2t_err_set(H2T_EINVAL,
+                           "token file %s: token of %zu bytes; at least %d are needed (e.g. "
+                           "head -c 32 /dev/urandom | base64 > %s)",
+                           path, n, H2T_TOKEN_MIN, path);
+    *len = n;
+    return 0;
 }

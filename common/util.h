@@ -112,6 +112,16 @@ void h2t_afree(void *p);
 int h2t_addr_split(const char *s, const char *what, char *host, size_t hostlen, long *port,
                    int *v6);
 
+/* ---- shared-secret token files (server and client) ---- */
+#define H2T_TOKEN_MIN 16  /* bytes: shorter tokens are refused */
+#define H2T_TOKEN_MAX 255 /* bytes */
+/* Read the token in path (trailing whitespace trimmed) into tok (cap > H2T_TOKEN_MAX bytes).
+ * Like ssh with a private key, a file that its group or others may read or write is refused.
+ * Errors: H2T_EIO (cannot open or read: the detail names the file), H2T_EPERM (mode allows
+ * group/other access: the detail gives the mode and the chmod that fixes it), H2T_EINVAL
+ * (shorter than H2T_TOKEN_MIN or longer than H2T_TOKEN_MAX bytes). */
+int h2t_token_read(const char *path, uint8_t *tok, size_t cap, size_t *len);
+
 /* ---- progress bar: draws on stderr only when stderr is a terminal ---- */
 typedef struct h2t_progress h2t_progress;
 /* what: label; total: units of work (0 = unknown); unit: "img", "step", ... (BORROWED

@@ -27,6 +27,7 @@ struct srv_conn {
     int refs;     /* 1 for the handle + 1 per request on the thread pool */
     uint32_t in_flight, n_watches;
     uint64_t opened_ms, last_ms, frame_ms, drain_ms;
+    char peer[64]; /* "ADDR:PORT" of the client, for the log */
 };
 
 #define SRV_BATCH_MAX 65536 /* replies up to this size are gathered per read callback */
@@ -371,7 +372,7 @@ static void handle_frame(srv_conn *c, const uint8_t *payload, uint32_t plen)
                   (unsigned long long)m.id);
     if (m.type == H2T_MSG_AUTH) {
         if (srv->has_token && !token_equal(srv, m.u.auth.token, m.u.auth.token_len)) {
-            H2T_LOG_WARN("server", "refused a connection: wrong token");
+            H2T_LOG_WARN("server", "refused a connection from %s: wrong token", c->peer);
             conn_fail(c, m.id, h2t_err_set(H2T_EAUTH, "wrong token"));
         } else {
             c->authed = 1;
@@ -389,6 +390,7 @@ static void handle_frame(srv_conn *c, const uint8_t *payload, uint32_t plen)
         return;
     }
     if (srv->has_token && !c->authed) {
+        H2T_LOG_WARN("server", "refused a connection from %s: a request before auth", c->peer);
         conn_fail(c, m.id,
                   h2t_err_set(H2T_EAUTH, "this server needs a token: send auth first "
                                          "(h2tdb --token-file FILE)"));
@@ -501,6 +503,26 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         batch_flush(srv);
 }
 
+/* The client's address as "ADDR:PORT" ("[ADDR]:PORT" for IPv6) into c->peer. */
+static void peer_name(srv_conn *c)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    char host[48] = "?";
+    snprintf(c->peer, sizeof(c->peer), "?");
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+        return;
+    if (ss.ss_family == AF_INET6) {
+        uv_ip6_name((const struct sockaddr_in6 *)&ss, host, sizeof(host));
+        snprintf(c->peer, sizeof(c->peer), "[%s]:%d", host,
+                 ntohs(((const struct sockaddr_in6 *)&ss)->sin6_port));
+    } else {
+        uv_ip4_name((const struct sockaddr_in *)&ss, host, sizeof(host));
+        snprintf(c->peer, sizeof(c->peer), "%s:%d", host,
+                 ntohs(((const struct sockaddr_in *)&ss)->sin_port));
+    }
+}
+
 /* The connection open longest that has not authenticated and is not closing, other than
  * except; NULL when there is none. The list is newest first. */
 static srv_conn *oldest_unauth(h2t_srv *srv, const srv_conn *except)
@@ -535,6 +557,7 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     c->opened_ms = c->last_ms = now_ms();
+    peer_name(c);
     c->next = srv->conns;
     if (srv->conns)
         srv->conns->prev = c;
@@ -581,6 +604,8 @@ static void on_sweep(uv_timer_t *t)
             if (now - c->drain_ms > cfg->slow_timeout_ms)
                 conn_close(c);
         } else if (!c->authed && now - c->opened_ms > cfg->slow_timeout_ms) {
+            H2T_LOG_WARN("server", "closing a connection from %s: no auth within %u ms", c->peer,
+                         cfg->slow_timeout_ms);
             conn_fail(c, 0,
                       h2t_err_set(H2T_ETIMEDOUT, "no auth within %u ms", cfg->slow_timeout_ms));
         } else if (h2t_proto_reader_partial(&c->rd) && now - c->frame_ms > cfg->slow_timeout_ms) {
@@ -699,22 +724,10 @@ static int parse_listen(const char *s, struct sockaddr_storage *ss, int *loopbac
 
 static int read_token(h2t_srv *srv, const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return h2t_err_set(H2T_EIO, "token file %s: %s", path, strerror(errno));
-    size_t n = fread(srv->token, 1, sizeof(srv->token), f);
-    int err = ferror(f);
-    fclose(f);
-    if (err)
-        return h2t_err_set(H2T_EIO, "token file %s: read error", path);
-    if (n == sizeof(srv->token))
-        return h2t_err_set(H2T_EINVAL, "token file %s: token longer than %zu bytes", path,
-                           sizeof(srv->token) - 1);
-    while (n > 0 && (srv->token[n - 1] == '\n' || srv->token[n - 1] == '\r' ||
-                     srv->token[n - 1] == ' ' || srv->token[n - 1] == '\t'))
-        n--;
-    if (n == 0)
-        return h2t_err_set(H2T_EINVAL, "token file %s is empty", path);
+    size_t n = 0;
+    int rc = h2t_token_read(path, srv->token, sizeof(srv->token), &n);
+    if (rc < 0)
+        return rc;
     srv->token_len = n;
     srv->has_token = 1;
     return 0;

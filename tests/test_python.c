@@ -82,8 +82,9 @@ static void start_with(test_srv *t, h2t_store *st, void (*more)(h2t_srv_config *
 {
     FILE *f = fopen("token", "w");
     ASSERT(f);
-    fputs("py-s3cret\n", f);
+    fputs("py-s3cret-token-0123\n", f);
     fclose(f);
+    ASSERT_EQ(chmod("token", 0600), 0);
     t->st = st ? st : fixture();
     h2t_srv_config cfg;
     h2t_srv_config_default(&cfg);

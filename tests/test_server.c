@@ -12,6 +12,7 @@
 #include "server/server.h"
 #include "storage/store.h"
 
+#include <fcntl.h>
 #include <lmdb.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -350,21 +351,45 @@ TEST(server_cancel_running_job)
     test_srv_finish(&t);
 }
 
+static void put_token(const char *path, const char *tok, int mode)
+{
+    FILE *f = fopen(path, "w");
+    fputs(tok, f);
+    fclose(f);
+    ASSERT_EQ(chmod(path, (mode_t)mode), 0);
+}
+
 TEST(server_token)
 {
-    FILE *f = fopen("token", "w");
-    fputs("s3cret-token\n", f);
-    fclose(f);
-    f = fopen("wrong", "w");
-    fputs("s3cret-tokeN\n", f);
-    fclose(f);
+    put_token("token", "s3cret-token-0123456789\n", 0600);
+    put_token("wrong", "s3cret-token-012345678X\n", 0600);
     test_srv t = {.st = fixture("store")};
     h2t_srv_config cfg;
     h2t_srv_config_default(&cfg);
     cfg.token_file = "token";
     test_srv_start(&t, &cfg);
     h2t_client *c = NULL;
-    ASSERT_EQ(h2t_client_connect(t.addr, "wrong", 5000, &c), H2T_EAUTH);
+    /* a wrong token is refused, and the log line names the client's address */
+    fflush(stderr);
+    int saved = dup(2);
+    int logfd = open("log", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(logfd, 2);
+    int rc = h2t_client_connect(t.addr, "wrong", 5000, &c);
+    usleep(100000);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    close(logfd);
+    ASSERT_EQ(rc, H2T_EAUTH);
+    char logbuf[4096] = {0};
+    FILE *lf = fopen("log", "r");
+    ASSERT(fread(logbuf, 1, sizeof(logbuf) - 1, lf) > 0);
+    fclose(lf);
+    ASSERT_CONTAINS(logbuf, "refused a connection from 127.0.0.1:");
+    ASSERT_CONTAINS(logbuf, "wrong token");
+    /* the client refuses a token file others may read, too */
+    ASSERT_EQ(chmod("wrong", 0644), 0);
+    ASSERT_EQ(h2t_client_connect(t.addr, "wrong", 5000, &c), H2T_EPERM);
     /* no token: the first request is refused and the connection closed */
     unsetenv("H2T_TOKEN_FILE");
     ASSERT_OK(h2t_client_connect(t.addr, NULL, 5000, &c));
@@ -392,6 +417,16 @@ TEST(server_token)
     h2t_srv_destroy(srv);
     cfg.listen = "127.0.0.1:99999";
     ASSERT_EQ(h2t_srv_create(&cfg, st, &srv), H2T_EINVAL);
+    /* token files: readable by others (like ssh keys) or too short are refused */
+    cfg.listen = "127.0.0.1:0";
+    cfg.token_file = "token";
+    ASSERT_EQ(chmod("token", 0640), 0);
+    ASSERT_EQ(h2t_srv_create(&cfg, st, &srv), H2T_EPERM);
+    ASSERT_CONTAINS(h2t_err_detail(), "chmod 600 token");
+    put_token("short", "abc\n", 0600);
+    cfg.token_file = "short";
+    ASSERT_EQ(h2t_srv_create(&cfg, st, &srv), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "at least 16");
     h2t_store_close(st);
 }
 
