@@ -18,7 +18,6 @@
 #include <string.h>
 
 #define FEATURE_PAGE_BYTES (8u << 20) /* a features reply stays under this */
-#define PREDICT_MAX_BYTES ((size_t)1 << 30)
 
 /* ---------------- replies ---------------- */
 
@@ -872,7 +871,7 @@ static int h_predict(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *
     h2t_task *task = NULL;
     h2t_extraction *e = NULL;
     h2t_source *src = NULL;
-    uint32_t *ids = NULL, *pred = NULL, *labels = NULL;
+    uint32_t *ids = NULL, *pred = NULL, *labels = NULL, *lab_of = NULL;
     uint32_t n = 0;
     float *x = NULL, *probs = NULL;
     int rc = load_result(srv, q->job, &j, &r, &blob, &blob_len);
@@ -885,6 +884,13 @@ static int h_predict(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *
     if ((rc = h2t_store_extraction_get(srv->st, task->extraction, &e)) < 0)
         goto out;
     if (q->n_ids) {
+        if (q->n_ids > srv->cfg.max_selection) {
+            rc = h2t_err_set(H2T_ETOOBIG,
+                             "predict: %zu sample ids, more than %u (the server's limit; start it "
+                             "with h2tdb serve --max-selection N to change it)",
+                             (size_t)q->n_ids, srv->cfg.max_selection);
+            goto out;
+        }
         n = (uint32_t)q->n_ids;
         ids = malloc(n * sizeof(*ids));
         if (!ids) {
@@ -903,40 +909,49 @@ static int h_predict(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *
     uint64_t D = 0;
     for (uint32_t l = 0; l < r->n_layers; l++)
         D += r->layer_dims[l];
-    if (n == 0 || (uint64_t)n * D * sizeof(float) > PREDICT_MAX_BYTES) {
-        rc = h2t_err_set(H2T_EINVAL, "predict: %u samples x %" PRIu64 " features (%s)", n, D,
-                         n ? "more than 1 GiB: ask for fewer samples" : "no samples");
+    if (n == 0) {
+        rc = h2t_err_set(H2T_EINVAL, "predict: no samples");
         goto out;
     }
-    x = malloc((size_t)n * D * sizeof(float));
+    /* feature rows in chunks of at most cfg.predict_mem_bytes: memory does not grow with the
+     * number of samples asked for */
+    uint64_t row = D * sizeof(float);
+    uint64_t chunk = row ? srv->cfg.predict_mem_bytes / row : n;
+    chunk = chunk < 1 ? 1 : chunk > n ? n : chunk;
+    x = malloc((size_t)(row ? chunk * row : 1));
     pred = calloc(n, sizeof(*pred));
     labels = malloc(n * sizeof(*labels));
     probs = malloc((size_t)n * r->n_classes * sizeof(*probs));
-    if (!x || !pred || !labels || !probs) {
-        rc = h2t_err_set(H2T_ENOMEM, "predict");
+    lab_of = malloc((size_t)(e->n_samples ? e->n_samples : 1) * sizeof(*lab_of));
+    if (!x || !pred || !labels || !probs || !lab_of) {
+        rc = h2t_err_set(H2T_ENOMEM, "predict: %u samples x %" PRIu64 " features", n, D);
         goto out;
     }
-    uint64_t off = 0;
-    for (uint32_t l = 0; l < r->n_layers; l++) {
-        if ((rc = h2t_store_layer_read(srv->st, e->id, r->layer_ids[l], ids, 0, n, x + off, D)) < 0)
+    for (uint32_t done = 0; done < n; done += (uint32_t)chunk) {
+        uint32_t k = n - done < chunk ? n - done : (uint32_t)chunk;
+        uint64_t off = 0;
+        for (uint32_t l = 0; l < r->n_layers; l++) {
+            if ((rc = h2t_store_layer_read(srv->st, e->id, r->layer_ids[l], ids + done, 0, k,
+                                           x + off, D)) < 0)
+                goto out;
+            off += r->layer_dims[l];
+        }
+        if ((rc = h2t_result_proba(r, x, k, pred + done, probs + (size_t)done * r->n_classes)) < 0)
             goto out;
-        off += r->layer_dims[l];
     }
-    if ((rc = h2t_result_proba(r, x, n, pred, probs)) < 0)
-        goto out;
-    /* the task's label of each sample, when the task lists it */
+    /* the task's label of each sample, when the task lists it (test, then train, then val) */
+    for (uint32_t i = 0; i < e->n_samples; i++)
+        lab_of[i] = UINT32_MAX;
+    const uint32_t *lists[3] = {task->val, task->train, task->test};
+    const uint32_t *lab[3] = {task->val_labels, task->train_labels, task->test_labels};
+    uint32_t cnt[3] = {task->n_val, task->n_train, task->n_test};
+    for (int k = 0; k < 3; k++)
+        for (uint32_t s = cnt[k]; s-- > 0;) /* the first listing wins */
+            if (lists[k][s] < e->n_samples)
+                lab_of[lists[k][s]] = lab[k][s];
     uint32_t labelled = 0, correct = 0;
     for (uint32_t i = 0; i < n; i++) {
-        labels[i] = UINT32_MAX;
-        const uint32_t *lists[3] = {task->test, task->train, task->val};
-        const uint32_t *lab[3] = {task->test_labels, task->train_labels, task->val_labels};
-        uint32_t cnt[3] = {task->n_test, task->n_train, task->n_val};
-        for (int k = 0; k < 3 && labels[i] == UINT32_MAX; k++)
-            for (uint32_t s = 0; s < cnt[k]; s++)
-                if (lists[k][s] == ids[i]) {
-                    labels[i] = lab[k][s];
-                    break;
-                }
+        labels[i] = ids[i] < e->n_samples ? lab_of[ids[i]] : UINT32_MAX;
         if (labels[i] != UINT32_MAX) {
             labelled++;
             correct += labels[i] == pred[i];
@@ -960,6 +975,7 @@ out:
     free(ids);
     free(pred);
     free(labels);
+    free(lab_of);
     h2t_source_destroy(src);
     h2t_extraction_destroy(e);
     h2t_task_destroy(task);

@@ -701,6 +701,7 @@ void h2t_srv_config_default(h2t_srv_config *cfg)
     cfg->classify_max_images = 64;
     cfg->classify_max_bytes = (uint64_t)8 << 20;
     cfg->classify_cache = 4;
+    cfg->predict_mem_bytes = (uint64_t)64 << 20;
 }
 
 static int parse_listen(const char *s, struct sockaddr_storage *ss, int *loopback)
@@ -784,6 +785,8 @@ int h2t_srv_create(const h2t_srv_config *cfg, h2t_store *st, h2t_srv **out)
         srv->cfg.max_pending_write = (size_t)64 << 20;
     if (!srv->cfg.max_selection)
         srv->cfg.max_selection = H2T_SRV_SEL_MAX_DEFAULT;
+    if (!srv->cfg.predict_mem_bytes)
+        srv->cfg.predict_mem_bytes = (uint64_t)64 << 20;
     if (srv->cfg.max_selection > H2T_SRV_SEL_MAX_LIMIT) {
         uint32_t v = srv->cfg.max_selection;
         free(srv);

@@ -115,6 +115,8 @@ typedef struct h2t_srv_config {
                                (default 50; 0 = sleep at once) */
     uint32_t max_selection; /* ids one selection may expand to (default
                                H2T_SRV_SEL_MAX_DEFAULT, at most H2T_SRV_SEL_MAX_LIMIT) */
+    uint64_t predict_mem_bytes;  /* feature rows a predict request holds at once (default 64
+                                    MiB): more samples are predicted in chunks */
     uint64_t design_cache_bytes; /* design matrices kept for later jobs when no job uses them
                                     (solver.h h2t_design_cache; default 1 GiB; 0 = freed when
                                     the last job using one ends) */

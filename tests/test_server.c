@@ -668,6 +668,56 @@ TEST(server_starts_with_a_damaged_job)
     test_srv_finish(&t);
 }
 
+/* predict holds at most cfg.predict_mem_bytes of feature rows: a server with a budget of one
+ * row predicts in chunks the same classes (and labels) as the head computed here at once */
+TEST(server_predict_in_chunks)
+{
+    test_srv t = {.st = fixture("store")};
+    h2t_srv_config cfg;
+    h2t_srv_config_default(&cfg);
+    cfg.predict_mem_bytes = 50; /* at most 12 features: one to four rows a chunk */
+    test_srv_start(&t, &cfg);
+    h2t_client *c = connect_ok(&t);
+    create_task(c, "t", "train", 0);
+    uint64_t id = submit(c, "t", H2T_METHOD_LINEAR);
+    ASSERT_EQ(watch_state(c, id), H2T_JOB_DONE);
+    h2t_msg q = {.type = H2T_MSG_PREDICT}, rep;
+    q.u.predict.job = id;
+    q.u.predict.samples = "train[170:]+test:25";
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_PREDICTION, &rep));
+    ASSERT_EQ(rep.u.prediction.n_samples, 35);
+    void *blob = NULL;
+    size_t blen = 0;
+    h2t_result *r = NULL;
+    ASSERT_OK(h2t_store_result_get(t.st, id, &blob, &blen));
+    ASSERT_OK(h2t_result_decode(blob, blen, &r));
+    float x[35 * 12];
+    uint32_t ids[35], pred[35];
+    for (uint32_t i = 0; i < 35; i++)
+        ids[i] = i < 10 ? 170 + i : 180 + (i - 10);
+    uint64_t off = 0, D = 0;
+    for (uint32_t l = 0; l < r->n_layers; l++)
+        D += r->layer_dims[l];
+    ASSERT_LE(D, 12);
+    uint32_t eid = 0;
+    ASSERT_OK(h2t_store_extraction_find(t.st, "ext", &eid));
+    for (uint32_t l = 0; l < r->n_layers; l++) {
+        ASSERT_OK(h2t_store_layer_read(t.st, eid, r->layer_ids[l], ids, 0, 35, x + off, D));
+        off += r->layer_dims[l];
+    }
+    ASSERT_OK(h2t_result_predict(r, x, 35, pred));
+    for (uint32_t i = 0; i < 35; i++) {
+        ASSERT_EQ(rep.u.prediction.samples[i], ids[i]);
+        ASSERT_EQ(rep.u.prediction.predicted[i], pred[i]);
+        ASSERT_EQ(rep.u.prediction.labels[i], ids[i] % N_CLASSES); /* train and test listed */
+    }
+    h2t_msg_free(&rep);
+    h2t_result_destroy(r);
+    free(blob);
+    h2t_client_close(c);
+    test_srv_finish(&t);
+}
+
 typedef struct hammer {
     const test_srv *t;
     int ok;
