@@ -89,6 +89,21 @@ int h2t_cli_u64(h2t_cli *c, const char *v, unsigned long long *out)
     return 0;
 }
 
+int h2t_cli_u64_range(h2t_cli *c, const char *v, unsigned long long lo, unsigned long long hi,
+                      unsigned long long *out)
+{
+    unsigned long long x;
+    if (h2t_cli_u64(c, v, &x) != 0)
+        return -1;
+    if (x < lo || x > hi) { /* never clamped: the value typed, and what is allowed */
+        fprintf(stderr, "h2tdb %s: %s %s: want %llu..%llu\n", c->cmd, c->arg, v, lo, hi);
+        c->bad = 1;
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
 int h2t_cli_double(h2t_cli *c, const char *v, double *out)
 {
     if (!v)

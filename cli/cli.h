@@ -58,6 +58,10 @@ void h2t_cli_unknown(h2t_cli *c);
 /* Parse an unsigned/double option value; print an error naming the option when bad. */
 int h2t_cli_u64(h2t_cli *c, const char *v, unsigned long long *out);
 int h2t_cli_double(h2t_cli *c, const char *v, double *out);
+/* As h2t_cli_u64, and within lo..hi: a value outside is an error quoting the value as typed
+ * and the range (never clamped). */
+int h2t_cli_u64_range(h2t_cli *c, const char *v, unsigned long long lo, unsigned long long hi,
+                      unsigned long long *out);
 
 /* Connect as the options say; prints the error and returns NULL on failure. */
 h2t_client *h2t_cli_connect(h2t_cli *c);

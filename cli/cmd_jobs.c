@@ -217,8 +217,8 @@ int h2t_cmd_train(int argc, char **argv)
             parse_choice(&cli, kinds, 2, &k);
             sp->fold_kind = k + H2T_FOLDS_STRATIFIED;
         } else if (h2t_cli_is(&cli, "--cv-repeats")) {
-            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
-                sp->cv_repeats = (uint32_t)(v > 1000 ? 1000 : v);
+            if (h2t_cli_u64_range(&cli, h2t_cli_value(&cli), 0, 20, &v) == 0)
+                sp->cv_repeats = (uint32_t)v;
         } else if (h2t_cli_is(&cli, "--one-se"))
             sp->one_se = 1;
         else if (h2t_cli_is(&cli, "--auto-methods")) {
@@ -226,14 +226,14 @@ int h2t_cmd_train(int argc, char **argv)
             if (list && parse_methods(&cli, list, &sp->auto_methods) < 0)
                 cli.bad = 1;
         } else if (h2t_cli_is(&cli, "--folds")) {
-            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
-                sp->folds = (uint32_t)(v > 1000 ? 1000 : v);
+            if (h2t_cli_u64_range(&cli, h2t_cli_value(&cli), 1, 100, &v) == 0)
+                sp->folds = (uint32_t)v;
         } else if (h2t_cli_is(&cli, "--steps")) {
-            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
-                sp->steps = (uint32_t)(v > 100000000 ? 100000000 : v);
+            if (h2t_cli_u64_range(&cli, h2t_cli_value(&cli), 1, 100000000, &v) == 0)
+                sp->steps = (uint32_t)v;
         } else if (h2t_cli_is(&cli, "--threads")) {
-            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
-                sp->threads = (uint32_t)(v > 256 ? 257 : v);
+            if (h2t_cli_u64_range(&cli, h2t_cli_value(&cli), 0, 256, &v) == 0)
+                sp->threads = (uint32_t)v;
         } else if (h2t_cli_is(&cli, "--seed")) {
             if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
                 sp->seed = v;

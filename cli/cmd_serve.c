@@ -59,17 +59,17 @@ int h2t_cmd_serve(int argc, char **argv)
         else if (h2t_cli_is(&cli, "--insecure-bind"))
             cfg.insecure_bind = 1;
         else if (h2t_cli_is(&cli, "--workers")) {
-            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
-                cfg.workers = (uint32_t)(v > 64 ? 64 : v);
+            if (h2t_cli_u64_range(&cli, h2t_cli_value(&cli), 1, 64, &v) == 0)
+                cfg.workers = (uint32_t)v;
         } else if (h2t_cli_is(&cli, "--max-conns")) {
-            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
-                cfg.max_conns = (uint32_t)(v > 1000000 ? 1000000 : v);
+            if (h2t_cli_u64_range(&cli, h2t_cli_value(&cli), 1, 1000000, &v) == 0)
+                cfg.max_conns = (uint32_t)v;
         } else if (h2t_cli_is(&cli, "--max-frame")) {
-            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
-                cfg.max_frame = (uint32_t)(v > (1u << 30) ? (1u << 30) : v);
+            if (h2t_cli_u64_range(&cli, h2t_cli_value(&cli), 1024, 1u << 30, &v) == 0)
+                cfg.max_frame = (uint32_t)v;
         } else if (h2t_cli_is(&cli, "--idle-timeout")) {
-            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
-                cfg.idle_timeout_ms = (uint32_t)(v > 86400 ? 86400000 : v * 1000);
+            if (h2t_cli_u64_range(&cli, h2t_cli_value(&cli), 1, 86400, &v) == 0)
+                cfg.idle_timeout_ms = (uint32_t)(v * 1000);
         } else if (h2t_cli_is(&cli, "--job-priority")) {
             static const char *const prio[] = {"idle", "low", "normal"};
             const char *p = h2t_cli_value(&cli);
@@ -84,30 +84,22 @@ int h2t_cmd_serve(int argc, char **argv)
                 cfg.job_nice = k == 2 ? 0 : 10;
             }
         } else if (h2t_cli_is(&cli, "--design-cache-mb")) {
-            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
-                cfg.design_cache_bytes = (uint64_t)(v > (1ull << 24) ? (1ull << 24) : v) << 20;
+            if (h2t_cli_u64_range(&cli, h2t_cli_value(&cli), 0, 1ull << 24, &v) == 0)
+                cfg.design_cache_bytes = (uint64_t)v << 20;
         } else if (h2t_cli_is(&cli, "--max-selection")) {
-            const char *s = h2t_cli_value(&cli);
-            if (s && h2t_cli_u64(&cli, s, &v) == 0) {
-                if (v < 1 || v > H2T_SRV_SEL_MAX_LIMIT) {
-                    fprintf(stderr, "h2tdb serve: --max-selection %s: want 1..%u\n", s,
-                            H2T_SRV_SEL_MAX_LIMIT);
-                    cli.bad = 1;
-                } else {
-                    cfg.max_selection = (uint32_t)v;
-                }
-            }
+            if (h2t_cli_u64_range(&cli, h2t_cli_value(&cli), 1, H2T_SRV_SEL_MAX_LIMIT, &v) == 0)
+                cfg.max_selection = (uint32_t)v;
         } else if (h2t_cli_is(&cli, "--models")) {
             cfg.models_dir = h2t_cli_value(&cli);
         } else if (h2t_cli_is(&cli, "--classify-max-images")) {
-            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
-                cfg.classify_max_images = (uint32_t)(v > 1000000 ? 1000000 : v);
+            if (h2t_cli_u64_range(&cli, h2t_cli_value(&cli), 1, 1000000, &v) == 0)
+                cfg.classify_max_images = (uint32_t)v;
         } else if (h2t_cli_is(&cli, "--classify-max-bytes")) {
-            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
+            if (h2t_cli_u64_range(&cli, h2t_cli_value(&cli), 1, 1ull << 30, &v) == 0)
                 cfg.classify_max_bytes = v;
         } else if (h2t_cli_is(&cli, "--spin-us")) {
-            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
-                cfg.spin_us = (uint32_t)(v > 100000 ? 100000 : v);
+            if (h2t_cli_u64_range(&cli, h2t_cli_value(&cli), 0, 100000, &v) == 0)
+                cfg.spin_us = (uint32_t)v;
         } else
             h2t_cli_unknown(&cli);
     }

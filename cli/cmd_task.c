@@ -176,8 +176,8 @@ int h2t_cmd_task(int argc, char **argv)
         else if (h2t_cli_is(&cli, "--replace"))
             s->replace = 1;
         else if (h2t_cli_is(&cli, "--shots")) {
-            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
-                s->shots = (uint32_t)(v > 1000000 ? 1000000 : v);
+            if (h2t_cli_u64_range(&cli, h2t_cli_value(&cli), 0, UINT32_MAX, &v) == 0)
+                s->shots = (uint32_t)v;
         } else
             h2t_cli_unknown(&cli);
     }
