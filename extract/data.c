@@ -1084,7 +1084,8 @@ static void png_on_warning(png_structp png, png_const_charp msg)
     (void)msg;
 }
 
-static int decode_png(h2t_data *d, FILE *f, const char *path, h2t_image *out)
+/* header_only: check the header (size, channels) and stop before the pixels. */
+static int decode_png(h2t_data *d, FILE *f, const char *path, h2t_image *out, int header_only)
 {
     png_err_ctx ec;
     ec.msg[0] = '\0';
@@ -1121,6 +1122,8 @@ static int decode_png(h2t_data *d, FILE *f, const char *path, h2t_image *out)
                          (unsigned)h, ch);
         goto out;
     }
+    if (header_only)
+        goto out;
     if ((rc = pix_reserve(d, (size_t)w * h * ch, path)) < 0)
         goto out;
     rows = malloc(sizeof(png_bytep) * h);
@@ -1162,7 +1165,7 @@ static void jpg_on_message(j_common_ptr cinfo, int level)
         jpg_on_error(cinfo);
 }
 
-static int decode_jpeg(h2t_data *d, FILE *f, const char *path, h2t_image *out)
+static int decode_jpeg(h2t_data *d, FILE *f, const char *path, h2t_image *out, int header_only)
 {
     struct jpeg_decompress_struct ci;
     jpg_err_ctx ec;
@@ -1182,6 +1185,14 @@ static int decode_jpeg(h2t_data *d, FILE *f, const char *path, h2t_image *out)
     if (ci.jpeg_color_space == JCS_CMYK || ci.jpeg_color_space == JCS_YCCK) {
         jpeg_destroy_decompress(&ci);
         return h2t_err_set(H2T_EUNSUPPORTED, "image %s: CMYK JPEG", path);
+    }
+    if (header_only) {
+        int ok = ci.image_width > 0 && ci.image_height > 0 &&
+                 (ci.num_components == 1 || ci.num_components == 3);
+        uint32_t nc = (uint32_t)ci.num_components;
+        jpeg_destroy_decompress(&ci);
+        return ok ? 0
+                  : h2t_err_set(H2T_EUNSUPPORTED, "image %s: a JPEG with %u components", path, nc);
     }
     ci.out_color_space = ci.num_components == 1 ? JCS_GRAYSCALE : JCS_RGB;
     jpeg_start_decompress(&ci);
@@ -1204,7 +1215,7 @@ static int decode_jpeg(h2t_data *d, FILE *f, const char *path, h2t_image *out)
     return 0;
 }
 
-static int folder_read(h2t_data *d, uint32_t src, h2t_image *out)
+static int folder_read(h2t_data *d, uint32_t src, h2t_image *out, int header_only)
 {
     const char *path = d->paths[src];
     FILE *f = fopen(path, "rb");
@@ -1216,9 +1227,9 @@ static int folder_read(h2t_data *d, uint32_t src, h2t_image *out)
     rewind(f);
     int rc;
     if (got == 8 && !memcmp(head, "\x89PNG\r\n\x1a\n", 8))
-        rc = decode_png(d, f, path, out);
+        rc = decode_png(d, f, path, out, header_only);
     else if (got >= 3 && head[0] == 0xff && head[1] == 0xd8)
-        rc = decode_jpeg(d, f, path, out);
+        rc = decode_jpeg(d, f, path, out, header_only);
     else
         rc = h2t_err_set(H2T_ECORRUPT, "image %s: not a PNG or JPEG file", path);
     fclose(f);
@@ -1239,7 +1250,7 @@ int h2t_image_decode(const void *buf, size_t len, const char *what, h2t_image *o
         return h2t_err_set(H2T_ENOMEM, "image %s: %s", what, strerror(errno));
     h2t_data d;
     memset(&d, 0, sizeof d);
-    int rc = png ? decode_png(&d, f, what, out) : decode_jpeg(&d, f, what, out);
+    int rc = png ? decode_png(&d, f, what, out, 0) : decode_jpeg(&d, f, what, out, 0);
     fclose(f);
     if (rc < 0) {
         free(d.pix);
@@ -1421,6 +1432,19 @@ int h2t_data_read(h2t_data *d, uint32_t i, h2t_image *out)
         out->data = d->npy_data + (size_t)src * per * (d->info.pixel == H2T_PIX_F32 ? 4 : 1);
         return 0;
     default:
-        return folder_read(d, src, out);
+        return folder_read(d, src, out, 0);
     }
+}
+
+int h2t_data_check(h2t_data *d)
+{
+    if (d->kind != KIND_FOLDER)
+        return 0;
+    for (uint32_t i = 0; i < d->info.n_samples; i++) {
+        h2t_image im;
+        int rc = folder_read(d, d->map ? d->map[i] : i, &im, 1);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
 }

@@ -560,6 +560,9 @@ int h2t_extract_plan_create(const h2t_extract_opts *o, h2t_extract_plan **out)
     if ((o->n_train != UINT32_MAX || o->n_test != UINT32_MAX) &&
         (rc = h2t_data_select(p->d, o->n_train, o->n_test)) < 0)
         goto fail;
+    /* every image's header now, before any store is opened: not after batches were stored */
+    if ((rc = h2t_data_check(p->d)) < 0)
+        goto fail;
     const h2t_data_info *di = h2t_data_info_get(p->d);
     if (di->pixel == H2T_PIX_F32 &&
         (di->c != p->prep.c || di->h != p->prep.h || di->w != p->prep.w)) {
@@ -1376,6 +1379,14 @@ out:
         free(input[i]);
     }
     free(c.seen);
+    if (rc < 0 && rc != H2T_ECANCELED) {
+        /* a failed pass is marked so (ls shows it); a rerun resumes at samples_done, and
+         * h2tdb rm removes it. Best effort: the pass's own error is the one reported. */
+        char keep[1024];
+        snprintf(keep, sizeof keep, "%s", h2t_err_detail());
+        h2t_store_extraction_set_state(st, r.extraction, H2T_EXT_FAILED);
+        h2t_err_set(rc, "%s", keep);
+    }
     if (res)
         *res = r; /* on failure too: ids and timings say where it stopped */
     return rc;

@@ -162,6 +162,11 @@ int h2t_data_select(h2t_data *d, uint32_t n_train, uint32_t n_test);
 /* Read sample i. Errors: H2T_EINVAL (i out of range), H2T_EIO / H2T_ECORRUPT (image file
  * unreadable or undecodable: named). */
 int h2t_data_read(h2t_data *d, uint32_t i, h2t_image *out);
+/* Check what can be checked of every sample without decoding its pixels: a folder image's
+ * header (PNG IHDR, JPEG frame header: size, channels; a CMYK JPEG is refused). A no-op for
+ * IDX and npy (their open checks everything). Damage inside an image's compressed data is
+ * found only when h2t_data_read decodes it. Errors: as h2t_data_read, naming the image. */
+int h2t_data_check(h2t_data *d);
 
 /* Decode one PNG or JPEG image held in memory (buf, len BORROWED; what names it in errors) with
  * the decoders of folder sources (gray or RGB, 8 bits, alpha dropped). out->data points into
@@ -416,8 +421,11 @@ const h2t_layer_skip *h2t_extract_plan_skipped(const h2t_extract_plan *p, int *n
 const h2t_model *h2t_extract_plan_model(const h2t_extract_plan *p);
 /* Register source and model, begin or find the extraction, run what is missing. *res is
  * filled on failure too (ids, samples computed, timings). Errors: the
- * store's, the executor's, H2T_ECANCELED (on_batch asked to stop), a data read error (the
- * extraction stays RUNNING and resumable). */
+ * store's, the executor's, H2T_ECANCELED (on_batch asked to stop: the extraction stays
+ * RUNNING), a data read error (an image whose compressed data is damaged). After any error but
+ * H2T_ECANCELED the extraction is marked H2T_EXT_FAILED; either way it keeps samples
+ * [0, samples_done), a rerun resumes there (and marks it RUNNING again), and h2tdb rm removes
+ * it. */
 int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result *res);
 
 #endif

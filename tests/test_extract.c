@@ -8,6 +8,8 @@
 #include "extract/extract.h"
 #include "tests/test.h"
 
+#include <jpeglib.h>
+
 #include <png.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -627,6 +629,56 @@ TEST(extract_pass_result_filled_on_early_error)
     h2t_extract_plan_destroy(p);
 }
 
+/* A folder image whose header cannot be read, or a CMYK JPEG, is refused by the plan, before
+ * any store is opened (it was found after batches were committed, and the extraction stayed
+ * "running" for good). */
+TEST(extract_plan_checks_every_image_first)
+{
+    ASSERT_EQ(mkdir("imgs", 0755), 0);
+    ASSERT_EQ(mkdir("imgs/a", 0755), 0);
+    char path[64];
+    for (uint32_t i = 0; i < 6; i++) {
+        snprintf(path, sizeof path, "imgs/a/%02u.png", i);
+        write_gray_png(path, i);
+    }
+    FILE *f = fopen("imgs/a/03.png", "r+b"); /* damage the IHDR chunk's length */
+    ASSERT(f != NULL);
+    fseek(f, 8, SEEK_SET);
+    fputc(0x7f, f);
+    fclose(f);
+    h2t_extract_opts o = tiny_opts("folder:imgs");
+    h2t_extract_plan *p = NULL;
+    ASSERT_EQ(h2t_extract_plan_create(&o, &p), H2T_ECORRUPT);
+    ASSERT_CONTAINS(h2t_err_detail(), "imgs/a/03.png");
+    write_gray_png("imgs/a/03.png", 3);
+    /* a CMYK JPEG */
+    struct jpeg_compress_struct ci;
+    struct jpeg_error_mgr je;
+    ci.err = jpeg_std_error(&je);
+    jpeg_create_compress(&ci);
+    f = fopen("imgs/a/04.jpg", "wb");
+    jpeg_stdio_dest(&ci, f);
+    ci.image_width = 4;
+    ci.image_height = 4;
+    ci.input_components = 4;
+    ci.in_color_space = JCS_CMYK;
+    jpeg_set_defaults(&ci);
+    jpeg_start_compress(&ci, TRUE);
+    uint8_t row[16] = {0};
+    while (ci.next_scanline < ci.image_height) {
+        JSAMPROW r = row;
+        jpeg_write_scanlines(&ci, &r, 1);
+    }
+    jpeg_finish_compress(&ci);
+    fclose(f);
+    jpeg_destroy_compress(&ci);
+    ASSERT_EQ(h2t_extract_plan_create(&o, &p), H2T_EUNSUPPORTED);
+    ASSERT_CONTAINS(h2t_err_detail(), "imgs/a/04.jpg: CMYK");
+    unlink("imgs/a/04.jpg");
+    ASSERT_OK(h2t_extract_plan_create(&o, &p));
+    h2t_extract_plan_destroy(p);
+}
+
 TEST(extract_pass_pipeline_read_error)
 {
     ASSERT_EQ(mkdir("imgs", 0755), 0);
@@ -656,6 +708,10 @@ TEST(extract_pass_pipeline_read_error)
         ASSERT_CONTAINS(h2t_err_detail(), "06.png");
         ASSERT_CONTAINS(h2t_err_detail(), "sample 6");
         ASSERT_EQ(r.computed, 6);
+        h2t_extraction *e = NULL; /* marked failed, and resumable */
+        ASSERT_OK(h2t_store_extraction_get(st, r.extraction, &e));
+        ASSERT_EQ(e->state, H2T_EXT_FAILED);
+        h2t_extraction_destroy(e);
         h2t_store_close(st);
         h2t_extract_plan_destroy(p);
         ASSERT_EQ(samples_done_of(dir), 6);

@@ -49,7 +49,7 @@ TEST(cli_options_out_of_range_refused)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int rc = run(cases[i].args, out, sizeof(out));
         if (rc != 2 || !strstr(out, cases[i].want))
-            TEST_FAILF("h2tdb %s: exit %d, output:\n%s\n(wanted exit 2 and \"%s\")",
-                       cases[i].args, rc, out, cases[i].want);
+            TEST_FAILF("h2tdb %s: exit %d, output:\n%s\n(wanted exit 2 and \"%s\")", cases[i].args,
+                       rc, out, cases[i].want);
     }
 }
