@@ -53,11 +53,40 @@ static void crc_init(void)
     __atomic_store_n(&crc_ready, 1, __ATOMIC_RELEASE);
 }
 
+#if defined(__x86_64__)
+/* SSE4.2's crc32 instruction computes the same CRC-32C, 8 bytes a step (about 20x the table) */
+__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const uint8_t *p,
+                                                            size_t len)
+{
+    uint64_t c = crc;
+    for (; len >= 8; len -= 8, p += 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c = __builtin_ia32_crc32di(c, v);
+    }
+    uint32_t c32 = (uint32_t)c;
+    while (len--)
+        c32 = __builtin_ia32_crc32qi(c32, *p++);
+    return c32;
+}
+#endif
+
 uint32_t h2t_crc32c(uint32_t crc, const void *buf, size_t len)
 {
+    const uint8_t *p = buf;
+#if defined(__x86_64__)
+    static int hw_state = -1; /* racing threads store the same answer */
+    int hw = __atomic_load_n(&hw_state, __ATOMIC_RELAXED);
+    if (hw < 0) {
+        __builtin_cpu_init();
+        hw = __builtin_cpu_supports("sse4.2") && !getenv("H2T_NO_CRC32_HW");
+        __atomic_store_n(&hw_state, hw, __ATOMIC_RELAXED);
+    }
+    if (hw)
+        return ~crc32c_hw(~crc, p, len);
+#endif
     if (!__atomic_load_n(&crc_ready, __ATOMIC_ACQUIRE))
         crc_init(); /* idempotent: racing threads compute the same table */
-    const uint8_t *p = buf;
     crc = ~crc;
     while (len--)
         crc = crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
