@@ -1408,6 +1408,23 @@ void h2t_extraction_list_destroy(h2t_extraction **v, size_t n)
     free(v);
 }
 
+/* Raise the store's format to H2T_STORE_FORMAT_VERSION in this transaction (a no-op when it
+ * is there): older builds then refuse the store instead of misreading what this one wrote. */
+static int format_bump(h2t_store *st, MDB_txn *txn)
+{
+    key k;
+    MDB_val v;
+    int rc = mdb_get(txn, st->dbi[T_META], key_str(&k, "format_version"), &v);
+    if (rc)
+        return st_mdb(st, rc, "reading the format version");
+    if (v.mv_size == 4 && h2t_be32_get(v.mv_data) >= H2T_STORE_FORMAT_VERSION)
+        return 0;
+    uint8_t ver[4];
+    h2t_be32_put(ver, H2T_STORE_FORMAT_VERSION);
+    return st_put(st, txn, T_META, key_str(&k, "format_version"), ver, 4, 0,
+                  "upgrading the format version");
+}
+
 static void ext_encode(wbuf *b, const h2t_extraction *e)
 {
     wb_strn(b, e->name, sizeof(e->name));
@@ -1434,6 +1451,8 @@ static void ext_encode(wbuf *b, const h2t_extraction *e)
         wb_u64(b, l->offset);
     }
     wb_u64(b, e->total_dim);
+    if (e->checksums) /* absent in records written before checksums (format 2 and older) */
+        wb_u32(b, e->checksums);
 }
 
 static int ext_decode(h2t_store *st, const MDB_val *v, uint32_t id, h2t_extraction **out)
@@ -1478,6 +1497,11 @@ static int ext_decode(h2t_store *st, const MDB_val *v, uint32_t id, h2t_extracti
             b.bad = 1;
     }
     e->total_dim = rb_u64(&b);
+    if (!b.bad && b.off < b.len) {
+        e->checksums = rb_u32(&b);
+        if (e->checksums != 1)
+            b.bad = 1;
+    }
     char kname[32];
     snprintf(kname, sizeof(kname), "%u", id);
     int rc = rb_done(st, &b, "extractions", kname);
@@ -1595,7 +1619,10 @@ static int ext_begin_fn(h2t_store *st, MDB_txn *txn, void *ctx)
     e.id = (uint32_t)id;
     e.samples_done = 0;
     e.state = H2T_EXT_RUNNING;
+    e.checksums = 1; /* every new extraction: its blocks and statistics carry CRC32C */
     e.created_ms = e.updated_ms = h2t_wall_ms();
+    if ((rc = format_bump(st, txn)) < 0)
+        return rc;
     e.layers = malloc((size_t)s->n_layers * sizeof(h2t_layer_info));
     if (!e.layers)
         return h2t_err_set(H2T_ENOMEM, "extraction layers");
@@ -1805,7 +1832,8 @@ typedef struct feat_write_ctx {
 } feat_write_ctx;
 
 static int feat_seek(h2t_store *st, MDB_cursor *cur, uint32_t ext, uint16_t layer, uint32_t s,
-                     size_t rowbytes, uint32_t *bfirst, uint32_t *bn, const uint8_t **data);
+                     size_t rowbytes, size_t trailer, uint32_t *bfirst, uint32_t *bn,
+                     const uint8_t **data);
 
 #ifdef ST_HAVE_F16C_PATH
 /* hardware conversions, chosen at run time (the binary stays generic x86-64); both round to
@@ -2010,9 +2038,26 @@ static int stats_merge(uint8_t *sv, const float *x, uint32_t n, uint32_t dim, do
 }
 
 /* Load (or start) the statistics of layer l into sv. */
-static int stats_load(h2t_store *st, MDB_txn *txn, uint32_t ext, uint32_t l, uint32_t dim,
-                      uint8_t *sv)
+/* A statistics value of an extraction with checksums ends in the CRC32C of the rest. */
+static int stats_check(const h2t_store *st, const MDB_val *v, const h2t_extraction *e, uint32_t l)
 {
+    uint32_t dim = e->layers[l].dim;
+    size_t want = stats_bytes(dim) + (e->checksums ? 4 : 0);
+    uint32_t crc = 0;
+    if (v->mv_size == want && e->checksums)
+        memcpy(&crc, (const uint8_t *)v->mv_data + stats_bytes(dim), 4);
+    if (v->mv_size != want || (e->checksums && h2t_crc32c(0, v->mv_data, stats_bytes(dim)) != crc))
+        return h2t_err_set(H2T_ECORRUPT,
+                           "store %s: statistics of extraction %u layer %u '%s' are damaged (%s): "
+                           "h2tdb verify --store %s lists what else is",
+                           st->dir, e->id, l, e->layers[l].name,
+                           v->mv_size != want ? "wrong size" : "checksum mismatch", st->dir);
+    return 0;
+}
+
+static int stats_load(h2t_store *st, MDB_txn *txn, const h2t_extraction *e, uint32_t l, uint8_t *sv)
+{
+    uint32_t ext = e->id, dim = e->layers[l].dim;
     key k;
     MDB_val v;
     int rc = mdb_get(txn, st->dbi[T_STATS], key_stats(&k, ext, (uint16_t)l), &v);
@@ -2026,10 +2071,9 @@ static int stats_load(h2t_store *st, MDB_txn *txn, uint32_t ext, uint32_t l, uin
     }
     if (rc)
         return st_mdbk(st, rc, "reading", T_STATS, &k.v);
-    if (v.mv_size != stats_bytes(dim))
-        return h2t_err_set(H2T_ECORRUPT, "store %s: statistics of extraction %u layer %u damaged",
-                           st->dir, ext, l);
-    memcpy(sv, v.mv_data, v.mv_size);
+    if ((rc = stats_check(st, &v, e, l)) < 0)
+        return rc;
+    memcpy(sv, v.mv_data, stats_bytes(dim));
     return 0;
 }
 
@@ -2039,7 +2083,7 @@ static int stats_load(h2t_store *st, MDB_txn *txn, uint32_t ext, uint32_t l, uin
  * block already held (0 for a new block; their bytes are then in c->merge). The caller fills
  * the block before any other update in the transaction (LMDB's MDB_RESERVE rule). */
 static int feat_block_reserve(h2t_store *st, MDB_txn *txn, feat_write_ctx *c, size_t rowbytes,
-                              uint8_t **block, uint32_t *old)
+                              size_t trailer, uint8_t **block, uint32_t *old)
 {
     size_t nb = (size_t)c->n * rowbytes;
     uint32_t at = c->first, pn = 0;
@@ -2051,7 +2095,7 @@ static int feat_block_reserve(h2t_store *st, MDB_txn *txn, feat_write_ctx *c, si
             return st_mdb(st, rc, "features cursor");
         uint32_t pf, cnt;
         const uint8_t *pd;
-        rc = feat_seek(st, cur, c->ext, ST_PACKED, c->first - 1, rowbytes, &pf, &cnt, &pd);
+        rc = feat_seek(st, cur, c->ext, ST_PACKED, c->first - 1, rowbytes, trailer, &pf, &cnt, &pd);
         if (rc == 0 && pf + cnt == c->first && (size_t)cnt * rowbytes < ST_MIN_BLOCK) {
             size_t ob = (size_t)cnt * rowbytes;
             if (ob > c->merge_len) {
@@ -2071,7 +2115,7 @@ static int feat_block_reserve(h2t_store *st, MDB_txn *txn, feat_write_ctx *c, si
         if (rc < 0)
             return rc;
     }
-    MDB_val bv = {(size_t)pn * rowbytes + nb, NULL};
+    MDB_val bv = {(size_t)pn * rowbytes + nb + trailer, NULL};
     int rc = mdb_put(txn, st->dbi[T_FEATURES], key_feat(&k, c->ext, ST_PACKED, at), &bv,
                      pn ? MDB_RESERVE : MDB_RESERVE | MDB_NOOVERWRITE);
     if (rc == MDB_KEYEXIST)
@@ -2129,7 +2173,7 @@ static int feat_write_fn(h2t_store *st, MDB_txn *txn, void *ctx)
             goto out;
         }
         total += e->layers[l].dim;
-        sbytes += stats_bytes(e->layers[l].dim);
+        sbytes += stats_bytes(e->layers[l].dim) + 8; /* + its checksum, doubles stay aligned */
     }
     size_t need = sbytes + sizeof(double) * 2 * c->n;
     if (need > c->scratch_len) {
@@ -2145,7 +2189,8 @@ static int feat_write_fn(h2t_store *st, MDB_txn *txn, void *ctx)
     const size_t esize = e->dtype == H2T_DTYPE_F16 ? 2 : 4;
     uint8_t *block = NULL;
     uint32_t old = 0;
-    if ((rc = feat_block_reserve(st, txn, c, (size_t)total * esize, &block, &old)) < 0)
+    const size_t trailer = e->checksums ? (size_t)4 * e->n_layers : 0;
+    if ((rc = feat_block_reserve(st, txn, c, (size_t)total * esize, trailer, &block, &old)) < 0)
         goto out;
     /* layer by layer while its values are in the cache: statistics into the scratch, rows into
      * the block (only reads in between: the block is filled before the next update) */
@@ -2155,7 +2200,7 @@ static int feat_write_fn(h2t_store *st, MDB_txn *txn, void *ctx)
         const h2t_layer_info *li = &e->layers[l];
         const float *x = c->layers[l];
         uint8_t *sv = c->scratch + so;
-        if ((rc = stats_load(st, txn, c->ext, l, li->dim, sv)) < 0)
+        if ((rc = stats_load(st, txn, e, l, sv)) < 0)
             goto out;
         if (stats_merge(sv, x, c->n, li->dim, q)) {
             rc = feat_nonfinite(c, li, x);
@@ -2170,34 +2215,29 @@ static int feat_write_fn(h2t_store *st, MDB_txn *txn, void *ctx)
             rc = f16_range_err(c, li->name, li->dim, x, bad);
             goto out;
         }
+        if (trailer) { /* the layer's rows in this block, checksummed */
+            uint32_t crc = h2t_crc32c(0, dst, rows * li->dim * esize);
+            memcpy(block + rows * total * esize + 4 * (size_t)l, &crc, 4);
+        }
         off += li->dim;
-        so += stats_bytes(li->dim);
+        so += stats_bytes(li->dim) + 8;
     }
     so = 0;
     for (uint32_t l = 0; l < e->n_layers; l++) {
         key k;
         size_t sb = stats_bytes(e->layers[l].dim);
-        if ((rc = st_put(st, txn, T_STATS, key_stats(&k, c->ext, (uint16_t)l), c->scratch + so, sb,
-                         0, "writing statistics")) < 0)
-            goto out;
-        so += sb;
-    }
-    /* packed blocks are format 2: a format 1 store is upgraded with its first one */
-    {
-        key k;
-        MDB_val v;
-        rc = mdb_get(txn, st->dbi[T_META], key_str(&k, "format_version"), &v);
-        if (rc == 0 && v.mv_size == 4 && h2t_be32_get(v.mv_data) < H2T_STORE_FORMAT_VERSION) {
-            uint8_t ver[4];
-            h2t_be32_put(ver, H2T_STORE_FORMAT_VERSION);
-            rc = st_put(st, txn, T_META, key_str(&k, "format_version"), ver, 4, 0,
-                        "upgrading the format version");
-        } else if (rc) {
-            rc = st_mdb(st, rc, "reading the format version");
+        if (e->checksums) {
+            uint32_t crc = h2t_crc32c(0, c->scratch + so, sb);
+            memcpy(c->scratch + so + sb, &crc, 4);
         }
-        if (rc < 0)
+        if ((rc = st_put(st, txn, T_STATS, key_stats(&k, c->ext, (uint16_t)l), c->scratch + so,
+                         sb + (e->checksums ? 4 : 0), 0, "writing statistics")) < 0)
             goto out;
+        so += sb + 8;
     }
+    /* packed blocks are format 2 or later: an older store is upgraded with its first one */
+    if ((rc = format_bump(st, txn)) < 0)
+        goto out;
     e->samples_done = c->first + c->n;
     e->updated_ms = h2t_wall_ms();
     rc = ext_save(st, txn, e);
@@ -2220,9 +2260,11 @@ int h2t_store_features_write(h2t_store *st, uint32_t ext, uint32_t first, uint32
     return rc;
 }
 
-/* find the block under key (ext, layer) holding sample s: 0 found, 1 not stored, < 0 error */
+/* find the block under key (ext, layer) holding sample s: 0 found, 1 not stored, < 0 error.
+ * trailer: the bytes of checksums after the rows (0 without). */
 static int feat_seek(h2t_store *st, MDB_cursor *cur, uint32_t ext, uint16_t layer, uint32_t s,
-                     size_t rowbytes, uint32_t *bfirst, uint32_t *bn, const uint8_t **data)
+                     size_t rowbytes, size_t trailer, uint32_t *bfirst, uint32_t *bn,
+                     const uint8_t **data)
 {
     key kk;
     MDB_val k = *key_feat(&kk, ext, layer, s), v;
@@ -2241,7 +2283,7 @@ static int feat_seek(h2t_store *st, MDB_cursor *cur, uint32_t ext, uint16_t laye
             return 1;
     }
     uint32_t f = h2t_be32_get((uint8_t *)k.mv_data + 6);
-    if (v.mv_size == 0 || v.mv_size % rowbytes) {
+    if (v.mv_size <= trailer || (v.mv_size - trailer) % rowbytes) {
         char what[48];
         if (layer == ST_PACKED)
             snprintf(what, sizeof(what), "packed feature block");
@@ -2252,7 +2294,7 @@ static int feat_seek(h2t_store *st, MDB_cursor *cur, uint32_t ext, uint16_t laye
                            "multiple of %zu",
                            st->dir, what, ext, f, v.mv_size, rowbytes);
     }
-    uint64_t cnt = v.mv_size / rowbytes;
+    uint64_t cnt = (v.mv_size - trailer) / rowbytes;
     if (f > s || (uint64_t)f + cnt <= s)
         return 1;
     *bfirst = f;
@@ -2265,9 +2307,11 @@ static int feat_seek(h2t_store *st, MDB_cursor *cur, uint32_t ext, uint16_t laye
 typedef struct feat_loc {
     uint32_t ext;
     uint16_t layer;
-    size_t rowbytes;  /* dim * esize: one row of this layer */
-    size_t packbytes; /* total_dim * esize: one sample of a packed block */
-    size_t offbytes;  /* offset * esize: the layer's start in a packed sample */
+    size_t rowbytes;         /* dim * esize: one row of this layer */
+    size_t packbytes;        /* total_dim * esize: one sample of a packed block */
+    size_t offbytes;         /* offset * esize: the layer's start in a packed sample */
+    size_t trailer;          /* checksum bytes after a packed block's rows (0: none) */
+    const h2t_extraction *e; /* BORROWED: for the names in errors */
 } feat_loc;
 
 static void feat_loc_init(const h2t_extraction *e, uint32_t layer, feat_loc *fl)
@@ -2284,6 +2328,8 @@ static void feat_loc_init(const h2t_extraction *e, uint32_t layer, feat_loc *fl)
     fl->rowbytes = (size_t)e->layers[layer].dim * esize;
     fl->packbytes = (size_t)total * esize;
     fl->offbytes = (size_t)off * esize;
+    fl->trailer = e->checksums ? (size_t)4 * e->n_layers : 0;
+    fl->e = e;
 }
 
 /* the block holding sample s of the layer: *rows = its first row of the layer */
@@ -2292,11 +2338,23 @@ static int feat_find(h2t_store *st, MDB_cursor *cur, const feat_loc *fl, uint32_
 {
     uint32_t f, cnt;
     const uint8_t *d;
-    int rc = feat_seek(st, cur, fl->ext, ST_PACKED, s, fl->packbytes, &f, &cnt, &d);
+    int rc = feat_seek(st, cur, fl->ext, ST_PACKED, s, fl->packbytes, fl->trailer, &f, &cnt, &d);
     if (rc == 0) {
+        const uint8_t *block = d;
         d += (size_t)cnt * fl->offbytes;
+        if (fl->trailer) { /* the layer's rows against their checksum, once per block visit */
+            uint32_t want;
+            memcpy(&want, block + (size_t)cnt * fl->packbytes + 4 * (size_t)fl->layer, 4);
+            if (h2t_crc32c(0, d, (size_t)cnt * fl->rowbytes) != want)
+                return h2t_err_set(H2T_ECORRUPT,
+                                   "store %s: extraction %u '%s' layer %u '%s' samples %u..%u: "
+                                   "the feature block fails its checksum (damaged on disk; h2tdb "
+                                   "verify --store %s lists what else is)",
+                                   st->dir, fl->ext, fl->e->name, fl->layer,
+                                   fl->e->layers[fl->layer].name, f, f + cnt - 1, st->dir);
+        }
     } else if (rc == 1) { /* a format 1 block */
-        rc = feat_seek(st, cur, fl->ext, fl->layer, s, fl->rowbytes, &f, &cnt, &d);
+        rc = feat_seek(st, cur, fl->ext, fl->layer, s, fl->rowbytes, 0, &f, &cnt, &d);
     }
     if (rc != 0)
         return rc;
@@ -2550,10 +2608,11 @@ static int stats_get_fn(h2t_store *st, MDB_txn *txn, void *ctx)
         return rc;
     }
     uint32_t dim = e->layers[c->layer].dim;
-    h2t_extraction_destroy(e);
     h2t_layer_stats *s = calloc(1, sizeof(*s));
-    if (!s)
+    if (!s) {
+        h2t_extraction_destroy(e);
         return h2t_err_set(H2T_ENOMEM, "statistics");
+    }
     s->dim = dim;
     s->mean = calloc(dim, 8);
     s->m2 = calloc(dim, 8);
@@ -2561,20 +2620,22 @@ static int stats_get_fn(h2t_store *st, MDB_txn *txn, void *ctx)
     s->max = calloc(dim, 4);
     if (!s->mean || !s->m2 || !s->min || !s->max) {
         h2t_layer_stats_destroy(s);
+        h2t_extraction_destroy(e);
         return h2t_err_set(H2T_ENOMEM, "statistics");
     }
     key k;
     MDB_val v;
     rc = mdb_get(txn, st->dbi[T_STATS], key_stats(&k, c->ext, (uint16_t)c->layer), &v);
     if (rc == MDB_NOTFOUND) { /* nothing written yet: count 0 */
+        h2t_extraction_destroy(e);
         c->out = s;
         return 0;
     }
-    if (rc == 0 && v.mv_size != stats_bytes(dim))
-        rc = h2t_err_set(H2T_ECORRUPT, "store %s: statistics of extraction %u layer %u damaged",
-                         st->dir, c->ext, c->layer);
-    else if (rc)
+    if (rc == 0)
+        rc = stats_check(st, &v, e, c->layer);
+    else
         rc = st_mdbk(st, rc, "reading", T_STATS, &k.v);
+    h2t_extraction_destroy(e);
     if (rc < 0) {
         h2t_layer_stats_destroy(s);
         return rc;

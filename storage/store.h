@@ -66,7 +66,7 @@
  * every layer as one packed block; a format 1 store (one block per layer and batch) is read as
  * it is and becomes format 2 with its first feature write (older builds then refuse it with
  * H2T_EVERSION instead of missing the packed blocks). */
-#define H2T_STORE_FORMAT_VERSION 2
+#define H2T_STORE_FORMAT_VERSION 3
 #define H2T_STORE_FORMAT_OLDEST 1
 
 typedef struct h2t_store h2t_store;
@@ -188,6 +188,9 @@ typedef struct h2t_extraction {
     uint32_t n_layers;
     h2t_layer_info *layers; /* n_layers entries; OWNED by the struct */
     uint64_t total_dim;     /* sum of layers[].dim */
+    uint32_t checksums;     /* 1: its feature blocks and statistics carry CRC32C, checked on
+                               every read (every extraction begun by a format 3 build); 0:
+                               begun by an older build, read unchecked. Set by the store. */
 } h2t_extraction;
 
 /* Find the extraction with spec->config_hash, or create it from spec (id, samples_done,

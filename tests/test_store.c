@@ -1225,6 +1225,59 @@ TEST(store_stats_bitwise_definition)
     }
 }
 
+/* Turn a store of this build into what a format 2 build wrote: no checksum trailers on the
+ * packed blocks (4 bytes a layer) and statistics (4 bytes), no checksums flag on the
+ * extraction record (its last 4 bytes), format version 2. */
+static void to_format2(const char *dir, uint32_t ext, uint32_t nl)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi[3];
+    static const char *const names[3] = {"features", "stats", "extractions"};
+    const size_t cut[3] = {(size_t)4 * nl, 4, 4};
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    ASSERT_EQ(mdb_env_open(env, dir, 0, 0644), 0);
+    ASSERT_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    for (int t = 0; t < 3; t++) {
+        ASSERT_EQ(mdb_dbi_open(txn, names[t], 0, &dbi[t]), 0);
+        enum { MAXV = 256 };
+        uint8_t *keys[MAXV], *vals[MAXV];
+        size_t klen[MAXV], vlen[MAXV], nv = 0;
+        MDB_cursor *cur;
+        MDB_val k, v;
+        ASSERT_EQ(mdb_cursor_open(txn, dbi[t], &cur), 0);
+        for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            ASSERT(nv < MAXV);
+            ASSERT_EQ(h2t_be32_get(k.mv_data), ext);
+            ASSERT(v.mv_size > cut[t]);
+            keys[nv] = malloc(k.mv_size);
+            memcpy(keys[nv], k.mv_data, k.mv_size);
+            klen[nv] = k.mv_size;
+            vlen[nv] = v.mv_size - cut[t];
+            vals[nv] = malloc(vlen[nv]);
+            memcpy(vals[nv++], v.mv_data, v.mv_size - cut[t]);
+        }
+        mdb_cursor_close(cur);
+        for (size_t i = 0; i < nv; i++) {
+            k = (MDB_val){klen[i], keys[i]};
+            v = (MDB_val){vlen[i], vals[i]};
+            ASSERT_EQ(mdb_put(txn, dbi[t], &k, &v, 0), 0);
+            free(keys[i]);
+            free(vals[i]);
+        }
+    }
+    MDB_dbi meta;
+    ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    uint8_t ver[4];
+    h2t_be32_put(ver, 2);
+    MDB_val k = {14, "format_version"}, v = {4, ver};
+    ASSERT_EQ(mdb_put(txn, meta, &k, &v, 0), 0);
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
 /* Turn a format 2 store into what a format 1 build wrote: every packed block becomes one block
  * per layer (layer `whole` gets a single block over all samples, as format 1 merged small
  * blocks), and the format version becomes 1. */
@@ -1349,8 +1402,9 @@ TEST(store_format1_reads_and_resumes)
     ASSERT_OK(h2t_store_stats_get(f.st, f.ext, 2, &before));
     h2t_store_meta meta;
     ASSERT_OK(h2t_store_meta_get(f.st, &meta));
-    ASSERT_EQ(meta.format_version, 2);
+    ASSERT_EQ(meta.format_version, H2T_STORE_FORMAT_VERSION);
     h2t_store_close(f.st);
+    to_format2("db", f.ext, 4);
     to_format1("db", f.ext, dims, 4, 1);
 
     h2t_store *st;
@@ -1367,7 +1421,7 @@ TEST(store_format1_reads_and_resumes)
     write_range(&f, dims, 4, 70, 3);
     write_range(&f, dims, 4, 73, 27);
     ASSERT_OK(h2t_store_meta_get(st, &meta));
-    ASSERT_EQ(meta.format_version, 2);
+    ASSERT_EQ(meta.format_version, H2T_STORE_FORMAT_VERSION);
     check_all(st, f.ext, dims, 4, 100);
     h2t_layer_stats *after;
     ASSERT_OK(h2t_store_stats_get(st, f.ext, 2, &after));
@@ -1438,4 +1492,115 @@ TEST(store_disk_full_named)
         return;
     }
     ASSERT_EQ(WEXITSTATUS(status), 0);
+}
+
+/* flip one byte at offset off of the value under key in table */
+static void raw_flip(const char *dir, const char *table, const void *key, size_t klen, size_t off)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    ASSERT_EQ(mdb_env_open(env, dir, 0, 0644), 0);
+    ASSERT_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, table, 0, &dbi), 0);
+    MDB_val k = {klen, (void *)key}, v;
+    ASSERT_EQ(mdb_get(txn, dbi, &k, &v), 0);
+    ASSERT(off < v.mv_size);
+    uint8_t *copy = malloc(v.mv_size);
+    memcpy(copy, v.mv_data, v.mv_size);
+    copy[off] ^= 0x40;
+    v.mv_data = copy;
+    ASSERT_EQ(mdb_put(txn, dbi, &k, &v, 0), 0);
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    free(copy);
+}
+
+/* A flipped byte in a feature block or a statistics record is an error naming the extraction,
+ * the layer and the samples, on every read path: never values (a flip gave 932.5 in a layer
+ * whose maximum is 5.09). The other layers of the block still read. */
+TEST(store_checksums_catch_damage)
+{
+    uint32_t dims[2] = {16, 4};
+    fixture f;
+    fixture_make(&f, "db", 40, dims, 2, H2T_DTYPE_F32);
+    write_range(&f, dims, 2, 0, 20);
+    write_range(&f, dims, 2, 20, 20);
+    h2t_extraction *e = NULL;
+    ASSERT_OK(h2t_store_extraction_get(f.st, f.ext, &e));
+    ASSERT_EQ(e->checksums, 1);
+    h2t_extraction_destroy(e);
+    h2t_store_close(f.st);
+    /* small batches share one block (samples 0..39): a byte of layer 1's rows, after layer 0's */
+    uint8_t fk[10];
+    h2t_be32_put(fk, f.ext);
+    h2t_be16_put(fk + 4, 0xFFFF);
+    h2t_be32_put(fk + 6, 0);
+    raw_flip("db", "features", fk, 10, (size_t)40 * 16 * 4 + 5);
+    uint8_t sk[6];
+    h2t_be32_put(sk, f.ext);
+    h2t_be16_put(sk + 4, 0);
+    raw_flip("db", "stats", sk, 6, 100);
+
+    h2t_store *st;
+    ASSERT_OK(h2t_store_open("db", 0, &st));
+    float v[16 * 40];
+    ASSERT_EQ(h2t_store_feature_get(st, f.ext, 1, 25, v, 4), H2T_ECORRUPT);
+    ASSERT_CONTAINS(h2t_err_detail(), "layer 1 'layer1/out' samples 0..39");
+    ASSERT_CONTAINS(h2t_err_detail(), "toy-net");
+    ASSERT_CONTAINS(h2t_err_detail(), "checksum");
+    ASSERT_EQ(h2t_store_layer_read(st, f.ext, 1, NULL, 0, 40, v, 4), H2T_ECORRUPT);
+    ASSERT_CONTAINS(h2t_err_detail(), "samples 0..39");
+    h2t_store_reader *r;
+    ASSERT_OK(h2t_store_reader_begin(st, &r));
+    const void *data;
+    uint32_t dim, dtype;
+    ASSERT_EQ(h2t_store_reader_feature(r, f.ext, 1, 39, &data, &dim, &dtype), H2T_ECORRUPT);
+    h2t_store_reader_end(r);
+    /* the block's other layer still reads */
+    ASSERT_OK(h2t_store_layer_read(st, f.ext, 0, NULL, 0, 40, v, 16));
+    ASSERT(v[16 * 39 + 3] == fval(0, 39, 3));
+    h2t_layer_stats *ls;
+    ASSERT_EQ(h2t_store_stats_get(st, f.ext, 0, &ls), H2T_ECORRUPT);
+    ASSERT_CONTAINS(h2t_err_detail(), "statistics of extraction");
+    ASSERT_CONTAINS(h2t_err_detail(), "checksum");
+    ASSERT_OK(h2t_store_stats_get(st, f.ext, 1, &ls));
+    h2t_layer_stats_destroy(ls);
+    h2t_store_close(st);
+}
+
+/* A store written by a format 2 build (no checksums) reads as it is, and its extraction resumes
+ * unchecked (the same layout throughout); the store becomes format 3. */
+TEST(store_format2_reads_and_resumes_unchecked)
+{
+    const uint32_t dims[2] = {10, 3};
+    fixture f;
+    fixture_make(&f, "db", 50, dims, 2, H2T_DTYPE_F32);
+    write_range(&f, dims, 2, 0, 30);
+    h2t_store_close(f.st);
+    to_format2("db", f.ext, 2);
+    h2t_store *st;
+    ASSERT_OK(h2t_store_open("db", 0, &st));
+    h2t_store_meta meta;
+    ASSERT_OK(h2t_store_meta_get(st, &meta));
+    ASSERT_EQ(meta.format_version, 2);
+    h2t_extraction *e = NULL;
+    ASSERT_OK(h2t_store_extraction_get(st, f.ext, &e));
+    ASSERT_EQ(e->checksums, 0);
+    h2t_extraction_destroy(e);
+    f.st = st;
+    write_range(&f, dims, 2, 30, 20);
+    float v[50 * 10];
+    ASSERT_OK(h2t_store_layer_read(st, f.ext, 0, NULL, 0, 50, v, 10));
+    for (uint32_t i = 0; i < 50; i++)
+        ASSERT(v[i * 10 + 7] == fval(0, i, 7));
+    h2t_layer_stats *ls;
+    ASSERT_OK(h2t_store_stats_get(st, f.ext, 1, &ls));
+    ASSERT_EQ(ls->count, 50);
+    h2t_layer_stats_destroy(ls);
+    ASSERT_OK(h2t_store_meta_get(st, &meta));
+    ASSERT_EQ(meta.format_version, H2T_STORE_FORMAT_VERSION);
+    h2t_store_close(st);
 }
