@@ -21,6 +21,7 @@
 #include <lmdb.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -3183,5 +3184,450 @@ int h2t_store_result_get(h2t_store *st, uint64_t id, void **blob, size_t *len)
         *blob = c.blob;
         *len = c.len;
     }
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* verify: every record decoded, every feature block and statistics record checked            */
+
+typedef struct verify_ctx {
+    h2t_store_problem_fn fn;
+    void *ud;
+    h2t_store_verify_report rep;
+} verify_ctx;
+
+static void verify_bad(verify_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void verify_bad(verify_ctx *c, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    c->rep.damaged++;
+    if (c->fn)
+        c->fn(c->ud, msg);
+}
+
+/* the records of one table through its decoder: a damaged one is reported, not fatal */
+static int verify_table(h2t_store *st, MDB_txn *txn, verify_ctx *c, int t)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(txn, st->dbi[t], &cur);
+    if (rc)
+        return st_mdb(st, rc, "verify cursor");
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        c->rep.records++;
+        char kd[160];
+        key_desc(t, &k, kd, sizeof(kd));
+        int r = 0;
+        if (t == T_SOURCES && k.mv_size == 4) {
+            h2t_source *s = NULL;
+            r = source_decode(st, &v, h2t_be32_get(k.mv_data), &s);
+            h2t_source_destroy(s);
+        } else if (t == T_LABELS) {
+            r = k.mv_size == 8 && v.mv_size == 5 ? 0 : H2T_ECORRUPT;
+        } else if (t == T_MODELS && k.mv_size == 4) {
+            h2t_model_rec m;
+            r = model_decode(st, &v, h2t_be32_get(k.mv_data), &m);
+        } else if (t == T_EXTRACTIONS && k.mv_size == 4) {
+            h2t_extraction *e = NULL;
+            r = ext_decode(st, &v, h2t_be32_get(k.mv_data), &e);
+            h2t_extraction_destroy(e);
+        } else if (t == T_TASKS) {
+            h2t_task *tk = NULL;
+            r = task_decode(st, &k, &v, 1, &tk);
+            h2t_task_destroy(tk);
+        } else if (t == T_JOBS && k.mv_size == 8) {
+            h2t_job *j = NULL;
+            r = job_decode(st, &v, h2t_be64_get(k.mv_data), &j);
+            h2t_job_destroy(j);
+        } else if (t == T_RESULTS && k.mv_size == 8) {
+            /* the solver's blob ends in a CRC32C of the rest (solver/result.c) */
+            uint32_t want = 0;
+            if (v.mv_size >= 12)
+                memcpy(&want, (const uint8_t *)v.mv_data + v.mv_size - 4, 4);
+            r = v.mv_size >= 12 && h2t_crc32c(0, v.mv_data, v.mv_size - 4) == want ? 0
+                                                                                   : H2T_ECORRUPT;
+        } else if (t != T_META) {
+            r = H2T_ECORRUPT; /* a key of the wrong size */
+        }
+        if (r == H2T_ENOMEM) {
+            mdb_cursor_close(cur);
+            return r;
+        }
+        if (r < 0)
+            verify_bad(c, "table %s: record %s is damaged", table_names[t], kd);
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : st_mdb(st, rc, "verify");
+}
+
+/* every block of one extraction: sizes, order, checksums; samples [0, samples_done) covered */
+static int verify_ext(h2t_store *st, MDB_txn *txn, verify_ctx *c, const h2t_extraction *e)
+{
+    const size_t esize = e->dtype == H2T_DTYPE_F16 ? 2 : 4;
+    const size_t packbytes = (size_t)e->total_dim * esize;
+    const size_t trailer = e->checksums ? (size_t)4 * e->n_layers : 0;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    key kk;
+    int rc = mdb_cursor_open(txn, st->dbi[T_FEATURES], &cur);
+    if (rc)
+        return st_mdb(st, rc, "verify cursor");
+    k = *key_feat(&kk, e->id, 0, 0);
+    uint64_t packed_next = 0; /* the sample the next packed block must start at */
+    uint64_t *layer_next = calloc(e->n_layers, sizeof(uint64_t)); /* format 1 blocks */
+    if (!layer_next) {
+        mdb_cursor_close(cur);
+        return h2t_err_set(H2T_ENOMEM, "verify");
+    }
+    int any_packed = 0, any_layer = 0;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 10 || h2t_be32_get(k.mv_data) != e->id)
+            break;
+        uint16_t tag = h2t_be16_get((const uint8_t *)k.mv_data + 4);
+        uint32_t f = h2t_be32_get((const uint8_t *)k.mv_data + 6);
+        c->rep.blocks++;
+        if (tag == ST_PACKED) {
+            any_packed = 1;
+            if (v.mv_size <= trailer || (v.mv_size - trailer) % packbytes) {
+                verify_bad(c,
+                           "extraction %u '%s': the feature block at sample %u has %zu bytes, not "
+                           "a whole number of samples",
+                           e->id, e->name, f, v.mv_size);
+                continue;
+            }
+            uint64_t cnt = (v.mv_size - trailer) / packbytes;
+            if (f != packed_next)
+                verify_bad(c, "extraction %u '%s': samples %llu..%u have no feature block", e->id,
+                           e->name, (unsigned long long)packed_next, f - 1);
+            packed_next = f + cnt;
+            if (!e->checksums) {
+                c->rep.unchecked_blocks++;
+                continue;
+            }
+            const uint8_t *d = v.mv_data;
+            size_t off = 0;
+            for (uint32_t l = 0; l < e->n_layers; l++) {
+                size_t bytes = (size_t)cnt * e->layers[l].dim * esize;
+                uint32_t want;
+                memcpy(&want, d + cnt * packbytes + 4 * (size_t)l, 4);
+                if (h2t_crc32c(0, d + off, bytes) != want)
+                    verify_bad(c,
+                               "extraction %u '%s' layer %u '%s' samples %u..%llu: the feature "
+                               "block fails its checksum",
+                               e->id, e->name, l, e->layers[l].name, f,
+                               (unsigned long long)(f + cnt - 1));
+                off += bytes;
+            }
+        } else if (tag < e->n_layers) { /* format 1: one block per layer, never checksummed */
+            any_layer = 1;
+            size_t rb = (size_t)e->layers[tag].dim * esize;
+            c->rep.unchecked_blocks++;
+            if (v.mv_size == 0 || v.mv_size % rb)
+                verify_bad(c,
+                           "extraction %u '%s' layer %u: the feature block at sample %u has %zu "
+                           "bytes, not a whole number of rows",
+                           e->id, e->name, tag, f, v.mv_size);
+            else if (f + v.mv_size / rb > layer_next[tag])
+                layer_next[tag] = f + v.mv_size / rb;
+        } else {
+            verify_bad(c, "extraction %u '%s': a feature block of layer %u, which it does not have",
+                       e->id, e->name, tag);
+        }
+    }
+    mdb_cursor_close(cur);
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        free(layer_next);
+        return st_mdb(st, rc, "verify");
+    }
+    /* samples_done must be covered: by the packed blocks, or (format 1 then format 2) by
+     * each layer's own blocks up to where the packed ones begin */
+    if (e->samples_done > 0) {
+        uint64_t covered = packed_next;
+        if (any_layer && !any_packed) {
+            covered = UINT64_MAX;
+            for (uint32_t l = 0; l < e->n_layers; l++)
+                covered = layer_next[l] < covered ? layer_next[l] : covered;
+        }
+        if (covered < e->samples_done && !(any_layer && any_packed))
+            verify_bad(c,
+                       "extraction %u '%s': samples_done is %u but the feature blocks end at "
+                       "sample %llu",
+                       e->id, e->name, e->samples_done, (unsigned long long)covered);
+    }
+    free(layer_next);
+    /* statistics */
+    for (uint32_t l = 0; l < e->n_layers; l++) {
+        rc = mdb_get(txn, st->dbi[T_STATS], key_stats(&kk, e->id, (uint16_t)l), &v);
+        if (rc == MDB_NOTFOUND) {
+            if (e->samples_done)
+                verify_bad(c, "extraction %u '%s' layer %u '%s': no statistics", e->id, e->name, l,
+                           e->layers[l].name);
+            continue;
+        }
+        if (rc)
+            return st_mdb(st, rc, "verify");
+        c->rep.records++;
+        if (stats_check(st, &v, e, l) < 0)
+            verify_bad(c, "extraction %u '%s' layer %u '%s': the statistics are damaged (%s)",
+                       e->id, e->name, l, e->layers[l].name,
+                       strstr(h2t_err_detail(), "checksum") ? "checksum mismatch" : "wrong size");
+    }
+    return 0;
+}
+
+static int verify_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    verify_ctx *c = ctx;
+    int rc;
+    for (int t = T_SOURCES; t < T_COUNT; t++)
+        if (t != T_FEATURES && t != T_STATS && (rc = verify_table(st, txn, c, t)) < 0)
+            return rc;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    if ((rc = mdb_cursor_open(txn, st->dbi[T_EXTRACTIONS], &cur)) != 0)
+        return st_mdb(st, rc, "verify cursor");
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        h2t_extraction *e = NULL;
+        if (k.mv_size != 4 || ext_decode(st, &v, h2t_be32_get(k.mv_data), &e) < 0)
+            continue; /* reported with the table */
+        c->rep.extractions++;
+        int r = verify_ext(st, txn, c, e);
+        h2t_extraction_destroy(e);
+        if (r < 0) {
+            mdb_cursor_close(cur);
+            return r;
+        }
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : st_mdb(st, rc, "verify");
+}
+
+int h2t_store_verify(h2t_store *st, h2t_store_problem_fn fn, void *ud, h2t_store_verify_report *out)
+{
+    verify_ctx c = {.fn = fn, .ud = ud};
+    int rc = st_run(st, 0, verify_fn, &c);
+    if (rc == 0 && out)
+        *out = c.rep;
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* removal and compaction                                                                     */
+
+typedef struct ext_del_ctx {
+    uint32_t id;
+    int force;
+    uint32_t tasks_removed;
+} ext_del_ctx;
+
+static int ext_delete_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    ext_del_ctx *c = ctx;
+    h2t_extraction *e;
+    int rc = ext_load(st, txn, c->id, &e);
+    if (rc < 0)
+        return rc;
+    /* the tasks over it: named in the refusal, or removed with it */
+    MDB_cursor *cur;
+    MDB_val k, v;
+    char users[512] = "";
+    size_t ul = 0;
+    uint32_t nusers = 0;
+    if ((rc = mdb_cursor_open(txn, st->dbi[T_TASKS], &cur)) != 0) {
+        rc = st_mdb(st, rc, "tasks cursor");
+        goto out;
+    }
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        h2t_task *t = NULL;
+        if (task_decode(st, &k, &v, 0, &t) < 0) /* a damaged task names nothing */
+            continue;
+        if (t->extraction == c->id) {
+            nusers++;
+            if (ul < sizeof(users) - 1)
+                ul += (size_t)snprintf(users + ul, sizeof(users) - ul, "%s'%s'", ul ? ", " : "",
+                                       t->name);
+            if (c->force) {
+                rc = mdb_cursor_del(cur, 0);
+                c->tasks_removed++;
+            }
+        }
+        h2t_task_destroy(t);
+        if (rc) {
+            mdb_cursor_close(cur);
+            rc = st_mdb(st, rc, "deleting a task");
+            goto out;
+        }
+    }
+    mdb_cursor_close(cur);
+    if (rc != MDB_NOTFOUND) {
+        rc = st_mdb(st, rc, "reading tasks");
+        goto out;
+    }
+    if (nusers && !c->force) {
+        rc = h2t_err_set(H2T_ESTATE,
+                         "extraction %u '%s' is used by %u task(s): %s (remove them first, or "
+                         "h2tdb rm --force to remove them with it)",
+                         e->id, e->name, nusers, users);
+        goto out;
+    }
+    /* its feature blocks (format 1 per layer, and packed), statistics, then the record */
+    key kk;
+    if ((rc = mdb_cursor_open(txn, st->dbi[T_FEATURES], &cur)) != 0) {
+        rc = st_mdb(st, rc, "features cursor");
+        goto out;
+    }
+    k = *key_feat(&kk, e->id, 0, 0);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+         rc == 0 && k.mv_size == 10 && h2t_be32_get(k.mv_data) == e->id;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+        if ((rc = mdb_cursor_del(cur, 0)) != 0)
+            break;
+    mdb_cursor_close(cur);
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        rc = st_mdb(st, rc, "deleting features");
+        goto out;
+    }
+    for (uint32_t l = 0; l < e->n_layers; l++) {
+        rc = mdb_del(txn, st->dbi[T_STATS], key_stats(&kk, e->id, (uint16_t)l), NULL);
+        if (rc && rc != MDB_NOTFOUND) {
+            rc = st_mdb(st, rc, "deleting statistics");
+            goto out;
+        }
+    }
+    rc = mdb_del(txn, st->dbi[T_EXTRACTIONS], key_u32(&kk, e->id), NULL);
+    rc = rc ? st_mdb(st, rc, "deleting the extraction") : 0;
+out:
+    h2t_extraction_destroy(e);
+    return rc;
+}
+
+int h2t_store_extraction_delete(h2t_store *st, uint32_t id, int force, uint32_t *tasks_removed)
+{
+    ext_del_ctx c = {.id = id, .force = force};
+    int rc = st_run(st, 1, ext_delete_fn, &c);
+    if (rc == 0 && tasks_removed)
+        *tasks_removed = c.tasks_removed;
+    return rc;
+}
+
+typedef struct job_del_ctx {
+    uint64_t id;
+    int force;
+} job_del_ctx;
+
+static int job_delete_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    job_del_ctx *c = ctx;
+    key k;
+    MDB_val v;
+    int rc = mdb_get(txn, st->dbi[T_JOBS], key_u64(&k, c->id), &v);
+    if (rc == MDB_NOTFOUND)
+        return h2t_err_set(H2T_ENOTFOUND, "no job %llu in store %s", (unsigned long long)c->id,
+                           st->dir);
+    if (rc)
+        return st_mdbk(st, rc, "reading", T_JOBS, &k.v);
+    h2t_job *j = NULL;
+    if (job_decode(st, &v, c->id, &j) == 0 && !c->force &&
+        (j->state == H2T_JOB_QUEUED || j->state == H2T_JOB_RUNNING)) {
+        rc = h2t_err_set(
+            H2T_ESTATE, "job %llu is %s: cancel it first (h2tdb cancel %llu), or h2tdb rm --force",
+            (unsigned long long)c->id, j->state == H2T_JOB_QUEUED ? "queued" : "running",
+            (unsigned long long)c->id);
+        h2t_job_destroy(j);
+        return rc;
+    }
+    h2t_job_destroy(j); /* a damaged record is removed too */
+    if ((rc = mdb_del(txn, st->dbi[T_JOBS], key_u64(&k, c->id), NULL)) != 0)
+        return st_mdb(st, rc, "deleting a job");
+    rc = mdb_del(txn, st->dbi[T_RESULTS], key_u64(&k, c->id), NULL);
+    return rc && rc != MDB_NOTFOUND ? st_mdb(st, rc, "deleting a result") : 0;
+}
+
+int h2t_store_job_delete(h2t_store *st, uint64_t id, int force)
+{
+    job_del_ctx c = {.id = id, .force = force};
+    return st_run(st, 1, job_delete_fn, &c);
+}
+
+static uint64_t file_size(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+}
+
+int h2t_store_compact(const char *dir, uint64_t *before, uint64_t *after)
+{
+    h2t_store *st = NULL;
+    char tmp[1100], data[1100], tdata[1200];
+    int rc = h2t_store_open(dir, 0, &st);
+    if (rc < 0)
+        return rc;
+    /* no server may run on it meanwhile (its writes would go to the old file) */
+    if ((rc = h2t_store_service_lock(st)) < 0) {
+        h2t_store_close(st);
+        return rc;
+    }
+    snprintf(tmp, sizeof(tmp), "%s/compact.tmp", dir);
+    snprintf(data, sizeof(data), "%s/data.mdb", dir);
+    snprintf(tdata, sizeof(tdata), "%s/data.mdb", tmp);
+    uint64_t b = file_size(data);
+    unlink(tdata); /* what an interrupted compaction left */
+    rmdir(tmp);
+    if (mkdir(tmp, 0755) != 0) {
+        rc = h2t_err_set(H2T_EIO, "store %s: compaction directory %s: %s", dir, tmp,
+                         strerror(errno));
+        goto fail;
+    }
+    st_lock_shared(st);
+    int mrc = mdb_env_copy2(st->env, tmp, MDB_CP_COMPACT);
+    st_unlock_shared(st);
+    if (mrc) {
+        rc = st_mdb(st, mrc, "compacting");
+        goto fail;
+    }
+    int fd = open(tdata, O_RDONLY);
+    if (fd < 0 || fsync(fd) != 0) {
+        rc = h2t_err_set(H2T_EIO, "store %s: %s: %s", dir, tdata, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        goto fail;
+    }
+    close(fd);
+    /* the copy replaces the file in one rename while the service lock is held (a second
+     * handle keeps it: closing st's would release it before the swap) */
+    int lockfd = dup(st->service_fd);
+    h2t_store_close(st);
+    st = NULL;
+    if (rename(tdata, data) != 0) {
+        rc = h2t_err_set(H2T_EIO, "store %s: replacing data.mdb: %s", dir, strerror(errno));
+        unlink(tdata);
+    }
+    rmdir(tmp);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    if (lockfd >= 0)
+        close(lockfd);
+    if (rc == 0) {
+        if (before)
+            *before = b;
+        if (after)
+            *after = file_size(data);
+    }
+    return rc;
+fail:
+    unlink(tdata);
+    rmdir(tmp);
+    h2t_store_close(st);
     return rc;
 }

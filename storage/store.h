@@ -330,4 +330,40 @@ void h2t_job_list_destroy(h2t_job **v, size_t n); /* NULL is a no-op */
  * Errors: H2T_ENOTFOUND (no result stored for the job). */
 int h2t_store_result_get(h2t_store *st, uint64_t id, void **blob, size_t *len);
 
+/* ---- integrity and life cycle ---- */
+typedef struct h2t_store_verify_report {
+    uint64_t records;          /* records decoded (sources, labels, ..., statistics) */
+    uint64_t extractions;      /* extractions whose blocks were walked */
+    uint64_t blocks;           /* feature blocks seen */
+    uint64_t unchecked_blocks; /* of them, written without checksums (format 1/2 builds) */
+    uint64_t damaged;          /* problems reported */
+} h2t_store_verify_report;
+/* Called once per problem found, with a line naming the table and record, or the extraction,
+ * layer and samples (BORROWED for the call). */
+typedef void (*h2t_store_problem_fn)(void *ud, const char *problem);
+/* Check the whole store in one read transaction: every record through its decoder (a result
+ * blob against its CRC32C), every feature block's size, order and per-layer checksum, the
+ * blocks covering samples [0, samples_done), every statistics record's size and checksum.
+ * Returns 0 when the walk finished (damage or not: see out->damaged); an error only when it
+ * could not run. fn may be NULL. */
+int h2t_store_verify(h2t_store *st, h2t_store_problem_fn fn, void *ud,
+                     h2t_store_verify_report *out);
+
+/* Remove an extraction: its feature blocks, statistics and record, in one transaction. The
+ * tasks over it depend on it: without force that is H2T_ESTATE naming them; with force they
+ * are removed too (*tasks_removed, may be NULL). The source and model records stay (other
+ * extractions may share them). Errors: H2T_ENOTFOUND, H2T_ESTATE, store errors. */
+int h2t_store_extraction_delete(h2t_store *st, uint32_t id, int force, uint32_t *tasks_removed);
+/* Remove a job and its result. A queued or running job is H2T_ESTATE unless force (a server
+ * that runs it must not be serving the store: h2tdb rm holds the service lock). A damaged
+ * record is removed too. Errors: H2T_ENOTFOUND, H2T_ESTATE. */
+int h2t_store_job_delete(h2t_store *st, uint64_t id, int force);
+/* Give removed space back: copy the store with LMDB's compaction (mdb_env_copy2,
+ * MDB_CP_COMPACT) into DIR/compact.tmp, fsync it, and rename it over DIR/data.mdb. Holds the
+ * service lock throughout, so it refuses (H2T_EBUSY naming the pid) while a server runs;
+ * nothing else may write the store meanwhile (an extraction's writes after the copy began
+ * would be lost). An interrupted compaction leaves the store as it was (and compact.tmp,
+ * removed by the next run). *before / *after: data.mdb's size (may be NULL). */
+int h2t_store_compact(const char *dir, uint64_t *before, uint64_t *after);
+
 #endif
