@@ -31,6 +31,9 @@ int h2t_cmd_classify(int argc, char **argv); /* cli/cmd_classify.c */
 int h2t_cmd_stats(int argc, char **argv);
 int h2t_cmd_report(int argc, char **argv);  /* cli/cmd_report.c */
 int h2t_cmd_compare(int argc, char **argv); /* cli/cmd_compare.c */
+int h2t_cmd_verify(int argc, char **argv);  /* cli/cmd_admin.c */
+int h2t_cmd_rm(int argc, char **argv);
+int h2t_cmd_compact(int argc, char **argv);
 
 #define H2T_CMD_TABLE                                                                              \
     {"version", "print the version", h2t_cmd_version},                                             \
@@ -54,6 +57,9 @@ int h2t_cmd_compare(int argc, char **argv); /* cli/cmd_compare.c */
         {"report", "draw a job's head as SVG: kept features per layer, CV accuracy",               \
          h2t_cmd_report},                                                                          \
         {"compare", "finished jobs side by side: accuracy, hyperparameters, kept features",        \
-         h2t_cmd_compare},
+         h2t_cmd_compare},                                                                         \
+        {"verify", "check every record, feature block and checksum of a store", h2t_cmd_verify},   \
+        {"rm", "remove an extraction, task or job from a store", h2t_cmd_rm},                      \
+        {"compact", "give a store's removed space back to the file system", h2t_cmd_compact},
 
 #endif

@@ -9,7 +9,9 @@
 #include "tests/fixture.h"
 #include "tests/test.h"
 
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 /* run `$H2T_BIN args` through sh with stderr merged into out; the exit status */
 static int run(const char *args, char *out, size_t cap)
@@ -52,4 +54,139 @@ TEST(cli_options_out_of_range_refused)
             TEST_FAILF("h2tdb %s: exit %d, output:\n%s\n(wanted exit 2 and \"%s\")", cases[i].args,
                        rc, out, cases[i].want);
     }
+}
+
+static float safety_value(void *ctx, uint32_t layer, uint32_t sample, uint32_t j, uint32_t label)
+{
+    (void)label;
+    float base = ctx ? *(const float *)ctx : 0.0f; /* keeps the extractions' values apart */
+    return base + (float)(layer * 1000 + sample) + (float)j / 512.0f;
+}
+
+/* a store with two extractions ("big", 2000 samples x 256 + 16 features, and "small"), a task
+ * over "big" and two jobs (one finished, one queued) */
+static void build(const char *dir, uint32_t *big, uint32_t *small)
+{
+    static const h2t_layer_info L[2] = {
+        {.name = "conv", .op = "Relu", .rank = 2, .shape = {256}, .dim = 256},
+        {.name = "fc", .op = "Gemm", .rank = 2, .shape = {16}, .dim = 16},
+    };
+    fixture_spec sp = {.ext = {.name = "big", .hash = 1, .done = 1},
+                       .samples = {.n = 2000, .classes = 4, .train = 1500},
+                       FIXTURE_LAYERS(L),
+                       .features = {.written = 2000, .value = safety_value}};
+    h2t_store *st;
+    ASSERT_OK(fixture_store_build(dir, H2T_STORE_CREATE | H2T_STORE_NOSYNC, &sp, &st, big));
+    h2t_store_close(st);
+    sp.ext.name = "small";
+    sp.ext.hash = 2;
+    sp.samples.n = 100;
+    sp.samples.train = 80;
+    sp.features.written = 100;
+    static float small_base = 100000.0f;
+    sp.features.ctx = &small_base;
+    ASSERT_OK(fixture_store_build(dir, H2T_STORE_NOSYNC, &sp, &st, small));
+    h2t_task t = {0};
+    snprintf(t.name, sizeof(t.name), "over-big");
+    t.extraction = *big;
+    t.n_classes = 2;
+    uint32_t tr[2] = {0, 1}, trl[2] = {0, 1};
+    t.n_train = 2;
+    t.train = tr;
+    t.train_labels = trl;
+    ASSERT_OK(h2t_store_task_put(st, &t, 0));
+    uint64_t a, b;
+    ASSERT_OK(h2t_store_job_create(st, "x", 1, &a));
+    ASSERT_OK(h2t_store_job_finish(st, a, H2T_JOB_FAILED, "diverged", NULL, 0));
+    ASSERT_OK(h2t_store_job_create(st, "y", 1, &b));
+    h2t_store_close(st);
+}
+
+/* h2tdb verify: ok on a sound store; a flipped byte in a feature block is reported naming the
+ * extraction, layer and samples, with exit status 1 */
+TEST(cli_verify_reports_damage)
+{
+    uint32_t big, small;
+    build("db", &big, &small);
+    char out[8192];
+    int rc = run("verify --store db", out, sizeof(out));
+    if (rc != 0 || !strstr(out, ": ok"))
+        TEST_FAILF("verify on a sound store: exit %d\n%s", rc, out);
+    ASSERT_CONTAINS(out, "2 extraction(s)");
+    /* flip a byte of layer "fc" in the first block of "small" with raw LMDB */
+    FILE *f = fopen("db/data.mdb", "r+b");
+    ASSERT(f != NULL);
+    /* find the float of sample 7, feature 3 of layer fc in "small" */
+    float small_base = 100000.0f;
+    float needle = safety_value(&small_base, 1, 7, 3, 0);
+    uint8_t buf[65536];
+    size_t n, base = 0, hit = SIZE_MAX;
+    while (hit == SIZE_MAX && (n = fread(buf, 1, sizeof(buf), f)) > 0) {
+        for (size_t i = 0; i + 4 <= n; i += 4)
+            if (!memcmp(buf + i, &needle, 4)) {
+                hit = base + i;
+                break;
+            }
+        base += n;
+    }
+    ASSERT(hit != SIZE_MAX);
+    fseek(f, (long)hit, SEEK_SET);
+    float bad = 932.5f;
+    fwrite(&bad, 4, 1, f);
+    fclose(f);
+    rc = run("verify --store db", out, sizeof(out));
+    if (rc != 1 || !strstr(out, "damaged: extraction 2 'small' layer 1 'fc' samples 0..99"))
+        TEST_FAILF("verify on a damaged store: exit %d\n%s", rc, out);
+    /* and a read names it too, never the value */
+    rc = run("dump --store db small --layer fc --sample 7", out, sizeof(out));
+    ASSERT_EQ(rc, 1);
+    ASSERT_CONTAINS(out, "checksum");
+}
+
+/* h2tdb rm refuses what others depend on unless --force, and refuses while a server holds the
+ * store; h2tdb compact gives the space back and the store reads the same afterwards */
+TEST(cli_rm_and_compact)
+{
+    uint32_t big, small;
+    build("db", &big, &small);
+    char out[8192];
+    ASSERT_EQ(run("rm --store db extraction big", out, sizeof(out)), 1);
+    ASSERT_CONTAINS(out, "used by 1 task(s): 'over-big'");
+    ASSERT_EQ(run("rm --store db job 2", out, sizeof(out)), 1);
+    ASSERT_CONTAINS(out, "job 2 is queued");
+    ASSERT_EQ(run("rm --store db job 1", out, sizeof(out)), 0);
+    ASSERT_EQ(run("rm --store db job 1", out, sizeof(out)), 1);
+    ASSERT_CONTAINS(out, "no job 1");
+    /* while a server (here: this process) holds the service lock, rm and compact refuse */
+    h2t_store *st;
+    ASSERT_OK(h2t_store_open("db", 0, &st));
+    ASSERT_OK(h2t_store_service_lock(st));
+    char pid[64];
+    snprintf(pid, sizeof(pid), "in use by process %ld", (long)getpid());
+    ASSERT_EQ(run("rm --store db job 2 --force", out, sizeof(out)), 1);
+    ASSERT_CONTAINS(out, pid);
+    ASSERT_EQ(run("compact --store db", out, sizeof(out)), 1);
+    ASSERT_CONTAINS(out, pid);
+    h2t_store_close(st);
+    ASSERT_EQ(run("rm --store db extraction big --force", out, sizeof(out)), 0);
+    ASSERT_CONTAINS(out, "removed extraction 1 and 1 task(s)");
+    ASSERT_EQ(run("rm --store db task over-big", out, sizeof(out)), 1);
+    ASSERT_EQ(run("verify --store db", out, sizeof(out)), 0);
+    struct stat sb;
+    ASSERT_EQ(stat("db/data.mdb", &sb), 0);
+    off_t before = sb.st_size;
+    ASSERT_EQ(run("compact --store db", out, sizeof(out)), 0);
+    ASSERT_EQ(stat("db/data.mdb", &sb), 0);
+    if (sb.st_size * 2 > before)
+        TEST_FAILF("compact: %lld -> %lld bytes", (long long)before, (long long)sb.st_size);
+    ASSERT_EQ(run("verify --store db", out, sizeof(out)), 0);
+    ASSERT_OK(h2t_store_open("db", 0, &st));
+    float v[16];
+    ASSERT_OK(h2t_store_feature_get(st, small, 1, 99, v, 16));
+    float small_base = 100000.0f;
+    ASSERT(v[5] == safety_value(&small_base, 1, 99, 5, 0));
+    uint32_t id;
+    ASSERT_EQ(h2t_store_extraction_find(st, "big", &id), H2T_ENOTFOUND);
+    h2t_store_close(st);
+    ASSERT_EQ(access("db/compact.tmp", F_OK), -1);
 }
