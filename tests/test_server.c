@@ -819,9 +819,11 @@ TEST(server_kill_and_restart)
     h2t_msg q = {.type = H2T_MSG_GET_JOB}, rep;
     q.u.job_ref.job = ids[0];
     int running = 0;
-    for (int i = 0; i < 500 && !running; i++) {
+    for (int i = 0; i < 1500 && !running; i++) {
         ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_JOB, &rep));
-        running = rep.u.job.state == H2T_JOB_RUNNING;
+        /* running as the store records it: the worker shows RUNNING before its attempt is
+         * committed, and a kill in between leaves the job queued with no attempt */
+        running = rep.u.job.state == H2T_JOB_RUNNING && rep.u.job.attempts >= 1;
         h2t_msg_free(&rep);
         usleep(10000);
     }
