@@ -35,6 +35,8 @@ static void extract_usage(FILE *f)
                "                          source of its own, numbered train first (e.g. --train\n"
                "                          1000 --test 2000); 'all' keeps a whole split\n"
                "  --limit N               only the first N samples of the source (quick subsets)\n"
+               "  --shard I/N             only shard I of N (contiguous sample ranges, one store\n"
+               "                          each; h2tdb merge joins them; docs/deployment.md)\n"
                "  --layers REGEX          tensors whose name matches (POSIX extended) instead of\n"
                "                          the default rule (every node output of rank 2-4 but\n"
                "                          reshapes/identities, attention weights and heads)\n"
@@ -216,6 +218,14 @@ int h2t_cmd_extract(int argc, char **argv)
         } else if (!strcmp(a, "--limit")) {
             if (parse_u32(v, &o.limit, 0) < 0 || o.limit == 0)
                 return usage_err("--limit '%s': a positive integer", v);
+        } else if (!strcmp(a, "--shard")) {
+            unsigned si, sn;
+            int used = 0;
+            if (sscanf(v, "%u/%u%n", &si, &sn, &used) != 2 || v[used] != '\0' || sn == 0 ||
+                si >= sn)
+                return usage_err("--shard '%s': I/N with 0 <= I < N", v);
+            o.shard_i = si;
+            o.shard_n = sn;
         } else if (!strcmp(a, "--train")) {
             if (parse_u32(v, &o.n_train, 1) < 0)
                 return usage_err("--train '%s': a count or 'all'", v);

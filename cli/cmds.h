@@ -15,6 +15,7 @@ typedef struct h2t_cmd {
 
 int h2t_cmd_version(int argc, char **argv);
 int h2t_cmd_extract(int argc, char **argv);
+int h2t_cmd_merge(int argc, char **argv); /* cli/cmd_merge.c */
 int h2t_cmd_ls(int argc, char **argv);
 int h2t_cmd_layers(int argc, char **argv);
 int h2t_cmd_dump(int argc, char **argv);
@@ -42,6 +43,7 @@ int h2t_cmd_compact(int argc, char **argv);
         {"dump", "print one stored feature vector (layer, sample)", h2t_cmd_dump},                 \
         {"extract", "run a model once over a dataset and store every layer's features",            \
          h2t_cmd_extract},                                                                         \
+        {"merge", "one store from the shard stores of extract --shard I/N", h2t_cmd_merge},        \
         {"serve", "serve a store over TCP: tasks, train jobs, statistics", h2t_cmd_serve},         \
         {"task", "create a task (labels and sample lists) on a server", h2t_cmd_task},             \
         {"tasks", "list the tasks of a server", h2t_cmd_tasks},                                    \

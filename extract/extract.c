@@ -55,7 +55,8 @@ struct h2t_extract_plan {
     h2t_data *d;
     h2t_prep prep;
     char prep_desc[256];
-    uint32_t n_samples; /* planned: limit applied */
+    uint32_t n_samples; /* planned: limit applied, the shard's range when sharded */
+    uint32_t base;      /* the source sample of planned sample 0 (a shard's first) */
     int fb;             /* samples per forward pass */
     uint32_t n_layers;
     int *tensors;           /* tensor index of each layer */
@@ -580,6 +581,20 @@ int h2t_extract_plan_create(const h2t_extract_opts *o, h2t_extract_plan **out)
     p->n_samples = di->n_samples;
     if (o->limit && o->limit < p->n_samples)
         p->n_samples = o->limit;
+    uint32_t whole_n = p->n_samples;
+    if (o->shard_n) {
+        if (o->shard_i >= o->shard_n || o->shard_n > whole_n) {
+            rc = h2t_err_set(H2T_EINVAL,
+                             "shard %u/%u: the shard must be below the count (0..%u) and the "
+                             "count at most the %u samples",
+                             o->shard_i, o->shard_n, o->shard_n - 1, whole_n);
+            goto fail;
+        }
+        uint32_t lo, hi;
+        h2t_extract_shard_range(whole_n, o->shard_i, o->shard_n, &lo, &hi);
+        p->base = lo;
+        p->n_samples = hi - lo;
+    }
     h2t_prep_describe(&p->prep, di->pixel, p->prep_desc, sizeof p->prep_desc);
 
     if ((rc = plan_layers(p)) < 0)
@@ -610,7 +625,7 @@ int h2t_extract_plan_create(const h2t_extract_opts *o, h2t_extract_plan **out)
     h2t_hex(di->hash, 32, sh);
     int len = snprintf(full, sizeof full,
                        "model=%s source=%s samples=%u target=%u dtype=%s layers=%s%s %s%s", mh, sh,
-                       p->n_samples, o->target_size, o->dtype == H2T_DTYPE_F16 ? "f16" : "f32",
+                       whole_n, o->target_size, o->dtype == H2T_DTYPE_F16 ? "f16" : "f32",
                        o->layers_regex ? "regex:" : "default-" LAYER_RULE_VERSION,
                        o->layers_regex ? o->layers_regex : "", p->prep_desc, fbs);
     if (len < 0 || (size_t)len >= sizeof full) {
@@ -621,16 +636,76 @@ int h2t_extract_plan_create(const h2t_extract_opts *o, h2t_extract_plan **out)
     h2t_sha256_update(&hs, full, (size_t)len);
     h2t_sha256_final(&hs, p->config_hash);
     /* the stored, human-readable config: short hashes (the full ones are in the records) */
-    snprintf(p->config, sizeof p->config,
-             "model=%.16s source=%.16s samples=%u target=%u dtype=%s layers=%s%s %s%s", mh, sh,
-             p->n_samples, o->target_size, o->dtype == H2T_DTYPE_F16 ? "f16" : "f32",
-             o->layers_regex ? "regex:" : "default-" LAYER_RULE_VERSION,
-             o->layers_regex ? o->layers_regex : "", p->prep_desc, fbs);
+    len = snprintf(p->config, sizeof p->config,
+                   "model=%.16s source=%.16s samples=%u target=%u dtype=%s layers=%s%s %s%s", mh,
+                   sh, whole_n, o->target_size, o->dtype == H2T_DTYPE_F16 ? "f16" : "f32",
+                   o->layers_regex ? "regex:" : "default-" LAYER_RULE_VERSION,
+                   o->layers_regex ? o->layers_regex : "", p->prep_desc, fbs);
+    if (o->shard_n) {
+        /* a shard: the whole extraction's identity plus the shard; the stored config names
+         * the whole one's hash for the merge */
+        char whole[65], tail[128];
+        h2t_hex(p->config_hash, 32, whole);
+        snprintf(tail, sizeof tail, " shard=%u/%u", o->shard_i, o->shard_n);
+        int clen = len;
+        len += snprintf(full + len, sizeof full - (size_t)len, "%s", tail);
+        clen +=
+            snprintf(p->config + clen, sizeof p->config - (size_t)clen, "%s of=%s", tail, whole);
+        if ((size_t)len >= sizeof full || (size_t)clen >= sizeof p->config) {
+            rc = h2t_err_set(H2T_EINVAL, "configuration too long for a shard");
+            goto fail;
+        }
+        h2t_sha256_init(&hs);
+        h2t_sha256_update(&hs, full, (size_t)len);
+        h2t_sha256_final(&hs, p->config_hash);
+    }
     *out = p;
     return 0;
 fail:
     h2t_extract_plan_destroy(p);
     return rc;
+}
+
+void h2t_extract_shard_range(uint32_t n_samples, uint32_t i, uint32_t n, uint32_t *lo, uint32_t *hi)
+{
+    *lo = (uint32_t)((uint64_t)n_samples * i / n);
+    *hi = (uint32_t)((uint64_t)n_samples * (i + 1) / n);
+}
+
+int h2t_extract_shard_parse(const char *config, uint32_t *i, uint32_t *n, uint8_t hash[32],
+                            char *whole, size_t wlen, uint32_t *n_samples)
+{
+    /* the last " shard=": the fields end the config (a layer regex may hold the text) */
+    const char *sh = NULL;
+    for (const char *q = strstr(config, " shard="); q; q = strstr(q + 1, " shard="))
+        sh = q;
+    if (!sh || !strstr(sh, " of="))
+        return 0;
+    unsigned si, sn;
+    int used = 0;
+    char hex[65];
+    if (sscanf(sh, " shard=%u/%u of=%64[0-9a-f]%n", &si, &sn, hex, &used) != 3 ||
+        sh[used] != '\0' || strlen(hex) != 64 || sn == 0 || si >= sn)
+        return h2t_err_set(H2T_ECORRUPT, "shard field '%s' damaged", sh + 1);
+    for (int k = 0; k < 32; k++) {
+        unsigned b;
+        if (sscanf(hex + 2 * k, "%2x", &b) != 1)
+            return h2t_err_set(H2T_ECORRUPT, "shard field '%s' damaged", sh + 1);
+        hash[k] = (uint8_t)b;
+    }
+    const char *sm = strstr(config, " samples=");
+    unsigned ns;
+    if (!sm || sscanf(sm, " samples=%u", &ns) != 1)
+        return h2t_err_set(H2T_ECORRUPT, "shard config '%s' has no sample count", config);
+    size_t wl = (size_t)(sh - config);
+    if (wl >= wlen)
+        return h2t_err_set(H2T_EINVAL, "shard config too long");
+    memcpy(whole, config, wl);
+    whole[wl] = '\0';
+    *i = si;
+    *n = sn;
+    *n_samples = ns;
+    return 1;
 }
 
 void h2t_extract_plan_destroy(h2t_extract_plan *p)
@@ -1062,9 +1137,9 @@ static int read_batch(h2t_extract_plan *p, uint32_t first, int nb, float *input,
     for (int s = 0; s < nb; s++) {
         h2t_image im;
         int rc;
-        if ((rc = h2t_data_read(p->d, first + (uint32_t)s, &im)) < 0 ||
+        if ((rc = h2t_data_read(p->d, p->base + first + (uint32_t)s, &im)) < 0 ||
             (rc = h2t_prep_image(&p->prep, &im, input + (size_t)s * in_per)) < 0)
-            return h2t_err_wrap(rc, "sample %u: ", first + (uint32_t)s);
+            return h2t_err_wrap(rc, "sample %u: ", p->base + first + (uint32_t)s);
     }
     return 0;
 }

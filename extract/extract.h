@@ -367,7 +367,47 @@ typedef struct h2t_extract_opts {
      * done). May be NULL. */
     int (*on_batch)(void *ctx, uint32_t done, uint32_t total);
     void *ctx;
+    /* Shard shard_i of shard_n (shard_n 0 = the whole source): the contiguous sample range
+     * [floor(n * i / N), floor(n * (i + 1) / N)) of the n planned samples (limit applied),
+     * stored as that extraction's samples 0.. (see h2t_extract_shard_parse). The identity is
+     * the whole extraction's config plus " shard=I/N"; the stored config also names the whole
+     * extraction's config hash (" of=HEX"), which h2tdb merge gives the merged store.
+     * Errors of plan_create: H2T_EINVAL (i >= N, or N > n). */
+    uint32_t shard_i, shard_n;
 } h2t_extract_opts;
+
+/* The range of shard i of n over n_samples samples: [*lo, *hi). */
+void h2t_extract_shard_range(uint32_t n_samples, uint32_t i, uint32_t n, uint32_t *lo,
+                             uint32_t *hi);
+/* Parse a shard extraction's stored config (h2t_extraction.config): *i, *n, the whole
+ * extraction's config hash (32 bytes) and the whole extraction's config (the stored one
+ * without its shard fields; wlen bytes at most, NUL-terminated) and its sample count.
+ * Returns 1 for a shard's config, 0 for an unsharded one, H2T_ECORRUPT for a damaged shard
+ * field. */
+/* h2t_extract_merge's outcome. */
+typedef struct h2t_extract_merge_result {
+    uint32_t extraction, source, model; /* in the output store */
+    uint32_t n_samples, n_shards;
+    uint32_t resumed_from; /* samples already in the output store at start */
+    uint32_t written;      /* samples written by this call */
+    int reused;            /* 1: the output store already held the whole extraction */
+} h2t_extract_merge_result;
+/* Write the whole extraction of the shard stores dirs[0..n_dirs) (each holding one shard
+ * extraction, extract --shard I/N) into the store out_dir (created when missing): the whole
+ * extraction's identity (config hash and config without the shard fields; an unsharded extract
+ * of the same request then finds it complete), its source and model records, and every sample's
+ * rows in source order, written through h2t_store_features_write in batches of `batch` samples
+ * from sample 0, so the statistics are bitwise those of the unsharded extraction run at
+ * --batch `batch` (f32; f16 extractions merge the statistics of the stored f16 values). The
+ * shard stores are only read. Resumable: a merge stopped midway continues from the output's
+ * samples_done. Errors (each naming the store): H2T_EINVAL (a store given twice, a shard of
+ * another extraction, a shard in two stores, more than one shard extraction in a store),
+ * H2T_ENOTFOUND (a shard missing, a store without a shard extraction), H2T_ESTATE (a shard not
+ * complete), and the store's. */
+int h2t_extract_merge(const char *out_dir, const char *const *dirs, size_t n_dirs, int batch,
+                      h2t_extract_merge_result *res);
+int h2t_extract_shard_parse(const char *config, uint32_t *i, uint32_t *n, uint8_t hash[32],
+                            char *whole, size_t wlen, uint32_t *n_samples);
 
 typedef struct h2t_extract_result {
     uint32_t extraction, source, model;

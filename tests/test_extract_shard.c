@@ -1,0 +1,352 @@
+/* Sharded extraction (extract --shard I/N) and h2tdb merge on tests/data/extract_tiny.onnx:
+ * three shards merged are bitwise the unsharded extraction (identity, features, statistics,
+ * labels), a shard resumes like any extraction, and the merge refuses missing, duplicated,
+ * incomplete and foreign shards, naming the store, before it writes anything. */
+#include "common/err.h"
+#include "extract/extract.h"
+#include "tests/test.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+static uint32_t lcg(uint32_t *s)
+{
+    *s = *s * 1664525u + 1013904223u;
+    return *s >> 8;
+}
+
+static void npy_header(FILE *f, const char *descr, const char *shape)
+{
+    char dict[200];
+    int l = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': %s, }",
+                     descr, shape);
+    size_t total = 10 + (size_t)l + 1, pad = (64 - total % 64) % 64;
+    uint16_t hl = (uint16_t)(l + 1 + pad);
+    fwrite("\x93NUMPY\x01\x00", 1, 8, f);
+    fputc(hl & 255, f);
+    fputc(hl >> 8, f);
+    fwrite(dict, 1, (size_t)l, f);
+    for (size_t i = 0; i < pad; i++)
+        fputc(' ', f);
+    fputc('\n', f);
+}
+
+/* n float32 samples 1 x 8 x 8 in [-1, 1), labels i % 3, at x.npy and y.npy */
+static void make_data(uint32_t n)
+{
+    char shape[64];
+    uint32_t s = 4242;
+    FILE *f = fopen("x.npy", "wb");
+    ASSERT(f != NULL);
+    snprintf(shape, sizeof shape, "(%u, 1, 8, 8)", n);
+    npy_header(f, "<f4", shape);
+    for (uint32_t i = 0; i < 64 * n; i++) {
+        float v = (float)(lcg(&s) % 2000) / 1000.0f - 1.0f;
+        fwrite(&v, 4, 1, f);
+    }
+    ASSERT_EQ(fclose(f), 0);
+    f = fopen("y.npy", "wb");
+    ASSERT(f != NULL);
+    snprintf(shape, sizeof shape, "(%u,)", n);
+    npy_header(f, "<i4", shape);
+    for (uint32_t i = 0; i < n; i++) {
+        int32_t v = (int32_t)(i % 3);
+        fwrite(&v, 4, 1, f);
+    }
+    ASSERT_EQ(fclose(f), 0);
+}
+
+static h2t_extract_opts opts(uint32_t shard_i, uint32_t shard_n)
+{
+    h2t_extract_opts o;
+    h2t_extract_opts_init(&o);
+    o.model_path = test_src_path("tests/data/extract_tiny.onnx");
+    o.data_spec = "npy:x.npy,y.npy";
+    o.target_size = 8;
+    o.batch = 4;
+    o.shard_i = shard_i;
+    o.shard_n = shard_n;
+    return o;
+}
+
+static int run_once(const char *dir, const h2t_extract_opts *o, h2t_extract_result *r)
+{
+    h2t_extract_plan *p;
+    int rc = h2t_extract_plan_create(o, &p);
+    if (rc < 0)
+        return rc;
+    h2t_store *st;
+    if ((rc = h2t_store_open(dir, H2T_STORE_CREATE | H2T_STORE_NOSYNC, &st)) == 0) {
+        rc = h2t_extract_plan_run(p, st, r);
+        h2t_store_close(st);
+    }
+    h2t_extract_plan_destroy(p);
+    return rc;
+}
+
+/* Identity, every feature, every statistic and every label of a's extraction ea and b's eb are
+ * bitwise equal. */
+static void same_extraction(const char *a, uint32_t ea, const char *b, uint32_t eb, uint32_t n)
+{
+    h2t_store *sa, *sb;
+    ASSERT_OK(h2t_store_open(a, H2T_STORE_RDONLY, &sa));
+    ASSERT_OK(h2t_store_open(b, H2T_STORE_RDONLY, &sb));
+    h2t_extraction *xa, *xb;
+    ASSERT_OK(h2t_store_extraction_get(sa, ea, &xa));
+    ASSERT_OK(h2t_store_extraction_get(sb, eb, &xb));
+    ASSERT_EQ(xa->n_samples, n);
+    ASSERT_EQ(xb->n_samples, n);
+    ASSERT_EQ(xb->samples_done, n);
+    ASSERT_EQ(xb->state, H2T_EXT_DONE);
+    ASSERT(memcmp(xa->config_hash, xb->config_hash, 32) == 0);
+    ASSERT(strcmp(xa->config, xb->config) == 0);
+    ASSERT_EQ(xa->n_layers, xb->n_layers);
+    for (uint32_t l = 0; l < xa->n_layers; l++) {
+        uint32_t dim = xa->layers[l].dim;
+        ASSERT(strcmp(xa->layers[l].name, xb->layers[l].name) == 0);
+        float *fa = malloc(sizeof(float) * dim * n), *fb = malloc(sizeof(float) * dim * n);
+        ASSERT_OK(h2t_store_layer_read(sa, ea, l, NULL, 0, n, fa, dim));
+        ASSERT_OK(h2t_store_layer_read(sb, eb, l, NULL, 0, n, fb, dim));
+        for (size_t i = 0; i < (size_t)dim * n; i++)
+            if (memcmp(&fa[i], &fb[i], sizeof(float)) != 0)
+                TEST_FAILF("layer %u sample %zu feature %zu: %.9g vs %.9g", l, i / dim, i % dim,
+                           fa[i], fb[i]);
+        free(fa);
+        free(fb);
+        h2t_layer_stats *ta, *tb;
+        ASSERT_OK(h2t_store_stats_get(sa, ea, l, &ta));
+        ASSERT_OK(h2t_store_stats_get(sb, eb, l, &tb));
+        ASSERT_EQ(ta->count, n);
+        ASSERT_EQ(tb->count, n);
+        ASSERT(memcmp(ta->mean, tb->mean, sizeof(double) * dim) == 0);
+        ASSERT(memcmp(ta->m2, tb->m2, sizeof(double) * dim) == 0);
+        ASSERT(memcmp(ta->min, tb->min, sizeof(float) * dim) == 0);
+        ASSERT(memcmp(ta->max, tb->max, sizeof(float) * dim) == 0);
+        ASSERT(memcmp(&ta->norm_mean, &tb->norm_mean, sizeof(double)) == 0);
+        ASSERT(memcmp(&ta->norm_min, &tb->norm_min, sizeof(double)) == 0);
+        ASSERT(memcmp(&ta->norm_max, &tb->norm_max, sizeof(double)) == 0);
+        h2t_layer_stats_destroy(ta);
+        h2t_layer_stats_destroy(tb);
+    }
+    uint32_t *la = malloc(4 * n), *lb = malloc(4 * n);
+    uint8_t *pa = malloc(n), *pb = malloc(n);
+    ASSERT_OK(h2t_store_labels_get(sa, xa->source, 0, n, la, pa));
+    ASSERT_OK(h2t_store_labels_get(sb, xb->source, 0, n, lb, pb));
+    ASSERT(memcmp(la, lb, 4 * n) == 0 && memcmp(pa, pb, n) == 0);
+    free(la);
+    free(lb);
+    free(pa);
+    free(pb);
+    h2t_extraction_destroy(xa);
+    h2t_extraction_destroy(xb);
+    h2t_store_close(sa);
+    h2t_store_close(sb);
+}
+
+static int stop_first(void *ctx, uint32_t done, uint32_t total)
+{
+    (void)ctx;
+    (void)total;
+    return done >= 4;
+}
+
+static int exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+TEST(extract_shard_merge_is_the_unsharded_extraction)
+{
+    const uint32_t n = 31; /* shards of 10, 10 and 11 samples */
+    make_data(n);
+    h2t_extract_opts o = opts(0, 0);
+    h2t_extract_result ref, r[3];
+    ASSERT_OK(run_once("ref", &o, &ref));
+
+    o = opts(0, 3);
+    ASSERT_OK(run_once("s0", &o, &r[0]));
+    o = opts(2, 3);
+    ASSERT_OK(run_once("s2", &o, &r[2]));
+    ASSERT_EQ(r[0].n_samples, 10);
+    ASSERT_EQ(r[2].n_samples, 11);
+    /* shard 1 is stopped after its first batch and resumed, as any extraction */
+    o = opts(1, 3);
+    o.on_batch = stop_first;
+    ASSERT_EQ(run_once("s1", &o, &r[1]), H2T_ECANCELED);
+    const char *dirs[] = {"s2", "s0", "s1"};
+    h2t_extract_merge_result m;
+    ASSERT_EQ(h2t_extract_merge("m", dirs, 3, 4, &m), H2T_ESTATE);
+    ASSERT_CONTAINS(h2t_err_detail(), "shard store s1: shard 1/3 is incomplete (4 of 10");
+    ASSERT(!exists("m"));
+    o.on_batch = NULL;
+    ASSERT_OK(run_once("s1", &o, &r[1]));
+    ASSERT_EQ(r[1].resumed_from, 4);
+    ASSERT_EQ(r[1].n_samples, 10);
+
+    /* each shard has its own identity, naming the shard and the whole extraction */
+    h2t_store *st;
+    h2t_extraction *e;
+    ASSERT_OK(h2t_store_open("s2", H2T_STORE_RDONLY, &st));
+    ASSERT_OK(h2t_store_extraction_get(st, r[2].extraction, &e));
+    ASSERT_CONTAINS(e->config, " shard=2/3 of=");
+    ASSERT_CONTAINS(e->config, "samples=31 ");
+    h2t_store *rs;
+    h2t_extraction *re;
+    ASSERT_OK(h2t_store_open("ref", H2T_STORE_RDONLY, &rs));
+    ASSERT_OK(h2t_store_extraction_get(rs, ref.extraction, &re));
+    ASSERT(memcmp(e->config_hash, re->config_hash, 32) != 0);
+    ASSERT(strncmp(e->config, re->config, strlen(re->config)) == 0);
+    /* a shard's first sample is the whole extraction's sample 20 */
+    float a[64], b[64];
+    uint32_t dim = e->layers[0].dim;
+    ASSERT(dim <= 64);
+    ASSERT_OK(h2t_store_feature_get(st, r[2].extraction, 0, 0, a, dim));
+    ASSERT_OK(h2t_store_feature_get(rs, ref.extraction, 0, 20, b, dim));
+    ASSERT(memcmp(a, b, 4 * dim) == 0);
+    h2t_extraction_destroy(e);
+    h2t_extraction_destroy(re);
+    h2t_store_close(st);
+    h2t_store_close(rs);
+
+    /* merged in any order of the stores: bitwise the unsharded extraction */
+    ASSERT_OK(h2t_extract_merge("m", dirs, 3, 4, &m));
+    ASSERT_EQ(m.n_samples, n);
+    ASSERT_EQ(m.n_shards, 3);
+    ASSERT_EQ(m.written, n);
+    ASSERT_EQ(m.reused, 0);
+    same_extraction("ref", ref.extraction, "m", m.extraction, n);
+    /* again: nothing to do; and the unsharded request finds it complete */
+    ASSERT_OK(h2t_extract_merge("m", dirs, 3, 4, &m));
+    ASSERT_EQ(m.reused, 1);
+    ASSERT_EQ(m.written, 0);
+    o = opts(0, 0);
+    h2t_extract_result again;
+    ASSERT_OK(run_once("m", &o, &again));
+    ASSERT_EQ(again.reused, 1);
+    ASSERT_EQ(again.computed, 0);
+    ASSERT_EQ(again.extraction, m.extraction);
+
+    /* the statistics follow the write batches: another batch is not bitwise the reference's
+     * (the check above can fail) */
+    ASSERT_OK(h2t_extract_merge("m5", dirs, 3, 5, &m));
+    h2t_layer_stats *t4, *t5;
+    ASSERT_OK(h2t_store_open("m5", H2T_STORE_RDONLY, &st));
+    ASSERT_OK(h2t_store_open("ref", H2T_STORE_RDONLY, &rs));
+    int differs = 0;
+    for (uint32_t l = 0; l < 4 && !differs; l++) {
+        if (h2t_store_stats_get(st, m.extraction, l, &t5) < 0)
+            break;
+        ASSERT_OK(h2t_store_stats_get(rs, ref.extraction, l, &t4));
+        differs = memcmp(t4->m2, t5->m2, sizeof(double) * t4->dim) != 0 ||
+                  memcmp(t4->mean, t5->mean, sizeof(double) * t4->dim) != 0;
+        h2t_layer_stats_destroy(t4);
+        h2t_layer_stats_destroy(t5);
+    }
+    h2t_store_close(st);
+    h2t_store_close(rs);
+    ASSERT(differs);
+}
+
+TEST(extract_shard_merge_refuses_bad_sets)
+{
+    make_data(12);
+    h2t_extract_result r;
+    const char *names[] = {"s0", "s1", "s2"};
+    for (uint32_t i = 0; i < 3; i++) {
+        h2t_extract_opts o = opts(i, 3);
+        ASSERT_OK(run_once(names[i], &o, &r));
+    }
+    h2t_extract_opts o = opts(0, 3);
+    ASSERT_OK(run_once("s0b", &o, &r)); /* shard 0 again */
+    o = opts(2, 3);
+    o.target_size = 4; /* another extraction's shard 2 */
+    ASSERT_OK(run_once("x2", &o, &r));
+    o = opts(1, 4); /* a shard of another count */
+    ASSERT_OK(run_once("q1", &o, &r));
+    o = opts(0, 0);
+    ASSERT_OK(run_once("whole", &o, &r));
+
+    h2t_extract_merge_result m;
+    const char *missing[] = {"s0", "s2"};
+    ASSERT_EQ(h2t_extract_merge("m", missing, 2, 4, &m), H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "shard 1/3 is missing");
+    const char *dup[] = {"s0", "s1", "s2", "s0b"};
+    ASSERT_EQ(h2t_extract_merge("m", dup, 4, 4, &m), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "shard 0/3 is in both s0 and s0b");
+    const char *twice[] = {"s0", "s1", "s2", "./s1"};
+    ASSERT_EQ(h2t_extract_merge("m", twice, 4, 4, &m), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "shard store ./s1 is given twice");
+    const char *foreign[] = {"s0", "s1", "x2"};
+    ASSERT_EQ(h2t_extract_merge("m", foreign, 3, 4, &m), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "shard store x2: its extraction");
+    ASSERT_CONTAINS(h2t_err_detail(), "target=4");
+    const char *count[] = {"s0", "q1", "s2"};
+    ASSERT_EQ(h2t_extract_merge("m", count, 3, 4, &m), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "shard store q1");
+    const char *unsharded[] = {"s0", "s1", "whole"};
+    ASSERT_EQ(h2t_extract_merge("m", unsharded, 3, 4, &m), H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "store whole holds no shard extraction");
+    const char *gone[] = {"s0", "s1", "nowhere"};
+    ASSERT_EQ(h2t_extract_merge("m", gone, 3, 4, &m), H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "shard store nowhere");
+    const char *into[] = {"s0", "s1", "s2"};
+    ASSERT_EQ(h2t_extract_merge("s1", into, 3, 4, &m), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "also as the output store");
+    ASSERT(!exists("m"));
+
+    /* a shard past the count, or more shards than samples */
+    o = opts(3, 3);
+    h2t_extract_plan *p;
+    ASSERT_EQ(h2t_extract_plan_create(&o, &p), H2T_EINVAL);
+    o = opts(0, 13);
+    ASSERT_EQ(h2t_extract_plan_create(&o, &p), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "shard 0/13");
+}
+
+static int sh(const char *cmd, char *out, size_t n)
+{
+    FILE *p = popen(cmd, "r");
+    ASSERT(p != NULL);
+    size_t k = fread(out, 1, n - 1, p);
+    out[k] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+TEST(extract_shard_cli)
+{
+    const char *bin = getenv("H2T_BIN");
+    if (!bin)
+        TEST_FAILF("H2T_BIN is not set (run through make test)");
+    make_data(7);
+    char cmd[4096], out[8192];
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof cmd,
+                 "%s extract --store s%d --model %s --data npy:x.npy,y.npy --target-size 8 "
+                 "--batch 4 --shard %d/2 2>&1",
+                 bin, i, test_src_path("tests/data/extract_tiny.onnx"), i);
+        ASSERT_EQ(sh(cmd, out, sizeof out), 0);
+    }
+    snprintf(cmd, sizeof cmd,
+             "%s extract --store ref --model %s --data npy:x.npy,y.npy --target-size 8 "
+             "--batch 4 2>&1",
+             bin, test_src_path("tests/data/extract_tiny.onnx"));
+    ASSERT_EQ(sh(cmd, out, sizeof out), 0);
+    snprintf(cmd, sizeof cmd, "%s merge --store m --batch 4 s1 s0 2>&1", bin);
+    ASSERT_EQ(sh(cmd, out, sizeof out), 0);
+    ASSERT_CONTAINS(out, "7 samples of 2 shards merged into m");
+    same_extraction("ref", 1, "m", 1, 7);
+    snprintf(cmd, sizeof cmd, "%s merge --store m2 s1 2>&1", bin);
+    ASSERT_EQ(sh(cmd, out, sizeof out), 1);
+    ASSERT_CONTAINS(out, "h2tdb merge: shard 0/2 is missing");
+    snprintf(cmd, sizeof cmd,
+             "%s extract --store s9 --model x.onnx --data npy:x.npy --shard 2/2 2>&1", bin);
+    ASSERT_EQ(sh(cmd, out, sizeof out), 2);
+    ASSERT_CONTAINS(out, "--shard '2/2'");
+    snprintf(cmd, sizeof cmd, "%s merge s0 2>&1", bin);
+    ASSERT_EQ(sh(cmd, out, sizeof out), 2);
+}
