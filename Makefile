@@ -6,7 +6,8 @@
 #   make eval       the evaluation suite, a subset of its tasks (docs/eval.md); eval-full: all
 #   make conformance  the executor against ONNX Runtime and tfjs, and the model zoo (ZOO=...)
 #   make format-check | format | clean | install (PREFIX, DESTDIR)
-#   make fuzz       longer fuzzing of the frame decoder (clang/libFuzzer)
+#   make fuzz       each libFuzzer target for 60 s (frame, onnx, data, sel; tests/fuzz/run.sh)
+#   make fuzz-long  each for an hour
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -32,7 +33,7 @@ REL_OBJS := $(patsubst %.c,build/obj/%.o,$(LIB_SRCS) $(GEN_SRCS))
 ASAN_OBJS := $(patsubst %.c,build/asan/obj/%.o,$(LIB_SRCS) $(GEN_SRCS))
 TEST_OBJS := $(patsubst %.c,build/asan/obj/%.o,$(TEST_SRCS))
 
-.PHONY: all test bench demo eval eval-full format format-check clean install fuzz tests-bin deps
+.PHONY: all test bench demo eval eval-full format format-check clean install fuzz fuzz-long tests-bin deps
 .DELETE_ON_ERROR:
 
 all: build/h2tdb
@@ -135,7 +136,9 @@ install: build/h2tdb build/libh2tdb.a
 	  install -m 0644 $$h $(DESTDIR)$(INCLUDEDIR)/h2tdb/$$h || exit 1; done
 
 fuzz:
-	./tests/fuzz/run.sh 300
+	./tests/fuzz/run.sh 60 frame onnx data sel
+fuzz-long:
+	./tests/fuzz/run.sh 3600 frame onnx data sel
 
 clean:
 	rm -rf build
