@@ -14,7 +14,8 @@
 # finished job whose spec is unchanged; RETRAIN=1 trains every head again.
 # Environment: H2T_EVAL_DIR (default ./eval-out), EVAL (quick|full), METHODS (comma list,
 # default every method the server has), TASKS (comma list, overrides EVAL), T (512),
-# THREADS (2).
+# THREADS (2), TRAIN_OPTS (space-separated FIELD=VALUE TrainRequest fields for every job,
+# e.g. "fold_kind=2" or "one_se=1"; give such a run its own H2T_EVAL_OUT).
 set -eu
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -49,6 +50,9 @@ set -- --data "$DIR/data" --out "$DIR" --model "$ROOT/models/mobilenet_v2.onnx" 
 [ -n "$tasks" ] && set -- "$@" --tasks "$tasks"
 [ -n "${METHODS:-}" ] && set -- "$@" --methods "$METHODS"
 [ "${RETRAIN:-0}" = 1 ] && set -- "$@" --retrain
+for o in ${TRAIN_OPTS:-}; do set -- "$@" --train-opt "$o"; done
+# the results of a run with other train options go to their own folder, over the same store
+[ -n "${H2T_EVAL_OUT:-}" ] && set -- "$@" --out "$H2T_EVAL_OUT" --store "$DIR/store"
 PYTHONPATH=$ROOT/python /usr/bin/python3 deploy/eval/run.py "$@"
 
 say "done in $(( $(date +%s) - t_start ))s ($EVAL); results: $DIR/results.md, results.csv, results.svg"

@@ -51,7 +51,9 @@ def params_text(info):
     out = []
     if info.get("auto"):
         out.append("chose %s" % info["auto"].get("chosen"))
-    if len(info.get("lambdas") or []) > 1 and info.get("lambda") is not None:
+    # knn's grid of k travels in the lambda grid: its k is reported once, as k
+    if (len(info.get("lambdas") or []) > 1 and info.get("lambda") is not None
+            and not info.get("knn_k")):
         out.append("lambda %g" % info["lambda"])
     if len(info.get("keeps") or []) > 1 and info.get("keep") is not None:
         out.append("keep %g" % info["keep"])
