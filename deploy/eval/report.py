@@ -163,7 +163,8 @@ def svg(rows, title):
     tasks, methods, by = index(rows)
     mean = means(rows)
     groups = tasks + ["suite mean"]
-    gw = 14 * max(len(methods), 1) + 18  # group width: bars of 14 px and a gap
+    # group width: bars of 14 px and a gap, spread to at least 740 px in all (the title's)
+    gw = max(14 * max(len(methods), 1) + 18, (740 - 70) // len(groups))
     x0, y0, ph = 70, 60, 360  # plot origin (left, top) and height
     w = x0 + gw * len(groups) + 40
     h = y0 + ph + 150
@@ -183,10 +184,10 @@ def svg(rows, title):
     f.write("<text x='18' y='%d' class='ax' transform='rotate(-90 18 %d)'>test accuracy (%%)"
             "</text>\n" % (y0 + ph // 2, y0 + ph // 2))
     for g, t in enumerate(groups):
-        gx = x0 + g * gw + 9
+        gx = x0 + g * gw + (gw - 14 * len(methods)) // 2
         if t == "suite mean":
             f.write("<line x1='%d' y1='%d' x2='%d' y2='%d' stroke='#444' "
-                    "stroke-dasharray='4,3'/>\n" % (gx - 9, y0, gx - 9, y0 + ph))
+                    "stroke-dasharray='4,3'/>\n" % (x0 + g * gw, y0, x0 + g * gw, y0 + ph))
         for i, m in enumerate(methods):
             v = mean.get(m) if t == "suite mean" else by.get((t, m), {}).get("test_acc")
             if v is None:

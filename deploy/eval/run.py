@@ -159,7 +159,7 @@ def start_server(opts, store, out):
 
 def write_results(out, rows, opts):
     """OUT/results.{md,csv,svg} from the rows so far (each written whole, then renamed)."""
-    title = "h2tdb evaluation suite: test accuracy per task and method (%s)" % os.path.basename(
+    title = "h2tdb eval: test accuracy per task and method, %s" % os.path.basename(
         opts["--model"])
     for name, text in (("results.md", report.markdown(rows)), ("results.csv",
                        report.csv_text(rows)), ("results.svg", report.svg(rows, title))):
