@@ -350,3 +350,43 @@ TEST(extract_shard_cli)
     snprintf(cmd, sizeof cmd, "%s merge s0 2>&1", bin);
     ASSERT_EQ(sh(cmd, out, sizeof out), 2);
 }
+
+/* deploy/slurm/extract_shard.sbatch run as Slurm runs an array of three tasks (indices 4..6:
+ * the shard is the index less the array's minimum), then merged: the unsharded extraction.
+ * Without the array variables it refuses; it passes shellcheck where that is installed. */
+TEST(extract_shard_slurm_script)
+{
+    const char *bin = getenv("H2T_BIN");
+    if (!bin)
+        TEST_FAILF("H2T_BIN is not set (run through make test)");
+    make_data(8);
+    const char *script = test_src_path("deploy/slurm/extract_shard.sbatch");
+    const char *model = test_src_path("tests/data/extract_tiny.onnx");
+    char cmd[4096], out[8192];
+    for (int k = 4; k <= 6; k++) {
+        snprintf(cmd, sizeof cmd,
+                 "H2TDB=%s SLURM_ARRAY_TASK_ID=%d SLURM_ARRAY_TASK_MIN=4 "
+                 "SLURM_ARRAY_TASK_COUNT=3 SLURM_CPUS_PER_TASK=1 sh %s %s npy:x.npy,y.npy feats "
+                 "--target-size 8 --batch 4 2>&1",
+                 bin, k, script, model);
+        ASSERT_EQ(sh(cmd, out, sizeof out), 0);
+    }
+    ASSERT(exists("feats/shard.0") && exists("feats/shard.2") && !exists("feats/shard.3"));
+    snprintf(cmd, sizeof cmd,
+             "%s extract --store ref --model %s --data npy:x.npy,y.npy --target-size 8 "
+             "--batch 4 2>&1",
+             bin, model);
+    ASSERT_EQ(sh(cmd, out, sizeof out), 0);
+    snprintf(cmd, sizeof cmd,
+             "%s merge --store m --batch 4 feats/shard.0 feats/shard.1 feats/shard.2 2>&1", bin);
+    ASSERT_EQ(sh(cmd, out, sizeof out), 0);
+    same_extraction("ref", 1, "m", 1, 8);
+    snprintf(cmd, sizeof cmd, "env -u SLURM_ARRAY_TASK_ID sh %s %s npy:x.npy feats 2>&1", script,
+             model);
+    ASSERT(sh(cmd, out, sizeof out) != 0);
+    ASSERT_CONTAINS(out, "sbatch --array");
+    if (system("command -v shellcheck >/dev/null 2>&1") == 0) {
+        snprintf(cmd, sizeof cmd, "shellcheck %s 2>&1", script);
+        ASSERT_EQ(sh(cmd, out, sizeof out), 0);
+    }
+}
