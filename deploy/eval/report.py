@@ -113,10 +113,11 @@ def summary(rows):
     ch = cv_choice(rows)
     if ch:
         hits = sum(1 for c in ch if c[4])
-        lines.append("CV choice among methods = test-best method on %d of %d tasks "
-                     "(mean loss %.2f points, worst %.2f on %s)"
-                     % (hits, len(ch), sum(c[5] for c in ch) / len(ch),
-                        max(c[5] for c in ch), max(ch, key=lambda c: c[5])[0]))
+        worst = max(ch, key=lambda c: c[5])
+        lines.append("CV choice among methods = test-best method on %d of %d tasks (%s)"
+                     % (hits, len(ch), "no loss" if worst[5] <= 0 else
+                        "mean loss %.2f points, worst %.2f on %s"
+                        % (sum(c[5] for c in ch) / len(ch), worst[5], worst[0])))
     tasks, methods, by = index(rows)
     if "auto" in methods:
         n = close = below = 0

@@ -100,8 +100,8 @@ def test_means_and_summary():
     part = ROWS + [{"task": "c", "method": "linear", "test_acc": 1.0, "cv_acc": 1.0}]
     check("all" not in report.means(part), "no mean for a method missing a task")
     s = report.summary(ROWS)
-    check(s[0].startswith("CV choice among methods = test-best method on 1 of 2 tasks"),
-          "summary line %s" % s[0])
+    check(s[0] == "CV choice among methods = test-best method on 1 of 2 tasks (mean loss "
+          "5.00 points, worst 10.00 on b)", "summary line %s" % s[0])
     # auto: a 70 = best 70 (close); b 80 vs best 90 (not close) and = linear 80 (not below)
     check(s[1] == "auto within 1 point of the test-best method on 1 of 2 tasks; below linear "
           "on 0", "auto line %s" % s[1])
