@@ -7,6 +7,7 @@
 
 #include "common/err.h"
 #include "common/util.h"
+#include "extract/extract.h" /* h2t_extract_shard_parse */
 
 #include <ctype.h>
 #include <errno.h>
@@ -338,6 +339,19 @@ int h2t_srv_task_build(h2t_store *st, const h2t_msg_task_spec *spec, uint32_t ma
         (rc = h2t_store_extraction_get(st, id, &e)) < 0 ||
         (rc = h2t_store_source_get(st, e->source, &src)) < 0)
         goto out;
+    /* a shard's samples are a range of its source, numbered from 0: its labels would not
+     * line up */
+    uint8_t wh[32];
+    char whole[512];
+    uint32_t si = 0, sn = 0, wn;
+    if (h2t_extract_shard_parse(e->config, &si, &sn, wh, whole, sizeof whole, &wn) != 0) {
+        rc = h2t_err_set(H2T_EINVAL,
+                         "task '%s': extraction %u is shard %u/%u of a sharded extraction; "
+                         "merge the shards first (h2tdb merge) and make tasks on the merged "
+                         "store",
+                         spec->name, e->id, si, sn);
+        goto out;
+    }
     t = calloc(1, sizeof(*t));
     cls = calloc(src->n_classes ? src->n_classes : 1, sizeof(*cls));
     if (!t || !cls) {

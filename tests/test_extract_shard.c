@@ -4,6 +4,7 @@
  * incomplete and foreign shards, naming the store, before it writes anything. */
 #include "common/err.h"
 #include "extract/extract.h"
+#include "server/server.h"
 #include "tests/test.h"
 
 #include <stdio.h>
@@ -297,6 +298,18 @@ TEST(extract_shard_merge_refuses_bad_sets)
     ASSERT_EQ(h2t_extract_merge("s1", into, 3, 4, &m), H2T_EINVAL);
     ASSERT_CONTAINS(h2t_err_detail(), "also as the output store");
     ASSERT(!exists("m"));
+
+    /* a task over a shard is refused (its sample numbers are not its source's) */
+    h2t_store *st;
+    ASSERT_OK(h2t_store_open("s1", 0, &st));
+    h2t_msg_task_spec sp = {0};
+    sp.name = "t";
+    sp.extraction = "1";
+    h2t_task *t = NULL;
+    ASSERT_EQ(h2t_srv_task_build(st, &sp, 0, &t), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "extraction 1 is shard 1/3 of a sharded extraction");
+    ASSERT(t == NULL);
+    h2t_store_close(st);
 
     /* a shard past the count, or more shards than samples */
     o = opts(3, 3);
