@@ -609,7 +609,11 @@ static int inputs_digest(h2t_srv *srv, const h2t_task *t, uint64_t *out)
         return rc;
     h2t_sha256 h;
     h2t_sha256_init(&h);
-    h2t_sha256_update(&h, "h2tdb inputs 1", 14);
+    /* The version stands for the solver's defaults: a stored spec keeps 0 for "default" and
+     * is resolved with today's defaults, so when a default changes (version 2: stratified
+     * and repeated CV folds) the version changes and no job trained under the old defaults
+     * is reused for a request that would now train differently. */
+    h2t_sha256_update(&h, "h2tdb inputs 2", 14);
     digest_u32(&h, e->id);
     h2t_sha256_update(&h, e->config_hash, sizeof(e->config_hash));
     digest_u32(&h, t->n_classes);
