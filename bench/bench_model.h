@@ -80,6 +80,35 @@ static inline void bench_cpu_model(char *buf, size_t n)
         fclose(f);
 }
 
+/* The CPU's vector-ISA flags from /proc/cpuinfo that the peers' kernel dispatch looks at
+ * (space-separated, in this order; "?" when unknown): what ONNX Runtime's MLAS, which picks its
+ * kernels by CPUID when it loads and reports no choice, would see. */
+static inline void bench_cpu_flags(char *buf, size_t n)
+{
+    static const char *want[] = {"avx",      "avx2",     "fma",         "f16c",        "avx512f",
+                                 "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "amx_tile"};
+    char line[8192];
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    size_t used = 0;
+
+    snprintf(buf, n, "?");
+    while (f && fgets(line, sizeof line, f)) {
+        if (strncmp(line, "flags", 5) != 0)
+            continue;
+        for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+            char pat[32];
+            snprintf(pat, sizeof pat, " %s", want[i]);
+            char *at = strstr(line, pat);
+            size_t k = strlen(pat);
+            if (at && (at[k] == ' ' || at[k] == '\n') && used < n)
+                used += (size_t)snprintf(buf + used, n - used, "%s%s", used ? " " : "", want[i]);
+        }
+        break;
+    }
+    if (f)
+        fclose(f);
+}
+
 /* The 1-minute load average (-1 when unknown): a figure taken while other work ran says so. */
 static inline double bench_loadavg(void)
 {

@@ -7,12 +7,13 @@
  * bench/extract_ort.js, 2 intra-op threads) in the same run, alternating blocks of runs so
  * that all see the same machine load; each side first runs until two consecutive runs agree
  * within 3% (at most 10 warm-up runs, counted in the output); the figure is the median over
- * all timed runs of each with their range, and the ratio h2tdb / ORT. The CPU model and the
- * load average are printed first. A model the executor cannot run yet (an operator missing)
- * gets ONNX Runtime's figures alone and the reason. ORT runs twice: with its graph
- * optimisations (the default: Conv+BatchNorm+activation fused, so those intermediates never
- * exist) and without (every tensor materialised, which is what an extraction needs since
- * Head2Toe reads the BatchNorm and activation outputs too).
+ * all timed runs of each with their range, and the ratio h2tdb / ORT. The CPU model, the
+ * load average and the instruction sets each side uses (h2tdb's dispatch, OpenBLAS's build and
+ * core, the CPU flags ONNX Runtime's own CPUID dispatch sees) are printed first. A model the
+ * executor cannot run yet (an operator missing) gets ONNX Runtime's figures alone and the reason.
+ * ORT runs twice: with its graph optimisations (the default: Conv+BatchNorm+activation fused, so
+ * those intermediates never exist) and without (every tensor materialised, which is what an
+ * extraction needs since Head2Toe reads the BatchNorm and activation outputs too).
  *
  *     build/bench/extract [--runs R] [--rounds K] [--batch B] [--threads T] [--models a,b]
  *                         [--no-ort] [--profile] [--observe]
@@ -37,7 +38,10 @@
 #include <time.h>
 
 #include "bench/bench_model.h"
+#include "common/blas.h"
+#include "common/cpu.h"
 #include "common/err.h"
+#include "extract/kern.h"
 #include "extract/model.h"
 
 typedef struct bench_opts {
@@ -282,6 +286,29 @@ out:
     return rc;
 }
 
+/* The instruction sets each side uses: h2tdb's own dispatch (common/cpu.h after H2T_CPU_MAX)
+ * and OpenBLAS's core (chosen when it loaded, from OPENBLAS_CORETYPE or its own CPUID probe);
+ * ONNX Runtime reports nothing, so its line gives the CPU flags its CPUID dispatch sees. */
+static void print_isa(void)
+{
+    char feat[128], disp[160], blas[512], flags[256];
+    const char *max = getenv("H2T_CPU_MAX");
+
+    h2t_cpu_describe(feat, sizeof feat);
+    h2t_kern_describe(disp, sizeof disp);
+    h2t_blas_describe(blas, sizeof blas);
+    bench_cpu_flags(flags, sizeof flags);
+    printf("isa h2tdb: %s; usable %s (H2T_CPU_MAX=%s); convolutions and MatMul: OpenBLAS sgemm\n",
+           disp, feat, max ? max : "(unset)");
+    printf("isa OpenBLAS: %s\n", blas);
+    printf("isa onnxruntime: MLAS picks its kernels by CPUID at load (no environment override, "
+           "not reported); it sees %s -> %s\n",
+           flags,
+           strstr(flags, "avx512f") ? "its AVX-512F float kernels"
+           : strstr(flags, "avx2")  ? "its AVX2+FMA float kernels"
+                                    : "its SSE/AVX float kernels");
+}
+
 int main(int argc, char **argv)
 {
     bench_opts o = {.runs = 3, .rounds = 2, .batch = 32, .threads = 2, .ort = 1};
@@ -333,6 +360,7 @@ int main(int argc, char **argv)
     }
     bench_cpu_model(cpu, sizeof cpu);
     printf("cpu: %s; load average %.2f at the start\n", cpu, bench_loadavg());
+    print_isa();
     h2t_blas_threads(o.threads);
     for (char *name = strtok_r(o.models, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
         int rc = bench_model(name, &o);

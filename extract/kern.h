@@ -14,6 +14,7 @@
 #ifndef H2T_EXTRACT_KERN_H
 #define H2T_EXTRACT_KERN_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Activation applied by a kernel's output pass. */
@@ -23,6 +24,12 @@ enum { H2T_ACT_NONE = 0, H2T_ACT_RELU = 1, H2T_ACT_CLIP = 2 };
 enum { H2T_ISA_C = 0, H2T_ISA_AVX_FMA = 1 };
 /* The best instruction set this CPU runs (H2T_ISA_*). */
 int h2t_kern_isa(void);
+/* The executor's dispatch as this process takes it (after H2T_CPU_MAX), one "kernel path"
+ * pair per dispatching kernel class, into buf (always NUL-terminated when len > 0; truncated
+ * when buf is short), e.g. "depthwise3x3 avx+fma, conv-epilogue avx+fma, nn avx+fma,
+ * pooling avx"; the portable paths read "c" (pooling's "generic": 4-float vectors that
+ * the compiler maps to the x86-64 baseline). Returns buf. */
+char *h2t_kern_describe(char *buf, size_t len);
 
 /* One channel plane of a 3x3 depthwise convolution, dilation 1, strides sh, sw in {1, 2}:
  * y[oh][ow] = act(bias + sum_{i,j} w9[3i + j] * x[oh*sh - pt + i][ow*sw - pl + j]) with

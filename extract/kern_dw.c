@@ -14,13 +14,25 @@
 #endif
 
 #include <immintrin.h>
+#include <stdio.h>
 
 #include "common/cpu.h"
+#include "extract/extract.h"
 #include "extract/kern.h"
 
 int h2t_kern_isa(void)
 {
     return h2t_cpu_has(H2T_CPU_AVX | H2T_CPU_FMA) ? H2T_ISA_AVX_FMA : H2T_ISA_C;
+}
+
+char *h2t_kern_describe(char *buf, size_t len)
+{
+    const char *k = h2t_kern_isa() == H2T_ISA_AVX_FMA ? "avx+fma" : "c";
+    const char *p = h2t_pool_isa_best() == H2T_POOL_ISA_AVX ? "avx" : "generic";
+
+    if (len > 0)
+        snprintf(buf, len, "depthwise3x3 %s, conv-epilogue %s, nn %s, pooling %s", k, k, k, p);
+    return buf;
 }
 
 static inline float act1(float v, int act, float lo, float hi)

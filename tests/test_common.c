@@ -6,6 +6,7 @@
 #include "extract/kern.h"
 #include "tests/test.h"
 
+#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -350,6 +351,9 @@ TEST(common_cpu_probe_and_limit)
     ASSERT_EQ(h2t_pool_isa_best(), H2T_POOL_ISA_GENERIC);
     ASSERT_EQ(h2t_kern_isa(), H2T_ISA_C);
     ASSERT_EQ(h2t_sha256_isa_best(), H2T_SHA256_ISA_C);
+    char disp[128];
+    h2t_kern_describe(disp, sizeof disp); /* what bench/extract prints for h2tdb's side */
+    ASSERT_STREQ(disp, "depthwise3x3 c, conv-epilogue c, nn c, pooling generic");
 
     ASSERT_EQ(setenv("H2T_CPU_MAX", "avx", 1), 0);
     h2t_cpu_reset();
@@ -364,6 +368,11 @@ TEST(common_cpu_probe_and_limit)
     ASSERT_EQ(unsetenv("H2T_CPU_MAX"), 0);
     h2t_cpu_reset();
     ASSERT_EQ(h2t_cpu_features(), f);
+    h2t_kern_describe(disp, sizeof disp);
+    ASSERT_EQ(strstr(disp, "depthwise3x3 avx+fma") != NULL, h2t_cpu_has(H2T_CPU_AVX | H2T_CPU_FMA));
+    ASSERT_EQ(strstr(disp, "pooling avx") != NULL, h2t_cpu_has(H2T_CPU_AVX));
+    h2t_kern_describe(tiny, sizeof tiny);
+    ASSERT_STREQ(tiny, "depth");
 }
 
 /* OpenBLAS's thread count has one owner: common/blas.c sets and reads it, and no other source
@@ -379,6 +388,17 @@ TEST(common_blas_threads_one_owner)
     h2t_blas_threads(1);
     ASSERT_EQ(h2t_blas_threads_get(), 1);
     h2t_blas_threads(before);
+
+    /* the description bench/extract prints: the build, the core chosen at load, the env */
+    char d[512], want[160], tiny[8];
+    const char *env = getenv("OPENBLAS_CORETYPE");
+    snprintf(want, sizeof want, "; core %s; OPENBLAS_CORETYPE=%s", openblas_get_corename(),
+             env ? env : "(unset)");
+    h2t_blas_describe(d, sizeof d);
+    ASSERT(strncmp(d, openblas_get_config(), strlen(openblas_get_config())) == 0);
+    ASSERT(strstr(d, want) != NULL);
+    h2t_blas_describe(tiny, sizeof tiny); /* truncated, still a string */
+    ASSERT_EQ(strlen(tiny), sizeof tiny - 1);
 
     char cmd[8192], cwd[4096];
     ASSERT(getcwd(cwd, sizeof(cwd)) != NULL);
