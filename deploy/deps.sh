@@ -13,7 +13,8 @@ clang libclang-rt-14-dev libonnx-testdata clang-format
 protobuf-compiler python3-protobuf python3-numpy python3-pip python3-venv"
 DEMO="dataset-fashion-mnist nodejs"
 EVAL="python3-pil fonts-dejavu-core fonts-liberation fonts-freefont-ttf"
-BENCH="r-cran-glmnet python3-sklearn python3-numpy python3-torch python3-torchvision python3-onnx nodejs"
+BENCH="r-cran-glmnet python3-sklearn python3-numpy python3-torch python3-torchvision python3-onnx nodejs
+libblis-dev libdnnl-dev"
 
 want="$BUILD"
 for a in "$@"; do
