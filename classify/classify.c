@@ -25,41 +25,6 @@ void h2t_classifier_opts_init(h2t_classifier_opts *o)
     memset(o, 0, sizeof *o);
 }
 
-static int read_model(const char *path, uint8_t **out, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return h2t_err_set(errno == ENOENT ? H2T_ENOTFOUND : H2T_EIO, "model file %s: %s", path,
-                           strerror(errno));
-    struct stat sb;
-    int rc = 0;
-    uint8_t *buf = NULL;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        rc = h2t_err_set(H2T_EIO, "model file %s: not a regular file", path);
-        goto out;
-    }
-    if ((uint64_t)sb.st_size > MAX_MODEL_BYTES) {
-        rc = h2t_err_set(H2T_ETOOBIG, "model file %s: %lld bytes", path, (long long)sb.st_size);
-        goto out;
-    }
-    size_t n = (size_t)sb.st_size;
-    if (!(buf = malloc(n ? n : 1))) {
-        rc = h2t_err_set(H2T_ENOMEM, "model file %s", path);
-        goto out;
-    }
-    if (fread(buf, 1, n, f) != n) {
-        rc = h2t_err_set(H2T_EIO, "model file %s: short read", path);
-        goto out;
-    }
-    *out = buf;
-    *len = n;
-    buf = NULL;
-out:
-    free(buf);
-    fclose(f);
-    return rc;
-}
-
 /* The class-token mode of an extraction from its identity text ("forms=v1 cls=apart-first"):
  * absent means the first rule's (pooled with the other tokens). */
 static void config_cls(const char *config, int *mode, int *first)
@@ -242,7 +207,7 @@ int h2t_classifier_open(h2t_store *st, uint64_t job, const h2t_classifier_opts *
         snprintf(path, sizeof path, "%s", o->model_path);
     else
         snprintf(path, sizeof path, "%s/%s", o->models_dir ? o->models_dir : "models", rec.name);
-    if ((rc = read_model(path, &model, &model_len)) < 0) {
+    if ((rc = h2t_file_read(path, "model file", MAX_MODEL_BYTES, &model, &model_len)) < 0) {
         if (!o->model_path)
             rc = h2t_err_wrap(rc, "extraction %u's model %s: ", e->id, rec.name);
         goto fail;

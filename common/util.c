@@ -343,3 +343,39 @@ int h2t_token_read(const char *path, uint8_t *tok, size_t cap, size_t *len)
     *len = n;
     return 0;
 }
+
+int h2t_file_read(const char *path, const char *what, size_t max, uint8_t **out, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return h2t_err_set(errno == ENOENT ? H2T_ENOTFOUND : H2T_EIO, "%s %s: %s", what, path,
+                           strerror(errno));
+    struct stat sb;
+    int rc = 0;
+    uint8_t *buf = NULL;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        rc = h2t_err_set(H2T_EIO, "%s %s: not a regular file", what, path);
+        goto out;
+    }
+    if ((uint64_t)sb.st_size > max) {
+        rc = h2t_err_set(H2T_ETOOBIG, "%s %s: %lld bytes (at most %zu)", what, path,
+                         (long long)sb.st_size, max);
+        goto out;
+    }
+    size_t n = (size_t)sb.st_size;
+    if (!(buf = malloc(n ? n : 1))) {
+        rc = h2t_err_set(H2T_ENOMEM, "%s %s: %zu bytes", what, path, n);
+        goto out;
+    }
+    if (fread(buf, 1, n, f) != n) {
+        rc = h2t_err_set(H2T_EIO, "%s %s: short read", what, path);
+        goto out;
+    }
+    *out = buf;
+    *len = n;
+    buf = NULL;
+out:
+    free(buf);
+    fclose(f);
+    return rc;
+}

@@ -105,6 +105,13 @@ float h2t_f16_to_f32(uint16_t h);
 void *h2t_aalloc(size_t n, size_t size);
 void h2t_afree(void *p);
 
+/* ---- files ---- */
+/* Read the whole regular file at path into *out (OWNED by the caller, free()), its size into
+ * *len; what names the file in errors ("model file"). Errors: H2T_ENOTFOUND (no such file),
+ * H2T_EIO (not a regular file, read error), H2T_ETOOBIG (over max bytes), H2T_ENOMEM. *out and
+ * *len are written only on success. */
+int h2t_file_read(const char *path, const char *what, size_t max, uint8_t **out, size_t *len);
+
 /* ---- addresses ---- */
 /* Split "HOST:PORT", "PORT" (host 127.0.0.1) or "[V6]:PORT" into host (hostlen bytes) and
  * port (0..65535); "localhost" becomes 127.0.0.1. what names the address in errors ("server

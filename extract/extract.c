@@ -84,42 +84,6 @@ void h2t_extract_opts_init(h2t_extract_opts *o)
     o->dtype = H2T_DTYPE_F32;
 }
 
-static int read_file(const char *path, uint8_t **out, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return h2t_err_set(errno == ENOENT ? H2T_ENOTFOUND : H2T_EIO, "open %s: %s", path,
-                           strerror(errno));
-    struct stat sb;
-    int rc = 0;
-    uint8_t *buf = NULL;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        rc = h2t_err_set(H2T_EIO, "%s: not a regular file", path);
-        goto out;
-    }
-    if ((uint64_t)sb.st_size > MAX_FILE_BYTES) {
-        rc = h2t_err_set(H2T_ETOOBIG, "%s: %lld bytes", path, (long long)sb.st_size);
-        goto out;
-    }
-    size_t n = (size_t)sb.st_size;
-    buf = malloc(n ? n : 1);
-    if (!buf) {
-        rc = h2t_err_set(H2T_ENOMEM, "reading %s", path);
-        goto out;
-    }
-    if (fread(buf, 1, n, f) != n) {
-        rc = h2t_err_set(H2T_EIO, "read %s: short read", path);
-        goto out;
-    }
-    *out = buf;
-    *len = n;
-    buf = NULL;
-out:
-    free(buf);
-    fclose(f);
-    return rc;
-}
-
 /* Ops whose output only moves, copies or describes values (the v1 rule's exclusions). */
 static int pure_op(const char *op)
 {
@@ -506,7 +470,8 @@ int h2t_extract_plan_create(const h2t_extract_opts *o, h2t_extract_plan **out)
     }
 
     /* the model: one read serves the hash, the metadata and the parser */
-    if ((rc = read_file(o->model_path, &p->model_buf, &p->model_len)) < 0)
+    if ((rc = h2t_file_read(o->model_path, "model file", MAX_FILE_BYTES, &p->model_buf,
+                            &p->model_len)) < 0)
         goto fail;
     h2t_sha256 hs;
     h2t_sha256_init(&hs);

@@ -9,6 +9,8 @@
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -437,4 +439,31 @@ TEST(common_no_references_outside_the_repository)
     fclose(f);
     if (found)
         TEST_FAILF("a reference outside the repository: %s", line);
+}
+
+TEST(common_file_read)
+{
+    uint8_t *buf = (uint8_t *)"untouched";
+    size_t len = 7;
+    ASSERT_EQ(h2t_file_read("missing.onnx", "model file", 100, &buf, &len), H2T_ENOTFOUND);
+    ASSERT(strstr(h2t_err_detail(), "model file missing.onnx"));
+    ASSERT_EQ(mkdir("dir", 0700), 0);
+    ASSERT_EQ(h2t_file_read("dir", "model file", 100, &buf, &len), H2T_EIO);
+    FILE *f = fopen("ten", "wb");
+    ASSERT(f);
+    ASSERT_EQ(fwrite("0123456789", 1, 10, f), 10);
+    fclose(f);
+    ASSERT_EQ(h2t_file_read("ten", "model file", 9, &buf, &len), H2T_ETOOBIG);
+    ASSERT(strstr(h2t_err_detail(), "10 bytes (at most 9)"));
+    ASSERT_EQ(len, 7); /* nothing written on failure */
+    ASSERT_OK(h2t_file_read("ten", "model file", 10, &buf, &len));
+    ASSERT_EQ(len, 10);
+    ASSERT(!memcmp(buf, "0123456789", 10));
+    free(buf);
+    f = fopen("empty", "wb");
+    ASSERT(f);
+    fclose(f);
+    ASSERT_OK(h2t_file_read("empty", "model file", 10, &buf, &len));
+    ASSERT_EQ(len, 0);
+    free(buf);
 }
