@@ -76,6 +76,30 @@ typedef struct fixture_spec {
 /* .layers and .n_layers of a fixture_spec from an array of h2t_layer_info. */
 #define FIXTURE_LAYERS(a) .layers = (a), .n_layers = (uint32_t)(sizeof(a) / sizeof((a)[0]))
 
+/* 32-bit LCG step (Numerical Recipes constants), the top 24 bits: test images and labels. */
+static inline uint32_t fixture_lcg32(uint32_t *s)
+{
+    *s = *s * 1664525u + 1013904223u;
+    return *s >> 8;
+}
+
+/* A .npy version 1.0 header (descr e.g. "<f4", shape e.g. "(3, 1, 8, 8)"), padded to 64. */
+static inline void fixture_npy_header(FILE *f, const char *descr, const char *shape)
+{
+    char dict[200];
+    int l = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': %s, }",
+                     descr, shape);
+    size_t total = 10 + (size_t)l + 1, pad = (64 - total % 64) % 64;
+    uint16_t hl = (uint16_t)(l + 1 + pad);
+    fwrite("\x93NUMPY\x01\x00", 1, 8, f);
+    fputc(hl & 255, f);
+    fputc(hl >> 8, f);
+    fwrite(dict, 1, (size_t)l, f);
+    for (size_t i = 0; i < pad; i++)
+        fputc(' ', f);
+    fputc('\n', f);
+}
+
 /* The next uniform value in [0, 1) of a 64-bit LCG (Knuth's MMIX constants) in *s. */
 static inline float fixture_lcg_unit(uint64_t *s)
 {

@@ -8,6 +8,7 @@
 #include "common/err.h"
 #include "proto/proto.h"
 #include "solver/solver.h"
+#include "tests/fixture.h"
 #include "tests/srv_thread.h"
 #include "tests/test.h"
 
@@ -19,19 +20,13 @@
 
 #define N_IMG 12
 
-static uint32_t lcg(uint32_t *s)
-{
-    *s = *s * 1664525u + 1013904223u;
-    return *s >> 8;
-}
-
 /* Gray 10 x 12 PNG number i (resized to the model's 8 x 8 by the preprocessing). */
 static void write_png(const char *path, uint32_t i)
 {
     uint8_t px[120];
     uint32_t s = 99 + i;
     for (int k = 0; k < 120; k++)
-        px[k] = (uint8_t)((lcg(&s) & 127) + (i % 3) * 60);
+        px[k] = (uint8_t)((fixture_lcg32(&s) & 127) + (i % 3) * 60);
     png_image im;
     memset(&im, 0, sizeof im);
     im.version = PNG_IMAGE_VERSION;

@@ -6,6 +6,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "extract/extract.h"
+#include "tests/fixture.h"
 #include "tests/test.h"
 
 #include <jpeglib.h>
@@ -19,44 +20,22 @@
 
 /* ---- fixtures ---- */
 
-static uint32_t lcg(uint32_t *s)
-{
-    *s = *s * 1664525u + 1013904223u;
-    return *s >> 8;
-}
-
-static void write_npy_header(FILE *f, const char *descr, const char *shape)
-{
-    char dict[200];
-    int l = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': %s, }",
-                     descr, shape);
-    size_t total = 10 + (size_t)l + 1, pad = (64 - total % 64) % 64;
-    uint16_t hl = (uint16_t)(l + 1 + pad);
-    fwrite("\x93NUMPY\x01\x00", 1, 8, f);
-    fputc(hl & 255, f);
-    fputc(hl >> 8, f);
-    fwrite(dict, 1, (size_t)l, f);
-    for (size_t i = 0; i < pad; i++)
-        fputc(' ', f);
-    fputc('\n', f);
-}
-
 /* n float32 samples 1 x 8 x 8 in [-1, 1) and labels i % 3 */
 static float *make_float_npy(const char *img, const char *lab, uint32_t n)
 {
     float *x = malloc(sizeof(float) * 64 * n);
     uint32_t s = 12345;
     for (uint32_t i = 0; i < 64 * n; i++)
-        x[i] = (float)(lcg(&s) % 2000) / 1000.0f - 1.0f;
+        x[i] = (float)(fixture_lcg32(&s) % 2000) / 1000.0f - 1.0f;
     char shape[64];
     FILE *f = fopen(img, "wb");
     snprintf(shape, sizeof shape, "(%u, 1, 8, 8)", n);
-    write_npy_header(f, "<f4", shape);
+    fixture_npy_header(f, "<f4", shape);
     fwrite(x, sizeof(float), 64 * (size_t)n, f);
     fclose(f);
     f = fopen(lab, "wb");
     snprintf(shape, sizeof shape, "(%u,)", n);
-    write_npy_header(f, "<i4", shape);
+    fixture_npy_header(f, "<i4", shape);
     for (uint32_t i = 0; i < n; i++) {
         int32_t v = (int32_t)(i % 3);
         fwrite(&v, 4, 1, f);
@@ -226,7 +205,7 @@ static void make_idx_gz(uint32_t ntrain, uint32_t ntest)
         gzFile g = gzopen(f[split * 2], "wb");
         gzwrite(g, hdr, 16);
         for (uint32_t i = 0; i < n * 784; i++) {
-            uint8_t v = (uint8_t)(lcg(&s) & 255);
+            uint8_t v = (uint8_t)(fixture_lcg32(&s) & 255);
             gzwrite(g, &v, 1);
         }
         gzclose(g);
@@ -332,7 +311,7 @@ TEST(extract_pass_bad_input_writes_nothing)
     o.model_path = tiny_model();
     /* float tensors of another shape cannot feed the model */
     f = fopen("small.npy", "wb");
-    write_npy_header(f, "<f4", "(2, 1, 4, 4)");
+    fixture_npy_header(f, "<f4", "(2, 1, 4, 4)");
     float z[32] = {0};
     fwrite(z, 4, 32, f);
     fclose(f);
@@ -593,7 +572,7 @@ static void write_gray_png(const char *path, uint32_t i)
     uint8_t px[64];
     uint32_t s = 777 + i;
     for (int k = 0; k < 64; k++)
-        px[k] = (uint8_t)(lcg(&s) & 255);
+        px[k] = (uint8_t)(fixture_lcg32(&s) & 255);
     png_image im;
     memset(&im, 0, sizeof im);
     im.version = PNG_IMAGE_VERSION;

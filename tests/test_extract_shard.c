@@ -5,6 +5,7 @@
 #include "common/err.h"
 #include "extract/extract.h"
 #include "server/server.h"
+#include "tests/fixture.h"
 #include "tests/test.h"
 
 #include <stdio.h>
@@ -12,28 +13,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-
-static uint32_t lcg(uint32_t *s)
-{
-    *s = *s * 1664525u + 1013904223u;
-    return *s >> 8;
-}
-
-static void npy_header(FILE *f, const char *descr, const char *shape)
-{
-    char dict[200];
-    int l = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': %s, }",
-                     descr, shape);
-    size_t total = 10 + (size_t)l + 1, pad = (64 - total % 64) % 64;
-    uint16_t hl = (uint16_t)(l + 1 + pad);
-    fwrite("\x93NUMPY\x01\x00", 1, 8, f);
-    fputc(hl & 255, f);
-    fputc(hl >> 8, f);
-    fwrite(dict, 1, (size_t)l, f);
-    for (size_t i = 0; i < pad; i++)
-        fputc(' ', f);
-    fputc('\n', f);
-}
 
 /* n float32 samples 1 x 8 x 8 in [-1, 1), labels i % 3, at x.npy and y.npy */
 static void make_data(uint32_t n)
@@ -43,16 +22,16 @@ static void make_data(uint32_t n)
     FILE *f = fopen("x.npy", "wb");
     ASSERT(f != NULL);
     snprintf(shape, sizeof shape, "(%u, 1, 8, 8)", n);
-    npy_header(f, "<f4", shape);
+    fixture_npy_header(f, "<f4", shape);
     for (uint32_t i = 0; i < 64 * n; i++) {
-        float v = (float)(lcg(&s) % 2000) / 1000.0f - 1.0f;
+        float v = (float)(fixture_lcg32(&s) % 2000) / 1000.0f - 1.0f;
         fwrite(&v, 4, 1, f);
     }
     ASSERT_EQ(fclose(f), 0);
     f = fopen("y.npy", "wb");
     ASSERT(f != NULL);
     snprintf(shape, sizeof shape, "(%u,)", n);
-    npy_header(f, "<i4", shape);
+    fixture_npy_header(f, "<i4", shape);
     for (uint32_t i = 0; i < n; i++) {
         int32_t v = (int32_t)(i % 3);
         fwrite(&v, 4, 1, f);

@@ -5,6 +5,7 @@
  * own tensors pooled by the references here. */
 #include "common/err.h"
 #include "extract/extract.h"
+#include "tests/fixture.h"
 #include "tests/test.h"
 
 #include <sys/wait.h>
@@ -344,19 +345,8 @@ TEST(extract_tokens_forms_and_rule)
 static void write_npy(const char *path, const char *descr, const char *shape, const void *data,
                       size_t bytes)
 {
-    char dict[200];
-    int l = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': %s, }",
-                     descr, shape);
-    size_t total = 10 + (size_t)l + 1, pad = (64 - total % 64) % 64;
-    uint16_t hl = (uint16_t)(l + 1 + pad);
     FILE *f = fopen(path, "wb");
-    fwrite("\x93NUMPY\x01\x00", 1, 8, f);
-    fputc(hl & 255, f);
-    fputc(hl >> 8, f);
-    fwrite(dict, 1, (size_t)l, f);
-    for (size_t i = 0; i < pad; i++)
-        fputc(' ', f);
-    fputc('\n', f);
+    fixture_npy_header(f, descr, shape);
     fwrite(data, 1, bytes, f);
     fclose(f);
 }

@@ -17,6 +17,7 @@
 #include "common/err.h"
 #include "extract/extract.h"
 #include "extract/model.h"
+#include "tests/fixture.h"
 #include "tests/test.h"
 
 #define TOL 1e-4
@@ -297,20 +298,9 @@ TEST(vit_tiny_expect_format)
 static void npy_write(const char *path, const char *descr, const char *shape, const void *data,
                       size_t bytes)
 {
-    char dict[200];
-    int l = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': %s, }",
-                     descr, shape);
-    size_t total = 10 + (size_t)l + 1, pad = (64 - total % 64) % 64;
-    uint16_t hl = (uint16_t)(l + 1 + pad);
     FILE *f = fopen(path, "wb");
     ASSERT(f);
-    fwrite("\x93NUMPY\x01\x00", 1, 8, f);
-    fputc(hl & 255, f);
-    fputc(hl >> 8, f);
-    fwrite(dict, 1, (size_t)l, f);
-    for (size_t i = 0; i < pad; i++)
-        fputc(' ', f);
-    fputc('\n', f);
+    fixture_npy_header(f, descr, shape);
     fwrite(data, 1, bytes, f);
     fclose(f);
 }
