@@ -6,7 +6,7 @@
 #   make eval       the evaluation suite, a subset of its tasks (docs/eval.md); eval-full: all
 #   make conformance  the executor against ONNX Runtime and tfjs, and the model zoo (ZOO=...)
 #   make format-check | format | clean | install (PREFIX, DESTDIR)
-#   make fuzz       each libFuzzer target for 60 s (frame, onnx, data, sel; tests/fuzz/run.sh)
+#   make fuzz       each libFuzzer target for 60 s (frame, onnx, data, sel, store; tests/fuzz/run.sh)
 #   make fuzz-long  each for an hour
 
 PREFIX ?= /usr/local
@@ -136,9 +136,9 @@ install: build/h2tdb build/libh2tdb.a
 	  install -m 0644 $$h $(DESTDIR)$(INCLUDEDIR)/h2tdb/$$h || exit 1; done
 
 fuzz:
-	./tests/fuzz/run.sh 60 frame onnx data sel
+	./tests/fuzz/run.sh 60 frame onnx data sel store
 fuzz-long:
-	./tests/fuzz/run.sh 3600 frame onnx data sel
+	./tests/fuzz/run.sh 3600 frame onnx data sel store
 
 clean:
 	rm -rf build

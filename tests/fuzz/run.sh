@@ -5,6 +5,7 @@
 #   onnx   the ONNX loader and shape inference (fuzz_onnx.c)
 #   data   the npy, IDX and PNG/JPEG folder readers (fuzz_data.c)
 #   sel    the task selection parser with its cap (fuzz_sel.c)
+#   store  the store's record decoders over LMDB values (fuzz_store.c)
 # Seeds: tests/fuzz/seeds/TARGET/ (in the repository) and what earlier runs kept
 # (build/fuzz/corpus-TARGET/). make test runs frame briefly, make fuzz each target for 60 s,
 # make fuzz-long each for an hour. Exit 0 when no target crashed.
