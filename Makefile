@@ -16,11 +16,26 @@ ONNX_PROTO ?= /usr/include/onnx/onnx.proto
 
 WARN := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
         -Wno-format-truncation -Wno-error=deprecated-declarations
+# MPI is optional: found through OpenMPI's `mpicc --showme`, else pkg-config (ompi-c, mpich);
+# `make MPI=0` builds without it (then `--mpi` fails with "built without MPI"). common/mpi.c
+# is the only file that includes <mpi.h> or tests H2T_HAVE_MPI (only it gets these flags);
+# build/mpi.flags makes it rebuild when they change.
+MPI ?= auto
+ifneq ($(MPI),0)
+MPI_CFLAGS := $(shell mpicc --showme:compile 2>/dev/null || pkg-config --cflags ompi-c 2>/dev/null || pkg-config --cflags mpich 2>/dev/null)
+MPI_LIBS := $(shell mpicc --showme:link 2>/dev/null || pkg-config --libs ompi-c 2>/dev/null || pkg-config --libs mpich 2>/dev/null)
+endif
+ifneq ($(strip $(MPI_LIBS)),)
+MPI_DEF := -DH2T_HAVE_MPI=1 $(MPI_CFLAGS)
+else ifeq ($(MPI),1)
+$(error MPI=1 but neither mpicc nor pkg-config ompi-c/mpich was found (deploy/deps.sh installs OpenMPI))
+endif
+
 BASE_CFLAGS := $(WARN) -D_GNU_SOURCE -g -I. -Ibuild/gen -pthread
 REL_CFLAGS := $(BASE_CFLAGS) -O2
 ASAN_CFLAGS := $(BASE_CFLAGS) -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
                -fno-sanitize-recover=undefined
-LIBS := -llmdb -lopenblas -lprotobuf-c -luv -lz -lpng -ljpeg -lm -pthread
+LIBS := -llmdb -lopenblas -lprotobuf-c -luv -lz -lpng -ljpeg -lm -pthread $(MPI_LIBS)
 
 MODULES := common proto storage extract solver classify server client cli
 LIB_SRCS := $(filter-out cli/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
@@ -56,6 +71,16 @@ build/obj/build/gen/%.o: build/gen/%.c $(GEN_HDRS)
 build/asan/obj/build/gen/%.o: build/gen/%.c $(GEN_HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(call GEN_CFLAGS_FILTER,$(ASAN_CFLAGS)) -c $< -o $@
+
+MPI_STAMP := $(strip $(MPI_CFLAGS) | $(MPI_LIBS))
+build/mpi.flags: FORCE
+	@mkdir -p build
+	@[ "$$(cat $@ 2>/dev/null)" = '$(MPI_STAMP)' ] || echo '$(MPI_STAMP)' >$@
+build/obj/common/mpi.o build/asan/obj/common/mpi.o: build/mpi.flags
+build/obj/common/mpi.o: REL_CFLAGS += $(MPI_DEF)
+build/asan/obj/common/mpi.o: ASAN_CFLAGS += $(MPI_DEF)
+.PHONY: FORCE
+FORCE:
 
 build/obj/%.o: %.c $(GEN_HDRS)
 	@mkdir -p $(dir $@)

@@ -35,6 +35,7 @@ int h2t_cmd_compare(int argc, char **argv); /* cli/cmd_compare.c */
 int h2t_cmd_verify(int argc, char **argv);  /* cli/cmd_admin.c */
 int h2t_cmd_rm(int argc, char **argv);
 int h2t_cmd_compact(int argc, char **argv);
+int h2t_cmd_mpi_check(int argc, char **argv); /* cli/cmd_mpi.c */
 
 #define H2T_CMD_TABLE                                                                              \
     {"version", "print the version", h2t_cmd_version},                                             \
@@ -62,6 +63,7 @@ int h2t_cmd_compact(int argc, char **argv);
          h2t_cmd_compare},                                                                         \
         {"verify", "check every record, feature block and checksum of a store", h2t_cmd_verify},   \
         {"rm", "remove an extraction, task or job from a store", h2t_cmd_rm},                      \
-        {"compact", "give a store's removed space back to the file system", h2t_cmd_compact},
+        {"compact", "give a store's removed space back to the file system", h2t_cmd_compact},      \
+        {"mpi-check", "check an MPI launch: mpirun -np N h2tdb mpi-check", h2t_cmd_mpi_check},
 
 #endif

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install the Debian packages h2tdb needs. Idempotent: quiet when everything is there.
-#   deploy/deps.sh            build + test dependencies (what `make test` needs)
+#   deploy/deps.sh            build + test dependencies (what `make test` needs, OpenMPI too)
 #   deploy/deps.sh --demo     also the real data set (Fashion-MNIST) and npm (model fetch)
 #   deploy/deps.sh --bench    also the peers used by `make bench` and conformance scripts
 #   deploy/deps.sh --eval     also what `make eval` needs: --demo's, PIL, the glyph fonts
@@ -11,12 +11,15 @@ BUILD="build-essential pkg-config liblmdb-dev lmdb-utils libopenblas-dev libprot
 protobuf-c-compiler libuv1-dev libonnx-dev zlib1g-dev libpng-dev libjpeg62-turbo-dev
 clang libclang-rt-14-dev libonnx-testdata clang-format
 protobuf-compiler python3-protobuf python3-numpy python3-pip python3-venv"
+# MPI is optional at build time (without mpicc the Makefile builds without it and `--mpi`
+# says so); it is in the default set so that CI builds with it and runs the mpirun tests.
+MPI="libopenmpi-dev openmpi-bin"
 DEMO="dataset-fashion-mnist nodejs"
 EVAL="python3-pil fonts-dejavu-core fonts-liberation fonts-freefont-ttf"
 BENCH="r-cran-glmnet python3-sklearn python3-numpy python3-torch python3-torchvision python3-onnx nodejs
 libblis-dev libdnnl-dev"
 
-want="$BUILD"
+want="$BUILD $MPI"
 for a in "$@"; do
     case "$a" in
     --demo) want="$want $DEMO" ;;
