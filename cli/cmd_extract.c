@@ -4,6 +4,7 @@
  * checked before the store is opened, so bad input leaves nothing behind.
  */
 #include "cli/cmds.h"
+#include "cli/extract_mpi.h"
 #include "common/err.h"
 #include "common/util.h"
 #include "extract/extract.h"
@@ -37,6 +38,9 @@ static void extract_usage(FILE *f)
                "  --limit N               only the first N samples of the source (quick subsets)\n"
                "  --shard I/N             only shard I of N (contiguous sample ranges, one store\n"
                "                          each; h2tdb merge joins them; docs/deployment.md)\n"
+               "  --mpi                   under mpirun -np N: rank I extracts shard I/N into\n"
+               "                          DIR/shard-I-of-N; rank 0 then writes the manifest\n"
+               "                          DIR/store-set.txt (--store DIR holds them all)\n"
                "  --layers REGEX          tensors whose name matches (POSIX extended) instead of\n"
                "                          the default rule (every node output of rank 2-4 but\n"
                "                          reshapes/identities, attention weights and heads)\n"
@@ -163,7 +167,7 @@ int h2t_cmd_extract(int argc, char **argv)
     h2t_extract_opts_init(&o);
     o.progress = 1;
     const char *store_dir = NULL;
-    int json = 0, plan_only = 0;
+    int json = 0, plan_only = 0, mpi = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -184,6 +188,10 @@ int h2t_cmd_extract(int argc, char **argv)
         }
         if (!strcmp(a, "--plan")) {
             plan_only = 1;
+            continue;
+        }
+        if (!strcmp(a, "--mpi")) {
+            mpi = 1;
             continue;
         }
         char name[64];
@@ -282,6 +290,14 @@ int h2t_cmd_extract(int argc, char **argv)
         return usage_err("%s is required", "--data SPEC");
     if (json)
         o.progress = 0;
+    if (mpi) {
+        if (o.shard_n)
+            return usage_err("%s: --mpi takes the shard from the rank (I/N = rank/size)",
+                             "--shard");
+        if (plan_only || json)
+            return usage_err("%s does not go with --mpi", plan_only ? "--plan" : "--json");
+        return h2t_extract_mpi_run(&o, store_dir);
+    }
 
     char eb[1024];
     h2t_extract_plan *p = NULL;

@@ -18,6 +18,9 @@
 /* 0 never started, 1 active, 2 finalized (MPI forbids a second MPI_Init). */
 static int g_state;
 static int g_rank, g_size = 1;
+/* stop messages (h2t_mpi_stop_post): posted by this rank, seen from other ranks */
+static int g_stop_posted, g_stop_from = -1;
+static unsigned char *g_stop_seen; /* g_size flags */
 
 int h2t_mpi_built(void)
 {
@@ -42,6 +45,11 @@ int h2t_mpi_size(void)
 }
 
 #ifdef H2T_HAVE_MPI
+
+#define STOP_TAG 0x4832 /* on g_stop_comm only, so it never meets a caller's messages */
+static MPI_Comm g_stop_comm = MPI_COMM_NULL;
+static MPI_Request *g_stop_reqs;
+static int32_t g_stop_word;
 
 /* H2T_ENET with "rank R of N: what: MPI's text". */
 static int mpi_fail(const char *what, int code)
@@ -83,14 +91,107 @@ int h2t_mpi_init(int *argc, char ***argv, int thread_level)
         return h2t_err_set(H2T_ENET, "rank %d of %d: MPI grants thread level %d, %d asked", r, n,
                            provided, levels[thread_level]);
     }
+    g_stop_seen = calloc((size_t)g_size, 1);
+    g_stop_reqs = calloc((size_t)g_size, sizeof *g_stop_reqs);
+    if (!g_stop_seen || !g_stop_reqs || MPI_Comm_dup(MPI_COMM_WORLD, &g_stop_comm) != MPI_SUCCESS) {
+        int r = g_rank, n = g_size;
+        free(g_stop_seen);
+        free(g_stop_reqs);
+        g_stop_seen = NULL;
+        g_stop_reqs = NULL;
+        MPI_Finalize();
+        g_state = 2;
+        g_rank = 0;
+        g_size = 1;
+        return h2t_err_set(H2T_ENOMEM, "rank %d of %d: MPI start: out of memory", r, n);
+    }
+    for (int r = 0; r < g_size; r++)
+        g_stop_reqs[r] = MPI_REQUEST_NULL;
     g_state = 1;
     return 0;
+}
+
+/* Complete this rank's stop messages and receive the other ranks' (posted[r] from the
+ * agreement), so that none is left in flight. */
+static int stop_settle(const int32_t *posted)
+{
+    int rc = 0;
+    if (g_state != 1)
+        return 0;
+    for (int r = 0; r < g_size; r++) {
+        if (r == g_rank || !posted[r] || g_stop_seen[r])
+            continue;
+        int32_t w;
+        int code = MPI_Recv(&w, 1, MPI_INT32_T, r, STOP_TAG, g_stop_comm, MPI_STATUS_IGNORE);
+        if (code != MPI_SUCCESS && rc == 0)
+            rc = mpi_fail("MPI_Recv (stop)", code);
+    }
+    if (g_stop_posted) {
+        int code = MPI_Waitall(g_size, g_stop_reqs, MPI_STATUSES_IGNORE);
+        if (code != MPI_SUCCESS && rc == 0)
+            rc = mpi_fail("MPI_Waitall (stop)", code);
+    }
+    memset(g_stop_seen, 0, (size_t)g_size);
+    g_stop_posted = 0;
+    g_stop_from = -1;
+    return rc;
+}
+
+int h2t_mpi_stop_post(void)
+{
+    if (g_state != 1 || g_stop_posted)
+        return 0;
+    g_stop_word = g_rank;
+    for (int r = 0; r < g_size; r++) {
+        if (r == g_rank)
+            continue;
+        int code =
+            MPI_Isend(&g_stop_word, 1, MPI_INT32_T, r, STOP_TAG, g_stop_comm, &g_stop_reqs[r]);
+        if (code != MPI_SUCCESS)
+            return mpi_fail("MPI_Isend (stop)", code);
+    }
+    g_stop_posted = 1;
+    return 0;
+}
+
+int h2t_mpi_stop_poll(int *from)
+{
+    if (g_state != 1)
+        return 0;
+    for (;;) {
+        int flag = 0;
+        MPI_Status stt;
+        if (MPI_Iprobe(MPI_ANY_SOURCE, STOP_TAG, g_stop_comm, &flag, &stt) != MPI_SUCCESS || !flag)
+            break;
+        int32_t w;
+        if (MPI_Recv(&w, 1, MPI_INT32_T, stt.MPI_SOURCE, STOP_TAG, g_stop_comm,
+                     MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            break;
+        g_stop_seen[stt.MPI_SOURCE] = 1;
+        if (g_stop_from < 0)
+            g_stop_from = stt.MPI_SOURCE;
+    }
+    if (g_stop_from >= 0 && from)
+        *from = g_stop_from;
+    return g_stop_from >= 0;
 }
 
 int h2t_mpi_finalize(void)
 {
     if (g_state != 1)
         return 0;
+    if (g_stop_posted)
+        for (int r = 0; r < g_size; r++)
+            if (g_stop_reqs[r] != MPI_REQUEST_NULL) {
+                MPI_Cancel(&g_stop_reqs[r]);
+                MPI_Request_free(&g_stop_reqs[r]);
+            }
+    MPI_Comm_free(&g_stop_comm);
+    free(g_stop_seen);
+    free(g_stop_reqs);
+    g_stop_seen = NULL;
+    g_stop_reqs = NULL;
+    g_stop_posted = 0;
     int code = MPI_Finalize();
     int rc = code == MPI_SUCCESS ? 0 : mpi_fail("MPI_Finalize", code);
     g_state = 2;
@@ -262,6 +363,21 @@ int h2t_mpi_allgather(const void *send, void *recv, size_t bytes)
         memmove(recv, send, bytes);
     return 0;
 }
+int h2t_mpi_stop_post(void)
+{
+    return 0;
+}
+int h2t_mpi_stop_poll(int *from)
+{
+    (void)from;
+    return 0;
+}
+static int stop_settle(const int32_t *posted)
+{
+    (void)posted;
+    return 0;
+}
+
 const char *h2t_mpi_library(char *buf, size_t len)
 {
     if (buf && len > 0)
@@ -277,10 +393,29 @@ void h2t_mpi_abort(int code)
 
 int h2t_mpi_agree(int rc, int *failed_rank)
 {
-    /* the lowest failed rank, or size when none failed */
     int size = h2t_mpi_size(), me = h2t_mpi_rank();
-    int32_t first = rc < 0 ? me : size;
-    int arc = h2t_mpi_allreduce(&first, 1, H2T_MPI_I32, H2T_MPI_MIN);
+    /* every rank's (failed, posted a stop) */
+    int32_t mine[2] = {rc < 0, g_stop_posted};
+    int32_t *all = malloc((size_t)size * sizeof mine);
+    int32_t *posted = malloc((size_t)size * sizeof *posted);
+    if (!all || !posted) {
+        free(all);
+        free(posted);
+        return h2t_err_set(H2T_ENOMEM, "rank %d of %d: agreement: out of memory", me, size);
+    }
+    char keep[512];
+    snprintf(keep, sizeof keep, "%s", h2t_err_detail());
+    int arc = h2t_mpi_allgather(mine, all, sizeof mine);
+    int first = size;
+    for (int r = 0; arc == 0 && r < size; r++) {
+        posted[r] = all[2 * r + 1];
+        if (all[2 * r] && first == size)
+            first = r;
+    }
+    if (arc == 0)
+        arc = stop_settle(posted);
+    free(all);
+    free(posted);
     if (arc < 0)
         return arc;
     if (first >= size)
@@ -293,19 +428,18 @@ int h2t_mpi_agree(int rc, int *failed_rank)
     memset(&msg, 0, sizeof msg);
     if (me == first) {
         msg.rc = rc;
-        snprintf(msg.detail, sizeof msg.detail, "%s", h2t_err_detail());
+        snprintf(msg.detail, sizeof msg.detail, "%s", keep);
     }
     arc = h2t_mpi_bcast(&msg, sizeof msg, first);
     if (arc < 0)
         return arc;
     if (failed_rank)
         *failed_rank = first;
-    if (me != first) {
-        msg.detail[sizeof msg.detail - 1] = '\0';
-        if (msg.detail[0])
-            h2t_err_set(msg.rc, "rank %d of %d failed: %s", first, size, msg.detail);
-        else
-            h2t_err_set(msg.rc, "rank %d of %d failed: %s", first, size, h2t_strerror(msg.rc));
-    }
+    msg.detail[sizeof msg.detail - 1] = '\0';
+    if (me != first)
+        h2t_err_set(msg.rc, "rank %d of %d failed: %s", first, size,
+                    msg.detail[0] ? msg.detail : h2t_strerror(msg.rc));
+    else
+        h2t_err_set(msg.rc, "%s", keep);
     return msg.rc;
 }

@@ -95,11 +95,21 @@ int h2t_mpi_bcast(void *buf, size_t bytes, int root);
  * size*bytes. Errors: H2T_EINVAL bytes > INT_MAX; H2T_ENET naming the rank. */
 int h2t_mpi_allgather(const void *send, void *recv, size_t bytes);
 
+/* Early stop, for long work between collectives (an extraction's batches): a rank that fails
+ * calls h2t_mpi_stop_post (non-blocking: a message to every other rank), the others call
+ * h2t_mpi_stop_poll between units of work and stop when it returns 1 (*from = the first rank
+ * that posted), and then every rank calls h2t_mpi_agree, which completes those messages.
+ * Without MPI active, post does nothing and poll returns 0. post returns 0 or H2T_ENET. */
+int h2t_mpi_stop_post(void);
+int h2t_mpi_stop_poll(int *from);
+
 /* Collective agreement on an outcome: every rank passes its own rc (0 or an H2T_E* code).
  * Returns 0 on every rank when all passed 0. Otherwise returns, on every rank, the code of
  * the lowest failed rank, writes that rank to *failed_rank (when not NULL), and on the ranks
  * that had succeeded sets the detail to "rank R of N failed: <R's detail>" (its first 511
- * bytes; the failed rank keeps its own detail). H2T_ENET when the agreement itself fails. */
+ * bytes; the failed rank keeps its own detail). It also completes the messages of
+ * h2t_mpi_stop_post, so stops posted before it never leak into the next agreement.
+ * H2T_ENET when the agreement itself fails. */
 int h2t_mpi_agree(int rc, int *failed_rank);
 
 /* End every rank now (MPI_Abort on MPI_COMM_WORLD with `code`; exit(code) when not active).

@@ -9,13 +9,17 @@
  * stay on; the code these ranks run is covered with leak checks by the tests without mpirun. */
 #include "common/err.h"
 #include "common/mpi.h"
+#include "extract/extract.h"
+#include "tests/fixture.h"
 #include "tests/test.h"
 
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 static int sh(const char *cmd, char *out, size_t n)
 {
@@ -126,4 +130,142 @@ TEST_TIMEOUT(mpi_mpirun_check, 120)
     ASSERT(a != NULL);
     ASSERT(strstr(a + 1, "rank 1 of 3 failed") != NULL);
     ASSERT(strstr(out, "mpi-check: 3 ranks") == NULL);
+}
+
+/* n float32 samples 1 x 8 x 8 in [-1, 1), labels i % 3, at x.npy and y.npy (as the shard
+ * tests make them) */
+static void make_data(uint32_t n)
+{
+    char shape[64];
+    uint32_t s = 4242;
+    FILE *f = fopen("x.npy", "wb");
+    ASSERT(f != NULL);
+    snprintf(shape, sizeof shape, "(%u, 1, 8, 8)", n);
+    fixture_npy_header(f, "<f4", shape);
+    for (uint32_t i = 0; i < 64 * n; i++) {
+        float v = (float)(fixture_lcg32(&s) % 2000) / 1000.0f - 1.0f;
+        fwrite(&v, 4, 1, f);
+    }
+    ASSERT_EQ(fclose(f), 0);
+    f = fopen("y.npy", "wb");
+    ASSERT(f != NULL);
+    snprintf(shape, sizeof shape, "(%u,)", n);
+    fixture_npy_header(f, "<i4", shape);
+    for (uint32_t i = 0; i < n; i++) {
+        int32_t v = (int32_t)(i % 3);
+        fwrite(&v, 4, 1, f);
+    }
+    ASSERT_EQ(fclose(f), 0);
+}
+
+/* mpirun -np 3 h2tdb extract --mpi: three shard stores and a manifest that names them; bitwise
+ * the shards of extract --shard I/3 (h2tdb merge of them equals the unsharded extraction,
+ * tests/test_extract_shard.c); a rank that fails is named by the others, no manifest is
+ * written, and the rerun resumes every shard. */
+TEST_TIMEOUT(mpi_extract_mpirun, 240)
+{
+    const char *bin = getenv("H2T_BIN");
+    if (!bin)
+        TEST_FAILF("H2T_BIN is not set (run through make test)");
+    const char *mpirun = mpirun_prefix(3);
+    if (!mpirun)
+        return;
+    make_data(11);
+    const char *model = test_src_path("tests/data/extract_tiny.onnx");
+    char cmd[4096], out[16384];
+    /* rank 1 cannot open its store: a non-empty folder that is not a store */
+    ASSERT_EQ(system("mkdir -p set/shard-1-of-3 && echo x >set/shard-1-of-3/junk"), 0);
+    snprintf(cmd, sizeof cmd,
+             "%s %s extract --store set --model %s --data npy:x.npy,y.npy --target-size 8 "
+             "--batch 2 --mpi 2>&1",
+             mpirun, bin, model);
+    ASSERT_NE(sh(cmd, out, sizeof out), 0);
+    ASSERT_CONTAINS(out, "rank 1 of 3: set/shard-1-of-3 is not an h2tdb store");
+    ASSERT_CONTAINS(out, "rank 0 of 3: stopped: rank 1 of 3 failed");
+    ASSERT_CONTAINS(out, "rank 2 of 3: stopped: rank 1 of 3 failed");
+    ASSERT(access("set/store-set.txt", F_OK) != 0);
+    /* the blocker gone, the same command finishes: shards 0 and 2 reused, 1 computed */
+    ASSERT_EQ(system("rm -r set/shard-1-of-3"), 0);
+    int rc = sh(cmd, out, sizeof out);
+    if (rc != 0)
+        TEST_FAILF("rerun exited %d:\n%s", rc, out);
+    ASSERT_CONTAINS(out, "rank 0 of 3: shard 0/3 in set/shard-0-of-3: extraction 1, 3 samples "
+                         "(already complete)");
+    ASSERT_CONTAINS(out, "rank 1 of 3: shard 1/3 in set/shard-1-of-3: extraction 1, 4 samples "
+                         "(computed)");
+    ASSERT_CONTAINS(out, "store set set: 3 shards, 11 samples");
+    h2t_extract_set s;
+    ASSERT_OK(h2t_extract_set_read("set", &s));
+    ASSERT_EQ(s.n_shards, 3);
+    ASSERT_EQ(s.n_samples, 11);
+    ASSERT_EQ(s.shards[2].lo, 7);
+    ASSERT_EQ(s.shards[2].hi, 11);
+    ASSERT_CONTAINS(s.shards[2].path, "set/shard-2-of-3");
+    h2t_extract_set_free(&s);
+    /* the shards merge into the unsharded extraction: same identity as extract without --mpi */
+    snprintf(cmd, sizeof cmd,
+             "%s merge --store merged --batch 2 set/shard-0-of-3 set/shard-1-of-3 "
+             "set/shard-2-of-3 >/dev/null 2>&1 && %s extract --store merged --model %s "
+             "--data npy:x.npy,y.npy --target-size 8 --batch 2 2>&1",
+             bin, bin, model);
+    rc = sh(cmd, out, sizeof out);
+    if (rc != 0)
+        TEST_FAILF("merge + extract exited %d:\n%s", rc, out);
+    ASSERT_CONTAINS(out, "already complete (11 samples");
+    /* --mpi with --shard is a usage error */
+    snprintf(cmd, sizeof cmd,
+             "%s extract --store s --model %s --data npy:x.npy --shard 0/2 --mpi 2>&1", bin, model);
+    ASSERT_EQ(sh(cmd, out, sizeof out), 2);
+    ASSERT_CONTAINS(out, "--mpi takes the shard from the rank");
+}
+
+static void put(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    ASSERT(f != NULL);
+    fputs(text, f);
+    ASSERT_EQ(fclose(f), 0);
+}
+
+/* the manifest: written and read back; damaged, missing, duplicated and misplaced shard lines
+ * refused, naming the line */
+TEST(mpi_set_manifest)
+{
+    uint8_t h[32];
+    for (int k = 0; k < 32; k++)
+        h[k] = (uint8_t)(k * 7);
+    uint32_t counts[3] = {3, 4, 4};
+    ASSERT_EQ(mkdir("d", 0777), 0);
+    ASSERT_OK(h2t_extract_set_write("d", 3, h, "model=x samples=11", 11, counts));
+    h2t_extract_set s;
+    ASSERT_OK(h2t_extract_set_read("d/store-set.txt", &s));
+    ASSERT_EQ(memcmp(s.whole_hash, h, 32), 0);
+    ASSERT_STREQ(s.config, "model=x samples=11");
+    ASSERT_EQ(s.shards[1].lo, 3);
+    ASSERT_EQ(s.shards[1].hi, 7);
+    ASSERT_STREQ(s.shards[1].path, "d/shard-1-of-3");
+    h2t_extract_set_free(&s);
+    counts[1] = 5;
+    ASSERT_EQ(h2t_extract_set_write("d", 3, h, "c", 11, counts), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "shard 1/3 holds 5 samples");
+
+    const char *head = "h2tdb-store-set 1\nextraction "
+                       "00000000000000000000000000000000000000000000000000000000000000ff\n"
+                       "samples 11\nshards 3\nconfig c\n";
+    char text[1024];
+    snprintf(text, sizeof text, "%sshard 0 0 3 a\nshard 1 3 7 b\n", head);
+    put("m1", text);
+    ASSERT_EQ(h2t_extract_set_read("m1", &s), H2T_ECORRUPT);
+    ASSERT_CONTAINS(h2t_err_detail(), "shard 2/3 is missing");
+    snprintf(text, sizeof text, "%sshard 0 0 3 a\nshard 1 3 7 b\nshard 1 3 7 c\n", head);
+    put("m2", text);
+    ASSERT_EQ(h2t_extract_set_read("m2", &s), H2T_ECORRUPT);
+    ASSERT_CONTAINS(h2t_err_detail(), "m2 line 8: shard 1 is listed twice");
+    snprintf(text, sizeof text, "%sshard 0 0 4 a\n", head);
+    put("m3", text);
+    ASSERT_EQ(h2t_extract_set_read("m3", &s), H2T_ECORRUPT);
+    ASSERT_CONTAINS(h2t_err_detail(), "shard 0 covers 0..4, its range of 11 samples is 0..3");
+    put("m4", "h2tdb-store-set 2\n");
+    ASSERT_EQ(h2t_extract_set_read("m4", &s), H2T_ECORRUPT);
+    ASSERT_EQ(h2t_extract_set_read("nothing-here", &s), H2T_ENOTFOUND);
 }
