@@ -166,14 +166,17 @@ static const char train_usage[] =
     "usage: h2tdb train --task NAME [--method METHOD] [--optimizer fast|adam]\n"
     "                   [--lambdas L1,L2,..] [--keep F1,F2,..] [--k K1,K2,..] [--folds K]\n"
     "                   [--fold-kind stratified|contiguous] [--cv-repeats R] [--one-se]\n"
-    "                   [--auto-methods M1,M2,..] [--steps N] [--lr X] [--seed S]\n"
+    "                   [--auto-methods M1,M2,..] [--final-l2s L1,L2,..]\n"
+    "                   [--select-group feature|layer] [--steps N] [--lr X] [--seed S]\n"
     "                   [--threads N] [--retrain] [--wait]\n\n"
     "METHOD: head2toe (default), linear, all, knn, ncm, layer or auto (docs/solver.md).\n"
     "--k: the knn grid of k (default 1,3,5,10,20). --fold-kind: stratified (default: every fold\n"
     "keeps the class proportions, seeded by --seed) or contiguous (blocks in task order).\n"
     "--cv-repeats: stratified CV repeated with other fold seeds (default 3 below 500 training\n"
     "samples, else 1). --one-se: the simplest grid cell within one standard error of the best.\n"
-    "--auto-methods: auto's candidates (default all six).\n\n"
+    "--auto-methods: auto's candidates (default all six). --final-l2s: head2toe's final-head L2\n"
+    "grid, chosen by CV with each keep fraction (default: a fixed 1e-6). --select-group: head2toe\n"
+    "scores and keeps single features (default) or whole layers (a layer's group norm).\n\n"
     "Submit a train job for a task (h2tdb task create) and print its id. When a finished job\n"
     "has the very same spec (task and its samples, extraction, method and every option after\n"
     "defaults), the server answers with that job instead (\"reused\"); --retrain trains again.\n"
@@ -221,7 +224,15 @@ int h2t_cmd_train(int argc, char **argv)
                 sp->cv_repeats = (uint32_t)v;
         } else if (h2t_cli_is(&cli, "--one-se"))
             sp->one_se = 1;
-        else if (h2t_cli_is(&cli, "--auto-methods")) {
+        else if (h2t_cli_is(&cli, "--final-l2s"))
+            parse_list(&cli, h2t_cli_value(&cli), sp->final_l2s, H2T_SPEC_MAX_GRID,
+                       &sp->n_final_l2s);
+        else if (h2t_cli_is(&cli, "--select-group")) {
+            static const char *const groups[] = {"feature", "layer"};
+            uint32_t g = 0;
+            parse_choice(&cli, groups, 2, &g);
+            sp->select_group = g + H2T_SELECT_FEATURE;
+        } else if (h2t_cli_is(&cli, "--auto-methods")) {
             const char *list = h2t_cli_value(&cli);
             if (list && parse_methods(&cli, list, &sp->auto_methods) < 0)
                 cli.bad = 1;

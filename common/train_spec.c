@@ -45,6 +45,11 @@ const h2t_spec_field h2t_train_spec_fields[] = {
     ROW(cv_repeats, "cv_repeats", H2T_SPEC_U32),
     ROW(one_se, "one_se", H2T_SPEC_U32),
     ROW(auto_methods, "auto_methods", H2T_SPEC_U32),
+    ROW(n_final_l2s, NULL, H2T_SPEC_COUNT),
+    ROW(select_group, "select_group", H2T_SPEC_U32),
+    ROW(cell_test, "cell_test", H2T_SPEC_U32),
+    ROW(reserved, NULL, H2T_SPEC_U32),
+    ROWN(final_l2s, "final_l2s", H2T_SPEC_GRID, n_final_l2s),
 };
 
 static const char *const method_names[H2T_METHOD_COUNT] = {"linear", "all",   "head2toe", "knn",

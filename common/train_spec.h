@@ -57,6 +57,11 @@ enum {
     H2T_FOLDS_STRATIFIED = 1, /* each class dealt over the folds in a seeded order (default) */
     H2T_FOLDS_CONTIGUOUS = 2  /* fold f = samples [f n / k, (f + 1) n / k) in task order */
 };
+/* What head2toe scores and keeps (h2t_train_spec.select_group). */
+enum {
+    H2T_SELECT_FEATURE = 1, /* each feature by its own rank (default) */
+    H2T_SELECT_LAYER = 2    /* whole layers, each by the group norm of all its features */
+};
 enum { H2T_PENALTY_NONE = 0, H2T_PENALTY_L2 = 1, H2T_PENALTY_GROUP = 2 };
 enum { H2T_OPT_FAST = 0, H2T_OPT_ADAM = 1 };
 
@@ -92,6 +97,14 @@ typedef struct h2t_train_spec {
                                folds only: contiguous folds are the same every time) */
     uint32_t one_se;        /* 1: the simplest cell within one standard error of the best */
     uint32_t auto_methods;  /* auto: bit (1 << H2T_METHOD_*) per candidate; 0 = all six */
+    uint32_t n_final_l2s;   /* head2toe: values in final_l2s; 0 = the final head uses final_l2 */
+    uint32_t select_group;  /* head2toe: H2T_SELECT_* (default feature) */
+    uint32_t cell_test;     /* 1: the result also reports the test accuracy of every grid cell
+                               (each cell's head refit on all training samples); reporting
+                               only, never used for a choice */
+    uint32_t reserved;      /* 0; keeps the struct free of padding */
+    double final_l2s[H2T_SPEC_MAX_GRID]; /* head2toe: the final head's L2 grid, chosen by CV
+                                            jointly with keep (each keep x each value) */
 } h2t_train_spec;
 
 /* The method's name ("linear", "all", "head2toe", "knn", "ncm", "layer", "auto"); "unknown"

@@ -820,6 +820,10 @@ static int h_get_result(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_
     if (r->method == H2T_METHOD_KNN)
         snprintf(summary + sl, sizeof(summary) - sl, "\nknn: k %u over %u training rows", r->knn_k,
                  r->n_protos);
+    else if (r->method == H2T_METHOD_HEAD2TOE)
+        snprintf(summary + sl, sizeof(summary) - sl, "\nhead2toe: %s scoring, final head L2 %g%s",
+                 r->select_group == H2T_SELECT_LAYER ? "whole-layer" : "per-feature", r->final_l2,
+                 r->final_l2s ? " (chosen by CV)" : "");
     else if (r->method == H2T_METHOD_LAYER && r->n_layers)
         snprintf(summary + sl, sizeof(summary) - sl, "\nlayer: the best probe is layer %u (%s)",
                  r->layer_ids[0], r->layer_names[0]);

@@ -44,6 +44,8 @@ void h2t_result_destroy(h2t_result *r)
     free(r->weights);
     free(r->bias);
     free(r->cv_se);
+    free(r->final_l2s);
+    free(r->cell_test);
     free(r->protos);
     free(r->proto_labels);
     free(r->curve_layers);
@@ -338,6 +340,14 @@ int h2t_result_encode(const h2t_result *r, void **blob, size_t *len)
         fu32(&w, "curve_layers", r->curve_layers, r->n_curve);
         ff64(&w, "curve_acc", r->curve_acc, r->n_curve);
     }
+    if (r->method == H2T_METHOD_HEAD2TOE) {
+        fd(&w, "final_l2", r->final_l2);
+        fone(&w, "select_group", r->select_group);
+    }
+    if (r->final_l2s)
+        ff64(&w, "final_l2s", r->final_l2s, r->n_keeps);
+    if (r->cell_test)
+        ff64(&w, "cell_test", r->cell_test, (uint64_t)r->n_lambdas * r->n_keeps);
     if (r->n_auto) {
         fu32(&w, "auto_methods", r->auto_methods, r->n_auto);
         ff64(&w, "auto_acc", r->auto_acc, r->n_auto);
@@ -483,6 +493,17 @@ static int decode_optional(const field *fs, uint32_t nf, h2t_result *r)
     if ((f = opt_field(fs, nf, "cv_se", 'd', cells, 1, &rc)) &&
         (rc = opt_f64s(f, cells, &r->cv_se)) < 0)
         return rc;
+    if ((f = opt_field(fs, nf, "cell_test", 'd', cells, 1, &rc)) &&
+        (rc = opt_f64s(f, cells, &r->cell_test)) < 0)
+        return rc;
+    if ((f = opt_field(fs, nf, "final_l2s", 'd', r->n_keeps, 1, &rc)) &&
+        (rc = opt_f64s(f, r->n_keeps, &r->final_l2s)) < 0)
+        return rc;
+    if ((f = opt_field(fs, nf, "final_l2", 'd', 1, 1, &rc)) &&
+        (rc = get_f64(fs, nf, "final_l2", &r->final_l2, 1)) < 0)
+        return rc;
+    if ((f = opt_field(fs, nf, "select_group", 'u', 1, 1, &rc)))
+        r->select_group = ru32(f->data);
     if ((f = opt_field(fs, nf, "knn_k", 'u', 1, 1, &rc)))
         r->knn_k = ru32(f->data);
     const field *pl = opt_field(fs, nf, "proto_labels", 'u', 0, 0, &rc);
@@ -877,6 +898,32 @@ char *h2t_result_json(const h2t_result *r)
            r->one_se ? "true" : "false");
     if (r->method == H2T_METHOD_KNN)
         sprint(&s, "  \"knn_k\": %u,\n  \"knn_rows\": %u,\n", r->knn_k, r->n_protos);
+    if (r->cell_test) {
+        sprint(&s, "  \"cell_test\": [");
+        for (uint32_t i = 0; i < r->n_lambdas; i++) {
+            sprint(&s, "%s[", i ? ", " : "");
+            for (uint32_t q = 0; q < r->n_keeps; q++) {
+                sprint(&s, q ? ", " : "");
+                sjnum(&s, r->cell_test[(size_t)i * r->n_keeps + q]);
+            }
+            sprint(&s, "]");
+        }
+        sprint(&s, "],\n");
+    }
+    if (r->method == H2T_METHOD_HEAD2TOE) {
+        sprint(&s, "  \"final_l2\": ");
+        sjnum(&s, r->final_l2);
+        sprint(&s, ",\n  \"select_group\": \"%s\",\n",
+               r->select_group == H2T_SELECT_LAYER ? "layer" : "feature");
+        if (r->final_l2s) {
+            sprint(&s, "  \"final_l2s\": [");
+            for (uint32_t i = 0; i < r->n_keeps; i++) {
+                sprint(&s, i ? ", " : "");
+                sjnum(&s, r->final_l2s[i]);
+            }
+            sprint(&s, "],\n");
+        }
+    }
     if (r->n_curve) {
         sprint(&s, "  \"layer_curve\": [");
         for (uint32_t i = 0; i < r->n_curve; i++) {

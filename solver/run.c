@@ -31,6 +31,7 @@ void h2t_train_spec_default(h2t_train_spec *s, uint32_t method)
     s->final_l2 = 1e-6;
     s->path_len = 20;
     s->fold_kind = H2T_FOLDS_STRATIFIED;
+    s->select_group = H2T_SELECT_FEATURE;
     if (method == H2T_METHOD_KNN) {
         s->penalty = H2T_PENALTY_NONE;
         static const double ks[] = {1, 3, 5, 10, 20};
@@ -112,9 +113,25 @@ int h2t_train_spec_check(const h2t_train_spec *s)
                 return h2t_err_set(H2T_EINVAL, "keep fraction %g (keeps[%u]) outside (0, 1]",
                                    s->keeps[i], i);
     }
+    if (s->cell_test > 1)
+        return h2t_err_set(H2T_EINVAL, "cell_test %u: 0 or 1", s->cell_test);
+    if (s->reserved)
+        return h2t_err_set(H2T_EINVAL, "reserved %u: must be 0", s->reserved);
+    if (s->select_group != H2T_SELECT_FEATURE && s->select_group != H2T_SELECT_LAYER)
+        return h2t_err_set(H2T_EINVAL, "select_group %u: 1 per feature or 2 whole layers",
+                           s->select_group);
+    if (s->n_final_l2s > H2T_SPEC_MAX_GRID)
+        return h2t_err_set(H2T_EINVAL, "final_l2s grid has %u values (at most %d)", s->n_final_l2s,
+                           H2T_SPEC_MAX_GRID);
+    for (uint32_t i = 0; i < s->n_final_l2s; i++)
+        if (!(s->final_l2s[i] >= 0) || !isfinite(s->final_l2s[i]))
+            return h2t_err_set(H2T_EINVAL, "final L2 %g (final_l2s[%u]) must be finite and >= 0",
+                               s->final_l2s[i], i);
     if (s->folds < 1 || s->folds > 100)
         return h2t_err_set(H2T_EINVAL, "folds %u (1..100)", s->folds);
-    uint32_t cells = s->n_lambdas * (s->method == H2T_METHOD_HEAD2TOE ? s->n_keeps : 1);
+    uint32_t cells =
+        s->n_lambdas *
+        (s->method == H2T_METHOD_HEAD2TOE ? s->n_keeps * (s->n_final_l2s ? s->n_final_l2s : 1) : 1);
     if (s->folds == 1 && cells > 1)
         return h2t_err_set(H2T_EINVAL, "folds 1 (no cross-validation) needs a 1 x 1 grid, got %u",
                            cells);
@@ -197,7 +214,11 @@ typedef struct job {
     uint32_t probe;       /* the job's layer a linear probe (and knn) reads within auto */
     /* sorted grid */
     uint32_t nl, nk;
-    double lambdas[H2T_SPEC_MAX_GRID], keeps[H2T_SPEC_MAX_GRID];
+    double lambdas[H2T_SPEC_MAX_GRID];
+    /* head2toe's keep axis: each keep fraction x each final-head L2 (spec.final_l2s), so
+     * keeps[c] and fl2[c] belong to keep cell c */
+    double keeps[H2T_SPEC_MAX_GRID * H2T_SPEC_MAX_GRID], fl2[H2T_SPEC_MAX_GRID * H2T_SPEC_MAX_GRID];
+    const double *kfl2;  /* the final-head L2 of run_cells' keep cells; NULL: spec.final_l2 */
     double pbase, pspan; /* progress window of the current stage */
     char stage[64];
 } job;
@@ -428,9 +449,37 @@ static uint32_t keep_count(uint32_t D, double keep)
     return k ? k : 1;
 }
 
-/* Fit the final (unregularised) head on the columns `order[0..k)` (sorted inside). */
+/* Whole-layer ranking (select_group layer): a layer's key is its features' earliest path
+ * entry, the sum of their squared weight-row norms (the squared group norm of the layer's
+ * whole block of W) and of their squared gradient-row norms; layers in rank_cmp order, each
+ * layer's columns in column order, go into order[0..D); lcum[r] = columns in the first r + 1
+ * layers. keys holds the per-feature keys (indexed by column, before any sort). */
+static void rank_layers(const job *j, const rank_key *keys, rank_key *lkeys, uint32_t *order,
+                        uint32_t *lcum)
+{
+    for (uint32_t l = 0; l < j->n_layers; l++) {
+        rank_key lk = {UINT32_MAX, 0, 0, l};
+        for (uint32_t q = j->loff[l]; q < j->loff[l + 1]; q++) {
+            lk.entry = keys[q].entry < lk.entry ? keys[q].entry : lk.entry;
+            lk.norm += keys[q].norm;
+            lk.gnorm += keys[q].gnorm;
+        }
+        lkeys[l] = lk;
+    }
+    qsort(lkeys, j->n_layers, sizeof(rank_key), rank_cmp);
+    uint32_t w = 0;
+    for (uint32_t r = 0; r < j->n_layers; r++) {
+        uint32_t l = lkeys[r].j;
+        for (uint32_t q = j->loff[l]; q < j->loff[l + 1]; q++)
+            order[w++] = q;
+        lcum[r] = w;
+    }
+}
+
+/* Fit the final head on the columns `order[0..k)` (sorted inside) with L2 strength fl2 (the
+ * Adam path: no penalty unless the spec has a final_l2s grid). */
 static int fit_on_subset(job *j, const float *X, const uint32_t *y, uint32_t n,
-                         const uint32_t *order, uint32_t k, head *h)
+                         const uint32_t *order, uint32_t k, double fl2, head *h)
 {
     const h2t_train_spec *s = j->spec;
     int rc = 0;
@@ -447,19 +496,21 @@ static int fit_on_subset(job *j, const float *X, const uint32_t *y, uint32_t n,
     qsort(h->cols, k, sizeof(uint32_t), u32_cmp);
     gather_renorm(j, X, n, h->cols, k, Xs);
     if (s->optimizer == H2T_OPT_ADAM)
-        rc = h2t_solver__fit_adam(Xs, y, n, k, j->K, H2T_PENALTY_NONE, 0, s->lr, s->steps, s->batch,
-                                  s->seed, &j->o, h->W, h->b, &h->fit);
+        rc = h2t_solver__fit_adam(Xs, y, n, k, j->K,
+                                  s->n_final_l2s ? H2T_PENALTY_L2 : H2T_PENALTY_NONE,
+                                  s->n_final_l2s ? fl2 : 0, s->lr, s->steps, s->batch, s->seed,
+                                  &j->o, h->W, h->b, &h->fit);
     else if (2ull * n <= k) { /* kernel form: the same iterates over n x K coefficients */
         float *A = calloc((size_t)n * j->K + 1, sizeof(float));
         if (!A) {
             rc = h2t_err_set(H2T_ENOMEM, "coefficients %u x %u", n, j->K);
             goto out;
         }
-        rc = h2t_solver__fit_smooth_kernel(Xs, NULL, y, n, k, j->K, s->final_l2, &j->o, A, h->W,
-                                           h->b, &h->fit);
+        rc = h2t_solver__fit_smooth_kernel(Xs, NULL, y, n, k, j->K, fl2, &j->o, A, h->W, h->b,
+                                           &h->fit);
         free(A);
     } else
-        rc = h2t_solver__fit_smooth(Xs, y, n, k, j->K, s->final_l2, &j->o, h->W, h->b, &h->fit);
+        rc = h2t_solver__fit_smooth(Xs, y, n, k, j->K, fl2, &j->o, h->W, h->b, &h->fit);
 out:
     free(Xs);
     return rc;
@@ -478,8 +529,8 @@ static int run_cells(job *j, const float *X, const uint32_t *y, uint32_t n, cons
     float *W = calloc(DK + 1, sizeof(float)), *b = calloc(K, sizeof(float));
     float *G = NULL, *A = NULL;
     double *Gf = NULL;
-    uint32_t *entry = NULL, *order = NULL;
-    rank_key *keys = NULL;
+    uint32_t *entry = NULL, *order = NULL, *lcum = NULL;
+    rank_key *keys = NULL, *lkeys = NULL;
     double *path = NULL;
     head h = {0};
     if (!W || !b) {
@@ -536,7 +587,9 @@ static int run_cells(job *j, const float *X, const uint32_t *y, uint32_t n, cons
     if (selecting) {
         order = malloc((size_t)D * sizeof(uint32_t) + 1);
         keys = malloc((size_t)D * sizeof(rank_key) + 1);
-        if (!order || !keys) {
+        lkeys = malloc((size_t)j->n_layers * sizeof(rank_key) + 1);
+        lcum = malloc((size_t)j->n_layers * sizeof(uint32_t) + 1);
+        if (!order || !keys || !lkeys || !lcum) {
             rc = h2t_err_set(H2T_ENOMEM, "ranking buffers");
             goto out;
         }
@@ -616,15 +669,26 @@ static int run_cells(job *j, const float *X, const uint32_t *y, uint32_t n, cons
                 keys[q].gnorm = g2;
                 keys[q].j = q;
             }
-            qsort(keys, D, sizeof(rank_key), rank_cmp);
-            for (uint32_t q = 0; q < D; q++)
-                order[q] = keys[q].j;
+            if (s->select_group == H2T_SELECT_LAYER)
+                rank_layers(j, keys, lkeys, order, lcum);
+            else {
+                qsort(keys, D, sizeof(rank_key), rank_cmp);
+                for (uint32_t q = 0; q < D; q++)
+                    order[q] = keys[q].j;
+            }
         }
         for (uint32_t ki = 0; ki < nk; ki++) {
             if ((rc = check_cancel(j)) < 0)
                 goto out;
             if (selecting) {
-                rc = fit_on_subset(j, X, y, n, order, keep_count(D, kp[ki]), &h);
+                uint32_t kc = keep_count(D, kp[ki]);
+                if (s->select_group == H2T_SELECT_LAYER) /* whole layers: round up */
+                    for (uint32_t l = 0; l < j->n_layers; l++)
+                        if (lcum[l] >= kc) {
+                            kc = lcum[l];
+                            break;
+                        }
+                rc = fit_on_subset(j, X, y, n, order, kc, j->kfl2 ? j->kfl2[ki] : s->final_l2, &h);
                 if (rc < 0)
                     goto out;
             } else {
@@ -671,6 +735,8 @@ out:
     free(entry);
     free(order);
     free(keys);
+    free(lkeys);
+    free(lcum);
     free(path);
     return rc;
 }
@@ -986,13 +1052,26 @@ static void job_grid(job *j)
                  s->method == H2T_METHOD_LAYER) &&
                 s->penalty == H2T_PENALTY_NONE;
     j->nl = nopen || s->method == H2T_METHOD_NCM ? 1 : s->n_lambdas;
-    j->nk = selecting ? s->n_keeps : 1;
     for (uint32_t i = 0; i < j->nl; i++)
         j->lambdas[i] = nopen || s->method == H2T_METHOD_NCM ? 0 : s->lambdas[i];
-    for (uint32_t i = 0; i < j->nk; i++)
-        j->keeps[i] = selecting ? s->keeps[i] : 1.0;
     qsort(j->lambdas, j->nl, sizeof(double), dbl_desc);
-    qsort(j->keeps, j->nk, sizeof(double), dbl_asc);
+    /* the keep axis: keeps ascending, within each keep the final L2s descending (the simplest
+     * cell first for one_se: the fewest features, then the strongest ridge) */
+    double kk[H2T_SPEC_MAX_GRID], ff[H2T_SPEC_MAX_GRID];
+    uint32_t nkk = selecting ? s->n_keeps : 1,
+             nff = selecting && s->n_final_l2s ? s->n_final_l2s : 1;
+    for (uint32_t i = 0; i < nkk; i++)
+        kk[i] = selecting ? s->keeps[i] : 1.0;
+    for (uint32_t i = 0; i < nff; i++)
+        ff[i] = selecting && s->n_final_l2s ? s->final_l2s[i] : s->final_l2;
+    qsort(kk, nkk, sizeof(double), dbl_asc);
+    qsort(ff, nff, sizeof(double), dbl_desc);
+    j->nk = nkk * nff;
+    for (uint32_t i = 0; i < nkk; i++)
+        for (uint32_t q = 0; q < nff; q++) {
+            j->keeps[i * nff + q] = kk[i];
+            j->fl2[i * nff + q] = ff[q];
+        }
 }
 
 /* The CV table of a job's grid. */
@@ -1015,7 +1094,8 @@ static void tab_free(cvtab *t)
  * mean (ties: the first in grid order), or with one_se the simplest cell whose mean is within
  * one standard error (of the best cell, over the R x F splits) of the best. Simplest: the
  * first in grid order (lambdas descending = most regularised; knn: the largest k), for
- * head2toe the smallest keep first, then the largest lambda. */
+ * head2toe the smallest keep first (within a keep, the largest final-head L2), then the largest
+ * lambda. */
 static int cv_run(job *j, const cvplan *p, double pbase, double pspan, cvtab *t)
 {
     uint32_t n = j->n_tr, F = p->F, R = p->R;
@@ -1031,6 +1111,7 @@ static int cv_run(job *j, const cvplan *p, double pbase, double pspan, cvtab *t)
         return h2t_err_set(H2T_ENOMEM, "grid");
     if (F < 2)
         return 0;
+    j->kfl2 = j->fl2;
     for (uint32_t r = 0; r < R; r++) {
         if (p->perm) {
             if ((rc = permute_rows(j, p->perm + (size_t)r * n, 0)) < 0)
@@ -1068,6 +1149,7 @@ static int cv_run(job *j, const cvplan *p, double pbase, double pspan, cvtab *t)
             j->perm = NULL;
         }
     }
+    j->kfl2 = NULL;
     t->best =
         h2t_solver__choose(t->acc, t->nf, j->nl, j->nk, j->spec->method == H2T_METHOD_HEAD2TOE,
                            j->spec->one_se, t->mean, t->se);
@@ -1138,12 +1220,21 @@ static int finish(job *j, const cvplan *p, const cvtab *t, h2t_result *r)
     }
     r->lambda = j->lambdas[t->best / j->nk];
     r->keep = j->keeps[t->best % j->nk];
+    r->final_l2 = j->fl2[t->best % j->nk];
+    r->select_group = j->spec->select_group;
+    if (j->spec->method == H2T_METHOD_HEAD2TOE && j->spec->n_final_l2s) {
+        if (!(r->final_l2s = malloc(j->nk * sizeof(double))))
+            return h2t_err_set(H2T_ENOMEM, "grid");
+        memcpy(r->final_l2s, j->fl2, j->nk * sizeof(double));
+    }
     snprintf(j->stage, sizeof(j->stage), "final");
     j->pbase = F > 1 ? 0.9 : 0;
     j->pspan = 1 - j->pbase;
     report(j, 0);
+    j->kfl2 = &r->final_l2;
     rc =
         method_cells(j, j->X, j->y, j->n_tr, NULL, NULL, 0, &r->lambda, 1, &r->keep, 1, NULL, &fin);
+    j->kfl2 = NULL;
     if (rc < 0)
         goto out;
     uint32_t corr = 0;
@@ -1155,6 +1246,19 @@ static int finish(job *j, const cvplan *p, const cvtab *t, h2t_result *r)
         goto out;
     r->test_correct = corr;
     r->test_acc = j->n_te ? (double)corr / j->n_te : 0;
+    if (j->spec->cell_test && j->n_te) { /* every cell refit on all train rows, tested */
+        snprintf(j->stage, sizeof(j->stage), "cell test");
+        if (!(r->cell_test = calloc(t->cells, sizeof(double)))) {
+            rc = h2t_err_set(H2T_ENOMEM, "cell test");
+            goto out;
+        }
+        j->kfl2 = j->fl2;
+        rc = method_cells(j, j->X, j->y, j->n_tr, j->X + (size_t)j->n_tr * j->D, j->y + j->n_tr,
+                          j->n_te, j->lambdas, j->nl, j->keeps, j->nk, r->cell_test, NULL);
+        j->kfl2 = NULL;
+        if (rc < 0)
+            goto out;
+    }
     rc = fill_result(j, &fin, r);
 out:
     head_free(&fin);
@@ -1300,6 +1404,7 @@ static void candidate_spec(const h2t_train_spec *s, uint32_t m, h2t_train_spec *
     c->fold_kind = s->fold_kind;
     c->cv_repeats = s->cv_repeats;
     c->one_se = s->one_se;
+    c->cell_test = s->cell_test;
 }
 
 /* The job on an assembled, normalised matrix. */

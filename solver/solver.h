@@ -180,6 +180,14 @@ typedef struct h2t_result {
     uint32_t n_auto;
     uint32_t *auto_methods; /* H2T_METHOD_* */
     double *auto_acc, *auto_se;
+    /* head2toe: the final head's L2 at the chosen cell, the L2 of each keep cell (n_keeps
+     * entries, keeps[c] x final_l2s[c]; NULL when the spec had no final_l2s grid), and how
+     * features were scored (H2T_SELECT_*; 0 in results written before the field) */
+    double final_l2;
+    double *final_l2s;
+    double *cell_test; /* n_lambdas x n_keeps: each cell's test accuracy (spec.cell_test), its
+                          head refit on every training sample; NULL when not asked */
+    uint32_t select_group;
 } h2t_result;
 
 void h2t_result_destroy(h2t_result *r); /* NULL is a no-op */

@@ -754,3 +754,217 @@ TEST(solver_store_matches_memory)
     h2t_store_close(st);
     synth_free(&t);
 }
+
+/* head2toe's final-head L2 grid (spec.final_l2s): every keep fraction x every final L2 is a
+ * CV cell, the chosen cell's L2 is in the result (and survives the blob), and with keep 1.0
+ * the cell is the "all" head at that L2: all layers is inside head2toe's grid. */
+TEST(solver_head2toe_final_l2_grid)
+{
+    synth t;
+    synth_make(&t, 120, 60, 4, 50, 3, INF6, 6, 0.6, 31);
+    h2t_dataset d = synth_data(&t);
+    h2t_train_spec sp;
+    h2t_train_spec_default(&sp, H2T_METHOD_HEAD2TOE);
+    sp.folds = 3;
+    sp.n_lambdas = 1;
+    sp.lambdas[0] = 1e-3;
+    sp.n_keeps = 2;
+    sp.keeps[0] = 1.0;
+    sp.keeps[1] = 0.03;
+    sp.n_final_l2s = 3;
+    sp.final_l2s[0] = 1e-6;
+    sp.final_l2s[1] = 10;
+    sp.final_l2s[2] = 1e-2;
+    h2t_result *r = NULL;
+    ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r));
+    /* the keep axis: keeps ascending, within each the L2s descending */
+    static const double ek[] = {0.03, 0.03, 0.03, 1, 1, 1}, ef[] = {10, 1e-2, 1e-6, 10, 1e-2, 1e-6};
+    ASSERT_EQ(r->n_lambdas, 1);
+    ASSERT_EQ(r->n_keeps, 6);
+    ASSERT(r->final_l2s != NULL);
+    uint32_t best = 0;
+    for (uint32_t c = 0; c < 6; c++) {
+        ASSERT(r->keeps[c] == ek[c]);
+        ASSERT(r->final_l2s[c] == ef[c]);
+        if (r->cv_acc[c] > r->cv_acc[best])
+            best = c;
+    }
+    ASSERT(r->val_acc == r->cv_acc[best]);
+    ASSERT(r->keep == ek[best]);
+    ASSERT(r->final_l2 == ef[best]);
+    ASSERT_EQ(r->select_group, H2T_SELECT_FEATURE);
+    /* L2 10 on normalised features predicts near the class prior: worse than the best cell */
+    ASSERT(r->cv_acc[3] < r->cv_acc[best]);
+    void *blob = NULL;
+    size_t len = 0;
+    h2t_result *r2 = NULL;
+    ASSERT_OK(h2t_result_encode(r, &blob, &len));
+    ASSERT_OK(h2t_result_decode(blob, len, &r2));
+    ASSERT(r2->final_l2 == r->final_l2);
+    ASSERT(r2->final_l2s && memcmp(r2->final_l2s, r->final_l2s, 6 * sizeof(double)) == 0);
+    ASSERT_EQ(r2->select_group, H2T_SELECT_FEATURE);
+    char *js = h2t_result_json(r);
+    ASSERT_CONTAINS(js, "\"final_l2s\": [10, 0.01, 1e-06, 10, 0.01, 1e-06]");
+    free(js);
+    free(blob);
+    h2t_result_destroy(r2);
+    h2t_result_destroy(r);
+
+    /* keep 1.0 at final L2 1e-2 against the "all" head at L2 1e-2, no CV: the same problem */
+    h2t_train_spec a;
+    h2t_train_spec_default(&sp, H2T_METHOD_HEAD2TOE);
+    sp.folds = 1;
+    sp.n_lambdas = 1;
+    sp.lambdas[0] = 1e-3;
+    sp.n_keeps = 1;
+    sp.keeps[0] = 1.0;
+    sp.n_final_l2s = 1;
+    sp.final_l2s[0] = 1e-2;
+    h2t_train_spec_default(&a, H2T_METHOD_ALL);
+    a.folds = 1;
+    a.n_lambdas = 1;
+    a.lambdas[0] = 1e-2;
+    h2t_result *rh = NULL, *ra = NULL;
+    ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &rh));
+    ASSERT_OK(h2t_solver_run_data(&d, &a, NULL, NULL, NULL, &ra));
+    ASSERT_EQ(rh->n_kept, t.D);
+    ASSERT_EQ(ra->n_kept, t.D);
+    ASSERT(rh->final_l2 == 1e-2);
+    ASSERT_EQ(rh->test_correct, ra->test_correct);
+    double dmax = 0;
+    for (size_t q = 0; q < (size_t)t.D * t.K; q++) {
+        double dq = fabs((double)rh->weights[q] - ra->weights[q]);
+        dmax = dq > dmax ? dq : dmax;
+    }
+    ASSERT(dmax < 1e-3);
+    h2t_result_destroy(rh);
+    h2t_result_destroy(ra);
+    synth_free(&t);
+}
+
+/* Whole-layer selection (select_group layer): the kept set is whole layers, the layer with
+ * the informative features first, and a keep fraction rounds up to whole layers. */
+TEST(solver_head2toe_select_layer)
+{
+    static const uint32_t inf[] = {110, 115, 121, 130, 140};
+    synth t;
+    synth_make(&t, 150, 60, 4, 50, 3, inf, 5, 1.0, 37);
+    h2t_dataset d = synth_data(&t);
+    h2t_train_spec sp;
+    h2t_train_spec_default(&sp, H2T_METHOD_HEAD2TOE);
+    sp.folds = 1;
+    sp.n_lambdas = 1;
+    sp.lambdas[0] = 2e-3;
+    sp.n_keeps = 1;
+    sp.keeps[0] = 5.0 / 200;
+    sp.select_group = H2T_SELECT_LAYER;
+    for (int opt = 0; opt < 2; opt++) {
+        sp.optimizer = opt ? H2T_OPT_ADAM : H2T_OPT_FAST;
+        sp.steps = 200;
+        sp.keeps[0] = 5.0 / 200;
+        h2t_result *r = NULL;
+        ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r));
+        ASSERT_EQ(r->n_kept, 50);
+        ASSERT_EQ(r->layer_kept[0] + r->layer_kept[1] + r->layer_kept[3], 0);
+        ASSERT_EQ(r->layer_kept[2], 50);
+        ASSERT_EQ(r->select_group, H2T_SELECT_LAYER);
+        h2t_result_destroy(r);
+        /* 51 features: two whole layers */
+        sp.keeps[0] = 51.0 / 200;
+        ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r));
+        ASSERT_EQ(r->n_kept, 100);
+        ASSERT_EQ(r->layer_kept[2], 50);
+        for (uint32_t l = 0; l < 4; l++)
+            ASSERT(r->layer_kept[l] == 0 || r->layer_kept[l] == 50);
+        h2t_result_destroy(r);
+    }
+    /* the same spec per feature keeps exactly 5 */
+    sp.optimizer = H2T_OPT_FAST;
+    sp.select_group = H2T_SELECT_FEATURE;
+    sp.keeps[0] = 5.0 / 200;
+    h2t_result *r = NULL;
+    ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r));
+    ASSERT_EQ(r->n_kept, 5);
+    h2t_result_destroy(r);
+    /* bad values name the field */
+    sp.select_group = 3;
+    ASSERT_EQ(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "select_group 3");
+    sp.select_group = H2T_SELECT_FEATURE;
+    sp.n_final_l2s = 1;
+    sp.final_l2s[0] = -1;
+    ASSERT_EQ(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "final_l2s[0]");
+    sp.n_final_l2s = 2;
+    sp.final_l2s[0] = 1e-3;
+    sp.final_l2s[1] = 1e-4;
+    ASSERT_EQ(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r), H2T_EINVAL); /* folds 1 */
+    ASSERT_CONTAINS(h2t_err_detail(), "1 x 1 grid");
+    synth_free(&t);
+}
+
+/* cell_test: every grid cell's head refit on all training rows and tested, for measuring how
+ * often CV picks the test-best cell; the choice and the returned head do not change. */
+TEST(solver_cell_test_reports_every_cell)
+{
+    synth t;
+    synth_make(&t, 120, 80, 4, 50, 3, INF6, 6, 0.5, 41);
+    h2t_dataset d = synth_data(&t);
+    static const double lams[] = {1, 1e-2, 1e-4};
+    h2t_train_spec sp;
+    h2t_train_spec_default(&sp, H2T_METHOD_ALL);
+    sp.folds = 3;
+    sp.n_lambdas = 3;
+    memcpy(sp.lambdas, lams, sizeof(lams));
+    h2t_result *plain = NULL, *r = NULL;
+    ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &plain));
+    ASSERT(plain->cell_test == NULL);
+    sp.cell_test = 1;
+    ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r));
+    ASSERT(r->cell_test != NULL);
+    ASSERT(r->lambda == plain->lambda);
+    ASSERT_EQ(r->test_correct, plain->test_correct);
+    /* each cell against a job trained at that lambda alone, without CV */
+    for (uint32_t c = 0; c < 3; c++) {
+        h2t_train_spec one;
+        h2t_train_spec_default(&one, H2T_METHOD_ALL);
+        one.folds = 1;
+        one.n_lambdas = 1;
+        one.lambdas[0] = r->lambdas[c];
+        h2t_result *r1 = NULL;
+        ASSERT_OK(h2t_solver_run_data(&d, &one, NULL, NULL, NULL, &r1));
+        ASSERT_NEAR(r->cell_test[c], r1->test_acc, 1.5 / t.n_te);
+        h2t_result_destroy(r1);
+    }
+    /* L2 1 on normalised rows is far too strong: its cell tests worst */
+    ASSERT(r->lambdas[0] == 1);
+    ASSERT(r->cell_test[0] < r->cell_test[1] || r->cell_test[0] < r->cell_test[2]);
+    void *blob = NULL;
+    size_t len = 0;
+    h2t_result *r2 = NULL;
+    ASSERT_OK(h2t_result_encode(r, &blob, &len));
+    ASSERT_OK(h2t_result_decode(blob, len, &r2));
+    ASSERT(r2->cell_test && memcmp(r2->cell_test, r->cell_test, 3 * sizeof(double)) == 0);
+    char *js = h2t_result_json(r);
+    ASSERT_CONTAINS(js, "\"cell_test\": [[");
+    free(js);
+    free(blob);
+    h2t_result_destroy(r2);
+    /* knn over its k grid */
+    h2t_train_spec_default(&sp, H2T_METHOD_KNN);
+    sp.folds = 3;
+    sp.cell_test = 1;
+    h2t_result *rk = NULL;
+    ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &rk));
+    ASSERT(rk->cell_test != NULL);
+    for (uint32_t c = 0; c < rk->n_lambdas; c++)
+        if (rk->lambdas[c] == rk->knn_k)
+            ASSERT(rk->cell_test[c] == rk->test_acc);
+    h2t_result_destroy(rk);
+    sp.cell_test = 2;
+    ASSERT_EQ(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &rk), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "cell_test 2");
+    h2t_result_destroy(plain);
+    h2t_result_destroy(r);
+    synth_free(&t);
+}

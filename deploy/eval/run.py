@@ -17,7 +17,8 @@ running in the store by an interrupted run is cancelled first.
 
 --store DIR (default OUT/store) lets runs with other train options share the extractions;
 --train-opt FIELD=VALUE sets a TrainRequest field of every job (fold_kind=2, one_se=1,
-cv_repeats=3, folds=10: the CV variants whose choice the table's CV-pick line measures).
+cv_repeats=3, folds=10: the CV variants whose choice the table's CV-pick line measures; a
+comma list sets a repeated field: keep_fractions=0.01,0.1,1, final_l2s=1e-6,1e-4).
 
 The methods are every value of the wire's Method enum (proto/h2tdb.proto, which lists every
 method the server runs), in enum order, unless --methods names some.
@@ -55,8 +56,12 @@ def params_text(info):
     if (len(info.get("lambdas") or []) > 1 and info.get("lambda") is not None
             and not info.get("knn_k")):
         out.append("lambda %g" % info["lambda"])
-    if len(info.get("keeps") or []) > 1 and info.get("keep") is not None:
+    if len(set(info.get("keeps") or [])) > 1 and info.get("keep") is not None:
         out.append("keep %g" % info["keep"])
+    if len(set(info.get("final_l2s") or [])) > 1:
+        out.append("final L2 %g" % info["final_l2"])
+    if info.get("select_group") == "layer":
+        out.append("whole layers")
     if info.get("knn_k"):
         out.append("k %d" % info["knn_k"])
     if info.get("method") == "layer":
@@ -98,14 +103,21 @@ def parse_args(argv):
     if not opts["--data"] or not opts["--out"]:
         die("--data DIR and --out DIR are required")
     for k, v in train_opts.items():
-        try:
-            train_opts[k] = int(v)
-        except ValueError:
-            try:
-                train_opts[k] = float(v)
-            except ValueError:
-                pass
+        train_opts[k] = opt_value(v)
     return opts, flags, train_opts
+
+
+def opt_value(v):
+    """A --train-opt value: an int, a float, a comma list of numbers (a repeated field such
+    as keep_fractions=0.01,0.1,1 or final_l2s=1e-6,1e-4), else the text."""
+    if "," in v:
+        return [opt_value(x) for x in v.split(",") if x]
+    for conv in (int, float):
+        try:
+            return conv(v)
+        except ValueError:
+            pass
+    return v
 
 
 def load_datasets(data, want):
@@ -169,6 +181,27 @@ def write_results(out, rows, opts):
         os.replace(path + ".tmp", path)
 
 
+def save_jobs(out, recs):
+    """OUT/jobs.jsonl: one JSON line per (task, method) with the job's whole result info (the
+    CV table, cell_test when asked, the choices), merged with the lines of earlier runs into
+    the same OUT (a (task, method) run again replaces its line). deploy/eval/cvchoice.py
+    reads it."""
+    path = os.path.join(out, "jobs.jsonl")
+    keep = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    keep[(r["task"], r["method"])] = r
+    for r in recs:
+        keep[(r["task"], r["method"])] = r
+    with open(path + ".tmp", "w") as f:
+        for k in sorted(keep):
+            f.write(json.dumps(keep[k], sort_keys=True) + "\n")
+    os.replace(path + ".tmp", path)
+
+
 def main(argv):
     opts, flags, train_opts = parse_args(argv)
     import h2tdb
@@ -189,6 +222,7 @@ def main(argv):
     # SIGTERM stops the server too (through the finally below)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rows = []
+    recs = []
     try:
         with h2tdb.Client(addr, timeout=600) as c:
             # the store is the suite's own: a job still queued or running was left by an
@@ -236,7 +270,11 @@ def main(argv):
                       % (job.id, m, tn, 100 * res.test_accuracy, 100 * res.val_accuracy,
                          params_text(info) or "no grid",
                          "" if secs is None else " in %.1f s" % secs), flush=True)
+                recs.append({"dataset": dsn, "task": tn, "method": m, "job": job.id,
+                             "test_acc": res.test_accuracy, "cv_acc": res.val_accuracy,
+                             "train_opts": train_opts, "info": info})
                 write_results(out, rows, opts)
+                save_jobs(out, recs)
     finally:
         server.terminate()
         server.wait()

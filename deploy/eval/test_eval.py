@@ -4,6 +4,7 @@ the generators' sample-id selections and class maps, and the results table, CV-c
 count, CSV and SVG. Needs only the standard library (gen.py imports PIL when it renders)."""
 import csv
 import io
+import json
 import os
 import sys
 import xml.etree.ElementTree as ET
@@ -133,6 +134,56 @@ def test_svg():
     hs = {b.find(ns + "title").text: float(b.get("height")) for b in bars}
     check(abs(hs["a, all: 70.00%"] - 0.7 * 360) < 0.06, "bar height %s" % hs)
     check(abs(hs["suite mean, head2toe: 72.50%"] - 0.725 * 360) < 0.06, "mean bar %s" % hs)
+
+
+
+def test_train_opts():
+    import run
+    check(run.opt_value("2") == 2 and run.opt_value("1e-4") == 1e-4, "opt_value numbers")
+    check(run.opt_value("0.01,0.1,1") == [0.01, 0.1, 1], "opt_value list")
+    check(run.opt_value("abc") == "abc", "opt_value text")
+    info = {"method": "head2toe", "lambdas": [1e-4, 1e-5], "lambda": 1e-4,
+            "keeps": [0.01, 0.01, 1.0, 1.0], "keep": 1.0, "final_l2s": [1e-3, 1e-6, 1e-3, 1e-6],
+            "final_l2": 1e-3, "select_group": "layer"}
+    t = run.params_text(info)
+    check(t == "lambda 0.0001, keep 1, final L2 0.001, whole layers", "params_text: %s" % t)
+
+
+
+def test_cvchoice():
+    import contextlib
+    import tempfile
+    import cvchoice
+
+    def job(t, m, cv, test, info):
+        return {"task": t, "method": m, "cv_acc": cv, "test_acc": test, "info": info}
+
+    lin = {"lambdas": [1e-2, 1e-4], "keeps": [1.0], "lambda": 1e-4, "keep": 1.0}
+    # task a: CV picks all (0.8), test-best is linear: 2 points lost; task b: a hit
+    after = [job("a", "linear", 0.7, 0.62, dict(lin)), job("a", "all", 0.8, 0.60, dict(lin)),
+             job("b", "linear", 0.9, 0.91, dict(lin)), job("b", "all", 0.8, 0.85, dict(lin))]
+    cells = [job(j["task"], j["method"], 0, 0, dict(lin, cell_test=[[0.9], [0.8]]))
+             for j in after]
+    with tempfile.TemporaryDirectory() as d:
+        for name, recs in (("after", after), ("cells", cells)):
+            os.makedirs(os.path.join(d, name))
+            with open(os.path.join(d, name, "jobs.jsonl"), "w") as f:
+                f.write("".join(json.dumps(r) + "\n" for r in recs))
+        h, n, ls = cvchoice.methods_measure(cvchoice.load(os.path.join(d, "after")),
+                                           ["linear", "all"], ["a", "b"])
+        check((h, n) == (1, 2) and abs(max(ls)[0] - 2.0) < 1e-9, "cv methods %s" % ((h, n, ls),))
+        per = cvchoice.cells_measure(cvchoice.load(os.path.join(d, "after")),
+                                     cvchoice.load(os.path.join(d, "cells")), ["linear", "all"],
+                                     ["a", "b"])
+        # every job chose lambda 1e-4 (row 1, test 0.8) where row 0 tests 0.9: 10 points lost
+        check(per["linear"][:2] == (0, 2) and abs(per["linear"][2][0][0] - 10) < 1e-9,
+              "cv cells %s" % per)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            cvchoice.main(["--cells", os.path.join(d, "cells"), "--methods", "linear,all",
+                           "after=" + os.path.join(d, "after")])
+        check("| after | 1 of 2 | 1.00 / 2.00 (a) | 0 of 4 | 10.00 / 10.00" in out.getvalue(),
+              "cvchoice table: %s" % out.getvalue())
 
 
 if __name__ == "__main__":
