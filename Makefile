@@ -6,6 +6,7 @@
 #   make eval       the evaluation suite, a subset of its tasks (docs/eval.md); eval-full: all
 #   make conformance  the executor against ONNX Runtime and tfjs, and the model zoo (ZOO=...)
 #   make format-check | format | clean | install (PREFIX, DESTDIR)
+#   make slurm-check  both deploy/slurm scripts under a one-machine Slurm (deps.sh --slurm)
 #   make fuzz       each libFuzzer target for 60 s (frame, onnx, data, sel, store; tests/fuzz/run.sh)
 #   make fuzz-long  each for an hour
 
@@ -48,7 +49,7 @@ REL_OBJS := $(patsubst %.c,build/obj/%.o,$(LIB_SRCS) $(GEN_SRCS))
 ASAN_OBJS := $(patsubst %.c,build/asan/obj/%.o,$(LIB_SRCS) $(GEN_SRCS))
 TEST_OBJS := $(patsubst %.c,build/asan/obj/%.o,$(TEST_SRCS))
 
-.PHONY: all test bench demo eval eval-full format format-check clean install fuzz fuzz-long tests-bin deps
+.PHONY: all test bench demo eval eval-full format format-check clean install fuzz fuzz-long tests-bin deps slurm-check
 .DELETE_ON_ERROR:
 
 all: build/h2tdb
@@ -159,6 +160,10 @@ install: build/h2tdb build/libh2tdb.a
 	for h in $(PUB_HDRS); do \
 	  install -d $(DESTDIR)$(INCLUDEDIR)/h2tdb/$$(dirname $$h) && \
 	  install -m 0644 $$h $(DESTDIR)$(INCLUDEDIR)/h2tdb/$$h || exit 1; done
+
+# a one-machine Slurm cluster in a temporary folder runs both batch scripts (root; not in CI)
+slurm-check: build/h2tdb
+	./deploy/slurm/check.sh
 
 fuzz:
 	./tests/fuzz/run.sh 60 frame onnx data sel store

@@ -4,16 +4,18 @@
 #   deploy/deps.sh --demo     also the real data set (Fashion-MNIST) and npm (model fetch)
 #   deploy/deps.sh --bench    also the peers used by `make bench` and conformance scripts
 #   deploy/deps.sh --eval     also what `make eval` needs: --demo's, PIL, the glyph fonts
+#   deploy/deps.sh --slurm    also Slurm and munge for `make slurm-check` (one-machine cluster)
 # Run as root, or as a user with sudo.
 set -eu
 
 BUILD="build-essential pkg-config liblmdb-dev lmdb-utils libopenblas-dev libprotobuf-c-dev
 protobuf-c-compiler libuv1-dev libonnx-dev zlib1g-dev libpng-dev libjpeg62-turbo-dev
 clang libclang-rt-14-dev libonnx-testdata clang-format
-protobuf-compiler python3-protobuf python3-numpy python3-pip python3-venv"
+protobuf-compiler python3-protobuf python3-numpy python3-pip python3-venv python3-yaml"
 # MPI is optional at build time (without mpicc the Makefile builds without it and `--mpi`
 # says so); it is in the default set so that CI builds with it and runs the mpirun tests.
 MPI="libopenmpi-dev openmpi-bin"
+SLURM="munge slurmctld slurmd slurm-client"
 DEMO="dataset-fashion-mnist nodejs"
 EVAL="python3-pil fonts-dejavu-core fonts-liberation fonts-freefont-ttf"
 BENCH="r-cran-glmnet python3-sklearn python3-numpy python3-torch python3-torchvision python3-onnx nodejs
@@ -25,7 +27,8 @@ for a in "$@"; do
     --demo) want="$want $DEMO" ;;
     --bench) want="$want $DEMO $BENCH" ;;
     --eval) want="$want $DEMO $EVAL" ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    --slurm) want="$want $SLURM" ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) echo "deps.sh: unknown option '$a' (try --help)" >&2; exit 2 ;;
     esac
 done
