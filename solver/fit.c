@@ -50,8 +50,64 @@ uint32_t h2t_solver__argmax(const float *Z, uint32_t n, uint32_t k, const uint32
     return correct;
 }
 
-/* Mean CE of logits Z (n x k), for float (the model's logits) and double (FISTA's) alike:
- * one body, two types. */
+/* Copy values [off, off + m) of the parts' concatenation into buf (put = 0) or back (put = 1). */
+static void parts_io(h2t_solver_part *parts, uint32_t np, size_t off, double *buf, size_t m,
+                     int put)
+{
+    size_t base = 0;
+    for (uint32_t q = 0; q < np && m; base += parts[q].n, q++) {
+        size_t n = parts[q].n;
+        if (off >= base + n)
+            continue;
+        for (size_t i = off - base; i < n && m; i++, off++, m--, buf++) {
+            if (parts[q].dbl) {
+                double *v = (double *)parts[q].p + i;
+                if (put)
+                    *v = *buf;
+                else
+                    *buf = *v;
+            } else {
+                float *v = (float *)parts[q].p + i;
+                if (put)
+                    *v = (float)*buf;
+                else
+                    *buf = *v;
+            }
+        }
+    }
+}
+
+void h2t_solver__reduce(const h2t_solver_opts *o, h2t_solver_part *parts, uint32_t np)
+{
+    if (!o || !o->red)
+        return;
+    size_t total = 0;
+    for (uint32_t q = 0; q < np; q++)
+        total += parts[q].n;
+    /* fixed chunks, so every participant makes the same calls whatever its memory */
+    enum { CHUNK = 1 << 16 };
+    double *buf = malloc((total < CHUNK ? total : CHUNK) * sizeof(double) + 1);
+    if (!buf)
+        abort(); /* 512 KiB: a participant this short of memory stops like one that died */
+    for (size_t c0 = 0; c0 < total; c0 += CHUNK) {
+        size_t m = total - c0 < CHUNK ? total - c0 : CHUNK;
+        parts_io(parts, np, c0, buf, m, 0);
+        o->red->sum(o->red->ud, buf, m);
+        parts_io(parts, np, c0, buf, m, 1);
+    }
+    free(buf);
+}
+
+double h2t_solver__rows(const h2t_solver_opts *o, uint32_t n)
+{
+    double r = n;
+    h2t_solver__reduce(o, &(h2t_solver_part){&r, 1, 1}, 1);
+    return r;
+}
+
+/* Sum over rows of the CE of logits Z (n x k), for float (the model's logits) and double
+ * (FISTA's) alike: one body, two types. The mean divides the sum over every participant's rows
+ * by their number. */
 #define H2T_DEFINE_CE_VALUE(SFX, T)                                                                \
     static double ce_value##SFX(const T *Z, const uint32_t *y, uint32_t n, uint32_t k)             \
     {                                                                                              \
@@ -67,7 +123,7 @@ uint32_t h2t_solver__argmax(const float *Z, uint32_t n, uint32_t k, const uint32
                 s += exp((double)z[c] - m);                                                        \
             loss += log(s) + m - (double)z[y[i]];                                                  \
         }                                                                                          \
-        return n ? loss / n : 0;                                                                   \
+        return loss;                                                                               \
     }
 H2T_DEFINE_CE_VALUE(, float)
 H2T_DEFINE_CE_VALUE(_d, double)
@@ -131,28 +187,44 @@ static void grad_from_residual(const float *X, const float *R, uint32_t n, uint3
     free(GT);
 }
 
-double h2t_solver_loss_grad(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
-                            const float *W, const float *b, float *G, float *gb)
+/* h2t_solver_loss_grad over every participant's rows (o may be NULL: this process's). */
+static double loss_grad(const h2t_solver_opts *o, const float *X, const uint32_t *y, uint32_t n,
+                        uint32_t d, uint32_t k, const float *W, const float *b, float *G, float *gb)
 {
     float *Z = malloc((size_t)n * k * sizeof(float) + 1);
-    if (!Z)
+    float *gbt = gb ? gb : malloc(k * sizeof(float) + 1);
+    if (!Z || !gbt) {
+        free(Z);
+        if (gbt != gb)
+            free(gbt);
         return NAN;
+    }
+    double N = h2t_solver__rows(o, n);
     h2t_solver__logits(X, n, d, k, W, b, Z);
     double f = ce_value(Z, y, n, k);
     if (G || gb) {
-        float *gbt = gb ? gb : malloc(k * sizeof(float));
-        ce_residual(Z, y, n, k, 1.0 / n, gbt);
+        ce_residual(Z, y, n, k, 1.0 / N, gbt);
         if (G)
             grad_from_residual(X, Z, n, d, k, G);
-        if (!gb)
-            free(gbt);
     }
+    h2t_solver_part parts[] = {
+        {&f, 1, 1}, {gbt, (G || gb) ? k : 0, 0}, {G, G ? (size_t)d * k : 0, 0}};
+    h2t_solver__reduce(o, parts, 3);
+    if (gbt != gb)
+        free(gbt);
     free(Z);
-    return f;
+    return N ? f / N : 0;
 }
 
-int h2t_solver__grad_rownorm(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
-                             const float *W, const float *b, double *out)
+double h2t_solver_loss_grad(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
+                            const float *W, const float *b, float *G, float *gb)
+{
+    return loss_grad(NULL, X, y, n, d, k, W, b, G, gb);
+}
+
+int h2t_solver__grad_rownorm(const h2t_solver_opts *o, const float *X, const uint32_t *y,
+                             uint32_t n, uint32_t d, uint32_t k, const float *W, const float *b,
+                             double *out)
 {
     float *G = malloc((size_t)d * k * sizeof(float) + 1);
     float *gb = malloc(k * sizeof(float));
@@ -161,7 +233,7 @@ int h2t_solver__grad_rownorm(const float *X, const uint32_t *y, uint32_t n, uint
         free(gb);
         return h2t_err_set(H2T_ENOMEM, "gradient buffer (%u x %u)", d, k);
     }
-    h2t_solver_loss_grad(X, y, n, d, k, W, b, G, gb);
+    loss_grad(o, X, y, n, d, k, W, b, G, gb);
     for (uint32_t j = 0; j < d; j++) {
         double s = 0;
         for (uint32_t c = 0; c < k; c++)
@@ -267,9 +339,10 @@ static double maxabs(const float *a, size_t m)
 /* Upper bound on the Lipschitz constant of the mean CE gradient in (W, b): the softmax
  * Hessian is <= I/2, so L <= sigma_max([X 1])^2 / (2n); sigma_max by power iteration
  * (30 rounds, then 5% margin; deterministic start vector). */
-static double lipschitz_bound(const float *X, uint32_t n, uint32_t d)
+static double lipschitz_bound(const h2t_solver_opts *o, const float *X, uint32_t n, uint32_t d,
+                              double N)
 {
-    float *v = malloc(((size_t)d + 1) * sizeof(float)), *u = malloc((size_t)n * sizeof(float));
+    float *v = malloc(((size_t)d + 1) * sizeof(float)), *u = malloc((size_t)n * sizeof(float) + 1);
     if (!v || !u) {
         free(v);
         free(u);
@@ -286,15 +359,21 @@ static double lipschitz_bound(const float *X, uint32_t n, uint32_t d)
         for (uint32_t i = 0; i < n; i++)
             u[i] += v[d];
         s2 = dotf(u, u, n);
-        cblas_sgemv(CblasRowMajor, CblasTrans, (int)n, (int)d, 1.0f, X, (int)d, u, 1, 0.0f, v, 1);
+        if (n)
+            cblas_sgemv(CblasRowMajor, CblasTrans, (int)n, (int)d, 1.0f, X, (int)d, u, 1, 0.0f, v,
+                        1);
+        else
+            memset(v, 0, (size_t)d * sizeof(float));
         double sb = 0;
         for (uint32_t i = 0; i < n; i++)
             sb += u[i];
+        h2t_solver_part parts[] = {{&s2, 1, 1}, {&sb, 1, 1}, {v, d, 0}};
+        h2t_solver__reduce(o, parts, 3);
         v[d] = (float)sb;
     }
     free(v);
     free(u);
-    return 1.05 * s2 / (2.0 * n) + 1e-12;
+    return 1.05 * s2 / (2.0 * N) + 1e-12;
 }
 
 /* FISTA runs in double on the (small) working-set matrix: near a solution at a small lambda
@@ -303,8 +382,8 @@ static double lipschitz_bound(const float *X, uint32_t n, uint32_t d)
  * at random (measured: fits stalled at 2000 iterations with the KKT residual 1.4x its
  * tolerance). In double the test is exact and the step follows the local curvature. */
 
-/* Mean CE of Z and, in the same exp pass, R = scale * (softmax(Z) - onehot(y)) with
- * gb = column sums of R (R may be Z: then Z becomes its residual in place). */
+/* The CE of Z summed over rows and, in the same exp pass, R = scale * (softmax(Z) - onehot(y))
+ * with gb = column sums of R (R may be Z: then Z becomes its residual in place). */
 static double ce_value_residual_d(const double *Z, double *R, const uint32_t *y, uint32_t n,
                                   uint32_t k, double scale, double *gb)
 {
@@ -329,7 +408,7 @@ static double ce_value_residual_d(const double *Z, double *R, const uint32_t *y,
             gb[c] += r[c];
         }
     }
-    return n ? loss / n : 0;
+    return loss;
 }
 
 /* Z (double) = X Wd + b with one float sgemm (Wt, Zt: float scratch d x k, n x k). */
@@ -420,7 +499,8 @@ int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_
         W[q] = Wf[q];
     for (uint32_t c = 0; c < k; c++)
         b[c] = bf[c];
-    double Lmax = lipschitz_bound(X, n, d);
+    double N = h2t_solver__rows(o, n);
+    double Lmax = lipschitz_bound(o, X, n, d, N);
     double Lc = (L && *L > 0) ? *L : Lmax * 0.1;
     if (Lc > Lmax)
         Lc = Lmax;
@@ -428,7 +508,9 @@ int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_
     double pen0 = 0;
     for (uint32_t j = 0; j < d; j++)
         pen0 += row_norm_d(W + (size_t)j * k, k);
-    double Fw = ce_value_d(Zw, y, n, k) + lambda * pen0;
+    double Fw = ce_value_d(Zw, y, n, k);
+    h2t_solver__reduce(o, &(h2t_solver_part){&Fw, 1, 1}, 1);
+    Fw = Fw / N + lambda * pen0;
     memcpy(Y, W, dk * sizeof(double));
     memcpy(Yb, b, k * sizeof(double));
     memcpy(Zy, Zw, nk * sizeof(double));
@@ -440,14 +522,19 @@ int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_
             rc = h2t_err_set(H2T_ECANCELED, "group-lasso fit cancelled");
             goto out;
         }
-        double fY = ce_value_residual_d(Zy, R, y, n, k, 1.0 / n, gb);
+        double fY = ce_value_residual_d(Zy, R, y, n, k, 1.0 / N, gb);
         grad_mixed(X, R, n, d, k, Rt, Wt, G);
+        h2t_solver_part pY[] = {{&fY, 1, 1}, {gb, k, 1}, {G, dk, 1}};
+        h2t_solver__reduce(o, pY, 3);
+        fY /= N;
         double fn = 0, pen = 0;
         Lc = Lc * 0.9 > Lmax * 1e-6 ? Lc * 0.9 : Lmax * 1e-6; /* let the estimate come down */
         for (int bt = 0; bt < 60; bt++) {
             pen = prox_step_d(Y, Yb, G, gb, d, k, 1.0 / Lc, lambda, Wn, bn);
             logits_step(X, n, d, k, Wn, Y, bn, Yb, Zy, Wt, Zt, Zn);
             fn = ce_value_d(Zn, y, n, k);
+            h2t_solver__reduce(o, &(h2t_solver_part){&fn, 1, 1}, 1);
+            fn /= N;
             double lin = 0, sq = 0;
             for (size_t i = 0; i < dk; i++) {
                 double dv = Wn[i] - Y[i];
@@ -503,8 +590,10 @@ int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_
         double tol = o->kkt_rel * lambda;
         if (gm <= tol || (it + 1) % 25 == 0) {
             memcpy(R, Zw, nk * sizeof(double));
-            (void)ce_value_residual_d(R, R, y, n, k, 1.0 / n, gbs);
+            (void)ce_value_residual_d(R, R, y, n, k, 1.0 / N, gbs);
             grad_mixed(X, R, n, d, k, Rt, Wt, G);
+            h2t_solver_part pK[] = {{gbs, k, 1}, {G, dk, 1}};
+            h2t_solver__reduce(o, pK, 2);
             kkt = kkt_group_d(G, gbs, W, d, k, lambda);
             if (kkt <= tol) {
                 converged = 1;
@@ -526,8 +615,11 @@ int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_
     double pen = 0;
     for (uint32_t j = 0; j < d; j++)
         pen += row_norm_d(W + (size_t)j * k, k);
-    Fw = ce_value_residual_d(Zw, Zw, y, n, k, 1.0 / n, gb) + lambda * pen;
+    Fw = ce_value_residual_d(Zw, Zw, y, n, k, 1.0 / N, gb);
     grad_mixed(X, Zw, n, d, k, Rt, Wt, G);
+    h2t_solver_part pF[] = {{&Fw, 1, 1}, {gb, k, 1}, {G, dk, 1}};
+    h2t_solver__reduce(o, pF, 3);
+    Fw = Fw / N + lambda * pen;
     kkt = kkt_group_d(G, gb, W, d, k, lambda);
     converged = kkt <= o->kkt_rel * lambda;
     if (Gout)
@@ -731,6 +823,8 @@ typedef struct smooth_ctx {
     uint32_t n, d, k;
     double ridge;
     float *thf, *gf, *Z; /* (d*k + k), (d*k + k), n x k */
+    const h2t_solver_opts *o;
+    double N; /* rows of every participant */
 } smooth_ctx;
 
 static double smooth_eval(void *vc, const double *th, double *thi, double *g, double *gi)
@@ -742,10 +836,13 @@ static double smooth_eval(void *vc, const double *th, double *thi, double *g, do
         c->thf[i] = (float)th[i];
     h2t_solver__logits(c->X, c->n, c->d, c->k, c->thf, c->thf + dk, c->Z);
     double f = ce_value(c->Z, c->y, c->n, c->k);
-    ce_residual(c->Z, c->y, c->n, c->k, 1.0 / c->n, c->gf + dk);
+    ce_residual(c->Z, c->y, c->n, c->k, 1.0 / c->N, c->gf + dk);
     grad_from_residual(c->X, c->Z, c->n, c->d, c->k, c->gf);
     for (size_t i = 0; i < m; i++)
         g[i] = c->gf[i];
+    h2t_solver_part parts[] = {{&f, 1, 1}, {g, m, 1}};
+    h2t_solver__reduce(c->o, parts, 2);
+    f = c->N ? f / c->N : 0;
     if (c->ridge > 0) {
         double s = 0;
         for (size_t i = 0; i < dk; i++) {
@@ -771,7 +868,9 @@ int h2t_solver__fit_smooth(const float *X, const uint32_t *y, uint32_t n, uint32
                     ridge,
                     malloc(m * sizeof(float)),
                     malloc(m * sizeof(float)),
-                    malloc((size_t)n * k * sizeof(float) + 1)};
+                    malloc((size_t)n * k * sizeof(float) + 1),
+                    o,
+                    h2t_solver__rows(o, n)};
     lbfgs L = {0};
     if (!c.thf || !c.gf || !c.Z) {
         rc = h2t_err_set(H2T_ENOMEM, "L-BFGS workspace (%u x %u)", d, k);
@@ -994,6 +1093,7 @@ int h2t_solver__fit_group_ws(const float *X, const uint32_t *y, uint32_t n, uint
         goto out;
     }
     uint32_t m = 0, nc = 0;
+    double N = h2t_solver__rows(o, n);
     for (uint32_t j = 0; j < d; j++)
         if (row_norm_f(W + (size_t)j * k, k) > 0) {
             in[j] = 1;
@@ -1013,8 +1113,10 @@ int h2t_solver__fit_group_ws(const float *X, const uint32_t *y, uint32_t n, uint
         h2t_solver__logits(Xn, n, m, k, Wn, b, Z);
         free(Xn);
         free(Wn);
-        ce_residual(Z, y, n, k, 1.0 / n, gb);
+        ce_residual(Z, y, n, k, 1.0 / N, gb);
         grad_from_residual(X, Z, n, d, k, G);
+        h2t_solver_part pg[] = {{gb, k, 0}, {G, (size_t)d * k, 0}};
+        h2t_solver__reduce(o, pg, 2);
         lambda_prev = lambda;
     }
     double thr = 2 * lambda - lambda_prev;
@@ -1057,8 +1159,11 @@ int h2t_solver__fit_group_ws(const float *X, const uint32_t *y, uint32_t n, uint
         /* full gradient at the solution; rows outside the set must satisfy KKT */
         h2t_solver__logits(Xs, n, m, k, Ws, b, Z);
         fval = ce_value(Z, y, n, k);
-        ce_residual(Z, y, n, k, 1.0 / n, gb);
+        ce_residual(Z, y, n, k, 1.0 / N, gb);
         grad_from_residual(X, Z, n, d, k, G);
+        h2t_solver_part pg[] = {{&fval, 1, 1}, {gb, k, 0}, {G, (size_t)d * k, 0}};
+        h2t_solver__reduce(o, pg, 3);
+        fval /= N;
         nc = 0;
         for (uint32_t j = 0; j < d; j++) {
             double gn = in[j] ? 0 : row_norm_f(G + (size_t)j * k, k);
@@ -1150,7 +1255,7 @@ static double kernel_eval(void *vc, const double *th, double *thi, double *g, do
     for (uint32_t i = 0; i < n; i++)
         for (uint32_t c = 0; c < k; c++)
             Z[(size_t)i * k + c] = thi[(size_t)i * k + c] + th[nk + c];
-    double f = ce_value_residual_d(Z, Z, kc->y, n, k, 1.0 / n, g + nk);
+    double f = ce_value_residual_d(Z, Z, kc->y, n, k, 1.0 / n, g + nk) / n;
     for (size_t q = 0; q < nk; q++)
         g[q] = Z[q] + ridge * th[q];
     if (ridge > 0)

@@ -17,12 +17,29 @@ typedef struct h2t_solver_opts {
     double kkt_rel;           /* group fits: KKT residual <= kkt_rel * lambda */
     double ridge;             /* extra (ridge/2)||W||^2 on smooth fits */
     const atomic_int *cancel; /* may be NULL */
+    const h2t_reducer *red;   /* NULL: this process holds every row; else each participant holds
+                                 some rows and every sum over rows goes through red */
 } h2t_solver_opts;
 
 static inline int h2t_solver__cancelled(const h2t_solver_opts *o)
 {
     return o->cancel && atomic_load_explicit(o->cancel, memory_order_relaxed) != 0;
 }
+
+/* One buffer of a reduction: n floats or doubles. */
+typedef struct h2t_solver_part {
+    void *p;
+    size_t n;
+    int dbl; /* 1: double, 0: float */
+} h2t_solver_part;
+
+/* Sum the parts over the participants of o->red (floats summed in double, then rounded back),
+ * in fixed chunks of 65536 values (one reducer call each, the same calls on every participant);
+ * a no-op when o or o->red is NULL. Without memory for the 512 KiB chunk buffer it aborts: the
+ * others then stop as they do when a participant dies. */
+void h2t_solver__reduce(const h2t_solver_opts *o, h2t_solver_part *parts, uint32_t np);
+/* The number of rows of all participants together (n alone). */
+double h2t_solver__rows(const h2t_solver_opts *o, uint32_t n);
 
 /* Group-lasso fit by FISTA at lambda, warm start in W, b; *L is the Lipschitz estimate
  * (in/out; <= 0 = unknown). G (d x k, may be NULL) receives the gradient of the mean CE at the
@@ -110,8 +127,9 @@ uint32_t h2t_solver__argmax(const float *Z, uint32_t n, uint32_t k, const uint32
                             uint32_t *pred);
 
 /* Gradient row norms ||G_j||_2 of the mean CE at (W, b), d entries (double). */
-int h2t_solver__grad_rownorm(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
-                             const float *W, const float *b, double *out);
+int h2t_solver__grad_rownorm(const h2t_solver_opts *o, const float *X, const uint32_t *y,
+                             uint32_t n, uint32_t d, uint32_t k, const float *W, const float *b,
+                             double *out);
 
 /* Group-lasso KKT residual at (W, b) given the gradient G, gb: max over rows of
  * ||G_j + lambda W_j/||W_j|| || (non-zero rows) or max(0, ||G_j|| - lambda) (zero rows), and

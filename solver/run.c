@@ -200,6 +200,9 @@ typedef struct job {
     h2t_solver_progress_fn progress;
     void *ud;
     uint32_t n_tr, n_te, K, n_layers;
+    uint32_t n_tr_all,
+        n_te_all;           /* over every participant (row-sharded: j->o.red); else n_tr, n_te */
+    const h2t_shard *shard; /* NULL: this process holds every row */
     uint32_t D;
     float *X;       /* (n_tr + n_te) x D, normalised; h2t_aalloc */
     uint32_t *y;    /* n_tr + n_te */
@@ -341,7 +344,10 @@ static uint32_t task_row(const job *j, uint32_t r)
 
 static int rotate_to(job *j, uint32_t target)
 {
-    uint32_t n = j->n_tr, r = (target + n - j->rot) % n;
+    uint32_t n = j->n_tr;
+    if (!n)
+        return 0;
+    uint32_t r = (target + n - j->rot) % n;
     if (!r)
         return 0;
     float *tmp = malloc((size_t)j->D * sizeof(float));
@@ -397,15 +403,32 @@ static int head_correct(const job *j, const head *h, const float *X, const uint3
     return 0;
 }
 
-/* intercept-only bias: log class frequencies (classes absent: log(0.5 / n)) */
-static void intercept(const uint32_t *y, uint32_t n, uint32_t K, float *b)
+/* correct / n over every participant's rows (0 when there are none); *all (may be NULL) gets
+ * the correct rows of all of them */
+static double frac_all(const job *j, uint32_t correct, uint32_t n, uint32_t *all)
 {
-    for (uint32_t c = 0; c < K; c++) {
-        uint32_t cnt = 0;
-        for (uint32_t i = 0; i < n; i++)
-            cnt += y[i] == c;
-        b[c] = (float)log((cnt ? cnt : 0.5) / (double)n);
-    }
+    double v[2] = {correct, n};
+    h2t_solver__reduce(&j->o, &(h2t_solver_part){v, 2, 1}, 1);
+    if (all)
+        *all = (uint32_t)v[0];
+    return v[1] ? v[0] / v[1] : 0;
+}
+
+/* intercept-only bias: log class frequencies over every participant's rows (classes absent:
+ * log(0.5 / n)) */
+static int intercept(const job *j, const uint32_t *y, uint32_t n, uint32_t K, float *b)
+{
+    double *cnt = calloc((size_t)K + 1, sizeof(double));
+    if (!cnt)
+        return h2t_err_set(H2T_ENOMEM, "class counts");
+    for (uint32_t i = 0; i < n; i++)
+        cnt[y[i]]++;
+    cnt[K] = n;
+    h2t_solver__reduce(&j->o, &(h2t_solver_part){cnt, (size_t)K + 1, 1}, 1);
+    for (uint32_t c = 0; c < K; c++)
+        b[c] = (float)log((cnt[c] ? cnt[c] : 0.5) / cnt[K]);
+    free(cnt);
+    return 0;
 }
 
 typedef struct rank_key {
@@ -500,7 +523,8 @@ static int fit_on_subset(job *j, const float *X, const uint32_t *y, uint32_t n,
                                   s->n_final_l2s ? H2T_PENALTY_L2 : H2T_PENALTY_NONE,
                                   s->n_final_l2s ? fl2 : 0, s->lr, s->steps, s->batch, s->seed,
                                   &j->o, h->W, h->b, &h->fit);
-    else if (2ull * n <= k) { /* kernel form: the same iterates over n x K coefficients */
+    else if (2ull * n <= k && !j->o.red) { /* kernel form: the same iterates over n x K
+                                              coefficients (its Gram needs every row) */
         float *A = calloc((size_t)n * j->K + 1, sizeof(float));
         if (!A) {
             rc = h2t_err_set(H2T_ENOMEM, "coefficients %u x %u", n, j->K);
@@ -544,13 +568,14 @@ static int run_cells(job *j, const float *X, const uint32_t *y, uint32_t n, cons
     if (fast && pen == H2T_PENALTY_GROUP) {
         /* the lambda path: lambda_max at W = 0 with the intercept-only bias, geometric points
          * down to the smallest grid lambda, the grid lambdas themselves */
-        intercept(y, n, K, b);
+        if ((rc = intercept(j, y, n, K, b)) < 0)
+            goto out;
         double *gn = malloc((size_t)D * sizeof(double) + 1);
         if (!gn) {
             rc = h2t_err_set(H2T_ENOMEM, "gradient norms");
             goto out;
         }
-        rc = h2t_solver__grad_rownorm(X, y, n, D, K, W, b, gn);
+        rc = h2t_solver__grad_rownorm(&j->o, X, y, n, D, K, W, b, gn);
         double lmax = 0;
         for (uint32_t q = 0; q < D; q++)
             lmax = gn[q] > lmax ? gn[q] : lmax;
@@ -712,7 +737,7 @@ static int run_cells(job *j, const float *X, const uint32_t *y, uint32_t n, cons
                 uint32_t corr = 0;
                 if ((rc = head_correct(j, &h, Xva, yva, nva, &corr)) < 0)
                     goto out;
-                acc[li * nk + ki] = (double)corr / nva;
+                acc[li * nk + ki] = frac_all(j, corr, nva, NULL);
             }
             if (final) {
                 *final = h;
@@ -755,8 +780,8 @@ static int fill_result(job *j, head *h, h2t_result *r)
                                                         : H2T_RANK_SCORE;
     r->seed = j->spec->seed;
     r->n_classes = K;
-    r->n_train = j->n_tr;
-    r->n_test = j->n_te;
+    r->n_train = j->n_tr_all;
+    r->n_test = j->n_te_all;
     r->total_dim = j->D;
     r->n_kept = h->k;
     r->n_layers = j->n_layers;
@@ -878,9 +903,59 @@ int h2t_solver__folds(const uint32_t *y, uint32_t n, uint32_t K, uint32_t F, uin
     return 0;
 }
 
+static int plan_make(const job *j, cvplan *p);
+
+/* A row-sharded job's plan: the folds of all training rows (by task-order index, as one process
+ * makes them), then each fold's rows held here, in the same order. */
+static int plan_local(const job *j, cvplan *p)
+{
+    const h2t_shard *sh = j->shard;
+    job all = *j;
+    all.n_tr = sh->n_train_all;
+    all.y = (uint32_t *)sh->y_train_all; /* read only: plan_make reads labels */
+    all.shard = NULL;
+    cvplan g;
+    int rc = plan_make(&all, &g);
+    uint32_t n = j->n_tr, N = sh->n_train_all, F = g.F, R = g.R;
+    uint32_t *loc = malloc((size_t)N * sizeof(uint32_t) + 1);
+    memset(p, 0, sizeof(*p));
+    p->F = F;
+    p->R = R;
+    p->n = n;
+    p->bnd = malloc((size_t)R * (F + 1) * sizeof(uint32_t));
+    p->perm = malloc((size_t)R * n * sizeof(uint32_t) + 1);
+    if (rc == 0 && (!loc || !p->bnd || !p->perm))
+        rc = h2t_err_set(H2T_ENOMEM, "folds");
+    if (rc < 0 || F < 2)
+        goto out;
+    for (uint32_t q = 0; q < N; q++)
+        loc[q] = UINT32_MAX;
+    for (uint32_t i = 0; i < n; i++)
+        loc[sh->train_rows[i]] = i;
+    for (uint32_t r = 0; r < R; r++) {
+        uint32_t *pr = p->perm + (size_t)r * n, *br = p->bnd + (size_t)r * (F + 1), w = 0;
+        const uint32_t *gb = g.bnd + (size_t)r * (F + 1);
+        for (uint32_t f = 0; f < F; f++) {
+            br[f] = w;
+            for (uint32_t t = gb[f]; t < gb[f + 1]; t++) {
+                uint32_t row = g.perm ? g.perm[(size_t)r * N + t] : t;
+                if (loc[row] != UINT32_MAX)
+                    pr[w++] = loc[row];
+            }
+        }
+        br[F] = w;
+    }
+out:
+    free(loc);
+    plan_free(&g);
+    return rc;
+}
+
 static int plan_make(const job *j, cvplan *p)
 {
     const h2t_train_spec *s = j->spec;
+    if (j->shard)
+        return plan_local(j, p);
     uint32_t n = j->n_tr, F = s->folds;
     memset(p, 0, sizeof(*p));
     p->F = F;
@@ -967,6 +1042,7 @@ static int ncm_head(job *j, const float *X, const uint32_t *y, uint32_t n, head 
         for (uint32_t q = 0; q < D; q++)
             m[(size_t)q * K + y[i]] += x[q];
     }
+    h2t_solver__reduce(&j->o, &(h2t_solver_part){m, (size_t)D * K, 1}, 1);
     for (uint32_t c = 0; c < K; c++) {
         double s = 0;
         for (uint32_t q = 0; q < D; q++)
@@ -1030,7 +1106,7 @@ static int method_cells(job *j, const float *X, const uint32_t *y, uint32_t n, c
         int rc = ncm_head(j, X, y, n, &h);
         uint32_t corr = 0;
         if (rc == 0 && Xva && (rc = head_correct(j, &h, Xva, yva, nva, &corr)) == 0)
-            acc[0] = (double)corr / nva;
+            acc[0] = frac_all(j, corr, nva, NULL);
         if (rc == 0 && final) {
             *final = h;
             return 0;
@@ -1129,12 +1205,14 @@ static int cv_run(job *j, const cvplan *p, double pbase, double pspan, cvtab *t)
             j->pspan = pspan / (R * F);
             report(j, 0);
             /* rotate so that fold f's validation block [a, e) is last */
-            if ((rc = rotate_to(j, e % n)) < 0)
+            if ((rc = rotate_to(j, n ? e % n : 0)) < 0)
                 return rc;
             uint32_t ntr = n - (e - a);
-            if (ntr == 0 || e == a)
-                return h2t_err_set(H2T_EINVAL, "fold %u of %u training samples is %s", f + 1, n,
-                                   e == a ? "empty" : "all of them");
+            double cnt[2] = {ntr, e - a}; /* over every participant */
+            h2t_solver__reduce(&j->o, &(h2t_solver_part){cnt, 2, 1}, 1);
+            if (cnt[0] == 0 || cnt[1] == 0)
+                return h2t_err_set(H2T_EINVAL, "fold %u of %u training samples is %s", f + 1,
+                                   j->n_tr_all, cnt[1] == 0 ? "empty" : "all of them");
             rc = method_cells(j, j->X, j->y, ntr, j->X + (size_t)ntr * j->D, j->y + ntr, e - a,
                               j->lambdas, j->nl, j->keeps, j->nk,
                               t->acc + (size_t)(r * F + f) * t->cells, NULL);
@@ -1240,13 +1318,12 @@ static int finish(job *j, const cvplan *p, const cvtab *t, h2t_result *r)
     uint32_t corr = 0;
     if ((rc = head_correct(j, &fin, j->X, j->y, j->n_tr, &corr)) < 0)
         goto out;
-    r->train_acc = (double)corr / j->n_tr;
+    r->train_acc = frac_all(j, corr, j->n_tr, NULL);
     if ((rc = head_correct(j, &fin, j->X + (size_t)j->n_tr * j->D, j->y + j->n_tr, j->n_te,
                            &corr)) < 0)
         goto out;
-    r->test_correct = corr;
-    r->test_acc = j->n_te ? (double)corr / j->n_te : 0;
-    if (j->spec->cell_test && j->n_te) { /* every cell refit on all train rows, tested */
+    r->test_acc = frac_all(j, corr, j->n_te, &r->test_correct);
+    if (j->spec->cell_test && j->n_te_all) { /* every cell refit on all train rows, tested */
         snprintf(j->stage, sizeof(j->stage), "cell test");
         if (!(r->cell_test = calloc(t->cells, sizeof(double)))) {
             rc = h2t_err_set(H2T_ENOMEM, "cell test");
@@ -1277,6 +1354,9 @@ static int subjob(const job *j, const uint32_t *idx, uint32_t nl, const h2t_trai
     out->ud = j->ud;
     out->n_tr = j->n_tr;
     out->n_te = j->n_te;
+    out->n_tr_all = j->n_tr_all;
+    out->n_te_all = j->n_te_all;
+    out->shard = j->shard;
     out->K = j->K;
     out->n_layers = nl;
     out->ldim = malloc(nl * sizeof(uint32_t));
@@ -1318,7 +1398,7 @@ static int job_gram(job *j)
     const h2t_train_spec *s = j->spec;
     int smooth = s->method == H2T_METHOD_LINEAR || s->method == H2T_METHOD_ALL ||
                  s->method == H2T_METHOD_LAYER;
-    if (j->gram || !smooth || s->optimizer != H2T_OPT_FAST || 2ull * j->n_tr > j->D)
+    if (j->gram || !smooth || s->optimizer != H2T_OPT_FAST || 2ull * j->n_tr > j->D || j->o.red)
         return 0;
     j->gram = malloc((size_t)j->n_tr * j->n_tr * sizeof(double));
     if (!j->gram)
@@ -1420,9 +1500,13 @@ static int solve(job *j, h2t_result **out)
     h2t_result *r = calloc(1, sizeof(*r));
     if (!r)
         return h2t_err_set(H2T_ENOMEM, "result");
+    if (!j->shard) {
+        j->n_tr_all = j->n_tr;
+        j->n_te_all = j->n_te;
+    }
     uint32_t F = s->folds;
-    if (F > 1 && j->n_tr / F < 1) {
-        rc = h2t_err_set(H2T_EINVAL, "%u training samples cannot make %u folds", j->n_tr, F);
+    if (F > 1 && j->n_tr_all / F < 1) {
+        rc = h2t_err_set(H2T_EINVAL, "%u training samples cannot make %u folds", j->n_tr_all, F);
         goto out;
     }
     if ((rc = plan_make(j, &plan)) < 0)
@@ -1661,9 +1745,61 @@ static int check_finite(const job *j, const float *x, uint32_t l, uint32_t sampl
  * entries, checked and normalised once when loaded): the rows are copied as they are.
  * normalise_rows works per row and layer block, so a block copied from a wider matrix keeps
  * its bits and both ways give the same result. */
-static int run_dataset(const h2t_dataset *d, const h2t_train_spec *spec, int normalised,
-                       h2t_solver_progress_fn progress, void *ud, const atomic_int *cancel,
-                       h2t_result **out)
+/* What a row-sharded job checks first: the spec can be sharded, and every training row of the
+ * task is held by exactly one participant with its label (one reduction: a count per row, and
+ * the test rows). Sets the job's totals. */
+static int shard_check(job *j, const h2t_dataset *d, const h2t_shard *sh)
+{
+    const h2t_train_spec *s = j->spec;
+    uint32_t m = s->method, N = sh->n_train_all;
+    if (!sh->red || !sh->red->sum || !sh->y_train_all || (d->n_train && !sh->train_rows))
+        return h2t_err_set(H2T_EINVAL, "shard: no reducer, labels or row list");
+    if (m == H2T_METHOD_KNN ||
+        (m == H2T_METHOD_AUTO && (!s->auto_methods || (s->auto_methods >> H2T_METHOD_KNN) & 1)))
+        return h2t_err_set(H2T_EINVAL,
+                           "knn keeps every training row in its head: it cannot be "
+                           "trained row-sharded (auto: leave knn out of --auto-methods)");
+    if (s->optimizer != H2T_OPT_FAST)
+        return h2t_err_set(H2T_EINVAL, "the adam optimiser's minibatches span shards: row-sharded "
+                                       "training runs the fast optimiser only");
+    double *cnt = calloc((size_t)N + 2, sizeof(double));
+    if (!cnt)
+        abort(); /* as h2t_solver__reduce: the others stop as when a participant dies */
+    int rc = 0;
+    for (uint32_t i = 0; i < d->n_train && rc == 0; i++) {
+        uint32_t r = sh->train_rows[i];
+        if (r >= N || (i && r <= sh->train_rows[i - 1]))
+            rc = h2t_err_set(H2T_EINVAL, "shard: training row %u (index %u) %s", i, r,
+                             r >= N ? "is past the task's training rows" : "is not ascending");
+        else if (d->y_train[i] != sh->y_train_all[r])
+            rc = h2t_err_set(H2T_EINVAL, "shard: training row %u has label %u, the task %u", r,
+                             d->y_train[i], sh->y_train_all[r]);
+        else
+            cnt[r] = 1;
+    }
+    cnt[N] = d->n_test;
+    cnt[N + 1] = rc < 0; /* participants that failed a check here: all of them stop */
+    h2t_solver__reduce(&j->o, &(h2t_solver_part){cnt, (size_t)N + 2, 1}, 1);
+    if (rc == 0 && cnt[N + 1] > 0)
+        rc = h2t_err_set(H2T_EINVAL,
+                         "shard: %.0f other participant(s) hold rows that fail the "
+                         "checks",
+                         cnt[N + 1]);
+    for (uint32_t r = 0; r < N && rc == 0; r++)
+        if (cnt[r] != 1)
+            rc = h2t_err_set(H2T_EINVAL, "shard: training row %u is held by %.0f participants", r,
+                             cnt[r]);
+    j->n_tr_all = N;
+    j->n_te_all = (uint32_t)cnt[N];
+    free(cnt);
+    if (rc == 0 && !j->n_te_all)
+        rc = h2t_err_set(H2T_EINVAL, "empty test split");
+    return rc;
+}
+
+static int run_dataset(const h2t_dataset *d, const h2t_shard *sh, const h2t_train_spec *spec,
+                       int normalised, h2t_solver_progress_fn progress, void *ud,
+                       const atomic_int *cancel, h2t_result **out)
 {
     job j;
     uint64_t *soff = NULL;
@@ -1674,14 +1810,22 @@ static int run_dataset(const h2t_dataset *d, const h2t_train_spec *spec, int nor
         return h2t_err_set(H2T_EINVAL, "no dataset or output");
     if (d->n_classes < 2)
         return h2t_err_set(H2T_EINVAL, "task has %u class(es), needs at least 2", d->n_classes);
-    if (!d->n_train || !d->x_train || !d->y_train)
+    if (sh ? !sh->n_train_all || (d->n_train && (!d->x_train || !d->y_train))
+           : !d->n_train || !d->x_train || !d->y_train)
         return h2t_err_set(H2T_EINVAL, "empty train split");
-    if (!d->n_test || !d->x_test || !d->y_test)
+    if (sh ? d->n_test && (!d->x_test || !d->y_test) : !d->n_test || !d->x_test || !d->y_test)
         return h2t_err_set(H2T_EINVAL, "empty test split");
-    job_init(&j, spec, progress, ud, cancel);
+    job_init(&j, spec, progress, ud, sh ? NULL : cancel);
     double t0 = h2t_now_s();
     uint64_t Dfull = 0;
-    if ((rc = check_labels(d->y_train, d->n_train, d->n_classes, "train")) < 0 ||
+    if (sh) {
+        j.o.red = sh->red;
+        j.shard = sh;
+        if ((rc = shard_check(&j, d, sh)) < 0)
+            goto out;
+    }
+    if ((rc = check_labels(sh ? sh->y_train_all : d->y_train, sh ? sh->n_train_all : d->n_train,
+                           d->n_classes, "train")) < 0 ||
         (rc = check_labels(d->y_test, d->n_test, d->n_classes, "test")) < 0 ||
         (rc = job_layers(&j, d->n_layers, d->layer_dims, d->layer_ids, d->layer_names)) < 0)
         goto out;
@@ -1696,8 +1840,8 @@ static int run_dataset(const h2t_dataset *d, const h2t_train_spec *spec, int nor
     if ((rc = check_memory(spec, N, j.D)) < 0 || (rc = check_knn_size(spec, j.n_tr, j.D)) < 0)
         goto out;
     /* not zeroed (h2t_aalloc would): the copy below writes every element; free() as h2t_afree */
-    j.X = aligned_alloc(64, ((size_t)N * j.D * sizeof(float) + 63) & ~(size_t)63);
-    j.y = malloc((size_t)N * sizeof(uint32_t));
+    j.X = aligned_alloc(64, ((size_t)N * j.D * sizeof(float) + 64) & ~(size_t)63);
+    j.y = malloc((size_t)N * sizeof(uint32_t) + 1);
     soff = malloc((size_t)j.n_layers * sizeof(uint64_t) + 1);
     if (!j.X || !j.y || !soff) {
         rc = h2t_err_set(H2T_ENOMEM, "design matrix (%u x %u)", N, j.D);
@@ -1728,8 +1872,10 @@ static int run_dataset(const h2t_dataset *d, const h2t_train_spec *spec, int nor
             memcpy(j.X + (size_t)i * j.D + j.loff[l], x + soff[l], j.ldim[l] * sizeof(float));
         }
     }
-    memcpy(j.y, d->y_train, j.n_tr * sizeof(uint32_t));
-    memcpy(j.y + j.n_tr, d->y_test, j.n_te * sizeof(uint32_t));
+    if (j.n_tr)
+        memcpy(j.y, d->y_train, j.n_tr * sizeof(uint32_t));
+    if (j.n_te)
+        memcpy(j.y + j.n_tr, d->y_test, j.n_te * sizeof(uint32_t));
     if (!normalised)
         normalise_rows(&j, j.X, N);
     double t1 = h2t_now_s();
@@ -1747,14 +1893,22 @@ int h2t_solver_run_data(const h2t_dataset *d, const h2t_train_spec *spec,
                         h2t_solver_progress_fn progress, void *ud, const atomic_int *cancel,
                         h2t_result **out)
 {
-    return run_dataset(d, spec, 0, progress, ud, cancel, out);
+    return run_dataset(d, NULL, spec, 0, progress, ud, cancel, out);
 }
 
 int h2t_solver_run_normalised(const h2t_dataset *d, const h2t_train_spec *spec,
                               h2t_solver_progress_fn progress, void *ud, const atomic_int *cancel,
                               h2t_result **out)
 {
-    return run_dataset(d, spec, 1, progress, ud, cancel, out);
+    return run_dataset(d, NULL, spec, 1, progress, ud, cancel, out);
+}
+
+int h2t_solver_run_shard(const h2t_dataset *d, const h2t_shard *sh, const h2t_train_spec *spec,
+                         h2t_solver_progress_fn progress, void *ud, h2t_result **out)
+{
+    if (!sh)
+        return h2t_err_set(H2T_EINVAL, "no shard");
+    return run_dataset(d, sh, spec, 0, progress, ud, NULL, out);
 }
 
 int h2t_solver__task_check(const h2t_store *st, const h2t_task *task, h2t_result **out)

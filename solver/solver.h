@@ -246,6 +246,41 @@ int h2t_solver_run_normalised(const h2t_dataset *d, const h2t_train_spec *spec,
                               h2t_solver_progress_fn progress, void *ud, const atomic_int *cancel,
                               h2t_result **out);
 
+/* ---- row-sharded training (docs/solver.md, "Row-sharded training") ----
+ * Several participants (MPI ranks, threads, ...) each hold some of a task's rows and run
+ * h2t_solver_run_shard together: every sum over rows (loss, gradient, class counts, Lipschitz
+ * estimate, CV accuracies) is taken locally and then summed over the participants through the
+ * reducer, so every participant follows the same iterates and ends with the same head. Folds are
+ * assigned by task-order index over all training rows, so a sharded CV uses the same folds (and
+ * picks the same cell) as one process. Fast optimiser; methods linear, all, head2toe, ncm and
+ * layer (knn keeps every row; the Adam path's minibatches are not row-local). Every participant
+ * must call with the same spec, layers and h2t_shard totals. */
+typedef struct h2t_reducer {
+    /* Replace buf[0..n) on every participant by the elementwise sum over the participants,
+     * bit-identical on all of them. Every participant calls it at the same point with the same n.
+     * It does not return on a communication failure (an MPI job stops). */
+    void (*sum)(void *ud, double *buf, size_t n);
+    void *ud;
+} h2t_reducer;
+
+typedef struct h2t_shard {
+    const h2t_reducer *red;      /* BORROWED */
+    uint32_t n_train_all;        /* training rows of all participants together */
+    const uint32_t *y_train_all; /* n_train_all labels in task order (the same everywhere) */
+    const uint32_t *train_rows;  /* d->n_train: each local training row's task-order index,
+                                    ascending; every index is held by exactly one participant */
+} h2t_shard;
+
+/* As h2t_solver_run_data on this participant's rows d (d->n_train and d->n_test may be 0 here;
+ * the totals may not). *out: the same result on every participant (counts and accuracies over
+ * all rows). cancel is not polled (one participant cannot stop alone). Errors as
+ * h2t_solver_run_data, and H2T_EINVAL for a method or optimiser that cannot be sharded, rows
+ * not ascending, a label that differs from y_train_all, rows missing or held twice (checked
+ * together). A participant that returns an error leaves the others waiting in a reduction: an
+ * MPI front end aborts the job. */
+int h2t_solver_run_shard(const h2t_dataset *d, const h2t_shard *sh, const h2t_train_spec *spec,
+                         h2t_solver_progress_fn progress, void *ud, h2t_result **out);
+
 /* Predict classes for raw samples with a head: x is n x D over the layers of the result
  * (layer_dims order, the same concatenation the head was trained on). pred OWNED by caller,
  * n entries. Errors: H2T_EINVAL. */
