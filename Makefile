@@ -5,6 +5,8 @@
 #   make demo       the main job end to end on real data (docs/deployment.md)
 #   make eval       the evaluation suite, a subset of its tasks (docs/eval.md); eval-full: all
 #   make conformance  the executor against ONNX Runtime and tfjs, and the model zoo (ZOO=...)
+#   make conformance-classify  the exported ONNX classifier under ONNX Runtime against predict:
+#                   every method, the test fixtures (a CNN, a ViT) then the demo's MobileNetV2
 #   make format-check | format | clean | install (PREFIX, DESTDIR)
 #   make slurm-check  both deploy/slurm scripts under a one-machine Slurm (deps.sh --slurm)
 #   make fuzz       each libFuzzer target for 60 s (frame, onnx, data, sel, store; tests/fuzz/run.sh)
@@ -191,11 +193,18 @@ conformance: build/conformance/onnx_dump build/conformance/classify_input
 	./tests/conformance/selftest.sh
 	./tests/conformance/tfjs_compare.sh
 	./tests/conformance/ort_compare.sh mobilenet_v2 resnet18 resnet50
+	./tests/conformance/classify_ort_tiny.sh
 	./tests/conformance/classify_ort.sh
 	@$(MAKE) --no-print-directory conformance-zoo
+# The exported classifier alone (docs/classify.md): seconds on the fixtures, then the demo's
+# protocol (minutes: the extraction is kept in build/conformance/classify for the next run).
+conformance-classify: build/conformance/classify_input
+	./deploy/fetch_model.sh --ort
+	./tests/conformance/classify_ort_tiny.sh
+	./tests/conformance/classify_ort.sh
 conformance-zoo: build/conformance/onnx_dump
 	./deploy/deps.sh --bench
 	./deploy/fetch_model.sh --ort
 	/usr/bin/python3 deploy/export_zoo.py $(ZOO)
 	./tests/conformance/ort_compare.sh --layers --table $(if $(ZOO),$(addprefix zoo:,$(ZOO)),zoo)
-.PHONY: conformance conformance-zoo
+.PHONY: conformance conformance-zoo conformance-classify

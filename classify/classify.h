@@ -102,16 +102,20 @@ int h2t_classifier_run_encoded(h2t_classifier *c, const void *buf, size_t len, c
 
 /* Write the classifier as one self-contained ONNX model to path, atomically (path.tmp, then
  * rename): input the model's image tensor (N x C x H x W, preprocessed as info.lo/hi say),
- * output "probabilities" (N x n_classes). The pruned backbone; per kept layer its pooling as
- * standard operators (GlobalAveragePool / AveragePool with the layer's window, Transpose to the
- * (H, W, C) order, Flatten), Gather of the kept indices, the per-layer L2 re-normalisation
- * (the sum of squares as a MatMul with ones, Sqrt, Add of the smallest normal float so a zero
- * subset stays zero, Div), Concat, Gemm,
- * Softmax. Metadata props: h2tdb.classes (JSON array), h2tdb.preprocess (scale=lo,hi),
- * h2tdb.preprocess_full, h2tdb.extraction (the identity text), h2tdb.job, h2tdb.task,
- * h2tdb.model_sha256. Errors: H2T_EUNSUPPORTED (a knn head, whose vote over stored rows has no
- * ONNX form here; a layer whose pooling has no export yet: token forms, named), H2T_EIO (naming the
- * file; nothing is left at path), H2T_ENOMEM. */
+ * output "probabilities" (N x n_classes), the probabilities h2t_result_proba computes (a knn
+ * head: each class's share of the k votes, and a second output "label", N int64: the vote's
+ * class with its tie rule). The pruned backbone; per kept layer its pooling as standard
+ * operators (maps: GlobalAveragePool / AveragePool with the layer's window, Transpose to the
+ * (H, W, C) order; tokens: Gather of the class token or of the pooled tokens, Reshape to
+ * windows, ReduceMean; Flatten), Gather of the kept indices, the per-layer L2
+ * re-normalisation (the sum of squares as a MatMul with ones, Sqrt, Add of the smallest normal
+ * float so a zero subset stays zero, Div), Concat, then Gemm and Softmax (linear heads: linear,
+ * all, head2toe, ncm, layer, auto's winner) or the knn vote (MatMul with the stored rows,
+ * TopK, Gather of one-hot labels, ReduceSum, ArgMax; classify/export_onnx.c). Metadata props:
+ * h2tdb.classes (JSON array), h2tdb.preprocess (scale=lo,hi), h2tdb.preprocess_full,
+ * h2tdb.extraction (the identity text), h2tdb.job, h2tdb.task, h2tdb.model_sha256. Errors:
+ * H2T_EUNSUPPORTED (a layer whose form has no ONNX pooling here, named; a knn head on a model
+ * of opset below 11), H2T_EIO (naming the file; nothing is left at path), H2T_ENOMEM. */
 int h2t_classifier_export_onnx(const h2t_classifier *c, const char *path);
 /* Write len bytes to path atomically (path.tmp, fsync, rename; nothing left at path.tmp on
  * failure), as h2t_classifier_export_onnx does. Errors: H2T_EIO naming the file. */

@@ -375,8 +375,10 @@ static int classify_remote(h2t_cli *cli, uint64_t job, const file_list *files, u
         if (cli->json)
             snprintf(head, sizeof head,
                      "\"job\": %" PRIu64 ", \"macs\": %.0f, \"macs_needed\": %.0f, "
-                     "\"compute_fraction\": %.6f, ",
-                     job, a->macs, a->macs_needed, frac);
+                     "\"compute_fraction\": %.6f, \"cached\": %s, \"classifier_loads\": %" PRIu64
+                     ", ",
+                     job, a->macs, a->macs_needed, frac, a->cached ? "true" : "false",
+                     a->classifier_loads);
         else
             fprintf(stderr,
                     "job %" PRIu64 ": the backbone part the head needs: %.3g of %.3g MMACs per "

@@ -631,6 +631,8 @@ static int enc_body(allocs *a, const h2t_msg *msg, H2tdb__Envelope *env)
         p->predicted = MUT(uint32_t, q->predicted);
         p->macs = q->macs;
         p->macs_needed = q->macs_needed;
+        p->cached = q->cached != 0;
+        p->classifier_loads = q->classifier_loads;
         break;
     }
     default:
@@ -1054,6 +1056,8 @@ static int dec_body(allocs *a, const H2tdb__Envelope *env, h2t_msg *msg)
         q->predicted = p->predicted;
         q->macs = p->macs;
         q->macs_needed = p->macs_needed;
+        q->cached = p->cached;
+        q->classifier_loads = p->classifier_loads;
         break;
     }
     case H2TDB__ENVELOPE__BODY__NOT_SET:

@@ -311,6 +311,8 @@ typedef struct h2t_msg_classification {
     size_t n_images; /* entries of predicted */
     const uint32_t *predicted;
     double macs, macs_needed;
+    int cached;                /* 1: served by a classifier kept from an earlier request */
+    uint64_t classifier_loads; /* classifiers the server has built since it started */
 } h2t_msg_classification;
 
 typedef struct h2t_msg {

@@ -26,6 +26,7 @@ struct srv_cls_cache {
     cls_entry *v;
     uint32_t n, cap;
     uint64_t clock;
+    uint64_t loads; /* classifiers built (h2t_classifier_open calls that succeeded) */
 };
 
 int h2t_srv_cls_cache_create(uint32_t cap, srv_cls_cache **out)
@@ -100,21 +101,34 @@ static void cache_give(srv_cls_cache *k, uint64_t job, h2t_classifier *c)
     h2t_classifier_close(drop);
 }
 
-/* A classifier of job: an idle cached one, or a new one. */
-static int classifier_get(h2t_srv *srv, uint64_t job, h2t_classifier **out)
+/* A classifier of job: an idle cached one (*cached 1), or a new one. *loads: the classifiers
+ * built so far, this one included. */
+static int classifier_get(h2t_srv *srv, uint64_t job, h2t_classifier **out, int *cached,
+                          uint64_t *loads)
 {
-    if ((*out = cache_take(srv->cls, job)))
-        return 0;
-    h2t_classifier_opts o;
-    h2t_classifier_opts_init(&o);
-    o.models_dir = srv->cfg.models_dir;
-    return h2t_classifier_open(srv->st, job, &o, out);
+    srv_cls_cache *k = srv->cls;
+    *cached = (*out = cache_take(k, job)) != NULL;
+    if (!*cached) {
+        h2t_classifier_opts o;
+        h2t_classifier_opts_init(&o);
+        o.models_dir = srv->cfg.models_dir;
+        int rc = h2t_classifier_open(srv->st, job, &o, out);
+        if (rc < 0)
+            return rc;
+    }
+    pthread_mutex_lock(&k->mu);
+    k->loads += !*cached;
+    *loads = k->loads;
+    pthread_mutex_unlock(&k->mu);
+    return 0;
 }
 
 int h2t_srv_classifier_onnx(h2t_srv *srv, uint64_t job, void **out, size_t *len)
 {
     h2t_classifier *c = NULL;
-    int rc = classifier_get(srv, job, &c);
+    int cached;
+    uint64_t loads;
+    int rc = classifier_get(srv, job, &c, &cached, &loads);
     if (rc < 0)
         return rc;
     rc = h2t_classifier_onnx(c, out, len);
@@ -146,7 +160,9 @@ int h2t_srv_classify(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *
                            " per request (serve --classify-max-bytes)",
                            bytes, cfg->classify_max_bytes);
     h2t_classifier *c = NULL;
-    int rc = classifier_get(srv, q->job, &c);
+    int cached;
+    uint64_t loads;
+    int rc = classifier_get(srv, q->job, &c, &cached, &loads);
     if (rc < 0)
         return rc;
     const h2t_classifier_info *ci = h2t_classifier_info_get(c);
@@ -183,6 +199,8 @@ int h2t_srv_classify(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *
     a->predicted = pred;
     a->macs = ci->macs;
     a->macs_needed = ci->macs_needed;
+    a->cached = cached;
+    a->classifier_loads = loads;
     rc = h2t_proto_encode(&m, frame, len);
 out:
     free(probs);

@@ -6,6 +6,7 @@
 #include "classify/classify.h"
 #include "client/client.h"
 #include "common/err.h"
+#include "onnx/onnx.pb-c.h"
 #include "proto/proto.h"
 #include "solver/solver.h"
 #include "tests/fixture.h"
@@ -42,9 +43,10 @@ static const char *img_path(uint32_t i, char *buf, size_t n)
     return buf;
 }
 
-/* Images in three class folders, extracted with T = 8 into store "st" (conv 8, relu 8, gap 2,
- * fc 3 features); a task over it (train: samples 0..7, test: 8..11). Returns the extraction. */
-static uint32_t build_store(void)
+/* Images in three class folders, extracted from model (tests/data/...) at target size T with
+ * class-token mode cls into store "st"; a task over it (train: samples 0..7, test: 8..11).
+ * Returns the extraction. */
+static uint32_t build_store_model(const char *model, uint32_t T, int cls)
 {
     ASSERT_EQ(mkdir("imgs", 0755), 0);
     char p[64];
@@ -56,9 +58,10 @@ static uint32_t build_store(void)
         write_png(img_path(i, p, sizeof p), i);
     h2t_extract_opts o;
     h2t_extract_opts_init(&o);
-    o.model_path = test_src_path("tests/data/extract_tiny.onnx");
+    o.model_path = test_src_path(model);
     o.data_spec = "folder:imgs";
-    o.target_size = 8;
+    o.target_size = T;
+    o.cls = cls;
     o.batch = 4;
     h2t_extract_plan *plan;
     ASSERT_OK(h2t_extract_plan_create(&o, &plan));
@@ -92,6 +95,12 @@ static uint32_t build_store(void)
     h2t_source_destroy(src);
     h2t_store_close(st);
     return r.extraction;
+}
+
+/* extract_tiny.onnx at T = 8 (conv 8, relu 8, gap 2, fc 3 features). */
+static uint32_t build_store(void)
+{
+    return build_store_model("tests/data/extract_tiny.onnx", 8, H2T_CLS_POOL);
 }
 
 /* A job of `method` on task t: with finish 1 solved and stored DONE with its result (as the
@@ -399,6 +408,9 @@ TEST_TIMEOUT(classify_service, 120)
         ASSERT_EQ(a->n_probs, 12);
         ASSERT_STREQ(a->class_names[1], "c1");
         ASSERT(a->macs_needed > 0 && a->macs_needed <= a->macs);
+        /* one classifier built, by the first request; the second is served by it */
+        ASSERT_EQ(a->cached, round == 1);
+        ASSERT_EQ(a->classifier_loads, 1);
         for (int i = 0; i < 4; i++) {
             float want[3];
             ASSERT_OK(h2t_classifier_run_encoded(local, img[i], lens[i], names[i], want));
@@ -457,60 +469,89 @@ TEST_TIMEOUT(classify_service, 120)
     test_srv_finish(&t);
 }
 
+/* Preprocess image i for classifier c (its input N x C x H x W, N = 1) into t. */
+static void image_tensor(const h2t_classifier *c, const char *input, uint32_t i, h2t_tensor *t)
+{
+    const h2t_classifier_info *ci = h2t_classifier_info_get(c);
+    h2t_prep prep = {.c = ci->c, .h = ci->h, .w = ci->w, .lo = ci->lo, .hi = ci->hi};
+    char p[64];
+    uint8_t *buf, *pix;
+    size_t len;
+    read_file(img_path(i, p, sizeof p), &buf, &len);
+    h2t_image img;
+    ASSERT_OK(h2t_image_decode(buf, len, p, &img, &pix));
+    memset(t, 0, sizeof *t);
+    t->rank = 4;
+    t->shape[0] = 1;
+    t->shape[1] = ci->c;
+    t->shape[2] = ci->h;
+    t->shape[3] = ci->w;
+    snprintf(t->name, sizeof t->name, "%s", input);
+    t->data = malloc(sizeof(float) * ci->c * ci->h * ci->w);
+    ASSERT_OK(h2t_prep_image(&prep, &img, t->data));
+    free(pix);
+    free(buf);
+}
+
+/* Export job's classifier (model: its backbone) to head.onnx, run that file in h2tdb's own
+ * executor on every image and return the largest difference from classify's probabilities. */
+static double export_vs_classify(uint64_t job, const char *model)
+{
+    int rc;
+    h2t_classifier *c = open_job(job, model, &rc);
+    ASSERT_OK(rc);
+    const h2t_classifier_info *ci = h2t_classifier_info_get(c);
+    ASSERT_OK(h2t_classifier_export_onnx(c, "head.onnx"));
+    ASSERT(access("head.onnx.tmp", F_OK) != 0);
+    h2t_model *m;
+    ASSERT_OK(h2t_model_load("head.onnx", &m));
+    double worst = 0;
+    for (uint32_t i = 0; i < N_IMG; i++) {
+        char p[64];
+        uint8_t *buf;
+        size_t len;
+        read_file(img_path(i, p, sizeof p), &buf, &len);
+        float want[16];
+        ASSERT(ci->n_classes <= 16);
+        ASSERT_OK(h2t_classifier_run_encoded(c, buf, len, p, want));
+        free(buf);
+        h2t_tensor t;
+        image_tensor(c, h2t_model_input(m)->name, i, &t);
+        h2t_tensor *outs = NULL;
+        int n_out = 0;
+        ASSERT_OK(h2t_model_run_once(m, &t, 1, &outs, &n_out));
+        ASSERT_EQ(n_out, 1);
+        ASSERT_STREQ(outs[0].name, "probabilities");
+        ASSERT_EQ(outs[0].shape[1], ci->n_classes);
+        for (uint32_t k = 0; k < ci->n_classes; k++) {
+            double d = fabs((double)outs[0].data[k] - want[k]);
+            worst = d > worst ? d : worst;
+        }
+        h2t_tensors_free(outs, n_out);
+        free(t.data);
+    }
+    h2t_model_destroy(m);
+    h2t_classifier_close(c);
+    return worst;
+}
+
 /* The exported ONNX classifier, run by h2tdb's own executor, gives the probabilities of
- * h2tdb classify (and so of predict) for linear, all and head2toe heads; metadata present;
- * written by h2tdb result --export-onnx too. */
-TEST_TIMEOUT(classify_export_onnx_runs, 120)
+ * h2tdb classify (and so of predict) for every method whose head is linear (linear, all,
+ * head2toe, ncm, layer, auto: the winner's head); metadata present; written by h2tdb result
+ * --export-onnx too. */
+TEST_TIMEOUT(classify_export_onnx_runs, 180)
 {
     build_store();
-    const uint32_t methods[3] = {H2T_METHOD_LINEAR, H2T_METHOD_ALL, H2T_METHOD_HEAD2TOE};
-    uint64_t jobs[3];
-    for (int mi = 0; mi < 3; mi++)
+    const uint32_t methods[6] = {H2T_METHOD_LINEAR, H2T_METHOD_ALL,   H2T_METHOD_HEAD2TOE,
+                                 H2T_METHOD_NCM,    H2T_METHOD_LAYER, H2T_METHOD_AUTO};
+    uint64_t jobs[6];
+    for (int mi = 0; mi < 6; mi++)
         jobs[mi] = add_job(methods[mi], 1, 0);
-    for (int mi = 0; mi < 3; mi++) {
-        int rc;
-        h2t_classifier *c = open_job(jobs[mi], NULL, &rc);
-        ASSERT_OK(rc);
-        const h2t_classifier_info *ci = h2t_classifier_info_get(c);
-        ASSERT_OK(h2t_classifier_export_onnx(c, "head.onnx"));
-        ASSERT(access("head.onnx.tmp", F_OK) != 0);
-        h2t_model *m;
-        ASSERT_OK(h2t_model_load("head.onnx", &m));
-        const h2t_tensor_info *in = h2t_model_input(m);
-        h2t_prep prep = {.c = ci->c, .h = ci->h, .w = ci->w, .lo = ci->lo, .hi = ci->hi};
-        double worst = 0;
-        for (uint32_t i = 0; i < N_IMG; i++) {
-            char p[64];
-            uint8_t *buf, *pix;
-            size_t len;
-            read_file(img_path(i, p, sizeof p), &buf, &len);
-            float want[3];
-            ASSERT_OK(h2t_classifier_run_encoded(c, buf, len, p, want));
-            h2t_image img;
-            ASSERT_OK(h2t_image_decode(buf, len, p, &img, &pix));
-            h2t_tensor t = {.rank = 4, .shape = {1, ci->c, ci->h, ci->w}};
-            snprintf(t.name, sizeof t.name, "%s", in->name);
-            t.data = malloc(sizeof(float) * ci->c * ci->h * ci->w);
-            ASSERT_OK(h2t_prep_image(&prep, &img, t.data));
-            h2t_tensor *outs = NULL;
-            int n_out = 0;
-            ASSERT_OK(h2t_model_run_once(m, &t, 1, &outs, &n_out));
-            ASSERT_EQ(n_out, 1);
-            ASSERT_STREQ(outs[0].name, "probabilities");
-            ASSERT_EQ(outs[0].shape[1], 3);
-            for (int k = 0; k < 3; k++) {
-                double d = fabs((double)outs[0].data[k] - want[k]);
-                worst = d > worst ? d : worst;
-            }
-            h2t_tensors_free(outs, n_out);
-            free(t.data);
-            free(pix);
-            free(buf);
-        }
+    for (int mi = 0; mi < 6; mi++) {
+        double worst = export_vs_classify(jobs[mi], NULL);
         if (worst > 1e-5)
             TEST_FAILF("method %u: the exported model and classify differ by %g", methods[mi],
                        worst);
-        h2t_model_destroy(m);
         uint8_t *bytes;
         size_t len;
         read_file("head.onnx", &bytes, &len);
@@ -523,8 +564,9 @@ TEST_TIMEOUT(classify_export_onnx_runs, 120)
         ASSERT_STREQ(val, "scale=0,1");
         ASSERT_OK(h2t_prep_model_metadata(bytes, len, "h2tdb.extraction", val, sizeof val, &found));
         ASSERT_CONTAINS(val, "target=8");
+        ASSERT_OK(h2t_prep_model_metadata(bytes, len, "h2tdb.job", val, sizeof val, &found));
+        ASSERT_CONTAINS(val, methods[mi] == H2T_METHOD_AUTO ? "(" : h2t_method_name(methods[mi]));
         free(bytes);
-        h2t_classifier_close(c);
     }
     char out[4096];
     ASSERT_EQ(run_cli(out, sizeof out, "result %llu --export-onnx cli.onnx --store st --model %s",
@@ -532,24 +574,217 @@ TEST_TIMEOUT(classify_export_onnx_runs, 120)
               0);
     ASSERT_CONTAINS(out, "written to cli.onnx");
     ASSERT(access("cli.onnx", F_OK) == 0);
-    /* a knn head classifies (the solver's vote shares) but has no ONNX form */
-    uint64_t knn = add_job(H2T_METHOD_KNN, 1, 0);
-    int rc;
-    h2t_classifier *c = open_job(knn, NULL, &rc);
-    ASSERT_OK(rc);
-    float prob[3];
-    uint8_t *buf;
-    size_t len;
-    char p[64];
-    read_file(img_path(0, p, sizeof p), &buf, &len);
-    ASSERT_OK(h2t_classifier_run_encoded(c, buf, len, p, prob));
-    free(buf);
-    ASSERT(fabs(prob[0] + prob[1] + prob[2] - 1) < 1e-6);
-    ASSERT_EQ(h2t_classifier_export_onnx(c, "knn.onnx"), H2T_EUNSUPPORTED);
-    ASSERT_CONTAINS(h2t_err_detail(), "knn");
-    ASSERT(access("knn.onnx", F_OK) != 0);
-    h2t_classifier_close(c);
     ASSERT_EQ(run_cli(out, sizeof out, "result 99 --export-onnx x.onnx --store st 2>&1"), 1);
     ASSERT_CONTAINS(out, "job 99");
     ASSERT(access("x.onnx", F_OK) != 0);
+}
+
+static const Onnx__TensorProto *find_init(const Onnx__GraphProto *g, const char *name)
+{
+    for (size_t i = 0; i < g->n_initializer; i++)
+        if (!strcmp(g->initializer[i]->name, name))
+            return g->initializer[i];
+    TEST_FAILF("no initializer %s in the exported knn classifier", name);
+    return NULL;
+}
+
+/* A knn head exports as its vote: outputs probabilities and label; the graph up to the
+ * similarities (normalisation, MatMul with the stored rows) runs in h2tdb's executor, whose
+ * TopK and vote are ONNX Runtime's to run (make conformance-classify): here the vote the graph
+ * states (TopK's lower index first on equal values, counts / k, label = ArgMax(counts + (sims +
+ * k) / (2k + 1))) is applied to the executor's similarities with the file's own initializers
+ * and must give classify's vote shares exactly and predict's class. */
+TEST_TIMEOUT(classify_export_knn, 120)
+{
+    uint32_t ext = build_store();
+    uint64_t job = add_job(H2T_METHOD_KNN, 1, 0);
+    int rc;
+    h2t_classifier *c = open_job(job, NULL, &rc);
+    ASSERT_OK(rc);
+    ASSERT_OK(h2t_classifier_export_onnx(c, "knn.onnx"));
+    uint8_t *bytes;
+    size_t len;
+    read_file("knn.onnx", &bytes, &len);
+    Onnx__ModelProto *mp = onnx__model_proto__unpack(NULL, len, bytes);
+    ASSERT(mp && mp->graph);
+    Onnx__GraphProto *g = mp->graph;
+    ASSERT_EQ(g->n_output, 2);
+    ASSERT_STREQ(g->output[0]->name, "probabilities");
+    ASSERT_STREQ(g->output[1]->name, "label");
+    size_t topk = g->n_node, argmax = 0;
+    for (size_t i = 0; i < g->n_node; i++) {
+        if (!strcmp(g->node[i]->op_type, "TopK") && topk == g->n_node)
+            topk = i;
+        if (!strcmp(g->node[i]->op_type, "ArgMax"))
+            argmax = i;
+    }
+    ASSERT(topk < g->n_node && argmax > topk);
+    ASSERT_STREQ(g->node[topk]->input[0], "h2t_knn_sim");
+    for (size_t a = 0; a < g->node[topk]->n_attribute; a++) {
+        const Onnx__AttributeProto *at = g->node[topk]->attribute[a];
+        if (!strcmp(at->name, "largest") || !strcmp(at->name, "sorted"))
+            ASSERT_EQ(at->i, 1);
+    }
+    const Onnx__TensorProto *kt = find_init(g, "h2t_knn_k"), *oh = find_init(g, "h2t_knn_onehot");
+    uint32_t k = (uint32_t)kt->int64_data[0], np = (uint32_t)oh->dims[0], K = (uint32_t)oh->dims[1];
+    ASSERT_EQ(K, 3);
+    ASSERT_EQ(k, 3); /* the job's k */
+    ASSERT_EQ(np, 8);
+    uint32_t *lab = malloc(np * sizeof *lab);
+    for (uint32_t p = 0; p < np; p++) {
+        lab[p] = K;
+        for (uint32_t q = 0; q < K; q++)
+            if (oh->float_data[p * K + q] == 1)
+                lab[p] = q;
+        ASSERT(lab[p] < K);
+    }
+    /* the graph cut after the similarities: what h2tdb's executor runs */
+    size_t n_node = g->n_node;
+    char *out_name = g->output[0]->name;
+    g->n_node = topk;
+    g->output[0]->name = "h2t_knn_sim";
+    g->output[0]->type->tensor_type->shape->dim[1]->dim_value = np;
+    g->n_output = 1;
+    size_t clen = onnx__model_proto__get_packed_size(mp);
+    uint8_t *cut = malloc(clen);
+    onnx__model_proto__pack(mp, cut);
+    g->n_output = 2;
+    g->n_node = n_node;
+    g->output[0]->name = out_name;
+    onnx__model_proto__free_unpacked(mp, NULL);
+    h2t_model *m;
+    ASSERT_OK(h2t_model_load_mem(cut, clen, "knn-cut.onnx", &m));
+    h2t_store *st;
+    ASSERT_OK(h2t_store_open("st", H2T_STORE_RDONLY, &st));
+    void *blob;
+    size_t blen;
+    h2t_result *r;
+    ASSERT_OK(h2t_store_result_get(st, job, &blob, &blen));
+    ASSERT_OK(h2t_result_decode(blob, blen, &r));
+    free(blob);
+    uint64_t D = 0;
+    for (uint32_t l = 0; l < r->n_layers; l++)
+        D += r->layer_dims[l];
+    for (uint32_t i = 0; i < N_IMG; i++) {
+        h2t_tensor t;
+        image_tensor(c, h2t_model_input(m)->name, i, &t);
+        h2t_tensor *outs = NULL;
+        int n_out = 0;
+        ASSERT_OK(h2t_model_run_once(m, &t, 1, &outs, &n_out));
+        ASSERT_EQ(outs[0].shape[1], np);
+        const float *sim = outs[0].data;
+        /* TopK: descending, the lower index first on equal values */
+        uint32_t top[8];
+        uint8_t used[8] = {0};
+        for (uint32_t q = 0; q < k; q++) {
+            uint32_t best = np;
+            for (uint32_t p = 0; p < np; p++)
+                if (!used[p] && (best == np || sim[p] > sim[best]))
+                    best = p;
+            used[best] = 1;
+            top[q] = best;
+        }
+        float counts[3] = {0}, sims[3] = {0}, shares[3];
+        for (uint32_t q = 0; q < k; q++) {
+            counts[lab[top[q]]] += 1;
+            sims[lab[top[q]]] += sim[top[q]];
+        }
+        uint32_t label = 0;
+        float best = -1;
+        for (uint32_t q = 0; q < K; q++) {
+            shares[q] = counts[q] / (float)k;
+            float score = counts[q] + (sims[q] + (float)k) / (float)(2 * k + 1);
+            if (score > best) {
+                best = score;
+                label = q;
+            }
+        }
+        char p[64];
+        uint8_t *buf;
+        size_t blen2;
+        read_file(img_path(i, p, sizeof p), &buf, &blen2);
+        float want[3];
+        ASSERT_OK(h2t_classifier_run_encoded(c, buf, blen2, p, want));
+        free(buf);
+        for (uint32_t q = 0; q < K; q++)
+            ASSERT(shares[q] == want[q]);
+        /* predict's class of the stored sample (the folder source's order) */
+        uint32_t s = (i % 3) * (N_IMG / 3) + i / 3, pred;
+        float *x = calloc(D, sizeof(float));
+        uint64_t off = 0;
+        for (uint32_t l = 0; l < r->n_layers; l++) {
+            ASSERT_OK(h2t_store_layer_read(st, ext, r->layer_ids[l], &s, 0, 1, x + off, D));
+            off += r->layer_dims[l];
+        }
+        ASSERT_OK(h2t_result_proba(r, x, 1, &pred, NULL));
+        ASSERT_EQ(label, pred);
+        free(x);
+        h2t_tensors_free(outs, n_out);
+        free(t.data);
+    }
+    h2t_result_destroy(r);
+    h2t_store_close(st);
+    h2t_model_destroy(m);
+    free(cut);
+    free(lab);
+    free(bytes);
+    h2t_classifier_close(c);
+}
+
+/* A transformer: the tiny torchvision ViT (tests/data/vit_tiny-opset{13,17}.onnx) at T = 32
+ * with each class-token mode, so the token layers pool every way the extraction does: 2-token
+ * windows (the fifth token dropped), token means, the class token alone and the class token
+ * then windows over the others, batch-first and sequence-first. The exported all and head2toe
+ * classifiers, run by h2tdb's executor, give classify's probabilities. */
+TEST_TIMEOUT(classify_export_onnx_vit, 300)
+{
+    const char *models[2] = {"tests/data/vit_tiny-opset13.onnx",
+                             "tests/data/vit_tiny-opset17.onnx"};
+    const int modes[3] = {H2T_CLS_POOL, H2T_CLS_ONLY, H2T_CLS_APART};
+    for (int mo = 0; mo < 2; mo++)
+        for (int cm = 0; cm < 3; cm++) {
+            ASSERT_EQ(system("rm -rf st imgs"), 0);
+            build_store_model(models[mo], 32, modes[cm]);
+            uint32_t methods[2] = {H2T_METHOD_ALL, H2T_METHOD_HEAD2TOE};
+            for (int mi = 0; mi < 2; mi++) {
+                uint64_t job = add_job(methods[mi], 1, 0);
+                double worst = export_vs_classify(job, test_src_path(models[mo]));
+                if (worst > 1e-5)
+                    TEST_FAILF("%s, class-token mode %d, method %u: the exported model and "
+                               "classify differ by %g",
+                               models[mo], modes[cm], methods[mi], worst);
+            }
+        }
+}
+
+/* With the classifier cache off (serve's classify_cache 0) every request builds its own: the
+ * counter the replies carry is what shows the cache of classify_service at work. */
+TEST_TIMEOUT(classify_service_cache_off, 120)
+{
+    build_store();
+    uint64_t job = add_job(H2T_METHOD_LINEAR, 1, 0);
+    test_srv t = {0};
+    ASSERT_OK(h2t_store_open("st", H2T_STORE_NOSYNC, &t.st));
+    h2t_srv_config cfg;
+    h2t_srv_config_default(&cfg);
+    cfg.models_dir = test_src_path("tests/data");
+    cfg.classify_cache = 0;
+    test_srv_start(&t, &cfg);
+    h2t_client *c = NULL;
+    ASSERT_OK(h2t_client_connect(t.addr, NULL, 20000, &c));
+    char path[64];
+    uint8_t *img;
+    size_t len;
+    read_file(img_path(0, path, sizeof path), &img, &len);
+    const uint8_t *one[1] = {img};
+    for (int round = 0; round < 3; round++) {
+        h2t_msg rep;
+        ASSERT_OK(h2t_client_classify(c, job, one, &len, NULL, 1, &rep));
+        ASSERT_EQ(rep.u.classification.cached, 0);
+        ASSERT_EQ(rep.u.classification.classifier_loads, (uint64_t)round + 1);
+        h2t_msg_free(&rep);
+    }
+    free(img);
+    h2t_client_close(c);
+    test_srv_finish(&t);
 }

@@ -506,8 +506,10 @@ class Client:
         JPEG file, or a path to one (read here; its path names it in errors). names: one per
         image for the server's error messages (default: the paths, else empty). Returns a
         Record of h2tdb.Classification: probs (images x n_classes, float32), predicted
-        (uint32), class_names, and macs / macs_needed, the multiply-accumulates per image of
-        the whole backbone and of the part the head needs."""
+        (uint32), class_names, macs / macs_needed, the multiply-accumulates per image of
+        the whole backbone and of the part the head needs, cached (True when a classifier
+        kept from an earlier request served it) and classifier_loads (classifiers the server
+        has built since it started)."""
         req = pb.ClassifyRequest(job=int(job))
         given = list(names) if names is not None else None
         auto = []

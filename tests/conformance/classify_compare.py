@@ -1,9 +1,12 @@
 #!/usr/bin/python3
 """classify_compare.py PREDICT.json ORT.f32 METHOD: the exported classifier's probabilities
 (ONNX Runtime, N x classes float32) against `h2tdb predict --json` on the same samples: every
-predicted class must be equal and every probability within 1e-4. Prints one line; exit 1 when
-either fails."""
+predicted class must be equal and every probability within 1e-4. The predicted class is the
+classifier's "label" output where it has one (ORT.f32.label, N int64: a knn head's vote, whose
+ties the vote shares alone do not decide), else the arg max of the probabilities (the first on
+ties, as predict takes it). Prints one line; exit 1 when either fails."""
 import json
+import os
 import sys
 
 import numpy as np
@@ -20,9 +23,15 @@ def main(pred_path, ort_path, method):
         return 1
     got = got.reshape(want.shape)
     diff = float(np.max(np.abs(got - want)))
-    same = int(np.sum(np.argmax(got, axis=1) == classes))
+    if os.path.exists(ort_path + ".label"):
+        label = np.fromfile(ort_path + ".label", dtype="<i8")
+        src = "label output"
+    else:
+        label = np.argmax(got, axis=1)
+        src = "arg max"
+    same = int(np.sum(label == classes)) if label.size == classes.size else 0
     ok = diff <= 1e-4 and same == len(classes)
-    print(f"{method}: {len(classes)} samples, predictions equal {same}/{len(classes)}, "
+    print(f"{method}: {len(classes)} samples, predictions ({src}) equal {same}/{len(classes)}, "
           f"max |p_ort - p_predict| {diff:.2e} {'PASS' if ok else 'FAIL'}")
     return 0 if ok else 1
 
