@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""classify_compare.py PREDICT.json ORT.f32 METHOD: the exported classifier's probabilities
-(ONNX Runtime, N x classes float32) against `h2tdb predict --json` on the same samples: every
+"""classify_compare.py PREDICT.json ORT.f32 METHOD [COUNT]: the exported classifier's
+probabilities (ONNX Runtime, N x classes float32) against `h2tdb predict --json` on the same
+samples (the first COUNT of predict's, default all): every
 predicted class must be equal and every probability within 1e-4. The predicted class is the
 classifier's "label" output where it has one (ORT.f32.label, N int64: a knn head's vote, whose
 ties the vote shares alone do not decide), else the arg max of the probabilities (the first on
@@ -12,9 +13,11 @@ import sys
 import numpy as np
 
 
-def main(pred_path, ort_path, method):
+def main(pred_path, ort_path, method, count=None):
     with open(pred_path) as f:
         pred = json.load(f)["predictions"]
+    if count is not None:
+        pred = pred[:int(count)]
     want = np.array([p["probs"] for p in pred], dtype=np.float64)
     classes = np.array([p["class"] for p in pred])
     got = np.fromfile(ort_path, dtype="<f4").astype(np.float64)
@@ -37,4 +40,4 @@ def main(pred_path, ort_path, method):
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:4]))
+    sys.exit(main(*sys.argv[1:5]))
