@@ -3,7 +3,9 @@
  *   h2tdb ls     --store DIR [--json]                    sources, models, extractions, tasks, jobs
  *   h2tdb layers --store DIR EXTRACTION [--json]         name, op, shape, pooled dim, offset
  *   h2tdb dump   --store DIR EXTRACTION --layer NAME --sample I [--raw | --json]
- * The store is opened read-only, so these work while an extraction is being written.
+ * The store is opened read-only, so these work while an extraction is being written. DIR may
+ * be a store set's folder (extract --mpi: its manifest), or --store may be given once per
+ * shard store of a sharded extraction: either way the shards read as one extraction.
  */
 #include "cli/cmds.h"
 #include "common/err.h"
@@ -16,8 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define STORE_ARGS_MAX 4096 /* --store given this many times at most (a store set's shards) */
+
 typedef struct store_args {
     const char *store, *layer, *sample, *pos;
+    const char *stores[STORE_ARGS_MAX]; /* every --store, in order */
+    int n_stores;
     int json, raw, help;
 } store_args;
 
@@ -48,16 +54,19 @@ static int parse_args(const char *cmd, int argc, char **argv, store_args *a)
             dst = &a->layer, nlen = 7;
         else if (!strncmp(s, "--sample", 8))
             dst = &a->sample, nlen = 8;
-        if (dst && s[nlen] == '=') {
-            *dst = s + nlen + 1;
-            continue;
-        }
-        if (dst && s[nlen] == '\0') {
-            if (i + 1 >= argc) {
+        if (dst && (s[nlen] == '=' || s[nlen] == '\0')) {
+            if (s[nlen] == '\0' && i + 1 >= argc) {
                 fprintf(stderr, "h2tdb %s: %s needs a value (h2tdb %s --help)\n", cmd, s, cmd);
                 return 2;
             }
-            *dst = argv[++i];
+            *dst = s[nlen] == '=' ? s + nlen + 1 : argv[++i];
+            if (dst == &a->store) {
+                if (a->n_stores == STORE_ARGS_MAX) {
+                    fprintf(stderr, "h2tdb %s: more than %d --store\n", cmd, STORE_ARGS_MAX);
+                    return 2;
+                }
+                a->stores[a->n_stores++] = a->store;
+            }
             continue;
         }
         if (s[0] == '-' && s[1]) {
@@ -114,7 +123,10 @@ static int open_store(const char *cmd, const store_args *a, h2t_store **st)
         fprintf(stderr, "h2tdb %s: --store DIR is required (h2tdb %s --help)\n", cmd, cmd);
         return 2;
     }
-    int rc = h2t_store_open(a->store, H2T_STORE_RDONLY, st);
+    /* one store (or a store set's folder), or the shard stores of a set given one by one */
+    int rc = a->n_stores > 1
+                 ? h2t_store_open_set(a->stores, (size_t)a->n_stores, 0, H2T_STORE_RDONLY, st)
+                 : h2t_store_open(a->store, H2T_STORE_RDONLY, st);
     return rc < 0 ? fail(cmd, rc) : 0;
 }
 
@@ -131,12 +143,16 @@ typedef struct listing {
     size_t ntasks;
     h2t_job **jobs;
     size_t njobs;
+    int set_shards; /* h2t_store_is_set */
 } listing;
 
 static void ls_text(const char *dir, const h2t_store_meta *m, const listing *l)
 {
     printf("store %s  (format %u, %.1f MB used, map %.1f MB)\n", dir, m->format_version,
            (double)m->used_bytes / 1e6, (double)m->map_size / 1e6);
+    if (l->set_shards)
+        printf("a store set of %d shard stores read as one (tasks and jobs: its work store)\n",
+               l->set_shards);
     printf("\nsources (%zu)\n", l->nsrc);
     if (l->nsrc)
         printf("  %-4s %-24s %8s %7s  %s\n", "ID", "NAME", "SAMPLES", "CLASSES", "URI");
@@ -270,7 +286,8 @@ int h2t_cmd_ls(int argc, char **argv)
         printf("usage: h2tdb ls --store DIR [--json]\n\n"
                "List what a store holds: sources (datasets), models, extractions (with their\n"
                "progress), tasks and jobs. The store is opened read-only.\n\n"
-               "  --store DIR   the store directory\n"
+               "  --store DIR   the store directory, a store set's folder (extract --mpi), or\n"
+               "                once per shard store (extract --shard I/N) to read them as one\n"
                "  --json        one JSON object instead of tables\n");
         return 0;
     }
@@ -283,6 +300,7 @@ int h2t_cmd_ls(int argc, char **argv)
         return rc;
     listing l;
     memset(&l, 0, sizeof(l));
+    l.set_shards = h2t_store_is_set(st);
     h2t_store_meta m;
     int status = 0;
     if ((rc = h2t_store_meta_get(st, &m)) < 0 ||
@@ -295,9 +313,9 @@ int h2t_cmd_ls(int argc, char **argv)
         goto out;
     }
     if (a.json)
-        ls_json(a.store, &m, &l);
+        ls_json(h2t_store_dir(st), &m, &l);
     else
-        ls_text(a.store, &m, &l);
+        ls_text(h2t_store_dir(st), &m, &l);
 out:
     h2t_source_list_destroy(l.src, l.nsrc);
     free(l.models);
@@ -343,7 +361,8 @@ int h2t_cmd_layers(int argc, char **argv)
                "The layer table of one extraction (by id or name): for each layer its ONNX\n"
                "tensor name, the op that produced it, the per-sample tensor shape, the pooled\n"
                "feature count and its offset in the concatenated feature vector.\n\n"
-               "  --store DIR   the store directory\n"
+               "  --store DIR   the store directory, a store set's folder (extract --mpi), or\n"
+               "                once per shard store (extract --shard I/N) to read them as one\n"
                "  --json        a JSON object instead of a table\n");
         return 0;
     }
@@ -409,7 +428,8 @@ int h2t_cmd_dump(int argc, char **argv)
                "\n"
                "Print the pooled feature vector of one sample at one layer (as float32, also\n"
                "for extractions stored in f16).\n\n"
-               "  --store DIR    the store directory\n"
+               "  --store DIR    the store directory, a store set's folder (extract --mpi), or\n"
+               "                 once per shard store (extract --shard I/N) to read them as one\n"
                "  --layer NAME   the layer's ONNX tensor name (h2tdb layers lists them)\n"
                "  --sample I     the sample number (0-based)\n"
                "  --raw          write the vector as little-endian float32 bytes to stdout\n"

@@ -2,7 +2,7 @@
  * cli/extract_mpi.c - `mpirun -np N h2tdb extract --store DIR ... --mpi`: rank I of N extracts
  * shard I/N into the store DIR/shard-I-of-N; a rank that fails tells the others, which stop
  * after their current batch; when every rank finished, rank 0 writes the manifest
- * DIR/store-set.txt naming the shard stores (extract/extract.h, h2t_extract_set_write).
+ * DIR/store-set.txt naming the shard stores (extract/extract.h, h2t_store_set_write).
  */
 #include "cli/extract_mpi.h"
 #include "common/err.h"
@@ -133,8 +133,8 @@ int h2t_extract_mpi_run(h2t_extract_opts *o, const char *dir)
             counts[k] = all[k].n_samples;
         }
         if (rc == 0)
-            rc = h2t_extract_set_write(dir, (uint32_t)n, all[0].whole_hash, all[0].whole,
-                                       all[0].whole_n, counts);
+            rc = h2t_store_set_write(dir, (uint32_t)n, all[0].whole_hash, all[0].whole,
+                                     all[0].whole_n, counts, (uint32_t)o->batch);
         free(counts);
     }
     char hex[65] = "";
@@ -148,7 +148,7 @@ int h2t_extract_mpi_run(h2t_extract_opts *o, const char *dir)
         fprintf(stderr, "h2tdb extract: %s: %s\n", who, h2t_err_detail());
     else if (me == 0)
         printf("store set %s: %d shards, %u samples, extraction %.16s, manifest %s/%s\n", dir, n,
-               whole_n, hex, dir, H2T_EXTRACT_SET_MANIFEST);
+               whole_n, hex, dir, H2T_STORE_SET_MANIFEST);
     h2t_mpi_finalize();
     return arc < 0 ? 1 : 0;
 }

@@ -633,44 +633,13 @@ fail:
 
 void h2t_extract_shard_range(uint32_t n_samples, uint32_t i, uint32_t n, uint32_t *lo, uint32_t *hi)
 {
-    *lo = (uint32_t)((uint64_t)n_samples * i / n);
-    *hi = (uint32_t)((uint64_t)n_samples * (i + 1) / n);
+    h2t_store_shard_range(n_samples, i, n, lo, hi);
 }
 
 int h2t_extract_shard_parse(const char *config, uint32_t *i, uint32_t *n, uint8_t hash[32],
                             char *whole, size_t wlen, uint32_t *n_samples)
 {
-    /* the last " shard=": the fields end the config (a layer regex may hold the text) */
-    const char *sh = NULL;
-    for (const char *q = strstr(config, " shard="); q; q = strstr(q + 1, " shard="))
-        sh = q;
-    if (!sh || !strstr(sh, " of="))
-        return 0;
-    unsigned si, sn;
-    int used = 0;
-    char hex[65];
-    if (sscanf(sh, " shard=%u/%u of=%64[0-9a-f]%n", &si, &sn, hex, &used) != 3 ||
-        sh[used] != '\0' || strlen(hex) != 64 || sn == 0 || si >= sn)
-        return h2t_err_set(H2T_ECORRUPT, "shard field '%s' damaged", sh + 1);
-    for (int k = 0; k < 32; k++) {
-        unsigned b;
-        if (sscanf(hex + 2 * k, "%2x", &b) != 1)
-            return h2t_err_set(H2T_ECORRUPT, "shard field '%s' damaged", sh + 1);
-        hash[k] = (uint8_t)b;
-    }
-    const char *sm = strstr(config, " samples=");
-    unsigned ns;
-    if (!sm || sscanf(sm, " samples=%u", &ns) != 1)
-        return h2t_err_set(H2T_ECORRUPT, "shard config '%s' has no sample count", config);
-    size_t wl = (size_t)(sh - config);
-    if (wl >= wlen)
-        return h2t_err_set(H2T_EINVAL, "shard config too long");
-    memcpy(whole, config, wl);
-    whole[wl] = '\0';
-    *i = si;
-    *n = sn;
-    *n_samples = ns;
-    return 1;
+    return h2t_store_shard_parse(config, i, n, hash, whole, wlen, n_samples);
 }
 
 void h2t_extract_plan_destroy(h2t_extract_plan *p)

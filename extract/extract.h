@@ -409,46 +409,6 @@ int h2t_extract_merge(const char *out_dir, const char *const *dirs, size_t n_dir
 int h2t_extract_shard_parse(const char *config, uint32_t *i, uint32_t *n, uint8_t hash[32],
                             char *whole, size_t wlen, uint32_t *n_samples);
 
-/* ---- store sets: the shard stores of one sharded extraction, named by a manifest ----
- * extract --mpi writes DIR/shard-I-of-N (one store per rank) and then DIR/store-set.txt:
- *
- *     h2tdb-store-set 1
- *     extraction <the whole extraction's config hash, 64 hex digits>
- *     samples <the whole extraction's sample count>
- *     shards <N>
- *     config <the whole extraction's config>
- *     shard <I> <first sample> <end sample> <store path, relative to the manifest's folder>
- *     ... (one line per shard, I = 0..N-1 in order)
- */
-#define H2T_EXTRACT_SET_MANIFEST "store-set.txt"
-#define H2T_EXTRACT_SET_MAX_SHARDS 65536
-
-typedef struct h2t_extract_set_shard {
-    uint32_t lo, hi; /* its samples [lo, hi) of the whole extraction */
-    char path[4096]; /* the store: as written in the manifest, resolved against its folder */
-} h2t_extract_set_shard;
-
-typedef struct h2t_extract_set {
-    uint8_t whole_hash[32];
-    uint32_t n_samples, n_shards;
-    char config[512];
-    h2t_extract_set_shard *shards; /* n_shards, in shard order; OWNED by the struct */
-} h2t_extract_set;
-
-/* Write dir/store-set.txt for the shards dir/shard-I-of-N, I < n_shards, with counts[I]
- * samples each (replacing the file atomically: a temporary file, fsync, rename). Checks that
- * the counts are the contiguous ranges of h2t_extract_shard_range. Errors: H2T_EINVAL
- * (counts that are not those ranges, naming the shard), H2T_EIO (naming the file). */
-int h2t_extract_set_write(const char *dir, uint32_t n_shards, const uint8_t whole_hash[32],
-                          const char *whole_config, uint32_t n_samples, const uint32_t *counts);
-/* Read a manifest (the file, or a folder holding store-set.txt) into *out (OWNED:
- * h2t_extract_set_free). Store paths are resolved against the manifest's folder. Errors:
- * H2T_ENOTFOUND (no manifest there), H2T_ECORRUPT (a malformed line, shards out of order,
- * missing or duplicated, ranges that are not the contiguous shard ranges: named by line),
- * H2T_EIO, H2T_ENOMEM. Reads only the manifest; the stores are checked when opened. */
-int h2t_extract_set_read(const char *path, h2t_extract_set *out);
-void h2t_extract_set_free(h2t_extract_set *s);
-
 typedef struct h2t_extract_result {
     uint32_t extraction, source, model;
     int reused;            /* 1: the extraction was already complete: nothing computed */

@@ -18,6 +18,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <lmdb.h>
 #include <math.h>
 #include <pthread.h>
@@ -75,7 +76,20 @@ struct h2t_store {
     int f16c;       /* the CPU converts half floats (F16C): checked once at open */
     int service_fd; /* DIR/serve.lock while h2t_store_service_lock holds it, else -1 */
     char dir[1024];
+    struct store_set *set; /* a store set read as one (see "store sets read as one"), or NULL */
 };
+
+/* store sets read as one (the end of this file) */
+struct store_set;
+static int set_open_manifest(const char *dir, unsigned flags, h2t_store **out);
+static void set_close(h2t_store *st);
+static int set_ext_load(h2t_store *st, uint32_t id, h2t_extraction **out);
+static h2t_extraction *set_whole(const h2t_store *st);
+static int set_read_only(const h2t_store *st, const char *what);
+static h2t_store *set_shard0(const h2t_store *st);
+static int set_layer_read(h2t_store *st, uint32_t ext, uint32_t layer, const uint32_t *samples,
+                          uint32_t first, uint32_t n, float *out, size_t ld);
+static int set_stats_get(h2t_store *st, uint32_t ext, uint32_t layer, h2t_layer_stats **out);
 
 struct h2t_store_reader {
     h2t_store *st;
@@ -665,6 +679,8 @@ int h2t_store_open_map(const char *dir, unsigned flags, uint64_t map_size, h2t_s
         creating = 1;
     } else if (!S_ISDIR(sb.st_mode)) {
         return h2t_err_set(H2T_ECORRUPT, "%s is not a directory, so not an h2tdb store", dir);
+    } else if (stat(data, &sb) != 0 && h2t_store_set_exists(dir)) {
+        return set_open_manifest(dir, flags, out);
     } else if (stat(data, &sb) != 0) {
         if (!(flags & H2T_STORE_CREATE))
             return h2t_err_set(H2T_ENOTFOUND, "no h2tdb store in %s (no data.mdb)", dir);
@@ -853,6 +869,7 @@ void h2t_store_close(h2t_store *st)
     if (!st)
         return;
     h2t_store_service_unlock(st);
+    set_close(st);
     mdb_env_close(st->env);
     pthread_rwlock_destroy(&st->lock);
     pthread_mutex_destroy(&st->gmu);
@@ -1046,6 +1063,8 @@ static int source_put_fn(h2t_store *st, MDB_txn *txn, void *ctx)
 
 int h2t_store_source_put(h2t_store *st, const h2t_source *src, uint32_t *id, int *reused)
 {
+    if (st->set)
+        return set_read_only(st, "a source");
     if (!src || !src->name[0])
         return h2t_err_set(H2T_EINVAL, "store %s: source without a name", st->dir);
     if (src->n_samples && !src->labels)
@@ -1152,6 +1171,8 @@ static int source_get_fn(h2t_store *st, MDB_txn *txn, void *ctx)
 
 int h2t_store_source_get(h2t_store *st, uint32_t id, h2t_source **out)
 {
+    if (st->set)
+        return h2t_store_source_get(set_shard0(st), id, out);
     source_get_ctx c = {id, 0, 0, 1, NULL, NULL, NULL};
     int rc = st_run(st, 0, source_get_fn, &c);
     if (rc == 0)
@@ -1162,6 +1183,8 @@ int h2t_store_source_get(h2t_store *st, uint32_t id, h2t_source **out)
 int h2t_store_labels_get(h2t_store *st, uint32_t source, uint32_t first, uint32_t n,
                          uint32_t *labels, uint8_t *split)
 {
+    if (st->set)
+        return h2t_store_labels_get(set_shard0(st), source, first, n, labels, split);
     source_get_ctx c = {source, first, n, 0, NULL, labels, split};
     return st_run(st, 0, source_get_fn, &c);
 }
@@ -1226,6 +1249,8 @@ static void source_list_destroy(void *s)
 
 int h2t_store_source_list(h2t_store *st, h2t_source ***out, size_t *n)
 {
+    if (st->set)
+        return h2t_store_source_list(set_shard0(st), out, n);
     list_ctx l = {.table = T_SOURCES,
                   .what = "listing sources",
                   .decode = source_list_decode,
@@ -1318,6 +1343,8 @@ static int model_put_fn(h2t_store *st, MDB_txn *txn, void *ctx)
 
 int h2t_store_model_put(h2t_store *st, const h2t_model_rec *m, uint32_t *id, int *reused)
 {
+    if (st->set)
+        return set_read_only(st, "a model");
     if (!m || !m->name[0])
         return h2t_err_set(H2T_EINVAL, "store %s: model without a name", st->dir);
     model_ctx c = {.in = m};
@@ -1346,6 +1373,8 @@ static int model_get_fn(h2t_store *st, MDB_txn *txn, void *ctx)
 
 int h2t_store_model_get(h2t_store *st, uint32_t id, h2t_model_rec *out)
 {
+    if (st->set)
+        return h2t_store_model_get(set_shard0(st), id, out);
     model_ctx c = {.id = id};
     int rc = st_run(st, 0, model_get_fn, &c);
     if (rc == 0)
@@ -1368,6 +1397,8 @@ static int model_list_decode(h2t_store *st, const MDB_val *k, const MDB_val *v, 
 
 int h2t_store_model_list(h2t_store *st, h2t_model_rec **out, size_t *n)
 {
+    if (st->set)
+        return h2t_store_model_list(set_shard0(st), out, n);
     list_ctx l = {
         .table = T_MODELS, .what = "listing models", .decode = model_list_decode, .destroy = free};
     int rc = st_run(st, 0, list_fn, &l);
@@ -1516,6 +1547,8 @@ static int ext_decode(h2t_store *st, const MDB_val *v, uint32_t id, h2t_extracti
 
 static int ext_load(h2t_store *st, MDB_txn *txn, uint32_t id, h2t_extraction **out)
 {
+    if (st->set)
+        return set_ext_load(st, id, out);
     key k;
     MDB_val v;
     int rc = mdb_get(txn, st->dbi[T_EXTRACTIONS], key_u32(&k, id), &v);
@@ -1542,6 +1575,13 @@ static int ext_save(h2t_store *st, MDB_txn *txn, const h2t_extraction *e)
 typedef int (*ext_visit_fn)(h2t_extraction *e, void *ctx);
 static int ext_scan(h2t_store *st, MDB_txn *txn, ext_visit_fn fn, void *ctx)
 {
+    if (st->set) {
+        h2t_extraction *e;
+        int r = set_ext_load(st, set_whole(st)->id, &e);
+        if (r == 0)
+            r = fn(e, ctx);
+        return r < 0 ? r : 0;
+    }
     MDB_cursor *cur;
     MDB_val k, v;
     int rc = mdb_cursor_open(txn, st->dbi[T_EXTRACTIONS], &cur);
@@ -1642,6 +1682,8 @@ static int ext_begin_fn(h2t_store *st, MDB_txn *txn, void *ctx)
 
 int h2t_store_extraction_begin(h2t_store *st, const h2t_extraction *spec, uint32_t *id, int *reused)
 {
+    if (st->set)
+        return set_read_only(st, "an extraction");
     if (!spec || !spec->n_layers || !spec->layers)
         return h2t_err_set(H2T_EINVAL, "extraction: no layers");
     if (spec->n_layers > 65535)
@@ -1715,6 +1757,16 @@ static int ext_find_fn(h2t_store *st, MDB_txn *txn, void *ctx)
     ext_get_ctx *c = ctx;
     c->found = 0;
     const char *q = c->query;
+    if (st->set) {
+        const h2t_extraction *w = set_whole(st);
+        char num[16];
+        snprintf(num, sizeof num, "%u", w->id);
+        if (!strcmp(q, num) || (w->name[0] && !strcmp(q, w->name))) {
+            c->id = w->id;
+            c->found = 1;
+        }
+        return 0;
+    }
     if (q[0] >= '0' && q[0] <= '9' && strspn(q, "0123456789") == strlen(q) && strlen(q) < 11) {
         unsigned long long v = strtoull(q, NULL, 10);
         key k;
@@ -1790,6 +1842,8 @@ static int ext_state_fn(h2t_store *st, MDB_txn *txn, void *ctx)
 
 int h2t_store_extraction_set_state(h2t_store *st, uint32_t id, uint32_t state)
 {
+    if (st->set)
+        return set_read_only(st, "an extraction's state");
     if (state > H2T_EXT_FAILED)
         return h2t_err_set(H2T_EINVAL, "extraction %u: unknown state %u", id, state);
     ext_state_ctx c = {id, state};
@@ -2250,6 +2304,8 @@ out:
 int h2t_store_features_write(h2t_store *st, uint32_t ext, uint32_t first, uint32_t n,
                              const float *const *layers)
 {
+    if (st->set)
+        return set_read_only(st, "features");
     if (!n)
         return h2t_err_set(H2T_EINVAL, "extraction %u: empty batch at sample %u", ext, first);
     if (!layers)
@@ -2497,6 +2553,13 @@ int h2t_store_feature_get(h2t_store *st, uint32_t ext, uint32_t layer, uint32_t 
 {
     if (!out)
         return h2t_err_set(H2T_EINVAL, "feature_get: no output buffer");
+    if (st->set) {
+        const h2t_extraction *w = set_whole(st);
+        if (ext == w->id && layer < w->n_layers && w->layers[layer].dim != dim)
+            return h2t_err_set(H2T_ESHAPE, "layer %u has dim %u, not %u", layer,
+                               w->layers[layer].dim, dim);
+        return set_layer_read(st, ext, layer, NULL, sample, 1, out, dim);
+    }
     layer_read_ctx c = {ext, layer, sample, 1, dim, NULL, out, dim, 1};
     return st_run(st, 0, layer_read_fn, &c);
 }
@@ -2508,12 +2571,19 @@ int h2t_store_layer_read(h2t_store *st, uint32_t ext, uint32_t layer, const uint
         return h2t_err_set(H2T_EINVAL, "layer_read: no output buffer");
     if (!samples && (uint64_t)first + n > UINT32_MAX)
         return h2t_err_set(H2T_EINVAL, "layer_read: sample range overflows");
+    if (st->set)
+        return set_layer_read(st, ext, layer, samples, first, n, out, ld);
     layer_read_ctx c = {ext, layer, first, n, 0, samples, out, ld, 0};
     return st_run(st, 0, layer_read_fn, &c);
 }
 
 int h2t_store_reader_begin(h2t_store *st, h2t_store_reader **out)
 {
+    if (st->set)
+        return h2t_err_set(H2T_EUNSUPPORTED,
+                           "store set %s: zero-copy readers read one store (h2t_store_layer_read "
+                           "reads a set)",
+                           st->dir);
     h2t_store_reader *r = calloc(1, sizeof(*r));
     if (!r)
         return h2t_err_set(H2T_ENOMEM, "store reader");
@@ -2659,6 +2729,8 @@ static int stats_get_fn(h2t_store *st, MDB_txn *txn, void *ctx)
 
 int h2t_store_stats_get(h2t_store *st, uint32_t ext, uint32_t layer, h2t_layer_stats **out)
 {
+    if (st->set)
+        return set_stats_get(st, ext, layer, out);
     stats_ctx c = {ext, layer, NULL};
     int rc = st_run(st, 0, stats_get_fn, &c);
     if (rc == 0)
@@ -3511,6 +3583,8 @@ out:
 
 int h2t_store_extraction_delete(h2t_store *st, uint32_t id, int force, uint32_t *tasks_removed)
 {
+    if (st->set)
+        return set_read_only(st, "removing the extraction");
     ext_del_ctx c = {.id = id, .force = force};
     int rc = st_run(st, 1, ext_delete_fn, &c);
     if (rc == 0 && tasks_removed)
@@ -3630,4 +3704,570 @@ fail:
     rmdir(tmp);
     h2t_store_close(st);
     return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* store sets read as one                                                                     */
+/* A set is the work store (tasks, jobs, results: DIR/work beside the manifest, or a temporary
+ * store for a list of shard stores) with the shard stores attached read-only. Its one
+ * extraction is the whole one: shard 0's record with the whole identity and sample count;
+ * reads map a sample to its shard, statistics are recomputed from the rows in source order in
+ * batches of the set's batch through stats_merge (so they are bitwise the unsharded pass's at
+ * that batch, f32) and kept per layer. Source and model records are shard 0's. */
+
+struct store_set {
+    uint32_t n;        /* shards */
+    h2t_store **sh;    /* opened read-only */
+    uint32_t *ext;     /* each shard's extraction id in its store */
+    uint32_t *lo, *hi; /* each shard's samples of the whole */
+    h2t_extraction *whole;
+    uint32_t batch;      /* samples per statistics batch */
+    pthread_mutex_t mu;  /* guards stats */
+    uint8_t **stats;     /* per layer: the statistics value once computed */
+    char tmp_work[1024]; /* a temporary work store to remove at close, or "" */
+};
+
+static h2t_extraction *ext_dup(const h2t_extraction *e)
+{
+    h2t_extraction *c = malloc(sizeof *c);
+    if (!c)
+        return NULL;
+    *c = *e;
+    c->layers = malloc((size_t)(e->n_layers ? e->n_layers : 1) * sizeof *c->layers);
+    if (!c->layers) {
+        free(c);
+        return NULL;
+    }
+    memcpy(c->layers, e->layers, (size_t)e->n_layers * sizeof *c->layers);
+    return c;
+}
+
+static int set_ext_load(h2t_store *st, uint32_t id, h2t_extraction **out)
+{
+    if (id != st->set->whole->id)
+        return h2t_err_set(H2T_ENOTFOUND, "extraction %u not in store set %s (it holds %u)", id,
+                           st->dir, st->set->whole->id);
+    if (!(*out = ext_dup(st->set->whole)))
+        return h2t_err_set(H2T_ENOMEM, "store set %s", st->dir);
+    return 0;
+}
+
+static int set_read_only(const h2t_store *st, const char *what)
+{
+    return h2t_err_set(H2T_EPERM,
+                       "store set %s is read as one store: its extraction lives in the shard "
+                       "stores and is not written through the set (%s)",
+                       st->dir, what);
+}
+
+static void store_set_free(struct store_set *s)
+{
+    if (!s)
+        return;
+    for (uint32_t i = 0; s->sh && i < s->n; i++)
+        h2t_store_close(s->sh[i]);
+    if (s->stats && s->whole)
+        for (uint32_t l = 0; l < s->whole->n_layers; l++)
+            free(s->stats[l]);
+    free(s->stats);
+    h2t_extraction_destroy(s->whole);
+    free(s->sh);
+    free(s->ext);
+    free(s->lo);
+    free(s->hi);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+static void tmp_store_remove(const char *dir)
+{
+    char p[1100];
+    snprintf(p, sizeof p, "%s/data.mdb", dir);
+    remove(p);
+    snprintf(p, sizeof p, "%s/lock.mdb", dir);
+    remove(p);
+    rmdir(dir);
+}
+
+/* The one shard extraction of store sh (dir for errors): its id, fields and whole identity. */
+static int set_shard_find(h2t_store *sh, const char *dir, uint32_t *id, uint32_t *si, uint32_t *sn,
+                          uint8_t hash[32], char *whole, size_t wlen, uint32_t *whole_n,
+                          h2t_extraction **rec)
+{
+    h2t_extraction **v = NULL;
+    size_t nv = 0;
+    int rc = h2t_store_extraction_list(sh, &v, &nv), found = 0;
+    for (size_t k = 0; rc >= 0 && k < nv; k++) {
+        int r = h2t_store_shard_parse(v[k]->config, si, sn, hash, whole, wlen, whole_n);
+        if (r < 0)
+            rc = h2t_err_wrap(r, "shard store %s extraction %u", dir, v[k]->id);
+        else if (r == 1 && found)
+            rc = h2t_err_set(H2T_EINVAL,
+                             "shard store %s holds more than one shard extraction (%u and %u)", dir,
+                             *id, v[k]->id);
+        else if (r == 1) {
+            found = 1;
+            *id = v[k]->id;
+            *rec = v[k];
+            v[k] = NULL;
+        }
+    }
+    h2t_extraction_list_destroy(v, nv);
+    if (rc >= 0 && !found)
+        rc = h2t_err_set(H2T_ENOTFOUND,
+                         "shard store %s holds no shard extraction (extract --shard I/N)", dir);
+    if (rc < 0 && found) {
+        h2t_extraction_destroy(*rec);
+        *rec = NULL;
+    }
+    return rc < 0 ? rc : 0;
+}
+
+/* Open the shards of a set: paths[i] (manifest order when m, else any order), check that they
+ * are one whole extraction with every shard once and complete, and attach them to the work
+ * store opened at work_dir (created when missing and allowed; a temporary one when work_dir is
+ * NULL). Nothing is written to the shards; on any refusal nothing is left behind. */
+static int set_open(const char *name, const char *const *paths, uint32_t n_paths,
+                    const h2t_store_set *m, uint32_t batch, const char *work_dir, unsigned flags,
+                    h2t_store **out)
+{
+    struct store_set *s = calloc(1, sizeof *s);
+    h2t_extraction **recs = calloc(n_paths ? n_paths : 1, sizeof *recs);
+    char **real = calloc(n_paths ? n_paths : 1, sizeof *real);
+    uint32_t *slot_of = calloc(n_paths ? n_paths : 1, sizeof *slot_of);
+    h2t_store *work = NULL;
+    int rc = 0;
+    if (!s || !recs || !real || !slot_of) {
+        free(s);
+        free(recs);
+        free(real);
+        free(slot_of);
+        return h2t_err_set(H2T_ENOMEM, "store set %s", name);
+    }
+    pthread_mutex_init(&s->mu, NULL);
+    s->n = n_paths;
+    s->batch = m && m->batch ? m->batch : batch ? batch : 32;
+    s->sh = calloc(n_paths, sizeof *s->sh);
+    s->ext = calloc(n_paths, sizeof *s->ext);
+    s->lo = calloc(n_paths, sizeof *s->lo);
+    s->hi = calloc(n_paths, sizeof *s->hi);
+    if (!s->sh || !s->ext || !s->lo || !s->hi) {
+        rc = h2t_err_set(H2T_ENOMEM, "store set %s", name);
+        goto out;
+    }
+    uint8_t hash0[32] = {0};
+    char whole0[512] = "";
+    uint32_t n0 = 0;
+    for (uint32_t k = 0; k < n_paths; k++) {
+        const char *p = paths[k];
+        struct stat sb;
+        if (stat(p, &sb) != 0) {
+            rc = h2t_err_set(H2T_ENOTFOUND,
+                             "store set %s: shard store %s: %s (moved or removed? %s)", name, p,
+                             strerror(errno),
+                             m ? "the manifest names it relative to its folder"
+                               : "give each shard's store once");
+            goto out;
+        }
+        if (!(real[k] = realpath(p, NULL))) {
+            rc = h2t_err_set(H2T_EIO, "store set %s: %s: %s", name, p, strerror(errno));
+            goto out;
+        }
+        for (uint32_t j = 0; j < k; j++)
+            if (!strcmp(real[j], real[k])) {
+                rc =
+                    h2t_err_set(H2T_EINVAL, "store set %s: shard store %s is given twice", name, p);
+                goto out;
+            }
+        h2t_store *sh;
+        if ((rc = h2t_store_open(p, H2T_STORE_RDONLY, &sh)) < 0) {
+            rc = h2t_err_wrap(rc, "store set %s: shard store %s", name, p);
+            goto out;
+        }
+        uint32_t id = 0, si, sn, wn;
+        uint8_t h[32];
+        char w[512];
+        rc = set_shard_find(sh, p, &id, &si, &sn, h, w, sizeof w, &wn, &recs[k]);
+        if (rc < 0) {
+            h2t_store_close(sh);
+            rc = h2t_err_wrap(rc, "store set %s", name);
+            goto out;
+        }
+        if (k == 0) {
+            memcpy(hash0, m ? m->whole_hash : h, 32);
+            snprintf(whole0, sizeof whole0, "%s", m ? m->config : w);
+            n0 = m ? m->n_samples : wn;
+        }
+        uint32_t want_n = m ? m->n_shards : n_paths;
+        if (memcmp(h, hash0, 32) || sn != want_n || wn != n0) {
+            h2t_store_close(sh);
+            rc = h2t_err_set(H2T_EINVAL,
+                             "store set %s: shard store %s holds shard %u/%u of another "
+                             "extraction ('%s', %u samples), not of '%s' (%u samples, %u shards)",
+                             name, p, si, sn, w, wn, whole0, n0, want_n);
+            goto out;
+        }
+        uint32_t slot = k;
+        slot_of[k] = slot;
+        if (si != k) {
+            h2t_store_close(sh);
+            rc =
+                h2t_err_set(H2T_EINVAL, "store set %s: its shard %u is %s, which holds shard %u/%u",
+                            name, k, p, si, sn);
+            goto out;
+        }
+        if (s->sh[slot]) {
+            h2t_store_close(sh);
+            rc = h2t_err_set(H2T_EINVAL, "store set %s: shard %u/%u is in both %s and %s", name, si,
+                             sn, h2t_store_dir(s->sh[slot]), p);
+            goto out;
+        }
+        s->sh[slot] = sh;
+        s->ext[slot] = id;
+        h2t_store_shard_range(n0, si, sn, &s->lo[slot], &s->hi[slot]);
+        const h2t_extraction *e = recs[k];
+        if (e->n_samples != s->hi[slot] - s->lo[slot] || e->state != H2T_EXT_DONE ||
+            e->samples_done < e->n_samples) {
+            rc = h2t_err_set(H2T_ESTATE,
+                             "store set %s: shard %u/%u in %s is incomplete (%u of %u samples); "
+                             "rerun its extract to resume it",
+                             name, si, sn, p, e->samples_done, s->hi[slot] - s->lo[slot]);
+            goto out;
+        }
+    }
+    for (uint32_t i = 0; i < n_paths; i++)
+        if (!s->sh[i]) {
+            rc = h2t_err_set(H2T_ENOTFOUND,
+                             "store set %s: shard %u/%u is missing: no store given holds it", name,
+                             i, n_paths);
+            goto out;
+        }
+    /* shard 0's record: the layer table every shard must share */
+    const h2t_extraction *e0 = NULL;
+    for (uint32_t k = 0; k < n_paths && !e0; k++)
+        if (slot_of[k] == 0)
+            e0 = recs[k];
+    for (uint32_t k = 0; e0 && k < n_paths; k++) {
+        const h2t_extraction *e = recs[k];
+        int same = e->n_layers == e0->n_layers && e->dtype == e0->dtype &&
+                   e->target_size == e0->target_size;
+        for (uint32_t l = 0; same && l < e0->n_layers; l++)
+            same = e->layers[l].dim == e0->layers[l].dim &&
+                   !strcmp(e->layers[l].name, e0->layers[l].name);
+        if (!same) {
+            rc = h2t_err_set(H2T_ECORRUPT,
+                             "store set %s: shard store %s has another layer table than shard "
+                             "0's (same identity, different layers: a damaged store?)",
+                             name, paths[k]);
+            goto out;
+        }
+    }
+    if (!e0 || !(s->whole = ext_dup(e0))) {
+        rc = h2t_err_set(H2T_ENOMEM, "store set %s", name);
+        goto out;
+    }
+    memcpy(s->whole->config_hash, hash0, 32);
+    snprintf(s->whole->config, sizeof s->whole->config, "%s", whole0);
+    s->whole->n_samples = s->whole->samples_done = n0;
+    s->whole->state = H2T_EXT_DONE;
+    if (!(s->stats = calloc(s->whole->n_layers ? s->whole->n_layers : 1, sizeof *s->stats))) {
+        rc = h2t_err_set(H2T_ENOMEM, "store set %s", name);
+        goto out;
+    }
+    /* the work store */
+    if (work_dir) {
+        struct stat sb;
+        int exists = stat(work_dir, &sb) == 0;
+        if (exists || !(flags & H2T_STORE_RDONLY)) {
+            unsigned wf = exists ? (flags & ~(unsigned)H2T_STORE_CREATE)
+                                 : ((flags & ~(unsigned)H2T_STORE_RDONLY) | H2T_STORE_CREATE);
+            if ((rc = h2t_store_open(work_dir, wf, &work)) < 0) {
+                rc = h2t_err_wrap(rc, "store set %s: its work store (tasks, jobs)", name);
+                goto out;
+            }
+        }
+    }
+    if (!work) {
+        const char *td = getenv("TMPDIR");
+        snprintf(s->tmp_work, sizeof s->tmp_work, "%s/h2tdb-set.XXXXXX", td && *td ? td : "/tmp");
+        if (!mkdtemp(s->tmp_work)) {
+            rc = h2t_err_set(H2T_EIO, "store set %s: temporary work store: %s", name,
+                             strerror(errno));
+            s->tmp_work[0] = '\0';
+            goto out;
+        }
+        if ((rc = h2t_store_open(s->tmp_work, H2T_STORE_CREATE | H2T_STORE_NOSYNC, &work)) < 0) {
+            tmp_store_remove(s->tmp_work);
+            s->tmp_work[0] = '\0';
+            goto out;
+        }
+    }
+    snprintf(work->dir, sizeof work->dir, "%s", name);
+    work->set = s;
+    *out = work;
+    s = NULL;
+out:
+    for (uint32_t k = 0; k < n_paths; k++) {
+        h2t_extraction_destroy(recs[k]);
+        free(real[k]);
+    }
+    free(recs);
+    free(real);
+    free(slot_of);
+    store_set_free(s);
+    return rc < 0 ? rc : 0;
+}
+
+int h2t_store_open_set(const char *const *dirs, size_t n, uint32_t batch, unsigned flags,
+                       h2t_store **out)
+{
+    if (!dirs || n == 0 || n > H2T_STORE_SET_MAX_SHARDS || !out)
+        return h2t_err_set(H2T_EINVAL, "store set: %zu shard stores", n);
+    char name[1024];
+    if (n > 1)
+        snprintf(name, sizeof name, "of %s and %zu more", dirs[0], n - 1);
+    else
+        snprintf(name, sizeof name, "of %s", dirs[0]);
+    /* put the stores in shard order: each shard once, none missing */
+    const char **by = NULL;
+    uint32_t want = 0;
+    int rc = 0;
+    for (size_t k = 0; k < n && rc == 0; k++) {
+        h2t_store *sh;
+        if ((rc = h2t_store_open(dirs[k], H2T_STORE_RDONLY, &sh)) < 0) {
+            rc = h2t_err_wrap(rc, "store set %s: shard store %s", name, dirs[k]);
+            break;
+        }
+        uint32_t id = 0, si, sn, wn;
+        uint8_t h[32];
+        char w[512];
+        h2t_extraction *rec = NULL;
+        rc = set_shard_find(sh, dirs[k], &id, &si, &sn, h, w, sizeof w, &wn, &rec);
+        h2t_extraction_destroy(rec);
+        h2t_store_close(sh);
+        if (rc < 0) {
+            rc = h2t_err_wrap(rc, "store set %s", name);
+            break;
+        }
+        if (k == 0) {
+            want = sn;
+            if (!(by = calloc(sn, sizeof *by)))
+                rc = h2t_err_set(H2T_ENOMEM, "store set %s", name);
+        } else if (sn != want) {
+            rc = h2t_err_set(H2T_EINVAL,
+                             "store set %s: shard store %s holds shard %u/%u, %s holds one of %u",
+                             name, dirs[k], si, sn, dirs[0], want);
+        }
+        if (rc == 0 && by[si]) {
+            char a[PATH_MAX], b[PATH_MAX];
+            if (realpath(by[si], a) && realpath(dirs[k], b) && !strcmp(a, b))
+                rc = h2t_err_set(H2T_EINVAL, "store set %s: shard store %s is given twice", name,
+                                 dirs[k]);
+            else
+                rc = h2t_err_set(H2T_EINVAL, "store set %s: shard %u/%u is in both %s and %s", name,
+                                 si, sn, by[si], dirs[k]);
+        }
+        if (rc == 0)
+            by[si] = dirs[k];
+    }
+    for (uint32_t i = 0; rc == 0 && i < want; i++)
+        if (!by[i])
+            rc = h2t_err_set(H2T_ENOTFOUND,
+                             "store set %s: shard %u/%u is missing: no store given holds it", name,
+                             i, want);
+    if (rc == 0 && batch > 4096)
+        rc = h2t_err_set(H2T_EINVAL, "store set %s: batch %u (1..4096)", name, batch);
+    if (rc == 0)
+        rc = set_open(name, by, want, NULL, batch, NULL, flags & H2T_STORE_RDONLY, out);
+    free(by);
+    return rc;
+}
+
+static int set_open_manifest(const char *dir, unsigned flags, h2t_store **out)
+{
+    h2t_store_set m;
+    int rc = h2t_store_set_read(dir, &m);
+    if (rc < 0)
+        return rc;
+    const char **paths = calloc(m.n_shards, sizeof *paths);
+    if (!paths) {
+        h2t_store_set_free(&m);
+        return h2t_err_set(H2T_ENOMEM, "store set %s", dir);
+    }
+    for (uint32_t i = 0; i < m.n_shards; i++)
+        paths[i] = m.shards[i].path;
+    char work[1100];
+    snprintf(work, sizeof work, "%s/%s", dir, H2T_STORE_SET_WORK);
+    rc = set_open(dir, paths, m.n_shards, &m, 0, work, flags & ~(unsigned)H2T_STORE_CREATE, out);
+    free(paths);
+    h2t_store_set_free(&m);
+    return rc;
+}
+
+int h2t_store_is_set(const h2t_store *st)
+{
+    return st && st->set ? (int)st->set->n : 0;
+}
+
+/* Which shard holds sample s of the whole, by binary search over the ranges. */
+static uint32_t set_shard_of(const struct store_set *s, uint32_t x)
+{
+    uint32_t a = 0, b = s->n;
+    while (b - a > 1) {
+        uint32_t mid = a + (b - a) / 2;
+        if (s->lo[mid] <= x)
+            a = mid;
+        else
+            b = mid;
+    }
+    return a;
+}
+
+static int set_layer_read(h2t_store *st, uint32_t ext, uint32_t layer, const uint32_t *samples,
+                          uint32_t first, uint32_t n, float *out, size_t ld)
+{
+    struct store_set *s = st->set;
+    if (ext != s->whole->id)
+        return h2t_err_set(H2T_ENOTFOUND, "extraction %u not in store set %s (it holds %u)", ext,
+                           st->dir, s->whole->id);
+    if (layer >= s->whole->n_layers)
+        return h2t_err_set(H2T_ENOTFOUND, "extraction %u has no layer %u (it has %u) in store %s",
+                           ext, layer, s->whole->n_layers, st->dir);
+    uint32_t *loc = NULL;
+    if (samples && n && !(loc = malloc((size_t)n * sizeof *loc)))
+        return h2t_err_set(H2T_ENOMEM, "store set %s: %u samples", st->dir, n);
+    int rc = 0;
+    for (uint32_t i = 0; rc == 0 && i < n;) {
+        uint32_t x = samples ? samples[i] : first + i;
+        if (x >= s->whole->n_samples) {
+            rc = h2t_err_set(H2T_ENOTFOUND, "sample %u not stored: store set %s holds %u", x,
+                             st->dir, s->whole->n_samples);
+            break;
+        }
+        uint32_t k = set_shard_of(s, x), j = i;
+        /* the run of samples in shard k */
+        while (j < n) {
+            uint32_t y = samples ? samples[j] : first + j;
+            if (y < s->lo[k] || y >= s->hi[k])
+                break;
+            if (loc)
+                loc[j] = y - s->lo[k];
+            j++;
+        }
+        rc = h2t_store_layer_read(s->sh[k], s->ext[k], layer, loc ? loc + i : NULL, x - s->lo[k],
+                                  j - i, out + (size_t)i * ld, ld);
+        if (rc < 0)
+            h2t_err_wrap(rc, "store set %s shard %u (%s)", st->dir, k, h2t_store_dir(s->sh[k]));
+        i = j;
+    }
+    free(loc);
+    return rc;
+}
+
+/* Layer l's statistics over the whole set: rows in source order, batches of s->batch samples
+ * from sample 0, merged by stats_merge as the unsharded pass merges them. Kept per layer. */
+static int set_stats_value(h2t_store *st, uint32_t l, const uint8_t **sv_out)
+{
+    struct store_set *s = st->set;
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    if (!s->stats[l]) {
+        uint32_t dim = s->whole->layers[l].dim, nb = s->batch, N = s->whole->n_samples;
+        uint8_t *sv = malloc(stats_bytes(dim));
+        float *x = malloc((size_t)nb * dim * sizeof *x);
+        double *q = malloc((size_t)2 * nb * sizeof *q);
+        if (!sv || !x || !q)
+            rc = h2t_err_set(H2T_ENOMEM, "store set %s: statistics of layer %u", st->dir, l);
+        if (rc == 0) {
+            memset(sv, 0, stats_bytes(dim));
+            memcpy(sv, &dim, 4);
+            double inf = INFINITY, ninf = -INFINITY;
+            memcpy(sv + 24, &inf, 8);
+            memcpy(sv + 32, &ninf, 8);
+        }
+        for (uint32_t g = 0; rc == 0 && g < N; g += nb) {
+            uint32_t c = N - g < nb ? N - g : nb;
+            rc = set_layer_read(st, s->whole->id, l, NULL, g, c, x, dim);
+            if (rc == 0 && stats_merge(sv, x, c, dim, q))
+                rc = h2t_err_set(H2T_ENUMERIC,
+                                 "store set %s: layer %u holds a NaN or infinity in samples "
+                                 "%u..%u",
+                                 st->dir, l, g, g + c - 1);
+        }
+        free(x);
+        free(q);
+        if (rc == 0)
+            s->stats[l] = sv;
+        else
+            free(sv);
+    }
+    *sv_out = s->stats[l];
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static int set_stats_get(h2t_store *st, uint32_t ext, uint32_t layer, h2t_layer_stats **out)
+{
+    struct store_set *s = st->set;
+    if (ext != s->whole->id)
+        return h2t_err_set(H2T_ENOTFOUND, "extraction %u not in store set %s (it holds %u)", ext,
+                           st->dir, s->whole->id);
+    if (layer >= s->whole->n_layers)
+        return h2t_err_set(H2T_ENOTFOUND, "extraction %u has no layer %u (it has %u) in store %s",
+                           ext, layer, s->whole->n_layers, st->dir);
+    const uint8_t *p;
+    int rc = set_stats_value(st, layer, &p);
+    if (rc < 0)
+        return rc;
+    uint32_t dim = s->whole->layers[layer].dim;
+    h2t_layer_stats *o = calloc(1, sizeof *o);
+    if (o) {
+        o->dim = dim;
+        o->mean = malloc((size_t)dim * 8);
+        o->m2 = malloc((size_t)dim * 8);
+        o->min = malloc((size_t)dim * 4);
+        o->max = malloc((size_t)dim * 4);
+    }
+    if (!o || !o->mean || !o->m2 || !o->min || !o->max) {
+        h2t_layer_stats_destroy(o);
+        return h2t_err_set(H2T_ENOMEM, "statistics");
+    }
+    double nsum;
+    memcpy(&o->count, p + 8, 8);
+    memcpy(&nsum, p + 16, 8);
+    memcpy(&o->norm_min, p + 24, 8);
+    memcpy(&o->norm_max, p + 32, 8);
+    o->norm_mean = o->count ? nsum / (double)o->count : 0;
+    p += STATS_HDR;
+    memcpy(o->mean, p, (size_t)dim * 8);
+    memcpy(o->m2, p + (size_t)dim * 8, (size_t)dim * 8);
+    memcpy(o->min, p + (size_t)dim * 16, (size_t)dim * 4);
+    memcpy(o->max, p + (size_t)dim * 20, (size_t)dim * 4);
+    *out = o;
+    return 0;
+}
+
+static h2t_extraction *set_whole(const h2t_store *st)
+{
+    return st->set->whole;
+}
+
+static h2t_store *set_shard0(const h2t_store *st)
+{
+    return st->set->sh[0];
+}
+
+static void set_close(h2t_store *st)
+{
+    if (!st->set)
+        return;
+    char tmp[1024];
+    snprintf(tmp, sizeof tmp, "%s", st->set->tmp_work);
+    store_set_free(st->set);
+    st->set = NULL;
+    if (tmp[0]) {
+        mdb_env_close(st->env);
+        st->env = NULL;
+        tmp_store_remove(tmp);
+    }
 }

@@ -246,6 +246,84 @@ void h2t_store_reader_end(h2t_store_reader *r);
 int h2t_store_reader_feature(h2t_store_reader *r, uint32_t ext, uint32_t layer, uint32_t sample,
                              const void **data, uint32_t *dim, uint32_t *dtype);
 
+/* ---- store sets: the shard stores of one sharded extraction, named by a manifest ----
+ * extract --mpi writes DIR/shard-I-of-N (one store per rank) and then DIR/store-set.txt:
+ *
+ *     h2tdb-store-set 1
+ *     extraction <the whole extraction's config hash, 64 hex digits>
+ *     samples <the whole extraction's sample count>
+ *     shards <N>
+ *     config <the whole extraction's config>
+ *     batch <samples per batch of the extraction: its statistics are merged in such batches>
+ *     shard <I> <first sample> <end sample> <store path, relative to the manifest's folder>
+ *     ... (one line per shard, I = 0..N-1 in order)
+ *
+ * A folder holding a manifest opens as one store (h2t_store_open): the set's extraction is the
+ * whole one (shard 0's record with the whole identity and sample count: an unsharded extract of
+ * the same request has the same identity), its samples in source order across the shards, its
+ * statistics recomputed from the rows in source order in batches of `batch` exactly as the
+ * unsharded pass merges them (bitwise its statistics at that --batch, for f32 extractions;
+ * computed once per layer and kept while the set is open), its source and model shard 0's.
+ * The shards are opened read-only and nothing is written to them: the extraction, sources and
+ * models of a set are refused as writes (H2T_EPERM). Tasks, jobs and results go to the set's
+ * work store DIR/work (created on the first open that may write; a read-only open without it
+ * uses an empty temporary one). Opening checks, naming the shard and path, before anything is
+ * read: every store named exists (H2T_ENOTFOUND: moved or removed), holds exactly one shard
+ * extraction of the manifest's whole extraction and shard count in the manifest's position
+ * (H2T_EINVAL), complete (H2T_ESTATE), each store once (H2T_EINVAL). Zero-copy readers
+ * (h2t_store_reader_begin) are H2T_EUNSUPPORTED on a set.
+ */
+#define H2T_STORE_SET_WORK "work"
+#define H2T_STORE_SET_MANIFEST "store-set.txt"
+/* The range of shard i of n over n_samples samples: [*lo, *hi) = [floor(n_samples i / n),
+ * floor(n_samples (i + 1) / n)). */
+void h2t_store_shard_range(uint32_t n_samples, uint32_t i, uint32_t n, uint32_t *lo, uint32_t *hi);
+/* Parse a shard extraction's stored config (h2t_extraction.config; extract --shard I/N):
+ * *i, *n, the whole extraction's config hash (32 bytes), its config (the stored one without
+ * its shard fields; wlen bytes at most, NUL-terminated) and its sample count. Returns 1 for a
+ * shard's config, 0 for an unsharded one, H2T_ECORRUPT for a damaged shard field. */
+int h2t_store_shard_parse(const char *config, uint32_t *i, uint32_t *n, uint8_t hash[32],
+                          char *whole, size_t wlen, uint32_t *n_samples);
+#define H2T_STORE_SET_MAX_SHARDS 65536
+
+typedef struct h2t_store_set_shard {
+    uint32_t lo, hi; /* its samples [lo, hi) of the whole extraction */
+    char path[4096]; /* the store: as written in the manifest, resolved against its folder */
+} h2t_store_set_shard;
+
+typedef struct h2t_store_set {
+    uint8_t whole_hash[32];
+    uint32_t n_samples, n_shards;
+    uint32_t batch; /* samples per statistics batch of the set read as one (0: 32) */
+    char config[512];
+    h2t_store_set_shard *shards; /* n_shards, in shard order; OWNED by the struct */
+} h2t_store_set;
+
+/* Write dir/store-set.txt for the shards dir/shard-I-of-N, I < n_shards, with counts[I]
+ * samples each (replacing the file atomically: a temporary file, fsync, rename). Checks that
+ * the counts are the contiguous ranges of h2t_store_shard_range. Errors: H2T_EINVAL
+ * (counts that are not those ranges, naming the shard), H2T_EIO (naming the file). */
+int h2t_store_set_write(const char *dir, uint32_t n_shards, const uint8_t whole_hash[32],
+                        const char *whole_config, uint32_t n_samples, const uint32_t *counts,
+                        uint32_t batch);
+/* 1 when dir holds a manifest (dir/store-set.txt), else 0. */
+int h2t_store_set_exists(const char *dir);
+/* Open shard stores given by path (any order; every shard of one sharded extraction exactly
+ * once) as one store set, as a manifest's folder opens, with a temporary work store removed at
+ * close and statistics in batches of `batch` samples (0: 32, extract's default). Errors: those
+ * of a manifest's set, naming the path; H2T_ENOTFOUND also for a shard no store holds. */
+int h2t_store_open_set(const char *const *dirs, size_t n, uint32_t batch, unsigned flags,
+                       h2t_store **out);
+/* The number of shards of a store set, or 0 for a single store. */
+int h2t_store_is_set(const h2t_store *st);
+/* Read a manifest (the file, or a folder holding store-set.txt) into *out (OWNED:
+ * h2t_store_set_free). Store paths are resolved against the manifest's folder. Errors:
+ * H2T_ENOTFOUND (no manifest there), H2T_ECORRUPT (a malformed line, shards out of order,
+ * missing or duplicated, ranges that are not the contiguous shard ranges: named by line),
+ * H2T_EIO, H2T_ENOMEM. Reads only the manifest; the stores are checked when opened. */
+int h2t_store_set_read(const char *path, h2t_store_set *out);
+void h2t_store_set_free(h2t_store_set *s);
+
 /* ---- statistics (per feature, merged batch by batch; exact for any batch split) ---- */
 typedef struct h2t_layer_stats {
     uint32_t dim;

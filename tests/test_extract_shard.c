@@ -2,10 +2,13 @@
  * three shards merged are bitwise the unsharded extraction (identity, features, statistics,
  * labels), a shard resumes like any extraction, and the merge refuses missing, duplicated,
  * incomplete and foreign shards, naming the store, before it writes anything. */
+#include "client/client.h"
 #include "common/err.h"
 #include "extract/extract.h"
 #include "server/server.h"
+#include "storage/store.h"
 #include "tests/fixture.h"
+#include "tests/srv_thread.h"
 #include "tests/test.h"
 
 #include <stdio.h>
@@ -69,11 +72,8 @@ static int run_once(const char *dir, const h2t_extract_opts *o, h2t_extract_resu
 
 /* Identity, every feature, every statistic and every label of a's extraction ea and b's eb are
  * bitwise equal. */
-static void same_extraction(const char *a, uint32_t ea, const char *b, uint32_t eb, uint32_t n)
+static void same_extraction_st(h2t_store *sa, uint32_t ea, h2t_store *sb, uint32_t eb, uint32_t n)
 {
-    h2t_store *sa, *sb;
-    ASSERT_OK(h2t_store_open(a, H2T_STORE_RDONLY, &sa));
-    ASSERT_OK(h2t_store_open(b, H2T_STORE_RDONLY, &sb));
     h2t_extraction *xa, *xb;
     ASSERT_OK(h2t_store_extraction_get(sa, ea, &xa));
     ASSERT_OK(h2t_store_extraction_get(sb, eb, &xb));
@@ -122,6 +122,14 @@ static void same_extraction(const char *a, uint32_t ea, const char *b, uint32_t 
     free(pb);
     h2t_extraction_destroy(xa);
     h2t_extraction_destroy(xb);
+}
+
+static void same_extraction(const char *a, uint32_t ea, const char *b, uint32_t eb, uint32_t n)
+{
+    h2t_store *sa, *sb;
+    ASSERT_OK(h2t_store_open(a, H2T_STORE_RDONLY, &sa));
+    ASSERT_OK(h2t_store_open(b, H2T_STORE_RDONLY, &sb));
+    same_extraction_st(sa, ea, sb, eb, n);
     h2t_store_close(sa);
     h2t_store_close(sb);
 }
@@ -381,4 +389,245 @@ TEST(extract_shard_slurm_script)
         snprintf(cmd, sizeof cmd, "shellcheck %s 2>&1", script);
         ASSERT_EQ(sh(cmd, out, sizeof out), 0);
     }
+}
+
+/* The manifest of the three shard stores set/shard-I-of-3 (extracted at batch 4). */
+static void write_manifest(const char *dir, uint32_t n)
+{
+    char p[256];
+    snprintf(p, sizeof p, "%s/shard-0-of-3", dir);
+    h2t_store *st;
+    ASSERT_OK(h2t_store_open(p, H2T_STORE_RDONLY, &st));
+    h2t_extraction **v;
+    size_t nv;
+    ASSERT_OK(h2t_store_extraction_list(st, &v, &nv));
+    ASSERT_EQ(nv, 1);
+    uint32_t si, sn, wn;
+    uint8_t h[32];
+    char whole[512];
+    ASSERT_EQ(h2t_store_shard_parse(v[0]->config, &si, &sn, h, whole, sizeof whole, &wn), 1);
+    ASSERT_EQ(wn, n);
+    h2t_extraction_list_destroy(v, nv);
+    h2t_store_close(st);
+    uint32_t counts[3];
+    for (uint32_t i = 0; i < 3; i++) {
+        uint32_t lo, hi;
+        h2t_store_shard_range(n, i, 3, &lo, &hi);
+        counts[i] = hi - lo;
+    }
+    ASSERT_OK(h2t_store_set_write(dir, 3, h, whole, n, counts, 4));
+}
+
+/* N = 3 shard stores read as one store set (their manifest, or the three paths in any order)
+ * are the unsharded extraction: identity, every feature (in order and through a shuffled
+ * sample list), every statistic and every label, bitwise; the set's extraction takes tasks; its
+ * extraction is not written through the set; the shards are not written at all. */
+TEST(extract_shard_set_is_the_unsharded_extraction)
+{
+    const uint32_t n = 31;
+    make_data(n);
+    h2t_extract_opts o = opts(0, 0);
+    h2t_extract_result ref, r;
+    ASSERT_OK(run_once("ref", &o, &ref));
+    ASSERT_EQ(mkdir("set", 0777), 0);
+    for (uint32_t i = 0; i < 3; i++) {
+        char d[64];
+        snprintf(d, sizeof d, "set/shard-%u-of-3", i);
+        o = opts(i, 3);
+        ASSERT_OK(run_once(d, &o, &r));
+    }
+    write_manifest("set", n);
+    struct stat before;
+    ASSERT_EQ(stat("set/shard-1-of-3/data.mdb", &before), 0);
+
+    h2t_store *rs, *ss;
+    ASSERT_OK(h2t_store_open("ref", H2T_STORE_RDONLY, &rs));
+    ASSERT_OK(h2t_store_open("set", 0, &ss)); /* may write: its work store is made */
+    ASSERT_EQ(h2t_store_is_set(ss), 3);
+    ASSERT(exists("set/work/data.mdb"));
+    same_extraction_st(rs, ref.extraction, ss, ref.extraction, n);
+    /* a shuffled selection across the shard boundaries */
+    uint32_t sel[9] = {30, 0, 10, 9, 20, 19, 21, 5, 11};
+    h2t_extraction *e;
+    ASSERT_OK(h2t_store_extraction_get(ss, ref.extraction, &e));
+    uint32_t dim = e->layers[1].dim;
+    float *fa = malloc(sizeof(float) * 9 * dim), *fb = malloc(sizeof(float) * 9 * dim);
+    ASSERT_OK(h2t_store_layer_read(rs, ref.extraction, 1, sel, 0, 9, fa, dim));
+    ASSERT_OK(h2t_store_layer_read(ss, ref.extraction, 1, sel, 0, 9, fb, dim));
+    ASSERT(memcmp(fa, fb, sizeof(float) * 9 * dim) == 0);
+    ASSERT_OK(h2t_store_feature_get(ss, ref.extraction, 1, 30, fb, dim));
+    ASSERT(memcmp(fa, fb, sizeof(float) * dim) == 0);
+    ASSERT_EQ(h2t_store_feature_get(ss, ref.extraction, 1, 31, fb, dim), H2T_ENOTFOUND);
+    free(fa);
+    free(fb);
+    /* one extraction, found by id; it is not written through the set */
+    uint32_t id;
+    char q[16];
+    snprintf(q, sizeof q, "%u", ref.extraction);
+    ASSERT_OK(h2t_store_extraction_find(ss, q, &id));
+    ASSERT_EQ(id, ref.extraction);
+    ASSERT_EQ(h2t_store_extraction_set_state(ss, id, H2T_EXT_FAILED), H2T_EPERM);
+    ASSERT_CONTAINS(h2t_err_detail(), "store set set is read as one store");
+    const float *rows[8] = {0};
+    ASSERT_EQ(h2t_store_features_write(ss, id, 0, 1, rows), H2T_EPERM);
+    /* a task over the set's extraction: the whole extraction's sample numbers and labels */
+    h2t_msg_task_spec sp = {0};
+    sp.name = "t";
+    sp.extraction = q;
+    h2t_task *t = NULL;
+    ASSERT_OK(h2t_srv_task_build(ss, &sp, 0, &t));
+    ASSERT_OK(h2t_store_task_put(ss, t, 0));
+    h2t_task_destroy(t);
+    h2t_extraction_destroy(e);
+    h2t_store_close(ss);
+    h2t_store_close(rs);
+    /* the shards were only read */
+    struct stat after;
+    ASSERT_EQ(stat("set/shard-1-of-3/data.mdb", &after), 0);
+    ASSERT_EQ(after.st_mtime, before.st_mtime);
+    ASSERT_EQ(after.st_size, before.st_size);
+
+    /* the same three stores given as paths in any order; the task stays in the set's work */
+    const char *paths[] = {"set/shard-2-of-3", "set/shard-0-of-3", "set/shard-1-of-3"};
+    ASSERT_OK(h2t_store_open_set(paths, 3, 4, H2T_STORE_RDONLY, &ss));
+    ASSERT_OK(h2t_store_open("ref", H2T_STORE_RDONLY, &rs));
+    same_extraction_st(rs, ref.extraction, ss, ref.extraction, n);
+    h2t_store_close(ss);
+    h2t_store_close(rs);
+    ASSERT_OK(h2t_store_open("set", H2T_STORE_RDONLY, &ss));
+    ASSERT_OK(h2t_store_task_get(ss, "t", &t));
+    h2t_task_destroy(t);
+    h2t_store_close(ss);
+}
+
+/* A set is refused before anything is read or written, naming the shard and path: a shard of
+ * another extraction, a missing shard, a shard twice, a store the manifest names that moved, an
+ * incomplete shard. */
+TEST(extract_shard_set_refusals)
+{
+    make_data(12);
+    h2t_extract_result r;
+    ASSERT_EQ(mkdir("set", 0777), 0);
+    for (uint32_t i = 0; i < 3; i++) {
+        char d[64];
+        snprintf(d, sizeof d, "set/shard-%u-of-3", i);
+        h2t_extract_opts o = opts(i, 3);
+        ASSERT_OK(run_once(d, &o, &r));
+    }
+    h2t_extract_opts o = opts(2, 3);
+    o.target_size = 4; /* another extraction's shard 2 */
+    ASSERT_OK(run_once("x2", &o, &r));
+    o = opts(0, 3);
+    ASSERT_OK(run_once("s0b", &o, &r)); /* shard 0 again */
+    write_manifest("set", 12);
+    h2t_store *st = NULL;
+
+    const char *foreign[] = {"set/shard-0-of-3", "set/shard-1-of-3", "x2"};
+    ASSERT_EQ(h2t_store_open_set(foreign, 3, 4, H2T_STORE_RDONLY, &st), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "shard store x2 holds shard 2/3 of another extraction");
+    const char *missing[] = {"set/shard-0-of-3", "set/shard-2-of-3"};
+    ASSERT_EQ(h2t_store_open_set(missing, 2, 4, H2T_STORE_RDONLY, &st), H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "shard 1/3 is missing");
+    const char *dup[] = {"set/shard-0-of-3", "set/shard-1-of-3", "s0b"};
+    ASSERT_EQ(h2t_store_open_set(dup, 3, 4, H2T_STORE_RDONLY, &st), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "shard 0/3 is in both set/shard-0-of-3 and s0b");
+    const char *twice[] = {"set/shard-0-of-3", "set/shard-1-of-3", "./set/shard-1-of-3"};
+    ASSERT_EQ(h2t_store_open_set(twice, 3, 4, H2T_STORE_RDONLY, &st), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "shard store ./set/shard-1-of-3 is given twice");
+    ASSERT(st == NULL);
+
+    /* the manifest names a store that moved: refused, and no work store is made */
+    ASSERT_EQ(rename("set/shard-1-of-3", "set/elsewhere"), 0);
+    ASSERT_EQ(h2t_store_open("set", 0, &st), H2T_ENOTFOUND);
+    ASSERT_CONTAINS(h2t_err_detail(), "store set set: shard store set/shard-1-of-3");
+    ASSERT_CONTAINS(h2t_err_detail(), "moved or removed");
+    ASSERT(!exists("set/work"));
+    /* a store of another extraction put in its place */
+    ASSERT_EQ(rename("x2", "set/shard-1-of-3"), 0);
+    ASSERT_EQ(h2t_store_open("set", 0, &st), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "shard store set/shard-1-of-3 holds shard 2/3");
+    ASSERT(!exists("set/work"));
+    ASSERT_EQ(rename("set/shard-1-of-3", "x2"), 0);
+    ASSERT_EQ(rename("set/elsewhere", "set/shard-1-of-3"), 0);
+    /* an incomplete shard */
+    ASSERT_OK(h2t_store_open("set/shard-2-of-3", 0, &st));
+    ASSERT_OK(h2t_store_extraction_set_state(st, 1, H2T_EXT_RUNNING));
+    h2t_store_close(st);
+    st = NULL;
+    ASSERT_EQ(h2t_store_open("set", H2T_STORE_RDONLY, &st), H2T_ESTATE);
+    ASSERT_CONTAINS(h2t_err_detail(), "shard 2/3 in set/shard-2-of-3 is incomplete");
+    ASSERT_OK(h2t_store_open("set/shard-2-of-3", 0, &st));
+    ASSERT_OK(h2t_store_extraction_set_state(st, 1, H2T_EXT_DONE));
+    h2t_store_close(st);
+    /* whole again: opens, read-only without a work store (a temporary one, removed) */
+    ASSERT_OK(h2t_store_open("set", H2T_STORE_RDONLY, &st));
+    ASSERT_EQ(h2t_store_is_set(st), 3);
+    h2t_store_close(st);
+    ASSERT(!exists("set/work"));
+}
+
+/* The store set served (h2tdb serve over its folder): the server's statistics of every layer,
+ * per feature, and its features are bitwise those of a server over the unsharded store. */
+TEST(extract_shard_set_served)
+{
+    const uint32_t n = 13;
+    make_data(n);
+    h2t_extract_opts o = opts(0, 0);
+    h2t_extract_result ref, r;
+    ASSERT_OK(run_once("ref", &o, &ref));
+    ASSERT_EQ(mkdir("set", 0777), 0);
+    for (uint32_t i = 0; i < 3; i++) {
+        char d[64];
+        snprintf(d, sizeof d, "set/shard-%u-of-3", i);
+        o = opts(i, 3);
+        ASSERT_OK(run_once(d, &o, &r));
+    }
+    write_manifest("set", n);
+    test_srv a = {0}, b = {0};
+    ASSERT_OK(h2t_store_open("ref", 0, &a.st));
+    ASSERT_OK(h2t_store_open("set", 0, &b.st));
+    h2t_srv_config cfg;
+    h2t_srv_config_default(&cfg);
+    test_srv_start(&a, &cfg);
+    h2t_srv_config_default(&cfg);
+    test_srv_start(&b, &cfg);
+    h2t_client *ca, *cb;
+    ASSERT_OK(h2t_client_connect(a.addr, NULL, 10000, &ca));
+    ASSERT_OK(h2t_client_connect(b.addr, NULL, 10000, &cb));
+    const char *layers[] = {"conv", "relu", "gap", "fc"};
+    for (int l = 0; l < 4; l++) {
+        h2t_msg q = {.type = H2T_MSG_STATS_REQ}, ra, rb;
+        q.u.stats_req.extraction = "1";
+        q.u.stats_req.layer = layers[l];
+        q.u.stats_req.per_feature = 1;
+        ASSERT_OK(h2t_client_call(ca, &q, H2T_MSG_STATS, &ra));
+        ASSERT_OK(h2t_client_call(cb, &q, H2T_MSG_STATS, &rb));
+        const h2t_msg_layer_stats *x = &ra.u.stats.layers[0], *y = &rb.u.stats.layers[0];
+        ASSERT_EQ(y->count, n);
+        ASSERT_EQ(x->n_mean, y->n_mean);
+        ASSERT(x->n_mean > 0);
+        ASSERT(memcmp(x->mean, y->mean, sizeof(double) * x->n_mean) == 0);
+        ASSERT(memcmp(x->var, y->var, sizeof(double) * x->n_var) == 0);
+        ASSERT(memcmp(&x->norm_mean, &y->norm_mean, sizeof(double)) == 0);
+        h2t_msg_free(&ra);
+        h2t_msg_free(&rb);
+        q = (h2t_msg){.type = H2T_MSG_FEATURES_REQ};
+        q.u.features_req.extraction = "1";
+        q.u.features_req.layer = layers[l];
+        q.u.features_req.first = 2;
+        q.u.features_req.count = 10;
+        ASSERT_OK(h2t_client_call(ca, &q, H2T_MSG_FEATURES, &ra));
+        ASSERT_OK(h2t_client_call(cb, &q, H2T_MSG_FEATURES, &rb));
+        ASSERT_EQ(ra.u.features.n_values, rb.u.features.n_values);
+        ASSERT(ra.u.features.n_values > 0);
+        ASSERT(memcmp(ra.u.features.values, rb.u.features.values,
+                      sizeof(float) * ra.u.features.n_values) == 0);
+        h2t_msg_free(&ra);
+        h2t_msg_free(&rb);
+    }
+    h2t_client_close(ca);
+    h2t_client_close(cb);
+    test_srv_finish(&a);
+    test_srv_finish(&b);
+    ASSERT(exists("set/work/data.mdb"));
 }

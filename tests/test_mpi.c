@@ -194,14 +194,14 @@ TEST_TIMEOUT(mpi_extract_mpirun, 240)
     ASSERT_CONTAINS(out, "rank 1 of 3: shard 1/3 in set/shard-1-of-3: extraction 1, 4 samples "
                          "(computed)");
     ASSERT_CONTAINS(out, "store set set: 3 shards, 11 samples");
-    h2t_extract_set s;
-    ASSERT_OK(h2t_extract_set_read("set", &s));
+    h2t_store_set s;
+    ASSERT_OK(h2t_store_set_read("set", &s));
     ASSERT_EQ(s.n_shards, 3);
     ASSERT_EQ(s.n_samples, 11);
     ASSERT_EQ(s.shards[2].lo, 7);
     ASSERT_EQ(s.shards[2].hi, 11);
     ASSERT_CONTAINS(s.shards[2].path, "set/shard-2-of-3");
-    h2t_extract_set_free(&s);
+    h2t_store_set_free(&s);
     /* the shards merge into the unsharded extraction: same identity as extract without --mpi */
     snprintf(cmd, sizeof cmd,
              "%s merge --store merged --batch 2 set/shard-0-of-3 set/shard-1-of-3 "
@@ -212,6 +212,27 @@ TEST_TIMEOUT(mpi_extract_mpirun, 240)
     if (rc != 0)
         TEST_FAILF("merge + extract exited %d:\n%s", rc, out);
     ASSERT_CONTAINS(out, "already complete (11 samples");
+    /* the set read as one by the store commands: its folder, or the shard stores one by one */
+    snprintf(cmd, sizeof cmd, "%s ls --store set 2>&1", bin);
+    ASSERT_EQ(sh(cmd, out, sizeof out), 0);
+    ASSERT_CONTAINS(out, "a store set of 3 shard stores read as one");
+    ASSERT_CONTAINS(out, "11/11  done");
+    char a[4096], b[4096];
+    snprintf(cmd, sizeof cmd, "%s dump --store merged 1 --layer conv --sample 9 --json 2>&1", bin);
+    ASSERT_EQ(sh(cmd, a, sizeof a), 0);
+    snprintf(cmd, sizeof cmd, "%s dump --store set 1 --layer conv --sample 9 --json 2>&1", bin);
+    ASSERT_EQ(sh(cmd, b, sizeof b), 0);
+    ASSERT_STREQ(a, b);
+    snprintf(cmd, sizeof cmd,
+             "%s dump --store set/shard-2-of-3 --store set/shard-0-of-3 --store set/shard-1-of-3 "
+             "1 --layer conv --sample 9 --json 2>&1",
+             bin);
+    ASSERT_EQ(sh(cmd, b, sizeof b), 0);
+    ASSERT_STREQ(a, b);
+    snprintf(cmd, sizeof cmd, "%s layers --store set/shard-0-of-3 --store set/shard-2-of-3 1 2>&1",
+             bin);
+    ASSERT_EQ(sh(cmd, out, sizeof out), 1);
+    ASSERT_CONTAINS(out, "shard 1/3 is missing");
     /* --mpi with --shard is a usage error */
     snprintf(cmd, sizeof cmd,
              "%s extract --store s --model %s --data npy:x.npy --shard 0/2 --mpi 2>&1", bin, model);
@@ -236,17 +257,18 @@ TEST(mpi_set_manifest)
         h[k] = (uint8_t)(k * 7);
     uint32_t counts[3] = {3, 4, 4};
     ASSERT_EQ(mkdir("d", 0777), 0);
-    ASSERT_OK(h2t_extract_set_write("d", 3, h, "model=x samples=11", 11, counts));
-    h2t_extract_set s;
-    ASSERT_OK(h2t_extract_set_read("d/store-set.txt", &s));
+    ASSERT_OK(h2t_store_set_write("d", 3, h, "model=x samples=11", 11, counts, 4));
+    h2t_store_set s;
+    ASSERT_OK(h2t_store_set_read("d/store-set.txt", &s));
     ASSERT_EQ(memcmp(s.whole_hash, h, 32), 0);
     ASSERT_STREQ(s.config, "model=x samples=11");
+    ASSERT_EQ(s.batch, 4);
     ASSERT_EQ(s.shards[1].lo, 3);
     ASSERT_EQ(s.shards[1].hi, 7);
     ASSERT_STREQ(s.shards[1].path, "d/shard-1-of-3");
-    h2t_extract_set_free(&s);
+    h2t_store_set_free(&s);
     counts[1] = 5;
-    ASSERT_EQ(h2t_extract_set_write("d", 3, h, "c", 11, counts), H2T_EINVAL);
+    ASSERT_EQ(h2t_store_set_write("d", 3, h, "c", 11, counts, 4), H2T_EINVAL);
     ASSERT_CONTAINS(h2t_err_detail(), "shard 1/3 holds 5 samples");
 
     const char *head = "h2tdb-store-set 1\nextraction "
@@ -255,17 +277,17 @@ TEST(mpi_set_manifest)
     char text[1024];
     snprintf(text, sizeof text, "%sshard 0 0 3 a\nshard 1 3 7 b\n", head);
     put("m1", text);
-    ASSERT_EQ(h2t_extract_set_read("m1", &s), H2T_ECORRUPT);
+    ASSERT_EQ(h2t_store_set_read("m1", &s), H2T_ECORRUPT);
     ASSERT_CONTAINS(h2t_err_detail(), "shard 2/3 is missing");
     snprintf(text, sizeof text, "%sshard 0 0 3 a\nshard 1 3 7 b\nshard 1 3 7 c\n", head);
     put("m2", text);
-    ASSERT_EQ(h2t_extract_set_read("m2", &s), H2T_ECORRUPT);
+    ASSERT_EQ(h2t_store_set_read("m2", &s), H2T_ECORRUPT);
     ASSERT_CONTAINS(h2t_err_detail(), "m2 line 8: shard 1 is listed twice");
     snprintf(text, sizeof text, "%sshard 0 0 4 a\n", head);
     put("m3", text);
-    ASSERT_EQ(h2t_extract_set_read("m3", &s), H2T_ECORRUPT);
+    ASSERT_EQ(h2t_store_set_read("m3", &s), H2T_ECORRUPT);
     ASSERT_CONTAINS(h2t_err_detail(), "shard 0 covers 0..4, its range of 11 samples is 0..3");
     put("m4", "h2tdb-store-set 2\n");
-    ASSERT_EQ(h2t_extract_set_read("m4", &s), H2T_ECORRUPT);
-    ASSERT_EQ(h2t_extract_set_read("nothing-here", &s), H2T_ENOTFOUND);
+    ASSERT_EQ(h2t_store_set_read("m4", &s), H2T_ECORRUPT);
+    ASSERT_EQ(h2t_store_set_read("nothing-here", &s), H2T_ENOTFOUND);
 }

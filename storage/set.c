@@ -1,10 +1,11 @@
 /*
- * extract/set.c - the manifest of a store set (extract --mpi): write it atomically, read it
- * back with every line checked (extract/extract.h, "store sets").
+ * storage/set.c - the manifest of a store set (extract --mpi): write it atomically, read it
+ * back with every line checked; the shard fields of a shard extraction's config (store.h,
+ * "store sets"). The set read as one store is in store.c ("store sets read as one").
  */
 #include "common/err.h"
 #include "common/util.h"
-#include "extract/extract.h"
+#include "storage/store.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,17 +15,68 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int h2t_extract_set_write(const char *dir, uint32_t n_shards, const uint8_t whole_hash[32],
-                          const char *whole_config, uint32_t n_samples, const uint32_t *counts)
+void h2t_store_shard_range(uint32_t n_samples, uint32_t i, uint32_t n, uint32_t *lo, uint32_t *hi)
 {
-    if (n_shards == 0 || n_shards > H2T_EXTRACT_SET_MAX_SHARDS || n_shards > n_samples)
+    *lo = (uint32_t)((uint64_t)n_samples * i / n);
+    *hi = (uint32_t)((uint64_t)n_samples * (i + 1) / n);
+}
+
+int h2t_store_shard_parse(const char *config, uint32_t *i, uint32_t *n, uint8_t hash[32],
+                          char *whole, size_t wlen, uint32_t *n_samples)
+{
+    /* the last " shard=": the fields end the config (a layer regex may hold the text) */
+    const char *sh = NULL;
+    for (const char *q = strstr(config, " shard="); q; q = strstr(q + 1, " shard="))
+        sh = q;
+    if (!sh || !strstr(sh, " of="))
+        return 0;
+    unsigned si, sn;
+    int used = 0;
+    char hex[65];
+    if (sscanf(sh, " shard=%u/%u of=%64[0-9a-f]%n", &si, &sn, hex, &used) != 3 ||
+        sh[used] != '\0' || strlen(hex) != 64 || sn == 0 || si >= sn)
+        return h2t_err_set(H2T_ECORRUPT, "shard field '%s' damaged", sh + 1);
+    for (int k = 0; k < 32; k++) {
+        unsigned b;
+        if (sscanf(hex + 2 * k, "%2x", &b) != 1)
+            return h2t_err_set(H2T_ECORRUPT, "shard field '%s' damaged", sh + 1);
+        hash[k] = (uint8_t)b;
+    }
+    const char *sm = strstr(config, " samples=");
+    unsigned ns;
+    if (!sm || sscanf(sm, " samples=%u", &ns) != 1)
+        return h2t_err_set(H2T_ECORRUPT, "shard config '%s' has no sample count", config);
+    size_t wl = (size_t)(sh - config);
+    if (wl >= wlen)
+        return h2t_err_set(H2T_EINVAL, "shard config too long");
+    memcpy(whole, config, wl);
+    whole[wl] = '\0';
+    *i = si;
+    *n = sn;
+    *n_samples = ns;
+    return 1;
+}
+
+int h2t_store_set_exists(const char *dir)
+{
+    char p[4200];
+    struct stat sb;
+    snprintf(p, sizeof p, "%s/%s", dir, H2T_STORE_SET_MANIFEST);
+    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+int h2t_store_set_write(const char *dir, uint32_t n_shards, const uint8_t whole_hash[32],
+                        const char *whole_config, uint32_t n_samples, const uint32_t *counts,
+                        uint32_t batch)
+{
+    if (n_shards == 0 || n_shards > H2T_STORE_SET_MAX_SHARDS || n_shards > n_samples)
         return h2t_err_set(H2T_EINVAL, "store set %s: %u shards of %u samples", dir, n_shards,
                            n_samples);
     if (strchr(whole_config, '\n'))
         return h2t_err_set(H2T_EINVAL, "store set %s: config holds a line break", dir);
     for (uint32_t i = 0; i < n_shards; i++) {
         uint32_t lo, hi;
-        h2t_extract_shard_range(n_samples, i, n_shards, &lo, &hi);
+        h2t_store_shard_range(n_samples, i, n_shards, &lo, &hi);
         if (counts[i] != hi - lo)
             return h2t_err_set(H2T_EINVAL,
                                "store set %s: shard %u/%u holds %u samples, its range of %u "
@@ -32,17 +84,17 @@ int h2t_extract_set_write(const char *dir, uint32_t n_shards, const uint8_t whol
                                dir, i, n_shards, counts[i], n_samples, hi - lo);
     }
     char path[4200], tmp[4300], hex[65];
-    snprintf(path, sizeof path, "%s/%s", dir, H2T_EXTRACT_SET_MANIFEST);
+    snprintf(path, sizeof path, "%s/%s", dir, H2T_STORE_SET_MANIFEST);
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     h2t_hex(whole_hash, 32, hex);
     FILE *f = fopen(tmp, "w");
     if (!f)
         return h2t_err_set(H2T_EIO, "create %s: %s", tmp, strerror(errno));
-    fprintf(f, "h2tdb-store-set 1\nextraction %s\nsamples %u\nshards %u\nconfig %s\n", hex,
-            n_samples, n_shards, whole_config);
+    fprintf(f, "h2tdb-store-set 1\nextraction %s\nsamples %u\nshards %u\nconfig %s\nbatch %u\n",
+            hex, n_samples, n_shards, whole_config, batch ? batch : 32);
     for (uint32_t i = 0; i < n_shards; i++) {
         uint32_t lo, hi;
-        h2t_extract_shard_range(n_samples, i, n_shards, &lo, &hi);
+        h2t_store_shard_range(n_samples, i, n_shards, &lo, &hi);
         fprintf(f, "shard %u %u %u shard-%u-of-%u\n", i, lo, hi, i, n_shards);
     }
     int bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
@@ -60,7 +112,7 @@ int h2t_extract_set_write(const char *dir, uint32_t n_shards, const uint8_t whol
     return 0;
 }
 
-void h2t_extract_set_free(h2t_extract_set *s)
+void h2t_store_set_free(h2t_store_set *s)
 {
     if (!s)
         return;
@@ -68,14 +120,14 @@ void h2t_extract_set_free(h2t_extract_set *s)
     s->shards = NULL;
 }
 
-int h2t_extract_set_read(const char *path, h2t_extract_set *out)
+int h2t_store_set_read(const char *path, h2t_store_set *out)
 {
     char file[4200], base[4200];
     struct stat sb;
     if (stat(path, &sb) < 0)
         return h2t_err_set(H2T_ENOTFOUND, "store set %s: %s", path, strerror(errno));
     if (S_ISDIR(sb.st_mode))
-        snprintf(file, sizeof file, "%s/%s", path, H2T_EXTRACT_SET_MANIFEST);
+        snprintf(file, sizeof file, "%s/%s", path, H2T_STORE_SET_MANIFEST);
     else
         snprintf(file, sizeof file, "%s", path);
     snprintf(base, sizeof base, "%s", file);
@@ -88,7 +140,7 @@ int h2t_extract_set_read(const char *path, h2t_extract_set *out)
     if (!f)
         return h2t_err_set(errno == ENOENT ? H2T_ENOTFOUND : H2T_EIO, "store set manifest %s: %s",
                            file, strerror(errno));
-    h2t_extract_set s;
+    h2t_store_set s;
     memset(&s, 0, sizeof s);
     int rc = 0;
     char line[5000], hex[65] = "";
@@ -119,8 +171,12 @@ int h2t_extract_set_read(const char *path, h2t_extract_set *out)
         } else if (sscanf(line, "samples %u%n", &a, &used) == 1 && !line[used]) {
             s.n_samples = a;
             got |= 2;
+        } else if (sscanf(line, "batch %u%n", &a, &used) == 1 && !line[used]) {
+            if (a == 0 || a > 4096)
+                rc = h2t_err_set(H2T_ECORRUPT, "%s line %u: batch %u (1..4096)", file, lineno, a);
+            s.batch = a;
         } else if (sscanf(line, "shards %u%n", &a, &used) == 1 && !line[used]) {
-            if (s.shards || a == 0 || a > H2T_EXTRACT_SET_MAX_SHARDS) {
+            if (s.shards || a == 0 || a > H2T_STORE_SET_MAX_SHARDS) {
                 rc = h2t_err_set(H2T_ECORRUPT, "%s line %u: shards %u", file, lineno, a);
                 break;
             }
@@ -143,7 +199,7 @@ int h2t_extract_set_read(const char *path, h2t_extract_set *out)
                                  a);
             else {
                 uint32_t lo, hi;
-                h2t_extract_shard_range(s.n_samples, a, s.n_shards, &lo, &hi);
+                h2t_store_shard_range(s.n_samples, a, s.n_shards, &lo, &hi);
                 if (b != lo || c != hi)
                     rc = h2t_err_set(H2T_ECORRUPT,
                                      "%s line %u: shard %u covers %u..%u, its range of %u "
@@ -171,7 +227,7 @@ int h2t_extract_set_read(const char *path, h2t_extract_set *out)
         if (!s.shards[i].path[0])
             rc = h2t_err_set(H2T_ECORRUPT, "%s: shard %u/%u is missing", file, i, s.n_shards);
     if (rc < 0) {
-        h2t_extract_set_free(&s);
+        h2t_store_set_free(&s);
         return rc;
     }
     *out = s;
