@@ -18,7 +18,26 @@ static const char compare_help[] =
     "Finished train jobs side by side: task, method, test and mean CV validation accuracy,\n"
     "the chosen lambda and keep fraction, features kept of all looked at, how the kept\n"
     "features spread over depth (quarters of the layer list, input side first: Q1/Q2/Q3/Q4;\n"
-    "the layer's name for a one-layer probe), and the job's wall time.\n";
+    "the layer's name for a one-layer probe), the job's wall time, and notes: knn's k, the\n"
+    "Adam optimiser, head2toe's final-head L2 when CV chose it (--final-l2s) and whole-layer\n"
+    "scoring (--select-group layer).\n";
+
+/* The options a row's other columns do not show. */
+static void notes(const h2t_result *r, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[0] = 0;
+    if (r->method == H2T_METHOD_KNN)
+        n += (size_t)snprintf(out + n, cap - n, "k %u ", r->knn_k);
+    if (r->optimizer == H2T_OPT_ADAM && n < cap)
+        n += (size_t)snprintf(out + n, cap - n, "adam ");
+    if (r->method == H2T_METHOD_HEAD2TOE && r->final_l2s && n < cap)
+        n += (size_t)snprintf(out + n, cap - n, "final-L2 %g ", r->final_l2);
+    if (r->method == H2T_METHOD_HEAD2TOE && r->select_group == H2T_SELECT_LAYER && n < cap)
+        n += (size_t)snprintf(out + n, cap - n, "whole-layers ");
+    if (n && n <= cap)
+        out[n - 1] = 0; /* the trailing space */
+}
 
 /* Kept features per quarter of the layer list (depth order). */
 static void quarters(const h2t_result *r, uint64_t q[4])
@@ -57,8 +76,8 @@ int h2t_cmd_compare(int argc, char **argv)
     if (cli.json)
         printf("[");
     else
-        printf("%-5s %-16s %-13s %7s %7s %8s %6s %15s %-23s %7s\n", "job", "task", "method",
-               "test%", "val%", "lambda", "keep", "kept/D", "kept Q1/Q2/Q3/Q4", "time");
+        printf("%-5s %-16s %-13s %7s %7s %8s %6s %15s %-23s %7s  %s\n", "job", "task", "method",
+               "test%", "val%", "lambda", "keep", "kept/D", "kept Q1/Q2/Q3/Q4", "time", "notes");
     for (int i = 0; i < cli.npos; i++) {
         h2t_msg jreq = {.type = H2T_MSG_GET_JOB}, jrep, rreq = {.type = H2T_MSG_GET_RESULT}, rrep;
         jreq.u.job_ref.job = ids[i];
@@ -89,7 +108,8 @@ int h2t_cmd_compare(int argc, char **argv)
                           : r->t_total;
         uint64_t q[4];
         quarters(r, q);
-        char method[24]; /* auto's results name the method it chose */
+        char method[24], note[96]; /* auto's results name the method it chose */
+        notes(r, note, sizeof(note));
         snprintf(method, sizeof(method), "%s%s", r->n_auto ? "auto:" : "",
                  h2t_cli_method_name((int)r->method));
         if (cli.json) {
@@ -97,9 +117,11 @@ int h2t_cmd_compare(int argc, char **argv)
             h2t_json_str(stdout, task);
             printf(", \"method\": \"%s\", \"test_acc\": %.6f, \"val_acc\": %.6f, \"lambda\": %g, "
                    "\"keep\": %g, \"kept\": %u, \"dim\": %" PRIu64 ", \"kept_quarters\": [%" PRIu64
-                   ", %" PRIu64 ", %" PRIu64 ", %" PRIu64 "], \"seconds\": %.2f}",
+                   ", %" PRIu64 ", %" PRIu64 ", %" PRIu64 "], \"seconds\": %.2f, \"notes\": ",
                    method, r->test_acc, r->val_acc, r->lambda, r->keep, r->n_kept, r->total_dim,
                    q[0], q[1], q[2], q[3], secs);
+            h2t_json_str(stdout, note);
+            printf("}");
         } else {
             char kept[32], qs[48], keep[16];
             snprintf(kept, sizeof(kept), "%u/%" PRIu64, r->n_kept, r->total_dim);
@@ -113,9 +135,9 @@ int h2t_cmd_compare(int argc, char **argv)
                 snprintf(keep, sizeof(keep), "%g", r->keep);
             else
                 snprintf(keep, sizeof(keep), "-");
-            printf("%-5" PRIu64 " %-16.16s %-13s %7.2f %7.2f %8g %6s %15s %-23.23s %6.1fs\n",
+            printf("%-5" PRIu64 " %-16.16s %-13s %7.2f %7.2f %8g %6s %15s %-23.23s %6.1fs  %s\n",
                    ids[i], task, method, 100 * r->test_acc, 100 * r->val_acc, r->lambda, keep, kept,
-                   qs, secs);
+                   qs, secs, note);
         }
         h2t_result_destroy(r);
         h2t_msg_free(&jrep);

@@ -1110,6 +1110,21 @@ TEST_TIMEOUT(server_cli_new_methods, 120)
     ASSERT_CONTAINS(out, "ncm");
     ASSERT_CONTAINS(out, "layer");
     ASSERT_CONTAINS(out, "auto:");
+    ASSERT_CONTAINS(out, "notes");
+    ASSERT_CONTAINS(out, "  k "); /* knn's k in its notes */
+    /* head2toe's new options through the command line, the server and compare */
+    unsigned long long hid = 0;
+    ASSERT_EQ(run_cli(out, sizeof(out),
+                      "train --server %s --task t3 --method head2toe --folds 3 --keep 0.5,1 "
+                      "--final-l2s 1e-6,1e-2 --select-group layer --wait --json",
+                      t.addr),
+              0);
+    ASSERT_EQ(sscanf(strstr(out, "\"id\": "), "\"id\": %llu", &hid), 1);
+    ASSERT_EQ(run_cli(out, sizeof(out), "compare --server %s %llu", t.addr, hid), 0);
+    ASSERT_CONTAINS(out, "final-L2 ");
+    ASSERT_CONTAINS(out, "whole-layers");
+    ASSERT_EQ(run_cli(out, sizeof(out), "compare --server %s %llu --json", t.addr, hid), 0);
+    ASSERT_CONTAINS(out, "whole-layers\"}");
     ASSERT_EQ(run_cli(out, sizeof(out), "report --server %s %llu --out l.svg", t.addr, ids[2]), 0);
     ASSERT_CONTAINS(out, "probe CV accuracy per layer");
     ASSERT_CONTAINS(out, "<- chosen");
@@ -1197,6 +1212,18 @@ TEST(server_cli_train_options)
               (1u << H2T_METHOD_LINEAR) | (1u << H2T_METHOD_NCM) | (1u << H2T_METHOD_LAYER));
     ASSERT_EQ(rep.u.job.spec.spec.cv_repeats, 2);
     ASSERT_EQ(rep.u.job.spec.spec.fold_kind, H2T_FOLDS_STRATIFIED);
+    h2t_msg_free(&rep);
+    ASSERT_EQ(run_cli(out, sizeof(out),
+                      "train --server %s --task t3 --final-l2s 1e-6,1e-3 --select-group layer",
+                      t.addr),
+              0);
+    ASSERT_EQ(sscanf(out, "job %llu queued", &id), 1);
+    q.u.job_ref.job = id;
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_JOB, &rep));
+    ASSERT_EQ(rep.u.job.spec.spec.method, H2T_METHOD_HEAD2TOE);
+    ASSERT_EQ(rep.u.job.spec.spec.n_final_l2s, 2);
+    ASSERT(rep.u.job.spec.spec.final_l2s[0] == 1e-6 && rep.u.job.spec.spec.final_l2s[1] == 1e-3);
+    ASSERT_EQ(rep.u.job.spec.spec.select_group, H2T_SELECT_LAYER);
     h2t_msg_free(&rep);
     /* a spec the solver refuses is refused at submit, naming the option */
     ASSERT_EQ(run_cli(out, sizeof(out),
