@@ -9,12 +9,19 @@
  *   (c) the full Head2Toe search: 5 folds x 2 lambdas x 5 keeps + final head
  *   plus OpenBLAS sgemm's peak (1000^2 x 4096) next to the solver's effective GFLOP/s.
  *   build/bench/solver [n_train n_test layers dim classes]   (peers need python3-sklearn, glmnet)
+ * Jobs as the service runs them, on a stored task (h2t_solver_run, the method's defaults):
+ *   --job METHOD --store DIR --task NAME [--threads T]: one job, one "job" line (wall and CPU
+ *   time, the choice, CV and test accuracy);
+ *   --vs REF --job M1[,M2] --store DIR --task NAME [--rounds R]: the same jobs built from the
+ *   git commit REF (its library, this bench's source, in a temporary directory) and from this
+ *   build, run alternately in child processes, medians and ranges of each side.
  */
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "common/blas.h"
@@ -168,15 +175,202 @@ static void usage(void)
 {
     fprintf(stderr, "usage: build/bench/solver [n_train n_test layers dim classes] [--parts abc] "
                     "[--no-peers] [--threads T] [--label-noise P] [--signal A] [--every E] "
-                    "[--store DIR [--extraction ID]]\n");
+                    "[--store DIR [--extraction ID]]\n"
+                    "       build/bench/solver --job METHOD[,METHOD] --store DIR --task NAME "
+                    "[--threads T] [--vs REF [--rounds R]]\n");
+}
+
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+           1e-6 * (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
+/* One job on a stored task with the method's defaults, as the service runs it: one line
+ * "job METHOD TASK wall W cpu C load L cv V final F lambda X keep K kept N val A test B". */
+static int run_job(const char *dir, const char *task_name, const char *method, int threads)
+{
+    uint32_t m;
+    if (h2t_method_parse(method, &m) < 0) {
+        fprintf(stderr, "bench solver: unknown method %s\n", method);
+        return 2;
+    }
+    h2t_store *st = NULL;
+    h2t_task *task = NULL;
+    h2t_result *r = NULL;
+    int rc = h2t_store_open(dir, H2T_STORE_RDONLY, &st);
+    if (rc == 0)
+        rc = h2t_store_task_get(st, task_name, &task);
+    h2t_train_spec spec;
+    h2t_train_spec_default(&spec, m);
+    spec.threads = (uint32_t)threads;
+    double c0 = cpu_seconds(), t0 = h2t_now_s();
+    if (rc == 0)
+        rc = h2t_solver_run(st, task, &spec, NULL, NULL, NULL, &r);
+    double wall = h2t_now_s() - t0, cpu = cpu_seconds() - c0;
+    if (rc < 0) {
+        fprintf(stderr, "bench solver: %s on %s: %s: %s\n", method, task_name, h2t_strerror(rc),
+                h2t_err_detail());
+    } else {
+        printf("job %s %s wall %.3f cpu %.3f load %.3f cv %.3f final %.3f lambda %g keep %g kept "
+               "%u val %.4f test %.4f\n",
+               method, task_name, wall, cpu, r->t_load, r->t_cv, r->t_final, r->lambda, r->keep,
+               r->n_kept, r->val_acc, r->test_acc);
+    }
+    h2t_result_destroy(r);
+    h2t_task_destroy(task);
+    h2t_store_close(st);
+    return rc < 0 ? 1 : 0;
+}
+
+typedef struct job_run {
+    double wall, cpu, load, cv, final, lambda, keep, val, test;
+    unsigned kept;
+} job_run;
+
+static int dbl_cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(double), dbl_cmp);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void cpu_model(char *out, size_t len)
+{
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[512];
+    snprintf(out, len, "unknown");
+    while (f && fgets(line, sizeof(line), f))
+        if (!strncmp(line, "model name", 10) && strchr(line, ':')) {
+            snprintf(out, len, "%s", strchr(line, ':') + 2);
+            out[strcspn(out, "\n")] = 0;
+            break;
+        }
+    if (f)
+        fclose(f);
+}
+
+/* The baseline: REF's tree (git archive) in a temporary directory, its library built there
+ * with this bench's source next to it. Writes the binary's path. */
+static int build_baseline(const char *ref, char *bin, size_t len, char *tmp, size_t tlen)
+{
+    char cmd[8192];
+    snprintf(tmp, tlen, "/tmp/h2t-bench-base-XXXXXX");
+    if (!mkdtemp(tmp))
+        return -1;
+    snprintf(cmd, sizeof(cmd),
+             "set -e; git archive --format=tar %s | tar -x -C %s && cp bench/solver.c "
+             "%s/bench/solver.c && "
+             "make -s -C %s -j2 build/bench/solver >%s/build.log 2>&1 || "
+             "{ echo 'bench solver: building %s failed, see %s/build.log' >&2; exit 1; }",
+             ref, tmp, tmp, tmp, tmp, ref, tmp);
+    if (system(cmd) != 0)
+        return -1;
+    snprintf(bin, len, "%s/build/bench/solver", tmp);
+    return 0;
+}
+
+static int run_child(const char *bin, const char *dir, const char *task, const char *method,
+                     int threads, job_run *out)
+{
+    char cmd[8192], line[1024];
+    snprintf(cmd, sizeof(cmd), "%s --store '%s' --task '%s' --job %s --threads %d", bin, dir, task,
+             method, threads);
+    FILE *p = popen(cmd, "r");
+    int got = 0;
+    while (p && fgets(line, sizeof(line), p)) {
+        char mm[64], tt[256];
+        got |= sscanf(line,
+                      "job %63s %255s wall %lf cpu %lf load %lf cv %lf final %lf lambda %lf keep "
+                      "%lf kept %u val %lf test %lf",
+                      mm, tt, &out->wall, &out->cpu, &out->load, &out->cv, &out->final,
+                      &out->lambda, &out->keep, &out->kept, &out->val, &out->test) == 12;
+    }
+    int st = p ? pclose(p) : -1;
+    return st == 0 && got ? 0 : -1;
+}
+
+/* Alternate the baseline and this build R rounds (ABAB.. then BABA..: each side first half the
+ * time), every job in its own process; print each run and the medians. */
+static int run_vs(const char *ref, const char *self, const char *dir, const char *task,
+                  const char *methods, int threads, int rounds)
+{
+    char base[4096], tmp[256], cpu[256], mlist[256];
+    double la[3];
+    cpu_model(cpu, sizeof(cpu));
+    if (getloadavg(la, 3) < 0)
+        la[0] = la[1] = la[2] = -1;
+    printf("bench solver --vs %s: CPU %s, %ld CPU(s) online, load average %.2f %.2f %.2f at the "
+           "start; task %s of %s; %d BLAS thread(s); %d round(s)\n",
+           ref, cpu, sysconf(_SC_NPROCESSORS_ONLN), la[0], la[1], la[2], task, dir, threads,
+           rounds);
+    if (build_baseline(ref, base, sizeof(base), tmp, sizeof(tmp)) < 0)
+        return 1;
+    snprintf(mlist, sizeof(mlist), "%s", methods);
+    int rc = 0;
+    for (char *save = NULL, *m = strtok_r(mlist, ",", &save); m && !rc;
+         m = strtok_r(NULL, ",", &save)) {
+        job_run runs[2][64];
+        int n = rounds > 64 ? 64 : rounds;
+        for (int r = 0; r < n && !rc; r++)
+            for (int q = 0; q < 2 && !rc; q++) {
+                int side = (q + r) % 2; /* 0: baseline, 1: this build */
+                job_run *o = &runs[side][r];
+                if (run_child(side ? self : base, dir, task, m, threads, o) < 0) {
+                    fprintf(stderr, "bench solver: %s run of %s failed\n",
+                            side ? "this build's" : "the baseline's", m);
+                    rc = 1;
+                    break;
+                }
+                if (getloadavg(la, 3) < 0)
+                    la[0] = -1;
+                printf("  %-8s %-9s round %d: wall %8.2f s  cpu %8.2f s  (cv %.2f, final %.2f)  "
+                       "lambda %g keep %g kept %u  val %.2f%%  test %.2f%%  load %.2f\n",
+                       m, side ? "this" : ref, r + 1, o->wall, o->cpu, o->cv, o->final, o->lambda,
+                       o->keep, o->kept, 100 * o->val, 100 * o->test, la[0]);
+            }
+        if (rc)
+            break;
+        for (int side = 0; side < 2; side++) {
+            double w[64], c[64], wl = 1e300, wh = 0, cl = 1e300, ch = 0;
+            for (int r = 0; r < n; r++) {
+                w[r] = runs[side][r].wall;
+                c[r] = runs[side][r].cpu;
+                wl = w[r] < wl ? w[r] : wl;
+                wh = w[r] > wh ? w[r] : wh;
+                cl = c[r] < cl ? c[r] : cl;
+                ch = c[r] > ch ? c[r] : ch;
+            }
+            printf("%s %s: median wall %.2f s (%.2f-%.2f), median cpu %.2f s (%.2f-%.2f), test "
+                   "%.2f%%, val %.2f%%, lambda %g keep %g\n",
+                   m, side ? "this build" : ref, median(w, n), wl, wh, median(c, n), cl, ch,
+                   100 * runs[side][0].test, 100 * runs[side][0].val, runs[side][0].lambda,
+                   runs[side][0].keep);
+        }
+    }
+    if (getloadavg(la, 3) < 0)
+        la[0] = la[1] = la[2] = -1;
+    printf("load average %.2f %.2f %.2f at the end\n", la[0], la[1], la[2]);
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp);
+    if (system(cmd) != 0)
+        fprintf(stderr, "bench solver: could not remove %s\n", tmp);
+    return rc;
 }
 
 int main(int argc, char **argv)
 {
     uint32_t num[5] = {1000, 1000, 50, 1000, 10}, nnum = 0, every = 50;
-    const char *parts = "abc", *store = NULL;
+    const char *parts = "abc", *store = NULL, *job = NULL, *task = NULL, *vs = NULL;
     uint32_t ext = 1;
-    int peers = 1, threads = 1;
+    int peers = 1, threads = 1, rounds = 3;
     double noise = 0.2, amp = 0.5;
     for (int a = 1; a < argc; a++) {
         if (!strcmp(argv[a], "--parts") && a + 1 < argc)
@@ -185,6 +379,14 @@ int main(int argc, char **argv)
             store = argv[++a];
         else if (!strcmp(argv[a], "--extraction") && a + 1 < argc)
             ext = (uint32_t)atoi(argv[++a]);
+        else if (!strcmp(argv[a], "--job") && a + 1 < argc)
+            job = argv[++a];
+        else if (!strcmp(argv[a], "--task") && a + 1 < argc)
+            task = argv[++a];
+        else if (!strcmp(argv[a], "--vs") && a + 1 < argc)
+            vs = argv[++a];
+        else if (!strcmp(argv[a], "--rounds") && a + 1 < argc)
+            rounds = atoi(argv[++a]);
         else if (!strcmp(argv[a], "--no-peers"))
             peers = 0;
         else if (!strcmp(argv[a], "--threads") && a + 1 < argc)
@@ -202,9 +404,20 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (threads < 1 || !every) {
+    if (threads < 1 || !every || rounds < 1 || ((job || vs) && (!job || !store || !task))) {
         usage();
         return 2;
+    }
+    if (job) {
+        setvbuf(stdout, NULL, _IOLBF, 0);
+        h2t_blas_threads(threads);
+        if (vs)
+            return run_vs(vs, argv[0], store, task, job, threads, rounds);
+        if (strchr(job, ',')) {
+            usage();
+            return 2;
+        }
+        return run_job(store, task, job, threads);
     }
     if (store && nnum < 2)
         num[1] = 2000; /* the demo protocol: 1000 train, 2000 test */
