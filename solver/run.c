@@ -5,6 +5,7 @@
  * over the method's grid, the final head and its evaluation.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -261,6 +262,17 @@ static int check_cancel(job *j)
     if (h2t_solver__cancelled(&j->o))
         return h2t_err_set(H2T_ECANCELED, "job cancelled (%s)", j->stage);
     return 0;
+}
+
+/* Threads for `units` independent pieces of a job: spec.threads, else OpenBLAS's thread count,
+ * at most cap and units; one when row-sharded. */
+static uint32_t job_threads(const job *j, uint32_t units, uint32_t cap)
+{
+    if (j->o.red) /* row-sharded: every participant makes the same reductions in one order */
+        return 1;
+    uint32_t T = j->spec->threads ? j->spec->threads : (uint32_t)h2t_blas_threads_get();
+    T = T < 1 ? 1 : T > cap ? cap : T;
+    return T > units ? (units ? units : 1) : T;
 }
 
 /* L2-normalise each layer's block of each row (double accumulation; zero stays zero). */
@@ -540,6 +552,104 @@ out:
     return rc;
 }
 
+/* The columns of a head2toe cell with keep fraction keep: keep_count, and with whole-layer
+ * selection rounded up to the end of a layer (lcum: columns of the first l + 1 layers in
+ * ranking order). */
+static uint32_t cell_cols(const job *j, double keep, const uint32_t *lcum)
+{
+    uint32_t kc = keep_count(j->D, keep);
+    if (j->spec->select_group == H2T_SELECT_LAYER) /* whole layers: round up */
+        for (uint32_t l = 0; l < j->n_layers; l++)
+            if (lcum[l] >= kc)
+                return lcum[l];
+    return kc;
+}
+
+/* The CV heads of one lambda (head2toe): cell ki's head on the first cell_cols columns of
+ * order (final L2 j->kfl2[ki] when the keep axis has final L2s), its validation accuracy in
+ * acc[ki]. The heads are independent: threads take them largest first from a shared counter; each
+ * head's numbers do not depend on which thread fits it. */
+#define HEAD_THREADS_MAX 16
+
+typedef struct heads_work {
+    job *j; /* read only while the threads run */
+    const float *X, *Xva;
+    const uint32_t *y, *yva, *order, *lcum;
+    uint32_t n, nva, nk;
+    const double *kp;
+    double *acc;
+    atomic_uint next;
+    atomic_int rc;       /* the first error */
+    char err[512];       /* its detail */
+    atomic_flag claimed; /* err written */
+} heads_work;
+
+static void heads_run(heads_work *w)
+{
+    for (;;) {
+        uint32_t q = atomic_fetch_add(&w->next, 1);
+        if (q >= w->nk || atomic_load(&w->rc) < 0)
+            return;
+        uint32_t ki = w->nk - 1 - q; /* the largest keep first */
+        head h = {0};
+        uint32_t corr = 0;
+        int rc = check_cancel(w->j);
+        if (rc == 0)
+            rc =
+                fit_on_subset(w->j, w->X, w->y, w->n, w->order, cell_cols(w->j, w->kp[ki], w->lcum),
+                              w->j->kfl2 ? w->j->kfl2[ki] : w->j->spec->final_l2, &h);
+        if (rc == 0)
+            rc = head_correct(w->j, &h, w->Xva, w->yva, w->nva, &corr);
+        head_free(&h);
+        if (rc < 0) {
+            if (!atomic_flag_test_and_set(&w->claimed)) {
+                snprintf(w->err, sizeof(w->err), "%s", h2t_err_detail());
+                atomic_store(&w->rc, rc);
+            }
+            return;
+        }
+        w->acc[ki] = frac_all(w->j, corr, w->nva, NULL); /* row-sharded: over everyone's rows */
+    }
+}
+
+static void *heads_thread(void *arg)
+{
+    heads_run(arg);
+    return NULL;
+}
+
+static int heads_parallel(job *j, const float *X, const uint32_t *y, uint32_t n, const float *Xva,
+                          const uint32_t *yva, uint32_t nva, const uint32_t *order,
+                          const uint32_t *lcum, const double *kp, uint32_t nk, double *acc)
+{
+    heads_work w = {.j = j,
+                    .X = X,
+                    .Xva = Xva,
+                    .y = y,
+                    .yva = yva,
+                    .order = order,
+                    .lcum = lcum,
+                    .n = n,
+                    .nva = nva,
+                    .nk = nk,
+                    .kp = kp,
+                    .acc = acc};
+    atomic_init(&w.next, 0);
+    atomic_init(&w.rc, 0);
+    atomic_flag_clear(&w.claimed);
+    uint32_t T = job_threads(j, nk, HEAD_THREADS_MAX);
+    pthread_t tid[HEAD_THREADS_MAX];
+    uint32_t started = 1;
+    for (; started < T; started++)
+        if (pthread_create(&tid[started], NULL, heads_thread, &w) != 0)
+            break;
+    heads_run(&w);
+    for (uint32_t q = 1; q < started; q++)
+        pthread_join(tid[q], NULL);
+    int rc = atomic_load(&w.rc);
+    return rc < 0 ? h2t_err_set(rc, "%s", w.err) : 0;
+}
+
 /* Every cell of the (sorted) grid on one split. Xva may be NULL (final fit: nl = nk = 1,
  * the head goes to *final). acc: nl x nk. */
 static int run_cells(job *j, const float *X, const uint32_t *y, uint32_t n, const float *Xva,
@@ -702,18 +812,20 @@ static int run_cells(job *j, const float *X, const uint32_t *y, uint32_t n, cons
                     order[q] = keys[q].j;
             }
         }
+        if (selecting && Xva && !final && nk > 1) { /* the CV heads of this lambda, threaded */
+            if ((rc = heads_parallel(j, X, y, n, Xva, yva, nva, order, lcum, kp, nk,
+                                     acc + li * nk)) < 0)
+                goto out;
+            unit += nk;
+            report(j, (double)unit / units);
+            continue;
+        }
         for (uint32_t ki = 0; ki < nk; ki++) {
             if ((rc = check_cancel(j)) < 0)
                 goto out;
             if (selecting) {
-                uint32_t kc = keep_count(D, kp[ki]);
-                if (s->select_group == H2T_SELECT_LAYER) /* whole layers: round up */
-                    for (uint32_t l = 0; l < j->n_layers; l++)
-                        if (lcum[l] >= kc) {
-                            kc = lcum[l];
-                            break;
-                        }
-                rc = fit_on_subset(j, X, y, n, order, kc, j->kfl2 ? j->kfl2[ki] : s->final_l2, &h);
+                rc = fit_on_subset(j, X, y, n, order, cell_cols(j, kp[ki], lcum),
+                                   j->kfl2 ? j->kfl2[ki] : s->final_l2, &h);
                 if (rc < 0)
                     goto out;
             } else {
@@ -1406,6 +1518,67 @@ static int job_gram(job *j)
     return h2t_solver__gram(j->X, j->n_tr, j->D, j->gram);
 }
 
+/* method layer: the probes of some layers, run by one thread. */
+#define LAYER_THREADS_MAX 16
+
+typedef struct layer_work {
+    job *j; /* read only while the threads run */
+    const cvplan *p;
+    const h2t_train_spec *spec;
+    uint32_t first, step; /* layers first, first + step, ... */
+    int report;           /* 1: this thread reports progress (the job's own thread only) */
+    double pbase, pspan;
+    h2t_result *r; /* the curve entries of its layers */
+    job best;      /* its best layer's sub-job (best.X NULL: none yet) and table */
+    cvtab tab;
+    double best_acc;
+    uint32_t best_l;
+    int rc;
+    char err[512];
+} layer_work;
+
+static void layer_run(layer_work *w)
+{
+    const job *j = w->j;
+    for (uint32_t l = w->first; l < j->n_layers; l += w->step) {
+        job lj;
+        cvtab lt;
+        double span = w->pspan / j->n_layers;
+        memset(&lt, 0, sizeof(lt));
+        int rc = subjob(j, &l, 1, w->spec, &lj);
+        if (!w->report)
+            lj.progress = NULL;
+        if (rc == 0 && (rc = job_gram(&lj)) == 0)
+            rc = cv_run(&lj, w->p, w->pbase + span * l, span, &lt);
+        if (rc < 0) {
+            w->rc = rc;
+            snprintf(w->err, sizeof(w->err), "%s", h2t_err_detail());
+            job_free(&lj);
+            tab_free(&lt);
+            return;
+        }
+        w->r->curve_layers[l] = j->lid[l];
+        w->r->curve_acc[l] = lt.mean[lt.best];
+        if (lt.mean[lt.best] > w->best_acc) {
+            w->best_acc = lt.mean[lt.best];
+            w->best_l = l;
+            job_free(&w->best);
+            tab_free(&w->tab);
+            w->best = lj;
+            w->tab = lt;
+        } else {
+            job_free(&lj);
+            tab_free(&lt);
+        }
+    }
+}
+
+static void *layer_thread(void *arg)
+{
+    layer_run(arg);
+    return NULL;
+}
+
 /* One candidate's CV on the plan: the job itself (every-layer methods) or a sub-job of the
  * probe layer (linear, knn), its table in *t and its job in *sj (sj->X NULL: j itself). For
  * layer: every layer's probe, the best layer's job and table, the curve in r. */
@@ -1437,32 +1610,52 @@ static int candidate_cv(job *j, const cvplan *p, const h2t_train_spec *spec, dou
     r->curve_acc = malloc(j->n_layers * sizeof(double));
     if (!r->curve_layers || !r->curve_acc)
         return h2t_err_set(H2T_ENOMEM, "layer curve");
-    double best_acc = -1;
-    for (uint32_t l = 0; l < j->n_layers; l++) {
-        job lj;
-        cvtab lt;
-        double span = pspan / j->n_layers;
-        if ((rc = subjob(j, &l, 1, spec, &lj)) < 0 || (rc = job_gram(&lj)) < 0 ||
-            (rc = cv_run(&lj, p, pbase + span * l, span, &lt)) < 0) {
-            job_free(&lj);
-            tab_free(&lt);
-            return rc;
-        }
-        r->curve_layers[l] = j->lid[l];
-        r->curve_acc[l] = lt.mean[lt.best];
-        r->n_curve = l + 1;
-        if (lt.mean[lt.best] > best_acc) { /* ties: the shallower layer */
-            best_acc = lt.mean[lt.best];
-            job_free(sj);
-            tab_free(t);
-            *sj = lj;
-            *t = lt;
+    /* the probes are independent: layer l goes to thread l mod T (this thread is thread 0 and
+     * alone reports progress); each thread keeps its best layer (ties: the shallower, as it goes
+     * up), then the best of those wins (ties: the shallower): the layer one loop would pick */
+    uint32_t T = job_threads(j, j->n_layers, LAYER_THREADS_MAX);
+    layer_work w[LAYER_THREADS_MAX];
+    pthread_t tid[LAYER_THREADS_MAX];
+    int running[LAYER_THREADS_MAX] = {0};
+    for (uint32_t q = 0; q < T; q++)
+        w[q] = (layer_work){.j = j,
+                            .p = p,
+                            .spec = spec,
+                            .first = q,
+                            .step = T,
+                            .report = q == 0,
+                            .pbase = pbase,
+                            .pspan = pspan,
+                            .r = r,
+                            .best_acc = -1};
+    for (uint32_t q = 1; q < T; q++)
+        running[q] = pthread_create(&tid[q], NULL, layer_thread, &w[q]) == 0;
+    for (uint32_t q = 0; q < T; q++) /* this thread's layers, and those of a thread not started */
+        if (!q || !running[q])
+            layer_run(&w[q]);
+    for (uint32_t q = 1; q < T; q++)
+        if (running[q])
+            pthread_join(tid[q], NULL);
+    uint32_t win = T;
+    for (uint32_t q = 0; q < T; q++) {
+        if (w[q].rc < 0 && rc == 0)
+            rc = h2t_err_set(w[q].rc, "%s", w[q].err);
+        if (w[q].best.X && (win == T || w[q].best_acc > w[win].best_acc ||
+                            (w[q].best_acc == w[win].best_acc && w[q].best_l < w[win].best_l)))
+            win = q;
+    }
+    for (uint32_t q = 0; q < T; q++) {
+        if (rc == 0 && q == win) {
+            *sj = w[q].best;
+            *t = w[q].tab;
         } else {
-            job_free(&lj);
-            tab_free(&lt);
+            job_free(&w[q].best);
+            tab_free(&w[q].tab);
         }
     }
-    return 0;
+    if (rc == 0)
+        r->n_curve = j->n_layers;
+    return rc;
 }
 
 /* The spec auto runs candidate m with: that method's defaults, and auto's shared options. */

@@ -2,6 +2,7 @@
  * selection (stratified and contiguous folds, repeats, the one-standard-error rule). */
 #include <sys/stat.h>
 
+#include "common/blas.h"
 #include "common/err.h"
 #include "common/util.h"
 #include "solver/internal.h"
@@ -585,6 +586,41 @@ TEST(solver_heads_deterministic)
         h2t_result_destroy(a);
         h2t_result_destroy(b);
         h2t_result_destroy(c);
+    }
+    task_free(&t);
+}
+
+/* The job's threads (layer probes and head2toe's CV heads split over spec.threads): the same
+ * choices, CV tables and test accuracy as one thread. */
+TEST(solver_heads_threads_same_result)
+{
+    task t;
+    task_make(&t, 70, 30, 5, 6, 3, 5, 1.5, 0, 41);
+    static const uint32_t methods[] = {H2T_METHOD_LAYER, H2T_METHOD_HEAD2TOE};
+    for (uint32_t m = 0; m < 2; m++) {
+        h2t_train_spec sp;
+        h2t_train_spec_default(&sp, methods[m]);
+        sp.folds = 3;
+        sp.threads = 1;
+        h2t_result *a = run(&t, &sp);
+        sp.threads = 3;
+        h2t_result *b = run(&t, &sp);
+        h2t_blas_threads(1); /* the runner's setting */
+        ASSERT(a && b);
+        ASSERT_EQ(a->n_lambdas * a->n_keeps, b->n_lambdas * b->n_keeps);
+        for (uint32_t q = 0; q < a->n_lambdas * a->n_keeps; q++)
+            ASSERT_NEAR(a->cv_acc[q], b->cv_acc[q], 1e-12);
+        ASSERT_EQ(a->n_curve, b->n_curve);
+        for (uint32_t q = 0; q < a->n_curve; q++)
+            ASSERT_NEAR(a->curve_acc[q], b->curve_acc[q], 1e-12);
+        ASSERT_EQ(a->n_layers, b->n_layers);
+        ASSERT_EQ(a->layer_ids[0], b->layer_ids[0]);
+        ASSERT_EQ(a->lambda, b->lambda);
+        ASSERT_EQ(a->keep, b->keep);
+        ASSERT_EQ(a->n_kept, b->n_kept);
+        ASSERT_EQ(a->test_correct, b->test_correct);
+        h2t_result_destroy(a);
+        h2t_result_destroy(b);
     }
     task_free(&t);
 }
