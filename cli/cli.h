@@ -63,6 +63,13 @@ int h2t_cli_double(h2t_cli *c, const char *v, double *out);
 int h2t_cli_u64_range(h2t_cli *c, const char *v, unsigned long long lo, unsigned long long hi,
                       unsigned long long *out);
 
+/* The train-spec options of h2tdb train and fit (cmd_jobs.c: --method, --lambdas, --keep,
+ * --k, --folds, --fold-kind, --cv-repeats, --one-se, --final-l2s, --select-group,
+ * --auto-methods, --optimizer, --steps, --lr, --seed, --threads) into a request spec sp (0 = the
+ * method's default); *ks_given set by --k. 1 when the current option is one of them (a bad value
+ * sets c->bad), else 0. */
+int h2t_cli_spec_option(h2t_cli *c, h2t_train_spec *sp, int *ks_given);
+
 /* Connect as the options say; prints the error and returns NULL on failure. */
 h2t_client *h2t_cli_connect(h2t_cli *c);
 /* Print "h2tdb CMD: strerror: detail" to stderr; returns 1 (the exit status). */

@@ -184,13 +184,70 @@ static const char train_usage[] =
     "when it is done. Defaults: method head2toe, the solver's grids (docs/head2toe.md), 5 folds,\n"
     "seed 0.\n";
 
+int h2t_cli_spec_option(h2t_cli *cli, h2t_train_spec *sp, int *ks_given)
+{
+    unsigned long long v;
+    if (h2t_cli_is(cli, "--method")) {
+        const char *methods[H2T_METHOD_COUNT];
+        for (uint32_t m = 0; m < H2T_METHOD_COUNT; m++)
+            methods[m] = h2t_method_name(m);
+        parse_choice(cli, methods, H2T_METHOD_COUNT, &sp->method); /* the solver's numbering */
+    } else if (h2t_cli_is(cli, "--optimizer")) {
+        static const char *const opts[] = {"fast", "adam"};
+        parse_choice(cli, opts, 2, &sp->optimizer);
+    } else if (h2t_cli_is(cli, "--lambdas"))
+        parse_list(cli, h2t_cli_value(cli), sp->lambdas, H2T_SPEC_MAX_GRID, &sp->n_lambdas);
+    else if (h2t_cli_is(cli, "--keep"))
+        parse_list(cli, h2t_cli_value(cli), sp->keeps, H2T_SPEC_MAX_GRID, &sp->n_keeps);
+    else if (h2t_cli_is(cli, "--k")) {
+        parse_list(cli, h2t_cli_value(cli), sp->lambdas, H2T_SPEC_MAX_GRID, &sp->n_lambdas);
+        *ks_given = 1;
+    } else if (h2t_cli_is(cli, "--fold-kind")) {
+        static const char *const kinds[] = {"stratified", "contiguous"};
+        uint32_t k = 0;
+        parse_choice(cli, kinds, 2, &k);
+        sp->fold_kind = k + H2T_FOLDS_STRATIFIED;
+    } else if (h2t_cli_is(cli, "--cv-repeats")) {
+        if (h2t_cli_u64_range(cli, h2t_cli_value(cli), 0, 20, &v) == 0)
+            sp->cv_repeats = (uint32_t)v;
+    } else if (h2t_cli_is(cli, "--one-se"))
+        sp->one_se = 1;
+    else if (h2t_cli_is(cli, "--final-l2s"))
+        parse_list(cli, h2t_cli_value(cli), sp->final_l2s, H2T_SPEC_MAX_GRID, &sp->n_final_l2s);
+    else if (h2t_cli_is(cli, "--select-group")) {
+        static const char *const groups[] = {"feature", "layer"};
+        uint32_t g = 0;
+        parse_choice(cli, groups, 2, &g);
+        sp->select_group = g + H2T_SELECT_FEATURE;
+    } else if (h2t_cli_is(cli, "--auto-methods")) {
+        const char *list = h2t_cli_value(cli);
+        if (list && parse_methods(cli, list, &sp->auto_methods) < 0)
+            cli->bad = 1;
+    } else if (h2t_cli_is(cli, "--folds")) {
+        if (h2t_cli_u64_range(cli, h2t_cli_value(cli), 1, 100, &v) == 0)
+            sp->folds = (uint32_t)v;
+    } else if (h2t_cli_is(cli, "--steps")) {
+        if (h2t_cli_u64_range(cli, h2t_cli_value(cli), 1, 100000000, &v) == 0)
+            sp->steps = (uint32_t)v;
+    } else if (h2t_cli_is(cli, "--threads")) {
+        if (h2t_cli_u64_range(cli, h2t_cli_value(cli), 0, 256, &v) == 0)
+            sp->threads = (uint32_t)v;
+    } else if (h2t_cli_is(cli, "--seed")) {
+        if (h2t_cli_u64(cli, h2t_cli_value(cli), &v) == 0)
+            sp->seed = v;
+    } else if (h2t_cli_is(cli, "--lr"))
+        h2t_cli_double(cli, h2t_cli_value(cli), &sp->lr);
+    else
+        return 0;
+    return 1;
+}
+
 int h2t_cmd_train(int argc, char **argv)
 {
     h2t_cli cli;
     h2t_msg req = {.type = H2T_MSG_TRAIN}, rep;
     h2t_msg_train *t = &req.u.train;
     h2t_train_spec *sp = &t->spec; /* a request: 0 = the method's default */
-    unsigned long long v;
     int wait = 0, ks_given = 0;
     sp->method = H2T_METHOD_HEAD2TOE;
     h2t_cli_init(&cli, "train", argc, argv);
@@ -199,57 +256,8 @@ int h2t_cmd_train(int argc, char **argv)
             continue;
         if (h2t_cli_is(&cli, "--task"))
             t->task = h2t_cli_value(&cli);
-        else if (h2t_cli_is(&cli, "--method")) {
-            const char *methods[H2T_METHOD_COUNT];
-            for (uint32_t m = 0; m < H2T_METHOD_COUNT; m++)
-                methods[m] = h2t_method_name(m);
-            parse_choice(&cli, methods, H2T_METHOD_COUNT, &sp->method); /* the solver's numbering */
-        } else if (h2t_cli_is(&cli, "--optimizer")) {
-            static const char *const opts[] = {"fast", "adam"};
-            parse_choice(&cli, opts, 2, &sp->optimizer);
-        } else if (h2t_cli_is(&cli, "--lambdas"))
-            parse_list(&cli, h2t_cli_value(&cli), sp->lambdas, H2T_SPEC_MAX_GRID, &sp->n_lambdas);
-        else if (h2t_cli_is(&cli, "--keep"))
-            parse_list(&cli, h2t_cli_value(&cli), sp->keeps, H2T_SPEC_MAX_GRID, &sp->n_keeps);
-        else if (h2t_cli_is(&cli, "--k")) {
-            parse_list(&cli, h2t_cli_value(&cli), sp->lambdas, H2T_SPEC_MAX_GRID, &sp->n_lambdas);
-            ks_given = 1;
-        } else if (h2t_cli_is(&cli, "--fold-kind")) {
-            static const char *const kinds[] = {"stratified", "contiguous"};
-            uint32_t k = 0;
-            parse_choice(&cli, kinds, 2, &k);
-            sp->fold_kind = k + H2T_FOLDS_STRATIFIED;
-        } else if (h2t_cli_is(&cli, "--cv-repeats")) {
-            if (h2t_cli_u64_range(&cli, h2t_cli_value(&cli), 0, 20, &v) == 0)
-                sp->cv_repeats = (uint32_t)v;
-        } else if (h2t_cli_is(&cli, "--one-se"))
-            sp->one_se = 1;
-        else if (h2t_cli_is(&cli, "--final-l2s"))
-            parse_list(&cli, h2t_cli_value(&cli), sp->final_l2s, H2T_SPEC_MAX_GRID,
-                       &sp->n_final_l2s);
-        else if (h2t_cli_is(&cli, "--select-group")) {
-            static const char *const groups[] = {"feature", "layer"};
-            uint32_t g = 0;
-            parse_choice(&cli, groups, 2, &g);
-            sp->select_group = g + H2T_SELECT_FEATURE;
-        } else if (h2t_cli_is(&cli, "--auto-methods")) {
-            const char *list = h2t_cli_value(&cli);
-            if (list && parse_methods(&cli, list, &sp->auto_methods) < 0)
-                cli.bad = 1;
-        } else if (h2t_cli_is(&cli, "--folds")) {
-            if (h2t_cli_u64_range(&cli, h2t_cli_value(&cli), 1, 100, &v) == 0)
-                sp->folds = (uint32_t)v;
-        } else if (h2t_cli_is(&cli, "--steps")) {
-            if (h2t_cli_u64_range(&cli, h2t_cli_value(&cli), 1, 100000000, &v) == 0)
-                sp->steps = (uint32_t)v;
-        } else if (h2t_cli_is(&cli, "--threads")) {
-            if (h2t_cli_u64_range(&cli, h2t_cli_value(&cli), 0, 256, &v) == 0)
-                sp->threads = (uint32_t)v;
-        } else if (h2t_cli_is(&cli, "--seed")) {
-            if (h2t_cli_u64(&cli, h2t_cli_value(&cli), &v) == 0)
-                sp->seed = v;
-        } else if (h2t_cli_is(&cli, "--lr"))
-            h2t_cli_double(&cli, h2t_cli_value(&cli), &sp->lr);
+        else if (h2t_cli_spec_option(&cli, sp, &ks_given))
+            continue;
         else if (h2t_cli_is(&cli, "--retrain"))
             t->retrain = 1;
         else if (h2t_cli_is(&cli, "--wait"))

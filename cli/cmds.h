@@ -23,6 +23,7 @@ int h2t_cmd_serve(int argc, char **argv); /* service: cli/cmd_serve.c, cmd_jobs.
 int h2t_cmd_task(int argc, char **argv);
 int h2t_cmd_tasks(int argc, char **argv);
 int h2t_cmd_train(int argc, char **argv);
+int h2t_cmd_fit(int argc, char **argv); /* cli/cmd_fit.c */
 int h2t_cmd_job(int argc, char **argv);
 int h2t_cmd_jobs(int argc, char **argv);
 int h2t_cmd_cancel(int argc, char **argv);
@@ -49,6 +50,8 @@ int h2t_cmd_mpi_check(int argc, char **argv); /* cli/cmd_mpi.c */
         {"task", "create a task (labels and sample lists) on a server", h2t_cmd_task},             \
         {"tasks", "list the tasks of a server", h2t_cmd_tasks},                                    \
         {"train", "submit a train job (linear, all, head2toe) [--wait]", h2t_cmd_train},           \
+        {"fit", "train a head on a stored task without a server [--mpi: row-sharded]",             \
+         h2t_cmd_fit},                                                                             \
         {"job", "show or --watch one job", h2t_cmd_job},                                           \
         {"jobs", "list the jobs of a server", h2t_cmd_jobs},                                       \
         {"cancel", "cancel a queued or running job", h2t_cmd_cancel},                              \

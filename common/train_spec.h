@@ -90,7 +90,8 @@ typedef struct h2t_train_spec {
     double final_l2;        /* ridge of "unregularised" heads (default 1e-6), see solver.h */
     uint32_t path_len;      /* fast path: lambda path points from lambda_max (default 20) */
     uint32_t threads;       /* OpenBLAS threads, 0 = leave as is (at most 256) */
-    uint64_t mem_limit;     /* bytes the design matrix may use, 0 = available memory */
+    uint64_t mem_limit;     /* memory budget of the design matrix, 0 = available memory;
+                               above it the matrix lies in a file-backed mapping */
     uint32_t fold_kind;     /* H2T_FOLDS_* (default stratified) */
     uint32_t cv_repeats;    /* CV repeated with other fold seeds, averaged; 0 = 3 when the
                                training set has fewer than 500 samples, else 1 (stratified

@@ -824,25 +824,67 @@ typedef struct smooth_ctx {
     double ridge;
     float *thf, *gf, *Z; /* (d*k + k), (d*k + k), n x k */
     const h2t_solver_opts *o;
-    double N; /* rows of every participant */
+    double N;        /* rows of every participant */
+    uint32_t rb;     /* row-sharded: rows per block of the double-precision pass */
+    double *Xd, *Zd; /* row-sharded: rb x d, rb x k */
 } smooth_ctx;
+
+/* The row-sharded evaluation, in double: rows in blocks of rb converted to double, logits and
+ * gradient by dgemm. The one-process primal computes the model in float (sgemm) and stops where
+ * the line search no longer sees a decrease through that rounding; one process on n <= D / 2
+ * rows runs the kernel form, whose Gram and iterates are double. A sharded job cannot form the
+ * Gram of rows on other participants, so it runs the primal at the kernel form's precision:
+ * the same iterates in exact arithmetic, and the same objective to rounding. */
+static double smooth_eval_sharded(smooth_ctx *c, const double *th, double *g)
+{
+    uint32_t n = c->n, d = c->d, k = c->k;
+    size_t dk = (size_t)d * k, m = dk + k;
+    double f = 0, gbt[256], *gb = k <= 256 ? gbt : malloc(k * sizeof(double));
+    if (!gb)
+        abort(); /* as h2t_solver__reduce: a participant this short of memory stops */
+    memset(g, 0, m * sizeof(double));
+    for (uint32_t i0 = 0; i0 < n; i0 += c->rb) {
+        uint32_t nb = n - i0 < c->rb ? n - i0 : c->rb;
+        for (size_t q = 0; q < (size_t)nb * d; q++)
+            c->Xd[q] = c->X[(size_t)i0 * d + q];
+        for (uint32_t i = 0; i < nb; i++)
+            memcpy(c->Zd + (size_t)i * k, th + dk, k * sizeof(double));
+        if (d)
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)k, (int)d, 1.0,
+                        c->Xd, (int)d, th, (int)k, 1.0, c->Zd, (int)k);
+        f += ce_value_residual_d(c->Zd, c->Zd, c->y + i0, nb, k, 1.0 / c->N, gb);
+        for (uint32_t q = 0; q < k; q++)
+            g[dk + q] += gb[q];
+        if (d)
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)k, (int)nb, 1.0,
+                        c->Xd, (int)d, c->Zd, (int)k, 1.0, g, (int)k);
+    }
+    if (gb != gbt)
+        free(gb);
+    h2t_solver_part parts[] = {{&f, 1, 1}, {g, m, 1}};
+    h2t_solver__reduce(c->o, parts, 2);
+    return c->N ? f / c->N : 0;
+}
 
 static double smooth_eval(void *vc, const double *th, double *thi, double *g, double *gi)
 {
     smooth_ctx *c = vc;
     size_t dk = (size_t)c->d * c->k, m = dk + c->k;
     (void)thi, (void)gi; /* the primal form has no images */
-    for (size_t i = 0; i < m; i++)
-        c->thf[i] = (float)th[i];
-    h2t_solver__logits(c->X, c->n, c->d, c->k, c->thf, c->thf + dk, c->Z);
-    double f = ce_value(c->Z, c->y, c->n, c->k);
-    ce_residual(c->Z, c->y, c->n, c->k, 1.0 / c->N, c->gf + dk);
-    grad_from_residual(c->X, c->Z, c->n, c->d, c->k, c->gf);
-    for (size_t i = 0; i < m; i++)
-        g[i] = c->gf[i];
-    h2t_solver_part parts[] = {{&f, 1, 1}, {g, m, 1}};
-    h2t_solver__reduce(c->o, parts, 2);
-    f = c->N ? f / c->N : 0;
+    double f;
+    if (c->Xd) {
+        f = smooth_eval_sharded(c, th, g);
+    } else {
+        for (size_t i = 0; i < m; i++)
+            c->thf[i] = (float)th[i];
+        h2t_solver__logits(c->X, c->n, c->d, c->k, c->thf, c->thf + dk, c->Z);
+        f = ce_value(c->Z, c->y, c->n, c->k);
+        ce_residual(c->Z, c->y, c->n, c->k, 1.0 / c->N, c->gf + dk);
+        grad_from_residual(c->X, c->Z, c->n, c->d, c->k, c->gf);
+        for (size_t i = 0; i < m; i++)
+            g[i] = c->gf[i];
+        f = c->N ? f / c->N : 0;
+    }
     if (c->ridge > 0) {
         double s = 0;
         for (size_t i = 0; i < dk; i++) {
@@ -870,8 +912,21 @@ int h2t_solver__fit_smooth(const float *X, const uint32_t *y, uint32_t n, uint32
                     malloc(m * sizeof(float)),
                     malloc((size_t)n * k * sizeof(float) + 1),
                     o,
-                    h2t_solver__rows(o, n)};
+                    h2t_solver__rows(o, n),
+                    0,
+                    NULL,
+                    NULL};
     lbfgs L = {0};
+    if (o && o->red) { /* blocks of about 16 MB of double rows */
+        size_t rb = ((size_t)1 << 21) / (d ? d : 1);
+        c.rb = (uint32_t)(rb < 1 ? 1 : rb > n ? (n ? n : 1) : rb);
+        c.Xd = malloc((size_t)c.rb * d * sizeof(double) + 1);
+        c.Zd = malloc((size_t)c.rb * k * sizeof(double) + 1);
+        if (!c.Xd || !c.Zd) {
+            rc = h2t_err_set(H2T_ENOMEM, "double row blocks (%u x %u)", c.rb, d);
+            goto out;
+        }
+    }
     if (!c.thf || !c.gf || !c.Z) {
         rc = h2t_err_set(H2T_ENOMEM, "L-BFGS workspace (%u x %u)", d, k);
         goto out;
@@ -911,6 +966,8 @@ out:
     free(c.thf);
     free(c.gf);
     free(c.Z);
+    free(c.Xd);
+    free(c.Zd);
     return rc;
 }
 

@@ -4,11 +4,14 @@
  * ncm, layer, auto), stratified or contiguous k-fold cross-validation (repeated, one-SE rule)
  * over the method's grid, the final head and its evaluation.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "common/blas.h"
@@ -205,7 +208,8 @@ typedef struct job {
         n_te_all;           /* over every participant (row-sharded: j->o.red); else n_tr, n_te */
     const h2t_shard *shard; /* NULL: this process holds every row */
     uint32_t D;
-    float *X;       /* (n_tr + n_te) x D, normalised; h2t_aalloc */
+    float *X;       /* (n_tr + n_te) x D, normalised; design_alloc */
+    size_t x_map;   /* bytes of the file-backed mapping X lies in; 0: X is in memory */
     uint32_t *y;    /* n_tr + n_te */
     uint32_t *ldim; /* n_layers */
     uint32_t *loff; /* n_layers + 1 */
@@ -1454,6 +1458,9 @@ out:
     return rc;
 }
 
+static int check_memory(const h2t_train_spec *s, uint64_t rows, uint64_t D, int *spill);
+static int design_alloc(job *j, size_t n, int spill, int zero);
+
 /* A job over some of j's layers (idx: positions in j's layer table) with its own spec: the
  * columns of every row copied, in j's row order (task order: no CV under way). */
 static int subjob(const job *j, const uint32_t *idx, uint32_t nl, const h2t_train_spec *spec,
@@ -1491,9 +1498,9 @@ static int subjob(const job *j, const uint32_t *idx, uint32_t nl, const h2t_trai
     }
     out->loff[nl] = off;
     out->D = off;
-    out->X = h2t_aalloc((size_t)N * off, sizeof(float));
-    if (!out->X)
-        return h2t_err_set(H2T_ENOMEM, "design matrix %u x %u", N, off);
+    int spill = 0, rc = check_memory(spec, N, off, &spill);
+    if (rc < 0 || (rc = design_alloc(out, (size_t)N * off, spill, 0)) < 0)
+        return rc;
     for (uint32_t i = 0; i < N; i++)
         for (uint32_t l = 0; l < nl; l++)
             memcpy(out->X + (size_t)i * off + out->loff[l],
@@ -1801,22 +1808,88 @@ uint64_t h2t_solver__mem_available(void)
     return pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz : UINT64_MAX;
 }
 
-static int check_memory(const h2t_train_spec *s, uint64_t rows, uint64_t D)
+/* Where a design matrix of rows x D floats goes: 0 in memory; 1 (*spill) when it exceeds the
+ * budget (spec.mem_limit, else available memory): then it lies in a file-backed mapping (see
+ * design_alloc). Errors: H2T_ETOOBIG only when the size does not fit the address space. */
+static int check_memory(const h2t_train_spec *s, uint64_t rows, uint64_t D, int *spill)
 {
     uint64_t need = rows * D * sizeof(float);
     uint64_t avail = s->mem_limit ? s->mem_limit : h2t_solver__mem_available();
-    if (D > UINT32_MAX || need / sizeof(float) / (rows ? rows : 1) != D || need > avail)
+    if (D > UINT32_MAX || need / sizeof(float) / (rows ? rows : 1) != D || need > SIZE_MAX / 2)
         return h2t_err_set(H2T_ETOOBIG,
-                           "design matrix %llu samples x %llu features needs %llu bytes, "
-                           "%llu available",
+                           "design matrix %llu samples x %llu features: %llu bytes do not fit "
+                           "the address space",
                            (unsigned long long)rows, (unsigned long long)D,
-                           (unsigned long long)need, (unsigned long long)avail);
+                           (unsigned long long)need);
+    *spill = need > avail;
     return 0;
+}
+
+/* The directory a spilled design matrix goes to: $H2T_SPILL_DIR, else $TMPDIR, else /var/tmp
+ * (a disk on most systems, where /tmp may be memory). */
+static const char *spill_dir(void)
+{
+    const char *d = getenv("H2T_SPILL_DIR");
+    if (!d || !*d)
+        d = getenv("TMPDIR");
+    return d && *d ? d : "/var/tmp";
+}
+
+/* j->X for n floats, 64-byte aligned, zeroed when zero is set: in memory, or (spill) in a
+ * mapping of an unlinked file of its own in spill_dir(), its blocks reserved up front (a full
+ * disk is an error here, not a SIGBUS later). The kernel then keeps in memory only the row
+ * blocks the solver's passes touch and writes them back to the file under memory pressure:
+ * every pass reads the matrix from the disk when it does not fit. The same numbers either
+ * way. */
+static int design_alloc(job *j, size_t n, int spill, int zero)
+{
+    size_t bytes = n * sizeof(float);
+    j->x_map = 0;
+    if (!spill) {
+        j->X = zero ? h2t_aalloc(n, sizeof(float))
+                    : aligned_alloc(64, (bytes + 64) & ~(size_t)63); /* free() as h2t_afree */
+        if (!j->X)
+            return h2t_err_set(H2T_ENOMEM, "design matrix (%zu bytes)", bytes);
+        return 0;
+    }
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/h2tdb-design-XXXXXX", spill_dir());
+    int fd = mkstemp(path), e = 0;
+    if (fd < 0)
+        e = errno;
+    else {
+        unlink(path);
+        e = posix_fallocate(fd, 0, (off_t)(bytes ? bytes : 1));
+    }
+    void *p = MAP_FAILED;
+    if (!e && (p = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) ==
+                  MAP_FAILED)
+        e = errno;
+    if (fd >= 0)
+        close(fd);
+    if (e)
+        return h2t_err_set(H2T_ETOOBIG,
+                           "design matrix of %zu bytes is above the memory budget and could not "
+                           "be spilled to %s (set H2T_SPILL_DIR): %s",
+                           bytes, spill_dir(), strerror(e));
+    j->X = p;
+    j->x_map = bytes ? bytes : 1;
+    return 0;
+}
+
+static void design_free(job *j)
+{
+    if (j->x_map)
+        munmap(j->X, j->x_map);
+    else
+        h2t_afree(j->X);
+    j->X = NULL;
+    j->x_map = 0;
 }
 
 static void job_free(job *j)
 {
-    h2t_afree(j->X);
+    design_free(j);
     free(j->gram);
     free(j->y);
     free(j->ldim);
@@ -2030,13 +2103,16 @@ static int run_dataset(const h2t_dataset *d, const h2t_shard *sh, const h2t_trai
     j.n_te = d->n_test;
     j.K = d->n_classes;
     uint32_t N = j.n_tr + j.n_te;
-    if ((rc = check_memory(spec, N, j.D)) < 0 || (rc = check_knn_size(spec, j.n_tr, j.D)) < 0)
+    int spill = 0;
+    if ((rc = check_memory(spec, N, j.D, &spill)) < 0 ||
+        (rc = check_knn_size(spec, j.n_tr, j.D)) < 0)
         goto out;
-    /* not zeroed (h2t_aalloc would): the copy below writes every element; free() as h2t_afree */
-    j.X = aligned_alloc(64, ((size_t)N * j.D * sizeof(float) + 64) & ~(size_t)63);
+    /* not zeroed: the copy below writes every element */
+    if ((rc = design_alloc(&j, (size_t)N * j.D, spill, 0)) < 0)
+        goto out;
     j.y = malloc((size_t)N * sizeof(uint32_t) + 1);
     soff = malloc((size_t)j.n_layers * sizeof(uint64_t) + 1);
-    if (!j.X || !j.y || !soff) {
+    if (!j.y || !soff) {
         rc = h2t_err_set(H2T_ENOMEM, "design matrix (%u x %u)", N, j.D);
         goto out;
     }
@@ -2177,7 +2253,9 @@ int h2t_solver_run(h2t_store *st, const h2t_task *task, const h2t_train_spec *sp
     j.n_te = task->n_test;
     j.K = task->n_classes;
     uint32_t N = j.n_tr + j.n_te;
-    if ((rc = check_memory(spec, N, j.D)) < 0 || (rc = check_knn_size(spec, j.n_tr, j.D)) < 0)
+    int spill = 0;
+    if ((rc = check_memory(spec, N, j.D, &spill)) < 0 ||
+        (rc = check_knn_size(spec, j.n_tr, j.D)) < 0)
         goto out;
     j.y = malloc((size_t)N * sizeof(uint32_t));
     samples = malloc((size_t)N * sizeof(uint32_t));
@@ -2189,12 +2267,8 @@ int h2t_solver_run(h2t_store *st, const h2t_task *task, const h2t_train_spec *sp
     if ((rc = check_labels(j.y, j.n_tr, j.K, "train")) < 0 ||
         (rc = check_labels(j.y + j.n_tr, j.n_te, j.K, "test")) < 0)
         goto out;
-    j.X = h2t_aalloc((size_t)N * j.D, sizeof(float));
-    if (!j.X) {
-        rc = h2t_err_set(H2T_ENOMEM, "design matrix %u x %u (%llu bytes)", N, j.D,
-                         (unsigned long long)N * j.D * 4);
+    if ((rc = design_alloc(&j, (size_t)N * j.D, spill, 1)) < 0)
         goto out;
-    }
     for (uint32_t l = 0; l < j.n_layers; l++) {
         if ((rc = check_cancel(&j)) < 0)
             goto out;

@@ -202,8 +202,10 @@ typedef void (*h2t_solver_progress_fn)(void *ud, double fraction, const char *st
  * Errors: H2T_EINVAL (bad spec, one class, empty train or test split, label >= n_classes,
  * layer index out of range), H2T_ENOTFOUND (extraction or a sample not stored),
  * H2T_ENUMERIC (NaN/inf in a stored feature: detail names layer and sample), H2T_ETOOBIG
- * (design matrix larger than memory allows: detail gives the bytes needed), H2T_ENOMEM,
- * H2T_ECANCELED, store errors. */
+ * (a design matrix above the memory budget, spec.mem_limit else available memory, is placed in
+ * a file-backed mapping in $H2T_SPILL_DIR, else $TMPDIR, else /var/tmp, with the same results:
+ * ETOOBIG when that fails, naming the directory and the bytes), H2T_ENOMEM, H2T_ECANCELED,
+ * store errors. */
 int h2t_solver_run(h2t_store *st, const h2t_task *task, const h2t_train_spec *spec,
                    h2t_solver_progress_fn progress, void *ud, const atomic_int *cancel,
                    h2t_result **out);
@@ -280,6 +282,23 @@ typedef struct h2t_shard {
  * MPI front end aborts the job. */
 int h2t_solver_run_shard(const h2t_dataset *d, const h2t_shard *sh, const h2t_train_spec *spec,
                          h2t_solver_progress_fn progress, void *ud, h2t_result **out);
+
+/* A stored task row-sharded (solver/shard.c): participant `part` of `parts` reads from st only
+ * its contiguous range of the task's training rows (train then val, in task order) and of its
+ * test rows, [n part / parts, n (part + 1) / parts), of the layers the spec reads (as
+ * h2t_solver_run: spec.layers, else the probe layer for linear, else every layer), and runs
+ * h2t_solver_run_shard with red. Every participant opens the same store (or a copy) and task.
+ * Errors as h2t_solver_run and h2t_solver_run_shard. */
+int h2t_solver_run_store_shard(h2t_store *st, const h2t_task *task, const h2t_train_spec *spec,
+                               const h2t_reducer *red, uint32_t part, uint32_t parts,
+                               h2t_solver_progress_fn progress, void *ud, h2t_result **out);
+
+/* The head's predicted class of every test row of a stored task (pred: task->n_test entries, in
+ * task order, the same on every participant): each participant predicts its range (as above)
+ * and the predictions are summed through red (parts 1: red may be NULL). Errors: H2T_EINVAL (a
+ * layer of the head not in the task's extraction), store errors, H2T_ENOMEM. */
+int h2t_solver_predict_task(h2t_store *st, const h2t_task *task, const h2t_result *r,
+                            const h2t_reducer *red, uint32_t part, uint32_t parts, uint32_t *pred);
 
 /* Predict classes for raw samples with a head: x is n x D over the layers of the result
  * (layer_dims order, the same concatenation the head was trained on). pred OWNED by caller,

@@ -602,11 +602,24 @@ TEST(solver_bad_input)
     ASSERT_EQ(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r), H2T_ENUMERIC);
     ASSERT_CONTAINS(h2t_err_detail(), "test sample 2");
     t.xte[2 * t.D + 1] = 0;
-    /* too big for the allowed memory: the error says how much it needs */
+    /* above the memory budget the matrix is spilled to H2T_SPILL_DIR: a directory that does
+     * not exist is an error naming it and the bytes; an existing one gives the in-memory head */
     sp.mem_limit = 1000;
+    setenv("H2T_SPILL_DIR", "no-such-dir", 1);
     ASSERT_EQ(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r), H2T_ETOOBIG);
     ASSERT_CONTAINS(h2t_err_detail(), "6400 bytes");
+    ASSERT_CONTAINS(h2t_err_detail(), "no-such-dir");
+    setenv("H2T_SPILL_DIR", ".", 1);
+    h2t_result *rs = NULL, *rm = NULL;
+    ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &rs));
     sp.mem_limit = 0;
+    ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &rm));
+    ASSERT_EQ(rs->n_kept, rm->n_kept);
+    ASSERT(memcmp(rs->weights, rm->weights, (size_t)rm->n_kept * rm->n_classes * 4) == 0);
+    ASSERT(rs->final_fit.objective == rm->final_fit.objective);
+    h2t_result_destroy(rs);
+    h2t_result_destroy(rm);
+    unsetenv("H2T_SPILL_DIR");
     uint32_t bad_layer = 5;
     sp.layers = &bad_layer;
     sp.n_layers = 1;
