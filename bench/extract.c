@@ -41,6 +41,7 @@
 #include "common/blas.h"
 #include "common/cpu.h"
 #include "common/err.h"
+#include "extract/gemm.h"
 #include "extract/kern.h"
 #include "extract/model.h"
 
@@ -291,15 +292,16 @@ out:
  * ONNX Runtime reports nothing, so its line gives the CPU flags its CPUID dispatch sees. */
 static void print_isa(void)
 {
-    char feat[128], disp[160], blas[512], flags[256];
+    char feat[128], disp[160], blas[512], flags[256], gemm[160];
     const char *max = getenv("H2T_CPU_MAX");
 
     h2t_cpu_describe(feat, sizeof feat);
     h2t_kern_describe(disp, sizeof disp);
     h2t_blas_describe(blas, sizeof blas);
+    h2t_gemm_describe(gemm, sizeof gemm);
     bench_cpu_flags(flags, sizeof flags);
-    printf("isa h2tdb: %s; usable %s (H2T_CPU_MAX=%s); convolutions and MatMul: OpenBLAS sgemm\n",
-           disp, feat, max ? max : "(unset)");
+    printf("isa h2tdb: %s; usable %s (H2T_CPU_MAX=%s); %s\n", disp, feat, max ? max : "(unset)",
+           gemm);
     printf("isa OpenBLAS: %s\n", blas);
     printf("isa onnxruntime: MLAS picks its kernels by CPUID at load (no environment override, "
            "not reported); it sees %s -> %s\n",

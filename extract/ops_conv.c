@@ -1,8 +1,9 @@
 /*
  * extract/ops_conv.c - convolution (im2col / direct 1x1 + OpenBLAS sgemm, depthwise as
  * direct loops), max/average pooling, Gemm and MatMul, the fused conv chains of exec.c, and
- * these operators' checks, shape inference and table fragment (onnx_ops_conv). The only file
- * of extract/ that calls BLAS; OpenBLAS's thread count is set through common/blas.h.
+ * these operators' checks, shape inference and table fragment (onnx_ops_conv). The
+ * convolutions' products go through extract/gemm.h (OpenBLAS or oneDNN), the other products
+ * to OpenBLAS directly; OpenBLAS's thread count is set through common/blas.h.
  */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("O3")
@@ -14,6 +15,7 @@
 
 #include "common/blas.h"
 #include "common/err.h"
+#include "extract/gemm.h"
 #include "extract/kern.h"
 #include "extract/nn.h"
 #include "extract/onnx_graph.h"
@@ -229,7 +231,7 @@ static int k_conv(const onnx_kctx *k, const onnx_node *nd)
         return 0;
     }
     int64_t Cg = g.C / g.G, Mg = g.M / g.G, OHW = g.OH * g.OW, K = Cg * g.kh * g.kw;
-    int pw = is_pointwise(&g);
+    int pw = is_pointwise(&g), lib = h2t_gemm_lib();
     if (!pw && (size_t)(K * OHW) > k->scratch_n)
         return h2t_err_set(H2T_ESTATE, "conv scratch too small");
     for (int64_t n = 0; n < g.N; n++) {
@@ -247,9 +249,8 @@ static int k_conv(const onnx_kctx *k, const onnx_node *nd)
                 im2col(xg, &g, Cg, k->scratch);
                 col = k->scratch;
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)Mg, (int)OHW, (int)K, 1.f,
-                        w->f + gi * Mg * K, (int)K, col, (int)OHW, 1.f, yn + gi * Mg * OHW,
-                        (int)OHW);
+            h2t_gemm_conv(lib, Mg, OHW, K, w->f + gi * Mg * K, K, col, OHW, 1.f, yn + gi * Mg * OHW,
+                          OHW);
         }
     }
     return 0;
@@ -444,7 +445,7 @@ int onnx_k_conv_fused(const onnx_kctx *k, const onnx_fuse *f, const onnx_nstate 
         depthwise(k->threads, x->f, w, bias, &g, o.acc);
     } else {
         int64_t Cg = g.C / g.G, Mg = g.M / g.G, K = Cg * g.kh * g.kw;
-        int pw = is_pointwise(&g);
+        int pw = is_pointwise(&g), lib = h2t_gemm_lib();
         if (!pw && (size_t)(K * OHW) > k->scratch_n)
             return h2t_err_set(H2T_ESTATE, "conv scratch too small");
         /* the GEMM writes with beta 0; the bias comes with the first pass over the tile */
@@ -470,9 +471,8 @@ int onnx_k_conv_fused(const onnx_kctx *k, const onnx_fuse *f, const onnx_nstate 
                 }
                 for (int64_t c0 = 0; c0 < OHW; c0 += nb) {
                     int64_t cn = OHW - c0 < nb ? OHW - c0 : nb;
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)Mg, (int)cn, (int)K,
-                                1.f, w + gi * Mg * K, (int)K, col + c0, (int)OHW, 0.f,
-                                yn + gi * Mg * OHW + c0, (int)OHW);
+                    h2t_gemm_conv(lib, Mg, cn, K, w + gi * Mg * K, K, col + c0, OHW, 0.f,
+                                  yn + gi * Mg * OHW + c0, OHW);
                     if (g.G == 1 && has_epilogue(&o)) {
                         int64_t grp = range_group(&o, cn), m0 = 0;
                         for (int64_t mm = 0; mm < g.M; mm++) {

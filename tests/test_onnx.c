@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "common/err.h"
+#include "extract/gemm.h"
 #include "extract/model.h"
 #include "tests/test.h"
 
@@ -437,6 +438,26 @@ static void conv_ref(const convcase *c, const float *x, const float *w, const fl
                 }
 }
 
+/* A model of one Conv node (x -> y, opset 11) for case c, weights w, bias b, into m. */
+static void conv_model(const convcase *c, const float *w, const float *b, int OH, int OW, pb *m)
+{
+    pb g = {0};
+    int Cg = c->C / c->group;
+    int64_t xd[4] = {-1, c->C, c->H, c->W}, wd[4] = {c->M, Cg, c->k, c->k};
+    int64_t yd[4] = {-1, c->M, OH, OW}, bd[1] = {c->M};
+    pb_tensor(&g, 5, "w", 4, wd, w);
+    if (c->bias)
+        pb_tensor(&g, 5, "b", 1, bd, b);
+    attr at[4] = {{"strides", 7, 0, 0, 2, {c->stride, c->stride}},
+                  {"pads", 7, 0, 0, 4, {c->pad, c->pad, c->pad, c->pad}},
+                  {"dilations", 7, 0, 0, 2, {c->dil, c->dil}},
+                  {"group", 2, 0, c->group, 0, {0}}};
+    pb_node(&g, "Conv", "conv", "x", "w", c->bias ? "b" : NULL, "y", at, 4);
+    pb_value_info(&g, 11, "x", 4, xd);
+    pb_value_info(&g, 12, "y", 4, yd);
+    pb_model(m, &g, 11);
+}
+
 TEST(onnx_conv_matches_reference)
 {
     static const convcase cases[] = {
@@ -470,20 +491,8 @@ TEST(onnx_conv_matches_reference)
             b[i] = frand(&s);
         conv_ref(c, x, w, b, OH, OW, want);
 
-        pb g = {0}, m = {0};
-        int64_t xd[4] = {-1, c->C, c->H, c->W}, wd[4] = {c->M, Cg, c->k, c->k};
-        int64_t yd[4] = {-1, c->M, OH, OW}, bd[1] = {c->M};
-        pb_tensor(&g, 5, "w", 4, wd, w);
-        if (c->bias)
-            pb_tensor(&g, 5, "b", 1, bd, b);
-        attr at[4] = {{"strides", 7, 0, 0, 2, {c->stride, c->stride}},
-                      {"pads", 7, 0, 0, 4, {c->pad, c->pad, c->pad, c->pad}},
-                      {"dilations", 7, 0, 0, 2, {c->dil, c->dil}},
-                      {"group", 2, 0, c->group, 0, {0}}};
-        pb_node(&g, "Conv", "conv", "x", "w", c->bias ? "b" : NULL, "y", at, 4);
-        pb_value_info(&g, 11, "x", 4, xd);
-        pb_value_info(&g, 12, "y", 4, yd);
-        pb_model(&m, &g, 11);
+        pb m = {0};
+        conv_model(c, w, b, OH, OW, &m);
         h2t_model *mod;
         h2t_exec *ex;
         ASSERT_OK(h2t_model_load_mem(m.b, m.n, "conv.onnx", &mod));
@@ -505,6 +514,90 @@ TEST(onnx_conv_matches_reference)
         free(w);
         free(want);
     }
+}
+
+/* The convolutions' products on OpenBLAS and on oneDNN (extract/gemm.h, when libdnnl.so.2 is
+ * present): each within the reference's tolerance, the two within the conformance tolerance
+ * of each other, and each library's result bitwise the same on 1 and 2 threads, split over
+ * samples (batch 4) or not (batch 1, OpenBLAS on 2 threads, oneDNN on 1 per call). */
+TEST(onnx_conv_gemm_libraries_agree)
+{
+    static const convcase cases[] = {
+        {4, 32, 9, 9, 48, 1, 1, 0, 1, 1, 1},    /* pointwise: one product per sample */
+        {4, 16, 12, 12, 24, 3, 1, 1, 1, 1, 1},  /* 3x3 through im2col */
+        {4, 3, 16, 16, 16, 7, 2, 3, 1, 1, 0},   /* a stem: 7x7 stride 2 */
+        {4, 16, 10, 10, 16, 3, 1, 1, 1, 4, 1},  /* grouped: one product per group */
+        {4, 64, 14, 14, 160, 1, 1, 0, 1, 1, 1}, /* wider than one tile */
+    };
+    int have = h2t_gemm_dnnl_available(), before = h2t_gemm_lib();
+    if (!have) {
+        /* absent library: the choice is OpenBLAS and asking for oneDNN is refused */
+        ASSERT_EQ(before, H2T_GEMM_OPENBLAS);
+        ASSERT_EQ(h2t_gemm_select(H2T_GEMM_DNNL), H2T_EUNSUPPORTED);
+    }
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        const convcase *c = &cases[t];
+        int Cg = c->C / c->group;
+        int OH = (c->H + 2 * c->pad - (c->k - 1) * c->dil - 1) / c->stride + 1;
+        int OW = (c->W + 2 * c->pad - (c->k - 1) * c->dil - 1) / c->stride + 1;
+        int nx = c->N * c->C * c->H * c->W, nw = c->M * Cg * c->k * c->k;
+        int ny = c->N * c->M * OH * OW, per = ny / c->N;
+        float *x = malloc((size_t)nx * 4), *w = malloc((size_t)nw * 4), b[160];
+        float *want = malloc((size_t)ny * 4), *got[2][2];
+        unsigned s = (unsigned)t + 41;
+        for (int i = 0; i < nx; i++)
+            x[i] = frand(&s);
+        for (int i = 0; i < nw; i++)
+            w[i] = frand(&s);
+        for (int i = 0; i < c->M; i++)
+            b[i] = frand(&s);
+        conv_ref(c, x, w, b, OH, OW, want);
+        pb m = {0};
+        conv_model(c, w, b, OH, OW, &m);
+        h2t_model *mod;
+        ASSERT_OK(h2t_model_load_mem(m.b, m.n, "conv.onnx", &mod));
+        for (int lib = 0; lib < 1 + have; lib++) {
+            ASSERT_OK(h2t_gemm_select(lib ? H2T_GEMM_DNNL : H2T_GEMM_OPENBLAS));
+            for (int threads = 1; threads <= 2; threads++) {
+                h2t_exec *ex;
+                int64_t shape[H2T_MAX_RANK];
+                int rank;
+                h2t_blas_threads(threads);
+                ASSERT_OK(h2t_exec_create(mod, c->N, &ex));
+                ASSERT_OK(h2t_exec_run(ex, x, c->N, NULL, NULL));
+                const float *y = h2t_exec_output(ex, 0, shape, &rank);
+                got[lib][threads - 1] = malloc((size_t)ny * 4);
+                memcpy(got[lib][threads - 1], y, (size_t)ny * 4);
+                for (int i = 0; i < ny; i++)
+                    if (fabsf(y[i] - want[i]) > 1e-4f + 1e-4f * fabsf(want[i]))
+                        TEST_FAILF("case %zu lib %d threads %d: y[%d] = %g, want %g", t, lib,
+                                   threads, i, y[i], want[i]);
+                /* the last sample alone: an unsplit run, the same bits */
+                ASSERT_OK(h2t_exec_run(ex, x + (c->N - 1) * (nx / c->N), 1, NULL, NULL));
+                y = h2t_exec_output(ex, 0, shape, &rank);
+                if (memcmp(y, got[lib][threads - 1] + (c->N - 1) * per, (size_t)per * 4) != 0)
+                    TEST_FAILF("case %zu lib %d threads %d: batch 1 differs from batch %d", t, lib,
+                               threads, c->N);
+                h2t_exec_destroy(ex);
+            }
+            if (memcmp(got[lib][0], got[lib][1], (size_t)ny * 4) != 0)
+                TEST_FAILF("case %zu lib %d: 1 and 2 threads differ", t, lib);
+        }
+        if (have) /* the conformance tolerance between the two libraries */
+            for (int i = 0; i < ny; i++)
+                if (fabsf(got[0][0][i] - got[1][0][i]) > 1e-4f + 1e-4f * fabsf(want[i]))
+                    TEST_FAILF("case %zu: y[%d] OpenBLAS %g, oneDNN %g", t, i, got[0][0][i],
+                               got[1][0][i]);
+        for (int lib = 0; lib < 1 + have; lib++)
+            for (int k = 0; k < 2; k++)
+                free(got[lib][k]);
+        h2t_model_destroy(mod);
+        free(m.b);
+        free(x);
+        free(w);
+        free(want);
+    }
+    h2t_gemm_select(before);
 }
 
 /* ---------------------------------------------------------------- fused chains */
