@@ -15,7 +15,8 @@
  * when the library is absent); H2T_CPU_MAX below avx512 lowers oneDNN's instruction set too
  * (dnnl_set_max_cpu_isa), so a forced AVX2 run is AVX2 on both sides.
  *
- *     h2t_gemm_conv(h2t_gemm_lib(), M, N, K, w, K, col, N, 0.f, y, N);
+ *     float w[2 * 3] = {1, 0, 0, 0, 1, 0}, col[3 * 4] = {0}, y[2 * 4];
+ *     h2t_gemm_conv(h2t_gemm_lib(), 2, 4, 3, w, 3, col, 4, 0.f, y, 4); // y = w col
  *
  * Threads: any thread may call h2t_gemm_conv concurrently; the library choice is made once
  * (the first call of h2t_gemm_lib) and h2t_gemm_select changes it only for tests, while no

@@ -1,6 +1,6 @@
 /*
- * extract/kern_dw.c - the 3x3 depthwise convolution plane kernels of kern.h (portable C and
- * AVX+FMA with run-time dispatch) and the activation pass.
+ * extract/kern_dw.c - the 3x3 depthwise convolution plane kernels and the conv epilogue of
+ * kern.h (portable C, AVX+FMA and AVX-512F with run-time dispatch) and the activation pass.
  *
  * The AVX kernel keeps one output row's 8 lanes in a register through all 9 taps (3 input
  * rows x 3 columns, FMA), adds nothing back to memory between taps, and applies the
@@ -22,16 +22,28 @@
 
 int h2t_kern_isa(void)
 {
-    return h2t_cpu_has(H2T_CPU_AVX | H2T_CPU_FMA) ? H2T_ISA_AVX_FMA : H2T_ISA_C;
+    if (!h2t_cpu_has(H2T_CPU_AVX | H2T_CPU_FMA))
+        return H2T_ISA_C;
+    return h2t_cpu_has(H2T_CPU_AVX512F) ? H2T_ISA_AVX512 : H2T_ISA_AVX_FMA;
+}
+
+int h2t_kern_isa_run(int isa)
+{
+    int best = h2t_kern_isa();
+    return isa < best ? (isa < 0 ? H2T_ISA_C : isa) : best;
 }
 
 char *h2t_kern_describe(char *buf, size_t len)
 {
-    const char *k = h2t_kern_isa() == H2T_ISA_AVX_FMA ? "avx+fma" : "c";
+    static const char *names[] = {"c", "avx+fma", "avx512"};
+    int isa = h2t_kern_isa();
+    const char *k = names[isa], *n = isa >= H2T_ISA_AVX_FMA ? "avx+fma" : "c";
     const char *p = h2t_pool_isa_best() == H2T_POOL_ISA_AVX ? "avx" : "generic";
 
     if (len > 0)
-        snprintf(buf, len, "depthwise3x3 %s, conv-epilogue %s, nn %s, pooling %s", k, k, k, p);
+        snprintf(buf, len,
+                 "depthwise3x3 %s, depthwise %s, conv-epilogue %s, pool-ops %s, nn %s, pooling %s",
+                 k, k, k, k, n, p);
     return buf;
 }
 
@@ -369,7 +381,143 @@ H2T_AVX void h2t_kern_epilogue_avx(const float *src, int64_t n, const h2t_epi *e
         e->out[i] = epi1(src[i], e, i);
 }
 
+/* ---- AVX-512F: 16 output columns per register ----
+ * Every column block goes through the same code: its loads are masked (AVX-512 masked loads
+ * neither read nor fault on masked-off lanes, which read as 0: the zero padding), and the masks
+ * of an interior block are all ones. Stride 2 loads 32 input columns and picks the even or odd
+ * ones with a two-register permute. The masks depend on the column only: they are made once per
+ * chunk of blocks for all rows. */
+#define H2T_AVX512 __attribute__((target("avx512f")))
+
+/* Lanes l of 16 with 0 <= s + l < W. */
+static inline __mmask16 lanes_in(int64_t s, int64_t W)
+{
+    int64_t a = s < 0 ? -s : 0, b = W - s;
+    if (b > 16)
+        b = 16;
+    if (b <= a)
+        return 0;
+    return (__mmask16)((((uint32_t)1 << b) - 1) & ~(((uint32_t)1 << a) - 1));
+}
+
+H2T_AVX512 static inline __m512 act16(__m512 v, int act, __m512 vlo, __m512 vhi)
+{
+    if (act == H2T_ACT_RELU)
+        return _mm512_max_ps(v, _mm512_setzero_ps()); /* NaN -> 0, as x > 0 ? x : 0 */
+    if (act == H2T_ACT_CLIP) /* operand order keeps NaN, as the scalar clamp */
+        return _mm512_min_ps(vhi, _mm512_max_ps(vlo, v));
+    return v;
+}
+
+/* The three taps of one input row for 16 output columns: p is the row shifted to the block's
+ * first input column, mk the block's masks (stride 1: columns +0, +1, +2; stride 2: +0, +16,
+ * +2, +18). */
+H2T_AVX512 static inline __m512 row3(const float *p, int sw, const __mmask16 *mk, __m512 w0,
+                                     __m512 w1, __m512 w2, __m512 acc, __m512i ie, __m512i io)
+{
+    if (sw == 1) {
+        acc = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(mk[0], p), acc);
+        acc = _mm512_fmadd_ps(w1, _mm512_maskz_loadu_ps(mk[1], p + 1), acc);
+        return _mm512_fmadd_ps(w2, _mm512_maskz_loadu_ps(mk[2], p + 2), acc);
+    }
+    __m512 a = _mm512_maskz_loadu_ps(mk[0], p), b = _mm512_maskz_loadu_ps(mk[1], p + 16);
+    __m512 c = _mm512_maskz_loadu_ps(mk[2], p + 2), d = _mm512_maskz_loadu_ps(mk[3], p + 18);
+    acc = _mm512_fmadd_ps(w0, _mm512_permutex2var_ps(a, ie, b), acc);
+    acc = _mm512_fmadd_ps(w1, _mm512_permutex2var_ps(a, io, b), acc);
+    return _mm512_fmadd_ps(w2, _mm512_permutex2var_ps(c, ie, d), acc);
+}
+
+H2T_AVX512 void h2t_kern_dw3x3_avx512(const float *x, const h2t_dw_geo *g, const float *w9,
+                                      float bias, int act, float lo, float hi, float *y)
+{
+    if ((g->sh != 1 && g->sh != 2) || (g->sw != 1 && g->sw != 2)) {
+        h2t_kern_dw3x3_ref(x, g, w9, bias, act, lo, hi, y);
+        return;
+    }
+    enum { CHUNK = 64 }; /* column blocks whose masks are made together */
+    const int sw = (int)g->sw;
+    const __m512 vb = _mm512_set1_ps(bias), vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    __m512 w[9];
+    for (int i = 0; i < 9; i++)
+        w[i] = _mm512_set1_ps(w9[i]);
+    __mmask16 mk[CHUNK][4];
+    for (int64_t c0 = 0; c0 < g->OW; c0 += 16 * CHUNK) {
+        int64_t nb = (g->OW - c0 + 15) / 16;
+        if (nb > CHUNK)
+            nb = CHUNK;
+        for (int64_t b = 0; b < nb; b++) {
+            int64_t base = (c0 + 16 * b) * sw - g->pl;
+            static const int off[2][4] = {{0, 1, 2, 0}, {0, 16, 2, 18}};
+            for (int j = 0; j < 4; j++)
+                mk[b][j] = lanes_in(base + off[sw - 1][j], g->W);
+        }
+        for (int64_t oh = 0; oh < g->OH; oh++) {
+            int64_t ih0 = oh * g->sh - g->pt;
+            const int v0 = ih0 >= 0 && ih0 < g->H, v1 = ih0 + 1 >= 0 && ih0 + 1 < g->H;
+            const int v2 = ih0 + 2 >= 0 && ih0 + 2 < g->H;
+            const float *r0 = x + ih0 * g->W - g->pl, *r1 = r0 + g->W, *r2 = r1 + g->W;
+            float *yr = y + oh * g->OW;
+            for (int64_t b = 0; b < nb; b++) {
+                int64_t ow = c0 + 16 * b, s = ow * sw;
+                /* three row chains, summed: shorter dependency chains than one of 9 */
+                __m512 a0 = vb, a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps();
+                if (v0)
+                    a0 = row3(r0 + s, sw, mk[b], w[0], w[1], w[2], a0, ie, io);
+                if (v1)
+                    a1 = row3(r1 + s, sw, mk[b], w[3], w[4], w[5], a1, ie, io);
+                if (v2)
+                    a2 = row3(r2 + s, sw, mk[b], w[6], w[7], w[8], a2, ie, io);
+                __m512 acc = act16(_mm512_add_ps(_mm512_add_ps(a0, a1), a2), act, vlo, vhi);
+                if (ow + 16 <= g->OW)
+                    _mm512_storeu_ps(yr + ow, acc);
+                else
+                    _mm512_mask_storeu_ps(yr + ow, lanes_in(0, g->OW - ow), acc);
+            }
+        }
+    }
+}
+
+H2T_AVX512 void h2t_kern_epilogue_avx512(const float *src, int64_t n, const h2t_epi *e)
+{
+    const __m512 vb = _mm512_set1_ps(e->bias), va = _mm512_set1_ps(e->bn_a),
+                 vc = _mm512_set1_ps(e->bn_b), vlo = _mm512_set1_ps(e->lo),
+                 vhi = _mm512_set1_ps(e->hi);
+    for (int64_t i = 0; i < n; i += 16) {
+        /* the last piece masked: the same operations on its lanes */
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : lanes_in(0, n - i);
+        __m512 v = _mm512_maskz_loadu_ps(m, src + i);
+        if (e->has_bias)
+            v = _mm512_add_ps(v, vb);
+        if (e->conv_out)
+            _mm512_mask_storeu_ps(e->conv_out + i, m, v);
+        if (e->has_bn) {
+            v = _mm512_add_ps(_mm512_mul_ps(v, va), vc); /* two roundings, as the BN kernel */
+            if (e->bn_out)
+                _mm512_mask_storeu_ps(e->bn_out + i, m, v);
+        }
+        if (e->res) {
+            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, e->res + i));
+            if (e->add_out)
+                _mm512_mask_storeu_ps(e->add_out + i, m, v);
+        }
+        _mm512_mask_storeu_ps(e->out + i, m, act16(v, e->act, vlo, vhi));
+    }
+}
+
 #else
+void h2t_kern_dw3x3_avx512(const float *x, const h2t_dw_geo *g, const float *w9, float bias,
+                           int act, float lo, float hi, float *y)
+{
+    h2t_kern_dw3x3_ref(x, g, w9, bias, act, lo, hi, y);
+}
+
+void h2t_kern_epilogue_avx512(const float *src, int64_t n, const h2t_epi *e)
+{
+    h2t_kern_epilogue_ref(src, n, e);
+}
+
 void h2t_kern_dw3x3_avx(const float *x, const h2t_dw_geo *g, const float *w9, float bias, int act,
                         float lo, float hi, float *y)
 {
@@ -384,7 +532,10 @@ void h2t_kern_epilogue_avx(const float *src, int64_t n, const h2t_epi *e)
 
 void h2t_kern_epilogue_isa(int isa, const float *src, int64_t n, const h2t_epi *e)
 {
-    if (isa == H2T_ISA_AVX_FMA && h2t_kern_isa() == H2T_ISA_AVX_FMA)
+    isa = h2t_kern_isa_run(isa);
+    if (isa == H2T_ISA_AVX512)
+        h2t_kern_epilogue_avx512(src, n, e);
+    else if (isa == H2T_ISA_AVX_FMA)
         h2t_kern_epilogue_avx(src, n, e);
     else
         h2t_kern_epilogue_ref(src, n, e);
@@ -393,7 +544,10 @@ void h2t_kern_epilogue_isa(int isa, const float *src, int64_t n, const h2t_epi *
 void h2t_kern_dw3x3_isa(int isa, const float *x, const h2t_dw_geo *g, const float *w9, float bias,
                         int act, float lo, float hi, float *y)
 {
-    if (isa == H2T_ISA_AVX_FMA && h2t_kern_isa() == H2T_ISA_AVX_FMA)
+    isa = h2t_kern_isa_run(isa);
+    if (isa == H2T_ISA_AVX512)
+        h2t_kern_dw3x3_avx512(x, g, w9, bias, act, lo, hi, y);
+    else if (isa == H2T_ISA_AVX_FMA)
         h2t_kern_dw3x3_avx(x, g, w9, bias, act, lo, hi, y);
     else
         h2t_kern_dw3x3_ref(x, g, w9, bias, act, lo, hi, y);

@@ -48,7 +48,7 @@
 
 static int use_avx(void)
 {
-    return NN_HAVE_AVX && h2t_kern_isa() == H2T_ISA_AVX_FMA;
+    return NN_HAVE_AVX && h2t_kern_isa() >= H2T_ISA_AVX_FMA;
 }
 
 /* ---------------------------------------------------------------- exp, erf */

@@ -121,7 +121,44 @@ typedef struct dwjob {
     float *y;
 } dwjob;
 
-static void depthwise_range(void *ctx, int64_t lo, int64_t hi)
+/* Plain C loops that the compiler vectorises, built once per instruction set (the _c, _avx and
+ * _avx512 wrappers of an always-inline body) and dispatched on h2t_kern_isa. Each value is
+ * computed by the same multiplies and adds in the same order in every build (ISO C mode keeps
+ * -ffp-contract off: no fused multiply-add), so the three give the same bits. */
+#define KV_INLINE static inline __attribute__((always_inline))
+#if defined(__GNUC__) && defined(__x86_64__)
+#define KV_DEFINE(NAME, PARAMS, ARGS)                                                              \
+    static void NAME##_c PARAMS                                                                    \
+    {                                                                                              \
+        NAME##_body ARGS;                                                                          \
+    }                                                                                              \
+    __attribute__((target("avx,fma"))) static void NAME##_avx PARAMS                               \
+    {                                                                                              \
+        NAME##_body ARGS;                                                                          \
+    }                                                                                              \
+    __attribute__((target("avx512f"))) static void NAME##_avx512 PARAMS                            \
+    {                                                                                              \
+        NAME##_body ARGS;                                                                          \
+    }                                                                                              \
+    static void NAME PARAMS                                                                        \
+    {                                                                                              \
+        int isa_ = h2t_kern_isa();                                                                 \
+        if (isa_ == H2T_ISA_AVX512)                                                                \
+            NAME##_avx512 ARGS;                                                                    \
+        else if (isa_ == H2T_ISA_AVX_FMA)                                                          \
+            NAME##_avx ARGS;                                                                       \
+        else                                                                                       \
+            NAME##_c ARGS;                                                                         \
+    }
+#else
+#define KV_DEFINE(NAME, PARAMS, ARGS)                                                              \
+    static void NAME PARAMS                                                                        \
+    {                                                                                              \
+        NAME##_body ARGS;                                                                          \
+    }
+#endif
+
+KV_INLINE void depthwise_range_body(void *ctx, int64_t lo, int64_t hi)
 {
     const dwjob *j = ctx;
     const geo *g = j->g;
@@ -187,6 +224,8 @@ static void depthwise_range(void *ctx, int64_t lo, int64_t hi)
         }
     }
 }
+
+KV_DEFINE(depthwise_range, (void *ctx, int64_t lo, int64_t hi), (ctx, lo, hi))
 
 static int is_dw3x3(const geo *g)
 {
@@ -499,43 +538,86 @@ int onnx_k_conv_fused(const onnx_kctx *k, const onnx_fuse *f, const onnx_nstate 
     return 0;
 }
 
+/* MaxPool / AveragePool over channel planes [lo, hi): per output row, each kernel tap adds (or
+ * maxes) into the whole row at once, so the loops over columns vectorise; every output still
+ * takes its taps in the (ki, kj) order of the definition, so the sums are the scalar ones. */
+typedef struct pooljob {
+    const float *x;
+    float *y;
+    const geo *g;
+    int is_max, incl;
+    int64_t pb, pr;
+} pooljob;
+
+KV_INLINE void pool_planes_body(const pooljob *j, int64_t lo, int64_t hi)
+{
+    const geo *g = j->g;
+    for (int64_t c = lo; c < hi; c++) {
+        const float *xp = j->x + c * g->H * g->W;
+        float *yp = j->y + c * g->OH * g->OW;
+        for (int64_t oh = 0; oh < g->OH; oh++) {
+            float *restrict yr = yp + oh * g->OW;
+            int64_t h0 = oh * g->sh - g->pt, nh = 0, nh_pad = 0;
+            for (int64_t ow = 0; ow < g->OW; ow++)
+                yr[ow] = j->is_max ? -INFINITY : 0.f;
+            for (int64_t ki = 0; ki < g->kh; ki++) {
+                int64_t ih = h0 + ki * g->dh;
+                nh_pad += ih >= -g->pt && ih < g->H + j->pb;
+                if (ih < 0 || ih >= g->H)
+                    continue;
+                nh++;
+                for (int64_t kj = 0; kj < g->kw; kj++) {
+                    int64_t off = kj * g->dw - g->pl, ow0, ow1;
+                    valid_range(off, g->sw, g->W, g->OW, &ow0, &ow1);
+                    const float *restrict xr = xp + ih * g->W + off;
+                    if (j->is_max) {
+                        if (g->sw == 1) {
+                            for (int64_t ow = ow0; ow < ow1; ow++)
+                                yr[ow] = xr[ow] > yr[ow] ? xr[ow] : yr[ow];
+                        } else {
+                            for (int64_t ow = ow0; ow < ow1; ow++)
+                                yr[ow] = xr[ow * g->sw] > yr[ow] ? xr[ow * g->sw] : yr[ow];
+                        }
+                    } else if (g->sw == 1) {
+                        for (int64_t ow = ow0; ow < ow1; ow++)
+                            yr[ow] += xr[ow];
+                    } else {
+                        for (int64_t ow = ow0; ow < ow1; ow++)
+                            yr[ow] += xr[ow * g->sw];
+                    }
+                }
+            }
+            if (j->is_max)
+                continue;
+            for (int64_t ow = 0; ow < g->OW; ow++) {
+                int64_t w0 = ow * g->sw - g->pl, nw = 0, nw_pad = 0;
+                for (int64_t kj = 0; kj < g->kw; kj++) {
+                    int64_t iw = w0 + kj * g->dw;
+                    nw += iw >= 0 && iw < g->W;
+                    nw_pad += iw >= -g->pl && iw < g->W + j->pr;
+                }
+                int64_t cnt = j->incl ? nh_pad * nw_pad : nh * nw;
+                yr[ow] = cnt ? yr[ow] / (float)cnt : 0.f;
+            }
+        }
+    }
+}
+
+KV_DEFINE(pool_planes, (const pooljob *j, int64_t lo, int64_t hi), (j, lo, hi))
+
+static void pool_range(void *ctx, int64_t lo, int64_t hi)
+{
+    pool_planes(ctx, lo, hi);
+}
+
 static int k_pool(const onnx_kctx *k, const onnx_node *nd)
 {
     geo g;
     const onnx_vstate *x = IN(0);
     geo_make(nd, x, OUT(0), k->ns, &g);
-    int is_max = nd->def->sub == W_MAXPOOL, incl = nd->p.count_include_pad;
-    int64_t pb = k->ns->a[2], pr = k->ns->a[3];
-    for (int64_t c = 0; c < g.N * g.C; c++) {
-        const float *xp = x->f + c * g.H * g.W;
-        float *yp = OUT(0)->f + c * g.OH * g.OW;
-        for (int64_t oh = 0; oh < g.OH; oh++)
-            for (int64_t ow = 0; ow < g.OW; ow++) {
-                int64_t h0 = oh * g.sh - g.pt, w0 = ow * g.sw - g.pl;
-                float acc = is_max ? -INFINITY : 0.f;
-                int64_t cnt = 0, cnt_pad = 0;
-                for (int64_t ki = 0; ki < g.kh; ki++) {
-                    int64_t ih = h0 + ki * g.dh;
-                    int hin = ih >= 0 && ih < g.H, hpad = ih >= -g.pt && ih < g.H + pb;
-                    for (int64_t kj = 0; kj < g.kw; kj++) {
-                        int64_t iw = w0 + kj * g.dw;
-                        if (hpad && iw >= -g.pl && iw < g.W + pr)
-                            cnt_pad++;
-                        if (!hin || iw < 0 || iw >= g.W)
-                            continue;
-                        float v = xp[ih * g.W + iw];
-                        if (is_max)
-                            acc = v > acc ? v : acc;
-                        else
-                            acc += v;
-                        cnt++;
-                    }
-                }
-                if (!is_max)
-                    acc = (incl ? cnt_pad : cnt) ? acc / (float)(incl ? cnt_pad : cnt) : 0.f;
-                yp[oh * g.OW + ow] = acc;
-            }
-    }
+    pooljob j = {x->f,        OUT(0)->f,  &g, nd->def->sub == W_MAXPOOL, nd->p.count_include_pad,
+                 k->ns->a[2], k->ns->a[3]};
+    onnx_par_for(k->threads, g.N * g.C, 1 + 4096 / (g.OH * g.OW + 1), pool_range, &j);
     return 0;
 }
 

@@ -355,7 +355,14 @@ TEST(common_cpu_probe_and_limit)
     ASSERT_EQ(h2t_sha256_isa_best(), H2T_SHA256_ISA_C);
     char disp[128];
     h2t_kern_describe(disp, sizeof disp); /* what bench/extract prints for h2tdb's side */
-    ASSERT_STREQ(disp, "depthwise3x3 c, conv-epilogue c, nn c, pooling generic");
+    ASSERT_STREQ(disp,
+                 "depthwise3x3 c, depthwise c, conv-epilogue c, pool-ops c, nn c, pooling generic");
+
+    ASSERT_EQ(setenv("H2T_CPU_MAX", "avx2", 1), 0);
+    h2t_cpu_reset();
+    ASSERT_EQ(h2t_kern_isa(), (f & (H2T_CPU_AVX | H2T_CPU_FMA)) == (H2T_CPU_AVX | H2T_CPU_FMA)
+                                  ? H2T_ISA_AVX_FMA
+                                  : H2T_ISA_C);
 
     ASSERT_EQ(setenv("H2T_CPU_MAX", "avx", 1), 0);
     h2t_cpu_reset();
@@ -371,7 +378,12 @@ TEST(common_cpu_probe_and_limit)
     h2t_cpu_reset();
     ASSERT_EQ(h2t_cpu_features(), f);
     h2t_kern_describe(disp, sizeof disp);
-    ASSERT_EQ(strstr(disp, "depthwise3x3 avx+fma") != NULL, h2t_cpu_has(H2T_CPU_AVX | H2T_CPU_FMA));
+    ASSERT_EQ(strstr(disp, "depthwise3x3 avx+fma") != NULL,
+              h2t_cpu_has(H2T_CPU_AVX | H2T_CPU_FMA) && !h2t_cpu_has(H2T_CPU_AVX512F));
+    ASSERT_EQ(strstr(disp, "depthwise3x3 avx512") != NULL,
+              h2t_cpu_has(H2T_CPU_AVX | H2T_CPU_FMA | H2T_CPU_AVX512F));
+    ASSERT_EQ(h2t_kern_isa() == H2T_ISA_AVX512,
+              h2t_cpu_has(H2T_CPU_AVX | H2T_CPU_FMA | H2T_CPU_AVX512F));
     ASSERT_EQ(strstr(disp, "pooling avx") != NULL, h2t_cpu_has(H2T_CPU_AVX));
     h2t_kern_describe(tiny, sizeof tiny);
     ASSERT_STREQ(tiny, "depth");

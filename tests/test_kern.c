@@ -1,14 +1,16 @@
 /*
  * tests/test_kern.c - the hand-vectorised kernels of extract/kern.h against a naive double
  * reference: the 3x3 depthwise plane (odd and tiny sizes, strides 1 and 2 in each direction,
- * paddings 0 to 2 on each side, the three activations) through both dispatch paths (portable
- * C and AVX+FMA when the CPU has it), inputs allocated to their exact size so that ASan sees
- * any read past a row or plane.
+ * paddings 0 to 2 on each side, the three activations) through every dispatch path (portable
+ * C, AVX+FMA and AVX-512F when the CPU has them; a path the CPU lacks runs the best one below),
+ * inputs allocated to their exact size so that ASan sees any read past a row or plane; the
+ * epilogue, bitwise the same on every path.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cpu.h"
 #include "extract/kern.h"
 #include "tests/test.h"
 
@@ -44,12 +46,12 @@ static void dw_naive(const float *x, const h2t_dw_geo *g, const float *w9, float
         }
 }
 
-TEST(kern_dw3x3_matches_naive_both_isas)
+TEST(kern_dw3x3_matches_naive_every_isa)
 {
     static const int sizes[][2] = {{1, 1},  {2, 3},   {3, 3},   {5, 7},   {7, 7},   {8, 8},
                                    {9, 10}, {13, 14}, {16, 17}, {17, 31}, {28, 28}, {33, 9}};
     unsigned s = 7;
-    int n_cases = 0, avx = h2t_kern_isa() == H2T_ISA_AVX_FMA;
+    int n_cases = 0;
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
         for (int sh = 1; sh <= 2; sh++)
             for (int sw = 1; sw <= 2; sw++)
@@ -64,32 +66,80 @@ TEST(kern_dw3x3_matches_naive_both_isas)
                     float lo = -0.5f, hi = 1.5f;
                     size_t nx = (size_t)(g.H * g.W), ny = (size_t)(g.OH * g.OW);
                     float *x = malloc(nx * sizeof *x), w9[9], bias = krand(&s);
-                    float *want = malloc(ny * sizeof *want), *yc = malloc(ny * sizeof *yc);
-                    float *ya = malloc(ny * sizeof *ya);
+                    float *want = malloc(ny * sizeof *want), *y[3];
                     for (size_t i = 0; i < nx; i++)
                         x[i] = krand(&s);
                     for (int i = 0; i < 9; i++)
                         w9[i] = krand(&s);
                     dw_naive(x, &g, w9, bias, act, lo, hi, want);
-                    h2t_kern_dw3x3_isa(H2T_ISA_C, x, &g, w9, bias, act, lo, hi, yc);
-                    h2t_kern_dw3x3_isa(H2T_ISA_AVX_FMA, x, &g, w9, bias, act, lo, hi, ya);
+                    for (int isa = 0; isa < 3; isa++) {
+                        y[isa] = malloc(ny * sizeof(float));
+                        h2t_kern_dw3x3_isa(isa, x, &g, w9, bias, act, lo, hi, y[isa]);
+                    }
                     for (size_t i = 0; i < ny; i++) {
                         float tol = 1e-5f * (1.f + fabsf(want[i]));
-                        if (fabsf(yc[i] - want[i]) > tol || fabsf(ya[i] - want[i]) > tol)
-                            TEST_FAILF("H %lld W %lld s %d,%d pads %d,%d,%d act %d: y[%zu] C %g "
-                                       "avx %g want %g",
-                                       (long long)g.H, (long long)g.W, sh, sw, pt, pl, pb, act, i,
-                                       yc[i], ya[i], want[i]);
+                        for (int isa = 0; isa < 3; isa++)
+                            if (fabsf(y[isa][i] - want[i]) > tol)
+                                TEST_FAILF("H %lld W %lld s %d,%d pads %d,%d,%d act %d: y[%zu] "
+                                           "isa %d %g want %g",
+                                           (long long)g.H, (long long)g.W, sh, sw, pt, pl, pb, act,
+                                           i, isa, y[isa][i], want[i]);
                     }
                     n_cases++;
                     free(x);
                     free(want);
-                    free(yc);
-                    free(ya);
+                    for (int isa = 0; isa < 3; isa++)
+                        free(y[isa]);
                 }
     ASSERT_GT(n_cases, 300);
-    /* the dispatcher picks the best path; on a CPU without AVX both calls are the C path */
-    ASSERT(h2t_kern_isa() == H2T_ISA_C || avx);
+    /* a set asked for runs when the CPU has it, else the best one below */
+    ASSERT_EQ(h2t_kern_isa_run(H2T_ISA_AVX512), h2t_kern_isa());
+    ASSERT_EQ(h2t_kern_isa_run(H2T_ISA_C), H2T_ISA_C);
+    ASSERT(h2t_kern_isa_run(H2T_ISA_AVX_FMA) <= H2T_ISA_AVX_FMA);
+}
+
+/* Each instruction set this CPU runs, forced with H2T_CPU_MAX as a deployment would: the
+ * dispatcher's choice follows the limit, and every set gives the naive result on the shapes of
+ * MobileNetV2's depthwise layers (wide rows: several full 16- and 8-column blocks). */
+TEST(kern_dw3x3_forced_levels)
+{
+    static const char *levels[] = {"sse2", "avx2", "avx512"};
+    static const int want_isa[] = {H2T_ISA_C, H2T_ISA_AVX_FMA, H2T_ISA_AVX512};
+    static const int sides[] = {112, 56, 28, 14, 7};
+    unsigned s = 5;
+    for (int l = 0; l < 3; l++) {
+        ASSERT_EQ(setenv("H2T_CPU_MAX", levels[l], 1), 0);
+        h2t_cpu_reset();
+        int isa = h2t_kern_isa();
+        unsigned f = h2t_cpu_features();
+        if (want_isa[l] == H2T_ISA_AVX512 && (f & H2T_CPU_AVX512F) && (f & H2T_CPU_FMA))
+            ASSERT_EQ(isa, H2T_ISA_AVX512);
+        else
+            ASSERT(isa <= want_isa[l]);
+        for (size_t k = 0; k < sizeof sides / sizeof sides[0]; k++)
+            for (int st = 1; st <= 2; st++) {
+                int H = sides[k] * st;
+                h2t_dw_geo g = {H, H, sides[k], sides[k], st, st, 1, 1};
+                size_t nx = (size_t)H * H, ny = (size_t)(g.OH * g.OW);
+                float *x = malloc(nx * sizeof *x), w9[9], *want = malloc(ny * sizeof *want);
+                float *y = malloc(ny * sizeof *y);
+                for (size_t i = 0; i < nx; i++)
+                    x[i] = krand(&s);
+                for (int i = 0; i < 9; i++)
+                    w9[i] = krand(&s);
+                dw_naive(x, &g, w9, 0.5f, H2T_ACT_CLIP, 0.f, 6.f, want);
+                h2t_kern_dw3x3(x, &g, w9, 0.5f, H2T_ACT_CLIP, 0.f, 6.f, y);
+                for (size_t i = 0; i < ny; i++)
+                    if (fabsf(y[i] - want[i]) > 1e-5f * (1.f + fabsf(want[i])))
+                        TEST_FAILF("%s side %d stride %d: y[%zu] %g want %g", levels[l], sides[k],
+                                   st, i, y[i], want[i]);
+                free(x);
+                free(want);
+                free(y);
+            }
+    }
+    ASSERT_EQ(unsetenv("H2T_CPU_MAX"), 0);
+    h2t_cpu_reset();
 }
 
 TEST(kern_dw3x3_activation_edges)
@@ -101,7 +151,7 @@ TEST(kern_dw3x3_activation_edges)
         x[i] = (float)i - 4.f;
     x[1 + 3] = NAN;
     g.pt = 1; /* only the middle kernel row meets the single input row */
-    for (int isa = 0; isa < 2; isa++) {
+    for (int isa = 0; isa < 3; isa++) {
         h2t_kern_dw3x3_isa(isa, x, &g, w9, 0.f, H2T_ACT_CLIP, -2.f, 3.f, y);
         ASSERT(isnan(y[3]));
         ASSERT(y[5] == 2.f);
@@ -116,7 +166,7 @@ TEST(kern_dw3x3_activation_edges)
     ASSERT(isnan(o[0]) && o[1] == 0.f && o[2] == 2.f && o[3] == 6.f);
 }
 
-TEST(kern_epilogue_both_isas_bitwise_and_stagewise)
+TEST(kern_epilogue_every_isa_bitwise_and_stagewise)
 {
     /* every stage combination, odd lengths: AVX and C bitwise equal, and each stage equal to
      * the separate passes of the unfused kernels */
@@ -130,8 +180,8 @@ TEST(kern_epilogue_both_isas_bitwise_and_stagewise)
     src[7] = NAN;
     for (int combo = 0; combo < 32; combo++) {
         for (int n = 0; n <= N; n += 11) {
-            float out[2][N], conv[2][N], bn[2][N], add[2][N];
-            for (int isa = 0; isa < 2; isa++) {
+            float out[3][N], conv[3][N], bn[3][N], add[3][N];
+            for (int isa = 0; isa < 3; isa++) {
                 h2t_epi e = {0};
                 e.has_bias = combo & 1;
                 e.bias = 0.25f;
@@ -149,21 +199,22 @@ TEST(kern_epilogue_both_isas_bitwise_and_stagewise)
                 h2t_kern_epilogue_isa(isa, src, n, &e);
             }
             ASSERT(memcmp(out[0], out[1], (size_t)n * sizeof(float)) == 0);
+            ASSERT(memcmp(out[0], out[2], (size_t)n * sizeof(float)) == 0);
             for (int i = 0; i < n; i++) {
                 if (i == 7)
                     continue;
                 float v = src[i];
                 if (combo & 1) {
                     v = v + 0.25f;
-                    ASSERT(conv[0][i] == v && conv[1][i] == v);
+                    ASSERT(conv[0][i] == v && conv[1][i] == v && conv[2][i] == v);
                 }
                 if ((combo >> 1) & 1) {
                     v = v * 1.5f + -0.75f;
-                    ASSERT(bn[0][i] == v && bn[1][i] == v);
+                    ASSERT(bn[0][i] == v && bn[1][i] == v && bn[2][i] == v);
                 }
                 if ((combo >> 2) & 1) {
                     v = v + res[i];
-                    ASSERT(add[0][i] == v && add[1][i] == v);
+                    ASSERT(add[0][i] == v && add[1][i] == v && add[2][i] == v);
                 }
                 float want = v;
                 h2t_kern_act(&v, 1, (combo >> 3) % 3, -1.f, 2.f, &want);
