@@ -11,7 +11,8 @@ set -eu
 BUILD="build-essential pkg-config liblmdb-dev lmdb-utils libopenblas-dev libprotobuf-c-dev
 protobuf-c-compiler libuv1-dev libonnx-dev zlib1g-dev libpng-dev libjpeg62-turbo-dev
 clang libclang-rt-14-dev libonnx-testdata clang-format
-protobuf-compiler python3-protobuf python3-numpy python3-pip python3-venv python3-yaml"
+protobuf-compiler python3-protobuf python3-numpy python3-pip python3-venv python3-yaml
+libdnnl2"
 # MPI is optional at build time (without mpicc the Makefile builds without it and `--mpi`
 # says so); it is in the default set so that CI builds with it and runs the mpirun tests.
 MPI="libopenmpi-dev openmpi-bin"
