@@ -36,7 +36,8 @@ int h2t_cmd_compare(int argc, char **argv); /* cli/cmd_compare.c */
 int h2t_cmd_verify(int argc, char **argv);  /* cli/cmd_admin.c */
 int h2t_cmd_rm(int argc, char **argv);
 int h2t_cmd_compact(int argc, char **argv);
-int h2t_cmd_mpi_check(int argc, char **argv); /* cli/cmd_mpi.c */
+int h2t_cmd_mpi_check(int argc, char **argv);    /* cli/cmd_mpi.c */
+int h2t_cmd_set_manifest(int argc, char **argv); /* cli/cmd_set.c */
 
 #define H2T_CMD_TABLE                                                                              \
     {"version", "print the version", h2t_cmd_version},                                             \
@@ -46,6 +47,8 @@ int h2t_cmd_mpi_check(int argc, char **argv); /* cli/cmd_mpi.c */
         {"extract", "run a model once over a dataset and store every layer's features",            \
          h2t_cmd_extract},                                                                         \
         {"merge", "one store from the shard stores of extract --shard I/N", h2t_cmd_merge},        \
+        {"set-manifest", "name a folder's shard stores in a manifest: read them as one store",     \
+         h2t_cmd_set_manifest},                                                                    \
         {"serve", "serve a store over TCP: tasks, train jobs, statistics", h2t_cmd_serve},         \
         {"task", "create a task (labels and sample lists) on a server", h2t_cmd_task},             \
         {"tasks", "list the tasks of a server", h2t_cmd_tasks},                                    \

@@ -134,7 +134,7 @@ int h2t_extract_mpi_run(h2t_extract_opts *o, const char *dir)
         }
         if (rc == 0)
             rc = h2t_store_set_write(dir, (uint32_t)n, all[0].whole_hash, all[0].whole,
-                                     all[0].whole_n, counts, (uint32_t)o->batch);
+                                     all[0].whole_n, counts, (uint32_t)o->batch, NULL);
         free(counts);
     }
     char hex[65] = "";

@@ -67,8 +67,12 @@ int h2t_store_set_exists(const char *dir)
 
 int h2t_store_set_write(const char *dir, uint32_t n_shards, const uint8_t whole_hash[32],
                         const char *whole_config, uint32_t n_samples, const uint32_t *counts,
-                        uint32_t batch)
+                        uint32_t batch, const char *const *names)
 {
+    for (uint32_t i = 0; names && i < n_shards; i++)
+        if (!names[i][0] || strchr(names[i], '\n') || names[i][0] == ' ')
+            return h2t_err_set(H2T_EINVAL, "store set %s: shard %u's store name '%s'", dir, i,
+                               names[i]);
     if (n_shards == 0 || n_shards > H2T_STORE_SET_MAX_SHARDS || n_shards > n_samples)
         return h2t_err_set(H2T_EINVAL, "store set %s: %u shards of %u samples", dir, n_shards,
                            n_samples);
@@ -95,7 +99,10 @@ int h2t_store_set_write(const char *dir, uint32_t n_shards, const uint8_t whole_
     for (uint32_t i = 0; i < n_shards; i++) {
         uint32_t lo, hi;
         h2t_store_shard_range(n_samples, i, n_shards, &lo, &hi);
-        fprintf(f, "shard %u %u %u shard-%u-of-%u\n", i, lo, hi, i, n_shards);
+        if (names)
+            fprintf(f, "shard %u %u %u %s\n", i, lo, hi, names[i]);
+        else
+            fprintf(f, "shard %u %u %u shard-%u-of-%u\n", i, lo, hi, i, n_shards);
     }
     int bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
     int err = errno;

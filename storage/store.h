@@ -299,13 +299,14 @@ typedef struct h2t_store_set {
     h2t_store_set_shard *shards; /* n_shards, in shard order; OWNED by the struct */
 } h2t_store_set;
 
-/* Write dir/store-set.txt for the shards dir/shard-I-of-N, I < n_shards, with counts[I]
- * samples each (replacing the file atomically: a temporary file, fsync, rename). Checks that
- * the counts are the contiguous ranges of h2t_store_shard_range. Errors: H2T_EINVAL
- * (counts that are not those ranges, naming the shard), H2T_EIO (naming the file). */
+/* Write dir/store-set.txt for the shards dir/shard-I-of-N (or names[I] when names is not NULL:
+ * relative to dir, or absolute), I < n_shards, with counts[I] samples each, replacing the file
+ * atomically (a temporary file, fsync, rename). Checks that the counts are the contiguous
+ * ranges of h2t_store_shard_range. Errors: H2T_EINVAL (counts that are not those ranges, or
+ * an empty name, naming the shard), H2T_EIO (naming the file). */
 int h2t_store_set_write(const char *dir, uint32_t n_shards, const uint8_t whole_hash[32],
                         const char *whole_config, uint32_t n_samples, const uint32_t *counts,
-                        uint32_t batch);
+                        uint32_t batch, const char *const *names);
 /* 1 when dir holds a manifest (dir/store-set.txt), else 0. */
 int h2t_store_set_exists(const char *dir);
 /* Open shard stores given by path (any order; every shard of one sharded extraction exactly

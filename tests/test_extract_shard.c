@@ -415,7 +415,7 @@ static void write_manifest(const char *dir, uint32_t n)
         h2t_store_shard_range(n, i, 3, &lo, &hi);
         counts[i] = hi - lo;
     }
-    ASSERT_OK(h2t_store_set_write(dir, 3, h, whole, n, counts, 4));
+    ASSERT_OK(h2t_store_set_write(dir, 3, h, whole, n, counts, 4, NULL));
 }
 
 /* N = 3 shard stores read as one store set (their manifest, or the three paths in any order)
@@ -630,4 +630,43 @@ TEST(extract_shard_set_served)
     test_srv_finish(&a);
     test_srv_finish(&b);
     ASSERT(exists("set/work/data.mdb"));
+}
+
+/* h2tdb set-manifest: the shard stores of an array job's folder (feats/shard.I) named in a
+ * manifest, after the checks; the folder then reads as one store. A missing or foreign shard:
+ * refused, no manifest. */
+TEST(extract_shard_set_manifest_cli)
+{
+    const char *bin = getenv("H2T_BIN");
+    if (!bin)
+        TEST_FAILF("H2T_BIN is not set (run through make test)");
+    make_data(10);
+    char cmd[4096], out[8192];
+    for (int i = 0; i < 3; i++) {
+        snprintf(cmd, sizeof cmd,
+                 "%s extract --store feats/shard.%d --model %s --data npy:x.npy,y.npy "
+                 "--target-size 8 --batch 4 --shard %d/3 --no-progress 2>&1",
+                 bin, i, test_src_path("tests/data/extract_tiny.onnx"), i);
+        ASSERT_EQ(system("mkdir -p feats"), 0);
+        ASSERT_EQ(sh(cmd, out, sizeof out), 0);
+    }
+    ASSERT_EQ(system("mv feats/shard.1 away"), 0);
+    snprintf(cmd, sizeof cmd, "%s set-manifest feats --batch 4 2>&1", bin);
+    ASSERT_EQ(sh(cmd, out, sizeof out), 1);
+    ASSERT_CONTAINS(out, "shard 1/3 is missing: no subfolder of feats holds it");
+    ASSERT(!exists("feats/store-set.txt"));
+    ASSERT_EQ(system("mv away feats/shard.1"), 0);
+    ASSERT_EQ(sh(cmd, out, sizeof out), 0);
+    ASSERT_CONTAINS(out, "store set feats: 3 shards, 10 samples");
+    FILE *f = fopen("feats/store-set.txt", "r");
+    ASSERT(f != NULL);
+    size_t k = fread(out, 1, sizeof out - 1, f);
+    out[k] = '\0';
+    fclose(f);
+    ASSERT_CONTAINS(out,
+                    "batch 4\nshard 0 0 3 shard.0\nshard 1 3 6 shard.1\nshard 2 6 10 shard.2\n");
+    snprintf(cmd, sizeof cmd, "%s ls --store feats 2>&1", bin);
+    ASSERT_EQ(sh(cmd, out, sizeof out), 0);
+    ASSERT_CONTAINS(out, "a store set of 3 shard stores");
+    ASSERT_CONTAINS(out, "10/10  done");
 }

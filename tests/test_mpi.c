@@ -257,7 +257,7 @@ TEST(mpi_set_manifest)
         h[k] = (uint8_t)(k * 7);
     uint32_t counts[3] = {3, 4, 4};
     ASSERT_EQ(mkdir("d", 0777), 0);
-    ASSERT_OK(h2t_store_set_write("d", 3, h, "model=x samples=11", 11, counts, 4));
+    ASSERT_OK(h2t_store_set_write("d", 3, h, "model=x samples=11", 11, counts, 4, NULL));
     h2t_store_set s;
     ASSERT_OK(h2t_store_set_read("d/store-set.txt", &s));
     ASSERT_EQ(memcmp(s.whole_hash, h, 32), 0);
@@ -268,7 +268,7 @@ TEST(mpi_set_manifest)
     ASSERT_STREQ(s.shards[1].path, "d/shard-1-of-3");
     h2t_store_set_free(&s);
     counts[1] = 5;
-    ASSERT_EQ(h2t_store_set_write("d", 3, h, "c", 11, counts, 4), H2T_EINVAL);
+    ASSERT_EQ(h2t_store_set_write("d", 3, h, "c", 11, counts, 4, NULL), H2T_EINVAL);
     ASSERT_CONTAINS(h2t_err_detail(), "shard 1/3 holds 5 samples");
 
     const char *head = "h2tdb-store-set 1\nextraction "

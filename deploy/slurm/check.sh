@@ -111,7 +111,12 @@ case "$out" in *"already complete (11 samples"*) ;; *)
     echo "slurm-check: the merged shards are not the unsharded extraction: $out" >&2
     exit 1 ;;
 esac
-echo "slurm-check: array job $jid: 3 shards extracted under Slurm, merged = unsharded"
+"$H2TDB" set-manifest "$W/arr" --batch 2 >/dev/null
+"$H2TDB" ls --store "$W/arr" | grep -q "11/11  done" || {
+    echo "slurm-check: the array's shard stores do not read as one store set" >&2
+    exit 1
+}
+echo "slurm-check: array job $jid: 3 shards extracted under Slurm, merged = unsharded, read as a set"
 
 # 2. the MPI script: one job of three tasks, a manifest of three shards
 if command -v mpirun >/dev/null 2>&1; then
