@@ -90,6 +90,8 @@ static h2t_store *set_shard0(const h2t_store *st);
 static int set_layer_read(h2t_store *st, uint32_t ext, uint32_t layer, const uint32_t *samples,
                           uint32_t first, uint32_t n, float *out, size_t ld);
 static int set_stats_get(h2t_store *st, uint32_t ext, uint32_t layer, h2t_layer_stats **out);
+static int set_verify_shards(h2t_store *st, h2t_store_problem_fn fn, void *ud,
+                             h2t_store_verify_report *rep);
 
 struct h2t_store_reader {
     h2t_store *st;
@@ -679,7 +681,12 @@ int h2t_store_open_map(const char *dir, unsigned flags, uint64_t map_size, h2t_s
         creating = 1;
     } else if (!S_ISDIR(sb.st_mode)) {
         return h2t_err_set(H2T_ECORRUPT, "%s is not a directory, so not an h2tdb store", dir);
-    } else if (stat(data, &sb) != 0 && h2t_store_set_exists(dir)) {
+    } else if (h2t_store_set_exists(dir)) {
+        if (stat(data, &sb) == 0)
+            return h2t_err_set(H2T_ECORRUPT,
+                               "%s holds both a store (data.mdb) and a store set manifest (%s): "
+                               "move one of them",
+                               dir, H2T_STORE_SET_MANIFEST);
         return set_open_manifest(dir, flags, out);
     } else if (stat(data, &sb) != 0) {
         if (!(flags & H2T_STORE_CREATE))
@@ -3485,6 +3492,9 @@ int h2t_store_verify(h2t_store *st, h2t_store_problem_fn fn, void *ud, h2t_store
 {
     verify_ctx c = {.fn = fn, .ud = ud};
     int rc = st_run(st, 0, verify_fn, &c);
+    /* a store set: its work store above, then every shard store */
+    if (rc == 0 && st->set)
+        rc = set_verify_shards(st, fn, ud, &c.rep);
     if (rc == 0 && out)
         *out = c.rep;
     return rc;
@@ -3641,6 +3651,11 @@ int h2t_store_compact(const char *dir, uint64_t *before, uint64_t *after)
 {
     h2t_store *st = NULL;
     char tmp[1100], data[1100], tdata[1200];
+    if (h2t_store_set_exists(dir))
+        return h2t_err_set(H2T_EINVAL,
+                           "%s is a store set: compact its shard stores and its work store one "
+                           "by one",
+                           dir);
     int rc = h2t_store_open(dir, 0, &st);
     if (rc < 0)
         return rc;
@@ -4270,4 +4285,22 @@ static void set_close(h2t_store *st)
         st->env = NULL;
         tmp_store_remove(tmp);
     }
+}
+
+static int set_verify_shards(h2t_store *st, h2t_store_problem_fn fn, void *ud,
+                             h2t_store_verify_report *rep)
+{
+    for (uint32_t i = 0; i < st->set->n; i++) {
+        h2t_store_verify_report r;
+        int rc = h2t_store_verify(st->set->sh[i], fn, ud, &r);
+        if (rc < 0)
+            return h2t_err_wrap(rc, "store set %s shard %u (%s)", st->dir, i,
+                                h2t_store_dir(st->set->sh[i]));
+        rep->records += r.records;
+        rep->extractions += r.extractions;
+        rep->blocks += r.blocks;
+        rep->unchecked_blocks += r.unchecked_blocks;
+        rep->damaged += r.damaged;
+    }
+    return 0;
 }

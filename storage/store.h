@@ -271,7 +271,9 @@ int h2t_store_reader_feature(h2t_store_reader *r, uint32_t ext, uint32_t layer, 
  * read: every store named exists (H2T_ENOTFOUND: moved or removed), holds exactly one shard
  * extraction of the manifest's whole extraction and shard count in the manifest's position
  * (H2T_EINVAL), complete (H2T_ESTATE), each store once (H2T_EINVAL). Zero-copy readers
- * (h2t_store_reader_begin) are H2T_EUNSUPPORTED on a set.
+ * (h2t_store_reader_begin) are H2T_EUNSUPPORTED on a set; h2t_store_verify checks the work
+ * store and every shard; h2t_store_compact refuses a set's folder (H2T_EINVAL: compact the
+ * stores one by one); a folder with both a manifest and a data.mdb is refused (H2T_ECORRUPT).
  */
 #define H2T_STORE_SET_WORK "work"
 #define H2T_STORE_SET_MANIFEST "store-set.txt"

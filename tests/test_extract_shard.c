@@ -497,7 +497,16 @@ TEST(extract_shard_set_is_the_unsharded_extraction)
     ASSERT_OK(h2t_store_open("set", H2T_STORE_RDONLY, &ss));
     ASSERT_OK(h2t_store_task_get(ss, "t", &t));
     h2t_task_destroy(t);
+    /* verify walks the work store and every shard; compact refuses the set as a whole */
+    h2t_store_verify_report vr;
+    ASSERT_OK(h2t_store_verify(ss, NULL, NULL, &vr));
+    ASSERT_EQ(vr.extractions, 3);
+    ASSERT_EQ(vr.damaged, 0);
     h2t_store_close(ss);
+    uint64_t b0, b1;
+    ASSERT_EQ(h2t_store_compact("set", &b0, &b1), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "set is a store set");
+    ASSERT(!exists("set/data.mdb"));
 }
 
 /* A set is refused before anything is read or written, naming the shard and path: a shard of
