@@ -19,7 +19,9 @@
 # apart; default the extraction's default); CHUNK (images per ONNX Runtime run, default 20);
 # CHECK (the first CHECK test images go through ONNX Runtime and are compared; default all TEST:
 # ONNX Runtime with its optimisations off takes about a second per MobileNetV2 image on a
-# shared 2-core machine).
+# shared 2-core machine); ARGS_<method> (more `h2tdb train` options for that method's job, e.g.
+# ARGS_layer="--folds 2 --lambdas 1e-3": layer's CV fits every layer at every grid cell, and
+# ARGS_auto="--auto-methods linear,ncm,knn": auto's costs the sum of its candidates').
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 C="$ROOT/tests/conformance"
@@ -76,7 +78,9 @@ shape=$(build/conformance/classify_input "$MODEL" "idx:$DATA" "$TRAIN" "$TEST" "
     "$tmp/in.f32")
 rc=0
 for method in $METHODS; do
-    id=$("$H2T" train --task fmnist10 --method "$method" --threads "$THREADS" |
+    extra=$(eval "printf '%s' \"\${ARGS_$method:-}\"")
+    # shellcheck disable=SC2086 # extra: options, split into words
+    id=$("$H2T" train --task fmnist10 --method "$method" --threads "$THREADS" $extra |
         sed -n 's/^job \([0-9][0-9]*\) \(queued\|reused\).*/\1/p')
     [ -n "$id" ] || { echo "classify_ort: submitting $method failed" >&2; exit 1; }
     "$H2T" job "$id" --watch >/dev/null
