@@ -13,7 +13,7 @@
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BASE=${H2T_CONF_DIR:-$ROOT/build/conformance/classify-tiny}
-export TRAIN=${TRAIN:-200} TEST=${TEST:-100} T=${T:-32} CHUNK=100
+export TRAIN="${TRAIN:-200}" TEST="${TEST:-100}" T="${T:-32}" CHUNK=100
 rc=0
 H2T_CONF_DIR=$BASE/tiny MODEL=$ROOT/tests/data/extract_tiny.onnx NAME=fmnist-tiny \
     "$ROOT/tests/conformance/classify_ort.sh" || rc=1
