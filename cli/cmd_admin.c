@@ -39,7 +39,8 @@ static const char compact_usage[] =
     "usage: h2tdb compact --store DIR\n\n"
     "Give the space of removed records back to the file system: the store is copied with\n"
     "LMDB's compaction and the copy replaces data.mdb in one rename. Refused while a\n"
-    "server runs on the store; nothing else may write it meanwhile (stop extractions).\n";
+    "server or any other process (an extraction, a reader) has the store open, naming it;\n"
+    "while it runs, other processes cannot open the store.\n";
 
 static void print_problem(void *ud, const char *problem)
 {

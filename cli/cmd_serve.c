@@ -142,6 +142,8 @@ int h2t_cmd_serve(int argc, char **argv)
             remove(p);
             snprintf(p, sizeof(p), "%s/" H2T_STORE_SERVICE_LOCK, store_dir);
             remove(p);
+            snprintf(p, sizeof(p), "%s/" H2T_STORE_OPEN_LOCK, store_dir);
+            remove(p);
             if (created == 2)
                 rmdir(store_dir);
         }

@@ -75,6 +75,8 @@ struct h2t_store {
     unsigned flags;
     int f16c;       /* the CPU converts half floats (F16C): checked once at open */
     int service_fd; /* DIR/serve.lock while h2t_store_service_lock holds it, else -1 */
+    int open_fd;    /* DIR/open.lock, flock'ed shared while open (exclusive: compacting); -1
+                       where the file cannot be opened (a read-only medium) */
     char dir[1024];
     struct store_set *set; /* a store set read as one (see "store sets read as one"), or NULL */
 };
@@ -639,6 +641,7 @@ static int open_tables(h2t_store *st, MDB_txn *txn, int create)
     return 0;
 }
 
+/* empty but for the open lock (left by a creation that was killed) */
 static int dir_is_empty(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -647,12 +650,82 @@ static int dir_is_empty(const char *dir)
     struct dirent *e;
     int empty = 1;
     while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
+            strcmp(e->d_name, H2T_STORE_OPEN_LOCK)) {
             empty = 0;
             break;
         }
     closedir(d);
     return empty;
+}
+
+/* The pids of other processes with path open (a scan of /proc/PID/fd, which sees only the
+ * processes this user may inspect), as "123, 456" in buf; "" when none is found. */
+static void lock_holders(const char *path, char *buf, size_t len)
+{
+    buf[0] = 0;
+    struct stat want;
+    DIR *proc = stat(path, &want) == 0 ? opendir("/proc") : NULL;
+    if (!proc)
+        return;
+    size_t used = 0;
+    struct dirent *p;
+    while ((p = readdir(proc)) && used + 16 < len) {
+        char *end;
+        long pid = strtol(p->d_name, &end, 10);
+        if (*end || pid <= 0 || pid == (long)getpid())
+            continue;
+        char fds[64];
+        snprintf(fds, sizeof(fds), "/proc/%ld/fd", pid);
+        DIR *d = opendir(fds);
+        if (!d)
+            continue;
+        struct dirent *f;
+        while ((f = readdir(d))) {
+            char fp[128];
+            struct stat sb;
+            snprintf(fp, sizeof(fp), "%s/%s", fds, f->d_name);
+            if (f->d_name[0] != '.' && stat(fp, &sb) == 0 && sb.st_dev == want.st_dev &&
+                sb.st_ino == want.st_ino) {
+                used += (size_t)snprintf(buf + used, len - used, "%s%ld", used ? ", " : "", pid);
+                break;
+            }
+        }
+        closedir(d);
+    }
+    closedir(proc);
+}
+
+/* Take DIR/open.lock shared for the life of the handle: a compaction (which takes it
+ * exclusively) then knows the store is in use. While a compaction holds it, the open is
+ * H2T_EBUSY naming the compacting process (its pid is in the file). On a medium where the
+ * file can be neither created nor opened, the store opens without it (nothing can compact
+ * such a store). */
+static int open_lock_take(const char *dir, int *fd_out)
+{
+    char path[1100];
+    snprintf(path, sizeof(path), "%s/" H2T_STORE_OPEN_LOCK, dir);
+    *fd_out = -1;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    if (flock(fd, LOCK_SH | LOCK_NB) != 0) {
+        int e = errno;
+        char buf[32] = {0};
+        ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+        close(fd);
+        if (e != EWOULDBLOCK)
+            return h2t_err_set(H2T_EIO, "store %s: lock %s: %s", dir, path, strerror(e));
+        long pid = n > 0 ? strtol(buf, NULL, 10) : 0;
+        return h2t_err_set(H2T_EBUSY,
+                           "store %s is being compacted by process %ld (it holds %s): open it "
+                           "again when the compaction has finished",
+                           dir, pid, path);
+    }
+    *fd_out = fd;
+    return 0;
 }
 
 int h2t_store_open_map(const char *dir, unsigned flags, uint64_t map_size, h2t_store **out)
@@ -710,13 +783,19 @@ int h2t_store_open_map(const char *dir, unsigned flags, uint64_t map_size, h2t_s
     h2t_store *st = calloc(1, sizeof(*st));
     if (!st)
         return h2t_err_set(H2T_ENOMEM, "store %s", dir);
+    int rc = 0, mrc;
     snprintf(st->dir, sizeof(st->dir), "%s", dir);
     st->flags = flags;
     st->service_fd = -1;
+    if ((rc = open_lock_take(dir, &st->open_fd)) < 0) {
+        free(st);
+        return rc;
+    }
     st->f16c = cpu_has_f16c() && !getenv("H2T_NO_F16C");
-    int rc = 0, mrc;
     int have_lock = 0;
     if (pthread_rwlock_init(&st->lock, NULL) != 0) {
+        if (st->open_fd >= 0)
+            close(st->open_fd);
         free(st);
         return h2t_err_set(H2T_ENOMEM, "store %s: rwlock", dir);
     }
@@ -799,12 +878,16 @@ fail:
         pthread_mutex_destroy(&st->gmu);
         pthread_cond_destroy(&st->gcv);
     }
+    if (st->open_fd >= 0)
+        close(st->open_fd);
     free(st);
     if (creating && (flags & H2T_STORE_CREATE)) {
         /* leave nothing half-made behind */
         remove(data);
         char lk[1100];
         snprintf(lk, sizeof(lk), "%s/lock.mdb", dir);
+        remove(lk);
+        snprintf(lk, sizeof(lk), "%s/" H2T_STORE_OPEN_LOCK, dir);
         remove(lk);
     }
     return rc;
@@ -878,6 +961,8 @@ void h2t_store_close(h2t_store *st)
     h2t_store_service_unlock(st);
     set_close(st);
     mdb_env_close(st->env);
+    if (st->open_fd >= 0)
+        close(st->open_fd); /* the shared lock goes with the last descriptor */
     pthread_rwlock_destroy(&st->lock);
     pthread_mutex_destroy(&st->gmu);
     pthread_cond_destroy(&st->gcv);
@@ -3664,6 +3749,48 @@ int h2t_store_compact(const char *dir, uint64_t *before, uint64_t *after)
         h2t_store_close(st);
         return rc;
     }
+    /* nor any other process with it open: an extraction, a task command, a reader (their
+     * writes would be lost and their reads would go on in the old file); while compacting,
+     * the open lock is exclusive and names this process, so new opens are refused */
+    if (st->open_fd < 0) {
+        rc = h2t_err_set(H2T_EPERM,
+                         "store %s: cannot open %s/" H2T_STORE_OPEN_LOCK
+                         ", so cannot tell whether other processes use the store",
+                         dir, dir);
+        h2t_store_close(st);
+        return rc;
+    }
+    if (flock(st->open_fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char who[256], lpath[1100];
+        snprintf(lpath, sizeof(lpath), "%s/" H2T_STORE_OPEN_LOCK, dir);
+        lock_holders(lpath, who, sizeof(who));
+        if (e != EWOULDBLOCK)
+            rc = h2t_err_set(H2T_EIO, "store %s: lock %s: %s", dir, lpath, strerror(e));
+        else if (who[0])
+            rc = h2t_err_set(H2T_EBUSY,
+                             "store %s is open in process %s (an extraction, a task command or "
+                             "a reader holds %s): compaction needs the store to itself; let it "
+                             "finish or stop it first",
+                             dir, who, lpath);
+        else
+            rc = h2t_err_set(H2T_EBUSY,
+                             "store %s is open in another process (it holds %s): compaction "
+                             "needs the store to itself; let it finish or stop it first",
+                             dir, lpath);
+        h2t_store_close(st);
+        return rc;
+    }
+    {
+        char buf[32];
+        int len = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+        if (ftruncate(st->open_fd, 0) != 0 || pwrite(st->open_fd, buf, (size_t)len, 0) != len) {
+            rc = h2t_err_set(H2T_EIO, "store %s: writing %s/" H2T_STORE_OPEN_LOCK ": %s", dir, dir,
+                             strerror(errno));
+            h2t_store_close(st);
+            return rc;
+        }
+    }
     snprintf(tmp, sizeof(tmp), "%s/compact.tmp", dir);
     snprintf(data, sizeof(data), "%s/data.mdb", dir);
     snprintf(tdata, sizeof(tdata), "%s/data.mdb", tmp);
@@ -3693,6 +3820,7 @@ int h2t_store_compact(const char *dir, uint64_t *before, uint64_t *after)
     /* the copy replaces the file in one rename while the service lock is held (a second
      * handle keeps it: closing st's would release it before the swap) */
     int lockfd = dup(st->service_fd);
+    int openfd = dup(st->open_fd);
     h2t_store_close(st);
     st = NULL;
     if (rename(tdata, data) != 0) {
@@ -3704,6 +3832,12 @@ int h2t_store_compact(const char *dir, uint64_t *before, uint64_t *after)
     if (dfd >= 0) {
         fsync(dfd);
         close(dfd);
+    }
+    if (openfd >= 0) {
+        if (ftruncate(openfd, 0) != 0) {
+            /* a stale pid in the file is harmless: it is read only while the lock is held */
+        }
+        close(openfd);
     }
     if (lockfd >= 0)
         close(lockfd);
@@ -3717,6 +3851,9 @@ int h2t_store_compact(const char *dir, uint64_t *before, uint64_t *after)
 fail:
     unlink(tdata);
     rmdir(tmp);
+    if (ftruncate(st->open_fd, 0) != 0) {
+        /* as above */
+    }
     h2t_store_close(st);
     return rc;
 }

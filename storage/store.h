@@ -102,6 +102,12 @@ const char *h2t_store_dir(const h2t_store *st);
  * commands) do not take it. Errors: H2T_EBUSY (another process, or this handle, holds it:
  * the detail names the holder's pid and the file), H2T_EPERM, H2T_EIO. */
 #define H2T_STORE_SERVICE_LOCK "serve.lock"
+/* Every open handle holds DIR/open.lock shared (an flock, created with the store; where it
+ * cannot be opened, as on a read-only medium, the store opens without it); a compaction holds
+ * it exclusively, with its pid in the file. So a compaction is refused while any other process
+ * has the store open, and h2t_store_open is H2T_EBUSY, naming the compacting pid, while a
+ * compaction runs. */
+#define H2T_STORE_OPEN_LOCK "open.lock"
 int h2t_store_service_lock(h2t_store *st);
 /* Release the lock if this handle holds it (the file stays, empty); otherwise a no-op. */
 void h2t_store_service_unlock(h2t_store *st);
@@ -441,10 +447,12 @@ int h2t_store_extraction_delete(h2t_store *st, uint32_t id, int force, uint32_t 
 int h2t_store_job_delete(h2t_store *st, uint64_t id, int force);
 /* Give removed space back: copy the store with LMDB's compaction (mdb_env_copy2,
  * MDB_CP_COMPACT) into DIR/compact.tmp, fsync it, and rename it over DIR/data.mdb. Holds the
- * service lock throughout, so it refuses (H2T_EBUSY naming the pid) while a server runs;
- * nothing else may write the store meanwhile (an extraction's writes after the copy began
- * would be lost). An interrupted compaction leaves the store as it was (and compact.tmp,
- * removed by the next run). *before / *after: data.mdb's size (may be NULL). */
+ * service lock throughout, so it refuses (H2T_EBUSY naming the pid) while a server runs, and
+ * the open lock exclusively, so it refuses (H2T_EBUSY naming the pids it can see in /proc)
+ * while any other process has the store open: an extraction, a task command, a reader (an
+ * extraction's writes after the copy began would be lost); opens during the compaction are
+ * refused. An interrupted compaction leaves the store as it was (and compact.tmp, removed by
+ * the next run). *before / *after: data.mdb's size (may be NULL). */
 int h2t_store_compact(const char *dir, uint64_t *before, uint64_t *after);
 
 #endif

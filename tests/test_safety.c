@@ -1,7 +1,7 @@
 /*
  * tests/test_safety.c - the command line's refusals and the store's life cycle through
  * $H2T_BIN: options outside their range, and (see the store tests for the API) rm, verify and
- * compact on a store the test builds.
+ * compact on a store the test builds, compaction against a concurrent writer.
  */
 #include "common/err.h"
 #include "common/util.h"
@@ -9,6 +9,9 @@
 #include "tests/fixture.h"
 #include "tests/test.h"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -189,4 +192,88 @@ TEST(cli_rm_and_compact)
     ASSERT_EQ(h2t_store_extraction_find(st, "big", &id), H2T_ENOTFOUND);
     h2t_store_close(st);
     ASSERT_EQ(access("db/compact.tmp", F_OK), -1);
+}
+
+/* Compaction needs the store to itself: while another process has it open (here a child that
+ * writes feature batches, as an extraction does) h2tdb compact is refused naming that process,
+ * and the writer's batches all stay; while a compaction holds the store, opening it is refused
+ * naming the compacting process. */
+TEST(compact_refuses_while_store_open)
+{
+    static const h2t_layer_info L[1] = {
+        {.name = "fc", .op = "Gemm", .rank = 2, .shape = {8}, .dim = 8}};
+    fixture_spec sp = {.ext = {.name = "growing", .hash = 3},
+                       .samples = {.n = 1000000, .classes = 2, .train = 900000},
+                       FIXTURE_LAYERS(L),
+                       .features = {.written = 10, .value = safety_value}};
+    h2t_store *st;
+    uint32_t eid;
+    ASSERT_OK(fixture_store_build("db", H2T_STORE_CREATE | H2T_STORE_NOSYNC, &sp, &st, &eid));
+    h2t_store_close(st);
+    int ready[2];
+    ASSERT_EQ(pipe(ready), 0);
+    pid_t child = fork();
+    ASSERT(child >= 0);
+    if (child == 0) {
+        close(ready[0]);
+        if (h2t_store_open("db", H2T_STORE_NOSYNC, &st) != 0)
+            _exit(10);
+        for (uint32_t at = 10;; at++) {
+            if (fixture_features_write(st, eid, &sp, at, 1) != 0)
+                _exit(11);
+            if (at == 12 && write(ready[1], "r", 1) != 1)
+                _exit(12);
+        }
+    }
+    close(ready[1]);
+    char c;
+    ASSERT_EQ(read(ready[0], &c, 1), 1);
+    close(ready[0]);
+    char out[8192], want[64];
+    int rc = run("compact --store db", out, sizeof(out));
+    uint64_t before = 0, after = 0;
+    int arc = h2t_store_compact("db", &before, &after);
+    char detail[1024];
+    snprintf(detail, sizeof(detail), "%s", h2t_err_detail());
+    int status;
+    kill(child, SIGKILL);
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    if (!WIFSIGNALED(status))
+        TEST_FAILF("the writer stopped by itself (status %d)", status);
+    snprintf(want, sizeof(want), "open in process %ld", (long)child);
+    if (rc != 1 || !strstr(out, want))
+        TEST_FAILF("compact while a writer runs: exit %d, output:\n%s", rc, out);
+    ASSERT_EQ(arc, H2T_EBUSY);
+    ASSERT_CONTAINS(detail, want);
+    ASSERT_EQ(access("db/compact.tmp", F_OK), -1);
+    /* the writer's committed batches are all there and read the same after a compaction */
+    ASSERT_OK(h2t_store_open("db", 0, &st));
+    h2t_extraction *e;
+    ASSERT_OK(h2t_store_extraction_get(st, eid, &e));
+    uint32_t done = e->samples_done;
+    h2t_extraction_destroy(e);
+    h2t_store_close(st);
+    ASSERT(done >= 13);
+    ASSERT_EQ(run("compact --store db", out, sizeof(out)), 0);
+    ASSERT_EQ(run("verify --store db", out, sizeof(out)), 0);
+    ASSERT_OK(h2t_store_open("db", 0, &st));
+    ASSERT_OK(h2t_store_extraction_get(st, eid, &e));
+    ASSERT_EQ(e->samples_done, done);
+    h2t_extraction_destroy(e);
+    float v[8];
+    ASSERT_OK(h2t_store_feature_get(st, eid, 0, done - 1, v, 8));
+    ASSERT(v[3] == safety_value(NULL, 0, done - 1, 3, 0));
+    h2t_store_close(st);
+    /* a compaction in progress: the open lock held exclusively with its pid */
+    int fd = open("db/" H2T_STORE_OPEN_LOCK, O_RDWR);
+    ASSERT(fd >= 0);
+    ASSERT_EQ(flock(fd, LOCK_EX | LOCK_NB), 0);
+    ASSERT_EQ(pwrite(fd, "4242\n", 5, 0), 5);
+    ASSERT_EQ(h2t_store_open("db", H2T_STORE_RDONLY, &st), H2T_EBUSY);
+    ASSERT_CONTAINS(h2t_err_detail(), "being compacted by process 4242");
+    ASSERT_EQ(run("verify --store db", out, sizeof(out)), 1);
+    ASSERT_CONTAINS(out, "being compacted by process 4242");
+    close(fd);
+    ASSERT_OK(h2t_store_open("db", H2T_STORE_RDONLY, &st));
+    h2t_store_close(st);
 }
