@@ -44,6 +44,11 @@ typedef struct h2t_exec h2t_exec;
  * past it a model is refused (H2T_ECORRUPT / H2T_ESHAPE naming the tensor or node), so no
  * element count overflows 64 bits */
 #define H2T_ONNX_MAX_ELEMS ((int64_t)1 << 40)
+/* The most elements of one tensor computed at load time from constants (a static node: a
+ * Cast of fp16 weights, a Pad or Tile of an initializer): 2^27 (512 MiB of float32), enough
+ * for the largest weight matrices of the zoo; more is refused (H2T_ETOOBIG) rather than
+ * computed. */
+#define H2T_ONNX_MAX_FOLD ((int64_t)1 << 27)
 
 /* One tensor of the graph: a graph input or a node output (initializers are not listed). */
 typedef struct h2t_tensor_info {

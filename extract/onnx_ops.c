@@ -521,9 +521,23 @@ static int infer_node(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs, 
     if (VIN(0)->rank < 0)
         return onnx_shape_err(nd, "input shape unknown", 0, 0);
     int rc = nd->def->infer(m, nd, vs, ns);
-    if (rc < 0)
+    if (rc < 0 || !onnx_node_is_static(m, nd))
         return rc;
-    return onnx_node_is_static(m, nd) ? fold_node(m, nd, vs, ns) : 0;
+    /* a static node's outputs are computed now (a view shares its input's values): their
+     * size is checked first */
+    for (int k = 0; k < nd->n_out && !(nd->def->flags & ONNX_OPF_VIEW); k++) {
+        const onnx_vstate *o = nd->out[k] >= 0 ? &vs[nd->out[k]] : NULL;
+        int64_t n = 1;
+        for (int d = 0; o && d < o->rank; d++)
+            if (o->dim[d] > 0 &&
+                (__builtin_mul_overflow(n, o->dim[d], &n) || n > H2T_ONNX_MAX_FOLD))
+                return h2t_err_set(H2T_ETOOBIG,
+                                   "node '%s' (%s): output '%s', computed from constants at load "
+                                   "time, has more than %lld elements",
+                                   nd->name, nd->op, m->values[nd->out[k]].name,
+                                   (long long)H2T_ONNX_MAX_FOLD);
+    }
+    return fold_node(m, nd, vs, ns);
 }
 
 void onnx_state_clear(const h2t_model *m, onnx_vstate *vs)

@@ -472,6 +472,14 @@ static int infer_pad(const h2t_model *m, const onnx_node *nd, onnx_vstate *vs, o
         return onnx_shape_err(nd, "%lld pads for rank %lld", np, r);
     int64_t d[H2T_MAX_RANK];
     for (int i = 0; i < r; i++) {
+        /* within the element cap, so that the sum cannot overflow */
+        if (pads[i] < -H2T_ONNX_MAX_ELEMS || pads[i] > H2T_ONNX_MAX_ELEMS ||
+            pads[i + r] < -H2T_ONNX_MAX_ELEMS || pads[i + r] > H2T_ONNX_MAX_ELEMS)
+            return onnx_shape_err(nd, "pad %lld on a dimension of %lld",
+                                  pads[i] < -H2T_ONNX_MAX_ELEMS || pads[i] > H2T_ONNX_MAX_ELEMS
+                                      ? pads[i]
+                                      : pads[i + r],
+                                  x->dim[i]);
         ns->a[i] = pads[i];
         ns->b[i] = pads[i + r];
         d[i] = x->dim[i] + pads[i] + pads[i + r];

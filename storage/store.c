@@ -2911,6 +2911,13 @@ static int task_decode(h2t_store *st, const MDB_val *k, const MDB_val *v, int ar
         t->val_labels = rb_u32s(&b, t->n_val);
         t->test = rb_u32s(&b, t->n_test);
         t->test_labels = rb_u32s(&b, t->n_test);
+        /* every label names one of the task's classes (h2t_store_task_put checks it) */
+        const uint32_t *lv[3] = {t->train_labels, t->val_labels, t->test_labels};
+        const uint32_t ln[3] = {t->n_train, t->n_val, t->n_test};
+        for (int s = 0; s < 3 && !b.bad; s++)
+            for (uint32_t i = 0; i < ln[s] && !b.bad; i++)
+                if (lv[s][i] >= t->n_classes)
+                    b.bad = 1;
     } else if (!b.bad) {
         uint64_t skip = 8ull * ((uint64_t)t->n_train + t->n_val + t->n_test);
         if (skip != b.len - b.off)

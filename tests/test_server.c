@@ -954,6 +954,19 @@ TEST_TIMEOUT(server_fuzz_frames, 600)
     ASSERT_EQ(rc, 0);
 }
 
+/* Every seed of every libFuzzer target once, the regression inputs of earlier findings among
+ * them (tests/fuzz/seeds/TARGET/regression-*, docs/robustness.md). */
+TEST_TIMEOUT(fuzz_seeds_replay, 900)
+{
+    char cmd[8192];
+    snprintf(cmd, sizeof(cmd), "%s 0 frame onnx data sel store >fuzz.log 2>&1",
+             test_src_path("tests/fuzz/run.sh"));
+    int rc = system(cmd);
+    if (rc != 0)
+        system("cat fuzz.log >&2");
+    ASSERT_EQ(rc, 0);
+}
+
 /* Run the h2tdb binary under test ($H2T_BIN) with a shell command line; its stdout+stderr
  * into out (NUL-terminated), its exit status returned. */
 static int run_cli(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

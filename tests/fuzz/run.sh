@@ -1,13 +1,14 @@
 #!/bin/sh
 # tests/fuzz/run.sh [SECONDS] [TARGET...] - build libFuzzer targets (clang,
-# -fsanitize=fuzzer,address,undefined) and run each for SECONDS (default 20). Targets:
+# -fsanitize=fuzzer,address,undefined) and run each for SECONDS (default 20); SECONDS 0
+# replays every seed of tests/fuzz/seeds/TARGET once (make test does). Targets:
 #   frame  the frame reader, Envelope decoder and request dispatch (fuzz_frame.c; the default)
 #   onnx   the ONNX loader and shape inference (fuzz_onnx.c)
 #   data   the npy, IDX and PNG/JPEG folder readers (fuzz_data.c)
 #   sel    the task selection parser with its cap (fuzz_sel.c)
 #   store  the store's record decoders over LMDB values (fuzz_store.c)
-# Seeds: tests/fuzz/seeds/TARGET/ (in the repository) and what earlier runs kept
-# (build/fuzz/corpus-TARGET/). make test runs frame briefly, make fuzz each target for 60 s,
+# Seeds: tests/fuzz/seeds/TARGET/ (in the repository; regression-* are inputs that once failed,
+# docs/robustness.md) and what earlier runs kept (build/fuzz/corpus-TARGET/). make test runs frame briefly, make fuzz each target for 60 s,
 # make fuzz-long each for an hour. Exit 0 when no target crashed.
 set -eu
 cd "$(dirname "$0")/../.."
@@ -62,6 +63,32 @@ for t in "$@"; do
     [ -d "tests/fuzz/seeds/$t" ] && seeds="tests/fuzz/seeds/$t"
     work=$(mktemp -d)
     r=0
+    if [ "$secs" = 0 ]; then
+        # replay: every seed once (the regression inputs among them), nothing mutated; frame's
+        # seeds are the ones written above
+        if [ "$t" = frame ]; then
+            inputs=$(find "$corpus" -name 'seed_*' | sort)
+        else
+            inputs=$(find "tests/fuzz/seeds/$t" -type f 2>/dev/null | sort)
+        fi
+        if [ -z "$inputs" ]; then # without inputs libFuzzer would fuzz without end
+            echo "fuzz $t: no seeds to replay" >&2
+            rm -rf "$work"
+            rc=2
+            continue
+        fi
+        # shellcheck disable=SC2086
+        H2T_FUZZ_DIR="$work" OPENBLAS_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=1 "$bin" \
+            -timeout=60 -rss_limit_mb=2048 -runs=0 $inputs >"$work/log" 2>&1 || r=$?
+        echo "== fuzz $t: $(grep -c '^Executed' "$work/log") seeds replayed"
+        if [ $r != 0 ]; then
+            tail -n 40 "$work/log"
+            echo "fuzz $t: a seed FAILED (exit $r)" >&2
+            rc=$r
+        fi
+        rm -rf "$work"
+        continue
+    fi
     # shellcheck disable=SC2086
     H2T_FUZZ_DIR="$work" OPENBLAS_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=1 "$bin" \
         -max_total_time="$secs" -max_len=$maxlen -timeout=10 -rss_limit_mb=2048 \
