@@ -921,6 +921,18 @@ static int h_predict(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *
         rc = h2t_err_set(H2T_EINVAL, "predict: no samples");
         goto out;
     }
+    /* the reply goes out in one frame, which the server queues for the client at most
+     * cfg.max_pending_write bytes of: a bigger one is refused before any work (per sample at
+     * most three 5-byte varints, id, class and label, and a float per class) */
+    uint64_t reply_max = (uint64_t)n * (15 + 4 * (uint64_t)r->n_classes) + 65536;
+    if (reply_max > srv->cfg.max_pending_write) {
+        rc = h2t_err_set(H2T_ETOOBIG,
+                         "predict: %u samples x %u classes make a reply of up to %" PRIu64
+                         " bytes, more than the %zu bytes the server queues for one client; "
+                         "ask for fewer samples at a time (--samples)",
+                         n, r->n_classes, reply_max, srv->cfg.max_pending_write);
+        goto out;
+    }
     /* feature rows in chunks of at most cfg.predict_mem_bytes: memory does not grow with the
      * number of samples asked for */
     uint64_t row = D * sizeof(float);

@@ -718,6 +718,37 @@ TEST(server_predict_in_chunks)
     test_srv_finish(&t);
 }
 
+/* a predict whose reply would exceed what the server queues for one client is refused before
+ * any work, naming the figures, instead of being computed and dropped with the connection */
+TEST(server_predict_reply_over_budget_refused)
+{
+    test_srv t = {.st = fixture("store")};
+    h2t_srv_config cfg;
+    h2t_srv_config_default(&cfg);
+    cfg.max_pending_write = 65536 + 2000;
+    test_srv_start(&t, &cfg);
+    h2t_client *c = connect_ok(&t);
+    create_task(c, "t", "train", 0);
+    uint64_t id = submit(c, "t", H2T_METHOD_LINEAR);
+    ASSERT_EQ(watch_state(c, id), H2T_JOB_DONE);
+    h2t_msg q = {.type = H2T_MSG_PREDICT}, rep;
+    q.u.predict.job = id;
+    q.u.predict.samples = "test:25";
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_PREDICTION, &rep));
+    ASSERT_EQ(rep.u.prediction.n_samples, 25);
+    h2t_msg_free(&rep);
+    q.u.predict.samples = "train+test";
+    ASSERT_EQ(h2t_client_call(c, &q, H2T_MSG_PREDICTION, &rep), H2T_ETOOBIG);
+    ASSERT_CONTAINS(h2t_err_detail(), "fewer samples");
+    /* the connection stays usable */
+    q.u.predict.samples = "test:5";
+    ASSERT_OK(h2t_client_call(c, &q, H2T_MSG_PREDICTION, &rep));
+    ASSERT_EQ(rep.u.prediction.n_samples, 5);
+    h2t_msg_free(&rep);
+    h2t_client_close(c);
+    test_srv_finish(&t);
+}
+
 typedef struct hammer {
     const test_srv *t;
     int ok;
