@@ -11,6 +11,7 @@
 #   make slurm-check  both deploy/slurm scripts under a one-machine Slurm (deps.sh --slurm)
 #   make fuzz       each libFuzzer target for 60 s (frame, onnx, data, sel, store; tests/fuzz/run.sh)
 #   make fuzz-long  each for an hour
+#   make soak       SIGKILL soaks of an extraction and a server, a full disk (tests/soak/run.sh)
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -51,7 +52,7 @@ REL_OBJS := $(patsubst %.c,build/obj/%.o,$(LIB_SRCS) $(GEN_SRCS))
 ASAN_OBJS := $(patsubst %.c,build/asan/obj/%.o,$(LIB_SRCS) $(GEN_SRCS))
 TEST_OBJS := $(patsubst %.c,build/asan/obj/%.o,$(TEST_SRCS))
 
-.PHONY: all test bench demo eval eval-full format format-check clean install fuzz fuzz-long tests-bin deps slurm-check
+.PHONY: all test bench demo eval eval-full format format-check clean install fuzz fuzz-long soak tests-bin deps slurm-check
 .DELETE_ON_ERROR:
 
 all: build/h2tdb
@@ -171,6 +172,13 @@ fuzz:
 	./tests/fuzz/run.sh 60 frame onnx data sel store
 fuzz-long:
 	./tests/fuzz/run.sh 3600 frame onnx data sel store
+
+# ---- soak (not part of make test; docs/robustness.md): KILLS=100 SEED=1 by default ----
+build/soak/storehash: tests/soak/storehash.c build/libh2tdb.a
+	@mkdir -p build/soak
+	$(CC) $(REL_CFLAGS) $< build/libh2tdb.a $(LIBS) -o $@
+soak: build/h2tdb build/soak/storehash
+	./tests/soak/run.sh
 
 clean:
 	rm -rf build
