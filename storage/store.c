@@ -1216,6 +1216,21 @@ static int source_get_fn(h2t_store *st, MDB_txn *txn, void *ctx)
     uint32_t *lab = c->labels;
     uint8_t *spl = c->split;
     if (c->want_labels && n) {
+        /* the record's sample count is believed only when the last sample's label is stored:
+         * a damaged count must not size an allocation (4 billion samples: 20 GB) */
+        MDB_val lv;
+        rc = mdb_get(txn, st->dbi[T_LABELS], key_u32u32(&k, c->id, n - 1), &lv);
+        if (rc == MDB_NOTFOUND || (rc == 0 && lv.mv_size != 5)) {
+            h2t_source_destroy(s);
+            return h2t_err_set(H2T_ECORRUPT,
+                               "store %s: source %u declares %u samples but the label of sample "
+                               "%u is missing or damaged",
+                               st->dir, c->id, n, n - 1);
+        }
+        if (rc) {
+            h2t_source_destroy(s);
+            return st_mdbk(st, rc, "reading", T_LABELS, &k.v);
+        }
         lab = s->labels = malloc((size_t)n * 4);
         spl = s->split = malloc(n);
         if (!lab || !spl) {
