@@ -97,6 +97,8 @@ def fmt_loss(losses):
     if not losses:
         return "-"
     worst = max(losses)
+    if worst[0] <= 1e-9:
+        return "0.00 / 0.00"
     return "%.2f / %.2f (%s)" % (sum(x for x, _ in losses) / len(losses), worst[0], worst[1])
 
 
