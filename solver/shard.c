@@ -155,19 +155,25 @@ int h2t_solver_predict_task(h2t_store *st, const h2t_task *task, const h2t_resul
     }
     uint32_t n = task->n_test, a, b;
     range_of(n, part, parts, &a, &b);
-    x = malloc((size_t)(b - a) * D * sizeof(float) + 1);
-    p = malloc((size_t)(b - a) * sizeof(uint32_t) + 1);
+    /* blocks of PB rows: the test rows are read again here, after the job freed its matrix,
+     * and need not all be in memory at once */
+    enum { PB = 256 };
+    x = malloc((size_t)PB * D * sizeof(float) + 1);
+    p = malloc(PB * sizeof(uint32_t));
     all = calloc((size_t)n + 1, sizeof(double));
     if (!x || !p || !all) {
-        rc = h2t_err_set(H2T_ENOMEM, "test rows %u x %zu", b - a, D);
+        rc = h2t_err_set(H2T_ENOMEM, "test rows %u x %zu", PB, D);
         goto out;
     }
-    if ((rc = read_rows(st, e, task->extraction, r->layer_ids, r->n_layers, task->test + a, b - a,
-                        x, D)) < 0 ||
-        (b > a && (rc = h2t_result_predict(r, x, b - a, p)) < 0))
-        goto out;
-    for (uint32_t i = a; i < b; i++)
-        all[i] = p[i - a];
+    for (uint32_t i0 = a; i0 < b; i0 += PB) {
+        uint32_t nb = b - i0 < PB ? b - i0 : PB;
+        if ((rc = read_rows(st, e, task->extraction, r->layer_ids, r->n_layers, task->test + i0, nb,
+                            x, D)) < 0 ||
+            (rc = h2t_result_predict(r, x, nb, p)) < 0)
+            goto out;
+        for (uint32_t i = 0; i < nb; i++)
+            all[i0 + i] = p[i];
+    }
     h2t_solver_opts o = {.red = parts > 1 ? red : NULL};
     h2t_solver__reduce(&o, &(h2t_solver_part){all, n, 1}, 1);
     for (uint32_t i = 0; i < n; i++)
