@@ -2786,11 +2786,28 @@ static int stats_get_fn(h2t_store *st, MDB_txn *txn, void *ctx)
         return rc;
     }
     uint32_t dim = e->layers[c->layer].dim;
+    /* the record first: its size must match the layer's dim before dim sizes any allocation
+     * (a damaged extraction record may claim billions of features) */
+    key k;
+    MDB_val v;
+    rc = mdb_get(txn, st->dbi[T_STATS], key_stats(&k, c->ext, (uint16_t)c->layer), &v);
+    int none = rc == MDB_NOTFOUND; /* nothing written yet: count 0 */
+    if (none && e->samples_done > 0)
+        rc = h2t_err_set(H2T_ECORRUPT,
+                         "store %s: extraction %u holds %u samples but layer %u has no statistics",
+                         st->dir, c->ext, e->samples_done, c->layer);
+    else if (rc == 0)
+        rc = stats_check(st, &v, e, c->layer);
+    else if (!none)
+        rc = st_mdbk(st, rc, "reading", T_STATS, &k.v);
+    else
+        rc = 0;
+    h2t_extraction_destroy(e);
+    if (rc < 0)
+        return rc;
     h2t_layer_stats *s = calloc(1, sizeof(*s));
-    if (!s) {
-        h2t_extraction_destroy(e);
+    if (!s)
         return h2t_err_set(H2T_ENOMEM, "statistics");
-    }
     s->dim = dim;
     s->mean = calloc(dim, 8);
     s->m2 = calloc(dim, 8);
@@ -2798,25 +2815,11 @@ static int stats_get_fn(h2t_store *st, MDB_txn *txn, void *ctx)
     s->max = calloc(dim, 4);
     if (!s->mean || !s->m2 || !s->min || !s->max) {
         h2t_layer_stats_destroy(s);
-        h2t_extraction_destroy(e);
-        return h2t_err_set(H2T_ENOMEM, "statistics");
+        return h2t_err_set(H2T_ENOMEM, "statistics of %u features", dim);
     }
-    key k;
-    MDB_val v;
-    rc = mdb_get(txn, st->dbi[T_STATS], key_stats(&k, c->ext, (uint16_t)c->layer), &v);
-    if (rc == MDB_NOTFOUND) { /* nothing written yet: count 0 */
-        h2t_extraction_destroy(e);
+    if (none) {
         c->out = s;
         return 0;
-    }
-    if (rc == 0)
-        rc = stats_check(st, &v, e, c->layer);
-    else
-        rc = st_mdbk(st, rc, "reading", T_STATS, &k.v);
-    h2t_extraction_destroy(e);
-    if (rc < 0) {
-        h2t_layer_stats_destroy(s);
-        return rc;
     }
     const uint8_t *p = v.mv_data;
     double nsum;
