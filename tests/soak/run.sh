@@ -1,7 +1,7 @@
 #!/bin/bash
 # tests/soak/run.sh - make soak: the three soaks in turn (KILLS, SEED, MAXMS, SOAK_N as in each
 # script), each one's last line the figures; exit 1 on the first failure. Not part of make
-# test: about 10 minutes on a shared 2-CPU machine (docs/robustness.md).
+# test: about 20 minutes on a shared 2-CPU machine (docs/robustness.md).
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 echo "soak: $(date -u '+%Y-%m-%d %H:%M') UTC, $(lscpu | sed -n 's/^Model name: *//p'), load $(cut -d' ' -f1-3 /proc/loadavg)"
