@@ -110,12 +110,17 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+static const char *pool_isa_name(int isa)
+{
+    return isa == H2T_POOL_ISA_AVX512 ? "AVX-512" : isa == H2T_POOL_ISA_AVX ? "AVX" : "generic";
+}
+
 /* reps rounds of the four ways in turn (so that a busy moment hits all four alike); per way
  * the minimum and the median over the rounds */
 static void pool_sim_time(const pool_sim *ps, int reps, double mn[4], double md[4])
 {
-    static const int modes[4] = {0, 0, 1, 2},
-                     isas[4] = {H2T_POOL_ISA_AVX, H2T_POOL_ISA_GENERIC, 0, 0};
+    static const int modes[4] = {0, 0, 1, 2};
+    const int isas[4] = {h2t_pool_isa_best(), H2T_POOL_ISA_GENERIC, 0, 0};
     double t[4][64];
     if (reps > 64)
         reps = 64;
@@ -480,14 +485,14 @@ static int pool_only(h2t_extract_plan *plan, const char *model, const char *mode
     /* the writes are timed with the pooling; subtract the same writes done alone */
     printf("pool only       %-13s %u tensors, %zu floats (%.1f MB) per image, T=%u, best kernels "
            "%s, %d rounds, thread CPU ms/image min / median:\n"
-           "  write + pool after the whole tensor: AVX %.3f / %.3f, generic %.3f / %.3f\n"
-           "  write + pool per ~32 KiB channel chunk (AVX): %.3f / %.3f\n"
+           "  write + pool after the whole tensor: best %.3f / %.3f, generic %.3f / %.3f\n"
+           "  write + pool per ~32 KiB channel chunk (best): %.3f / %.3f\n"
            "  the writes alone: %.3f / %.3f\n"
-           "  pooling = minus the writes (mins): after the tensor AVX %.3f, generic %.3f; per "
+           "  pooling = minus the writes (mins): after the tensor best %.3f, generic %.3f; per "
            "chunk %.3f\n",
-           model, n, floats, 4e-6 * (double)floats, target,
-           h2t_pool_isa_best() == H2T_POOL_ISA_AVX ? "AVX" : "generic", reps, mn[0], md[0], mn[1],
-           md[1], mn[2], md[2], mn[3], md[3], mn[0] - mn[3], mn[1] - mn[3], mn[2] - mn[3]);
+           model, n, floats, 4e-6 * (double)floats, target, pool_isa_name(h2t_pool_isa_best()),
+           reps, mn[0], md[0], mn[1], md[1], mn[2], md[2], mn[3], md[3], mn[0] - mn[3],
+           mn[1] - mn[3], mn[2] - mn[3]);
     rc = pool_in_pass(&ps, li, model_path, reps);
 out:
     for (uint32_t l = 0; l < n && ps.buf && ps.out; l++) {

@@ -254,12 +254,13 @@ void h2t_pool_apply(const h2t_pool_plan *p, const float *x, float *out);
  * mixes features of two orders in one extraction. */
 #define H2T_POOL_ORDER 2
 
-/* Kernel sets: the x86-64 baseline (SSE2) and AVX (runtime-checked). */
-enum { H2T_POOL_ISA_GENERIC = 0, H2T_POOL_ISA_AVX = 1 };
+/* Kernel sets: the x86-64 baseline (SSE2), AVX and AVX-512F (runtime-checked; H2T_CPU_MAX,
+ * common/cpu.h, lowers the choice). */
+enum { H2T_POOL_ISA_GENERIC = 0, H2T_POOL_ISA_AVX = 1, H2T_POOL_ISA_AVX512 = 2 };
 /* The best kernel set this CPU (and OS) runs. */
 int h2t_pool_isa_best(void);
 /* h2t_pool_apply with a chosen kernel set (for tests and benchmarks); a set the CPU lacks
- * falls back to the generic one. */
+ * falls back to the best one it runs (h2t_pool_isa_best). */
 void h2t_pool_apply_isa(const h2t_pool_plan *p, const float *x, float *out, int isa);
 /* Pool only channels [c0, c1) of a 4-D sample (GAP or GRID plans): x is the whole sample
  * (C x H x W; only those channels are read), out the whole dim-float vector (only those

@@ -38,7 +38,8 @@ char *h2t_kern_describe(char *buf, size_t len)
     static const char *names[] = {"c", "avx+fma", "avx512"};
     int isa = h2t_kern_isa();
     const char *k = names[isa], *n = isa >= H2T_ISA_AVX_FMA ? "avx+fma" : "c";
-    const char *p = h2t_pool_isa_best() == H2T_POOL_ISA_AVX ? "avx" : "generic";
+    static const char *pool_names[] = {"generic", "avx", "avx512"};
+    const char *p = pool_names[h2t_pool_isa_best()];
 
     if (len > 0)
         snprintf(buf, len,

@@ -171,16 +171,17 @@ int h2t_pool_plan_make(int rank, const int64_t *shape, uint32_t target, h2t_pool
  * of at most ceil(n / L) (blocks) or ph (columns) values, then double;
  * tests/test_extract_pool_isa.c measures it against long double.
  *
- * Two kernel sets: 8-float vectors compiled with __attribute__((target("avx"))), chosen at run
- * time (h2t_cpu_has, common/cpu.h), and 4-float vectors for the x86-64 baseline (SSE2). Only
+ * Three kernel sets: 16-float vectors compiled with __attribute__((target("avx512f"))) and
+ * 8-float vectors with target("avx"), chosen at run time (h2t_cpu_has, common/cpu.h;
+ * H2T_CPU_MAX lowers the choice), and 4-float vectors for the x86-64 baseline (SSE2). Only
  * element-wise adds (no reassociation: -ffp-contract is off in ISO C mode and nothing
- * multiplies before adding), so both compute the same float and double operations on the same
+ * multiplies before adding), so all compute the same float and double operations on the same
  * values in the same order. Partial vectors are zero-padded: adding +0 leaves a lane as it
  * was (a lane starts at +0, and a round-to-nearest sum is -0 only when both terms are), so
- * where a piece starts or ends changes no bit. The AVX set pads with masked loads
- * (vmaskmovps: only the piece's values are read), the baseline copies the values into a zeroed
- * vector. tests/test_extract_pool_isa.c checks all of this against a scalar reference of the
- * order on odd shapes, remainders and random pieces. */
+ * where a piece starts or ends changes no bit. The AVX and AVX-512 sets pad with masked loads
+ * (vmaskmovps, zero-masked vmovups: only the piece's values are read), the baseline copies
+ * the values into a zeroed vector. tests/test_extract_pool_isa.c checks all of this against a
+ * scalar reference of the order on odd shapes, remainders and random pieces. */
 #define POOL_COLS 4096
 #define POOL_BIG 1024 /* blocks of at least this many floats: 64 lanes, else 16 */
 
@@ -931,6 +932,277 @@ AVX_INLINE void a_win_sums(const float *col, uint32_t pw, uint32_t nj, double in
 }
 
 POOL_DEFINE_COL_DRIVERS(avx, AVX_FN, a_col_acc, a_col_add, a_win_sums, 32)
+
+/* ---- the AVX-512 set (16-float vectors) ----
+ * The same adds as the AVX set, two of its vectors per register: a block's 16 lanes are one
+ * register (64 lanes four), a strip of column sums 16 columns per register. Partial vectors
+ * are zero-masked loads (only the piece's values are read). The double trees reuse the AVX
+ * set's (a register's halves are its two 8-lane vectors), and remainders the set leaves (the
+ * last channels of a group, strips narrower than 16 columns, a streamed piece's ends before
+ * and after its whole L-blocks) go to the AVX set's kernels: lanes and columns are
+ * independent, so which kernel adds a value to its lane changes no bit. */
+#define Z_FN __attribute__((target("avx512f"))) static
+#define Z_INLINE static inline __attribute__((always_inline, target("avx512f")))
+
+Z_INLINE __m512 z_part(const float *p, size_t r) /* p[0..r) and +0 above, r <= 16 */
+{
+    return _mm512_maskz_loadu_ps((__mmask16)((1u << r) - 1u), p);
+}
+
+Z_INLINE double z_red16(__m512 a)
+{
+    return a_red16((v8f)_mm512_castps512_ps256(a),
+                   (v8f)_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+}
+
+#define Z_LO(a) ((v8f)_mm512_castps512_ps256(a))
+#define Z_HI(a) ((v8f)_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)))
+
+Z_INLINE double z_red64(__m512 a0, __m512 a1, __m512 a2, __m512 a3)
+{
+    return a_red64(Z_LO(a0), Z_HI(a0), Z_LO(a1), Z_HI(a1), Z_LO(a2), Z_HI(a2), Z_LO(a3), Z_HI(a3));
+}
+
+/* the r (< 64) values after a 64-lane block's whole blocks, into its four registers */
+#define Z_T64(acc, p, r, o)                                                                        \
+    do {                                                                                           \
+        if ((o) + 16 <= (r))                                                                       \
+            acc = _mm512_add_ps(acc, _mm512_loadu_ps((p) + (o)));                                  \
+        else if ((o) < (r))                                                                        \
+            acc = _mm512_add_ps(acc, z_part((p) + (o), (r) - (o)));                                \
+    } while (0)
+
+/* eight blocks of n < 1024 floats, stride hw, their means into o[0..8): eight chains */
+Z_INLINE void z_blocks16x8(const float *q, size_t hw, size_t n, double inv, float *o)
+{
+    __m512 a[8];
+    for (int i = 0; i < 8; i++)
+        a[i] = _mm512_setzero_ps();
+    size_t n16 = n / 16 * 16, r = n - n16;
+    for (size_t k = 0; k < n16; k += 16) {
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++)
+            a[i] = _mm512_add_ps(a[i], _mm512_loadu_ps(q + i * hw + k));
+    }
+    if (r)
+        for (int i = 0; i < 8; i++)
+            a[i] = _mm512_add_ps(a[i], z_part(q + i * hw + n16, r));
+    v4d iv = {inv, inv, inv, inv};
+    v4d t0 = {z_red16(a[0]), z_red16(a[1]), z_red16(a[2]), z_red16(a[3])};
+    v4d t1 = {z_red16(a[4]), z_red16(a[5]), z_red16(a[6]), z_red16(a[7])};
+    _mm_storeu_ps(o, _mm256_cvtpd_ps((__m256d)(t0 * iv)));
+    _mm_storeu_ps(o + 4, _mm256_cvtpd_ps((__m256d)(t1 * iv)));
+}
+
+/* two blocks of n >= 1024 floats (64 lanes each, four registers): eight chains */
+Z_INLINE void z_blocks64x2(const float *q, size_t hw, size_t n, double inv, float *o)
+{
+    __m512 z = _mm512_setzero_ps();
+    __m512 a0 = z, a1 = z, a2 = z, a3 = z, b0 = z, b1 = z, b2 = z, b3 = z;
+    const float *q1 = q + hw;
+    size_t n64 = n / 64 * 64, r = n - n64;
+    for (size_t k = 0; k < n64; k += 64) {
+        a0 = _mm512_add_ps(a0, _mm512_loadu_ps(q + k));
+        a1 = _mm512_add_ps(a1, _mm512_loadu_ps(q + k + 16));
+        a2 = _mm512_add_ps(a2, _mm512_loadu_ps(q + k + 32));
+        a3 = _mm512_add_ps(a3, _mm512_loadu_ps(q + k + 48));
+        b0 = _mm512_add_ps(b0, _mm512_loadu_ps(q1 + k));
+        b1 = _mm512_add_ps(b1, _mm512_loadu_ps(q1 + k + 16));
+        b2 = _mm512_add_ps(b2, _mm512_loadu_ps(q1 + k + 32));
+        b3 = _mm512_add_ps(b3, _mm512_loadu_ps(q1 + k + 48));
+    }
+    Z_T64(a0, q + n64, r, 0);
+    Z_T64(a1, q + n64, r, 16);
+    Z_T64(a2, q + n64, r, 32);
+    Z_T64(a3, q + n64, r, 48);
+    Z_T64(b0, q1 + n64, r, 0);
+    Z_T64(b1, q1 + n64, r, 16);
+    Z_T64(b2, q1 + n64, r, 32);
+    Z_T64(b3, q1 + n64, r, 48);
+    o[0] = (float)(z_red64(a0, a1, a2, a3) * inv);
+    o[1] = (float)(z_red64(b0, b1, b2, b3) * inv);
+}
+
+Z_FN void z_block_channels(const float *x, size_t hw, size_t n, uint32_t bands, double inv,
+                           uint32_t c0, uint32_t c1, float *out, size_t ostride)
+{
+    for (uint32_t i = 0; i < bands; i++) {
+        const float *xb = x + (size_t)i * n;
+        float *o = out + (size_t)i * ostride;
+        uint32_t c = c0;
+        if (n < POOL_BIG) {
+            for (; c + 8 <= c1; c += 8)
+                z_blocks16x8(xb + c * hw, hw, n, inv, o + c);
+            for (; c + 4 <= c1; c += 4)
+                a_blocks16x4(xb + c * hw, hw, n, inv, o + c);
+            for (; c < c1; c++)
+                o[c] = (float)(a_block16(xb + c * hw, n) * inv);
+        } else {
+            for (; c + 2 <= c1; c += 2)
+                z_blocks64x2(xb + c * hw, hw, n, inv, o + c);
+            for (; c < c1; c++)
+                o[c] = (float)(a_block64(xb + c * hw, n) * inv);
+        }
+    }
+}
+
+/* lanes[k % L] += x[k] for k in [a, b), a < b: the whole L-blocks in registers, the values
+ * before and after them by the AVX set */
+Z_INLINE void z_lanes_add(float *lanes, size_t L, const float *x, size_t a, size_t b)
+{
+    size_t h = (a + L - 1) / L * L;
+    h = h < b ? h : b;
+    if (a < h)
+        a_lanes_add(lanes, L, x, a, h);
+    size_t e = h + (b - h) / L * L;
+    if (h < e) {
+        if (L == 64) {
+            __m512 a0 = _mm512_loadu_ps(lanes), a1 = _mm512_loadu_ps(lanes + 16);
+            __m512 a2 = _mm512_loadu_ps(lanes + 32), a3 = _mm512_loadu_ps(lanes + 48);
+            for (size_t k = h; k < e; k += 64) {
+                a0 = _mm512_add_ps(a0, _mm512_loadu_ps(x + k));
+                a1 = _mm512_add_ps(a1, _mm512_loadu_ps(x + k + 16));
+                a2 = _mm512_add_ps(a2, _mm512_loadu_ps(x + k + 32));
+                a3 = _mm512_add_ps(a3, _mm512_loadu_ps(x + k + 48));
+            }
+            _mm512_storeu_ps(lanes, a0);
+            _mm512_storeu_ps(lanes + 16, a1);
+            _mm512_storeu_ps(lanes + 32, a2);
+            _mm512_storeu_ps(lanes + 48, a3);
+        } else {
+            __m512 a0 = _mm512_loadu_ps(lanes);
+            for (size_t k = h; k < e; k += 16)
+                a0 = _mm512_add_ps(a0, _mm512_loadu_ps(x + k));
+            _mm512_storeu_ps(lanes, a0);
+        }
+    }
+    if (e < b)
+        a_lanes_add(lanes, L, x, e, b);
+}
+
+/* 16 lanes of eight channels (lanes l, l + per, ..., values q, q + hw, ...) over [a, b): the
+ * whole 16-blocks with eight chains, the partial last one zero-masked */
+Z_INLINE void z_lanes16_add8(float *l, size_t per, const float *q, size_t hw, size_t a, size_t b)
+{
+    size_t h = (a + 15) & ~(size_t)15;
+    h = h < b ? h : b;
+    if (a < h)
+        for (int i = 0; i < 8; i++)
+            a_lanes_add(l + i * per, 16, q + i * hw, a, h);
+    if (h == b)
+        return;
+    size_t e = h + (b - h) / 16 * 16, r = b - e;
+    __m512 acc[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+        acc[i] = _mm512_loadu_ps(l + i * per);
+    for (size_t k = h; k < e; k += 16) {
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++)
+            acc[i] = _mm512_add_ps(acc[i], _mm512_loadu_ps(q + i * hw + k));
+    }
+    if (r)
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++)
+            acc[i] = _mm512_add_ps(acc[i], z_part(q + i * hw + e, r));
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+        _mm512_storeu_ps(l + i * per, acc[i]);
+}
+
+Z_FN void z_stream_lanes(float *lanes, size_t per, size_t L, const float *x, size_t hw, uint32_t c0,
+                         uint32_t c1, size_t a, size_t b)
+{
+    uint32_t c = c0;
+    __m512 z = _mm512_setzero_ps();
+    if (a == 0) /* a band's first values: its lanes start at +0 */
+        for (c = c0; c < c1; c++) {
+            float *l = lanes + c * per;
+            _mm512_storeu_ps(l, z);
+            if (L == 64) {
+                _mm512_storeu_ps(l + 16, z);
+                _mm512_storeu_ps(l + 32, z);
+                _mm512_storeu_ps(l + 48, z);
+            }
+        }
+    c = c0;
+    if (L == 16) {
+        for (; c + 8 <= c1; c += 8)
+            z_lanes16_add8(lanes + c * per, per, x + c * hw, hw, a, b);
+        for (; c + 4 <= c1; c += 4)
+            a_lanes16_add4(lanes + c * per, per, x + c * hw, hw, a, b);
+    }
+    for (; c < c1; c++)
+        z_lanes_add(lanes + c * per, L, x + c * hw, a, b);
+}
+
+/* nv (1..8, a constant after inlining) 16-column vectors of nr rows added into col, top to
+ * bottom (first: col starts at row 0 of q): nv chains, the rows read once */
+Z_INLINE void z_strip(float *col, const float *q, size_t w, size_t nr, int first, const int nv)
+{
+    const float *b = first ? q : col;
+    __m512 c[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < nv; i++)
+        c[i] = _mm512_loadu_ps(b + 16 * i);
+    for (size_t y = first ? 1 : 0; y < nr; y++) {
+        const float *r = q + y * w;
+#pragma GCC unroll 8
+        for (int i = 0; i < nv; i++)
+            c[i] = _mm512_add_ps(c[i], _mm512_loadu_ps(r + 16 * i));
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < nv; i++)
+        _mm512_storeu_ps(col + 16 * i, c[i]);
+}
+
+/* col[x] (+)= the nr rows' values, x < span: the whole 16-column vectors in strips of nearly
+ * equal width (at most 8 vectors), then the AVX set's 8-column strips and single columns */
+Z_INLINE void z_col_acc(float *col, const float *q, size_t w, size_t nr, size_t span, int first)
+{
+    size_t nv = span / 16, ns = (nv + 7) / 8, x = 0;
+    for (size_t s = 0; s < ns; s++) {
+        size_t v = nv / ns + (s < nv % ns);
+        switch (v) {
+        case 1:
+            z_strip(col + x, q + x, w, nr, first, 1);
+            break;
+        case 2:
+            z_strip(col + x, q + x, w, nr, first, 2);
+            break;
+        case 3:
+            z_strip(col + x, q + x, w, nr, first, 3);
+            break;
+        case 4:
+            z_strip(col + x, q + x, w, nr, first, 4);
+            break;
+        case 5:
+            z_strip(col + x, q + x, w, nr, first, 5);
+            break;
+        case 6:
+            z_strip(col + x, q + x, w, nr, first, 6);
+            break;
+        case 7:
+            z_strip(col + x, q + x, w, nr, first, 7);
+            break;
+        default:
+            z_strip(col + x, q + x, w, nr, first, 8);
+        }
+        x += 16 * v;
+    }
+    if (x < span)
+        a_col_acc(col + x, q + x, w, nr, span - x, first);
+}
+
+Z_INLINE void z_col_add(float *col, const float *x, size_t n, int first)
+{
+    size_t j = 0;
+    for (; !first && j + 16 <= n; j += 16)
+        _mm512_storeu_ps(col + j, _mm512_add_ps(_mm512_loadu_ps(col + j), _mm512_loadu_ps(x + j)));
+    a_col_add(col + j, x + j, n - j, first);
+}
+
+POOL_DEFINE_COL_DRIVERS(z, Z_FN, z_col_acc, z_col_add, a_win_sums, 64)
 #else
 #define avx_block_channels gen_block_channels
 #define avx_stream_lanes gen_stream_lanes
@@ -939,27 +1211,35 @@ POOL_DEFINE_COL_DRIVERS(avx, AVX_FN, a_col_acc, a_col_add, a_win_sums, 32)
 #define avx_col_part gen_col_part
 #define avx_col_wins gen_col_wins
 #define avx_col_channels gen_col_channels
+#define z_block_channels gen_block_channels
+#define z_stream_lanes gen_stream_lanes
+#define z_col_rows gen_col_rows
+#define z_col_part gen_col_part
+#define z_col_wins gen_col_wins
+#define z_col_channels gen_col_channels
 #endif
 
 int h2t_pool_isa_best(void)
 {
 #ifdef POOL_HAVE_AVX
+    if (h2t_cpu_has(H2T_CPU_AVX | H2T_CPU_AVX512F))
+        return H2T_POOL_ISA_AVX512;
     if (h2t_cpu_has(H2T_CPU_AVX))
         return H2T_POOL_ISA_AVX;
 #endif
     return H2T_POOL_ISA_GENERIC;
 }
 
-/* 1: the AVX set (asked for, and this CPU runs it) */
-static int use_avx(int isa)
+/* The kernel set that runs for a requested one: the request, lowered to what this CPU runs. */
+static int pool_level(int isa)
 {
-#ifdef POOL_HAVE_AVX
-    return isa == H2T_POOL_ISA_AVX && h2t_cpu_has(H2T_CPU_AVX);
-#else
-    (void)isa;
-    return 0;
-#endif
+    int best = h2t_pool_isa_best();
+    return isa < H2T_POOL_ISA_GENERIC ? H2T_POOL_ISA_GENERIC : isa < best ? isa : best;
 }
+
+/* set lv's kernel NAME (gen_NAME, avx_NAME or z_NAME) */
+#define POOL_PICK(lv, NAME)                                                                        \
+    ((lv) == H2T_POOL_ISA_AVX512 ? z_##NAME : (lv) == H2T_POOL_ISA_AVX ? avx_##NAME : gen_##NAME)
 
 /* block windows: GAP, or a grid of one window per band of whole rows */
 static int plan_block(const h2t_pool_plan *p)
@@ -972,18 +1252,17 @@ static void pool_channels(const h2t_pool_plan *p, const float *x, uint32_t c0, u
                           float *out, int isa)
 {
     size_t hw = (size_t)p->h * p->w;
-    int wide = use_avx(isa);
+    int lv = pool_level(isa);
     if (plan_block(p)) {
         int gap = p->kind == H2T_POOL_GAP;
         size_t n = gap ? hw : (size_t)p->ph * p->w;
         uint32_t bands = gap ? 1 : p->oh;
         double inv = gap ? 1.0 / (double)hw : 1.0 / ((double)p->ph * p->pw);
-        (wide ? avx_block_channels : gen_block_channels)(x, hw, n, bands, inv, c0, c1, out, p->c);
+        POOL_PICK(lv, block_channels)(x, hw, n, bands, inv, c0, c1, out, p->c);
         return;
     }
     if (p->pw <= POOL_COLS && (size_t)p->ow * p->pw <= POOL_COLS) {
-        (wide ? avx_col_channels : gen_col_channels)(x, hw, p->w, p->ph, p->pw, p->oh, p->ow, c0,
-                                                     c1, out, p->c);
+        POOL_PICK(lv, col_channels)(x, hw, p->w, p->ph, p->pw, p->oh, p->ow, c0, c1, out, p->c);
         return;
     }
     /* very wide planes: column windows in chunks of whole windows, or the plain double sums of
@@ -1007,10 +1286,9 @@ static void pool_channels(const h2t_pool_plan *p, const float *x, uint32_t c0, u
             uint32_t per_chunk = POOL_COLS / p->pw;
             for (uint32_t j0 = 0; j0 < p->ow; j0 += per_chunk) {
                 uint32_t nj = p->ow - j0 < per_chunk ? p->ow - j0 : per_chunk;
-                (wide ? avx_col_rows : gen_col_rows)(col, 0, r0 + (size_t)j0 * p->pw, 0, 0, 1, 0,
-                                                     p->w, p->ph, (size_t)nj * p->pw, 1);
-                (wide ? avx_col_wins : gen_col_wins)(col, 0, 0, 1, p->pw, nj, inv,
-                                                     o + (size_t)j0 * p->c, p->c);
+                POOL_PICK(lv, col_rows)
+                (col, 0, r0 + (size_t)j0 * p->pw, 0, 0, 1, 0, p->w, p->ph, (size_t)nj * p->pw, 1);
+                POOL_PICK(lv, col_wins)(col, 0, 0, 1, p->pw, nj, inv, o + (size_t)j0 * p->c, p->c);
             }
         }
 }
@@ -1039,7 +1317,7 @@ size_t h2t_pool_stream_bytes(const h2t_pool_plan *p)
 
 /* Block windows: values [off, off + len) of channels [c0, c1). */
 static void stream_block(const h2t_pool_plan *p, float *state, const float *x, uint32_t c0,
-                         uint32_t c1, size_t off, size_t len, float *out, int wide)
+                         uint32_t c1, size_t off, size_t len, float *out, int lv)
 {
     size_t hw = (size_t)p->h * p->w, end = off + len, per = stream_floats(p);
     int gap = p->kind == H2T_POOL_GAP;
@@ -1051,10 +1329,10 @@ static void stream_block(const h2t_pool_plan *p, float *state, const float *x, u
         if (band >= oh)
             break;
         size_t base = band * n, a = pos - base, b = end - base < n ? end - base : n;
-        (wide ? avx_stream_lanes : gen_stream_lanes)(state, per, L, x + base, hw, c0, c1, a, b);
+        POOL_PICK(lv, stream_lanes)(state, per, L, x + base, hw, c0, c1, a, b);
         if (b == n)
-            (wide ? avx_stream_reduce : gen_stream_reduce)(state, per, L, c0, c1, inv,
-                                                           out + band * p->c);
+            (lv ? avx_stream_reduce : gen_stream_reduce)(state, per, L, c0, c1, inv,
+                                                         out + band * p->c);
         pos = base + b;
     }
 }
@@ -1063,7 +1341,7 @@ static void stream_block(const h2t_pool_plan *p, float *state, const float *x, u
  * are the same for every channel, so each segment (whole rows, or part of a row) is one call
  * over the channels. */
 static void stream_cols(const h2t_pool_plan *p, float *state, const float *x, uint32_t c0,
-                        uint32_t c1, size_t off, size_t len, float *out, int wide)
+                        uint32_t c1, size_t off, size_t len, float *out, int lv)
 {
     size_t w = p->w, hw = (size_t)p->h * w, end = off + len, per = stream_floats(p);
     uint32_t ph = p->ph, pw = p->pw, oh = p->oh, ow = p->ow;
@@ -1078,22 +1356,19 @@ static void stream_cols(const h2t_pool_plan *p, float *state, const float *x, ui
         if (x0 == 0 && x1 == w) { /* whole rows up to the band's end: rows together */
             size_t band_end = (band + 1) * ph, nr = (end - pos) / w;
             nr = nr < band_end - r ? nr : band_end - r;
-            (wide ? avx_col_rows : gen_col_rows)(state, per, x, hw, c0, c1, r * w, w, nr, span,
-                                                 first);
+            POOL_PICK(lv, col_rows)(state, per, x, hw, c0, c1, r * w, w, nr, span, first);
             done = r + nr == band_end;
             pos = (r + nr) * w;
         } else {
             if (x0 < span) {
                 size_t e = x1 < span ? x1 : span;
-                (wide ? avx_col_part : gen_col_part)(state, per, x, hw, c0, c1, r * w + x0, x0,
-                                                     e - x0, first);
+                POOL_PICK(lv, col_part)(state, per, x, hw, c0, c1, r * w + x0, x0, e - x0, first);
                 done = e == span && r == band * ph + ph - 1;
             }
             pos = r * w + x1;
         }
         if (done)
-            (wide ? avx_col_wins : gen_col_wins)(state, per, c0, c1, pw, ow, inv,
-                                                 out + band * ow * p->c, p->c);
+            POOL_PICK(lv, col_wins)(state, per, c0, c1, pw, ow, inv, out + band * ow * p->c, p->c);
     }
 }
 
@@ -1113,12 +1388,12 @@ int h2t_pool_stream_isa(const h2t_pool_plan *p, void *state, const float *x, uin
     if (h2t_pool_stream_bytes(p) == 0 || !state)
         return h2t_err_set(H2T_EINVAL, "this plan (kind %d, width %u) pools whole planes only",
                            p->kind, p->w);
-    int wide = use_avx(isa);
+    int lv = pool_level(isa);
     if (plan_block(p)) {
-        stream_block(p, state, x, c0, c1, off, len, out, wide);
+        stream_block(p, state, x, c0, c1, off, len, out, lv);
         return 0;
     }
-    stream_cols(p, state, x, c0, c1, off, len, out, wide);
+    stream_cols(p, state, x, c0, c1, off, len, out, lv);
     return 0;
 }
 

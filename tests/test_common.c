@@ -363,6 +363,7 @@ TEST(common_cpu_probe_and_limit)
     ASSERT_EQ(h2t_kern_isa(), (f & (H2T_CPU_AVX | H2T_CPU_FMA)) == (H2T_CPU_AVX | H2T_CPU_FMA)
                                   ? H2T_ISA_AVX_FMA
                                   : H2T_ISA_C);
+    ASSERT_EQ(h2t_pool_isa_best(), (f & H2T_CPU_AVX) ? H2T_POOL_ISA_AVX : H2T_POOL_ISA_GENERIC);
 
     ASSERT_EQ(setenv("H2T_CPU_MAX", "avx", 1), 0);
     h2t_cpu_reset();

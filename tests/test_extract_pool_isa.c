@@ -1,10 +1,11 @@
-/* The pooling kernels of extract/pool.c: the AVX and the generic (SSE2) kernel sets give
- * bitwise the same features, both equal a plain scalar reference written from the documented
- * summation order (which is also the order of every earlier h2tdb, so stored extractions keep
- * their values), and pooling by channel ranges gives exactly the whole-tensor vector. Shapes
- * cover odd sizes, every vector remainder (block sums: n % 16; column sums: span % 32, % 16,
- * % 8, % 4), dropped rows and columns, 1-wide windows and the block path (windows of whole
- * rows). */
+/* The pooling kernels of extract/pool.c: the AVX-512, AVX and generic (SSE2) kernel sets give
+ * bitwise the same features (each set this CPU runs; one it lacks runs the best below it), all
+ * equal a plain scalar reference written from the documented summation order (which is also
+ * the order of every earlier h2tdb, so stored extractions keep their values), and pooling by
+ * channel ranges gives exactly the whole-tensor vector. Shapes cover odd sizes, every vector
+ * remainder (block sums: n % 16; column sums: span % 32, % 16, % 8, % 4), dropped rows and columns,
+ * 1-wide windows and the block path (windows of whole rows). */
+#include "common/cpu.h"
 #include "common/err.h"
 #include "extract/extract.h"
 #include "tests/test.h"
@@ -112,7 +113,8 @@ static void fill(float *x, size_t n, uint64_t seed)
     }
 }
 
-/* generic vs AVX vs reference vs channel ranges on one shape; 0 when all agree bitwise */
+/* generic vs AVX vs AVX-512 vs reference vs channel ranges on one shape; 0 when all agree bitwise
+ */
 static int check_shape_x(uint32_t c, uint32_t h, uint32_t w, uint32_t t, uint64_t seed,
                          const float *given)
 {
@@ -123,13 +125,15 @@ static int check_shape_x(uint32_t c, uint32_t h, uint32_t w, uint32_t t, uint64_
     float *x = malloc(sizeof(float) * n), *g = malloc(sizeof(float) * p.dim);
     float *a = malloc(sizeof(float) * p.dim), *r = malloc(sizeof(float) * p.dim);
     float *k = malloc(sizeof(float) * p.dim), *d = malloc(sizeof(float) * p.dim);
-    ASSERT(x && g && a && r && k && d);
+    float *z = malloc(sizeof(float) * p.dim);
+    ASSERT(x && g && a && r && k && d && z);
     if (given)
         memcpy(x, given, sizeof(float) * n);
     else
         fill(x, n, seed);
     h2t_pool_apply_isa(&p, x, g, H2T_POOL_ISA_GENERIC);
     h2t_pool_apply_isa(&p, x, a, H2T_POOL_ISA_AVX);
+    h2t_pool_apply_isa(&p, x, z, H2T_POOL_ISA_AVX512);
     h2t_pool_apply(&p, x, d);
     ref_pool4(&p, x, r);
     /* channel ranges of uneven sizes, in a shuffled order */
@@ -142,12 +146,13 @@ static int check_shape_x(uint32_t c, uint32_t h, uint32_t w, uint32_t t, uint64_
         ASSERT_OK(h2t_pool_apply_channels(&p, x, c0, c1, k));
         c0 = c1;
     }
-    int bad = memcmp(g, a, sizeof(float) * p.dim) != 0 || memcmp(g, r, sizeof(float) * p.dim) ||
-              memcmp(g, k, sizeof(float) * p.dim) || memcmp(g, d, sizeof(float) * p.dim);
+    int bad = memcmp(g, a, sizeof(float) * p.dim) != 0 || memcmp(g, z, sizeof(float) * p.dim) ||
+              memcmp(g, r, sizeof(float) * p.dim) || memcmp(g, k, sizeof(float) * p.dim) ||
+              memcmp(g, d, sizeof(float) * p.dim);
     /* streaming, as a tiled producer feeds it: spans of random lengths (the same for every
      * channel of a tile), tile after tile, channel groups of random sizes inside each tile */
     size_t sb = h2t_pool_stream_bytes(&p), hw = (size_t)h * w;
-    for (int isa = 0; isa < 2 && sb > 0; isa++) {
+    for (int isa = 0; isa <= H2T_POOL_ISA_AVX512 && sb > 0; isa++) {
         void *state = malloc(sb);
         ASSERT(state);
         memset(state, 0x7f, sb); /* garbage: a channel's state starts at its value 0 */
@@ -157,7 +162,7 @@ static int check_shape_x(uint32_t c, uint32_t h, uint32_t w, uint32_t t, uint64_
             if (len > hw - off)
                 len = hw - off;
             for (uint32_t q0 = 0; q0 < c;) {
-                uint32_t q1 = q0 + 1 + (uint32_t)(rng_next(&s) % 6);
+                uint32_t q1 = q0 + 1 + (uint32_t)(rng_next(&s) % 12);
                 q1 = q1 < c ? q1 : c;
                 ASSERT_OK(h2t_pool_stream_isa(&p, state, x, q0, q1, off, len, k, isa));
                 q0 = q1;
@@ -224,7 +229,8 @@ TEST(extract_pool_isa_identical_random_shapes)
 TEST(extract_pool_isa_best_and_ranges_errors)
 {
     int isa = h2t_pool_isa_best();
-    ASSERT(isa == H2T_POOL_ISA_GENERIC || isa == H2T_POOL_ISA_AVX);
+    ASSERT(isa == H2T_POOL_ISA_GENERIC || isa == H2T_POOL_ISA_AVX || isa == H2T_POOL_ISA_AVX512);
+    ASSERT_EQ(isa == H2T_POOL_ISA_AVX512, h2t_cpu_has(H2T_CPU_AVX | H2T_CPU_AVX512F));
     int64_t s4[4] = {1, 4, 6, 6};
     h2t_pool_plan p;
     ASSERT_OK(h2t_pool_plan_make(4, s4, 16, &p));
