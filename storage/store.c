@@ -1978,6 +1978,41 @@ static size_t stats_bytes(uint32_t dim)
     return STATS_HDR + (size_t)dim * 24;
 }
 
+/* A zeroed h2t_layer_stats of dim features (count 0); NULL when out of memory. */
+static h2t_layer_stats *stats_alloc(uint32_t dim)
+{
+    h2t_layer_stats *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->dim = dim;
+    s->mean = calloc(dim, 8);
+    s->m2 = calloc(dim, 8);
+    s->min = calloc(dim, 4);
+    s->max = calloc(dim, 4);
+    if (!s->mean || !s->m2 || !s->min || !s->max) {
+        h2t_layer_stats_destroy(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* Fills s (from stats_alloc(dim)) from a stats value of the same dim, already checked. */
+static void stats_decode(h2t_layer_stats *s, const uint8_t *p)
+{
+    size_t dim = s->dim;
+    double nsum;
+    memcpy(&s->count, p + 8, 8);
+    memcpy(&nsum, p + 16, 8);
+    memcpy(&s->norm_min, p + 24, 8);
+    memcpy(&s->norm_max, p + 32, 8);
+    s->norm_mean = s->count ? nsum / (double)s->count : 0;
+    p += STATS_HDR;
+    memcpy(s->mean, p, dim * 8);
+    memcpy(s->m2, p + dim * 8, dim * 8);
+    memcpy(s->min, p + dim * 16, dim * 4);
+    memcpy(s->max, p + dim * 20, dim * 4);
+}
+
 /* Feature blocks. Format 2 writes one packed block per batch: key (ext, ST_PACKED, first), value
  * n samples of every layer, layer after layer (layer l's n rows start at n * offset_l values),
  * so a batch is one LMDB value: no overflow page half-used per layer and nothing rewritten.
@@ -2805,34 +2840,11 @@ static int stats_get_fn(h2t_store *st, MDB_txn *txn, void *ctx)
     h2t_extraction_destroy(e);
     if (rc < 0)
         return rc;
-    h2t_layer_stats *s = calloc(1, sizeof(*s));
+    h2t_layer_stats *s = stats_alloc(dim);
     if (!s)
-        return h2t_err_set(H2T_ENOMEM, "statistics");
-    s->dim = dim;
-    s->mean = calloc(dim, 8);
-    s->m2 = calloc(dim, 8);
-    s->min = calloc(dim, 4);
-    s->max = calloc(dim, 4);
-    if (!s->mean || !s->m2 || !s->min || !s->max) {
-        h2t_layer_stats_destroy(s);
         return h2t_err_set(H2T_ENOMEM, "statistics of %u features", dim);
-    }
-    if (none) {
-        c->out = s;
-        return 0;
-    }
-    const uint8_t *p = v.mv_data;
-    double nsum;
-    memcpy(&s->count, p + 8, 8);
-    memcpy(&nsum, p + 16, 8);
-    memcpy(&s->norm_min, p + 24, 8);
-    memcpy(&s->norm_max, p + 32, 8);
-    s->norm_mean = s->count ? nsum / (double)s->count : 0;
-    p += STATS_HDR;
-    memcpy(s->mean, p, (size_t)dim * 8);
-    memcpy(s->m2, p + (size_t)dim * 8, (size_t)dim * 8);
-    memcpy(s->min, p + (size_t)dim * 16, (size_t)dim * 4);
-    memcpy(s->max, p + (size_t)dim * 20, (size_t)dim * 4);
+    if (!none)
+        stats_decode(s, v.mv_data);
     c->out = s;
     return 0;
 }
@@ -4397,29 +4409,10 @@ static int set_stats_get(h2t_store *st, uint32_t ext, uint32_t layer, h2t_layer_
     if (rc < 0)
         return rc;
     uint32_t dim = s->whole->layers[layer].dim;
-    h2t_layer_stats *o = calloc(1, sizeof *o);
-    if (o) {
-        o->dim = dim;
-        o->mean = malloc((size_t)dim * 8);
-        o->m2 = malloc((size_t)dim * 8);
-        o->min = malloc((size_t)dim * 4);
-        o->max = malloc((size_t)dim * 4);
-    }
-    if (!o || !o->mean || !o->m2 || !o->min || !o->max) {
-        h2t_layer_stats_destroy(o);
-        return h2t_err_set(H2T_ENOMEM, "statistics");
-    }
-    double nsum;
-    memcpy(&o->count, p + 8, 8);
-    memcpy(&nsum, p + 16, 8);
-    memcpy(&o->norm_min, p + 24, 8);
-    memcpy(&o->norm_max, p + 32, 8);
-    o->norm_mean = o->count ? nsum / (double)o->count : 0;
-    p += STATS_HDR;
-    memcpy(o->mean, p, (size_t)dim * 8);
-    memcpy(o->m2, p + (size_t)dim * 8, (size_t)dim * 8);
-    memcpy(o->min, p + (size_t)dim * 16, (size_t)dim * 4);
-    memcpy(o->max, p + (size_t)dim * 20, (size_t)dim * 4);
+    h2t_layer_stats *o = stats_alloc(dim);
+    if (!o)
+        return h2t_err_set(H2T_ENOMEM, "statistics of %u features", dim);
+    stats_decode(o, p);
     *out = o;
     return 0;
 }
