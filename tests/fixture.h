@@ -100,6 +100,36 @@ static inline void fixture_npy_header(FILE *f, const char *descr, const char *sh
     fputc('\n', f);
 }
 
+/* n float32 samples 1 x 8 x 8 in [-1, 1) (seeded, the same every call) with labels i % 3, written
+ * to x.npy and y.npy in the working directory: the npy source the shard and MPI tests extract.
+ * Returns 0, or -1 when a file cannot be written. */
+static inline int fixture_npy_grid8(uint32_t n)
+{
+    char shape[64];
+    uint32_t s = 4242;
+    FILE *f = fopen("x.npy", "wb");
+    if (!f)
+        return -1;
+    snprintf(shape, sizeof shape, "(%u, 1, 8, 8)", n);
+    fixture_npy_header(f, "<f4", shape);
+    for (uint32_t i = 0; i < 64 * n; i++) {
+        float v = (float)(fixture_lcg32(&s) % 2000) / 1000.0f - 1.0f;
+        fwrite(&v, 4, 1, f);
+    }
+    if (fclose(f) != 0)
+        return -1;
+    f = fopen("y.npy", "wb");
+    if (!f)
+        return -1;
+    snprintf(shape, sizeof shape, "(%u,)", n);
+    fixture_npy_header(f, "<i4", shape);
+    for (uint32_t i = 0; i < n; i++) {
+        int32_t v = (int32_t)(i % 3);
+        fwrite(&v, 4, 1, f);
+    }
+    return fclose(f) == 0 ? 0 : -1;
+}
+
 /* The next uniform value in [0, 1) of a 64-bit LCG (Knuth's MMIX constants) in *s. */
 static inline float fixture_lcg_unit(uint64_t *s)
 {

@@ -20,26 +20,7 @@
 /* n float32 samples 1 x 8 x 8 in [-1, 1), labels i % 3, at x.npy and y.npy */
 static void make_data(uint32_t n)
 {
-    char shape[64];
-    uint32_t s = 4242;
-    FILE *f = fopen("x.npy", "wb");
-    ASSERT(f != NULL);
-    snprintf(shape, sizeof shape, "(%u, 1, 8, 8)", n);
-    fixture_npy_header(f, "<f4", shape);
-    for (uint32_t i = 0; i < 64 * n; i++) {
-        float v = (float)(fixture_lcg32(&s) % 2000) / 1000.0f - 1.0f;
-        fwrite(&v, 4, 1, f);
-    }
-    ASSERT_EQ(fclose(f), 0);
-    f = fopen("y.npy", "wb");
-    ASSERT(f != NULL);
-    snprintf(shape, sizeof shape, "(%u,)", n);
-    fixture_npy_header(f, "<i4", shape);
-    for (uint32_t i = 0; i < n; i++) {
-        int32_t v = (int32_t)(i % 3);
-        fwrite(&v, 4, 1, f);
-    }
-    ASSERT_EQ(fclose(f), 0);
+    ASSERT_EQ(fixture_npy_grid8(n), 0);
 }
 
 static h2t_extract_opts opts(uint32_t shard_i, uint32_t shard_n)
