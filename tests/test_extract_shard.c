@@ -399,6 +399,24 @@ static void write_manifest(const char *dir, uint32_t n)
     ASSERT_OK(h2t_store_set_write(dir, 3, h, whole, n, counts, 4, NULL));
 }
 
+/* n samples of make_data extracted as the shard stores set/shard-I-of-3 with their manifest,
+ * and unsharded into ref (*ref its result). */
+static void extract_set(uint32_t n, h2t_extract_result *ref)
+{
+    make_data(n);
+    h2t_extract_opts o = opts(0, 0);
+    ASSERT_OK(run_once("ref", &o, ref));
+    ASSERT_EQ(mkdir("set", 0777), 0);
+    for (uint32_t i = 0; i < 3; i++) {
+        char d[64];
+        h2t_extract_result r;
+        snprintf(d, sizeof d, "set/shard-%u-of-3", i);
+        o = opts(i, 3);
+        ASSERT_OK(run_once(d, &o, &r));
+    }
+    write_manifest("set", n);
+}
+
 /* N = 3 shard stores read as one store set (their manifest, or the three paths in any order)
  * are the unsharded extraction: identity, every feature (in order and through a shuffled
  * sample list), every statistic and every label, bitwise; the set's extraction takes tasks; its
@@ -406,18 +424,8 @@ static void write_manifest(const char *dir, uint32_t n)
 TEST(extract_shard_set_is_the_unsharded_extraction)
 {
     const uint32_t n = 31;
-    make_data(n);
-    h2t_extract_opts o = opts(0, 0);
-    h2t_extract_result ref, r;
-    ASSERT_OK(run_once("ref", &o, &ref));
-    ASSERT_EQ(mkdir("set", 0777), 0);
-    for (uint32_t i = 0; i < 3; i++) {
-        char d[64];
-        snprintf(d, sizeof d, "set/shard-%u-of-3", i);
-        o = opts(i, 3);
-        ASSERT_OK(run_once(d, &o, &r));
-    }
-    write_manifest("set", n);
+    h2t_extract_result ref;
+    extract_set(n, &ref);
     struct stat before;
     ASSERT_EQ(stat("set/shard-1-of-3/data.mdb", &before), 0);
 
@@ -561,18 +569,8 @@ TEST(extract_shard_set_refusals)
 TEST(extract_shard_set_served)
 {
     const uint32_t n = 13;
-    make_data(n);
-    h2t_extract_opts o = opts(0, 0);
-    h2t_extract_result ref, r;
-    ASSERT_OK(run_once("ref", &o, &ref));
-    ASSERT_EQ(mkdir("set", 0777), 0);
-    for (uint32_t i = 0; i < 3; i++) {
-        char d[64];
-        snprintf(d, sizeof d, "set/shard-%u-of-3", i);
-        o = opts(i, 3);
-        ASSERT_OK(run_once(d, &o, &r));
-    }
-    write_manifest("set", n);
+    h2t_extract_result ref;
+    extract_set(n, &ref);
     test_srv a = {0}, b = {0};
     ASSERT_OK(h2t_store_open("ref", 0, &a.st));
     ASSERT_OK(h2t_store_open("set", 0, &b.st));
