@@ -232,7 +232,8 @@ def gen_rendered(out, name, n_train, n_test, size):
         im.save(os.path.join(d, "%05d.png" % i), optimize=False)
         classes.append(cls)
     tasks = attr_tasks(name, classes, n_train, fields)
-    return tmp, {"source": "folder:" + os.path.join(out, "images"), "tasks": tasks}
+    # relative to the data set's folder (run.py resolves it), so the data can be moved
+    return tmp, {"source": "folder:images", "tasks": tasks}
 
 
 def gen_fmnist(n_train, n_test):

@@ -120,6 +120,23 @@ def opt_value(v):
     return v
 
 
+def resolve_source(ds_dir, source):
+    """The extraction source of the data set in ds_dir: a relative `folder:` path is relative
+    to ds_dir; an absolute one that no longer exists (data written by an older gen.py, then
+    moved) is ds_dir/images, where gen.py writes a data set's images. The folder's path is
+    not part of the extraction's identity (its content is), so moved data keeps its
+    extraction."""
+    if not source.startswith("folder:"):
+        return source
+    path = source[len("folder:"):]
+    if not os.path.isabs(path):
+        return "folder:" + os.path.join(ds_dir, path)
+    own = os.path.join(ds_dir, "images")
+    if not os.path.exists(path) and os.path.isdir(own):
+        return "folder:" + own
+    return source
+
+
 def load_datasets(data, want):
     out = []
     names = sorted(os.listdir(data)) if os.path.isdir(data) else []
@@ -128,7 +145,9 @@ def load_datasets(data, want):
         if not os.path.isfile(tj) or (want and nm not in want):
             continue
         with open(tj) as f:
-            out.append(json.load(f))
+            ds = json.load(f)
+        ds["source"] = resolve_source(os.path.abspath(os.path.join(data, nm)), ds["source"])
+        out.append(ds)
     missing = [w for w in want if w not in [d["name"] for d in out]]
     if missing:
         die("no data set %s under %s (deploy/eval/gen.py writes them)" % (", ".join(missing), data))

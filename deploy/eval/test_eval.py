@@ -149,6 +149,25 @@ def test_train_opts():
     check(t == "lambda 0.0001, keep 1, final L2 0.001, whole layers", "params_text: %s" % t)
 
 
+def test_resolve_source():
+    import tempfile
+    import run
+    with tempfile.TemporaryDirectory() as d:
+        ds = os.path.join(d, "shapes")
+        os.makedirs(os.path.join(ds, "images"))
+        check(run.resolve_source(ds, "folder:images") == "folder:" + os.path.join(ds, "images"),
+              "relative folder source")
+        check(run.resolve_source(ds, "folder:/no/such/dir/images") ==
+              "folder:" + os.path.join(ds, "images"), "moved folder source")
+        check(run.resolve_source(ds, "folder:" + d) == "folder:" + d, "existing absolute source")
+        check(run.resolve_source(ds, "idx:/usr/share/x") == "idx:/usr/share/x", "idx source")
+        # a data set written by gen.py, then moved: load_datasets finds its images
+        with open(os.path.join(ds, "tasks.json"), "w") as f:
+            json.dump({"name": "shapes", "source": "folder:/gone/shapes/images", "tasks": []}, f)
+        got = run.load_datasets(d, [])
+        check(got[0]["source"] == "folder:" + os.path.join(ds, "images"),
+              "load_datasets resolves: %s" % got[0]["source"])
+
 
 def test_cvchoice():
     import contextlib
