@@ -585,7 +585,10 @@ static int job_reply(h2t_srv *srv, uint64_t req_id, uint64_t id, uint8_t **frame
  * an extraction made again from another config, does not match), and every option equal
  * after the server resolved the defaults (h2t_train_spec_equal over every member of the
  * h2t_train_spec_resolve of both, the request's thread count included): --lambdas 1e-4,1e-5
- * is the head2toe default grid. */
+ * is the head2toe default grid. The digest also holds the method's results version
+ * (h2t_solver_results_version) from 2 on, so a solver change that may change a method's
+ * results retrains that method's jobs and no other's; at version 1 it adds nothing, so jobs
+ * stored before versions were kept still match. */
 
 static void digest_u32(h2t_sha256 *h, uint32_t v)
 {
@@ -600,8 +603,9 @@ static void digest_u32s(h2t_sha256 *h, const uint32_t *v, uint32_t n)
         digest_u32(h, v[i]);
 }
 
-/* The first 8 bytes of SHA-256 over the task's content and its extraction's identity. */
-static int inputs_digest(h2t_srv *srv, const h2t_task *t, uint64_t *out)
+/* The first 8 bytes of SHA-256 over the task's content, its extraction's identity and the
+ * method's results version (above 1). */
+static int inputs_digest(h2t_srv *srv, const h2t_task *t, uint32_t method, uint64_t *out)
 {
     h2t_extraction *e = NULL;
     int rc = h2t_store_extraction_get(srv->st, t->extraction, &e);
@@ -629,6 +633,12 @@ static int inputs_digest(h2t_srv *srv, const h2t_task *t, uint64_t *out)
     digest_u32s(&h, t->val_labels, t->n_val);
     digest_u32s(&h, t->test, t->n_test);
     digest_u32s(&h, t->test_labels, t->n_test);
+    uint32_t ver = srv->cfg.results_version ? srv->cfg.results_version(method)
+                                            : h2t_solver_results_version(method);
+    if (ver > 1) {
+        h2t_sha256_update(&h, "results", 7);
+        digest_u32(&h, ver);
+    }
     uint8_t d[32];
     h2t_sha256_final(&h, d);
     uint64_t v = 0;
@@ -683,12 +693,14 @@ static int h_train(h2t_srv *srv, const h2t_msg *req, uint8_t **frame, size_t *le
     int rc = h2t_store_task_get(srv->st, t->task, &task);
     if (rc < 0)
         return h2t_err_wrap(rc, "train: task '%s': ", t->task);
-    rc = inputs_digest(srv, task, &digest);
+    if ((rc = h2t_train_spec_resolve(&t->spec, &ts)) < 0) {
+        h2t_task_destroy(task);
+        return rc;
+    }
+    rc = inputs_digest(srv, task, ts.method, &digest);
     h2t_task_destroy(task);
     if (rc < 0)
         return h2t_err_wrap(rc, "train: task '%s': ", t->task);
-    if ((rc = h2t_train_spec_resolve(&t->spec, &ts)) < 0)
-        return rc;
     if (!t->retrain) {
         if ((rc = find_reusable(srv, t, &ts, digest, &prev)) < 0)
             return rc;

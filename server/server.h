@@ -108,6 +108,9 @@ typedef struct h2t_srv_config {
     int handle_signals;        /* stop gracefully on SIGINT/SIGTERM (default 1) */
     h2t_srv_runner_fn runner;  /* NULL: h2t_srv_runner_solver */
     void *runner_ud;
+    /* the version of a method's results for the job reuse test (NULL:
+     * h2t_solver_results_version); a job is reused only under the same version */
+    uint32_t (*results_version)(uint32_t method);
     uint32_t job_threads;   /* BLAS threads per job; 0 (default): max(1, (CPUs - 1) / workers) */
     int job_nice;           /* nice value of the job threads (default 10; 0 = unchanged) */
     int job_idle;           /* job threads under SCHED_IDLE (default 1): see "Threads" above */

@@ -196,6 +196,29 @@ int h2t_train_spec_resolve(const h2t_train_spec *req, h2t_train_spec *out)
     return h2t_train_spec_check(out);
 }
 
+/* Raise a method's entry when its results may change (solver.h). Why each is above 1:
+ *  head2toe 2: the group-lasso path runs L-BFGS on the non-zero rows between FISTA runs
+ *              (objectives within 1e-6 relative of FISTA alone, so kept sets may differ). */
+static const uint32_t results_version[H2T_METHOD_COUNT] = {
+    [H2T_METHOD_LINEAR] = 1, [H2T_METHOD_ALL] = 1, [H2T_METHOD_HEAD2TOE] = 2,
+    [H2T_METHOD_KNN] = 1,    [H2T_METHOD_NCM] = 1, [H2T_METHOD_LAYER] = 1,
+    [H2T_METHOD_AUTO] = 1,
+};
+
+uint32_t h2t_solver_results_version(uint32_t method)
+{
+    if (method >= H2T_METHOD_COUNT)
+        return 0;
+    if (method != H2T_METHOD_AUTO)
+        return results_version[method];
+    /* auto's own, plus every raise of a candidate's */
+    uint32_t v = results_version[H2T_METHOD_AUTO];
+    for (uint32_t m = 0; m < H2T_METHOD_COUNT; m++)
+        if (m != H2T_METHOD_AUTO)
+            v += results_version[m] - 1;
+    return v;
+}
+
 /* ---- the job ---- */
 
 typedef struct job {

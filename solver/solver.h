@@ -112,6 +112,18 @@ int h2t_train_spec_check(const h2t_train_spec *s);
  * may not overlap; out->layers BORROWS req->layers. Errors: H2T_EINVAL naming the field. */
 int h2t_train_spec_resolve(const h2t_train_spec *req, h2t_train_spec *out);
 
+/* The version of a method's results (method: H2T_METHOD_*): raised by a solver change that
+ * may give another head, CV table or choice for the same spec and inputs (a change that gives
+ * the very same numbers, such as most speed-ups, keeps it). The server's job reuse test
+ * includes it, so a job finished before such a change is not answered for a request that
+ * would now train differently. auto's version also rises with each of its candidates'.
+ * Version 1 is the results before versions were kept (it leaves stored jobs reusable);
+ * 0 for an unknown method.
+ *
+ *     uint32_t v = h2t_solver_results_version(H2T_METHOD_HEAD2TOE);   // >= 1
+ */
+uint32_t h2t_solver_results_version(uint32_t method);
+
 /* A feature of the concatenated vector: layer index in the extraction, index in the layer. */
 typedef struct h2t_feature_ref {
     uint32_t layer, index;

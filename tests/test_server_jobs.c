@@ -401,6 +401,61 @@ TEST(server_reuse_identical_spec_only)
     test_srv_finish(&t);
 }
 
+/* the results versions a test server answers with (results_version below) */
+static uint32_t test_versions[H2T_METHOD_COUNT];
+
+static uint32_t test_results_version(uint32_t method)
+{
+    return method < H2T_METHOD_COUNT ? test_versions[method] : 0;
+}
+
+TEST(server_reuse_only_under_the_same_results_version)
+{
+    /* the solver's own: every method has a version, auto's rises with a candidate's */
+    for (uint32_t m = 0; m < H2T_METHOD_COUNT; m++)
+        ASSERT(h2t_solver_results_version(m) >= 1);
+    ASSERT_EQ(h2t_solver_results_version(H2T_METHOD_COUNT), 0);
+    uint32_t raised = 0;
+    for (uint32_t m = 0; m < H2T_METHOD_AUTO; m++)
+        raised += h2t_solver_results_version(m) - 1;
+    ASSERT(h2t_solver_results_version(H2T_METHOD_AUTO) >= 1 + raised);
+
+    for (uint32_t m = 0; m < H2T_METHOD_COUNT; m++)
+        test_versions[m] = 1;
+    test_srv t = {0};
+    t.st = fixture();
+    h2t_srv_config cfg;
+    h2t_srv_config_default(&cfg);
+    cfg.results_version = test_results_version;
+    test_srv_start(&t, &cfg);
+    h2t_client *c = NULL;
+    ASSERT_OK(h2t_client_connect(t.addr, NULL, 20000, &c));
+    create_task(c, "t", "train", 0);
+    h2t_msg_train h2t = base_train(), all = base_train();
+    all.spec.method = H2T_METHOD_ALL;
+    all.spec.n_keeps = 0;
+    int reused;
+    uint64_t h1 = submit(c, &h2t, &reused), a1 = submit(c, &all, &reused);
+    ASSERT_EQ(watch(c, h1), H2T_JOB_DONE);
+    ASSERT_EQ(watch(c, a1), H2T_JOB_DONE);
+    /* version 1 adds nothing to the digest, so version 1 jobs stay the stored jobs' match */
+    ASSERT_EQ(submit(c, &h2t, &reused), h1);
+    ASSERT_EQ(reused, 1);
+    /* head2toe's results change: its job trains again, all layers' is still reused */
+    test_versions[H2T_METHOD_HEAD2TOE] = 2;
+    uint64_t h2 = submit(c, &h2t, &reused);
+    ASSERT_EQ(reused, 0);
+    ASSERT_NE(h2, h1);
+    ASSERT_EQ(watch(c, h2), H2T_JOB_DONE);
+    ASSERT_EQ(submit(c, &all, &reused), a1);
+    ASSERT_EQ(reused, 1);
+    /* ... and the job trained under version 2 is the one reused under version 2 */
+    ASSERT_EQ(submit(c, &h2t, &reused), h2);
+    ASSERT_EQ(reused, 1);
+    h2t_client_close(c);
+    test_srv_finish(&t);
+}
+
 TEST(server_reuse_not_failed_or_cancelled)
 {
     test_srv t = {0};
