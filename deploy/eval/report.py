@@ -18,8 +18,18 @@ COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e3
           "#17becf", "#bcbd22", "#7f7f7f"]
 
 
+class Rows(list):
+    """Rows with a fixed task and method order (index keeps it instead of the first-seen
+    order): for a table merged from several runs, where no one order of the rows gives both."""
+
+    def __init__(self, rows, tasks, methods):
+        super().__init__(rows)
+        self.tasks, self.methods = list(tasks), list(methods)
+
+
 def index(rows):
-    """(tasks in first-seen order, methods in first-seen order, {(task, method): row})."""
+    """(tasks, methods, {(task, method): row}): the orders of a Rows, else first-seen; only
+    tasks and methods that have a row."""
     tasks, methods, by = [], [], {}
     for r in rows:
         if r["task"] not in tasks:
@@ -27,6 +37,9 @@ def index(rows):
         if r["method"] not in methods:
             methods.append(r["method"])
         by[(r["task"], r["method"])] = r
+    if isinstance(rows, Rows):
+        tasks = [t for t in rows.tasks if t in tasks]
+        methods = [m for m in rows.methods if m in methods]
     return tasks, methods, by
 
 
@@ -134,12 +147,54 @@ def summary(rows):
             below += (t, "linear") in by and a < by[(t, "linear")]["test_acc"] - 1e-12
         lines.append("auto within 1 point of the test-best method on %d of %d tasks; below "
                      "linear on %d" % (close, n, below))
+    picks = auto_rule(rows)
+    if picks:
+        close = sum(1 for p in picks if p["to_best"] <= 1.0 + 1e-9)
+        below = sum(1 for p in picks if p["to_linear"] is not None and p["to_linear"] < -1e-9)
+        lines.append("the CV pick (auto's rule over these jobs) within 1 point of the test-best "
+                     "method on %d of %d tasks; below linear on %d" % (close, len(picks), below))
     mean = means(rows)
     if "head2toe" in mean and "all" in mean:
         d = 100.0 * (mean["head2toe"] - mean["all"])
         lines.append("suite mean: head2toe %s vs all layers %s (%+.2f points)"
                      % (pct(mean["head2toe"]), pct(mean["all"]), d))
     return lines
+
+
+def auto_rule(rows):
+    """Per task, what auto would return over these jobs: auto's candidates' CV accuracies are
+    these methods' own (the same folds and defaults) and it keeps the best (ties: the first
+    in method order, so list the methods in the wire's enum order, as run.py does), then
+    refits it as that method's job does. A list of dicts: task, pick, test (its test
+    accuracy), best and best_method (the test-best method outside META), to_best (points
+    below the best, >= 0), to_linear (points above linear; None without linear), auto (the
+    test accuracy of the auto job when one ran, else None)."""
+    tasks, methods, by = index(rows)
+    out = []
+    for t, pick, got, best, _hit, loss in cv_choice(rows):
+        cand = [m for m in methods if m not in META and (t, m) in by]
+        best_m = next(m for m in cand if by[(t, m)]["test_acc"] >= best - 1e-12)
+        lin = by.get((t, "linear"))
+        out.append({"task": t, "pick": pick, "test": got, "best": best, "best_method": best_m,
+                    "to_best": loss,
+                    "to_linear": None if not lin else 100.0 * (got - lin["test_acc"]),
+                    "auto": by[(t, "auto")]["test_acc"] if (t, "auto") in by else None})
+    return out
+
+
+def auto_markdown(rows):
+    """The auto table: per task the test-best method, the CV pick (auto's rule) and its
+    distance to the best and to linear, and the auto job's own test accuracy where it ran."""
+    out = io.StringIO()
+    out.write("| task | test-best method | CV pick (auto's rule) | pick - best | pick - linear "
+              "| auto job |\n|---|---|---|---:|---:|---:|\n")
+    for p in auto_rule(rows):
+        out.write("| %s | %s %s | %s %s | %s | %s | %s |\n"
+                  % (p["task"], p["best_method"], pct(p["best"]), p["pick"], pct(p["test"]),
+                     "%.2f" % -p["to_best"] if p["to_best"] > 1e-9 else "0.00",
+                     "-" if p["to_linear"] is None else "%+.2f" % p["to_linear"],
+                     pct(p["auto"])))
+    return out.getvalue()
 
 
 def csv_text(rows):

@@ -106,7 +106,26 @@ def test_means_and_summary():
     # auto: a 70 = best 70 (close); b 80 vs best 90 (not close) and = linear 80 (not below)
     check(s[1] == "auto within 1 point of the test-best method on 1 of 2 tasks; below linear "
           "on 0", "auto line %s" % s[1])
-    check("head2toe 72.50 vs all layers 80.00 (-7.50 points)" in s[2], "h2t vs all %s" % s[2])
+    # the CV pick as auto's rule: a picks all (= best); b picks linear, 10 below all, = linear
+    check(s[2] == "the CV pick (auto's rule over these jobs) within 1 point of the test-best "
+          "method on 1 of 2 tasks; below linear on 0", "auto rule line %s" % s[2])
+    check("head2toe 72.50 vs all layers 80.00 (-7.50 points)" in s[3], "h2t vs all %s" % s[3])
+
+
+def test_auto_rule():
+    p = report.auto_rule(ROWS)
+    check([(x["task"], x["pick"], x["best_method"], x["auto"]) for x in p] ==
+          [("a", "all", "all", 0.70), ("b", "linear", "all", 0.80)], "auto rule %s" % p)
+    check(abs(p[0]["to_linear"] - 20.0) < 1e-9 and abs(p[1]["to_best"] - 10.0) < 1e-9,
+          "auto rule distances %s" % p)
+    # a pick below linear is counted: CV prefers head2toe (test 0.4) over linear (0.5)
+    low = [{"task": "c", "method": "linear", "test_acc": 0.5, "cv_acc": 0.6},
+           {"task": "c", "method": "head2toe", "test_acc": 0.4, "cv_acc": 0.7}]
+    check(report.summary(low)[1].endswith("on 0 of 1 tasks; below linear on 1"),
+          "below linear %s" % report.summary(low))
+    md = report.auto_markdown(ROWS).splitlines()
+    check(md[2] == "| a | all 70.00 | all 70.00 | 0.00 | +20.00 | 70.00 |", md[2])
+    check(md[3] == "| b | all 90.00 | linear 80.00 | -10.00 | +0.00 | 80.00 |", md[3])
 
 
 def test_markdown_csv():
@@ -135,6 +154,35 @@ def test_svg():
     check(abs(hs["a, all: 70.00%"] - 0.7 * 360) < 0.06, "bar height %s" % hs)
     check(abs(hs["suite mean, head2toe: 72.50%"] - 0.725 * 360) < 0.06, "mean bar %s" % hs)
 
+
+
+def test_table_merge():
+    import tempfile
+    import table
+    with tempfile.TemporaryDirectory() as d:
+        def run_dir(name, recs):
+            os.makedirs(os.path.join(d, name))
+            with open(os.path.join(d, name, "jobs.jsonl"), "w") as f:
+                f.write("".join(json.dumps(r) + "\n" for r in recs))
+            return os.path.join(d, name)
+
+        def job(t, m, test, cv):
+            return {"task": t, "method": m, "test_acc": test, "cv_acc": cv,
+                    "info": {"method": m, "timings_s": {"total": 2.0}}}
+        # an earlier run: linear on b; a later one: head2toe on a, and linear on b again
+        one = run_dir("one", [job("b", "linear", 0.5, 0.5)])
+        two = run_dir("two", [job("a", "head2toe", 0.7, 0.7), job("b", "linear", 0.6, 0.6)])
+        out = os.path.join(d, "out")
+        import contextlib
+        with contextlib.redirect_stdout(io.StringIO()):
+            table.main(["--out", out, "--tasks", "a,b", two, one, two])
+        md = open(os.path.join(out, "results.md")).read().splitlines()
+        # the methods in enum order (linear before head2toe though the first task's first
+        # row is head2toe's), the tasks as asked, the later run's linear on b
+        check(md[0] == "| task | linear | head2toe | CV pick |", md[0])
+        check(md[2] == "| a | - | **70.00** | head2toe |", md[2])
+        check(md[3] == "| b | **60.00** | - | linear |", md[3])
+        check(os.path.exists(os.path.join(out, "results.svg")), "table svg")
 
 
 def test_train_opts():
