@@ -78,7 +78,8 @@ struct h2t_store {
     int open_fd;    /* DIR/open.lock, flock'ed shared while open (exclusive: compacting); -1
                        where the file cannot be opened (a read-only medium) */
     char dir[1024];
-    struct store_set *set; /* a store set read as one (see "store sets read as one"), or NULL */
+    struct store_set *set;    /* a store set read as one (see "store sets read as one"), or NULL */
+    h2t_store_write_times wt; /* h2t_store_features_write's time split (store.h) */
 };
 
 /* store sets read as one (the end of this file) */
@@ -462,10 +463,20 @@ static int st_grow(h2t_store *st, uint64_t want)
 
 typedef int (*st_txn_fn)(h2t_store *st, MDB_txn *txn, void *ctx);
 
+/* The calling thread's CPU seconds (a system call: used per transaction, not per layer). */
+static double thread_cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* Run fn in one transaction (write or read); a write that fills the map is retried with a
  * map twice as large; fn must therefore have no effect outside the transaction but its ctx
- * outputs, which it rewrites on every attempt. */
-static int st_run(h2t_store *st, int write, st_txn_fn fn, void *ctx)
+ * outputs, which it rewrites on every attempt. commit_wall / commit_cpu (NULL: not wanted)
+ * get the successful commit's wall and thread CPU seconds. */
+static int st_run_timed(h2t_store *st, int write, st_txn_fn fn, void *ctx, double *commit_wall,
+                        double *commit_cpu)
 {
     if (write && (st->flags & H2T_STORE_RDONLY))
         return h2t_err_set(H2T_EPERM, "store %s was opened read-only", st->dir);
@@ -489,9 +500,14 @@ static int st_run(h2t_store *st, int write, st_txn_fn fn, void *ctx)
         }
         int r = fn(st, txn, ctx);
         if (r == 0 && write) {
+            double w0 = commit_wall ? h2t_now_s() : 0, c0 = commit_cpu ? thread_cpu_s() : 0;
             rc = mdb_txn_commit(txn);
             if (rc)
                 r = st_mdb(st, rc, "committing");
+            if (commit_wall)
+                *commit_wall = h2t_now_s() - w0;
+            if (commit_cpu)
+                *commit_cpu = thread_cpu_s() - c0;
         } else {
             mdb_txn_abort(txn);
         }
@@ -503,6 +519,11 @@ static int st_run(h2t_store *st, int write, st_txn_fn fn, void *ctx)
         }
         return r;
     }
+}
+
+static int st_run(h2t_store *st, int write, st_txn_fn fn, void *ctx)
+{
+    return st_run_timed(st, write, fn, ctx, NULL, NULL);
 }
 
 /* "features (extraction 1, layer 2, sample 64)": the key of table t in words */
@@ -2026,6 +2047,8 @@ typedef struct feat_write_ctx {
     size_t scratch_len;
     uint8_t *merge; /* the previous small packed block, copied before it is replaced */
     size_t merge_len;
+    /* the last attempt's wall seconds: the whole transaction function and its parts */
+    double t_fn, t_stats, t_rows, t_crc;
 } feat_write_ctx;
 
 static int feat_seek(h2t_store *st, MDB_cursor *cur, uint32_t ext, uint16_t layer, uint32_t s,
@@ -2346,6 +2369,8 @@ static int feat_write_fn(h2t_store *st, MDB_txn *txn, void *ctx)
 {
     feat_write_ctx *c = ctx;
     h2t_extraction *e;
+    double t_fn0 = h2t_now_s();
+    c->t_stats = c->t_rows = c->t_crc = 0;
     int rc = ext_load(st, txn, c->ext, &e);
     if (rc < 0)
         return rc;
@@ -2397,12 +2422,14 @@ static int feat_write_fn(h2t_store *st, MDB_txn *txn, void *ctx)
         const h2t_layer_info *li = &e->layers[l];
         const float *x = c->layers[l];
         uint8_t *sv = c->scratch + so;
+        double t0 = h2t_now_s();
         if ((rc = stats_load(st, txn, e, l, sv)) < 0)
             goto out;
         if (stats_merge(sv, x, c->n, li->dim, q)) {
             rc = feat_nonfinite(c, li, x);
             goto out;
         }
+        double t1 = h2t_now_s();
         uint8_t *dst = block + rows * off * esize;
         if (old)
             memcpy(dst, c->merge + (size_t)old * off * esize, (size_t)old * li->dim * esize);
@@ -2412,10 +2439,15 @@ static int feat_write_fn(h2t_store *st, MDB_txn *txn, void *ctx)
             rc = f16_range_err(c, li->name, li->dim, x, bad);
             goto out;
         }
+        double t2 = h2t_now_s();
         if (trailer) { /* the layer's rows in this block, checksummed */
             uint32_t crc = h2t_crc32c(0, dst, rows * li->dim * esize);
             memcpy(block + rows * total * esize + 4 * (size_t)l, &crc, 4);
         }
+        double t3 = h2t_now_s();
+        c->t_stats += t1 - t0;
+        c->t_rows += t2 - t1;
+        c->t_crc += t3 - t2;
         off += li->dim;
         so += stats_bytes(li->dim) + 8;
     }
@@ -2424,8 +2456,10 @@ static int feat_write_fn(h2t_store *st, MDB_txn *txn, void *ctx)
         key k;
         size_t sb = stats_bytes(e->layers[l].dim);
         if (e->checksums) {
+            double t0 = h2t_now_s();
             uint32_t crc = h2t_crc32c(0, c->scratch + so, sb);
             memcpy(c->scratch + so + sb, &crc, 4);
+            c->t_crc += h2t_now_s() - t0;
         }
         if ((rc = st_put(st, txn, T_STATS, key_stats(&k, c->ext, (uint16_t)l), c->scratch + so,
                          sb + (e->checksums ? 4 : 0), 0, "writing statistics")) < 0)
@@ -2440,6 +2474,7 @@ static int feat_write_fn(h2t_store *st, MDB_txn *txn, void *ctx)
     rc = ext_save(st, txn, e);
 out:
     h2t_extraction_destroy(e);
+    c->t_fn = h2t_now_s() - t_fn0;
     return rc;
 }
 
@@ -2452,11 +2487,32 @@ int h2t_store_features_write(h2t_store *st, uint32_t ext, uint32_t first, uint32
         return h2t_err_set(H2T_EINVAL, "extraction %u: empty batch at sample %u", ext, first);
     if (!layers)
         return h2t_err_set(H2T_EINVAL, "extraction %u: no layer data", ext);
-    feat_write_ctx c = {ext, first, n, layers, NULL, 0, NULL, 0};
-    int rc = st_run(st, 1, feat_write_fn, &c);
+    feat_write_ctx c = {ext, first, n, layers, NULL, 0, NULL, 0, 0, 0, 0, 0};
+    double w0 = h2t_now_s(), c0 = thread_cpu_s(), commit_wall = 0, commit_cpu = 0;
+    int rc = st_run_timed(st, 1, feat_write_fn, &c, &commit_wall, &commit_cpu);
     free(c.scratch);
     free(c.merge);
+    if (rc == 0) {
+        h2t_store_write_times *w = &st->wt;
+        double cpu = thread_cpu_s() - c0, in_txn = cpu - commit_cpu;
+        /* the parts' share of the transaction's CPU (see store.h) */
+        double k = c.t_fn > 0 && in_txn > 0 ? in_txn / c.t_fn : 0;
+        w->calls++;
+        w->samples += n;
+        w->wall_s += h2t_now_s() - w0;
+        w->cpu_s += cpu;
+        w->stats_cpu_s += k * c.t_stats;
+        w->rows_cpu_s += k * c.t_rows;
+        w->crc_cpu_s += k * c.t_crc;
+        w->commit_cpu_s += commit_cpu;
+        w->commit_s += commit_wall;
+    }
     return rc;
+}
+
+void h2t_store_write_times_get(const h2t_store *st, h2t_store_write_times *out)
+{
+    *out = st->wt;
 }
 
 /* find the block under key (ext, layer) holding sample s: 0 found, 1 not stored, < 0 error.

@@ -230,6 +230,28 @@ void h2t_extraction_list_destroy(h2t_extraction **v, size_t n);
 int h2t_store_features_write(h2t_store *st, uint32_t ext, uint32_t first, uint32_t n,
                              const float *const *layers);
 
+/* Where h2t_store_features_write's time goes on the calling thread, summed over the calls on
+ * this handle that succeeded. CPU seconds (the thread's clock; a part inside the transaction
+ * gets its share of the transaction's CPU in proportion to its time-stamp time, so timing a
+ * part costs no system call):
+ *   stats_cpu_s   the statistics: each layer's record read and the batch merged in;
+ *   rows_cpu_s    the rows into the packed block: a copy (f32), a conversion and range check
+ *                 (f16);
+ *   crc_cpu_s     the CRC32C checksums of the rows and the statistics (format 3 extractions);
+ *   commit_cpu_s  mdb_txn_commit: mostly the kernel copying the new pages into the page cache;
+ *   the rest of cpu_s is LMDB inside the transaction (the block's pages, the records).
+ * commit_s is the commit's wall time: commit_s - commit_cpu_s is the wait for the disk (the
+ * fsync that makes each batch durable; none with H2T_STORE_NOSYNC). */
+typedef struct h2t_store_write_times {
+    uint64_t calls, samples;
+    double wall_s, cpu_s;
+    double stats_cpu_s, rows_cpu_s, crc_cpu_s, commit_cpu_s;
+    double commit_s;
+} h2t_store_write_times;
+/* Copy the sums into out (all zero before the first write). Not synchronised with writes on
+ * other threads: read it on the writing thread or after the writes. */
+void h2t_store_write_times_get(const h2t_store *st, h2t_store_write_times *out);
+
 /* Copy one pooled vector (dim floats) of (layer, sample) into out.
  * Errors: H2T_ENOTFOUND (extraction, layer or sample not stored: detail says which),
  * H2T_ESHAPE (dim differs from the layer's). */

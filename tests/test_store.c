@@ -594,11 +594,44 @@ TEST(store_features_errors)
     ASSERT_EQ(h2t_store_layer_read(f.st, f.ext, 0, pick, 0, 2, mm, 8), H2T_ENOTFOUND);
     ASSERT_CONTAINS(h2t_err_detail(), "sample 7");
     ASSERT_EQ(h2t_store_stats_get(f.st, f.ext, 5, &after), H2T_ENOTFOUND);
+    /* the failed writes are not in the time split */
+    h2t_store_write_times wt;
+    h2t_store_write_times_get(f.st, &wt);
+    ASSERT_EQ(wt.calls, 1);
+    ASSERT_EQ(wt.samples, 4);
     /* the good batch still goes in afterwards */
     b[2 * 4 + 1] = 0.5f;
     ASSERT_OK(h2t_store_features_write(f.st, f.ext, 4, 3, p));
     ASSERT_OK(h2t_store_feature_get(f.st, f.ext, 1, 6, v, 4));
     ASSERT_EQ(v[1], 0.5f);
+    h2t_store_write_times_get(f.st, &wt);
+    ASSERT_EQ(wt.calls, 2);
+    ASSERT_EQ(wt.samples, 7);
+    h2t_store_close(f.st);
+}
+
+/* h2t_store_write_times: the parts of the writes' CPU, each within the whole */
+TEST(store_write_times)
+{
+    uint32_t dims[3] = {4096, 3, 777};
+    fixture f;
+    fixture_make(&f, "db", 96, dims, 3, H2T_DTYPE_F32);
+    h2t_store_write_times wt;
+    h2t_store_write_times_get(f.st, &wt);
+    ASSERT_EQ(wt.calls, 0);
+    ASSERT(wt.cpu_s == 0 && wt.wall_s == 0 && wt.commit_s == 0);
+    for (uint32_t first = 0; first < 96; first += 32)
+        write_range(&f, dims, 3, first, 32);
+    h2t_store_write_times_get(f.st, &wt);
+    ASSERT_EQ(wt.calls, 3);
+    ASSERT_EQ(wt.samples, 96);
+    ASSERT(wt.cpu_s > 0 && wt.wall_s > 0 && wt.commit_s > 0);
+    /* 96 x 4876 floats merged into statistics and copied: neither takes no time */
+    ASSERT(wt.stats_cpu_s > 0 && wt.rows_cpu_s > 0);
+    ASSERT(wt.crc_cpu_s >= 0 && wt.commit_cpu_s >= 0);
+    double parts = wt.stats_cpu_s + wt.rows_cpu_s + wt.crc_cpu_s + wt.commit_cpu_s;
+    if (parts > wt.cpu_s * (1 + 1e-9))
+        TEST_FAILF("the parts (%g s) exceed the writes' CPU (%g s)", parts, wt.cpu_s);
     h2t_store_close(f.st);
 }
 
