@@ -1,6 +1,7 @@
 /* tests/test_store.c - the LMDB store: every table round trip, every error path of
  * storage/store.h, exact statistics, f16, map growth, threads. (Raw LMDB is used only to forge
  * stores of another version or without our tables.) */
+#include "common/cpu.h"
 #include "common/err.h"
 #include "common/util.h"
 #include "storage/store.h"
@@ -633,6 +634,107 @@ TEST(store_write_times)
     if (parts > wt.cpu_s * (1 + 1e-9))
         TEST_FAILF("the parts (%g s) exceed the writes' CPU (%g s)", parts, wt.cpu_s);
     h2t_store_close(f.st);
+}
+
+/* The statistics' definition, one column at a time (what storage/store.c's stats_col says),
+ * merged into mean/m2/mn/mx (count samples so far); q: the rows' even and odd squared sums. */
+static void stats_ref_batch(const float *x, uint32_t n, uint32_t dim, uint64_t count, double *mean,
+                            double *m2, float *mn, float *mx, double *q)
+{
+    for (uint32_t j = 0; j < dim; j++) {
+        double s = 0, bm2 = 0;
+        float lo = count ? mn[j] : INFINITY, hi = count ? mx[j] : -INFINITY;
+        for (uint32_t i = 0; i < n; i++) {
+            float f = x[(size_t)i * dim + j];
+            s += f;
+            q[2 * i + (j & 1)] += (double)f * f;
+            lo = f < lo ? f : lo;
+            hi = f > hi ? f : hi;
+        }
+        double bm = s / n;
+        for (uint32_t i = 0; i < n; i++) {
+            double d = x[(size_t)i * dim + j] - bm;
+            bm2 += d * d;
+        }
+        double na = (double)count, nb = (double)n, nt = na + nb, delta = bm - mean[j];
+        mean[j] = count ? mean[j] + delta * (nb / nt) : bm;
+        m2[j] = count ? m2[j] + bm2 + delta * delta * (na * nb / nt) : bm2;
+        mn[j] = lo;
+        mx[j] = hi;
+    }
+}
+
+/* The statistics are bitwise their definition with every kernel set (AVX-512, AVX, SSE2 and the
+ * scalar tail: H2T_CPU_MAX), at widths around each vector width, over batches of 32 and a
+ * partial one. */
+TEST(store_stats_isa_bitwise)
+{
+    enum { N = 77, NL = 12 };
+    uint32_t dims[NL] = {1, 3, 4, 7, 8, 12, 15, 16, 17, 33, 100, 1031};
+    float *x[NL];
+    for (int l = 0; l < NL; l++) {
+        x[l] = malloc(sizeof(float) * N * dims[l]);
+        for (size_t i = 0; i < (size_t)N * dims[l]; i++) {
+            uint32_t r = rnd();
+            /* spread magnitudes, signed zeros and repeated values */
+            x[l][i] = r % 11 == 0  ? (r % 2 ? -0.0f : 0.0f)
+                      : r % 7 == 0 ? 3.5f
+                                   : (rndf() - 0.5f) * (float)(1u << (r % 12));
+        }
+    }
+    const char *levels[] = {"avx512", "avx2", "avx", "sse2"};
+    for (int lv = 0; lv < 4; lv++) {
+        ASSERT_EQ(setenv("H2T_CPU_MAX", levels[lv], 1), 0);
+        h2t_cpu_reset();
+        char dir[32];
+        snprintf(dir, sizeof dir, "db-%s", levels[lv]);
+        fixture f;
+        fixture_make(&f, dir, N, dims, NL, H2T_DTYPE_F32);
+        for (uint32_t at = 0; at < N; at += 32) {
+            uint32_t n = N - at < 32 ? N - at : 32;
+            const float *p[NL];
+            for (int l = 0; l < NL; l++)
+                p[l] = x[l] + (size_t)at * dims[l];
+            ASSERT_OK(h2t_store_features_write(f.st, f.ext, at, n, p));
+        }
+        for (int l = 0; l < NL; l++) {
+            uint32_t d = dims[l];
+            double *mean = calloc(d, 8), *m2 = calloc(d, 8), q[64];
+            float *mn = calloc(d, 4), *mx = calloc(d, 4);
+            double nsum = 0, nmin = INFINITY, nmax = -INFINITY;
+            for (uint32_t at = 0; at < N; at += 32) {
+                uint32_t n = N - at < 32 ? N - at : 32;
+                memset(q, 0, sizeof q);
+                stats_ref_batch(x[l] + (size_t)at * d, n, d, at, mean, m2, mn, mx, q);
+                for (uint32_t i = 0; i < n; i++) {
+                    double nrm = sqrt(q[2 * i] + q[2 * i + 1]);
+                    nsum += nrm;
+                    nmin = nrm < nmin ? nrm : nmin;
+                    nmax = nrm > nmax ? nrm : nmax;
+                }
+            }
+            h2t_layer_stats *s;
+            ASSERT_OK(h2t_store_stats_get(f.st, f.ext, (uint32_t)l, &s));
+            ASSERT_EQ(s->count, N);
+            if (memcmp(s->mean, mean, 8 * d) || memcmp(s->m2, m2, 8 * d) ||
+                memcmp(s->min, mn, 4 * d) || memcmp(s->max, mx, 4 * d))
+                TEST_FAILF("%s: layer %d (dim %u): statistics differ from the definition",
+                           levels[lv], l, d);
+            if (s->norm_min != nmin || s->norm_max != nmax || s->norm_mean != nsum / N)
+                TEST_FAILF("%s: layer %d (dim %u): norms differ from the definition", levels[lv], l,
+                           d);
+            h2t_layer_stats_destroy(s);
+            free(mean);
+            free(m2);
+            free(mn);
+            free(mx);
+        }
+        h2t_store_close(f.st);
+    }
+    ASSERT_EQ(unsetenv("H2T_CPU_MAX"), 0);
+    h2t_cpu_reset();
+    for (int l = 0; l < NL; l++)
+        free(x[l]);
 }
 
 /* per-feature statistics merged batch by batch equal a two-pass computation, for any split */
