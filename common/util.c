@@ -54,11 +54,18 @@ static void crc_init(void)
 }
 
 #if defined(__x86_64__)
-/* SSE4.2's crc32 instruction computes the same CRC-32C, 8 bytes a step (about 20x the table) */
-__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const uint8_t *p,
-                                                            size_t len)
+/* SSE4.2's crc32 instruction computes the same CRC-32C, 8 bytes a step (about 20x the table).
+ * One chain of it waits out the instruction's latency (3 cycles) at every step; three chains
+ * over three neighbouring blocks keep it busy every cycle, and are joined by linearity: over
+ * GF(2) the register after A || B is shift_|B|(register after A) ^ (register of B from 0),
+ * where shift_n runs n zero bytes through the register, a linear map of its 32 bits, applied
+ * with four 256-entry tables (one per byte of the register). */
+#define CRC_LONG 8192 /* bytes per chain and round: long buffers */
+#define CRC_SHORT 256 /* and for what is left, down to 3 x CRC_SHORT */
+
+__attribute__((target("sse4.2"))) static uint64_t crc32c_run(uint64_t c, const uint8_t *p,
+                                                             size_t len)
 {
-    uint64_t c = crc;
     for (; len >= 8; len -= 8, p += 8) {
         uint64_t v;
         memcpy(&v, p, 8);
@@ -68,6 +75,75 @@ __attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const 
     while (len--)
         c32 = __builtin_ia32_crc32qi(c32, *p++);
     return c32;
+}
+
+static uint32_t crc_shift_long[4][256], crc_shift_short[4][256];
+static int crc_shift_ready;
+
+/* tab[k][b]: the register b << 8k after n zero bytes */
+__attribute__((target("sse4.2"))) static void crc_shift_make(uint32_t tab[4][256], size_t n)
+{
+    static const uint8_t zeros[CRC_LONG];
+    uint32_t basis[32];
+    for (int i = 0; i < 32; i++)
+        basis[i] = (uint32_t)crc32c_run(1u << i, zeros, n);
+    for (int k = 0; k < 4; k++)
+        for (uint32_t b = 0; b < 256; b++) {
+            uint32_t v = 0;
+            for (int i = 0; i < 8; i++)
+                if (b >> i & 1)
+                    v ^= basis[8 * k + i];
+            tab[k][b] = v;
+        }
+}
+
+static void crc_shift_init(void)
+{
+    crc_shift_make(crc_shift_long, CRC_LONG);
+    crc_shift_make(crc_shift_short, CRC_SHORT);
+    __atomic_store_n(&crc_shift_ready, 1, __ATOMIC_RELEASE);
+}
+
+static inline uint32_t crc_shift(uint32_t tab[4][256], uint32_t c)
+{
+    return tab[0][c & 0xff] ^ tab[1][c >> 8 & 0xff] ^ tab[2][c >> 16 & 0xff] ^ tab[3][c >> 24];
+}
+
+/* rounds of three chains of blk bytes each while 3 blk are left */
+__attribute__((target("sse4.2"))) static uint32_t
+crc32c_3way(uint32_t crc, const uint8_t **pp, size_t *lenp, size_t blk, uint32_t tab[4][256])
+{
+    const uint8_t *p = *pp;
+    size_t len = *lenp;
+    for (; len >= 3 * blk; len -= 3 * blk, p += 3 * blk) {
+        uint64_t c0 = crc, c1 = 0, c2 = 0;
+        const uint8_t *q = p, *end = p + blk;
+        for (; q < end; q += 8) {
+            uint64_t v0, v1, v2;
+            memcpy(&v0, q, 8);
+            memcpy(&v1, q + blk, 8);
+            memcpy(&v2, q + 2 * blk, 8);
+            c0 = __builtin_ia32_crc32di(c0, v0);
+            c1 = __builtin_ia32_crc32di(c1, v1);
+            c2 = __builtin_ia32_crc32di(c2, v2);
+        }
+        crc = crc_shift(tab, (uint32_t)c0) ^ (uint32_t)c1;
+        crc = crc_shift(tab, crc) ^ (uint32_t)c2;
+    }
+    *pp = p;
+    *lenp = len;
+    return crc;
+}
+
+static uint32_t crc32c_hw(uint32_t crc, const uint8_t *p, size_t len)
+{
+    if (len >= 3 * CRC_SHORT) {
+        if (!__atomic_load_n(&crc_shift_ready, __ATOMIC_ACQUIRE))
+            crc_shift_init(); /* idempotent: racing threads compute the same tables */
+        crc = crc32c_3way(crc, &p, &len, CRC_LONG, crc_shift_long);
+        crc = crc32c_3way(crc, &p, &len, CRC_SHORT, crc_shift_short);
+    }
+    return (uint32_t)crc32c_run(crc, p, len);
 }
 #endif
 
