@@ -831,10 +831,10 @@ typedef struct smooth_ctx {
 
 /* The row-sharded evaluation, in double: rows in blocks of rb converted to double, logits and
  * gradient by dgemm. The one-process primal computes the model in float (sgemm) and stops where
- * the line search no longer sees a decrease through that rounding; one process on n <= D / 2
- * rows runs the kernel form, whose Gram and iterates are double. A sharded job cannot form the
- * Gram of rows on other participants, so it runs the primal at the kernel form's precision:
- * the same iterates in exact arithmetic, and the same objective to rounding. */
+ * the line search no longer sees a decrease through that rounding; a sharded primal sums the
+ * participants' partial products, so it runs in double, where that summation order moves the
+ * iterates in their last bits only. (Where every training row together is at most D / 2 a
+ * sharded job runs the kernel form on the one-process Gram instead: h2t_solver__gram_rows.) */
 static double smooth_eval_sharded(smooth_ctx *c, const double *th, double *g)
 {
     uint32_t n = c->n, d = c->d, k = c->k;
@@ -1438,28 +1438,45 @@ out:
  * the returned W = X^T A is then checked against the primal gradient itself and, if that check
  * fails in float, finished by the primal L-BFGS from there. */
 
-int h2t_solver__gram(const float *X, uint32_t n, uint32_t d, double *Gm)
+int h2t_solver__gram_rows(const h2t_solver_opts *o, const float *X, uint32_t n, const uint32_t *pos,
+                          uint32_t N, uint32_t d, double *Gm)
 {
-    if (!n)
+    int shared = o && o->red;
+    if (!shared && (pos || n != N))
+        return h2t_err_set(H2T_EINVAL, "Gram of %u rows of %u without a reducer", n, N);
+    if (!N)
         return 0;
-    memset(Gm, 0, (size_t)n * n * sizeof(double));
+    memset(Gm, 0, (size_t)N * N * sizeof(double));
     uint32_t bs = 2048;
-    double *Xb = malloc((size_t)n * bs * sizeof(double));
-    if (!Xb)
-        return h2t_err_set(H2T_ENOMEM, "Gram block %u x %u", n, bs);
+    double *Xb = malloc((size_t)N * bs * sizeof(double));
+    if (!Xb) {
+        if (shared) /* the others wait in this Gram's first reduction */
+            abort();
+        return h2t_err_set(H2T_ENOMEM, "Gram block %u x %u", N, bs);
+    }
     for (uint32_t j0 = 0; j0 < d; j0 += bs) {
         uint32_t w = d - j0 < bs ? d - j0 : bs;
-        for (uint32_t i = 0; i < n; i++)
+        if (shared) /* every other participant's rows are zero here: the sum is exact */
+            memset(Xb, 0, (size_t)N * w * sizeof(double));
+        for (uint32_t i = 0; i < n; i++) {
+            double *xb = Xb + (size_t)(pos ? pos[i] : i) * w;
             for (uint32_t c = 0; c < w; c++)
-                Xb[(size_t)i * w + c] = X[(size_t)i * d + j0 + c];
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int)n, (int)w, 1.0, Xb, (int)w, 1.0,
-                    Gm, (int)n);
+                xb[c] = X[(size_t)i * d + j0 + c];
+        }
+        h2t_solver__reduce(o, &(h2t_solver_part){Xb, (size_t)N * w, 1}, 1);
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int)N, (int)w, 1.0, Xb, (int)w, 1.0,
+                    Gm, (int)N);
     }
     free(Xb);
-    for (uint32_t i = 1; i < n; i++)
+    for (uint32_t i = 1; i < N; i++)
         for (uint32_t j = 0; j < i; j++)
-            Gm[(size_t)i * n + j] = Gm[(size_t)j * n + i];
+            Gm[(size_t)i * N + j] = Gm[(size_t)j * N + i];
     return 0;
+}
+
+int h2t_solver__gram(const float *X, uint32_t n, uint32_t d, double *Gm)
+{
+    return h2t_solver__gram_rows(NULL, X, n, NULL, n, d, Gm);
 }
 
 /* f at th = [A (n*k), b (k)]; writes the images thi = [Gm A, b], the coefficient gradient
@@ -1496,34 +1513,55 @@ static double kernel_eval(void *vc, const double *th, double *thi, double *g, do
     return f;
 }
 
-/* WG (d x 2k) = X^T [A | g_A]: W and the primal gradient's W part in one pass. AG: n x 2k. */
-static void kernel_lift(const float *X, uint32_t n, uint32_t d, uint32_t k, const double *A,
-                        const double *gA, float *AG, float *WG)
+/* WG (d x 2k) = X^T [A | g_A]: W and the primal gradient's W part in one pass. A, gA: N x k
+ * over every participant's rows; this participant's n rows X are rows pos[i] of them (pos NULL:
+ * all, n == N), its products summed through o's reducer (floats in double). AG: n x 2k. */
+static void kernel_lift(const h2t_solver_opts *o, const float *X, uint32_t n, const uint32_t *pos,
+                        uint32_t d, uint32_t k, const double *A, const double *gA, float *AG,
+                        float *WG)
 {
     for (uint32_t i = 0; i < n; i++)
         for (uint32_t c = 0; c < k; c++) {
-            AG[(size_t)i * 2 * k + c] = (float)A[(size_t)i * k + c];
-            AG[(size_t)i * 2 * k + k + c] = (float)gA[(size_t)i * k + c];
+            size_t q = (size_t)(pos ? pos[i] : i) * k + c;
+            AG[(size_t)i * 2 * k + c] = (float)A[q];
+            AG[(size_t)i * 2 * k + k + c] = (float)gA[q];
         }
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)(2 * k), (int)n, 1.0f, X,
-                (int)d, AG, (int)(2 * k), 0.0f, WG, (int)(2 * k));
+    if (n)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)(2 * k), (int)n, 1.0f, X,
+                    (int)d, AG, (int)(2 * k), 0.0f, WG, (int)(2 * k));
+    else
+        memset(WG, 0, (size_t)d * 2 * k * sizeof(float));
+    h2t_solver__reduce(o, &(h2t_solver_part){WG, (size_t)d * 2 * k, 0}, 1);
 }
 
 int h2t_solver__fit_smooth_kernel(const float *X, const double *Gram, const uint32_t *y, uint32_t n,
                                   uint32_t d, uint32_t k, double ridge, const h2t_solver_opts *o,
                                   float *A, float *W, float *b, h2t_fit_info *info)
 {
-    size_t nk = (size_t)n * k, m = nk + k, dk = (size_t)d * k;
+    return h2t_solver__fit_smooth_kernel_rows(X, y, n, NULL, Gram, y, n, d, k, ridge, o, A, W, b,
+                                              info);
+}
+
+int h2t_solver__fit_smooth_kernel_rows(const float *X, const uint32_t *y, uint32_t n,
+                                       const uint32_t *pos, const double *Gram,
+                                       const uint32_t *y_all, uint32_t N, uint32_t d, uint32_t k,
+                                       double ridge, const h2t_solver_opts *o, float *A, float *W,
+                                       float *b, h2t_fit_info *info)
+{
+    size_t nk = (size_t)N * k, m = nk + k, dk = (size_t)d * k;
     int rc = 0;
-    double *Gown = Gram ? NULL : malloc((size_t)n * n * sizeof(double) + 1);
-    kernel_ctx c = {Gram ? Gram : Gown, y, n, k, ridge, malloc(nk * sizeof(double) + 1)};
-    float *AG = malloc(2 * nk * sizeof(float) + 1), *WG = malloc(2 * dk * sizeof(float) + 1);
+    double *Gown = Gram ? NULL : malloc((size_t)N * N * sizeof(double) + 1);
+    kernel_ctx c = {Gram ? Gram : Gown, y_all, N, k, ridge, malloc(nk * sizeof(double) + 1)};
+    float *AG = malloc((size_t)n * 2 * k * sizeof(float) + 1);
+    float *WG = malloc(2 * dk * sizeof(float) + 1);
     lbfgs L = {0};
     if ((!Gram && !Gown) || !c.Z || !AG || !WG) {
-        rc = h2t_err_set(H2T_ENOMEM, "kernel L-BFGS workspace (%u samples x %u classes)", n, k);
+        if (o && o->red) /* the others wait in a reduction */
+            abort();
+        rc = h2t_err_set(H2T_ENOMEM, "kernel L-BFGS workspace (%u samples x %u classes)", N, k);
         goto out;
     }
-    if ((!Gram && (rc = h2t_solver__gram(X, n, d, Gown)) < 0) ||
+    if ((!Gram && (rc = h2t_solver__gram_rows(o, X, n, pos, N, d, Gown)) < 0) ||
         (rc = lbfgs_init(&L, m, 1, kernel_eval, &c)) < 0)
         goto out;
     for (size_t q = 0; q < nk; q++)
@@ -1543,7 +1581,7 @@ int h2t_solver__fit_smooth_kernel(const float *X, const double *Gram, const uint
         if (fro <= o->gtol && gbm <= o->gtol) {
             converged = 1;
         } else if (fro <= next_check && gbm <= o->gtol) {
-            kernel_lift(X, n, d, k, L.th, L.g, AG, WG);
+            kernel_lift(o, X, n, pos, d, k, L.th, L.g, AG, WG);
             lifted = 1;
             gmax = 0;
             for (size_t q = 0; q < dk; q++) {
@@ -1563,7 +1601,7 @@ int h2t_solver__fit_smooth_kernel(const float *X, const double *Gram, const uint
             break;
     }
     if (!lifted)
-        kernel_lift(X, n, d, k, L.th, L.g, AG, WG);
+        kernel_lift(o, X, n, pos, d, k, L.th, L.g, AG, WG);
     for (uint32_t j = 0; j < d; j++)
         memcpy(W + (size_t)j * k, WG + (size_t)j * 2 * k, k * sizeof(float));
     for (size_t q = 0; q < nk; q++)
@@ -1578,7 +1616,7 @@ int h2t_solver__fit_smooth_kernel(const float *X, const double *Gram, const uint
         rc = h2t_err_set(H2T_ENOMEM, "gradient");
         goto out;
     }
-    double fp = h2t_solver_loss_grad(X, y, n, d, k, W, b, Gp, gbp);
+    double fp = loss_grad(o, X, y, n, d, k, W, b, Gp, gbp);
     double pen = 0;
     for (size_t q = 0; q < dk; q++) {
         pen += (double)W[q] * W[q];

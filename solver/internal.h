@@ -66,6 +66,15 @@ int h2t_solver__fit_smooth(const float *X, const uint32_t *y, uint32_t n, uint32
  * moves the kernel optimum off the primal one). Returns 0 or H2T_ENOMEM. */
 int h2t_solver__gram(const float *X, uint32_t n, uint32_t d, double *Gm);
 
+/* The same Gram over the N rows of every participant of o->red together, this participant
+ * holding n of them: its row i is row pos[i] of the N (o or o->red NULL: pos NULL, n == N, as
+ * h2t_solver__gram). Each column block of the N rows is gathered through the reducer (every
+ * other participant adds zeros: exact) and every participant runs the one-process dsyrk on
+ * it, so Gm is bit for bit the Gram one process makes of the N rows in that order. Costs
+ * N x d values through the reducer. Returns 0, H2T_ENOMEM (one process) or H2T_EINVAL. */
+int h2t_solver__gram_rows(const h2t_solver_opts *o, const float *X, uint32_t n, const uint32_t *pos,
+                          uint32_t N, uint32_t d, double *Gm);
+
 /* The smooth fit in kernel form (n < d): the same L-BFGS iterates and objective as fit_smooth
  * started from W = X^T A, run over the coefficients A (n x k, in/out warm start) with the Gram
  * matrix (n x n; NULL: computed here from X). Writes W = X^T A (d x k) and b. The returned W is
@@ -74,6 +83,18 @@ int h2t_solver__gram(const float *X, uint32_t n, uint32_t d, double *Gm);
 int h2t_solver__fit_smooth_kernel(const float *X, const double *Gram, const uint32_t *y, uint32_t n,
                                   uint32_t d, uint32_t k, double ridge, const h2t_solver_opts *o,
                                   float *A, float *W, float *b, h2t_fit_info *info);
+
+/* The kernel form row-sharded: the coefficients A (N x k), the Gram (N x N; NULL: made here
+ * by h2t_solver__gram_rows) and y_all (N labels) cover every participant's rows in one order,
+ * and this participant holds n of them, X (n x d) and y (n), its row i being row pos[i] of the
+ * N. The L-BFGS iterates over A run on every participant alike (no reduction); the lifts
+ * W = X^T A, the check of W and a primal finish reduce through o->red. With o->red NULL,
+ * pos NULL, N == n and y_all == y this is h2t_solver__fit_smooth_kernel. */
+int h2t_solver__fit_smooth_kernel_rows(const float *X, const uint32_t *y, uint32_t n,
+                                       const uint32_t *pos, const double *Gram,
+                                       const uint32_t *y_all, uint32_t N, uint32_t d, uint32_t k,
+                                       double ridge, const h2t_solver_opts *o, float *A, float *W,
+                                       float *b, h2t_fit_info *info);
 
 /* Reference Adam fit (see solver.h) from a Glorot init drawn from seed; writes W, b. penalty
  * H2T_PENALTY_*: NONE, L2 ((lambda/2)||W||^2), GROUP (lambda sum ||W_j||, subgradient 0 at a

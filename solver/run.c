@@ -242,7 +242,14 @@ typedef struct job {
     double *gram;   /* NULL or n_tr x n_tr Gram of the train rows in task order (kernel form) */
     const uint32_t *perm; /* NULL or the CV repeat's order: train row i (before rotation) is task
                              row perm[i] */
-    uint32_t probe;       /* the job's layer a linear probe (and knn) reads within auto */
+    /* row-sharded, inside a CV split (gsplit 1): the split as one process lays it out, over
+     * every participant's rows: its gNs training rows are task rows gperm[(r + grot) mod
+     * n_tr_all] (gperm NULL: the identity), r < gNs. gsplit 0: every training row in task
+     * order. The kernel form's coefficients follow that order. */
+    int gsplit;
+    const uint32_t *gperm;
+    uint32_t grot, gNs;
+    uint32_t probe; /* the job's layer a linear probe (and knn) reads within auto */
     /* sorted grid */
     uint32_t nl, nk;
     double lambdas[H2T_SPEC_MAX_GRID];
@@ -379,6 +386,48 @@ static uint32_t task_row(const job *j, uint32_t r)
 {
     uint32_t q = (r + j->rot) % j->n_tr;
     return j->perm ? j->perm[q] : q;
+}
+
+/* The task row of row r of a row-sharded job's current split over every participant (see
+ * job.gsplit). */
+static uint32_t split_task_row(const job *j, uint32_t r)
+{
+    if (!j->gsplit)
+        return r;
+    uint32_t q = (r + j->grot) % j->n_tr_all;
+    return j->gperm ? j->gperm[q] : q;
+}
+
+/* The training rows of a row-sharded job's current split in one process's order (see
+ * job.gsplit): *Ns of them; pos[r] (n entries) is where this participant's training row r (as
+ * its rows lie now) stands among them, y_all[0..Ns) their labels. pos and y_all OWNED by the
+ * caller. */
+static int split_rows(const job *j, uint32_t n, uint32_t *Ns, uint32_t **pos, uint32_t **y_all)
+{
+    const h2t_shard *sh = j->shard;
+    uint32_t N = j->n_tr_all, ns = j->gsplit ? j->gNs : N;
+    uint32_t *at = malloc((size_t)N * sizeof(uint32_t) + 1);
+    *pos = malloc((size_t)n * sizeof(uint32_t) + 1);
+    *y_all = malloc((size_t)ns * sizeof(uint32_t) + 1);
+    if (!at || !*pos || !*y_all) {
+        free(at);
+        abort(); /* as h2t_solver__reduce: the others stop as when a participant dies */
+    }
+    for (uint32_t q = 0; q < N; q++)
+        at[q] = UINT32_MAX;
+    for (uint32_t r = 0; r < ns; r++) {
+        uint32_t t = split_task_row(j, r);
+        at[t] = r;
+        (*y_all)[r] = sh->y_train_all[t];
+    }
+    for (uint32_t r = 0; r < n; r++) {
+        (*pos)[r] = at[sh->train_rows[task_row(j, r)]];
+        if ((*pos)[r] == UINT32_MAX)
+            abort(); /* a training row here outside the split's: the split tables disagree */
+    }
+    free(at);
+    *Ns = ns;
+    return 0;
 }
 
 static int rotate_to(job *j, uint32_t target)
@@ -562,8 +611,21 @@ static int fit_on_subset(job *j, const float *X, const uint32_t *y, uint32_t n,
                                   s->n_final_l2s ? H2T_PENALTY_L2 : H2T_PENALTY_NONE,
                                   s->n_final_l2s ? fl2 : 0, s->lr, s->steps, s->batch, s->seed,
                                   &j->o, h->W, h->b, &h->fit);
-    else if (2ull * n <= k && !j->o.red) { /* kernel form: the same iterates over n x K
-                                              coefficients (its Gram needs every row) */
+    else if (j->shard) { /* the one-process choice and kernel form over every row */
+        uint32_t Ns, *pos, *y_all;
+        split_rows(j, n, &Ns, &pos, &y_all);
+        float *A = 2ull * Ns <= k ? calloc((size_t)Ns * j->K + 1, sizeof(float)) : NULL;
+        if (2ull * Ns > k)
+            rc = h2t_solver__fit_smooth(Xs, y, n, k, j->K, fl2, &j->o, h->W, h->b, &h->fit);
+        else if (!A)
+            abort(); /* as h2t_solver__reduce */
+        else
+            rc = h2t_solver__fit_smooth_kernel_rows(Xs, y, n, pos, NULL, y_all, Ns, k, j->K, fl2,
+                                                    &j->o, A, h->W, h->b, &h->fit);
+        free(A);
+        free(pos);
+        free(y_all);
+    } else if (2ull * n <= k) { /* kernel form: the same iterates over n x K coefficients */
         float *A = calloc((size_t)n * j->K + 1, sizeof(float));
         if (!A) {
             rc = h2t_err_set(H2T_ENOMEM, "coefficients %u x %u", n, j->K);
@@ -690,6 +752,7 @@ static int run_cells(job *j, const float *X, const uint32_t *y, uint32_t n, cons
     float *W = calloc(DK + 1, sizeof(float)), *b = calloc(K, sizeof(float));
     float *G = NULL, *A = NULL;
     double *Gf = NULL;
+    uint32_t Ns = n, *spos = NULL, *sy = NULL; /* row-sharded kernel form: split_rows */
     uint32_t *entry = NULL, *order = NULL, *lcum = NULL;
     rank_key *keys = NULL, *lkeys = NULL;
     double *path = NULL;
@@ -782,24 +845,36 @@ static int run_cells(job *j, const float *X, const uint32_t *y, uint32_t n, cons
                 pi++;
                 report(j, (double)++unit / units);
             }
-        } else if (fast && j->gram && n < D) {
+        } else if (fast && j->gram && (j->shard ? j->gsplit ? j->gNs : j->n_tr_all : n) < D) {
             /* kernel form on this split's Gram: a sub-block of the train Gram (row i here is
-             * train row (i + rot) mod n_tr); A carries the warm start along the lambdas */
+             * train row (i + rot) mod n_tr; row-sharded: row i of the split over every
+             * participant, split_rows); A carries the warm start along the lambdas */
             double ridge = pen == H2T_PENALTY_L2 ? lam[li] : s->final_l2;
             if (!A) {
-                A = calloc((size_t)n * K + 1, sizeof(float));
-                Gf = malloc((size_t)n * n * sizeof(double) + 1);
+                if (j->shard)
+                    split_rows(j, n, &Ns, &spos, &sy);
+                A = calloc((size_t)Ns * K + 1, sizeof(float));
+                Gf = malloc((size_t)Ns * Ns * sizeof(double) + 1);
                 if (!A || !Gf) {
+                    if (j->shard)
+                        abort(); /* as h2t_solver__reduce */
                     rc = h2t_err_set(H2T_ENOMEM, "kernel buffers (%u samples)", n);
                     goto out;
                 }
-                for (uint32_t r = 0; r < n; r++) {
-                    const double *src = j->gram + (size_t)task_row(j, r) * j->n_tr;
-                    for (uint32_t c = 0; c < n; c++)
-                        Gf[(size_t)r * n + c] = src[task_row(j, c)];
+                uint32_t N = j->shard ? j->n_tr_all : j->n_tr;
+                for (uint32_t r = 0; r < Ns; r++) {
+                    /* the task row of split row r: sy's order (sharded) or task_row */
+                    uint32_t tr = j->shard ? split_task_row(j, r) : task_row(j, r);
+                    const double *src = j->gram + (size_t)tr * N;
+                    for (uint32_t c = 0; c < Ns; c++)
+                        Gf[(size_t)r * Ns + c] =
+                            src[j->shard ? split_task_row(j, c) : task_row(j, c)];
                 }
             }
-            rc = h2t_solver__fit_smooth_kernel(X, Gf, y, n, D, K, ridge, &j->o, A, W, b, &sel);
+            rc = j->shard ? h2t_solver__fit_smooth_kernel_rows(X, y, n, spos, Gf, sy, Ns, D, K,
+                                                               ridge, &j->o, A, W, b, &sel)
+                          : h2t_solver__fit_smooth_kernel(X, Gf, y, n, D, K, ridge, &j->o, A, W, b,
+                                                          &sel);
         } else if (fast) {
             double ridge = pen == H2T_PENALTY_L2 ? lam[li] : s->final_l2;
             rc = h2t_solver__fit_smooth(X, y, n, D, K, ridge, &j->o, W, b, &sel);
@@ -896,6 +971,8 @@ out:
     free(G);
     free(A);
     free(Gf);
+    free(spos);
+    free(sy);
     free(entry);
     free(order);
     free(keys);
@@ -975,12 +1052,17 @@ typedef struct cvplan {
     uint32_t F, R, n;
     uint32_t *perm; /* R x n: position -> task row; NULL for contiguous folds */
     uint32_t *bnd;  /* R x (F + 1) */
+    /* row-sharded: the folds of every participant's rows (R x N, R x (F + 1)), as one process
+     * makes them; perm and bnd above are this participant's part of them */
+    uint32_t *gperm, *gbnd;
 } cvplan;
 
 static void plan_free(cvplan *p)
 {
     free(p->perm);
     free(p->bnd);
+    free(p->gperm);
+    free(p->gbnd);
     memset(p, 0, sizeof(*p));
 }
 
@@ -1086,6 +1168,11 @@ static int plan_local(const job *j, cvplan *p)
     }
 out:
     free(loc);
+    if (rc == 0) { /* kept for the kernel form's order of the splits (job.gsplit) */
+        p->gperm = g.perm;
+        p->gbnd = g.bnd;
+        g.perm = g.bnd = NULL;
+    }
     plan_free(&g);
     return rc;
 }
@@ -1346,6 +1433,14 @@ static int cv_run(job *j, const cvplan *p, double pbase, double pspan, cvtab *t)
             /* rotate so that fold f's validation block [a, e) is last */
             if ((rc = rotate_to(j, n ? e % n : 0)) < 0)
                 return rc;
+            if (p->gbnd) { /* row-sharded: the same split over every participant's rows */
+                const uint32_t *gb = p->gbnd + (size_t)r * (F + 1);
+                uint32_t N = j->n_tr_all;
+                j->gsplit = 1;
+                j->gperm = p->gperm ? p->gperm + (size_t)r * N : NULL;
+                j->grot = N ? gb[f + 1] % N : 0;
+                j->gNs = N - (gb[f + 1] - gb[f]);
+            }
             uint32_t ntr = n - (e - a);
             double cnt[2] = {ntr, e - a}; /* over every participant */
             h2t_solver__reduce(&j->o, &(h2t_solver_part){cnt, 2, 1}, 1);
@@ -1360,6 +1455,8 @@ static int cv_run(job *j, const cvplan *p, double pbase, double pspan, cvtab *t)
         }
         if ((rc = rotate_to(j, 0)) < 0)
             return rc;
+        j->gsplit = 0;
+        j->gperm = NULL;
         if (p->perm) {
             if ((rc = permute_rows(j, p->perm + (size_t)r * n, 1)) < 0)
                 return rc;
@@ -1540,12 +1637,26 @@ static int job_gram(job *j)
     const h2t_train_spec *s = j->spec;
     int smooth = s->method == H2T_METHOD_LINEAR || s->method == H2T_METHOD_ALL ||
                  s->method == H2T_METHOD_LAYER;
-    if (j->gram || !smooth || s->optimizer != H2T_OPT_FAST || 2ull * j->n_tr > j->D || j->o.red)
+    uint32_t N = j->shard ? j->n_tr_all : j->n_tr;
+    if (j->gram || !smooth || s->optimizer != H2T_OPT_FAST || 2ull * N > j->D)
         return 0;
-    j->gram = malloc((size_t)j->n_tr * j->n_tr * sizeof(double));
-    if (!j->gram)
-        return h2t_err_set(H2T_ENOMEM, "Gram matrix %u x %u", j->n_tr, j->n_tr);
-    return h2t_solver__gram(j->X, j->n_tr, j->D, j->gram);
+    j->gram = malloc((size_t)N * N * sizeof(double) + 1);
+    if (!j->shard) {
+        if (!j->gram)
+            return h2t_err_set(H2T_ENOMEM, "Gram matrix %u x %u", N, N);
+        return h2t_solver__gram(j->X, N, j->D, j->gram);
+    }
+    /* row-sharded: the Gram of every participant's training rows in task order, bit for bit
+     * one process's (h2t_solver__gram_rows); this participant's row i is task row
+     * train_rows[i] (no CV split under way) */
+    uint32_t *pos = malloc((size_t)j->n_tr * sizeof(uint32_t) + 1);
+    if (!j->gram || !pos)
+        abort(); /* as h2t_solver__reduce: the others stop as when a participant dies */
+    for (uint32_t i = 0; i < j->n_tr; i++)
+        pos[i] = j->shard->train_rows[task_row(j, i)];
+    int rc = h2t_solver__gram_rows(&j->o, j->X, j->n_tr, pos, N, j->D, j->gram);
+    free(pos);
+    return rc;
 }
 
 /* method layer: the probes of some layers, run by one thread. */
