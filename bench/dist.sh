@@ -6,7 +6,8 @@
 #
 # Prints two markdown tables (docs/benchmarks.md keeps the measured ones):
 #  1. one process (h2tdb fit: the server's solver, kernel form where n <= D/2), then
-#     mpirun -np 1, 2, 4 h2tdb fit --mpi: wall time, each rank's time and peak RSS, objective;
+#     mpirun -np 1, 2, 4 h2tdb fit --mpi: wall time, speed-up over 1 rank, each rank's time
+#     and peak RSS, objective and its distance to the one process's;
 #  2. one process with the matrix in memory against --mem-limit below it (the matrix spilled
 #     to a file-backed mapping in $H2T_SPILL_DIR, default a fresh directory under /var/tmp).
 # The job: METHOD (default all) at one lambda without CV (FIT_OPTS), so a row is one fit.
@@ -38,6 +39,8 @@ echo "# bench/dist.sh: $TASK ($METHOD $FIT_OPTS), $(lscpu | sed -n 's/^Model nam
 echo "# load before: $(uptime | sed 's/.*load average: //')"
 
 # run LABEL CMD...: wall seconds, the fit line, the ranks' --stats lines
+BASE1= # wall of mpirun -np 1
+OBJ1=  # objective of one process
 run() {
     label=$1
     shift
@@ -46,16 +49,19 @@ run() {
     t1=$(date +%s.%N)
     wall=$(echo "$t1 - $t0" | bc)
     obj=$(sed -n 's/.*objective \([^,]*\),.*/\1/p' "$OUT/out")
-    ranks=$(grep -c 'h2tdb fit: rank' "$OUT/err" || true)
-    per=$(sed -n 's/h2tdb fit: rank \([0-9]*\) of [0-9]*: \([0-9.]*\) s, peak RSS \([0-9.]*\) MiB/r\1 \2 s \3 MiB/p' \
+    per=$(sed -n 's/h2tdb fit: rank \([0-9]*\) of [0-9]*: \([0-9.]*\) s, peak RSS \([0-9.]*\) MiB.*/r\1 \2 s \3 MiB/p' \
         "$OUT/err" | sort | paste -sd ';' -)
-    printf '| %s | %.1f | %s | %s |\n' "$label" "$wall" "${per:--}" "$obj"
-    [ "$ranks" -ge 0 ]
+    [ -n "$OBJ1" ] || OBJ1=$obj
+    case $label in "mpirun -np 1 "*) BASE1=$wall ;; esac
+    speed=-
+    case $label in mpirun*) speed=$(echo "scale=2; $BASE1 / $wall" | bc) ;; esac
+    rel=$(echo "$obj $OBJ1" | awk '{d = $1 - $2; if (d < 0) d = -d; printf "%.1e", d / $2}')
+    printf '| %s | %.1f | %s | %s | %s | %s |\n' "$label" "$wall" "$speed" "${per:--}" "$obj" "$rel"
 }
 
 echo
-echo "| run | wall s | per rank: time, peak RSS | objective |"
-echo "|---|---|---|---|"
+echo "| run | wall s | speed-up over 1 rank | per rank: time, peak RSS | objective | rel. to 1 process |"
+echo "|---|---|---|---|---|---|"
 run "1 process (h2tdb fit)" "$BIN" fit --store "$STORE" --task "$TASK" --method "$METHOD" \
     $FIT_OPTS --threads 1 --stats
 for n in $RANKS; do
@@ -67,8 +73,8 @@ done
 
 SPILL=${H2T_SPILL_DIR:-$(mktemp -d /var/tmp/h2tdb-spill.XXXXXX)}
 echo
-echo "| design matrix | wall s | peak RSS | objective |"
-echo "|---|---|---|---|"
+echo "| design matrix | wall s | - | peak RSS | objective | rel. to 1 process |"
+echo "|---|---|---|---|---|---|"
 run "in memory" "$BIN" fit --store "$STORE" --task "$TASK" --method "$METHOD" $FIT_OPTS \
     --threads 1 --stats
 H2T_SPILL_DIR=$SPILL run "spilled (--mem-limit 100000000, $SPILL)" "$BIN" fit --store "$STORE" \

@@ -31,7 +31,9 @@ static const char fit_usage[] =
     "with the same head; rank 0 prints and writes. The objective equals a single process's to\n"
     "rounding; CV folds are the same. Methods linear, all, head2toe, ncm, layer, auto without\n"
     "knn; the fast optimiser (docs/solver.md). A rank that fails stops every rank with an\n"
-    "error naming it.\n\n"
+    "error naming it. DIR a store set's folder (extract --mpi, set-manifest) and as many ranks\n"
+    "as shards: rank r holds the task's rows whose samples are in shard r and reads only that\n"
+    "shard's store; with another rank count the ranks take row ranges read through the set.\n\n"
     "--export DIR: the head as `h2tdb result --export` writes it (weights.npy, bias.npy,\n"
     "features.npy, cv_acc.npy, result.json). --predictions FILE: the predicted class of each\n"
     "test row, one per line, in task order. --mem-limit: the design matrix's memory budget\n"
@@ -127,11 +129,21 @@ int h2t_cmd_fit(int argc, char **argv)
     }
     int rank = h2t_mpi_rank(), size = h2t_mpi_size();
     h2t_store *st = NULL;
+    h2t_store_set set = {0};
+    int by_shard = 0; /* a store set with one shard per rank: rank r holds shard r's rows */
     h2t_task *task = NULL;
     h2t_result *res = NULL;
     uint32_t *pred = NULL;
     double t0 = h2t_now_s();
     rc = h2t_store_open(store, H2T_STORE_RDONLY, &st);
+    if (rc == 0 && mpi && h2t_store_is_set(st) && (rc = h2t_store_set_read(store, &set)) == 0) {
+        by_shard = set.n_shards == (uint32_t)size;
+        if (!by_shard && rank == 0)
+            fprintf(stderr,
+                    "h2tdb fit: %s is a set of %u shards on %d ranks: each rank takes a range of "
+                    "the rows, read through the set (as many ranks as shards: each its own)\n",
+                    store, set.n_shards, size);
+    }
     if (rc == 0)
         rc = h2t_store_task_get(st, task_name, &task);
     if (rc == 0 && !(pred = malloc((size_t)task->n_test * sizeof(uint32_t) + 1)))
@@ -144,12 +156,18 @@ int h2t_cmd_fit(int argc, char **argv)
     if (rc < 0)
         goto out;
     h2t_reducer red = {mpi_sum, NULL};
-    if (mpi)
+    const h2t_store_set_shard *mine = by_shard ? &set.shards[rank] : NULL;
+    if (mine)
+        rc = h2t_solver_run_store_samples(st, task, &spec, &red, mine->lo, mine->hi, NULL, NULL,
+                                          &res);
+    else if (mpi)
         rc = h2t_solver_run_store_shard(st, task, &spec, &red, (uint32_t)rank, (uint32_t)size, NULL,
                                         NULL, &res);
     else
         rc = h2t_solver_run(st, task, &spec, NULL, NULL, NULL, &res);
-    if (rc == 0)
+    if (rc == 0 && mine)
+        rc = h2t_solver_predict_task_samples(st, task, res, &red, mine->lo, mine->hi, pred);
+    else if (rc == 0)
         rc = h2t_solver_predict_task(st, task, res, mpi ? &red : NULL, (uint32_t)rank,
                                      (uint32_t)size, pred);
     if (rc < 0 && mpi) { /* the others wait in a reduction: end the job, naming this rank */
@@ -160,8 +178,12 @@ int h2t_cmd_fit(int argc, char **argv)
     if (rc == 0 && stats) { /* one line per rank: its time and peak memory */
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
-        fprintf(stderr, "h2tdb fit: rank %d of %d: %.2f s, peak RSS %.1f MiB\n", rank, size,
-                h2t_now_s() - t0, ru.ru_maxrss / 1024.0);
+        char where[4200] = ""; /* one write per line: the ranks share the terminal */
+        if (mine)
+            snprintf(where, sizeof where, " (shard %d: samples %u..%u, %s)", rank, mine->lo,
+                     mine->hi, mine->path);
+        fprintf(stderr, "h2tdb fit: rank %d of %d: %.2f s, peak RSS %.1f MiB%s\n", rank, size,
+                h2t_now_s() - t0, ru.ru_maxrss / 1024.0, where);
     }
     if (rc < 0 || rank != 0)
         goto out;
@@ -187,6 +209,7 @@ int h2t_cmd_fit(int argc, char **argv)
 out:
     if (rc < 0)
         h2t_cli_fail(&cli, rc);
+    h2t_store_set_free(&set);
     free(pred);
     h2t_result_destroy(res);
     h2t_task_destroy(task);

@@ -164,6 +164,16 @@ double h2t_solver__kkt_group(const float *G, const float *gb, const float *W, ui
 int h2t_solver__task_check(const h2t_store *st, const h2t_task *task, h2t_result **out);
 void h2t_solver__task_lists(const h2t_task *task, uint32_t *samples, uint32_t *y);
 
+/* h2t_solver_run on some of a stored task's rows (sh NULL: every row, the rest ignored): the
+ * training rows at task-order positions train_pos[0..n_tr) (ascending; sh->train_rows is the
+ * same list) and the test rows at test_pos[0..n_te) (ascending), read from st straight into the
+ * job's design matrix, trained row-sharded through sh (shard_check first). solver/run.c. */
+int h2t_solver__run_store_rows(h2t_store *st, const h2t_task *task, const h2t_train_spec *spec,
+                               const h2t_shard *sh, const uint32_t *train_pos, uint32_t n_tr,
+                               const uint32_t *test_pos, uint32_t n_te,
+                               h2t_solver_progress_fn progress, void *ud, const atomic_int *cancel,
+                               h2t_result **out);
+
 /* Bytes of memory available now (MemAvailable, else free pages; UINT64_MAX when unknown): the
  * budget a design matrix is checked against when the spec gives no mem_limit. */
 uint64_t h2t_solver__mem_available(void);

@@ -2345,6 +2345,16 @@ int h2t_solver_run(h2t_store *st, const h2t_task *task, const h2t_train_spec *sp
                    h2t_solver_progress_fn progress, void *ud, const atomic_int *cancel,
                    h2t_result **out)
 {
+    return h2t_solver__run_store_rows(st, task, spec, NULL, NULL, 0, NULL, 0, progress, ud, cancel,
+                                      out);
+}
+
+int h2t_solver__run_store_rows(h2t_store *st, const h2t_task *task, const h2t_train_spec *spec,
+                               const h2t_shard *sh, const uint32_t *train_pos, uint32_t n_tr,
+                               const uint32_t *test_pos, uint32_t n_te,
+                               h2t_solver_progress_fn progress, void *ud, const atomic_int *cancel,
+                               h2t_result **out)
+{
     job j;
     h2t_extraction *e = NULL;
     uint32_t *dims = NULL, *samples = NULL;
@@ -2354,8 +2364,22 @@ int h2t_solver_run(h2t_store *st, const h2t_task *task, const h2t_train_spec *sp
         return rc;
     if ((rc = h2t_solver__task_check(st, task, out)) < 0)
         return rc;
-    job_init(&j, spec, progress, ud, cancel);
+    job_init(&j, spec, progress, ud, sh ? NULL : cancel);
     double t0 = h2t_now_s();
+    if (sh) { /* the shard's checks first: one reduction that every participant makes */
+        j.o.red = sh->red;
+        j.shard = sh;
+        uint32_t *yl = malloc((size_t)n_tr * sizeof(uint32_t) + 1);
+        if (!yl)
+            abort(); /* as h2t_solver__reduce */
+        for (uint32_t i = 0; i < n_tr; i++)
+            yl[i] = sh->y_train_all[train_pos[i]];
+        h2t_dataset d = {.n_train = n_tr, .n_test = n_te, .y_train = yl};
+        rc = shard_check(&j, &d, sh);
+        free(yl);
+        if (rc < 0)
+            goto out;
+    }
     snprintf(j.stage, sizeof(j.stage), "load");
     j.pspan = 0;
     report(&j, 0);
@@ -2383,21 +2407,32 @@ int h2t_solver_run(h2t_store *st, const h2t_task *task, const h2t_train_spec *sp
     if ((rc = job_layers(&j, e->n_layers, dims, NULL, names)) < 0)
         goto out;
     job_probe(&j, h2t_solver_probe_layer(e));
-    j.n_tr = task->n_train + task->n_val;
-    j.n_te = task->n_test;
+    uint32_t all_tr = task->n_train + task->n_val, all = all_tr + task->n_test;
+    j.n_tr = sh ? n_tr : all_tr;
+    j.n_te = sh ? n_te : task->n_test;
     j.K = task->n_classes;
     uint32_t N = j.n_tr + j.n_te;
     int spill = 0;
     if ((rc = check_memory(spec, N, j.D, &spill)) < 0 ||
         (rc = check_knn_size(spec, j.n_tr, j.D)) < 0)
         goto out;
-    j.y = malloc((size_t)N * sizeof(uint32_t));
-    samples = malloc((size_t)N * sizeof(uint32_t));
+    j.y = malloc((size_t)all * sizeof(uint32_t) + 1);
+    samples = malloc((size_t)all * sizeof(uint32_t) + 1);
     if (!j.y || !samples) {
         rc = h2t_err_set(H2T_ENOMEM, "sample lists");
         goto out;
     }
     h2t_solver__task_lists(task, samples, j.y);
+    if (sh) { /* this participant's rows, in place: train_pos ascending, test_pos likewise */
+        for (uint32_t i = 0; i < n_tr; i++) {
+            samples[i] = samples[train_pos[i]];
+            j.y[i] = j.y[train_pos[i]];
+        }
+        for (uint32_t i = 0; i < n_te; i++) {
+            samples[n_tr + i] = samples[all_tr + test_pos[i]];
+            j.y[n_tr + i] = j.y[all_tr + test_pos[i]];
+        }
+    }
     if ((rc = check_labels(j.y, j.n_tr, j.K, "train")) < 0 ||
         (rc = check_labels(j.y + j.n_tr, j.n_te, j.K, "test")) < 0)
         goto out;

@@ -305,12 +305,25 @@ int h2t_solver_run_store_shard(h2t_store *st, const h2t_task *task, const h2t_tr
                                const h2t_reducer *red, uint32_t part, uint32_t parts,
                                h2t_solver_progress_fn progress, void *ud, h2t_result **out);
 
+/* The same with the rows held by sample: this participant reads and trains on every training
+ * and test row of the task whose sample id lies in [lo, hi), a store set's shard range
+ * (h2t_store_set_read): with the participants' ranges partitioning the sample ids each reads
+ * only its own shard store. Rows held by nobody or twice are an error on every participant. */
+int h2t_solver_run_store_samples(h2t_store *st, const h2t_task *task, const h2t_train_spec *spec,
+                                 const h2t_reducer *red, uint32_t lo, uint32_t hi,
+                                 h2t_solver_progress_fn progress, void *ud, h2t_result **out);
+
 /* The head's predicted class of every test row of a stored task (pred: task->n_test entries, in
  * task order, the same on every participant): each participant predicts its range (as above)
  * and the predictions are summed through red (parts 1: red may be NULL). Errors: H2T_EINVAL (a
  * layer of the head not in the task's extraction), store errors, H2T_ENOMEM. */
 int h2t_solver_predict_task(h2t_store *st, const h2t_task *task, const h2t_result *r,
                             const h2t_reducer *red, uint32_t part, uint32_t parts, uint32_t *pred);
+/* The same, each participant predicting the test rows whose sample id lies in [lo, hi) (as
+ * h2t_solver_run_store_samples; red required). */
+int h2t_solver_predict_task_samples(h2t_store *st, const h2t_task *task, const h2t_result *r,
+                                    const h2t_reducer *red, uint32_t lo, uint32_t hi,
+                                    uint32_t *pred);
 
 /* Predict classes for raw samples with a head: x is n x D over the layers of the result
  * (layer_dims order, the same concatenation the head was trained on). pred OWNED by caller,

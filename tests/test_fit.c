@@ -1,11 +1,13 @@
 /* h2tdb fit: a design matrix above the memory budget lies in a file-backed mapping and gives
  * the in-memory head; one process against `mpirun -np 2` and `-np 3 h2tdb fit --mpi` on a tiny
  * store, for linear, all and head2toe with CV: the objective within 1e-6 relative, the same chosen
- * cell, kept features, test count and per-row predictions; a rank that dies stops the job with
+ * cell, kept features, test count and per-row predictions; the same over a store set of three
+ * shard stores, each rank holding its own shard's rows; a rank that dies stops the job with
  * an error naming the rank. mpirun's ranks run without leak checks (tests/test_mpi.c says why). */
 #include "common/err.h"
 #include "common/util.h"
 #include "storage/store.h"
+#include "tests/fixture.h"
 #include "tests/test.h"
 
 #include <stdint.h>
@@ -250,6 +252,117 @@ TEST_TIMEOUT(fit_mpi_rank_dies, 180)
     ASSERT_NE(sh(cmd, out, sizeof out), 0);
     ASSERT_CONTAINS(out, "rank 0 of 2");
     ASSERT_CONTAINS(out, "nope");
+}
+
+/* fit --mpi over a store set (three shard stores, extract --shard I/3, and their manifest): on
+ * 3 ranks each rank holds the rows of its own shard's samples (and says so), on 2 ranks the
+ * rows go by range through the set; both give the unsharded store's one-process head: objective
+ * within 1e-6, the same chosen lambda, test count and per-row predictions. */
+TEST_TIMEOUT(fit_mpi_store_set, 240)
+{
+    const char *bin = getenv("H2T_BIN");
+    if (!bin)
+        TEST_FAILF("H2T_BIN is not set (run through make test)");
+    const char *mpirun = mpirun_prefix(3);
+    if (!mpirun)
+        return;
+    const uint32_t n = 90;
+    ASSERT_EQ(fixture_npy_grid8(n), 0);
+    char cmd[4096], out[16384];
+    const char *model = test_src_path("tests/data/extract_tiny.onnx");
+    ASSERT_EQ(system("mkdir -p set"), 0);
+    for (int i = -1; i < 3; i++) {
+        char dir[64], shard[32] = "";
+        snprintf(dir, sizeof dir, i < 0 ? "ref" : "set/shard-%d-of-3", i);
+        if (i >= 0)
+            snprintf(shard, sizeof shard, "--shard %d/3", i);
+        snprintf(cmd, sizeof cmd,
+                 "%s extract --store %s --model %s --data npy:x.npy,y.npy --target-size 8 "
+                 "--batch 4 %s --no-progress 2>&1",
+                 bin, dir, model, shard);
+        if (sh(cmd, out, sizeof out) != 0)
+            TEST_FAILF("%s:\n%s", cmd, out);
+    }
+    snprintf(cmd, sizeof cmd, "%s set-manifest set --batch 4 2>&1", bin);
+    if (sh(cmd, out, sizeof out) != 0)
+        TEST_FAILF("%s:\n%s", cmd, out);
+    /* a task over samples of every shard: training rows from all three, test rows too; on the
+     * set it lives in the set's work store */
+    for (int q = 0; q < 2; q++) {
+        h2t_store *st = NULL;
+        ASSERT_OK(h2t_store_open(q ? "set" : "ref", q ? 0 : H2T_STORE_NOSYNC, &st));
+        h2t_extraction **v;
+        size_t nv;
+        ASSERT_OK(h2t_store_extraction_list(st, &v, &nv));
+        ASSERT_EQ(nv, 1);
+        uint32_t tr[60], te[30], ltr[60], lte[30], a = 0, b = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            if (i % 30 < 20) {
+                tr[a] = i;
+                ltr[a++] = i % 3;
+            } else {
+                te[b] = i;
+                lte[b++] = i % 3;
+            }
+        }
+        char *cn[3] = {"0", "1", "2"};
+        h2t_task task = {0};
+        snprintf(task.name, sizeof(task.name), "t");
+        task.extraction = v[0]->id;
+        task.n_classes = 3;
+        task.class_names = cn;
+        task.n_train = a;
+        task.train = tr;
+        task.train_labels = ltr;
+        task.n_test = b;
+        task.test = te;
+        task.test_labels = lte;
+        ASSERT_OK(h2t_store_task_put(st, &task, 0));
+        h2t_extraction_list_destroy(v, nv);
+        h2t_store_close(st);
+    }
+    const char *job = "--method all --lambdas 0.1,0.001 --folds 3 --json";
+    snprintf(cmd, sizeof cmd, "%s fit --store ref --task t %s --predictions one.txt 2>&1", bin,
+             job);
+    if (sh(cmd, out, sizeof out) != 0)
+        TEST_FAILF("%s:\n%s", cmd, out);
+    char *js1 = strdup(out), *p1 = slurp("one.txt", NULL);
+    for (int np = 3; np >= 2; np--) {
+        snprintf(cmd, sizeof cmd,
+                 "%s %s fit --mpi --store set --task t %s --predictions set%d.txt --stats "
+                 "2>err%d.txt",
+                 mpirun_prefix(np), bin, job, np, np);
+        if (sh(cmd, out, sizeof out) != 0)
+            TEST_FAILF("%s:\n%s", cmd, out);
+        char path[64];
+        snprintf(path, sizeof path, "err%d.txt", np);
+        char *err = slurp(path, NULL);
+        fprintf(stderr, "%s", err);
+        if (np == 3) { /* each rank its own shard's samples and store */
+            ASSERT_CONTAINS(err, "rank 0 of 3");
+            ASSERT_CONTAINS(err, "(shard 0: samples 0..30, set/shard-0-of-3)");
+            ASSERT_CONTAINS(err, "(shard 1: samples 30..60, set/shard-1-of-3)");
+            ASSERT_CONTAINS(err, "(shard 2: samples 60..90, set/shard-2-of-3)");
+        } else {
+            ASSERT_CONTAINS(err, "set is a set of 3 shards on 2 ranks");
+            ASSERT(strstr(err, "(shard ") == NULL);
+        }
+        for (int q = 0; q < 2; q++) {
+            double a = json_num(out, "objective", q), b = json_num(js1, "objective", q);
+            if (fabs(a - b) > 1e-6 * fabs(b))
+                TEST_FAILF("np %d objective #%d: %.12g vs %.12g", np, q, a, b);
+        }
+        ASSERT(json_num(out, "lambda", 0) == json_num(js1, "lambda", 0));
+        ASSERT(json_num(out, "test_correct", 0) == json_num(js1, "test_correct", 0));
+        ASSERT(json_num(out, "n_train", 0) == 60);
+        snprintf(path, sizeof path, "set%d.txt", np);
+        char *p2 = slurp(path, NULL);
+        ASSERT_STREQ(p1, p2);
+        free(p2);
+        free(err);
+    }
+    free(js1);
+    free(p1);
 }
 
 /* --mem-limit below the matrix: the job runs on a matrix spilled to H2T_SPILL_DIR and writes
