@@ -220,6 +220,59 @@ TEST_TIMEOUT(mpi_extract_mpirun, 240)
     ASSERT_CONTAINS(out, "--mpi takes the shard from the rank");
 }
 
+/* mpirun -np 3 h2tdb extract --mpi with rank 1 killed (SIGKILL) mid-run: mpirun ends the job
+ * naming rank 1, no manifest is written; the same command again resumes (or, killed before its
+ * first commit, computes) every shard and writes the manifest; every shard store verifies
+ * clean and their merge is the complete unsharded extraction. */
+TEST_TIMEOUT(mpi_extract_rank_killed_resumes, 240)
+{
+    const char *bin = getenv("H2T_BIN");
+    if (!bin)
+        TEST_FAILF("H2T_BIN is not set (run through make test)");
+    const char *mpirun = mpirun_prefix(3);
+    if (!mpirun)
+        return;
+    make_data(1500);
+    const char *model = test_src_path("tests/data/extract_tiny.onnx");
+    char cmd[4096], out[16384];
+    snprintf(cmd, sizeof cmd,
+             "%s sh -c 'if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then (sleep 1; kill -9 $$) & fi; "
+             "exec %s extract --store set --model %s --data npy:x.npy,y.npy --target-size 8 "
+             "--batch 2 --mpi --no-progress' 2>&1",
+             mpirun, bin, model);
+    ASSERT_NE(sh(cmd, out, sizeof out), 0);
+    if (!strstr(out, "rank 1"))
+        TEST_FAILF("no rank named:\n%s", out);
+    ASSERT(access("set/store-set.txt", F_OK) != 0);
+    snprintf(cmd, sizeof cmd,
+             "%s %s extract --store set --model %s --data npy:x.npy,y.npy --target-size 8 "
+             "--batch 2 --mpi --no-progress 2>&1",
+             mpirun, bin, model);
+    int rc = sh(cmd, out, sizeof out);
+    if (rc != 0)
+        TEST_FAILF("rerun exited %d:\n%s", rc, out);
+    fprintf(stderr, "%s", out);
+    ASSERT(strstr(out, "rank 1 of 3: shard 1/3 in set/shard-1-of-3: extraction 1, 500 samples "
+                       "(resumed)") ||
+           strstr(out, "rank 1 of 3: shard 1/3 in set/shard-1-of-3: extraction 1, 500 samples "
+                       "(computed)"));
+    ASSERT_CONTAINS(out, "store set set: 3 shards, 1500 samples");
+    for (int i = 0; i < 3; i++) {
+        snprintf(cmd, sizeof cmd, "%s verify --store set/shard-%d-of-3 2>&1", bin, i);
+        if (sh(cmd, out, sizeof out) != 0)
+            TEST_FAILF("%s:\n%s", cmd, out);
+    }
+    snprintf(cmd, sizeof cmd,
+             "%s merge --store merged --batch 2 set/shard-0-of-3 set/shard-1-of-3 "
+             "set/shard-2-of-3 >/dev/null 2>&1 && %s extract --store merged --model %s "
+             "--data npy:x.npy,y.npy --target-size 8 --batch 2 2>&1",
+             bin, bin, model);
+    rc = sh(cmd, out, sizeof out);
+    if (rc != 0)
+        TEST_FAILF("merge + extract exited %d:\n%s", rc, out);
+    ASSERT_CONTAINS(out, "already complete (1500 samples");
+}
+
 static void put(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
