@@ -13,7 +13,7 @@
  *
  *     build/bench/extract_full [--model mobilenet_v2] [--limit 320] [--batch 32]
  *                              [--threads 2] [--target 512] [--data SPEC] [--pool-only REPS]
- *                              [--ort] [--rounds K]
+ *                              [--ort] [--rounds K] [--keep-cache]
  *
  * --ort: the whole pass against ONNX Runtime computing the same tensors: a copy of the model
  * whose graph outputs are the layer rule's tensors (tests/conformance/expose_all.py --only),
@@ -22,6 +22,9 @@
  * whole pass. One untimed warm-up pass, then K rounds (default 3) of one pass (a fresh store
  * each) and 3 ORT runs of each kind; medians with their range, the CPU model and the load
  * average. Zoo models (vit_b_16, swin_t-opset13, ...) as bench/bench_model.h names them.
+ *
+ * --keep-cache: the pass leaves the feature blocks it writes in the page cache
+ * (h2t_extract_opts.keep_cache; by default each is dropped once durable).
  *
  * --pool-only REPS: no pass; pooling alone on the model's selected tensor shapes, written and
  * pooled after each whole tensor and in ~32 KiB channel chunks, then the pieces of one real
@@ -570,6 +573,11 @@ int main(int argc, char **argv)
             i--;
             continue;
         }
+        if (strcmp(a, "--keep-cache") == 0) {
+            o.keep_cache = 1;
+            i--;
+            continue;
+        }
         if (strcmp(a, "--pool-only") == 0) {
             pool_reps = v ? atoi(v) : 0;
             if (pool_reps < 1) {
@@ -581,7 +589,7 @@ int main(int argc, char **argv)
         if (!v) {
             fprintf(stderr, "usage: extract_full [--model NAME] [--limit N] [--batch B] "
                             "[--threads T] [--target T] [--data SPEC] [--pool-only REPS] "
-                            "[--ort] [--rounds K]\n");
+                            "[--ort] [--rounds K] [--keep-cache]\n");
             return 2;
         }
         if (strcmp(a, "--model") == 0)

@@ -68,6 +68,9 @@ static void extract_usage(FILE *f)
                "                          gets its features from its inputs' (equal up to float\n"
                "                          rounding, and faster; a different extraction\n"
                "                          identity: 'pool=derived' in its config)\n"
+               "  --keep-cache            leave the written features in the page cache (by\n"
+               "                          default each batch's block is dropped from it once\n"
+               "                          durable: the pass recycles the same memory)\n"
                "  --no-progress           no progress bar (it is drawn only on a terminal)\n"
                "  --json                  print the result as JSON\n");
 }
@@ -184,6 +187,10 @@ int h2t_cmd_extract(int argc, char **argv)
         }
         if (!strcmp(a, "--pool-direct")) {
             o.pool_direct = 1;
+            continue;
+        }
+        if (!strcmp(a, "--keep-cache")) {
+            o.keep_cache = 1;
             continue;
         }
         if (!strcmp(a, "--plan")) {

@@ -1187,6 +1187,7 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
     c.states = calloc(p->n_layers, sizeof *c.states);
     h2t_progress *bar = NULL;
     double t_loop = 0, fwd_wall = 0;
+    int keep_was = -1; /* the store's page-cache setting before the pass (-1: not changed) */
     if (!input[0] || !input[1] || !bufs[0] || !bufs[1] || !c.seen || !c.states) {
         rc = h2t_err_set(H2T_ENOMEM, "batch buffers");
         goto out;
@@ -1230,6 +1231,7 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
         bar = h2t_progress_create("extract", p->n_samples - done, "img");
 
     uint32_t done0 = done;
+    keep_was = h2t_store_features_cache(st, p->o.keep_cache);
     r.t_setup = h2t_now_s() - t_start;
     t_loop = h2t_now_s();
     /* The pipeline, all store calls on this thread, batches committed strictly in order:
@@ -1356,6 +1358,8 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
     h2t_progress_finish(bar);
     rc = h2t_store_extraction_set_state(st, r.extraction, H2T_EXT_DONE);
 out:
+    if (keep_was >= 0)
+        h2t_store_features_cache(st, keep_was);
     r.t_pool = c.t_pool;
     r.cpu_pool = c.c_pool;
     r.t_total = h2t_now_s() - t_start;

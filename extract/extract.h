@@ -362,6 +362,11 @@ typedef struct h2t_extract_opts {
      * (the reference's behaviour), instead of only the tensors downstream of a Concat that
      * prepends a learned token (model.h, h2t_tensor_form.cls). Part of the identity. */
     int cls_first;
+    /* 1: the feature blocks the pass writes stay in the page cache. 0 (default): each is
+     * dropped from it once durable (h2t_store_features_cache), so the pass recycles the same
+     * memory batch after batch (docs/extraction.md, "Where an extraction's CPU goes"); later
+     * reads of the features then come from the disk. Not part of the identity. */
+    int keep_cache;
     /* Called after each committed batch (done = samples_done), on the calling thread while
      * the next batch's forward pass runs; a non-zero return stops the pass with H2T_ECANCELED
      * (that forward pass is finished and its rows dropped; the store stays resumable at

@@ -30,6 +30,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 #if defined(__SSE2__)
@@ -80,6 +81,7 @@ struct h2t_store {
     char dir[1024];
     struct store_set *set;    /* a store set read as one (see "store sets read as one"), or NULL */
     h2t_store_write_times wt; /* h2t_store_features_write's time split (store.h) */
+    int drop_blocks;          /* h2t_store_features_cache(st, 0): drop written blocks */
 };
 
 /* store sets read as one (the end of this file) */
@@ -2049,6 +2051,8 @@ typedef struct feat_write_ctx {
     size_t merge_len;
     /* the last attempt's wall seconds: the whole transaction function and its parts */
     double t_fn, t_stats, t_rows, t_crc;
+    uint32_t at;  /* the key (first sample) of the block written */
+    size_t bytes; /* and its size */
 } feat_write_ctx;
 
 static int feat_seek(h2t_store *st, MDB_cursor *cur, uint32_t ext, uint16_t layer, uint32_t s,
@@ -2489,6 +2493,8 @@ static int feat_block_reserve(h2t_store *st, MDB_txn *txn, feat_write_ctx *c, si
         return st_mdbk(st, rc, "writing", T_FEATURES, &k.v);
     *block = bv.mv_data;
     *old = pn;
+    c->at = at;
+    c->bytes = bv.mv_size;
     return 0;
 }
 
@@ -2623,6 +2629,66 @@ out:
     return rc;
 }
 
+/* Drop the committed block (ext, ST_PACKED, at)'s whole pages from the page cache. The pages
+ * are clean once the commit's fsync returned; best effort: a failure changes nothing stored. */
+typedef struct feat_drop_ctx {
+    uint32_t ext, at;
+} feat_drop_ctx;
+
+/* The offset in the file (device, inode) of [p, p + len), an address range inside one of
+ * this process's mappings of that file (/proc/self/maps): 0, or -1 when it is not one. Only
+ * addresses are compared: nothing of the mapping is read, so no page of it is faulted in (a
+ * fault maps its neighbours too, and mapped pages stay in the page cache). */
+static int map_file_offset(const void *p, size_t len, dev_t dev, ino_t ino, uint64_t *off)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f)
+        return -1;
+    char line[512];
+    uintptr_t a = (uintptr_t)p;
+    int rc = -1;
+    while (rc < 0 && fgets(line, sizeof line, f)) {
+        unsigned long lo, hi, pgoff, inode;
+        unsigned maj, min;
+        if (sscanf(line, "%lx-%lx %*s %lx %x:%x %lu", &lo, &hi, &pgoff, &maj, &min, &inode) == 6 &&
+            a >= lo && a + len <= hi && inode == (unsigned long)ino && maj == major(dev) &&
+            min == minor(dev)) {
+            *off = (uint64_t)(a - lo) + pgoff;
+            rc = 0;
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+static int feat_drop_fn(h2t_store *st, MDB_txn *txn, void *ctx)
+{
+    const feat_drop_ctx *d = ctx;
+    key k;
+    MDB_val v;
+    int fd;
+    struct stat sb;
+    uint64_t off;
+    long pg = sysconf(_SC_PAGESIZE);
+    size_t ps = pg > 0 ? (size_t)pg : 4096;
+    /* mdb_get points into the map without reading the value */
+    if (mdb_get(txn, st->dbi[T_FEATURES], key_feat(&k, d->ext, ST_PACKED, d->at), &v) != 0 ||
+        mdb_env_get_fd(st->env, &fd) != 0 || fstat(fd, &sb) != 0 ||
+        map_file_offset(v.mv_data, v.mv_size, sb.st_dev, sb.st_ino, &off) < 0)
+        return 0;
+    size_t lo = (size_t)(off + ps - 1) / ps * ps, hi = (size_t)(off + v.mv_size) / ps * ps;
+    if (hi > lo)
+        posix_fadvise(fd, (off_t)lo, (off_t)(hi - lo), POSIX_FADV_DONTNEED);
+    return 0;
+}
+
+int h2t_store_features_cache(h2t_store *st, int keep)
+{
+    int was = !st->drop_blocks;
+    st->drop_blocks = !keep;
+    return was;
+}
+
 int h2t_store_features_write(h2t_store *st, uint32_t ext, uint32_t first, uint32_t n,
                              const float *const *layers)
 {
@@ -2632,7 +2698,7 @@ int h2t_store_features_write(h2t_store *st, uint32_t ext, uint32_t first, uint32
         return h2t_err_set(H2T_EINVAL, "extraction %u: empty batch at sample %u", ext, first);
     if (!layers)
         return h2t_err_set(H2T_EINVAL, "extraction %u: no layer data", ext);
-    feat_write_ctx c = {ext, first, n, layers, NULL, 0, NULL, 0, 0, 0, 0, 0};
+    feat_write_ctx c = {ext, first, n, layers, NULL, 0, NULL, 0, 0, 0, 0, 0, 0, 0};
     double w0 = h2t_now_s(), c0 = thread_cpu_s(), commit_wall = 0, commit_cpu = 0;
     int rc = st_run_timed(st, 1, feat_write_fn, &c, &commit_wall, &commit_cpu);
     free(c.scratch);
@@ -2651,6 +2717,12 @@ int h2t_store_features_write(h2t_store *st, uint32_t ext, uint32_t first, uint32
         w->crc_cpu_s += k * c.t_crc;
         w->commit_cpu_s += commit_cpu;
         w->commit_s += commit_wall;
+        /* a block as large as ST_MIN_BLOCK is never extended by the next batch, so nothing
+         * of it is read again by the writes */
+        if (st->drop_blocks && c.bytes >= ST_MIN_BLOCK) {
+            feat_drop_ctx d = {ext, c.at};
+            st_run(st, 0, feat_drop_fn, &d);
+        }
     }
     return rc;
 }

@@ -230,6 +230,16 @@ void h2t_extraction_list_destroy(h2t_extraction **v, size_t n);
 int h2t_store_features_write(h2t_store *st, uint32_t ext, uint32_t first, uint32_t n,
                              const float *const *layers);
 
+/* Whether the feature blocks h2t_store_features_write commits stay in the page cache (keep 1,
+ * the default) or are dropped from it once durable (keep 0: posix_fadvise DONTNEED over the
+ * block's whole pages, after the commit; blocks under 128 KiB, which the next batch may
+ * extend, stay). A long extraction then recycles the same memory for each batch's new pages
+ * instead of taking fresh ones (on a virtual machine each fresh page costs the host a fault:
+ * the commit's CPU was 3-5x higher); later reads of those blocks come from the disk. Nothing
+ * stored changes. Returns the previous setting. Not synchronised: set it on the writing
+ * thread. */
+int h2t_store_features_cache(h2t_store *st, int keep);
+
 /* Where h2t_store_features_write's time goes on the calling thread, summed over the calls on
  * this handle that succeeded. CPU seconds (the thread's clock; a part inside the transaction
  * gets its share of the transaction's CPU in proportion to its time-stamp time, so timing a

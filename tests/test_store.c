@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -634,6 +635,65 @@ TEST(store_write_times)
     if (parts > wt.cpu_s * (1 + 1e-9))
         TEST_FAILF("the parts (%g s) exceed the writes' CPU (%g s)", parts, wt.cpu_s);
     h2t_store_close(f.st);
+}
+
+/* Pages of data.mdb in dir that are in the page cache (mincore over a mapping of it), of *n */
+static size_t cached_pages(const char *dir, size_t *n)
+{
+    char path[300];
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    int fd = open(path, O_RDONLY);
+    ASSERT(fd >= 0);
+    struct stat sb;
+    ASSERT_EQ(fstat(fd, &sb), 0);
+    size_t ps = (size_t)sysconf(_SC_PAGESIZE), len = (size_t)sb.st_size;
+    void *m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+    ASSERT(m != MAP_FAILED);
+    *n = (len + ps - 1) / ps;
+    unsigned char *vec = malloc(*n);
+    ASSERT_EQ(mincore(m, len, vec), 0);
+    size_t in = 0;
+    for (size_t i = 0; i < *n; i++)
+        in += vec[i] & 1;
+    free(vec);
+    munmap(m, len);
+    close(fd);
+    return in;
+}
+
+/* h2t_store_features_cache(st, 0): most of each block written leaves the page cache (a folio
+ * that reaches past the block stays), and the features read back the same; by default the
+ * blocks stay cached */
+TEST(store_features_cache_drop)
+{
+    uint32_t dims[2] = {65536, 77}; /* blocks of 32 samples: 8.4 MB, 2060 pages of 4 KiB */
+    for (int keep = 1; keep >= 0; keep--) {
+        fixture f;
+        const char *dir = keep ? "db-keep" : "db-drop";
+        fixture_make(&f, dir, 64, dims, 2, H2T_DTYPE_F32);
+        /* durable writes (the fixture's are not): their pages are clean after each commit */
+        h2t_store_close(f.st);
+        ASSERT_OK(h2t_store_open(dir, 0, &f.st));
+        ASSERT_EQ(h2t_store_features_cache(f.st, keep), 1); /* the default: keep */
+        for (uint32_t first = 0; first < 64; first += 32)
+            write_range(&f, dims, 2, first, 32);
+        size_t n, in = cached_pages(dir, &n);
+        size_t blocks = 2 * (size_t)32 * (65536 + 77) * 4 / (size_t)sysconf(_SC_PAGESIZE);
+        if (keep ? in < n * 9 / 10 : in + blocks * 4 / 10 > n)
+            TEST_FAILF("keep %d: %zu of %zu pages cached (%zu of them the blocks')", keep, in, n,
+                       blocks);
+        float *v = malloc(sizeof(float) * 65536);
+        for (uint32_t s = 0; s < 64; s += 21)
+            for (uint32_t l = 0; l < 2; l++) {
+                ASSERT_OK(h2t_store_feature_get(f.st, f.ext, l, s, v, dims[l]));
+                for (uint32_t j = 0; j < dims[l]; j++)
+                    if (v[j] != fval(l, s, j))
+                        TEST_FAILF("layer %u sample %u feature %u", l, s, j);
+            }
+        free(v);
+        ASSERT_EQ(h2t_store_features_cache(f.st, 1), keep);
+        h2t_store_close(f.st);
+    }
 }
 
 /* The statistics' definition, one column at a time (what storage/store.c's stats_col says),
