@@ -2684,9 +2684,7 @@ static int feat_drop_fn(h2t_store *st, MDB_txn *txn, void *ctx)
 
 int h2t_store_features_cache(h2t_store *st, int keep)
 {
-    int was = !st->drop_blocks;
-    st->drop_blocks = !keep;
-    return was;
+    return !__atomic_exchange_n(&st->drop_blocks, !keep, __ATOMIC_RELAXED);
 }
 
 int h2t_store_features_write(h2t_store *st, uint32_t ext, uint32_t first, uint32_t n,
@@ -2719,7 +2717,7 @@ int h2t_store_features_write(h2t_store *st, uint32_t ext, uint32_t first, uint32
         w->commit_s += commit_wall;
         /* a block as large as ST_MIN_BLOCK is never extended by the next batch, so nothing
          * of it is read again by the writes */
-        if (st->drop_blocks && c.bytes >= ST_MIN_BLOCK) {
+        if (__atomic_load_n(&st->drop_blocks, __ATOMIC_RELAXED) && c.bytes >= ST_MIN_BLOCK) {
             feat_drop_ctx d = {ext, c.at};
             st_run(st, 0, feat_drop_fn, &d);
         }

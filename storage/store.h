@@ -236,14 +236,14 @@ int h2t_store_features_write(h2t_store *st, uint32_t ext, uint32_t first, uint32
  * extend, stay). A long extraction then recycles the same memory for each batch's new pages
  * instead of taking fresh ones (on a virtual machine each fresh page costs the host a fault:
  * the commit's CPU was 3-5x higher); later reads of those blocks come from the disk. Nothing
- * stored changes. Returns the previous setting. Not synchronised: set it on the writing
- * thread. */
+ * stored changes. Returns the previous setting; any thread may set it (the next write
+ * follows it). */
 int h2t_store_features_cache(h2t_store *st, int keep);
 
 /* Where h2t_store_features_write's time goes on the calling thread, summed over the calls on
  * this handle that succeeded. CPU seconds (the thread's clock; a part inside the transaction
- * gets its share of the transaction's CPU in proportion to its time-stamp time, so timing a
- * part costs no system call):
+ * gets its share of the transaction's CPU in proportion to its monotonic-clock time, so
+ * timing a part costs no system call):
  *   stats_cpu_s   the statistics: each layer's record read and the batch merged in;
  *   rows_cpu_s    the rows into the packed block: a copy (f32), a conversion and range check
  *                 (f16);
