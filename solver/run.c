@@ -259,7 +259,50 @@ typedef struct job {
     const double *kfl2;  /* the final-head L2 of run_cells' keep cells; NULL: spec.final_l2 */
     double pbase, pspan; /* progress window of the current stage */
     char stage[64];
+    int nested;           /* 1: a worker of a threaded CV (one thread inside it) */
+    uint32_t threads;     /* the job's threads (spec.threads, else OpenBLAS's count at the start);
+                             0: not resolved (spec.threads, else OpenBLAS's count now) */
+    struct selpath *fsel; /* NULL or head2toe's final selection path (OWNED) */
 } job;
+
+/* head2toe's final selection (fast path): the group-lasso path on every train row over the
+ * whole grid of lambdas (the same path points as each CV split's), and the ranking at each grid
+ * lambda: the final head at the chosen cell takes its columns from there. */
+typedef struct selpath {
+    uint32_t nl, stop;  /* grid lambdas; rankings are made for lambdas [0, stop) */
+    uint32_t *order;    /* nl x D: columns in ranking order */
+    uint32_t *lcum;     /* nl x n_layers: rank_layers' lcum (whole-layer selection) */
+    h2t_fit_info *info; /* nl: the fit at the grid lambda */
+    uint32_t *nz;       /* nl: its non-zero rows */
+} selpath;
+
+static void selpath_free(selpath *sp)
+{
+    if (!sp)
+        return;
+    free(sp->order);
+    free(sp->lcum);
+    free(sp->info);
+    free(sp->nz);
+    free(sp);
+}
+
+static selpath *selpath_new(const job *j, uint32_t nl)
+{
+    selpath *sp = calloc(1, sizeof(*sp));
+    if (!sp)
+        return NULL;
+    sp->nl = sp->stop = nl;
+    sp->order = malloc((size_t)nl * j->D * sizeof(uint32_t) + 1);
+    sp->lcum = malloc((size_t)nl * j->n_layers * sizeof(uint32_t) + 1);
+    sp->info = calloc(nl, sizeof(h2t_fit_info));
+    sp->nz = calloc(nl, sizeof(uint32_t));
+    if (!sp->order || !sp->lcum || !sp->info || !sp->nz) {
+        selpath_free(sp);
+        return NULL;
+    }
+    return sp;
+}
 
 /* A head over a column subset. */
 typedef struct head {
@@ -302,9 +345,12 @@ static int check_cancel(job *j)
  * at most cap and units; one when row-sharded. */
 static uint32_t job_threads(const job *j, uint32_t units, uint32_t cap)
 {
-    if (j->o.red) /* row-sharded: every participant makes the same reductions in one order */
+    if (j->o.red || j->nested) /* row-sharded: every participant makes the same reductions in
+                                  one order; a CV worker: the threads are its folds */
         return 1;
-    uint32_t T = j->spec->threads ? j->spec->threads : (uint32_t)h2t_blas_threads_get();
+    uint32_t T = j->threads         ? j->threads
+                 : j->spec->threads ? j->spec->threads
+                                    : (uint32_t)h2t_blas_threads_get();
     T = T < 1 ? 1 : T > cap ? cap : T;
     return T > units ? (units ? units : 1) : T;
 }
@@ -740,10 +786,11 @@ static int heads_parallel(job *j, const float *X, const uint32_t *y, uint32_t n,
 }
 
 /* Every cell of the (sorted) grid on one split. Xva may be NULL (final fit: nl = nk = 1,
- * the head goes to *final). acc: nl x nk. */
+ * the head goes to *final). acc: nl x nk. sp (head2toe, fast path; Xva and final NULL): no
+ * heads, the ranking at each grid lambda [0, sp->stop) goes to sp. */
 static int run_cells(job *j, const float *X, const uint32_t *y, uint32_t n, const float *Xva,
                      const uint32_t *yva, uint32_t nva, const double *lam, uint32_t nl,
-                     const double *kp, uint32_t nk, double *acc, head *final)
+                     const double *kp, uint32_t nk, double *acc, head *final, selpath *sp)
 {
     const h2t_train_spec *s = j->spec;
     const uint32_t D = j->D, K = j->K;
@@ -822,7 +869,7 @@ static int run_cells(job *j, const float *X, const uint32_t *y, uint32_t n, cons
     uint32_t units = cells + npath, unit = 0;
     double Lip = 0;
     uint32_t pi = 0; /* next path point */
-    for (uint32_t li = 0; li < nl; li++) {
+    for (uint32_t li = 0; li < (sp ? sp->stop : nl); li++) {
         h2t_fit_info sel = {0};
         if ((rc = check_cancel(j)) < 0)
             goto out;
@@ -913,6 +960,17 @@ static int run_cells(job *j, const float *X, const uint32_t *y, uint32_t n, cons
                 for (uint32_t q = 0; q < D; q++)
                     order[q] = keys[q].j;
             }
+        }
+        if (sp) {
+            memcpy(sp->order + (size_t)li * D, order, (size_t)D * sizeof(uint32_t));
+            if (s->select_group == H2T_SELECT_LAYER)
+                memcpy(sp->lcum + (size_t)li * j->n_layers, lcum,
+                       (size_t)j->n_layers * sizeof(uint32_t));
+            sp->info[li] = sel;
+            sp->nz[li] = nz;
+            unit += nk;
+            report(j, (double)unit / units);
+            continue;
         }
         if (selecting && Xva && !final && nk > 1) { /* the CV heads of this lambda, threaded */
             if ((rc = heads_parallel(j, X, y, n, Xva, yva, nva, order, lcum, kp, nk,
@@ -1341,7 +1399,7 @@ static int method_cells(job *j, const float *X, const uint32_t *y, uint32_t n, c
         return rc;
     }
     default:
-        return run_cells(j, X, y, n, Xva, yva, nva, lam, nl, kp, nk, acc, final);
+        return run_cells(j, X, y, n, Xva, yva, nva, lam, nl, kp, nk, acc, final, NULL);
     }
 }
 
@@ -1392,6 +1450,166 @@ static void tab_free(cvtab *t)
     memset(t, 0, sizeof(*t));
 }
 
+/* ---- threaded CV (head2toe): each split on a thread of its own ----
+ * A split's rows are copied into the worker's own buffer in the order the in-place rotation
+ * gives them (the repeat's order from the fold's end on: the training rows, then the fold's
+ * validation rows last), so a split's numbers are those of the one-thread CV. Inside the
+ * workers OpenBLAS runs one thread (set for the threaded section, then restored) and the job's
+ * other threading (head2toe's keep heads) is off: the threads are the splits. */
+#define CV_THREADS_MAX 16
+
+typedef struct cv_work {
+    job *j; /* read only while the threads run (its fsel is written by one task) */
+    const cvplan *p;
+    cvtab *t;
+    uint32_t splits, tasks; /* tasks: the splits, and first the final selection when j->fsel */
+    atomic_uint next;
+    atomic_int rc;       /* the first error */
+    char err[512];       /* its detail */
+    atomic_flag claimed; /* err written */
+} cv_work;
+
+typedef struct cv_worker {
+    cv_work *w;
+    float *X;    /* n_tr x D */
+    uint32_t *y; /* n_tr */
+    int report;  /* the job's own thread: reports progress */
+} cv_worker;
+
+static void cv_worker_run(cv_worker *cw)
+{
+    cv_work *w = cw->w;
+    const job *j = w->j;
+    const cvplan *p = w->p;
+    uint32_t n = j->n_tr, F = p->F, R = p->R;
+    job wj = *j; /* its own stage, progress window and rows */
+    wj.nested = 1;
+    wj.X = cw->X;
+    wj.y = cw->y;
+    wj.x_map = 0;
+    if (!cw->report)
+        wj.progress = NULL;
+    for (;;) {
+        uint32_t q = atomic_fetch_add(&w->next, 1);
+        if (q >= w->tasks || atomic_load(&w->rc) < 0)
+            return;
+        int rc = 0;
+        if (w->tasks > w->splits && q-- == 0) { /* the final selection, on every train row */
+            snprintf(wj.stage, sizeof(wj.stage), "final selection");
+            wj.pbase = j->pbase;
+            wj.pspan = 0;
+            wj.X = j->X;
+            wj.y = j->y;
+            rc = run_cells(&wj, j->X, j->y, n, NULL, NULL, 0, j->lambdas, j->nl, j->keeps, j->nk,
+                           NULL, NULL, j->fsel);
+            wj.X = cw->X;
+            wj.y = cw->y;
+            if (rc < 0 && !atomic_flag_test_and_set(&w->claimed)) {
+                snprintf(w->err, sizeof(w->err), "%s", h2t_err_detail());
+                atomic_store(&w->rc, rc);
+            }
+            continue;
+        }
+        uint32_t r = q / F, f = q % F;
+        uint32_t a = p->bnd[(size_t)r * (F + 1) + f], e = p->bnd[(size_t)r * (F + 1) + f + 1];
+        const uint32_t *perm = p->perm ? p->perm + (size_t)r * n : NULL;
+        if (R > 1)
+            snprintf(wj.stage, sizeof(wj.stage), "cv repeat %u/%u fold %u/%u", r + 1, R, f + 1, F);
+        else
+            snprintf(wj.stage, sizeof(wj.stage), "cv fold %u/%u", f + 1, F);
+        wj.pbase = j->pbase + j->pspan * q / w->splits;
+        wj.pspan = j->pspan / w->splits;
+        report(&wj, 0);
+        for (uint32_t i = 0; i < n; i++) { /* the repeat's order rotated left by e */
+            uint32_t src = perm ? perm[(i + e) % n] : (i + e) % n;
+            memcpy(wj.X + (size_t)i * j->D, j->X + (size_t)src * j->D, j->D * sizeof(float));
+            wj.y[i] = j->y[src];
+        }
+        uint32_t ntr = n - (e - a);
+        rc = ntr == 0 || e == a ? h2t_err_set(H2T_EINVAL, "fold %u of %u training samples is %s",
+                                              f + 1, n, e == a ? "empty" : "all of them")
+                                : method_cells(&wj, wj.X, wj.y, ntr, wj.X + (size_t)ntr * j->D,
+                                               wj.y + ntr, e - a, j->lambdas, j->nl, j->keeps,
+                                               j->nk, w->t->acc + (size_t)q * w->t->cells, NULL);
+        if (rc < 0) {
+            if (!atomic_flag_test_and_set(&w->claimed)) {
+                snprintf(w->err, sizeof(w->err), "%s", h2t_err_detail());
+                atomic_store(&w->rc, rc);
+            }
+            return;
+        }
+    }
+}
+
+static void *cv_worker_thread(void *arg)
+{
+    cv_worker_run(arg);
+    return NULL;
+}
+
+/* Whether the job's final head takes its columns from a selection path over the whole grid
+ * (head2toe, fast path). */
+static int final_selection(const job *j)
+{
+    return j->spec->method == H2T_METHOD_HEAD2TOE && j->spec->optimizer == H2T_OPT_FAST;
+}
+
+/* Threads for the job's CV: 1 (the in-place CV) unless the method is head2toe, the job holds
+ * every row in memory, and a copy of the train rows per thread fits in half the budget. */
+static uint32_t cv_threads(const job *j, uint32_t splits)
+{
+    if (j->spec->method != H2T_METHOD_HEAD2TOE || j->x_map || j->o.red || j->nested)
+        return 1;
+    uint32_t T = job_threads(j, splits, CV_THREADS_MAX);
+    uint64_t copy = (uint64_t)j->n_tr * j->D * sizeof(float);
+    uint64_t avail = j->spec->mem_limit ? j->spec->mem_limit : h2t_solver__mem_available();
+    while (T > 1 && copy * T > avail / 2)
+        T--;
+    return T;
+}
+
+static int cv_parallel(job *j, const cvplan *p, uint32_t T, cvtab *t)
+{
+    cv_work w = {.j = j, .p = p, .t = t, .splits = p->R * p->F};
+    w.tasks = w.splits + (j->fsel ? 1 : 0);
+    cv_worker cw[CV_THREADS_MAX];
+    pthread_t tid[CV_THREADS_MAX];
+    memset(cw, 0, sizeof(cw));
+    atomic_init(&w.next, 0);
+    atomic_init(&w.rc, 0);
+    atomic_flag_clear(&w.claimed);
+    int rc = 0;
+    for (uint32_t q = 0; q < T; q++) {
+        cw[q].w = &w;
+        cw[q].report = q == 0;
+        cw[q].X = aligned_alloc(64, ((size_t)j->n_tr * j->D * sizeof(float) + 64) & ~(size_t)63);
+        cw[q].y = malloc((size_t)j->n_tr * sizeof(uint32_t) + 1);
+        if (!cw[q].X || !cw[q].y) {
+            rc = h2t_err_set(H2T_ENOMEM, "CV rows (%u threads x %u x %u)", T, j->n_tr, j->D);
+            goto out;
+        }
+    }
+    int blas = h2t_blas_threads_get();
+    h2t_blas_threads(1);
+    uint32_t started = 1;
+    for (; started < T; started++)
+        if (pthread_create(&tid[started], NULL, cv_worker_thread, &cw[started]) != 0)
+            break;
+    cv_worker_run(&cw[0]);
+    for (uint32_t q = 1; q < started; q++)
+        pthread_join(tid[q], NULL);
+    h2t_blas_threads(blas); /* auto's head2toe candidate: the other candidates' count */
+    rc = atomic_load(&w.rc);
+    if (rc < 0)
+        rc = h2t_err_set(rc, "%s", w.err);
+out:
+    for (uint32_t q = 0; q < T; q++) {
+        free(cw[q].X);
+        free(cw[q].y);
+    }
+    return rc;
+}
+
 /* Run the CV of the job's method over its grid on the plan's folds and choose a cell: the best
  * mean (ties: the first in grid order), or with one_se the simplest cell whose mean is within
  * one standard error (of the best cell, over the R x F splits) of the best. Simplest: the
@@ -1414,6 +1632,16 @@ static int cv_run(job *j, const cvplan *p, double pbase, double pspan, cvtab *t)
     if (F < 2)
         return 0;
     j->kfl2 = j->fl2;
+    uint32_t T = cv_threads(j, R * F);
+    if (T > 1) {
+        if (final_selection(j) && !(j->fsel = selpath_new(j, j->nl)))
+            return h2t_err_set(H2T_ENOMEM, "final selection (%u x %u)", j->nl, j->D);
+        j->pbase = pbase;
+        j->pspan = pspan;
+        if ((rc = cv_parallel(j, p, T, t)) < 0)
+            return rc;
+        R = 0; /* done */
+    }
     for (uint32_t r = 0; r < R; r++) {
         if (p->perm) {
             if ((rc = permute_rows(j, p->perm + (size_t)r * n, 0)) < 0)
@@ -1545,12 +1773,34 @@ static int finish(job *j, const cvplan *p, const cvtab *t, h2t_result *r)
     j->pbase = F > 1 ? 0.9 : 0;
     j->pspan = 1 - j->pbase;
     report(j, 0);
-    j->kfl2 = &r->final_l2;
-    rc =
-        method_cells(j, j->X, j->y, j->n_tr, NULL, NULL, 0, &r->lambda, 1, &r->keep, 1, NULL, &fin);
-    j->kfl2 = NULL;
-    if (rc < 0)
-        goto out;
+    if (final_selection(j)) { /* the columns from the path over the grid, at the chosen lambda */
+        uint32_t li = t->best / j->nk;
+        if (!j->fsel) {
+            if (!(j->fsel = selpath_new(j, j->nl))) {
+                rc = h2t_err_set(H2T_ENOMEM, "final selection (%u x %u)", j->nl, j->D);
+                goto out;
+            }
+            j->fsel->stop = li + 1; /* the path is the whole grid's; it stops at the chosen point */
+            rc = run_cells(j, j->X, j->y, j->n_tr, NULL, NULL, 0, j->lambdas, j->nl, j->keeps,
+                           j->nk, NULL, NULL, j->fsel);
+            if (rc < 0)
+                goto out;
+        }
+        const uint32_t *lcum = j->fsel->lcum + (size_t)li * j->n_layers;
+        rc = fit_on_subset(j, j->X, j->y, j->n_tr, j->fsel->order + (size_t)li * j->D,
+                           cell_cols(j, r->keep, lcum), r->final_l2, &fin);
+        if (rc < 0)
+            goto out;
+        fin.sel = j->fsel->info[li];
+        fin.sel_nonzero = j->fsel->nz[li];
+    } else {
+        j->kfl2 = &r->final_l2;
+        rc = method_cells(j, j->X, j->y, j->n_tr, NULL, NULL, 0, &r->lambda, 1, &r->keep, 1, NULL,
+                          &fin);
+        j->kfl2 = NULL;
+        if (rc < 0)
+            goto out;
+    }
     uint32_t corr = 0;
     if ((rc = head_correct(j, &fin, j->X, j->y, j->n_tr, &corr)) < 0)
         goto out;
@@ -1827,6 +2077,13 @@ static int solve(job *j, h2t_result **out)
     const h2t_train_spec *s = j->spec;
     double t0 = h2t_now_s();
     int rc = 0;
+    /* head2toe: the job's threads are its own (the CV splits), OpenBLAS runs one thread, so
+     * every product is the same for any thread count and the result too */
+    int blas = 0;
+    if (s->method == H2T_METHOD_HEAD2TOE && !j->o.red) {
+        blas = h2t_blas_threads_get();
+        h2t_blas_threads(1);
+    }
     cvplan plan = {0};
     cvtab tab = {0};
     job sj = {0};
@@ -1915,6 +2172,8 @@ static int solve(job *j, h2t_result **out)
     *out = r;
     r = NULL;
 out:
+    if (blas)
+        h2t_blas_threads(blas);
     j->spec = s;
     job_free(&sj);
     tab_free(&tab);
@@ -2033,6 +2292,8 @@ static void job_free(job *j)
         for (uint32_t l = 0; l < j->n_layers; l++)
             free(j->lname[l]);
     free(j->lname);
+    selpath_free(j->fsel);
+    j->fsel = NULL;
 }
 
 static int job_init(job *j, const h2t_train_spec *s, h2t_solver_progress_fn progress, void *ud,
@@ -2048,6 +2309,7 @@ static int job_init(job *j, const h2t_train_spec *s, h2t_solver_progress_fn prog
     j->o.cancel = cancel;
     if (s->threads > 0)
         h2t_blas_threads((int)s->threads);
+    j->threads = s->threads ? s->threads : (uint32_t)h2t_blas_threads_get();
     return 0;
 }
 

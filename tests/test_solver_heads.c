@@ -625,6 +625,55 @@ TEST(solver_heads_threads_same_result)
     task_free(&t);
 }
 
+/* head2toe's CV splits run one per thread on copies of their rows, its final selection path
+ * alongside them, and OpenBLAS one thread inside: the whole result (CV table, chosen cell, the
+ * head's columns and weights) is bit for bit the same for 1, 2 and 3 threads, with repeated
+ * stratified folds (fewer than 500 rows) and with the one-SE rule (a chosen lambda above the
+ * grid's smallest: the sequential final path stops there, the threaded one runs the grid). */
+TEST(solver_heads_head2toe_threads_bitwise)
+{
+    task t;
+    task_make(&t, 90, 40, 4, 8, 3, 5, 1.2, 0, 43);
+    for (int one_se = 0; one_se < 2; one_se++) {
+        h2t_train_spec sp;
+        h2t_train_spec_default(&sp, H2T_METHOD_HEAD2TOE);
+        sp.folds = 3;
+        sp.one_se = (uint32_t)one_se;
+        sp.n_lambdas = 3;
+        sp.lambdas[0] = 3e-2;
+        sp.lambdas[1] = 1e-2;
+        sp.lambdas[2] = 1e-3;
+        h2t_result *r[3] = {NULL, NULL, NULL};
+        for (uint32_t q = 0; q < 3; q++) {
+            sp.threads = q + 1;
+            r[q] = run(&t, &sp);
+        }
+        h2t_blas_threads(1); /* the runner's setting */
+        ASSERT(r[0] && r[1] && r[2]);
+        ASSERT_EQ(r[0]->cv_repeats, 3);
+        for (uint32_t q = 1; q < 3; q++) {
+            const h2t_result *a = r[0], *b = r[q];
+            ASSERT_EQ(a->n_lambdas * a->n_keeps, b->n_lambdas * b->n_keeps);
+            ASSERT(memcmp(a->cv_acc, b->cv_acc, a->n_lambdas * a->n_keeps * sizeof(double)) == 0);
+            ASSERT_EQ(a->lambda, b->lambda);
+            ASSERT_EQ(a->keep, b->keep);
+            ASSERT_EQ(a->n_kept, b->n_kept);
+            ASSERT(memcmp(a->features, b->features, a->n_kept * sizeof(h2t_feature_ref)) == 0);
+            ASSERT(memcmp(a->weights, b->weights,
+                          (size_t)a->n_kept * a->n_classes * sizeof(float)) == 0);
+            ASSERT(memcmp(a->bias, b->bias, a->n_classes * sizeof(float)) == 0);
+            ASSERT_EQ(a->select_nonzero, b->select_nonzero);
+            ASSERT_EQ(a->final_fit.iters, b->final_fit.iters);
+            ASSERT_EQ(a->test_correct, b->test_correct);
+        }
+        if (one_se) /* the simplest cell: the sequential final path stops above the grid's end */
+            ASSERT(r[0]->lambda > 1e-3);
+        for (uint32_t q = 0; q < 3; q++)
+            h2t_result_destroy(r[q]);
+    }
+    task_free(&t);
+}
+
 TEST(solver_heads_spec_checks)
 {
     h2t_train_spec sp;
