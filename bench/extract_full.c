@@ -8,7 +8,9 @@
  * spent outside the forward pass (read + preprocess, pooling, store), from the pass's own
  * timers (h2t_extract_result t_total, t_forward, t_read, t_pool, t_write), then the same split
  * in process CPU milliseconds per image (cpu_forward, cpu_pool, cpu_read, cpu_write, and the
- * rest: setup, thread starts), which a busy machine does not skew. The forward-only peer
+ * rest: setup, thread starts), which a busy machine does not skew, then the store's part
+ * split (h2t_store_write_times: statistics, rows, CRC32C, LMDB, the commit's CPU and wall),
+ * with the CPU model and the load average at the start and the end. The forward-only peer
  * comparison is bench/extract.c.
  *
  *     build/bench/extract_full [--model mobilenet_v2] [--limit 320] [--batch 32]
@@ -639,12 +641,10 @@ int main(int argc, char **argv)
         rc = pool_only(plan, model, path, o.target_size, pool_reps);
         goto out;
     }
-    if (ort) {
-        bench_cpu_model(cpu, sizeof cpu);
-        printf("cpu: %s; load average %.2f at the start\n", cpu, bench_loadavg());
-        if ((rc = expose_layers(plan, path, dir, exposed, sizeof exposed)) < 0)
-            goto out;
-    }
+    bench_cpu_model(cpu, sizeof cpu);
+    printf("cpu: %s; load average %.2f at the start\n", cpu, bench_loadavg());
+    if (ort && (rc = expose_layers(plan, path, dir, exposed, sizeof exposed)) < 0)
+        goto out;
     for (int r = 0; r < passes; r++) {
         /* a fresh plan and store per pass: the same request into one store would be reused */
         if (r > 0) {
@@ -701,6 +701,7 @@ int main(int argc, char **argv)
                    n,
                1e3 * wt.commit_cpu_s / n, 1e3 * wt.commit_s / n,
                1e3 * (wt.commit_s - wt.commit_cpu_s) / n, (unsigned long long)wt.calls);
+        printf("extract full    %-13s load average %.2f at the end\n", model, bench_loadavg());
     }
     if (ort) {
         double mp = median_of(ips_pass, n_pass), ma = median_of(ips_all, n_all);
