@@ -174,8 +174,10 @@ int h2t_solver__run_store_rows(h2t_store *st, const h2t_task *task, const h2t_tr
                                h2t_solver_progress_fn progress, void *ud, const atomic_int *cancel,
                                h2t_result **out);
 
-/* Bytes of memory available now (MemAvailable, else free pages; UINT64_MAX when unknown): the
- * budget a design matrix is checked against when the spec gives no mem_limit. */
+/* Bytes of memory available now: the least of MemAvailable (else free pages), what this
+ * process's memory cgroup still allows (limit less usage, v1 or v2) and what RLIMIT_DATA still
+ * allows (UINT64_MAX when none is known): the budget a design matrix is checked against when
+ * the spec gives no mem_limit. */
 uint64_t h2t_solver__mem_available(void);
 
 #endif

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "common/blas.h"
@@ -2186,6 +2187,80 @@ out:
 
 /* ---- memory ---- */
 
+/* A number from a one-line file ("max": UINT64_MAX), or 0 when unreadable. */
+static uint64_t read_u64_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char buf[64] = "";
+    if (!f)
+        return 0;
+    int ok = fgets(buf, sizeof buf, f) != NULL;
+    fclose(f);
+    if (!ok)
+        return 0;
+    if (!strncmp(buf, "max", 3))
+        return UINT64_MAX;
+    return strtoull(buf, NULL, 10);
+}
+
+/* What the memory cgroup of this process still allows (its limit less its usage; v2
+ * memory.max / memory.current, or v1 memory.limit_in_bytes / memory.usage_in_bytes), or
+ * UINT64_MAX when there is no limit or it cannot be read. A container or a systemd unit's
+ * MemoryMax= is such a limit, and /proc/meminfo does not show it. */
+static uint64_t cgroup_available(void)
+{
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    char line[1024], dir[1200];
+    uint64_t avail = UINT64_MAX;
+    if (!f)
+        return avail;
+    while (fgets(line, sizeof line, f)) {
+        char *path = strrchr(line, ':');
+        if (!path)
+            continue;
+        path[strcspn(path, "\n")] = '\0';
+        uint64_t lim = 0, use = 0;
+        if (!strncmp(line, "0::", 3)) { /* v2 */
+            snprintf(dir, sizeof dir, "/sys/fs/cgroup%s/memory.max", path + 1);
+            lim = read_u64_file(dir);
+            snprintf(dir, sizeof dir, "/sys/fs/cgroup%s/memory.current", path + 1);
+            use = read_u64_file(dir);
+        } else if (strstr(line, ":memory:")) { /* v1 */
+            snprintf(dir, sizeof dir, "/sys/fs/cgroup/memory%s/memory.limit_in_bytes", path + 1);
+            lim = read_u64_file(dir);
+            snprintf(dir, sizeof dir, "/sys/fs/cgroup/memory%s/memory.usage_in_bytes", path + 1);
+            use = read_u64_file(dir);
+        }
+        /* v1 writes "no limit" as a page-rounded LLONG_MAX */
+        if (lim && lim < ((uint64_t)1 << 62)) {
+            uint64_t a = lim > use ? lim - use : 0;
+            avail = a < avail ? a : avail;
+        }
+    }
+    fclose(f);
+    return avail;
+}
+
+/* What RLIMIT_DATA still allows (it counts the heap and private mappings, not the spilled
+ * matrix's shared file mapping): the limit less VmData, or UINT64_MAX. */
+static uint64_t rlimit_data_available(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_DATA, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return UINT64_MAX;
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    unsigned long long kb = 0;
+    if (f) {
+        while (fgets(line, sizeof(line), f))
+            if (sscanf(line, "VmData: %llu kB", &kb) == 1)
+                break;
+        fclose(f);
+    }
+    uint64_t used = (uint64_t)kb * 1024;
+    return rl.rlim_cur > used ? (uint64_t)rl.rlim_cur - used : 0;
+}
+
 uint64_t h2t_solver__mem_available(void)
 {
     FILE *f = fopen("/proc/meminfo", "r");
@@ -2197,10 +2272,17 @@ uint64_t h2t_solver__mem_available(void)
                 break;
         fclose(f);
     }
-    if (kb)
-        return (uint64_t)kb * 1024;
-    long pages = sysconf(_SC_AVPHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
-    return pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz : UINT64_MAX;
+    uint64_t avail = UINT64_MAX;
+    if (kb) {
+        avail = (uint64_t)kb * 1024;
+    } else {
+        long pages = sysconf(_SC_AVPHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+        if (pages > 0 && psz > 0)
+            avail = (uint64_t)pages * (uint64_t)psz;
+    }
+    uint64_t cg = cgroup_available(), dl = rlimit_data_available();
+    avail = cg < avail ? cg : avail;
+    return dl < avail ? dl : avail;
 }
 
 /* Where a design matrix of rows x D floats goes: 0 in memory; 1 (*spill) when it exceeds the

@@ -1,6 +1,9 @@
 /* Solver tests: group-lasso recovery, KKT optimality, determinism, CV, bad input, blobs. */
 #include <stdatomic.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "common/err.h"
 #include "common/util.h"
@@ -980,4 +983,49 @@ TEST(solver_cell_test_reports_every_cell)
     h2t_result_destroy(plain);
     h2t_result_destroy(r);
     synth_free(&t);
+}
+
+/* VmData of this process in bytes (0 when unknown). */
+static uint64_t vm_data(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    unsigned long long kb = 0;
+    if (f) {
+        while (fgets(line, sizeof(line), f))
+            if (sscanf(line, "VmData: %llu kB", &kb) == 1)
+                break;
+        fclose(f);
+    }
+    return (uint64_t)kb * 1024;
+}
+
+/* The memory budget of a design matrix (no mem_limit given) is at most what RLIMIT_DATA still
+ * allows: a process limited so (prlimit --data, a unit's LimitDATA=) spills the matrix instead
+ * of failing to allocate it. In a child, so the limit stays there. */
+TEST(solver_memory_budget_honours_rlimit_data)
+{
+    const uint64_t room = 256ull << 20;
+    uint64_t free_now = h2t_solver__mem_available();
+    if (free_now < 2 * room) {
+        fprintf(stderr, "  less than 512 MiB available: skipped\n");
+        return;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_DATA, &rl) != 0)
+            _exit(2);
+        rl.rlim_cur = vm_data() + room;
+        if (setrlimit(RLIMIT_DATA, &rl) != 0)
+            _exit(3);
+        uint64_t a = h2t_solver__mem_available();
+        _exit(a <= room && a >= room / 2 ? 0 : 4);
+    }
+    int st = 0;
+    ASSERT_EQ(waitpid(pid, &st, 0), pid);
+    ASSERT(WIFEXITED(st));
+    ASSERT_EQ(WEXITSTATUS(st), 0);
 }
