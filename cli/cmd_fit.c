@@ -37,9 +37,10 @@ static const char fit_usage[] =
     "--export DIR: the head as `h2tdb result --export` writes it (weights.npy, bias.npy,\n"
     "features.npy, cv_acc.npy, result.json). --predictions FILE: the predicted class of each\n"
     "test row, one per line, in task order. --mem-limit: the design matrix's memory budget\n"
-    "(default: available memory); a matrix above it lies in a file-backed mapping in\n"
-    "$H2T_SPILL_DIR (else $TMPDIR, else /var/tmp) instead of memory (docs/solver.md). --stats:\n"
-    "each rank prints its wall time and peak RSS to stderr.\n";
+    "(default: available memory, within the memory cgroup's and RLIMIT_DATA's limits); a\n"
+    "matrix above it lies in a file-backed mapping in $H2T_SPILL_DIR (else $TMPDIR, else\n"
+    "/var/tmp) instead of memory (docs/solver.md). --stats: each rank prints its wall time\n"
+    "and peak RSS to stderr (and its store-set shard).\n";
 
 /* MPI_Allreduce as the solver's reducer; a failed collective ends the job naming the rank. */
 static void mpi_sum(void *ud, double *buf, size_t n)
