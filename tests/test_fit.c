@@ -257,7 +257,8 @@ TEST_TIMEOUT(fit_mpi_rank_dies, 180)
 /* fit --mpi over a store set (three shard stores, extract --shard I/3, and their manifest): on
  * 3 ranks each rank holds the rows of its own shard's samples (and says so), on 2 ranks the
  * rows go by range through the set; both give the unsharded store's one-process head: objective
- * within 1e-6, the same chosen lambda, test count and per-row predictions. */
+ * within 1e-6, the same chosen lambda, test count and per-row predictions. A shard store that
+ * moved stops every rank with an error naming it. */
 TEST_TIMEOUT(fit_mpi_store_set, 240)
 {
     const char *bin = getenv("H2T_BIN");
@@ -361,6 +362,17 @@ TEST_TIMEOUT(fit_mpi_store_set, 240)
         free(p2);
         free(err);
     }
+    /* the manifest names a store that moved: every rank stops before any row is read, naming
+     * the rank, the shard and its path; nothing is written */
+    ASSERT_EQ(system("mv set/shard-1-of-3 moved"), 0);
+    snprintf(cmd, sizeof cmd, "%s %s fit --mpi --store set --task t %s --predictions gone.txt 2>&1",
+             mpirun_prefix(3), bin, job);
+    ASSERT_NE(sh(cmd, out, sizeof out), 0);
+    ASSERT_CONTAINS(out, "rank 0 of 3");
+    ASSERT_CONTAINS(out, "set/shard-1-of-3");
+    ASSERT_CONTAINS(out, "moved or removed");
+    FILE *gone = fopen("gone.txt", "r");
+    ASSERT(gone == NULL);
     free(js1);
     free(p1);
 }
