@@ -297,8 +297,10 @@ static void derive_rows(const h2t_extract_plan *p, float **bufs, int row0, int n
             float *y = bufs[l] + (size_t)s * dim;
             const float *x0 = bufs[d->src[0]] + (size_t)s * dim;
             if (d->kind == H2T_LIN_AFFINE) {
-                for (size_t f = 0; f < dim; f++) /* (H, W, C) order: channel f % C */
-                    y[f] = (float)(d->a[f % C] * (double)x0[f] + d->b[f % C]);
+                /* (H, W, C) order: dim / C cells of C channels (no division per feature) */
+                for (size_t f0 = 0; f0 < dim; f0 += C)
+                    for (uint32_t c = 0; c < C; c++)
+                        y[f0 + c] = (float)(d->a[c] * (double)x0[f0 + c] + d->b[c]);
             } else if (d->kind == H2T_LIN_SUM) {
                 const float *x1 = bufs[d->src[1]] + (size_t)s * dim;
                 for (size_t f = 0; f < dim; f++)
