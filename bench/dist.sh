@@ -9,7 +9,10 @@
 #     mpirun -np 1, 2, 4 h2tdb fit --mpi: wall time, speed-up over 1 rank, each rank's time
 #     and peak RSS, objective and its distance to the one process's;
 #  2. one process with the matrix in memory against --mem-limit below it (the matrix spilled
-#     to a file-backed mapping in $H2T_SPILL_DIR, default a fresh directory under /var/tmp).
+#     to a file-backed mapping in $H2T_SPILL_DIR, default a fresh directory under /var/tmp),
+#     and under a data-segment limit below the matrix (prlimit --data=DATA_LIMIT, default
+#     450000000: the heap, not the spilled file mapping; a stand-in for a memory cgroup where
+#     none can be made) without --mem-limit: the budget takes the limit and the matrix spills.
 # The job: METHOD (default all) at one lambda without CV (FIT_OPTS), so a row is one fit.
 # Every process runs one OpenBLAS thread. The store is opened read only.
 # FIT_OPTS is a list of options: split on purpose
@@ -79,6 +82,12 @@ run "in memory" "$BIN" fit --store "$STORE" --task "$TASK" --method "$METHOD" $F
     --threads 1 --stats
 H2T_SPILL_DIR=$SPILL run "spilled (--mem-limit 100000000, $SPILL)" "$BIN" fit --store "$STORE" \
     --task "$TASK" --method "$METHOD" $FIT_OPTS --threads 1 --stats --mem-limit 100000000
+DATA_LIMIT=${DATA_LIMIT:-450000000}
+if command -v prlimit >/dev/null; then
+    H2T_SPILL_DIR=$SPILL run "prlimit --data=$DATA_LIMIT, no --mem-limit (spilled on its own)" \
+        prlimit --data="$DATA_LIMIT" "$BIN" fit --store "$STORE" --task "$TASK" \
+        --method "$METHOD" $FIT_OPTS --threads 1 --stats
+fi
 [ -n "${H2T_SPILL_DIR:-}" ] || rmdir "$SPILL"
 echo
 echo "# load after: $(uptime | sed 's/.*load average: //')"
