@@ -201,6 +201,7 @@ conformance: build/conformance/onnx_dump build/conformance/classify_input
 	./tests/conformance/selftest.sh
 	./tests/conformance/tfjs_compare.sh
 	./tests/conformance/ort_compare.sh mobilenet_v2 resnet18 resnet50
+	./tests/conformance/ort_compare.sh --outputs mobilenet_v2 resnet18 resnet50
 	./tests/conformance/classify_ort_tiny.sh
 	./tests/conformance/classify_ort.sh
 	@$(MAKE) --no-print-directory conformance-zoo
@@ -215,4 +216,5 @@ conformance-zoo: build/conformance/onnx_dump
 	./deploy/fetch_model.sh --ort
 	/usr/bin/python3 deploy/export_zoo.py $(ZOO)
 	./tests/conformance/ort_compare.sh --layers --table $(if $(ZOO),$(addprefix zoo:,$(ZOO)),zoo)
+	./tests/conformance/ort_compare.sh --outputs --table $(if $(ZOO),$(addprefix zoo:,$(ZOO)),zoo)
 .PHONY: conformance conformance-zoo conformance-classify

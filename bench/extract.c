@@ -383,7 +383,7 @@ out:
  * ONNX Runtime reports nothing, so its line gives the CPU flags its CPUID dispatch sees. */
 static void print_isa(void)
 {
-    char feat[128], disp[160], blas[512], flags[256], gemm[160];
+    char feat[128], disp[160], blas[512], flags[256], gemm[400];
     const char *max = getenv("H2T_CPU_MAX");
 
     h2t_cpu_describe(feat, sizeof feat);

@@ -1,9 +1,10 @@
 /*
- * bench/gemm_lib.c - the forward pass's CPU time per image with the convolutions' products on
- * OpenBLAS and on oneDNN (extract/gemm.h), alternating in one process.
+ * bench/gemm_lib.c - the forward pass's CPU time per image with the convolutions on OpenBLAS's
+ * and oneDNN's sgemm under the executor's im2col (extract/gemm.h), and on oneDNN's convolution
+ * primitive (extract/dnnl_conv.h), alternating in one process.
  *
  * One thread (OpenBLAS at 1 thread, the executor unsplit), batch B, seeded noise in [-1, 1];
- * one untimed run per library, then R rounds, each running both libraries (the order swapped
+ * one untimed run per configuration, then R rounds, each running all three (the order rotated
  * every round) and timing each run with the thread's CPU clock, which the neighbours' load
  * skews much less than the wall clock. Prints the median and range of CPU ms per image for
  * each. The instruction sets follow the environment: H2T_CPU_MAX caps h2tdb's kernels and
@@ -20,6 +21,7 @@
 #include "bench/bench_model.h"
 #include "common/blas.h"
 #include "common/err.h"
+#include "extract/dnnl_conv.h"
 #include "extract/gemm.h"
 #include "extract/model.h"
 
@@ -38,18 +40,30 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* The three configurations, each with its own executor (the convolution path is chosen when
+ * an executor plans): OpenBLAS sgemm under im2col, oneDNN sgemm under im2col, oneDNN's
+ * convolution primitive (extract/dnnl_conv.h). */
+#define N_CONF 3
+
+static int conf_select(int l)
+{
+    int rc = h2t_gemm_select(l == 0 ? H2T_GEMM_OPENBLAS : H2T_GEMM_DNNL);
+    if (rc == 0 && (rc = h2t_dconv_select(l == 2)) < 0 && l != 2)
+        rc = 0;
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     const char *name = argc > 1 ? argv[1] : "mobilenet_v2";
     int B = argc > 2 ? atoi(argv[2]) : 4, R = argc > 3 ? atoi(argv[3]) : 7;
-    static const int libs[2] = {H2T_GEMM_OPENBLAS, H2T_GEMM_DNNL};
-    static const char *names[2] = {"openblas", "onednn"};
+    static const char *names[N_CONF] = {"openblas", "onednn", "onednn-conv"};
     char path[512];
     h2t_model *m = NULL;
-    h2t_exec *x = NULL;
+    h2t_exec *x[N_CONF] = {NULL};
     float *in = NULL;
-    double t[2][MAX_ROUNDS];
-    int rc = 1;
+    double t[N_CONF][MAX_ROUNDS];
+    int rc = 1, nconf = N_CONF;
 
     if (B < 1 || R < 1 || R > MAX_ROUNDS) {
         fprintf(stderr, "usage: gemm_lib [MODEL] [B >= 1] [1 <= R <= %d]\n", MAX_ROUNDS);
@@ -59,9 +73,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "gemm_lib: libdnnl.so.2 is not available (deploy/deps.sh)\n");
         return 1;
     }
-    if (bench_model_path(name, path, sizeof path) < 0 || h2t_model_load(path, &m) < 0 ||
-        h2t_exec_create(m, B, &x) < 0)
+    if (conf_select(2) < 0) {
+        fprintf(stderr, "gemm_lib: %s: onednn-conv left out\n", h2t_err_detail());
+        nconf = 2;
+    }
+    h2t_blas_threads(1);
+    if (bench_model_path(name, path, sizeof path) < 0 || h2t_model_load(path, &m) < 0)
         goto out;
+    for (int l = 0; l < nconf; l++)
+        if (conf_select(l) < 0 || h2t_exec_create(m, B, &x[l]) < 0)
+            goto out;
     const h2t_tensor_info *ti = h2t_model_input(m);
     size_t per = 1;
     for (int i = 1; i < ti->rank; i++)
@@ -74,31 +95,31 @@ int main(int argc, char **argv)
         seed = seed * 1103515245u + 12345u;
         in[i] = (float)(seed >> 8) / 16777216.0f * 2.0f - 1.0f;
     }
-    h2t_blas_threads(1);
-    for (int l = 0; l < 2; l++)
-        if (h2t_gemm_select(libs[l]) < 0 || h2t_exec_run(x, in, B, NULL, NULL) < 0)
+    for (int l = 0; l < nconf; l++)
+        if (conf_select(l) < 0 || h2t_exec_run(x[l], in, B, NULL, NULL) < 0)
             goto out;
     for (int r = 0; r < R; r++)
-        for (int k = 0; k < 2; k++) {
-            int l = r % 2 ? 1 - k : k;
-            h2t_gemm_select(libs[l]);
+        for (int k = 0; k < nconf; k++) {
+            int l = (k + r) % nconf;
+            conf_select(l);
             double a = cpu_s();
-            if (h2t_exec_run(x, in, B, NULL, NULL) < 0)
+            if (h2t_exec_run(x[l], in, B, NULL, NULL) < 0)
                 goto out;
             t[l][r] = (cpu_s() - a) / B * 1e3;
         }
     printf("gemm_lib %s batch %d, 1 thread, %d rounds: CPU ms per image, median (min-max)\n", name,
            B, R);
-    for (int l = 0; l < 2; l++) {
+    for (int l = 0; l < nconf; l++) {
         qsort(t[l], (size_t)R, sizeof(double), cmp_double);
-        printf("  %-9s %8.2f (%.2f-%.2f)\n", names[l], t[l][R / 2], t[l][0], t[l][R - 1]);
+        printf("  %-12s %8.2f (%.2f-%.2f)\n", names[l], t[l][R / 2], t[l][0], t[l][R - 1]);
     }
     rc = 0;
 out:
     if (rc)
         fprintf(stderr, "gemm_lib: %s\n", h2t_err_detail());
     free(in);
-    h2t_exec_destroy(x);
+    for (int l = 0; l < N_CONF; l++)
+        h2t_exec_destroy(x[l]);
     h2t_model_destroy(m);
     return rc;
 }

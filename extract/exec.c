@@ -29,6 +29,7 @@
 #include "common/blas.h"
 #include "common/err.h"
 #include "common/util.h"
+#include "extract/dnnl_conv.h"
 #include "extract/kern.h"
 #include "extract/model.h"
 #include "extract/onnx_graph.h"
@@ -79,8 +80,9 @@ struct h2t_exec {
     int stale;               /* the observed set changed: replan before the next run */
     int *uses;               /* value -> readers (node inputs + graph outputs) */
     int n_fz;
-    onnx_fuse *fz; /* chains */
-    int *chain_of; /* node -> chain index, -1 */
+    onnx_fuse *fz;      /* chains */
+    int *chain_of;      /* node -> chain index, -1 */
+    unsigned char *blk; /* value -> 1: held in oneDNN's blocked layout (between its convs) */
     /* the split pool */
     int n_slices; /* slices of the current run (1: unsplit) */
     slice sl[MAX_SPLIT];
@@ -408,6 +410,7 @@ static void fz_clear(h2t_exec *x)
         free(x->fz[c].fb);
         free(x->fz[c].bn_a);
         free(x->fz[c].bn_b);
+        h2t_dconv_free(x->fz[c].dconv);
     }
     free(x->fz);
     x->fz = NULL;
@@ -674,6 +677,74 @@ static size_t step_scratch(const h2t_exec *x, int i, const onnx_vstate *vs, cons
     return onnx_k_conv_fused_scratch(x->m, f, vs, &ns[f->conv], f->pad >= 0 ? &ns[f->pad] : NULL);
 }
 
+/* Elements value v holds in the arena at its current shape: blocked values pad their
+ * channels (dnnl_conv.h). */
+static int64_t value_elems(const h2t_exec *x, const onnx_vstate *vs, int v)
+{
+    const onnx_vstate *s = &vs[v];
+    if (s->rank < 0)
+        return 0;
+    if (!x->blk[v])
+        return onnx_numel(s);
+    return s->dim[0] * h2t_dconv_padded(s->dim[1]) * s->dim[2] * s->dim[3];
+}
+
+/* oneDNN's convolutions for the chains it runs whole, then the values kept in its blocked
+ * layout: a chain's output that only such chains read (as their conv input, when the
+ * primitive reads blocked input, or as the residual), not observed, not a graph output. */
+static int dnnl_plan(h2t_exec *x)
+{
+    const h2t_model *m = x->m;
+    int any = 0;
+    memset(x->blk, 0, (size_t)m->n_values + 1);
+    for (int c = 0; c < x->n_fz; c++) {
+        onnx_fuse *f = &x->fz[c];
+        int rc = onnx_k_conv_fused_dnnl(m, f, x->vs, &x->ns[f->conv],
+                                        f->pad >= 0 ? &x->ns[f->pad] : NULL);
+        if (rc < 0)
+            return rc;
+        if (f->dconv && x->root[f->v_out] == f->v_out && x->vs[f->v_out].rank == 4 &&
+            !value_observed(x, f->v_out)) {
+            x->blk[f->v_out] = 1;
+            any = 1;
+        }
+    }
+    if (!any)
+        return 0;
+    for (int k = 0; k < m->n_outputs; k++)
+        x->blk[m->outputs[k]] = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const onnx_node *nd = &m->nodes[i];
+        if (!node_runs(m, nd))
+            continue;
+        int c = x->chain_of[i];
+        const onnx_fuse *f = c >= 0 ? &x->fz[c] : NULL;
+        for (int k = 0; k < nd->n_in; k++) {
+            int v = nd->in[k];
+            if (v < 0 || !x->blk[v])
+                continue;
+            int first = f && (f->pad >= 0 ? f->pad : f->conv) == i;
+            int ok = f && f->dconv &&
+                     ((first && k == 0 && v == f->x && h2t_dconv_src_blocked(f->dconv)) ||
+                      (i == f->add && v == f->add_other));
+            if (!ok)
+                x->blk[v] = 0;
+        }
+    }
+    for (int c = 0; c < x->n_fz; c++) {
+        onnx_fuse *f = &x->fz[c];
+        if (!f->dconv)
+            continue;
+        f->blk_x = x->blk[f->x];
+        f->blk_res = f->add >= 0 && x->blk[f->add_other];
+        f->blk_out = x->blk[f->v_out];
+    }
+    for (int v = 0; v < m->n_values; v++)
+        if (x->blk[v])
+            x->cap[v] = value_elems(x, x->vs, v);
+    return 0;
+}
+
 /* Plan chains and buffers for the current shapes in x->vs (already inferred). */
 static int exec_plan(h2t_exec *x)
 {
@@ -717,6 +788,8 @@ static int exec_plan(h2t_exec *x)
         if (f->add >= 0 && f->v_add < 0)
             x->root[m->nodes[f->add].out[0]] = -1;
     }
+    if ((rc = dnnl_plan(x)) < 0)
+        goto out;
     for (int i = 0; i < m->n_nodes; i++) {
         const onnx_node *nd = &m->nodes[i];
         int s0, s1;
@@ -1129,7 +1202,7 @@ static int split_prepare(h2t_exec *x, int n, int T)
                 sl->vs[v].f = NULL;
                 continue;
             }
-            int64_t per = n ? onnx_numel(&x->vs[v]) / n : 0;
+            int64_t per = n ? value_elems(x, x->vs, v) / n : 0;
             sl->vs[v].f = x->arena + x->off[x->root[v]] + (size_t)(per * lo);
         }
     }
@@ -1207,7 +1280,9 @@ static h2t_exec *exec_new(const h2t_model *m)
     x->observed = calloc((size_t)m->n_info + 1, 1);
     x->uses = calloc((size_t)m->n_values + 1, sizeof(int));
     x->chain_of = malloc(((size_t)m->n_nodes + 1) * sizeof(int));
-    if (!x->observed || !x->uses || !x->chain_of || state_alloc(m, &x->vs, &x->ns) < 0) {
+    x->blk = calloc((size_t)m->n_values + 1, 1);
+    if (!x->observed || !x->uses || !x->chain_of || !x->blk || state_alloc(m, &x->vs, &x->ns) < 0) {
+        free(x->blk);
         free(x->observed);
         free(x->uses);
         free(x->chain_of);
@@ -1250,6 +1325,7 @@ void h2t_exec_destroy(h2t_exec *x)
     free(x->observed);
     free(x->uses);
     free(x->chain_of);
+    free(x->blk);
     free(x);
 }
 
@@ -1341,7 +1417,7 @@ static int exec_prepare(h2t_exec *x, const float *input, int n)
         if ((rc = onnx_infer(m, x->vs, x->ns)) < 0)
             return rc;
         for (int v = 0; v < m->n_values; v++)
-            if (x->root[v] >= 0 && onnx_numel(&x->vs[v]) > x->cap[x->root[v]])
+            if (x->root[v] >= 0 && value_elems(x, x->vs, v) > x->cap[x->root[v]])
                 return h2t_err_set(H2T_ESHAPE,
                                    "tensor '%s' grows at batch %d beyond its size at batch %d",
                                    m->values[v].name, n, x->max_batch);

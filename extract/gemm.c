@@ -18,6 +18,7 @@
 #include "common/cpu.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "extract/dnnl_conv.h"
 #include "extract/gemm.h"
 
 typedef int (*dnnl_sgemm_fn)(char, char, int64_t, int64_t, int64_t, float, const float *, int64_t,
@@ -126,7 +127,14 @@ char *h2t_gemm_describe(char *buf, size_t len)
 {
     if (len == 0)
         return buf;
-    if (h2t_gemm_lib() == H2T_GEMM_DNNL)
+    if (h2t_gemm_lib() == H2T_GEMM_DNNL && h2t_dconv_available())
+        snprintf(buf, len,
+                 "convolutions: oneDNN %s convolution primitive (libdnnl.so.2, nChw%dc blocked "
+                 "between its convolutions, bias / residual / activation fused, 1 thread per "
+                 "sample) where a chain's intermediates are not observed, else oneDNN sgemm; "
+                 "MatMul and Gemm: OpenBLAS sgemm",
+                 g_version, h2t_dconv_block());
+    else if (h2t_gemm_lib() == H2T_GEMM_DNNL)
         snprintf(buf, len,
                  "convolutions: oneDNN %s sgemm (libdnnl.so.2, 1 thread per call); MatMul and "
                  "Gemm: OpenBLAS sgemm",

@@ -42,7 +42,8 @@ int h2t_gemm_select(int lib);
 void h2t_gemm_conv(int lib, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                    const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 /* The choice in words for benchmark output, into buf (always NUL-terminated when len > 0),
- * e.g. "convolutions: oneDNN 2.6.3 sgemm (1 thread per call); MatMul and Gemm: OpenBLAS".
+ * e.g. "convolutions: oneDNN 2.6.3 sgemm (1 thread per call); MatMul and Gemm: OpenBLAS", or
+ * the convolution primitive of extract/dnnl_conv.h when it is in use.
  * Returns buf. */
 char *h2t_gemm_describe(char *buf, size_t len);
 

@@ -234,14 +234,27 @@ typedef struct onnx_fuse {
     int v_out;                      /* the chain's output value */
     int act_kind;                   /* H2T_ACT_* of kern.h */
     float act_lo, act_hi;
-    float *fw, *fb;     /* folded weights (M x K) and bias (M), OWNED; NULL when unfolded */
+    float *fw, *fb;     /* folded weights (M x K) and bias (M), OWNED; NULL when unfolded or
+                         * when dconv holds them */
     float *bn_a, *bn_b; /* BN scale and shift per channel, OWNED; NULL without BN */
+    /* oneDNN's convolution with the chain's bias, residual sum and activation fused
+     * (extract/dnnl_conv.h), OWNED; NULL: the executor's kernels run the chain */
+    struct h2t_dconv *dconv;
+    /* with dconv: the input, the Add's other input and the output are in oneDNN's blocked
+     * layout (h2t_dconv_padded channels per sample) rather than NCHW */
+    int blk_x, blk_res, blk_out;
 } onnx_fuse;
 
 /* Run a chain on the values of k->vs (the Pad's folded amounts from k->m's node states in
  * pad_ns, NULL without Pad). */
 int onnx_k_conv_fused(const onnx_kctx *k, const onnx_fuse *f, const onnx_nstate *conv_ns,
                       const onnx_nstate *pad_ns);
+/* Give chain f oneDNN's convolution (f->dconv) when oneDNN's convolutions are in use and the
+ * chain is one it runs whole: only the chain's output materialised, BN folded or absent,
+ * constant weights and bias, a fast implementation for the geometry. f->dconv stays NULL
+ * otherwise. Returns 0, or H2T_ENOMEM. */
+int onnx_k_conv_fused_dnnl(const h2t_model *m, onnx_fuse *f, const onnx_vstate *vs,
+                           const onnx_nstate *conv_ns, const onnx_nstate *pad_ns);
 /* Floats of scratch the chain's conv needs (im2col with the folded padding). */
 size_t onnx_k_conv_fused_scratch(const h2t_model *m, const onnx_fuse *f, const onnx_vstate *vs,
                                  const onnx_nstate *conv_ns, const onnx_nstate *pad_ns);

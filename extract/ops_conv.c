@@ -11,10 +11,13 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/blas.h"
 #include "common/err.h"
+#include "common/log.h"
+#include "extract/dnnl_conv.h"
 #include "extract/gemm.h"
 #include "extract/kern.h"
 #include "extract/nn.h"
@@ -440,10 +443,97 @@ static void fused_geo(const h2t_model *m, const onnx_vstate *vs, const onnx_fuse
     }
 }
 
+int onnx_k_conv_fused_dnnl(const h2t_model *m, onnx_fuse *f, const onnx_vstate *vs,
+                           const onnx_nstate *conv_ns, const onnx_nstate *pad_ns)
+{
+    const onnx_node *nd = &m->nodes[f->conv];
+    f->dconv = NULL;
+    f->blk_x = f->blk_res = f->blk_out = 0;
+    if (!h2t_dconv_available())
+        return 0;
+    /* the chain's output is its only materialised tensor */
+    if ((f->v_conv >= 0 && f->v_conv != f->v_out) || (f->v_bn >= 0 && f->v_bn != f->v_out) ||
+        (f->v_add >= 0 && f->v_add != f->v_out))
+        return 0;
+    const float *w = f->fw, *bias = f->fb;
+    float *fold = NULL;
+    if (!w) {
+        const onnx_value *wv = &m->values[nd->in[1]];
+        if (wv->kind != ONNX_VAL_CONST || wv->dtype != ONNX_DT_F32)
+            return 0;
+        w = wv->cdata;
+        if (nd->n_in > 2 && nd->in[2] >= 0) {
+            const onnx_value *bv = &m->values[nd->in[2]];
+            if (bv->kind != ONNX_VAL_CONST || bv->dtype != ONNX_DT_F32)
+                return 0;
+            bias = bv->cdata;
+        }
+    }
+    geo g;
+    fused_geo(m, vs, f, conv_ns, pad_ns, &g);
+    if (g.N * g.M * g.OH * g.OW == 0 || g.C * g.H * g.W == 0)
+        return 0;
+    if (f->bn >= 0 && !f->fw) {
+        /* a chain ending at its BN keeps the BN output, so exec.c did not fold it; nothing
+         * else reads the conv output, so oneDNN gets the folded weights (as exec.c folds) */
+        int64_t K = g.C / g.G * g.kh * g.kw;
+        fold = malloc((size_t)(g.M * K + g.M) * sizeof(float));
+        if (!fold)
+            return h2t_err_set(H2T_ENOMEM, "folded weights of node '%s'", nd->name);
+        for (int64_t c = 0; c < g.M; c++) {
+            for (int64_t i = 0; i < K; i++)
+                fold[c * K + i] = w[c * K + i] * f->bn_a[c];
+            fold[g.M * K + c] = (bias ? bias[c] : 0.f) * f->bn_a[c] + f->bn_b[c];
+        }
+        w = fold;
+        bias = fold + g.M * K;
+    }
+    h2t_dconv_geo dg = {g.C,  g.H,  g.W,  g.M,  g.OH, g.OW, g.kh, g.kw,
+                        g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, g.G};
+    int rc = h2t_dconv_create(&dg, w, bias, f->act >= 0 ? f->act_kind : H2T_ACT_NONE, f->act_lo,
+                              f->act_hi, f->add >= 0, &f->dconv);
+    free(fold);
+    if (rc == H2T_ENOMEM)
+        return rc;
+    if (rc < 0) {
+        /* no fast oneDNN kernel for this one: the executor's path runs it */
+        H2T_LOG_DEBUG("conv", "node '%s': %s", nd->name, h2t_err_detail());
+        f->dconv = NULL;
+        return 0;
+    }
+    /* the primitive holds its own copy: the folded weights are not needed any more */
+    free(f->fw);
+    free(f->fb);
+    f->fw = f->fb = NULL;
+    return 0;
+}
+
+/* A chain on oneDNN's convolution, sample by sample (one primitive for N = 1). */
+static int conv_fused_dnnl(const onnx_kctx *k, const onnx_fuse *f, const geo *g)
+{
+    int64_t HW = g->H * g->W, OHW = g->OH * g->OW;
+    int64_t in_per = (f->blk_x ? h2t_dconv_padded(g->C) : g->C) * HW;
+    int64_t out_per = (f->blk_out ? h2t_dconv_padded(g->M) : g->M) * OHW;
+    int64_t res_per = (f->blk_res ? h2t_dconv_padded(g->M) : g->M) * OHW;
+    const float *x = k->vs[f->x].f, *res = f->add >= 0 ? k->vs[f->add_other].f : NULL;
+    float *y = k->vs[f->v_out].f;
+    if (h2t_dconv_scratch(f->dconv) > k->scratch_n)
+        return h2t_err_set(H2T_ESTATE, "conv scratch too small");
+    for (int64_t n = 0; n < g->N; n++) {
+        int rc = h2t_dconv_run(f->dconv, x + n * in_per, f->blk_x, res ? res + n * res_per : NULL,
+                               f->blk_res, y + n * out_per, f->blk_out, k->scratch);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
 size_t onnx_k_conv_fused_scratch(const h2t_model *m, const onnx_fuse *f, const onnx_vstate *vs,
                                  const onnx_nstate *conv_ns, const onnx_nstate *pad_ns)
 {
     geo g;
+    if (f->dconv)
+        return h2t_dconv_scratch(f->dconv);
     fused_geo(m, vs, f, conv_ns, pad_ns, &g);
     if (is_depthwise(&g) || is_pointwise(&g))
         return 0;
@@ -459,6 +549,8 @@ int onnx_k_conv_fused(const onnx_kctx *k, const onnx_fuse *f, const onnx_nstate 
     fused_geo(k->m, k->vs, f, cns, pns, &g);
     if (g.N * g.M * g.OH * g.OW == 0)
         return 0;
+    if (f->dconv)
+        return conv_fused_dnnl(k, f, &g);
     const float *w = f->fw ? f->fw : k->vs[nd->in[1]].f;
     const float *bias = f->fw ? f->fb : HAS(2) ? IN(2)->f : NULL;
     fout o = {

@@ -12,6 +12,7 @@
 
 #include "common/cpu.h"
 #include "common/err.h"
+#include "extract/dnnl_conv.h"
 #include "extract/gemm.h"
 #include "extract/model.h"
 #include "tests/test.h"
@@ -1129,4 +1130,173 @@ TEST(onnx_exec_run_ranges_pieces)
     h2t_exec_destroy(ex);
     h2t_model_destroy(mod);
     free(m.b);
+}
+
+/* oneDNN's convolutions (extract/dnnl_conv.h) on chains of three: a stem Conv 3 -> 24 + Relu
+ * (reads NCHW), a 1x1 Conv + Add(the stem's output) + Relu (reads it blocked twice), a 3x3
+ * depthwise stride 2 + Clip(0, 6) (the graph output, written NCHW); 24 channels pad to the
+ * block. Each run within the reference's tolerance; bitwise the same on 1 and 2 threads, for
+ * batch 4 or one sample alone, and with the chains' outputs observed (NCHW) or not (blocked). */
+#define DC 24
+#define DH 10
+#define DO 5
+#define DN 4
+TEST(onnx_dnnl_conv_chains)
+{
+    if (!h2t_dconv_available()) {
+        fprintf(stderr, "onnx_dnnl_conv_chains: skipped: oneDNN's convolutions are not in use "
+                        "(libdnnl.so.2 absent, built without its header, or H2T_GEMM / H2T_CONV "
+                        "set otherwise)\n");
+        return;
+    }
+    unsigned s = 23;
+    static float w1[DC * 3 * 9], b1[DC], w2[DC * DC], b2[DC], w3[DC * 9], b3[DC];
+    for (int i = 0; i < DC * 3 * 9; i++)
+        w1[i] = frand(&s);
+    for (int i = 0; i < DC * DC; i++)
+        w2[i] = 0.3f * frand(&s);
+    for (int i = 0; i < DC * 9; i++)
+        w3[i] = frand(&s);
+    for (int i = 0; i < DC; i++)
+        b1[i] = frand(&s), b2[i] = frand(&s), b3[i] = frand(&s);
+    pb g = {0}, m = {0};
+    int64_t xd[4] = {-1, 3, DH, DH}, yd[4] = {-1, DC, DO, DO}, cd[1] = {DC};
+    int64_t w1d[4] = {DC, 3, 3, 3}, w2d[4] = {DC, DC, 1, 1}, w3d[4] = {DC, 1, 3, 3};
+    pb_tensor(&g, 5, "w1", 4, w1d, w1);
+    pb_tensor(&g, 5, "b1", 1, cd, b1);
+    pb_tensor(&g, 5, "w2", 4, w2d, w2);
+    pb_tensor(&g, 5, "b2", 1, cd, b2);
+    pb_tensor(&g, 5, "w3", 4, w3d, w3);
+    pb_tensor(&g, 5, "b3", 1, cd, b3);
+    attr a1[1] = {{"pads", 7, 0, 0, 4, {1, 1, 1, 1}}};
+    attr a3[3] = {{"strides", 7, 0, 0, 2, {2, 2}},
+                  {"group", 2, 0, DC, 0, {0}},
+                  {"pads", 7, 0, 0, 4, {1, 1, 1, 1}}};
+    attr ca[2] = {{"min", 1, 0.f, 0, 0, {0}}, {"max", 1, 6.f, 0, 0, {0}}};
+    pb_node(&g, "Conv", "c1", "x", "w1", "b1", "t1", a1, 1);
+    pb_node(&g, "Relu", "r1", "t1", NULL, NULL, "a", NULL, 0);
+    pb_node(&g, "Conv", "c2", "a", "w2", "b2", "t2", NULL, 0);
+    pb_node(&g, "Add", "add", "t2", "a", NULL, "t3", NULL, 0);
+    pb_node(&g, "Relu", "r2", "t3", NULL, NULL, "b", NULL, 0);
+    pb_node(&g, "Conv", "c3", "b", "w3", "b3", "t4", a3, 3);
+    pb_node(&g, "Clip", "clip", "t4", NULL, NULL, "y", ca, 2);
+    pb_value_info(&g, 11, "x", 4, xd);
+    pb_value_info(&g, 12, "y", 4, yd);
+    pb_model(&m, &g, 10);
+
+    const int nx = DN * 3 * DH * DH, na = DN * DC * DH * DH, ny = DN * DC * DO * DO;
+    float *x = malloc(nx * sizeof *x), *ra = malloc(na * sizeof *ra), *rb = malloc(na * sizeof *rb);
+    float *ry = malloc(ny * sizeof *ry), *y0 = malloc(ny * sizeof *y0);
+    for (int i = 0; i < nx; i++)
+        x[i] = frand(&s);
+    convcase k1 = {DN, 3, DH, DH, DC, 3, 1, 1, 1, 1, 1},
+             k2 = {DN, DC, DH, DH, DC, 1, 1, 0, 1, 1, 1},
+             k3 = {DN, DC, DH, DH, DC, 3, 2, 1, 1, DC, 1};
+    conv_ref(&k1, x, w1, b1, DH, DH, ra);
+    for (int i = 0; i < na; i++)
+        ra[i] = ra[i] > 0.f ? ra[i] : 0.f;
+    conv_ref(&k2, ra, w2, b2, DH, DH, rb);
+    for (int i = 0; i < na; i++)
+        rb[i] = rb[i] + ra[i] > 0.f ? rb[i] + ra[i] : 0.f;
+    conv_ref(&k3, rb, w3, b3, DO, DO, ry);
+    for (int i = 0; i < ny; i++)
+        ry[i] = ry[i] < 0.f ? 0.f : ry[i] > 6.f ? 6.f : ry[i];
+
+    h2t_model *mod;
+    ASSERT_OK(h2t_model_load_mem(m.b, m.n, "dnnl_chains.onnx", &mod));
+    int ia = h2t_model_tensor_find(mod, "a"), ib = h2t_model_tensor_find(mod, "b");
+    ASSERT(ia >= 0 && ib >= 0);
+    for (int conf = 0; conf < 6; conf++) {
+        /* conf: threads 1 / 2, then the same with a and b observed, then batch 1 alone */
+        int threads = 1 + conf % 2, observe = conf / 2 == 1, alone = conf / 2 == 2;
+        h2t_exec *ex;
+        grab got = {0};
+        int64_t shape[H2T_MAX_RANK];
+        int rank, n = alone ? 1 : DN;
+        h2t_blas_threads(threads);
+        ASSERT_OK(h2t_exec_create(mod, DN, &ex));
+        if (observe) {
+            ASSERT_OK(h2t_exec_observe(ex, ia, 1));
+            ASSERT_OK(h2t_exec_observe(ex, ib, 1));
+        }
+        for (int i = 0; i < n; i++) {
+            ASSERT_OK(h2t_exec_run(ex, x + (alone ? i : 0) * 3 * DH * DH, alone ? 1 : DN,
+                                   observe ? grab_cb : NULL, &got));
+            const float *y = h2t_exec_output(ex, 0, shape, &rank);
+            ASSERT(y != NULL);
+            int per = ny / DN, off = alone ? i * per : 0, cnt = alone ? per : ny;
+            for (int j = 0; j < cnt; j++)
+                if (fabsf(y[j] - ry[off + j]) > 1e-4f * (1.f + fabsf(ry[off + j])))
+                    TEST_FAILF("conf %d y[%d] = %g, want %g", conf, off + j, y[j], ry[off + j]);
+            if (conf == 0)
+                memcpy(y0, y, ny * sizeof(float));
+            else if (memcmp(y, y0 + off, cnt * sizeof(float)) != 0)
+                TEST_FAILF("conf %d (threads %d, observed %d, alone %d): y differs from 1 thread",
+                           conf, threads, observe, alone);
+            if (alone)
+                break; /* one sample suffices: the last of the batch is tested below */
+        }
+        if (alone) {
+            ASSERT_OK(h2t_exec_run(ex, x + (DN - 1) * 3 * DH * DH, 1, NULL, NULL));
+            const float *y = h2t_exec_output(ex, 0, shape, &rank);
+            if (memcmp(y, y0 + (DN - 1) * (ny / DN), (ny / DN) * sizeof(float)) != 0)
+                TEST_FAILF("conf %d: the last sample alone differs", conf);
+        }
+        if (observe) {
+            for (int j = 0; j < na; j++)
+                if (fabsf(got.t[ia][j] - ra[j]) > 1e-4f * (1.f + fabsf(ra[j])) ||
+                    fabsf(got.t[ib][j] - rb[j]) > 1e-4f * (1.f + fabsf(rb[j])))
+                    TEST_FAILF("conf %d: observed a[%d] = %g (want %g), b = %g (want %g)", conf, j,
+                               got.t[ia][j], ra[j], got.t[ib][j], rb[j]);
+        }
+        grab_free(&got);
+        h2t_exec_destroy(ex);
+    }
+    /* the executor's own path, within the tolerance */
+    ASSERT_OK(h2t_dconv_select(0));
+    {
+        h2t_exec *ex;
+        int64_t shape[H2T_MAX_RANK];
+        int rank;
+        ASSERT_OK(h2t_exec_create(mod, DN, &ex));
+        ASSERT_OK(h2t_exec_run(ex, x, DN, NULL, NULL));
+        const float *y = h2t_exec_output(ex, 0, shape, &rank);
+        for (int j = 0; j < ny; j++)
+            if (fabsf(y[j] - y0[j]) > 1e-4f * (1.f + fabsf(ry[j])))
+                TEST_FAILF("im2col path y[%d] = %g, oneDNN's %g", j, y[j], y0[j]);
+        h2t_exec_destroy(ex);
+    }
+    ASSERT_OK(h2t_dconv_select(1));
+    h2t_blas_threads(1);
+    h2t_model_destroy(mod);
+    free(x);
+    free(ra);
+    free(rb);
+    free(ry);
+    free(y0);
+    free(m.b);
+}
+
+/* The blocked layout's reorders: NCHW -> blocked -> NCHW is the identity, padding channels 0. */
+TEST(dnnl_conv_blocked_layout_round_trip)
+{
+    int B = h2t_dconv_block(), C = 21, HW = 7, n = 2;
+    int64_t Cp = h2t_dconv_padded(C);
+    ASSERT(B == 8 || B == 16);
+    ASSERT_EQ(Cp % B, 0);
+    ASSERT(Cp >= C && Cp < C + B);
+    float *x = malloc((size_t)n * C * HW * sizeof(float)), *y = malloc(n * Cp * HW * sizeof(float));
+    float *z = malloc((size_t)n * C * HW * sizeof(float));
+    for (int i = 0; i < n * C * HW; i++)
+        x[i] = (float)i;
+    h2t_dconv_to_blocked(x, n, C, HW, y);
+    /* channel c of sample s at pixel p: y[(s * Cp + c / B * B) * HW + p * B + c % B] */
+    ASSERT_EQ(y[(1 * Cp + 16 / B * B) * HW + 3 * B + 16 % B], x[(1 * C + 16) * HW + 3]);
+    for (int c = C; c < Cp; c++)
+        ASSERT_EQ(y[(0 * Cp + c / B * B) * HW + 5 * B + c % B], 0.f);
+    h2t_dconv_from_blocked(y, n, C, HW, z);
+    ASSERT(memcmp(x, z, (size_t)n * C * HW * sizeof(float)) == 0);
+    free(x);
+    free(y);
+    free(z);
 }

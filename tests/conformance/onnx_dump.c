@@ -8,12 +8,15 @@
  * file per tensor). Built by `make build/conformance/onnx_dump`.
  *
  *     build/conformance/onnx_dump models/resnet18.onnx in.f32 2 /tmp/dump [--threads 1]
- *                                 [--layers]
+ *                                 [--layers | --outputs]
  *
  * By default every tensor of the graph is observed (but those computed before the run from
  * shapes and constants, which are never reported). With --layers only the tensors of the
  * default layer rule (h2t_layers_select, what `h2tdb extract` pools and stores) are observed,
- * as an extraction runs the executor, plus the graph outputs. Either way OUTDIR/layers.tsv
+ * as an extraction runs the executor, plus the graph outputs. With --outputs nothing is observed
+ * and only the graph outputs are written: the forward pass as a classifier runs it, every
+ * fused chain whole (on oneDNN's convolution primitive where it is in use), and layers.tsv is
+ * empty. Otherwise OUTDIR/layers.tsv
  * lists the layer rule's tensors (name TAB op TAB rank), so a comparison can tell them apart
  * and check that each of them was delivered.
  *
@@ -99,7 +102,7 @@ int main(int argc, char **argv)
     float *input = NULL;
     dump_ctx d = {0};
     char path[4096];
-    int rc = 0, n, threads = 1, layers_only = 0, n_layers = 0;
+    int rc = 0, n, threads = 1, layers_only = 0, outputs_only = 0, n_layers = 0;
     int *layers = NULL;
     size_t per = 1;
     const h2t_tensor_info *in;
@@ -110,12 +113,14 @@ int main(int argc, char **argv)
             threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--layers") == 0)
             layers_only = 1;
+        else if (strcmp(argv[i], "--outputs") == 0)
+            outputs_only = 1;
         else
             argc = 0; /* usage */
     }
     if (argc < 5) {
-        fprintf(stderr,
-                "usage: onnx_dump MODEL.onnx INPUT.f32 N OUTDIR [--threads T] [--layers]\n");
+        fprintf(stderr, "usage: onnx_dump MODEL.onnx INPUT.f32 N OUTDIR [--threads T] [--layers | "
+                        "--outputs]\n");
         return 2;
     }
     n = atoi(argv[3]);
@@ -146,7 +151,11 @@ int main(int argc, char **argv)
         rc = H2T_ENOMEM;
         goto out;
     }
-    if (layers_only) {
+    if (outputs_only) {
+        /* nothing observed: the graph outputs are written after the run, and layers.tsv
+         * lists no layer (none is to be found in the dump) */
+        n_layers = 0;
+    } else if (layers_only) {
         for (int k = 0; k < n_layers; k++)
             if ((rc = h2t_exec_observe(x, layers[k], 1)) < 0)
                 goto out;

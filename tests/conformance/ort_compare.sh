@@ -1,5 +1,5 @@
 #!/bin/sh
-# tests/conformance/ort_compare.sh [--batch N] [--ort-only] [--layers] [--table]
+# tests/conformance/ort_compare.sh [--batch N] [--ort-only] [--layers | --outputs] [--table]
 #                                  MODEL.onnx|mobilenet_v2|resnet18|resnet50|zoo|zoo:NAME ...
 # h2tdb's executor against ONNX Runtime, tensor by tensor. For each model: a deterministic
 # input (make_input.py: a photo as sample 0 when one is found, seeded noise after), ONNX
@@ -11,6 +11,9 @@
 #   --ort-only   skip h2tdb (checks the model and the ORT side alone)
 #   --layers     h2tdb observes only the layer rule's tensors, as `h2tdb extract` runs it;
 #                each of them is compared (compare.py --got-only)
+#   --outputs    h2tdb observes nothing and only the graph outputs are compared: the forward
+#                pass with every conv chain fused whole (oneDNN's convolution primitive where
+#                it is in use), as a classifier runs it
 #   --table      keep going after a failing model; per-tensor lines go to
 #                build/conformance/logs/MODEL.log, and a table at the end gives per model
 #                the tensors compared, the layer-rule tensors among them, the worst relative
@@ -18,7 +21,8 @@
 #   zoo          every model of deploy/export_zoo.py (models/zoo/NAME-opsetK.onnx, the ones
 #                exported; zoo:NAME selects one architecture at both opsets)
 #   H2T_ONNX_DUMP=PATH   use that onnx_dump binary instead of building it
-# `make conformance` runs it on the three models and with --layers --table on the zoo.
+# `make conformance` runs it on the three models (every tensor, then --outputs) and with
+# --layers --table and --outputs --table on the zoo.
 # Needs deploy/fetch_model.sh --all (and deploy/export_zoo.py for the zoo).
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -33,6 +37,7 @@ while [ $# -gt 0 ]; do
     --batch) batch=$2; shift 2 ;;
     --ort-only) ort_only=1; shift ;;
     --layers) layers=1; shift ;;
+    --outputs) layers=2; shift ;;
     --table) table=1; shift ;;
     -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) break ;;
@@ -105,7 +110,8 @@ for arg in $models; do
         continue
     fi
     dflag=""
-    [ $layers = 0 ] || dflag=--layers
+    [ $layers != 1 ] || dflag=--layers
+    [ $layers != 2 ] || dflag=--outputs
     if ! "$DUMP" "$model" "$tmp/in.f32" "$batch" "$tmp/h2tdb" $dflag 2>"$tmp/dump.err"; then
         cat "$tmp/dump.err" >&2
         echo "summary: h2tdb could not run $model: FAIL"
@@ -139,6 +145,6 @@ if [ $table = 1 ]; then
             printf '%-28s %8s %14s %12s  %s\n' "$m" "$compared" "$lc/$ln" "$worst" "$verdict"
         fi
     done <"$tmp.rows"
-    [ $layers = 0 ] || echo "(h2tdb observed only the layer rule's tensors; logs: $LOGS)"
+    [ $layers != 1 ] || echo "(h2tdb observed only the layer rule's tensors; logs: $LOGS)"
 fi
 exit $fail
