@@ -308,7 +308,7 @@ static int run_vs(const char *ref, const char *self, const char *dir, const char
     if (getloadavg(la, 3) < 0)
         la[0] = la[1] = la[2] = -1;
     printf("bench solver --vs %s: CPU %s, %ld CPU(s) online, load average %.2f %.2f %.2f at the "
-           "start; task %s of %s; %d BLAS thread(s); %d round(s)\n",
+           "start; task %s of %s; --threads %d; %d round(s)\n",
            ref, cpu, sysconf(_SC_NPROCESSORS_ONLN), la[0], la[1], la[2], task, dir, threads,
            rounds);
     if (build_baseline(ref, base, sizeof(base), tmp, sizeof(tmp)) < 0)

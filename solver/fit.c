@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cpu.h"
 #include "common/err.h"
 #include "common/util.h"
 #include "solver/internal.h"
@@ -1479,6 +1480,70 @@ int h2t_solver__gram(const float *X, uint32_t n, uint32_t d, double *Gm)
     return h2t_solver__gram_rows(NULL, X, n, NULL, n, d, Gm);
 }
 
+/* ---- the Gram products of the kernel form, without OpenBLAS's packing ----
+ * Z (n x k) = Gm A for a thin A (n x k coefficients, k classes): OpenBLAS's dgemm copies
+ * (packs) the n x n Gram on every call, which at n = 800 and k = 10 costs about as much as the
+ * product itself. Here eight rows of Gm stream at once, each contiguous, against A's rows
+ * padded to GMUL_CH (16) columns in two eight-lane vectors: Z[i][c] = sum over j in order of
+ * Gm[i][j] A[j][c], one multiply and one add per term (no fused multiply-add: -std=c11
+ * contracts nothing). More than 16 classes go in chunks of 16. Rounding differs from dgemm's
+ * (its own order of the sum), so a fit's iterates do too, within the stop test's tolerance. */
+#define GMUL_CH 16
+
+typedef double gmul_v8d __attribute__((vector_size(64)));
+
+#define GMUL_BODY                                                                                  \
+    {                                                                                              \
+        for (uint32_t c0 = 0; c0 < k; c0 += GMUL_CH) {                                             \
+            uint32_t kc = k - c0 < GMUL_CH ? k - c0 : GMUL_CH;                                     \
+            for (uint32_t j = 0; j < n; j++)                                                       \
+                for (uint32_t c = 0; c < GMUL_CH; c++)                                             \
+                    Ap[(size_t)j * GMUL_CH + c] = c < kc ? A[(size_t)j * k + c0 + c] : 0.0;        \
+            for (uint32_t i0 = 0; i0 < n; i0 += 8) {                                               \
+                const double *g[8];                                                                \
+                gmul_v8d lo[8], hi[8];                                                             \
+                _Pragma("GCC unroll 8") for (uint32_t r = 0; r < 8; r++)                           \
+                {                                                                                  \
+                    g[r] = Gm + (size_t)(i0 + r < n ? i0 + r : i0) * n; /* tail: row i0 again */   \
+                    lo[r] = (gmul_v8d){0};                                                         \
+                    hi[r] = (gmul_v8d){0};                                                         \
+                }                                                                                  \
+                for (uint32_t j = 0; j < n; j++) {                                                 \
+                    gmul_v8d a0, a1;                                                               \
+                    memcpy(&a0, Ap + (size_t)j * GMUL_CH, sizeof(a0));                             \
+                    memcpy(&a1, Ap + (size_t)j * GMUL_CH + 8, sizeof(a1));                         \
+                    _Pragma("GCC unroll 8") for (uint32_t r = 0; r < 8; r++)                       \
+                    {                                                                              \
+                        double s = g[r][j];                                                        \
+                        lo[r] += s * a0;                                                           \
+                        hi[r] += s * a1;                                                           \
+                    }                                                                              \
+                }                                                                                  \
+                for (uint32_t r = 0; r < 8 && i0 + r < n; r++)                                     \
+                    for (uint32_t c = 0; c < kc; c++)                                              \
+                        Z[(size_t)(i0 + r) * k + c0 + c] = c < 8 ? lo[r][c] : hi[r][c - 8];        \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+#define GMUL_PARAMS                                                                                \
+    (const double *Gm, uint32_t n, const double *A, uint32_t k, double *Ap, double *Z)
+
+__attribute__((target("avx512f"))) static void gmul_avx512 GMUL_PARAMS GMUL_BODY
+
+    /* Z = Gm A (see above); Ap: n x GMUL_CH scratch. The kernel needs AVX-512's 32 vector
+     * registers for its 16 accumulators (with AVX2's 16 it spills and runs 25 times slower than
+     * dgemm): elsewhere dgemm. */
+    static void
+    gram_mul(const double *Gm, uint32_t n, const double *A, uint32_t k, double *Ap, double *Z)
+{
+    if (h2t_cpu_has(H2T_CPU_AVX512F))
+        gmul_avx512(Gm, n, A, k, Ap, Z);
+    else
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)k, (int)n, 1.0, Gm,
+                    (int)n, A, (int)k, 0.0, Z, (int)k);
+}
+
 /* f at th = [A (n*k), b (k)]; writes the images thi = [Gm A, b], the coefficient gradient
  * g = [R/n + ridge A, colsum(R)/n] and its image gi = [Gm g_A, g_b]. Z: n x k workspace. */
 typedef struct kernel_ctx {
@@ -1487,6 +1552,7 @@ typedef struct kernel_ctx {
     uint32_t n, k;
     double ridge;
     double *Z;
+    double *Ap; /* NULL: the products by dgemm; else gram_mul's n x GMUL_CH scratch */
 } kernel_ctx;
 
 static double kernel_eval(void *vc, const double *th, double *thi, double *g, double *gi)
@@ -1496,8 +1562,11 @@ static double kernel_eval(void *vc, const double *th, double *thi, double *g, do
     uint32_t n = kc->n, k = kc->k;
     double *Z = kc->Z;
     size_t nk = (size_t)n * k;
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)k, (int)n, 1.0, Gm, (int)n,
-                th, (int)k, 0.0, thi, (int)k);
+    if (kc->Ap)
+        gram_mul(Gm, n, th, k, kc->Ap, thi);
+    else
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)k, (int)n, 1.0, Gm,
+                    (int)n, th, (int)k, 0.0, thi, (int)k);
     memcpy(thi + nk, th + nk, k * sizeof(double));
     for (uint32_t i = 0; i < n; i++)
         for (uint32_t c = 0; c < k; c++)
@@ -1507,8 +1576,11 @@ static double kernel_eval(void *vc, const double *th, double *thi, double *g, do
         g[q] = Z[q] + ridge * th[q];
     if (ridge > 0)
         f += 0.5 * ridge * dotd(th, thi, nk);
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)k, (int)n, 1.0, Gm, (int)n,
-                g, (int)k, 0.0, gi, (int)k);
+    if (kc->Ap)
+        gram_mul(Gm, n, g, k, kc->Ap, gi);
+    else
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)k, (int)n, 1.0, Gm,
+                    (int)n, g, (int)k, 0.0, gi, (int)k);
     memcpy(gi + nk, g + nk, k * sizeof(double));
     return f;
 }
@@ -1551,11 +1623,17 @@ int h2t_solver__fit_smooth_kernel_rows(const float *X, const uint32_t *y, uint32
     size_t nk = (size_t)N * k, m = nk + k, dk = (size_t)d * k;
     int rc = 0;
     double *Gown = Gram ? NULL : malloc((size_t)N * N * sizeof(double) + 1);
-    kernel_ctx c = {Gram ? Gram : Gown, y_all, N, k, ridge, malloc(nk * sizeof(double) + 1)};
+    kernel_ctx c = {Gram ? Gram : Gown,
+                    y_all,
+                    N,
+                    k,
+                    ridge,
+                    malloc(nk * sizeof(double) + 1),
+                    o && o->gram_own ? malloc((size_t)N * GMUL_CH * sizeof(double) + 1) : NULL};
     float *AG = malloc((size_t)n * 2 * k * sizeof(float) + 1);
     float *WG = malloc(2 * dk * sizeof(float) + 1);
     lbfgs L = {0};
-    if ((!Gram && !Gown) || !c.Z || !AG || !WG) {
+    if ((!Gram && !Gown) || !c.Z || (o && o->gram_own && !c.Ap) || !AG || !WG) {
         if (o && o->red) /* the others wait in a reduction */
             abort();
         rc = h2t_err_set(H2T_ENOMEM, "kernel L-BFGS workspace (%u samples x %u classes)", N, k);
@@ -1649,6 +1727,7 @@ out:
     lbfgs_free(&L);
     free(Gown);
     free(c.Z);
+    free(c.Ap);
     free(AG);
     free(WG);
     return rc;

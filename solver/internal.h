@@ -19,6 +19,8 @@ typedef struct h2t_solver_opts {
     const atomic_int *cancel; /* may be NULL */
     const h2t_reducer *red;   /* NULL: this process holds every row; else each participant holds
                                  some rows and every sum over rows goes through red */
+    int gram_own; /* 1: the kernel form's Gram products by the solver's own kernel (fit.c,
+                     gram_mul) instead of dgemm: head2toe's heads */
 } h2t_solver_opts;
 
 static inline int h2t_solver__cancelled(const h2t_solver_opts *o)

@@ -201,9 +201,11 @@ int h2t_train_spec_resolve(const h2t_train_spec *req, h2t_train_spec *out)
  *  head2toe 2: the group-lasso path runs L-BFGS on the non-zero rows between FISTA runs
  *              (objectives within 1e-6 relative of FISTA alone, so kept sets may differ).
  *  head2toe 3: the final head's selection runs the CV splits' path (the whole grid's points),
- *              and OpenBLAS runs one thread (its threads changed the rounding). */
+ *              and OpenBLAS runs one thread (its threads changed the rounding).
+ *  head2toe 4: its heads take the kernel form from n <= k on (was 2n <= k), with the solver's
+ *              own Gram products (their rounding differs from dgemm's). */
 static const uint32_t results_version[H2T_METHOD_COUNT] = {
-    [H2T_METHOD_LINEAR] = 1, [H2T_METHOD_ALL] = 1, [H2T_METHOD_HEAD2TOE] = 3,
+    [H2T_METHOD_LINEAR] = 1, [H2T_METHOD_ALL] = 1, [H2T_METHOD_HEAD2TOE] = 4,
     [H2T_METHOD_KNN] = 1,    [H2T_METHOD_NCM] = 1, [H2T_METHOD_LAYER] = 1,
     [H2T_METHOD_AUTO] = 1,
 };
@@ -655,6 +657,10 @@ static int fit_on_subset(job *j, const float *X, const uint32_t *y, uint32_t n,
     memcpy(h->cols, order, (size_t)k * sizeof(uint32_t));
     qsort(h->cols, k, sizeof(uint32_t), u32_cmp);
     gather_renorm(j, X, n, h->cols, k, Xs);
+    /* the kernel form from n <= k on (its products cost n x n against the primal's n x k) and
+     * its Gram products by the solver's own kernel (h2t_solver_opts.gram_own) */
+    h2t_solver_opts ho = j->o;
+    ho.gram_own = 1;
     if (s->optimizer == H2T_OPT_ADAM)
         rc = h2t_solver__fit_adam(Xs, y, n, k, j->K,
                                   s->n_final_l2s ? H2T_PENALTY_L2 : H2T_PENALTY_NONE,
@@ -663,24 +669,24 @@ static int fit_on_subset(job *j, const float *X, const uint32_t *y, uint32_t n,
     else if (j->shard) { /* the one-process choice and kernel form over every row */
         uint32_t Ns, *pos, *y_all;
         split_rows(j, n, &Ns, &pos, &y_all);
-        float *A = 2ull * Ns <= k ? calloc((size_t)Ns * j->K + 1, sizeof(float)) : NULL;
-        if (2ull * Ns > k)
+        float *A = Ns <= k ? calloc((size_t)Ns * j->K + 1, sizeof(float)) : NULL;
+        if (Ns > k)
             rc = h2t_solver__fit_smooth(Xs, y, n, k, j->K, fl2, &j->o, h->W, h->b, &h->fit);
         else if (!A)
             abort(); /* as h2t_solver__reduce */
         else
             rc = h2t_solver__fit_smooth_kernel_rows(Xs, y, n, pos, NULL, y_all, Ns, k, j->K, fl2,
-                                                    &j->o, A, h->W, h->b, &h->fit);
+                                                    &ho, A, h->W, h->b, &h->fit);
         free(A);
         free(pos);
         free(y_all);
-    } else if (2ull * n <= k) { /* kernel form: the same iterates over n x K coefficients */
+    } else if (n <= k) { /* kernel form: the same iterates over n x K coefficients */
         float *A = calloc((size_t)n * j->K + 1, sizeof(float));
         if (!A) {
             rc = h2t_err_set(H2T_ENOMEM, "coefficients %u x %u", n, j->K);
             goto out;
         }
-        rc = h2t_solver__fit_smooth_kernel(Xs, NULL, y, n, k, j->K, fl2, &j->o, A, h->W, h->b,
+        rc = h2t_solver__fit_smooth_kernel(Xs, NULL, y, n, k, j->K, fl2, &ho, A, h->W, h->b,
                                            &h->fit);
         free(A);
     } else
