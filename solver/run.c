@@ -203,9 +203,10 @@ int h2t_train_spec_resolve(const h2t_train_spec *req, h2t_train_spec *out)
  *  head2toe 3: the final head's selection runs the CV splits' path (the whole grid's points),
  *              and OpenBLAS runs one thread (its threads changed the rounding).
  *  head2toe 4: its heads take the kernel form from n <= k on (was 2n <= k), with the solver's
- *              own Gram products (their rounding differs from dgemm's). */
+ *              own Gram products (their rounding differs from dgemm's).
+ *  head2toe 5: a CV split's kernel-form heads warm-start from one another (cv_heads). */
 static const uint32_t results_version[H2T_METHOD_COUNT] = {
-    [H2T_METHOD_LINEAR] = 1, [H2T_METHOD_ALL] = 1, [H2T_METHOD_HEAD2TOE] = 4,
+    [H2T_METHOD_LINEAR] = 1, [H2T_METHOD_ALL] = 1, [H2T_METHOD_HEAD2TOE] = 5,
     [H2T_METHOD_KNN] = 1,    [H2T_METHOD_NCM] = 1, [H2T_METHOD_LAYER] = 1,
     [H2T_METHOD_AUTO] = 1,
 };
@@ -638,10 +639,29 @@ static void rank_layers(const job *j, const rank_key *keys, rank_key *lkeys, uin
     }
 }
 
+/* A kernel-form head's warm start (A0, b0 NULL: none): from the chain's state, and back. */
+static void warm_in(const float *A0, const float *b0, size_t nK, uint32_t K, float *A, float *b)
+{
+    if (!A0)
+        return;
+    memcpy(A, A0, nK * sizeof(float));
+    memcpy(b, b0, K * sizeof(float));
+}
+
+static void warm_out(float *A0, float *b0, size_t nK, uint32_t K, const float *A, const float *b)
+{
+    if (!A0)
+        return;
+    memcpy(A0, A, nK * sizeof(float));
+    memcpy(b0, b, K * sizeof(float));
+}
+
 /* Fit the final head on the columns `order[0..k)` (sorted inside) with L2 strength fl2 (the
- * Adam path: no penalty unless the spec has a final_l2s grid). */
+ * Adam path: no penalty unless the spec has a final_l2s grid). A0, b0 (may be NULL): a
+ * warm-start chain (cv_heads) that a kernel-form head starts from and leaves its end in. */
 static int fit_on_subset(job *j, const float *X, const uint32_t *y, uint32_t n,
-                         const uint32_t *order, uint32_t k, double fl2, head *h)
+                         const uint32_t *order, uint32_t k, double fl2, float *A0, float *b0,
+                         head *h)
 {
     const h2t_train_spec *s = j->spec;
     int rc = 0;
@@ -674,9 +694,12 @@ static int fit_on_subset(job *j, const float *X, const uint32_t *y, uint32_t n,
             rc = h2t_solver__fit_smooth(Xs, y, n, k, j->K, fl2, &j->o, h->W, h->b, &h->fit);
         else if (!A)
             abort(); /* as h2t_solver__reduce */
-        else
+        else {
+            warm_in(A0, b0, (size_t)Ns * j->K, j->K, A, h->b);
             rc = h2t_solver__fit_smooth_kernel_rows(Xs, y, n, pos, NULL, y_all, Ns, k, j->K, fl2,
                                                     &ho, A, h->W, h->b, &h->fit);
+            warm_out(A0, b0, (size_t)Ns * j->K, j->K, A, h->b);
+        }
         free(A);
         free(pos);
         free(y_all);
@@ -686,8 +709,10 @@ static int fit_on_subset(job *j, const float *X, const uint32_t *y, uint32_t n,
             rc = h2t_err_set(H2T_ENOMEM, "coefficients %u x %u", n, j->K);
             goto out;
         }
+        warm_in(A0, b0, (size_t)n * j->K, j->K, A, h->b);
         rc = h2t_solver__fit_smooth_kernel(Xs, NULL, y, n, k, j->K, fl2, &ho, A, h->W, h->b,
                                            &h->fit);
+        warm_out(A0, b0, (size_t)n * j->K, j->K, A, h->b);
         free(A);
     } else
         rc = h2t_solver__fit_smooth(Xs, y, n, k, j->K, fl2, &j->o, h->W, h->b, &h->fit);
@@ -711,87 +736,31 @@ static uint32_t cell_cols(const job *j, double keep, const uint32_t *lcum)
 
 /* The CV heads of one lambda (head2toe): cell ki's head on the first cell_cols columns of
  * order (final L2 j->kfl2[ki] when the keep axis has final L2s), its validation accuracy in
- * acc[ki]. The heads are independent: threads take them largest first from a shared counter; each
- * head's numbers do not depend on which thread fits it. */
-#define HEAD_THREADS_MAX 16
-
-typedef struct heads_work {
-    job *j; /* read only while the threads run */
-    const float *X, *Xva;
-    const uint32_t *y, *yva, *order, *lcum;
-    uint32_t n, nva, nk;
-    const double *kp;
-    double *acc;
-    atomic_uint next;
-    atomic_int rc;       /* the first error */
-    char err[512];       /* its detail */
-    atomic_flag claimed; /* err written */
-} heads_work;
-
-static void heads_run(heads_work *w)
+ * acc[ki]. One chain of warm starts per split: the largest keep first, each kernel-form head
+ * starting from the coefficients and bias the previous one ended with (A0, b0: the chain's
+ * state, carried across the split's lambdas; the kept columns are nested, so the logits
+ * Gram(S) A are close to the previous head's). The chain fixes the order, so the heads of a
+ * split run on one thread (the job's threads are its splits). */
+static int cv_heads(job *j, const float *X, const uint32_t *y, uint32_t n, const float *Xva,
+                    const uint32_t *yva, uint32_t nva, const uint32_t *order, const uint32_t *lcum,
+                    const double *kp, uint32_t nk, double *acc, float *A0, float *b0)
 {
-    for (;;) {
-        uint32_t q = atomic_fetch_add(&w->next, 1);
-        if (q >= w->nk || atomic_load(&w->rc) < 0)
-            return;
-        uint32_t ki = w->nk - 1 - q; /* the largest keep first */
+    for (uint32_t q = 0; q < nk; q++) {
+        uint32_t ki = nk - 1 - q; /* the largest keep first */
         head h = {0};
         uint32_t corr = 0;
-        int rc = check_cancel(w->j);
+        int rc = check_cancel(j);
         if (rc == 0)
-            rc =
-                fit_on_subset(w->j, w->X, w->y, w->n, w->order, cell_cols(w->j, w->kp[ki], w->lcum),
-                              w->j->kfl2 ? w->j->kfl2[ki] : w->j->spec->final_l2, &h);
+            rc = fit_on_subset(j, X, y, n, order, cell_cols(j, kp[ki], lcum),
+                               j->kfl2 ? j->kfl2[ki] : j->spec->final_l2, A0, b0, &h);
         if (rc == 0)
-            rc = head_correct(w->j, &h, w->Xva, w->yva, w->nva, &corr);
+            rc = head_correct(j, &h, Xva, yva, nva, &corr);
         head_free(&h);
-        if (rc < 0) {
-            if (!atomic_flag_test_and_set(&w->claimed)) {
-                snprintf(w->err, sizeof(w->err), "%s", h2t_err_detail());
-                atomic_store(&w->rc, rc);
-            }
-            return;
-        }
-        w->acc[ki] = frac_all(w->j, corr, w->nva, NULL); /* row-sharded: over everyone's rows */
+        if (rc < 0)
+            return rc;
+        acc[ki] = frac_all(j, corr, nva, NULL); /* row-sharded: over everyone's rows */
     }
-}
-
-static void *heads_thread(void *arg)
-{
-    heads_run(arg);
-    return NULL;
-}
-
-static int heads_parallel(job *j, const float *X, const uint32_t *y, uint32_t n, const float *Xva,
-                          const uint32_t *yva, uint32_t nva, const uint32_t *order,
-                          const uint32_t *lcum, const double *kp, uint32_t nk, double *acc)
-{
-    heads_work w = {.j = j,
-                    .X = X,
-                    .Xva = Xva,
-                    .y = y,
-                    .yva = yva,
-                    .order = order,
-                    .lcum = lcum,
-                    .n = n,
-                    .nva = nva,
-                    .nk = nk,
-                    .kp = kp,
-                    .acc = acc};
-    atomic_init(&w.next, 0);
-    atomic_init(&w.rc, 0);
-    atomic_flag_clear(&w.claimed);
-    uint32_t T = job_threads(j, nk, HEAD_THREADS_MAX);
-    pthread_t tid[HEAD_THREADS_MAX];
-    uint32_t started = 1;
-    for (; started < T; started++)
-        if (pthread_create(&tid[started], NULL, heads_thread, &w) != 0)
-            break;
-    heads_run(&w);
-    for (uint32_t q = 1; q < started; q++)
-        pthread_join(tid[q], NULL);
-    int rc = atomic_load(&w.rc);
-    return rc < 0 ? h2t_err_set(rc, "%s", w.err) : 0;
+    return 0;
 }
 
 /* Every cell of the (sorted) grid on one split. Xva may be NULL (final fit: nl = nk = 1,
@@ -806,7 +775,7 @@ static int run_cells(job *j, const float *X, const uint32_t *y, uint32_t n, cons
     size_t DK = (size_t)D * K;
     int rc = 0;
     float *W = calloc(DK + 1, sizeof(float)), *b = calloc(K, sizeof(float));
-    float *G = NULL, *A = NULL;
+    float *G = NULL, *A = NULL, *A0 = NULL, *b0 = NULL;
     double *Gf = NULL;
     uint32_t Ns = n, *spos = NULL, *sy = NULL; /* row-sharded kernel form: split_rows */
     uint32_t *entry = NULL, *order = NULL, *lcum = NULL;
@@ -981,9 +950,18 @@ static int run_cells(job *j, const float *X, const uint32_t *y, uint32_t n, cons
             report(j, (double)unit / units);
             continue;
         }
-        if (selecting && Xva && !final && nk > 1) { /* the CV heads of this lambda, threaded */
-            if ((rc = heads_parallel(j, X, y, n, Xva, yva, nva, order, lcum, kp, nk,
-                                     acc + li * nk)) < 0)
+        if (selecting && Xva && !final && nk > 1) { /* the CV heads of this lambda, one chain */
+            if (!A0) { /* the split's warm-start chain (row-sharded: every participant's rows) */
+                size_t rows = j->shard ? j->n_tr_all : n;
+                A0 = calloc(rows * K + 1, sizeof(float));
+                b0 = calloc(K, sizeof(float));
+                if (!A0 || !b0) {
+                    rc = h2t_err_set(H2T_ENOMEM, "warm starts (%zu x %u)", rows, K);
+                    goto out;
+                }
+            }
+            if ((rc = cv_heads(j, X, y, n, Xva, yva, nva, order, lcum, kp, nk, acc + li * nk, A0,
+                               b0)) < 0)
                 goto out;
             unit += nk;
             report(j, (double)unit / units);
@@ -994,7 +972,7 @@ static int run_cells(job *j, const float *X, const uint32_t *y, uint32_t n, cons
                 goto out;
             if (selecting) {
                 rc = fit_on_subset(j, X, y, n, order, cell_cols(j, kp[ki], lcum),
-                                   j->kfl2 ? j->kfl2[ki] : s->final_l2, &h);
+                                   j->kfl2 ? j->kfl2[ki] : s->final_l2, NULL, NULL, &h);
                 if (rc < 0)
                     goto out;
             } else {
@@ -1037,6 +1015,8 @@ out:
     free(b);
     free(G);
     free(A);
+    free(A0);
+    free(b0);
     free(Gf);
     free(spos);
     free(sy);
@@ -1797,7 +1777,7 @@ static int finish(job *j, const cvplan *p, const cvtab *t, h2t_result *r)
         }
         const uint32_t *lcum = j->fsel->lcum + (size_t)li * j->n_layers;
         rc = fit_on_subset(j, j->X, j->y, j->n_tr, j->fsel->order + (size_t)li * j->D,
-                           cell_cols(j, r->keep, lcum), r->final_l2, &fin);
+                           cell_cols(j, r->keep, lcum), r->final_l2, NULL, NULL, &fin);
         if (rc < 0)
             goto out;
         fin.sel = j->fsel->info[li];
