@@ -1443,8 +1443,8 @@ static void tab_free(cvtab *t)
  * A split's rows are copied into the worker's own buffer in the order the in-place rotation
  * gives them (the repeat's order from the fold's end on: the training rows, then the fold's
  * validation rows last), so a split's numbers are those of the one-thread CV. Inside the
- * workers OpenBLAS runs one thread (set for the threaded section, then restored) and the job's
- * other threading (head2toe's keep heads) is off: the threads are the splits. */
+ * workers OpenBLAS runs one thread (set for the threaded section, then restored) and a worker's
+ * job copy is marked nested (job_threads: 1): the threads are the splits. */
 #define CV_THREADS_MAX 16
 
 typedef struct cv_work {
