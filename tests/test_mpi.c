@@ -220,10 +220,11 @@ TEST_TIMEOUT(mpi_extract_mpirun, 240)
     ASSERT_CONTAINS(out, "--mpi takes the shard from the rank");
 }
 
-/* mpirun -np 3 h2tdb extract --mpi with rank 1 killed (SIGKILL) mid-run: mpirun ends the job
- * naming rank 1, no manifest is written; the same command again resumes (or, killed before its
- * first commit, computes) every shard and writes the manifest; every shard store verifies
- * clean and their merge is the complete unsharded extraction. */
+/* mpirun -np 3 h2tdb extract --mpi with rank 1 killed (SIGKILL) mid-run, as soon as its shard
+ * store's file exists (a timer could fire after a fast machine's rank had finished): mpirun ends
+ * the job naming rank 1, no manifest is written; the same command again resumes (or, killed before
+ * its first commit, computes) every shard and writes the manifest; every shard store verifies clean
+ * and their merge is the complete unsharded extraction. */
 TEST_TIMEOUT(mpi_extract_rank_killed_resumes, 240)
 {
     const char *bin = getenv("H2T_BIN");
@@ -236,7 +237,8 @@ TEST_TIMEOUT(mpi_extract_rank_killed_resumes, 240)
     const char *model = test_src_path("tests/data/extract_tiny.onnx");
     char cmd[4096], out[16384];
     snprintf(cmd, sizeof cmd,
-             "%s sh -c 'if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then (sleep 1; kill -9 $$) & fi; "
+             "%s sh -c 'if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then (while [ ! -s "
+             "set/shard-1-of-3/data.mdb ]; do sleep 0.01; done; kill -9 $$) & fi; "
              "exec %s extract --store set --model %s --data npy:x.npy,y.npy --target-size 8 "
              "--batch 2 --mpi --no-progress' 2>&1",
              mpirun, bin, model);
