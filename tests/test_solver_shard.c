@@ -190,6 +190,20 @@ static void predictions(const task *t, const h2t_result *r, uint32_t *pred)
     free(x);
 }
 
+/* The one-process solver's view of a task: every row, in order. */
+static h2t_dataset task_dataset(const task *t)
+{
+    return (h2t_dataset){.n_train = t->n_tr,
+                         .n_test = t->n_te,
+                         .n_classes = t->K,
+                         .n_layers = t->L,
+                         .x_train = t->xtr,
+                         .y_train = t->ytr,
+                         .x_test = t->xte,
+                         .y_test = t->yte,
+                         .layer_dims = t->dims};
+}
+
 /* The sharded results equal the single-process one (and each other, bit for bit in the head);
  * the group-lasso selection's objective within sel_tol relative. */
 static void check_same_tol(const task *t, const h2t_result *one, h2t_result **sh, uint32_t P,
@@ -263,15 +277,7 @@ static void shard_case(uint32_t method)
         sp.lambdas[0] = 1e-1;
         sp.lambdas[1] = 1e-3;
     }
-    h2t_dataset d = {.n_train = t.n_tr,
-                     .n_test = t.n_te,
-                     .n_classes = t.K,
-                     .n_layers = t.L,
-                     .x_train = t.xtr,
-                     .y_train = t.ytr,
-                     .x_test = t.xte,
-                     .y_test = t.yte,
-                     .layer_dims = t.dims};
+    h2t_dataset d = task_dataset(&t);
     h2t_result *one = NULL, *sh[MAXP];
     ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &one));
     ASSERT_EQ(one->cv_repeats, 3);
@@ -306,15 +312,7 @@ TEST(solver_shard_refuses_knn_and_adam)
     task t;
     task_make(&t, 30, 9, 2, 4, 3, 0x1, 1.0, 3);
     h2t_train_spec sp;
-    h2t_dataset d = {.n_train = t.n_tr,
-                     .n_test = t.n_te,
-                     .n_classes = t.K,
-                     .n_layers = t.L,
-                     .x_train = t.xtr,
-                     .y_train = t.ytr,
-                     .x_test = t.xte,
-                     .y_test = t.yte,
-                     .layer_dims = t.dims};
+    h2t_dataset d = task_dataset(&t);
     uint32_t rows[30];
     for (uint32_t i = 0; i < 30; i++)
         rows[i] = i;
@@ -432,15 +430,7 @@ TEST_TIMEOUT(solver_shard_wide_kernel_equals_one_process, 240)
     sp.folds = 3;
     sp.n_lambdas = 1;
     sp.lambdas[0] = 1e-3;
-    h2t_dataset d = {.n_train = t.n_tr,
-                     .n_test = t.n_te,
-                     .n_classes = t.K,
-                     .n_layers = t.L,
-                     .x_train = t.xtr,
-                     .y_train = t.ytr,
-                     .x_test = t.xte,
-                     .y_test = t.yte,
-                     .layer_dims = t.dims};
+    h2t_dataset d = task_dataset(&t);
     h2t_result *one = NULL, *sh[MAXP];
     ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &one));
     fprintf(stderr, "  one process: lambda %g, %u iterations, objective %.12g\n", one->lambda,
@@ -476,15 +466,7 @@ TEST_TIMEOUT(solver_shard_wide_head2toe_equals_one_process, 240)
     sp.lambdas[0] = 1e-2;
     sp.n_keeps = 1;
     sp.keeps[0] = 1;
-    h2t_dataset d = {.n_train = t.n_tr,
-                     .n_test = t.n_te,
-                     .n_classes = t.K,
-                     .n_layers = t.L,
-                     .x_train = t.xtr,
-                     .y_train = t.ytr,
-                     .x_test = t.xte,
-                     .y_test = t.yte,
-                     .layer_dims = t.dims};
+    h2t_dataset d = task_dataset(&t);
     h2t_result *one = NULL, *sh[MAXP];
     ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &one));
     fprintf(stderr, "  one process: keep %g (%u features), final head %u iterations\n", one->keep,
