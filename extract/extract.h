@@ -287,6 +287,27 @@ int h2t_pool_stream(const h2t_pool_plan *p, void *state, const float *x, uint32_
 int h2t_pool_stream_isa(const h2t_pool_plan *p, void *state, const float *x, uint32_t c0,
                         uint32_t c1, size_t off, size_t len, float *out, int isa);
 
+/* Streaming from a blocked layout (oneDNN's nChw<B>c, extract/dnnl_conv.h; B = 8 or 16): a
+ * piece holds the channels [c0, c1) of one block (c0 a multiple of B, c1 - c0 <= B), values
+ * [off, off + len) of their planes, value p of channel c0 + i at x[(p - off) * B + i] (the
+ * block's lanes from c1 - c0 up are ignored). As with h2t_pool_stream, each channel's pieces
+ * come in order from value 0 to its plane's end, blocks are independent, and the features
+ * are bitwise h2t_pool_apply's on the same tensor in NCHW (extract/pool_blk.c). state:
+ * h2t_pool_stream_blk_bytes(p, B) bytes (8-byte aligned), caller-OWNED, no initialisation
+ * needed; 0 when the plan cannot be streamed (not a channels-first GAP / GRID, or W above
+ * 4096). Errors: H2T_EINVAL (a bad piece, or such a plan).
+ *
+ *     float st[64 * 16], x[4 * 16] = {0}, out[16]; // one 16-channel block of 2 x 2 planes: GAP
+ *     uint32_t dims[3] = {16, 2, 2};
+ *     h2t_pool_plan p;
+ *     h2t_pool_plan_form(H2T_FORM_NCHW, dims, 8, H2T_CLS_POOL, &p);
+ *     h2t_pool_stream_blk(&p, st, x, 16, 0, 16, 0, 4, out); // out[c]: channel c's mean */
+size_t h2t_pool_stream_blk_bytes(const h2t_pool_plan *p, int B);
+int h2t_pool_stream_blk(const h2t_pool_plan *p, void *state, const float *x, int B, uint32_t c0,
+                        uint32_t c1, size_t off, size_t len, float *out);
+int h2t_pool_stream_blk_isa(const h2t_pool_plan *p, void *state, const float *x, int B, uint32_t c0,
+                            uint32_t c1, size_t off, size_t len, float *out, int isa);
+
 /* The pooling the extraction plans for tensor t of a model whose form is f (h2t_model_tensor_forms
  * of the whole model), at target size `target`, class-token mode cls_mode (H2T_CLS_*, used for a
  * token tensor whose token 0 is a class token, or every token tensor when cls_first): the one

@@ -175,6 +175,40 @@ static int check_shape_x(uint32_t c, uint32_t h, uint32_t w, uint32_t t, uint64_
         }
         free(state);
     }
+    /* blocked pieces (h2t_pool_stream_blk), as the conv chains on oneDNN's primitive hand
+     * them over: B = 8 and 16, every kernel set, padding lanes holding garbage, tiles of
+     * random lengths, the blocks in turn within each tile */
+    for (int B = 8; B <= 16 && h2t_pool_stream_blk_bytes(&p, B) > 0; B += 8) {
+        size_t cp = ((size_t)c + B - 1) / B * B;
+        float *xb = malloc(sizeof(float) * cp * hw);
+        void *state = malloc(h2t_pool_stream_blk_bytes(&p, B));
+        ASSERT(xb && state);
+        for (size_t cc = 0; cc < cp; cc++)
+            for (size_t q = 0; q < hw; q++)
+                xb[(cc / B * hw + q) * B + cc % B] =
+                    cc < c ? x[cc * hw + q] : (float)(q % 7) * 1e30f;
+        for (int isa = 0; isa <= H2T_POOL_ISA_AVX512; isa++) {
+            memset(state, 0x7f, h2t_pool_stream_blk_bytes(&p, B));
+            memset(k, 0xff, sizeof(float) * p.dim);
+            for (size_t off = 0; off < hw;) {
+                size_t len = 1 + (size_t)(rng_next(&s) % (rng_next(&s) % 2 ? 40 : 3 * hw / 2 + 1));
+                if (len > hw - off)
+                    len = hw - off;
+                for (uint32_t q0 = 0; q0 < c; q0 += (uint32_t)B) {
+                    uint32_t q1 = q0 + (uint32_t)B < c ? q0 + (uint32_t)B : c;
+                    ASSERT_OK(h2t_pool_stream_blk_isa(&p, state, xb + (q0 * hw + off * B), B, q0,
+                                                      q1, off, len, k, isa));
+                }
+                off += len;
+            }
+            if (memcmp(g, k, sizeof(float) * p.dim)) {
+                fprintf(stderr, "blocked streaming (B %d, isa %d) differs: ", B, isa);
+                bad = 1;
+            }
+        }
+        free(xb);
+        free(state);
+    }
     if (bad)
         fprintf(stderr,
                 "shape %ux%ux%u T=%u (kind %d, %ux%u windows): generic/avx/ref/ranges/"
@@ -239,6 +273,16 @@ TEST(extract_pool_isa_best_and_ranges_errors)
     ASSERT_CONTAINS(h2t_err_detail(), "[3, 2)");
     ASSERT_EQ(h2t_pool_apply_channels(&p, x, 0, 5, o), H2T_EINVAL);
     ASSERT_OK(h2t_pool_apply_channels(&p, x, 2, 2, o)); /* empty range: nothing to do */
+    /* blocked pieces: one block at a time, c0 on a block boundary, B 8 or 16 */
+    static float st[16 * 16 * 4], xb[36 * 16];
+    ASSERT(h2t_pool_stream_blk_bytes(&p, 16) <= sizeof st);
+    ASSERT_EQ(h2t_pool_stream_blk(&p, st, xb, 16, 1, 4, 0, 36, o), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "channels [1, 4)");
+    ASSERT_EQ(h2t_pool_stream_blk(&p, st, xb, 16, 0, 4, 30, 7, o), H2T_EINVAL);
+    ASSERT_EQ(h2t_pool_stream_blk(&p, st, xb, 4, 0, 4, 0, 36, o), H2T_EINVAL);
+    ASSERT_CONTAINS(h2t_err_detail(), "B = 4");
+    ASSERT_EQ(h2t_pool_stream_blk_bytes(&p, 12), 0);
+    ASSERT_OK(h2t_pool_stream_blk(&p, st, xb, 16, 0, 4, 0, 36, o));
     /* tokens and 2-D take only the whole range */
     int64_t s3[3] = {1, 10, 4};
     ASSERT_OK(h2t_pool_plan_make(3, s3, 8, &p));
