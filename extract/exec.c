@@ -382,6 +382,13 @@ static int value_observed(const h2t_exec *x, int v)
     return t >= 0 && x->observed[t];
 }
 
+/* Whether value v is observed in blocked pieces (h2t_exec_observe_blocked). */
+static int value_obs_blk(const h2t_exec *x, int v)
+{
+    int t = x->m->value_info[v];
+    return t >= 0 && x->observed[t] == 2;
+}
+
 /* Whether a chain stage's output must be materialised. */
 static int value_needed(const h2t_exec *x, int v)
 {
@@ -410,6 +417,8 @@ static void fz_clear(h2t_exec *x)
         free(x->fz[c].fb);
         free(x->fz[c].bn_a);
         free(x->fz[c].bn_b);
+        free(x->fz[c].bn_pa);
+        free(x->fz[c].bn_pb);
         h2t_dconv_free(x->fz[c].dconv);
     }
     free(x->fz);
@@ -699,12 +708,22 @@ static int dnnl_plan(h2t_exec *x)
     memset(x->blk, 0, (size_t)m->n_values + 1);
     for (int c = 0; c < x->n_fz; c++) {
         onnx_fuse *f = &x->fz[c];
+        int st[3] = {f->v_conv, f->v_bn, f->v_add};
+        f->raw_ok = !value_observed(x, f->v_out) || value_obs_blk(x, f->v_out);
+        for (int i = 0; i < 3; i++)
+            if (st[i] >= 0 && st[i] != f->v_out)
+                f->raw_ok = f->raw_ok && value_obs_blk(x, st[i]) && x->uses[st[i]] == 1;
         int rc = onnx_k_conv_fused_dnnl(m, f, x->vs, &x->ns[f->conv],
                                         f->pad >= 0 ? &x->ns[f->pad] : NULL);
         if (rc < 0)
             return rc;
+        f->rep = f->dconv && (f->raw || value_obs_blk(x, f->v_out));
+        if (f->raw) /* the intermediate stages are handed over in pieces, never written */
+            for (int i = 0; i < 3; i++)
+                if (st[i] >= 0 && st[i] != f->v_out)
+                    x->root[st[i]] = -1;
         if (f->dconv && x->root[f->v_out] == f->v_out && x->vs[f->v_out].rank == 4 &&
-            !value_observed(x, f->v_out)) {
+            (!value_observed(x, f->v_out) || value_obs_blk(x, f->v_out))) {
             x->blk[f->v_out] = 1;
             any = 1;
         }
@@ -981,7 +1000,8 @@ static int step_run(const h2t_exec *x, onnx_kctx *k, onnx_vstate *vs, onnx_nstat
 
 /* The forward pass of slice t (t = 0 on the caller's thread, which also reports tensors).
  * Unsplit (x->n_slices == 1): slice 0 is the whole batch on x->vs. */
-static int exec_slice(h2t_exec *x, int t, h2t_tensor_cb cb, h2t_tensor_range_cb rcb, void *ctx)
+static int exec_slice(h2t_exec *x, int t, h2t_tensor_cb cb, h2t_tensor_range_cb rcb,
+                      h2t_tensor_blk_cb bcb, void *ctx)
 {
     const h2t_model *m = x->m;
     int split = x->n_slices > 1;
@@ -999,7 +1019,8 @@ static int exec_slice(h2t_exec *x, int t, h2t_tensor_cb cb, h2t_tensor_range_cb 
                    ctx,
                    x->observed,
                    &reported,
-                   &rerr};
+                   &rerr,
+                   split ? NULL : bcb};
     int rc = 0;
     if (t == 0)
         for (int j = 0; j < m->n_inputs && rc == 0; j++)
@@ -1097,7 +1118,7 @@ static void *pool_main(void *arg)
             if (x->job_samples)
                 exec_samples(x, t);
             else
-                exec_slice(x, t, x->job_cb, NULL, x->job_ctx);
+                exec_slice(x, t, x->job_cb, NULL, NULL, x->job_ctx);
             xbar_wait(&x->bar, 0); /* the run's end */
         }
     }
@@ -1234,7 +1255,7 @@ static int split_prepare(h2t_exec *x, int n, int T)
 }
 
 static int exec_forward(h2t_exec *x, const float *input, h2t_tensor_cb cb, h2t_tensor_range_cb rcb,
-                        void *ctx)
+                        h2t_tensor_blk_cb bcb, void *ctx)
 {
     const h2t_model *m = x->m;
     for (int v = 0; v < m->n_values; v++)
@@ -1243,7 +1264,7 @@ static int exec_forward(h2t_exec *x, const float *input, h2t_tensor_cb cb, h2t_t
     int T = h2t_blas_threads_get();
     x->n_slices = split_prepare(x, x->cur_batch > 0 ? x->cur_batch : 1, T);
     if (x->n_slices == 1)
-        return exec_slice(x, 0, cb, rcb, ctx);
+        return exec_slice(x, 0, cb, rcb, bcb, ctx);
     h2t_blas_threads(1);
     x->job_cb = cb;
     x->job_ctx = ctx;
@@ -1258,7 +1279,7 @@ static int exec_forward(h2t_exec *x, const float *input, h2t_tensor_cb cb, h2t_t
     pthread_cond_broadcast(&x->pcv);
     pthread_mutex_unlock(&x->pmu);
     x->sl[0].rc = 0;
-    int rc = x->job_samples ? exec_samples(x, 0) : exec_slice(x, 0, cb, NULL, ctx);
+    int rc = x->job_samples ? exec_samples(x, 0) : exec_slice(x, 0, cb, NULL, NULL, ctx);
     xbar_wait(&x->bar, 0); /* every slice done */
     h2t_blas_threads(T);
     if (rc == H2T_ECANCELED || rc == 0) {
@@ -1399,6 +1420,16 @@ int h2t_exec_observe(h2t_exec *x, int i, int on)
     return 0;
 }
 
+int h2t_exec_observe_blocked(h2t_exec *x, int i, int on)
+{
+    if (!x || i < 0 || i >= x->m->n_info)
+        return h2t_err_set(H2T_EINVAL, "exec_observe_blocked: tensor %d out of range", i);
+    if (x->observed[i] != (on ? 2 : 0))
+        x->stale = 1;
+    x->observed[i] = on ? 2 : 0;
+    return 0;
+}
+
 size_t h2t_exec_arena_bytes(const h2t_exec *x)
 {
     return x->arena_n * sizeof(float);
@@ -1438,7 +1469,7 @@ static int exec_run_unsplit(h2t_exec *x, const float *input, int n)
         if (x->root[v] >= 0)
             x->vs[v].f = x->arena + x->off[x->root[v]];
     x->n_slices = 1;
-    return exec_slice(x, 0, NULL, NULL, NULL);
+    return exec_slice(x, 0, NULL, NULL, NULL, NULL);
 }
 
 int h2t_exec_run(h2t_exec *x, const float *input, int n, h2t_tensor_cb cb, void *ctx)
@@ -1448,7 +1479,7 @@ int h2t_exec_run(h2t_exec *x, const float *input, int n, h2t_tensor_cb cb, void 
     int rc = exec_prepare(x, input, n);
     if (rc < 0)
         return rc;
-    return exec_forward(x, input, cb, NULL, ctx);
+    return exec_forward(x, input, cb, NULL, NULL, ctx);
 }
 
 int h2t_exec_run_ranges(h2t_exec *x, const float *input, int n, h2t_tensor_cb cb,
@@ -1459,7 +1490,18 @@ int h2t_exec_run_ranges(h2t_exec *x, const float *input, int n, h2t_tensor_cb cb
     int rc = exec_prepare(x, input, n);
     if (rc < 0)
         return rc;
-    return exec_forward(x, input, cb, range_cb, ctx);
+    return exec_forward(x, input, cb, range_cb, NULL, ctx);
+}
+
+int h2t_exec_run_blocked(h2t_exec *x, const float *input, int n, h2t_tensor_cb cb,
+                         h2t_tensor_range_cb range_cb, h2t_tensor_blk_cb blk_cb, void *ctx)
+{
+    if (!input || n < 1 || n > x->max_batch || x->fixed_shapes)
+        return h2t_err_set(H2T_EINVAL, "exec_run: batch %d (max %d)", n, x->max_batch);
+    int rc = exec_prepare(x, input, n);
+    if (rc < 0)
+        return rc;
+    return exec_forward(x, input, cb, range_cb, blk_cb, ctx);
 }
 
 const float *h2t_exec_output(h2t_exec *x, int k, int64_t *shape, int *rank)
@@ -1575,7 +1617,7 @@ int h2t_model_run_once_i64(const h2t_model *m, const h2t_tensor *inputs, int n_i
         if (src[k] && x->root[v] >= 0)
             memcpy(x->arena + x->off[v], src[k], (size_t)onnx_numel(&x->vs[v]) * sizeof(float));
     }
-    if ((rc = exec_forward(x, NULL, NULL, NULL, NULL)) < 0)
+    if ((rc = exec_forward(x, NULL, NULL, NULL, NULL, NULL)) < 0)
         goto out;
     outs = calloc((size_t)m->n_outputs + 1, sizeof *outs);
     if (!outs) {

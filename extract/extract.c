@@ -810,7 +810,8 @@ typedef struct run_ctx {
     uint32_t ranges;       /* on_range calls, for timing one in RANGE_TIMED */
     uint32_t runs;         /* forward runs so far: the timed calls' phase */
     int thread_clock;      /* c_pool from this thread's CPU clock (sample workers) */
-    void **states;         /* per layer: streaming pooling state (h2t_pool_stream), lazy */
+    void **states;         /* per layer: streaming pooling state (h2t_pool_stream), then per
+                            * layer the blocked one (h2t_pool_stream_blk); lazy */
 } run_ctx;
 
 /* The layer of a reported tensor (*l = -1: not a layer), its shape checked against the plan
@@ -908,6 +909,43 @@ static int on_range(void *vctx, int tensor, const float *data, const int64_t *sh
     return 0;
 }
 
+/* A piece of a tensor in oneDNN's blocked layout, as a conv chain on oneDNN's primitive hands
+ * it over (h2t_exec_run_blocked, forward batch 1): pooled at once, in the order of
+ * whole-tensor pooling, so the features are bitwise those of pooling the same values in NCHW.
+ * Timed as on_range. */
+static int on_blk(void *vctx, int tensor, const float *data, const int64_t *shape, int rank,
+                  int sample, int B, int c0, int c1, int64_t off, int64_t len)
+{
+    run_ctx *c = vctx;
+    h2t_extract_plan *p = c->p;
+    int timed = c->ranges++ % RANGE_TIMED == 0;
+    uint64_t t0 = timed ? pool_ticks() : 0;
+    int l, rc;
+    size_t per;
+    if ((rc = reported_layer(c, tensor, shape, rank, &l, &per)) < 0 || l < 0)
+        return rc;
+    const h2t_layer_info *li = &p->layers[l];
+    const h2t_pool_plan *pp = &p->pools[l];
+    size_t sb = h2t_pool_stream_blk_bytes(pp, B);
+    if (rank != 4 || sample < 0 || sample >= c->nb || sb == 0)
+        return h2t_err_set(H2T_ESHAPE,
+                           "tensor '%s': a blocked piece of sample %d of a rank-%d tensor",
+                           li->name, sample, rank);
+    void **st = &c->states[p->n_layers + l];
+    if (!*st && !(*st = malloc(sb)))
+        return h2t_err_set(H2T_ENOMEM, "pooling state of layer %s", li->name);
+    float *out = c->bufs[l] + (size_t)(c->row0 + sample) * li->dim;
+    rc = h2t_pool_stream_blk(pp, *st, data, B, (uint32_t)c0, (uint32_t)c1, (size_t)off, (size_t)len,
+                             out);
+    if (rc < 0)
+        return h2t_err_wrap(rc, "tensor '%s': ", li->name);
+    if ((uint32_t)c1 == pp->c && (size_t)(off + len) == (size_t)shape[2] * (size_t)shape[3])
+        c->seen[l] = 1;
+    if (timed)
+        c->ticks_pool += RANGE_TIMED * (pool_ticks() - t0);
+    return 0;
+}
+
 /* Run one forward pass with the pooling callbacks, and split its time: a CPU-time clock
  * costs a system call (about 0.9 us on the development VM, and there are up to ~900 callbacks
  * per MobileNetV2 image), a wall clock 30 ns, the time-stamp counter ~10 ns. So the callbacks
@@ -920,7 +958,7 @@ static int run_forward(run_ctx *c, h2t_exec *x, const float *input, int n)
     c->ranges = c->runs++;
     uint64_t k0 = pool_ticks();
     /* forward batch 1: the fused chains report their outputs piece by piece */
-    int rc = n == 1 && c->states ? h2t_exec_run_ranges(x, input, n, on_tensor, on_range, c)
+    int rc = n == 1 && c->states ? h2t_exec_run_blocked(x, input, n, on_tensor, on_range, on_blk, c)
                                  : h2t_exec_run(x, input, n, on_tensor, c);
     uint64_t k1 = pool_ticks();
     if (rc == 0 && c->p->n_derived) { /* counted as pooling */
@@ -1064,13 +1102,20 @@ static void *fwd_main(void *arg)
     return NULL;
 }
 
-/* Observe every layer's tensor but the derived layers'. */
-static int observe_layers(const h2t_extract_plan *p, h2t_exec *x)
+/* Observe every layer's tensor but the derived layers'. blocked (forward batch 1, whose runs
+ * take blocked pieces): the 4-D channels-first layers that h2t_pool_stream_blk pools are
+ * observed in blocked pieces, so that the conv chains writing them run on oneDNN's
+ * primitive (model.h, h2t_exec_run_blocked). */
+static int observe_layers(const h2t_extract_plan *p, h2t_exec *x, int blocked)
 {
     for (uint32_t l = 0; l < p->n_layers; l++) {
         int rc;
-        if ((!p->der || p->der[l].kind == H2T_LIN_NONE) &&
-            (rc = h2t_exec_observe(x, p->tensors[l], 1)) < 0)
+        if (p->der && p->der[l].kind != H2T_LIN_NONE)
+            continue;
+        int blk = blocked && p->bax[l] == 0 && p->layers[l].rank == 4 &&
+                  h2t_pool_stream_blk_bytes(&p->pools[l], 16) > 0;
+        if ((rc = blk ? h2t_exec_observe_blocked(x, p->tensors[l], 1)
+                      : h2t_exec_observe(x, p->tensors[l], 1)) < 0)
             return rc;
     }
     return 0;
@@ -1195,7 +1240,7 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
     bufs[1] = calloc(p->n_layers, sizeof *bufs[1]);
     c.bufs = bufs[0];
     c.seen = calloc(p->n_layers, 1);
-    c.states = calloc(p->n_layers, sizeof *c.states);
+    c.states = calloc(2 * (size_t)p->n_layers, sizeof *c.states);
     h2t_progress *bar = NULL;
     double t_loop = 0, fwd_wall = 0;
     int keep_was = -1; /* the store's page-cache setting before the pass (-1: not changed) */
@@ -1213,7 +1258,7 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
     int FB = p->fb < B ? p->fb : B;
     if ((rc = h2t_exec_create(p->m, FB, &x)) < 0)
         goto out;
-    if ((rc = observe_layers(p, x)) < 0)
+    if ((rc = observe_layers(p, x, FB == 1)) < 0)
         goto out;
     for (int k = 0; k < W; k++) {
         worker *w = &ws[k];
@@ -1221,7 +1266,7 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
         w->c.pool_threads = 1;
         w->c.thread_clock = 1;
         w->c.seen = calloc(p->n_layers, 1);
-        w->c.states = k == 0 ? c.states : calloc(p->n_layers, sizeof *c.states);
+        w->c.states = k == 0 ? c.states : calloc(2 * (size_t)p->n_layers, sizeof *c.states);
         w->k = k;
         w->W = W;
         w->in_per = in_per;
@@ -1235,7 +1280,7 @@ int h2t_extract_plan_run(h2t_extract_plan *p, h2t_store *st, h2t_extract_result 
         }
         if ((rc = h2t_exec_create(p->m, 1, &w->x)) < 0)
             goto out;
-        if ((rc = observe_layers(p, w->x)) < 0)
+        if ((rc = observe_layers(p, w->x, FB == 1)) < 0)
             goto out;
     }
     if (p->o.progress)
@@ -1383,7 +1428,7 @@ out:
     for (int k = 0; k < W; k++) {
         free(ws[k].c.seen);
         if (k > 0 && ws[k].c.states) {
-            for (uint32_t l = 0; l < p->n_layers; l++)
+            for (uint32_t l = 0; l < 2 * p->n_layers; l++)
                 free(ws[k].c.states[l]);
             free(ws[k].c.states);
         }
@@ -1391,7 +1436,7 @@ out:
             h2t_exec_destroy(ws[k].x);
     }
     if (c.states)
-        for (uint32_t l = 0; l < p->n_layers; l++)
+        for (uint32_t l = 0; l < 2 * p->n_layers; l++)
             free(c.states[l]);
     free(c.states);
     h2t_exec_destroy(x);

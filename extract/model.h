@@ -129,6 +129,28 @@ typedef int (*h2t_tensor_range_cb)(void *ctx, int tensor, const float *data, con
                                    int rank, int sample, int c0, int c1, int64_t off, int64_t len);
 int h2t_exec_run_ranges(h2t_exec *x, const float *input, int n, h2t_tensor_cb cb,
                         h2t_tensor_range_cb range_cb, void *ctx);
+/* Blocked pieces, for consumers that pool while the values are in the cache and can read
+ * oneDNN's blocked layout (extract/dnnl_conv.h, h2t_pool_stream_blk): a tensor observed with
+ * h2t_exec_observe_blocked may be reported by blk_cb instead of range_cb or cb. That happens
+ * when a fused conv chain writing it runs on oneDNN's convolution primitive: the primitive
+ * then runs without the post-ops that would hide an observed stage, and the chain's own pass
+ * over each tile of B channels (B = h2t_dconv_block(): 16 with AVX-512, else 8) x a run of
+ * positions adds the BN, residual and activation and hands each observed stage over while
+ * the tile is in the cache; the stages nobody else reads are never written to the arena.
+ * A piece: sample `sample`, channels [c0, c1) of one block (c0 a multiple of B, c1 - c0 <=
+ * B), values [off, off + len) of their H x W planes, value p of channel c0 + i at
+ * data[(p - off) * B + i] (BORROWED for the call; the lanes from c1 - c0 up are padding).
+ * For each channel the pieces come in order from value 0 to the plane's end. The values are
+ * those of the primitive's convolution (within the conformance tolerance of the executor's
+ * own path, not bitwise), the same for any thread count. Only in unsplit runs (batch 1, or
+ * BLAS at one thread): a run that would report such a tensor otherwise (h2t_exec_run or
+ * h2t_exec_run_ranges, or a split run) fails with H2T_EINVAL naming it. */
+typedef int (*h2t_tensor_blk_cb)(void *ctx, int tensor, const float *data, const int64_t *shape,
+                                 int rank, int sample, int B, int c0, int c1, int64_t off,
+                                 int64_t len);
+int h2t_exec_observe_blocked(h2t_exec *x, int i, int on);
+int h2t_exec_run_blocked(h2t_exec *x, const float *input, int n, h2t_tensor_cb cb,
+                         h2t_tensor_range_cb range_cb, h2t_tensor_blk_cb blk_cb, void *ctx);
 /* After a run: a graph output by index in the graph's output list (BORROWED until the next
  * run). shape filled with the actual shape. */
 const float *h2t_exec_output(h2t_exec *x, int k, int64_t *shape, int *rank);

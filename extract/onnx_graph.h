@@ -212,6 +212,8 @@ typedef struct onnx_kctx {
     const unsigned char *observed; /* per info index */
     int *reported;
     int *rerr;
+    /* blocked pieces (h2t_exec_run_blocked): NULL = none; the context is rctx */
+    h2t_tensor_blk_cb bcb;
 } onnx_kctx;
 
 /* Run fn over [0, n) split in up to `threads` chunks of at least min_chunk items (par.c). */
@@ -243,6 +245,15 @@ typedef struct onnx_fuse {
     /* with dconv: the input, the Add's other input and the output are in oneDNN's blocked
      * layout (h2t_dconv_padded channels per sample) rather than NCHW */
     int blk_x, blk_res, blk_out;
+    /* raw_ok (set by exec.c before onnx_k_conv_fused_dnnl): every materialised stage but the
+     * output is observed in blocked pieces and read by nobody else, and the output is not
+     * observed or observed in blocked pieces, so the chain may run on the primitive without
+     * post-ops (raw = 1) and its own blocked pass. rep: the chain hands observed stages over
+     * in blocked pieces (raw, or the fused primitive whose observed output is blocked).
+     * bn_pa, bn_pb: BN scale and shift padded with zeros to the blocked channel count, OWNED
+     * (raw with BN only). */
+    int raw_ok, raw, rep;
+    float *bn_pa, *bn_pb;
 } onnx_fuse;
 
 /* Run a chain on the values of k->vs (the Pad's folded amounts from k->m's node states in

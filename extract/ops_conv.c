@@ -448,12 +448,15 @@ int onnx_k_conv_fused_dnnl(const h2t_model *m, onnx_fuse *f, const onnx_vstate *
 {
     const onnx_node *nd = &m->nodes[f->conv];
     f->dconv = NULL;
-    f->blk_x = f->blk_res = f->blk_out = 0;
+    f->blk_x = f->blk_res = f->blk_out = f->raw = 0;
     if (!h2t_dconv_available())
         return 0;
-    /* the chain's output is its only materialised tensor */
-    if ((f->v_conv >= 0 && f->v_conv != f->v_out) || (f->v_bn >= 0 && f->v_bn != f->v_out) ||
-        (f->v_add >= 0 && f->v_add != f->v_out))
+    /* the chain's output is its only materialised tensor, or the others are observed in
+     * blocked pieces only (raw_ok): then the primitive computes the bare convolution and
+     * conv_fused_dnnl's blocked pass the stages after it */
+    int inter = (f->v_conv >= 0 && f->v_conv != f->v_out) ||
+                (f->v_bn >= 0 && f->v_bn != f->v_out) || (f->v_add >= 0 && f->v_add != f->v_out);
+    if (inter && !f->raw_ok)
         return 0;
     const float *w = f->fw, *bias = f->fb;
     float *fold = NULL;
@@ -473,7 +476,16 @@ int onnx_k_conv_fused_dnnl(const h2t_model *m, onnx_fuse *f, const onnx_vstate *
     fused_geo(m, vs, f, conv_ns, pad_ns, &g);
     if (g.N * g.M * g.OH * g.OW == 0 || g.C * g.H * g.W == 0)
         return 0;
-    if (f->bn >= 0 && !f->fw) {
+    if (inter && f->bn >= 0 && !f->fw) {
+        /* the blocked pass applies the BN: its scale and shift per blocked channel */
+        int64_t Mp = h2t_dconv_padded(g.M);
+        f->bn_pa = calloc((size_t)Mp, sizeof(float));
+        f->bn_pb = calloc((size_t)Mp, sizeof(float));
+        if (!f->bn_pa || !f->bn_pb)
+            return h2t_err_set(H2T_ENOMEM, "BN of node '%s'", nd->name);
+        memcpy(f->bn_pa, f->bn_a, (size_t)g.M * sizeof(float));
+        memcpy(f->bn_pb, f->bn_b, (size_t)g.M * sizeof(float));
+    } else if (f->bn >= 0 && !f->fw) {
         /* a chain ending at its BN keeps the BN output, so exec.c did not fold it; nothing
          * else reads the conv output, so oneDNN gets the folded weights (as exec.c folds) */
         int64_t K = g.C / g.G * g.kh * g.kw;
@@ -490,8 +502,9 @@ int onnx_k_conv_fused_dnnl(const h2t_model *m, onnx_fuse *f, const onnx_vstate *
     }
     h2t_dconv_geo dg = {g.C,  g.H,  g.W,  g.M,  g.OH, g.OW, g.kh, g.kw,
                         g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, g.G};
-    int rc = h2t_dconv_create(&dg, w, bias, f->act >= 0 ? f->act_kind : H2T_ACT_NONE, f->act_lo,
-                              f->act_hi, f->add >= 0, &f->dconv);
+    int rc = inter ? h2t_dconv_create(&dg, w, bias, H2T_ACT_NONE, 0.f, 0.f, 0, &f->dconv)
+                   : h2t_dconv_create(&dg, w, bias, f->act >= 0 ? f->act_kind : H2T_ACT_NONE,
+                                      f->act_lo, f->act_hi, f->add >= 0, &f->dconv);
     free(fold);
     if (rc == H2T_ENOMEM)
         return rc;
@@ -499,8 +512,12 @@ int onnx_k_conv_fused_dnnl(const h2t_model *m, onnx_fuse *f, const onnx_vstate *
         /* no fast oneDNN kernel for this one: the executor's path runs it */
         H2T_LOG_DEBUG("conv", "node '%s': %s", nd->name, h2t_err_detail());
         f->dconv = NULL;
+        free(f->bn_pa);
+        free(f->bn_pb);
+        f->bn_pa = f->bn_pb = NULL;
         return 0;
     }
+    f->raw = inter;
     /* the primitive holds its own copy: the folded weights are not needed any more */
     free(f->fw);
     free(f->fb);
@@ -508,7 +525,104 @@ int onnx_k_conv_fused_dnnl(const h2t_model *m, onnx_fuse *f, const onnx_vstate *
     return 0;
 }
 
-/* A chain on oneDNN's convolution, sample by sample (one primitive for N = 1). */
+/* The blocked pass of a chain on the primitive: positions per tile (TILE_FLOATS / B), so that
+ * a tile of each stage stays in L1 / L2 while its pieces are pooled. */
+#define TILE_FLOATS 8192
+
+/* One tile of a raw chain's stages after the convolution, in oneDNN's blocked layout (B
+ * channels per position, B = 8 or 16 after inlining): the arithmetic of h2t_kern_epilogue
+ * (each stage rounded as its own kernel, no fused multiply-add), lane by lane. */
+typedef struct bepi {
+    const float *src, *a, *b, *res; /* a, b: the block's BN (NULL: none); res: NULL = no Add */
+    float *bn_out, *add_out, *out;  /* bn_out, add_out: kept stages or NULL */
+    int64_t np;                     /* positions */
+    int act, B;
+    float lo, hi;
+} bepi;
+
+KV_INLINE void bepi_w(const bepi *e, const int B)
+{
+    /* one pass per stage over the tile (in L1), each a plain loop the compiler vectorises */
+    const float *cur = e->src;
+    float *o = e->out;
+    int64_t n = e->np * B;
+    if (e->a) {
+        float a[16], b[16];
+        for (int i = 0; i < B; i++) {
+            a[i] = e->a[i];
+            b[i] = e->b[i];
+        }
+        for (int64_t p = 0; p < e->np; p++)
+            for (int i = 0; i < B; i++)
+                o[p * B + i] = cur[p * B + i] * a[i] + b[i];
+        cur = o;
+        if (e->bn_out)
+            memcpy(e->bn_out, o, (size_t)n * sizeof(float));
+    }
+    if (e->res) {
+        const float *r = e->res;
+        for (int64_t q = 0; q < n; q++)
+            o[q] = cur[q] + r[q];
+        cur = o;
+        if (e->add_out)
+            memcpy(e->add_out, o, (size_t)n * sizeof(float));
+    }
+    if (e->act == H2T_ACT_RELU) {
+        for (int64_t q = 0; q < n; q++)
+            o[q] = cur[q] > 0.f ? cur[q] : 0.f;
+        cur = o;
+    } else if (e->act == H2T_ACT_CLIP) {
+        float lo = e->lo, hi = e->hi;
+        for (int64_t q = 0; q < n; q++) {
+            float v = cur[q] < lo ? lo : cur[q];
+            o[q] = v > hi ? hi : v;
+        }
+        cur = o;
+    }
+    if (cur != o)
+        memcpy(o, cur, (size_t)n * sizeof(float));
+}
+
+KV_INLINE void blk_epilogue_body(const bepi *e)
+{
+    if (e->B == 16)
+        bepi_w(e, 16);
+    else
+        bepi_w(e, 8);
+}
+
+KV_DEFINE(blk_epilogue, (const bepi *e), (e))
+
+/* Floats of the blocked pass's own scratch after the primitive's (see conv_fused_dnnl). */
+static size_t blk_scratch(const onnx_fuse *f, const geo *g)
+{
+    if (!f->rep)
+        return 0;
+    size_t plane = (size_t)(h2t_dconv_padded(g->M) * g->OH * g->OW + 15) / 16 * 16;
+    return (f->blk_out ? 0 : plane) + (f->raw && f->add >= 0 && !f->blk_res ? plane : 0) +
+           2 * TILE_FLOATS;
+}
+
+/* Hand value v's tile (B channels from c0, positions [p0, p0 + np) of sample n) over. */
+static int blk_report(const onnx_kctx *k, int v, const float *data, int64_t n, int B, int64_t c0,
+                      int64_t p0, int64_t np)
+{
+    int t = k->m->value_info[v];
+    if (v < 0 || t < 0 || k->observed[t] != 2)
+        return 0;
+    const onnx_vstate *s = &k->vs[v];
+    int64_t c1 = c0 + B < s->dim[1] ? c0 + B : s->dim[1];
+    return k->bcb(k->rctx, t, data, s->dim, s->rank, (int)n, B, (int)c0, (int)c1, p0, np);
+}
+
+/* A chain on oneDNN's convolution, sample by sample (one primitive for N = 1). A chain that
+ * hands observed stages over (f->rep) then makes one pass over its blocked output, tile by
+ * tile: for a raw chain the primitive wrote the bare convolution there, and the pass hands
+ * each tile of it over, computes the BN, residual and activation in place (blk_epilogue) and
+ * hands the kept stages' tiles over, all while the tile is in L1 / L2; then the output's
+ * tile goes to k->bcb when observed. Scratch after the primitive's: the blocked output when
+ * the output is not kept blocked, the residual when it is not blocked, two tiles (BN and Add
+ * kept). */
 static int conv_fused_dnnl(const onnx_kctx *k, const onnx_fuse *f, const geo *g)
 {
     int64_t HW = g->H * g->W, OHW = g->OH * g->OW;
@@ -517,14 +631,94 @@ static int conv_fused_dnnl(const onnx_kctx *k, const onnx_fuse *f, const geo *g)
     int64_t res_per = (f->blk_res ? h2t_dconv_padded(g->M) : g->M) * OHW;
     const float *x = k->vs[f->x].f, *res = f->add >= 0 ? k->vs[f->add_other].f : NULL;
     float *y = k->vs[f->v_out].f;
-    if (h2t_dconv_scratch(f->dconv) > k->scratch_n)
+    size_t ds = h2t_dconv_scratch(f->dconv);
+    if (ds + blk_scratch(f, g) > k->scratch_n)
         return h2t_err_set(H2T_ESTATE, "conv scratch too small");
+    if (!f->rep) {
+        for (int64_t n = 0; n < g->N; n++) {
+            int rc =
+                h2t_dconv_run(f->dconv, x + n * in_per, f->blk_x, res ? res + n * res_per : NULL,
+                              f->blk_res, y + n * out_per, f->blk_out, k->scratch);
+            if (rc < 0)
+                return rc;
+        }
+        return 0;
+    }
+    if (!k->bcb) {
+        int v = f->v_conv >= 0 ? f->v_conv : f->v_out;
+        return h2t_err_set(H2T_EINVAL,
+                           "tensor '%s' is observed in blocked pieces: run with "
+                           "h2t_exec_run_blocked, unsplit",
+                           k->m->values[v].name);
+    }
+    int B = h2t_dconv_block();
+    int64_t Mp = h2t_dconv_padded(g->M), TP = TILE_FLOATS / B;
+    size_t plane = (size_t)(Mp * OHW + 15) / 16 * 16;
+    float *sp = k->scratch + ds;
+    float *yb = f->blk_out ? NULL : sp;
+    sp += f->blk_out ? 0 : plane;
+    float *rb = f->raw && f->add >= 0 && !f->blk_res ? sp : NULL;
+    sp += rb ? plane : 0;
+    float *t_bn = sp, *t_add = sp + TILE_FLOATS;
+    int kept_bn = f->v_bn >= 0 && f->v_bn != f->v_out,
+        kept_add = f->v_add >= 0 && f->v_add != f->v_out;
     for (int64_t n = 0; n < g->N; n++) {
-        int rc = h2t_dconv_run(f->dconv, x + n * in_per, f->blk_x, res ? res + n * res_per : NULL,
-                               f->blk_res, y + n * out_per, f->blk_out, k->scratch);
+        float *Y = f->blk_out ? y + n * out_per : yb;
+        const float *R = NULL;
+        int rc;
+        if (f->raw) {
+            rc = h2t_dconv_run(f->dconv, x + n * in_per, f->blk_x, NULL, 0, Y, 1, k->scratch);
+            if (res && f->blk_res) {
+                R = res + n * res_per;
+            } else if (res) {
+                h2t_dconv_to_blocked(res + n * res_per, 1, g->M, OHW, rb);
+                R = rb;
+            }
+        } else {
+            rc = h2t_dconv_run(f->dconv, x + n * in_per, f->blk_x, res ? res + n * res_per : NULL,
+                               f->blk_res, Y, 1, k->scratch);
+        }
         if (rc < 0)
             return rc;
+        for (int64_t c0 = 0; c0 < g->M && rc == 0; c0 += B)
+            for (int64_t p0 = 0; p0 < OHW && rc == 0; p0 += TP) {
+                int64_t np = OHW - p0 < TP ? OHW - p0 : TP, at = (c0 * OHW + p0 * B);
+                if (f->raw) {
+                    if (f->v_conv >= 0 && f->v_conv != f->v_out)
+                        rc = blk_report(k, f->v_conv, Y + at, n, B, c0, p0, np);
+                    bepi e = {Y + at,
+                              f->bn_pa ? f->bn_pa + c0 : NULL,
+                              f->bn_pb ? f->bn_pb + c0 : NULL,
+                              R ? R + at : NULL,
+                              kept_bn ? t_bn : NULL,
+                              kept_add ? t_add : NULL,
+                              Y + at,
+                              np,
+                              f->act >= 0 ? f->act_kind : H2T_ACT_NONE,
+                              B,
+                              f->act_lo,
+                              f->act_hi};
+                    blk_epilogue(&e);
+                    if (g->M - c0 < B) /* the padding channels stay 0 for the next primitive */
+                        for (int64_t p = 0; p < np; p++)
+                            for (int64_t i = g->M - c0; i < B; i++)
+                                Y[at + p * B + i] = 0.f;
+                    if (rc == 0 && kept_bn)
+                        rc = blk_report(k, f->v_bn, t_bn, n, B, c0, p0, np);
+                    if (rc == 0 && kept_add)
+                        rc = blk_report(k, f->v_add, t_add, n, B, c0, p0, np);
+                }
+                if (rc == 0)
+                    rc = blk_report(k, f->v_out, Y + at, n, B, c0, p0, np);
+            }
+        if (rc != 0) {
+            *k->rerr = rc;
+            return rc;
+        }
+        if (!f->blk_out)
+            h2t_dconv_from_blocked(yb, 1, g->M, OHW, y + n * g->M * OHW);
     }
+    *k->reported = 1;
     return 0;
 }
 
@@ -532,9 +726,9 @@ size_t onnx_k_conv_fused_scratch(const h2t_model *m, const onnx_fuse *f, const o
                                  const onnx_nstate *conv_ns, const onnx_nstate *pad_ns)
 {
     geo g;
-    if (f->dconv)
-        return h2t_dconv_scratch(f->dconv);
     fused_geo(m, vs, f, conv_ns, pad_ns, &g);
+    if (f->dconv)
+        return h2t_dconv_scratch(f->dconv) + blk_scratch(f, &g);
     if (is_depthwise(&g) || is_pointwise(&g))
         return 0;
     return (size_t)((g.C / g.G) * g.kh * g.kw * g.OH * g.OW);

@@ -1300,3 +1300,223 @@ TEST(dnnl_conv_blocked_layout_round_trip)
     free(y);
     free(z);
 }
+
+/* h2t_exec_observe_blocked / h2t_exec_run_blocked: chains whose intermediates are observed in
+ * blocked pieces run on oneDNN's primitive without post-ops and hand each observed stage
+ * over tile by tile. The model: a stem Conv 3 -> 24 + BN + Relu, a 1x1 Conv + BN + Add (the
+ * stem's output) + Clip(0, 6), a zero Pad + 3x3 depthwise stride 2 + BN (the graph output);
+ * 24 channels pad to the block. Every observed tensor (conv, BN, Add and activation outputs,
+ * and the graph output) rebuilt from its pieces: within the tolerance of the executor's own
+ * path observing the same tensors whole, each channel's pieces in order and covering its
+ * plane exactly, the graph output too, bitwise the same on 1 and 2 threads and run after run;
+ * a run that cannot take pieces is refused naming the tensor. Without oneDNN's convolutions
+ * the same tensors come whole to cb (checked the same way). */
+#define BC 24
+#define BH 12
+#define BO 6
+typedef struct blkgrab {
+    const h2t_model *m;
+    float *t[32];         /* NCHW, one sample */
+    int64_t next[32][BC]; /* per channel: the next value expected */
+    int pieces, bad;
+    char why[200];
+} blkgrab;
+
+static int blk_grab_cb(void *ctx, int tensor, const float *data, const int64_t *shape, int rank,
+                       int sample, int B, int c0, int c1, int64_t off, int64_t len)
+{
+    blkgrab *g = ctx;
+    int64_t C = shape[1], HW = shape[2] * shape[3];
+    if (tensor >= 32 || rank != 4 || sample != 0 || c0 % B || c1 > C || c1 - c0 > B || C > BC) {
+        snprintf(g->why, sizeof g->why, "bad piece of tensor %d: channels [%d, %d) B %d", tensor,
+                 c0, c1, B);
+        g->bad = 1;
+        return 0;
+    }
+    if (!g->t[tensor])
+        g->t[tensor] = calloc((size_t)(C * HW), sizeof(float));
+    for (int c = c0; c < c1; c++) {
+        if (g->next[tensor][c] != off) {
+            snprintf(g->why, sizeof g->why, "tensor %d channel %d: piece at %lld, expected %lld",
+                     tensor, c, (long long)off, (long long)g->next[tensor][c]);
+            g->bad = 1;
+        }
+        g->next[tensor][c] = off + len;
+        for (int64_t p = 0; p < len; p++)
+            g->t[tensor][c * HW + off + p] = data[p * B + (c - c0)];
+    }
+    g->pieces++;
+    return 0;
+}
+
+static int blk_whole_cb(void *ctx, int tensor, const float *data, const int64_t *shape, int rank)
+{
+    blkgrab *g = ctx;
+    int64_t n = 1;
+    for (int i = 0; i < rank; i++)
+        n *= shape[i];
+    if (tensor >= 32 || rank != 4 || shape[1] > BC)
+        return H2T_EINVAL;
+    free(g->t[tensor]);
+    g->t[tensor] = malloc((size_t)n * sizeof(float));
+    memcpy(g->t[tensor], data, (size_t)n * sizeof(float));
+    for (int c = 0; c < shape[1]; c++)
+        g->next[tensor][c] = shape[2] * shape[3];
+    return 0;
+}
+
+static void blkgrab_free(blkgrab *g)
+{
+    for (int i = 0; i < 32; i++)
+        free(g->t[i]);
+    memset(g, 0, sizeof *g);
+}
+
+TEST(onnx_exec_blocked_pieces)
+{
+    unsigned s = 71;
+    static float w1[BC * 3 * 9], b1[BC], w2[BC * BC], w3[BC * 9], bn[3][4][BC];
+    for (int i = 0; i < BC * 3 * 9; i++)
+        w1[i] = frand(&s);
+    for (int i = 0; i < BC * BC; i++)
+        w2[i] = 0.3f * frand(&s);
+    for (int i = 0; i < BC * 9; i++)
+        w3[i] = frand(&s);
+    for (int i = 0; i < BC; i++) {
+        b1[i] = frand(&s);
+        for (int k = 0; k < 3; k++) {
+            bn[k][0][i] = 1.f + 0.5f * frand(&s);
+            bn[k][1][i] = frand(&s);
+            bn[k][2][i] = 0.2f * frand(&s);
+            bn[k][3][i] = 1.f + 0.5f * frand(&s);
+        }
+    }
+    pb g = {0}, m = {0};
+    int64_t xd[4] = {-1, 3, BH, BH}, yd[4] = {-1, BC, BO, BO}, cd[1] = {BC};
+    int64_t w1d[4] = {BC, 3, 3, 3}, w2d[4] = {BC, BC, 1, 1}, w3d[4] = {BC, 1, 3, 3};
+    pb_tensor(&g, 5, "w1", 4, w1d, w1);
+    pb_tensor(&g, 5, "b1", 1, cd, b1);
+    pb_tensor(&g, 5, "w2", 4, w2d, w2);
+    pb_tensor(&g, 5, "w3", 4, w3d, w3);
+    char bnn[3][4][8];
+    for (int k = 0; k < 3; k++)
+        for (int j = 0; j < 4; j++) {
+            snprintf(bnn[k][j], sizeof bnn[k][j], "bn%d_%d", k, j);
+            pb_tensor(&g, 5, bnn[k][j], 1, cd, bn[k][j]);
+        }
+    attr a1[1] = {{"pads", 7, 0, 0, 4, {1, 1, 1, 1}}};
+    attr pa[1] = {{"pads", 7, 0, 0, 8, {0, 0, 1, 1, 0, 0, 1, 1}}};
+    attr a3[2] = {{"strides", 7, 0, 0, 2, {2, 2}}, {"group", 2, 0, BC, 0, {0}}};
+    attr ca[2] = {{"min", 1, 0.f, 0, 0, {0}}, {"max", 1, 6.f, 0, 0, {0}}};
+    const char *bn_in[3] = {"t1", "t2", "t4"}, *bn_out[3] = {"n1", "n2", "y"};
+    const char *bn_name[3] = {"bn1", "bn2", "bn3"};
+    for (int k = 0; k < 3; k++) {
+        if (k == 0)
+            pb_node(&g, "Conv", "c1", "x", "w1", "b1", "t1", a1, 1);
+        if (k == 1)
+            pb_node(&g, "Conv", "c2", "a", "w2", NULL, "t2", NULL, 0);
+        if (k == 2) {
+            pb_node(&g, "Pad", "pad", "b", NULL, NULL, "p", pa, 1);
+            pb_node(&g, "Conv", "c3", "p", "w3", NULL, "t4", a3, 2);
+        }
+        pb nd = {0};
+        pb_str(&nd, 1, bn_in[k]);
+        for (int j = 0; j < 4; j++)
+            pb_str(&nd, 1, bnn[k][j]);
+        pb_str(&nd, 2, bn_out[k]);
+        pb_str(&nd, 3, bn_name[k]);
+        pb_str(&nd, 4, "BatchNormalization");
+        pb_msg(&g, 1, &nd);
+        if (k == 0)
+            pb_node(&g, "Relu", "r1", "n1", NULL, NULL, "a", NULL, 0);
+        if (k == 1) {
+            pb_node(&g, "Add", "add", "n2", "a", NULL, "t3", NULL, 0);
+            pb_node(&g, "Clip", "clip", "t3", NULL, NULL, "b", ca, 2);
+        }
+    }
+    pb_value_info(&g, 11, "x", 4, xd);
+    pb_value_info(&g, 12, "y", 4, yd);
+    pb_model(&m, &g, 10);
+    h2t_model *mod;
+    ASSERT_OK(h2t_model_load_mem(m.b, m.n, "blocked.onnx", &mod));
+    /* observed: every conv output, n1 (a BN kept), t3 (an Add kept), the activations, y */
+    const char *obs[] = {"t1", "n1", "a", "t2", "t3", "b", "t4", "y"};
+    int no = (int)(sizeof obs / sizeof obs[0]), ti[8];
+    for (int i = 0; i < no; i++) {
+        ti[i] = h2t_model_tensor_find(mod, obs[i]);
+        ASSERT(ti[i] >= 0 && ti[i] < 32);
+    }
+    float x[3 * BH * BH];
+    for (int i = 0; i < 3 * BH * BH; i++)
+        x[i] = 2.f * frand(&s);
+    int have = h2t_dconv_available();
+    for (int path = 0; path < 2; path++) {
+        /* path 0: oneDNN's convolutions when available; path 1: the executor's own kernels */
+        if (path == 1 && have)
+            ASSERT_OK(h2t_dconv_select(0));
+        h2t_blas_threads(1);
+        h2t_exec *ref, *ex;
+        blkgrab want = {0}, got[3];
+        memset(got, 0, sizeof got);
+        ASSERT_OK(h2t_exec_create(mod, 1, &ref));
+        ASSERT_OK(h2t_exec_create(mod, 1, &ex));
+        for (int i = 0; i < no; i++) {
+            ASSERT_OK(h2t_exec_observe(ref, ti[i], 1));
+            ASSERT_OK(h2t_exec_observe_blocked(ex, ti[i], 1));
+        }
+        ASSERT_OK(h2t_exec_run(ref, x, 1, blk_whole_cb, &want));
+        int64_t shape[H2T_MAX_RANK];
+        int rank;
+        float yref[BC * BO * BO];
+        memcpy(yref, h2t_exec_output(ref, 0, shape, &rank), sizeof yref);
+        for (int r = 0; r < 3; r++) {
+            h2t_blas_threads(1 + r % 2); /* 1, 2, 1 threads */
+            got[r].m = mod;
+            ASSERT_OK(h2t_exec_run_blocked(ex, x, 1, blk_whole_cb, NULL, blk_grab_cb, &got[r]));
+            if (got[r].bad)
+                TEST_FAILF("path %d run %d: %s", path, r, got[r].why);
+            if (path == 0 && have && got[r].pieces == 0)
+                TEST_FAILF("path %d: oneDNN's convolutions in use, yet no blocked piece", path);
+            const float *y = h2t_exec_output(ex, 0, shape, &rank);
+            for (int j = 0; j < BC * BO * BO; j++)
+                if (fabsf(y[j] - yref[j]) > 1e-4f * (1.f + fabsf(yref[j])))
+                    TEST_FAILF("path %d: y[%d] = %g, the executor's own path %g", path, j, y[j],
+                               yref[j]);
+            for (int i = 0; i < no; i++) {
+                int t = ti[i];
+                const h2t_tensor_info *inf = h2t_model_tensor(mod, t);
+                int64_t HW = inf->shape[2] * inf->shape[3];
+                ASSERT(got[r].t[t] != NULL);
+                for (int c = 0; c < BC; c++)
+                    if (got[r].next[t][c] != HW)
+                        TEST_FAILF("path %d: tensor %s channel %d: %lld of %lld values", path,
+                                   obs[i], c, (long long)got[r].next[t][c], (long long)HW);
+                for (int64_t j = 0; j < BC * HW; j++) {
+                    float a = got[r].t[t][j], b = want.t[t][j];
+                    if (fabsf(a - b) > 1e-4f * (1.f + fabsf(b)))
+                        TEST_FAILF("path %d: tensor %s [%lld] = %g, the executor's own path %g",
+                                   path, obs[i], (long long)j, a, b);
+                }
+                if (r > 0 && memcmp(got[r].t[t], got[0].t[t], sizeof(float) * BC * HW))
+                    TEST_FAILF("path %d: tensor %s differs between runs (threads %d)", path, obs[i],
+                               1 + r % 2);
+            }
+        }
+        if (path == 0 && have) {
+            blkgrab z = {0};
+            ASSERT_EQ(h2t_exec_run(ex, x, 1, blk_whole_cb, &z), H2T_EINVAL);
+            ASSERT_CONTAINS(h2t_err_detail(), "observed in blocked pieces");
+            blkgrab_free(&z);
+        }
+        for (int r = 0; r < 3; r++)
+            blkgrab_free(&got[r]);
+        blkgrab_free(&want);
+        h2t_exec_destroy(ref);
+        h2t_exec_destroy(ex);
+    }
+    if (have)
+        ASSERT_OK(h2t_dconv_select(1));
+    h2t_blas_threads(1);
+    h2t_model_destroy(mod);
+    free(m.b);
+}
