@@ -106,6 +106,168 @@ double h2t_solver__rows(const h2t_solver_opts *o, uint32_t n)
     return r;
 }
 
+/* ---- row blocks: sums over rows that do not depend on how the rows are split ----
+ *
+ * A fit's rows belong to nb fixed blocks of the task's training rows (task order, block b =
+ * rows [b N / nb, (b + 1) N / nb) of all N; h2t_solver__nblocks). Every sum over rows (loss,
+ * gradient X^T R, bias gradient, the power iteration, the lifts) is taken per segment: a run of
+ * consecutive rows of one block (and one CV fold: opts.rkey), each segment's rows by their own
+ * products, so a participant holding the whole block computes exactly what one process does.
+ * Segments add into their block's partial sum (double) in row order; the nb partials go through
+ * the reducer (each block's from the one participant that holds it, zeros elsewhere: exact) and
+ * are then added pairwise in a fixed tree. Per-row values (logits) are computed per segment too:
+ * OpenBLAS's result for a row depends on where it lies in the call. */
+
+uint32_t h2t_solver__nblocks(uint32_t n_all)
+{
+    return n_all >= 65536 ? 64 : n_all >= 4096 ? 16 : 4;
+}
+
+uint32_t h2t_solver__block_of(uint32_t t, uint32_t n_all)
+{
+    uint32_t nb = h2t_solver__nblocks(n_all);
+    return n_all ? (uint32_t)(((uint64_t)t + 1) * nb - 1) / n_all : 0;
+}
+
+/* The segments of a fit's n rows: row runs [s0[q], s0[q] + len[q]) in block blk[q]. */
+typedef struct segs {
+    uint32_t ns, nb, maxlen;
+    uint32_t *s0, *len, *blk;
+} segs;
+
+static void segs_free(segs *s)
+{
+    free(s->s0);
+    s->s0 = NULL;
+}
+
+static int segs_make(const h2t_solver_opts *o, uint32_t n, segs *s)
+{
+    memset(s, 0, sizeof *s);
+    s->s0 = malloc(3 * ((size_t)n + 1) * sizeof(uint32_t));
+    if (!s->s0) {
+        if (o && o->red)
+            abort(); /* as h2t_solver__reduce: the others wait in a reduction */
+        return h2t_err_set(H2T_ENOMEM, "row segments (%u rows)", n);
+    }
+    s->len = s->s0 + n + 1;
+    s->blk = s->len + n + 1;
+    const uint32_t *key = o ? o->rkey : NULL;
+    s->nb = key ? o->nblk : h2t_solver__nblocks(n);
+    for (uint32_t i = 0; i < n;) {
+        uint32_t e = i + 1, b;
+        if (key) {
+            while (e < n && key[e] == key[i])
+                e++;
+            b = key[i] % s->nb;
+        } else {
+            b = h2t_solver__block_of(i, n);
+            while (e < n && h2t_solver__block_of(e, n) == b)
+                e++;
+        }
+        s->s0[s->ns] = i;
+        s->len[s->ns] = e - i;
+        s->blk[s->ns++] = b;
+        s->maxlen = e - i > s->maxlen ? e - i : s->maxlen;
+        i = e;
+    }
+    return 0;
+}
+
+/* Per-block partial sums of m values each (nb x m), then their total. */
+typedef struct bsum {
+    uint32_t nb;
+    size_t m;
+    double *acc;
+} bsum;
+
+static int bsum_init(const h2t_solver_opts *o, bsum *b, uint32_t nb, size_t m)
+{
+    b->nb = nb;
+    b->m = m;
+    b->acc = calloc((size_t)nb * m + 1, sizeof(double));
+    if (!b->acc) {
+        if (o && o->red)
+            abort(); /* as h2t_solver__reduce */
+        return h2t_err_set(H2T_ENOMEM, "block sums (%u x %zu)", nb, m);
+    }
+    return 0;
+}
+
+static void bsum_clear(bsum *b)
+{
+    memset(b->acc, 0, (size_t)b->nb * b->m * sizeof(double));
+}
+
+static double *bsum_at(bsum *b, uint32_t blk)
+{
+    return b->acc + (size_t)blk * b->m;
+}
+
+/* The total over every participant's blocks (acc[0..m)): each block's partial comes from the
+ * participant holding it (the others add zeros: exact), then pairwise in a fixed tree. */
+static double *bsum_total(const h2t_solver_opts *o, bsum *b)
+{
+    size_t m = b->m;
+    h2t_solver__reduce(o, &(h2t_solver_part){b->acc, (size_t)b->nb * m, 1}, 1);
+    for (uint32_t s = 1; s < b->nb; s *= 2)
+        for (uint32_t q = 0; q + s < b->nb; q += 2 * s) {
+            double *a = b->acc + (size_t)q * m;
+            const double *c = b->acc + (size_t)(q + s) * m;
+            for (size_t i = 0; i < m; i++)
+                a[i] += c[i];
+        }
+    return b->acc;
+}
+
+static void bsum_free(bsum *b)
+{
+    free(b->acc);
+    b->acc = NULL;
+}
+
+int h2t_solver__rowsum(const h2t_solver_opts *o, uint32_t n, size_t m,
+                       void (*add)(void *ud, uint32_t s0, uint32_t len, double *slot), void *ud,
+                       double *out)
+{
+    segs sg;
+    bsum bs = {0};
+    int rc = segs_make(o, n, &sg);
+    if (rc < 0 || (rc = bsum_init(o, &bs, sg.nb, m)) < 0) {
+        segs_free(&sg);
+        return rc;
+    }
+    for (uint32_t q = 0; q < sg.ns; q++)
+        add(ud, sg.s0[q], sg.len[q], bsum_at(&bs, sg.blk[q]));
+    memcpy(out, bsum_total(o, &bs), m * sizeof(double));
+    segs_free(&sg);
+    bsum_free(&bs);
+    return 0;
+}
+
+/* slot (d x k) += X^T R over one segment's rows (X len x d, R len x k); GT: k x d scratch. */
+static void grad_add(const float *X, const float *R, uint32_t len, uint32_t d, uint32_t k,
+                     float *GT, double *slot)
+{
+    if (!len || !d)
+        return;
+    /* as (R^T X)^T: OpenBLAS packs X about twice as fast as the B operand */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, (int)d, (int)len, 1.0f, R, (int)k,
+                X, (int)d, 0.0f, GT, (int)d);
+    for (uint32_t j = 0; j < d; j++)
+        for (uint32_t c = 0; c < k; c++)
+            slot[(size_t)j * k + c] += GT[(size_t)c * d + j];
+}
+
+/* Z (n x k) = X W + b, segment by segment (a row's logits the same whoever holds it). */
+static void logits_seg(const segs *sg, const float *X, uint32_t d, uint32_t k, const float *W,
+                       const float *b, float *Z)
+{
+    for (uint32_t q = 0; q < sg->ns; q++)
+        h2t_solver__logits(X + (size_t)sg->s0[q] * d, sg->len[q], d, k, W, b,
+                           Z + (size_t)sg->s0[q] * k);
+}
+
 /* Sum over rows of the CE of logits Z (n x k), for float (the model's logits) and double
  * (FISTA's) alike: one body, two types. The mean divides the sum over every participant's rows
  * by their number. */
@@ -188,32 +350,103 @@ static void grad_from_residual(const float *X, const float *R, uint32_t n, uint3
     free(GT);
 }
 
+/* gb[c] += the column sums of R = scale * (softmax(Z) - onehot(y)) (each value rounded to
+ * float as ce_residual's, Z becoming R in place), row by row in order. */
+static void resid_add(float *Z, const uint32_t *y, uint32_t n, uint32_t k, double scale, double *gb)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        float *z = Z + (size_t)i * k;
+        double m = z[0];
+        for (uint32_t c = 1; c < k; c++)
+            if (z[c] > m)
+                m = z[c];
+        double s = 0;
+        for (uint32_t c = 0; c < k; c++)
+            s += exp((double)z[c] - m);
+        for (uint32_t c = 0; c < k; c++) {
+            double p = exp((double)z[c] - m) / s - (c == y[i] ? 1.0 : 0.0);
+            z[c] = (float)(scale * p);
+            gb[c] += z[c];
+        }
+    }
+}
+
+/* Over every participant's rows, by row blocks: the CE of the logits XL WL + b (XL: n x dL)
+ * summed, and (G or gb not NULL) with R = (softmax - onehot) / N, G = X^T R (d x k: X n x d, the
+ * same rows) and gb = the column sums of R, in double. Returns the sum, NAN without memory. */
+static double lg_rows(const h2t_solver_opts *o, const segs *sg, const float *XL, uint32_t dL,
+                      const float *WL, const float *b, const float *X, uint32_t d,
+                      const uint32_t *y, uint32_t k, double N, double *G, double *gb)
+{
+    int want = G || gb;
+    size_t dk = (size_t)d * k, m = 1 + (want ? k : 0) + (G ? dk : 0);
+    bsum bs = {0};
+    float *Z = malloc((size_t)sg->maxlen * k * sizeof(float) + 1);
+    float *GT = G ? malloc(dk * sizeof(float) + 1) : NULL;
+    if (!Z || (G && !GT) || bsum_init(o, &bs, sg->nb, m) < 0) {
+        free(Z);
+        free(GT);
+        if (o && o->red)
+            abort(); /* as h2t_solver__reduce */
+        return NAN;
+    }
+    for (uint32_t q = 0; q < sg->ns; q++) {
+        uint32_t s0 = sg->s0[q], len = sg->len[q];
+        double *slot = bsum_at(&bs, sg->blk[q]);
+        h2t_solver__logits(XL + (size_t)s0 * dL, len, dL, k, WL, b, Z);
+        slot[0] += ce_value(Z, y + s0, len, k);
+        if (want)
+            resid_add(Z, y + s0, len, k, 1.0 / N, slot + 1);
+        if (G)
+            grad_add(X + (size_t)s0 * d, Z, len, d, k, GT, slot + 1 + k);
+    }
+    const double *t = bsum_total(o, &bs);
+    double f = t[0];
+    if (gb)
+        memcpy(gb, t + 1, k * sizeof(double));
+    if (G)
+        memcpy(G, t + 1 + k, dk * sizeof(double));
+    bsum_free(&bs);
+    free(Z);
+    free(GT);
+    return f;
+}
+
+/* lg_rows with float outputs (G: d x k, gb: k; either may be NULL). */
+static double lg_rows_f(const h2t_solver_opts *o, const segs *sg, const float *XL, uint32_t dL,
+                        const float *WL, const float *b, const float *X, uint32_t d,
+                        const uint32_t *y, uint32_t k, double N, float *G, float *gb)
+{
+    size_t dk = (size_t)d * k;
+    double *Gd = G ? malloc(dk * sizeof(double) + 1) : NULL;
+    double *gbd = malloc(k * sizeof(double) + 1);
+    if ((G && !Gd) || !gbd) {
+        free(Gd);
+        free(gbd);
+        if (o && o->red)
+            abort(); /* as h2t_solver__reduce */
+        return NAN;
+    }
+    double f = lg_rows(o, sg, XL, dL, WL, b, X, d, y, k, N, Gd, (G || gb) ? gbd : NULL);
+    for (uint32_t c = 0; gb && c < k; c++)
+        gb[c] = (float)gbd[c];
+    for (size_t q = 0; G && q < dk; q++)
+        G[q] = (float)Gd[q];
+    free(Gd);
+    free(gbd);
+    return f;
+}
+
 /* h2t_solver_loss_grad over every participant's rows (o may be NULL: this process's). */
 static double loss_grad(const h2t_solver_opts *o, const float *X, const uint32_t *y, uint32_t n,
                         uint32_t d, uint32_t k, const float *W, const float *b, float *G, float *gb)
 {
-    float *Z = malloc((size_t)n * k * sizeof(float) + 1);
-    float *gbt = gb ? gb : malloc(k * sizeof(float) + 1);
-    if (!Z || !gbt) {
-        free(Z);
-        if (gbt != gb)
-            free(gbt);
+    segs sg;
+    if (segs_make(o, n, &sg) < 0)
         return NAN;
-    }
     double N = h2t_solver__rows(o, n);
-    h2t_solver__logits(X, n, d, k, W, b, Z);
-    double f = ce_value(Z, y, n, k);
-    if (G || gb) {
-        ce_residual(Z, y, n, k, 1.0 / N, gbt);
-        if (G)
-            grad_from_residual(X, Z, n, d, k, G);
-    }
-    h2t_solver_part parts[] = {
-        {&f, 1, 1}, {gbt, (G || gb) ? k : 0, 0}, {G, G ? (size_t)d * k : 0, 0}};
-    h2t_solver__reduce(o, parts, 3);
-    if (gbt != gb)
-        free(gbt);
-    free(Z);
+    double f = lg_rows_f(o, &sg, X, d, W, b, X, d, y, k, N, G, gb);
+    segs_free(&sg);
     return N ? f / N : 0;
 }
 
@@ -340,13 +573,18 @@ static double maxabs(const float *a, size_t m)
 /* Upper bound on the Lipschitz constant of the mean CE gradient in (W, b): the softmax
  * Hessian is <= I/2, so L <= sigma_max([X 1])^2 / (2n); sigma_max by power iteration
  * (30 rounds, then 5% margin; deterministic start vector). */
-static double lipschitz_bound(const h2t_solver_opts *o, const float *X, uint32_t n, uint32_t d,
-                              double N)
+static double lipschitz_bound(const h2t_solver_opts *o, const segs *sg, const float *X, uint32_t n,
+                              uint32_t d, double N)
 {
     float *v = malloc(((size_t)d + 1) * sizeof(float)), *u = malloc((size_t)n * sizeof(float) + 1);
-    if (!v || !u) {
+    float *vt = malloc(((size_t)d + 1) * sizeof(float));
+    bsum bs = {0};
+    if (!v || !u || !vt || bsum_init(o, &bs, sg->nb, (size_t)d + 2) < 0) {
         free(v);
         free(u);
+        free(vt);
+        if (o && o->red)
+            abort();                  /* as h2t_solver__reduce */
         return 0.5 * ((double)d + 1); /* crude but valid for rows of norm <= sqrt(d) */
     }
     for (uint32_t j = 0; j <= d; j++)
@@ -356,24 +594,41 @@ static double lipschitz_bound(const h2t_solver_opts *o, const float *X, uint32_t
         double nv = sqrt(dotf(v, v, (size_t)d + 1));
         for (uint32_t j = 0; j <= d; j++)
             v[j] = (float)(v[j] / nv);
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)d, 1.0f, X, (int)d, v, 1, 0.0f, u, 1);
-        for (uint32_t i = 0; i < n; i++)
-            u[i] += v[d];
-        s2 = dotf(u, u, n);
-        if (n)
-            cblas_sgemv(CblasRowMajor, CblasTrans, (int)n, (int)d, 1.0f, X, (int)d, u, 1, 0.0f, v,
-                        1);
-        else
-            memset(v, 0, (size_t)d * sizeof(float));
-        double sb = 0;
-        for (uint32_t i = 0; i < n; i++)
-            sb += u[i];
-        h2t_solver_part parts[] = {{&s2, 1, 1}, {&sb, 1, 1}, {v, d, 0}};
-        h2t_solver__reduce(o, parts, 3);
-        v[d] = (float)sb;
+        bsum_clear(&bs);
+        for (uint32_t q = 0; q < sg->ns; q++) { /* u = X v + v_d, X^T u, by segments */
+            uint32_t s0 = sg->s0[q], len = sg->len[q];
+            const float *Xq = X + (size_t)s0 * d;
+            float *uq = u + s0;
+            double *slot = bsum_at(&bs, sg->blk[q]);
+            if (d)
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)len, (int)d, 1.0f, Xq, (int)d, v, 1,
+                            0.0f, uq, 1);
+            else
+                memset(uq, 0, len * sizeof(float));
+            double sb = 0;
+            for (uint32_t i = 0; i < len; i++) {
+                uq[i] += v[d];
+                sb += uq[i];
+            }
+            slot[0] += dotf(uq, uq, len);
+            slot[1] += sb;
+            if (d && len) {
+                cblas_sgemv(CblasRowMajor, CblasTrans, (int)len, (int)d, 1.0f, Xq, (int)d, uq, 1,
+                            0.0f, vt, 1);
+                for (uint32_t j = 0; j < d; j++)
+                    slot[2 + j] += vt[j];
+            }
+        }
+        const double *t = bsum_total(o, &bs);
+        s2 = t[0];
+        for (uint32_t j = 0; j < d; j++)
+            v[j] = (float)t[2 + j];
+        v[d] = (float)t[1];
     }
+    bsum_free(&bs);
     free(v);
     free(u);
+    free(vt);
     return 1.05 * s2 / (2.0 * N) + 1e-12;
 }
 
@@ -412,13 +667,13 @@ static double ce_value_residual_d(const double *Z, double *R, const uint32_t *y,
     return loss;
 }
 
-/* Z (double) = X Wd + b with one float sgemm (Wt, Zt: float scratch d x k, n x k). */
-static void logits_mixed(const float *X, uint32_t n, uint32_t d, uint32_t k, const double *Wd,
-                         const double *b, float *Wt, float *Zt, double *Z)
+/* Z (double) = X Wd + b with float sgemm by segments (Wt, Zt: float scratch d x k, n x k). */
+static void logits_mixed(const segs *sg, const float *X, uint32_t n, uint32_t d, uint32_t k,
+                         const double *Wd, const double *b, float *Wt, float *Zt, double *Z)
 {
     for (size_t q = 0; q < (size_t)d * k; q++)
         Wt[q] = (float)Wd[q];
-    h2t_solver__logits(X, n, d, k, Wt, NULL, Zt);
+    logits_seg(sg, X, d, k, Wt, NULL, Zt);
     for (uint32_t i = 0; i < n; i++)
         for (uint32_t c = 0; c < k; c++)
             Z[(size_t)i * k + c] = Zt[(size_t)i * k + c] + b[c];
@@ -427,27 +682,59 @@ static void logits_mixed(const float *X, uint32_t n, uint32_t d, uint32_t k, con
 /* Zn = Zy + X (Wn - Y) + (bn - Yb): the change in float (it is small near a solution, so its
  * rounding is too), the logits themselves in double, so objective differences stay exact to
  * far below the float rounding of Z. */
-static void logits_step(const float *X, uint32_t n, uint32_t d, uint32_t k, const double *Wn,
-                        const double *Y, const double *bn, const double *Yb, const double *Zy,
-                        float *Wt, float *Zt, double *Zn)
+static void logits_step(const segs *sg, const float *X, uint32_t n, uint32_t d, uint32_t k,
+                        const double *Wn, const double *Y, const double *bn, const double *Yb,
+                        const double *Zy, float *Wt, float *Zt, double *Zn)
 {
     for (size_t q = 0; q < (size_t)d * k; q++)
         Wt[q] = (float)(Wn[q] - Y[q]);
-    h2t_solver__logits(X, n, d, k, Wt, NULL, Zt);
+    logits_seg(sg, X, d, k, Wt, NULL, Zt);
     for (uint32_t i = 0; i < n; i++)
         for (uint32_t c = 0; c < k; c++)
             Zn[(size_t)i * k + c] = Zy[(size_t)i * k + c] + Zt[(size_t)i * k + c] + (bn[c] - Yb[c]);
 }
 
-/* G (double, d x k) = X^T R through one float sgemm (Rt: n x k, Gt: d x k float scratch). */
-static void grad_mixed(const float *X, const double *R, uint32_t n, uint32_t d, uint32_t k,
-                       float *Rt, float *Gt, double *G)
+/* Over every participant's rows, by row blocks (bs: 1 + k + d k values per block): the CE of
+ * the double logits Z summed (returned), R = scale * (softmax(Z) - onehot(y)) (R may be Z),
+ * gb = its column sums and G (d x k) = X^T R through float sgemm (Rt: n x k, GT: k x d float
+ * scratch). */
+static double grad_mixed(const h2t_solver_opts *o, const segs *sg, bsum *bs, const float *X,
+                         uint32_t d, uint32_t k, const double *Z, double *R, const uint32_t *y,
+                         double scale, float *Rt, float *GT, double *G, double *gb)
 {
-    for (size_t q = 0; q < (size_t)n * k; q++)
-        Rt[q] = (float)R[q];
-    grad_from_residual(X, Rt, n, d, k, Gt);
-    for (size_t q = 0; q < (size_t)d * k; q++)
-        G[q] = Gt[q];
+    double gtmp[256], *gt = k <= 256 ? gtmp : malloc(k * sizeof(double));
+    if (!gt)
+        abort(); /* as h2t_solver__reduce: a participant this short of memory stops */
+    bsum_clear(bs);
+    for (uint32_t q = 0; q < sg->ns; q++) {
+        uint32_t s0 = sg->s0[q], len = sg->len[q];
+        double *slot = bsum_at(bs, sg->blk[q]);
+        size_t off = (size_t)s0 * k;
+        slot[0] += ce_value_residual_d(Z + off, R + off, y + s0, len, k, scale, gt);
+        for (uint32_t c = 0; c < k; c++)
+            slot[1 + c] += gt[c];
+        for (size_t i = 0; i < (size_t)len * k; i++)
+            Rt[off + i] = (float)R[off + i];
+        grad_add(X + (size_t)s0 * d, Rt + off, len, d, k, GT, slot + 1 + k);
+    }
+    if (gt != gtmp)
+        free(gt);
+    const double *t = bsum_total(o, bs);
+    memcpy(gb, t + 1, k * sizeof(double));
+    memcpy(G, t + 1 + k, (size_t)d * k * sizeof(double));
+    return t[0];
+}
+
+/* The CE of the double logits Z summed over every participant's rows, by row blocks (bs: one
+ * value per block). */
+static double ce_sum_d(const h2t_solver_opts *o, const segs *sg, bsum *bs, const double *Z,
+                       const uint32_t *y, uint32_t k)
+{
+    bsum_clear(bs);
+    for (uint32_t q = 0; q < sg->ns; q++)
+        bsum_at(bs, sg->blk[q])[0] +=
+            ce_value_d(Z + (size_t)sg->s0[q] * k, y + sg->s0[q], sg->len[q], k);
+    return bsum_total(o, bs)[0];
 }
 
 /* Wn = prox_{t lambda}(Y - t G), bn = Yb - t gb; returns the penalty sum ||Wn_j||. */
@@ -487,7 +774,14 @@ int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_
     int rc = 0;
     double *buf = malloc((5 * dk + 4 * nk + 5 * k) * sizeof(double) + 1);
     float *fbuf = malloc((dk + 2 * nk) * sizeof(float) + 1);
+    segs sg = {0};
+    bsum bg = {0}, bc = {0}; /* per block: CE, bias gradient, gradient; CE alone */
+    if ((rc = segs_make(o, n, &sg)) < 0 || (rc = bsum_init(o, &bg, sg.nb, 1 + k + dk)) < 0 ||
+        (rc = bsum_init(o, &bc, sg.nb, 1)) < 0)
+        goto out;
     if (!fbuf || !buf) {
+        if (o->red)
+            abort(); /* as h2t_solver__reduce */
         rc = h2t_err_set(H2T_ENOMEM, "group-lasso workspace (%u x %u)", n, d);
         goto out;
     }
@@ -501,17 +795,15 @@ int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_
     for (uint32_t c = 0; c < k; c++)
         b[c] = bf[c];
     double N = h2t_solver__rows(o, n);
-    double Lmax = lipschitz_bound(o, X, n, d, N);
+    double Lmax = lipschitz_bound(o, &sg, X, n, d, N);
     double Lc = (L && *L > 0) ? *L : Lmax * 0.1;
     if (Lc > Lmax)
         Lc = Lmax;
-    logits_mixed(X, n, d, k, W, b, Wt, Zt, Zw);
+    logits_mixed(&sg, X, n, d, k, W, b, Wt, Zt, Zw);
     double pen0 = 0;
     for (uint32_t j = 0; j < d; j++)
         pen0 += row_norm_d(W + (size_t)j * k, k);
-    double Fw = ce_value_d(Zw, y, n, k);
-    h2t_solver__reduce(o, &(h2t_solver_part){&Fw, 1, 1}, 1);
-    Fw = Fw / N + lambda * pen0;
+    double Fw = ce_sum_d(o, &sg, &bc, Zw, y, k) / N + lambda * pen0;
     memcpy(Y, W, dk * sizeof(double));
     memcpy(Yb, b, k * sizeof(double));
     memcpy(Zy, Zw, nk * sizeof(double));
@@ -523,19 +815,13 @@ int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_
             rc = h2t_err_set(H2T_ECANCELED, "group-lasso fit cancelled");
             goto out;
         }
-        double fY = ce_value_residual_d(Zy, R, y, n, k, 1.0 / N, gb);
-        grad_mixed(X, R, n, d, k, Rt, Wt, G);
-        h2t_solver_part pY[] = {{&fY, 1, 1}, {gb, k, 1}, {G, dk, 1}};
-        h2t_solver__reduce(o, pY, 3);
-        fY /= N;
+        double fY = grad_mixed(o, &sg, &bg, X, d, k, Zy, R, y, 1.0 / N, Rt, Wt, G, gb) / N;
         double fn = 0, pen = 0;
         Lc = Lc * 0.9 > Lmax * 1e-6 ? Lc * 0.9 : Lmax * 1e-6; /* let the estimate come down */
         for (int bt = 0; bt < 60; bt++) {
             pen = prox_step_d(Y, Yb, G, gb, d, k, 1.0 / Lc, lambda, Wn, bn);
-            logits_step(X, n, d, k, Wn, Y, bn, Yb, Zy, Wt, Zt, Zn);
-            fn = ce_value_d(Zn, y, n, k);
-            h2t_solver__reduce(o, &(h2t_solver_part){&fn, 1, 1}, 1);
-            fn /= N;
+            logits_step(&sg, X, n, d, k, Wn, Y, bn, Yb, Zy, Wt, Zt, Zn);
+            fn = ce_sum_d(o, &sg, &bc, Zn, y, k) / N;
             double lin = 0, sq = 0;
             for (size_t i = 0; i < dk; i++) {
                 double dv = Wn[i] - Y[i];
@@ -590,11 +876,7 @@ int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_
         t = tn;
         double tol = o->kkt_rel * lambda;
         if (gm <= tol || (it + 1) % 25 == 0) {
-            memcpy(R, Zw, nk * sizeof(double));
-            (void)ce_value_residual_d(R, R, y, n, k, 1.0 / N, gbs);
-            grad_mixed(X, R, n, d, k, Rt, Wt, G);
-            h2t_solver_part pK[] = {{gbs, k, 1}, {G, dk, 1}};
-            h2t_solver__reduce(o, pK, 2);
+            (void)grad_mixed(o, &sg, &bg, X, d, k, Zw, R, y, 1.0 / N, Rt, Wt, G, gbs);
             kkt = kkt_group_d(G, gbs, W, d, k, lambda);
             if (kkt <= tol) {
                 converged = 1;
@@ -612,15 +894,11 @@ int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_
         W[q] = Wf[q];
     for (uint32_t c = 0; c < k; c++)
         b[c] = bf[c];
-    logits_mixed(X, n, d, k, W, b, Wt, Zt, Zw);
+    logits_mixed(&sg, X, n, d, k, W, b, Wt, Zt, Zw);
     double pen = 0;
     for (uint32_t j = 0; j < d; j++)
         pen += row_norm_d(W + (size_t)j * k, k);
-    Fw = ce_value_residual_d(Zw, Zw, y, n, k, 1.0 / N, gb);
-    grad_mixed(X, Zw, n, d, k, Rt, Wt, G);
-    h2t_solver_part pF[] = {{&Fw, 1, 1}, {gb, k, 1}, {G, dk, 1}};
-    h2t_solver__reduce(o, pF, 3);
-    Fw = Fw / N + lambda * pen;
+    Fw = grad_mixed(o, &sg, &bg, X, d, k, Zw, Zw, y, 1.0 / N, Rt, Wt, G, gb) / N + lambda * pen;
     kkt = kkt_group_d(G, gb, W, d, k, lambda);
     converged = kkt <= o->kkt_rel * lambda;
     if (Gout)
@@ -635,6 +913,9 @@ int h2t_solver__fit_group(const float *X, const uint32_t *y, uint32_t n, uint32_
         info->objective = Fw;
     }
 out:
+    segs_free(&sg);
+    bsum_free(&bg);
+    bsum_free(&bc);
     free(fbuf);
     free(buf);
     return rc;
@@ -817,75 +1098,29 @@ static void lbfgs_free(lbfgs *L)
     L->buf = NULL;
 }
 
-/* The primal form: f and g at th = [W (d*k), b (k)], the model in float (sgemm logits). */
+/* The primal form: f and g at th = [W (d*k), b (k)], the model in float (sgemm logits), the
+ * sums over rows by row blocks (lg_rows) in double. */
 typedef struct smooth_ctx {
     const float *X;
     const uint32_t *y;
     uint32_t n, d, k;
     double ridge;
-    float *thf, *gf, *Z; /* (d*k + k), (d*k + k), n x k */
+    float *thf; /* d*k + k */
     const h2t_solver_opts *o;
-    double N;        /* rows of every participant */
-    uint32_t rb;     /* row-sharded: rows per block of the double-precision pass */
-    double *Xd, *Zd; /* row-sharded: rb x d, rb x k */
+    double N; /* rows of every participant */
+    segs sg;
 } smooth_ctx;
-
-/* The row-sharded evaluation, in double: rows in blocks of rb converted to double, logits and
- * gradient by dgemm. The one-process primal computes the model in float (sgemm) and stops where
- * the line search no longer sees a decrease through that rounding; a sharded primal sums the
- * participants' partial products, so it runs in double, where that summation order moves the
- * iterates in their last bits only. (Where every training row together is at most D / 2 a
- * sharded job runs the kernel form on the one-process Gram instead: h2t_solver__gram_rows.) */
-static double smooth_eval_sharded(smooth_ctx *c, const double *th, double *g)
-{
-    uint32_t n = c->n, d = c->d, k = c->k;
-    size_t dk = (size_t)d * k, m = dk + k;
-    double f = 0, gbt[256], *gb = k <= 256 ? gbt : malloc(k * sizeof(double));
-    if (!gb)
-        abort(); /* as h2t_solver__reduce: a participant this short of memory stops */
-    memset(g, 0, m * sizeof(double));
-    for (uint32_t i0 = 0; i0 < n; i0 += c->rb) {
-        uint32_t nb = n - i0 < c->rb ? n - i0 : c->rb;
-        for (size_t q = 0; q < (size_t)nb * d; q++)
-            c->Xd[q] = c->X[(size_t)i0 * d + q];
-        for (uint32_t i = 0; i < nb; i++)
-            memcpy(c->Zd + (size_t)i * k, th + dk, k * sizeof(double));
-        if (d)
-            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)k, (int)d, 1.0,
-                        c->Xd, (int)d, th, (int)k, 1.0, c->Zd, (int)k);
-        f += ce_value_residual_d(c->Zd, c->Zd, c->y + i0, nb, k, 1.0 / c->N, gb);
-        for (uint32_t q = 0; q < k; q++)
-            g[dk + q] += gb[q];
-        if (d)
-            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)k, (int)nb, 1.0,
-                        c->Xd, (int)d, c->Zd, (int)k, 1.0, g, (int)k);
-    }
-    if (gb != gbt)
-        free(gb);
-    h2t_solver_part parts[] = {{&f, 1, 1}, {g, m, 1}};
-    h2t_solver__reduce(c->o, parts, 2);
-    return c->N ? f / c->N : 0;
-}
 
 static double smooth_eval(void *vc, const double *th, double *thi, double *g, double *gi)
 {
     smooth_ctx *c = vc;
     size_t dk = (size_t)c->d * c->k, m = dk + c->k;
     (void)thi, (void)gi; /* the primal form has no images */
-    double f;
-    if (c->Xd) {
-        f = smooth_eval_sharded(c, th, g);
-    } else {
-        for (size_t i = 0; i < m; i++)
-            c->thf[i] = (float)th[i];
-        h2t_solver__logits(c->X, c->n, c->d, c->k, c->thf, c->thf + dk, c->Z);
-        f = ce_value(c->Z, c->y, c->n, c->k);
-        ce_residual(c->Z, c->y, c->n, c->k, 1.0 / c->N, c->gf + dk);
-        grad_from_residual(c->X, c->Z, c->n, c->d, c->k, c->gf);
-        for (size_t i = 0; i < m; i++)
-            g[i] = c->gf[i];
-        f = c->N ? f / c->N : 0;
-    }
+    for (size_t i = 0; i < m; i++)
+        c->thf[i] = (float)th[i];
+    double f = lg_rows(c->o, &c->sg, c->X, c->d, c->thf, c->thf + dk, c->X, c->d, c->y, c->k, c->N,
+                       g, g + dk);
+    f = c->N ? f / c->N : 0;
     if (c->ridge > 0) {
         double s = 0;
         for (size_t i = 0; i < dk; i++) {
@@ -903,37 +1138,22 @@ int h2t_solver__fit_smooth(const float *X, const uint32_t *y, uint32_t n, uint32
 {
     size_t dk = (size_t)d * k, m = dk + k;
     int rc = 0;
-    smooth_ctx c = {X,
-                    y,
-                    n,
-                    d,
-                    k,
-                    ridge,
-                    malloc(m * sizeof(float)),
-                    malloc(m * sizeof(float)),
-                    malloc((size_t)n * k * sizeof(float) + 1),
-                    o,
-                    h2t_solver__rows(o, n),
-                    0,
-                    NULL,
-                    NULL};
+    smooth_ctx c = {X,  y, n, d, k, ridge, malloc(m * sizeof(float)), o, h2t_solver__rows(o, n),
+                    {0}};
     lbfgs L = {0};
-    if (o && o->red) { /* blocks of about 16 MB of double rows */
-        size_t rb = ((size_t)1 << 21) / (d ? d : 1);
-        c.rb = (uint32_t)(rb < 1 ? 1 : rb > n ? (n ? n : 1) : rb);
-        c.Xd = malloc((size_t)c.rb * d * sizeof(double) + 1);
-        c.Zd = malloc((size_t)c.rb * k * sizeof(double) + 1);
-        if (!c.Xd || !c.Zd) {
-            rc = h2t_err_set(H2T_ENOMEM, "double row blocks (%u x %u)", c.rb, d);
-            goto out;
-        }
-    }
-    if (!c.thf || !c.gf || !c.Z) {
+    if ((rc = segs_make(o, n, &c.sg)) < 0)
+        goto out;
+    if (!c.thf) {
+        if (o->red)
+            abort(); /* as h2t_solver__reduce */
         rc = h2t_err_set(H2T_ENOMEM, "L-BFGS workspace (%u x %u)", d, k);
         goto out;
     }
-    if ((rc = lbfgs_init(&L, m, 0, smooth_eval, &c)) < 0)
+    if ((rc = lbfgs_init(&L, m, 0, smooth_eval, &c)) < 0) {
+        if (o->red)
+            abort();
         goto out;
+    }
     for (size_t q = 0; q < dk; q++)
         L.th[q] = W[q];
     for (uint32_t q = 0; q < k; q++)
@@ -965,10 +1185,7 @@ int h2t_solver__fit_smooth(const float *X, const uint32_t *y, uint32_t n, uint32
 out:
     lbfgs_free(&L);
     free(c.thf);
-    free(c.gf);
-    free(c.Z);
-    free(c.Xd);
-    free(c.Zd);
+    segs_free(&c.sg);
     return rc;
 }
 
@@ -1116,6 +1333,8 @@ typedef struct supp_ctx {
     double *Zbase, *Zlast;    /* n x k: logits at base and at the last evaluated point */
     double *R;                /* n x k */
     float *Wt, *Zt, *Rt, *Gt; /* float scratch: s*k, n*k, n*k, s*k */
+    segs sg;
+    bsum bs; /* per block: CE, bias gradient, gradient */
 } supp_ctx;
 
 static double supp_eval(void *vc, const double *th, double *thi, double *g, double *gi)
@@ -1126,15 +1345,13 @@ static double supp_eval(void *vc, const double *th, double *thi, double *g, doub
     (void)thi, (void)gi; /* the primal form */
     for (size_t q = 0; q < sk; q++)
         c->Wt[q] = (float)(th[q] - c->base[q]);
-    h2t_solver__logits(c->X, n, c->s, k, c->Wt, NULL, c->Zt);
+    logits_seg(&c->sg, c->X, c->s, k, c->Wt, NULL, c->Zt);
     for (uint32_t i = 0; i < n; i++)
         for (uint32_t q = 0; q < k; q++)
             c->Zlast[(size_t)i * k + q] = c->Zbase[(size_t)i * k + q] + c->Zt[(size_t)i * k + q] +
                                           (th[sk + q] - c->base[sk + q]);
-    double f = ce_value_residual_d(c->Zlast, c->R, c->y, n, k, 1.0 / c->N, g + sk);
-    grad_mixed(c->X, c->R, n, c->s, k, c->Rt, c->Gt, g);
-    h2t_solver_part parts[] = {{&f, 1, 1}, {g, sk + k, 1}};
-    h2t_solver__reduce(c->o, parts, 2);
+    double f = grad_mixed(c->o, &c->sg, &c->bs, c->X, c->s, k, c->Zlast, c->R, c->y, 1.0 / c->N,
+                          c->Rt, c->Gt, g, g + sk);
     f = c->N ? f / c->N : 0;
     double pen = 0;
     for (uint32_t j = 0; j < c->s; j++) {
@@ -1184,7 +1401,11 @@ static int support_lbfgs(const float *X, const uint32_t *y, uint32_t n, uint32_t
     double *db = malloc((nv + 3 * nk + k) * sizeof(double) + 1);
     double *n0 = malloc((size_t)s * sizeof(double)); /* row norms at the start */
     lbfgs L = {0};
+    if ((rc = segs_make(o, n, &c.sg)) < 0 || (rc = bsum_init(o, &c.bs, c.sg.nb, 1 + k + sk)) < 0)
+        goto out;
     if (!Xs || !fb || !db || !n0) {
+        if (o->red)
+            abort(); /* as h2t_solver__reduce */
         rc = h2t_err_set(H2T_ENOMEM, "support L-BFGS workspace (%u x %u)", n, s);
         goto out;
     }
@@ -1204,7 +1425,7 @@ static int support_lbfgs(const float *X, const uint32_t *y, uint32_t n, uint32_t
     for (uint32_t cl = 0; cl < k; cl++)
         L.th[sk + cl] = bd[cl] = b[cl];
     memcpy(c.base, L.th, nv * sizeof(double));
-    logits_mixed(Xs, n, s, k, c.base, bd, c.Wt, c.Zt, c.Zbase);
+    logits_mixed(&c.sg, Xs, n, s, k, c.base, bd, c.Wt, c.Zt, c.Zbase);
     lbfgs_start(&L);
     for (uint32_t q = 0; q < s; q++)
         n0[q] = row_norm_d(L.th + (size_t)q * k, k);
@@ -1236,6 +1457,8 @@ static int support_lbfgs(const float *X, const uint32_t *y, uint32_t n, uint32_t
         b[cl] = (float)L.th[sk + cl];
 out:
     lbfgs_free(&L);
+    segs_free(&c.sg);
+    bsum_free(&c.bs);
     free(rows);
     free(Xs);
     free(fb);
@@ -1304,6 +1527,9 @@ int h2t_solver__fit_group_ws(const float *X, const uint32_t *y, uint32_t n, uint
     h2t_fit_info fi = {0};
     uint32_t total_iters = 0;
     double fval = 0;
+    segs sg = {0};
+    if ((rc = segs_make(o, n, &sg)) < 0)
+        goto out;
     if (!set || !in || !Z || !gb || !cand) {
         rc = h2t_err_set(H2T_ENOMEM, "working set (%u features)", d);
         goto out;
@@ -1326,13 +1552,9 @@ int h2t_solver__fit_group_ws(const float *X, const uint32_t *y, uint32_t n, uint
             goto out;
         }
         ws_gather(X, W, set, n, d, m, k, Xn, Wn);
-        h2t_solver__logits(Xn, n, m, k, Wn, b, Z);
+        (void)lg_rows_f(o, &sg, Xn, m, Wn, b, X, d, y, k, N, G, gb);
         free(Xn);
         free(Wn);
-        ce_residual(Z, y, n, k, 1.0 / N, gb);
-        grad_from_residual(X, Z, n, d, k, G);
-        h2t_solver_part pg[] = {{gb, k, 0}, {G, (size_t)d * k, 0}};
-        h2t_solver__reduce(o, pg, 2);
         lambda_prev = lambda;
     }
     double thr = 2 * lambda - lambda_prev;
@@ -1388,13 +1610,7 @@ int h2t_solver__fit_group_ws(const float *X, const uint32_t *y, uint32_t n, uint
         for (uint32_t q = 0; q < m; q++)
             memcpy(W + (size_t)set[q] * k, Ws + (size_t)q * k, k * sizeof(float));
         /* full gradient at the solution; rows outside the set must satisfy KKT */
-        h2t_solver__logits(Xs, n, m, k, Ws, b, Z);
-        fval = ce_value(Z, y, n, k);
-        ce_residual(Z, y, n, k, 1.0 / N, gb);
-        grad_from_residual(X, Z, n, d, k, G);
-        h2t_solver_part pg[] = {{&fval, 1, 1}, {gb, k, 0}, {G, (size_t)d * k, 0}};
-        h2t_solver__reduce(o, pg, 3);
-        fval /= N;
+        fval = lg_rows_f(o, &sg, Xs, m, Ws, b, X, d, y, k, N, G, gb) / N;
         nc = 0;
         for (uint32_t j = 0; j < d; j++) {
             double gn = in[j] ? 0 : row_norm_f(G + (size_t)j * k, k);
@@ -1417,6 +1633,7 @@ int h2t_solver__fit_group_ws(const float *X, const uint32_t *y, uint32_t n, uint
         info->objective = fval + lambda * group_penalty(W, d, k);
     }
 out:
+    segs_free(&sg);
     free(cand);
     free(set);
     free(in);
@@ -1439,6 +1656,15 @@ out:
  * the returned W = X^T A is then checked against the primal gradient itself and, if that check
  * fails in float, finished by the primal L-BFGS from there. */
 
+/* The Gram matrix in GRAM_SLABS fixed slabs of its rows: slab b (rows [b N / S, (b + 1) N / S))
+ * against rows from its first on (the upper triangle and the slab's diagonal block), by dgemm
+ * per column block of 2048 features in order. One process computes every slab; row-sharded,
+ * each slab is computed by the participant holding its first row, and the slabs are then
+ * gathered through the reducer (the others add zeros: exact). The same dgemm calls on the same
+ * values, so the Gram is one process's bit for bit however the rows are split, and the ranks
+ * share its products. */
+#define GRAM_SLABS 16
+
 int h2t_solver__gram_rows(const h2t_solver_opts *o, const float *X, uint32_t n, const uint32_t *pos,
                           uint32_t N, uint32_t d, double *Gm)
 {
@@ -1450,11 +1676,16 @@ int h2t_solver__gram_rows(const h2t_solver_opts *o, const float *X, uint32_t n, 
     memset(Gm, 0, (size_t)N * N * sizeof(double));
     uint32_t bs = 2048;
     double *Xb = malloc((size_t)N * bs * sizeof(double));
-    if (!Xb) {
+    uint8_t *mine = calloc((size_t)N + 1, 1); /* the rows this participant holds */
+    if (!Xb || !mine) {
+        free(Xb);
+        free(mine);
         if (shared) /* the others wait in this Gram's first reduction */
             abort();
         return h2t_err_set(H2T_ENOMEM, "Gram block %u x %u", N, bs);
     }
+    for (uint32_t i = 0; i < n; i++)
+        mine[pos ? pos[i] : i] = 1;
     for (uint32_t j0 = 0; j0 < d; j0 += bs) {
         uint32_t w = d - j0 < bs ? d - j0 : bs;
         if (shared) /* every other participant's rows are zero here: the sum is exact */
@@ -1465,10 +1696,20 @@ int h2t_solver__gram_rows(const h2t_solver_opts *o, const float *X, uint32_t n, 
                 xb[c] = X[(size_t)i * d + j0 + c];
         }
         h2t_solver__reduce(o, &(h2t_solver_part){Xb, (size_t)N * w, 1}, 1);
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int)N, (int)w, 1.0, Xb, (int)w, 1.0,
-                    Gm, (int)N);
+        for (uint32_t b = 0; b < GRAM_SLABS; b++) {
+            uint32_t lo = (uint32_t)((uint64_t)N * b / GRAM_SLABS);
+            uint32_t hi = (uint32_t)((uint64_t)N * (b + 1) / GRAM_SLABS);
+            if (lo == hi || !mine[lo])
+                continue;
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(hi - lo), (int)(N - lo),
+                        (int)w, 1.0, Xb + (size_t)lo * w, (int)w, Xb + (size_t)lo * w, (int)w, 1.0,
+                        Gm + (size_t)lo * N + lo, (int)N);
+        }
     }
     free(Xb);
+    free(mine);
+    /* the slabs of the others (each entry from one participant, zeros elsewhere: exact) */
+    h2t_solver__reduce(o, &(h2t_solver_part){Gm, (size_t)N * N, 1}, 1);
     for (uint32_t i = 1; i < N; i++)
         for (uint32_t j = 0; j < i; j++)
             Gm[(size_t)i * N + j] = Gm[(size_t)j * N + i];
@@ -1587,23 +1828,45 @@ static double kernel_eval(void *vc, const double *th, double *thi, double *g, do
 
 /* WG (d x 2k) = X^T [A | g_A]: W and the primal gradient's W part in one pass. A, gA: N x k
  * over every participant's rows; this participant's n rows X are rows pos[i] of them (pos NULL:
- * all, n == N), its products summed through o's reducer (floats in double). AG: n x 2k. */
-static void kernel_lift(const h2t_solver_opts *o, const float *X, uint32_t n, const uint32_t *pos,
-                        uint32_t d, uint32_t k, const double *A, const double *gA, float *AG,
-                        float *WG)
+ * all, n == N), its products summed over every participant by row blocks (floats in double).
+ * AG: n x 2k. */
+static int kernel_lift(const h2t_solver_opts *o, const float *X, uint32_t n, const uint32_t *pos,
+                       uint32_t d, uint32_t k, const double *A, const double *gA, float *AG,
+                       float *WG)
 {
+    size_t m = (size_t)d * 2 * k;
+    segs sg = {0};
+    bsum bs = {0};
+    float *GT = malloc(m * sizeof(float) + 1);
+    int rc = segs_make(o, n, &sg);
+    if (rc == 0)
+        rc = bsum_init(o, &bs, sg.nb, m);
+    if (rc == 0 && !GT) {
+        if (o && o->red)
+            abort(); /* as h2t_solver__reduce */
+        rc = h2t_err_set(H2T_ENOMEM, "lift (%u x %u)", d, 2 * k);
+    }
+    if (rc < 0) {
+        segs_free(&sg);
+        free(GT);
+        return rc;
+    }
     for (uint32_t i = 0; i < n; i++)
         for (uint32_t c = 0; c < k; c++) {
             size_t q = (size_t)(pos ? pos[i] : i) * k + c;
             AG[(size_t)i * 2 * k + c] = (float)A[q];
             AG[(size_t)i * 2 * k + k + c] = (float)gA[q];
         }
-    if (n)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)(2 * k), (int)n, 1.0f, X,
-                    (int)d, AG, (int)(2 * k), 0.0f, WG, (int)(2 * k));
-    else
-        memset(WG, 0, (size_t)d * 2 * k * sizeof(float));
-    h2t_solver__reduce(o, &(h2t_solver_part){WG, (size_t)d * 2 * k, 0}, 1);
+    for (uint32_t q = 0; q < sg.ns; q++)
+        grad_add(X + (size_t)sg.s0[q] * d, AG + (size_t)sg.s0[q] * 2 * k, sg.len[q], d, 2 * k, GT,
+                 bsum_at(&bs, sg.blk[q]));
+    const double *t = bsum_total(o, &bs);
+    for (size_t q = 0; q < m; q++)
+        WG[q] = (float)t[q];
+    segs_free(&sg);
+    bsum_free(&bs);
+    free(GT);
+    return 0;
 }
 
 int h2t_solver__fit_smooth_kernel(const float *X, const double *Gram, const uint32_t *y, uint32_t n,
@@ -1659,7 +1922,8 @@ int h2t_solver__fit_smooth_kernel_rows(const float *X, const uint32_t *y, uint32
         if (fro <= o->gtol && gbm <= o->gtol) {
             converged = 1;
         } else if (fro <= next_check && gbm <= o->gtol) {
-            kernel_lift(o, X, n, pos, d, k, L.th, L.g, AG, WG);
+            if ((rc = kernel_lift(o, X, n, pos, d, k, L.th, L.g, AG, WG)) < 0)
+                goto out;
             lifted = 1;
             gmax = 0;
             for (size_t q = 0; q < dk; q++) {
@@ -1678,8 +1942,8 @@ int h2t_solver__fit_smooth_kernel_rows(const float *X, const uint32_t *y, uint32
         if (!lbfgs_iterate(&L))
             break;
     }
-    if (!lifted)
-        kernel_lift(o, X, n, pos, d, k, L.th, L.g, AG, WG);
+    if (!lifted && (rc = kernel_lift(o, X, n, pos, d, k, L.th, L.g, AG, WG)) < 0)
+        goto out;
     for (uint32_t j = 0; j < d; j++)
         memcpy(W + (size_t)j * k, WG + (size_t)j * 2 * k, k * sizeof(float));
     for (size_t q = 0; q < nk; q++)

@@ -21,7 +21,19 @@ typedef struct h2t_solver_opts {
                                  some rows and every sum over rows goes through red */
     int gram_own; /* 1: the kernel form's Gram products by the solver's own kernel (fit.c,
                      gram_mul) instead of dgemm: head2toe's heads */
+    /* The row blocks of a fit's rows (every sum over rows is taken per block, so it does not
+     * depend on how the rows are split over participants; fit.c): NULL: row i of the fit's n
+     * rows is row i of the task (block h2t_solver__block_of(i, n)); else rkey[i] = f * nblk + b
+     * for a row of CV fold f (its position in the current layout's fold order) in block b of
+     * the task's training rows, consecutive rows with the same key forming one segment. */
+    const uint32_t *rkey;
+    uint32_t nblk; /* blocks (h2t_solver__nblocks of every training row), with rkey */
 } h2t_solver_opts;
+
+/* The number of row blocks of a task with n_all training rows (4, 16 or 64), and the block of
+ * its training row t (task order): block b holds rows [b n_all / nb, (b + 1) n_all / nb). */
+uint32_t h2t_solver__nblocks(uint32_t n_all);
+uint32_t h2t_solver__block_of(uint32_t t, uint32_t n_all);
 
 static inline int h2t_solver__cancelled(const h2t_solver_opts *o)
 {
@@ -43,6 +55,13 @@ void h2t_solver__reduce(const h2t_solver_opts *o, h2t_solver_part *parts, uint32
 /* The number of rows of all participants together (n alone). */
 double h2t_solver__rows(const h2t_solver_opts *o, uint32_t n);
 
+/* out[0..m) = the sum over every participant's rows (of a fit's n rows here, o's row blocks) of
+ * what add puts in: add(ud, s0, len, slot) adds rows [s0, s0 + len) (one segment of one block,
+ * in row order) into slot (m doubles, the block's partial sum). Returns 0 or H2T_ENOMEM. */
+int h2t_solver__rowsum(const h2t_solver_opts *o, uint32_t n, size_t m,
+                       void (*add)(void *ud, uint32_t s0, uint32_t len, double *slot), void *ud,
+                       double *out);
+
 /* Group-lasso fit by FISTA at lambda, warm start in W, b; *L is the Lipschitz estimate
  * (in/out; <= 0 = unknown). G (d x k, may be NULL) receives the gradient of the mean CE at the
  * solution. Returns 0, H2T_ENOMEM, H2T_ECANCELED. */
@@ -63,17 +82,20 @@ int h2t_solver__fit_smooth(const float *X, const uint32_t *y, uint32_t n, uint32
                            double ridge, const h2t_solver_opts *o, float *W, float *b,
                            h2t_fit_info *info);
 
-/* Gram matrix Gm = X X^T (n x n, both triangles filled) in double: dsyrk over column blocks
- * converted to double (a float Gram's rounding, ~1e-4 on the diagonal of 161 unit layers,
- * moves the kernel optimum off the primal one). Returns 0 or H2T_ENOMEM. */
+/* Gram matrix Gm = X X^T (n x n, both triangles filled) in double: dgemm over row slabs and
+ * column blocks converted to double (a float Gram's rounding, ~1e-4 on the diagonal of 161 unit
+ * layers, moves the kernel optimum off the primal one). Returns 0 or H2T_ENOMEM. */
 int h2t_solver__gram(const float *X, uint32_t n, uint32_t d, double *Gm);
 
 /* The same Gram over the N rows of every participant of o->red together, this participant
  * holding n of them: its row i is row pos[i] of the N (o or o->red NULL: pos NULL, n == N, as
- * h2t_solver__gram). Each column block of the N rows is gathered through the reducer (every
- * other participant adds zeros: exact) and every participant runs the one-process dsyrk on
- * it, so Gm is bit for bit the Gram one process makes of the N rows in that order. Costs
- * N x d values through the reducer. Returns 0, H2T_ENOMEM (one process) or H2T_EINVAL. */
+ * h2t_solver__gram). The Gram is made in 16 fixed slabs of its rows, each by dgemm against the
+ * rows from the slab's first on, per column block in order; each column block of the N rows is
+ * gathered through the reducer (every other participant adds zeros: exact), each participant
+ * computes the slabs whose first row it holds, and the slabs are gathered the same way. So Gm
+ * is bit for bit the Gram one process makes of the N rows in that order, and the participants
+ * share its products. Costs N x d + N x N values through the reducer. Returns 0, H2T_ENOMEM
+ * (one process) or H2T_EINVAL. */
 int h2t_solver__gram_rows(const h2t_solver_opts *o, const float *X, uint32_t n, const uint32_t *pos,
                           uint32_t N, uint32_t d, double *Gm);
 

@@ -204,10 +204,13 @@ int h2t_train_spec_resolve(const h2t_train_spec *req, h2t_train_spec *out)
  *              and OpenBLAS runs one thread (its threads changed the rounding).
  *  head2toe 4: its heads take the kernel form from n <= k on (was 2n <= k), with the solver's
  *              own Gram products (their rounding differs from dgemm's).
- *  head2toe 5: a CV split's kernel-form heads warm-start from one another (cv_heads). */
+ *  head2toe 5: a CV split's kernel-form heads warm-start from one another (cv_heads).
+ *  linear 2, all 2, layer 2, ncm 2, head2toe 6: every sum over rows is taken by fixed row blocks
+ *              (fit.c), so one process and any row-sharded job agree bit for bit; the
+ *              rounding of one process's sums changed. */
 static const uint32_t results_version[H2T_METHOD_COUNT] = {
-    [H2T_METHOD_LINEAR] = 1, [H2T_METHOD_ALL] = 1, [H2T_METHOD_HEAD2TOE] = 5,
-    [H2T_METHOD_KNN] = 1,    [H2T_METHOD_NCM] = 1, [H2T_METHOD_LAYER] = 1,
+    [H2T_METHOD_LINEAR] = 2, [H2T_METHOD_ALL] = 2, [H2T_METHOD_HEAD2TOE] = 6,
+    [H2T_METHOD_KNN] = 1,    [H2T_METHOD_NCM] = 2, [H2T_METHOD_LAYER] = 2,
     [H2T_METHOD_AUTO] = 1,
 };
 
@@ -269,6 +272,8 @@ typedef struct job {
     uint32_t threads;     /* the job's threads (spec.threads, else OpenBLAS's count at the start);
                              0: not resolved (spec.threads, else OpenBLAS's count now) */
     struct selpath *fsel; /* NULL or head2toe's final selection path (OWNED) */
+    uint32_t *tkey;       /* row-sharded: o.rkey of the training rows in task order (OWNED) */
+    uint32_t *cvkey;      /* n_tr: o.rkey of the CV split under way (OWNED; cv_run) */
 } job;
 
 /* head2toe's final selection (fast path): the group-lasso path on every train row over the
@@ -480,6 +485,24 @@ static int split_rows(const job *j, uint32_t n, uint32_t *Ns, uint32_t **pos, ui
     free(at);
     *Ns = ns;
     return 0;
+}
+
+/* fit.c's row keys (h2t_solver_opts.rkey) of a training-row layout: row r (r < n_tr) is train
+ * row (r + rot) mod n_tr of the order perm (NULL: task order; this participant's rows), which
+ * lies in fold f of the fold bounds bnd (F + 1 entries; NULL: one fold); its key is f times the
+ * block count plus the block of its task row among every participant's rows. */
+static void row_keys(const job *j, const uint32_t *perm, uint32_t rot, const uint32_t *bnd,
+                     uint32_t F, uint32_t *key)
+{
+    uint32_t n = j->n_tr, N = j->shard ? j->n_tr_all : n, nb = h2t_solver__nblocks(N);
+    for (uint32_t r = 0; r < n; r++) {
+        uint32_t q = (r + rot) % n, t = perm ? perm[q] : q, f = 0;
+        if (j->shard)
+            t = j->shard->train_rows[t];
+        while (bnd && f + 1 < F && q >= bnd[f + 1])
+            f++;
+        key[r] = f * nb + h2t_solver__block_of(t, N);
+    }
 }
 
 static int rotate_to(job *j, uint32_t target)
@@ -1296,6 +1319,23 @@ static int permute_rows(job *j, const uint32_t *p, int inverse)
 /* ncm: class means of the rows (double), each scaled to unit length (an absent class stays
  * zero): a linear head W = means, b = 0. Every row has the same norm (sqrt of its non-zero
  * layers), so argmax <x, mu_c / |mu_c|> is the cosine-nearest class mean. */
+typedef struct ncm_rows {
+    const float *X;
+    const uint32_t *y;
+    uint32_t D, K;
+} ncm_rows;
+
+/* slot (D x K) += each class's sum of rows [s0, s0 + len) */
+static void ncm_add(void *ud, uint32_t s0, uint32_t len, double *slot)
+{
+    const ncm_rows *r = ud;
+    for (uint32_t i = s0; i < s0 + len; i++) {
+        const float *x = r->X + (size_t)i * r->D;
+        for (uint32_t q = 0; q < r->D; q++)
+            slot[(size_t)q * r->K + r->y[i]] += x[q];
+    }
+}
+
 static int ncm_head(job *j, const float *X, const uint32_t *y, uint32_t n, head *h)
 {
     const uint32_t D = j->D, K = j->K;
@@ -1310,12 +1350,12 @@ static int ncm_head(job *j, const float *X, const uint32_t *y, uint32_t n, head 
     }
     for (uint32_t q = 0; q < D; q++)
         h->cols[q] = q;
-    for (uint32_t i = 0; i < n; i++) {
-        const float *x = X + (size_t)i * D;
-        for (uint32_t q = 0; q < D; q++)
-            m[(size_t)q * K + y[i]] += x[q];
+    ncm_rows nr = {X, y, D, K};
+    int rc = h2t_solver__rowsum(&j->o, n, (size_t)D * K, ncm_add, &nr, m);
+    if (rc < 0) {
+        free(m);
+        return rc;
     }
-    h2t_solver__reduce(&j->o, &(h2t_solver_part){m, (size_t)D * K, 1}, 1);
     for (uint32_t c = 0; c < K; c++) {
         double s = 0;
         for (uint32_t q = 0; q < D; q++)
@@ -1460,9 +1500,10 @@ typedef struct cv_work {
 
 typedef struct cv_worker {
     cv_work *w;
-    float *X;    /* n_tr x D */
-    uint32_t *y; /* n_tr */
-    int report;  /* the job's own thread: reports progress */
+    float *X;      /* n_tr x D */
+    uint32_t *y;   /* n_tr */
+    uint32_t *key; /* n_tr: the split's row keys (h2t_solver_opts.rkey) */
+    int report;    /* the job's own thread: reports progress */
 } cv_worker;
 
 static void cv_worker_run(cv_worker *cw)
@@ -1489,6 +1530,8 @@ static void cv_worker_run(cv_worker *cw)
             wj.pspan = 0;
             wj.X = j->X;
             wj.y = j->y;
+            wj.o.rkey = j->o.rkey; /* task order */
+            wj.o.nblk = j->o.nblk;
             rc = run_cells(&wj, j->X, j->y, n, NULL, NULL, 0, j->lambdas, j->nl, j->keeps, j->nk,
                            NULL, NULL, j->fsel);
             wj.X = cw->X;
@@ -1514,6 +1557,9 @@ static void cv_worker_run(cv_worker *cw)
             memcpy(wj.X + (size_t)i * j->D, j->X + (size_t)src * j->D, j->D * sizeof(float));
             wj.y[i] = j->y[src];
         }
+        row_keys(j, perm, e, p->bnd + (size_t)r * (F + 1), F, cw->key);
+        wj.o.rkey = cw->key;
+        wj.o.nblk = h2t_solver__nblocks(n);
         uint32_t ntr = n - (e - a);
         rc = ntr == 0 || e == a ? h2t_err_set(H2T_EINVAL, "fold %u of %u training samples is %s",
                                               f + 1, n, e == a ? "empty" : "all of them")
@@ -1573,7 +1619,8 @@ static int cv_parallel(job *j, const cvplan *p, uint32_t T, cvtab *t)
         cw[q].report = q == 0;
         cw[q].X = aligned_alloc(64, ((size_t)j->n_tr * j->D * sizeof(float) + 64) & ~(size_t)63);
         cw[q].y = malloc((size_t)j->n_tr * sizeof(uint32_t) + 1);
-        if (!cw[q].X || !cw[q].y) {
+        cw[q].key = malloc((size_t)j->n_tr * sizeof(uint32_t) + 1);
+        if (!cw[q].X || !cw[q].y || !cw[q].key) {
             rc = h2t_err_set(H2T_ENOMEM, "CV rows (%u threads x %u x %u)", T, j->n_tr, j->D);
             goto out;
         }
@@ -1595,6 +1642,7 @@ out:
     for (uint32_t q = 0; q < T; q++) {
         free(cw[q].X);
         free(cw[q].y);
+        free(cw[q].key);
     }
     return rc;
 }
@@ -1631,6 +1679,12 @@ static int cv_run(job *j, const cvplan *p, double pbase, double pspan, cvtab *t)
             return rc;
         R = 0; /* done */
     }
+    const uint32_t *tkey = j->o.rkey, tnblk = j->o.nblk; /* the task order's, restored after */
+    if (R && !j->cvkey && !(j->cvkey = malloc((size_t)n * sizeof(uint32_t) + 1))) {
+        if (j->o.red)
+            abort(); /* as h2t_solver__reduce */
+        return h2t_err_set(H2T_ENOMEM, "row keys (%u rows)", n);
+    }
     for (uint32_t r = 0; r < R; r++) {
         if (p->perm) {
             if ((rc = permute_rows(j, p->perm + (size_t)r * n, 0)) < 0)
@@ -1650,6 +1704,10 @@ static int cv_run(job *j, const cvplan *p, double pbase, double pspan, cvtab *t)
             /* rotate so that fold f's validation block [a, e) is last */
             if ((rc = rotate_to(j, n ? e % n : 0)) < 0)
                 return rc;
+            /* the split's row blocks: folds in this layout's order, then task blocks */
+            row_keys(j, j->perm, j->rot, p->bnd + (size_t)r * (F + 1), F, j->cvkey);
+            j->o.rkey = j->cvkey;
+            j->o.nblk = h2t_solver__nblocks(j->n_tr_all);
             if (p->gbnd) { /* row-sharded: the same split over every participant's rows */
                 const uint32_t *gb = p->gbnd + (size_t)r * (F + 1);
                 uint32_t N = j->n_tr_all;
@@ -1672,6 +1730,8 @@ static int cv_run(job *j, const cvplan *p, double pbase, double pspan, cvtab *t)
         }
         if ((rc = rotate_to(j, 0)) < 0)
             return rc;
+        j->o.rkey = tkey;
+        j->o.nblk = tnblk;
         j->gsplit = 0;
         j->gperm = NULL;
         if (p->perm) {
@@ -2083,6 +2143,12 @@ static int solve(job *j, h2t_result **out)
     if (!j->shard) {
         j->n_tr_all = j->n_tr;
         j->n_te_all = j->n_te;
+    } else { /* the row blocks of this participant's training rows (task order) */
+        if (!(j->tkey = malloc((size_t)j->n_tr * sizeof(uint32_t) + 1)))
+            abort(); /* as h2t_solver__reduce: the others stop as when a participant dies */
+        row_keys(j, NULL, 0, NULL, 1, j->tkey);
+        j->o.rkey = j->tkey;
+        j->o.nblk = h2t_solver__nblocks(j->n_tr_all);
     }
     uint32_t F = s->folds;
     if (F > 1 && j->n_tr_all / F < 1) {
@@ -2364,6 +2430,9 @@ static void job_free(job *j)
     free(j->lname);
     selpath_free(j->fsel);
     j->fsel = NULL;
+    free(j->tkey);
+    free(j->cvkey);
+    j->tkey = j->cvkey = NULL;
 }
 
 static int job_init(job *j, const h2t_train_spec *s, h2t_solver_progress_fn progress, void *ud,

@@ -25,15 +25,24 @@ typedef struct owner {
     uint32_t part, parts, lo, hi;
 } owner;
 
-/* The positions (task order, ascending) of the n rows in list[0..n) that o holds: *pos OWNED. */
-static int owned(const owner *o, const uint32_t *list, uint32_t n, uint32_t **pos, uint32_t *m)
+/* The positions (task order, ascending) of the n rows in list[0..n) that o holds: *pos OWNED.
+ * Training rows (blocks 1) go by whole row blocks (h2t_solver__block_of): participant part of
+ * parts holds blocks [nb part / parts, nb (part + 1) / parts), so that every sum over rows is
+ * the one process's bit for bit; test rows by a plain range. */
+static int owned(const owner *o, const uint32_t *list, uint32_t n, int blocks, uint32_t **pos,
+                 uint32_t *m)
 {
     *m = 0;
     *pos = malloc((size_t)n * sizeof(uint32_t) + 1);
     if (!*pos)
         return h2t_err_set(H2T_ENOMEM, "row list (%u rows)", n);
     uint32_t a = 0, b = n;
-    if (!o->by_sample)
+    if (!o->by_sample && blocks) {
+        uint32_t nb = h2t_solver__nblocks(n), b0, b1, e;
+        range_of(nb, o->part, o->parts, &b0, &b1);
+        range_of(n, b0, nb, &a, &e);
+        range_of(n, b1, nb, &b, &e);
+    } else if (!o->by_sample)
         range_of(n, o->part, o->parts, &a, &b);
     for (uint32_t i = a; i < b; i++)
         if (!o->by_sample || (list[i] >= o->lo && list[i] < o->hi))
@@ -61,8 +70,8 @@ static int run_owned(h2t_store *st, const h2t_task *task, const h2t_train_spec *
         goto out;
     }
     h2t_solver__task_lists(task, samples, y);
-    if ((rc = owned(o, samples, n_tr, &tr, &ntr)) < 0 ||
-        (rc = owned(o, samples + n_tr, task->n_test, &te, &nte)) < 0)
+    if ((rc = owned(o, samples, n_tr, 1, &tr, &ntr)) < 0 ||
+        (rc = owned(o, samples + n_tr, task->n_test, 0, &te, &nte)) < 0)
         goto out;
     /* the job reads this participant's rows from st straight into its design matrix */
     h2t_shard sh = {red, n_tr, y, tr};
@@ -134,7 +143,7 @@ static int predict_owned(h2t_store *st, const h2t_task *task, const h2t_result *
     p = malloc(PB * sizeof(uint32_t));
     smp = malloc(PB * sizeof(uint32_t));
     all = calloc((size_t)n + 1, sizeof(double));
-    if (!x || !p || !smp || !all || (rc = owned(o, task->test, n, &rows, &nr)) < 0) {
+    if (!x || !p || !smp || !all || (rc = owned(o, task->test, n, 0, &rows, &nr)) < 0) {
         rc = rc < 0 ? rc : h2t_err_set(H2T_ENOMEM, "test rows %u x %zu", PB, D);
         goto out;
     }

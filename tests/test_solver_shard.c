@@ -6,6 +6,7 @@
 
 #include "common/err.h"
 #include "common/util.h"
+#include "solver/internal.h"
 #include "solver/solver.h"
 #include "tests/test.h"
 
@@ -101,9 +102,18 @@ typedef struct part {
     char err[256];
 } part;
 
-static uint32_t owner(uint32_t i, uint32_t P)
+/* The participant of P holding training row i of n: whole row blocks, as h2tdb fit --mpi deals
+ * them (blocks [nb q / P, nb (q + 1) / P) to participant q), or (interleaved) rows dealt one
+ * by one, which splits every block. */
+static int interleaved;
+static uint32_t owner(uint32_t i, uint32_t n, uint32_t P)
 {
-    return (3 * i + i / 7) % P;
+    if (interleaved)
+        return (3 * i + i / 7) % P;
+    uint32_t nb = h2t_solver__nblocks(n), b = h2t_solver__block_of(i, n), q = 0;
+    while ((uint64_t)nb * (q + 1) / P <= b)
+        q++;
+    return q;
 }
 
 static void *part_run(void *arg)
@@ -117,7 +127,7 @@ static void *part_run(void *arg)
     p->yte = malloc(t->n_te * sizeof(uint32_t) + 1);
     p->rows = malloc(t->n_tr * sizeof(uint32_t) + 1);
     for (uint32_t i = 0; i < t->n_tr; i++)
-        if (owner(i, P) == p->me.rank) {
+        if (owner(i, t->n_tr, P) == p->me.rank) {
             memcpy(p->xtr + (size_t)p->ntr * t->D, t->xtr + (size_t)i * t->D, t->D * sizeof(float));
             p->ytr[p->ntr] = t->ytr[i];
             p->rows[p->ntr++] = i;
@@ -222,6 +232,17 @@ static void check_same_tol(const task *t, const h2t_result *one, h2t_result **sh
         ASSERT(rel(r->final_fit.objective, one->final_fit.objective) <= 1e-6);
         if (one->select_fit.objective != 0)
             ASSERT(rel(r->select_fit.objective, one->select_fit.objective) <= sel_tol);
+        if (!interleaved) { /* whole row blocks: every sum is one process's, bit for bit */
+            ASSERT(r->final_fit.objective == one->final_fit.objective);
+            ASSERT(r->select_fit.objective == one->select_fit.objective);
+            ASSERT_EQ(r->final_fit.iters, one->final_fit.iters);
+            ASSERT_EQ(r->n_kept, one->n_kept);
+            ASSERT(memcmp(r->weights, one->weights,
+                          (size_t)r->n_kept * r->n_classes * sizeof(float)) == 0);
+            ASSERT(memcmp(r->bias, one->bias, r->n_classes * sizeof(float)) == 0);
+            ASSERT(memcmp(r->cv_acc, one->cv_acc,
+                          (size_t)one->n_lambdas * one->n_keeps * sizeof(double)) == 0);
+        }
         ASSERT_EQ(r->n_train, one->n_train);
         ASSERT_EQ(r->n_test, one->n_test);
         ASSERT(r->lambda == one->lambda);
@@ -281,12 +302,14 @@ static void shard_case(uint32_t method)
     h2t_result *one = NULL, *sh[MAXP];
     ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &one));
     ASSERT_EQ(one->cv_repeats, 3);
-    for (uint32_t P = 2; P <= 3; P++) {
-        run_team(&t, &sp, P, sh);
-        check_same(&t, one, sh, P);
-        for (uint32_t q = 0; q < P; q++)
-            h2t_result_destroy(sh[q]);
-    }
+    for (interleaved = 0; interleaved <= 1; interleaved++)
+        for (uint32_t P = 2; P <= 3; P++) {
+            run_team(&t, &sp, P, sh);
+            check_same(&t, one, sh, P);
+            for (uint32_t q = 0; q < P; q++)
+                h2t_result_destroy(sh[q]);
+        }
+    interleaved = 0;
     h2t_result_destroy(one);
     task_free(&t);
 }
@@ -475,6 +498,75 @@ TEST_TIMEOUT(solver_shard_wide_head2toe_equals_one_process, 240)
     for (uint32_t P = 2; P <= 3; P++) {
         run_team(&t, &sp, P, sh);
         check_same_tol(&t, one, sh, P, 1e-5);
+        for (uint32_t q = 0; q < P; q++)
+            h2t_result_destroy(sh[q]);
+    }
+    h2t_result_destroy(one);
+    task_free(&t);
+}
+
+/* The primal form (every training row together more than D / 2: 400 rows x 192 correlated
+ * features) at a small ridge, with CV: L-BFGS runs on the loss and gradient summed over the
+ * participants' rows, and a ridge of 1e-5 leaves the stopping test loose enough that a
+ * different summation order ends several 1e-6 away (5.9e-6 relative with one participant when
+ * each participant's sums were its own rows' in one product). By row blocks the sums, and so the
+ * objective, the iterations and the head, are one process's bit for bit on 1, 2, 3 and 4
+ * participants. */
+TEST_TIMEOUT(solver_shard_primal_small_lambda_bitwise, 240)
+{
+    task t;
+    task_make_wide(&t, 400, 60, 3, 64, 10, 29);
+    h2t_train_spec sp;
+    h2t_train_spec_default(&sp, H2T_METHOD_ALL);
+    sp.folds = 3;
+    sp.cv_repeats = 1;
+    sp.n_lambdas = 1;
+    sp.lambdas[0] = 1e-5;
+    h2t_dataset d = task_dataset(&t);
+    h2t_result *one = NULL, *sh[MAXP];
+    ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &one));
+    fprintf(stderr, "  one process: lambda %g, %u iterations, objective %.12g\n", one->lambda,
+            one->final_fit.iters, one->final_fit.objective);
+    ASSERT(2 * t.n_tr > t.D); /* the primal form */
+    for (uint32_t P = 1; P <= 4; P++) {
+        run_team(&t, &sp, P, sh);
+        check_same(&t, one, sh, P);
+        for (uint32_t q = 0; q < P; q++)
+            h2t_result_destroy(sh[q]);
+    }
+    h2t_result_destroy(one);
+    task_free(&t);
+}
+
+/* Head2Toe's group-lasso path at small lambdas (1e-3 and 1e-4, down from lambda_max) on a wide
+ * task (60 rows x 1,024 features, 6 classes, 3 folds): FISTA and the support's L-BFGS sum
+ * their gradients over the participants every step and stop at a KKT residual of 1e-2 lambda,
+ * where a different summation order moves the objective and the ranking (4.3e-6 relative on 2
+ * participants when each participant's sums were its own rows' in one product). By row blocks the
+ * path's objective, the kept features, the heads and the CV table are one process's bit for
+ * bit on 2 and 3 participants. */
+TEST_TIMEOUT(solver_shard_head2toe_small_lambda_bitwise, 300)
+{
+    task t;
+    task_make_wide(&t, 60, 30, 8, 128, 6, 31);
+    h2t_train_spec sp;
+    h2t_train_spec_default(&sp, H2T_METHOD_HEAD2TOE);
+    sp.folds = 3;
+    sp.cv_repeats = 1;
+    sp.n_lambdas = 2;
+    sp.lambdas[0] = 1e-3;
+    sp.lambdas[1] = 1e-4;
+    sp.n_keeps = 2;
+    sp.keeps[0] = 0.02;
+    sp.keeps[1] = 0.1;
+    h2t_dataset d = task_dataset(&t);
+    h2t_result *one = NULL, *sh[MAXP];
+    ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &one));
+    fprintf(stderr, "  one process: lambda %g, keep %g (%u features), select objective %.12g\n",
+            one->lambda, one->keep, one->n_kept, one->select_fit.objective);
+    for (uint32_t P = 2; P <= 3; P++) {
+        run_team(&t, &sp, P, sh);
+        check_same(&t, one, sh, P);
         for (uint32_t q = 0; q < P; q++)
             h2t_result_destroy(sh[q]);
     }
