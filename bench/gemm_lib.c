@@ -1,10 +1,13 @@
 /*
  * bench/gemm_lib.c - the forward pass's CPU time per image with the convolutions on OpenBLAS's
  * and oneDNN's sgemm under the executor's im2col (extract/gemm.h), and on oneDNN's convolution
- * primitive (extract/dnnl_conv.h), alternating in one process.
+ * primitive (extract/dnnl_conv.h): its direct kernels on one sample per call
+ * ("onednn-conv-1"), and as the executor runs it ("onednn-conv": Winograd where it pays,
+ * groups of H2T_DCONV_GROUP samples per call where the batch has them), alternating in one
+ * process.
  *
  * One thread (OpenBLAS at 1 thread, the executor unsplit), batch B, seeded noise in [-1, 1];
- * one untimed run per configuration, then R rounds, each running all three (the order rotated
+ * one untimed run per configuration, then R rounds, each running all four (the order rotated
  * every round) and timing each run with the thread's CPU clock, which the neighbours' load
  * skews much less than the wall clock. Prints the median and range of CPU ms per image for
  * each. The instruction sets follow the environment: H2T_CPU_MAX caps h2tdb's kernels and
@@ -40,24 +43,39 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* The three configurations, each with its own executor (the convolution path is chosen when
+/* The four configurations, each with its own executor (the convolution path is chosen when
  * an executor plans): OpenBLAS sgemm under im2col, oneDNN sgemm under im2col, oneDNN's
- * convolution primitive (extract/dnnl_conv.h). */
-#define N_CONF 3
+ * convolution primitive with its direct kernels on one sample per call (an executor of batch
+ * 1 fed sample by sample, Winograd off), and the primitive as the executor runs it. */
+#define N_CONF 4
 
 static int conf_select(int l)
 {
     int rc = h2t_gemm_select(l == 0 ? H2T_GEMM_OPENBLAS : H2T_GEMM_DNNL);
-    if (rc == 0 && (rc = h2t_dconv_select(l == 2)) < 0 && l != 2)
+    if (rc == 0 && (rc = h2t_dconv_select(l >= 2)) < 0 && l < 2)
         rc = 0;
+    h2t_dconv_winograd(l != 2);
     return rc;
+}
+
+/* One batch of B through configuration l (configuration 2: sample by sample). */
+static int conf_run(h2t_exec *x, int l, const float *in, int B, size_t per)
+{
+    if (l != 2)
+        return h2t_exec_run(x, in, B, NULL, NULL);
+    for (int i = 0; i < B; i++) {
+        int rc = h2t_exec_run(x, in + per * (size_t)i, 1, NULL, NULL);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
     const char *name = argc > 1 ? argv[1] : "mobilenet_v2";
     int B = argc > 2 ? atoi(argv[2]) : 4, R = argc > 3 ? atoi(argv[3]) : 7;
-    static const char *names[N_CONF] = {"openblas", "onednn", "onednn-conv"};
+    static const char *names[N_CONF] = {"openblas", "onednn", "onednn-conv-1", "onednn-conv"};
     char path[512];
     h2t_model *m = NULL;
     h2t_exec *x[N_CONF] = {NULL};
@@ -74,14 +92,14 @@ int main(int argc, char **argv)
         return 1;
     }
     if (conf_select(2) < 0) {
-        fprintf(stderr, "gemm_lib: %s: onednn-conv left out\n", h2t_err_detail());
+        fprintf(stderr, "gemm_lib: %s: onednn-conv-1 and onednn-conv left out\n", h2t_err_detail());
         nconf = 2;
     }
     h2t_blas_threads(1);
     if (bench_model_path(name, path, sizeof path) < 0 || h2t_model_load(path, &m) < 0)
         goto out;
     for (int l = 0; l < nconf; l++)
-        if (conf_select(l) < 0 || h2t_exec_create(m, B, &x[l]) < 0)
+        if (conf_select(l) < 0 || h2t_exec_create(m, l == 2 ? 1 : B, &x[l]) < 0)
             goto out;
     const h2t_tensor_info *ti = h2t_model_input(m);
     size_t per = 1;
@@ -96,14 +114,14 @@ int main(int argc, char **argv)
         in[i] = (float)(seed >> 8) / 16777216.0f * 2.0f - 1.0f;
     }
     for (int l = 0; l < nconf; l++)
-        if (conf_select(l) < 0 || h2t_exec_run(x[l], in, B, NULL, NULL) < 0)
+        if (conf_select(l) < 0 || conf_run(x[l], l, in, B, per) < 0)
             goto out;
     for (int r = 0; r < R; r++)
         for (int k = 0; k < nconf; k++) {
             int l = (k + r) % nconf;
             conf_select(l);
             double a = cpu_s();
-            if (h2t_exec_run(x[l], in, B, NULL, NULL) < 0)
+            if (conf_run(x[l], l, in, B, per) < 0)
                 goto out;
             t[l][r] = (cpu_s() - a) / B * 1e3;
         }

@@ -76,6 +76,12 @@ int h2t_dconv_select(int on)
     return on ? h2t_err_set(H2T_EUNSUPPORTED, "conv: built without oneDNN's header") : 0;
 }
 
+int h2t_dconv_winograd(int on)
+{
+    (void)on;
+    return 0;
+}
+
 int h2t_dconv_create(const h2t_dconv_geo *g, const float *w, const float *bias, int act, float lo,
                      float hi, int sum, h2t_dconv **out)
 {
@@ -88,6 +94,12 @@ int h2t_dconv_src_blocked(const h2t_dconv *c)
 {
     (void)c;
     return 0;
+}
+
+int h2t_dconv_group(const h2t_dconv *c)
+{
+    (void)c;
+    return 1;
 }
 
 size_t h2t_dconv_scratch(const h2t_dconv *c)
@@ -107,6 +119,12 @@ int h2t_dconv_run(const h2t_dconv *c, const float *x, int x_blk, const float *re
 {
     (void)c, (void)x, (void)x_blk, (void)res, (void)res_blk, (void)y, (void)y_blk, (void)scratch;
     return h2t_err_set(H2T_ESTATE, "conv: built without oneDNN's header");
+}
+
+int h2t_dconv_run_group(const h2t_dconv *c, const float *x, int x_blk, const float *res,
+                        int res_blk, float *y, int y_blk, float *scratch)
+{
+    return h2t_dconv_run(c, x, x_blk, res, res_blk, y, y_blk, scratch);
 }
 
 void h2t_dconv_free(h2t_dconv *c)
@@ -136,7 +154,11 @@ void h2t_dconv_free(h2t_dconv *c)
     X(dnnl_post_ops_destroy)                                                                       \
     X(dnnl_post_ops_append_eltwise)                                                                \
     X(dnnl_post_ops_append_sum)                                                                    \
-    X(dnnl_primitive_desc_create)                                                                  \
+    X(dnnl_primitive_desc_iterator_create)                                                         \
+    X(dnnl_primitive_desc_iterator_next)                                                           \
+    X(dnnl_primitive_desc_iterator_fetch)                                                          \
+    X(dnnl_primitive_desc_iterator_destroy)                                                        \
+    X(dnnl_memory_desc_equal)                                                                      \
     X(dnnl_primitive_desc_destroy)                                                                 \
     X(dnnl_primitive_desc_query)                                                                   \
     X(dnnl_primitive_desc_query_md)                                                                \
@@ -155,7 +177,8 @@ static struct {
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static int g_loaded;
-static int g_on = -1; /* -1: not chosen yet */
+static int g_on = -1;   /* -1: not chosen yet */
+static int g_wino = -1; /* -1: not chosen yet */
 static pthread_key_t g_stream_key;
 static _Thread_local dnnl_stream_t t_stream;
 static _Thread_local int t_one_thread;
@@ -214,6 +237,31 @@ int h2t_dconv_select(int on)
     return 0;
 }
 
+int h2t_dconv_winograd(int on)
+{
+    if (on < 0) {
+        on = __atomic_load_n(&g_wino, __ATOMIC_ACQUIRE);
+        if (on >= 0)
+            return on;
+        const char *e = getenv("H2T_CONV");
+        on = !(e && !strcmp(e, "direct"));
+    }
+    __atomic_store_n(&g_wino, on ? 1 : 0, __ATOMIC_RELEASE);
+    return on ? 1 : 0;
+}
+
+/* Winograd's F(2x2, 3x3) (or F(4x4, 3x3), as oneDNN chooses) for a 3x3 stride-1 convolution
+ * of at least 32 channels in and out over at least 14 x 14 outputs: there it measured 1.3-1.8x
+ * the direct kernel on one sample (docs/benchmarks.md); on 7 x 7 outputs of 512 channels or
+ * 16 channels it was slower. The choice depends on the geometry alone, so every run and every
+ * process computes a convolution the same way. */
+static int wino_pays(const h2t_dconv_geo *g)
+{
+    return h2t_dconv_winograd(-1) && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 &&
+           g->dh == 1 && g->dw == 1 && g->G == 1 && g->C >= 32 && g->M >= 32 &&
+           g->OH * g->OW >= 196;
+}
+
 /* oneDNN on one thread for the calling thread (its OpenMP settings are per thread). */
 static void one_thread(void)
 {
@@ -235,14 +283,20 @@ static dnnl_stream_t stream(void)
     return t_stream;
 }
 
+/* One batch size's primitive: the descriptors of its input and output (blocked, and their NCHW
+ * views), the reorders at a boundary with NCHW tensors (NULL when not needed) and the floats of
+ * scratch each part takes. */
+typedef struct dconv_var {
+    dnnl_primitive_t conv, r_src, r_dst, r_res;
+    dnnl_memory_desc_t src_md, dst_md, x_md, y_md, pad_md;
+    size_t n_src, n_dst, n_pad;
+} dconv_var;
+
 struct h2t_dconv {
     h2t_dconv_geo g;
-    dnnl_primitive_t conv, r_src, r_dst, r_res;    /* reorders: NULL when not needed */
-    dnnl_memory_desc_t src_md, dst_md, x_md, y_md; /* x_md / y_md: NCHW of the input / output */
-    dnnl_memory_t wei, bia;                        /* owned copies in oneDNN's layout */
-    float *bias;                                   /* bia's buffer */
-    size_t n_src, n_dst, n_pad;                    /* scratch floats: src, dst, scratchpad */
-    dnnl_memory_desc_t pad_md;
+    dconv_var v[2];         /* [0]: one sample; [1]: H2T_DCONV_GROUP samples (conv NULL if none) */
+    dnnl_memory_t wei, bia; /* owned copies in oneDNN's layout, shared by both */
+    float *bias;            /* bia's buffer */
     int src_blk, sum;
     char impl[64];
 };
@@ -264,18 +318,20 @@ static dnnl_primitive_t reorder_make(const dnnl_memory_desc_t *a, const dnnl_mem
     return p;
 }
 
+static void var_free(dconv_var *v)
+{
+    dnnl_primitive_t *p[4] = {&v->conv, &v->r_src, &v->r_dst, &v->r_res};
+    for (int i = 0; i < 4; i++)
+        if (*p[i])
+            D.dnnl_primitive_destroy(*p[i]);
+}
+
 void h2t_dconv_free(h2t_dconv *c)
 {
     if (!c)
         return;
-    if (c->conv)
-        D.dnnl_primitive_destroy(c->conv);
-    if (c->r_src)
-        D.dnnl_primitive_destroy(c->r_src);
-    if (c->r_dst)
-        D.dnnl_primitive_destroy(c->r_dst);
-    if (c->r_res)
-        D.dnnl_primitive_destroy(c->r_res);
+    var_free(&c->v[0]);
+    var_free(&c->v[1]);
     if (c->wei)
         D.dnnl_memory_destroy(c->wei);
     if (c->bia)
@@ -317,12 +373,138 @@ static int reorder_run(dnnl_primitive_t p, const dnnl_memory_desc_t *a, const vo
     return exec_prim(p, 2, arg, md, ptr, what);
 }
 
+/* The activations' descriptors of n samples; nonzero when oneDNN refuses them. */
+static int var_descs(const h2t_dconv *c, int64_t n, dconv_var *v)
+{
+    const h2t_dconv_geo *g = &c->g;
+    dnnl_format_tag_t blk = h2t_dconv_block() == 16 ? dnnl_nChw16c : dnnl_nChw8c;
+    dnnl_dims_t sd = {n, g->C, g->H, g->W}, dd = {n, g->M, g->OH, g->OW};
+    return D.dnnl_memory_desc_init_by_tag(&v->x_md, 4, sd, dnnl_f32, dnnl_nchw) ||
+           D.dnnl_memory_desc_init_by_tag(&v->y_md, 4, dd, dnnl_f32, dnnl_nchw) ||
+           D.dnnl_memory_desc_init_by_tag(&v->src_md, 4, sd, dnnl_f32,
+                                          c->src_blk ? blk : dnnl_nchw) ||
+           D.dnnl_memory_desc_init_by_tag(&v->dst_md, 4, dd, dnnl_f32, blk);
+}
+
+/* The convolution of algorithm alg over v's descriptors: oneDNN's first choice when want is
+ * NULL, else its implementation named want; NULL when there is none. */
+static dnnl_primitive_desc_t pd_find(const h2t_dconv *c, const dconv_var *v, dnnl_alg_kind_t alg,
+                                     const dnnl_memory_desc_t *wmd, const dnnl_memory_desc_t *bmd,
+                                     dnnl_primitive_attr_t attr, const char *want)
+{
+    const h2t_dconv_geo *g = &c->g;
+    dnnl_dims_t st = {g->sh, g->sw}, dl = {g->dh - 1, g->dw - 1}, pl = {g->pt, g->pl};
+    dnnl_dims_t pr = {(g->OH - 1) * g->sh + (g->kh - 1) * g->dh + 1 - g->H - g->pt,
+                      (g->OW - 1) * g->sw + (g->kw - 1) * g->dw + 1 - g->W - g->pl};
+    dnnl_convolution_desc_t cd;
+    dnnl_primitive_desc_iterator_t it;
+    dnnl_primitive_desc_t pd = NULL;
+    if (D.dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, alg, &v->src_md,
+                                                     wmd, bmd, &v->dst_md, st, dl, pl,
+                                                     pr) != dnnl_success ||
+        D.dnnl_primitive_desc_iterator_create(&it, &cd, attr, D.eng, NULL) != dnnl_success)
+        return NULL;
+    do {
+        const char *impl = NULL;
+        pd = D.dnnl_primitive_desc_iterator_fetch(it);
+        if (!pd)
+            break;
+        D.dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+        if (!want || (impl && !strcmp(impl, want)))
+            break;
+        D.dnnl_primitive_desc_destroy(pd);
+        pd = NULL;
+    } while (D.dnnl_primitive_desc_iterator_next(it) == dnnl_success);
+    D.dnnl_primitive_desc_iterator_destroy(it);
+    return pd;
+}
+
+static const char *pd_impl(dnnl_primitive_desc_t pd)
+{
+    const char *impl = NULL;
+    D.dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+    return impl ? impl : "?";
+}
+
+/* An optimised kernel: oneDNN's reference and im2col ones lose to the executor's path. */
+static int impl_fast(const char *impl)
+{
+    return strncmp(impl, "ref", 3) && !strstr(impl, "gemm");
+}
+
+static const dnnl_memory_desc_t *pd_weights(dnnl_primitive_desc_t pd)
+{
+    return D.dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+}
+
+/* Choose the kernel and make the primitive descriptors: *p1 for one sample and, when want_grp,
+ * *pg for H2T_DCONV_GROUP samples (else NULL). The kernel is oneDNN's choice for a group
+ * whatever want_grp says, so every executor computes a convolution the same way: Winograd
+ * first where it pays, else direct; the one-sample form must be the same implementation with
+ * the same weights layout (its sums per sample are then those of the group form: make test
+ * T=dnnl_conv_group). When no such pair exists, oneDNN's direct choice for one sample alone. */
+static int pd_choose(h2t_dconv *c, const dnnl_memory_desc_t *wmd, const dnnl_memory_desc_t *bmd,
+                     dnnl_primitive_attr_t attr, int want_grp, dnnl_primitive_desc_t *p1,
+                     dnnl_primitive_desc_t *pg)
+{
+    *p1 = *pg = NULL;
+    for (int a = wino_pays(&c->g) ? 0 : 1; a < 2; a++) {
+        dnnl_alg_kind_t alg = a == 0 ? dnnl_convolution_winograd : dnnl_convolution_direct;
+        dnnl_primitive_desc_t g = pd_find(c, &c->v[1], alg, wmd, bmd, attr, NULL);
+        if (!g)
+            continue;
+        if (impl_fast(pd_impl(g))) {
+            *p1 = pd_find(c, &c->v[0], alg, wmd, bmd, attr, pd_impl(g));
+            if (*p1 && D.dnnl_memory_desc_equal(pd_weights(*p1), pd_weights(g))) {
+                if (want_grp)
+                    *pg = g;
+                else
+                    D.dnnl_primitive_desc_destroy(g);
+                return 0;
+            }
+            if (*p1)
+                D.dnnl_primitive_desc_destroy(*p1);
+            *p1 = NULL;
+        }
+        D.dnnl_primitive_desc_destroy(g);
+    }
+    *p1 = pd_find(c, &c->v[0], dnnl_convolution_direct, wmd, bmd, attr, NULL);
+    if (!*p1)
+        return h2t_err_set(H2T_EUNSUPPORTED, "conv: oneDNN has no convolution for this geometry");
+    if (!impl_fast(pd_impl(*p1))) {
+        int rc = h2t_err_set(H2T_EUNSUPPORTED, "conv: oneDNN's only convolution here is %s",
+                             pd_impl(*p1));
+        D.dnnl_primitive_desc_destroy(*p1);
+        *p1 = NULL;
+        return rc;
+    }
+    return 0;
+}
+
+/* v's primitive from pd, its scratch sizes and its reorders; 0 or H2T_EUNSUPPORTED. */
+static int var_make(h2t_dconv *c, dconv_var *v, dnnl_primitive_desc_t pd)
+{
+    v->pad_md = *D.dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    v->n_pad = floats_of(&v->pad_md);
+    v->n_src = c->src_blk ? floats_of(&v->src_md) : 0;
+    v->n_dst = floats_of(&v->dst_md);
+    if (D.dnnl_primitive_create(&v->conv, pd) != dnnl_success) {
+        v->conv = NULL;
+        return h2t_err_set(H2T_EUNSUPPORTED, "conv: oneDNN primitive %s not created", c->impl);
+    }
+    if ((c->src_blk && !(v->r_src = reorder_make(&v->x_md, &v->src_md))) ||
+        !(v->r_dst = reorder_make(&v->dst_md, &v->y_md)) ||
+        (c->sum && !(v->r_res = reorder_make(&v->y_md, &v->dst_md))))
+        return h2t_err_set(H2T_EUNSUPPORTED, "conv: oneDNN reorders");
+    return 0;
+}
+
 int h2t_dconv_create(const h2t_dconv_geo *g, const float *w, const float *bias, int act, float lo,
                      float hi, int sum, h2t_dconv **out)
 {
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
-    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_desc_t pd = NULL, pdg = NULL;
     dnnl_primitive_t rw = NULL;
     dnnl_memory_t wu = NULL;
     int rc = 0;
@@ -335,33 +517,18 @@ int h2t_dconv_create(const h2t_dconv_geo *g, const float *w, const float *bias, 
         return h2t_err_set(H2T_ENOMEM, "conv: oneDNN convolution");
     c->g = *g;
     c->sum = sum;
-    int grp = g->G > 1;
-    dnnl_format_tag_t blk = h2t_dconv_block() == 16 ? dnnl_nChw16c : dnnl_nChw8c;
-    dnnl_dims_t sd = {1, g->C, g->H, g->W}, dd = {1, g->M, g->OH, g->OW}, bd = {g->M};
-    dnnl_dims_t wd4 = {g->M, g->C, g->kh, g->kw},
-                wd5 = {g->G, g->M / g->G, g->C / g->G, g->kh, g->kw};
-    dnnl_dims_t st = {g->sh, g->sw}, dl = {g->dh - 1, g->dw - 1}, pl = {g->pt, g->pl};
-    dnnl_dims_t pr = {(g->OH - 1) * g->sh + (g->kh - 1) * g->dh + 1 - g->H - g->pt,
-                      (g->OW - 1) * g->sw + (g->kw - 1) * g->dw + 1 - g->W - g->pl};
-    dnnl_memory_desc_t wmd_any, wmd_user, bmd;
     c->src_blk = g->C >= 8;
-    if (D.dnnl_memory_desc_init_by_tag(&c->x_md, 4, sd, dnnl_f32, dnnl_nchw) ||
-        D.dnnl_memory_desc_init_by_tag(&c->y_md, 4, dd, dnnl_f32, dnnl_nchw) ||
-        D.dnnl_memory_desc_init_by_tag(&c->src_md, 4, sd, dnnl_f32, c->src_blk ? blk : dnnl_nchw) ||
-        D.dnnl_memory_desc_init_by_tag(&c->dst_md, 4, dd, dnnl_f32, blk) ||
+    int grp = g->G > 1;
+    dnnl_dims_t bd = {g->M}, wd4 = {g->M, g->C, g->kh, g->kw},
+                wd5 = {g->G, g->M / g->G, g->C / g->G, g->kh, g->kw};
+    dnnl_memory_desc_t wmd_any, wmd_user, bmd;
+    if (var_descs(c, 1, &c->v[0]) || var_descs(c, H2T_DCONV_GROUP, &c->v[1]) ||
         D.dnnl_memory_desc_init_by_tag(&wmd_any, grp ? 5 : 4, grp ? wd5 : wd4, dnnl_f32,
                                        dnnl_format_tag_any) ||
         D.dnnl_memory_desc_init_by_tag(&wmd_user, grp ? 5 : 4, grp ? wd5 : wd4, dnnl_f32,
                                        grp ? dnnl_goihw : dnnl_oihw) ||
         D.dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_x)) {
         rc = h2t_err_set(H2T_EUNSUPPORTED, "conv: oneDNN memory descriptors");
-        goto out;
-    }
-    dnnl_convolution_desc_t cd;
-    if (D.dnnl_dilated_convolution_forward_desc_init(
-            &cd, dnnl_forward_inference, dnnl_convolution_direct, &c->src_md, &wmd_any,
-            bias ? &bmd : NULL, &c->dst_md, st, dl, pl, pr) != dnnl_success) {
-        rc = h2t_err_set(H2T_EUNSUPPORTED, "conv: oneDNN refuses the convolution's geometry");
         goto out;
     }
     if (D.dnnl_primitive_attr_create(&attr) || D.dnnl_post_ops_create(&po) ||
@@ -374,29 +541,14 @@ int h2t_dconv_create(const h2t_dconv_geo *g, const float *w, const float *bias, 
         rc = h2t_err_set(H2T_EUNSUPPORTED, "conv: oneDNN post-ops");
         goto out;
     }
-    if (D.dnnl_primitive_desc_create(&pd, &cd, attr, D.eng, NULL) != dnnl_success) {
-        rc = h2t_err_set(H2T_EUNSUPPORTED, "conv: oneDNN has no convolution for this geometry");
+    if ((rc = pd_choose(c, &wmd_any, bias ? &bmd : NULL, attr, g->N >= H2T_DCONV_GROUP, &pd,
+                        &pdg)) < 0)
         goto out;
-    }
-    const char *impl = NULL;
-    D.dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
-    snprintf(c->impl, sizeof c->impl, "%s", impl ? impl : "?");
-    if (!impl || !strncmp(impl, "ref", 3) || strstr(impl, "gemm")) {
-        rc = h2t_err_set(H2T_EUNSUPPORTED, "conv: oneDNN's only convolution here is %s", c->impl);
+    snprintf(c->impl, sizeof c->impl, "%s", pd_impl(pd));
+    if ((rc = var_make(c, &c->v[0], pd)) < 0 || (pdg && (rc = var_make(c, &c->v[1], pdg)) < 0))
         goto out;
-    }
-    const dnnl_memory_desc_t *wmd = D.dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-    const dnnl_memory_desc_t *pmd = D.dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    c->pad_md = *pmd;
-    c->n_pad = floats_of(pmd);
-    c->n_src = c->src_blk ? floats_of(&c->src_md) : 0;
-    c->n_dst = floats_of(&c->dst_md);
-    if (D.dnnl_primitive_create(&c->conv, pd) != dnnl_success) {
-        c->conv = NULL;
-        rc = h2t_err_set(H2T_EUNSUPPORTED, "conv: oneDNN primitive %s not created", c->impl);
-        goto out;
-    }
     /* weights and bias: copies in oneDNN's layout, owned by the primitive's memories */
+    const dnnl_memory_desc_t *wmd = pd_weights(pd);
     if (D.dnnl_memory_create(&c->wei, wmd, D.eng, DNNL_MEMORY_ALLOCATE) ||
         D.dnnl_memory_create(&wu, &wmd_user, D.eng, (void *)w) ||
         !(rw = reorder_make(&wmd_user, wmd))) {
@@ -418,12 +570,6 @@ int h2t_dconv_create(const h2t_dconv_geo *g, const float *w, const float *bias, 
         }
         memcpy(c->bias, bias, (size_t)g->M * sizeof(float));
     }
-    if ((c->src_blk && !(c->r_src = reorder_make(&c->x_md, &c->src_md))) ||
-        !(c->r_dst = reorder_make(&c->dst_md, &c->y_md)) ||
-        (sum && !(c->r_res = reorder_make(&c->y_md, &c->dst_md)))) {
-        rc = h2t_err_set(H2T_EUNSUPPORTED, "conv: oneDNN reorders");
-        goto out;
-    }
 out:
     if (rw)
         D.dnnl_primitive_destroy(rw);
@@ -431,6 +577,8 @@ out:
         D.dnnl_memory_destroy(wu);
     if (pd)
         D.dnnl_primitive_desc_destroy(pd);
+    if (pdg)
+        D.dnnl_primitive_desc_destroy(pdg);
     if (po)
         D.dnnl_post_ops_destroy(po);
     if (attr)
@@ -447,9 +595,20 @@ int h2t_dconv_src_blocked(const h2t_dconv *c)
     return c->src_blk;
 }
 
+int h2t_dconv_group(const h2t_dconv *c)
+{
+    return c->v[1].conv ? H2T_DCONV_GROUP : 1;
+}
+
 size_t h2t_dconv_scratch(const h2t_dconv *c)
 {
-    return c->n_src + c->n_dst + c->n_pad;
+    size_t n = 0;
+    for (int i = 0; i < 2; i++) {
+        const dconv_var *v = &c->v[i];
+        size_t k = v->conv ? v->n_src + v->n_dst + v->n_pad : 0;
+        n = k > n ? k : n;
+    }
+    return n;
 }
 
 const char *h2t_dconv_impl(const h2t_dconv *c)
@@ -457,28 +616,28 @@ const char *h2t_dconv_impl(const h2t_dconv *c)
     return c->impl;
 }
 
-int h2t_dconv_run(const h2t_dconv *c, const float *x, int x_blk, const float *res, int res_blk,
-                  float *y, int y_blk, float *scratch)
+static int var_run(const h2t_dconv *c, const dconv_var *v, const float *x, int x_blk,
+                   const float *res, int res_blk, float *y, int y_blk, float *scratch)
 {
     int rc;
     one_thread();
     const void *src = x;
-    float *dst = y_blk ? y : scratch + c->n_src;
+    float *dst = y_blk ? y : scratch + v->n_src;
     if (c->src_blk && !x_blk) {
-        if ((rc = reorder_run(c->r_src, &c->x_md, x, &c->src_md, scratch, "input reorder")) < 0)
+        if ((rc = reorder_run(v->r_src, &v->x_md, x, &v->src_md, scratch, "input reorder")) < 0)
             return rc;
         src = scratch;
     }
     if (c->sum) {
         if (res_blk)
-            memcpy(dst, res, D.dnnl_memory_desc_get_size(&c->dst_md));
-        else if ((rc = reorder_run(c->r_res, &c->y_md, res, &c->dst_md, dst, "residual reorder")) <
+            memcpy(dst, res, D.dnnl_memory_desc_get_size(&v->dst_md));
+        else if ((rc = reorder_run(v->r_res, &v->y_md, res, &v->dst_md, dst, "residual reorder")) <
                  0)
             return rc;
     }
-    int arg[5] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_SCRATCHPAD, DNNL_ARG_BIAS};
-    const dnnl_memory_desc_t *md[4] = {&c->src_md, NULL, &c->dst_md, &c->pad_md};
-    void *ptr[4] = {(void *)src, NULL, dst, scratch + c->n_src + c->n_dst};
+    int arg[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_SCRATCHPAD};
+    const dnnl_memory_desc_t *md[4] = {&v->src_md, NULL, &v->dst_md, &v->pad_md};
+    void *ptr[4] = {(void *)src, NULL, dst, scratch + v->n_src + v->n_dst};
     /* the weights and bias are the primitive's own memories: passed as they are */
     dnnl_exec_arg_t a[6];
     int made = 0;
@@ -504,14 +663,28 @@ int h2t_dconv_run(const h2t_dconv *c, const float *x, int x_blk, const float *re
         a[n].memory = c->bia;
         n++;
     }
-    if (D.dnnl_primitive_execute(c->conv, s, n, a) != dnnl_success)
+    if (D.dnnl_primitive_execute(v->conv, s, n, a) != dnnl_success)
         rc = h2t_err_set(H2T_ESTATE, "conv: oneDNN refused to run %s", c->impl);
 out:
     for (int i = 0; i < made; i++)
         D.dnnl_memory_destroy(a[i].memory);
     if (rc == 0 && !y_blk)
-        rc = reorder_run(c->r_dst, &c->dst_md, dst, &c->y_md, y, "output reorder");
+        rc = reorder_run(v->r_dst, &v->dst_md, dst, &v->y_md, y, "output reorder");
     return rc;
+}
+
+int h2t_dconv_run(const h2t_dconv *c, const float *x, int x_blk, const float *res, int res_blk,
+                  float *y, int y_blk, float *scratch)
+{
+    return var_run(c, &c->v[0], x, x_blk, res, res_blk, y, y_blk, scratch);
+}
+
+int h2t_dconv_run_group(const h2t_dconv *c, const float *x, int x_blk, const float *res,
+                        int res_blk, float *y, int y_blk, float *scratch)
+{
+    if (!c->v[1].conv)
+        return h2t_err_set(H2T_EINVAL, "conv: %s has no group form", c->impl);
+    return var_run(c, &c->v[1], x, x_blk, res, res_blk, y, y_blk, scratch);
 }
 
 #endif

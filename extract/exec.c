@@ -97,6 +97,7 @@ struct h2t_exec {
     void *job_ctx;
     int job_samples;        /* 1: nothing observed, slices run sample by sample */
     atomic_int next_sample; /* sample mode: the next sample to take */
+    int chunk;              /* sample mode: samples taken at a time */
     const float *job_input; /* the caller's input (sample mode reads it, not the arena copy,
                              * whose space the outputs may reuse) */
     struct h2t_exec *sub[MAX_SPLIT]; /* per slice: a batch-1 executor (sample mode) */
@@ -1063,31 +1064,38 @@ static int exec_slice(h2t_exec *x, int t, h2t_tensor_cb cb, h2t_tensor_range_cb 
 
 static int exec_run_unsplit(h2t_exec *x, const float *input, int n);
 
-/* Sample mode: thread t runs samples one at a time through its own batch-1 executor (all of
- * one sample's tensors stay in cache), graph outputs copied into the batch's output tensors. */
+/* Sample mode: thread t runs x->chunk samples at a time through its own executor of that
+ * batch (one sample's tensors stay in cache; with oneDNN's convolutions a group of
+ * H2T_DCONV_GROUP shares each weight's trip from memory), graph outputs copied into the
+ * batch's output tensors. */
 static int exec_samples(h2t_exec *x, int t)
 {
     const h2t_model *m = x->m;
     slice *sl = &x->sl[t];
-    int rc = 0;
-    if (!x->sub[t] && (rc = h2t_exec_create(m, 1, &x->sub[t])) < 0)
+    int rc = 0, chunk = x->chunk;
+    if (x->sub[t] && x->sub[t]->max_batch < chunk) {
+        h2t_exec_destroy(x->sub[t]);
+        x->sub[t] = NULL;
+    }
+    if (!x->sub[t] && (rc = h2t_exec_create(m, chunk, &x->sub[t])) < 0)
         goto out;
     h2t_exec *sx = x->sub[t];
     int vin = m->inputs[0];
     int64_t in_per = onnx_numel(&x->vs[vin]) / x->cur_batch;
-    /* samples taken one at a time from a shared counter: a thread slowed down by other load
-     * takes fewer (a sample's result does not depend on which thread runs it) */
+    /* chunks taken from a shared counter: a thread slowed down by other load takes fewer (a
+     * sample's result does not depend on which thread runs it, nor on its chunk) */
     for (;;) {
-        int s = atomic_fetch_add(&x->next_sample, 1);
+        int s = atomic_fetch_add(&x->next_sample, chunk);
         if (s >= x->cur_batch || rc != 0)
             break;
-        rc = exec_run_unsplit(sx, x->job_input + in_per * s, 1);
+        int n = x->cur_batch - s < chunk ? x->cur_batch - s : chunk;
+        rc = exec_run_unsplit(sx, x->job_input + in_per * s, n);
         for (int k = 0; k < m->n_outputs && rc == 0; k++) {
             int v = m->outputs[k];
             if (!is_runtime(m, v) || !x->vs[v].f || !sx->vs[v].f)
                 continue;
-            int64_t per = onnx_numel(&sx->vs[v]);
-            memcpy(x->vs[v].f + per * s, sx->vs[v].f, (size_t)per * sizeof(float));
+            int64_t per = onnx_numel(&sx->vs[v]) / n;
+            memcpy(x->vs[v].f + per * s, sx->vs[v].f, (size_t)(per * n) * sizeof(float));
         }
     }
 out:
@@ -1271,6 +1279,15 @@ static int exec_forward(h2t_exec *x, const float *input, h2t_tensor_cb cb, h2t_t
     x->job_input = input;
     x->job_samples = input != NULL;
     atomic_store(&x->next_sample, 0);
+    /* a chunk of H2T_DCONV_GROUP samples where oneDNN's convolutions run and every thread
+     * still gets one, else one sample at a time */
+    x->chunk = 1;
+    for (int c = 0; c < x->n_fz; c++)
+        if (x->fz[c].dconv) {
+            int per = x->cur_batch / x->n_slices;
+            x->chunk = per < 1 ? 1 : per > H2T_DCONV_GROUP ? H2T_DCONV_GROUP : per;
+            break;
+        }
     for (int i = 0; i < m->n_info && x->job_samples; i++)
         if (cb && x->observed[i])
             x->job_samples = 0;

@@ -130,10 +130,12 @@ char *h2t_gemm_describe(char *buf, size_t len)
     if (h2t_gemm_lib() == H2T_GEMM_DNNL && h2t_dconv_available())
         snprintf(buf, len,
                  "convolutions: oneDNN %s convolution primitive (libdnnl.so.2, nChw%dc blocked "
-                 "between its convolutions, bias / residual / activation fused, 1 thread per "
-                 "sample) where a chain's intermediates are not observed, else oneDNN sgemm; "
+                 "between its convolutions, bias / residual / activation fused, Winograd for "
+                 "3x3 stride 1 where it pays%s, 1 thread per call of 1 or %d samples) where a "
+                 "chain's intermediates are not observed, else oneDNN sgemm; "
                  "MatMul and Gemm: OpenBLAS sgemm",
-                 g_version, h2t_dconv_block());
+                 g_version, h2t_dconv_block(),
+                 h2t_dconv_winograd(-1) ? "" : " (off: H2T_CONV=direct)", H2T_DCONV_GROUP);
     else if (h2t_gemm_lib() == H2T_GEMM_DNNL)
         snprintf(buf, len,
                  "convolutions: oneDNN %s sgemm (libdnnl.so.2, 1 thread per call); MatMul and "

@@ -501,7 +501,7 @@ int onnx_k_conv_fused_dnnl(const h2t_model *m, onnx_fuse *f, const onnx_vstate *
         bias = fold + g.M * K;
     }
     h2t_dconv_geo dg = {g.C,  g.H,  g.W,  g.M,  g.OH, g.OW, g.kh, g.kw,
-                        g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, g.G};
+                        g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, g.G,  g.N};
     int rc = inter ? h2t_dconv_create(&dg, w, bias, H2T_ACT_NONE, 0.f, 0.f, 0, &f->dconv)
                    : h2t_dconv_create(&dg, w, bias, f->act >= 0 ? f->act_kind : H2T_ACT_NONE,
                                       f->act_lo, f->act_hi, f->add >= 0, &f->dconv);
@@ -615,7 +615,9 @@ static int blk_report(const onnx_kctx *k, int v, const float *data, int64_t n, i
     return k->bcb(k->rctx, t, data, s->dim, s->rank, (int)n, B, (int)c0, (int)c1, p0, np);
 }
 
-/* A chain on oneDNN's convolution, sample by sample (one primitive for N = 1). A chain that
+/* A chain on oneDNN's convolution: groups of H2T_DCONV_GROUP samples through the group form
+ * while that many are left, the rest one by one (a sample's sums are the same either way);
+ * sample by sample when it hands observed stages over (f->rep). A chain that
  * hands observed stages over (f->rep) then makes one pass over its blocked output, tile by
  * tile: for a raw chain the primitive wrote the bare convolution there, and the pass hands
  * each tile of it over, computes the BN, residual and activation in place (blk_epilogue) and
@@ -635,12 +637,15 @@ static int conv_fused_dnnl(const onnx_kctx *k, const onnx_fuse *f, const geo *g)
     if (ds + blk_scratch(f, g) > k->scratch_n)
         return h2t_err_set(H2T_ESTATE, "conv scratch too small");
     if (!f->rep) {
-        for (int64_t n = 0; n < g->N; n++) {
-            int rc =
-                h2t_dconv_run(f->dconv, x + n * in_per, f->blk_x, res ? res + n * res_per : NULL,
-                              f->blk_res, y + n * out_per, f->blk_out, k->scratch);
+        int64_t grp = h2t_dconv_group(f->dconv);
+        for (int64_t n = 0; n < g->N;) {
+            int whole = grp > 1 && g->N - n >= grp;
+            int rc = (whole ? h2t_dconv_run_group : h2t_dconv_run)(
+                f->dconv, x + n * in_per, f->blk_x, res ? res + n * res_per : NULL, f->blk_res,
+                y + n * out_per, f->blk_out, k->scratch);
             if (rc < 0)
                 return rc;
+            n += whole ? grp : 1;
         }
         return 0;
     }

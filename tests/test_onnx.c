@@ -12,8 +12,10 @@
 
 #include "common/cpu.h"
 #include "common/err.h"
+#include "common/util.h"
 #include "extract/dnnl_conv.h"
 #include "extract/gemm.h"
+#include "extract/kern.h"
 #include "extract/model.h"
 #include "tests/test.h"
 
@@ -1136,11 +1138,12 @@ TEST(onnx_exec_run_ranges_pieces)
  * (reads NCHW), a 1x1 Conv + Add(the stem's output) + Relu (reads it blocked twice), a 3x3
  * depthwise stride 2 + Clip(0, 6) (the graph output, written NCHW); 24 channels pad to the
  * block. Each run within the reference's tolerance; bitwise the same on 1 and 2 threads, for
- * batch 4 or one sample alone, and with the chains' outputs observed (NCHW) or not (blocked). */
+ * batch 20 (groups of H2T_DCONV_GROUP samples and single ones) or one sample alone, and with
+ * the chains' outputs observed (NCHW) or not (blocked). */
 #define DC 24
 #define DH 10
 #define DO 5
-#define DN 4
+#define DN 20 /* two groups of H2T_DCONV_GROUP and a tail of single samples */
 TEST(onnx_dnnl_conv_chains)
 {
     if (!h2t_dconv_available()) {
@@ -1275,6 +1278,135 @@ TEST(onnx_dnnl_conv_chains)
     free(ry);
     free(y0);
     free(m.b);
+}
+
+/* oneDNN's group form (extract/dnnl_conv.h) on ResNet-50's convolution shapes (1x1, 3x3 on
+ * Winograd or direct, strided, the 3-channel 7x7 stem reading NCHW) and an odd one: every
+ * sample of a group bitwise equal to the one-sample form on that sample alone, and to a
+ * convolution created for one-sample callers (N = 1: the same implementation), residual sum
+ * and Relu fused or not. */
+TEST(dnnl_conv_group)
+{
+    if (!h2t_dconv_available()) {
+        fprintf(stderr, "dnnl_conv_group: skipped: oneDNN's convolutions are not in use\n");
+        return;
+    }
+    /* C, M, H, kernel, stride, residual sum */
+    static const int sh[][6] = {
+        {64, 64, 56, 3, 1, 0},    {128, 128, 28, 3, 1, 1}, {256, 256, 14, 3, 1, 0},
+        {512, 512, 7, 3, 1, 1},   {64, 256, 56, 1, 1, 1},  {1024, 256, 14, 1, 1, 0},
+        {256, 1024, 14, 1, 1, 1}, {2048, 512, 7, 1, 1, 0}, {512, 2048, 7, 1, 1, 1},
+        {512, 1024, 28, 1, 2, 1}, {256, 256, 28, 3, 2, 0}, {3, 64, 112, 7, 2, 0},
+        {40, 24, 17, 3, 1, 1}};
+    const int G = H2T_DCONV_GROUP;
+    unsigned s = 77;
+    for (size_t i = 0; i < sizeof sh / sizeof sh[0]; i++) {
+        int C = sh[i][0], M = sh[i][1], H = sh[i][2], k = sh[i][3], st = sh[i][4], sum = sh[i][5];
+        int p = k / 2, OH = (H + 2 * p - k) / st + 1;
+        h2t_dconv_geo g = {C, H, H, M, OH, OH, k, k, st, st, 1, 1, p, p, 1, G};
+        size_t nw = (size_t)M * C * k * k;
+        float *w = malloc(nw * sizeof *w), *b = malloc((size_t)M * sizeof *b);
+        ASSERT(w && b);
+        for (size_t j = 0; j < nw; j++)
+            w[j] = frand(&s) / (float)(C * k);
+        for (int j = 0; j < M; j++)
+            b[j] = frand(&s);
+        h2t_dconv *c, *c1;
+        ASSERT_OK(h2t_dconv_create(&g, w, b, H2T_ACT_RELU, 0, 0, sum, &c));
+        g.N = 1;
+        ASSERT_OK(h2t_dconv_create(&g, w, b, H2T_ACT_RELU, 0, 0, sum, &c1));
+        if (strcmp(h2t_dconv_impl(c), h2t_dconv_impl(c1)) != 0)
+            TEST_FAILF("shape %zu: %s for groups, %s for one sample", i, h2t_dconv_impl(c),
+                       h2t_dconv_impl(c1));
+        if (h2t_dconv_group(c) != G || h2t_dconv_group(c1) != 1)
+            TEST_FAILF("shape %zu (%s): group forms %d and %d", i, h2t_dconv_impl(c),
+                       h2t_dconv_group(c), h2t_dconv_group(c1));
+        int blk = h2t_dconv_src_blocked(c);
+        size_t in_per = (size_t)(blk ? h2t_dconv_padded(C) : C) * H * H;
+        size_t out_per = (size_t)h2t_dconv_padded(M) * OH * OH;
+        float *x = malloc(in_per * G * sizeof *x), *xn = malloc((size_t)C * H * H * G * sizeof *xn);
+        float *res = malloc(out_per * G * sizeof *res),
+              *rn = malloc((size_t)M * OH * OH * sizeof *rn);
+        float *y = malloc(out_per * G * sizeof *y), *y1 = malloc(out_per * sizeof *y1);
+        float *scr = h2t_aalloc(h2t_dconv_scratch(c) + h2t_dconv_scratch(c1) + 1, sizeof(float));
+        ASSERT(x && xn && res && rn && y && y1 && scr);
+        for (size_t j = 0; j < (size_t)C * H * H * G; j++)
+            xn[j] = frand(&s);
+        if (blk)
+            h2t_dconv_to_blocked(xn, G, C, (int64_t)H * H, x);
+        else
+            memcpy(x, xn, (size_t)C * H * H * G * sizeof *x);
+        for (int n = 0; n < G; n++) {
+            for (int j = 0; j < M * OH * OH; j++)
+                rn[j] = frand(&s);
+            h2t_dconv_to_blocked(rn, 1, M, (int64_t)OH * OH, res + out_per * n);
+        }
+        ASSERT_OK(h2t_dconv_run_group(c, x, blk, sum ? res : NULL, 1, y, 1, scr));
+        for (int n = 0; n < G; n++)
+            for (int form = 0; form < 2; form++) {
+                const h2t_dconv *one = form ? c1 : c;
+                memset(y1, 0xff, out_per * sizeof *y1);
+                ASSERT_OK(h2t_dconv_run(one, x + in_per * n, blk, sum ? res + out_per * n : NULL, 1,
+                                        y1, 1, scr));
+                if (memcmp(y1, y + out_per * n, out_per * sizeof *y1) != 0)
+                    TEST_FAILF("shape %zu (%s): sample %d of the group differs from it alone%s", i,
+                               h2t_dconv_impl(c), n, form ? " (N = 1 convolution)" : "");
+            }
+        h2t_dconv_free(c);
+        h2t_dconv_free(c1);
+        h2t_afree(scr);
+        free(w);
+        free(b);
+        free(x);
+        free(xn);
+        free(res);
+        free(rn);
+        free(y);
+        free(y1);
+    }
+}
+
+/* Winograd for a 3x3 stride-1 convolution of 32 channels over 14 x 14 (where AVX-512 offers
+ * it): within the reference's tolerance, and off with h2t_dconv_winograd(0). */
+TEST(dnnl_conv_winograd)
+{
+    if (!h2t_dconv_available()) {
+        fprintf(stderr, "dnnl_conv_winograd: skipped: oneDNN's convolutions are not in use\n");
+        return;
+    }
+    enum { C = 32, M = 48, H = 14, N = 2 };
+    static float w[M * C * 9], b[M], xn[N * C * H * H], ref[N * M * H * H], got[N * M * H * H];
+    unsigned s = 5;
+    for (int i = 0; i < M * C * 9; i++)
+        w[i] = frand(&s);
+    for (int i = 0; i < M; i++)
+        b[i] = frand(&s);
+    for (int i = 0; i < N * C * H * H; i++)
+        xn[i] = frand(&s);
+    convcase k = {N, C, H, H, M, 3, 1, 1, 1, 1, 1};
+    conv_ref(&k, xn, w, b, H, H, ref);
+    h2t_dconv_geo g = {C, H, H, M, H, H, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1};
+    int was = h2t_dconv_winograd(-1);
+    for (int wino = 1; wino >= 0; wino--) {
+        h2t_dconv *c;
+        h2t_dconv_winograd(wino);
+        ASSERT_OK(h2t_dconv_create(&g, w, b, H2T_ACT_NONE, 0, 0, 0, &c));
+        int is_wino = strstr(h2t_dconv_impl(c), "wino") != NULL;
+        if (is_wino != (wino && h2t_dconv_block() == 16))
+            TEST_FAILF("Winograd %d: oneDNN runs %s", wino, h2t_dconv_impl(c));
+        float *scr = h2t_aalloc(h2t_dconv_scratch(c) + 1, sizeof(float));
+        ASSERT(scr);
+        for (int n = 0; n < N; n++)
+            ASSERT_OK(
+                h2t_dconv_run(c, xn + n * C * H * H, 0, NULL, 0, got + n * M * H * H, 0, scr));
+        for (int i = 0; i < N * M * H * H; i++)
+            if (fabsf(got[i] - ref[i]) > 1e-4f * (1.f + fabsf(ref[i])))
+                TEST_FAILF("Winograd %d (%s): y[%d] = %g, want %g", wino, h2t_dconv_impl(c), i,
+                           got[i], ref[i]);
+        h2t_afree(scr);
+        h2t_dconv_free(c);
+    }
+    h2t_dconv_winograd(was);
 }
 
 /* The blocked layout's reorders: NCHW -> blocked -> NCHW is the identity, padding channels 0. */
