@@ -628,7 +628,7 @@ static int var_run(const h2t_dconv *c, const dconv_var *v, const float *x, int x
             return rc;
         src = scratch;
     }
-    if (c->sum) {
+    if (c->sum && res != dst) { /* res == dst: the residual is in the output's buffer */
         if (res_blk)
             memcpy(dst, res, D.dnnl_memory_desc_get_size(&v->dst_md));
         else if ((rc = reorder_run(v->r_res, &v->y_md, res, &v->dst_md, dst, "residual reorder")) <

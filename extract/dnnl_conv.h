@@ -97,9 +97,10 @@ size_t h2t_dconv_scratch(const h2t_dconv *c);
 /* The implementation oneDNN chose, e.g. "brgconv_1x1:avx512_core" (BORROWED). */
 const char *h2t_dconv_impl(const h2t_dconv *c);
 /* Run one sample: x (input, blocked when x_blk, which needs h2t_dconv_src_blocked), res (the
- * residual when created with sum, blocked when res_blk; else ignored), y (output, blocked when
- * y_blk), scratch of h2t_dconv_scratch floats (64-byte aligned), all BORROWED. Returns 0 or
- * H2T_ESTATE (oneDNN refused to run; detail text names the call). */
+ * residual when created with sum, blocked when res_blk; else ignored; res == y, both blocked,
+ * adds the residual y holds in place), y (output, blocked when y_blk), scratch of h2t_dconv_scratch
+ * floats (64-byte aligned), all BORROWED. Returns 0 or H2T_ESTATE (oneDNN refused to run; detail
+ * text names the call). */
 int h2t_dconv_run(const h2t_dconv *c, const float *x, int x_blk, const float *res, int res_blk,
                   float *y, int y_blk, float *scratch);
 /* The same for h2t_dconv_group(c) consecutive samples (x, res, y: the first sample's);

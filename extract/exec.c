@@ -699,6 +699,34 @@ static int64_t value_elems(const h2t_exec *x, const onnx_vstate *vs, int v)
     return s->dim[0] * h2t_dconv_padded(s->dim[1]) * s->dim[2] * s->dim[3];
 }
 
+/* A chain on oneDNN's primitive whose residual (blocked, its own buffer) nobody reads after
+ * the chain writes its output into the residual's buffer: oneDNN's sum post-op adds what the
+ * destination holds, so the residual need not be copied there first (dnnl_conv.c). Not when
+ * the convolution reads the residual too, nor for a chain that hands stages over (its
+ * blocked pass reads the residual after the primitive wrote the output). */
+static void residual_in_place(h2t_exec *x, const onnx_fuse *f)
+{
+    const h2t_model *m = x->m;
+    int r = f->add_other, s0, s1;
+    if (!f->dconv || f->rep || f->add < 0 || !f->blk_res || !f->blk_out || x->root[r] != r ||
+        x->root[f->v_out] != f->v_out || x->root[f->x] == r || x->cap[r] != x->cap[f->v_out] ||
+        value_observed(x, r))
+        return;
+    step_of(x, f->add, &s0, &s1);
+    for (int i = s1 + 1; i < m->n_nodes; i++) {
+        const onnx_node *nd = &m->nodes[i];
+        if (!node_runs(m, nd))
+            continue;
+        for (int k = 0; k < nd->n_in; k++)
+            if (nd->in[k] >= 0 && x->root[nd->in[k]] == r)
+                return;
+    }
+    for (int k = 0; k < m->n_outputs; k++)
+        if (x->root[m->outputs[k]] == r)
+            return;
+    x->root[f->v_out] = r;
+}
+
 /* oneDNN's convolutions for the chains it runs whole, then the values kept in its blocked
  * layout: a chain's output that only such chains read (as their conv input, when the
  * primitive reads blocked input, or as the residual), not observed, not a graph output. */
@@ -762,6 +790,8 @@ static int dnnl_plan(h2t_exec *x)
     for (int v = 0; v < m->n_values; v++)
         if (x->blk[v])
             x->cap[v] = value_elems(x, x->vs, v);
+    for (int c = 0; c < x->n_fz; c++)
+        residual_in_place(x, &x->fz[c]);
     return 0;
 }
 

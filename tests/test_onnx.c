@@ -1280,6 +1280,124 @@ TEST(onnx_dnnl_conv_chains)
     free(m.b);
 }
 
+/* Residuals added in place (exec.c residual_in_place): a stem, then three 1x1 chains with a
+ * residual Add each, a read again by a later chain (so its first Add must not write over it)
+ * and then dying at the second, b dying at the third; the last chain writes the graph output
+ * (NCHW). The output within the reference's tolerance, bitwise the same on 1 and 2 threads and
+ * for one sample alone, and within the tolerance of the executor's own path. */
+#define RC 24
+#define RH 9
+#define RN 12
+TEST(onnx_dnnl_residual_in_place)
+{
+    if (!h2t_dconv_available()) {
+        fprintf(stderr, "onnx_dnnl_residual_in_place: skipped: oneDNN's convolutions are not in "
+                        "use\n");
+        return;
+    }
+    unsigned s = 41;
+    static float w0[RC * 3 * 9], wk[5][RC * RC], bk[6][RC];
+    for (int i = 0; i < RC * 3 * 9; i++)
+        w0[i] = frand(&s);
+    for (int k = 0; k < 5; k++)
+        for (int i = 0; i < RC * RC; i++)
+            wk[k][i] = 0.3f * frand(&s);
+    for (int k = 0; k < 6; k++)
+        for (int i = 0; i < RC; i++)
+            bk[k][i] = frand(&s);
+    pb g = {0}, m = {0};
+    int64_t xd[4] = {-1, 3, RH, RH}, yd[4] = {-1, RC, RH, RH}, cd[1] = {RC};
+    int64_t w0d[4] = {RC, 3, 3, 3}, wd[4] = {RC, RC, 1, 1};
+    char wn[8], bn[8];
+    pb_tensor(&g, 5, "w0", 4, w0d, w0);
+    for (int k = 0; k < 6; k++) {
+        snprintf(bn, sizeof bn, "b%d", k);
+        pb_tensor(&g, 5, bn, 1, cd, bk[k]);
+        if (k < 5) {
+            snprintf(wn, sizeof wn, "w%d", k + 1);
+            pb_tensor(&g, 5, wn, 4, wd, wk[k]);
+        }
+    }
+    attr pad1[1] = {{"pads", 7, 0, 0, 4, {1, 1, 1, 1}}};
+    /* a = relu(c0(x)); t = relu(c1(a)); b = relu(c2(t) + a); u = relu(c3(b));
+     * d = relu(c4(u) + a); e = relu(c5(d) + b) as y */
+    pb_node(&g, "Conv", "c0", "x", "w0", "b0", "a0", pad1, 1);
+    pb_node(&g, "Relu", "r0", "a0", NULL, NULL, "a", NULL, 0);
+    pb_node(&g, "Conv", "c1", "a", "w1", "b1", "t0", NULL, 0);
+    pb_node(&g, "Relu", "r1", "t0", NULL, NULL, "t", NULL, 0);
+    pb_node(&g, "Conv", "c2", "t", "w2", "b2", "b0c", NULL, 0);
+    pb_node(&g, "Add", "add2", "b0c", "a", NULL, "b0a", NULL, 0);
+    pb_node(&g, "Relu", "r2", "b0a", NULL, NULL, "b", NULL, 0);
+    pb_node(&g, "Conv", "c3", "b", "w3", "b3", "u0", NULL, 0);
+    pb_node(&g, "Relu", "r3", "u0", NULL, NULL, "u", NULL, 0);
+    pb_node(&g, "Conv", "c4", "u", "w4", "b4", "d0c", NULL, 0);
+    pb_node(&g, "Add", "add4", "d0c", "a", NULL, "d0a", NULL, 0);
+    pb_node(&g, "Relu", "r4", "d0a", NULL, NULL, "d", NULL, 0);
+    pb_node(&g, "Conv", "c5", "d", "w5", "b5", "e0c", NULL, 0);
+    pb_node(&g, "Add", "add5", "b", "e0c", NULL, "e0a", NULL, 0);
+    pb_node(&g, "Relu", "r5", "e0a", NULL, NULL, "y", NULL, 0);
+    pb_value_info(&g, 11, "x", 4, xd);
+    pb_value_info(&g, 12, "y", 4, yd);
+    pb_model(&m, &g, 10);
+
+    const int per = RC * RH * RH, nx = RN * 3 * RH * RH, n = RN * per;
+    float *x = malloc(nx * sizeof *x), *v[8];
+    for (int i = 0; i < 8; i++) {
+        v[i] = malloc(n * sizeof(float));
+        ASSERT(v[i]);
+    }
+    for (int i = 0; i < nx; i++)
+        x[i] = frand(&s);
+    /* v: 0 a, 1 t, 2 b, 3 u, 4 d, 5 y, 6 a conv's output */
+    convcase k0 = {RN, 3, RH, RH, RC, 3, 1, 1, 1, 1, 1},
+             k1 = {RN, RC, RH, RH, RC, 1, 1, 0, 1, 1, 1};
+    const int src[5] = {0, 1, 2, 3, 4}, resi[5] = {-1, 0, -1, 0, 2};
+    conv_ref(&k0, x, w0, bk[0], RH, RH, v[0]);
+    for (int i = 0; i < n; i++)
+        v[0][i] = v[0][i] > 0.f ? v[0][i] : 0.f;
+    for (int c = 0; c < 5; c++) {
+        conv_ref(&k1, v[src[c]], wk[c], bk[c + 1], RH, RH, v[6]);
+        for (int i = 0; i < n; i++) {
+            float z = v[6][i] + (resi[c] >= 0 ? v[resi[c]][i] : 0.f);
+            v[c + 1][i] = z > 0.f ? z : 0.f;
+        }
+    }
+    const float *ry = v[5];
+    h2t_model *mod;
+    ASSERT_OK(h2t_model_load_mem(m.b, m.n, "dnnl_residual.onnx", &mod));
+    for (int conf = 0; conf < 4; conf++) {
+        /* threads 1 / 2, then one sample alone; then the executor's own path */
+        int threads = 1 + conf % 2, alone = conf == 2, own = conf == 3;
+        h2t_exec *ex;
+        int64_t shape[H2T_MAX_RANK];
+        int rank;
+        if (own)
+            ASSERT_OK(h2t_dconv_select(0));
+        h2t_blas_threads(threads);
+        ASSERT_OK(h2t_exec_create(mod, RN, &ex));
+        ASSERT_OK(
+            h2t_exec_run(ex, x + (alone ? (RN - 1) * 3 * RH * RH : 0), alone ? 1 : RN, NULL, NULL));
+        const float *y = h2t_exec_output(ex, 0, shape, &rank);
+        int off = alone ? (RN - 1) * per : 0, cnt = alone ? per : n;
+        for (int j = 0; j < cnt; j++)
+            if (fabsf(y[j] - ry[off + j]) > 1e-4f * (1.f + fabsf(ry[off + j])))
+                TEST_FAILF("conf %d y[%d] = %g, want %g", conf, off + j, y[j], ry[off + j]);
+        if (conf == 0)
+            memcpy(v[7], y, n * sizeof(float));
+        else if (!own && memcmp(y, v[7] + off, cnt * sizeof(float)) != 0)
+            TEST_FAILF("conf %d (threads %d, alone %d): y differs from 1 thread", conf, threads,
+                       alone);
+        h2t_exec_destroy(ex);
+    }
+    ASSERT_OK(h2t_dconv_select(1));
+    h2t_blas_threads(1);
+    h2t_model_destroy(mod);
+    free(x);
+    for (int i = 0; i < 8; i++)
+        free(v[i]);
+    free(m.b);
+}
+
 /* oneDNN's group form (extract/dnnl_conv.h) on ResNet-50's convolution shapes (1x1, 3x3 on
  * Winograd or direct, strided, the 3-channel 7x7 stem reading NCHW) and an odd one: every
  * sample of a group bitwise equal to the one-sample form on that sample alone, and to a
