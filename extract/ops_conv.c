@@ -542,7 +542,9 @@ typedef struct bepi {
 
 KV_INLINE void bepi_w(const bepi *e, const int B)
 {
-    /* one pass per stage over the tile (in L1), each a plain loop the compiler vectorises */
+    /* one pass per stage over the tile (in L1), each a plain loop the compiler vectorises;
+     * the pass runs in place (out == src): every value is read before it is written at the
+     * same index, which ivdep tells the compiler (else it falls back to scalar code) */
     const float *cur = e->src;
     float *o = e->out;
     int64_t n = e->np * B;
@@ -552,6 +554,7 @@ KV_INLINE void bepi_w(const bepi *e, const int B)
             a[i] = e->a[i];
             b[i] = e->b[i];
         }
+#pragma GCC ivdep
         for (int64_t p = 0; p < e->np; p++)
             for (int i = 0; i < B; i++)
                 o[p * B + i] = cur[p * B + i] * a[i] + b[i];
@@ -561,6 +564,7 @@ KV_INLINE void bepi_w(const bepi *e, const int B)
     }
     if (e->res) {
         const float *r = e->res;
+#pragma GCC ivdep
         for (int64_t q = 0; q < n; q++)
             o[q] = cur[q] + r[q];
         cur = o;
@@ -568,11 +572,13 @@ KV_INLINE void bepi_w(const bepi *e, const int B)
             memcpy(e->add_out, o, (size_t)n * sizeof(float));
     }
     if (e->act == H2T_ACT_RELU) {
+#pragma GCC ivdep
         for (int64_t q = 0; q < n; q++)
             o[q] = cur[q] > 0.f ? cur[q] : 0.f;
         cur = o;
     } else if (e->act == H2T_ACT_CLIP) {
         float lo = e->lo, hi = e->hi;
+#pragma GCC ivdep
         for (int64_t q = 0; q < n; q++) {
             float v = cur[q] < lo ? lo : cur[q];
             o[q] = v > hi ? hi : v;
@@ -583,12 +589,58 @@ KV_INLINE void bepi_w(const bepi *e, const int B)
         memcpy(o, cur, (size_t)n * sizeof(float));
 }
 
+/* The common chains (BN then Clip / Relu / nothing, or BN then Add) in one pass: the same
+ * operations in the same order as bepi_w's passes. 0 when e is another chain. */
+KV_INLINE int bepi_one(const bepi *e, const int B)
+{
+    if (!e->a || e->bn_out || e->add_out || (e->res && e->act != H2T_ACT_NONE))
+        return 0;
+    const float *cur = e->src, *r = e->res;
+    float *o = e->out;
+    float a[16], b[16], lo = e->lo, hi = e->hi;
+    for (int i = 0; i < B; i++) {
+        a[i] = e->a[i];
+        b[i] = e->b[i];
+    }
+    if (r) {
+#pragma GCC ivdep
+        for (int64_t p = 0; p < e->np; p++)
+            for (int i = 0; i < B; i++) {
+                float v = cur[p * B + i] * a[i] + b[i];
+                o[p * B + i] = v + r[p * B + i];
+            }
+    } else if (e->act == H2T_ACT_CLIP) {
+#pragma GCC ivdep
+        for (int64_t p = 0; p < e->np; p++)
+            for (int i = 0; i < B; i++) {
+                float v = cur[p * B + i] * a[i] + b[i];
+                v = v < lo ? lo : v;
+                o[p * B + i] = v > hi ? hi : v;
+            }
+    } else if (e->act == H2T_ACT_RELU) {
+#pragma GCC ivdep
+        for (int64_t p = 0; p < e->np; p++)
+            for (int i = 0; i < B; i++) {
+                float v = cur[p * B + i] * a[i] + b[i];
+                o[p * B + i] = v > 0.f ? v : 0.f;
+            }
+    } else {
+#pragma GCC ivdep
+        for (int64_t p = 0; p < e->np; p++)
+            for (int i = 0; i < B; i++)
+                o[p * B + i] = cur[p * B + i] * a[i] + b[i];
+    }
+    return 1;
+}
+
 KV_INLINE void blk_epilogue_body(const bepi *e)
 {
-    if (e->B == 16)
-        bepi_w(e, 16);
-    else
+    if (e->B == 16) {
+        if (!bepi_one(e, 16))
+            bepi_w(e, 16);
+    } else if (!bepi_one(e, 8)) {
         bepi_w(e, 8);
+    }
 }
 
 KV_DEFINE(blk_epilogue, (const bepi *e), (e))

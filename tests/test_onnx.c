@@ -1553,17 +1553,18 @@ TEST(dnnl_conv_blocked_layout_round_trip)
 
 /* h2t_exec_observe_blocked / h2t_exec_run_blocked: chains whose intermediates are observed in
  * blocked pieces run on oneDNN's primitive without post-ops and hand each observed stage
- * over tile by tile. The model: a stem Conv 3 -> 24 + BN + Relu, a 1x1 Conv + BN + Add (the
- * stem's output) + Clip(0, 6), a zero Pad + 3x3 depthwise stride 2 + BN (the graph output);
- * 24 channels pad to the block. Every observed tensor (conv, BN, Add and activation outputs,
- * and the graph output) rebuilt from its pieces: within the tolerance of the executor's own
- * path observing the same tensors whole, each channel's pieces in order and covering its
- * plane exactly, the graph output too, bitwise the same on 1 and 2 threads and run after run;
- * a run that cannot take pieces is refused naming the tensor. Without oneDNN's convolutions
- * the same tensors come whole to cb (checked the same way). */
+ * over tile by tile. The model: a stem Conv 3 -> 24 + BN + Relu (a), a 1x1 Conv + BN + Add(a)
+ * + Clip(0, 6) (b), a 1x1 Conv + BN + Clip (d), a zero Pad + 3x3 depthwise + BN + Add(d) (the
+ * graph output y); 24 channels pad to the block. Two observed sets: every stage (the BN and
+ * Add outputs kept: the epilogue's pass per stage) and the conv outputs and chain outputs
+ * only (its one-pass loops). Every observed tensor rebuilt from its pieces: within the
+ * tolerance of the executor's own path observing the same tensors whole, each channel's
+ * pieces in order and covering its plane exactly, the graph output too, bitwise the same on
+ * 1 and 2 threads and run after run; a run that cannot take pieces is refused naming the
+ * tensor. Without oneDNN's convolutions the same tensors come whole to cb (checked the same
+ * way). */
 #define BC 24
 #define BH 12
-#define BO 6
 typedef struct blkgrab {
     const h2t_model *m;
     float *t[32];         /* NCHW, one sample */
@@ -1625,16 +1626,16 @@ static void blkgrab_free(blkgrab *g)
 TEST(onnx_exec_blocked_pieces)
 {
     unsigned s = 71;
-    static float w1[BC * 3 * 9], b1[BC], w2[BC * BC], w3[BC * 9], bn[3][4][BC];
+    static float w1[BC * 3 * 9], b1[BC], w2[BC * BC], w5[BC * BC], w3[BC * 9], bn[4][4][BC];
     for (int i = 0; i < BC * 3 * 9; i++)
         w1[i] = frand(&s);
     for (int i = 0; i < BC * BC; i++)
-        w2[i] = 0.3f * frand(&s);
+        w2[i] = 0.3f * frand(&s), w5[i] = 0.3f * frand(&s);
     for (int i = 0; i < BC * 9; i++)
         w3[i] = frand(&s);
     for (int i = 0; i < BC; i++) {
         b1[i] = frand(&s);
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < 4; k++) {
             bn[k][0][i] = 1.f + 0.5f * frand(&s);
             bn[k][1][i] = frand(&s);
             bn[k][2][i] = 0.2f * frand(&s);
@@ -1642,39 +1643,41 @@ TEST(onnx_exec_blocked_pieces)
         }
     }
     pb g = {0}, m = {0};
-    int64_t xd[4] = {-1, 3, BH, BH}, yd[4] = {-1, BC, BO, BO}, cd[1] = {BC};
+    int64_t xd[4] = {-1, 3, BH, BH}, yd[4] = {-1, BC, BH, BH}, cd[1] = {BC};
     int64_t w1d[4] = {BC, 3, 3, 3}, w2d[4] = {BC, BC, 1, 1}, w3d[4] = {BC, 1, 3, 3};
     pb_tensor(&g, 5, "w1", 4, w1d, w1);
     pb_tensor(&g, 5, "b1", 1, cd, b1);
     pb_tensor(&g, 5, "w2", 4, w2d, w2);
+    pb_tensor(&g, 5, "w5", 4, w2d, w5);
     pb_tensor(&g, 5, "w3", 4, w3d, w3);
-    char bnn[3][4][8];
-    for (int k = 0; k < 3; k++)
+    char bnn[4][4][8];
+    for (int k = 0; k < 4; k++)
         for (int j = 0; j < 4; j++) {
             snprintf(bnn[k][j], sizeof bnn[k][j], "bn%d_%d", k, j);
             pb_tensor(&g, 5, bnn[k][j], 1, cd, bn[k][j]);
         }
     attr a1[1] = {{"pads", 7, 0, 0, 4, {1, 1, 1, 1}}};
     attr pa[1] = {{"pads", 7, 0, 0, 8, {0, 0, 1, 1, 0, 0, 1, 1}}};
-    attr a3[2] = {{"strides", 7, 0, 0, 2, {2, 2}}, {"group", 2, 0, BC, 0, {0}}};
+    attr a3[1] = {{"group", 2, 0, BC, 0, {0}}};
     attr ca[2] = {{"min", 1, 0.f, 0, 0, {0}}, {"max", 1, 6.f, 0, 0, {0}}};
-    const char *bn_in[3] = {"t1", "t2", "t4"}, *bn_out[3] = {"n1", "n2", "y"};
-    const char *bn_name[3] = {"bn1", "bn2", "bn3"};
-    for (int k = 0; k < 3; k++) {
+    const char *bn_in[4] = {"t1", "t2", "t5", "t4"}, *bn_out[4] = {"n1", "n2", "n5", "n4"};
+    for (int k = 0; k < 4; k++) {
         if (k == 0)
             pb_node(&g, "Conv", "c1", "x", "w1", "b1", "t1", a1, 1);
         if (k == 1)
             pb_node(&g, "Conv", "c2", "a", "w2", NULL, "t2", NULL, 0);
-        if (k == 2) {
-            pb_node(&g, "Pad", "pad", "b", NULL, NULL, "p", pa, 1);
-            pb_node(&g, "Conv", "c3", "p", "w3", NULL, "t4", a3, 2);
+        if (k == 2)
+            pb_node(&g, "Conv", "c5", "b", "w5", NULL, "t5", NULL, 0);
+        if (k == 3) {
+            pb_node(&g, "Pad", "pad", "d", NULL, NULL, "p", pa, 1);
+            pb_node(&g, "Conv", "c3", "p", "w3", NULL, "t4", a3, 1);
         }
         pb nd = {0};
         pb_str(&nd, 1, bn_in[k]);
         for (int j = 0; j < 4; j++)
             pb_str(&nd, 1, bnn[k][j]);
         pb_str(&nd, 2, bn_out[k]);
-        pb_str(&nd, 3, bn_name[k]);
+        pb_str(&nd, 3, bn_out[k]);
         pb_str(&nd, 4, "BatchNormalization");
         pb_msg(&g, 1, &nd);
         if (k == 0)
@@ -1683,26 +1686,33 @@ TEST(onnx_exec_blocked_pieces)
             pb_node(&g, "Add", "add", "n2", "a", NULL, "t3", NULL, 0);
             pb_node(&g, "Clip", "clip", "t3", NULL, NULL, "b", ca, 2);
         }
+        if (k == 2)
+            pb_node(&g, "Clip", "clip5", "n5", NULL, NULL, "d", ca, 2);
+        if (k == 3)
+            pb_node(&g, "Add", "add4", "n4", "d", NULL, "y", NULL, 0);
     }
     pb_value_info(&g, 11, "x", 4, xd);
     pb_value_info(&g, 12, "y", 4, yd);
     pb_model(&m, &g, 10);
     h2t_model *mod;
     ASSERT_OK(h2t_model_load_mem(m.b, m.n, "blocked.onnx", &mod));
-    /* observed: every conv output, n1 (a BN kept), t3 (an Add kept), the activations, y */
-    const char *obs[] = {"t1", "n1", "a", "t2", "t3", "b", "t4", "y"};
-    int no = (int)(sizeof obs / sizeof obs[0]), ti[8];
-    for (int i = 0; i < no; i++) {
-        ti[i] = h2t_model_tensor_find(mod, obs[i]);
-        ASSERT(ti[i] >= 0 && ti[i] < 32);
-    }
+    /* set 0: every stage (n1 and n5 kept BN outputs, t3 a kept Add); set 1: conv and chain
+     * outputs only */
+    const char *obs[2][12] = {{"t1", "n1", "a", "t2", "t3", "b", "t5", "n5", "d", "t4", "y", NULL},
+                              {"t1", "a", "t2", "b", "t5", "d", "t4", "y", NULL}};
     float x[3 * BH * BH];
     for (int i = 0; i < 3 * BH * BH; i++)
         x[i] = 2.f * frand(&s);
     int have = h2t_dconv_available();
-    for (int path = 0; path < 2; path++) {
-        /* path 0: oneDNN's convolutions when available; path 1: the executor's own kernels */
-        if (path == 1 && have)
+    for (int path = 0; path < 4; path++) {
+        /* path 0, 1: oneDNN's convolutions when available (the two sets); 2, 3: the
+         * executor's own kernels */
+        int set = path % 2, no = 0, ti[12];
+        for (; obs[set][no]; no++) {
+            ti[no] = h2t_model_tensor_find(mod, obs[set][no]);
+            ASSERT(ti[no] >= 0 && ti[no] < 32);
+        }
+        if (path == 2 && have)
             ASSERT_OK(h2t_dconv_select(0));
         h2t_blas_threads(1);
         h2t_exec *ref, *ex;
@@ -1717,7 +1727,7 @@ TEST(onnx_exec_blocked_pieces)
         ASSERT_OK(h2t_exec_run(ref, x, 1, blk_whole_cb, &want));
         int64_t shape[H2T_MAX_RANK];
         int rank;
-        float yref[BC * BO * BO];
+        static float yref[BC * BH * BH];
         memcpy(yref, h2t_exec_output(ref, 0, shape, &rank), sizeof yref);
         for (int r = 0; r < 3; r++) {
             h2t_blas_threads(1 + r % 2); /* 1, 2, 1 threads */
@@ -1725,10 +1735,10 @@ TEST(onnx_exec_blocked_pieces)
             ASSERT_OK(h2t_exec_run_blocked(ex, x, 1, blk_whole_cb, NULL, blk_grab_cb, &got[r]));
             if (got[r].bad)
                 TEST_FAILF("path %d run %d: %s", path, r, got[r].why);
-            if (path == 0 && have && got[r].pieces == 0)
+            if (path < 2 && have && got[r].pieces == 0)
                 TEST_FAILF("path %d: oneDNN's convolutions in use, yet no blocked piece", path);
             const float *y = h2t_exec_output(ex, 0, shape, &rank);
-            for (int j = 0; j < BC * BO * BO; j++)
+            for (int j = 0; j < BC * BH * BH; j++)
                 if (fabsf(y[j] - yref[j]) > 1e-4f * (1.f + fabsf(yref[j])))
                     TEST_FAILF("path %d: y[%d] = %g, the executor's own path %g", path, j, y[j],
                                yref[j]);
@@ -1740,19 +1750,19 @@ TEST(onnx_exec_blocked_pieces)
                 for (int c = 0; c < BC; c++)
                     if (got[r].next[t][c] != HW)
                         TEST_FAILF("path %d: tensor %s channel %d: %lld of %lld values", path,
-                                   obs[i], c, (long long)got[r].next[t][c], (long long)HW);
+                                   obs[set][i], c, (long long)got[r].next[t][c], (long long)HW);
                 for (int64_t j = 0; j < BC * HW; j++) {
                     float a = got[r].t[t][j], b = want.t[t][j];
                     if (fabsf(a - b) > 1e-4f * (1.f + fabsf(b)))
                         TEST_FAILF("path %d: tensor %s [%lld] = %g, the executor's own path %g",
-                                   path, obs[i], (long long)j, a, b);
+                                   path, obs[set][i], (long long)j, a, b);
                 }
                 if (r > 0 && memcmp(got[r].t[t], got[0].t[t], sizeof(float) * BC * HW))
-                    TEST_FAILF("path %d: tensor %s differs between runs (threads %d)", path, obs[i],
-                               1 + r % 2);
+                    TEST_FAILF("path %d: tensor %s differs between runs (threads %d)", path,
+                               obs[set][i], 1 + r % 2);
             }
         }
-        if (path == 0 && have) {
+        if (path < 2 && have) {
             blkgrab z = {0};
             ASSERT_EQ(h2t_exec_run(ex, x, 1, blk_whole_cb, &z), H2T_EINVAL);
             ASSERT_CONTAINS(h2t_err_detail(), "observed in blocked pieces");
