@@ -73,18 +73,22 @@ size_t h2t_pool_stream_blk_bytes(const h2t_pool_plan *p, int B)
     ATTR void blk_reduce_##SFX(const float *restrict st, size_t L, double inv, int nc,             \
                                float *restrict out)                                                \
     {                                                                                              \
-        double d[64][BW];                                                                          \
+        /* pool.c's tree, level by level between two arrays (no row read after it is written) */   \
+        double a[64][BW], b[32][BW], (*src)[BW] = a, (*dst)[BW] = b, (*tmp)[BW];                   \
         for (size_t l = 0; l < L; l++)                                                             \
             for (int i = 0; i < BW; i++)                                                           \
-                d[l][i] = st[l * BW + i];                                                          \
-        for (size_t n = L / 4; n > 1; n /= 2)                                                      \
+                a[l][i] = st[l * BW + i];                                                          \
+        for (size_t n = L / 4; n > 1; n /= 2) {                                                    \
             for (size_t j = 0; j < n / 2; j++)                                                     \
-                for (size_t e = 0; e < 4; e++)                                                     \
-                    for (int i = 0; i < BW; i++)                                                   \
-                        d[4 * j + e][i] = d[8 * j + e][i] + d[8 * j + 4 + e][i];                   \
+                for (size_t e = 0; e < 4; e++) {                                                   \
+                    _Pragma("GCC ivdep") for (int i = 0; i < BW; i++) dst[4 * j + e][i] =          \
+                        src[8 * j + e][i] + src[8 * j + 4 + e][i];                                 \
+                }                                                                                  \
+            tmp = src, src = dst, dst = tmp;                                                       \
+        }                                                                                          \
         double t[BW];                                                                              \
         for (int i = 0; i < BW; i++)                                                               \
-            t[i] = (d[0][i] + d[1][i]) + (d[2][i] + d[3][i]);                                      \
+            t[i] = (src[0][i] + src[1][i]) + (src[2][i] + src[3][i]);                              \
         for (int i = 0; i < nc; i++)                                                               \
             out[i] = (float)(t[i] * inv);                                                          \
     }                                                                                              \
