@@ -108,20 +108,24 @@ size_t h2t_pool_stream_blk_bytes(const h2t_pool_plan *p, int B)
     {                                                                                              \
         uint32_t p4 = pw / 4 * 4;                                                                  \
         for (uint32_t j = 0; j < ow; j++) {                                                        \
-            const float *q = col + (size_t)j * pw * BW;                                            \
-            double d[4][BW], t[BW];                                                                \
-            for (int e = 0; e < 4; e++)                                                            \
-                for (int i = 0; i < BW; i++)                                                       \
-                    d[e][i] = 0;                                                                   \
-            for (uint32_t k = 0; k < p4; k += 4)                                                   \
-                for (int e = 0; e < 4; e++)                                                        \
-                    for (int i = 0; i < BW; i++)                                                   \
-                        d[e][i] += q[(k + e) * BW + i];                                            \
+            const float *restrict q = col + (size_t)j * pw * BW;                                   \
+            double d0[BW], d1[BW], d2[BW], d3[BW], t[BW];                                          \
             for (int i = 0; i < BW; i++)                                                           \
-                t[i] = (d[0][i] + d[1][i]) + (d[2][i] + d[3][i]);                                  \
+                d0[i] = d1[i] = d2[i] = d3[i] = 0;                                                 \
+            for (uint32_t k = 0; k < p4; k += 4) {                                                 \
+                const float *restrict q0 = q + (size_t)k * BW;                                     \
+                for (int i = 0; i < BW; i++) {                                                     \
+                    d0[i] += q0[i];                                                                \
+                    d1[i] += q0[BW + i];                                                           \
+                    d2[i] += q0[2 * BW + i];                                                       \
+                    d3[i] += q0[3 * BW + i];                                                       \
+                }                                                                                  \
+            }                                                                                      \
+            for (int i = 0; i < BW; i++)                                                           \
+                t[i] = (d0[i] + d1[i]) + (d2[i] + d3[i]);                                          \
             for (uint32_t k = p4; k < pw; k++)                                                     \
                 for (int i = 0; i < BW; i++)                                                       \
-                    t[i] += q[k * BW + i];                                                         \
+                    t[i] += q[(size_t)k * BW + i];                                                 \
             for (int i = 0; i < nc; i++)                                                           \
                 out[(size_t)j * ostride + i] = (float)(t[i] * inv);                                \
         }                                                                                          \
