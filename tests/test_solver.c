@@ -174,6 +174,63 @@ TEST(solver_group_lasso_finds_informative_features)
     synth_free(&t);
 }
 
+/* head2toe's selection path stops at a KKT residual of 0.1 lambda (run.c, H2T_SELECT_KKT_REL),
+ * looser than a single fit's 1e-2: its selection fit still meets that residual, its objective is
+ * that of the tight fit at the same lambda to 1e-3, and the kept set holds every row that the
+ * tight fit gives a norm above 1e-3 of its largest (the rows the ranking puts first). */
+TEST(solver_head2toe_selection_path_tolerance)
+{
+    synth t;
+    static const uint32_t inf[] = {3, 17, 57, 60, 88, 120, 121, 150, 170, 199};
+    synth_make(&t, 240, 40, 4, 50, 4, inf, 10, 0.5, 11);
+    float *X = normalised(&t);
+    double lam = 0.2 * lambda_max(X, t.ytr, t.n_tr, t.D, t.K);
+    h2t_train_spec sp;
+    h2t_train_spec_default(&sp, H2T_METHOD_HEAD2TOE);
+    sp.folds = 1;
+    sp.n_lambdas = 1;
+    sp.lambdas[0] = lam;
+    sp.n_keeps = 1;
+    sp.keeps[0] = 0.25;
+    h2t_dataset d = synth_data(&t);
+    h2t_result *r = NULL;
+    ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r));
+    ASSERT_EQ(r->n_kept, 50);
+    ASSERT_EQ(r->select_fit.converged, 1);
+    ASSERT_LE(r->select_fit.grad_norm, 0.1 * lam);
+    /* the tight fit at the same lambda, cold (h2t_solver_fit: residual <= 1e-2 lambda) */
+    size_t dk = (size_t)t.D * t.K;
+    float *W = calloc(dk, sizeof(float)), b[4] = {0};
+    h2t_fit_info fi;
+    ASSERT_OK(h2t_solver_fit(X, t.ytr, t.n_tr, t.D, t.K, H2T_PENALTY_GROUP, lam, NULL, W, b, &fi));
+    ASSERT_EQ(fi.converged, 1);
+    ASSERT_LE(fabs(r->select_fit.objective - fi.objective), 1e-3 * fi.objective);
+    double top = 0, *rn = malloc(t.D * sizeof(double));
+    uint32_t nz = 0;
+    for (uint32_t j = 0; j < t.D; j++) {
+        double q = 0;
+        for (uint32_t c = 0; c < t.K; c++)
+            q += (double)W[(size_t)j * t.K + c] * W[(size_t)j * t.K + c];
+        rn[j] = sqrt(q);
+        top = rn[j] > top ? rn[j] : top;
+        nz += rn[j] > 0;
+    }
+    ASSERT(nz >= 10 && nz < 50); /* the keep must reach past the support to test the claim */
+    for (uint32_t j = 0; j < t.D; j++) {
+        if (rn[j] <= 1e-3 * top)
+            continue;
+        int kept = 0;
+        for (uint32_t q = 0; q < r->n_kept && !kept; q++)
+            kept = r->features[q].layer * t.dl + r->features[q].index == j;
+        ASSERT(kept);
+    }
+    free(rn);
+    free(W);
+    h2t_result_destroy(r);
+    free(X);
+    synth_free(&t);
+}
+
 /* KKT at the fast path's solution, tolerance 1e-2 * lambda (the solver's stop test):
  * zero rows ||G_j|| <= lambda (1 + 1e-2); non-zero rows ||G_j + lambda W_j/||W_j|| || <=
  * 1e-2 lambda; bias gradient |g_c| <= 1e-2 lambda. Gradient recomputed independently. */
