@@ -16,7 +16,11 @@
  * as an extraction runs the executor, plus the graph outputs. With --outputs nothing is observed
  * and only the graph outputs are written: the forward pass as a classifier runs it, every
  * fused chain whole (on oneDNN's convolution primitive where it is in use), and layers.tsv is
- * empty. Otherwise OUTDIR/layers.tsv
+ * empty. With --blocked (implies --layers) the layer rule's 4-D tensors are observed in blocked
+ * pieces and each sample runs alone (h2t_exec_run_blocked), as `h2tdb extract` runs the
+ * executor at forward batch 1: the conv chains on oneDNN's primitive without post-ops, their
+ * stages handed over tile by tile; the pieces are put back together in NCHW here before they
+ * are written. Otherwise OUTDIR/layers.tsv
  * lists the layer rule's tensors (name TAB op TAB rank), so a comparison can tell them apart
  * and check that each of them was delivered.
  *
@@ -38,6 +42,11 @@ typedef struct dump_ctx {
     FILE *index;
     int n_written;
     unsigned char *written; /* per tensor: 1 once its file exists */
+    /* --blocked: per tensor, the n samples' values gathered (NCHW), the shape at batch n */
+    int n, sample;
+    float **acc;
+    int64_t (*shape)[H2T_MAX_RANK];
+    int *rank;
 } dump_ctx;
 
 static int dump_write(dump_ctx *d, int tensor, const float *data, const int64_t *shape, int rank)
@@ -76,6 +85,52 @@ static int on_tensor(void *ctx, int tensor, const float *data, const int64_t *sh
     return dump_write(ctx, tensor, data, shape, rank);
 }
 
+/* --blocked: sample d->sample's tensor (batch 1) into its slot of the n-sample buffer. */
+static float *acc_slot(dump_ctx *d, int tensor, const int64_t *shape, int rank)
+{
+    size_t per = 1;
+    for (int i = 1; i < rank; i++)
+        per *= (size_t)shape[i];
+    if (!d->acc[tensor]) {
+        d->acc[tensor] = calloc(per * (size_t)d->n, sizeof(float));
+        if (!d->acc[tensor])
+            return NULL;
+        memcpy(d->shape[tensor], shape, (size_t)rank * sizeof(int64_t));
+        d->shape[tensor][0] = d->n;
+        d->rank[tensor] = rank;
+    }
+    return d->acc[tensor] + per * (size_t)d->sample;
+}
+
+static int on_tensor_acc(void *ctx, int tensor, const float *data, const int64_t *shape, int rank)
+{
+    dump_ctx *d = ctx;
+    size_t per = 1;
+    for (int i = 1; i < rank; i++)
+        per *= (size_t)shape[i];
+    float *y = acc_slot(d, tensor, shape, rank);
+    if (!y)
+        return H2T_ENOMEM;
+    memcpy(y, data, per * sizeof(float));
+    return 0;
+}
+
+static int on_blk_acc(void *ctx, int tensor, const float *data, const int64_t *shape, int rank,
+                      int sample, int B, int c0, int c1, int64_t off, int64_t len)
+{
+    dump_ctx *d = ctx;
+    float *y = acc_slot(d, tensor, shape, rank);
+    int64_t hw = shape[2] * shape[3];
+    if (!y)
+        return H2T_ENOMEM;
+    if (sample != 0 || rank != 4)
+        return H2T_ESHAPE;
+    for (int c = c0; c < c1; c++)
+        for (int64_t p = 0; p < len; p++)
+            y[c * hw + off + p] = data[p * B + (c - c0)];
+    return 0;
+}
+
 static float *read_input(const char *path, size_t want)
 {
     FILE *f = fopen(path, "rb");
@@ -102,7 +157,7 @@ int main(int argc, char **argv)
     float *input = NULL;
     dump_ctx d = {0};
     char path[4096];
-    int rc = 0, n, threads = 1, layers_only = 0, outputs_only = 0, n_layers = 0;
+    int rc = 0, n, threads = 1, layers_only = 0, outputs_only = 0, blocked = 0, n_layers = 0;
     int *layers = NULL;
     size_t per = 1;
     const h2t_tensor_info *in;
@@ -115,12 +170,14 @@ int main(int argc, char **argv)
             layers_only = 1;
         else if (strcmp(argv[i], "--outputs") == 0)
             outputs_only = 1;
+        else if (strcmp(argv[i], "--blocked") == 0)
+            blocked = layers_only = 1;
         else
             argc = 0; /* usage */
     }
     if (argc < 5) {
         fprintf(stderr, "usage: onnx_dump MODEL.onnx INPUT.f32 N OUTDIR [--threads T] [--layers | "
-                        "--outputs]\n");
+                        "--outputs | --blocked]\n");
         return 2;
     }
     n = atoi(argv[3]);
@@ -141,13 +198,17 @@ int main(int argc, char **argv)
         rc = H2T_EIO;
         goto out;
     }
-    rc = h2t_exec_create(m, n, &x);
+    rc = h2t_exec_create(m, blocked ? 1 : n, &x);
     if (rc < 0)
         goto out;
     d.m = m;
     d.dir = argv[4];
+    d.n = n;
     d.written = calloc((size_t)h2t_model_n_tensors(m), 1);
-    if (!d.written) {
+    d.acc = calloc((size_t)h2t_model_n_tensors(m), sizeof *d.acc);
+    d.shape = calloc((size_t)h2t_model_n_tensors(m), sizeof *d.shape);
+    d.rank = calloc((size_t)h2t_model_n_tensors(m), sizeof *d.rank);
+    if (!d.written || !d.acc || !d.shape || !d.rank) {
         rc = H2T_ENOMEM;
         goto out;
     }
@@ -157,7 +218,9 @@ int main(int argc, char **argv)
         n_layers = 0;
     } else if (layers_only) {
         for (int k = 0; k < n_layers; k++)
-            if ((rc = h2t_exec_observe(x, layers[k], 1)) < 0)
+            if ((rc = blocked && h2t_model_tensor(m, layers[k])->rank == 4
+                          ? h2t_exec_observe_blocked(x, layers[k], 1)
+                          : h2t_exec_observe(x, layers[k], 1)) < 0)
                 goto out;
     } else {
         for (int i = 0; i < h2t_model_n_tensors(m); i++)
@@ -194,7 +257,28 @@ int main(int argc, char **argv)
         rc = H2T_EIO;
         goto out;
     }
-    rc = h2t_exec_run(x, input, n, on_tensor, &d);
+    if (blocked) {
+        /* each sample alone; the graph outputs gathered too, then everything written */
+        for (d.sample = 0; d.sample < n && rc == 0; d.sample++) {
+            rc = h2t_exec_run_blocked(x, input + per * (size_t)d.sample, 1, on_tensor_acc, NULL,
+                                      on_blk_acc, &d);
+            for (int i = 0, k = 0; rc == 0 && i < h2t_model_n_tensors(m); i++) {
+                int64_t shape[H2T_MAX_RANK];
+                int rank;
+                const float *data;
+                if (!h2t_model_tensor(m, i)->is_output)
+                    continue;
+                data = h2t_exec_output(x, k++, shape, &rank);
+                if (data)
+                    rc = on_tensor_acc(&d, i, data, shape, rank);
+            }
+        }
+        for (int i = 0; rc == 0 && i < h2t_model_n_tensors(m); i++)
+            if (d.acc[i])
+                rc = dump_write(&d, i, d.acc[i], d.shape[i], d.rank[i]);
+    } else {
+        rc = h2t_exec_run(x, input, n, on_tensor, &d);
+    }
     if (rc < 0)
         goto out;
     /* graph outputs the callback did not deliver (the contract only promises them here) */
@@ -219,6 +303,12 @@ out:
     if (lf)
         fclose(lf);
     free(layers);
+    if (d.acc)
+        for (int i = 0; i < h2t_model_n_tensors(m); i++)
+            free(d.acc[i]);
+    free(d.acc);
+    free(d.shape);
+    free(d.rank);
     free(d.written);
     free(input);
     h2t_exec_destroy(x);

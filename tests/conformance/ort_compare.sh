@@ -11,6 +11,9 @@
 #   --ort-only   skip h2tdb (checks the model and the ORT side alone)
 #   --layers     h2tdb observes only the layer rule's tensors, as `h2tdb extract` runs it;
 #                each of them is compared (compare.py --got-only)
+#   --blocked    as --layers, with the 4-D layers observed in blocked pieces and each sample
+#                run alone, as `h2tdb extract` runs the executor at forward batch 1 (the conv
+#                chains on oneDNN's primitive without post-ops, where it is in use)
 #   --outputs    h2tdb observes nothing and only the graph outputs are compared: the forward
 #                pass with every conv chain fused whole (oneDNN's convolution primitive where
 #                it is in use), as a classifier runs it
@@ -21,7 +24,7 @@
 #   zoo          every model of deploy/export_zoo.py (models/zoo/NAME-opsetK.onnx, the ones
 #                exported; zoo:NAME selects one architecture at both opsets)
 #   H2T_ONNX_DUMP=PATH   use that onnx_dump binary instead of building it
-# `make conformance` runs it on the three models (every tensor, then --outputs) and with
+# `make conformance` runs it on the three models (every tensor, then --outputs, --blocked) and with
 # --layers --table and --outputs --table on the zoo.
 # Needs deploy/fetch_model.sh --all (and deploy/export_zoo.py for the zoo).
 set -eu
@@ -37,13 +40,14 @@ while [ $# -gt 0 ]; do
     --batch) batch=$2; shift 2 ;;
     --ort-only) ort_only=1; shift ;;
     --layers) layers=1; shift ;;
+    --blocked) layers=3; shift ;;
     --outputs) layers=2; shift ;;
     --table) table=1; shift ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) break ;;
     esac
 done
-[ $# -gt 0 ] || { sed -n '2,26p' "$0" >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,29p' "$0" >&2; exit 2; }
 
 "$ROOT/deploy/fetch_model.sh" --ort >/dev/null
 export NODE_PATH="$NPM_DIR/node_modules"
@@ -112,6 +116,7 @@ for arg in $models; do
     dflag=""
     [ $layers != 1 ] || dflag=--layers
     [ $layers != 2 ] || dflag=--outputs
+    [ $layers != 3 ] || dflag=--blocked
     if ! "$DUMP" "$model" "$tmp/in.f32" "$batch" "$tmp/h2tdb" $dflag 2>"$tmp/dump.err"; then
         cat "$tmp/dump.err" >&2
         echo "summary: h2tdb could not run $model: FAIL"
