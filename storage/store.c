@@ -862,6 +862,11 @@ int h2t_store_open_map(const char *dir, unsigned flags, uint64_t map_size, h2t_s
         mdb_env_info(st->env, &info);
         mdb_env_stat(st->env, &ms);
         st->map_size = info.me_mapsize;
+        /* an environment that never committed a transaction is what a creation killed
+         * before its first commit leaves: created anew where the caller creates stores */
+        if (!creating && info.me_last_txnid == 0 && (flags & H2T_STORE_CREATE) &&
+            !(flags & H2T_STORE_RDONLY))
+            creating = 1;
         if (stat(data, &sb) == 0 &&
             (uint64_t)sb.st_size < ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize) {
             rc = h2t_err_set(H2T_ECORRUPT,

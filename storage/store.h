@@ -80,8 +80,9 @@ enum {
 
 /* Open (or with H2T_STORE_CREATE create) the store in directory dir. CREATE makes the
  * directory (not its parents) or uses an empty one; a non-empty directory without a store is
- * refused (H2T_ECORRUPT) rather than filled. Open a directory once per process and share the
- * handle (LMDB's rule: a second handle in the same process breaks the first one's locks).
+ * refused (H2T_ECORRUPT) rather than filled; an LMDB environment that never committed (a
+ * creation killed before its first commit) is created over. Open a directory once per process and
+ * share the handle (LMDB's rule: a second handle in the same process breaks the first one's locks).
  * Errors: H2T_ENOTFOUND (no store there and no CREATE), H2T_EPERM (no permission),
  * H2T_EVERSION (a format outside H2T_STORE_FORMAT_OLDEST..H2T_STORE_FORMAT_VERSION: the
  * detail gives the store's and the range this build reads), H2T_ECORRUPT (not an

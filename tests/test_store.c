@@ -188,6 +188,28 @@ TEST(store_open_not_a_store)
     ASSERT_CONTAINS(h2t_err_detail(), "not an h2tdb store");
 }
 
+/* a creation killed between LMDB's file and the first commit: CREATE makes the store there,
+ * a plain open still says what is wrong */
+TEST(store_open_killed_creation)
+{
+    h2t_store *st = NULL;
+    MDB_env *env;
+    ASSERT_EQ(mkdir("half", 0755), 0);
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    ASSERT_EQ(mdb_env_open(env, "half", 0, 0644), 0);
+    mdb_env_close(env);
+    ASSERT_EQ(access("half/data.mdb", F_OK), 0);
+    ASSERT_EQ(h2t_store_open("half", 0, &st), H2T_ECORRUPT);
+    ASSERT_CONTAINS(h2t_err_detail(), "without a meta table");
+    ASSERT_OK(h2t_store_open("half", H2T_STORE_CREATE, &st));
+    h2t_store_meta m;
+    ASSERT_OK(h2t_store_meta_get(st, &m));
+    ASSERT_EQ(m.format_version, H2T_STORE_FORMAT_VERSION);
+    h2t_store_close(st);
+    ASSERT_OK(h2t_store_open("half", 0, &st));
+    h2t_store_close(st);
+}
+
 TEST(store_open_version_mismatch)
 {
     h2t_store *st;
