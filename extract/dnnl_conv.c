@@ -14,6 +14,7 @@
 
 #include "common/cpu.h"
 #include "common/err.h"
+#include "common/util.h"
 #include "extract/dnnl_conv.h"
 #include "extract/gemm.h"
 #include "extract/kern.h"
@@ -296,6 +297,7 @@ struct h2t_dconv {
     h2t_dconv_geo g;
     dconv_var v[2];         /* [0]: one sample; [1]: H2T_DCONV_GROUP samples (conv NULL if none) */
     dnnl_memory_t wei, bia; /* owned copies in oneDNN's layout, shared by both */
+    dnnl_memory_t wei_g;    /* the group form's weights where their layout differs, else NULL */
     float *bias;            /* bia's buffer */
     int src_blk, sum;
     char impl[64];
@@ -326,16 +328,22 @@ static void var_free(dconv_var *v)
             D.dnnl_primitive_destroy(*p[i]);
 }
 
+static void mem_free(dnnl_memory_t *m)
+{
+    if (*m)
+        D.dnnl_memory_destroy(*m);
+    *m = NULL;
+}
+
 void h2t_dconv_free(h2t_dconv *c)
 {
     if (!c)
         return;
     var_free(&c->v[0]);
     var_free(&c->v[1]);
-    if (c->wei)
-        D.dnnl_memory_destroy(c->wei);
-    if (c->bia)
-        D.dnnl_memory_destroy(c->bia);
+    mem_free(&c->wei);
+    mem_free(&c->wei_g);
+    mem_free(&c->bia);
     free(c->bias);
     free(c);
 }
@@ -437,50 +445,6 @@ static const dnnl_memory_desc_t *pd_weights(dnnl_primitive_desc_t pd)
     return D.dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
 }
 
-/* Choose the kernel and make the primitive descriptors: *p1 for one sample and, when want_grp,
- * *pg for H2T_DCONV_GROUP samples (else NULL). The kernel is oneDNN's choice for a group
- * whatever want_grp says, so every executor computes a convolution the same way: Winograd
- * first where it pays, else direct; the one-sample form must be the same implementation with
- * the same weights layout (its sums per sample are then those of the group form: make test
- * T=dnnl_conv_group). When no such pair exists, oneDNN's direct choice for one sample alone. */
-static int pd_choose(h2t_dconv *c, const dnnl_memory_desc_t *wmd, const dnnl_memory_desc_t *bmd,
-                     dnnl_primitive_attr_t attr, int want_grp, dnnl_primitive_desc_t *p1,
-                     dnnl_primitive_desc_t *pg)
-{
-    *p1 = *pg = NULL;
-    for (int a = wino_pays(&c->g) ? 0 : 1; a < 2; a++) {
-        dnnl_alg_kind_t alg = a == 0 ? dnnl_convolution_winograd : dnnl_convolution_direct;
-        dnnl_primitive_desc_t g = pd_find(c, &c->v[1], alg, wmd, bmd, attr, NULL);
-        if (!g)
-            continue;
-        if (impl_fast(pd_impl(g))) {
-            *p1 = pd_find(c, &c->v[0], alg, wmd, bmd, attr, pd_impl(g));
-            if (*p1 && D.dnnl_memory_desc_equal(pd_weights(*p1), pd_weights(g))) {
-                if (want_grp)
-                    *pg = g;
-                else
-                    D.dnnl_primitive_desc_destroy(g);
-                return 0;
-            }
-            if (*p1)
-                D.dnnl_primitive_desc_destroy(*p1);
-            *p1 = NULL;
-        }
-        D.dnnl_primitive_desc_destroy(g);
-    }
-    *p1 = pd_find(c, &c->v[0], dnnl_convolution_direct, wmd, bmd, attr, NULL);
-    if (!*p1)
-        return h2t_err_set(H2T_EUNSUPPORTED, "conv: oneDNN has no convolution for this geometry");
-    if (!impl_fast(pd_impl(*p1))) {
-        int rc = h2t_err_set(H2T_EUNSUPPORTED, "conv: oneDNN's only convolution here is %s",
-                             pd_impl(*p1));
-        D.dnnl_primitive_desc_destroy(*p1);
-        *p1 = NULL;
-        return rc;
-    }
-    return 0;
-}
-
 /* v's primitive from pd, its scratch sizes and its reorders; 0 or H2T_EUNSUPPORTED. */
 static int var_make(h2t_dconv *c, dconv_var *v, dnnl_primitive_desc_t pd)
 {
@@ -499,14 +463,137 @@ static int var_make(h2t_dconv *c, dconv_var *v, dnnl_primitive_desc_t pd)
     return 0;
 }
 
+/* *m: the weights w (in the user layout user) reordered into layout wmd; 0 or H2T_ENOMEM. */
+static int weights_make(dnnl_memory_t *m, const dnnl_memory_desc_t *wmd,
+                        const dnnl_memory_desc_t *user, const float *w)
+{
+    dnnl_memory_t wu = NULL;
+    dnnl_primitive_t rw = NULL;
+    dnnl_stream_t s = stream();
+    int rc = 0;
+    if (D.dnnl_memory_create(m, wmd, D.eng, DNNL_MEMORY_ALLOCATE) != dnnl_success) {
+        *m = NULL;
+        return h2t_err_set(H2T_ENOMEM, "conv: oneDNN weights");
+    }
+    if (D.dnnl_memory_create(&wu, user, D.eng, (void *)w) != dnnl_success) {
+        wu = NULL;
+        rc = h2t_err_set(H2T_ENOMEM, "conv: oneDNN weights");
+    } else if (!(rw = reorder_make(user, wmd))) {
+        rc = h2t_err_set(H2T_ENOMEM, "conv: oneDNN weight reorder");
+    } else {
+        dnnl_exec_arg_t wa[2] = {{DNNL_ARG_FROM, wu}, {DNNL_ARG_TO, *m}};
+        if (!s || D.dnnl_primitive_execute(rw, s, 2, wa) != dnnl_success)
+            rc = h2t_err_set(H2T_ESTATE, "conv: oneDNN weight reorder");
+    }
+    if (rw)
+        D.dnnl_primitive_destroy(rw);
+    if (wu)
+        D.dnnl_memory_destroy(wu);
+    return rc;
+}
+
+static int var_run(const h2t_dconv *c, const dconv_var *v, const float *x, int x_blk,
+                   const float *res, int res_blk, float *y, int y_blk, float *scratch);
+
+/* Whether the group form gives each sample the one-sample form's bits: a group of seeded
+ * pseudo-random inputs (and residuals), its first and last samples run alone. Used where the
+ * two forms' weights layouts differ (oneDNN's blocking may then differ too); the answer is the
+ * same every time for a geometry, oneDNN and CPU. 1, 0, or H2T_ENOMEM. */
+static int pair_same(const h2t_dconv *c)
+{
+    const int G = H2T_DCONV_GROUP;
+    size_t in1 = D.dnnl_memory_desc_get_size(&c->v[0].src_md) / sizeof(float);
+    size_t out1 = D.dnnl_memory_desc_get_size(&c->v[0].dst_md) / sizeof(float);
+    float *x = h2t_aalloc(in1 * G, sizeof(float)), *r = h2t_aalloc(out1 * G, sizeof(float));
+    float *y = h2t_aalloc(out1 * G, sizeof(float)), *y1 = h2t_aalloc(out1, sizeof(float));
+    float *scr = h2t_aalloc(h2t_dconv_scratch(c) + 1, sizeof(float));
+    int same = H2T_ENOMEM;
+    if (!x || !r || !y || !y1 || !scr) {
+        h2t_err_set(H2T_ENOMEM, "conv: oneDNN check of %s", c->impl);
+        goto out;
+    }
+    uint32_t s = 12345;
+    for (size_t i = 0; i < in1 * G; i++) {
+        s = s * 1103515245u + 12345u;
+        x[i] = (float)(s >> 8) / 8388608.f - 1.f;
+    }
+    for (size_t i = 0; i < out1 * G; i++) {
+        s = s * 1103515245u + 12345u;
+        r[i] = (float)(s >> 8) / 8388608.f - 1.f;
+    }
+    same = 0;
+    if (var_run(c, &c->v[1], x, 1, r, 1, y, 1, scr) < 0)
+        goto out;
+    for (int n = 0; n < G; n += G - 1) {
+        if (var_run(c, &c->v[0], x + in1 * n, 1, r + out1 * n, 1, y1, 1, scr) < 0 ||
+            memcmp(y1, y + out1 * n, out1 * sizeof(float)) != 0)
+            goto out;
+    }
+    same = 1;
+out:
+    h2t_afree(x);
+    h2t_afree(r);
+    h2t_afree(y);
+    h2t_afree(y1);
+    h2t_afree(scr);
+    return same;
+}
+
+/* Candidate a of the convolution's kernel, made whole (primitives, reorders, weights):
+ * a = 0 Winograd, 1 direct: oneDNN's choice for a group of H2T_DCONV_GROUP samples and the same
+ * implementation for one sample (its sums per sample are then the group form's: the same
+ * weights layout, or else pair_same checks it), both forms whether or not the caller runs
+ * groups, so every executor computes a convolution the same way; a = 2: oneDNN's direct
+ * choice for one sample alone. 0, H2T_EUNSUPPORTED (try the next), H2T_ENOMEM. */
+static int candidate(h2t_dconv *c, int a, const dnnl_memory_desc_t *wmd,
+                     const dnnl_memory_desc_t *user, const float *w, const dnnl_memory_desc_t *bmd,
+                     dnnl_primitive_attr_t attr)
+{
+    dnnl_alg_kind_t alg = a == 0 ? dnnl_convolution_winograd : dnnl_convolution_direct;
+    dnnl_primitive_desc_t p1 = NULL, pg = NULL;
+    int rc;
+    if (a < 2) {
+        pg = pd_find(c, &c->v[1], alg, wmd, bmd, attr, NULL);
+        p1 = pg && impl_fast(pd_impl(pg)) ? pd_find(c, &c->v[0], alg, wmd, bmd, attr, pd_impl(pg))
+                                          : NULL;
+        if (!p1) {
+            rc = h2t_err_set(H2T_EUNSUPPORTED, "conv: no oneDNN kernel for one sample and groups");
+            goto out;
+        }
+    } else {
+        p1 = pd_find(c, &c->v[0], alg, wmd, bmd, attr, NULL);
+        if (!p1) {
+            rc = h2t_err_set(H2T_EUNSUPPORTED, "conv: oneDNN has no convolution for this geometry");
+            goto out;
+        }
+        if (!impl_fast(pd_impl(p1))) {
+            rc = h2t_err_set(H2T_EUNSUPPORTED, "conv: oneDNN's only convolution here is %s",
+                             pd_impl(p1));
+            goto out;
+        }
+    }
+    snprintf(c->impl, sizeof c->impl, "%s", pd_impl(p1));
+    if ((rc = var_make(c, &c->v[0], p1)) < 0 || (pg && (rc = var_make(c, &c->v[1], pg)) < 0) ||
+        (rc = weights_make(&c->wei, pd_weights(p1), user, w)) < 0)
+        goto out;
+    if (pg && !D.dnnl_memory_desc_equal(pd_weights(p1), pd_weights(pg))) {
+        if ((rc = weights_make(&c->wei_g, pd_weights(pg), user, w)) < 0 || (rc = pair_same(c)) < 0)
+            goto out;
+        rc = rc ? 0 : h2t_err_set(H2T_EUNSUPPORTED, "conv: %s gives groups other sums", c->impl);
+    }
+out:
+    if (p1)
+        D.dnnl_primitive_desc_destroy(p1);
+    if (pg)
+        D.dnnl_primitive_desc_destroy(pg);
+    return rc;
+}
+
 int h2t_dconv_create(const h2t_dconv_geo *g, const float *w, const float *bias, int act, float lo,
                      float hi, int sum, h2t_dconv **out)
 {
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
-    dnnl_primitive_desc_t pd = NULL, pdg = NULL;
-    dnnl_primitive_t rw = NULL;
-    dnnl_memory_t wu = NULL;
     int rc = 0;
     *out = NULL;
     if (!h2t_dconv_available())
@@ -541,26 +628,6 @@ int h2t_dconv_create(const h2t_dconv_geo *g, const float *w, const float *bias, 
         rc = h2t_err_set(H2T_EUNSUPPORTED, "conv: oneDNN post-ops");
         goto out;
     }
-    if ((rc = pd_choose(c, &wmd_any, bias ? &bmd : NULL, attr, g->N >= H2T_DCONV_GROUP, &pd,
-                        &pdg)) < 0)
-        goto out;
-    snprintf(c->impl, sizeof c->impl, "%s", pd_impl(pd));
-    if ((rc = var_make(c, &c->v[0], pd)) < 0 || (pdg && (rc = var_make(c, &c->v[1], pdg)) < 0))
-        goto out;
-    /* weights and bias: copies in oneDNN's layout, owned by the primitive's memories */
-    const dnnl_memory_desc_t *wmd = pd_weights(pd);
-    if (D.dnnl_memory_create(&c->wei, wmd, D.eng, DNNL_MEMORY_ALLOCATE) ||
-        D.dnnl_memory_create(&wu, &wmd_user, D.eng, (void *)w) ||
-        !(rw = reorder_make(&wmd_user, wmd))) {
-        rc = h2t_err_set(H2T_ENOMEM, "conv: oneDNN weights");
-        goto out;
-    }
-    dnnl_exec_arg_t wa[2] = {{DNNL_ARG_FROM, wu}, {DNNL_ARG_TO, c->wei}};
-    dnnl_stream_t s = stream();
-    if (!s || D.dnnl_primitive_execute(rw, s, 2, wa) != dnnl_success) {
-        rc = h2t_err_set(H2T_ESTATE, "conv: oneDNN weight reorder");
-        goto out;
-    }
     if (bias) {
         c->bias = malloc((size_t)g->M * sizeof(float));
         if (!c->bias || D.dnnl_memory_create(&c->bia, &bmd, D.eng, c->bias) != dnnl_success) {
@@ -570,15 +637,25 @@ int h2t_dconv_create(const h2t_dconv_geo *g, const float *w, const float *bias, 
         }
         memcpy(c->bias, bias, (size_t)g->M * sizeof(float));
     }
+    for (int a = wino_pays(g) ? 0 : 1; a < 3; a++) {
+        rc = candidate(c, a, &wmd_any, &wmd_user, w, bias ? &bmd : NULL, attr);
+        if (rc == 0 || rc == H2T_ENOMEM)
+            break;
+        for (int i = 0; i < 2; i++) {
+            var_free(&c->v[i]);
+            c->v[i].conv = c->v[i].r_src = c->v[i].r_dst = c->v[i].r_res = NULL;
+        }
+        mem_free(&c->wei);
+        mem_free(&c->wei_g);
+    }
+    if (rc < 0)
+        goto out;
+    if (g->N < H2T_DCONV_GROUP) { /* the group form was made to choose the kernel only */
+        var_free(&c->v[1]);
+        memset(&c->v[1], 0, sizeof c->v[1]);
+        mem_free(&c->wei_g);
+    }
 out:
-    if (rw)
-        D.dnnl_primitive_destroy(rw);
-    if (wu)
-        D.dnnl_memory_destroy(wu);
-    if (pd)
-        D.dnnl_primitive_desc_destroy(pd);
-    if (pdg)
-        D.dnnl_primitive_desc_destroy(pdg);
     if (po)
         D.dnnl_post_ops_destroy(po);
     if (attr)
@@ -656,7 +733,7 @@ static int var_run(const h2t_dconv *c, const dconv_var *v, const float *x, int x
         made++;
     }
     a[made].arg = DNNL_ARG_WEIGHTS;
-    a[made].memory = c->wei;
+    a[made].memory = v == &c->v[1] && c->wei_g ? c->wei_g : c->wei;
     int n = made + 1;
     if (c->bia) {
         a[n].arg = DNNL_ARG_BIAS;

@@ -1399,7 +1399,9 @@ TEST(onnx_dnnl_residual_in_place)
 }
 
 /* oneDNN's group form (extract/dnnl_conv.h) on ResNet-50's convolution shapes (1x1, 3x3 on
- * Winograd or direct, strided, the 3-channel 7x7 stem reading NCHW) and an odd one: every
+ * Winograd or direct, strided, the 3-channel 7x7 stem reading NCHW), an odd one, and 3x3 256
+ * channels over 28 x 28, where AVX-512 Winograd's two forms lay their weights out differently
+ * and sum differently (so dnnl_conv.c must find that and run it direct): every
  * sample of a group bitwise equal to the one-sample form on that sample alone, and to a
  * convolution created for one-sample callers (N = 1: the same implementation), residual sum
  * and Relu fused or not. */
@@ -1415,7 +1417,7 @@ TEST(dnnl_conv_group)
         {512, 512, 7, 3, 1, 1},   {64, 256, 56, 1, 1, 1},  {1024, 256, 14, 1, 1, 0},
         {256, 1024, 14, 1, 1, 1}, {2048, 512, 7, 1, 1, 0}, {512, 2048, 7, 1, 1, 1},
         {512, 1024, 28, 1, 2, 1}, {256, 256, 28, 3, 2, 0}, {3, 64, 112, 7, 2, 0},
-        {40, 24, 17, 3, 1, 1}};
+        {40, 24, 17, 3, 1, 1},    {256, 256, 28, 3, 1, 0}};
     const int G = H2T_DCONV_GROUP;
     unsigned s = 77;
     for (size_t i = 0; i < sizeof sh / sizeof sh[0]; i++) {
