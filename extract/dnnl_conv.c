@@ -103,6 +103,12 @@ int h2t_dconv_group(const h2t_dconv *c)
     return 1;
 }
 
+double h2t_dconv_macs(const h2t_dconv *c)
+{
+    (void)c;
+    return 0;
+}
+
 size_t h2t_dconv_scratch(const h2t_dconv *c)
 {
     (void)c;
@@ -675,6 +681,12 @@ int h2t_dconv_src_blocked(const h2t_dconv *c)
 int h2t_dconv_group(const h2t_dconv *c)
 {
     return c->v[1].conv ? H2T_DCONV_GROUP : 1;
+}
+
+double h2t_dconv_macs(const h2t_dconv *c)
+{
+    const h2t_dconv_geo *g = &c->g;
+    return (double)g->M * (double)(g->OH * g->OW) * (double)(g->C / g->G * g->kh * g->kw);
 }
 
 size_t h2t_dconv_scratch(const h2t_dconv *c)

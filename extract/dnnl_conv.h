@@ -92,6 +92,8 @@ int h2t_dconv_src_blocked(const h2t_dconv *c);
  * are bitwise those of running it alone (make test T=dnnl_conv_group checks this on ResNet's
  * shapes), so how a batch is cut into groups never changes a result. */
 int h2t_dconv_group(const h2t_dconv *c);
+/* Multiply-adds of one sample. */
+double h2t_dconv_macs(const h2t_dconv *c);
 /* Floats of scratch one run needs (of either form). */
 size_t h2t_dconv_scratch(const h2t_dconv *c);
 /* The implementation oneDNN chose, e.g. "brgconv_1x1:avx512_core" (BORROWED). */

@@ -1309,15 +1309,21 @@ static int exec_forward(h2t_exec *x, const float *input, h2t_tensor_cb cb, h2t_t
     x->job_input = input;
     x->job_samples = input != NULL;
     atomic_store(&x->next_sample, 0);
-    /* a chunk of H2T_DCONV_GROUP samples where oneDNN's convolutions run and every thread
-     * still gets one, else one sample at a time */
-    x->chunk = 1;
+    /* chunks of H2T_DCONV_GROUP samples (or the batch over the threads, if fewer) where
+     * chains with a group form do at least half of oneDNN's multiply-adds, else one sample at
+     * a time (its tensors stay in cache) */
+    double all = 0, grouped = 0;
     for (int c = 0; c < x->n_fz; c++)
         if (x->fz[c].dconv) {
-            int per = x->cur_batch / x->n_slices;
-            x->chunk = per < 1 ? 1 : per > H2T_DCONV_GROUP ? H2T_DCONV_GROUP : per;
-            break;
+            double macs = h2t_dconv_macs(x->fz[c].dconv);
+            all += macs;
+            grouped += h2t_dconv_group(x->fz[c].dconv) > 1 ? macs : 0;
         }
+    int per = x->cur_batch / x->n_slices;
+    x->chunk = all == 0 || grouped * 2 < all ? 1
+               : per < 1                     ? 1
+               : per > H2T_DCONV_GROUP       ? H2T_DCONV_GROUP
+                                             : per;
     for (int i = 0; i < m->n_info && x->job_samples; i++)
         if (cb && x->observed[i])
             x->job_samples = 0;

@@ -1141,8 +1141,8 @@ TEST(onnx_exec_run_ranges_pieces)
  * batch 20 (groups of H2T_DCONV_GROUP samples and single ones) or one sample alone, and with
  * the chains' outputs observed (NCHW) or not (blocked). */
 #define DC 24
-#define DH 10
-#define DO 5
+#define DH 4 /* 16 positions: the 1x1 chain (24 weights per channel) runs in groups */
+#define DO 2
 #define DN 20 /* two groups of H2T_DCONV_GROUP and a tail of single samples */
 TEST(onnx_dnnl_conv_chains)
 {
@@ -1280,14 +1280,15 @@ TEST(onnx_dnnl_conv_chains)
     free(m.b);
 }
 
-/* Residuals added in place (exec.c residual_in_place): a stem, then three 1x1 chains with a
- * residual Add each, a read again by a later chain (so its first Add must not write over it)
- * and then dying at the second, b dying at the third; the last chain writes the graph output
- * (NCHW). The output within the reference's tolerance, bitwise the same on 1 and 2 threads and
- * for one sample alone, and within the tolerance of the executor's own path. */
+/* Residuals added in place (exec.c residual_in_place), 4 x 4 positions so that every chain
+ * runs in groups (24 weights per channel or more) and 2 threads take chunks of 8 samples: a
+ * stem, then three 1x1 chains with a residual Add each, a read again by a later chain (so its first
+ * Add must not write over it) and then dying at the second, b dying at the third; the last chain
+ * writes the graph output (NCHW). The output within the reference's tolerance, bitwise the same on
+ * 1 and 2 threads and for one sample alone, and within the tolerance of the executor's own path. */
 #define RC 24
-#define RH 9
-#define RN 12
+#define RH 4
+#define RN 20
 TEST(onnx_dnnl_residual_in_place)
 {
     if (!h2t_dconv_available()) {
