@@ -504,8 +504,9 @@ int onnx_k_conv_fused_dnnl(const h2t_model *m, onnx_fuse *f, const onnx_vstate *
                         g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, g.G,  g.N};
     /* groups of samples where a sample's weights outnumber its outputs (ResNet-50 from layer2's
      * 3x3 on): there one trip of the weights for 8 samples pays; elsewhere one sample at a time
-     * keeps its activations in cache (MobileNetV2 ran 8% slower in groups) */
-    if ((g.C / g.G) * g.kh * g.kw < g.OH * g.OW)
+     * keeps its activations in cache (MobileNetV2 ran 8% slower in groups). AVX-512 only: the
+     * AVX2 kernels, at half the rate, measured no faster in groups (ResNet-50 4% slower) */
+    if ((g.C / g.G) * g.kh * g.kw < g.OH * g.OW || h2t_dconv_block() != 16)
         dg.N = 1;
     int rc = inter ? h2t_dconv_create(&dg, w, bias, H2T_ACT_NONE, 0.f, 0.f, 0, &f->dconv)
                    : h2t_dconv_create(&dg, w, bias, f->act >= 0 ? f->act_kind : H2T_ACT_NONE,
