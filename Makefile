@@ -58,6 +58,9 @@ TEST_OBJS := $(patsubst %.c,build/asan/obj/%.o,$(TEST_SRCS))
 all: build/h2tdb
 
 # ---- generated protobuf-c code (never committed) ----
+# kept: as a pattern rule's side product the header is otherwise deleted after the first build,
+# and the next make regenerates it and rebuilds everything that includes it
+.SECONDARY: $(GEN_SRCS) $(GEN_HDRS)
 build/gen/proto/%.pb-c.c build/gen/proto/%.pb-c.h: proto/%.proto
 	@mkdir -p build/gen/proto
 	protoc-c --proto_path=proto --c_out=build/gen/proto $<
