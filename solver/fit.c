@@ -352,11 +352,10 @@ static void logits_seg(const segs *sg, const float *X, uint32_t d, uint32_t k, c
 H2T_DEFINE_CE_VALUE(, float)
 H2T_DEFINE_CE_VALUE(_d, double)
 
-/* Turn logits Z into R = scale * (softmax(Z) - onehot(y)) in place; gb = column sums of R. */
-static void ce_residual(float *Z, const uint32_t *y, uint32_t n, uint32_t k, double scale,
-                        float *gb)
+/* gb[c] += the column sums of R = scale * (softmax(Z) - onehot(y)) (each value rounded to
+ * float, Z becoming R in place), row by row in order; gb NULL: only R. */
+static void resid_add(float *Z, const uint32_t *y, uint32_t n, uint32_t k, double scale, double *gb)
 {
-    double *acc = gb ? calloc(k, sizeof(double)) : NULL;
     for (uint32_t i = 0; i < n; i++) {
         float *z = Z + (size_t)i * k;
         double m = z[0];
@@ -369,14 +368,22 @@ static void ce_residual(float *Z, const uint32_t *y, uint32_t n, uint32_t k, dou
         for (uint32_t c = 0; c < k; c++) {
             double p = exp((double)z[c] - m) / s - (c == y[i] ? 1.0 : 0.0);
             z[c] = (float)(scale * p);
-            if (acc)
-                acc[c] += z[c];
+            if (gb)
+                gb[c] += z[c];
         }
     }
+}
+
+/* Turn logits Z into R = scale * (softmax(Z) - onehot(y)) in place; gb = column sums of R. */
+static void ce_residual(float *Z, const uint32_t *y, uint32_t n, uint32_t k, double scale,
+                        float *gb)
+{
+    double *acc = gb ? calloc(k, sizeof(double)) : NULL;
+    resid_add(Z, y, n, k, scale, acc);
     if (gb) {
         for (uint32_t c = 0; c < k; c++)
             gb[c] = acc ? (float)acc[c] : 0.0f;
-        if (!acc) /* allocation failed: recompute without the buffer, same order per column */
+        if (!acc) /* allocation failed: sum R's columns afterwards, same order per column */
             for (uint32_t c = 0; c < k; c++) {
                 double a = 0;
                 for (uint32_t i = 0; i < n; i++)
@@ -409,27 +416,6 @@ static void grad_from_residual(const float *X, const float *R, uint32_t n, uint3
         for (uint32_t c = 0; c < k; c++)
             G[(size_t)j * k + c] = GT[(size_t)c * d + j];
     free(GT);
-}
-
-/* gb[c] += the column sums of R = scale * (softmax(Z) - onehot(y)) (each value rounded to
- * float as ce_residual's, Z becoming R in place), row by row in order. */
-static void resid_add(float *Z, const uint32_t *y, uint32_t n, uint32_t k, double scale, double *gb)
-{
-    for (uint32_t i = 0; i < n; i++) {
-        float *z = Z + (size_t)i * k;
-        double m = z[0];
-        for (uint32_t c = 1; c < k; c++)
-            if (z[c] > m)
-                m = z[c];
-        double s = 0;
-        for (uint32_t c = 0; c < k; c++)
-            s += exp((double)z[c] - m);
-        for (uint32_t c = 0; c < k; c++) {
-            double p = exp((double)z[c] - m) / s - (c == y[i] ? 1.0 : 0.0);
-            z[c] = (float)(scale * p);
-            gb[c] += z[c];
-        }
-    }
 }
 
 /* Over every participant's rows, by row blocks: the CE of the logits XL WL + b (XL: n x dL)
