@@ -28,7 +28,9 @@
  * by kernel: depthwise, 1x1, kxk through im2col; a Pad's time counted with the conv after it)
  * and the multiply-adds per image. The comparison prints the GFLOP per image and the sustained
  * GFLOP/s of each side (2 x the multiply-adds of Conv, Gemm and MatMul with constant weights,
- * from the shapes of one batch-1 run).
+ * from the shapes of one batch-1 run), and before the models OpenBLAS sgemm's sustained GFLOP/s
+ * on 2048^3 with the same threads (median of 3 after a warm-up), the machine's GEMM rate to
+ * read them against.
  * --observe: h2tdb observes every tensor (a no-op callback), as an extraction does: no
  * intermediate is elided or folded, so the fair peer is ORT opt=disabled.
  *
@@ -36,6 +38,7 @@
  * pass) is bench/extract_full.c: it drives extract/extract.h's h2t_extract_plan_run over
  * Fashion-MNIST and reads h2t_extract_result's t_forward / t_total.
  */
+#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -378,6 +381,37 @@ out:
     return rc;
 }
 
+/* OpenBLAS sgemm on 2048^3 (the threads set by h2t_blas_threads): median GFLOP/s of 3 runs
+ * after a warm-up; 0 when the matrices cannot be allocated. */
+static double sgemm_gflops(void)
+{
+    const int n = 2048;
+    size_t nn = (size_t)n * n;
+    float *a = malloc(nn * sizeof(float)), *b = malloc(nn * sizeof(float)),
+          *c = malloc(nn * sizeof(float));
+    double g[3] = {0, 0, 0};
+    if (a && b && c) {
+        for (size_t i = 0; i < nn; i++) {
+            a[i] = (float)((i * 7 + 3) % 17) / 17.0f - 0.5f;
+            b[i] = (float)((i * 11 + 5) % 19) / 19.0f - 0.5f;
+        }
+        for (int r = -1; r < 3; r++) {
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f,
+                        c, n);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+            if (r >= 0)
+                g[r] = 2.0 * n * (double)nn / s * 1e-9;
+        }
+    }
+    free(a);
+    free(b);
+    free(c);
+    return median(g, 3);
+}
+
 /* The instruction sets each side uses: h2tdb's own dispatch (common/cpu.h after H2T_CPU_MAX)
  * and OpenBLAS's core (chosen when it loaded, from OPENBLAS_CORETYPE or its own CPUID probe);
  * ONNX Runtime reports nothing, so its line gives the CPU flags its CPUID dispatch sees. */
@@ -455,6 +489,8 @@ int main(int argc, char **argv)
     printf("cpu: %s; load average %.2f at the start\n", cpu, bench_loadavg());
     print_isa();
     h2t_blas_threads(o.threads);
+    printf("sgemm OpenBLAS 2048^3, %d threads: %.1f GFLOP/s (median of 3 after a warm-up)\n",
+           o.threads, sgemm_gflops());
     for (char *name = strtok_r(o.models, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
         int rc = bench_model(name, &o);
         if (rc < 0) {
