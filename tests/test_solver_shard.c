@@ -274,9 +274,17 @@ static void check_same_tol(const task *t, const h2t_result *one, h2t_result **sh
     free(p2);
 }
 
-static void check_same(const task *t, const h2t_result *one, h2t_result **sh, uint32_t P)
+/* sp on t run by a team of each size in Ps: every team gives one's head (check_same_tol). */
+static void teams_match(const task *t, const h2t_train_spec *sp, const h2t_result *one,
+                        const uint32_t *Ps, uint32_t nP, double tol)
 {
-    check_same_tol(t, one, sh, P, 1e-6);
+    h2t_result *sh[MAXP];
+    for (uint32_t i = 0; i < nP; i++) {
+        run_team(t, sp, Ps[i], sh);
+        check_same_tol(t, one, sh, Ps[i], tol);
+        for (uint32_t q = 0; q < Ps[i]; q++)
+            h2t_result_destroy(sh[q]);
+    }
 }
 
 static void shard_case(uint32_t method)
@@ -299,16 +307,11 @@ static void shard_case(uint32_t method)
         sp.lambdas[1] = 1e-3;
     }
     h2t_dataset d = task_dataset(&t);
-    h2t_result *one = NULL, *sh[MAXP];
+    h2t_result *one = NULL;
     ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &one));
     ASSERT_EQ(one->cv_repeats, 3);
     for (interleaved = 0; interleaved <= 1; interleaved++)
-        for (uint32_t P = 2; P <= 3; P++) {
-            run_team(&t, &sp, P, sh);
-            check_same(&t, one, sh, P);
-            for (uint32_t q = 0; q < P; q++)
-                h2t_result_destroy(sh[q]);
-        }
+        teams_match(&t, &sp, one, (const uint32_t[]){2, 3}, 2, 1e-6);
     interleaved = 0;
     h2t_result_destroy(one);
     task_free(&t);
@@ -454,17 +457,12 @@ TEST_TIMEOUT(solver_shard_wide_kernel_equals_one_process, 240)
     sp.n_lambdas = 1;
     sp.lambdas[0] = 1e-3;
     h2t_dataset d = task_dataset(&t);
-    h2t_result *one = NULL, *sh[MAXP];
+    h2t_result *one = NULL;
     ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &one));
     fprintf(stderr, "  one process: lambda %g, %u iterations, objective %.12g\n", one->lambda,
             one->final_fit.iters, one->final_fit.objective);
     ASSERT(one->final_fit.iters >= 100); /* a problem that takes L-BFGS a while */
-    for (uint32_t P = 1; P <= 4; P += P < 2 ? 1 : 2) {
-        run_team(&t, &sp, P, sh);
-        check_same(&t, one, sh, P);
-        for (uint32_t q = 0; q < P; q++)
-            h2t_result_destroy(sh[q]);
-    }
+    teams_match(&t, &sp, one, (const uint32_t[]){1, 2, 4}, 3, 1e-6);
     h2t_result_destroy(one);
     task_free(&t);
 }
@@ -490,17 +488,12 @@ TEST_TIMEOUT(solver_shard_wide_head2toe_equals_one_process, 240)
     sp.n_keeps = 1;
     sp.keeps[0] = 1;
     h2t_dataset d = task_dataset(&t);
-    h2t_result *one = NULL, *sh[MAXP];
+    h2t_result *one = NULL;
     ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &one));
     fprintf(stderr, "  one process: keep %g (%u features), final head %u iterations\n", one->keep,
             one->n_kept, one->final_fit.iters);
     ASSERT(2 * t.n_tr <= one->n_kept); /* the final head is in the kernel form */
-    for (uint32_t P = 2; P <= 3; P++) {
-        run_team(&t, &sp, P, sh);
-        check_same_tol(&t, one, sh, P, 1e-5);
-        for (uint32_t q = 0; q < P; q++)
-            h2t_result_destroy(sh[q]);
-    }
+    teams_match(&t, &sp, one, (const uint32_t[]){2, 3}, 2, 1e-5);
     h2t_result_destroy(one);
     task_free(&t);
 }
@@ -523,17 +516,12 @@ TEST_TIMEOUT(solver_shard_primal_small_lambda_bitwise, 240)
     sp.n_lambdas = 1;
     sp.lambdas[0] = 1e-5;
     h2t_dataset d = task_dataset(&t);
-    h2t_result *one = NULL, *sh[MAXP];
+    h2t_result *one = NULL;
     ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &one));
     fprintf(stderr, "  one process: lambda %g, %u iterations, objective %.12g\n", one->lambda,
             one->final_fit.iters, one->final_fit.objective);
     ASSERT(2 * t.n_tr > t.D); /* the primal form */
-    for (uint32_t P = 1; P <= 4; P++) {
-        run_team(&t, &sp, P, sh);
-        check_same(&t, one, sh, P);
-        for (uint32_t q = 0; q < P; q++)
-            h2t_result_destroy(sh[q]);
-    }
+    teams_match(&t, &sp, one, (const uint32_t[]){1, 2, 3, 4}, 4, 1e-6);
     h2t_result_destroy(one);
     task_free(&t);
 }
@@ -560,16 +548,11 @@ TEST_TIMEOUT(solver_shard_head2toe_small_lambda_bitwise, 300)
     sp.keeps[0] = 0.02;
     sp.keeps[1] = 0.1;
     h2t_dataset d = task_dataset(&t);
-    h2t_result *one = NULL, *sh[MAXP];
+    h2t_result *one = NULL;
     ASSERT_OK(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &one));
     fprintf(stderr, "  one process: lambda %g, keep %g (%u features), select objective %.12g\n",
             one->lambda, one->keep, one->n_kept, one->select_fit.objective);
-    for (uint32_t P = 2; P <= 3; P++) {
-        run_team(&t, &sp, P, sh);
-        check_same(&t, one, sh, P);
-        for (uint32_t q = 0; q < P; q++)
-            h2t_result_destroy(sh[q]);
-    }
+    teams_match(&t, &sp, one, (const uint32_t[]){2, 3}, 2, 1e-6);
     h2t_result_destroy(one);
     task_free(&t);
 }
