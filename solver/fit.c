@@ -394,30 +394,6 @@ static void ce_residual(float *Z, const uint32_t *y, uint32_t n, uint32_t k, dou
     free(acc);
 }
 
-/* G = X^T R (d x k). */
-static void grad_from_residual(const float *X, const float *R, uint32_t n, uint32_t d, uint32_t k,
-                               float *G)
-{
-    if (!n) {
-        memset(G, 0, (size_t)d * k * sizeof(float));
-        return;
-    }
-    /* as (R^T X)^T: OpenBLAS packs X about twice as fast as the B operand (measured at
-     * 1000 x 69,749 x 10: 0.055 s vs 0.10 s), then a k x d transpose */
-    float *GT = malloc((size_t)d * k * sizeof(float));
-    if (!GT) {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)k, (int)n, 1.0f, X,
-                    (int)d, R, (int)k, 0.0f, G, (int)k);
-        return;
-    }
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, (int)d, (int)n, 1.0f, R, (int)k, X,
-                (int)d, 0.0f, GT, (int)d);
-    for (uint32_t j = 0; j < d; j++)
-        for (uint32_t c = 0; c < k; c++)
-            G[(size_t)j * k + c] = GT[(size_t)c * d + j];
-    free(GT);
-}
-
 /* Over every participant's rows, by row blocks: the CE of the logits XL WL + b (XL: n x dL)
  * summed, and (G or gb not NULL) with R = (softmax - onehot) / N, G = X^T R (d x k: X n x d, the
  * same rows) and gb = the column sums of R, in double. Returns the sum, NAN without memory. */
@@ -1236,7 +1212,47 @@ out:
     return rc;
 }
 
-/* ---- the reference Adam ---- */
+/* ---- the reference Adam ----
+ *
+ * Per step: the batch's logits (X_b W, sgemm), the residual, the gradient's transpose
+ * G^T = R^T X_b (sgemm), then one pass over W's rows that adds the penalty's gradient and makes
+ * the Adam update. The batches are gathered before the steps, not in each: with one batch
+ * (n <= batch) it holds the same rows every step; with several, the rows in the seeded order
+ * are gathered into one copy whose consecutive slices are the batches (when that copy is at
+ * most h2t_solver__adam_gather_max bytes; else each step gathers its batch). Either way every step
+ * computes what a per-step gather, a gradient transpose and a separate penalty pass compute,
+ * value for value: the same sgemm calls on the same rows in the same order, and the same
+ * double arithmetic per element (tests/test_fit.c keeps that form as the reference). */
+
+size_t h2t_solver__adam_gather_max = (size_t)1 << 30;
+
+/* One Adam step over W's rows: row j's gradient is column j of GT (k x d, the batch gradient's
+ * transpose) plus its penalty's gradient (group: with ||W_j|| before row j moves, as the rows
+ * move independently), then the moment and weight updates of that row. g: k floats scratch. */
+static void adam_rows(const float *GT, uint32_t d, uint32_t k, uint32_t penalty, double lambda,
+                      double at, float *W, float *mW, float *vW, float *g)
+{
+    const double b1 = 0.9, b2 = 0.999, eps = 1e-7;
+    for (uint32_t j = 0; j < d; j++) {
+        float *w = W + (size_t)j * k, *m = mW + (size_t)j * k, *v = vW + (size_t)j * k;
+        for (uint32_t c = 0; c < k; c++)
+            g[c] = GT[(size_t)c * d + j];
+        if (penalty == H2T_PENALTY_L2) {
+            for (uint32_t c = 0; c < k; c++)
+                g[c] = (float)(g[c] + lambda * w[c]);
+        } else if (penalty == H2T_PENALTY_GROUP) {
+            double nw = row_norm_f(w, k);
+            if (nw > 0)
+                for (uint32_t c = 0; c < k; c++)
+                    g[c] = (float)(g[c] + lambda * w[c] / nw);
+        }
+        for (uint32_t c = 0; c < k; c++) {
+            m[c] = (float)(b1 * m[c] + (1 - b1) * g[c]);
+            v[c] = (float)(b2 * v[c] + (1 - b2) * (double)g[c] * g[c]);
+            w[c] = (float)(w[c] - at * m[c] / (sqrt((double)v[c]) + eps));
+        }
+    }
+}
 
 int h2t_solver__fit_adam(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
                          uint32_t penalty, double lambda, double lr, uint32_t steps, uint32_t batch,
@@ -1245,13 +1261,19 @@ int h2t_solver__fit_adam(const float *X, const uint32_t *y, uint32_t n, uint32_t
 {
     size_t dk = (size_t)d * k;
     int rc = 0;
-    float *Xb = malloc((size_t)batch * d * sizeof(float) + 1);
+    uint32_t nb = (n + batch - 1) / batch;
+    /* the gathered rows: every row in batch order (one batch, or all of them within the cap),
+     * else one batch's */
+    int whole = nb <= 1 || (size_t)n * d <= h2t_solver__adam_gather_max / sizeof(float);
+    size_t rows = whole ? n : batch;
+    float *Xb = malloc(rows * d * sizeof(float) + 1);
     float *Z = malloc((size_t)batch * k * sizeof(float) + 1);
-    float *G = malloc(dk * sizeof(float) + 1), *gb = malloc(k * sizeof(float));
+    float *GT = malloc(dk * sizeof(float) + 1), *gb = malloc(k * sizeof(float));
+    float *g = malloc(k * sizeof(float));
     float *mW = calloc(dk + 1, sizeof(float)), *vW = calloc(dk + 1, sizeof(float));
     float *mb = calloc(k, sizeof(float)), *vb = calloc(k, sizeof(float));
-    uint32_t *perm = malloc((size_t)n * sizeof(uint32_t) + 1), *yb = malloc(batch * 4 + 4);
-    if (!Xb || !Z || !G || !gb || !mW || !vW || !mb || !vb || !perm || !yb) {
+    uint32_t *perm = malloc((size_t)n * sizeof(uint32_t) + 1), *yb = malloc(rows * 4 + 4);
+    if (!Xb || !Z || !GT || !gb || !g || !mW || !vW || !mb || !vb || !perm || !yb) {
         rc = h2t_err_set(H2T_ENOMEM, "Adam workspace (%u x %u, batch %u)", d, k, batch);
         goto out;
     }
@@ -1269,7 +1291,11 @@ int h2t_solver__fit_adam(const float *X, const uint32_t *y, uint32_t n, uint32_t
         perm[i - 1] = perm[j];
         perm[j] = tmp;
     }
-    uint32_t nb = (n + batch - 1) / batch;
+    if (whole)
+        for (uint32_t i = 0; i < n; i++) {
+            memcpy(Xb + (size_t)i * d, X + (size_t)perm[i] * d, d * sizeof(float));
+            yb[i] = y[perm[i]];
+        }
     const double b1 = 0.9, b2 = 0.999, eps = 1e-7;
     double b1t = 1.0, b2t = 1.0;
     for (uint32_t t = 0; t < steps; t++) {
@@ -1278,41 +1304,32 @@ int h2t_solver__fit_adam(const float *X, const uint32_t *y, uint32_t n, uint32_t
             goto out;
         }
         uint32_t first = (t % nb) * batch, m = n - first < batch ? n - first : batch;
-        for (uint32_t i = 0; i < m; i++) {
-            memcpy(Xb + (size_t)i * d, X + (size_t)perm[first + i] * d, d * sizeof(float));
-            yb[i] = y[perm[first + i]];
-        }
-        h2t_solver__logits(Xb, m, d, k, W, b, Z);
-        ce_residual(Z, yb, m, k, 1.0 / batch, gb); /* the reference divides by 128 always */
-        grad_from_residual(Xb, Z, m, d, k, G);
-        if (penalty == H2T_PENALTY_L2) {
-            for (size_t i = 0; i < dk; i++)
-                G[i] = (float)(G[i] + lambda * W[i]);
-        } else if (penalty == H2T_PENALTY_GROUP) {
-            for (uint32_t j = 0; j < d; j++) {
-                double nw = row_norm_f(W + (size_t)j * k, k);
-                if (nw > 0)
-                    for (uint32_t c = 0; c < k; c++)
-                        G[(size_t)j * k + c] =
-                            (float)(G[(size_t)j * k + c] + lambda * W[(size_t)j * k + c] / nw);
+        const float *xb = Xb + (whole ? (size_t)first * d : 0);
+        uint32_t *ybt = yb + (whole ? first : 0);
+        if (!whole)
+            for (uint32_t i = 0; i < m; i++) {
+                memcpy(Xb + (size_t)i * d, X + (size_t)perm[first + i] * d, d * sizeof(float));
+                yb[i] = y[perm[first + i]];
             }
-        }
+        h2t_solver__logits(xb, m, d, k, W, b, Z);
+        ce_residual(Z, ybt, m, k, 1.0 / batch, gb); /* the reference divides by 128 always */
+        /* G^T = R^T X_b: OpenBLAS packs X about twice as fast as the B operand as the A one
+         * (measured at 1000 x 69,749 x 10: 0.055 s vs 0.10 s) */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, (int)d, (int)m, 1.0f, Z,
+                    (int)k, xb, (int)d, 0.0f, GT, (int)d);
         double lrt = lr * 0.5 * (1.0 + cos(M_PI * (double)t / steps));
         b1t *= b1;
         b2t *= b2;
         double at = lrt * sqrt(1.0 - b2t) / (1.0 - b1t);
-        for (size_t i = 0; i < dk; i++) {
-            mW[i] = (float)(b1 * mW[i] + (1 - b1) * G[i]);
-            vW[i] = (float)(b2 * vW[i] + (1 - b2) * (double)G[i] * G[i]);
-            W[i] = (float)(W[i] - at * mW[i] / (sqrt((double)vW[i]) + eps));
-        }
+        adam_rows(GT, d, k, penalty, lambda, at, W, mW, vW, g);
         for (uint32_t c = 0; c < k; c++) {
             mb[c] = (float)(b1 * mb[c] + (1 - b1) * gb[c]);
             vb[c] = (float)(b2 * vb[c] + (1 - b2) * (double)gb[c] * gb[c]);
             b[c] = (float)(b[c] - at * mb[c] / (sqrt((double)vb[c]) + eps));
         }
     }
-    if (info) { /* full-batch objective and optimality residual at the end, for the record */
+    if (info) {        /* full-batch objective and optimality residual at the end, for the record */
+        float *G = GT; /* d x k now */
         double f = h2t_solver_loss_grad(X, y, n, d, k, W, b, G, gb);
         double r;
         if (penalty == H2T_PENALTY_GROUP) {
@@ -1339,8 +1356,9 @@ int h2t_solver__fit_adam(const float *X, const uint32_t *y, uint32_t n, uint32_t
 out:
     free(Xb);
     free(Z);
-    free(G);
+    free(GT);
     free(gb);
+    free(g);
     free(mW);
     free(vW);
     free(mb);

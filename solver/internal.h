@@ -120,6 +120,10 @@ int h2t_solver__fit_smooth_kernel_rows(const float *X, const uint32_t *y, uint32
                                        double ridge, const h2t_solver_opts *o, float *A, float *W,
                                        float *b, h2t_fit_info *info);
 
+/* The largest gathered copy of a fit's rows (bytes) that the Adam path makes once when its rows
+ * span several batches (1 GiB; above it each step gathers its batch: the same values). */
+extern size_t h2t_solver__adam_gather_max;
+
 /* Reference Adam fit (see solver.h) from a Glorot init drawn from seed; writes W, b. penalty
  * H2T_PENALTY_*: NONE, L2 ((lambda/2)||W||^2), GROUP (lambda sum ||W_j||, subgradient 0 at a
  * zero row). */

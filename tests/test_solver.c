@@ -1,4 +1,6 @@
 /* Solver tests: group-lasso recovery, KKT optimality, determinism, CV, bad input, blobs. */
+#include <cblas.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -1127,4 +1129,144 @@ TEST(solver_memory_budget_honours_rlimit_data)
     ASSERT_EQ(waitpid(pid, &st, 0), pid);
     ASSERT(WIFEXITED(st));
     ASSERT_EQ(WEXITSTATUS(st), 0);
+}
+
+/* The reference Adam in its plain form (each step gathers its batch, takes G = X_b^T R through
+ * its transpose, adds the penalty's gradient in a pass of its own, then updates), the same
+ * arithmetic per value as the solver's, which gathers the batches once and fuses the passes. */
+static void adam_plain(const float *X, const uint32_t *y, uint32_t n, uint32_t d, uint32_t k,
+                       uint32_t penalty, double lambda, double lr, uint32_t steps, uint32_t batch,
+                       uint64_t seed, float *W, float *b)
+{
+    size_t dk = (size_t)d * k;
+    float *Xb = malloc((size_t)batch * d * sizeof(float)), *Z = malloc(batch * k * sizeof(float));
+    float *G = malloc(dk * sizeof(float)), *GT = malloc(dk * sizeof(float));
+    float *mW = calloc(dk, sizeof(float)), *vW = calloc(dk, sizeof(float));
+    float *gb = malloc(k * sizeof(float)), *mb = calloc(k, sizeof(float));
+    float *vb = calloc(k, sizeof(float));
+    double *acc = malloc(k * sizeof(double));
+    uint32_t *perm = malloc(n * sizeof(uint32_t)), *yb = malloc(batch * sizeof(uint32_t));
+    uint64_t rs = seed;
+    double a = sqrt(6.0 / ((double)d + k));
+    for (size_t i = 0; i < dk; i++)
+        W[i] = (float)((2.0 * h2t_rng_unif(&rs) - 1.0) * a);
+    memset(b, 0, k * sizeof(float));
+    for (uint32_t i = 0; i < n; i++)
+        perm[i] = i;
+    for (uint32_t i = n; i > 1; i--) {
+        uint32_t j = (uint32_t)(h2t_rng_next(&rs) % i), tmp = perm[i - 1];
+        perm[i - 1] = perm[j];
+        perm[j] = tmp;
+    }
+    uint32_t nb = (n + batch - 1) / batch;
+    const double b1 = 0.9, b2 = 0.999, eps = 1e-7;
+    double b1t = 1.0, b2t = 1.0;
+    for (uint32_t t = 0; t < steps; t++) {
+        uint32_t first = (t % nb) * batch, m = n - first < batch ? n - first : batch;
+        for (uint32_t i = 0; i < m; i++) {
+            memcpy(Xb + (size_t)i * d, X + (size_t)perm[first + i] * d, d * sizeof(float));
+            yb[i] = y[perm[first + i]];
+        }
+        h2t_solver__logits(Xb, m, d, k, W, b, Z);
+        for (uint32_t c = 0; c < k; c++)
+            acc[c] = 0;
+        for (uint32_t i = 0; i < m; i++) { /* R = (softmax - onehot) / batch, row by row */
+            float *z = Z + (size_t)i * k;
+            double mx = z[0], s = 0;
+            for (uint32_t c = 1; c < k; c++)
+                mx = z[c] > mx ? z[c] : mx;
+            for (uint32_t c = 0; c < k; c++)
+                s += exp((double)z[c] - mx);
+            for (uint32_t c = 0; c < k; c++) {
+                double p = exp((double)z[c] - mx) / s - (c == yb[i] ? 1.0 : 0.0);
+                z[c] = (float)(1.0 / batch * p);
+                acc[c] += z[c];
+            }
+        }
+        for (uint32_t c = 0; c < k; c++)
+            gb[c] = (float)acc[c];
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, (int)d, (int)m, 1.0f, Z,
+                    (int)k, Xb, (int)d, 0.0f, GT, (int)d);
+        for (uint32_t j = 0; j < d; j++)
+            for (uint32_t c = 0; c < k; c++)
+                G[(size_t)j * k + c] = GT[(size_t)c * d + j];
+        if (penalty == H2T_PENALTY_L2)
+            for (size_t i = 0; i < dk; i++)
+                G[i] = (float)(G[i] + lambda * W[i]);
+        else if (penalty == H2T_PENALTY_GROUP)
+            for (uint32_t j = 0; j < d; j++) {
+                double s = 0;
+                for (uint32_t c = 0; c < k; c++)
+                    s += (double)W[(size_t)j * k + c] * W[(size_t)j * k + c];
+                double nw = sqrt(s);
+                if (nw > 0)
+                    for (uint32_t c = 0; c < k; c++)
+                        G[(size_t)j * k + c] =
+                            (float)(G[(size_t)j * k + c] + lambda * W[(size_t)j * k + c] / nw);
+            }
+        double lrt = lr * 0.5 * (1.0 + cos(M_PI * (double)t / steps));
+        b1t *= b1;
+        b2t *= b2;
+        double at = lrt * sqrt(1.0 - b2t) / (1.0 - b1t);
+        for (size_t i = 0; i < dk; i++) {
+            mW[i] = (float)(b1 * mW[i] + (1 - b1) * G[i]);
+            vW[i] = (float)(b2 * vW[i] + (1 - b2) * (double)G[i] * G[i]);
+            W[i] = (float)(W[i] - at * mW[i] / (sqrt((double)vW[i]) + eps));
+        }
+        for (uint32_t c = 0; c < k; c++) {
+            mb[c] = (float)(b1 * mb[c] + (1 - b1) * gb[c]);
+            vb[c] = (float)(b2 * vb[c] + (1 - b2) * (double)gb[c] * gb[c]);
+            b[c] = (float)(b[c] - at * mb[c] / (sqrt((double)vb[c]) + eps));
+        }
+    }
+    free(Xb);
+    free(Z);
+    free(G);
+    free(GT);
+    free(mW);
+    free(vW);
+    free(gb);
+    free(mb);
+    free(vb);
+    free(acc);
+    free(perm);
+    free(yb);
+}
+
+/* The solver's Adam (batches gathered once, passes fused) gives the plain form's weights bit for
+ * bit: one batch, several batches gathered whole, and several gathered per step (the gather cap
+ * below the rows), under each penalty. */
+TEST(solver_adam_matches_plain_steps)
+{
+    const uint32_t d = 37, k = 4, steps = 23;
+    const uint32_t ns[3] = {50, 301, 301}, batch[3] = {128, 64, 64};
+    float *X = malloc(301 * d * sizeof(float));
+    uint32_t *y = malloc(301 * sizeof(uint32_t));
+    uint64_t rs = 5;
+    for (uint32_t i = 0; i < 301; i++) {
+        y[i] = (uint32_t)(h2t_rng_next(&rs) % k);
+        for (uint32_t q = 0; q < d; q++)
+            X[(size_t)i * d + q] = (float)(h2t_rng_unif(&rs) - 0.5 + (q % k == y[i] ? 0.7 : 0.0));
+    }
+    float *W = malloc(d * k * sizeof(float)), *Wr = malloc(d * k * sizeof(float));
+    float b[4], br[4];
+    size_t cap = h2t_solver__adam_gather_max;
+    h2t_solver_opts o = {0};
+    for (int v = 0; v < 3; v++)
+        for (uint32_t pen = H2T_PENALTY_NONE; pen <= H2T_PENALTY_GROUP; pen++) {
+            double lam = pen == H2T_PENALTY_GROUP ? 3e-3 : 1e-2;
+            h2t_solver__adam_gather_max = v == 2 ? (size_t)ns[v] * d * sizeof(float) - 1 : cap;
+            h2t_fit_info info;
+            ASSERT_OK(h2t_solver__fit_adam(X, y, ns[v], d, k, pen, lam, 0.05, steps, batch[v],
+                                           7 + v, &o, W, b, &info));
+            adam_plain(X, y, ns[v], d, k, pen, lam, 0.05, steps, batch[v], 7 + v, Wr, br);
+            ASSERT_EQ(memcmp(W, Wr, d * k * sizeof(float)), 0);
+            ASSERT_EQ(memcmp(b, br, sizeof(b)), 0);
+            ASSERT_EQ(info.iters, steps);
+        }
+    h2t_solver__adam_gather_max = cap;
+    free(X);
+    free(y);
+    free(W);
+    free(Wr);
 }
