@@ -120,6 +120,12 @@ int h2t_solver__fit_smooth_kernel_rows(const float *X, const uint32_t *y, uint32
                                        double ridge, const h2t_solver_opts *o, float *A, float *W,
                                        float *b, h2t_fit_info *info);
 
+/* A store job's test rows above h2t_solver__test_stream_min bytes (1 GiB) are not loaded with
+ * the training rows but read back in row blocks of about h2t_solver__test_block_bytes (256 MiB)
+ * when the final head is scored (linear, all, head2toe without cell_test; the same result). */
+extern size_t h2t_solver__test_stream_min;
+extern size_t h2t_solver__test_block_bytes;
+
 /* The largest gathered copy of a fit's rows (bytes) that the Adam path makes once when its rows
  * span several batches (1 GiB; above it each step gathers its batch: the same values). */
 extern size_t h2t_solver__adam_gather_max;

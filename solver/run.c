@@ -241,7 +241,7 @@ typedef struct job {
         n_te_all;           /* over every participant (row-sharded: j->o.red); else n_tr, n_te */
     const h2t_shard *shard; /* NULL: this process holds every row */
     uint32_t D;
-    float *X;       /* (n_tr + n_te) x D, normalised; design_alloc */
+    float *X;       /* (n_tr + n_te) x D, normalised (n_tr x D with tst); design_alloc */
     size_t x_map;   /* bytes of the file-backed mapping X lies in; 0: X is in memory */
     uint32_t *y;    /* n_tr + n_te */
     uint32_t *ldim; /* n_layers */
@@ -275,6 +275,12 @@ typedef struct job {
     struct selpath *fsel; /* NULL or head2toe's final selection path (OWNED) */
     uint32_t *tkey;       /* row-sharded: o.rkey of the training rows in task order (OWNED) */
     uint32_t *cvkey;      /* n_tr: o.rkey of the CV split under way (OWNED; cv_run) */
+    /* NULL: X holds the test rows after the training rows; else they stay in this store
+     * (BORROWED) and test_correct reads them in row blocks: extraction text, sample ids
+     * tsamples[0..n_te) (BORROWED), in the task's test order */
+    h2t_store *tst;
+    uint32_t text;
+    const uint32_t *tsamples;
 } job;
 
 /* head2toe's final selection (fast path): the group-lasso path on every train row over the
@@ -368,7 +374,7 @@ static uint32_t job_threads(const job *j, uint32_t units, uint32_t cap)
 }
 
 /* L2-normalise each layer's block of each row (double accumulation; zero stays zero). */
-static void normalise_rows(job *j, float *X, uint32_t n)
+static void normalise_rows(const job *j, float *X, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++)
         for (uint32_t l = 0; l < j->n_layers; l++) {
@@ -565,6 +571,62 @@ static int head_correct(const job *j, const head *h, const float *X, const uint3
     free(Z);
     free(Xs);
     return 0;
+}
+
+size_t h2t_solver__test_stream_min = (size_t)1 << 30;
+size_t h2t_solver__test_block_bytes = (size_t)256 << 20;
+
+static int check_finite(const job *j, const float *x, uint32_t l, uint32_t sample,
+                        const char *split);
+
+/* The test rows a head gets right: from X, or (j->tst) read from the store, checked and
+ * normalised as the load does it, in row blocks of about h2t_solver__test_block_bytes. Each
+ * row's logits are the same numbers either way: OpenBLAS's sgemm splits the rows, never the
+ * inner dimension, between its kernels and threads, and its small-matrix kernel, which sums in
+ * another order, takes only products of at most 100^3 multiply-adds, so a block is kept above
+ * that size whenever the whole product is (test: solver_store_matches_memory). */
+static int test_correct(const job *j, const head *h, uint32_t *correct)
+{
+    if (!j->tst)
+        return head_correct(j, h, j->X + (size_t)j->n_tr * j->D, j->y + j->n_tr, j->n_te, correct);
+    uint32_t n = j->n_te, D = j->D;
+    uint64_t rows = h2t_solver__test_block_bytes / ((uint64_t)D * sizeof(float));
+    uint64_t small = 1000000 / ((uint64_t)h->k * j->K) + 1;
+    if ((uint64_t)n * h->k * j->K > 1000000 && rows < small)
+        rows = small;
+    rows = rows < 1 ? 1 : rows > n ? n : rows;
+    uint32_t nb = (uint32_t)((n + rows - 1) / rows), c = 0;
+    if (!n) {
+        *correct = 0;
+        return 0;
+    }
+    rows = (n + nb - 1) / nb; /* blocks of equal size but the last, which is at most 1 short */
+    float *B = h2t_aalloc((size_t)rows * D, sizeof(float));
+    if (!B)
+        return h2t_err_set(H2T_ENOMEM, "test block (%llu x %u)", (unsigned long long)rows, D);
+    int rc = 0;
+    for (uint32_t r0 = 0; r0 < n && rc == 0; r0 += (uint32_t)rows) {
+        uint32_t m = n - r0 < rows ? n - r0 : (uint32_t)rows, cb = 0;
+        for (uint32_t l = 0; l < j->n_layers && rc == 0; l++) {
+            rc = h2t_store_layer_read(j->tst, j->text, j->lid[l], j->tsamples + r0, 0, m,
+                                      B + j->loff[l], D);
+            if (rc < 0) {
+                h2t_err_wrap(rc, "reading layer %u (%s): ", j->lid[l], j->lname[l]);
+                break;
+            }
+            for (uint32_t i = 0; i < m && rc == 0; i++)
+                rc =
+                    check_finite(j, B + (size_t)i * D + j->loff[l], l, j->tsamples[r0 + i], "test");
+        }
+        if (rc < 0)
+            break;
+        normalise_rows(j, B, m);
+        if ((rc = head_correct(j, h, B, j->y + j->n_tr + r0, m, &cb)) == 0)
+            c += cb;
+    }
+    h2t_afree(B);
+    *correct = c;
+    return rc;
 }
 
 /* correct / n over every participant's rows (0 when there are none); *all (may be NULL) gets
@@ -1871,8 +1933,7 @@ static int finish(job *j, const cvplan *p, const cvtab *t, h2t_result *r)
     if ((rc = head_correct(j, &fin, j->X, j->y, j->n_tr, &corr)) < 0)
         goto out;
     r->train_acc = frac_all(j, corr, j->n_tr, NULL);
-    if ((rc = head_correct(j, &fin, j->X + (size_t)j->n_tr * j->D, j->y + j->n_tr, j->n_te,
-                           &corr)) < 0)
+    if ((rc = test_correct(j, &fin, &corr)) < 0)
         goto out;
     r->test_acc = frac_all(j, corr, j->n_te, &r->test_correct);
     if (j->spec->cell_test && j->n_te_all) { /* every cell refit on all train rows, tested */
@@ -2830,6 +2891,16 @@ int h2t_solver__run_store_rows(h2t_store *st, const h2t_task *task, const h2t_tr
     j.n_te = sh ? n_te : task->n_test;
     j.K = task->n_classes;
     uint32_t N = j.n_tr + j.n_te;
+    /* test rows above h2t_solver__test_stream_min bytes stay in the store until the final
+     * head is scored (test_correct), for the methods that use them only there */
+    uint32_t m = spec->method;
+    if (!sh && !spec->cell_test &&
+        (m == H2T_METHOD_LINEAR || m == H2T_METHOD_ALL || m == H2T_METHOD_HEAD2TOE) &&
+        (uint64_t)j.n_te * j.D * sizeof(float) > h2t_solver__test_stream_min) {
+        j.tst = st;
+        j.text = task->extraction;
+        N = j.n_tr; /* the rows X holds */
+    }
     int spill = 0;
     if ((rc = check_memory(spec, N, j.D, &spill)) < 0 ||
         (rc = check_knn_size(spec, j.n_tr, j.D)) < 0)
@@ -2854,6 +2925,7 @@ int h2t_solver__run_store_rows(h2t_store *st, const h2t_task *task, const h2t_tr
     if ((rc = check_labels(j.y, j.n_tr, j.K, "train")) < 0 ||
         (rc = check_labels(j.y + j.n_tr, j.n_te, j.K, "test")) < 0)
         goto out;
+    j.tsamples = samples + j.n_tr;
     if ((rc = design_alloc(&j, (size_t)N * j.D, spill, 1)) < 0)
         goto out;
     for (uint32_t l = 0; l < j.n_layers; l++) {

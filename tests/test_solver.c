@@ -854,10 +854,42 @@ TEST(solver_store_matches_memory)
     ASSERT(memcmp(r1->features, r2->features, (size_t)r1->n_kept * 8) == 0);
     ASSERT_EQ(r1->test_correct, r2->test_correct);
     ASSERT_STREQ(r1->layer_names[1], "layer1");
-    /* a test sample that was never extracted */
+    /* the test rows left in the store and scored in row blocks (a budget of 7 rows: five
+     * blocks of 6): the same head and the same test count, for head2toe, all and linear */
+    size_t smin = h2t_solver__test_stream_min, bbytes = h2t_solver__test_block_bytes;
+    ASSERT_EQ(t.n_te, 30);
+    for (int mi = 0; mi < 3; mi++) {
+        h2t_train_spec ms = sp;
+        if (mi)
+            h2t_train_spec_default(&ms, mi == 1 ? H2T_METHOD_ALL : H2T_METHOD_LINEAR);
+        ms.folds = 3;
+        h2t_result *ra = NULL, *rb = NULL;
+        h2t_solver__test_stream_min = smin;
+        ASSERT_OK(h2t_solver_run(st, &task, &ms, NULL, NULL, NULL, &ra));
+        h2t_solver__test_stream_min = 0;
+        h2t_solver__test_block_bytes = 7 * (mi == 2 ? 20 : 60) * sizeof(float);
+        ASSERT_OK(h2t_solver_run(st, &task, &ms, NULL, NULL, NULL, &rb));
+        h2t_solver__test_stream_min = smin;
+        h2t_solver__test_block_bytes = bbytes;
+        ASSERT_EQ(ra->n_kept, rb->n_kept);
+        ASSERT(memcmp(ra->weights, rb->weights, (size_t)ra->n_kept * 3 * 4) == 0);
+        ASSERT_EQ(ra->test_correct, rb->test_correct);
+        ASSERT(ra->test_acc == rb->test_acc);
+        ASSERT(ra->test_correct > t.n_te / 3); /* above chance: a head, not a tie of zeros */
+        if (mi == 0)
+            ASSERT_EQ(ra->test_correct, r1->test_correct);
+        h2t_result_destroy(ra);
+        h2t_result_destroy(rb);
+    }
+    /* a test sample that was never extracted, with the test rows loaded or streamed */
     te[3] = N + 5;
     h2t_result *r3 = NULL;
     int rc = h2t_solver_run(st, &task, &sp, NULL, NULL, NULL, &r3);
+    ASSERT_EQ(rc, H2T_ENOTFOUND);
+    ASSERT(r3 == NULL);
+    h2t_solver__test_stream_min = 0;
+    rc = h2t_solver_run(st, &task, &sp, NULL, NULL, NULL, &r3);
+    h2t_solver__test_stream_min = smin;
     ASSERT_EQ(rc, H2T_ENOTFOUND);
     ASSERT(r3 == NULL);
     h2t_result_destroy(r1);
