@@ -9,6 +9,8 @@
  *   (c) the full Head2Toe search: 5 folds x 2 lambdas x 5 keeps + final head
  *   plus OpenBLAS sgemm's peak (1000^2 x 4096) next to the solver's effective GFLOP/s.
  *   build/bench/solver [n_train n_test layers dim classes]   (peers need python3-sklearn, glmnet)
+ * The Adam path's cost per step (--adam-steps S: one selection fit of S steps on n_train x
+ * layers*dim synthetic features, e.g. `build/bench/solver --adam-steps 50 100 0 161 433 10`).
  * Jobs as the service runs them, on a stored task (h2t_solver_run, the method's defaults):
  *   --job METHOD --store DIR --task NAME [--threads T]: one job, one "job" line (wall and CPU
  *   time, the choice, CV and test accuracy);
@@ -177,7 +179,9 @@ static void usage(void)
                     "[--no-peers] [--threads T] [--label-noise P] [--signal A] [--every E] "
                     "[--store DIR [--extraction ID]]\n"
                     "       build/bench/solver --job METHOD[,METHOD] --store DIR --task NAME "
-                    "[--threads T] [--vs REF [--rounds R]]\n");
+                    "[--threads T] [--vs REF [--rounds R]]\n"
+                    "       build/bench/solver --adam-steps STEPS [n_train 0 layers dim classes] "
+                    "[--threads T]\n");
 }
 
 static double cpu_seconds(void)
@@ -186,6 +190,43 @@ static double cpu_seconds(void)
     getrusage(RUSAGE_SELF, &ru);
     return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
            1e-6 * (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
+/* The Adam path's cost per step: one group-penalised selection fit (lambda 1e-4, batch 128,
+ * the reference's defaults) of `steps` steps on n x (layers x dim) synthetic features, K
+ * classes; one line "adam n N d D k K steps S wall W cpu C ms_per_step M objective F". */
+static int run_adam_steps(uint32_t steps, uint32_t n, uint32_t D, uint32_t K)
+{
+    float *X = malloc((size_t)n * D * sizeof(float) + 1), *W = malloc((size_t)D * K * 4 + 1);
+    float *b = malloc(K * sizeof(float) + 1);
+    uint32_t *y = malloc(n * sizeof(uint32_t) + 1);
+    if (!X || !W || !b || !y) {
+        fprintf(stderr, "bench solver: no memory for %u x %u\n", n, D);
+        return 1;
+    }
+    uint64_t rs = 17;
+    for (uint32_t i = 0; i < n; i++) {
+        y[i] = i % K;
+        for (uint32_t j = 0; j < D; j++)
+            X[(size_t)i * D + j] =
+                (float)(h2t_rng_unif(&rs) * 0.01 + (j % (K * 7) == y[i] * 7 ? 0.02 : 0.0));
+    }
+    h2t_solver_opts o = {0};
+    h2t_fit_info info;
+    double c0 = cpu_seconds(), t0 = h2t_now_s();
+    int rc = h2t_solver__fit_adam(X, y, n, D, K, H2T_PENALTY_GROUP, 1e-4, 0.01, steps, 128, 0, &o,
+                                  W, b, &info);
+    double wall = h2t_now_s() - t0, cpu = cpu_seconds() - c0;
+    if (rc < 0)
+        fprintf(stderr, "bench solver: adam: %s\n", h2t_err_detail());
+    else
+        printf("adam n %u d %u k %u steps %u wall %.3f cpu %.3f ms_per_step %.2f objective %.9g\n",
+               n, D, K, steps, wall, cpu, 1e3 * wall / steps, info.objective);
+    free(X);
+    free(W);
+    free(b);
+    free(y);
+    return rc < 0;
 }
 
 /* One job on a stored task with the method's defaults, as the service runs it: one line
@@ -370,7 +411,7 @@ int main(int argc, char **argv)
     uint32_t num[5] = {1000, 1000, 50, 1000, 10}, nnum = 0, every = 50;
     const char *parts = "abc", *store = NULL, *job = NULL, *task = NULL, *vs = NULL;
     uint32_t ext = 1;
-    int peers = 1, threads = 1, rounds = 3;
+    int peers = 1, threads = 1, rounds = 3, adam_steps = 0;
     double noise = 0.2, amp = 0.5;
     for (int a = 1; a < argc; a++) {
         if (!strcmp(argv[a], "--parts") && a + 1 < argc)
@@ -387,6 +428,8 @@ int main(int argc, char **argv)
             vs = argv[++a];
         else if (!strcmp(argv[a], "--rounds") && a + 1 < argc)
             rounds = atoi(argv[++a]);
+        else if (!strcmp(argv[a], "--adam-steps") && a + 1 < argc)
+            adam_steps = atoi(argv[++a]);
         else if (!strcmp(argv[a], "--no-peers"))
             peers = 0;
         else if (!strcmp(argv[a], "--threads") && a + 1 < argc)
@@ -407,6 +450,10 @@ int main(int argc, char **argv)
     if (threads < 1 || !every || rounds < 1 || ((job || vs) && (!job || !store || !task))) {
         usage();
         return 2;
+    }
+    if (adam_steps > 0) { /* n_train, layers x dim, classes from the positional numbers */
+        h2t_blas_threads(threads);
+        return run_adam_steps((uint32_t)adam_steps, num[0], num[2] * num[3], num[4]);
     }
     if (job) {
         setvbuf(stdout, NULL, _IOLBF, 0);
