@@ -87,6 +87,12 @@ int h2t_solver__fit_smooth(const float *X, const uint32_t *y, uint32_t n, uint32
  * layers, moves the kernel optimum off the primal one). Returns 0 or H2T_ENOMEM. */
 int h2t_solver__gram(const float *X, uint32_t n, uint32_t d, double *Gm);
 
+/* Z (n x k) = Gm A for a symmetric n x n Gm (as h2t_solver__gram makes it) and an n x k A:
+ * the kernel form's products with h2t_solver_opts.gram_own. With AVX-512 each entry is the
+ * plain sum over j in order of Gm[i][j] A[j][c], one multiply and one add per term (bit for
+ * bit that loop's); elsewhere dgemm (its own rounding). Returns 0 or H2T_ENOMEM. */
+int h2t_solver__gram_mul(const double *Gm, uint32_t n, const double *A, uint32_t k, double *Z);
+
 /* The same Gram over the N rows of every participant of o->red together, this participant
  * holding n of them: its row i is row pos[i] of the N (o or o->red NULL: pos NULL, n == N, as
  * h2t_solver__gram). The Gram is made in 16 fixed slabs of its rows, each by dgemm against the

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/cpu.h"
 #include "common/err.h"
 #include "common/util.h"
 #include "solver/internal.h"
@@ -337,6 +338,47 @@ TEST(solver_fit_path_matches_single_fits)
     free(W2);
     free(X);
     synth_free(&t);
+}
+
+/* The kernel form's own Gram product Z = Gm A: with AVX-512 every entry is the plain sum over
+ * j in order, bit for bit, on shapes that cover its blocks (sixteen and eight rows, a tail of
+ * fewer, a row count below one tile of rows and one not a multiple of it, one chunk of classes
+ * and more than one); without AVX-512 (dgemm) within 1e-12 of it. */
+TEST(solver_kernel_gram_mul_plain_sums)
+{
+    const uint32_t shapes[][2] = {{803, 10}, {45, 3}, {40, 27}, {16, 12}, {7, 1}, {100, 13}};
+    uint64_t s = 99;
+    int exact = h2t_cpu_has(H2T_CPU_AVX512F);
+    for (size_t q = 0; q < sizeof(shapes) / sizeof(shapes[0]); q++) {
+        uint32_t n = shapes[q][0], k = shapes[q][1];
+        double *G = malloc((size_t)n * n * sizeof(double)),
+               *A = malloc((size_t)n * k * sizeof(double));
+        double *Z = malloc((size_t)n * k * sizeof(double));
+        for (uint32_t i = 0; i < n; i++)
+            for (uint32_t j = 0; j <= i; j++) {
+                s = s * 6364136223846793005ull + 1442695040888963407ull;
+                G[(size_t)i * n + j] = G[(size_t)j * n + i] =
+                    (double)(s >> 11) / 9007199254740992.0 - 0.3;
+            }
+        for (size_t e = 0; e < (size_t)n * k; e++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            A[e] = (double)(s >> 11) / 9007199254740992.0 - 0.5;
+        }
+        ASSERT_OK(h2t_solver__gram_mul(G, n, A, k, Z));
+        for (uint32_t i = 0; i < n; i++)
+            for (uint32_t c = 0; c < k; c++) {
+                double z = 0;
+                for (uint32_t j = 0; j < n; j++)
+                    z += G[(size_t)i * n + j] * A[(size_t)j * k + c];
+                if (exact)
+                    ASSERT(memcmp(&z, &Z[(size_t)i * k + c], sizeof(double)) == 0);
+                else
+                    ASSERT_LE(fabs(z - Z[(size_t)i * k + c]), 1e-12 * n);
+            }
+        free(G);
+        free(A);
+        free(Z);
+    }
 }
 
 /* The solver's own Gram products (gram_own) with more classes than one chunk of 16 (20 classes:
