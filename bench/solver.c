@@ -229,8 +229,38 @@ static int run_adam_steps(uint32_t steps, uint32_t n, uint32_t D, uint32_t K)
     return rc < 0;
 }
 
+/* FNV-1a over bytes, continuing from h */
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t q = 0; q < n; q++)
+        h = (h ^ b[q]) * 1099511628211ull;
+    return h;
+}
+
+/* A digest of what a job's numbers are: the CV table, the fold accuracies, the head's weights
+ * and bias, both fits' objectives. Two builds with the same digest gave the same result bit for
+ * bit. */
+static uint64_t result_digest(const h2t_result *r)
+{
+    uint64_t h = 14695981039346656037ull;
+    size_t cells = (size_t)r->n_lambdas * r->n_keeps;
+    if (r->cv_acc)
+        h = fnv(h, r->cv_acc, cells * sizeof(double));
+    if (r->fold_acc)
+        h = fnv(h, r->fold_acc, r->folds * sizeof(double));
+    if (r->weights)
+        h = fnv(h, r->weights, (size_t)r->n_classes * r->n_kept * sizeof(float));
+    if (r->bias)
+        h = fnv(h, r->bias, r->n_classes * sizeof(float));
+    h = fnv(h, &r->select_fit.objective, sizeof(double));
+    h = fnv(h, &r->final_fit.objective, sizeof(double));
+    return h;
+}
+
 /* One job on a stored task with the method's defaults, as the service runs it: one line
- * "job METHOD TASK wall W cpu C load L cv V final F lambda X keep K kept N val A test B". */
+ * "job METHOD TASK wall W cpu C load L cv V final F lambda X keep K kept N val A test B digest
+ * H" (H: result_digest, in hex). */
 static int run_job(const char *dir, const char *task_name, const char *method, int threads)
 {
     uint32_t m;
@@ -256,9 +286,9 @@ static int run_job(const char *dir, const char *task_name, const char *method, i
                 h2t_err_detail());
     } else {
         printf("job %s %s wall %.3f cpu %.3f load %.3f cv %.3f final %.3f lambda %g keep %g kept "
-               "%u val %.4f test %.4f\n",
+               "%u val %.4f test %.4f digest %016llx\n",
                method, task_name, wall, cpu, r->t_load, r->t_cv, r->t_final, r->lambda, r->keep,
-               r->n_kept, r->val_acc, r->test_acc);
+               r->n_kept, r->val_acc, r->test_acc, (unsigned long long)result_digest(r));
     }
     h2t_result_destroy(r);
     h2t_task_destroy(task);
@@ -269,6 +299,7 @@ static int run_job(const char *dir, const char *task_name, const char *method, i
 typedef struct job_run {
     double wall, cpu, load, cv, final, lambda, keep, val, test;
     unsigned kept;
+    char digest[32]; /* "-" when the build's bench prints none */
 } job_run;
 
 static int dbl_cmp(const void *a, const void *b)
@@ -326,13 +357,15 @@ static int run_child(const char *bin, const char *dir, const char *task, const c
              method, threads);
     FILE *p = popen(cmd, "r");
     int got = 0;
+    snprintf(out->digest, sizeof(out->digest), "-");
     while (p && fgets(line, sizeof(line), p)) {
         char mm[64], tt[256];
-        got |= sscanf(line,
-                      "job %63s %255s wall %lf cpu %lf load %lf cv %lf final %lf lambda %lf keep "
-                      "%lf kept %u val %lf test %lf",
-                      mm, tt, &out->wall, &out->cpu, &out->load, &out->cv, &out->final,
-                      &out->lambda, &out->keep, &out->kept, &out->val, &out->test) == 12;
+        int f = sscanf(line,
+                       "job %63s %255s wall %lf cpu %lf load %lf cv %lf final %lf lambda %lf keep "
+                       "%lf kept %u val %lf test %lf digest %31s",
+                       mm, tt, &out->wall, &out->cpu, &out->load, &out->cv, &out->final,
+                       &out->lambda, &out->keep, &out->kept, &out->val, &out->test, out->digest);
+        got |= f >= 12;
     }
     int st = p ? pclose(p) : -1;
     return st == 0 && got ? 0 : -1;
@@ -373,9 +406,9 @@ static int run_vs(const char *ref, const char *self, const char *dir, const char
                 if (getloadavg(la, 3) < 0)
                     la[0] = -1;
                 printf("  %-8s %-9s round %d: wall %8.2f s  cpu %8.2f s  (cv %.2f, final %.2f)  "
-                       "lambda %g keep %g kept %u  val %.2f%%  test %.2f%%  load %.2f\n",
+                       "lambda %g keep %g kept %u  val %.2f%%  test %.2f%%  digest %s  load %.2f\n",
                        m, side ? "this" : ref, r + 1, o->wall, o->cpu, o->cv, o->final, o->lambda,
-                       o->keep, o->kept, 100 * o->val, 100 * o->test, la[0]);
+                       o->keep, o->kept, 100 * o->val, 100 * o->test, o->digest, la[0]);
             }
         if (rc)
             break;
@@ -395,6 +428,13 @@ static int run_vs(const char *ref, const char *self, const char *dir, const char
                    100 * runs[side][0].test, 100 * runs[side][0].val, runs[side][0].lambda,
                    runs[side][0].keep);
         }
+        int same = 1;
+        for (int r = 0; r < n; r++)
+            for (int side = 0; side < 2; side++)
+                same &= !strcmp(runs[side][r].digest, runs[0][0].digest);
+        printf("%s: results %s\n", m,
+               same ? "the same bit for bit on every run (digest)"
+                    : "differ between runs or builds (digest)");
     }
     if (getloadavg(la, 3) < 0)
         la[0] = la[1] = la[2] = -1;
