@@ -860,56 +860,125 @@ static int cv_heads(job *j, const float *X, const uint32_t *y, uint32_t n, const
  * "Stopping rule of the selection path"). */
 #define H2T_SELECT_KKT_REL 0.1
 
-/* Every cell of the (sorted) grid on one split. Xva may be NULL (final fit: nl = nk = 1,
- * the head goes to *final). acc: nl x nk. sp (head2toe, fast path; Xva and final NULL): no
- * heads, the ranking at each grid lambda [0, sp->stop) goes to sp. */
-static int run_cells(job *j, const float *X, const uint32_t *y, uint32_t n, const float *Xva,
-                     const uint32_t *yva, uint32_t nva, const double *lam, uint32_t nl,
-                     const double *kp, uint32_t nk, double *acc, head *final, selpath *sp)
+/* Every cell of the (sorted) grid on one split, in steps: cells_begin, then for each grid lambda
+ * li in order cells_fit (the penalised fit at lam[li] and, for head2toe, its ranking of the
+ * columns) and cells_heads (the heads of li's cells), then cells_end. The state that carries
+ * from one lambda to the next is the fit's (weights, path, warm starts) and, separately, the
+ * heads' (their chain of warm starts), so cells_heads(li) may run on one thread while
+ * cells_fit(li + 1) runs on another (the threaded CV, head2toe): each writes only its own
+ * part, and every number is the one the steps in order give. Xva may be NULL (final fit:
+ * nl = nk = 1, the head goes to *final). acc: nl x nk. sp (head2toe, fast path; Xva and final
+ * NULL): no heads, the ranking at each grid lambda [0, sp->stop) goes to sp. */
+typedef struct cellrun {
+    const float *X, *Xva;
+    const uint32_t *y, *yva;
+    uint32_t n, nva, nl, nk, stop; /* stop: lambdas [0, stop) are fitted */
+    const double *lam, *kp;
+    double *acc;
+    head *final;
+    selpath *sp;
+    int selecting, fast;
+    uint32_t pen;
+    /* the fit's state */
+    float *W, *b, *G, *A;
+    double *Gf;
+    uint32_t Ns, *spos, *sy; /* row-sharded kernel form: split_rows */
+    uint32_t *entry;
+    rank_key *keys, *lkeys;
+    double *path, Lip;
+    uint32_t npath, pi; /* path points; the next one */
+    h2t_solver_opts po;
+    /* per grid lambda: the ranking (nl x D), lcum (nl x n_layers), the fit and its non-zero
+     * rows: written by cells_fit(li), read by cells_heads(li) */
+    uint32_t *order, *lcum, *nz;
+    h2t_fit_info *sel;
+    /* the heads' state: the split's warm-start chain (cv_heads) */
+    float *A0, *b0;
+    /* progress: units of the fit's steps and of the heads' */
+    uint32_t units, ufit, uheads;
+} cellrun;
+
+static void cells_report(job *j, const cellrun *c)
+{
+    if (j->progress) /* one thread runs the steps whenever the job reports */
+        report(j, (double)(c->ufit + c->uheads) / c->units);
+}
+
+static void cells_end(cellrun *c)
+{
+    free(c->W);
+    free(c->b);
+    free(c->G);
+    free(c->A);
+    free(c->A0);
+    free(c->b0);
+    free(c->Gf);
+    free(c->spos);
+    free(c->sy);
+    free(c->entry);
+    free(c->order);
+    free(c->keys);
+    free(c->lkeys);
+    free(c->lcum);
+    free(c->nz);
+    free(c->sel);
+    free(c->path);
+    memset(c, 0, sizeof(*c));
+}
+
+static int cells_begin(job *j, cellrun *c, const float *X, const uint32_t *y, uint32_t n,
+                       const float *Xva, const uint32_t *yva, uint32_t nva, const double *lam,
+                       uint32_t nl, const double *kp, uint32_t nk, double *acc, head *final,
+                       selpath *sp)
 {
     const h2t_train_spec *s = j->spec;
     const uint32_t D = j->D, K = j->K;
     size_t DK = (size_t)D * K;
     int rc = 0;
-    float *W = calloc(DK + 1, sizeof(float)), *b = calloc(K, sizeof(float));
-    float *G = NULL, *A = NULL, *A0 = NULL, *b0 = NULL;
-    double *Gf = NULL;
-    uint32_t Ns = n, *spos = NULL, *sy = NULL; /* row-sharded kernel form: split_rows */
-    uint32_t *entry = NULL, *order = NULL, *lcum = NULL;
-    rank_key *keys = NULL, *lkeys = NULL;
-    double *path = NULL;
-    head h = {0};
-    if (!W || !b) {
-        rc = h2t_err_set(H2T_ENOMEM, "weights %u x %u", D, K);
-        goto out;
-    }
-    int selecting = s->method == H2T_METHOD_HEAD2TOE;
-    uint32_t pen = selecting ? H2T_PENALTY_GROUP : s->penalty;
-    int fast = s->optimizer == H2T_OPT_FAST;
-    uint32_t npath = 0, cells = nl * nk, done = 0;
-    if (fast && pen == H2T_PENALTY_GROUP) {
+    memset(c, 0, sizeof(*c));
+    c->X = X;
+    c->y = y;
+    c->n = c->Ns = n;
+    c->Xva = Xva;
+    c->yva = yva;
+    c->nva = nva;
+    c->lam = lam;
+    c->nl = nl;
+    c->kp = kp;
+    c->nk = nk;
+    c->acc = acc;
+    c->final = final;
+    c->sp = sp;
+    c->stop = sp ? sp->stop : nl;
+    c->W = calloc(DK + 1, sizeof(float));
+    c->b = calloc(K, sizeof(float));
+    c->sel = calloc(nl, sizeof(h2t_fit_info));
+    c->nz = calloc(nl, sizeof(uint32_t));
+    if (!c->W || !c->b || !c->sel || !c->nz)
+        return h2t_err_set(H2T_ENOMEM, "weights %u x %u", D, K);
+    c->selecting = s->method == H2T_METHOD_HEAD2TOE;
+    c->pen = c->selecting ? H2T_PENALTY_GROUP : s->penalty;
+    c->fast = s->optimizer == H2T_OPT_FAST;
+    if (c->fast && c->pen == H2T_PENALTY_GROUP) {
         /* the lambda path: lambda_max at W = 0 with the intercept-only bias, geometric points
          * down to the smallest grid lambda, the grid lambdas themselves */
-        if ((rc = intercept(j, y, n, K, b)) < 0)
-            goto out;
+        if ((rc = intercept(j, y, n, K, c->b)) < 0)
+            return rc;
         double *gn = malloc((size_t)D * sizeof(double) + 1);
-        if (!gn) {
-            rc = h2t_err_set(H2T_ENOMEM, "gradient norms");
-            goto out;
-        }
-        rc = h2t_solver__grad_rownorm(&j->o, X, y, n, D, K, W, b, gn);
+        if (!gn)
+            return h2t_err_set(H2T_ENOMEM, "gradient norms");
+        rc = h2t_solver__grad_rownorm(&j->o, X, y, n, D, K, c->W, c->b, gn);
         double lmax = 0;
         for (uint32_t q = 0; q < D; q++)
             lmax = gn[q] > lmax ? gn[q] : lmax;
         free(gn);
         if (rc < 0)
-            goto out;
+            return rc;
         uint32_t P = s->path_len ? s->path_len : 20;
-        path = malloc((P + nl + 1) * sizeof(double));
-        if (!path) {
-            rc = h2t_err_set(H2T_ENOMEM, "lambda path");
-            goto out;
-        }
+        double *path = c->path = malloc((P + nl + 1) * sizeof(double));
+        if (!path)
+            return h2t_err_set(H2T_ENOMEM, "lambda path");
+        uint32_t npath = 0;
         double lmin = lam[nl - 1];
         if (lmin > 0 && lmin < lmax)
             for (uint32_t q = 1; q < P; q++)
@@ -921,213 +990,237 @@ static int run_cells(job *j, const float *X, const uint32_t *y, uint32_t n, cons
         for (uint32_t q = 0; q < npath; q++)
             if (!w || path[q] < path[w - 1] * (1 - 1e-9))
                 path[w++] = path[q];
-        npath = w;
-        G = malloc(DK * sizeof(float) + 1);
-        entry = malloc((size_t)D * sizeof(uint32_t) + 1);
-        if (!G || !entry) {
-            rc = h2t_err_set(H2T_ENOMEM, "path buffers");
-            goto out;
-        }
+        c->npath = w;
+        c->G = malloc(DK * sizeof(float) + 1);
+        c->entry = malloc((size_t)D * sizeof(uint32_t) + 1);
+        if (!c->G || !c->entry)
+            return h2t_err_set(H2T_ENOMEM, "path buffers");
         for (uint32_t q = 0; q < D; q++)
-            entry[q] = UINT32_MAX;
+            c->entry[q] = UINT32_MAX;
     }
-    if (selecting) {
-        order = malloc((size_t)D * sizeof(uint32_t) + 1);
-        keys = malloc((size_t)D * sizeof(rank_key) + 1);
-        lkeys = malloc((size_t)j->n_layers * sizeof(rank_key) + 1);
-        lcum = malloc((size_t)j->n_layers * sizeof(uint32_t) + 1);
-        if (!order || !keys || !lkeys || !lcum) {
-            rc = h2t_err_set(H2T_ENOMEM, "ranking buffers");
-            goto out;
-        }
+    if (c->selecting) {
+        c->order = malloc((size_t)nl * D * sizeof(uint32_t) + 1);
+        c->keys = malloc((size_t)D * sizeof(rank_key) + 1);
+        c->lkeys = malloc((size_t)j->n_layers * sizeof(rank_key) + 1);
+        c->lcum = malloc((size_t)nl * j->n_layers * sizeof(uint32_t) + 1);
+        if (!c->order || !c->keys || !c->lkeys || !c->lcum)
+            return h2t_err_set(H2T_ENOMEM, "ranking buffers");
     }
-    uint32_t units = cells + npath, unit = 0;
-    double Lip = 0;
+    c->units = nl * nk + c->npath;
     /* head2toe's selection path stops at a KKT residual of H2T_SELECT_KKT_REL lambda (the
      * penalised fits of linear and all keep the job's tolerance): see the define */
-    h2t_solver_opts po = j->o;
-    if (selecting)
-        po.kkt_rel = H2T_SELECT_KKT_REL;
-    uint32_t pi = 0; /* next path point */
-    for (uint32_t li = 0; li < (sp ? sp->stop : nl); li++) {
-        h2t_fit_info sel = {0};
+    c->po = j->o;
+    if (c->selecting)
+        c->po.kkt_rel = H2T_SELECT_KKT_REL;
+    return 0;
+}
+
+/* The penalised fit at lam[li] (after lam[li - 1]'s) and, for head2toe, its ranking. */
+static int cells_fit(job *j, cellrun *c, uint32_t li)
+{
+    const h2t_train_spec *s = j->spec;
+    const uint32_t D = j->D, K = j->K;
+    const float *X = c->X;
+    const uint32_t *y = c->y, n = c->n;
+    const double *lam = c->lam;
+    float *W = c->W, *b = c->b, *G = c->G;
+    int fast = c->fast;
+    uint32_t pen = c->pen;
+    h2t_fit_info sel = {0};
+    int rc;
+    if ((rc = check_cancel(j)) < 0)
+        return rc;
+    if (fast && pen == H2T_PENALTY_GROUP) {
+        while (c->pi < c->npath && c->path[c->pi] >= lam[li] * (1 - 1e-9)) {
+            uint32_t pi = c->pi;
+            rc = h2t_solver__fit_group_ws(X, y, n, D, K, c->path[pi], pi ? c->path[pi - 1] : 0,
+                                          &c->po, W, b, &c->Lip, G, &sel);
+            if (rc < 0)
+                return rc;
+            for (uint32_t q = 0; q < D; q++)
+                if (c->entry[q] == UINT32_MAX) {
+                    const float *wq = W + (size_t)q * K;
+                    for (uint32_t k = 0; k < K; k++)
+                        if (wq[k] != 0) {
+                            c->entry[q] = pi;
+                            break;
+                        }
+                }
+            c->pi++;
+            c->ufit++;
+            cells_report(j, c);
+        }
+    } else if (fast && j->gram && (j->shard ? j->gsplit ? j->gNs : j->n_tr_all : n) < D) {
+        /* kernel form on this split's Gram: a sub-block of the train Gram (row i here is
+         * train row (i + rot) mod n_tr; row-sharded: row i of the split over every
+         * participant, split_rows); A carries the warm start along the lambdas */
+        double ridge = pen == H2T_PENALTY_L2 ? lam[li] : s->final_l2;
+        if (!c->A) {
+            if (j->shard)
+                split_rows(j, n, &c->Ns, &c->spos, &c->sy);
+            uint32_t Ns = c->Ns;
+            c->A = calloc((size_t)Ns * K + 1, sizeof(float));
+            c->Gf = malloc((size_t)Ns * Ns * sizeof(double) + 1);
+            if (!c->A || !c->Gf) {
+                if (j->shard)
+                    abort(); /* as h2t_solver__reduce */
+                return h2t_err_set(H2T_ENOMEM, "kernel buffers (%u samples)", n);
+            }
+            uint32_t N = j->shard ? j->n_tr_all : j->n_tr;
+            for (uint32_t r = 0; r < Ns; r++) {
+                /* the task row of split row r: sy's order (sharded) or task_row */
+                uint32_t tr = j->shard ? split_task_row(j, r) : task_row(j, r);
+                const double *src = j->gram + (size_t)tr * N;
+                for (uint32_t q = 0; q < Ns; q++)
+                    c->Gf[(size_t)r * Ns + q] =
+                        src[j->shard ? split_task_row(j, q) : task_row(j, q)];
+            }
+        }
+        rc = j->shard ? h2t_solver__fit_smooth_kernel_rows(X, y, n, c->spos, c->Gf, c->sy, c->Ns, D,
+                                                           K, ridge, &j->o, c->A, W, b, &sel)
+                      : h2t_solver__fit_smooth_kernel(X, c->Gf, y, n, D, K, ridge, &j->o, c->A, W,
+                                                      b, &sel);
+    } else if (fast) {
+        double ridge = pen == H2T_PENALTY_L2 ? lam[li] : s->final_l2;
+        rc = h2t_solver__fit_smooth(X, y, n, D, K, ridge, &j->o, W, b, &sel);
+    } else {
+        rc = h2t_solver__fit_adam(X, y, n, D, K, pen, pen == H2T_PENALTY_NONE ? 0 : lam[li], s->lr,
+                                  s->steps, s->batch, s->seed, &j->o, W, b, &sel);
+    }
+    if (rc < 0)
+        return rc;
+    uint32_t nz = 0;
+    for (uint32_t q = 0; q < D; q++)
+        for (uint32_t k = 0; k < K; k++)
+            if (W[(size_t)q * K + k] != 0) {
+                nz++;
+                break;
+            }
+    c->sel[li] = sel;
+    c->nz[li] = nz;
+    if (!c->selecting)
+        return 0;
+    /* the ranking at lam[li] */
+    uint32_t *order = c->order + (size_t)li * D, *lcum = c->lcum + (size_t)li * j->n_layers;
+    rank_key *keys = c->keys;
+    for (uint32_t q = 0; q < D; q++) {
+        const float *wq = W + (size_t)q * K;
+        double s2 = 0, g2 = 0;
+        for (uint32_t k = 0; k < K; k++) {
+            s2 += (double)wq[k] * wq[k];
+            if (G)
+                g2 += (double)G[(size_t)q * K + k] * G[(size_t)q * K + k];
+        }
+        keys[q].entry = fast ? c->entry[q] : 0;
+        keys[q].norm = s2;
+        keys[q].gnorm = g2;
+        keys[q].j = q;
+    }
+    if (s->select_group == H2T_SELECT_LAYER)
+        rank_layers(j, keys, c->lkeys, order, lcum);
+    else {
+        qsort(keys, D, sizeof(rank_key), rank_cmp);
+        for (uint32_t q = 0; q < D; q++)
+            order[q] = keys[q].j;
+    }
+    selpath *sp = c->sp;
+    if (sp) {
+        memcpy(sp->order + (size_t)li * D, order, (size_t)D * sizeof(uint32_t));
+        if (s->select_group == H2T_SELECT_LAYER)
+            memcpy(sp->lcum + (size_t)li * j->n_layers, lcum,
+                   (size_t)j->n_layers * sizeof(uint32_t));
+        sp->info[li] = sel;
+        sp->nz[li] = nz;
+    }
+    return 0;
+}
+
+/* The heads of lam[li]'s cells (after cells_fit(li) and cells_heads(li - 1)). */
+static int cells_heads(job *j, cellrun *c, uint32_t li)
+{
+    const h2t_train_spec *s = j->spec;
+    const uint32_t D = j->D, K = j->K, nk = c->nk;
+    size_t DK = (size_t)D * K;
+    const uint32_t *order = c->order ? c->order + (size_t)li * D : NULL;
+    const uint32_t *lcum = c->lcum ? c->lcum + (size_t)li * j->n_layers : NULL;
+    int rc = 0;
+    if (c->sp) {
+        c->uheads += nk;
+        cells_report(j, c);
+        return 0;
+    }
+    if (c->selecting && c->Xva && !c->final &&
+        nk > 1) {     /* the CV heads of this lambda, one chain */
+        if (!c->A0) { /* the split's warm-start chain (row-sharded: every participant's rows) */
+            size_t rows = j->shard ? j->n_tr_all : c->n;
+            c->A0 = calloc(rows * K + 1, sizeof(float));
+            c->b0 = calloc(K, sizeof(float));
+            if (!c->A0 || !c->b0)
+                return h2t_err_set(H2T_ENOMEM, "warm starts (%zu x %u)", rows, K);
+        }
+        if ((rc = cv_heads(j, c->X, c->y, c->n, c->Xva, c->yva, c->nva, order, lcum, c->kp, nk,
+                           c->acc + li * nk, c->A0, c->b0)) < 0)
+            return rc;
+        c->uheads += nk;
+        cells_report(j, c);
+        return 0;
+    }
+    head h = {0};
+    for (uint32_t ki = 0; ki < nk; ki++) {
         if ((rc = check_cancel(j)) < 0)
             goto out;
-        /* 1. the penalised fit at lam[li] */
-        if (fast && pen == H2T_PENALTY_GROUP) {
-            while (pi < npath && path[pi] >= lam[li] * (1 - 1e-9)) {
-                rc = h2t_solver__fit_group_ws(X, y, n, D, K, path[pi], pi ? path[pi - 1] : 0, &po,
-                                              W, b, &Lip, G, &sel);
-                if (rc < 0)
-                    goto out;
-                for (uint32_t q = 0; q < D; q++)
-                    if (entry[q] == UINT32_MAX) {
-                        const float *wq = W + (size_t)q * K;
-                        for (uint32_t c = 0; c < K; c++)
-                            if (wq[c] != 0) {
-                                entry[q] = pi;
-                                break;
-                            }
-                    }
-                pi++;
-                report(j, (double)++unit / units);
-            }
-        } else if (fast && j->gram && (j->shard ? j->gsplit ? j->gNs : j->n_tr_all : n) < D) {
-            /* kernel form on this split's Gram: a sub-block of the train Gram (row i here is
-             * train row (i + rot) mod n_tr; row-sharded: row i of the split over every
-             * participant, split_rows); A carries the warm start along the lambdas */
-            double ridge = pen == H2T_PENALTY_L2 ? lam[li] : s->final_l2;
-            if (!A) {
-                if (j->shard)
-                    split_rows(j, n, &Ns, &spos, &sy);
-                A = calloc((size_t)Ns * K + 1, sizeof(float));
-                Gf = malloc((size_t)Ns * Ns * sizeof(double) + 1);
-                if (!A || !Gf) {
-                    if (j->shard)
-                        abort(); /* as h2t_solver__reduce */
-                    rc = h2t_err_set(H2T_ENOMEM, "kernel buffers (%u samples)", n);
-                    goto out;
-                }
-                uint32_t N = j->shard ? j->n_tr_all : j->n_tr;
-                for (uint32_t r = 0; r < Ns; r++) {
-                    /* the task row of split row r: sy's order (sharded) or task_row */
-                    uint32_t tr = j->shard ? split_task_row(j, r) : task_row(j, r);
-                    const double *src = j->gram + (size_t)tr * N;
-                    for (uint32_t c = 0; c < Ns; c++)
-                        Gf[(size_t)r * Ns + c] =
-                            src[j->shard ? split_task_row(j, c) : task_row(j, c)];
-                }
-            }
-            rc = j->shard ? h2t_solver__fit_smooth_kernel_rows(X, y, n, spos, Gf, sy, Ns, D, K,
-                                                               ridge, &j->o, A, W, b, &sel)
-                          : h2t_solver__fit_smooth_kernel(X, Gf, y, n, D, K, ridge, &j->o, A, W, b,
-                                                          &sel);
-        } else if (fast) {
-            double ridge = pen == H2T_PENALTY_L2 ? lam[li] : s->final_l2;
-            rc = h2t_solver__fit_smooth(X, y, n, D, K, ridge, &j->o, W, b, &sel);
+        if (c->selecting) {
+            rc = fit_on_subset(j, c->X, c->y, c->n, order, cell_cols(j, c->kp[ki], lcum),
+                               j->kfl2 ? j->kfl2[ki] : s->final_l2, NULL, NULL, &h);
+            if (rc < 0)
+                goto out;
         } else {
-            rc = h2t_solver__fit_adam(X, y, n, D, K, pen, pen == H2T_PENALTY_NONE ? 0 : lam[li],
-                                      s->lr, s->steps, s->batch, s->seed, &j->o, W, b, &sel);
-        }
-        if (rc < 0)
-            goto out;
-        uint32_t nz = 0;
-        for (uint32_t q = 0; q < D; q++)
-            for (uint32_t c = 0; c < K; c++)
-                if (W[(size_t)q * K + c] != 0) {
-                    nz++;
-                    break;
-                }
-        /* 2. the heads of this lambda's cells */
-        if (selecting) {
-            for (uint32_t q = 0; q < D; q++) {
-                const float *wq = W + (size_t)q * K;
-                double s2 = 0, g2 = 0;
-                for (uint32_t c = 0; c < K; c++) {
-                    s2 += (double)wq[c] * wq[c];
-                    if (G)
-                        g2 += (double)G[(size_t)q * K + c] * G[(size_t)q * K + c];
-                }
-                keys[q].entry = fast ? entry[q] : 0;
-                keys[q].norm = s2;
-                keys[q].gnorm = g2;
-                keys[q].j = q;
-            }
-            if (s->select_group == H2T_SELECT_LAYER)
-                rank_layers(j, keys, lkeys, order, lcum);
-            else {
-                qsort(keys, D, sizeof(rank_key), rank_cmp);
-                for (uint32_t q = 0; q < D; q++)
-                    order[q] = keys[q].j;
-            }
-        }
-        if (sp) {
-            memcpy(sp->order + (size_t)li * D, order, (size_t)D * sizeof(uint32_t));
-            if (s->select_group == H2T_SELECT_LAYER)
-                memcpy(sp->lcum + (size_t)li * j->n_layers, lcum,
-                       (size_t)j->n_layers * sizeof(uint32_t));
-            sp->info[li] = sel;
-            sp->nz[li] = nz;
-            unit += nk;
-            report(j, (double)unit / units);
-            continue;
-        }
-        if (selecting && Xva && !final && nk > 1) { /* the CV heads of this lambda, one chain */
-            if (!A0) { /* the split's warm-start chain (row-sharded: every participant's rows) */
-                size_t rows = j->shard ? j->n_tr_all : n;
-                A0 = calloc(rows * K + 1, sizeof(float));
-                b0 = calloc(K, sizeof(float));
-                if (!A0 || !b0) {
-                    rc = h2t_err_set(H2T_ENOMEM, "warm starts (%zu x %u)", rows, K);
-                    goto out;
-                }
-            }
-            if ((rc = cv_heads(j, X, y, n, Xva, yva, nva, order, lcum, kp, nk, acc + li * nk, A0,
-                               b0)) < 0)
+            h.k = D;
+            h.cols = malloc((size_t)D * sizeof(uint32_t) + 1);
+            h.W = malloc(DK * sizeof(float) + 1);
+            h.b = malloc(K * sizeof(float));
+            if (!h.cols || !h.W || !h.b) {
+                rc = h2t_err_set(H2T_ENOMEM, "head %u x %u", D, K);
                 goto out;
-            unit += nk;
-            report(j, (double)unit / units);
-            continue;
+            }
+            for (uint32_t q = 0; q < D; q++)
+                h.cols[q] = q;
+            memcpy(h.W, c->W, DK * sizeof(float));
+            memcpy(h.b, c->b, K * sizeof(float));
+            h.fit = c->sel[li];
         }
-        for (uint32_t ki = 0; ki < nk; ki++) {
-            if ((rc = check_cancel(j)) < 0)
+        h.sel = c->sel[li];
+        h.sel_nonzero = c->nz[li];
+        if (c->Xva) {
+            uint32_t corr = 0;
+            if ((rc = head_correct(j, &h, c->Xva, c->yva, c->nva, &corr)) < 0)
                 goto out;
-            if (selecting) {
-                rc = fit_on_subset(j, X, y, n, order, cell_cols(j, kp[ki], lcum),
-                                   j->kfl2 ? j->kfl2[ki] : s->final_l2, NULL, NULL, &h);
-                if (rc < 0)
-                    goto out;
-            } else {
-                h.k = D;
-                h.cols = malloc((size_t)D * sizeof(uint32_t) + 1);
-                h.W = malloc(DK * sizeof(float) + 1);
-                h.b = malloc(K * sizeof(float));
-                if (!h.cols || !h.W || !h.b) {
-                    rc = h2t_err_set(H2T_ENOMEM, "head %u x %u", D, K);
-                    goto out;
-                }
-                for (uint32_t q = 0; q < D; q++)
-                    h.cols[q] = q;
-                memcpy(h.W, W, DK * sizeof(float));
-                memcpy(h.b, b, K * sizeof(float));
-                h.fit = sel;
-            }
-            h.sel = sel;
-            h.sel_nonzero = nz;
-            if (Xva) {
-                uint32_t corr = 0;
-                if ((rc = head_correct(j, &h, Xva, yva, nva, &corr)) < 0)
-                    goto out;
-                acc[li * nk + ki] = frac_all(j, corr, nva, NULL);
-            }
-            if (final) {
-                *final = h;
-                memset(&h, 0, sizeof(h));
-            } else {
-                head_free(&h);
-            }
-            done++;
-            report(j, (double)++unit / units);
+            c->acc[li * nk + ki] = frac_all(j, corr, c->nva, NULL);
         }
+        if (c->final) {
+            *c->final = h;
+            memset(&h, 0, sizeof(h));
+        } else {
+            head_free(&h);
+        }
+        c->uheads++;
+        cells_report(j, c);
     }
-    (void)done;
 out:
     head_free(&h);
-    free(W);
-    free(b);
-    free(G);
-    free(A);
-    free(A0);
-    free(b0);
-    free(Gf);
-    free(spos);
-    free(sy);
-    free(entry);
-    free(order);
-    free(keys);
-    free(lkeys);
-    free(lcum);
-    free(path);
+    return rc;
+}
+
+static int run_cells(job *j, const float *X, const uint32_t *y, uint32_t n, const float *Xva,
+                     const uint32_t *yva, uint32_t nva, const double *lam, uint32_t nl,
+                     const double *kp, uint32_t nk, double *acc, head *final, selpath *sp)
+{
+    cellrun c;
+    int rc = cells_begin(j, &c, X, y, n, Xva, yva, nva, lam, nl, kp, nk, acc, final, sp);
+    for (uint32_t li = 0; rc == 0 && li < c.stop; li++)
+        if ((rc = cells_fit(j, &c, li)) == 0)
+            rc = cells_heads(j, &c, li);
+    cells_end(&c);
     return rc;
 }
 
@@ -1558,101 +1651,252 @@ static void tab_free(cvtab *t)
     memset(t, 0, sizeof(*t));
 }
 
-/* ---- threaded CV (head2toe): each split on a thread of its own ----
- * A split's rows are copied into the worker's own buffer in the order the in-place rotation
- * gives them (the repeat's order from the fold's end on: the training rows, then the fold's
- * validation rows last), so a split's numbers are those of the one-thread CV. Inside the
- * workers OpenBLAS runs one thread (set for the threaded section, then restored) and a worker's
- * job copy is marked nested (job_threads: 1): the threads are the splits. */
+/* ---- threaded CV (head2toe): the splits' steps on a pool of threads ----
+ * Each split (and the final selection, when the job has one: the path on every train row) runs
+ * the steps of run_cells: per grid lambda the fit (with its ranking), then that lambda's heads.
+ * The heads of a lambda need its fit and the previous lambda's heads (their chain of warm
+ * starts); the next fit needs only the previous fit. So a split's heads of lambda li and its
+ * fit of lambda li + 1 may run at once on two threads, and a split's steps are tasks for any
+ * thread: each thread takes a ready step of the oldest split under way (a fit before heads),
+ * else starts the next split. Five splits on two threads then end together instead of one
+ * thread running the fifth alone. A split's rows are copied into a slot's own buffer in the order
+ * the in-place rotation gives them (the repeat's order from the fold's end on: the training
+ * rows, then the fold's validation rows last), so each step computes exactly what the
+ * one-thread CV's does, and the results are bitwise the same for any thread count. Inside the
+ * pool OpenBLAS runs one thread (set for the threaded section, then restored) and a slot's
+ * job copy is marked nested (job_threads: 1). At most threads + 1 splits are under way (one
+ * buffer each), as long as that many copies of the train rows fit (cv_threads). */
 #define CV_THREADS_MAX 16
+
+typedef struct cv_slot {
+    job wj;        /* the split's job copy: its rows, row keys and stage */
+    cellrun c;     /* the split's run_cells state */
+    float *X;      /* n_tr x D (OWNED, kept across the slot's splits) */
+    uint32_t *y;   /* n_tr */
+    uint32_t *key; /* n_tr: the split's row keys (h2t_solver_opts.rkey) */
+    uint32_t q;    /* the task: 0 the final selection when the job has one, then the splits */
+    uint32_t stop; /* grid lambdas to fit (the final selection: fsel->stop; a split: all) */
+    uint32_t nfit, nheads; /* grid lambdas whose fit / heads are done */
+    int live, fitting, heading;
+} cv_slot;
 
 typedef struct cv_work {
     job *j; /* read only while the threads run (its fsel is written by one task) */
     const cvplan *p;
     cvtab *t;
     uint32_t splits, tasks; /* tasks: the splits, and first the final selection when j->fsel */
-    atomic_uint next;
-    atomic_int rc;       /* the first error */
-    char err[512];       /* its detail */
-    atomic_flag claimed; /* err written */
+    uint32_t nslots, next;  /* slot entries; the next task to start */
+    uint32_t max_splits, live_splits; /* splits under way at most (one buffer each), and now */
+    uint32_t steps, done;             /* steps of every task; steps done (progress) */
+    /* seconds a step of grid lambda li takes: the sum and count of those done (fit, heads) */
+    double tsum[2][H2T_SPEC_MAX_GRID];
+    uint32_t tcnt[2][H2T_SPEC_MAX_GRID];
+    cv_slot slot[CV_THREADS_MAX + 2];
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int rc;        /* the first error */
+    char err[512]; /* its detail */
 } cv_work;
 
 typedef struct cv_worker {
     cv_work *w;
-    float *X;      /* n_tr x D */
-    uint32_t *y;   /* n_tr */
-    uint32_t *key; /* n_tr: the split's row keys (h2t_solver_opts.rkey) */
-    int report;    /* the job's own thread: reports progress */
+    int report; /* the job's own thread: reports progress */
 } cv_worker;
+
+/* the final selection (task 0 when the job has one) */
+static int cv_is_final(const cv_work *w, uint32_t q)
+{
+    return w->tasks > w->splits && q == 0;
+}
+
+/* Set slot s up for task q and begin its run_cells (no lock held: the slot is this thread's). */
+static int cv_slot_start(cv_work *w, cv_slot *s)
+{
+    job *j = w->j;
+    const cvplan *p = w->p;
+    uint32_t n = j->n_tr, F = p->F, R = p->R, q = s->q;
+    s->wj = *j;
+    job *wj = &s->wj;
+    wj->nested = 1;
+    wj->x_map = 0;
+    wj->progress = NULL; /* the pool reports (cv_worker_run) */
+    wj->fsel = NULL;
+    if (cv_is_final(w, q)) { /* the final selection, on every train row */
+        snprintf(wj->stage, sizeof(wj->stage), "final selection");
+        return cells_begin(wj, &s->c, j->X, j->y, n, NULL, NULL, 0, j->lambdas, j->nl, j->keeps,
+                           j->nk, NULL, NULL, j->fsel);
+    }
+    uint32_t sq = q - (w->tasks - w->splits), r = sq / F, f = sq % F;
+    uint32_t a = p->bnd[(size_t)r * (F + 1) + f], e = p->bnd[(size_t)r * (F + 1) + f + 1];
+    const uint32_t *perm = p->perm ? p->perm + (size_t)r * n : NULL;
+    if (R > 1)
+        snprintf(wj->stage, sizeof(wj->stage), "cv repeat %u/%u fold %u/%u", r + 1, R, f + 1, F);
+    else
+        snprintf(wj->stage, sizeof(wj->stage), "cv fold %u/%u", f + 1, F);
+    if (!s->X) {
+        s->X = aligned_alloc(64, ((size_t)n * j->D * sizeof(float) + 64) & ~(size_t)63);
+        s->y = malloc((size_t)n * sizeof(uint32_t) + 1);
+        s->key = malloc((size_t)n * sizeof(uint32_t) + 1);
+        if (!s->X || !s->y || !s->key)
+            return h2t_err_set(H2T_ENOMEM, "CV rows (%u x %u)", n, j->D);
+    }
+    for (uint32_t i = 0; i < n; i++) { /* the repeat's order rotated left by e */
+        uint32_t src = perm ? perm[(i + e) % n] : (i + e) % n;
+        memcpy(s->X + (size_t)i * j->D, j->X + (size_t)src * j->D, j->D * sizeof(float));
+        s->y[i] = j->y[src];
+    }
+    row_keys(j, perm, e, p->bnd + (size_t)r * (F + 1), F, s->key);
+    wj->X = s->X;
+    wj->y = s->y;
+    wj->o.rkey = s->key;
+    wj->o.nblk = h2t_solver__nblocks(n);
+    uint32_t ntr = n - (e - a);
+    if (ntr == 0 || e == a)
+        return h2t_err_set(H2T_EINVAL, "fold %u of %u training samples is %s", f + 1, n,
+                           e == a ? "empty" : "all of them");
+    return cells_begin(wj, &s->c, s->X, s->y, ntr, s->X + (size_t)ntr * j->D, s->y + ntr, e - a,
+                       j->lambdas, j->nl, j->keeps, j->nk, w->t->acc + (size_t)sq * w->t->cells,
+                       NULL, NULL);
+}
+
+/* The expected seconds of a step (fit 0, heads 1) at grid lambda li: the mean of those done,
+ * else 1 for a fit and 2 for heads (a lambda's heads fit several heads). Only the order of the
+ * steps depends on it, never a number. */
+static double cv_step_est(const cv_work *w, int kind, uint32_t li)
+{
+    return w->tcnt[kind][li] ? w->tsum[kind][li] / w->tcnt[kind][li] : kind ? 2.0 : 1.0;
+}
+
+/* The priority of a ready step of slot s: the longest chain of the task's steps from it to the
+ * task's end, in expected seconds (a list schedule by critical path: the chains that take
+ * longest start first, and the short steps fill in at the end). Fit li leads to the fits after
+ * it and, from any of them (m), to the heads from m on; heads li to the heads after it. */
+static double cv_step_prio(const cv_work *w, const cv_slot *s, int fit)
+{
+    double best = 0;
+    if (!fit) {
+        for (uint32_t m = s->nheads; m < s->stop; m++)
+            best += cv_step_est(w, 1, m);
+        return best;
+    }
+    double f = 0;
+    for (uint32_t m = s->nfit; m < s->stop; m++) {
+        f += cv_step_est(w, 0, m);
+        double h = 0;
+        if (!cv_is_final(w, s->q))
+            for (uint32_t x = m; x < s->stop; x++)
+                h += cv_step_est(w, 1, x);
+        best = f + h > best ? f + h : best;
+    }
+    return best;
+}
+
+/* whether the slot's task is finished (every fit, and for a split every lambda's heads) */
+static int cv_slot_finished(const cv_work *w, const cv_slot *s)
+{
+    return s->nfit == s->stop && (cv_is_final(w, s->q) || s->nheads == s->stop);
+}
 
 static void cv_worker_run(cv_worker *cw)
 {
     cv_work *w = cw->w;
-    const job *j = w->j;
-    const cvplan *p = w->p;
-    uint32_t n = j->n_tr, F = p->F, R = p->R;
-    job wj = *j; /* its own stage, progress window and rows */
-    wj.nested = 1;
-    wj.X = cw->X;
-    wj.y = cw->y;
-    wj.x_map = 0;
-    if (!cw->report)
-        wj.progress = NULL;
+    job *j = w->j;
+    pthread_mutex_lock(&w->mu);
     for (;;) {
-        uint32_t q = atomic_fetch_add(&w->next, 1);
-        if (q >= w->tasks || atomic_load(&w->rc) < 0)
-            return;
-        int rc = 0;
-        if (w->tasks > w->splits && q-- == 0) { /* the final selection, on every train row */
-            snprintf(wj.stage, sizeof(wj.stage), "final selection");
-            wj.pbase = j->pbase;
-            wj.pspan = 0;
-            wj.X = j->X;
-            wj.y = j->y;
-            wj.o.rkey = j->o.rkey; /* task order */
-            wj.o.nblk = j->o.nblk;
-            rc = run_cells(&wj, j->X, j->y, n, NULL, NULL, 0, j->lambdas, j->nl, j->keeps, j->nk,
-                           NULL, NULL, j->fsel);
-            wj.X = cw->X;
-            wj.y = cw->y;
-            if (rc < 0 && !atomic_flag_test_and_set(&w->claimed)) {
-                snprintf(w->err, sizeof(w->err), "%s", h2t_err_detail());
-                atomic_store(&w->rc, rc);
+        if (w->rc < 0)
+            break;
+        /* the ready step of the tasks under way with the longest chain after it (ties: the
+         * oldest task, a fit before heads) */
+        cv_slot *s = NULL;
+        int fit = 0;
+        double best = -1;
+        for (uint32_t k = 0; k < w->nslots; k++) {
+            cv_slot *o = &w->slot[k];
+            if (!o->live)
+                continue;
+            for (int f = 1; f >= 0; f--) {
+                int ready = f ? !o->fitting && o->nfit < o->stop
+                              : !cv_is_final(w, o->q) && !o->heading && o->nheads < o->nfit;
+                if (!ready)
+                    continue;
+                double pr = cv_step_prio(w, o, f);
+                if (pr > best || (pr == best && (o->q < s->q || (o == s && f > fit)))) {
+                    s = o;
+                    fit = f;
+                    best = pr;
+                }
             }
+        }
+        int start = 0;
+        if (!s && w->next < w->tasks &&
+            (cv_is_final(w, w->next) || w->live_splits < w->max_splits)) {
+            /* else the next task, in a free slot (one with a buffer first) */
+            for (uint32_t k = 0; k < w->nslots; k++)
+                if (!w->slot[k].live && (!s || (!s->X && w->slot[k].X)))
+                    s = &w->slot[k];
+            if (s) {
+                s->live = 1;
+                s->q = w->next++;
+                s->stop = cv_is_final(w, s->q) ? w->j->fsel->stop : w->j->nl;
+                s->nfit = s->nheads = 0;
+                w->live_splits += !cv_is_final(w, s->q);
+                start = fit = 1;
+            }
+        }
+        if (!s) {
+            int any = 0;
+            for (uint32_t k = 0; k < w->nslots; k++)
+                any |= w->slot[k].live;
+            if (!any && w->next >= w->tasks)
+                break; /* every task is done */
+            pthread_cond_wait(&w->cv, &w->mu);
             continue;
         }
-        uint32_t r = q / F, f = q % F;
-        uint32_t a = p->bnd[(size_t)r * (F + 1) + f], e = p->bnd[(size_t)r * (F + 1) + f + 1];
-        const uint32_t *perm = p->perm ? p->perm + (size_t)r * n : NULL;
-        if (R > 1)
-            snprintf(wj.stage, sizeof(wj.stage), "cv repeat %u/%u fold %u/%u", r + 1, R, f + 1, F);
+        uint32_t li = fit ? s->nfit : s->nheads;
+        if (fit)
+            s->fitting = 1;
         else
-            snprintf(wj.stage, sizeof(wj.stage), "cv fold %u/%u", f + 1, F);
-        wj.pbase = j->pbase + j->pspan * q / w->splits;
-        wj.pspan = j->pspan / w->splits;
-        report(&wj, 0);
-        for (uint32_t i = 0; i < n; i++) { /* the repeat's order rotated left by e */
-            uint32_t src = perm ? perm[(i + e) % n] : (i + e) % n;
-            memcpy(wj.X + (size_t)i * j->D, j->X + (size_t)src * j->D, j->D * sizeof(float));
-            wj.y[i] = j->y[src];
+            s->heading = 1;
+        pthread_mutex_unlock(&w->mu);
+        int rc = start ? cv_slot_start(w, s) : 0;
+        double t0 = h2t_now_s();
+        if (rc == 0)
+            rc = fit ? cells_fit(&s->wj, &s->c, li) : cells_heads(&s->wj, &s->c, li);
+        double dt = h2t_now_s() - t0;
+        char stage[64];
+        snprintf(stage, sizeof(stage), "%s", s->wj.stage);
+        pthread_mutex_lock(&w->mu);
+        if (!cv_is_final(w, s->q)) { /* the splits' steps are alike: they make the estimates */
+            w->tsum[!fit][li] += dt;
+            w->tcnt[!fit][li]++;
         }
-        row_keys(j, perm, e, p->bnd + (size_t)r * (F + 1), F, cw->key);
-        wj.o.rkey = cw->key;
-        wj.o.nblk = h2t_solver__nblocks(n);
-        uint32_t ntr = n - (e - a);
-        rc = ntr == 0 || e == a ? h2t_err_set(H2T_EINVAL, "fold %u of %u training samples is %s",
-                                              f + 1, n, e == a ? "empty" : "all of them")
-                                : method_cells(&wj, wj.X, wj.y, ntr, wj.X + (size_t)ntr * j->D,
-                                               wj.y + ntr, e - a, j->lambdas, j->nl, j->keeps,
-                                               j->nk, w->t->acc + (size_t)q * w->t->cells, NULL);
-        if (rc < 0) {
-            if (!atomic_flag_test_and_set(&w->claimed)) {
-                snprintf(w->err, sizeof(w->err), "%s", h2t_err_detail());
-                atomic_store(&w->rc, rc);
-            }
-            return;
+        if (fit) {
+            s->fitting = 0;
+            s->nfit++;
+        } else {
+            s->heading = 0;
+            s->nheads++;
         }
+        w->done++;
+        if (rc < 0 && w->rc == 0) {
+            snprintf(w->err, sizeof(w->err), "%s", h2t_err_detail());
+            w->rc = rc;
+        }
+        if (rc == 0 && cv_slot_finished(w, s)) { /* nothing else of it runs: free its state */
+            cells_end(&s->c);
+            s->live = 0;
+            w->live_splits -= !cv_is_final(w, s->q);
+        }
+        if (cw->report && j->progress) {
+            double frac = (double)w->done / w->steps;
+            pthread_mutex_unlock(&w->mu); /* the callback may take its own locks */
+            j->progress(j->ud, j->pbase + j->pspan * (frac > 1 ? 1 : frac), stage);
+            pthread_mutex_lock(&w->mu);
+        }
+        pthread_cond_broadcast(&w->cv);
     }
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
 }
 
 static void *cv_worker_thread(void *arg)
@@ -1669,9 +1913,11 @@ static int final_selection(const job *j)
 }
 
 /* Threads for the job's CV: 1 (the in-place CV) unless the method is head2toe, the job holds
- * every row in memory, and a copy of the train rows per thread fits in half the budget. */
-static uint32_t cv_threads(const job *j, uint32_t splits)
+ * every row in memory, and a copy of the train rows per thread fits in half the budget; *slots:
+ * the splits under way at once (threads + 1 when that many copies fit, else threads). */
+static uint32_t cv_threads(const job *j, uint32_t splits, uint32_t *slots)
 {
+    *slots = 1;
     if (j->spec->method != H2T_METHOD_HEAD2TOE || j->x_map || j->o.red || j->nested)
         return 1;
     uint32_t T = job_threads(j, splits, CV_THREADS_MAX);
@@ -1679,34 +1925,32 @@ static uint32_t cv_threads(const job *j, uint32_t splits)
     uint64_t avail = j->spec->mem_limit ? j->spec->mem_limit : h2t_solver__mem_available();
     while (T > 1 && copy * T > avail / 2)
         T--;
+    *slots = T > 1 && copy * (T + 1) <= avail / 2 ? T + 1 : T;
     return T;
 }
 
-static int cv_parallel(job *j, const cvplan *p, uint32_t T, cvtab *t)
+static int cv_parallel(job *j, const cvplan *p, uint32_t T, uint32_t slots, cvtab *t)
 {
-    cv_work w = {.j = j, .p = p, .t = t, .splits = p->R * p->F};
-    w.tasks = w.splits + (j->fsel ? 1 : 0);
+    cv_work *w = calloc(1, sizeof(*w));
+    if (!w)
+        return h2t_err_set(H2T_ENOMEM, "CV pool");
+    w->j = j;
+    w->p = p;
+    w->t = t;
+    w->splits = p->R * p->F;
+    w->tasks = w->splits + (j->fsel ? 1 : 0);
+    w->max_splits = slots;
+    w->nslots = slots + (j->fsel ? 1 : 0); /* the final selection reads the job's rows */
+    w->steps = w->splits * 2 * j->nl + (j->fsel ? j->fsel->stop : 0);
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
     cv_worker cw[CV_THREADS_MAX];
     pthread_t tid[CV_THREADS_MAX];
-    memset(cw, 0, sizeof(cw));
-    atomic_init(&w.next, 0);
-    atomic_init(&w.rc, 0);
-    atomic_flag_clear(&w.claimed);
-    int rc = 0;
-    for (uint32_t q = 0; q < T; q++) {
-        cw[q].w = &w;
-        cw[q].report = q == 0;
-        cw[q].X = aligned_alloc(64, ((size_t)j->n_tr * j->D * sizeof(float) + 64) & ~(size_t)63);
-        cw[q].y = malloc((size_t)j->n_tr * sizeof(uint32_t) + 1);
-        cw[q].key = malloc((size_t)j->n_tr * sizeof(uint32_t) + 1);
-        if (!cw[q].X || !cw[q].y || !cw[q].key) {
-            rc = h2t_err_set(H2T_ENOMEM, "CV rows (%u threads x %u x %u)", T, j->n_tr, j->D);
-            goto out;
-        }
-    }
     int blas = h2t_blas_threads_get();
     h2t_blas_threads(1);
     uint32_t started = 1;
+    for (uint32_t q = 0; q < T; q++)
+        cw[q] = (cv_worker){w, q == 0};
     for (; started < T; started++)
         if (pthread_create(&tid[started], NULL, cv_worker_thread, &cw[started]) != 0)
             break;
@@ -1714,15 +1958,18 @@ static int cv_parallel(job *j, const cvplan *p, uint32_t T, cvtab *t)
     for (uint32_t q = 1; q < started; q++)
         pthread_join(tid[q], NULL);
     h2t_blas_threads(blas); /* auto's head2toe candidate: the other candidates' count */
-    rc = atomic_load(&w.rc);
+    int rc = w->rc;
     if (rc < 0)
-        rc = h2t_err_set(rc, "%s", w.err);
-out:
-    for (uint32_t q = 0; q < T; q++) {
-        free(cw[q].X);
-        free(cw[q].y);
-        free(cw[q].key);
+        rc = h2t_err_set(rc, "%s", w->err);
+    for (uint32_t q = 0; q < w->nslots; q++) {
+        cells_end(&w->slot[q].c); /* a task an error stopped */
+        free(w->slot[q].X);
+        free(w->slot[q].y);
+        free(w->slot[q].key);
     }
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    free(w);
     return rc;
 }
 
@@ -1748,13 +1995,13 @@ static int cv_run(job *j, const cvplan *p, double pbase, double pspan, cvtab *t)
     if (F < 2)
         return 0;
     j->kfl2 = j->fl2;
-    uint32_t T = cv_threads(j, R * F);
+    uint32_t slots, T = cv_threads(j, R * F, &slots);
     if (T > 1) {
         if (final_selection(j) && !(j->fsel = selpath_new(j, j->nl)))
             return h2t_err_set(H2T_ENOMEM, "final selection (%u x %u)", j->nl, j->D);
         j->pbase = pbase;
         j->pspan = pspan;
-        if ((rc = cv_parallel(j, p, T, t)) < 0)
+        if ((rc = cv_parallel(j, p, T, slots, t)) < 0)
             return rc;
         R = 0; /* done */
     }

@@ -674,6 +674,75 @@ TEST(solver_heads_head2toe_threads_bitwise)
     task_free(&t);
 }
 
+static void pool_progress(void *ud, double frac, const char *stage)
+{
+    double *last = ud; /* last fraction, went backwards or had no stage, calls */
+    if (frac + 1e-12 < last[0] || !stage || !stage[0])
+        last[1] = 1;
+    last[0] = frac;
+    last[2]++;
+}
+
+/* The threaded CV's pool runs a split's heads of one lambda and its fit of the next on
+ * different threads, and takes steps of several splits at once: with kernel-form heads
+ * (48 training rows of a split against 120 and 240 kept columns) warm-started along each
+ * split's chain, three lambdas, five splits and the final selection, every result is bit for
+ * bit the one thread's for 2, 3 and 5 threads, and for 2 threads with the memory budget for
+ * only two copies of the rows (two splits under way instead of three); progress only rises. */
+TEST(solver_heads_head2toe_pool_bitwise)
+{
+    task t;
+    task_make(&t, 60, 30, 6, 40, 4, 0x15, 1.5, 0, 61);
+    h2t_train_spec sp;
+    h2t_train_spec_default(&sp, H2T_METHOD_HEAD2TOE);
+    sp.n_lambdas = 3;
+    sp.lambdas[0] = 3e-2;
+    sp.lambdas[1] = 1e-2;
+    sp.lambdas[2] = 3e-3;
+    sp.n_keeps = 3;
+    sp.keeps[0] = 0.1;
+    sp.keeps[1] = 0.5;
+    sp.keeps[2] = 1.0;
+    const uint32_t threads[] = {1, 2, 3, 5, 2};
+    h2t_result *r[5] = {NULL};
+    h2t_dataset d = task_data(&t);
+    for (uint32_t q = 0; q < 5; q++) {
+        sp.threads = threads[q];
+        /* the last run: rows x features x 4 bytes is 57,600; a budget of five copies leaves
+         * two for the CV's splits (half the budget) */
+        sp.mem_limit = q == 4 ? 5 * 57600 : 0;
+        double pr[3] = {0, 0, 0};
+        int rc = h2t_solver_run_data(&d, &sp, pool_progress, pr, NULL, &r[q]);
+        if (rc < 0)
+            fprintf(stderr, "solver: %s\n", h2t_err_detail());
+        ASSERT_OK(rc);
+        ASSERT_EQ(pr[1], 0);
+        ASSERT_NEAR(pr[0], 1.0, 1e-12);
+    }
+    h2t_blas_threads(1); /* the runner's setting */
+    ASSERT_EQ(r[0]->n_lambdas * r[0]->n_keeps, 9);
+    ASSERT(r[0]->final_fit.converged);
+    ASSERT(r[0]->n_kept >= 24);
+    for (uint32_t q = 1; q < 5; q++) {
+        const h2t_result *a = r[0], *b = r[q];
+        ASSERT(memcmp(a->cv_acc, b->cv_acc, 9 * sizeof(double)) == 0);
+        ASSERT(memcmp(a->cv_se, b->cv_se, 9 * sizeof(double)) == 0);
+        ASSERT_EQ(a->lambda, b->lambda);
+        ASSERT_EQ(a->keep, b->keep);
+        ASSERT_EQ(a->n_kept, b->n_kept);
+        ASSERT(memcmp(a->features, b->features, a->n_kept * sizeof(h2t_feature_ref)) == 0);
+        ASSERT(memcmp(a->weights, b->weights, (size_t)a->n_kept * a->n_classes * sizeof(float)) ==
+               0);
+        ASSERT(memcmp(a->bias, b->bias, a->n_classes * sizeof(float)) == 0);
+        ASSERT_EQ(a->select_fit.objective, b->select_fit.objective);
+        ASSERT_EQ(a->final_fit.iters, b->final_fit.iters);
+        ASSERT_EQ(a->test_correct, b->test_correct);
+    }
+    for (uint32_t q = 0; q < 5; q++)
+        h2t_result_destroy(r[q]);
+    task_free(&t);
+}
+
 TEST(solver_heads_spec_checks)
 {
     h2t_train_spec sp;
