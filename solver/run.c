@@ -579,6 +579,60 @@ size_t h2t_solver__test_block_bytes = (size_t)256 << 20;
 static int check_finite(const job *j, const float *x, uint32_t l, uint32_t sample,
                         const char *split);
 
+/* fn(ctx, a, b) over [0, n) in T contiguous parts [a, b), part 0 on the calling thread and the
+ * others on threads of their own (a part whose thread cannot start runs on the caller). */
+#define PAR_MAX 16
+static void par_parts(uint32_t T, uint32_t n, void (*fn)(void *, uint32_t, uint32_t), void *ctx);
+
+/* The load's last pass over rows X[0..n) (the first n_tr train rows, the rest test): each
+ * row's layers checked finite, then normalised as normalise_rows does (each row alone, so the
+ * numbers are the same however the rows are split), on the job's threads. A non-finite value
+ * anywhere: a check in the loader's order names the first one, as one thread would (layer_major:
+ * layer by layer, then row by row; else row by row); samples[i] is row i's sample id (NULL: i
+ * for a train row, i - n_tr for a test row). */
+typedef struct rows_pass {
+    const job *j;
+    float *X;
+    atomic_int bad;
+} rows_pass;
+
+static void rows_pass_part(void *ctx, uint32_t a, uint32_t b)
+{
+    rows_pass *p = ctx;
+    const job *j = p->j;
+    for (uint32_t i = a; i < b; i++) {
+        float *x = p->X + (size_t)i * j->D;
+        int bad = 0;
+        for (uint32_t c = 0; c < j->D; c++)
+            bad |= !isfinite(x[c]);
+        if (bad)
+            atomic_store(&p->bad, 1);
+        else
+            normalise_rows(j, x, 1);
+    }
+}
+
+static int rows_ready(const job *j, float *X, uint32_t n, const uint32_t *samples, uint32_t n_tr,
+                      int layer_major)
+{
+    rows_pass p = {.j = j, .X = X};
+    atomic_init(&p.bad, 0);
+    par_parts(job_threads(j, n, PAR_MAX), n, rows_pass_part, &p);
+    if (!atomic_load(&p.bad))
+        return 0;
+    uint32_t L = j->n_layers;
+    for (uint64_t q = 0; q < (uint64_t)L * n; q++) {
+        uint32_t l = layer_major ? (uint32_t)(q / n) : (uint32_t)(q % L);
+        uint32_t i = layer_major ? (uint32_t)(q % n) : (uint32_t)(q / L);
+        uint32_t id = samples ? samples[i] : i < n_tr ? i : i - n_tr;
+        int rc =
+            check_finite(j, X + (size_t)i * j->D + j->loff[l], l, id, i < n_tr ? "train" : "test");
+        if (rc < 0)
+            return rc;
+    }
+    return h2t_err_set(H2T_ENUMERIC, "a value that is not finite in the design matrix");
+}
+
 /* The test rows a head gets right: from X, or (j->tst) read from the store, checked and
  * normalised as the load does it, in row blocks of about h2t_solver__test_block_bytes. Each
  * row's logits are the same numbers either way: OpenBLAS's sgemm splits the rows, never the
@@ -2695,15 +2749,68 @@ static const char *spill_dir(void)
  * blocks the solver's passes touch and writes them back to the file under memory pressure:
  * every pass reads the matrix from the disk when it does not fit. The same numbers either
  * way. */
+typedef struct par_arg {
+    void (*fn)(void *, uint32_t, uint32_t);
+    void *ctx;
+    uint32_t a, b;
+} par_arg;
+
+static void *par_run(void *arg)
+{
+    par_arg *p = arg;
+    p->fn(p->ctx, p->a, p->b);
+    return NULL;
+}
+
+static void par_parts(uint32_t T, uint32_t n, void (*fn)(void *, uint32_t, uint32_t), void *ctx)
+{
+    par_arg pa[PAR_MAX];
+    pthread_t tid[PAR_MAX];
+    int up[PAR_MAX] = {0};
+    T = T < 1 ? 1 : T > PAR_MAX ? PAR_MAX : T;
+    for (uint32_t t = 0; t < T; t++)
+        pa[t] = (par_arg){fn, ctx, (uint32_t)((uint64_t)n * t / T),
+                          (uint32_t)((uint64_t)n * (t + 1) / T)};
+    for (uint32_t t = 1; t < T; t++)
+        up[t] = pthread_create(&tid[t], NULL, par_run, &pa[t]) == 0;
+    par_run(&pa[0]);
+    for (uint32_t t = 1; t < T; t++) {
+        if (up[t])
+            pthread_join(tid[t], NULL);
+        else
+            par_run(&pa[t]);
+    }
+}
+
+/* zeroes bytes [a, b) MiB of a buffer (the first touch of its pages, on several threads) */
+typedef struct zero_arg {
+    char *p;
+    size_t bytes;
+} zero_arg;
+
+static void zero_part(void *ctx, uint32_t a, uint32_t b)
+{
+    zero_arg *z = ctx;
+    size_t lo = (size_t)a << 20, hi = (size_t)b << 20;
+    hi = hi > z->bytes ? z->bytes : hi;
+    if (lo < hi)
+        memset(z->p + lo, 0, hi - lo);
+}
+
 static int design_alloc(job *j, size_t n, int spill, int zero)
 {
     size_t bytes = n * sizeof(float);
     j->x_map = 0;
     if (!spill) {
-        j->X = zero ? h2t_aalloc(n, sizeof(float))
-                    : aligned_alloc(64, (bytes + 64) & ~(size_t)63); /* free() as h2t_afree */
+        size_t al = (bytes + 64) & ~(size_t)63;
+        j->X = aligned_alloc(64, al); /* free() as h2t_afree */
         if (!j->X)
             return h2t_err_set(H2T_ENOMEM, "design matrix (%zu bytes)", bytes);
+        if (zero) { /* on the job's threads: the first touch of the pages is most of the cost */
+            zero_arg z = {(char *)j->X, al};
+            uint32_t mib = (uint32_t)((al + ((size_t)1 << 20) - 1) >> 20);
+            par_parts(job_threads(j, mib, PAR_MAX), mib, zero_part, &z);
+        }
         return 0;
     }
     char path[4096];
@@ -2994,19 +3101,15 @@ static int run_dataset(const h2t_dataset *d, const h2t_shard *sh, const h2t_trai
             memcpy(j.X + (size_t)i * j.D, x, (size_t)j.D * sizeof(float));
             continue;
         }
-        for (uint32_t l = 0; l < j.n_layers; l++) {
-            if (!normalised &&
-                (rc = check_finite(&j, x + soff[l], l, si, tr ? "train" : "test")) < 0)
-                goto out;
+        for (uint32_t l = 0; l < j.n_layers; l++)
             memcpy(j.X + (size_t)i * j.D + j.loff[l], x + soff[l], j.ldim[l] * sizeof(float));
-        }
     }
     if (j.n_tr)
         memcpy(j.y, d->y_train, j.n_tr * sizeof(uint32_t));
     if (j.n_te)
         memcpy(j.y + j.n_tr, d->y_test, j.n_te * sizeof(uint32_t));
-    if (!normalised)
-        normalise_rows(&j, j.X, N);
+    if (!normalised && (rc = rows_ready(&j, j.X, N, NULL, j.n_tr, 0)) < 0)
+        goto out;
     double t1 = h2t_now_s();
     if ((rc = solve(&j, out)) < 0)
         goto out;
@@ -3184,12 +3287,9 @@ int h2t_solver__run_store_rows(h2t_store *st, const h2t_task *task, const h2t_tr
             h2t_err_wrap(rc, "reading layer %u (%s): ", j.lid[l], j.lname[l]);
             goto out;
         }
-        for (uint32_t i = 0; i < N; i++)
-            if ((rc = check_finite(&j, j.X + (size_t)i * j.D + j.loff[l], l, samples[i],
-                                   i < j.n_tr ? "train" : "test")) < 0)
-                goto out;
     }
-    normalise_rows(&j, j.X, N);
+    if ((rc = rows_ready(&j, j.X, N, samples, j.n_tr, 1)) < 0)
+        goto out;
     double t1 = h2t_now_s();
     if ((rc = solve(&j, out)) < 0)
         goto out;

@@ -738,16 +738,24 @@ TEST(solver_bad_input)
     one.n_test = 0;
     ASSERT_EQ(h2t_solver_run_data(&one, &sp, NULL, NULL, NULL, &r), H2T_EINVAL);
     ASSERT_CONTAINS(h2t_err_detail(), "empty test");
-    /* NaN in layer 1, train sample 7 */
-    t.xtr[7 * t.D + 10 + 3] = NAN;
-    ASSERT_EQ(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r), H2T_ENUMERIC);
-    ASSERT_CONTAINS(h2t_err_detail(), "layer 1");
-    ASSERT_CONTAINS(h2t_err_detail(), "sample 7");
-    t.xtr[7 * t.D + 13] = 0;
-    t.xte[2 * t.D + 1] = INFINITY;
-    ASSERT_EQ(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r), H2T_ENUMERIC);
-    ASSERT_CONTAINS(h2t_err_detail(), "test sample 2");
-    t.xte[2 * t.D + 1] = 0;
+    /* NaN in layer 1, train sample 7; on one thread and on the load's two, where the rows are
+     * checked in two parts and the first bad value in row order is named (a later row's
+     * infinity in another part does not hide it) */
+    for (uint32_t th = 1; th <= 2; th++) {
+        sp.threads = th;
+        t.xtr[7 * t.D + 10 + 3] = NAN;
+        t.xte[5 * t.D + 2] = INFINITY;
+        ASSERT_EQ(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r), H2T_ENUMERIC);
+        ASSERT_CONTAINS(h2t_err_detail(), "NaN in layer 1");
+        ASSERT_CONTAINS(h2t_err_detail(), "train sample 7");
+        t.xtr[7 * t.D + 13] = 0;
+        t.xte[5 * t.D + 2] = 0;
+        t.xte[2 * t.D + 1] = INFINITY;
+        ASSERT_EQ(h2t_solver_run_data(&d, &sp, NULL, NULL, NULL, &r), H2T_ENUMERIC);
+        ASSERT_CONTAINS(h2t_err_detail(), "test sample 2");
+        t.xte[2 * t.D + 1] = 0;
+    }
+    sp.threads = 0;
     /* above the memory budget the matrix is spilled to H2T_SPILL_DIR: a directory that does
      * not exist is an error naming it and the bytes; an existing one gives the in-memory head */
     sp.mem_limit = 1000;
