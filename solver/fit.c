@@ -1005,45 +1005,125 @@ static void lbfgs_start(lbfgs *L)
 }
 
 /* p (and its image) = -H g by the two-loop recursion, newest pair first; returns the
- * directional derivative <g, p>. Not a descent direction: restart from steepest descent. */
+ * directional derivative <g, p>. Not a descent direction: restart from steepest descent.
+ * Each dot product is a sum in order along the vector, whose adds wait on one another; so the
+ * update of p by one pair runs in the same loop as the dot product that follows it (each p[i]
+ * updated before its term is taken), and the newest pair's two products for the scale share a
+ * loop: the updates cost no pass of their own, and every number is the one the loops one after
+ * another give. */
 static double lbfgs_direction(lbfgs *L)
 {
     size_t m = L->m;
     double *p = L->p, *pi = L->pi;
-    for (size_t i = 0; i < m; i++) {
-        p[i] = -L->g[i];
-        pi[i] = -L->gi[i]; /* the same store in the primal form */
-    }
-    for (uint32_t h = 0; h < L->hist; h++) {
-        uint32_t s = (L->head + LBFGS_M - 1 - h) % LBFGS_M;
-        double a = L->alpha[s] = L->rho[s] * dotd(L->Si + s * m, p, m);
-        const double *yv = L->Yv + s * m, *yi = L->Yi + s * m;
-        for (size_t i = 0; i < m; i++)
-            p[i] -= a * yv[i];
-        for (size_t i = 0; L->kernel && i < m; i++)
-            pi[i] -= a * yi[i];
-    }
+    const double *g = L->g, *gi = L->gi;
+    int kernel = L->kernel;
+    uint32_t hist = L->hist;
     double gamma;
-    if (L->hist) {
+    if (hist) { /* the newest pair's scale, from its own vectors */
         uint32_t s = (L->head + LBFGS_M - 1) % LBFGS_M;
-        gamma = dotd(L->Si + s * m, L->Yv + s * m, m) / dotd(L->Yi + s * m, L->Yv + s * m, m);
+        const double *sv = L->Si + s * m, *yv = L->Yv + s * m, *yi = L->Yi + s * m;
+        double a = 0, b = 0;
+        for (size_t i = 0; i < m; i++) {
+            a += sv[i] * yv[i];
+            b += yi[i] * yv[i];
+        }
+        gamma = a / b;
     } else {
-        gamma = 1.0 / sqrt(dotd(L->gi, L->g, m));
+        gamma = 1.0 / sqrt(dotd(gi, g, m));
     }
-    for (size_t i = 0; i < m; i++)
-        p[i] *= gamma;
-    for (size_t i = 0; L->kernel && i < m; i++)
-        pi[i] *= gamma;
-    for (uint32_t h = L->hist; h-- > 0;) {
+    /* first loop, newest pair first: alpha_h = rho_h <s_h, p>, then p -= alpha_h y_h (that
+     * update done in the next pair's loop, the last one with the scale) */
+    const double *yv = NULL, *yi = NULL;
+    double a = 0;
+    for (uint32_t h = 0; h < hist; h++) {
         uint32_t s = (L->head + LBFGS_M - 1 - h) % LBFGS_M;
-        double c = L->alpha[s] - L->rho[s] * dotd(L->Yi + s * m, p, m);
-        const double *sv = L->S + s * m, *si = L->Si + s * m;
-        for (size_t i = 0; i < m; i++)
-            p[i] += c * sv[i];
-        for (size_t i = 0; L->kernel && i < m; i++)
-            pi[i] += c * si[i];
+        const double *sv = L->Si + s * m;
+        double d = 0;
+        if (!h)
+            for (size_t i = 0; i < m; i++) {
+                p[i] = -g[i];
+                pi[i] = -gi[i]; /* the same store in the primal form */
+                d += sv[i] * p[i];
+            }
+        else if (kernel)
+            for (size_t i = 0; i < m; i++) {
+                p[i] -= a * yv[i];
+                pi[i] -= a * yi[i];
+                d += sv[i] * p[i];
+            }
+        else
+            for (size_t i = 0; i < m; i++) {
+                p[i] -= a * yv[i];
+                d += sv[i] * p[i];
+            }
+        a = L->alpha[s] = L->rho[s] * d;
+        yv = L->Yv + s * m;
+        yi = L->Yi + s * m;
     }
-    double gp = dotd(L->gi, p, m);
+    if (!hist && kernel)
+        for (size_t i = 0; i < m; i++) {
+            p[i] = -g[i];
+            pi[i] = -gi[i];
+            p[i] *= gamma;
+            pi[i] *= gamma;
+        }
+    else if (!hist) /* pi is p */
+        for (size_t i = 0; i < m; i++) {
+            p[i] = -g[i];
+            p[i] *= gamma;
+        }
+    else if (kernel)
+        for (size_t i = 0; i < m; i++) {
+            p[i] -= a * yv[i];
+            pi[i] -= a * yi[i];
+            p[i] *= gamma;
+            pi[i] *= gamma;
+        }
+    else
+        for (size_t i = 0; i < m; i++) {
+            p[i] -= a * yv[i];
+            p[i] *= gamma;
+        }
+    /* second loop, oldest pair first: c_h = alpha_h - rho_h <y_h, p>, then p += c_h s_h (done
+     * in the next pair's loop, the newest one's with <g, p>) */
+    const double *sv = NULL, *si = NULL;
+    double c = 0;
+    for (uint32_t h = hist; h-- > 0;) {
+        uint32_t s = (L->head + LBFGS_M - 1 - h) % LBFGS_M;
+        const double *u = L->Yi + s * m;
+        double d = 0;
+        if (!sv)
+            for (size_t i = 0; i < m; i++)
+                d += u[i] * p[i];
+        else if (kernel)
+            for (size_t i = 0; i < m; i++) {
+                p[i] += c * sv[i];
+                pi[i] += c * si[i];
+                d += u[i] * p[i];
+            }
+        else
+            for (size_t i = 0; i < m; i++) {
+                p[i] += c * sv[i];
+                d += u[i] * p[i];
+            }
+        c = L->alpha[s] - L->rho[s] * d;
+        sv = L->S + s * m;
+        si = L->Si + s * m;
+    }
+    double gp = 0;
+    if (!sv)
+        gp = dotd(gi, p, m);
+    else if (kernel)
+        for (size_t i = 0; i < m; i++) {
+            p[i] += c * sv[i];
+            pi[i] += c * si[i];
+            gp += gi[i] * p[i];
+        }
+    else
+        for (size_t i = 0; i < m; i++) {
+            p[i] += c * sv[i];
+            gp += gi[i] * p[i];
+        }
     if (!(gp < 0)) {
         L->hist = 0;
         double ng = sqrt(dotd(L->gi, L->g, m));
@@ -1085,16 +1165,24 @@ static int lbfgs_iterate(lbfgs *L)
     }
     double *sv = L->S + L->head * m, *si = L->Si + L->head * m;
     double *yv = L->Yv + L->head * m, *yi = L->Yi + L->head * m;
-    for (size_t i = 0; i < m; i++) {
-        sv[i] = L->thn[i] - L->th[i];
-        yv[i] = L->gn[i] - L->g[i];
-    }
-    for (size_t i = 0; L->kernel && i < m; i++) {
-        si[i] = L->thni[i] - L->thi[i];
-        yi[i] = L->gni[i] - L->gi[i];
-    }
-    double sy = dotd(si, yv, m);
-    if (sy > 1e-12 * dotd(yi, yv, m)) {
+    double sy = 0, yy = 0; /* <s_i, y>, <y_i, y>: two sums in order, in one loop */
+    if (L->kernel)
+        for (size_t i = 0; i < m; i++) {
+            sv[i] = L->thn[i] - L->th[i];
+            yv[i] = L->gn[i] - L->g[i];
+            si[i] = L->thni[i] - L->thi[i];
+            yi[i] = L->gni[i] - L->gi[i];
+            sy += si[i] * yv[i];
+            yy += yi[i] * yv[i];
+        }
+    else /* si is sv, yi is yv */
+        for (size_t i = 0; i < m; i++) {
+            sv[i] = L->thn[i] - L->th[i];
+            yv[i] = L->gn[i] - L->g[i];
+            sy += sv[i] * yv[i];
+            yy += yv[i] * yv[i];
+        }
+    if (sy > 1e-12 * yy) {
         L->rho[L->head] = 1.0 / sy;
         L->head = (L->head + 1) % LBFGS_M;
         if (L->hist < LBFGS_M)
