@@ -1011,6 +1011,29 @@ static void lbfgs_start(lbfgs *L)
  * updated before its term is taken), and the newest pair's two products for the scale share a
  * loop: the updates cost no pass of their own, and every number is the one the loops one after
  * another give. */
+/* The second loop's step: p += c s (and pi += c si in kernel form, where pi is p in the
+ * other space) unless s is NULL, then <u, p>, in one pass in index order. */
+static double lbfgs_add_dot(double *p, double *pi, const double *sv, const double *si, double c,
+                            const double *u, size_t m, int kernel)
+{
+    double d = 0;
+    if (!sv)
+        for (size_t i = 0; i < m; i++)
+            d += u[i] * p[i];
+    else if (kernel)
+        for (size_t i = 0; i < m; i++) {
+            p[i] += c * sv[i];
+            pi[i] += c * si[i];
+            d += u[i] * p[i];
+        }
+    else
+        for (size_t i = 0; i < m; i++) {
+            p[i] += c * sv[i];
+            d += u[i] * p[i];
+        }
+    return d;
+}
+
 static double lbfgs_direction(lbfgs *L)
 {
     size_t m = L->m;
@@ -1090,40 +1113,12 @@ static double lbfgs_direction(lbfgs *L)
     double c = 0;
     for (uint32_t h = hist; h-- > 0;) {
         uint32_t s = (L->head + LBFGS_M - 1 - h) % LBFGS_M;
-        const double *u = L->Yi + s * m;
-        double d = 0;
-        if (!sv)
-            for (size_t i = 0; i < m; i++)
-                d += u[i] * p[i];
-        else if (kernel)
-            for (size_t i = 0; i < m; i++) {
-                p[i] += c * sv[i];
-                pi[i] += c * si[i];
-                d += u[i] * p[i];
-            }
-        else
-            for (size_t i = 0; i < m; i++) {
-                p[i] += c * sv[i];
-                d += u[i] * p[i];
-            }
+        double d = lbfgs_add_dot(p, pi, sv, si, c, L->Yi + s * m, m, kernel);
         c = L->alpha[s] - L->rho[s] * d;
         sv = L->S + s * m;
         si = L->Si + s * m;
     }
-    double gp = 0;
-    if (!sv)
-        gp = dotd(gi, p, m);
-    else if (kernel)
-        for (size_t i = 0; i < m; i++) {
-            p[i] += c * sv[i];
-            pi[i] += c * si[i];
-            gp += gi[i] * p[i];
-        }
-    else
-        for (size_t i = 0; i < m; i++) {
-            p[i] += c * sv[i];
-            gp += gi[i] * p[i];
-        }
+    double gp = lbfgs_add_dot(p, pi, sv, si, c, gi, m, kernel);
     if (!(gp < 0)) {
         L->hist = 0;
         double ng = sqrt(dotd(L->gi, L->g, m));
